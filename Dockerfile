@@ -1,0 +1,35 @@
+# driftwatch worker image. Build: docker build -t driftwatch . ; run: see docker-compose.yml.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+# Install dependencies and the package with the pinned transitive set (constraints.txt).
+COPY pyproject.toml constraints.txt README.md ./
+COPY driftwatch ./driftwatch
+COPY schemas ./schemas
+COPY streams ./streams
+COPY agents ./agents
+COPY retrain ./retrain
+RUN pip install -c constraints.txt . \
+    && rm -rf build *.egg-info
+
+# Run as an unprivileged user; /data (worker state: RocksDB tables, models) is owned by it so
+# a fresh named volume mounted there inherits that ownership.
+RUN useradd --system --uid 10001 --user-group --home-dir /home/driftwatch --create-home \
+        driftwatch \
+    && mkdir -p /data \
+    && chown driftwatch:driftwatch /data
+USER driftwatch
+
+ENV DRIFTWATCH_DATA_DIR=/data \
+    DRIFTWATCH_METRICS_PORT=9108
+VOLUME ["/data"]
+EXPOSE 9108
+
+ENTRYPOINT ["driftwatch"]
+CMD ["worker"]

@@ -1,0 +1,122 @@
+"""The Faust application: app factory, topics, the RocksDB table, agents and timers.
+
+Nothing happens at import time: :func:`create_app` builds everything from a
+:class:`~driftwatch.settings.Settings`, so tests can run several apps with their own settings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from prometheus_client import CollectorRegistry
+
+from agents.metrics import WorkerMetrics
+from agents.processor import PredictionProcessor, TableStore
+from driftwatch.settings import Settings
+from streams.engine import DriftEngine
+from streams.ingest import PredictionValidator
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS = "predictions"
+OUTCOMES = "outcomes"
+DRIFT_EVENTS = "drift-events"
+DEAD_LETTERS = "dead-letters"
+TOPICS = (PREDICTIONS, OUTCOMES, DRIFT_EVENTS, DEAD_LETTERS)
+WINDOW_TABLE = "drift-state"
+TICK_SECONDS = 5.0
+
+
+@dataclass
+class Worker:
+    app: faust.App
+    processor: PredictionProcessor
+    registry: CollectorRegistry
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
+    registry = registry if registry is not None else CollectorRegistry()
+    app = faust.App(
+        settings.app_id,
+        broker=broker_urls(settings.bootstrap),
+        store="rocksdb://",
+        datadir=settings.data_dir,
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication,
+        topic_allow_declare=True,
+        web_enabled=False,
+        autodiscover=False,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.heartbeat_interval,
+        broker_commit_interval=settings.commit_interval,
+        consumer_auto_offset_reset="earliest",
+        processing_guarantee="at_least_once",
+        stream_wait_empty=False,
+        logging_config=None,
+    )
+    predictions = app.topic(
+        settings.topic(PREDICTIONS),
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+    )
+    drift_topic = app.topic(
+        settings.topic(DRIFT_EVENTS), key_type=bytes, value_type=bytes, partitions=settings.partitions
+    )
+    dead_letters = app.topic(
+        settings.topic(DEAD_LETTERS), key_type=bytes, value_type=bytes, partitions=settings.partitions
+    )
+    table = app.Table(
+        WINDOW_TABLE,
+        key_type=bytes,
+        value_type=bytes,
+        partitions=settings.partitions,
+        options={"driver": "rocksdict"},
+        help="Window summaries, stream clocks and open incidents (driftwatch.streams.state)",
+    )
+
+    async def send_drift(key: bytes, value: bytes) -> None:
+        fut = await drift_topic.send(key=key, value=value)
+        await fut  # delivered before the state that records it is written
+
+    async def send_dead_letter(key: bytes, value: bytes) -> None:
+        await dead_letters.send(key=key, value=value)
+
+    store = TableStore(table)
+    processor = PredictionProcessor(
+        engine=DriftEngine(settings.engine_config(), store),
+        store=store,
+        validator=PredictionValidator(
+            max_bytes=settings.max_message_bytes,
+            tenants=settings.tenant_allowlist,
+            max_future_seconds=settings.max_future_seconds,
+        ),
+        metrics=WorkerMetrics.create(registry),
+        send_drift=send_drift,
+        send_dead_letter=send_dead_letter,
+        source_topic=settings.topic(PREDICTIONS),
+        idle_timeout=settings.idle_timeout,
+    )
+
+    @app.agent(predictions, name="detect-feature-drift")
+    async def detect(stream: Any) -> None:
+        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within):
+            await processor.process_batch(batch)
+
+    @app.timer(TICK_SECONDS)
+    async def advance_quiet_streams() -> None:
+        await processor.tick()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
+        processor.forget_partitions({tp.partition for tp in revoked})
+
+    _ = (detect, advance_quiet_streams, on_revoked)
+    return Worker(app=app, processor=processor, registry=registry)

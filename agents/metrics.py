@@ -1,0 +1,56 @@
+"""Prometheus metrics of the worker: one typed bundle, created from a registry passed in.
+
+Labels are bounded: reasons and kinds are fixed vocabularies; tenants and models appear only
+on the per-stream gauges (one series per stream, not per feature).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+@dataclass(frozen=True)
+class WorkerMetrics:
+    events: Counter
+    dead_letters: Counter
+    drift_events: Counter
+    engine: Counter
+    batch_seconds: Histogram
+    watermark: Gauge
+    watermark_lag: Gauge
+
+    @classmethod
+    def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
+        return cls(
+            events=Counter(
+                "driftwatch_events", "Input messages by topic and result", ["topic", "result"],
+                registry=registry,
+            ),
+            dead_letters=Counter(
+                "driftwatch_dead_letters", "Messages dead-lettered, by reason", ["topic", "reason"],
+                registry=registry,
+            ),
+            drift_events=Counter(
+                "driftwatch_drift_events", "Drift events emitted", ["kind", "severity", "confirmed"],
+                registry=registry,
+            ),
+            engine=Counter(
+                "driftwatch_engine", "Detection engine counters (windows closed, tests, ...)", ["what"],
+                registry=registry,
+            ),
+            batch_seconds=Histogram(
+                "driftwatch_batch_seconds", "Time to apply one batch of events",
+                buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+                registry=registry,
+            ),
+            watermark=Gauge(
+                "driftwatch_stream_watermark_seconds", "Event time reached by each stream",
+                ["tenant", "model"], registry=registry,
+            ),
+            watermark_lag=Gauge(
+                "driftwatch_stream_lag_seconds", "Wall clock minus the stream's event time",
+                ["tenant", "model"], registry=registry,
+            ),
+        )

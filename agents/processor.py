@@ -1,0 +1,173 @@
+"""Applies batches of prediction messages to the engine and persists the result.
+
+This is the only place that bridges Faust's per-partition state to the engine: every table
+read and write happens with the current event set to a message of the partition that owns the
+state, so the RocksDB partition and the changelog partition are always the right ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import weakref
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from faust.streams import _current_event
+
+from agents.metrics import WorkerMetrics
+from schemas import DeadLetter, DriftEvent, InvalidEvent
+from streams.engine import DriftEngine, Write
+from streams.ingest import PredictionValidator
+
+log = logging.getLogger(__name__)
+
+SendFn = Callable[[bytes, bytes], Awaitable[None]]
+
+
+class TableStore:
+    """The engine's view of a Faust table whose keys and values are bytes."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+
+    def get(self, key: str) -> bytes | None:
+        value = self.table.get(key.encode())
+        return None if value is None else bytes(value)
+
+    def write(self, w: Write) -> None:
+        key = w.key.encode()
+        if w.value is None:
+            if key in self.table:
+                del self.table[key]
+        else:
+            self.table[key] = w.value
+
+
+def _set_current_event(event: Any) -> None:
+    # Faust picks the RocksDB partition and the changelog partition from this context variable.
+    _current_event.set(weakref.ref(event))
+
+
+@dataclass
+class StreamActivity:
+    partition: int
+    event_time: float
+    arrived: float
+
+
+@dataclass
+class PredictionProcessor:
+    engine: DriftEngine
+    store: TableStore
+    validator: PredictionValidator
+    metrics: WorkerMetrics
+    send_drift: SendFn
+    send_dead_letter: SendFn
+    source_topic: str
+    idle_timeout: float
+    clock: Callable[[], float] = time.time
+    on_drift: Callable[[DriftEvent], None] | None = None
+    _last_event: dict[int, Any] = field(default_factory=dict)
+    _activity: dict[tuple[str, str], StreamActivity] = field(default_factory=dict)
+    _engine_seen: dict[str, int] = field(default_factory=dict)
+
+    async def process_batch(self, events: Sequence[Any]) -> None:
+        started = time.perf_counter()
+        now = self.clock()
+        drifts: list[DriftEvent] = []
+        for event in events:
+            message = event.message
+            _set_current_event(event)
+            self._last_event[message.partition] = event
+            try:
+                prediction = self.validator.validate(event.value, now)
+                drifts.extend(self.engine.observe(prediction, (message.partition, message.offset)))
+            except InvalidEvent as exc:
+                await self._dead_letter(message, event.value, exc, now)
+                continue
+            self.metrics.events.labels(self.source_topic, "ok").inc()
+            self._activity[(prediction.tenant, prediction.model)] = StreamActivity(
+                message.partition, prediction.timestamp, now
+            )
+        await self._publish(drifts)
+        self._persist()
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def tick(self) -> None:
+        """Wall-clock timer: advance the clocks of streams that went quiet."""
+        now = self.clock()
+        drifts: list[DriftEvent] = []
+        for (tenant, model), act in list(self._activity.items()):
+            self._export_watermark(tenant, model, act.event_time, now)
+            idle = now - act.arrived
+            if idle < self.idle_timeout:
+                continue
+            event = self._last_event.get(act.partition)
+            if event is None:
+                continue
+            _set_current_event(event)
+            advanced_to = act.event_time + idle
+            drifts.extend(self.engine.advance(tenant, model, advanced_to))
+        if drifts:
+            log.info("idle streams advanced; %d drift events", len(drifts))
+        await self._publish(drifts)
+        self._persist()
+
+    def forget_partitions(self, partitions: set[int]) -> None:
+        """After a rebalance, state of revoked partitions belongs to another worker."""
+        for p in partitions:
+            self._last_event.pop(p, None)
+        for key in [k for k, a in self._activity.items() if a.partition in partitions]:
+            del self._activity[key]
+
+    async def _publish(self, drifts: list[DriftEvent]) -> None:
+        for drift in drifts:
+            await self.send_drift(drift.stream_key.encode(), drift.to_json())
+            self.metrics.drift_events.labels(
+                drift.kind.value, drift.severity.value, str(drift.confirmed).lower()
+            ).inc()
+            log.info(
+                "drift %s %s/%s feature=%s %s=%.4f p=%.2e severity=%s confirmed=%s",
+                drift.drift_id[:8], drift.tenant, drift.model, drift.feature, drift.test,
+                drift.statistic, drift.p_value or 0.0, drift.severity.value, drift.confirmed,
+            )
+            if self.on_drift is not None:
+                self.on_drift(drift)
+
+    def _persist(self) -> None:
+        # Drift events are delivered before the state that records them: a crash in between
+        # re-emits the same event (same drift_id) rather than losing it.
+        for w in self.engine.flush():
+            if w.partition is not None and w.partition in self._last_event:
+                _set_current_event(self._last_event[w.partition])
+            self.store.write(w)
+        for what, n in self.engine.stats.items():
+            delta = n - self._engine_seen.get(what, 0)
+            if delta:
+                self.metrics.engine.labels(what).inc(delta)
+                self._engine_seen[what] = n
+
+    def _export_watermark(self, tenant: str, model: str, event_time: float, now: float) -> None:
+        self.metrics.watermark.labels(tenant, model).set(event_time)
+        self.metrics.watermark_lag.labels(tenant, model).set(now - event_time)
+
+    async def _dead_letter(self, message: Any, value: bytes | None, exc: InvalidEvent, now: float) -> None:
+        letter = DeadLetter(
+            source_topic=message.topic,
+            source_partition=message.partition,
+            source_offset=message.offset,
+            reason=exc.reason,
+            detail=exc.detail,
+            original=value or b"",
+            received_at=now,
+            source_key=message.key,
+        )
+        await self.send_dead_letter(message.key or b"", letter.to_json())
+        self.metrics.events.labels(self.source_topic, "dead_letter").inc()
+        self.metrics.dead_letters.labels(self.source_topic, exc.reason).inc()
+        log.warning(
+            "dead-lettered %s[%d]@%d: %s: %s",
+            message.topic, message.partition, message.offset, exc.reason, exc.detail[:200],
+        )

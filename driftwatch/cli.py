@@ -1,0 +1,177 @@
+"""The ``driftwatch`` command line (see ../shared/design/contracts.md for the public part)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from driftwatch.settings import Settings, settings_markdown
+
+log = logging.getLogger("driftwatch")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from driftwatch.worker import run_worker
+
+    return run_worker(settings)
+
+
+def cmd_dev_broker(args: argparse.Namespace, settings: Settings) -> int:
+    from driftwatch.devbroker import run_dev_broker
+
+    return run_dev_broker(args.port)
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from driftwatch.simulate import SimulationConfig, generate, generate_outcomes, parse_drift, write_jsonl
+
+    cfg = SimulationConfig(
+        seed=args.seed,
+        tenants=tuple(args.tenants.split(",")),
+        models=tuple(args.models.split(",")),
+        days=args.days,
+        events_per_day=args.rate,
+        numeric_features=args.numeric_features,
+        categorical_features=args.categorical_features,
+        start=args.start,
+        drifts=tuple(parse_drift(d) for d in args.drift),
+        weekly_seasonality=args.seasonality,
+    )
+    if args.out_dir is not None:
+        out = Path(args.out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        n = write_jsonl(generate(cfg), out / "predictions.jsonl")
+        m = write_jsonl(generate_outcomes(cfg), out / "outcomes.jsonl") if args.outcomes else 0
+        print(f"wrote {n} predictions and {m} outcomes to {out}", file=sys.stderr)
+        return 0
+    from driftwatch.kafka_io import produce_simulation
+
+    n, m = produce_simulation(settings, cfg, with_outcomes=args.outcomes)
+    print(f"produced {n} predictions and {m} outcomes to {settings.bootstrap}", file=sys.stderr)
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
+    from collections import Counter
+
+    from driftwatch.backtest import read_predictions, run_backtest
+    from streams.ingest import PredictionValidator
+
+    if args.config is not None:
+        settings = settings.with_file(Path(args.config))
+    validator = PredictionValidator(
+        max_bytes=settings.max_message_bytes,
+        tenants=settings.tenant_allowlist,
+        max_future_seconds=None,
+    )
+    rejected: Counter[str] = Counter()
+    events = list(read_predictions(Path(args.predictions), validator, rejected))
+    if args.outcomes is not None:
+        log.warning("--outcomes: performance drift is not implemented yet; outcomes are ignored")
+    report = run_backtest(events, settings.engine_config(), out=sys.stdout)
+    report.rejected.update(rejected)
+    summary = {
+        "events": report.events,
+        "feature_values": report.feature_values,
+        "drift_events": len(report.drift_events),
+        "rejected": dict(report.rejected),
+        "seconds": round(report.seconds, 3),
+        "feature_values_per_second": round(report.feature_values / max(report.seconds, 1e-9)),
+    }
+    print(json.dumps({"backtest": summary}), file=sys.stderr)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from driftwatch.demo import run_demo
+
+    return run_demo(settings, days=args.days, rate=args.rate, drift_day=args.drift_day)
+
+
+def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
+    if args.markdown:
+        print(settings_markdown())
+    else:
+        print(json.dumps(settings.__dict__, indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="driftwatch", description="Streaming model-drift monitor on Kafka."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("worker", help="run the Faust worker against KAFKA_BOOTSTRAP_SERVERS").set_defaults(
+        func=cmd_worker
+    )
+
+    p = sub.add_parser("dev-broker", help="run the embedded Kafka-compatible broker on 127.0.0.1")
+    p.add_argument("--port", type=int, default=9092)
+    p.set_defaults(func=cmd_dev_broker)
+
+    p = sub.add_parser("simulate", help="produce seeded synthetic traffic with injected drift")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--tenants", default="acme,globex")
+    p.add_argument("--models", default="fraud,conflict")
+    p.add_argument("--days", type=int, default=90)
+    p.add_argument("--rate", type=int, default=1500, help="events per day per tenant and model")
+    p.add_argument("--numeric-features", type=int, default=6)
+    p.add_argument("--categorical-features", type=int, default=2)
+    p.add_argument("--start", type=float, default=None, help="epoch seconds of day 0 (default: today - days)")
+    p.add_argument("--seasonality", type=float, default=0.0, help="weekly pattern amplitude, sigmas")
+    p.add_argument(
+        "--drift",
+        action="append",
+        default=[],
+        help="e.g. mean_shift:day=60:magnitude=1.0:features=amount:tenants=acme:models=fraud "
+        "(types: mean_shift, variance, category_mix); repeatable",
+    )
+    p.add_argument("--outcomes", action="store_true", help="also produce outcomes")
+    p.add_argument("--out-dir", default=None, help="write JSON lines files here instead of Kafka")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="the whole loop on one machine")
+    p.add_argument("--days", type=int, default=90)
+    p.add_argument("--rate", type=int, default=600, help="events per day per tenant and model")
+    p.add_argument("--drift-day", type=int, default=60)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("backtest", help="run the detection engine offline over JSON lines files")
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--outcomes", default=None)
+    p.add_argument("--config", default=None, help="TOML or JSON file of settings")
+    p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("config", help="print the effective settings")
+    p.add_argument("--markdown", action="store_true", help="the documentation table instead")
+    p.set_defaults(func=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"driftwatch: configuration error: {exc}", file=sys.stderr)
+        return 2
+    _setup_logging(settings.log_level)
+    result: int = args.func(args, settings)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

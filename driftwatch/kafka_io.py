@@ -1,0 +1,108 @@
+"""Plain Kafka clients for the CLI: producing simulated traffic, reading drift events."""
+
+from __future__ import annotations
+
+import heapq
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from agents.app import OUTCOMES, PREDICTIONS
+from driftwatch.settings import Settings
+from driftwatch.simulate import SimulationConfig, generate, generate_outcomes
+from schemas import OutcomeEvent, PredictionEvent
+
+
+def make_producer(bootstrap: str) -> Producer:
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "batch.num.messages": 5000,
+            "compression.type": "none",
+            "queue.buffering.max.messages": 200_000,
+            "enable.idempotence": False,
+        }
+    )
+
+
+def produce_messages(
+    producer: Producer, topic: str, messages: Iterable[tuple[bytes | None, bytes]]
+) -> int:
+    n = 0
+    errors: list[Any] = []
+
+    def on_delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            errors.append(err)
+
+    for key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        n += 1
+        if n % 1000 == 0:
+            producer.poll(0)
+    producer.flush(60)
+    if errors:
+        raise RuntimeError(f"{len(errors)} messages not delivered, first: {errors[0]}")
+    return n
+
+
+def prediction_messages(events: Iterable[PredictionEvent]) -> Iterator[tuple[bytes, bytes]]:
+    for e in events:
+        yield e.stream_key.encode(), e.to_json()
+
+
+def outcome_messages(events: Iterable[OutcomeEvent]) -> Iterator[tuple[bytes, bytes]]:
+    for e in events:
+        yield e.event_id.encode(), e.to_json()
+
+
+def produce_simulation(
+    settings: Settings, cfg: SimulationConfig, with_outcomes: bool = False
+) -> tuple[int, int]:
+    producer = make_producer(settings.bootstrap)
+    n = produce_messages(producer, settings.topic(PREDICTIONS), prediction_messages(generate(cfg)))
+    m = 0
+    if with_outcomes:
+        m = produce_messages(
+            producer, settings.topic(OUTCOMES), outcome_messages(generate_outcomes(cfg))
+        )
+    return n, m
+
+
+def merge_by_time(*streams: Iterable[PredictionEvent]) -> Iterator[PredictionEvent]:
+    return heapq.merge(*streams, key=lambda e: e.timestamp)
+
+
+def tail_consumer(bootstrap: str, topic: str, partitions: int) -> Consumer:
+    """A group-less consumer reading ``topic`` from the beginning (no join delay)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "driftwatch-cli-tail",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    return consumer
+
+
+def poll_json(consumer: Consumer, timeout: float) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for msg in consumer.consume(num_messages=500, timeout=timeout):
+        if msg.error() is not None:
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                raise RuntimeError(str(msg.error()))
+            continue
+        value = msg.value()
+        if value:
+            out.append(json.loads(value))
+    return out

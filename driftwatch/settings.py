@@ -1,0 +1,162 @@
+"""All configuration, read once from environment variables (documented per field).
+
+``driftwatch config`` prints the table in the README from these fields, so the docs cannot
+drift from the code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from streams.config import EngineConfig
+
+
+def _env(name: str, default: Any, doc: str) -> Any:
+    return field(default=default, metadata={"env": name, "doc": doc})
+
+
+@dataclass(frozen=True)
+class Settings:
+    bootstrap_servers: str | None = _env(
+        "KAFKA_BOOTSTRAP_SERVERS",
+        None,
+        "Kafka bootstrap servers (host:port,...). Unset: `demo` starts the embedded broker and "
+        "other commands use 127.0.0.1:9092.",
+    )
+    app_id: str = _env("DRIFTWATCH_APP_ID", "driftwatch", "Faust app id: consumer group and table-topic prefix.")
+    topic_prefix: str = _env(
+        "DRIFTWATCH_TOPIC_PREFIX", "", "Prefix for every topic name (isolates test runs on a shared cluster)."
+    )
+    data_dir: str = _env("DRIFTWATCH_DATA_DIR", "var/driftwatch", "Where the worker keeps its RocksDB tables.")
+    partitions: int = _env("DRIFTWATCH_PARTITIONS", 4, "Partitions of the topics the worker creates.")
+    replication: int = _env("DRIFTWATCH_REPLICATION", 1, "Replication factor of the topics the worker creates.")
+    session_timeout: float = _env(
+        "DRIFTWATCH_SESSION_TIMEOUT", 10.0, "Consumer-group session timeout, seconds (joins take about half)."
+    )
+    heartbeat_interval: float = _env("DRIFTWATCH_HEARTBEAT_INTERVAL", 2.0, "Consumer heartbeat interval, seconds.")
+    commit_interval: float = _env("DRIFTWATCH_COMMIT_INTERVAL", 2.0, "Seconds between offset commits.")
+    batch_size: int = _env("DRIFTWATCH_BATCH_SIZE", 1000, "Most events the worker applies per batch.")
+    batch_within: float = _env("DRIFTWATCH_BATCH_WITHIN", 0.5, "Longest wait, seconds, to fill a batch.")
+    metrics_port: int = _env("DRIFTWATCH_METRICS_PORT", 9108, "Port of the Prometheus /metrics endpoint; 0 turns it off.")
+    max_message_bytes: int = _env(
+        "DRIFTWATCH_MAX_MESSAGE_BYTES", 256 * 1024, "Larger input messages are dead-lettered as `oversized`."
+    )
+    tenants: str = _env(
+        "DRIFTWATCH_TENANTS", "", "Comma-separated tenant allow-list; empty accepts any tenant."
+    )
+    max_future_seconds: float = _env(
+        "DRIFTWATCH_MAX_FUTURE_SECONDS",
+        3600.0,
+        "Events stamped more than this ahead of the wall clock are dead-lettered (`future_timestamp`).",
+    )
+    idle_timeout: float = _env(
+        "DRIFTWATCH_IDLE_TIMEOUT_SECONDS",
+        300.0,
+        "A stream with no events for this many wall seconds has its event-time clock advanced by "
+        "the wall time that passed, so its last windows still get tested.",
+    )
+    log_level: str = _env("DRIFTWATCH_LOG_LEVEL", "INFO", "Log level.")
+    # Detection (EngineConfig)
+    window_seconds: float = _env("DRIFTWATCH_WINDOW_SECONDS", 86400.0, "Event-time window length, seconds.")
+    allowed_lateness_seconds: float = _env(
+        "DRIFTWATCH_ALLOWED_LATENESS_SECONDS", 3600.0, "A window is tested once event time passes its end by this much."
+    )
+    baseline_start_days: float = _env(
+        "DRIFTWATCH_BASELINE_START_DAYS", 60.0, "Baseline: windows from this many days before the tested one ..."
+    )
+    baseline_end_days: float = _env("DRIFTWATCH_BASELINE_END_DAYS", 30.0, "... to this many days before it.")
+    min_baseline_windows: int = _env(
+        "DRIFTWATCH_MIN_BASELINE_WINDOWS", 7, "Windows with data the (clipped) baseline needs before testing."
+    )
+    alpha: float = _env("DRIFTWATCH_ALPHA", 0.01, "Significance level (false-discovery rate per model-window).")
+    min_effect_size: float = _env(
+        "DRIFTWATCH_MIN_EFFECT_SIZE", 0.05, "Smallest KS / total-variation distance that counts as drift."
+    )
+    min_window_count: int = _env("DRIFTWATCH_MIN_WINDOW_COUNT", 50, "Features with fewer values in a window are not tested.")
+    confirm_windows: int = _env("DRIFTWATCH_CONFIRM_WINDOWS", 7, "Windows of persistence before an incident is confirmed.")
+    resolve_windows: int = _env(
+        "DRIFTWATCH_RESOLVE_WINDOWS", 2, "Consecutive clean windows that close an incident."
+    )
+    retention_days: float = _env("DRIFTWATCH_RETENTION_DAYS", 62.0, "Window summaries older than this are deleted.")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            raw = env.get(f.metadata["env"])
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _coerce(f.name, f.default, raw)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.engine_config()  # validate early
+        return settings
+
+    def with_file(self, path: Path) -> Settings:
+        """Overlay a TOML or JSON file of setting names (field names or env var names)."""
+        text = path.read_text()
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        by_env = {f.metadata["env"]: f.name for f in fields(self)}
+        names = {f.name for f in fields(self)}
+        updates: dict[str, Any] = {}
+        for key, value in data.items():
+            name = by_env.get(key, key)
+            if name not in names:
+                raise ValueError(f"unknown setting {key!r} in {path}")
+            updates[name] = value
+        return replace(self, **updates)
+
+    @property
+    def bootstrap(self) -> str:
+        return self.bootstrap_servers or "127.0.0.1:9092"
+
+    @property
+    def tenant_allowlist(self) -> frozenset[str]:
+        return frozenset(t.strip() for t in self.tenants.split(",") if t.strip())
+
+    def topic(self, name: str) -> str:
+        return f"{self.topic_prefix}{name}"
+
+    def engine_config(self) -> EngineConfig:
+        return EngineConfig(
+            window_seconds=self.window_seconds,
+            allowed_lateness_seconds=self.allowed_lateness_seconds,
+            baseline_start_days=self.baseline_start_days,
+            baseline_end_days=self.baseline_end_days,
+            min_baseline_windows=self.min_baseline_windows,
+            alpha=self.alpha,
+            min_effect_size=self.min_effect_size,
+            min_window_count=self.min_window_count,
+            confirm_windows=self.confirm_windows,
+            resolve_windows=self.resolve_windows,
+            retention_days=self.retention_days,
+        )
+
+
+def _coerce(name: str, default: Any, raw: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            return raw.strip().lower() in {"1", "true", "yes", "on"}
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"setting {name}: cannot parse {raw!r}") from None
+    return raw
+
+
+def settings_markdown() -> str:
+    """The configuration table for the README."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in fields(Settings):
+        default = "" if f.default is MISSING or f.default is None else f"`{f.default}`"
+        rows.append(f"| `{f.metadata['env']}` | {default} | {f.metadata['doc']} |")
+    return "\n".join(rows)

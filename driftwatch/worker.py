@@ -1,0 +1,28 @@
+"""``driftwatch worker``: create the topics, expose /metrics, run the Faust worker."""
+
+from __future__ import annotations
+
+import logging
+
+import faust
+from prometheus_client import start_http_server
+
+from agents.app import TOPICS, create_app
+from driftwatch.devbroker import ensure_topics
+from driftwatch.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_worker(settings: Settings) -> int:
+    ensure_topics(
+        settings.bootstrap,
+        {settings.topic(name): settings.partitions for name in TOPICS},
+        replication=settings.replication,
+    )
+    worker = create_app(settings)
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="0.0.0.0", registry=worker.registry)
+        log.info("metrics on :%d/metrics", settings.metrics_port)
+    faust.Worker(worker.app, loglevel=settings.log_level.lower()).execute_from_commandline()
+    return 0

@@ -1,0 +1,409 @@
+"""Wire contracts v1: typed models for the JSON messages on the driftwatch topics.
+
+The JSON Schema files in ``schemas/v1/`` are the published contract; these classes are the
+Python side of it, and ``tests/unit/test_schemas.py`` checks the two agree. Parsing is strict
+about what the contract requires and tolerant of extra fields, so producers can add fields
+without breaking the monitor.
+
+Timestamps are carried as float epoch seconds (UTC) inside the process and written as
+RFC 3339 strings on the wire.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+FeatureValue = float | str | None
+
+# Limits that keep one hostile message from costing unbounded memory or time.
+MAX_ID_LEN = 256
+MAX_NAME_LEN = 128
+MAX_FEATURES = 1000
+MAX_CATEGORY_LEN = 256
+
+
+class InvalidEvent(ValueError):
+    """An input message that does not satisfy the contract; ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class DriftKind(StrEnum):
+    STATISTICAL = "statistical"
+    PERFORMANCE = "performance"
+
+
+class Severity(StrEnum):
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_ORDER.index(self)
+
+
+_SEVERITY_ORDER = [Severity.LOW, Severity.MEDIUM, Severity.HIGH, Severity.CRITICAL]
+
+
+def format_timestamp(ts: float) -> str:
+    """Epoch seconds -> RFC 3339 with microseconds and a ``Z`` zone.
+
+    >>> format_timestamp(0)
+    '1970-01-01T00:00:00.000000Z'
+    """
+    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(value: Any, name: str = "timestamp") -> float:
+    """RFC 3339 string (with a zone) or epoch seconds -> float epoch seconds.
+
+    >>> parse_timestamp("2026-01-01T00:00:00Z")
+    1767225600.0
+    >>> parse_timestamp(1767225600)
+    1767225600.0
+    """
+    if isinstance(value, bool):
+        raise InvalidEvent("wrong_type", f"{name} must be a string or a number, not a boolean")
+    if isinstance(value, int | float):
+        ts = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidEvent("bad_timestamp", f"{name} is not RFC 3339: {value[:64]!r}") from None
+        if parsed.tzinfo is None:
+            raise InvalidEvent("bad_timestamp", f"{name} has no time zone: {value[:64]!r}")
+        ts = parsed.timestamp()
+    else:
+        raise InvalidEvent("wrong_type", f"{name} must be a string or a number")
+    if not math.isfinite(ts) or not 0 <= ts < 32503680000:  # year 3000
+        raise InvalidEvent("bad_timestamp", f"{name} out of range: {value!r}")
+    return ts
+
+
+def _require_str(data: dict[str, Any], name: str, max_len: int) -> str:
+    value = data.get(name)
+    if value is None:
+        raise InvalidEvent("missing_field", f"{name} is required")
+    if not isinstance(value, str):
+        raise InvalidEvent("wrong_type", f"{name} must be a string")
+    if not value or len(value) > max_len:
+        raise InvalidEvent("bad_value", f"{name} must have 1..{max_len} characters")
+    return value
+
+
+def _optional_label(data: dict[str, Any], name: str) -> int | str | None:
+    value = data.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise InvalidEvent("wrong_type", f"{name} must be an integer or a string")
+    if isinstance(value, str) and len(value) > MAX_CATEGORY_LEN:
+        raise InvalidEvent("bad_value", f"{name} is longer than {MAX_CATEGORY_LEN} characters")
+    return value
+
+
+def _parse_features(raw: Any) -> dict[str, FeatureValue]:
+    if raw is None:
+        raise InvalidEvent("missing_field", "features is required")
+    if not isinstance(raw, dict):
+        raise InvalidEvent("wrong_type", "features must be an object")
+    if len(raw) > MAX_FEATURES:
+        raise InvalidEvent("too_many_features", f"{len(raw)} features, limit {MAX_FEATURES}")
+    features: dict[str, FeatureValue] = {}
+    for name, value in raw.items():
+        if len(name) > MAX_NAME_LEN or not name:
+            raise InvalidEvent("bad_value", f"feature name must have 1..{MAX_NAME_LEN} characters")
+        if value is None or isinstance(value, str):
+            if isinstance(value, str) and len(value) > MAX_CATEGORY_LEN:
+                raise InvalidEvent("bad_value", f"feature {name!r} value is too long")
+            features[name] = value
+        elif isinstance(value, bool):
+            raise InvalidEvent("wrong_type", f"feature {name!r} is a boolean; send 0/1 or a string")
+        elif isinstance(value, int | float):
+            number = float(value)
+            if not math.isfinite(number):
+                raise InvalidEvent("non_finite", f"feature {name!r} is {value!r}")
+            features[name] = number
+        else:
+            raise InvalidEvent(
+                "wrong_type", f"feature {name!r} must be a number, a string or null"
+            )
+    return features
+
+
+def decode_json_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
+    """Bytes off the wire -> a JSON object, or :class:`InvalidEvent` with a reason code."""
+    if len(raw) > max_bytes:
+        raise InvalidEvent("oversized", f"{len(raw)} bytes, limit {max_bytes}")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidEvent("malformed_json", str(exc)[:200]) from None
+    except RecursionError:
+        raise InvalidEvent("malformed_json", "nested too deeply") from None
+    if not isinstance(data, dict):
+        raise InvalidEvent("wrong_type", "message must be a JSON object")
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionEvent:
+    event_id: str
+    tenant: str
+    model: str
+    model_version: str
+    timestamp: float
+    features: dict[str, FeatureValue]
+    score: float
+    prediction: int | str | None = None
+
+    @property
+    def stream_key(self) -> str:
+        """Kafka message key, ``tenant:model``: one model's events stay in order."""
+        return f"{self.tenant}:{self.model}"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PredictionEvent:
+        """Validate a decoded JSON object against the v1 contract.
+
+        >>> PredictionEvent.from_dict({"event_id": "e1", "tenant": "t", "model": "fraud",
+        ...     "model_version": "1", "timestamp": 0, "features": {"x": 1}, "score": 0.5}).features
+        {'x': 1.0}
+        """
+        score = data.get("score")
+        if score is None:
+            raise InvalidEvent("missing_field", "score is required")
+        if isinstance(score, bool) or not isinstance(score, int | float):
+            raise InvalidEvent("wrong_type", "score must be a number")
+        if not math.isfinite(score):
+            raise InvalidEvent("non_finite", f"score is {score!r}")
+        if not 0.0 <= score <= 1.0:
+            raise InvalidEvent("bad_value", f"score {score!r} is outside [0, 1]")
+        if "timestamp" not in data:
+            raise InvalidEvent("missing_field", "timestamp is required")
+        return cls(
+            event_id=_require_str(data, "event_id", MAX_ID_LEN),
+            tenant=_require_str(data, "tenant", MAX_NAME_LEN),
+            model=_require_str(data, "model", MAX_NAME_LEN),
+            model_version=_require_str(data, "model_version", MAX_NAME_LEN),
+            timestamp=parse_timestamp(data["timestamp"]),
+            features=_parse_features(data.get("features")),
+            score=float(score),
+            prediction=_optional_label(data, "prediction"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes, max_bytes: int = 1 << 20) -> PredictionEvent:
+        return cls.from_dict(decode_json_object(raw, max_bytes))
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "event_id": self.event_id,
+            "tenant": self.tenant,
+            "model": self.model,
+            "model_version": self.model_version,
+            "timestamp": format_timestamp(self.timestamp),
+            "features": self.features,
+            "score": self.score,
+        }
+        if self.prediction is not None:
+            out["prediction"] = self.prediction
+        return out
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeEvent:
+    event_id: str
+    tenant: str
+    model: str
+    timestamp: float
+    label: int | str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OutcomeEvent:
+        if "timestamp" not in data:
+            raise InvalidEvent("missing_field", "timestamp is required")
+        label = _optional_label(data, "label")
+        if label is None:
+            raise InvalidEvent("missing_field", "label is required")
+        return cls(
+            event_id=_require_str(data, "event_id", MAX_ID_LEN),
+            tenant=_require_str(data, "tenant", MAX_NAME_LEN),
+            model=_require_str(data, "model", MAX_NAME_LEN),
+            timestamp=parse_timestamp(data["timestamp"]),
+            label=label,
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes, max_bytes: int = 1 << 20) -> OutcomeEvent:
+        return cls.from_dict(decode_json_object(raw, max_bytes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "tenant": self.tenant,
+            "model": self.model,
+            "timestamp": format_timestamp(self.timestamp),
+            "label": self.label,
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class DriftEvent:
+    """One detection of a drift incident; the same ``drift_id`` while the incident is open."""
+
+    drift_id: str
+    kind: DriftKind
+    tenant: str
+    model: str
+    model_version: str
+    feature: str | None
+    test: str
+    statistic: float
+    p_value: float | None
+    effect_size: float | None
+    window_start: float
+    window_end: float
+    baseline_start: float
+    baseline_end: float
+    severity: Severity
+    confirmed: bool
+    detected_at: float
+    persistence: int = 1
+    window_count: int = 0
+    baseline_count: int = 0
+    drifting_share: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stream_key(self) -> str:
+        return f"{self.tenant}:{self.model}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "schema_version": SCHEMA_VERSION,
+            "drift_id": self.drift_id,
+            "kind": self.kind.value,
+            "tenant": self.tenant,
+            "model": self.model,
+            "model_version": self.model_version,
+            "feature": self.feature,
+            "test": self.test,
+            "statistic": _finite_or_none(self.statistic) or 0.0,
+            "p_value": _finite_or_none(self.p_value),
+            "effect_size": _finite_or_none(self.effect_size),
+            "window_start": format_timestamp(self.window_start),
+            "window_end": format_timestamp(self.window_end),
+            "baseline_start": format_timestamp(self.baseline_start),
+            "baseline_end": format_timestamp(self.baseline_end),
+            "severity": self.severity.value,
+            "confirmed": self.confirmed,
+            "detected_at": format_timestamp(self.detected_at),
+            "persistence": self.persistence,
+            "window_count": self.window_count,
+            "baseline_count": self.baseline_count,
+            "drifting_share": round(self.drifting_share, 6),
+        }
+        out.update(self.extra)
+        return out
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True).encode()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DriftEvent:
+        known = set(cls.__dataclass_fields__) - {"extra", "kind", "severity"} | {"schema_version"}
+        try:
+            return cls(
+                drift_id=str(data["drift_id"]),
+                kind=DriftKind(data["kind"]),
+                tenant=str(data["tenant"]),
+                model=str(data["model"]),
+                model_version=str(data["model_version"]),
+                feature=data["feature"],
+                test=str(data["test"]),
+                statistic=float(data["statistic"]),
+                p_value=None if data["p_value"] is None else float(data["p_value"]),
+                effect_size=None if data["effect_size"] is None else float(data["effect_size"]),
+                window_start=parse_timestamp(data["window_start"]),
+                window_end=parse_timestamp(data["window_end"]),
+                baseline_start=parse_timestamp(data["baseline_start"]),
+                baseline_end=parse_timestamp(data["baseline_end"]),
+                severity=Severity(data["severity"]),
+                confirmed=bool(data["confirmed"]),
+                detected_at=parse_timestamp(data["detected_at"]),
+                persistence=int(data.get("persistence", 1)),
+                window_count=int(data.get("window_count", 0)),
+                baseline_count=int(data.get("baseline_count", 0)),
+                drifting_share=float(data.get("drifting_share", 0.0)),
+                extra={k: v for k, v in data.items() if k not in known | {"kind", "severity"}},
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidEvent("bad_drift_event", str(exc)) from None
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An unusable input message, kept whole so it can be inspected and replayed."""
+
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    reason: str
+    detail: str
+    original: bytes
+    received_at: float
+    source_key: bytes | None = None
+    max_original_bytes: int = 512 * 1024
+    """Kept whole up to this size (base64 must still fit a default 1 MB Kafka message)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        kept = self.original[: self.max_original_bytes]
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "source_topic": self.source_topic,
+            "source_partition": self.source_partition,
+            "source_offset": self.source_offset,
+            "source_key_b64": None if self.source_key is None else _b64(self.source_key),
+            "reason": self.reason,
+            "detail": self.detail,
+            "original_b64": _b64(kept),
+            "original_size": len(self.original),
+            "received_at": format_timestamp(self.received_at),
+        }
+
+    def to_json(self) -> bytes:
+        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")

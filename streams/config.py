@@ -1,0 +1,69 @@
+"""Detection settings shared by the live worker and the offline backtest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DAY = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Everything that decides *what* is detected. Defaults follow the seed plan.
+
+    Windows, baselines and confirmation all run on event time, so the same config gives the
+    same drift events live and in a backtest.
+    """
+
+    window_seconds: float = DAY
+    """Length of a tumbling event-time window."""
+    allowed_lateness_seconds: float = 3_600.0
+    """A window is tested once the stream's event time passes its end by this much."""
+    baseline_start_days: float = 60.0
+    """Baseline = windows that start between this many and ``baseline_end_days`` days earlier."""
+    baseline_end_days: float = 30.0
+    min_baseline_windows: int = 7
+    """Clip the baseline to the history there is, but test only once this many windows exist."""
+    alpha: float = 0.01
+    """Significance level, controlled across the features of one model-window (Benjamini-Hochberg)."""
+    min_effect_size: float = 0.05
+    """A drift needs significance *and* this effect (KS distance / total variation distance)."""
+    min_window_count: int = 50
+    """Features with fewer values than this in the window are not tested."""
+    confirm_windows: int = 7
+    """An incident is ``confirmed`` once drift was found in this many windows while it stayed open."""
+    resolve_windows: int = 2
+    """An incident closes after this many consecutive tested windows without drift."""
+    retention_days: float = 62.0
+    """Window summaries older than this (event time) are deleted; must cover the baseline."""
+    max_future_seconds: float = 3_600.0
+    """Events stamped further than this ahead of the stream's event time are rejected."""
+
+    def __post_init__(self) -> None:
+        if self.window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        if self.allowed_lateness_seconds < 0:
+            raise ValueError("allowed_lateness_seconds must be >= 0")
+        if not self.baseline_start_days > self.baseline_end_days > 0:
+            raise ValueError("need baseline_start_days > baseline_end_days > 0")
+        if not 0 < self.alpha < 1:
+            raise ValueError("alpha must be in (0, 1)")
+        if self.confirm_windows < 1 or self.resolve_windows < 1 or self.min_baseline_windows < 1:
+            raise ValueError("confirm_windows, resolve_windows, min_baseline_windows must be >= 1")
+        if self.retention_days < self.baseline_start_days:
+            raise ValueError("retention_days must cover baseline_start_days")
+
+    def window_start(self, ts: float) -> float:
+        """Start of the window containing ``ts`` (windows are aligned to the epoch, UTC).
+
+        >>> EngineConfig().window_start(86_400 * 3 + 5)
+        259200.0
+        """
+        return (ts // self.window_seconds) * self.window_seconds
+
+    def baseline_range(self, window_start: float) -> tuple[float, float]:
+        """[start, end) of the baseline windows for the window starting at ``window_start``."""
+        return (
+            window_start - self.baseline_start_days * DAY,
+            window_start - self.baseline_end_days * DAY,
+        )

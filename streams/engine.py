@@ -1,0 +1,437 @@
+"""The drift detection engine: one code path for the live worker and the offline backtest.
+
+The engine owns no I/O. It reads and writes opaque bytes through a :class:`StateStore`
+(a Faust RocksDB table in the worker, a dict in a backtest), caches decoded state while a
+batch is processed, and hands the caller the dirty values to persist with :meth:`flush`.
+
+Order of work for one event (the same whatever the batching, so live and backtest agree):
+
+1. advance the stream's event-time clock to the event's timestamp;
+2. test every window that the clock has now passed by the allowed lateness, oldest first;
+3. add the event's feature values to the summaries of its own window.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemas import DriftEvent, DriftKind, InvalidEvent, PredictionEvent, Severity
+from streams.config import DAY, EngineConfig
+from streams.decision import benjamini_hochberg, severity_for
+from streams.state import (
+    FeatureKind,
+    FeatureWindow,
+    Incident,
+    IncidentBook,
+    Position,
+    StreamState,
+    incidents_key,
+    stream_key,
+    window_key,
+)
+from streams.summary import (
+    CategoricalSummary,
+    NumericSummary,
+    TestResult,
+    chi2_test,
+    ks_test,
+)
+
+_DRIFT_NAMESPACE = uuid.UUID("6f1c2b1e-6d0b-4c55-9a59-3c1f4f8d2a10")
+
+
+class StateStore(Protocol):
+    """Where the engine keeps its state between batches."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One value to persist (``None`` deletes), and the partition whose state it belongs to."""
+
+    key: str
+    value: bytes | None
+    partition: int | None
+
+
+class MemoryStore:
+    """A dict-backed store for backtests and unit tests."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def apply(self, writes: Iterable[Write]) -> None:
+        for w in writes:
+            if w.value is None:
+                self.data.pop(w.key, None)
+            else:
+                self.data[w.key] = w.value
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureTest:
+    feature: str
+    kind: FeatureKind
+    result: TestResult
+    window_count: int
+    baseline_count: int
+    baseline_start: float
+    baseline_end: float
+
+
+class DriftEngine:
+    """Windowed feature-drift detection over prediction events.
+
+    >>> engine = DriftEngine(EngineConfig(), MemoryStore())
+    >>> engine.stats["events"]
+    0
+    """
+
+    def __init__(self, config: EngineConfig, store: StateStore) -> None:
+        self.config = config
+        self.store = store
+        self.stats: Counter[str] = Counter()
+        self._streams: dict[str, StreamState] = {}
+        self._windows: dict[str, FeatureWindow | None] = {}
+        self._books: dict[str, IncidentBook] = {}
+        self._dirty: dict[str, int | None] = {}
+        self._deleted: set[str] = set()
+
+    # ------------------------------------------------------------------ public API
+
+    def observe(self, event: PredictionEvent, position: Position | None = None) -> list[DriftEvent]:
+        """Apply one validated event; return the drift events its clock advance produced.
+
+        Raises :class:`InvalidEvent` (nothing changed) for a feature whose type contradicts
+        what the stream has seen, or an event older than the retained history.
+        """
+        cfg = self.config
+        skey = stream_key(event.tenant, event.model)
+        stream = self._stream(event.tenant, event.model)
+        kinds = self._check_feature_kinds(stream, event)
+        window = cfg.window_start(event.timestamp)
+        if stream.watermark is not None and window < (
+            cfg.window_start(stream.watermark) - cfg.retention_days * DAY
+        ):
+            raise InvalidEvent("too_late", "event is older than the retained history")
+
+        partition = position[0] if position is not None else stream.partition
+        if partition is not None:
+            stream.partition = partition
+        fresh = _guard_stream(stream, position)
+        drifts = self._advance(stream, event.timestamp)
+        if fresh:
+            stream.events += 1
+            stream.model_version = event.model_version
+            stream.window_events[window] = stream.window_events.get(window, 0) + 1
+            if stream.first_window is None or window < stream.first_window:
+                stream.first_window = window
+            for name, kind in kinds.items():
+                stream.features.setdefault(name, kind)
+            if stream.last_closed is not None and window <= stream.last_closed:
+                stream.late_events += 1
+                self.stats["late_events"] += 1
+            self.stats["events"] += 1
+        else:
+            self.stats["duplicates_skipped"] += 1
+        self._mark(skey, stream.partition)
+
+        for name, value in event.features.items():
+            kind = stream.features.get(name)
+            if kind is None:
+                continue  # only ever seen as null: no type to summarise it by yet
+            wkey = window_key(event.tenant, event.model, window, name)
+            fw = self._window(wkey)
+            if fw is None:
+                fw = FeatureWindow.new(kind)
+                self._windows[wkey] = fw
+            if fw.apply(value, position):
+                self._mark(wkey, stream.partition)
+        return drifts
+
+    def advance(self, tenant: str, model: str, event_time: float) -> list[DriftEvent]:
+        """Move a stream's clock without an event (a quiet stream, driven by a wall-clock timer)."""
+        key = stream_key(tenant, model)
+        if self.store.get(key) is None and key not in self._streams:
+            return []
+        stream = self._stream(tenant, model)
+        drifts = self._advance(stream, event_time)
+        self._mark(key, stream.partition)
+        return drifts
+
+    def flush(self, keep_cache: bool = False) -> list[Write]:
+        """The state changed since the last flush, to persist; then forget the decoded cache."""
+        writes: list[Write] = []
+        for key, partition in self._dirty.items():
+            if key in self._deleted:
+                writes.append(Write(key, None, partition))
+                continue
+            value = self._encoded(key)
+            if value is not None:
+                writes.append(Write(key, value, partition))
+        self._dirty.clear()
+        self._deleted.clear()
+        if not keep_cache:
+            self._streams.clear()
+            self._windows.clear()
+            self._books.clear()
+        return writes
+
+    def stream_state(self, tenant: str, model: str) -> StreamState | None:
+        key = stream_key(tenant, model)
+        if key in self._streams:
+            return self._streams[key]
+        raw = self.store.get(key)
+        return None if raw is None else StreamState.from_bytes(raw)
+
+    def feature_window(
+        self, tenant: str, model: str, window_start: float, feature: str
+    ) -> FeatureWindow | None:
+        return self._window(window_key(tenant, model, window_start, feature))
+
+    # ------------------------------------------------------------------ state access
+
+    def _stream(self, tenant: str, model: str) -> StreamState:
+        key = stream_key(tenant, model)
+        stream = self._streams.get(key)
+        if stream is None:
+            raw = self.store.get(key)
+            stream = StreamState(tenant, model) if raw is None else StreamState.from_bytes(raw)
+            self._streams[key] = stream
+        return stream
+
+    def _window(self, key: str) -> FeatureWindow | None:
+        if key in self._windows:
+            return self._windows[key]
+        if key in self._deleted:
+            return None
+        raw = self.store.get(key)
+        fw = None if raw is None else FeatureWindow.from_bytes(raw)
+        self._windows[key] = fw
+        return fw
+
+    def _book(self, tenant: str, model: str) -> IncidentBook:
+        key = incidents_key(tenant, model)
+        book = self._books.get(key)
+        if book is None:
+            raw = self.store.get(key)
+            book = IncidentBook() if raw is None else IncidentBook.from_bytes(raw)
+            self._books[key] = book
+        return book
+
+    def _mark(self, key: str, partition: int | None) -> None:
+        self._dirty[key] = partition
+        self._deleted.discard(key)
+
+    def _delete(self, key: str, partition: int | None) -> None:
+        self._dirty[key] = partition
+        self._deleted.add(key)
+        self._windows.pop(key, None)
+
+    def _encoded(self, key: str) -> bytes | None:
+        if key in self._streams:
+            return self._streams[key].to_bytes()
+        if key in self._books:
+            return self._books[key].to_bytes()
+        fw = self._windows.get(key)
+        return None if fw is None else fw.to_bytes()
+
+    # ------------------------------------------------------------------ detection
+
+    def _check_feature_kinds(
+        self, stream: StreamState, event: PredictionEvent
+    ) -> dict[str, FeatureKind]:
+        kinds: dict[str, FeatureKind] = {}
+        for name, value in event.features.items():
+            if value is None:
+                known = stream.features.get(name)
+                if known is not None:
+                    kinds[name] = known
+                continue
+            kind: FeatureKind = "categorical" if isinstance(value, str) else "numeric"
+            known = stream.features.get(name)
+            if known is not None and known != kind:
+                raise InvalidEvent(
+                    "type_mismatch", f"feature {name!r} is {known} in this stream, got {kind}"
+                )
+            kinds[name] = kind
+        # A feature first seen as null has no type yet: drop its value from this event.
+        for name, value in event.features.items():
+            if value is None and name not in kinds:
+                self.stats["untyped_nulls"] += 1
+        return kinds
+
+    def _advance(self, stream: StreamState, event_time: float) -> list[DriftEvent]:
+        if stream.watermark is not None and event_time <= stream.watermark:
+            return []
+        stream.watermark = event_time
+        cfg = self.config
+        drifts: list[DriftEvent] = []
+        closable = sorted(
+            w
+            for w in stream.window_events
+            if (stream.last_closed is None or w > stream.last_closed)
+            and w + cfg.window_seconds + cfg.allowed_lateness_seconds <= event_time
+        )
+        for window in closable:
+            drifts.extend(self._close_window(stream, window, event_time))
+            stream.last_closed = window
+            self.stats["windows_closed"] += 1
+        if closable:
+            self._expire(stream, closable[-1])
+        return drifts
+
+    def _expire(self, stream: StreamState, newest_closed: float) -> None:
+        horizon = newest_closed - self.config.retention_days * DAY
+        for window in [w for w in stream.window_events if w < horizon]:
+            for feature in stream.features:
+                self._delete(window_key(stream.tenant, stream.model, window, feature), stream.partition)
+            del stream.window_events[window]
+            self.stats["windows_expired"] += 1
+
+    def _baseline(
+        self, stream: StreamState, feature: str, window: float
+    ) -> tuple[NumericSummary | CategoricalSummary, float, float] | None:
+        cfg = self.config
+        lo, hi = cfg.baseline_range(window)
+        merged: NumericSummary | CategoricalSummary | None = None
+        used: list[float] = []
+        for w in sorted(stream.window_events):
+            if not lo <= w < hi:
+                continue
+            fw = self._window(window_key(stream.tenant, stream.model, w, feature))
+            if fw is None or fw.count == 0:
+                continue
+            summary = fw.numeric if fw.numeric is not None else fw.categorical
+            assert summary is not None
+            merged = summary if merged is None else _merge(merged, summary)
+            used.append(w)
+        if merged is None or len(used) < cfg.min_baseline_windows:
+            return None
+        return merged, used[0], used[-1] + cfg.window_seconds
+
+    def _test_features(self, stream: StreamState, window: float) -> list[FeatureTest]:
+        tests: list[FeatureTest] = []
+        for feature, kind in sorted(stream.features.items()):
+            fw = self._window(window_key(stream.tenant, stream.model, window, feature))
+            if fw is None or fw.count < self.config.min_window_count:
+                continue
+            baseline = self._baseline(stream, feature, window)
+            if baseline is None:
+                self.stats["tests_skipped_no_baseline"] += 1
+                continue
+            base, b_start, b_end = baseline
+            if isinstance(base, NumericSummary):
+                assert fw.numeric is not None
+                result = ks_test(fw.numeric, base)
+            else:
+                assert fw.categorical is not None
+                result = chi2_test(fw.categorical, base)
+            self.stats["tests"] += 1
+            tests.append(FeatureTest(feature, kind, result, fw.count, base.count, b_start, b_end))
+        return tests
+
+    def _close_window(
+        self, stream: StreamState, window: float, detected_at: float
+    ) -> list[DriftEvent]:
+        cfg = self.config
+        book = self._book(stream.tenant, stream.model)
+        tests = [
+            t for t in self._test_features(stream, window) if book.last_window.get(t.feature, -1) < window
+        ]
+        if not tests:
+            return []
+        significant = benjamini_hochberg([t.result.p_value for t in tests], cfg.alpha)
+        drifting = [
+            t
+            for t, sig in zip(tests, significant, strict=True)
+            if sig and t.result.effect_size >= cfg.min_effect_size
+        ]
+        share = len(drifting) / len(tests)
+        drifting_names = {t.feature for t in drifting}
+        events: list[DriftEvent] = []
+        for t in tests:
+            book.last_window[t.feature] = window
+            incident = book.open.get(t.feature)
+            if t.feature not in drifting_names:
+                if incident is not None:
+                    incident.clean_streak += 1
+                    if incident.clean_streak >= cfg.resolve_windows:
+                        del book.open[t.feature]
+                        self.stats["incidents_resolved"] += 1
+                continue
+            severity = severity_for(t.result.effect_size, share, len(drifting))
+            if incident is None:
+                incident = Incident(_drift_id(stream, t.feature, window), window)
+                book.open[t.feature] = incident
+                self.stats["incidents_opened"] += 1
+            else:
+                incident.persistence += 1
+                incident.clean_streak = 0
+            if Severity(incident.max_severity).rank < severity.rank:
+                incident.max_severity = severity.value
+            if not incident.confirmed and incident.persistence >= cfg.confirm_windows:
+                incident.confirmed = True
+                self.stats["incidents_confirmed"] += 1
+            events.append(
+                DriftEvent(
+                    drift_id=incident.drift_id,
+                    kind=DriftKind.STATISTICAL,
+                    tenant=stream.tenant,
+                    model=stream.model,
+                    model_version=stream.model_version,
+                    feature=t.feature,
+                    test=t.result.test,
+                    statistic=t.result.statistic,
+                    p_value=t.result.p_value,
+                    effect_size=t.result.effect_size,
+                    window_start=window,
+                    window_end=window + cfg.window_seconds,
+                    baseline_start=t.baseline_start,
+                    baseline_end=t.baseline_end,
+                    severity=severity,
+                    confirmed=incident.confirmed,
+                    detected_at=detected_at,
+                    persistence=incident.persistence,
+                    window_count=t.window_count,
+                    baseline_count=t.baseline_count,
+                    drifting_share=share,
+                )
+            )
+        # Drop bookkeeping for features whose incidents closed and whose windows are gone.
+        self._mark(incidents_key(stream.tenant, stream.model), stream.partition)
+        self.stats["drift_events"] += len(events)
+        return events
+
+
+def _guard_stream(stream: StreamState, position: Position | None) -> bool:
+    if position is None:
+        return True
+    partition, offset = position
+    if stream.offsets.get(partition, -1) >= offset:
+        return False
+    stream.offsets[partition] = offset
+    return True
+
+
+def _merge(
+    a: NumericSummary | CategoricalSummary, b: NumericSummary | CategoricalSummary
+) -> NumericSummary | CategoricalSummary:
+    if isinstance(a, NumericSummary) and isinstance(b, NumericSummary):
+        return a.merge(b)
+    if isinstance(a, CategoricalSummary) and isinstance(b, CategoricalSummary):
+        return a.merge(b)
+    raise TypeError("cannot merge numeric and categorical summaries")
+
+
+def _drift_id(stream: StreamState, feature: str, window: float) -> str:
+    """Deterministic, so a replay after a crash (or a backtest) names the incident the same."""
+    return str(uuid.uuid5(_DRIFT_NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{feature}\x1f{int(window)}"))

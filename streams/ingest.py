@@ -1,0 +1,43 @@
+"""Edge validation: raw message bytes -> a valid event, or a reason to dead-letter it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from schemas import InvalidEvent, PredictionEvent
+
+
+@dataclass(frozen=True, slots=True)
+class PredictionValidator:
+    """Contract checks plus the deployment's own policy (size, tenants, clock skew).
+
+    >>> v = PredictionValidator(max_bytes=1000, tenants=frozenset({"acme"}))
+    >>> v.validate(b'{"event_id":"e","tenant":"other","model":"m","model_version":"1",'
+    ...            b'"timestamp":0,"features":{},"score":0.1}', now=0.0)
+    Traceback (most recent call last):
+    ...
+    schemas.events.InvalidEvent: unknown_tenant: tenant 'other' is not in DRIFTWATCH_TENANTS
+    """
+
+    max_bytes: int = 1 << 20
+    tenants: frozenset[str] = frozenset()
+    max_future_seconds: float | None = 3600.0
+
+    def validate(self, raw: bytes | None, now: float | None) -> PredictionEvent:
+        if raw is None:
+            raise InvalidEvent("empty", "message has no value (tombstone)")
+        event = PredictionEvent.from_json(raw, self.max_bytes)
+        if self.tenants and event.tenant not in self.tenants:
+            raise InvalidEvent(
+                "unknown_tenant", f"tenant {event.tenant[:64]!r} is not in DRIFTWATCH_TENANTS"
+            )
+        if (
+            now is not None
+            and self.max_future_seconds is not None
+            and event.timestamp > now + self.max_future_seconds
+        ):
+            raise InvalidEvent(
+                "future_timestamp",
+                f"timestamp is {event.timestamp - now:.0f}s ahead of the wall clock",
+            )
+        return event

@@ -1,0 +1,210 @@
+"""The detection state kept per stream, per feature-window and per incident, and its codecs.
+
+Every value carries the source offsets it has applied (``offsets``: partition -> last
+offset). After a crash the worker re-reads events since its last commit; the guard makes the
+re-application a no-op, so counts stay exact under at-least-once delivery without Kafka
+transactions.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from streams.summary import CategoricalSummary, NumericSummary
+
+FeatureKind = Literal["numeric", "categorical"]
+Position = tuple[int, int]
+"""(partition, offset) of the source message, or None offline."""
+
+
+def _guard(offsets: dict[int, int], position: Position | None) -> bool:
+    """Record ``position``; False when it (or a later offset) was applied already."""
+    if position is None:
+        return True
+    partition, offset = position
+    if offsets.get(partition, -1) >= offset:
+        return False
+    offsets[partition] = offset
+    return True
+
+
+def _offsets_to_json(offsets: dict[int, int]) -> dict[str, int]:
+    return {str(p): o for p, o in offsets.items()}
+
+
+def _offsets_from_json(raw: dict[str, int]) -> dict[int, int]:
+    return {int(p): int(o) for p, o in raw.items()}
+
+
+@dataclass
+class FeatureWindow:
+    """One feature's values in one window: a bounded summary plus its offset guard."""
+
+    kind: FeatureKind
+    numeric: NumericSummary | None = None
+    categorical: CategoricalSummary | None = None
+    offsets: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, kind: FeatureKind) -> FeatureWindow:
+        if kind == "numeric":
+            return cls(kind, numeric=NumericSummary())
+        return cls(kind, categorical=CategoricalSummary())
+
+    def apply(self, value: float | str | None, position: Position | None) -> bool:
+        if not _guard(self.offsets, position):
+            return False
+        if self.numeric is not None:
+            if value is None:
+                self.numeric.add_missing()
+            else:
+                self.numeric.add(float(value))
+        elif self.categorical is not None:
+            if value is None:
+                self.categorical.add_missing()
+            else:
+                self.categorical.add(str(value))
+        return True
+
+    @property
+    def count(self) -> int:
+        summary = self.numeric if self.numeric is not None else self.categorical
+        return 0 if summary is None else summary.count
+
+    def to_bytes(self) -> bytes:
+        header = json.dumps({"k": self.kind, "o": _offsets_to_json(self.offsets)}).encode()
+        summary = self.numeric if self.numeric is not None else self.categorical
+        assert summary is not None
+        return struct.pack("<I", len(header)) + header + summary.to_bytes()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> FeatureWindow:
+        (hlen,) = struct.unpack_from("<I", raw)
+        header = json.loads(raw[4 : 4 + hlen])
+        body = raw[4 + hlen :]
+        kind: FeatureKind = header["k"]
+        offsets = _offsets_from_json(header["o"])
+        if kind == "numeric":
+            return cls(kind, numeric=NumericSummary.from_bytes(body), offsets=offsets)
+        return cls(kind, categorical=CategoricalSummary.from_bytes(body), offsets=offsets)
+
+
+@dataclass
+class StreamState:
+    """Event-time progress and schema of one (tenant, model) stream."""
+
+    tenant: str
+    model: str
+    partition: int | None = None
+    watermark: float | None = None
+    """Highest event time seen: the stream's clock."""
+    last_closed: float | None = None
+    """Start of the newest window already tested."""
+    first_window: float | None = None
+    model_version: str = ""
+    features: dict[str, FeatureKind] = field(default_factory=dict)
+    window_events: dict[float, int] = field(default_factory=dict)
+    """Events per window start, for the windows still retained."""
+    events: int = 0
+    late_events: int = 0
+    offsets: dict[int, int] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "t": self.tenant,
+                "m": self.model,
+                "p": self.partition,
+                "wm": self.watermark,
+                "lc": self.last_closed,
+                "fw": self.first_window,
+                "v": self.model_version,
+                "f": self.features,
+                "we": [[w, n] for w, n in sorted(self.window_events.items())],
+                "n": self.events,
+                "late": self.late_events,
+                "o": _offsets_to_json(self.offsets),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> StreamState:
+        d = json.loads(raw)
+        return cls(
+            tenant=d["t"],
+            model=d["m"],
+            partition=d["p"],
+            watermark=d["wm"],
+            last_closed=d["lc"],
+            first_window=d["fw"],
+            model_version=d["v"],
+            features=d["f"],
+            window_events={float(w): int(n) for w, n in d["we"]},
+            events=d["n"],
+            late_events=d["late"],
+            offsets=_offsets_from_json(d["o"]),
+        )
+
+
+@dataclass
+class Incident:
+    """An open drift incident of one feature; re-detections update it instead of alerting anew."""
+
+    drift_id: str
+    opened_window: float
+    persistence: int = 1
+    clean_streak: int = 0
+    confirmed: bool = False
+    max_severity: str = "LOW"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.drift_id,
+            "ow": self.opened_window,
+            "p": self.persistence,
+            "c": self.clean_streak,
+            "ok": self.confirmed,
+            "sev": self.max_severity,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Incident:
+        return cls(d["id"], d["ow"], d["p"], d["c"], d["ok"], d["sev"])
+
+
+@dataclass
+class IncidentBook:
+    """All incidents of one stream, plus the window each feature was last judged on."""
+
+    open: dict[str, Incident] = field(default_factory=dict)
+    last_window: dict[str, float] = field(default_factory=dict)
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {"open": {f: i.to_json() for f, i in self.open.items()}, "lw": self.last_window},
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> IncidentBook:
+        d = json.loads(raw)
+        return cls(
+            open={f: Incident.from_json(i) for f, i in d["open"].items()},
+            last_window={f: float(w) for f, w in d["lw"].items()},
+        )
+
+
+def stream_key(tenant: str, model: str) -> str:
+    return json.dumps(["s", tenant, model])
+
+
+def window_key(tenant: str, model: str, window_start: float, feature: str) -> str:
+    return json.dumps(["w", tenant, model, int(window_start), feature])
+
+
+def incidents_key(tenant: str, model: str) -> str:
+    return json.dumps(["i", tenant, model])

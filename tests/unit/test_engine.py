@@ -1,0 +1,198 @@
+"""The detection engine on seeded streams with known truth (no Kafka)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from schemas import InvalidEvent, PredictionEvent, Severity
+from streams.config import DAY, EngineConfig
+from streams.engine import DriftEngine, MemoryStore
+from streams.state import FeatureWindow
+
+T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+
+
+def stream(
+    seed: int,
+    days: int,
+    per_day: int,
+    n_numeric: int = 3,
+    shift_day: int | None = None,
+    shift_feature: str = "x0",
+    shift_sigma: float = 1.0,
+    categorical: bool = False,
+    cat_shift_day: int | None = None,
+    tenant: str = "acme",
+    model: str = "fraud",
+) -> Iterator[PredictionEvent]:
+    rng = np.random.default_rng(seed)
+    for day in range(days):
+        times = np.sort(rng.uniform(0, DAY, per_day))
+        values = rng.normal(0.0, 1.0, (per_day, n_numeric))
+        if shift_day is not None and day >= shift_day:
+            values[:, int(shift_feature[1:])] += shift_sigma
+        probs = [0.5, 0.3, 0.2]
+        if cat_shift_day is not None and day >= cat_shift_day:
+            probs = [0.3, 0.3, 0.4]
+        cats = rng.choice(["a", "b", "c"], size=per_day, p=probs)
+        for i in range(per_day):
+            features: dict[str, float | str | None] = {
+                f"x{j}": float(values[i, j]) for j in range(n_numeric)
+            }
+            if categorical:
+                features["cat"] = str(cats[i])
+            yield PredictionEvent(
+                event_id=f"{tenant}-{day}-{i}",
+                tenant=tenant,
+                model=model,
+                model_version="v1",
+                timestamp=T0 + day * DAY + float(times[i]),
+                features=features,
+                score=0.5,
+            )
+
+
+SHORT = EngineConfig(baseline_start_days=14, baseline_end_days=7, min_baseline_windows=5, retention_days=16)
+
+
+def run(events: Iterator[PredictionEvent], config: EngineConfig = SHORT) -> list:
+    engine = DriftEngine(config, MemoryStore())
+    out = []
+    for e in events:
+        out.extend(engine.observe(e))
+    return out
+
+
+def test_mean_shift_found_in_right_window_and_feature() -> None:
+    drifts = run(stream(seed=1, days=30, per_day=400, shift_day=20, shift_feature="x1"))
+    assert drifts, "a 1 sigma shift must be detected"
+    assert {d.feature for d in drifts} == {"x1"}
+    first = min(drifts, key=lambda d: d.window_start)
+    assert first.window_start == T0 + 20 * DAY
+    assert first.test == "ks"
+    assert first.p_value is not None and first.p_value < 1e-10
+    assert first.effect_size is not None and first.effect_size > 0.3
+    assert first.severity == Severity.CRITICAL
+    assert first.baseline_end <= first.window_start - 7 * DAY
+    # Detected on the clock of the stream: the first event an hour after the window closed.
+    assert first.window_end + SHORT.allowed_lateness_seconds <= first.detected_at
+    assert first.detected_at < first.window_end + SHORT.allowed_lateness_seconds + 3600
+
+
+def test_incident_keeps_its_id_and_confirms_after_persistence() -> None:
+    drifts = run(stream(seed=2, days=30, per_day=300, shift_day=15, shift_feature="x0"))
+    x0 = sorted((d for d in drifts if d.feature == "x0"), key=lambda d: d.window_start)
+    assert len({d.drift_id for d in x0}) == 1, "re-detections update one incident"
+    assert [d.persistence for d in x0] == list(range(1, len(x0) + 1))
+    confirmed = [d.confirmed for d in x0]
+    assert confirmed[: SHORT.confirm_windows - 1] == [False] * (SHORT.confirm_windows - 1)
+    assert all(confirmed[SHORT.confirm_windows - 1 :])
+
+
+def test_null_stream_with_many_features_stays_quiet() -> None:
+    drifts = run(stream(seed=3, days=40, per_day=300, n_numeric=20, categorical=True))
+    assert drifts == []
+
+
+def test_categorical_mix_change_detected_with_chi2() -> None:
+    drifts = run(stream(seed=4, days=30, per_day=400, categorical=True, cat_shift_day=20))
+    assert {d.feature for d in drifts} == {"cat"}
+    first = min(drifts, key=lambda d: d.window_start)
+    assert first.test == "chi2"
+    assert first.window_start == T0 + 20 * DAY
+
+
+def test_batching_and_cache_do_not_change_results() -> None:
+    events = list(stream(seed=5, days=25, per_day=200, shift_day=18))
+    reference = run(iter(events))
+    store = MemoryStore()
+    engine = DriftEngine(SHORT, store)
+    out = []
+    for i, e in enumerate(events):
+        out.extend(engine.observe(e))
+        if i % 137 == 0:  # flush + drop the decoded cache, as the worker does per batch
+            store.apply(engine.flush())
+    assert [d.to_dict() for d in out] == [d.to_dict() for d in reference]
+
+
+def test_replayed_offsets_are_not_counted_twice() -> None:
+    store = MemoryStore()
+    engine = DriftEngine(SHORT, store)
+    events = list(stream(seed=6, days=1, per_day=100))
+    for offset, e in enumerate(events):
+        engine.observe(e, (0, offset))
+    store.apply(engine.flush())
+    # A crash re-delivers everything since the last commit: same offsets again.
+    for offset, e in enumerate(events[50:], start=50):
+        engine.observe(e, (0, offset))
+    store.apply(engine.flush())
+    window = DriftEngine(SHORT, store).feature_window("acme", "fraud", T0, "x0")
+    assert isinstance(window, FeatureWindow)
+    assert window.count == 100
+    assert engine.stats["duplicates_skipped"] == 50
+    state = engine.stream_state("acme", "fraud")
+    assert state is not None and state.events == 100
+
+
+def test_type_mismatch_rejected_without_side_effects() -> None:
+    engine = DriftEngine(SHORT, MemoryStore())
+    first = next(stream(seed=7, days=1, per_day=1))
+    engine.observe(first)
+    bad = PredictionEvent("e2", "acme", "fraud", "v1", first.timestamp + 1, {"x0": "oops"}, 0.1)
+    with pytest.raises(InvalidEvent) as exc:
+        engine.observe(bad)
+    assert exc.value.reason == "type_mismatch"
+    state = engine.stream_state("acme", "fraud")
+    assert state is not None and state.events == 1
+
+
+def test_late_events_update_baseline_but_not_the_closed_test() -> None:
+    engine = DriftEngine(SHORT, MemoryStore())
+    events = list(stream(seed=8, days=3, per_day=50))
+    for e in events:
+        engine.observe(e)
+    late = PredictionEvent("late", "acme", "fraud", "v1", T0 + 10.0, {"x0": 0.0}, 0.1)
+    engine.observe(late)
+    state = engine.stream_state("acme", "fraud")
+    assert state is not None and state.late_events == 1
+    window = engine.feature_window("acme", "fraud", T0, "x0")
+    assert window is not None and window.count == 51
+    ancient = PredictionEvent("old", "acme", "fraud", "v1", T0 - 40 * DAY, {"x0": 0.0}, 0.1)
+    with pytest.raises(InvalidEvent) as exc:
+        engine.observe(ancient)
+    assert exc.value.reason == "too_late"
+
+
+def test_quiet_stream_closes_windows_on_advance() -> None:
+    events = list(stream(seed=9, days=22, per_day=300, shift_day=21))
+    engine = DriftEngine(SHORT, MemoryStore())
+    for e in events:
+        engine.observe(e)
+    assert engine.stats["windows_closed"] == 21  # day 21's window is still open
+    drifts = engine.advance("acme", "fraud", T0 + 22 * DAY + 2 * 3600)
+    assert [d.feature for d in drifts] == ["x0"]
+    assert engine.advance("nobody", "none", T0) == []
+
+
+def test_incident_resolves_after_clean_windows_and_old_windows_expire() -> None:
+    events = list(stream(seed=10, days=40, per_day=300, shift_day=15, shift_sigma=1.0))
+    engine = DriftEngine(SHORT, MemoryStore())
+    drifts = []
+    for e in events:
+        drifts.extend(engine.observe(e))
+    # The baseline catches up with the shift 7..14 days later: the incident then resolves.
+    assert engine.stats["incidents_resolved"] >= 1
+    assert engine.stats["windows_expired"] > 0
+    state = engine.stream_state("acme", "fraud")
+    assert state is not None
+    assert min(state.window_events) >= state.watermark - (SHORT.retention_days + 2) * DAY  # type: ignore[operator]
+
+
+def test_config_rejects_nonsense() -> None:
+    with pytest.raises(ValueError):
+        EngineConfig(baseline_start_days=10, baseline_end_days=20)
+    with pytest.raises(ValueError):
+        EngineConfig(alpha=0)
