@@ -65,13 +65,17 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         settings.topic(PREDICTIONS),
         key_type=bytes,
         value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
         partitions=settings.partitions,
     )
     drift_topic = app.topic(
-        settings.topic(DRIFT_EVENTS), key_type=bytes, value_type=bytes, partitions=settings.partitions
+        settings.topic(DRIFT_EVENTS), key_type=bytes, value_type=bytes, key_serializer="raw",
+        value_serializer="raw", partitions=settings.partitions,
     )
     dead_letters = app.topic(
-        settings.topic(DEAD_LETTERS), key_type=bytes, value_type=bytes, partitions=settings.partitions
+        settings.topic(DEAD_LETTERS), key_type=bytes, value_type=bytes, key_serializer="raw",
+        value_serializer="raw", partitions=settings.partitions,
     )
     table = app.Table(
         WINDOW_TABLE,

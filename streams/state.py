@@ -71,8 +71,14 @@ class FeatureWindow:
 
     @property
     def count(self) -> int:
+        """Values present (not missing)."""
         summary = self.numeric if self.numeric is not None else self.categorical
         return 0 if summary is None else summary.count
+
+    @property
+    def missing(self) -> int:
+        summary = self.numeric if self.numeric is not None else self.categorical
+        return 0 if summary is None else summary.missing
 
     def to_bytes(self) -> bytes:
         header = json.dumps({"k": self.kind, "o": _offsets_to_json(self.offsets)}).encode()

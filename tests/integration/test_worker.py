@@ -1,0 +1,182 @@
+"""The worker as a real process on a real broker, with real RocksDB tables."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from agents.app import TOPICS, WINDOW_TABLE
+from agents.state_files import describe_state, read_table
+from driftwatch.backtest import run_backtest
+from driftwatch.devbroker import ensure_topics
+from driftwatch.settings import Settings
+from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate
+from schemas import PredictionEvent
+from tests.integration.kafka_helpers import consume_all
+from tests.integration.worker_harness import (
+    FAST_DETECTION,
+    WorkerProcess,
+    produce_recorded,
+    wait_committed,
+)
+from tests.unit.test_schemas import schema
+
+START = 1_767_225_600.0  # 2026-01-01T00:00:00Z
+DAY = 86_400.0
+
+TRAFFIC = SimulationConfig(
+    seed=11,
+    tenants=("acme", "globex"),
+    models=("fraud",),
+    days=24,
+    events_per_day=150,
+    numeric_features=3,
+    categorical_features=1,
+    start=START,
+    drifts=(DriftSpec(DriftType.MEAN_SHIFT, 18, 1.5, ("amount",), ("acme",)),),
+)
+
+
+@pytest.fixture
+def worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Any:
+    w = WorkerProcess(
+        bootstrap=kafka_bootstrap,
+        prefix=f"{unique_prefix}-",
+        data_dir=tmp_path / "state",
+        log_path=tmp_path / "worker.log",
+    )
+    ensure_topics(kafka_bootstrap, {w.topic(t): w.partitions for t in TOPICS})
+    yield w
+    w.stop()
+
+
+def messages(events: list[PredictionEvent]) -> list[tuple[bytes | None, bytes]]:
+    return [(e.stream_key.encode(), e.to_json()) for e in events]
+
+
+def drift_key(d: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (d["tenant"], d["model"], d["feature"], d["window_start"])
+
+
+def test_shift_is_detected_null_stays_quiet_and_backtest_agrees(worker: WorkerProcess) -> None:
+    events = list(generate(TRAFFIC))
+    worker.start()
+    produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events))
+    worker.wait_processed(len(events))
+    records = consume_all(worker.bootstrap, worker.topic("drift-events"), min_messages=1, idle=4.0)
+    live = [json.loads(r.value or b"") for r in records]
+
+    assert live, worker.log_tail()
+    for d in live:
+        jsonschema.validate(d, schema("drift_event"))
+        assert r_key(d) == f"{d['tenant']}:{d['model']}"
+    # Only the injected drift: acme/fraud/amount, from day 18, never the null tenant globex.
+    assert {(d["tenant"], d["model"], d["feature"]) for d in live} == {("acme", "fraud", "amount")}
+    first = min(live, key=lambda d: d["window_start"])
+    assert first["window_start"] == "2026-01-19T00:00:00.000000Z"  # day 18
+    assert first["test"] == "ks" and first["p_value"] < 1e-6
+    assert len({d["drift_id"] for d in live}) == 1
+
+    # The same engine offline over the same events gives the same drift events.
+    settings = Settings.from_env(environ={k: v for k, v in FAST_DETECTION.items()})
+    report = run_backtest(events, settings.engine_config())
+    offline = [d.to_dict() for d in report.drift_events]
+    assert sorted(live, key=drift_key) == sorted(offline, key=drift_key)
+
+
+def r_key(d: dict[str, Any]) -> str:
+    return f"{d['tenant']}:{d['model']}"
+
+
+BAD = [
+    (b"{not json", "malformed_json"),
+    (b'{"event_id":"x"}', "missing_field"),
+    (b'{"event_id":"x","tenant":"acme","model":"fraud","model_version":"1",'
+     b'"timestamp":"2026-01-01T00:00:00Z","features":{"amount":NaN},"score":0.5}', "non_finite"),
+    (b'{"event_id":"x","tenant":"acme","model":"fraud","model_version":"1",'
+     b'"timestamp":"2026-01-01T00:00:00Z","features":{"amount":1},"score":"high"}', "wrong_type"),
+    (b'{"event_id":"x","tenant":"acme","model":"fraud","model_version":"1",'
+     b'"timestamp":"2026-01-01T00:10:00Z","features":{"amount":"text"},"score":0.5}', "type_mismatch"),
+    (b"x" * (300 * 1024), "oversized"),
+    (b'{"event_id":"x","tenant":"acme","model":"fraud","model_version":"1",'
+     b'"timestamp":"2999-01-01T00:00:00Z","features":{},"score":0.5}', "future_timestamp"),
+]
+
+
+def expected_counts(events: list[PredictionEvent]) -> dict[str, dict[str, dict[str, int]]]:
+    """Per stream, per window start, per feature: values (null included) the state must hold."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for e in events:
+        window = str(int(e.timestamp // DAY * DAY))
+        per_window = out.setdefault(e.stream_key, {}).setdefault(window, {})
+        for name in e.features:
+            per_window[name] = per_window.get(name, 0) + 1
+    return out
+
+
+def state_counts(data_dir: Path) -> dict[str, dict[str, dict[str, int]]]:
+    described = describe_state(read_table(data_dir, WINDOW_TABLE))
+    return {stream: info["windows"] for stream, info in described.items()}
+
+
+def test_bad_input_is_dead_lettered_and_no_valid_event_is_lost(worker: WorkerProcess) -> None:
+    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 3, "drifts": ()})
+    events = list(generate(cfg))
+    msgs = messages(events)
+    # Interleave the bad messages with the valid ones, on the same partition as acme:fraud.
+    for i, (raw, _) in enumerate(BAD):
+        msgs.insert(50 + i * 60, (b"acme:fraud", raw))
+    ends = produce_recorded(worker.bootstrap, worker.topic("predictions"), msgs)
+    worker.start()
+    worker.wait_processed(len(msgs))
+    wait_committed(worker, ends)
+    metrics = worker.metrics()
+    prefix = worker.topic("predictions")
+    assert metrics[f'driftwatch_events_total{{result="ok",topic="{prefix}"}}'] == len(events)
+
+    letters = [
+        json.loads(r.value or b"")
+        for r in consume_all(worker.bootstrap, worker.topic("dead-letters"), min_messages=len(BAD))
+    ]
+    for letter in letters:
+        jsonschema.validate(letter, schema("dead_letter"))
+    assert Counter(x["reason"] for x in letters) == Counter(reason for _, reason in BAD)
+    originals = {x["reason"]: base64.b64decode(x["original_b64"]) for x in letters}
+    for raw, reason in BAD:
+        assert originals[reason] == raw
+        assert all(x["source_topic"] == prefix and x["source_offset"] >= 0 for x in letters)
+
+    assert worker.stop() == 0
+    assert state_counts(worker.data_dir) == expected_counts(events)
+
+
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(
+    worker: WorkerProcess, tmp_path: Path
+) -> None:
+    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 12, "events_per_day": 400, "drifts": ()})
+    events = list(generate(cfg))
+    ends = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events))
+
+    # 1. Killed mid-stream, restarted on the same disk.
+    worker.start()
+    worker.wait_processed(len(events) // 3)
+    worker.stop(signal.SIGKILL)
+    worker.start()
+    worker.wait_processed(len(events) // 5)
+    # 2. Killed again, restarted with the local RocksDB gone: state comes back from the changelog.
+    worker.stop(signal.SIGKILL)
+    shutil.rmtree(worker.data_dir)
+    worker.start()
+    wait_committed(worker, ends, timeout=180)
+    time.sleep(1.0)
+    assert worker.stop() == 0
+    assert state_counts(worker.data_dir) == expected_counts(events)

@@ -1,0 +1,173 @@
+"""Running ``driftwatch worker`` as a real process against the test broker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from driftwatch.devbroker import free_port
+
+# Small windows of history so a test needs ~25 simulated days, not 90.
+FAST_DETECTION = {
+    "DRIFTWATCH_BASELINE_START_DAYS": "14",
+    "DRIFTWATCH_BASELINE_END_DAYS": "7",
+    "DRIFTWATCH_MIN_BASELINE_WINDOWS": "5",
+    "DRIFTWATCH_RETENTION_DAYS": "16",
+}
+
+
+@dataclass
+class WorkerProcess:
+    bootstrap: str
+    prefix: str
+    data_dir: Path
+    log_path: Path
+    partitions: int = 2
+    extra_env: dict[str, str] = field(default_factory=dict)
+    metrics_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "DRIFTWATCH_APP_ID": f"{self.prefix}app",
+            "DRIFTWATCH_TOPIC_PREFIX": self.prefix,
+            "DRIFTWATCH_PARTITIONS": str(self.partitions),
+            "DRIFTWATCH_DATA_DIR": str(self.data_dir),
+            "DRIFTWATCH_METRICS_PORT": str(self.metrics_port),
+            "DRIFTWATCH_SESSION_TIMEOUT": "6",
+            "DRIFTWATCH_HEARTBEAT_INTERVAL": "1",
+            "DRIFTWATCH_COMMIT_INTERVAL": "1",
+            "DRIFTWATCH_MAX_FUTURE_SECONDS": str(400 * 86400),
+            **FAST_DETECTION,
+            **self.extra_env,
+        }
+
+    def topic(self, name: str) -> str:
+        return f"{self.prefix}{name}"
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "driftwatch.cli", "worker"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        return self
+
+    def metrics(self) -> dict[str, float]:
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2
+            ) as resp:
+                text = resp.read().decode()
+        except OSError:
+            return {}
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def processed(self) -> int:
+        return int(
+            sum(v for k, v in self.metrics().items() if k.startswith("driftwatch_events_total{"))
+        )
+
+    def wait_processed(self, n: int, timeout: float = 120.0) -> int:
+        deadline = time.monotonic() + timeout
+        seen = 0
+        while time.monotonic() < deadline:
+            self.assert_alive()
+            seen = self.processed()
+            if seen >= n:
+                return seen
+            time.sleep(0.25)
+        raise AssertionError(f"worker processed {seen}/{n} in {timeout}s; log:\n{self.log_tail()}")
+
+    def assert_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"worker exited ({self.proc.returncode}); log:\n{self.log_tail()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+
+def produce_recorded(
+    bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]
+) -> dict[int, int]:
+    """Produce and return, per partition, the offset after the last delivered message."""
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10})
+    ends: dict[int, int] = {}
+    errors: list[str] = []
+
+    def on_delivery(err: object, msg: object) -> None:
+        if err is not None:
+            errors.append(str(err))
+            return
+        partition, offset = msg.partition(), msg.offset()  # type: ignore[attr-defined]
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+
+    for key, value in messages:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.flush(60)
+    assert not errors, errors[:3]
+    return ends
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = consumer.committed([TopicPartition(topic, p) for p in range(partitions)], timeout=10)
+        return {tp.partition: tp.offset for tp in tps}
+    finally:
+        consumer.close()
+
+
+def wait_committed(worker: WorkerProcess, ends: dict[int, int], timeout: float = 120.0) -> None:
+    """Until the worker's group has committed past every produced message."""
+    deadline = time.monotonic() + timeout
+    committed: dict[int, int] = {}
+    while time.monotonic() < deadline:
+        worker.assert_alive()
+        committed = committed_offsets(
+            worker.bootstrap, f"{worker.prefix}app", worker.topic("predictions"), worker.partitions
+        )
+        if all(committed.get(p, -1) >= end for p, end in ends.items()):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"committed {committed}, want {ends}; log:\n{worker.log_tail()}")

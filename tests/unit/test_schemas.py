@@ -1,0 +1,143 @@
+"""The Python models agree with the published JSON Schemas, and bad input gets a reason."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from typing import Any
+
+import jsonschema
+import pytest
+
+from schemas import (
+    DeadLetter,
+    DriftEvent,
+    DriftKind,
+    InvalidEvent,
+    OutcomeEvent,
+    PredictionEvent,
+    Severity,
+    parse_timestamp,
+)
+from streams.ingest import PredictionValidator
+
+
+T0 = 1_767_225_600.0
+DAY = 86_400.0
+
+
+def schema(name: str) -> dict[str, Any]:
+    text = resources.files("schemas").joinpath("v1", f"{name}.json").read_text()
+    loaded: dict[str, Any] = json.loads(text)
+    return loaded
+
+
+def valid_prediction(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "event_id": "e-1",
+        "tenant": "acme",
+        "model": "fraud",
+        "model_version": "2026.01",
+        "timestamp": "2026-01-01T00:00:00.000000Z",
+        "features": {"amount": 12.5, "channel": "web", "age": None},
+        "score": 0.91,
+        "prediction": 1,
+    }
+    data.update(overrides)
+    return data
+
+
+def drift_event() -> DriftEvent:
+    return DriftEvent(
+        drift_id="d1", kind=DriftKind.STATISTICAL, tenant="acme", model="fraud",
+        model_version="v1", feature="amount", test="ks", statistic=0.4, p_value=1e-30,
+        effect_size=0.4, window_start=T0, window_end=T0 + DAY, baseline_start=T0 - 60 * DAY,
+        baseline_end=T0 - 30 * DAY, severity=Severity.CRITICAL, confirmed=False,
+        detected_at=T0 + DAY + 3600,
+    )
+
+
+def test_prediction_roundtrip_matches_schema() -> None:
+    event = PredictionEvent.from_dict(valid_prediction())
+    jsonschema.validate(event.to_dict(), schema("prediction_event"))
+    assert PredictionEvent.from_dict(event.to_dict()) == event
+    assert event.stream_key == "acme:fraud"
+
+
+def test_extra_fields_tolerated_and_epoch_seconds_accepted() -> None:
+    event = PredictionEvent.from_dict(valid_prediction(timestamp=1767225600, extra={"x": 1}))
+    assert event.timestamp == 1767225600.0
+    jsonschema.validate(valid_prediction(extra=1), schema("prediction_event"))
+
+
+def test_outcome_roundtrip_matches_schema() -> None:
+    data = {"event_id": "e-1", "tenant": "acme", "model": "fraud",
+            "timestamp": "2026-01-02T00:00:00+00:00", "label": 1}
+    event = OutcomeEvent.from_dict(data)
+    jsonschema.validate(event.to_dict(), schema("outcome_event"))
+    assert OutcomeEvent.from_dict(event.to_dict()) == event
+
+
+def test_drift_event_has_every_contract_field() -> None:
+    data = drift_event().to_dict()
+    jsonschema.validate(data, schema("drift_event"))
+    assert set(schema("drift_event")["required"]) <= set(data)
+    assert DriftEvent.from_dict(json.loads(drift_event().to_json())) == drift_event()
+
+
+def test_dead_letter_matches_schema() -> None:
+    letter = DeadLetter("predictions", 1, 42, "malformed_json", "boom", b"\xff{", 0.0, b"k")
+    jsonschema.validate(letter.to_dict(), schema("dead_letter"))
+    big = DeadLetter("predictions", 0, 1, "oversized", "", b"x" * 600_000, 0.0)
+    assert big.to_dict()["original_size"] == 600_000
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"{not json", "malformed_json"),
+        (b"\xff\xfe", "malformed_json"),
+        (b"[1,2]", "wrong_type"),
+        (json.dumps(valid_prediction(score="high")).encode(), "wrong_type"),
+        (json.dumps(valid_prediction(score=1.5)).encode(), "bad_value"),
+        (json.dumps(valid_prediction(score=True)).encode(), "wrong_type"),
+        (json.dumps(valid_prediction(features={"a": float("nan")})).encode(), "non_finite"),
+        (json.dumps(valid_prediction(features={"a": float("inf")})).encode(), "non_finite"),
+        (json.dumps(valid_prediction(features={"a": [1]})).encode(), "wrong_type"),
+        (json.dumps(valid_prediction(features={"a": True})).encode(), "wrong_type"),
+        (json.dumps(valid_prediction(features=[1])).encode(), "wrong_type"),
+        (json.dumps(valid_prediction(timestamp="yesterday")).encode(), "bad_timestamp"),
+        (json.dumps(valid_prediction(timestamp="2026-01-01T00:00:00")).encode(), "bad_timestamp"),
+        (json.dumps(valid_prediction(tenant=5)).encode(), "wrong_type"),
+        (json.dumps(valid_prediction(tenant="")).encode(), "bad_value"),
+        (json.dumps({k: v for k, v in valid_prediction().items() if k != "event_id"}).encode(),
+         "missing_field"),
+        (b"[" * 100_000, "malformed_json"),
+        (b" " * 300_000, "oversized"),
+    ],
+)
+def test_bad_input_has_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as exc:
+        PredictionValidator(max_bytes=256 * 1024).validate(raw, now=None)
+    assert exc.value.reason == reason
+
+
+def test_policy_checks() -> None:
+    raw = json.dumps(valid_prediction(timestamp=1_000_000.0)).encode()
+    v = PredictionValidator(tenants=frozenset({"globex"}))
+    with pytest.raises(InvalidEvent, match="unknown_tenant"):
+        v.validate(raw, now=None)
+    v = PredictionValidator(max_future_seconds=60)
+    with pytest.raises(InvalidEvent, match="future_timestamp"):
+        v.validate(raw, now=1_000_000.0 - 3600)
+    assert v.validate(raw, now=1_000_000.0).tenant == "acme"
+    with pytest.raises(InvalidEvent, match="empty"):
+        v.validate(None, now=None)
+
+
+def test_timestamp_forms() -> None:
+    assert parse_timestamp("2026-01-01T01:00:00+01:00") == parse_timestamp("2026-01-01T00:00:00Z")
+    with pytest.raises(InvalidEvent):
+        parse_timestamp(float("nan"))
+    with pytest.raises(InvalidEvent):
+        parse_timestamp(True)

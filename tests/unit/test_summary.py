@@ -1,0 +1,299 @@
+"""Unit tests for streams.summary: bounded summaries, their error bound, and the drift tests."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from streams.summary import (
+    CategoricalSummary,
+    NumericSummary,
+    chi2_test,
+    ks_test,
+    new_categories,
+)
+
+MAX_BYTES = 16 * 1024
+
+
+def summarize(xs: np.ndarray, *, one_by_one: bool = False) -> NumericSummary:
+    s = NumericSummary()
+    if one_by_one:
+        for x in xs.tolist():
+            s.add(x)
+    else:
+        s.add_many(xs)
+    return s
+
+
+def true_cdf(data: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    return np.searchsorted(np.sort(data), xs, side="right") / data.size
+
+
+def probe_points(s: NumericSummary, data: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """1,000 random points plus every bucket edge and the float just left of it."""
+    edges = s._edges()
+    xs = np.concatenate(
+        (rng.uniform(data.min() - 1, data.max() + 1, 500), rng.choice(data, 500), edges)
+    )
+    return np.concatenate((xs, np.nextafter(xs, -np.inf)))
+
+
+# --------------------------------------------------------------------------- KS test
+
+
+def test_ks_exact_matches_scipy() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, 300), rng.normal(0.2, 1.3, 700)
+    r = ks_test(summarize(a), summarize(b, one_by_one=True))
+    ref = stats.ks_2samp(a, b, method="auto")
+    assert r.exact and r.error_bound == 0.0 and r.test == "ks"
+    assert r.statistic == pytest.approx(ref.statistic, abs=1e-12)
+    assert r.p_value == pytest.approx(ref.pvalue, abs=1e-12)
+    assert r.effect_size == r.statistic
+
+
+def test_ks_sketched_d_within_bound_of_exact_d() -> None:
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0, 1, 100_000), rng.normal(0.05, 1, 100_000)
+    sa, sb = summarize(a, one_by_one=True), summarize(b)
+    r = ks_test(sa, sb)
+    exact_d = stats.ks_2samp(a, b, method="asymp").statistic
+    assert not r.exact
+    assert r.error_bound == pytest.approx(sa.cdf_error + sb.cdf_error)
+    assert r.error_bound <= 0.02
+    assert abs(r.statistic - exact_d) <= r.error_bound
+    assert 0.0 <= r.effect_size <= 1.0
+
+
+def test_ks_detects_half_sigma_shift_but_not_null() -> None:
+    rng = np.random.default_rng(3)
+    baseline = summarize(rng.normal(0, 1, 45_000))
+    shifted = summarize(rng.normal(0.5, 1, 1_500), one_by_one=True)
+    null = summarize(rng.normal(0, 1, 1_500), one_by_one=True)
+    assert not shifted.is_exact and not baseline.is_exact
+    assert ks_test(shifted, baseline).p_value < 1e-6
+    assert ks_test(null, baseline).p_value > 0.01
+
+
+def test_ks_rejects_empty_inputs() -> None:
+    full = summarize(np.arange(10.0))
+    empty = NumericSummary()
+    empty.add_missing(3)
+    with pytest.raises(ValueError):
+        ks_test(empty, full)
+    with pytest.raises(ValueError):
+        ks_test(full, NumericSummary())
+
+
+# --------------------------------------------------------------------------- error bound
+
+
+def test_cdf_bound_holds_after_30_merges_of_daily_summaries() -> None:
+    rng = np.random.default_rng(4)
+    days = [rng.normal(0.05 * d, 1 + 0.02 * d, 2_000) for d in range(30)]  # drifting
+    merged = summarize(days[0])
+    for day in days[1:]:
+        merged = merged.merge(summarize(day))
+    data = np.concatenate(days)
+    assert merged.count == data.size and not merged.is_exact
+    xs = probe_points(merged, data, rng)
+    err = np.abs(merged.cdf(xs) - true_cdf(data, xs))
+    assert err.max() <= merged.cdf_error + 1e-12
+    assert merged.cdf_error < 0.02
+    assert len(merged.to_bytes()) < MAX_BYTES
+
+
+def test_cdf_bound_holds_on_a_drifting_stream() -> None:
+    rng = np.random.default_rng(5)
+    data = np.concatenate([rng.normal(d / 10, 1 + d / 20, 20_000) for d in range(10)])
+    s = summarize(data, one_by_one=True)
+    xs = probe_points(s, data, rng)
+    assert np.abs(s.cdf(xs) - true_cdf(data, xs)).max() <= s.cdf_error + 1e-12
+    assert s.cdf_error < 0.03
+
+
+def test_cdf_shape_and_exact_endpoints() -> None:
+    data = np.random.default_rng(6).exponential(size=50_000)
+    s = summarize(data)
+    xs = np.linspace(-1, data.max() + 1, 2_001)
+    f = s.cdf(xs)
+    assert np.all(np.diff(f) >= 0) and f[0] == 0.0 and f[-1] == 1.0
+    assert s.cdf(np.array([s.max]))[0] == 1.0
+    assert s.cdf(np.array([np.nextafter(s.min, -np.inf)]))[0] == 0.0
+
+
+def test_exact_mode_and_switch_to_buckets() -> None:
+    s = summarize(np.arange(NumericSummary.EXACT_CAPACITY, dtype=float)[::-1])
+    assert s.is_exact and s.cdf_error == 0.0
+    assert np.array_equal(s.values(), np.arange(NumericSummary.EXACT_CAPACITY, dtype=float))
+    assert s.cdf(np.array([9.0]))[0] == 10 / NumericSummary.EXACT_CAPACITY
+    s.add(5000.0)
+    assert not s.is_exact and s.max == 5000.0
+    with pytest.raises(ValueError):
+        s.values()
+
+
+def test_repeated_values_stay_exact_as_point_buckets() -> None:
+    data = np.random.default_rng(7).poisson(3, 100_000).astype(float)
+    s = summarize(data, one_by_one=True)
+    assert not s.is_exact and s.cdf_error == 0.0
+    xs = np.arange(-1.0, 20.0)
+    assert np.allclose(s.cdf(xs), true_cdf(data, xs), atol=1e-12)
+
+
+# --------------------------------------------------------------------------- size, serialization
+
+
+def test_serialized_size_bounded_at_a_million_values() -> None:
+    s = summarize(np.random.default_rng(8).lognormal(size=1_000_000))
+    assert s.count == 1_000_000
+    assert len(s.to_bytes()) < MAX_BYTES
+    assert s.cdf_error < 0.01
+
+
+@pytest.mark.parametrize("n", [0, 10, 1_024, 1_025, 30_000])
+def test_round_trip(n: int) -> None:
+    s = summarize(np.random.default_rng(9).gamma(2.0, size=n), one_by_one=True)
+    s.add_missing(4)
+    raw = s.to_bytes()
+    back = NumericSummary.from_bytes(raw)
+    assert back.to_bytes() == raw and back == s
+    assert (back.count, back.missing, back.is_exact) == (s.count, 4, s.is_exact)
+    assert (back.mean, back.m2, back.min, back.max) == (s.mean, s.m2, s.min, s.max)
+    assert back.cdf_error == s.cdf_error
+    if n:
+        xs = np.linspace(-1, 20, 101)
+        assert np.array_equal(back.cdf(xs), s.cdf(xs))
+
+
+def test_from_bytes_rejects_garbage() -> None:
+    raw = summarize(np.arange(2_000.0)).to_bytes()
+    for bad in (b"", b"nope" + raw[4:], raw[:-8], raw + b"\0"):
+        with pytest.raises(ValueError):
+            NumericSummary.from_bytes(bad)
+
+
+# --------------------------------------------------------------------------- moments, merge
+
+
+def test_merge_order_independent_and_matches_numpy() -> None:
+    rng = np.random.default_rng(10)
+    parts = [rng.normal(3, 2, 500), rng.normal(-1, 1, 5_000), rng.uniform(0, 9, 40_000)]
+    summaries = [summarize(p) for p in parts]
+    data = np.concatenate(parts)
+    before = [s.to_bytes() for s in summaries]
+    results = []
+    for a, b, c in itertools.permutations(summaries):
+        results.append(a.merge(b).merge(c))
+        results.append(a.merge(b.merge(c)))
+    assert [s.to_bytes() for s in summaries] == before  # inputs unchanged
+    for r in results:
+        assert r.count == data.size and r.min == data.min() and r.max == data.max()
+        assert math.isclose(r.mean, data.mean(), rel_tol=1e-9)
+        assert math.isclose(r.variance, data.var(ddof=1), rel_tol=1e-9)
+        assert math.isclose(r.std, data.std(ddof=1), rel_tol=1e-9)
+    ref = results[0]
+    for r in results[1:]:
+        assert math.isclose(r.mean, ref.mean, rel_tol=1e-9)
+        assert math.isclose(r.variance, ref.variance, rel_tol=1e-9)
+
+
+def test_small_exact_merge_stays_exact() -> None:
+    a, b = summarize(np.array([3.0, 1.0])), summarize(np.array([2.0]))
+    m = a.merge(b)
+    assert m.is_exact and np.array_equal(m.values(), [1.0, 2.0, 3.0])
+    assert m.variance == pytest.approx(1.0) and NumericSummary().variance == 0.0
+
+
+def test_missing_counts() -> None:
+    s = NumericSummary()
+    for x in (1.0, float("nan"), 2.0, float("inf")):
+        s.add(x)
+    s.add_many(np.array([np.nan, 4.0]))
+    s.add_missing(2)
+    assert (s.count, s.missing) == (3, 5)
+    assert s.mean == pytest.approx(7 / 3)
+    other = NumericSummary()
+    other.add_missing()
+    assert s.merge(other).missing == 6 and s.merge(other).count == 3
+    with pytest.raises(ValueError):
+        s.add_missing(-1)
+
+
+# --------------------------------------------------------------------------- categorical
+
+
+def categorical(values: list[str]) -> CategoricalSummary:
+    c = CategoricalSummary()
+    for v in values:
+        c.add(v)
+    return c
+
+
+def test_chi2_matches_scipy_without_pooling() -> None:
+    w = categorical(["a"] * 30 + ["b"] * 50 + ["c"] * 20)
+    b = categorical(["a"] * 45 + ["b"] * 35 + ["c"] * 40)
+    r = chi2_test(w, b)
+    ref = stats.chi2_contingency([[30, 50, 20], [45, 35, 40]], correction=False)
+    assert r.statistic == pytest.approx(ref.statistic, rel=1e-12)
+    assert r.p_value == pytest.approx(ref.pvalue, rel=1e-12)
+    assert r.effect_size == pytest.approx(
+        0.5
+        * sum(
+            abs(x - y) for x, y in zip([0.3, 0.5, 0.2], [45 / 120, 35 / 120, 40 / 120], strict=True)
+        )
+    )
+    assert r.exact and r.error_bound == 0.0 and r.test == "chi2"
+
+
+def test_chi2_pools_rare_categories() -> None:
+    w = categorical(["a"] * 50 + ["b"] * 50 + ["x"] * 4 + ["y"] * 3)
+    b = categorical(["a"] * 60 + ["b"] * 40 + ["x"] * 2 + ["z"] * 3)
+    pooled = [[50, 50, 7], [60, 40, 5]]  # x, y, z have expected < 5 -> one column
+    ref = stats.chi2_contingency(pooled, correction=False)
+    r = chi2_test(w, b)
+    assert r.statistic == pytest.approx(ref.statistic, rel=1e-12)
+    assert r.p_value == pytest.approx(ref.pvalue, rel=1e-12)
+    # A pool that is itself too small absorbs the smallest remaining category.
+    w = categorical(["a"] * 50 + ["b"] * 50 + ["x"] * 2 + ["y"] * 3)
+    b = categorical(["a"] * 60 + ["b"] * 40 + ["x"] * 1 + ["z"] * 1)
+    ref = stats.chi2_contingency([[50, 55], [60, 42]], correction=False)
+    assert chi2_test(w, b).statistic == pytest.approx(ref.statistic, rel=1e-12)
+
+
+def test_chi2_degenerate_and_empty() -> None:
+    r = chi2_test(categorical(["a"] * 10), categorical(["a"] * 20))
+    assert (r.statistic, r.p_value, r.effect_size) == (0.0, 1.0, 0.0)
+    with pytest.raises(ValueError):
+        chi2_test(CategoricalSummary(), categorical(["a"]))
+
+
+def test_categorical_bounded_with_consistent_counts() -> None:
+    rng = np.random.default_rng(11)
+    values = [f"c{int(k)}" for k in rng.zipf(1.3, 20_000)]
+    c = categorical(values)
+    c.add_missing(7)
+    counts = c.counts
+    assert len(counts) <= CategoricalSummary.MAX_CATEGORIES
+    assert sum(counts.values()) == c.count == 20_000 and c.missing == 7
+    assert counts["c1"] == values.count("c1")  # the heavy hitter survives exactly
+    assert counts[CategoricalSummary.OTHER] == c.other_count > 0
+    merged = c.merge(categorical([f"new{i}" for i in range(200)]))
+    assert len(merged.counts) <= CategoricalSummary.MAX_CATEGORIES
+    assert sum(merged.counts.values()) == merged.count == 20_200
+    back = CategoricalSummary.from_bytes(merged.to_bytes())
+    assert back == merged and back.counts == merged.counts and back.missing == 7
+    r = chi2_test(c, merged)
+    assert not r.exact and 0.0 < r.error_bound <= 2.0 and 0.0 <= r.effect_size <= 1.0
+
+
+def test_new_categories() -> None:
+    base = categorical(["a", "b", "b"])
+    window = categorical(["b", "c", "z", "a", "c", CategoricalSummary.OTHER])
+    assert new_categories(window, base) == ["c", "z"]
+    assert new_categories(base, base) == []
