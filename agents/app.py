@@ -70,12 +70,20 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         partitions=settings.partitions,
     )
     drift_topic = app.topic(
-        settings.topic(DRIFT_EVENTS), key_type=bytes, value_type=bytes, key_serializer="raw",
-        value_serializer="raw", partitions=settings.partitions,
+        settings.topic(DRIFT_EVENTS),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
     )
     dead_letters = app.topic(
-        settings.topic(DEAD_LETTERS), key_type=bytes, value_type=bytes, key_serializer="raw",
-        value_serializer="raw", partitions=settings.partitions,
+        settings.topic(DEAD_LETTERS),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=settings.partitions,
     )
     table = app.Table(
         WINDOW_TABLE,
@@ -114,12 +122,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within):
             await processor.process_batch(batch)
 
-    @app.timer(TICK_SECONDS)
+    @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def advance_quiet_streams() -> None:
         await processor.tick()
 
-    @app.on_partitions_revoked.connect
-    async def on_revoked(app_: Any, revoked: Any, **kwargs: Any) -> None:
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types it loosely
+    async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        revoked = args[0] if args else kwargs.get("revoked", ())
         processor.forget_partitions({tp.partition for tp in revoked})
 
     _ = (detect, advance_quiet_streams, on_revoked)

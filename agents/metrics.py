@@ -25,32 +25,45 @@ class WorkerMetrics:
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
         return cls(
             events=Counter(
-                "driftwatch_events", "Input messages by topic and result", ["topic", "result"],
+                "driftwatch_events",
+                "Input messages by topic and result",
+                ["topic", "result"],
                 registry=registry,
             ),
             dead_letters=Counter(
-                "driftwatch_dead_letters", "Messages dead-lettered, by reason", ["topic", "reason"],
+                "driftwatch_dead_letters",
+                "Messages dead-lettered, by reason",
+                ["topic", "reason"],
                 registry=registry,
             ),
             drift_events=Counter(
-                "driftwatch_drift_events", "Drift events emitted", ["kind", "severity", "confirmed"],
+                "driftwatch_drift_events",
+                "Drift events emitted",
+                ["kind", "severity", "confirmed"],
                 registry=registry,
             ),
             engine=Counter(
-                "driftwatch_engine", "Detection engine counters (windows closed, tests, ...)", ["what"],
+                "driftwatch_engine",
+                "Detection engine counters (windows closed, tests, ...)",
+                ["what"],
                 registry=registry,
             ),
             batch_seconds=Histogram(
-                "driftwatch_batch_seconds", "Time to apply one batch of events",
+                "driftwatch_batch_seconds",
+                "Time to apply one batch of events",
                 buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
                 registry=registry,
             ),
             watermark=Gauge(
-                "driftwatch_stream_watermark_seconds", "Event time reached by each stream",
-                ["tenant", "model"], registry=registry,
+                "driftwatch_stream_watermark_seconds",
+                "Event time reached by each stream",
+                ["tenant", "model"],
+                registry=registry,
             ),
             watermark_lag=Gauge(
-                "driftwatch_stream_lag_seconds", "Wall clock minus the stream's event time",
-                ["tenant", "model"], registry=registry,
+                "driftwatch_stream_lag_seconds",
+                "Wall clock minus the stream's event time",
+                ["tenant", "model"],
+                registry=registry,
             ),
         )

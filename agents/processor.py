@@ -130,8 +130,15 @@ class PredictionProcessor:
             ).inc()
             log.info(
                 "drift %s %s/%s feature=%s %s=%.4f p=%.2e severity=%s confirmed=%s",
-                drift.drift_id[:8], drift.tenant, drift.model, drift.feature, drift.test,
-                drift.statistic, drift.p_value or 0.0, drift.severity.value, drift.confirmed,
+                drift.drift_id[:8],
+                drift.tenant,
+                drift.model,
+                drift.feature,
+                drift.test,
+                drift.statistic,
+                drift.p_value or 0.0,
+                drift.severity.value,
+                drift.confirmed,
             )
             if self.on_drift is not None:
                 self.on_drift(drift)
@@ -153,7 +160,9 @@ class PredictionProcessor:
         self.metrics.watermark.labels(tenant, model).set(event_time)
         self.metrics.watermark_lag.labels(tenant, model).set(now - event_time)
 
-    async def _dead_letter(self, message: Any, value: bytes | None, exc: InvalidEvent, now: float) -> None:
+    async def _dead_letter(
+        self, message: Any, value: bytes | None, exc: InvalidEvent, now: float
+    ) -> None:
         letter = DeadLetter(
             source_topic=message.topic,
             source_partition=message.partition,
@@ -169,5 +178,9 @@ class PredictionProcessor:
         self.metrics.dead_letters.labels(self.source_topic, exc.reason).inc()
         log.warning(
             "dead-lettered %s[%d]@%d: %s: %s",
-            message.topic, message.partition, message.offset, exc.reason, exc.detail[:200],
+            message.topic,
+            message.partition,
+            message.offset,
+            exc.reason,
+            exc.detail[:200],
         )

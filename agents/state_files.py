@@ -46,13 +46,19 @@ def describe_state(entries: dict[str, bytes]) -> dict[str, Any]:
         if kind == "s":
             s = StreamState.from_bytes(raw)
             entry(tenant, model).update(
-                watermark=s.watermark, last_closed=s.last_closed, events=s.events,
-                late_events=s.late_events, features=s.features, model_version=s.model_version,
+                watermark=s.watermark,
+                last_closed=s.last_closed,
+                events=s.events,
+                late_events=s.late_events,
+                features=s.features,
+                model_version=s.model_version,
             )
         elif kind == "w":
             window, feature = rest
             fw = FeatureWindow.from_bytes(raw)
-            entry(tenant, model)["windows"].setdefault(str(window), {})[feature] = fw.count + fw.missing
+            entry(tenant, model)["windows"].setdefault(str(window), {})[feature] = (
+                fw.count + fw.missing
+            )
         elif kind == "i":
             book = IncidentBook.from_bytes(raw)
             entry(tenant, model)["incidents"] = {f: i.to_json() for f, i in book.open.items()}

@@ -35,7 +35,13 @@ def cmd_dev_broker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
-    from driftwatch.simulate import SimulationConfig, generate, generate_outcomes, parse_drift, write_jsonl
+    from driftwatch.simulate import (
+        SimulationConfig,
+        generate,
+        generate_outcomes,
+        parse_drift,
+        write_jsonl,
+    )
 
     cfg = SimulationConfig(
         seed=args.seed,
@@ -114,9 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("worker", help="run the Faust worker against KAFKA_BOOTSTRAP_SERVERS").set_defaults(
-        func=cmd_worker
-    )
+    sub.add_parser(
+        "worker", help="run the Faust worker against KAFKA_BOOTSTRAP_SERVERS"
+    ).set_defaults(func=cmd_worker)
 
     p = sub.add_parser("dev-broker", help="run the embedded Kafka-compatible broker on 127.0.0.1")
     p.add_argument("--port", type=int, default=9092)
@@ -130,8 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=int, default=1500, help="events per day per tenant and model")
     p.add_argument("--numeric-features", type=int, default=6)
     p.add_argument("--categorical-features", type=int, default=2)
-    p.add_argument("--start", type=float, default=None, help="epoch seconds of day 0 (default: today - days)")
-    p.add_argument("--seasonality", type=float, default=0.0, help="weekly pattern amplitude, sigmas")
+    p.add_argument(
+        "--start", type=float, default=None, help="epoch seconds of day 0 (default: today - days)"
+    )
+    p.add_argument(
+        "--seasonality", type=float, default=0.0, help="weekly pattern amplitude, sigmas"
+    )
     p.add_argument(
         "--drift",
         action="append",

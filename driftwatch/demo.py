@@ -1,4 +1,4 @@
-"""``driftwatch demo``: broker, worker and a 90-day simulation with injected drift, on one machine."""
+"""``driftwatch demo``: broker, worker and a 90-day simulation with injected drift."""
 
 from __future__ import annotations
 
@@ -19,9 +19,22 @@ from typing import Any
 
 from agents.app import DEAD_LETTERS, DRIFT_EVENTS, PREDICTIONS, TOPICS
 from driftwatch.devbroker import DevBroker, ensure_topics, free_port
-from driftwatch.kafka_io import make_producer, poll_json, prediction_messages, produce_messages, tail_consumer
+from driftwatch.kafka_io import (
+    make_producer,
+    poll_json,
+    prediction_messages,
+    produce_messages,
+    tail_consumer,
+)
 from driftwatch.settings import Settings
-from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, feature_names, generate, resolve_start
+from driftwatch.simulate import (
+    DriftSpec,
+    DriftType,
+    SimulationConfig,
+    feature_names,
+    generate,
+    resolve_start,
+)
 from schemas import parse_timestamp
 
 DAY = 86_400.0
@@ -74,9 +87,7 @@ def _scrape(port: int) -> dict[str, float]:
 
 
 def _processed(metrics: dict[str, float]) -> int:
-    return int(
-        sum(v for k, v in metrics.items() if k.startswith("driftwatch_events_total{"))
-    )
+    return int(sum(v for k, v in metrics.items() if k.startswith("driftwatch_events_total{")))
 
 
 def _describe(state: DemoState, d: dict[str, Any]) -> str:
@@ -89,8 +100,15 @@ def _describe(state: DemoState, d: dict[str, Any]) -> str:
     )
 
 
-def _tail(bootstrap: str, topic: str, partitions: int, sink: list[dict[str, Any]],
-          state: DemoState, stop: threading.Event, echo: bool) -> None:
+def _tail(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    sink: list[dict[str, Any]],
+    state: DemoState,
+    stop: threading.Event,
+    echo: bool,
+) -> None:
     consumer = tail_consumer(bootstrap, topic, partitions)
     try:
         while not stop.is_set():
@@ -112,9 +130,7 @@ def _demo_traffic(days: int, rate: int, drift_day: int) -> SimulationConfig:
         events_per_day=rate,
         drifts=(
             DriftSpec(DriftType.MEAN_SHIFT, drift_day, 1.0, ("amount",), ("acme",), ("fraud",)),
-            DriftSpec(
-                DriftType.CATEGORY_MIX, drift_day + 5, 0.4, (), ("globex",), ("conflict",)
-            ),
+            DriftSpec(DriftType.CATEGORY_MIX, drift_day + 5, 0.4, (), ("globex",), ("conflict",)),
         ),
     )
 
@@ -160,7 +176,9 @@ def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int
         stack.callback(worker_log.close)
         worker = subprocess.Popen(
             [sys.executable, "-m", "driftwatch.cli", "worker"],
-            env=env, stdout=worker_log, stderr=subprocess.STDOUT,
+            env=env,
+            stdout=worker_log,
+            stderr=subprocess.STDOUT,
         )
         stack.callback(_stop_process, worker)
         _out(f"● worker started (pid {worker.pid}); log: {workdir / 'worker.log'}")
@@ -185,16 +203,22 @@ def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int
             f"{', '.join(f'{t}/{m}' for t, m in cfg.streams)} "
             f"({len(numeric)} numeric + {len(categorical)} categorical features)"
         )
-        _out(f"  injected: acme/fraud amount +1.0 sigma from day {drift_day}; "
-             f"globex/conflict {categorical[0] if categorical else 'category'} mix change "
-             f"from day {drift_day + 5}")
+        _out(
+            f"  injected: acme/fraud amount +1.0 sigma from day {drift_day}; "
+            f"globex/conflict {categorical[0] if categorical else 'category'} mix change "
+            f"from day {drift_day + 5}"
+        )
         _out("● drift events as they arrive (first detection and confirmation of each incident):")
         producer = make_producer(bootstrap)
         started = time.monotonic()
-        produced = produce_messages(producer, prefix + PREDICTIONS, prediction_messages(generate(cfg)))
+        produced = produce_messages(
+            producer, prefix + PREDICTIONS, prediction_messages(generate(cfg))
+        )
         produced += produce_messages(producer, prefix + PREDICTIONS, _bad_messages())
-        _out(f"● produced {produced} messages ({len(BAD_MESSAGES)} of them deliberately bad) "
-             f"in {time.monotonic() - started:.1f}s; waiting for the worker")
+        _out(
+            f"● produced {produced} messages ({len(BAD_MESSAGES)} of them deliberately bad) "
+            f"in {time.monotonic() - started:.1f}s; waiting for the worker"
+        )
 
         deadline = time.monotonic() + max(300.0, total / 500)
         last_report = 0.0
@@ -208,8 +232,10 @@ def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int
                 break
             if time.monotonic() - last_report > 5:
                 last_report = time.monotonic()
-                _out(f"  … worker processed {processed}/{produced} "
-                     f"({processed / max(time.monotonic() - started, 1e-9):.0f} msg/s)")
+                _out(
+                    f"  … worker processed {processed}/{produced} "
+                    f"({processed / max(time.monotonic() - started, 1e-9):.0f} msg/s)"
+                )
             time.sleep(0.5)
         elapsed = time.monotonic() - started
         time.sleep(2.0)  # last drift events in flight
@@ -218,8 +244,14 @@ def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int
     return 1
 
 
-def _summary(state: DemoState, cfg: SimulationConfig, produced: int, processed: int,
-             elapsed: float, drift_day: int) -> int:
+def _summary(
+    state: DemoState,
+    cfg: SimulationConfig,
+    produced: int,
+    processed: int,
+    elapsed: float,
+    drift_day: int,
+) -> int:
     with state.lock:
         drifts = list(state.drifts)
         letters = list(state.dead_letters)
@@ -230,13 +262,17 @@ def _summary(state: DemoState, cfg: SimulationConfig, produced: int, processed: 
         inc["last"] = d
     _out()
     _out("═" * 100)
-    _out(f"processed {processed}/{produced} messages in {elapsed:.1f}s "
-         f"({processed / max(elapsed, 1e-9):.0f} msg/s end to end)")
-    _out(f"dead letters: {len(letters)} "
-         f"({', '.join(sorted({str(x['reason']) for x in letters})) or 'none'})")
+    _out(
+        f"processed {processed}/{produced} messages in {elapsed:.1f}s "
+        f"({processed / max(elapsed, 1e-9):.0f} msg/s end to end)"
+    )
+    _out(
+        f"dead letters: {len(letters)} "
+        f"({', '.join(sorted({str(x['reason']) for x in letters})) or 'none'})"
+    )
     _out(f"drift events: {len(drifts)} in {len(incidents)} incident(s)")
     expected = {("acme", "fraud", "amount"): drift_day}
-    numeric, categorical = feature_names(cfg, "conflict")
+    _, categorical = feature_names(cfg, "conflict")
     if categorical:
         expected[("globex", "conflict", categorical[0])] = drift_day + 5
     found: set[tuple[str, str, str]] = set()
@@ -247,11 +283,13 @@ def _summary(state: DemoState, cfg: SimulationConfig, produced: int, processed: 
         verdict = "injected" if injected is not None else "not injected (false alarm)"
         if injected is not None:
             found.add(key)
-        _out(f"  {first['tenant']}/{first['model']} {first['feature']:<20} "
-             f"first window day {state.day(first['window_start']):.0f} "
-             f"(injected day {injected if injected is not None else '-'}), "
-             f"{inc['n']} detections, severity {last['severity']}, "
-             f"{'confirmed' if last['confirmed'] else 'unconfirmed'} — {verdict}")
+        _out(
+            f"  {first['tenant']}/{first['model']} {first['feature']:<20} "
+            f"first window day {state.day(first['window_start']):.0f} "
+            f"(injected day {injected if injected is not None else '-'}), "
+            f"{inc['n']} detections, severity {last['severity']}, "
+            f"{'confirmed' if last['confirmed'] else 'unconfirmed'} — {verdict}"
+        )
     missing = set(expected) - found
     if processed < produced:
         _out(f"✗ the worker did not finish in time ({processed}/{produced})")

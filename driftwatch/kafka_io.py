@@ -98,9 +98,10 @@ def tail_consumer(bootstrap: str, topic: str, partitions: int) -> Consumer:
 def poll_json(consumer: Consumer, timeout: float) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for msg in consumer.consume(num_messages=500, timeout=timeout):
-        if msg.error() is not None:
-            if msg.error().code() != KafkaError._PARTITION_EOF:
-                raise RuntimeError(str(msg.error()))
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                raise RuntimeError(str(err))
             continue
         value = msg.value()
         if value:

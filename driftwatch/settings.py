@@ -29,23 +29,47 @@ class Settings:
         "Kafka bootstrap servers (host:port,...). Unset: `demo` starts the embedded broker and "
         "other commands use 127.0.0.1:9092.",
     )
-    app_id: str = _env("DRIFTWATCH_APP_ID", "driftwatch", "Faust app id: consumer group and table-topic prefix.")
+    app_id: str = _env(
+        "DRIFTWATCH_APP_ID", "driftwatch", "Faust app id: consumer group and table-topic prefix."
+    )
     topic_prefix: str = _env(
-        "DRIFTWATCH_TOPIC_PREFIX", "", "Prefix for every topic name (isolates test runs on a shared cluster)."
+        "DRIFTWATCH_TOPIC_PREFIX",
+        "",
+        "Prefix for every topic name (isolates test runs on a shared cluster).",
     )
-    data_dir: str = _env("DRIFTWATCH_DATA_DIR", "var/driftwatch", "Where the worker keeps its RocksDB tables.")
-    partitions: int = _env("DRIFTWATCH_PARTITIONS", 4, "Partitions of the topics the worker creates.")
-    replication: int = _env("DRIFTWATCH_REPLICATION", 1, "Replication factor of the topics the worker creates.")
+    data_dir: str = _env(
+        "DRIFTWATCH_DATA_DIR", "var/driftwatch", "Where the worker keeps its RocksDB tables."
+    )
+    partitions: int = _env(
+        "DRIFTWATCH_PARTITIONS", 4, "Partitions of the topics the worker creates."
+    )
+    replication: int = _env(
+        "DRIFTWATCH_REPLICATION", 1, "Replication factor of the topics the worker creates."
+    )
     session_timeout: float = _env(
-        "DRIFTWATCH_SESSION_TIMEOUT", 10.0, "Consumer-group session timeout, seconds (joins take about half)."
+        "DRIFTWATCH_SESSION_TIMEOUT",
+        10.0,
+        "Consumer-group session timeout, seconds (joins take about half).",
     )
-    heartbeat_interval: float = _env("DRIFTWATCH_HEARTBEAT_INTERVAL", 2.0, "Consumer heartbeat interval, seconds.")
-    commit_interval: float = _env("DRIFTWATCH_COMMIT_INTERVAL", 2.0, "Seconds between offset commits.")
-    batch_size: int = _env("DRIFTWATCH_BATCH_SIZE", 1000, "Most events the worker applies per batch.")
-    batch_within: float = _env("DRIFTWATCH_BATCH_WITHIN", 0.5, "Longest wait, seconds, to fill a batch.")
-    metrics_port: int = _env("DRIFTWATCH_METRICS_PORT", 9108, "Port of the Prometheus /metrics endpoint; 0 turns it off.")
+    heartbeat_interval: float = _env(
+        "DRIFTWATCH_HEARTBEAT_INTERVAL", 2.0, "Consumer heartbeat interval, seconds."
+    )
+    commit_interval: float = _env(
+        "DRIFTWATCH_COMMIT_INTERVAL", 2.0, "Seconds between offset commits."
+    )
+    batch_size: int = _env(
+        "DRIFTWATCH_BATCH_SIZE", 1000, "Most events the worker applies per batch."
+    )
+    batch_within: float = _env(
+        "DRIFTWATCH_BATCH_WITHIN", 0.5, "Longest wait, seconds, to fill a batch."
+    )
+    metrics_port: int = _env(
+        "DRIFTWATCH_METRICS_PORT", 9108, "Port of the Prometheus /metrics endpoint; 0 turns it off."
+    )
     max_message_bytes: int = _env(
-        "DRIFTWATCH_MAX_MESSAGE_BYTES", 256 * 1024, "Larger input messages are dead-lettered as `oversized`."
+        "DRIFTWATCH_MAX_MESSAGE_BYTES",
+        256 * 1024,
+        "Larger input messages are dead-lettered as `oversized`.",
     )
     tenants: str = _env(
         "DRIFTWATCH_TENANTS", "", "Comma-separated tenant allow-list; empty accepts any tenant."
@@ -53,7 +77,8 @@ class Settings:
     max_future_seconds: float = _env(
         "DRIFTWATCH_MAX_FUTURE_SECONDS",
         3600.0,
-        "Events stamped more than this ahead of the wall clock are dead-lettered (`future_timestamp`).",
+        "Events stamped further than this ahead of the wall clock are dead-lettered "
+        "(`future_timestamp`).",
     )
     idle_timeout: float = _env(
         "DRIFTWATCH_IDLE_TIMEOUT_SECONDS",
@@ -63,27 +88,47 @@ class Settings:
     )
     log_level: str = _env("DRIFTWATCH_LOG_LEVEL", "INFO", "Log level.")
     # Detection (EngineConfig)
-    window_seconds: float = _env("DRIFTWATCH_WINDOW_SECONDS", 86400.0, "Event-time window length, seconds.")
+    window_seconds: float = _env(
+        "DRIFTWATCH_WINDOW_SECONDS", 86400.0, "Event-time window length, seconds."
+    )
     allowed_lateness_seconds: float = _env(
-        "DRIFTWATCH_ALLOWED_LATENESS_SECONDS", 3600.0, "A window is tested once event time passes its end by this much."
+        "DRIFTWATCH_ALLOWED_LATENESS_SECONDS",
+        3600.0,
+        "A window is tested once event time passes its end by this much.",
     )
     baseline_start_days: float = _env(
-        "DRIFTWATCH_BASELINE_START_DAYS", 60.0, "Baseline: windows from this many days before the tested one ..."
+        "DRIFTWATCH_BASELINE_START_DAYS",
+        60.0,
+        "Baseline: windows from this many days before the tested one ...",
     )
-    baseline_end_days: float = _env("DRIFTWATCH_BASELINE_END_DAYS", 30.0, "... to this many days before it.")
+    baseline_end_days: float = _env(
+        "DRIFTWATCH_BASELINE_END_DAYS", 30.0, "... to this many days before it."
+    )
     min_baseline_windows: int = _env(
-        "DRIFTWATCH_MIN_BASELINE_WINDOWS", 7, "Windows with data the (clipped) baseline needs before testing."
+        "DRIFTWATCH_MIN_BASELINE_WINDOWS",
+        7,
+        "Windows with data the (clipped) baseline needs before testing.",
     )
-    alpha: float = _env("DRIFTWATCH_ALPHA", 0.01, "Significance level (false-discovery rate per model-window).")
+    alpha: float = _env(
+        "DRIFTWATCH_ALPHA", 0.01, "Significance level (false-discovery rate per model-window)."
+    )
     min_effect_size: float = _env(
-        "DRIFTWATCH_MIN_EFFECT_SIZE", 0.05, "Smallest KS / total-variation distance that counts as drift."
+        "DRIFTWATCH_MIN_EFFECT_SIZE",
+        0.05,
+        "Smallest KS / total-variation distance that counts as drift.",
     )
-    min_window_count: int = _env("DRIFTWATCH_MIN_WINDOW_COUNT", 50, "Features with fewer values in a window are not tested.")
-    confirm_windows: int = _env("DRIFTWATCH_CONFIRM_WINDOWS", 7, "Windows of persistence before an incident is confirmed.")
+    min_window_count: int = _env(
+        "DRIFTWATCH_MIN_WINDOW_COUNT", 50, "Features with fewer values in a window are not tested."
+    )
+    confirm_windows: int = _env(
+        "DRIFTWATCH_CONFIRM_WINDOWS", 7, "Windows of persistence before an incident is confirmed."
+    )
     resolve_windows: int = _env(
         "DRIFTWATCH_RESOLVE_WINDOWS", 2, "Consecutive clean windows that close an incident."
     )
-    retention_days: float = _env("DRIFTWATCH_RETENTION_DAYS", 62.0, "Window summaries older than this are deleted.")
+    retention_days: float = _env(
+        "DRIFTWATCH_RETENTION_DAYS", 62.0, "Window summaries older than this are deleted."
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

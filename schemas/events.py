@@ -142,9 +142,7 @@ def _parse_features(raw: Any) -> dict[str, FeatureValue]:
                 raise InvalidEvent("non_finite", f"feature {name!r} is {value!r}")
             features[name] = number
         else:
-            raise InvalidEvent(
-                "wrong_type", f"feature {name!r} must be a number, a string or null"
-            )
+            raise InvalidEvent("wrong_type", f"feature {name!r} must be a number, a string or null")
     return features
 
 

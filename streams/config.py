@@ -20,18 +20,18 @@ class EngineConfig:
     allowed_lateness_seconds: float = 3_600.0
     """A window is tested once the stream's event time passes its end by this much."""
     baseline_start_days: float = 60.0
-    """Baseline = windows that start between this many and ``baseline_end_days`` days earlier."""
+    """Baseline: windows starting between this many and ``baseline_end_days`` days earlier."""
     baseline_end_days: float = 30.0
     min_baseline_windows: int = 7
     """Clip the baseline to the history there is, but test only once this many windows exist."""
     alpha: float = 0.01
-    """Significance level, controlled across the features of one model-window (Benjamini-Hochberg)."""
+    """Significance level, as a false-discovery rate across a model-window's features (BH)."""
     min_effect_size: float = 0.05
     """A drift needs significance *and* this effect (KS distance / total variation distance)."""
     min_window_count: int = 50
     """Features with fewer values than this in the window are not tested."""
     confirm_windows: int = 7
-    """An incident is ``confirmed`` once drift was found in this many windows while it stayed open."""
+    """An incident is ``confirmed`` once drift was found in this many windows while open."""
     resolve_windows: int = 2
     """An incident closes after this many consecutive tested windows without drift."""
     retention_days: float = 62.0

@@ -145,13 +145,13 @@ class DriftEngine:
         self._mark(skey, stream.partition)
 
         for name, value in event.features.items():
-            kind = stream.features.get(name)
-            if kind is None:
+            feature_kind = stream.features.get(name)
+            if feature_kind is None:
                 continue  # only ever seen as null: no type to summarise it by yet
             wkey = window_key(event.tenant, event.model, window, name)
             fw = self._window(wkey)
             if fw is None:
-                fw = FeatureWindow.new(kind)
+                fw = FeatureWindow.new(feature_kind)
                 self._windows[wkey] = fw
             if fw.apply(value, position):
                 self._mark(wkey, stream.partition)
@@ -293,7 +293,9 @@ class DriftEngine:
         horizon = newest_closed - self.config.retention_days * DAY
         for window in [w for w in stream.window_events if w < horizon]:
             for feature in stream.features:
-                self._delete(window_key(stream.tenant, stream.model, window, feature), stream.partition)
+                self._delete(
+                    window_key(stream.tenant, stream.model, window, feature), stream.partition
+                )
             del stream.window_events[window]
             self.stats["windows_expired"] += 1
 
@@ -345,7 +347,9 @@ class DriftEngine:
         cfg = self.config
         book = self._book(stream.tenant, stream.model)
         tests = [
-            t for t in self._test_features(stream, window) if book.last_window.get(t.feature, -1) < window
+            t
+            for t in self._test_features(stream, window)
+            if book.last_window.get(t.feature, -1) < window
         ]
         if not tests:
             return []
@@ -434,4 +438,8 @@ def _merge(
 
 def _drift_id(stream: StreamState, feature: str, window: float) -> str:
     """Deterministic, so a replay after a crash (or a backtest) names the incident the same."""
-    return str(uuid.uuid5(_DRIFT_NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{feature}\x1f{int(window)}"))
+    return str(
+        uuid.uuid5(
+            _DRIFT_NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{feature}\x1f{int(window)}"
+        )
+    )

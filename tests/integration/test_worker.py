@@ -100,15 +100,27 @@ def r_key(d: dict[str, Any]) -> str:
 BAD = [
     (b"{not json", "malformed_json"),
     (b'{"event_id":"x"}', "missing_field"),
-    (b'{"event_id":"x","tenant":"acme","model":"fraud","model_version":"1",'
-     b'"timestamp":"2026-01-01T00:00:00Z","features":{"amount":NaN},"score":0.5}', "non_finite"),
-    (b'{"event_id":"x","tenant":"acme","model":"fraud","model_version":"1",'
-     b'"timestamp":"2026-01-01T00:00:00Z","features":{"amount":1},"score":"high"}', "wrong_type"),
-    (b'{"event_id":"x","tenant":"acme","model":"fraud","model_version":"1",'
-     b'"timestamp":"2026-01-01T00:10:00Z","features":{"amount":"text"},"score":0.5}', "type_mismatch"),
+    (
+        b'{"event_id":"x","tenant":"acme","model":"fraud","model_version":"1",'
+        b'"timestamp":"2026-01-01T00:00:00Z","features":{"amount":NaN},"score":0.5}',
+        "non_finite",
+    ),
+    (
+        b'{"event_id":"x","tenant":"acme","model":"fraud","model_version":"1",'
+        b'"timestamp":"2026-01-01T00:00:00Z","features":{"amount":1},"score":"high"}',
+        "wrong_type",
+    ),
+    (
+        b'{"event_id":"x","tenant":"acme","model":"fraud","model_version":"1",'
+        b'"timestamp":"2026-01-01T00:10:00Z","features":{"amount":"text"},"score":0.5}',
+        "type_mismatch",
+    ),
     (b"x" * (300 * 1024), "oversized"),
-    (b'{"event_id":"x","tenant":"acme","model":"fraud","model_version":"1",'
-     b'"timestamp":"2999-01-01T00:00:00Z","features":{},"score":0.5}', "future_timestamp"),
+    (
+        b'{"event_id":"x","tenant":"acme","model":"fraud","model_version":"1",'
+        b'"timestamp":"2999-01-01T00:00:00Z","features":{},"score":0.5}',
+        "future_timestamp",
+    ),
 ]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from schemas import InvalidEvent, PredictionEvent, Severity
+from schemas import DriftEvent, InvalidEvent, PredictionEvent, Severity
 from streams.config import DAY, EngineConfig
 from streams.engine import DriftEngine, MemoryStore
 from streams.state import FeatureWindow
@@ -55,10 +55,12 @@ def stream(
             )
 
 
-SHORT = EngineConfig(baseline_start_days=14, baseline_end_days=7, min_baseline_windows=5, retention_days=16)
+SHORT = EngineConfig(
+    baseline_start_days=14, baseline_end_days=7, min_baseline_windows=5, retention_days=16
+)
 
 
-def run(events: Iterator[PredictionEvent], config: EngineConfig = SHORT) -> list:
+def run(events: Iterator[PredictionEvent], config: EngineConfig = SHORT) -> list[DriftEvent]:
     engine = DriftEngine(config, MemoryStore())
     out = []
     for e in events:

@@ -21,7 +21,6 @@ from schemas import (
 )
 from streams.ingest import PredictionValidator
 
-
 T0 = 1_767_225_600.0
 DAY = 86_400.0
 
@@ -49,10 +48,22 @@ def valid_prediction(**overrides: Any) -> dict[str, Any]:
 
 def drift_event() -> DriftEvent:
     return DriftEvent(
-        drift_id="d1", kind=DriftKind.STATISTICAL, tenant="acme", model="fraud",
-        model_version="v1", feature="amount", test="ks", statistic=0.4, p_value=1e-30,
-        effect_size=0.4, window_start=T0, window_end=T0 + DAY, baseline_start=T0 - 60 * DAY,
-        baseline_end=T0 - 30 * DAY, severity=Severity.CRITICAL, confirmed=False,
+        drift_id="d1",
+        kind=DriftKind.STATISTICAL,
+        tenant="acme",
+        model="fraud",
+        model_version="v1",
+        feature="amount",
+        test="ks",
+        statistic=0.4,
+        p_value=1e-30,
+        effect_size=0.4,
+        window_start=T0,
+        window_end=T0 + DAY,
+        baseline_start=T0 - 60 * DAY,
+        baseline_end=T0 - 30 * DAY,
+        severity=Severity.CRITICAL,
+        confirmed=False,
         detected_at=T0 + DAY + 3600,
     )
 
@@ -71,8 +82,13 @@ def test_extra_fields_tolerated_and_epoch_seconds_accepted() -> None:
 
 
 def test_outcome_roundtrip_matches_schema() -> None:
-    data = {"event_id": "e-1", "tenant": "acme", "model": "fraud",
-            "timestamp": "2026-01-02T00:00:00+00:00", "label": 1}
+    data = {
+        "event_id": "e-1",
+        "tenant": "acme",
+        "model": "fraud",
+        "timestamp": "2026-01-02T00:00:00+00:00",
+        "label": 1,
+    }
     event = OutcomeEvent.from_dict(data)
     jsonschema.validate(event.to_dict(), schema("outcome_event"))
     assert OutcomeEvent.from_dict(event.to_dict()) == event
@@ -110,8 +126,10 @@ def test_dead_letter_matches_schema() -> None:
         (json.dumps(valid_prediction(timestamp="2026-01-01T00:00:00")).encode(), "bad_timestamp"),
         (json.dumps(valid_prediction(tenant=5)).encode(), "wrong_type"),
         (json.dumps(valid_prediction(tenant="")).encode(), "bad_value"),
-        (json.dumps({k: v for k, v in valid_prediction().items() if k != "event_id"}).encode(),
-         "missing_field"),
+        (
+            json.dumps({k: v for k, v in valid_prediction().items() if k != "event_id"}).encode(),
+            "missing_field",
+        ),
         (b"[" * 100_000, "malformed_json"),
         (b" " * 300_000, "oversized"),
     ],
