@@ -106,6 +106,18 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return run_demo(settings, days=args.days, rate=args.rate, drift_day=args.drift_day)
 
 
+def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
+    from agents.app import WINDOW_TABLE
+    from agents.state_files import describe_state, read_table
+
+    data_dir = args.data_dir or settings.data_dir
+    state = describe_state(read_table(data_dir, WINDOW_TABLE))
+    if args.stream:
+        state = {k: v for k, v in state.items() if k == args.stream}
+    print(json.dumps(state, indent=2, sort_keys=True))
+    return 0 if state else 1
+
+
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     if args.markdown:
         print(settings_markdown())
@@ -164,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--outcomes", default=None)
     p.add_argument("--config", default=None, help="TOML or JSON file of settings")
     p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser(
+        "inspect", help="print a stopped worker's state: stream clocks, window counts, incidents"
+    )
+    p.add_argument("--data-dir", default=None, help="default: DRIFTWATCH_DATA_DIR")
+    p.add_argument("--stream", default=None, help="only this tenant:model")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("config", help="print the effective settings")
     p.add_argument("--markdown", action="store_true", help="the documentation table instead")

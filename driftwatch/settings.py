@@ -203,5 +203,6 @@ def settings_markdown() -> str:
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for f in fields(Settings):
         default = "" if f.default is MISSING or f.default is None else f"`{f.default}`"
+        default = "(empty)" if f.default == "" else default
         rows.append(f"| `{f.metadata['env']}` | {default} | {f.metadata['doc']} |")
     return "\n".join(rows)

@@ -104,6 +104,9 @@ class DriftEngine:
         self._books: dict[str, IncidentBook] = {}
         self._dirty: dict[str, int | None] = {}
         self._deleted: set[str] = set()
+        # Per (stream, window): the feature windows already loaded and marked dirty since the
+        # last flush, so the per-value path is one dict lookup and an append.
+        self._hot: dict[tuple[str, float], dict[str, FeatureWindow]] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -144,17 +147,21 @@ class DriftEngine:
             self.stats["duplicates_skipped"] += 1
         self._mark(skey, stream.partition)
 
+        hot = self._hot.setdefault((skey, window), {})
         for name, value in event.features.items():
-            feature_kind = stream.features.get(name)
-            if feature_kind is None:
-                continue  # only ever seen as null: no type to summarise it by yet
-            wkey = window_key(event.tenant, event.model, window, name)
-            fw = self._window(wkey)
+            fw = hot.get(name)
             if fw is None:
-                fw = FeatureWindow.new(feature_kind)
-                self._windows[wkey] = fw
-            if fw.apply(value, position):
+                feature_kind = stream.features.get(name)
+                if feature_kind is None:
+                    continue  # only ever seen as null: no type to summarise it by yet
+                wkey = window_key(event.tenant, event.model, window, name)
+                fw = self._window(wkey)
+                if fw is None:
+                    fw = FeatureWindow.new(feature_kind)
+                    self._windows[wkey] = fw
                 self._mark(wkey, stream.partition)
+                hot[name] = fw
+            fw.apply(value, position)
         return drifts
 
     def advance(self, tenant: str, model: str, event_time: float) -> list[DriftEvent]:
@@ -179,6 +186,7 @@ class DriftEngine:
                 writes.append(Write(key, value, partition))
         self._dirty.clear()
         self._deleted.clear()
+        self._hot.clear()
         if not keep_cache:
             self._streams.clear()
             self._windows.clear()
@@ -228,13 +236,15 @@ class DriftEngine:
         return book
 
     def _mark(self, key: str, partition: int | None) -> None:
-        self._dirty[key] = partition
-        self._deleted.discard(key)
+        if self._dirty.get(key, -2) != partition or key in self._deleted:
+            self._dirty[key] = partition
+            self._deleted.discard(key)
 
     def _delete(self, key: str, partition: int | None) -> None:
         self._dirty[key] = partition
         self._deleted.add(key)
         self._windows.pop(key, None)
+        self._hot.clear()
 
     def _encoded(self, key: str) -> bytes | None:
         if key in self._streams:

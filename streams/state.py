@@ -8,6 +8,7 @@ transactions.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from dataclasses import dataclass, field
@@ -204,10 +205,14 @@ class IncidentBook:
         )
 
 
+# Keys are JSON arrays (unambiguous whatever the names contain); building them is on the hot
+# path, once per feature value, so they are memoised.
+@functools.lru_cache(maxsize=4096)
 def stream_key(tenant: str, model: str) -> str:
     return json.dumps(["s", tenant, model])
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def window_key(tenant: str, model: str, window_start: float, feature: str) -> str:
     return json.dumps(["w", tenant, model, int(window_start), feature])
 

@@ -1,0 +1,581 @@
+"""End-to-end consumption throughput: raw aiokafka vs a no-op Faust agent vs the driftwatch worker.
+
+Run as ``python -m bench.throughput [--events N] [--features F] [--partitions P] [--repeat K]``.
+
+The same N simulated prediction events (``driftwatch.simulate``: 2 tenants x 2 models, 30 days,
+so daily windows close and the drift tests run) are produced up front into one topic per
+contender, so every contender measures consumption only. Then, one after the other on the
+same broker (the embedded Tansu dev broker unless ``KAFKA_BOOTSTRAP_SERVERS`` is set):
+
+* **raw aiokafka**: a group-less consumer assigned to every partition from the beginning,
+  ``json.loads`` of every value (the least any consumer must do);
+* **no-op Faust agent** (``bench.noop_agent``, a subprocess): ``take_events(1000, 0.5)``
+  batches, counted and dropped;
+* **driftwatch worker** (``python -m driftwatch.cli worker``, a subprocess): the real thing,
+  with its RocksDB table, validation, engine, changelog and drift-event output.
+
+Every contender is timed from its first processed event to the N-th (consumer start-up and
+group joins are excluded): the raw consumer with ``perf_counter`` around its own loop, the
+two workers by polling their Prometheus event counters every 0.1 s. The rate is
+(events after the first observation) / (time after the first observation). Results are
+printed as a table and written to ``bench/results/throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from driftwatch.devbroker import DevBroker, ensure_topics, free_port
+from driftwatch.simulate import SimulationConfig, generate, parse_drift
+
+RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
+
+TENANTS = ("acme", "globex")
+MODELS = ("fraud", "conflict")
+DAYS = 30
+START = 1_735_689_600.0  # 2025-01-01T00:00:00Z: fixed, so the data is byte-identical per run
+POLL_SECONDS = 0.1
+
+# Detection history short enough for 30 days of data to run real tests (the same values as
+# tests/integration/worker_harness.FAST_DETECTION): baseline = days 14..7 before the window.
+FAST_DETECTION = {
+    "DRIFTWATCH_BASELINE_START_DAYS": "14",
+    "DRIFTWATCH_BASELINE_END_DAYS": "7",
+    "DRIFTWATCH_MIN_BASELINE_WINDOWS": "5",
+    "DRIFTWATCH_RETENTION_DAYS": "16",
+}
+
+RAW = "raw aiokafka"
+NOOP = "no-op Faust agent"
+DRIFTWATCH = "driftwatch worker"
+
+
+# --------------------------------------------------------------------------- data
+
+
+def split_features(features: int) -> tuple[int, int]:
+    """(numeric, categorical): one in five features is categorical (20 -> 16 + 4)."""
+    if features < 1:
+        raise ValueError("--features must be >= 1")
+    categorical = features // 5
+    return features - categorical, categorical
+
+
+def simulation_config(events: int, features: int) -> SimulationConfig:
+    """4 streams x 30 days with enough events per day to total ``events``; one mild drift."""
+    numeric, categorical = split_features(features)
+    streams = len(TENANTS) * len(MODELS)
+    return SimulationConfig(
+        seed=7,
+        tenants=TENANTS,
+        models=MODELS,
+        days=DAYS,
+        events_per_day=max(1, math.ceil(events / (streams * DAYS))),
+        numeric_features=numeric,
+        categorical_features=categorical,
+        start=START,
+        drifts=(parse_drift("mean_shift:day=20:magnitude=1:tenants=acme"),),
+    )
+
+
+def bench_messages(events: int, features: int) -> list[tuple[bytes, bytes]]:
+    """The first ``events`` (key, JSON value) messages of :func:`simulation_config`."""
+    out = [
+        (e.stream_key.encode(), e.to_json())
+        for e in islice(generate(simulation_config(events, features)), events)
+    ]
+    if len(out) < events:
+        raise RuntimeError(f"the simulation produced only {len(out)} of {events} events")
+    return out
+
+
+def produce_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
+    from driftwatch.kafka_io import make_producer, produce_messages
+
+    produce_messages(make_producer(bootstrap), topic, messages)
+
+
+# --------------------------------------------------------------------------- timing
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Events processed between the first observation and the N-th event, and the time taken."""
+
+    events: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.events / self.seconds if self.seconds > 0 else math.inf
+
+
+@dataclass
+class Result:
+    contender: str
+    runs: list[Timing] = field(default_factory=list)
+
+    @property
+    def median(self) -> Timing:
+        """The run with the median rate (the lower middle one for an even count)."""
+        ordered = sorted(self.runs, key=lambda t: t.rate)
+        return ordered[(len(ordered) - 1) // 2]
+
+    @property
+    def median_rate(self) -> float:
+        return statistics.median(t.rate for t in self.runs)
+
+
+# --------------------------------------------------------------------------- raw aiokafka
+
+
+async def _consume_raw(bootstrap: str, topic: str, partitions: int, n: int) -> Timing:
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        loads = json.loads
+        seen = 0
+        first_at: float | None = None
+        first_count = 0
+        while seen < n:
+            batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+            for records in batches.values():
+                for record in records:
+                    loads(record.value)
+                seen += len(records)
+            if first_at is None and seen:
+                first_at, first_count = time.perf_counter(), seen
+        end = time.perf_counter()
+    finally:
+        await consumer.stop()
+    assert first_at is not None
+    return Timing(min(seen, n) - first_count, end - first_at)
+
+
+def run_raw(bootstrap: str, topic: str, partitions: int, n: int, timeout: float) -> Timing:
+    try:
+        return asyncio.run(asyncio.wait_for(_consume_raw(bootstrap, topic, partitions, n), timeout))
+    except TimeoutError:
+        raise RuntimeError(f"raw consumer did not read {n} events in {timeout:.0f}s") from None
+
+
+# --------------------------------------------------------------------------- subprocess workers
+
+_SAMPLE = re.compile(r"^([A-Za-z_:][A-Za-z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def scrape(port: int) -> list[tuple[str, dict[str, str], float]] | None:
+    """Samples of a Prometheus endpoint, or None if it does not answer (yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    out: list[tuple[str, dict[str, str], float]] = []
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if m is None or line.startswith("#"):
+            continue
+        out.append((m[1], dict(_LABEL.findall(m[2] or "")), float(m[3])))
+    return out
+
+
+def metric_sum(samples: list[tuple[str, dict[str, str], float]], name: str, **labels: str) -> float:
+    return sum(
+        v
+        for n, lab, v in samples
+        if n == name and all(lab.get(k) == want for k, want in labels.items())
+    )
+
+
+@dataclass
+class WorkerProc:
+    """A worker subprocess whose progress is one Prometheus counter (summed over labels)."""
+
+    name: str
+    module: list[str]
+    env: dict[str, str]
+    metrics_port: int
+    counter: str
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProc:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", *self.module],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        return self
+
+    def samples(self) -> list[tuple[str, dict[str, str], float]] | None:
+        return scrape(self.metrics_port)
+
+    def check_alive(self) -> None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"{self.name} exited with {self.proc.returncode}; log:\n{self.log_tail()}"
+            )
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def time_events(self, n: int, timeout: float) -> tuple[Timing, list[Any]]:
+        """Poll the counter every 0.1 s: time from the first non-zero reading to >= n."""
+        deadline = time.monotonic() + timeout
+        first: tuple[float, int] | None = None
+        count = 0
+        while True:
+            self.check_alive()
+            before = time.perf_counter()
+            samples = self.samples()
+            after = time.perf_counter()
+            at = (before + after) / 2
+            count = int(metric_sum(samples, self.counter)) if samples is not None else 0
+            if count and first is None:
+                first = (at, count)
+            if count >= n:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{self.name} processed {count}/{n} events in {timeout:.0f}s; log:\n"
+                    f"{self.log_tail()}"
+                )
+            time.sleep(max(0.0, POLL_SECONDS - (time.perf_counter() - before)))
+        assert first is not None and samples is not None
+        if first[1] >= n:
+            raise RuntimeError(
+                f"{self.name} processed all {n} events between two polls; use more --events"
+            )
+        return Timing(n - first[1], at - first[0]), samples
+
+
+def noop_worker(
+    bootstrap: str, topic: str, app_id: str, partitions: int, workdir: Path
+) -> WorkerProc:
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "BENCH_TOPIC": topic,
+        "BENCH_APP_ID": app_id,
+        "BENCH_DATA_DIR": str(workdir / app_id),
+        "BENCH_PARTITIONS": str(partitions),
+        "BENCH_METRICS_PORT": str(port),
+        "BENCH_BATCH_SIZE": "1000",
+        "BENCH_BATCH_WITHIN": "0.5",
+        "BENCH_SESSION_TIMEOUT": "6",
+        "BENCH_HEARTBEAT_INTERVAL": "1",
+    }
+    return WorkerProc(
+        NOOP,
+        ["bench.noop_agent"],
+        env,
+        port,
+        "bench_noop_events_total",
+        workdir / f"{app_id}.log",
+    )
+
+
+def driftwatch_worker(
+    bootstrap: str, prefix: str, app_id: str, partitions: int, workdir: Path
+) -> WorkerProc:
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "DRIFTWATCH_APP_ID": app_id,
+        "DRIFTWATCH_TOPIC_PREFIX": prefix,
+        "DRIFTWATCH_PARTITIONS": str(partitions),
+        "DRIFTWATCH_DATA_DIR": str(workdir / app_id),
+        "DRIFTWATCH_METRICS_PORT": str(port),
+        "DRIFTWATCH_SESSION_TIMEOUT": "6",
+        "DRIFTWATCH_HEARTBEAT_INTERVAL": "1",
+        "DRIFTWATCH_MAX_FUTURE_SECONDS": str(10_000 * 86400),
+        **FAST_DETECTION,
+    }
+    return WorkerProc(
+        DRIFTWATCH,
+        ["driftwatch.cli", "worker"],
+        env,
+        port,
+        "driftwatch_events_total",
+        workdir / f"{app_id}.log",
+    )
+
+
+def run_worker(worker: WorkerProc, n: int, timeout: float) -> tuple[Timing, list[Any]]:
+    worker.start()
+    try:
+        return worker.time_events(n, timeout)
+    finally:
+        worker.stop()
+
+
+# --------------------------------------------------------------------------- report
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = {}
+    for dist in ("faust-streaming", "aiokafka", "rocksdict"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "?"
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(terse=True),
+        **versions,
+    }
+
+
+def _ratio(a: float, b: float | None) -> float | None:
+    return None if b is None or b <= 0 else a / b
+
+
+def rows(results: list[Result], features: int) -> list[dict[str, Any]]:
+    by_name = {r.contender: r.median_rate for r in results}
+    raw, noop = by_name.get(RAW), by_name.get(NOOP)
+    out = []
+    for r in results:
+        med = r.median
+        rate = r.median_rate
+        vs_raw, vs_noop = _ratio(rate, raw), _ratio(rate, noop)
+        out.append(
+            {
+                "contender": r.contender,
+                "events": med.events,
+                "seconds": round(med.seconds, 3),
+                "events_per_s": round(rate),
+                "feature_values_per_s": round(rate * features),
+                "vs_raw_aiokafka": None if vs_raw is None else round(vs_raw, 4),
+                "vs_noop_faust": None if vs_noop is None else round(vs_noop, 4),
+                "runs_events_per_s": [round(t.rate) for t in r.runs],
+            }
+        )
+    return out
+
+
+def format_table(table: list[dict[str, Any]]) -> str:
+    def ratio(x: float | None) -> str:
+        return "-" if x is None else f"{x:.3f}x"
+
+    header = (
+        f"{'contender':<20} {'events':>8} {'seconds':>8} {'events/s':>10} "
+        f"{'feature-values/s':>17} {'vs raw':>8} {'vs no-op':>9}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in table:
+        lines.append(
+            f"{r['contender']:<20} {r['events']:>8,} {r['seconds']:>8.2f} "
+            f"{r['events_per_s']:>10,} {r['feature_values_per_s']:>17,} "
+            f"{ratio(r['vs_raw_aiokafka']):>8} {ratio(r['vs_noop_faust']):>9}"
+        )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- main
+
+
+def _log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def _timed(what: str, fn: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - start
+    _log(f"{what}: {seconds:.1f}s")
+    return out, seconds
+
+
+@contextlib.contextmanager
+def _broker(workdir: Path) -> Iterator[tuple[str, str]]:
+    external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if external:
+        yield external, "external"
+        return
+    with DevBroker(log_path=workdir / "broker.log") as broker:
+        yield broker.bootstrap, "tansu (embedded dev broker)"
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    n, features, partitions, repeat = args.events, args.features, args.partitions, args.repeat
+    numeric, categorical = split_features(features)
+    timeout = 120.0 + n / 500
+    run_id = f"bench-{uuid.uuid4().hex[:8]}"
+    raw_topic, noop_topic = f"{run_id}-raw-predictions", f"{run_id}-noop-predictions"
+    dw_prefix = f"{run_id}-dw-"
+    dw_topic = f"{dw_prefix}predictions"
+
+    messages, gen_s = _timed(f"generated {n:,} events", lambda: bench_messages(n, features))
+    avg_bytes = sum(len(v) for _, v in messages) / len(messages)
+    results = [Result(RAW), Result(NOOP), Result(DRIFTWATCH)]
+    engine: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="driftwatch-bench-") as tmp:
+        workdir = Path(tmp)
+        with _broker(workdir) as (bootstrap, broker_kind):
+            _log(f"broker {bootstrap} ({broker_kind})")
+            ensure_topics(bootstrap, {t: partitions for t in (raw_topic, noop_topic, dw_topic)})
+            produce_s = 0.0
+            for topic in (raw_topic, noop_topic, dw_topic):
+                started = time.perf_counter()
+                produce_all(bootstrap, topic, messages)
+                produce_s += time.perf_counter() - started
+                _log(f"produced {n:,} events to {topic}: {time.perf_counter() - started:.1f}s")
+            del messages
+            for k in range(repeat):
+                tag = f"run {k + 1}/{repeat}"
+                t = run_raw(bootstrap, raw_topic, partitions, n, timeout)
+                results[0].runs.append(t)
+                _log(f"{tag} {RAW}: {t.events:,} events in {t.seconds:.2f}s = {t.rate:,.0f}/s")
+
+                t, _ = run_worker(
+                    noop_worker(bootstrap, noop_topic, f"{run_id}-noop-{k}", partitions, workdir),
+                    n,
+                    timeout,
+                )
+                results[1].runs.append(t)
+                _log(f"{tag} {NOOP}: {t.events:,} events in {t.seconds:.2f}s = {t.rate:,.0f}/s")
+
+                t, samples = run_worker(
+                    driftwatch_worker(
+                        bootstrap, dw_prefix, f"{run_id}-dw-{k}", partitions, workdir
+                    ),
+                    n,
+                    timeout,
+                )
+                results[2].runs.append(t)
+                _log(
+                    f"{tag} {DRIFTWATCH}: {t.events:,} events in {t.seconds:.2f}s = {t.rate:,.0f}/s"
+                )
+                engine = {
+                    what: metric_sum(samples, "driftwatch_engine_total", what=what)
+                    for what in ("windows_closed", "tests", "drift_events", "incidents_opened")
+                }
+                engine["dead_letters"] = metric_sum(
+                    samples, "driftwatch_events_total", result="dead_letter"
+                )
+
+    table = rows(results, features)
+    return {
+        "benchmark": "bench.throughput",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "config": {
+            "events": n,
+            "features": features,
+            "numeric_features": numeric,
+            "categorical_features": categorical,
+            "partitions": partitions,
+            "repeat": repeat,
+            "streams": len(TENANTS) * len(MODELS),
+            "days": DAYS,
+            "avg_message_bytes": round(avg_bytes),
+            "broker": broker_kind,
+            "batch": "take_events(1000, within=0.5)",
+            "timing": "first processed event -> N-th; workers polled every 0.1 s",
+        },
+        "generate_seconds": round(gen_s, 2),
+        "produce_seconds_per_topic": round(produce_s / 3, 2),
+        "results": table,
+        "driftwatch_engine_last_run": {k: int(v) for k, v in engine.items()},
+    }
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.throughput", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--events", type=int, default=100_000, help="events per contender (100000)")
+    p.add_argument(
+        "--features", type=int, default=20, help="features per event, 1/5 categorical (20)"
+    )
+    p.add_argument("--partitions", type=int, default=2, help="partitions per topic (2)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per contender; median taken (1)")
+    p.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results ({RESULTS})")
+    args = p.parse_args(argv)
+    if args.events < 2000 or args.partitions < 1 or args.repeat < 1:
+        p.error("need --events >= 2000, --partitions >= 1, --repeat >= 1")
+    split_features(args.features)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    report = run(args)
+    print(format_table(report["results"]))
+    eng = report["driftwatch_engine_last_run"]
+    print(
+        f"\n{args.events:,} events x {args.features} features, {args.partitions} partitions, "
+        f"median of {args.repeat}; driftwatch closed {eng.get('windows_closed', 0)} windows, "
+        f"ran {eng.get('tests', 0)} tests, emitted {eng.get('drift_events', 0)} drift events, "
+        f"dead-lettered {eng.get('dead_letters', 0)}"
+    )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
