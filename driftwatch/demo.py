@@ -185,7 +185,14 @@ def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int
         _out(f"● metrics: http://127.0.0.1:{metrics_port}/metrics")
 
         stop = threading.Event()
-        stack.callback(stop.set)
+        tails: list[threading.Thread] = []
+
+        def stop_tails() -> None:
+            stop.set()
+            for t in tails:
+                t.join(timeout=5)
+
+        stack.callback(stop_tails)
         for topic, sink, echo in (
             (DRIFT_EVENTS, state.drifts, True),
             (DEAD_LETTERS, state.dead_letters, False),
@@ -196,6 +203,7 @@ def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int
                 daemon=True,
             )
             t.start()
+            tails.append(t)
 
         numeric, categorical = feature_names(cfg)
         _out(
@@ -239,7 +247,8 @@ def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int
             time.sleep(0.5)
         elapsed = time.monotonic() - started
         time.sleep(2.0)  # last drift events in flight
-        stop.set()
+        stop_tails()
+        del producer
         return _summary(state, cfg, produced, processed, elapsed, drift_day)
     return 1
 
