@@ -4,11 +4,14 @@ Run as ``python -m bench.throughput [--events N] [--features F] [--partitions P]
 
 The same N simulated prediction events (``driftwatch.simulate``: 2 tenants x 2 models, 30 days,
 so daily windows close and the drift tests run) are produced up front into one topic per
-contender, so every contender measures consumption only. Then, one after the other on the
+contender, so every contender measures consumption only. (Each topic gets 1000 more events
+than are timed, so the N-th event is never in a final partial batch that ``take_events``
+holds back for its ``within`` timeout.) Then, one after the other on the
 same broker (the embedded Tansu dev broker unless ``KAFKA_BOOTSTRAP_SERVERS`` is set):
 
 * **raw aiokafka**: a group-less consumer assigned to every partition from the beginning,
-  ``json.loads`` of every value (the least any consumer must do);
+  ``getmany(max_records=1000)``, ``json.loads`` of every value (the least any consumer must
+  do);
 * **no-op Faust agent** (``bench.noop_agent``, a subprocess): ``take_events(1000, 0.5)``
   batches, counted and dropped;
 * **driftwatch worker** (``python -m driftwatch.cli worker``, a subprocess): the real thing,
@@ -57,6 +60,10 @@ MODELS = ("fraud", "conflict")
 DAYS = 30
 START = 1_735_689_600.0  # 2025-01-01T00:00:00Z: fixed, so the data is byte-identical per run
 POLL_SECONDS = 0.1
+BATCH = 1000  # take_events batch size of both Faust contenders, and the raw consumer's batch
+# Every topic gets N + PAD events and each contender is timed to the N-th, so the N-th event
+# never sits in a final partial batch that take_events holds back for `within` seconds.
+PAD = BATCH
 
 # Detection history short enough for 30 days of data to run real tests (the same values as
 # tests/integration/worker_harness.FAST_DETECTION): baseline = days 14..7 before the window.
@@ -170,7 +177,7 @@ async def _consume_raw(bootstrap: str, topic: str, partitions: int, n: int) -> T
         first_at: float | None = None
         first_count = 0
         while seen < n:
-            batches = await consumer.getmany(timeout_ms=500, max_records=1000)
+            batches = await consumer.getmany(timeout_ms=500, max_records=BATCH)
             for records in batches.values():
                 for record in records:
                     loads(record.value)
@@ -311,7 +318,7 @@ def noop_worker(
         "BENCH_DATA_DIR": str(workdir / app_id),
         "BENCH_PARTITIONS": str(partitions),
         "BENCH_METRICS_PORT": str(port),
-        "BENCH_BATCH_SIZE": "1000",
+        "BENCH_BATCH_SIZE": str(BATCH),
         "BENCH_BATCH_WITHIN": "0.5",
         "BENCH_SESSION_TIMEOUT": "6",
         "BENCH_HEARTBEAT_INTERVAL": "1",
@@ -341,6 +348,8 @@ def driftwatch_worker(
         "DRIFTWATCH_SESSION_TIMEOUT": "6",
         "DRIFTWATCH_HEARTBEAT_INTERVAL": "1",
         "DRIFTWATCH_MAX_FUTURE_SECONDS": str(10_000 * 86400),
+        "DRIFTWATCH_BATCH_SIZE": str(BATCH),
+        "DRIFTWATCH_BATCH_WITHIN": "0.5",
         **FAST_DETECTION,
     }
     return WorkerProc(
@@ -467,7 +476,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dw_prefix = f"{run_id}-dw-"
     dw_topic = f"{dw_prefix}predictions"
 
-    messages, gen_s = _timed(f"generated {n:,} events", lambda: bench_messages(n, features))
+    messages, gen_s = _timed(
+        f"generated {n + PAD:,} events", lambda: bench_messages(n + PAD, features)
+    )
     avg_bytes = sum(len(v) for _, v in messages) / len(messages)
     results = [Result(RAW), Result(NOOP), Result(DRIFTWATCH)]
     engine: dict[str, float] = {}
@@ -480,8 +491,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for topic in (raw_topic, noop_topic, dw_topic):
                 started = time.perf_counter()
                 produce_all(bootstrap, topic, messages)
-                produce_s += time.perf_counter() - started
-                _log(f"produced {n:,} events to {topic}: {time.perf_counter() - started:.1f}s")
+                took = time.perf_counter() - started
+                produce_s += took
+                _log(f"produced {len(messages):,} events to {topic}: {took:.1f}s")
             del messages
             for k in range(repeat):
                 tag = f"run {k + 1}/{repeat}"
@@ -523,6 +535,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_info(),
         "config": {
             "events": n,
+            "produced_per_topic": n + PAD,
             "features": features,
             "numeric_features": numeric,
             "categorical_features": categorical,

@@ -1,0 +1,136 @@
+"""The worker's batch glue without a broker: dead-lettering, persistence, the quiet-stream timer.
+
+Faust's table and topics are replaced by dicts and lists here; the real ones are exercised by
+tests/integration/test_worker.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agents.metrics import WorkerMetrics
+from agents.processor import PredictionProcessor, TableStore
+from schemas import PredictionEvent
+from streams.config import DAY, EngineConfig
+from streams.engine import DriftEngine
+from streams.ingest import PredictionValidator
+from tests.unit.test_engine import SHORT, T0, stream
+
+
+@dataclass
+class FakeMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+
+
+@dataclass(eq=False)
+class FakeEvent:
+    message: FakeMessage
+    value: bytes | None
+
+
+class FakeTable(dict[bytes, bytes]):
+    pass
+
+
+def make_processor(
+    config: EngineConfig = SHORT, idle_timeout: float = 60.0
+) -> tuple[
+    PredictionProcessor,
+    list[tuple[bytes, bytes]],
+    list[tuple[bytes, bytes]],
+    list[float],
+    CollectorRegistry,
+]:
+    drifts: list[tuple[bytes, bytes]] = []
+    letters: list[tuple[bytes, bytes]] = []
+    now = [T0 + 100 * DAY]
+    registry = CollectorRegistry()
+
+    async def send_drift(key: bytes, value: bytes) -> None:
+        drifts.append((key, value))
+
+    async def send_letter(key: bytes, value: bytes) -> None:
+        letters.append((key, value))
+
+    store = TableStore(FakeTable())
+    processor = PredictionProcessor(
+        engine=DriftEngine(config, store),
+        store=store,
+        validator=PredictionValidator(max_bytes=10_000),
+        metrics=WorkerMetrics.create(registry),
+        send_drift=send_drift,
+        send_dead_letter=send_letter,
+        source_topic="predictions",
+        idle_timeout=idle_timeout,
+        clock=lambda: now[0],
+    )
+    return processor, drifts, letters, now, registry
+
+
+def as_events(events: list[PredictionEvent], start_offset: int = 0) -> list[Any]:
+    return [
+        FakeEvent(
+            FakeMessage("predictions", 0, start_offset + i, e.stream_key.encode()), e.to_json()
+        )
+        for i, e in enumerate(events)
+    ]
+
+
+def test_bad_messages_are_dead_lettered_and_the_rest_applied() -> None:
+    processor, _, letters, _, registry = make_processor()
+    good = list(stream(seed=1, days=1, per_day=20))
+    batch = as_events(good)
+    batch.insert(5, FakeEvent(FakeMessage("predictions", 0, 999, b"k"), b"{oops"))
+    batch.insert(9, FakeEvent(FakeMessage("predictions", 0, 1000, None), None))
+    asyncio.run(processor.process_batch(batch))
+    assert [json.loads(v)["reason"] for _, v in letters] == ["malformed_json", "empty"]
+    assert json.loads(letters[0][1])["source_offset"] == 999
+    assert (
+        registry.get_sample_value(
+            "driftwatch_events_total", {"topic": "predictions", "result": "ok"}
+        )
+        == 20
+    )
+    assert (
+        registry.get_sample_value(
+            "driftwatch_dead_letters_total", {"topic": "predictions", "reason": "malformed_json"}
+        )
+        == 1
+    )
+    state = processor.engine.stream_state("acme", "fraud")
+    assert state is not None and state.events == 20
+
+
+def test_quiet_stream_is_advanced_by_the_timer() -> None:
+    processor, drifts, _, now, registry = make_processor(idle_timeout=60.0)
+    events = list(stream(seed=9, days=22, per_day=300, shift_day=21))
+    now[0] = events[-1].timestamp
+    for i in range(0, len(events), 1000):
+        asyncio.run(processor.process_batch(as_events(events[i : i + 1000], start_offset=i)))
+    assert drifts == []  # day 21 (the shifted one) is still open
+    now[0] += 30  # not idle long enough
+    asyncio.run(processor.tick())
+    assert drifts == []
+    now[0] += 2 * 3600  # two hours without a single event: the stream's clock moves on
+    asyncio.run(processor.tick())
+    assert [json.loads(v)["feature"] for _, v in drifts] == ["x0"]
+    assert json.loads(drifts[0][1])["window_start"] == "2026-01-22T00:00:00.000000Z"
+    assert registry.get_sample_value(
+        "driftwatch_stream_watermark_seconds", {"tenant": "acme", "model": "fraud"}
+    ) == pytest.approx(events[-1].timestamp, abs=1e-5)
+
+
+def test_revoked_partitions_are_forgotten() -> None:
+    processor, _, _, _, _ = make_processor()
+    asyncio.run(processor.process_batch(as_events(list(stream(seed=2, days=1, per_day=3)))))
+    processor.forget_partitions({0})
+    assert processor._activity == {} and processor._last_event == {}
