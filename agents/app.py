@@ -59,6 +59,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         stream_wait_empty=False,
+        recovery_consistency_check=settings.recovery_consistency_check,
         logging_config=None,
     )
     predictions = app.topic(

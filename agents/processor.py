@@ -77,6 +77,7 @@ class PredictionProcessor:
         started = time.perf_counter()
         now = self.clock()
         drifts: list[DriftEvent] = []
+        ok = 0
         for event in events:
             message = event.message
             _set_current_event(event)
@@ -87,10 +88,11 @@ class PredictionProcessor:
             except InvalidEvent as exc:
                 await self._dead_letter(message, event.value, exc, now)
                 continue
-            self.metrics.events.labels(self.source_topic, "ok").inc()
+            ok += 1
             self._activity[(prediction.tenant, prediction.model)] = StreamActivity(
                 message.partition, prediction.timestamp, now
             )
+        self.metrics.events.labels(self.source_topic, "ok").inc(ok)
         await self._publish(drifts)
         self._persist()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)

@@ -52,6 +52,7 @@ from typing import Any
 
 from driftwatch.devbroker import DevBroker, ensure_topics, free_port
 from driftwatch.simulate import SimulationConfig, generate, parse_drift
+from tests.integration.worker_harness import FAST_DETECTION as _HARNESS_DETECTION
 
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
 
@@ -65,14 +66,9 @@ BATCH = 1000  # take_events batch size of both Faust contenders, and the raw con
 # never sits in a final partial batch that take_events holds back for `within` seconds.
 PAD = BATCH
 
-# Detection history short enough for 30 days of data to run real tests (the same values as
-# tests/integration/worker_harness.FAST_DETECTION): baseline = days 14..7 before the window.
-FAST_DETECTION = {
-    "DRIFTWATCH_BASELINE_START_DAYS": "14",
-    "DRIFTWATCH_BASELINE_END_DAYS": "7",
-    "DRIFTWATCH_MIN_BASELINE_WINDOWS": "5",
-    "DRIFTWATCH_RETENTION_DAYS": "16",
-}
+# Detection history short enough for 30 days of data to run real tests: the integration
+# tests' settings (baseline = days 14..7 before the window), so the bench follows them.
+FAST_DETECTION: dict[str, str] = dict(_HARNESS_DETECTION)
 
 RAW = "raw aiokafka"
 NOOP = "no-op Faust agent"
@@ -133,6 +129,8 @@ class Timing:
 
     events: int
     seconds: float
+    cpu_seconds: float
+    """CPU time of the consuming process over the same span (about ``seconds`` if CPU-bound)."""
 
     @property
     def rate(self) -> float:
@@ -175,6 +173,7 @@ async def _consume_raw(bootstrap: str, topic: str, partitions: int, n: int) -> T
         loads = json.loads
         seen = 0
         first_at: float | None = None
+        first_cpu = 0.0
         first_count = 0
         while seen < n:
             batches = await consumer.getmany(timeout_ms=500, max_records=BATCH)
@@ -184,11 +183,12 @@ async def _consume_raw(bootstrap: str, topic: str, partitions: int, n: int) -> T
                 seen += len(records)
             if first_at is None and seen:
                 first_at, first_count = time.perf_counter(), seen
-        end = time.perf_counter()
+                first_cpu = time.process_time()
+        end, end_cpu = time.perf_counter(), time.process_time()
     finally:
         await consumer.stop()
     assert first_at is not None
-    return Timing(min(seen, n) - first_count, end - first_at)
+    return Timing(min(seen, n) - first_count, end - first_at, end_cpu - first_cpu)
 
 
 def run_raw(bootstrap: str, topic: str, partitions: int, n: int, timeout: float) -> Timing:
@@ -253,6 +253,16 @@ class WorkerProc:
     def samples(self) -> list[tuple[str, dict[str, str], float]] | None:
         return scrape(self.metrics_port)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the worker process so far (Linux /proc)."""
+        assert self.proc is not None
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except OSError:
+            return math.nan
+        fields = stat.rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def check_alive(self) -> None:
         assert self.proc is not None
         if self.proc.poll() is not None:
@@ -279,7 +289,7 @@ class WorkerProc:
     def time_events(self, n: int, timeout: float) -> tuple[Timing, list[Any]]:
         """Poll the counter every 0.1 s: time from the first non-zero reading to >= n."""
         deadline = time.monotonic() + timeout
-        first: tuple[float, int] | None = None
+        first: tuple[float, int, float] | None = None
         count = 0
         while True:
             self.check_alive()
@@ -289,7 +299,7 @@ class WorkerProc:
             at = (before + after) / 2
             count = int(metric_sum(samples, self.counter)) if samples is not None else 0
             if count and first is None:
-                first = (at, count)
+                first = (at, count, self.cpu_seconds())
             if count >= n:
                 break
             if time.monotonic() > deadline:
@@ -303,7 +313,7 @@ class WorkerProc:
             raise RuntimeError(
                 f"{self.name} processed all {n} events between two polls; use more --events"
             )
-        return Timing(n - first[1], at - first[0]), samples
+        return Timing(n - first[1], at - first[0], self.cpu_seconds() - first[2]), samples
 
 
 def noop_worker(
@@ -416,6 +426,7 @@ def rows(results: list[Result], features: int) -> list[dict[str, Any]]:
                 "seconds": round(med.seconds, 3),
                 "events_per_s": round(rate),
                 "feature_values_per_s": round(rate * features),
+                "cpu_share": round(med.cpu_seconds / med.seconds, 2) if med.seconds else None,
                 "vs_raw_aiokafka": None if vs_raw is None else round(vs_raw, 4),
                 "vs_noop_faust": None if vs_noop is None else round(vs_noop, 4),
                 "runs_events_per_s": [round(t.rate) for t in r.runs],
@@ -428,16 +439,20 @@ def format_table(table: list[dict[str, Any]]) -> str:
     def ratio(x: float | None) -> str:
         return "-" if x is None else f"{x:.3f}x"
 
+    def cpu(x: float | None) -> str:
+        return "-" if x is None or math.isnan(x) else f"{100 * x:.0f}%"
+
     header = (
         f"{'contender':<20} {'events':>8} {'seconds':>8} {'events/s':>10} "
-        f"{'feature-values/s':>17} {'vs raw':>8} {'vs no-op':>9}"
+        f"{'feature-values/s':>17} {'vs raw':>8} {'vs no-op':>9} {'cpu':>5}"
     )
     lines = [header, "-" * len(header)]
-    for r in table:
+    for r in table:  # cpu: the consumer process's CPU time / wall time while timed
         lines.append(
             f"{r['contender']:<20} {r['events']:>8,} {r['seconds']:>8.2f} "
             f"{r['events_per_s']:>10,} {r['feature_values_per_s']:>17,} "
-            f"{ratio(r['vs_raw_aiokafka']):>8} {ratio(r['vs_noop_faust']):>9}"
+            f"{ratio(r['vs_raw_aiokafka']):>8} {ratio(r['vs_noop_faust']):>9} "
+            f"{cpu(r['cpu_share']):>5}"
         )
     return "\n".join(lines)
 
@@ -522,7 +537,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 )
                 engine = {
                     what: metric_sum(samples, "driftwatch_engine_total", what=what)
-                    for what in ("windows_closed", "tests", "drift_events", "incidents_opened")
+                    for what in (
+                        "windows_closed",
+                        "interim_looks",
+                        "tests",
+                        "drift_events",
+                        "incidents_opened",
+                    )
                 }
                 engine["dead_letters"] = metric_sum(
                     samples, "driftwatch_events_total", result="dead_letter"
@@ -580,7 +601,8 @@ def main(argv: list[str] | None = None) -> int:
     eng = report["driftwatch_engine_last_run"]
     print(
         f"\n{args.events:,} events x {args.features} features, {args.partitions} partitions, "
-        f"median of {args.repeat}; driftwatch closed {eng.get('windows_closed', 0)} windows, "
+        f"median of {args.repeat}; driftwatch closed {eng.get('windows_closed', 0)} windows "
+        f"(+{eng.get('interim_looks', 0)} interim looks), "
         f"ran {eng.get('tests', 0)} tests, emitted {eng.get('drift_events', 0)} drift events, "
         f"dead-lettered {eng.get('dead_letters', 0)}"
     )

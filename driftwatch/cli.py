@@ -9,7 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from driftwatch.settings import Settings, settings_markdown
+from driftwatch.settings import Settings, settings_markdown, update_readme
 
 log = logging.getLogger("driftwatch")
 
@@ -119,7 +119,10 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
-    if args.markdown:
+    if args.update_readme:
+        changed = update_readme(Path(args.update_readme))
+        print(f"{args.update_readme}: {'updated' if changed else 'already current'}")
+    elif args.markdown:
         print(settings_markdown())
     else:
         print(json.dumps(settings.__dict__, indent=2, default=str))
@@ -186,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("config", help="print the effective settings")
     p.add_argument("--markdown", action="store_true", help="the documentation table instead")
+    p.add_argument("--update-readme", metavar="README", help="rewrite the table in this file")
     p.set_defaults(func=cmd_config)
     return parser
 

@@ -171,6 +171,7 @@ def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int
             "DRIFTWATCH_SESSION_TIMEOUT": "6",
             "DRIFTWATCH_HEARTBEAT_INTERVAL": "1",
             "DRIFTWATCH_MAX_FUTURE_SECONDS": str(2 * DAY),
+            "DRIFTWATCH_RECOVERY_CONSISTENCY_CHECK": str(settings.bootstrap_servers is not None),
         }
         worker_log = (workdir / "worker.log").open("wb")
         stack.callback(worker_log.close)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
@@ -86,6 +87,13 @@ class Settings:
         "A stream with no events for this many wall seconds has its event-time clock advanced by "
         "the wall time that passed, so its last windows still get tested.",
     )
+    recovery_consistency_check: bool = _env(
+        "DRIFTWATCH_RECOVERY_CONSISTENCY_CHECK",
+        True,
+        "Refuse to start when local table offsets are ahead of the changelog. Keep on with "
+        "Apache Kafka; the embedded broker under-reports high watermarks, so the demo and "
+        "tests on it turn this off.",
+    )
     log_level: str = _env("DRIFTWATCH_LOG_LEVEL", "INFO", "Log level.")
     # Detection (EngineConfig)
     window_seconds: float = _env(
@@ -106,8 +114,24 @@ class Settings:
     )
     min_baseline_windows: int = _env(
         "DRIFTWATCH_MIN_BASELINE_WINDOWS",
-        7,
-        "Windows with data the (clipped) baseline needs before testing.",
+        3,
+        "Baseline windows with data (of the same weekly phase) needed before testing.",
+    )
+    seasonal_period_days: float = _env(
+        "DRIFTWATCH_SEASONAL_PERIOD_DAYS",
+        7.0,
+        "Compare a window only with baseline windows at the same phase of this period "
+        "(daily windows: the same weekday); 0 turns it off.",
+    )
+    interim_seconds: float = _env(
+        "DRIFTWATCH_INTERIM_SECONDS",
+        3600.0,
+        "Also test the still-open window every this many seconds of event time; 0 turns it off.",
+    )
+    interim_alpha_share: float = _env(
+        "DRIFTWATCH_INTERIM_ALPHA_SHARE",
+        0.5,
+        "Share of alpha spent on the interim looks (split evenly); the final test keeps the rest.",
     )
     alpha: float = _env(
         "DRIFTWATCH_ALPHA", 0.01, "Significance level (false-discovery rate per model-window)."
@@ -116,6 +140,11 @@ class Settings:
         "DRIFTWATCH_MIN_EFFECT_SIZE",
         0.05,
         "Smallest KS / total-variation distance that counts as drift.",
+    )
+    min_missing_rate_change: float = _env(
+        "DRIFTWATCH_MIN_MISSING_RATE_CHANGE",
+        0.05,
+        "Smallest absolute change of a feature's missing rate that counts as drift.",
     )
     min_window_count: int = _env(
         "DRIFTWATCH_MIN_WINDOW_COUNT", 50, "Features with fewer values in a window are not tested."
@@ -176,8 +205,12 @@ class Settings:
             baseline_start_days=self.baseline_start_days,
             baseline_end_days=self.baseline_end_days,
             min_baseline_windows=self.min_baseline_windows,
+            seasonal_period_days=self.seasonal_period_days,
+            interim_seconds=self.interim_seconds,
+            interim_alpha_share=self.interim_alpha_share,
             alpha=self.alpha,
             min_effect_size=self.min_effect_size,
+            min_missing_rate_change=self.min_missing_rate_change,
             min_window_count=self.min_window_count,
             confirm_windows=self.confirm_windows,
             resolve_windows=self.resolve_windows,
@@ -206,3 +239,17 @@ def settings_markdown() -> str:
         default = "(empty)" if f.default == "" else default
         rows.append(f"| `{f.metadata['env']}` | {default} | {f.metadata['doc']} |")
     return "\n".join(rows)
+
+
+README_TABLE = re.compile(
+    r"(<!-- settings-table:start -->\n).*?(\n<!-- settings-table:end -->)", re.S
+)
+
+
+def update_readme(path: Path) -> bool:
+    """Rewrite the README's settings table; True when it changed."""
+    text = path.read_text()
+    new = README_TABLE.sub(lambda m: m.group(1) + settings_markdown() + m.group(2), text)
+    if new != text:
+        path.write_text(new)
+    return new != text

@@ -294,6 +294,8 @@ class DriftEvent:
     window_count: int = 0
     baseline_count: int = 0
     drifting_share: float = 0.0
+    partial: bool = False
+    """Found by an interim look at the still-open window (``window_end`` = when it looked)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -324,6 +326,7 @@ class DriftEvent:
             "window_count": self.window_count,
             "baseline_count": self.baseline_count,
             "drifting_share": round(self.drifting_share, 6),
+            "partial": self.partial,
         }
         out.update(self.extra)
         return out
@@ -333,7 +336,7 @@ class DriftEvent:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DriftEvent:
-        known = set(cls.__dataclass_fields__) - {"extra", "kind", "severity"} | {"schema_version"}
+        known = set(cls.__dataclass_fields__) - {"extra"} | {"schema_version"}
         try:
             return cls(
                 drift_id=str(data["drift_id"]),
@@ -357,7 +360,8 @@ class DriftEvent:
                 window_count=int(data.get("window_count", 0)),
                 baseline_count=int(data.get("baseline_count", 0)),
                 drifting_share=float(data.get("drifting_share", 0.0)),
-                extra={k: v for k, v in data.items() if k not in known | {"kind", "severity"}},
+                partial=bool(data.get("partial", False)),
+                extra={k: v for k, v in data.items() if k not in known},
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidEvent("bad_drift_event", str(exc)) from None

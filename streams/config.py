@@ -22,12 +22,23 @@ class EngineConfig:
     baseline_start_days: float = 60.0
     """Baseline: windows starting between this many and ``baseline_end_days`` days earlier."""
     baseline_end_days: float = 30.0
-    min_baseline_windows: int = 7
-    """Clip the baseline to the history there is, but test only once this many windows exist."""
+    min_baseline_windows: int = 3
+    """Clip the baseline to the history there is, but test only once this many baseline
+    windows (of the same weekly phase, when ``seasonal_period_days`` is set) have data."""
+    seasonal_period_days: float = 7.0
+    """Compare a window only with baseline windows at the same phase of this period (for daily
+    windows: the same weekday), so a weekly pattern is not mistaken for drift. 0 = off."""
+    interim_seconds: float = 3600.0
+    """Also test the still-open window every this many seconds of event time (0 = off)."""
+    interim_alpha_share: float = 0.5
+    """Share of ``alpha`` spent on the interim looks (split evenly over them, Bonferroni);
+    the end-of-window test keeps the rest, so a window's false-alarm rate stays <= alpha."""
     alpha: float = 0.01
     """Significance level, as a false-discovery rate across a model-window's features (BH)."""
     min_effect_size: float = 0.05
     """A drift needs significance *and* this effect (KS distance / total variation distance)."""
+    min_missing_rate_change: float = 0.05
+    """A change in a feature's missing rate counts as drift from this absolute difference."""
     min_window_count: int = 50
     """Features with fewer values than this in the window are not tested."""
     confirm_windows: int = 7
@@ -52,6 +63,44 @@ class EngineConfig:
             raise ValueError("confirm_windows, resolve_windows, min_baseline_windows must be >= 1")
         if self.retention_days < self.baseline_start_days:
             raise ValueError("retention_days must cover baseline_start_days")
+        if self.interim_seconds < 0 or self.seasonal_period_days < 0:
+            raise ValueError("interim_seconds and seasonal_period_days must be >= 0")
+        if not 0 <= self.interim_alpha_share < 1:
+            raise ValueError("interim_alpha_share must be in [0, 1)")
+        period = self.seasonal_period_days * DAY
+        if period and (period % self.window_seconds or period < self.window_seconds):
+            raise ValueError("seasonal_period_days must be a whole number of windows")
+
+    @property
+    def interim_looks(self) -> int:
+        """Interim tests per window (at each ``interim_seconds`` boundary before its end)."""
+        if not self.interim_seconds or self.interim_seconds >= self.window_seconds:
+            return 0
+        return int(-(-self.window_seconds // self.interim_seconds)) - 1
+
+    @property
+    def final_alpha(self) -> float:
+        return self.alpha * (1 - self.interim_alpha_share) if self.interim_looks else self.alpha
+
+    @property
+    def interim_tests(self) -> int:
+        """Interim tests per feature and window: the window so far at every look, plus the
+        last 1, 2, 4 and 8 slots at the looks where those spans complete."""
+        looks = self.interim_looks
+        return looks + sum(looks // (1 << k) for k in range(4))
+
+    @property
+    def interim_alpha(self) -> float:
+        tests = self.interim_tests
+        return self.alpha * self.interim_alpha_share / tests if tests else 0.0
+
+    def in_baseline(self, window_start: float, candidate: float) -> bool:
+        """Is ``candidate`` one of the baseline windows of ``window_start``?"""
+        lo, hi = self.baseline_range(window_start)
+        if not lo <= candidate < hi:
+            return False
+        period = self.seasonal_period_days * DAY
+        return not period or (window_start - candidate) % period == 0
 
     def window_start(self, ts: float) -> float:
         """Start of the window containing ``ts`` (windows are aligned to the epoch, UTC).

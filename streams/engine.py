@@ -15,20 +15,24 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from schemas import DriftEvent, DriftKind, InvalidEvent, PredictionEvent, Severity
 from streams.config import DAY, EngineConfig
 from streams.decision import benjamini_hochberg, severity_for
+from streams.effects import effects, missing_rate_test
 from streams.state import (
+    RECENT_LEVELS,
     FeatureKind,
     FeatureWindow,
     Incident,
     IncidentBook,
     Position,
     StreamState,
+    Summary,
+    _merge_summaries,
     incidents_key,
     stream_key,
     window_key,
@@ -39,8 +43,23 @@ from streams.summary import (
     TestResult,
     chi2_test,
     ks_test,
+    new_categories,
 )
 
+_BASELINE_CACHE_SIZE = 4096
+Picker = Callable[[str, FeatureWindow], Summary | None]
+"""Which summary of a feature's window a test looks at (the whole window, a recent span)."""
+
+
+def _effect_floor(cfg: EngineConfig, test: str) -> float:
+    return cfg.min_missing_rate_change if test == "missing_rate" else cfg.min_effect_size
+
+
+def _whole_window(feature: str, fw: FeatureWindow) -> Summary | None:
+    return fw.summary
+
+
+_Baseline = tuple[NumericSummary | CategoricalSummary, float, float] | None
 _DRIFT_NAMESPACE = uuid.UUID("6f1c2b1e-6d0b-4c55-9a59-3c1f4f8d2a10")
 
 
@@ -85,6 +104,30 @@ class FeatureTest:
     baseline_count: int
     baseline_start: float
     baseline_end: float
+    window_summary: Summary
+    baseline_summary: Summary
+
+    @property
+    def incident_key(self) -> str:
+        """One incident per feature and kind of change (distribution, missing rate)."""
+        return self.feature if self.result.test != "missing_rate" else f"{self.feature}#missing"
+
+    def describe(self) -> dict[str, object]:
+        """Effect sizes and signals beyond the test's own, for the DriftEvent."""
+        if self.result.test == "missing_rate":
+            w, b = self.window_summary, self.baseline_summary
+            return {
+                "missing_rate": w.missing / max(w.missing + w.count, 1),
+                "baseline_missing_rate": b.missing / max(b.missing + b.count, 1),
+            }
+        e = effects(self.window_summary, self.baseline_summary)
+        out: dict[str, object] = {"psi": round(e.psi, 6), "js_distance": round(e.js_distance, 6)}
+        if e.wasserstein_sd is not None:
+            out["wasserstein_sd"] = round(e.wasserstein_sd, 6)
+        if isinstance(self.window_summary, CategoricalSummary):
+            assert isinstance(self.baseline_summary, CategoricalSummary)
+            out["new_categories"] = new_categories(self.window_summary, self.baseline_summary)[:20]
+        return out
 
 
 class DriftEngine:
@@ -107,6 +150,9 @@ class DriftEngine:
         # Per (stream, window): the feature windows already loaded and marked dirty since the
         # last flush, so the per-value path is one dict lookup and an append.
         self._hot: dict[tuple[str, float], dict[str, FeatureWindow]] = {}
+        # Merged baselines are derived data: kept across flushes (the same baseline serves a
+        # window's 23 interim looks and its final test), keyed by the windows they merge.
+        self._baselines: dict[tuple[str, str, str, float, tuple[float, ...]], _Baseline] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -157,7 +203,8 @@ class DriftEngine:
                 wkey = window_key(event.tenant, event.model, window, name)
                 fw = self._window(wkey)
                 if fw is None:
-                    fw = FeatureWindow.new(feature_kind)
+                    is_open = stream.last_closed is None or window > stream.last_closed
+                    fw = FeatureWindow.new(feature_kind, recent=is_open and bool(cfg.interim_looks))
                     self._windows[wkey] = fw
                 self._mark(wkey, stream.partition)
                 hot[name] = fw
@@ -292,12 +339,71 @@ class DriftEngine:
             and w + cfg.window_seconds + cfg.allowed_lateness_seconds <= event_time
         )
         for window in closable:
-            drifts.extend(self._close_window(stream, window, event_time))
+            drifts.extend(self._judge(stream, window, event_time, cfg.final_alpha, None))
+            self._drop_recent(stream, window)
             stream.last_closed = window
             self.stats["windows_closed"] += 1
         if closable:
             self._expire(stream, closable[-1])
+        drifts.extend(self._interim_look(stream, event_time))
         return drifts
+
+    def _interim_look(self, stream: StreamState, event_time: float) -> list[DriftEvent]:
+        """Test the open window when the clock crosses an interim boundary (one look per
+        crossing, however many boundaries a gap in the traffic skipped): the window so far,
+        then the spans of the last 1, 2, 4 and 8 slots that end at this boundary."""
+        cfg = self.config
+        if not cfg.interim_looks:
+            return []
+        window = cfg.window_start(event_time)
+        look = min(int((event_time - window) // cfg.interim_seconds), cfg.interim_looks)
+        if look < 1 or window not in stream.window_events:
+            return []
+        if stream.interim_window == window and stream.interim_look >= look:
+            return []
+        stream.interim_window = window
+        stream.interim_look = look
+        self.stats["interim_looks"] += 1
+        spans: dict[str, dict[int, Summary]] = {}
+        for feature in stream.features:
+            key = window_key(stream.tenant, stream.model, window, feature)
+            fw = self._window(key)
+            if fw is None or fw.recent is None:
+                continue
+            spans[feature] = dict(fw.roll_recent(look))
+            self._mark(key, stream.partition)
+        looked_at = window + look * cfg.interim_seconds
+        drifts = self._judge(
+            stream, window, event_time, cfg.interim_alpha, looked_at, lambda f, fw: fw.summary
+        )
+        for k in range(RECENT_LEVELS):
+            slots = 1 << k
+            if look % slots:
+                continue
+
+            def pick(feature: str, fw: FeatureWindow, slots: int = slots) -> Summary | None:
+                return spans.get(feature, {}).get(slots)
+
+            drifts.extend(
+                self._judge(
+                    stream,
+                    window,
+                    event_time,
+                    cfg.interim_alpha,
+                    looked_at,
+                    pick,
+                    span=slots * cfg.interim_seconds,
+                )
+            )
+        return drifts
+
+    def _drop_recent(self, stream: StreamState, window: float) -> None:
+        for feature in stream.features:
+            key = window_key(stream.tenant, stream.model, window, feature)
+            fw = self._window(key)
+            if fw is not None and fw.recent is not None:
+                fw.recent = None
+                self._mark(key, stream.partition)
 
     def _expire(self, stream: StreamState, newest_closed: float) -> None:
         horizon = newest_closed - self.config.retention_days * DAY
@@ -313,79 +419,138 @@ class DriftEngine:
         self, stream: StreamState, feature: str, window: float
     ) -> tuple[NumericSummary | CategoricalSummary, float, float] | None:
         cfg = self.config
-        lo, hi = cfg.baseline_range(window)
+        used = [w for w in sorted(stream.window_events) if cfg.in_baseline(window, w)]
+        cache_key = (stream.tenant, stream.model, feature, window, tuple(used))
+        if cache_key in self._baselines:
+            return self._baselines[cache_key]
         merged: NumericSummary | CategoricalSummary | None = None
-        used: list[float] = []
-        for w in sorted(stream.window_events):
-            if not lo <= w < hi:
-                continue
+        with_data: list[float] = []
+        for w in used:
             fw = self._window(window_key(stream.tenant, stream.model, w, feature))
             if fw is None or fw.count == 0:
                 continue
-            summary = fw.numeric if fw.numeric is not None else fw.categorical
-            assert summary is not None
-            merged = summary if merged is None else _merge(merged, summary)
-            used.append(w)
-        if merged is None or len(used) < cfg.min_baseline_windows:
-            return None
-        return merged, used[0], used[-1] + cfg.window_seconds
+            summary = fw.summary
+            merged = summary if merged is None else _merge_summaries(merged, summary)
+            with_data.append(w)
+        result = None
+        if merged is not None and len(with_data) >= cfg.min_baseline_windows:
+            result = (merged, with_data[0], with_data[-1] + cfg.window_seconds)
+        if len(self._baselines) >= _BASELINE_CACHE_SIZE:
+            self._baselines.clear()
+        self._baselines[cache_key] = result
+        return result
 
-    def _test_features(self, stream: StreamState, window: float) -> list[FeatureTest]:
+    def _test_features(self, stream: StreamState, window: float, pick: Picker) -> list[FeatureTest]:
         tests: list[FeatureTest] = []
         for feature, kind in sorted(stream.features.items()):
             fw = self._window(window_key(stream.tenant, stream.model, window, feature))
-            if fw is None or fw.count < self.config.min_window_count:
+            if fw is None:
+                continue
+            summary = pick(feature, fw)
+            min_count = self.config.min_window_count
+            if summary is None or summary.count + summary.missing < min_count:
                 continue
             baseline = self._baseline(stream, feature, window)
             if baseline is None:
                 self.stats["tests_skipped_no_baseline"] += 1
                 continue
             base, b_start, b_end = baseline
-            if isinstance(base, NumericSummary):
-                assert fw.numeric is not None
-                result = ks_test(fw.numeric, base)
-            else:
-                assert fw.categorical is not None
-                result = chi2_test(fw.categorical, base)
-            self.stats["tests"] += 1
-            tests.append(FeatureTest(feature, kind, result, fw.count, base.count, b_start, b_end))
+            if summary.count >= min_count:
+                if isinstance(base, NumericSummary):
+                    assert isinstance(summary, NumericSummary)
+                    result = ks_test(summary, base)
+                else:
+                    assert isinstance(summary, CategoricalSummary)
+                    result = chi2_test(summary, base)
+                self.stats["tests"] += 1
+                tests.append(
+                    FeatureTest(
+                        feature,
+                        kind,
+                        result,
+                        summary.count,
+                        base.count,
+                        b_start,
+                        b_end,
+                        summary,
+                        base,
+                    )
+                )
+            missing = missing_rate_test(
+                summary.missing,
+                summary.missing + summary.count,
+                base.missing,
+                base.missing + base.count,
+            )
+            if missing.p_value < 1.0:
+                tests.append(
+                    FeatureTest(
+                        feature,
+                        kind,
+                        missing,
+                        summary.count + summary.missing,
+                        base.count + base.missing,
+                        b_start,
+                        b_end,
+                        summary,
+                        base,
+                    )
+                )
         return tests
 
-    def _close_window(
-        self, stream: StreamState, window: float, detected_at: float
+    def _judge(
+        self,
+        stream: StreamState,
+        window: float,
+        detected_at: float,
+        alpha: float,
+        partial_end: float | None,
+        pick: Picker | None = None,
+        span: float | None = None,
     ) -> list[DriftEvent]:
+        """Test a window's features against their baselines and update the incidents.
+
+        ``partial_end`` is set for an interim look at the still-open window: only drifts count
+        there (a partial window is no evidence that a feature is clean), and a feature found
+        drifting is not judged again in this window.
+        """
         cfg = self.config
         book = self._book(stream.tenant, stream.model)
         tests = [
             t
-            for t in self._test_features(stream, window)
-            if book.last_window.get(t.feature, -1) < window
+            for t in self._test_features(stream, window, pick or _whole_window)
+            if book.last_window.get(t.incident_key, -1) < window
         ]
         if not tests:
             return []
-        significant = benjamini_hochberg([t.result.p_value for t in tests], cfg.alpha)
+        significant = benjamini_hochberg([t.result.p_value for t in tests], alpha)
         drifting = [
             t
             for t, sig in zip(tests, significant, strict=True)
-            if sig and t.result.effect_size >= cfg.min_effect_size
+            if sig and t.result.effect_size >= _effect_floor(cfg, t.result.test)
         ]
+        if partial_end is not None and not drifting:
+            return []
         share = len(drifting) / len(tests)
-        drifting_names = {t.feature for t in drifting}
+        drifting_names = {t.incident_key for t in drifting}
         events: list[DriftEvent] = []
         for t in tests:
-            book.last_window[t.feature] = window
-            incident = book.open.get(t.feature)
-            if t.feature not in drifting_names:
+            incident = book.open.get(t.incident_key)
+            if t.incident_key not in drifting_names:
+                if partial_end is not None:
+                    continue
+                book.last_window[t.incident_key] = window
                 if incident is not None:
                     incident.clean_streak += 1
                     if incident.clean_streak >= cfg.resolve_windows:
-                        del book.open[t.feature]
+                        del book.open[t.incident_key]
                         self.stats["incidents_resolved"] += 1
                 continue
+            book.last_window[t.incident_key] = window
             severity = severity_for(t.result.effect_size, share, len(drifting))
             if incident is None:
-                incident = Incident(_drift_id(stream, t.feature, window), window)
-                book.open[t.feature] = incident
+                incident = Incident(_drift_id(stream, t.incident_key, window), window)
+                book.open[t.incident_key] = incident
                 self.stats["incidents_opened"] += 1
             else:
                 incident.persistence += 1
@@ -408,7 +573,9 @@ class DriftEngine:
                     p_value=t.result.p_value,
                     effect_size=t.result.effect_size,
                     window_start=window,
-                    window_end=window + cfg.window_seconds,
+                    window_end=partial_end
+                    if partial_end is not None
+                    else window + cfg.window_seconds,
                     baseline_start=t.baseline_start,
                     baseline_end=t.baseline_end,
                     severity=severity,
@@ -418,9 +585,10 @@ class DriftEngine:
                     window_count=t.window_count,
                     baseline_count=t.baseline_count,
                     drifting_share=share,
+                    partial=partial_end is not None,
+                    extra=t.describe() | ({} if span is None else {"span_seconds": span}),
                 )
             )
-        # Drop bookkeeping for features whose incidents closed and whose windows are gone.
         self._mark(incidents_key(stream.tenant, stream.model), stream.partition)
         self.stats["drift_events"] += len(events)
         return events
@@ -434,16 +602,6 @@ def _guard_stream(stream: StreamState, position: Position | None) -> bool:
         return False
     stream.offsets[partition] = offset
     return True
-
-
-def _merge(
-    a: NumericSummary | CategoricalSummary, b: NumericSummary | CategoricalSummary
-) -> NumericSummary | CategoricalSummary:
-    if isinstance(a, NumericSummary) and isinstance(b, NumericSummary):
-        return a.merge(b)
-    if isinstance(a, CategoricalSummary) and isinstance(b, CategoricalSummary):
-        return a.merge(b)
-    raise TypeError("cannot merge numeric and categorical summaries")
 
 
 def _drift_id(stream: StreamState, feature: str, window: float) -> str:

@@ -14,9 +14,10 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from streams.summary import CategoricalSummary, NumericSummary
+from streams.summary import CategoricalSummary, NumericSummary, RecentNumericSummary
 
 FeatureKind = Literal["numeric", "categorical"]
+Summary = NumericSummary | CategoricalSummary
 Position = tuple[int, int]
 """(partition, offset) of the source message, or None offline."""
 
@@ -40,63 +41,127 @@ def _offsets_from_json(raw: dict[str, int]) -> dict[int, int]:
     return {int(p): int(o) for p, o in raw.items()}
 
 
+RECENT_LEVELS = 4
+"""Recent-span summaries kept for an open window: the last 1, 2, 4 and 8 interim slots."""
+
+
 @dataclass
 class FeatureWindow:
-    """One feature's values in one window: a bounded summary plus its offset guard."""
+    """One feature's values in one window: a bounded summary plus its offset guard.
+
+    While the window is open it also keeps ``recent``: summaries of the values since the last
+    1, 2, 4 and 8 interim boundaries (level k restarts every 2**k slots). A shift that starts
+    mid-day is diluted in the whole day's summary; testing the recent spans finds it hours
+    earlier. They are dropped when the window closes.
+    """
 
     kind: FeatureKind
     numeric: NumericSummary | None = None
     categorical: CategoricalSummary | None = None
     offsets: dict[int, int] = field(default_factory=dict)
+    recent: list[Summary] | None = None
 
     @classmethod
-    def new(cls, kind: FeatureKind) -> FeatureWindow:
-        if kind == "numeric":
-            return cls(kind, numeric=NumericSummary())
-        return cls(kind, categorical=CategoricalSummary())
+    def new(cls, kind: FeatureKind, recent: bool = False) -> FeatureWindow:
+        fw = (
+            cls(kind, numeric=NumericSummary())
+            if kind == "numeric"
+            else cls(kind, categorical=CategoricalSummary())
+        )
+        if recent:
+            fw.recent = [fw.empty_recent() for _ in range(RECENT_LEVELS)]
+        return fw
+
+    def empty_recent(self) -> Summary:
+        return RecentNumericSummary() if self.kind == "numeric" else CategoricalSummary()
+
+    @property
+    def summary(self) -> Summary:
+        summary = self.numeric if self.numeric is not None else self.categorical
+        assert summary is not None
+        return summary
 
     def apply(self, value: float | str | None, position: Position | None) -> bool:
         if not _guard(self.offsets, position):
             return False
-        if self.numeric is not None:
+        targets: list[Summary] = [self.summary]
+        if self.recent is not None:
+            targets.append(self.recent[0])
+        for summary in targets:
             if value is None:
-                self.numeric.add_missing()
+                summary.add_missing()
+            elif isinstance(summary, NumericSummary):
+                summary.add(float(value))
             else:
-                self.numeric.add(float(value))
-        elif self.categorical is not None:
-            if value is None:
-                self.categorical.add_missing()
-            else:
-                self.categorical.add(str(value))
+                summary.add(str(value))
         return True
+
+    def roll_recent(self, slot: int) -> list[tuple[int, Summary]]:
+        """At the end of interim ``slot`` (1-based): the spans that just completed, as
+        (slots covered, summary); then restart them. Level 0 (the last slot) folds into the
+        longer levels first."""
+        if self.recent is None:
+            return []
+        last = self.recent[0]
+        for k in range(1, RECENT_LEVELS):
+            self.recent[k] = _merge_summaries(self.recent[k], last)
+        done = []
+        for k in range(RECENT_LEVELS):
+            if slot % (1 << k) == 0:
+                done.append((1 << k, self.recent[k]))
+                self.recent[k] = self.empty_recent()
+        return done
 
     @property
     def count(self) -> int:
         """Values present (not missing)."""
-        summary = self.numeric if self.numeric is not None else self.categorical
-        return 0 if summary is None else summary.count
+        return self.summary.count
 
     @property
     def missing(self) -> int:
-        summary = self.numeric if self.numeric is not None else self.categorical
-        return 0 if summary is None else summary.missing
+        return self.summary.missing
 
     def to_bytes(self) -> bytes:
-        header = json.dumps({"k": self.kind, "o": _offsets_to_json(self.offsets)}).encode()
-        summary = self.numeric if self.numeric is not None else self.categorical
-        assert summary is not None
-        return struct.pack("<I", len(header)) + header + summary.to_bytes()
+        parts = [] if self.recent is None else [r.to_bytes() for r in self.recent]
+        header = json.dumps(
+            {"k": self.kind, "o": _offsets_to_json(self.offsets), "r": [len(p) for p in parts]}
+        ).encode()
+        return struct.pack("<I", len(header)) + header + b"".join(parts) + self.summary.to_bytes()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> FeatureWindow:
         (hlen,) = struct.unpack_from("<I", raw)
         header = json.loads(raw[4 : 4 + hlen])
-        body = raw[4 + hlen :]
+        pos = 4 + hlen
         kind: FeatureKind = header["k"]
         offsets = _offsets_from_json(header["o"])
+        recent: list[Summary] | None = None
+        if header.get("r"):
+            recent = []
+            for size in header["r"]:
+                chunk = raw[pos : pos + size]
+                pos += size
+                recent.append(
+                    RecentNumericSummary.from_bytes(chunk)
+                    if kind == "numeric"
+                    else CategoricalSummary.from_bytes(chunk)
+                )
+        body = raw[pos:]
         if kind == "numeric":
-            return cls(kind, numeric=NumericSummary.from_bytes(body), offsets=offsets)
-        return cls(kind, categorical=CategoricalSummary.from_bytes(body), offsets=offsets)
+            return cls(
+                kind, numeric=NumericSummary.from_bytes(body), offsets=offsets, recent=recent
+            )
+        return cls(
+            kind, categorical=CategoricalSummary.from_bytes(body), offsets=offsets, recent=recent
+        )
+
+
+def _merge_summaries(a: Summary, b: Summary) -> Summary:
+    if isinstance(a, NumericSummary) and isinstance(b, NumericSummary):
+        return a.merge(b)
+    if isinstance(a, CategoricalSummary) and isinstance(b, CategoricalSummary):
+        return a.merge(b)
+    raise TypeError("cannot merge numeric and categorical summaries")
 
 
 @dataclass
@@ -118,6 +183,9 @@ class StreamState:
     events: int = 0
     late_events: int = 0
     offsets: dict[int, int] = field(default_factory=dict)
+    interim_window: float | None = None
+    """Window of the latest interim look, and which look it was (1 = after the first hour)."""
+    interim_look: int = 0
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -134,6 +202,8 @@ class StreamState:
                 "n": self.events,
                 "late": self.late_events,
                 "o": _offsets_to_json(self.offsets),
+                "iw": self.interim_window,
+                "il": self.interim_look,
             },
             separators=(",", ":"),
         ).encode()
@@ -154,6 +224,8 @@ class StreamState:
             events=d["n"],
             late_events=d["late"],
             offsets=_offsets_from_json(d["o"]),
+            interim_window=d.get("iw"),
+            interim_look=d.get("il", 0),
         )
 
 

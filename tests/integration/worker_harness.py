@@ -19,6 +19,7 @@ FAST_DETECTION = {
     "DRIFTWATCH_BASELINE_END_DAYS": "7",
     "DRIFTWATCH_MIN_BASELINE_WINDOWS": "5",
     "DRIFTWATCH_RETENTION_DAYS": "16",
+    "DRIFTWATCH_SEASONAL_PERIOD_DAYS": "0",
 }
 
 
@@ -47,6 +48,10 @@ class WorkerProcess:
             "DRIFTWATCH_HEARTBEAT_INTERVAL": "1",
             "DRIFTWATCH_COMMIT_INTERVAL": "1",
             "DRIFTWATCH_MAX_FUTURE_SECONDS": str(400 * 86400),
+            # The embedded broker reports high watermarks low (see README); Kafka does not.
+            "DRIFTWATCH_RECOVERY_CONSISTENCY_CHECK": (
+                "true" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else "false"
+            ),
             **FAST_DETECTION,
             **self.extra_env,
         }

@@ -16,7 +16,7 @@ def test_readme_settings_table_is_current() -> None:
         r"<!-- settings-table:start -->\n(.*)\n<!-- settings-table:end -->", readme, re.S
     )
     assert match, "README lost its settings table markers"
-    assert match.group(1) == settings_markdown(), "run: driftwatch config --markdown"
+    assert match.group(1) == settings_markdown(), "run: driftwatch config --update-readme README.md"
 
 
 def test_settings_from_env_and_file(tmp_path: Path) -> None:

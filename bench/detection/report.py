@@ -1,0 +1,295 @@
+"""Aggregation over seeds and the markdown report."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+from bench.detection.metrics import SEVERITIES, median_delay, per_thousand
+from bench.detection.scenarios import Scenario
+
+DRIFTWATCH = "driftwatch"
+RIVER = ("river ADWIN", "river KSWIN", "river PageHinkley")
+ALIBI = "alibi-detect KS / χ²"
+ALIBI_SCIPY = "alibi-detect-equivalent (scipy)"
+
+
+def aggregate(results: Sequence[dict[str, Any]], detectors: Sequence[str]) -> dict[str, Any]:
+    """Per scenario and detector, the metrics over its seeds."""
+    out: dict[str, Any] = {}
+    keys = sorted(
+        {r["scenario"] for r in results},
+        key=lambda k: min(r["number"] for r in results if r["scenario"] == k),
+    )
+    for key in keys:
+        runs = sorted((r for r in results if r["scenario"] == key), key=lambda r: r["seed"])
+        per: dict[str, Any] = {}
+        for det in detectors:
+            scores = [r["scores"][det] for r in runs if det in r["scores"]]
+            if not scores:
+                continue
+            delays = [s["delay_hours"] for s in scores]
+            confirms = [s["confirm_delay_hours"] for s in scores]
+            fa = sum(s["false_alarm_days"] for s in scores)
+            fd = sum(s["feature_days"] for s in scores)
+            sev = [s["max_confirmed_severity"] for s in scores if s["max_confirmed_severity"]]
+            per[det] = {
+                "seeds": len(scores),
+                "delays_hours": delays,
+                "median_delay_hours": median_delay(delays),
+                "detected": sum(d is not None for d in delays),
+                "median_confirm_delay_hours": median_delay(confirms),
+                "false_alarm_days": fa,
+                "feature_days": fd,
+                "false_alarms_per_1000_feature_days": per_thousand(fa, fd),
+                "confirmed_false_incidents": sum(s["confirmed_false"] for s in scores),
+                "max_confirmed_severity": max(sev, key=SEVERITIES.index) if sev else None,
+                "alarms": sum(s["alarms"] for s in scores),
+            }
+        out[key] = per
+    return out
+
+
+def _hours(h: float | None) -> str:
+    if h is None:
+        return "missed"
+    return f"{h:.1f}" if h < 100 else f"{h:.0f}"
+
+
+def _delay_cell(m: dict[str, Any] | None) -> str:
+    if m is None:
+        return "–"
+    cell = _hours(m["median_delay_hours"])
+    return f"{cell} ({m['detected']}/{m['seeds']})"
+
+
+def _rate_cell(m: dict[str, Any] | None) -> str:
+    if m is None:
+        return "–"
+    rate = m["false_alarms_per_1000_feature_days"]
+    return f"{rate:.1f}" if rate < 100 else f"{rate:.0f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def targets(agg: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """driftwatch's detection targets: (target, measured, met; None = scenario not run)."""
+    out: list[tuple[str, str, bool | None]] = []
+
+    def dw(key: str) -> dict[str, Any] | None:
+        m: dict[str, Any] | None = agg.get(key, {}).get(DRIFTWATCH)
+        return m
+
+    m = dw("null-50")
+    if m is None:
+        out.append(("50-feature null stream: 0 confirmed incidents", "not run", None))
+        out.append(("50-feature null stream: ≤ 1 alarm per 1,000 feature-days", "not run", None))
+    else:
+        c = m["confirmed_false_incidents"]
+        out.append(("50-feature null stream: 0 confirmed incidents", str(c), c == 0))
+        r = m["false_alarms_per_1000_feature_days"]
+        out.append(
+            ("50-feature null stream: ≤ 1 alarm per 1,000 feature-days", f"{r:.2f}", r <= 1.0)
+        )
+    for key, label, limit in (("mean-0.5", "0.5σ shift", 6.0), ("mean-1", "1σ shift", 2.0)):
+        m = dw(key)
+        if m is None:
+            out.append((f"{label}: median delay ≤ {limit:g} h", "not run", None))
+            continue
+        d = m["median_delay_hours"]
+        out.append(
+            (
+                f"{label}: median delay ≤ {limit:g} h",
+                f"{_hours(d)} h" if d is not None else "missed",
+                d is not None and d <= limit,
+            )
+        )
+    m = dw("tiny-shift")
+    if m is None:
+        out.append(("tiny 0.03σ shift: no confirmed incident ≥ MEDIUM", "not run", None))
+    else:
+        sev = m["max_confirmed_severity"]
+        ok = sev is None or SEVERITIES.index(sev) < SEVERITIES.index("MEDIUM")
+        out.append(
+            ("tiny 0.03σ shift: no confirmed incident ≥ MEDIUM", sev or "nothing confirmed", ok)
+        )
+    return out
+
+
+def render(
+    meta: dict[str, Any],
+    scenarios: Sequence[Scenario],
+    agg: dict[str, Any],
+    detectors: Sequence[str],
+) -> str:
+    alibi = detectors[-1]
+    short = {
+        DRIFTWATCH: "driftwatch",
+        "river ADWIN": "ADWIN",
+        "river KSWIN": "KSWIN",
+        "river PageHinkley": "PageHinkley",
+        ALIBI: "alibi KS/χ²",
+        ALIBI_SCIPY: "alibi-equiv (scipy)",
+    }
+    head = ["#", "scenario", *(short[d] for d in detectors)]
+    lines = [
+        "# Detection benchmark",
+        "",
+        f"Generated by `{meta['command']}` on {meta['date']} (UTC) — commit {meta['commit']}"
+        f"{' with uncommitted changes' if meta['dirty'] else ''}, {meta['seconds']:.0f} s wall "
+        f"on {meta['cpus']} cores{', QUICK smoke run' if meta['quick'] else ''}. "
+        "Do not edit by hand: re-run the command.",
+        "",
+        "Every detector sees the same seeded streams in the same run (one stream, tenant `acme`, "
+        "model `fraud`, from `driftwatch.simulate`: 1,500 events/day, 4 numeric + 2 categorical "
+        "features, about 1 % missing values, 90 days, drift onset at day 60.3 on `amount` or "
+        "`merchant_category`, unless the scenario says otherwise). Detectors:",
+        "",
+        "- **driftwatch**: `run_backtest(events, EngineConfig())`, the defaults, the same for "
+        "every scenario; an alarm is any DriftEvent (at its `detected_at`).",
+        f"- **river {meta['versions'].get('river', '?')}** ADWIN, KSWIN (seed "
+        f"{meta['kswin_seed']}), PageHinkley with default parameters, one per feature, fed its "
+        "values in event-time order (missing skipped; a categorical feature as the 0/1 indicator "
+        "of its most frequent category in days 0–29); an alarm is `drift_detected`, at that "
+        "event's time. KSWIN runs as an exact numpy replay of river's code, checked against "
+        f"river's own KSWIN at the start of every run ({meta['kswin_verified']} alarms matched).",
+        f"- **{alibi}**: "
+        + (
+            f"alibi-detect {meta['versions'].get('alibi-detect')} in its own venv "
+            f"(`{meta['alibi_python']}`),"
+            if alibi == ALIBI
+            else "alibi-detect could not be used here "
+            f"({meta['alibi_note']}), so the same procedure in scipy:"
+        )
+        + " a daily test of each day from 30 on against the fixed reference of days 0–29, "
+        "KSDrift (KS, asymptotic p) for numeric and ChiSquareDrift (χ² over the union of "
+        "categories) for categorical features, p_val 0.01 with the default Bonferroni correction "
+        "over each detector's features; alarm time = the end of the tested day."
+        + (f" {meta['alibi_crosscheck']}" if meta.get("alibi_crosscheck") else ""),
+        "",
+        "Metrics (`bench/detection/metrics.py`): **delay** = first alarm on the drifting feature "
+        "at or after the onset, minus the onset, in hours of event time; median over seeds, a "
+        "miss counting as infinite (shown: median (detected seeds / seeds)). **False alarms** = "
+        "distinct (feature, day) pairs with an alarm on a non-drifting feature, or before the "
+        "onset, from day 30 on; per 1,000 feature-days of not-drifting features in that period, "
+        "pooled over seeds. **Confirmed false incidents**: driftwatch's own confirmed incidents "
+        "on a non-drifting feature or opened before the onset; the peers have no confirmation, "
+        "so driftwatch's rule is applied to their daily alarm flags (an alarm day opens an "
+        "incident, the 7th alarm day while open confirms it, 2 clean days close it).",
+        "",
+        "## Scenarios",
+        "",
+        *_table(
+            ["#", "key", "scenario", "days", "events/day", "features", "onset day", "seeds"],
+            [
+                [
+                    str(s.number),
+                    f"`{s.key}`",
+                    s.title,
+                    str(s.days),
+                    f"{s.events_per_day:,}",
+                    str(s.numeric_features + s.categorical_features),
+                    "–" if s.onset_day is None else f"{s.onset_day:g}",
+                    str(s.seeds),
+                ]
+                for s in scenarios
+            ],
+        ),
+        "",
+        "## Detection delay (hours; median over seeds, detected/seeds)",
+        "",
+        *_table(
+            head,
+            [
+                [str(s.number), s.key, *(_delay_cell(agg[s.key].get(d)) for d in detectors)]
+                for s in scenarios
+                if s.is_drift and s.key in agg
+            ],
+        ),
+        "",
+        "## False alarms per 1,000 feature-days",
+        "",
+        *_table(
+            head,
+            [
+                [str(s.number), s.key, *(_rate_cell(agg[s.key].get(d)) for d in detectors)]
+                for s in scenarios
+                if s.key in agg
+            ],
+        ),
+        "",
+        "## Confirmed false incidents (total over seeds)",
+        "",
+        *_table(
+            head,
+            [
+                [
+                    str(s.number),
+                    s.key,
+                    *(
+                        str(agg[s.key][d]["confirmed_false_incidents"]) if d in agg[s.key] else "–"
+                        for d in detectors
+                    ),
+                ]
+                for s in scenarios
+                if s.key in agg
+            ],
+        ),
+        "",
+        "## driftwatch: confirmation and severity",
+        "",
+        *_table(
+            [
+                "#",
+                "scenario",
+                "median delay to confirmation (h)",
+                "max severity of a confirmed incident",
+                "drift events",
+            ],
+            [
+                [
+                    str(s.number),
+                    s.key,
+                    _hours(m["median_confirm_delay_hours"]) if s.is_drift else "–",
+                    m["max_confirmed_severity"] or "none confirmed",
+                    str(m["alarms"]),
+                ]
+                for s in scenarios
+                if s.key in agg and (m := agg[s.key].get(DRIFTWATCH)) is not None
+            ],
+        ),
+        "",
+        "## driftwatch against its targets",
+        "",
+        *_table(
+            ["target", "measured", "met"],
+            [
+                [t, v, "–" if ok is None else ("yes" if ok else "**no**")]
+                for t, v, ok in targets(agg)
+            ],
+        ),
+        "",
+        "## Run",
+        "",
+        f"Versions: {', '.join(f'{k} {v}' for k, v in sorted(meta['versions'].items()))}. "
+        f"CPU seconds per detector (all jobs): "
+        + ", ".join(f"{k} {v:.0f}" for k, v in meta["cpu_seconds"].items())
+        + ". Raw numbers per seed: `bench/results/detection.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def finite(x: float) -> float | None:
+    """JSON-friendly: NaN/inf become null."""
+    return x if math.isfinite(x) else None
+
+
+def mean_or_none(xs: Sequence[float]) -> float | None:
+    return statistics.fmean(xs) if xs else None

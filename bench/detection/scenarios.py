@@ -1,0 +1,206 @@
+"""The benchmark's seeded streams, each with its known truth.
+
+One stream (tenant ``acme``, model ``fraud``) per scenario and seed, from
+``driftwatch.simulate`` (its features, its ~1 % missing values, its per-day seeding), with
+the drifts it cannot inject itself (a gradual ramp, a never-seen category) applied to its
+output here. The seeds are shared across scenarios (seed 1 of the 0.25σ and the 1σ shift is
+the same noise), and the onset is at a fractional day so delays in hours mean something.
+σ is the feature's own standard deviation in the simulator's profile; for the gradual ramp,
+which is applied here, the pre-onset sample standard deviation of the feature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.detection.metrics import DAY, Truth
+from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, feature_names, generate
+from schemas import PredictionEvent
+
+START = 1_735_689_600.0  # 2025-01-01T00:00:00Z: fixed, so every run sees the same bytes
+TENANT, MODEL = "acme", "fraud"
+EVAL_FROM_DAY = 30  # the peers' reference period (days 0-29) is not scored
+NEW_CATEGORY = "bnpl_wallet"  # never produced by the simulator
+
+
+@dataclass(frozen=True)
+class Stream:
+    events: list[PredictionEvent]
+    truth: Truth
+    numeric: list[str]
+    categorical: list[str]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    number: int
+    key: str
+    title: str
+    days: int
+    onset_day: float | None
+    events_per_day: int = 1500
+    numeric_features: int = 4
+    categorical_features: int = 2
+    weekly_seasonality: float = 0.0
+    seeds: int = 5
+    drift: DriftSpec | None = None  # injected by the simulator
+    post: str | None = None  # injected here: "gradual" or "new_category"
+    magnitude: float = 0.0
+    drifting: tuple[str, ...] = ()
+    cost: float = 1.0  # rough relative run time, to start the long jobs first
+
+    @property
+    def is_drift(self) -> bool:
+        return self.onset_day is not None
+
+    def sim_config(self, seed: int) -> SimulationConfig:
+        return SimulationConfig(
+            seed=seed,
+            tenants=(TENANT,),
+            models=(MODEL,),
+            days=self.days,
+            events_per_day=self.events_per_day,
+            numeric_features=self.numeric_features,
+            categorical_features=self.categorical_features,
+            start=START,
+            drifts=(self.drift,) if self.drift is not None else (),
+            label_rate=0.0,
+            weekly_seasonality=self.weekly_seasonality,
+        )
+
+    def build(self, seed: int) -> Stream:
+        cfg = self.sim_config(seed)
+        numeric, categorical = feature_names(cfg)
+        events = list(generate(cfg))
+        if self.post == "gradual":
+            events = _gradual(events, self.drifting[0], self._onset(), self.magnitude)
+        elif self.post == "new_category":
+            events = _new_category(events, self.drifting[0], self._onset(), self.magnitude, seed)
+        truth = Truth(
+            start=START,
+            days=self.days,
+            features=(*numeric, *categorical),
+            drifting=frozenset(self.drifting),
+            onset_day=self.onset_day,
+            eval_from_day=EVAL_FROM_DAY,
+        )
+        return Stream(events, truth, numeric, categorical)
+
+    def _onset(self) -> float:
+        assert self.onset_day is not None
+        return START + self.onset_day * DAY
+
+
+def _gradual(
+    events: list[PredictionEvent], feature: str, onset: float, sigmas: float, ramp_days: float = 14
+) -> list[PredictionEvent]:
+    """Add a mean shift that ramps linearly from 0 at ``onset`` to ``sigmas`` σ over
+    ``ramp_days`` (σ: the feature's sample standard deviation before the onset)."""
+    before = [
+        v for e in events if e.timestamp < onset and isinstance(v := e.features.get(feature), float)
+    ]
+    sigma = float(np.std(before))
+    out: list[PredictionEvent] = []
+    for e in events:
+        v = e.features.get(feature)
+        if e.timestamp >= onset and isinstance(v, float):
+            share = min((e.timestamp - onset) / (ramp_days * DAY), 1.0)
+            e = dataclasses.replace(
+                e, features={**e.features, feature: round(v + share * sigmas * sigma, 4)}
+            )
+        out.append(e)
+    return out
+
+
+def _new_category(
+    events: list[PredictionEvent], feature: str, onset: float, share: float, seed: int
+) -> list[PredictionEvent]:
+    """From ``onset`` on, a ``share`` of the (non-missing) values become a category never seen
+    before; the mass comes from every category in proportion."""
+    rng = np.random.default_rng([seed, 7])
+    draws = rng.random(len(events))
+    out: list[PredictionEvent] = []
+    for e, u in zip(events, draws.tolist(), strict=True):
+        if e.timestamp >= onset and u < share and e.features.get(feature) is not None:
+            e = dataclasses.replace(e, features={**e.features, feature: NEW_CATEGORY})
+        out.append(e)
+    return out
+
+
+def _mean(magnitude: float) -> DriftSpec:
+    return DriftSpec(DriftType.MEAN_SHIFT, ONSET, magnitude, features=("amount",))
+
+
+ONSET = 60.3
+DAYS = 90
+
+SCENARIOS: tuple[Scenario, ...] = (
+    Scenario(1, "mean-0.25", "abrupt mean shift 0.25σ", DAYS, ONSET, drift=_mean(0.25), drifting=("amount",)),
+    Scenario(2, "mean-0.5", "abrupt mean shift 0.5σ", DAYS, ONSET, drift=_mean(0.5), drifting=("amount",)),
+    Scenario(3, "mean-1", "abrupt mean shift 1σ", DAYS, ONSET, drift=_mean(1.0), drifting=("amount",)),
+    Scenario(
+        4, "variance-2", "variance change (deviation x2)", DAYS, ONSET,
+        drift=DriftSpec(DriftType.VARIANCE, ONSET, 2.0, features=("amount",)), drifting=("amount",),
+    ),
+    Scenario(
+        5, "gradual-1", "gradual drift, mean 0→1σ over 14 days", DAYS, ONSET,
+        post="gradual", magnitude=1.0, drifting=("amount",),
+    ),
+    Scenario(
+        6, "category-mix-0.3", "categorical mix change (0.3 of mass to the rare category)", DAYS, ONSET,
+        drift=DriftSpec(DriftType.CATEGORY_MIX, ONSET, 0.3, features=("merchant_category",)),
+        drifting=("merchant_category",),
+    ),
+    Scenario(
+        7, "new-category", "new category, 5% of traffic", DAYS, ONSET,
+        post="new_category", magnitude=0.05, drifting=("merchant_category",),
+    ),
+    Scenario(
+        8, "seasonal-null", "weekly seasonality 0.5σ, no drift", DAYS, None,
+        weekly_seasonality=0.5, seeds=3,
+    ),
+    Scenario(
+        9, "null-50", "50 features (40 numeric, 10 categorical), seasonality 0.3σ, no drift", DAYS,
+        None, numeric_features=40, categorical_features=10, weekly_seasonality=0.3, seeds=1, cost=20.0,
+    ),
+    Scenario(
+        10, "tiny-shift", "tiny shift 0.03σ at 50,000 events/day (2 numeric features, 60 days)", 60,
+        50.3, events_per_day=50_000, numeric_features=2, categorical_features=0, seeds=1,
+        drift=DriftSpec(DriftType.MEAN_SHIFT, 50.3, 0.03, features=("amount",)), drifting=("amount",),
+        cost=15.0,
+    ),
+)  # fmt: skip
+
+QUICK_DAYS = 46  # driftwatch's first test needs 7 baseline windows 30-60 days back: window 37
+QUICK_ONSET = 38.3
+
+
+def quick(s: Scenario) -> Scenario:
+    """The smoke-run version: 46 days (onset 38.3), one seed, 10,000 events/day at most."""
+    onset = None if s.onset_day is None else QUICK_ONSET
+    drift = None if s.drift is None else dataclasses.replace(s.drift, start_day=QUICK_ONSET)
+    return dataclasses.replace(
+        s,
+        days=QUICK_DAYS,
+        onset_day=onset,
+        drift=drift,
+        seeds=1,
+        events_per_day=min(s.events_per_day, 10_000),
+    )
+
+
+def select(keys: str | None, quick_run: bool) -> list[Scenario]:
+    """Scenarios by comma-separated key or number (all if ``keys`` is empty)."""
+    chosen = list(SCENARIOS)
+    if keys:
+        wanted = [k.strip() for k in keys.split(",") if k.strip()]
+        by_name = {s.key: s for s in SCENARIOS} | {str(s.number): s for s in SCENARIOS}
+        unknown = [k for k in wanted if k not in by_name]
+        if unknown:
+            known = ", ".join(f"{s.number}={s.key}" for s in SCENARIOS)
+            raise SystemExit(f"unknown scenario(s) {unknown}; known: {known}")
+        chosen = sorted({by_name[k] for k in wanted}, key=lambda s: s.number)
+    return [quick(s) for s in chosen] if quick_run else chosen
