@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DAY = 86_400.0
+CUMULATIVE_EVERY = 4
+"""Interim looks test the whole open window so far at every 4th boundary (the recent spans
+at every boundary): refolding a day's summary every hour costs more than it finds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,10 +87,10 @@ class EngineConfig:
 
     @property
     def interim_tests(self) -> int:
-        """Interim tests per feature and window: the window so far at every look, plus the
-        last 1, 2, 4 and 8 slots at the looks where those spans complete."""
+        """Interim tests per feature and window: the window so far at every 4th look, plus
+        the last 1, 2, 4 and 8 slots at the looks where those spans complete."""
         looks = self.interim_looks
-        return looks + sum(looks // (1 << k) for k in range(4))
+        return looks // CUMULATIVE_EVERY + sum(looks // (1 << k) for k in range(4))
 
     @property
     def interim_alpha(self) -> float:

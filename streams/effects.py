@@ -268,7 +268,8 @@ def missing_rate_test(
     Why: an upstream field going null is one of the most common real "drift" causes and is
     invisible to tests on the non-missing values. Totals include the missing rows (for a
     summary: ``count + missing``). ``z = (r_w - r_b) / sqrt(r (1 - r) (1/n_w + 1/n_b))``
-    with ``r`` the pooled rate; ``p = 2 * sf(|z|)``; ``effect_size = |r_w - r_b|``. Exact
+    with ``r`` the pooled rate; ``p = 2 * sf(|z|)``, or Fisher's exact p when fewer than 10
+    missing (or present) rows are expected in the window; ``effect_size = |r_w - r_b|``. Exact
     counts, so ``exact=True`` and ``error_bound=0``. Degenerate cases (a side with no rows,
     or both rates 0 or both 1) give ``z = 0, p = 1``. Limits: the normal approximation
     wants a few expected missing rows on each side.
@@ -289,8 +290,22 @@ def missing_rate_test(
     if var <= 0.0:
         return TestResult(0.0, 1.0, effect, 0.0, True, "missing_rate")
     z = (r_w - r_b) / math.sqrt(var)
-    p = float(min(1.0, 2.0 * stats.norm.sf(abs(z))))
+    expected_missing = pooled * window_total
+    expected_present = (1.0 - pooled) * window_total
+    if min(expected_missing, expected_present) < _FISHER_BELOW:
+        # Few expected missing rows in the window (a sub-day span, a rare null): the normal
+        # approximation is anti-conservative there, so use Fisher's exact test.
+        table = [
+            [window_missing, window_total - window_missing],
+            [baseline_missing, baseline_total - baseline_missing],
+        ]
+        p = float(stats.fisher_exact(table).pvalue)
+    else:
+        p = float(min(1.0, 2.0 * stats.norm.sf(abs(z))))
     return TestResult(z, p, effect, 0.0, True, "missing_rate")
+
+
+_FISHER_BELOW = 10.0
 
 
 # --------------------------------------------------------------------------- bundle

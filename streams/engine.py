@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from schemas import DriftEvent, DriftKind, InvalidEvent, PredictionEvent, Severity
-from streams.config import DAY, EngineConfig
+from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
 from streams.decision import benjamini_hochberg, severity_for
 from streams.effects import effects, missing_rate_test
 from streams.state import (
@@ -373,9 +373,9 @@ class DriftEngine:
             spans[feature] = dict(fw.roll_recent(look))
             self._mark(key, stream.partition)
         looked_at = window + look * cfg.interim_seconds
-        drifts = self._judge(
-            stream, window, event_time, cfg.interim_alpha, looked_at, lambda f, fw: fw.summary
-        )
+        drifts: list[DriftEvent] = []
+        if look % CUMULATIVE_EVERY == 0:
+            drifts += self._judge(stream, window, event_time, cfg.interim_alpha, looked_at)
         for k in range(RECENT_LEVELS):
             slots = 1 << k
             if look % slots:
@@ -442,6 +442,7 @@ class DriftEngine:
 
     def _test_features(self, stream: StreamState, window: float, pick: Picker) -> list[FeatureTest]:
         tests: list[FeatureTest] = []
+        whole_window = pick is _whole_window
         for feature, kind in sorted(stream.features.items()):
             fw = self._window(window_key(stream.tenant, stream.model, window, feature))
             if fw is None:
@@ -476,6 +477,8 @@ class DriftEngine:
                         base,
                     )
                 )
+            if not whole_window:
+                continue  # missing-rate changes are judged on whole (or cumulative) windows
             missing = missing_rate_test(
                 summary.missing,
                 summary.missing + summary.count,

@@ -253,7 +253,7 @@ def test_weekly_seasonality_is_not_drift() -> None:
 def test_alpha_spending_keeps_the_window_budget() -> None:
     cfg = EngineConfig()
     assert cfg.interim_looks == 23
-    assert cfg.interim_tests == 23 + 23 + 11 + 5 + 2
+    assert cfg.interim_tests == 5 + 23 + 11 + 5 + 2
     assert cfg.final_alpha + cfg.interim_tests * cfg.interim_alpha == pytest.approx(cfg.alpha)
     assert EngineConfig(interim_seconds=0).final_alpha == cfg.alpha
 
