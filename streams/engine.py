@@ -33,6 +33,7 @@ from streams.state import (
     StreamState,
     Summary,
     _merge_summaries,
+    event_hash,
     incidents_key,
     stream_key,
     window_key,
@@ -194,6 +195,8 @@ class DriftEngine:
         self._mark(skey, stream.partition)
 
         hot = self._hot.setdefault((skey, window), {})
+        slot = int((event.timestamp - window) // cfg.interim_seconds) if cfg.interim_looks else 0
+        h = event_hash(event.event_id) if cfg.interim_looks else 0
         for name, value in event.features.items():
             fw = hot.get(name)
             if fw is None:
@@ -208,7 +211,7 @@ class DriftEngine:
                     self._windows[wkey] = fw
                 self._mark(wkey, stream.partition)
                 hot[name] = fw
-            fw.apply(value, position)
+            fw.apply(value, position, slot, h)
         return drifts
 
     def advance(self, tenant: str, model: str, event_time: float) -> list[DriftEvent]:
@@ -364,14 +367,6 @@ class DriftEngine:
         stream.interim_window = window
         stream.interim_look = look
         self.stats["interim_looks"] += 1
-        spans: dict[str, dict[int, Summary]] = {}
-        for feature in stream.features:
-            key = window_key(stream.tenant, stream.model, window, feature)
-            fw = self._window(key)
-            if fw is None or fw.recent is None:
-                continue
-            spans[feature] = dict(fw.roll_recent(look))
-            self._mark(key, stream.partition)
         looked_at = window + look * cfg.interim_seconds
         drifts: list[DriftEvent] = []
         if look % CUMULATIVE_EVERY == 0:
@@ -382,7 +377,7 @@ class DriftEngine:
                 continue
 
             def pick(feature: str, fw: FeatureWindow, slots: int = slots) -> Summary | None:
-                return spans.get(feature, {}).get(slots)
+                return fw.span_summary(look - 1, slots)
 
             drifts.extend(
                 self._judge(

@@ -8,13 +8,15 @@ transactions.
 
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from streams.summary import CategoricalSummary, NumericSummary, RecentNumericSummary
+from streams.summary import CategoricalSummary, NumericSummary
 
 FeatureKind = Literal["numeric", "categorical"]
 Summary = NumericSummary | CategoricalSummary
@@ -42,24 +44,84 @@ def _offsets_from_json(raw: dict[str, int]) -> dict[int, int]:
 
 
 RECENT_LEVELS = 4
-"""Recent-span summaries kept for an open window: the last 1, 2, 4 and 8 interim slots."""
+"""Recent spans tested at sub-day looks: the last 1, 2, 4 and 8 interim slots."""
+RECENT_SLOTS = 1 << (RECENT_LEVELS - 1)
+SLOT_SAMPLE = 64
+"""Values kept per slot: a deterministic uniform sample (the smallest event-id hashes)."""
+
+
+@dataclass
+class RecentSlots:
+    """Samples of the values in the last ``RECENT_SLOTS`` interim slots of an open window.
+
+    A shift that starts mid-day is diluted in the whole day's summary; testing the last few
+    hours finds it hours earlier. Keeping the ``SLOT_SAMPLE`` values with the smallest hash of
+    their event id is a uniform sample that does not depend on arrival order or batching, so
+    the live worker and a backtest keep the same values; tests on a sample stay valid (it is
+    i.i.d. from the slot's distribution), they just have less power at very high volume —
+    the whole-window tests still see every value.
+    """
+
+    ids: list[int] = field(default_factory=lambda: [-1] * RECENT_SLOTS)
+    samples: list[list[tuple[int, float | str | None]]] = field(
+        default_factory=lambda: [[] for _ in range(RECENT_SLOTS)]
+    )
+
+    def add(self, slot: int, h: int, value: float | str | None) -> None:
+        i = slot % RECENT_SLOTS
+        if self.ids[i] != slot:
+            if self.ids[i] > slot:
+                return  # an event later than its slot's ring entry: too late for sub-day looks
+            self.ids[i] = slot
+            self.samples[i] = []
+        sample = self.samples[i]
+        if len(sample) < SLOT_SAMPLE:
+            sample.append((h, value))
+            if len(sample) == SLOT_SAMPLE:
+                sample.sort(key=_hash_of)
+        elif h < sample[-1][0]:
+            sample.pop()
+            bisect.insort(sample, (h, value), key=_hash_of)
+
+    def span(self, last_slot: int, slots: int) -> list[float | str | None] | None:
+        """Values of slots ``last_slot - slots + 1 .. last_slot``; None if one is unknown."""
+        out: list[float | str | None] = []
+        for slot in range(last_slot - slots + 1, last_slot + 1):
+            i = slot % RECENT_SLOTS
+            if slot < 0 or self.ids[i] != slot:
+                if slot >= 0 and self.ids[i] < slot:
+                    continue  # a slot with no traffic
+                return None
+            out.extend(v for _, v in self.samples[i])
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ids": self.ids, "s": [[[h, v] for h, v in sample] for sample in self.samples]}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> RecentSlots:
+        return cls(ids=list(d["ids"]), samples=[[(h, v) for h, v in sample] for sample in d["s"]])
+
+
+def _hash_of(item: tuple[int, float | str | None]) -> int:
+    return item[0]
+
+
+def event_hash(event_id: str) -> int:
+    """Stable 32-bit hash of an event id (the same in every process, unlike ``hash``)."""
+    return zlib.crc32(event_id.encode())
 
 
 @dataclass
 class FeatureWindow:
-    """One feature's values in one window: a bounded summary plus its offset guard.
-
-    While the window is open it also keeps ``recent``: summaries of the values since the last
-    1, 2, 4 and 8 interim boundaries (level k restarts every 2**k slots). A shift that starts
-    mid-day is diluted in the whole day's summary; testing the recent spans finds it hours
-    earlier. They are dropped when the window closes.
-    """
+    """One feature's values in one window: a bounded summary plus its offset guard, and while
+    the window is open, samples of its last few sub-day slots (:class:`RecentSlots`)."""
 
     kind: FeatureKind
     numeric: NumericSummary | None = None
     categorical: CategoricalSummary | None = None
     offsets: dict[int, int] = field(default_factory=dict)
-    recent: list[Summary] | None = None
+    recent: RecentSlots | None = None
 
     @classmethod
     def new(cls, kind: FeatureKind, recent: bool = False) -> FeatureWindow:
@@ -69,11 +131,8 @@ class FeatureWindow:
             else cls(kind, categorical=CategoricalSummary())
         )
         if recent:
-            fw.recent = [fw.empty_recent() for _ in range(RECENT_LEVELS)]
+            fw.recent = RecentSlots()
         return fw
-
-    def empty_recent(self) -> Summary:
-        return RecentNumericSummary() if self.kind == "numeric" else CategoricalSummary()
 
     @property
     def summary(self) -> Summary:
@@ -81,36 +140,46 @@ class FeatureWindow:
         assert summary is not None
         return summary
 
-    def apply(self, value: float | str | None, position: Position | None) -> bool:
+    def apply(
+        self, value: float | str | None, position: Position | None, slot: int = 0, h: int = 0
+    ) -> bool:
         if not _guard(self.offsets, position):
             return False
-        targets: list[Summary] = [self.summary]
-        if self.recent is not None:
-            targets.append(self.recent[0])
-        for summary in targets:
+        if self.numeric is not None:
             if value is None:
-                summary.add_missing()
-            elif isinstance(summary, NumericSummary):
-                summary.add(float(value))
+                self.numeric.add_missing()
             else:
-                summary.add(str(value))
+                self.numeric.add(value)  # type: ignore[arg-type]  # validated numeric
+        elif self.categorical is not None:
+            if value is None:
+                self.categorical.add_missing()
+            else:
+                self.categorical.add(value)  # type: ignore[arg-type]  # validated string
+        if self.recent is not None:
+            self.recent.add(slot, h, value)
         return True
 
-    def roll_recent(self, slot: int) -> list[tuple[int, Summary]]:
-        """At the end of interim ``slot`` (1-based): the spans that just completed, as
-        (slots covered, summary); then restart them. Level 0 (the last slot) folds into the
-        longer levels first."""
+    def span_summary(self, last_slot: int, slots: int) -> Summary | None:
+        """A summary of the sampled values of the last ``slots`` slots, for a sub-day test."""
         if self.recent is None:
-            return []
-        last = self.recent[0]
-        for k in range(1, RECENT_LEVELS):
-            self.recent[k] = _merge_summaries(self.recent[k], last)
-        done = []
-        for k in range(RECENT_LEVELS):
-            if slot % (1 << k) == 0:
-                done.append((1 << k, self.recent[k]))
-                self.recent[k] = self.empty_recent()
-        return done
+            return None
+        values = self.recent.span(last_slot, slots)
+        if values is None:
+            return None
+        out: Summary
+        if self.kind == "numeric":
+            out = NumericSummary()
+            present = [float(v) for v in values if v is not None]
+            out.add_many(present)
+            out.add_missing(len(values) - len(present))
+        else:
+            out = CategoricalSummary()
+            for v in values:
+                if v is None:
+                    out.add_missing()
+                else:
+                    out.add(str(v))
+        return out
 
     @property
     def count(self) -> int:
@@ -122,31 +191,20 @@ class FeatureWindow:
         return self.summary.missing
 
     def to_bytes(self) -> bytes:
-        parts = [] if self.recent is None else [r.to_bytes() for r in self.recent]
-        header = json.dumps(
-            {"k": self.kind, "o": _offsets_to_json(self.offsets), "r": [len(p) for p in parts]}
-        ).encode()
-        return struct.pack("<I", len(header)) + header + b"".join(parts) + self.summary.to_bytes()
+        header = {"k": self.kind, "o": _offsets_to_json(self.offsets)}
+        if self.recent is not None:
+            header["r"] = self.recent.to_json()
+        head = json.dumps(header, separators=(",", ":")).encode()
+        return struct.pack("<I", len(head)) + head + self.summary.to_bytes()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> FeatureWindow:
         (hlen,) = struct.unpack_from("<I", raw)
         header = json.loads(raw[4 : 4 + hlen])
-        pos = 4 + hlen
+        body = raw[4 + hlen :]
         kind: FeatureKind = header["k"]
         offsets = _offsets_from_json(header["o"])
-        recent: list[Summary] | None = None
-        if header.get("r"):
-            recent = []
-            for size in header["r"]:
-                chunk = raw[pos : pos + size]
-                pos += size
-                recent.append(
-                    RecentNumericSummary.from_bytes(chunk)
-                    if kind == "numeric"
-                    else CategoricalSummary.from_bytes(chunk)
-                )
-        body = raw[pos:]
+        recent = RecentSlots.from_json(header["r"]) if "r" in header else None
         if kind == "numeric":
             return cls(
                 kind, numeric=NumericSummary.from_bytes(body), offsets=offsets, recent=recent

@@ -810,14 +810,3 @@ def new_categories(window: CategoricalSummary, baseline: CategoricalSummary) -> 
     return sorted(
         c for c, n in window.counts.items() if n > 0 and c != window.OTHER and c not in seen
     )
-
-
-class RecentNumericSummary(NumericSummary):
-    """A coarser summary for the last few hours of an open window (sub-day looks).
-
-    Four of these live beside the day's summary only while the window is open, so together
-    they must stay small: <= 1.6 KiB each.
-    """
-
-    EXACT_CAPACITY = 192
-    BUCKETS = 48
