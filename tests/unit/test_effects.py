@@ -242,11 +242,22 @@ def test_missing_rate_matches_hand_z_test() -> None:
     assert r.p_value == pytest.approx(0.04767038065616144, abs=1e-12)
     assert r.effect_size == pytest.approx(0.1, abs=1e-12)
     assert (r.test, r.exact, r.error_bound) == ("missing_rate", True, 0.0)
-    for args in ((37, 2_000, 410, 30_000), (3, 50, 1, 70), (120, 800, 60, 800)):
+    for args in ((37, 2_000, 410, 30_000), (120, 800, 60, 800)):
         z, p = hand_z_test(*args)
         got = missing_rate_test(*args)
         assert got.statistic == pytest.approx(z, rel=1e-12)
         assert got.p_value == pytest.approx(p, rel=1e-9)
+
+
+def test_missing_rate_uses_fisher_when_few_rows_are_expected() -> None:
+    from scipy.stats import fisher_exact
+
+    # 3 of 50 vs 1 of 70: about 1.7 missing rows expected in the window.
+    got = missing_rate_test(3, 50, 1, 70)
+    assert got.p_value == pytest.approx(fisher_exact([[3, 47], [1, 69]]).pvalue, rel=1e-12)
+    # 6 of 83 (an hour) vs 1% of a month: z says p ~ 1e-9, the exact test ~ 2e-4.
+    small = missing_rate_test(6, 83, 450, 45_000)
+    assert small.p_value > 1e-5
 
 
 def test_missing_rate_detects_jump_not_noise() -> None:
