@@ -16,6 +16,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
 from streams.summary import CategoricalSummary, NumericSummary
 
 FeatureKind = Literal["numeric", "categorical"]
@@ -95,12 +97,45 @@ class RecentSlots:
             out.extend(v for _, v in self.samples[i])
         return out
 
-    def to_json(self) -> dict[str, Any]:
-        return {"ids": self.ids, "s": [[[h, v] for h, v in sample] for sample in self.samples]}
+    def to_bytes(self, numeric: bool) -> bytes:
+        """Compact binary for numeric features (<= 6.2 KiB: ids, counts, u32 hashes, f64
+        values with NaN for missing); JSON for categorical values."""
+        if not numeric:
+            return json.dumps(
+                {"ids": self.ids, "s": [[[h, v] for h, v in sample] for sample in self.samples]},
+                separators=(",", ":"),
+            ).encode()
+        counts = [len(sample) for sample in self.samples]
+        parts = [struct.pack(f"<{RECENT_SLOTS}q{RECENT_SLOTS}H", *self.ids, *counts)]
+        for sample in self.samples:
+            parts.append(np.array([h for h, _ in sample], dtype="<u4").tobytes())
+            parts.append(
+                np.array([np.nan if v is None else v for _, v in sample], dtype="<f8").tobytes()
+            )
+        return b"".join(parts)
 
     @classmethod
-    def from_json(cls, d: dict[str, Any]) -> RecentSlots:
-        return cls(ids=list(d["ids"]), samples=[[(h, v) for h, v in sample] for sample in d["s"]])
+    def from_bytes(cls, raw: bytes, numeric: bool) -> RecentSlots:
+        if not numeric:
+            d = json.loads(raw)
+            return cls(ids=list(d["ids"]), samples=[[(h, v) for h, v in x] for x in d["s"]])
+        head = struct.Struct(f"<{RECENT_SLOTS}q{RECENT_SLOTS}H")
+        fields_ = head.unpack_from(raw)
+        ids, counts = list(fields_[:RECENT_SLOTS]), fields_[RECENT_SLOTS:]
+        pos = head.size
+        samples: list[list[tuple[int, float | str | None]]] = []
+        for n in counts:
+            hashes = np.frombuffer(raw, dtype="<u4", count=n, offset=pos)
+            pos += 4 * n
+            values = np.frombuffer(raw, dtype="<f8", count=n, offset=pos)
+            pos += 8 * n
+            samples.append(
+                [
+                    (int(h), None if v != v else float(v))
+                    for h, v in zip(hashes.tolist(), values.tolist(), strict=True)
+                ]
+            )
+        return cls(ids=ids, samples=samples)
 
 
 def _hash_of(item: tuple[int, float | str | None]) -> int:
@@ -191,21 +226,26 @@ class FeatureWindow:
         return self.summary.missing
 
     def to_bytes(self) -> bytes:
-        header = {"k": self.kind, "o": _offsets_to_json(self.offsets)}
-        if self.recent is not None:
-            header["r"] = self.recent.to_json()
-        head = json.dumps(header, separators=(",", ":")).encode()
-        return struct.pack("<I", len(head)) + head + self.summary.to_bytes()
+        head = json.dumps(
+            {"k": self.kind, "o": _offsets_to_json(self.offsets)}, separators=(",", ":")
+        ).encode()
+        recent = b"" if self.recent is None else self.recent.to_bytes(self.kind == "numeric")
+        summary = self.summary.to_bytes()
+        return struct.pack("<III", len(head), len(recent), len(summary)) + head + recent + summary
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> FeatureWindow:
-        (hlen,) = struct.unpack_from("<I", raw)
-        header = json.loads(raw[4 : 4 + hlen])
-        body = raw[4 + hlen :]
+        hlen, rlen, slen = struct.unpack_from("<III", raw)
+        pos = 12
+        header = json.loads(raw[pos : pos + hlen])
+        pos += hlen
         kind: FeatureKind = header["k"]
+        numeric = kind == "numeric"
+        recent = RecentSlots.from_bytes(raw[pos : pos + rlen], numeric) if rlen else None
+        pos += rlen
+        body = raw[pos : pos + slen]
         offsets = _offsets_from_json(header["o"])
-        recent = RecentSlots.from_json(header["r"]) if "r" in header else None
-        if kind == "numeric":
+        if numeric:
             return cls(
                 kind, numeric=NumericSummary.from_bytes(body), offsets=offsets, recent=recent
             )
