@@ -24,7 +24,7 @@ from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy import special, stats
 
 __all__ = [
     "CategoricalSummary",
@@ -747,8 +747,27 @@ def ks_test(window: NumericSummary, baseline: NumericSummary) -> TestResult:
     xs = np.concatenate((edges, np.nextafter(edges, -np.inf)))
     d = float(np.max(np.abs(window.cdf(xs) - baseline.cdf(xs))))
     n_eff = max(1, round(n * m / (n + m)))
-    p = float(stats.kstwo.sf(d, n_eff))
-    return TestResult(d, p, d, window.cdf_error + baseline.cdf_error, False, "ks")
+    return TestResult(d, ks_pvalue(d, n_eff), d, window.cdf_error + baseline.cdf_error, False, "ks")
+
+
+def ks_pvalue(d: float, n_eff: int) -> float:
+    """P(D >= d) for the two-sample KS statistic with effective size ``n_eff``.
+
+    scipy's exact ``kstwo.sf`` costs milliseconds at n in the thousands (30 ms at 40,000) and
+    runs for every feature at every look; past a few hundred, Stephens' corrected asymptotic
+    form (``kolmogorov((sqrt(n) + 0.12 + 0.11/sqrt(n)) * d)``) agrees within ~5% relative and
+    costs microseconds.
+
+    >>> round(ks_pvalue(0.05, 1500), 4), round(float(stats.kstwo.sf(0.05, 1500)), 4)
+    (0.0011, 0.0011)
+    """
+    if n_eff <= _EXACT_KS_BELOW:
+        return float(stats.kstwo.sf(d, n_eff))
+    en = math.sqrt(n_eff)
+    return float(special.kolmogorov((en + 0.12 + 0.11 / en) * d))
+
+
+_EXACT_KS_BELOW = 400
 
 
 def chi2_test(window: CategoricalSummary, baseline: CategoricalSummary) -> TestResult:
