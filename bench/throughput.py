@@ -6,8 +6,8 @@ The same N simulated prediction events (``driftwatch.simulate``: 2 tenants x 2 m
 so daily windows close and the drift tests run) are produced up front into one topic per
 contender, so every contender measures consumption only. (Each topic gets 1000 more events
 than are timed, so the N-th event is never in a final partial batch that ``take_events``
-holds back for its ``within`` timeout.) Then, one after the other on the
-same broker (the embedded Tansu dev broker unless ``KAFKA_BOOTSTRAP_SERVERS`` is set):
+holds back for its ``within`` timeout.) Then, one after the other on the same broker (the
+embedded Tansu dev broker unless ``KAFKA_BOOTSTRAP_SERVERS`` is set):
 
 * **raw aiokafka**: a group-less consumer assigned to every partition from the beginning,
   ``getmany(max_records=1000)``, ``json.loads`` of every value (the least any consumer must
@@ -15,7 +15,8 @@ same broker (the embedded Tansu dev broker unless ``KAFKA_BOOTSTRAP_SERVERS`` is
 * **no-op Faust agent** (``bench.noop_agent``, a subprocess): ``take_events(1000, 0.5)``
   batches, counted and dropped;
 * **driftwatch worker** (``python -m driftwatch.cli worker``, a subprocess): the real thing,
-  with its RocksDB table, validation, engine, changelog and drift-event output.
+  with its RocksDB table, validation, engine, changelog and drift-event output, and the
+  integration tests' short detection history (``worker_harness.FAST_DETECTION``).
 
 Every contender is timed from its first processed event to the N-th (consumer start-up and
 group joins are excluded): the raw consumer with ``perf_counter`` around its own loop, the
@@ -400,6 +401,7 @@ def machine_info() -> dict[str, Any]:
             versions[dist] = "?"
     return {
         "nproc": os.cpu_count(),
+        "loadavg_1m": round(os.getloadavg()[0], 2),  # other load on the box skews the figures
         "cpu": cpu,
         "python": platform.python_version(),
         "platform": platform.platform(terse=True),
