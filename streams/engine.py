@@ -377,7 +377,7 @@ class DriftEngine:
                 continue
 
             def pick(feature: str, fw: FeatureWindow, slots: int = slots) -> Summary | None:
-                return fw.span_summary(look - 1, slots)
+                return fw.span_summary(look - 1, slots, cfg.min_window_count)
 
             drifts.extend(
                 self._judge(

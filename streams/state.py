@@ -194,12 +194,13 @@ class FeatureWindow:
             self.recent.add(slot, h, value)
         return True
 
-    def span_summary(self, last_slot: int, slots: int) -> Summary | None:
-        """A summary of the sampled values of the last ``slots`` slots, for a sub-day test."""
+    def span_summary(self, last_slot: int, slots: int, min_count: int = 0) -> Summary | None:
+        """A summary of the sampled values of the last ``slots`` slots, for a sub-day test;
+        None when a slot is unknown or there are fewer than ``min_count`` values."""
         if self.recent is None:
             return None
         values = self.recent.span(last_slot, slots)
-        if values is None:
+        if values is None or len(values) < min_count:
             return None
         out: Summary
         if self.kind == "numeric":
