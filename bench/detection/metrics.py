@@ -36,6 +36,9 @@ class Alarm:
     """One drift signal on one feature.
 
     ``incident``, ``confirmed`` and ``severity`` are driftwatch's (peers leave the defaults).
+    ``off_target``: the alarm is about a kind of change that was not injected anywhere
+    (driftwatch's missing-rate test: no scenario changes the missing rate), so it is false
+    even on the drifting feature after the onset.
     """
 
     feature: str
@@ -43,6 +46,7 @@ class Alarm:
     incident: str | None = None
     confirmed: bool = False
     severity: str | None = None
+    off_target: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,9 +79,14 @@ class Truth:
         return math.ceil((t - self.start) / DAY) - 1
 
     def is_false(self, alarm: Alarm) -> bool:
-        """An alarm on a non-drifting feature, or before the onset."""
+        """An alarm on a non-drifting feature, before the onset, or off target."""
         onset = self.onset
-        return alarm.feature not in self.drifting or onset is None or alarm.time < onset
+        return (
+            alarm.off_target
+            or alarm.feature not in self.drifting
+            or onset is None
+            or alarm.time < onset
+        )
 
     def clean_feature_days(self) -> float:
         """Feature-days of the evaluation period in which a feature was not drifting.
@@ -107,14 +116,14 @@ def detection_delay_hours(alarms: Iterable[Alarm], truth: Truth) -> float | None
     >>> detection_delay_hours([Alarm("y", 61 * DAY), Alarm("x", 60 * DAY),
     ...                        Alarm("x", 61.25 * DAY)], tr)
     18.0
-    >>> detection_delay_hours([Alarm("y", 61 * DAY)], tr) is None
-    True
+    >>> detection_delay_hours([Alarm("y", 61 * DAY), Alarm("x", 61 * DAY, off_target=True)], tr)
+    >>> detection_delay_hours([Alarm("x", 62 * DAY, off_target=True), Alarm("x", 63 * DAY)], tr)
+    60.0
     """
-    onset = truth.onset
-    if onset is None:
+    if truth.onset is None:
         return None
-    hits = [a.time for a in alarms if a.feature in truth.drifting and a.time >= onset]
-    return (min(hits) - onset) / 3600.0 if hits else None
+    hits = [a.time for a in alarms if not truth.is_false(a)]
+    return (min(hits) - truth.onset) / 3600.0 if hits else None
 
 
 def false_alarm_days(alarms: Iterable[Alarm], truth: Truth) -> set[tuple[str, int]]:
@@ -159,8 +168,10 @@ def incidents_from_days(
 
     >>> incidents_from_days([True] * 7)
     [DailyIncident(start=0, confirmed_at=6, end=None)]
-    >>> incidents_from_days([1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 1])  # one gap day is tolerated
-    [DailyIncident(start=0, confirmed_at=8, end=10), DailyIncident(start=11, confirmed_at=None, end=None)]
+    >>> for i in incidents_from_days([1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 1]):  # gaps of 1 day
+    ...     print(i)
+    DailyIncident(start=0, confirmed_at=8, end=10)
+    DailyIncident(start=11, confirmed_at=None, end=None)
     >>> incidents_from_days([1, 0, 0] * 10)
     ... # doctest: +ELLIPSIS
     [DailyIncident(start=0, confirmed_at=None, end=2), DailyIncident(start=3, ...]
@@ -223,9 +234,13 @@ def confirmed_false_incidents(alarms: Iterable[Alarm], truth: Truth) -> int:
     before the onset.
 
     >>> tr = Truth(0.0, 90, ("x", "y"), frozenset({"x"}), 60.5)
-    >>> confirmed_false_incidents([Alarm("y", 50 * DAY, "i1", True), Alarm("y", 51 * DAY, "i1", True),
-    ...     Alarm("x", 61 * DAY, "i2", True), Alarm("x", 59 * DAY, "i3"), Alarm("x", 66 * DAY, "i3", True)], tr)
-    2
+    >>> confirmed_false_incidents([
+    ...     Alarm("y", 50 * DAY, "i1", True), Alarm("y", 51 * DAY, "i1", True),  # wrong feature
+    ...     Alarm("x", 61 * DAY, "i2", True),  # true
+    ...     Alarm("x", 59 * DAY, "i3"), Alarm("x", 66 * DAY, "i3", True),  # opened before onset
+    ...     Alarm("x", 62 * DAY, "i4", True, off_target=True),  # a change that was not injected
+    ... ], tr)
+    3
     """
     first: dict[str, Alarm] = {}
     confirmed: set[str] = set()
@@ -241,8 +256,8 @@ def confirmed_false_incidents(alarms: Iterable[Alarm], truth: Truth) -> int:
 def max_confirmed_severity(alarms: Iterable[Alarm]) -> str | None:
     """The highest severity of any confirmed alarm (``None`` if nothing was confirmed).
 
-    >>> max_confirmed_severity([Alarm("x", 1.0, "i", True, "LOW"), Alarm("x", 2.0, "i", False, "HIGH"),
-    ...                         Alarm("y", 3.0, "j", True, "MEDIUM")])
+    >>> max_confirmed_severity([Alarm("x", 1.0, "i", True, "LOW"),
+    ...     Alarm("x", 2.0, "i", False, "HIGH"), Alarm("y", 3.0, "j", True, "MEDIUM")])
     'MEDIUM'
     >>> max_confirmed_severity([]) is None
     True
@@ -270,13 +285,10 @@ def confirm_delay_hours(alarms: Iterable[Alarm], truth: Truth) -> float | None:
     >>> confirm_delay_hours([Alarm("x", 61 * DAY, "i"), Alarm("x", 67 * DAY, "i", True)], tr)
     156.0
     """
-    onset = truth.onset
-    if onset is None:
+    if truth.onset is None:
         return None
-    hits = [
-        a.time for a in alarms if a.confirmed and a.feature in truth.drifting and a.time >= onset
-    ]
-    return (min(hits) - onset) / 3600.0 if hits else None
+    hits = [a.time for a in alarms if a.confirmed and not truth.is_false(a)]
+    return (min(hits) - truth.onset) / 3600.0 if hits else None
 
 
 @dataclass(frozen=True)

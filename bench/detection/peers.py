@@ -196,7 +196,8 @@ def _ks_counts(a: IntArray, b: IntArray) -> IntArray:
     rank = keys >> 1
     last = np.ones(keys.shape, dtype=bool)
     last[:, :-1] = rank[:, 1:] != rank[:, :-1]
-    return np.abs(np.where(last, running, 0)).max(axis=1)
+    counts: IntArray = np.abs(np.where(last, running, 0)).max(axis=1)
+    return counts
 
 
 def river_alarms(factory: Callable[[], Any], x: FloatArray) -> list[int]:

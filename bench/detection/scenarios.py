@@ -3,26 +3,48 @@
 One stream (tenant ``acme``, model ``fraud``) per scenario and seed, from
 ``driftwatch.simulate`` (its features, its ~1 % missing values, its per-day seeding), with
 the drifts it cannot inject itself (a gradual ramp, a never-seen category) applied to its
-output here. The seeds are shared across scenarios (seed 1 of the 0.25σ and the 1σ shift is
-the same noise), and the onset is at a fractional day so delays in hours mean something.
-σ is the feature's own standard deviation in the simulator's profile; for the gradual ramp,
+output here. The seeds are shared across scenarios (seed 1 of the 0.25 sd and the 1 sd shift
+are the same noise), and the onset is at a fractional day so delays in hours mean something.
+One sd is the feature's own standard deviation in the simulator's profile; for the gradual ramp,
 which is applied here, the pre-onset sample standard deviation of the feature.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from bench.detection.metrics import DAY, Truth
+from bench.detection.peers import REFERENCE_DAYS
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, feature_names, generate
 from schemas import PredictionEvent
+from streams.config import EngineConfig
 
 START = 1_735_689_600.0  # 2025-01-01T00:00:00Z: fixed, so every run sees the same bytes
 TENANT, MODEL = "acme", "fraud"
-EVAL_FROM_DAY = 30  # the peers' reference period (days 0-29) is not scored
+
+
+def first_tested_day(cfg: EngineConfig) -> int:
+    """The first daily window that ``cfg`` has enough baseline windows to test, given data
+    from day 0 (49 for the defaults: 3 windows of the same weekday 30-60 days earlier).
+
+    >>> first_tested_day(EngineConfig(seasonal_period_days=0.0))
+    33
+    """
+    for w in range(10_000):
+        start = w * cfg.window_seconds
+        have = sum(cfg.in_baseline(start, c * cfg.window_seconds) for c in range(w))
+        if have >= cfg.min_baseline_windows:
+            return math.ceil(start / DAY)
+    raise ValueError("this config never tests a window")
+
+
+# Alarms are scored from the first day on which every detector is running: after alibi's
+# reference period and from driftwatch's first testable window (its defaults).
+EVAL_FROM_DAY = max(REFERENCE_DAYS, first_tested_day(EngineConfig()))
 NEW_CATEGORY = "bnpl_wallet"  # never produced by the simulator
 
 
@@ -97,8 +119,8 @@ class Scenario:
 def _gradual(
     events: list[PredictionEvent], feature: str, onset: float, sigmas: float, ramp_days: float = 14
 ) -> list[PredictionEvent]:
-    """Add a mean shift that ramps linearly from 0 at ``onset`` to ``sigmas`` σ over
-    ``ramp_days`` (σ: the feature's sample standard deviation before the onset)."""
+    """Add a mean shift that ramps linearly from 0 at ``onset`` to ``sigmas`` sd over
+    ``ramp_days`` (sd: the feature's sample standard deviation before the onset)."""
     before = [
         v for e in events if e.timestamp < onset and isinstance(v := e.features.get(feature), float)
     ]
@@ -130,56 +152,129 @@ def _new_category(
     return out
 
 
+ONSET = 60.3
+DAYS = 90
+
+
 def _mean(magnitude: float) -> DriftSpec:
     return DriftSpec(DriftType.MEAN_SHIFT, ONSET, magnitude, features=("amount",))
 
 
-ONSET = 60.3
-DAYS = 90
+S = "\u03c3"  # sigma, for the titles
 
 SCENARIOS: tuple[Scenario, ...] = (
-    Scenario(1, "mean-0.25", "abrupt mean shift 0.25σ", DAYS, ONSET, drift=_mean(0.25), drifting=("amount",)),
-    Scenario(2, "mean-0.5", "abrupt mean shift 0.5σ", DAYS, ONSET, drift=_mean(0.5), drifting=("amount",)),
-    Scenario(3, "mean-1", "abrupt mean shift 1σ", DAYS, ONSET, drift=_mean(1.0), drifting=("amount",)),
     Scenario(
-        4, "variance-2", "variance change (deviation x2)", DAYS, ONSET,
-        drift=DriftSpec(DriftType.VARIANCE, ONSET, 2.0, features=("amount",)), drifting=("amount",),
+        1,
+        "mean-0.25",
+        f"abrupt mean shift 0.25{S}",
+        DAYS,
+        ONSET,
+        drift=_mean(0.25),
+        drifting=("amount",),
     ),
     Scenario(
-        5, "gradual-1", "gradual drift, mean 0→1σ over 14 days", DAYS, ONSET,
-        post="gradual", magnitude=1.0, drifting=("amount",),
+        2,
+        "mean-0.5",
+        f"abrupt mean shift 0.5{S}",
+        DAYS,
+        ONSET,
+        drift=_mean(0.5),
+        drifting=("amount",),
     ),
     Scenario(
-        6, "category-mix-0.3", "categorical mix change (0.3 of mass to the rare category)", DAYS, ONSET,
+        3, "mean-1", f"abrupt mean shift 1{S}", DAYS, ONSET, drift=_mean(1.0), drifting=("amount",)
+    ),
+    Scenario(
+        4,
+        "variance-2",
+        "variance change (deviation x2)",
+        DAYS,
+        ONSET,
+        drift=DriftSpec(DriftType.VARIANCE, ONSET, 2.0, features=("amount",)),
+        drifting=("amount",),
+        seeds=3,
+    ),
+    Scenario(
+        5,
+        "gradual-1",
+        f"gradual drift, mean 0→1{S} over 14 days",
+        DAYS,
+        ONSET,
+        post="gradual",
+        magnitude=1.0,
+        drifting=("amount",),
+        seeds=3,
+    ),
+    Scenario(
+        6,
+        "category-mix-0.3",
+        "categorical mix change (0.3 of mass to the rare category)",
+        DAYS,
+        ONSET,
         drift=DriftSpec(DriftType.CATEGORY_MIX, ONSET, 0.3, features=("merchant_category",)),
         drifting=("merchant_category",),
+        seeds=3,
     ),
     Scenario(
-        7, "new-category", "new category, 5% of traffic", DAYS, ONSET,
-        post="new_category", magnitude=0.05, drifting=("merchant_category",),
+        7,
+        "new-category",
+        "new category, 5% of traffic",
+        DAYS,
+        ONSET,
+        post="new_category",
+        magnitude=0.05,
+        drifting=("merchant_category",),
+        seeds=3,
     ),
     Scenario(
-        8, "seasonal-null", "weekly seasonality 0.5σ, no drift", DAYS, None,
-        weekly_seasonality=0.5, seeds=3,
+        8,
+        "seasonal-null",
+        f"weekly seasonality 0.5{S}, no drift",
+        DAYS,
+        None,
+        weekly_seasonality=0.5,
+        seeds=2,
     ),
     Scenario(
-        9, "null-50", "50 features (40 numeric, 10 categorical), seasonality 0.3σ, no drift", DAYS,
-        None, numeric_features=40, categorical_features=10, weekly_seasonality=0.3, seeds=1, cost=20.0,
+        9,
+        "null-50",
+        f"50 features (40 numeric, 10 categorical), seasonality 0.3{S}, no drift",
+        DAYS,
+        None,
+        numeric_features=40,
+        categorical_features=10,
+        weekly_seasonality=0.3,
+        seeds=1,
+        cost=20.0,
     ),
     Scenario(
-        10, "tiny-shift", "tiny shift 0.03σ at 50,000 events/day (2 numeric features, 60 days)", 60,
-        50.3, events_per_day=50_000, numeric_features=2, categorical_features=0, seeds=1,
-        drift=DriftSpec(DriftType.MEAN_SHIFT, 50.3, 0.03, features=("amount",)), drifting=("amount",),
+        10,
+        "tiny-shift",
+        f"tiny shift 0.03{S} at 50,000 events/day (2 numeric features, 60 days)",
+        60,
+        50.3,
+        events_per_day=50_000,
+        numeric_features=2,
+        categorical_features=0,
+        seeds=1,
+        drift=DriftSpec(DriftType.MEAN_SHIFT, 50.3, 0.03, features=("amount",)),
+        drifting=("amount",),
         cost=15.0,
     ),
-)  # fmt: skip
+)
 
-QUICK_DAYS = 46  # driftwatch's first test needs 7 baseline windows 30-60 days back: window 37
-QUICK_ONSET = 38.3
+# driftwatch's defaults test a window against >= 3 windows of the same weekday 30-60 days
+# earlier, so its first tested window is day 49: a shorter stream would test nothing.
+QUICK_DAYS = 60
+QUICK_ONSET = 50.3
+
+
+def with_seeds(s: Scenario, seeds: int | None) -> Scenario:
+    return s if seeds is None else dataclasses.replace(s, seeds=seeds)
 
 
 def quick(s: Scenario) -> Scenario:
-    """The smoke-run version: 46 days (onset 38.3), one seed, 10,000 events/day at most."""
+    """The smoke-run version: 60 days (onset 50.3), one seed, 10,000 events/day at most."""
     onset = None if s.onset_day is None else QUICK_ONSET
     drift = None if s.drift is None else dataclasses.replace(s.drift, start_day=QUICK_ONSET)
     return dataclasses.replace(
@@ -192,8 +287,9 @@ def quick(s: Scenario) -> Scenario:
     )
 
 
-def select(keys: str | None, quick_run: bool) -> list[Scenario]:
-    """Scenarios by comma-separated key or number (all if ``keys`` is empty)."""
+def select(keys: str | None, quick_run: bool, seeds: int | None = None) -> list[Scenario]:
+    """Scenarios by comma-separated key or number (all if ``keys`` is empty); ``seeds``
+    overrides every scenario's seed count."""
     chosen = list(SCENARIOS)
     if keys:
         wanted = [k.strip() for k in keys.split(",") if k.strip()]
@@ -203,4 +299,5 @@ def select(keys: str | None, quick_run: bool) -> list[Scenario]:
             known = ", ".join(f"{s.number}={s.key}" for s in SCENARIOS)
             raise SystemExit(f"unknown scenario(s) {unknown}; known: {known}")
         chosen = sorted({by_name[k] for k in wanted}, key=lambda s: s.number)
-    return [quick(s) for s in chosen] if quick_run else chosen
+    chosen = [quick(s) for s in chosen] if quick_run else chosen
+    return [with_seeds(s, seeds) for s in chosen]
