@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from schemas import Severity
@@ -11,10 +12,12 @@ from schemas import Severity
 # "this share of the probability mass moved". Thresholds are the lower bounds of each level.
 SEVERITY_THRESHOLDS: tuple[tuple[float, Severity], ...] = (
     (0.30, Severity.CRITICAL),
-    (0.20, Severity.HIGH),
-    (0.10, Severity.MEDIUM),
+    (0.15, Severity.HIGH),
+    (0.075, Severity.MEDIUM),
     (0.0, Severity.LOW),
 )
+KS_NOISE = 0.8687
+"""Mean of the Kolmogorov distribution: E[D] ~ 0.87 / sqrt(n_eff) when nothing changed."""
 BROAD_DRIFT_SHARE = 0.5
 """When at least this share of a model's tested features drift (and at least two do), the
 input as a whole has moved: every drifting feature's severity goes up one level."""
@@ -46,16 +49,54 @@ def benjamini_hochberg(p_values: Sequence[float], alpha: float) -> list[bool]:
     return rejected
 
 
-def severity_for(effect_size: float, drifting_share: float, drifting_count: int) -> Severity:
-    """Severity of one feature's drift.
+def debiased_effect(
+    test: str,
+    effect_size: float,
+    n_window: int,
+    n_baseline: int,
+    baseline_shares: Sequence[float] = (),
+) -> float:
+    """The effect minus what sampling noise alone would show at these sample sizes.
 
-    >>> severity_for(0.08, 0.1, 1).value      # 8% of the mass moved, one feature of ten
+    A distance measured on 64 values (an hour's sample) is inflated by noise: two samples of
+    the same distribution differ by KS ~0.11 at that size. Severity must describe the change,
+    not the sample, so it reads the excess over the null expectation.
+
+    >>> round(debiased_effect("ks", 0.305, 64, 40_000), 3)    # an hour's look
+    0.196
+    >>> round(debiased_effect("ks", 0.305, 1_500, 40_000), 3)  # a whole day
+    0.282
+    """
+    if n_window <= 0 or n_baseline <= 0:
+        return 0.0
+    n_eff = n_window * n_baseline / (n_window + n_baseline)
+    if test == "ks":
+        noise = KS_NOISE / math.sqrt(n_eff)
+    elif test == "chi2":
+        # E|p_hat - q_hat| ~ sqrt(2/pi) sqrt(p(1-p)/n_eff) per category; TVD is half the sum.
+        noise = (
+            0.5
+            * math.sqrt(2 / math.pi)
+            * sum(math.sqrt(max(p * (1 - p), 0.0) / n_eff) for p in baseline_shares)
+        )
+    else:  # a difference of two rates
+        p = baseline_shares[0] if baseline_shares else 0.0
+        noise = math.sqrt(2 / math.pi) * math.sqrt(max(p * (1 - p), 0.0) / n_eff)
+    return max(0.0, effect_size - noise)
+
+
+def severity_for(effect_size: float, drifting_share: float, drifting_count: int) -> Severity:
+    """Severity of one feature's drift, from its (debiased) effect size.
+
+    >>> severity_for(0.05, 0.1, 1).value      # 5% of the mass moved, one feature of ten
     'LOW'
-    >>> severity_for(0.22, 0.1, 1).value      # a 0.5 sigma mean shift moves ~20%
+    >>> severity_for(0.09, 0.1, 1).value      # a 0.25 sigma mean shift moves ~10%
+    'MEDIUM'
+    >>> severity_for(0.18, 0.1, 1).value      # a 0.5 sigma mean shift moves ~20%
     'HIGH'
-    >>> severity_for(0.15, 0.6, 6).value      # moderate, but most of the inputs moved
+    >>> severity_for(0.10, 0.6, 6).value      # moderate, but most of the inputs moved
     'HIGH'
-    >>> severity_for(0.45, 0.0, 1).value      # a 1.2 sigma shift
+    >>> severity_for(0.36, 0.0, 1).value      # a 1 sigma shift moves ~38%
     'CRITICAL'
     """
     level = next(sev for bound, sev in SEVERITY_THRESHOLDS if effect_size >= bound)

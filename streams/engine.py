@@ -21,7 +21,7 @@ from typing import Protocol
 
 from schemas import DriftEvent, DriftKind, InvalidEvent, PredictionEvent, Severity
 from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
-from streams.decision import benjamini_hochberg, severity_for
+from streams.decision import benjamini_hochberg, debiased_effect, severity_for
 from streams.effects import effects, missing_rate_test
 from streams.state import (
     RECENT_LEVELS,
@@ -107,6 +107,22 @@ class FeatureTest:
     baseline_end: float
     window_summary: Summary
     baseline_summary: Summary
+
+    def severity_effect(self) -> float:
+        """The effect size net of sampling noise (see :func:`debiased_effect`)."""
+        base = self.baseline_summary
+        shares: list[float] = []
+        if self.result.test == "chi2" and isinstance(base, CategoricalSummary) and base.count:
+            shares = [n / base.count for n in base.counts.values()]
+        elif self.result.test == "missing_rate":
+            shares = [base.missing / max(base.missing + base.count, 1)]
+        return debiased_effect(
+            self.result.test,
+            self.result.effect_size,
+            self.window_count,
+            self.baseline_count,
+            shares,
+        )
 
     @property
     def incident_key(self) -> str:
@@ -545,7 +561,7 @@ class DriftEngine:
                         self.stats["incidents_resolved"] += 1
                 continue
             book.last_window[t.incident_key] = window
-            severity = severity_for(t.result.effect_size, share, len(drifting))
+            severity = severity_for(t.severity_effect(), share, len(drifting))
             if incident is None:
                 incident = Incident(_drift_id(stream, t.incident_key, window), window)
                 book.open[t.incident_key] = incident
