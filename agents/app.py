@@ -62,30 +62,22 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         recovery_consistency_check=settings.recovery_consistency_check,
         logging_config=None,
     )
-    predictions = app.topic(
-        settings.topic(PREDICTIONS),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
-    drift_topic = app.topic(
-        settings.topic(DRIFT_EVENTS),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
-    dead_letters = app.topic(
-        settings.topic(DEAD_LETTERS),
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.partitions,
-    )
+
+    def raw_topic(name: str) -> Any:
+        # Bytes in, bytes out: decoding and validation happen in our code, where a bad
+        # message can be dead-lettered whole instead of crashing Faust's deserializer.
+        return app.topic(
+            settings.topic(name),
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=settings.partitions,
+        )
+
+    predictions = raw_topic(PREDICTIONS)
+    drift_topic = raw_topic(DRIFT_EVENTS)
+    dead_letters = raw_topic(DEAD_LETTERS)
     table = app.Table(
         WINDOW_TABLE,
         key_type=bytes,

@@ -29,14 +29,21 @@ def make_producer(bootstrap: str) -> Producer:
 
 
 def produce_messages(
-    producer: Producer, topic: str, messages: Iterable[tuple[bytes | None, bytes]]
+    producer: Producer,
+    topic: str,
+    messages: Iterable[tuple[bytes | None, bytes]],
+    ends: dict[int, int] | None = None,
 ) -> int:
+    """Produce and wait for delivery; raise if any message was not delivered. With ``ends``,
+    record per partition the offset after the last delivered message."""
     n = 0
     errors: list[Any] = []
 
-    def on_delivery(err: Any, _msg: Any) -> None:
+    def on_delivery(err: Any, msg: Any) -> None:
         if err is not None:
             errors.append(err)
+        elif ends is not None:
+            ends[msg.partition()] = max(ends.get(msg.partition(), 0), msg.offset() + 1)
 
     for key, value in messages:
         while True:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from driftwatch.devbroker import free_port
+from driftwatch.kafka_io import make_producer, produce_messages
 
 # Small windows of history so a test needs ~25 simulated days, not 90.
 FAST_DETECTION = {
@@ -127,28 +128,8 @@ def produce_recorded(
     bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]
 ) -> dict[int, int]:
     """Produce and return, per partition, the offset after the last delivered message."""
-    from confluent_kafka import Producer
-
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10})
     ends: dict[int, int] = {}
-    errors: list[str] = []
-
-    def on_delivery(err: object, msg: object) -> None:
-        if err is not None:
-            errors.append(str(err))
-            return
-        partition, offset = msg.partition(), msg.offset()  # type: ignore[attr-defined]
-        ends[partition] = max(ends.get(partition, 0), offset + 1)
-
-    for key, value in messages:
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush(60)
-    assert not errors, errors[:3]
+    produce_messages(make_producer(bootstrap), topic, messages, ends)
     return ends
 
 
