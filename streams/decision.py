@@ -13,11 +13,14 @@ from schemas import Severity
 SEVERITY_THRESHOLDS: tuple[tuple[float, Severity], ...] = (
     (0.30, Severity.CRITICAL),
     (0.15, Severity.HIGH),
-    (0.075, Severity.MEDIUM),
+    (0.06, Severity.MEDIUM),
     (0.0, Severity.LOW),
 )
-KS_NOISE = 0.8687
-"""Mean of the Kolmogorov distribution: E[D] ~ 0.87 / sqrt(n_eff) when nothing changed."""
+KS_NOISE = 1.358
+"""95% quantile of the Kolmogorov distribution: when nothing changed, D < 1.36 / sqrt(n_eff)
+in 95% of samples. Severity reads the effect above that (a 95% lower bound of the change)."""
+_NOISE_QUANTILE = 1.358 / 0.8687
+"""For the other tests' mean-noise estimates: scale a mean to the same ~95% level."""
 BROAD_DRIFT_SHARE = 0.5
 """When at least this share of a model's tested features drift (and at least two do), the
 input as a whole has moved: every drifting feature's severity goes up one level."""
@@ -56,16 +59,17 @@ def debiased_effect(
     n_baseline: int,
     baseline_shares: Sequence[float] = (),
 ) -> float:
-    """The effect minus what sampling noise alone would show at these sample sizes.
+    """The effect minus what sampling noise alone could show at these sample sizes (95%).
 
     A distance measured on 64 values (an hour's sample) is inflated by noise: two samples of
-    the same distribution differ by KS ~0.11 at that size. Severity must describe the change,
-    not the sample, so it reads the excess over the null expectation.
+    the same distribution differ by KS up to ~0.17 at that size, and the first look that
+    crosses significance is the one whose noise pushed it up. Severity must describe the
+    change, not the sample, so it reads a lower confidence bound of the effect.
 
     >>> round(debiased_effect("ks", 0.305, 64, 40_000), 3)    # an hour's look
-    0.196
+    0.135
     >>> round(debiased_effect("ks", 0.305, 1_500, 40_000), 3)  # a whole day
-    0.282
+    0.269
     """
     if n_window <= 0 or n_baseline <= 0:
         return 0.0
@@ -81,22 +85,22 @@ def debiased_effect(
         )
     else:  # a difference of two rates
         p = baseline_shares[0] if baseline_shares else 0.0
-        noise = math.sqrt(2 / math.pi) * math.sqrt(max(p * (1 - p), 0.0) / n_eff)
+        noise = _NOISE_QUANTILE * math.sqrt(2 / math.pi) * math.sqrt(max(p * (1 - p), 0.0) / n_eff)
     return max(0.0, effect_size - noise)
 
 
 def severity_for(effect_size: float, drifting_share: float, drifting_count: int) -> Severity:
     """Severity of one feature's drift, from its (debiased) effect size.
 
-    >>> severity_for(0.05, 0.1, 1).value      # 5% of the mass moved, one feature of ten
+    >>> severity_for(0.04, 0.1, 1).value      # 4% of the mass moved, one feature of ten
     'LOW'
-    >>> severity_for(0.09, 0.1, 1).value      # a 0.25 sigma mean shift moves ~10%
+    >>> severity_for(0.065, 0.1, 1).value     # a 0.25 sigma shift, a day of 1,500 events
     'MEDIUM'
-    >>> severity_for(0.18, 0.1, 1).value      # a 0.5 sigma mean shift moves ~20%
+    >>> severity_for(0.165, 0.1, 1).value     # a 0.5 sigma shift
     'HIGH'
     >>> severity_for(0.10, 0.6, 6).value      # moderate, but most of the inputs moved
     'HIGH'
-    >>> severity_for(0.36, 0.0, 1).value      # a 1 sigma shift moves ~38%
+    >>> severity_for(0.345, 0.0, 1).value     # a 1 sigma shift
     'CRITICAL'
     """
     level = next(sev for bound, sev in SEVERITY_THRESHOLDS if effect_size >= bound)
