@@ -97,6 +97,24 @@ class EngineConfig:
         tests = self.interim_tests
         return self.alpha * self.interim_alpha_share / tests if tests else 0.0
 
+    def baseline_candidates(self, window_start: float) -> list[float]:
+        """Starts of every window that may serve in the baseline of ``window_start``, oldest
+        first (whether it has data is for the caller to check).
+
+        >>> [int((w - 70 * DAY) // DAY) for w in EngineConfig().baseline_candidates(70 * DAY)]
+        [-56, -49, -42, -35]
+        """
+        lo, hi = self.baseline_range(window_start)
+        step = self.seasonal_period_days * DAY or self.window_seconds
+        first = window_start - step * ((window_start - lo) // step)
+        out = []
+        w = first
+        while w < hi:
+            if w >= lo and self.in_baseline(window_start, w):
+                out.append(w)
+            w += step
+        return out
+
     def in_baseline(self, window_start: float, candidate: float) -> bool:
         """Is ``candidate`` one of the baseline windows of ``window_start``?"""
         lo, hi = self.baseline_range(window_start)

@@ -430,7 +430,7 @@ class DriftEngine:
         self, stream: StreamState, feature: str, window: float
     ) -> tuple[NumericSummary | CategoricalSummary, float, float] | None:
         cfg = self.config
-        used = [w for w in sorted(stream.window_events) if cfg.in_baseline(window, w)]
+        used = [w for w in cfg.baseline_candidates(window) if w in stream.window_events]
         cache_key = (stream.tenant, stream.model, feature, window, tuple(used))
         if cache_key in self._baselines:
             return self._baselines[cache_key]

@@ -297,3 +297,16 @@ def test_new_categories() -> None:
     window = categorical(["b", "c", "z", "a", "c", CategoricalSummary.OTHER])
     assert new_categories(window, base) == ["c", "z"]
     assert new_categories(base, base) == []
+
+
+def test_ks_small_exact_window_against_sketch_uses_only_the_points_it_needs() -> None:
+    """The shortcut for an exact window against a bucketed baseline finds the same D as
+    evaluating both CDFs at every kink and jump (ties and point masses included)."""
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        w, b = NumericSummary(), NumericSummary()
+        w.add_many(np.round(rng.normal(rng.uniform(-0.5, 0.5), 1, rng.integers(20, 900)), 1))
+        b.add_many(np.round(rng.normal(0, 1, rng.integers(2_000, 20_000)), rng.integers(1, 4)))
+        edges = np.union1d(w._edges(), b._edges())
+        xs = np.concatenate((edges, np.nextafter(edges, -np.inf)))
+        assert ks_test(w, b).statistic == float(np.max(np.abs(w.cdf(xs) - b.cdf(xs))))
