@@ -92,8 +92,9 @@ def _processed(metrics: dict[str, float]) -> int:
 
 def _describe(state: DemoState, d: dict[str, Any]) -> str:
     badge = "CONFIRMED" if d["confirmed"] else "detected "
+    look = "hourly look" if d.get("partial") else "end of day "
     return (
-        f"  day {state.day(d['window_start']):5.1f}  {badge} {d['severity']:<8} "
+        f"  day {state.day(d['detected_at']):6.2f} {look} {badge} {d['severity']:<8} "
         f"{d['tenant']}/{d['model']} feature={d['feature']:<20} {d['test']} "
         f"stat={d['statistic']:.3f} p={d['p_value'] or 0:.1e} "
         f"persist={d.get('persistence', 1)} id={d['drift_id'][:8]}"
@@ -206,11 +207,12 @@ def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int
             t.start()
             tails.append(t)
 
-        numeric, categorical = feature_names(cfg)
+        numeric, _ = feature_names(cfg, "fraud")
+        _, categorical = feature_names(cfg, "conflict")
         _out(
             f"● simulating {days} days x {rate} events/day for "
             f"{', '.join(f'{t}/{m}' for t, m in cfg.streams)} "
-            f"({len(numeric)} numeric + {len(categorical)} categorical features)"
+            f"({len(numeric)} numeric + {len(categorical)} categorical features each)"
         )
         _out(
             f"  injected: acme/fraud amount +1.0 sigma from day {drift_day}; "
@@ -293,10 +295,14 @@ def _summary(
         verdict = "injected" if injected is not None else "not injected (false alarm)"
         if injected is not None:
             found.add(key)
+        found_day = state.day(first["detected_at"])
+        when = (
+            f"found {(found_day - injected) * 24:.1f} h after the injected onset (day {injected})"
+            if injected is not None
+            else f"found on day {found_day:.2f}"
+        )
         _out(
-            f"  {first['tenant']}/{first['model']} {first['feature']:<20} "
-            f"first window day {state.day(first['window_start']):.0f} "
-            f"(injected day {injected if injected is not None else '-'}), "
+            f"  {first['tenant']}/{first['model']} {first['feature']:<14} {when}, "
             f"{inc['n']} detections, severity {last['severity']}, "
             f"{'confirmed' if last['confirmed'] else 'unconfirmed'} — {verdict}"
         )
