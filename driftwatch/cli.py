@@ -72,11 +72,16 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     from collections import Counter
 
-    from driftwatch.backtest import read_predictions, run_backtest
+    from driftwatch.backtest import read_outcomes, read_predictions, run_backtest
     from streams.ingest import PredictionValidator
 
     if args.config is not None:
-        settings = settings.with_file(Path(args.config))
+        try:
+            settings = settings.with_file(Path(args.config))
+            settings.engine_config()
+        except (ValueError, OSError) as exc:
+            print(f"driftwatch: configuration error: {exc}", file=sys.stderr)
+            return 2
     validator = PredictionValidator(
         max_bytes=settings.max_message_bytes,
         tenants=settings.tenant_allowlist,
@@ -84,9 +89,8 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     )
     rejected: Counter[str] = Counter()
     events = list(read_predictions(Path(args.predictions), validator, rejected))
-    if args.outcomes is not None:
-        log.warning("--outcomes: performance drift is not implemented yet; outcomes are ignored")
-    report = run_backtest(events, settings.engine_config(), out=sys.stdout)
+    outcomes = [] if args.outcomes is None else list(read_outcomes(Path(args.outcomes), rejected))
+    report = run_backtest(events, settings.engine_config(), out=sys.stdout, outcomes=outcomes)
     report.rejected.update(rejected)
     summary = {
         "events": report.events,
@@ -95,8 +99,17 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         "rejected": dict(report.rejected),
         "seconds": round(report.seconds, 3),
         "feature_values_per_second": round(report.feature_values / max(report.seconds, 1e-9)),
+        "outcomes_joined": report.outcomes_joined,
     }
     print(json.dumps({"backtest": summary}), file=sys.stderr)
+    if args.performance is not None:
+        with open(args.performance, "w") as fh:
+            for row in report.performance:
+                fh.write(json.dumps(row) + "\n")
+        print(
+            f"performance history: {len(report.performance)} windows -> {args.performance}",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -176,7 +189,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backtest", help="run the detection engine offline over JSON lines files")
     p.add_argument("--predictions", required=True)
-    p.add_argument("--outcomes", default=None)
+    p.add_argument("--outcomes", default=None, help="OutcomeEvents (JSON lines) to join")
+    p.add_argument(
+        "--performance", default=None, help="write the per-window performance history here"
+    )
     p.add_argument("--config", default=None, help="TOML or JSON file of settings")
     p.set_defaults(func=cmd_backtest)
 

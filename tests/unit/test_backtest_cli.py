@@ -1,0 +1,84 @@
+"""`driftwatch simulate --out-dir` and `driftwatch backtest` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from driftwatch.cli import main
+
+START = "1767225600"
+
+
+def test_simulate_then_backtest_with_outcomes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DRIFTWATCH_LOG_LEVEL", "WARNING")
+    out = tmp_path / "data"
+    assert (
+        main(
+            [
+                "simulate",
+                "--out-dir",
+                str(out),
+                "--days",
+                "40",
+                "--rate",
+                "300",
+                "--tenants",
+                "acme",
+                "--models",
+                "fraud",
+                "--outcomes",
+                "--start",
+                START,
+                "--drift",
+                "mean_shift:day=30.5:magnitude=1.5:features=amount",
+            ]
+        )
+        == 0
+    )
+    (out / "predictions.jsonl").open("a").write("{broken\n")
+    capsys.readouterr()
+    perf = tmp_path / "perf.jsonl"
+    config = tmp_path / "short-history.toml"
+    config.write_text("baseline_start_days = 28\nbaseline_end_days = 7\n")
+    assert (
+        main(
+            [
+                "backtest",
+                "--config",
+                str(config),
+                "--predictions",
+                str(out / "predictions.jsonl"),
+                "--outcomes",
+                str(out / "outcomes.jsonl"),
+                "--performance",
+                str(perf),
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    drifts = [json.loads(line) for line in captured.out.splitlines()]
+    assert drifts and {d["feature"] for d in drifts} == {"amount"}
+    assert min(d["window_start"] for d in drifts) == "2026-01-31T00:00:00.000000Z"  # day 30
+    summary = json.loads(captured.err.strip().splitlines()[-2])["backtest"]
+    assert summary["events"] == 40 * 300 and summary["rejected"] == {"malformed_json": 1}
+    assert summary["outcomes_joined"] == pytest.approx(0.8 * 40 * 300, rel=0.05)
+    history = [json.loads(line) for line in perf.read_text().splitlines()]
+    assert len(history) == 40
+    assert all(row["predictions"] == 300 for row in history)
+    assert all(0.6 < row["label_rate"] <= 1 for row in history[:-3])
+    assert all(row["pr_auc"] is None or row["pr_auc"] > 0.5 for row in history)
+
+
+def test_backtest_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("DRIFTWATCH_ALPHA = 2.0\n")
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text("")
+    assert main(["backtest", "--predictions", str(predictions), "--config", str(config)]) == 2
+    assert "alpha" in capsys.readouterr().err
