@@ -26,6 +26,7 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -m "not slow" -q
 
 bench: $(STAMP)
+	$(BIN)/python -m pytest -m slow -q
 	$(BIN)/python -m bench.backtest_speed
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.detection
