@@ -7,6 +7,7 @@ state, so the RocksDB partition and the changelog partition are always the right
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import weakref
@@ -72,8 +73,15 @@ class PredictionProcessor:
     _last_event: dict[int, Any] = field(default_factory=dict)
     _activity: dict[tuple[str, str], StreamActivity] = field(default_factory=dict)
     _engine_seen: dict[str, int] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def process_batch(self, events: Sequence[Any]) -> None:
+        # The timer and the agent share the engine: one at a time, so the timer never
+        # persists state whose drift events the agent has not delivered yet.
+        async with self._lock:
+            await self._process_batch(events)
+
+    async def _process_batch(self, events: Sequence[Any]) -> None:
         started = time.perf_counter()
         now = self.clock()
         drifts: list[DriftEvent] = []
@@ -88,6 +96,14 @@ class PredictionProcessor:
             except InvalidEvent as exc:
                 await self._dead_letter(message, event.value, exc, now)
                 continue
+            except Exception as exc:  # a bug must not stop the worker or lose the batch
+                log.exception(
+                    "internal error on %s[%d]@%d", message.topic, message.partition, message.offset
+                )
+                await self._dead_letter(
+                    message, event.value, InvalidEvent("internal_error", repr(exc)[:500]), now
+                )
+                continue
             ok += 1
             self._activity[(prediction.tenant, prediction.model)] = StreamActivity(
                 message.partition, prediction.timestamp, now
@@ -99,6 +115,10 @@ class PredictionProcessor:
 
     async def tick(self) -> None:
         """Wall-clock timer: advance the clocks of streams that went quiet."""
+        async with self._lock:
+            await self._tick()
+
+    async def _tick(self) -> None:
         now = self.clock()
         drifts: list[DriftEvent] = []
         for (tenant, model), act in list(self._activity.items()):

@@ -12,7 +12,7 @@ from typing import Any
 
 import rocksdict
 
-from streams.state import FeatureWindow, IncidentBook, StreamState
+from streams.state import FeatureWindow, StreamState
 
 _FAUST_META_PREFIX = b"__faust\x00"
 
@@ -53,13 +53,13 @@ def describe_state(entries: dict[str, bytes]) -> dict[str, Any]:
                 features=s.features,
                 model_version=s.model_version,
             )
+            entry(tenant, model)["incidents"] = {
+                f: i.to_json() for f, i in s.incidents.open.items()
+            }
         elif kind == "w":
             window, feature = rest
             fw = FeatureWindow.from_bytes(raw)
             entry(tenant, model)["windows"].setdefault(str(window), {})[feature] = (
                 fw.count + fw.missing
             )
-        elif kind == "i":
-            book = IncidentBook.from_bytes(raw)
-            entry(tenant, model)["incidents"] = {f: i.to_json() for f, i in book.open.items()}
     return streams

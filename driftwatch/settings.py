@@ -146,6 +146,11 @@ class Settings:
         0.05,
         "Smallest absolute change of a feature's missing rate that counts as drift.",
     )
+    max_features_per_stream: int = _env(
+        "DRIFTWATCH_MAX_FEATURES_PER_STREAM",
+        500,
+        "Events that would add features to a (tenant, model) beyond this are dead-lettered.",
+    )
     min_window_count: int = _env(
         "DRIFTWATCH_MIN_WINDOW_COUNT", 50, "Features with fewer values in a window are not tested."
     )
@@ -211,6 +216,7 @@ class Settings:
             alpha=self.alpha,
             min_effect_size=self.min_effect_size,
             min_missing_rate_change=self.min_missing_rate_change,
+            max_features_per_stream=self.max_features_per_stream,
             min_window_count=self.min_window_count,
             confirm_windows=self.confirm_windows,
             resolve_windows=self.resolve_windows,

@@ -78,7 +78,7 @@ def parse_timestamp(value: Any, name: str = "timestamp") -> float:
     if isinstance(value, bool):
         raise InvalidEvent("wrong_type", f"{name} must be a string or a number, not a boolean")
     if isinstance(value, int | float):
-        ts = float(value)
+        ts = _as_float(value, name)
     elif isinstance(value, str):
         text = value.strip()
         if text.endswith(("Z", "z")):
@@ -95,6 +95,14 @@ def parse_timestamp(value: Any, name: str = "timestamp") -> float:
     if not math.isfinite(ts) or not 0 <= ts < 32503680000:  # year 3000
         raise InvalidEvent("bad_timestamp", f"{name} out of range: {value!r}")
     return ts
+
+
+def _as_float(value: int | float, name: str) -> float:
+    """A JSON number as a float; an integer too large for a float is not a usable value."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise InvalidEvent("non_finite", f"{name} is too large for a float") from None
 
 
 def _require_str(data: dict[str, Any], name: str, max_len: int) -> str:
@@ -137,7 +145,7 @@ def _parse_features(raw: Any) -> dict[str, FeatureValue]:
         elif isinstance(value, bool):
             raise InvalidEvent("wrong_type", f"feature {name!r} is a boolean; send 0/1 or a string")
         elif isinstance(value, int | float):
-            number = float(value)
+            number = _as_float(value, f"feature {name!r}")
             if not math.isfinite(number):
                 raise InvalidEvent("non_finite", f"feature {name!r} is {value!r}")
             features[name] = number
@@ -152,7 +160,7 @@ def decode_json_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
         raise InvalidEvent("oversized", f"{len(raw)} bytes, limit {max_bytes}")
     try:
         data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, and ints > 4300 digits
         raise InvalidEvent("malformed_json", str(exc)[:200]) from None
     except RecursionError:
         raise InvalidEvent("malformed_json", "nested too deeply") from None
@@ -190,8 +198,8 @@ class PredictionEvent:
             raise InvalidEvent("missing_field", "score is required")
         if isinstance(score, bool) or not isinstance(score, int | float):
             raise InvalidEvent("wrong_type", "score must be a number")
-        if not math.isfinite(score):
-            raise InvalidEvent("non_finite", f"score is {score!r}")
+        if not math.isfinite(_as_float(score, "score")):
+            raise InvalidEvent("non_finite", f"score is {str(score)[:40]}")
         if not 0.0 <= score <= 1.0:
             raise InvalidEvent("bad_value", f"score {score!r} is outside [0, 1]")
         if "timestamp" not in data:
@@ -400,6 +408,7 @@ class DeadLetter:
             "detail": self.detail,
             "original_b64": _b64(kept),
             "original_size": len(self.original),
+            "truncated": len(self.original) > len(kept),
             "received_at": format_timestamp(self.received_at),
         }
 

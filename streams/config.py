@@ -42,6 +42,9 @@ class EngineConfig:
     """A drift needs significance *and* this effect (KS distance / total variation distance)."""
     min_missing_rate_change: float = 0.05
     """A change in a feature's missing rate counts as drift from this absolute difference."""
+    max_features_per_stream: int = 500
+    """Events that would add a feature beyond this many to a stream are rejected, so a
+    producer sending a new feature name per event cannot grow the state without bound."""
     min_window_count: int = 50
     """Features with fewer values than this in the window are not tested."""
     confirm_windows: int = 7
@@ -66,6 +69,10 @@ class EngineConfig:
             raise ValueError("confirm_windows, resolve_windows, min_baseline_windows must be >= 1")
         if self.retention_days < self.baseline_start_days:
             raise ValueError("retention_days must cover baseline_start_days")
+        if self.min_window_count < 1:
+            raise ValueError("min_window_count must be >= 1")
+        if self.max_features_per_stream < 1:
+            raise ValueError("max_features_per_stream must be >= 1")
         if self.interim_seconds < 0 or self.seasonal_period_days < 0:
             raise ValueError("interim_seconds and seasonal_period_days must be >= 0")
         if not 0 <= self.interim_alpha_share < 1:

@@ -34,7 +34,6 @@ from streams.state import (
     Summary,
     _merge_summaries,
     event_hash,
-    incidents_key,
     stream_key,
     window_key,
 )
@@ -161,7 +160,6 @@ class DriftEngine:
         self.stats: Counter[str] = Counter()
         self._streams: dict[str, StreamState] = {}
         self._windows: dict[str, FeatureWindow | None] = {}
-        self._books: dict[str, IncidentBook] = {}
         self._dirty: dict[str, int | None] = {}
         self._deleted: set[str] = set()
         # Per (stream, window): the feature windows already loaded and marked dirty since the
@@ -205,6 +203,7 @@ class DriftEngine:
             if stream.last_closed is not None and window <= stream.last_closed:
                 stream.late_events += 1
                 self.stats["late_events"] += 1
+                self._baselines.clear()  # a late value may change a cached baseline
             self.stats["events"] += 1
         else:
             self.stats["duplicates_skipped"] += 1
@@ -256,7 +255,6 @@ class DriftEngine:
         if not keep_cache:
             self._streams.clear()
             self._windows.clear()
-            self._books.clear()
         return writes
 
     def stream_state(self, tenant: str, model: str) -> StreamState | None:
@@ -292,15 +290,6 @@ class DriftEngine:
         self._windows[key] = fw
         return fw
 
-    def _book(self, tenant: str, model: str) -> IncidentBook:
-        key = incidents_key(tenant, model)
-        book = self._books.get(key)
-        if book is None:
-            raw = self.store.get(key)
-            book = IncidentBook() if raw is None else IncidentBook.from_bytes(raw)
-            self._books[key] = book
-        return book
-
     def _mark(self, key: str, partition: int | None) -> None:
         if self._dirty.get(key, -2) != partition or key in self._deleted:
             self._dirty[key] = partition
@@ -315,8 +304,6 @@ class DriftEngine:
     def _encoded(self, key: str) -> bytes | None:
         if key in self._streams:
             return self._streams[key].to_bytes()
-        if key in self._books:
-            return self._books[key].to_bytes()
         fw = self._windows.get(key)
         return None if fw is None else fw.to_bytes()
 
@@ -339,6 +326,13 @@ class DriftEngine:
                     "type_mismatch", f"feature {name!r} is {known} in this stream, got {kind}"
                 )
             kinds[name] = kind
+        new = [name for name in kinds if name not in stream.features]
+        if len(stream.features) + len(new) > self.config.max_features_per_stream:
+            raise InvalidEvent(
+                "too_many_features",
+                f"stream has {len(stream.features)} features; {len(new)} more would pass the "
+                f"limit of {self.config.max_features_per_stream}",
+            )
         # A feature first seen as null has no type yet: drop its value from this event.
         for name, value in event.features.items():
             if value is None and name not in kinds:
@@ -407,6 +401,19 @@ class DriftEngine:
                 )
             )
         return drifts
+
+    def _count_untested_as_clean(self, book: IncidentBook, window: float, tested: set[str]) -> None:
+        """An open incident whose feature was not tested in a closed window (too few values, or
+        the feature is gone) got no new evidence of drift: that window counts as clean."""
+        for key in list(book.open):
+            if key in tested or book.last_window.get(key, -1) >= window:
+                continue
+            book.last_window[key] = window
+            incident = book.open[key]
+            incident.clean_streak += 1
+            if incident.clean_streak >= self.config.resolve_windows:
+                del book.open[key]
+                self.stats["incidents_resolved"] += 1
 
     def _drop_recent(self, stream: StreamState, window: float) -> None:
         for feature in stream.features:
@@ -496,20 +503,20 @@ class DriftEngine:
                 base.missing,
                 base.missing + base.count,
             )
-            if missing.p_value < 1.0:
-                tests.append(
-                    FeatureTest(
-                        feature,
-                        kind,
-                        missing,
-                        summary.count + summary.missing,
-                        base.count + base.missing,
-                        b_start,
-                        b_end,
-                        summary,
-                        base,
-                    )
+            # p = 1 (no missing values on either side) is a clean result too.
+            tests.append(
+                FeatureTest(
+                    feature,
+                    kind,
+                    missing,
+                    summary.count + summary.missing,
+                    base.count + base.missing,
+                    b_start,
+                    b_end,
+                    summary,
+                    base,
                 )
+            )
         return tests
 
     def _judge(
@@ -529,23 +536,31 @@ class DriftEngine:
         drifting is not judged again in this window.
         """
         cfg = self.config
-        book = self._book(stream.tenant, stream.model)
+        book = stream.incidents
         tests = [
             t
             for t in self._test_features(stream, window, pick or _whole_window)
             if book.last_window.get(t.incident_key, -1) < window
         ]
+        if partial_end is None:
+            self._count_untested_as_clean(book, window, {t.incident_key for t in tests})
         if not tests:
             return []
-        significant = benjamini_hochberg([t.result.p_value for t in tests], alpha)
+        # A missing-rate test with nothing missing on either side (p = 1) cannot be a
+        # discovery: it counts as a clean result but stays out of the BH family, where it
+        # would only make the other tests stricter.
+        family = [
+            t for t in tests if not (t.result.test == "missing_rate" and t.result.p_value >= 1)
+        ]
+        significant = benjamini_hochberg([t.result.p_value for t in family], alpha)
         drifting = [
             t
-            for t, sig in zip(tests, significant, strict=True)
+            for t, sig in zip(family, significant, strict=True)
             if sig and t.result.effect_size >= _effect_floor(cfg, t.result.test)
         ]
         if partial_end is not None and not drifting:
             return []
-        share = len(drifting) / len(tests)
+        share = len(drifting) / max(len(family), 1)
         drifting_names = {t.incident_key for t in drifting}
         events: list[DriftEvent] = []
         for t in tests:
@@ -603,7 +618,7 @@ class DriftEngine:
                     extra=t.describe() | ({} if span is None else {"span_seconds": span}),
                 )
             )
-        self._mark(incidents_key(stream.tenant, stream.model), stream.partition)
+        self._mark(stream_key(stream.tenant, stream.model), stream.partition)
         self.stats["drift_events"] += len(events)
         return events
 

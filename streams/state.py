@@ -285,6 +285,9 @@ class StreamState:
     interim_window: float | None = None
     """Window of the latest interim look, and which look it was (1 = after the first hour)."""
     interim_look: int = 0
+    incidents: IncidentBook = field(default_factory=lambda: IncidentBook())
+    """Kept in the same value as the clock, so judging a window and recording what it found
+    are one write: a crash can never persist one without the other."""
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -303,6 +306,7 @@ class StreamState:
                 "o": _offsets_to_json(self.offsets),
                 "iw": self.interim_window,
                 "il": self.interim_look,
+                "i": self.incidents.to_json(),
             },
             separators=(",", ":"),
         ).encode()
@@ -325,6 +329,7 @@ class StreamState:
             offsets=_offsets_from_json(d["o"]),
             interim_window=d.get("iw"),
             interim_look=d.get("il", 0),
+            incidents=IncidentBook.from_json(d["i"]) if "i" in d else IncidentBook(),
         )
 
 
@@ -361,15 +366,11 @@ class IncidentBook:
     open: dict[str, Incident] = field(default_factory=dict)
     last_window: dict[str, float] = field(default_factory=dict)
 
-    def to_bytes(self) -> bytes:
-        return json.dumps(
-            {"open": {f: i.to_json() for f, i in self.open.items()}, "lw": self.last_window},
-            separators=(",", ":"),
-        ).encode()
+    def to_json(self) -> dict[str, Any]:
+        return {"open": {f: i.to_json() for f, i in self.open.items()}, "lw": self.last_window}
 
     @classmethod
-    def from_bytes(cls, raw: bytes) -> IncidentBook:
-        d = json.loads(raw)
+    def from_json(cls, d: dict[str, Any]) -> IncidentBook:
         return cls(
             open={f: Incident.from_json(i) for f, i in d["open"].items()},
             last_window={f: float(w) for f, w in d["lw"].items()},
@@ -386,7 +387,3 @@ def stream_key(tenant: str, model: str) -> str:
 @functools.lru_cache(maxsize=1 << 16)
 def window_key(tenant: str, model: str, window_start: float, feature: str) -> str:
     return json.dumps(["w", tenant, model, int(window_start), feature])
-
-
-def incidents_key(tenant: str, model: str) -> str:
-    return json.dumps(["i", tenant, model])

@@ -295,3 +295,40 @@ def test_drift_events_carry_effect_sizes() -> None:
     assert 0 < d.extra["js_distance"] <= 1
     cat = run(stream(seed=4, days=30, per_day=400, categorical=True, cat_shift_day=20))
     assert "new_categories" in cat[0].extra and cat[0].extra["psi"] > 0
+
+
+def test_missing_rate_incident_closes_when_the_nulls_stop() -> None:
+    def burst() -> Iterator[PredictionEvent]:
+        rng = np.random.default_rng(41)
+        for e in stream(seed=40, days=30, per_day=400):
+            day = int((e.timestamp - T0) // DAY)
+            if day in (20, 21) and rng.random() < 0.3:
+                e = PredictionEvent(
+                    e.event_id,
+                    e.tenant,
+                    e.model,
+                    e.model_version,
+                    e.timestamp,
+                    {**e.features, "x1": None},
+                    e.score,
+                )
+            yield e
+
+    engine = DriftEngine(SHORT, MemoryStore())
+    drifts = [d for e in burst() for d in engine.observe(e)]
+    assert {d.test for d in drifts if d.feature == "x1"} == {"missing_rate"}
+    state = engine.stream_state("acme", "fraud")
+    assert state is not None and "x1#missing" not in state.incidents.open
+    assert engine.stats["incidents_resolved"] >= 1
+
+
+def test_runaway_feature_names_are_rejected() -> None:
+    engine = DriftEngine(EngineConfig(max_features_per_stream=5), MemoryStore())
+    for i in range(5):
+        engine.observe(PredictionEvent(f"e{i}", "t", "m", "v", T0 + i, {f"f{i}": 1.0}, 0.5))
+    with pytest.raises(InvalidEvent) as exc:
+        engine.observe(PredictionEvent("e9", "t", "m", "v", T0 + 9, {"new": 1.0}, 0.5))
+    assert exc.value.reason == "too_many_features"
+    engine.observe(PredictionEvent("e10", "t", "m", "v", T0 + 10, {"f1": 2.0}, 0.5))
+    with pytest.raises(ValueError):
+        EngineConfig(min_window_count=0)

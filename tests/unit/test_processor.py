@@ -134,3 +134,45 @@ def test_revoked_partitions_are_forgotten() -> None:
     asyncio.run(processor.process_batch(as_events(list(stream(seed=2, days=1, per_day=3)))))
     processor.forget_partitions({0})
     assert processor._activity == {} and processor._last_event == {}
+
+
+def test_an_unexpected_error_dead_letters_one_message_and_the_batch_goes_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    processor, _, letters, _, _ = make_processor()
+    good = list(stream(seed=3, days=1, per_day=10))
+    real = processor.engine.observe
+
+    def flaky(event: PredictionEvent, position: Any = None) -> Any:
+        if event.event_id == good[4].event_id:
+            raise RuntimeError("a bug")
+        return real(event, position)
+
+    monkeypatch.setattr(processor.engine, "observe", flaky)
+    batch = as_events(good)
+    huge = good[0].to_json().replace(b'"score":0.5', b'"score":' + b"9" * 400)
+    batch.append(FakeEvent(FakeMessage("predictions", 0, 50, b"k"), huge))
+    asyncio.run(processor.process_batch(batch))
+    assert sorted(json.loads(v)["reason"] for _, v in letters) == ["internal_error", "non_finite"]
+    state = processor.engine.stream_state("acme", "fraud")
+    assert state is not None and state.events == 9
+
+
+def test_timer_waits_while_a_batch_holds_the_engine() -> None:
+    processor, drifts, _, now, _ = make_processor(idle_timeout=60.0)
+    events = list(stream(seed=9, days=22, per_day=300, shift_day=21))
+    now[0] = events[-1].timestamp
+    for i in range(0, len(events), 1000):
+        asyncio.run(processor.process_batch(as_events(events[i : i + 1000], start_offset=i)))
+    now[0] += 3 * 3600
+
+    async def scenario() -> tuple[int, int]:
+        async with processor._lock:  # a batch in flight, e.g. awaiting a drift delivery
+            tick = asyncio.create_task(processor.tick())
+            await asyncio.sleep(0.05)
+            during = len(drifts)
+        await tick
+        return during, len(drifts)
+
+    during, after = asyncio.run(scenario())
+    assert during == 0 and after == 1

@@ -105,7 +105,8 @@ def test_dead_letter_matches_schema() -> None:
     letter = DeadLetter("predictions", 1, 42, "malformed_json", "boom", b"\xff{", 0.0, b"k")
     jsonschema.validate(letter.to_dict(), schema("dead_letter"))
     big = DeadLetter("predictions", 0, 1, "oversized", "", b"x" * 600_000, 0.0)
-    assert big.to_dict()["original_size"] == 600_000
+    assert big.to_dict()["original_size"] == 600_000 and big.to_dict()["truncated"]
+    assert not letter.to_dict()["truncated"]
 
 
 @pytest.mark.parametrize(
@@ -131,6 +132,10 @@ def test_dead_letter_matches_schema() -> None:
             "missing_field",
         ),
         (b"[" * 100_000, "malformed_json"),
+        (json.dumps(valid_prediction(features={"a": 10**400})).encode(), "non_finite"),
+        (json.dumps(valid_prediction(score=10**400)).encode(), "non_finite"),
+        (json.dumps(valid_prediction(timestamp=10**400)).encode(), "non_finite"),
+        (b'{"score": ' + b"1" * 5000 + b"}", "malformed_json"),
         (b" " * 300_000, "oversized"),
     ],
 )
