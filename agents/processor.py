@@ -21,6 +21,7 @@ from agents.metrics import WorkerMetrics
 from schemas import DeadLetter, DriftEvent, InvalidEvent
 from streams.engine import DriftEngine, Write
 from streams.ingest import PredictionValidator
+from streams.state import StreamState
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ class TableStore:
         value = self.table.get(key.encode())
         return None if value is None else bytes(value)
 
+    def items(self) -> list[tuple[bytes, bytes]]:
+        return list(self.table.items())
+
     def write(self, w: Write) -> None:
         key = w.key.encode()
         if w.value is None:
@@ -44,6 +48,23 @@ class TableStore:
                 del self.table[key]
         else:
             self.table[key] = w.value
+
+
+RESCAN_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class _PartitionMessage:
+    partition: int
+    topic: str
+
+
+@dataclass(frozen=True)
+class _PartitionEvent:
+    """What Faust's table code reads from the current event: its message's partition, and
+    the source topic (to check it is co-partitioned with the changelog)."""
+
+    message: _PartitionMessage
 
 
 def _set_current_event(event: Any) -> None:
@@ -70,7 +91,8 @@ class PredictionProcessor:
     idle_timeout: float
     clock: Callable[[], float] = time.time
     on_drift: Callable[[DriftEvent], None] | None = None
-    _last_event: dict[int, Any] = field(default_factory=dict)
+    _stubs: dict[int, Any] = field(default_factory=dict)
+    _scanned_at: float | None = None
     _activity: dict[tuple[str, str], StreamActivity] = field(default_factory=dict)
     _engine_seen: dict[str, int] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -89,7 +111,6 @@ class PredictionProcessor:
         for event in events:
             message = event.message
             _set_current_event(event)
-            self._last_event[message.partition] = event
             try:
                 prediction = self.validator.validate(event.value, now)
                 drifts.extend(self.engine.observe(prediction, (message.partition, message.offset)))
@@ -120,16 +141,15 @@ class PredictionProcessor:
 
     async def _tick(self) -> None:
         now = self.clock()
+        if self._scanned_at is None or now - self._scanned_at >= RESCAN_SECONDS:
+            self._scan_streams(now)
         drifts: list[DriftEvent] = []
         for (tenant, model), act in list(self._activity.items()):
             self._export_watermark(tenant, model, act.event_time, now)
             idle = now - act.arrived
             if idle < self.idle_timeout:
                 continue
-            event = self._last_event.get(act.partition)
-            if event is None:
-                continue
-            _set_current_event(event)
+            self._enter_partition(act.partition)
             advanced_to = act.event_time + idle
             drifts.extend(self.engine.advance(tenant, model, advanced_to))
         if drifts:
@@ -139,10 +159,41 @@ class PredictionProcessor:
 
     def forget_partitions(self, partitions: set[int]) -> None:
         """After a rebalance, state of revoked partitions belongs to another worker."""
-        for p in partitions:
-            self._last_event.pop(p, None)
         for key in [k for k, a in self._activity.items() if a.partition in partitions]:
             del self._activity[key]
+        self._scanned_at = None
+
+    def rescan_soon(self) -> None:
+        """Partitions were assigned: find their streams at the next tick."""
+        self._scanned_at = None
+
+    def _scan_streams(self, now: float) -> None:
+        """Learn the streams in this worker's table shards, so a stream that is already quiet
+        when the worker (re)starts still has its clock advanced; the idle time counts from now."""
+        self._scanned_at = now
+        try:
+            for raw_key, raw in list(self.store.items()):
+                key = bytes(raw_key).decode()
+                if not key.startswith('["s"'):
+                    continue
+                state = StreamState.from_bytes(bytes(raw))
+                if state.partition is None or state.watermark is None:
+                    continue
+                self._activity.setdefault(
+                    (state.tenant, state.model),
+                    StreamActivity(state.partition, state.watermark, now),
+                )
+        except Exception:  # a scan is an optimisation; a failure must not stop the timer
+            log.exception("scanning the table for quiet streams failed")
+
+    def _enter_partition(self, partition: int) -> None:
+        """Make ``partition`` the one Faust writes the table and its changelog to."""
+        stub = self._stubs.get(partition)
+        if stub is None:
+            stub = self._stubs[partition] = _PartitionEvent(
+                _PartitionMessage(partition, self.source_topic)
+            )
+        _set_current_event(stub)
 
     async def _publish(self, drifts: list[DriftEvent]) -> None:
         for drift in drifts:
@@ -169,8 +220,8 @@ class PredictionProcessor:
         # Drift events are delivered before the state that records them: a crash in between
         # re-emits the same event (same drift_id) rather than losing it.
         for w in self.engine.flush():
-            if w.partition is not None and w.partition in self._last_event:
-                _set_current_event(self._last_event[w.partition])
+            if w.partition is not None:
+                self._enter_partition(w.partition)
             self.store.write(w)
         for what, n in self.engine.stats.items():
             delta = n - self._engine_seen.get(what, 0)
