@@ -124,9 +124,5 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         revoked = args[0] if args else kwargs.get("revoked", ())
         processor.forget_partitions({tp.partition for tp in revoked})
 
-    @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types it loosely
-    async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
-        processor.rescan_soon()
-
-    _ = (detect, advance_quiet_streams, on_revoked, on_assigned)
+    _ = (detect, advance_quiet_streams, on_revoked)
     return Worker(app=app, processor=processor, registry=registry)

@@ -21,7 +21,6 @@ from agents.metrics import WorkerMetrics
 from schemas import DeadLetter, DriftEvent, InvalidEvent
 from streams.engine import DriftEngine, Write
 from streams.ingest import PredictionValidator
-from streams.state import StreamState
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +37,6 @@ class TableStore:
         value = self.table.get(key.encode())
         return None if value is None else bytes(value)
 
-    def items(self) -> list[tuple[bytes, bytes]]:
-        return list(self.table.items())
-
     def write(self, w: Write) -> None:
         key = w.key.encode()
         if w.value is None:
@@ -48,9 +44,6 @@ class TableStore:
                 del self.table[key]
         else:
             self.table[key] = w.value
-
-
-RESCAN_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -92,7 +85,6 @@ class PredictionProcessor:
     clock: Callable[[], float] = time.time
     on_drift: Callable[[DriftEvent], None] | None = None
     _stubs: dict[int, Any] = field(default_factory=dict)
-    _scanned_at: float | None = None
     _activity: dict[tuple[str, str], StreamActivity] = field(default_factory=dict)
     _engine_seen: dict[str, int] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -141,8 +133,6 @@ class PredictionProcessor:
 
     async def _tick(self) -> None:
         now = self.clock()
-        if self._scanned_at is None or now - self._scanned_at >= RESCAN_SECONDS:
-            self._scan_streams(now)
         drifts: list[DriftEvent] = []
         for (tenant, model), act in list(self._activity.items()):
             self._export_watermark(tenant, model, act.event_time, now)
@@ -161,30 +151,6 @@ class PredictionProcessor:
         """After a rebalance, state of revoked partitions belongs to another worker."""
         for key in [k for k, a in self._activity.items() if a.partition in partitions]:
             del self._activity[key]
-        self._scanned_at = None
-
-    def rescan_soon(self) -> None:
-        """Partitions were assigned: find their streams at the next tick."""
-        self._scanned_at = None
-
-    def _scan_streams(self, now: float) -> None:
-        """Learn the streams in this worker's table shards, so a stream that is already quiet
-        when the worker (re)starts still has its clock advanced; the idle time counts from now."""
-        self._scanned_at = now
-        try:
-            for raw_key, raw in list(self.store.items()):
-                key = bytes(raw_key).decode()
-                if not key.startswith('["s"'):
-                    continue
-                state = StreamState.from_bytes(bytes(raw))
-                if state.partition is None or state.watermark is None:
-                    continue
-                self._activity.setdefault(
-                    (state.tenant, state.model),
-                    StreamActivity(state.partition, state.watermark, now),
-                )
-        except Exception:  # a scan is an optimisation; a failure must not stop the timer
-            log.exception("scanning the table for quiet streams failed")
 
     def _enter_partition(self, partition: int) -> None:
         """Make ``partition`` the one Faust writes the table and its changelog to."""

@@ -136,24 +136,6 @@ def test_revoked_partitions_are_forgotten() -> None:
     assert processor._activity == {}
 
 
-def test_a_restarted_worker_still_advances_a_stream_that_was_already_quiet() -> None:
-    first, _, _, now, _ = make_processor(idle_timeout=60.0)
-    events = list(stream(seed=9, days=22, per_day=300, shift_day=21))
-    now[0] = events[-1].timestamp
-    for i in range(0, len(events), 1000):
-        asyncio.run(first.process_batch(as_events(events[i : i + 1000], start_offset=i)))
-    # A new process on the same table: it has seen no event of this stream since it started.
-    second, drifts, _, now2, _ = make_processor(idle_timeout=60.0)
-    second.store = first.store
-    second.engine.store = first.store
-    now2[0] = events[-1].timestamp + 3 * 3600
-    asyncio.run(second.tick())  # learns the stream; idle time counts from now
-    assert drifts == []
-    now2[0] += 2 * 3600
-    asyncio.run(second.tick())
-    assert [json.loads(v)["feature"] for _, v in drifts] == ["x0"]
-
-
 def test_an_unexpected_error_dead_letters_one_message_and_the_batch_goes_on(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
