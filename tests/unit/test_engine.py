@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pytest
@@ -258,24 +258,24 @@ def test_alpha_spending_keeps_the_window_budget() -> None:
     assert EngineConfig(interim_seconds=0).final_alpha == cfg.alpha
 
 
-def test_missing_rate_change_is_its_own_incident() -> None:
-    def with_gaps() -> Iterator[PredictionEvent]:
-        rng = np.random.default_rng(31)
-        for e in stream(seed=30, days=30, per_day=400):
-            day = int((e.timestamp - T0) // DAY)
-            if day >= 20 and rng.random() < 0.3:  # an upstream join starts failing
-                e = PredictionEvent(
-                    e.event_id,
-                    e.tenant,
-                    e.model,
-                    e.model_version,
-                    e.timestamp,
-                    {**e.features, "x1": None},
-                    e.score,
-                )
-            yield e
+def with_nulls(
+    events: Iterator[PredictionEvent], days: Iterable[int], seed: int, share: float = 0.3
+) -> Iterator[PredictionEvent]:
+    """``share`` of feature x1 missing on the given days."""
+    rng = np.random.default_rng(seed)
+    null_days = set(days)
+    for e in events:
+        if int((e.timestamp - T0) // DAY) in null_days and rng.random() < share:
+            features = {**e.features, "x1": None}
+            e = PredictionEvent(
+                e.event_id, e.tenant, e.model, e.model_version, e.timestamp, features, e.score
+            )
+        yield e
 
-    drifts = run(with_gaps())
+
+def test_missing_rate_change_is_its_own_incident() -> None:
+    # An upstream join starts failing on day 20: 30% of x1 goes missing from then on.
+    drifts = run(with_nulls(stream(seed=30, days=30, per_day=400), range(20, 30), seed=31))
     tests = {(d.feature, d.test) for d in drifts}
     assert ("x1", "missing_rate") in tests
     missing = [d for d in drifts if d.test == "missing_rate"]
@@ -298,24 +298,9 @@ def test_drift_events_carry_effect_sizes() -> None:
 
 
 def test_missing_rate_incident_closes_when_the_nulls_stop() -> None:
-    def burst() -> Iterator[PredictionEvent]:
-        rng = np.random.default_rng(41)
-        for e in stream(seed=40, days=30, per_day=400):
-            day = int((e.timestamp - T0) // DAY)
-            if day in (20, 21) and rng.random() < 0.3:
-                e = PredictionEvent(
-                    e.event_id,
-                    e.tenant,
-                    e.model,
-                    e.model_version,
-                    e.timestamp,
-                    {**e.features, "x1": None},
-                    e.score,
-                )
-            yield e
-
     engine = DriftEngine(SHORT, MemoryStore())
-    drifts = [d for e in burst() for d in engine.observe(e)]
+    burst = with_nulls(stream(seed=40, days=30, per_day=400), (20, 21), seed=41)
+    drifts = [d for e in burst for d in engine.observe(e)]
     assert {d.test for d in drifts if d.feature == "x1"} == {"missing_rate"}
     state = engine.stream_state("acme", "fraud")
     assert state is not None and "x1#missing" not in state.incidents.open
