@@ -60,6 +60,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         processing_guarantee="at_least_once",
         stream_wait_empty=False,
         recovery_consistency_check=settings.recovery_consistency_check,
+        producer_max_batch_size=settings.producer_max_batch_bytes,
         logging_config=None,
     )
 

@@ -94,6 +94,13 @@ class Settings:
         "Apache Kafka; the embedded broker under-reports high watermarks, so the demo and "
         "tests on it turn this off.",
     )
+    producer_max_batch_bytes: int = _env(
+        "DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES",
+        16384,
+        "Producer batch size. The embedded broker reports a partition's end as the start of "
+        "its last batch, so Faust's changelog recovery on it skips the rest of that batch; "
+        "tests that restore from the changelog there set 1 (one record per batch).",
+    )
     log_level: str = _env("DRIFTWATCH_LOG_LEVEL", "INFO", "Log level.")
     # Detection (EngineConfig)
     window_seconds: float = _env(
