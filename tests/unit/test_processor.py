@@ -110,12 +110,18 @@ def test_bad_messages_are_dead_lettered_and_the_rest_applied() -> None:
     assert state is not None and state.events == 20
 
 
-def test_quiet_stream_is_advanced_by_the_timer() -> None:
-    processor, drifts, _, now, registry = make_processor(idle_timeout=60.0)
+def feed_until_quiet(processor: PredictionProcessor, now: list[float]) -> list[PredictionEvent]:
+    """22 days with a shift on the last one, whose window is still open; the clock stops."""
     events = list(stream(seed=9, days=22, per_day=300, shift_day=21))
     now[0] = events[-1].timestamp
     for i in range(0, len(events), 1000):
         asyncio.run(processor.process_batch(as_events(events[i : i + 1000], start_offset=i)))
+    return events
+
+
+def test_quiet_stream_is_advanced_by_the_timer() -> None:
+    processor, drifts, _, now, registry = make_processor(idle_timeout=60.0)
+    events = feed_until_quiet(processor, now)
     assert drifts == []  # day 21 (the shifted one) is still open
     now[0] += 30  # not idle long enough
     asyncio.run(processor.tick())
@@ -160,10 +166,7 @@ def test_an_unexpected_error_dead_letters_one_message_and_the_batch_goes_on(
 
 def test_timer_waits_while_a_batch_holds_the_engine() -> None:
     processor, drifts, _, now, _ = make_processor(idle_timeout=60.0)
-    events = list(stream(seed=9, days=22, per_day=300, shift_day=21))
-    now[0] = events[-1].timestamp
-    for i in range(0, len(events), 1000):
-        asyncio.run(processor.process_batch(as_events(events[i : i + 1000], start_offset=i)))
+    feed_until_quiet(processor, now)
     now[0] += 3 * 3600
 
     async def scenario() -> tuple[int, int]:
