@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from schemas import DriftEvent, InvalidEvent, OutcomeEvent, PredictionEvent, format_timestamp
-from streams.config import EngineConfig
+from schemas import DriftEvent, InvalidEvent, OutcomeEvent, PredictionEvent
+from streams.config import DAY, EngineConfig, PerformanceConfig
 from streams.engine import DriftEngine, MemoryStore
 from streams.ingest import PredictionValidator
-from streams.join import JoinConfig, OutcomeJoiner
+from streams.join import JoinConfig, JoinResult, OutcomeJoiner, binary_label
+from streams.perf_monitor import PerformanceMonitor
 
 log = logging.getLogger(__name__)
 
@@ -66,85 +67,75 @@ def run_backtest(
     config: EngineConfig,
     out: IO[str] | None = None,
     outcomes: Iterable[OutcomeEvent] = (),
+    performance: PerformanceConfig | None = None,
 ) -> BacktestReport:
-    """Sort by event time (stable: file order breaks ties) and replay through the engine;
-    outcomes, if given, are joined in the same time order into the performance history."""
+    """Replay predictions (and outcomes, if any) in event-time order through the same engine,
+    joiner and performance monitor as the worker. Ties keep file order, and predictions go
+    before outcomes stamped the same instant."""
     started = time.perf_counter()
     report = BacktestReport()
-    ordered = sorted(events, key=lambda e: e.timestamp)
-    joiner = OutcomeJoiner(JoinConfig(window_seconds=config.window_seconds), MemoryStore())
-    _join_outcomes(ordered, sorted(outcomes, key=lambda o: o.timestamp), joiner, report)
+    perf_cfg = performance or PerformanceConfig(engine=config)
+    predictions = sorted(events, key=lambda e: e.timestamp)
+    labels = sorted(outcomes, key=lambda o: o.timestamp)
+    timeline = heapq.merge(
+        ((p.timestamp, 0, i) for i, p in enumerate(predictions)),
+        ((o.timestamp, 1, i) for i, o in enumerate(labels)),
+    )
     store = MemoryStore()
     engine = DriftEngine(config, store)
-    for i, event in enumerate(ordered, start=1):
+    join_store, perf_store = MemoryStore(), MemoryStore()
+    joiner = OutcomeJoiner(JoinConfig(perf_cfg.join_retention_days), join_store)
+    monitor = PerformanceMonitor(perf_cfg, perf_store)
+    with_outcomes = bool(labels)
+    last_day = -1
+    for i, (ts, kind, j) in enumerate(timeline, start=1):
+        drifts: list[DriftEvent] = []
         try:
-            drifts = engine.observe(event)
+            if kind == 0:
+                event = predictions[j]
+                drifts += engine.observe(event)
+                report.events += 1
+                report.feature_values += len(event.features)
+                if with_outcomes:
+                    drifts += _join(joiner.on_prediction(event), monitor, report)
+                    drifts += monitor.observe_prediction(
+                        event.tenant, event.model, event.model_version, ts, event.score
+                    )
+            else:
+                drifts += _join(joiner.on_outcome(labels[j]), monitor, report)
         except InvalidEvent as exc:
             report.rejected[exc.reason] += 1
-            continue
-        report.events += 1
-        report.feature_values += len(event.features)
         for drift in drifts:
             report.drift_events.append(drift)
             if out is not None:
                 out.write(drift.to_json().decode() + "\n")
+        if with_outcomes and ts // DAY > last_day:
+            last_day = int(ts // DAY)
+            for gone in joiner.expire():
+                report.rejected["unknown_prediction"] += 1
+                log.info("outcome %s never found its prediction", gone.outcome.event_id)
         if i % FLUSH_EVERY == 0:
             store.apply(engine.flush(keep_cache=True))
+            join_store.apply(joiner.flush())
+            perf_store.apply(monitor.flush(keep_cache=True))
     store.apply(engine.flush())
-    report.engine_stats = engine.stats
+    perf_store.apply(monitor.flush(keep_cache=True))
+    for tenant, model in monitor.streams():
+        report.performance += monitor.history(tenant, model)
+    report.engine_stats = engine.stats + monitor.stats
     report.seconds = time.perf_counter() - started
     return report
 
 
-def _join_outcomes(
-    predictions: list[PredictionEvent],
-    outcomes: list[OutcomeEvent],
-    joiner: OutcomeJoiner,
-    report: BacktestReport,
-) -> None:
-    if not outcomes:
-        return
-    timeline = heapq.merge(
-        ((p.timestamp, 0, i) for i, p in enumerate(predictions)),
-        ((o.timestamp, 1, i) for i, o in enumerate(outcomes)),
-    )
-    windows: set[tuple[str, str, str, float]] = set()
-    for _, kind, i in timeline:
-        try:
-            if kind == 0:
-                p = predictions[i]
-                windows.add(
-                    (p.tenant, p.model, p.model_version, joiner.config.window_start(p.timestamp))
-                )
-                joined = joiner.on_prediction(p)
-            else:
-                joined = joiner.on_outcome(outcomes[i])
-        except InvalidEvent as exc:
-            report.rejected[exc.reason] += 1
-            continue
-        if joined is not None:
-            report.outcomes_joined += 1
-    for tenant, model, version, window in sorted(windows):
-        summary = joiner.performance(tenant, model, version, window)
-        if summary is None:
-            continue
-        report.performance.append(
-            {
-                "tenant": tenant,
-                "model": model,
-                "model_version": version,
-                "window_start": format_timestamp(window),
-                "predictions": summary.predictions,
-                "labelled": summary.labelled,
-                "label_rate": summary.label_rate,
-                "accuracy": summary.accuracy(),
-                "precision": summary.precision(),
-                "recall": summary.recall(),
-                "f1": summary.f1(),
-                "roc_auc": summary.roc_auc(),
-                "pr_auc": summary.pr_auc(),
-                "brier": summary.brier(),
-                "calibration_error": summary.calibration_error(),
-                "positive_rate": summary.positive_rate,
-            }
-        )
+def _join(
+    result: JoinResult, monitor: PerformanceMonitor, report: BacktestReport
+) -> list[DriftEvent]:
+    pair = result.joined
+    if pair is None:
+        return []
+    report.outcomes_joined += 1
+    p = pair.prediction
+    return monitor.observe_label(
+        p.tenant, p.model, p.model_version, p.timestamp, p.score, binary_label(pair.label),
+        pair.outcome_timestamp,
+    )  # fmt: skip

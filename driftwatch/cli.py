@@ -78,7 +78,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     if args.config is not None:
         try:
             settings = settings.with_file(Path(args.config))
-            settings.engine_config()
+            settings.performance_config()
         except (ValueError, OSError) as exc:
             print(f"driftwatch: configuration error: {exc}", file=sys.stderr)
             return 2
@@ -90,12 +90,19 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     rejected: Counter[str] = Counter()
     events = list(read_predictions(Path(args.predictions), validator, rejected))
     outcomes = [] if args.outcomes is None else list(read_outcomes(Path(args.outcomes), rejected))
-    report = run_backtest(events, settings.engine_config(), out=sys.stdout, outcomes=outcomes)
+    report = run_backtest(
+        events,
+        settings.engine_config(),
+        out=sys.stdout,
+        outcomes=outcomes,
+        performance=settings.performance_config(),
+    )
     report.rejected.update(rejected)
     summary = {
         "events": report.events,
         "feature_values": report.feature_values,
         "drift_events": len(report.drift_events),
+        "performance_drift_events": sum(e.kind.value == "performance" for e in report.drift_events),
         "rejected": dict(report.rejected),
         "seconds": round(report.seconds, 3),
         "feature_values_per_second": round(report.feature_values / max(report.seconds, 1e-9)),

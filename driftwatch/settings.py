@@ -15,7 +15,7 @@ from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from streams.config import EngineConfig
+from streams.config import EngineConfig, PerformanceConfig
 
 
 def _env(name: str, default: Any, doc: str) -> Any:
@@ -170,6 +170,48 @@ class Settings:
     retention_days: float = _env(
         "DRIFTWATCH_RETENTION_DAYS", 62.0, "Window summaries older than this are deleted."
     )
+    # --- performance drift (outcomes)
+    join_retention_days: float = _env(
+        "DRIFTWATCH_JOIN_RETENTION_DAYS",
+        30.0,
+        "Days (event time) a prediction waits for its outcome, and an outcome for its "
+        "prediction; later ones are dead-lettered (`expired`, `unknown_prediction`).",
+    )
+    perf_min_labels: int = _env(
+        "DRIFTWATCH_PERF_MIN_LABELS",
+        100,
+        "Labels a window (per model version) needs before its performance is tested; it is "
+        "tested again at each doubling.",
+    )
+    perf_max_looks: int = _env(
+        "DRIFTWATCH_PERF_MAX_LOOKS", 6, "Performance tests per window before the final one."
+    )
+    label_horizon_days: float = _env(
+        "DRIFTWATCH_LABEL_HORIZON_DAYS",
+        7.0,
+        "Days after a window's end before its final performance test (late labels).",
+    )
+    min_accuracy_drop: float = _env(
+        "DRIFTWATCH_MIN_ACCURACY_DROP", 0.05, "Smallest accuracy drop that counts (absolute)."
+    )
+    min_pr_auc_drop: float = _env(
+        "DRIFTWATCH_MIN_PR_AUC_DROP", 0.05, "Smallest PR-AUC drop that counts (absolute)."
+    )
+    pr_auc_floor: float = _env(
+        "DRIFTWATCH_PR_AUC_FLOOR",
+        0.70,
+        "PR-AUC significantly below this is a CRITICAL performance drift (seed plan).",
+    )
+    adwin_delta: float = _env(
+        "DRIFTWATCH_ADWIN_DELTA",
+        0.0005,
+        "Confidence parameter of ADWIN on the labelled error stream (smaller: fewer alarms).",
+    )
+    estimate_max_label_rate: float = _env(
+        "DRIFTWATCH_ESTIMATE_MAX_LABEL_RATE",
+        0.5,
+        "Closed windows labelled less than this share get label-free (CBPE) estimates.",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -182,7 +224,7 @@ class Settings:
             values[f.name] = _coerce(f.name, f.default, raw)
         values.update(overrides)
         settings = cls(**values)
-        settings.engine_config()  # validate early
+        settings.performance_config()  # validate early
         return settings
 
     def with_file(self, path: Path) -> Settings:
@@ -228,6 +270,20 @@ class Settings:
             confirm_windows=self.confirm_windows,
             resolve_windows=self.resolve_windows,
             retention_days=self.retention_days,
+        )
+
+    def performance_config(self) -> PerformanceConfig:
+        return PerformanceConfig(
+            engine=self.engine_config(),
+            min_labels=self.perf_min_labels,
+            max_looks=self.perf_max_looks,
+            label_horizon_days=self.label_horizon_days,
+            min_accuracy_drop=self.min_accuracy_drop,
+            min_pr_auc_drop=self.min_pr_auc_drop,
+            pr_auc_floor=self.pr_auc_floor,
+            adwin_delta=self.adwin_delta,
+            estimate_max_label_rate=self.estimate_max_label_rate,
+            join_retention_days=self.join_retention_days,
         )
 
 

@@ -78,6 +78,7 @@ _SCORE_DECIMALS = 6
 _P_PROFILE = 0
 _P_FEATURES = 1
 _P_LABELS = 2
+_P_CONCEPT = 3
 _P_OUTCOMES = 3
 
 FloatArray = npt.NDArray[np.float64]
@@ -89,6 +90,7 @@ class DriftType(StrEnum):
     MEAN_SHIFT = "mean_shift"
     VARIANCE = "variance"
     CATEGORY_MIX = "category_mix"
+    CONCEPT = "concept"
     NONE = "none"
 
 
@@ -97,8 +99,10 @@ class DriftSpec:
     """One injected drift.
 
     ``magnitude``: shift in sigmas (``mean_shift``), multiplier of the deviation from the mean
-    (``variance``, > 0), or share of probability mass moved to the rare category
-    (``category_mix``, 0..1). ``start_day`` may be fractional (60.5 = noon of day 60).
+    (``variance``, > 0), share of probability mass moved to the rare category
+    (``category_mix``, 0..1), or share of predictions whose label is flipped while features
+    and scores stay as they were (``concept``, 0..1: concept drift). ``start_day`` may be
+    fractional (60.5 = noon of day 60).
     Empty ``features`` = the first numeric feature (first categorical for ``category_mix``);
     empty ``tenants``/``models`` = all of them.
     """
@@ -134,8 +138,8 @@ class DriftSpec:
             raise ValueError(f"drift magnitude must be finite, not {self.magnitude}")
         if kind is DriftType.VARIANCE and self.magnitude <= 0:
             raise ValueError(f"variance drift magnitude must be > 0, not {self.magnitude}")
-        if kind is DriftType.CATEGORY_MIX and not 0 <= self.magnitude <= 1:
-            raise ValueError(f"category_mix magnitude must be in [0, 1], not {self.magnitude}")
+        if kind in (DriftType.CATEGORY_MIX, DriftType.CONCEPT) and not 0 <= self.magnitude <= 1:
+            raise ValueError(f"{kind.value} magnitude must be in [0, 1], not {self.magnitude}")
 
 
 @dataclass(frozen=True)
@@ -488,7 +492,9 @@ def _resolve_drifts(
             continue
         num_idx: tuple[int, ...] = ()
         cat_idx: tuple[int, ...] = ()
-        if spec.type is DriftType.CATEGORY_MIX:
+        if spec.type is DriftType.CONCEPT:
+            pass  # labels only
+        elif spec.type is DriftType.CATEGORY_MIX:
             if spec.features:
                 cat_idx = tuple(categorical.index(f) for f in spec.features if f in categorical)
             elif categorical:
@@ -497,7 +503,7 @@ def _resolve_drifts(
             num_idx = tuple(numeric.index(f) for f in spec.features if f in numeric)
         elif numeric:
             num_idx = (0,)
-        if num_idx or cat_idx:
+        if num_idx or cat_idx or spec.type is DriftType.CONCEPT:
             out.append(
                 _ResolvedDrift(
                     type=spec.type,
@@ -643,6 +649,12 @@ def _simulate_day(cfg: SimulationConfig, p: _Profile, day: int, day_start_us: in
     label_rng = _rng(cfg, p.tenant, p.model, _P_LABELS, day)
     score = _sigmoid(eta + label_rng.normal(0.0, SCORE_NOISE, n))
     label = (label_rng.random(n) < _sigmoid(eta)).astype(np.int64)
+    concept = [d for d in p.drifts if d.type is DriftType.CONCEPT]
+    if concept:
+        flip_u = _rng(cfg, p.tenant, p.model, _P_CONCEPT, day).random(n)
+        for d in concept:
+            flip = (times >= d.start_us) & (flip_u < d.magnitude)
+            label[flip] = 1 - label[flip]
     return _DayBatch(p, day, times, numeric, categorical, missing, score, label)
 
 

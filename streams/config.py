@@ -144,3 +144,65 @@ class EngineConfig:
             window_start - self.baseline_start_days * DAY,
             window_start - self.baseline_end_days * DAY,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class PerformanceConfig:
+    """What decides performance drift. Windows and baselines follow ``engine`` (the same rule
+    as feature drift), on **prediction** time; labels only add to the windows they belong to.
+
+    Labels trickle in, so a window is looked at several times: when its labelled count
+    first reaches ``min_labels``, then at each doubling (at most ``max_looks`` such looks), and
+    a last time once ``label_horizon_days`` have passed since it closed. Alpha is split
+    evenly over those looks (Bonferroni), so each window's false-alarm rate stays <= alpha.
+    """
+
+    engine: EngineConfig = EngineConfig()
+    min_labels: int = 100
+    """First look at a window (per model version) once it has this many labels."""
+    max_looks: int = 6
+    """Looks at labelled counts min_labels * 2**k, k < max_looks, before the final one."""
+    label_horizon_days: float = 7.0
+    """The final look at a window, which may also count it as clean, waits this long after
+    the window's end for its late labels."""
+    min_accuracy_drop: float = 0.05
+    """An accuracy drop counts from this absolute difference (and must be significant)."""
+    min_pr_auc_drop: float = 0.05
+    """A PR-AUC drop counts from this absolute difference (and must be significant)."""
+    pr_auc_floor: float = 0.70
+    """A PR-AUC significantly below this is CRITICAL whatever the baseline (seed plan)."""
+    min_floor_positives: int = 30
+    """Labelled positives a window needs before the PR-AUC floor is tested."""
+    adwin_delta: float = 0.0005
+    """Confidence of river's ADWIN on the labelled error stream (smaller = fewer alarms)."""
+    estimate_max_label_rate: float = 0.5
+    """A closed window with fewer labels than this share gets a label-free (CBPE) estimate."""
+    join_retention_days: float = 30.0
+    """Predictions wait this long (event time) for their outcome, then expire."""
+
+    def __post_init__(self) -> None:
+        if self.min_labels < 1 or self.max_looks < 1 or self.min_floor_positives < 1:
+            raise ValueError("min_labels, max_looks and min_floor_positives must be >= 1")
+        if self.label_horizon_days < 0 or self.join_retention_days <= 0:
+            raise ValueError("label_horizon_days must be >= 0, join_retention_days > 0")
+        if not 0 < self.adwin_delta < 1:
+            raise ValueError("adwin_delta must be in (0, 1)")
+        if not 0 <= self.estimate_max_label_rate <= 1:
+            raise ValueError("estimate_max_label_rate must be in [0, 1]")
+        if self.min_accuracy_drop < 0 or self.min_pr_auc_drop < 0:
+            raise ValueError("min_accuracy_drop and min_pr_auc_drop must be >= 0")
+        if not 0 <= self.pr_auc_floor <= 1:
+            raise ValueError("pr_auc_floor must be in [0, 1]")
+
+    @property
+    def look_alpha(self) -> float:
+        """Alpha of one look: the milestone looks plus the final one share ``engine.alpha``."""
+        return self.engine.alpha / (self.max_looks + 1)
+
+    def milestone(self, look: int) -> int:
+        """Labelled count at which look number ``look`` (0-based) happens.
+
+        >>> [PerformanceConfig().milestone(k) for k in range(3)]
+        [100, 200, 400]
+        """
+        return self.min_labels << look

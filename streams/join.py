@@ -1,33 +1,41 @@
-"""Joining outcomes to their predictions, and the per-window performance history they feed.
+"""Joining outcomes to their predictions by ``event_id``.
 
 Pure logic over a :class:`~streams.engine.StateStore` (a Faust table in a worker, a dict in a
 backtest), like the drift engine. State lives under keys of one ``event_id`` (the prediction
-and what became of it) and of one (tenant, model, model_version, window) (its
-:class:`~streams.performance.PerformanceSummary`), so a worker co-partitions predictions
-re-keyed by ``event_id`` with ``outcomes`` (keyed by ``event_id`` on the wire).
+and what became of it), so a worker routes predictions and outcomes to one internal topic
+partitioned by ``event_id`` and runs one joiner per partition. What the pairs are worth (the
+performance history) is :mod:`streams.perf_monitor`'s job.
 
 Labels arrive late, partially, twice, or before their prediction:
 
 - a prediction is kept for ``retention_days`` of event time, then an outcome for it is
   ``expired`` (a prediction older than that is never joined);
 - an outcome for a prediction not seen yet waits (``pending``) until it arrives, up to the
-  same retention;
+  same retention, then is given up as ``unknown_prediction``;
 - a second outcome for the same prediction is a ``duplicate_outcome`` and never counted twice;
-- a second prediction with the same ``event_id`` is a ``duplicate_prediction``.
+- a second prediction with the same ``event_id`` is a ``duplicate_prediction``;
+- the *same* message delivered again (at-least-once, after a crash) is recognised by its
+  source position and ignored silently: it is a replay, not a duplicate.
+
+Records are deleted ``retention_days`` after they were made, via an index of the keys made
+per (partition, day) kept in chunks, so expiry never scans the table.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas import InvalidEvent, OutcomeEvent, PredictionEvent, parse_timestamp
+from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
 from streams.config import DAY
 from streams.engine import StateStore, Write
-from streams.performance import PerformanceSummary
+from streams.state import Position
 
 POSITIVE_LABELS = frozenset({"1", "true", "yes", "positive", "fraud", "conflict"})
+INDEX_CHUNK = 1_000
+"""Keys per expiry-index value: appends rewrite one chunk, never a whole day."""
 
 
 def binary_label(label: int | str) -> int:
@@ -45,11 +53,9 @@ def binary_label(label: int | str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class JoinConfig:
-    window_seconds: float = DAY
     retention_days: float = 30.0
-
-    def window_start(self, ts: float) -> float:
-        return (ts // self.window_seconds) * self.window_seconds
+    """Predictions wait this long (event time) for their outcome; outcomes for their
+    prediction."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,83 +83,131 @@ class LabeledPrediction:
 class JoinStats:
     joined: int = 0
     pending: int = 0
+    replayed: int = 0
+    expired_records: int = 0
     rejected: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class JoinResult:
+    """What one event did: ``new`` is False for a replayed message (nothing changed);
+    ``joined`` is the pair it completed, if any."""
+
+    new: bool
+    joined: LabeledPrediction | None = None
+    home: int | None = None
+    """Partition of ``predictions`` the prediction came from (where its stream's state is)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredOutcome:
+    """An outcome that waited the whole retention for a prediction that never came."""
+
+    outcome: OutcomeEvent
+    origin: Position | None
 
 
 def prediction_key(event_id: str) -> str:
     return json.dumps(["p", event_id])
 
 
-def performance_key(tenant: str, model: str, version: str, window: float) -> str:
-    return json.dumps(["perf", tenant, model, version, int(window)])
+def _index_key(partition: int, day: int, chunk: int) -> str:
+    return json.dumps(["x", partition, day, chunk])
+
+
+def _meta_key(partition: int) -> str:
+    return json.dumps(["xm", partition])
+
+
+def _pos(raw: list[int] | None) -> Position | None:
+    return None if raw is None else (int(raw[0]), int(raw[1]))
 
 
 class OutcomeJoiner:
-    """Joins outcomes to predictions by ``event_id`` and keeps the performance history.
+    """Joins outcomes to predictions by ``event_id``, once each, whatever the order.
 
     >>> from streams.engine import MemoryStore
-    >>> store = MemoryStore()
-    >>> j = OutcomeJoiner(JoinConfig(), store)
+    >>> j = OutcomeJoiner(JoinConfig(), MemoryStore())
     >>> p = PredictionEvent("e1", "acme", "fraud", "v1", 0.0, {"x": 1.0}, 0.9)
-    >>> j.on_prediction(p) is None
+    >>> j.on_prediction(p, origin=(0, 5)).joined is None
     True
-    >>> j.on_outcome(OutcomeEvent("e1", "acme", "fraud", 3600.0, 1)).label
+    >>> j.on_outcome(OutcomeEvent("e1", "acme", "fraud", 3600.0, 1)).joined.label
     1
+    >>> j.on_prediction(p, origin=(0, 5)).new  # the same message again: a replay
+    False
     >>> j.on_outcome(OutcomeEvent("e1", "acme", "fraud", 7200.0, 1))
     Traceback (most recent call last):
     ...
     schemas.events.InvalidEvent: duplicate_outcome: event e1 already has an outcome
     """
 
-    def __init__(self, config: JoinConfig, store: StateStore) -> None:
+    def __init__(self, config: JoinConfig, store: StateStore, partition: int = 0) -> None:
         self.config = config
         self.store = store
+        self.partition = partition
+        """The partition this joiner's keys belong to (its index keys name it)."""
         self.stats = JoinStats()
         self._records: dict[str, dict[str, Any] | None] = {}
-        self._perf: dict[str, PerformanceSummary] = {}
         self._dirty: set[str] = set()
-        self._deleted: set[str] = set()
+        self._meta: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ events
 
-    def on_prediction(self, event: PredictionEvent) -> LabeledPrediction | None:
-        """Record a prediction; return the joined pair if its outcome was already waiting."""
+    def on_prediction(
+        self, event: PredictionEvent, origin: Position | None = None, home: int | None = None
+    ) -> JoinResult:
+        """Record a prediction; the result carries the joined pair if its outcome was waiting."""
         key = prediction_key(event.event_id)
         record = self._record(key)
         if record is not None and "prediction" in record:
+            if origin is not None and _pos(record.get("po")) == origin:
+                self.stats.replayed += 1
+                return JoinResult(new=False, home=record.get("home"))
             self._reject("duplicate_prediction")
             raise InvalidEvent(
                 "duplicate_prediction", f"event {event.event_id} was predicted before"
             )
-        summary = self._summary(event)
-        summary.add_prediction(event.score)
         pending = None if record is None else record.get("outcome")
-        record = {"prediction": event.to_dict(), "outcome": pending}
-        self._put(key, record)
+        new_record: dict[str, Any] = {"prediction": event.to_dict(), "home": home}
+        if origin is not None:
+            new_record["po"] = list(origin)
+        if record is None:
+            self._index(key, event.timestamp)
+        self._advance(event.timestamp)
         if pending is None:
-            return None
+            self._put(key, new_record)
+            return JoinResult(new=True, home=home)
+        new_record |= {"outcome": pending, "oo": record.get("oo") if record else None}
+        self._put(key, new_record)
         self.stats.pending -= 1
         outcome = OutcomeEvent.from_dict(pending)
         if outcome.timestamp - event.timestamp > self.config.retention_days * DAY:
             self._reject("expired")
-            return None
-        return self._join(event, record, outcome)
+            return JoinResult(new=True, home=home)
+        return JoinResult(new=True, joined=self._join(event, outcome), home=home)
 
-    def on_outcome(self, event: OutcomeEvent) -> LabeledPrediction | None:
-        """Join an outcome; None when it waits for its prediction. Raises :class:`InvalidEvent`
-        for a duplicate, or for a prediction older than the retention."""
+    def on_outcome(self, event: OutcomeEvent, origin: Position | None = None) -> JoinResult:
+        """Join an outcome (``joined`` is None while it waits for its prediction). Raises
+        :class:`InvalidEvent` for a duplicate, or for a prediction older than the retention."""
         binary_label(event.label)  # reject unusable labels before touching state
         key = prediction_key(event.event_id)
         record = self._record(key)
         if record is not None and record.get("outcome") is not None:
+            if origin is not None and _pos(record.get("oo")) == origin:
+                self.stats.replayed += 1
+                return JoinResult(new=False, home=record.get("home"))
             self._reject("duplicate_outcome")
             raise InvalidEvent(
                 "duplicate_outcome", f"event {event.event_id} already has an outcome"
             )
+        self._advance(event.timestamp)
         if record is None or "prediction" not in record:
-            self._put(key, {"outcome": event.to_dict()})
+            self._put(
+                key, {"outcome": event.to_dict(), "oo": None if origin is None else list(origin)}
+            )
+            self._index(key, event.timestamp)
             self.stats.pending += 1
-            return None
+            return JoinResult(new=True)
         prediction = PredictionEvent.from_dict(record["prediction"])
         if event.timestamp - prediction.timestamp > self.config.retention_days * DAY:
             self._reject("expired")
@@ -166,70 +220,93 @@ class OutcomeJoiner:
                 f"{prediction.tenant}/{prediction.model}",
             )
         record["outcome"] = event.to_dict()
+        record["oo"] = None if origin is None else list(origin)
         self._put(key, record)
-        return self._join(prediction, record, event)
+        return JoinResult(new=True, joined=self._join(prediction, event), home=record.get("home"))
 
-    def expire(self, key: str, now: float) -> bool:
-        """Delete ``key`` if it is a prediction record older than the retention at ``now``
-        (event time); the worker sweeps its table with this now and then."""
-        record = self._record(key) if key.startswith('["p"') else None
-        if record is None:
-            return False
-        ts_field = (record.get("prediction") or record.get("outcome") or {}).get("timestamp")
-        if ts_field is None:
-            return False
-        if now - parse_timestamp(ts_field) <= self.config.retention_days * DAY:
-            return False
-        self._records[key] = None
-        self._dirty.add(key)
-        self._deleted.add(key)
-        return True
-
-    def performance(
-        self, tenant: str, model: str, version: str, window: float
-    ) -> PerformanceSummary | None:
-        key = performance_key(tenant, model, version, window)
-        if key in self._perf:
-            return self._perf[key]
-        raw = self.store.get(key)
-        return None if raw is None else PerformanceSummary.from_bytes(raw)
+    def expire(self) -> list[ExpiredOutcome]:
+        """Delete the records made more than ``retention_days`` before this partition's event
+        time; return the outcomes among them that never found their prediction."""
+        meta = self._load_meta()
+        clock = meta["clock"]
+        horizon = self.config.retention_days * DAY
+        gone: list[ExpiredOutcome] = []
+        for day_s, count in sorted(meta["days"].items(), key=lambda kv: int(kv[0])):
+            day = int(day_s)
+            if (day + 1) * DAY + horizon > clock:
+                break
+            for chunk in range(count // INDEX_CHUNK + 1):
+                ikey = _index_key(self.partition, day, chunk)
+                raw = self.store.get(ikey)
+                self._records[ikey] = None
+                self._dirty.add(ikey)
+                for key in [] if raw is None else json.loads(raw)["k"]:
+                    record = self._record(key)
+                    if record is None:
+                        continue
+                    if "prediction" not in record and record.get("outcome") is not None:
+                        gone.append(
+                            ExpiredOutcome(
+                                OutcomeEvent.from_dict(record["outcome"]), _pos(record.get("oo"))
+                            )
+                        )
+                        self.stats.pending -= 1
+                        self._reject("unknown_prediction")
+                    self._records[key] = None
+                    self._dirty.add(key)
+                    self.stats.expired_records += 1
+            del meta["days"][day_s]
+            self._dirty.add(_meta_key(self.partition))
+        return gone
 
     def flush(self) -> list[Write]:
         writes = []
+        meta_key = _meta_key(self.partition)
         for key in sorted(self._dirty):
-            if key in self._deleted:
-                writes.append(Write(key, None, None))
-            elif key in self._perf:
-                writes.append(Write(key, self._perf[key].to_bytes(), None))
-            else:
-                record = self._records.get(key)
-                value = None if record is None else json.dumps(record).encode()
-                writes.append(Write(key, value, None))
+            if key == meta_key and self._meta is not None:
+                writes.append(Write(key, json.dumps(self._meta).encode(), None))
+                continue
+            record = self._records.get(key)
+            value = None if record is None else json.dumps(record).encode()
+            writes.append(Write(key, value, None))
         self._dirty.clear()
-        self._deleted.clear()
         self._records.clear()
-        self._perf.clear()
+        self._meta = None
         return writes
 
     # ------------------------------------------------------------------ internals
 
-    def _join(
-        self, prediction: PredictionEvent, record: dict[str, Any], outcome: OutcomeEvent
-    ) -> LabeledPrediction:
-        self._summary(prediction).add_label(prediction.score, binary_label(outcome.label))
+    def _join(self, prediction: PredictionEvent, outcome: OutcomeEvent) -> LabeledPrediction:
         self.stats.joined += 1
         return LabeledPrediction(prediction, outcome.label, outcome.timestamp)
 
-    def _summary(self, event: PredictionEvent) -> PerformanceSummary:
-        window = self.config.window_start(event.timestamp)
-        key = performance_key(event.tenant, event.model, event.model_version, window)
-        summary = self._perf.get(key)
-        if summary is None:
-            raw = self.store.get(key)
-            summary = PerformanceSummary() if raw is None else PerformanceSummary.from_bytes(raw)
-            self._perf[key] = summary
-        self._dirty.add(key)
-        return summary
+    def _load_meta(self) -> dict[str, Any]:
+        if self._meta is None:
+            raw = self.store.get(_meta_key(self.partition))
+            self._meta = {"clock": -math.inf, "days": {}} if raw is None else json.loads(raw)
+        return self._meta
+
+    def _advance(self, ts: float) -> None:
+        meta = self._load_meta()
+        if ts > meta["clock"]:
+            meta["clock"] = ts
+            self._dirty.add(_meta_key(self.partition))
+
+    def _index(self, key: str, ts: float) -> None:
+        """Remember ``key`` under the day it was made, for :meth:`expire`."""
+        meta = self._load_meta()
+        day = str(int(ts // DAY))
+        n = meta["days"].get(day, 0)
+        meta["days"][day] = n + 1
+        ikey = _index_key(self.partition, int(day), n // INDEX_CHUNK)
+        keys = self._records.get(ikey)
+        if keys is None:
+            raw = self.store.get(ikey)
+            keys = {"k": []} if raw is None else json.loads(raw)
+        keys["k"].append(key)
+        self._records[ikey] = keys
+        self._dirty.add(ikey)
+        self._dirty.add(_meta_key(self.partition))
 
     def _record(self, key: str) -> dict[str, Any] | None:
         if key in self._records:
@@ -242,7 +319,6 @@ class OutcomeJoiner:
     def _put(self, key: str, record: dict[str, Any]) -> None:
         self._records[key] = record
         self._dirty.add(key)
-        self._deleted.discard(key)
 
     def _reject(self, reason: str) -> None:
         self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1

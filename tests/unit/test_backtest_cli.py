@@ -42,7 +42,7 @@ def test_simulate_then_backtest_with_outcomes(
     )
     (out / "predictions.jsonl").open("a").write("{broken\n")
     capsys.readouterr()
-    perf = tmp_path / "perf.jsonl"
+    history_file = tmp_path / "perf.jsonl"
     config = tmp_path / "short-history.toml"
     config.write_text("baseline_start_days = 28\nbaseline_end_days = 7\n")
     assert (
@@ -56,19 +56,28 @@ def test_simulate_then_backtest_with_outcomes(
                 "--outcomes",
                 str(out / "outcomes.jsonl"),
                 "--performance",
-                str(perf),
+                str(history_file),
             ]
         )
         == 0
     )
     captured = capsys.readouterr()
-    drifts = [json.loads(line) for line in captured.out.splitlines()]
+    events = [json.loads(line) for line in captured.out.splitlines()]
+    drifts = [d for d in events if d["kind"] == "statistical"]
     assert drifts and {d["feature"] for d in drifts} == {"amount"}
     assert min(d["window_start"] for d in drifts) == "2026-01-31T00:00:00.000000Z"  # day 30
+    # The shift makes the model less sure (more traffic near its threshold): its accuracy
+    # really drops, and the label-free estimate says so before the labels do.
+    perf = [d for d in events if d["kind"] == "performance"]
+    assert all(d["window_start"] >= "2026-01-31" for d in perf)
+    estimated = [d["detected_at"] for d in perf if d.get("estimated")]
+    realised = [d["detected_at"] for d in perf if d["test"] == "accuracy_drop"]
+    assert estimated and realised and min(estimated) < min(realised)
     summary = json.loads(captured.err.strip().splitlines()[-2])["backtest"]
+    assert summary["performance_drift_events"] == len(perf)
     assert summary["events"] == 40 * 300 and summary["rejected"] == {"malformed_json": 1}
     assert summary["outcomes_joined"] == pytest.approx(0.8 * 40 * 300, rel=0.05)
-    history = [json.loads(line) for line in perf.read_text().splitlines()]
+    history = [json.loads(line) for line in history_file.read_text().splitlines()]
     assert len(history) == 40
     assert all(row["predictions"] == 300 for row in history)
     assert all(0.6 < row["label_rate"] <= 1 for row in history[:-3])

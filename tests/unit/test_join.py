@@ -1,4 +1,4 @@
-"""Outcome joins and performance history on seeded traffic with late, missing and odd labels."""
+"""Outcome joins on seeded traffic with late, missing, duplicated and replayed labels."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import heapq
 
 import numpy as np
 import pytest
-from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
 from driftwatch.simulate import SimulationConfig, generate, generate_outcomes
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
-from streams.config import DAY
+from streams.config import DAY, PerformanceConfig
 from streams.engine import MemoryStore
 from streams.join import JoinConfig, LabeledPrediction, OutcomeJoiner, binary_label
+from streams.perf_monitor import PerformanceMonitor
 
 T0 = 1_767_225_600.0
 
@@ -27,20 +28,20 @@ def outcome(event_id: str, ts: float, label: int | str = 1, tenant: str = "acme"
 
 def test_outcome_before_prediction_waits_and_joins() -> None:
     j = OutcomeJoiner(JoinConfig(), MemoryStore())
-    assert j.on_outcome(outcome("e1", T0 + 10)) is None
+    assert j.on_outcome(outcome("e1", T0 + 10)).joined is None
     assert j.stats.pending == 1
-    joined = j.on_prediction(prediction("e1"))
-    assert isinstance(joined, LabeledPrediction) and joined.label == 1
+    result = j.on_prediction(prediction("e1"), home=3)
+    joined = result.joined
+    assert isinstance(joined, LabeledPrediction) and joined.label == 1 and result.home == 3
     assert j.stats.pending == 0 and j.stats.joined == 1
     row = joined.to_dict()
     assert row["prediction_timestamp"] < row["outcome_timestamp"] and row["score"] == 0.8
 
 
-def test_duplicates_expired_and_mismatched_are_rejected_and_never_counted() -> None:
-    store = MemoryStore()
-    j = OutcomeJoiner(JoinConfig(retention_days=30), store)
+def test_duplicates_expired_and_mismatched_are_rejected_and_never_joined_twice() -> None:
+    j = OutcomeJoiner(JoinConfig(retention_days=30), MemoryStore())
     j.on_prediction(prediction("e1"))
-    j.on_outcome(outcome("e1", T0 + DAY, 1))
+    assert j.on_outcome(outcome("e1", T0 + DAY, 1)).joined is not None
     for bad, reason in (
         (lambda: j.on_outcome(outcome("e1", T0 + 2 * DAY, 0)), "duplicate_outcome"),
         (lambda: j.on_prediction(prediction("e1")), "duplicate_prediction"),
@@ -56,15 +57,30 @@ def test_duplicates_expired_and_mismatched_are_rejected_and_never_counted() -> N
         j.on_outcome(outcome("e3", T0 + DAY, tenant="globex"))
     with pytest.raises(InvalidEvent, match="bad_value"):
         j.on_outcome(outcome("e3", T0 + DAY, label=7))
-    summary = j.performance("acme", "fraud", "v1", T0)
-    assert summary is not None
-    assert summary.predictions == 3 and summary.labelled == 1
+    assert j.stats.joined == 1
     assert j.stats.rejected == {
         "duplicate_outcome": 1,
         "duplicate_prediction": 1,
         "expired": 1,
         "mismatched_outcome": 1,
     }
+
+
+def test_a_replayed_message_is_ignored_not_rejected() -> None:
+    """At-least-once: the same source message again (same origin) is a no-op, while a
+    different message with the same event_id is a duplicate."""
+    store = MemoryStore()
+    j = OutcomeJoiner(JoinConfig(), store)
+    assert j.on_prediction(prediction("e1"), origin=(2, 10), home=2).new
+    assert j.on_outcome(outcome("e1", T0 + 5), origin=(1, 7)).joined is not None
+    store.apply(j.flush())
+    again = OutcomeJoiner(JoinConfig(), store)
+    assert not again.on_prediction(prediction("e1"), origin=(2, 10)).new
+    replay = again.on_outcome(outcome("e1", T0 + 5), origin=(1, 7))
+    assert not replay.new and replay.joined is None and replay.home == 2
+    with pytest.raises(InvalidEvent, match="duplicate_outcome"):
+        again.on_outcome(outcome("e1", T0 + 5), origin=(1, 8))
+    assert again.stats.replayed == 2 and again.stats.joined == 0
 
 
 def test_state_survives_a_flush_and_a_new_joiner() -> None:
@@ -74,29 +90,34 @@ def test_state_survives_a_flush_and_a_new_joiner() -> None:
     j.on_outcome(outcome("e2", T0 + 5))
     store.apply(j.flush())
     again = OutcomeJoiner(JoinConfig(), store)
-    assert again.on_outcome(outcome("e1", T0 + 60)) is not None
-    assert again.on_prediction(prediction("e2")) is not None
+    assert again.on_outcome(outcome("e1", T0 + 60)).joined is not None
+    assert again.on_prediction(prediction("e2")).joined is not None
     with pytest.raises(InvalidEvent, match="duplicate_outcome"):
         again.on_outcome(outcome("e1", T0 + 70))
-    store.apply(again.flush())
-    summary = OutcomeJoiner(JoinConfig(), store).performance("acme", "fraud", "v1", T0)
-    assert summary is not None and summary.labelled == 2
 
 
-def test_expiry_sweep_deletes_old_records_only() -> None:
+def test_expiry_deletes_old_records_and_gives_up_on_orphan_outcomes() -> None:
     store = MemoryStore()
-    j = OutcomeJoiner(JoinConfig(retention_days=30), store)
+    j = OutcomeJoiner(JoinConfig(retention_days=30), store, partition=1)
     j.on_prediction(prediction("old", T0))
+    j.on_outcome(outcome("orphan", T0 + 3600), origin=(0, 42))
     j.on_prediction(prediction("new", T0 + 20 * DAY))
     store.apply(j.flush())
-    keys = [k for k in store.data if k.startswith('["p"')]
-    removed = [k for k in keys if j.expire(k, T0 + 40 * DAY)]
+    assert j.expire() == []  # nothing is 30 days old yet
+    j.on_prediction(prediction("later", T0 + 32 * DAY))
+    gone = j.expire()
     store.apply(j.flush())
-    assert removed == ['["p", "old"]']
-    assert '["p", "new"]' in store.data and '["p", "old"]' not in store.data
+    assert [(g.outcome.event_id, g.origin) for g in gone] == [("orphan", (0, 42))]
+    records = sorted(k for k in store.data if k.startswith('["p"'))
+    assert records == ['["p", "later"]', '["p", "new"]']
+    assert j.stats.rejected == {"unknown_prediction": 1} and j.stats.pending == 0
+    # the index of the expired day went with it
+    assert not [k for k in store.data if k.startswith(f'["x", 1, {int(T0 // DAY)}')]
 
 
-def test_performance_history_matches_sklearn_on_late_partial_labels() -> None:
+def test_performance_history_of_joined_pairs_matches_sklearn() -> None:
+    """Late (2-60 h), partial (80 %) labels through the joiner into the monitor: every
+    metric of every window agrees with scikit-learn on the same joined rows."""
     cfg = SimulationConfig(
         seed=5,
         tenants=("acme",),
@@ -109,35 +130,49 @@ def test_performance_history_matches_sklearn_on_late_partial_labels() -> None:
     )
     predictions = list(generate(cfg))
     outcomes = list(generate_outcomes(cfg))
-    store = MemoryStore()
-    j = OutcomeJoiner(JoinConfig(), store)
+    join_store, perf_store = MemoryStore(), MemoryStore()
+    j = OutcomeJoiner(JoinConfig(), join_store)
+    mon = PerformanceMonitor(PerformanceConfig(), perf_store)
     merged = heapq.merge(
         ((p.timestamp, 0, p) for p in predictions), ((o.timestamp, 1, o) for o in outcomes)
     )
     rows: list[LabeledPrediction] = []
     for i, (_, _, event) in enumerate(merged):
         if isinstance(event, PredictionEvent):
-            got = j.on_prediction(event)
+            got = j.on_prediction(event).joined
+            mon.observe_prediction("acme", "fraud", "v1", event.timestamp, event.score, (0, i))
         else:
             assert isinstance(event, OutcomeEvent)
-            got = j.on_outcome(event)
+            got = j.on_outcome(event).joined
         if got is not None:
             rows.append(got)
+            p = got.prediction
+            label = binary_label(got.label)
+            mon.observe_label(
+                "acme", "fraud", "v1", p.timestamp, p.score, label, got.outcome_timestamp, (0, i)
+            )
         if i % 997 == 0:
-            store.apply(j.flush())
-    store.apply(j.flush())
+            join_store.apply(j.flush())
+            perf_store.apply(mon.flush())
+    join_store.apply(j.flush())
+    perf_store.apply(mon.flush())
     assert len(rows) == len(outcomes) and j.stats.pending == 0
     assert len(rows) == pytest.approx(0.8 * len(predictions), rel=0.05)
-    for day in range(cfg.days):
+    history = PerformanceMonitor(PerformanceConfig(), perf_store).history("acme", "fraud")
+    assert len(history) == cfg.days
+    for day, row in enumerate(history):
         window = T0 + day * DAY
-        summary = OutcomeJoiner(JoinConfig(), store).performance("acme", "fraud", "v1", window)
-        assert summary is not None
         day_rows = [r for r in rows if window <= r.prediction.timestamp < window + DAY]
         y = np.array([binary_label(r.label) for r in day_rows])
         s = np.array([r.prediction.score for r in day_rows])
-        assert summary.predictions == sum(window <= p.timestamp < window + DAY for p in predictions)
-        assert summary.labelled == len(day_rows)
-        assert summary.accuracy() == pytest.approx(accuracy_score(y, s >= 0.5))
-        auc, bound = summary.roc_auc(), summary.roc_auc_error_bound()
-        assert auc is not None and bound is not None
-        assert abs(auc - roc_auc_score(y, s)) <= bound + 1e-12
+        assert row["predictions"] == sum(window <= p.timestamp < window + DAY for p in predictions)
+        assert row["labelled"] == len(day_rows)
+        assert row["label_rate"] == pytest.approx(len(day_rows) / row["predictions"])
+        assert row["accuracy"] == pytest.approx(accuracy_score(y, s >= 0.5))
+        win = mon.window("acme", "fraud", window)
+        assert win is not None
+        summary = win.versions["v1"]
+        auc_bound, ap_bound = summary.roc_auc_error_bound(), summary.pr_auc_error_bound()
+        assert auc_bound is not None and ap_bound is not None
+        assert abs(row["roc_auc"] - roc_auc_score(y, s)) <= auc_bound + 1e-12
+        assert abs(row["pr_auc"] - average_precision_score(y, s)) <= ap_bound + 1e-12

@@ -1,0 +1,774 @@
+"""Performance drift: the per-window performance history and the tests that watch it.
+
+Pure logic over a :class:`~streams.engine.StateStore`, like the feature-drift engine: a worker
+keeps it in a Faust table, a backtest in a dict, and both get the same DriftEvents for the
+same joined data in the same order.
+
+State per (tenant, model):
+
+* one :class:`PerfWindow` per window of **prediction** time: a
+  :class:`~streams.performance.PerformanceSummary` per model version, which late labels keep
+  filling in (the history says how complete each window is);
+* one :class:`PerfStream`: the event-time clock, the windows with data, a river ``ADWIN`` per
+  model version on the labelled error stream, and the open incidents.
+
+Four signals, all of them DriftEvents of kind ``performance``:
+
+* ``accuracy_drop`` / ``pr_auc_drop``: a window (per version) against the merged baseline
+  windows (the feature-drift baseline rule), one-sided tests, Benjamini-Hochberg over the
+  two, and a minimum absolute drop. A window is looked at when its labelled count reaches
+  ``min_labels`` and each doubling, then once more after ``label_horizon_days``; alpha is
+  split over the looks (Bonferroni), so re-testing a window as labels arrive does not
+  inflate the false-alarm rate;
+* ``pr_auc_floor``: PR-AUC significantly below ``pr_auc_floor`` (0.70): CRITICAL;
+* ``adwin_error_rate``: ADWIN finds the error rate rose within the stream, by more than
+  ``min_accuracy_drop`` over the baseline's (catches a drop inside a window);
+* ``estimated_accuracy_drop`` / ``estimated_pr_auc_drop``: for a closed window whose labels
+  are still mostly missing, CBPE estimates from its score distribution and the calibration
+  learned on the baseline; marked ``estimated: true`` and never more than MEDIUM. They see
+  covariate shift days before the labels do; they cannot see concept drift.
+
+Every value carries the source offsets it applied (``offsets``), so a replay after a crash
+changes nothing (see ``streams.state``).
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import json
+import math
+import pickle
+import struct
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from river.drift import ADWIN
+from scipy import stats
+
+from schemas import DriftEvent, DriftKind, Severity
+from streams.config import DAY, PerformanceConfig
+from streams.decision import benjamini_hochberg
+from streams.engine import StateStore, Write
+from streams.performance import (
+    CalibrationMap,
+    PerformanceSummary,
+    auc_drop_test,
+    estimate_performance,
+    proportion_drop_test,
+)
+from streams.state import (
+    Incident,
+    IncidentBook,
+    Position,
+    _guard,
+    _offsets_from_json,
+    _offsets_to_json,
+)
+
+__all__ = ["PerfStream", "PerfWindow", "PerformanceMonitor", "history_row"]
+
+_NAMESPACE = uuid.UUID("0b9a3c52-8f7e-4f51-a0c2-7f5d6e4b1a93")
+_LEN = struct.Struct("<I")
+Z95 = 1.6448536269514722  # one-sided 95 %
+
+
+@functools.lru_cache(maxsize=4096)
+def perf_window_key(tenant: str, model: str, window: float) -> str:
+    return json.dumps(["pw", tenant, model, int(window)])
+
+
+@functools.lru_cache(maxsize=1024)
+def perf_stream_key(tenant: str, model: str) -> str:
+    return json.dumps(["ps", tenant, model])
+
+
+@dataclass
+class PerfWindow:
+    """One window's performance summaries, one per model version."""
+
+    versions: dict[str, PerformanceSummary] = field(default_factory=dict)
+    offsets: dict[int, int] = field(default_factory=dict)
+    looks: dict[str, int] = field(default_factory=dict)
+    """Milestone looks done, per version."""
+    final: bool = False
+    estimated: bool = False
+    raised: list[str] = field(default_factory=list)
+    """Incident keys this window was already found drifting for (one count per window)."""
+
+    def merged(self) -> PerformanceSummary:
+        out = PerformanceSummary()
+        for s in self.versions.values():
+            out = out.merge(s)
+        return out
+
+    def to_bytes(self) -> bytes:
+        names = sorted(self.versions)
+        head = json.dumps(
+            {
+                "v": names,
+                "o": _offsets_to_json(self.offsets),
+                "l": self.looks,
+                "f": self.final,
+                "e": self.estimated,
+                "r": self.raised,
+            },
+            separators=(",", ":"),
+        ).encode()
+        parts = [_LEN.pack(len(head)), head]
+        for name in names:
+            raw = self.versions[name].to_bytes()
+            parts += [_LEN.pack(len(raw)), raw]
+        return b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> PerfWindow:
+        (n,) = _LEN.unpack_from(raw, 0)
+        pos = _LEN.size + n
+        head = json.loads(raw[_LEN.size : pos])
+        versions = {}
+        for name in head["v"]:
+            (m,) = _LEN.unpack_from(raw, pos)
+            pos += _LEN.size
+            versions[name] = PerformanceSummary.from_bytes(raw[pos : pos + m])
+            pos += m
+        return cls(
+            versions, _offsets_from_json(head["o"]), head["l"], head["f"], head["e"], head["r"]
+        )
+
+
+@dataclass
+class PerfStream:
+    tenant: str
+    model: str
+    clock: float = -math.inf
+    windows: list[float] = field(default_factory=list)
+    """Starts of the windows with data, ascending."""
+    offsets: dict[int, int] = field(default_factory=dict)
+    adwin: dict[str, ADWIN] = field(default_factory=dict)
+    adwin_window: dict[str, float] = field(default_factory=dict)
+    """Window start of the last label each version's ADWIN saw."""
+    latest_version: str = ""
+    incidents: IncidentBook = field(default_factory=IncidentBook)
+    next_due: float = -math.inf
+    """Event time of the next window close, final look or expiry: the clock only scans the
+    windows when it passes this."""
+
+    def to_bytes(self) -> bytes:
+        return json.dumps(
+            {
+                "t": self.tenant,
+                "m": self.model,
+                "c": self.clock if math.isfinite(self.clock) else None,
+                "w": self.windows,
+                "o": _offsets_to_json(self.offsets),
+                # river detectors pickle cleanly; this is our own state, never foreign input.
+                "a": {v: base64.b64encode(pickle.dumps(d)).decode() for v, d in self.adwin.items()},
+                "aw": self.adwin_window,
+                "lv": self.latest_version,
+                "i": self.incidents.to_json(),
+                "nd": self.next_due if math.isfinite(self.next_due) else None,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> PerfStream:
+        d = json.loads(raw)
+        return cls(
+            tenant=d["t"],
+            model=d["m"],
+            clock=-math.inf if d["c"] is None else float(d["c"]),
+            windows=[float(w) for w in d["w"]],
+            offsets=_offsets_from_json(d["o"]),
+            adwin={v: pickle.loads(base64.b64decode(b)) for v, b in d["a"].items()},
+            adwin_window={v: float(w) for v, w in d["aw"].items()},
+            latest_version=d["lv"],
+            incidents=IncidentBook.from_json(d["i"]),
+            next_due=-math.inf if d["nd"] is None else float(d["nd"]),
+        )
+
+
+@dataclass(frozen=True)
+class _Finding:
+    test: str
+    statistic: float
+    p_value: float | None
+    effect: float
+    severity: Severity
+    extra: dict[str, Any]
+
+
+def history_row(
+    tenant: str, model: str, version: str, window: float, s: PerformanceSummary
+) -> dict[str, Any]:
+    """One row of the performance history (the seed plan's ModelPerformanceMetrics)."""
+    from schemas import format_timestamp
+
+    return {
+        "tenant": tenant,
+        "model": model,
+        "model_version": version,
+        "window_start": format_timestamp(window),
+        "predictions": s.predictions,
+        "labelled": s.labelled,
+        "label_rate": s.label_rate,
+        "accuracy": s.accuracy(),
+        "precision": s.precision(),
+        "recall": s.recall(),
+        "f1": s.f1(),
+        "roc_auc": s.roc_auc(),
+        "pr_auc": s.pr_auc(),
+        "brier": s.brier(),
+        "calibration_error": s.calibration_error(),
+        "positive_rate": s.positive_rate,
+    }
+
+
+class PerformanceMonitor:
+    """Keeps the performance history of joined predictions and raises performance drift.
+
+    >>> import numpy as np
+    >>> from streams.engine import MemoryStore
+    >>> mon = PerformanceMonitor(PerformanceConfig(pr_auc_floor=0.5), MemoryStore())
+    >>> rng = np.random.default_rng(3)
+    >>> events = []
+    >>> for day in range(66):  # labels turn to coin flips on day 63
+    ...     for _ in range(300):
+    ...         s = float(rng.random())
+    ...         y = int(rng.random() < s) if day < 63 else int(rng.random() < 0.5)
+    ...         ts = day * DAY + float(rng.random()) * DAY
+    ...         _ = mon.observe_prediction("acme", "fraud", "v1", ts, s)
+    ...         events += mon.observe_label("acme", "fraud", "v1", ts, s, y, ts + 3600)
+    >>> sorted({(int(e.window_start // DAY), e.test) for e in events})  # nothing before day 63
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [(63, 'accuracy_drop'), (63, 'adwin_error_rate'), (63, 'pr_auc_drop'),
+     (64, 'accuracy_drop'), (64, 'pr_auc_drop'), (65, 'accuracy_drop'), (65, 'pr_auc_drop')]
+    """
+
+    def __init__(self, config: PerformanceConfig, store: StateStore) -> None:
+        self.config = config
+        self.store = store
+        self.stats: Counter[str] = Counter()
+        self._streams: dict[str, PerfStream] = {}
+        self._windows: dict[str, PerfWindow | None] = {}
+        self._dirty: set[str] = set()
+        self._deleted: set[str] = set()
+
+    # ------------------------------------------------------------------ events
+
+    def observe_prediction(
+        self,
+        tenant: str,
+        model: str,
+        version: str,
+        ts: float,
+        score: float,
+        position: Position | None = None,
+    ) -> list[DriftEvent]:
+        stream = self._stream(tenant, model)
+        w = self.config.engine.window_start(ts)
+        win, wkey = self._window_for(stream, w)
+        if _guard(win.offsets, position):
+            win.versions.setdefault(version, PerformanceSummary()).add_prediction(score)
+            self._dirty.add(wkey)
+        if not _guard(stream.offsets, position):
+            return []
+        stream.latest_version = version
+        return self._advance(stream, ts)
+
+    def observe_label(
+        self,
+        tenant: str,
+        model: str,
+        version: str,
+        prediction_ts: float,
+        score: float,
+        label: int,
+        outcome_ts: float,
+        position: Position | None = None,
+    ) -> list[DriftEvent]:
+        cfg = self.config
+        stream = self._stream(tenant, model)
+        w = cfg.engine.window_start(prediction_ts)
+        win, wkey = self._window_for(stream, w)
+        events: list[DriftEvent] = []
+        if _guard(win.offsets, position):
+            summary = win.versions.setdefault(version, PerformanceSummary())
+            summary.add_label(score, label)
+            self._dirty.add(wkey)
+            self.stats["labels"] += 1
+            look = win.looks.get(version, 0)
+            if look < cfg.max_looks and summary.labelled >= cfg.milestone(look):
+                while look < cfg.max_looks and summary.labelled >= cfg.milestone(look):
+                    look += 1
+                win.looks[version] = look
+                events += self._judge(stream, w, win, version, outcome_ts, final=False)
+        if not _guard(stream.offsets, position):
+            return events
+        events += self._adwin(stream, version, w, int((score >= 0.5) != bool(label)), outcome_ts)
+        return events + self._advance(stream, outcome_ts)
+
+    def advance(self, tenant: str, model: str, event_time: float) -> list[DriftEvent]:
+        """Move a quiet stream's clock (wall-clock timer in the worker, end of a backtest)."""
+        stream = self._stream(tenant, model)
+        return self._advance(stream, event_time)
+
+    def streams(self) -> list[tuple[str, str]]:
+        return sorted((s.tenant, s.model) for s in self._streams.values())
+
+    def window(self, tenant: str, model: str, window: float) -> PerfWindow | None:
+        key = perf_window_key(tenant, model, window)
+        if key in self._windows:
+            return self._windows[key]
+        raw = self.store.get(key)
+        return None if raw is None else PerfWindow.from_bytes(raw)
+
+    def stream_state(self, tenant: str, model: str) -> PerfStream | None:
+        key = perf_stream_key(tenant, model)
+        if key in self._streams:
+            return self._streams[key]
+        raw = self.store.get(key)
+        return None if raw is None else PerfStream.from_bytes(raw)
+
+    def history(self, tenant: str, model: str) -> list[dict[str, Any]]:
+        """The performance history of a stream, oldest window first."""
+        stream = self.stream_state(tenant, model)
+        rows: list[dict[str, Any]] = []
+        for w in [] if stream is None else stream.windows:
+            win = self.window(tenant, model, w)
+            for version, s in sorted(({} if win is None else win.versions).items()):
+                rows.append(history_row(tenant, model, version, w, s))
+        return rows
+
+    def flush(self, keep_cache: bool = False) -> list[Write]:
+        writes: list[Write] = []
+        for key in sorted(self._dirty):
+            if key in self._deleted:
+                writes.append(Write(key, None, None))
+            elif key in self._streams:
+                writes.append(Write(key, self._streams[key].to_bytes(), None))
+            else:
+                win = self._windows.get(key)
+                writes.append(Write(key, None if win is None else win.to_bytes(), None))
+        self._dirty.clear()
+        self._deleted.clear()
+        if not keep_cache:
+            self._streams.clear()
+            self._windows.clear()
+        return writes
+
+    # ------------------------------------------------------------------ clock
+
+    def _advance(self, stream: PerfStream, event_time: float) -> list[DriftEvent]:
+        if event_time <= stream.clock:
+            return []
+        stream.clock = event_time
+        self._dirty.add(perf_stream_key(stream.tenant, stream.model))
+        if event_time < stream.next_due:
+            return []
+        cfg = self.config
+        ecfg = cfg.engine
+        events: list[DriftEvent] = []
+        next_due = math.inf
+        for w in list(stream.windows):
+            end = w + ecfg.window_seconds
+            close_at = end + ecfg.allowed_lateness_seconds
+            settle_at = end + cfg.label_horizon_days * DAY
+            expire_at = end + ecfg.retention_days * DAY
+            if expire_at <= event_time:
+                self._drop_window(stream, w)
+                continue
+            closed = close_at <= event_time
+            settled = settle_at <= event_time
+            next_due = min(next_due, expire_at)
+            if not closed:
+                next_due = min(next_due, close_at)
+            if not settled:
+                next_due = min(next_due, settle_at)
+            if not (closed or settled):
+                continue
+            win, _ = self._window_for(stream, w)
+            if closed and not win.estimated:
+                win.estimated = True
+                self._dirty.add(perf_window_key(stream.tenant, stream.model, w))
+                events += self._estimate(stream, w, win, event_time)
+            if settled and not win.final:
+                win.final = True
+                self._dirty.add(perf_window_key(stream.tenant, stream.model, w))
+                for version in sorted(win.versions):
+                    events += self._judge(stream, w, win, version, event_time, final=True)
+        stream.next_due = next_due
+        return events
+
+    # ------------------------------------------------------------------ tests
+
+    def _baseline(
+        self, stream: PerfStream, window: float
+    ) -> tuple[PerformanceSummary, float, float] | None:
+        ecfg = self.config.engine
+        have = set(stream.windows)
+        used = [c for c in ecfg.baseline_candidates(window) if c in have]
+        merged = PerformanceSummary()
+        n = 0
+        for c in used:
+            win = self.window(stream.tenant, stream.model, c)
+            if win is None:
+                continue
+            s = win.merged()
+            if s.labelled:
+                merged = merged.merge(s)
+                n += 1
+        if n < ecfg.min_baseline_windows:
+            return None
+        return merged, used[0], used[-1] + ecfg.window_seconds
+
+    def _judge(
+        self,
+        stream: PerfStream,
+        window: float,
+        win: PerfWindow,
+        version: str,
+        detected_at: float,
+        final: bool,
+    ) -> list[DriftEvent]:
+        cfg = self.config
+        summary = win.versions[version]
+        self.stats["looks"] += 1
+        findings: list[_Finding] = []
+        base = self._baseline(stream, window)
+        alpha = cfg.look_alpha
+        base_start = base_end = window
+        if base is not None and summary.labelled >= cfg.min_labels:
+            b, base_start, base_end = base
+            drops = _drop_tests(b, summary, cfg)
+            significant = benjamini_hochberg([f.p_value or 1.0 for f in drops], alpha)
+            findings += [f for f, sig in zip(drops, significant, strict=True) if sig]
+        floor = _floor_test(summary, cfg, alpha)
+        if floor is not None:
+            findings.append(floor)
+        key = f"realised:{version}"
+        if key in win.raised:
+            return []  # this window was already found drifting at an earlier look
+        if not findings:
+            if final:
+                self._clean(stream.incidents, key, window)
+                if f"adwin:{version}" not in win.raised:
+                    self._clean(stream.incidents, f"adwin:{version}", window)
+            return []
+        baseline_count = 0 if base is None else base[0].labelled
+        return self._raise(
+            stream, win, key, version, window, findings, detected_at, base_start, base_end,
+            summary, baseline_count, partial=not final,
+        )  # fmt: skip
+
+    def _estimate(
+        self, stream: PerfStream, window: float, win: PerfWindow, now: float
+    ) -> list[DriftEvent]:
+        cfg = self.config
+        events: list[DriftEvent] = []
+        base = self._baseline(stream, window)
+        if base is None:
+            return []
+        b, base_start, base_end = base
+        calibration = CalibrationMap.fit(b)
+        if calibration is None:
+            return []
+        base_acc, base_pr = b.accuracy(), b.pr_auc()
+        base_est = estimate_performance(b, calibration)
+        for version in sorted(win.versions):
+            s = win.versions[version]
+            rate = s.label_rate
+            n = s.predictions
+            if rate is None or rate >= cfg.estimate_max_label_rate:
+                continue
+            if n < cfg.engine.min_window_count or base_acc is None:
+                continue
+            est = estimate_performance(s, calibration)
+            self.stats["estimates"] += 1
+            findings: list[_Finding] = []
+            # Compare estimate with estimate (both through the same calibration), so the
+            # calibration's own error cancels; the realised baseline is reported alongside.
+            acc, acc0 = est["accuracy"], base_est["accuracy"]
+            z, p = proportion_drop_test(
+                round(acc0 * b.predictions), b.predictions, round(acc * n), n
+            )
+            if p < cfg.look_alpha and acc0 - acc >= cfg.min_accuracy_drop:
+                findings.append(_estimated("estimated_accuracy_drop", z, p, acc0 - acc, acc))
+            pr, pr0 = est.get("pr_auc"), base_est.get("pr_auc")
+            if pr is not None and pr0 is not None and pr0 - pr >= cfg.min_pr_auc_drop:
+                exp_pos = max(n * (s.positive_rate or b.positive_rate or 0.0), 1.0)
+                se = math.hypot(
+                    math.sqrt(pr * (1 - pr) / exp_pos),
+                    math.sqrt(pr0 * (1 - pr0) / max(b.labelled * (b.positive_rate or 0), 1.0)),
+                )
+                z = (pr - pr0) / se if se > 0 else 0.0
+                p = _ndtr(z)
+                if p < cfg.look_alpha:
+                    findings.append(_estimated("estimated_pr_auc_drop", z, p, pr0 - pr, pr))
+            if findings:
+                for f in findings:
+                    f.extra.update(
+                        baseline_accuracy=base_acc,
+                        baseline_pr_auc=base_pr,
+                        label_rate=rate,
+                    )
+                events += self._raise(
+                    stream, win, f"estimated:{version}", version, window, findings, now,
+                    base_start, base_end, s, b.labelled, partial=False,
+                )  # fmt: skip
+        return events
+
+    def _adwin(
+        self, stream: PerfStream, version: str, window: float, error: int, now: float
+    ) -> list[DriftEvent]:
+        cfg = self.config
+        detector = stream.adwin.get(version)
+        if detector is None:
+            detector = stream.adwin[version] = ADWIN(delta=cfg.adwin_delta)  # type: ignore[no-untyped-call]
+        detector.update(error)  # type: ignore[no-untyped-call]
+        stream.adwin_window[version] = window
+        if not detector.drift_detected:
+            return []
+        self.stats["adwin_changes"] += 1
+        base = self._baseline(stream, window)
+        if base is None:
+            return []
+        b, base_start, base_end = base
+        base_acc = b.accuracy()
+        if base_acc is None:
+            return []
+        rate = float(detector.estimation)
+        rise = rate - (1.0 - base_acc)
+        if rise < cfg.min_accuracy_drop:
+            return []  # a fall, or too small a rise, in the error rate
+        key = f"adwin:{version}"
+        win, _ = self._window_for(stream, window)
+        if key in win.raised:
+            return []
+        severity = Severity.HIGH if rise >= 0.15 else Severity.MEDIUM
+        finding = _Finding(
+            "adwin_error_rate",
+            rate,
+            None,
+            rise,
+            severity,
+            {"baseline_error_rate": 1.0 - base_acc, "adwin_width": int(detector.width)},
+        )
+        summary = win.versions.get(version)
+        return self._raise(
+            stream, win, key, version, window, [finding], now, base_start, base_end,
+            summary or PerformanceSummary(), b.labelled, partial=True,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ incidents
+
+    def _raise(
+        self,
+        stream: PerfStream,
+        win: PerfWindow,
+        key: str,
+        version: str,
+        window: float,
+        findings: list[_Finding],
+        detected_at: float,
+        baseline_start: float,
+        baseline_end: float,
+        summary: PerformanceSummary,
+        baseline_count: int,
+        partial: bool,
+    ) -> list[DriftEvent]:
+        cfg = self.config.engine
+        book = stream.incidents
+        win.raised.append(key)
+        self._dirty.add(perf_window_key(stream.tenant, stream.model, window))
+        incident = book.open.get(key)
+        if incident is None:
+            drift_id = uuid.uuid5(
+                _NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{key}\x1f{int(window)}"
+            )
+            incident = book.open[key] = Incident(str(drift_id), window)
+            self.stats["incidents_opened"] += 1
+        else:
+            incident.persistence += 1
+            incident.clean_streak = 0
+        top = max((f.severity for f in findings), key=lambda s: s.rank)
+        if Severity(incident.max_severity).rank < top.rank:
+            incident.max_severity = top.value
+        if not incident.confirmed and incident.persistence >= cfg.confirm_windows:
+            incident.confirmed = True
+            self.stats["incidents_confirmed"] += 1
+        self._dirty.add(perf_stream_key(stream.tenant, stream.model))
+        metrics = {
+            "predictions": summary.predictions,
+            "labelled": summary.labelled,
+            "label_rate": summary.label_rate,
+            "accuracy": summary.accuracy(),
+            "pr_auc": summary.pr_auc(),
+        }
+        events = [
+            DriftEvent(
+                drift_id=incident.drift_id,
+                kind=DriftKind.PERFORMANCE,
+                tenant=stream.tenant,
+                model=stream.model,
+                model_version=version,
+                feature=None,
+                test=f.test,
+                statistic=f.statistic,
+                p_value=f.p_value,
+                effect_size=f.effect,
+                window_start=window,
+                window_end=min(window + cfg.window_seconds, max(detected_at, window)),
+                baseline_start=baseline_start,
+                baseline_end=baseline_end,
+                severity=f.severity,
+                confirmed=incident.confirmed,
+                detected_at=detected_at,
+                persistence=incident.persistence,
+                window_count=summary.labelled,
+                baseline_count=baseline_count,
+                partial=partial,
+                extra={"metrics": metrics} | f.extra,
+            )
+            for f in findings
+        ]
+        self.stats["drift_events"] += len(events)
+        return events
+
+    def _clean(self, book: IncidentBook, key: str, window: float) -> None:
+        incident = book.open.get(key)
+        if incident is None or incident.opened_window >= window:
+            return
+        incident.clean_streak += 1
+        if incident.clean_streak >= self.config.engine.resolve_windows:
+            del book.open[key]
+            self.stats["incidents_resolved"] += 1
+
+    # ------------------------------------------------------------------ storage
+
+    def _stream(self, tenant: str, model: str) -> PerfStream:
+        key = perf_stream_key(tenant, model)
+        stream = self._streams.get(key)
+        if stream is None:
+            raw = self.store.get(key)
+            stream = PerfStream(tenant, model) if raw is None else PerfStream.from_bytes(raw)
+            self._streams[key] = stream
+        return stream
+
+    def _window_for(self, stream: PerfStream, w: float) -> tuple[PerfWindow, str]:
+        key = perf_window_key(stream.tenant, stream.model, w)
+        win = self._windows.get(key)
+        if win is None:
+            raw = self.store.get(key)
+            win = PerfWindow() if raw is None else PerfWindow.from_bytes(raw)
+            self._windows[key] = win
+        if not stream.windows or stream.windows[-1] < w or w not in stream.windows:
+            stream.windows.append(w)
+            stream.windows.sort()
+            ecfg = self.config.engine
+            close_at = w + ecfg.window_seconds + ecfg.allowed_lateness_seconds
+            stream.next_due = min(stream.next_due, close_at)
+            self._dirty.add(perf_stream_key(stream.tenant, stream.model))
+        return win, key
+
+    def _drop_window(self, stream: PerfStream, w: float) -> None:
+        key = perf_window_key(stream.tenant, stream.model, w)
+        stream.windows.remove(w)
+        self._windows[key] = None
+        self._dirty.add(key)
+        self._deleted.add(key)
+        self._dirty.add(perf_stream_key(stream.tenant, stream.model))
+
+
+def _ndtr(z: float) -> float:
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def _severity(lower_bound: float) -> Severity:
+    if lower_bound >= 0.15:
+        return Severity.HIGH
+    if lower_bound >= 0.05:
+        return Severity.MEDIUM
+    return Severity.LOW
+
+
+def _drop_tests(
+    base: PerformanceSummary, win: PerformanceSummary, cfg: PerformanceConfig
+) -> list[_Finding]:
+    """Accuracy and PR-AUC drops that reach the minimum size (significance is the caller's)."""
+    out: list[_Finding] = []
+    tp, _, tn, _ = base.confusion()
+    wtp, _, wtn, _ = win.confusion()
+    nb, nw = base.labelled, win.labelled
+    acc_b, acc_w = (tp + tn) / nb, (wtp + wtn) / nw
+    if acc_b - acc_w >= cfg.min_accuracy_drop:
+        z, _ = proportion_drop_test(tp + tn, nb, wtp + wtn, nw)
+        # One-sided Fisher exact test: the z-test is anti-conservative at the first looks,
+        # where a window has ~100 labels and accuracy sits near 1.
+        table = [[tp + tn, nb - tp - tn], [wtp + wtn, nw - wtp - wtn]]
+        p = float(stats.fisher_exact(table, alternative="greater").pvalue)
+        se = math.sqrt(acc_b * (1 - acc_b) / nb + acc_w * (1 - acc_w) / nw)
+        drop = acc_b - acc_w
+        out.append(
+            _Finding(
+                "accuracy_drop",
+                z,
+                p,
+                drop,
+                _severity(drop - Z95 * se),
+                {"baseline_accuracy": acc_b, "window_accuracy": acc_w},
+            )
+        )
+    pr_b, pr_w = base.pr_auc(), win.pr_auc()
+    enough = win.labelled * (win.positive_rate or 0.0) >= cfg.min_floor_positives
+    if enough and pr_b is not None and pr_w is not None and pr_b - pr_w >= cfg.min_pr_auc_drop:
+        try:
+            z, p = auc_drop_test(base, win, "pr_auc")
+        except ValueError:
+            return out
+        n_pos_b = max(base.labelled * (base.positive_rate or 0.0), 1.0)
+        n_pos_w = max(win.labelled * (win.positive_rate or 0.0), 1.0)
+        se = math.hypot(
+            math.sqrt(pr_b * (1 - pr_b) / n_pos_b), math.sqrt(pr_w * (1 - pr_w) / n_pos_w)
+        )
+        drop = pr_b - pr_w
+        out.append(
+            _Finding(
+                "pr_auc_drop",
+                z,
+                p,
+                drop,
+                _severity(drop - Z95 * se),
+                {"baseline_pr_auc": pr_b, "window_pr_auc": pr_w},
+            )
+        )
+    return out
+
+
+def _floor_test(win: PerformanceSummary, cfg: PerformanceConfig, alpha: float) -> _Finding | None:
+    """PR-AUC significantly below the absolute floor."""
+    pr = win.pr_auc()
+    n_pos = round(win.labelled * (win.positive_rate or 0.0))
+    if pr is None or n_pos < cfg.min_floor_positives or pr >= cfg.pr_auc_floor:
+        return None
+    se = math.sqrt(max(pr * (1 - pr), 1e-12) / n_pos)
+    z = (pr - cfg.pr_auc_floor) / se
+    p = _ndtr(z)
+    if p >= alpha:
+        return None
+    return _Finding(
+        "pr_auc_floor",
+        pr,
+        p,
+        cfg.pr_auc_floor - pr,
+        Severity.CRITICAL,
+        {"floor": cfg.pr_auc_floor, "window_pr_auc": pr},
+    )
+
+
+def _estimated(test: str, z: float, p: float, drop: float, value: float) -> _Finding:
+    severity = Severity.MEDIUM if drop >= 0.15 else Severity.LOW
+    return _Finding(test, z, p, drop, severity, {"estimated": True, "estimate": value})
