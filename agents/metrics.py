@@ -17,6 +17,7 @@ class WorkerMetrics:
     dead_letters: Counter
     drift_events: Counter
     engine: Counter
+    joins: Counter
     batch_seconds: Histogram
     watermark: Gauge
     watermark_lag: Gauge
@@ -46,6 +47,13 @@ class WorkerMetrics:
                 "driftwatch_engine",
                 "Detection engine counters (windows closed, tests, ...)",
                 ["what"],
+                registry=registry,
+            ),
+            joins=Counter(
+                "driftwatch_joins",
+                "Join results: joined, pending (outcome waits), waiting (prediction waits), "
+                "replayed (a redelivered message, ignored)",
+                ["result"],
                 registry=registry,
             ),
             batch_seconds=Histogram(

@@ -17,6 +17,7 @@ from typing import Any
 
 from faust.streams import _current_event
 
+from agents.envelopes import encode_join, join_partition
 from agents.metrics import WorkerMetrics
 from schemas import DeadLetter, DriftEvent, InvalidEvent
 from streams.engine import DriftEngine, Write
@@ -25,6 +26,8 @@ from streams.ingest import PredictionValidator
 log = logging.getLogger(__name__)
 
 SendFn = Callable[[bytes, bytes], Awaitable[None]]
+ForwardFn = Callable[[list[tuple[bytes, bytes, int]]], Awaitable[None]]
+"""Sends (key, value, partition) messages and returns once all are delivered."""
 
 
 class TableStore:
@@ -66,6 +69,61 @@ def _set_current_event(event: Any) -> None:
 
 
 @dataclass
+class PartitionContext:
+    """Makes a partition the one Faust writes a table and its changelog to, outside of the
+    message that owns it (timers, expiry, state of another message in the same batch)."""
+
+    source_topic: str
+    _stubs: dict[int, Any] = field(default_factory=dict)
+
+    def enter(self, partition: int) -> None:
+        stub = self._stubs.get(partition)
+        if stub is None:
+            stub = self._stubs[partition] = _PartitionEvent(
+                _PartitionMessage(partition, self.source_topic)
+            )
+        _set_current_event(stub)
+
+
+async def dead_letter(
+    send: SendFn,
+    metrics: WorkerMetrics,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    exc: InvalidEvent,
+    now: float,
+) -> None:
+    """Send an unusable message to ``dead-letters`` whole, with where it came from and why."""
+    letter = DeadLetter(
+        source_topic=topic,
+        source_partition=partition,
+        source_offset=offset,
+        reason=exc.reason,
+        detail=exc.detail,
+        original=value or b"",
+        received_at=now,
+        source_key=key,
+    )
+    await send(key or b"", letter.to_json())
+    metrics.events.labels(topic, "dead_letter").inc()
+    metrics.dead_letters.labels(topic, exc.reason).inc()
+    log.warning(
+        "dead-lettered %s[%d]@%d: %s: %s", topic, partition, offset, exc.reason, exc.detail[:200]
+    )
+
+
+async def deliver_all(futures: Sequence[Awaitable[Any]]) -> None:
+    """Wait until every message sent is acknowledged: what a batch produced is delivered
+    before the state that records it is written (at-least-once, never at-most-once)."""
+    if futures:
+        await asyncio.gather(*futures)
+
+
+@dataclass
 class StreamActivity:
     partition: int
     event_time: float
@@ -84,7 +142,10 @@ class PredictionProcessor:
     idle_timeout: float
     clock: Callable[[], float] = time.time
     on_drift: Callable[[DriftEvent], None] | None = None
-    _stubs: dict[int, Any] = field(default_factory=dict)
+    forward: ForwardFn | None = None
+    """Where valid predictions go on to the outcome join (``join-input``), if anywhere."""
+    join_partitions: int = 1
+    _context: PartitionContext | None = None
     _activity: dict[tuple[str, str], StreamActivity] = field(default_factory=dict)
     _engine_seen: dict[str, int] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -99,6 +160,7 @@ class PredictionProcessor:
         started = time.perf_counter()
         now = self.clock()
         drifts: list[DriftEvent] = []
+        forward: list[tuple[bytes, bytes, int]] = []
         ok = 0
         for event in events:
             message = event.message
@@ -118,11 +180,25 @@ class PredictionProcessor:
                 )
                 continue
             ok += 1
+            if self.forward is not None:
+                # Every valid prediction, replays included: the join recognises a replay by
+                # its origin, and this message may never have reached it before a crash.
+                forward.append(
+                    (
+                        prediction.event_id.encode(),
+                        encode_join(
+                            "p", (message.partition, message.offset), message.partition, event.value
+                        ),
+                        join_partition(prediction.event_id, self.join_partitions),
+                    )
+                )
             self._activity[(prediction.tenant, prediction.model)] = StreamActivity(
                 message.partition, prediction.timestamp, now
             )
         self.metrics.events.labels(self.source_topic, "ok").inc(ok)
         await self._publish(drifts)
+        if forward and self.forward is not None:
+            await self.forward(forward)
         self._persist()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 
@@ -153,13 +229,9 @@ class PredictionProcessor:
             del self._activity[key]
 
     def _enter_partition(self, partition: int) -> None:
-        """Make ``partition`` the one Faust writes the table and its changelog to."""
-        stub = self._stubs.get(partition)
-        if stub is None:
-            stub = self._stubs[partition] = _PartitionEvent(
-                _PartitionMessage(partition, self.source_topic)
-            )
-        _set_current_event(stub)
+        if self._context is None:
+            self._context = PartitionContext(self.source_topic)
+        self._context.enter(partition)
 
     async def _publish(self, drifts: list[DriftEvent]) -> None:
         for drift in drifts:
@@ -202,24 +274,14 @@ class PredictionProcessor:
     async def _dead_letter(
         self, message: Any, value: bytes | None, exc: InvalidEvent, now: float
     ) -> None:
-        letter = DeadLetter(
-            source_topic=message.topic,
-            source_partition=message.partition,
-            source_offset=message.offset,
-            reason=exc.reason,
-            detail=exc.detail,
-            original=value or b"",
-            received_at=now,
-            source_key=message.key,
-        )
-        await self.send_dead_letter(message.key or b"", letter.to_json())
-        self.metrics.events.labels(self.source_topic, "dead_letter").inc()
-        self.metrics.dead_letters.labels(self.source_topic, exc.reason).inc()
-        log.warning(
-            "dead-lettered %s[%d]@%d: %s: %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            exc.reason,
-            exc.detail[:200],
+        await dead_letter(
+            self.send_dead_letter,
+            self.metrics,
+            topic=message.topic,
+            partition=message.partition,
+            offset=message.offset,
+            key=message.key,
+            value=value,
+            exc=exc,
+            now=now,
         )

@@ -12,6 +12,7 @@ from typing import Any
 
 import rocksdict
 
+from streams.perf_monitor import PerfStream, PerfWindow, history_row
 from streams.state import FeatureWindow, StreamState
 
 _FAUST_META_PREFIX = b"__faust\x00"
@@ -63,3 +64,21 @@ def describe_state(entries: dict[str, bytes]) -> dict[str, Any]:
                 fw.count + fw.missing
             )
     return streams
+
+
+def describe_performance(entries: dict[str, bytes]) -> dict[str, Any]:
+    """Per stream: the performance history (one row per window and model version) and the
+    open performance incidents."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, raw in sorted(entries.items(), key=lambda kv: json.loads(kv[0])):
+        kind, tenant, model, *rest = json.loads(key)
+        entry = out.setdefault(f"{tenant}:{model}", {"history": [], "incidents": {}})
+        if kind == "pw":
+            win = PerfWindow.from_bytes(raw)
+            for version, summary in sorted(win.versions.items()):
+                entry["history"].append(history_row(tenant, model, version, rest[0], summary))
+        elif kind == "ps":
+            stream = PerfStream.from_bytes(raw)
+            entry["clock"] = stream.clock
+            entry["incidents"] = {k: i.to_json() for k, i in stream.incidents.open.items()}
+    return out

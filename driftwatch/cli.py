@@ -127,11 +127,13 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
-    from agents.app import WINDOW_TABLE
-    from agents.state_files import describe_state, read_table
+    from agents.app import PERFORMANCE_TABLE, WINDOW_TABLE
+    from agents.state_files import describe_performance, describe_state, read_table
 
     data_dir = args.data_dir or settings.data_dir
     state = describe_state(read_table(data_dir, WINDOW_TABLE))
+    for stream, perf in describe_performance(read_table(data_dir, PERFORMANCE_TABLE)).items():
+        state.setdefault(stream, {})["performance"] = perf
     if args.stream:
         state = {k: v for k, v in state.items() if k == args.stream}
     print(json.dumps(state, indent=2, sort_keys=True))

@@ -177,6 +177,11 @@ class Settings:
         "Days (event time) a prediction waits for its outcome, and an outcome for its "
         "prediction; later ones are dead-lettered (`expired`, `unknown_prediction`).",
     )
+    perf_alpha: float = _env(
+        "DRIFTWATCH_PERF_ALPHA",
+        0.001,
+        "False-alarm rate of performance drift per window and model version (all looks).",
+    )
     perf_min_labels: int = _env(
         "DRIFTWATCH_PERF_MIN_LABELS",
         100,
@@ -275,6 +280,7 @@ class Settings:
     def performance_config(self) -> PerformanceConfig:
         return PerformanceConfig(
             engine=self.engine_config(),
+            alpha=self.perf_alpha,
             min_labels=self.perf_min_labels,
             max_looks=self.perf_max_looks,
             label_horizon_days=self.label_horizon_days,

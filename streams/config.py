@@ -158,6 +158,9 @@ class PerformanceConfig:
     """
 
     engine: EngineConfig = EngineConfig()
+    alpha: float = 0.001
+    """False-alarm rate per window and model version, all looks and tests together. Stricter
+    than feature drift's: a performance alarm is what starts a retraining."""
     min_labels: int = 100
     """First look at a window (per model version) once it has this many labels."""
     max_looks: int = 6
@@ -181,6 +184,8 @@ class PerformanceConfig:
     """Predictions wait this long (event time) for their outcome, then expire."""
 
     def __post_init__(self) -> None:
+        if not 0 < self.alpha < 1:
+            raise ValueError("alpha must be in (0, 1)")
         if self.min_labels < 1 or self.max_looks < 1 or self.min_floor_positives < 1:
             raise ValueError("min_labels, max_looks and min_floor_positives must be >= 1")
         if self.label_horizon_days < 0 or self.join_retention_days <= 0:
@@ -196,8 +201,8 @@ class PerformanceConfig:
 
     @property
     def look_alpha(self) -> float:
-        """Alpha of one look: the milestone looks plus the final one share ``engine.alpha``."""
-        return self.engine.alpha / (self.max_looks + 1)
+        """Alpha of one look: the milestone looks plus the final one share ``alpha``."""
+        return self.alpha / (self.max_looks + 1)
 
     def milestone(self, look: int) -> int:
         """Labelled count at which look number ``look`` (0-based) happens.

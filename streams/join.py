@@ -18,7 +18,12 @@ Labels arrive late, partially, twice, or before their prediction:
   source position and ignored silently: it is a replay, not a duplicate.
 
 Records are deleted ``retention_days`` after they were made, via an index of the keys made
-per (partition, day) kept in chunks, so expiry never scans the table.
+per (partition, day) kept in chunks, so expiry never scans the table. As in any two-input
+event-time join, the expiry clock is the *slower* input's event time (the least of the
+partition's latest prediction and latest outcome), so a backlog on one side (a lagging
+producer, a replay, a restart) never expires records the other side is about to match. If
+outcomes stop altogether, records still expire ``STALL_FACTOR`` retentions behind the
+predictions, so the state stays bounded.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from streams.state import Position
 POSITIVE_LABELS = frozenset({"1", "true", "yes", "positive", "fraud", "conflict"})
 INDEX_CHUNK = 1_000
 """Keys per expiry-index value: appends rewrite one chunk, never a whole day."""
+STALL_FACTOR = 3.0
 
 
 def binary_label(label: int | str) -> int:
@@ -89,6 +95,14 @@ class JoinStats:
 
 
 @dataclass(frozen=True, slots=True)
+class ExpiredOutcome:
+    """An outcome given up on: no prediction within the retention, or not its own."""
+
+    outcome: OutcomeEvent
+    origin: Position | None
+
+
+@dataclass(frozen=True, slots=True)
 class JoinResult:
     """What one event did: ``new`` is False for a replayed message (nothing changed);
     ``joined`` is the pair it completed, if any."""
@@ -97,14 +111,8 @@ class JoinResult:
     joined: LabeledPrediction | None = None
     home: int | None = None
     """Partition of ``predictions`` the prediction came from (where its stream's state is)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ExpiredOutcome:
-    """An outcome that waited the whole retention for a prediction that never came."""
-
-    outcome: OutcomeEvent
-    origin: Position | None
+    dropped: ExpiredOutcome | None = None
+    """A waiting outcome the prediction showed to be for another tenant/model."""
 
 
 def prediction_key(event_id: str) -> str:
@@ -162,6 +170,7 @@ class OutcomeJoiner:
         if record is not None and "prediction" in record:
             if origin is not None and _pos(record.get("po")) == origin:
                 self.stats.replayed += 1
+                self._index(key, event.timestamp)  # its index entry may not have been saved
                 return JoinResult(new=False, home=record.get("home"))
             self._reject("duplicate_prediction")
             raise InvalidEvent(
@@ -177,10 +186,16 @@ class OutcomeJoiner:
         if pending is None:
             self._put(key, new_record)
             return JoinResult(new=True, home=home)
-        new_record |= {"outcome": pending, "oo": record.get("oo") if record else None}
-        self._put(key, new_record)
         self.stats.pending -= 1
         outcome = OutcomeEvent.from_dict(pending)
+        waiting_origin = _pos(record.get("oo")) if record else None
+        if (outcome.tenant, outcome.model) != (event.tenant, event.model):
+            # The waiting outcome was not this prediction's: give it up, keep the slot open.
+            self._reject("mismatched_outcome")
+            self._put(key, new_record)
+            return JoinResult(new=True, home=home, dropped=ExpiredOutcome(outcome, waiting_origin))
+        new_record |= {"outcome": pending, "oo": record.get("oo") if record else None}
+        self._put(key, new_record)
         if outcome.timestamp - event.timestamp > self.config.retention_days * DAY:
             self._reject("expired")
             return JoinResult(new=True, home=home)
@@ -195,12 +210,14 @@ class OutcomeJoiner:
         if record is not None and record.get("outcome") is not None:
             if origin is not None and _pos(record.get("oo")) == origin:
                 self.stats.replayed += 1
+                if "prediction" not in record:
+                    self._index(key, event.timestamp)  # as for a replayed prediction
                 return JoinResult(new=False, home=record.get("home"))
             self._reject("duplicate_outcome")
             raise InvalidEvent(
                 "duplicate_outcome", f"event {event.event_id} already has an outcome"
             )
-        self._advance(event.timestamp)
+        self._advance(event.timestamp, "oclock")
         if record is None or "prediction" not in record:
             self._put(
                 key, {"outcome": event.to_dict(), "oo": None if origin is None else list(origin)}
@@ -228,8 +245,9 @@ class OutcomeJoiner:
         """Delete the records made more than ``retention_days`` before this partition's event
         time; return the outcomes among them that never found their prediction."""
         meta = self._load_meta()
-        clock = meta["clock"]
         horizon = self.config.retention_days * DAY
+        clock = max(min(meta["clock"], meta.get("oclock", -math.inf)),
+                    meta["clock"] - STALL_FACTOR * horizon)  # fmt: skip
         gone: list[ExpiredOutcome] = []
         for day_s, count in sorted(meta["days"].items(), key=lambda kv: int(kv[0])):
             day = int(day_s)
@@ -237,10 +255,10 @@ class OutcomeJoiner:
                 break
             for chunk in range(count // INDEX_CHUNK + 1):
                 ikey = _index_key(self.partition, day, chunk)
-                raw = self.store.get(ikey)
+                index = self._record(ikey)  # cache first: it may be this batch's
                 self._records[ikey] = None
                 self._dirty.add(ikey)
-                for key in [] if raw is None else json.loads(raw)["k"]:
+                for key in [] if index is None else index["k"]:
                     record = self._record(key)
                     if record is None:
                         continue
@@ -286,10 +304,10 @@ class OutcomeJoiner:
             self._meta = {"clock": -math.inf, "days": {}} if raw is None else json.loads(raw)
         return self._meta
 
-    def _advance(self, ts: float) -> None:
+    def _advance(self, ts: float, clock: str = "clock") -> None:
         meta = self._load_meta()
-        if ts > meta["clock"]:
-            meta["clock"] = ts
+        if ts > meta.get(clock, -math.inf):
+            meta[clock] = ts
             self._dirty.add(_meta_key(self.partition))
 
     def _index(self, key: str, ts: float) -> None:

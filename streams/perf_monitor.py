@@ -48,7 +48,7 @@ from typing import Any
 from river.drift import ADWIN
 from scipy import stats
 
-from schemas import DriftEvent, DriftKind, Severity
+from schemas import DriftEvent, DriftKind, Severity, format_timestamp
 from streams.config import DAY, PerformanceConfig
 from streams.decision import benjamini_hochberg
 from streams.engine import StateStore, Write
@@ -205,8 +205,6 @@ def history_row(
     tenant: str, model: str, version: str, window: float, s: PerformanceSummary
 ) -> dict[str, Any]:
     """One row of the performance history (the seed plan's ModelPerformanceMetrics)."""
-    from schemas import format_timestamp
-
     return {
         "tenant": tenant,
         "model": model,
@@ -220,7 +218,9 @@ def history_row(
         "recall": s.recall(),
         "f1": s.f1(),
         "roc_auc": s.roc_auc(),
+        "roc_auc_error_bound": s.roc_auc_error_bound(),
         "pr_auc": s.pr_auc(),
+        "pr_auc_error_bound": s.pr_auc_error_bound(),
         "brier": s.brier(),
         "calibration_error": s.calibration_error(),
         "positive_rate": s.positive_rate,

@@ -164,3 +164,35 @@ def wait_committed(worker: WorkerProcess, ends: dict[int, int], timeout: float =
             return
         time.sleep(0.5)
     raise AssertionError(f"committed {committed}, want {ends}; log:\n{worker.log_tail()}")
+
+
+def wait_drained(
+    worker: WorkerProcess, topics: list[str], timeout: float = 180.0, settle: float = 3.0
+) -> None:
+    """Until the worker's group has committed every topic to its end, twice ``settle``
+    seconds apart (its agents produce to each other, so one look is not enough). Exact on
+    the embedded broker only with one record per producer batch (see the README)."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": worker.bootstrap, "group.id": f"{worker.prefix}app"})
+    deadline = time.monotonic() + timeout
+    behind: dict[str, int] = {}
+    quiet = 0
+    try:
+        while time.monotonic() < deadline:
+            worker.assert_alive()
+            behind = {}
+            for name in topics:
+                tps = [TopicPartition(worker.topic(name), p) for p in range(worker.partitions)]
+                for tp in consumer.committed(tps, timeout=10):
+                    _, high = consumer.get_watermark_offsets(tp, timeout=10)
+                    lag = high - max(tp.offset, 0)
+                    if lag > 0:
+                        behind[f"{name}[{tp.partition}]"] = lag
+            quiet = 0 if behind else quiet + 1
+            if quiet >= 2:
+                return
+            time.sleep(settle if not behind else 0.5)
+    finally:
+        consumer.close()
+    raise AssertionError(f"still behind: {behind}; log:\n{worker.log_tail()}")

@@ -105,6 +105,8 @@ def test_expiry_deletes_old_records_and_gives_up_on_orphan_outcomes() -> None:
     store.apply(j.flush())
     assert j.expire() == []  # nothing is 30 days old yet
     j.on_prediction(prediction("later", T0 + 32 * DAY))
+    assert j.expire() == []  # outcomes lag: their side's clock holds expiry back
+    j.on_outcome(outcome("new", T0 + 32 * DAY))
     gone = j.expire()
     store.apply(j.flush())
     assert [(g.outcome.event_id, g.origin) for g in gone] == [("orphan", (0, 42))]
@@ -176,3 +178,31 @@ def test_performance_history_of_joined_pairs_matches_sklearn() -> None:
         assert auc_bound is not None and ap_bound is not None
         assert abs(row["roc_auc"] - roc_auc_score(y, s)) <= auc_bound + 1e-12
         assert abs(row["pr_auc"] - average_precision_score(y, s)) <= ap_bound + 1e-12
+
+
+def test_a_waiting_outcome_for_another_stream_is_given_up_when_its_prediction_comes() -> None:
+    j = OutcomeJoiner(JoinConfig(), MemoryStore())
+    j.on_outcome(outcome("e1", T0 + 5, tenant="globex"), origin=(0, 3))
+    result = j.on_prediction(prediction("e1"))
+    assert result.joined is None and result.dropped is not None
+    assert result.dropped.outcome.tenant == "globex" and result.dropped.origin == (0, 3)
+    assert j.on_outcome(outcome("e1", T0 + 9)).joined is not None  # the slot stayed open
+    assert j.stats.rejected == {"mismatched_outcome": 1} and j.stats.pending == 0
+
+
+def test_expiry_waits_for_the_slower_side_but_not_forever() -> None:
+    """Outcomes lagging behind predictions (a backlog, a restart) must not expire what they
+    are about to match; if outcomes stop altogether, state is still bounded."""
+    store = MemoryStore()
+    j = OutcomeJoiner(JoinConfig(retention_days=5), store)
+    j.on_prediction(prediction("p0", T0))
+    j.on_outcome(outcome("x", T0 + 3600))
+    j.on_prediction(prediction("p1", T0 + 12 * DAY))  # predictions race 12 days ahead
+    assert j.expire() == []
+    store.apply(j.flush())
+    assert '["p", "p0"]' in store.data
+    assert j.on_outcome(outcome("p0", T0 + 2 * DAY)).joined is not None  # still matched
+    j.on_prediction(prediction("p2", T0 + 21 * DAY))  # outcomes silent for 3 retentions
+    j.expire()
+    store.apply(j.flush())
+    assert '["p", "p0"]' not in store.data

@@ -1,0 +1,247 @@
+"""The outcome side of the worker: route outcomes to the join, join, emit the prediction log.
+
+``outcomes`` (keyed by ``event_id`` with whatever partitioner its producers use) and the
+valid predictions (forwarded by the feature-drift agent) meet in ``join-input``, partitioned
+by our own hash of ``event_id``. The joiner's state for partition *p* lives in partition *p*
+of the ``join-state`` table. Every joined pair goes to ``labeled-predictions`` (the training
+data for retraining) and, with every new prediction, to ``performance-input`` at the
+partition that owns the prediction's stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agents.envelopes import PerfEntry, decode_join, encode_join, encode_perf, join_partition
+from agents.metrics import WorkerMetrics
+from agents.processor import (
+    ForwardFn,
+    PartitionContext,
+    SendFn,
+    TableStore,
+    _set_current_event,
+    dead_letter,
+)
+from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
+from streams.ingest import OutcomeValidator
+from streams.join import ExpiredOutcome, JoinConfig, JoinResult, OutcomeJoiner, binary_label
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OutcomeRouter:
+    """Validates ``outcomes`` and forwards the valid ones to their join partition."""
+
+    validator: OutcomeValidator
+    metrics: WorkerMetrics
+    send_dead_letter: SendFn
+    forward: ForwardFn
+    source_topic: str
+    partitions: int
+    clock: Callable[[], float] = time.time
+
+    async def process_batch(self, events: Sequence[Any]) -> None:
+        now = self.clock()
+        out: list[tuple[bytes, bytes, int]] = []
+        for event in events:
+            m = event.message
+            try:
+                outcome = self.validator.validate(event.value, now)
+            except InvalidEvent as exc:
+                await dead_letter(
+                    self.send_dead_letter, self.metrics, topic=m.topic, partition=m.partition,
+                    offset=m.offset, key=m.key, value=event.value, exc=exc, now=now,
+                )  # fmt: skip
+                continue
+            value = encode_join("o", (m.partition, m.offset), None, event.value)
+            out.append(
+                (
+                    outcome.event_id.encode(),
+                    value,
+                    join_partition(outcome.event_id, self.partitions),
+                )
+            )
+        self.metrics.events.labels(self.source_topic, "ok").inc(len(out))
+        await self.forward(out)
+
+
+@dataclass
+class JoinProcessor:
+    """Applies batches of ``join-input`` to per-partition :class:`OutcomeJoiner` s."""
+
+    config: JoinConfig
+    store: TableStore
+    metrics: WorkerMetrics
+    send_dead_letter: SendFn
+    send_labeled: Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
+    send_performance: ForwardFn
+    source_topic: str
+    """``join-input``: the table partitions follow its partitions."""
+    predictions_topic: str
+    outcomes_topic: str
+    partitions: int
+    clock: Callable[[], float] = time.time
+    _joiners: dict[int, OutcomeJoiner] = field(default_factory=dict)
+    _context: PartitionContext | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def joiner(self, partition: int) -> OutcomeJoiner:
+        j = self._joiners.get(partition)
+        if j is None:
+            j = self._joiners[partition] = OutcomeJoiner(self.config, self.store, partition)
+        return j
+
+    async def process_batch(self, events: Sequence[Any]) -> None:
+        async with self._lock:
+            await self._process_batch(events)
+
+    async def _process_batch(self, events: Sequence[Any]) -> None:
+        now = self.clock()
+        labeled: list[tuple[bytes, bytes]] = []
+        perf: dict[int, dict[int, list[PerfEntry]]] = {}  # home -> join partition -> entries
+        touched: set[int] = set()
+        for event in events:
+            m = event.message
+            _set_current_event(event)
+            touched.add(m.partition)
+            joiner = self.joiner(m.partition)
+            try:
+                kind, origin, home, raw = decode_join(event.value)
+            except (ValueError, KeyError, TypeError, IndexError) as exc:
+                await self._reject(
+                    m.topic, m.partition, m.offset, m.key, event.value, "bad_envelope", exc, now
+                )
+                continue
+            topic = self.predictions_topic if kind == "p" else self.outcomes_topic
+            try:
+                result = self._apply(joiner, kind, origin, home, raw)
+            except InvalidEvent as exc:
+                await dead_letter(
+                    self.send_dead_letter, self.metrics, topic=topic, partition=origin[0],
+                    offset=origin[1], key=m.key, value=raw, exc=exc, now=now,
+                )  # fmt: skip
+                continue
+            except Exception as exc:  # a bug must not stop the worker or lose the batch
+                log.exception("internal error joining %s[%d]@%d", topic, *origin)
+                await self._reject(topic, *origin, m.key, raw, "internal_error", exc, now)
+                continue
+            if result.dropped is not None:
+                await self._give_up(result.dropped, "mismatched_outcome", now)
+            self._collect(result, kind, raw, m.partition, m.offset, labeled, perf)
+        for partition in sorted(touched):
+            # Faust reads a table from the current event's partition only: enter the one
+            # being expired (the batch's last message may be another partition's).
+            self._enter(partition)
+            for gone in self.joiner(partition).expire():
+                await self._give_up(gone, "unknown_prediction", now)
+        await self.send_labeled(labeled)
+        await self.send_performance(
+            [
+                (str(jp).encode(), encode_perf(jp, entries), home)
+                for home, by_jp in sorted(perf.items())
+                for jp, entries in sorted(by_jp.items())
+            ]
+        )
+        self._persist(touched)
+
+    def _apply(
+        self,
+        joiner: OutcomeJoiner,
+        kind: str,
+        origin: tuple[int, int],
+        home: int | None,
+        raw: bytes,
+    ) -> JoinResult:
+        if kind == "p":
+            prediction = PredictionEvent.from_json(raw)
+            return joiner.on_prediction(prediction, origin, home)
+        return joiner.on_outcome(OutcomeEvent.from_json(raw), origin)
+
+    def _collect(
+        self,
+        result: JoinResult,
+        kind: str,
+        raw: bytes,
+        partition: int,
+        offset: int,
+        labeled: list[tuple[bytes, bytes]],
+        perf: dict[int, dict[int, list[PerfEntry]]],
+    ) -> None:
+        if not result.new:
+            self.metrics.joins.labels("replayed").inc()
+            return
+        if kind == "p":
+            p = PredictionEvent.from_json(raw)
+            home = result.home if result.home is not None else 0
+            perf.setdefault(home, {}).setdefault(partition, []).append(
+                PerfEntry(2 * offset, p.tenant, p.model, p.model_version, p.timestamp, p.score)
+            )
+        pair = result.joined
+        if pair is None:
+            self.metrics.joins.labels("pending" if kind == "o" else "waiting").inc()
+            return
+        self.metrics.joins.labels("joined").inc()
+        p = pair.prediction
+        labeled.append((f"{p.tenant}:{p.model}".encode(), pair.to_json()))
+        home = result.home if result.home is not None else 0
+        perf.setdefault(home, {}).setdefault(partition, []).append(
+            PerfEntry(
+                2 * offset + 1,
+                p.tenant,
+                p.model,
+                p.model_version,
+                p.timestamp,
+                p.score,
+                binary_label(pair.label),
+                pair.outcome_timestamp,
+            )
+        )
+
+    async def _give_up(self, gone: ExpiredOutcome, reason: str, now: float) -> None:
+        """Dead-letter an outcome the join held and let go (its original bytes are not kept
+        in the join state: the letter carries the outcome re-encoded, and its origin)."""
+        part, offset = gone.origin or (-1, -1)
+        detail = (
+            f"no prediction {gone.outcome.event_id} within the join retention"
+            if reason == "unknown_prediction"
+            else f"prediction {gone.outcome.event_id} is for another tenant/model"
+        )
+        await dead_letter(
+            self.send_dead_letter, self.metrics, topic=self.outcomes_topic, partition=part,
+            offset=offset, key=gone.outcome.event_id.encode(), value=gone.outcome.to_json(),
+            exc=InvalidEvent(reason, detail), now=now,
+        )  # fmt: skip
+
+    async def _reject(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        exc: Exception,
+        now: float,
+    ) -> None:
+        await dead_letter(
+            self.send_dead_letter, self.metrics, topic=topic, partition=partition, offset=offset,
+            key=key, value=value, exc=InvalidEvent(reason, repr(exc)[:500]), now=now,
+        )  # fmt: skip
+
+    def _enter(self, partition: int) -> None:
+        if self._context is None:
+            self._context = PartitionContext(self.source_topic)
+        self._context.enter(partition)
+
+    def _persist(self, partitions: set[int]) -> None:
+        for partition in sorted(partitions):
+            joiner = self.joiner(partition)
+            self._enter(partition)
+            for w in joiner.flush():
+                self.store.write(w)
