@@ -4,12 +4,12 @@ Pure statistics (numpy + scipy only, no streaming framework imports), like ``str
 
 Labels arrive hours or days after their predictions, so a window's figures must keep
 updating as they land, in any order, with the window's state staying a few KiB whatever the
-traffic. A :class:`PerformanceSummary` therefore keeps, per equal-width score bin, how many
-predictions are still unlabelled and how many were labelled 1 and 0 (plus the labelled
-scores' sum per bin), together with exact running counts and sums for the threshold metrics
-and the Brier score. Everything is a sum, so merging is addition and the result does not
-depend on arrival order or on how the stream was split (counts exactly; float sums up to
-rounding).
+traffic. A :class:`PerformanceSummary` therefore keeps, per score bin (equal width in
+log-odds), how many predictions are still unlabelled and how many were labelled 1 and 0
+(plus the labelled scores' sum per bin), together with exact running counts and sums for
+the threshold metrics and the Brier score. Everything is a sum, so merging is addition and
+the result does not depend on arrival order or on how the stream was split (counts exactly;
+float sums up to rounding).
 
 What binning costs, stated as true (not probabilistic) bounds:
 
@@ -20,8 +20,11 @@ What binning costs, stated as true (not probabilistic) bounds:
 * PR-AUC (average precision) treats a bin's scores as tied, which is what sklearn does for
   tied scores; orderings inside a bin move it by at most
   :meth:`PerformanceSummary.pr_auc_error_bound` (exact extremes per bin, via digamma sums);
-* calibration error uses 10 groups of 20 bins with the exact mean labelled score per group,
-  so it equals the usual 10-bin ECE up to scores that float rounding puts across a boundary.
+* calibration error (the usual 10 equal-width bins) is exact: it has its own per-decile
+  counts and score sums.
+
+Bins are equal-width in log-odds, not in score: a fraud model puts most of its scores below
+0.01, where equal-width score bins would tie them all and the AUC bounds would be useless.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ _SMOOTHING: Final = 5.0  # pseudo-labels pulling a sparse calibration bin toward
 
 _HEADER: Final = struct.Struct("<4sBxxxqqqqd")
 _MAGIC: Final = b"DWPS"
-_VERSION: Final = 1
+_VERSION: Final = 2
 _MAP_HEADER: Final = struct.Struct("<4sBxxxI")
 _MAP_MAGIC: Final = b"DWCM"
 _INT32_MAX: Final = 2**31 - 1
@@ -135,13 +138,17 @@ class PerformanceSummary:
     >>> s.predictions, s.labelled, s.label_rate
     (5000, 4000, 0.8)
     >>> auc, bound = s.roc_auc(), s.roc_auc_error_bound()
-    >>> auc is not None and bound is not None and 0.7 < auc < 0.9 and bound < 0.005
+    >>> auc is not None and bound is not None and 0.7 < auc < 0.9 and bound < 0.01
     True
     >>> PerformanceSummary.from_bytes(s.to_bytes()) == s, len(s.to_bytes()) < 8 * 1024
     (True, True)
     """
 
-    BINS: int = 200
+    BINS: int = 256
+    """Equal width in log-odds over [-LOGIT_RANGE, LOGIT_RANGE] (the ends take the tails):
+    an imbalanced model puts most scores below 0.01, where equal-width score bins would tie
+    them all. 0.5 is a bin edge, so the threshold metrics and bins agree."""
+    LOGIT_RANGE: float = 10.0
 
     def __init__(self) -> None:
         bins = self.BINS
@@ -149,14 +156,35 @@ class PerformanceSummary:
         self._pos = np.zeros(bins, np.int64)
         self._neg = np.zeros(bins, np.int64)
         self._score_sum = np.zeros(bins, np.float64)  # labelled scores, per bin
+        # Labelled count, positives and score sum per equal-width score decile (exact ECE).
+        self._dec_n = np.zeros(CALIBRATION_BINS, np.int64)
+        self._dec_pos = np.zeros(CALIBRATION_BINS, np.int64)
+        self._dec_score = np.zeros(CALIBRATION_BINS, np.float64)
         self._sse = 0.0  # sum of (score - label)^2 over labelled predictions
         self._tp = self._fp = self._tn = self._fn = 0
 
+    @classmethod
+    def bin_centers(cls) -> FloatArray:
+        """Each bin's score at its log-odds midpoint."""
+        width = 2 * cls.LOGIT_RANGE / cls.BINS
+        mid = -cls.LOGIT_RANGE + (np.arange(cls.BINS) + 0.5) * width
+        out: FloatArray = 1.0 / (1.0 + np.exp(-mid))
+        return out
+
     def _bin(self, score: float) -> int:
-        return min(int(score * self.BINS), self.BINS - 1)
+        return int(self._bins(np.array([score]))[0])
 
     def _bins(self, scores: FloatArray) -> IntArray:
-        return np.minimum((scores * self.BINS).astype(np.int64), self.BINS - 1)
+        with np.errstate(divide="ignore"):
+            logit = np.log(scores) - np.log1p(-scores)
+        width = 2 * self.LOGIT_RANGE / self.BINS
+        idx = np.floor((logit + self.LOGIT_RANGE) / width)
+        out: IntArray = np.clip(np.nan_to_num(idx, nan=0.0), 0, self.BINS - 1).astype(np.int64)
+        return out
+
+    @staticmethod
+    def _deciles(scores: FloatArray) -> IntArray:
+        return np.minimum((scores * CALIBRATION_BINS).astype(np.int64), CALIBRATION_BINS - 1)
 
     # ----------------------------------------------------------------- ingestion
 
@@ -173,6 +201,10 @@ class PerformanceSummary:
         b = self._bin(score)
         self._unlabelled[b] -= 1
         self._score_sum[b] += score
+        d = min(int(score * CALIBRATION_BINS), CALIBRATION_BINS - 1)
+        self._dec_n[d] += 1
+        self._dec_pos[d] += label
+        self._dec_score[d] += score
         self._sse += (score - label) ** 2
         if label:
             self._pos[b] += 1
@@ -209,6 +241,10 @@ class PerformanceSummary:
         self._pos += np.bincount(b[one], minlength=n)
         self._neg += np.bincount(b[~one], minlength=n)
         self._score_sum += np.bincount(b, weights=s, minlength=n)
+        d = self._deciles(s)
+        self._dec_n += np.bincount(d, minlength=CALIBRATION_BINS)
+        self._dec_pos += np.bincount(d[one], minlength=CALIBRATION_BINS)
+        self._dec_score += np.bincount(d, weights=s, minlength=CALIBRATION_BINS)
         self._sse += float(np.sum((s - one) ** 2))
         hit = s >= THRESHOLD
         self._tp += int(np.sum(hit & one))
@@ -225,6 +261,9 @@ class PerformanceSummary:
         out._pos = self._pos + other._pos
         out._neg = self._neg + other._neg
         out._score_sum = self._score_sum + other._score_sum
+        out._dec_n = self._dec_n + other._dec_n
+        out._dec_pos = self._dec_pos + other._dec_pos
+        out._dec_score = self._dec_score + other._dec_score
         out._sse = self._sse + other._sse
         out._tp, out._fp = self._tp + other._tp, self._fp + other._fp
         out._tn, out._fn = self._tn + other._tn, self._fn + other._fn
@@ -334,34 +373,37 @@ class PerformanceSummary:
         n = self.labelled
         if n == 0:
             return None
-        group = np.arange(self.BINS) * CALIBRATION_BINS // self.BINS
-        pos = np.bincount(group, self._pos.astype(np.float64), CALIBRATION_BINS)
-        score = np.bincount(group, self._score_sum, CALIBRATION_BINS)
-        return float(np.sum(np.abs(score - pos)) / n)  # sum_g n_g/n * |score_g - pos_g| / n_g
+        # sum_g n_g/n * |mean score_g - positive share_g|
+        return float(np.sum(np.abs(self._dec_score - self._dec_pos)) / n)
 
     # ----------------------------------------------------------------- serialization
 
     def to_bytes(self) -> bytes:
-        """``struct`` header + three int32 histograms + float64 score sums (4,048 bytes)."""
-        counts = np.concatenate((self._unlabelled, self._pos, self._neg))
+        """``struct`` header + int32 histograms and decile counts + float64 sums (~5 KiB)."""
+        counts = np.concatenate(
+            (self._unlabelled, self._pos, self._neg, self._dec_n, self._dec_pos)
+        )
         if counts.size and int(np.abs(counts).max()) > _INT32_MAX:
             raise OverflowError("a bin count exceeds int32")
         header = _HEADER.pack(_MAGIC, _VERSION, self._tp, self._fp, self._tn, self._fn, self._sse)
-        return header + counts.astype("<i4").tobytes() + self._score_sum.astype("<f8").tobytes()
+        sums = np.concatenate((self._score_sum, self._dec_score))
+        return header + counts.astype("<i4").tobytes() + sums.astype("<f8").tobytes()
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> PerformanceSummary:
-        n = cls.BINS
-        if len(raw) != _HEADER.size + 3 * 4 * n + 8 * n:
+        n, d = cls.BINS, CALIBRATION_BINS
+        if len(raw) != _HEADER.size + 4 * (3 * n + 2 * d) + 8 * (n + d):
             raise ValueError("corrupt PerformanceSummary (length)")
         magic, version, tp, fp, tn, fn, sse = _HEADER.unpack_from(raw)
         if magic != _MAGIC or version != _VERSION:
             raise ValueError("not a PerformanceSummary (bad magic or version)")
-        counts = np.frombuffer(raw, "<i4", 3 * n, _HEADER.size).astype(np.int64)
-        sums = np.frombuffer(raw, "<f8", n, _HEADER.size + 12 * n).astype(np.float64)
+        counts = np.frombuffer(raw, "<i4", 3 * n + 2 * d, _HEADER.size).astype(np.int64)
+        sums = np.frombuffer(raw, "<f8", n + d, _HEADER.size + 4 * (3 * n + 2 * d))
+        sums = sums.astype(np.float64)
         out = cls()
-        out._unlabelled, out._pos, out._neg = counts[:n], counts[n : 2 * n], counts[2 * n :]
-        out._score_sum, out._sse = sums, sse
+        out._unlabelled, out._pos, out._neg = counts[:n], counts[n : 2 * n], counts[2 * n : 3 * n]
+        out._dec_n, out._dec_pos = counts[3 * n : 3 * n + d], counts[3 * n + d :]
+        out._score_sum, out._dec_score, out._sse = sums[:n], sums[n:], sse
         out._tp, out._fp, out._tn, out._fn = tp, fp, tn, fn
         if (
             min(tp, fp, tn, fn) < 0
@@ -433,7 +475,7 @@ class CalibrationMap:
         if baseline.labelled < MIN_CALIBRATION_LABELS:
             return None
         labelled = baseline._pos + baseline._neg
-        width_id = np.arange(baseline.BINS) * bins // baseline.BINS
+        width_id = np.minimum((baseline.bin_centers() * bins).astype(np.int64), bins - 1)
         freq_id = (np.cumsum(labelled) - labelled) * bins // int(labelled.sum())
         cut = np.concatenate(([False], (np.diff(width_id) > 0) | (np.diff(freq_id) > 0)))
         group = np.cumsum(cut)
@@ -506,7 +548,7 @@ def estimate_performance(
     total = float(count.sum())
     if total == 0:
         raise ValueError("estimate_performance needs at least one prediction")
-    mid = (np.arange(window.BINS) + 0.5) / window.BINS
+    mid = window.bin_centers()
     p = calibration.probability(mid)
     exp_pos, exp_neg = count * p, count * (1.0 - p)
     predicted = mid >= THRESHOLD
