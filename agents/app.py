@@ -136,8 +136,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
         return send
 
-    async def send_labeled(messages: list[tuple[bytes, bytes]]) -> None:
-        await deliver_all([await labeled_topic.send(key=k, value=v) for k, v in messages])
+    async def send_labeled(messages: list[tuple[bytes, bytes, float]]) -> None:
+        await deliver_all(
+            [await labeled_topic.send(key=k, value=v, timestamp=t) for k, v, t in messages]
+        )
 
     metrics = WorkerMetrics.create(registry)
     store = TableStore(window_table)

@@ -79,7 +79,9 @@ class JoinProcessor:
     store: TableStore
     metrics: WorkerMetrics
     send_dead_letter: SendFn
-    send_labeled: Callable[[list[tuple[bytes, bytes]]], Awaitable[None]]
+    send_labeled: Callable[[list[tuple[bytes, bytes, float]]], Awaitable[None]]
+    """(key, value, outcome time): the log's message time is the outcome's event time, so the
+    retrain consumer can seek it by time."""
     send_performance: ForwardFn
     source_topic: str
     """``join-input``: the table partitions follow its partitions."""
@@ -103,7 +105,7 @@ class JoinProcessor:
 
     async def _process_batch(self, events: Sequence[Any]) -> None:
         now = self.clock()
-        labeled: list[tuple[bytes, bytes]] = []
+        labeled: list[tuple[bytes, bytes, float]] = []
         perf: dict[int, dict[int, list[PerfEntry]]] = {}  # home -> join partition -> entries
         touched: set[int] = set()
         for event in events:
@@ -170,7 +172,7 @@ class JoinProcessor:
         raw: bytes,
         partition: int,
         offset: int,
-        labeled: list[tuple[bytes, bytes]],
+        labeled: list[tuple[bytes, bytes, float]],
         perf: dict[int, dict[int, list[PerfEntry]]],
     ) -> None:
         if not result.new:
@@ -188,7 +190,7 @@ class JoinProcessor:
             return
         self.metrics.joins.labels("joined").inc()
         p = pair.prediction
-        labeled.append((f"{p.tenant}:{p.model}".encode(), pair.to_json()))
+        labeled.append((f"{p.tenant}:{p.model}".encode(), pair.to_json(), pair.outcome_timestamp))
         home = result.home if result.home is not None else 0
         perf.setdefault(home, {}).setdefault(partition, []).append(
             PerfEntry(

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from driftwatch.retrain_cli import add_commands
 from driftwatch.settings import Settings, settings_markdown, update_readme
 
 log = logging.getLogger("driftwatch")
@@ -211,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="default: DRIFTWATCH_DATA_DIR")
     p.add_argument("--stream", default=None, help="only this tenant:model")
     p.set_defaults(func=cmd_inspect)
+
+    add_commands(sub)
 
     p = sub.add_parser("config", help="print the effective settings")
     p.add_argument("--markdown", action="store_true", help="the documentation table instead")

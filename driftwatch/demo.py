@@ -11,16 +11,17 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agents.app import DEAD_LETTERS, DRIFT_EVENTS, PREDICTIONS, TOPICS
+from agents.app import DEAD_LETTERS, DRIFT_EVENTS, OUTCOMES, PREDICTIONS, TOPICS
 from driftwatch.devbroker import DevBroker, ensure_topics, free_port
 from driftwatch.kafka_io import (
     make_producer,
+    outcome_messages,
     poll_json,
     prediction_messages,
     produce_messages,
@@ -33,9 +34,11 @@ from driftwatch.simulate import (
     SimulationConfig,
     feature_names,
     generate,
+    generate_outcomes,
     resolve_start,
 )
-from schemas import parse_timestamp
+from retrain.worker import MODEL_EVENTS, RETRAIN_EVENTS, RETRAIN_TOPICS
+from schemas import OutcomeEvent, PredictionEvent, parse_timestamp
 
 DAY = 86_400.0
 
@@ -61,7 +64,19 @@ class DemoState:
     start: float
     drifts: list[dict[str, Any]] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    retrain: list[dict[str, Any]] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    served: int = 0
+    """model-events already applied to the simulated serving."""
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def training(self) -> bool:
+        """Is a model training right now (a request whose last step is ``training``)?"""
+        with self.lock:
+            last: dict[str, str] = {}
+            for r in self.retrain:
+                last[r["request_id"]] = r["status"]
+        return "training" in last.values() or "approved" in last.values()
 
     def day(self, ts: str) -> float:
         return (parse_timestamp(ts) - self.start) / DAY
@@ -90,14 +105,19 @@ def _processed(metrics: dict[str, float]) -> int:
     return int(sum(v for k, v in metrics.items() if k.startswith("driftwatch_events_total{")))
 
 
-def _describe(state: DemoState, d: dict[str, Any]) -> str:
+def _describe(state: DemoState, d: dict[str, Any]) -> str | None:
+    if d.get("persistence", 1) not in (1, 7):
+        return None  # first detection and confirmation of each incident only
     badge = "CONFIRMED" if d["confirmed"] else "detected "
     look = "hourly look" if d.get("partial") else "end of day "
+    what = f"feature={d['feature']:<20}" if d["feature"] else f"performance {d['model_version']:<8}"
+    if d["kind"] == "performance":
+        look = "estimate   " if d.get("estimated") else "labels     "
+    p = f" p={d['p_value']:.1e}" if d.get("p_value") is not None else ""
     return (
         f"  day {state.day(d['detected_at']):6.2f} {look} {badge} {d['severity']:<8} "
-        f"{d['tenant']}/{d['model']} feature={d['feature']:<20} {d['test']} "
-        f"stat={d['statistic']:.3f} p={d['p_value'] or 0:.1e} "
-        f"persist={d.get('persistence', 1)} id={d['drift_id'][:8]}"
+        f"{d['tenant']}/{d['model']} {what} {d['test']} "
+        f"stat={d['statistic']:.3f}{p} persist={d.get('persistence', 1)} id={d['drift_id'][:8]}"
     )
 
 
@@ -108,7 +128,7 @@ def _tail(
     sink: list[dict[str, Any]],
     state: DemoState,
     stop: threading.Event,
-    echo: bool,
+    echo: Callable[[DemoState, dict[str, Any]], str | None] | None,
 ) -> None:
     consumer = tail_consumer(bootstrap, topic, partitions)
     try:
@@ -116,8 +136,9 @@ def _tail(
             for record in poll_json(consumer, timeout=0.5):
                 with state.lock:
                     sink.append(record)
-                if echo and (record.get("persistence", 1) == 1 or record.get("persistence") == 7):
-                    _out(_describe(state, record))
+                line = None if echo is None else echo(state, record)
+                if line is not None:
+                    _out(line)
     finally:
         consumer.close()
 
@@ -129,9 +150,16 @@ def _demo_traffic(days: int, rate: int, drift_day: int) -> SimulationConfig:
         models=("fraud", "conflict"),
         days=days,
         events_per_day=rate,
+        label_rate=0.8,
+        outcome_delay_hours=(24.0, 72.0),
         drifts=(
+            # feature drift, reported (retraining here acts on performance drift only)
             DriftSpec(DriftType.MEAN_SHIFT, drift_day, 1.0, ("amount",), ("acme",), ("fraud",)),
             DriftSpec(DriftType.CATEGORY_MIX, drift_day + 5, 0.4, (), ("globex",), ("conflict",)),
+            # labels follow a new rule a retrained model can learn: retrain -> promote
+            DriftSpec(DriftType.RELATION, drift_day, 1.0, (), ("acme",), ("conflict",)),
+            # labels turn to noise for 40 % of traffic: the challenger must be rejected
+            DriftSpec(DriftType.CONCEPT, drift_day, 0.4, (), ("globex",), ("fraud",)),
         ),
     )
 
@@ -141,14 +169,82 @@ def _bad_messages() -> Iterator[tuple[bytes | None, bytes]]:
         yield b"acme:fraud", raw
 
 
-def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int = 60) -> int:
+def _by_day(
+    cfg: SimulationConfig,
+) -> Iterator[tuple[int, list[PredictionEvent], list[OutcomeEvent]]]:
+    """Each day's predictions and the outcomes that became known that day."""
+    start = resolve_start(cfg)
+    outcomes = generate_outcomes(cfg)
+    pending: OutcomeEvent | None = None
+    day_events: list[PredictionEvent] = []
+    day = 0
+    for event in generate(cfg):
+        d = int((event.timestamp - start) // DAY)
+        if d != day:
+            known, pending = _outcomes_until(outcomes, pending, start + (day + 1) * DAY)
+            yield day, day_events, known
+            day, day_events = d, []
+        day_events.append(event)
+    known, pending = _outcomes_until(outcomes, pending, start + (day + 1) * DAY)
+    yield day, day_events, known
+    rest = [] if pending is None else [pending]
+    yield day + 1, [], rest + list(outcomes)
+
+
+def _outcomes_until(
+    outcomes: Iterator[OutcomeEvent], pending: OutcomeEvent | None, until: float
+) -> tuple[list[OutcomeEvent], OutcomeEvent | None]:
+    out: list[OutcomeEvent] = []
+    item = pending if pending is not None else next(outcomes, None)
+    while item is not None and item.timestamp < until:
+        out.append(item)
+        item = next(outcomes, None)
+    return out, item
+
+
+class Serving:
+    """Plays the serving system: after a promotion (or rollback) on ``model-events``, the
+    stream's next predictions come from the active registry version, loaded checksum-verified."""
+
+    def __init__(self, registry_dir: Path) -> None:
+        self.registry_dir = registry_dir
+        self.models: dict[tuple[str, str], tuple[str, Any]] = {}
+
+    def switch(self, event: dict[str, Any]) -> None:
+        from retrain.registry import ModelRegistry, RegistryError
+
+        key = (str(event["tenant"]), str(event["model"]))
+        try:
+            model = ModelRegistry(self.registry_dir).load(key[0], key[1], str(event["version"]))
+        except RegistryError:
+            self.models.pop(key, None)  # an external version: the original model serves again
+            return
+        self.models[key] = (str(event["version"]), model)
+
+    def score(self, events: list[PredictionEvent]) -> list[PredictionEvent]:
+        by_stream: dict[tuple[str, str], list[int]] = {}
+        for i, e in enumerate(events):
+            if (e.tenant, e.model) in self.models:
+                by_stream.setdefault((e.tenant, e.model), []).append(i)
+        out = list(events)
+        for key, idx in by_stream.items():
+            version, model = self.models[key]
+            scores = model.predict([events[i].features for i in idx])
+            for i, score in zip(idx, scores, strict=True):
+                s = round(float(score), 6)
+                out[i] = replace(
+                    events[i], score=s, model_version=version, prediction=int(s >= 0.5)
+                )
+        return out
+
+
+def run_demo(settings: Settings, days: int = 70, rate: int = 500, drift_day: int = 50) -> int:
     run_id = uuid.uuid4().hex[:6]
     cfg = _demo_traffic(days, rate, drift_day)
     start = resolve_start(cfg)
     cfg = SimulationConfig(**{**cfg.__dict__, "start": start})
     state = DemoState(start=start)
     workdir = Path(tempfile.mkdtemp(prefix=f"driftwatch-demo-{run_id}-"))
-    total = days * rate * len(cfg.streams)
     with ExitStack() as stack:
         bootstrap = settings.bootstrap_servers
         if bootstrap is None:
@@ -160,7 +256,7 @@ def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int
         prefix = f"demo-{run_id}-"
         partitions = 2
         metrics_port = free_port()
-        ensure_topics(bootstrap, {prefix + t: partitions for t in TOPICS})
+        ensure_topics(bootstrap, {prefix + t: partitions for t in (*TOPICS, *RETRAIN_TOPICS)})
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -173,17 +269,27 @@ def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int
             "DRIFTWATCH_HEARTBEAT_INTERVAL": "1",
             "DRIFTWATCH_MAX_FUTURE_SECONDS": str(2 * DAY),
             "DRIFTWATCH_RECOVERY_CONSISTENCY_CHECK": str(settings.bootstrap_servers is not None),
+            # the retrain worker: on, performance drift only, recent data only
+            "DRIFTWATCH_REGISTRY_DIR": str(workdir / "registry"),
+            "DRIFTWATCH_RETRAIN_METRICS_PORT": str(free_port()),
+            "DRIFTWATCH_AUTO_RETRAIN": "true",
+            "DRIFTWATCH_RETRAIN_KINDS": "performance",
+            "DRIFTWATCH_TRAINING_DAYS": "6",
+            "DRIFTWATCH_RETRAIN_MIN_NEW_LABELS": "500",
         }
-        worker_log = (workdir / "worker.log").open("wb")
-        stack.callback(worker_log.close)
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "driftwatch.cli", "worker"],
-            env=env,
-            stdout=worker_log,
-            stderr=subprocess.STDOUT,
-        )
-        stack.callback(_stop_process, worker)
-        _out(f"● worker started (pid {worker.pid}); log: {workdir / 'worker.log'}")
+        procs = {}
+        for name, command in (("worker", "worker"), ("retrain", "retrain-worker")):
+            log = (workdir / f"{name}.log").open("wb")
+            stack.callback(log.close)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "driftwatch.cli", command],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+            stack.callback(_stop_process, proc)
+            procs[name] = proc
+            _out(f"● {command} started (pid {proc.pid}); log: {workdir / f'{name}.log'}")
         _out(f"● metrics: http://127.0.0.1:{metrics_port}/metrics")
 
         stop = threading.Event()
@@ -194,10 +300,13 @@ def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int
             for t in tails:
                 t.join(timeout=5)
 
+        serving = Serving(workdir / "registry")
         stack.callback(stop_tails)
         for topic, sink, echo in (
-            (DRIFT_EVENTS, state.drifts, True),
-            (DEAD_LETTERS, state.dead_letters, False),
+            (DRIFT_EVENTS, state.drifts, _describe),
+            (DEAD_LETTERS, state.dead_letters, None),
+            (RETRAIN_EVENTS, state.retrain, _describe_retrain),
+            (MODEL_EVENTS, state.models, _describe_model),
         ):
             t = threading.Thread(
                 target=_tail,
@@ -207,53 +316,89 @@ def run_demo(settings: Settings, days: int = 90, rate: int = 600, drift_day: int
             t.start()
             tails.append(t)
 
-        numeric, _ = feature_names(cfg, "fraud")
-        _, categorical = feature_names(cfg, "conflict")
         _out(
-            f"● simulating {days} days x {rate} events/day for "
-            f"{', '.join(f'{t}/{m}' for t, m in cfg.streams)} "
-            f"({len(numeric)} numeric + {len(categorical)} categorical features each)"
+            f"● simulating {days} days x {rate} predictions/day for "
+            f"{', '.join(f'{t}/{m}' for t, m in cfg.streams)}, with outcomes 1-3 days later"
         )
         _out(
-            f"  injected: acme/fraud amount +1.0 sigma from day {drift_day}; "
-            f"globex/conflict {categorical[0] if categorical else 'category'} mix change "
-            f"from day {drift_day + 5}"
+            f"  injected from day {drift_day}: acme/fraud amount +1 sd (feature drift); "
+            f"acme/conflict labels follow a new rule (learnable concept drift); globex/fraud "
+            f"40 % of labels noise (unlearnable); globex/conflict category mix from day "
+            f"{drift_day + 5}"
         )
-        _out("● drift events as they arrive (first detection and confirmation of each incident):")
+        _out("● events as they arrive (first detection and confirmation of each incident):")
         producer = make_producer(bootstrap)
         started = time.monotonic()
-        produced = produce_messages(
-            producer, prefix + PREDICTIONS, prediction_messages(generate(cfg))
-        )
-        produced += produce_messages(producer, prefix + PREDICTIONS, _bad_messages())
-        _out(
-            f"● produced {produced} messages ({len(BAD_MESSAGES)} of them deliberately bad) "
-            f"in {time.monotonic() - started:.1f}s; waiting for the worker"
-        )
-
-        deadline = time.monotonic() + max(300.0, total / 500)
-        last_report = 0.0
-        processed = 0
-        while time.monotonic() < deadline:
-            if worker.poll() is not None:
-                _out(f"✗ worker exited with code {worker.returncode}; see {workdir / 'worker.log'}")
+        produced = 0
+        day_size = rate * len(cfg.streams) * 2
+        for day, predictions, outcomes in _by_day(cfg):
+            with state.lock:
+                for event in state.models[state.served :]:
+                    serving.switch(event)
+                state.served = len(state.models)
+            produced += produce_messages(
+                producer, prefix + PREDICTIONS, prediction_messages(serving.score(predictions))
+            )
+            produced += produce_messages(producer, prefix + OUTCOMES, outcome_messages(outcomes))
+            if day == drift_day:
+                produced += produce_messages(producer, prefix + PREDICTIONS, _bad_messages())
+            # Serve like production: a promotion applies to the traffic after it, so stay
+            # within about a day of the worker, and wait while a model trains.
+            if not _keep_pace(procs, metrics_port, produced - day_size, state, deadline=300):
                 return 1
-            processed = _processed(_scrape(metrics_port))
-            if processed >= produced:
-                break
-            if time.monotonic() - last_report > 5:
-                last_report = time.monotonic()
-                _out(
-                    f"  … worker processed {processed}/{produced} "
-                    f"({processed / max(time.monotonic() - started, 1e-9):.0f} msg/s)"
-                )
-            time.sleep(0.5)
+        _out(f"● produced {produced} messages; waiting for the worker to finish")
+        if not _keep_pace(procs, metrics_port, produced, state, deadline=300):
+            return 1
         elapsed = time.monotonic() - started
-        time.sleep(2.0)  # last drift events in flight
+        time.sleep(3.0)  # last events in flight
         stop_tails()
         del producer
+        processed = _processed(_scrape(metrics_port))
         return _summary(state, cfg, produced, processed, elapsed, drift_day)
     return 1
+
+
+def _keep_pace(
+    procs: dict[str, subprocess.Popen[bytes]],
+    metrics_port: int,
+    target: int,
+    state: DemoState,
+    deadline: float,
+) -> bool:
+    until = time.monotonic() + deadline
+    while time.monotonic() < until:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                _out(f"✗ {name} exited with code {proc.returncode}")
+                return False
+        if _processed(_scrape(metrics_port)) >= target and not state.training():
+            return True
+        time.sleep(0.2)
+    _out("✗ the workers did not keep up")
+    return False
+
+
+def _describe_retrain(state: DemoState, r: dict[str, Any]) -> str | None:
+    if r["status"] in ("ignored", "waiting"):
+        return None
+    figures = ""
+    details = r.get("details") or {}
+    if "challenger" in details:
+        figures = (
+            f" (challenger PR-AUC {details['challenger'].get('pr_auc', 0):.3f}, champion "
+            f"{details['champion'].get('pr_auc', 0):.3f} on the same holdout)"
+        )
+    return (
+        f"  day {state.day(r['event_time']):6.2f} RETRAIN {r['status']:<19} "
+        f"{r['tenant']}/{r['model']}: {r['reason']}{figures}"
+    )
+
+
+def _describe_model(state: DemoState, m: dict[str, Any]) -> str:
+    return (
+        f"  day {state.day(m['event_time']):6.2f} MODEL   {m['action']:<19} "
+        f"{m['tenant']}/{m['model']}: {m['previous_version']} -> {m['version']} ({m['reason']})"
+    )
 
 
 def _summary(

@@ -218,6 +218,81 @@ class Settings:
         "Closed windows labelled less than this share get label-free (CBPE) estimates.",
     )
 
+    # --- retraining (driftwatch retrain-worker)
+    registry_dir: str = _env(
+        "DRIFTWATCH_REGISTRY_DIR", "var/registry", "Model registry root (versions, active.json)."
+    )
+    auto_retrain: bool = _env(
+        "DRIFTWATCH_AUTO_RETRAIN",
+        False,
+        "Initial global auto-retrain flag; switch it at runtime with `driftwatch flags`.",
+    )
+    retrain_kinds: str = _env(
+        "DRIFTWATCH_RETRAIN_KINDS",
+        "performance,statistical",
+        "Drift kinds that may start a retraining (comma-separated).",
+    )
+    retrain_min_persistence: int = _env(
+        "DRIFTWATCH_RETRAIN_MIN_PERSISTENCE",
+        7,
+        "Windows a confirmed incident must have persisted before it can trigger a retraining.",
+    )
+    approval_severity: str = _env(
+        "DRIFTWATCH_APPROVAL_SEVERITY",
+        "CRITICAL",
+        "Drift of this severity or worse waits for `driftwatch approve`.",
+    )
+    retrain_cooldown_days: float = _env(
+        "DRIFTWATCH_RETRAIN_COOLDOWN_DAYS",
+        7.0,
+        "At most one training per (tenant, model) per this many days of event time.",
+    )
+    retrain_min_new_labels: int = _env(
+        "DRIFTWATCH_RETRAIN_MIN_NEW_LABELS",
+        1000,
+        "Labelled rows newer than the last training's data needed to train again.",
+    )
+    training_days: float = _env(
+        "DRIFTWATCH_TRAINING_DAYS", 30.0, "Days of labelled predictions a training reads."
+    )
+    validation_share: float = _env(
+        "DRIFTWATCH_VALIDATION_SHARE",
+        0.2,
+        "Newest share of the training data held out for the challenger and the champion.",
+    )
+    min_pr_auc: float = _env(
+        "DRIFTWATCH_MIN_PR_AUC", 0.70, "A challenger needs at least this validation PR-AUC."
+    )
+    champion_margin: float = _env(
+        "DRIFTWATCH_CHAMPION_MARGIN",
+        0.01,
+        "A challenger may be at most this much PR-AUC below the champion on the holdout.",
+    )
+    training_max_seconds: float = _env(
+        "DRIFTWATCH_TRAINING_MAX_SECONDS", 600.0, "Wall-clock limit of one training."
+    )
+    training_max_memory_mb: int = _env(
+        "DRIFTWATCH_TRAINING_MAX_MEMORY_MB", 4096, "Address-space limit of the training process."
+    )
+    post_deploy_hours: float = _env(
+        "DRIFTWATCH_POST_DEPLOY_HOURS",
+        24.0,
+        "Hours of event time after a promotion whose predictions are checked.",
+    )
+    post_deploy_settle_days: float = _env(
+        "DRIFTWATCH_POST_DEPLOY_SETTLE_DAYS",
+        3.0,
+        "Days after that window for its labels to arrive before the check passes.",
+    )
+    rollback_max_drop: float = _env(
+        "DRIFTWATCH_ROLLBACK_MAX_DROP",
+        0.05,
+        "Roll back when the new version's accuracy is this much below its predecessor's.",
+    )
+    retrain_metrics_port: int = _env(
+        "DRIFTWATCH_RETRAIN_METRICS_PORT", 9109, "Prometheus port of the retrain worker (0 = off)."
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ

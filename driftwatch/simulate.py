@@ -91,6 +91,7 @@ class DriftType(StrEnum):
     VARIANCE = "variance"
     CATEGORY_MIX = "category_mix"
     CONCEPT = "concept"
+    RELATION = "relation"
     NONE = "none"
 
 
@@ -101,7 +102,10 @@ class DriftSpec:
     ``magnitude``: shift in sigmas (``mean_shift``), multiplier of the deviation from the mean
     (``variance``, > 0), share of probability mass moved to the rare category
     (``category_mix``, 0..1), or share of predictions whose label is flipped while features
-    and scores stay as they were (``concept``, 0..1: concept drift). ``start_day`` may be
+    and scores stay as they were (``concept``, 0..1: noise no model can learn), or how far the
+    true log-odds move toward a new rule: the scored features' weights rotated by one place
+    (``relation``, 0..1: a concept drift a retrained model *can* learn; scores stay the old
+    model's). ``start_day`` may be
     fractional (60.5 = noon of day 60).
     Empty ``features`` = the first numeric feature (first categorical for ``category_mix``);
     empty ``tenants``/``models`` = all of them.
@@ -138,7 +142,8 @@ class DriftSpec:
             raise ValueError(f"drift magnitude must be finite, not {self.magnitude}")
         if kind is DriftType.VARIANCE and self.magnitude <= 0:
             raise ValueError(f"variance drift magnitude must be > 0, not {self.magnitude}")
-        if kind in (DriftType.CATEGORY_MIX, DriftType.CONCEPT) and not 0 <= self.magnitude <= 1:
+        unit = (DriftType.CATEGORY_MIX, DriftType.CONCEPT, DriftType.RELATION)
+        if kind in unit and not 0 <= self.magnitude <= 1:
             raise ValueError(f"{kind.value} magnitude must be in [0, 1], not {self.magnitude}")
 
 
@@ -492,7 +497,7 @@ def _resolve_drifts(
             continue
         num_idx: tuple[int, ...] = ()
         cat_idx: tuple[int, ...] = ()
-        if spec.type is DriftType.CONCEPT:
+        if spec.type in (DriftType.CONCEPT, DriftType.RELATION):
             pass  # labels only
         elif spec.type is DriftType.CATEGORY_MIX:
             if spec.features:
@@ -503,7 +508,7 @@ def _resolve_drifts(
             num_idx = tuple(numeric.index(f) for f in spec.features if f in numeric)
         elif numeric:
             num_idx = (0,)
-        if num_idx or cat_idx or spec.type is DriftType.CONCEPT:
+        if num_idx or cat_idx or spec.type in (DriftType.CONCEPT, DriftType.RELATION):
             out.append(
                 _ResolvedDrift(
                     type=spec.type,
@@ -648,7 +653,17 @@ def _simulate_day(cfg: SimulationConfig, p: _Profile, day: int, day_start_us: in
         eta = eta + p.cat_offsets[categorical[:, 0]]
     label_rng = _rng(cfg, p.tenant, p.model, _P_LABELS, day)
     score = _sigmoid(eta + label_rng.normal(0.0, SCORE_NOISE, n))
-    label = (label_rng.random(n) < _sigmoid(eta)).astype(np.int64)
+    truth = eta
+    for d in p.drifts:
+        if d.type is DriftType.RELATION:
+            used = int(np.count_nonzero(p.weights))
+            rotated = p.weights.copy()
+            rotated[:used] = np.roll(p.weights[:used], 1)
+            mixed = (1.0 - d.magnitude) * p.weights + d.magnitude * rotated
+            active = times >= d.start_us
+            truth = truth.copy()
+            truth[active] = eta[active] + standardized[active] @ (mixed - p.weights)
+    label = (label_rng.random(n) < _sigmoid(truth)).astype(np.int64)
     concept = [d for d in p.drifts if d.type is DriftType.CONCEPT]
     if concept:
         flip_u = _rng(cfg, p.tenant, p.model, _P_CONCEPT, day).random(n)

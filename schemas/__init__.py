@@ -13,16 +13,22 @@ from schemas.events import (
     format_timestamp,
     parse_timestamp,
 )
+from schemas.retrain import ControlMessage, ModelAction, ModelEvent, RetrainEvent, RetrainStatus
 
 __all__ = [
     "SCHEMA_VERSION",
+    "ControlMessage",
     "DeadLetter",
     "DriftEvent",
     "DriftKind",
     "FeatureValue",
     "InvalidEvent",
+    "ModelAction",
+    "ModelEvent",
     "OutcomeEvent",
     "PredictionEvent",
+    "RetrainEvent",
+    "RetrainStatus",
     "Severity",
     "format_timestamp",
     "parse_timestamp",

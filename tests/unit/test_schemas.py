@@ -164,3 +164,18 @@ def test_timestamp_forms() -> None:
         parse_timestamp(float("nan"))
     with pytest.raises(InvalidEvent):
         parse_timestamp(True)
+
+
+def test_retrain_and_model_events_match_their_schemas_and_round_trip() -> None:
+    from schemas import ModelAction, ModelEvent, RetrainEvent, RetrainStatus
+
+    r = RetrainEvent("req-1", "acme", "fraud", "d1", RetrainStatus.AWAITING_APPROVAL,
+                     "needs approval", T0, T0 + 5, "v1", 0, {"sev": "CRITICAL"})  # fmt: skip
+    jsonschema.validate(json.loads(r.to_json()), schema("retrain_event"))
+    assert RetrainEvent.from_dict(json.loads(r.to_json())) == r
+    m = ModelEvent(ModelAction.ROLLED_BACK, "acme", "fraud", "v1", "r2", "post-deploy check",
+                   T0 + 9, T0, "req-1", {"pr_auc": 0.61})  # fmt: skip
+    jsonschema.validate(json.loads(m.to_json()), schema("model_event"))
+    assert ModelEvent.from_dict(json.loads(m.to_json())) == m
+    with pytest.raises(InvalidEvent):
+        RetrainEvent.from_dict({"request_id": "x"})

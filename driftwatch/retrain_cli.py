@@ -1,0 +1,152 @@
+"""The operators' side of retraining: ``retrain-worker``, ``approve``/``reject``, ``models``,
+``rollback`` and ``flags``. Approvals and flags go through the compacted ``retrain-control``
+topic (the worker acts on them without a restart); ``models`` and ``rollback`` work on the
+registry directly, so a rollback needs nothing else to be running."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+from driftwatch.settings import Settings
+
+
+def _control(settings: Settings, key: str, value: dict[str, Any]) -> None:
+    from confluent_kafka import Producer
+
+    from driftwatch.devbroker import ensure_topics
+    from retrain.worker import RETRAIN_CONTROL
+    from schemas import ControlMessage
+
+    topic = settings.topic(RETRAIN_CONTROL)
+    ensure_topics(
+        settings.bootstrap, {topic: settings.partitions}, replication=settings.replication
+    )
+    producer = Producer({"bootstrap.servers": settings.bootstrap})
+    producer.produce(
+        topic, key=key.encode(), value=ControlMessage(key, value, time.time()).to_json()
+    )
+    if producer.flush(30) != 0:
+        raise SystemExit(f"driftwatch: could not deliver to {topic}")
+
+
+def cmd_retrain_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from retrain.worker import run_retrain_worker
+
+    return run_retrain_worker(settings)
+
+
+def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
+    decision = "approve" if args.command == "approve" else "reject"
+    _control(
+        settings,
+        f"approval:{args.request_id}",
+        {"decision": decision, "by": args.by, "note": args.note},
+    )
+    print(f"{decision}d {args.request_id} (the retrain worker acts on it from retrain-control)")
+    return 0
+
+
+def cmd_flags(args: argparse.Namespace, settings: Settings) -> int:
+    key = f"flag:tenant:{args.tenant}" if args.tenant else "flag:global"
+    on = args.auto_retrain == "on"
+    _control(settings, key, {"auto_retrain": on, "by": args.by})
+    print(f"{key}: auto_retrain={'on' if on else 'off'}")
+    return 0
+
+
+def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
+    from retrain.registry import ModelRegistry
+
+    registry = ModelRegistry(settings.registry_dir)
+    out = []
+    for tenant, model in registry.streams():
+        if (args.tenant and tenant != args.tenant) or (args.model and model != args.model):
+            continue
+        active = registry.active(tenant, model)
+        out.append(
+            {
+                "tenant": tenant,
+                "model": model,
+                "active": None if active is None else active.version,
+                "versions": [v.to_dict() for v in registry.versions(tenant, model)],
+                "history": registry.history(tenant, model),
+            }
+        )
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
+    from confluent_kafka import Producer
+    from retrain.registry import ModelRegistry, RegistryError
+
+    from retrain.worker import MODEL_EVENTS
+    from schemas import ModelAction, ModelEvent
+
+    registry = ModelRegistry(settings.registry_dir)
+    current = registry.active(args.tenant, args.model)
+    target = args.to
+    if target is None:
+        prev = registry.previous_active(args.tenant, args.model)
+        target = None if prev is None else prev.version
+    if current is None or target is None:
+        print("driftwatch: nothing to roll back to", file=sys.stderr)
+        return 1
+    reason = f"manual rollback by {args.by}" + (f": {args.reason}" if args.reason else "")
+    try:
+        registry.activate(args.tenant, args.model, target, reason=reason)
+    except RegistryError as exc:
+        print(f"driftwatch: {exc}", file=sys.stderr)
+        return 1
+    event = ModelEvent(
+        ModelAction.ROLLED_BACK, args.tenant, args.model, target, current.version, reason,
+        time.time(), time.time(),
+    )  # fmt: skip
+    try:
+        producer = Producer({"bootstrap.servers": settings.bootstrap, "message.timeout.ms": 10000})
+        producer.produce(
+            settings.topic(MODEL_EVENTS), key=event.stream_key.encode(), value=event.to_json()
+        )
+        delivered = producer.flush(15) == 0
+    except Exception:
+        delivered = False
+    print(f"{args.tenant}/{args.model}: {current.version} -> {target}")
+    if not delivered:
+        print(
+            "driftwatch: rolled back, but model-events was not reachable: tell serving",
+            file=sys.stderr,
+        )
+        return 3
+    return 0
+
+
+def add_commands(sub: Any) -> None:
+    sub.add_parser(
+        "retrain-worker", help="consume drift-events and retrain, validate, promote, roll back"
+    ).set_defaults(func=cmd_retrain_worker)
+    for name, what in (("approve", "approve"), ("reject", "reject")):
+        p = sub.add_parser(name, help=f"{what} a retrain request awaiting approval")
+        p.add_argument("request_id")
+        p.add_argument("--by", default="cli")
+        p.add_argument("--note", default="")
+        p.set_defaults(func=cmd_approve)
+    p = sub.add_parser("flags", help="switch auto-retraining on or off, globally or per tenant")
+    p.add_argument("--auto-retrain", choices=["on", "off"], required=True)
+    p.add_argument("--tenant", default=None, help="only this tenant (default: the global flag)")
+    p.add_argument("--by", default="cli")
+    p.set_defaults(func=cmd_flags)
+    p = sub.add_parser("models", help="list model versions, the active one and the history")
+    p.add_argument("--tenant", default=None)
+    p.add_argument("--model", default=None)
+    p.set_defaults(func=cmd_models)
+    p = sub.add_parser("rollback", help="make the previous (or a given) version active")
+    p.add_argument("--tenant", required=True)
+    p.add_argument("--model", required=True)
+    p.add_argument("--to", default=None, help="version (default: the one active before)")
+    p.add_argument("--by", default="cli")
+    p.add_argument("--reason", default="")
+    p.set_defaults(func=cmd_rollback)

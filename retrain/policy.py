@@ -1,0 +1,218 @@
+"""When to retrain: the seed plan's safeguards as one pure function, and the state it reads.
+
+Everything here is pure and event-sourced: :class:`RetrainState` is rebuilt by replaying the
+``retrain-events`` topic (every decision the consumer ever published) and the
+``retrain-control`` topic (flags and approvals), so a restarted consumer decides exactly as the
+one before it, and a DriftEvent delivered twice finds its request already in flight.
+
+A request is one per drift incident (``drift_id``): the incident re-emits its DriftEvent every
+window while it lasts, so a request that had to *wait* (cooldown, too few labels, flag off) is
+simply decided again on the next one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from schemas import DriftEvent, RetrainEvent, RetrainStatus, Severity
+from streams.config import DAY
+
+_NAMESPACE = uuid.UUID("5d2f6a1c-3b7e-4e0a-9c8d-1f2e3a4b5c6d")
+
+
+class Action(StrEnum):
+    IGNORE = "ignore"
+    WAIT = "wait"
+    REQUEST_APPROVAL = "request_approval"
+    RETRAIN = "retrain"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str
+
+    @property
+    def status(self) -> RetrainStatus:
+        return {
+            Action.IGNORE: RetrainStatus.IGNORED,
+            Action.WAIT: RetrainStatus.WAITING,
+            Action.REQUEST_APPROVAL: RetrainStatus.AWAITING_APPROVAL,
+            Action.RETRAIN: RetrainStatus.TRAINING,
+        }[self.action]
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """The safeguards, each a setting (see ``driftwatch.settings``)."""
+
+    auto_retrain: bool = False
+    """The global feature flag's value until ``retrain-control`` says otherwise."""
+    kinds: frozenset[str] = frozenset({"performance", "statistical"})
+    """Drift kinds that may start a retraining (estimated performance never does)."""
+    min_persistence: int = 7
+    """Only confirmed drift that persisted this many windows acts (the seed plan's 7 days)."""
+    approval_severity: Severity = Severity.CRITICAL
+    """Drift this severe waits for a person (``driftwatch approve``)."""
+    cooldown_days: float = 7.0
+    """At most one training per (tenant, model) per this much event time."""
+    min_new_labels: int = 1_000
+    """Labelled rows newer than the last training's data needed before training again."""
+
+
+@dataclass
+class RequestState:
+    request_id: str
+    tenant: str
+    model: str
+    drift_id: str
+    status: RetrainStatus
+    attempts: int = 0
+    approved: bool = False
+    severity: str = "LOW"
+    event_time: float = 0.0
+    drift: dict[str, object] | None = None
+    """The DriftEvent that last moved it (to decide again when a person approves)."""
+
+
+@dataclass
+class RetrainState:
+    """What the consumer knows, rebuilt from its own topics."""
+
+    requests: dict[str, RequestState] = field(default_factory=dict)
+    last_training: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Event time each (tenant, model) last started training."""
+    trained_until: dict[tuple[str, str], float] = field(default_factory=dict)
+    """Newest prediction time in the data of the last training."""
+    global_flag: bool | None = None
+    tenant_flags: dict[str, bool] = field(default_factory=dict)
+    decisions: dict[str, str] = field(default_factory=dict)
+    """Approvals and rejections by request id, from ``retrain-control``."""
+
+    def auto_retrain(self, tenant: str, policy: RetrainPolicy) -> bool:
+        if tenant in self.tenant_flags:
+            return self.tenant_flags[tenant]
+        return policy.auto_retrain if self.global_flag is None else self.global_flag
+
+    def apply(self, event: RetrainEvent) -> None:
+        """Fold one published decision into the state (replay and live alike)."""
+        req = self.requests.get(event.request_id)
+        if req is None:
+            req = self.requests[event.request_id] = RequestState(
+                event.request_id, event.tenant, event.model, event.drift_id, event.status
+            )
+        if (
+            req.status.terminal
+            and not event.status.terminal
+            and event.status
+            not in (
+                RetrainStatus.VALIDATED,
+                RetrainStatus.ROLLED_BACK,
+            )
+        ):
+            return  # a late "ignored"/"waiting" never reopens a finished request
+        req.status = event.status
+        req.event_time = event.event_time
+        req.severity = str(event.details.get("severity", req.severity))
+        drift = event.details.get("drift")
+        if isinstance(drift, dict):
+            req.drift = drift
+        if event.status is RetrainStatus.TRAINING:
+            req.attempts = max(req.attempts, event.attempt)
+            self.last_training[(event.tenant, event.model)] = event.event_time
+        if event.status is RetrainStatus.APPROVED:
+            req.approved = True
+        if event.status is RetrainStatus.PROMOTED and "trained_until" in event.details:
+            self.trained_until[(event.tenant, event.model)] = float(event.details["trained_until"])
+
+    def control(self, key: str, value: dict[str, object]) -> None:
+        """Fold one ``retrain-control`` message (latest per key wins)."""
+        if key == "flag:global":
+            self.global_flag = bool(value.get("auto_retrain"))
+        elif key.startswith("flag:tenant:"):
+            self.tenant_flags[key.removeprefix("flag:tenant:")] = bool(value.get("auto_retrain"))
+        elif key.startswith("approval:"):
+            decision = str(value.get("decision", ""))
+            if decision in ("approve", "reject"):
+                self.decisions[key.removeprefix("approval:")] = decision
+
+    def in_flight(self, tenant: str, model: str) -> RequestState | None:
+        """A request of this stream that is training or waiting for a person."""
+        busy = (RetrainStatus.TRAINING, RetrainStatus.AWAITING_APPROVAL, RetrainStatus.APPROVED)
+        for req in self.requests.values():
+            if (req.tenant, req.model) == (tenant, model) and req.status in busy:
+                return req
+        return None
+
+
+def request_id(drift: DriftEvent) -> str:
+    """One request per incident: the same DriftEvent (or the incident's next one) maps to it.
+
+    >>> from schemas import DriftKind, Severity
+    >>> d = DriftEvent("d1", DriftKind.PERFORMANCE, "acme", "fraud", "v1", None, "accuracy_drop",
+    ...                0.0, None, None, 0.0, 1.0, 0.0, 1.0, Severity.HIGH, True, 1.0)
+    >>> request_id(d) == request_id(d), len(request_id(d))
+    (True, 36)
+    """
+    return str(uuid.uuid5(_NAMESPACE, f"{drift.tenant}\x1f{drift.model}\x1f{drift.drift_id}"))
+
+
+def decide(
+    drift: DriftEvent,
+    policy: RetrainPolicy,
+    state: RetrainState,
+    new_labels: int | None = None,
+) -> Decision:
+    """Ignore, wait, ask a person, or retrain. ``new_labels`` is None until the caller has
+    counted the labelled rows newer than the last training (it does so only when every other
+    safeguard already says yes).
+
+    >>> from schemas import DriftKind, Severity
+    >>> d = DriftEvent("d1", DriftKind.PERFORMANCE, "acme", "fraud", "v1", None, "accuracy_drop",
+    ...                0.0, None, None, 0.0, 1.0, 0.0, 1.0, Severity.HIGH, True, 1.0, persistence=7)
+    >>> decide(d, RetrainPolicy(), RetrainState()).reason
+    'auto-retrain is off for tenant acme'
+    >>> decide(d, RetrainPolicy(auto_retrain=True), RetrainState(), new_labels=5_000).action
+    <Action.RETRAIN: 'retrain'>
+    """
+    if drift.extra.get("estimated"):
+        return Decision(Action.IGNORE, "a label-free estimate: retraining waits for real labels")
+    if drift.kind.value not in policy.kinds:
+        return Decision(Action.IGNORE, f"{drift.kind.value} drift does not trigger retraining")
+    if not drift.confirmed or drift.persistence < policy.min_persistence:
+        return Decision(
+            Action.IGNORE,
+            f"not confirmed yet (persistence {drift.persistence}/{policy.min_persistence})",
+        )
+    req = state.requests.get(request_id(drift))
+    if req is not None and req.status.terminal:
+        return Decision(Action.IGNORE, f"this incident's request already ended ({req.status})")
+    busy = state.in_flight(drift.tenant, drift.model)
+    if busy is not None and busy.request_id != request_id(drift):
+        return Decision(
+            Action.IGNORE, f"request {busy.request_id[:8]} for this model is {busy.status.value}"
+        )
+    if req is not None and req.status is RetrainStatus.TRAINING:
+        return Decision(Action.IGNORE, "already training")
+    if state.decisions.get(request_id(drift)) == "reject":
+        return Decision(Action.IGNORE, "rejected by a person")
+    if not state.auto_retrain(drift.tenant, policy):
+        return Decision(Action.WAIT, f"auto-retrain is off for tenant {drift.tenant}")
+    last = state.last_training.get((drift.tenant, drift.model))
+    if last is not None and drift.detected_at < last + policy.cooldown_days * DAY:
+        hours = (last + policy.cooldown_days * DAY - drift.detected_at) / 3600
+        return Decision(Action.WAIT, f"cooldown: last training {hours:.0f} h too recent")
+    approved = state.decisions.get(request_id(drift)) == "approve"
+    if drift.severity.rank >= policy.approval_severity.rank and not approved:
+        return Decision(
+            Action.REQUEST_APPROVAL,
+            f"{drift.severity.value} drift needs a person: driftwatch approve {request_id(drift)}",
+        )
+    if new_labels is not None and new_labels < policy.min_new_labels:
+        return Decision(
+            Action.WAIT,
+            f"{new_labels} labelled rows since the last training, {policy.min_new_labels} needed",
+        )
+    return Decision(Action.RETRAIN, f"confirmed {drift.severity.value} {drift.kind.value} drift")

@@ -1,0 +1,473 @@
+"""The retrain consumer's logic: decide, train, validate, promote, watch, roll back.
+
+No Kafka here: messages come in through ``on_*`` methods and go out through a
+:class:`Publisher`; training data comes from a :class:`TrainingData`. ``retrain/worker.py``
+wires these to Kafka; tests wire them to lists. Training runs in a child process with time
+and memory limits (``retrain.training.train_with_limits``), driven from a thread so the
+consumer keeps reading (a flag switched off, an approval) while a model trains.
+
+Crash safety: every step is published to ``retrain-events`` *before* the next one starts, and
+the state is rebuilt from that topic at start (:meth:`RetrainService.replay`). A request found
+``training`` at start was interrupted: it is retried once (attempt 2), then ``failed``. The
+registry writes versions atomically and is idempotent per request, so a crash between
+registering, activating and announcing repeats the missing steps and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from retrain.policy import Action, RetrainPolicy, RetrainState, decide, request_id
+from retrain.registry import ModelRegistry, RegistryError
+from retrain.training import Dataset, TrainedModel, TrainingFailed, TrainingLimits
+from retrain.training import train_with_limits as default_trainer
+from retrain.validation import (
+    GatePolicy,
+    PostDeployCheck,
+    PostDeployPolicy,
+    Verdict,
+    gate,
+    holdout_metrics,
+)
+from schemas import (
+    DriftEvent,
+    DriftKind,
+    ModelAction,
+    ModelEvent,
+    RetrainEvent,
+    RetrainStatus,
+    parse_timestamp,
+)
+from streams.config import DAY
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 2
+"""A request interrupted (crash) or failed (error, timeout) is tried once more, then failed."""
+
+Trainer = Callable[[str, Dataset, TrainingLimits, float, int], TrainedModel]
+
+
+class Publisher(Protocol):
+    def retrain_event(self, event: RetrainEvent) -> None: ...
+    def model_event(self, event: ModelEvent) -> None: ...
+
+
+class TrainingData(Protocol):
+    def rows(self, tenant: str, model: str, start: float, end: float) -> list[dict[str, Any]]:
+        """``labeled-predictions`` rows of (tenant, model) predicted in [start, end]."""
+        ...
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    policy: RetrainPolicy = field(default_factory=RetrainPolicy)
+    gate: GatePolicy = field(default_factory=GatePolicy)
+    post_deploy: PostDeployPolicy = field(default_factory=PostDeployPolicy)
+    limits: TrainingLimits = field(default_factory=TrainingLimits)
+    training_days: float = 30.0
+    """Training data: labelled predictions of this many days (event time) up to the drift."""
+    validation_share: float = 0.2
+    """The newest share of them is the holdout for the challenger *and* the champion."""
+    seed: int = 0
+
+
+@dataclass
+class _Job:
+    request_id: str
+    drift: DriftEvent
+    attempt: int
+    data: Dataset
+    future: Future[TrainedModel] | None = None
+    started: float = 0.0
+
+
+class RetrainService:
+    def __init__(
+        self,
+        config: RetrainConfig,
+        registry: ModelRegistry,
+        publisher: Publisher,
+        data: TrainingData,
+        trainer: Trainer | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.registry = registry
+        self.publisher = publisher
+        self.data = data
+        self.trainer: Trainer = trainer or _limited_trainer
+        self.clock = clock
+        self.state = RetrainState()
+        self.checks: dict[tuple[str, str], PostDeployCheck] = {}
+        self.log_clock: dict[tuple[str, str], float] = {}
+        self._queue: deque[_Job] = deque()
+        self._job: _Job | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training")
+        self._last: dict[str, tuple[RetrainStatus, str]] = {}
+
+    # ------------------------------------------------------------------ start
+
+    def replay(
+        self, events: Iterable[RetrainEvent], controls: Iterable[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Rebuild the state from ``retrain-events`` and ``retrain-control``, then resume what
+        a crash interrupted: trainings (retried once) and post-deploy checks."""
+        promoted: dict[str, RetrainEvent] = {}
+        for key, value in controls:
+            self.state.control(key, value)
+        for event in events:
+            self.state.apply(event)
+            self._last[event.request_id] = (event.status, event.reason)
+            if event.status is RetrainStatus.PROMOTED:
+                promoted[event.request_id] = event
+            elif event.status in (RetrainStatus.VALIDATED, RetrainStatus.ROLLED_BACK):
+                promoted.pop(event.request_id, None)
+        for event in promoted.values():
+            self._watch(event)
+        for req in list(self.state.requests.values()):
+            if req.status is not RetrainStatus.TRAINING or req.drift is None:
+                continue
+            drift = DriftEvent.from_dict(dict(req.drift))
+            if req.attempts >= MAX_ATTEMPTS:
+                self._publish(drift, RetrainStatus.FAILED, "interrupted twice", req.attempts)
+            else:
+                log.warning("request %s was interrupted while training: retrying", req.request_id)
+                self._start(drift, attempt=req.attempts + 1, reason="retry after an interruption")
+
+    # ------------------------------------------------------------------ inputs
+
+    def on_drift(self, drift: DriftEvent) -> None:
+        key = (drift.tenant, drift.model)
+        check = self.checks.get(key)
+        if (
+            check is not None
+            and drift.kind is DriftKind.PERFORMANCE
+            and not drift.extra.get("estimated")
+            and drift.model_version == check.version
+            and drift.window_start >= check.promoted_at - DAY
+        ):
+            self._rollback(
+                check, f"performance drift on {check.version}: {drift.test}", drift.detected_at
+            )
+            return
+        req = self.state.requests.get(request_id(drift))
+        if req is not None and req.status.terminal:
+            return  # this incident's request is over (the incident still re-emits daily)
+        decision = decide(drift, self.config.policy, self.state)
+        if decision.action is Action.RETRAIN:
+            self._start(drift, attempt=1, reason=decision.reason)
+            return
+        self._publish(drift, decision.status, decision.reason, 0)
+
+    def on_control(self, key: str, value: dict[str, Any]) -> None:
+        self.state.control(key, value)
+        if key.startswith("flag:"):
+            log.info("flag %s = %s", key, value)
+            return
+        if not key.startswith("approval:"):
+            return
+        rid = key.removeprefix("approval:")
+        req = self.state.requests.get(rid)
+        if req is None or req.status is not RetrainStatus.AWAITING_APPROVAL or req.drift is None:
+            return
+        drift = DriftEvent.from_dict(dict(req.drift))
+        who = str(value.get("by", "someone"))
+        if value.get("decision") == "reject":
+            self._publish(drift, RetrainStatus.REJECTED, f"rejected by {who}", 0)
+            return
+        self._publish(drift, RetrainStatus.APPROVED, f"approved by {who}", 0)
+        decision = decide(drift, self.config.policy, self.state)
+        if decision.action is Action.RETRAIN:
+            self._start(drift, attempt=1, reason=f"approved by {who}")
+        else:
+            self._publish(drift, decision.status, decision.reason, 0)
+
+    def on_labeled(self, row: dict[str, Any]) -> None:
+        """A row of ``labeled-predictions``: evidence for a post-deploy check."""
+        key = (str(row.get("tenant")), str(row.get("model")))
+        check = self.checks.get(key)
+        try:
+            outcome_ts = parse_timestamp(row["outcome_timestamp"], "outcome_timestamp")
+        except (KeyError, ValueError):
+            return
+        self.log_clock[key] = max(self.log_clock.get(key, outcome_ts), outcome_ts)
+        if check is None:
+            return
+        try:
+            check.observe(row)
+        except (KeyError, ValueError, TypeError):
+            return
+        self._judge(check)
+
+    def poll(self) -> bool:
+        """Advance training: finish a done job, start the next queued one. True if busy."""
+        job = self._job
+        if job is not None and job.future is not None and job.future.done():
+            self._job = None
+            self._finish(job)
+        if self._job is None and self._queue:
+            nxt = self._queue.popleft()
+            if not self.state.auto_retrain(nxt.drift.tenant, self.config.policy):
+                self._publish(
+                    nxt.drift, RetrainStatus.WAITING, "auto-retrain was switched off", nxt.attempt
+                )
+            else:
+                self._run(nxt)
+        return self._job is not None or bool(self._queue)
+
+    def wait_idle(self, timeout: float = 600.0) -> None:
+        """Block until no training is running or queued (CLI one-shots and tests)."""
+        deadline = time.monotonic() + timeout
+        while self.poll():
+            if time.monotonic() > deadline:
+                raise TimeoutError("training still running")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------------ training
+
+    def _start(self, drift: DriftEvent, attempt: int, reason: str) -> None:
+        cfg = self.config
+        end = drift.detected_at
+        rows = self.data.rows(drift.tenant, drift.model, end - cfg.training_days * DAY, end)
+        data = Dataset.from_rows(rows)
+        since = self.state.trained_until.get((drift.tenant, drift.model), float("-inf"))
+        new_labels = int((data.timestamps > since).sum()) if len(data) else 0
+        if attempt == 1:
+            decision = decide(drift, cfg.policy, self.state, new_labels=new_labels)
+            if decision.action is not Action.RETRAIN:
+                self._publish(drift, decision.status, decision.reason, 0)
+                return
+        self._publish(
+            drift,
+            RetrainStatus.TRAINING,
+            f"{reason}; {len(data)} labelled rows ({new_labels} new) from "
+            f"{cfg.training_days:g} days",
+            attempt,
+            rows=len(data),
+        )
+        self._queue.append(_Job(request_id(drift), drift, attempt, data))
+        self.poll()
+
+    def _run(self, job: _Job) -> None:
+        cfg = self.config
+        job.started = time.perf_counter()
+        job.future = self._executor.submit(
+            self.trainer, job.drift.model, job.data, cfg.limits, cfg.validation_share, cfg.seed
+        )
+        self._job = job
+
+    def _finish(self, job: _Job) -> None:
+        drift, cfg = job.drift, self.config
+        assert job.future is not None
+        seconds = time.perf_counter() - job.started
+        try:
+            trained = job.future.result()
+        except TrainingFailed as exc:
+            if job.attempt < MAX_ATTEMPTS:
+                self._start(drift, job.attempt + 1, f"retry after {exc.reason}: {exc}")
+            else:
+                self._publish(drift, RetrainStatus.FAILED, f"{exc.reason}: {exc}", job.attempt)
+            return
+        except Exception as exc:  # a bug in training must not kill the consumer
+            log.exception("training crashed")
+            self._publish(drift, RetrainStatus.FAILED, f"error: {exc!r}"[:500], job.attempt)
+            return
+        _, holdout = job.data.split_by_time(cfg.validation_share)
+        champion = holdout_metrics(holdout.scores, holdout.labels)
+        challenger = {k: float(v) for k, v in trained.metrics.items()}
+        verdict = gate(challenger, champion, cfg.gate)
+        figures = {"challenger": challenger, "champion": champion, "train_seconds": seconds}
+        if not verdict.passed:
+            self._publish(
+                drift, RetrainStatus.CHALLENGER_REJECTED, verdict.reason, job.attempt, **figures
+            )
+            return
+        tenant, model = drift.tenant, drift.model
+        active = self.registry.active(tenant, model)
+        previous = active.version if active is not None else drift.model_version
+        if active is None:
+            self._ensure_external(tenant, model, previous)
+        version = self.registry.register(
+            tenant,
+            model,
+            trained,
+            parent=previous,
+            training_window=trained.train_window,
+            rows=len(job.data),
+            metrics=challenger,
+            request_id=job.request_id,
+        )
+        self.registry.activate(tenant, model, version.version, reason=verdict.reason)
+        trained_until = float(job.data.timestamps.max())
+        self._publish(
+            drift,
+            RetrainStatus.PROMOTED,
+            f"{version.version} promoted over {previous}: {verdict.reason}",
+            job.attempt,
+            version=version.version,
+            previous=previous,
+            trained_until=trained_until,
+            promoted_at=drift.detected_at,
+            baseline=champion,
+            **figures,
+        )
+        self.publisher.model_event(
+            ModelEvent(
+                ModelAction.PROMOTED,
+                tenant,
+                model,
+                version.version,
+                previous,
+                verdict.reason,
+                self.clock(),
+                drift.detected_at,
+                job.request_id,
+                challenger,
+            )
+        )
+        self.checks[(tenant, model)] = PostDeployCheck(
+            tenant, model, version.version, previous, drift.detected_at, champion,
+            cfg.post_deploy,
+        )  # fmt: skip
+
+    def _ensure_external(self, tenant: str, model: str, version: str) -> None:
+        """The version serving before driftwatch's first training (trained elsewhere) is
+        recorded so that it can be rolled back to."""
+        try:
+            self.registry.get(tenant, model, version)
+        except RegistryError:
+            self.registry.register_external(tenant, model, version)
+        self.registry.activate(tenant, model, version, reason="serving before the first retrain")
+
+    # ------------------------------------------------------------------ post-deploy
+
+    def _watch(self, promoted: RetrainEvent) -> None:
+        d = promoted.details
+        check = PostDeployCheck(
+            promoted.tenant,
+            promoted.model,
+            str(d["version"]),
+            None if d.get("previous") is None else str(d["previous"]),
+            float(d["promoted_at"]),
+            {k: float(v) for k, v in dict(d.get("baseline") or {}).items()},
+            self.config.post_deploy,
+        )
+        self.checks[(promoted.tenant, promoted.model)] = check
+        for row in self.data.rows(
+            promoted.tenant, promoted.model, check.promoted_at, check.window_end
+        ):
+            check.observe(row)
+            ts = parse_timestamp(row["outcome_timestamp"], "outcome_timestamp")
+            key = (promoted.tenant, promoted.model)
+            self.log_clock[key] = max(self.log_clock.get(key, ts), ts)
+
+    def _judge(self, check: PostDeployCheck) -> None:
+        key = (check.tenant, check.model)
+        active = self.registry.active(check.tenant, check.model)
+        if active is None or active.version != check.version:
+            del self.checks[key]  # rolled back by hand, or replaced
+            return
+        verdict, reason, figures = check.verdict(self.log_clock.get(key, check.promoted_at))
+        if verdict is Verdict.ROLLBACK:
+            self._rollback(check, reason, self.log_clock.get(key, check.promoted_at), figures)
+        elif verdict is Verdict.PASSED:
+            del self.checks[key]
+            req = self._request_of(check)
+            if req is not None:
+                self._publish_raw(req, RetrainStatus.VALIDATED, reason, figures)
+
+    def _rollback(
+        self,
+        check: PostDeployCheck,
+        reason: str,
+        event_time: float,
+        figures: dict[str, float] | None = None,
+    ) -> None:
+        key = (check.tenant, check.model)
+        self.checks.pop(key, None)
+        target = check.previous
+        if target is None:
+            log.error("cannot roll back %s/%s: no previous version", *key)
+            return
+        self.registry.activate(check.tenant, check.model, target, reason=f"rollback: {reason}")
+        self.publisher.model_event(
+            ModelEvent(
+                ModelAction.ROLLED_BACK,
+                check.tenant,
+                check.model,
+                target,
+                check.version,
+                reason,
+                self.clock(),
+                event_time,
+                None,
+                dict(figures or {}),
+            )
+        )
+        req = self._request_of(check)
+        if req is not None:
+            self._publish_raw(req, RetrainStatus.ROLLED_BACK, reason, dict(figures or {}))
+        log.warning("rolled back %s/%s %s -> %s: %s", *key, check.version, target, reason)
+
+    def _request_of(self, check: PostDeployCheck) -> RetrainEvent | None:
+        for rid, req in self.state.requests.items():
+            same = (req.tenant, req.model) == (check.tenant, check.model)
+            if same and req.drift is not None and req.status is RetrainStatus.PROMOTED:
+                drift = DriftEvent.from_dict(dict(req.drift))
+                return RetrainEvent(
+                    rid, req.tenant, req.model, req.drift_id, req.status, "",
+                    drift.detected_at, self.clock(), drift.model_version,
+                )  # fmt: skip
+        return None
+
+    # ------------------------------------------------------------------ publishing
+
+    def _publish(
+        self, drift: DriftEvent, status: RetrainStatus, reason: str, attempt: int, **details: Any
+    ) -> None:
+        rid = request_id(drift)
+        if self._last.get(rid) == (status, reason) and not details:
+            return  # the same decision again (a redelivered DriftEvent): say it once
+        details.setdefault("severity", drift.severity.value)
+        details["drift"] = drift.to_dict()
+        event = RetrainEvent(
+            rid, drift.tenant, drift.model, drift.drift_id, status, reason, drift.detected_at,
+            self.clock(), drift.model_version, attempt, details,
+        )  # fmt: skip
+        self._emit(event)
+
+    def _publish_raw(
+        self, base: RetrainEvent, status: RetrainStatus, reason: str, details: dict[str, Any]
+    ) -> None:
+        req = self.state.requests[base.request_id]
+        event = RetrainEvent(
+            base.request_id, base.tenant, base.model, base.drift_id, status, reason,
+            base.event_time, self.clock(), base.model_version, req.attempts,
+            {**details, "drift": req.drift},
+        )  # fmt: skip
+        self._emit(event)
+
+    def _emit(self, event: RetrainEvent) -> None:
+        self.publisher.retrain_event(event)
+        self.state.apply(event)
+        self._last[event.request_id] = (event.status, event.reason)
+        log.info(
+            "retrain %s %s/%s %s: %s",
+            event.request_id[:8], event.tenant, event.model, event.status.value, event.reason,
+        )  # fmt: skip
+
+
+def _limited_trainer(
+    model: str, data: Dataset, limits: TrainingLimits, validation_share: float, seed: int
+) -> TrainedModel:
+    return default_trainer(model, data, limits, validation_share=validation_share, seed=seed)

@@ -1,0 +1,170 @@
+"""Whether a challenger may replace the champion, and whether a promoted model keeps its word.
+
+Pure: figures in, verdicts out. The gate is the seed plan's ModelValidator (PR-AUC >= 0.70)
+plus a champion comparison on the same recent holdout; the post-deploy check watches the new
+version's realised performance for a period of event time and calls for a rollback when it is
+significantly and materially worse than what its predecessor did on that holdout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from schemas import parse_timestamp
+from streams.join import binary_label
+from streams.performance import PerformanceSummary, proportion_drop_test
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    min_pr_auc: float = 0.70
+    """The seed plan's absolute floor for a model to serve."""
+    champion_margin: float = 0.01
+    """A challenger may be at most this much PR-AUC below the champion on the same holdout."""
+
+
+@dataclass(frozen=True)
+class GateResult:
+    passed: bool
+    reason: str
+    challenger: dict[str, float]
+    champion: dict[str, float] | None
+
+
+def gate(
+    challenger: dict[str, float], champion: dict[str, float] | None, policy: GatePolicy
+) -> GateResult:
+    """
+    >>> gate({"pr_auc": 0.81}, {"pr_auc": 0.64}, GatePolicy()).passed
+    True
+    >>> gate({"pr_auc": 0.66}, {"pr_auc": 0.50}, GatePolicy()).reason
+    'challenger PR-AUC 0.660 < 0.70 floor'
+    >>> gate({"pr_auc": 0.75}, {"pr_auc": 0.80}, GatePolicy()).reason
+    'challenger PR-AUC 0.750 < champion 0.800 - margin 0.01 on the same holdout'
+    """
+    pr = challenger.get("pr_auc", math.nan)
+    if not pr >= policy.min_pr_auc:  # also NaN
+        return GateResult(
+            False,
+            f"challenger PR-AUC {pr:.3f} < {policy.min_pr_auc:.2f} floor",
+            challenger,
+            champion,
+        )
+    champ = None if champion is None else champion.get("pr_auc")
+    if champ is not None and pr < champ - policy.champion_margin:
+        return GateResult(
+            False,
+            f"challenger PR-AUC {pr:.3f} < champion {champ:.3f} - margin "
+            f"{policy.champion_margin:.2f} on the same holdout",
+            challenger,
+            champion,
+        )
+    vs = "no champion figures" if champ is None else f"champion {champ:.3f}"
+    return GateResult(True, f"challenger PR-AUC {pr:.3f} >= floor; {vs}", challenger, champion)
+
+
+def holdout_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy and PR-AUC of ``scores`` on a holdout, as the gate and the check read them."""
+    s = PerformanceSummary()
+    s.add_predictions(scores)
+    s.add_labels(scores, labels)
+    out: dict[str, float] = {"n": float(s.labelled)}
+    for name, value in (("accuracy", s.accuracy()), ("pr_auc", s.pr_auc())):
+        if value is not None:
+            out[name] = value
+    return out
+
+
+@dataclass(frozen=True)
+class PostDeployPolicy:
+    window_hours: float = 24.0
+    """Predictions of the new version made this long after promotion (event time) are watched."""
+    settle_days: float = 3.0
+    """After the window, labels get this long to arrive before the check passes."""
+    max_drop: float = 0.05
+    """Roll back when accuracy is this much (absolute) below the predecessor's, significantly."""
+    alpha: float = 0.01
+    min_labels: int = 100
+
+
+class Verdict(StrEnum):
+    WATCHING = "watching"
+    PASSED = "passed"
+    ROLLBACK = "rollback"
+
+
+@dataclass
+class PostDeployCheck:
+    """The watch over one promotion.
+
+    >>> import numpy as np
+    >>> check = PostDeployCheck("acme", "fraud", "r1", "v1", 0.0, {"accuracy": 0.95, "n": 2000})
+    >>> rng = np.random.default_rng(1)
+    >>> for i in range(300):  # the new version is right only 70 % of the time
+    ...     _ = check.observe({"event_id": f"e{i}", "model_version": "r1", "score": 0.9,
+    ...                        "prediction_timestamp": 60.0 * i, "label": int(rng.random() < 0.7)})
+    >>> check.verdict(now=7200.0)[0]
+    <Verdict.ROLLBACK: 'rollback'>
+    """
+
+    tenant: str
+    model: str
+    version: str
+    previous: str | None
+    promoted_at: float
+    baseline: dict[str, float]
+    """The predecessor's holdout figures: ``accuracy`` and ``n``."""
+    policy: PostDeployPolicy = field(default_factory=PostDeployPolicy)
+    summary: PerformanceSummary = field(default_factory=PerformanceSummary)
+    seen: set[str] = field(default_factory=set)
+
+    @property
+    def window_end(self) -> float:
+        return self.promoted_at + self.policy.window_hours * 3600
+
+    def observe(self, row: dict[str, Any]) -> bool:
+        """Count a joined row if it is one of the watched predictions; True if it was."""
+        if row.get("model_version") != self.version:
+            return False
+        ts = parse_timestamp(row["prediction_timestamp"], "prediction_timestamp")
+        if not self.promoted_at <= ts < self.window_end:
+            return False
+        event_id = str(row["event_id"])
+        if event_id in self.seen:
+            return False  # at-least-once delivery of the log: count each prediction once
+        self.seen.add(event_id)
+        score = float(row["score"])
+        self.summary.add_prediction(score)
+        self.summary.add_label(score, binary_label(row["label"]))
+        return True
+
+    def verdict(self, now: float) -> tuple[Verdict, str, dict[str, float]]:
+        """At event time ``now``: keep watching, passed, or roll back (with the figures)."""
+        s, p = self.summary, self.policy
+        figures: dict[str, float] = {"labelled": float(s.labelled)}
+        acc = s.accuracy()
+        base_acc, base_n = self.baseline.get("accuracy"), int(self.baseline.get("n", 0))
+        if acc is not None:
+            figures["accuracy"] = acc
+        if base_acc is not None:
+            figures["baseline_accuracy"] = base_acc
+        if acc is not None and base_acc is not None and base_n and s.labelled >= p.min_labels:
+            z, pv = proportion_drop_test(
+                round(base_acc * base_n), base_n, round(acc * s.labelled), s.labelled
+            )
+            figures |= {"z": z, "p_value": pv}
+            if base_acc - acc >= p.max_drop and pv < p.alpha:
+                return (
+                    Verdict.ROLLBACK,
+                    f"{self.version} accuracy {acc:.3f} on {s.labelled} labels vs "
+                    f"{base_acc:.3f} for {self.previous} (p={pv:.1e})",
+                    figures,
+                )
+        if now >= self.window_end + p.settle_days * 86_400:
+            return Verdict.PASSED, f"{self.version} held up for {p.window_hours:.0f} h", figures
+        return Verdict.WATCHING, "", figures

@@ -1,0 +1,212 @@
+"""Wire formats of the retrain consumer's topics (v1): ``retrain-events``, ``model-events``
+and ``retrain-control``. Depends on nothing else in the project but ``schemas.events``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from schemas.events import SCHEMA_VERSION, InvalidEvent, format_timestamp, parse_timestamp
+
+
+class RetrainStatus(StrEnum):
+    """Where a retrain request is. Terminal (for starting a training): rejected,
+    challenger_rejected, promoted, validated, rolled_back, failed.
+    ``ignored`` and ``waiting`` are decided again on the incident's next DriftEvent."""
+
+    IGNORED = "ignored"
+    WAITING = "waiting"
+    AWAITING_APPROVAL = "awaiting_approval"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    TRAINING = "training"
+    CHALLENGER_REJECTED = "challenger_rejected"
+    PROMOTED = "promoted"
+    VALIDATED = "validated"
+    """The promoted version passed its post-deploy check."""
+    ROLLED_BACK = "rolled_back"
+    """The promoted version failed its post-deploy check and was replaced by its predecessor."""
+    FAILED = "failed"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset(
+    {
+        RetrainStatus.REJECTED,
+        RetrainStatus.CHALLENGER_REJECTED,
+        RetrainStatus.PROMOTED,
+        RetrainStatus.VALIDATED,
+        RetrainStatus.ROLLED_BACK,
+        RetrainStatus.FAILED,
+    }
+)
+
+
+def _dumps(data: dict[str, Any]) -> bytes:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+
+
+@dataclass(frozen=True)
+class RetrainEvent:
+    """One decision or step of one retrain request (topic ``retrain-events``, key
+    ``tenant:model``). The topic is the request's whole history: the consumer rebuilds its
+    state from it at start, which is what makes decisions idempotent across restarts."""
+
+    request_id: str
+    tenant: str
+    model: str
+    drift_id: str
+    status: RetrainStatus
+    reason: str
+    event_time: float
+    """Event time of the stream when this happened (the DriftEvent's ``detected_at``)."""
+    at: float
+    """Wall clock."""
+    model_version: str = ""
+    """The champion (version serving) when the request was made."""
+    attempt: int = 0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stream_key(self) -> str:
+        return f"{self.tenant}:{self.model}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "request_id": self.request_id,
+            "tenant": self.tenant,
+            "model": self.model,
+            "drift_id": self.drift_id,
+            "status": self.status.value,
+            "reason": self.reason,
+            "event_time": format_timestamp(self.event_time),
+            "at": format_timestamp(self.at),
+            "model_version": self.model_version,
+            "attempt": self.attempt,
+            "details": self.details,
+        }
+
+    def to_json(self) -> bytes:
+        return _dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RetrainEvent:
+        try:
+            return cls(
+                request_id=str(d["request_id"]),
+                tenant=str(d["tenant"]),
+                model=str(d["model"]),
+                drift_id=str(d["drift_id"]),
+                status=RetrainStatus(d["status"]),
+                reason=str(d["reason"]),
+                event_time=parse_timestamp(d["event_time"], "event_time"),
+                at=parse_timestamp(d["at"], "at"),
+                model_version=str(d.get("model_version", "")),
+                attempt=int(d.get("attempt", 0)),
+                details=dict(d.get("details") or {}),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InvalidEvent("bad_value", f"not a RetrainEvent: {exc!r}") from None
+
+
+class ModelAction(StrEnum):
+    PROMOTED = "promoted"
+    ROLLED_BACK = "rolled_back"
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    """The active version of (tenant, model) changed (topic ``model-events``, key
+    ``tenant:model``): serving systems load ``version`` from the registry when they see it."""
+
+    action: ModelAction
+    tenant: str
+    model: str
+    version: str
+    previous_version: str | None
+    reason: str
+    at: float
+    event_time: float
+    request_id: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def stream_key(self) -> str:
+        return f"{self.tenant}:{self.model}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "action": self.action.value,
+            "tenant": self.tenant,
+            "model": self.model,
+            "version": self.version,
+            "previous_version": self.previous_version,
+            "reason": self.reason,
+            "at": format_timestamp(self.at),
+            "event_time": format_timestamp(self.event_time),
+            "request_id": self.request_id,
+            "metrics": self.metrics,
+        }
+
+    def to_json(self) -> bytes:
+        return _dumps(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelEvent:
+        try:
+            return cls(
+                action=ModelAction(d["action"]),
+                tenant=str(d["tenant"]),
+                model=str(d["model"]),
+                version=str(d["version"]),
+                previous_version=None
+                if d.get("previous_version") is None
+                else str(d["previous_version"]),
+                reason=str(d["reason"]),
+                at=parse_timestamp(d["at"], "at"),
+                event_time=parse_timestamp(d["event_time"], "event_time"),
+                request_id=None if d.get("request_id") is None else str(d["request_id"]),
+                metrics=dict(d.get("metrics") or {}),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InvalidEvent("bad_value", f"not a ModelEvent: {exc!r}") from None
+
+
+@dataclass(frozen=True)
+class ControlMessage:
+    """Operators' commands and switches (compacted topic ``retrain-control``; the key says
+    what it is about, the latest value per key wins):
+
+    - ``flag:global`` / ``flag:tenant:<tenant>``: ``{"auto_retrain": true|false}``
+    - ``approval:<request_id>``: ``{"decision": "approve"|"reject", "by": ..., "note": ...}``
+    """
+
+    key: str
+    value: dict[str, Any]
+    at: float
+
+    def to_json(self) -> bytes:
+        return _dumps(
+            {"schema_version": SCHEMA_VERSION, **self.value, "at": format_timestamp(self.at)}
+        )
+
+    @classmethod
+    def parse(cls, key: bytes | None, value: bytes | None) -> ControlMessage:
+        if not key:
+            raise InvalidEvent("missing_field", "control message without a key")
+        try:
+            data = json.loads(value or b"{}")
+        except ValueError as exc:
+            raise InvalidEvent("malformed_json", str(exc)) from None
+        if not isinstance(data, dict):
+            raise InvalidEvent("wrong_type", "control message is not an object")
+        at = parse_timestamp(data.pop("at", 0.0), "at")
+        data.pop("schema_version", None)
+        return cls(key.decode(errors="replace"), data, at)

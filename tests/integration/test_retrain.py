@@ -1,0 +1,129 @@
+"""``driftwatch retrain-worker`` as a process on the real broker: confirmed drift to a
+promoted model, a noisy challenger rejected, a crash mid-training retried, a flag switch."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.retrain_e2e import (
+    TOPICS,
+    RetrainWorker,
+    Tail,
+    confirming_drift,
+    labeled_rows,
+    produce_rows,
+    send,
+    status,
+)
+from driftwatch.devbroker import ensure_topics
+from retrain.registry import ModelRegistry
+from schemas import ControlMessage, Severity
+
+
+@pytest.fixture
+def prefix(kafka_bootstrap: str, unique_prefix: str) -> str:
+    p = f"{unique_prefix}-"
+    ensure_topics(kafka_bootstrap, {p + t: 2 for t in TOPICS})
+    return p
+
+
+def test_confirmed_drift_promotes_and_a_noisy_challenger_is_rejected(
+    kafka_bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    produce_rows(kafka_bootstrap, prefix + "labeled-predictions", labeled_rows(12_000))
+    noisy = labeled_rows(12_000, tenant="globex", seed=9, noise=0.45)
+    produce_rows(kafka_bootstrap, prefix + "labeled-predictions", noisy)
+    worker = RetrainWorker(kafka_bootstrap, prefix, tmp_path).start()
+    tail = Tail(kafka_bootstrap, [prefix + "retrain-events", prefix + "model-events"])
+    try:
+        send(kafka_bootstrap, prefix + "drift-events", b"acme:fraud", confirming_drift().to_json())
+        send(
+            kafka_bootstrap,
+            prefix + "drift-events",
+            b"globex:fraud",
+            confirming_drift("globex", drift_id="noisy").to_json(),
+        )
+        promoted = tail.wait_for(status("promoted"), 180, worker)
+        rejected = tail.wait_for(status("challenger_rejected", "globex"), 180, worker)
+        event = tail.wait_for(lambda t, v: t.endswith("model-events"), 30, worker)
+        # the same DriftEvent again: no second training
+        send(kafka_bootstrap, prefix + "drift-events", b"acme:fraud", confirming_drift().to_json())
+        time.sleep(3)
+        list(tail.poll(1.0))
+    finally:
+        tail.close()
+        worker.stop()
+    version = promoted["details"]["version"]
+    assert promoted["details"]["challenger"]["pr_auc"] >= 0.70
+    assert event["action"] == "promoted" and event["version"] == version
+    assert event["previous_version"] == "v1"
+    assert rejected["details"]["challenger"]["pr_auc"] < 0.70
+    trainings = [
+        v for t, v, _ in tail.seen if t.endswith("retrain-events") and v["status"] == "training"
+    ]
+    assert len([v for v in trainings if v["tenant"] == "acme"]) == 1
+    registry = ModelRegistry(worker.registry_dir)
+    active = registry.active("acme", "fraud")
+    assert active is not None and active.version == version
+    assert registry.load("acme", "fraud", version) is not None
+    assert registry.active("globex", "fraud") is None  # never promoted
+
+
+def test_a_crash_mid_training_is_retried_once_and_a_flag_switch_stops_trainings(
+    kafka_bootstrap: str, prefix: str, tmp_path: Path
+) -> None:
+    produce_rows(kafka_bootstrap, prefix + "labeled-predictions", labeled_rows(60_000))
+    worker = RetrainWorker(
+        kafka_bootstrap, prefix, tmp_path, {"DRIFTWATCH_TRAINING_DAYS": "15"}
+    ).start()
+    tail = Tail(kafka_bootstrap, [prefix + "retrain-events", prefix + "model-events"])
+    try:
+        send(kafka_bootstrap, prefix + "drift-events", b"acme:fraud", confirming_drift().to_json())
+        tail.wait_for(status("training"), 120, worker)
+        time.sleep(1.0)  # inside the training
+        worker.stop(signal.SIGKILL)
+        worker.start()
+        retried = tail.wait_for(
+            lambda t, v: (
+                t.endswith("retrain-events") and v["status"] == "training" and v["attempt"] == 2
+            ),
+            120,
+            worker,
+        )
+        promoted = tail.wait_for(status("promoted"), 180, worker)
+        assert retried["request_id"] == promoted["request_id"]
+
+        # Switched off at runtime: the next incident only waits.
+        key = "flag:global"
+        send(
+            kafka_bootstrap,
+            prefix + "retrain-control",
+            key.encode(),
+            ControlMessage(key, {"auto_retrain": False}, time.time()).to_json(),
+        )
+        time.sleep(2)
+        later = confirming_drift(drift_id="next-incident", severity=Severity.HIGH)
+        send(kafka_bootstrap, prefix + "drift-events", b"acme:fraud", later.to_json())
+        waiting = tail.wait_for(
+            lambda t, v: t.endswith("retrain-events") and v["drift_id"] == "next-incident",
+            60,
+            worker,
+        )
+    finally:
+        tail.close()
+        worker.stop()
+    assert waiting["status"] == "waiting" and "off" in waiting["reason"]
+    statuses = [
+        (v["status"], v["attempt"]) for t, v, _ in tail.seen if t.endswith("retrain-events")
+    ]
+    assert statuses.count(("training", 1)) == 1 and statuses.count(("training", 2)) == 1
+    registry = ModelRegistry(worker.registry_dir)
+    assert [v.version for v in registry.versions("acme", "fraud")] == ["v1", "r1"]
+    history = registry.history("acme", "fraud")
+    assert [h["version"] for h in history][-1] == "r1"
+    assert json.loads((worker.registry_dir / "acme" / "fraud" / "active.json").read_text())
