@@ -169,7 +169,14 @@ class Tail:
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
         self.consumer = Consumer(
-            {"bootstrap.servers": bootstrap, "group.id": "bench-tail", "enable.auto.commit": False}
+            {
+                "bootstrap.servers": bootstrap,
+                "group.id": "bench-tail",
+                "enable.auto.commit": False,
+                # an empty partition can answer "out of range" to offset 0: start over, not at
+                # the end, or the first message written to it later is skipped
+                "auto.offset.reset": "earliest",
+            }
         )
         parts = []
         for t in topics:
