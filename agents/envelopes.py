@@ -2,8 +2,9 @@
 
 ``join-input`` carries predictions and outcomes to the joiner, partitioned by ``event_id``
 with our own hash (producers of ``outcomes`` may use any partitioner, so the join cannot
-rely on theirs). A message is a one-line JSON header, a newline, then the original message
-bytes untouched, so a dead letter raised at the join still carries the producer's bytes.
+rely on theirs). A message holds a batch of frames, each a one-line JSON header, a newline,
+then the original message bytes untouched, so a dead letter raised at the join still
+carries the producer's bytes.
 
 ``performance-input`` carries what the joiner learnt to the partition that owns the
 prediction's stream (its ``predictions`` partition, the *home*), batched: one message per
@@ -31,26 +32,66 @@ def join_partition(event_id: str, partitions: int) -> int:
     return zlib.crc32(event_id.encode()) % partitions
 
 
-def encode_join(kind: JoinKind, origin: Position, home: int | None, raw: bytes) -> bytes:
-    """
-    >>> decode_join(encode_join("o", (2, 41), None, b'{"a":1}'))
-    ('o', (2, 41), None, b'{"a":1}')
-    """
-    head = json.dumps({"k": kind, "o": list(origin), "h": home}, separators=(",", ":"))
-    return head.encode() + b"\n" + raw
+JoinFrame = tuple[JoinKind, Position, int | None, bytes]
+"""(kind, origin (topic partition, offset), home partition, original bytes)."""
+MAX_FRAMES = 4096
+"""Frames per join-input message (their positions are ``offset * MAX_FRAMES + index``)."""
+MAX_BATCH_BYTES = 256 * 1024
 
 
-def decode_join(value: bytes) -> tuple[JoinKind, Position, int | None, bytes]:
-    head, sep, raw = value.partition(b"\n")
-    if not sep:
-        raise ValueError("join-input message without a header")
-    meta = json.loads(head)
-    kind = meta["k"]
-    if kind not in ("p", "o"):
-        raise ValueError(f"unknown join-input kind {kind!r}")
-    origin = (int(meta["o"][0]), int(meta["o"][1]))
-    home = None if meta["h"] is None else int(meta["h"])
-    return kind, origin, home, raw
+def encode_join(frames: list[JoinFrame]) -> bytes:
+    """Many predictions/outcomes in one message: Faust's cost is per message, not per byte.
+
+    >>> decode_join(encode_join([("o", (2, 41), None, b'{"a":1}'), ("p", (0, 7), 0, b"{}")]))
+    [('o', (2, 41), None, b'{"a":1}'), ('p', (0, 7), 0, b'{}')]
+    """
+    parts = []
+    for kind, origin, home, raw in frames:
+        head = {"k": kind, "o": list(origin), "h": home, "n": len(raw)}
+        parts += [json.dumps(head, separators=(",", ":")).encode(), b"\n", raw]
+    return b"".join(parts)
+
+
+def decode_join(value: bytes) -> list[JoinFrame]:
+    frames: list[JoinFrame] = []
+    pos = 0
+    while pos < len(value):
+        end = value.index(b"\n", pos)
+        meta = json.loads(value[pos:end])
+        kind = meta["k"]
+        if kind not in ("p", "o"):
+            raise ValueError(f"unknown join-input kind {kind!r}")
+        n = int(meta["n"])
+        raw = value[end + 1 : end + 1 + n]
+        if len(raw) != n:
+            raise ValueError("truncated join-input frame")
+        origin = (int(meta["o"][0]), int(meta["o"][1]))
+        frames.append((kind, origin, None if meta["h"] is None else int(meta["h"]), raw))
+        pos = end + 1 + n
+    return frames
+
+
+def batch_join(
+    frames: list[tuple[str, JoinFrame]], partitions: int
+) -> list[tuple[bytes, bytes, int]]:
+    """(event_id, frame) pairs -> join-input messages (key, value, partition): one per join
+    partition per ``MAX_FRAMES`` frames or ``MAX_BATCH_BYTES``, in order."""
+    by_part: dict[int, list[list[JoinFrame]]] = {}
+    sizes: dict[int, int] = {}
+    for event_id, frame in frames:
+        p = join_partition(event_id, partitions)
+        chunks = by_part.setdefault(p, [[]])
+        size = len(frame[3]) + 64
+        if len(chunks[-1]) >= MAX_FRAMES or (chunks[-1] and sizes[p] + size > MAX_BATCH_BYTES):
+            chunks.append([])
+            sizes[p] = 0
+        chunks[-1].append(frame)
+        sizes[p] = sizes.get(p, 0) + size
+    return [
+        (b"join-batch", encode_join(chunk), p)
+        for p, chunks in sorted(by_part.items())
+        for chunk in chunks
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +99,8 @@ class PerfEntry:
     """A prediction (``label`` None) or a label to apply to the performance history."""
 
     offset: int
-    """Position within the join partition: 2 * join-input offset (+1 for a label), so the
-    prediction and the label one message can yield are guarded separately."""
+    """Position within the join partition: 2 * (join-input offset * MAX_FRAMES + frame)
+    (+1 for a label), so every prediction and label is guarded on its own."""
     tenant: str
     model: str
     version: str

@@ -17,7 +17,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agents.envelopes import PerfEntry, decode_join, encode_join, encode_perf, join_partition
+from agents.envelopes import (
+    MAX_FRAMES,
+    JoinFrame,
+    PerfEntry,
+    batch_join,
+    decode_join,
+    encode_perf,
+)
 from agents.metrics import WorkerMetrics
 from agents.processor import (
     ForwardFn,
@@ -48,7 +55,7 @@ class OutcomeRouter:
 
     async def process_batch(self, events: Sequence[Any]) -> None:
         now = self.clock()
-        out: list[tuple[bytes, bytes, int]] = []
+        out: list[tuple[str, JoinFrame]] = []
         for event in events:
             m = event.message
             try:
@@ -59,16 +66,9 @@ class OutcomeRouter:
                     offset=m.offset, key=m.key, value=event.value, exc=exc, now=now,
                 )  # fmt: skip
                 continue
-            value = encode_join("o", (m.partition, m.offset), None, event.value)
-            out.append(
-                (
-                    outcome.event_id.encode(),
-                    value,
-                    join_partition(outcome.event_id, self.partitions),
-                )
-            )
+            out.append((outcome.event_id, ("o", (m.partition, m.offset), None, event.value)))
         self.metrics.events.labels(self.source_topic, "ok").inc(len(out))
-        await self.forward(out)
+        await self.forward(batch_join(out, self.partitions))
 
 
 @dataclass
@@ -114,28 +114,30 @@ class JoinProcessor:
             touched.add(m.partition)
             joiner = self.joiner(m.partition)
             try:
-                kind, origin, home, raw = decode_join(event.value)
+                frames = decode_join(event.value)
             except (ValueError, KeyError, TypeError, IndexError) as exc:
                 await self._reject(
                     m.topic, m.partition, m.offset, m.key, event.value, "bad_envelope", exc, now
                 )
                 continue
-            topic = self.predictions_topic if kind == "p" else self.outcomes_topic
-            try:
-                result = self._apply(joiner, kind, origin, home, raw)
-            except InvalidEvent as exc:
-                await dead_letter(
-                    self.send_dead_letter, self.metrics, topic=topic, partition=origin[0],
-                    offset=origin[1], key=m.key, value=raw, exc=exc, now=now,
-                )  # fmt: skip
-                continue
-            except Exception as exc:  # a bug must not stop the worker or lose the batch
-                log.exception("internal error joining %s[%d]@%d", topic, *origin)
-                await self._reject(topic, *origin, m.key, raw, "internal_error", exc, now)
-                continue
-            if result.dropped is not None:
-                await self._give_up(result.dropped, "mismatched_outcome", now)
-            self._collect(result, kind, raw, m.partition, m.offset, labeled, perf)
+            for index, (kind, origin, home, raw) in enumerate(frames):
+                topic = self.predictions_topic if kind == "p" else self.outcomes_topic
+                try:
+                    result = self._apply(joiner, kind, origin, home, raw)
+                except InvalidEvent as exc:
+                    await dead_letter(
+                        self.send_dead_letter, self.metrics, topic=topic, partition=origin[0],
+                        offset=origin[1], key=None, value=raw, exc=exc, now=now,
+                    )  # fmt: skip
+                    continue
+                except Exception as exc:  # a bug must not stop the worker or lose the batch
+                    log.exception("internal error joining %s[%d]@%d", topic, *origin)
+                    await self._reject(topic, *origin, None, raw, "internal_error", exc, now)
+                    continue
+                if result.dropped is not None:
+                    await self._give_up(result.dropped, "mismatched_outcome", now)
+                position = m.offset * MAX_FRAMES + index
+                self._collect(result, kind, raw, m.partition, position, labeled, perf)
         for partition in sorted(touched):
             # Faust reads a table from the current event's partition only: enter the one
             # being expired (the batch's last message may be another partition's).

@@ -17,7 +17,7 @@ from typing import Any
 
 from faust.streams import _current_event
 
-from agents.envelopes import encode_join, join_partition
+from agents.envelopes import JoinFrame, batch_join
 from agents.metrics import WorkerMetrics
 from schemas import DeadLetter, DriftEvent, InvalidEvent
 from streams.engine import DriftEngine, Write
@@ -160,7 +160,7 @@ class PredictionProcessor:
         started = time.perf_counter()
         now = self.clock()
         drifts: list[DriftEvent] = []
-        forward: list[tuple[bytes, bytes, int]] = []
+        forward: list[tuple[str, JoinFrame]] = []
         ok = 0
         for event in events:
             message = event.message
@@ -183,22 +183,15 @@ class PredictionProcessor:
             if self.forward is not None:
                 # Every valid prediction, replays included: the join recognises a replay by
                 # its origin, and this message may never have reached it before a crash.
-                forward.append(
-                    (
-                        prediction.event_id.encode(),
-                        encode_join(
-                            "p", (message.partition, message.offset), message.partition, event.value
-                        ),
-                        join_partition(prediction.event_id, self.join_partitions),
-                    )
-                )
+                origin = (message.partition, message.offset)
+                forward.append((prediction.event_id, ("p", origin, message.partition, event.value)))
             self._activity[(prediction.tenant, prediction.model)] = StreamActivity(
                 message.partition, prediction.timestamp, now
             )
         self.metrics.events.labels(self.source_topic, "ok").inc(ok)
         await self._publish(drifts)
         if forward and self.forward is not None:
-            await self.forward(forward)
+            await self.forward(batch_join(forward, self.join_partitions))
         self._persist()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
 

@@ -192,9 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="the whole loop on one machine")
-    p.add_argument("--days", type=int, default=90)
-    p.add_argument("--rate", type=int, default=600, help="events per day per tenant and model")
-    p.add_argument("--drift-day", type=int, default=60)
+    p.add_argument("--days", type=int, default=70)
+    p.add_argument("--rate", type=int, default=500, help="events per day per tenant and model")
+    p.add_argument("--drift-day", type=int, default=50)
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("backtest", help="run the detection engine offline over JSON lines files")

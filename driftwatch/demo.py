@@ -241,7 +241,9 @@ class Serving:
 def run_demo(settings: Settings, days: int = 70, rate: int = 500, drift_day: int = 50) -> int:
     run_id = uuid.uuid4().hex[:6]
     cfg = _demo_traffic(days, rate, drift_day)
-    start = resolve_start(cfg)
+    # End four days ago, so that even the last outcomes (up to 3 days late) are not from
+    # the future: the worker would rightly refuse them.
+    start = resolve_start(cfg) - 4 * DAY
     cfg = SimulationConfig(**{**cfg.__dict__, "start": start})
     state = DemoState(start=start)
     workdir = Path(tempfile.mkdtemp(prefix=f"driftwatch-demo-{run_id}-"))
@@ -412,6 +414,8 @@ def _summary(
     with state.lock:
         drifts = list(state.drifts)
         letters = list(state.dead_letters)
+        retrain = list(state.retrain)
+        models = list(state.models)
     incidents: dict[str, dict[str, Any]] = {}
     for d in drifts:
         inc = incidents.setdefault(d["drift_id"], {"first": d, "last": d, "n": 0})
@@ -428,41 +432,69 @@ def _summary(
         f"({', '.join(sorted({str(x['reason']) for x in letters})) or 'none'})"
     )
     _out(f"drift events: {len(drifts)} in {len(incidents)} incident(s)")
-    expected = {("acme", "fraud", "amount"): drift_day}
     _, categorical = feature_names(cfg, "conflict")
+    expected: dict[tuple[str, str, str], int] = {("acme", "fraud", "amount"): drift_day}
     if categorical:
         expected[("globex", "conflict", categorical[0])] = drift_day + 5
+    # concept drift has no feature to find: it shows as performance drift
+    expected[("acme", "conflict", "performance")] = drift_day
+    expected[("globex", "fraud", "performance")] = drift_day
     found: set[tuple[str, str, str]] = set()
-    for inc in incidents.values():
+    for inc in sorted(incidents.values(), key=lambda i: i["first"]["detected_at"]):
         first, last = inc["first"], inc["last"]
-        key = (first["tenant"], first["model"], first["feature"])
+        what = first["feature"] or (
+            "performance" if not first.get("estimated") else "performance (estimate)"
+        )
+        key = (first["tenant"], first["model"], what)
         injected = expected.get(key)
-        verdict = "injected" if injected is not None else "not injected (false alarm)"
         if injected is not None:
             found.add(key)
         found_day = state.day(first["detected_at"])
         when = (
-            f"found {(found_day - injected) * 24:.1f} h after the injected onset (day {injected})"
+            f"{(found_day - injected) * 24:5.1f} h after the injected onset"
             if injected is not None
-            else f"found on day {found_day:.2f}"
+            else f"on day {found_day:.2f}"
         )
         _out(
-            f"  {first['tenant']}/{first['model']} {first['feature']:<14} {when}, "
-            f"{inc['n']} detections, severity {last['severity']}, "
-            f"{'confirmed' if last['confirmed'] else 'unconfirmed'} — {verdict}"
+            f"  {first['tenant']}/{first['model']:<9} {what:<24} {first['test']:<24} found "
+            f"{when}, {inc['n']} detections, {last['severity']}, "
+            f"{'confirmed' if last['confirmed'] else 'unconfirmed'}"
         )
+    _out("retraining (performance drift only in this demo; auto-retrain on):")
+    outcome: dict[tuple[str, str], list[str]] = {}
+    for r in retrain:
+        if r["status"] not in ("ignored", "waiting"):
+            outcome.setdefault((r["tenant"], r["model"]), []).append(r["status"])
+    for (tenant, model), steps in sorted(outcome.items()):
+        _out(f"  {tenant}/{model}: {' -> '.join(steps)}")
+    for m in models:
+        _out(f"  model-events: {m['tenant']}/{m['model']} {m['action']} {m['version']}")
     missing = set(expected) - found
+    ok = True
     if processed < produced:
         _out(f"✗ the worker did not finish in time ({processed}/{produced})")
-        return 1
+        ok = False
     if missing:
         _out(f"✗ injected drift not found: {sorted(missing)}")
-        return 1
+        ok = False
     if not letters:
         _out("✗ the bad messages did not reach the dead-letter topic")
-        return 1
-    _out("✓ every injected drift was found; bad input was dead-lettered; the worker kept going")
-    return 0
+        ok = False
+    if "promoted" not in outcome.get(("acme", "conflict"), []):
+        _out("✗ acme/conflict (a learnable concept drift) was not retrained and promoted")
+        ok = False
+    if "challenger_rejected" not in outcome.get(("globex", "fraud"), []):
+        _out("✗ globex/fraud (labels turned to noise) was not rejected at the gate")
+        ok = False
+    if any(m["tenant"] == "globex" and m["model"] == "fraud" for m in models):
+        _out("✗ a challenger trained on noise reached production")
+        ok = False
+    if ok:
+        _out(
+            "✓ every injected drift was found; the learnable one was retrained, validated and "
+            "promoted, the unlearnable one's challenger rejected; bad input was dead-lettered"
+        )
+    return 0 if ok else 1
 
 
 def _stop_process(proc: subprocess.Popen[bytes]) -> None:

@@ -363,9 +363,8 @@ class RetrainService:
             self.config.post_deploy,
         )
         self.checks[(promoted.tenant, promoted.model)] = check
-        for row in self.data.rows(
-            promoted.tenant, promoted.model, check.promoted_at, check.window_end
-        ):
+        horizon = check.promoted_at + 30 * DAY  # serving may have switched later
+        for row in self.data.rows(promoted.tenant, promoted.model, check.promoted_at, horizon):
             check.observe(row)
             ts = parse_timestamp(row["outcome_timestamp"], "outcome_timestamp")
             key = (promoted.tenant, promoted.model)

@@ -122,17 +122,28 @@ class PostDeployCheck:
     policy: PostDeployPolicy = field(default_factory=PostDeployPolicy)
     summary: PerformanceSummary = field(default_factory=PerformanceSummary)
     seen: set[str] = field(default_factory=set)
+    first_served: float | None = None
+    """Prediction time of the new version's first prediction seen: serving switches when it
+    hears of the promotion, so the watched window starts there, not at the promotion."""
+
+    @property
+    def window_start(self) -> float:
+        return self.promoted_at if self.first_served is None else self.first_served
 
     @property
     def window_end(self) -> float:
-        return self.promoted_at + self.policy.window_hours * 3600
+        return self.window_start + self.policy.window_hours * 3600
 
     def observe(self, row: dict[str, Any]) -> bool:
         """Count a joined row if it is one of the watched predictions; True if it was."""
         if row.get("model_version") != self.version:
             return False
         ts = parse_timestamp(row["prediction_timestamp"], "prediction_timestamp")
-        if not self.promoted_at <= ts < self.window_end:
+        if ts < self.promoted_at:
+            return False
+        if self.first_served is None or ts < self.first_served:
+            self.first_served = ts  # labels arrive out of order: the earliest seen so far
+        if ts >= self.window_end:
             return False
         event_id = str(row["event_id"])
         if event_id in self.seen:
@@ -165,6 +176,12 @@ class PostDeployCheck:
                     f"{base_acc:.3f} for {self.previous} (p={pv:.1e})",
                     figures,
                 )
-        if now >= self.window_end + p.settle_days * 86_400:
-            return Verdict.PASSED, f"{self.version} held up for {p.window_hours:.0f} h", figures
-        return Verdict.WATCHING, "", figures
+        settled = self.first_served is not None and now >= self.window_end + p.settle_days * 86_400
+        if settled and s.labelled >= p.min_labels:
+            return (
+                Verdict.PASSED,
+                f"{self.version} held up for {p.window_hours:.0f} h of its own traffic "
+                f"({s.labelled} labels)",
+                figures,
+            )
+        return Verdict.WATCHING, "", figures  # no evidence yet is not a pass
