@@ -30,6 +30,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.backtest_speed
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.detection
+	$(BIN)/python -m bench.performance
+	$(BIN)/python -m bench.retrain_e2e
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
