@@ -215,3 +215,17 @@ def test_dockerfile_installs_every_package(services: dict[str, Any]) -> None:
     assert re.search(r"pip install\s+(?:\S+\s+)*-c\s+constraints\.txt\s+\.", text)
     users = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)
     assert users and users[-1] not in {"root", "0"}, "the image must not run as root"
+
+
+def test_retrain_worker_has_a_registry_volume_and_starts_switched_off(
+    compose: dict[str, Any], services: dict[str, Any]
+) -> None:
+    retrain = services["retrain-worker"]
+    assert retrain["command"] == ["retrain-worker"]
+    assert retrain["image"] == services["worker"]["image"]
+    env = retrain["environment"]
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert env["DRIFTWATCH_AUTO_RETRAIN"] == "false"
+    volume, _, mount = retrain["volumes"][0].partition(":")
+    assert mount == env["DRIFTWATCH_REGISTRY_DIR"] and volume in compose["volumes"]
+    assert retrain["depends_on"]["kafka"]["condition"] == "service_healthy"
