@@ -16,7 +16,14 @@ from typing import Any
 
 from agents.envelopes import decode_perf
 from agents.metrics import WorkerMetrics
-from agents.processor import PartitionContext, SendFn, TableStore, _set_current_event, dead_letter
+from agents.processor import (
+    PartitionContext,
+    SendFn,
+    TableStore,
+    _set_current_event,
+    dead_letter,
+    publish_drifts,
+)
 from schemas import DriftEvent, InvalidEvent
 from streams.perf_monitor import PerformanceMonitor
 
@@ -63,16 +70,7 @@ class PerformanceProcessor:
                         e.tenant, e.model, e.version, e.prediction_ts, e.score, e.label,
                         e.outcome_ts if e.outcome_ts is not None else e.prediction_ts, position,
                     )  # fmt: skip
-        for drift in drifts:
-            await self.send_drift(drift.stream_key.encode(), drift.to_json())
-            self.metrics.drift_events.labels(
-                drift.kind.value, drift.severity.value, str(drift.confirmed).lower()
-            ).inc()
-            log.info(
-                "performance drift %s %s/%s %s %s=%.4f severity=%s confirmed=%s",
-                drift.drift_id[:8], drift.tenant, drift.model, drift.model_version, drift.test,
-                drift.statistic, drift.severity.value, drift.confirmed,
-            )  # fmt: skip
+        await publish_drifts(self.send_drift, self.metrics, drifts)
         self._persist()
 
     def _persist(self) -> None:

@@ -116,6 +116,21 @@ async def dead_letter(
     )
 
 
+async def publish_drifts(send: SendFn, metrics: WorkerMetrics, drifts: list[DriftEvent]) -> None:
+    """Send each DriftEvent (delivered before the caller writes the state that records it)."""
+    for drift in drifts:
+        await send(drift.stream_key.encode(), drift.to_json())
+        metrics.drift_events.labels(
+            drift.kind.value, drift.severity.value, str(drift.confirmed).lower()
+        ).inc()
+        log.info(
+            "%s drift %s %s/%s %s %s=%.4f p=%.2e severity=%s confirmed=%s",
+            drift.kind.value, drift.drift_id[:8], drift.tenant, drift.model,
+            drift.feature or drift.model_version, drift.test, drift.statistic,
+            drift.p_value or 0.0, drift.severity.value, drift.confirmed,
+        )  # fmt: skip
+
+
 async def deliver_all(futures: Sequence[Awaitable[Any]]) -> None:
     """Wait until every message sent is acknowledged: what a batch produced is delivered
     before the state that records it is written (at-least-once, never at-most-once)."""
@@ -227,24 +242,9 @@ class PredictionProcessor:
         self._context.enter(partition)
 
     async def _publish(self, drifts: list[DriftEvent]) -> None:
-        for drift in drifts:
-            await self.send_drift(drift.stream_key.encode(), drift.to_json())
-            self.metrics.drift_events.labels(
-                drift.kind.value, drift.severity.value, str(drift.confirmed).lower()
-            ).inc()
-            log.info(
-                "drift %s %s/%s feature=%s %s=%.4f p=%.2e severity=%s confirmed=%s",
-                drift.drift_id[:8],
-                drift.tenant,
-                drift.model,
-                drift.feature,
-                drift.test,
-                drift.statistic,
-                drift.p_value or 0.0,
-                drift.severity.value,
-                drift.confirmed,
-            )
-            if self.on_drift is not None:
+        await publish_drifts(self.send_drift, self.metrics, drifts)
+        if self.on_drift is not None:
+            for drift in drifts:
                 self.on_drift(drift)
 
     def _persist(self) -> None:
