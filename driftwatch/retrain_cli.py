@@ -82,8 +82,8 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from confluent_kafka import Producer
-    from retrain.registry import ModelRegistry, RegistryError
 
+    from retrain.registry import ModelRegistry, RegistryError
     from retrain.worker import MODEL_EVENTS
     from schemas import ModelAction, ModelEvent
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from retrain.registry import ModelRegistry
 
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate, generate_outcomes
 from retrain.policy import RetrainPolicy, request_id
+from retrain.registry import ModelRegistry
 from retrain.service import RetrainConfig, RetrainService
 from retrain.training import Dataset, TrainedModel, TrainingLimits, train
 from schemas import (
