@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from driftwatch.devbroker import DevBroker, ensure_topics, free_port
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate, generate_outcomes
@@ -165,33 +165,31 @@ class RetrainWorker:
 
 
 class Tail:
-    """Reads topics from the start as their messages arrive, for the test's assertions."""
+    """The messages of some topics so far, re-read from the start on every look (they are
+    small). A consumer kept assigned from before a partition's first message can miss it on
+    the embedded broker; a fresh read each time cannot."""
 
     def __init__(self, bootstrap: str, topics: list[str]) -> None:
-        self.consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": "bench-tail",
-                "enable.auto.commit": False,
-                # an empty partition can answer "out of range" to offset 0: start over, not at
-                # the end, or the first message written to it later is skipped
-                "auto.offset.reset": "earliest",
-            }
-        )
-        parts = []
-        for t in topics:
-            meta = self.consumer.list_topics(t, timeout=10)
-            parts += [TopicPartition(t, p, 0) for p in meta.topics[t].partitions]
-        self.consumer.assign(parts)
+        self.bootstrap = bootstrap
+        self.topics = topics
         self.seen: list[tuple[str, dict[str, Any], float]] = []
+        self._known: set[tuple[str, int, int]] = set()
 
     def poll(self, timeout: float = 0.2) -> Iterator[tuple[str, dict[str, Any]]]:
-        for msg in self.consumer.consume(500, timeout):
-            value = msg.value()
-            if msg.error() is None and value:
-                item = (str(msg.topic()), json.loads(value))
+        """The messages not seen before."""
+        from retrain.worker import read_topic
+
+        for topic in self.topics:
+            for msg in read_topic(self.bootstrap, topic, timeout=30):
+                ident = (topic, msg.partition() or 0, msg.offset() or 0)
+                value = msg.value()
+                if ident in self._known or not value:
+                    continue
+                self._known.add(ident)
+                item = (topic, json.loads(value))
                 self.seen.append((*item, time.monotonic()))
                 yield item
+        time.sleep(timeout)
 
     def wait_for(
         self, predicate: Any, timeout: float, worker: RetrainWorker | None = None
@@ -210,7 +208,7 @@ class Tail:
         raise AssertionError(f"timed out after {timeout} s; log:\n{tail}")
 
     def close(self) -> None:
-        self.consumer.close()
+        pass
 
 
 def status(name: str, tenant: str = "acme") -> Any:
