@@ -146,13 +146,18 @@ class RetrainService:
     def on_drift(self, drift: DriftEvent) -> None:
         key = (drift.tenant, drift.model)
         check = self.checks.get(key)
-        if (
+        watched = (
             check is not None
             and drift.kind is DriftKind.PERFORMANCE
-            and not drift.extra.get("estimated")
             and drift.model_version == check.version
             and drift.window_start >= check.promoted_at - DAY
-        ):
+        )
+        if watched and check is not None and drift.extra.get("estimated"):
+            # A label-free warning on the new version: on record (it shows in the check's
+            # verdict); only its labels can decide a rollback.
+            check.warnings.append(f"{drift.test} on window {drift.window_start:.0f}")
+            log.warning("%s/%s %s: label-free warning %s", *key, check.version, drift.test)
+        elif watched and check is not None:
             self._rollback(
                 check, f"performance drift on {check.version}: {drift.test}", drift.detected_at
             )

@@ -122,6 +122,8 @@ class PostDeployCheck:
     policy: PostDeployPolicy = field(default_factory=PostDeployPolicy)
     summary: PerformanceSummary = field(default_factory=PerformanceSummary)
     seen: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+    """Label-free (estimated) performance warnings raised on the new version meanwhile."""
     first_served: float | None = None
     """Prediction time of the new version's first prediction seen: serving switches when it
     hears of the promotion, so the watched window starts there, not at the promotion."""
@@ -178,10 +180,11 @@ class PostDeployCheck:
                 )
         settled = self.first_served is not None and now >= self.window_end + p.settle_days * 86_400
         if settled and s.labelled >= p.min_labels:
+            warned = f"; label-free warnings: {', '.join(self.warnings)}" if self.warnings else ""
             return (
                 Verdict.PASSED,
                 f"{self.version} held up for {p.window_hours:.0f} h of its own traffic "
-                f"({s.labelled} labels)",
+                f"({s.labelled} labels){warned}",
                 figures,
             )
         return Verdict.WATCHING, "", figures  # no evidence yet is not a pass

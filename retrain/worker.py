@@ -280,7 +280,7 @@ def _handle(
             c = ControlMessage.parse(msg.key(), msg.value())
             service.on_control(c.key, c.value)
         counters["messages"].labels(topic, "ok").inc()
-    except (ValueError, TypeError, KeyError, InvalidEvent) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, InvalidEvent) as exc:
         reason = exc.reason if isinstance(exc, InvalidEvent) else "bad_value"
         letter = DeadLetter(
             str(topic), msg.partition() or 0, msg.offset() or 0, reason, repr(exc)[:500],

@@ -274,3 +274,23 @@ def test_switching_the_flag_off_stops_queued_trainings(
     globex = [e for e in out.retrain if e.tenant == "globex"]
     assert [e.status for e in globex] == [RetrainStatus.TRAINING, RetrainStatus.WAITING]
     assert "switched off" in globex[-1].reason
+
+
+def test_a_realised_performance_drift_on_the_new_version_rolls_back_an_estimate_does_not(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    svc, out = service(tmp_path, rows, auto_retrain=True)
+    svc.on_drift(drift())
+    svc.wait_idle()
+    version = out.retrain[-1].details["version"]
+    on_new = replace(
+        drift(drift_id="after", day=DAYS + 1), model_version=version,
+        window_start=T0 + DAYS * DAY, confirmed=False, persistence=1,
+    )  # fmt: skip
+    svc.on_drift(replace(on_new, extra={"estimated": True}))
+    assert [m.action for m in out.models] == [ModelAction.PROMOTED]
+    assert svc.checks[("acme", "fraud")].warnings
+    svc.on_drift(on_new)
+    assert [m.action for m in out.models] == [ModelAction.PROMOTED, ModelAction.ROLLED_BACK]
+    assert out.statuses()[-1] is RetrainStatus.ROLLED_BACK
+    assert "performance drift" in out.retrain[-1].reason
