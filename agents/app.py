@@ -156,7 +156,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         send_dead_letter=send_dead_letter,
         source_topic=settings.topic(PREDICTIONS),
         idle_timeout=settings.idle_timeout,
-        forward=sender(join_input),
+        forward=sender(join_input) if settings.join_outcomes else None,
         join_partitions=settings.partitions,
     )
     router = OutcomeRouter(
@@ -199,20 +199,30 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within):
             await processor.process_batch(batch)
 
-    @app.agent(outcomes, name="route-outcomes")
-    async def route(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within):
-            await router.process_batch(batch)
+    if settings.join_outcomes:
 
-    @app.agent(join_input, name="join-outcomes")
-    async def join(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within):
-            await joins.process_batch(batch)
+        @app.agent(outcomes, name="route-outcomes")
+        async def route(stream: Any) -> None:
+            async for batch in stream.take_events(
+                settings.batch_size, within=settings.batch_within
+            ):
+                await router.process_batch(batch)
 
-    @app.agent(performance_input, name="monitor-performance")
-    async def monitor(stream: Any) -> None:
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within):
-            await performance.process_batch(batch)
+        @app.agent(join_input, name="join-outcomes")
+        async def join(stream: Any) -> None:
+            async for batch in stream.take_events(
+                settings.batch_size, within=settings.batch_within
+            ):
+                await joins.process_batch(batch)
+
+        @app.agent(performance_input, name="monitor-performance")
+        async def monitor(stream: Any) -> None:
+            async for batch in stream.take_events(
+                settings.batch_size, within=settings.batch_within
+            ):
+                await performance.process_batch(batch)
+
+        _ = (route, join, monitor)
 
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def advance_quiet_streams() -> None:
@@ -223,5 +233,5 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         revoked = args[0] if args else kwargs.get("revoked", ())
         processor.forget_partitions({tp.partition for tp in revoked})
 
-    _ = (detect, route, join, monitor, advance_quiet_streams, on_revoked)
+    _ = (detect, advance_quiet_streams, on_revoked)
     return Worker(app=app, processor=processor, registry=registry)

@@ -171,6 +171,12 @@ class Settings:
         "DRIFTWATCH_RETENTION_DAYS", 62.0, "Window summaries older than this are deleted."
     )
     # --- performance drift (outcomes)
+    join_outcomes: bool = _env(
+        "DRIFTWATCH_JOIN_OUTCOMES",
+        True,
+        "Join outcomes to predictions and keep the performance history. Off for models that "
+        "never get labels: the worker then does feature drift only (about 30 % faster).",
+    )
     join_retention_days: float = _env(
         "DRIFTWATCH_JOIN_RETENTION_DAYS",
         30.0,
