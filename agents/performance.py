@@ -61,14 +61,26 @@ class PerformanceProcessor:
             for e in entries:
                 self._homes[(e.tenant, e.model)] = m.partition
                 position = (jp, e.offset)
-                if e.label is None:
-                    drifts += mon.observe_prediction(
-                        e.tenant, e.model, e.version, e.prediction_ts, e.score, position
+                try:
+                    if e.label is None:
+                        drifts += mon.observe_prediction(
+                            e.tenant, e.model, e.version, e.prediction_ts, e.score, position
+                        )
+                    else:
+                        drifts += mon.observe_label(
+                            e.tenant, e.model, e.version, e.prediction_ts, e.score, e.label,
+                            e.outcome_ts if e.outcome_ts is not None else e.prediction_ts,
+                            position,
+                        )  # fmt: skip
+                except Exception as exc:  # a bug must not stop the agent or the others' entries
+                    log.exception(
+                        "internal error on a performance entry of %s/%s", e.tenant, e.model
                     )
-                else:
-                    drifts += mon.observe_label(
-                        e.tenant, e.model, e.version, e.prediction_ts, e.score, e.label,
-                        e.outcome_ts if e.outcome_ts is not None else e.prediction_ts, position,
+                    await dead_letter(
+                        self.send_dead_letter, self.metrics, topic=m.topic,
+                        partition=m.partition, offset=m.offset, key=m.key,
+                        value=json.dumps(e.to_list()).encode(),
+                        exc=InvalidEvent("internal_error", repr(exc)[:500]), now=self.clock(),
                     )  # fmt: skip
         await publish_drifts(self.send_drift, self.metrics, drifts)
         self._persist()

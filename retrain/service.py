@@ -150,7 +150,8 @@ class RetrainService:
             check is not None
             and drift.kind is DriftKind.PERFORMANCE
             and drift.model_version == check.version
-            and drift.window_start >= check.promoted_at - DAY
+            and check.window_start - DAY <= drift.window_start < check.window_end
+            and self._still_active(check)
         )
         if watched and check is not None and drift.extra.get("estimated"):
             # A label-free warning on the new version: on record (it shows in the check's
@@ -243,7 +244,15 @@ class RetrainService:
     def _start(self, drift: DriftEvent, attempt: int, reason: str) -> None:
         cfg = self.config
         end = drift.detected_at
-        rows = self.data.rows(drift.tenant, drift.model, end - cfg.training_days * DAY, end)
+        try:
+            rows = self.data.rows(drift.tenant, drift.model, end - cfg.training_days * DAY, end)
+        except Exception as exc:  # Kafka slow or down: never train on a partial read
+            log.warning("could not read the training data: %r", exc)
+            self._publish(
+                drift, RetrainStatus.WAITING, f"could not read the training data: {exc}"[:300],
+                attempt,
+            )  # fmt: skip
+            return
         data = Dataset.from_rows(rows)
         since = self.state.trained_until.get((drift.tenant, drift.model), float("-inf"))
         new_labels = int((data.timestamps > since).sum()) if len(data) else 0
@@ -298,20 +307,33 @@ class RetrainService:
             )
             return
         tenant, model = drift.tenant, drift.model
-        active = self.registry.active(tenant, model)
-        previous = active.version if active is not None else drift.model_version
-        if active is None:
-            self._ensure_external(tenant, model, previous)
-        version = self.registry.register(
-            tenant,
-            model,
-            trained,
-            parent=previous,
-            training_window=trained.train_window,
-            rows=len(job.data),
-            metrics=challenger,
-            request_id=job.request_id,
-        )
+        if not self.state.auto_retrain(tenant, cfg.policy):
+            self._publish(
+                drift, RetrainStatus.WAITING,
+                "auto-retrain was switched off during training: not promoted", job.attempt,
+                **figures,
+            )  # fmt: skip
+            return
+        version = self.registry.find_request(tenant, model, job.request_id)
+        if version is not None:
+            # A crash after registering (maybe after activating) this request's version: finish
+            # with it, and keep the predecessor it was trained to replace.
+            previous = version.parent or drift.model_version
+        else:
+            active = self.registry.active(tenant, model)
+            previous = active.version if active is not None else drift.model_version
+            if active is None:
+                self._ensure_external(tenant, model, previous)
+            version = self.registry.register(
+                tenant,
+                model,
+                trained,
+                parent=previous,
+                training_window=trained.train_window,
+                rows=len(job.data),
+                metrics=challenger,
+                request_id=job.request_id,
+            )
         self.registry.activate(tenant, model, version.version, reason=verdict.reason)
         trained_until = float(job.data.timestamps.max())
         self._publish(
@@ -342,7 +364,7 @@ class RetrainService:
         )
         self.checks[(tenant, model)] = PostDeployCheck(
             tenant, model, version.version, previous, drift.detected_at, champion,
-            cfg.post_deploy,
+            cfg.post_deploy, job.request_id,
         )  # fmt: skip
 
     def _ensure_external(self, tenant: str, model: str, version: str) -> None:
@@ -366,6 +388,7 @@ class RetrainService:
             float(d["promoted_at"]),
             {k: float(v) for k, v in dict(d.get("baseline") or {}).items()},
             self.config.post_deploy,
+            promoted.request_id,
         )
         self.checks[(promoted.tenant, promoted.model)] = check
         horizon = check.promoted_at + 30 * DAY  # serving may have switched later
@@ -375,20 +398,30 @@ class RetrainService:
             key = (promoted.tenant, promoted.model)
             self.log_clock[key] = max(self.log_clock.get(key, ts), ts)
 
+    def _still_active(self, check: PostDeployCheck) -> bool:
+        active = self.registry.active(check.tenant, check.model)
+        return active is not None and active.version == check.version
+
     def _judge(self, check: PostDeployCheck) -> None:
         key = (check.tenant, check.model)
-        active = self.registry.active(check.tenant, check.model)
-        if active is None or active.version != check.version:
-            del self.checks[key]  # rolled back by hand, or replaced
+        if not self._still_active(check):
+            del self.checks[key]  # rolled back by hand, or replaced: the watch is over
+            req = self._request_of(check)
+            if req is not None:
+                reason = f"{check.version} is no longer active: the watch ended"
+                self._publish_raw(req, RetrainStatus.VALIDATED, reason, {"inconclusive": True})
             return
         verdict, reason, figures = check.verdict(self.log_clock.get(key, check.promoted_at))
         if verdict is Verdict.ROLLBACK:
             self._rollback(check, reason, self.log_clock.get(key, check.promoted_at), figures)
-        elif verdict is Verdict.PASSED:
+        elif verdict in (Verdict.PASSED, Verdict.INCONCLUSIVE):
             del self.checks[key]
             req = self._request_of(check)
+            details: dict[str, Any] = dict(figures)
+            if verdict is Verdict.INCONCLUSIVE:
+                details["inconclusive"] = True
             if req is not None:
-                self._publish_raw(req, RetrainStatus.VALIDATED, reason, figures)
+                self._publish_raw(req, RetrainStatus.VALIDATED, reason, details)
 
     def _rollback(
         self,
@@ -424,15 +457,14 @@ class RetrainService:
         log.warning("rolled back %s/%s %s -> %s: %s", *key, check.version, target, reason)
 
     def _request_of(self, check: PostDeployCheck) -> RetrainEvent | None:
-        for rid, req in self.state.requests.items():
-            same = (req.tenant, req.model) == (check.tenant, check.model)
-            if same and req.drift is not None and req.status is RetrainStatus.PROMOTED:
-                drift = DriftEvent.from_dict(dict(req.drift))
-                return RetrainEvent(
-                    rid, req.tenant, req.model, req.drift_id, req.status, "",
-                    drift.detected_at, self.clock(), drift.model_version,
-                )  # fmt: skip
-        return None
+        req = None if check.request_id is None else self.state.requests.get(check.request_id)
+        if req is None or req.drift is None or req.status is not RetrainStatus.PROMOTED:
+            return None
+        drift = DriftEvent.from_dict(dict(req.drift))
+        return RetrainEvent(
+            req.request_id, req.tenant, req.model, req.drift_id, req.status, "",
+            drift.detected_at, self.clock(), drift.model_version,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ publishing
 

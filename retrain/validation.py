@@ -90,12 +90,18 @@ class PostDeployPolicy:
     """Roll back when accuracy is this much (absolute) below the predecessor's, significantly."""
     alpha: float = 0.01
     min_labels: int = 100
+    max_wait_days: float = 7.0
+    """If the new version serves nothing for this long after the window could have closed,
+    the watch ends (inconclusive) instead of lasting forever."""
 
 
 class Verdict(StrEnum):
     WATCHING = "watching"
     PASSED = "passed"
     ROLLBACK = "rollback"
+    INCONCLUSIVE = "inconclusive"
+    """The window closed (or no traffic came) with too few labels to judge: the watch ends
+    without a verdict on quality, and says so."""
 
 
 @dataclass
@@ -120,6 +126,8 @@ class PostDeployCheck:
     baseline: dict[str, float]
     """The predecessor's holdout figures: ``accuracy`` and ``n``."""
     policy: PostDeployPolicy = field(default_factory=PostDeployPolicy)
+    request_id: str | None = None
+    """The retrain request that promoted it: the verdict is published against it."""
     summary: PerformanceSummary = field(default_factory=PerformanceSummary)
     seen: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
@@ -179,7 +187,16 @@ class PostDeployCheck:
                     figures,
                 )
         settled = self.first_served is not None and now >= self.window_end + p.settle_days * 86_400
-        if settled and s.labelled >= p.min_labels:
+        if settled and s.labelled < p.min_labels:
+            return (
+                Verdict.INCONCLUSIVE,
+                f"only {s.labelled} labels of {self.version}'s own traffic: too few to judge",
+                figures,
+            )
+        idle_until = self.window_end + (p.settle_days + p.max_wait_days) * 86_400
+        if self.first_served is None and now >= idle_until:
+            return Verdict.INCONCLUSIVE, f"{self.version} served no traffic to check", figures
+        if settled:
             warned = f"; label-free warnings: {', '.join(self.warnings)}" if self.warnings else ""
             return (
                 Verdict.PASSED,

@@ -131,7 +131,7 @@ def read_topic(
                 if offset + 1 >= ends.get(part, 0):
                     pending.discard(part)
                 yield msg
-        log.warning("read_topic %s: stopped at the %.0f s limit", topic, timeout)
+        raise TimeoutError(f"read_topic {topic}: not at its end after {timeout:.0f} s")
     finally:
         consumer.close()
 

@@ -152,6 +152,8 @@ class PerfStream:
     """Window start of the last label each version's ADWIN saw."""
     latest_version: str = ""
     incidents: IncidentBook = field(default_factory=IncidentBook)
+    counted: dict[str, list[float]] = field(default_factory=dict)
+    """Per incident key, the windows already counted in its persistence."""
     next_due: float = -math.inf
     """Event time of the next window close, final look or expiry: the clock only scans the
     windows when it passes this."""
@@ -170,6 +172,7 @@ class PerfStream:
                 "lv": self.latest_version,
                 "i": self.incidents.to_json(),
                 "nd": self.next_due if math.isfinite(self.next_due) else None,
+                "cw": self.counted,
             },
             separators=(",", ":"),
         ).encode()
@@ -188,6 +191,7 @@ class PerfStream:
             latest_version=d["lv"],
             incidents=IncidentBook.from_json(d["i"]),
             next_due=-math.inf if d["nd"] is None else float(d["nd"]),
+            counted={k: [float(w) for w in v] for k, v in d.get("cw", {}).items()},
         )
 
 
@@ -377,7 +381,8 @@ class PerformanceMonitor:
             end = w + ecfg.window_seconds
             close_at = end + ecfg.allowed_lateness_seconds
             settle_at = end + cfg.label_horizon_days * DAY
-            expire_at = end + ecfg.retention_days * DAY
+            # kept until the last final look that can use it as a baseline window is done
+            expire_at = end + (ecfg.retention_days + cfg.label_horizon_days) * DAY
             if expire_at <= event_time:
                 self._drop_window(stream, w)
                 continue
@@ -452,11 +457,12 @@ class PerformanceMonitor:
         key = f"realised:{version}"
         if key in win.raised:
             return []  # this window was already found drifting at an earlier look
+        tested = base is not None and summary.labelled >= cfg.min_labels
         if not findings:
-            if final:
-                self._clean(stream.incidents, key, window)
+            if final and tested:  # a look with nothing to compare against is no evidence
+                self._clean(stream, key, window)
                 if f"adwin:{version}" not in win.raised:
-                    self._clean(stream.incidents, f"adwin:{version}", window)
+                    self._clean(stream, f"adwin:{version}", window)
             return []
         baseline_count = 0 if base is None else base[0].labelled
         return self._raise(
@@ -508,6 +514,8 @@ class PerformanceMonitor:
                 p = _ndtr(z)
                 if p < cfg.look_alpha:
                     findings.append(_estimated("estimated_pr_auc_drop", z, p, pr0 - pr, pr))
+            if not findings:
+                self._clean(stream, f"estimated:{version}", window)
             if findings:
                 for f in findings:
                     f.extra.update(
@@ -585,15 +593,21 @@ class PerformanceMonitor:
         win.raised.append(key)
         self._dirty.add(perf_window_key(stream.tenant, stream.model, window))
         incident = book.open.get(key)
+        counted = stream.counted.setdefault(key, [])
         if incident is None:
             drift_id = uuid.uuid5(
                 _NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{key}\x1f{int(window)}"
             )
             incident = book.open[key] = Incident(str(drift_id), window)
+            counted[:] = [window]
             self.stats["incidents_opened"] += 1
-        else:
+        elif window not in counted:
+            # Once per window, even if a crash lost the window's own record of it (the stream
+            # and the window are separate keys): a replay must not confirm an incident early.
             incident.persistence += 1
             incident.clean_streak = 0
+            counted.append(window)
+            del counted[:-64]
         top = max((f.severity for f in findings), key=lambda s: s.rank)
         if Severity(incident.max_severity).rank < top.rank:
             incident.max_severity = top.value
@@ -638,13 +652,21 @@ class PerformanceMonitor:
         self.stats["drift_events"] += len(events)
         return events
 
-    def _clean(self, book: IncidentBook, key: str, window: float) -> None:
+    def _clean(self, stream: PerfStream, key: str, window: float) -> None:
+        book = stream.incidents
         incident = book.open.get(key)
         if incident is None or incident.opened_window >= window:
             return
+        seen = stream.counted.setdefault(f"{key}#clean", [])
+        if window in seen:
+            return  # a replayed final look
+        seen.append(window)
+        del seen[:-64]
         incident.clean_streak += 1
         if incident.clean_streak >= self.config.engine.resolve_windows:
             del book.open[key]
+            stream.counted.pop(key, None)
+            stream.counted.pop(f"{key}#clean", None)
             self.stats["incidents_resolved"] += 1
 
     # ------------------------------------------------------------------ storage

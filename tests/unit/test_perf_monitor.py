@@ -163,3 +163,24 @@ def test_state_round_trips(label_rate: float) -> None:
             assert PerfWindow.from_bytes(raw).to_bytes() == raw
         else:
             assert PerfStream.from_bytes(raw).to_bytes() == raw
+
+
+def test_an_incident_counts_each_window_once_even_if_a_crash_lost_the_windows_record() -> None:
+    """The stream (incidents) and the window (what it raised) are separate keys: replaying a
+    look whose window record was lost must not add persistence twice."""
+    from streams.perf_monitor import _Finding
+
+    mon = PerformanceMonitor(PerformanceConfig(), MemoryStore())
+    stream = mon._stream("acme", "fraud")
+    finding = _Finding("accuracy_drop", -5.0, 1e-9, 0.2, Severity.HIGH, {})
+    from streams.performance import PerformanceSummary
+
+    for window in (T0, T0 + DAY, T0 + DAY):  # the second window judged again after a crash
+        fresh = PerfWindow()  # its "raised" list was never saved
+        events = mon._raise(
+            stream, fresh, "realised:v1", "v1", window, [finding], window + DAY, T0, T0,
+            PerformanceSummary(), 0, partial=False,
+        )  # fmt: skip
+    incident = stream.incidents.open["realised:v1"]
+    assert incident.persistence == 2 and events[0].persistence == 2
+    assert PerfStream.from_bytes(stream.to_bytes()).counted == stream.counted

@@ -294,3 +294,28 @@ def test_a_realised_performance_drift_on_the_new_version_rolls_back_an_estimate_
     assert [m.action for m in out.models] == [ModelAction.PROMOTED, ModelAction.ROLLED_BACK]
     assert out.statuses()[-1] is RetrainStatus.ROLLED_BACK
     assert "performance drift" in out.retrain[-1].reason
+
+
+def test_a_crash_after_activating_keeps_the_true_predecessor_as_the_rollback_target(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    class CrashOnPromoted(Published):
+        def retrain_event(self, event: RetrainEvent) -> None:
+            if event.status is RetrainStatus.PROMOTED:
+                raise SystemExit("killed between activating and announcing")
+            super().retrain_event(event)
+
+    crashing, out = service(tmp_path, rows, CrashOnPromoted(), auto_retrain=True)
+    crashing.on_drift(drift())
+    with pytest.raises(SystemExit):
+        crashing.wait_idle()
+    crashing.close()
+    active = crashing.registry.active("acme", "fraud")
+    assert active is not None and active.version == "r1"  # activated, never announced
+    svc, out2 = service(tmp_path, rows, auto_retrain=True)
+    svc.replay(out.retrain, [])
+    svc.wait_idle()
+    promoted = out2.retrain[-1]
+    assert promoted.status is RetrainStatus.PROMOTED and promoted.details["previous"] == "v1"
+    assert [v.version for v in svc.registry.versions("acme", "fraud")] == ["v1", "r1"]
+    assert svc.checks[("acme", "fraud")].previous == "v1"

@@ -41,8 +41,16 @@ def test_holdout_metrics_match_the_definition() -> None:
 
 
 def test_no_traffic_is_never_a_pass_and_the_window_starts_at_the_first_served() -> None:
+    idle = PostDeployCheck("acme", "fraud", "r1", "v1", 0.0, {"accuracy": 0.9, "n": 1000})
+    assert idle.verdict(now=10 * DAY)[0] is Verdict.WATCHING  # no r1 traffic yet
+    verdict, reason, _ = idle.verdict(now=30 * DAY)  # ...and none for weeks: the watch ends
+    assert verdict is Verdict.INCONCLUSIVE and "no traffic" in reason
+    thin = PostDeployCheck("acme", "fraud", "r1", "v1", 0.0, {"accuracy": 0.9, "n": 1000})
+    for row in rows("r1", DAY, 40, 0.9, seed=6):
+        thin.observe(row)
+    verdict, reason, _ = thin.verdict(now=6 * DAY)
+    assert verdict is Verdict.INCONCLUSIVE and "40 labels" in reason  # never a pass
     check = PostDeployCheck("acme", "fraud", "r1", "v1", 0.0, {"accuracy": 0.9, "n": 1000})
-    assert check.verdict(now=30 * DAY)[0] is Verdict.WATCHING  # no r1 traffic at all
     for row in rows("r1", 5 * DAY, 300, 0.9, seed=1):  # serving switched 5 days later
         assert check.observe(row)
     assert check.window_start == 5 * DAY
