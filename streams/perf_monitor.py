@@ -549,9 +549,17 @@ class PerformanceMonitor:
         if base_acc is None:
             return []
         rate = float(detector.estimation)
-        rise = rate - (1.0 - base_acc)
+        base_err = 1.0 - base_acc
+        rise = rate - base_err
         if rise < cfg.min_accuracy_drop:
             return []  # a fall, or too small a rise, in the error rate
+        # ADWIN's own bound is not our alpha: its recent window must also be significantly
+        # worse than the baseline (exact binomial tail, at one look's alpha).
+        width = int(detector.width)
+        errors = round(rate * width)
+        p_value = float(stats.binom.sf(errors - 1, width, min(max(base_err, 1e-9), 1.0)))
+        if p_value >= cfg.look_alpha:
+            return []
         key = f"adwin:{version}"
         win, _ = self._window_for(stream, window)
         if key in win.raised:
@@ -560,7 +568,7 @@ class PerformanceMonitor:
         finding = _Finding(
             "adwin_error_rate",
             rate,
-            None,
+            p_value,
             rise,
             severity,
             {"baseline_error_rate": 1.0 - base_acc, "adwin_width": int(detector.width)},

@@ -34,6 +34,8 @@ class WorkerProcess:
     extra_env: dict[str, str] = field(default_factory=dict)
     metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
+    stalls: list[str] = field(default_factory=list)
+    """Stalls that ``wait_committed`` had to restart the worker for."""
 
     @property
     def env(self) -> dict[str, str]:
@@ -151,10 +153,20 @@ def committed_offsets(bootstrap: str, group: str, topic: str, partitions: int) -
         consumer.close()
 
 
+STALL_SECONDS = 60.0
+
+
 def wait_committed(worker: WorkerProcess, ends: dict[int, int], timeout: float = 120.0) -> None:
-    """Until the worker's group has committed past every produced message."""
+    """Until the worker's group has committed past every produced message.
+
+    A worker that makes no progress at all for ``STALL_SECONDS`` while behind is restarted
+    once, as a supervisor would (see "Known issues" in the README: Faust can come out of a
+    changelog restore "ready" but never resume fetching). The restart is recorded in
+    ``worker.stalls``; exactness is still asserted by the caller.
+    """
     deadline = time.monotonic() + timeout
     committed: dict[int, int] = {}
+    last_change, last = time.monotonic(), None
     while time.monotonic() < deadline:
         worker.assert_alive()
         committed = committed_offsets(
@@ -162,6 +174,15 @@ def wait_committed(worker: WorkerProcess, ends: dict[int, int], timeout: float =
         )
         if all(committed.get(p, -1) >= end for p, end in ends.items()):
             return
+        if committed != last:
+            last, last_change = committed, time.monotonic()
+        elif time.monotonic() - last_change > STALL_SECONDS and not worker.stalls:
+            worker.stalls.append(f"no progress at {committed} for {STALL_SECONDS:.0f} s")
+            print(f"worker stalled ({worker.stalls[-1]}); restarting it", file=sys.stderr)
+            worker.stop(signal.SIGTERM)
+            worker.start()
+            last_change = time.monotonic()
+            deadline += STALL_SECONDS
         time.sleep(0.5)
     raise AssertionError(f"committed {committed}, want {ends}; log:\n{worker.log_tail()}")
 
