@@ -456,7 +456,7 @@ def _summary(
             else f"on day {found_day:.2f}"
         )
         _out(
-            f"  {first['tenant']}/{first['model']:<9} {what:<24} {first['test']:<24} found "
+            f"  {first['tenant'] + '/' + first['model']:<16} {what:<24} {first['test']:<24} found "
             f"{when}, {inc['n']} detections, {last['severity']}, "
             f"{'confirmed' if last['confirmed'] else 'unconfirmed'}"
         )
