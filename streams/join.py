@@ -17,7 +17,8 @@ Labels arrive late, partially, twice, or before their prediction:
 - the *same* message delivered again (at-least-once, after a crash) is recognised by its
   source position and ignored silently: it is a replay, not a duplicate.
 
-Records are deleted ``retention_days`` after they were made, via an index of the keys made
+Records become tombstones (their source positions only, to recognise a late replay) and
+then disappear, each ``retention_days`` after the last change, via an index of the keys made
 per (partition, day) kept in chunks, so expiry never scans the table. As in any two-input
 event-time join, the expiry clock is the *slower* input's event time (the least of the
 partition's latest prediction and latest outcome), so a backlog on one side (a lagging
@@ -127,6 +128,16 @@ def _meta_key(partition: int) -> str:
     return json.dumps(["xm", partition])
 
 
+def _tombstone(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "tomb": True,
+        "po": record.get("po"),
+        "oo": record.get("oo"),
+        "home": record.get("home"),
+        "had_outcome": record.get("outcome") is not None,
+    }
+
+
 def _pos(raw: list[int] | None) -> Position | None:
     return None if raw is None else (int(raw[0]), int(raw[1]))
 
@@ -167,6 +178,14 @@ class OutcomeJoiner:
         """Record a prediction; the result carries the joined pair if its outcome was waiting."""
         key = prediction_key(event.event_id)
         record = self._record(key)
+        if record is not None and "tomb" in record:
+            if origin is not None and _pos(record.get("po")) == origin:
+                self.stats.replayed += 1
+                return JoinResult(new=False, home=record.get("home"))
+            self._reject("duplicate_prediction")
+            raise InvalidEvent(
+                "duplicate_prediction", f"event {event.event_id} was predicted (and expired) before"
+            )
         if record is not None and "prediction" in record:
             if origin is not None and _pos(record.get("po")) == origin:
                 self.stats.replayed += 1
@@ -207,6 +226,13 @@ class OutcomeJoiner:
         binary_label(event.label)  # reject unusable labels before touching state
         key = prediction_key(event.event_id)
         record = self._record(key)
+        if record is not None and "tomb" in record:
+            if origin is not None and _pos(record.get("oo")) == origin:
+                self.stats.replayed += 1
+                return JoinResult(new=False, home=record.get("home"))
+            reason = "duplicate_outcome" if record.get("had_outcome") else "expired"
+            self._reject(reason)
+            raise InvalidEvent(reason, f"event {event.event_id} expired from the join")
         if record is not None and record.get("outcome") is not None:
             if origin is not None and _pos(record.get("oo")) == origin:
                 self.stats.replayed += 1
@@ -262,6 +288,10 @@ class OutcomeJoiner:
                     record = self._record(key)
                     if record is None:
                         continue
+                    if "tomb" in record:  # its second retention is over too
+                        self._records[key] = None
+                        self._dirty.add(key)
+                        continue
                     if "prediction" not in record and record.get("outcome") is not None:
                         gone.append(
                             ExpiredOutcome(
@@ -270,8 +300,11 @@ class OutcomeJoiner:
                         )
                         self.stats.pending -= 1
                         self._reject("unknown_prediction")
-                    self._records[key] = None
-                    self._dirty.add(key)
+                    # Keep a tombstone (the positions only) for one more retention, so that a
+                    # message redelivered after its record expired is still known for what it
+                    # is: a replay, not a new outcome to wait for and give up on again.
+                    self._put(key, _tombstone(record))
+                    self._index(key, clock)
                     self.stats.expired_records += 1
             del meta["days"][day_s]
             self._dirty.add(_meta_key(self.partition))
