@@ -123,7 +123,7 @@ class JoinProcessor:
             for index, (kind, origin, home, raw) in enumerate(frames):
                 topic = self.predictions_topic if kind == "p" else self.outcomes_topic
                 try:
-                    result = self._apply(joiner, kind, origin, home, raw)
+                    result, prediction = self._apply(joiner, kind, origin, home, raw)
                 except InvalidEvent as exc:
                     await dead_letter(
                         self.send_dead_letter, self.metrics, topic=topic, partition=origin[0],
@@ -137,7 +137,7 @@ class JoinProcessor:
                 if result.dropped is not None:
                     await self._give_up(result.dropped, "mismatched_outcome", now)
                 position = m.offset * MAX_FRAMES + index
-                self._collect(result, kind, raw, m.partition, position, labeled, perf)
+                self._collect(result, kind, prediction, m.partition, position, labeled, perf)
         for partition in sorted(touched):
             # Faust reads a table from the current event's partition only: enter the one
             # being expired (the batch's last message may be another partition's).
@@ -161,17 +161,18 @@ class JoinProcessor:
         origin: tuple[int, int],
         home: int | None,
         raw: bytes,
-    ) -> JoinResult:
+    ) -> tuple[JoinResult, PredictionEvent | None]:
+        """Parsed once here; the prediction goes on to the performance entry."""
         if kind == "p":
             prediction = PredictionEvent.from_json(raw)
-            return joiner.on_prediction(prediction, origin, home)
-        return joiner.on_outcome(OutcomeEvent.from_json(raw), origin)
+            return joiner.on_prediction(prediction, origin, home), prediction
+        return joiner.on_outcome(OutcomeEvent.from_json(raw), origin), None
 
     def _collect(
         self,
         result: JoinResult,
         kind: str,
-        raw: bytes,
+        prediction: PredictionEvent | None,
         partition: int,
         offset: int,
         labeled: list[tuple[bytes, bytes, float]],
@@ -180,8 +181,8 @@ class JoinProcessor:
         if not result.new:
             self.metrics.joins.labels("replayed").inc()
             return
-        if kind == "p":
-            p = PredictionEvent.from_json(raw)
+        if prediction is not None:
+            p = prediction
             home = result.home if result.home is not None else 0
             perf.setdefault(home, {}).setdefault(partition, []).append(
                 PerfEntry(2 * offset, p.tenant, p.model, p.model_version, p.timestamp, p.score)

@@ -505,11 +505,8 @@ class PerformanceMonitor:
                 findings.append(_estimated("estimated_accuracy_drop", z, p, acc0 - acc, acc))
             pr, pr0 = est.get("pr_auc"), base_est.get("pr_auc")
             if pr is not None and pr0 is not None and pr0 - pr >= cfg.min_pr_auc_drop:
-                exp_pos = max(n * (s.positive_rate or b.positive_rate or 0.0), 1.0)
-                se = math.hypot(
-                    math.sqrt(pr * (1 - pr) / exp_pos),
-                    math.sqrt(pr0 * (1 - pr0) / max(b.labelled * (b.positive_rate or 0), 1.0)),
-                )
+                exp_pos = n * (s.positive_rate or b.positive_rate or 0.0)
+                se = math.hypot(_ap_se(pr, exp_pos), _ap_se(pr0, _positives(b)))
                 z = (pr - pr0) / se if se > 0 else 0.0
                 p = _ndtr(z)
                 if p < cfg.look_alpha:
@@ -717,6 +714,17 @@ def _ndtr(z: float) -> float:
     return 0.5 * math.erfc(-z / math.sqrt(2.0))
 
 
+def _positives(s: PerformanceSummary) -> float:
+    """Labelled positives of a summary."""
+    return s.labelled * (s.positive_rate or 0.0)
+
+
+def _ap_se(ap: float, n_pos: float) -> float:
+    """Normal-approximation standard error of average precision over ``n_pos`` positives (the
+    one ``streams.performance.auc_drop_test`` uses), at least one positive."""
+    return math.sqrt(ap * (1 - ap) / max(n_pos, 1.0))
+
+
 def _severity(lower_bound: float) -> Severity:
     if lower_bound >= 0.15:
         return Severity.HIGH
@@ -753,17 +761,13 @@ def _drop_tests(
             )
         )
     pr_b, pr_w = base.pr_auc(), win.pr_auc()
-    enough = win.labelled * (win.positive_rate or 0.0) >= cfg.min_floor_positives
+    enough = _positives(win) >= cfg.min_floor_positives
     if enough and pr_b is not None and pr_w is not None and pr_b - pr_w >= cfg.min_pr_auc_drop:
         try:
             z, p = auc_drop_test(base, win, "pr_auc")
         except ValueError:
             return out
-        n_pos_b = max(base.labelled * (base.positive_rate or 0.0), 1.0)
-        n_pos_w = max(win.labelled * (win.positive_rate or 0.0), 1.0)
-        se = math.hypot(
-            math.sqrt(pr_b * (1 - pr_b) / n_pos_b), math.sqrt(pr_w * (1 - pr_w) / n_pos_w)
-        )
+        se = math.hypot(_ap_se(pr_b, _positives(base)), _ap_se(pr_w, _positives(win)))
         drop = pr_b - pr_w
         out.append(
             _Finding(
@@ -781,7 +785,7 @@ def _drop_tests(
 def _floor_test(win: PerformanceSummary, cfg: PerformanceConfig, alpha: float) -> _Finding | None:
     """PR-AUC significantly below the absolute floor."""
     pr = win.pr_auc()
-    n_pos = round(win.labelled * (win.positive_rate or 0.0))
+    n_pos = round(_positives(win))
     if pr is None or n_pos < cfg.min_floor_positives or pr >= cfg.pr_auc_floor:
         return None
     se = math.sqrt(max(pr * (1 - pr), 1e-12) / n_pos)
