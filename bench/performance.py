@@ -111,6 +111,17 @@ def run_job(scenario: str, seed: int, days: int) -> Result:
     realised = [e.detected_at for e in perf if not e.extra.get("estimated")]
     estimated = [e.detected_at for e in perf if e.extra.get("estimated")]
     result.detectors["driftwatch"] = _alarms(realised, onset)
+    result.detectors["driftwatch-sequential"] = _alarms(
+        [e.detected_at for e in perf if e.test == "sequential_error_rate"], onset
+    )
+    result.detectors["driftwatch-looks"] = _alarms(
+        [
+            e.detected_at
+            for e in perf
+            if not e.extra.get("estimated") and e.test != "sequential_error_rate"
+        ],
+        onset,
+    )
     result.detectors["driftwatch-estimated"] = _alarms(estimated, onset)
     result.detectors["driftwatch-confirmed"] = _alarms(
         [e.detected_at for e in perf if e.confirmed and not e.extra.get("estimated")], onset
@@ -195,7 +206,9 @@ def render(results: list[Result], command: str, seconds: float) -> str:
         "performance code, default settings); river's ADWIN and DDM (defaults) get the same "
         "joined pairs' 0/1 errors in label-arrival order, alarms from day 7. Delay = event "
         "time of the stream at the first alarm after onset minus onset. `estimated` = "
-        "driftwatch's label-free (CBPE) warnings; `confirmed` = after 7 windows.",
+        "driftwatch's label-free (CBPE) warnings; `confirmed` = after 7 windows; "
+        "`sequential` = the within-window sequential test of the error rate alone, `looks` = "
+        "the label-count and final looks alone (`driftwatch` is the first of either).",
         "",
         "| scenario | detector | seeds | false alarms (total) | median delay (h) | "
         "max delay (h) | missed |",
@@ -204,6 +217,8 @@ def render(results: list[Result], command: str, seconds: float) -> str:
     scenarios = sorted({r.scenario for r in results}, key=list(SCENARIOS).index)
     detectors = [
         "driftwatch",
+        "driftwatch-sequential",
+        "driftwatch-looks",
         "driftwatch-confirmed",
         "driftwatch-estimated",
         "adwin",

@@ -213,10 +213,12 @@ class Settings:
         0.70,
         "PR-AUC significantly below this is a CRITICAL performance drift (seed plan).",
     )
-    adwin_delta: float = _env(
-        "DRIFTWATCH_ADWIN_DELTA",
-        0.0005,
-        "Confidence parameter of ADWIN on the labelled error stream (smaller: fewer alarms).",
+    perf_sequential_alpha_share: float = _env(
+        "DRIFTWATCH_PERF_SEQUENTIAL_ALPHA_SHARE",
+        0.25,
+        "Share of the performance alpha spent on the sequential test of each window's error "
+        "rate at every label (anytime-valid); the label-count looks share the rest. 0 turns "
+        "it off.",
     )
     estimate_max_label_rate: float = _env(
         "DRIFTWATCH_ESTIMATE_MAX_LABEL_RATE",
@@ -368,7 +370,7 @@ class Settings:
             min_accuracy_drop=self.min_accuracy_drop,
             min_pr_auc_drop=self.min_pr_auc_drop,
             pr_auc_floor=self.pr_auc_floor,
-            adwin_delta=self.adwin_delta,
+            sequential_alpha_share=self.perf_sequential_alpha_share,
             estimate_max_label_rate=self.estimate_max_label_rate,
             join_retention_days=self.join_retention_days,
         )

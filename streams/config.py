@@ -154,7 +154,9 @@ class PerformanceConfig:
     Labels trickle in, so a window is looked at several times: when its labelled count
     first reaches ``min_labels``, then at each doubling (at most ``max_looks`` such looks), and
     a last time once ``label_horizon_days`` have passed since it closed. Alpha is split
-    evenly over those looks (Bonferroni), so each window's false-alarm rate stays <= alpha.
+    evenly over those looks (Bonferroni); between them, a sequential test watches the
+    window's error rate at every label, on its own share of alpha; so each window's
+    false-alarm rate stays <= alpha.
     """
 
     engine: EngineConfig = EngineConfig()
@@ -176,8 +178,10 @@ class PerformanceConfig:
     """A PR-AUC significantly below this is CRITICAL whatever the baseline (seed plan)."""
     min_floor_positives: int = 30
     """Labelled positives a window needs before the PR-AUC floor is tested."""
-    adwin_delta: float = 0.0005
-    """Confidence of river's ADWIN on the labelled error stream (smaller = fewer alarms)."""
+    sequential_alpha_share: float = 0.25
+    """Share of ``alpha`` spent on the within-window sequential test of the error rate
+    (``streams.sequential``: valid at every label, however many); the milestone and final
+    looks share the rest."""
     estimate_max_label_rate: float = 0.5
     """A closed window with fewer labels than this share gets a label-free (CBPE) estimate."""
     join_retention_days: float = 30.0
@@ -190,8 +194,8 @@ class PerformanceConfig:
             raise ValueError("min_labels, max_looks and min_floor_positives must be >= 1")
         if self.label_horizon_days < 0 or self.join_retention_days <= 0:
             raise ValueError("label_horizon_days must be >= 0, join_retention_days > 0")
-        if not 0 < self.adwin_delta < 1:
-            raise ValueError("adwin_delta must be in (0, 1)")
+        if not 0 <= self.sequential_alpha_share < 1:
+            raise ValueError("sequential_alpha_share must be in [0, 1)")
         if not 0 <= self.estimate_max_label_rate <= 1:
             raise ValueError("estimate_max_label_rate must be in [0, 1]")
         if self.min_accuracy_drop < 0 or self.min_pr_auc_drop < 0:
@@ -201,8 +205,21 @@ class PerformanceConfig:
 
     @property
     def look_alpha(self) -> float:
-        """Alpha of one look: the milestone looks plus the final one share ``alpha``."""
+        """Alpha of one look: the milestone looks plus the final one share what the
+        sequential test leaves of ``alpha``."""
+        return self.alpha * (1 - self.sequential_alpha_share) / (self.max_looks + 1)
+
+    @property
+    def estimate_alpha(self) -> float:
+        """Alpha of a label-free (CBPE) estimate's test: a warning, never a retraining, on its
+        own budget (one test per closed window)."""
         return self.alpha / (self.max_looks + 1)
+
+    @property
+    def sequential_alpha(self) -> float:
+        """Alpha of the sequential test's martingale; the same again goes to the upper bound
+        of the baseline's error rate it tests against (the two errors add)."""
+        return self.alpha * self.sequential_alpha_share / 2
 
     def milestone(self, look: int) -> int:
         """Labelled count at which look number ``look`` (0-based) happens.

@@ -9,8 +9,8 @@ State per (tenant, model):
 * one :class:`PerfWindow` per window of **prediction** time: a
   :class:`~streams.performance.PerformanceSummary` per model version, which late labels keep
   filling in (the history says how complete each window is);
-* one :class:`PerfStream`: the event-time clock, the windows with data, a river ``ADWIN`` per
-  model version on the labelled error stream, and the open incidents.
+* one :class:`PerfStream`: the event-time clock, the windows with data and the open
+  incidents.
 
 Four signals, all of them DriftEvents of kind ``performance``:
 
@@ -21,8 +21,12 @@ Four signals, all of them DriftEvents of kind ``performance``:
   split over the looks (Bonferroni), so re-testing a window as labels arrive does not
   inflate the false-alarm rate;
 * ``pr_auc_floor``: PR-AUC significantly below ``pr_auc_floor`` (0.70): CRITICAL;
-* ``adwin_error_rate``: ADWIN finds the error rate rose within the stream, by more than
-  ``min_accuracy_drop`` over the baseline's (catches a drop inside a window);
+* ``sequential_error_rate``: between the looks, at every label, an anytime-valid sequential
+  test (:class:`~streams.sequential.RateRiseTest`) of the window's error rate against the
+  upper confidence bound of the baseline's, on its own share of alpha: a large drop is found
+  from a few dozen labels, without spending the window's alpha once per label. (It replaces
+  river's ADWIN on the error stream, whose alarms, tested on the cut ADWIN found worst and
+  at every signal, had no controlled false-alarm rate.)
 * ``estimated_accuracy_drop`` / ``estimated_pr_auc_drop``: for a closed window whose labels
   are still mostly missing, CBPE estimates from its score distribution and the calibration
   learned on the baseline; marked ``estimated: true`` and never more than MEDIUM. They see
@@ -34,18 +38,15 @@ changes nothing (see ``streams.state``).
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import math
-import pickle
 import struct
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from river.drift import ADWIN
 from scipy import stats
 
 from schemas import DriftEvent, DriftKind, Severity, format_timestamp
@@ -59,6 +60,7 @@ from streams.performance import (
     estimate_performance,
     proportion_drop_test,
 )
+from streams.sequential import RateRiseTest, rate_upper_bound
 from streams.state import (
     Incident,
     IncidentBook,
@@ -147,9 +149,6 @@ class PerfStream:
     windows: list[float] = field(default_factory=list)
     """Starts of the windows with data, ascending."""
     offsets: dict[int, int] = field(default_factory=dict)
-    adwin: dict[str, ADWIN] = field(default_factory=dict)
-    adwin_window: dict[str, float] = field(default_factory=dict)
-    """Window start of the last label each version's ADWIN saw."""
     latest_version: str = ""
     incidents: IncidentBook = field(default_factory=IncidentBook)
     counted: dict[str, list[float]] = field(default_factory=dict)
@@ -166,9 +165,6 @@ class PerfStream:
                 "c": self.clock if math.isfinite(self.clock) else None,
                 "w": self.windows,
                 "o": _offsets_to_json(self.offsets),
-                # river detectors pickle cleanly; this is our own state, never foreign input.
-                "a": {v: base64.b64encode(pickle.dumps(d)).decode() for v, d in self.adwin.items()},
-                "aw": self.adwin_window,
                 "lv": self.latest_version,
                 "i": self.incidents.to_json(),
                 "nd": self.next_due if math.isfinite(self.next_due) else None,
@@ -186,13 +182,20 @@ class PerfStream:
             clock=-math.inf if d["c"] is None else float(d["c"]),
             windows=[float(w) for w in d["w"]],
             offsets=_offsets_from_json(d["o"]),
-            adwin={v: pickle.loads(base64.b64decode(b)) for v, b in d["a"].items()},
-            adwin_window={v: float(w) for v, w in d["aw"].items()},
             latest_version=d["lv"],
             incidents=IncidentBook.from_json(d["i"]),
             next_due=-math.inf if d["nd"] is None else float(d["nd"]),
             counted={k: [float(w) for w in v] for k, v in d.get("cw", {}).items()},
         )
+
+
+@dataclass(frozen=True)
+class _RateBaseline:
+    test: RateRiseTest
+    rate: float
+    n: int
+    start: float
+    end: float
 
 
 @dataclass(frozen=True)
@@ -248,8 +251,9 @@ class PerformanceMonitor:
     ...         events += mon.observe_label("acme", "fraud", "v1", ts, s, y, ts + 3600)
     >>> sorted({(int(e.window_start // DAY), e.test) for e in events})  # nothing before day 63
     ... # doctest: +NORMALIZE_WHITESPACE
-    [(63, 'accuracy_drop'), (63, 'adwin_error_rate'), (63, 'pr_auc_drop'),
-     (64, 'accuracy_drop'), (64, 'pr_auc_drop'), (65, 'accuracy_drop'), (65, 'pr_auc_drop')]
+    [(63, 'accuracy_drop'), (63, 'pr_auc_drop'), (63, 'sequential_error_rate'),
+     (64, 'accuracy_drop'), (64, 'pr_auc_drop'), (64, 'sequential_error_rate'),
+     (65, 'accuracy_drop'), (65, 'pr_auc_drop'), (65, 'sequential_error_rate')]
     """
 
     def __init__(self, config: PerformanceConfig, store: StateStore) -> None:
@@ -260,6 +264,9 @@ class PerformanceMonitor:
         self._windows: dict[str, PerfWindow | None] = {}
         self._dirty: set[str] = set()
         self._deleted: set[str] = set()
+        self._rate_tests: dict[tuple[str, float], _RateBaseline | None] = {}
+        """Per (stream, window): the sequential test against its baseline, until the next
+        flush (a baseline window's late labels can still move its bound a little)."""
 
     # ------------------------------------------------------------------ events
 
@@ -310,9 +317,9 @@ class PerformanceMonitor:
                     look += 1
                 win.looks[version] = look
                 events += self._judge(stream, w, win, version, outcome_ts, final=False)
+            events += self._sequential(stream, w, win, version, outcome_ts)
         if not _guard(stream.offsets, position):
             return events
-        events += self._adwin(stream, version, w, int((score >= 0.5) != bool(label)), outcome_ts)
         return events + self._advance(stream, outcome_ts)
 
     def advance(self, tenant: str, model: str, event_time: float) -> list[DriftEvent]:
@@ -359,6 +366,7 @@ class PerformanceMonitor:
                 writes.append(Write(key, None if win is None else win.to_bytes(), None))
         self._dirty.clear()
         self._deleted.clear()
+        self._rate_tests.clear()
         if not keep_cache:
             self._streams.clear()
             self._windows.clear()
@@ -461,8 +469,8 @@ class PerformanceMonitor:
         if not findings:
             if final and tested:  # a look with nothing to compare against is no evidence
                 self._clean(stream, key, window)
-                if f"adwin:{version}" not in win.raised:
-                    self._clean(stream, f"adwin:{version}", window)
+                if f"sequential:{version}" not in win.raised:
+                    self._clean(stream, f"sequential:{version}", window)
             return []
         baseline_count = 0 if base is None else base[0].labelled
         return self._raise(
@@ -501,7 +509,7 @@ class PerformanceMonitor:
             z, p = proportion_drop_test(
                 round(acc0 * b.predictions), b.predictions, round(acc * n), n
             )
-            if p < cfg.look_alpha and acc0 - acc >= cfg.min_accuracy_drop:
+            if p < cfg.estimate_alpha and acc0 - acc >= cfg.min_accuracy_drop:
                 findings.append(_estimated("estimated_accuracy_drop", z, p, acc0 - acc, acc))
             pr, pr0 = est.get("pr_auc"), base_est.get("pr_auc")
             if pr is not None and pr0 is not None and pr0 - pr >= cfg.min_pr_auc_drop:
@@ -509,7 +517,7 @@ class PerformanceMonitor:
                 se = math.hypot(_ap_se(pr, exp_pos), _ap_se(pr0, _positives(b)))
                 z = (pr - pr0) / se if se > 0 else 0.0
                 p = _ndtr(z)
-                if p < cfg.look_alpha:
+                if p < cfg.estimate_alpha:
                     findings.append(_estimated("estimated_pr_auc_drop", z, p, pr0 - pr, pr))
             if not findings:
                 self._clean(stream, f"estimated:{version}", window)
@@ -526,54 +534,58 @@ class PerformanceMonitor:
                 )  # fmt: skip
         return events
 
-    def _adwin(
-        self, stream: PerfStream, version: str, window: float, error: int, now: float
-    ) -> list[DriftEvent]:
+    def _rate_test(self, stream: PerfStream, window: float) -> _RateBaseline | None:
+        key = (perf_stream_key(stream.tenant, stream.model), window)
+        if key in self._rate_tests:
+            return self._rate_tests[key]
         cfg = self.config
-        detector = stream.adwin.get(version)
-        if detector is None:
-            detector = stream.adwin[version] = ADWIN(delta=cfg.adwin_delta)  # type: ignore[no-untyped-call]
-        detector.update(error)  # type: ignore[no-untyped-call]
-        stream.adwin_window[version] = window
-        if not detector.drift_detected:
-            return []
-        self.stats["adwin_changes"] += 1
-        base = self._baseline(stream, window)
-        if base is None:
-            return []
-        b, base_start, base_end = base
-        base_acc = b.accuracy()
-        if base_acc is None:
-            return []
-        rate = float(detector.estimation)
-        base_err = 1.0 - base_acc
-        rise = rate - base_err
-        if rise < cfg.min_accuracy_drop:
-            return []  # a fall, or too small a rise, in the error rate
-        # ADWIN's own bound is not our alpha: its recent window must also be significantly
-        # worse than the baseline (exact binomial tail, at one look's alpha).
-        width = int(detector.width)
-        errors = round(rate * width)
-        p_value = float(stats.binom.sf(errors - 1, width, min(max(base_err, 1e-9), 1.0)))
-        if p_value >= cfg.look_alpha:
-            return []
-        key = f"adwin:{version}"
-        win, _ = self._window_for(stream, window)
+        found: _RateBaseline | None = None
+        base = self._baseline(stream, window) if cfg.sequential_alpha > 0 else None
+        if base is not None and base[0].labelled:
+            b, base_start, base_end = base
+            tp, _, tn, _ = b.confusion()
+            errors = b.labelled - tp - tn
+            bound = rate_upper_bound(errors, b.labelled, cfg.sequential_alpha)
+            if bound < 1.0:
+                test = RateRiseTest(bound, cfg.min_accuracy_drop, cfg.sequential_alpha)
+                found = _RateBaseline(test, errors / b.labelled, b.labelled, base_start, base_end)
+        self._rate_tests[key] = found
+        return found
+
+    def _sequential(
+        self, stream: PerfStream, window: float, win: PerfWindow, version: str, now: float
+    ) -> list[DriftEvent]:
+        """The window's error rate, tested at every label against the baseline's bound."""
+        key = f"sequential:{version}"
         if key in win.raised:
             return []
-        severity = Severity.HIGH if rise >= 0.15 else Severity.MEDIUM
+        summary = win.versions[version]
+        tp, _, tn, _ = summary.confusion()
+        n = summary.labelled
+        errors = n - tp - tn
+        base = self._rate_test(stream, window)
+        if base is None or not base.test.rejects_one(n, errors):
+            return []
+        self.stats["sequential_alarms"] += 1
+        rate = errors / n
+        rise = rate - base.rate
+        se = math.sqrt(rate * (1 - rate) / n + base.rate * (1 - base.rate) / base.n)
         finding = _Finding(
-            "adwin_error_rate",
+            "sequential_error_rate",
             rate,
-            p_value,
+            base.test.p_value(n, errors),
             rise,
-            severity,
-            {"baseline_error_rate": 1.0 - base_acc, "adwin_width": int(detector.width)},
+            _severity(rise - Z95 * se),
+            {
+                "baseline_error_rate": base.rate,
+                "baseline_error_rate_bound": base.test.p0,
+                "window_error_rate": rate,
+                "labels": n,
+            },
         )
-        summary = win.versions.get(version)
         return self._raise(
-            stream, win, key, version, window, [finding], now, base_start, base_end,
-            summary or PerformanceSummary(), b.labelled, partial=True,
+            stream, win, key, version, window, [finding], now, base.start, base.end,
+            summary, base.n, partial=True,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ incidents
