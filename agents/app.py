@@ -13,8 +13,9 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
+from agents import faust_compat
 from agents.joining import JoinProcessor, OutcomeRouter
-from agents.metrics import WorkerMetrics
+from agents.metrics import CountersCollector, WorkerMetrics
 from agents.performance import PerformanceProcessor
 from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
 from driftwatch.settings import Settings
@@ -62,6 +63,11 @@ def broker_urls(bootstrap: str) -> list[str]:
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
     registry = registry if registry is not None else CollectorRegistry()
+    # Our internal topics are written by this worker only, without transactions: a commit
+    # never skips one of their offsets (see agents.faust_compat).
+    faust_compat.install(
+        strict_topics=[settings.topic(JOIN_INPUT), settings.topic(PERFORMANCE_INPUT)]
+    )
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.bootstrap),
@@ -142,6 +148,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         )
 
     metrics = WorkerMetrics.create(registry)
+    registry.register(
+        CountersCollector(
+            "driftwatch_consumer_guard",
+            "Offset-bookkeeping guards that fired (agents.faust_compat): acks of skipped "
+            "messages ignored, commits held at a missing head, heads tolerated on input topics",
+            lambda: faust_compat.COUNTERS,
+        )
+    )
     store = TableStore(window_table)
     processor = PredictionProcessor(
         engine=DriftEngine(settings.engine_config(), store),

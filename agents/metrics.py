@@ -6,9 +6,26 @@ on the per-stream gauges (one series per stream, not per feature).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+
+class CountersCollector(Collector):
+    """Exports a mapping of counts kept outside prometheus_client (e.g. by a patch of Faust)
+    as one counter with a ``what`` label, read at scrape time."""
+
+    def __init__(self, name: str, doc: str, counts: Callable[[], Mapping[str, int]]) -> None:
+        self.name, self.doc, self.counts = name, doc, counts
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self.name, self.doc, labels=["what"])
+        for what, n in sorted(self.counts().items()):
+            family.add_metric([what], float(n))
+        yield family
 
 
 @dataclass(frozen=True)
