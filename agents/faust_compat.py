@@ -1,59 +1,163 @@
 """The one module that reaches into Faust's private internals (written for faust-streaming
 0.15.3; :func:`install` refuses any other version rather than patch code it has not read).
 
-Two fixes to the consumer's offset bookkeeping, each a way a message could be committed
-without ever having been processed, which showed up here as valid outcomes dead-lettered
-``unknown_prediction`` after a SIGKILL (a whole ``join-input`` message of prediction frames
-never applied, its offset committed):
+Faust's consumer can commit an offset past a message it never processed. Seen here as valid
+outcomes dead-lettered ``unknown_prediction`` after a SIGKILL (a whole ``join-input``
+message of prediction frames never applied), and caught in the act by a kill loop with a
+peer worker joining and leaving (``tests/integration/test_join_kill_loop.py``): after a
+restart, the first message of an ``outcomes`` partition was taken from its queue while flow
+control was still suspended, skipped, and the commit moved past it. Two fixes:
 
-1. **Skipped messages were acked.** A stream that takes a message from its queue after a
-   rebalance began (flow control suspended) or that was fetched in an earlier consumer
-   generation *skips* it, and Faust acks the skipped message "so the lag does not grow"
-   (``Stream.__aiter__``). After a restart the group rebalances again once the dead member's
-   session expires; messages fetched in the first generation are then skipped, acked, and a
-   commit before the recovery's seek moves the committed offset past them: they are never
-   read again. Here, an ack of a message from another generation, or while flow control is
-   suspended, is ignored. The recovery that follows every suspension seeks back to the
-   committed offset, so the message is read again and processed then (our state is
-   offset-guarded: processing it twice is harmless).
-2. **A missing head was committed past.** ``Consumer._new_offset`` refuses to commit when the
-   lowest acked offset is more than one past the committed offset, but lets exactly one
-   missing offset through (a transaction marker at the head takes an offset that is never
-   delivered). On the internal topics, which only this worker writes, without transactions,
-   there are no markers: a missing head is a lost message, and the commit waits for it
-   (:data:`STRICT_TOPICS`). On input topics the tolerance stays (producers may be
-   transactional) and each use of it is logged and counted.
+1. **Skipped messages are not acked.** A stream skips a message it takes from its queue
+   while a rebalance is under way (flow control suspended) or that was fetched in an earlier
+   consumer generation, and Faust acks the skipped message "so the lag does not grow"
+   (``Stream.__aiter__``); a commit then moves past it before the recovery's seek, and it is
+   never read again. Here such an ack is ignored: the message stays unacked.
+2. **A missing head is read again, not committed past.** ``Consumer._new_offset`` lets the
+   commit move past exactly one missing offset at the head (a transaction marker takes an
+   offset that is never delivered), so a single skipped message was still lost. Here any
+   missing head holds the commit while :class:`HeadGuard` asks the broker (a throw-away
+   client, :data:`Probe`) for the first record at the committed offset: if there is none
+   before the lowest acked offset, the gap is transaction markers (or compaction) and the
+   commit proceeds; if there is one, it was dropped, and the partition is sought back to
+   the committed offset so it is read and processed again. Everything the worker keeps is
+   offset-guarded, so messages read twice change nothing.
 
-What is counted is in :data:`COUNTERS` (exported as ``driftwatch_consumer_guard_total``).
+What fired is counted in :data:`COUNTERS` (``driftwatch_consumer_guard_total``) and logged.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 FAUST_VERSION = "0.15.3"
 COUNTERS: Counter[str] = Counter()
-"""``stale_ack_ignored``, ``head_gap_held`` (strict topic), ``head_gap_tolerated`` (input)."""
-STRICT_TOPICS: set[str] = set()
-"""Topics whose offsets are contiguous (written only by us, without transactions)."""
-HEAD_GAPS: dict[Any, tuple[int, int]] = {}
-"""Per topic-partition, the missing head a commit is waiting for: (committed, lowest acked)."""
+"""``stale_ack_ignored``, ``head_gap_held``, ``head_gap_markers`` (committed past: no record
+there), ``head_refetch`` (sought back to read a dropped message again)."""
 
+Probe = Callable[[str, int, int], Awaitable[int | None]]
+"""(topic, partition, offset) -> offset of the first record at or after ``offset``, or None
+when there is none (the partition ends there)."""
+
+SEEK_RETRY_SECONDS = 5.0
+"""A head still missing this long after a seek back is sought back again (records fetched
+before the seek can overtake it once)."""
+
+
+@dataclass
+class _Gap:
+    committed: int
+    head: int
+    since: float
+    verdict: str | None = None
+    """``markers`` or ``dropped`` once the probe answered."""
+    probing: bool = False
+    last_seek: float = -1e18
+    seeks: int = 0
+
+
+@dataclass
+class HeadGuard:
+    """Decides, per topic-partition, whether a commit may move past a missing head."""
+
+    probe: Probe
+    clock: Callable[[], float] = time.monotonic
+    gaps: dict[Any, _Gap] = field(default_factory=dict)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def allow(self, consumer: Any, tp: Any, committed: int, head: int) -> bool:
+        """False holds the commit; may start a probe or a seek in the background."""
+        now = self.clock()
+        gap = self.gaps.get(tp)
+        if gap is None or (gap.committed, gap.head) != (committed, head):
+            gap = self.gaps[tp] = _Gap(committed, head, now)
+            COUNTERS["head_gap_held"] += 1
+        if gap.verdict == "markers":
+            return True
+        if gap.verdict is None:
+            if not gap.probing:
+                gap.probing = True
+                self._spawn(self._probe(consumer, tp, gap))
+            return False
+        if now - gap.last_seek >= SEEK_RETRY_SECONDS:
+            self._seek_back(consumer, tp, gap, now)
+        return False
+
+    def stalled(self, older_than: float) -> dict[Any, tuple[int, int]]:
+        """Heads missing for longer than ``older_than`` seconds (for the watchdog)."""
+        now = self.clock()
+        return {
+            tp: (g.committed, g.head) for tp, g in self.gaps.items() if now - g.since > older_than
+        }
+
+    def settled(self, tp: Any) -> None:
+        self.gaps.pop(tp, None)
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _probe(self, consumer: Any, tp: Any, gap: _Gap) -> None:
+        try:
+            first = await self.probe(tp.topic, tp.partition, gap.committed)
+        except Exception as exc:  # the broker may be away: try again at the next commit
+            log.warning("%s[%d]: could not probe offset %d: %r", tp.topic, tp.partition,
+                        gap.committed, exc)  # fmt: skip
+            gap.probing = False
+            return
+        gap.probing = False
+        if first is None or first >= gap.head:
+            gap.verdict = "markers"
+            COUNTERS["head_gap_markers"] += 1
+            log.info(
+                "%s[%d]: offsets %d..%d hold no records (transaction markers or compaction); "
+                "committing past them", tp.topic, tp.partition, gap.committed, gap.head - 1,
+            )  # fmt: skip
+            return
+        gap.verdict = "dropped"
+        log.warning(
+            "%s[%d]: offset %d was fetched but never processed (later ones were); reading "
+            "the partition again from there", tp.topic, tp.partition, first,
+        )  # fmt: skip
+        self._seek_back(consumer, tp, gap, self.clock())
+
+    def _seek_back(self, consumer: Any, tp: Any, gap: _Gap, now: float) -> None:
+        gap.last_seek = now
+        gap.seeks += 1
+        COUNTERS["head_refetch"] += 1
+        self._spawn(_seek(consumer, tp, gap.committed))
+
+
+async def _seek(consumer: Any, tp: Any, offset: int) -> None:
+    try:
+        await consumer.seek_wait({tp: offset})
+    except Exception as exc:
+        log.warning("%s[%d]: seek to %d failed: %r", tp.topic, tp.partition, offset, exc)
+
+
+GUARD: HeadGuard | None = None
 _installed = False
 _LOGGED: set[tuple[str, int, int | None]] = set()
 
 
-def install(strict_topics: Iterable[str] = ()) -> None:
-    """Patch Faust's consumer (idempotent); ``strict_topics`` get the strict head check."""
-    global _installed
-    STRICT_TOPICS.update(strict_topics)
+def install(probe: Probe) -> HeadGuard:
+    """Patch Faust's consumer (once per process); the newest ``probe`` is the one used."""
+    global GUARD, _installed
+    if GUARD is None:
+        GUARD = HeadGuard(probe)
+    else:
+        GUARD.probe = probe
     if _installed:
-        return
+        return GUARD
     import faust
     from faust.transport import consumer as consumer_mod
 
@@ -66,6 +170,7 @@ def install(strict_topics: Iterable[str] = ()) -> None:
     cls.ack = _guarded_ack(cls.ack)  # type: ignore[method-assign,assignment]
     cls._new_offset = _strict_new_offset(cls._new_offset)  # type: ignore[method-assign,assignment]
     _installed = True
+    return GUARD
 
 
 def _guarded_ack(original: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
@@ -97,29 +202,56 @@ def _strict_new_offset(original: Callable[[Any, Any], int | None]) -> Callable[[
     def new_offset(self: Any, tp: Any) -> int | None:
         acked = self._acked[tp]
         committed = self._committed_offset[tp]
-        if acked and committed is not None:
+        if acked and committed is not None and GUARD is not None:
             gaps = self._gap[tp]
             head = min(acked)
             covered = bool(gaps) and bool(gaps.overlaps(committed, head))
             if head > committed and not covered:
-                if tp.topic in STRICT_TOPICS:
-                    if HEAD_GAPS.get(tp) != (committed, head):
-                        HEAD_GAPS[tp] = (committed, head)
-                        COUNTERS["head_gap_held"] += 1
-                        log.error(
-                            "%s[%d]: offsets %d..%d were never processed but later ones were; "
-                            "holding the commit at %d (a message Faust dropped)",
-                            tp.topic, tp.partition, committed, head - 1, committed,
-                        )  # fmt: skip
+                if not GUARD.allow(self, tp, committed, head):
                     return None
-                if head == committed + 1:
-                    COUNTERS["head_gap_tolerated"] += 1
-                    log.warning(
-                        "%s[%d]: committing past offset %d, which this worker never received "
-                        "(a transaction marker, or a message the consumer dropped)",
-                        tp.topic, tp.partition, committed,
-                    )  # fmt: skip
-        HEAD_GAPS.pop(tp, None)
+                # Markers: let Faust's own logic commit past them.
+                self._gap[tp].addi(committed, head)
+        if GUARD is not None:
+            GUARD.settled(tp)
         return original(self, tp)
 
     return new_offset
+
+
+def kafka_probe(config: dict[str, Any], timeout: float = 10.0) -> Probe:
+    """A :data:`Probe` on a throw-away confluent-kafka consumer (``config``: its client
+    settings, bootstrap servers and security), run in a thread."""
+
+    def first_offset(topic: str, partition: int, offset: int) -> int | None:
+        from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+        consumer = Consumer(
+            {
+                **config,
+                "group.id": "driftwatch-head-probe",
+                "enable.auto.commit": False,
+                "enable.partition.eof": True,
+                "isolation.level": "read_uncommitted",  # what the worker's consumer reads
+            }
+        )
+        try:
+            consumer.assign([TopicPartition(topic, partition, offset)])
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                msg = consumer.poll(0.5)
+                if msg is None:
+                    continue
+                err = msg.error()
+                if err is None:
+                    return int(msg.offset() or 0)
+                if err.code() == KafkaError._PARTITION_EOF:
+                    return None
+                raise RuntimeError(str(err))
+            raise TimeoutError(f"no answer for {topic}[{partition}]@{offset} in {timeout}s")
+        finally:
+            consumer.close()
+
+    async def probe(topic: str, partition: int, offset: int) -> int | None:
+        return await asyncio.to_thread(first_offset, topic, partition, offset)
+
+    return probe

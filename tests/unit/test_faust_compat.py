@@ -1,0 +1,174 @@
+"""The offset-bookkeeping fixes of agents.faust_compat, on Faust's real consumer class."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+from intervaltree import IntervalTree  # type: ignore[import-untyped]
+
+from agents import faust_compat
+from agents.faust_compat import HeadGuard
+
+
+class FakeConsumer:
+    """The attributes Faust's ``Consumer._new_offset`` and ``ack`` read."""
+
+    def __init__(self, committed: int | None, acked: list[int]) -> None:
+        self.tp = TP("join-input", 0)
+        self._acked: dict[Any, list[int]] = defaultdict(list, {self.tp: list(acked)})
+        self._acked_index: dict[Any, set[int]] = defaultdict(set, {self.tp: set(acked)})
+        self._committed_offset: dict[Any, int | None] = defaultdict(
+            lambda: None, {self.tp: committed}
+        )
+        self._gap: dict[Any, IntervalTree] = defaultdict(IntervalTree)
+        self.seeks: list[dict[Any, int]] = []
+        self.flow = True
+        self.app = SimpleNamespace(
+            consumer_generation_id=3,
+            flow_control=SimpleNamespace(is_active=lambda: self.flow),
+        )
+        self.n_acked = 0
+
+    async def seek_wait(self, partitions: dict[Any, int]) -> None:
+        self.seeks.append(dict(partitions))
+
+
+def faust_new_offset(consumer: Any, tp: Any) -> int | None:
+    from faust.transport.consumer import Consumer
+
+    # the original, unpatched method, kept by the patch as its closure's ``original``
+    return Consumer._new_offset.__closure__[0].cell_contents(consumer, tp)  # type: ignore
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def install(first_record: int | None) -> list[tuple[str, int, int]]:
+    asked: list[tuple[str, int, int]] = []
+
+    async def probe(topic: str, partition: int, offset: int) -> int | None:
+        asked.append((topic, partition, offset))
+        return first_record
+
+    guard = faust_compat.install(probe)
+    guard.gaps.clear()
+    return asked
+
+
+def test_contiguous_acks_commit_as_faust_does() -> None:
+    install(None)
+    c = FakeConsumer(committed=10, acked=[10, 11, 12])
+    from faust.transport.consumer import Consumer
+
+    assert Consumer._new_offset(c, c.tp) == 13  # type: ignore[arg-type]
+
+
+def test_one_dropped_message_at_the_head_is_read_again_not_committed_past() -> None:
+    async def main() -> None:
+        asked = install(first_record=10)  # a record exists at the committed offset
+        c = FakeConsumer(committed=10, acked=[11, 12])
+        from faust.transport.consumer import Consumer
+
+        # Faust's own logic would commit 13 here, skipping offset 10 for good.
+        assert faust_new_offset(FakeConsumer(committed=10, acked=[11, 12]), c.tp) == 13
+        assert Consumer._new_offset(c, c.tp) is None  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)  # the probe and the seek run in the background
+        assert asked == [("join-input", 0, 10)]
+        assert c.seeks == [{c.tp: 10}]
+        assert Consumer._new_offset(c, c.tp) is None  # type: ignore[arg-type]  # still held
+        # read again: offset 10 is processed and acked; the commit moves on
+        c._acked[c.tp] = [10, 11, 12]
+        assert Consumer._new_offset(c, c.tp) == 13  # type: ignore[arg-type]
+        assert faust_compat.GUARD is not None and not faust_compat.GUARD.gaps
+
+    run(main())
+
+
+def test_transaction_markers_at_the_head_are_committed_past() -> None:
+    async def main() -> None:
+        install(first_record=12)  # offsets 10 and 11 hold no record
+        c = FakeConsumer(committed=10, acked=[12, 13])
+        from faust.transport.consumer import Consumer
+
+        assert Consumer._new_offset(c, c.tp) is None  # type: ignore[arg-type]  # asks first
+        await asyncio.sleep(0.01)
+        assert c.seeks == []
+        assert Consumer._new_offset(c, c.tp) == 14  # type: ignore[arg-type]
+
+    run(main())
+
+
+def test_a_failing_probe_holds_the_commit_and_is_tried_again() -> None:
+    calls = []
+
+    async def probe(topic: str, partition: int, offset: int) -> int | None:
+        calls.append(offset)
+        raise ConnectionError("broker away")
+
+    async def main() -> None:
+        faust_compat.install(probe).gaps.clear()
+        c = FakeConsumer(committed=5, acked=[7])
+        from faust.transport.consumer import Consumer
+
+        for _ in range(2):
+            assert Consumer._new_offset(c, c.tp) is None  # type: ignore[arg-type]
+            await asyncio.sleep(0.01)
+        assert calls == [5, 5] and c.seeks == []
+
+    run(main())
+
+
+def test_a_second_seek_waits_and_stalls_are_reported() -> None:
+    now = [0.0]
+    guard = HeadGuard(probe=lambda *a: asyncio.sleep(0, 3), clock=lambda: now[0])
+
+    async def main() -> None:
+        c = FakeConsumer(committed=3, acked=[5])
+        assert not guard.allow(c, c.tp, 3, 5)
+        await asyncio.sleep(0.01)  # the probe says: a record at 3 was dropped -> seek
+        assert c.seeks == [{c.tp: 3}]
+        now[0] = 1.0
+        assert not guard.allow(c, c.tp, 3, 5)
+        await asyncio.sleep(0.01)
+        assert len(c.seeks) == 1  # not again within SEEK_RETRY_SECONDS
+        now[0] = 1.0 + faust_compat.SEEK_RETRY_SECONDS
+        assert not guard.allow(c, c.tp, 3, 5)
+        await asyncio.sleep(0.01)
+        assert len(c.seeks) == 2
+        assert guard.stalled(older_than=5.0) == {c.tp: (3, 5)}
+        assert guard.stalled(older_than=60.0) == {}
+
+    run(main())
+
+
+def test_acks_of_skipped_messages_are_ignored() -> None:
+    install(None)
+    from faust.transport.consumer import Consumer
+
+    c = FakeConsumer(committed=0, acked=[])
+    c.app.topics = SimpleNamespace(acks_enabled_for=lambda topic: True)
+    c._unacked_messages = set()  # type: ignore[attr-defined]
+    c._n_acked = 0  # type: ignore[attr-defined]
+    c._waiting_for_ack = None  # type: ignore[attr-defined]
+
+    class Message(SimpleNamespace):
+        __hash__ = object.__hash__  # type: ignore[assignment]
+
+    def message(offset: int, generation: int) -> Any:
+        return Message(
+            topic="join-input", partition=0, tp=c.tp, offset=offset, generation_id=generation,
+            acked=False,
+        )  # fmt: skip
+
+    assert not Consumer.ack(c, message(0, generation=2))  # type: ignore[arg-type]  # stale
+    c.flow = False
+    assert not Consumer.ack(c, message(1, generation=3))  # type: ignore[arg-type]  # suspended
+    c.flow = True
+    assert Consumer.ack(c, message(2, generation=3))  # type: ignore[arg-type]
+    assert c._acked[c.tp] == [2]
+    assert faust_compat.COUNTERS["stale_ack_ignored"] >= 2
