@@ -14,6 +14,7 @@ from typing import IO
 from schemas import DriftEvent, InvalidEvent, OutcomeEvent, PredictionEvent
 from streams.config import DAY, EngineConfig, PerformanceConfig
 from streams.engine import DriftEngine, MemoryStore
+from streams.incidents import IncidentNotice
 from streams.ingest import PredictionValidator
 from streams.join import JoinConfig, JoinResult, OutcomeJoiner, binary_label
 from streams.perf_monitor import PerformanceMonitor
@@ -34,6 +35,11 @@ class BacktestReport:
     drift_events: list[DriftEvent] = field(default_factory=list)
     engine_stats: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
+    notices: list[IncidentNotice] = field(default_factory=list)
+    """Incident changes (opened, confirmed, escalated, resolved), in order."""
+    feature_state: MemoryStore | None = None
+    """The engine's state at the end (windows within the retention), for the report."""
+    performance_state: MemoryStore | None = None
 
 
 def read_predictions(
@@ -109,6 +115,8 @@ def run_backtest(
             report.drift_events.append(drift)
             if out is not None:
                 out.write(drift.to_json().decode() + "\n")
+        if engine.notices or monitor.notices:
+            report.notices += engine.take_notices() + monitor.take_notices()
         if with_outcomes and ts // DAY > last_day:
             last_day = int(ts // DAY)
             for gone in joiner.expire():
@@ -123,6 +131,8 @@ def run_backtest(
     for tenant, model in monitor.streams():
         report.performance += monitor.history(tenant, model)
     report.engine_stats = engine.stats + monitor.stats
+    report.notices += engine.take_notices() + monitor.take_notices()
+    report.feature_state, report.performance_state = store, perf_store
     report.seconds = time.perf_counter() - started
     return report
 

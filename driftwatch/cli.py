@@ -121,6 +121,70 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    """The offline HTML report: the backtest's engine over files, then the report's page."""
+    from dataclasses import replace
+
+    from driftwatch.backtest import read_outcomes, read_predictions, run_backtest
+    from driftwatch.report.collect import collect
+    from driftwatch.report.render import render_report
+    from streams.ingest import PredictionValidator
+
+    if args.config is not None:
+        try:
+            settings = settings.with_file(Path(args.config))
+        except (ValueError, OSError) as exc:
+            print(f"driftwatch: configuration error: {exc}", file=sys.stderr)
+            return 2
+    from collections import Counter
+
+    validator = PredictionValidator(
+        max_bytes=settings.max_message_bytes,
+        tenants=settings.tenant_allowlist,
+        max_future_seconds=None,
+    )
+    rejected: Counter[str] = Counter()
+    events = list(read_predictions(Path(args.predictions), validator, rejected))
+    outcomes = [] if args.outcomes is None else list(read_outcomes(Path(args.outcomes), rejected))
+    if not events:
+        print("driftwatch: no valid predictions", file=sys.stderr)
+        return 1
+    # Keep every window of the input (not only the retention's), so the report covers it all.
+    span_days = (max(e.timestamp for e in events) - min(e.timestamp for e in events)) / 86_400
+    cfg = settings.engine_config()
+    cfg = replace(cfg, retention_days=max(cfg.retention_days, span_days + 2))
+    pcfg = replace(settings.performance_config(), engine=cfg)
+    report = run_backtest(events, cfg, outcomes=outcomes, performance=pcfg)
+    streams = sorted({(e.tenant, e.model) for e in events})
+    if args.tenant or args.model:
+        streams = [
+            s for s in streams if (args.tenant in (None, s[0])) and (args.model in (None, s[1]))
+        ]
+    out = Path(args.out)
+    if len(streams) != 1 and not out.is_dir():
+        names = ", ".join(f"{t}/{m}" for t, m in streams) or "none"
+        print(
+            f"driftwatch: {len(streams)} models in the input ({names}): choose one with "
+            "--tenant/--model, or give a directory as --out for one report each",
+            file=sys.stderr,
+        )
+        return 2
+    assert report.feature_state is not None and report.performance_state is not None
+    for tenant, model in streams:
+        data = collect(
+            report.feature_state, report.performance_state, pcfg, tenant, model,
+            source=f"backtest of {Path(args.predictions).name}"
+            + (f" and {Path(args.outcomes).name}" if args.outcomes else ""),
+        )  # fmt: skip
+        if data is None:
+            continue
+        html = render_report(data)
+        target = out / f"{tenant}-{model}.html" if out.is_dir() else out
+        target.write_text(html, encoding="utf-8")
+        print(f"{tenant}/{model}: {target} ({len(html.encode()) / 1e6:.2f} MB)", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from driftwatch.demo import run_demo
 
@@ -205,6 +269,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", default=None, help="TOML or JSON file of settings")
     p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("report", help="an HTML drift report from files (the backtest's engine)")
+    p.add_argument("--predictions", required=True)
+    p.add_argument("--outcomes", default=None, help="OutcomeEvents (JSON lines) to join")
+    p.add_argument("--out", required=True, help="the HTML file, or a directory: one per model")
+    p.add_argument("--tenant", default=None)
+    p.add_argument("--model", default=None)
+    p.add_argument("--config", default=None, help="TOML or JSON file of settings")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "inspect", help="print a stopped worker's state: stream clocks, window counts, incidents"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,12 +23,12 @@ from schemas import DriftEvent, DriftKind, InvalidEvent, PredictionEvent, Severi
 from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
 from streams.decision import benjamini_hochberg, debiased_effect, severity_for
 from streams.effects import effects, missing_rate_test
+from streams.incidents import IncidentNotice, closed_record, remember_closed
 from streams.state import (
     RECENT_LEVELS,
     FeatureKind,
     FeatureWindow,
     Incident,
-    IncidentBook,
     Position,
     StreamState,
     Summary,
@@ -94,6 +94,11 @@ class MemoryStore:
             else:
                 self.data[w.key] = w.value
 
+    def scan(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        """Entries whose key starts with ``prefix``, in key order (``streams.views``)."""
+        for key in sorted(k for k in self.data if k.startswith(prefix)):
+            yield key, self.data[key]
+
 
 @dataclass(frozen=True, slots=True)
 class FeatureTest:
@@ -158,6 +163,8 @@ class DriftEngine:
         self.config = config
         self.store = store
         self.stats: Counter[str] = Counter()
+        self.notices: list[IncidentNotice] = []
+        """Incident changes since the caller last took them (:meth:`take_notices`)."""
         self._streams: dict[str, StreamState] = {}
         self._windows: dict[str, FeatureWindow | None] = {}
         self._dirty: dict[str, int | None] = {}
@@ -228,6 +235,10 @@ class DriftEngine:
                 hot[name] = fw
             fw.apply(value, position, slot, h)
         return drifts
+
+    def take_notices(self) -> list[IncidentNotice]:
+        out, self.notices = self.notices, []
+        return out
 
     def advance(self, tenant: str, model: str, event_time: float) -> list[DriftEvent]:
         """Move a stream's clock without an event (a quiet stream, driven by a wall-clock timer)."""
@@ -402,9 +413,12 @@ class DriftEngine:
             )
         return drifts
 
-    def _count_untested_as_clean(self, book: IncidentBook, window: float, tested: set[str]) -> None:
+    def _count_untested_as_clean(
+        self, stream: StreamState, window: float, tested: set[str]
+    ) -> None:
         """An open incident whose feature was not tested in a closed window (too few values, or
         the feature is gone) got no new evidence of drift: that window counts as clean."""
+        book = stream.incidents
         for key in list(book.open):
             if key in tested or book.last_window.get(key, -1) >= window:
                 continue
@@ -412,8 +426,7 @@ class DriftEngine:
             incident = book.open[key]
             incident.clean_streak += 1
             if incident.clean_streak >= self.config.resolve_windows:
-                del book.open[key]
-                self.stats["incidents_resolved"] += 1
+                self._resolve(stream, key, incident, window)
 
     def _drop_recent(self, stream: StreamState, window: float) -> None:
         for feature in stream.features:
@@ -543,7 +556,7 @@ class DriftEngine:
             if book.last_window.get(t.incident_key, -1) < window
         ]
         if partial_end is None:
-            self._count_untested_as_clean(book, window, {t.incident_key for t in tests})
+            self._count_untested_as_clean(stream, window, {t.incident_key for t in tests})
         if not tests:
             return []
         # A missing-rate test with nothing missing on either side (p = 1) cannot be a
@@ -562,6 +575,8 @@ class DriftEngine:
             return []
         share = len(drifting) / max(len(family), 1)
         drifting_names = {t.incident_key for t in drifting}
+        if partial_end is None:
+            self._record_results(stream, window, tests, drifting_names)
         events: list[DriftEvent] = []
         for t in tests:
             incident = book.open.get(t.incident_key)
@@ -572,23 +587,38 @@ class DriftEngine:
                 if incident is not None:
                     incident.clean_streak += 1
                     if incident.clean_streak >= cfg.resolve_windows:
-                        del book.open[t.incident_key]
-                        self.stats["incidents_resolved"] += 1
+                        self._resolve(stream, t.incident_key, incident, window)
                 continue
             book.last_window[t.incident_key] = window
             severity = severity_for(t.severity_effect(), share, len(drifting))
+            changes: list[str] = []
             if incident is None:
                 incident = Incident(_drift_id(stream, t.incident_key, window), window)
                 book.open[t.incident_key] = incident
                 self.stats["incidents_opened"] += 1
+                changes.append("opened")
             else:
                 incident.persistence += 1
                 incident.clean_streak = 0
+            incident.test = t.result.test
+            incident.last_window = window
             if Severity(incident.max_severity).rank < severity.rank:
+                if "opened" not in changes:
+                    changes.append("escalated")
                 incident.max_severity = severity.value
             if not incident.confirmed and incident.persistence >= cfg.confirm_windows:
                 incident.confirmed = True
                 self.stats["incidents_confirmed"] += 1
+                changes.append("confirmed")
+            for change in changes:
+                self.notices.append(
+                    IncidentNotice(
+                        change, incident.drift_id, DriftKind.STATISTICAL.value, stream.tenant,
+                        stream.model, stream.model_version, t.feature, t.result.test,
+                        incident.max_severity, incident.confirmed, incident.persistence, window,
+                        detected_at, t.result.statistic, t.result.p_value, t.result.effect_size,
+                    )
+                )  # fmt: skip
             events.append(
                 DriftEvent(
                     drift_id=incident.drift_id,
@@ -621,6 +651,46 @@ class DriftEngine:
         self._mark(stream_key(stream.tenant, stream.model), stream.partition)
         self.stats["drift_events"] += len(events)
         return events
+
+    def _record_results(
+        self, stream: StreamState, window: float, tests: list[FeatureTest], drifting: set[str]
+    ) -> None:
+        """Keep each end-of-window test on its feature-window (for the API and the report)."""
+        cfg = self.config
+        for t in tests:
+            key = window_key(stream.tenant, stream.model, window, t.feature)
+            fw = self._window(key)
+            if fw is None:
+                continue
+            r = t.result
+            fw.results[r.test] = [
+                round(r.statistic, 6), r.p_value, round(r.effect_size, 6),
+                _effect_floor(cfg, r.test), t.incident_key in drifting, t.window_count,
+                t.baseline_count,
+            ]  # fmt: skip
+            self._mark(key, stream.partition)
+
+    def _resolve(self, stream: StreamState, key: str, incident: Incident, window: float) -> None:
+        book = stream.incidents
+        del book.open[key]
+        self.stats["incidents_resolved"] += 1
+        feature = key.removesuffix("#missing")
+        remember_closed(
+            book.closed,
+            closed_record(
+                key, incident.drift_id, incident.opened_window,
+                (incident.last_window or incident.opened_window) + self.config.window_seconds,
+                incident.max_severity, incident.confirmed, incident.persistence, incident.test,
+            ),
+        )  # fmt: skip
+        self.notices.append(
+            IncidentNotice(
+                "resolved", incident.drift_id, DriftKind.STATISTICAL.value, stream.tenant,
+                stream.model, stream.model_version, feature, incident.test,
+                incident.max_severity, incident.confirmed, incident.persistence, window,
+                stream.watermark if stream.watermark is not None else window,
+            )
+        )  # fmt: skip
 
 
 def _guard_stream(stream: StreamState, position: Position | None) -> bool:

@@ -53,6 +53,7 @@ from schemas import DriftEvent, DriftKind, Severity, format_timestamp
 from streams.config import DAY, PerformanceConfig
 from streams.decision import benjamini_hochberg
 from streams.engine import StateStore, Write
+from streams.incidents import IncidentNotice, closed_record, remember_closed
 from streams.performance import (
     CalibrationMap,
     PerformanceSummary,
@@ -260,6 +261,8 @@ class PerformanceMonitor:
         self.config = config
         self.store = store
         self.stats: Counter[str] = Counter()
+        self.notices: list[IncidentNotice] = []
+        """Incident changes since the caller last took them (:meth:`take_notices`)."""
         self._streams: dict[str, PerfStream] = {}
         self._windows: dict[str, PerfWindow | None] = {}
         self._dirty: set[str] = set()
@@ -321,6 +324,10 @@ class PerformanceMonitor:
         if not _guard(stream.offsets, position):
             return events
         return events + self._advance(stream, outcome_ts)
+
+    def take_notices(self) -> list[IncidentNotice]:
+        out, self.notices = self.notices, []
+        return out
 
     def advance(self, tenant: str, model: str, event_time: float) -> list[DriftEvent]:
         """Move a quiet stream's clock (wall-clock timer in the worker, end of a backtest)."""
@@ -611,6 +618,7 @@ class PerformanceMonitor:
         self._dirty.add(perf_window_key(stream.tenant, stream.model, window))
         incident = book.open.get(key)
         counted = stream.counted.setdefault(key, [])
+        changes: list[str] = []
         if incident is None:
             drift_id = uuid.uuid5(
                 _NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{key}\x1f{int(window)}"
@@ -618,6 +626,7 @@ class PerformanceMonitor:
             incident = book.open[key] = Incident(str(drift_id), window)
             counted[:] = [window]
             self.stats["incidents_opened"] += 1
+            changes.append("opened")
         elif window not in counted:
             # Once per window, even if a crash lost the window's own record of it (the stream
             # and the window are separate keys): a replay must not confirm an incident early.
@@ -625,12 +634,27 @@ class PerformanceMonitor:
             incident.clean_streak = 0
             counted.append(window)
             del counted[:-64]
-        top = max((f.severity for f in findings), key=lambda s: s.rank)
-        if Severity(incident.max_severity).rank < top.rank:
-            incident.max_severity = top.value
+        top = max(findings, key=lambda f: f.severity.rank)
+        incident.test = top.test
+        incident.last_window = max(window, incident.last_window or window)
+        if Severity(incident.max_severity).rank < top.severity.rank:
+            if not changes:
+                changes.append("escalated")
+            incident.max_severity = top.severity.value
         if not incident.confirmed and incident.persistence >= cfg.confirm_windows:
             incident.confirmed = True
             self.stats["incidents_confirmed"] += 1
+            changes.append("confirmed")
+        for change in changes:
+            self.notices.append(
+                IncidentNotice(
+                    change, incident.drift_id, DriftKind.PERFORMANCE.value, stream.tenant,
+                    stream.model, version, None, top.test, incident.max_severity,
+                    incident.confirmed, incident.persistence, window, detected_at, top.statistic,
+                    top.p_value, top.effect,
+                    {"estimated": True} if top.extra.get("estimated") else {},
+                )
+            )  # fmt: skip
         self._dirty.add(perf_stream_key(stream.tenant, stream.model))
         metrics = {
             "predictions": summary.predictions,
@@ -685,6 +709,24 @@ class PerformanceMonitor:
             stream.counted.pop(key, None)
             stream.counted.pop(f"{key}#clean", None)
             self.stats["incidents_resolved"] += 1
+            ecfg = self.config.engine
+            remember_closed(
+                book.closed,
+                closed_record(
+                    key, incident.drift_id, incident.opened_window,
+                    (incident.last_window or incident.opened_window) + ecfg.window_seconds,
+                    incident.max_severity, incident.confirmed, incident.persistence,
+                    incident.test,
+                ),
+            )  # fmt: skip
+            self.notices.append(
+                IncidentNotice(
+                    "resolved", incident.drift_id, DriftKind.PERFORMANCE.value, stream.tenant,
+                    stream.model, key.split(":", 1)[1], None, incident.test,
+                    incident.max_severity, incident.confirmed, incident.persistence, window,
+                    stream.clock,
+                )
+            )  # fmt: skip
 
     # ------------------------------------------------------------------ storage
 

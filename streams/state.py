@@ -157,6 +157,10 @@ class FeatureWindow:
     categorical: CategoricalSummary | None = None
     offsets: dict[int, int] = field(default_factory=dict)
     recent: RecentSlots | None = None
+    results: dict[str, list[Any]] = field(default_factory=dict)
+    """The end-of-window tests, by test name: [statistic, p_value, effect_size, effect floor,
+    drifting, window count, baseline count] (for the API's latest statistics and the report's
+    statistic over time)."""
 
     @classmethod
     def new(cls, kind: FeatureKind, recent: bool = False) -> FeatureWindow:
@@ -227,9 +231,10 @@ class FeatureWindow:
         return self.summary.missing
 
     def to_bytes(self) -> bytes:
-        head = json.dumps(
-            {"k": self.kind, "o": _offsets_to_json(self.offsets)}, separators=(",", ":")
-        ).encode()
+        header: dict[str, Any] = {"k": self.kind, "o": _offsets_to_json(self.offsets)}
+        if self.results:
+            header["r"] = self.results
+        head = json.dumps(header, separators=(",", ":")).encode()
         recent = b"" if self.recent is None else self.recent.to_bytes(self.kind == "numeric")
         summary = self.summary.to_bytes()
         return struct.pack("<III", len(head), len(recent), len(summary)) + head + recent + summary
@@ -246,13 +251,16 @@ class FeatureWindow:
         pos += rlen
         body = raw[pos : pos + slen]
         offsets = _offsets_from_json(header["o"])
+        results = header.get("r", {})
         if numeric:
             return cls(
-                kind, numeric=NumericSummary.from_bytes(body), offsets=offsets, recent=recent
-            )
+                kind, numeric=NumericSummary.from_bytes(body), offsets=offsets, recent=recent,
+                results=results,
+            )  # fmt: skip
         return cls(
-            kind, categorical=CategoricalSummary.from_bytes(body), offsets=offsets, recent=recent
-        )
+            kind, categorical=CategoricalSummary.from_bytes(body), offsets=offsets, recent=recent,
+            results=results,
+        )  # fmt: skip
 
 
 def _merge_summaries(a: Summary, b: Summary) -> Summary:
@@ -343,6 +351,10 @@ class Incident:
     clean_streak: int = 0
     confirmed: bool = False
     max_severity: str = "LOW"
+    test: str = ""
+    """The test that last found it drifting."""
+    last_window: float | None = None
+    """The last window found drifting."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -352,11 +364,13 @@ class Incident:
             "c": self.clean_streak,
             "ok": self.confirmed,
             "sev": self.max_severity,
+            "t": self.test,
+            "lw": self.last_window,
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Incident:
-        return cls(d["id"], d["ow"], d["p"], d["c"], d["ok"], d["sev"])
+        return cls(d["id"], d["ow"], d["p"], d["c"], d["ok"], d["sev"], d.get("t", ""), d.get("lw"))
 
 
 @dataclass
@@ -365,15 +379,24 @@ class IncidentBook:
 
     open: dict[str, Incident] = field(default_factory=dict)
     last_window: dict[str, float] = field(default_factory=dict)
+    closed: list[dict[str, Any]] = field(default_factory=list)
+    """The newest closed incidents (``streams.incidents.closed_record``)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"open": {f: i.to_json() for f, i in self.open.items()}, "lw": self.last_window}
+        out: dict[str, Any] = {
+            "open": {f: i.to_json() for f, i in self.open.items()},
+            "lw": self.last_window,
+        }
+        if self.closed:
+            out["cl"] = self.closed
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> IncidentBook:
         return cls(
             open={f: Incident.from_json(i) for f, i in d["open"].items()},
             last_window={f: float(w) for f, w in d["lw"].items()},
+            closed=list(d.get("cl", [])),
         )
 
 

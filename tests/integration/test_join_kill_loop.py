@@ -125,6 +125,14 @@ def run_kill_loop(
     ]
     distinct = {(x["source_partition"], x["source_offset"], x["reason"]): x for x in letters}
     reasons = Counter(x["reason"] for x in distinct.values())
+    if reasons != Counter(["unknown_prediction"]):
+        lost = next(x["detail"].split()[2] for x in distinct.values() if "ghost" not in x["detail"])
+        print(f"history of {lost} in the join-state changelog:")
+        for r in consume_all(
+            worker.bootstrap, f"{worker.prefix}app-join-state-changelog", min_messages=1
+        ):
+            if r.key and lost.encode() in r.key:
+                print(r.partition, r.offset, r.timestamp_ms, (r.value or b"")[:300])
     assert reasons == Counter(["unknown_prediction"]), [
         (x["reason"], x["detail"]) for x in distinct.values()
     ]

@@ -1,0 +1,143 @@
+"""Alerts: what the ``alerts`` topic says, made from incident notices and retraining news.
+
+Ids come from what happened (``schemas.alerts.alert_id``), so the same change seen twice - a
+replay after a crash, a partition moving to another worker - makes the same alert, and the
+notifier (``agents.notify``) delivers each id once.
+"""
+
+from __future__ import annotations
+
+import time
+
+from schemas import ModelAction, ModelEvent, RetrainEvent, RetrainStatus, Severity, format_timestamp
+from schemas.alerts import Alert, AlertKind, alert_id
+from streams.incidents import IncidentNotice
+
+RETRAIN_ALERTS: dict[RetrainStatus, Severity] = {
+    RetrainStatus.AWAITING_APPROVAL: Severity.HIGH,
+    RetrainStatus.TRAINING: Severity.LOW,
+    RetrainStatus.PROMOTED: Severity.MEDIUM,
+    RetrainStatus.CHALLENGER_REJECTED: Severity.MEDIUM,
+    RetrainStatus.VALIDATED: Severity.LOW,
+    RetrainStatus.ROLLED_BACK: Severity.HIGH,
+    RetrainStatus.FAILED: Severity.HIGH,
+    RetrainStatus.REJECTED: Severity.LOW,
+}
+"""Retraining steps people hear about (the rest - ignored, waiting - are on the topic only)."""
+
+
+def _date(ts: float) -> str:
+    return format_timestamp(ts)[:16].replace("T", " ")
+
+
+def incident_alert(notice: IncidentNotice, now: float | None = None) -> Alert:
+    n = notice
+    what = (
+        f"feature `{n.feature}`" if n.feature is not None else f"performance of {n.model_version}"
+    )
+    change = n.change
+    source = f"{n.drift_id}:{n.severity}" if change == "escalated" else n.drift_id
+    verb = {
+        "opened": "drift detected",
+        "confirmed": "drift confirmed",
+        "escalated": f"drift escalated to {n.severity}",
+        "resolved": "drift resolved",
+    }.get(change, change)
+    title = f"[{n.severity}] {n.tenant}/{n.model}: {verb} on {what} ({n.test})"
+    lines = [
+        f"*{n.tenant}/{n.model}* {what}: {verb}",
+        f"test `{n.test}`, window {_date(n.window_start)} UTC, persisted {n.persistence} "
+        f"window(s){', confirmed' if n.confirmed else ''}",
+    ]
+    if n.statistic is not None and change != "resolved":
+        p = "n/a" if n.p_value is None else f"{n.p_value:.2g}"
+        effect = "n/a" if n.effect_size is None else f"{n.effect_size:.3f}"
+        lines.append(f"statistic {n.statistic:.4g}, p {p}, effect {effect}")
+    if n.extra.get("estimated"):
+        lines.append("label-free estimate: a warning, it never starts a retraining")
+    lines.append(f"incident `{n.drift_id[:8]}`")
+    return Alert(
+        alert_id=alert_id(source, change),
+        kind=AlertKind.INCIDENT,
+        change=change,
+        tenant=n.tenant,
+        model=n.model,
+        severity=Severity(n.severity),
+        title=title,
+        text="\n".join(lines),
+        event_time=n.event_time,
+        created_at=time.time() if now is None else now,
+        model_version=n.model_version or None,
+        incident=n.to_dict(),
+    )
+
+
+def retrain_alert(event: RetrainEvent, now: float | None = None) -> Alert | None:
+    """An alert for the retraining steps people act on or want to know; None for the rest."""
+    severity = RETRAIN_ALERTS.get(event.status)
+    if severity is None:
+        return None
+    status = event.status.value
+    step = status.replace("_", " ")
+    title = f"[{severity.value}] {event.tenant}/{event.model}: retraining {step}"
+    lines = [f"*{event.tenant}/{event.model}* retraining `{status}`: {event.reason}"]
+    if event.status is RetrainStatus.AWAITING_APPROVAL:
+        lines.append(
+            f"approve: `POST /v1/approvals/{event.request_id}` or "
+            f"`driftwatch approve {event.request_id}`"
+        )
+    lines.append(f"request `{event.request_id[:8]}`, attempt {event.attempt}")
+    return Alert(
+        alert_id=alert_id(f"{event.request_id}:{event.attempt}", status),
+        kind=AlertKind.RETRAIN,
+        change=status,
+        tenant=event.tenant,
+        model=event.model,
+        severity=severity,
+        title=title,
+        text="\n".join(lines),
+        event_time=event.event_time,
+        created_at=time.time() if now is None else now,
+        model_version=event.model_version or None,
+        retrain={
+            "request_id": event.request_id,
+            "status": status,
+            "reason": event.reason,
+            "drift_id": event.drift_id,
+            "attempt": event.attempt,
+        },
+    )
+
+
+def model_alert(event: ModelEvent, now: float | None = None) -> Alert:
+    rolled_back = event.action is ModelAction.ROLLED_BACK
+    severity = Severity.HIGH if rolled_back else Severity.MEDIUM
+    verb = "rolled back" if rolled_back else "promoted"
+    title = (
+        f"[{severity.value}] {event.tenant}/{event.model}: {event.previous_version} -> "
+        f"{event.version} ({verb})"
+    )
+    text = (
+        f"*{event.tenant}/{event.model}* {verb}: active version now `{event.version}` "
+        f"(was `{event.previous_version}`)\n{event.reason}"
+    )
+    source = f"{event.tenant}\x1f{event.model}\x1f{event.version}\x1f{event.at}"
+    return Alert(
+        alert_id=alert_id(source, event.action.value),
+        kind=AlertKind.MODEL,
+        change=event.action.value,
+        tenant=event.tenant,
+        model=event.model,
+        severity=severity,
+        title=title,
+        text=text,
+        event_time=event.event_time,
+        created_at=time.time() if now is None else now,
+        model_version=event.version,
+        retrain={
+            "request_id": event.request_id,
+            "version": event.version,
+            "previous": event.previous_version,
+            "reason": event.reason,
+        },
+    )
