@@ -550,13 +550,14 @@ class DriftEngine:
         """
         cfg = self.config
         book = stream.incidents
-        tests = [
-            t
-            for t in self._test_features(stream, window, pick or _whole_window)
-            if book.last_window.get(t.incident_key, -1) < window
-        ]
+        all_tests = self._test_features(stream, window, pick or _whole_window)
+        tests = [t for t in all_tests if book.last_window.get(t.incident_key, -1) < window]
+        # Judged at an interim look already: found drifting in this window.
+        judged = {t.incident_key for t in all_tests} - {t.incident_key for t in tests}
         if partial_end is None:
             self._count_untested_as_clean(stream, window, {t.incident_key for t in tests})
+            if not tests:
+                self._record_results(stream, window, all_tests, judged)
         if not tests:
             return []
         # A missing-rate test with nothing missing on either side (p = 1) cannot be a
@@ -576,7 +577,7 @@ class DriftEngine:
         share = len(drifting) / max(len(family), 1)
         drifting_names = {t.incident_key for t in drifting}
         if partial_end is None:
-            self._record_results(stream, window, tests, drifting_names)
+            self._record_results(stream, window, all_tests, drifting_names | judged)
         events: list[DriftEvent] = []
         for t in tests:
             incident = book.open.get(t.incident_key)
