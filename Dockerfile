@@ -1,4 +1,5 @@
-# driftwatch worker image. Build: docker build -t driftwatch . ; run: see docker-compose.yml.
+# driftwatch image (worker, retrain worker, CLI). Build: docker build -t driftwatch . ;
+# run: see docker-compose.yml and deploy/README.md.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -18,18 +19,22 @@ COPY retrain ./retrain
 RUN pip install -c constraints.txt . \
     && rm -rf build *.egg-info
 
-# Run as an unprivileged user; /data (worker state: RocksDB tables, models) is owned by it so
-# a fresh named volume mounted there inherits that ownership.
+# Run as an unprivileged user; /data (worker state: RocksDB tables, models) and /registry
+# (the retrain worker's model registry) are owned by it so a fresh named volume mounted there
+# inherits that ownership.
 RUN useradd --system --uid 10001 --user-group --home-dir /home/driftwatch --create-home \
         driftwatch \
-    && mkdir -p /data \
-    && chown driftwatch:driftwatch /data
+    && mkdir -p /data /registry \
+    && chown driftwatch:driftwatch /data /registry
 USER driftwatch
 
 ENV DRIFTWATCH_DATA_DIR=/data \
-    DRIFTWATCH_METRICS_PORT=9108
+    DRIFTWATCH_METRICS_PORT=9108 \
+    DRIFTWATCH_API_PORT=6066
 VOLUME ["/data"]
-EXPOSE 9108
+# 6066: the HTTP API (also /healthz, /readyz, /metrics); 9108: Prometheus metrics.
+# (`driftwatch retrain-worker` serves its metrics on DRIFTWATCH_RETRAIN_METRICS_PORT, 9109.)
+EXPOSE 6066 9108 9109
 
 ENTRYPOINT ["driftwatch"]
 CMD ["worker"]

@@ -6,7 +6,10 @@ Nothing happens at import time: :func:`create_app` builds everything from a
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,8 +17,12 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from agents import faust_compat
+from agents.api.install import install_api
+from agents.api.server import Api
+from agents.health import FaustSensor, WorkerHealth, state_gauges
 from agents.joining import JoinProcessor, OutcomeRouter
-from agents.metrics import CountersCollector, WorkerMetrics
+from agents.metrics import CountersCollector, StateCollector, WorkerMetrics
+from agents.notify import AlertNotifier, RetrainAlertRouter, webhook_notifier
 from agents.performance import PerformanceProcessor
 from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
 from driftwatch.settings import Settings
@@ -33,6 +40,10 @@ DEAD_LETTERS = "dead-letters"
 LABELED_PREDICTIONS = "labeled-predictions"
 JOIN_INPUT = "join-input"
 PERFORMANCE_INPUT = "performance-input"
+ALERTS = "alerts"
+RETRAIN_EVENTS = "retrain-events"
+MODEL_EVENTS = "model-events"
+RETRAIN_CONTROL = "retrain-control"
 TOPICS = (
     PREDICTIONS,
     OUTCOMES,
@@ -41,12 +52,17 @@ TOPICS = (
     LABELED_PREDICTIONS,
     JOIN_INPUT,
     PERFORMANCE_INPUT,
+    ALERTS,
+    RETRAIN_EVENTS,
+    MODEL_EVENTS,
+    RETRAIN_CONTROL,
 )
 """Every topic the worker reads or writes (besides its tables' changelogs), created up front
 with the same partition count: the internal ones are routed by partition number."""
 WINDOW_TABLE = "drift-state"
 JOIN_TABLE = "join-state"
 PERFORMANCE_TABLE = "performance"
+DELIVERY_TABLE = "alert-deliveries"
 TICK_SECONDS = 5.0
 
 
@@ -55,6 +71,8 @@ class Worker:
     app: faust.App
     processor: PredictionProcessor
     registry: CollectorRegistry
+    api: Api | None = None
+    ready: Callable[[], str | None] | None = None
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -73,14 +91,27 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
         topic_allow_declare=True,
-        web_enabled=False,
+        web_enabled=settings.api_port > 0,
+        web_port=settings.api_port or 6066,
+        web_bind=settings.api_bind,
+        web_in_thread=True,  # the API never waits for a batch, nor a batch for the API
+        canonical_url=settings.api_advertised_url
+        or f"http://{socket.gethostname()}:{settings.api_port or 6066}",
+        web_router_enabled=False,  # Faust's own pages would show tables to anyone
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
+        web_metrics_enabled=False,
+        web_application_options={"client_max_size": settings.api_max_body_bytes},
         autodiscover=False,
         broker_session_timeout=settings.session_timeout,
         broker_heartbeat_interval=settings.heartbeat_interval,
         broker_commit_interval=settings.commit_interval,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
-        stream_wait_empty=False,
+        # Wait for in-flight batches before giving partitions up: a batch that finished after
+        # its partition moved would write state another worker now owns.
+        stream_wait_empty=True,
         recovery_consistency_check=settings.recovery_consistency_check,
         producer_max_batch_size=settings.producer_max_batch_bytes,
         logging_config=None,
@@ -122,6 +153,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     performance_table = table(
         PERFORMANCE_TABLE, "Performance history and performance incidents (streams.perf_monitor)"
     )
+    alerts_topic = raw_topic(ALERTS)
+    retrain_events = raw_topic(RETRAIN_EVENTS)
+    model_events = raw_topic(MODEL_EVENTS)
+    delivery_table = table(DELIVERY_TABLE, "Alert ids delivered to people (agents.notify)")
 
     async def send_drift(key: bytes, value: bytes) -> None:
         fut = await drift_topic.send(key=key, value=value)
@@ -130,6 +165,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def send_dead_letter(key: bytes, value: bytes) -> None:
         fut = await dead_letters.send(key=key, value=value)
         await fut  # delivered before the offset (or the state that gave it up) moves on
+
+    async def send_alert(key: bytes, value: bytes) -> None:
+        fut = await alerts_topic.send(key=key, value=value)
+        await fut  # delivered before the state that records the change
 
     def sender(topic: Any) -> ForwardFn:
         async def send(messages: list[tuple[bytes, bytes, int]]) -> None:
@@ -169,6 +208,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         idle_timeout=settings.idle_timeout,
         forward=sender(join_input) if settings.join_outcomes else None,
         join_partitions=settings.partitions,
+        send_alert=send_alert,
     )
     router = OutcomeRouter(
         validator=OutcomeValidator(
@@ -203,10 +243,22 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         send_drift=send_drift,
         send_dead_letter=send_dead_letter,
         source_topic=settings.topic(PERFORMANCE_INPUT),
+        send_alert=send_alert,
     )
+    webhook = webhook_notifier(settings, metrics)
+    notifier = AlertNotifier(
+        webhook=webhook,
+        store=TableStore(delivery_table),
+        metrics=metrics,
+        send_alert=send_alert,
+        source_topic=settings.topic(ALERTS),
+    )
+    retrain_router = RetrainAlertRouter(send_alert, metrics, "retrain")
+    model_router = RetrainAlertRouter(send_alert, metrics, "model")
 
     @app.agent(predictions, name="detect-feature-drift")
     async def detect(stream: Any) -> None:
+        faust_compat.mark_delivered(stream, settings.topic(PREDICTIONS))
         async for batch in stream.take_events(settings.batch_size, within=settings.batch_within):
             await processor.process_batch(batch)
 
@@ -214,6 +266,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
         @app.agent(outcomes, name="route-outcomes")
         async def route(stream: Any) -> None:
+            faust_compat.mark_delivered(stream, settings.topic(OUTCOMES))
             async for batch in stream.take_events(
                 settings.batch_size, within=settings.batch_within
             ):
@@ -221,6 +274,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
         @app.agent(join_input, name="join-outcomes")
         async def join(stream: Any) -> None:
+            faust_compat.mark_delivered(stream, settings.topic(JOIN_INPUT))
             async for batch in stream.take_events(
                 settings.batch_size, within=settings.batch_within
             ):
@@ -228,6 +282,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
         @app.agent(performance_input, name="monitor-performance")
         async def monitor(stream: Any) -> None:
+            faust_compat.mark_delivered(stream, settings.topic(PERFORMANCE_INPUT))
             async for batch in stream.take_events(
                 settings.batch_size, within=settings.batch_within
             ):
@@ -235,14 +290,51 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
         _ = (route, join, monitor)
 
+    @app.agent(alerts_topic, name="notify-alerts")
+    async def notify(stream: Any) -> None:
+        faust_compat.mark_delivered(stream, settings.topic(ALERTS))
+        async for batch in stream.take_events(settings.batch_size, within=0.1):
+            await notifier.process_batch(batch)
+
+    @app.agent(retrain_events, name="retrain-alerts")
+    async def retrain_alerts(stream: Any) -> None:
+        faust_compat.mark_delivered(stream, settings.topic(RETRAIN_EVENTS))
+        async for batch in stream.take_events(settings.batch_size, within=0.1):
+            await retrain_router.process_batch(batch)
+
+    @app.agent(model_events, name="model-alerts")
+    async def model_alerts(stream: Any) -> None:
+        faust_compat.mark_delivered(stream, settings.topic(MODEL_EVENTS))
+        async for batch in stream.take_events(settings.batch_size, within=0.1):
+            await model_router.process_batch(batch)
+
+    health = WorkerHealth(app, metrics)
+
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def advance_quiet_streams() -> None:
         await processor.tick()
+        health.sample()
+
+    app.sensors.add(FaustSensor(metrics))
+    registry.register(
+        StateCollector(lambda: state_gauges(app, window_table, performance_table, settings))
+    )
+    api = None
+    if settings.api_port > 0:
+        api = install_api(
+            app, settings, metrics, window_table, performance_table, health.ready,
+            perf_config, lambda: health.loop,
+        )  # fmt: skip
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def capture_loop() -> None:
+        health.loop = asyncio.get_running_loop()
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types it loosely
     async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())
         processor.forget_partitions({tp.partition for tp in revoked})
 
-    _ = (detect, advance_quiet_streams, on_revoked)
-    return Worker(app=app, processor=processor, registry=registry)
+    _ = (detect, advance_quiet_streams, on_revoked, notify, retrain_alerts, model_alerts,
+         capture_loop)  # fmt: skip
+    return Worker(app=app, processor=processor, registry=registry, api=api, ready=health.ready)

@@ -12,7 +12,12 @@ control was still suspended, skipped, and the commit moved past it. Two fixes:
    while a rebalance is under way (flow control suspended) or that was fetched in an earlier
    consumer generation, and Faust acks the skipped message "so the lag does not grow"
    (``Stream.__aiter__``); a commit then moves past it before the recovery's seek, and it is
-   never read again. Here such an ack is ignored: the message stays unacked.
+   never read again. Our agents mark every message that reaches their processing
+   (:func:`mark_delivered`, a stream processor: skipped messages never reach processors), and
+   an ack of an unmarked message on their topics is ignored: it stays unacked and is read
+   again after the seek. Acks of messages that were processed go through, also during a
+   rebalance, so the worker can wait for its in-flight batches before giving partitions up
+   (``stream_wait_empty``) instead of writing state for partitions another worker owns.
 2. **A missing head is read again, not committed past.** ``Consumer._new_offset`` lets the
    commit move past exactly one missing offset at the head (a transaction marker takes an
    offset that is never delivered), so a single skipped message was still lost. Here any
@@ -31,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -147,6 +153,23 @@ async def _seek(consumer: Any, tp: Any, offset: int) -> None:
 GUARD: HeadGuard | None = None
 _installed = False
 _LOGGED: set[tuple[str, int, int | None]] = set()
+GUARDED_TOPICS: set[str] = set()
+"""Topics whose agents mark what they process (:func:`mark_delivered`)."""
+_DELIVERED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def mark_delivered(stream: Any, topic: str) -> None:
+    """Add a processor to ``stream`` (of ``topic``) that marks each message it really
+    processes, and guard the topic's acks (call before iterating the stream)."""
+
+    def mark(value: Any) -> Any:
+        event = stream.current_event
+        if event is not None:
+            _DELIVERED.add(event.message)
+        return value
+
+    stream.add_processor(mark)
+    GUARDED_TOPICS.add(topic)
 
 
 def install(probe: Probe) -> HeadGuard:
@@ -176,17 +199,14 @@ def install(probe: Probe) -> HeadGuard:
 def _guarded_ack(original: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     def ack(self: Any, message: Any) -> bool:
         app = self.app
-        stale = message.generation_id is not None and (
-            message.generation_id != app.consumer_generation_id
-        )
-        if stale or not app.flow_control.is_active():
-            # Skipped (or finished during a rebalance): read again after the recovery's seek.
+        if message.topic in GUARDED_TOPICS and message not in _DELIVERED:
+            # Skipped by the stream, never processed: read again after the recovery's seek.
             COUNTERS["stale_ack_ignored"] += 1
             seen = (message.topic, message.partition, message.generation_id)
             if seen not in _LOGGED:
                 _LOGGED.add(seen)
                 log.info(
-                    "ignored ack of %s[%d]@%d: skipped or finished during a rebalance "
+                    "ignored ack of %s[%d]@%d: skipped by its stream, not processed "
                     "(generation %s, now %s, flow %s); it is read again after the seek",
                     message.topic, message.partition, message.offset, message.generation_id,
                     app.consumer_generation_id,
@@ -255,3 +275,38 @@ def kafka_probe(config: dict[str, Any], timeout: float = 10.0) -> Probe:
         return await asyncio.to_thread(first_offset, topic, partition, offset)
 
     return probe
+
+
+# ---------------------------------------------------------------------- read access for the API
+
+
+def table_dbs(table: Any) -> dict[int, Any]:
+    """The RocksDB handles (rocksdict ``Rdict``) of a table's partitions open in this worker,
+    by partition: a snapshot, safe to iterate while Faust opens and closes partitions."""
+    return dict(getattr(table.data, "_dbs", {}))
+
+
+def active_partitions(app: Any, table: Any) -> set[int]:
+    """Partitions of ``table`` this worker is the active owner of (not standby copies)."""
+    topic = table.changelog_topic.get_topic_name()
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
+
+
+def member_urls(app: Any) -> list[str]:
+    """Web URLs of every member of the group (this worker's included), from the assignment."""
+    try:
+        return sorted(str(url) for url in app.assignor.tables_metadata())
+    except Exception:
+        return []
+
+
+def read_offsets(consumer: Any) -> dict[Any, int]:
+    """Per topic-partition, the offset of the last message this consumer read."""
+    return {tp: o for tp, o in dict(getattr(consumer, "_read_offset", {})).items() if o is not None}
+
+
+def committed_offsets(consumer: Any) -> dict[Any, int]:
+    """Per topic-partition, the group's committed offset as this consumer knows it."""
+    return {
+        tp: o for tp, o in dict(getattr(consumer, "_committed_offset", {})).items() if o is not None
+    }

@@ -33,6 +33,7 @@ from agents.processor import (
     TableStore,
     _set_current_event,
     dead_letter,
+    observe_latency,
 )
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
 from streams.ingest import OutcomeValidator
@@ -69,6 +70,7 @@ class OutcomeRouter:
             out.append((outcome.event_id, ("o", (m.partition, m.offset), None, event.value)))
         self.metrics.events.labels(self.source_topic, "ok").inc(len(out))
         await self.forward(batch_join(out, self.partitions))
+        observe_latency(self.metrics, self.source_topic, events, self.clock())
 
 
 @dataclass
@@ -92,6 +94,7 @@ class JoinProcessor:
     _joiners: dict[int, OutcomeJoiner] = field(default_factory=dict)
     _context: PartitionContext | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _last_read: dict[int, int] = field(default_factory=dict)
 
     def joiner(self, partition: int) -> OutcomeJoiner:
         j = self._joiners.get(partition)
@@ -112,6 +115,11 @@ class JoinProcessor:
             m = event.message
             _set_current_event(event)
             touched.add(m.partition)
+            last = self._last_read.get(m.partition)
+            if last is not None and m.offset != last + 1:
+                # Our own topic, contiguous offsets: a jump is a skip, a step back a re-read.
+                log.info("%s[%d]: read offset %d after %d", m.topic, m.partition, m.offset, last)
+            self._last_read[m.partition] = m.offset
             joiner = self.joiner(m.partition)
             try:
                 frames = decode_join(event.value)

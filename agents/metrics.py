@@ -1,17 +1,21 @@
 """Prometheus metrics of the worker: one typed bundle, created from a registry passed in.
 
-Labels are bounded: reasons and kinds are fixed vocabularies; tenants and models appear only
-on the per-stream gauges (one series per stream, not per feature).
+Names and labels are documented in docs/metrics.md (Prometheus conventions: ``driftwatch_``
+prefix, base units, ``_total`` counters). Labels are bounded: reasons and kinds are fixed
+vocabularies; tenants, models and versions appear at most once per model, never per feature.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
 class CountersCollector(Collector):
@@ -28,67 +32,138 @@ class CountersCollector(Collector):
         yield family
 
 
+GaugeRows = Callable[[], Iterable[tuple[str, tuple[str, ...], float]]]
+"""(metric name, label values, value) rows, computed at scrape time."""
+
+
+class StateCollector(Collector):
+    """Gauges read from the worker's own state when Prometheus scrapes: open incidents and
+    model performance per model (exact, with no bookkeeping in the hot path)."""
+
+    FAMILIES = {
+        "driftwatch_open_incidents": (
+            "Incidents open now, in the partitions this worker owns",
+            ["tenant", "model", "kind", "severity"],
+        ),
+        "driftwatch_model_accuracy": (
+            "Accuracy of the newest window with at least 100 labels",
+            ["tenant", "model", "version"],
+        ),
+        "driftwatch_model_pr_auc": (
+            "PR-AUC of the newest window with at least 100 labels",
+            ["tenant", "model", "version"],
+        ),
+        "driftwatch_model_label_rate": (
+            "Share of that window's predictions labelled",
+            ["tenant", "model", "version"],
+        ),
+    }
+
+    def __init__(self, rows: GaugeRows) -> None:
+        self.rows = rows
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        families = {
+            name: GaugeMetricFamily(name, doc, labels=labels)
+            for name, (doc, labels) in self.FAMILIES.items()
+        }
+        try:
+            rows = list(self.rows())
+        except Exception:  # tables closed mid-rebalance: skip this scrape's state gauges
+            rows = []
+        for name, labels, value in rows:
+            families[name].add_metric(list(labels), value)
+        yield from families.values()
+
+
 @dataclass(frozen=True)
 class WorkerMetrics:
     events: Counter
     dead_letters: Counter
     drift_events: Counter
+    incident_changes: Counter
     engine: Counter
     joins: Counter
     batch_seconds: Histogram
+    processing_latency: Histogram
     watermark: Gauge
     watermark_lag: Gauge
+    consumer_lag: Gauge
+    consumer_committed: Gauge
+    faust_commits: Counter
+    faust_commit_seconds: Histogram
+    faust_rebalances: Counter
+    faust_rebalance_seconds: Histogram
+    worker_ready: Gauge
+    alerts: Counter
+    alert_deliveries: Counter
+    alert_delivery_seconds: Histogram
+    alerts_undelivered: Gauge
+    api_requests: Counter
+    api_seconds: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry) -> WorkerMetrics:
-        return cls(
-            events=Counter(
-                "driftwatch_events",
-                "Input messages by topic and result",
-                ["topic", "result"],
-                registry=registry,
-            ),
-            dead_letters=Counter(
-                "driftwatch_dead_letters",
-                "Messages dead-lettered, by reason",
-                ["topic", "reason"],
-                registry=registry,
-            ),
-            drift_events=Counter(
-                "driftwatch_drift_events",
-                "Drift events emitted",
-                ["kind", "severity", "confirmed"],
-                registry=registry,
-            ),
-            engine=Counter(
-                "driftwatch_engine",
-                "Detection engine counters (windows closed, tests, ...)",
-                ["what"],
-                registry=registry,
-            ),
-            joins=Counter(
-                "driftwatch_joins",
-                "Join results: joined, pending (outcome waits), waiting (prediction waits), "
-                "replayed (a redelivered message, ignored)",
-                ["result"],
-                registry=registry,
-            ),
-            batch_seconds=Histogram(
-                "driftwatch_batch_seconds",
-                "Time to apply one batch of events",
-                buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-                registry=registry,
-            ),
-            watermark=Gauge(
-                "driftwatch_stream_watermark_seconds",
-                "Event time reached by each stream",
-                ["tenant", "model"],
-                registry=registry,
-            ),
-            watermark_lag=Gauge(
-                "driftwatch_stream_lag_seconds",
-                "Wall clock minus the stream's event time",
-                ["tenant", "model"],
-                registry=registry,
-            ),
-        )
+        specs: dict[str, tuple[type, str, str, list[str], dict[str, object]]] = {
+            "events": (Counter, "driftwatch_events", "Input messages by topic and result",
+                       ["topic", "result"], {}),
+            "dead_letters": (Counter, "driftwatch_dead_letters",
+                             "Messages dead-lettered, by reason", ["topic", "reason"], {}),
+            "drift_events": (Counter, "driftwatch_drift_events", "DriftEvents published",
+                             ["tenant", "model", "kind", "severity", "confirmed"], {}),
+            "incident_changes": (Counter, "driftwatch_incident_changes",
+                                 "Incident lifecycle changes", ["kind", "change", "severity"], {}),
+            "engine": (Counter, "driftwatch_engine",
+                       "Detection engine counters (windows closed, tests, ...)", ["what"], {}),
+            "joins": (Counter, "driftwatch_joins",
+                      "Join results: joined, pending (outcome waits), waiting (prediction waits), "
+                      "replayed (a redelivered message, ignored)", ["result"], {}),
+            "batch_seconds": (Histogram, "driftwatch_batch_seconds",
+                              "Time to apply one batch of predictions", [],
+                              {"buckets": (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                                           10)}),
+            "processing_latency": (Histogram, "driftwatch_processing_latency_seconds",
+                                   "From a message's broker timestamp to its batch being applied",
+                                   ["topic"], {"buckets": LATENCY_BUCKETS}),
+            "watermark": (Gauge, "driftwatch_stream_watermark_seconds",
+                          "Event time reached by each stream", ["tenant", "model"], {}),
+            "watermark_lag": (Gauge, "driftwatch_stream_lag_seconds",
+                              "Wall clock minus the stream's event time", ["tenant", "model"], {}),
+            "consumer_lag": (Gauge, "driftwatch_consumer_lag_messages",
+                             "Messages between the worker's read position and the partition's end",
+                             ["topic", "partition"], {}),
+            "consumer_committed": (Gauge, "driftwatch_consumer_committed_offset",
+                                   "The group's committed offset", ["topic", "partition"], {}),
+            "faust_commits": (Counter, "driftwatch_faust_commits", "Offset commits", [], {}),
+            "faust_commit_seconds": (Histogram, "driftwatch_faust_commit_seconds",
+                                     "Commit latency", [], {"buckets": API_BUCKETS}),
+            "faust_rebalances": (Counter, "driftwatch_faust_rebalances", "Rebalances started",
+                                 [], {}),
+            "faust_rebalance_seconds": (Histogram, "driftwatch_faust_rebalance_seconds",
+                                        "Rebalance duration (until recovered)", [],
+                                        {"buckets": (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)}),
+            "worker_ready": (Gauge, "driftwatch_worker_ready",
+                             "1 once tables are recovered and the worker is not stalled", [], {}),
+            "alerts": (Counter, "driftwatch_alerts", "Alerts published to the alerts topic",
+                       ["kind", "change", "severity"], {}),
+            "alert_deliveries": (Counter, "driftwatch_alert_deliveries",
+                                 "Webhook delivery attempts and outcomes", ["channel", "result"],
+                                 {}),
+            "alert_delivery_seconds": (Histogram, "driftwatch_alert_delivery_seconds",
+                                       "From an alert's creation to its delivery", ["channel"],
+                                       {"buckets": LATENCY_BUCKETS}),
+            "alerts_undelivered": (Gauge, "driftwatch_alerts_undelivered",
+                                   "Alerts whose delivery is still being retried", ["channel"],
+                                   {}),
+            "api_requests": (Counter, "driftwatch_api_requests",
+                             "API requests (route is the pattern, not the path)",
+                             ["route", "method", "status"], {}),
+            "api_seconds": (Histogram, "driftwatch_api_request_seconds", "API latency", ["route"],
+                            {"buckets": API_BUCKETS}),
+        }  # fmt: skip
+        made = {
+            attr: kind(name, doc, labels, registry=registry, **extra)
+            for attr, (kind, name, doc, labels, extra) in specs.items()
+        }
+        assert set(made) == {f.name for f in fields(cls)}
+        return cls(**made)

@@ -22,6 +22,7 @@ from agents.processor import (
     TableStore,
     _set_current_event,
     dead_letter,
+    publish_alerts,
     publish_drifts,
 )
 from schemas import DriftEvent, InvalidEvent
@@ -39,6 +40,7 @@ class PerformanceProcessor:
     send_dead_letter: SendFn
     source_topic: str
     clock: Callable[[], float] = time.time
+    send_alert: SendFn | None = None
     _homes: dict[tuple[str, str], int] = field(default_factory=dict)
     _context: PartitionContext | None = None
     _seen: dict[str, int] = field(default_factory=dict)
@@ -83,6 +85,7 @@ class PerformanceProcessor:
                         exc=InvalidEvent("internal_error", repr(exc)[:500]), now=self.clock(),
                     )  # fmt: skip
         await publish_drifts(self.send_drift, self.metrics, drifts)
+        await publish_alerts(self.send_alert, self.metrics, self.monitor.take_notices())
         self._persist()
 
     def _persist(self) -> None:

@@ -17,10 +17,12 @@ from typing import Any
 
 from faust.streams import _current_event
 
+from agents.alerts import incident_alert
 from agents.envelopes import JoinFrame, batch_join
 from agents.metrics import WorkerMetrics
 from schemas import DeadLetter, DriftEvent, InvalidEvent
 from streams.engine import DriftEngine, Write
+from streams.incidents import IncidentNotice
 from streams.ingest import PredictionValidator
 
 log = logging.getLogger(__name__)
@@ -121,14 +123,39 @@ async def publish_drifts(send: SendFn, metrics: WorkerMetrics, drifts: list[Drif
     for drift in drifts:
         await send(drift.stream_key.encode(), drift.to_json())
         metrics.drift_events.labels(
-            drift.kind.value, drift.severity.value, str(drift.confirmed).lower()
-        ).inc()
+            drift.tenant, drift.model, drift.kind.value, drift.severity.value,
+            str(drift.confirmed).lower(),
+        ).inc()  # fmt: skip
         log.info(
             "%s drift %s %s/%s %s %s=%.4f p=%.2e severity=%s confirmed=%s",
             drift.kind.value, drift.drift_id[:8], drift.tenant, drift.model,
             drift.feature or drift.model_version, drift.test, drift.statistic,
             drift.p_value or 0.0, drift.severity.value, drift.confirmed,
         )  # fmt: skip
+
+
+async def publish_alerts(
+    send: SendFn | None, metrics: WorkerMetrics, notices: list[IncidentNotice]
+) -> None:
+    """Turn incident notices into alerts and send them (delivered before the state that
+    records the change is written; ids are stable, so a repeat after a crash is the same
+    alert and the notifier delivers it once)."""
+    for notice in notices:
+        metrics.incident_changes.labels(notice.kind, notice.change, notice.severity).inc()
+        if send is None:
+            continue
+        alert = incident_alert(notice)
+        await send(alert.stream_key.encode(), alert.to_json())
+        metrics.alerts.labels(alert.kind.value, alert.change, alert.severity.value).inc()
+
+
+def observe_latency(metrics: WorkerMetrics, topic: str, events: Sequence[Any], now: float) -> None:
+    """Broker timestamp to applied, per message (Faust gives message timestamps in seconds)."""
+    hist = metrics.processing_latency.labels(topic)
+    for event in events:
+        ts = getattr(event.message, "timestamp", None)
+        if ts:
+            hist.observe(max(0.0, now - ts))
 
 
 async def deliver_all(futures: Sequence[Awaitable[Any]]) -> None:
@@ -160,6 +187,8 @@ class PredictionProcessor:
     forward: ForwardFn | None = None
     """Where valid predictions go on to the outcome join (``join-input``), if anywhere."""
     join_partitions: int = 1
+    send_alert: SendFn | None = None
+    """Where incident changes go as alerts (``alerts``), if anywhere."""
     _context: PartitionContext | None = None
     _activity: dict[tuple[str, str], StreamActivity] = field(default_factory=dict)
     _engine_seen: dict[str, int] = field(default_factory=dict)
@@ -209,6 +238,7 @@ class PredictionProcessor:
             await self.forward(batch_join(forward, self.join_partitions))
         self._persist()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        observe_latency(self.metrics, self.source_topic, events, self.clock())
 
     async def tick(self) -> None:
         """Wall-clock timer: advance the clocks of streams that went quiet."""
@@ -243,6 +273,7 @@ class PredictionProcessor:
 
     async def _publish(self, drifts: list[DriftEvent]) -> None:
         await publish_drifts(self.send_drift, self.metrics, drifts)
+        await publish_alerts(self.send_alert, self.metrics, self.engine.take_notices())
         if self.on_drift is not None:
             for drift in drifts:
                 self.on_drift(drift)

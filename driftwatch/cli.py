@@ -185,6 +185,43 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
+    """Make an API token: print it once, store only its hash (in --file, or print the entry)."""
+    from agents.api.auth import TokenFileError, hash_token, new_token, parse_tokens
+
+    token = new_token()
+    entry = {
+        "name": args.name,
+        "sha256": hash_token(token),
+        "tenants": [t.strip() for t in args.tenants.split(",") if t.strip()],
+        "scopes": [s.strip() for s in args.scopes.split(",") if s.strip()],
+    }
+    if args.file:
+        path = Path(args.file)
+        data = json.loads(path.read_text()) if path.exists() else {"tokens": []}
+        data.setdefault("tokens", [])
+        data["tokens"] = [t for t in data["tokens"] if t.get("name") != args.name] + [entry]
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        text = json.dumps({"tokens": [entry]}, indent=2) + "\n"
+    try:
+        parse_tokens(text)
+    except TokenFileError as exc:
+        print(f"driftwatch: {exc}", file=sys.stderr)
+        return 2
+    if args.file:
+        tmp = Path(args.file + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(args.file)
+        print(f"{args.name}: added to {args.file} (workers pick it up within seconds)",
+              file=sys.stderr)  # fmt: skip
+    else:
+        print(text, file=sys.stderr, end="")
+    print(token)
+    print("(shown once: store it now; only its hash is kept)", file=sys.stderr)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from driftwatch.demo import run_demo
 
@@ -269,6 +306,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--config", default=None, help="TOML or JSON file of settings")
     p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("token", help="make an API token (printed once; only its hash is kept)")
+    p.add_argument("--name", required=True, help="who or what uses it, e.g. acme-ops")
+    p.add_argument("--tenants", required=True, help="comma-separated tenants, or * for all")
+    p.add_argument("--scopes", default="read", help="read, or read,write")
+    p.add_argument("--file", default=None, help="add it to this tokens file (else print it)")
+    p.set_defaults(func=cmd_token)
 
     p = sub.add_parser("report", help="an HTML drift report from files (the backtest's engine)")
     p.add_argument("--predictions", required=True)

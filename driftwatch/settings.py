@@ -102,6 +102,62 @@ class Settings:
         "tests that restore from the changelog there set 1 (one record per batch).",
     )
     log_level: str = _env("DRIFTWATCH_LOG_LEVEL", "INFO", "Log level.")
+    # The HTTP API (agents/api)
+    api_port: int = _env(
+        "DRIFTWATCH_API_PORT",
+        6066,
+        "Port of the worker's HTTP API (/v1, /healthz, /readyz); 0 turns it off.",
+    )
+    api_bind: str = _env("DRIFTWATCH_API_BIND", "0.0.0.0", "Address the API listens on.")
+    api_advertised_url: str = _env(
+        "DRIFTWATCH_API_ADVERTISED_URL",
+        "",
+        "URL other workers reach this one's API at (requests for partitions it owns are "
+        "forwarded there). Empty: http://<host name>:<port>.",
+    )
+    api_tokens_file: str = _env(
+        "DRIFTWATCH_API_TOKENS_FILE",
+        "",
+        'JSON file of API tokens, SHA-256 hashes only: {"tokens": [{"name", "sha256", '
+        '"tenants", "scopes"}]} (`driftwatch token` makes one). Re-read when it changes.',
+    )
+    api_auth: str = _env(
+        "DRIFTWATCH_API_AUTH",
+        "on",
+        "`off` runs the API without tokens (every caller sees every tenant; logged at every "
+        "start). Without it, the API refuses to start when no tokens file is set.",
+    )
+    api_rate_limit: float = _env(
+        "DRIFTWATCH_API_RATE_LIMIT", 50.0, "Requests per second allowed per token (sustained)."
+    )
+    api_rate_burst: int = _env(
+        "DRIFTWATCH_API_RATE_BURST", 100, "Requests a token may send at once above the rate."
+    )
+    api_max_body_bytes: int = _env(
+        "DRIFTWATCH_API_MAX_BODY_BYTES", 65536, "Larger request bodies are refused (413)."
+    )
+    # Alerts (agents/alerts, agents/notify)
+    alert_webhook_url: str = _env(
+        "DRIFTWATCH_ALERT_WEBHOOK_URL",
+        "",
+        "Webhook that receives every alert (JSON POST, Slack-compatible `text`); empty = none.",
+    )
+    alert_webhook_tenant_urls: str = _env(
+        "DRIFTWATCH_ALERT_WEBHOOK_TENANT_URLS",
+        "",
+        "Per-tenant webhooks, `tenant=url,tenant=url` (`off` for none), overriding the default.",
+    )
+    alert_webhook_secret_file: str = _env(
+        "DRIFTWATCH_ALERT_WEBHOOK_SECRET_FILE",
+        "",
+        "File holding the HMAC-SHA256 key that signs each POST (`X-Driftwatch-Signature`).",
+    )
+    alert_webhook_max_attempts: int = _env(
+        "DRIFTWATCH_ALERT_WEBHOOK_MAX_ATTEMPTS",
+        8,
+        "Delivery attempts per alert (exponential backoff up to 60 s) before it is recorded as "
+        "failed on the alerts topic.",
+    )
     # Detection (EngineConfig)
     window_seconds: float = _env(
         "DRIFTWATCH_WINDOW_SECONDS", 86400.0, "Event-time window length, seconds."

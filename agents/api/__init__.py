@@ -1,0 +1,1 @@
+"""The worker's HTTP API (see docs and agents/api/server.py)."""

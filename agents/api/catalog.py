@@ -1,0 +1,154 @@
+"""What every worker's API knows about every model, whoever owns its partition: the active
+version and the model history (``model-events``), retrain requests (``retrain-events``) and the
+recent alerts (``alerts``).
+
+These topics are small, so each worker's API reads them whole, from the beginning, with its
+own group-less consumer, and keeps them in memory: they answer from any worker without
+forwarding, and the alert stream can resume from any recent alert.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas import InvalidEvent, ModelEvent, RetrainEvent, RetrainStatus
+from schemas.alerts import ALERT_SCHEMA, Alert
+
+log = logging.getLogger(__name__)
+
+MAX_ALERTS = 10_000
+MAX_MODEL_EVENTS = 200
+"""Per model."""
+
+
+@dataclass
+class AlertEntry:
+    cursor: int
+    """Position in this worker's sequence of alerts (for ``?after=``)."""
+    alert: Alert
+    raw: dict[str, Any]
+
+
+@dataclass
+class Catalog:
+    """In-memory views of the small topics; fed by :meth:`apply`, read by the API."""
+
+    model_events: dict[tuple[str, str], list[ModelEvent]] = field(default_factory=dict)
+    requests: dict[str, RetrainEvent] = field(default_factory=dict)
+    """Latest event of each retrain request."""
+    alerts: deque[AlertEntry] = field(default_factory=lambda: deque(maxlen=MAX_ALERTS))
+    alert_ids: dict[str, int] = field(default_factory=dict)
+    """alert_id -> cursor, for the alerts in :attr:`alerts` (first seen wins)."""
+    subscribers: set[asyncio.Queue[AlertEntry]] = field(default_factory=set)
+    caught_up: asyncio.Event = field(default_factory=asyncio.Event)
+    _cursor: int = 0
+
+    def active_version(self, tenant: str, model: str) -> str | None:
+        events = self.model_events.get((tenant, model))
+        return events[-1].version if events else None
+
+    def apply(self, kind: str, value: bytes | None) -> None:
+        if not value:
+            return
+        try:
+            if kind == "model":
+                event = ModelEvent.from_dict(json.loads(value))
+                events = self.model_events.setdefault((event.tenant, event.model), [])
+                events.append(event)
+                del events[:-MAX_MODEL_EVENTS]
+            elif kind == "retrain":
+                r = RetrainEvent.from_dict(json.loads(value))
+                prev = self.requests.get(r.request_id)
+                if prev is None or not prev.status.terminal or r.status.terminal:
+                    self.requests[r.request_id] = r
+            elif kind == "alert":
+                data = json.loads(value)
+                if not isinstance(data, dict) or data.get("schema") != ALERT_SCHEMA:
+                    return  # delivery records share the topic
+                alert = Alert.from_dict(data)
+                if alert.alert_id in self.alert_ids:
+                    return  # the same change published twice
+                self._cursor += 1
+                entry = AlertEntry(self._cursor, alert, data)
+                if len(self.alerts) == self.alerts.maxlen:
+                    self.alert_ids.pop(self.alerts[0].alert.alert_id, None)
+                self.alerts.append(entry)
+                self.alert_ids[alert.alert_id] = self._cursor
+                for queue in list(self.subscribers):
+                    if queue.full():
+                        self.subscribers.discard(queue)  # a reader that stopped reading
+                    else:
+                        queue.put_nowait(entry)
+        except (ValueError, InvalidEvent, TypeError, KeyError) as exc:
+            log.debug("catalog skipped a %s record: %r", kind, exc)
+
+    def pending_approvals(self) -> list[RetrainEvent]:
+        return sorted(
+            (r for r in self.requests.values() if r.status is RetrainStatus.AWAITING_APPROVAL),
+            key=lambda r: r.at,
+        )
+
+    def alerts_after(
+        self, visible: Callable[[str], bool], after: str | None, limit: int
+    ) -> list[AlertEntry]:
+        """Alerts newer than ``after`` (an alert id; all buffered ones if unknown)."""
+        start = self.alert_ids.get(after, 0) if after else 0
+        out = [e for e in self.alerts if e.cursor > start and visible(e.alert.tenant)]
+        return out[-limit:] if after is None else out[:limit]
+
+
+async def tail(
+    catalog: Catalog,
+    bootstrap: str,
+    topics: dict[str, str],
+    stop: asyncio.Event,
+    client_options: dict[str, Any] | None = None,
+) -> None:
+    """Read ``topics`` (kind -> topic name) from the beginning, then follow them, into the
+    catalog, until ``stop``. Reconnects on errors; never raises."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    kinds = {name: kind for kind, name in topics.items()}
+    while not stop.is_set():
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **(client_options or {}),
+        )
+        try:
+            await consumer.start()
+            tps = []
+            await consumer.topics()  # fetches the cluster's metadata
+            for name in topics.values():
+                parts = consumer.partitions_for_topic(name) or set()
+                tps += [TopicPartition(name, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            pending = {tp for tp, end in ends.items() if end > 0}
+            if not pending:
+                catalog.caught_up.set()
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=500, max_records=2000)
+                for tp, records in batches.items():
+                    for record in records:
+                        catalog.apply(kinds[tp.topic], record.value)
+                    if tp in pending and records and records[-1].offset + 1 >= ends[tp]:
+                        pending.discard(tp)
+                if not catalog.caught_up.is_set() and (not pending or not batches):
+                    catalog.caught_up.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("catalog reader: %r; reconnecting in 2 s", exc)
+            await asyncio.sleep(2.0)
+        finally:
+            await consumer.stop()

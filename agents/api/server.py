@@ -1,0 +1,592 @@
+"""The HTTP API, served by each worker on Faust's web server (in its own thread and event
+loop, so a busy batch never delays an answer, and a slow request never delays a batch).
+
+State is partitioned over workers. A request about one model is answered from this worker's
+own RocksDB partitions when it owns the model's partition, and otherwise forwarded to the
+other workers of the group (their URLs come from the group's assignment); ``GET /v1/models``
+gathers every worker's models. The small topics (model versions, retrain requests, alerts)
+are read whole by every worker (:mod:`agents.api.catalog`) and answered locally.
+
+Writes go to ``retrain-control`` (the retrain worker acts on them through the same safeguards
+as on drift), recorded with who asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
+
+from agents.api.auth import ANONYMOUS, Principal, RateLimiter, TokenStore
+from agents.api.catalog import Catalog
+from agents.api.spec import ROUTES, Route, openapi_document
+from driftwatch.report.collect import collect
+from driftwatch.report.model import ModelMarker
+from driftwatch.report.render import render_report
+from schemas import format_timestamp, parse_timestamp
+from streams import views
+from streams.config import PerformanceConfig
+from streams.perf_monitor import perf_stream_key
+from streams.state import stream_key
+
+log = logging.getLogger(__name__)
+
+FORWARDED = "X-Driftwatch-Forwarded"
+PEER_TIMEOUT = ClientTimeout(total=5.0)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
+
+
+class RocksView:
+    """:class:`streams.views.KeyValues` over a table's RocksDB partitions (read-only)."""
+
+    def __init__(self, dbs: Iterable[Any]) -> None:
+        self.dbs = list(dbs)
+
+    def get(self, key: str) -> bytes | None:
+        raw = key.encode()
+        for db in self.dbs:
+            value = db.get(raw)
+            if value is not None:
+                return bytes(value)
+        return None
+
+    def scan(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        raw = prefix.encode()
+        for db in self.dbs:
+            for key, value in db.items(from_key=raw):
+                if not bytes(key).startswith(raw):
+                    break
+                yield bytes(key).decode(), bytes(value)
+
+
+@dataclass
+class LocalState:
+    """Where this worker's own state is read from (tables of its active partitions)."""
+
+    drift: Callable[[], RocksView]
+    perf: Callable[[], RocksView]
+
+
+@dataclass
+class Api:
+    local: LocalState
+    catalog: Catalog
+    pcfg: PerformanceConfig
+    tokens: TokenStore | None
+    """None: authentication is off (DRIFTWATCH_API_AUTH=off)."""
+    limiter: RateLimiter
+    send_control: Callable[[str, dict[str, Any]], Awaitable[None]]
+    """Publishes a retrain-control message (key, value); raises when not delivered."""
+    peers: Callable[[], list[str]]
+    """Base URLs of the other workers' APIs."""
+    ready: Callable[[], str | None]
+    """None when ready, else why not."""
+    main_loop: Callable[[], asyncio.AbstractEventLoop | None]
+    metrics: Any
+    max_body_bytes: int = 65536
+    _session: ClientSession | None = None
+    _routes: dict[str, Route] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ wiring
+
+    def install(self, app: web.Application) -> None:
+        app.middlewares.append(self._middleware)
+        for route in ROUTES:
+            handler = getattr(self, route.name)
+            app.router.add_route(route.method, route.path, handler, name=route.name)
+            self._routes[route.name] = route
+        app.on_cleanup.append(self._close)
+
+    async def _close(self, _: web.Application) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        info = request.match_info.route
+        name = getattr(info, "name", None) or "unmatched"
+        route = self._routes.get(name)
+        status = 500
+        try:
+            if route is not None and route.scope is not None:
+                request["principal"] = self._authorize(request, route.scope)
+            response = await handler(request)
+            status = response.status
+            return response
+        except ApiError as exc:
+            status = exc.status
+            return _error(exc.status, exc.code, exc.message, exc.headers)
+        except web.HTTPException as exc:
+            status = exc.status
+            if exc.status == 413:
+                return _error(413, "too_large", f"bodies are limited to {self.max_body_bytes} B")
+            return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        except Exception:
+            log.exception("API %s %s failed", request.method, request.path)
+            status = 500
+            return _error(500, "internal_error", "internal error (logged)")
+        finally:
+            self.metrics.api_requests.labels(name, request.method, str(status)).inc()
+            self.metrics.api_seconds.labels(name).observe(time.perf_counter() - started)
+
+    def _authorize(self, request: web.Request, scope: str) -> Principal:
+        if self.tokens is None:
+            principal = ANONYMOUS
+        else:
+            header = request.headers.get("Authorization", "")
+            kind, _, token = header.partition(" ")
+            found = (
+                self.tokens.authenticate(token.strip())
+                if kind.lower() == "bearer" and token.strip()
+                else None
+            )
+            if found is None:
+                raise ApiError(401, "unauthorized", "a valid bearer token is needed",
+                               {"WWW-Authenticate": 'Bearer realm="driftwatch"'})  # fmt: skip
+            principal = found
+        wait = self.limiter.acquire(principal.name)
+        if wait > 0:
+            raise ApiError(429, "rate_limited", "too many requests",
+                           {"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
+        if not principal.can(scope):
+            raise ApiError(403, "forbidden", f"this token lacks the {scope} scope")
+        return principal
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _principal(request: web.Request) -> Principal:
+        p: Principal = request["principal"]
+        return p
+
+    @staticmethod
+    def _name(request: web.Request, key: str) -> str:
+        value = request.match_info[key]
+        if not value or len(value) > 256 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ApiError(400, "bad_name", f"invalid {key}")
+        return value
+
+    def _model_of(self, request: web.Request) -> tuple[str, str]:
+        """(tenant, model) of the path; 404 for another tenant's (the same as a missing one)."""
+        tenant, model = self._name(request, "tenant"), self._name(request, "model")
+        if not self._principal(request).sees(tenant):
+            raise ApiError(404, "not_found", f"no model {tenant}/{model}")
+        return tenant, model
+
+    def _views(self) -> tuple[RocksView, RocksView]:
+        try:
+            return self.local.drift(), self.local.perf()
+        except Exception as exc:  # tables closed mid-rebalance
+            raise ApiError(503, "unavailable", f"state not readable now: {exc!r}") from None
+
+    def _is_local(self, tenant: str, model: str) -> bool:
+        drift, perf = self._views()
+        return (
+            drift.get(stream_key(tenant, model)) is not None
+            or perf.get(perf_stream_key(tenant, model)) is not None
+        )
+
+    def _session_(self) -> ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = ClientSession(timeout=PEER_TIMEOUT)
+        return self._session
+
+    async def _ask_peers(
+        self, request: web.Request, body: bytes | None = None
+    ) -> list[tuple[int, str, bytes]]:
+        """The same request to every other worker, answering from its own state only."""
+        headers = {FORWARDED: "1"}
+        if "Authorization" in request.headers:
+            headers["Authorization"] = request.headers["Authorization"]
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+
+        async def one(base: str) -> tuple[int, str, bytes]:
+            url = base.rstrip("/") + request.rel_url.path_qs
+            try:
+                async with self._session_().request(
+                    request.method, url, headers=headers, data=body
+                ) as resp:
+                    return resp.status, resp.content_type, await resp.read()
+            except (TimeoutError, OSError) as exc:
+                log.warning("peer %s did not answer: %r", base, exc)
+                return 503, "application/json", b""
+
+        return list(await asyncio.gather(*(one(p) for p in self.peers())))
+
+    async def _forwarded(self, request: web.Request, body: bytes | None = None) -> web.Response:
+        """The owner's answer for a model this worker does not hold."""
+        if request.headers.get(FORWARDED):
+            raise ApiError(404, "not_found", "no such model here")
+        answers = await self._ask_peers(request, body)
+        for status, ctype, payload in answers:
+            if status != 404 and status != 503:
+                return web.Response(status=status, body=payload, content_type=ctype)
+        if any(status == 503 for status, _, _ in answers):
+            raise ApiError(503, "unavailable", "a worker that may own this model did not answer")
+        raise ApiError(404, "not_found", "no such model")
+
+    async def _body(self, request: web.Request, schema: dict[str, Any]) -> dict[str, Any]:
+        if request.content_type != "application/json":
+            raise ApiError(415, "unsupported_media_type", "send application/json")
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            raise ApiError(413, "too_large", f"bodies are limited to {self.max_body_bytes} B")
+        raw = await request.read()
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "bad_json", "the body is not JSON") from None
+        _validate(data, schema)
+        return data  # type: ignore[no-any-return]
+
+    def _who(self, request: web.Request, body: dict[str, Any]) -> str:
+        by = self._principal(request).name
+        extra = body.get("requested_by")
+        return f"{by} ({extra})" if extra else by
+
+    # ------------------------------------------------------------------ health
+
+    async def _loop_lag(self) -> float | None:
+        loop = self.main_loop()
+        if loop is None or not loop.is_running():
+            return None
+        started = time.perf_counter()
+        fut = asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop)
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(fut), timeout=2.0)
+        except TimeoutError:
+            return None
+        return time.perf_counter() - started
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        lag = await self._loop_lag()
+        if lag is None:
+            return web.json_response(
+                {"status": "unhealthy", "reason": "the worker's event loop does not respond",
+                 "loop_lag_seconds": None}, status=503)  # fmt: skip
+        return web.json_response({"status": "ok", "loop_lag_seconds": round(lag, 4)})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        reason = self.ready()
+        lag = await self._loop_lag()
+        if reason is None and lag is None:
+            reason = "the worker's event loop does not respond"
+        if reason is not None:
+            return web.json_response({"status": "not_ready", "reason": reason,
+                                      "loop_lag_seconds": lag}, status=503)  # fmt: skip
+        return web.json_response({"status": "ready", "loop_lag_seconds": round(lag or 0, 4)})
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(openapi_document())
+
+    # ------------------------------------------------------------------ reads
+
+    def _local_models(self, principal: Principal) -> list[dict[str, Any]]:
+        drift, perf = self._views()
+        seen: dict[tuple[str, str], dict[str, Any]] = {}
+        for st in views.streams(drift):
+            if principal.sees(st.tenant):
+                ps = views.perf_stream(perf, st.tenant, st.model)
+                windows = views.perf_windows(perf, st.tenant, st.model)
+                seen[(st.tenant, st.model)] = views.model_summary(st, ps, windows)
+        for key, _raw in perf.scan('["ps", '):
+            _, tenant, model = json.loads(key)
+            if (tenant, model) not in seen and principal.sees(tenant):
+                ps = views.perf_stream(perf, tenant, model)
+                seen[(tenant, model)] = views.model_summary(
+                    None, ps, views.perf_windows(perf, tenant, model)
+                )
+        for (tenant, model), row in seen.items():
+            row["active_version"] = self.catalog.active_version(tenant, model) or row.get(
+                "latest_version"
+            )
+        return list(seen.values())
+
+    async def list_models(self, request: web.Request) -> web.Response:
+        principal = self._principal(request)
+        models = {(m["tenant"], m["model"]): m for m in self._local_models(principal)}
+        partial = False
+        if not request.headers.get(FORWARDED):
+            for status, _, payload in await self._ask_peers(request):
+                if status != 200:
+                    partial = True
+                    continue
+                for m in json.loads(payload).get("models", []):
+                    models.setdefault((m["tenant"], m["model"]), m)
+        rows = [models[k] for k in sorted(models)]
+        return web.json_response({"models": rows, "partial": partial})
+
+    async def get_model(self, request: web.Request) -> web.Response:
+        tenant, model = self._model_of(request)
+        if not self._is_local(tenant, model):
+            return await self._forwarded(request)
+        drift, perf = self._views()
+        row = views.model_summary(
+            views.stream(drift, tenant, model),
+            views.perf_stream(perf, tenant, model),
+            views.perf_windows(perf, tenant, model),
+        )
+        row["active_version"] = self.catalog.active_version(tenant, model) or row["latest_version"]
+        return web.json_response(row)
+
+    async def get_performance(self, request: web.Request) -> web.Response:
+        tenant, model = self._model_of(request)
+        bounds: list[float | None] = []
+        for name in ("from", "to"):
+            raw = request.query.get(name)
+            if raw is None or raw == "":
+                bounds.append(None)
+                continue
+            try:
+                bounds.append(parse_timestamp(float(raw) if _is_number(raw) else raw, name))
+            except ValueError as exc:
+                raise ApiError(400, "bad_parameter", str(exc)) from None
+        if not self._is_local(tenant, model):
+            return await self._forwarded(request)
+        _, perf = self._views()
+        rows = views.performance_history(perf, self.pcfg, tenant, model, bounds[0], bounds[1])
+        return web.json_response({"tenant": tenant, "model": model, "windows": rows or []})
+
+    async def get_drift(self, request: web.Request) -> web.Response:
+        tenant, model = self._model_of(request)
+        if not self._is_local(tenant, model):
+            return await self._forwarded(request)
+        drift, perf = self._views()
+        status = views.drift_status(drift, perf, self.pcfg.engine, tenant, model)
+        if status is None:
+            raise ApiError(404, "not_found", "no such model")
+        return web.json_response(status)
+
+    async def get_report(self, request: web.Request) -> web.Response:
+        tenant, model = self._model_of(request)
+        if not self._is_local(tenant, model):
+            return await self._forwarded(request)
+        drift, perf = self._views()
+        markers = [
+            ModelMarker(e.event_time, e.action.value, e.version, e.previous_version, e.reason)
+            for e in self.catalog.model_events.get((tenant, model), [])
+        ]
+        markers += [
+            ModelMarker(r.event_time, r.status.value, r.model_version, None, r.reason)
+            for r in self.catalog.requests.values()
+            if (r.tenant, r.model) == (tenant, model) and r.status.terminal
+            and r.status.value not in ("promoted", "rolled_back")
+        ]  # fmt: skip
+        data = collect(
+            drift, perf, self.pcfg, tenant, model, source="live worker",
+            markers=markers, active_version=self.catalog.active_version(tenant, model),
+        )  # fmt: skip
+        if data is None:
+            raise ApiError(404, "not_found", "no such model")
+        return web.Response(text=render_report(data), content_type="text/html")
+
+    async def list_approvals(self, request: web.Request) -> web.Response:
+        principal = self._principal(request)
+        rows = [
+            {
+                "request_id": r.request_id, "tenant": r.tenant, "model": r.model,
+                "drift_id": r.drift_id, "status": r.status.value, "reason": r.reason,
+                "event_time": format_timestamp(r.event_time), "at": format_timestamp(r.at),
+            }
+            for r in self.catalog.pending_approvals()
+            if principal.sees(r.tenant)
+        ]  # fmt: skip
+        return web.json_response({"approvals": rows})
+
+    async def list_alerts(self, request: web.Request) -> web.Response:
+        principal = self._principal(request)
+        limit = _int_param(request, "limit", 100, 1, 1000)
+        after = request.query.get("after") or None
+        entries = self.catalog.alerts_after(principal.sees, after, limit)
+        return web.json_response({"alerts": [e.raw for e in entries]})
+
+    async def alert_stream(self, request: web.Request) -> web.StreamResponse:
+        principal = self._principal(request)
+        after = request.query.get("after") or None
+        ws = web.WebSocketResponse(heartbeat=30.0)
+        if not ws.can_prepare(request).ok:
+            raise ApiError(400, "websocket_expected", "connect with a WebSocket client")
+        await ws.prepare(request)
+        queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)
+        self.catalog.subscribers.add(queue)
+        try:
+            sent = 0
+            for entry in self.catalog.alerts_after(principal.sees, after, 10_000):
+                await ws.send_json(entry.raw)
+                sent = entry.cursor
+            reader = asyncio.ensure_future(ws.receive())
+            while not ws.closed:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    getter.cancel()
+                    msg = reader.result()
+                    if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
+                                    WSMsgType.ERROR):  # fmt: skip
+                        break
+                    reader = asyncio.ensure_future(ws.receive())
+                    continue
+                entry = getter.result()
+                if entry.cursor > sent and principal.sees(entry.alert.tenant):
+                    await ws.send_json(entry.raw)
+                    sent = entry.cursor
+            reader.cancel()
+        finally:
+            self.catalog.subscribers.discard(queue)
+            await ws.close()
+        return ws
+
+    # ------------------------------------------------------------------ writes
+
+    async def _control(self, key: str, value: dict[str, Any]) -> None:
+        try:
+            await self.send_control(key, value | {"at": format_timestamp(time.time())})
+        except Exception as exc:
+            raise ApiError(503, "unavailable", f"retrain-control not reachable: {exc}") from None
+
+    async def post_retrain(self, request: web.Request) -> web.Response:
+        tenant, model = self._model_of(request)
+        body = await self._body(request, _schema("RetrainRequest"))
+        if not self._is_local(tenant, model):
+            return await self._forwarded(request, json.dumps(body).encode())
+        rid = str(uuid.uuid4())
+        key = f"retrain:{rid}"
+        await self._control(key, {
+            "action": "retrain", "tenant": tenant, "model": model, "request_id": rid,
+            "reason": body["reason"], "by": self._who(request, body),
+        })  # fmt: skip
+        return web.json_response({"status": "accepted", "control_key": key, "request_id": rid,
+            "message": "the retrain worker decides (safeguards apply); follow retrain-events"},
+            status=202)  # fmt: skip
+
+    async def post_rollback(self, request: web.Request) -> web.Response:
+        tenant, model = self._model_of(request)
+        body = await self._body(request, _schema("RollbackRequest"))
+        if not self._is_local(tenant, model):
+            return await self._forwarded(request, json.dumps(body).encode())
+        rid = str(uuid.uuid4())
+        key = f"rollback:{rid}"
+        await self._control(key, {
+            "action": "rollback", "tenant": tenant, "model": model, "request_id": rid,
+            "to": body.get("to_version"), "reason": body["reason"],
+            "by": self._who(request, body),
+        })  # fmt: skip
+        return web.json_response({"status": "accepted", "control_key": key, "request_id": rid,
+            "message": "the retrain worker switches the registry; follow model-events"},
+            status=202)  # fmt: skip
+
+    async def post_approval(self, request: web.Request) -> web.Response:
+        principal = self._principal(request)
+        rid = self._name(request, "request_id")
+        body = await self._body(request, _schema("ApprovalDecision"))
+        req = self.catalog.requests.get(rid)
+        if req is None or not principal.sees(req.tenant):
+            raise ApiError(404, "not_found", f"no retrain request {rid}")
+        if req.status.value != "awaiting_approval":
+            raise ApiError(409 if False else 400, "not_awaiting_approval",
+                           f"request {rid} is {req.status.value}")  # fmt: skip
+        key = f"approval:{rid}"
+        await self._control(key, {"decision": body["decision"], "by": self._who(request, body),
+                                  "note": body["reason"]})  # fmt: skip
+        answer = {"status": "accepted", "control_key": key, "request_id": rid,
+                  "message": f"{body['decision']} recorded"}  # fmt: skip
+        return web.json_response(answer, status=202)
+
+    async def put_auto_retrain(self, request: web.Request) -> web.Response:
+        principal = self._principal(request)
+        tenant = self._name(request, "tenant")
+        if not principal.sees(tenant):
+            raise ApiError(404, "not_found", f"no tenant {tenant}")
+        body = await self._body(request, _schema("AutoRetrainFlag"))
+        key = f"flag:tenant:{tenant}"
+        flag = {"auto_retrain": bool(body["enabled"]), "by": principal.name,
+                "note": body.get("reason", "")}  # fmt: skip
+        await self._control(key, flag)
+        return web.json_response({"status": "accepted", "control_key": key, "request_id": None,
+            "message": f"auto-retrain {'on' if body['enabled'] else 'off'} for {tenant}"},
+            status=202)  # fmt: skip
+
+
+# ---------------------------------------------------------------------- validation
+
+
+def _schema(name: str) -> dict[str, Any]:
+    from agents.api.spec import SCHEMAS
+
+    return SCHEMAS[name]
+
+
+def _validate(data: Any, schema: dict[str, Any]) -> None:
+    """The subset of JSON Schema the request bodies use: object, required, properties with
+    string/boolean types, lengths, enums, no additional properties."""
+    if not isinstance(data, dict):
+        raise ApiError(400, "bad_body", "the body must be a JSON object")
+    missing = [k for k in schema.get("required", []) if k not in data]
+    if missing:
+        raise ApiError(400, "bad_body", f"missing: {', '.join(missing)}")
+    props: dict[str, Any] = schema.get("properties", {})
+    extra = [k for k in data if k not in props]
+    if extra and schema.get("additionalProperties", True) is False:
+        raise ApiError(400, "bad_body", f"unknown fields: {', '.join(sorted(extra))[:200]}")
+    for key, spec in props.items():
+        if key not in data:
+            continue
+        value = data[key]
+        kind = spec.get("type")
+        if kind == "string":
+            if not isinstance(value, str):
+                raise ApiError(400, "bad_body", f"{key} must be a string")
+            if len(value) < spec.get("minLength", 0) or len(value) > spec.get("maxLength", 1 << 30):
+                raise ApiError(400, "bad_body", f"{key} has a bad length")
+            if "enum" in spec and value not in spec["enum"]:
+                raise ApiError(400, "bad_body", f"{key} must be one of {spec['enum']}")
+            if any(ord(c) < 32 and c not in "\t\n" for c in value):
+                raise ApiError(400, "bad_body", f"{key} has control characters")
+        elif kind == "boolean" and not isinstance(value, bool):
+            raise ApiError(400, "bad_body", f"{key} must be true or false")
+
+
+def _is_number(raw: str) -> bool:
+    try:
+        float(raw)
+    except ValueError:
+        return False
+    return True
+
+
+def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ApiError(400, "bad_parameter", f"{name} must be an integer") from None
+    if not lo <= value <= hi:
+        raise ApiError(400, "bad_parameter", f"{name} must be in [{lo}, {hi}]")
+    return value

@@ -1,0 +1,151 @@
+"""How the worker is doing: readiness, consumer lag, Faust's own events, state gauges.
+
+:class:`WorkerHealth` is sampled on the worker's timer (its event loop) and read by the API
+thread (``/readyz``) and Prometheus; :class:`FaustSensor` counts commits and rebalances;
+:func:`state_gauges` reads open incidents and model performance from this worker's own
+partitions when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import faust
+
+from agents import faust_compat
+from agents.api.server import RocksView
+from agents.metrics import WorkerMetrics
+from driftwatch.settings import Settings
+from streams import views
+
+MIN_LABELS_FOR_GAUGES = 100
+
+
+class WorkerHealth:
+    """Readiness and lag, from the worker's own consumer (sampled on its event loop)."""
+
+    def __init__(self, app: faust.App, metrics: WorkerMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stalled: str | None = None
+        """Set by the watchdog when the worker stopped making progress."""
+
+    def ready(self) -> str | None:
+        """None when ready to serve; otherwise why not (for ``/readyz``)."""
+        app = self.app
+        if self.loop is None:
+            return "starting"
+        if self.stalled is not None:
+            return f"stalled: {self.stalled}"
+        if getattr(app, "rebalancing", False):
+            return "rebalancing"
+        recovery = getattr(app.tables, "recovery", None) if app.tables is not None else None
+        if recovery is None or not recovery.completed.is_set():
+            return "recovering tables from their changelogs"
+        return None
+
+    def sample(self) -> None:
+        """On the worker's loop: lag per partition, and the ready gauge."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        self.metrics.worker_ready.set(1.0 if self.ready() is None else 0.0)
+        consumer = self.app.consumer
+        try:
+            assignment = consumer.assignment()
+        except Exception:
+            return
+        read = faust_compat.read_offsets(consumer)
+        committed = faust_compat.committed_offsets(consumer)
+        for tp in assignment:
+            if tp.topic.endswith("-changelog"):
+                continue
+            try:
+                end = consumer.highwater(tp)
+            except Exception:
+                end = None
+            position = read.get(tp)
+            if end is not None and position is not None:
+                self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, end - position - 1)
+                )
+            done = committed.get(tp)
+            if done is not None:
+                self.metrics.consumer_committed.labels(tp.topic, str(tp.partition)).set(done)
+
+
+class FaustSensor(faust.Sensor):
+    """Faust's commits and rebalances as Prometheus metrics."""
+
+    def __init__(self, metrics: WorkerMetrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def on_commit_initiated(self, consumer: Any) -> Any:
+        return time.perf_counter()
+
+    def on_commit_completed(self, consumer: Any, state: Any) -> None:
+        self.metrics.faust_commits.inc()
+        if isinstance(state, float):
+            self.metrics.faust_commit_seconds.observe(time.perf_counter() - state)
+
+    def on_rebalance_start(self, app: Any) -> dict[str, Any]:
+        self.metrics.faust_rebalances.inc()
+        return {"time_start": time.monotonic()}
+
+    def on_rebalance_end(self, app: Any, state: dict[str, Any]) -> None:
+        start = state.get("time_start") if isinstance(state, dict) else None
+        if isinstance(start, float):
+            self.metrics.faust_rebalance_seconds.observe(time.monotonic() - start)
+
+
+def local_view(app: faust.App, table: Any) -> RocksView:
+    """This worker's active partitions of ``table``, for reading."""
+    dbs = faust_compat.table_dbs(table)
+    active = faust_compat.active_partitions(app, table)
+    return RocksView(db for p, db in sorted(dbs.items()) if p in active)
+
+
+def state_gauges(
+    app: faust.App, window_table: Any, performance_table: Any, settings: Settings
+) -> Iterator[tuple[str, tuple[str, ...], float]]:
+    """Rows for :class:`agents.metrics.StateCollector`."""
+    drift = local_view(app, window_table)
+    perf = local_view(app, performance_table)
+    models: set[tuple[str, str]] = set()
+    for st in views.streams(drift):
+        models.add((st.tenant, st.model))
+    for key, _ in perf.scan('["ps", '):
+        _, tenant, model = json.loads(key)
+        models.add((tenant, model))
+    for tenant, model in sorted(models):
+        state = views.stream(drift, tenant, model)
+        ps = views.perf_stream(perf, tenant, model)
+        for kind, book in (("statistical", None if state is None else state.incidents),
+                           ("performance", None if ps is None else ps.incidents)):  # fmt: skip
+            counts = dict.fromkeys(views.SEVERITIES, 0)
+            for incident in [] if book is None else book.open.values():
+                counts[incident.max_severity] = counts.get(incident.max_severity, 0) + 1
+            for severity, n in counts.items():
+                yield "driftwatch_open_incidents", (tenant, model, kind, severity), float(n)
+        latest: dict[str, tuple[float, Any]] = {}
+        for window, win in views.perf_windows(perf, tenant, model).items():
+            for version, summary in win.versions.items():
+                if (
+                    summary.labelled >= MIN_LABELS_FOR_GAUGES
+                    and window >= latest.get(version, (-1e18, None))[0]
+                ):
+                    latest[version] = (window, summary)
+        for version, (_, summary) in sorted(latest.items()):
+            labels = (tenant, model, version)
+            for name, value in (
+                ("driftwatch_model_accuracy", summary.accuracy()),
+                ("driftwatch_model_pr_auc", summary.pr_auc()),
+                ("driftwatch_model_label_rate", summary.label_rate),
+            ):
+                if value is not None:
+                    yield name, labels, float(value)

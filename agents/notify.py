@@ -1,0 +1,175 @@
+"""Alerts out: retraining news onto the ``alerts`` topic, and every alert to people.
+
+:class:`RetrainAlertRouter` turns ``retrain-events`` and ``model-events`` into alerts.
+:class:`AlertNotifier` reads ``alerts`` and delivers each alert id once to its webhook: the
+table ``alert-deliveries`` (changelogged, partitioned like ``alerts``) remembers what was
+delivered, so a redelivered message, a restart or another worker taking the partition over
+never sends an alert twice. A crash between a successful POST and recording it repeats that
+POST with the same ``Idempotency-Key`` (at-least-once; receivers dedupe on it). The outcome of
+each delivery goes back onto ``alerts`` as an ``AlertDelivery`` record, so what could not be
+delivered is visible there, not only in ``driftwatch_alert_deliveries_total``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from agents.alerts import model_alert, retrain_alert
+from agents.metrics import WorkerMetrics
+from agents.processor import PartitionContext, SendFn, TableStore, _set_current_event
+from agents.webhook import CHANNEL, WebhookConfig, WebhookNotifier
+from driftwatch.settings import Settings
+from schemas import InvalidEvent, ModelEvent, RetrainEvent
+from schemas.alerts import ALERT_SCHEMA, Alert, AlertDelivery, DeliveryStatus
+from streams.engine import Write
+
+log = logging.getLogger(__name__)
+
+
+def delivery_key(alert_id: str) -> str:
+    return json.dumps(["d", alert_id])
+
+
+@dataclass
+class RetrainAlertRouter:
+    """``retrain-events`` / ``model-events`` -> ``alerts``."""
+
+    send_alert: SendFn
+    metrics: WorkerMetrics
+    kind: str
+    """``retrain`` or ``model``: which topic this router reads."""
+
+    async def process_batch(self, events: Sequence[Any]) -> None:
+        for event in events:
+            alert: Alert | None = None
+            try:
+                data = json.loads(event.value or b"")
+                if self.kind == "retrain":
+                    alert = retrain_alert(RetrainEvent.from_dict(data))
+                else:
+                    alert = model_alert(ModelEvent.from_dict(data))
+            except (ValueError, InvalidEvent, TypeError, KeyError) as exc:
+                # Written by the retrain worker; a bad record is logged, not dead-lettered.
+                log.warning("%s record not understood: %r", self.kind, exc)
+                continue
+            if alert is None:
+                continue
+            await self.send_alert(alert.stream_key.encode(), alert.to_json())
+            self.metrics.alerts.labels(alert.kind.value, alert.change, alert.severity.value).inc()
+
+
+@dataclass
+class AlertNotifier:
+    """``alerts`` -> webhook, each alert id once."""
+
+    webhook: WebhookNotifier | None
+    store: TableStore
+    metrics: WorkerMetrics
+    send_alert: SendFn
+    """To publish ``AlertDelivery`` records back onto ``alerts``."""
+    source_topic: str
+    clock: Callable[[], float] = time.time
+    _context: PartitionContext | None = None
+    _pending: int = 0
+
+    async def process_batch(self, events: Sequence[Any]) -> None:
+        todo: list[tuple[int, Alert]] = []
+        in_batch: set[str] = set()
+        for event in events:
+            _set_current_event(event)
+            alert = _alert(event.value)
+            if alert is None:
+                continue
+            if alert.alert_id in in_batch or self.store.get(delivery_key(alert.alert_id)):
+                self.metrics.alert_deliveries.labels(CHANNEL, "duplicate").inc()
+                continue
+            in_batch.add(alert.alert_id)
+            if self.webhook is None or self.webhook.url_for(alert.tenant) is None:
+                continue  # no channel for this tenant: nothing to deliver, nothing to record
+            todo.append((event.message.partition, alert))
+        if not todo:
+            return
+        assert self.webhook is not None
+        gauge = self.metrics.alerts_undelivered.labels(CHANNEL)
+        gauge.inc(len(todo))
+        try:
+            results = await asyncio.gather(*(self.webhook.deliver(a) for _, a in todo))
+        finally:
+            gauge.dec(len(todo))
+        writes: list[tuple[int, Write]] = []
+        for (partition, alert), result in zip(todo, results, strict=True):
+            await self._report(alert, result)
+            record = {"s": result.status.value, "n": result.attempts, "at": result.at}
+            writes.append((partition, Write(delivery_key(alert.alert_id),
+                                            json.dumps(record).encode(), partition)))  # fmt: skip
+        if self._context is None:
+            self._context = PartitionContext(self.source_topic)
+        for partition, w in writes:
+            self._context.enter(partition)
+            self.store.write(w)
+
+    async def _report(self, alert: Alert, result: AlertDelivery) -> None:
+        delivered = result.status is DeliveryStatus.DELIVERED
+        if delivered:
+            self.metrics.alert_delivery_seconds.labels(CHANNEL).observe(
+                max(0.0, result.at - alert.created_at)
+            )
+        else:
+            self.metrics.alert_deliveries.labels(CHANNEL, "failed").inc()
+            log.error("alert %s (%s) not delivered after %d attempts: %s", alert.alert_id[:8],
+                      alert.title, result.attempts, result.error)  # fmt: skip
+        await self.send_alert(alert.stream_key.encode(), result.to_json())
+
+
+def _alert(raw: bytes | None) -> Alert | None:
+    if not raw:
+        return None
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("schema") != ALERT_SCHEMA:
+        return None  # delivery records (and anything else) share the topic
+    try:
+        return Alert.from_dict(data)
+    except InvalidEvent as exc:
+        log.warning("alert not understood: %s", exc)
+        return None
+
+
+def webhook_notifier(
+    settings: Settings, metrics: WorkerMetrics | None = None
+) -> WebhookNotifier | None:
+    """The webhook channel from the settings; None when no URL is configured at all."""
+    tenant_urls: dict[str, str] = {}
+    for item in filter(None, (x.strip() for x in settings.alert_webhook_tenant_urls.split(","))):
+        tenant, sep, url = item.partition("=")
+        if not sep or not tenant.strip():
+            raise ValueError(f"DRIFTWATCH_ALERT_WEBHOOK_TENANT_URLS: {item!r} is not tenant=url")
+        tenant_urls[tenant.strip()] = url.strip()
+    if not settings.alert_webhook_url and not any(u and u != "off" for u in tenant_urls.values()):
+        return None
+    secret = None
+    if settings.alert_webhook_secret_file:
+        secret = Path(settings.alert_webhook_secret_file).read_bytes().strip()
+
+    def on_attempt(attempt: int, outcome: str) -> None:
+        if metrics is not None and outcome in ("delivered", "retried"):
+            metrics.alert_deliveries.labels(CHANNEL, outcome).inc()
+
+    return WebhookNotifier(
+        WebhookConfig(
+            url=settings.alert_webhook_url or None,
+            tenant_urls=tenant_urls,
+            secret=secret,
+            max_attempts=settings.alert_webhook_max_attempts,
+        ),
+        on_attempt=on_attempt,
+    )
