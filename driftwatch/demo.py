@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -238,6 +239,59 @@ class Serving:
         return out
 
 
+def _demo_token(workdir: Path) -> tuple[Path, str]:
+    """A read/write token for every tenant, for this demo's API (only its hash on disk)."""
+    from agents.api.auth import hash_token, new_token
+
+    token = new_token()
+    path = workdir / "api-tokens.json"
+    entry = {"name": "demo", "sha256": hash_token(token), "tenants": ["*"],
+             "scopes": ["read", "write"]}  # fmt: skip
+    path.write_text(json.dumps({"tokens": [entry]}))
+    (workdir / "api-token").write_text(token + "\n")
+    return path, token
+
+
+def _api_get(port: int, token: str, path: str) -> bytes:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"}
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        body: bytes = resp.read()
+        return body
+
+
+def _operating_surface(workdir: Path, api_port: int, token: str) -> list[str]:
+    """What a person looks at after the run: the API's models, the alerts and a report per
+    model (saved next to the logs)."""
+    lines: list[str] = []
+    try:
+        models = json.loads(_api_get(api_port, token, "/v1/models"))["models"]
+        alerts = json.loads(_api_get(api_port, token, "/v1/alerts?limit=1000"))["alerts"]
+        reports = workdir / "reports"
+        reports.mkdir(exist_ok=True)
+        for m in models:
+            html = _api_get(api_port, token, f"/v1/models/{m['tenant']}/{m['model']}/report")
+            target = reports / f"{m['tenant']}-{m['model']}.html"
+            target.write_bytes(html)
+            counts = ", ".join(f"{n} {s}" for s, n in m["open_incidents"].items() if n) or "none"
+            lines.append(
+                f"  {m['tenant']}/{m['model']:<9} active {m['active_version']:<4} open incidents: "
+                f"{counts:<28} report: {target}"
+            )
+        kinds: dict[str, int] = {}
+        for a in alerts:
+            kinds[f"{a['kind']} {a['change']}"] = kinds.get(f"{a['kind']} {a['change']}", 0) + 1
+        lines.append(
+            f"  alerts: {len(alerts)} ("
+            + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+            + ")"
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        lines.append(f"  (the API did not answer: {exc})")
+    return lines
+
+
 def run_demo(settings: Settings, days: int = 70, rate: int = 500, drift_day: int = 50) -> int:
     run_id = uuid.uuid4().hex[:6]
     cfg = _demo_traffic(days, rate, drift_day)
@@ -258,6 +312,8 @@ def run_demo(settings: Settings, days: int = 70, rate: int = 500, drift_day: int
         prefix = f"demo-{run_id}-"
         partitions = 2
         metrics_port = free_port()
+        api_port = free_port()
+        tokens_file, api_token = _demo_token(workdir)
         ensure_topics(bootstrap, {prefix + t: partitions for t in (*TOPICS, *RETRAIN_TOPICS)})
         env = {
             **os.environ,
@@ -267,6 +323,10 @@ def run_demo(settings: Settings, days: int = 70, rate: int = 500, drift_day: int
             "DRIFTWATCH_PARTITIONS": str(partitions),
             "DRIFTWATCH_DATA_DIR": str(workdir / "state"),
             "DRIFTWATCH_METRICS_PORT": str(metrics_port),
+            "DRIFTWATCH_API_PORT": str(api_port),
+            "DRIFTWATCH_API_BIND": "127.0.0.1",
+            "DRIFTWATCH_API_ADVERTISED_URL": f"http://127.0.0.1:{api_port}",
+            "DRIFTWATCH_API_TOKENS_FILE": str(tokens_file),
             "DRIFTWATCH_SESSION_TIMEOUT": "6",
             "DRIFTWATCH_HEARTBEAT_INTERVAL": "1",
             "DRIFTWATCH_MAX_FUTURE_SECONDS": str(2 * DAY),
@@ -293,6 +353,10 @@ def run_demo(settings: Settings, days: int = 70, rate: int = 500, drift_day: int
             procs[name] = proc
             _out(f"● {command} started (pid {proc.pid}); log: {workdir / f'{name}.log'}")
         _out(f"● metrics: http://127.0.0.1:{metrics_port}/metrics")
+        _out(
+            f"● API: http://127.0.0.1:{api_port}/v1/models (Authorization: Bearer <token in "
+            f"{workdir / 'api-token'}>; OpenAPI at /v1/openapi.json)"
+        )
 
         stop = threading.Event()
         tails: list[threading.Thread] = []
@@ -356,7 +420,8 @@ def run_demo(settings: Settings, days: int = 70, rate: int = 500, drift_day: int
         stop_tails()
         del producer
         processed = _processed(_scrape(metrics_port))
-        return _summary(state, cfg, produced, processed, elapsed, drift_day)
+        surface = _operating_surface(workdir, api_port, api_token)
+        return _summary(state, cfg, produced, processed, elapsed, drift_day, surface)
     return 1
 
 
@@ -410,6 +475,7 @@ def _summary(
     processed: int,
     elapsed: float,
     drift_day: int,
+    surface: list[str] | None = None,
 ) -> int:
     with state.lock:
         drifts = list(state.drifts)
@@ -469,6 +535,10 @@ def _summary(
         _out(f"  {tenant}/{model}: {' -> '.join(steps)}")
     for m in models:
         _out(f"  model-events: {m['tenant']}/{m['model']} {m['action']} {m['version']}")
+    if surface:
+        _out("where to look (API, alerts, one report per model):")
+        for line in surface:
+            _out(line)
     missing = set(expected) - found
     ok = True
     if processed < produced:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import faust
 from prometheus_client import start_http_server
 
+from agents.api.install import ApiConfigError
 from agents.app import TOPICS, create_app
 from driftwatch.devbroker import ensure_topics
 from driftwatch.settings import Settings
@@ -20,7 +22,12 @@ def run_worker(settings: Settings) -> int:
         {settings.topic(name): settings.partitions for name in TOPICS},
         replication=settings.replication,
     )
-    worker = create_app(settings)
+    try:
+        worker = create_app(settings)
+    except (ApiConfigError, ValueError, OSError) as exc:
+        log.error("driftwatch worker: %s", exc)
+        print(f"driftwatch worker: {exc}", file=sys.stderr)
+        return 2
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="0.0.0.0", registry=worker.registry)
         log.info("metrics on :%d/metrics", settings.metrics_port)

@@ -33,6 +33,7 @@ class WorkerProcess:
     partitions: int = 2
     extra_env: dict[str, str] = field(default_factory=dict)
     metrics_port: int = field(default_factory=free_port)
+    api_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     stalls: list[str] = field(default_factory=list)
     """Stalls that ``wait_committed`` had to restart the worker for."""
@@ -47,6 +48,10 @@ class WorkerProcess:
             "DRIFTWATCH_PARTITIONS": str(self.partitions),
             "DRIFTWATCH_DATA_DIR": str(self.data_dir),
             "DRIFTWATCH_METRICS_PORT": str(self.metrics_port),
+            "DRIFTWATCH_API_PORT": str(self.api_port),
+            "DRIFTWATCH_API_ADVERTISED_URL": f"http://127.0.0.1:{self.api_port}",
+            "DRIFTWATCH_API_BIND": "127.0.0.1",
+            "DRIFTWATCH_API_AUTH": "off",  # tests of the API set their own tokens
             "DRIFTWATCH_SESSION_TIMEOUT": "6",
             "DRIFTWATCH_HEARTBEAT_INTERVAL": "1",
             "DRIFTWATCH_COMMIT_INTERVAL": "1",
