@@ -27,6 +27,8 @@ class Action(StrEnum):
     WAIT = "wait"
     REQUEST_APPROVAL = "request_approval"
     RETRAIN = "retrain"
+    REJECT = "reject"
+    """A person's request the safeguards refuse (terminal: nothing re-decides it)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,7 @@ class Decision:
             Action.WAIT: RetrainStatus.WAITING,
             Action.REQUEST_APPROVAL: RetrainStatus.AWAITING_APPROVAL,
             Action.RETRAIN: RetrainStatus.TRAINING,
+            Action.REJECT: RetrainStatus.REJECTED,
         }[self.action]
 
 
@@ -90,6 +93,8 @@ class RetrainState:
     tenant_flags: dict[str, bool] = field(default_factory=dict)
     decisions: dict[str, str] = field(default_factory=dict)
     """Approvals and rejections by request id, from ``retrain-control``."""
+    manual: dict[str, dict[str, object]] = field(default_factory=dict)
+    """Retrain requests made by people (``retrain:<id>`` on ``retrain-control``), by id."""
 
     def auto_retrain(self, tenant: str, policy: RetrainPolicy) -> bool:
         if tenant in self.tenant_flags:
@@ -137,6 +142,8 @@ class RetrainState:
             decision = str(value.get("decision", ""))
             if decision in ("approve", "reject"):
                 self.decisions[key.removeprefix("approval:")] = decision
+        elif key.startswith("retrain:") and value.get("action") == "retrain":
+            self.manual[key.removeprefix("retrain:")] = dict(value)
 
     def in_flight(self, tenant: str, model: str) -> RequestState | None:
         """A request of this stream that is training or waiting for a person."""
@@ -145,6 +152,49 @@ class RetrainState:
             if (req.tenant, req.model) == (tenant, model) and req.status in busy:
                 return req
         return None
+
+
+def manual_drift(
+    rid: str, tenant: str, model: str, version: str, event_time: float, reason: str, by: str
+) -> DriftEvent:
+    """A retrain request made by a person, in the shape the service acts on: one incident of
+    its own (``drift_id`` ``manual:<id>``), so everything downstream is the same."""
+    from schemas import DriftKind
+
+    return DriftEvent(
+        f"manual:{rid}", DriftKind.PERFORMANCE, tenant, model, version, None, "manual", 0.0,
+        None, None, event_time, event_time, event_time, event_time, Severity.LOW, True,
+        event_time, persistence=0,
+        extra={"manual": True, "requested_by": by, "request_reason": reason},
+    )  # fmt: skip
+
+
+def decide_manual(
+    drift: DriftEvent, policy: RetrainPolicy, state: RetrainState, new_labels: int | None = None
+) -> Decision:
+    """A person asked: no flag, confirmation or approval needed (they are the approval), but
+    the same safeguards on the model: one training at a time, the cooldown, enough new labels
+    (and then the validation gate and the post-deploy watch, like any training). A request
+    the safeguards refuse is rejected, with the reason, rather than left waiting."""
+    req = state.requests.get(request_id(drift))
+    if req is not None and req.status.terminal:
+        return Decision(Action.IGNORE, f"this request already ended ({req.status})")
+    busy = state.in_flight(drift.tenant, drift.model)
+    if busy is not None and busy.request_id != request_id(drift):
+        return Decision(
+            Action.REJECT, f"request {busy.request_id[:8]} for this model is {busy.status.value}"
+        )
+    last = state.last_training.get((drift.tenant, drift.model))
+    if last is not None and drift.detected_at < last + policy.cooldown_days * DAY:
+        hours = (last + policy.cooldown_days * DAY - drift.detected_at) / 3600
+        return Decision(Action.REJECT, f"cooldown: last training {hours:.0f} h too recent")
+    if new_labels is not None and new_labels < policy.min_new_labels:
+        return Decision(
+            Action.REJECT,
+            f"{new_labels} labelled rows since the last training, {policy.min_new_labels} needed",
+        )
+    by = drift.extra.get("requested_by", "someone")
+    return Decision(Action.RETRAIN, f"asked by {by}: {drift.extra.get('request_reason', '')}")
 
 
 def request_id(drift: DriftEvent) -> str:

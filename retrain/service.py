@@ -23,7 +23,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from retrain.policy import Action, RetrainPolicy, RetrainState, decide, request_id
+from retrain.policy import (
+    Action,
+    RetrainPolicy,
+    RetrainState,
+    decide,
+    decide_manual,
+    manual_drift,
+    request_id,
+)
 from retrain.registry import ModelRegistry, RegistryError
 from retrain.training import Dataset, TrainedModel, TrainingFailed, TrainingLimits
 from retrain.training import train_with_limits as default_trainer
@@ -140,6 +148,8 @@ class RetrainService:
             else:
                 log.warning("request %s was interrupted while training: retrying", req.request_id)
                 self._start(drift, attempt=req.attempts + 1, reason="retry after an interruption")
+        for rid in list(self.state.manual):
+            self._manual(rid)  # asked for while this worker was down (or before it decided)
 
     # ------------------------------------------------------------------ inputs
 
@@ -177,6 +187,12 @@ class RetrainService:
         if key.startswith("flag:"):
             log.info("flag %s = %s", key, value)
             return
+        if key.startswith("retrain:"):
+            self._manual(key.removeprefix("retrain:"))
+            return
+        if key.startswith("rollback:") and value.get("action") == "rollback":
+            self._manual_rollback(value)
+            return
         if not key.startswith("approval:"):
             return
         rid = key.removeprefix("approval:")
@@ -194,6 +210,54 @@ class RetrainService:
             self._start(drift, attempt=1, reason=f"approved by {who}")
         else:
             self._publish(drift, decision.status, decision.reason, 0)
+
+    def _manual(self, rid: str) -> None:
+        """A person asked for a retraining (API ``POST .../retrain``): same safeguards."""
+        value = self.state.manual.get(rid)
+        if value is None:
+            return
+        tenant, model = str(value.get("tenant", "")), str(value.get("model", ""))
+        if not tenant or not model:
+            return
+        active = self.registry.active(tenant, model)
+        event_time = self.log_clock.get((tenant, model), self.clock())
+        drift = manual_drift(
+            rid, tenant, model, active.version if active is not None else "v1", event_time,
+            str(value.get("reason", "")), str(value.get("by", "someone")),
+        )  # fmt: skip
+        if request_id(drift) in self.state.requests:
+            return  # already decided (a replayed control message)
+        self._start(drift, attempt=1, reason=f"asked by {value.get('by', 'someone')}")
+
+    def _manual_rollback(self, value: dict[str, Any]) -> None:
+        """A person asked for a rollback (API ``POST .../rollback``)."""
+        tenant, model = str(value.get("tenant", "")), str(value.get("model", ""))
+        who = str(value.get("by", "someone"))
+        current = self.registry.active(tenant, model)
+        target = value.get("to")
+        if target is None:
+            prev = self.registry.previous_active(tenant, model)
+            target = None if prev is None else prev.version
+        if current is None or target is None or target == current.version:
+            log.warning("rollback of %s/%s asked by %s: nothing to roll back to", tenant, model,
+                        who)  # fmt: skip
+            return
+        reason = f"manual rollback by {who}: {value.get('reason', '')}"
+        try:
+            self.registry.activate(tenant, model, str(target), reason=reason)
+        except Exception as exc:
+            log.error("rollback of %s/%s to %s failed: %s", tenant, model, target, exc)
+            return
+        self.checks.pop((tenant, model), None)
+        self.publisher.model_event(
+            ModelEvent(
+                ModelAction.ROLLED_BACK, tenant, model, str(target), current.version, reason,
+                self.clock(), self.log_clock.get((tenant, model), self.clock()),
+                value.get("request_id"),
+            )
+        )  # fmt: skip
+        log.warning("rolled back %s/%s %s -> %s: %s", tenant, model, current.version, target,
+                    reason)  # fmt: skip
 
     def on_labeled(self, row: dict[str, Any]) -> None:
         """A row of ``labeled-predictions``: evidence for a post-deploy check."""
@@ -220,7 +284,8 @@ class RetrainService:
             self._finish(job)
         if self._job is None and self._queue:
             nxt = self._queue.popleft()
-            if not self.state.auto_retrain(nxt.drift.tenant, self.config.policy):
+            manual = bool(nxt.drift.extra.get("manual"))  # a person asked: no flag needed
+            if not manual and not self.state.auto_retrain(nxt.drift.tenant, self.config.policy):
                 self._publish(
                     nxt.drift, RetrainStatus.WAITING, "auto-retrain was switched off", nxt.attempt
                 )
@@ -257,7 +322,8 @@ class RetrainService:
         since = self.state.trained_until.get((drift.tenant, drift.model), float("-inf"))
         new_labels = int((data.timestamps > since).sum()) if len(data) else 0
         if attempt == 1:
-            decision = decide(drift, cfg.policy, self.state, new_labels=new_labels)
+            decide_fn = decide_manual if drift.extra.get("manual") else decide
+            decision = decide_fn(drift, cfg.policy, self.state, new_labels=new_labels)
             if decision.action is not Action.RETRAIN:
                 self._publish(drift, decision.status, decision.reason, 0)
                 return
@@ -307,7 +373,7 @@ class RetrainService:
             )
             return
         tenant, model = drift.tenant, drift.model
-        if not self.state.auto_retrain(tenant, cfg.policy):
+        if not drift.extra.get("manual") and not self.state.auto_retrain(tenant, cfg.policy):
             self._publish(
                 drift, RetrainStatus.WAITING,
                 "auto-retrain was switched off during training: not promoted", job.attempt,

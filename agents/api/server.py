@@ -40,6 +40,7 @@ from streams.state import stream_key
 log = logging.getLogger(__name__)
 
 FORWARDED = "X-Driftwatch-Forwarded"
+PRINCIPAL = web.RequestKey("principal", Principal)
 PEER_TIMEOUT = ClientTimeout(total=5.0)
 
 
@@ -134,7 +135,7 @@ class Api:
         status = 500
         try:
             if route is not None and route.scope is not None:
-                request["principal"] = self._authorize(request, route.scope)
+                request[PRINCIPAL] = self._authorize(request, route.scope)
             response = await handler(request)
             status = response.status
             return response
@@ -181,8 +182,7 @@ class Api:
 
     @staticmethod
     def _principal(request: web.Request) -> Principal:
-        p: Principal = request["principal"]
-        return p
+        return request[PRINCIPAL]
 
     @staticmethod
     def _name(request: web.Request, key: str) -> str:

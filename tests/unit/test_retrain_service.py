@@ -319,3 +319,59 @@ def test_a_crash_after_activating_keeps_the_true_predecessor_as_the_rollback_tar
     assert promoted.status is RetrainStatus.PROMOTED and promoted.details["previous"] == "v1"
     assert [v.version for v in svc.registry.versions("acme", "fraud")] == ["v1", "r1"]
     assert svc.checks[("acme", "fraud")].previous == "v1"
+
+
+def test_a_person_asks_for_a_retraining_through_the_same_safeguards(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    svc, out = service(tmp_path, rows)  # auto-retrain off: a person's request does not need it
+    svc.on_labeled(rows[-1])  # the prediction log's clock: the training window ends there
+    ask = {"action": "retrain", "tenant": "acme", "model": "fraud", "reason": "new data",
+           "by": "ana"}  # fmt: skip
+    svc.on_control("retrain:api-1", ask)
+    svc.wait_idle()
+    assert out.statuses() == [RetrainStatus.TRAINING, RetrainStatus.PROMOTED]
+    first = out.retrain[0]
+    assert first.drift_id == "manual:api-1" and "asked by ana" in first.reason
+    assert first.details["drift"]["requested_by"] == "ana"
+    # The cooldown holds for people too; the refusal is final and says why.
+    svc.on_control("retrain:api-2", {**ask, "reason": "again"})
+    assert out.retrain[-1].status is RetrainStatus.REJECTED
+    assert "cooldown" in out.retrain[-1].reason
+    # Replayed (a restarted retrain worker): nothing is decided twice.
+    again, out2 = service(tmp_path, rows)
+    again.replay(out.retrain, [("retrain:api-1", ask), ("retrain:api-2", ask)])
+    again.wait_idle()
+    assert out2.retrain == []
+
+
+def test_a_request_made_while_the_worker_was_down_is_decided_at_start(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    svc, out = service(tmp_path, rows)
+    svc.log_clock[("acme", "fraud")] = parse_timestamp(rows[-1]["outcome_timestamp"])
+    ask = {"action": "retrain", "tenant": "acme", "model": "fraud", "reason": "x", "by": "ana"}
+    svc.replay([], [("retrain:api-9", ask)])
+    svc.wait_idle()
+    assert out.statuses() == [RetrainStatus.TRAINING, RetrainStatus.PROMOTED]
+
+
+def test_a_person_rolls_back_to_the_previous_version(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    svc, out = service(tmp_path, rows, auto_retrain=True)
+    svc.on_drift(drift())
+    svc.wait_idle()
+    active = svc.registry.active("acme", "fraud")
+    assert active is not None and active.version != "v1"
+    svc.on_control(
+        "rollback:api-3",
+        {"action": "rollback", "tenant": "acme", "model": "fraud", "to": None,
+         "reason": "complaints", "by": "ops", "request_id": "api-3"},
+    )  # fmt: skip
+    now = svc.registry.active("acme", "fraud")
+    assert now is not None and now.version == "v1"
+    last = out.models[-1]
+    assert last.action is ModelAction.ROLLED_BACK and last.previous_version == active.version
+    assert "ops" in last.reason and last.request_id == "api-3"
+    assert ("acme", "fraud") not in svc.checks  # no post-deploy watch of a version gone

@@ -1,0 +1,339 @@
+"""The API's rules, on every endpoint: auth, scopes, tenant isolation (404, never 403, for
+another tenant's objects), validation, limits; and what each endpoint answers, over real
+detection state (tests/api_fixtures.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import WSMsgType
+
+from agents.api.spec import ROUTES, openapi_document
+from schemas.alerts import Alert, AlertKind, alert_id
+from schemas.events import Severity
+from tests.api_fixtures import (
+    DONE_REQUEST,
+    GLOBEX_REQUEST,
+    PENDING_REQUEST,
+    START,
+    Harness,
+    api_client,
+    auth,
+)
+
+DAY = 86_400.0
+BODIES: dict[str, dict[str, Any]] = {
+    "post_retrain": {"reason": "a test"},
+    "post_rollback": {"reason": "a test"},
+    "post_approval": {"decision": "approve", "reason": "looks right"},
+    "put_auto_retrain": {"enabled": True},
+}
+
+
+def run(directory: Path, test: Callable[[Harness], Awaitable[None]], **kwargs: Any) -> None:
+    async def main() -> None:
+        async with api_client(directory, **kwargs) as h:
+            await test(h)
+
+    asyncio.run(main())
+
+
+def path_for(route_path: str, tenant: str = "acme", request_id: str = PENDING_REQUEST) -> str:
+    return (
+        route_path.replace("{tenant}", tenant)
+        .replace("{model}", "fraud")
+        .replace("{request_id}", request_id)
+    )
+
+
+async def call(h: Harness, method: str, path: str, who: str | None, body: Any = None) -> Any:
+    headers = {} if who is None else auth(who)
+    kwargs: dict[str, Any] = {"headers": headers}
+    if body is not None:
+        kwargs["json"] = body
+    return await h.client.request(method, path, **kwargs)
+
+
+AUTHED = [r for r in ROUTES if r.scope is not None and r.name != "alert_stream"]
+
+
+def test_openapi_document_matches_what_is_served(tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        resp = await call(h, "GET", "/v1/openapi.json", None)
+        assert resp.status == 200
+        doc = await resp.json()
+        assert doc == json.loads(json.dumps(openapi_document()))
+        documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
+        served = {
+            (r.method, r.resource.canonical)
+            for r in h.client.app.router.routes()  # type: ignore[union-attr]
+            if r.method != "HEAD" and r.resource is not None
+        }
+        assert served == documented
+        for path, ops in doc["paths"].items():
+            params = set(re.findall(r"{(\w+)}", path))
+            for op in ops.values():
+                assert {p["name"] for p in op["parameters"] if p["in"] == "path"} == params
+                assert any(code.startswith("2") or code == "101" for code in op["responses"])
+
+    run(tmp_path, test)
+
+
+@pytest.mark.parametrize("route", AUTHED, ids=lambda r: r.name)
+def test_no_token_or_a_bad_one_is_401(tmp_path: Path, route: Any) -> None:
+    async def test(h: Harness) -> None:
+        path = path_for(route.path)
+        body = BODIES.get(route.name)
+        for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic x"}):
+            resp = await h.client.request(route.method, path, headers=headers, json=body)
+            assert resp.status == 401, (route.name, headers)
+            assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+            assert (await resp.json())["error"]["code"] == "unauthorized"
+        assert h.controls == []
+
+    run(tmp_path, test)
+
+
+@pytest.mark.parametrize("route", [r for r in AUTHED if r.scope == "write"], ids=lambda r: r.name)
+def test_a_read_token_on_a_mutating_endpoint_is_403(tmp_path: Path, route: Any) -> None:
+    async def test(h: Harness) -> None:
+        resp = await call(h, route.method, path_for(route.path), "acme-read", BODIES[route.name])
+        assert resp.status == 403
+        assert h.controls == []
+
+    run(tmp_path, test)
+
+
+@pytest.mark.parametrize(
+    "route", [r for r in AUTHED if "{" in r.path], ids=lambda r: r.name
+)
+def test_another_tenants_objects_are_404_not_403(tmp_path: Path, route: Any) -> None:
+    async def test(h: Harness) -> None:
+        # globex's model (and globex's pending request) seen with an acme token
+        path = path_for(route.path, tenant="globex", request_id=GLOBEX_REQUEST)
+        resp = await call(h, route.method, path, "acme-write", BODIES.get(route.name))
+        assert resp.status == 404, route.name
+        missing = path_for(route.path, tenant="initech", request_id="no-such-request")
+        resp2 = await call(h, route.method, missing, "acme-write", BODIES.get(route.name))
+        # the same answer as for something that does not exist at all
+        assert resp2.status == 404
+        assert (await resp.json())["error"]["code"] == (await resp2.json())["error"]["code"]
+        assert h.controls == []
+
+    run(tmp_path, test)
+
+
+def test_lists_show_only_the_callers_tenants(tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        for who, tenants in (("acme-read", {"acme"}), ("globex-write", {"globex"}),
+                             ("admin", {"acme", "globex"})):  # fmt: skip
+            models = (await (await call(h, "GET", "/v1/models", who)).json())["models"]
+            assert {m["tenant"] for m in models} == tenants, who
+            approvals = (await (await call(h, "GET", "/v1/approvals", who)).json())["approvals"]
+            assert {a["tenant"] for a in approvals} == tenants & {"acme", "globex"}
+            alerts = (await (await call(h, "GET", "/v1/alerts", who)).json())["alerts"]
+            assert alerts and {a["tenant"] for a in alerts} <= tenants
+
+    run(tmp_path, test)
+
+
+def test_auth_off_lets_everyone_see_everything(tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        models = (await (await call(h, "GET", "/v1/models", None)).json())["models"]
+        assert {m["tenant"] for m in models} == {"acme", "globex"}
+
+    run(tmp_path, test, auth_on=False)
+
+
+def test_rate_limit_per_token(tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        statuses = [(await call(h, "GET", "/v1/models", "acme-read")).status for _ in range(5)]
+        assert statuses[:3] == [200, 200, 200] and 429 in statuses[3:]
+        limited = await call(h, "GET", "/v1/models", "acme-read")
+        assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
+        # another token has its own bucket
+        assert (await call(h, "GET", "/v1/models", "admin")).status == 200
+
+    run(tmp_path, test, rate=0.2, burst=3)
+
+
+@pytest.mark.parametrize("name", sorted(BODIES))
+def test_bodies_are_validated(tmp_path: Path, name: str) -> None:
+    route = next(r for r in ROUTES if r.name == name)
+
+    async def test(h: Harness) -> None:
+        path = path_for(route.path)
+        send = h.client.request
+        cases: list[tuple[dict[str, Any], int]] = [
+            ({"data": b"{not json", "headers": {"Content-Type": "application/json"}}, 400),
+            ({"data": b"reason=x", "headers": {"Content-Type": "text/plain"}}, 415),
+            ({"json": [1, 2]}, 400),
+            ({"json": {}}, 400),
+            ({"json": {**BODIES[name], "surprise": 1}}, 400),
+            ({"json": {k: 5 for k in BODIES[name]}}, 400),
+            ({"json": {**BODIES[name], "reason": "x" * 5000}}, 400),
+        ]
+        for kwargs, status in cases:
+            headers = {**auth("admin"), **kwargs.pop("headers", {})}
+            resp = await send(route.method, path, headers=headers, **kwargs)
+            assert resp.status == status, (kwargs, await resp.text())
+            assert (await resp.json())["error"]["message"]
+        assert h.controls == []
+
+    run(tmp_path, test)
+
+
+def test_body_size_is_limited(tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        body = json.dumps({"reason": "x" * 5000}).encode()
+        resp = await h.client.post(
+            "/v1/models/acme/fraud/retrain", data=body,
+            headers={**auth("admin"), "Content-Type": "application/json"},
+        )  # fmt: skip
+        assert resp.status == 413
+        assert (await resp.json())["error"]["code"] == "too_large"
+
+    run(tmp_path, test, max_body=1024)
+
+
+def test_models_performance_and_drift_answer_from_the_state(tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        models = (await (await call(h, "GET", "/v1/models", "admin")).json())["models"]
+        acme = next(m for m in models if m["tenant"] == "acme")
+        assert acme["active_version"] == "r1"  # from model-events
+        assert acme["versions"] == ["v1"] and acme["features"] == 4
+        assert sum(acme["open_incidents"].values()) >= 1  # amount drifts
+        one = await (await call(h, "GET", "/v1/models/acme/fraud", "acme-read")).json()
+        assert one["open_incidents"] == acme["open_incidents"]
+
+        perf = await (await call(h, "GET", "/v1/models/acme/fraud/performance", "acme-read")).json()
+        rows = perf["windows"]
+        assert rows and all(r["model_version"] == "v1" for r in rows)
+        assert all(0 <= r["accuracy"] <= 1 and r["pr_auc_error_bound"] >= 0 for r in rows
+                   if r["accuracy"] is not None)  # fmt: skip
+        frm = "2026-01-25T00:00:00Z"
+        later = await call(h, "GET", f"/v1/models/acme/fraud/performance?from={frm}&to="
+                                     f"{START + 28 * DAY}", "acme-read")  # fmt: skip
+        window = [r["window_start"] for r in (await later.json())["windows"]]
+        assert window and min(window) >= "2026-01-24" and max(window) < "2026-01-29"
+        bad = await call(h, "GET", "/v1/models/acme/fraud/performance?from=yesterday", "admin")
+        assert bad.status == 400
+
+        drift = await (await call(h, "GET", "/v1/models/acme/fraud/drift", "acme-read")).json()
+        assert [i["feature"] for i in drift["open_incidents"] if i["kind"] == "statistical"] == [
+            "amount"
+        ]
+        amount = next(f for f in drift["features"] if f["feature"] == "amount")
+        assert amount["drifting"] and amount["latest"] is not None
+        ks = next(t for t in amount["latest"]["tests"] if t["test"] == "ks")
+        assert ks["drifting"] and ks["p_value"] < 0.01 and ks["effect_size"] >= ks["threshold"]
+        quiet = next(f for f in drift["features"] if f["feature"] != "amount"
+                     and f["kind"] == "numeric")  # fmt: skip
+        assert not quiet["drifting"] and quiet["latest"]["tests"]
+
+    run(tmp_path, test)
+
+
+def test_report_is_the_html_page(tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        resp = await call(h, "GET", "/v1/models/acme/fraud/report", "acme-read")
+        assert resp.status == 200 and resp.content_type == "text/html"
+        html = await resp.text()
+        assert "acme" in html and "amount" in html and "<table" in html and "<svg" in html
+
+    run(tmp_path, test)
+
+
+def test_writes_reach_retrain_control_with_who_asked(tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        resp = await call(h, "POST", "/v1/models/acme/fraud/retrain", "acme-write",
+                          {"reason": "new data", "requested_by": "ana"})  # fmt: skip
+        assert resp.status == 202
+        rid = (await resp.json())["request_id"]
+        key, value = h.controls[-1]
+        assert key == f"retrain:{rid}"
+        assert value["action"] == "retrain" and value["tenant"] == "acme"
+        assert value["reason"] == "new data" and value["by"] == "acme-write (ana)"
+
+        resp = await call(h, "POST", "/v1/models/acme/fraud/rollback", "acme-write",
+                          {"reason": "bad", "to_version": "v1"})  # fmt: skip
+        assert resp.status == 202 and h.controls[-1][1]["to"] == "v1"
+
+        resp = await call(h, "POST", f"/v1/approvals/{PENDING_REQUEST}", "acme-write",
+                          {"decision": "reject", "reason": "not now"})  # fmt: skip
+        assert resp.status == 202
+        assert h.controls[-1] == (
+            f"approval:{PENDING_REQUEST}",
+            {"decision": "reject", "by": "acme-write", "note": "not now",
+             "at": h.controls[-1][1]["at"]},
+        )  # fmt: skip
+        done = await call(h, "POST", f"/v1/approvals/{DONE_REQUEST}", "acme-write",
+                          {"decision": "approve", "reason": "x"})  # fmt: skip
+        assert done.status == 400  # not waiting for anyone
+
+        resp = await call(h, "PUT", "/v1/tenants/acme/auto-retrain", "acme-write",
+                          {"enabled": False})  # fmt: skip
+        assert resp.status == 202
+        assert h.controls[-1][0] == "flag:tenant:acme"
+        assert h.controls[-1][1]["auto_retrain"] is False
+
+    run(tmp_path, test)
+
+
+def test_health_and_readiness(tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        assert (await call(h, "GET", "/healthz", None)).status == 200
+        ok = await call(h, "GET", "/readyz", None)
+        assert ok.status == 200 and (await ok.json())["status"] == "ready"
+        h.ready_reason[0] = "recovering tables from their changelogs"
+        not_ready = await call(h, "GET", "/readyz", None)
+        assert not_ready.status == 503
+        assert "recovering" in (await not_ready.json())["reason"]
+
+    run(tmp_path, test)
+
+
+def test_unknown_paths_and_methods_answer_json(tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        resp = await call(h, "GET", "/v1/nothing", "admin")
+        assert resp.status == 404 and (await resp.json())["error"]
+        resp = await call(h, "DELETE", "/v1/models", "admin")
+        assert resp.status == 405 and (await resp.json())["error"]
+
+    run(tmp_path, test)
+
+
+def test_alerts_list_and_live_stream_resume(tmp_path: Path) -> None:
+    async def test(h: Harness) -> None:
+        alerts = (await (await call(h, "GET", "/v1/alerts", "acme-read")).json())["alerts"]
+        assert len(alerts) >= 2
+        first = alerts[0]["alert_id"]
+        after = (await (await call(h, "GET", f"/v1/alerts?after={first}", "acme-read")).json())
+        assert [a["alert_id"] for a in after["alerts"]] == [a["alert_id"] for a in alerts[1:]]
+        assert (await call(h, "GET", "/v1/alerts?limit=0", "acme-read")).status == 400
+
+        ws = await h.client.ws_connect(f"/v1/alerts/stream?after={first}", headers=auth("acme-read"))
+        backlog = [await ws.receive_json(timeout=5) for _ in alerts[1:]]
+        assert [a["alert_id"] for a in backlog] == [a["alert_id"] for a in alerts[1:]]
+        for tenant in ("globex", "acme"):  # the globex one must not reach an acme reader
+            live = Alert(
+                alert_id(f"live-{tenant}", "opened"), AlertKind.INCIDENT, "opened", tenant,
+                "fraud", Severity.HIGH, "t", "x", START, START,
+            )  # fmt: skip
+            h.api.catalog.apply("alert", live.to_json())
+        msg = await ws.receive_json(timeout=5)
+        assert msg["tenant"] == "acme" and msg["alert_id"] == alert_id("live-acme", "opened")
+        await ws.close()
+        assert (await ws.receive()).type in (WSMsgType.CLOSED, WSMsgType.CLOSE)
+        assert h.api.catalog.subscribers == set()  # cleaned up
+
+        denied = await h.client.get("/v1/alerts/stream")
+        assert denied.status == 401
+
+    run(tmp_path, test)
