@@ -113,6 +113,8 @@ def run_kill_loop(
     ]
     logged = {r["event_id"] for r in rows}
     missing = labelled - logged
+    if missing:
+        _print_history(worker, sorted(missing)[0])
     assert not missing, f"{len(missing)} outcomes never joined, e.g. {sorted(missing)[:5]}"
     assert logged == labelled
     for r in rows:
@@ -154,6 +156,20 @@ def run_kill_loop(
             predicted_by_window[day],
             labelled_by_window[day],
         ), day
+
+
+def _print_history(worker: WorkerProcess, event_id: str) -> None:
+    """Where an event went: its join-state records and the join-input messages holding it."""
+    print(f"history of {event_id} in the join-state changelog:")
+    for r in consume_all(
+        worker.bootstrap, f"{worker.prefix}app-join-state-changelog", min_messages=1
+    ):
+        if r.key and event_id.encode() in r.key:
+            print(" ", r.partition, r.offset, r.timestamp_ms, (r.value or b"")[:200])
+    print(f"join-input messages holding {event_id}:")
+    for r in consume_all(worker.bootstrap, worker.topic("join-input"), min_messages=1):
+        if r.value and event_id.encode() in r.value:
+            print(" ", r.partition, r.offset, r.timestamp_ms, len(r.value))
 
 
 @pytest.fixture

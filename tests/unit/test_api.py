@@ -110,9 +110,7 @@ def test_a_read_token_on_a_mutating_endpoint_is_403(tmp_path: Path, route: Any) 
     run(tmp_path, test)
 
 
-@pytest.mark.parametrize(
-    "route", [r for r in AUTHED if "{" in r.path], ids=lambda r: r.name
-)
+@pytest.mark.parametrize("route", [r for r in AUTHED if "{" in r.path], ids=lambda r: r.name)
 def test_another_tenants_objects_are_404_not_403(tmp_path: Path, route: Any) -> None:
     async def test(h: Harness) -> None:
         # globex's model (and globex's pending request) seen with an acme token
@@ -314,11 +312,13 @@ def test_alerts_list_and_live_stream_resume(tmp_path: Path) -> None:
         alerts = (await (await call(h, "GET", "/v1/alerts", "acme-read")).json())["alerts"]
         assert len(alerts) >= 2
         first = alerts[0]["alert_id"]
-        after = (await (await call(h, "GET", f"/v1/alerts?after={first}", "acme-read")).json())
+        after = await (await call(h, "GET", f"/v1/alerts?after={first}", "acme-read")).json()
         assert [a["alert_id"] for a in after["alerts"]] == [a["alert_id"] for a in alerts[1:]]
         assert (await call(h, "GET", "/v1/alerts?limit=0", "acme-read")).status == 400
 
-        ws = await h.client.ws_connect(f"/v1/alerts/stream?after={first}", headers=auth("acme-read"))
+        ws = await h.client.ws_connect(
+            f"/v1/alerts/stream?after={first}", headers=auth("acme-read")
+        )
         backlog = [await ws.receive_json(timeout=5) for _ in alerts[1:]]
         assert [a["alert_id"] for a in backlog] == [a["alert_id"] for a in alerts[1:]]
         for tenant in ("globex", "acme"):  # the globex one must not reach an acme reader
