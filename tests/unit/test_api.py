@@ -72,7 +72,7 @@ def test_openapi_document_matches_what_is_served(tmp_path: Path) -> None:
         documented = {(m.upper(), p) for p, ops in doc["paths"].items() for m in ops}
         served = {
             (r.method, r.resource.canonical)
-            for r in h.client.app.router.routes()  # type: ignore[union-attr]
+            for r in h.client.app.router.routes()
             if r.method != "HEAD" and r.resource is not None
         }
         assert served == documented
