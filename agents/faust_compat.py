@@ -86,6 +86,9 @@ class HeadGuard:
         if gap is None or (gap.committed, gap.head) != (committed, head):
             gap = self.gaps[tp] = _Gap(committed, head, now)
             COUNTERS["head_gap_held"] += 1
+            log.info("%s[%d]: commit held at %d: offsets up to %d not acked, later ones are; "
+                     "asking the broker what is there", tp.topic, tp.partition, committed,
+                     head - 1)  # fmt: skip
         if gap.verdict == "markers":
             return True
         if gap.verdict is None:
