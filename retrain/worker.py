@@ -299,11 +299,11 @@ class _CountingPublisher:
 
     def retrain_event(self, event: RetrainEvent) -> None:
         self.inner.retrain_event(event)
-        self.counters["retrain"].labels(event.status.value).inc()
+        self.counters["retrain"].labels(event.tenant, event.model, event.status.value).inc()
 
     def model_event(self, event: ModelEvent) -> None:
         self.inner.model_event(event)
-        self.counters["models"].labels(event.action.value).inc()
+        self.counters["models"].labels(event.tenant, event.model, event.action.value).inc()
 
 
 def _metrics(settings: Any) -> dict[str, Counter]:
@@ -318,11 +318,14 @@ def _metrics(settings: Any) -> dict[str, Counter]:
         "retrain": Counter(
             "driftwatch_retrain_events",
             "Retrain decisions and steps",
-            ["status"],
+            ["tenant", "model", "status"],
             registry=registry,
         ),
         "models": Counter(
-            "driftwatch_model_events", "Promotions and rollbacks", ["action"], registry=registry
+            "driftwatch_model_events",
+            "Promotions and rollbacks",
+            ["tenant", "model", "action"],
+            registry=registry,
         ),
     }
     if settings.retrain_metrics_port:
