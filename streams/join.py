@@ -15,11 +15,7 @@ Labels arrive late, partially, twice, or before their prediction:
 - a second outcome for the same prediction is a ``duplicate_outcome`` and never counted twice;
 - a second prediction with the same ``event_id`` is a ``duplicate_prediction``;
 - the *same* message delivered again (at-least-once, after a crash) is recognised by its
-  source position and ignored silently: it is a replay, not a duplicate. Each source
-  partition's messages reach a join partition in offset order (one producer per source
-  partition at a time, which keeps order), so the join keeps, per source partition, the
-  highest offset it has handled: anything at or below it is a replay, however old (a record
-  and its tombstone may have expired long before a stalled commit is replayed).
+  source position and ignored silently: it is a replay, not a duplicate.
 
 Records become tombstones (their source positions only, to recognise a late replay) and
 then disappear, each ``retention_days`` after the last change, via an index of the keys made
@@ -180,9 +176,6 @@ class OutcomeJoiner:
         self, event: PredictionEvent, origin: Position | None = None, home: int | None = None
     ) -> JoinResult:
         """Record a prediction; the result carries the joined pair if its outcome was waiting."""
-        if self._replayed("p", origin):
-            known = self._record(prediction_key(event.event_id)) or {}
-            return JoinResult(new=False, home=known.get("home", home))
         key = prediction_key(event.event_id)
         record = self._record(key)
         if record is not None and "tomb" in record:
@@ -230,9 +223,6 @@ class OutcomeJoiner:
     def on_outcome(self, event: OutcomeEvent, origin: Position | None = None) -> JoinResult:
         """Join an outcome (``joined`` is None while it waits for its prediction). Raises
         :class:`InvalidEvent` for a duplicate, or for a prediction older than the retention."""
-        if self._replayed("o", origin):
-            known = self._record(prediction_key(event.event_id)) or {}
-            return JoinResult(new=False, home=known.get("home"))
         binary_label(event.label)  # reject unusable labels before touching state
         key = prediction_key(event.event_id)
         record = self._record(key)
@@ -346,21 +336,6 @@ class OutcomeJoiner:
             raw = self.store.get(_meta_key(self.partition))
             self._meta = {"clock": -math.inf, "days": {}} if raw is None else json.loads(raw)
         return self._meta
-
-    def _replayed(self, side: str, origin: Position | None) -> bool:
-        """True for a message at or below the highest offset already handled from its source
-        partition (a replay); otherwise remember it as the highest."""
-        if origin is None:
-            return False
-        meta = self._load_meta()
-        seen = meta.setdefault("src", {})
-        source = f"{side}:{origin[0]}"
-        if seen.get(source, -1) >= origin[1]:
-            self.stats.replayed += 1
-            return True
-        seen[source] = origin[1]
-        self._dirty.add(_meta_key(self.partition))
-        return False
 
     def _advance(self, ts: float, clock: str = "clock") -> None:
         meta = self._load_meta()

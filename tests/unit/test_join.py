@@ -219,27 +219,3 @@ def test_expiry_waits_for_the_slower_side_but_not_forever() -> None:
     j.expire()
     store.apply(j.flush())
     assert b"tomb" in store.data['["p", "p0"]']  # expired: a tombstone now
-
-
-def test_a_replay_older_than_the_records_and_their_tombstones_is_still_a_replay() -> None:
-    """A stalled commit replayed after the record and its tombstone expired (seen in a kill
-    loop: the outcome was given up as ``unknown_prediction``, the prediction counted again)."""
-    store = MemoryStore()
-    j = OutcomeJoiner(JoinConfig(retention_days=5), store)
-    assert j.on_prediction(prediction("e1"), origin=(1, 400), home=1).new
-    assert j.on_outcome(outcome("e1", T0 + DAY), origin=(0, 332)).joined is not None
-    for day in range(1, 40):  # both sides' clocks move on; e1 expires, then its tombstone
-        ts = T0 + day * DAY
-        j.on_prediction(prediction(f"p{day}", ts), origin=(1, 400 + day), home=1)
-        j.on_outcome(outcome(f"p{day}", ts + 60), origin=(0, 332 + day))
-        j.expire()
-        store.apply(j.flush())
-    assert store.get('["p", "e1"]') is None  # record and tombstone are gone
-    again = OutcomeJoiner(JoinConfig(retention_days=5), store)
-    late_outcome = again.on_outcome(outcome("e1", T0 + DAY), origin=(0, 332))
-    late_prediction = again.on_prediction(prediction("e1"), origin=(1, 400), home=1)
-    assert not late_outcome.new and not late_prediction.new
-    store.apply(again.flush())
-    assert store.get('["p", "e1"]') is None  # nothing pending, nothing to give up later
-    # a message past the highest offset seen from its partition is new as ever
-    assert again.on_prediction(prediction("e2", T0 + 40 * DAY), origin=(1, 500), home=1).new
