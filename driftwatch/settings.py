@@ -133,6 +133,11 @@ class Settings:
     api_rate_burst: int = _env(
         "DRIFTWATCH_API_RATE_BURST", 100, "Requests a token may send at once above the rate."
     )
+    api_cache_seconds: float = _env(
+        "DRIFTWATCH_API_CACHE_SECONDS",
+        1.0,
+        "Answers computed from state are reused this long (state changes once per batch).",
+    )
     api_max_body_bytes: int = _env(
         "DRIFTWATCH_API_MAX_BODY_BYTES", 65536, "Larger request bodies are refused (413)."
     )

@@ -126,6 +126,13 @@ class PerfWindow:
             parts += [_LEN.pack(len(raw)), raw]
         return b"".join(parts)
 
+    @staticmethod
+    def version_names(raw: bytes) -> list[str]:
+        """The versions in an encoded window, without decoding its summaries."""
+        (n,) = _LEN.unpack_from(raw, 0)
+        names: list[str] = json.loads(raw[_LEN.size : _LEN.size + n])["v"]
+        return names
+
     @classmethod
     def from_bytes(cls, raw: bytes) -> PerfWindow:
         (n,) = _LEN.unpack_from(raw, 0)

@@ -61,6 +61,14 @@ def perf_windows(perf: KeyValues, tenant: str, model: str) -> dict[float, PerfWi
     return out
 
 
+def perf_versions(perf: KeyValues, tenant: str, model: str) -> set[str]:
+    """Model versions with performance windows (cheap: window headers only)."""
+    out: set[str] = set()
+    for _, raw in perf.scan(_prefix("pw", tenant, model)):
+        out.update(PerfWindow.version_names(raw))
+    return out
+
+
 def feature_windows(
     drift: KeyValues, tenant: str, model: str
 ) -> dict[str, dict[float, FeatureWindow]]:
@@ -86,12 +94,10 @@ def incident_counts(st: StreamState | None, ps: PerfStream | None) -> dict[str, 
 
 
 def model_summary(
-    st: StreamState | None, ps: PerfStream | None, windows: dict[float, PerfWindow]
+    st: StreamState | None, ps: PerfStream | None, versions: Iterable[str]
 ) -> dict[str, Any]:
     """One model's line in ``GET /v1/models`` (without the catalog's active version)."""
-    versions: set[str] = set()
-    for win in windows.values():
-        versions.update(win.versions)
+    versions = set(versions)
     if st is not None and st.model_version:
         versions.add(st.model_version)
     latest = None

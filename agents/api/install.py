@@ -113,6 +113,7 @@ def install_api(
         main_loop=main_loop,
         metrics=metrics,
         max_body_bytes=settings.api_max_body_bytes,
+        cache_seconds=settings.api_cache_seconds,
     )
     web_app: web.Application = app.web.web_app  # type: ignore[attr-defined]  # aiohttp driver
     api.install(web_app)

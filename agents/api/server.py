@@ -107,8 +107,34 @@ class Api:
     main_loop: Callable[[], asyncio.AbstractEventLoop | None]
     metrics: Any
     max_body_bytes: int = 65536
+    cache_seconds: float = 1.0
+    """Answers computed from state are reused this long: at hundreds of requests a second
+    the state (flushed once per batch) is read once a second, not per request."""
     _session: ClientSession | None = None
     _routes: dict[str, Route] = field(default_factory=dict)
+    _cache: dict[tuple[Any, ...], tuple[float, int, bytes, str]] = field(default_factory=dict)
+
+    def _cached(self, key: tuple[Any, ...]) -> web.Response | None:
+        hit = self._cache.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            return None
+        _, status, body, ctype = hit
+        return web.Response(status=status, body=body, content_type=ctype)
+
+    def _keep(
+        self, key: tuple[Any, ...], response: web.Response, ttl: float | None = None
+    ) -> web.Response:
+        if response.status == 200 and isinstance(response.body, bytes):
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            expires = time.monotonic() + (self.cache_seconds if ttl is None else ttl)
+            self._cache[key] = (expires, 200, response.body, response.content_type)
+        return response
+
+    def _key(self, request: web.Request) -> tuple[Any, ...]:
+        """Per route, path and query (tenants are in the path, checked before), and whether
+        it was forwarded (a forwarded request answers from local state only)."""
+        return (request.path_qs, bool(request.headers.get(FORWARDED)))
 
     # ------------------------------------------------------------------ wiring
 
@@ -312,14 +338,14 @@ class Api:
         for st in views.streams(drift):
             if principal.sees(st.tenant):
                 ps = views.perf_stream(perf, st.tenant, st.model)
-                windows = views.perf_windows(perf, st.tenant, st.model)
-                seen[(st.tenant, st.model)] = views.model_summary(st, ps, windows)
+                versions = views.perf_versions(perf, st.tenant, st.model)
+                seen[(st.tenant, st.model)] = views.model_summary(st, ps, versions)
         for key, _raw in perf.scan('["ps", '):
             _, tenant, model = json.loads(key)
             if (tenant, model) not in seen and principal.sees(tenant):
                 ps = views.perf_stream(perf, tenant, model)
                 seen[(tenant, model)] = views.model_summary(
-                    None, ps, views.perf_windows(perf, tenant, model)
+                    None, ps, views.perf_versions(perf, tenant, model)
                 )
         for (tenant, model), row in seen.items():
             row["active_version"] = self.catalog.active_version(tenant, model) or row.get(
@@ -329,6 +355,10 @@ class Api:
 
     async def list_models(self, request: web.Request) -> web.Response:
         principal = self._principal(request)
+        key = (*self._key(request), tuple(sorted(principal.tenants)))
+        hit = self._cached(key)
+        if hit is not None:
+            return hit
         models = {(m["tenant"], m["model"]): m for m in self._local_models(principal)}
         partial = False
         if not request.headers.get(FORWARDED):
@@ -339,20 +369,23 @@ class Api:
                 for m in json.loads(payload).get("models", []):
                     models.setdefault((m["tenant"], m["model"]), m)
         rows = [models[k] for k in sorted(models)]
-        return web.json_response({"models": rows, "partial": partial})
+        answer = web.json_response({"models": rows, "partial": partial})
+        return answer if partial else self._keep(key, answer)
 
     async def get_model(self, request: web.Request) -> web.Response:
         tenant, model = self._model_of(request)
+        if (hit := self._cached(self._key(request))) is not None:
+            return hit
         if not self._is_local(tenant, model):
-            return await self._forwarded(request)
+            return self._keep(self._key(request), await self._forwarded(request))
         drift, perf = self._views()
         row = views.model_summary(
             views.stream(drift, tenant, model),
             views.perf_stream(perf, tenant, model),
-            views.perf_windows(perf, tenant, model),
+            views.perf_versions(perf, tenant, model),
         )
         row["active_version"] = self.catalog.active_version(tenant, model) or row["latest_version"]
-        return web.json_response(row)
+        return self._keep(self._key(request), web.json_response(row))
 
     async def get_performance(self, request: web.Request) -> web.Response:
         tenant, model = self._model_of(request)
@@ -366,26 +399,33 @@ class Api:
                 bounds.append(parse_timestamp(float(raw) if _is_number(raw) else raw, name))
             except ValueError as exc:
                 raise ApiError(400, "bad_parameter", str(exc)) from None
+        if (hit := self._cached(self._key(request))) is not None:
+            return hit
         if not self._is_local(tenant, model):
-            return await self._forwarded(request)
+            return self._keep(self._key(request), await self._forwarded(request))
         _, perf = self._views()
         rows = views.performance_history(perf, self.pcfg, tenant, model, bounds[0], bounds[1])
-        return web.json_response({"tenant": tenant, "model": model, "windows": rows or []})
+        answer = web.json_response({"tenant": tenant, "model": model, "windows": rows or []})
+        return self._keep(self._key(request), answer)
 
     async def get_drift(self, request: web.Request) -> web.Response:
         tenant, model = self._model_of(request)
+        if (hit := self._cached(self._key(request))) is not None:
+            return hit
         if not self._is_local(tenant, model):
-            return await self._forwarded(request)
+            return self._keep(self._key(request), await self._forwarded(request))
         drift, perf = self._views()
         status = views.drift_status(drift, perf, self.pcfg.engine, tenant, model)
         if status is None:
             raise ApiError(404, "not_found", "no such model")
-        return web.json_response(status)
+        return self._keep(self._key(request), web.json_response(status))
 
     async def get_report(self, request: web.Request) -> web.Response:
         tenant, model = self._model_of(request)
+        if (hit := self._cached(self._key(request))) is not None:
+            return hit
         if not self._is_local(tenant, model):
-            return await self._forwarded(request)
+            return self._keep(self._key(request), await self._forwarded(request), 10.0)
         drift, perf = self._views()
         markers = [
             ModelMarker(e.event_time, e.action.value, e.version, e.previous_version, e.reason)
@@ -403,7 +443,10 @@ class Api:
         )  # fmt: skip
         if data is None:
             raise ApiError(404, "not_found", "no such model")
-        return web.Response(text=render_report(data), content_type="text/html")
+        page = web.Response(
+            body=render_report(data).encode(), content_type="text/html", charset="utf-8"
+        )
+        return self._keep(self._key(request), page, 10.0)
 
     async def list_approvals(self, request: web.Request) -> web.Response:
         principal = self._principal(request)
