@@ -32,6 +32,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.detection
 	$(BIN)/python -m bench.performance
 	$(BIN)/python -m bench.retrain_e2e
+	$(BIN)/python -m bench.api_load
+	$(BIN)/python -m bench.alert_latency
+	$(BIN)/python -m bench.report_speed
 
 clean:
 	rm -rf $(VENV) build *.egg-info .mypy_cache .ruff_cache .pytest_cache
