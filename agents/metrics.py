@@ -81,6 +81,7 @@ class WorkerMetrics:
     events: Counter
     dead_letters: Counter
     drift_events: Counter
+    confirmed_drifts: Counter
     incident_changes: Counter
     engine: Counter
     joins: Counter
@@ -111,6 +112,10 @@ class WorkerMetrics:
                              "Messages dead-lettered, by reason", ["topic", "reason"], {}),
             "drift_events": (Counter, "driftwatch_drift_events", "DriftEvents published",
                              ["tenant", "model", "kind", "severity", "confirmed"], {}),
+            "confirmed_drifts": (Counter, "driftwatch_confirmed_drifts",
+                                 "Confirmed DriftEvents published (every child exists at 0 from "
+                                 "a model's first event, so increase() sees the first one)",
+                                 ["tenant", "model", "kind", "severity"], {}),
             "incident_changes": (Counter, "driftwatch_incident_changes",
                                  "Incident lifecycle changes", ["kind", "change", "severity"], {}),
             "engine": (Counter, "driftwatch_engine",
@@ -167,3 +172,10 @@ class WorkerMetrics:
         }
         assert set(made) == {f.name for f in fields(cls)}
         return cls(**made)
+
+    def model_seen(self, tenant: str, model: str) -> None:
+        """Create a model's alerting counters at 0 (Prometheus' increase() misses the first
+        increment of a series born at 1)."""
+        for kind in ("statistical", "performance"):
+            for severity in ("LOW", "MEDIUM", "HIGH", "CRITICAL"):
+                self.confirmed_drifts.labels(tenant, model, kind, severity)

@@ -126,6 +126,10 @@ async def publish_drifts(send: SendFn, metrics: WorkerMetrics, drifts: list[Drif
             drift.tenant, drift.model, drift.kind.value, drift.severity.value,
             str(drift.confirmed).lower(),
         ).inc()  # fmt: skip
+        if drift.confirmed:
+            metrics.confirmed_drifts.labels(
+                drift.tenant, drift.model, drift.kind.value, drift.severity.value
+            ).inc()
         log.info(
             "%s drift %s %s/%s %s %s=%.4f p=%.2e severity=%s confirmed=%s",
             drift.kind.value, drift.drift_id[:8], drift.tenant, drift.model,
@@ -229,6 +233,8 @@ class PredictionProcessor:
                 # its origin, and this message may never have reached it before a crash.
                 origin = (message.partition, message.offset)
                 forward.append((prediction.event_id, ("p", origin, message.partition, event.value)))
+            if (prediction.tenant, prediction.model) not in self._activity:
+                self.metrics.model_seen(prediction.tenant, prediction.model)
             self._activity[(prediction.tenant, prediction.model)] = StreamActivity(
                 message.partition, prediction.timestamp, now
             )

@@ -271,6 +271,11 @@ def _handle(
     counters: dict[str, Counter],
 ) -> None:
     topic = msg.topic()
+    key = (msg.key() or b"").decode(errors="replace")
+    if topic != settings.topic(RETRAIN_CONTROL) and ":" in key:
+        seen = getattr(service.publisher, "model_seen", None)
+        if seen is not None:
+            seen(*key.split(":", 1))
     try:
         if topic == settings.topic(DRIFT_EVENTS):
             service.on_drift(DriftEvent.from_dict(json.loads(msg.value() or b"")))
@@ -296,6 +301,15 @@ class _CountingPublisher:
     def __init__(self, inner: KafkaPublisher, counters: dict[str, Counter]) -> None:
         self.inner = inner
         self.counters = counters
+        self.seen: set[tuple[str, str]] = set()
+
+    def model_seen(self, tenant: str, model: str) -> None:
+        """Promotions and rollbacks of a model exist at 0 from the first time it is seen, so
+        Prometheus' increase() sees the first one."""
+        if (tenant, model) not in self.seen:
+            self.seen.add((tenant, model))
+            for action in ("promoted", "rolled_back"):
+                self.counters["models"].labels(tenant, model, action)
 
     def retrain_event(self, event: RetrainEvent) -> None:
         self.inner.retrain_event(event)
