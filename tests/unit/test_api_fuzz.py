@@ -40,8 +40,9 @@ def test_schemathesis_finds_no_server_error_and_no_nonconformance(tmp_path: Path
         if token is not None:
             args += ["--header", f"Authorization: Bearer {token}"]
         proc = await asyncio.create_subprocess_exec(
-            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
+            *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            cwd=tmp_path,  # its cache directory goes there, not into the repository
+        )  # fmt: skip
         out, _ = await proc.communicate()
         return proc.returncode or 0, out.decode(errors="replace")
 
