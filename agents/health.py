@@ -23,6 +23,8 @@ from driftwatch.settings import Settings
 from streams import views
 
 MIN_LABELS_FOR_GAUGES = 100
+STALL_SECONDS = 60.0
+"""A commit held this long at a message that was never processed makes the worker unready."""
 
 
 class WorkerHealth:
@@ -42,6 +44,14 @@ class WorkerHealth:
             return "starting"
         if self.stalled is not None:
             return f"stalled: {self.stalled}"
+        guard = faust_compat.GUARD
+        held = guard.stalled(older_than=STALL_SECONDS) if guard is not None else {}
+        if held:
+            tp, (committed, head) = next(iter(held.items()))
+            return (
+                f"stalled: {tp.topic}[{tp.partition}] commit held at {committed} for over "
+                f"{STALL_SECONDS:.0f} s (offsets up to {head - 1} not processed)"
+            )
         if getattr(app, "rebalancing", False):
             return "rebalancing"
         recovery = getattr(app.tables, "recovery", None) if app.tables is not None else None
