@@ -172,6 +172,10 @@ class DriftEngine:
         # Per (stream, window): the feature windows already loaded and marked dirty since the
         # last flush, so the per-value path is one dict lookup and an append.
         self._hot: dict[tuple[str, float], dict[str, FeatureWindow]] = {}
+        # Values of events whose clock advance is done, not yet in their feature windows:
+        # applied per (stream, window) and feature in bulk, before anything reads the windows
+        # (a test, a flush), so the order of work per event is unchanged.
+        self._pending: dict[tuple[str, float], list[tuple[PredictionEvent, Position | None]]] = {}
         # Merged baselines are derived data: kept across flushes (the same baseline serves a
         # window's 23 interim looks and its final test), keyed by the windows they merge.
         self._baselines: dict[tuple[str, str, str, float, tuple[float, ...]], _Baseline] = {}
@@ -216,25 +220,56 @@ class DriftEngine:
             self.stats["duplicates_skipped"] += 1
         self._mark(skey, stream.partition)
 
-        hot = self._hot.setdefault((skey, window), {})
-        slot = int((event.timestamp - window) // cfg.interim_seconds) if cfg.interim_looks else 0
-        h = event_hash(event.event_id) if cfg.interim_looks else 0
-        for name, value in event.features.items():
-            fw = hot.get(name)
-            if fw is None:
-                feature_kind = stream.features.get(name)
-                if feature_kind is None:
-                    continue  # only ever seen as null: no type to summarise it by yet
-                wkey = window_key(event.tenant, event.model, window, name)
-                fw = self._window(wkey)
-                if fw is None:
-                    is_open = stream.last_closed is None or window > stream.last_closed
-                    fw = FeatureWindow.new(feature_kind, recent=is_open and bool(cfg.interim_looks))
-                    self._windows[wkey] = fw
-                self._mark(wkey, stream.partition)
-                hot[name] = fw
-            fw.apply(value, position, slot, h)
+        self._pending.setdefault((skey, window), []).append((event, position))
         return drifts
+
+    def _apply_pending(self) -> None:
+        """Put the buffered events' values into their feature windows, one bulk update per
+        (stream, window, feature): the same values, guards and samples as one at a time."""
+        if not self._pending:
+            return
+        cfg = self.config
+        looks = bool(cfg.interim_looks)
+        missing = object()
+        for (skey, window), items in self._pending.items():
+            stream = self._streams[skey]
+            tenant, model = stream.tenant, stream.model
+            hot = self._hot.setdefault((skey, window), {})
+            positions = [p for _, p in items]
+            if looks:
+                slots = [int((e.timestamp - window) // cfg.interim_seconds) for e, _ in items]
+                hashes = [event_hash(e.event_id) for e, _ in items]
+            else:
+                slots = hashes = [0] * len(items)
+            names: dict[str, None] = {}
+            for e, _ in items:
+                names.update(dict.fromkeys(e.features))
+            for name in names:
+                fw = hot.get(name)
+                if fw is None:
+                    feature_kind = stream.features.get(name)
+                    if feature_kind is None:
+                        continue  # only ever seen as null: no type to summarise it by yet
+                    wkey = window_key(tenant, model, window, name)
+                    fw = self._window(wkey)
+                    if fw is None:
+                        is_open = stream.last_closed is None or window > stream.last_closed
+                        fw = FeatureWindow.new(feature_kind, recent=is_open and looks)
+                        self._windows[wkey] = fw
+                    self._mark(wkey, stream.partition)
+                    hot[name] = fw
+                column = [e.features.get(name, missing) for e, _ in items]
+                if any(v is missing for v in column):
+                    present = [k for k, v in enumerate(column) if v is not missing]
+                    fw.apply_many(
+                        [column[k] for k in present],  # type: ignore[misc]
+                        [positions[k] for k in present],
+                        [slots[k] for k in present],
+                        [hashes[k] for k in present],
+                    )
+                else:
+                    fw.apply_many(column, positions, slots, hashes)  # type: ignore[arg-type]
+        self._pending.clear()
 
     def take_notices(self) -> list[IncidentNotice]:
         out, self.notices = self.notices, []
@@ -252,6 +287,7 @@ class DriftEngine:
 
     def flush(self, keep_cache: bool = False) -> list[Write]:
         """The state changed since the last flush, to persist; then forget the decoded cache."""
+        self._apply_pending()
         writes: list[Write] = []
         for key, partition in self._dirty.items():
             if key in self._deleted:
@@ -278,6 +314,7 @@ class DriftEngine:
     def feature_window(
         self, tenant: str, model: str, window_start: float, feature: str
     ) -> FeatureWindow | None:
+        self._apply_pending()
         return self._window(window_key(tenant, model, window_start, feature))
 
     # ------------------------------------------------------------------ state access
@@ -362,6 +399,8 @@ class DriftEngine:
             if (stream.last_closed is None or w > stream.last_closed)
             and w + cfg.window_seconds + cfg.allowed_lateness_seconds <= event_time
         )
+        if closable or self._look_due(stream, event_time):
+            self._apply_pending()  # the tests read the windows: every earlier value is in
         for window in closable:
             drifts.extend(self._judge(stream, window, event_time, cfg.final_alpha, None))
             self._drop_recent(stream, window)
@@ -371,6 +410,17 @@ class DriftEngine:
             self._expire(stream, closable[-1])
         drifts.extend(self._interim_look(stream, event_time))
         return drifts
+
+    def _look_due(self, stream: StreamState, event_time: float) -> bool:
+        """Would :meth:`_interim_look` look at ``event_time``? (Its own checks, no work.)"""
+        cfg = self.config
+        if not cfg.interim_looks:
+            return False
+        window = cfg.window_start(event_time)
+        look = min(int((event_time - window) // cfg.interim_seconds), cfg.interim_looks)
+        if look < 1 or window not in stream.window_events:
+            return False
+        return not (stream.interim_window == window and stream.interim_look >= look)
 
     def _interim_look(self, stream: StreamState, event_time: float) -> list[DriftEvent]:
         """Test the open window when the clock crosses an interim boundary (one look per

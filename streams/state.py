@@ -85,6 +85,31 @@ class RecentSlots:
             sample.pop()
             bisect.insort(sample, (h, value), key=_hash_of)
 
+    def add_many(
+        self, slots: list[int], hashes: list[int], values: list[float | str | None]
+    ) -> None:
+        """:meth:`add` for each (slot, hash, value), in order, in one pass per ring entry:
+        an entry ends up holding its highest slot, with the ``SLOT_SAMPLE`` smallest hashes
+        (ties: the earlier value) - what adding them one at a time leaves."""
+        by_entry: dict[int, list[int]] = {}
+        for k, slot in enumerate(slots):
+            by_entry.setdefault(slot % RECENT_SLOTS, []).append(k)
+        for i, ks in by_entry.items():
+            top = max(slots[k] for k in ks)
+            if self.ids[i] > top:
+                continue  # every one of them is later than its slot's ring entry
+            if self.ids[i] != top:
+                self.ids[i] = top
+                self.samples[i] = []
+            sample = self.samples[i]
+            fresh = [(hashes[k], values[k]) for k in ks if slots[k] == top]
+            if len(sample) + len(fresh) < SLOT_SAMPLE:
+                sample.extend(fresh)  # arrival order until the sample is full
+                continue
+            # Stable: ties keep arrival order, so a newcomer with the same hash as the largest
+            # kept one stays out, as it does one at a time (it must be strictly smaller).
+            self.samples[i] = sorted(sample + fresh, key=_hash_of)[:SLOT_SAMPLE]
+
     def span(self, last_slot: int, slots: int) -> list[float | str | None] | None:
         """Values of slots ``last_slot - slots + 1 .. last_slot``; None if one is unknown."""
         out: list[float | str | None] = []
@@ -197,6 +222,47 @@ class FeatureWindow:
         if self.recent is not None:
             self.recent.add(slot, h, value)
         return True
+
+    def apply_many(
+        self,
+        values: list[float | str | None],
+        positions: list[Position | None],
+        slots: list[int],
+        hashes: list[int],
+    ) -> int:
+        """:meth:`apply` for each value in order (one position each); returns how many were
+        new. Replays are recognised as one at a time would: a value is new when its offset is
+        above every offset applied before it from the same partition."""
+        keep: list[int] = []
+        offsets = self.offsets
+        for k, position in enumerate(positions):
+            if position is None:
+                keep.append(k)
+                continue
+            partition, offset = position
+            if offsets.get(partition, -1) >= offset:
+                continue
+            offsets[partition] = offset
+            keep.append(k)
+        if len(keep) != len(values):
+            values = [values[k] for k in keep]
+            slots = [slots[k] for k in keep]
+            hashes = [hashes[k] for k in keep]
+        if not values:
+            return 0
+        if self.numeric is not None:
+            self.numeric.add_many(
+                np.fromiter(
+                    (np.nan if v is None else v for v in values),
+                    dtype=np.float64,
+                    count=len(values),
+                )
+            )
+        elif self.categorical is not None:
+            self.categorical.add_values(values)  # type: ignore[arg-type]  # validated strings
+        if self.recent is not None:
+            self.recent.add_many(slots, hashes, values)
+        return len(values)
 
     def span_summary(self, last_slot: int, slots: int, min_count: int = 0) -> Summary | None:
         """A summary of the sampled values of the last ``slots`` slots, for a sub-day test;

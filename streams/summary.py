@@ -618,6 +618,23 @@ class CategoricalSummary:
             raise ValueError("n must be >= 0")
         self._missing += n
 
+    def add_values(self, values: list[str | None]) -> None:
+        """:meth:`add` / :meth:`add_missing` for each value, in order (``None`` is missing):
+        the same counts and the same folding into ``OTHER`` as one at a time."""
+        counts = self._counts
+        limit = 2 * self.MAX_CATEGORIES
+        missing = 0
+        for value in values:
+            if value is None:
+                missing += 1
+                continue
+            counts[value] = counts.get(value, 0) + 1
+            self._count += 1
+            if len(counts) > limit:
+                self._compact()
+                counts = self._counts
+        self._missing += missing
+
     def _compact(self) -> None:
         counts = self._counts
         if len(counts) <= self.MAX_CATEGORIES:
