@@ -1,5 +1,16 @@
 """All configuration, read once from environment variables (documented per field).
 
+The worker's own settings (Kafka, API, alerts, retraining ...) are fields of ``Settings`` here.
+The detection settings are the fields of ``streams.config.EngineConfig`` and
+``PerformanceConfig`` that declare an environment variable (``streams.config.setting``): their
+variable, default and doc are written there only, and ``Settings`` holds the two configs
+(``Settings.engine``, ``Settings.performance``). ``env_settings()`` lists every variable;
+each has a *name* too, for config files and ``from_env`` overrides: the field name for
+``Settings``' own, the variable without ``DRIFTWATCH_``, lower-cased, for the detection ones
+(so ``perf_alpha`` is ``PerformanceConfig.alpha``, and ``alpha`` is ``EngineConfig.alpha``).
+Read them as ``settings.engine.alpha`` / ``settings.performance.alpha``; ``as_dict()`` has
+them all by name.
+
 ``driftwatch config`` prints the table in the README from these fields, so the docs cannot
 drift from the code.
 """
@@ -11,7 +22,8 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import MISSING, Field, dataclass, field, fields, replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -163,74 +175,9 @@ class Settings:
         "Delivery attempts per alert (exponential backoff up to 60 s) before it is recorded as "
         "failed on the alerts topic.",
     )
-    # Detection (EngineConfig)
-    window_seconds: float = _env(
-        "DRIFTWATCH_WINDOW_SECONDS", 86400.0, "Event-time window length, seconds."
-    )
-    allowed_lateness_seconds: float = _env(
-        "DRIFTWATCH_ALLOWED_LATENESS_SECONDS",
-        3600.0,
-        "A window is tested once event time passes its end by this much.",
-    )
-    baseline_start_days: float = _env(
-        "DRIFTWATCH_BASELINE_START_DAYS",
-        60.0,
-        "Baseline: windows from this many days before the tested one ...",
-    )
-    baseline_end_days: float = _env(
-        "DRIFTWATCH_BASELINE_END_DAYS", 30.0, "... to this many days before it."
-    )
-    min_baseline_windows: int = _env(
-        "DRIFTWATCH_MIN_BASELINE_WINDOWS",
-        3,
-        "Baseline windows with data (of the same weekly phase) needed before testing.",
-    )
-    seasonal_period_days: float = _env(
-        "DRIFTWATCH_SEASONAL_PERIOD_DAYS",
-        7.0,
-        "Compare a window only with baseline windows at the same phase of this period "
-        "(daily windows: the same weekday); 0 turns it off.",
-    )
-    interim_seconds: float = _env(
-        "DRIFTWATCH_INTERIM_SECONDS",
-        3600.0,
-        "Also test the still-open window every this many seconds of event time; 0 turns it off.",
-    )
-    interim_alpha_share: float = _env(
-        "DRIFTWATCH_INTERIM_ALPHA_SHARE",
-        0.5,
-        "Share of alpha spent on the interim looks (split evenly); the final test keeps the rest.",
-    )
-    alpha: float = _env(
-        "DRIFTWATCH_ALPHA", 0.01, "Significance level (false-discovery rate per model-window)."
-    )
-    min_effect_size: float = _env(
-        "DRIFTWATCH_MIN_EFFECT_SIZE",
-        0.05,
-        "Smallest KS / total-variation distance that counts as drift.",
-    )
-    min_missing_rate_change: float = _env(
-        "DRIFTWATCH_MIN_MISSING_RATE_CHANGE",
-        0.05,
-        "Smallest absolute change of a feature's missing rate that counts as drift.",
-    )
-    max_features_per_stream: int = _env(
-        "DRIFTWATCH_MAX_FEATURES_PER_STREAM",
-        500,
-        "Events that would add features to a (tenant, model) beyond this are dead-lettered.",
-    )
-    min_window_count: int = _env(
-        "DRIFTWATCH_MIN_WINDOW_COUNT", 50, "Features with fewer values in a window are not tested."
-    )
-    confirm_windows: int = _env(
-        "DRIFTWATCH_CONFIRM_WINDOWS", 7, "Windows of persistence before an incident is confirmed."
-    )
-    resolve_windows: int = _env(
-        "DRIFTWATCH_RESOLVE_WINDOWS", 2, "Consecutive clean windows that close an incident."
-    )
-    retention_days: float = _env(
-        "DRIFTWATCH_RETENTION_DAYS", 62.0, "Window summaries older than this are deleted."
-    )
+    # Detection: one DRIFTWATCH_* variable per EngineConfig field that declares one
+    # (streams/config.py `setting(...)`: variable, default and doc are written there only).
+    engine: EngineConfig = field(default_factory=EngineConfig)
     # --- performance drift (outcomes)
     join_outcomes: bool = _env(
         "DRIFTWATCH_JOIN_OUTCOMES",
@@ -238,54 +185,9 @@ class Settings:
         "Join outcomes to predictions and keep the performance history. Off for models that "
         "never get labels: the worker then does feature drift only (about 30 % faster).",
     )
-    join_retention_days: float = _env(
-        "DRIFTWATCH_JOIN_RETENTION_DAYS",
-        30.0,
-        "Days (event time) a prediction waits for its outcome, and an outcome for its "
-        "prediction; later ones are dead-lettered (`expired`, `unknown_prediction`).",
-    )
-    perf_alpha: float = _env(
-        "DRIFTWATCH_PERF_ALPHA",
-        0.001,
-        "False-alarm rate of performance drift per window and model version (all looks).",
-    )
-    perf_min_labels: int = _env(
-        "DRIFTWATCH_PERF_MIN_LABELS",
-        100,
-        "Labels a window (per model version) needs before its performance is tested; it is "
-        "tested again at each doubling.",
-    )
-    perf_max_looks: int = _env(
-        "DRIFTWATCH_PERF_MAX_LOOKS", 6, "Performance tests per window before the final one."
-    )
-    label_horizon_days: float = _env(
-        "DRIFTWATCH_LABEL_HORIZON_DAYS",
-        7.0,
-        "Days after a window's end before its final performance test (late labels).",
-    )
-    min_accuracy_drop: float = _env(
-        "DRIFTWATCH_MIN_ACCURACY_DROP", 0.05, "Smallest accuracy drop that counts (absolute)."
-    )
-    min_pr_auc_drop: float = _env(
-        "DRIFTWATCH_MIN_PR_AUC_DROP", 0.05, "Smallest PR-AUC drop that counts (absolute)."
-    )
-    pr_auc_floor: float = _env(
-        "DRIFTWATCH_PR_AUC_FLOOR",
-        0.70,
-        "PR-AUC significantly below this is a CRITICAL performance drift (seed plan).",
-    )
-    perf_sequential_alpha_share: float = _env(
-        "DRIFTWATCH_PERF_SEQUENTIAL_ALPHA_SHARE",
-        0.25,
-        "Share of the performance alpha spent on the sequential test of each window's error "
-        "rate at every label (anytime-valid); the label-count looks share the rest. 0 turns "
-        "it off.",
-    )
-    estimate_max_label_rate: float = _env(
-        "DRIFTWATCH_ESTIMATE_MAX_LABEL_RATE",
-        0.5,
-        "Closed windows labelled less than this share get label-free (CBPE) estimates.",
-    )
+    # Performance drift: PerformanceConfig's settings, the same way. Its ``engine`` is always
+    # the one above (__post_init__).
+    performance: PerformanceConfig = field(default_factory=PerformanceConfig)
 
     # --- retraining (driftwatch retrain-worker)
     registry_dir: str = _env(
@@ -362,33 +264,58 @@ class Settings:
         "DRIFTWATCH_RETRAIN_METRICS_PORT", 9109, "Prometheus port of the retrain worker (0 = off)."
     )
 
+    def __post_init__(self) -> None:
+        if self.performance.engine != self.engine:
+            object.__setattr__(self, "performance", replace(self.performance, engine=self.engine))
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from the environment; ``overrides`` by setting name (see ``env_settings``).
+        Invalid detection settings raise ValueError here."""
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
-        for f in fields(cls):
-            raw = env.get(f.metadata["env"])
+        for spec in env_settings():
+            raw = env.get(spec.env)
             if raw is None or raw == "":
                 continue
-            values[f.name] = _coerce(f.name, f.default, raw)
+            values[spec.name] = _coerce(spec.env, spec.default, raw)
         values.update(overrides)
-        settings = cls(**values)
-        settings.performance_config()  # validate early
-        return settings
+        return cls().updated(values)
 
     def with_file(self, path: Path) -> Settings:
         """Overlay a TOML or JSON file of setting names (field names or env var names)."""
         text = path.read_text()
         data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        by_env = {f.metadata["env"]: f.name for f in fields(self)}
-        names = {f.name for f in fields(self)}
+        by_key = {spec.env: spec.name for spec in env_settings()}
+        by_key.update({spec.name: spec.name for spec in env_settings()})
         updates: dict[str, Any] = {}
         for key, value in data.items():
-            name = by_env.get(key, key)
-            if name not in names:
+            if key not in by_key:
                 raise ValueError(f"unknown setting {key!r} in {path}")
-            updates[name] = value
-        return replace(self, **updates)
+            updates[by_key[key]] = value
+        return self.updated(updates)
+
+    def updated(self, values: Mapping[str, Any]) -> Settings:
+        """A copy with ``values`` (by setting name, or ``engine`` / ``performance``) changed."""
+        specs = {spec.name: spec for spec in env_settings()}
+        own: dict[str, Any] = {}
+        nested: dict[str, dict[str, Any]] = {group: {} for group in CONFIGS}
+        for name, value in values.items():
+            spec = specs.get(name)
+            if spec is not None and spec.config is not None:
+                nested[spec.config][spec.field] = value
+            elif spec is not None or name in CONFIGS:
+                own[name] = value
+            else:
+                raise ValueError(f"unknown setting {name!r}")
+        new = replace(self, **own) if own else self
+        engine = replace(new.engine, **nested["engine"])
+        performance = replace(new.performance, engine=engine, **nested["performance"])
+        return replace(new, engine=engine, performance=performance)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Every setting's value by name, in the order of the README's table."""
+        return {spec.name: spec.value(self) for spec in env_settings()}
 
     @property
     def bootstrap(self) -> str:
@@ -402,42 +329,68 @@ class Settings:
         return f"{self.topic_prefix}{name}"
 
     def engine_config(self) -> EngineConfig:
-        return EngineConfig(
-            window_seconds=self.window_seconds,
-            allowed_lateness_seconds=self.allowed_lateness_seconds,
-            baseline_start_days=self.baseline_start_days,
-            baseline_end_days=self.baseline_end_days,
-            min_baseline_windows=self.min_baseline_windows,
-            seasonal_period_days=self.seasonal_period_days,
-            interim_seconds=self.interim_seconds,
-            interim_alpha_share=self.interim_alpha_share,
-            alpha=self.alpha,
-            min_effect_size=self.min_effect_size,
-            min_missing_rate_change=self.min_missing_rate_change,
-            max_features_per_stream=self.max_features_per_stream,
-            min_window_count=self.min_window_count,
-            confirm_windows=self.confirm_windows,
-            resolve_windows=self.resolve_windows,
-            retention_days=self.retention_days,
-        )
+        return self.engine
 
     def performance_config(self) -> PerformanceConfig:
-        return PerformanceConfig(
-            engine=self.engine_config(),
-            alpha=self.perf_alpha,
-            min_labels=self.perf_min_labels,
-            max_looks=self.perf_max_looks,
-            label_horizon_days=self.label_horizon_days,
-            min_accuracy_drop=self.min_accuracy_drop,
-            min_pr_auc_drop=self.min_pr_auc_drop,
-            pr_auc_floor=self.pr_auc_floor,
-            sequential_alpha_share=self.perf_sequential_alpha_share,
-            estimate_max_label_rate=self.estimate_max_label_rate,
-            join_retention_days=self.join_retention_days,
-        )
+        return self.performance
 
 
-def _coerce(name: str, default: Any, raw: str) -> Any:
+CONFIGS: dict[str, type[EngineConfig] | type[PerformanceConfig]] = {
+    "engine": EngineConfig,
+    "performance": PerformanceConfig,
+}
+"""The ``Settings`` fields that hold a detection config, whose own fields carry the settings."""
+
+
+@dataclass(frozen=True)
+class EnvSetting:
+    """One environment variable: a ``Settings`` field, or a field of one of its ``CONFIGS``."""
+
+    name: str
+    """Name in config files and ``from_env`` overrides (unique across all settings)."""
+    env: str
+    doc: str
+    default: Any
+    config: str | None
+    """``engine`` / ``performance`` for a detection setting, None for ``Settings``' own."""
+    field: str
+    """The field holding it: of ``Settings``, or of the config."""
+
+    def value(self, settings: Settings) -> Any:
+        holder = settings if self.config is None else getattr(settings, self.config)
+        return getattr(holder, self.field)
+
+
+@cache
+def env_settings() -> tuple[EnvSetting, ...]:
+    """Every setting, in the order of the README's table (a config's where it sits in
+    ``Settings``).
+
+    >>> [s.name for s in env_settings() if s.config == "performance"][:3]
+    ['join_retention_days', 'perf_alpha', 'perf_min_labels']
+    """
+    out: list[EnvSetting] = []
+    for f in fields(Settings):
+        if f.name in CONFIGS:
+            for cf in fields(CONFIGS[f.name]):
+                if "env" in cf.metadata:
+                    out.append(_spec(cf, _detection_name(cf.metadata["env"]), f.name))
+        else:
+            out.append(_spec(f, f.name, None))
+    return tuple(out)
+
+
+def _spec(f: Field[Any], name: str, config: str | None) -> EnvSetting:
+    return EnvSetting(name, f.metadata["env"], f.metadata["doc"], f.default, config, f.name)
+
+
+def _detection_name(env: str) -> str:
+    if not env.startswith("DRIFTWATCH_"):
+        raise ValueError(f"detection setting {env} must start with DRIFTWATCH_")
+    return env.removeprefix("DRIFTWATCH_").lower()
+
+
+def _coerce(env: str, default: Any, raw: str) -> Any:
     try:
         if isinstance(default, bool):
             return raw.strip().lower() in {"1", "true", "yes", "on"}
@@ -446,17 +399,17 @@ def _coerce(name: str, default: Any, raw: str) -> Any:
         if isinstance(default, float):
             return float(raw)
     except ValueError:
-        raise ValueError(f"setting {name}: cannot parse {raw!r}") from None
+        raise ValueError(f"setting {env}: cannot parse {raw!r}") from None
     return raw
 
 
 def settings_markdown() -> str:
     """The configuration table for the README."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
-    for f in fields(Settings):
-        default = "" if f.default is MISSING or f.default is None else f"`{f.default}`"
-        default = "(empty)" if f.default == "" else default
-        rows.append(f"| `{f.metadata['env']}` | {default} | {f.metadata['doc']} |")
+    for spec in env_settings():
+        default = "" if spec.default is MISSING or spec.default is None else f"`{spec.default}`"
+        default = "(empty)" if spec.default == "" else default
+        rows.append(f"| `{spec.env}` | {default} | {spec.doc} |")
     return "\n".join(rows)
 
 

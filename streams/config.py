@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+_T = TypeVar("_T")
 
 DAY = 86_400.0
 CUMULATIVE_EVERY = 4
 """Interim looks test the whole open window so far at every 4th boundary (the recent spans
 at every boundary): refolding a day's summary every hour costs more than it finds."""
+
+
+def setting(default: _T, env: str, doc: str) -> _T:
+    """A config field that is also a setting: ``env`` is its environment variable and ``doc``
+    its line in the README's settings table. ``driftwatch.settings`` reads the environment
+    from these; the default is written here only.
+
+    >>> from dataclasses import fields
+    >>> dict(fields(EngineConfig)[0].metadata)["env"]
+    'DRIFTWATCH_WINDOW_SECONDS'
+    """
+    return field(default=default, metadata={"env": env, "doc": doc})
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,40 +33,91 @@ class EngineConfig:
     same drift events live and in a backtest.
     """
 
-    window_seconds: float = DAY
+    window_seconds: float = setting(
+        DAY, "DRIFTWATCH_WINDOW_SECONDS", "Event-time window length, seconds."
+    )
     """Length of a tumbling event-time window."""
-    allowed_lateness_seconds: float = 3_600.0
+    allowed_lateness_seconds: float = setting(
+        3_600.0,
+        "DRIFTWATCH_ALLOWED_LATENESS_SECONDS",
+        "A window is tested once event time passes its end by this much.",
+    )
     """A window is tested once the stream's event time passes its end by this much."""
-    baseline_start_days: float = 60.0
+    baseline_start_days: float = setting(
+        60.0,
+        "DRIFTWATCH_BASELINE_START_DAYS",
+        "Baseline: windows from this many days before the tested one ...",
+    )
     """Baseline: windows starting between this many and ``baseline_end_days`` days earlier."""
-    baseline_end_days: float = 30.0
-    min_baseline_windows: int = 3
+    baseline_end_days: float = setting(
+        30.0, "DRIFTWATCH_BASELINE_END_DAYS", "... to this many days before it."
+    )
+    min_baseline_windows: int = setting(
+        3,
+        "DRIFTWATCH_MIN_BASELINE_WINDOWS",
+        "Baseline windows with data (of the same weekly phase) needed before testing.",
+    )
     """Clip the baseline to the history there is, but test only once this many baseline
     windows (of the same weekly phase, when ``seasonal_period_days`` is set) have data."""
-    seasonal_period_days: float = 7.0
+    seasonal_period_days: float = setting(
+        7.0,
+        "DRIFTWATCH_SEASONAL_PERIOD_DAYS",
+        "Compare a window only with baseline windows at the same phase of this period "
+        "(daily windows: the same weekday); 0 turns it off.",
+    )
     """Compare a window only with baseline windows at the same phase of this period (for daily
     windows: the same weekday), so a weekly pattern is not mistaken for drift. 0 = off."""
-    interim_seconds: float = 3600.0
+    interim_seconds: float = setting(
+        3600.0,
+        "DRIFTWATCH_INTERIM_SECONDS",
+        "Also test the still-open window every this many seconds of event time; 0 turns it off.",
+    )
     """Also test the still-open window every this many seconds of event time (0 = off)."""
-    interim_alpha_share: float = 0.5
+    interim_alpha_share: float = setting(
+        0.5,
+        "DRIFTWATCH_INTERIM_ALPHA_SHARE",
+        "Share of alpha spent on the interim looks (split evenly); the final test keeps the rest.",
+    )
     """Share of ``alpha`` spent on the interim looks (split evenly over them, Bonferroni);
     the end-of-window test keeps the rest, so a window's false-alarm rate stays <= alpha."""
-    alpha: float = 0.01
+    alpha: float = setting(
+        0.01, "DRIFTWATCH_ALPHA", "Significance level (false-discovery rate per model-window)."
+    )
     """Significance level, as a false-discovery rate across a model-window's features (BH)."""
-    min_effect_size: float = 0.05
+    min_effect_size: float = setting(
+        0.05,
+        "DRIFTWATCH_MIN_EFFECT_SIZE",
+        "Smallest KS / total-variation distance that counts as drift.",
+    )
     """A drift needs significance *and* this effect (KS distance / total variation distance)."""
-    min_missing_rate_change: float = 0.05
+    min_missing_rate_change: float = setting(
+        0.05,
+        "DRIFTWATCH_MIN_MISSING_RATE_CHANGE",
+        "Smallest absolute change of a feature's missing rate that counts as drift.",
+    )
     """A change in a feature's missing rate counts as drift from this absolute difference."""
-    max_features_per_stream: int = 500
+    max_features_per_stream: int = setting(
+        500,
+        "DRIFTWATCH_MAX_FEATURES_PER_STREAM",
+        "Events that would add features to a (tenant, model) beyond this are dead-lettered.",
+    )
     """Events that would add a feature beyond this many to a stream are rejected, so a
     producer sending a new feature name per event cannot grow the state without bound."""
-    min_window_count: int = 50
+    min_window_count: int = setting(
+        50, "DRIFTWATCH_MIN_WINDOW_COUNT", "Features with fewer values in a window are not tested."
+    )
     """Features with fewer values than this in the window are not tested."""
-    confirm_windows: int = 7
+    confirm_windows: int = setting(
+        7, "DRIFTWATCH_CONFIRM_WINDOWS", "Windows of persistence before an incident is confirmed."
+    )
     """An incident is ``confirmed`` once drift was found in this many windows while open."""
-    resolve_windows: int = 2
+    resolve_windows: int = setting(
+        2, "DRIFTWATCH_RESOLVE_WINDOWS", "Consecutive clean windows that close an incident."
+    )
     """An incident closes after this many consecutive tested windows without drift."""
-    retention_days: float = 62.0
+    retention_days: float = setting(
+        62.0, "DRIFTWATCH_RETENTION_DAYS", "Window summaries older than this are deleted."
+    )
     """Window summaries older than this (event time) are deleted; must cover the baseline."""
     max_future_seconds: float = 3_600.0
     """Events stamped further than this ahead of the stream's event time are rejected."""
@@ -160,32 +226,70 @@ class PerformanceConfig:
     """
 
     engine: EngineConfig = EngineConfig()
-    alpha: float = 0.001
+    join_retention_days: float = setting(
+        30.0,
+        "DRIFTWATCH_JOIN_RETENTION_DAYS",
+        "Days (event time) a prediction waits for its outcome, and an outcome for its "
+        "prediction; later ones are dead-lettered (`expired`, `unknown_prediction`).",
+    )
+    """Predictions wait this long (event time) for their outcome, then expire."""
+    alpha: float = setting(
+        0.001,
+        "DRIFTWATCH_PERF_ALPHA",
+        "False-alarm rate of performance drift per window and model version (all looks).",
+    )
     """False-alarm rate per window and model version, all looks and tests together. Stricter
     than feature drift's: a performance alarm is what starts a retraining."""
-    min_labels: int = 100
+    min_labels: int = setting(
+        100,
+        "DRIFTWATCH_PERF_MIN_LABELS",
+        "Labels a window (per model version) needs before its performance is tested; it is "
+        "tested again at each doubling.",
+    )
     """First look at a window (per model version) once it has this many labels."""
-    max_looks: int = 6
+    max_looks: int = setting(
+        6, "DRIFTWATCH_PERF_MAX_LOOKS", "Performance tests per window before the final one."
+    )
     """Looks at labelled counts min_labels * 2**k, k < max_looks, before the final one."""
-    label_horizon_days: float = 7.0
+    label_horizon_days: float = setting(
+        7.0,
+        "DRIFTWATCH_LABEL_HORIZON_DAYS",
+        "Days after a window's end before its final performance test (late labels).",
+    )
     """The final look at a window, which may also count it as clean, waits this long after
     the window's end for its late labels."""
-    min_accuracy_drop: float = 0.05
+    min_accuracy_drop: float = setting(
+        0.05, "DRIFTWATCH_MIN_ACCURACY_DROP", "Smallest accuracy drop that counts (absolute)."
+    )
     """An accuracy drop counts from this absolute difference (and must be significant)."""
-    min_pr_auc_drop: float = 0.05
+    min_pr_auc_drop: float = setting(
+        0.05, "DRIFTWATCH_MIN_PR_AUC_DROP", "Smallest PR-AUC drop that counts (absolute)."
+    )
     """A PR-AUC drop counts from this absolute difference (and must be significant)."""
-    pr_auc_floor: float = 0.70
+    pr_auc_floor: float = setting(
+        0.70,
+        "DRIFTWATCH_PR_AUC_FLOOR",
+        "PR-AUC significantly below this is a CRITICAL performance drift (seed plan).",
+    )
     """A PR-AUC significantly below this is CRITICAL whatever the baseline (seed plan)."""
     min_floor_positives: int = 30
     """Labelled positives a window needs before the PR-AUC floor is tested."""
-    sequential_alpha_share: float = 0.25
+    sequential_alpha_share: float = setting(
+        0.25,
+        "DRIFTWATCH_PERF_SEQUENTIAL_ALPHA_SHARE",
+        "Share of the performance alpha spent on the sequential test of each window's error "
+        "rate at every label (anytime-valid); the label-count looks share the rest. 0 turns "
+        "it off.",
+    )
     """Share of ``alpha`` spent on the within-window sequential test of the error rate
     (``streams.sequential``: valid at every label, however many); the milestone and final
     looks share the rest."""
-    estimate_max_label_rate: float = 0.5
+    estimate_max_label_rate: float = setting(
+        0.5,
+        "DRIFTWATCH_ESTIMATE_MAX_LABEL_RATE",
+        "Closed windows labelled less than this share get label-free (CBPE) estimates.",
+    )
     """A closed window with fewer labels than this share gets a label-free (CBPE) estimate."""
-    join_retention_days: float = 30.0
-    """Predictions wait this long (event time) for their outcome, then expire."""
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:

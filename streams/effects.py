@@ -15,6 +15,7 @@ Pure statistics: numpy + scipy only.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -300,13 +301,9 @@ def missing_rate_test(
         # known well enough for the exact binomial test of the window alone.
         if baseline_total >= _BINOMIAL_ABOVE * window_total:
             rate = (baseline_missing + 0.5) / (baseline_total + 1.0)
-            p = float(stats.binomtest(window_missing, window_total, rate).pvalue)
+            p = _binomial_p(window_missing, window_total, rate)
         else:
-            table = [
-                [window_missing, window_total - window_missing],
-                [baseline_missing, baseline_total - baseline_missing],
-            ]
-            p = float(stats.fisher_exact(table).pvalue)
+            p = _fisher_p(window_missing, window_total, baseline_missing, baseline_total)
     else:
         p = float(min(1.0, 2.0 * stats.norm.sf(abs(z))))
     return TestResult(z, p, effect, 0.0, True, "missing_rate")
@@ -314,6 +311,20 @@ def missing_rate_test(
 
 _FISHER_BELOW = 10.0
 _BINOMIAL_ABOVE = 20
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _binomial_p(k: int, n: int, rate: float) -> float:
+    """scipy's exact two-sided binomial p, remembered: the hourly looks ask the same few
+    (missing count, sample size, baseline rate) over and over, and scipy's call costs ~0.3 ms."""
+    return float(stats.binomtest(k, n, rate).pvalue)
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _fisher_p(window_missing: int, window_total: int, base_missing: int, base_total: int) -> float:
+    table = [[window_missing, window_total - window_missing],
+             [base_missing, base_total - base_missing]]  # fmt: skip
+    return float(stats.fisher_exact(table).pvalue)
 
 
 # --------------------------------------------------------------------------- bundle

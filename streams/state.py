@@ -68,9 +68,15 @@ class RecentSlots:
     samples: list[list[tuple[int, float | str | None]]] = field(
         default_factory=lambda: [[] for _ in range(RECENT_SLOTS)]
     )
+    _arrays: dict[int, tuple[int, int, np.ndarray, int]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """Per ring entry: (slot, sample length, finite values, missing) of numeric samples;
+    dropped whenever the entry changes."""
 
     def add(self, slot: int, h: int, value: float | str | None) -> None:
         i = slot % RECENT_SLOTS
+        self._arrays.pop(i, None)
         if self.ids[i] != slot:
             if self.ids[i] > slot:
                 return  # an event later than its slot's ring entry: too late for sub-day looks
@@ -95,6 +101,7 @@ class RecentSlots:
         for k, slot in enumerate(slots):
             by_entry.setdefault(slot % RECENT_SLOTS, []).append(k)
         for i, ks in by_entry.items():
+            self._arrays.pop(i, None)
             top = max(slots[k] for k in ks)
             if self.ids[i] > top:
                 continue  # every one of them is later than its slot's ring entry
@@ -109,6 +116,30 @@ class RecentSlots:
             # Stable: ties keep arrival order, so a newcomer with the same hash as the largest
             # kept one stays out, as it does one at a time (it must be strictly smaller).
             self.samples[i] = sorted(sample + fresh, key=_hash_of)[:SLOT_SAMPLE]
+
+    def span_array(self, last_slot: int, slots: int) -> tuple[np.ndarray, int] | None:
+        """:meth:`span` of a numeric feature as (finite values, missing count), from each
+        slot's array, made once per slot sample rather than once per look."""
+        parts: list[np.ndarray] = []
+        missing = 0
+        cache = self._arrays
+        for slot in range(last_slot - slots + 1, last_slot + 1):
+            i = slot % RECENT_SLOTS
+            if slot < 0 or self.ids[i] != slot:
+                if slot >= 0 and self.ids[i] < slot:
+                    continue  # a slot with no traffic
+                return None
+            hit = cache.get(i)
+            if hit is None or hit[0] != slot:
+                raw = np.array(
+                    [np.nan if v is None else v for _, v in self.samples[i]], dtype=np.float64
+                )
+                finite = raw[np.isfinite(raw)]
+                hit = cache[i] = (slot, len(self.samples[i]), finite, int(raw.size - finite.size))
+            parts.append(hit[2])
+            missing += hit[3]
+        values = np.concatenate(parts) if parts else np.empty(0, np.float64)
+        return values, missing
 
     def span(self, last_slot: int, slots: int) -> list[float | str | None] | None:
         """Values of slots ``last_slot - slots + 1 .. last_slot``; None if one is unknown."""
@@ -269,22 +300,16 @@ class FeatureWindow:
         None when a slot is unknown or there are fewer than ``min_count`` values."""
         if self.recent is None:
             return None
+        if self.kind == "numeric":
+            arrays = self.recent.span_array(last_slot, slots)
+            if arrays is None or arrays[0].size + arrays[1] < min_count:
+                return None
+            return NumericSummary.of(*arrays)
         values = self.recent.span(last_slot, slots)
         if values is None or len(values) < min_count:
             return None
-        out: Summary
-        if self.kind == "numeric":
-            out = NumericSummary()
-            present = [float(v) for v in values if v is not None]
-            out.add_many(present)
-            out.add_missing(len(values) - len(present))
-        else:
-            out = CategoricalSummary()
-            for v in values:
-                if v is None:
-                    out.add_missing()
-                else:
-                    out.add(str(v))
+        out = CategoricalSummary()
+        out.add_values([None if v is None else str(v) for v in values])
         return out
 
     @property

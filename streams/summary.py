@@ -323,6 +323,25 @@ class NumericSummary:
         self._fold()
         self._ingest(np.asarray(xs, dtype=np.float64).ravel())
 
+    @classmethod
+    def of(cls, values: FloatArray, missing: int = 0) -> NumericSummary:
+        """A new summary of finite ``values`` (plus ``missing``): the same as adding them to an
+        empty one, in a few numpy calls (the sub-day looks build one per feature and span)."""
+        out = cls()
+        out._missing = missing
+        if values.size > cls.EXACT_CAPACITY:
+            out._ingest(values)
+            return out
+        if values.size:
+            v = np.sort(values)
+            mean = float(v.mean())
+            out._values = v
+            out._count = int(v.size)
+            out._mean = mean
+            out._m2 = float(np.square(v - mean).sum())
+            out._min, out._max = float(v[0]), float(v[-1])
+        return out
+
     def add_missing(self, n: int = 1) -> None:
         if n < 0:
             raise ValueError("n must be >= 0")

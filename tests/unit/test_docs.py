@@ -27,7 +27,7 @@ def test_settings_from_env_and_file(tmp_path: Path) -> None:
             "DRIFTWATCH_TENANTS": "a, b",
         }
     )
-    assert s.alpha == 0.05 and s.partitions == 8
+    assert s.engine.alpha == 0.05 and s.partitions == 8
     assert s.tenant_allowlist == frozenset({"a", "b"})
     config = tmp_path / "c.toml"
     config.write_text("DRIFTWATCH_CONFIRM_WINDOWS = 3\nbaseline_end_days = 10\n")

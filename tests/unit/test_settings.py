@@ -1,0 +1,172 @@
+"""The detection settings are the config classes' fields: no default is written twice."""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import Iterator
+from dataclasses import Field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import driftwatch.settings
+from driftwatch.settings import CONFIGS, Settings, env_settings, settings_markdown
+from streams.config import EngineConfig, PerformanceConfig
+
+CONFIG_CLASSES: dict[str, type[EngineConfig] | type[PerformanceConfig]] = {
+    "engine": EngineConfig,
+    "performance": PerformanceConfig,
+}
+
+
+def config_settings() -> Iterator[tuple[str, Field[Any]]]:
+    """(config, field) of every config field that is a setting."""
+    for config, cls in CONFIG_CLASSES.items():
+        for f in fields(cls):
+            if "env" in f.metadata:
+                yield config, f
+
+
+SETTINGS = list(config_settings())
+
+
+def other_value(cls: type[EngineConfig] | type[PerformanceConfig], f: Field[Any]) -> Any:
+    """A valid value of ``f`` other than its default (the config validates the combination)."""
+    d: Any = f.default
+    if isinstance(d, bool):
+        candidates: list[Any] = [not d]
+    elif isinstance(d, int):
+        candidates = [d + 1, d * 2, d - 1]
+    else:
+        candidates = [d / 2, d * 2, d + 1, d * 0.9, d * 1.1]
+    for value in candidates:
+        try:
+            cls(**{f.name: value})
+        except ValueError:
+            continue
+        if value != d:
+            return value
+    raise AssertionError(f"no other valid value for {cls.__name__}.{f.name}")
+
+
+def test_settings_cover_the_configs() -> None:
+    assert CONFIGS == CONFIG_CLASSES
+    assert len(SETTINGS) == 26  # 16 EngineConfig, 10 PerformanceConfig
+    # a nested config is not a setting of its own; the wall-clock future limit is the worker's
+    assert "env" not in {f.name: f for f in fields(PerformanceConfig)}["engine"].metadata
+    assert "env" not in {f.name: f for f in fields(EngineConfig)}["max_future_seconds"].metadata
+
+
+def test_variables_and_names_are_unique() -> None:
+    specs = env_settings()
+    assert len({s.env for s in specs}) == len(specs)
+    assert len({s.name for s in specs}) == len(specs)
+    own = {f.name for f in fields(Settings)}
+    detection = {s.name for s in specs if s.config is not None}
+    assert not own & detection, "a Settings field repeats a detection setting"
+
+
+def test_no_detection_default_or_variable_is_written_in_settings() -> None:
+    source = inspect.getsource(driftwatch.settings)
+    for config, f in SETTINGS:
+        assert f.metadata["env"] not in source, f"{config}.{f.name} is repeated in settings.py"
+
+
+@pytest.mark.parametrize(("config", "f"), SETTINGS, ids=[f.metadata["env"] for _, f in SETTINGS])
+def test_every_config_setting_is_in_the_table_with_its_own_default(
+    config: str, f: Field[Any]
+) -> None:
+    row = f"| `{f.metadata['env']}` | `{f.default}` | {f.metadata['doc']} |"
+    assert row in settings_markdown().splitlines()
+
+
+@pytest.mark.parametrize(("config", "f"), SETTINGS, ids=[f.metadata["env"] for _, f in SETTINGS])
+def test_annotation_matches_default_type(config: str, f: Field[Any]) -> None:
+    # the environment is parsed by the default's type
+    assert f.type == type(f.default).__name__
+
+
+def test_empty_environment_gives_the_config_defaults() -> None:
+    s = Settings.from_env(environ={})
+    assert s.engine_config() == EngineConfig()
+    assert s.performance_config() == PerformanceConfig()
+    assert s.performance_config().engine is s.engine_config()
+
+
+@pytest.mark.parametrize(("config", "f"), SETTINGS, ids=[f.metadata["env"] for _, f in SETTINGS])
+def test_each_variable_changes_exactly_its_field(config: str, f: Field[Any]) -> None:
+    value = other_value(CONFIG_CLASSES[config], f)
+    s = Settings.from_env(environ={f.metadata["env"]: str(value)})
+    engine = replace(EngineConfig(), **{f.name: value}) if config == "engine" else EngineConfig()
+    performance = replace(PerformanceConfig(), engine=engine)
+    if config == "performance":
+        performance = replace(performance, **{f.name: value})
+    assert s.engine_config() == engine
+    assert s.performance_config() == performance
+    # and by its setting name (overrides, config files)
+    name = f.metadata["env"].removeprefix("DRIFTWATCH_").lower()
+    assert Settings.from_env(environ={}, **{name: value}) == s
+    assert s.as_dict()[name] == value
+
+
+def test_names_kept_from_before() -> None:
+    names = {s.name: (s.config, s.field) for s in env_settings()}
+    assert names["perf_alpha"] == ("performance", "alpha")
+    assert names["perf_min_labels"] == ("performance", "min_labels")
+    assert names["perf_max_looks"] == ("performance", "max_looks")
+    assert names["perf_sequential_alpha_share"] == ("performance", "sequential_alpha_share")
+    assert names["alpha"] == ("engine", "alpha")
+    assert names["join_retention_days"] == ("performance", "join_retention_days")
+    assert names["max_future_seconds"] == (None, "max_future_seconds")
+    assert names["join_outcomes"] == (None, "join_outcomes")
+
+
+def test_own_settings_still_parse() -> None:
+    s = Settings.from_env(
+        environ={"DRIFTWATCH_JOIN_OUTCOMES": "off", "DRIFTWATCH_PARTITIONS": "8"},
+        app_id="x",
+    )
+    assert (s.join_outcomes, s.partitions, s.app_id) == (False, 8, "x")
+    assert s.engine_config() == EngineConfig()
+
+
+def test_parse_errors_name_the_variable() -> None:
+    with pytest.raises(ValueError, match="DRIFTWATCH_PERF_MIN_LABELS"):
+        Settings.from_env(environ={"DRIFTWATCH_PERF_MIN_LABELS": "many"})
+    with pytest.raises(ValueError, match="alpha must be"):
+        Settings.from_env(environ={"DRIFTWATCH_PERF_ALPHA": "2"})
+    with pytest.raises(ValueError, match="unknown setting"):
+        Settings.from_env(environ={}, perf_alpah=0.1)
+
+
+def test_file_overlays_by_name_or_variable(tmp_path: Path) -> None:
+    config = tmp_path / "c.json"
+    config.write_text(
+        json.dumps(
+            {
+                "perf_alpha": 0.002,
+                "DRIFTWATCH_PERF_MAX_LOOKS": 3,
+                "alpha": 0.02,
+                "DRIFTWATCH_API_PORT": 0,
+            }
+        )
+    )
+    s = Settings.from_env(environ={"DRIFTWATCH_WINDOW_SECONDS": "43200"}).with_file(config)
+    assert s.engine_config() == EngineConfig(window_seconds=43200.0, alpha=0.02)
+    assert s.performance_config() == PerformanceConfig(
+        engine=s.engine_config(), alpha=0.002, max_looks=3
+    )
+    assert s.api_port == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text("window_second = 1.0\n")
+    with pytest.raises(ValueError, match="unknown setting 'window_second'"):
+        s.with_file(bad)
+
+
+def test_performance_follows_the_engine() -> None:
+    s = Settings.from_env(environ={})
+    t = replace(s, engine=EngineConfig(alpha=0.02))
+    assert t.performance_config().engine == EngineConfig(alpha=0.02)
+    assert t.performance_config().alpha == PerformanceConfig().alpha
