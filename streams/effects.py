@@ -322,9 +322,24 @@ def _binomial_p(k: int, n: int, rate: float) -> float:
 
 @functools.lru_cache(maxsize=1 << 16)
 def _fisher_p(window_missing: int, window_total: int, base_missing: int, base_total: int) -> float:
-    table = [[window_missing, window_total - window_missing],
-             [base_missing, base_total - base_missing]]  # fmt: skip
-    return float(stats.fisher_exact(table).pvalue)
+    """Fisher's exact two-sided p of [[wm, wt - wm], [bm, bt - bm]], as scipy's
+    ``fisher_exact`` computes it (the hypergeometric probabilities no larger than the
+    observed one, with its 1e-7 relative tolerance), in one vectorised pass (~17 µs, scipy's
+    ~110 µs; equal to 1e-10 relative, checked by a test)."""
+    a, r1 = window_missing, window_total
+    c1 = window_missing + base_missing
+    n = window_total + base_total
+    lo, hi = max(0, c1 - (n - r1)), min(r1, c1)
+    k = np.arange(lo, hi + 1, dtype=np.float64)
+    g = special.gammaln
+    log_pmf = (
+        g(r1 + 1) - g(k + 1) - g(r1 - k + 1)
+        + g(n - r1 + 1) - g(c1 - k + 1) - g(n - r1 - c1 + k + 1)
+        - (g(n + 1) - g(c1 + 1) - g(n - c1 + 1))
+    )  # fmt: skip
+    pmf = np.exp(log_pmf)
+    p = float(pmf[pmf <= pmf[a - lo] * (1.0 + 1e-7)].sum())
+    return 1.0 if p > 1.0 - 1e-9 else p  # all of the support: 1, not 1 - rounding
 
 
 # --------------------------------------------------------------------------- bundle

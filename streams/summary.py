@@ -858,8 +858,11 @@ def chi2_test(window: CategoricalSummary, baseline: CategoricalSummary) -> TestR
         table = np.column_stack((table, pool))
     if table.shape[1] < 2:
         return TestResult(0.0, 1.0, tvd, bound, exact, "chi2")
-    res = stats.chi2_contingency(table, correction=False)
-    return TestResult(float(res.statistic), float(res.pvalue), tvd, bound, exact, "chi2")
+    # scipy's chi2_contingency(correction=False) for a 2 x K table, without its overhead.
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()
+    statistic = float((np.square(table - expected) / expected).sum())
+    p_value = float(special.chdtrc(table.shape[1] - 1, statistic))
+    return TestResult(statistic, p_value, tvd, bound, exact, "chi2")
 
 
 def new_categories(window: CategoricalSummary, baseline: CategoricalSummary) -> list[str]:

@@ -318,3 +318,30 @@ def test_empty_inputs_rejected() -> None:
             fn(full, empty)
     with pytest.raises(ValueError):
         psi_categorical(CategoricalSummary(), categorical({"a": 1}))
+
+
+def test_fast_fisher_and_chi2_equal_scipy() -> None:
+    """The missing-rate test's Fisher p and the chi-square test are computed without scipy's
+    per-call overhead; they must be scipy's numbers."""
+    from streams.effects import _fisher_p
+    from streams.summary import chi2_test
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        wt, bt = int(rng.integers(20, 600)), int(rng.integers(100, 8000))
+        wm, bm = min(int(rng.integers(0, 12)), wt), min(int(rng.integers(0, 60)), bt)
+        want = stats.fisher_exact([[wm, wt - wm], [bm, bt - bm]]).pvalue
+        assert _fisher_p.__wrapped__(wm, wt, bm, bt) == pytest.approx(want, rel=1e-9, abs=1e-300)
+    for _ in range(200):
+        w, b = CategoricalSummary(), CategoricalSummary()
+        k = int(rng.integers(2, 12))
+        w.add_values([f"c{int(x)}" for x in rng.integers(0, k, int(rng.integers(30, 400)))])
+        b.add_values([f"c{int(x)}" for x in rng.integers(0, k + 1, int(rng.integers(100, 3000)))])
+        got = chi2_test(w, b)
+        cats = sorted(set(w.counts) | set(b.counts))
+        table = np.array([[w.counts.get(c, 0) for c in cats], [b.counts.get(c, 0) for c in cats]])
+        small = (table.sum(axis=1, keepdims=True) * table.sum(axis=0) / table.sum()).min(axis=0)
+        if (small >= 5).all():  # no pooling: compare with scipy directly
+            ref = stats.chi2_contingency(table, correction=False)
+            assert got.statistic == pytest.approx(ref.statistic, rel=1e-9)
+            assert got.p_value == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-300)
