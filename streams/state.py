@@ -282,13 +282,10 @@ class FeatureWindow:
         if not values:
             return 0
         if self.numeric is not None:
-            self.numeric.add_many(
-                np.fromiter(
-                    (np.nan if v is None else v for v in values),
-                    dtype=np.float64,
-                    count=len(values),
-                )
-            )
+            present = [v for v in values if v is not None]
+            if len(present) != len(values):
+                self.numeric.add_missing(len(values) - len(present))
+            self.numeric.extend(np.array(present, dtype=np.float64))
         elif self.categorical is not None:
             self.categorical.add_values(values)  # type: ignore[arg-type]  # validated strings
         if self.recent is not None:

@@ -323,6 +323,21 @@ class NumericSummary:
         self._fold()
         self._ingest(np.asarray(xs, dtype=np.float64).ravel())
 
+    def extend(self, values: FloatArray) -> None:
+        """:meth:`add` for each of ``values`` (finite), in order: buffered and folded at the
+        same points as one at a time (every ``_PENDING_LIMIT`` values, or when read), so the
+        bucketed summary is the same too."""
+        pending = self._pending
+        i, n = 0, int(values.size)
+        while i < n:
+            room = _PENDING_LIMIT - len(pending)
+            chunk = values[i : i + room]
+            pending.extend(chunk.tolist())
+            i += chunk.size
+            if len(pending) >= _PENDING_LIMIT:
+                self._fold()
+                pending = self._pending
+
     @classmethod
     def of(cls, values: FloatArray, missing: int = 0) -> NumericSummary:
         """A new summary of finite ``values`` (plus ``missing``): the same as adding them to an
