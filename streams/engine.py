@@ -360,32 +360,38 @@ class DriftEngine:
     def _check_feature_kinds(
         self, stream: StreamState, event: PredictionEvent
     ) -> dict[str, FeatureKind]:
-        kinds: dict[str, FeatureKind] = {}
+        """The kinds of the event's features that the stream does not know yet (what the
+        event would add); raises for a value whose kind contradicts the stream's."""
+        known = stream.features
+        new: dict[str, FeatureKind] = {}
+        untyped = 0
         for name, value in event.features.items():
+            was = known.get(name)
             if value is None:
-                known = stream.features.get(name)
-                if known is not None:
-                    kinds[name] = known
+                if was is None and name not in new:
+                    untyped += 1  # first seen as null: no type yet, its value is dropped
                 continue
-            kind: FeatureKind = "categorical" if isinstance(value, str) else "numeric"
-            known = stream.features.get(name)
-            if known is not None and known != kind:
+            kind: FeatureKind = "categorical" if value.__class__ is str else "numeric"
+            if was is None:
+                if new.get(name, kind) != kind:
+                    raise InvalidEvent(
+                        "type_mismatch",
+                        f"feature {name!r} is {new[name]} in this event, got {kind}",
+                    )
+                new[name] = kind
+            elif was != kind:
                 raise InvalidEvent(
-                    "type_mismatch", f"feature {name!r} is {known} in this stream, got {kind}"
+                    "type_mismatch", f"feature {name!r} is {was} in this stream, got {kind}"
                 )
-            kinds[name] = kind
-        new = [name for name in kinds if name not in stream.features]
-        if len(stream.features) + len(new) > self.config.max_features_per_stream:
+        if new and len(known) + len(new) > self.config.max_features_per_stream:
             raise InvalidEvent(
                 "too_many_features",
-                f"stream has {len(stream.features)} features; {len(new)} more would pass the "
+                f"stream has {len(known)} features; {len(new)} more would pass the "
                 f"limit of {self.config.max_features_per_stream}",
             )
-        # A feature first seen as null has no type yet: drop its value from this event.
-        for name, value in event.features.items():
-            if value is None and name not in kinds:
-                self.stats["untyped_nulls"] += 1
-        return kinds
+        if untyped:
+            self.stats["untyped_nulls"] += untyped
+        return new
 
     def _advance(self, stream: StreamState, event_time: float) -> list[DriftEvent]:
         if stream.watermark is not None and event_time <= stream.watermark:

@@ -98,8 +98,11 @@ class RecentSlots:
         an entry ends up holding its highest slot, with the ``SLOT_SAMPLE`` smallest hashes
         (ties: the earlier value) - what adding them one at a time leaves."""
         by_entry: dict[int, list[int]] = {}
-        for k, slot in enumerate(slots):
-            by_entry.setdefault(slot % RECENT_SLOTS, []).append(k)
+        if slots and slots.count(slots[0]) == len(slots):
+            by_entry[slots[0] % RECENT_SLOTS] = list(range(len(slots)))  # the usual: one slot
+        else:
+            for k, slot in enumerate(slots):
+                by_entry.setdefault(slot % RECENT_SLOTS, []).append(k)
         for i, ks in by_entry.items():
             self._arrays.pop(i, None)
             top = max(slots[k] for k in ks)
@@ -109,7 +112,10 @@ class RecentSlots:
                 self.ids[i] = top
                 self.samples[i] = []
             sample = self.samples[i]
-            fresh = [(hashes[k], values[k]) for k in ks if slots[k] == top]
+            if len(ks) == len(slots) and slots[0] == top and len(by_entry) == 1:
+                fresh = list(zip(hashes, values, strict=True))
+            else:
+                fresh = [(hashes[k], values[k]) for k in ks if slots[k] == top]
             if len(sample) + len(fresh) < SLOT_SAMPLE:
                 sample.extend(fresh)  # arrival order until the sample is full
                 continue
