@@ -36,6 +36,7 @@ from agents.processor import (
     observe_latency,
 )
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
+from schemas.events import POSITION_STRIDE
 from streams.ingest import OutcomeValidator
 from streams.join import ExpiredOutcome, JoinConfig, JoinResult, OutcomeJoiner, binary_label
 
@@ -133,9 +134,12 @@ class JoinProcessor:
                 try:
                     result, prediction = self._apply(joiner, kind, origin, home, raw)
                 except InvalidEvent as exc:
+                    # A prediction's origin is offset * stride + its index in an envelope.
+                    offset, at = divmod(origin[1], POSITION_STRIDE) if kind == "p" else (
+                        origin[1], None)  # fmt: skip
                     await dead_letter(
                         self.send_dead_letter, self.metrics, topic=topic, partition=origin[0],
-                        offset=origin[1], key=None, value=raw, exc=exc, now=now,
+                        offset=offset, key=None, value=raw, exc=exc, now=now, index=at,
                     )  # fmt: skip
                     continue
                 except Exception as exc:  # a bug must not stop the worker or lose the batch

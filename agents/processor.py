@@ -21,6 +21,7 @@ from agents.alerts import incident_alert
 from agents.envelopes import JoinFrame, batch_join
 from agents.metrics import WorkerMetrics
 from schemas import DeadLetter, DriftEvent, InvalidEvent
+from schemas.events import POSITION_STRIDE
 from streams.engine import DriftEngine, Write
 from streams.incidents import IncidentNotice
 from streams.ingest import PredictionValidator
@@ -98,8 +99,10 @@ async def dead_letter(
     value: bytes | None,
     exc: InvalidEvent,
     now: float,
+    index: int | None = None,
 ) -> None:
-    """Send an unusable message to ``dead-letters`` whole, with where it came from and why."""
+    """Send an unusable message to ``dead-letters`` whole, with where it came from and why
+    (``index``: the event's place in a batch envelope)."""
     letter = DeadLetter(
         source_topic=topic,
         source_partition=partition,
@@ -109,6 +112,7 @@ async def dead_letter(
         original=value or b"",
         received_at=now,
         source_key=key,
+        source_index=index,
     )
     await send(key or b"", letter.to_json())
     metrics.events.labels(topic, "dead_letter").inc()
@@ -214,30 +218,44 @@ class PredictionProcessor:
             message = event.message
             _set_current_event(event)
             try:
-                prediction = self.validator.validate(event.value, now)
-                drifts.extend(self.engine.observe(prediction, (message.partition, message.offset)))
+                items = self.validator.validate_message(event.value, now)
             except InvalidEvent as exc:
                 await self._dead_letter(message, event.value, exc, now)
                 continue
-            except Exception as exc:  # a bug must not stop the worker or lose the batch
-                log.exception(
-                    "internal error on %s[%d]@%d", message.topic, message.partition, message.offset
+            for item in items:
+                if item.error is not None:
+                    await self._dead_letter(message, item.raw, item.error, now, item.index)
+                    continue
+                prediction = item.event
+                assert prediction is not None
+                # One position per event, also inside an envelope: offset * stride + index.
+                origin = (message.partition, message.offset * POSITION_STRIDE + (item.index or 0))
+                try:
+                    drifts.extend(self.engine.observe(prediction, origin))
+                except InvalidEvent as exc:
+                    await self._dead_letter(message, item.raw, exc, now, item.index)
+                    continue
+                except Exception as exc:  # a bug must not stop the worker or lose the batch
+                    log.exception("internal error on %s[%d]@%d", message.topic,
+                                  message.partition, message.offset)  # fmt: skip
+                    await self._dead_letter(
+                        message, item.raw, InvalidEvent("internal_error", repr(exc)[:500]), now,
+                        item.index,
+                    )  # fmt: skip
+                    continue
+                ok += 1
+                if self.forward is not None:
+                    # Every valid prediction, replays included: the join recognises a replay
+                    # by its origin, and this message may never have reached it before a crash.
+                    forward.append(
+                        (prediction.event_id, ("p", origin, message.partition, item.raw))
+                    )
+                stream = (prediction.tenant, prediction.model)
+                if stream not in self._activity:
+                    self.metrics.model_seen(*stream)
+                self._activity[stream] = StreamActivity(
+                    message.partition, prediction.timestamp, now
                 )
-                await self._dead_letter(
-                    message, event.value, InvalidEvent("internal_error", repr(exc)[:500]), now
-                )
-                continue
-            ok += 1
-            if self.forward is not None:
-                # Every valid prediction, replays included: the join recognises a replay by
-                # its origin, and this message may never have reached it before a crash.
-                origin = (message.partition, message.offset)
-                forward.append((prediction.event_id, ("p", origin, message.partition, event.value)))
-            if (prediction.tenant, prediction.model) not in self._activity:
-                self.metrics.model_seen(prediction.tenant, prediction.model)
-            self._activity[(prediction.tenant, prediction.model)] = StreamActivity(
-                message.partition, prediction.timestamp, now
-            )
         self.metrics.events.labels(self.source_topic, "ok").inc(ok)
         await self._publish(drifts)
         if forward and self.forward is not None:
@@ -302,7 +320,12 @@ class PredictionProcessor:
         self.metrics.watermark_lag.labels(tenant, model).set(now - event_time)
 
     async def _dead_letter(
-        self, message: Any, value: bytes | None, exc: InvalidEvent, now: float
+        self,
+        message: Any,
+        value: bytes | None,
+        exc: InvalidEvent,
+        now: float,
+        index: int | None = None,
     ) -> None:
         await dead_letter(
             self.send_dead_letter,
@@ -314,4 +337,5 @@ class PredictionProcessor:
             value=value,
             exc=exc,
             now=now,
+            index=index,
         )

@@ -13,6 +13,7 @@ from agents.app import OUTCOMES, PREDICTIONS
 from driftwatch.settings import Settings
 from driftwatch.simulate import SimulationConfig, generate, generate_outcomes
 from schemas import OutcomeEvent, PredictionEvent
+from schemas.events import BATCH_SCHEMA
 
 
 def make_producer(bootstrap: str) -> Producer:
@@ -61,9 +62,30 @@ def produce_messages(
     return n
 
 
-def prediction_messages(events: Iterable[PredictionEvent]) -> Iterator[tuple[bytes, bytes]]:
+def prediction_messages(
+    events: Iterable[PredictionEvent], batch: int = 1
+) -> Iterator[tuple[bytes, bytes]]:
+    """``predictions`` messages: one event each, or with ``batch`` > 1 envelopes of up to that
+    many consecutive events of one tenant and model (``driftwatch.prediction-batch/v1``)."""
+    if batch <= 1:
+        for e in events:
+            yield e.stream_key.encode(), e.to_json()
+        return
+    pending: dict[str, list[PredictionEvent]] = {}
     for e in events:
-        yield e.stream_key.encode(), e.to_json()
+        group = pending.setdefault(e.stream_key, [])
+        group.append(e)
+        if len(group) >= batch:
+            yield envelope(e.stream_key, group)
+            pending[e.stream_key] = []
+    for key, group in pending.items():
+        if group:
+            yield envelope(key, group)
+
+
+def envelope(key: str, events: list[PredictionEvent]) -> tuple[bytes, bytes]:
+    body = {"schema": BATCH_SCHEMA, "events": [e.to_dict() for e in events]}
+    return key.encode(), json.dumps(body, separators=(",", ":")).encode()
 
 
 def outcome_messages(events: Iterable[OutcomeEvent]) -> Iterator[tuple[bytes, bytes]]:
@@ -72,10 +94,22 @@ def outcome_messages(events: Iterable[OutcomeEvent]) -> Iterator[tuple[bytes, by
 
 
 def produce_simulation(
-    settings: Settings, cfg: SimulationConfig, with_outcomes: bool = False
+    settings: Settings, cfg: SimulationConfig, with_outcomes: bool = False, batch: int = 1
 ) -> tuple[int, int]:
+    """Produce the simulation; returns (predictions, outcomes) produced (events, not
+    messages: with ``batch`` > 1 predictions go in envelopes)."""
     producer = make_producer(settings.bootstrap)
-    n = produce_messages(producer, settings.topic(PREDICTIONS), prediction_messages(generate(cfg)))
+    n = 0
+
+    def counted(events: Iterable[PredictionEvent]) -> Iterator[PredictionEvent]:
+        nonlocal n
+        for e in events:
+            n += 1
+            yield e
+
+    produce_messages(
+        producer, settings.topic(PREDICTIONS), prediction_messages(counted(generate(cfg)), batch)
+    )
     m = 0
     if with_outcomes:
         m = produce_messages(

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import orjson
+
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
+from schemas.events import batch_events, decode_json_object
 
 
 def _check_policy(
@@ -20,6 +23,25 @@ def _check_policy(
         raise InvalidEvent(
             "future_timestamp", f"timestamp is {timestamp - now:.0f}s ahead of the wall clock"
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One event of a ``predictions`` message: valid (``event``) or not (``error``)."""
+
+    index: int | None
+    """Its index in a batch envelope; None for a message holding one event."""
+    event: PredictionEvent | None
+    error: InvalidEvent | None
+    raw: bytes
+    """The event's own bytes (re-encoded for an event inside an envelope)."""
+
+
+def _encode(item: object) -> bytes:
+    try:
+        return orjson.dumps(item)
+    except (TypeError, orjson.JSONEncodeError):
+        return repr(item).encode()[:65536]
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +66,56 @@ class PredictionValidator:
         event = PredictionEvent.from_json(raw, self.max_bytes)
         _check_policy(event.tenant, event.timestamp, now, self.tenants, self.max_future_seconds)
         return event
+
+    def validate_message(self, raw: bytes | None, now: float | None) -> list[Item]:
+        """A ``predictions`` message -> its events, each valid or with its own reason.
+
+        A message is one PredictionEvent, or a batch envelope of many (``schemas.events.
+        batch_events``) of one tenant and model: each event inside is checked on its own, so
+        a bad one is dead-lettered (with its index) and its neighbours are applied. Raises
+        :class:`InvalidEvent` only for a message that is unusable as a whole.
+
+        >>> v = PredictionValidator()
+        >>> ok = {"event_id": "a", "tenant": "t", "model": "m", "model_version": "1",
+        ...       "timestamp": 0, "features": {}, "score": 0.5}
+        >>> raw = orjson.dumps({"schema": "driftwatch.prediction-batch/v1",
+        ...                     "events": [ok, {**ok, "event_id": "b", "score": 2}]})
+        >>> [(i.index, i.error.reason if i.error else i.event.event_id)
+        ...  for i in v.validate_message(raw, None)]
+        [(0, 'a'), (1, 'bad_value')]
+        """
+        if raw is None:
+            raise InvalidEvent("empty", "message has no value (tombstone)")
+        data = decode_json_object(raw, self.max_bytes)
+        items = batch_events(data)
+        if items is None:
+            event = PredictionEvent.from_dict(data)
+            _check_policy(
+                event.tenant, event.timestamp, now, self.tenants, self.max_future_seconds
+            )
+            return [Item(None, event, None, raw)]
+        out: list[Item] = []
+        stream: tuple[str, str] | None = None
+        for index, item in enumerate(items):
+            try:
+                if not isinstance(item, dict):
+                    raise InvalidEvent("wrong_type", "an event must be a JSON object")
+                event = PredictionEvent.from_dict(item)
+                _check_policy(
+                    event.tenant, event.timestamp, now, self.tenants, self.max_future_seconds
+                )
+                if stream is None:
+                    stream = (event.tenant, event.model)
+                elif (event.tenant, event.model) != stream:
+                    raise InvalidEvent(
+                        "mixed_streams",
+                        f"a batch holds one tenant and model ({stream[0]}/{stream[1]}), "
+                        f"this event is {event.tenant}/{event.model}",
+                    )
+                out.append(Item(index, event, None, _encode(item)))
+            except InvalidEvent as exc:
+                out.append(Item(index, None, exc, _encode(item)))
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ tests/integration/test_worker.py.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -179,3 +180,30 @@ def test_timer_waits_while_a_batch_holds_the_engine() -> None:
 
     during, after = asyncio.run(scenario())
     assert during == 0 and after == 1
+
+
+def test_an_envelope_applies_its_good_events_and_dead_letters_each_bad_one() -> None:
+    processor, _, letters, _, registry = make_processor()
+    good = list(stream(seed=2, days=1, per_day=30))
+    items = [e.to_dict() for e in good]
+    items.insert(3, {**items[0], "event_id": "bad", "score": 7})
+    items.insert(10, {**items[0], "event_id": "other", "tenant": "globex"})
+    envelope = json.dumps({"schema": "driftwatch.prediction-batch/v1", "events": items})
+    message = FakeEvent(FakeMessage("predictions", 0, 41, b"acme:fraud"), envelope.encode())
+    asyncio.run(processor.process_batch([message]))
+    got = [json.loads(v) for _, v in letters]
+    assert [(x["reason"], x["source_offset"], x["source_index"]) for x in got] == [
+        ("bad_value", 41, 3),
+        ("mixed_streams", 41, 10),
+    ]
+    assert json.loads(base64.b64decode(got[0]["original_b64"]))["event_id"] == "bad"
+    state = processor.engine.stream_state("acme", "fraud")
+    assert state is not None and state.events == 30
+    ok = registry.get_sample_value(
+        "driftwatch_events_total", {"topic": "predictions", "result": "ok"}
+    )
+    assert ok == 30
+    # The same envelope again (a redelivery): every event is recognised, nothing counted.
+    asyncio.run(processor.process_batch([message]))
+    state = processor.engine.stream_state("acme", "fraud")
+    assert state is not None and state.events == 30

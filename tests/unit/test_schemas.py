@@ -179,3 +179,40 @@ def test_retrain_and_model_events_match_their_schemas_and_round_trip() -> None:
     assert ModelEvent.from_dict(json.loads(m.to_json())) == m
     with pytest.raises(InvalidEvent):
         RetrainEvent.from_dict({"request_id": "x"})
+
+
+def test_batch_envelope_matches_its_schema_and_each_event_is_judged_alone() -> None:
+    import jsonschema
+    from referencing import Registry, Resource
+
+    envelope = {
+        "schema": "driftwatch.prediction-batch/v1",
+        "events": [
+            valid_prediction(event_id="a"),
+            valid_prediction(event_id="b", score=1.5),  # bad
+            valid_prediction(event_id="c", model="other"),  # another stream
+            "not an object",
+            valid_prediction(event_id="d"),
+        ],
+    }
+    registry = Registry().with_resource(
+        "prediction_event.json", Resource.from_contents(schema("prediction_event"))
+    )
+    validator = jsonschema.Draft202012Validator(schema("prediction_batch"), registry=registry)
+    ok = {**envelope, "events": [valid_prediction(event_id=x) for x in "ab"]}
+    validator.validate(ok)
+    assert not validator.is_valid({**envelope, "events": []})
+    items = PredictionValidator().validate_message(json.dumps(envelope).encode(), None)
+    got = [(i.index, i.event.event_id if i.event else i.error.reason) for i in items]  # type: ignore[union-attr]
+    assert got == [(0, "a"), (1, "bad_value"), (2, "mixed_streams"), (3, "wrong_type"), (4, "d")]
+    assert json.loads(items[1].raw)["event_id"] == "b"  # the bad event's own bytes
+    with pytest.raises(InvalidEvent, match="too_many_events"):
+        PredictionValidator(max_bytes=1 << 30).validate_message(
+            json.dumps({"schema": "driftwatch.prediction-batch/v1",
+                        "events": [valid_prediction()] * 10_001}).encode(), None)  # fmt: skip
+    with pytest.raises(InvalidEvent, match="bad_value"):
+        PredictionValidator().validate_message(b'{"schema": "other/v9", "events": []}', None)
+    # NaN inside an envelope: decoded by the standard library, reported as non-finite
+    raw = b'{"schema":"driftwatch.prediction-batch/v1","events":[' + json.dumps(
+        valid_prediction()).encode()[:-1] + b',"score":NaN}]}'  # fmt: skip
+    assert PredictionValidator().validate_message(raw, None)[0].error.reason == "non_finite"  # type: ignore[union-attr]
