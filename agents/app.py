@@ -333,7 +333,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types it loosely
     async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         revoked = args[0] if args else kwargs.get("revoked", ())
-        processor.forget_partitions({tp.partition for tp in revoked})
+        # Decoded state stays cached between batches; what another worker may now change
+        # is dropped (the tables are the truth when a partition comes back).
+        parts = {tp.partition for tp in revoked}
+        await processor.forget_partitions(parts)
+        if settings.join_outcomes:
+            await joins.forget(parts)
+            await performance.forget(parts)
 
     _ = (detect, advance_quiet_streams, on_revoked, notify, retrain_alerts, model_alerts,
          capture_loop)  # fmt: skip

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,6 +106,14 @@ class JoinProcessor:
     async def process_batch(self, events: Sequence[Any]) -> None:
         async with self._lock:
             await self._process_batch(events)
+
+    async def forget(self, partitions: Collection[int]) -> None:
+        """After a rebalance: drop the decoded records of given-up partitions."""
+        async with self._lock:
+            for partition in partitions:
+                joiner = self._joiners.pop(partition, None)
+                if joiner is not None:
+                    joiner.forget()
 
     async def _process_batch(self, events: Sequence[Any]) -> None:
         now = self.clock()

@@ -28,7 +28,7 @@ from agents.webhook import CHANNEL, WebhookConfig, WebhookNotifier
 from driftwatch.settings import Settings
 from schemas import InvalidEvent, ModelEvent, RetrainEvent
 from schemas.alerts import ALERT_SCHEMA, Alert, AlertDelivery, DeliveryStatus
-from streams.engine import Write
+from streams.keyed_state import Write
 
 log = logging.getLogger(__name__)
 

@@ -7,10 +7,11 @@ table, owned by the worker that owns its feature state.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -44,8 +45,19 @@ class PerformanceProcessor:
     _homes: dict[tuple[str, str], int] = field(default_factory=dict)
     _context: PartitionContext | None = None
     _seen: dict[str, int] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def process_batch(self, events: Sequence[Any]) -> None:
+        async with self._lock:
+            await self._process_batch(events)
+
+    async def forget(self, partitions: Collection[int]) -> None:
+        """After a rebalance: decoded state of given-up partitions is another worker's now
+        (waits for a batch in progress, whose state is then written)."""
+        async with self._lock:
+            self.monitor.forget(partitions)
+
+    async def _process_batch(self, events: Sequence[Any]) -> None:
         drifts: list[DriftEvent] = []
         for event in events:
             m = event.message

@@ -22,9 +22,10 @@ from agents.envelopes import JoinFrame, batch_join
 from agents.metrics import WorkerMetrics
 from schemas import DeadLetter, DriftEvent, InvalidEvent
 from schemas.events import POSITION_STRIDE
-from streams.engine import DriftEngine, Write
+from streams.engine import DriftEngine
 from streams.incidents import IncidentNotice
 from streams.ingest import PredictionValidator
+from streams.keyed_state import Write
 
 log = logging.getLogger(__name__)
 
@@ -285,10 +286,13 @@ class PredictionProcessor:
         await self._publish(drifts)
         self._persist()
 
-    def forget_partitions(self, partitions: set[int]) -> None:
-        """After a rebalance, state of revoked partitions belongs to another worker."""
-        for key in [k for k, a in self._activity.items() if a.partition in partitions]:
-            del self._activity[key]
+    async def forget_partitions(self, partitions: set[int]) -> None:
+        """After a rebalance, state of revoked partitions belongs to another worker: drop its
+        decoded copy (waits for a batch in progress, whose state is then written)."""
+        async with self._lock:
+            self.engine.forget(partitions)
+            for key in [k for k, a in self._activity.items() if a.partition in partitions]:
+                del self._activity[key]
 
     def _enter_partition(self, partition: int) -> None:
         if self._context is None:

@@ -35,8 +35,9 @@ from agents.processor import PredictionProcessor, TableStore
 from bench.throughput import FAST_DETECTION, bench_messages
 from driftwatch.settings import Settings
 from streams.config import EngineConfig
-from streams.engine import DriftEngine, MemoryStore
+from streams.engine import DriftEngine
 from streams.ingest import PredictionValidator
+from streams.keyed_state import MemoryStore
 
 Position = tuple[int, int]
 NO_CLOSE = "  same, no window tests"

@@ -119,6 +119,13 @@ class EngineConfig:
         62.0, "DRIFTWATCH_RETENTION_DAYS", "Window summaries older than this are deleted."
     )
     """Window summaries older than this (event time) are deleted; must cover the baseline."""
+    cached_windows: int = setting(
+        8192,
+        "DRIFTWATCH_CACHED_WINDOWS",
+        "Decoded feature windows kept in memory between batches (each a few KiB to ~100 KiB).",
+    )
+    """Decoded feature windows kept between batches: the open window of every active feature,
+    plus what the looks read. Beyond it the least recently changed are decoded again on use."""
     max_future_seconds: float = 3_600.0
     """Events stamped further than this ahead of the stream's event time are rejected."""
 
@@ -139,6 +146,8 @@ class EngineConfig:
             raise ValueError("min_window_count must be >= 1")
         if self.max_features_per_stream < 1:
             raise ValueError("max_features_per_stream must be >= 1")
+        if self.cached_windows < 0:
+            raise ValueError("cached_windows must be >= 0")
         if self.interim_seconds < 0 or self.seasonal_period_days < 0:
             raise ValueError("interim_seconds and seasonal_period_days must be >= 0")
         if not 0 <= self.interim_alpha_share < 1:

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Protocol
 
 from schemas import DriftEvent, DriftKind, InvalidEvent, PredictionEvent, Severity
 from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
 from streams.decision import benjamini_hochberg, debiased_effect, severity_for
 from streams.effects import effects, missing_rate_test
 from streams.incidents import IncidentNotice, closed_record, remember_closed
+from streams.keyed_state import MemoryStore, StateCache, StateStore, Write
 from streams.state import (
     RECENT_LEVELS,
     FeatureKind,
@@ -46,6 +46,9 @@ from streams.summary import (
     new_categories,
 )
 
+# MemoryStore is re-exported until driftwatch.backtest imports it from streams.keyed_state.
+__all__ = ["DriftEngine", "MemoryStore"]
+
 _BASELINE_CACHE_SIZE = 4096
 Picker = Callable[[str, FeatureWindow], Summary | None]
 """Which summary of a feature's window a test looks at (the whole window, a recent span)."""
@@ -60,44 +63,8 @@ def _whole_window(feature: str, fw: FeatureWindow) -> Summary | None:
 
 
 _Baseline = tuple[NumericSummary | CategoricalSummary, float, float] | None
+_BaselineKey = tuple[str, str, str, float, tuple[tuple[float, int], ...]]
 _DRIFT_NAMESPACE = uuid.UUID("6f1c2b1e-6d0b-4c55-9a59-3c1f4f8d2a10")
-
-
-class StateStore(Protocol):
-    """Where the engine keeps its state between batches."""
-
-    def get(self, key: str) -> bytes | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """One value to persist (``None`` deletes), and the partition whose state it belongs to."""
-
-    key: str
-    value: bytes | None
-    partition: int | None
-
-
-class MemoryStore:
-    """A dict-backed store for backtests and unit tests."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def apply(self, writes: Iterable[Write]) -> None:
-        for w in writes:
-            if w.value is None:
-                self.data.pop(w.key, None)
-            else:
-                self.data[w.key] = w.value
-
-    def scan(self, prefix: str) -> Iterator[tuple[str, bytes]]:
-        """Entries whose key starts with ``prefix``, in key order (``streams.views``)."""
-        for key in sorted(k for k in self.data if k.startswith(prefix)):
-            yield key, self.data[key]
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +121,7 @@ class FeatureTest:
 class DriftEngine:
     """Windowed feature-drift detection over prediction events.
 
+    >>> from streams.keyed_state import MemoryStore
     >>> engine = DriftEngine(EngineConfig(), MemoryStore())
     >>> engine.stats["events"]
     0
@@ -165,10 +133,12 @@ class DriftEngine:
         self.stats: Counter[str] = Counter()
         self.notices: list[IncidentNotice] = []
         """Incident changes since the caller last took them (:meth:`take_notices`)."""
-        self._streams: dict[str, StreamState] = {}
-        self._windows: dict[str, FeatureWindow | None] = {}
-        self._dirty: dict[str, int | None] = {}
-        self._deleted: set[str] = set()
+        self._streams: StateCache[StreamState] = StateCache(
+            store, StreamState.from_bytes, StreamState.to_bytes, capacity=1 << 30
+        )
+        self._windows: StateCache[FeatureWindow] = StateCache(
+            store, FeatureWindow.from_bytes, FeatureWindow.to_bytes, config.cached_windows
+        )
         # Per (stream, window): the feature windows already loaded and marked dirty since the
         # last flush, so the per-value path is one dict lookup and an append.
         self._hot: dict[tuple[str, float], dict[str, FeatureWindow]] = {}
@@ -178,7 +148,7 @@ class DriftEngine:
         self._pending: dict[tuple[str, float], list[tuple[PredictionEvent, Position | None]]] = {}
         # Merged baselines are derived data: kept across flushes (the same baseline serves a
         # window's 23 interim looks and its final test), keyed by the windows they merge.
-        self._baselines: dict[tuple[str, str, str, float, tuple[float, ...]], _Baseline] = {}
+        self._baselines: dict[_BaselineKey, _Baseline] = {}
 
     # ------------------------------------------------------------------ public API
 
@@ -214,11 +184,10 @@ class DriftEngine:
             if stream.last_closed is not None and window <= stream.last_closed:
                 stream.late_events += 1
                 self.stats["late_events"] += 1
-                self._baselines.clear()  # a late value may change a cached baseline
             self.stats["events"] += 1
         else:
             self.stats["duplicates_skipped"] += 1
-        self._mark(skey, stream.partition)
+        self._streams.mark(skey, stream.partition)
 
         self._pending.setdefault((skey, window), []).append((event, position))
         return drifts
@@ -232,7 +201,8 @@ class DriftEngine:
         looks = bool(cfg.interim_looks)
         missing = object()
         for (skey, window), items in self._pending.items():
-            stream = self._streams[skey]
+            stream = self._streams.cached(skey)
+            assert stream is not None
             tenant, model = stream.tenant, stream.model
             hot = self._hot.setdefault((skey, window), {})
             positions = [p for _, p in items]
@@ -255,8 +225,9 @@ class DriftEngine:
                     if fw is None:
                         is_open = stream.last_closed is None or window > stream.last_closed
                         fw = FeatureWindow.new(feature_kind, recent=is_open and looks)
-                        self._windows[wkey] = fw
-                    self._mark(wkey, stream.partition)
+                        self._windows.put(wkey, fw, stream.partition)
+                    else:
+                        self._windows.mark(wkey, stream.partition)
                     hot[name] = fw
                 column = [e.features.get(name, missing) for e, _ in items]
                 if any(v is missing for v in column):
@@ -282,34 +253,30 @@ class DriftEngine:
             return []
         stream = self._stream(tenant, model)
         drifts = self._advance(stream, event_time)
-        self._mark(key, stream.partition)
+        self._streams.mark(key, stream.partition)
         return drifts
 
-    def flush(self, keep_cache: bool = False) -> list[Write]:
-        """The state changed since the last flush, to persist; then forget the decoded cache."""
+    def flush(self, keep_cache: bool = True) -> list[Write]:
+        """The state changed since the last flush, to persist. Decoded state stays cached
+        (bounded: ``EngineConfig.cached_windows``) unless ``keep_cache`` is false."""
         self._apply_pending()
-        writes: list[Write] = []
-        for key, partition in self._dirty.items():
-            if key in self._deleted:
-                writes.append(Write(key, None, partition))
-                continue
-            value = self._encoded(key)
-            if value is not None:
-                writes.append(Write(key, value, partition))
-        self._dirty.clear()
-        self._deleted.clear()
+        writes = self._streams.flush() + self._windows.flush()
         self._hot.clear()
         if not keep_cache:
-            self._streams.clear()
-            self._windows.clear()
+            self.forget()
         return writes
 
+    def forget(self, partitions: Collection[int] | None = None) -> None:
+        """Drop decoded state (of ``partitions``, or all): after those partitions were given up
+        to another worker, the store is the truth again. Call after :meth:`flush`."""
+        self._apply_pending()
+        self._hot.clear()
+        self._streams.forget(partitions)
+        self._windows.forget(partitions)
+        self._baselines.clear()
+
     def stream_state(self, tenant: str, model: str) -> StreamState | None:
-        key = stream_key(tenant, model)
-        if key in self._streams:
-            return self._streams[key]
-        raw = self.store.get(key)
-        return None if raw is None else StreamState.from_bytes(raw)
+        return self._streams.get(stream_key(tenant, model))
 
     def feature_window(
         self, tenant: str, model: str, window_start: float, feature: str
@@ -323,37 +290,16 @@ class DriftEngine:
         key = stream_key(tenant, model)
         stream = self._streams.get(key)
         if stream is None:
-            raw = self.store.get(key)
-            stream = StreamState(tenant, model) if raw is None else StreamState.from_bytes(raw)
-            self._streams[key] = stream
+            stream = StreamState(tenant, model)
+            self._streams.put(key, stream)  # written once it has a partition (observe)
         return stream
 
     def _window(self, key: str) -> FeatureWindow | None:
-        if key in self._windows:
-            return self._windows[key]
-        if key in self._deleted:
-            return None
-        raw = self.store.get(key)
-        fw = None if raw is None else FeatureWindow.from_bytes(raw)
-        self._windows[key] = fw
-        return fw
-
-    def _mark(self, key: str, partition: int | None) -> None:
-        if self._dirty.get(key, -2) != partition or key in self._deleted:
-            self._dirty[key] = partition
-            self._deleted.discard(key)
+        return self._windows.get(key)
 
     def _delete(self, key: str, partition: int | None) -> None:
-        self._dirty[key] = partition
-        self._deleted.add(key)
-        self._windows.pop(key, None)
+        self._windows.delete(key, partition)
         self._hot.clear()
-
-    def _encoded(self, key: str) -> bytes | None:
-        if key in self._streams:
-            return self._streams[key].to_bytes()
-        fw = self._windows.get(key)
-        return None if fw is None else fw.to_bytes()
 
     # ------------------------------------------------------------------ detection
 
@@ -490,7 +436,7 @@ class DriftEngine:
             fw = self._window(key)
             if fw is not None and fw.recent is not None:
                 fw.recent = None
-                self._mark(key, stream.partition)
+                self._windows.mark(key, stream.partition)
 
     def _expire(self, stream: StreamState, newest_closed: float) -> None:
         horizon = newest_closed - self.config.retention_days * DAY
@@ -506,8 +452,12 @@ class DriftEngine:
         self, stream: StreamState, feature: str, window: float
     ) -> tuple[NumericSummary | CategoricalSummary, float, float] | None:
         cfg = self.config
-        used = [w for w in cfg.baseline_candidates(window) if w in stream.window_events]
-        cache_key = (stream.tenant, stream.model, feature, window, tuple(used))
+        counts = stream.window_events
+        used = [w for w in cfg.baseline_candidates(window) if w in counts]
+        # Keyed by what went into it: a late event into a baseline window changes its count,
+        # so a stale merge is never found again (and is dropped with the oldest entries).
+        cache_key = (stream.tenant, stream.model, feature, window,
+                     tuple((w, counts[w]) for w in used))  # fmt: skip
         if cache_key in self._baselines:
             return self._baselines[cache_key]
         merged: NumericSummary | CategoricalSummary | None = None
@@ -705,7 +655,7 @@ class DriftEngine:
                     extra=t.describe() | ({} if span is None else {"span_seconds": span}),
                 )
             )
-        self._mark(stream_key(stream.tenant, stream.model), stream.partition)
+        self._streams.mark(stream_key(stream.tenant, stream.model), stream.partition)
         self.stats["drift_events"] += len(events)
         return events
 
@@ -725,7 +675,7 @@ class DriftEngine:
                 _effect_floor(cfg, r.test), t.incident_key in drifting, t.window_count,
                 t.baseline_count,
             ]  # fmt: skip
-            self._mark(key, stream.partition)
+            self._windows.mark(key, stream.partition)
 
     def _resolve(self, stream: StreamState, key: str, incident: Incident, window: float) -> None:
         book = stream.incidents

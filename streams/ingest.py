@@ -90,9 +90,7 @@ class PredictionValidator:
         items = batch_events(data)
         if items is None:
             event = PredictionEvent.from_dict(data)
-            _check_policy(
-                event.tenant, event.timestamp, now, self.tenants, self.max_future_seconds
-            )
+            _check_policy(event.tenant, event.timestamp, now, self.tenants, self.max_future_seconds)
             return [Item(None, event, None, raw)]
         out: list[Item] = []
         stream: tuple[str, str] | None = None

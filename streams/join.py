@@ -36,7 +36,7 @@ from typing import Any
 
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
 from streams.config import DAY
-from streams.engine import StateStore, Write
+from streams.keyed_state import StateCache, StateStore, Write
 from streams.state import Position
 
 POSITIVE_LABELS = frozenset({"1", "true", "yes", "positive", "fraud", "conflict"})
@@ -63,6 +63,9 @@ class JoinConfig:
     retention_days: float = 30.0
     """Predictions wait this long (event time) for their outcome; outcomes for their
     prediction."""
+    cached_records: int = 16_384
+    """Decoded join records kept between batches (a record is touched by its prediction and
+    its outcome, often batches apart; beyond this they are read back from the store)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,10 @@ def _index_key(partition: int, day: int, chunk: int) -> str:
     return json.dumps(["x", partition, day, chunk])
 
 
+def _encode_record(record: dict[str, Any]) -> bytes:
+    return json.dumps(record).encode()
+
+
 def _meta_key(partition: int) -> str:
     return json.dumps(["xm", partition])
 
@@ -145,7 +152,7 @@ def _pos(raw: list[int] | None) -> Position | None:
 class OutcomeJoiner:
     """Joins outcomes to predictions by ``event_id``, once each, whatever the order.
 
-    >>> from streams.engine import MemoryStore
+    >>> from streams.keyed_state import MemoryStore
     >>> j = OutcomeJoiner(JoinConfig(), MemoryStore())
     >>> p = PredictionEvent("e1", "acme", "fraud", "v1", 0.0, {"x": 1.0}, 0.9)
     >>> j.on_prediction(p, origin=(0, 5)).joined is None
@@ -166,9 +173,11 @@ class OutcomeJoiner:
         self.partition = partition
         """The partition this joiner's keys belong to (its index keys name it)."""
         self.stats = JoinStats()
-        self._records: dict[str, dict[str, Any] | None] = {}
-        self._dirty: set[str] = set()
-        self._meta: dict[str, Any] | None = None
+        # Records, index chunks and the partition's meta: JSON values (the meta's clocks
+        # start at -inf, which json writes and reads back).
+        self._records: StateCache[dict[str, Any]] = StateCache(
+            store, json.loads, _encode_record, config.cached_records
+        )
 
     # ------------------------------------------------------------------ events
 
@@ -282,15 +291,13 @@ class OutcomeJoiner:
             for chunk in range(count // INDEX_CHUNK + 1):
                 ikey = _index_key(self.partition, day, chunk)
                 index = self._record(ikey)  # cache first: it may be this batch's
-                self._records[ikey] = None
-                self._dirty.add(ikey)
+                self._records.delete(ikey, self.partition)
                 for key in [] if index is None else index["k"]:
                     record = self._record(key)
                     if record is None:
                         continue
                     if "tomb" in record:  # its second retention is over too
-                        self._records[key] = None
-                        self._dirty.add(key)
+                        self._records.delete(key, self.partition)
                         continue
                     if "prediction" not in record and record.get("outcome") is not None:
                         gone.append(
@@ -307,23 +314,16 @@ class OutcomeJoiner:
                     self._index(key, clock)
                     self.stats.expired_records += 1
             del meta["days"][day_s]
-            self._dirty.add(_meta_key(self.partition))
+            self._records.mark(_meta_key(self.partition), self.partition)
         return gone
 
     def flush(self) -> list[Write]:
-        writes = []
-        meta_key = _meta_key(self.partition)
-        for key in sorted(self._dirty):
-            if key == meta_key and self._meta is not None:
-                writes.append(Write(key, json.dumps(self._meta).encode(), None))
-                continue
-            record = self._records.get(key)
-            value = None if record is None else json.dumps(record).encode()
-            writes.append(Write(key, value, None))
-        self._dirty.clear()
-        self._records.clear()
-        self._meta = None
-        return writes
+        """What changed since the last flush, to persist (decoded records stay cached)."""
+        return self._records.flush()
+
+    def forget(self) -> None:
+        """Drop decoded records (this partition was given up to another worker)."""
+        self._records.forget()
 
     # ------------------------------------------------------------------ internals
 
@@ -332,16 +332,18 @@ class OutcomeJoiner:
         return LabeledPrediction(prediction, outcome.label, outcome.timestamp)
 
     def _load_meta(self) -> dict[str, Any]:
-        if self._meta is None:
-            raw = self.store.get(_meta_key(self.partition))
-            self._meta = {"clock": -math.inf, "days": {}} if raw is None else json.loads(raw)
-        return self._meta
+        key = _meta_key(self.partition)
+        meta = self._records.get(key)
+        if meta is None:
+            meta = {"clock": -math.inf, "days": {}}
+            self._records.put(key, meta, self.partition)
+        return meta
 
     def _advance(self, ts: float, clock: str = "clock") -> None:
         meta = self._load_meta()
         if ts > meta.get(clock, -math.inf):
             meta[clock] = ts
-            self._dirty.add(_meta_key(self.partition))
+            self._records.mark(_meta_key(self.partition), self.partition)
 
     def _index(self, key: str, ts: float) -> None:
         """Remember ``key`` under the day it was made, for :meth:`expire`."""
@@ -352,24 +354,16 @@ class OutcomeJoiner:
         ikey = _index_key(self.partition, int(day), n // INDEX_CHUNK)
         keys = self._records.get(ikey)
         if keys is None:
-            raw = self.store.get(ikey)
-            keys = {"k": []} if raw is None else json.loads(raw)
+            keys = {"k": []}
         keys["k"].append(key)
-        self._records[ikey] = keys
-        self._dirty.add(ikey)
-        self._dirty.add(_meta_key(self.partition))
+        self._records.put(ikey, keys, self.partition)
+        self._records.mark(_meta_key(self.partition), self.partition)
 
     def _record(self, key: str) -> dict[str, Any] | None:
-        if key in self._records:
-            return self._records[key]
-        raw = self.store.get(key)
-        record: dict[str, Any] | None = None if raw is None else json.loads(raw)
-        self._records[key] = record
-        return record
+        return self._records.get(key)
 
     def _put(self, key: str, record: dict[str, Any]) -> None:
-        self._records[key] = record
-        self._dirty.add(key)
+        self._records.put(key, record, self.partition)
 
     def _reject(self, reason: str) -> None:
         self.stats.rejected[reason] = self.stats.rejected.get(reason, 0) + 1

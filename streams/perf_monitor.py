@@ -44,6 +44,7 @@ import math
 import struct
 import uuid
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,8 +53,8 @@ from scipy import stats
 from schemas import DriftEvent, DriftKind, Severity, format_timestamp
 from streams.config import DAY, PerformanceConfig
 from streams.decision import benjamini_hochberg
-from streams.engine import StateStore, Write
 from streams.incidents import IncidentNotice, closed_record, remember_closed
+from streams.keyed_state import StateCache, StateStore, Write
 from streams.performance import (
     CalibrationMap,
     PerformanceSummary,
@@ -246,7 +247,7 @@ class PerformanceMonitor:
     """Keeps the performance history of joined predictions and raises performance drift.
 
     >>> import numpy as np
-    >>> from streams.engine import MemoryStore
+    >>> from streams.keyed_state import MemoryStore
     >>> mon = PerformanceMonitor(PerformanceConfig(pr_auc_floor=0.5), MemoryStore())
     >>> rng = np.random.default_rng(3)
     >>> events = []
@@ -270,10 +271,12 @@ class PerformanceMonitor:
         self.stats: Counter[str] = Counter()
         self.notices: list[IncidentNotice] = []
         """Incident changes since the caller last took them (:meth:`take_notices`)."""
-        self._streams: dict[str, PerfStream] = {}
-        self._windows: dict[str, PerfWindow | None] = {}
-        self._dirty: set[str] = set()
-        self._deleted: set[str] = set()
+        self._streams: StateCache[PerfStream] = StateCache(
+            store, PerfStream.from_bytes, PerfStream.to_bytes, capacity=1 << 30
+        )
+        self._windows: StateCache[PerfWindow] = StateCache(
+            store, PerfWindow.from_bytes, PerfWindow.to_bytes, config.engine.cached_windows
+        )
         self._rate_tests: dict[tuple[str, float], _RateBaseline | None] = {}
         """Per (stream, window): the sequential test against its baseline, until the next
         flush (a baseline window's late labels can still move its bound a little)."""
@@ -294,7 +297,7 @@ class PerformanceMonitor:
         win, wkey = self._window_for(stream, w)
         if _guard(win.offsets, position):
             win.versions.setdefault(version, PerformanceSummary()).add_prediction(score)
-            self._dirty.add(wkey)
+            self._windows.mark(wkey)
         if not _guard(stream.offsets, position):
             return []
         stream.latest_version = version
@@ -319,7 +322,7 @@ class PerformanceMonitor:
         if _guard(win.offsets, position):
             summary = win.versions.setdefault(version, PerformanceSummary())
             summary.add_label(score, label)
-            self._dirty.add(wkey)
+            self._windows.mark(wkey)
             self.stats["labels"] += 1
             look = win.looks.get(version, 0)
             if look < cfg.max_looks and summary.labelled >= cfg.milestone(look):
@@ -345,18 +348,10 @@ class PerformanceMonitor:
         return sorted((s.tenant, s.model) for s in self._streams.values())
 
     def window(self, tenant: str, model: str, window: float) -> PerfWindow | None:
-        key = perf_window_key(tenant, model, window)
-        if key in self._windows:
-            return self._windows[key]
-        raw = self.store.get(key)
-        return None if raw is None else PerfWindow.from_bytes(raw)
+        return self._windows.get(perf_window_key(tenant, model, window))
 
     def stream_state(self, tenant: str, model: str) -> PerfStream | None:
-        key = perf_stream_key(tenant, model)
-        if key in self._streams:
-            return self._streams[key]
-        raw = self.store.get(key)
-        return None if raw is None else PerfStream.from_bytes(raw)
+        return self._streams.get(perf_stream_key(tenant, model))
 
     def history(self, tenant: str, model: str) -> list[dict[str, Any]]:
         """The performance history of a stream, oldest window first."""
@@ -368,23 +363,20 @@ class PerformanceMonitor:
                 rows.append(history_row(tenant, model, version, w, s))
         return rows
 
-    def flush(self, keep_cache: bool = False) -> list[Write]:
-        writes: list[Write] = []
-        for key in sorted(self._dirty):
-            if key in self._deleted:
-                writes.append(Write(key, None, None))
-            elif key in self._streams:
-                writes.append(Write(key, self._streams[key].to_bytes(), None))
-            else:
-                win = self._windows.get(key)
-                writes.append(Write(key, None if win is None else win.to_bytes(), None))
-        self._dirty.clear()
-        self._deleted.clear()
+    def flush(self, keep_cache: bool = True) -> list[Write]:
+        """The state changed since the last flush, to persist (decoded state stays cached,
+        bounded, unless ``keep_cache`` is false)."""
+        writes = sorted(self._streams.flush() + self._windows.flush(), key=lambda w: w.key)
         self._rate_tests.clear()
         if not keep_cache:
-            self._streams.clear()
-            self._windows.clear()
+            self.forget()
         return writes
+
+    def forget(self, partitions: Collection[int] | None = None) -> None:
+        """Drop decoded state (after partitions were given up; see ``StateCache.forget``)."""
+        self._streams.forget(partitions)
+        self._windows.forget(partitions)
+        self._rate_tests.clear()
 
     # ------------------------------------------------------------------ clock
 
@@ -392,7 +384,7 @@ class PerformanceMonitor:
         if event_time <= stream.clock:
             return []
         stream.clock = event_time
-        self._dirty.add(perf_stream_key(stream.tenant, stream.model))
+        self._streams.mark(perf_stream_key(stream.tenant, stream.model))
         if event_time < stream.next_due:
             return []
         cfg = self.config
@@ -420,11 +412,11 @@ class PerformanceMonitor:
             win, _ = self._window_for(stream, w)
             if closed and not win.estimated:
                 win.estimated = True
-                self._dirty.add(perf_window_key(stream.tenant, stream.model, w))
+                self._windows.mark(perf_window_key(stream.tenant, stream.model, w))
                 events += self._estimate(stream, w, win, event_time)
             if settled and not win.final:
                 win.final = True
-                self._dirty.add(perf_window_key(stream.tenant, stream.model, w))
+                self._windows.mark(perf_window_key(stream.tenant, stream.model, w))
                 for version in sorted(win.versions):
                     events += self._judge(stream, w, win, version, event_time, final=True)
         stream.next_due = next_due
@@ -622,7 +614,7 @@ class PerformanceMonitor:
         cfg = self.config.engine
         book = stream.incidents
         win.raised.append(key)
-        self._dirty.add(perf_window_key(stream.tenant, stream.model, window))
+        self._windows.mark(perf_window_key(stream.tenant, stream.model, window))
         incident = book.open.get(key)
         counted = stream.counted.setdefault(key, [])
         changes: list[str] = []
@@ -662,7 +654,7 @@ class PerformanceMonitor:
                     {"estimated": True} if top.extra.get("estimated") else {},
                 )
             )  # fmt: skip
-        self._dirty.add(perf_stream_key(stream.tenant, stream.model))
+        self._streams.mark(perf_stream_key(stream.tenant, stream.model))
         metrics = {
             "predictions": summary.predictions,
             "labelled": summary.labelled,
@@ -741,34 +733,30 @@ class PerformanceMonitor:
         key = perf_stream_key(tenant, model)
         stream = self._streams.get(key)
         if stream is None:
-            raw = self.store.get(key)
-            stream = PerfStream(tenant, model) if raw is None else PerfStream.from_bytes(raw)
-            self._streams[key] = stream
+            stream = PerfStream(tenant, model)
+            self._streams.put(key, stream)
         return stream
 
     def _window_for(self, stream: PerfStream, w: float) -> tuple[PerfWindow, str]:
         key = perf_window_key(stream.tenant, stream.model, w)
         win = self._windows.get(key)
         if win is None:
-            raw = self.store.get(key)
-            win = PerfWindow() if raw is None else PerfWindow.from_bytes(raw)
-            self._windows[key] = win
+            win = PerfWindow()
+            self._windows.put(key, win)
         if not stream.windows or stream.windows[-1] < w or w not in stream.windows:
             stream.windows.append(w)
             stream.windows.sort()
             ecfg = self.config.engine
             close_at = w + ecfg.window_seconds + ecfg.allowed_lateness_seconds
             stream.next_due = min(stream.next_due, close_at)
-            self._dirty.add(perf_stream_key(stream.tenant, stream.model))
+            self._streams.mark(perf_stream_key(stream.tenant, stream.model))
         return win, key
 
     def _drop_window(self, stream: PerfStream, w: float) -> None:
         key = perf_window_key(stream.tenant, stream.model, w)
         stream.windows.remove(w)
-        self._windows[key] = None
-        self._dirty.add(key)
-        self._deleted.add(key)
-        self._dirty.add(perf_stream_key(stream.tenant, stream.model))
+        self._windows.delete(key)
+        self._streams.mark(perf_stream_key(stream.tenant, stream.model))
 
 
 def _ndtr(z: float) -> float:

@@ -26,7 +26,7 @@ from driftwatch.backtest import run_backtest
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate, generate_outcomes
 from schemas import ModelAction, ModelEvent, RetrainEvent, RetrainStatus
 from streams.config import EngineConfig, PerformanceConfig
-from streams.engine import MemoryStore
+from streams.keyed_state import MemoryStore
 
 START = 1_767_225_600.0
 DAY = 86_400.0

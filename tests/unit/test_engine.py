@@ -9,7 +9,8 @@ import pytest
 
 from schemas import DriftEvent, InvalidEvent, PredictionEvent, Severity
 from streams.config import DAY, EngineConfig
-from streams.engine import DriftEngine, MemoryStore
+from streams.engine import DriftEngine
+from streams.keyed_state import MemoryStore
 from streams.state import FeatureWindow
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z

@@ -11,8 +11,8 @@ from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_sco
 from driftwatch.simulate import SimulationConfig, generate, generate_outcomes
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
 from streams.config import DAY, PerformanceConfig
-from streams.engine import MemoryStore
 from streams.join import JoinConfig, LabeledPrediction, OutcomeJoiner, binary_label
+from streams.keyed_state import MemoryStore
 from streams.perf_monitor import PerformanceMonitor
 
 T0 = 1_767_225_600.0

@@ -10,7 +10,7 @@ import pytest
 
 from schemas import DriftEvent, Severity
 from streams.config import DAY, PerformanceConfig
-from streams.engine import MemoryStore
+from streams.keyed_state import MemoryStore
 from streams.perf_monitor import PerformanceMonitor, PerfStream, PerfWindow
 
 T0 = 1_767_225_600.0

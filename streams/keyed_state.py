@@ -1,0 +1,219 @@
+"""The one state machinery of the engine, the performance monitor and the join.
+
+Each keeps its state as values in a key-value store (a Faust RocksDB table with a changelog in
+the worker, a dict in a backtest). :class:`StateCache` is how they all use it:
+
+* a value is decoded once and then changed in place; it stays decoded across batches (the
+  next batch of the same stream costs no decode), up to ``capacity`` clean values, oldest used
+  first out;
+* changed values are tracked (with the partition whose state they are) and handed back,
+  encoded, by :meth:`StateCache.flush`: the caller writes them to the store, which writes the
+  changelog — only what changed is written;
+* :meth:`StateCache.forget` drops decoded values of partitions this process gave up: another
+  worker owns (and changes) them now, the store is the truth again when they come back.
+
+Offset guard: every value that counts events carries ``offsets`` (source partition -> last
+offset applied) and :func:`guard` admits a position only once, so re-reading events after a
+crash (at-least-once delivery, no Kafka transactions) never counts them twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+Position = tuple[int, int]
+"""(partition, offset) of the source message, or None offline."""
+
+V = TypeVar("V")
+
+
+class StateStore(Protocol):
+    """Where state lives between batches."""
+
+    def get(self, key: str) -> bytes | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One value to persist (``None`` deletes), and the partition whose state it belongs to
+    (``None``: the partition of the message being processed)."""
+
+    key: str
+    value: bytes | None
+    partition: int | None
+
+
+class MemoryStore:
+    """A dict-backed store for backtests and unit tests."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def apply(self, writes: Iterable[Write]) -> None:
+        for w in writes:
+            if w.value is None:
+                self.data.pop(w.key, None)
+            else:
+                self.data[w.key] = w.value
+
+    def scan(self, prefix: str) -> Iterator[tuple[str, bytes]]:
+        """Entries whose key starts with ``prefix``, in key order (``streams.views``)."""
+        for key in sorted(k for k in self.data if k.startswith(prefix)):
+            yield key, self.data[key]
+
+
+def guard(offsets: dict[int, int], position: Position | None) -> bool:
+    """Record ``position``; False when it (or a later offset of its partition) was applied.
+
+    >>> seen: dict[int, int] = {}
+    >>> guard(seen, (0, 5)), guard(seen, (0, 5)), guard(seen, (0, 4)), guard(seen, (1, 0))
+    (True, False, False, True)
+    """
+    if position is None:
+        return True
+    partition, offset = position
+    if offsets.get(partition, -1) >= offset:
+        return False
+    offsets[partition] = offset
+    return True
+
+
+def guard_many(offsets: dict[int, int], positions: list[Position | None]) -> list[int]:
+    """:func:`guard` for each position in order; the indices of those admitted.
+
+    >>> guard_many({0: 3}, [(0, 2), (0, 4), (0, 4), None, (1, 0)])
+    [1, 3, 4]
+    """
+    keep: list[int] = []
+    for k, position in enumerate(positions):
+        if position is None:
+            keep.append(k)
+            continue
+        partition, offset = position
+        if offsets.get(partition, -1) >= offset:
+            continue
+        offsets[partition] = offset
+        keep.append(k)
+    return keep
+
+
+def offsets_to_json(offsets: dict[int, int]) -> dict[str, int]:
+    return {str(p): o for p, o in offsets.items()}
+
+
+def offsets_from_json(raw: dict[str, int]) -> dict[int, int]:
+    return {int(p): int(o) for p, o in raw.items()}
+
+
+class StateCache(Generic[V]):
+    """Decoded values of a store: read once, changed in place, written back when changed.
+
+    >>> store = MemoryStore()
+    >>> cache = StateCache(store, decode=bytes.decode, encode=str.encode, capacity=2)
+    >>> cache.put("a", "one", partition=0)
+    >>> store.apply(cache.flush())
+    >>> store.data
+    {'a': b'one'}
+    >>> cache.get("a"), cache.get("b")
+    ('one', None)
+    >>> cache.delete("a", partition=0)
+    >>> [(w.key, w.value, w.partition) for w in cache.flush()]
+    [('a', None, 0)]
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        decode: Callable[[bytes], V],
+        encode: Callable[[V], bytes],
+        capacity: int = 4096,
+    ) -> None:
+        self.store = store
+        self.decode = decode
+        self.encode = encode
+        self.capacity = capacity
+        """Clean decoded values kept after a flush (changed ones are kept until flushed)."""
+        self._values: dict[str, V | None] = {}
+        self._partitions: dict[str, int | None] = {}
+        self._dirty: dict[str, int | None] = {}
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._values
+
+    def get(self, key: str) -> V | None:
+        """The value (decoded from the store on first use), or None if there is none."""
+        if key in self._values:
+            return self._values[key]
+        raw = self.store.get(key)
+        value = None if raw is None else self.decode(raw)
+        self._values[key] = value
+        return value
+
+    def cached(self, key: str) -> V | None:
+        """The decoded value if it is in the cache (no store read)."""
+        return self._values.get(key)
+
+    def values(self) -> list[V]:
+        """The decoded values in the cache (not the store's)."""
+        return [v for v in self._values.values() if v is not None]
+
+    def put(self, key: str, value: V, partition: int | None = None) -> None:
+        """Set ``key`` to ``value`` and remember to write it."""
+        self._values[key] = value
+        self.mark(key, partition)
+
+    def mark(self, key: str, partition: int | None = None) -> None:
+        """The value of ``key`` was changed in place: write it at the next flush."""
+        if key not in self._dirty or self._dirty[key] != partition:
+            self._dirty[key] = partition
+            self._partitions[key] = partition
+            if key in self._values:  # in use: last in line to be forgotten
+                self._values[key] = self._values.pop(key)
+
+    def delete(self, key: str, partition: int | None = None) -> None:
+        self._values[key] = None
+        self._dirty[key] = partition
+        self._partitions[key] = partition
+
+    def dirty(self) -> Collection[str]:
+        return self._dirty.keys()
+
+    def flush(self) -> list[Write]:
+        """The changed values, encoded, in key order (deterministic changelogs); then the
+        oldest clean values beyond ``capacity`` are forgotten."""
+        writes: list[Write] = []
+        for key in sorted(self._dirty):
+            value = self._values.get(key)
+            writes.append(
+                Write(key, None if value is None else self.encode(value), self._dirty[key])
+            )
+        self._dirty.clear()
+        excess = len(self._values) - self.capacity
+        if excess > 0:
+            for key in list(self._values)[:excess]:
+                del self._values[key]
+                self._partitions.pop(key, None)
+        return writes
+
+    def forget(self, partitions: Collection[int] | None = None) -> None:
+        """Drop decoded values (all, or those of ``partitions`` and of no known partition).
+        Call after a flush: changes not flushed yet are dropped too."""
+        if partitions is None:
+            self._values.clear()
+            self._partitions.clear()
+            self._dirty.clear()
+            return
+        for key in list(self._values):
+            part = self._partitions.get(key)
+            if part is None or part in partitions:
+                del self._values[key]
+                self._partitions.pop(key, None)
+                self._dirty.pop(key, None)
