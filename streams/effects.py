@@ -23,7 +23,9 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special, stats
 
-from streams.summary import CategoricalSummary, NumericSummary, TestResult
+from streams.categorical_summary import CategoricalSummary
+from streams.numeric_summary import NumericSummary
+from streams.summary import TestResult
 
 __all__ = [
     "Effects",
@@ -68,7 +70,7 @@ def quantile_cuts(baseline: NumericSummary, bins: int) -> FloatArray:
         raise ValueError("bins must be >= 2")
     if baseline.count == 0:
         raise ValueError("quantiles of an empty summary")
-    edges = np.unique(baseline._edges())
+    edges = np.unique(baseline.edges())
     at = baseline.cdf(edges)
     left = baseline.cdf(np.nextafter(edges, -np.inf))
     qs = np.arange(1, bins, dtype=np.float64) / bins
@@ -242,7 +244,7 @@ def wasserstein_normalized(window: NumericSummary, baseline: NumericSummary) -> 
     std = baseline.std
     if std == 0.0:
         return 0.0
-    edges = np.union1d(window._edges(), baseline._edges())
+    edges = np.union1d(window.edges(), baseline.edges())
     if edges.size < 2:
         return 0.0
     lo, hi = edges[:-1], np.nextafter(edges[1:], -np.inf)
