@@ -1,4 +1,5 @@
-"""Unit tests for streams.summary: bounded summaries, their error bound, and the drift tests."""
+"""Unit tests of the feature summaries (bounded, with an error bound) and the KS and chi-square
+tests on them."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import pytest
 from scipy import stats
 
 from streams.categorical_summary import CategoricalSummary
+from streams.drift_tests.chi2 import chi2_test
+from streams.drift_tests.ks import ks_test
+from streams.effects import new_categories
 from streams.numeric_summary import NumericSummary
-from streams.summary import chi2_test, ks_test, new_categories
 
 MAX_BYTES = 16 * 1024
 
