@@ -1,4 +1,4 @@
-"""Effect sizes (how *much* a feature drifted) and a missing-rate test, on window summaries.
+"""Effect sizes (how *much* a feature drifted) on window summaries, for DriftEvents.
 
 A p-value says whether a difference is real; with 45,000 baseline rows almost any difference
 is. These measures say whether it is *large*, on scales people already read: PSI (credit-risk
@@ -15,22 +15,23 @@ Pure statistics: numpy + scipy only.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import special, stats
+from scipy import special
 
-from streams.summary import CategoricalSummary, NumericSummary, TestResult
+from streams.categorical_summary import CategoricalSummary
+from streams.numeric_summary import NumericSummary
 
 __all__ = [
     "Effects",
+    "drift_extras",
     "effects",
     "js_distance_categorical",
     "js_distance_numeric",
-    "missing_rate_test",
+    "new_categories",
     "psi_categorical",
     "psi_numeric",
     "quantile_cuts",
@@ -68,7 +69,7 @@ def quantile_cuts(baseline: NumericSummary, bins: int) -> FloatArray:
         raise ValueError("bins must be >= 2")
     if baseline.count == 0:
         raise ValueError("quantiles of an empty summary")
-    edges = np.unique(baseline._edges())
+    edges = np.unique(baseline.edges())
     at = baseline.cdf(edges)
     left = baseline.cdf(np.nextafter(edges, -np.inf))
     qs = np.arange(1, bins, dtype=np.float64) / bins
@@ -152,8 +153,8 @@ def psi_categorical(
 ) -> float:
     """Population Stability Index over the union of categories.
 
-    How: proportions ``count / total`` per category (missing excluded; see
-    ``missing_rate_test``), floored at ``eps``, ``sum((p_w - p_b) * ln(p_w / p_b))``. A
+    How: proportions ``count / total`` per category (missing excluded; the missing-rate
+    test watches those), floored at ``eps``, ``sum((p_w - p_b) * ln(p_w / p_b))``. A
     category absent on one side contributes ``(p - eps) * ln(p / eps)``. Limits: ``OTHER``
     is compared as one category, so if the two sides folded different categories into it
     the PSI can be off by up to what the folded shares allow.
@@ -242,7 +243,7 @@ def wasserstein_normalized(window: NumericSummary, baseline: NumericSummary) -> 
     std = baseline.std
     if std == 0.0:
         return 0.0
-    edges = np.union1d(window._edges(), baseline._edges())
+    edges = np.union1d(window.edges(), baseline.edges())
     if edges.size < 2:
         return 0.0
     lo, hi = edges[:-1], np.nextafter(edges[1:], -np.inf)
@@ -256,90 +257,6 @@ def wasserstein_normalized(window: NumericSummary, baseline: NumericSummary) -> 
         crossing = np.where(total > 0.0, (a * a + b * b) / (2.0 * total), 0.0)
     area = np.where(same_sign, 0.5 * total, crossing) * h
     return float(area.sum()) / std
-
-
-# --------------------------------------------------------------------------- missing rate
-
-
-def missing_rate_test(
-    window_missing: int, window_total: int, baseline_missing: int, baseline_total: int
-) -> TestResult:
-    """Two-sided pooled two-proportion z-test: did the share of missing values change?
-
-    Why: an upstream field going null is one of the most common real "drift" causes and is
-    invisible to tests on the non-missing values. Totals include the missing rows (for a
-    summary: ``count + missing``). ``z = (r_w - r_b) / sqrt(r (1 - r) (1/n_w + 1/n_b))``
-    with ``r`` the pooled rate; ``p = 2 * sf(|z|)``, or Fisher's exact p when fewer than 10
-    missing (or present) rows are expected in the window (the exact binomial test against the
-    baseline's rate when the baseline is 20x larger); ``effect_size = |r_w - r_b|``. Exact
-    counts, so ``exact=True`` and ``error_bound=0``. Degenerate cases (a side with no rows,
-    or both rates 0 or both 1) give ``z = 0, p = 1``. Limits: the normal approximation
-    wants a few expected missing rows on each side.
-
-    >>> r = missing_rate_test(30, 1_500, 4_500, 45_000)  # 2% vs 10%
-    >>> r.p_value < 1e-10, round(r.effect_size, 2), r.test
-    (True, 0.08, 'missing_rate')
-    """
-    for missing, total in ((window_missing, window_total), (baseline_missing, baseline_total)):
-        if total < 0 or missing < 0 or missing > total:
-            raise ValueError("need 0 <= missing <= total on each side")
-    if window_total == 0 or baseline_total == 0:
-        return TestResult(0.0, 1.0, 0.0, 0.0, True, "missing_rate")
-    r_w, r_b = window_missing / window_total, baseline_missing / baseline_total
-    effect = abs(r_w - r_b)
-    pooled = (window_missing + baseline_missing) / (window_total + baseline_total)
-    var = pooled * (1.0 - pooled) * (1.0 / window_total + 1.0 / baseline_total)
-    if var <= 0.0:
-        return TestResult(0.0, 1.0, effect, 0.0, True, "missing_rate")
-    z = (r_w - r_b) / math.sqrt(var)
-    expected_missing = pooled * window_total
-    expected_present = (1.0 - pooled) * window_total
-    if min(expected_missing, expected_present) < _FISHER_BELOW:
-        # Few expected missing rows in the window (a sub-day span, a rare null): the normal
-        # approximation is anti-conservative there. Fisher's exact test is right but costs
-        # milliseconds with a month of baseline rows; with a baseline that large its rate is
-        # known well enough for the exact binomial test of the window alone.
-        if baseline_total >= _BINOMIAL_ABOVE * window_total:
-            rate = (baseline_missing + 0.5) / (baseline_total + 1.0)
-            p = _binomial_p(window_missing, window_total, rate)
-        else:
-            p = _fisher_p(window_missing, window_total, baseline_missing, baseline_total)
-    else:
-        p = float(min(1.0, 2.0 * stats.norm.sf(abs(z))))
-    return TestResult(z, p, effect, 0.0, True, "missing_rate")
-
-
-_FISHER_BELOW = 10.0
-_BINOMIAL_ABOVE = 20
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _binomial_p(k: int, n: int, rate: float) -> float:
-    """scipy's exact two-sided binomial p, remembered: the hourly looks ask the same few
-    (missing count, sample size, baseline rate) over and over, and scipy's call costs ~0.3 ms."""
-    return float(stats.binomtest(k, n, rate).pvalue)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _fisher_p(window_missing: int, window_total: int, base_missing: int, base_total: int) -> float:
-    """Fisher's exact two-sided p of [[wm, wt - wm], [bm, bt - bm]], as scipy's
-    ``fisher_exact`` computes it (the hypergeometric probabilities no larger than the
-    observed one, with its 1e-7 relative tolerance), in one vectorised pass (~17 µs, scipy's
-    ~110 µs; equal to 1e-10 relative, checked by a test)."""
-    a, r1 = window_missing, window_total
-    c1 = window_missing + base_missing
-    n = window_total + base_total
-    lo, hi = max(0, c1 - (n - r1)), min(r1, c1)
-    k = np.arange(lo, hi + 1, dtype=np.float64)
-    g = special.gammaln
-    log_pmf = (
-        g(r1 + 1) - g(k + 1) - g(r1 - k + 1)
-        + g(n - r1 + 1) - g(c1 - k + 1) - g(n - r1 - c1 + k + 1)
-        - (g(n + 1) - g(c1 + 1) - g(n - c1 + 1))
-    )  # fmt: skip
-    pmf = np.exp(log_pmf)
-    p = float(pmf[pmf <= pmf[a - lo] * (1.0 + 1e-7)].sum())
-    return 1.0 if p > 1.0 - 1e-9 else p  # all of the support: 1, not 1 - rounding
 
 
 # --------------------------------------------------------------------------- bundle
@@ -380,3 +297,37 @@ def effects(
         f"window and baseline must both be numeric or both categorical summaries, "
         f"got {type(window).__name__} and {type(baseline).__name__}"
     )
+
+
+def new_categories(window: CategoricalSummary, baseline: CategoricalSummary) -> list[str]:
+    """Categories seen in the window but never in the baseline (OTHER excluded), sorted.
+
+    A category the baseline folded into OTHER looks new here; callers that care can check
+    ``baseline.other_count``.
+    """
+    seen = baseline.counts
+    return sorted(
+        c for c, n in window.counts.items() if n > 0 and c != window.OTHER and c not in seen
+    )
+
+
+def drift_extras(
+    window: NumericSummary | CategoricalSummary, baseline: NumericSummary | CategoricalSummary
+) -> dict[str, object]:
+    """What a DriftEvent of a distribution test carries beside the test's own figures (its
+    ``extra``): the effect sizes, rounded, and for categoricals up to 20 new categories.
+
+    >>> w, b = CategoricalSummary(), CategoricalSummary()
+    >>> w.add_values(["a", "b", "c"])
+    >>> b.add_values(["a", "b", "b"])
+    >>> drift_extras(w, b)
+    {'psi': 2.934147, 'js_distance': 0.455542, 'new_categories': ['c']}
+    """
+    e = effects(window, baseline)
+    out: dict[str, object] = {"psi": round(e.psi, 6), "js_distance": round(e.js_distance, 6)}
+    if e.wasserstein_sd is not None:
+        out["wasserstein_sd"] = round(e.wasserstein_sd, 6)
+    if isinstance(window, CategoricalSummary):
+        assert isinstance(baseline, CategoricalSummary)
+        out["new_categories"] = new_categories(window, baseline)[:20]
+    return out

@@ -19,11 +19,13 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 from schemas import DriftEvent, DriftKind, InvalidEvent, PredictionEvent, Severity
+from streams.categorical_summary import CategoricalSummary
 from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
-from streams.decision import benjamini_hochberg, debiased_effect, severity_for
-from streams.effects import effects, missing_rate_test
+from streams.decision import benjamini_hochberg, severity_for
+from streams.drift_tests import DRIFT_TESTS, DriftTest, TestResult
 from streams.incidents import IncidentNotice, closed_record, remember_closed
 from streams.keyed_state import MemoryStore, StateCache, StateStore, Write
+from streams.numeric_summary import NumericSummary
 from streams.state import (
     RECENT_LEVELS,
     FeatureKind,
@@ -37,14 +39,6 @@ from streams.state import (
     stream_key,
     window_key,
 )
-from streams.summary import (
-    CategoricalSummary,
-    NumericSummary,
-    TestResult,
-    chi2_test,
-    ks_test,
-    new_categories,
-)
 
 # MemoryStore is re-exported until driftwatch.backtest imports it from streams.keyed_state.
 __all__ = ["DriftEngine", "MemoryStore"]
@@ -55,7 +49,7 @@ Picker = Callable[[str, FeatureWindow], Summary | None]
 
 
 def _effect_floor(cfg: EngineConfig, test: str) -> float:
-    return cfg.min_missing_rate_change if test == "missing_rate" else cfg.min_effect_size
+    return DRIFT_TESTS[test].effect_floor(cfg)
 
 
 def _whole_window(feature: str, fw: FeatureWindow) -> Summary | None:
@@ -79,43 +73,25 @@ class FeatureTest:
     window_summary: Summary
     baseline_summary: Summary
 
+    @property
+    def test(self) -> DriftTest[Summary]:
+        """The registered test that produced :attr:`result`."""
+        return DRIFT_TESTS[self.result.test]
+
     def severity_effect(self) -> float:
-        """The effect size net of sampling noise (see :func:`debiased_effect`)."""
-        base = self.baseline_summary
-        shares: list[float] = []
-        if self.result.test == "chi2" and isinstance(base, CategoricalSummary) and base.count:
-            shares = [n / base.count for n in base.counts.values()]
-        elif self.result.test == "missing_rate":
-            shares = [base.missing / max(base.missing + base.count, 1)]
-        return debiased_effect(
-            self.result.test,
-            self.result.effect_size,
-            self.window_count,
-            self.baseline_count,
-            shares,
+        """The effect size net of sampling noise (see :meth:`DriftTest.debiased_effect`)."""
+        return self.test.debiased_effect(
+            self.result.effect_size, self.window_count, self.baseline_count, self.baseline_summary
         )
 
     @property
     def incident_key(self) -> str:
         """One incident per feature and kind of change (distribution, missing rate)."""
-        return self.feature if self.result.test != "missing_rate" else f"{self.feature}#missing"
+        return self.feature + self.test.incident_suffix
 
     def describe(self) -> dict[str, object]:
         """Effect sizes and signals beyond the test's own, for the DriftEvent."""
-        if self.result.test == "missing_rate":
-            w, b = self.window_summary, self.baseline_summary
-            return {
-                "missing_rate": w.missing / max(w.missing + w.count, 1),
-                "baseline_missing_rate": b.missing / max(b.missing + b.count, 1),
-            }
-        e = effects(self.window_summary, self.baseline_summary)
-        out: dict[str, object] = {"psi": round(e.psi, 6), "js_distance": round(e.js_distance, 6)}
-        if e.wasserstein_sd is not None:
-            out["wasserstein_sd"] = round(e.wasserstein_sd, 6)
-        if isinstance(self.window_summary, CategoricalSummary):
-            assert isinstance(self.baseline_summary, CategoricalSummary)
-            out["new_categories"] = new_categories(self.window_summary, self.baseline_summary)[:20]
-        return out
+        return self.test.describe(self.window_summary, self.baseline_summary)
 
 
 class DriftEngine:
@@ -493,49 +469,26 @@ class DriftEngine:
                 self.stats["tests_skipped_no_baseline"] += 1
                 continue
             base, b_start, b_end = baseline
-            if summary.count >= min_count:
-                if isinstance(base, NumericSummary):
-                    assert isinstance(summary, NumericSummary)
-                    result = ks_test(summary, base)
-                else:
-                    assert isinstance(summary, CategoricalSummary)
-                    result = chi2_test(summary, base)
-                self.stats["tests"] += 1
+            for test in DRIFT_TESTS.for_kind(kind, whole_window):
+                n_window = test.size(summary)
+                if n_window < min_count:
+                    continue
+                if test.sample == "values":
+                    self.stats["tests"] += 1  # the metric counts the tests of the values
+                # A result of p = 1 (say, nothing missing on either side) is a clean one too.
                 tests.append(
                     FeatureTest(
                         feature,
                         kind,
-                        result,
-                        summary.count,
-                        base.count,
+                        test.run(summary, base),
+                        n_window,
+                        test.size(base),
                         b_start,
                         b_end,
                         summary,
                         base,
                     )
                 )
-            if not whole_window:
-                continue  # missing-rate changes are judged on whole (or cumulative) windows
-            missing = missing_rate_test(
-                summary.missing,
-                summary.missing + summary.count,
-                base.missing,
-                base.missing + base.count,
-            )
-            # p = 1 (no missing values on either side) is a clean result too.
-            tests.append(
-                FeatureTest(
-                    feature,
-                    kind,
-                    missing,
-                    summary.count + summary.missing,
-                    base.count + base.missing,
-                    b_start,
-                    b_end,
-                    summary,
-                    base,
-                )
-            )
         return tests
 
     def _judge(

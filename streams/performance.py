@@ -1,6 +1,6 @@
 """Bounded, mergeable per-window model-performance summaries, label-free estimates and drop tests.
 
-Pure statistics (numpy + scipy only, no streaming framework imports), like ``streams.summary``.
+Pure statistics (numpy + scipy only, no streaming framework imports), like the feature summaries.
 
 Labels arrive hours or days after their predictions, so a window's figures must keep
 updating as they land, in any order, with the window's state staying a few KiB whatever the

@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 import numpy as np
 
-from streams.summary import CategoricalSummary, NumericSummary
+from streams.categorical_summary import CategoricalSummary
+from streams.numeric_summary import NumericSummary
 
 FeatureKind = Literal["numeric", "categorical"]
 Summary = NumericSummary | CategoricalSummary

@@ -15,11 +15,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from schemas import format_timestamp
+from streams.categorical_summary import CategoricalSummary
 from streams.config import EngineConfig, PerformanceConfig
+from streams.numeric_summary import NumericSummary
 from streams.perf_monitor import PerfStream, PerfWindow, history_row, perf_stream_key
 from streams.performance import CalibrationMap, PerformanceSummary, estimate_performance
 from streams.state import FeatureWindow, StreamState, _merge_summaries, stream_key, window_key
-from streams.summary import CategoricalSummary, NumericSummary
 
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 RESULT_FIELDS = (

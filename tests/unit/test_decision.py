@@ -7,7 +7,9 @@ import pytest
 from scipy import stats
 
 from schemas import Severity
-from streams.decision import benjamini_hochberg, debiased_effect, severity_for
+from streams.decision import benjamini_hochberg, severity_for
+from streams.drift_tests import DRIFT_TESTS
+from streams.numeric_summary import NumericSummary
 
 
 @pytest.mark.parametrize("seed", range(20))
@@ -32,10 +34,11 @@ def test_bh_bounds_the_chance_of_any_alarm_when_nothing_changed() -> None:
 def test_debiased_effect_removes_null_noise() -> None:
     rng = np.random.default_rng(3)
     raw, net = [], []
+    ks, base = DRIFT_TESTS["ks"], NumericSummary()
     for _ in range(300):
         d = stats.ks_2samp(rng.normal(size=64), rng.normal(size=20_000)).statistic
         raw.append(d)
-        net.append(debiased_effect("ks", d, 64, 20_000))
+        net.append(ks.debiased_effect(d, 64, 20_000, base))
     assert np.mean(raw) > 0.09  # what an hour's sample shows when nothing changed
     assert np.mean(net) < 0.03
     assert severity_for(max(net), 0.0, 1) in (Severity.LOW, Severity.MEDIUM)

@@ -13,18 +13,19 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
+from streams.categorical_summary import CategoricalSummary
+from streams.drift_tests.missing_rate import missing_rate_test
 from streams.effects import (
     Effects,
     effects,
     js_distance_categorical,
     js_distance_numeric,
-    missing_rate_test,
     psi_categorical,
     psi_numeric,
     quantile_cuts,
     wasserstein_normalized,
 )
-from streams.summary import CategoricalSummary, NumericSummary
+from streams.numeric_summary import NumericSummary
 
 # Tolerances of bucketed summaries (> 1,024 values, cdf_error ~0.003 per side) against the
 # exact computation on the raw values. Each bin proportion can be off by at most
@@ -323,8 +324,8 @@ def test_empty_inputs_rejected() -> None:
 def test_fast_fisher_and_chi2_equal_scipy() -> None:
     """The missing-rate test's Fisher p and the chi-square test are computed without scipy's
     per-call overhead; they must be scipy's numbers."""
-    from streams.effects import _fisher_p
-    from streams.summary import chi2_test
+    from streams.drift_tests.chi2 import chi2_test
+    from streams.drift_tests.missing_rate import _fisher_p
 
     rng = np.random.default_rng(0)
     for _ in range(500):

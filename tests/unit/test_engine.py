@@ -71,11 +71,26 @@ SHORT = EngineConfig(
 
 
 def run(events: Iterator[PredictionEvent], config: EngineConfig = SHORT) -> list[DriftEvent]:
+    return run_engine(events, config)[0]
+
+
+def run_engine(
+    events: Iterator[PredictionEvent], config: EngineConfig = SHORT
+) -> tuple[list[DriftEvent], DriftEngine]:
+    """The drift events and the engine (for its counters: a quiet result must have tested)."""
     engine = DriftEngine(config, MemoryStore())
     out = []
     for e in events:
         out.extend(engine.observe(e))
-    return out
+    return out, engine
+
+
+def assert_tested(engine: DriftEngine, window: float, features: dict[str, set[str]]) -> None:
+    """Tests ran, and ``window``'s features hold a result of each test they should have."""
+    assert engine.stats["tests"] > 0 and engine.stats["windows_closed"] > 0
+    for feature, tests in features.items():
+        fw = engine.feature_window("acme", "fraud", window, feature)
+        assert fw is not None and set(fw.results) == tests, (feature, fw and fw.results)
 
 
 def test_mean_shift_found_in_right_window_and_feature() -> None:
@@ -105,8 +120,14 @@ def test_incident_keeps_its_id_and_confirms_after_persistence() -> None:
 
 
 def test_null_stream_with_many_features_stays_quiet() -> None:
-    drifts = run(stream(seed=3, days=40, per_day=300, n_numeric=20, categorical=True))
+    drifts, engine = run_engine(
+        stream(seed=3, days=40, per_day=300, n_numeric=20, categorical=True)
+    )
     assert drifts == []
+    assert engine.stats["tests"] >= 21 * 25  # 21 features x the ~27 windows with a baseline
+    assert_tested(
+        engine, T0 + 38 * DAY, {"x0": {"ks", "missing_rate"}, "cat": {"chi2", "missing_rate"}}
+    )
 
 
 def test_categorical_mix_change_detected_with_chi2() -> None:
@@ -120,6 +141,7 @@ def test_categorical_mix_change_detected_with_chi2() -> None:
 def test_batching_and_cache_do_not_change_results() -> None:
     events = list(stream(seed=5, days=25, per_day=200, shift_day=18))
     reference = run(iter(events))
+    assert reference, "nothing to compare: the shift must be found"
     store = MemoryStore()
     engine = DriftEngine(SHORT, store)
     out = []
@@ -230,16 +252,20 @@ def test_interim_looks_find_a_clear_shift_within_hours() -> None:
 
 
 def test_interim_looks_do_not_raise_false_alarms() -> None:
-    drifts = run(
+    drifts, engine = run_engine(
         stream(seed=22, days=40, per_day=600, n_numeric=20, categorical=True),
         DEFAULTS_SHORT_HISTORY,
     )
     assert drifts == []
+    assert engine.stats["interim_looks"] > 0
+    # More tests than one per feature and closed window: the hourly looks tested too.
+    assert engine.stats["tests"] > 21 * engine.stats["windows_closed"]
 
 
 def test_weekly_seasonality_is_not_drift() -> None:
     events = list(stream(seed=23, days=42, per_day=600, weekly_amplitude=0.5))
-    seasonal = run(iter(events), DEFAULTS_SHORT_HISTORY)
+    seasonal, engine = run_engine(iter(events), DEFAULTS_SHORT_HISTORY)
+    assert engine.stats["tests"] > 0
     # 3 features x ~30 tested days at a 1% false-alarm budget per model-window: one chance
     # alarm is allowed, a weekly rhythm of them (or any confirmed incident) is not.
     assert len(seasonal) <= 1 and not any(d.confirmed for d in seasonal)

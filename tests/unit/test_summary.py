@@ -1,4 +1,5 @@
-"""Unit tests for streams.summary: bounded summaries, their error bound, and the drift tests."""
+"""Unit tests of the feature summaries (bounded, with an error bound) and the KS and chi-square
+tests on them."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from streams.summary import (
-    CategoricalSummary,
-    NumericSummary,
-    chi2_test,
-    ks_test,
-    new_categories,
-)
+from streams.categorical_summary import CategoricalSummary
+from streams.drift_tests.chi2 import chi2_test
+from streams.drift_tests.ks import ks_test
+from streams.effects import new_categories
+from streams.numeric_summary import NumericSummary
 
 MAX_BYTES = 16 * 1024
 
@@ -36,7 +35,7 @@ def true_cdf(data: np.ndarray, xs: np.ndarray) -> np.ndarray:
 
 def probe_points(s: NumericSummary, data: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """1,000 random points plus every bucket edge and the float just left of it."""
-    edges = s._edges()
+    edges = s.edges()
     xs = np.concatenate(
         (rng.uniform(data.min() - 1, data.max() + 1, 500), rng.choice(data, 500), edges)
     )
@@ -307,6 +306,6 @@ def test_ks_small_exact_window_against_sketch_uses_only_the_points_it_needs() ->
         w, b = NumericSummary(), NumericSummary()
         w.add_many(np.round(rng.normal(rng.uniform(-0.5, 0.5), 1, rng.integers(20, 900)), 1))
         b.add_many(np.round(rng.normal(0, 1, rng.integers(2_000, 20_000)), rng.integers(1, 4)))
-        edges = np.union1d(w._edges(), b._edges())
+        edges = np.union1d(w.edges(), b.edges())
         xs = np.concatenate((edges, np.nextafter(edges, -np.inf)))
         assert ks_test(w, b).statistic == float(np.max(np.abs(w.cdf(xs) - b.cdf(xs))))

@@ -1,0 +1,257 @@
+"""Bucket algebra: the bounded, mergeable representation behind ``NumericSummary``.
+
+Why buckets and not a quantile sketch library: a window summary must (a) stay a few KiB
+whatever the traffic, (b) merge associatively so daily windows roll up into baselines, and
+(c) come with an error bound that is *true*, not probabilistic, so a drift alarm can say
+"D = 0.12 +/- 0.01". Every bucket ``(lo, hi, w)`` promises only that its ``w`` values lie in
+``[lo, hi]``; merging keeps that promise by taking the min ``lo`` / max ``hi``. For any ``x``,
+buckets entirely ``<= x`` or ``> x`` are counted exactly, so the CDF error at ``x`` is at most
+the total weight of buckets with ``lo <= x < hi`` ("coverage"). ``cdf_error`` is the maximum
+coverage over all ``x``, divided by ``count``, computed exactly by a sweep after every change.
+Compression therefore tries to merge buckets where it raises that maximum the least.
+
+A bucket set is three parallel arrays ``(lo, hi, weight)`` sorted by ``(hi, lo)``. Pure numpy.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "Buckets",
+    "FloatArray",
+    "IntArray",
+    "empty_buckets",
+    "fold_points",
+    "max_coverage",
+    "merge_buckets",
+    "points_to_buckets",
+    "unique_counts",
+]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+Buckets = tuple[FloatArray, FloatArray, IntArray]  # (lo, hi, weight), sorted by (hi, lo)
+
+_ABSORB_CAP: Final = 2.0  # a bucket absorbs new values while it weighs < this x mean weight
+_ABSORB_CANDIDATES: Final = 8  # buckets (in hi order) examined as containers per new item
+_CHUNKS_PER_BUCKET: Final = 4  # leftover values are pre-grouped at 1/4 of the mean weight
+
+
+def empty_buckets() -> Buckets:
+    return np.empty(0, np.float64), np.empty(0, np.float64), np.empty(0, np.int64)
+
+
+def _sort_by_hi(lo: FloatArray, hi: FloatArray, w: IntArray) -> Buckets:
+    order = np.lexsort((lo, hi))
+    return lo[order], hi[order], w[order]
+
+
+def max_coverage(lo: FloatArray, hi: FloatArray, w: IntArray) -> int:
+    """max over x of the weight of buckets with lo <= x < hi (the CDF error bound, in counts)."""
+    wide = lo < hi
+    if not wide.any():
+        return 0
+    coords = np.concatenate((hi[wide], lo[wide]))
+    deltas = np.concatenate((-w[wide], w[wide]))
+    # At equal coordinates a bucket ending there no longer covers x, one starting there does.
+    kinds = np.concatenate((np.zeros(int(wide.sum()), np.int8), np.ones(int(wide.sum()), np.int8)))
+    order = np.lexsort((kinds, coords))
+    return int(max(0, int(np.cumsum(deltas[order]).max())))
+
+
+def _group(lo: FloatArray, hi: FloatArray, w: IntArray, starts: IntArray) -> Buckets:
+    """Combine consecutive (hi-ordered) items into buckets beginning at ``starts``."""
+    return (
+        np.minimum.reduceat(lo, starts),
+        np.maximum.reduceat(hi, starts),
+        np.add.reduceat(w, starts),
+    )
+
+
+def _sparse_max(cov: FloatArray) -> FloatArray:
+    """Sparse table: row k holds max(cov[i : i + 2**k]) (O(1) range-max queries)."""
+    n = cov.size
+    levels = max(1, n.bit_length())
+    table = np.zeros((levels, n), np.float64)
+    table[0] = cov
+    span = 1
+    for k in range(1, levels):
+        table[k, : n - span] = np.maximum(table[k - 1, : n - span], table[k - 1, span:])
+        span *= 2
+    return table
+
+
+def _range_max(table: FloatArray, start: IntArray, end: IntArray) -> FloatArray:
+    """max(cov[start:end]) for each pair; requires end > start."""
+    level = np.frexp((end - start).astype(np.float64))[1] - 1
+    out: FloatArray = np.maximum(table[level, start], table[level, end - (1 << level)])
+    return out
+
+
+def _reduce(lo: FloatArray, hi: FloatArray, w: IntArray, limit: int) -> Buckets:
+    """Merge hi-adjacent buckets until at most ``limit`` remain, raising the bound least.
+
+    "Water filling": each round scores every adjacent pair by the peak coverage its merge
+    would create over the merged span (exact, via range-max over the current coverage), and
+    merges the cheapest disjoint pairs. Cheaper pairs extend buckets over low-coverage
+    ground or absorb narrow items into a containing bucket; stacking buckets on top of each
+    other (what naive equal-weight grouping does under drift) is what this avoids.
+    """
+    lo, hi, w = _sort_by_hi(lo, hi, w)
+    if lo.size > 1:  # identical spans merge for free (coverage unchanged)
+        same = (lo[1:] == lo[:-1]) & (hi[1:] == hi[:-1])
+        if same.any():
+            lo, hi, w = _group(lo, hi, w, np.flatnonzero(np.concatenate(([True], ~same))))
+    while lo.size > limit:
+        n = lo.size
+        grid = np.unique(np.concatenate((lo, hi)))
+        ilo = np.searchsorted(grid, lo)
+        ihi = np.searchsorted(grid, hi)
+        wf = w.astype(np.float64)
+        delta = np.bincount(ilo, wf, grid.size + 1) - np.bincount(ihi, wf, grid.size + 1)
+        table = _sparse_max(np.cumsum(delta)[: grid.size])  # coverage of [grid[k], grid[k+1])
+        a0, a1, b0, b1 = ilo[:-1], ihi[:-1], ilo[1:], ihi[1:]
+        wa, wb = wf[:-1], wf[1:]
+        # The merged span [min(a0, b0), b1) splits into <= 4 pieces at the pair's endpoints;
+        # on each piece coverage rises by the weight of whichever member did not cover it.
+        cuts = np.sort(np.stack((np.minimum(a0, b0), a0, a1, b0, b1), axis=1), axis=1)
+        peak = np.zeros(n - 1, np.float64)
+        for j in range(4):
+            s, e = cuts[:, j], cuts[:, j + 1]
+            piece = e > s
+            if not piece.any():
+                continue
+            s, e = s[piece], e[piece]
+            rise = np.where((a0[piece] <= s) & (s < a1[piece]), 0.0, wa[piece])
+            rise += np.where((b0[piece] <= s) & (s < b1[piece]), 0.0, wb[piece])
+            peak[piece] = np.maximum(peak[piece], _range_max(table, s, e) + rise)
+        pairs = n - 1
+        idx = np.arange(pairs)
+        rank = np.empty(pairs, np.int64)
+        rank[np.lexsort((idx & 1, wa + wb, peak))] = idx  # parity breaks ties in flat runs
+        left = np.concatenate(([pairs], rank[:-1]))
+        right = np.concatenate((rank[1:], [pairs]))
+        # Disjoint pairs: local minima of the rank among the (n - limit) cheapest.
+        chosen = np.flatnonzero((rank < left) & (rank < right) & (rank < n - limit))
+        lo = lo.copy()
+        lo[chosen] = np.minimum(lo[chosen], lo[chosen + 1])
+        hi = hi.copy()
+        hi[chosen] = hi[chosen + 1]
+        w = w.copy()
+        w[chosen] += w[chosen + 1]
+        keep = np.ones(n, bool)
+        keep[chosen + 1] = False
+        lo, hi, w = lo[keep], hi[keep], w[keep]
+    return lo, hi, w
+
+
+def points_to_buckets(values: FloatArray, counts: IntArray, limit: int) -> Buckets:
+    """Buckets for distinct sorted ``values`` with multiplicities ``counts``."""
+    if values.size <= limit:
+        return values.copy(), values.copy(), counts.copy()
+    total = int(counts.sum())
+    before = np.cumsum(counts) - counts
+    heavy = counts * 2 * limit >= total  # a value holding >= half a bucket stays on its own
+    if not heavy.any():
+        # Non-overlapping equal-weight groups: coverage is just the largest group.
+        gid = before * limit // total
+        starts = np.flatnonzero(np.concatenate(([True], gid[1:] != gid[:-1])))
+        return _group(values, values, counts, starts)
+    chunk = max(1, total // (limit * _CHUNKS_PER_BUCKET))
+    gid = before // chunk
+    cut = np.concatenate(([True], gid[1:] != gid[:-1]))
+    cut |= heavy
+    cut[1:] |= heavy[:-1]
+    lo, hi, w = _group(values, values, counts, np.flatnonzero(cut))
+    return _reduce(lo, hi, w, limit)
+
+
+def _absorb(base: Buckets, items: Buckets, cap: float) -> tuple[IntArray, IntArray]:
+    """Add items to base buckets that already contain them (no span change, so the bound
+    only grows by the absorbed weight) while those stay under ``cap``.
+
+    Returns (new base weights, indices of items left over).
+    """
+    blo, bhi, bw = base
+    ilo, ihi, iw = items
+    n = blo.size
+    first = np.searchsorted(bhi, ihi, side="left")  # first bucket (hi order) ending >= item
+    target = np.full(ilo.size, -1, np.int64)
+    width = np.full(ilo.size, np.inf)
+    span = bhi - blo
+    for k in range(_ABSORB_CANDIDATES):
+        cand = first + k
+        inside = cand < n
+        cand = np.minimum(cand, n - 1)
+        better = inside & (blo[cand] <= ilo) & (span[cand] < width)
+        better &= (bw[cand] + iw <= cap) | (span[cand] == 0)  # points cover nothing: no cap
+        target = np.where(better, cand, target)
+        width = np.where(better, span[cand], width)
+    order = np.argsort(target, kind="stable")
+    tgt, wt = target[order], iw[order]
+    run_start = np.flatnonzero(np.concatenate(([True], tgt[1:] != tgt[:-1])))
+    run_len = np.diff(np.concatenate((run_start, [tgt.size])))
+    csum = np.cumsum(wt)
+    offset = np.repeat(csum[run_start] - wt[run_start], run_len)
+    safe = np.maximum(tgt, 0)
+    fits = (tgt >= 0) & ((csum - offset + bw[safe] <= cap) | (span[safe] == 0))
+    taken = np.zeros(ilo.size, bool)
+    taken[order] = fits
+    new_w = bw + np.bincount(target[taken], iw[taken], n).astype(np.int64)
+    return new_w, np.flatnonzero(~taken)
+
+
+def fold_points(base: Buckets, values: FloatArray, counts: IntArray, limit: int) -> Buckets:
+    """Fold distinct sorted points into a non-empty bucket set."""
+    blo, bhi, bw = base
+    total = int(bw.sum() + counts.sum())
+    cap = _ABSORB_CAP * total / limit
+    new_w, rest = _absorb(base, (values, values, counts), cap)
+    values, counts = values[rest], counts[rest]
+    if values.size > limit:
+        # Many leftovers: pre-group them (bounds the cost of _reduce), but never across a
+        # base bucket edge, which would lay a wide bucket over regions that got nothing.
+        edges = np.unique(np.concatenate((blo, bhi)))
+        cell = np.searchsorted(edges, values, side="right")
+        chunk = max(1, total // (limit * _CHUNKS_PER_BUCKET))
+        new_cell = np.concatenate(([True], cell[1:] != cell[:-1]))
+        cell_start = np.flatnonzero(new_cell)
+        csum = np.cumsum(counts)
+        within = (
+            csum
+            - counts
+            - np.repeat(
+                csum[cell_start] - counts[cell_start],
+                np.diff(np.concatenate((cell_start, [cell.size]))),
+            )
+        )
+        gid = within // chunk
+        cut = new_cell | np.concatenate(([True], gid[1:] != gid[:-1]))
+        llo, lhi, lw = _group(values, values, counts, np.flatnonzero(cut))
+    else:
+        llo, lhi, lw = values, values, counts
+    lo = np.concatenate((blo, llo))
+    hi = np.concatenate((bhi, lhi))
+    w = np.concatenate((new_w, lw))
+    return _reduce(lo, hi, w, limit)
+
+
+def merge_buckets(a: Buckets, b: Buckets, limit: int) -> Buckets:
+    """Union two bucket sets; the lighter one's buckets are absorbed where contained."""
+    if int(a[2].sum()) < int(b[2].sum()):
+        a, b = b, a
+    total = int(a[2].sum() + b[2].sum())
+    new_w, rest = _absorb(a, b, _ABSORB_CAP * total / limit)
+    lo = np.concatenate((a[0], b[0][rest]))
+    hi = np.concatenate((a[1], b[1][rest]))
+    w = np.concatenate((new_w, b[2][rest]))
+    return _reduce(lo, hi, w, limit)
+
+
+def unique_counts(values: FloatArray) -> tuple[FloatArray, IntArray]:
+    u, c = np.unique(values, return_counts=True)
+    return u, c.astype(np.int64)

@@ -1,0 +1,143 @@
+"""``CategoricalSummary``: counts per category of one feature in one window, bounded.
+
+Pure Python (no streaming framework imports), like :mod:`streams.numeric_summary`.
+"""
+
+from __future__ import annotations
+
+import json
+
+__all__ = ["CategoricalSummary"]
+
+
+class CategoricalSummary:
+    """Counts per category with a bounded top-k and an 'other' bucket.
+
+    Beyond ``MAX_CATEGORIES`` distinct categories (``OTHER`` included), the smallest are
+    folded into ``OTHER`` so a high-cardinality field cannot grow a window without bound;
+    ``sum(counts.values()) == count`` always holds.
+
+    >>> c = CategoricalSummary()
+    >>> for v in ["a", "b", "a", "c"]:
+    ...     c.add(v)
+    >>> c.add_missing()
+    >>> c.count, c.missing, c.counts
+    (4, 1, {'a': 2, 'b': 1, 'c': 1})
+    >>> CategoricalSummary.from_bytes(c.to_bytes()).counts == c.counts
+    True
+    """
+
+    MAX_CATEGORIES: int = 64
+    OTHER: str = "__other__"
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+        self._count = 0
+        self._missing = 0
+
+    def add(self, value: str) -> None:
+        counts = self._counts
+        counts[value] = counts.get(value, 0) + 1
+        self._count += 1
+        if len(counts) > 2 * self.MAX_CATEGORIES:  # amortised: compact in bulk, not per value
+            self._compact()
+
+    def add_missing(self, n: int = 1) -> None:
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        self._missing += n
+
+    def add_values(self, values: list[str | None]) -> None:
+        """:meth:`add` / :meth:`add_missing` for each value, in order (``None`` is missing):
+        the same counts and the same folding into ``OTHER`` as one at a time."""
+        counts = self._counts
+        limit = 2 * self.MAX_CATEGORIES
+        missing = 0
+        for value in values:
+            if value is None:
+                missing += 1
+                continue
+            counts[value] = counts.get(value, 0) + 1
+            self._count += 1
+            if len(counts) > limit:
+                self._compact()
+                counts = self._counts
+        self._missing += missing
+
+    def _compact(self) -> None:
+        counts = self._counts
+        if len(counts) <= self.MAX_CATEGORIES:
+            return
+        other = counts.pop(self.OTHER, 0)
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        keep = ranked[: self.MAX_CATEGORIES - 1]
+        other += sum(n for _, n in ranked[self.MAX_CATEGORIES - 1 :])
+        self._counts = dict(keep)
+        self._counts[self.OTHER] = other
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    @property
+    def missing(self) -> int:
+        return self._missing
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """A copy of the per-category counts (at most ``MAX_CATEGORIES`` keys)."""
+        self._compact()
+        return dict(self._counts)
+
+    @property
+    def other_count(self) -> int:
+        """Values whose category was folded away (their exact category is lost)."""
+        self._compact()
+        return self._counts.get(self.OTHER, 0)
+
+    def merge(self, other: CategoricalSummary) -> CategoricalSummary:
+        out = CategoricalSummary()
+        out._count = self._count + other._count
+        out._missing = self._missing + other._missing
+        merged = dict(self._counts)
+        for key, n in other._counts.items():
+            merged[key] = merged.get(key, 0) + n
+        out._counts = merged
+        out._compact()
+        return out
+
+    def to_bytes(self) -> bytes:
+        doc = {"v": 1, "count": self._count, "missing": self._missing, "counts": self.counts}
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> CategoricalSummary:
+        doc = json.loads(raw)
+        counts = doc.get("counts") if isinstance(doc, dict) else None
+        if (
+            not isinstance(counts, dict)
+            or doc.get("v") != 1
+            or not all(isinstance(k, str) and type(n) is int and n >= 0 for k, n in counts.items())
+            or sum(counts.values()) != doc.get("count")
+            or type(doc.get("missing")) is not int
+        ):
+            raise ValueError("corrupt CategoricalSummary")
+        out = cls()
+        out._counts = dict(counts)
+        out._count = int(doc["count"])
+        out._missing = int(doc["missing"])
+        out._compact()
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, CategoricalSummary):
+            return NotImplemented
+        return self.to_bytes() == other.to_bytes()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return (
+            f"CategoricalSummary(count={self._count}, missing={self._missing}, "
+            f"categories={len(self._counts)})"
+        )

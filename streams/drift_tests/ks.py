@@ -1,0 +1,98 @@
+"""The two-sample Kolmogorov-Smirnov test of numeric features, on their summaries."""
+
+from __future__ import annotations
+
+import math
+from typing import Final
+
+import numpy as np
+from scipy import special, stats
+
+from streams.drift_tests.base import DriftTest, TestResult
+from streams.numeric_summary import NumericSummary
+
+__all__ = ["KS_NOISE", "KolmogorovSmirnov", "ks_pvalue", "ks_test"]
+
+KS_NOISE: Final = 1.358
+"""95% quantile of the Kolmogorov distribution: when nothing changed, D < 1.36 / sqrt(n_eff)
+in 95% of samples. Severity reads the effect above that (a 95% lower bound of the change)."""
+
+
+class KolmogorovSmirnov(DriftTest[NumericSummary]):
+    """KS distance D (the largest gap between the two CDFs) as both statistic and effect.
+
+    Severity reads D net of noise, ``KS_NOISE / sqrt(n_eff)``:
+
+    >>> ks, base = KolmogorovSmirnov(), NumericSummary()
+    >>> round(ks.debiased_effect(0.305, 64, 40_000, base), 3)     # an hour's look
+    0.135
+    >>> round(ks.debiased_effect(0.305, 1_500, 40_000, base), 3)  # a whole day
+    0.269
+    """
+
+    name = "ks"
+    kinds = frozenset({"numeric"})
+
+    def run(self, window: NumericSummary, baseline: NumericSummary) -> TestResult:
+        return ks_test(window, baseline)
+
+    def noise(self, n_eff: float, baseline: NumericSummary) -> float:
+        return KS_NOISE / math.sqrt(n_eff)
+
+
+def ks_test(window: NumericSummary, baseline: NumericSummary) -> TestResult:
+    """Two-sample Kolmogorov-Smirnov test.
+
+    Exact (scipy ``ks_2samp``) when both sides still hold their values. Otherwise D is the
+    exact sup-distance between the two estimated CDFs, found by evaluating both at every
+    kink/jump (and just left of it); since each estimate is within its ``cdf_error`` of the
+    truth, the true D is within ``error_bound`` of it. p uses the asymptotic distribution
+    with n_eff = n*m/(n+m), as scipy's ``method="asymp"`` does.
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(3)
+    >>> w, b = NumericSummary(), NumericSummary()
+    >>> w.add_many(rng.normal(0.5, 1.0, 5_000))
+    >>> b.add_many(rng.normal(0.0, 1.0, 50_000))
+    >>> r = ks_test(w, b)
+    >>> r.p_value < 1e-6, r.exact, r.error_bound < 0.02
+    (True, False, True)
+    """
+    n, m = window.count, baseline.count
+    if n == 0 or m == 0:
+        raise ValueError("ks_test needs at least one value on each side")
+    if window.is_exact and baseline.is_exact:
+        res = stats.ks_2samp(window.values(), baseline.values(), method="auto")
+        d = float(res.statistic)
+        return TestResult(d, float(res.pvalue), d, 0.0, True, "ks")
+    if window.is_exact:
+        # A step function against a piecewise-linear CDF with point masses: the sup of the
+        # difference sits at the window's values or the baseline's point masses (left or
+        # right limit), never strictly between them, so those are all the points needed.
+        edges = np.union1d(window.values(), baseline.point_masses())
+    else:
+        edges = np.union1d(window.edges(), baseline.edges())
+    xs = np.concatenate((edges, np.nextafter(edges, -np.inf)))
+    d = float(np.max(np.abs(window.cdf(xs) - baseline.cdf(xs))))
+    n_eff = max(1, round(n * m / (n + m)))
+    return TestResult(d, ks_pvalue(d, n_eff), d, window.cdf_error + baseline.cdf_error, False, "ks")
+
+
+def ks_pvalue(d: float, n_eff: int) -> float:
+    """P(D >= d) for the two-sample KS statistic with effective size ``n_eff``.
+
+    scipy's exact ``kstwo.sf`` costs milliseconds from n ~ 100 (30 ms at 40,000) and runs for
+    every feature at every look; from n = 60, Stephens' corrected asymptotic form
+    (``kolmogorov((sqrt(n) + 0.12 + 0.11/sqrt(n)) * d)``) agrees within 7% relative (measured
+    over d in 0.05..0.5 and n in 64..40,000) and costs microseconds.
+
+    >>> round(ks_pvalue(0.05, 1500), 4), round(float(stats.kstwo.sf(0.05, 1500)), 4)
+    (0.0011, 0.0011)
+    """
+    if n_eff <= _EXACT_KS_BELOW:
+        return float(stats.kstwo.sf(d, n_eff))
+    en = math.sqrt(n_eff)
+    return float(special.kolmogorov((en + 0.12 + 0.11 / en) * d))
+
+
+_EXACT_KS_BELOW = 60
