@@ -28,6 +28,7 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
 	$(BIN)/python -m bench.backtest_speed
+	$(BIN)/python -m bench.backtest_memory
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.detection
 	$(BIN)/python -m bench.performance

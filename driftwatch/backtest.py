@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import heapq
+import itertools
 import logging
+import math
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
-from schemas import DriftEvent, InvalidEvent, OutcomeEvent, PredictionEvent
+from driftwatch.sortedio import CHUNK_BYTES, CHUNK_LINES, SortedJsonLines
+from schemas import DriftEvent, DriftKind, InvalidEvent, OutcomeEvent, PredictionEvent
 from streams.config import DAY, EngineConfig, PerformanceConfig
-from streams.engine import DriftEngine, MemoryStore
+from streams.engine import DriftEngine
 from streams.incidents import IncidentNotice
 from streams.ingest import PredictionValidator
 from streams.join import JoinConfig, JoinResult, OutcomeJoiner, binary_label
+from streams.keyed_state import MemoryStore
 from streams.perf_monitor import PerformanceMonitor
 
 log = logging.getLogger(__name__)
@@ -33,6 +38,9 @@ class BacktestReport:
     feature_values: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     drift_events: list[DriftEvent] = field(default_factory=list)
+    """Every DriftEvent, in order (unless run with ``keep_drift_events=False``)."""
+    drift_events_total: int = 0
+    performance_drift_events_total: int = 0
     engine_stats: Counter[str] = field(default_factory=Counter)
     seconds: float = 0.0
     notices: list[IncidentNotice] = field(default_factory=list)
@@ -74,31 +82,50 @@ def run_backtest(
     out: IO[str] | None = None,
     outcomes: Iterable[OutcomeEvent] = (),
     performance: PerformanceConfig | None = None,
+    *,
+    presorted: bool = False,
+    keep_drift_events: bool = True,
 ) -> BacktestReport:
     """Replay predictions (and outcomes, if any) in event-time order through the same engine,
     joiner and performance monitor as the worker. Ties keep file order, and predictions go
-    before outcomes stamped the same instant."""
+    before outcomes stamped the same instant.
+
+    By default both inputs are sorted here (stably, by timestamp), in memory. With
+    ``presorted=True`` they must already be in that order (e.g. :class:`SortedJsonLines`, or
+    :func:`backtest_files`) and are consumed lazily, one event at a time; an input out of
+    order raises :class:`ValueError`. With ``keep_drift_events=False`` the DriftEvents are
+    only written to ``out`` and counted (``drift_events_total``), not kept."""
     started = time.perf_counter()
     report = BacktestReport()
     perf_cfg = performance or PerformanceConfig(engine=config)
-    predictions = sorted(events, key=lambda e: e.timestamp)
-    labels = sorted(outcomes, key=lambda o: o.timestamp)
-    timeline = heapq.merge(
-        ((p.timestamp, 0, i) for i, p in enumerate(predictions)),
-        ((o.timestamp, 1, i) for i, o in enumerate(labels)),
+    predictions: Iterable[PredictionEvent]
+    labels: Iterator[OutcomeEvent]
+    if presorted:
+        predictions = _in_order(events, "predictions")
+        labels = _in_order(outcomes, "outcomes")
+    else:
+        predictions = sorted(events, key=_timestamp)
+        labels = iter(sorted(outcomes, key=_timestamp))
+    first_label = next(labels, None)
+    with_outcomes = first_label is not None
+    if first_label is not None:
+        labels = itertools.chain((first_label,), labels)
+    # heapq.merge is stable across its inputs: at equal keys predictions (the first) go first.
+    timeline: Iterator[tuple[float, PredictionEvent | OutcomeEvent]] = heapq.merge(
+        ((p.timestamp, p) for p in predictions),
+        ((o.timestamp, o) for o in labels),
+        key=_first,
     )
     store = MemoryStore()
     engine = DriftEngine(config, store)
     join_store, perf_store = MemoryStore(), MemoryStore()
     joiner = OutcomeJoiner(JoinConfig(perf_cfg.join_retention_days), join_store)
     monitor = PerformanceMonitor(perf_cfg, perf_store)
-    with_outcomes = bool(labels)
     last_day = -1
-    for i, (ts, kind, j) in enumerate(timeline, start=1):
+    for i, (ts, event) in enumerate(timeline, start=1):
         drifts: list[DriftEvent] = []
         try:
-            if kind == 0:
-                event = predictions[j]
+            if isinstance(event, PredictionEvent):
                 drifts += engine.observe(event)
                 report.events += 1
                 report.feature_values += len(event.features)
@@ -108,11 +135,15 @@ def run_backtest(
                         event.tenant, event.model, event.model_version, ts, event.score
                     )
             else:
-                drifts += _join(joiner.on_outcome(labels[j]), monitor, report)
+                drifts += _join(joiner.on_outcome(event), monitor, report)
         except InvalidEvent as exc:
             report.rejected[exc.reason] += 1
         for drift in drifts:
-            report.drift_events.append(drift)
+            report.drift_events_total += 1
+            if drift.kind is DriftKind.PERFORMANCE:
+                report.performance_drift_events_total += 1
+            if keep_drift_events:
+                report.drift_events.append(drift)
             if out is not None:
                 out.write(drift.to_json().decode() + "\n")
         if engine.notices or monitor.notices:
@@ -135,6 +166,109 @@ def run_backtest(
     report.feature_state, report.performance_state = store, perf_store
     report.seconds = time.perf_counter() - started
     return report
+
+
+def backtest_files(
+    predictions: Path,
+    config: EngineConfig,
+    validator: PredictionValidator,
+    *,
+    outcomes: Path | None = None,
+    out: IO[str] | None = None,
+    performance: PerformanceConfig | None = None,
+    keep_drift_events: bool = False,
+    rejected: Counter[str] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+    chunk_lines: int = CHUNK_LINES,
+    tmp_dir: Path | None = None,
+) -> BacktestReport:
+    """:func:`run_backtest` over JSON-lines files with memory flat in their size: each file is
+    scanned once (rejected lines counted by reason in ``report.rejected`` and logged with
+    ``file:line``), then streamed in event-time order — in place if it already is, else
+    through an external merge sort (:class:`SortedJsonLines`). The same DriftEvents as
+    ``run_backtest(list(read_predictions(...)), ...)``; they are written to ``out`` and, with
+    ``keep_drift_events``, kept."""
+    scan_rejected: Counter[str] = Counter() if rejected is None else rejected
+    with contextlib.ExitStack() as stack:
+        preds = stack.enter_context(
+            sorted_predictions(
+                predictions, validator, scan_rejected,
+                chunk_bytes=chunk_bytes, chunk_lines=chunk_lines, tmp_dir=tmp_dir,
+            )
+        )  # fmt: skip
+        labels: Iterable[OutcomeEvent] = ()
+        if outcomes is not None:
+            labels = stack.enter_context(
+                sorted_outcomes(
+                    outcomes, scan_rejected,
+                    chunk_bytes=chunk_bytes, chunk_lines=chunk_lines, tmp_dir=tmp_dir,
+                )
+            )  # fmt: skip
+        report = run_backtest(
+            preds, config, out=out, outcomes=labels, performance=performance,
+            presorted=True, keep_drift_events=keep_drift_events,
+        )  # fmt: skip
+    report.rejected.update(scan_rejected)
+    return report
+
+
+def sorted_predictions(
+    path: Path,
+    validator: PredictionValidator,
+    rejected: Counter[str] | None = None,
+    *,
+    on_event: Callable[[PredictionEvent], object] | None = None,
+    chunk_bytes: int = CHUNK_BYTES,
+    chunk_lines: int = CHUNK_LINES,
+    tmp_dir: Path | None = None,
+) -> SortedJsonLines[PredictionEvent]:
+    """The valid predictions of a file (as :func:`read_predictions` reads them), in event-time
+    order; scanned now, read by iterating; close it (or use ``with``) to remove its
+    temporary files. See :class:`SortedJsonLines`."""
+
+    def parse(raw: bytes) -> PredictionEvent:
+        return validator.validate(raw, now=None)
+
+    return SortedJsonLines(
+        path, parse, rejected, on_event=on_event,
+        chunk_bytes=chunk_bytes, chunk_lines=chunk_lines, tmp_dir=tmp_dir,
+    )  # fmt: skip
+
+
+def sorted_outcomes(
+    path: Path,
+    rejected: Counter[str] | None = None,
+    *,
+    chunk_bytes: int = CHUNK_BYTES,
+    chunk_lines: int = CHUNK_LINES,
+    tmp_dir: Path | None = None,
+) -> SortedJsonLines[OutcomeEvent]:
+    """The valid outcomes of a file (as :func:`read_outcomes` reads them), in event-time
+    order; see :func:`sorted_predictions`."""
+    return SortedJsonLines(
+        path, OutcomeEvent.from_json, rejected,
+        chunk_bytes=chunk_bytes, chunk_lines=chunk_lines, tmp_dir=tmp_dir,
+    )  # fmt: skip
+
+
+_E = TypeVar("_E", PredictionEvent, OutcomeEvent)
+
+
+def _in_order(events: Iterable[_E], what: str) -> Iterator[_E]:
+    previous = -math.inf
+    for event in events:
+        if event.timestamp < previous:
+            raise ValueError(f"presorted {what} out of event-time order: {event!r:.200}")
+        previous = event.timestamp
+        yield event
+
+
+def _timestamp(event: PredictionEvent | OutcomeEvent) -> float:
+    return event.timestamp
+
+
+def _first(item: tuple[float, object]) -> float:
+    return item[0]
 
 
 def _join(

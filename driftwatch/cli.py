@@ -65,7 +65,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     from driftwatch.kafka_io import produce_simulation
 
-    n, m = produce_simulation(settings, cfg, with_outcomes=args.outcomes)
+    n, m = produce_simulation(settings, cfg, with_outcomes=args.outcomes, batch=args.batch)
     print(f"produced {n} predictions and {m} outcomes to {settings.bootstrap}", file=sys.stderr)
     return 0
 
@@ -73,7 +73,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     from collections import Counter
 
-    from driftwatch.backtest import read_outcomes, read_predictions, run_backtest
+    from driftwatch.backtest import backtest_files
     from streams.ingest import PredictionValidator
 
     if args.config is not None:
@@ -89,21 +89,24 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         max_future_seconds=None,
     )
     rejected: Counter[str] = Counter()
-    events = list(read_predictions(Path(args.predictions), validator, rejected))
-    outcomes = [] if args.outcomes is None else list(read_outcomes(Path(args.outcomes), rejected))
-    report = run_backtest(
-        events,
+    # Streamed: each file is scanned once, then read in event-time order (sorted on disk if
+    # it is not already), and DriftEvents go to stdout as they come: memory does not grow
+    # with the input.
+    report = backtest_files(
+        Path(args.predictions),
         settings.engine_config(),
+        validator,
+        outcomes=None if args.outcomes is None else Path(args.outcomes),
         out=sys.stdout,
-        outcomes=outcomes,
         performance=settings.performance_config(),
+        keep_drift_events=False,
+        rejected=rejected,
     )
-    report.rejected.update(rejected)
     summary = {
         "events": report.events,
         "feature_values": report.feature_values,
-        "drift_events": len(report.drift_events),
-        "performance_drift_events": sum(e.kind.value == "performance" for e in report.drift_events),
+        "drift_events": report.drift_events_total,
+        "performance_drift_events": report.performance_drift_events_total,
         "rejected": dict(report.rejected),
         "seconds": round(report.seconds, 3),
         "feature_values_per_second": round(report.feature_values / max(report.seconds, 1e-9)),
@@ -123,9 +126,10 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     """The offline HTML report: the backtest's engine over files, then the report's page."""
+    from contextlib import ExitStack
     from dataclasses import replace
 
-    from driftwatch.backtest import read_outcomes, read_predictions, run_backtest
+    from driftwatch.backtest import run_backtest, sorted_outcomes, sorted_predictions
     from driftwatch.report.collect import collect
     from driftwatch.report.render import render_report
     from streams.ingest import PredictionValidator
@@ -144,18 +148,32 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         max_future_seconds=None,
     )
     rejected: Counter[str] = Counter()
-    events = list(read_predictions(Path(args.predictions), validator, rejected))
-    outcomes = [] if args.outcomes is None else list(read_outcomes(Path(args.outcomes), rejected))
-    if not events:
-        print("driftwatch: no valid predictions", file=sys.stderr)
-        return 1
-    # Keep every window of the input (not only the retention's), so the report covers it all.
-    span_days = (max(e.timestamp for e in events) - min(e.timestamp for e in events)) / 86_400
-    cfg = settings.engine_config()
-    cfg = replace(cfg, retention_days=max(cfg.retention_days, span_days + 2))
-    pcfg = replace(settings.performance_config(), engine=cfg)
-    report = run_backtest(events, cfg, outcomes=outcomes, performance=pcfg)
-    streams = sorted({(e.tenant, e.model) for e in events})
+    seen: set[tuple[str, str]] = set()
+    with ExitStack() as stack:
+        # Scanned once (counts, time span, models), then streamed in event-time order.
+        events = stack.enter_context(
+            sorted_predictions(
+                Path(args.predictions), validator, rejected,
+                on_event=lambda e: seen.add((e.tenant, e.model)),
+            )
+        )  # fmt: skip
+        outcomes = (
+            () if args.outcomes is None
+            else stack.enter_context(sorted_outcomes(Path(args.outcomes), rejected))
+        )  # fmt: skip
+        if not events.count:
+            print("driftwatch: no valid predictions", file=sys.stderr)
+            return 1
+        # Keep every window of the input (not only the retention's): the report covers it all.
+        span_days = (events.max_timestamp - events.min_timestamp) / 86_400
+        cfg = settings.engine_config()
+        cfg = replace(cfg, retention_days=max(cfg.retention_days, span_days + 2))
+        pcfg = replace(settings.performance_config(), engine=cfg)
+        report = run_backtest(
+            events, cfg, outcomes=outcomes, performance=pcfg,
+            presorted=True, keep_drift_events=False,
+        )  # fmt: skip
+    streams = sorted(seen)
     if args.tenant or args.model:
         streams = [
             s for s in streams if (args.tenant in (None, s[0])) and (args.model in (None, s[1]))
@@ -249,7 +267,7 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     elif args.markdown:
         print(settings_markdown())
     else:
-        print(json.dumps(settings.__dict__, indent=2, default=str))
+        print(json.dumps(settings.as_dict(), indent=2, default=str))
     return 0
 
 
@@ -290,6 +308,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--outcomes", action="store_true", help="also produce outcomes")
     p.add_argument("--out-dir", default=None, help="write JSON lines files here instead of Kafka")
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="predictions per message: >1 sends batch envelopes (one tenant/model each)",
+    )
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="the whole loop on one machine")

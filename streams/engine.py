@@ -24,7 +24,7 @@ from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
 from streams.decision import benjamini_hochberg, severity_for
 from streams.drift_tests import DRIFT_TESTS, DriftTest, TestResult
 from streams.incidents import IncidentNotice, closed_record, remember_closed
-from streams.keyed_state import MemoryStore, StateCache, StateStore, Write
+from streams.keyed_state import StateCache, StateStore, Write
 from streams.numeric_summary import NumericSummary
 from streams.state import (
     RECENT_LEVELS,
@@ -39,9 +39,6 @@ from streams.state import (
     stream_key,
     window_key,
 )
-
-# MemoryStore is re-exported until driftwatch.backtest imports it from streams.keyed_state.
-__all__ = ["DriftEngine", "MemoryStore"]
 
 _BASELINE_CACHE_SIZE = 4096
 Picker = Callable[[str, FeatureWindow], Summary | None]
