@@ -130,7 +130,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         )
 
     def table(name: str, help: str) -> Any:
-        return app.Table(
+        t = app.Table(
             name,
             key_type=bytes,
             value_type=bytes,
@@ -138,6 +138,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             options={"driver": "rocksdict"},
             help=help,
         )
+        # Metrics scrapes and the API read tables from other threads: bind it to this loop.
+        faust_compat.bind_to_this_loop(t)
+        return t
 
     predictions = raw_topic(PREDICTIONS)
     outcomes = raw_topic(OUTCOMES)

@@ -283,15 +283,30 @@ def kafka_probe(config: dict[str, Any], timeout: float = 10.0) -> Probe:
 # ---------------------------------------------------------------------- read access for the API
 
 
+def bind_to_this_loop(table: Any) -> None:
+    """Create a table's store and changelog topic now, on the main thread.
+
+    Faust makes both lazily, and the store takes the table's event loop from whichever thread
+    first asks (``Service.loop`` -> ``get_event_loop()``). If that is a metrics scrape or an
+    API request (other threads), the table's background tasks are created on a loop that never
+    runs, and a graceful stop waits for them forever (SIGTERM hung; found by a test).
+    """
+    _ = table.data, table.changelog_topic
+
+
 def table_dbs(table: Any) -> dict[int, Any]:
     """The RocksDB handles (rocksdict ``Rdict``) of a table's partitions open in this worker,
-    by partition: a snapshot, safe to iterate while Faust opens and closes partitions."""
-    return dict(getattr(table.data, "_dbs", {}))
+    by partition: a snapshot, safe to iterate while Faust opens and closes partitions. Safe
+    from any thread: never creates the store (see :func:`bind_to_this_loop`)."""
+    return dict(getattr(getattr(table, "_data", None), "_dbs", None) or {})
 
 
 def active_partitions(app: Any, table: Any) -> set[int]:
     """Partitions of ``table`` this worker is the active owner of (not standby copies)."""
-    topic = table.changelog_topic.get_topic_name()
+    changelog = getattr(table, "_changelog_topic", None)
+    if changelog is None:  # not made yet (see bind_to_this_loop): nothing is assigned either
+        return set()
+    topic = changelog.get_topic_name()
     return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
 
 

@@ -192,3 +192,32 @@ def test_acks_of_skipped_messages_are_ignored() -> None:
     assert Consumer.ack(c, late)  # type: ignore[arg-type]
     assert c._acked[c.tp] == [1, 2]
     assert faust_compat.COUNTERS["stale_ack_ignored"] == before + 1
+
+
+def test_tables_read_from_other_threads_stay_on_the_main_loop(tmp_path: Any) -> None:
+    """A metrics scrape or API request (other threads) must not be the first to touch a
+    table's store: Faust would bind the table to that thread's loop, and a graceful stop
+    would wait forever for tasks that never run there."""
+    import threading
+
+    import faust
+
+    app = faust.App("t-bind", broker="kafka://127.0.0.1:1", store="rocksdb://",
+                    datadir=str(tmp_path), autodiscover=False)  # fmt: skip
+    lazy: Any = app.Table("lazy", key_type=bytes, value_type=bytes)
+    bound: Any = app.Table("bound", key_type=bytes, value_type=bytes)
+    faust_compat.bind_to_this_loop(bound)
+    main_loop = bound.loop
+    seen: dict[str, Any] = {}
+
+    def scrape() -> None:
+        asyncio.set_event_loop(asyncio.new_event_loop())  # as the web thread has
+        seen["dbs"] = (faust_compat.table_dbs(lazy), faust_compat.table_dbs(bound))
+        seen["active"] = faust_compat.active_partitions(app, lazy)
+
+    t = threading.Thread(target=scrape)
+    t.start()
+    t.join()
+    assert seen == {"dbs": ({}, {}), "active": set()}
+    assert lazy._data is None  # the scrape did not create the store (nor pick its loop)
+    assert bound.data.loop is main_loop
