@@ -18,7 +18,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Literal
 
-from streams.state import Position
+from streams.keyed_state import Position
 
 JoinKind = Literal["p", "o"]
 

@@ -13,25 +13,24 @@ Order of work for one event (the same whatever the batching, so live and backtes
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections import Counter
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from schemas import DriftEvent, DriftKind, InvalidEvent, PredictionEvent, Severity
+from schemas import DriftEvent, DriftKind, InvalidEvent, PredictionEvent
 from streams.categorical_summary import CategoricalSummary
 from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
 from streams.decision import benjamini_hochberg, severity_for
 from streams.drift_tests import DRIFT_TESTS, DriftTest, TestResult
-from streams.incidents import IncidentNotice, closed_record, remember_closed
-from streams.keyed_state import StateCache, StateStore, Write
+from streams.incidents import IncidentNotice
+from streams.keyed_state import Position, StateCache, StateStore, Write, guard
 from streams.numeric_summary import NumericSummary
 from streams.state import (
     RECENT_LEVELS,
     FeatureKind,
     FeatureWindow,
-    Incident,
-    Position,
     StreamState,
     Summary,
     _merge_summaries,
@@ -144,7 +143,7 @@ class DriftEngine:
         partition = position[0] if position is not None else stream.partition
         if partition is not None:
             stream.partition = partition
-        fresh = _guard_stream(stream, position)
+        fresh = guard(stream.offsets, position)
         drifts = self._advance(stream, event.timestamp)
         if fresh:
             stream.events += 1
@@ -398,10 +397,7 @@ class DriftEngine:
             if key in tested or book.last_window.get(key, -1) >= window:
                 continue
             book.last_window[key] = window
-            incident = book.open[key]
-            incident.clean_streak += 1
-            if incident.clean_streak >= self.config.resolve_windows:
-                self._resolve(stream, key, incident, window)
+            self._clean(stream, key, window)
 
     def _drop_recent(self, stream: StreamState, window: float) -> None:
         for feature in stream.features:
@@ -542,31 +538,18 @@ class DriftEngine:
                     continue
                 book.last_window[t.incident_key] = window
                 if incident is not None:
-                    incident.clean_streak += 1
-                    if incident.clean_streak >= cfg.resolve_windows:
-                        self._resolve(stream, t.incident_key, incident, window)
+                    self._clean(stream, t.incident_key, window)
                 continue
             book.last_window[t.incident_key] = window
             severity = severity_for(t.severity_effect(), share, len(drifting))
-            changes: list[str] = []
-            if incident is None:
-                incident = Incident(_drift_id(stream, t.incident_key, window), window)
-                book.open[t.incident_key] = incident
-                self.stats["incidents_opened"] += 1
-                changes.append("opened")
-            else:
-                incident.persistence += 1
-                incident.clean_streak = 0
-            incident.test = t.result.test
-            incident.last_window = window
-            if Severity(incident.max_severity).rank < severity.rank:
-                if "opened" not in changes:
-                    changes.append("escalated")
-                incident.max_severity = severity.value
-            if not incident.confirmed and incident.persistence >= cfg.confirm_windows:
-                incident.confirmed = True
-                self.stats["incidents_confirmed"] += 1
-                changes.append("confirmed")
+            incident, changes = book.drifting(
+                t.incident_key, window, severity, t.result.test,
+                functools.partial(_drift_id, stream, t.incident_key, window),
+                confirm_windows=cfg.confirm_windows, remember=1,  # windows are judged in order
+            )  # fmt: skip
+            for change in changes:
+                if change != "escalated":
+                    self.stats[f"incidents_{change}"] += 1
             for change in changes:
                 self.notices.append(
                     IncidentNotice(
@@ -627,19 +610,16 @@ class DriftEngine:
             ]  # fmt: skip
             self._windows.mark(key, stream.partition)
 
-    def _resolve(self, stream: StreamState, key: str, incident: Incident, window: float) -> None:
-        book = stream.incidents
-        del book.open[key]
+    def _clean(self, stream: StreamState, key: str, window: float) -> None:
+        """A clean window for ``key``; tells of the resolution if that resolved it."""
+        cfg = self.config
+        incident = stream.incidents.clean(
+            key, window, resolve_windows=cfg.resolve_windows, window_seconds=cfg.window_seconds
+        )
+        if incident is None:
+            return
         self.stats["incidents_resolved"] += 1
         feature = key.removesuffix("#missing")
-        remember_closed(
-            book.closed,
-            closed_record(
-                key, incident.drift_id, incident.opened_window,
-                (incident.last_window or incident.opened_window) + self.config.window_seconds,
-                incident.max_severity, incident.confirmed, incident.persistence, incident.test,
-            ),
-        )  # fmt: skip
         self.notices.append(
             IncidentNotice(
                 "resolved", incident.drift_id, DriftKind.STATISTICAL.value, stream.tenant,
@@ -648,16 +628,6 @@ class DriftEngine:
                 stream.watermark if stream.watermark is not None else window,
             )
         )  # fmt: skip
-
-
-def _guard_stream(stream: StreamState, position: Position | None) -> bool:
-    if position is None:
-        return True
-    partition, offset = position
-    if stream.offsets.get(partition, -1) >= offset:
-        return False
-    stream.offsets[partition] = offset
-    return True
 
 
 def _drift_id(stream: StreamState, feature: str, window: float) -> str:

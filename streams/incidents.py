@@ -1,16 +1,25 @@
-"""What happens to an incident, told once: the notices the engines hand to whoever alerts.
+"""The incident lifecycle, one for feature drift and performance drift, and its notices.
 
-The feature engine and the performance monitor keep their incidents in their own state; each
-time one is opened, confirmed, escalated (its severity rose) or resolved they also append an
-:class:`IncidentNotice`. The worker turns notices into alerts (``alerts`` topic); their ids
-come from the incident's ``drift_id`` and the change, so replaying the same events after a
-crash yields the same notices and the same alert ids, and nobody is told twice.
+A drift found in one window opens an incident (a stable ``drift_id``, so a replay after a
+crash names it the same); found again in later windows it persists, and after
+``confirm_windows`` windows it is confirmed (what retraining acts on); its severity only
+rises (escalated); ``resolve_windows`` clean windows in a row resolve it. Each window counts
+once per incident, even when it is judged again (a replayed look, a late final look), which
+:class:`IncidentBook` remembers per key.
+
+Each change is also an :class:`IncidentNotice`. The worker turns notices into alerts
+(``alerts`` topic); their ids come from the incident's ``drift_id`` and the change, so
+replaying the same events after a crash yields the same notices and the same alert ids, and
+nobody is told twice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+from schemas import Severity
 
 CLOSED_KEPT = 50
 """Closed incidents kept per stream (newest), for "recent incidents" in the API and report."""
@@ -91,3 +100,156 @@ def remember_closed(closed: list[dict[str, Any]], record: dict[str, Any]) -> Non
         return
     closed.append(record)
     del closed[:-CLOSED_KEPT]
+
+
+@dataclass
+class Incident:
+    """An open drift incident; re-detections update it instead of alerting anew."""
+
+    drift_id: str
+    opened_window: float
+    persistence: int = 1
+    clean_streak: int = 0
+    confirmed: bool = False
+    max_severity: str = "LOW"
+    test: str = ""
+    """The test that last found it drifting."""
+    last_window: float | None = None
+    """The last window found drifting."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.drift_id,
+            "ow": self.opened_window,
+            "p": self.persistence,
+            "c": self.clean_streak,
+            "ok": self.confirmed,
+            "sev": self.max_severity,
+            "t": self.test,
+            "lw": self.last_window,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Incident:
+        return cls(d["id"], d["ow"], d["p"], d["c"], d["ok"], d["sev"], d.get("t", ""), d.get("lw"))
+
+
+@dataclass
+class IncidentBook:
+    """All incidents of one stream: open ones by key, the window each key was last judged on,
+    the windows already counted per key, and the newest closed ones.
+
+    >>> book = IncidentBook()
+    >>> rules = dict(confirm_windows=2, remember=1)
+    >>> _, changes = book.drifting("x", 0.0, Severity.LOW, "ks", lambda: "id-1", **rules)
+    >>> changes
+    ['opened']
+    >>> book.drifting("x", 0.0, Severity.LOW, "ks", lambda: "id-1", **rules)[1]  # same window
+    []
+    >>> book.drifting("x", 1.0, Severity.HIGH, "ks", lambda: "id-1", **rules)[1]
+    ['escalated', 'confirmed']
+    >>> book.clean("x", 2.0, resolve_windows=2, window_seconds=1.0), "x" in book.open
+    (None, True)
+    >>> book.clean("x", 3.0, resolve_windows=2, window_seconds=1.0).drift_id, book.open
+    ('id-1', {})
+    >>> book.closed[0]["cw"], book.closed[0]["p"]
+    (2.0, 2)
+    """
+
+    open: dict[str, Incident] = field(default_factory=dict)
+    last_window: dict[str, float] = field(default_factory=dict)
+    closed: list[dict[str, Any]] = field(default_factory=list)
+    """The newest closed incidents (:func:`closed_record`)."""
+    counted: dict[str, list[float]] = field(default_factory=dict)
+    """Per incident key (``key`` drifting, ``key#clean`` clean), the windows already counted."""
+
+    def drifting(
+        self,
+        key: str,
+        window: float,
+        severity: Severity,
+        test: str,
+        drift_id: Callable[[], str],
+        *,
+        confirm_windows: int,
+        remember: int,
+    ) -> tuple[Incident, list[str]]:
+        """``key`` was found drifting in ``window``: open its incident, or count the window
+        towards its persistence (once per window); escalate and confirm. Returns the incident
+        and its changes (``opened``, ``escalated``, ``confirmed``). ``remember``: how many
+        windows back a window may be judged again (1 when windows are judged in order)."""
+        incident = self.open.get(key)
+        counted = self.counted.setdefault(key, [])
+        changes: list[str] = []
+        if incident is None:
+            incident = self.open[key] = Incident(drift_id(), window)
+            counted[:] = [window]
+            changes.append("opened")
+        elif window not in counted:
+            incident.persistence += 1
+            incident.clean_streak = 0
+            counted.append(window)
+            del counted[:-remember]
+        incident.test = test
+        incident.last_window = max(window, incident.last_window or window)
+        if Severity(incident.max_severity).rank < severity.rank:
+            if not changes:
+                changes.append("escalated")
+            incident.max_severity = severity.value
+        if not incident.confirmed and incident.persistence >= confirm_windows:
+            incident.confirmed = True
+            changes.append("confirmed")
+        return incident, changes
+
+    def clean(
+        self, key: str, window: float, *, resolve_windows: int, window_seconds: float
+    ) -> Incident | None:
+        """``key`` was judged clean in ``window`` (counted once per window, and only after
+        the window that opened it); returns the incident if that resolved it."""
+        incident = self.open.get(key)
+        if incident is None or incident.opened_window >= window:
+            return None
+        seen = self.counted.setdefault(f"{key}#clean", [])
+        if window in seen:
+            return None
+        seen.append(window)
+        del seen[:-RESOLVE_MEMORY]
+        incident.clean_streak += 1
+        if incident.clean_streak < resolve_windows:
+            return None
+        del self.open[key]
+        self.counted.pop(key, None)
+        self.counted.pop(f"{key}#clean", None)
+        closed_window = (incident.last_window or incident.opened_window) + window_seconds
+        remember_closed(
+            self.closed,
+            closed_record(
+                key, incident.drift_id, incident.opened_window, closed_window,
+                incident.max_severity, incident.confirmed, incident.persistence, incident.test,
+            ),
+        )  # fmt: skip
+        return incident
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "open": {f: i.to_json() for f, i in self.open.items()},
+            "lw": self.last_window,
+        }
+        if self.closed:
+            out["cl"] = self.closed
+        if self.counted:
+            out["cw"] = self.counted
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> IncidentBook:
+        return cls(
+            open={f: Incident.from_json(i) for f, i in d["open"].items()},
+            last_window={f: float(w) for f, w in d["lw"].items()},
+            closed=list(d.get("cl", [])),
+            counted={k: [float(w) for w in v] for k, v in d.get("cw", {}).items()},
+        )
+
+
+RESOLVE_MEMORY = 64
+"""Clean windows remembered per incident (a replayed final look must not count twice)."""

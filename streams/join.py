@@ -36,8 +36,7 @@ from typing import Any
 
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
 from streams.config import DAY
-from streams.keyed_state import StateCache, StateStore, Write
-from streams.state import Position
+from streams.keyed_state import Position, StateCache, StateStore, Write
 
 POSITIVE_LABELS = frozenset({"1", "true", "yes", "positive", "fraud", "conflict"})
 INDEX_CHUNK = 1_000

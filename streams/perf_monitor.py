@@ -53,8 +53,16 @@ from scipy import stats
 from schemas import DriftEvent, DriftKind, Severity, format_timestamp
 from streams.config import DAY, PerformanceConfig
 from streams.decision import benjamini_hochberg
-from streams.incidents import IncidentNotice, closed_record, remember_closed
-from streams.keyed_state import StateCache, StateStore, Write
+from streams.incidents import IncidentBook, IncidentNotice
+from streams.keyed_state import (
+    Position,
+    StateCache,
+    StateStore,
+    Write,
+    guard,
+    offsets_from_json,
+    offsets_to_json,
+)
 from streams.performance import (
     CalibrationMap,
     PerformanceSummary,
@@ -63,14 +71,6 @@ from streams.performance import (
     proportion_drop_test,
 )
 from streams.sequential import RateRiseTest, rate_upper_bound
-from streams.state import (
-    Incident,
-    IncidentBook,
-    Position,
-    _guard,
-    _offsets_from_json,
-    _offsets_to_json,
-)
 
 __all__ = ["PerfStream", "PerfWindow", "PerformanceMonitor", "history_row"]
 
@@ -113,7 +113,7 @@ class PerfWindow:
         head = json.dumps(
             {
                 "v": names,
-                "o": _offsets_to_json(self.offsets),
+                "o": offsets_to_json(self.offsets),
                 "l": self.looks,
                 "f": self.final,
                 "e": self.estimated,
@@ -146,7 +146,7 @@ class PerfWindow:
             versions[name] = PerformanceSummary.from_bytes(raw[pos : pos + m])
             pos += m
         return cls(
-            versions, _offsets_from_json(head["o"]), head["l"], head["f"], head["e"], head["r"]
+            versions, offsets_from_json(head["o"]), head["l"], head["f"], head["e"], head["r"]
         )
 
 
@@ -160,8 +160,6 @@ class PerfStream:
     offsets: dict[int, int] = field(default_factory=dict)
     latest_version: str = ""
     incidents: IncidentBook = field(default_factory=IncidentBook)
-    counted: dict[str, list[float]] = field(default_factory=dict)
-    """Per incident key, the windows already counted in its persistence."""
     next_due: float = -math.inf
     """Event time of the next window close, final look or expiry: the clock only scans the
     windows when it passes this."""
@@ -173,11 +171,10 @@ class PerfStream:
                 "m": self.model,
                 "c": self.clock if math.isfinite(self.clock) else None,
                 "w": self.windows,
-                "o": _offsets_to_json(self.offsets),
+                "o": offsets_to_json(self.offsets),
                 "lv": self.latest_version,
                 "i": self.incidents.to_json(),
                 "nd": self.next_due if math.isfinite(self.next_due) else None,
-                "cw": self.counted,
             },
             separators=(",", ":"),
         ).encode()
@@ -185,16 +182,18 @@ class PerfStream:
     @classmethod
     def from_bytes(cls, raw: bytes) -> PerfStream:
         d = json.loads(raw)
+        incidents = IncidentBook.from_json(d["i"])
+        for k, v in d.get("cw", {}).items():  # state written before the book kept them
+            incidents.counted.setdefault(k, [float(w) for w in v])
         return cls(
             tenant=d["t"],
             model=d["m"],
             clock=-math.inf if d["c"] is None else float(d["c"]),
             windows=[float(w) for w in d["w"]],
-            offsets=_offsets_from_json(d["o"]),
+            offsets=offsets_from_json(d["o"]),
             latest_version=d["lv"],
-            incidents=IncidentBook.from_json(d["i"]),
+            incidents=incidents,
             next_due=-math.inf if d["nd"] is None else float(d["nd"]),
-            counted={k: [float(w) for w in v] for k, v in d.get("cw", {}).items()},
         )
 
 
@@ -295,10 +294,10 @@ class PerformanceMonitor:
         stream = self._stream(tenant, model)
         w = self.config.engine.window_start(ts)
         win, wkey = self._window_for(stream, w)
-        if _guard(win.offsets, position):
+        if guard(win.offsets, position):
             win.versions.setdefault(version, PerformanceSummary()).add_prediction(score)
             self._windows.mark(wkey)
-        if not _guard(stream.offsets, position):
+        if not guard(stream.offsets, position):
             return []
         stream.latest_version = version
         return self._advance(stream, ts)
@@ -319,7 +318,7 @@ class PerformanceMonitor:
         w = cfg.engine.window_start(prediction_ts)
         win, wkey = self._window_for(stream, w)
         events: list[DriftEvent] = []
-        if _guard(win.offsets, position):
+        if guard(win.offsets, position):
             summary = win.versions.setdefault(version, PerformanceSummary())
             summary.add_label(score, label)
             self._windows.mark(wkey)
@@ -331,7 +330,7 @@ class PerformanceMonitor:
                 win.looks[version] = look
                 events += self._judge(stream, w, win, version, outcome_ts, final=False)
             events += self._sequential(stream, w, win, version, outcome_ts)
-        if not _guard(stream.offsets, position):
+        if not guard(stream.offsets, position):
             return events
         return events + self._advance(stream, outcome_ts)
 
@@ -615,35 +614,20 @@ class PerformanceMonitor:
         book = stream.incidents
         win.raised.append(key)
         self._windows.mark(perf_window_key(stream.tenant, stream.model, window))
-        incident = book.open.get(key)
-        counted = stream.counted.setdefault(key, [])
-        changes: list[str] = []
-        if incident is None:
-            drift_id = uuid.uuid5(
-                _NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{key}\x1f{int(window)}"
-            )
-            incident = book.open[key] = Incident(str(drift_id), window)
-            counted[:] = [window]
-            self.stats["incidents_opened"] += 1
-            changes.append("opened")
-        elif window not in counted:
-            # Once per window, even if a crash lost the window's own record of it (the stream
-            # and the window are separate keys): a replay must not confirm an incident early.
-            incident.persistence += 1
-            incident.clean_streak = 0
-            counted.append(window)
-            del counted[:-64]
         top = max(findings, key=lambda f: f.severity.rank)
-        incident.test = top.test
-        incident.last_window = max(window, incident.last_window or window)
-        if Severity(incident.max_severity).rank < top.severity.rank:
-            if not changes:
-                changes.append("escalated")
-            incident.max_severity = top.severity.value
-        if not incident.confirmed and incident.persistence >= cfg.confirm_windows:
-            incident.confirmed = True
-            self.stats["incidents_confirmed"] += 1
-            changes.append("confirmed")
+        # Once per window, even if a crash lost the window's own record of it (the stream and
+        # the window are separate keys): a replay must not confirm an incident early. Windows
+        # are judged out of order here (labels arrive late), so the book remembers 64.
+        incident, changes = book.drifting(
+            key, window, top.severity, top.test,
+            lambda: str(uuid.uuid5(
+                _NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{key}\x1f{int(window)}"
+            )),
+            confirm_windows=cfg.confirm_windows, remember=64,
+        )  # fmt: skip
+        for change in changes:
+            if change != "escalated":
+                self.stats[f"incidents_{change}"] += 1
         for change in changes:
             self.notices.append(
                 IncidentNotice(
@@ -693,31 +677,12 @@ class PerformanceMonitor:
         return events
 
     def _clean(self, stream: PerfStream, key: str, window: float) -> None:
-        book = stream.incidents
-        incident = book.open.get(key)
-        if incident is None or incident.opened_window >= window:
-            return
-        seen = stream.counted.setdefault(f"{key}#clean", [])
-        if window in seen:
-            return  # a replayed final look
-        seen.append(window)
-        del seen[:-64]
-        incident.clean_streak += 1
-        if incident.clean_streak >= self.config.engine.resolve_windows:
-            del book.open[key]
-            stream.counted.pop(key, None)
-            stream.counted.pop(f"{key}#clean", None)
+        ecfg = self.config.engine
+        incident = stream.incidents.clean(
+            key, window, resolve_windows=ecfg.resolve_windows, window_seconds=ecfg.window_seconds
+        )
+        if incident is not None:
             self.stats["incidents_resolved"] += 1
-            ecfg = self.config.engine
-            remember_closed(
-                book.closed,
-                closed_record(
-                    key, incident.drift_id, incident.opened_window,
-                    (incident.last_window or incident.opened_window) + ecfg.window_seconds,
-                    incident.max_severity, incident.confirmed, incident.persistence,
-                    incident.test,
-                ),
-            )  # fmt: skip
             self.notices.append(
                 IncidentNotice(
                     "resolved", incident.drift_id, DriftKind.PERFORMANCE.value, stream.tenant,

@@ -19,33 +19,12 @@ from typing import Any, Literal
 import numpy as np
 
 from streams.categorical_summary import CategoricalSummary
+from streams.incidents import IncidentBook
+from streams.keyed_state import Position, guard, guard_many, offsets_from_json, offsets_to_json
 from streams.numeric_summary import NumericSummary
 
 FeatureKind = Literal["numeric", "categorical"]
 Summary = NumericSummary | CategoricalSummary
-Position = tuple[int, int]
-"""(partition, offset) of the source message, or None offline."""
-
-
-def _guard(offsets: dict[int, int], position: Position | None) -> bool:
-    """Record ``position``; False when it (or a later offset) was applied already."""
-    if position is None:
-        return True
-    partition, offset = position
-    if offsets.get(partition, -1) >= offset:
-        return False
-    offsets[partition] = offset
-    return True
-
-
-def _offsets_to_json(offsets: dict[int, int]) -> dict[str, int]:
-    return {str(p): o for p, o in offsets.items()}
-
-
-def _offsets_from_json(raw: dict[str, int]) -> dict[int, int]:
-    return {int(p): int(o) for p, o in raw.items()}
-
-
 RECENT_LEVELS = 4
 """Recent spans tested at sub-day looks: the last 1, 2, 4 and 8 interim slots."""
 RECENT_SLOTS = 1 << (RECENT_LEVELS - 1)
@@ -245,7 +224,7 @@ class FeatureWindow:
     def apply(
         self, value: float | str | None, position: Position | None, slot: int = 0, h: int = 0
     ) -> bool:
-        if not _guard(self.offsets, position):
+        if not guard(self.offsets, position):
             return False
         if self.numeric is not None:
             if value is None:
@@ -271,17 +250,7 @@ class FeatureWindow:
         """:meth:`apply` for each value in order (one position each); returns how many were
         new. Replays are recognised as one at a time would: a value is new when its offset is
         above every offset applied before it from the same partition."""
-        keep: list[int] = []
-        offsets = self.offsets
-        for k, position in enumerate(positions):
-            if position is None:
-                keep.append(k)
-                continue
-            partition, offset = position
-            if offsets.get(partition, -1) >= offset:
-                continue
-            offsets[partition] = offset
-            keep.append(k)
+        keep = guard_many(self.offsets, positions)
         if len(keep) != len(values):
             values = [values[k] for k in keep]
             slots = [slots[k] for k in keep]
@@ -326,7 +295,7 @@ class FeatureWindow:
         return self.summary.missing
 
     def to_bytes(self) -> bytes:
-        header: dict[str, Any] = {"k": self.kind, "o": _offsets_to_json(self.offsets)}
+        header: dict[str, Any] = {"k": self.kind, "o": offsets_to_json(self.offsets)}
         if self.results:
             header["r"] = self.results
         head = json.dumps(header, separators=(",", ":")).encode()
@@ -345,7 +314,7 @@ class FeatureWindow:
         recent = RecentSlots.from_bytes(raw[pos : pos + rlen], numeric) if rlen else None
         pos += rlen
         body = raw[pos : pos + slen]
-        offsets = _offsets_from_json(header["o"])
+        offsets = offsets_from_json(header["o"])
         results = header.get("r", {})
         if numeric:
             return cls(
@@ -406,7 +375,7 @@ class StreamState:
                 "we": [[w, n] for w, n in sorted(self.window_events.items())],
                 "n": self.events,
                 "late": self.late_events,
-                "o": _offsets_to_json(self.offsets),
+                "o": offsets_to_json(self.offsets),
                 "iw": self.interim_window,
                 "il": self.interim_look,
                 "i": self.incidents.to_json(),
@@ -429,69 +398,10 @@ class StreamState:
             window_events={float(w): int(n) for w, n in d["we"]},
             events=d["n"],
             late_events=d["late"],
-            offsets=_offsets_from_json(d["o"]),
+            offsets=offsets_from_json(d["o"]),
             interim_window=d.get("iw"),
             interim_look=d.get("il", 0),
             incidents=IncidentBook.from_json(d["i"]) if "i" in d else IncidentBook(),
-        )
-
-
-@dataclass
-class Incident:
-    """An open drift incident of one feature; re-detections update it instead of alerting anew."""
-
-    drift_id: str
-    opened_window: float
-    persistence: int = 1
-    clean_streak: int = 0
-    confirmed: bool = False
-    max_severity: str = "LOW"
-    test: str = ""
-    """The test that last found it drifting."""
-    last_window: float | None = None
-    """The last window found drifting."""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.drift_id,
-            "ow": self.opened_window,
-            "p": self.persistence,
-            "c": self.clean_streak,
-            "ok": self.confirmed,
-            "sev": self.max_severity,
-            "t": self.test,
-            "lw": self.last_window,
-        }
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> Incident:
-        return cls(d["id"], d["ow"], d["p"], d["c"], d["ok"], d["sev"], d.get("t", ""), d.get("lw"))
-
-
-@dataclass
-class IncidentBook:
-    """All incidents of one stream, plus the window each feature was last judged on."""
-
-    open: dict[str, Incident] = field(default_factory=dict)
-    last_window: dict[str, float] = field(default_factory=dict)
-    closed: list[dict[str, Any]] = field(default_factory=list)
-    """The newest closed incidents (``streams.incidents.closed_record``)."""
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "open": {f: i.to_json() for f, i in self.open.items()},
-            "lw": self.last_window,
-        }
-        if self.closed:
-            out["cl"] = self.closed
-        return out
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> IncidentBook:
-        return cls(
-            open={f: Incident.from_json(i) for f, i in d["open"].items()},
-            last_window={f: float(w) for f, w in d["lw"].items()},
-            closed=list(d.get("cl", [])),
         )
 
 

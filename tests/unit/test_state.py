@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from streams.incidents import Incident, IncidentBook
 from streams.state import (
     RECENT_SLOTS,
     SLOT_SAMPLE,
     FeatureWindow,
-    Incident,
-    IncidentBook,
     RecentSlots,
     StreamState,
     event_hash,
