@@ -12,6 +12,7 @@ WORKDIR /app
 # Install dependencies and the package with the pinned transitive set (constraints.txt).
 COPY pyproject.toml constraints.txt README.md ./
 COPY driftwatch ./driftwatch
+COPY runtime ./runtime
 COPY schemas ./schemas
 COPY streams ./streams
 COPY agents ./agents

@@ -1,7 +1,7 @@
 """The Faust application: app factory, topics, the RocksDB table, agents and timers.
 
 Nothing happens at import time: :func:`create_app` builds everything from a
-:class:`~driftwatch.settings.Settings`, so tests can run several apps with their own settings.
+:class:`~runtime.settings.Settings`, so tests can run several apps with their own settings.
 """
 
 from __future__ import annotations
@@ -25,7 +25,19 @@ from agents.metrics import CountersCollector, StateCollector, WorkerMetrics
 from agents.notify import AlertNotifier, RetrainAlertRouter, webhook_notifier
 from agents.performance import PerformanceProcessor
 from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
-from driftwatch.settings import Settings
+from runtime.settings import Settings
+from runtime.topics import (
+    ALERTS,
+    DEAD_LETTERS,
+    DRIFT_EVENTS,
+    JOIN_INPUT,
+    LABELED_PREDICTIONS,
+    MODEL_EVENTS,
+    OUTCOMES,
+    PERFORMANCE_INPUT,
+    PREDICTIONS,
+    RETRAIN_EVENTS,
+)
 from streams.engine import DriftEngine
 from streams.ingest import OutcomeValidator, PredictionValidator
 from streams.join import JoinConfig
@@ -33,32 +45,6 @@ from streams.perf_monitor import PerformanceMonitor
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS = "predictions"
-OUTCOMES = "outcomes"
-DRIFT_EVENTS = "drift-events"
-DEAD_LETTERS = "dead-letters"
-LABELED_PREDICTIONS = "labeled-predictions"
-JOIN_INPUT = "join-input"
-PERFORMANCE_INPUT = "performance-input"
-ALERTS = "alerts"
-RETRAIN_EVENTS = "retrain-events"
-MODEL_EVENTS = "model-events"
-RETRAIN_CONTROL = "retrain-control"
-TOPICS = (
-    PREDICTIONS,
-    OUTCOMES,
-    DRIFT_EVENTS,
-    DEAD_LETTERS,
-    LABELED_PREDICTIONS,
-    JOIN_INPUT,
-    PERFORMANCE_INPUT,
-    ALERTS,
-    RETRAIN_EVENTS,
-    MODEL_EVENTS,
-    RETRAIN_CONTROL,
-)
-"""Every topic the worker reads or writes (besides its tables' changelogs), created up front
-with the same partition count: the internal ones are routed by partition number."""
 WINDOW_TABLE = "drift-state"
 JOIN_TABLE = "join-state"
 PERFORMANCE_TABLE = "performance"

@@ -19,7 +19,7 @@ import faust
 from agents import faust_compat
 from agents.api.server import RocksView
 from agents.metrics import WorkerMetrics
-from driftwatch.settings import Settings
+from runtime.settings import Settings
 from streams import views
 
 MIN_LABELS_FOR_GAUGES = 100

@@ -25,7 +25,7 @@ from agents.alerts import model_alert, retrain_alert
 from agents.metrics import WorkerMetrics
 from agents.processor import PartitionContext, SendFn, TableStore, _set_current_event
 from agents.webhook import CHANNEL, WebhookConfig, WebhookNotifier
-from driftwatch.settings import Settings
+from runtime.settings import Settings
 from schemas import InvalidEvent, ModelEvent, RetrainEvent
 from schemas.alerts import ALERT_SCHEMA, Alert, AlertDelivery, DeliveryStatus
 from streams.keyed_state import Write

@@ -22,8 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from agents.app import TOPICS
-from driftwatch.devbroker import DevBroker, ensure_topics
+from driftwatch.devbroker import DevBroker
+from runtime.topics import WORKER_TOPICS as TOPICS
+from runtime.topics import ensure_topics
 from tests.integration.kafka_helpers import consume_all
 from tests.integration.test_operating import PIPELINE, Receiver, produce_days, traffic
 from tests.integration.worker_harness import WorkerProcess, wait_drained

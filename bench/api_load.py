@@ -39,9 +39,10 @@ from typing import Any
 from aiohttp import ClientSession, ClientTimeout
 
 from agents.api.auth import hash_token, new_token
-from agents.app import TOPICS
-from driftwatch.devbroker import DevBroker, ensure_topics
+from driftwatch.devbroker import DevBroker
 from driftwatch.simulate import SimulationConfig, generate, generate_outcomes
+from runtime.topics import WORKER_TOPICS as TOPICS
+from runtime.topics import ensure_topics
 from tests.integration.worker_harness import WorkerProcess, produce_recorded
 
 RESULTS = Path(__file__).resolve().parent / "results" / "api_load.json"

@@ -42,7 +42,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 from driftwatch.backtest import read_predictions, run_backtest
-from driftwatch.settings import Settings
+from runtime.settings import Settings
 from streams.ingest import PredictionValidator
 settings = Settings.from_env()
 rejected = Counter()

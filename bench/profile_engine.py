@@ -33,7 +33,7 @@ from prometheus_client import CollectorRegistry
 from agents.metrics import WorkerMetrics
 from agents.processor import PredictionProcessor, TableStore
 from bench.throughput import FAST_DETECTION, bench_messages
-from driftwatch.settings import Settings
+from runtime.settings import Settings
 from streams.config import EngineConfig
 from streams.engine import DriftEngine
 from streams.ingest import PredictionValidator

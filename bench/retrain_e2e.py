@@ -27,8 +27,9 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from driftwatch.devbroker import DevBroker, ensure_topics, free_port
+from driftwatch.devbroker import DevBroker, free_port
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate, generate_outcomes
+from runtime.topics import ensure_topics
 from schemas import DriftEvent, DriftKind, Severity
 from streams.config import DAY
 from streams.join import LabeledPrediction

@@ -51,8 +51,9 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from driftwatch.devbroker import DevBroker, ensure_topics, free_port
+from driftwatch.devbroker import DevBroker, free_port
 from driftwatch.simulate import SimulationConfig, generate, parse_drift
+from runtime.topics import ensure_topics
 from tests.integration.worker_harness import FAST_DETECTION as _HARNESS_DETECTION
 
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"

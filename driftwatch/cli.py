@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from driftwatch.retrain_cli import add_commands
-from driftwatch.settings import Settings, settings_markdown, update_readme
+from runtime.settings import Settings, settings_markdown, update_readme
 
 log = logging.getLogger("driftwatch")
 

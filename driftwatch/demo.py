@@ -18,8 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from agents.app import DEAD_LETTERS, DRIFT_EVENTS, OUTCOMES, PREDICTIONS, TOPICS
-from driftwatch.devbroker import DevBroker, ensure_topics, free_port
+from driftwatch.devbroker import DevBroker, free_port
 from driftwatch.kafka_io import (
     make_producer,
     outcome_messages,
@@ -28,7 +27,6 @@ from driftwatch.kafka_io import (
     produce_messages,
     tail_consumer,
 )
-from driftwatch.settings import Settings
 from driftwatch.simulate import (
     DriftSpec,
     DriftType,
@@ -38,7 +36,18 @@ from driftwatch.simulate import (
     generate_outcomes,
     resolve_start,
 )
-from retrain.worker import MODEL_EVENTS, RETRAIN_EVENTS, RETRAIN_TOPICS
+from runtime.settings import Settings
+from runtime.topics import (
+    DEAD_LETTERS,
+    DRIFT_EVENTS,
+    MODEL_EVENTS,
+    OUTCOMES,
+    PREDICTIONS,
+    RETRAIN_EVENTS,
+    RETRAIN_TOPICS,
+    WORKER_TOPICS,
+    ensure_topics,
+)
 from schemas import OutcomeEvent, PredictionEvent, parse_timestamp
 
 DAY = 86_400.0
@@ -314,7 +323,9 @@ def run_demo(settings: Settings, days: int = 70, rate: int = 500, drift_day: int
         metrics_port = free_port()
         api_port = free_port()
         tokens_file, api_token = _demo_token(workdir)
-        ensure_topics(bootstrap, {prefix + t: partitions for t in (*TOPICS, *RETRAIN_TOPICS)})
+        ensure_topics(
+            bootstrap, {prefix + t: partitions for t in (*WORKER_TOPICS, *RETRAIN_TOPICS)}
+        )
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,

@@ -10,7 +10,7 @@ Tansu quirks callers must know about:
 
 * Naming a missing topic in a metadata request (``list_topics(topic=...)``, a producer's first
   send, a consumer's ``assign``/``subscribe``) auto-creates it with 4 partitions. Create topics
-  explicitly with :func:`ensure_topics` before anything touches them.
+  explicitly with :func:`runtime.topics.ensure_topics` before anything touches them.
 * A partition's high watermark is the base offset of the last batch + 1, not the offset of the
   last record + 1, so "position == high watermark" does not mean a partition has been read to
   the end.
@@ -33,15 +33,11 @@ import time
 from collections import deque
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import IO, TYPE_CHECKING, Any, Self
-
-if TYPE_CHECKING:
-    from confluent_kafka.admin import AdminClient
+from typing import IO, Any, Self
 
 __all__ = [
     "DevBroker",
     "DevBrokerError",
-    "ensure_topics",
     "free_port",
     "run_dev_broker",
 ]
@@ -125,7 +121,7 @@ class DevBroker:
     Use as a context manager or call :meth:`start` / :meth:`stop`::
 
         with DevBroker() as broker:
-            ensure_topics(broker.bootstrap, {"events": 3})
+            runtime.topics.ensure_topics(broker.bootstrap, {"events": 3})
             ...
 
     ``port`` 0 or ``None`` picks a free port. Broker output goes to ``log_path`` when given
@@ -407,124 +403,3 @@ def run_dev_broker(port: int, *, log_path: str | os.PathLike[str] | None = None)
         broker.stop()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-# -- topics ---------------------------------------------------------------------------------
-
-
-def _topic_partitions(admin: AdminClient, timeout: float) -> dict[str, int | None]:
-    """Map every topic in the cluster to its partition count (None if its metadata has an error).
-
-    Lists all topics rather than naming ours: on Tansu a metadata request that names a missing
-    topic creates it (with 4 partitions).
-    """
-    metadata = admin.list_topics(timeout=timeout)
-    result: dict[str, int | None] = {}
-    for name, topic in metadata.topics.items():
-        result[name] = None if topic.error is not None else len(topic.partitions)
-    return result
-
-
-def ensure_topics(
-    bootstrap: str,
-    topics: dict[str, int],
-    replication: int = 1,
-    timeout: float = 15.0,
-) -> None:
-    """Create the topics in ``topics`` (name -> partition count) that do not exist yet.
-
-    Existing topics are left alone; if one has a different partition count a warning is
-    logged. Retries while the broker is still coming up, and returns only once every topic
-    shows up in the cluster metadata. Raises :class:`DevBrokerError` on a non-retriable
-    broker error (bad partition count, policy violation, authorization, ...) or when
-    ``timeout`` seconds pass.
-    """
-    from confluent_kafka import KafkaError, KafkaException
-
-    # Imported here so `driftwatch dev-broker` does not pay for loading librdkafka.
-    from confluent_kafka.admin import AdminClient
-    from confluent_kafka.cimpl import NewTopic
-
-    if replication < 1:
-        raise ValueError(f"replication must be >= 1, got {replication}")
-    for name, partitions in topics.items():
-        if not name:
-            raise ValueError("topic names must be non-empty")
-        if partitions < 1:
-            raise ValueError(f"topic {name!r}: partitions must be >= 1, got {partitions}")
-    if not topics:
-        return
-
-    fatal_codes = {
-        KafkaError.INVALID_PARTITIONS,
-        KafkaError.INVALID_REPLICATION_FACTOR,
-        KafkaError.INVALID_REPLICA_ASSIGNMENT,
-        KafkaError.INVALID_CONFIG,
-        KafkaError.TOPIC_EXCEPTION,  # InvalidTopicException: bad topic name
-        KafkaError.INVALID_REQUEST,
-        KafkaError.POLICY_VIOLATION,
-        KafkaError.TOPIC_AUTHORIZATION_FAILED,
-        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-        KafkaError.UNSUPPORTED_VERSION,
-    }
-    admin = AdminClient(
-        {
-            "bootstrap.servers": bootstrap,
-            "socket.connection.setup.timeout.ms": 5000,
-            "reconnect.backoff.ms": 50,
-            "reconnect.backoff.max.ms": 500,
-        }
-    )
-    deadline = time.monotonic() + timeout
-    warned: set[str] = set()
-    last_error: str = "no attempt finished"
-
-    def remaining() -> float:
-        return max(deadline - time.monotonic(), 0.1)
-
-    while True:
-        try:
-            existing = _topic_partitions(admin, timeout=min(remaining(), 5.0))
-        except KafkaException as exc:
-            last_error = f"listing topics: {exc.args[0] if exc.args else exc}"
-        else:
-            missing = []
-            for name, wanted in topics.items():
-                have = existing.get(name)
-                if have is None:
-                    missing.append(name)
-                elif have != wanted and name not in warned:
-                    warned.add(name)
-                    log.warning(
-                        "topic %r exists with %d partitions, expected %d; leaving it as is",
-                        name,
-                        have,
-                        wanted,
-                    )
-            if not missing:
-                return
-            # Topics listed with a metadata error exist already; creating them again just
-            # yields TOPIC_ALREADY_EXISTS, which is fine, and we re-check on the next round.
-            futures = admin.create_topics(
-                [NewTopic(name, topics[name], replication) for name in missing],
-                request_timeout=min(remaining(), 10.0),
-            )
-            for name, future in futures.items():
-                try:
-                    future.result()
-                except KafkaException as exc:
-                    err = exc.args[0] if exc.args else None
-                    code = err.code() if isinstance(err, KafkaError) else None
-                    if code == KafkaError.TOPIC_ALREADY_EXISTS:
-                        continue
-                    if code in fatal_codes:
-                        raise DevBrokerError(f"cannot create topic {name!r}: {err}") from exc
-                    last_error = f"creating {name!r}: {err}"
-                else:
-                    log.info("created topic %r (%d partitions)", name, topics[name])
-        if time.monotonic() >= deadline:
-            raise DevBrokerError(
-                f"topics {sorted(topics)} not ready on {bootstrap} after {timeout:.1f}s "
-                f"(last error: {last_error})"
-            )
-        time.sleep(0.1)

@@ -9,9 +9,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from agents.app import OUTCOMES, PREDICTIONS
-from driftwatch.settings import Settings
 from driftwatch.simulate import SimulationConfig, generate, generate_outcomes
+from runtime.settings import Settings
+from runtime.topics import OUTCOMES, PREDICTIONS
 from schemas import OutcomeEvent, PredictionEvent
 from schemas.events import BATCH_SCHEMA
 

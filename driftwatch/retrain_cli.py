@@ -11,14 +11,13 @@ import sys
 import time
 from typing import Any
 
-from driftwatch.settings import Settings
+from runtime.settings import Settings
 
 
 def _control(settings: Settings, key: str, value: dict[str, Any]) -> None:
     from confluent_kafka import Producer
 
-    from driftwatch.devbroker import ensure_topics
-    from retrain.worker import RETRAIN_CONTROL
+    from runtime.topics import RETRAIN_CONTROL, ensure_topics
     from schemas import ControlMessage
 
     topic = settings.topic(RETRAIN_CONTROL)
@@ -84,7 +83,7 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from confluent_kafka import Producer
 
     from retrain.registry import ModelRegistry, RegistryError
-    from retrain.worker import MODEL_EVENTS
+    from runtime.topics import MODEL_EVENTS
     from schemas import ModelAction, ModelEvent
 
     registry = ModelRegistry(settings.registry_dir)

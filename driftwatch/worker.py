@@ -9,9 +9,9 @@ import faust
 from prometheus_client import start_http_server
 
 from agents.api.install import ApiConfigError
-from agents.app import TOPICS, create_app
-from driftwatch.devbroker import ensure_topics
-from driftwatch.settings import Settings
+from agents.app import create_app
+from runtime.settings import Settings
+from runtime.topics import WORKER_TOPICS, ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 def run_worker(settings: Settings) -> int:
     ensure_topics(
         settings.bootstrap,
-        {settings.topic(name): settings.partitions for name in TOPICS},
+        {settings.topic(name): settings.partitions for name in WORKER_TOPICS},
         replication=settings.replication,
     )
     try:

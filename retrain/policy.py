@@ -49,7 +49,7 @@ class Decision:
 
 @dataclass(frozen=True)
 class RetrainPolicy:
-    """The safeguards, each a setting (see ``driftwatch.settings``)."""
+    """The safeguards, each a setting (see ``runtime.settings``)."""
 
     auto_retrain: bool = False
     """The global feature flag's value until ``retrain-control`` says otherwise."""

@@ -26,6 +26,15 @@ from retrain.registry import ModelRegistry
 from retrain.service import RetrainConfig, RetrainService
 from retrain.training import TrainingLimits
 from retrain.validation import GatePolicy, PostDeployPolicy
+from runtime.topics import (
+    DEAD_LETTERS,
+    DRIFT_EVENTS,
+    LABELED_PREDICTIONS,
+    MODEL_EVENTS,
+    RETRAIN_CONTROL,
+    RETRAIN_EVENTS,
+    RETRAIN_WORKER_TOPICS,
+)
 from schemas import (
     ControlMessage,
     DeadLetter,
@@ -39,13 +48,6 @@ from schemas import (
 
 log = logging.getLogger(__name__)
 
-DRIFT_EVENTS = "drift-events"
-LABELED_PREDICTIONS = "labeled-predictions"
-DEAD_LETTERS = "dead-letters"
-RETRAIN_EVENTS = "retrain-events"
-MODEL_EVENTS = "model-events"
-RETRAIN_CONTROL = "retrain-control"
-RETRAIN_TOPICS = (RETRAIN_EVENTS, MODEL_EVENTS, RETRAIN_CONTROL)
 IDLE_END = 0.5
 """After reaching a partition's reported end, read on until this long without a message (the
 embedded broker reports ends low; see the README)."""
@@ -181,16 +183,15 @@ class KafkaTrainingData:
 
 
 def run_retrain_worker(settings: Any, stop: threading.Event | None = None) -> int:
-    from driftwatch.devbroker import ensure_topics
+    from runtime.topics import ensure_topics
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-    names = (*RETRAIN_TOPICS, DRIFT_EVENTS, LABELED_PREDICTIONS, DEAD_LETTERS)
     ensure_topics(
         settings.bootstrap,
-        {settings.topic(t): settings.partitions for t in names},
+        {settings.topic(t): settings.partitions for t in RETRAIN_WORKER_TOPICS},
         replication=settings.replication,
     )
     counters = _metrics(settings)

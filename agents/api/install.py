@@ -17,7 +17,7 @@ from agents.api.auth import RateLimiter, TokenFileError, TokenStore
 from agents.api.catalog import Catalog, tail
 from agents.api.server import Api, LocalState
 from agents.metrics import WorkerMetrics
-from driftwatch.settings import Settings
+from runtime.settings import Settings
 from streams.config import PerformanceConfig
 
 log = logging.getLogger(__name__)

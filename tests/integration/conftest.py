@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from driftwatch.devbroker import ensure_topics
+from runtime.topics import ensure_topics
 
 _HERE = Path(__file__).resolve().parent
 

@@ -25,10 +25,10 @@ import pytest
 from driftwatch.devbroker import (
     DevBroker,
     DevBrokerError,
-    ensure_topics,
     free_port,
     run_dev_broker,
 )
+from runtime.topics import TopicError, ensure_topics
 from tests.integration.kafka_helpers import consume_all, produce, topic_partitions
 
 pytestmark = pytest.mark.integration
@@ -148,7 +148,7 @@ def test_ensure_topics_waits_for_broker(unique_prefix: str) -> None:
 
 
 def test_ensure_topics_times_out_without_broker() -> None:
-    with pytest.raises(DevBrokerError, match="not ready"):
+    with pytest.raises(TopicError, match="not ready"):
         ensure_topics(f"127.0.0.1:{free_port()}", {"nope": 1}, timeout=1.0)
 
 

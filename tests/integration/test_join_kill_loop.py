@@ -21,10 +21,11 @@ from typing import Any
 
 import pytest
 
-from agents.app import PERFORMANCE_TABLE, TOPICS
+from agents.app import PERFORMANCE_TABLE
 from agents.state_files import describe_performance, read_table
-from driftwatch.devbroker import ensure_topics
 from driftwatch.simulate import SimulationConfig, generate, generate_outcomes
+from runtime.topics import WORKER_TOPICS as TOPICS
+from runtime.topics import ensure_topics
 from schemas import OutcomeEvent, parse_timestamp
 from tests.integration.kafka_helpers import consume_all
 from tests.integration.worker_harness import WorkerProcess, produce_recorded, wait_drained

@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 from aiohttp import ClientSession, web
 
-from agents.app import TOPICS
 from agents.webhook import verify
-from driftwatch.devbroker import ensure_topics, free_port
+from driftwatch.devbroker import free_port
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate, generate_outcomes
+from runtime.topics import WORKER_TOPICS as TOPICS
+from runtime.topics import ensure_topics
 from schemas import OutcomeEvent, PredictionEvent
 from tests.api_fixtures import TOKENS, auth, tokens_file
 from tests.integration.kafka_helpers import consume_all

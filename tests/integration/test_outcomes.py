@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
-from agents.app import PERFORMANCE_TABLE, TOPICS
+from agents.app import PERFORMANCE_TABLE
 from agents.state_files import describe_performance, read_table
-from driftwatch.devbroker import ensure_topics
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate, generate_outcomes
+from runtime.topics import WORKER_TOPICS as TOPICS
+from runtime.topics import ensure_topics
 from schemas import OutcomeEvent, format_timestamp, parse_timestamp
 from tests.integration.kafka_helpers import consume_all
 from tests.integration.worker_harness import WorkerProcess, produce_recorded, wait_drained

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import yaml
 
-from agents.app import TOPICS
 from bench.retrain_e2e import RetrainWorker
-from driftwatch.devbroker import ensure_topics, free_port
+from driftwatch.devbroker import free_port
+from runtime.topics import WORKER_TOPICS as TOPICS
+from runtime.topics import ensure_topics
 from tests.integration.test_operating import PIPELINE, produce_days, traffic, wait_ready
 from tests.integration.worker_harness import WorkerProcess, produce_recorded, wait_drained
 from tests.prometheus import PrometheusServer, metric_names

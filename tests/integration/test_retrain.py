@@ -20,8 +20,8 @@ from bench.retrain_e2e import (
     send,
     status,
 )
-from driftwatch.devbroker import ensure_topics
 from retrain.registry import ModelRegistry
+from runtime.topics import ensure_topics
 from schemas import ControlMessage, Severity
 
 

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from agents.app import TOPICS
 from driftwatch.backtest import run_backtest
-from driftwatch.devbroker import ensure_topics
-from driftwatch.settings import Settings
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate
+from runtime.settings import Settings
+from runtime.topics import WORKER_TOPICS as TOPICS
+from runtime.topics import ensure_topics
 from tests.integration.kafka_helpers import consume_all
 from tests.integration.test_worker import expected_counts, messages, state_counts
 from tests.integration.worker_harness import WorkerProcess, produce_recorded, wait_committed

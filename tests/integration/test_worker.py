@@ -14,12 +14,13 @@ from typing import Any
 import jsonschema
 import pytest
 
-from agents.app import TOPICS, WINDOW_TABLE
+from agents.app import WINDOW_TABLE
 from agents.state_files import describe_state, read_table
 from driftwatch.backtest import run_backtest
-from driftwatch.devbroker import ensure_topics
-from driftwatch.settings import Settings
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate
+from runtime.settings import Settings
+from runtime.topics import WORKER_TOPICS as TOPICS
+from runtime.topics import ensure_topics
 from schemas import PredictionEvent
 from tests.integration.kafka_helpers import consume_all
 from tests.integration.worker_harness import (

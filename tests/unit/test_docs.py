@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from driftwatch.settings import Settings, settings_markdown
+from runtime.settings import Settings, settings_markdown
 
 ROOT = Path(__file__).resolve().parents[2]
 

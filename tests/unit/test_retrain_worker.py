@@ -9,10 +9,10 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
-from driftwatch.settings import Settings
 from retrain.registry import ModelRegistry
 from retrain.service import RetrainConfig, RetrainService
 from retrain.worker import _handle
+from runtime.settings import Settings
 from schemas import RetrainEvent
 
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-import driftwatch.settings
-from driftwatch.settings import CONFIGS, Settings, env_settings, settings_markdown
+import runtime.settings
+from runtime.settings import CONFIGS, Settings, env_settings, settings_markdown
 from streams.config import EngineConfig, PerformanceConfig
 
 CONFIG_CLASSES: dict[str, type[EngineConfig] | type[PerformanceConfig]] = {
@@ -69,7 +69,7 @@ def test_variables_and_names_are_unique() -> None:
 
 
 def test_no_detection_default_or_variable_is_written_in_settings() -> None:
-    source = inspect.getsource(driftwatch.settings)
+    source = inspect.getsource(runtime.settings)
     for config, f in SETTINGS:
         assert f.metadata["env"] not in source, f"{config}.{f.name} is repeated in settings.py"
 
