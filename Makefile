@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+COVERAGE_FLOOR ?= 0
 STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test lint bench clean
@@ -22,8 +23,13 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Line coverage of every package, worker and retrain-worker subprocesses included (coverage
+# starts in each Python subprocess; see [tool.coverage] in pyproject.toml); fails below the
+# floor, which only goes up.
 test: $(STAMP) lint
-	$(BIN)/python -m pytest -m "not slow" -q
+	rm -f .coverage .coverage.*
+	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest -m "not slow" -q \
+		--cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
