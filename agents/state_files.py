@@ -12,7 +12,7 @@ from typing import Any
 
 import rocksdict
 
-from streams.perf_monitor import PerfStream, PerfWindow, history_row
+from streams.perf_state import PerfStream, PerfWindow, history_row
 from streams.state import FeatureWindow, StreamState
 
 _FAUST_META_PREFIX = b"__faust\x00"

@@ -1,6 +1,6 @@
 """Joining outcomes to their predictions by ``event_id``.
 
-Pure logic over a :class:`~streams.engine.StateStore` (a Faust table in a worker, a dict in a
+Pure logic over a :class:`~streams.keyed_state.StateStore` (a Faust table in a worker, a dict in a
 backtest), like the drift engine. State lives under keys of one ``event_id`` (the prediction
 and what became of it), so a worker routes predictions and outcomes to one internal topic
 partitioned by ``event_id`` and runs one joiner per partition. What the pairs are worth (the

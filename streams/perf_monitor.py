@@ -1,16 +1,14 @@
 """Performance drift: the per-window performance history and the tests that watch it.
 
-Pure logic over a :class:`~streams.engine.StateStore`, like the feature-drift engine: a worker
-keeps it in a Faust table, a backtest in a dict, and both get the same DriftEvents for the
-same joined data in the same order.
+Pure logic over a :class:`~streams.keyed_state.StateStore`, like the feature-drift engine: a
+worker keeps it in a Faust table, a backtest in a dict, and both get the same DriftEvents for
+the same joined data in the same order.
 
-State per (tenant, model):
-
-* one :class:`PerfWindow` per window of **prediction** time: a
-  :class:`~streams.performance.PerformanceSummary` per model version, which late labels keep
-  filling in (the history says how complete each window is);
-* one :class:`PerfStream`: the event-time clock, the windows with data and the open
-  incidents.
+State per (tenant, model), in :mod:`streams.perf_state`: one :class:`PerfWindow` per window of
+**prediction** time (a summary per model version, which late labels keep filling in) and one
+:class:`PerfStream` (the clock, the windows with data, the open incidents). The tests are pure
+functions in :mod:`streams.perf_findings`; this module decides when a window is looked at,
+which findings count, and what they do to the incidents.
 
 Four signals, all of them DriftEvents of kind ``performance``:
 
@@ -31,170 +29,45 @@ Four signals, all of them DriftEvents of kind ``performance``:
   are still mostly missing, CBPE estimates from its score distribution and the calibration
   learned on the baseline; marked ``estimated: true`` and never more than MEDIUM. They see
   covariate shift days before the labels do; they cannot see concept drift.
-
-Every value carries the source offsets it applied (``offsets``), so a replay after a crash
-changes nothing (see ``streams.state``).
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import math
-import struct
 import uuid
 from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-from scipy import stats
-
-from schemas import DriftEvent, DriftKind, Severity, format_timestamp
+from schemas import DriftEvent, DriftKind
 from streams.config import DAY, PerformanceConfig
 from streams.decision import benjamini_hochberg
-from streams.incidents import IncidentBook, IncidentNotice
-from streams.keyed_state import (
-    Position,
-    StateCache,
-    StateStore,
-    Write,
-    guard,
-    offsets_from_json,
-    offsets_to_json,
+from streams.incidents import IncidentNotice
+from streams.keyed_state import Position, StateCache, StateStore, Write, guard
+from streams.perf_findings import (
+    Z95,
+    Finding,
+    ap_se,
+    drop_severity,
+    drop_tests,
+    estimated,
+    floor_test,
+    ndtr,
+    positives,
 )
+from streams.perf_state import PerfStream, PerfWindow, history_row, perf_stream_key, perf_window_key
 from streams.performance import (
     CalibrationMap,
     PerformanceSummary,
-    auc_drop_test,
     estimate_performance,
     proportion_drop_test,
 )
 from streams.sequential import RateRiseTest, rate_upper_bound
 
-__all__ = ["PerfStream", "PerfWindow", "PerformanceMonitor", "history_row"]
+__all__ = ["PerformanceMonitor"]
 
 _NAMESPACE = uuid.UUID("0b9a3c52-8f7e-4f51-a0c2-7f5d6e4b1a93")
-_LEN = struct.Struct("<I")
-Z95 = 1.6448536269514722  # one-sided 95 %
-
-
-@functools.lru_cache(maxsize=4096)
-def perf_window_key(tenant: str, model: str, window: float) -> str:
-    return json.dumps(["pw", tenant, model, int(window)])
-
-
-@functools.lru_cache(maxsize=1024)
-def perf_stream_key(tenant: str, model: str) -> str:
-    return json.dumps(["ps", tenant, model])
-
-
-@dataclass
-class PerfWindow:
-    """One window's performance summaries, one per model version."""
-
-    versions: dict[str, PerformanceSummary] = field(default_factory=dict)
-    offsets: dict[int, int] = field(default_factory=dict)
-    looks: dict[str, int] = field(default_factory=dict)
-    """Milestone looks done, per version."""
-    final: bool = False
-    estimated: bool = False
-    raised: list[str] = field(default_factory=list)
-    """Incident keys this window was already found drifting for (one count per window)."""
-
-    def merged(self) -> PerformanceSummary:
-        out = PerformanceSummary()
-        for s in self.versions.values():
-            out = out.merge(s)
-        return out
-
-    def to_bytes(self) -> bytes:
-        names = sorted(self.versions)
-        head = json.dumps(
-            {
-                "v": names,
-                "o": offsets_to_json(self.offsets),
-                "l": self.looks,
-                "f": self.final,
-                "e": self.estimated,
-                "r": self.raised,
-            },
-            separators=(",", ":"),
-        ).encode()
-        parts = [_LEN.pack(len(head)), head]
-        for name in names:
-            raw = self.versions[name].to_bytes()
-            parts += [_LEN.pack(len(raw)), raw]
-        return b"".join(parts)
-
-    @staticmethod
-    def version_names(raw: bytes) -> list[str]:
-        """The versions in an encoded window, without decoding its summaries."""
-        (n,) = _LEN.unpack_from(raw, 0)
-        names: list[str] = json.loads(raw[_LEN.size : _LEN.size + n])["v"]
-        return names
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> PerfWindow:
-        (n,) = _LEN.unpack_from(raw, 0)
-        pos = _LEN.size + n
-        head = json.loads(raw[_LEN.size : pos])
-        versions = {}
-        for name in head["v"]:
-            (m,) = _LEN.unpack_from(raw, pos)
-            pos += _LEN.size
-            versions[name] = PerformanceSummary.from_bytes(raw[pos : pos + m])
-            pos += m
-        return cls(
-            versions, offsets_from_json(head["o"]), head["l"], head["f"], head["e"], head["r"]
-        )
-
-
-@dataclass
-class PerfStream:
-    tenant: str
-    model: str
-    clock: float = -math.inf
-    windows: list[float] = field(default_factory=list)
-    """Starts of the windows with data, ascending."""
-    offsets: dict[int, int] = field(default_factory=dict)
-    latest_version: str = ""
-    incidents: IncidentBook = field(default_factory=IncidentBook)
-    next_due: float = -math.inf
-    """Event time of the next window close, final look or expiry: the clock only scans the
-    windows when it passes this."""
-
-    def to_bytes(self) -> bytes:
-        return json.dumps(
-            {
-                "t": self.tenant,
-                "m": self.model,
-                "c": self.clock if math.isfinite(self.clock) else None,
-                "w": self.windows,
-                "o": offsets_to_json(self.offsets),
-                "lv": self.latest_version,
-                "i": self.incidents.to_json(),
-                "nd": self.next_due if math.isfinite(self.next_due) else None,
-            },
-            separators=(",", ":"),
-        ).encode()
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> PerfStream:
-        d = json.loads(raw)
-        incidents = IncidentBook.from_json(d["i"])
-        for k, v in d.get("cw", {}).items():  # state written before the book kept them
-            incidents.counted.setdefault(k, [float(w) for w in v])
-        return cls(
-            tenant=d["t"],
-            model=d["m"],
-            clock=-math.inf if d["c"] is None else float(d["c"]),
-            windows=[float(w) for w in d["w"]],
-            offsets=offsets_from_json(d["o"]),
-            latest_version=d["lv"],
-            incidents=incidents,
-            next_due=-math.inf if d["nd"] is None else float(d["nd"]),
-        )
 
 
 @dataclass(frozen=True)
@@ -204,42 +77,6 @@ class _RateBaseline:
     n: int
     start: float
     end: float
-
-
-@dataclass(frozen=True)
-class _Finding:
-    test: str
-    statistic: float
-    p_value: float | None
-    effect: float
-    severity: Severity
-    extra: dict[str, Any]
-
-
-def history_row(
-    tenant: str, model: str, version: str, window: float, s: PerformanceSummary
-) -> dict[str, Any]:
-    """One row of the performance history (the seed plan's ModelPerformanceMetrics)."""
-    return {
-        "tenant": tenant,
-        "model": model,
-        "model_version": version,
-        "window_start": format_timestamp(window),
-        "predictions": s.predictions,
-        "labelled": s.labelled,
-        "label_rate": s.label_rate,
-        "accuracy": s.accuracy(),
-        "precision": s.precision(),
-        "recall": s.recall(),
-        "f1": s.f1(),
-        "roc_auc": s.roc_auc(),
-        "roc_auc_error_bound": s.roc_auc_error_bound(),
-        "pr_auc": s.pr_auc(),
-        "pr_auc_error_bound": s.pr_auc_error_bound(),
-        "brier": s.brier(),
-        "calibration_error": s.calibration_error(),
-        "positive_rate": s.positive_rate,
-    }
 
 
 class PerformanceMonitor:
@@ -455,16 +292,16 @@ class PerformanceMonitor:
         cfg = self.config
         summary = win.versions[version]
         self.stats["looks"] += 1
-        findings: list[_Finding] = []
+        findings: list[Finding] = []
         base = self._baseline(stream, window)
         alpha = cfg.look_alpha
         base_start = base_end = window
         if base is not None and summary.labelled >= cfg.min_labels:
             b, base_start, base_end = base
-            drops = _drop_tests(b, summary, cfg)
+            drops = drop_tests(b, summary, cfg)
             significant = benjamini_hochberg([f.p_value or 1.0 for f in drops], alpha)
             findings += [f for f, sig in zip(drops, significant, strict=True) if sig]
-        floor = _floor_test(summary, cfg, alpha)
+        floor = floor_test(summary, cfg, alpha)
         if floor is not None:
             findings.append(floor)
         key = f"realised:{version}"
@@ -507,7 +344,7 @@ class PerformanceMonitor:
                 continue
             est = estimate_performance(s, calibration)
             self.stats["estimates"] += 1
-            findings: list[_Finding] = []
+            findings: list[Finding] = []
             # Compare estimate with estimate (both through the same calibration), so the
             # calibration's own error cancels; the realised baseline is reported alongside.
             acc, acc0 = est["accuracy"], base_est["accuracy"]
@@ -515,15 +352,15 @@ class PerformanceMonitor:
                 round(acc0 * b.predictions), b.predictions, round(acc * n), n
             )
             if p < cfg.estimate_alpha and acc0 - acc >= cfg.min_accuracy_drop:
-                findings.append(_estimated("estimated_accuracy_drop", z, p, acc0 - acc, acc))
+                findings.append(estimated("estimated_accuracy_drop", z, p, acc0 - acc, acc))
             pr, pr0 = est.get("pr_auc"), base_est.get("pr_auc")
             if pr is not None and pr0 is not None and pr0 - pr >= cfg.min_pr_auc_drop:
                 exp_pos = n * (s.positive_rate or b.positive_rate or 0.0)
-                se = math.hypot(_ap_se(pr, exp_pos), _ap_se(pr0, _positives(b)))
+                se = math.hypot(ap_se(pr, exp_pos), ap_se(pr0, positives(b)))
                 z = (pr - pr0) / se if se > 0 else 0.0
-                p = _ndtr(z)
+                p = ndtr(z)
                 if p < cfg.estimate_alpha:
-                    findings.append(_estimated("estimated_pr_auc_drop", z, p, pr0 - pr, pr))
+                    findings.append(estimated("estimated_pr_auc_drop", z, p, pr0 - pr, pr))
             if not findings:
                 self._clean(stream, f"estimated:{version}", window)
             if findings:
@@ -575,12 +412,12 @@ class PerformanceMonitor:
         rate = errors / n
         rise = rate - base.rate
         se = math.sqrt(rate * (1 - rate) / n + base.rate * (1 - base.rate) / base.n)
-        finding = _Finding(
+        finding = Finding(
             "sequential_error_rate",
             rate,
             base.test.p_value(n, errors),
             rise,
-            _severity(rise - Z95 * se),
+            drop_severity(rise - Z95 * se),
             {
                 "baseline_error_rate": base.rate,
                 "baseline_error_rate_bound": base.test.p0,
@@ -602,7 +439,7 @@ class PerformanceMonitor:
         key: str,
         version: str,
         window: float,
-        findings: list[_Finding],
+        findings: list[Finding],
         detected_at: float,
         baseline_start: float,
         baseline_end: float,
@@ -722,101 +559,3 @@ class PerformanceMonitor:
         stream.windows.remove(w)
         self._windows.delete(key)
         self._streams.mark(perf_stream_key(stream.tenant, stream.model))
-
-
-def _ndtr(z: float) -> float:
-    return 0.5 * math.erfc(-z / math.sqrt(2.0))
-
-
-def _positives(s: PerformanceSummary) -> float:
-    """Labelled positives of a summary."""
-    return s.labelled * (s.positive_rate or 0.0)
-
-
-def _ap_se(ap: float, n_pos: float) -> float:
-    """Normal-approximation standard error of average precision over ``n_pos`` positives (the
-    one ``streams.performance.auc_drop_test`` uses), at least one positive."""
-    return math.sqrt(ap * (1 - ap) / max(n_pos, 1.0))
-
-
-def _severity(lower_bound: float) -> Severity:
-    if lower_bound >= 0.15:
-        return Severity.HIGH
-    if lower_bound >= 0.05:
-        return Severity.MEDIUM
-    return Severity.LOW
-
-
-def _drop_tests(
-    base: PerformanceSummary, win: PerformanceSummary, cfg: PerformanceConfig
-) -> list[_Finding]:
-    """Accuracy and PR-AUC drops that reach the minimum size (significance is the caller's)."""
-    out: list[_Finding] = []
-    tp, _, tn, _ = base.confusion()
-    wtp, _, wtn, _ = win.confusion()
-    nb, nw = base.labelled, win.labelled
-    acc_b, acc_w = (tp + tn) / nb, (wtp + wtn) / nw
-    if acc_b - acc_w >= cfg.min_accuracy_drop:
-        z, _ = proportion_drop_test(tp + tn, nb, wtp + wtn, nw)
-        # One-sided Fisher exact test: the z-test is anti-conservative at the first looks,
-        # where a window has ~100 labels and accuracy sits near 1.
-        table = [[tp + tn, nb - tp - tn], [wtp + wtn, nw - wtp - wtn]]
-        p = float(stats.fisher_exact(table, alternative="greater").pvalue)
-        se = math.sqrt(acc_b * (1 - acc_b) / nb + acc_w * (1 - acc_w) / nw)
-        drop = acc_b - acc_w
-        out.append(
-            _Finding(
-                "accuracy_drop",
-                z,
-                p,
-                drop,
-                _severity(drop - Z95 * se),
-                {"baseline_accuracy": acc_b, "window_accuracy": acc_w},
-            )
-        )
-    pr_b, pr_w = base.pr_auc(), win.pr_auc()
-    enough = _positives(win) >= cfg.min_floor_positives
-    if enough and pr_b is not None and pr_w is not None and pr_b - pr_w >= cfg.min_pr_auc_drop:
-        try:
-            z, p = auc_drop_test(base, win, "pr_auc")
-        except ValueError:
-            return out
-        se = math.hypot(_ap_se(pr_b, _positives(base)), _ap_se(pr_w, _positives(win)))
-        drop = pr_b - pr_w
-        out.append(
-            _Finding(
-                "pr_auc_drop",
-                z,
-                p,
-                drop,
-                _severity(drop - Z95 * se),
-                {"baseline_pr_auc": pr_b, "window_pr_auc": pr_w},
-            )
-        )
-    return out
-
-
-def _floor_test(win: PerformanceSummary, cfg: PerformanceConfig, alpha: float) -> _Finding | None:
-    """PR-AUC significantly below the absolute floor."""
-    pr = win.pr_auc()
-    n_pos = round(_positives(win))
-    if pr is None or n_pos < cfg.min_floor_positives or pr >= cfg.pr_auc_floor:
-        return None
-    se = math.sqrt(max(pr * (1 - pr), 1e-12) / n_pos)
-    z = (pr - cfg.pr_auc_floor) / se
-    p = _ndtr(z)
-    if p >= alpha:
-        return None
-    return _Finding(
-        "pr_auc_floor",
-        pr,
-        p,
-        cfg.pr_auc_floor - pr,
-        Severity.CRITICAL,
-        {"floor": cfg.pr_auc_floor, "window_pr_auc": pr},
-    )
-
-
-def _estimated(test: str, z: float, p: float, drop: float, value: float) -> _Finding:
-    severity = Severity.MEDIUM if drop >= 0.15 else Severity.LOW
-    return _Finding(test, z, p, drop, severity, {"estimated": True, "estimate": value})

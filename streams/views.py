@@ -1,7 +1,7 @@
 """Read-side views of the detection state: what the API answers and the report shows.
 
 Pure functions over key-value state (:class:`KeyValues`: a worker's RocksDB partitions, or
-a backtest's :class:`~streams.engine.MemoryStore`), so the live API and the offline report
+a backtest's :class:`~streams.keyed_state.MemoryStore`), so the live API and the offline report
 read the same way. Nothing here writes.
 """
 
@@ -18,7 +18,7 @@ from schemas import format_timestamp
 from streams.categorical_summary import CategoricalSummary
 from streams.config import EngineConfig, PerformanceConfig
 from streams.numeric_summary import NumericSummary
-from streams.perf_monitor import PerfStream, PerfWindow, history_row, perf_stream_key
+from streams.perf_state import PerfStream, PerfWindow, history_row, perf_stream_key
 from streams.performance import CalibrationMap, PerformanceSummary, estimate_performance
 from streams.state import FeatureWindow, StreamState, _merge_summaries, stream_key, window_key
 

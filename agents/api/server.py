@@ -34,7 +34,7 @@ from driftwatch.report.render import render_report
 from schemas import format_timestamp, parse_timestamp
 from streams import views
 from streams.config import PerformanceConfig
-from streams.perf_monitor import perf_stream_key
+from streams.perf_state import perf_stream_key
 from streams.state import stream_key
 
 log = logging.getLogger(__name__)

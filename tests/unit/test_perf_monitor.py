@@ -11,7 +11,9 @@ import pytest
 from schemas import DriftEvent, Severity
 from streams.config import DAY, PerformanceConfig
 from streams.keyed_state import MemoryStore
-from streams.perf_monitor import PerformanceMonitor, PerfStream, PerfWindow
+from streams.perf_findings import Finding
+from streams.perf_monitor import PerformanceMonitor
+from streams.perf_state import PerfStream, PerfWindow
 
 T0 = 1_767_225_600.0
 
@@ -168,11 +170,9 @@ def test_state_round_trips(label_rate: float) -> None:
 def test_an_incident_counts_each_window_once_even_if_a_crash_lost_the_windows_record() -> None:
     """The stream (incidents) and the window (what it raised) are separate keys: replaying a
     look whose window record was lost must not add persistence twice."""
-    from streams.perf_monitor import _Finding
-
     mon = PerformanceMonitor(PerformanceConfig(), MemoryStore())
     stream = mon._stream("acme", "fraud")
-    finding = _Finding("accuracy_drop", -5.0, 1e-9, 0.2, Severity.HIGH, {})
+    finding = Finding("accuracy_drop", -5.0, 1e-9, 0.2, Severity.HIGH, {})
     from streams.performance import PerformanceSummary
 
     for window in (T0, T0 + DAY, T0 + DAY):  # the second window judged again after a crash

@@ -1,0 +1,366 @@
+"""Judging a feature window: the tests, the decision and the incidents, apart from the clocks.
+
+:class:`~streams.engine.DriftEngine` decides *when* a window is judged (its close, an interim
+look) and keeps the state; :class:`FeatureJudge` decides *what* that window says: each
+feature's summary against its merged baseline, Benjamini-Hochberg over the window's tests,
+the effect floors, severity, the incident lifecycle (``IncidentBook.drifting``/``clean``), the
+incident notices and the DriftEvents. It reads and marks feature windows through
+:class:`WindowAccess` and changes the stream's incident book in place; persisting the stream
+is the caller's job (the engine marks it after every clock advance).
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from schemas import DriftEvent, DriftKind
+from streams.categorical_summary import CategoricalSummary
+from streams.config import EngineConfig
+from streams.decision import benjamini_hochberg, severity_for
+from streams.drift_tests import DRIFT_TESTS, DriftTest, TestResult
+from streams.incidents import IncidentNotice
+from streams.numeric_summary import NumericSummary
+from streams.state import (
+    FeatureKind,
+    FeatureWindow,
+    StreamState,
+    Summary,
+    _merge_summaries,
+    window_key,
+)
+
+__all__ = ["FeatureJudge", "FeatureTest", "Picker", "WindowAccess", "whole_window"]
+
+_BASELINE_CACHE_SIZE = 4096
+Picker = Callable[[str, FeatureWindow], Summary | None]
+"""Which summary of a feature's window a test looks at (the whole window, a recent span)."""
+
+
+def whole_window(feature: str, fw: FeatureWindow) -> Summary | None:
+    """The default :data:`Picker`: the window's whole summary (end-of-window tests)."""
+    return fw.summary
+
+
+def _effect_floor(cfg: EngineConfig, test: str) -> float:
+    return DRIFT_TESTS[test].effect_floor(cfg)
+
+
+_Baseline = tuple[NumericSummary | CategoricalSummary, float, float] | None
+_BaselineKey = tuple[str, str, str, float, tuple[tuple[float, int], ...]]
+_DRIFT_NAMESPACE = uuid.UUID("6f1c2b1e-6d0b-4c55-9a59-3c1f4f8d2a10")
+
+
+class WindowAccess(Protocol):
+    """The engine's decoded feature windows, as far as judging needs them (a
+    :class:`~streams.keyed_state.StateCache` of :class:`FeatureWindow`)."""
+
+    def get(self, key: str) -> FeatureWindow | None: ...
+
+    def mark(self, key: str, partition: int | None = None) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureTest:
+    feature: str
+    kind: FeatureKind
+    result: TestResult
+    window_count: int
+    baseline_count: int
+    baseline_start: float
+    baseline_end: float
+    window_summary: Summary
+    baseline_summary: Summary
+
+    @property
+    def test(self) -> DriftTest[Summary]:
+        """The registered test that produced :attr:`result`."""
+        return DRIFT_TESTS[self.result.test]
+
+    def severity_effect(self) -> float:
+        """The effect size net of sampling noise (see :meth:`DriftTest.debiased_effect`)."""
+        return self.test.debiased_effect(
+            self.result.effect_size, self.window_count, self.baseline_count, self.baseline_summary
+        )
+
+    @property
+    def incident_key(self) -> str:
+        """One incident per feature and kind of change (distribution, missing rate)."""
+        return self.feature + self.test.incident_suffix
+
+    def describe(self) -> dict[str, object]:
+        """Effect sizes and signals beyond the test's own, for the DriftEvent."""
+        return self.test.describe(self.window_summary, self.baseline_summary)
+
+
+class FeatureJudge:
+    """Tests a stream's window of features and turns the results into incidents and events.
+
+    ``stats`` and ``notices`` are the engine's: the judge counts and tells into them. The
+    merged baselines are cached here (derived data, see :meth:`forget`).
+
+    >>> from streams.keyed_state import MemoryStore, StateCache
+    >>> windows = StateCache(MemoryStore(), FeatureWindow.from_bytes, FeatureWindow.to_bytes)
+    >>> judge = FeatureJudge(EngineConfig(), windows, Counter(), [])
+    >>> judge.judge(StreamState("acme", "fraud"), 0.0, 86400.0, 0.01, None)  # no data yet
+    []
+    """
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        windows: WindowAccess,
+        stats: Counter[str],
+        notices: list[IncidentNotice],
+    ) -> None:
+        self.config = config
+        self.windows = windows
+        self.stats = stats
+        self.notices = notices
+        # Merged baselines are derived data: kept across flushes (the same baseline serves a
+        # window's 23 interim looks and its final test), keyed by the windows they merge.
+        self._baselines: dict[_BaselineKey, _Baseline] = {}
+
+    def forget(self) -> None:
+        """Drop the cached baselines (the windows they merged may have changed elsewhere)."""
+        self._baselines.clear()
+
+    def judge(
+        self,
+        stream: StreamState,
+        window: float,
+        detected_at: float,
+        alpha: float,
+        partial_end: float | None,
+        pick: Picker | None = None,
+        span: float | None = None,
+    ) -> list[DriftEvent]:
+        """Test a window's features against their baselines and update the incidents.
+
+        ``partial_end`` is set for an interim look at the still-open window: only drifts count
+        there (a partial window is no evidence that a feature is clean), and a feature found
+        drifting is not judged again in this window.
+        """
+        cfg = self.config
+        book = stream.incidents
+        all_tests = self._test_features(stream, window, pick or whole_window)
+        tests = [t for t in all_tests if book.last_window.get(t.incident_key, -1) < window]
+        # Judged at an interim look already: found drifting in this window.
+        judged = {t.incident_key for t in all_tests} - {t.incident_key for t in tests}
+        if partial_end is None:
+            self._count_untested_as_clean(stream, window, {t.incident_key for t in tests})
+            if not tests:
+                self._record_results(stream, window, all_tests, judged)
+        if not tests:
+            return []
+        # A missing-rate test with nothing missing on either side (p = 1) cannot be a
+        # discovery: it counts as a clean result but stays out of the BH family, where it
+        # would only make the other tests stricter.
+        family = [
+            t for t in tests if not (t.result.test == "missing_rate" and t.result.p_value >= 1)
+        ]
+        significant = benjamini_hochberg([t.result.p_value for t in family], alpha)
+        drifting = [
+            t
+            for t, sig in zip(family, significant, strict=True)
+            if sig and t.result.effect_size >= _effect_floor(cfg, t.result.test)
+        ]
+        if partial_end is not None and not drifting:
+            return []
+        share = len(drifting) / max(len(family), 1)
+        drifting_names = {t.incident_key for t in drifting}
+        if partial_end is None:
+            self._record_results(stream, window, all_tests, drifting_names | judged)
+        events: list[DriftEvent] = []
+        for t in tests:
+            incident = book.open.get(t.incident_key)
+            if t.incident_key not in drifting_names:
+                if partial_end is not None:
+                    continue
+                book.last_window[t.incident_key] = window
+                if incident is not None:
+                    self._clean(stream, t.incident_key, window)
+                continue
+            book.last_window[t.incident_key] = window
+            severity = severity_for(t.severity_effect(), share, len(drifting))
+            incident, changes = book.drifting(
+                t.incident_key, window, severity, t.result.test,
+                functools.partial(_drift_id, stream, t.incident_key, window),
+                confirm_windows=cfg.confirm_windows, remember=1,  # windows are judged in order
+            )  # fmt: skip
+            for change in changes:
+                if change != "escalated":
+                    self.stats[f"incidents_{change}"] += 1
+            for change in changes:
+                self.notices.append(
+                    IncidentNotice(
+                        change, incident.drift_id, DriftKind.STATISTICAL.value, stream.tenant,
+                        stream.model, stream.model_version, t.feature, t.result.test,
+                        incident.max_severity, incident.confirmed, incident.persistence, window,
+                        detected_at, t.result.statistic, t.result.p_value, t.result.effect_size,
+                    )
+                )  # fmt: skip
+            events.append(
+                DriftEvent(
+                    drift_id=incident.drift_id,
+                    kind=DriftKind.STATISTICAL,
+                    tenant=stream.tenant,
+                    model=stream.model,
+                    model_version=stream.model_version,
+                    feature=t.feature,
+                    test=t.result.test,
+                    statistic=t.result.statistic,
+                    p_value=t.result.p_value,
+                    effect_size=t.result.effect_size,
+                    window_start=window,
+                    window_end=partial_end
+                    if partial_end is not None
+                    else window + cfg.window_seconds,
+                    baseline_start=t.baseline_start,
+                    baseline_end=t.baseline_end,
+                    severity=severity,
+                    confirmed=incident.confirmed,
+                    detected_at=detected_at,
+                    persistence=incident.persistence,
+                    window_count=t.window_count,
+                    baseline_count=t.baseline_count,
+                    drifting_share=share,
+                    partial=partial_end is not None,
+                    extra=t.describe() | ({} if span is None else {"span_seconds": span}),
+                )
+            )
+        self.stats["drift_events"] += len(events)
+        return events
+
+    # ------------------------------------------------------------------ tests
+
+    def _baseline(
+        self, stream: StreamState, feature: str, window: float
+    ) -> tuple[NumericSummary | CategoricalSummary, float, float] | None:
+        cfg = self.config
+        counts = stream.window_events
+        used = [w for w in cfg.baseline_candidates(window) if w in counts]
+        # Keyed by what went into it: a late event into a baseline window changes its count,
+        # so a stale merge is never found again (and is dropped with the oldest entries).
+        cache_key = (stream.tenant, stream.model, feature, window,
+                     tuple((w, counts[w]) for w in used))  # fmt: skip
+        if cache_key in self._baselines:
+            return self._baselines[cache_key]
+        merged: NumericSummary | CategoricalSummary | None = None
+        with_data: list[float] = []
+        for w in used:
+            fw = self.windows.get(window_key(stream.tenant, stream.model, w, feature))
+            if fw is None or fw.count == 0:
+                continue
+            summary = fw.summary
+            merged = summary if merged is None else _merge_summaries(merged, summary)
+            with_data.append(w)
+        result = None
+        if merged is not None and len(with_data) >= cfg.min_baseline_windows:
+            result = (merged, with_data[0], with_data[-1] + cfg.window_seconds)
+        if len(self._baselines) >= _BASELINE_CACHE_SIZE:
+            self._baselines.clear()
+        self._baselines[cache_key] = result
+        return result
+
+    def _test_features(self, stream: StreamState, window: float, pick: Picker) -> list[FeatureTest]:
+        tests: list[FeatureTest] = []
+        whole = pick is whole_window
+        for feature, kind in sorted(stream.features.items()):
+            fw = self.windows.get(window_key(stream.tenant, stream.model, window, feature))
+            if fw is None:
+                continue
+            summary = pick(feature, fw)
+            min_count = self.config.min_window_count
+            if summary is None or summary.count + summary.missing < min_count:
+                continue
+            baseline = self._baseline(stream, feature, window)
+            if baseline is None:
+                self.stats["tests_skipped_no_baseline"] += 1
+                continue
+            base, b_start, b_end = baseline
+            for test in DRIFT_TESTS.for_kind(kind, whole):
+                n_window = test.size(summary)
+                if n_window < min_count:
+                    continue
+                if test.sample == "values":
+                    self.stats["tests"] += 1  # the metric counts the tests of the values
+                # A result of p = 1 (say, nothing missing on either side) is a clean one too.
+                tests.append(
+                    FeatureTest(
+                        feature,
+                        kind,
+                        test.run(summary, base),
+                        n_window,
+                        test.size(base),
+                        b_start,
+                        b_end,
+                        summary,
+                        base,
+                    )
+                )
+        return tests
+
+    # ------------------------------------------------------------------ incidents
+
+    def _count_untested_as_clean(
+        self, stream: StreamState, window: float, tested: set[str]
+    ) -> None:
+        """An open incident whose feature was not tested in a closed window (too few values, or
+        the feature is gone) got no new evidence of drift: that window counts as clean."""
+        book = stream.incidents
+        for key in list(book.open):
+            if key in tested or book.last_window.get(key, -1) >= window:
+                continue
+            book.last_window[key] = window
+            self._clean(stream, key, window)
+
+    def _record_results(
+        self, stream: StreamState, window: float, tests: list[FeatureTest], drifting: set[str]
+    ) -> None:
+        """Keep each end-of-window test on its feature-window (for the API and the report)."""
+        cfg = self.config
+        for t in tests:
+            key = window_key(stream.tenant, stream.model, window, t.feature)
+            fw = self.windows.get(key)
+            if fw is None:
+                continue
+            r = t.result
+            fw.results[r.test] = [
+                round(r.statistic, 6), r.p_value, round(r.effect_size, 6),
+                _effect_floor(cfg, r.test), t.incident_key in drifting, t.window_count,
+                t.baseline_count,
+            ]  # fmt: skip
+            self.windows.mark(key, stream.partition)
+
+    def _clean(self, stream: StreamState, key: str, window: float) -> None:
+        """A clean window for ``key``; tells of the resolution if that resolved it."""
+        cfg = self.config
+        incident = stream.incidents.clean(
+            key, window, resolve_windows=cfg.resolve_windows, window_seconds=cfg.window_seconds
+        )
+        if incident is None:
+            return
+        self.stats["incidents_resolved"] += 1
+        feature = key.removesuffix("#missing")
+        self.notices.append(
+            IncidentNotice(
+                "resolved", incident.drift_id, DriftKind.STATISTICAL.value, stream.tenant,
+                stream.model, stream.model_version, feature, incident.test,
+                incident.max_severity, incident.confirmed, incident.persistence, window,
+                stream.watermark if stream.watermark is not None else window,
+            )
+        )  # fmt: skip
+
+
+def _drift_id(stream: StreamState, feature: str, window: float) -> str:
+    """Deterministic, so a replay after a crash (or a backtest) names the incident the same."""
+    return str(
+        uuid.uuid5(
+            _DRIFT_NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{feature}\x1f{int(window)}"
+        )
+    )

@@ -1,0 +1,145 @@
+"""The performance monitor's tests: pure functions from summaries to findings.
+
+Each returns a :class:`Finding` (a test's result with its severity and the DriftEvent's
+extras) or nothing; deciding which findings count (Benjamini-Hochberg over a look, the
+alpha of each look) and what they do to the incidents is :mod:`streams.perf_monitor`'s.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from scipy import stats
+
+from schemas import Severity
+from streams.config import PerformanceConfig
+from streams.performance import PerformanceSummary, auc_drop_test, proportion_drop_test
+
+__all__ = [
+    "Z95",
+    "Finding",
+    "ap_se",
+    "drop_severity",
+    "drop_tests",
+    "estimated",
+    "floor_test",
+    "ndtr",
+    "positives",
+]
+
+Z95 = 1.6448536269514722  # one-sided 95 %
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One test's result on a window, ready for a performance DriftEvent."""
+
+    test: str
+    statistic: float
+    p_value: float | None
+    effect: float
+    severity: Severity
+    extra: dict[str, Any]
+
+
+def ndtr(z: float) -> float:
+    """The standard normal CDF: the one-sided p-value of a drop's z statistic."""
+    return 0.5 * math.erfc(-z / math.sqrt(2.0))
+
+
+def positives(s: PerformanceSummary) -> float:
+    """Labelled positives of a summary."""
+    return s.labelled * (s.positive_rate or 0.0)
+
+
+def ap_se(ap: float, n_pos: float) -> float:
+    """Normal-approximation standard error of average precision over ``n_pos`` positives (the
+    one ``streams.performance.auc_drop_test`` uses), at least one positive."""
+    return math.sqrt(ap * (1 - ap) / max(n_pos, 1.0))
+
+
+def drop_severity(lower_bound: float) -> Severity:
+    """Severity of a drop by its 95 % lower bound, so a noisy large drop does not rate HIGH."""
+    if lower_bound >= 0.15:
+        return Severity.HIGH
+    if lower_bound >= 0.05:
+        return Severity.MEDIUM
+    return Severity.LOW
+
+
+def drop_tests(
+    base: PerformanceSummary, win: PerformanceSummary, cfg: PerformanceConfig
+) -> list[Finding]:
+    """Accuracy and PR-AUC drops that reach the minimum size (significance is the caller's)."""
+    out: list[Finding] = []
+    tp, _, tn, _ = base.confusion()
+    wtp, _, wtn, _ = win.confusion()
+    nb, nw = base.labelled, win.labelled
+    acc_b, acc_w = (tp + tn) / nb, (wtp + wtn) / nw
+    if acc_b - acc_w >= cfg.min_accuracy_drop:
+        z, _ = proportion_drop_test(tp + tn, nb, wtp + wtn, nw)
+        # One-sided Fisher exact test: the z-test is anti-conservative at the first looks,
+        # where a window has ~100 labels and accuracy sits near 1.
+        table = [[tp + tn, nb - tp - tn], [wtp + wtn, nw - wtp - wtn]]
+        p = float(stats.fisher_exact(table, alternative="greater").pvalue)
+        se = math.sqrt(acc_b * (1 - acc_b) / nb + acc_w * (1 - acc_w) / nw)
+        drop = acc_b - acc_w
+        out.append(
+            Finding(
+                "accuracy_drop",
+                z,
+                p,
+                drop,
+                drop_severity(drop - Z95 * se),
+                {"baseline_accuracy": acc_b, "window_accuracy": acc_w},
+            )
+        )
+    pr_b, pr_w = base.pr_auc(), win.pr_auc()
+    enough = positives(win) >= cfg.min_floor_positives
+    if enough and pr_b is not None and pr_w is not None and pr_b - pr_w >= cfg.min_pr_auc_drop:
+        try:
+            z, p = auc_drop_test(base, win, "pr_auc")
+        except ValueError:
+            return out
+        se = math.hypot(ap_se(pr_b, positives(base)), ap_se(pr_w, positives(win)))
+        drop = pr_b - pr_w
+        out.append(
+            Finding(
+                "pr_auc_drop",
+                z,
+                p,
+                drop,
+                drop_severity(drop - Z95 * se),
+                {"baseline_pr_auc": pr_b, "window_pr_auc": pr_w},
+            )
+        )
+    return out
+
+
+def floor_test(win: PerformanceSummary, cfg: PerformanceConfig, alpha: float) -> Finding | None:
+    """PR-AUC significantly below the absolute floor."""
+    pr = win.pr_auc()
+    n_pos = round(positives(win))
+    if pr is None or n_pos < cfg.min_floor_positives or pr >= cfg.pr_auc_floor:
+        return None
+    se = math.sqrt(max(pr * (1 - pr), 1e-12) / n_pos)
+    z = (pr - cfg.pr_auc_floor) / se
+    p = ndtr(z)
+    if p >= alpha:
+        return None
+    return Finding(
+        "pr_auc_floor",
+        pr,
+        p,
+        cfg.pr_auc_floor - pr,
+        Severity.CRITICAL,
+        {"floor": cfg.pr_auc_floor, "window_pr_auc": pr},
+    )
+
+
+def estimated(test: str, z: float, p: float, drop: float, value: float) -> Finding:
+    """A finding from CBPE estimates: never above MEDIUM, since no label backs it yet."""
+    severity = Severity.MEDIUM if drop >= 0.15 else Severity.LOW
+    return Finding(test, z, p, drop, severity, {"estimated": True, "estimate": value})
