@@ -15,7 +15,7 @@ at every boundary): refolding a day's summary every hour costs more than it find
 
 def setting(default: _T, env: str, doc: str) -> _T:
     """A config field that is also a setting: ``env`` is its environment variable and ``doc``
-    its line in the README's settings table. ``driftwatch.settings`` reads the environment
+    its line in the README's settings table. ``runtime.settings`` reads the environment
     from these; the default is written here only.
 
     >>> from dataclasses import fields
