@@ -29,6 +29,7 @@ __all__ = [
     "max_coverage",
     "merge_buckets",
     "points_to_buckets",
+    "reduce_buckets",
     "unique_counts",
 ]
 
@@ -147,6 +148,11 @@ def _reduce(lo: FloatArray, hi: FloatArray, w: IntArray, limit: int) -> Buckets:
         keep[chosen + 1] = False
         lo, hi, w = lo[keep], hi[keep], w[keep]
     return lo, hi, w
+
+
+def reduce_buckets(lo: FloatArray, hi: FloatArray, w: IntArray, limit: int) -> Buckets:
+    """Any bucket set (in any order) reduced to at most ``limit`` buckets (see ``_reduce``)."""
+    return _reduce(lo, hi, w, limit)
 
 
 def points_to_buckets(values: FloatArray, counts: IntArray, limit: int) -> Buckets:

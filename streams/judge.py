@@ -250,15 +250,15 @@ class FeatureJudge:
                      tuple((w, counts[w]) for w in used))  # fmt: skip
         if cache_key in self._baselines:
             return self._baselines[cache_key]
-        merged: NumericSummary | CategoricalSummary | None = None
+        parts: list[Summary] = []
         with_data: list[float] = []
         for w in used:
             fw = self.windows.get(window_key(stream.tenant, stream.model, w, feature))
             if fw is None or fw.count == 0:
                 continue
-            summary = fw.summary
-            merged = summary if merged is None else _merge_summaries(merged, summary)
+            parts.append(fw.summary)
             with_data.append(w)
+        merged = merge_baseline(parts)
         result = None
         if merged is not None and len(with_data) >= cfg.min_baseline_windows:
             result = (merged, with_data[0], with_data[-1] + cfg.window_seconds)
@@ -364,3 +364,18 @@ def _drift_id(stream: StreamState, feature: str, window: float) -> str:
             _DRIFT_NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{feature}\x1f{int(window)}"
         )
     )
+
+
+def merge_baseline(parts: list[Summary]) -> Summary | None:
+    """The baseline's windows as one summary: numeric ones pooled and reduced once
+    (:meth:`NumericSummary.merge_all`: one reduction instead of one per window, as close to
+    the data), categorical ones merged in window order."""
+    if not parts:
+        return None
+    numeric = [p for p in parts if isinstance(p, NumericSummary)]
+    if len(numeric) == len(parts):
+        return NumericSummary.merge_all(numeric)
+    merged = parts[0]
+    for part in parts[1:]:
+        merged = _merge_summaries(merged, part)
+    return merged
