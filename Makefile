@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.backtest_speed
 	$(BIN)/python -m bench.backtest_memory
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.loop_lag
 	$(BIN)/python -m bench.detection
 	$(BIN)/python -m bench.performance
 	$(BIN)/python -m bench.retrain_e2e

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry
 from agents import faust_compat
 from agents.api.install import install_api
 from agents.api.server import Api
+from agents.dead_letters import DeadLetters
 from agents.health import FaustSensor, WorkerHealth, state_gauges
 from agents.joining import JoinProcessor, OutcomeRouter
 from agents.metrics import CountersCollector, StateCollector, WorkerMetrics
@@ -173,6 +174,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         )
 
     metrics = WorkerMetrics.create(registry)
+    dead_letters = DeadLetters(send_dead_letter, metrics)
     registry.register(
         CountersCollector(
             "driftwatch_consumer_guard",
@@ -192,7 +194,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         ),
         metrics=metrics,
         send_drift=send_drift,
-        send_dead_letter=send_dead_letter,
+        dead_letters=dead_letters,
         source_topic=settings.topic(PREDICTIONS),
         idle_timeout=settings.idle_timeout,
         forward=sender(join_input) if settings.join_outcomes else None,
@@ -206,7 +208,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             max_future_seconds=settings.max_future_seconds,
         ),
         metrics=metrics,
-        send_dead_letter=send_dead_letter,
+        dead_letters=dead_letters,
         forward=sender(join_input),
         source_topic=settings.topic(OUTCOMES),
         partitions=settings.partitions,
@@ -216,7 +218,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         config=JoinConfig(retention_days=perf_config.join_retention_days),
         store=TableStore(join_table),
         metrics=metrics,
-        send_dead_letter=send_dead_letter,
+        dead_letters=dead_letters,
         send_labeled=send_labeled,
         send_performance=sender(performance_input),
         source_topic=settings.topic(JOIN_INPUT),
@@ -230,7 +232,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         store=performance_store,
         metrics=metrics,
         send_drift=send_drift,
-        send_dead_letter=send_dead_letter,
+        dead_letters=dead_letters,
         source_topic=settings.topic(PERFORMANCE_INPUT),
         send_alert=send_alert,
     )

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.dead_letters import DeadLetters, Rejected
 from agents.envelopes import (
     MAX_FRAMES,
     JoinFrame,
@@ -29,10 +30,8 @@ from agents.metrics import WorkerMetrics
 from agents.processor import (
     ForwardFn,
     PartitionContext,
-    SendFn,
     TableStore,
     _set_current_event,
-    dead_letter,
     observe_latency,
 )
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
@@ -49,7 +48,7 @@ class OutcomeRouter:
 
     validator: OutcomeValidator
     metrics: WorkerMetrics
-    send_dead_letter: SendFn
+    dead_letters: DeadLetters
     forward: ForwardFn
     source_topic: str
     partitions: int
@@ -63,10 +62,7 @@ class OutcomeRouter:
             try:
                 outcome = self.validator.validate(event.value, now)
             except InvalidEvent as exc:
-                await dead_letter(
-                    self.send_dead_letter, self.metrics, topic=m.topic, partition=m.partition,
-                    offset=m.offset, key=m.key, value=event.value, exc=exc, now=now,
-                )  # fmt: skip
+                await self.dead_letters.put(Rejected.of(m, event.value, exc))
                 continue
             out.append((outcome.event_id, ("o", (m.partition, m.offset), None, event.value)))
         self.metrics.events.labels(self.source_topic, "ok").inc(len(out))
@@ -81,7 +77,7 @@ class JoinProcessor:
     config: JoinConfig
     store: TableStore
     metrics: WorkerMetrics
-    send_dead_letter: SendFn
+    dead_letters: DeadLetters
     send_labeled: Callable[[list[tuple[bytes, bytes, float]]], Awaitable[None]]
     """(key, value, outcome time): the log's message time is the outcome's event time, so the
     retrain consumer can seek it by time."""
@@ -145,10 +141,9 @@ class JoinProcessor:
                     # A prediction's origin is offset * stride + its index in an envelope.
                     offset, at = divmod(origin[1], POSITION_STRIDE) if kind == "p" else (
                         origin[1], None)  # fmt: skip
-                    await dead_letter(
-                        self.send_dead_letter, self.metrics, topic=topic, partition=origin[0],
-                        offset=offset, key=None, value=raw, exc=exc, now=now, index=at,
-                    )  # fmt: skip
+                    await self.dead_letters.put(
+                        Rejected(topic, origin[0], offset, None, raw, exc, at)
+                    )
                     continue
                 except Exception as exc:  # a bug must not stop the worker or lose the batch
                     log.exception("internal error joining %s[%d]@%d", topic, *origin)
@@ -237,10 +232,9 @@ class JoinProcessor:
             if reason == "unknown_prediction"
             else f"prediction {gone.outcome.event_id} is for another tenant/model"
         )
-        await dead_letter(
-            self.send_dead_letter, self.metrics, topic=self.outcomes_topic, partition=part,
-            offset=offset, key=gone.outcome.event_id.encode(), value=gone.outcome.to_json(),
-            exc=InvalidEvent(reason, detail), now=now,
+        await self.dead_letters.put(
+            Rejected(self.outcomes_topic, part, offset, gone.outcome.event_id.encode(),
+                     gone.outcome.to_json(), InvalidEvent(reason, detail))
         )  # fmt: skip
 
     async def _reject(
@@ -254,10 +248,8 @@ class JoinProcessor:
         exc: Exception,
         now: float,
     ) -> None:
-        await dead_letter(
-            self.send_dead_letter, self.metrics, topic=topic, partition=partition, offset=offset,
-            key=key, value=value, exc=InvalidEvent(reason, repr(exc)[:500]), now=now,
-        )  # fmt: skip
+        error = InvalidEvent(reason, repr(exc)[:500])
+        await self.dead_letters.put(Rejected(topic, partition, offset, key, value, error))
 
     def _enter(self, partition: int) -> None:
         if self._context is None:

@@ -15,18 +15,20 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from agents.dead_letters import DeadLetters, Rejected
 from agents.envelopes import decode_perf
 from agents.metrics import WorkerMetrics
 from agents.processor import (
+    BatchResult,
     PartitionContext,
     SendFn,
     TableStore,
     _set_current_event,
-    dead_letter,
     publish_alerts,
     publish_drifts,
 )
-from schemas import DriftEvent, InvalidEvent
+from schemas import InvalidEvent
+from streams.keyed_state import Write
 from streams.perf_monitor import PerformanceMonitor
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ class PerformanceProcessor:
     store: TableStore
     metrics: WorkerMetrics
     send_drift: SendFn
-    send_dead_letter: SendFn
+    dead_letters: DeadLetters
     source_topic: str
     clock: Callable[[], float] = time.time
     send_alert: SendFn | None = None
@@ -58,30 +60,40 @@ class PerformanceProcessor:
             self.monitor.forget(partitions)
 
     async def _process_batch(self, events: Sequence[Any]) -> None:
-        drifts: list[DriftEvent] = []
+        # The monitor's work (its looks run tests) in a worker thread, as for the engine
+        # (agents.processor); delivering and writing state on the loop, in that order.
+        result = await asyncio.to_thread(self._compute, events)
+        try:
+            await self.dead_letters.put_all(result.rejected)
+            await publish_drifts(self.send_drift, self.metrics, result.drifts)
+            await publish_alerts(self.send_alert, self.metrics, result.notices)
+            self._persist(result.writes)
+        except BaseException:
+            self.monitor.forget()
+            raise
+
+    def _compute(self, events: Sequence[Any]) -> BatchResult:
+        out = BatchResult()
+        mon = self.monitor
         for event in events:
             m = event.message
             _set_current_event(event)
             try:
                 jp, entries = decode_perf(event.value)
             except (ValueError, KeyError, TypeError) as exc:
-                await dead_letter(
-                    self.send_dead_letter, self.metrics, topic=m.topic, partition=m.partition,
-                    offset=m.offset, key=m.key, value=event.value,
-                    exc=InvalidEvent("bad_envelope", repr(exc)[:500]), now=self.clock(),
-                )  # fmt: skip
+                error = InvalidEvent("bad_envelope", repr(exc)[:500])
+                out.rejected.append(Rejected.of(m, event.value, error))
                 continue
-            mon = self.monitor
             for e in entries:
                 self._homes[(e.tenant, e.model)] = m.partition
                 position = (jp, e.offset)
                 try:
                     if e.label is None:
-                        drifts += mon.observe_prediction(
+                        out.drifts += mon.observe_prediction(
                             e.tenant, e.model, e.version, e.prediction_ts, e.score, position
                         )
                     else:
-                        drifts += mon.observe_label(
+                        out.drifts += mon.observe_label(
                             e.tenant, e.model, e.version, e.prediction_ts, e.score, e.label,
                             e.outcome_ts if e.outcome_ts is not None else e.prediction_ts,
                             position,
@@ -90,21 +102,18 @@ class PerformanceProcessor:
                     log.exception(
                         "internal error on a performance entry of %s/%s", e.tenant, e.model
                     )
-                    await dead_letter(
-                        self.send_dead_letter, self.metrics, topic=m.topic,
-                        partition=m.partition, offset=m.offset, key=m.key,
-                        value=json.dumps(e.to_list()).encode(),
-                        exc=InvalidEvent("internal_error", repr(exc)[:500]), now=self.clock(),
-                    )  # fmt: skip
-        await publish_drifts(self.send_drift, self.metrics, drifts)
-        await publish_alerts(self.send_alert, self.metrics, self.monitor.take_notices())
-        self._persist()
+                    error = InvalidEvent("internal_error", repr(exc)[:500])
+                    raw = json.dumps(e.to_list()).encode()
+                    out.rejected.append(Rejected.of(m, raw, error))
+        out.writes = mon.flush()
+        out.notices = mon.take_notices()
+        return out
 
-    def _persist(self) -> None:
+    def _persist(self, writes: list[Write]) -> None:
         # Drift events first (delivered), then the state that records them.
         if self._context is None:
             self._context = PartitionContext(self.source_topic)
-        for w in self.monitor.flush():
+        for w in writes:
             _, tenant, model, *_ = json.loads(w.key)
             self._context.enter(self._homes[(tenant, model)])
             self.store.write(w)

@@ -3,6 +3,13 @@
 This is the only place that bridges Faust's per-partition state to the engine: every table
 read and write happens with the current event set to a message of the partition that owns the
 state, so the RocksDB partition and the changelog partition are always the right ones.
+
+The engine's work (decoding, validation, window tests at closes and looks, encoding state)
+runs in a worker thread, not on the event loop, where a window close of many features would
+hold up commits, other agents, timers and the consumer's fetches for tens of milliseconds.
+What must happen on the loop (producing, table writes, which produce changelog records)
+happens after, in the order that makes the batch at-least-once: dead letters and drift events
+delivered, then the state that records them written.
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from typing import Any
 from faust.streams import _current_event
 
 from agents.alerts import incident_alert
+from agents.dead_letters import DeadLetters, Rejected
 from agents.envelopes import JoinFrame, batch_join
 from agents.metrics import WorkerMetrics
-from schemas import DeadLetter, DriftEvent, InvalidEvent
+from schemas import DriftEvent, InvalidEvent
 from schemas.events import POSITION_STRIDE
 from streams.engine import DriftEngine
 from streams.incidents import IncidentNotice
@@ -89,40 +97,6 @@ class PartitionContext:
         _set_current_event(stub)
 
 
-async def dead_letter(
-    send: SendFn,
-    metrics: WorkerMetrics,
-    *,
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    exc: InvalidEvent,
-    now: float,
-    index: int | None = None,
-) -> None:
-    """Send an unusable message to ``dead-letters`` whole, with where it came from and why
-    (``index``: the event's place in a batch envelope)."""
-    letter = DeadLetter(
-        source_topic=topic,
-        source_partition=partition,
-        source_offset=offset,
-        reason=exc.reason,
-        detail=exc.detail,
-        original=value or b"",
-        received_at=now,
-        source_key=key,
-        source_index=index,
-    )
-    await send(key or b"", letter.to_json())
-    metrics.events.labels(topic, "dead_letter").inc()
-    metrics.dead_letters.labels(topic, exc.reason).inc()
-    log.warning(
-        "dead-lettered %s[%d]@%d: %s: %s", topic, partition, offset, exc.reason, exc.detail[:200]
-    )
-
-
 async def publish_drifts(send: SendFn, metrics: WorkerMetrics, drifts: list[DriftEvent]) -> None:
     """Send each DriftEvent (delivered before the caller writes the state that records it)."""
     for drift in drifts:
@@ -175,6 +149,18 @@ async def deliver_all(futures: Sequence[Awaitable[Any]]) -> None:
 
 
 @dataclass
+class BatchResult:
+    """What a batch's CPU work produced, for the loop to deliver and write."""
+
+    drifts: list[DriftEvent] = field(default_factory=list)
+    notices: list[IncidentNotice] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    forward: list[tuple[str, JoinFrame]] = field(default_factory=list)
+    writes: list[Write] = field(default_factory=list)
+    ok: int = 0
+
+
+@dataclass
 class StreamActivity:
     partition: int
     event_time: float
@@ -188,7 +174,7 @@ class PredictionProcessor:
     validator: PredictionValidator
     metrics: WorkerMetrics
     send_drift: SendFn
-    send_dead_letter: SendFn
+    dead_letters: DeadLetters
     source_topic: str
     idle_timeout: float
     clock: Callable[[], float] = time.time
@@ -198,6 +184,9 @@ class PredictionProcessor:
     join_partitions: int = 1
     send_alert: SendFn | None = None
     """Where incident changes go as alerts (``alerts``), if anywhere."""
+    offload: bool = True
+    """The batch's CPU work in a worker thread (False: on the loop, as ``bench.loop_lag``
+    compares)."""
     _context: PartitionContext | None = None
     _activity: dict[tuple[str, str], StreamActivity] = field(default_factory=dict)
     _engine_seen: dict[str, int] = field(default_factory=dict)
@@ -211,44 +200,51 @@ class PredictionProcessor:
 
     async def _process_batch(self, events: Sequence[Any]) -> None:
         started = time.perf_counter()
-        now = self.clock()
-        drifts: list[DriftEvent] = []
-        forward: list[tuple[str, JoinFrame]] = []
-        ok = 0
+        result = await self._cpu(self._compute, events, self.clock())
+        await self._commit(result)
+        self.metrics.events.labels(self.source_topic, "ok").inc(result.ok)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        observe_latency(self.metrics, self.source_topic, events, self.clock())
+
+    async def _cpu(self, fn: Callable[..., BatchResult], *args: Any) -> BatchResult:
+        return await asyncio.to_thread(fn, *args) if self.offload else fn(*args)
+
+    def _compute(self, events: Sequence[Any], now: float) -> BatchResult:
+        """The batch's CPU work, in a worker thread (the context, with Faust's current event,
+        is the thread's own copy): everything but producing and writing tables."""
+        out = BatchResult()
         for event in events:
             message = event.message
             _set_current_event(event)
             try:
                 items = self.validator.validate_message(event.value, now)
             except InvalidEvent as exc:
-                await self._dead_letter(message, event.value, exc, now)
+                out.rejected.append(Rejected.of(message, event.value, exc))
                 continue
             for item in items:
                 if item.error is not None:
-                    await self._dead_letter(message, item.raw, item.error, now, item.index)
+                    out.rejected.append(Rejected.of(message, item.raw, item.error, item.index))
                     continue
                 prediction = item.event
                 assert prediction is not None
                 # One position per event, also inside an envelope: offset * stride + index.
                 origin = (message.partition, message.offset * POSITION_STRIDE + (item.index or 0))
                 try:
-                    drifts.extend(self.engine.observe(prediction, origin))
+                    out.drifts.extend(self.engine.observe(prediction, origin))
                 except InvalidEvent as exc:
-                    await self._dead_letter(message, item.raw, exc, now, item.index)
+                    out.rejected.append(Rejected.of(message, item.raw, exc, item.index))
                     continue
                 except Exception as exc:  # a bug must not stop the worker or lose the batch
                     log.exception("internal error on %s[%d]@%d", message.topic,
                                   message.partition, message.offset)  # fmt: skip
-                    await self._dead_letter(
-                        message, item.raw, InvalidEvent("internal_error", repr(exc)[:500]), now,
-                        item.index,
-                    )  # fmt: skip
+                    error = InvalidEvent("internal_error", repr(exc)[:500])
+                    out.rejected.append(Rejected.of(message, item.raw, error, item.index))
                     continue
-                ok += 1
+                out.ok += 1
                 if self.forward is not None:
                     # Every valid prediction, replays included: the join recognises a replay
                     # by its origin, and this message may never have reached it before a crash.
-                    forward.append(
+                    out.forward.append(
                         (prediction.event_id, ("p", origin, message.partition, item.raw))
                     )
                 stream = (prediction.tenant, prediction.model)
@@ -257,13 +253,27 @@ class PredictionProcessor:
                 self._activity[stream] = StreamActivity(
                     message.partition, prediction.timestamp, now
                 )
-        self.metrics.events.labels(self.source_topic, "ok").inc(ok)
-        await self._publish(drifts)
-        if forward and self.forward is not None:
-            await self.forward(batch_join(forward, self.join_partitions))
-        self._persist()
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        observe_latency(self.metrics, self.source_topic, events, self.clock())
+        self._finish(out)
+        return out
+
+    def _finish(self, out: BatchResult) -> None:
+        """What the engine changed, encoded, and its notices (still in the worker thread)."""
+        out.writes = self.engine.flush()
+        out.notices = self.engine.take_notices()
+
+    async def _commit(self, result: BatchResult) -> None:
+        """On the loop: deliver what the batch produced, then write the state recording it.
+        If that fails, the engine forgets its decoded state (the tables are the truth) and
+        the batch is read again."""
+        try:
+            await self.dead_letters.put_all(result.rejected)
+            await self._publish(result.drifts, result.notices)
+            if result.forward and self.forward is not None:
+                await self.forward(batch_join(result.forward, self.join_partitions))
+            self._persist(result.writes)
+        except BaseException:
+            self.engine.forget()
+            raise
 
     async def tick(self) -> None:
         """Wall-clock timer: advance the clocks of streams that went quiet."""
@@ -271,20 +281,21 @@ class PredictionProcessor:
             await self._tick()
 
     async def _tick(self) -> None:
-        now = self.clock()
-        drifts: list[DriftEvent] = []
+        await self._commit(await self._cpu(self._compute_tick, self.clock()))
+
+    def _compute_tick(self, now: float) -> BatchResult:
+        out = BatchResult()
         for (tenant, model), act in list(self._activity.items()):
             self._export_watermark(tenant, model, act.event_time, now)
             idle = now - act.arrived
             if idle < self.idle_timeout:
                 continue
             self._enter_partition(act.partition)
-            advanced_to = act.event_time + idle
-            drifts.extend(self.engine.advance(tenant, model, advanced_to))
-        if drifts:
-            log.info("idle streams advanced; %d drift events", len(drifts))
-        await self._publish(drifts)
-        self._persist()
+            out.drifts.extend(self.engine.advance(tenant, model, act.event_time + idle))
+        if out.drifts:
+            log.info("idle streams advanced; %d drift events", len(out.drifts))
+        self._finish(out)
+        return out
 
     async def forget_partitions(self, partitions: set[int]) -> None:
         """After a rebalance, state of revoked partitions belongs to another worker: drop its
@@ -299,17 +310,17 @@ class PredictionProcessor:
             self._context = PartitionContext(self.source_topic)
         self._context.enter(partition)
 
-    async def _publish(self, drifts: list[DriftEvent]) -> None:
+    async def _publish(self, drifts: list[DriftEvent], notices: list[IncidentNotice]) -> None:
         await publish_drifts(self.send_drift, self.metrics, drifts)
-        await publish_alerts(self.send_alert, self.metrics, self.engine.take_notices())
+        await publish_alerts(self.send_alert, self.metrics, notices)
         if self.on_drift is not None:
             for drift in drifts:
                 self.on_drift(drift)
 
-    def _persist(self) -> None:
+    def _persist(self, writes: list[Write]) -> None:
         # Drift events are delivered before the state that records them: a crash in between
         # re-emits the same event (same drift_id) rather than losing it.
-        for w in self.engine.flush():
+        for w in writes:
             if w.partition is not None:
                 self._enter_partition(w.partition)
             self.store.write(w)
@@ -322,24 +333,3 @@ class PredictionProcessor:
     def _export_watermark(self, tenant: str, model: str, event_time: float, now: float) -> None:
         self.metrics.watermark.labels(tenant, model).set(event_time)
         self.metrics.watermark_lag.labels(tenant, model).set(now - event_time)
-
-    async def _dead_letter(
-        self,
-        message: Any,
-        value: bytes | None,
-        exc: InvalidEvent,
-        now: float,
-        index: int | None = None,
-    ) -> None:
-        await dead_letter(
-            self.send_dead_letter,
-            self.metrics,
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key,
-            value=value,
-            exc=exc,
-            now=now,
-            index=index,
-        )

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from agents.dead_letters import DeadLetters
 from agents.metrics import WorkerMetrics
 from agents.processor import PredictionProcessor, TableStore
 from bench.throughput import FAST_DETECTION, bench_messages
@@ -125,29 +126,38 @@ class _Event:
         self.value = value
 
 
-def run_processor(
-    messages: list[tuple[bytes, bytes]], pos: list[Position], batch: int
-) -> dict[str, int]:
-    table: dict[bytes, bytes] = {}
-    store = TableStore(table)
+def make_processor(table: dict[bytes, bytes] | None = None) -> PredictionProcessor:
+    """The real processor over a dict standing in for the RocksDB table; sends discarded."""
+    store = TableStore({} if table is None else table)
 
     async def discard(key: bytes, value: bytes) -> None:
         return None
 
-    processor = PredictionProcessor(
+    metrics = WorkerMetrics.create(CollectorRegistry())
+    return PredictionProcessor(
         engine=DriftEngine(engine_config(), store),
         store=store,
         validator=PredictionValidator(max_future_seconds=None),
-        metrics=WorkerMetrics.create(CollectorRegistry()),
+        metrics=metrics,
         send_drift=discard,
-        send_dead_letter=discard,
+        dead_letters=DeadLetters(discard, metrics),
         source_topic="predictions",
         idle_timeout=300.0,
     )
-    events = [
+
+
+def faust_events(messages: list[tuple[bytes, bytes]], pos: list[Position]) -> list[_Event]:
+    return [
         _Event(_Message("predictions", p, o, key), value)
         for (key, value), (p, o) in zip(messages, pos, strict=True)
     ]
+
+
+def run_processor(
+    messages: list[tuple[bytes, bytes]], pos: list[Position], batch: int
+) -> dict[str, int]:
+    processor = make_processor()
+    events = faust_events(messages, pos)
 
     async def feed() -> None:
         for start in range(0, len(events), batch):

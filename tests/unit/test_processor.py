@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from agents.dead_letters import DeadLetters
 from agents.metrics import WorkerMetrics
 from agents.processor import PredictionProcessor, TableStore
 from schemas import PredictionEvent
@@ -63,13 +64,14 @@ def make_processor(
         letters.append((key, value))
 
     store = TableStore(FakeTable())
+    metrics = WorkerMetrics.create(registry)
     processor = PredictionProcessor(
         engine=DriftEngine(config, store),
         store=store,
         validator=PredictionValidator(max_bytes=10_000),
-        metrics=WorkerMetrics.create(registry),
+        metrics=metrics,
         send_drift=send_drift,
-        send_dead_letter=send_letter,
+        dead_letters=DeadLetters(send_letter, metrics, lambda: now[0]),
         source_topic="predictions",
         idle_timeout=idle_timeout,
         clock=lambda: now[0],
@@ -209,3 +211,40 @@ def test_an_envelope_applies_its_good_events_and_dead_letters_each_bad_one() -> 
     asyncio.run(processor.process_batch([message]))
     state = processor.engine.stream_state("acme", "fraud")
     assert state is not None and state.events == 30
+
+
+def test_engine_work_runs_off_the_event_loop_and_table_writes_on_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Window tests must not hold up the loop (commits, other agents, the consumer); table
+    writes produce changelog records, which only the loop's thread may do."""
+    import threading
+
+    processor, drifts, _, now, _ = make_processor()
+    threads: dict[str, set[int]] = {"observe": set(), "write": set(), "loop": set()}
+    observe, write = processor.engine.observe, processor.store.write
+
+    def observing(*args: Any, **kwargs: Any) -> Any:
+        threads["observe"].add(threading.get_ident())
+        return observe(*args, **kwargs)
+
+    def writing(w: Any) -> None:
+        threads["write"].add(threading.get_ident())
+        write(w)
+
+    monkeypatch.setattr(processor.engine, "observe", observing)
+    monkeypatch.setattr(processor.store, "write", writing)
+
+    events = list(stream(seed=9, days=23, per_day=300, shift_day=21))
+    now[0] = events[-1].timestamp
+
+    async def run() -> None:
+        threads["loop"].add(threading.get_ident())
+        for i in range(0, len(events), 1000):
+            await processor.process_batch(as_events(events[i : i + 1000], start_offset=i))
+
+    asyncio.run(run())
+    assert threads["observe"] and threads["write"]
+    assert threads["observe"].isdisjoint(threads["loop"])
+    assert threads["write"] == threads["loop"]
+    assert drifts, "the batch closed windows and found the shift"
