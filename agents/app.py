@@ -174,7 +174,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         )
 
     metrics = WorkerMetrics.create(registry)
-    dead_letters = DeadLetters(send_dead_letter, metrics)
+    dead_letter_path = DeadLetters(send_dead_letter, metrics)
     registry.register(
         CountersCollector(
             "driftwatch_consumer_guard",
@@ -194,7 +194,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         ),
         metrics=metrics,
         send_drift=send_drift,
-        dead_letters=dead_letters,
+        dead_letters=dead_letter_path,
         source_topic=settings.topic(PREDICTIONS),
         idle_timeout=settings.idle_timeout,
         forward=sender(join_input) if settings.join_outcomes else None,
@@ -208,7 +208,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             max_future_seconds=settings.max_future_seconds,
         ),
         metrics=metrics,
-        dead_letters=dead_letters,
+        dead_letters=dead_letter_path,
         forward=sender(join_input),
         source_topic=settings.topic(OUTCOMES),
         partitions=settings.partitions,
@@ -218,7 +218,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         config=JoinConfig(retention_days=perf_config.join_retention_days),
         store=TableStore(join_table),
         metrics=metrics,
-        dead_letters=dead_letters,
+        dead_letters=dead_letter_path,
         send_labeled=send_labeled,
         send_performance=sender(performance_input),
         source_topic=settings.topic(JOIN_INPUT),
@@ -232,7 +232,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         store=performance_store,
         metrics=metrics,
         send_drift=send_drift,
-        dead_letters=dead_letters,
+        dead_letters=dead_letter_path,
         source_topic=settings.topic(PERFORMANCE_INPUT),
         send_alert=send_alert,
     )
