@@ -243,7 +243,9 @@ def cmd_token(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from driftwatch.demo import run_demo
 
-    return run_demo(settings, days=args.days, rate=args.rate, drift_day=args.drift_day)
+    return run_demo(
+        settings, days=args.days, rate=args.rate, drift_day=args.drift_day, batch=args.batch
+    )
 
 
 def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
@@ -320,6 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--days", type=int, default=70)
     p.add_argument("--rate", type=int, default=500, help="events per day per tenant and model")
     p.add_argument("--drift-day", type=int, default=50)
+    p.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="predictions per message: >1 sends batch envelopes (one tenant/model each)",
+    )
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("backtest", help="run the detection engine offline over JSON lines files")

@@ -301,7 +301,10 @@ def _operating_surface(workdir: Path, api_port: int, token: str) -> list[str]:
     return lines
 
 
-def run_demo(settings: Settings, days: int = 70, rate: int = 500, drift_day: int = 50) -> int:
+def run_demo(
+    settings: Settings, days: int = 70, rate: int = 500, drift_day: int = 50, batch: int = 1
+) -> int:
+    """The whole loop; ``batch`` > 1 sends predictions in envelopes of up to that many."""
     run_id = uuid.uuid4().hex[:6]
     cfg = _demo_traffic(days, rate, drift_day)
     # End four days ago, so that even the last outcomes (up to 3 days late) are not from
@@ -413,9 +416,9 @@ def run_demo(settings: Settings, days: int = 70, rate: int = 500, drift_day: int
                 for event in state.models[state.served :]:
                     serving.switch(event)
                 state.served = len(state.models)
-            produced += produce_messages(
-                producer, prefix + PREDICTIONS, prediction_messages(serving.score(predictions))
-            )
+            scored = list(serving.score(predictions))
+            produce_messages(producer, prefix + PREDICTIONS, prediction_messages(scored, batch))
+            produced += len(scored)  # predictions, whatever the messages that carry them
             produced += produce_messages(producer, prefix + OUTCOMES, outcome_messages(outcomes))
             if day == drift_day:
                 produced += produce_messages(producer, prefix + PREDICTIONS, _bad_messages())
@@ -423,7 +426,7 @@ def run_demo(settings: Settings, days: int = 70, rate: int = 500, drift_day: int
             # within about a day of the worker, and wait while a model trains.
             if not _keep_pace(procs, metrics_port, produced - day_size, state, deadline=300):
                 return 1
-        _out(f"● produced {produced} messages; waiting for the worker to finish")
+        _out(f"● produced {produced} predictions and outcomes; waiting for the worker to finish")
         if not _keep_pace(procs, metrics_port, produced, state, deadline=300):
             return 1
         elapsed = time.monotonic() - started
@@ -501,8 +504,8 @@ def _summary(
     _out()
     _out("═" * 100)
     _out(
-        f"processed {processed}/{produced} messages in {elapsed:.1f}s "
-        f"({processed / max(elapsed, 1e-9):.0f} msg/s end to end)"
+        f"processed {processed}/{produced} events (predictions, outcomes) in {elapsed:.1f}s "
+        f"({processed / max(elapsed, 1e-9):.0f} events/s end to end)"
     )
     _out(
         f"dead letters: {len(letters)} "
