@@ -249,33 +249,34 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.agent(predictions, name="detect-feature-drift")
     async def detect(stream: Any) -> None:
-        faust_compat.mark_delivered(stream, settings.topic(PREDICTIONS))
-        async for batch in stream.take_events(settings.batch_size, within=settings.batch_within):
+        async for batch in faust_compat.ordered_batches(
+            stream, settings.topic(PREDICTIONS), settings.batch_size, settings.batch_within
+        ):
             await processor.process_batch(batch)
 
     if settings.join_outcomes:
 
         @app.agent(outcomes, name="route-outcomes")
         async def route(stream: Any) -> None:
-            faust_compat.mark_delivered(stream, settings.topic(OUTCOMES))
-            async for batch in stream.take_events(
-                settings.batch_size, within=settings.batch_within
+            async for batch in faust_compat.ordered_batches(
+                stream, settings.topic(OUTCOMES), settings.batch_size, settings.batch_within
             ):
                 await router.process_batch(batch)
 
         @app.agent(join_input, name="join-outcomes")
         async def join(stream: Any) -> None:
-            faust_compat.mark_delivered(stream, settings.topic(JOIN_INPUT))
-            async for batch in stream.take_events(
-                settings.batch_size, within=settings.batch_within
+            async for batch in faust_compat.ordered_batches(
+                stream, settings.topic(JOIN_INPUT), settings.batch_size, settings.batch_within
             ):
                 await joins.process_batch(batch)
 
         @app.agent(performance_input, name="monitor-performance")
         async def monitor(stream: Any) -> None:
-            faust_compat.mark_delivered(stream, settings.topic(PERFORMANCE_INPUT))
-            async for batch in stream.take_events(
-                settings.batch_size, within=settings.batch_within
+            async for batch in faust_compat.ordered_batches(
+                stream,
+                settings.topic(PERFORMANCE_INPUT),
+                settings.batch_size,
+                settings.batch_within,
             ):
                 await performance.process_batch(batch)
 
@@ -283,20 +284,23 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.agent(alerts_topic, name="notify-alerts")
     async def notify(stream: Any) -> None:
-        faust_compat.mark_delivered(stream, settings.topic(ALERTS))
-        async for batch in stream.take_events(settings.batch_size, within=0.1):
+        async for batch in faust_compat.ordered_batches(
+            stream, settings.topic(ALERTS), settings.batch_size, 0.1
+        ):
             await notifier.process_batch(batch)
 
     @app.agent(retrain_events, name="retrain-alerts")
     async def retrain_alerts(stream: Any) -> None:
-        faust_compat.mark_delivered(stream, settings.topic(RETRAIN_EVENTS))
-        async for batch in stream.take_events(settings.batch_size, within=0.1):
+        async for batch in faust_compat.ordered_batches(
+            stream, settings.topic(RETRAIN_EVENTS), settings.batch_size, 0.1
+        ):
             await retrain_router.process_batch(batch)
 
     @app.agent(model_events, name="model-alerts")
     async def model_alerts(stream: Any) -> None:
-        faust_compat.mark_delivered(stream, settings.topic(MODEL_EVENTS))
-        async for batch in stream.take_events(settings.batch_size, within=0.1):
+        async for batch in faust_compat.ordered_batches(
+            stream, settings.topic(MODEL_EVENTS), settings.batch_size, 0.1
+        ):
             await model_router.process_batch(batch)
 
     health = WorkerHealth(app, metrics)
@@ -327,6 +331,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         # Decoded state stays cached between batches; what another worker may now change
         # is dropped (the tables are the truth when a partition comes back).
         parts = {tp.partition for tp in revoked}
+        if faust_compat.ORDER is not None:  # reading starts again at the committed offsets
+            faust_compat.ORDER.reset()
         await processor.forget_partitions(parts)
         if settings.join_outcomes:
             await joins.forget(parts)

@@ -28,6 +28,16 @@ control was still suspended, skipped, and the commit moved past it. Two fixes:
    the committed offset so it is read and processed again. Everything the worker keeps is
    offset-guarded, so messages read twice change nothing.
 
+3. **Messages are processed in offset order, nothing skipped.** Every offset guard keeps the
+   last offset applied per source partition (a high-water mark), so it is only right when each
+   partition's messages are applied in order. A message Faust dropped and :class:`HeadGuard`
+   had read again would arrive *after* later ones and be refused as a duplicate (lost: five
+   predictions of one window in a CI run, after a restart from the changelog).
+   :class:`SourceOrder` admits a batch's messages only in order: after a jump over offsets that
+   hold records (Faust's own gap bookkeeping, else the broker is asked once), the partition's
+   later messages are held back unprocessed and unacked, and it is read again from the first
+   missing offset.
+
 What fired is counted in :data:`COUNTERS` (``driftwatch_consumer_guard_total``) and logged.
 """
 
@@ -38,7 +48,7 @@ import logging
 import time
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,7 +57,9 @@ log = logging.getLogger(__name__)
 FAUST_VERSION = "0.15.3"
 COUNTERS: Counter[str] = Counter()
 """``stale_ack_ignored``, ``head_gap_held``, ``head_gap_markers`` (committed past: no record
-there), ``head_refetch`` (sought back to read a dropped message again)."""
+there), ``head_refetch`` (sought back to read a dropped message again), ``order_held``
+(messages held back after a skipped one), ``order_refetch`` (sought back to a skipped one),
+``order_gap_markers`` (a jump over offsets without records, admitted)."""
 
 Probe = Callable[[str, int, int], Awaitable[int | None]]
 """(topic, partition, offset) -> offset of the first record at or after ``offset``, or None
@@ -56,6 +68,10 @@ when there is none (the partition ends there)."""
 SEEK_RETRY_SECONDS = 5.0
 """A head still missing this long after a seek back is sought back again (records fetched
 before the seek can overtake it once)."""
+ORDER_RETRY_SECONDS = 2.0
+"""A skipped message not back this long after a seek is sought again. Right after a restart
+the first seek usually comes too early (records already fetched move Faust's read offset past
+it again), and the whole partition waits meanwhile; a repeat only re-reads a few messages."""
 
 
 @dataclass
@@ -153,7 +169,143 @@ async def _seek(consumer: Any, tp: Any, offset: int) -> None:
         log.warning("%s[%d]: seek to %d failed: %r", tp.topic, tp.partition, offset, exc)
 
 
+def _covered(gaps: Any, lo: int, hi: int) -> bool:
+    """Whether Faust's gap intervals (an IntervalTree; ends excluded) cover ``[lo, hi)``."""
+    if gaps is None or hi - lo > 100_000:
+        return False
+    at = lo
+    for iv in sorted(gaps.overlap(lo, hi)):
+        if iv.begin > at:
+            return False
+        at = max(at, iv.end)
+        if at >= hi:
+            return True
+    return at >= hi
+
+
+@dataclass
+class _Hold:
+    expect: int
+    last_seek: float
+    consumer: Any
+
+
+@dataclass
+class SourceOrder:
+    """Admits each source partition's messages to processing in offset order, none skipped.
+
+    ``expect`` per partition is the next offset to apply: the consumer's committed offset
+    after an assignment, then one past the last message admitted. A message below it was
+    applied already (offset guards skip it); at it, it is admitted; past it, the offsets in
+    between are either no records (transaction markers, compaction: admitted) or records
+    Faust dropped (held: the batch's later messages of that partition are not processed or
+    acked, and the partition is read again from ``expect``).
+    """
+
+    probe: Probe
+    clock: Callable[[], float] = time.monotonic
+    expect: dict[Any, int] = field(default_factory=dict)
+    held: dict[Any, _Hold] = field(default_factory=dict)
+    _first: dict[tuple[Any, int], int | None] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        """After a rebalance, reading starts again at the committed offsets."""
+        self.expect.clear()
+        self.held.clear()
+        self._first.clear()
+
+    async def admit(self, consumer: Any, events: list[Any]) -> list[Any]:
+        admitted: list[Any] = []
+        stopped: set[Any] = set()
+        for event in events:
+            message = event.message
+            tp = message.tp
+            if tp in stopped:
+                self._hold(message)
+                continue
+            offset = message.offset
+            expect = self.expect.get(tp)
+            if expect is None:
+                expect = consumer._committed_offset.get(tp)
+            if (
+                expect is not None
+                and offset > expect
+                and not await self._no_records(consumer, tp, expect, offset)
+            ):
+                stopped.add(tp)
+                self._hold(message)
+                self._seek_back(consumer, tp, expect)
+                continue
+            admitted.append(event)
+            if expect is None or offset >= expect:
+                self.expect[tp] = offset + 1
+                self.held.pop(tp, None)
+        return admitted
+
+    async def _no_records(self, consumer: Any, tp: Any, lo: int, hi: int) -> bool:
+        if _covered(consumer._gap.get(tp), lo, hi):
+            return True
+        key = (tp, lo)
+        if key not in self._first:
+            try:
+                self._first[key] = await self.probe(tp.topic, tp.partition, lo)
+            except Exception as exc:  # broker away: hold (safe), ask again next time
+                log.warning("%s[%d]: could not probe offset %d: %r", tp.topic, tp.partition,
+                            lo, exc)  # fmt: skip
+                return False
+        first = self._first[key]
+        if first is None or first >= hi:
+            COUNTERS["order_gap_markers"] += 1
+            return True
+        return False
+
+    def _hold(self, message: Any) -> None:
+        COUNTERS["order_held"] += 1
+        _DELIVERED.discard(message)  # its ack is ignored: it stays unacked
+        _HELD.add(message)
+
+    def _seek_back(self, consumer: Any, tp: Any, expect: int) -> None:
+        now = self.clock()
+        hold = self.held.get(tp)
+        if (
+            hold is not None
+            and hold.expect == expect
+            and now - hold.last_seek < ORDER_RETRY_SECONDS
+        ):
+            return
+        self.held[tp] = _Hold(expect, now, consumer)
+        COUNTERS["order_refetch"] += 1
+        log.warning("%s[%d]: offset %d was skipped (a later one arrived first); later messages "
+                    "held back and the partition read again from %d", tp.topic, tp.partition,
+                    expect, expect)  # fmt: skip
+        _spawn(_seek(consumer, tp, expect))
+
+    def retry(self) -> None:
+        """Seek again where the missing message has not come back in time: records fetched
+        before a seek can move Faust's read offset past it again, and then nothing more
+        arrives to notice (all of the partition is held)."""
+        now = self.clock()
+        for tp, hold in list(self.held.items()):
+            if now - hold.last_seek >= ORDER_RETRY_SECONDS:
+                self._seek_back(hold.consumer, tp, hold.expect)
+
+    async def retry_forever(self, every: float = 0.5) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.retry()
+
+
+def _spawn(coro: Awaitable[None]) -> None:
+    task: asyncio.Task[None] = asyncio.ensure_future(coro)
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+
+
 GUARD: HeadGuard | None = None
+ORDER: SourceOrder | None = None
+_TASKS: set[asyncio.Task[None]] = set()
+_RETRYING: asyncio.Future[None] | None = None
+_HELD: weakref.WeakSet[Any] = weakref.WeakSet()
 _installed = False
 _LOGGED: set[tuple[str, int, int | None]] = set()
 GUARDED_TOPICS: set[str] = set()
@@ -175,13 +327,35 @@ def mark_delivered(stream: Any, topic: str) -> None:
     GUARDED_TOPICS.add(topic)
 
 
+async def ordered_batches(
+    stream: Any, topic: str, size: int, within: float
+) -> AsyncIterator[list[Any]]:
+    """``stream.take_events`` with every message marked (:func:`mark_delivered`) and admitted
+    in offset order (:class:`SourceOrder`); batches left empty are not yielded."""
+    mark_delivered(stream, topic)
+    global _RETRYING
+    if ORDER is not None and (
+        _RETRYING is None or _RETRYING.get_loop() is not asyncio.get_running_loop()
+    ):
+        _RETRYING = asyncio.ensure_future(ORDER.retry_forever())
+    async for batch in stream.take_events(size, within=within):
+        if ORDER is not None:
+            batch = await ORDER.admit(stream.app.consumer, list(batch))
+        if batch:
+            yield batch
+
+
 def install(probe: Probe) -> HeadGuard:
     """Patch Faust's consumer (once per process); the newest ``probe`` is the one used."""
-    global GUARD, _installed
+    global GUARD, ORDER, _installed
     if GUARD is None:
         GUARD = HeadGuard(probe)
     else:
         GUARD.probe = probe
+    if ORDER is None:
+        ORDER = SourceOrder(probe)
+    else:
+        ORDER.probe = probe
     if _installed:
         return GUARD
     import faust
@@ -202,6 +376,8 @@ def install(probe: Probe) -> HeadGuard:
 def _guarded_ack(original: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     def ack(self: Any, message: Any) -> bool:
         app = self.app
+        if message in _HELD:  # held back out of order (SourceOrder): read again
+            return False
         if message.topic in GUARDED_TOPICS and message not in _DELIVERED:
             # Skipped by the stream, never processed: read again after the recovery's seek.
             COUNTERS["stale_ack_ignored"] += 1
