@@ -36,6 +36,9 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.backtest_speed
 	$(BIN)/python -m bench.backtest_memory
 	$(BIN)/python -m bench.throughput
+	$(BIN)/python -m bench.throughput --batch 500 --out bench/results/throughput_batch500.json
+	$(BIN)/python -m bench.throughput --workers 2 --partitions 4 \
+		--out bench/results/throughput_2workers.json
 	$(BIN)/python -m bench.loop_lag
 	$(BIN)/python -m bench.detection
 	$(BIN)/python -m bench.performance

@@ -1,6 +1,12 @@
 """End-to-end consumption throughput: raw aiokafka vs a no-op Faust agent vs the driftwatch worker.
 
-Run as ``python -m bench.throughput [--events N] [--features F] [--partitions P] [--repeat K]``.
+Run as ``python -m bench.throughput [--events N] [--features F] [--partitions P] [--repeat K]
+[--batch B] [--workers W]``.
+
+``--batch B`` sends the predictions in envelopes of B (``driftwatch.prediction-batch/v1``, one
+tenant/model each) to every contender; rates stay in predictions per second (the raw consumer
+counts an envelope's events, the no-op agent B per message). ``--workers W`` runs W driftwatch
+workers with the same app id (scale-out; progress and CPU summed over them).
 
 The same N simulated prediction events (``driftwatch.simulate``: 2 tenants x 2 models, 30 days,
 so daily windows close and the drift tests run) are produced up front into one topic per
@@ -105,15 +111,15 @@ def simulation_config(events: int, features: int) -> SimulationConfig:
     )
 
 
-def bench_messages(events: int, features: int) -> list[tuple[bytes, bytes]]:
-    """The first ``events`` (key, JSON value) messages of :func:`simulation_config`."""
-    out = [
-        (e.stream_key.encode(), e.to_json())
-        for e in islice(generate(simulation_config(events, features)), events)
-    ]
-    if len(out) < events:
-        raise RuntimeError(f"the simulation produced only {len(out)} of {events} events")
-    return out
+def bench_messages(events: int, features: int, batch: int = 1) -> list[tuple[bytes, bytes]]:
+    """The (key, JSON value) messages of the first ``events`` of :func:`simulation_config`:
+    one each, or envelopes of up to ``batch`` per tenant/model."""
+    from driftwatch.kafka_io import prediction_messages
+
+    chosen = list(islice(generate(simulation_config(events, features)), events))
+    if len(chosen) < events:
+        raise RuntimeError(f"the simulation produced only {len(chosen)} of {events} events")
+    return list(prediction_messages(chosen, batch))
 
 
 def produce_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
@@ -133,6 +139,8 @@ class Timing:
     seconds: float
     cpu_seconds: float
     """CPU time of the consuming process over the same span (about ``seconds`` if CPU-bound)."""
+    peak_rss_mb: float = math.nan
+    """Peak resident memory of the worker process(es) at the end (Linux ``VmHWM``; summed)."""
 
     @property
     def rate(self) -> float:
@@ -181,8 +189,9 @@ async def _consume_raw(bootstrap: str, topic: str, partitions: int, n: int) -> T
             batches = await consumer.getmany(timeout_ms=500, max_records=BATCH)
             for records in batches.values():
                 for record in records:
-                    loads(record.value)
-                seen += len(records)
+                    value = loads(record.value)
+                    # an envelope carries many predictions: count them, as the worker does
+                    seen += len(value["events"]) if "events" in value else 1
             if first_at is None and seen:
                 first_at, first_count = time.perf_counter(), seen
                 first_cpu = time.process_time()
@@ -265,6 +274,17 @@ class WorkerProc:
         fields = stat.rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
+    def peak_rss_mb(self) -> float:
+        """Peak resident set size so far, MiB (Linux /proc)."""
+        assert self.proc is not None
+        try:
+            for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        return math.nan
+
     def check_alive(self) -> None:
         assert self.proc is not None
         if self.proc.poll() is not None:
@@ -315,15 +335,17 @@ class WorkerProc:
             raise RuntimeError(
                 f"{self.name} processed all {n} events between two polls; use more --events"
             )
-        return Timing(n - first[1], at - first[0], self.cpu_seconds() - first[2]), samples
+        timing = Timing(n - first[1], at - first[0], self.cpu_seconds() - first[2])
+        return Timing(**{**timing.__dict__, "peak_rss_mb": self.peak_rss_mb()}), samples
 
 
 def noop_worker(
-    bootstrap: str, topic: str, app_id: str, partitions: int, workdir: Path
+    bootstrap: str, topic: str, app_id: str, partitions: int, workdir: Path, per_message: int = 1
 ) -> WorkerProc:
     port = free_port()
     env = {
         **os.environ,
+        "BENCH_PER_MESSAGE": str(per_message),
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "BENCH_TOPIC": topic,
         "BENCH_APP_ID": app_id,
@@ -375,6 +397,59 @@ def driftwatch_worker(
         "driftwatch_events_total",
         workdir / f"{app_id}.log",
     )
+
+
+@dataclass
+class WorkerGroup(WorkerProc):
+    """Several workers with one app id (scale-out): progress and CPU summed over them."""
+
+    members: list[WorkerProc] = field(default_factory=list)
+
+    def start(self) -> WorkerGroup:
+        for m in self.members:
+            m.start()
+        return self
+
+    def samples(self) -> list[tuple[str, dict[str, str], float]] | None:
+        out: list[tuple[str, dict[str, str], float]] = []
+        for m in self.members:
+            out += m.samples() or []
+        return out or None
+
+    def cpu_seconds(self) -> float:
+        return sum(m.cpu_seconds() for m in self.members)
+
+    def peak_rss_mb(self) -> float:
+        return sum(m.peak_rss_mb() for m in self.members)
+
+    def check_alive(self) -> None:
+        for m in self.members:
+            m.check_alive()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        for m in self.members:
+            m.stop(timeout)
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(m.log_tail(lines) for m in self.members)
+
+
+def driftwatch_workers(
+    bootstrap: str, prefix: str, app_id: str, partitions: int, workdir: Path, workers: int
+) -> WorkerProc:
+    if workers == 1:
+        return driftwatch_worker(bootstrap, prefix, app_id, partitions, workdir)
+    members = [
+        driftwatch_worker(bootstrap, prefix, app_id, partitions, workdir / f"w{k}")
+        for k in range(workers)
+    ]
+    for m in members:
+        m.log_path.parent.mkdir(parents=True, exist_ok=True)
+    first = members[0]
+    return WorkerGroup(
+        f"{DRIFTWATCH} x{workers}", first.module, first.env, first.metrics_port, first.counter,
+        first.log_path, members=members,
+    )  # fmt: skip
 
 
 def run_worker(worker: WorkerProc, n: int, timeout: float) -> tuple[Timing, list[Any]]:
@@ -436,6 +511,7 @@ def rows(results: list[Result], features: int) -> list[dict[str, Any]]:
                 "vs_raw_aiokafka": None if vs_raw is None else round(vs_raw, 4),
                 "vs_noop_faust": None if vs_noop is None else round(vs_noop, 4),
                 "runs_events_per_s": [round(t.rate) for t in r.runs],
+                "peak_rss_mb": None if math.isnan(med.peak_rss_mb) else round(med.peak_rss_mb),
             }
         )
     return out
@@ -450,7 +526,7 @@ def format_table(table: list[dict[str, Any]]) -> str:
 
     header = (
         f"{'contender':<20} {'events':>8} {'seconds':>8} {'events/s':>10} "
-        f"{'feature-values/s':>17} {'vs raw':>8} {'vs no-op':>9} {'cpu':>5}"
+        f"{'feature-values/s':>17} {'vs raw':>8} {'vs no-op':>9} {'cpu':>5} {'peak RSS':>9}"
     )
     lines = [header, "-" * len(header)]
     for r in table:  # cpu: the consumer process's CPU time / wall time while timed
@@ -458,7 +534,8 @@ def format_table(table: list[dict[str, Any]]) -> str:
             f"{r['contender']:<20} {r['events']:>8,} {r['seconds']:>8.2f} "
             f"{r['events_per_s']:>10,} {r['feature_values_per_s']:>17,} "
             f"{ratio(r['vs_raw_aiokafka']):>8} {ratio(r['vs_noop_faust']):>9} "
-            f"{cpu(r['cpu_share']):>5}"
+            f"{cpu(r['cpu_share']):>5} "
+            f"{'-' if r['peak_rss_mb'] is None else str(r['peak_rss_mb']) + ' MiB':>9}"
         )
     return "\n".join(lines)
 
@@ -497,11 +574,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dw_prefix = f"{run_id}-dw-"
     dw_topic = f"{dw_prefix}predictions"
 
+    batch, workers = args.batch, args.workers
     messages, gen_s = _timed(
-        f"generated {n + PAD:,} events", lambda: bench_messages(n + PAD, features)
+        f"generated {n + PAD:,} events", lambda: bench_messages(n + PAD, features, batch)
     )
     avg_bytes = sum(len(v) for _, v in messages) / len(messages)
-    results = [Result(RAW), Result(NOOP), Result(DRIFTWATCH)]
+    dw_name = DRIFTWATCH if workers == 1 else f"{DRIFTWATCH} x{workers}"
+    results = [Result(RAW), Result(NOOP), Result(dw_name)]
     engine: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="driftwatch-bench-") as tmp:
         workdir = Path(tmp)
@@ -523,7 +602,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _log(f"{tag} {RAW}: {t.events:,} events in {t.seconds:.2f}s = {t.rate:,.0f}/s")
 
                 t, _ = run_worker(
-                    noop_worker(bootstrap, noop_topic, f"{run_id}-noop-{k}", partitions, workdir),
+                    noop_worker(
+                        bootstrap, noop_topic, f"{run_id}-noop-{k}", partitions, workdir, batch
+                    ),
                     n,
                     timeout,
                 )
@@ -531,16 +612,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 _log(f"{tag} {NOOP}: {t.events:,} events in {t.seconds:.2f}s = {t.rate:,.0f}/s")
 
                 t, samples = run_worker(
-                    driftwatch_worker(
-                        bootstrap, dw_prefix, f"{run_id}-dw-{k}", partitions, workdir
+                    driftwatch_workers(
+                        bootstrap, dw_prefix, f"{run_id}-dw-{k}", partitions, workdir, workers
                     ),
                     n,
                     timeout,
                 )
                 results[2].runs.append(t)
-                _log(
-                    f"{tag} {DRIFTWATCH}: {t.events:,} events in {t.seconds:.2f}s = {t.rate:,.0f}/s"
-                )
+                _log(f"{tag} {dw_name}: {t.events:,} events in {t.seconds:.2f}s = {t.rate:,.0f}/s")
                 engine = {
                     what: metric_sum(samples, "driftwatch_engine_total", what=what)
                     for what in (
@@ -571,6 +650,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "streams": len(TENANTS) * len(MODELS),
             "days": DAYS,
             "avg_message_bytes": round(avg_bytes),
+            "predictions_per_message": batch,
+            "driftwatch_workers": workers,
             "broker": broker_kind,
             "batch": "take_events(1000, within=0.5)",
             "timing": "first processed event -> N-th; workers polled every 0.1 s",
@@ -592,10 +673,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--partitions", type=int, default=2, help="partitions per topic (2)")
     p.add_argument("--repeat", type=int, default=1, help="runs per contender; median taken (1)")
+    p.add_argument(
+        "--batch", type=int, default=1, help="predictions per message: >1 sends envelopes (1)"
+    )
+    p.add_argument("--workers", type=int, default=1, help="driftwatch workers with one app id (1)")
     p.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results ({RESULTS})")
     args = p.parse_args(argv)
     if args.events < 2000 or args.partitions < 1 or args.repeat < 1:
         p.error("need --events >= 2000, --partitions >= 1, --repeat >= 1")
+    if not 1 <= args.batch <= 10_000 or args.workers < 1:
+        p.error("need 1 <= --batch <= 10000 and --workers >= 1")
     split_features(args.features)
     return args
 
@@ -607,6 +694,7 @@ def main(argv: list[str] | None = None) -> int:
     eng = report["driftwatch_engine_last_run"]
     print(
         f"\n{args.events:,} events x {args.features} features, {args.partitions} partitions, "
+        f"{args.batch} per message, {args.workers} driftwatch worker(s), "
         f"median of {args.repeat}; driftwatch closed {eng.get('windows_closed', 0)} windows "
         f"(+{eng.get('interim_looks', 0)} interim looks), "
         f"ran {eng.get('tests', 0)} tests, emitted {eng.get('drift_events', 0)} drift events, "
