@@ -66,6 +66,23 @@ def broker_urls(bootstrap: str) -> list[str]:
     return [f"kafka://{host.strip()}" for host in bootstrap.split(",") if host.strip()]
 
 
+def rocksdb_options(memory_mb: int) -> dict[str, int]:
+    """Faust RocksDB store options for about ``memory_mb`` per partition store: two write
+    buffers of a quarter each (one filling, one flushing) and a block cache of half (the hot
+    state is in the engine's decoded cache; the store is read on a miss).
+
+    >>> {k: v // 1024**2 if k != "max_write_buffer_number" else v
+    ...  for k, v in rocksdb_options(16).items()}
+    {'write_buffer_size': 4, 'max_write_buffer_number': 2, 'block_cache_size': 8}
+    """
+    mib = 1024 * 1024
+    return {
+        "write_buffer_size": max(1, memory_mb // 4) * mib,
+        "max_write_buffer_number": 2,
+        "block_cache_size": max(1, memory_mb // 2) * mib,
+    }
+
+
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
     registry = registry if registry is not None else CollectorRegistry()
     # Faust can commit past a message it never processed; see agents.faust_compat.
@@ -122,7 +139,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             key_type=bytes,
             value_type=bytes,
             partitions=settings.partitions,
-            options={"driver": "rocksdict"},
+            options={"driver": "rocksdict", **rocksdb_options(settings.rocksdb_memory_mb)},
             help=help,
         )
         # Metrics scrapes and the API read tables from other threads: bind it to this loop.
@@ -191,6 +208,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             max_bytes=settings.max_message_bytes,
             tenants=settings.tenant_allowlist,
             max_future_seconds=settings.max_future_seconds,
+            max_batch_bytes=settings.max_batch_bytes,
         ),
         metrics=metrics,
         send_drift=send_drift,

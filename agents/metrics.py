@@ -7,6 +7,8 @@ vocabularies; tenants, models and versions appear at most once per model, never 
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 
@@ -59,19 +61,35 @@ class StateCollector(Collector):
         ),
     }
 
-    def __init__(self, rows: GaugeRows) -> None:
+    def __init__(
+        self, rows: GaugeRows, max_age: float = 5.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.rows = rows
+        self.max_age = max_age
+        """Seconds a reading is reused: reading the state costs table reads and decoding, and
+        scrapes can come often (several Prometheus servers, a dashboard, a benchmark)."""
+        self.clock = clock
+        self._cached: tuple[float, list[tuple[str, tuple[str, ...], float]]] | None = None
+        self._lock = threading.Lock()
+
+    def _rows(self) -> list[tuple[str, tuple[str, ...], float]]:
+        with self._lock:
+            now = self.clock()
+            if self._cached is not None and now - self._cached[0] < self.max_age:
+                return self._cached[1]
+            try:
+                rows = list(self.rows())
+            except Exception:  # tables closed mid-rebalance: skip this scrape's state gauges
+                return []
+            self._cached = (now, rows)
+            return rows
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         families = {
             name: GaugeMetricFamily(name, doc, labels=labels)
             for name, (doc, labels) in self.FAMILIES.items()
         }
-        try:
-            rows = list(self.rows())
-        except Exception:  # tables closed mid-rebalance: skip this scrape's state gauges
-            rows = []
-        for name, labels, value in rows:
+        for name, labels, value in self._rows():
             families[name].add_metric(list(labels), value)
         yield from families.values()
 

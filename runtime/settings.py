@@ -84,6 +84,12 @@ class Settings:
         256 * 1024,
         "Larger input messages are dead-lettered as `oversized`.",
     )
+    max_batch_bytes: int = _env(
+        "DRIFTWATCH_MAX_BATCH_BYTES",
+        1024 * 1024,
+        "Limit of a prediction batch envelope (larger ones are dead-lettered as `oversized`); "
+        "1 MiB is about Kafka's default `max.message.bytes`.",
+    )
     tenants: str = _env(
         "DRIFTWATCH_TENANTS", "", "Comma-separated tenant allow-list; empty accepts any tenant."
     )
@@ -112,6 +118,13 @@ class Settings:
         "Producer batch size. The embedded broker reports a partition's end as the start of "
         "its last batch, so Faust's changelog recovery on it skips the rest of that batch; "
         "tests that restore from the changelog there set 1 (one record per batch).",
+    )
+    rocksdb_memory_mb: int = _env(
+        "DRIFTWATCH_ROCKSDB_MEMORY_MB",
+        16,
+        "Memory of each RocksDB partition store (there are 4 tables x the partitions a worker "
+        "holds), MiB: half write buffers (two), half block cache. Faust's defaults (3 x 64 MiB "
+        "buffers and a 2 GiB cache each) let a worker's memory grow with its input.",
     )
     log_level: str = _env("DRIFTWATCH_LOG_LEVEL", "INFO", "Log level.")
     # The HTTP API (agents/api)

@@ -59,6 +59,8 @@ class PredictionValidator:
     max_bytes: int = 1 << 20
     tenants: frozenset[str] = frozenset()
     max_future_seconds: float | None = 3600.0
+    max_batch_bytes: int = 1 << 20
+    """Limit of a batch envelope (a single event's is ``max_bytes``)."""
 
     def validate(self, raw: bytes | None, now: float | None) -> PredictionEvent:
         if raw is None:
@@ -86,9 +88,11 @@ class PredictionValidator:
         """
         if raw is None:
             raise InvalidEvent("empty", "message has no value (tombstone)")
-        data = decode_json_object(raw, self.max_bytes)
+        data = decode_json_object(raw, max(self.max_bytes, self.max_batch_bytes))
         items = batch_events(data)
         if items is None:
+            if len(raw) > self.max_bytes:
+                raise InvalidEvent("oversized", f"{len(raw)} bytes, limit {self.max_bytes}")
             event = PredictionEvent.from_dict(data)
             _check_policy(event.tenant, event.timestamp, now, self.tenants, self.max_future_seconds)
             return [Item(None, event, None, raw)]

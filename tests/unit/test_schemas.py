@@ -216,3 +216,22 @@ def test_batch_envelope_matches_its_schema_and_each_event_is_judged_alone() -> N
     raw = b'{"schema":"driftwatch.prediction-batch/v1","events":[' + json.dumps(
         valid_prediction()).encode()[:-1] + b',"score":NaN}]}'  # fmt: skip
     assert PredictionValidator().validate_message(raw, None)[0].error.reason == "non_finite"  # type: ignore[union-attr]
+
+
+def test_envelopes_have_their_own_size_limit() -> None:
+    """An envelope of 500 wide predictions is larger than any single event may be."""
+    wide = valid_prediction(features={f"f{i}": 1234.5678 + i for i in range(20)})
+    envelope = json.dumps(
+        {"schema": "driftwatch.prediction-batch/v1",
+         "events": [{**wide, "event_id": f"e{i}"} for i in range(500)]}
+    ).encode()  # fmt: skip
+    validator = PredictionValidator(max_bytes=64 * 1024, max_batch_bytes=1 << 20)
+    assert len(envelope) > validator.max_bytes
+    assert all(i.error is None for i in validator.validate_message(envelope, None))
+    single = json.dumps({**wide, "pad": "x" * validator.max_bytes}).encode()
+    with pytest.raises(InvalidEvent, match="oversized"):
+        validator.validate_message(single, None)
+    with pytest.raises(InvalidEvent, match="oversized"):
+        PredictionValidator(
+            max_bytes=64 * 1024, max_batch_bytes=len(envelope) - 1
+        ).validate_message(envelope, None)
