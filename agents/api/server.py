@@ -108,23 +108,59 @@ class Api:
     metrics: Any
     max_body_bytes: int = 65536
     cache_seconds: float = 1.0
-    """Answers computed from state are reused this long: at hundreds of requests a second
-    the state (flushed once per batch) is read once a second, not per request."""
+    """Answers computed from state are fresh this long: at hundreds of requests a second the
+    state (flushed once per batch) is read once a second, not per request."""
+    stale_seconds: float = 30.0
+    """After that, an answer is still served for this long while a fresh one is computed in
+    the background: no request waits for a recomputation (decoding a model's history takes
+    tens of milliseconds, during which the API thread would answer nothing)."""
     _session: ClientSession | None = None
     _routes: dict[str, Route] = field(default_factory=dict)
     _cache: dict[tuple[Any, ...], tuple[float, int, bytes, str]] = field(default_factory=dict)
+    _refreshing: set[tuple[Any, ...]] = field(default_factory=set)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def _cached(self, key: tuple[Any, ...]) -> web.Response | None:
+    async def _serve(
+        self,
+        key: tuple[Any, ...],
+        compute: Callable[[], Awaitable[web.Response]],
+        ttl: float | None = None,
+    ) -> web.Response:
+        """The cached answer for ``key`` if fresh; if stale, the same while ``compute`` runs
+        in the background; else ``compute``'s (kept if cacheable)."""
         hit = self._cache.get(key)
-        if hit is None or hit[0] < time.monotonic():
-            return None
-        _, status, body, ctype = hit
-        return web.Response(status=status, body=body, content_type=ctype)
+        if hit is not None:
+            expires, status, body, ctype = hit
+            now = time.monotonic()
+            if now >= expires + self.stale_seconds:
+                del self._cache[key]
+            else:
+                if now >= expires and key not in self._refreshing:
+                    self._refreshing.add(key)
+                    task = asyncio.ensure_future(self._refresh(key, compute, ttl))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+                return web.Response(status=status, body=body, content_type=ctype)
+        return self._keep(key, await compute(), ttl)
+
+    async def _refresh(
+        self,
+        key: tuple[Any, ...],
+        compute: Callable[[], Awaitable[web.Response]],
+        ttl: float | None,
+    ) -> None:
+        try:
+            self._keep(key, await compute(), ttl)
+        except Exception as exc:  # the next request past the stale time computes it again
+            log.debug("API refresh of %s failed: %r", key, exc)
+        finally:
+            self._refreshing.discard(key)
 
     def _keep(
         self, key: tuple[Any, ...], response: web.Response, ttl: float | None = None
     ) -> web.Response:
-        if response.status == 200 and isinstance(response.body, bytes):
+        cacheable = response.headers.get("Cache-Control") != "no-store"
+        if response.status == 200 and isinstance(response.body, bytes) and cacheable:
             if len(self._cache) > 4096:
                 self._cache.clear()
             expires = time.monotonic() + (self.cache_seconds if ttl is None else ttl)
@@ -356,36 +392,55 @@ class Api:
     async def list_models(self, request: web.Request) -> web.Response:
         principal = self._principal(request)
         key = (*self._key(request), tuple(sorted(principal.tenants)))
-        hit = self._cached(key)
-        if hit is not None:
-            return hit
-        models = {(m["tenant"], m["model"]): m for m in self._local_models(principal)}
-        partial = False
-        if not request.headers.get(FORWARDED):
-            for status, _, payload in await self._ask_peers(request):
-                if status != 200:
-                    partial = True
-                    continue
-                for m in json.loads(payload).get("models", []):
-                    models.setdefault((m["tenant"], m["model"]), m)
-        rows = [models[k] for k in sorted(models)]
-        answer = web.json_response({"models": rows, "partial": partial})
-        return answer if partial else self._keep(key, answer)
+
+        async def compute() -> web.Response:
+            local = await asyncio.to_thread(self._local_models, principal)
+            models = {(m["tenant"], m["model"]): m for m in local}
+            partial = False
+            if not request.headers.get(FORWARDED):
+                for status, _, payload in await self._ask_peers(request):
+                    if status != 200:
+                        partial = True
+                        continue
+                    for m in json.loads(payload).get("models", []):
+                        models.setdefault((m["tenant"], m["model"]), m)
+            rows = [models[k] for k in sorted(models)]
+            # a partial answer (a peer did not answer) is not kept
+            headers = {"Cache-Control": "no-store"} if partial else None
+            return web.json_response({"models": rows, "partial": partial}, headers=headers)
+
+        return await self._serve(key, compute)
 
     async def get_model(self, request: web.Request) -> web.Response:
         tenant, model = self._model_of(request)
-        if (hit := self._cached(self._key(request))) is not None:
-            return hit
-        if not self._is_local(tenant, model):
-            return self._keep(self._key(request), await self._forwarded(request))
-        drift, perf = self._views()
-        row = views.model_summary(
-            views.stream(drift, tenant, model),
-            views.perf_stream(perf, tenant, model),
-            views.perf_versions(perf, tenant, model),
-        )
-        row["active_version"] = self.catalog.active_version(tenant, model) or row["latest_version"]
-        return self._keep(self._key(request), web.json_response(row))
+
+        def summary() -> web.Response:
+            drift, perf = self._views()
+            row = views.model_summary(
+                views.stream(drift, tenant, model),
+                views.perf_stream(perf, tenant, model),
+                views.perf_versions(perf, tenant, model),
+            )
+            row["active_version"] = (
+                self.catalog.active_version(tenant, model) or row["latest_version"]
+            )
+            return web.json_response(row)
+
+        return await self._serve(self._key(request), self._local_or_forward(request, summary))
+
+    def _local_or_forward(
+        self, request: web.Request, local: Callable[[], web.Response]
+    ) -> Callable[[], Awaitable[web.Response]]:
+        """An answer from this worker's state (computed in a thread, off the API's loop) if it
+        holds the model, else from the worker that does."""
+        tenant, model = self._model_of(request)
+
+        async def compute() -> web.Response:
+            if not self._is_local(tenant, model):
+                return await self._forwarded(request)
+            return await asyncio.to_thread(local)
+
+        return compute
 
     async def get_performance(self, request: web.Request) -> web.Response:
         tenant, model = self._model_of(request)
@@ -399,41 +454,40 @@ class Api:
                 bounds.append(parse_timestamp(float(raw) if _is_number(raw) else raw, name))
             except ValueError as exc:
                 raise ApiError(400, "bad_parameter", str(exc)) from None
-        if (hit := self._cached(self._key(request))) is not None:
-            return hit
-        if not self._is_local(tenant, model):
-            return self._keep(self._key(request), await self._forwarded(request))
-        _, perf = self._views()
-        rows = views.performance_history(perf, self.pcfg, tenant, model, bounds[0], bounds[1])
-        answer = web.json_response({"tenant": tenant, "model": model, "windows": rows or []})
-        return self._keep(self._key(request), answer)
+
+        def history() -> web.Response:
+            _, perf = self._views()
+            rows = views.performance_history(perf, self.pcfg, tenant, model, bounds[0], bounds[1])
+            return web.json_response({"tenant": tenant, "model": model, "windows": rows or []})
+
+        return await self._serve(self._key(request), self._local_or_forward(request, history))
 
     async def get_drift(self, request: web.Request) -> web.Response:
         tenant, model = self._model_of(request)
-        if (hit := self._cached(self._key(request))) is not None:
-            return hit
-        if not self._is_local(tenant, model):
-            return self._keep(self._key(request), await self._forwarded(request))
-        drift, perf = self._views()
-        status = views.drift_status(drift, perf, self.pcfg.engine, tenant, model)
-        if status is None:
-            raise ApiError(404, "not_found", "no such model")
-        return self._keep(self._key(request), web.json_response(status))
+
+        def drift_status() -> web.Response:
+            drift, perf = self._views()
+            status = views.drift_status(drift, perf, self.pcfg.engine, tenant, model)
+            if status is None:
+                raise ApiError(404, "not_found", "no such model")
+            return web.json_response(status)
+
+        return await self._serve(self._key(request), self._local_or_forward(request, drift_status))
 
     async def get_report(self, request: web.Request) -> web.Response:
         tenant, model = self._model_of(request)
-        if (hit := self._cached(self._key(request))) is not None:
-            return hit
-        if not self._is_local(tenant, model):
-            return self._keep(self._key(request), await self._forwarded(request), 10.0)
+        compute = self._local_or_forward(request, lambda: self._report(tenant, model))
+        return await self._serve(self._key(request), compute, 10.0)
+
+    def _report(self, tenant: str, model: str) -> web.Response:
         drift, perf = self._views()
         markers = [
             ModelMarker(e.event_time, e.action.value, e.version, e.previous_version, e.reason)
-            for e in self.catalog.model_events.get((tenant, model), [])
+            for e in list(self.catalog.model_events.get((tenant, model), []))
         ]
         markers += [
             ModelMarker(r.event_time, r.status.value, r.model_version, None, r.reason)
-            for r in self.catalog.requests.values()
+            for r in list(self.catalog.requests.values())
             if (r.tenant, r.model) == (tenant, model) and r.status.terminal
             and r.status.value not in ("promoted", "rolled_back")
         ]  # fmt: skip
@@ -443,10 +497,9 @@ class Api:
         )  # fmt: skip
         if data is None:
             raise ApiError(404, "not_found", "no such model")
-        page = web.Response(
+        return web.Response(
             body=render_report(data).encode(), content_type="text/html", charset="utf-8"
         )
-        return self._keep(self._key(request), page, 10.0)
 
     async def list_approvals(self, request: web.Request) -> web.Response:
         principal = self._principal(request)

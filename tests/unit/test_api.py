@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import WSMsgType
+from aiohttp import WSMsgType, web
 
 from agents.api.spec import ROUTES, openapi_document
 from schemas.alerts import Alert, AlertKind, alert_id
@@ -337,3 +337,40 @@ def test_alerts_list_and_live_stream_resume(tmp_path: Path) -> None:
         assert denied.status == 401
 
     run(tmp_path, test)
+
+
+def test_stale_answers_are_served_while_a_fresh_one_is_computed() -> None:
+    """No request waits for a recomputation once an answer exists: past its fresh time the
+    old one is served and one refresh runs in the background; past the stale time a request
+    computes again."""
+    from agents.api.server import Api
+
+    api = Api.__new__(Api)
+    api.cache_seconds, api.stale_seconds = 1.0, 30.0
+    api._cache, api._refreshing, api._tasks = {}, set(), set()
+    calls: list[int] = []
+
+    async def compute() -> web.Response:
+        calls.append(len(calls))
+        await asyncio.sleep(0.01)
+        return web.json_response({"n": len(calls)})
+
+    def age(seconds: float) -> None:
+        expires, status, raw, ctype = api._cache[("k",)]
+        api._cache[("k",)] = (expires - seconds, status, raw, ctype)
+
+    async def body() -> list[int]:
+        out: list[Any] = []
+        for _ in range(3):  # one computation, then the cached answer
+            out.append((await api._serve(("k",), compute)).body)
+        age(1.5)  # past fresh, within stale
+        out.append((await api._serve(("k",), compute)).body)  # stale, refresh started
+        out.append((await api._serve(("k",), compute)).body)  # still stale: no 2nd refresh
+        await asyncio.gather(*api._tasks)
+        out.append((await api._serve(("k",), compute)).body)  # the refreshed answer
+        age(60)  # past stale: computed in the request
+        out.append((await api._serve(("k",), compute)).body)
+        return [json.loads(b)["n"] for b in out]
+
+    assert asyncio.run(body()) == [1, 1, 1, 1, 1, 2, 3]
+    assert calls == [0, 1, 2]
