@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import orjson
 
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
-from schemas.events import batch_events, decode_json_object
+from schemas.events import BATCH_SCHEMA, batch_events, decode_json_object
 
 
 def _check_policy(
@@ -88,11 +88,20 @@ class PredictionValidator:
         """
         if raw is None:
             raise InvalidEvent("empty", "message has no value (tombstone)")
-        data = decode_json_object(raw, max(self.max_bytes, self.max_batch_bytes))
+        if len(raw) > self.max_bytes:
+            # Only an envelope may be larger than one event: anything else that size is
+            # oversized, whatever else is wrong with it.
+            oversized = InvalidEvent("oversized", f"{len(raw)} bytes, limit {self.max_bytes}")
+            try:
+                data = decode_json_object(raw, max(self.max_bytes, self.max_batch_bytes))
+            except InvalidEvent as exc:
+                raise (exc if exc.reason == "oversized" else oversized) from None
+            if data.get("schema") != BATCH_SCHEMA:
+                raise oversized
+        else:
+            data = decode_json_object(raw, self.max_bytes)
         items = batch_events(data)
         if items is None:
-            if len(raw) > self.max_bytes:
-                raise InvalidEvent("oversized", f"{len(raw)} bytes, limit {self.max_bytes}")
             event = PredictionEvent.from_dict(data)
             _check_policy(event.tenant, event.timestamp, now, self.tenants, self.max_future_seconds)
             return [Item(None, event, None, raw)]

@@ -231,6 +231,8 @@ def test_envelopes_have_their_own_size_limit() -> None:
     single = json.dumps({**wide, "pad": "x" * validator.max_bytes}).encode()
     with pytest.raises(InvalidEvent, match="oversized"):
         validator.validate_message(single, None)
+    with pytest.raises(InvalidEvent, match="oversized"):  # not JSON either: still oversized
+        validator.validate_message(b"{" * (validator.max_bytes + 1), None)
     with pytest.raises(InvalidEvent, match="oversized"):
         PredictionValidator(
             max_bytes=64 * 1024, max_batch_bytes=len(envelope) - 1
