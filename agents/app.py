@@ -267,59 +267,73 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.agent(predictions, name="detect-feature-drift")
     async def detect(stream: Any) -> None:
-        async for batch in faust_compat.ordered_batches(
-            stream, settings.topic(PREDICTIONS), settings.batch_size, settings.batch_within
-        ):
-            await processor.process_batch(batch)
+        await faust_compat.process_batches(
+            stream,
+            settings.topic(PREDICTIONS),
+            settings.batch_size,
+            settings.batch_within,
+            processor.process_batch,
+        )
 
     if settings.join_outcomes:
 
         @app.agent(outcomes, name="route-outcomes")
         async def route(stream: Any) -> None:
-            async for batch in faust_compat.ordered_batches(
-                stream, settings.topic(OUTCOMES), settings.batch_size, settings.batch_within
-            ):
-                await router.process_batch(batch)
+            await faust_compat.process_batches(
+                stream,
+                settings.topic(OUTCOMES),
+                settings.batch_size,
+                settings.batch_within,
+                router.process_batch,
+            )
 
         @app.agent(join_input, name="join-outcomes")
         async def join(stream: Any) -> None:
-            async for batch in faust_compat.ordered_batches(
-                stream, settings.topic(JOIN_INPUT), settings.batch_size, settings.batch_within
-            ):
-                await joins.process_batch(batch)
+            await faust_compat.process_batches(
+                stream,
+                settings.topic(JOIN_INPUT),
+                settings.batch_size,
+                settings.batch_within,
+                joins.process_batch,
+            )
 
         @app.agent(performance_input, name="monitor-performance")
         async def monitor(stream: Any) -> None:
-            async for batch in faust_compat.ordered_batches(
+            await faust_compat.process_batches(
                 stream,
                 settings.topic(PERFORMANCE_INPUT),
                 settings.batch_size,
                 settings.batch_within,
-            ):
-                await performance.process_batch(batch)
+                performance.process_batch,
+            )
 
         _ = (route, join, monitor)
 
     @app.agent(alerts_topic, name="notify-alerts")
     async def notify(stream: Any) -> None:
-        async for batch in faust_compat.ordered_batches(
-            stream, settings.topic(ALERTS), settings.batch_size, 0.1
-        ):
-            await notifier.process_batch(batch)
+        await faust_compat.process_batches(
+            stream, settings.topic(ALERTS), settings.batch_size, 0.1, notifier.process_batch
+        )
 
     @app.agent(retrain_events, name="retrain-alerts")
     async def retrain_alerts(stream: Any) -> None:
-        async for batch in faust_compat.ordered_batches(
-            stream, settings.topic(RETRAIN_EVENTS), settings.batch_size, 0.1
-        ):
-            await retrain_router.process_batch(batch)
+        await faust_compat.process_batches(
+            stream,
+            settings.topic(RETRAIN_EVENTS),
+            settings.batch_size,
+            0.1,
+            retrain_router.process_batch,
+        )
 
     @app.agent(model_events, name="model-alerts")
     async def model_alerts(stream: Any) -> None:
-        async for batch in faust_compat.ordered_batches(
-            stream, settings.topic(MODEL_EVENTS), settings.batch_size, 0.1
-        ):
-            await model_router.process_batch(batch)
+        await faust_compat.process_batches(
+            stream,
+            settings.topic(MODEL_EVENTS),
+            settings.batch_size,
+            0.1,
+            model_router.process_batch,
+        )
 
     health = WorkerHealth(app, metrics)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
@@ -376,3 +377,50 @@ def test_a_seek_that_brought_nothing_back_is_retried() -> None:
     run(retry())
     assert consumer.seeks == [{consumer.tp: 10}, {consumer.tp: 10}]
     assert admitted(order, consumer, [10]) == [10] and not order.held
+
+
+def test_a_batch_cancelled_mid_way_is_not_acked() -> None:
+    """Faust's take_events acks a batch's events when it is closed, processed or not: a batch
+    cancelled by a stop must stay unacked, or the final commit moves past it."""
+    from faust.transport.consumer import Consumer
+
+    install(first_record=None)
+    consumer = FakeConsumer(committed=0, acked=[])
+    consumer.app.topics = SimpleNamespace(acks_enabled_for=lambda topic: True)
+    consumer._unacked_messages = set()  # type: ignore[attr-defined]
+    consumer._waiting_for_ack = None  # type: ignore[attr-defined]
+    consumer._n_acked = 0  # type: ignore[attr-defined]
+    batches = [order_events(consumer, [0, 1]), order_events(consumer, [2, 3])]
+    for batch in batches:
+        for event in batch:
+            event.message.acked = False
+
+    class Stream:
+        app = SimpleNamespace(consumer=consumer)
+
+        def add_processor(self, fn: Any) -> None:
+            pass
+
+        async def take_events(self, size: int, within: float) -> Any:
+            for batch in batches:
+                try:
+                    yield batch
+                finally:  # what Faust does, processed or not
+                    for event in batch:
+                        Consumer.ack(consumer, event.message)  # type: ignore[arg-type]
+
+    async def process(batch: list[Any]) -> None:
+        if batch[0].message.offset == 2:
+            raise asyncio.CancelledError  # a stop while the second batch is in flight
+
+    async def go() -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await faust_compat.process_batches(Stream(), "join-input", 10, 0.1, process)
+        await asyncio.sleep(0)
+
+    order, faust_compat.ORDER = faust_compat.ORDER, None  # in order by construction here
+    try:
+        run(go())
+    finally:
+        faust_compat.ORDER = order
+    assert consumer._acked[consumer.tp] == [0, 1]  # 2 and 3 will be read again
