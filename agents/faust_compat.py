@@ -97,7 +97,6 @@ class HeadGuard:
     probe: Probe
     clock: Callable[[], float] = time.monotonic
     gaps: dict[Any, _Gap] = field(default_factory=dict)
-    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def allow(self, consumer: Any, tp: Any, committed: int, head: int) -> bool:
         """False holds the commit; may start a probe or a seek in the background."""
@@ -114,7 +113,7 @@ class HeadGuard:
         if gap.verdict is None:
             if not gap.probing:
                 gap.probing = True
-                self._spawn(self._probe(consumer, tp, gap))
+                _spawn(self._probe(consumer, tp, gap))
             return False
         if now - gap.last_seek >= SEEK_RETRY_SECONDS:
             self._seek_back(consumer, tp, gap, now)
@@ -129,11 +128,6 @@ class HeadGuard:
 
     def settled(self, tp: Any) -> None:
         self.gaps.pop(tp, None)
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def _probe(self, consumer: Any, tp: Any, gap: _Gap) -> None:
         try:
@@ -163,7 +157,7 @@ class HeadGuard:
         gap.last_seek = now
         gap.seeks += 1
         COUNTERS["head_refetch"] += 1
-        self._spawn(_seek(consumer, tp, gap.committed))
+        _spawn(_seek(consumer, tp, gap.committed))
 
 
 async def _seek(consumer: Any, tp: Any, offset: int) -> None:

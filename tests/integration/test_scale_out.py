@@ -36,6 +36,7 @@ from tests.integration.worker_harness import (
     FAST_DETECTION,
     WorkerProcess,
     committed_offsets,
+    expected_counts,
     produce_recorded,
 )
 
@@ -157,17 +158,6 @@ def all_committed(w: WorkerProcess, ends: dict[int, int]) -> Callable[[], bool]:
 def produce(w: WorkerProcess, events: list[PredictionEvent], ends: dict[int, int]) -> None:
     for p, end in produce_recorded(w.bootstrap, w.topic("predictions"), messages(events)).items():
         ends[p] = max(ends.get(p, 0), end)
-
-
-def expected_counts(events: list[PredictionEvent]) -> dict[str, dict[str, dict[str, int]]]:
-    """Per stream, per window start, per feature: values (null included) the state must hold."""
-    out: dict[str, dict[str, dict[str, int]]] = {}
-    for e in events:
-        window = str(int(e.timestamp // DAY * DAY))
-        per_window = out.setdefault(e.stream_key, {}).setdefault(window, {})
-        for name in e.features:
-            per_window[name] = per_window.get(name, 0) + 1
-    return out
 
 
 def detection_key(d: dict[str, Any]) -> tuple[Any, ...]:

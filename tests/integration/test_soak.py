@@ -19,8 +19,13 @@ from runtime.settings import Settings
 from runtime.topics import WORKER_TOPICS as TOPICS
 from runtime.topics import ensure_topics
 from tests.integration.kafka_helpers import consume_all
-from tests.integration.test_worker import expected_counts, messages, state_counts
-from tests.integration.worker_harness import WorkerProcess, produce_recorded, wait_committed
+from tests.integration.test_worker import messages, state_counts
+from tests.integration.worker_harness import (
+    WorkerProcess,
+    expected_counts,
+    produce_recorded,
+    wait_committed,
+)
 
 pytestmark = pytest.mark.slow
 

@@ -26,6 +26,7 @@ from tests.integration.kafka_helpers import consume_all
 from tests.integration.worker_harness import (
     FAST_DETECTION,
     WorkerProcess,
+    expected_counts,
     produce_recorded,
     wait_committed,
 )
@@ -123,17 +124,6 @@ BAD = [
         "future_timestamp",
     ),
 ]
-
-
-def expected_counts(events: list[PredictionEvent]) -> dict[str, dict[str, dict[str, int]]]:
-    """Per stream, per window start, per feature: values (null included) the state must hold."""
-    out: dict[str, dict[str, dict[str, int]]] = {}
-    for e in events:
-        window = str(int(e.timestamp // DAY * DAY))
-        per_window = out.setdefault(e.stream_key, {}).setdefault(window, {})
-        for name in e.features:
-            per_window[name] = per_window.get(name, 0) + 1
-    return out
 
 
 def state_counts(data_dir: Path) -> dict[str, dict[str, dict[str, int]]]:

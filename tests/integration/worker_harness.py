@@ -13,6 +13,7 @@ from pathlib import Path
 
 from driftwatch.devbroker import free_port
 from driftwatch.kafka_io import make_producer, produce_messages
+from schemas import PredictionEvent
 
 # Small windows of history so a test needs ~25 simulated days, not 90.
 FAST_DETECTION = {
@@ -222,3 +223,17 @@ def wait_drained(
     finally:
         consumer.close()
     raise AssertionError(f"still behind: {behind}; log:\n{worker.log_tail()}")
+
+
+DAY = 86_400.0
+
+
+def expected_counts(events: list[PredictionEvent]) -> dict[str, dict[str, dict[str, int]]]:
+    """Per stream, per window start, per feature: values (null included) the state must hold."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for e in events:
+        window = str(int(e.timestamp // DAY * DAY))
+        per_window = out.setdefault(e.stream_key, {}).setdefault(window, {})
+        for name in e.features:
+            per_window[name] = per_window.get(name, 0) + 1
+    return out
