@@ -26,6 +26,7 @@ from agents.metrics import CountersCollector, StateCollector, WorkerMetrics
 from agents.notify import AlertNotifier, RetrainAlertRouter, webhook_notifier
 from agents.performance import PerformanceProcessor
 from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
+from agents.watchdog import StallHook, Watchdog
 from runtime.settings import Settings
 from runtime.topics import (
     ALERTS,
@@ -336,6 +337,20 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         )
 
     health = WorkerHealth(app, metrics)
+    watchdog = None
+    if settings.stall_seconds > 0:
+        watchdog = Watchdog(
+            app,
+            {"bootstrap.servers": settings.bootstrap},
+            metrics,
+            stall_seconds=settings.stall_seconds,
+            batch_seconds=settings.stall_batch_seconds,
+            data_dir=settings.data_dir,
+            on_stall=health.mark_stalled,
+        )
+    faust_compat.AFTER_BATCH = (
+        StallHook(settings.test_stall, settings.data_dir) if settings.test_stall else None
+    )
 
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def advance_quiet_streams() -> None:
@@ -356,6 +371,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     @app.task  # type: ignore[untyped-decorator]
     async def capture_loop() -> None:
         health.loop = asyncio.get_running_loop()
+        if watchdog is not None:
+            watchdog.start(health.loop)
 
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types it loosely
     async def on_revoked(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:

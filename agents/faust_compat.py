@@ -315,6 +315,12 @@ _LOGGED: set[tuple[str, int, int | None]] = set()
 GUARDED_TOPICS: set[str] = set()
 """Topics whose agents mark what they process (:func:`mark_delivered`)."""
 _DELIVERED: weakref.WeakSet[Any] = weakref.WeakSet()
+_BUSY: dict[object, float] = {}
+AFTER_BATCH: Callable[[Any, int], None] | None = None
+"""Called on the loop after each processed batch with (stream, events): the watchdog's
+test-only stall hook (:mod:`agents.watchdog`)."""
+IGNORE_ACKS = False
+"""Testing only: every ack is ignored, so nothing is ever committed (a provoked commit stall)."""
 
 
 def mark_delivered(stream: Any, topic: str) -> None:
@@ -344,6 +350,8 @@ async def process_batches(
     on stop then moved past events whose state was never written (counts lost when a worker
     left the group with a batch in flight: found by the scale-out test)."""
     async for batch in ordered_batches(stream, topic, size, within):
+        token = object()
+        _BUSY[token] = time.monotonic()
         try:
             await process(batch)
         except BaseException:
@@ -351,6 +359,16 @@ async def process_batches(
                 _DELIVERED.discard(event.message)
             COUNTERS["unfinished_batch"] += 1
             raise
+        finally:
+            del _BUSY[token]
+        if AFTER_BATCH is not None:
+            AFTER_BATCH(stream, len(batch))
+
+
+def busy_since() -> float | None:
+    """When the oldest batch still being processed started (``time.monotonic``), or None:
+    the watchdog tells a slow batch from a stuck worker by it. Safe from any thread."""
+    return min(list(_BUSY.values()), default=None)
 
 
 async def ordered_batches(
@@ -402,6 +420,8 @@ def install(probe: Probe) -> HeadGuard:
 def _guarded_ack(original: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     def ack(self: Any, message: Any) -> bool:
         app = self.app
+        if IGNORE_ACKS:
+            return False
         if message in _HELD:  # held back out of order (SourceOrder): read again
             return False
         if message.topic in GUARDED_TOPICS and message not in _DELIVERED:
@@ -447,40 +467,46 @@ def kafka_probe(config: dict[str, Any], timeout: float = 10.0) -> Probe:
     """A :data:`Probe` on a throw-away confluent-kafka consumer (``config``: its client
     settings, bootstrap servers and security), run in a thread."""
 
-    def first_offset(topic: str, partition: int, offset: int) -> int | None:
-        from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-        consumer = Consumer(
-            {
-                **config,
-                # assign() only: never joins or commits; its own id keeps probes apart
-                "group.id": f"driftwatch-head-probe-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "isolation.level": "read_uncommitted",  # what the worker's consumer reads
-            }
-        )
-        try:
-            consumer.assign([TopicPartition(topic, partition, offset)])
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                msg = consumer.poll(0.5)
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is None:
-                    return int(msg.offset() or 0)
-                if err.code() == KafkaError._PARTITION_EOF:
-                    return None
-                raise RuntimeError(str(err))
-            raise TimeoutError(f"no answer for {topic}[{partition}]@{offset} in {timeout}s")
-        finally:
-            consumer.close()
-
     async def probe(topic: str, partition: int, offset: int) -> int | None:
-        return await asyncio.to_thread(first_offset, topic, partition, offset)
+        return await asyncio.to_thread(first_record_offset, config, topic, partition, offset,
+                                       timeout)  # fmt: skip
 
     return probe
+
+
+def first_record_offset(
+    config: dict[str, Any], topic: str, partition: int, offset: int, timeout: float = 10.0
+) -> int | None:
+    """The offset of the first record at or after ``offset``, None at the log end (what lies
+    between holds transaction markers only); blocking, for a thread."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    consumer = Consumer(
+        {
+            **config,
+            # assign() only: never joins or commits; its own id keeps probes apart
+            "group.id": f"driftwatch-head-probe-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_uncommitted",  # what the worker's consumer reads
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, partition, offset)])
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            err = msg.error()
+            if err is None:
+                return int(msg.offset() or 0)
+            if err.code() == KafkaError._PARTITION_EOF:
+                return None
+            raise RuntimeError(str(err))
+        raise TimeoutError(f"no answer for {topic}[{partition}]@{offset} in {timeout}s")
+    finally:
+        consumer.close()
 
 
 # ---------------------------------------------------------------------- read access for the API
@@ -531,3 +557,53 @@ def committed_offsets(consumer: Any) -> dict[Any, int]:
     return {
         tp: o for tp, o in dict(getattr(consumer, "_committed_offset", {})).items() if o is not None
     }
+
+
+def diagnostics(app: Any) -> dict[str, Any]:
+    """What the consumer looks like, for the watchdog's dump (best effort: every field is
+    read defensively, from another thread, while the worker may be in any state)."""
+    consumer = getattr(app, "_consumer", None)
+    out: dict[str, Any] = {"generation": getattr(app, "consumer_generation_id", None),
+                           "rebalancing": bool(getattr(app, "rebalancing", False))}  # fmt: skip
+    try:
+        out["flow_control_active"] = bool(app.flow_control.is_active())
+    except Exception:
+        out["flow_control_active"] = None
+    if consumer is None:
+        return out
+
+    def tps(attr: str) -> list[str]:
+        try:
+            return sorted(f"{tp.topic}[{tp.partition}]" for tp in set(getattr(consumer, attr)))
+        except Exception:
+            return []
+
+    out["assigned"] = sorted(f"{tp.topic}[{tp.partition}]" for tp in assignment(app))
+    out["paused"] = tps("_paused_partitions")
+    out["buffered"] = tps("_buffered_partitions")
+    try:
+        out["acked_pending"] = {
+            f"{tp.topic}[{tp.partition}]": len(v) for tp, v in dict(consumer._acked).items() if v
+        }
+    except Exception:
+        out["acked_pending"] = None
+    try:
+        out["stream_buffers"] = {
+            str(getattr(ch, "topic_names", ch))[:80]: ch.queue.qsize()
+            for ch in list(app.topics._topics)
+            if getattr(ch, "queue", None) is not None
+        }
+    except Exception:
+        out["stream_buffers"] = None
+    return out
+
+
+def assignment(app: Any) -> set[Any]:
+    """The consumer's assigned partitions (empty while it has none or is not made yet)."""
+    consumer = getattr(app, "_consumer", None)
+    if consumer is None:
+        return set()
+    try:
+        return set(consumer.assignment())
+    except Exception:
+        return set()

@@ -37,6 +37,10 @@ class WorkerHealth:
         self.stalled: str | None = None
         """Set by the watchdog when the worker stopped making progress."""
 
+    def mark_stalled(self, reason: str) -> None:
+        """The watchdog found a stall (from its thread): unready from now on."""
+        self.stalled = reason
+
     def ready(self) -> str | None:
         """None when ready to serve; otherwise why not (for ``/readyz``)."""
         app = self.app

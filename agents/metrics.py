@@ -114,6 +114,7 @@ class WorkerMetrics:
     faust_rebalances: Counter
     faust_rebalance_seconds: Histogram
     worker_ready: Gauge
+    stalls: Counter
     alerts: Counter
     alert_deliveries: Counter
     alert_delivery_seconds: Histogram
@@ -167,6 +168,10 @@ class WorkerMetrics:
                                         {"buckets": (0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900)}),
             "worker_ready": (Gauge, "driftwatch_worker_ready",
                              "1 once tables are recovered and the worker is not stalled", [], {}),
+            "stalls": (Counter, "driftwatch_worker_stalls",
+                       "Stalls the watchdog found (each ended this worker process for its "
+                       "supervisor to restart; counted on from the data directory's stall log)",
+                       ["kind"], {}),
             "alerts": (Counter, "driftwatch_alerts", "Alerts published to the alerts topic",
                        ["kind", "change", "severity"], {}),
             "alert_deliveries": (Counter, "driftwatch_alert_deliveries",

@@ -99,6 +99,27 @@ class Settings:
         "Events stamped further than this ahead of the wall clock are dead-lettered "
         "(`future_timestamp`).",
     )
+    stall_seconds: float = _env(
+        "DRIFTWATCH_STALL_SECONDS",
+        60.0,
+        "Watchdog: a source partition with records past its committed offset whose commit has "
+        "not moved for this long (or an event loop that has not turned for this long) is a "
+        "stall: the worker logs what it saw, turns /readyz to failing and exits with code 75 "
+        "for its supervisor to restart it. 0 turns the watchdog off.",
+    )
+    stall_batch_seconds: float = _env(
+        "DRIFTWATCH_STALL_BATCH_SECONDS",
+        300.0,
+        "Watchdog: a batch still running after this many seconds is a stall; a shorter one "
+        "holds the stall verdict back (a slow batch is not a stuck worker).",
+    )
+    test_stall: str = _env(
+        "DRIFTWATCH_TEST_STALL",
+        "",
+        "Testing only: `fetch:N` or `commit:N` makes the worker stop fetching (or stop "
+        "committing) after N processed events, once per data directory, so tests can watch "
+        "the watchdog recover it. Empty in production.",
+    )
     idle_timeout: float = _env(
         "DRIFTWATCH_IDLE_TIMEOUT_SECONDS",
         300.0,

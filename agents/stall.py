@@ -1,0 +1,171 @@
+"""Is this worker stuck? The watchdog's decision, as a pure function of what it sampled.
+
+A Faust worker can look alive (process up, "Worker ready" logged, event loop turning) and make
+no progress at all: after a changelog restore or a rebalance, a source partition is never
+resumed (nothing is fetched), or its read messages are dropped from the agent's queue so its
+un-acked head never moves and commits freeze (faust-streaming #217/#223/#236/#253, robinhood
+#625). Nobody restarts such a worker: the monitor stops monitoring and says nothing. The
+watchdog (:mod:`agents.watchdog`) samples, per source partition, the log end and the group's
+committed offset from the broker and the worker's own read offset, and asks
+:class:`StallWatch` whether work has been waiting too long.
+
+Only progress counts, never activity: a partition with records past its committed offset whose
+commit has not moved for ``stall_seconds`` is stalled (a verdict the watchdog confirms by
+reading the record that waits), unless a batch is still running (a slow
+batch, tolerated up to ``batch_seconds``). Nothing is judged while tables are recovering or a
+rebalance runs: the clocks start again when the worker is armed.
+
+>>> watch = StallWatch(stall_seconds=60, batch_seconds=300)
+>>> tp = ("predictions", 0)
+>>> watch.observe(0.0, True, {tp: Offsets(end=100, read=None, committed=50)}) is None
+True
+>>> watch.observe(30.0, True, {tp: Offsets(end=100, read=None, committed=50)}) is None
+True
+>>> stall = watch.observe(61.0, True, {tp: Offsets(end=100, read=None, committed=50)})
+>>> stall.kind, stall.partition, stall.seconds
+('fetch', ('predictions', 0), 61.0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+FETCH = "fetch"
+"""Records wait past the committed offset and none of them is read: never fetched."""
+COMMIT = "commit"
+"""Records past the committed offset are read but it does not move: never processed."""
+BATCH = "batch"
+"""One batch has been running for longer than anything legitimate takes."""
+LOOP = "loop"
+"""The event loop has not run a callback for ``stall_seconds``."""
+
+
+@dataclass(frozen=True)
+class Offsets:
+    """One source partition as sampled. ``end``: the log end offset (next offset to be
+    written; None or below ``committed``: not known); ``read``: the offset of the last message
+    the worker read (None: none yet); ``committed``: the group's committed offset, the next to
+    process (None: never committed); ``start``: the log start offset (records before it are
+    gone)."""
+
+    end: int | None
+    read: int | None
+    committed: int | None
+    start: int = 0
+
+
+@dataclass(frozen=True)
+class Stall:
+    kind: str
+    partition: Hashable | None
+    seconds: float
+    """How long the offset that should have moved has not."""
+    offsets: Offsets | None = None
+
+    def describe(self) -> str:
+        if self.kind == LOOP:
+            return f"event loop unresponsive for {self.seconds:.0f} s"
+        if self.kind == BATCH:
+            return f"a batch has been running for {self.seconds:.0f} s"
+        o = self.offsets
+        where = f"{self.partition}"
+        if o is None:  # pragma: no cover - partition stalls always carry offsets
+            return f"{self.kind} stall on {where}"
+        what = "nothing fetched" if self.kind == FETCH else "read but never committed"
+        known = o.end is not None and o.end >= (o.committed or 0)
+        end = o.end if known else f"not known (broker says {o.end})"
+        return (
+            f"{self.kind} stall on {where}: committed {o.committed}, read {o.read}, end "
+            f"{end}; {what} for {self.seconds:.0f} s"
+        )
+
+
+@dataclass
+class _Seen:
+    committed: int | None
+    read: int | None
+    committed_since: float
+    read_since: float
+
+
+@dataclass
+class StallWatch:
+    """Remembers when each partition's committed and read offsets last moved."""
+
+    stall_seconds: float
+    batch_seconds: float
+    _seen: dict[Any, _Seen] = field(default_factory=dict)
+    _idle_until: dict[Any, int] = field(default_factory=dict)
+    _armed_since: float | None = None
+
+    def idle(self, partition: Any, end: int) -> None:
+        """What lies between the committed offset and ``end`` holds no records (transaction
+        markers only, as a probe found): no work there until the log grows past ``end``."""
+        self._idle_until[partition] = end
+
+    def observe(
+        self,
+        now: float,
+        armed: bool,
+        partitions: Mapping[Any, Offsets],
+        busy_since: float | None = None,
+        loop_seen: float | None = None,
+    ) -> Stall | None:
+        """The first stall found at ``now``, or None.
+
+        ``armed``: tables recovered and no rebalance running (otherwise the clocks restart).
+        ``busy_since``: when the oldest batch still running started. ``loop_seen``: when the
+        event loop last ran a callback the watchdog scheduled.
+        """
+        if not armed:
+            self._seen.clear()
+            self._armed_since = None
+            return None
+        if self._armed_since is None:
+            self._armed_since = now
+        if loop_seen is not None:
+            quiet = now - max(loop_seen, self._armed_since)
+            if quiet >= self.stall_seconds:
+                return Stall(LOOP, None, quiet)
+        for gone in set(self._seen) - set(partitions):
+            del self._seen[gone]
+        first: Stall | None = None
+        for tp, o in partitions.items():
+            seen = self._seen.get(tp)
+            if seen is None:
+                seen = self._seen[tp] = _Seen(o.committed, o.read, now, now)
+            if o.committed != seen.committed:
+                seen.committed, seen.committed_since = o.committed, now
+            if o.read != seen.read:
+                seen.read, seen.read_since = o.read, now
+            if first is None and self._waiting(tp, o):
+                stuck = now - seen.committed_since
+                if stuck >= self.stall_seconds:
+                    done = o.committed if o.committed is not None else o.start
+                    read_past = o.read is not None and o.read + 1 > done
+                    first = Stall(COMMIT if read_past else FETCH, tp, stuck, o)
+        if busy_since is not None:
+            running = now - busy_since
+            if running >= self.batch_seconds:
+                return Stall(BATCH, None, running)
+            if first is not None:  # a slow batch holds commits back: not (yet) a stall
+                return None
+        return first
+
+    def checked(self, partition: Any, now: float) -> None:
+        """A probe found nothing waiting where the log end is not known: look again after
+        another ``stall_seconds``."""
+        seen = self._seen.get(partition)
+        if seen is not None:
+            seen.committed_since = now
+
+    def _waiting(self, tp: Any, o: Offsets) -> bool:
+        """Records may wait past the committed offset (or past the log start, if never
+        committed). An end below the committed offset is not the log end (a broker that
+        under-reports it, as the embedded one does): unknown, so a probe decides."""
+        done = max(o.start, o.committed if o.committed is not None else o.start)
+        if o.end is None or o.end < done:
+            return True
+        return o.end > max(done, self._idle_until.get(tp, -1))

@@ -1,0 +1,298 @@
+"""The worker's watchdog: a thread that samples progress and ends a stuck worker.
+
+It runs beside the event loop, not on it, so a blocked loop is caught too. Every few seconds
+it reads, per source partition assigned to this worker, the log start and end and the group's
+committed offset from the broker (its own client: a real lookup, not the worker's possibly
+stale view), and the worker's read offset, and asks :class:`agents.stall.StallWatch`. A
+suspected stall is confirmed with one probe of the partition (what waits past the committed
+offset may be transaction markers only: not work). A confirmed stall is logged with a dump of
+what the watchdog saw, turns ``/readyz`` to failing, is counted in
+``driftwatch_worker_stalls_total`` (and in the data directory's stall log, so the count carries
+over the restart), and ends the process with :data:`STALL_EXIT_CODE` for its supervisor to
+restart it. Restarting is safe: state is offset-guarded and nothing past an unprocessed
+message was committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agents import faust_compat
+from agents.metrics import WorkerMetrics
+from agents.stall import COMMIT, FETCH, Offsets, Stall, StallWatch
+
+log = logging.getLogger(__name__)
+
+STALL_EXIT_CODE = 75
+"""EX_TEMPFAIL: the worker stopped on a stall; restart it."""
+SAMPLE_SECONDS = 5.0
+STALL_LOG = "stalls.jsonl"
+
+
+class Watchdog:
+    def __init__(
+        self,
+        app: Any,
+        config: dict[str, Any],
+        metrics: WorkerMetrics,
+        stall_seconds: float,
+        batch_seconds: float,
+        data_dir: str,
+        on_stall: Callable[[str], None],
+        exit: Callable[[int], None] | None = None,
+        sample_seconds: float = SAMPLE_SECONDS,
+    ) -> None:
+        self.app = app
+        self.config = config
+        self.metrics = metrics
+        self.watch = StallWatch(stall_seconds, batch_seconds)
+        self.sample_seconds = min(sample_seconds, max(0.5, stall_seconds / 4))
+        self.stall_log = Path(data_dir) / STALL_LOG
+        self.on_stall = on_stall
+        self.exit = exit or _hard_exit
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._loop_seen: float | None = None
+        self._client: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._count_past_stalls()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start watching (called on the worker's loop once it runs)."""
+        self.loop = loop
+        self._loop_seen = time.monotonic()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.sample_seconds):
+            try:
+                self.check()
+            except Exception as exc:  # the watchdog never takes the worker down by mistake
+                log.warning("watchdog: sampling failed: %r", exc)
+
+    # ------------------------------------------------------------------ one look
+
+    def armed(self) -> bool:
+        """Tables recovered, no rebalance running, the loop running."""
+        app = self.app
+        if self.loop is None or getattr(app, "rebalancing", False):
+            return False
+        recovery = getattr(getattr(app, "tables", None), "recovery", None)
+        completed = getattr(recovery, "completed", None)
+        return completed is not None and completed.is_set()
+
+    def check(self, now: float | None = None) -> Stall | None:
+        """Sample once; on a confirmed stall, report it and end the process."""
+        now = time.monotonic() if now is None else now
+        self._ping_loop()
+        armed = self.armed()
+        partitions = self.sample() if armed else {}
+        stall = self.watch.observe(
+            now, armed, partitions, faust_compat.busy_since(), self._loop_seen
+        )
+        if stall is None:
+            return None
+        if stall.kind in (FETCH, COMMIT) and not self._has_records(stall, now):
+            return None
+        self.report(stall, partitions)
+        self.exit(STALL_EXIT_CODE)
+        return stall
+
+    def _ping_loop(self) -> None:
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+
+        def seen() -> None:
+            self._loop_seen = time.monotonic()
+
+        loop.call_soon_threadsafe(seen)
+
+    def sample(self) -> dict[Any, Offsets]:
+        """Per source partition: log start/end and committed offset (from the broker) and
+        the worker's read offset."""
+        tps = [
+            tp
+            for tp in faust_compat.assignment(self.app)
+            if not tp.topic.endswith("-changelog") and not tp.topic.startswith("__")
+        ]
+        if not tps:
+            return {}
+        from confluent_kafka import TopicPartition
+
+        client = self._consumer()
+        asked = [TopicPartition(t.topic, t.partition) for t in tps]
+        committed = {(tp.topic, tp.partition): tp.offset for tp in client.committed(asked, 10)}
+        consumer = getattr(self.app, "_consumer", None)
+        read = faust_compat.read_offsets(consumer) if consumer is not None else {}
+        out: dict[Any, Offsets] = {}
+        for tp in tps:
+            start, end = client.get_watermark_offsets(
+                TopicPartition(tp.topic, tp.partition), timeout=10, cached=False
+            )
+            done = committed.get((tp.topic, tp.partition))
+            out[tp] = Offsets(
+                end=int(end),
+                read=read.get(tp),
+                committed=int(done) if done is not None and done >= 0 else None,
+                start=max(0, int(start)),
+            )
+        return out
+
+    def _consumer(self) -> Any:
+        """A client of its own, under the worker's group id to read its commits; it never
+        subscribes, joins or commits."""
+        if self._client is None:
+            from confluent_kafka import Consumer
+
+            self._client = Consumer(
+                {
+                    **self.config,
+                    "group.id": str(self.app.conf.id),
+                    "enable.auto.commit": False,
+                }
+            )
+        return self._client
+
+    def _has_records(self, stall: Stall, now: float) -> bool:
+        """Does a record (not only transaction markers) wait past the committed offset? A real
+        read, so neither markers nor a broker that under-reports the log end mislead it."""
+        tp: Any = stall.partition
+        o = stall.offsets
+        if tp is None or o is None:
+            return True
+        begin = o.committed if o.committed is not None else o.start
+        try:
+            first = faust_compat.first_record_offset(self.config, tp.topic, tp.partition, begin)
+        except Exception as exc:  # cannot tell: look again next time
+            log.warning("watchdog: probe of %s[%d]@%d failed: %r", tp.topic, tp.partition,
+                        begin, exc)  # fmt: skip
+            self.watch.checked(tp, now)
+            return False
+        if first is not None and (o.end is None or o.end < begin or first < o.end):
+            return True
+        if o.end is not None and o.end >= begin:
+            self.watch.idle(tp, o.end)  # markers only, up to a known end
+        else:
+            self.watch.checked(tp, now)
+        return False
+
+    # ------------------------------------------------------------------ reporting
+
+    def report(self, stall: Stall, partitions: dict[Any, Offsets]) -> None:
+        reason = stall.describe()
+        self.on_stall(reason)
+        self.metrics.stalls.labels(stall.kind).inc()
+        self.metrics.worker_ready.set(0.0)
+        dump = {
+            "kind": stall.kind,
+            "reason": reason,
+            "time": time.time(),
+            "partitions": {
+                f"{tp.topic}[{tp.partition}]": {
+                    "start": o.start,
+                    "end": o.end,
+                    "read": o.read,
+                    "committed": o.committed,
+                }
+                for tp, o in partitions.items()
+            },
+            "busy_since_seconds": _age(faust_compat.busy_since()),
+            "loop_seen_seconds_ago": _age(self._loop_seen),
+            "consumer": faust_compat.diagnostics(self.app),
+        }
+        log.error("WATCHDOG: worker stalled (%s); exiting with code %d for the supervisor to "
+                  "restart it. What it saw: %s", reason, STALL_EXIT_CODE,
+                  json.dumps(dump, default=str))  # fmt: skip
+        try:
+            self.stall_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.stall_log.open("a") as f:
+                f.write(json.dumps({"kind": stall.kind, "reason": reason,
+                                    "time": dump["time"]}) + "\n")  # fmt: skip
+        except OSError as exc:
+            log.warning("watchdog: could not write %s: %r", self.stall_log, exc)
+
+    def _count_past_stalls(self) -> None:
+        """Counts the stalls earlier processes of this worker recorded, so the counter is the
+        worker's, not this process's; says so in the log."""
+        try:
+            lines = self.stall_log.read_text().splitlines()
+        except OSError:
+            return
+        last = None
+        for line in lines:
+            try:
+                last = json.loads(line)
+                self.metrics.stalls.labels(str(last["kind"])).inc()
+            except (ValueError, KeyError, TypeError):
+                continue
+        if last is not None:
+            log.warning("watchdog: this worker was restarted after a stall (%d recorded in %s; "
+                        "last: %s)", len(lines), self.stall_log, last.get("reason"))  # fmt: skip
+
+
+def _age(t: float | None) -> float | None:
+    return None if t is None else round(time.monotonic() - t, 1)
+
+
+def _hard_exit(code: int) -> None:
+    """End the process now: a stuck worker may not finish a graceful stop either. Logs are
+    flushed, and a running coverage measurement (CI) saves its data first."""
+    for handler in logging.getLogger().handlers:
+        with contextlib.suppress(Exception):
+            handler.flush()
+    try:
+        import coverage
+
+        cov = coverage.Coverage.current()
+        if cov is not None:
+            cov.stop()
+            cov.save()
+    except Exception:
+        pass
+    os._exit(code)
+
+
+class StallHook:
+    """Testing only (``DRIFTWATCH_TEST_STALL``): after ``after`` processed events, stop
+    fetching (``fetch``: every source partition paused) or stop committing (``commit``: every
+    ack ignored). Fires once per data directory, so the restarted worker runs normally."""
+
+    def __init__(self, spec: str, data_dir: str) -> None:
+        kind, _, after = spec.partition(":")
+        if kind not in (FETCH, COMMIT):
+            raise ValueError(f"DRIFTWATCH_TEST_STALL: {spec!r} is not fetch:N or commit:N")
+        self.kind = kind
+        self.after = int(after or 0)
+        self.marker = Path(data_dir) / "test-stall-fired"
+        self.seen = 0
+
+    def __call__(self, stream: Any, events: int) -> None:
+        self.seen += events
+        if self.seen < self.after or self.marker.exists():
+            return
+        self.marker.parent.mkdir(parents=True, exist_ok=True)
+        self.marker.write_text(self.kind)
+        log.warning("TEST HOOK: provoking a %s stall after %d events", self.kind, self.seen)
+        if self.kind == COMMIT:
+            faust_compat.IGNORE_ACKS = True
+        else:
+            consumer = stream.app.consumer
+            tps = [tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")]
+            consumer.pause_partitions(tps)

@@ -1,0 +1,81 @@
+"""A stuck worker ends itself and its supervisor's restart carries on, nothing lost.
+
+Both stalls are provoked on purpose with the test-only hook (``DRIFTWATCH_TEST_STALL``): the
+worker stops fetching (every source partition paused, never resumed) or stops committing
+(every ack ignored) after some events. The watchdog must see it, say what it saw, exit with
+75, and the restarted worker (the harness restarts only on that code, as compose's
+``restart: on-failure`` does) must finish with exact per-window counts.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agents.watchdog import STALL_EXIT_CODE
+from driftwatch.simulate import SimulationConfig, generate
+from runtime.topics import WORKER_TOPICS as TOPICS
+from runtime.topics import ensure_topics
+from tests.integration.test_worker import TRAFFIC, messages, state_counts
+from tests.integration.worker_harness import (
+    WorkerProcess,
+    expected_counts,
+    produce_recorded,
+    wait_committed,
+)
+
+STALL_SECONDS = 8
+
+
+@pytest.fixture
+def worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Any:
+    w = WorkerProcess(
+        bootstrap=kafka_bootstrap,
+        prefix=f"{unique_prefix}-",
+        data_dir=tmp_path / "state",
+        log_path=tmp_path / "worker.log",
+        extra_env={
+            "DRIFTWATCH_JOIN_OUTCOMES": "false",
+            "DRIFTWATCH_STALL_SECONDS": str(STALL_SECONDS),
+            "DRIFTWATCH_BATCH_SIZE": "200",
+        },
+    )
+    ensure_topics(kafka_bootstrap, {w.topic(t): w.partitions for t in TOPICS})
+    yield w
+    w.stop()
+
+
+@pytest.mark.parametrize("kind", ["fetch", "commit"])
+def test_a_stalled_worker_exits_and_its_restart_loses_nothing(
+    worker: WorkerProcess, kind: str
+) -> None:
+    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 4, "events_per_day": 300, "drifts": ()})
+    events = list(generate(cfg))
+    worker.extra_env["DRIFTWATCH_TEST_STALL"] = f"{kind}:400"
+    worker.start()
+    started = time.monotonic()
+    ends = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events))
+    wait_committed(worker, ends, timeout=150)
+    recovered_in = time.monotonic() - started
+
+    assert worker.restarts == [STALL_EXIT_CODE], worker.log_tail()
+    log = worker.log_path.read_text(errors="replace")
+    found = re.findall(r"WATCHDOG: worker stalled \((\w+) stall on [^)]*\)", log)
+    assert found == [kind], log[-4000:]
+    assert "What it saw:" in log and '"paused"' in log
+    assert "restarted after a stall" in log  # the new process knows, and counts on
+    assert recovered_in < 120, f"back at work after {recovered_in:.0f} s"
+    # the restarted process still counts the stall (from the data directory's stall log)
+    deadline = time.monotonic() + 30
+    stalls = 0.0
+    while time.monotonic() < deadline and not stalls:
+        stalls = worker.metrics().get(f'driftwatch_worker_stalls_total{{kind="{kind}"}}', 0.0)
+        time.sleep(0.5)
+    assert stalls == 1
+    time.sleep(1.0)
+    assert worker.stop() == 0
+    assert state_counts(worker.data_dir) == expected_counts(events)

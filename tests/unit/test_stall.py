@@ -1,0 +1,245 @@
+"""The watchdog's stall decision over a fake clock (agents.stall), and its reporting."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from faust.types import TP as FaustTP
+from prometheus_client import CollectorRegistry
+
+from agents import faust_compat
+from agents.metrics import WorkerMetrics
+from agents.stall import BATCH, COMMIT, FETCH, LOOP, Offsets, Stall, StallWatch
+from agents.watchdog import STALL_EXIT_CODE, StallHook, Watchdog
+
+TP = FaustTP("predictions", 0)
+OTHER = FaustTP("outcomes", 1)
+
+
+def run(
+    watch: StallWatch,
+    timeline: Sequence[tuple[float, Mapping[Any, Offsets]]],
+    armed: bool = True,
+    busy_since: float | None = None,
+) -> list[Stall | None]:
+    return [watch.observe(t, armed, parts, busy_since) for t, parts in timeline]
+
+
+def test_idle_topic_is_never_a_stall() -> None:
+    watch = StallWatch(60, 300)
+    caught_up = {TP: Offsets(end=500, read=499, committed=500)}
+    assert run(watch, [(t, caught_up) for t in range(0, 3600, 5)]) == [None] * 720
+
+
+def test_empty_partition_after_retention_is_not_waiting() -> None:
+    """Never committed, but the log start has reached the end: nothing to do."""
+    watch = StallWatch(60, 300)
+    gone = {TP: Offsets(end=1000, read=None, committed=None, start=1000)}
+    assert watch.observe(0, True, gone) is None
+    assert watch.observe(600, True, gone) is None
+
+
+def test_fetch_stall_when_nothing_is_read() -> None:
+    watch = StallWatch(60, 300)
+    stuck = {TP: Offsets(end=900, read=399, committed=400)}
+    results = run(watch, [(0, stuck), (30, stuck), (59, stuck), (60, stuck)])
+    assert results[:3] == [None, None, None]
+    stall = results[3]
+    assert stall is not None and (stall.kind, stall.partition, stall.seconds) == (FETCH, TP, 60)
+    assert "nothing fetched" in stall.describe() and "committed 400" in stall.describe()
+
+
+def test_commit_stall_when_read_but_never_committed() -> None:
+    watch = StallWatch(60, 300)
+    timeline = [
+        (t, {TP: Offsets(end=900, read=400 + 5 * t, committed=400)}) for t in range(0, 61, 10)
+    ]
+    results = run(watch, timeline)
+    assert results[:-1] == [None] * 6
+    assert results[-1] is not None and results[-1].kind == COMMIT
+    # read to the end and still nothing committed: a commit stall too
+    watch = StallWatch(60, 300)
+    at_end = {TP: Offsets(end=900, read=899, committed=400)}
+    stall = run(watch, [(0, at_end), (61, at_end)])[-1]
+    assert stall is not None and stall.kind == COMMIT and "never committed" in stall.describe()
+
+
+def test_progress_restarts_the_clock() -> None:
+    watch = StallWatch(60, 300)
+    timeline = [(t, {TP: Offsets(end=10_000, read=None, committed=t)}) for t in range(0, 600, 50)]
+    assert run(watch, timeline) == [None] * 12
+
+
+def test_one_stuck_partition_among_moving_ones_is_found() -> None:
+    watch = StallWatch(60, 300)
+    timeline = [
+        (t, {OTHER: Offsets(end=10_000, read=t, committed=t), TP: Offsets(900, 399, 400)})
+        for t in range(0, 61, 20)
+    ]
+    stall = run(watch, timeline)[-1]
+    assert stall is not None and stall.partition == TP
+
+
+def test_slow_batch_holds_the_verdict_until_its_limit() -> None:
+    watch = StallWatch(60, 300)
+    stuck = {TP: Offsets(end=900, read=899, committed=400)}
+    assert watch.observe(0, True, stuck, busy_since=0) is None
+    assert watch.observe(120, True, stuck, busy_since=0) is None  # slow batch, not a stall
+    stall = watch.observe(300, True, stuck, busy_since=0)
+    assert stall is not None and stall.kind == BATCH and "300 s" in stall.describe()
+
+
+def test_mid_restore_and_rebalance_restart_the_clocks() -> None:
+    watch = StallWatch(60, 300)
+    stuck = {TP: Offsets(end=900, read=399, committed=400)}
+    assert watch.observe(0, True, stuck) is None
+    assert watch.observe(50, False, {}) is None  # recovery or rebalance: not judged
+    assert watch.observe(100, True, stuck) is None  # clocks start again when armed
+    assert watch.observe(159, True, stuck) is None
+    stall = watch.observe(160, True, stuck)
+    assert stall is not None and stall.seconds == 60
+
+
+def test_loop_stall() -> None:
+    watch = StallWatch(60, 300)
+    assert watch.observe(0, True, {}, loop_seen=0) is None
+    assert watch.observe(59, True, {}, loop_seen=0) is None
+    stall = watch.observe(61, True, {}, loop_seen=0)
+    assert stall is not None and stall.kind == LOOP and "61 s" in stall.describe()
+
+
+def test_markers_only_make_a_partition_idle_until_it_grows() -> None:
+    watch = StallWatch(60, 300)
+    markers = {TP: Offsets(end=402, read=399, committed=400)}
+    assert run(watch, [(0, markers)]) == [None]
+    stall = watch.observe(61, True, markers)
+    assert stall is not None
+    watch.idle(TP, 402)
+    assert watch.observe(62, True, markers) is None
+    grown = {TP: Offsets(end=403, read=399, committed=400)}
+    assert watch.observe(200, True, grown) is not None
+
+
+def test_an_under_reported_end_is_unknown_and_probed_every_stall_seconds() -> None:
+    """The embedded broker answers ListOffsets(latest) with 1 whatever the log holds."""
+    watch = StallWatch(60, 300)
+    caught_up = {TP: Offsets(end=1, read=537, committed=538)}
+    assert watch.observe(0, True, caught_up) is None
+    suspect = watch.observe(60, True, caught_up)
+    assert suspect is not None and suspect.kind == FETCH  # nothing read past 538: the probe decides
+    watch.checked(TP, 60)  # the probe found nothing past 538
+    assert watch.observe(119, True, caught_up) is None
+    assert watch.observe(120, True, caught_up) is not None
+
+
+def test_a_partition_that_leaves_is_forgotten() -> None:
+    watch = StallWatch(60, 300)
+    watch.observe(0, True, {TP: Offsets(900, 399, 400)})
+    watch.observe(30, True, {})
+    assert watch.observe(100, True, {TP: Offsets(900, 399, 400)}) is None  # a fresh clock
+
+
+# ---------------------------------------------------------------------- the edge, faked broker
+
+
+class FakeRecovery:
+    class completed:
+        @staticmethod
+        def is_set() -> bool:
+            return True
+
+
+class FakeApp:
+    rebalancing = False
+
+    class tables:
+        recovery = FakeRecovery
+
+    class conf:
+        id = "app"
+
+    consumer_generation_id = 3
+
+
+class FakeLoop:
+    def is_closed(self) -> bool:
+        return False
+
+    def call_soon_threadsafe(self, fn: Any) -> None:
+        fn()
+
+
+class Sampled(Watchdog):
+    def __init__(self, *args: Any, offsets: dict[Any, Offsets], records: int | None, **kw: Any):
+        super().__init__(*args, **kw)
+        self.offsets = offsets
+        self.records = records
+
+    def sample(self) -> dict[Any, Offsets]:
+        return dict(self.offsets)
+
+    def _has_records(self, stall: Stall, now: float) -> bool:
+        if self.records is None and stall.partition is not None and stall.offsets is not None:
+            self.watch.idle(stall.partition, stall.offsets.end or 0)
+            return False
+        return True
+
+
+def watchdog(tmp_path: Path, records: int | None = 1) -> tuple[Sampled, list[int], list[str]]:
+    exits: list[int] = []
+    reasons: list[str] = []
+    dog = Sampled(
+        FakeApp(), {}, WorkerMetrics.create(CollectorRegistry()), 60, 300, str(tmp_path),
+        reasons.append, exit=exits.append, offsets={TP: Offsets(900, 399, 400)}, records=records,
+    )  # fmt: skip
+    dog.loop = FakeLoop()  # type: ignore[assignment]
+    return dog, exits, reasons
+
+
+def test_watchdog_reports_exits_and_counts_across_restarts(tmp_path: Path) -> None:
+    dog, exits, reasons = watchdog(tmp_path)
+    assert dog.check(now=1000) is None
+    stall = dog.check(now=1061)
+    assert stall is not None and stall.kind == FETCH
+    assert exits == [STALL_EXIT_CODE] and reasons == [stall.describe()]
+    assert dog.metrics.stalls.labels(FETCH)._value.get() == 1
+    assert dog.metrics.worker_ready._value.get() == 0
+    logged = [json.loads(line) for line in (tmp_path / "stalls.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in logged] == [FETCH]
+    again, _, _ = watchdog(tmp_path)  # the restarted process counts on
+    assert again.metrics.stalls.labels(FETCH)._value.get() == 1
+
+
+def test_watchdog_does_not_exit_for_markers(tmp_path: Path) -> None:
+    dog, exits, _ = watchdog(tmp_path, records=None)
+    dog.check(now=1000)
+    assert dog.check(now=1061) is None and dog.check(now=1200) is None
+    assert exits == []
+
+
+def test_watchdog_is_disarmed_while_recovering(tmp_path: Path) -> None:
+    dog, exits, _ = watchdog(tmp_path)
+    dog.app.rebalancing = True
+    assert dog.check(now=1000) is None and dog.check(now=2000) is None
+    assert exits == []
+
+
+def test_stall_hook_fires_once_per_data_dir(tmp_path: Path) -> None:
+    hook = StallHook("commit:10", str(tmp_path))
+    try:
+        hook(None, 5)
+        assert not faust_compat.IGNORE_ACKS
+        hook(None, 5)
+        assert faust_compat.IGNORE_ACKS
+        faust_compat.IGNORE_ACKS = False
+        again = StallHook("commit:10", str(tmp_path))
+        again(None, 100)
+        assert not faust_compat.IGNORE_ACKS
+    finally:
+        faust_compat.IGNORE_ACKS = False
+    with pytest.raises(ValueError):
+        StallHook("sleep:3", str(tmp_path))
