@@ -32,6 +32,8 @@ from collections.abc import Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+STALL_EXIT_CODE = 75
+"""EX_TEMPFAIL: the worker stopped on a stall; restart it."""
 FETCH = "fetch"
 """Records wait past the committed offset and none of them is read: never fetched."""
 COMMIT = "commit"

@@ -28,12 +28,10 @@ from typing import Any
 
 from agents import faust_compat
 from agents.metrics import WorkerMetrics
-from agents.stall import COMMIT, FETCH, Offsets, Stall, StallWatch
+from agents.stall import COMMIT, FETCH, STALL_EXIT_CODE, Offsets, Stall, StallWatch
 
 log = logging.getLogger(__name__)
 
-STALL_EXIT_CODE = 75
-"""EX_TEMPFAIL: the worker stopped on a stall; restart it."""
 SAMPLE_SECONDS = 5.0
 STALL_LOG = "stalls.jsonl"
 

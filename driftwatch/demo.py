@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from agents.stall import STALL_EXIT_CODE
 from driftwatch.devbroker import DevBroker, free_port
 from driftwatch.kafka_io import (
     make_producer,
@@ -353,18 +354,9 @@ def run_demo(
             "DRIFTWATCH_TRAINING_DAYS": "6",
             "DRIFTWATCH_RETRAIN_MIN_NEW_LABELS": "500",
         }
-        procs = {}
+        procs = Supervised(workdir, env, stack)
         for name, command in (("worker", "worker"), ("retrain", "retrain-worker")):
-            log = (workdir / f"{name}.log").open("wb")
-            stack.callback(log.close)
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "driftwatch.cli", command],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-            stack.callback(_stop_process, proc)
-            procs[name] = proc
+            proc = procs.start(name, command)
             _out(f"● {command} started (pid {proc.pid}); log: {workdir / f'{name}.log'}")
         _out(f"● metrics: http://127.0.0.1:{metrics_port}/metrics")
         _out(
@@ -439,8 +431,42 @@ def run_demo(
     return 1
 
 
+class Supervised(dict[str, "subprocess.Popen[bytes]"]):
+    """The demo's processes, restarted like a supervisor would when one ends itself on a stall
+    (exit code 75, agents.watchdog); any other exit is a failure."""
+
+    def __init__(self, workdir: Path, env: dict[str, str], stack: ExitStack) -> None:
+        super().__init__()
+        self.workdir, self.env, self.stack = workdir, env, stack
+        self.commands: dict[str, str] = {}
+
+    def start(self, name: str, command: str) -> subprocess.Popen[bytes]:
+        log = (self.workdir / f"{name}.log").open("ab")
+        self.stack.callback(log.close)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "driftwatch.cli", command],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        self.stack.callback(_stop_process, proc)
+        self[name], self.commands[name] = proc, command
+        return proc
+
+    def failed(self) -> str | None:
+        """None while every process runs (after restarting any that stalled), else why not."""
+        for name, proc in list(self.items()):
+            code = proc.poll()
+            if code == STALL_EXIT_CODE:
+                _out(f"● {name} found itself stalled and exited (75); restarting it")
+                self.start(name, self.commands[name])
+            elif code is not None:
+                return f"{name} exited with code {code}"
+        return None
+
+
 def _keep_pace(
-    procs: dict[str, subprocess.Popen[bytes]],
+    procs: Supervised,
     metrics_port: int,
     target: int,
     state: DemoState,
@@ -448,10 +474,10 @@ def _keep_pace(
 ) -> bool:
     until = time.monotonic() + deadline
     while time.monotonic() < until:
-        for name, proc in procs.items():
-            if proc.poll() is not None:
-                _out(f"✗ {name} exited with code {proc.returncode}")
-                return False
+        failure = procs.failed()
+        if failure is not None:
+            _out(f"✗ {failure}")
+            return False
         if _processed(_scrape(metrics_port)) >= target and not state.training():
             return True
         time.sleep(0.2)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from agents.watchdog import STALL_EXIT_CODE
+from agents.stall import STALL_EXIT_CODE
 from driftwatch.simulate import SimulationConfig, generate
 from runtime.topics import WORKER_TOPICS as TOPICS
 from runtime.topics import ensure_topics

@@ -11,7 +11,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agents.watchdog import STALL_EXIT_CODE
+from agents.stall import STALL_EXIT_CODE
 from driftwatch.devbroker import free_port
 from driftwatch.kafka_io import make_producer, produce_messages
 from schemas import PredictionEvent

@@ -13,8 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from agents import faust_compat
 from agents.metrics import WorkerMetrics
-from agents.stall import BATCH, COMMIT, FETCH, LOOP, Offsets, Stall, StallWatch
-from agents.watchdog import STALL_EXIT_CODE, StallHook, Watchdog
+from agents.stall import BATCH, COMMIT, FETCH, LOOP, STALL_EXIT_CODE, Offsets, Stall, StallWatch
+from agents.watchdog import StallHook, Watchdog
 
 TP = FaustTP("predictions", 0)
 OTHER = FaustTP("outcomes", 1)
