@@ -43,6 +43,8 @@ BATCH = "batch"
 LOOP = "loop"
 """The event loop has not run a callback for ``stall_seconds``."""
 
+STALL_KINDS = (FETCH, COMMIT, BATCH, LOOP)
+
 
 @dataclass(frozen=True)
 class Offsets:

@@ -28,7 +28,7 @@ from typing import Any
 
 from agents import faust_compat
 from agents.metrics import WorkerMetrics
-from agents.stall import COMMIT, FETCH, STALL_EXIT_CODE, Offsets, Stall, StallWatch
+from agents.stall import COMMIT, FETCH, STALL_EXIT_CODE, STALL_KINDS, Offsets, Stall, StallWatch
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,10 @@ class Watchdog:
 
     def _count_past_stalls(self) -> None:
         """Counts the stalls earlier processes of this worker recorded, so the counter is the
-        worker's, not this process's; says so in the log."""
+        worker's, not this process's; says so in the log. Every kind's series starts at 0,
+        so Prometheus' increase() sees the first stall."""
+        for kind in STALL_KINDS:
+            self.metrics.stalls.labels(kind)
         try:
             lines = self.stall_log.read_text().splitlines()
         except OSError:
