@@ -115,6 +115,7 @@ class WorkerMetrics:
     faust_rebalance_seconds: Histogram
     worker_ready: Gauge
     stalls: Counter
+    broker_reachable: Gauge
     alerts: Counter
     alert_deliveries: Counter
     alert_delivery_seconds: Histogram
@@ -172,6 +173,9 @@ class WorkerMetrics:
                        "Stalls the watchdog found (each ended this worker process for its "
                        "supervisor to restart; counted on from the data directory's stall log)",
                        ["kind"], {}),
+            "broker_reachable": (Gauge, "driftwatch_broker_reachable",
+                                 "1 while the watchdog's broker lookups are answered, 0 during "
+                                 "an outage", [], {}),
             "alerts": (Counter, "driftwatch_alerts", "Alerts published to the alerts topic",
                        ["kind", "change", "severity"], {}),
             "alert_deliveries": (Counter, "driftwatch_alert_deliveries",

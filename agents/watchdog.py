@@ -33,6 +33,9 @@ from agents.stall import COMMIT, FETCH, STALL_EXIT_CODE, STALL_KINDS, Offsets, S
 log = logging.getLogger(__name__)
 
 SAMPLE_SECONDS = 5.0
+LOOKUP_SECONDS = 5.0
+"""A broker lookup not answered in this time is an outage (``driftwatch_broker_reachable``)."""
+PROBE_SECONDS = 10.0
 STALL_LOG = "stalls.jsonl"
 
 
@@ -60,6 +63,7 @@ class Watchdog:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_seen: float | None = None
         self._client: Any = None
+        self._outage_since: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._count_past_stalls()
@@ -100,7 +104,15 @@ class Watchdog:
         now = time.monotonic() if now is None else now
         self._ping_loop()
         armed = self.armed()
-        partitions = self.sample() if armed else {}
+        partitions: dict[Any, Offsets] = {}
+        if armed:
+            try:
+                partitions = self.sample()
+            except Exception as exc:  # the broker cannot be asked: an outage, not a stall
+                self._unreachable(now, exc)
+                armed = False  # and the clocks start again once it answers
+            else:
+                self._reachable(now)
         stall = self.watch.observe(
             now, armed, partitions, faust_compat.busy_since(), self._loop_seen
         )
@@ -111,6 +123,20 @@ class Watchdog:
         self.report(stall, partitions)
         self.exit(STALL_EXIT_CODE)
         return stall
+
+    def _unreachable(self, now: float, exc: Exception) -> None:
+        self.metrics.broker_reachable.set(0.0)
+        if self._outage_since is None:
+            self._outage_since = now
+            log.warning("watchdog: the broker does not answer (%r); the worker waits for it "
+                        "and no stall is judged meanwhile", exc)  # fmt: skip
+
+    def _reachable(self, now: float) -> None:
+        self.metrics.broker_reachable.set(1.0)
+        if self._outage_since is not None:
+            log.warning("watchdog: the broker answers again after %.0f s",
+                        now - self._outage_since)  # fmt: skip
+            self._outage_since = None
 
     def _ping_loop(self) -> None:
         loop = self.loop
@@ -136,13 +162,15 @@ class Watchdog:
 
         client = self._consumer()
         asked = [TopicPartition(t.topic, t.partition) for t in tps]
-        committed = {(tp.topic, tp.partition): tp.offset for tp in client.committed(asked, 10)}
+        committed = {
+            (tp.topic, tp.partition): tp.offset for tp in client.committed(asked, LOOKUP_SECONDS)
+        }
         consumer = getattr(self.app, "_consumer", None)
         read = faust_compat.read_offsets(consumer) if consumer is not None else {}
         out: dict[Any, Offsets] = {}
         for tp in tps:
             start, end = client.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), timeout=10, cached=False
+                TopicPartition(tp.topic, tp.partition), timeout=LOOKUP_SECONDS, cached=False
             )
             done = committed.get((tp.topic, tp.partition))
             out[tp] = Offsets(
@@ -177,7 +205,9 @@ class Watchdog:
             return True
         begin = o.committed if o.committed is not None else o.start
         try:
-            first = faust_compat.first_record_offset(self.config, tp.topic, tp.partition, begin)
+            first = faust_compat.first_record_offset(
+                self.config, tp.topic, tp.partition, begin, timeout=PROBE_SECONDS
+            )
         except Exception as exc:  # cannot tell: look again next time
             log.warning("watchdog: probe of %s[%d]@%d failed: %r", tp.topic, tp.partition,
                         begin, exc)  # fmt: skip

@@ -243,3 +243,27 @@ def test_stall_hook_fires_once_per_data_dir(tmp_path: Path) -> None:
         faust_compat.IGNORE_ACKS = False
     with pytest.raises(ValueError):
         StallHook("sleep:3", str(tmp_path))
+
+
+def test_an_outage_is_not_a_stall_and_the_clocks_restart_after_it(tmp_path: Path) -> None:
+    dog, exits, _ = watchdog(tmp_path)
+    real_sample = dog.sample
+    down = {"now": False}
+
+    def sample() -> dict[Any, Offsets]:
+        if down["now"]:
+            raise TimeoutError("KafkaError{code=_TIMED_OUT}")
+        return real_sample()
+
+    dog.sample = sample  # type: ignore[method-assign]
+    assert dog.check(now=1000) is None
+    assert dog.metrics.broker_reachable._value.get() == 1
+    down["now"] = True
+    for t in (1030, 1061, 1090):  # the commit stands still while the broker is away
+        assert dog.check(now=t) is None
+    assert dog.metrics.broker_reachable._value.get() == 0
+    down["now"] = False
+    assert dog.check(now=1095) is None  # back: judged afresh, not as 95 s without progress
+    assert dog.metrics.broker_reachable._value.get() == 1
+    assert dog.check(now=1154) is None
+    assert dog.check(now=1156) is not None and exits == [STALL_EXIT_CODE]
