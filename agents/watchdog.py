@@ -16,10 +16,8 @@ message was committed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable
@@ -29,6 +27,7 @@ from typing import Any
 from agents import faust_compat
 from agents.metrics import WorkerMetrics
 from agents.stall import COMMIT, FETCH, STALL_EXIT_CODE, STALL_KINDS, Offsets, Stall, StallWatch
+from runtime.process_exit import hard_exit
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ class Watchdog:
         self.sample_seconds = min(sample_seconds, max(0.5, stall_seconds / 4))
         self.stall_log = Path(data_dir) / STALL_LOG
         self.on_stall = on_stall
-        self.exit = exit or _hard_exit
+        self.exit = exit or hard_exit
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_seen: float | None = None
         self._client: Any = None
@@ -280,24 +279,6 @@ class Watchdog:
 
 def _age(t: float | None) -> float | None:
     return None if t is None else round(time.monotonic() - t, 1)
-
-
-def _hard_exit(code: int) -> None:
-    """End the process now: a stuck worker may not finish a graceful stop either. Logs are
-    flushed, and a running coverage measurement (CI) saves its data first."""
-    for handler in logging.getLogger().handlers:
-        with contextlib.suppress(Exception):
-            handler.flush()
-    try:
-        import coverage
-
-        cov = coverage.Coverage.current()
-        if cov is not None:
-            cov.stop()
-            cov.save()
-    except Exception:
-        pass
-    os._exit(code)
 
 
 class StallHook:

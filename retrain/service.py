@@ -9,8 +9,10 @@ consumer keeps reading (a flag switched off, an approval) while a model trains.
 Crash safety: every step is published to ``retrain-events`` *before* the next one starts, and
 the state is rebuilt from that topic at start (:meth:`RetrainService.replay`). A request found
 ``training`` at start was interrupted: it is retried once (attempt 2), then ``failed``. The
-registry writes versions atomically and is idempotent per request, so a crash between
-registering, activating and announcing repeats the missing steps and nothing else.
+registry writes versions atomically and is idempotent per request; a request interrupted
+after its version was registered is finished with that version, not trained again, and a crash
+between activating, announcing (``model-events``) and recording ``promoted`` repeats the
+missing steps and nothing else (a repeated model event carries the same request id).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from retrain.policy import (
     manual_drift,
     request_id,
 )
-from retrain.registry import ModelRegistry, RegistryError
+from retrain.registry import ModelRegistry, ModelVersion, RegistryError
 from retrain.training import Dataset, TrainedModel, TrainingFailed, TrainingLimits
 from retrain.training import train_with_limits as default_trainer
 from retrain.validation import (
@@ -56,6 +58,9 @@ from streams.config import DAY
 
 log = logging.getLogger(__name__)
 
+STEPS = ("decided", "trained", "validated", "registered", "activated", "announced", "promoted",
+         "watching")  # fmt: skip
+"""A request's steps, in order, as :attr:`RetrainService.step` names them."""
 MAX_ATTEMPTS = 2
 """A request interrupted (crash) or failed (error, timeout) is tried once more, then failed."""
 
@@ -119,6 +124,8 @@ class RetrainService:
         self._job: _Job | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training")
         self._last: dict[str, tuple[RetrainStatus, str]] = {}
+        self.step: Callable[[str], None] = lambda _name: None
+        """Called at each step of a request (:data:`STEPS`): the fault tests' crash hook."""
 
     # ------------------------------------------------------------------ start
 
@@ -319,6 +326,16 @@ class RetrainService:
             )  # fmt: skip
             return
         data = Dataset.from_rows(rows)
+        registered = None
+        if attempt > 1:
+            registered = self.registry.find_request(drift.tenant, drift.model, request_id(drift))
+        if registered is not None:
+            # Interrupted after its version was validated and registered: finish with it.
+            rid, version = request_id(drift)[:8], registered.version
+            log.warning("request %s: %s was registered before the interruption; finishing "
+                        "without training again", rid, version)  # fmt: skip
+            self._resume_registered(drift, attempt, data, registered)
+            return
         since = self.state.trained_until.get((drift.tenant, drift.model), float("-inf"))
         new_labels = int((data.timestamps > since).sum()) if len(data) else 0
         if attempt == 1:
@@ -335,6 +352,7 @@ class RetrainService:
             attempt,
             rows=len(data),
         )
+        self.step("decided")
         self._queue.append(_Job(request_id(drift), drift, attempt, data))
         self.poll()
 
@@ -362,6 +380,7 @@ class RetrainService:
             log.exception("training crashed")
             self._publish(drift, RetrainStatus.FAILED, f"error: {exc!r}"[:500], job.attempt)
             return
+        self.step("trained")
         _, holdout = job.data.split_by_time(cfg.validation_share)
         champion = holdout_metrics(holdout.scores, holdout.labels)
         challenger = {k: float(v) for k, v in trained.metrics.items()}
@@ -380,12 +399,9 @@ class RetrainService:
                 **figures,
             )  # fmt: skip
             return
+        self.step("validated")
         version = self.registry.find_request(tenant, model, job.request_id)
-        if version is not None:
-            # A crash after registering (maybe after activating) this request's version: finish
-            # with it, and keep the predecessor it was trained to replace.
-            previous = version.parent or drift.model_version
-        else:
+        if version is None:
             active = self.registry.active(tenant, model)
             previous = active.version if active is not None else drift.model_version
             if active is None:
@@ -400,20 +416,38 @@ class RetrainService:
                 metrics=challenger,
                 request_id=job.request_id,
             )
-        self.registry.activate(tenant, model, version.version, reason=verdict.reason)
-        trained_until = float(job.data.timestamps.max())
-        self._publish(
-            drift,
-            RetrainStatus.PROMOTED,
-            f"{version.version} promoted over {previous}: {verdict.reason}",
-            job.attempt,
-            version=version.version,
-            previous=previous,
-            trained_until=trained_until,
-            promoted_at=drift.detected_at,
-            baseline=champion,
-            **figures,
-        )
+        self._promote(drift, job.attempt, job.data, version, verdict.reason, champion, figures)
+
+    def _resume_registered(
+        self, drift: DriftEvent, attempt: int, data: Dataset, version: ModelVersion
+    ) -> None:
+        """Finish a request whose version passed the gate and was registered before a crash:
+        activate and announce it, without training it again."""
+        _, holdout = data.split_by_time(self.config.validation_share)
+        champion = holdout_metrics(holdout.scores, holdout.labels)
+        figures = {"challenger": dict(version.metrics), "champion": champion, "resumed": True}
+        reason = f"validated and registered before an interruption (attempt {attempt})"
+        self._promote(drift, attempt, data, version, reason, champion, figures)
+
+    def _promote(
+        self,
+        drift: DriftEvent,
+        attempt: int,
+        data: Dataset,
+        version: ModelVersion,
+        reason: str,
+        champion: dict[str, float],
+        figures: dict[str, Any],
+    ) -> None:
+        """Activate, announce on ``model-events``, then record ``promoted``: a crash at any
+        point repeats what is missing (activation is idempotent; a repeated model event has
+        the same request id), never a training."""
+        tenant, model, rid = drift.tenant, drift.model, request_id(drift)
+        # the predecessor it was trained to replace, even when resumed after activating
+        previous = version.parent or drift.model_version
+        self.step("registered")
+        self.registry.activate(tenant, model, version.version, reason=reason)
+        self.step("activated")
         self.publisher.model_event(
             ModelEvent(
                 ModelAction.PROMOTED,
@@ -421,17 +455,32 @@ class RetrainService:
                 model,
                 version.version,
                 previous,
-                verdict.reason,
+                reason,
                 self.clock(),
                 drift.detected_at,
-                job.request_id,
-                challenger,
+                rid,
+                dict(version.metrics),
             )
+        )
+        self.step("announced")
+        trained_until = float(data.timestamps.max()) if len(data) else drift.detected_at
+        self._publish(
+            drift,
+            RetrainStatus.PROMOTED,
+            f"{version.version} promoted over {previous}: {reason}",
+            attempt,
+            version=version.version,
+            previous=previous,
+            trained_until=trained_until,
+            promoted_at=drift.detected_at,
+            baseline=champion,
+            **figures,
         )
         self.checks[(tenant, model)] = PostDeployCheck(
             tenant, model, version.version, previous, drift.detected_at, champion,
-            cfg.post_deploy, job.request_id,
+            self.config.post_deploy, rid,
         )  # fmt: skip
+        self.step("promoted")
 
     def _ensure_external(self, tenant: str, model: str, version: str) -> None:
         """The version serving before driftwatch's first training (trained elsewhere) is
@@ -469,6 +518,7 @@ class RetrainService:
         return active is not None and active.version == check.version
 
     def _judge(self, check: PostDeployCheck) -> None:
+        self.step("watching")
         key = (check.tenant, check.model)
         if not self._still_active(check):
             del self.checks[key]  # rolled back by hand, or replaced: the watch is over

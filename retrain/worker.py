@@ -15,7 +15,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
@@ -23,9 +24,10 @@ from prometheus_client import CollectorRegistry, Counter, start_http_server
 
 from retrain.policy import RetrainPolicy
 from retrain.registry import ModelRegistry
-from retrain.service import RetrainConfig, RetrainService
+from retrain.service import STEPS, RetrainConfig, RetrainService
 from retrain.training import TrainingLimits
 from retrain.validation import GatePolicy, PostDeployPolicy
+from runtime.process_exit import hard_exit
 from runtime.topics import (
     DEAD_LETTERS,
     DRIFT_EVENTS,
@@ -206,6 +208,8 @@ def run_retrain_worker(settings: Any, stop: threading.Event | None = None) -> in
         _CountingPublisher(KafkaPublisher(producer, settings), counters),
         KafkaTrainingData(settings),
     )
+    if settings.test_crash_at:
+        service.step = crash_hook(settings.test_crash_at, Path(settings.registry_dir))
     controls = []
     for msg in read_topic(settings.bootstrap, settings.topic(RETRAIN_CONTROL)):
         try:
@@ -346,3 +350,24 @@ def _metrics(settings: Any) -> dict[str, Counter]:
     if settings.retrain_metrics_port:
         start_http_server(settings.retrain_metrics_port, registry=registry)
     return counters
+
+
+CRASH_EXIT_CODE = 86
+
+
+def crash_hook(step: str, registry_dir: Path) -> Callable[[str], None]:
+    """Testing only (``DRIFTWATCH_TEST_CRASH_AT``): end the process abruptly, as SIGKILL
+    would, when a request reaches ``step``; once per registry directory."""
+    if step not in STEPS:
+        raise ValueError(f"DRIFTWATCH_TEST_CRASH_AT: {step!r} is not one of {', '.join(STEPS)}")
+    marker = registry_dir / f".test-crashed-at-{step}"
+
+    def at(name: str) -> None:
+        if name != step or marker.exists():
+            return
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(step)
+        log.warning("TEST HOOK: dying at step %s", step)
+        hard_exit(CRASH_EXIT_CODE)
+
+    return at

@@ -224,6 +224,13 @@ class Settings:
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
 
     # --- retraining (driftwatch retrain-worker)
+    test_crash_at: str = _env(
+        "DRIFTWATCH_TEST_CRASH_AT",
+        "",
+        "Testing only: the retrain worker dies (as if killed) at this step of its first "
+        "request (`decided`, `trained`, `validated`, `registered`, `activated`, `announced`, "
+        "`promoted`, `watching`), once per registry directory. Empty in production.",
+    )
     registry_dir: str = _env(
         "DRIFTWATCH_REGISTRY_DIR", "var/registry", "Model registry root (versions, active.json)."
     )

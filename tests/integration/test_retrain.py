@@ -21,6 +21,7 @@ from bench.retrain_e2e import (
     status,
 )
 from retrain.registry import ModelRegistry
+from retrain.worker import CRASH_EXIT_CODE
 from runtime.topics import ensure_topics
 from schemas import ControlMessage, Severity
 
@@ -127,3 +128,51 @@ def test_a_crash_mid_training_is_retried_once_and_a_flag_switch_stops_trainings(
     history = registry.history("acme", "fraud")
     assert [h["version"] for h in history][-1] == "r1"
     assert json.loads((worker.registry_dir / "acme" / "fraud" / "active.json").read_text())
+
+
+def _crash_and_recover(kafka_bootstrap: str, prefix: str, tmp_path: Path, step: str) -> None:
+    produce_rows(kafka_bootstrap, prefix + "labeled-predictions", labeled_rows(12_000))
+    worker = RetrainWorker(
+        kafka_bootstrap, prefix, tmp_path, {"DRIFTWATCH_TEST_CRASH_AT": step}
+    ).start()
+    tail = Tail(kafka_bootstrap, [prefix + "retrain-events", prefix + "model-events"])
+    try:
+        send(kafka_bootstrap, prefix + "drift-events", b"acme:fraud", confirming_drift().to_json())
+        assert worker.proc is not None
+        assert worker.proc.wait(timeout=180) == CRASH_EXIT_CODE, "it did not die at " + step
+        worker.start()  # the same settings: the hook fires once per registry
+        promoted = tail.wait_for(status("promoted"), 180, worker)
+        time.sleep(2)
+        list(tail.poll(1.0))
+    finally:
+        tail.close()
+        worker.stop()
+    retrain = [v for t, v, _ in tail.seen if t.endswith("retrain-events")]
+    # "training" is announced again (attempt 2) when the crash came before the version was
+    # registered; trainings actually run are counted in test_retrain_service (one, or two
+    # when a finished training was lost before registering).
+    trainings = [v for v in retrain if v["status"] == "training"]
+    lost = step in ("decided", "trained", "validated")
+    assert [v["attempt"] for v in trainings] == ([1, 2] if lost else [1]), retrain
+    assert len({v["request_id"] for v in retrain}) == 1
+    models = [v for t, v, _ in tail.seen if t.endswith("model-events")]
+    assert {(m["action"], m["version"]) for m in models} == {("promoted", "r1")}, models
+    registry = ModelRegistry(worker.registry_dir)
+    assert [v.version for v in registry.versions("acme", "fraud")] == ["v1", "r1"]
+    active = registry.active("acme", "fraud")
+    assert active is not None and active.version == "r1" == promoted["details"]["version"]
+
+
+@pytest.mark.parametrize("step", ["validated", "activated", "announced"])
+def test_killed_at_a_step_of_a_request_trains_once_and_promotes_once(
+    kafka_bootstrap: str, prefix: str, tmp_path: Path, step: str
+) -> None:
+    _crash_and_recover(kafka_bootstrap, prefix, tmp_path, step)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("step", ["decided", "trained", "registered", "promoted"])
+def test_killed_at_the_other_steps_of_a_request(
+    kafka_bootstrap: str, prefix: str, tmp_path: Path, step: str
+) -> None:
+    _crash_and_recover(kafka_bootstrap, prefix, tmp_path, step)

@@ -14,7 +14,7 @@ import pytest
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate, generate_outcomes
 from retrain.policy import RetrainPolicy, request_id
 from retrain.registry import ModelRegistry
-from retrain.service import RetrainConfig, RetrainService
+from retrain.service import STEPS, RetrainConfig, RetrainService
 from retrain.training import Dataset, TrainedModel, TrainingLimits, train
 from schemas import (
     DriftEvent,
@@ -375,3 +375,52 @@ def test_a_person_rolls_back_to_the_previous_version(
     assert last.action is ModelAction.ROLLED_BACK and last.previous_version == active.version
     assert "ops" in last.reason and last.request_id == "api-3"
     assert ("acme", "fraud") not in svc.checks  # no post-deploy watch of a version gone
+
+
+class Crash(BaseException):
+    """Stands for the process dying (SIGKILL) at a step."""
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_killed_at_every_step_one_training_one_version_the_right_one_active(
+    tmp_path: Path, rows: list[dict[str, Any]], step: str
+) -> None:
+    trainings: list[int] = []
+
+    def counted(model: str, data: Dataset, _: TrainingLimits, share: float, seed: int) -> Any:
+        trainings.append(1)
+        return train(model, data, share, seed)
+
+    def crash_at(name: str) -> None:
+        if name == step:
+            raise Crash(name)
+
+    first, out = service(tmp_path, rows, auto_retrain=True)
+    first.trainer, first.step = counted, crash_at
+    with pytest.raises(Crash):
+        first.on_drift(drift())
+        first.wait_idle()
+        # the post-deploy check's first judgement (what "watching" covers)
+        for row in rows:
+            first.on_labeled({**row, "model_version": "r1"})
+    first.close()
+    # The restarted process: state from what was published, the same registry.
+    again, out2 = service(tmp_path, rows, auto_retrain=True)
+    again.trainer = counted
+    again.replay(out.retrain, [])
+    again.wait_idle()
+    again.on_drift(drift())  # redelivered after the restart: decided once, not again
+    again.wait_idle()
+    events = [*out.retrain, *out2.retrain]
+    promoted = [e for e in events if e.status is RetrainStatus.PROMOTED]
+    assert len({e.details["version"] for e in promoted}) == 1, events
+    assert promoted[-1].details["previous"] == "v1"
+    # Trained once; twice only when a finished training was lost before its version was
+    # registered (the registry keeps only validated versions).
+    assert len(trainings) == (2 if step in ("trained", "validated") else 1)
+    assert [v.version for v in again.registry.versions("acme", "fraud")] == ["v1", "r1"]
+    active = again.registry.active("acme", "fraud")
+    assert active is not None and active.version == "r1"
+    announced = {(m.action, m.version, m.request_id) for m in [*out.models, *out2.models]}
+    assert announced == {(ModelAction.PROMOTED, "r1", request_id(drift()))}
+    assert again.checks[("acme", "fraud")].version == "r1"
