@@ -31,6 +31,7 @@ from tests.integration.test_scale_out import (
     days,
     detection_key,
     drift_diff,
+    fold_detections,
     pair,  # noqa: F401 - the fixture: two workers, same app id, 4 partitions
     poll,
     produce,
@@ -90,10 +91,7 @@ def test_a_killed_worker_fails_over_and_comes_back(
     report = run_backtest(events, settings.engine_config())
     offline = [d.to_dict() for d in report.drift_events]
     records = consume_all(a.bootstrap, a.topic("drift-events"), min_messages=len(offline), idle=3)
-    live: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for r in records:
-        d = json.loads(r.value or b"")
-        assert live.setdefault(detection_key(d), d) == d, "a repeated detection differs"
+    live = fold_detections(records)
     got, want = sorted(live.values(), key=detection_key), sorted(offline, key=detection_key)
     assert got == want, "live vs backtest:\n" + drift_diff(got, want)
 

@@ -23,6 +23,7 @@ import random
 import shutil
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +34,13 @@ from agents.state_files import describe_performance, describe_state, read_table
 from driftwatch.backtest import run_backtest
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate, generate_outcomes
 from runtime.settings import Settings
-from runtime.topics import WORKER_TOPICS as TOPICS
-from runtime.topics import ensure_topics
 from tests.integration.kafka_helpers import consume_all
-from tests.integration.test_scale_out import detection_key, drift_diff
+from tests.integration.test_scale_out import detection_key, drift_diff, fold_detections
 from tests.integration.worker_harness import (
     FAST_DETECTION,
     WorkerProcess,
     expected_counts,
+    new_worker,
     produce_recorded,
     wait_drained,
 )
@@ -72,15 +72,8 @@ def traffic(days: int) -> SimulationConfig:
 
 
 @pytest.fixture
-def worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Any:
-    w = WorkerProcess(
-        bootstrap=kafka_bootstrap,
-        prefix=f"{unique_prefix}-",
-        data_dir=tmp_path / "state",
-        log_path=tmp_path / "worker.log",
-        extra_env=dict(ENV),
-    )
-    ensure_topics(kafka_bootstrap, {w.topic(t): w.partitions for t in TOPICS})
+def worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Iterator[WorkerProcess]:
+    w = new_worker(kafka_bootstrap, f"{unique_prefix}-", tmp_path, ENV)
     yield w
     w.stop()
 
@@ -139,10 +132,7 @@ def verify(worker: WorkerProcess, predictions: list[Any], outcomes: list[Any]) -
     # 2. DriftEvents: the feature ones detection for detection; performance drift for the
     #    same models (when a performance look happens depends on label arrival order).
     records = consume_all(worker.bootstrap, worker.topic("drift-events"), min_messages=1, idle=3)
-    live: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for r in records:
-        d = json.loads(r.value or b"")
-        assert live.setdefault(detection_key(d), d) == d, "a repeated detection differs"
+    live = fold_detections(records)
     got = sorted((d for d in live.values() if d["kind"] == "statistical"), key=detection_key)
     want = sorted(features, key=detection_key)
     assert got == want, "live vs backtest:\n" + drift_diff(got, want)

@@ -166,6 +166,16 @@ def detection_key(d: dict[str, Any]) -> tuple[Any, ...]:
             d["partial"], d["detected_at"])  # fmt: skip
 
 
+def fold_detections(records: list[Any]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The DriftEvents on a topic by detection; a repeat (at-least-once delivery) must be
+    identical to the first."""
+    live: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in records:
+        d = json.loads(r.value or b"")
+        assert live.setdefault(detection_key(d), d) == d, "a repeated detection differs"
+    return live
+
+
 def drift_diff(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> str:
     """The detections only one side has, and the fields that differ where both have one."""
     by_key = {detection_key(d): d for d in want}
@@ -233,10 +243,7 @@ def test_a_worker_joins_and_leaves_mid_stream_counts_and_drift_events_exact(
     offline = [d.to_dict() for d in report.drift_events]
     assert {d["tenant"] for d in offline} == {"acme", "umbrella"}, "the drifts were not found"
     records = consume_all(a.bootstrap, a.topic("drift-events"), min_messages=len(offline), idle=3)
-    live: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for r in records:
-        d = json.loads(r.value or b"")
-        assert live.setdefault(detection_key(d), d) == d, "a repeated detection differs"
+    live = fold_detections(records)
     got, want = sorted(live.values(), key=detection_key), sorted(offline, key=detection_key)
     assert got == want, "live vs backtest:\n" + drift_diff(got, want)
     print(f"B processed {b_done} in phase 2, {b_stopped_at} when stopped; A rebalanced "

@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from agents.stall import STALL_EXIT_CODE
 from driftwatch.simulate import SimulationConfig, generate
-from runtime.topics import WORKER_TOPICS as TOPICS
-from runtime.topics import ensure_topics
 from tests.integration.test_worker import TRAFFIC, messages, state_counts
 from tests.integration.worker_harness import (
     WorkerProcess,
     expected_counts,
+    new_worker,
     produce_recorded,
     wait_committed,
 )
@@ -32,19 +31,12 @@ STALL_SECONDS = 8
 
 
 @pytest.fixture
-def worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Any:
-    w = WorkerProcess(
-        bootstrap=kafka_bootstrap,
-        prefix=f"{unique_prefix}-",
-        data_dir=tmp_path / "state",
-        log_path=tmp_path / "worker.log",
-        extra_env={
-            "DRIFTWATCH_JOIN_OUTCOMES": "false",
-            "DRIFTWATCH_STALL_SECONDS": str(STALL_SECONDS),
-            "DRIFTWATCH_BATCH_SIZE": "200",
-        },
-    )
-    ensure_topics(kafka_bootstrap, {w.topic(t): w.partitions for t in TOPICS})
+def worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Iterator[WorkerProcess]:
+    w = new_worker(kafka_bootstrap, f"{unique_prefix}-", tmp_path, {
+        "DRIFTWATCH_JOIN_OUTCOMES": "false",
+        "DRIFTWATCH_STALL_SECONDS": str(STALL_SECONDS),
+        "DRIFTWATCH_BATCH_SIZE": "200",
+    })  # fmt: skip
     yield w
     w.stop()
 

@@ -149,6 +149,23 @@ class WorkerProcess:
             return "(no log)"
 
 
+def new_worker(
+    bootstrap: str, prefix: str, tmp_path: Path, env: dict[str, str] | None = None
+) -> WorkerProcess:
+    """A worker (not started) with its state and log under ``tmp_path`` and its topics made."""
+    from runtime.topics import WORKER_TOPICS, ensure_topics
+
+    w = WorkerProcess(
+        bootstrap=bootstrap,
+        prefix=prefix,
+        data_dir=tmp_path / "state",
+        log_path=tmp_path / "worker.log",
+        extra_env=dict(env or {}),
+    )
+    ensure_topics(bootstrap, {w.topic(t): w.partitions for t in WORKER_TOPICS})
+    return w
+
+
 def produce_recorded(
     bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]
 ) -> dict[int, int]:
