@@ -62,7 +62,7 @@ from agents.api.common import (
 from agents.api.spec import ROUTES, Route, openapi_document
 from runtime.settings import Settings
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("agents.api.front")  # also when run as __main__
 
 Key = tuple[str, bool, tuple[str, tuple[str, ...], tuple[str, ...]] | None]
 """(raw path and query, forwarded by a peer, who asked: name, tenants, scopes)."""
@@ -458,6 +458,7 @@ async def serve(settings: Settings, upstream: str, secret: str, parent: int, rep
 
     reporter = asyncio.ensure_future(report())
     await stop.wait()
+    log.info("API front (pid %d) stopping", os.getpid())
     await reporter
     await runner.cleanup()
     transport.close()

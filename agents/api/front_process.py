@@ -98,6 +98,7 @@ class FrontProcess:
                 log.warning("API front (pid %d) did not stop in %.0f s: killed", proc.pid, timeout)
                 proc.kill()
                 proc.wait()
+            log.info("API front (pid %d) stopped", proc.pid)
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None

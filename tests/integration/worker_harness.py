@@ -130,11 +130,28 @@ class WorkerProcess:
             self.proc.kill()
             return self.proc.wait()
 
+    def children(self) -> list[int]:
+        """Pids of the worker's child processes (its API front)."""
+        if self.proc is None:
+            return []
+        return child_pids(self.proc.pid)
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
+
+
+def child_pids(pid: int) -> list[int]:
+    """Children of ``pid`` (Linux: from every thread's ``children`` list)."""
+    out: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(c) for c in children.read_text().split()]
+        except OSError:
+            continue
+    return sorted(set(out))
 
 
 def produce_recorded(
