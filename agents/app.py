@@ -88,7 +88,7 @@ def rocksdb_options(memory_mb: int) -> dict[str, int]:
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
     registry = registry if registry is not None else CollectorRegistry()
     # Faust's web server holds the API on loopback; the public port is the API front's.
-    internal_port = settings.api_internal_port or free_local_port()
+    internal_port = settings.api_internal_port or (free_local_port() if settings.api_port else 0)
     # Faust can commit past a message it never processed; see agents.faust_compat.
     faust_compat.install(faust_compat.kafka_probe({"bootstrap.servers": settings.bootstrap}))
     app = faust.App(
