@@ -141,9 +141,12 @@ class Front:
     """A forwarded request gets this long (the worker may ask its peers, or render a report)."""
     max_body_bytes: int = 65536
     max_entries: int = 4096
+    max_bytes: int = 64 << 20
     clock: Callable[[], float] = time.monotonic
     _routes: dict[str, Route] = field(default_factory=dict)
     _cache: dict[Key, tuple[float, Answer]] = field(default_factory=dict)
+    _bytes: int = 0
+    """Bodies held in ``_cache``."""
     _refreshing: set[Key] = field(default_factory=set)
     _inflight: dict[Key, asyncio.Task[Answer]] = field(default_factory=dict)
     _tasks: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -246,6 +249,7 @@ class Front:
                     self._spawn(self._refresh(key, up))
                 return answer
             del self._cache[key]
+            self._bytes -= len(answer.body)
         task = self._inflight.get(key)
         if task is None:
             task = asyncio.ensure_future(self._fetch(key, up))
@@ -277,13 +281,21 @@ class Front:
         if not answer.cacheable:
             return
         now = self.clock()
-        if len(self._cache) >= self.max_entries:
+        old = self._cache.pop(key, None)
+        self._bytes -= len(old[1].body) if old is not None else 0
+        if len(self._cache) >= self.max_entries or self._bytes + len(answer.body) > self.max_bytes:
+            # entries are per caller: bounded in number and size, past-stale ones go first
             for k in [k for k, (exp, _) in self._cache.items() if now >= exp + self.stale_seconds]:
-                del self._cache[k]
-            if len(self._cache) >= self.max_entries:
+                self._bytes -= len(self._cache.pop(k)[1].body)
+            if (
+                len(self._cache) >= self.max_entries
+                or self._bytes + len(answer.body) > self.max_bytes
+            ):
                 self._cache.clear()
+                self._bytes = 0
         fresh = self.cache_seconds if answer.fresh_for is None else answer.fresh_for
         self._cache[key] = (now + fresh, answer)
+        self._bytes += len(answer.body)
 
     def _spawn(self, coro: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coro)

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass, field
 from typing import IO, Any
 
+from agents.api.front import Record
+from agents.metrics import WorkerMetrics
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,7 +40,7 @@ def free_local_port() -> int:
         return int(s.getsockname()[1])
 
 
-def apply_report(metrics: Any, report: dict[str, Any]) -> None:
+def apply_report(metrics: WorkerMetrics, report: dict[str, Any]) -> None:
     """A front's counts (:meth:`agents.api.front.Tally.take`) into the worker's metrics."""
     for route, method, status, n in report.get("requests", []):
         metrics.api_requests.labels(route, method, str(status)).inc(n)
@@ -48,7 +50,7 @@ def apply_report(metrics: Any, report: dict[str, Any]) -> None:
             histogram.observe(value)
 
 
-def record_into(metrics: Any) -> Any:
+def record_into(metrics: WorkerMetrics) -> Record:
     """A front ``record`` callback counting straight into ``metrics`` (a front in-process)."""
 
     def record(route: str, method: str, status: int, seconds: float) -> None:
@@ -63,7 +65,7 @@ class FrontProcess:
     settings: Settings
     upstream: str
     secret: str
-    metrics: Any
+    metrics: WorkerMetrics
     argv: list[str] = field(default_factory=lambda: [sys.executable, "-m", "agents.api.front"])
     restart_pause: tuple[float, float] = RESTART_PAUSE
     starts: int = 0
@@ -133,20 +135,25 @@ class FrontProcess:
         pause = self.restart_pause[0]
         while not self._stopping.is_set():
             started = time.monotonic()
-            proc = self._spawn()
-            if proc is None:
-                return
-            assert proc.stdout is not None
-            self._read_reports(proc.stdout)
-            code = proc.wait()
-            if self._stopping.is_set():
-                return
-            ran = time.monotonic() - started
-            if ran >= HEALTHY_RUN_SECONDS:
-                pause = self.restart_pause[0]
-            how = _exit_status(code)
-            log.error("API front (pid %d) exited (%s) after %.1f s: starting it again in %.1f s",
-                      proc.pid, how, ran, pause)  # fmt: skip
+            try:
+                proc = self._spawn()
+            except OSError as exc:
+                log.error("API front could not be started (%r): trying again in %.1f s", exc,
+                          pause)  # fmt: skip
+            else:
+                if proc is None:
+                    return
+                assert proc.stdout is not None
+                with proc.stdout:
+                    self._read_reports(proc.stdout)
+                code = proc.wait()
+                if self._stopping.is_set():
+                    return
+                ran = time.monotonic() - started
+                if ran >= HEALTHY_RUN_SECONDS:
+                    pause = self.restart_pause[0]
+                log.error("API front (pid %d) exited (%s) after %.1f s: starting it again in "
+                          "%.1f s", proc.pid, _exit_status(code), ran, pause)  # fmt: skip
             if self._stopping.wait(pause):
                 return
             pause = min(pause * 2, self.restart_pause[1])

@@ -362,3 +362,21 @@ def test_a_front_that_exits_is_started_again_and_a_stopped_one_is_not(tmp_path: 
     t0 = time.monotonic()
     sleeping.stop()
     assert sleeping.pid is None and sleeping.starts == 1 and time.monotonic() - t0 < 5
+
+
+def test_the_cache_is_bounded_in_entries_and_bytes(tmp_path: Path) -> None:
+    async def script(request: web.Request) -> web.Response:
+        return web.Response(body=b"x" * 100, content_type="text/plain")
+
+    async def main() -> None:
+        async with rig(tmp_path, script) as r:
+            r.front.max_entries, r.front.max_bytes = 5, 350
+            for i in range(20):
+                await r.client.get(f"/v1/models/acme/m{i}", headers=auth("admin"))
+                held = r.front._cache.values()
+                assert len(held) <= 5 and r.front._bytes <= 350
+                assert r.front._bytes == sum(len(a.body) for _, a in held)
+            await r.client.get("/v1/models/acme/m19", headers=auth("admin"))
+            assert r.asked("/v1/models/acme/m19") == 1  # the newest is kept
+
+    run(main())
