@@ -167,7 +167,9 @@ class FrontProcess:
 
 
 def _exit_status(code: int) -> str:
-    """>>> _exit_status(-9), _exit_status(3)
+    """How a child ended, from ``Popen.returncode``.
+
+    >>> _exit_status(-9), _exit_status(3)
     ('signal SIGKILL', 'code 3')
     """
     if code >= 0:
