@@ -17,6 +17,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from agents import faust_compat
+from agents.api.front_process import FrontProcess, free_local_port
 from agents.api.install import install_api
 from agents.api.server import Api
 from agents.dead_letters import DeadLetters
@@ -61,6 +62,7 @@ class Worker:
     registry: CollectorRegistry
     api: Api | None = None
     ready: Callable[[], str | None] | None = None
+    front: FrontProcess | None = None
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -86,6 +88,8 @@ def rocksdb_options(memory_mb: int) -> dict[str, int]:
 
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
     registry = registry if registry is not None else CollectorRegistry()
+    # Faust's web server holds the API on loopback; the public port is the API front's.
+    internal_port = settings.api_internal_port or (free_local_port() if settings.api_port else 0)
     # Faust can commit past a message it never processed; see agents.faust_compat.
     faust_compat.install(faust_compat.kafka_probe({"bootstrap.servers": settings.bootstrap}))
     app = faust.App(
@@ -97,9 +101,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         topic_replication_factor=settings.replication,
         topic_allow_declare=True,
         web_enabled=settings.api_port > 0,
-        web_port=settings.api_port or 6066,
-        web_bind=settings.api_bind,
-        web_in_thread=True,  # the API never waits for a batch, nor a batch for the API
+        web_port=internal_port,
+        web_bind="127.0.0.1",
+        web_in_thread=True,  # a slow request never delays a batch
         canonical_url=settings.api_advertised_url
         or f"http://{socket.gethostname()}:{settings.api_port or 6066}",
         web_router_enabled=False,  # Faust's own pages would show tables to anyone
@@ -361,11 +365,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     registry.register(
         StateCollector(lambda: state_gauges(app, window_table, performance_table, settings))
     )
-    api = None
+    api = front = None
     if settings.api_port > 0:
-        api = install_api(
+        api, front = install_api(
             app, settings, metrics, window_table, performance_table, health.ready,
-            perf_config, lambda: health.loop,
+            perf_config, lambda: health.loop, internal_port,
         )  # fmt: skip
 
     @app.task  # type: ignore[untyped-decorator]
@@ -389,4 +393,5 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     _ = (detect, advance_quiet_streams, on_revoked, notify, retrain_alerts, model_alerts,
          capture_loop)  # fmt: skip
-    return Worker(app=app, processor=processor, registry=registry, api=api, ready=health.ready)
+    return Worker(app=app, processor=processor, registry=registry, api=api, ready=health.ready,
+                  front=front)  # fmt: skip

@@ -17,7 +17,9 @@ its Prometheus counters (events per second from the first to the last):
 
 Targets (issue 9): p99 under 50 ms at 200 requests/s while the worker ingests at least 500
 events/s, and ingestion no more than 20 % slower than alone. The client runs on the same two
-cores as the worker and the broker. Results go to stdout and ``bench/results/api_load.json``.
+cores as the worker and the broker. The public port is the worker's API front, a child
+process (agents/api/front.py): the CPU seconds of both during the loaded run are reported
+apart. Results go to stdout and ``bench/results/api_load.json``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import statistics
 import sys
@@ -43,7 +46,7 @@ from driftwatch.devbroker import DevBroker
 from driftwatch.simulate import SimulationConfig, generate, generate_outcomes
 from runtime.topics import WORKER_TOPICS as TOPICS
 from runtime.topics import ensure_topics
-from tests.integration.worker_harness import WorkerProcess, produce_recorded
+from tests.integration.worker_harness import WorkerProcess, child_pids, produce_recorded
 
 RESULTS = Path(__file__).resolve().parent / "results" / "api_load.json"
 START = 1_767_225_600.0
@@ -130,6 +133,22 @@ async def api_load(
     return Load(latencies, errors, sent, time.perf_counter() - started)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux /proc), seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(worker: WorkerProcess) -> dict[str, float]:
+    """CPU seconds so far of the worker process and of its children (the API front)."""
+    assert worker.proc is not None
+    pid = worker.proc.pid
+    return {
+        "worker": cpu_seconds(pid),
+        "api_front": sum(cpu_seconds(c) for c in child_pids(pid)),
+    }
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -180,11 +199,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             # Start the load first: the backlog is timed while the API is under load.
             thread = threading.Thread(target=load)
+            fronts = child_pids(w.proc.pid) if w.proc is not None else []
+            cpu_before = cpu_of(w)
             thread.start()
             time.sleep(1.0)
             loaded, loaded_s = ingest(w, *messages(backlog(30 + backlog_days, 12)))
             stop.set()
             thread.join()
+            cpu_after = cpu_of(w)
+            if w.proc is None or child_pids(w.proc.pid) != fronts:
+                print("  the API front was restarted during the run", file=sys.stderr)
             idle = asyncio.run(api_load(w.api_port, token, args.rps, 10.0))
         finally:
             w.stop()
@@ -210,6 +234,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ingestion_slowdown": round(1 - loaded / alone, 3),
         "ingestion_seconds": [round(alone_s, 1), round(loaded_s, 1)],
         "mean_latency_ms": round(statistics.fmean(ms), 2),
+        # from the start of the load to the end of the backlog (the load's own seconds)
+        "cpu_seconds_with_api_load": {
+            k: round(cpu_after[k] - cpu_before[k], 1) for k in cpu_before
+        } | {"wall": round(lat.seconds, 1)},
     }  # fmt: skip
     return out
 

@@ -184,8 +184,28 @@ class Settings:
         1.0,
         "Answers computed from state are reused this long (state changes once per batch).",
     )
+    api_stale_seconds: float = _env(
+        "DRIFTWATCH_API_STALE_SECONDS",
+        30.0,
+        "After that, an answer is still served for this long while one fresh one is asked for "
+        "in the background, so no request waits for a recomputation.",
+    )
     api_max_body_bytes: int = _env(
         "DRIFTWATCH_API_MAX_BODY_BYTES", 65536, "Larger request bodies are refused (413)."
+    )
+    api_internal_port: int = _env(
+        "DRIFTWATCH_API_INTERNAL_PORT",
+        0,
+        "Port on 127.0.0.1 of the worker's own API server. The public port is served by the "
+        "API front, a child process that authenticates, rate-limits and caches without "
+        "waiting for the worker, and forwards the rest here (only it may: a per-start "
+        "secret). 0: a free port at each start.",
+    )
+    api_health_timeout: float = _env(
+        "DRIFTWATCH_API_HEALTH_TIMEOUT_SECONDS",
+        3.0,
+        "/healthz and /readyz on the public port fail (503) when the worker does not answer "
+        "the front within this many seconds.",
     )
     # Alerts (agents/alerts, agents/notify)
     alert_webhook_url: str = _env(

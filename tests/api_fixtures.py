@@ -1,5 +1,8 @@
-"""An API over real detection state, in-process: the backtest's engine fills the stores, the
-catalog gets retrain and model events and alerts, and tokens cover each auth case."""
+"""An API over real detection state, in-process, behind its front as in a worker: the client
+talks to the front (:mod:`agents.api.front`), which forwards to the worker's API
+(:class:`agents.api.server.Api`, refusing requests without the front's secret). The backtest's
+engine fills the stores, the catalog gets retrain and model events and alerts, and tokens
+cover each auth case."""
 
 from __future__ import annotations
 
@@ -20,6 +23,8 @@ from prometheus_client import CollectorRegistry
 from agents.alerts import model_alert, retrain_alert
 from agents.api.auth import RateLimiter, TokenStore, hash_token
 from agents.api.catalog import Catalog
+from agents.api.front import Front
+from agents.api.front_process import record_into
 from agents.api.server import Api, LocalState
 from agents.metrics import WorkerMetrics
 from driftwatch.backtest import run_backtest
@@ -98,10 +103,17 @@ def catalog() -> Catalog:
     return c
 
 
+SECRET = "front-secret"
+
+
 @dataclass
 class Harness:
     api: Api
     client: TestClient[Any, Any]
+    """The public side: the front's."""
+    front: Front
+    internal: TestServer
+    """The worker's own API server, which the front forwards to."""
     controls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     ready_reason: list[str | None] = field(default_factory=lambda: [None])
 
@@ -119,23 +131,32 @@ async def api_client(
         controls.append((key, value))
 
     loop = asyncio.get_running_loop()
+    metrics = WorkerMetrics.create(CollectorRegistry())
+    tokens = TokenStore.load(tokens_file(directory)) if auth_on else None
     api = Api(
         local=LocalState(drift=lambda: drift, perf=lambda: perf),  # type: ignore[arg-type,return-value]
         catalog=catalog(),
         pcfg=PERF,
-        tokens=TokenStore.load(tokens_file(directory)) if auth_on else None,
+        tokens=tokens,
         limiter=RateLimiter(rate, burst),
         send_control=send_control,
         peers=lambda: [],
         ready=lambda: ready_reason[0],
         main_loop=lambda: loop,
-        metrics=WorkerMetrics.create(CollectorRegistry()),
+        metrics=metrics,
+        front_secret=SECRET,
         max_body_bytes=max_body,
     )
     app = web.Application(client_max_size=max_body)
     api.install(app)
-    async with TestClient(TestServer(app)) as client:
-        yield Harness(api, client, controls, ready_reason)
+    internal = TestServer(app)
+    async with internal:
+        front = Front(
+            upstream=str(internal.make_url("")).rstrip("/"), secret=SECRET, tokens=tokens,
+            limiter=RateLimiter(rate, burst), record=record_into(metrics), max_body_bytes=max_body,
+        )  # fmt: skip
+        async with TestClient(TestServer(front.app())) as client:
+            yield Harness(api, client, front, internal, controls, ready_reason)
 
 
 def later_config(**changes: Any) -> PerformanceConfig:

@@ -23,6 +23,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +54,10 @@ ANONYMOUS = Principal("anonymous (auth off)", frozenset({ALL_TENANTS}), SCOPES)
 
 
 class TokenFileError(ValueError):
+    pass
+
+
+class ApiConfigError(RuntimeError):
     pass
 
 
@@ -185,3 +193,26 @@ class RateLimiter:
             return 0.0
         self._buckets[who] = (tokens, now)
         return (1.0 - tokens) / self.rate if self.rate > 0 else 60.0
+
+
+def load_tokens(settings: Settings, announce: bool = True) -> TokenStore | None:
+    """The token store; None when auth is explicitly off. Refuses to run open by accident.
+    ``announce``: log that auth is off (the worker does; its API front need not repeat it)."""
+    if settings.api_auth.strip().lower() == "off":
+        if announce:
+            log.warning(
+                "API AUTHENTICATION IS OFF (DRIFTWATCH_API_AUTH=off): anyone who reaches port %d "
+                "can read every tenant's models and act on their retraining",
+                settings.api_port,
+            )
+        return None
+    if not settings.api_tokens_file:
+        raise ApiConfigError(
+            "the API needs tokens: set DRIFTWATCH_API_TOKENS_FILE (see `driftwatch token`), "
+            "set DRIFTWATCH_API_PORT=0 to turn the API off, or DRIFTWATCH_API_AUTH=off to run "
+            "it without authentication"
+        )
+    try:
+        return TokenStore.load(settings.api_tokens_file)
+    except TokenFileError as exc:
+        raise ApiConfigError(f"DRIFTWATCH_API_TOKENS_FILE: {exc}") from None

@@ -1,11 +1,12 @@
-"""Putting the API on the worker's Faust web server: tokens, the catalog reader, the control
-producer, peers and readiness."""
+"""Putting the API on the worker's Faust web server (internal, loopback) and its front on the
+public port: tokens, the catalog reader, the control producer, peers and readiness."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import secrets
 from collections.abc import Callable
 from typing import Any
 
@@ -13,39 +14,17 @@ import faust
 from aiohttp import web
 
 from agents import faust_compat
-from agents.api.auth import RateLimiter, TokenFileError, TokenStore
+from agents.api.auth import ApiConfigError, RateLimiter, load_tokens
 from agents.api.catalog import Catalog, tail
+from agents.api.front_process import FrontProcess
 from agents.api.server import Api, LocalState
 from agents.metrics import WorkerMetrics
 from runtime.settings import Settings
 from streams.config import PerformanceConfig
 
+__all__ = ["ApiConfigError", "control_sender", "install_api", "load_tokens"]
+
 log = logging.getLogger(__name__)
-
-
-class ApiConfigError(RuntimeError):
-    pass
-
-
-def load_tokens(settings: Settings) -> TokenStore | None:
-    """The token store; None when auth is explicitly off. Refuses to run open by accident."""
-    if settings.api_auth.strip().lower() == "off":
-        log.warning(
-            "API AUTHENTICATION IS OFF (DRIFTWATCH_API_AUTH=off): anyone who reaches port %d "
-            "can read every tenant's models and act on their retraining",
-            settings.api_port,
-        )
-        return None
-    if not settings.api_tokens_file:
-        raise ApiConfigError(
-            "the API needs tokens: set DRIFTWATCH_API_TOKENS_FILE (see `driftwatch token`), "
-            "set DRIFTWATCH_API_PORT=0 to turn the API off, or DRIFTWATCH_API_AUTH=off to run "
-            "it without authentication"
-        )
-    try:
-        return TokenStore.load(settings.api_tokens_file)
-    except TokenFileError as exc:
-        raise ApiConfigError(f"DRIFTWATCH_API_TOKENS_FILE: {exc}") from None
 
 
 def control_sender(settings: Settings) -> Callable[[str, dict[str, Any]], Any]:
@@ -89,8 +68,12 @@ def install_api(
     ready: Callable[[], str | None],
     pcfg: PerformanceConfig,
     main_loop: Callable[[], asyncio.AbstractEventLoop | None],
-) -> Api:
+    internal_port: int,
+) -> tuple[Api, FrontProcess]:
+    """The API on Faust's web server (which listens on 127.0.0.1:``internal_port``), and its
+    front on the public port, started and stopped with that server."""
     tokens = load_tokens(settings)
+    secret = secrets.token_urlsafe(32)
     catalog = Catalog()
     from agents.health import local_view
 
@@ -112,9 +95,12 @@ def install_api(
         ready=ready,
         main_loop=main_loop,
         metrics=metrics,
+        front_secret=secret,
         max_body_bytes=settings.api_max_body_bytes,
         cache_seconds=settings.api_cache_seconds,
+        stale_seconds=settings.api_stale_seconds,
     )
+    front = FrontProcess(settings, f"http://127.0.0.1:{internal_port}", secret, metrics)
     web_app: web.Application = app.web.web_app  # type: ignore[attr-defined]  # aiohttp driver
     api.install(web_app)
     stop = asyncio.Event()
@@ -127,15 +113,17 @@ def install_api(
 
     async def start_catalog(_: web.Application) -> None:
         tasks.append(asyncio.ensure_future(tail(catalog, settings.bootstrap, topics, stop)))
+        front.start()
 
     async def stop_catalog(_: web.Application) -> None:
         stop.set()
         for task in tasks:
             task.cancel()
+        await asyncio.to_thread(front.stop)
 
     web_app.on_startup.append(start_catalog)
     web_app.on_cleanup.append(stop_catalog)
-    log.info("API on %s:%d (advertised %s), %s", settings.api_bind, settings.api_port,
-             app.conf.canonical_url,
-             "auth OFF" if tokens is None else f"{len(tokens)} tokens")  # fmt: skip
-    return api
+    log.info("API on %s:%d through its front (advertised %s; the worker's own server on "
+             "127.0.0.1:%d), %s", settings.api_bind, settings.api_port, app.conf.canonical_url,
+             internal_port, "auth OFF" if tokens is None else f"{len(tokens)} tokens")  # fmt: skip
+    return api, front

@@ -1,5 +1,8 @@
 """The HTTP API, served by each worker on Faust's web server (in its own thread and event
-loop, so a busy batch never delays an answer, and a slow request never delays a batch).
+loop, so a slow request never delays a batch), on an internal loopback port: the public port
+is the API front's (:mod:`agents.api.front`, a child process that authenticates, rate-limits
+and answers from its cache without waiting for this process's interpreter lock), which
+forwards what it cannot answer here with a per-start secret.
 
 State is partitioned over workers. A request about one model is answered from this worker's
 own RocksDB partitions when it owns the model's partition, and otherwise forwarded to the
@@ -14,9 +17,9 @@ as on drift), recorded with who asked.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
-import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
@@ -25,8 +28,17 @@ from typing import Any
 
 from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
 
-from agents.api.auth import ANONYMOUS, Principal, RateLimiter, TokenStore
+from agents.api.auth import Principal, RateLimiter, TokenStore
 from agents.api.catalog import Catalog
+from agents.api.common import (
+    FORWARDED,
+    FRESH_FOR,
+    FRONT_SECRET,
+    ApiError,
+    authorize,
+    http_error_response,
+)
+from agents.api.common import error_response as _error
 from agents.api.spec import ROUTES, Route, openapi_document
 from driftwatch.report.collect import collect
 from driftwatch.report.model import ModelMarker
@@ -39,24 +51,10 @@ from streams.state import stream_key
 
 log = logging.getLogger(__name__)
 
-FORWARDED = "X-Driftwatch-Forwarded"
+__all__ = ["FORWARDED", "Api", "ApiError", "LocalState", "RocksView"]
+
 PRINCIPAL = web.RequestKey("principal", Principal)
 PEER_TIMEOUT = ClientTimeout(total=5.0)
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.headers = headers or {}
-
-
-def _error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers=headers
-    )
 
 
 class RocksView:
@@ -106,6 +104,9 @@ class Api:
     """None when ready, else why not."""
     main_loop: Callable[[], asyncio.AbstractEventLoop | None]
     metrics: Any
+    front_secret: str | None = None
+    """Set when the API front serves the public port: requests without it are refused, and
+    the front's are not rate-limited or counted again (the front did both)."""
     max_body_bytes: int = 65536
     cache_seconds: float = 1.0
     """Answers computed from state are fresh this long: at hundreds of requests a second the
@@ -140,7 +141,9 @@ class Api:
                     task = asyncio.ensure_future(self._refresh(key, compute, ttl))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-                return web.Response(status=status, body=body, content_type=ctype)
+                fresh = max(0.0, expires - now)
+                return web.Response(status=status, body=body, content_type=ctype,
+                                    headers={FRESH_FOR: f"{fresh:.3f}"})  # fmt: skip
         return self._keep(key, await compute(), ttl)
 
     async def _refresh(
@@ -163,8 +166,9 @@ class Api:
         if response.status == 200 and isinstance(response.body, bytes) and cacheable:
             if len(self._cache) > 4096:
                 self._cache.clear()
-            expires = time.monotonic() + (self.cache_seconds if ttl is None else ttl)
-            self._cache[key] = (expires, 200, response.body, response.content_type)
+            fresh = self.cache_seconds if ttl is None else ttl
+            self._cache[key] = (time.monotonic() + fresh, 200, response.body, response.content_type)
+            response.headers[FRESH_FOR] = f"{fresh:.3f}"
         return response
 
     def _key(self, request: web.Request) -> tuple[Any, ...]:
@@ -195,9 +199,19 @@ class Api:
         name = getattr(info, "name", None) or "unmatched"
         route = self._routes.get(name)
         status = 500
+        from_front = False
         try:
+            if self.front_secret is not None:
+                given = request.headers.get(FRONT_SECRET, "")
+                if not hmac.compare_digest(given.encode(), self.front_secret.encode()):
+                    raise ApiError(403, "forbidden", "this port answers the API front only")
+                from_front = True
             if route is not None and route.scope is not None:
-                request[PRINCIPAL] = self._authorize(request, route.scope)
+                # the front limited the rate already; authenticating again is cheap, and
+                # gives the handlers the principal (tenants, name) from the same tokens
+                limiter = None if from_front else self.limiter
+                header = request.headers.get("Authorization", "")
+                request[PRINCIPAL] = authorize(header, self.tokens, limiter, route.scope)
             response = await handler(request)
             status = response.status
             return response
@@ -206,39 +220,15 @@ class Api:
             return _error(exc.status, exc.code, exc.message, exc.headers)
         except web.HTTPException as exc:
             status = exc.status
-            if exc.status == 413:
-                return _error(413, "too_large", f"bodies are limited to {self.max_body_bytes} B")
-            return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            return http_error_response(exc, self.max_body_bytes)
         except Exception:
             log.exception("API %s %s failed", request.method, request.path)
             status = 500
             return _error(500, "internal_error", "internal error (logged)")
         finally:
-            self.metrics.api_requests.labels(name, request.method, str(status)).inc()
-            self.metrics.api_seconds.labels(name).observe(time.perf_counter() - started)
-
-    def _authorize(self, request: web.Request, scope: str) -> Principal:
-        if self.tokens is None:
-            principal = ANONYMOUS
-        else:
-            header = request.headers.get("Authorization", "")
-            kind, _, token = header.partition(" ")
-            found = (
-                self.tokens.authenticate(token.strip())
-                if kind.lower() == "bearer" and token.strip()
-                else None
-            )
-            if found is None:
-                raise ApiError(401, "unauthorized", "a valid bearer token is needed",
-                               {"WWW-Authenticate": 'Bearer realm="driftwatch"'})  # fmt: skip
-            principal = found
-        wait = self.limiter.acquire(principal.name)
-        if wait > 0:
-            raise ApiError(429, "rate_limited", "too many requests",
-                           {"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
-        if not principal.can(scope):
-            raise ApiError(403, "forbidden", f"this token lacks the {scope} scope")
-        return principal
+            if not from_front:  # the front counts its requests (agents.api.front_process)
+                self.metrics.api_requests.labels(name, request.method, str(status)).inc()
+                self.metrics.api_seconds.labels(name).observe(time.perf_counter() - started)
 
     # ------------------------------------------------------------------ helpers
 
@@ -524,7 +514,9 @@ class Api:
     async def alert_stream(self, request: web.Request) -> web.StreamResponse:
         principal = self._principal(request)
         after = request.query.get("after") or None
-        ws = web.WebSocketResponse(heartbeat=30.0)
+        # closed by us after letting go of the queue: a client (or the front) that sees the
+        # close knows the stream is gone
+        ws = web.WebSocketResponse(heartbeat=30.0, autoclose=False)
         if not ws.can_prepare(request).ok:
             raise ApiError(400, "websocket_expected", "connect with a WebSocket client")
         await ws.prepare(request)

@@ -142,6 +142,12 @@ class WorkerProcess:
             self.proc.kill()
             return self.proc.wait()
 
+    def children(self) -> list[int]:
+        """Pids of the worker's child processes (its API front)."""
+        if self.proc is None:
+            return []
+        return child_pids(self.proc.pid)
+
     def log_tail(self, lines: int = 60) -> str:
         try:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
@@ -164,6 +170,17 @@ def new_worker(
     )
     ensure_topics(bootstrap, {w.topic(t): w.partitions for t in WORKER_TOPICS})
     return w
+
+
+def child_pids(pid: int) -> list[int]:
+    """Children of ``pid`` (Linux: from every thread's ``children`` list)."""
+    out: list[int] = []
+    for children in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            out += [int(c) for c in children.read_text().split()]
+        except OSError:
+            continue
+    return sorted(set(out))
 
 
 def produce_recorded(

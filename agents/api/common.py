@@ -1,0 +1,72 @@
+"""What the worker's API (:mod:`agents.api.server`) and its front (:mod:`agents.api.front`)
+must answer the same way: JSON errors, who the caller is, and the headers between them.
+
+Kept free of Faust, RocksDB and the report code, so the front process starts small.
+"""
+
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+
+from agents.api.auth import ANONYMOUS, Principal, RateLimiter, TokenStore
+
+FORWARDED = "X-Driftwatch-Forwarded"
+"""Set by a worker asking its peers: answer from your own state only."""
+FRONT_SECRET = "X-Driftwatch-Front-Secret"
+"""The per-start secret the front sends to the worker's internal server, which refuses any
+request without it (the internal port is on loopback, but other local users share it)."""
+FRESH_FOR = "X-Driftwatch-Fresh-For"
+"""Seconds an answer of the worker stays fresh (0: it was already stale), so the front's
+cache does not add its own second to the worker's: an answer is as old as the state read."""
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
+    return web.json_response(
+        {"error": {"code": code, "message": message}}, status=status, headers=headers
+    )
+
+
+def http_error_response(exc: web.HTTPException, max_body_bytes: int) -> web.Response:
+    """aiohttp's own refusals (no such route, method, body too large) as JSON errors."""
+    if exc.status == 413:
+        return error_response(413, "too_large", f"bodies are limited to {max_body_bytes} B")
+    return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+
+
+def authorize(
+    authorization: str, tokens: TokenStore | None, limiter: RateLimiter | None, scope: str
+) -> Principal:
+    """The caller of a request with this ``Authorization`` header, rate-limited (unless
+    ``limiter`` is None) and allowed ``scope``; else the ApiError to answer (401, 429, 403)."""
+    if tokens is None:
+        principal = ANONYMOUS
+    else:
+        kind, _, token = authorization.partition(" ")
+        found = (
+            tokens.authenticate(token.strip())
+            if kind.lower() == "bearer" and token.strip()
+            else None
+        )
+        if found is None:
+            raise ApiError(401, "unauthorized", "a valid bearer token is needed",
+                           {"WWW-Authenticate": 'Bearer realm="driftwatch"'})  # fmt: skip
+        principal = found
+    if limiter is not None:
+        wait = limiter.acquire(principal.name)
+        if wait > 0:
+            raise ApiError(429, "rate_limited", "too many requests",
+                           {"Retry-After": str(max(1, math.ceil(wait)))})  # fmt: skip
+    if not principal.can(scope):
+        raise ApiError(403, "forbidden", f"this token lacks the {scope} scope")
+    return principal
