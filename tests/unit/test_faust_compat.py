@@ -396,7 +396,7 @@ def test_a_batch_cancelled_mid_way_is_not_acked() -> None:
             event.message.acked = False
 
     class Stream:
-        app = SimpleNamespace(consumer=consumer)
+        app = SimpleNamespace(consumer=consumer, producer=SlowProducer([]))
 
         def add_processor(self, fn: Any) -> None:
             pass
@@ -424,3 +424,67 @@ def test_a_batch_cancelled_mid_way_is_not_acked() -> None:
     finally:
         faust_compat.ORDER = order
     assert consumer._acked[consumer.tp] == [0, 1]  # 2 and 3 will be read again
+
+
+class SlowBuffer:
+    """Faust's ProducerBuffer as a slow broker makes it: one record sent every 0.3 s."""
+
+    def __init__(self, records: list[str]) -> None:
+        self.records = records
+        self.message_sent = asyncio.Event()
+
+    @property
+    def size(self) -> int:
+        return len(self.records)
+
+    async def send_slowly(self, sent: list[str]) -> None:
+        while self.records:
+            await asyncio.sleep(0.3)
+            sent.append(self.records.pop(0))
+            self.message_sent.set()
+
+
+class SlowProducer:
+    def __init__(self, records: list[str]) -> None:
+        self.buffer = SlowBuffer(records)
+        self.flushed = 0
+
+    async def flush(self) -> None:
+        self.flushed += 1
+
+
+def test_a_batch_is_acked_only_after_its_changelog_records_are_sent() -> None:
+    """Faust's buffer flush gives up after 0.1 s without a send; the batch must wait for
+    every record (its table changelogs) before its acks, or a commit can pass them."""
+    producer = SlowProducer(["changelog-1", "changelog-2"])
+    sent: list[str] = []
+    acked_with: list[list[str]] = []
+
+    class Stream:
+        app = SimpleNamespace(consumer=None, producer=producer)
+
+        def add_processor(self, fn: Any) -> None:
+            pass
+
+        async def take_events(self, size: int, within: float) -> Any:
+            yield [SimpleNamespace(message=object())]
+            acked_with.append(list(sent))  # Faust acks the batch when the loop comes back
+
+    async def go() -> None:
+        task = asyncio.ensure_future(producer.buffer.send_slowly(sent))
+
+        async def process(batch: list[Any]) -> None:
+            pass
+
+        await faust_compat.process_batches(Stream(), "drift-state", 10, 0.1, process)
+        await task
+
+    order, faust_compat.ORDER = faust_compat.ORDER, None
+    before = faust_compat.COUNTERS["slow_changelog_drained"]
+    try:
+        run(go())
+    finally:
+        faust_compat.ORDER = order
+    assert acked_with == [["changelog-1", "changelog-2"]]
+    assert producer.flushed == 1
+    assert faust_compat.COUNTERS["slow_changelog_drained"] == before + 1
