@@ -48,8 +48,18 @@ class TableStore:
     def __init__(self, table: Any) -> None:
         self.table = table
 
-    def get(self, key: str) -> bytes | None:
-        value = self.table.get(key.encode())
+    def get(self, key: str, partition: int | None = None) -> bytes | None:
+        """``key``'s value in ``partition``'s store (Faust reads the partition of the current
+        event, which is not always the one the key belongs to), else the current event's."""
+        if partition is None:
+            value = self.table.get(key.encode())
+        else:
+            stub: Any = _read_stub(partition)
+            token = _current_event.set(weakref.ref(stub))
+            try:
+                value = self.table.get(key.encode())
+            finally:
+                _current_event.reset(token)
         return None if value is None else bytes(value)
 
     def write(self, w: Write) -> None:
@@ -73,6 +83,16 @@ class _PartitionEvent:
     the source topic (to check it is co-partitioned with the changelog)."""
 
     message: _PartitionMessage
+
+
+_READ_STUBS: dict[int, _PartitionEvent] = {}
+
+
+def _read_stub(partition: int) -> _PartitionEvent:
+    stub = _READ_STUBS.get(partition)
+    if stub is None:  # kept: the context variable holds only a weak reference
+        stub = _READ_STUBS[partition] = _PartitionEvent(_PartitionMessage(partition, ""))
+    return stub
 
 
 def _set_current_event(event: Any) -> None:

@@ -138,7 +138,9 @@ class DriftEngine:
                     if feature_kind is None:
                         continue  # only ever seen as null: no type to summarise it by yet
                     wkey = window_key(tenant, model, window, name)
-                    fw = self._window(wkey)
+                    # Read from the stream's own partition: this runs after the whole batch,
+                    # whose last event (the partitioned store's default) may be another's.
+                    fw = self._windows.get(wkey, stream.partition)
                     if fw is None:
                         is_open = stream.last_closed is None or window > stream.last_closed
                         fw = FeatureWindow.new(feature_kind, recent=is_open and looks)

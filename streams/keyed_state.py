@@ -30,9 +30,10 @@ V = TypeVar("V")
 
 
 class StateStore(Protocol):
-    """Where state lives between batches."""
+    """Where state lives between batches. ``partition``: whose state ``key`` is, when the
+    caller knows it (a partitioned store must not guess it from elsewhere)."""
 
-    def get(self, key: str) -> bytes | None: ...
+    def get(self, key: str, partition: int | None = None) -> bytes | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
 
-    def get(self, key: str) -> bytes | None:
+    def get(self, key: str, partition: int | None = None) -> bytes | None:
         return self.data.get(key)
 
     def apply(self, writes: Iterable[Write]) -> None:
@@ -148,11 +149,12 @@ class StateCache(Generic[V]):
     def __contains__(self, key: str) -> bool:
         return key in self._values
 
-    def get(self, key: str) -> V | None:
-        """The value (decoded from the store on first use), or None if there is none."""
+    def get(self, key: str, partition: int | None = None) -> V | None:
+        """The value (decoded from the store on first use, from ``partition``'s state when
+        given), or None if there is none."""
         if key in self._values:
             return self._values[key]
-        raw = self.store.get(key)
+        raw = self.store.get(key) if partition is None else self.store.get(key, partition)
         value = None if raw is None else self.decode(raw)
         self._values[key] = value
         return value

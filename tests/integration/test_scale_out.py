@@ -245,7 +245,7 @@ def test_a_worker_joins_and_leaves_mid_stream_counts_and_drift_events_exact(
     records = consume_all(a.bootstrap, a.topic("drift-events"), min_messages=len(offline), idle=3)
     live = fold_detections(records)
     got, want = sorted(live.values(), key=detection_key), sorted(offline, key=detection_key)
-    assert got == want, "live vs backtest:\n" + drift_diff(got, want)
+    drift_mismatch = "" if got == want else "live vs backtest:\n" + drift_diff(got, want)
     print(f"B processed {b_done} in phase 2, {b_stopped_at} when stopped; A rebalanced "
           f"{rebalances(a)} times; {len(records)} DriftEvents on the topic, {len(live)} distinct, "
           f"{len(offline)} offline")  # fmt: skip
@@ -257,9 +257,34 @@ def test_a_worker_joins_and_leaves_mid_stream_counts_and_drift_events_exact(
     offline_state = describe_state(dict(report.feature_state.data))  # type: ignore[union-attr]
     produced = expected_counts(events)
     assert set(state) == set(produced)
+    wrong = [
+        (stream, window)
+        for stream, info in state.items()
+        for window, counts in info["windows"].items()
+        if counts != produced[stream][window]
+    ]
+    if wrong:
+        print_window_history(a, wrong)
+    assert not drift_mismatch, drift_mismatch
     for stream, info in state.items():
         windows = info["windows"]
         assert windows == offline_state[stream]["windows"], stream
         assert windows == {w: produced[stream][w] for w in windows}, stream
         assert info["events"] == sum(1 for e in events if e.stream_key == stream), stream
         assert info["watermark"] == offline_state[stream]["watermark"], stream
+
+
+def print_window_history(w: WorkerProcess, wrong: list[tuple[str, str]]) -> None:
+    """For a failure: every changelog record of the windows whose counts are wrong (first
+    feature), with its partition, offset, count and offset guard."""
+    from streams.state import FeatureWindow
+
+    wanted = {(stream, window) for stream, window in wrong}
+    topic = f"{w.prefix}app-{WINDOW_TABLE}-changelog"
+    for r in consume_all(w.bootstrap, topic, min_messages=1, idle=3):
+        kind, tenant, model, *rest = json.loads(r.key or b"[]")
+        if kind != "w" or (f"{tenant}:{model}", str(rest[0])) not in wanted:
+            continue
+        fw = FeatureWindow.from_bytes(r.value or b"")
+        print(f"  {tenant}:{model} {rest} changelog[{r.partition}]@{r.offset} "
+              f"count={fw.count + fw.missing} guard={fw.offsets}")  # fmt: skip

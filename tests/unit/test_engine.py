@@ -10,7 +10,7 @@ import pytest
 from schemas import DriftEvent, InvalidEvent, PredictionEvent, Severity
 from streams.config import DAY, EngineConfig
 from streams.engine import DriftEngine
-from streams.keyed_state import MemoryStore
+from streams.keyed_state import MemoryStore, Write
 from streams.state import FeatureWindow
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
@@ -169,6 +169,44 @@ def test_replayed_offsets_are_not_counted_twice() -> None:
     assert engine.stats["duplicates_skipped"] == 50
     state = engine.stream_state("acme", "fraud")
     assert state is not None and state.events == 100
+
+
+class PartitionedStore:
+    """A store per partition, like Faust's RocksDB tables: a read without a partition goes to
+    the "current event's" partition, which a batch's last event may make another one."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, MemoryStore] = {}
+        self.current = 0
+
+    def get(self, key: str, partition: int | None = None) -> bytes | None:
+        part = self.current if partition is None else partition
+        return self.parts.setdefault(part, MemoryStore()).get(key)
+
+    def apply(self, writes: Iterable[Write]) -> None:
+        for w in writes:
+            part = self.current if w.partition is None else w.partition
+            self.parts.setdefault(part, MemoryStore()).apply([w])
+
+
+def test_windows_are_read_from_their_own_partition_after_the_cache_is_dropped() -> None:
+    """After a rebalance (decoded state dropped) a window must be read from its stream's
+    partition, not from the partition of the batch's last event; a miss started it afresh
+    and lost its counts (found by the scale-out test)."""
+    store = PartitionedStore()
+    events = list(stream(seed=6, days=1, per_day=100))
+    engine = DriftEngine(SHORT, store)
+    for offset, e in enumerate(events[:60]):
+        engine.observe(e, (3, offset))
+    store.apply(engine.flush())
+    engine.forget({3})
+    store.current = 0  # the batch's last event came from partition 0
+    for offset, e in enumerate(events[60:], start=60):
+        engine.observe(e, (3, offset))
+    store.apply(engine.flush())
+    store.current = 3
+    window = DriftEngine(SHORT, store).feature_window("acme", "fraud", T0, "x0")
+    assert isinstance(window, FeatureWindow) and window.count == 100
 
 
 def test_type_mismatch_rejected_without_side_effects() -> None:
