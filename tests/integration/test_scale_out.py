@@ -191,12 +191,11 @@ def drift_diff(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-# In `make bench`, not CI (open bug, issues 10/11): without coverage it passed 5 of 5 runs on
-# 2026-11-30, but under coverage's slower timing 2 of 3 failed - one lost count (acks of an
-# unfinished batch, fixed since, unit-tested in test_faust_compat) and, after that fix, one
-# live detection of an incident that differs from the backtest's after a worker left with a
-# batch in flight (not yet understood). The out-of-order loss it found first is fixed too.
-@pytest.mark.slow
+# Under coverage's slower timing this test found four data-loss paths, all fixed: messages
+# re-read out of order under the offset guards (faust_compat.SourceOrder), acks of an
+# unfinished batch (process_batches), commits past state still in Faust's producer buffer
+# (drain_producer), and windows read from the wrong partition after a rebalance (the engine's
+# bulk apply). Each has a unit test; this test runs in CI again.
 def test_a_worker_joins_and_leaves_mid_stream_counts_and_drift_events_exact(
     pair: tuple[WorkerProcess, WorkerProcess],
 ) -> None:
