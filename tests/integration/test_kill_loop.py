@@ -117,7 +117,7 @@ def verify(worker: WorkerProcess, predictions: list[Any], outcomes: list[Any]) -
     )  # fmt: skip
     offline = [d.to_dict() for d in report.drift_events]
     features = [d for d in offline if d["kind"] == "statistical"]
-    assert {d["tenant"] for d in features} == {"acme"}, "the feature drift was not found"
+    assert "acme" in {d["tenant"] for d in features}, "the feature drift was not found"
 
     # 1. Joins: every labelled prediction in the prediction log, with its score.
     by_id = {p.event_id: p for p in predictions}
