@@ -349,6 +349,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             metrics,
             stall_seconds=settings.stall_seconds,
             batch_seconds=settings.stall_batch_seconds,
+            recovery_seconds=settings.stall_recovery_seconds,
             data_dir=settings.data_dir,
             on_stall=health.mark_stalled,
         )

@@ -42,8 +42,11 @@ BATCH = "batch"
 """One batch has been running for longer than anything legitimate takes."""
 LOOP = "loop"
 """The event loop has not run a callback for ``stall_seconds``."""
+RECOVERY = "recovery"
+"""A rebalance or a table recovery has not ended in ``recovery_seconds``: Faust can hang in
+one (a rebalance after recovery that never resumes the partitions)."""
 
-STALL_KINDS = (FETCH, COMMIT, BATCH, LOOP)
+STALL_KINDS = (FETCH, COMMIT, BATCH, LOOP, RECOVERY)
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,8 @@ class Stall:
             return f"event loop unresponsive for {self.seconds:.0f} s"
         if self.kind == BATCH:
             return f"a batch has been running for {self.seconds:.0f} s"
+        if self.kind == RECOVERY:
+            return f"a rebalance or table recovery has not ended in {self.seconds:.0f} s"
         o = self.offsets
         where = f"{self.partition}"
         if o is None:  # pragma: no cover - partition stalls always carry offsets
@@ -100,9 +105,11 @@ class StallWatch:
 
     stall_seconds: float
     batch_seconds: float
+    recovery_seconds: float = float("inf")
     _seen: dict[Any, _Seen] = field(default_factory=dict)
     _idle_until: dict[Any, int] = field(default_factory=dict)
     _armed_since: float | None = None
+    _recovering_since: float | None = None
 
     def idle(self, partition: Any, end: int) -> None:
         """What lies between the committed offset and ``end`` holds no records (transaction
@@ -116,13 +123,22 @@ class StallWatch:
         partitions: Mapping[Any, Offsets],
         busy_since: float | None = None,
         loop_seen: float | None = None,
+        recovering: bool = False,
     ) -> Stall | None:
         """The first stall found at ``now``, or None.
 
         ``armed``: tables recovered and no rebalance running (otherwise the clocks restart).
         ``busy_since``: when the oldest batch still running started. ``loop_seen``: when the
-        event loop last ran a callback the watchdog scheduled.
+        event loop last ran a callback the watchdog scheduled. ``recovering``: not armed
+        because a rebalance or a recovery runs (not, say, because the broker is away).
         """
+        if recovering:
+            if self._recovering_since is None:
+                self._recovering_since = now
+            if now - self._recovering_since >= self.recovery_seconds:
+                return Stall(RECOVERY, None, now - self._recovering_since)
+        else:
+            self._recovering_since = None
         if not armed:
             self._seen.clear()
             self._armed_since = None

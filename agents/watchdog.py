@@ -50,11 +50,12 @@ class Watchdog:
         on_stall: Callable[[str], None],
         exit: Callable[[int], None] | None = None,
         sample_seconds: float = SAMPLE_SECONDS,
+        recovery_seconds: float = float("inf"),
     ) -> None:
         self.app = app
         self.config = config
         self.metrics = metrics
-        self.watch = StallWatch(stall_seconds, batch_seconds)
+        self.watch = StallWatch(stall_seconds, batch_seconds, recovery_seconds)
         self.sample_seconds = min(sample_seconds, max(0.5, stall_seconds / 4))
         self.stall_log = Path(data_dir) / STALL_LOG
         self.on_stall = on_stall
@@ -89,14 +90,18 @@ class Watchdog:
 
     # ------------------------------------------------------------------ one look
 
-    def armed(self) -> bool:
-        """Tables recovered, no rebalance running, the loop running."""
+    def recovering(self) -> bool:
+        """A rebalance or a table recovery is running (or the first recovery has not ended)."""
         app = self.app
-        if self.loop is None or getattr(app, "rebalancing", False):
-            return False
+        if getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False):
+            return True
         recovery = getattr(getattr(app, "tables", None), "recovery", None)
         completed = getattr(recovery, "completed", None)
-        return completed is not None and completed.is_set()
+        return completed is None or not completed.is_set()
+
+    def armed(self) -> bool:
+        """Tables recovered, no rebalance running, the loop running."""
+        return self.loop is not None and not self.recovering()
 
     def check(self, now: float | None = None) -> Stall | None:
         """Sample once; on a confirmed stall, report it and end the process."""
@@ -113,8 +118,9 @@ class Watchdog:
             else:
                 self._reachable(now)
         stall = self.watch.observe(
-            now, armed, partitions, faust_compat.busy_since(), self._loop_seen
-        )
+            now, armed, partitions, faust_compat.busy_since(), self._loop_seen,
+            recovering=self.loop is not None and self.recovering(),
+        )  # fmt: skip
         if stall is None:
             return None
         if stall.kind in (FETCH, COMMIT) and not self._has_records(stall, now):

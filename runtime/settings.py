@@ -113,6 +113,12 @@ class Settings:
         "Watchdog: a batch still running after this many seconds is a stall; a shorter one "
         "holds the stall verdict back (a slow batch is not a stuck worker).",
     )
+    stall_recovery_seconds: float = _env(
+        "DRIFTWATCH_STALL_RECOVERY_SECONDS",
+        1800.0,
+        "Watchdog: a rebalance or table recovery still running after this many seconds is a "
+        "stall (Faust can hang in one). Set it above the longest changelog restore you expect.",
+    )
     test_stall: str = _env(
         "DRIFTWATCH_TEST_STALL",
         "",

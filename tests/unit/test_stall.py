@@ -13,7 +13,17 @@ from prometheus_client import CollectorRegistry
 
 from agents import faust_compat
 from agents.metrics import WorkerMetrics
-from agents.stall import BATCH, COMMIT, FETCH, LOOP, STALL_EXIT_CODE, Offsets, Stall, StallWatch
+from agents.stall import (
+    BATCH,
+    COMMIT,
+    FETCH,
+    LOOP,
+    RECOVERY,
+    STALL_EXIT_CODE,
+    Offsets,
+    Stall,
+    StallWatch,
+)
 from agents.watchdog import StallHook, Watchdog
 
 TP = FaustTP("predictions", 0)
@@ -267,3 +277,20 @@ def test_an_outage_is_not_a_stall_and_the_clocks_restart_after_it(tmp_path: Path
     assert dog.metrics.broker_reachable._value.get() == 1
     assert dog.check(now=1154) is None
     assert dog.check(now=1156) is not None and exits == [STALL_EXIT_CODE]
+
+
+def test_a_rebalance_or_recovery_that_never_ends_is_a_stall() -> None:
+    watch = StallWatch(60, 300, recovery_seconds=600)
+    assert watch.observe(0, False, {}, recovering=True) is None
+    assert watch.observe(599, False, {}, recovering=True) is None
+    stall = watch.observe(600, False, {}, recovering=True)
+    assert stall is not None and stall.kind == RECOVERY and "600 s" in stall.describe()
+    # one that ends restarts the count
+    watch = StallWatch(60, 300, recovery_seconds=600)
+    watch.observe(0, False, {}, recovering=True)
+    watch.observe(500, True, {})
+    assert watch.observe(700, False, {}, recovering=True) is None
+    assert watch.observe(1299, False, {}, recovering=True) is None
+    # not armed for another reason (the broker away): not a recovery stall
+    watch = StallWatch(60, 300, recovery_seconds=600)
+    assert watch.observe(0, False, {}) is None and watch.observe(5000, False, {}) is None
