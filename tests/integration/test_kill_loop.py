@@ -122,7 +122,10 @@ def verify(worker: WorkerProcess, predictions: list[Any], outcomes: list[Any]) -
     # 1. Joins: every labelled prediction in the prediction log, with its score.
     by_id = {p.event_id: p for p in predictions}
     log = consume_all(
-        worker.bootstrap, worker.topic("labeled-predictions"), min_messages=len(outcomes)
+        worker.bootstrap,
+        worker.topic("labeled-predictions"),
+        min_messages=len(outcomes),
+        timeout=600,  # tens of thousands of records: consume_all returns what it has at 30 s
     )
     rows = [json.loads(r.value or b"") for r in log]
     logged = {r["event_id"]: r for r in rows}
@@ -131,7 +134,9 @@ def verify(worker: WorkerProcess, predictions: list[Any], outcomes: list[Any]) -
 
     # 2. DriftEvents: the feature ones detection for detection; performance drift for the
     #    same models (when a performance look happens depends on label arrival order).
-    records = consume_all(worker.bootstrap, worker.topic("drift-events"), min_messages=1, idle=3)
+    records = consume_all(
+        worker.bootstrap, worker.topic("drift-events"), min_messages=1, idle=3, timeout=300
+    )
     live = fold_detections(records)
     got = sorted((d for d in live.values() if d["kind"] == "statistical"), key=detection_key)
     want = sorted(features, key=detection_key)
