@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import orjson
@@ -38,9 +39,18 @@ class Item:
 
 
 def _encode(item: object) -> bytes:
+    """An event of an envelope as bytes of its own: what the join decodes again, and what its
+    dead letter keeps. orjson refuses integers beyond 64 bits, which the standard library
+    decodes when orjson refused something else in the envelope (a NaN in another event): the
+    standard library writes those, so a valid event is never turned into unreadable bytes and
+    dead-lettered again at the join after being counted as applied."""
     try:
         return orjson.dumps(item)
     except (TypeError, orjson.JSONEncodeError):
+        pass
+    try:
+        return json.dumps(item, separators=(",", ":")).encode()
+    except (TypeError, ValueError, RecursionError):
         return repr(item).encode()[:65536]
 
 
