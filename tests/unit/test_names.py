@@ -313,3 +313,50 @@ def test_command_line_names_follow_the_rule(capsys: pytest.CaptureFixture[str]) 
     assert parser.parse_args(["token", "--name", "n", "--tenants", "*"]).tenants == "*"
     with pytest.raises(argparse.ArgumentTypeError):
         argtypes.stream("a:b:c")
+
+
+def _nested(depth: int) -> Any:
+    item: Any = 1
+    for _ in range(depth):
+        item = {"a": item}
+    return item
+
+
+def test_an_envelope_event_too_deep_to_reencode_is_kept_bounded_not_fatal() -> None:
+    """The standard library decodes JSON nested almost 1,000 deep inside an envelope's event;
+    orjson will not write more than 255 levels back, the standard library not much more when
+    the stack is already deep (the worker's thread), and ``repr`` not at all: the
+    RecursionError escaped the validator and failed the worker's batch, at every retry
+    (found by the fuzz suite). Now a valid event goes on as its contract fields and a bad one
+    is kept as a bounded repr."""
+
+    def deep_stack(levels: int, depth: int) -> list[str]:
+        if levels:
+            return deep_stack(levels - 1, depth)
+        good = json.dumps(valid_prediction())[:-1]
+        text = '{"a":' * depth + "1" + "}" * depth
+        envelope = (
+            '{"schema":"driftwatch.prediction-batch/v1","events":['
+            f'{good},"x":{text}}},{good},"score":"x","x":{text}}}]}}'
+        )
+        items = PredictionValidator().validate_message(envelope.encode(), None)
+        return [i.error.reason if i.error else "ok" for i in items]
+
+    for depth in range(900, 1000, 10):
+        for levels in (0, 50, 100):
+            try:
+                got = deep_stack(levels, depth)
+            except InvalidEvent as exc:  # too deep for the decoder: the whole envelope
+                assert exc.reason == "malformed_json"
+            else:
+                assert got == ["ok", "wrong_type"], (depth, levels)
+
+
+def test_what_cannot_be_reencoded_still_gives_bytes() -> None:
+    from streams.ingest import _encode
+
+    event = PredictionEvent.from_dict(valid_prediction())
+    raw = _encode({**valid_prediction(), "extra": _nested(5000)}, event)
+    assert PredictionEvent.from_json(raw) == event
+    kept = _encode({"extra": _nested(5000)})
+    assert kept.startswith(b"{'extra'") and len(kept) < 10_000
