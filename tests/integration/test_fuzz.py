@@ -186,10 +186,11 @@ def fuzz_worker(bootstrap: str, prefix: str, tmp_path: Path, n: int) -> Report:
     worker.start()  # it starts while the messages are generated
     try:
         t = time.monotonic()
-        singles = fuzz.generate(fuzz.predictions, n, 1)
+        singles = [m for _, m in fuzz.generate_mix(fuzz.predictions, n, 1)]
         envelopes = fuzz.generate(fuzz.envelopes, n, 2)
-        outcomes = fuzz.generate(fuzz.outcomes, n, 3)
+        outcomes = [m for _, m in fuzz.generate_mix(fuzz.outcomes, n, 3)]
         generated = time.monotonic() - t
+        assert not fuzz.missing_families(singles, envelopes)
         ledger = [fuzz.ledger_prediction(i) for i in range(max(50, n // 10))]
         ledger_out = [fuzz.ledger_outcome(i) for i in range(len(ledger))]
         key = f"{fuzz.LEDGER}:fraud".encode()
