@@ -531,13 +531,19 @@ controls = control()
 # --- the ledger: known-valid events between the fuzz, checked in the worker's state ----------
 
 
+LEDGER_START = T0 + 60 * DAY
+"""After every fuzzed timestamp (which stop at day 40): the join's clock, which fuzzed events
+move, stays within the ledger's retention, so its outcomes find their predictions (unless a
+stray valid timestamp months ahead moves it on; each outcome is joined or given up)."""
+
+
 def ledger_prediction(i: int) -> dict[str, Any]:
     return {
         "event_id": f"ledger-{i:06d}",
         "tenant": LEDGER,
         "model": "fraud",
         "model_version": "v1",
-        "timestamp": format_timestamp(T0 + i * 600.0),
+        "timestamp": format_timestamp(LEDGER_START + i * 600.0),
         "features": {"amount": 100.0 + (i * 37 % 101), "channel": ["web", "pos"][i % 2]},
         "score": (i * 7 % 100) / 100,
     }
@@ -545,7 +551,8 @@ def ledger_prediction(i: int) -> dict[str, Any]:
 
 def ledger_outcome(i: int) -> dict[str, Any]:
     return {"event_id": f"ledger-{i:06d}", "tenant": LEDGER, "model": "fraud",
-            "timestamp": format_timestamp(T0 + i * 600.0 + 3600.0), "label": i % 2}  # fmt: skip
+            "timestamp": format_timestamp(LEDGER_START + i * 600.0 + 3600.0),
+            "label": i % 2}  # fmt: skip
 
 
 def interleave(fuzz: list[T], valid: list[T]) -> list[T]:

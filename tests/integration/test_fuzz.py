@@ -178,6 +178,7 @@ class Report:
 def fuzz_worker(bootstrap: str, prefix: str, tmp_path: Path, n: int) -> Report:
     report = Report()
     started = time.monotonic()
+    tmp_path.mkdir(parents=True, exist_ok=True)
     worker = WorkerProcess(
         bootstrap=bootstrap, prefix=f"{prefix}-", data_dir=tmp_path / "state",
         log_path=tmp_path / "worker.log", extra_env=dict(FUZZ_ENV),
