@@ -28,7 +28,10 @@ import unicodedata
 MAX_NAME_LEN = 128
 
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
-"""The rule as a regular expression (for JSON Schema and OpenAPI), all but the ``..``."""
+"""The rule as a regular expression, all but the ``..`` (for OpenAPI, whose clients generate
+strings from it: a lookahead is beyond most generators)."""
+NAME_JSON_PATTERN = r"^(?!.*\.\.)[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$"
+"""The whole rule as one regular expression (the published JSON Schemas, ``schemas/v1``)."""
 _NAME = re.compile(NAME_PATTERN)
 _JOINERS = frozenset("\u200c\u200d")
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cs", "Cf", "Zl", "Zp"})

@@ -31,6 +31,7 @@ from driftwatch.simulate import _CATEGORICAL_TEMPLATES, _NUMERIC_TEMPLATES
 from retrain.registry import ModelRegistry
 from schemas import InvalidEvent
 from schemas.names import (
+    NAME_JSON_PATTERN,
     NAME_PATTERN,
     UnsafeName,
     feature_name_problem,
@@ -111,6 +112,23 @@ def test_the_rule_refuses_nothing_but_dot_dot_within_its_alphabet(name: str) -> 
     """Not over-eager: every string of the documented alphabet and length is accepted,
     unless it contains ``..``."""
     assert (name_problem(name) is None) == (".." not in name)
+
+
+@pytest.mark.parametrize("schema_name", ["prediction_event", "outcome_event"])
+def test_the_published_json_schemas_state_the_same_rule(schema_name: str) -> None:
+    """schemas/v1 tells producers the rule; jsonschema agrees with the code on every case."""
+    import jsonschema
+
+    from tests.unit.test_schemas import schema
+
+    document = schema(schema_name)
+    assert document["properties"]["tenant"]["pattern"] == NAME_JSON_PATTERN
+    valid = {"event_id": "e", "tenant": "acme", "model": "m", "model_version": "1",
+             "timestamp": 0, "features": {}, "score": 0.5, "label": 1}  # fmt: skip
+    for name in [*SAFE, *UNSAFE]:
+        errors = list(jsonschema.Draft202012Validator(document).iter_errors(
+            {**valid, "tenant": name}))  # fmt: skip
+        assert (not errors) == (name_problem(name) is None), name
 
 
 def test_the_registry_uses_the_same_rule(tmp_path: Path) -> None:
