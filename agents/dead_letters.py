@@ -35,6 +35,10 @@ class Rejected:
     value: bytes | None
     error: InvalidEvent
     index: int | None = None
+    later: bool = False
+    """Given up after it was counted as applied (the join refusing a prediction or outcome the
+    edge accepted): counted in ``driftwatch_dead_letters_total`` but not again in
+    ``driftwatch_events_total``, where the message already counts once, as ``ok``."""
 
     @classmethod
     def of(
@@ -66,7 +70,8 @@ class DeadLetters:
             source_index=r.index,
         )
         await self.send(r.key or b"", letter.to_json())
-        self.metrics.events.labels(r.topic, "dead_letter").inc()
+        if not r.later:
+            self.metrics.events.labels(r.topic, "dead_letter").inc()
         self.metrics.dead_letters.labels(r.topic, r.error.reason).inc()
         log.warning(
             "dead-lettered %s[%d]@%d%s: %s: %s", r.topic, r.partition, r.offset,

@@ -64,6 +64,12 @@ class OutcomeRouter:
             except InvalidEvent as exc:
                 await self.dead_letters.put(Rejected.of(m, event.value, exc))
                 continue
+            except Exception as exc:  # a bug must not stop the worker or lose the batch
+                log.exception("internal error validating %s[%d]@%d", m.topic, m.partition,
+                              m.offset)  # fmt: skip
+                error = InvalidEvent("internal_error", repr(exc)[:500])
+                await self.dead_letters.put(Rejected.of(m, event.value, error))
+                continue
             out.append((outcome.event_id, ("o", (m.partition, m.offset), None, event.value)))
         self.metrics.events.labels(self.source_topic, "ok").inc(len(out))
         await self.forward(batch_join(out, self.partitions))
@@ -135,19 +141,22 @@ class JoinProcessor:
                 continue
             for index, (kind, origin, home, raw) in enumerate(frames):
                 topic = self.predictions_topic if kind == "p" else self.outcomes_topic
+                # A prediction's origin is offset * stride + its index in an envelope.
+                offset, at = divmod(origin[1], POSITION_STRIDE) if kind == "p" else (
+                    origin[1], None)  # fmt: skip
                 try:
                     result, prediction = self._apply(joiner, kind, origin, home, raw)
                 except InvalidEvent as exc:
-                    # A prediction's origin is offset * stride + its index in an envelope.
-                    offset, at = divmod(origin[1], POSITION_STRIDE) if kind == "p" else (
-                        origin[1], None)  # fmt: skip
                     await self.dead_letters.put(
-                        Rejected(topic, origin[0], offset, None, raw, exc, at)
+                        Rejected(topic, origin[0], offset, None, raw, exc, at, later=True)
                     )
                     continue
                 except Exception as exc:  # a bug must not stop the worker or lose the batch
-                    log.exception("internal error joining %s[%d]@%d", topic, *origin)
-                    await self._reject(topic, *origin, None, raw, "internal_error", exc, now)
+                    log.exception("internal error joining %s[%d]@%d", topic, origin[0], offset)
+                    error = InvalidEvent("internal_error", repr(exc)[:500])
+                    await self.dead_letters.put(
+                        Rejected(topic, origin[0], offset, None, raw, error, at, later=True)
+                    )
                     continue
                 if result.dropped is not None:
                     await self._give_up(result.dropped, "mismatched_outcome", now)
@@ -234,7 +243,7 @@ class JoinProcessor:
         )
         await self.dead_letters.put(
             Rejected(self.outcomes_topic, part, offset, gone.outcome.event_id.encode(),
-                     gone.outcome.to_json(), InvalidEvent(reason, detail))
+                     gone.outcome.to_json(), InvalidEvent(reason, detail), later=True)
         )  # fmt: skip
 
     async def _reject(

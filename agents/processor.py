@@ -275,6 +275,12 @@ class PredictionProcessor:
             except InvalidEvent as exc:
                 out.rejected.append(Rejected.of(message, event.value, exc))
                 continue
+            except Exception as exc:  # a bug must not stop the worker or lose the batch
+                log.exception("internal error validating %s[%d]@%d", message.topic,
+                              message.partition, message.offset)  # fmt: skip
+                error = InvalidEvent("internal_error", repr(exc)[:500])
+                out.rejected.append(Rejected.of(message, event.value, error))
+                continue
             for item in items:
                 if item.error is not None:
                     out.rejected.append(Rejected.of(message, item.raw, item.error, item.index))

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from driftwatch import argtypes
 from driftwatch.retrain_cli import add_commands
 from runtime.settings import Settings, settings_markdown, update_readme
 
@@ -289,8 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="produce seeded synthetic traffic with injected drift")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--tenants", default="acme,globex")
-    p.add_argument("--models", default="fraud,conflict")
+    p.add_argument("--tenants", default="acme,globex", type=argtypes.names)
+    p.add_argument("--models", default="fraud,conflict", type=argtypes.names)
     p.add_argument("--days", type=int, default=90)
     p.add_argument("--rate", type=int, default=1500, help="events per day per tenant and model")
     p.add_argument("--numeric-features", type=int, default=6)
@@ -341,7 +342,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("token", help="make an API token (printed once; only its hash is kept)")
     p.add_argument("--name", required=True, help="who or what uses it, e.g. acme-ops")
-    p.add_argument("--tenants", required=True, help="comma-separated tenants, or * for all")
+    p.add_argument(
+        "--tenants",
+        required=True,
+        type=argtypes.tenants,
+        help="comma-separated tenants, or * for all",
+    )
     p.add_argument("--scopes", default="read", help="read, or read,write")
     p.add_argument("--file", default=None, help="add it to this tokens file (else print it)")
     p.set_defaults(func=cmd_token)
@@ -350,8 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--predictions", required=True)
     p.add_argument("--outcomes", default=None, help="OutcomeEvents (JSON lines) to join")
     p.add_argument("--out", required=True, help="the HTML file, or a directory: one per model")
-    p.add_argument("--tenant", default=None)
-    p.add_argument("--model", default=None)
+    p.add_argument("--tenant", default=None, type=argtypes.name)
+    p.add_argument("--model", default=None, type=argtypes.name)
     p.add_argument("--config", default=None, help="TOML or JSON file of settings")
     p.set_defaults(func=cmd_report)
 
@@ -359,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
         "inspect", help="print a stopped worker's state: stream clocks, window counts, incidents"
     )
     p.add_argument("--data-dir", default=None, help="default: DRIFTWATCH_DATA_DIR")
-    p.add_argument("--stream", default=None, help="only this tenant:model")
+    p.add_argument("--stream", default=None, type=argtypes.stream, help="only this tenant:model")
     p.set_defaults(func=cmd_inspect)
 
     add_commands(sub)

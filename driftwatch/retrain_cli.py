@@ -11,6 +11,7 @@ import sys
 import time
 from typing import Any
 
+from driftwatch import argtypes
 from runtime.settings import Settings
 
 
@@ -129,23 +130,30 @@ def add_commands(sub: Any) -> None:
     ).set_defaults(func=cmd_retrain_worker)
     for name, what in (("approve", "approve"), ("reject", "reject")):
         p = sub.add_parser(name, help=f"{what} a retrain request awaiting approval")
-        p.add_argument("request_id")
+        p.add_argument("request_id", type=argtypes.name)
         p.add_argument("--by", default="cli")
         p.add_argument("--note", default="")
         p.set_defaults(func=cmd_approve)
     p = sub.add_parser("flags", help="switch auto-retraining on or off, globally or per tenant")
     p.add_argument("--auto-retrain", choices=["on", "off"], required=True)
-    p.add_argument("--tenant", default=None, help="only this tenant (default: the global flag)")
+    p.add_argument(
+        "--tenant",
+        default=None,
+        type=argtypes.name,
+        help="only this tenant (default: the global flag)",
+    )
     p.add_argument("--by", default="cli")
     p.set_defaults(func=cmd_flags)
     p = sub.add_parser("models", help="list model versions, the active one and the history")
-    p.add_argument("--tenant", default=None)
-    p.add_argument("--model", default=None)
+    p.add_argument("--tenant", default=None, type=argtypes.name)
+    p.add_argument("--model", default=None, type=argtypes.name)
     p.set_defaults(func=cmd_models)
     p = sub.add_parser("rollback", help="make the previous (or a given) version active")
-    p.add_argument("--tenant", required=True)
-    p.add_argument("--model", required=True)
-    p.add_argument("--to", default=None, help="version (default: the one active before)")
+    p.add_argument("--tenant", required=True, type=argtypes.name)
+    p.add_argument("--model", required=True, type=argtypes.name)
+    p.add_argument(
+        "--to", default=None, type=argtypes.name, help="version (default: the one active before)"
+    )
     p.add_argument("--by", default="cli")
     p.add_argument("--reason", default="")
     p.set_defaults(func=cmd_rollback)

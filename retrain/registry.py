@@ -8,6 +8,10 @@ Layout under ``root``::
     <tenant>/<model>/history.jsonl                     every switch, oldest first
     <tenant>/<model>/counter                           the last r<N> ever handed out
 
+Tenant, model and version are path components, so each must be a safe name
+(:func:`schemas.names.validate_name`: the rule the worker already applies to every event it
+takes in; here it is the last line of defence, not the first).
+
 Crash safety comes from the file system, not from a database: a version is assembled in a
 temporary directory and appears with one ``rename``, ``active.json`` is swapped with one
 ``replace``, and everything is fsynced before it is published. A crash leaves at worst a
@@ -39,6 +43,8 @@ from typing import Any
 
 import joblib  # type: ignore[import-untyped]
 
+from schemas.names import validate_name
+
 __all__ = ["ModelRegistry", "ModelVersion", "RegistryError", "validate_name"]
 
 log = logging.getLogger(__name__)
@@ -53,34 +59,12 @@ TMP_PREFIX = ".tmp-"
 """Names of entries that are not published yet; a crash may leave them behind."""
 FORMAT = 1
 
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _REGISTERED = re.compile(r"r([1-9][0-9]*)")
 _TMP_VERSION = re.compile(re.escape(TMP_PREFIX) + r"r([1-9][0-9]*)-")
 
 
 class RegistryError(Exception):
     """The registry cannot do what was asked: unknown version, bad checksum, no artifact."""
-
-
-def validate_name(name: object, what: str = "name") -> str:
-    """A tenant, model or version name that is safe as one path component.
-
-    They come from Kafka messages, so anything that could leave the registry directory
-    (``/``, ``..``), hide in it (a leading dot, which is also how temporary entries are
-    named) or be hard to type at a shell is refused.
-
-    >>> validate_name("acme")
-    'acme'
-    >>> validate_name("../etc", "tenant")
-    Traceback (most recent call last):
-    ...
-    ValueError: bad tenant '../etc': use 1-128 of A-Z a-z 0-9 _ . - (no leading dot, no '..')
-    """
-    if not isinstance(name, str) or not _NAME.fullmatch(name) or ".." in name:
-        raise ValueError(
-            f"bad {what} {name!r}: use 1-128 of A-Z a-z 0-9 _ . - (no leading dot, no '..')"
-        )
-    return name
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from schemas import (
     Severity,
     parse_timestamp,
 )
+from schemas.names import name_problem
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,7 @@ def run_retrain_worker(settings: Any, stop: threading.Event | None = None) -> in
     for msg in read_topic(settings.bootstrap, settings.topic(RETRAIN_EVENTS)):
         try:
             history.append(RetrainEvent.from_dict(json.loads(msg.value() or b"")))
-        except (ValueError, InvalidEvent):
+        except (ValueError, RecursionError, InvalidEvent):
             continue
     service.replay(history, controls)
     log.info("retrain worker: replayed %d events, %d control messages", len(history), len(controls))
@@ -279,8 +280,9 @@ def _handle(
     key = (msg.key() or b"").decode(errors="replace")
     if topic != settings.topic(RETRAIN_CONTROL) and ":" in key:
         seen = getattr(service.publisher, "model_seen", None)
-        if seen is not None:
-            seen(*key.split(":", 1))
+        tenant, model = key.split(":", 1)
+        if seen is not None and name_problem(tenant) is None and name_problem(model) is None:
+            seen(tenant, model)  # metric labels: only safe names (schemas.names)
     try:
         if topic == settings.topic(DRIFT_EVENTS):
             service.on_drift(DriftEvent.from_dict(json.loads(msg.value() or b"")))
@@ -290,7 +292,9 @@ def _handle(
             c = ControlMessage.parse(msg.key(), msg.value())
             service.on_control(c.key, c.value)
         counters["messages"].labels(topic, "ok").inc()
-    except (ValueError, TypeError, KeyError, AttributeError, InvalidEvent) as exc:
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError, InvalidEvent) as exc:
+        # RecursionError: json.loads of JSON nested too deeply (a RuntimeError, not a
+        # ValueError), which stopped the retrain worker before.
         reason = exc.reason if isinstance(exc, InvalidEvent) else "bad_value"
         letter = DeadLetter(
             str(topic), msg.partition() or 0, msg.offset() or 0, reason, repr(exc)[:500],
@@ -299,6 +303,7 @@ def _handle(
         producer.produce(settings.topic(DEAD_LETTERS), key=msg.key() or b"", value=letter.to_json())
         producer.flush(10)
         counters["messages"].labels(topic, "dead_letter").inc()
+        counters["dead_letters"].labels(topic, reason).inc()
         log.warning("dead-lettered %s[%d]@%d: %s", topic, msg.partition(), msg.offset(), exc)
 
 
@@ -332,6 +337,12 @@ def _metrics(settings: Any) -> dict[str, Counter]:
             "driftwatch_retrain_messages",
             "Messages handled",
             ["topic", "result"],
+            registry=registry,
+        ),
+        "dead_letters": Counter(
+            "driftwatch_dead_letters",
+            "Messages dead-lettered, by reason (as the worker's)",
+            ["topic", "reason"],
             registry=registry,
         ),
         "retrain": Counter(

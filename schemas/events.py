@@ -21,13 +21,14 @@ from typing import Any
 
 import orjson
 
+from schemas.names import UnsafeName, validate_feature_name, validate_name
+
 SCHEMA_VERSION = 1
 
 FeatureValue = float | str | None
 
 # Limits that keep one hostile message from costing unbounded memory or time.
 MAX_ID_LEN = 256
-MAX_NAME_LEN = 128
 MAX_FEATURES = 1000
 MAX_CATEGORY_LEN = 256
 
@@ -118,6 +119,29 @@ def _require_str(data: dict[str, Any], name: str, max_len: int) -> str:
     return value
 
 
+def _require_name(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if value is None:
+        raise InvalidEvent("missing_field", f"{name} is required")
+    return check_name(value, name)
+
+
+def check_name(value: Any, what: str) -> str:
+    """A tenant, model or version name from a message (``schemas.names``), or the reason to
+    refuse it: ``bad_name`` for characters outside the rule; an empty or over-long name stays
+    ``bad_value``, the reason it had before the rule existed."""
+    if not isinstance(value, str):
+        raise InvalidEvent("wrong_type", f"{what} must be a string")
+    try:
+        return validate_name(value, what)
+    except UnsafeName as exc:
+        raise _name_error(exc) from None
+
+
+def _name_error(exc: UnsafeName) -> InvalidEvent:
+    return InvalidEvent("bad_value" if exc.too_long_or_empty else "bad_name", str(exc))
+
+
 def _optional_label(data: dict[str, Any], name: str) -> int | str | None:
     value = data.get(name)
     if value is None:
@@ -138,8 +162,10 @@ def _parse_features(raw: Any) -> dict[str, FeatureValue]:
         raise InvalidEvent("too_many_features", f"{len(raw)} features, limit {MAX_FEATURES}")
     features: dict[str, FeatureValue] = {}
     for name, value in raw.items():
-        if len(name) > MAX_NAME_LEN or not name:
-            raise InvalidEvent("bad_value", f"feature name must have 1..{MAX_NAME_LEN} characters")
+        try:
+            validate_feature_name(name)
+        except UnsafeName as exc:
+            raise _name_error(exc) from None
         if value is None or isinstance(value, str):
             if isinstance(value, str) and len(value) > MAX_CATEGORY_LEN:
                 raise InvalidEvent("bad_value", f"feature {name!r} value is too long")
@@ -178,7 +204,38 @@ def decode_json_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
         raise InvalidEvent("malformed_json", "nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidEvent("wrong_type", "message must be a JSON object")
+    where = _lone_surrogate(data)
+    if where is not None:
+        raise InvalidEvent("malformed_json", f"unpaired surrogate {where}: not Unicode text")
     return data
+
+
+def _lone_surrogate(data: Any) -> str | None:
+    """Where a string of ``data`` holds an unpaired surrogate (``"\\ud800"``, or one encoded
+    in the bytes), or None. The standard library decodes them; orjson, as RFC 7493 asks,
+    does not. Let through, such a string fails later wherever it is encoded as UTF-8 (a Kafka
+    key, a hash for the join partition, an HTML page, a metric label), so it is refused here,
+    on the rare path where orjson already refused the message. Iterative: the structure may
+    be as deep as the standard library's decoder allows."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            texts: Any = (item,)
+        elif isinstance(item, dict):
+            texts = item.keys()
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+            continue
+        else:
+            continue
+        for text in texts:
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                return f"U+{ord(text[exc.start]):04X} in {text[:32]!r}"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,9 +275,9 @@ class PredictionEvent:
             raise InvalidEvent("missing_field", "timestamp is required")
         return cls(
             event_id=_require_str(data, "event_id", MAX_ID_LEN),
-            tenant=_require_str(data, "tenant", MAX_NAME_LEN),
-            model=_require_str(data, "model", MAX_NAME_LEN),
-            model_version=_require_str(data, "model_version", MAX_NAME_LEN),
+            tenant=_require_name(data, "tenant"),
+            model=_require_name(data, "model"),
+            model_version=_require_name(data, "model_version"),
             timestamp=parse_timestamp(data["timestamp"]),
             features=_parse_features(data.get("features")),
             score=float(score),
@@ -266,8 +323,8 @@ class OutcomeEvent:
             raise InvalidEvent("missing_field", "label is required")
         return cls(
             event_id=_require_str(data, "event_id", MAX_ID_LEN),
-            tenant=_require_str(data, "tenant", MAX_NAME_LEN),
-            model=_require_str(data, "model", MAX_NAME_LEN),
+            tenant=_require_name(data, "tenant"),
+            model=_require_name(data, "model"),
             timestamp=parse_timestamp(data["timestamp"]),
             label=label,
         )

@@ -8,7 +8,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from schemas.events import SCHEMA_VERSION, InvalidEvent, format_timestamp, parse_timestamp
+from schemas.events import (
+    SCHEMA_VERSION,
+    InvalidEvent,
+    check_name,
+    decode_json_object,
+    format_timestamp,
+    parse_timestamp,
+)
 
 
 class RetrainStatus(StrEnum):
@@ -179,6 +186,11 @@ class ModelEvent:
             raise InvalidEvent("bad_value", f"not a ModelEvent: {exc!r}") from None
 
 
+MAX_CONTROL_BYTES = 64 * 1024
+"""A control message is a flag or a request of a few hundred bytes."""
+_TEXT_FIELDS = ("by", "note", "reason", "request_id")
+
+
 @dataclass(frozen=True)
 class ControlMessage:
     """Operators' commands and switches (compacted topic ``retrain-control``; the key says
@@ -186,6 +198,11 @@ class ControlMessage:
 
     - ``flag:global`` / ``flag:tenant:<tenant>``: ``{"auto_retrain": true|false}``
     - ``approval:<request_id>``: ``{"decision": "approve"|"reject", "by": ..., "note": ...}``
+    - ``retrain:<request_id>``: ``{"action": "retrain", "tenant": ..., "model": ..., ...}``
+    - ``rollback:<request_id>``: ``{"action": "rollback", "tenant": ..., "model": ...,
+      "to": <version> or null, ...}``
+
+    A tombstone (no value) deletes its key on compaction and is read as ``{}``.
     """
 
     key: str
@@ -199,14 +216,63 @@ class ControlMessage:
 
     @classmethod
     def parse(cls, key: bytes | None, value: bytes | None) -> ControlMessage:
+        """Checked as strictly as a prediction: the retrain worker folds every control
+        message into its state and reads the topic again at every start, so one that cannot
+        be acted on (a tenant ``../etc``, a flag ``"false"`` that ``bool()`` would read as on,
+        JSON nested too deeply to decode) would otherwise fail later, or at every start.
+
+        >>> ControlMessage.parse(b"flag:tenant:acme", b'{"auto_retrain": true}').value
+        {'auto_retrain': True}
+        >>> ControlMessage.parse(b"flag:tenant:../etc", b'{"auto_retrain": true}')
+        Traceback (most recent call last):
+        ...
+        schemas.events.InvalidEvent: bad_name: bad tenant '../etc': use 1-128 of A-Z a-z 0-9 _ . - \
+(not starting with '.' or '-', no '..')
+        """
         if not key:
             raise InvalidEvent("missing_field", "control message without a key")
         try:
-            data = json.loads(value or b"{}")
-        except ValueError as exc:
-            raise InvalidEvent("malformed_json", str(exc)) from None
-        if not isinstance(data, dict):
-            raise InvalidEvent("wrong_type", "control message is not an object")
+            text = key.decode()
+        except UnicodeDecodeError:
+            raise InvalidEvent("bad_value", f"key is not UTF-8: {key[:64]!r}") from None
+        data: dict[str, Any] = decode_json_object(value, MAX_CONTROL_BYTES) if value else {}
         at = parse_timestamp(data.pop("at", 0.0), "at")
         data.pop("schema_version", None)
-        return cls(key.decode(errors="replace"), data, at)
+        _check_control(text, data, tombstone=not value)
+        return cls(text, data, at)
+
+
+def _check_control(key: str, data: dict[str, Any], tombstone: bool) -> None:
+    """The key's kind and names, and the fields the retrain service reads, by type."""
+    kind, _, rest = key.partition(":")
+    if key == "flag:global":
+        pass
+    elif kind == "flag" and rest.startswith("tenant:"):
+        check_name(rest.removeprefix("tenant:"), "tenant")
+    elif kind in ("approval", "retrain", "rollback"):
+        check_name(rest, "request_id")
+    else:
+        raise InvalidEvent("bad_value", f"unknown control key {key[:64]!r}")
+    if tombstone:
+        return
+    for name in _TEXT_FIELDS:
+        if data.get(name) is not None and not isinstance(data[name], str):
+            raise InvalidEvent("wrong_type", f"{name} must be a string")
+    if kind == "flag":
+        if not isinstance(data.get("auto_retrain", False), bool):
+            raise InvalidEvent("wrong_type", "auto_retrain must be true or false")
+    elif kind == "approval":
+        decision = data.get("decision")
+        if decision is None:
+            raise InvalidEvent("missing_field", "decision is required")
+        if decision not in ("approve", "reject"):
+            raise InvalidEvent("bad_value", "decision must be approve or reject")
+    else:
+        if data.get("action") != kind:
+            raise InvalidEvent("bad_value", f'a {kind}: key needs "action": "{kind}"')
+        for name in ("tenant", "model"):
+            if name not in data:
+                raise InvalidEvent("missing_field", f"{name} is required")
+            check_name(data[name], name)
+        if kind == "rollback" and data.get("to") is not None:
+            check_name(data["to"], "to")

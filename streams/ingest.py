@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import reprlib
 from dataclasses import dataclass
 
 import orjson
 
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
 from schemas.events import BATCH_SCHEMA, batch_events, decode_json_object
+from streams.join import binary_label
 
 
 def _check_policy(
@@ -37,11 +40,34 @@ class Item:
     """The event's own bytes (re-encoded for an event inside an envelope)."""
 
 
-def _encode(item: object) -> bytes:
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxdict, _SHORT_REPR.maxlist = 8, 64, 64
+_SHORT_REPR.maxstring, _SHORT_REPR.maxother = 4096, 256
+
+
+def _encode(item: object, event: PredictionEvent | None = None) -> bytes:
+    """An event of an envelope as bytes of its own: what the join decodes again (``event``:
+    the event, when valid), and what its dead letter keeps.
+
+    orjson first. It refuses integers beyond 64 bits, which the standard library decodes when
+    orjson refused something else in the envelope (a NaN in another event), and nesting
+    deeper than 255: then the standard library, which writes both (before, the item's
+    ``repr`` went to the join, which dead-lettered an event already counted as applied).
+    Nested too deeply even for the standard library (an extra field 900 levels deep is
+    allowed): a valid event goes on as its contract fields; an invalid one is kept as a
+    bounded ``repr`` (before, ``repr`` itself hit the recursion limit, and the exception
+    failed the whole batch, at every retry: found by the fuzz suite)."""
     try:
         return orjson.dumps(item)
     except (TypeError, orjson.JSONEncodeError):
-        return repr(item).encode()[:65536]
+        pass
+    try:
+        return json.dumps(item, separators=(",", ":")).encode()
+    except (TypeError, ValueError, RecursionError):
+        pass
+    if event is not None:
+        return event.to_json()
+    return _SHORT_REPR.repr(item).encode("utf-8", "backslashreplace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +149,7 @@ class PredictionValidator:
                         f"a batch holds one tenant and model ({stream[0]}/{stream[1]}), "
                         f"this event is {event.tenant}/{event.model}",
                     )
-                out.append(Item(index, event, None, _encode(item)))
+                out.append(Item(index, event, None, _encode(item, event)))
             except InvalidEvent as exc:
                 out.append(Item(index, None, exc, _encode(item)))
         return out
@@ -147,4 +173,7 @@ class OutcomeValidator:
             raise InvalidEvent("empty", "message has no value (tombstone)")
         event = OutcomeEvent.from_json(raw, self.max_bytes)
         _check_policy(event.tenant, event.timestamp, now, self.tenants, self.max_future_seconds)
+        # The join needs 0/1 (or a string): an integer label 7 is refused here, where the
+        # outcome is counted, rather than after it was counted as applied.
+        binary_label(event.label)
         return event

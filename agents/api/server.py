@@ -44,6 +44,7 @@ from driftwatch.report.collect import collect
 from driftwatch.report.model import ModelMarker
 from driftwatch.report.render import render_report
 from schemas import format_timestamp, parse_timestamp
+from schemas.names import NAME_PATTERN, NAME_RULE, name_problem
 from streams import views
 from streams.config import PerformanceConfig
 from streams.perf_state import perf_stream_key
@@ -238,9 +239,13 @@ class Api:
 
     @staticmethod
     def _name(request: web.Request, key: str) -> str:
+        """A tenant, model or request id of the path: a safe name (``schemas.names``) or 400,
+        the same rule as everywhere else, so nothing the worker would refuse on input can be
+        asked for, nor written to ``retrain-control``."""
         value = request.match_info[key]
-        if not value or len(value) > 256 or any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise ApiError(400, "bad_name", f"invalid {key}")
+        problem = name_problem(value)
+        if problem is not None:
+            raise ApiError(400, "bad_name", f"invalid {key}: {problem}")
         return value
 
     def _model_of(self, request: web.Request) -> tuple[str, str]:
@@ -655,6 +660,8 @@ def _validate(data: Any, schema: dict[str, Any]) -> None:
                 raise ApiError(400, "bad_body", f"{key} must be one of {spec['enum']}")
             if any(ord(c) < 32 and c not in "\t\n" for c in value):
                 raise ApiError(400, "bad_body", f"{key} has control characters")
+            if spec.get("pattern") == NAME_PATTERN and name_problem(value) is not None:
+                raise ApiError(400, "bad_body", f"{key}: {NAME_RULE}")
         elif kind == "boolean" and not isinstance(value, bool):
             raise ApiError(400, "bad_body", f"{key} must be true or false")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from schemas.names import MAX_NAME_LEN, NAME_PATTERN, NAME_RULE
+
 API_VERSION = "1.0.0"
 
 
@@ -16,7 +18,13 @@ def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
     return schema | {"nullable": True}
 
 
-NAME = {"type": "string", "minLength": 1, "maxLength": 256}
+NAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_NAME_LEN,
+    "pattern": NAME_PATTERN,
+    "description": f"a safe name (schemas/names.py): {NAME_RULE}",
+}
 TIMESTAMP = {"type": "string", "format": "date-time"}
 NUM = {"type": "number"}
 SEVERITY = {"type": "string", "enum": ["LOW", "MEDIUM", "HIGH", "CRITICAL"]}
@@ -192,7 +200,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "additionalProperties": False,
         "properties": {
             "reason": {"type": "string", "minLength": 1, "maxLength": 1000},
-            "to_version": {"type": "string", "minLength": 1, "maxLength": 128},
+            "to_version": NAME,
             "requested_by": {"type": "string", "minLength": 1, "maxLength": 200},
         },
     },

@@ -123,6 +123,11 @@ BAD = [
         b'"timestamp":"2999-01-01T00:00:00Z","features":{},"score":0.5}',
         "future_timestamp",
     ),
+    (  # a name that would be a path (schemas/names.py)
+        b'{"event_id":"x","tenant":"../../etc","model":"fraud","model_version":"1",'
+        b'"timestamp":"2026-01-01T00:10:00Z","features":{"amount":1},"score":0.5}',
+        "bad_name",
+    ),
 ]
 
 

@@ -376,3 +376,51 @@ def test_stale_answers_are_served_while_a_fresh_one_is_computed() -> None:
 
     assert asyncio.run(body()) == [1, 1, 1, 1, 1, 2, 3]
     assert calls == [0, 1, 2]
+
+
+# Each unsafe name as it appears in a URL path, and why it is unsafe (schemas/names.py).
+UNSAFE_PATH_NAMES = {
+    "%00": "NUL",
+    "..%2F..%2Fetc": "a path",
+    "acme%0A": "a newline",
+    "a..b": "'..'",
+    ".hidden": "a leading dot",
+    "-rf": "a leading dash",
+    "a%3Ab": "':', the key separator",
+    "%C3%A1cme": "a non-ASCII letter",
+    "a%20b": "a space",
+    "x" * 129: "over 128 characters",
+}
+
+
+def test_unsafe_names_in_paths_are_400_on_every_route(tmp_path: Path) -> None:
+    """Every path parameter (tenant, model, request id) follows the one name rule: 400
+    ``bad_name`` before anything is looked up or written to retrain-control. A ``..``
+    segment never reaches a handler: the router normalises it away (404)."""
+
+    async def test(h: Harness) -> None:
+        for route in [r for r in ROUTES if "{" in r.path]:
+            params = re.findall(r"\{(\w+)\}", route.path)
+            for param in params:
+                for bad, why in UNSAFE_PATH_NAMES.items():
+                    path = path_for(route.path.replace(f"{{{param}}}", bad))
+                    resp = await h.client.request(
+                        route.method, path, headers=auth("admin"), json=BODIES.get(route.name)
+                    )
+                    body = await resp.json()
+                    assert (resp.status, body["error"]["code"]) == (400, "bad_name"), (
+                        route.name, param, why, body,
+                    )  # fmt: skip
+                path = path_for(route.path.replace(f"{{{param}}}", ".."))
+                resp = await h.client.request(route.method, path, headers=auth("admin"))
+                assert resp.status == 404, (route.name, param)
+        rollback = await h.client.post(
+            path_for("/v1/models/{tenant}/{model}/rollback"), headers=auth("admin"),
+            json={"reason": "x", "to_version": "../v1"},
+        )  # fmt: skip
+        assert (
+            rollback.status == 400 and "to_version" in (await rollback.json())["error"]["message"]
+        )
+        assert h.controls == []  # nothing was asked of the retrain worker
+
+    run(tmp_path, test)

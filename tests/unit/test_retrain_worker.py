@@ -74,6 +74,7 @@ def test_bad_messages_are_dead_lettered_and_good_ones_handled(tmp_path: Path) ->
     registry = CollectorRegistry()
     counters = {
         "messages": Counter("m", "m", ["topic", "result"], registry=registry),
+        "dead_letters": Counter("d", "d", ["topic", "reason"], registry=registry),
     }
     producer = Producer()
     bad = [
@@ -92,7 +93,91 @@ def test_bad_messages_are_dead_lettered_and_good_ones_handled(tmp_path: Path) ->
         registry.get_sample_value("m_total", {"topic": "t-drift-events", "result": "dead_letter"})
         == 3
     )
+    assert (
+        registry.get_sample_value(
+            "d_total", {"topic": "t-retrain-control", "reason": "missing_field"}
+        )
+        == 1
+    )
     # a good control message is applied: the global flag is on now
     on = Msg("t-retrain-control", b'{"auto_retrain": true}', k=b"flag:global")
     _handle(service, on, settings, producer, counters)  # type: ignore[arg-type]
     assert service.state.global_flag is True and len(producer.sent) == len(bad)
+
+
+def _handled(tmp_path: Path, messages: list[Msg]) -> tuple[RetrainService, list[dict[str, Any]]]:
+    settings = Settings.from_env(environ={"DRIFTWATCH_TOPIC_PREFIX": "t-"})
+    service = RetrainService(RetrainConfig(), ModelRegistry(tmp_path), Out(), NoData())
+    registry = CollectorRegistry()
+    counters = {
+        "messages": Counter("m", "m", ["topic", "result"], registry=registry),
+        "dead_letters": Counter("d", "d", ["topic", "reason"], registry=registry),
+    }
+    producer = Producer()
+    for m in messages:
+        _handle(service, m, settings, producer, counters)  # type: ignore[arg-type]
+    return service, [json.loads(v) for _, v in producer.sent]
+
+
+def test_json_nested_too_deeply_is_dead_lettered_not_fatal(tmp_path: Path) -> None:
+    """``json.loads`` raises RecursionError (not a ValueError) on deep nesting: it escaped
+    ``_handle`` and stopped the retrain worker, on every topic it reads (found by the fuzz
+    suite, tests/integration/test_fuzz.py)."""
+    deep = b"[" * 20_000 + b"]" * 20_000  # within the control topic's 64 KiB
+    deep_object = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
+    _, letters = _handled(
+        tmp_path,
+        [
+            Msg("t-drift-events", deep, k=b"acme:fraud"),
+            Msg("t-labeled-predictions", deep_object, k=b"acme:fraud"),
+            Msg("t-retrain-control", deep, k=b"flag:global"),
+            Msg("t-retrain-control", deep_object, k=b"flag:global"),
+        ],
+    )
+    assert [x["source_topic"] for x in letters] == [
+        "t-drift-events", "t-labeled-predictions", "t-retrain-control", "t-retrain-control"
+    ]  # fmt: skip
+    assert [x["reason"] for x in letters][2:] == ["malformed_json", "malformed_json"]
+
+
+def test_control_messages_with_unsafe_names_or_wrong_types_are_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    """Names in retrain-control keys and values follow schemas.names: a tenant ``../etc``
+    asked to be rolled back is refused at the edge with ``bad_name`` (before, it was folded
+    into the state and failed in the registry); a flag ``"false"`` is not read as on."""
+    bad = [
+        (b"flag:tenant:../etc", b'{"auto_retrain": true}', "bad_name"),
+        (b"flag:tenant:acme\x00", b'{"auto_retrain": true}', "bad_name"),
+        (b"flag:tenant:acme", b'{"auto_retrain": "false"}', "wrong_type"),
+        (b"approval:../../x", b'{"decision": "approve"}', "bad_name"),
+        (b"approval:r1", b'{"decision": "maybe"}', "bad_value"),
+        (b"retrain:r1", b'{"action": "retrain", "tenant": "a/b", "model": "m"}', "bad_name"),
+        (b"retrain:r1", b'{"action": "retrain", "tenant": "acme"}', "missing_field"),
+        (
+            b"rollback:r2",
+            b'{"action": "rollback", "tenant": "acme", "model": "fraud", "to": "../v1"}',
+            "bad_name",
+        ),
+        (b"rollback:r2", b'{"action": "rollback", "tenant": "acme", "model": 7}', "wrong_type"),
+        (b"something:else", b"{}", "bad_value"),
+        (b"\xff\xfe", b"{}", "bad_value"),
+        (b"flag:global", b'{"auto_retrain": true, "by": ["x"]}', "wrong_type"),
+    ]
+    msgs = [Msg("t-retrain-control", v, k=k, o=i) for i, (k, v, _) in enumerate(bad)]
+    service, letters = _handled(tmp_path, msgs)
+    assert [(x["source_offset"], x["reason"]) for x in letters] == [
+        (i, reason) for i, (_, _, reason) in enumerate(bad)
+    ]
+    assert not service.state.tenant_flags and not service.state.decisions
+    assert not service.state.manual and service.state.global_flag is None
+    # ... and the good ones are applied: a tombstone, a flag, an approval
+    good = [
+        Msg("t-retrain-control", b'{"auto_retrain": true}', k=b"flag:tenant:acme"),
+        Msg("t-retrain-control", b'{"decision": "reject", "by": "ops"}', k=b"approval:r1"),
+        Msg("t-retrain-control", None, k=b"flag:tenant:globex"),
+    ]
+    service, letters = _handled(tmp_path, good)
+    assert letters == []
+    assert service.state.tenant_flags == {"acme": True, "globex": False}
+    assert service.state.decisions == {"r1": "reject"}
