@@ -130,6 +130,8 @@ class PerformanceMonitor:
     ) -> list[DriftEvent]:
         stream = self._stream(tenant, model)
         w = self.config.engine.window_start(ts)
+        if self._expired(stream, w):
+            return []
         win, wkey = self._window_for(stream, w)
         if guard(win.offsets, position):
             win.versions.setdefault(version, PerformanceSummary()).add_prediction(score)
@@ -153,6 +155,8 @@ class PerformanceMonitor:
         cfg = self.config
         stream = self._stream(tenant, model)
         w = cfg.engine.window_start(prediction_ts)
+        if self._expired(stream, w):
+            return []
         win, wkey = self._window_for(stream, w)
         events: list[DriftEvent] = []
         if guard(win.offsets, position):
@@ -538,6 +542,17 @@ class PerformanceMonitor:
             stream = PerfStream(tenant, model)
             self._streams.put(key, stream)
         return stream
+
+    def _expired(self, stream: PerfStream, w: float) -> bool:
+        """Window ``w`` is past the history kept at the stream's clock: an entry for it (a
+        replay after a restart, or a label weeks late) must not bring it back - its offset
+        guard went with it, and the clock, already past, would never expire it again."""
+        cfg = self.config
+        end = w + cfg.engine.window_seconds
+        if end + (cfg.engine.retention_days + cfg.label_horizon_days) * DAY > stream.clock:
+            return False
+        self.stats["expired_window_entries"] += 1
+        return True
 
     def _window_for(self, stream: PerfStream, w: float) -> tuple[PerfWindow, str]:
         key = perf_window_key(stream.tenant, stream.model, w)

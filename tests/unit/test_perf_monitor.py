@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from schemas import DriftEvent, Severity
-from streams.config import DAY, PerformanceConfig
+from streams.config import DAY, EngineConfig, PerformanceConfig
 from streams.keyed_state import MemoryStore
 from streams.perf_findings import Finding
 from streams.perf_monitor import PerformanceMonitor
@@ -184,3 +184,31 @@ def test_an_incident_counts_each_window_once_even_if_a_crash_lost_the_windows_re
     incident = stream.incidents.open["realised:v1"]
     assert incident.persistence == 2 and events[0].persistence == 2
     assert PerfStream.from_bytes(stream.to_bytes()).incidents.counted == stream.incidents.counted
+
+
+def test_an_entry_for_an_expired_window_does_not_bring_it_back() -> None:
+    """A replay after a restart (its offset guard went with the window) or a label weeks late:
+    re-creating the window left it in the history for good, since the clock, already past,
+    never expired it again (found by the 90-day kill loop)."""
+    store = MemoryStore()
+    mon = PerformanceMonitor(
+        PerformanceConfig(
+            engine=EngineConfig(
+                retention_days=16.0, baseline_start_days=14.0, baseline_end_days=7.0
+            )
+        ),
+        store,
+    )
+    for day in range(60):
+        for i in range(20):
+            mon.observe_prediction(
+                "acme", "fraud", "v1", T0 + day * DAY + i * 60, 0.3, (0, day * 20 + i)
+            )
+    store.apply(mon.flush())
+    kept = [row["window_start"] for row in mon.history("acme", "fraud")]
+    assert len(kept) < 60  # the oldest windows expired
+    mon.observe_prediction("acme", "fraud", "v1", T0 + 60, 0.3, (0, 1))  # replayed: day 0
+    mon.observe_label("acme", "fraud", "v1", T0 + 120, 0.3, 1, T0 + 59 * DAY, (1, 5))
+    store.apply(mon.flush())
+    assert [row["window_start"] for row in mon.history("acme", "fraud")] == kept
+    assert mon.stats["expired_window_entries"] == 2
