@@ -387,6 +387,8 @@ async def drain_producer(app: Any, poll: float = 0.5) -> None:
             continue
     if waited:
         COUNTERS["slow_changelog_drained"] += 1
+    # The buffer's size drops when its sender takes a record, before the record reaches the
+    # Kafka client: the client flush covers that one too (and waits for delivery).
     await producer.flush()
 
 
