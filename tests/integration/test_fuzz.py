@@ -26,7 +26,6 @@ import json
 import signal
 import sys
 import time
-import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ from tests.integration.worker_harness import (
     WorkerProcess,
     committed_offsets,
     expected_counts,
+    scrape_metrics,
     wait_drained,
 )
 
@@ -110,17 +110,6 @@ def ends(produced: list[fuzz.Produced]) -> dict[int, int]:
     out: dict[int, int] = {}
     for p in produced:
         out[p.partition] = max(out.get(p.partition, 0), p.offset + 1)
-    return out
-
-
-def metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-        text = resp.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
     return out
 
 
@@ -300,14 +289,14 @@ def fuzz_retrain_worker(bootstrap: str, prefix: str, tmp_path: Path, n: int) -> 
 
         def handled() -> bool:
             try:
-                samples = metrics(port)
+                samples = scrape_metrics(port)
             except OSError:
                 return False
             return series(samples, "driftwatch_retrain_messages_total", topic=topic) >= n
 
         wait_for("retrain-control to be handled", handled, alive, 900)
         time.sleep(1.0)  # nothing more should come
-        samples = metrics(port)
+        samples = scrape_metrics(port)
         current, peak = rss_mb(worker.proc.pid)  # type: ignore[union-attr]
         applied = int(series(samples, "driftwatch_retrain_messages_total", topic=topic,
                              result="ok"))  # fmt: skip

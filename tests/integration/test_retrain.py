@@ -163,7 +163,7 @@ def _crash_and_recover(kafka_bootstrap: str, prefix: str, tmp_path: Path, step: 
     assert active is not None and active.version == "r1" == promoted["details"]["version"]
 
 
-@pytest.mark.parametrize("step", ["validated", "activated", "announced"])
+@pytest.mark.parametrize("step", ["announced"])
 def test_killed_at_a_step_of_a_request_trains_once_and_promotes_once(
     kafka_bootstrap: str, prefix: str, tmp_path: Path, step: str
 ) -> None:
@@ -171,7 +171,9 @@ def test_killed_at_a_step_of_a_request_trains_once_and_promotes_once(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("step", ["decided", "trained", "registered", "promoted"])
+@pytest.mark.parametrize(
+    "step", ["decided", "trained", "validated", "registered", "activated", "promoted"]
+)
 def test_killed_at_the_other_steps_of_a_request(
     kafka_bootstrap: str, prefix: str, tmp_path: Path, step: str
 ) -> None:
