@@ -50,7 +50,20 @@ def test_a_stalled_worker_exits_and_its_restart_loses_nothing(
     worker.extra_env["DRIFTWATCH_TEST_STALL"] = f"{kind}:400"
     worker.start()
     started = time.monotonic()
-    ends = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events))
+    # Half first; the rest only once the stall is provoked, so records wait that a stopped
+    # fetch cannot reach (produced at once, all of them could be fetched before the pause).
+    half = len(events) // 2
+    ends = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events[:half]))
+    fired = worker.data_dir / "test-stall-fired"
+    deadline = time.monotonic() + 90
+    while not fired.exists():
+        worker.assert_alive()
+        assert time.monotonic() < deadline, "the stall hook never fired"
+        time.sleep(0.2)
+    rest = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events[half:]))
+    ends = {p: max(ends.get(p, 0), end) for p, end in rest.items()} | {
+        p: end for p, end in ends.items() if p not in rest
+    }
     wait_committed(worker, ends, timeout=150)
     recovered_in = time.monotonic() - started
 
