@@ -277,7 +277,7 @@ class DriftEngine:
             self._apply_pending()  # the tests read the windows: every earlier value is in
         for window in closable:
             drifts.extend(self._judge.judge(stream, window, event_time, cfg.final_alpha, None))
-            self._drop_recent(stream, window)
+            self._close_window(stream, window)
             stream.last_closed = window
             self.stats["windows_closed"] += 1
         if closable:
@@ -337,12 +337,11 @@ class DriftEngine:
             )
         return drifts
 
-    def _drop_recent(self, stream: StreamState, window: float) -> None:
+    def _close_window(self, stream: StreamState, window: float) -> None:
         for feature in stream.features:
             key = window_key(stream.tenant, stream.model, window, feature)
             fw = self._window(key)
-            if fw is not None and fw.recent is not None:
-                fw.recent = None
+            if fw is not None and fw.close():
                 self._windows.mark(key, stream.partition)
 
     def _expire(self, stream: StreamState, newest_closed: float) -> None:

@@ -238,21 +238,30 @@ class FeatureJudge:
 
     # ------------------------------------------------------------------ tests
 
+    def _baseline_windows(
+        self, stream: StreamState, window: float
+    ) -> tuple[tuple[float, int], ...]:
+        """The baseline windows of ``window`` that have events, with their event counts (the
+        same for every feature of one judgement: worked out once per look)."""
+        counts = stream.window_events
+        return tuple((w, counts[w]) for w in self.config.baseline_candidates(window) if w in counts)
+
     def _baseline(
-        self, stream: StreamState, feature: str, window: float
+        self,
+        stream: StreamState,
+        feature: str,
+        window: float,
+        windows: tuple[tuple[float, int], ...],
     ) -> tuple[NumericSummary | CategoricalSummary, float, float] | None:
         cfg = self.config
-        counts = stream.window_events
-        used = [w for w in cfg.baseline_candidates(window) if w in counts]
         # Keyed by what went into it: a late event into a baseline window changes its count,
         # so a stale merge is never found again (and is dropped with the oldest entries).
-        cache_key = (stream.tenant, stream.model, feature, window,
-                     tuple((w, counts[w]) for w in used))  # fmt: skip
+        cache_key = (stream.tenant, stream.model, feature, window, windows)
         if cache_key in self._baselines:
             return self._baselines[cache_key]
         parts: list[Summary] = []
         with_data: list[float] = []
-        for w in used:
+        for w, _ in windows:
             fw = self.windows.get(window_key(stream.tenant, stream.model, w, feature))
             if fw is None or fw.count == 0:
                 continue
@@ -270,6 +279,7 @@ class FeatureJudge:
     def _test_features(self, stream: StreamState, window: float, pick: Picker) -> list[FeatureTest]:
         tests: list[FeatureTest] = []
         whole = pick is whole_window
+        windows = self._baseline_windows(stream, window)
         for feature, kind in sorted(stream.features.items()):
             fw = self.windows.get(window_key(stream.tenant, stream.model, window, feature))
             if fw is None:
@@ -278,7 +288,7 @@ class FeatureJudge:
             min_count = self.config.min_window_count
             if summary is None or summary.count + summary.missing < min_count:
                 continue
-            baseline = self._baseline(stream, feature, window)
+            baseline = self._baseline(stream, feature, window, windows)
             if baseline is None:
                 self.stats["tests_skipped_no_baseline"] += 1
                 continue

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Final
 
 import numpy as np
@@ -30,13 +31,31 @@ from streams.buckets import (
 
 __all__ = ["NumericSummary"]
 
-_PENDING_LIMIT: Final = 4096  # values buffered in a Python list before a bulk numpy fold
+FOLD_CHUNK: Final = 1024
+"""Values folded into the bucket set at a time. Folds happen at fixed points of the value
+sequence (every ``FOLD_CHUNK`` values after the summary leaves exact mode), never because
+someone read or stored the summary: so the bucket set depends only on the values and their
+order, and a worker that persists after every batch holds the same summary as a backtest that
+reads it at every hourly look. Between folds the newest values are kept exactly (the *tail*)
+and reads combine both."""
 
 _HEADER: Final = struct.Struct("<4sBBxxqqddddI")
+_TAIL: Final = struct.Struct("<I")
 _MAGIC: Final = b"DWNS"
-_VERSION: Final = 1
+_VERSION: Final = 2  # 2: the unfolded tail follows the arrays (1: none)
 _MODE_EXACT: Final = 0
 _MODE_BUCKETS: Final = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _Tail:
+    size: int
+    """Buffered values it was made from (the cache key)."""
+    values: FloatArray
+    """Sorted finite values."""
+    nonfinite: int
+    mean: float
+    m2: float
 
 
 class NumericSummary:
@@ -75,33 +94,34 @@ class NumericSummary:
         self._buckets: Buckets = empty_buckets()
         self._coverage = 0  # max bucket coverage, in counts
         self._cdf_cache: tuple[FloatArray, FloatArray, FloatArray, FloatArray] | None = None
+        self._tail_cache: _Tail | None = None
 
     # ----------------------------------------------------------------- ingestion
 
     def add(self, x: float) -> None:
-        """O(1): values are buffered and folded in bulk with numpy."""
+        """O(1): values are buffered and folded in bulk with numpy (see ``FOLD_CHUNK``)."""
         pending = self._pending
         pending.append(x)
-        if len(pending) >= _PENDING_LIMIT:
-            self._fold()
+        if len(pending) >= FOLD_CHUNK:
+            self._drain()
 
     def add_many(self, xs: npt.NDArray[Any] | list[float]) -> None:
-        self._fold()
+        """Bulk construction (offline, tests): everything buffered and ``xs`` folded at once."""
+        self._fold_all()
         self._ingest(np.asarray(xs, dtype=np.float64).ravel())
 
     def extend(self, values: FloatArray) -> None:
-        """:meth:`add` for each of ``values`` (finite), in order: buffered and folded at the
-        same points as one at a time (every ``_PENDING_LIMIT`` values, or when read), so the
-        bucketed summary is the same too."""
+        """:meth:`add` for each of ``values``, in order: folded at the same points of the
+        sequence as one at a time, so the summary is the same too."""
         pending = self._pending
         i, n = 0, int(values.size)
         while i < n:
-            room = _PENDING_LIMIT - len(pending)
+            room = FOLD_CHUNK - len(pending)
             chunk = values[i : i + room]
             pending.extend(chunk.tolist())
             i += chunk.size
-            if len(pending) >= _PENDING_LIMIT:
-                self._fold()
+            if len(pending) >= FOLD_CHUNK:
+                self._drain()
                 pending = self._pending
 
     @classmethod
@@ -128,11 +148,71 @@ class NumericSummary:
             raise ValueError("n must be >= 0")
         self._missing += n
 
+    def _drain(self) -> None:
+        """Fold what the schedule says is due: in exact mode every buffered value (exact
+        values do not depend on when they are sorted in) up to and including the one that
+        passes ``EXACT_CAPACITY``; in bucketed mode whole ``FOLD_CHUNK``s, oldest first."""
+        self._tail_cache = None
+        if self._values is not None and self._pending:
+            raw = np.asarray(self._pending, dtype=np.float64)
+            finite = np.flatnonzero(np.isfinite(raw))
+            room = self.EXACT_CAPACITY - int(self._values.size)
+            cut = raw.size if finite.size <= room else int(finite[room]) + 1
+            self._pending = self._pending[cut:]
+            self._ingest(raw[:cut])
+        while self._values is None and len(self._pending) >= FOLD_CHUNK:
+            chunk = self._pending[:FOLD_CHUNK]
+            self._pending = self._pending[FOLD_CHUNK:]
+            self._ingest(np.asarray(chunk, dtype=np.float64))
+
     def _fold(self) -> None:
+        """Make the summary readable: exact mode folds (cheap, order-free); a bucketed one
+        keeps its tail, which the readers combine with the buckets (:meth:`_tail`)."""
+        if self._pending and self._values is not None:
+            self._drain()
+
+    def _fold_all(self) -> None:
+        """Fold the tail too (bulk construction only: it moves the fold schedule)."""
+        self._drain()
         if self._pending:
             batch = np.asarray(self._pending, dtype=np.float64)
             self._pending = []
+            self._tail_cache = None
             self._ingest(batch)
+
+    def _tail(self) -> _Tail:
+        """The unfolded values of a bucketed summary: sorted finite values, non-finite count,
+        and their moments (cached until the next value arrives)."""
+        hit = self._tail_cache
+        if hit is None or hit.size != len(self._pending):
+            raw = np.asarray(self._pending, dtype=np.float64)
+            finite = np.sort(raw[np.isfinite(raw)])
+            mean = float(finite.mean()) if finite.size else 0.0
+            m2 = float(np.square(finite - mean).sum()) if finite.size else 0.0
+            hit = self._tail_cache = _Tail(len(self._pending), finite, raw.size - finite.size,
+                                           mean, m2)  # fmt: skip
+        return hit
+
+    def _moments(self) -> tuple[int, int, float, float, float, float]:
+        """(count, missing, mean, M2, min, max) of every value, the tail included."""
+        self._fold()
+        base = (self._count, self._missing, self._mean, self._m2, self._min, self._max)
+        if not self._pending:
+            return base
+        t = self._tail()
+        if not t.values.size:
+            return (self._count, self._missing + t.nonfinite, *base[2:])
+        n_a, n_b = self._count, int(t.values.size)
+        n = n_a + n_b
+        delta = t.mean - self._mean
+        return (
+            n,
+            self._missing + t.nonfinite,
+            self._mean + delta * n_b / n,
+            self._m2 + t.m2 + delta * delta * n_a * n_b / n,
+            min(self._min, float(t.values[0])),
+            max(self._max, float(t.values[-1])),
+        )
 
     def _ingest(self, batch: FloatArray) -> None:
         finite = np.isfinite(batch)
@@ -177,46 +257,48 @@ class NumericSummary:
     @property
     def count(self) -> int:
         self._fold()
-        return self._count
+        return self._count + (int(self._tail().values.size) if self._pending else 0)
 
     @property
     def missing(self) -> int:
         self._fold()
-        return self._missing
+        return self._missing + (self._tail().nonfinite if self._pending else 0)
 
     @property
     def mean(self) -> float:
         """Mean of non-missing values (0.0 when empty)."""
-        self._fold()
-        return self._mean
+        return self._moments()[2]
 
     @property
     def m2(self) -> float:
         """Sum of squared deviations from the mean (Welford's M2)."""
-        self._fold()
-        return self._m2
+        return self._moments()[3]
 
     @property
     def min(self) -> float:
         """Exact minimum (+inf when empty, the identity for merging)."""
-        self._fold()
-        return self._min
+        return self._moments()[4]
 
     @property
     def max(self) -> float:
         """Exact maximum (-inf when empty)."""
-        self._fold()
-        return self._max
+        return self._moments()[5]
 
     @property
     def variance(self) -> float:
         """Sample variance (ddof=1); 0.0 with fewer than two values."""
-        self._fold()
-        return self._m2 / (self._count - 1) if self._count >= 2 else 0.0
+        count, _, _, m2, _, _ = self._moments()
+        return m2 / (count - 1) if count >= 2 else 0.0
 
     @property
     def std(self) -> float:
         return math.sqrt(self.variance)
+
+    @property
+    def has_tail(self) -> bool:
+        """Values not yet folded into the buckets (see ``FOLD_CHUNK``)."""
+        self._fold()
+        return bool(self._pending)
 
     @property
     def is_exact(self) -> bool:
@@ -225,11 +307,12 @@ class NumericSummary:
 
     @property
     def cdf_error(self) -> float:
-        """Max |cdf(x) - true empirical CDF(x)| over all x; 0.0 in exact mode."""
+        """Max |cdf(x) - true empirical CDF(x)| over all x; 0.0 in exact mode (the tail is
+        exact: it adds to the count, not to the error)."""
         self._fold()
         if self._values is not None or self._count == 0:
             return 0.0
-        return self._coverage / self._count
+        return self._coverage / self.count
 
     def values(self) -> FloatArray:
         """The sorted values (exact mode only)."""
@@ -248,8 +331,10 @@ class NumericSummary:
             return np.searchsorted(self._values, x, side="right") / self._count
         knots, ramp, points, point_cum = self._cdf_tables()
         ramp_part = np.interp(x, knots, ramp, left=0.0, right=ramp[-1]) if knots.size else 0.0
-        point_part = point_cum[np.searchsorted(points, x, side="right")]
-        return np.clip((ramp_part + point_part) / self._count, 0.0, 1.0)
+        below = ramp_part + point_cum[np.searchsorted(points, x, side="right")]
+        if self._pending:
+            below = below + np.searchsorted(self._tail().values, x, side="right")
+        return np.clip(below / self.count, 0.0, 1.0)
 
     def _cdf_tables(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """Piecewise-linear part evaluated at its knots, plus the step part (point buckets)."""
@@ -271,26 +356,45 @@ class NumericSummary:
         self._fold()
         if self._values is not None:
             return self._values
-        return np.unique(np.concatenate(self._buckets[:2]))
+        edges = np.concatenate(self._buckets[:2])
+        if self._pending:
+            edges = np.concatenate((edges, self._tail().values))
+        return np.unique(edges)
 
     def point_masses(self) -> FloatArray:
-        """The x of every zero-width bucket, sorted: where the bucketed CDF jumps (the exact
-        KS statistic against a step function needs only these and the step's own points)."""
+        """The x of every zero-width bucket and tail value, sorted: where the bucketed CDF
+        jumps (the exact KS statistic against a step function needs only these and the
+        step's own points)."""
         self._fold()
-        return self._cdf_tables()[2]
+        points = self._cdf_tables()[2]
+        if self._pending:
+            return np.union1d(points, self._tail().values)
+        return points
+
+    def _folded(self) -> NumericSummary:
+        """This summary with its tail folded in: itself when there is none, else a copy (a
+        merge needs one bucket set, and must not move this summary's fold schedule)."""
+        self._fold()
+        if not self._pending:
+            return self
+        out = type(self)()
+        out._count, out._missing = self._count, self._missing
+        out._mean, out._m2, out._min, out._max = self._mean, self._m2, self._min, self._max
+        out._values = None
+        out._buckets, out._coverage = self._buckets, self._coverage
+        out._ingest(np.asarray(self._pending, dtype=np.float64))
+        return out
 
     # ----------------------------------------------------------------- merge
 
     def merge(self, other: NumericSummary) -> NumericSummary:
-        """A new summary of both windows' values; the inputs are logically unchanged."""
-        self._fold()
-        other._fold()
+        """A new summary of both windows' values; the inputs are unchanged."""
+        a, b = self._folded(), other._folded()
         out = type(self)()  # a subclass keeps its (smaller) capacity
         out._missing = self._missing + other._missing
-        for part in (self, other):
+        for part in (a, b):
             if part._count:
                 out._combine_moments(part._count, part._mean, part._m2, part._min, part._max)
-        a, b = self, other
         if a._values is None and b._values is not None:
             a, b = b, a  # exact side (if any) first
         if a._values is not None and b._values is not None:
@@ -344,6 +448,13 @@ class NumericSummary:
                 values.append(part._values)
             else:
                 bucketed.append(part._buckets)
+            if part._pending:  # a bucketed part's tail joins as points
+                tail = part._tail()
+                out._missing += tail.nonfinite
+                if tail.values.size:
+                    v = tail.values
+                    out._combine_moments(int(v.size), tail.mean, tail.m2, float(v[0]), float(v[-1]))
+                    values.append(v)
         points = np.sort(np.concatenate(values)) if values else np.empty(0, np.float64)
         if not bucketed:
             if points.size <= out.EXACT_CAPACITY:
@@ -367,7 +478,8 @@ class NumericSummary:
     # ----------------------------------------------------------------- serialization
 
     def to_bytes(self) -> bytes:
-        """Fixed ``struct`` header + raw little-endian arrays (<= ~9.3 KiB); no pickle."""
+        """Fixed ``struct`` header + raw little-endian arrays, then the unfolded tail as it
+        arrived (<= ~17.5 KiB); no pickle."""
         self._fold()
         mode = _MODE_EXACT if self._values is not None else _MODE_BUCKETS
         if self._values is not None:
@@ -378,6 +490,8 @@ class NumericSummary:
             n = lo.size
             body = lo.astype("<f8").tobytes() + hi.astype("<f8").tobytes()
             body += w.astype("<i8").tobytes()
+        tail = np.asarray(self._pending, dtype="<f8").tobytes()
+        body += _TAIL.pack(len(self._pending)) + tail
         header = _HEADER.pack(
             _MAGIC,
             _VERSION,
@@ -397,10 +511,19 @@ class NumericSummary:
         if len(raw) < _HEADER.size:
             raise ValueError("truncated NumericSummary")
         magic, version, mode, count, missing, mean, m2, lo_v, hi_v, n = _HEADER.unpack_from(raw)
-        if magic != _MAGIC or version != _VERSION:
+        if magic != _MAGIC or version not in (1, _VERSION):
             raise ValueError("not a NumericSummary (bad magic or version)")
         width = 8 if mode == _MODE_EXACT else 24
-        if mode not in (_MODE_EXACT, _MODE_BUCKETS) or len(raw) != _HEADER.size + width * n:
+        end = _HEADER.size + width * n
+        pending: list[float] = []
+        if version >= 2 and len(raw) >= end + _TAIL.size:
+            (tail,) = _TAIL.unpack_from(raw, end)
+            if tail >= FOLD_CHUNK or (tail and mode == _MODE_EXACT):
+                raise ValueError("corrupt NumericSummary (tail)")
+            if len(raw) == end + _TAIL.size + 8 * tail:
+                pending = np.frombuffer(raw, "<f8", tail, end + _TAIL.size).tolist()
+            end += _TAIL.size + 8 * tail
+        if mode not in (_MODE_EXACT, _MODE_BUCKETS) or len(raw) != end:
             raise ValueError("corrupt NumericSummary (mode or length)")
         out = cls()
         out._count, out._missing = count, missing
@@ -419,6 +542,7 @@ class NumericSummary:
                 raise ValueError("corrupt NumericSummary (buckets)")
             out._values = None
             out._set_buckets((lo, hi, w))
+        out._pending = pending
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -431,6 +555,6 @@ class NumericSummary:
     def __repr__(self) -> str:
         mode = "exact" if self.is_exact else f"buckets={self._buckets[0].size}"
         return (
-            f"NumericSummary(count={self._count}, missing={self._missing}, "
-            f"mean={self._mean:.6g}, std={self.std:.6g}, {mode}, cdf_error={self.cdf_error:.4g})"
+            f"NumericSummary(count={self.count}, missing={self.missing}, "
+            f"mean={self.mean:.6g}, std={self.std:.6g}, {mode}, cdf_error={self.cdf_error:.4g})"
         )

@@ -285,6 +285,14 @@ class FeatureWindow:
         out.add_values([None if v is None else str(v) for v in values])
         return out
 
+    def close(self) -> bool:
+        """The window is closed: its sub-day samples go; returns whether that changed it. (The
+        summary's unfolded tail stays: folding it here costs a fold per closed window and
+        feature, more than the tail's few KiB are worth.)"""
+        changed = self.recent is not None
+        self.recent = None
+        return changed
+
     @property
     def count(self) -> int:
         """Values present (not missing)."""

