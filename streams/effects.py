@@ -6,7 +6,7 @@ convention), Jensen-Shannon distance (bounded in [0, 1], symmetric) and the Wass
 distance in baseline standard deviations ("the feature moved 0.3 sigma").
 
 Everything is computed from ``NumericSummary.cdf`` / ``CategoricalSummary.counts``, so it
-works the same on exact (<= 1,024 values) and bucketed summaries. In bucketed mode each CDF
+works the same on exact (<= 2,048 values) and bucketed summaries. In bucketed mode each CDF
 value is within ``cdf_error`` of the truth, so every bin proportion is within
 ``2 * cdf_error``; the effect sizes inherit that approximation (see each function).
 

@@ -66,6 +66,7 @@ class DriftEngine:
         # (a test, a flush), so the order of work per event is unchanged.
         self._pending: dict[tuple[str, float], list[tuple[PredictionEvent, Position | None]]] = {}
         self._judge = FeatureJudge(config, self._windows, self.stats, self.notices)
+        self._looks = config.interim_looks  # a computed property: read per event
 
     # ------------------------------------------------------------------ public API
 
@@ -115,7 +116,7 @@ class DriftEngine:
         if not self._pending:
             return
         cfg = self.config
-        looks = bool(cfg.interim_looks)
+        looks = bool(self._looks)
         missing = object()
         for (skey, window), items in self._pending.items():
             stream = self._streams.cached(skey)
@@ -267,12 +268,17 @@ class DriftEngine:
         stream.watermark = event_time
         cfg = self.config
         drifts: list[DriftEvent] = []
-        closable = sorted(
-            w
-            for w in stream.window_events
-            if (stream.last_closed is None or w > stream.last_closed)
-            and w + cfg.window_seconds + cfg.allowed_lateness_seconds <= event_time
-        )
+        # Windows are aligned, so the next one that can close starts a window after the last
+        # closed one: most events are earlier than its close, and need no scan of the windows.
+        horizon = event_time - cfg.window_seconds - cfg.allowed_lateness_seconds
+        if stream.last_closed is not None and horizon < stream.last_closed + cfg.window_seconds:
+            closable: list[float] = []
+        else:
+            closable = sorted(
+                w
+                for w in stream.window_events
+                if (stream.last_closed is None or w > stream.last_closed) and w <= horizon
+            )
         if closable or self._look_due(stream, event_time):
             self._apply_pending()  # the tests read the windows: every earlier value is in
         for window in closable:
@@ -288,10 +294,10 @@ class DriftEngine:
     def _look_due(self, stream: StreamState, event_time: float) -> bool:
         """Would :meth:`_interim_look` look at ``event_time``? (Its own checks, no work.)"""
         cfg = self.config
-        if not cfg.interim_looks:
+        if not self._looks:
             return False
         window = cfg.window_start(event_time)
-        look = min(int((event_time - window) // cfg.interim_seconds), cfg.interim_looks)
+        look = min(int((event_time - window) // cfg.interim_seconds), self._looks)
         if look < 1 or window not in stream.window_events:
             return False
         return not (stream.interim_window == window and stream.interim_look >= look)
@@ -301,10 +307,10 @@ class DriftEngine:
         crossing, however many boundaries a gap in the traffic skipped): the window so far,
         then the spans of the last 1, 2, 4 and 8 slots that end at this boundary."""
         cfg = self.config
-        if not cfg.interim_looks:
+        if not self._looks:
             return []
         window = cfg.window_start(event_time)
-        look = min(int((event_time - window) // cfg.interim_seconds), cfg.interim_looks)
+        look = min(int((event_time - window) // cfg.interim_seconds), self._looks)
         if look < 1 or window not in stream.window_events:
             return []
         if stream.interim_window == window and stream.interim_look >= look:

@@ -79,7 +79,7 @@ class NumericSummary:
     True
     """
 
-    EXACT_CAPACITY: int = 1024
+    EXACT_CAPACITY: int = 2048
     BUCKETS: int = 384
 
     def __init__(self) -> None:

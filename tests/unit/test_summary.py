@@ -72,8 +72,8 @@ def test_ks_sketched_d_within_bound_of_exact_d() -> None:
 def test_ks_detects_half_sigma_shift_but_not_null() -> None:
     rng = np.random.default_rng(3)
     baseline = summarize(rng.normal(0, 1, 45_000))
-    shifted = summarize(rng.normal(0.5, 1, 1_500), one_by_one=True)
-    null = summarize(rng.normal(0, 1, 1_500), one_by_one=True)
+    shifted = summarize(rng.normal(0.5, 1, 3_500), one_by_one=True)
+    null = summarize(rng.normal(0, 1, 3_500), one_by_one=True)
     assert not shifted.is_exact and not baseline.is_exact
     assert ks_test(shifted, baseline).p_value < 1e-6
     assert ks_test(null, baseline).p_value > 0.01
@@ -339,7 +339,7 @@ def test_numeric_summary_does_not_depend_on_when_it_is_read_or_stored() -> None:
     at every hourly look; folds happen at fixed points of the value sequence, so both hold
     the same bytes as a summary nobody looked at."""
     rng = np.random.default_rng(11)
-    values = rng.lognormal(2, 1, 9_000)
+    values = rng.lognormal(2, 1, 12_000)
     values[::301] = np.nan
     untouched, read, stored = NumericSummary(), NumericSummary(), NumericSummary()
     cuts = np.sort(rng.choice(values.size, 60, replace=False))
@@ -360,7 +360,8 @@ def test_numeric_summary_reads_include_the_unfolded_tail() -> None:
     """Between folds the newest values are exact: count, moments, min/max and the CDF (within
     the bound) agree with the plain values."""
     rng = np.random.default_rng(12)
-    values = rng.normal(3, 2, 2_000)  # 1,025 folded on leaving exact mode, 975 -> 463 tail
+    values = rng.normal(3, 2, 4_000)  # 2,049 folded on leaving exact mode, then a 1,951 tail:
+    # one chunk of 1,024 folded, 927 left
     values[7] = np.inf
     s = NumericSummary()
     s.extend(values)
