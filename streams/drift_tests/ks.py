@@ -8,6 +8,7 @@ from typing import Final
 import numpy as np
 from scipy import special, stats
 
+from streams.buckets import FloatArray
 from streams.drift_tests.base import DriftTest, TestResult
 from streams.numeric_summary import NumericSummary
 
@@ -62,9 +63,8 @@ def ks_test(window: NumericSummary, baseline: NumericSummary) -> TestResult:
     if n == 0 or m == 0:
         raise ValueError("ks_test needs at least one value on each side")
     if window.is_exact and baseline.is_exact:
-        res = stats.ks_2samp(window.values(), baseline.values(), method="auto")
-        d = float(res.statistic)
-        return TestResult(d, float(res.pvalue), d, 0.0, True, "ks")
+        d, p = ks_2samp_sorted(window.values(), baseline.values())
+        return TestResult(d, p, d, 0.0, True, "ks")
     if window.is_exact:
         # A step function against a piecewise-linear CDF with point masses: the sup of the
         # difference sits at the window's values or the baseline's point masses (left or
@@ -76,6 +76,31 @@ def ks_test(window: NumericSummary, baseline: NumericSummary) -> TestResult:
     d = float(np.max(np.abs(window.cdf(xs) - baseline.cdf(xs))))
     n_eff = max(1, round(n * m / (n + m)))
     return TestResult(d, ks_pvalue(d, n_eff), d, window.cdf_error + baseline.cdf_error, False, "ks")
+
+
+def ks_2samp_sorted(a: FloatArray, b: FloatArray) -> tuple[float, float]:
+    """scipy's two-sided ``ks_2samp(a, b, method="auto")`` (D, p) for sorted, finite samples,
+    without its argument handling, which cost ~80 % of a sub-day look's tests (about 0.6 ms
+    a call). The exact p-value is scipy's own computation; where that is unavailable (its
+    private helper moved) or fails, scipy's public function answers.
+
+    >>> rng = np.random.default_rng(4)
+    >>> a, b = np.sort(rng.normal(0.3, 1, 300)), np.sort(rng.normal(0, 1, 1_500))
+    >>> ks_2samp_sorted(a, b) == tuple(map(float, stats.ks_2samp(a, b)))
+    True
+    """
+    n1, n2 = int(a.size), int(b.size)
+    both = np.concatenate((a, b))
+    diffs = (
+        np.searchsorted(a, both, side="right") / n1 - np.searchsorted(b, both, side="right") / n2
+    )
+    d = float(max(float(np.clip(-diffs.min(), 0, 1)), float(diffs.max())))
+    if max(n1, n2) <= _EXACT_2SAMP_MAX_N and _exact_2samp is not None:
+        ok, d_exact, p = _exact_2samp(n1, n2, math.gcd(n1, n2), d, "two-sided")
+        if ok:
+            return float(d_exact), float(p)
+    res = stats.ks_2samp(a, b, method="auto")
+    return float(res.statistic), float(res.pvalue)
 
 
 def ks_pvalue(d: float, n_eff: int) -> float:
@@ -96,3 +121,8 @@ def ks_pvalue(d: float, n_eff: int) -> float:
 
 
 _EXACT_KS_BELOW = 60
+_EXACT_2SAMP_MAX_N = 10_000  # scipy's own limit for method="auto"
+try:  # scipy's exact two-sample distribution (private: checked by the doctest above)
+    from scipy.stats._stats_py import _attempt_exact_2kssamp as _exact_2samp
+except ImportError:  # pragma: no cover - another scipy: the public function answers
+    _exact_2samp = None

@@ -378,3 +378,18 @@ def test_numeric_summary_reads_include_the_unfolded_tail() -> None:
     back = NumericSummary.from_bytes(s.to_bytes())
     assert back.has_tail and back.to_bytes() == s.to_bytes()
     assert np.array_equal(back.cdf(xs), s.cdf(xs))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_lean_two_sample_ks_is_scipys(seed: int) -> None:
+    """The exact-vs-exact path skips scipy's argument handling but must give its (D, p):
+    equal sizes, ties (rounded values), a shift and no shift."""
+    from streams.drift_tests.ks import ks_2samp_sorted
+
+    rng = np.random.default_rng(seed)
+    n1 = int(rng.integers(5, 600))
+    n2 = n1 if seed % 3 == 0 else int(rng.integers(5, 2_048))
+    a = np.sort(np.round(rng.normal(0.4 * (seed % 2), 1, n1), 1 + seed % 2))
+    b = np.sort(np.round(rng.normal(0, 1, n2), 1 + seed % 2))
+    res = stats.ks_2samp(a, b, method="auto")
+    assert ks_2samp_sorted(a, b) == (float(res.statistic), float(res.pvalue))
