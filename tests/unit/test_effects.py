@@ -346,3 +346,21 @@ def test_fast_fisher_and_chi2_equal_scipy() -> None:
             ref = stats.chi2_contingency(table, correction=False)
             assert got.statistic == pytest.approx(ref.statistic, rel=1e-9)
             assert got.p_value == pytest.approx(ref.pvalue, rel=1e-9, abs=1e-300)
+
+
+def test_fast_binomial_and_normal_p_equal_scipy() -> None:
+    """The missing-rate test's exact binomial p (a small window against a large baseline) and
+    its z-test p skip scipy's per-call overhead; they must be scipy's numbers."""
+    from streams.drift_tests.missing_rate import _binomial_p, missing_rate_test
+
+    rng = np.random.default_rng(1)
+    for _ in range(500):
+        n = int(rng.integers(1, 3000))
+        rate = float(rng.uniform(0.0005, 0.2))
+        k = min(n, int(rng.poisson(rate * n * float(rng.uniform(0.2, 3.0)))))
+        want = stats.binomtest(k, n, rate).pvalue
+        assert _binomial_p.__wrapped__(k, n, rate) == pytest.approx(want, rel=1e-10, abs=1e-300)
+    assert _binomial_p.__wrapped__(5, 100, 0.05) == 1.0 == stats.binomtest(5, 100, 0.05).pvalue
+    r = missing_rate_test(90, 1_500, 4_500, 45_000)  # the z-test path
+    want = 2 * stats.norm.sf(abs(r.statistic))
+    assert r.p_value == pytest.approx(want, rel=1e-12)
