@@ -134,7 +134,7 @@ class PerformanceMonitor:
             return []
         win, wkey = self._window_for(stream, w)
         if guard(win.offsets, position):
-            win.versions.setdefault(version, PerformanceSummary()).add_prediction(score)
+            _summary(win.versions, version).add_prediction(score)
             self._windows.mark(wkey)
         if not guard(stream.offsets, position):
             return []
@@ -160,7 +160,7 @@ class PerformanceMonitor:
         win, wkey = self._window_for(stream, w)
         events: list[DriftEvent] = []
         if guard(win.offsets, position):
-            summary = win.versions.setdefault(version, PerformanceSummary())
+            summary = _summary(win.versions, version)
             summary.add_label(score, label)
             self._windows.mark(wkey)
             self.stats["labels"] += 1
@@ -574,3 +574,12 @@ class PerformanceMonitor:
         stream.windows.remove(w)
         self._windows.delete(key)
         self._streams.mark(perf_stream_key(stream.tenant, stream.model))
+
+
+def _summary(versions: dict[str, PerformanceSummary], version: str) -> PerformanceSummary:
+    """The version's summary in a window, made on first use (``setdefault`` would build and
+    drop seven arrays per prediction)."""
+    summary = versions.get(version)
+    if summary is None:
+        summary = versions[version] = PerformanceSummary()
+    return summary

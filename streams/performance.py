@@ -172,7 +172,13 @@ class PerformanceSummary:
         return out
 
     def _bin(self, score: float) -> int:
-        return int(self._bins(np.array([score]))[0])
+        """:meth:`_bins` of one score (per prediction: the same numpy functions on a scalar,
+        without the array and error-state set-up)."""
+        if not 0.0 < score < 1.0:
+            return 0 if not score > 0.0 else self.BINS - 1  # log-odds -inf / +inf (NaN: 0)
+        logit = np.log(score) - np.log1p(-score)
+        idx = math.floor((logit + self.LOGIT_RANGE) / (2 * self.LOGIT_RANGE / self.BINS))
+        return min(max(idx, 0), self.BINS - 1)
 
     def _bins(self, scores: FloatArray) -> IntArray:
         with np.errstate(divide="ignore"):

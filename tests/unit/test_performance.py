@@ -333,3 +333,16 @@ def test_auc_drop_test_detects_a_pr_auc_drop() -> None:
         auc_drop_test(base, worse, metric="f1")
     with pytest.raises(ValueError):
         auc_drop_test(base, PerformanceSummary())
+
+
+def test_scalar_bin_is_the_array_bin() -> None:
+    """One prediction is binned without building an array; it must land in the same bin as
+    the bulk path puts it (edges, the clipped ends and 0/1 included)."""
+    s = PerformanceSummary()
+    rng = np.random.default_rng(0)
+    scores = np.concatenate(
+        [rng.random(20_000), rng.beta(0.05, 0.05, 20_000), [0.0, 1.0, 1e-300, 1 - 1e-16, 0.5]]
+    )
+    assert [s._bin(x) for x in scores.tolist()] == [
+        int(s._bins(np.array([x]))[0]) for x in scores.tolist()
+    ]
