@@ -85,7 +85,12 @@ def count_records(bootstrap: str, topic: str) -> int:
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+@pytest.mark.parametrize(
+    "sig",
+    # The SIGKILL one (no clean shutdown of the broker) in CI, the SIGTERM one in make bench.
+    [pytest.param(signal.SIGTERM, marks=pytest.mark.slow, id="sigterm"),
+     pytest.param(signal.SIGKILL, id="sigkill")],
+)  # fmt: skip
 def test_workers_carry_on_after_the_broker_restarts(
     broker: DevBroker, s3: S3Server, tmp_path: Path, sig: signal.Signals
 ) -> None:
