@@ -167,7 +167,7 @@ def test_workers_carry_on_after_the_broker_restarts(
     # ...and not buried: aiokafka's retry errors (every 100 ms while connections are refused)
     # come once per kind per 30 s (agents.client_logs), not ~100 lines a second.
     for line in ("Unable connect to node", "Failed fetch messages", "Unable to update metadata"):
-        assert log.count(line) <= 4, (line, log.count(line))
+        assert log.count(line) <= 4 + DOWNTIME_SECONDS / 30, (line, log.count(line))
     assert worker.restarts == [], "the restart ended in a stall restart"
     assert worker.metrics().get("driftwatch_broker_reachable") == 1.0
     assert worker.stop() == 0
