@@ -92,8 +92,9 @@ def count_records(bootstrap: str, topic: str) -> int:
      pytest.param(signal.SIGKILL, id="sigkill")],
 )  # fmt: skip
 def test_workers_carry_on_after_the_broker_restarts(
-    broker: DevBroker, s3: S3Server, tmp_path: Path, sig: signal.Signals
-) -> None:
+    broker: DevBroker, s3: S3Server, tmp_path: Path, sig: signal.Signals,
+    request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
     prefix = "restart-"
     worker = WorkerProcess(
         bootstrap=broker.bootstrap,
@@ -111,7 +112,9 @@ def test_workers_carry_on_after_the_broker_restarts(
     first = len(events) * 3 // 4
     retrain = RetrainWorker(broker.bootstrap, prefix, tmp_path / "retrain",
                             {"DRIFTWATCH_AUTO_RETRAIN": "false"}).start()  # fmt: skip
+    request.addfinalizer(retrain.stop)
     worker.start()
+    request.addfinalizer(worker.stop)  # also when an assertion fails (a no-op after a stop)
     try:
         ends = produce_recorded(broker.bootstrap, predictions, messages(events[:first]))
         worker.wait_processed(first // 8)
