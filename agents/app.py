@@ -27,7 +27,7 @@ from agents.metrics import CountersCollector, StateCollector, WorkerMetrics
 from agents.notify import AlertNotifier, RetrainAlertRouter, webhook_notifier
 from agents.performance import PerformanceProcessor
 from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
-from agents.watchdog import StallHook, Watchdog
+from agents.watchdog import QUIET_RECONNECTS, StallHook, Watchdog
 from runtime.settings import Settings
 from runtime.topics import (
     ALERTS,
@@ -345,7 +345,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     if settings.stall_seconds > 0:
         watchdog = Watchdog(
             app,
-            {"bootstrap.servers": settings.bootstrap},
+            {"bootstrap.servers": settings.bootstrap, **QUIET_RECONNECTS},
             metrics,
             stall_seconds=settings.stall_seconds,
             batch_seconds=settings.stall_batch_seconds,

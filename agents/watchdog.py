@@ -36,6 +36,11 @@ LOOKUP_SECONDS = 5.0
 """A broker lookup not answered in this time is an outage (``driftwatch_broker_reachable``)."""
 PROBE_SECONDS = 10.0
 STALL_LOG = "stalls.jsonl"
+QUIET_RECONNECTS = {"reconnect.backoff.ms": 1000}
+"""For the watchdog's confluent-kafka clients: a consumer with a group id otherwise tries a
+broker that refuses connections every 50 ms, and librdkafka prints a line for each try (20 a
+second while the broker restarts). Its lookups come every few seconds: a second's wait to
+reconnect costs nothing."""
 
 
 class Watchdog:

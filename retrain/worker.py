@@ -89,6 +89,10 @@ def _consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "enable.partition.eof": False,
+            # A consumer with a group id otherwise tries a broker that refuses connections
+            # every 50 ms, and librdkafka prints a line for each try (20 a second while the
+            # broker restarts); a second's wait to reconnect costs this worker nothing.
+            "reconnect.backoff.ms": 1000,
             **extra,
         }
     )

