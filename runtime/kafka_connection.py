@@ -395,6 +395,9 @@ def check_connection(target: KafkaTarget, timeout: float = 10.0) -> None:
     admin_conf: dict[str, Any] = {
         **conf,
         "error_cb": watch,
+        # What goes wrong is reported once, by error_cb and our message; librdkafka's own
+        # log lines would land on stderr after it, from its threads.
+        "log_level": 0,
         "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
         "reconnect.backoff.ms": 100,
         "reconnect.backoff.max.ms": 1000,

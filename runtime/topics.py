@@ -289,6 +289,7 @@ def _admin(target: KafkaTarget, watch: ErrorWatch) -> AdminClient:
                 "reconnect.backoff.ms": 50,
                 "reconnect.backoff.max.ms": 500,
                 "error_cb": watch,
+                "log_level": 0,  # errors reach us through error_cb (see check_connection)
             },
         )
     )
