@@ -282,9 +282,24 @@ def bootstrap_of(target: KafkaTarget) -> str:
 def ssl_context(sec: KafkaSecurity) -> ssl.SSLContext:
     """The client TLS context for aiokafka / Faust: the given CA (else the system's), the
     client certificate if any, host name checked unless turned off."""
-    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=sec.ca_location)
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=sec.ca_location)
+    except ssl.SSLError as exc:
+        raise KafkaConfigError(
+            f"KAFKA_SSL_CA_LOCATION: {sec.ca_location} holds no usable PEM certificate "
+            f"({exc.reason or exc})"
+        ) from None
     if sec.certificate_location and sec.key_location:
-        ctx.load_cert_chain(sec.certificate_location, sec.key_location, password=sec.key_password)
+        try:
+            ctx.load_cert_chain(
+                sec.certificate_location, sec.key_location, password=sec.key_password
+            )
+        except ssl.SSLError as exc:
+            raise KafkaConfigError(
+                f"KAFKA_SSL_CERTIFICATE_LOCATION / KAFKA_SSL_KEY_LOCATION: "
+                f"{sec.certificate_location} and {sec.key_location} are not a PEM certificate "
+                f"and its key, or the key password is wrong ({exc.reason or exc})"
+            ) from None
     ctx.check_hostname = sec.check_hostname
     return ctx
 
@@ -381,6 +396,21 @@ class ErrorWatch:
             )
 
 
+def make_client(cls: Any, conf: dict[str, Any]) -> Any:
+    """``cls(conf)`` (a confluent-kafka client class), with librdkafka's refusal of the
+    configuration (a CA or key file it cannot load, ...) as a :class:`KafkaConfigError`."""
+    from confluent_kafka import KafkaException
+
+    try:
+        return cls(conf)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else exc
+        text = err.str() if hasattr(err, "str") else str(err)
+        raise KafkaConfigError(
+            f"the Kafka client refused its configuration: {_one_line(text)}"
+        ) from None
+
+
 def check_connection(target: KafkaTarget, timeout: float = 10.0) -> None:
     """Connect and fetch the cluster metadata once. Raises :class:`KafkaConnectError` as
     soon as the broker refuses the credentials or the TLS handshake fails, or when no broker
@@ -402,7 +432,7 @@ def check_connection(target: KafkaTarget, timeout: float = 10.0) -> None:
         "reconnect.backoff.ms": 100,
         "reconnect.backoff.max.ms": 1000,
     }
-    admin = AdminClient(admin_conf)
+    admin = make_client(AdminClient, admin_conf)
     deadline = time.monotonic() + timeout
     while True:
         try:

@@ -20,6 +20,7 @@ from runtime.kafka_connection import (
     KafkaTarget,
     bootstrap_of,
     client_config,
+    make_client,
 )
 
 if TYPE_CHECKING:
@@ -281,7 +282,8 @@ def _topic_partitions(admin: AdminClient, timeout: float) -> dict[str, int | Non
 def _admin(target: KafkaTarget, watch: ErrorWatch) -> AdminClient:
     from confluent_kafka.admin import AdminClient
 
-    return AdminClient(
+    admin: AdminClient = make_client(
+        AdminClient,
         client_config(
             target,
             **{
@@ -291,8 +293,9 @@ def _admin(target: KafkaTarget, watch: ErrorWatch) -> AdminClient:
                 "error_cb": watch,
                 "log_level": 0,  # errors reach us through error_cb (see check_connection)
             },
-        )
+        ),
     )
+    return admin
 
 
 def _protocol(target: KafkaTarget) -> str:
