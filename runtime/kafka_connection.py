@@ -339,6 +339,15 @@ def aiokafka_options(settings: Settings) -> dict[str, Any]:
 _FATAL_NAMES = ("_AUTHENTICATION", "_SSL", "SASL_AUTHENTICATION_FAILED", "_INVALID_ARG")
 
 
+def _is_summary(err: Any) -> bool:
+    from confluent_kafka import KafkaError
+
+    try:
+        return bool(err.code() == KafkaError._ALL_BROKERS_DOWN)
+    except AttributeError:
+        return False
+
+
 def fatal_connection_error(err: Any) -> str | None:
     """The one-line reason if ``err`` (a ``KafkaError`` from an ``error_cb``) is an
     authentication or TLS failure, else None."""
@@ -385,8 +394,14 @@ class ErrorWatch:
         if reason is not None:
             if self.fatal is None:
                 self.fatal = reason
-        else:
-            self.last = _one_line(str(err))
+        elif not _is_summary(err) or self.last is None:
+            # "N/N brokers are down" says less than the error that took them down.
+            self.last = _one_line(err.str() if hasattr(err, "str") else str(err))
+
+    def note(self, text: str) -> None:
+        """A failed request's error, kept unless a connection error already says more."""
+        if self.last is None:
+            self.last = _one_line(text)
 
     def raise_if_fatal(self, bootstrap: str, protocol: str) -> None:
         if self.fatal is not None:
@@ -439,7 +454,7 @@ def check_connection(target: KafkaTarget, timeout: float = 10.0) -> None:
             admin.list_topics(timeout=min(1.0, max(0.1, deadline - time.monotonic())))
         except KafkaException as exc:
             err = exc.args[0] if exc.args else exc
-            watch.last = _one_line(str(err))
+            watch.note(err.str() if hasattr(err, "str") else str(err))
         else:
             admin.poll(0)
             watch.raise_if_fatal(bootstrap, protocol)
