@@ -376,9 +376,21 @@ def _hint(protocol: str, reason: str) -> str:
         )
     if "authentication" in low or "sasl" in low:
         return " (check KAFKA_SASL_USERNAME, the password and KAFKA_SASL_MECHANISM)"
-    if protocol == "PLAINTEXT" and ("disconnect" in low or "transport" in low):
+    if "closed every connection" in low and protocol == "SSL":
+        return (
+            " (does the listener require a client certificate, KAFKA_SSL_CERTIFICATE_LOCATION, "
+            "or SASL, KAFKA_SECURITY_PROTOCOL=SASL_SSL?)"
+        )
+    if protocol in ("PLAINTEXT", "SASL_PLAINTEXT") and (
+        "disconnect" in low or "transport" in low or "closed" in low
+    ):
         return " (the broker may require TLS or SASL: check KAFKA_SECURITY_PROTOCOL)"
     return ""
+
+
+REFUSALS = 6
+"""Connections a broker closes right after accepting them before :class:`ErrorWatch` calls
+it a refusal (librdkafka retries every 100 ms at first: about a second)."""
 
 
 class ErrorWatch:
@@ -388,6 +400,7 @@ class ErrorWatch:
     def __init__(self) -> None:
         self.fatal: str | None = None
         self.last: str | None = None
+        self.refusals = 0
 
     def __call__(self, err: Any) -> None:
         reason = fatal_connection_error(err)
@@ -402,6 +415,27 @@ class ErrorWatch:
         """A failed request's error, kept unless a connection error already says more."""
         if self.last is None:
             self.last = _one_line(text)
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        """librdkafka's log lines (the client's ``logger``): connection failures are noted,
+        the rest dropped (they would reach stderr after our one line, from its threads). A
+        broker that accepts the connection and closes it at once, again and again, is
+        refusing us (a TLS listener that wants a client certificate, a SASL or TLS listener
+        reached with the wrong protocol): after :data:`REFUSALS` of those it counts as fatal."""
+        try:
+            line = fmt % args if args else fmt
+        except TypeError:
+            line = " ".join(str(a) for a in (fmt, *args))
+        if "FAIL" not in line:
+            return
+        reason = _one_line(line.split("]: ", 1)[-1])
+        self.last = reason
+        if "closed by peer" in reason and "state CONNECT" not in reason:
+            self.refusals += 1
+            if self.refusals >= REFUSALS and self.fatal is None:
+                self.fatal = f"the broker closed every connection at once: {reason}"
+        elif "Connection refused" in reason or "state CONNECT" in reason:
+            self.refusals = 0
 
     def raise_if_fatal(self, bootstrap: str, protocol: str) -> None:
         if self.fatal is not None:
@@ -441,8 +475,9 @@ def check_connection(target: KafkaTarget, timeout: float = 10.0) -> None:
         **conf,
         "error_cb": watch,
         # What goes wrong is reported once, by error_cb and our message; librdkafka's own
-        # log lines would land on stderr after it, from its threads.
-        "log_level": 0,
+        # log lines come to the watch instead of stderr (served by poll()).
+        "logger": watch,
+        "log.queue": True,
         "socket.connection.setup.timeout.ms": max(1000, int(timeout * 1000)),
         "reconnect.backoff.ms": 100,
         "reconnect.backoff.max.ms": 1000,

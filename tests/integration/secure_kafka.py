@@ -57,6 +57,7 @@ SASL_AUTHENTICATION_FAILED = 58
 ILLEGAL_SASL_STATE = 34
 
 SCRAM_ITERATIONS = 4096
+CLIENT_KEY_PASSWORD = "client-key-pass"
 _HASHES = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
@@ -71,6 +72,10 @@ class Pki:
     server_key: Path
     other_ca_cert: Path
     """A second CA that signed nothing here: trusting it instead is "untrusted"."""
+    client_cert: Path
+    client_key: Path
+    """A client certificate the CA signed (mutual TLS), its key encrypted with
+    :data:`CLIENT_KEY_PASSWORD`."""
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -103,7 +108,20 @@ def make_pki(directory: Path, hosts: tuple[str, ...] = ("localhost",)) -> Pki:
         "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext", cwd=d,
     )  # fmt: skip
-    return Pki(d / "ca.pem", d / "server.pem", d / "server.key", d / "other-ca.pem")
+    (d / "client.ext").write_text("basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n")
+    _openssl(
+        "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+        "-passout", f"pass:{CLIENT_KEY_PASSWORD}", "-keyout", "client.key",
+        "-out", "client.csr", "-subj", "/CN=driftwatch-client", cwd=d,
+    )  # fmt: skip
+    _openssl(
+        "x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "client.pem", "-days", "2", "-extfile", "client.ext", cwd=d,
+    )  # fmt: skip
+    return Pki(
+        d / "ca.pem", d / "server.pem", d / "server.key", d / "other-ca.pem",
+        d / "client.pem", d / "client.key",
+    )  # fmt: skip
 
 
 # -- Kafka framing -----------------------------------------------------------------------------
@@ -456,7 +474,10 @@ class SecureFront:
             return False  # anything else before a login: close, as Kafka does
 
 
-def server_context(pki: Pki) -> ssl.SSLContext:
+def server_context(pki: Pki, require_client_cert: bool = False) -> ssl.SSLContext:
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    if require_client_cert:  # mutual TLS: only clients with a certificate from our CA
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(pki.ca_cert)
     return ctx

@@ -39,7 +39,13 @@ from retrain.worker import read_topic
 from runtime.kafka_connection import SECURITY_VARIABLES, confluent_config
 from runtime.settings import Settings
 from tests.conftest import KAFKA_BOOTSTRAP_ENV
-from tests.integration.secure_kafka import Pki, SecureFront, make_pki, server_context
+from tests.integration.secure_kafka import (
+    CLIENT_KEY_PASSWORD,
+    Pki,
+    SecureFront,
+    make_pki,
+    server_context,
+)
 from tests.integration.worker_harness import WorkerProcess, produce_recorded
 
 PASSWORD = "Dw-s3cret-7Qx9-never-logged"
@@ -304,3 +310,64 @@ def test_tansus_own_authentication_refuses_over_tls(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     assert last.startswith(f"driftwatch: cannot connect to Kafka at localhost:{port}: "), last
     assert "SASL authentication error" in last, last
+
+
+@pytest.mark.timeout(60)
+def test_mutual_tls_with_an_encrypted_client_key(tmp_path: Path) -> None:
+    """A listener that demands a client certificate (MSK's TLS client authentication):
+    confluent-kafka (the CLI) and aiokafka (the worker's client library) present ours, with
+    its key decrypted by the password from KAFKA_SSL_KEY_PASSWORD_FILE; without it, refused."""
+    import asyncio
+
+    from aiokafka import AIOKafkaConsumer
+
+    from runtime.kafka_connection import aiokafka_options
+
+    pki = make_pki(tmp_path / "pki")
+    key_password = tmp_path / "key-password"
+    key_password.write_text(CLIENT_KEY_PASSWORD + "\n")
+    port = free_port()
+    with (
+        DevBroker(0, log_path=tmp_path / "tansu.log", advertised=f"localhost:{port}") as broker,
+        SecureFront(
+            port,
+            ("127.0.0.1", broker.port),
+            server_ssl=server_context(pki, require_client_cert=True),
+            users=None,
+        ),
+    ):
+        env = {
+            "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{port}",
+            "KAFKA_SECURITY_PROTOCOL": "SSL",
+            "KAFKA_SSL_CA_LOCATION": str(pki.ca_cert),
+            "KAFKA_SSL_CERTIFICATE_LOCATION": str(pki.client_cert),
+            "KAFKA_SSL_KEY_LOCATION": str(pki.client_key),
+            "KAFKA_SSL_KEY_PASSWORD_FILE": str(key_password),
+            "DRIFTWATCH_TOPIC_PREFIX": "mtls-",
+        }
+        done = _cli(["flags", "--auto-retrain", "on"], env)
+        assert done.returncode == 0, done.stderr
+
+        async def aiokafka_topics() -> set[str]:
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"],
+                **aiokafka_options(Settings.from_env(env)),
+            )
+            await consumer.start()
+            try:
+                return set(await consumer.topics())
+            finally:
+                await consumer.stop()
+
+        assert "mtls-retrain-control" in asyncio.run(aiokafka_topics())
+
+        without = {k: v for k, v in env.items() if "CERTIFICATE" not in k and "KEY" not in k}
+        started = time.monotonic()
+        refused = _cli(["flags", "--auto-retrain", "on"], without)
+        elapsed = time.monotonic() - started
+    assert refused.returncode == 1 and elapsed < FAIL_FAST_SECONDS, (elapsed, refused.stderr)
+    assert "Traceback" not in refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"driftwatch: cannot connect to Kafka at localhost:{port}: "), last
+    assert "the broker closed every connection at once" in last, last
+    assert "does the listener require a client certificate" in last, last
