@@ -86,6 +86,7 @@ def make_pki(directory: Path, hosts: tuple[str, ...] = ("localhost",)) -> Pki:
     """A CA, a server certificate it signed for ``hosts`` and 127.0.0.1, and an unrelated CA
     (EC P-256 keys: fast to make). Needs the ``openssl`` command (Debian: ``openssl``)."""
     if shutil.which("openssl") is None:  # pragma: no cover - in the base image
+        subprocess.run(["apt-get", "update"], check=True, timeout=300)
         subprocess.run(["apt-get", "install", "-y", "openssl"], check=True, timeout=300)
     directory.mkdir(parents=True, exist_ok=True)
     d = directory
