@@ -430,7 +430,8 @@ class ErrorWatch:
             return
         reason = _one_line(line.split("]: ", 1)[-1])
         self.last = reason
-        if "closed by peer" in reason and "state CONNECT" not in reason:
+        early = ("state APIVERSION_QUERY", "state SSL_HANDSHAKE", "state AUTH")
+        if "closed by peer" in reason and any(state in reason for state in early):
             self.refusals += 1
             if self.refusals >= REFUSALS and self.fatal is None:
                 self.fatal = f"the broker closed every connection at once: {reason}"

@@ -284,3 +284,24 @@ def test_no_broker_is_reported_after_the_timeout() -> None:
 
     with pytest.raises(KafkaConnectError, match=r"within 1s"):
         check_connection(f"127.0.0.1:{free_port()}", timeout=1.0)
+
+
+def test_a_broker_that_closes_every_connection_at_once_is_a_refusal() -> None:
+    from runtime.kafka_connection import REFUSALS
+
+    watch = ErrorWatch()
+    closed = (
+        "ssl://h:1/bootstrap: Disconnected: SSL connection closed by peer "
+        "(after 0ms in state APIVERSION_QUERY)"
+    )
+    refused = "ssl://h:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused"
+    for _ in range(REFUSALS - 1):
+        watch.log(6, "%s [%s] %s", "FAIL", "rdkafka#producer-1", f"[thrd:x]: {closed}")
+    watch.log(3, "%s [%s] %s", "FAIL", "rdkafka#producer-1", f"[thrd:x]: {refused}")
+    watch.log(7, "%s [%s] %s", "BROKER", "rdkafka#producer-1", "[thrd:x]: not a failure")
+    watch.raise_if_fatal("h:1", "SSL")  # a broker still starting: refused, not closed
+    for _ in range(REFUSALS):
+        watch.log(6, "%s [%s] %s", "FAIL", "rdkafka#producer-1", f"[thrd:x]: {closed}")
+    with pytest.raises(KafkaConnectError, match="closed every connection at once") as caught:
+        watch.raise_if_fatal("h:1", "SSL")
+    assert "client certificate" in str(caught.value)
