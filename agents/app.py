@@ -28,6 +28,7 @@ from agents.notify import AlertNotifier, RetrainAlertRouter, webhook_notifier
 from agents.performance import PerformanceProcessor
 from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
 from agents.watchdog import QUIET_RECONNECTS, StallHook, Watchdog
+from runtime.kafka_connection import confluent_config, faust_credentials
 from runtime.settings import Settings
 from runtime.topics import (
     ALERTS,
@@ -40,6 +41,7 @@ from runtime.topics import (
     PERFORMANCE_INPUT,
     PREDICTIONS,
     RETRAIN_EVENTS,
+    TABLES,
 )
 from streams.engine import DriftEngine
 from streams.ingest import OutcomeValidator, PredictionValidator
@@ -48,10 +50,7 @@ from streams.perf_monitor import PerformanceMonitor
 
 log = logging.getLogger(__name__)
 
-WINDOW_TABLE = "drift-state"
-JOIN_TABLE = "join-state"
-PERFORMANCE_TABLE = "performance"
-DELIVERY_TABLE = "alert-deliveries"
+WINDOW_TABLE, JOIN_TABLE, PERFORMANCE_TABLE, DELIVERY_TABLE = TABLES
 TICK_SECONDS = 5.0
 
 
@@ -91,15 +90,19 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     # Faust's web server holds the API on loopback; the public port is the API front's.
     internal_port = settings.api_internal_port or (free_local_port() if settings.api_port else 0)
     # Faust can commit past a message it never processed; see agents.faust_compat.
-    faust_compat.install(faust_compat.kafka_probe({"bootstrap.servers": settings.bootstrap}))
+    kafka = confluent_config(settings)  # checks the security settings (KafkaConfigError)
+    faust_compat.install(faust_compat.kafka_probe(kafka))
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.bootstrap),
+        broker_credentials=faust_credentials(settings),
         store="rocksdb://",
         datadir=settings.data_dir,
         topic_partitions=settings.partitions,
         topic_replication_factor=settings.replication,
-        topic_allow_declare=True,
+        # Topics are created (or, with DRIFTWATCH_CREATE_TOPICS=false, only checked) before
+        # the app starts (runtime.topics.prepare_topics); Faust adds what a newer version needs.
+        topic_allow_declare=settings.create_topics,
         web_enabled=settings.api_port > 0,
         web_port=internal_port,
         web_bind="127.0.0.1",
@@ -144,6 +147,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             key_type=bytes,
             value_type=bytes,
             partitions=settings.partitions,
+            extra_topic_configs=(
+                {"min.insync.replicas": str(settings.min_insync_replicas)}
+                if settings.min_insync_replicas > 0
+                else None
+            ),
             options={"driver": "rocksdict", **rocksdb_options(settings.rocksdb_memory_mb)},
             help=help,
         )
@@ -345,7 +353,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     if settings.stall_seconds > 0:
         watchdog = Watchdog(
             app,
-            {"bootstrap.servers": settings.bootstrap, **QUIET_RECONNECTS},
+            {**kafka, **QUIET_RECONNECTS},
             metrics,
             stall_seconds=settings.stall_seconds,
             batch_seconds=settings.stall_batch_seconds,

@@ -29,6 +29,7 @@ from confluent_kafka import Producer
 
 from driftwatch.devbroker import DevBroker, free_port
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate, generate_outcomes
+from runtime.kafka_connection import KafkaTarget, client_config
 from runtime.topics import ensure_topics
 from schemas import DriftEvent, DriftKind, Severity
 from streams.config import DAY
@@ -100,8 +101,8 @@ def confirming_drift(tenant: str = "acme", days: int = 15, severity: Severity = 
     )  # fmt: skip
 
 
-def send(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap})
+def send(bootstrap: KafkaTarget, topic: str, key: bytes, value: bytes) -> None:
+    producer = Producer(client_config(bootstrap))
     producer.produce(topic, key=key, value=value)
     if producer.flush(30) != 0:
         raise RuntimeError(f"not delivered to {topic}")
@@ -170,7 +171,7 @@ class Tail:
     small). A consumer kept assigned from before a partition's first message can miss it on
     the embedded broker; a fresh read each time cannot."""
 
-    def __init__(self, bootstrap: str, topics: list[str]) -> None:
+    def __init__(self, bootstrap: KafkaTarget, topics: list[str]) -> None:
         self.bootstrap = bootstrap
         self.topics = topics
         self.seen: list[tuple[str, dict[str, Any], float]] = []

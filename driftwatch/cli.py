@@ -270,7 +270,7 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     elif args.markdown:
         print(settings_markdown())
     else:
-        print(json.dumps(settings.as_dict(), indent=2, default=str))
+        print(json.dumps(settings.as_dict(redact=True), indent=2, default=str))
     return 0
 
 
@@ -385,7 +385,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"driftwatch: configuration error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(settings.log_level)
-    result: int = args.func(args, settings)
+    from runtime.kafka_connection import KafkaConfigError, KafkaConnectError
+    from runtime.topics import TopicError
+
+    try:
+        result: int = args.func(args, settings)
+    except KafkaConfigError as exc:  # the settings do not fit together: nothing was tried
+        print(f"driftwatch: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except (KafkaConnectError, TopicError) as exc:  # refused, unreachable, topics do not fit
+        print(f"driftwatch: {exc}", file=sys.stderr)
+        return 1
     return result
 
 

@@ -37,6 +37,13 @@ from driftwatch.simulate import (
     generate_outcomes,
     resolve_start,
 )
+from runtime.kafka_connection import (
+    SECURITY_VARIABLES,
+    KafkaTarget,
+    check_connection,
+    confluent_config,
+    security,
+)
 from runtime.settings import Settings
 from runtime.topics import (
     DEAD_LETTERS,
@@ -133,7 +140,7 @@ def _describe(state: DemoState, d: dict[str, Any]) -> str | None:
 
 
 def _tail(
-    bootstrap: str,
+    bootstrap: KafkaTarget,
     topic: str,
     partitions: int,
     sink: list[dict[str, Any]],
@@ -316,22 +323,30 @@ def run_demo(
     workdir = Path(tempfile.mkdtemp(prefix=f"driftwatch-demo-{run_id}-"))
     with ExitStack() as stack:
         bootstrap = settings.bootstrap_servers
+        kafka: KafkaTarget
+        child_env = dict(os.environ)
         if bootstrap is None:
             broker = stack.enter_context(DevBroker(0, log_path=workdir / "broker.log"))
-            bootstrap = broker.bootstrap
+            bootstrap = kafka = broker.bootstrap
+            # The embedded broker is plaintext whatever the environment says.
+            child_env = {k: v for k, v in child_env.items() if k not in SECURITY_VARIABLES}
             _out(f"● embedded Kafka-compatible broker (Tansu) on {bootstrap}")
         else:
-            _out(f"● using Kafka at {bootstrap}")
+            kafka = confluent_config(settings)
+            check_connection(kafka, timeout=settings.kafka_connect_timeout)
+            _out(f"● using Kafka at {bootstrap} ({security(settings).describe()})")
         prefix = f"demo-{run_id}-"
         partitions = 2
         metrics_port = free_port()
         api_port = free_port()
         tokens_file, api_token = _demo_token(workdir)
         ensure_topics(
-            bootstrap, {prefix + t: partitions for t in (*WORKER_TOPICS, *RETRAIN_TOPICS)}
+            kafka,
+            {prefix + t: partitions for t in (*WORKER_TOPICS, *RETRAIN_TOPICS)},
+            replication=settings.replication,
         )
         env = {
-            **os.environ,
+            **child_env,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "DRIFTWATCH_APP_ID": f"driftwatch-demo-{run_id}",
             "DRIFTWATCH_TOPIC_PREFIX": prefix,
@@ -382,7 +397,7 @@ def run_demo(
         ):
             t = threading.Thread(
                 target=_tail,
-                args=(bootstrap, prefix + topic, partitions, sink, state, stop, echo),
+                args=(kafka, prefix + topic, partitions, sink, state, stop, echo),
                 daemon=True,
             )
             t.start()
@@ -399,7 +414,7 @@ def run_demo(
             f"{drift_day + 5}"
         )
         _out("● events as they arrive (first detection and confirmation of each incident):")
-        producer = make_producer(bootstrap)
+        producer = make_producer(kafka)
         started = time.monotonic()
         produced = 0
         day_size = rate * len(cfg.streams) * 2

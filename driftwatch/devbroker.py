@@ -170,6 +170,8 @@ class DevBroker:
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         storage: str | None = None,
         env: Mapping[str, str] | None = None,
+        advertised: str | None = None,
+        authentication: bool = False,
     ) -> None:
         if port is not None and not 0 <= port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {port}")
@@ -186,6 +188,11 @@ class DevBroker:
         self.silent = silent
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
+        self.advertised = advertised
+        """``host:port`` advertised to clients in metadata instead of the listener's (a
+        TLS-terminating proxy in front of the broker, in the security tests)."""
+        self.authentication = authentication
+        """Tansu's ``--authentication``: every client must log in with SASL first."""
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
         self._lock = threading.RLock()
@@ -293,10 +300,12 @@ class DevBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.advertised}" if self.advertised else url,
             "--storage-engine",
             self.storage,
         ]
+        if self.authentication:
+            cmd.append("--authentication")
         if self.silent:
             cmd.append("--silent")
         env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED_ENV}

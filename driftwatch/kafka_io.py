@@ -10,22 +10,27 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from driftwatch.simulate import SimulationConfig, generate, generate_outcomes
+from runtime.kafka_connection import KafkaTarget, check_connection, client_config, confluent_config
 from runtime.settings import Settings
 from runtime.topics import OUTCOMES, PREDICTIONS
 from schemas import OutcomeEvent, PredictionEvent
 from schemas.events import BATCH_SCHEMA
 
 
-def make_producer(bootstrap: str) -> Producer:
+def make_producer(kafka: KafkaTarget) -> Producer:
+    """A fast producer; ``kafka``: ``host:port`` or a configuration with its security
+    (:func:`runtime.kafka_connection.confluent_config`)."""
     return Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 20,
-            "batch.num.messages": 5000,
-            "compression.type": "none",
-            "queue.buffering.max.messages": 200_000,
-            "enable.idempotence": False,
-        }
+        client_config(
+            kafka,
+            **{
+                "linger.ms": 20,
+                "batch.num.messages": 5000,
+                "compression.type": "none",
+                "queue.buffering.max.messages": 200_000,
+                "enable.idempotence": False,
+            },
+        )
     )
 
 
@@ -98,7 +103,9 @@ def produce_simulation(
 ) -> tuple[int, int]:
     """Produce the simulation; returns (predictions, outcomes) produced (events, not
     messages: with ``batch`` > 1 predictions go in envelopes)."""
-    producer = make_producer(settings.bootstrap)
+    kafka = confluent_config(settings)
+    check_connection(kafka, timeout=settings.kafka_connect_timeout)
+    producer = make_producer(kafka)
     n = 0
 
     def counted(events: Iterable[PredictionEvent]) -> Iterator[PredictionEvent]:
@@ -122,15 +129,17 @@ def merge_by_time(*streams: Iterable[PredictionEvent]) -> Iterator[PredictionEve
     return heapq.merge(*streams, key=lambda e: e.timestamp)
 
 
-def tail_consumer(bootstrap: str, topic: str, partitions: int) -> Consumer:
+def tail_consumer(kafka: KafkaTarget, topic: str, partitions: int) -> Consumer:
     """A group-less consumer reading ``topic`` from the beginning (no join delay)."""
     consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "driftwatch-cli-tail",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
+        client_config(
+            kafka,
+            **{
+                "group.id": "driftwatch-cli-tail",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            },
+        )
     )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     return consumer

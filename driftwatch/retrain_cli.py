@@ -18,14 +18,15 @@ from runtime.settings import Settings
 def _control(settings: Settings, key: str, value: dict[str, Any]) -> None:
     from confluent_kafka import Producer
 
-    from runtime.topics import RETRAIN_CONTROL, ensure_topics
+    from runtime.kafka_connection import check_connection, confluent_config
+    from runtime.topics import RETRAIN_CONTROL, prepare_topics, topic_specs
     from schemas import ControlMessage
 
     topic = settings.topic(RETRAIN_CONTROL)
-    ensure_topics(
-        settings.bootstrap, {topic: settings.partitions}, replication=settings.replication
-    )
-    producer = Producer({"bootstrap.servers": settings.bootstrap})
+    kafka = confluent_config(settings)
+    check_connection(kafka, timeout=settings.kafka_connect_timeout)
+    prepare_topics(settings, topic_specs(settings, [RETRAIN_CONTROL]), kafka)
+    producer = Producer(kafka)
     producer.produce(
         topic, key=key.encode(), value=ControlMessage(key, value, time.time()).to_json()
     )
@@ -84,9 +85,12 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from confluent_kafka import Producer
 
     from retrain.registry import ModelRegistry, RegistryError
+    from runtime.kafka_connection import confluent_config
     from runtime.topics import MODEL_EVENTS
     from schemas import ModelAction, ModelEvent
 
+    # Bad Kafka settings stop it here, before the registry changes.
+    kafka = confluent_config(settings, **{"message.timeout.ms": 10000})
     registry = ModelRegistry(settings.registry_dir)
     current = registry.active(args.tenant, args.model)
     target = args.to
@@ -107,7 +111,7 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
         time.time(), time.time(),
     )  # fmt: skip
     try:
-        producer = Producer({"bootstrap.servers": settings.bootstrap, "message.timeout.ms": 10000})
+        producer = Producer(kafka)
         producer.produce(
             settings.topic(MODEL_EVENTS), key=event.stream_key.encode(), value=event.to_json()
         )

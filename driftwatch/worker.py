@@ -11,18 +11,20 @@ from prometheus_client import start_http_server
 from agents import client_logs
 from agents.api.install import ApiConfigError
 from agents.app import create_app
+from runtime.kafka_connection import check_connection, confluent_config, security
 from runtime.settings import Settings
-from runtime.topics import WORKER_TOPICS, ensure_topics
+from runtime.topics import WORKER_TOPICS, prepare_topics, topic_specs
 
 log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings) -> int:
-    ensure_topics(
-        settings.bootstrap,
-        {settings.topic(name): settings.partitions for name in WORKER_TOPICS},
-        replication=settings.replication,
-    )
+    # Refused credentials, an untrusted certificate, missing or mis-partitioned topics:
+    # one clear line and a non-zero exit (driftwatch.cli), before Faust starts retrying.
+    kafka = confluent_config(settings)
+    log.info("Kafka at %s: %s", settings.bootstrap, security(settings).describe())
+    check_connection(kafka, timeout=settings.kafka_connect_timeout)
+    prepare_topics(settings, topic_specs(settings, WORKER_TOPICS, tables=True), kafka)
     try:
         worker = create_app(settings)
     except (ApiConfigError, ValueError, OSError) as exc:

@@ -27,6 +27,13 @@ from retrain.registry import ModelRegistry
 from retrain.service import STEPS, RetrainConfig, RetrainService
 from retrain.training import TrainingLimits
 from retrain.validation import GatePolicy, PostDeployPolicy
+from runtime.kafka_connection import (
+    KafkaTarget,
+    check_connection,
+    client_config,
+    confluent_config,
+    security,
+)
 from runtime.process_exit import hard_exit
 from runtime.topics import (
     DEAD_LETTERS,
@@ -81,29 +88,31 @@ def retrain_config(settings: Any) -> RetrainConfig:
     )
 
 
-def _consumer(bootstrap: str, group: str, **extra: Any) -> Consumer:
+def _consumer(kafka: KafkaTarget, group: str, **extra: Any) -> Consumer:
     return Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "enable.partition.eof": False,
-            # A consumer with a group id otherwise tries a broker that refuses connections
-            # every 50 ms, and librdkafka prints a line for each try (20 a second while the
-            # broker restarts); a second's wait to reconnect costs this worker nothing.
-            "reconnect.backoff.ms": 1000,
-            **extra,
-        }
+        client_config(
+            kafka,
+            **{
+                "group.id": group,
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "enable.partition.eof": False,
+                # A consumer with a group id otherwise tries a broker that refuses connections
+                # every 50 ms, and librdkafka prints a line for each try (20 a second while
+                # the broker restarts); a second's wait to reconnect costs this worker nothing.
+                "reconnect.backoff.ms": 1000,
+                **extra,
+            },
+        )
     )
 
 
 def read_topic(
-    bootstrap: str, topic: str, start_ms: int | None = None, timeout: float = 30.0
+    kafka: KafkaTarget, topic: str, start_ms: int | None = None, timeout: float = 30.0
 ) -> Iterator[Message]:
     """Every message of ``topic`` (from ``start_ms`` message time, if given) up to its end
     as of now. Group-less: assigns all partitions itself."""
-    consumer = _consumer(bootstrap, "driftwatch-reader")
+    consumer = _consumer(kafka, "driftwatch-reader")
     try:
         meta = consumer.list_topics(topic, timeout=10)
         parts = sorted(meta.topics[topic].partitions) if topic in meta.topics else []
@@ -176,7 +185,8 @@ class KafkaTrainingData:
         out: list[dict[str, Any]] = []
         key = f"{tenant}:{model}".encode()
         topic = self.settings.topic(LABELED_PREDICTIONS)
-        for msg in read_topic(self.settings.bootstrap, topic, int(start * 1000), timeout=120):
+        kafka = confluent_config(self.settings)
+        for msg in read_topic(kafka, topic, int(start * 1000), timeout=120):
             if msg.key() != key:
                 continue
             try:
@@ -190,23 +200,24 @@ class KafkaTrainingData:
 
 
 def run_retrain_worker(settings: Any, stop: threading.Event | None = None) -> int:
-    from runtime.topics import ensure_topics
+    from runtime.topics import prepare_topics, topic_specs
 
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-    ensure_topics(
-        settings.bootstrap,
-        {settings.topic(t): settings.partitions for t in RETRAIN_WORKER_TOPICS},
-        replication=settings.replication,
-    )
+    # Refused credentials, an untrusted certificate, missing topics: one clear line and a
+    # non-zero exit (driftwatch.cli) instead of retrying for ever.
+    kafka = confluent_config(settings)
+    log.info("Kafka at %s: %s", settings.bootstrap, security(settings).describe())
+    check_connection(kafka, timeout=settings.kafka_connect_timeout)
+    prepare_topics(settings, topic_specs(settings, RETRAIN_WORKER_TOPICS), kafka)
     counters = _metrics(settings)
     registry = ModelRegistry(settings.registry_dir)
     cleaned = registry.cleanup()
     if cleaned:
         log.warning("registry: removed %d leftovers of an interrupted write", cleaned)
-    producer = Producer({"bootstrap.servers": settings.bootstrap, "linger.ms": 0})
+    producer = Producer(client_config(kafka, **{"linger.ms": 0}))
     service = RetrainService(
         retrain_config(settings),
         registry,
@@ -216,14 +227,14 @@ def run_retrain_worker(settings: Any, stop: threading.Event | None = None) -> in
     if settings.test_crash_at:
         service.step = crash_hook(settings.test_crash_at, Path(settings.registry_dir))
     controls = []
-    for msg in read_topic(settings.bootstrap, settings.topic(RETRAIN_CONTROL)):
+    for msg in read_topic(kafka, settings.topic(RETRAIN_CONTROL)):
         try:
             c = ControlMessage.parse(msg.key(), msg.value())
         except InvalidEvent:
             continue
         controls.append((c.key, c.value))
     history = []
-    for msg in read_topic(settings.bootstrap, settings.topic(RETRAIN_EVENTS)):
+    for msg in read_topic(kafka, settings.topic(RETRAIN_EVENTS)):
         try:
             history.append(RetrainEvent.from_dict(json.loads(msg.value() or b"")))
         except (ValueError, RecursionError, InvalidEvent):
@@ -231,7 +242,7 @@ def run_retrain_worker(settings: Any, stop: threading.Event | None = None) -> in
     service.replay(history, controls)
     log.info("retrain worker: replayed %d events, %d control messages", len(history), len(controls))
     consumer = _consumer(
-        settings.bootstrap,
+        kafka,
         f"{settings.app_id}-retrain",
         **{
             "enable.auto.offset.store": False,

@@ -30,8 +30,10 @@ from typing import Any
 from streams.config import EngineConfig, PerformanceConfig
 
 
-def _env(name: str, default: Any, doc: str) -> Any:
-    return field(default=default, metadata={"env": name, "doc": doc})
+def _env(name: str, default: Any, doc: str, *, secret: bool = False) -> Any:
+    return field(
+        default=default, repr=not secret, metadata={"env": name, "doc": doc, "secret": secret}
+    )
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,66 @@ class Settings:
         None,
         "Kafka bootstrap servers (host:port,...). Unset: `demo` starts the embedded broker and "
         "other commands use 127.0.0.1:9092.",
+    )
+    # Connection security (runtime/kafka_connection.py builds every client's from these)
+    security_protocol: str = _env(
+        "KAFKA_SECURITY_PROTOCOL",
+        "PLAINTEXT",
+        "`PLAINTEXT`, `SSL` (TLS), `SASL_PLAINTEXT` or `SASL_SSL` (SASL over TLS), for every "
+        "Kafka client (the worker, the retrain worker, the CLI). Checked at start-up.",
+    )
+    sasl_mechanism: str = _env(
+        "KAFKA_SASL_MECHANISM",
+        "",
+        "`PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`; required with the SASL protocols.",
+    )
+    sasl_username: str = _env(
+        "KAFKA_SASL_USERNAME", "", "SASL user name (an API key on Confluent Cloud)."
+    )
+    sasl_password: str = _env(
+        "KAFKA_SASL_PASSWORD",
+        "",
+        "SASL password. Prefer `KAFKA_SASL_PASSWORD_FILE`: a variable shows in environment "
+        "listings. Never printed (`driftwatch config` shows `***`).",
+        secret=True,
+    )
+    sasl_password_file: str = _env(
+        "KAFKA_SASL_PASSWORD_FILE",
+        "",
+        "File holding the SASL password (one line; a trailing newline is ignored), read at "
+        "start-up. Set this or `KAFKA_SASL_PASSWORD`, not both.",
+    )
+    ssl_ca_location: str = _env(
+        "KAFKA_SSL_CA_LOCATION",
+        "",
+        "PEM file of the CA certificate(s) that signed the brokers' certificates. Empty: the "
+        "system's trust store (enough for Confluent Cloud and MSK).",
+    )
+    ssl_certificate_location: str = _env(
+        "KAFKA_SSL_CERTIFICATE_LOCATION",
+        "",
+        "PEM client certificate, for brokers that authenticate clients by TLS (mutual TLS, "
+        "e.g. MSK's TLS client authentication); needs `KAFKA_SSL_KEY_LOCATION`.",
+    )
+    ssl_key_location: str = _env(
+        "KAFKA_SSL_KEY_LOCATION", "", "PEM private key of the client certificate."
+    )
+    ssl_key_password_file: str = _env(
+        "KAFKA_SSL_KEY_PASSWORD_FILE",
+        "",
+        "File holding the password of an encrypted `KAFKA_SSL_KEY_LOCATION`.",
+    )
+    ssl_check_hostname: bool = _env(
+        "KAFKA_SSL_CHECK_HOSTNAME",
+        True,
+        "Check that the broker's certificate names the host connected to. Turn off only for "
+        "brokers reached by an address their certificate does not name.",
+    )
+    kafka_connect_timeout: float = _env(
+        "DRIFTWATCH_KAFKA_CONNECT_TIMEOUT",
+        10.0,
+        "Seconds each command waits at start-up for the brokers to answer. A refused password "
+        "or an untrusted certificate is reported at once, with the broker's reason.",
     )
     app_id: str = _env(
         "DRIFTWATCH_APP_ID", "driftwatch", "Faust app id: consumer group and table-topic prefix."
@@ -57,7 +119,32 @@ class Settings:
         "DRIFTWATCH_PARTITIONS", 4, "Partitions of the topics the worker creates."
     )
     replication: int = _env(
-        "DRIFTWATCH_REPLICATION", 1, "Replication factor of the topics the worker creates."
+        "DRIFTWATCH_REPLICATION",
+        1,
+        "Replication factor of the topics driftwatch creates (its outputs, internal topics and "
+        "table changelogs; 3 on a production cluster).",
+    )
+    min_insync_replicas: int = _env(
+        "DRIFTWATCH_MIN_INSYNC_REPLICAS",
+        0,
+        "`min.insync.replicas` of the topics driftwatch creates (2 with replication 3); 0 leaves "
+        "the broker's default.",
+    )
+    create_topics: bool = _env(
+        "DRIFTWATCH_CREATE_TOPICS",
+        True,
+        "Create missing topics at start-up. `false` where topics are managed elsewhere: then "
+        "the commands only check that every topic exists with the expected partition count, "
+        "and stop with the list of what is missing or different.",
+    )
+    topic_retention_ms: str = _env(
+        "DRIFTWATCH_TOPIC_RETENTION_MS",
+        "",
+        "`retention.ms` of the topics driftwatch creates, `topic=ms,...` by topic name without "
+        "the prefix (e.g. `dead-letters=2592000000,drift-events=-1`; -1 keeps for ever); `*=ms` "
+        "for all of them. Unset: the broker's default. Input topics (`predictions`, `outcomes`) "
+        "get none (their owners decide); compacted topics (table changelogs, `retrain-control`) "
+        "are never deleted by age.",
     )
     session_timeout: float = _env(
         "DRIFTWATCH_SESSION_TIMEOUT",
@@ -380,9 +467,13 @@ class Settings:
         performance = replace(new.performance, engine=engine, **nested["performance"])
         return replace(new, engine=engine, performance=performance)
 
-    def as_dict(self) -> dict[str, Any]:
-        """Every setting's value by name, in the order of the README's table."""
-        return {spec.name: spec.value(self) for spec in env_settings()}
+    def as_dict(self, *, redact: bool = False) -> dict[str, Any]:
+        """Every setting's value by name, in the order of the README's table; ``redact``
+        shows a secret that is set as ``***``."""
+        return {
+            spec.name: "***" if redact and spec.secret and spec.value(self) else spec.value(self)
+            for spec in env_settings()
+        }
 
     @property
     def bootstrap(self) -> str:
@@ -422,6 +513,8 @@ class EnvSetting:
     """``engine`` / ``performance`` for a detection setting, None for ``Settings``' own."""
     field: str
     """The field holding it: of ``Settings``, or of the config."""
+    secret: bool = False
+    """A password: never printed (``as_dict(redact=True)``, ``repr``)."""
 
     def value(self, settings: Settings) -> Any:
         holder = settings if self.config is None else getattr(settings, self.config)
@@ -448,7 +541,15 @@ def env_settings() -> tuple[EnvSetting, ...]:
 
 
 def _spec(f: Field[Any], name: str, config: str | None) -> EnvSetting:
-    return EnvSetting(name, f.metadata["env"], f.metadata["doc"], f.default, config, f.name)
+    return EnvSetting(
+        name,
+        f.metadata["env"],
+        f.metadata["doc"],
+        f.default,
+        config,
+        f.name,
+        bool(f.metadata.get("secret", False)),
+    )
 
 
 def _detection_name(env: str) -> str:

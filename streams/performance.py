@@ -178,7 +178,7 @@ class PerformanceSummary:
             return 0 if not score > 0.0 else self.BINS - 1  # log-odds -inf / +inf (NaN: 0)
         logit = np.log(score) - np.log1p(-score)
         idx = math.floor((logit + self.LOGIT_RANGE) / (2 * self.LOGIT_RANGE / self.BINS))
-        return min(max(idx, 0), self.BINS - 1)
+        return int(min(max(idx, 0), self.BINS - 1))
 
     def _bins(self, scores: FloatArray) -> IntArray:
         with np.errstate(divide="ignore"):

@@ -107,7 +107,7 @@ class FrontProcess:
 
     def _payload(self) -> bytes:
         return json.dumps({
-            "settings": self.settings.as_dict(), "upstream": self.upstream,
+            "settings": self.settings.as_dict(redact=True), "upstream": self.upstream,
             "secret": self.secret, "parent": os.getpid(),
         }).encode()  # fmt: skip
 

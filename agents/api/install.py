@@ -19,6 +19,7 @@ from agents.api.catalog import Catalog, tail
 from agents.api.front_process import FrontProcess
 from agents.api.server import Api, LocalState
 from agents.metrics import WorkerMetrics
+from runtime.kafka_connection import aiokafka_options, confluent_config
 from runtime.settings import Settings
 from streams.config import PerformanceConfig
 
@@ -37,9 +38,7 @@ def control_sender(settings: Settings) -> Callable[[str, dict[str, Any]], Any]:
 
     def produce(key: str, value: dict[str, Any]) -> None:
         if not producer:
-            producer.append(
-                Producer({"bootstrap.servers": settings.bootstrap, "message.timeout.ms": 10000})
-            )
+            producer.append(Producer(confluent_config(settings, **{"message.timeout.ms": 10000})))
         errors: list[str] = []
 
         def done(err: Any, _msg: Any) -> None:
@@ -112,7 +111,11 @@ def install_api(
     tasks: list[asyncio.Task[None]] = []
 
     async def start_catalog(_: web.Application) -> None:
-        tasks.append(asyncio.ensure_future(tail(catalog, settings.bootstrap, topics, stop)))
+        tasks.append(
+            asyncio.ensure_future(
+                tail(catalog, settings.bootstrap, topics, stop, aiokafka_options(settings))
+            )
+        )
         front.start()
 
     async def stop_catalog(_: web.Application) -> None:

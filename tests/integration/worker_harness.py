@@ -14,6 +14,7 @@ from pathlib import Path
 from agents.stall import STALL_EXIT_CODE
 from driftwatch.devbroker import free_port
 from driftwatch.kafka_io import make_producer, produce_messages
+from runtime.kafka_connection import KafkaTarget
 from schemas import PredictionEvent
 
 # Small windows of history so a test needs ~25 simulated days, not 90.
@@ -187,7 +188,7 @@ def child_pids(pid: int) -> list[int]:
 
 
 def produce_recorded(
-    bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes]]
+    bootstrap: KafkaTarget, topic: str, messages: list[tuple[bytes | None, bytes]]
 ) -> dict[int, int]:
     """Produce and return, per partition, the offset after the last delivered message."""
     ends: dict[int, int] = {}

@@ -327,8 +327,40 @@ def test_driftwatch_environment_names_real_settings(services: dict[str, Any]) ->
         if name == "kafka":
             continue
         for var in _env(service):
-            if var.startswith("DRIFTWATCH_") or var == "KAFKA_BOOTSTRAP_SERVERS":
+            if var.startswith(("DRIFTWATCH_", "KAFKA_")):
                 assert var in known, f"{name}: {var} is not a driftwatch setting"
+
+
+@pytest.mark.parametrize("name", (*WORKERS, "retrain-worker"))
+def test_driftwatch_logs_in_on_the_secured_listener(services: dict[str, Any], name: str) -> None:
+    """The services use the SASL listener, with the protocol and mechanism Kafka serves
+    there, as a user the broker knows, with the password from a mounted file (never the
+    environment), and that file holds the password the broker expects by default."""
+    kafka_env = _env(_kafka(services))
+    env = _env(services[name])
+    host, port = env["KAFKA_BOOTSTRAP_SERVERS"].rsplit(":", 1)
+    advertised = _listeners(kafka_env["KAFKA_ADVERTISED_LISTENERS"])
+    listener = next(n for n, hp in advertised.items() if hp == (host, int(port)))
+    protocols = dict(
+        item.strip().split(":", 1)
+        for item in kafka_env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert protocols[listener] == env["KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+    assert listener != kafka_env["KAFKA_INTER_BROKER_LISTENER_NAME"]
+    mechanisms = kafka_env[f"KAFKA_LISTENER_NAME_{listener}_SASL_ENABLED_MECHANISMS"]
+    assert env["KAFKA_SASL_MECHANISM"] in mechanisms.split(",")
+    jaas = kafka_env[
+        f"KAFKA_LISTENER_NAME_{listener}_{env['KAFKA_SASL_MECHANISM']}_SASL_JAAS_CONFIG"
+    ]
+    assert jaas.startswith("org.apache.kafka.common.security.plain.PlainLoginModule required")
+    assert jaas.rstrip().endswith(";")
+    users = dict(re.findall(r'user_(\w+)="([^"]*)"', _interpolate(jaas)))
+    assert env["KAFKA_SASL_USERNAME"] in users
+    assert "KAFKA_SASL_PASSWORD" not in env
+    secret = _mount_at(services[name], env["KAFKA_SASL_PASSWORD_FILE"])
+    assert secret.read_only
+    password = _host_file(secret, env["KAFKA_SASL_PASSWORD_FILE"]).read_text().rstrip("\n")
+    assert password == users[env["KAFKA_SASL_USERNAME"]]
 
 
 # --- workers ---------------------------------------------------------------------------------
@@ -514,7 +546,7 @@ def test_retrain_worker_has_a_registry_volume_and_starts_switched_off(
     retrain = services["retrain-worker"]
     assert retrain["command"] == ["retrain-worker"]
     env = _env(retrain)
-    assert env["KAFKA_BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert env["KAFKA_BOOTSTRAP_SERVERS"] == _env(services["worker-1"])["KAFKA_BOOTSTRAP_SERVERS"]
     assert env["DRIFTWATCH_AUTO_RETRAIN"] == "false"
     registry = _mount_at(retrain, env["DRIFTWATCH_REGISTRY_DIR"])
     assert not registry.is_bind and registry.source in compose["volumes"]
