@@ -14,8 +14,9 @@ class CategoricalSummary:
     """Counts per category with a bounded top-k and an 'other' bucket.
 
     Beyond ``MAX_CATEGORIES`` distinct categories (``OTHER`` included), the smallest are
-    folded into ``OTHER`` so a high-cardinality field cannot grow a window without bound;
-    ``sum(counts.values()) == count`` always holds.
+    folded into ``OTHER`` so a high-cardinality field cannot grow a window without bound:
+    reads see at most ``MAX_CATEGORIES`` keys, the state keeps at most twice that between
+    folds; ``sum(counts.values()) == count`` always holds.
 
     >>> c = CategoricalSummary()
     >>> for v in ["a", "b", "a", "c"]:
@@ -34,6 +35,7 @@ class CategoricalSummary:
         self._counts: dict[str, int] = {}
         self._count = 0
         self._missing = 0
+        self._view: tuple[int, dict[str, int]] | None = None
 
     def add(self, value: str) -> None:
         counts = self._counts
@@ -65,15 +67,22 @@ class CategoricalSummary:
         self._missing += missing
 
     def _compact(self) -> None:
-        counts = self._counts
-        if len(counts) <= self.MAX_CATEGORIES:
-            return
-        other = counts.pop(self.OTHER, 0)
-        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
-        keep = ranked[: self.MAX_CATEGORIES - 1]
-        other += sum(n for _, n in ranked[self.MAX_CATEGORIES - 1 :])
-        self._counts = dict(keep)
-        self._counts[self.OTHER] = other
+        """Fold the smallest categories into ``OTHER``: only when the kept counts pass twice
+        ``MAX_CATEGORIES`` (a fixed point of the value sequence), never because the summary
+        was read or stored, so a worker that persists after every batch and a backtest that
+        reads at every look keep the same counts."""
+        self._counts = _folded(self._counts, self.MAX_CATEGORIES, self.OTHER)
+        self._view = None
+
+    def _folded_view(self) -> dict[str, int]:
+        """The counts as read: at most ``MAX_CATEGORIES`` keys (a view; the state is kept)."""
+        view = self._view
+        if view is None or view[0] != self._count:
+            view = self._view = (
+                self._count,
+                _folded(self._counts, self.MAX_CATEGORIES, self.OTHER),
+            )
+        return view[1]
 
     @property
     def count(self) -> int:
@@ -86,16 +95,17 @@ class CategoricalSummary:
     @property
     def counts(self) -> dict[str, int]:
         """A copy of the per-category counts (at most ``MAX_CATEGORIES`` keys)."""
-        self._compact()
-        return dict(self._counts)
+        return dict(self._folded_view())
 
     @property
     def other_count(self) -> int:
         """Values whose category was folded away (their exact category is lost)."""
-        self._compact()
-        return self._counts.get(self.OTHER, 0)
+        return self._folded_view().get(self.OTHER, 0)
 
     def merge(self, other: CategoricalSummary) -> CategoricalSummary:
+        """Both windows' kept counts, folded to ``MAX_CATEGORIES``: the result depends only on
+        the two states (which is what their bytes hold). Merged summaries are baselines, read
+        and never added to."""
         out = CategoricalSummary()
         out._count = self._count + other._count
         out._missing = self._missing + other._missing
@@ -107,7 +117,10 @@ class CategoricalSummary:
         return out
 
     def to_bytes(self) -> bytes:
-        doc = {"v": 1, "count": self._count, "missing": self._missing, "counts": self.counts}
+        """The kept counts as they are (<= twice ``MAX_CATEGORIES`` keys), not the folded
+        view: decoding gives back the same state, so what comes after does not depend on
+        whether the summary was stored in between."""
+        doc = {"v": 1, "count": self._count, "missing": self._missing, "counts": self._counts}
         return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
     @classmethod
@@ -120,13 +133,13 @@ class CategoricalSummary:
             or not all(isinstance(k, str) and type(n) is int and n >= 0 for k, n in counts.items())
             or sum(counts.values()) != doc.get("count")
             or type(doc.get("missing")) is not int
+            or len(counts) > 2 * cls.MAX_CATEGORIES
         ):
             raise ValueError("corrupt CategoricalSummary")
         out = cls()
         out._counts = dict(counts)
         out._count = int(doc["count"])
         out._missing = int(doc["missing"])
-        out._compact()
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -141,3 +154,17 @@ class CategoricalSummary:
             f"CategoricalSummary(count={self._count}, missing={self._missing}, "
             f"categories={len(self._counts)})"
         )
+
+
+def _folded(counts: dict[str, int], limit: int, other_key: str) -> dict[str, int]:
+    """``counts`` with all but the ``limit - 1`` largest (ties: by name) folded into
+    ``other_key``; ``counts`` itself when it has at most ``limit`` keys."""
+    if len(counts) <= limit:
+        return counts
+    other = counts.get(other_key, 0)
+    ranked = sorted(
+        ((k, n) for k, n in counts.items() if k != other_key), key=lambda kv: (-kv[1], kv[0])
+    )
+    out = dict(ranked[: limit - 1])
+    out[other_key] = other + sum(n for _, n in ranked[limit - 1 :])
+    return out

@@ -400,3 +400,21 @@ def test_lean_two_sample_ks_is_scipys(seed: int) -> None:
     b = np.sort(np.round(rng.normal(0, 1, n2), 1 + seed % 2))
     res = stats.ks_2samp(a, b, method="auto")
     assert ks_2samp_sorted(a, b) == (float(res.statistic), float(res.pvalue))
+
+
+def test_categorical_summary_does_not_depend_on_when_it_is_read_or_stored() -> None:
+    """Reading the counts (a look) or storing the summary (a worker's flush) folded it into
+    ``__other__`` early, and later values of a folded category then counted afresh; now the
+    fold happens at fixed points of the value sequence, so all three end the same."""
+    rng = np.random.default_rng(21)
+    values = [f"v{int(k)}" for k in rng.zipf(1.3, 20_000) % 400]
+    untouched, read, stored = CategoricalSummary(), CategoricalSummary(), CategoricalSummary()
+    for part in np.array_split(np.array(values), 37):
+        chunk = part.tolist()
+        untouched.add_values(chunk)
+        read.add_values(chunk)
+        assert len(read.counts) <= CategoricalSummary.MAX_CATEGORIES  # a folded view
+        stored.add_values(chunk)
+        stored = CategoricalSummary.from_bytes(stored.to_bytes())
+    assert read.to_bytes() == untouched.to_bytes() == stored.to_bytes()
+    assert untouched.counts == read.counts and untouched.other_count > 0
