@@ -86,9 +86,10 @@ def categorical(
     s = CategoricalSummary()
     values = [None if g else f"c{int(c)}" for c, g in zip(codes, gone, strict=True)]
     s.add_values(values)
-    for v in values if truth is not None else ():
-        if v is not None:
-            truth[v] = truth.get(v, 0) + 1
+    if truth is not None:
+        for v in values:
+            if v is not None:
+                truth[v] = truth.get(v, 0) + 1
     return s
 
 
