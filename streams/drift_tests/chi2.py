@@ -43,7 +43,9 @@ class ChiSquare(DriftTest[CategoricalSummary]):
 def chi2_test(window: CategoricalSummary, baseline: CategoricalSummary) -> TestResult:
     """Chi-square homogeneity test on the 2 x K table over the union of categories.
 
-    Categories with an expected count < 5 in either row are pooled into one column (and if
+    When a side has folded rare categories into ``OTHER``, only the categories both sides
+    count are compared and the rest is pooled alike on both sides. Categories with an
+    expected count < 5 in either row are pooled into one column (and if
     that pool is still too small, the next-smallest columns join it) so the asymptotic
     chi-square p-value stays valid. ``effect_size`` is the total variation distance between
     the two category distributions; ``error_bound`` is the share of each side that was
@@ -62,12 +64,29 @@ def chi2_test(window: CategoricalSummary, baseline: CategoricalSummary) -> TestR
     if n_w == 0 or n_b == 0:
         raise ValueError("chi2_test needs at least one value on each side")
     cw, cb = window.counts, baseline.counts
-    cats = sorted(set(cw) | set(cb))
-    obs = np.array([[cw.get(c, 0) for c in cats], [cb.get(c, 0) for c in cats]], np.float64)
-    tvd = 0.5 * float(np.abs(obs[0] / n_w - obs[1] / n_b).sum())
     o_w, o_b = cw.get(window.OTHER, 0), cb.get(baseline.OTHER, 0)
     bound = o_w / n_w + o_b / n_b
     exact = o_w == 0 and o_b == 0
+    if exact:
+        cats = sorted(set(cw) | set(cb))
+        obs = np.array([[cw.get(c, 0) for c in cats], [cb.get(c, 0) for c in cats]], np.float64)
+    else:
+        # A side that folded its rare categories into OTHER does not know them: a category
+        # missing from its counts may be in its OTHER. Compare only what both sides count
+        # (a category absent from an unfolded side is a true 0) and pool the rest on each
+        # side alike, or a category kept on one side and folded on the other looks like a
+        # change (a false alarm on any feature with more than MAX_CATEGORIES categories).
+        other = window.OTHER
+        cats = sorted(
+            c
+            for c in (set(cw) | set(cb)) - {other}
+            if (c in cw or not o_w) and (c in cb or not o_b)
+        )
+        known = [[cw.get(c, 0) for c in cats], [cb.get(c, 0) for c in cats]]
+        obs = np.array(
+            [known[0] + [n_w - sum(known[0])], known[1] + [n_b - sum(known[1])]], np.float64
+        )
+    tvd = 0.5 * float(np.abs(obs[0] / n_w - obs[1] / n_b).sum())
 
     rows = obs.sum(axis=1, keepdims=True)
     cols = obs.sum(axis=0)
