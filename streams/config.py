@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -276,13 +278,25 @@ class PerformanceConfig:
     )
     """A PR-AUC drop counts from this absolute difference (and must be significant)."""
     pr_auc_floor: float = setting(
-        0.70,
+        0.0,
         "DRIFTWATCH_PR_AUC_FLOOR",
-        "PR-AUC significantly below this is a CRITICAL performance drift (seed plan).",
+        "A PR-AUC objective for every model (e.g. the seed plan's 0.70): significantly below "
+        "it opens an objective breach, not a drift. 0: none.",
     )
-    """A PR-AUC significantly below this is CRITICAL whatever the baseline (seed plan)."""
+    """Shorthand for the objective ``*:* pr_auc>=value`` (0: none). A floor is a service level
+    an operator sets for a model, not a change against its baseline: a model whose PR-AUC
+    was always 0.62 is not drifting."""
+    objectives: str = setting(
+        "",
+        "DRIFTWATCH_PERF_OBJECTIVES",
+        "Per-model performance objectives, `;`-separated: `tenant:model metric>=value` "
+        "(`*` matches any tenant or model; metrics `pr_auc`, `accuracy`), e.g. "
+        "`acme:fraud pr_auc>=0.7; *:* accuracy>=0.8`. Breaches are incidents of their own, "
+        "never drift, never a reason to retrain.",
+    )
+    """Performance objectives per (tenant, model): see :func:`parse_objectives`."""
     min_floor_positives: int = 30
-    """Labelled positives a window needs before the PR-AUC floor is tested."""
+    """Labelled positives a window needs before a PR-AUC objective is tested."""
     sequential_alpha_share: float = setting(
         0.25,
         "DRIFTWATCH_PERF_SEQUENTIAL_ALPHA_SHARE",
@@ -315,6 +329,20 @@ class PerformanceConfig:
             raise ValueError("min_accuracy_drop and min_pr_auc_drop must be >= 0")
         if not 0 <= self.pr_auc_floor <= 1:
             raise ValueError("pr_auc_floor must be in [0, 1]")
+        parse_objectives(self.objectives)  # raises ValueError for a malformed rule
+
+    def objectives_for(self, tenant: str, model: str) -> list[Objective]:
+        """The objectives that apply to a model: the rules that match it, the most specific
+        one per metric, and ``pr_auc_floor`` when no rule names PR-AUC."""
+        best: dict[str, tuple[int, Objective]] = {}
+        for o in parse_objectives(self.objectives):
+            if o.tenant in ("*", tenant) and o.model in ("*", model):
+                rank = (o.tenant != "*") * 2 + (o.model != "*")
+                if o.metric not in best or rank >= best[o.metric][0]:
+                    best[o.metric] = (rank, o)
+        if "pr_auc" not in best and self.pr_auc_floor > 0:
+            best["pr_auc"] = (-1, Objective("*", "*", "pr_auc", self.pr_auc_floor))
+        return [o for _, (_, o) in sorted(best.items())]
 
     @property
     def look_alpha(self) -> float:
@@ -341,3 +369,44 @@ class PerformanceConfig:
         [100, 200, 400]
         """
         return self.min_labels << look
+
+
+OBJECTIVE_METRICS = ("accuracy", "pr_auc")
+
+
+@dataclass(frozen=True, slots=True)
+class Objective:
+    """A floor an operator sets for a model's realised performance."""
+
+    tenant: str
+    model: str
+    metric: str
+    floor: float
+
+
+_OBJECTIVE = re.compile(r"^\s*([^:\s]+):([^\s]+)\s+([a-z_]+)\s*>=\s*([0-9.]+)\s*$")
+
+
+@functools.lru_cache(maxsize=64)
+def parse_objectives(text: str) -> tuple[Objective, ...]:
+    """``tenant:model metric>=value`` rules separated by ``;`` (``*`` for any).
+
+    >>> parse_objectives("acme:fraud pr_auc>=0.7; *:* accuracy>=0.8")[1]
+    Objective(tenant='*', model='*', metric='accuracy', floor=0.8)
+    >>> parse_objectives("acme:fraud auc>0.7")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: objective 'acme:fraud auc>0.7': expected 'tenant:model metric>=value' ...
+    """
+    out = []
+    for rule in (r for r in text.split(";") if r.strip()):
+        m = _OBJECTIVE.match(rule)
+        ok = m is not None and m.group(3) in OBJECTIVE_METRICS
+        floor = float(m.group(4)) if ok and m is not None and m.group(4).count(".") <= 1 else -1
+        if m is None or not ok or not 0 <= floor <= 1:
+            raise ValueError(
+                f"objective {rule.strip()!r}: expected 'tenant:model metric>=value' with "
+                f"metric one of {', '.join(OBJECTIVE_METRICS)} and value in [0, 1]"
+            )
+        out.append(Objective(m.group(1), m.group(2), m.group(3), floor))
+    return tuple(out)

@@ -14,7 +14,7 @@ from typing import Any
 from scipy import stats
 
 from schemas import Severity
-from streams.config import PerformanceConfig
+from streams.config import Objective, PerformanceConfig
 from streams.performance import PerformanceSummary, auc_drop_test, proportion_drop_test
 
 __all__ = [
@@ -24,8 +24,9 @@ __all__ = [
     "drop_severity",
     "drop_tests",
     "estimated",
-    "floor_test",
     "ndtr",
+    "objective_test",
+    "objective_value",
     "positives",
 ]
 
@@ -118,24 +119,40 @@ def drop_tests(
     return out
 
 
-def floor_test(win: PerformanceSummary, cfg: PerformanceConfig, alpha: float) -> Finding | None:
-    """PR-AUC significantly below the absolute floor."""
-    pr = win.pr_auc()
-    n_pos = round(positives(win))
-    if pr is None or n_pos < cfg.min_floor_positives or pr >= cfg.pr_auc_floor:
+def objective_value(
+    win: PerformanceSummary, objective: Objective, cfg: PerformanceConfig
+) -> tuple[float, float] | None:
+    """The window's value of the objective's metric and its sample size (labels, or
+    positives for PR-AUC), or None while there is too little to test it."""
+    if objective.metric == "pr_auc":
+        pr, n_pos = win.pr_auc(), round(positives(win))
+        return None if pr is None or n_pos < cfg.min_floor_positives else (pr, n_pos)
+    acc = win.accuracy()
+    n = win.labelled
+    return None if acc is None or n < cfg.min_labels else (acc, n)
+
+
+def objective_test(
+    win: PerformanceSummary, objective: Objective, cfg: PerformanceConfig, alpha: float
+) -> Finding | None:
+    """The metric significantly below the objective's floor (one-sided z-test: the binomial
+    standard error of the value, for PR-AUC over the positives), or None."""
+    found = objective_value(win, objective, cfg)
+    if found is None or found[0] >= objective.floor:
         return None
-    se = math.sqrt(max(pr * (1 - pr), 1e-12) / n_pos)
-    z = (pr - cfg.pr_auc_floor) / se
+    value, n = found
+    se = math.sqrt(max(value * (1 - value), 1e-12) / n)
+    z = (value - objective.floor) / se
     p = ndtr(z)
     if p >= alpha:
         return None
     return Finding(
-        "pr_auc_floor",
-        pr,
+        f"{objective.metric}_objective",
+        value,
         p,
-        cfg.pr_auc_floor - pr,
+        objective.floor - value,
         Severity.CRITICAL,
-        {"floor": cfg.pr_auc_floor, "window_pr_auc": pr},
+        {"objective": objective.floor, "metric": objective.metric, "value": value},
     )
 
 

@@ -18,7 +18,6 @@ Four signals, all of them DriftEvents of kind ``performance``:
   ``min_labels`` and each doubling, then once more after ``label_horizon_days``; alpha is
   split over the looks (Bonferroni), so re-testing a window as labels arrive does not
   inflate the false-alarm rate;
-* ``pr_auc_floor``: PR-AUC significantly below ``pr_auc_floor`` (0.70): CRITICAL;
 * ``sequential_error_rate``: between the looks, at every label, an anytime-valid sequential
   test (:class:`~streams.sequential.RateRiseTest`) of the window's error rate against the
   upper confidence bound of the baseline's, on its own share of alpha: a large drop is found
@@ -29,10 +28,15 @@ Four signals, all of them DriftEvents of kind ``performance``:
   are still mostly missing, CBPE estimates from its score distribution and the calibration
   learned on the baseline; marked ``estimated: true`` and never more than MEDIUM. They see
   covariate shift days before the labels do; they cannot see concept drift.
+
+Beside them, per-model **objectives** (``DRIFTWATCH_PERF_OBJECTIVES``, e.g. PR-AUC >= 0.70):
+a metric significantly below its floor at a look opens an incident of kind ``objective``,
+told in notices (alerts), never as a DriftEvent, so it never starts a retraining.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import uuid
 from collections import Counter
@@ -52,11 +56,20 @@ from streams.perf_findings import (
     drop_severity,
     drop_tests,
     estimated,
-    floor_test,
     ndtr,
+    objective_test,
+    objective_value,
     positives,
 )
-from streams.perf_state import PerfStream, PerfWindow, history_row, perf_stream_key, perf_window_key
+from streams.perf_state import (
+    OBJECTIVE_KIND,
+    PerfStream,
+    PerfWindow,
+    history_row,
+    objective_key,
+    perf_stream_key,
+    perf_window_key,
+)
 from streams.performance import (
     CalibrationMap,
     PerformanceSummary,
@@ -305,9 +318,7 @@ class PerformanceMonitor:
             drops = drop_tests(b, summary, cfg)
             significant = benjamini_hochberg([f.p_value or 1.0 for f in drops], alpha)
             findings += [f for f, sig in zip(drops, significant, strict=True) if sig]
-        floor = floor_test(summary, cfg, alpha)
-        if floor is not None:
-            findings.append(floor)
+        self._objectives(stream, win, version, window, summary, detected_at, final)
         key = f"realised:{version}"
         if key in win.raised:
             return []  # this window was already found drifting at an earlier look
@@ -517,17 +528,70 @@ class PerformanceMonitor:
         self.stats["drift_events"] += len(events)
         return events
 
-    def _clean(self, stream: PerfStream, key: str, window: float) -> None:
+    def _objectives(
+        self,
+        stream: PerfStream,
+        win: PerfWindow,
+        version: str,
+        window: float,
+        summary: PerformanceSummary,
+        detected_at: float,
+        final: bool,
+    ) -> None:
+        """The model's objectives at a look: a breach is an incident of kind ``objective``
+        (opened, confirmed once it persists, resolved by clean windows), told in notices and
+        never a DriftEvent: a floor is a service level, not a change, and no reason to
+        retrain a model that was always below it."""
+        cfg = self.config
+        for objective in cfg.objectives_for(stream.tenant, stream.model):
+            key = objective_key(objective.metric, version)
+            if key in win.raised:
+                continue  # this window breached it at an earlier look
+            finding = objective_test(summary, objective, cfg, cfg.look_alpha)
+            if finding is None:
+                if final and objective_value(summary, objective, cfg) is not None:
+                    self._clean(stream, key, window, version, OBJECTIVE_KIND)
+                continue
+            win.raised.append(key)
+            self._windows.mark(perf_window_key(stream.tenant, stream.model, window))
+            incident, changes = stream.incidents.drifting(
+                key, window, finding.severity, finding.test,
+                functools.partial(_incident_id, stream, key, window),
+                confirm_windows=cfg.engine.confirm_windows, remember=64,
+            )  # fmt: skip
+            self.stats["objective_breaches"] += 1
+            for change in changes:
+                if change != "escalated":
+                    self.stats[f"objective_incidents_{change}"] += 1
+                self.notices.append(
+                    IncidentNotice(
+                        change, incident.drift_id, OBJECTIVE_KIND, stream.tenant, stream.model,
+                        version, None, finding.test, incident.max_severity, incident.confirmed,
+                        incident.persistence, window, detected_at, finding.statistic,
+                        finding.p_value, finding.effect, dict(finding.extra),
+                    )
+                )  # fmt: skip
+            self._streams.mark(perf_stream_key(stream.tenant, stream.model))
+
+    def _clean(
+        self,
+        stream: PerfStream,
+        key: str,
+        window: float,
+        version: str | None = None,
+        kind: str = DriftKind.PERFORMANCE.value,
+    ) -> None:
         ecfg = self.config.engine
         incident = stream.incidents.clean(
             key, window, resolve_windows=ecfg.resolve_windows, window_seconds=ecfg.window_seconds
         )
         if incident is not None:
-            self.stats["incidents_resolved"] += 1
+            self.stats["incidents_resolved" if kind != OBJECTIVE_KIND
+                       else "objective_incidents_resolved"] += 1  # fmt: skip
             self.notices.append(
                 IncidentNotice(
-                    "resolved", incident.drift_id, DriftKind.PERFORMANCE.value, stream.tenant,
-                    stream.model, key.split(":", 1)[1], None, incident.test,
+                    "resolved", incident.drift_id, kind, stream.tenant, stream.model,
+                    key.split(":", 1)[1] if version is None else version, None, incident.test,
                     incident.max_severity, incident.confirmed, incident.persistence, window,
                     stream.clock,
                 )
@@ -583,3 +647,10 @@ def _summary(versions: dict[str, PerformanceSummary], version: str) -> Performan
     if summary is None:
         summary = versions[version] = PerformanceSummary()
     return summary
+
+
+def _incident_id(stream: PerfStream, key: str, window: float) -> str:
+    """Deterministic, so a replay (or a backtest) names the incident the same."""
+    return str(
+        uuid.uuid5(_NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{key}\x1f{int(window)}")
+    )

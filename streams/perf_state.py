@@ -178,3 +178,19 @@ def history_row(
         "calibration_error": s.calibration_error(),
         "positive_rate": s.positive_rate,
     }
+
+
+OBJECTIVE_KIND = "objective"
+"""The incident kind of a performance objective's breach (not a DriftKind: never drift)."""
+
+
+def objective_key(metric: str, version: str) -> str:
+    """The incident key of an objective (``objective:<metric>:<version>``)."""
+    return f"objective:{metric}:{version}"
+
+
+def split_incident_key(key: str) -> tuple[str, str]:
+    """(incident kind, model version) of a key in a performance incident book."""
+    if key.startswith("objective:"):
+        return OBJECTIVE_KIND, key.split(":", 2)[2]
+    return "performance", key.split(":", 1)[1]

@@ -18,7 +18,13 @@ from schemas import format_timestamp
 from streams.categorical_summary import CategoricalSummary
 from streams.config import EngineConfig, PerformanceConfig
 from streams.numeric_summary import NumericSummary
-from streams.perf_state import PerfStream, PerfWindow, history_row, perf_stream_key
+from streams.perf_state import (
+    PerfStream,
+    PerfWindow,
+    history_row,
+    perf_stream_key,
+    split_incident_key,
+)
 from streams.performance import CalibrationMap, PerformanceSummary, estimate_performance
 from streams.state import FeatureWindow, StreamState, _merge_summaries, stream_key, window_key
 
@@ -139,10 +145,10 @@ def _incident_rows(
             open_rows.append(
                 {
                     "drift_id": inc.drift_id,
-                    "kind": kind,
+                    "kind": kind if kind == "statistical" else split_incident_key(key)[0],
                     "feature": key.removesuffix("#missing") if kind == "statistical" else None,
-                    "model_version": key.split(":", 1)[1] if kind == "performance" else None,
-                    "signal": key if kind == "performance" else None,
+                    "model_version": split_incident_key(key)[1] if kind != "statistical" else None,
+                    "signal": key if kind != "statistical" else None,
                     "test": inc.test or None,
                     "severity": inc.max_severity,
                     "confirmed": inc.confirmed,
@@ -157,10 +163,10 @@ def _incident_rows(
             recent.append(
                 {
                     "drift_id": rec["id"],
-                    "kind": kind,
+                    "kind": kind if kind == "statistical" else split_incident_key(key)[0],
                     "feature": key.removesuffix("#missing") if kind == "statistical" else None,
-                    "model_version": key.split(":", 1)[1] if kind == "performance" else None,
-                    "signal": key if kind == "performance" else None,
+                    "model_version": split_incident_key(key)[1] if kind != "statistical" else None,
+                    "signal": key if kind != "statistical" else None,
                     "test": rec.get("t") or None,
                     "severity": rec["sev"],
                     "confirmed": rec["ok"],

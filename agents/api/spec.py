@@ -120,7 +120,7 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["drift_id", "kind", "severity", "status"],
         "properties": {
             "drift_id": {"type": "string"},
-            "kind": {"type": "string", "enum": ["statistical", "performance"]},
+            "kind": {"type": "string", "enum": ["statistical", "performance", "objective"]},
             "feature": _nullable({"type": "string"}),
             "model_version": _nullable({"type": "string"}),
             "signal": _nullable({"type": "string"}),

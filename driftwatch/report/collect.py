@@ -21,7 +21,7 @@ from driftwatch.report.model import (
 )
 from schemas import parse_timestamp
 from streams import views
-from streams.config import PerformanceConfig
+from streams.config import PerformanceConfig, parse_objectives
 from streams.state import FeatureWindow
 
 MAIN_TESTS = ("ks", "chi2")
@@ -174,5 +174,10 @@ def default_settings(pcfg: PerformanceConfig) -> dict[str, str]:
         "confirmation": f"{cfg.confirm_windows} windows",
         "alpha (performance, per window and version)": f"{pcfg.alpha:g}",
         "minimum accuracy drop": f"{pcfg.min_accuracy_drop:g}",
-        "PR-AUC floor": f"{pcfg.pr_auc_floor:g}",
+        "performance objectives": "; ".join(
+            f"{o.tenant}:{o.model} {o.metric}>={o.floor:g}"
+            for o in parse_objectives(pcfg.objectives)
+        )
+        + (f"; *:* pr_auc>={pcfg.pr_auc_floor:g}" if pcfg.pr_auc_floor > 0 else "")
+        or "none",
     }

@@ -20,17 +20,17 @@ from pathlib import Path
 import pytest
 
 from bench.retrain_e2e import TOPICS as RETRAIN_TOPICS
-from bench.retrain_e2e import RetrainWorker, Tail, confirming_drift, send
+from bench.retrain_e2e import RetrainWorker
 from driftwatch.devbroker import DevBroker
 from driftwatch.simulate import SimulationConfig, generate
 from runtime.topics import WORKER_TOPICS, ensure_topics
 from tests.conftest import KAFKA_BOOTSTRAP_ENV
+from tests.integration.after_outage import carry_on
 from tests.integration.test_worker import TRAFFIC, messages, state_counts
 from tests.integration.worker_harness import (
     WorkerProcess,
     expected_counts,
     produce_recorded,
-    wait_committed,
 )
 
 OUTAGE_SECONDS = 30.0
@@ -91,21 +91,16 @@ def test_workers_ride_out_a_frozen_broker(broker: DevBroker, tmp_path: Path) -> 
         assert seen_down, "the outage was not visible in driftwatch_broker_reachable"
 
         # After it: the rest of the stream, and a DriftEvent for the retrain worker.
-        for p, end in produce_recorded(broker.bootstrap, worker.topic("predictions"),
-                                       messages(events[half:])).items():  # fmt: skip
-            ends[p] = max(ends.get(p, 0), end)
-        tail = Tail(broker.bootstrap, [prefix + "retrain-events"])
-        try:
-            drift = confirming_drift(drift_id="after-outage")
-            send(broker.bootstrap, prefix + "drift-events", b"acme:fraud", drift.to_json())
-            decided = tail.wait_for(lambda t, v: v.get("drift_id") == "after-outage", 120, retrain)
-            time.sleep(2.0)
-            list(tail.poll(1.0))
-            decisions = [v for _, v, _ in tail.seen if v.get("drift_id") == "after-outage"]
-        finally:
-            tail.close()
-        wait_committed(worker, ends, timeout=180)
-        time.sleep(1.0)
+        decided, decisions = carry_on(
+            broker.bootstrap,
+            worker,
+            retrain,
+            prefix,
+            worker.topic("predictions"),
+            events[half:],
+            ends,
+            "after-outage",
+        )
     finally:
         retrain.stop()
     assert decided["status"] == "waiting" and len(decisions) == 1, decisions

@@ -27,12 +27,13 @@ from pathlib import Path
 import pytest
 
 from bench.retrain_e2e import TOPICS as RETRAIN_TOPICS
-from bench.retrain_e2e import RetrainWorker, Tail, confirming_drift, send
+from bench.retrain_e2e import RetrainWorker
 from driftwatch.devbroker import DevBroker
 from driftwatch.simulate import SimulationConfig, generate
 from retrain.worker import read_topic
 from runtime.topics import WORKER_TOPICS, ensure_topics
 from tests.conftest import KAFKA_BOOTSTRAP_ENV
+from tests.integration.after_outage import carry_on
 from tests.integration.s3_server import S3Server
 from tests.integration.test_worker import TRAFFIC, messages, state_counts
 from tests.integration.worker_harness import (
@@ -40,7 +41,6 @@ from tests.integration.worker_harness import (
     committed_offsets,
     expected_counts,
     produce_recorded,
-    wait_committed,
 )
 
 DOWNTIME_SECONDS = 15.0
@@ -146,21 +146,16 @@ def test_workers_carry_on_after_the_broker_restarts(
             committed_before, committed_after)  # fmt: skip
 
         # After it: the rest of the stream, and a DriftEvent for the retrain worker.
-        for p, end in produce_recorded(broker.bootstrap, predictions,
-                                       messages(events[first:])).items():  # fmt: skip
-            ends[p] = max(ends.get(p, 0), end)
-        tail = Tail(broker.bootstrap, [prefix + "retrain-events"])
-        try:
-            drift = confirming_drift(drift_id="after-restart")
-            send(broker.bootstrap, prefix + "drift-events", b"acme:fraud", drift.to_json())
-            decided = tail.wait_for(lambda t, v: v.get("drift_id") == "after-restart", 120, retrain)
-            time.sleep(2.0)
-            list(tail.poll(1.0))
-            decisions = [v for _, v, _ in tail.seen if v.get("drift_id") == "after-restart"]
-        finally:
-            tail.close()
-        wait_committed(worker, ends, timeout=180)
-        time.sleep(1.0)
+        decided, decisions = carry_on(
+            broker.bootstrap,
+            worker,
+            retrain,
+            prefix,
+            predictions,
+            events[first:],
+            ends,
+            "after-restart",
+        )
         assert count_records(broker.bootstrap, predictions) == len(events)
     finally:
         retrain.stop()

@@ -23,11 +23,13 @@ class Stream:
     Beta(1, 5) for negatives (PR-AUC about 0.79, accuracy 0.94); a ``flip`` share of labels
     is inverted (concept drift: features and scores unchanged)."""
 
-    def __init__(self, seed: int, per_day: int = 1_000) -> None:
+    def __init__(
+        self, seed: int, per_day: int = 1_000, config: PerformanceConfig | None = None
+    ) -> None:
         self.rng = np.random.default_rng(seed)
         self.per_day = per_day
         self.store = MemoryStore()
-        self.mon = PerformanceMonitor(PerformanceConfig(), self.store)
+        self.mon = PerformanceMonitor(config or PerformanceConfig(), self.store)
         self.events: list[DriftEvent] = []
         self.position = 0
         self.pending: list[tuple[float, float, float, int, str]] = []
@@ -70,6 +72,12 @@ class Stream:
                 "acme", "fraud", version, ts, s, y, at, (0, self.position)
             )
 
+    def advance(self, now: float) -> None:
+        """Every label due by ``now``, then the clock moved there (final looks)."""
+        self._due(now)
+        self.events += self.mon.advance("acme", "fraud", now)
+        self.store.apply(self.mon.flush())
+
     def performance(self) -> list[DriftEvent]:
         return [e for e in self.events if not e.extra.get("estimated")]
 
@@ -100,14 +108,46 @@ def test_concept_drift_is_found_within_48h_and_confirmed_after_7_windows() -> No
     assert all(e.severity.rank >= Severity.MEDIUM.rank for e in perf)
 
 
-def test_pr_auc_floor_is_critical_even_without_a_baseline() -> None:
-    s = Stream(seed=3)
-    for d in range(8):
-        s.day(d, flip=0.08)  # a poor model from the start: PR-AUC about 0.53
-    floor = [e for e in s.events if e.test == "pr_auc_floor"]
-    assert floor and all(e.severity is Severity.CRITICAL for e in floor)
-    assert all(e.statistic < 0.70 for e in floor)
-    assert not [e for e in s.events if e.test == "accuracy_drop"]  # no baseline yet
+def test_a_model_always_below_its_objective_is_one_breach_not_daily_drift() -> None:
+    """A model whose PR-AUC was always about 0.53 against an objective of 0.70: one breach
+    incident (opened, confirmed once it persists), told in notices; no DriftEvent at all, so
+    nothing to retrain on. Without an objective (the default) nothing at all."""
+    config = PerformanceConfig(objectives="acme:fraud pr_auc>=0.7; other:* accuracy>=0.99")
+    s = Stream(seed=3, config=config)
+    for d in range(12):
+        s.day(d, flip=0.08)  # a poor model from the start, and it never changes
+    s.advance(T0 + 22 * DAY)
+    notices = [n for n in s.mon.take_notices() if n.kind == "objective"]
+    assert not s.events, [e.test for e in s.events]
+    assert len({n.drift_id for n in notices}) == 1  # one incident, whatever the windows
+    changes = [n.change for n in notices]
+    assert changes[0] == "opened" and "confirmed" in changes and "resolved" not in changes
+    assert all(n.test == "pr_auc_objective" and n.severity == "CRITICAL" for n in notices)
+    assert notices[0].extra["objective"] == 0.7 and notices[0].extra["value"] < 0.7
+    assert s.mon.stats["objective_breaches"] >= 7
+    default = Stream(seed=3)
+    for d in range(12):
+        default.day(d, flip=0.08)
+    assert not default.events and not default.mon.take_notices()
+
+
+def test_objective_breach_resolves_when_the_model_is_back_above() -> None:
+    """Breached while labels are noisy, resolved by clean windows once they are not; the
+    most specific rule wins over a wildcard one and over DRIFTWATCH_PR_AUC_FLOOR."""
+    config = PerformanceConfig(objectives="*:* accuracy>=0.99; acme:fraud accuracy>=0.9",
+                               pr_auc_floor=0.1)  # fmt: skip
+    assert [(o.metric, o.floor) for o in config.objectives_for("acme", "fraud")] == [
+        ("accuracy", 0.9), ("pr_auc", 0.1)]  # fmt: skip
+    s = Stream(seed=4, config=config)
+    for d in range(4):
+        s.day(d, flip=0.15)  # accuracy about 0.82
+    for d in range(4, 12):
+        s.day(d)  # about 0.94
+    s.advance(T0 + 22 * DAY)
+    notices = [n for n in s.mon.take_notices() if n.kind == "objective"]
+    assert notices[0].change == "opened" and notices[-1].change == "resolved"
+    assert {n.test for n in notices} == {"accuracy_objective"}
+    assert not [e for e in s.events if "objective" in e.test]
 
 
 def test_replayed_positions_change_nothing() -> None:

@@ -37,6 +37,8 @@ def other_value(cls: type[EngineConfig] | type[PerformanceConfig], f: Field[Any]
     d: Any = f.default
     if isinstance(d, bool):
         candidates: list[Any] = [not d]
+    elif isinstance(d, str):
+        candidates = ["acme:fraud pr_auc>=0.7"]
     elif isinstance(d, int):
         candidates = [d + 1, d * 2, d - 1]
     else:
@@ -53,7 +55,7 @@ def other_value(cls: type[EngineConfig] | type[PerformanceConfig], f: Field[Any]
 
 def test_settings_cover_the_configs() -> None:
     assert CONFIGS == CONFIG_CLASSES
-    assert len(SETTINGS) == 27  # 17 EngineConfig, 10 PerformanceConfig
+    assert len(SETTINGS) == 28  # 17 EngineConfig, 11 PerformanceConfig
     # a nested config is not a setting of its own; the wall-clock future limit is the worker's
     assert "env" not in {f.name: f for f in fields(PerformanceConfig)}["engine"].metadata
     assert "env" not in {f.name: f for f in fields(EngineConfig)}["max_future_seconds"].metadata
@@ -78,7 +80,8 @@ def test_no_detection_default_or_variable_is_written_in_settings() -> None:
 def test_every_config_setting_is_in_the_table_with_its_own_default(
     config: str, f: Field[Any]
 ) -> None:
-    row = f"| `{f.metadata['env']}` | `{f.default}` | {f.metadata['doc']} |"
+    default = "(empty)" if f.default == "" else f"`{f.default}`"
+    row = f"| `{f.metadata['env']}` | {default} | {f.metadata['doc']} |"
     assert row in settings_markdown().splitlines()
 
 
