@@ -37,12 +37,21 @@ def incident_alert(notice: IncidentNotice, now: float | None = None) -> Alert:
     )
     change = n.change
     source = f"{n.drift_id}:{n.severity}" if change == "escalated" else n.drift_id
-    verb = {
-        "opened": "drift detected",
-        "confirmed": "drift confirmed",
-        "escalated": f"drift escalated to {n.severity}",
-        "resolved": "drift resolved",
-    }.get(change, change)
+    verb = (
+        {
+            "opened": "below its objective",
+            "confirmed": "below its objective, persisting",
+            "escalated": f"objective breach escalated to {n.severity}",
+            "resolved": "back above its objective",
+        }
+        if n.kind == "objective"
+        else {
+            "opened": "drift detected",
+            "confirmed": "drift confirmed",
+            "escalated": f"drift escalated to {n.severity}",
+            "resolved": "drift resolved",
+        }
+    ).get(change, change)
     title = f"[{n.severity}] {n.tenant}/{n.model}: {verb} on {what} ({n.test})"
     lines = [
         f"*{n.tenant}/{n.model}* {what}: {verb}",
@@ -55,6 +64,11 @@ def incident_alert(notice: IncidentNotice, now: float | None = None) -> Alert:
         lines.append(f"statistic {n.statistic:.4g}, p {p}, effect {effect}")
     if n.extra.get("estimated"):
         lines.append("label-free estimate: a warning, it never starts a retraining")
+    if n.kind == "objective" and "objective" in n.extra:
+        lines.append(
+            f"{n.extra.get('metric')} {n.extra.get('value', float('nan')):.3f} against an "
+            f"objective of {n.extra['objective']:g}: not drift, it starts no retraining"
+        )
     lines.append(f"incident `{n.drift_id[:8]}`")
     return Alert(
         alert_id=alert_id(source, change),

@@ -8,6 +8,7 @@ import heapq
 import numpy as np
 import pytest
 
+from agents.alerts import incident_alert
 from schemas import DriftEvent, Severity
 from streams.config import DAY, EngineConfig, PerformanceConfig
 from streams.keyed_state import MemoryStore
@@ -125,6 +126,10 @@ def test_a_model_always_below_its_objective_is_one_breach_not_daily_drift() -> N
     assert all(n.test == "pr_auc_objective" and n.severity == "CRITICAL" for n in notices)
     assert notices[0].extra["objective"] == 0.7 and notices[0].extra["value"] < 0.7
     assert s.mon.stats["objective_breaches"] >= 7
+    alert = incident_alert(notices[0], now=0.0)  # what people get: a breach, not a drift
+    assert "below its objective" in alert.title and "drift" not in alert.title
+    assert "against an objective of 0.7: not drift" in alert.text
+    assert alert.incident is not None and alert.incident["kind"] == "objective"
     default = Stream(seed=3)
     for d in range(12):
         default.day(d, flip=0.08)
