@@ -21,6 +21,7 @@ from agents.api.server import RocksView
 from agents.metrics import WorkerMetrics
 from runtime.settings import Settings
 from streams import views
+from streams.perf_state import OBJECTIVE_KIND, split_incident_key
 
 MIN_LABELS_FOR_GAUGES = 100
 STALL_SECONDS = 60.0
@@ -139,11 +140,17 @@ def state_gauges(
     for tenant, model in sorted(models):
         state = views.stream(drift, tenant, model)
         ps = views.perf_stream(perf, tenant, model)
+        by_kind: dict[str, dict[str, int]] = {
+            kind: dict.fromkeys(views.SEVERITIES, 0)
+            for kind in ("statistical", "performance", OBJECTIVE_KIND)
+        }
         for kind, book in (("statistical", None if state is None else state.incidents),
                            ("performance", None if ps is None else ps.incidents)):  # fmt: skip
-            counts = dict.fromkeys(views.SEVERITIES, 0)
-            for incident in [] if book is None else book.open.values():
+            for key, incident in [] if book is None else book.open.items():
+                # An objective's breach sits in the performance book; it is not drift.
+                counts = by_kind[kind if kind == "statistical" else split_incident_key(key)[0]]
                 counts[incident.max_severity] = counts.get(incident.max_severity, 0) + 1
+        for kind, counts in by_kind.items():
             for severity, n in counts.items():
                 yield "driftwatch_open_incidents", (tenant, model, kind, severity), float(n)
         latest: dict[str, tuple[float, Any]] = {}

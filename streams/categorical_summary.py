@@ -13,10 +13,11 @@ __all__ = ["CategoricalSummary"]
 class CategoricalSummary:
     """Counts per category with a bounded top-k and an 'other' bucket.
 
-    Beyond ``MAX_CATEGORIES`` distinct categories (``OTHER`` included), the smallest are
-    folded into ``OTHER`` so a high-cardinality field cannot grow a window without bound:
-    reads see at most ``MAX_CATEGORIES`` keys, the state keeps at most twice that between
-    folds; ``sum(counts.values()) == count`` always holds.
+    Past twice ``MAX_CATEGORIES`` distinct categories the smallest are folded into
+    ``OTHER`` (the ``MAX_CATEGORIES - 1`` largest kept), and from then on a category not kept
+    goes to ``OTHER`` too: a high-cardinality field cannot grow a window without bound, and
+    every count a summary lists is that category's true count (merges keep that: see
+    :meth:`merge`). ``sum(counts.values()) == count`` always holds.
 
     >>> c = CategoricalSummary()
     >>> for v in ["a", "b", "a", "c"]:
@@ -38,11 +39,7 @@ class CategoricalSummary:
         self._view: tuple[int, dict[str, int]] | None = None
 
     def add(self, value: str) -> None:
-        counts = self._counts
-        counts[value] = counts.get(value, 0) + 1
-        self._count += 1
-        if len(counts) > 2 * self.MAX_CATEGORIES:  # amortised: compact in bulk, not per value
-            self._compact()
+        self.add_values([value])
 
     def add_missing(self, n: int = 1) -> None:
         if n < 0:
@@ -54,16 +51,26 @@ class CategoricalSummary:
         the same counts and the same folding into ``OTHER`` as one at a time."""
         counts = self._counts
         limit = 2 * self.MAX_CATEGORIES
+        other = self.OTHER
         missing = 0
         for value in values:
             if value is None:
                 missing += 1
                 continue
-            counts[value] = counts.get(value, 0) + 1
             self._count += 1
-            if len(counts) > limit:
-                self._compact()
-                counts = self._counts
+            n = counts.get(value)
+            if n is not None:
+                counts[value] = n + 1
+            elif other in counts:
+                # Folded once: a category not kept then goes to OTHER for good, so every
+                # count kept is the category's true count (one counted afresh after being
+                # folded would be short, and chi2 would see a change that is not there).
+                counts[other] += 1
+            else:
+                counts[value] = 1
+                if len(counts) > limit:  # amortised: fold in bulk, not per value
+                    self._compact()
+                    counts = self._counts
         self._missing += missing
 
     def _compact(self) -> None:
@@ -104,14 +111,30 @@ class CategoricalSummary:
 
     def merge(self, other: CategoricalSummary) -> CategoricalSummary:
         """Both windows' kept counts, folded to ``MAX_CATEGORIES``: the result depends only on
-        the two states (which is what their bytes hold). Merged summaries are baselines, read
-        and never added to."""
+        the two states (which is what their bytes hold), and every category it lists has its
+        true count (one that a folded side does not list goes to ``OTHER``). Merged summaries
+        are baselines, read and never added to."""
         out = CategoricalSummary()
         out._count = self._count + other._count
         out._missing = self._missing + other._missing
-        merged = dict(self._counts)
-        for key, n in other._counts.items():
-            merged[key] = merged.get(key, 0) + n
+        a, b = self._counts, other._counts
+        other_key = self.OTHER
+        folded_a, folded_b = a.get(other_key, 0) > 0, b.get(other_key, 0) > 0
+        merged: dict[str, int] = {}
+        rest = a.get(other_key, 0) + b.get(other_key, 0)
+        for key in a.keys() | b.keys():
+            if key == other_key:
+                continue
+            n = a.get(key, 0) + b.get(key, 0)
+            # A side that folded does not know a category it does not list (it may be in its
+            # OTHER): the sum would be short, so the category joins OTHER. Every count kept is
+            # then the true one, however many windows a baseline merges.
+            if (key in a or not folded_a) and (key in b or not folded_b):
+                merged[key] = n
+            else:
+                rest += n
+        if rest:
+            merged[other_key] = rest
         out._counts = merged
         out._compact()
         return out

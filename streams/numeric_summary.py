@@ -391,7 +391,7 @@ class NumericSummary:
         """A new summary of both windows' values; the inputs are unchanged."""
         a, b = self._folded(), other._folded()
         out = type(self)()  # a subclass keeps its (smaller) capacity
-        out._missing = self._missing + other._missing
+        out._missing = a._missing + b._missing  # the tails' non-finite values included
         for part in (a, b):
             if part._count:
                 out._combine_moments(part._count, part._mean, part._m2, part._min, part._max)
@@ -516,9 +516,11 @@ class NumericSummary:
         width = 8 if mode == _MODE_EXACT else 24
         end = _HEADER.size + width * n
         pending: list[float] = []
-        if version >= 2 and len(raw) >= end + _TAIL.size:
+        if version >= 2:
+            if len(raw) < end + _TAIL.size:
+                raise ValueError("corrupt NumericSummary (no tail length)")
             (tail,) = _TAIL.unpack_from(raw, end)
-            if tail >= FOLD_CHUNK or (tail and mode == _MODE_EXACT):
+            if tail >= FOLD_CHUNK or (tail and (mode == _MODE_EXACT or n == 0)):
                 raise ValueError("corrupt NumericSummary (tail)")
             if len(raw) == end + _TAIL.size + 8 * tail:
                 pending = np.frombuffer(raw, "<f8", tail, end + _TAIL.size).tolist()

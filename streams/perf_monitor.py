@@ -69,6 +69,7 @@ from streams.perf_state import (
     objective_key,
     perf_stream_key,
     perf_window_key,
+    split_incident_key,
 )
 from streams.performance import (
     CalibrationMap,
@@ -543,7 +544,13 @@ class PerformanceMonitor:
         never a DriftEvent: a floor is a service level, not a change, and no reason to
         retrain a model that was always below it."""
         cfg = self.config
-        for objective in cfg.objectives_for(stream.tenant, stream.model):
+        objectives = cfg.objectives_for(stream.tenant, stream.model)
+        if final:  # a breach of an objective no longer set is over: its windows count as clean
+            active = {objective_key(o.metric, version) for o in objectives}
+            for key in [k for k in stream.incidents.open if k.startswith("objective:")]:
+                if key not in active and split_incident_key(key)[1] == version:
+                    self._clean(stream, key, window, version, OBJECTIVE_KIND)
+        for objective in objectives:
             key = objective_key(objective.metric, version)
             if key in win.raised:
                 continue  # this window breached it at an earlier look

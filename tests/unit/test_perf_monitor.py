@@ -155,6 +155,23 @@ def test_objective_breach_resolves_when_the_model_is_back_above() -> None:
     assert not [e for e in s.events if "objective" in e.test]
 
 
+def test_a_breach_of_an_objective_no_longer_set_is_resolved() -> None:
+    """The rule removed (a restart with new settings): the open breach resolves at the next
+    final looks instead of staying open (and paging) for good."""
+    s = Stream(seed=3, config=PerformanceConfig(objectives="*:* pr_auc>=0.7"))
+    for d in range(6):
+        s.day(d, flip=0.08)
+    opened = [n for n in s.mon.take_notices() if n.kind == "objective"]
+    assert opened and opened[0].change == "opened"
+    s.mon = PerformanceMonitor(PerformanceConfig(), s.store)  # restarted without the rule
+    for d in range(6, 12):
+        s.day(d, flip=0.08)
+    s.advance(T0 + 22 * DAY)
+    later = [n for n in s.mon.take_notices() if n.kind == "objective"]
+    assert [n.change for n in later] == ["resolved"]
+    assert later[0].drift_id == opened[0].drift_id
+
+
 def test_replayed_positions_change_nothing() -> None:
     store = MemoryStore()
     mon = PerformanceMonitor(PerformanceConfig(), store)

@@ -418,3 +418,20 @@ def test_categorical_summary_does_not_depend_on_when_it_is_read_or_stored() -> N
         stored = CategoricalSummary.from_bytes(stored.to_bytes())
     assert read.to_bytes() == untouched.to_bytes() == stored.to_bytes()
     assert untouched.counts == read.counts and untouched.other_count > 0
+
+
+def test_numeric_tail_nonfinite_values_survive_a_merge_and_corrupt_tails_are_refused() -> None:
+    s = NumericSummary()
+    s.extend(np.arange(3_000.0))
+    s.add(float("nan"))
+    s.add(float("inf"))
+    assert s.has_tail and s.missing == 2
+    assert s.merge(NumericSummary()).missing == 2 == NumericSummary.merge_all([s]).missing
+    raw = s.to_bytes()
+    with pytest.raises(ValueError):
+        NumericSummary.from_bytes(raw[:-4])  # a v2 record cut inside its tail
+    empty_with_tail = NumericSummary()
+    empty_with_tail._values = None  # a bucketed header with no buckets but a tail
+    empty_with_tail._pending = [1.0, 2.0, 3.0]
+    with pytest.raises(ValueError):
+        NumericSummary.from_bytes(empty_with_tail.to_bytes())
