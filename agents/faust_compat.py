@@ -186,6 +186,8 @@ class _Hold:
     expect: int
     last_seek: float
     consumer: Any
+    since: float = 0.0
+    """When the partition was first held at ``expect``."""
 
 
 @dataclass
@@ -277,12 +279,24 @@ class SourceOrder:
             and now - hold.last_seek < ORDER_RETRY_SECONDS
         ):
             return
-        self.held[tp] = _Hold(expect, now, consumer)
+        since = hold.since if hold is not None and hold.expect == expect else now
+        self.held[tp] = _Hold(expect, now, consumer, since)
         COUNTERS["order_refetch"] += 1
         log.warning("%s[%d]: offset %d was skipped (a later one arrived first); later messages "
                     "held back and the partition read again from %d", tp.topic, tp.partition,
                     expect, expect)  # fmt: skip
         _spawn(_seek(consumer, tp, expect))
+
+    def stalled(self, older_than: float) -> dict[Any, tuple[int, float]]:
+        """Partitions held at a missing message for longer than ``older_than`` seconds: the
+        offset waited for and how long (for the watchdog: re-reading has not brought it
+        back, so only a restart from the committed offsets will)."""
+        now = self.clock()
+        return {
+            tp: (h.expect, now - h.since)
+            for tp, h in self.held.items()
+            if now - h.since > older_than
+        }
 
     def retry(self) -> None:
         """Seek again where the missing message has not come back in time: records fetched

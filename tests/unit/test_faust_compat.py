@@ -376,7 +376,14 @@ def test_a_seek_that_brought_nothing_back_is_retried() -> None:
 
     run(retry())
     assert consumer.seeks == [{consumer.tp: 10}, {consumer.tp: 10}]
+    # How long it has been held counts from the first hold, not from the last seek: the
+    # watchdog ends a worker held past its stall time (a restart re-reads from the commit).
+    now[0] = 75.0
+    run(retry())
+    assert order.stalled(older_than=60.0) == {consumer.tp: (10, 75.0)}
+    assert order.stalled(older_than=80.0) == {}
     assert admitted(order, consumer, [10]) == [10] and not order.held
+    assert order.stalled(older_than=0.0) == {}
 
 
 def test_a_batch_cancelled_mid_way_is_not_acked() -> None:

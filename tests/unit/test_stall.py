@@ -238,6 +238,33 @@ def test_watchdog_is_disarmed_while_recovering(tmp_path: Path) -> None:
     assert exits == []
 
 
+def test_watchdog_ends_a_worker_held_at_a_missing_message(tmp_path: Path) -> None:
+    """The broker's offsets can look fine (here: everything committed) while the consumer's
+    own order guard holds a partition at a message that never comes back; past the stall
+    time that is a commit stall too (found in CI: a failover survivor held a partition,
+    unready, for two minutes and nobody ended it)."""
+    dog, exits, reasons = watchdog(tmp_path)
+    dog.offsets = {TP: Offsets(900, 899, 900)}  # nothing waiting, as the broker sees it
+    now = [0.0]
+
+    async def probe(topic: str, partition: int, offset: int) -> int | None:
+        return offset
+
+    order = faust_compat.SourceOrder(probe, clock=lambda: now[0])
+    order.held[TP] = faust_compat._Hold(800, 0.0, None, 0.0)
+    before = faust_compat.ORDER
+    faust_compat.ORDER = order
+    try:
+        now[0] = 30.0
+        assert dog.check(now=1000) is None
+        now[0] = 61.0
+        stall = dog.check(now=1031)
+    finally:
+        faust_compat.ORDER = before
+    assert stall is not None and stall.kind == COMMIT and stall.partition == TP
+    assert stall.seconds == 61.0 and exits == [STALL_EXIT_CODE] and reasons
+
+
 def test_stall_hook_fires_once_per_data_dir(tmp_path: Path) -> None:
     hook = StallHook("commit:10", str(tmp_path))
     try:
