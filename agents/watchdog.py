@@ -148,6 +148,8 @@ class Watchdog:
         survivor of a failover held a partition for two minutes, unready, and nobody ended
         it)."""
         limit = self.watch.stall_seconds
+        if faust_compat.busy_since() is not None:
+            return None  # a running batch may be what delays the re-read (batch stalls apart)
         found: list[tuple[Any, int, float]] = []
         order, guard = faust_compat.ORDER, faust_compat.GUARD
         if order is not None:
