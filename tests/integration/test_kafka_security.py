@@ -371,3 +371,24 @@ def test_mutual_tls_with_an_encrypted_client_key(tmp_path: Path) -> None:
     assert last.startswith(f"driftwatch: cannot connect to Kafka at localhost:{port}: "), last
     assert "the broker closed every connection at once" in last, last
     assert "does the listener require a client certificate" in last, last
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_demo_runs_end_to_end_over_sasl_ssl(secure: SecureCluster, tmp_path: Path) -> None:
+    """Issue 13's target: the demo (workers, retrain worker, producers, the API, reports)
+    against a cluster that requires TLS and SCRAM-SHA-512, shorter than the default run.
+    In ``make bench``: it takes minutes."""
+    logins_before = len(secure.front.logins)
+    env = {
+        **secure.env(),
+        "DRIFTWATCH_TOPIC_PREFIX": f"demo-{os.getpid()}-",
+        "DRIFTWATCH_APP_ID": f"demo-{os.getpid()}-app",
+    }
+    done = _cli(["demo"], env, timeout=840)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "every injected drift was found" in done.stdout
+    logins = secure.front.logins[logins_before:]
+    assert logins and all(ok for _, _, ok in logins)
+    assert {m for m, _, _ in logins} == {"SCRAM-SHA-512"}
+    assert PASSWORD not in done.stdout + done.stderr
