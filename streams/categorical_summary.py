@@ -119,20 +119,11 @@ class CategoricalSummary:
         out._missing = self._missing + other._missing
         a, b = self._counts, other._counts
         other_key = self.OTHER
-        folded_a, folded_b = a.get(other_key, 0) > 0, b.get(other_key, 0) > 0
-        merged: dict[str, int] = {}
-        rest = a.get(other_key, 0) + b.get(other_key, 0)
-        for key in a.keys() | b.keys():
-            if key == other_key:
-                continue
-            n = a.get(key, 0) + b.get(key, 0)
-            # A side that folded does not know a category it does not list (it may be in its
-            # OTHER): the sum would be short, so the category joins OTHER. Every count kept is
-            # then the true one, however many windows a baseline merges.
-            if (key in a or not folded_a) and (key in b or not folded_b):
-                merged[key] = n
-            else:
-                rest += n
+        # A category a folded side does not list may be in its OTHER: its sum would be short,
+        # so it joins OTHER. Every count kept is then the true one, however many windows a
+        # baseline merges.
+        merged = {key: a.get(key, 0) + b.get(key, 0) for key in known_to_both(a, b, other_key)}
+        rest = out._count - sum(merged.values())  # both OTHERs and what joined them
         if rest:
             merged[other_key] = rest
         out._counts = merged
@@ -177,6 +168,17 @@ class CategoricalSummary:
             f"CategoricalSummary(count={self._count}, missing={self._missing}, "
             f"categories={len(self._counts)})"
         )
+
+
+def known_to_both(a: dict[str, int], b: dict[str, int], other_key: str) -> list[str]:
+    """The categories (``other_key`` aside, sorted) whose count both ``a`` and ``b`` know: a
+    side lists it, or has folded nothing (so an absent category is a true 0 there)."""
+    folded_a, folded_b = a.get(other_key, 0) > 0, b.get(other_key, 0) > 0
+    return sorted(
+        key
+        for key in (a.keys() | b.keys()) - {other_key}
+        if (key in a or not folded_a) and (key in b or not folded_b)
+    )
 
 
 def _folded(counts: dict[str, int], limit: int, other_key: str) -> dict[str, int]:

@@ -47,6 +47,15 @@ _MODE_EXACT: Final = 0
 _MODE_BUCKETS: Final = 1
 
 
+def _chan(
+    n_a: int, mean_a: float, m2_a: float, n_b: int, mean_b: float, m2_b: float
+) -> tuple[int, float, float]:
+    """Chan et al.'s exact merge of two (count, mean, M2)."""
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    return n, mean_a + delta * n_b / n, m2_a + m2_b + delta * delta * n_a * n_b / n
+
+
 @dataclass(frozen=True, slots=True)
 class _Tail:
     size: int
@@ -202,14 +211,12 @@ class NumericSummary:
         t = self._tail()
         if not t.values.size:
             return (self._count, self._missing + t.nonfinite, *base[2:])
-        n_a, n_b = self._count, int(t.values.size)
-        n = n_a + n_b
-        delta = t.mean - self._mean
+        n, mean, m2 = _chan(self._count, self._mean, self._m2, int(t.values.size), t.mean, t.m2)
         return (
             n,
             self._missing + t.nonfinite,
-            self._mean + delta * n_b / n,
-            self._m2 + t.m2 + delta * delta * n_a * n_b / n,
+            mean,
+            m2,
             min(self._min, float(t.values[0])),
             max(self._max, float(t.values[-1])),
         )
@@ -238,12 +245,9 @@ class NumericSummary:
 
     def _combine_moments(self, n_b: int, mean_b: float, m2_b: float, lo: float, hi: float) -> None:
         """Chan et al. parallel update: exact merge of (count, mean, M2)."""
-        n_a = self._count
-        n = n_a + n_b
-        delta = mean_b - self._mean
-        self._mean += delta * n_b / n
-        self._m2 += m2_b + delta * delta * n_a * n_b / n
-        self._count = n
+        self._count, self._mean, self._m2 = _chan(
+            self._count, self._mean, self._m2, n_b, mean_b, m2_b
+        )
         self._min = min(self._min, lo)
         self._max = max(self._max, hi)
 

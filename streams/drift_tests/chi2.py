@@ -7,7 +7,7 @@ import math
 import numpy as np
 from scipy import special
 
-from streams.categorical_summary import CategoricalSummary
+from streams.categorical_summary import CategoricalSummary, known_to_both
 from streams.drift_tests.base import DriftTest, TestResult
 
 __all__ = ["ChiSquare", "chi2_test"]
@@ -76,12 +76,7 @@ def chi2_test(window: CategoricalSummary, baseline: CategoricalSummary) -> TestR
         # (a category absent from an unfolded side is a true 0) and pool the rest on each
         # side alike, or a category kept on one side and folded on the other looks like a
         # change (a false alarm on any feature with more than MAX_CATEGORIES categories).
-        other = window.OTHER
-        cats = sorted(
-            c
-            for c in (set(cw) | set(cb)) - {other}
-            if (c in cw or not o_w) and (c in cb or not o_b)
-        )
+        cats = known_to_both(cw, cb, window.OTHER)
         known = [[cw.get(c, 0) for c in cats], [cb.get(c, 0) for c in cats]]
         obs = np.array(
             [known[0] + [n_w - sum(known[0])], known[1] + [n_b - sum(known[1])]], np.float64
