@@ -147,7 +147,9 @@ class FeatureJudge:
         """
         cfg = self.config
         book = stream.incidents
-        all_tests = self._test_features(stream, window, pick or whole_window)
+        # At a look only discoveries count: tests may skip exact p-values they prove > alpha.
+        decide_at = alpha if partial_end is not None else None
+        all_tests = self._test_features(stream, window, pick or whole_window, decide_at)
         tests = [t for t in all_tests if book.last_window.get(t.incident_key, -1) < window]
         # Judged at an interim look already: found drifting in this window.
         judged = {t.incident_key for t in all_tests} - {t.incident_key for t in tests}
@@ -276,7 +278,9 @@ class FeatureJudge:
         self._baselines[cache_key] = result
         return result
 
-    def _test_features(self, stream: StreamState, window: float, pick: Picker) -> list[FeatureTest]:
+    def _test_features(
+        self, stream: StreamState, window: float, pick: Picker, decide_at: float | None
+    ) -> list[FeatureTest]:
         tests: list[FeatureTest] = []
         whole = pick is whole_window
         windows = self._baseline_windows(stream, window)
@@ -300,11 +304,16 @@ class FeatureJudge:
                 if test.sample == "values":
                     self.stats["tests"] += 1  # the metric counts the tests of the values
                 # A result of p = 1 (say, nothing missing on either side) is a clean one too.
+                result = (
+                    test.run(summary, base)
+                    if decide_at is None
+                    else test.run_for_decision(summary, base, decide_at)
+                )
                 tests.append(
                     FeatureTest(
                         feature,
                         kind,
-                        test.run(summary, base),
+                        result,
                         n_window,
                         test.size(base),
                         b_start,

@@ -80,6 +80,14 @@ class DriftTest(ABC, Generic[S]):
     def run(self, window: S, baseline: S) -> TestResult:
         """Test ``window`` against ``baseline``; the result's ``test`` is :attr:`name`."""
 
+    def run_for_decision(self, window: S, baseline: S, alpha: float) -> TestResult:
+        """:meth:`run` where only the decision at level ``alpha`` matters (the hourly looks:
+        a result that is not a discovery is dropped). A test may then return, for a p-value
+        it can *prove* is above ``alpha``, a cheaper p that is also above ``alpha``: under
+        Benjamini-Hochberg at level alpha such a test is never significant and never moves
+        another's rank, so every decision stays as exact p-values would make it."""
+        return self.run(window, baseline)
+
     @abstractmethod
     def noise(self, n_eff: float, baseline: S) -> float:
         """The effect size two samples of the baseline's distribution would show at

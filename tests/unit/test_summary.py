@@ -435,3 +435,60 @@ def test_numeric_tail_nonfinite_values_survive_a_merge_and_corrupt_tails_are_ref
     empty_with_tail._pending = [1.0, 2.0, 3.0]
     with pytest.raises(ValueError):
         NumericSummary.from_bytes(empty_with_tail.to_bytes())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_lazy_ks_p_is_only_skipped_when_the_exact_p_is_above_alpha(seed: int) -> None:
+    """At the hourly looks an exact KS p is skipped when Stephens' approximation proves it
+    above the looks' alpha (``clearly_above``). Over samples of the looks' sizes, shifted
+    and not, every skipped p must have an exact p above alpha, and a cheaper p above alpha;
+    a decision-level check: at least some are skipped and some are not (with a shift)."""
+    from streams.drift_tests.ks import clearly_above, ks_2samp_sorted, ks_pvalue
+
+    rng = np.random.default_rng(100 + seed)
+    skipped = needed = 0
+    for _ in range(150):
+        n1 = int(rng.integers(5, 400))
+        n2 = int(rng.integers(10, 2_048))
+        shift = float(rng.choice([0.0, 0.2, 0.5, 1.0]))
+        a = np.sort(rng.normal(shift, 1, n1))
+        b = np.sort(rng.normal(0, 1, n2))
+        n_eff = max(1, round(n1 * n2 / (n1 + n2)))
+        for alpha in (1e-6, 1e-4, 2e-4, 1e-3, 0.01, 0.05):
+            d, exact_p = ks_2samp_sorted(a, b, 100_000)
+            lazy_d, lazy_p = ks_2samp_sorted(a, b, 100_000, decide_at=alpha)
+            assert lazy_d == pytest.approx(d, abs=1e-12)  # the exact path rounds D to its lattice
+            # The one-sample path (window exact, baseline bucketed) asks the same question.
+            one_sample = clearly_above(d, n_eff, min(n1, n2), alpha)
+            if one_sample is not None and n_eff <= 60:
+                assert ks_pvalue(d, n_eff) > alpha, (n1, n2, d, alpha)
+            if lazy_p == exact_p:
+                needed += 1
+                continue
+            skipped += 1
+            assert exact_p > alpha and lazy_p > alpha, (n1, n2, d, alpha, exact_p, lazy_p)
+    assert skipped > 100 and needed > 100
+
+
+def test_lazy_ks_p_changes_no_interim_finding() -> None:
+    """The engine with and without the lazy p at its looks: the same DriftEvents, p-values
+    included (a discovery's p is always computed exactly), on a stream with a shift."""
+    import streams.drift_tests.ks as ks_module
+    from tests.unit.test_engine import DEFAULTS_SHORT_HISTORY, run_engine, stream
+
+    def drifts() -> list[object]:
+        events = stream(seed=23, days=32, per_day=700, n_numeric=4, shift_day=30.4,
+                        shift_sigma=0.6)  # fmt: skip
+        found, engine = run_engine(events, DEFAULTS_SHORT_HISTORY)
+        assert engine.stats["interim_looks"] > 0
+        return found
+
+    lazy = drifts()
+    saved = ks_module._LAZY_MIN_N
+    ks_module._LAZY_MIN_N = 10**9  # exact p everywhere
+    try:
+        exact = drifts()
+    finally:
+        ks_module._LAZY_MIN_N = saved
+    assert lazy and any(getattr(d, "partial", False) for d in lazy)
+    assert lazy == exact
