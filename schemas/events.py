@@ -153,6 +153,12 @@ def _optional_label(data: dict[str, Any], name: str) -> int | str | None:
     return value
 
 
+_VALID_FEATURE_NAMES: set[str] = set()
+"""Feature names already found valid: a model sends the same few names in every event, so
+each is checked once per process (bounded: past the bound, names are checked every time)."""
+_VALID_NAMES_KEPT = 100_000
+
+
 def _parse_features(raw: Any) -> dict[str, FeatureValue]:
     if raw is None:
         raise InvalidEvent("missing_field", "features is required")
@@ -161,12 +167,20 @@ def _parse_features(raw: Any) -> dict[str, FeatureValue]:
     if len(raw) > MAX_FEATURES:
         raise InvalidEvent("too_many_features", f"{len(raw)} features, limit {MAX_FEATURES}")
     features: dict[str, FeatureValue] = {}
+    known = _VALID_FEATURE_NAMES
     for name, value in raw.items():
-        try:
-            validate_feature_name(name)
-        except UnsafeName as exc:
-            raise _name_error(exc) from None
-        if value is None or isinstance(value, str):
+        if name not in known:
+            try:
+                validate_feature_name(name)
+            except UnsafeName as exc:
+                raise _name_error(exc) from None
+            if len(known) < _VALID_NAMES_KEPT:
+                known.add(name)
+        if value.__class__ is float:  # the usual, first: a finite JSON float is itself
+            if value - value != 0.0:  # NaN or an infinity (a JSON decoder may allow them)
+                raise InvalidEvent("non_finite", f"feature {name!r} is {value!r}")
+            features[name] = value
+        elif value is None or isinstance(value, str):
             if isinstance(value, str) and len(value) > MAX_CATEGORY_LEN:
                 raise InvalidEvent("bad_value", f"feature {name!r} value is too long")
             features[name] = value

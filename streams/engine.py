@@ -24,7 +24,7 @@ from schemas import DriftEvent, InvalidEvent, PredictionEvent
 from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
 from streams.incidents import IncidentNotice
 from streams.judge import FeatureJudge
-from streams.keyed_state import Position, StateCache, StateStore, Write, guard
+from streams.keyed_state import Position, StateCache, StateStore, Write, guard, part_of_run, run_of
 from streams.state import (
     RECENT_LEVELS,
     FeatureKind,
@@ -124,6 +124,7 @@ class DriftEngine:
             tenant, model = stream.tenant, stream.model
             hot = self._hot.setdefault((skey, window), {})
             positions = [p for _, p in items]
+            run = run_of(positions)  # the same for every feature of these events
             if looks:
                 slots = [int((e.timestamp - window) // cfg.interim_seconds) for e, _ in items]
                 hashes = [event_hash(e.event_id) for e, _ in items]
@@ -152,14 +153,16 @@ class DriftEngine:
                 column = [e.features.get(name, missing) for e, _ in items]
                 if any(v is missing for v in column):
                     present = [k for k, v in enumerate(column) if v is not missing]
+                    subset = [positions[k] for k in present]
                     fw.apply_many(
                         [column[k] for k in present],  # type: ignore[misc]
-                        [positions[k] for k in present],
+                        subset,
                         [slots[k] for k in present],
                         [hashes[k] for k in present],
+                        part_of_run(run, subset),
                     )
                 else:
-                    fw.apply_many(column, positions, slots, hashes)  # type: ignore[arg-type]
+                    fw.apply_many(column, positions, slots, hashes, run)  # type: ignore[arg-type]
         self._pending.clear()
 
     def take_notices(self) -> list[IncidentNotice]:

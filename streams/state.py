@@ -20,7 +20,14 @@ import numpy as np
 
 from streams.categorical_summary import CategoricalSummary
 from streams.incidents import IncidentBook
-from streams.keyed_state import Position, guard, guard_many, offsets_from_json, offsets_to_json
+from streams.keyed_state import (
+    Position,
+    Run,
+    guard,
+    guard_many,
+    offsets_from_json,
+    offsets_to_json,
+)
 from streams.numeric_summary import NumericSummary
 
 FeatureKind = Literal["numeric", "categorical"]
@@ -53,10 +60,14 @@ class RecentSlots:
     )
     """Per ring entry: (slot, sample length, finite values, missing) of numeric samples;
     dropped whenever the entry changes."""
+    _encoded: dict[int, bytes] = field(default_factory=dict, repr=False, compare=False)
+    """Per ring entry: its part of :meth:`to_bytes` (a flush re-encodes only the entries that
+    changed since the last one: usually one of eight); dropped with ``_arrays``."""
 
     def add(self, slot: int, h: int, value: float | str | None) -> None:
         i = slot % RECENT_SLOTS
         self._arrays.pop(i, None)
+        self._encoded.pop(i, None)
         if self.ids[i] != slot:
             if self.ids[i] > slot:
                 return  # an event later than its slot's ring entry: too late for sub-day looks
@@ -85,6 +96,7 @@ class RecentSlots:
                 by_entry.setdefault(slot % RECENT_SLOTS, []).append(k)
         for i, ks in by_entry.items():
             self._arrays.pop(i, None)
+            self._encoded.pop(i, None)
             top = max(slots[k] for k in ks)
             if self.ids[i] > top:
                 continue  # every one of them is later than its slot's ring entry
@@ -142,19 +154,20 @@ class RecentSlots:
     def to_bytes(self, numeric: bool) -> bytes:
         """Compact binary for numeric features (<= 6.2 KiB: ids, counts, u32 hashes, f64
         values with NaN for missing); JSON for categorical values."""
-        if not numeric:
-            return json.dumps(
-                {"ids": self.ids, "s": [[[h, v] for h, v in sample] for sample in self.samples]},
-                separators=(",", ":"),
-            ).encode()
+        cache = self._encoded
+        entries: list[bytes] = []
+        for i, sample in enumerate(self.samples):
+            part = cache.get(i)
+            if part is None:
+                part = cache[i] = _encode_sample(sample, numeric)
+            entries.append(part)
+        if not numeric:  # the bytes of json.dumps(..., separators=(",", ":")) of the whole
+            ids = json.dumps(self.ids, separators=(",", ":")).encode()
+            return b'{"ids":' + ids + b',"s":[' + b",".join(entries) + b"]}"
         counts = [len(sample) for sample in self.samples]
-        parts = [struct.pack(f"<{RECENT_SLOTS}q{RECENT_SLOTS}H", *self.ids, *counts)]
-        for sample in self.samples:
-            parts.append(np.array([h for h, _ in sample], dtype="<u4").tobytes())
-            parts.append(
-                np.array([np.nan if v is None else v for _, v in sample], dtype="<f8").tobytes()
-            )
-        return b"".join(parts)
+        return struct.pack(f"<{RECENT_SLOTS}q{RECENT_SLOTS}H", *self.ids, *counts) + b"".join(
+            entries
+        )
 
     @classmethod
     def from_bytes(cls, raw: bytes, numeric: bool) -> RecentSlots:
@@ -178,6 +191,14 @@ class RecentSlots:
                 ]
             )
         return cls(ids=ids, samples=samples)
+
+
+def _encode_sample(sample: list[tuple[int, float | str | None]], numeric: bool) -> bytes:
+    """One ring entry's part of :meth:`RecentSlots.to_bytes`."""
+    if not numeric:
+        return json.dumps([[h, v] for h, v in sample], separators=(",", ":")).encode()
+    hashes = np.array([h for h, _ in sample], dtype="<u4").tobytes()
+    return hashes + np.array([np.nan if v is None else v for _, v in sample], "<f8").tobytes()
 
 
 def _hash_of(item: tuple[int, float | str | None]) -> int:
@@ -246,11 +267,13 @@ class FeatureWindow:
         positions: list[Position | None],
         slots: list[int],
         hashes: list[int],
+        run: Run | None = None,
     ) -> int:
         """:meth:`apply` for each value in order (one position each); returns how many were
         new. Replays are recognised as one at a time would: a value is new when its offset is
-        above every offset applied before it from the same partition."""
-        keep = guard_many(self.offsets, positions)
+        above every offset applied before it from the same partition. ``run``: the
+        positions' ``run_of``, if the caller has it."""
+        keep = guard_many(self.offsets, positions, run)
         if len(keep) != len(values):
             values = [values[k] for k in keep]
             slots = [slots[k] for k in keep]

@@ -94,3 +94,27 @@ def test_stream_state_and_incidents_round_trip() -> None:
     )
     s.incidents = book
     assert StreamState.from_bytes(s.to_bytes()).incidents == book
+
+
+def test_recent_slots_encoding_cache_gives_the_bytes_of_a_fresh_encoding() -> None:
+    """A flush re-encodes only the ring entries that changed; the bytes must be those of
+    encoding every entry afresh, after each kind of change (add, add_many, a new slot)."""
+    rng = np.random.default_rng(9)
+    for numeric in (True, False):
+        cached = RecentSlots()
+        for step in range(40):
+            slot = step // 3
+            values: list[float | str | None] = [
+                None if k % 11 == 0 else (float(v) if numeric else f"c{int(v * 9)}")
+                for k, v in enumerate(rng.random(int(rng.integers(1, 90))))
+            ]
+            hashes = [int(h) for h in rng.integers(0, 2**32, len(values))]
+            if step % 2:
+                cached.add_many([slot] * len(values), hashes, values)
+            else:
+                for h, v in zip(hashes, values, strict=True):
+                    cached.add(slot, h, v)
+            raw = cached.to_bytes(numeric)  # fills the cache; the next step changes an entry
+            fresh = RecentSlots(ids=list(cached.ids), samples=[list(s) for s in cached.samples])
+            assert raw == fresh.to_bytes(numeric), (numeric, step)
+            assert RecentSlots.from_bytes(raw, numeric).samples == cached.samples

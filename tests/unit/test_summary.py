@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from schemas import DriftEvent
 from streams.categorical_summary import CategoricalSummary
 from streams.drift_tests.chi2 import chi2_test
 from streams.drift_tests.ks import ks_test
@@ -476,7 +477,7 @@ def test_lazy_ks_p_changes_no_interim_finding() -> None:
     import streams.drift_tests.ks as ks_module
     from tests.unit.test_engine import DEFAULTS_SHORT_HISTORY, run_engine, stream
 
-    def drifts() -> list[object]:
+    def drifts() -> list[DriftEvent]:
         events = stream(seed=23, days=32, per_day=700, n_numeric=4, shift_day=30.4,
                         shift_sigma=0.6)  # fmt: skip
         found, engine = run_engine(events, DEFAULTS_SHORT_HISTORY)
@@ -490,5 +491,5 @@ def test_lazy_ks_p_changes_no_interim_finding() -> None:
         exact = drifts()
     finally:
         ks_module._LAZY_MIN_N = saved
-    assert lazy and any(getattr(d, "partial", False) for d in lazy)
+    assert lazy and any(d.partial for d in lazy)
     assert lazy == exact
