@@ -226,10 +226,9 @@ class SourceOrder:
             offset = message.offset
             expect = self.expect.get(tp)
             if expect is None:
-                expect = consumer._committed_offset.get(tp)
+                expect = start_offset(consumer, tp)
             if (
-                expect is not None
-                and offset > expect
+                offset > expect
                 and not await self._no_records(consumer, tp, expect, offset)
             ):
                 stopped.add(tp)
@@ -237,7 +236,7 @@ class SourceOrder:
                 self._seek_back(consumer, tp, expect)
                 continue
             admitted.append(event)
-            if expect is None or offset >= expect:
+            if offset >= expect:
                 self.expect[tp] = offset + 1
                 self.held.pop(tp, None)
         return admitted
@@ -487,8 +486,8 @@ def _guarded_ack(original: Callable[[Any, Any], bool]) -> Callable[[Any, Any], b
 def _strict_new_offset(original: Callable[[Any, Any], int | None]) -> Callable[[Any, Any], Any]:
     def new_offset(self: Any, tp: Any) -> int | None:
         acked = self._acked[tp]
-        committed = self._committed_offset[tp]
-        if acked and committed is not None and GUARD is not None:
+        committed = start_offset(self, tp)
+        if acked and GUARD is not None:
             gaps = self._gap[tp]
             head = min(acked)
             covered = bool(gaps) and bool(gaps.overlaps(committed, head))
@@ -502,6 +501,17 @@ def _strict_new_offset(original: Callable[[Any, Any], int | None]) -> Callable[[
         return original(self, tp)
 
     return new_offset
+
+
+def start_offset(consumer: Any, tp: Any) -> int:
+    """Where reading a partition starts: its committed offset, or with none (Faust keeps 0
+    as None too) the start of the log, 0 or the first record after it (the worker's
+    ``auto_offset_reset`` is "earliest"). A partition that was never committed is guarded
+    like any other: a worker killed before its first commit and restarted lost a day of
+    predictions to the restart race, because a first message past the start was taken for
+    the start (the probe tells a dropped head from a log that begins later)."""
+    committed = consumer._committed_offset.get(tp)
+    return 0 if committed is None else int(committed)
 
 
 def kafka_probe(config: dict[str, Any], timeout: float = 10.0) -> Probe:

@@ -368,7 +368,7 @@ def noop_worker(
 
 
 def driftwatch_worker(
-    bootstrap: str, prefix: str, app_id: str, partitions: int, workdir: Path
+    bootstrap: str, prefix: str, app_id: str, partitions: int, workdir: Path, features: int = 20
 ) -> WorkerProc:
     port = free_port()
     env = {
@@ -387,6 +387,8 @@ def driftwatch_worker(
         "DRIFTWATCH_MAX_FUTURE_SECONDS": str(10_000 * 86400),
         "DRIFTWATCH_BATCH_SIZE": str(BATCH),
         "DRIFTWATCH_BATCH_WITHIN": "0.5",
+        # A wide model (--features 1000) needs the per-stream feature limit raised.
+        "DRIFTWATCH_MAX_FEATURES_PER_STREAM": str(max(500, features)),
         **FAST_DETECTION,
     }
     return WorkerProc(
@@ -435,12 +437,18 @@ class WorkerGroup(WorkerProc):
 
 
 def driftwatch_workers(
-    bootstrap: str, prefix: str, app_id: str, partitions: int, workdir: Path, workers: int
+    bootstrap: str,
+    prefix: str,
+    app_id: str,
+    partitions: int,
+    workdir: Path,
+    workers: int,
+    features: int = 20,
 ) -> WorkerProc:
     if workers == 1:
-        return driftwatch_worker(bootstrap, prefix, app_id, partitions, workdir)
+        return driftwatch_worker(bootstrap, prefix, app_id, partitions, workdir, features)
     members = [
-        driftwatch_worker(bootstrap, prefix, app_id, partitions, workdir / f"w{k}")
+        driftwatch_worker(bootstrap, prefix, app_id, partitions, workdir / f"w{k}", features)
         for k in range(workers)
     ]
     for m in members:
@@ -618,7 +626,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
                 t, samples = run_worker(
                     driftwatch_workers(
-                        bootstrap, dw_prefix, f"{run_id}-dw-{k}", partitions, workdir, workers
+                        bootstrap,
+                        dw_prefix,
+                        f"{run_id}-dw-{k}",
+                        partitions,
+                        workdir,
+                        workers,
+                        features,
                     ),
                     n,
                     timeout,
