@@ -227,10 +227,7 @@ class SourceOrder:
             expect = self.expect.get(tp)
             if expect is None:
                 expect = start_offset(consumer, tp)
-            if (
-                offset > expect
-                and not await self._no_records(consumer, tp, expect, offset)
-            ):
+            if offset > expect and not await self._no_records(consumer, tp, expect, offset):
                 stopped.add(tp)
                 self._hold(message)
                 self._seek_back(consumer, tp, expect)
