@@ -21,8 +21,8 @@ predictions labelled (~165 labels a day), where the simulated model's accuracy i
 
 * ``few-labels-null``: nothing changes;
 * ``few-labels-concept``: from day 56 the label of 3.4 % of labelled predictions is flipped
-  (accuracy
-  ~0.947 -> ~0.917; features and scores unchanged, so no label-free estimate can see it);
+  (accuracy ~0.947 -> ~0.917; features and scores unchanged, so no label-free estimate can
+  see it);
 * ``few-labels-covariate``: from day 56 the most important feature shifts by 0.6 sigma
   (accuracy ~0.947 -> ~0.917, caused by a covariate shift the label-free estimate can see).
 

@@ -52,6 +52,7 @@ from streams.keyed_state import Position, StateCache, StateStore, Write, guard
 from streams.perf_findings import (
     Z95,
     Finding,
+    accuracy_floor,
     ap_se,
     drop_severity,
     drop_tests,
@@ -60,6 +61,7 @@ from streams.perf_findings import (
     objective_test,
     objective_value,
     positives,
+    span_test,
 )
 from streams.perf_state import (
     OBJECTIVE_KIND,
@@ -110,9 +112,13 @@ class PerformanceMonitor:
     ...         events += mon.observe_label("acme", "fraud", "v1", ts, s, y, ts + 3600)
     >>> sorted({(int(e.window_start // DAY), e.test) for e in events})  # nothing before day 63
     ... # doctest: +NORMALIZE_WHITESPACE
-    [(63, 'accuracy_drop'), (63, 'pr_auc_drop'), (63, 'sequential_error_rate'),
+    [(58, 'recent_accuracy_drop'), (59, 'recent_accuracy_drop'),
+     (63, 'accuracy_drop'), (63, 'pr_auc_drop'), (63, 'sequential_error_rate'),
      (64, 'accuracy_drop'), (64, 'pr_auc_drop'), (64, 'sequential_error_rate'),
      (65, 'accuracy_drop'), (65, 'pr_auc_drop'), (65, 'sequential_error_rate')]
+
+    (The span test's events start where its span does: the 7 windows ending at 64 and 65;
+    the looks and the sequential test find the drop first, as they should for a large one.)
     """
 
     def __init__(self, config: PerformanceConfig, store: StateStore) -> None:
@@ -254,16 +260,25 @@ class PerformanceMonitor:
             if expire_at <= event_time:
                 self._drop_window(stream, w)
                 continue
+            ended = end <= event_time
             closed = close_at <= event_time
             settled = settle_at <= event_time
             next_due = min(next_due, expire_at)
+            if not ended and cfg.span_looks:
+                next_due = min(next_due, end)
             if not closed:
                 next_due = min(next_due, close_at)
             if not settled:
                 next_due = min(next_due, settle_at)
-            if not (closed or settled):
+            if not ((ended and cfg.span_looks) or closed or settled):
                 continue
             win, _ = self._window_for(stream, w)
+            if ended and cfg.span_looks and not win.spanned:
+                # At the window's end, not its close: the span's labels are its earlier
+                # windows', which a late prediction of this one does not change.
+                win.spanned = True
+                self._windows.mark(perf_window_key(stream.tenant, stream.model, w))
+                events += self._span(stream, w, win, event_time)
             if closed and not win.estimated:
                 win.estimated = True
                 self._windows.mark(perf_window_key(stream.tenant, stream.model, w))
@@ -367,7 +382,7 @@ class PerformanceMonitor:
             z, p = proportion_drop_test(
                 round(acc0 * b.predictions), b.predictions, round(acc * n), n
             )
-            if p < cfg.estimate_alpha and acc0 - acc >= cfg.min_accuracy_drop:
+            if p < cfg.estimate_alpha and acc0 - acc >= accuracy_floor(1.0 - acc0, cfg):
                 findings.append(estimated("estimated_accuracy_drop", z, p, acc0 - acc, acc))
             pr, pr0 = est.get("pr_auc"), base_est.get("pr_auc")
             if pr is not None and pr0 is not None and pr0 - pr >= cfg.min_pr_auc_drop:
@@ -392,6 +407,56 @@ class PerformanceMonitor:
                 )  # fmt: skip
         return events
 
+    def _span(
+        self, stream: PerfStream, window: float, win: PerfWindow, now: float
+    ) -> list[DriftEvent]:
+        """At a window's close: its labels so far and those of the ``span_windows - 1``
+        windows before it, per version, against the union of their baselines (one test per
+        window and version, on the look's alpha)."""
+        cfg = self.config
+        ecfg = cfg.engine
+        if not cfg.span_looks:
+            return []
+        have = set(stream.windows)
+        members = [
+            window - i * ecfg.window_seconds
+            for i in range(cfg.span_windows - 1, -1, -1)
+            if window - i * ecfg.window_seconds in have
+        ]
+        base_windows = sorted({c for m in members for c in ecfg.baseline_candidates(m)} & have)
+        base = PerformanceSummary()
+        used = 0
+        for c in base_windows:
+            b = self.window(stream.tenant, stream.model, c)
+            merged = PerformanceSummary() if b is None else b.merged()
+            if merged.labelled:
+                base = base.merge(merged)
+                used += 1
+        if used < ecfg.min_baseline_windows:
+            return []
+        events: list[DriftEvent] = []
+        for version in sorted(win.versions):
+            span = PerformanceSummary()
+            for m in members:
+                mw = win if m == window else self.window(stream.tenant, stream.model, m)
+                if mw is not None and version in mw.versions:
+                    span = span.merge(mw.versions[version])
+            if span.labelled < cfg.min_labels:
+                continue
+            self.stats["span_looks"] += 1
+            key = f"span:{version}"
+            finding = span_test(base, span, cfg, cfg.look_alpha)
+            if finding is None:
+                self._clean(stream, key, window)
+                continue
+            finding.extra.update(span_start=members[0], span_windows=len(members))
+            events += self._raise(
+                stream, win, key, version, window, [finding], now, base_windows[0],
+                base_windows[-1] + ecfg.window_seconds, span, base.labelled, partial=True,
+                tested_from=members[0],
+            )  # fmt: skip
+        return events
+
     def _rate_test(self, stream: PerfStream, window: float) -> _RateBaseline | None:
         key = (perf_stream_key(stream.tenant, stream.model), window)
         if key in self._rate_tests:
@@ -405,7 +470,8 @@ class PerformanceMonitor:
             errors = b.labelled - tp - tn
             bound = rate_upper_bound(errors, b.labelled, cfg.sequential_alpha)
             if bound < 1.0:
-                test = RateRiseTest(bound, cfg.min_accuracy_drop, cfg.sequential_alpha)
+                floor = accuracy_floor(errors / b.labelled, cfg)
+                test = RateRiseTest(bound, max(floor, 1e-3), cfg.sequential_alpha)
                 found = _RateBaseline(test, errors / b.labelled, b.labelled, base_start, base_end)
         self._rate_tests[key] = found
         return found
@@ -462,7 +528,10 @@ class PerformanceMonitor:
         summary: PerformanceSummary,
         baseline_count: int,
         partial: bool,
+        tested_from: float | None = None,
     ) -> list[DriftEvent]:
+        """``tested_from``: where the tested data starts when it is more than ``window`` (the
+        span test's first window); the incident still counts ``window``."""
         cfg = self.config.engine
         book = stream.incidents
         win.raised.append(key)
@@ -511,7 +580,7 @@ class PerformanceMonitor:
                 statistic=f.statistic,
                 p_value=f.p_value,
                 effect_size=f.effect,
-                window_start=window,
+                window_start=window if tested_from is None else tested_from,
                 window_end=min(window + cfg.window_seconds, max(detected_at, window)),
                 baseline_start=baseline_start,
                 baseline_end=baseline_end,
@@ -554,7 +623,7 @@ class PerformanceMonitor:
             key = objective_key(objective.metric, version)
             if key in win.raised:
                 continue  # this window breached it at an earlier look
-            finding = objective_test(summary, objective, cfg, cfg.look_alpha)
+            finding = objective_test(summary, objective, cfg, cfg.objective_alpha)
             if finding is None:
                 if final and objective_value(summary, objective, cfg) is not None:
                     self._clean(stream, key, window, version, OBJECTIVE_KIND)
@@ -635,8 +704,9 @@ class PerformanceMonitor:
             stream.windows.append(w)
             stream.windows.sort()
             ecfg = self.config.engine
-            close_at = w + ecfg.window_seconds + ecfg.allowed_lateness_seconds
-            stream.next_due = min(stream.next_due, close_at)
+            due = w + ecfg.window_seconds  # its end (the span test), else its close
+            due += 0.0 if self.config.span_looks else ecfg.allowed_lateness_seconds
+            stream.next_due = min(stream.next_due, due)
             self._streams.mark(perf_stream_key(stream.tenant, stream.model))
         return win, key
 
