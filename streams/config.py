@@ -231,7 +231,8 @@ class PerformanceConfig:
     Labels trickle in, so a window is looked at several times: when its labelled count
     first reaches ``min_labels``, then at each doubling (at most ``max_looks`` such looks), and
     a last time once ``label_horizon_days`` have passed since it closed. Alpha is split
-    evenly over those looks (Bonferroni); between them, a sequential test watches the
+    evenly over those looks and the span test at the window's end (Bonferroni); between
+    them, a sequential test watches the
     window's error rate at every label, on its own share of alpha; so each window's
     false-alarm rate stays <= alpha.
     """
@@ -324,12 +325,13 @@ class PerformanceConfig:
         0.25,
         "DRIFTWATCH_PERF_SEQUENTIAL_ALPHA_SHARE",
         "Share of the performance alpha spent on the sequential test of each window's error "
-        "rate at every label (anytime-valid); the label-count looks share the rest. 0 turns "
+        "rate at every label (anytime-valid); the label-count looks and the span test share "
+        "the rest. 0 turns "
         "it off.",
     )
     """Share of ``alpha`` spent on the within-window sequential test of the error rate
     (``streams.sequential``: valid at every label, however many); the milestone and final
-    looks share the rest."""
+    looks and the span test share the rest."""
     estimate_max_label_rate: float = setting(
         0.5,
         "DRIFTWATCH_ESTIMATE_MAX_LABEL_RATE",

@@ -10,20 +10,25 @@ State per (tenant, model), in :mod:`streams.perf_state`: one :class:`PerfWindow`
 functions in :mod:`streams.perf_findings`; this module decides when a window is looked at,
 which findings count, and what they do to the incidents.
 
-Four signals, all of them DriftEvents of kind ``performance``:
+Five signals, all of them DriftEvents of kind ``performance``:
 
 * ``accuracy_drop`` / ``pr_auc_drop``: a window (per version) against the merged baseline
   windows (the feature-drift baseline rule), one-sided tests, Benjamini-Hochberg over the
-  two, and a minimum absolute drop. A window is looked at when its labelled count reaches
-  ``min_labels`` and each doubling, then once more after ``label_horizon_days``; alpha is
-  split over the looks (Bonferroni), so re-testing a window as labels arrive does not
-  inflate the false-alarm rate;
+  two, and a minimum drop (for accuracy scaled to the baseline's error rate,
+  :func:`~streams.perf_findings.accuracy_floor`). A window is looked at when its labelled
+  count reaches ``min_labels`` and each doubling, then once more after
+  ``label_horizon_days``; alpha is split over the looks (Bonferroni), so re-testing a window
+  as labels arrive does not inflate the false-alarm rate;
 * ``sequential_error_rate``: between the looks, at every label, an anytime-valid sequential
   test (:class:`~streams.sequential.RateRiseTest`) of the window's error rate against the
   upper confidence bound of the baseline's, on its own share of alpha: a large drop is found
   from a few dozen labels, without spending the window's alpha once per label. (It replaces
   river's ADWIN on the error stream, whose alarms, tested on the cut ADWIN found worst and
   at every signal, had no controlled false-alarm rate.)
+* ``recent_accuracy_drop``: at each window's end, the labels so far of it and the
+  ``span_windows - 1`` windows before it, merged, against the union of their baselines
+  (:func:`~streams.perf_findings.span_test`), one more look on the looks' alpha: a small drop
+  of a model with few labels a day shows over a week of them, in no single window;
 * ``estimated_accuracy_drop`` / ``estimated_pr_auc_drop``: for a closed window whose labels
   are still mostly missing, CBPE estimates from its score distribution and the calibration
   learned on the baseline; marked ``estimated: true`` and never more than MEDIUM. They see
