@@ -90,7 +90,8 @@ def test_the_label_free_estimate_sees_a_small_shift_in_the_scores() -> None:
                 continue
             first = min(estimated, key=lambda e: e.detected_at)
             assert first.window_start == onset and first.detected_at - onset <= 26 * 3600
-            assert first.test == "estimated_accuracy_drop" and first.effect_size < 0.05
+            assert first.test == "estimated_accuracy_drop"
+            assert first.effect_size is not None and first.effect_size < 0.05  # below 0.05
 
 
 def _labels(rng: np.random.Generator, n: int, error_rate: float) -> PerformanceSummary:
