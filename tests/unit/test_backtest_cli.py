@@ -69,11 +69,7 @@ def test_simulate_then_backtest_with_outcomes(
     # The shift makes the model less sure (more traffic near its threshold): its accuracy
     # really drops, and the label-free estimate says so before the labels do.
     perf = [d for d in events if d["kind"] == "performance"]
-    assert all(
-        d["window_start"] >= "2026-01-31" for d in perf if d["test"] != "recent_accuracy_drop"
-    )
-    # the span test's DriftEvent covers its span (a week of windows): it reaches the shift
-    assert all(d["window_end"] > "2026-01-31T12" for d in perf)
+    assert all(d["window_start"] >= "2026-01-31" for d in perf)
     estimated = [d["detected_at"] for d in perf if d.get("estimated")]
     realised = [d["detected_at"] for d in perf if d["test"] == "accuracy_drop"]
     assert estimated and realised and min(estimated) < min(realised)
