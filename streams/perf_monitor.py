@@ -117,13 +117,11 @@ class PerformanceMonitor:
     ...         events += mon.observe_label("acme", "fraud", "v1", ts, s, y, ts + 3600)
     >>> sorted({(int(e.window_start // DAY), e.test) for e in events})  # nothing before day 63
     ... # doctest: +NORMALIZE_WHITESPACE
-    [(58, 'recent_accuracy_drop'), (59, 'recent_accuracy_drop'),
-     (63, 'accuracy_drop'), (63, 'pr_auc_drop'), (63, 'sequential_error_rate'),
-     (64, 'accuracy_drop'), (64, 'pr_auc_drop'), (64, 'sequential_error_rate'),
-     (65, 'accuracy_drop'), (65, 'pr_auc_drop'), (65, 'sequential_error_rate')]
-
-    (The span test's events start where its span does: the 7 windows ending at 64 and 65;
-    the looks and the sequential test find the drop first, as they should for a large one.)
+    [(63, 'accuracy_drop'), (63, 'pr_auc_drop'), (63, 'sequential_error_rate'),
+     (64, 'accuracy_drop'), (64, 'pr_auc_drop'), (64, 'recent_accuracy_drop'),
+     (64, 'sequential_error_rate'),
+     (65, 'accuracy_drop'), (65, 'pr_auc_drop'), (65, 'recent_accuracy_drop'),
+     (65, 'sequential_error_rate')]
     """
 
     def __init__(self, config: PerformanceConfig, store: StateStore) -> None:
@@ -442,10 +440,12 @@ class PerformanceMonitor:
         events: list[DriftEvent] = []
         for version in sorted(win.versions):
             span = PerformanceSummary()
+            with_version = []
             for m in members:
                 mw = win if m == window else self.window(stream.tenant, stream.model, m)
                 if mw is not None and version in mw.versions:
                     span = span.merge(mw.versions[version])
+                    with_version.append(m)
             if span.labelled < cfg.min_labels:
                 continue
             self.stats["span_looks"] += 1
@@ -454,11 +454,12 @@ class PerformanceMonitor:
             if finding is None:
                 self._clean(stream, key, window)
                 continue
-            finding.extra.update(span_start=members[0], span_windows=len(members))
+            # The event names the window at whose end the span was tested (the window its
+            # incident counts, as for every other test); the span is in ``extra``.
+            finding.extra.update(span_start=with_version[0], span_windows=len(with_version))
             events += self._raise(
                 stream, win, key, version, window, [finding], now, base_windows[0],
                 base_windows[-1] + ecfg.window_seconds, span, base.labelled, partial=True,
-                tested_from=members[0],
             )  # fmt: skip
         return events
 
@@ -533,10 +534,7 @@ class PerformanceMonitor:
         summary: PerformanceSummary,
         baseline_count: int,
         partial: bool,
-        tested_from: float | None = None,
     ) -> list[DriftEvent]:
-        """``tested_from``: where the tested data starts when it is more than ``window`` (the
-        span test's first window); the incident still counts ``window``."""
         cfg = self.config.engine
         book = stream.incidents
         win.raised.append(key)
@@ -585,7 +583,7 @@ class PerformanceMonitor:
                 statistic=f.statistic,
                 p_value=f.p_value,
                 effect_size=f.effect,
-                window_start=window if tested_from is None else tested_from,
+                window_start=window,
                 window_end=min(window + cfg.window_seconds, max(detected_at, window)),
                 baseline_start=baseline_start,
                 baseline_end=baseline_end,
