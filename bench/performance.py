@@ -231,7 +231,8 @@ def render(results: list[Result], command: str, seconds: float) -> str:
         "time of the stream at the first alarm after onset minus onset. `estimated` = "
         "driftwatch's label-free (CBPE) warnings; `confirmed` = after 7 windows; "
         "`sequential` = the within-window sequential test of the error rate alone, `looks` = "
-        "the label-count and final looks alone (`driftwatch` is the first of either).",
+        "the label-count and final looks and the span test (`recent_accuracy_drop`) alone "
+        "(`driftwatch` is the first of either).",
         "",
         "| scenario | detector | seeds | false alarms (total) | median delay (h) | "
         "max delay (h) | missed |",
