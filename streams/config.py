@@ -231,7 +231,8 @@ class PerformanceConfig:
     Labels trickle in, so a window is looked at several times: when its labelled count
     first reaches ``min_labels``, then at each doubling (at most ``max_looks`` such looks), and
     a last time once ``label_horizon_days`` have passed since it closed. Alpha is split
-    evenly over those looks (Bonferroni); between them, a sequential test watches the
+    evenly over those looks and the span test at the window's end (Bonferroni); between
+    them, a sequential test watches the
     window's error rate at every label, on its own share of alpha; so each window's
     false-alarm rate stays <= alpha.
     """
@@ -273,6 +274,29 @@ class PerformanceConfig:
         0.05, "DRIFTWATCH_MIN_ACCURACY_DROP", "Smallest accuracy drop that counts (absolute)."
     )
     """An accuracy drop counts from this absolute difference (and must be significant)."""
+    relative_error_rise: float = setting(
+        0.4,
+        "DRIFTWATCH_PERF_RELATIVE_ERROR_RISE",
+        "An accuracy drop also counts once the error rate rose by this share of the "
+        "baseline's (0.4: 0.06 -> 0.084 counts), when that is less than "
+        "`DRIFTWATCH_MIN_ACCURACY_DROP`: the floor scales to a high-accuracy model. 0 turns "
+        "it off.",
+    )
+    """The accuracy floor is ``min(min_accuracy_drop, relative_error_rise * baseline error
+    rate)`` (``streams.perf_findings.accuracy_floor``): a model at 0.94 whose accuracy falls
+    to 0.91 has its error rate up by half, a drop the absolute floor would never count. It
+    applies to the looks, the sequential test's smallest rise, the span test and the
+    label-free estimate; significance is still required of each."""
+    span_windows: int = setting(
+        7,
+        "DRIFTWATCH_PERF_SPAN_WINDOWS",
+        "When a window closes, also test the accuracy of it and the windows before it, this "
+        "many in all, merged, against their baselines merged (finds small drops that no one "
+        "window's labels can show); one more look per window on the looks' alpha. Below 2 "
+        "turns it off.",
+    )
+    """The span test (``streams.perf_findings.span_test``): at each window's close, the last
+    ``span_windows`` windows' labels so far against the union of their baselines."""
     min_pr_auc_drop: float = setting(
         0.05, "DRIFTWATCH_MIN_PR_AUC_DROP", "Smallest PR-AUC drop that counts (absolute)."
     )
@@ -301,12 +325,13 @@ class PerformanceConfig:
         0.25,
         "DRIFTWATCH_PERF_SEQUENTIAL_ALPHA_SHARE",
         "Share of the performance alpha spent on the sequential test of each window's error "
-        "rate at every label (anytime-valid); the label-count looks share the rest. 0 turns "
+        "rate at every label (anytime-valid); the label-count looks and the span test share "
+        "the rest. 0 turns "
         "it off.",
     )
     """Share of ``alpha`` spent on the within-window sequential test of the error rate
     (``streams.sequential``: valid at every label, however many); the milestone and final
-    looks share the rest."""
+    looks and the span test share the rest."""
     estimate_max_label_rate: float = setting(
         0.5,
         "DRIFTWATCH_ESTIMATE_MAX_LABEL_RATE",
@@ -327,6 +352,8 @@ class PerformanceConfig:
             raise ValueError("estimate_max_label_rate must be in [0, 1]")
         if self.min_accuracy_drop < 0 or self.min_pr_auc_drop < 0:
             raise ValueError("min_accuracy_drop and min_pr_auc_drop must be >= 0")
+        if self.relative_error_rise < 0 or self.span_windows < 0:
+            raise ValueError("relative_error_rise and span_windows must be >= 0")
         if not 0 <= self.pr_auc_floor <= 1:
             raise ValueError("pr_auc_floor must be in [0, 1]")
         parse_objectives(self.objectives)  # raises ValueError for a malformed rule
@@ -345,9 +372,26 @@ class PerformanceConfig:
         return [o for _, (_, o) in sorted(best.items())]
 
     @property
+    def span_looks(self) -> int:
+        """Span tests per window: one at its close, or none when ``span_windows`` < 2."""
+        return 1 if self.span_windows >= 2 else 0
+
+    @property
     def look_alpha(self) -> float:
-        """Alpha of one look: the milestone looks plus the final one share what the
-        sequential test leaves of ``alpha``."""
+        """Alpha of one look: the milestone looks, the final one and the span test share
+        what the sequential test leaves of ``alpha``.
+
+        >>> round(PerformanceConfig().look_alpha * 1e6, 2)  # 0.001 * 0.75 / (6 + 1 + 1)
+        93.75
+        """
+        looks = self.max_looks + 1 + self.span_looks
+        return self.alpha * (1 - self.sequential_alpha_share) / looks
+
+    @property
+    def objective_alpha(self) -> float:
+        """Alpha of an objective's test at a look: objectives are their own family (never
+        drift), tested at the milestone and final looks only, so the span test leaves their
+        budget as it was."""
         return self.alpha * (1 - self.sequential_alpha_share) / (self.max_looks + 1)
 
     @property

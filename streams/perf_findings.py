@@ -20,6 +20,7 @@ from streams.performance import PerformanceSummary, auc_drop_test, proportion_dr
 __all__ = [
     "Z95",
     "Finding",
+    "accuracy_floor",
     "ap_se",
     "drop_severity",
     "drop_tests",
@@ -28,6 +29,7 @@ __all__ = [
     "objective_test",
     "objective_value",
     "positives",
+    "span_test",
 ]
 
 Z95 = 1.6448536269514722  # one-sided 95 %
@@ -70,16 +72,87 @@ def drop_severity(lower_bound: float) -> Severity:
     return Severity.LOW
 
 
+def accuracy_floor(base_error_rate: float, cfg: PerformanceConfig) -> float:
+    """Smallest accuracy drop (= error-rate rise) that counts against a baseline with this
+    error rate: the absolute ``min_accuracy_drop``, or ``relative_error_rise`` times the
+    baseline's error rate when that is less, so the floor scales to a high-accuracy model.
+
+    >>> cfg = PerformanceConfig()  # 0.05 absolute, 0.4 relative
+    >>> round(accuracy_floor(0.06, cfg), 3)  # a 0.94 model: 0.94 -> 0.91 (0.03) counts
+    0.024
+    >>> accuracy_floor(0.25, cfg)  # a 0.75 model: the absolute floor, as before
+    0.05
+    >>> accuracy_floor(0.06, PerformanceConfig(relative_error_rise=0.0))  # off
+    0.05
+    """
+    floor = cfg.min_accuracy_drop
+    if cfg.relative_error_rise > 0:
+        floor = min(floor, cfg.relative_error_rise * max(base_error_rate, 0.0))
+    return floor
+
+
+def span_test(
+    base: PerformanceSummary, span: PerformanceSummary, cfg: PerformanceConfig, alpha: float
+) -> Finding | None:
+    """Accuracy of several consecutive windows' labels merged (``span``) against their
+    baselines merged: a one-sided Fisher exact test at ``alpha`` and the accuracy floor, or
+    None. A drop too small for one window's labels shows over a week of them.
+
+    >>> import numpy as np
+    >>> from streams.performance import PerformanceSummary
+    >>> rng = np.random.default_rng(12)
+    >>> def summary(n, error_rate):  # n labels of a model with this error rate
+    ...     s, y = PerformanceSummary(), (rng.random(n) < 0.1).astype(int)
+    ...     wrong = rng.random(n) < error_rate
+    ...     scores = np.where((y == 1) != wrong, 0.9, 0.1)
+    ...     s.add_predictions(scores)
+    ...     s.add_labels(scores, y)
+    ...     return s
+    >>> cfg, base = PerformanceConfig(), summary(4_620, 0.06)  # 28 baseline days of 165
+    >>> span_test(base, summary(1_000, 0.06), cfg, 1e-4) is None  # nothing changed
+    True
+    >>> f = span_test(base, summary(1_000, 0.09), cfg, 1e-4)  # 0.94 -> 0.91, ~6 days
+    >>> f.test, round(f.effect, 3), f.p_value < 1e-4
+    ('recent_accuracy_drop', 0.036, True)
+    >>> span_test(base, summary(165, 0.09), cfg, 1e-4) is None  # one day's labels: too few
+    True
+    """
+    tp, _, tn, _ = base.confusion()
+    wtp, _, wtn, _ = span.confusion()
+    nb, nw = base.labelled, span.labelled
+    if nb == 0 or nw < cfg.min_labels:
+        return None
+    acc_b, acc_w = (tp + tn) / nb, (wtp + wtn) / nw
+    drop = acc_b - acc_w
+    if drop <= 0 or drop < accuracy_floor(1.0 - acc_b, cfg):
+        return None
+    table = [[tp + tn, nb - tp - tn], [wtp + wtn, nw - wtp - wtn]]
+    p = float(stats.fisher_exact(table, alternative="greater").pvalue)
+    if p >= alpha:
+        return None
+    z, _ = proportion_drop_test(tp + tn, nb, wtp + wtn, nw)
+    se = math.sqrt(acc_b * (1 - acc_b) / nb + acc_w * (1 - acc_w) / nw)
+    return Finding(
+        "recent_accuracy_drop",
+        z,
+        p,
+        drop,
+        drop_severity(drop - Z95 * se),
+        {"baseline_accuracy": acc_b, "window_accuracy": acc_w, "labels": nw},
+    )
+
+
 def drop_tests(
     base: PerformanceSummary, win: PerformanceSummary, cfg: PerformanceConfig
 ) -> list[Finding]:
-    """Accuracy and PR-AUC drops that reach the minimum size (significance is the caller's)."""
+    """Accuracy and PR-AUC drops that reach the minimum size (significance is the caller's);
+    for accuracy the floor scales to the baseline's error rate (:func:`accuracy_floor`)."""
     out: list[Finding] = []
     tp, _, tn, _ = base.confusion()
     wtp, _, wtn, _ = win.confusion()
     nb, nw = base.labelled, win.labelled
     acc_b, acc_w = (tp + tn) / nb, (wtp + wtn) / nw
-    if acc_b - acc_w >= cfg.min_accuracy_drop:
+    if acc_b - acc_w >= accuracy_floor(1.0 - acc_b, cfg):
         z, _ = proportion_drop_test(tp + tn, nb, wtp + wtn, nw)
         # One-sided Fisher exact test: the z-test is anti-conservative at the first looks,
         # where a window has ~100 labels and accuracy sits near 1.

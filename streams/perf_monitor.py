@@ -10,20 +10,25 @@ State per (tenant, model), in :mod:`streams.perf_state`: one :class:`PerfWindow`
 functions in :mod:`streams.perf_findings`; this module decides when a window is looked at,
 which findings count, and what they do to the incidents.
 
-Four signals, all of them DriftEvents of kind ``performance``:
+Five signals, all of them DriftEvents of kind ``performance``:
 
 * ``accuracy_drop`` / ``pr_auc_drop``: a window (per version) against the merged baseline
   windows (the feature-drift baseline rule), one-sided tests, Benjamini-Hochberg over the
-  two, and a minimum absolute drop. A window is looked at when its labelled count reaches
-  ``min_labels`` and each doubling, then once more after ``label_horizon_days``; alpha is
-  split over the looks (Bonferroni), so re-testing a window as labels arrive does not
-  inflate the false-alarm rate;
+  two, and a minimum drop (for accuracy scaled to the baseline's error rate,
+  :func:`~streams.perf_findings.accuracy_floor`). A window is looked at when its labelled
+  count reaches ``min_labels`` and each doubling, then once more after
+  ``label_horizon_days``; alpha is split over the looks (Bonferroni), so re-testing a window
+  as labels arrive does not inflate the false-alarm rate;
 * ``sequential_error_rate``: between the looks, at every label, an anytime-valid sequential
   test (:class:`~streams.sequential.RateRiseTest`) of the window's error rate against the
   upper confidence bound of the baseline's, on its own share of alpha: a large drop is found
   from a few dozen labels, without spending the window's alpha once per label. (It replaces
   river's ADWIN on the error stream, whose alarms, tested on the cut ADWIN found worst and
   at every signal, had no controlled false-alarm rate.)
+* ``recent_accuracy_drop``: at each window's end, the labels so far of it and the
+  ``span_windows - 1`` windows before it, merged, against the union of their baselines
+  (:func:`~streams.perf_findings.span_test`), one more look on the looks' alpha: a small drop
+  of a model with few labels a day shows over a week of them, in no single window;
 * ``estimated_accuracy_drop`` / ``estimated_pr_auc_drop``: for a closed window whose labels
   are still mostly missing, CBPE estimates from its score distribution and the calibration
   learned on the baseline; marked ``estimated: true`` and never more than MEDIUM. They see
@@ -52,6 +57,7 @@ from streams.keyed_state import Position, StateCache, StateStore, Write, guard
 from streams.perf_findings import (
     Z95,
     Finding,
+    accuracy_floor,
     ap_se,
     drop_severity,
     drop_tests,
@@ -60,6 +66,7 @@ from streams.perf_findings import (
     objective_test,
     objective_value,
     positives,
+    span_test,
 )
 from streams.perf_state import (
     OBJECTIVE_KIND,
@@ -111,8 +118,10 @@ class PerformanceMonitor:
     >>> sorted({(int(e.window_start // DAY), e.test) for e in events})  # nothing before day 63
     ... # doctest: +NORMALIZE_WHITESPACE
     [(63, 'accuracy_drop'), (63, 'pr_auc_drop'), (63, 'sequential_error_rate'),
-     (64, 'accuracy_drop'), (64, 'pr_auc_drop'), (64, 'sequential_error_rate'),
-     (65, 'accuracy_drop'), (65, 'pr_auc_drop'), (65, 'sequential_error_rate')]
+     (64, 'accuracy_drop'), (64, 'pr_auc_drop'), (64, 'recent_accuracy_drop'),
+     (64, 'sequential_error_rate'),
+     (65, 'accuracy_drop'), (65, 'pr_auc_drop'), (65, 'recent_accuracy_drop'),
+     (65, 'sequential_error_rate')]
     """
 
     def __init__(self, config: PerformanceConfig, store: StateStore) -> None:
@@ -254,16 +263,25 @@ class PerformanceMonitor:
             if expire_at <= event_time:
                 self._drop_window(stream, w)
                 continue
+            ended = end <= event_time
             closed = close_at <= event_time
             settled = settle_at <= event_time
             next_due = min(next_due, expire_at)
+            if not ended and cfg.span_looks:
+                next_due = min(next_due, end)
             if not closed:
                 next_due = min(next_due, close_at)
             if not settled:
                 next_due = min(next_due, settle_at)
-            if not (closed or settled):
+            if not ((ended and cfg.span_looks) or closed or settled):
                 continue
             win, _ = self._window_for(stream, w)
+            if ended and cfg.span_looks and not win.spanned:
+                # At the window's end, not its close: the span's labels are its earlier
+                # windows', which a late prediction of this one does not change.
+                win.spanned = True
+                self._windows.mark(perf_window_key(stream.tenant, stream.model, w))
+                events += self._span(stream, w, win, event_time)
             if closed and not win.estimated:
                 win.estimated = True
                 self._windows.mark(perf_window_key(stream.tenant, stream.model, w))
@@ -367,7 +385,7 @@ class PerformanceMonitor:
             z, p = proportion_drop_test(
                 round(acc0 * b.predictions), b.predictions, round(acc * n), n
             )
-            if p < cfg.estimate_alpha and acc0 - acc >= cfg.min_accuracy_drop:
+            if p < cfg.estimate_alpha and acc0 - acc >= accuracy_floor(1.0 - acc0, cfg):
                 findings.append(estimated("estimated_accuracy_drop", z, p, acc0 - acc, acc))
             pr, pr0 = est.get("pr_auc"), base_est.get("pr_auc")
             if pr is not None and pr0 is not None and pr0 - pr >= cfg.min_pr_auc_drop:
@@ -392,6 +410,59 @@ class PerformanceMonitor:
                 )  # fmt: skip
         return events
 
+    def _span(
+        self, stream: PerfStream, window: float, win: PerfWindow, now: float
+    ) -> list[DriftEvent]:
+        """At a window's close: its labels so far and those of the ``span_windows - 1``
+        windows before it, per version, against the union of their baselines (one test per
+        window and version, on the look's alpha)."""
+        cfg = self.config
+        ecfg = cfg.engine
+        if not cfg.span_looks:
+            return []
+        have = set(stream.windows)
+        members = [
+            window - i * ecfg.window_seconds
+            for i in range(cfg.span_windows - 1, -1, -1)
+            if window - i * ecfg.window_seconds in have
+        ]
+        base_windows = sorted({c for m in members for c in ecfg.baseline_candidates(m)} & have)
+        base = PerformanceSummary()
+        used = 0
+        for c in base_windows:
+            b = self.window(stream.tenant, stream.model, c)
+            merged = PerformanceSummary() if b is None else b.merged()
+            if merged.labelled:
+                base = base.merge(merged)
+                used += 1
+        if used < ecfg.min_baseline_windows:
+            return []
+        events: list[DriftEvent] = []
+        for version in sorted(win.versions):
+            span = PerformanceSummary()
+            with_version = []
+            for m in members:
+                mw = win if m == window else self.window(stream.tenant, stream.model, m)
+                if mw is not None and version in mw.versions:
+                    span = span.merge(mw.versions[version])
+                    with_version.append(m)
+            if span.labelled < cfg.min_labels:
+                continue
+            self.stats["span_looks"] += 1
+            key = f"span:{version}"
+            finding = span_test(base, span, cfg, cfg.look_alpha)
+            if finding is None:
+                self._clean(stream, key, window)
+                continue
+            # The event names the window at whose end the span was tested (the window its
+            # incident counts, as for every other test); the span is in ``extra``.
+            finding.extra.update(span_start=with_version[0], span_windows=len(with_version))
+            events += self._raise(
+                stream, win, key, version, window, [finding], now, base_windows[0],
+                base_windows[-1] + ecfg.window_seconds, span, base.labelled, partial=True,
+            )  # fmt: skip
+        return events
+
     def _rate_test(self, stream: PerfStream, window: float) -> _RateBaseline | None:
         key = (perf_stream_key(stream.tenant, stream.model), window)
         if key in self._rate_tests:
@@ -405,7 +476,8 @@ class PerformanceMonitor:
             errors = b.labelled - tp - tn
             bound = rate_upper_bound(errors, b.labelled, cfg.sequential_alpha)
             if bound < 1.0:
-                test = RateRiseTest(bound, cfg.min_accuracy_drop, cfg.sequential_alpha)
+                floor = accuracy_floor(errors / b.labelled, cfg)
+                test = RateRiseTest(bound, max(floor, 1e-3), cfg.sequential_alpha)
                 found = _RateBaseline(test, errors / b.labelled, b.labelled, base_start, base_end)
         self._rate_tests[key] = found
         return found
@@ -554,7 +626,7 @@ class PerformanceMonitor:
             key = objective_key(objective.metric, version)
             if key in win.raised:
                 continue  # this window breached it at an earlier look
-            finding = objective_test(summary, objective, cfg, cfg.look_alpha)
+            finding = objective_test(summary, objective, cfg, cfg.objective_alpha)
             if finding is None:
                 if final and objective_value(summary, objective, cfg) is not None:
                     self._clean(stream, key, window, version, OBJECTIVE_KIND)
@@ -635,8 +707,9 @@ class PerformanceMonitor:
             stream.windows.append(w)
             stream.windows.sort()
             ecfg = self.config.engine
-            close_at = w + ecfg.window_seconds + ecfg.allowed_lateness_seconds
-            stream.next_due = min(stream.next_due, close_at)
+            due = w + ecfg.window_seconds  # its end (the span test), else its close
+            due += 0.0 if self.config.span_looks else ecfg.allowed_lateness_seconds
+            stream.next_due = min(stream.next_due, due)
             self._streams.mark(perf_stream_key(stream.tenant, stream.model))
         return win, key
 

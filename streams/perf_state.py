@@ -56,6 +56,8 @@ class PerfWindow:
     estimated: bool = False
     raised: list[str] = field(default_factory=list)
     """Incident keys this window was already found drifting for (one count per window)."""
+    spanned: bool = False
+    """The span test ending at this window was done (at its end)."""
 
     def merged(self) -> PerformanceSummary:
         out = PerformanceSummary()
@@ -73,6 +75,7 @@ class PerfWindow:
                 "f": self.final,
                 "e": self.estimated,
                 "r": self.raised,
+                "s": self.spanned,
             },
             separators=(",", ":"),
         ).encode()
@@ -101,7 +104,13 @@ class PerfWindow:
             versions[name] = PerformanceSummary.from_bytes(raw[pos : pos + m])
             pos += m
         return cls(
-            versions, offsets_from_json(head["o"]), head["l"], head["f"], head["e"], head["r"]
+            versions,
+            offsets_from_json(head["o"]),
+            head["l"],
+            head["f"],
+            head["e"],
+            head["r"],
+            head.get("s", False),  # absent in windows written before the span test
         )
 
 
