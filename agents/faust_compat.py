@@ -537,6 +537,9 @@ def first_record_offset(
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "isolation.level": "read_uncommitted",  # what the worker's consumer reads
+            # An offset before the log's start (deleted by retention; 0 for a partition
+            # never committed) means the first record there, as for the worker's consumer.
+            "auto.offset.reset": "earliest",
         }
     )
     try:
