@@ -1,0 +1,42 @@
+"""The head probe (``agents.faust_compat.first_record_offset``) against a real broker: what
+the consumer guards ask before they hold a partition or commit past offsets they never saw."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from confluent_kafka import TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from agents.faust_compat import first_record_offset
+from tests.integration.kafka_helpers import produce
+
+
+def test_probe_finds_the_first_record_at_or_after_an_offset(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    topic = make_topic("probe")
+    produce(kafka_bootstrap, topic, [(b"k", f"v{i}".encode()) for i in range(5)], partition=0)
+    config = {"bootstrap.servers": kafka_bootstrap}
+    assert first_record_offset(config, topic, 0, 0) == 0
+    assert first_record_offset(config, topic, 0, 3) == 3
+    assert first_record_offset(config, topic, 0, 5) is None  # the log's end: nothing there
+
+
+def test_probe_before_a_trimmed_log_start_reads_from_the_first_record(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    """A partition never committed is guarded from offset 0; where retention deleted the
+    log's start, the probe must answer the first record still there (not "nothing")."""
+    topic = make_topic("probe-trimmed")
+    produce(kafka_bootstrap, topic, [(b"k", f"v{i}".encode()) for i in range(6)], partition=0)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    try:
+        futures = admin.delete_records([TopicPartition(topic, 0, 4)], request_timeout=10)
+        for future in futures.values():
+            future.result(timeout=15)
+    except Exception as exc:  # a broker without DeleteRecords (Tansu 0.6)
+        pytest.skip(f"the broker cannot delete records: {exc!r}")
+    config = {"bootstrap.servers": kafka_bootstrap}
+    assert first_record_offset(config, topic, 0, 0) == 4
