@@ -51,6 +51,7 @@ def engine_config(close_windows: bool = True) -> EngineConfig:
     interim looks, which leaves only the per-event work (no tests, baseline merges, expiry).
     """
     env = dict(FAST_DETECTION)
+    env["DRIFTWATCH_MAX_FEATURES_PER_STREAM"] = "1000"  # --features up to an event's limit
     if not close_windows:
         env["DRIFTWATCH_ALLOWED_LATENESS_SECONDS"] = str(1e12)
         env["DRIFTWATCH_INTERIM_SECONDS"] = "0"

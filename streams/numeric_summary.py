@@ -229,18 +229,26 @@ class NumericSummary:
         if batch.size == 0:
             return
         self._cdf_cache = None
-        n_b = int(batch.size)
-        mean_b = float(batch.mean())
-        m2_b = float(np.square(batch - mean_b).sum())
-        self._combine_moments(n_b, mean_b, m2_b, float(batch.min()), float(batch.max()))
         if self._values is not None:
             values = np.sort(np.concatenate((self._values, batch)))
+            # The moments of all the values, not a merge of the chunks they came in: an exact
+            # summary folds whenever it is read, and its bytes must not depend on when that
+            # was (a look more or less, live or in a backtest). As NumericSummary.of does.
+            self._count = int(values.size)
+            self._mean = float(values.mean())
+            self._m2 = float(np.square(values - self._mean).sum())
+            self._min, self._max = float(values[0]), float(values[-1])
             if values.size <= self.EXACT_CAPACITY:
                 self._values = values
                 return
             self._values = None
             self._set_buckets(points_to_buckets(*unique_counts(values), self.BUCKETS))
         else:
+            mean_b = float(batch.mean())
+            m2_b = float(np.square(batch - mean_b).sum())
+            self._combine_moments(
+                int(batch.size), mean_b, m2_b, float(batch.min()), float(batch.max())
+            )
             self._set_buckets(fold_points(self._buckets, *unique_counts(batch), self.BUCKETS))
 
     def _combine_moments(self, n_b: int, mean_b: float, m2_b: float, lo: float, hi: float) -> None:

@@ -388,6 +388,11 @@ class StreamState:
     interim_window: float | None = None
     """Window of the latest interim look, and which look it was (1 = after the first hour)."""
     interim_look: int = 0
+    slot_window: float | None = None
+    """The newest window whose events per sub-day slot are counted (from its first event)."""
+    slot_events: dict[int, int] = field(default_factory=dict)
+    """Events per sub-day slot of ``slot_window``: a look skips a span with too few events
+    for any test without reading a feature (see ``DriftEngine._look_spans``)."""
     incidents: IncidentBook = field(default_factory=lambda: IncidentBook())
     """Kept in the same value as the clock, so judging a window and recording what it found
     are one write: a crash can never persist one without the other."""
@@ -409,6 +414,8 @@ class StreamState:
                 "o": offsets_to_json(self.offsets),
                 "iw": self.interim_window,
                 "il": self.interim_look,
+                "sw": self.slot_window,
+                "se": [[slot, n] for slot, n in sorted(self.slot_events.items())],
                 "i": self.incidents.to_json(),
             },
             separators=(",", ":"),
@@ -432,6 +439,10 @@ class StreamState:
             offsets=offsets_from_json(d["o"]),
             interim_window=d.get("iw"),
             interim_look=d.get("il", 0),
+            # Absent from state written before the counts were kept: no window is counted
+            # then, so no look skips a span until a new window starts.
+            slot_window=d.get("sw"),
+            slot_events={int(slot): int(n) for slot, n in d.get("se", [])},
             incidents=IncidentBook.from_json(d["i"]) if "i" in d else IncidentBook(),
         )
 

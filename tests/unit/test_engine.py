@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 
 from schemas import DriftEvent, InvalidEvent, PredictionEvent, Severity
-from streams.config import DAY, EngineConfig
+from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
 from streams.engine import DriftEngine
 from streams.keyed_state import MemoryStore, Write
-from streams.state import FeatureWindow
+from streams.state import RECENT_LEVELS, FeatureWindow
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -382,3 +383,46 @@ def test_runaway_feature_names_are_rejected() -> None:
     engine.observe(PredictionEvent("e10", "t", "m", "v", T0 + 10, {"f1": 2.0}, 0.5))
     with pytest.raises(ValueError):
         EngineConfig(min_window_count=0)
+
+
+class EveryLookSpan(DriftEngine):
+    """The engine before looks skipped spans with too few events: every span is judged."""
+
+    def _look_spans(self, stream: Any, window: float, look: int) -> tuple[list[int], int]:
+        spans = [0] if look % CUMULATIVE_EVERY == 0 else []
+        return spans + [1 << k for k in range(RECENT_LEVELS) if look % (1 << k) == 0], 0
+
+
+@pytest.mark.parametrize("per_day", [200, 900])
+def test_looks_skip_only_spans_that_could_run_no_test(per_day: int) -> None:
+    """A span with fewer events than ``min_window_count`` is not read at all: the same
+    DriftEvents (p-values included) and stored state as judging every span, on a sparse
+    stream (most hourly spans skipped) and a dense one, with a shift found at a look."""
+
+    def events() -> Iterator[PredictionEvent]:
+        return stream(seed=31, days=32, per_day=per_day, n_numeric=4, categorical=True,
+                      shift_day=30.3, shift_sigma=1.0)  # fmt: skip
+
+    found: list[list[DriftEvent]] = []
+    stored: list[dict[str, bytes]] = []
+    engines: list[DriftEngine] = []
+    for cls in (DriftEngine, EveryLookSpan):
+        store = MemoryStore()
+        engine = cls(DEFAULTS_SHORT_HISTORY, store)
+        out: list[DriftEvent] = []
+        for k, e in enumerate(events()):
+            out.extend(engine.observe(e, (0, k)))
+            if k % 500 == 0:
+                store.apply(engine.flush())
+        store.apply(engine.flush())
+        found.append(out)
+        stored.append(dict(store.data))
+        engines.append(engine)
+    assert found[0] == found[1] and any(d.partial for d in found[0])
+    assert engines[0].stats["tests"] == engines[1].stats["tests"] > 0
+    if per_day == 200:
+        assert engines[0].stats["look_spans_skipped"] > 100
+    # The stream's record differs by the slot counts only; every feature window is the same.
+    assert {k: v for k, v in stored[0].items() if '"s"' not in k[:5]} == {
+        k: v for k, v in stored[1].items() if '"s"' not in k[:5]
+    }
