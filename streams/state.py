@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import functools
 import json
+import operator
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -201,8 +202,9 @@ def _encode_sample(sample: list[tuple[int, float | str | None]], numeric: bool) 
     return hashes + np.array([np.nan if v is None else v for _, v in sample], "<f8").tobytes()
 
 
-def _hash_of(item: tuple[int, float | str | None]) -> int:
-    return item[0]
+_hash_of = operator.itemgetter(0)
+"""A sample entry's hash: the sort key of the slot samples (in C; a Python key function was
+a twentieth of the engine's time on dense streams)."""
 
 
 def event_hash(event_id: str) -> int:
