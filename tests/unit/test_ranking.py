@@ -47,8 +47,9 @@ def two_feature_stream(
         shift = 1.0 if day >= shift_day else 0.0
         x = rng.normal(shift, 1.0, (per_day, 2))
         for i in range(per_day):
-            features = {"hot": float(x[i, 0]), "cold": float(x[i, 1])}
-            z = 2.0 * features[score_from] + 0.05 * features[other]
+            values = {"hot": float(x[i, 0]), "cold": float(x[i, 1])}
+            features: dict[str, float | str | None] = dict(values)
+            z = 2.0 * values[score_from] + 0.05 * values[other]
             yield PredictionEvent(
                 event_id=f"e-{day}-{i}", tenant="acme", model="fraud", model_version="v1",
                 timestamp=T0 + day * DAY + float(times[i]), features=features,
