@@ -118,7 +118,8 @@ class Incident:
     last_window: float | None = None
     """The last window found drifting."""
     effect_size: float | None = None
-    """The effect size of the test that last found it drifting."""
+    """The effect size of the test that last found it drifting (on the whole window, or
+    the window so far; a sub-day span's only until then)."""
     importance: float | None = None
     """How much the feature matters to the score (:mod:`streams.importance`); None for
     performance incidents and features of unknown importance."""

@@ -209,7 +209,10 @@ class FeatureJudge:
                 functools.partial(_drift_id, stream, t.incident_key, window),
                 confirm_windows=cfg.confirm_windows, remember=1,  # windows are judged in order
             )  # fmt: skip
-            incident.effect_size = t.result.effect_size
+            if span is None or incident.effect_size is None:
+                # A sub-day span's effect (a small sample) stands in only until a look at
+                # the whole window (so far, or closed) measures it.
+                incident.effect_size = t.result.effect_size
             incident.importance, incident.importance_source = choose_importance(
                 t.feature, registry, t.baseline_association
             )

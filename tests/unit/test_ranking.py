@@ -3,6 +3,7 @@ engine, the API view, the alerts and the report tell incidents in (seeded stream
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -57,12 +58,16 @@ def two_feature_stream(
             )  # fmt: skip
 
 
+LOOKS = dataclasses.replace(SHORT, interim_seconds=3600)
+
+
 def run(
     events: Iterator[PredictionEvent],
     registry: Mapping[str, float] | None = None,
+    config: EngineConfig = SHORT,
 ) -> tuple[DriftEngine, MemoryStore]:
     store = MemoryStore()
-    engine = DriftEngine(SHORT, store, importances=(lambda t, m: registry) if registry else None)
+    engine = DriftEngine(config, store, importances=(lambda t, m: registry) if registry else None)
     for e in events:
         engine.observe(e)
     store.apply(engine.flush())
@@ -75,8 +80,9 @@ def open_incidents(engine: DriftEngine) -> dict[str, Incident]:
     return dict(st.incidents.open)
 
 
-def test_association_ranks_the_feature_the_score_depends_on_first() -> None:
-    engine, store = run(two_feature_stream(seed=3))
+@pytest.mark.parametrize("config", [SHORT, LOOKS], ids=["end-of-window", "hourly-looks"])
+def test_association_ranks_the_feature_the_score_depends_on_first(config: EngineConfig) -> None:
+    engine, store = run(two_feature_stream(seed=3), config=config)
     incidents = open_incidents(engine)
     assert {"hot", "cold"} <= set(incidents)
     hot, cold = incidents["hot"], incidents["cold"]
@@ -87,7 +93,7 @@ def test_association_ranks_the_feature_the_score_depends_on_first() -> None:
     assert hot.importance > 0.8 > 0.05 > cold.importance
     assert hot.impact is not None and cold.impact is not None and hot.impact > cold.impact
     # The API view lists them in that order, with the fields.
-    status = views.drift_status(store, MemoryStore(), SHORT, "acme", "fraud")
+    status = views.drift_status(store, MemoryStore(), config, "acme", "fraud")
     assert status is not None
     rows = status["open_incidents"]
     assert [r["feature"] for r in rows][:2] == ["hot", "cold"]
