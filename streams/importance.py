@@ -1,0 +1,333 @@
+"""How much a drifting feature matters to the model's score, and the order incidents are told in.
+
+Two sources of a feature's *importance* (a number in [0, 1]), in order of preference:
+
+* ``registry``: the importances training recorded for the active model version (permutation
+  importance, normalised to sum 1: see :func:`retrain.training.permutation_importances`),
+  handed to the engine by an :data:`ImportanceSource`;
+* ``association``: for models no retraining ever touched, the share of the score's variance
+  that the feature explains in the baseline windows, from a bounded, mergeable
+  :data:`Association` kept on every feature-window: the squared Pearson correlation
+  ``r**2`` for a numeric feature, the correlation ratio ``eta**2`` (between-category share
+  of the score's variance) for a categorical one. Both are "fraction of the score's variance
+  accounted for" (for a two-category feature ``eta**2`` is the squared point-biserial ``r``),
+  so numeric and categorical features are on one scale.
+
+If neither is known the source is ``unknown`` and the incident has no impact.
+
+:func:`impact` multiplies importance by the incident's effect size; :func:`rank_key` is the
+order the API, the alerts and the report list incidents in.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "Association",
+    "CategoricalAssociation",
+    "ImportanceSource",
+    "NumericAssociation",
+    "association_from_json",
+    "choose_importance",
+    "impact",
+    "merge_associations",
+    "new_association",
+    "rank_key",
+]
+
+ImportanceSource = Callable[[str, str], Mapping[str, float] | None]
+"""(tenant, model) -> the registry's feature importances of the active version, or None."""
+
+SOURCES = ("registry", "association", "unknown")
+_SEVERITY_RANK = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
+MIN_ASSOCIATION_COUNT = 30
+"""Pairs needed before an association counts (fewer: the source is ``unknown``)."""
+
+
+def impact(importance: float | None, effect_size: float | None) -> float | None:
+    """``importance * effect_size``: the estimated share of the score that the drift moves.
+
+    Why a product: the importance is the part of the score's behaviour that runs through the
+    feature (a share in [0, 1]), the effect size how far the feature's distribution moved
+    (total variation distance, KS distance or absolute change of the missing rate: in [0, 1]
+    for every test). A large shift of a feature the model ignores changes nothing; a small
+    shift of the feature the score hangs on can change a lot; either factor at 0 means no
+    impact, and equal effects rank by importance, equal importances by effect. Not a
+    prediction of the score's change in score units: a ranking figure.
+
+    >>> impact(0.5, 0.2)
+    0.1
+    >>> impact(None, 0.2) is None, impact(0.5, None) is None
+    (True, True)
+    """
+    if importance is None or effect_size is None:
+        return None
+    if not (math.isfinite(importance) and math.isfinite(effect_size)):
+        return None
+    return max(0.0, importance) * max(0.0, effect_size)
+
+
+def rank_key(
+    impact_value: float | None, severity: str, name: str | None
+) -> tuple[int, float, int, str]:
+    """Sort key of an incident: highest impact first; ties by severity (highest first), then
+    by feature name. Incidents without an impact (performance and objective incidents, whose
+    harm is measured on their own endpoint, and features of unknown importance) come after
+    every incident with one, by severity then name: an estimate on the score's scale and a
+    severity are not comparable, and a ranking must not pretend they are.
+
+    >>> rows = [(None, "CRITICAL", None), (0.1, "LOW", "b"), (0.1, "HIGH", "c"), (0.3, "LOW", "a")]
+    >>> [r[2] for r in sorted(rows, key=lambda r: rank_key(*r))]
+    ['a', 'c', 'b', None]
+    """
+    known = impact_value is not None and math.isfinite(impact_value)
+    return (
+        0 if known else 1,
+        -(impact_value if known and impact_value is not None else 0.0),
+        -_SEVERITY_RANK.get(severity, -1),
+        name or "",
+    )
+
+
+def choose_importance(
+    feature: str, registry: Mapping[str, float] | None, association: Association | None
+) -> tuple[float | None, str]:
+    """(importance, source) of ``feature``: the registry's if it names the feature, else the
+    association's if it has enough pairs, else (None, ``unknown``).
+
+    >>> choose_importance("x", {"x": 0.7}, None)
+    (0.7, 'registry')
+    >>> choose_importance("x", {"y": 0.7}, None)
+    (None, 'unknown')
+    """
+    if registry:
+        value = registry.get(feature)
+        if value is not None and math.isfinite(float(value)):
+            return min(1.0, max(0.0, float(value))), "registry"
+    if association is not None:
+        share = association.importance()
+        if share is not None:
+            return share, "association"
+    return None, "unknown"
+
+
+def _comoments(x: np.ndarray, y: np.ndarray) -> tuple[int, float, float, float, float, float]:
+    n = int(x.size)
+    if n == 0:
+        return 0, 0.0, 0.0, 0.0, 0.0, 0.0
+    mx, my = float(x.mean()), float(y.mean())
+    dx, dy = x - mx, y - my
+    return n, mx, my, float(dx @ dx), float(dy @ dy), float(dx @ dy)
+
+
+@dataclass
+class NumericAssociation:
+    """Co-moments of (feature value, score) pairs: count, means, and the centred sums
+    ``Cxx = sum (x - mx)**2``, ``Cyy``, ``Cxy``. Merged with Chan's pairwise rule, which is
+    the addition of the raw sums (n, sum x, sum y, sum xy, sum x**2, sum y**2) written so
+    it does not cancel catastrophically for large x: associative and commutative up to
+    rounding, bounded (six numbers), whatever the traffic.
+
+    >>> a = NumericAssociation()
+    >>> a.add([1.0, 2.0, 3.0] * 10, [0.1, 0.2, 0.3] * 10)
+    >>> round(a.r2() or 0, 6)
+    1.0
+    """
+
+    n: int = 0
+    mx: float = 0.0
+    my: float = 0.0
+    cxx: float = 0.0
+    cyy: float = 0.0
+    cxy: float = 0.0
+
+    def add(self, xs: Iterable[float], ys: Iterable[float]) -> None:
+        x = np.asarray(list(xs) if not isinstance(xs, np.ndarray) else xs, dtype=np.float64)
+        y = np.asarray(list(ys) if not isinstance(ys, np.ndarray) else ys, dtype=np.float64)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if not ok.all():
+            x, y = x[ok], y[ok]
+        self._merge_in(*_comoments(x, y))
+
+    def _merge_in(self, n: int, mx: float, my: float, cxx: float, cyy: float, cxy: float) -> None:
+        if n == 0:
+            return
+        if self.n == 0:
+            self.n, self.mx, self.my, self.cxx, self.cyy, self.cxy = n, mx, my, cxx, cyy, cxy
+            return
+        total = self.n + n
+        dx, dy = mx - self.mx, my - self.my
+        w = self.n * n / total
+        self.cxx += cxx + dx * dx * w
+        self.cyy += cyy + dy * dy * w
+        self.cxy += cxy + dx * dy * w
+        self.mx += dx * n / total
+        self.my += dy * n / total
+        self.n = total
+
+    def merge(self, other: NumericAssociation) -> NumericAssociation:
+        out = NumericAssociation(self.n, self.mx, self.my, self.cxx, self.cyy, self.cxy)
+        out._merge_in(other.n, other.mx, other.my, other.cxx, other.cyy, other.cxy)
+        return out
+
+    def importance(self) -> float | None:
+        return self.r2()
+
+    def r2(self) -> float | None:
+        """Squared Pearson correlation; None below ``MIN_ASSOCIATION_COUNT`` pairs; 0 when
+        the feature or the score is constant (nothing to explain, or nothing explains it)."""
+        if self.n < MIN_ASSOCIATION_COUNT:
+            return None
+        if self.cxx <= 0 or self.cyy <= 0:
+            return 0.0
+        return float(min(1.0, self.cxy * self.cxy / (self.cxx * self.cyy)))
+
+    def to_json(self) -> list[Any]:
+        return ["n", self.n, self.mx, self.my, self.cxx, self.cyy, self.cxy]
+
+    @classmethod
+    def from_json(cls, d: list[Any]) -> NumericAssociation:
+        return cls(int(d[1]), float(d[2]), float(d[3]), float(d[4]), float(d[5]), float(d[6]))
+
+
+@dataclass
+class CategoricalAssociation:
+    """Per category the count and the score sum, and over all pairs the count, mean and
+    centred sum of squares of the score: enough for ``eta**2 = SS_between / SS_total``. All
+    of it merges by addition (the score's moments by Chan's rule). Bounded like the
+    categorical summary: past ``2 * max_categories`` categories the smallest are folded into
+    ``OTHER``. Folding joins groups, which can only lower ``SS_between``: ``eta**2`` from a
+    folded association is a lower bound of the exact one.
+
+    >>> a = CategoricalAssociation()
+    >>> a.add(["a", "b"] * 20, [0.9, 0.1] * 20)
+    >>> round(a.eta2() or 0, 6)
+    1.0
+    """
+
+    groups: dict[str, list[float]] = field(default_factory=dict)
+    """category -> [count, sum of scores]"""
+    n: int = 0
+    my: float = 0.0
+    cyy: float = 0.0
+    max_categories: int = 64
+    OTHER = "__other__"
+
+    def add(self, categories: Iterable[str], ys: Iterable[float]) -> None:
+        cats = list(categories)
+        y = np.asarray(list(ys), dtype=np.float64)
+        if not cats:
+            return
+        groups = self.groups
+        for c, v in zip(cats, y.tolist(), strict=True):
+            g = groups.get(c)
+            if g is None:
+                g = groups[c] = [0.0, 0.0]
+            g[0] += 1
+            g[1] += v
+        n, _, my, _, cyy, _ = _comoments(y, y)
+        self._merge_moments(n, my, cyy)
+        self._fold()
+
+    def _merge_moments(self, n: int, my: float, cyy: float) -> None:
+        if n == 0:
+            return
+        if self.n == 0:
+            self.n, self.my, self.cyy = n, my, cyy
+            return
+        total = self.n + n
+        d = my - self.my
+        self.cyy += cyy + d * d * self.n * n / total
+        self.my += d * n / total
+        self.n = total
+
+    def _fold(self) -> None:
+        if len(self.groups) <= 2 * self.max_categories:
+            return
+        ranked = sorted(
+            ((k, g) for k, g in self.groups.items() if k != self.OTHER),
+            key=lambda kg: (-kg[1][0], kg[0]),
+        )
+        keep = dict(ranked[: self.max_categories - 1])
+        other = list(self.groups.get(self.OTHER, [0.0, 0.0]))
+        for _, g in ranked[self.max_categories - 1 :]:
+            other[0] += g[0]
+            other[1] += g[1]
+        keep[self.OTHER] = other
+        self.groups = keep
+
+    def merge(self, other: CategoricalAssociation) -> CategoricalAssociation:
+        out = CategoricalAssociation(
+            {k: list(g) for k, g in self.groups.items()}, self.n, self.my, self.cyy,
+            self.max_categories,
+        )  # fmt: skip
+        for k, g in other.groups.items():
+            mine = out.groups.setdefault(k, [0.0, 0.0])
+            mine[0] += g[0]
+            mine[1] += g[1]
+        out._merge_moments(other.n, other.my, other.cyy)
+        out._fold()
+        return out
+
+    def importance(self) -> float | None:
+        return self.eta2()
+
+    def eta2(self) -> float | None:
+        """Between-category share of the score's variance; None below
+        ``MIN_ASSOCIATION_COUNT`` pairs, 0 for a constant score."""
+        if self.n < MIN_ASSOCIATION_COUNT:
+            return None
+        if self.cyy <= 0:
+            return 0.0
+        between = sum(g[1] * g[1] / g[0] for g in self.groups.values() if g[0] > 0)
+        between -= self.n * self.my * self.my
+        return float(min(1.0, max(0.0, between / self.cyy)))
+
+    def to_json(self) -> list[Any]:
+        return [
+            "c",
+            self.n,
+            self.my,
+            self.cyy,
+            {k: [int(g[0]), g[1]] for k, g in self.groups.items()},
+        ]
+
+    @classmethod
+    def from_json(cls, d: list[Any]) -> CategoricalAssociation:
+        groups = {str(k): [float(g[0]), float(g[1])] for k, g in d[4].items()}
+        return cls(groups, int(d[1]), float(d[2]), float(d[3]))
+
+
+Association = NumericAssociation | CategoricalAssociation
+
+
+def new_association(kind: str) -> Association:
+    return NumericAssociation() if kind == "numeric" else CategoricalAssociation()
+
+
+def association_from_json(d: list[Any]) -> Association:
+    if d and d[0] == "n":
+        return NumericAssociation.from_json(d)
+    if d and d[0] == "c":
+        return CategoricalAssociation.from_json(d)
+    raise ValueError("corrupt score association")
+
+
+def merge_associations(parts: Iterable[Association | None]) -> Association | None:
+    """All of ``parts`` merged (None ones skipped; a kind that differs from the first is
+    skipped too: a feature never changes kind within a stream)."""
+    out: Association | None = None
+    for p in parts:
+        if p is None:
+            continue
+        if out is None:
+            out = p.merge(p.__class__())  # type: ignore[arg-type]  # a copy
+        elif type(out) is type(p):
+            out = out.merge(p)  # type: ignore[arg-type]  # the same kind
+    return out
