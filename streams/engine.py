@@ -22,7 +22,7 @@ from collections.abc import Collection
 
 from schemas import DriftEvent, InvalidEvent, PredictionEvent
 from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
-from streams.importance import ImportanceSource
+from streams.importance import ImportanceSource, ScoreBatch
 from streams.incidents import IncidentNotice
 from streams.judge import FeatureJudge
 from streams.keyed_state import Position, StateCache, StateStore, Write, guard, part_of_run, run_of
@@ -142,6 +142,7 @@ class DriftEngine:
             else:
                 slots = hashes = [0] * len(items)
             scores = [e.score for e, _ in items]
+            batch = ScoreBatch(scores)  # every feature's association with them, at once
             names: dict[str, None] = {}
             for e, _ in items:
                 names.update(dict.fromkeys(e.features))
@@ -175,7 +176,8 @@ class DriftEngine:
                         [scores[k] for k in present],
                     )
                 else:
-                    fw.apply_many(column, positions, slots, hashes, run, scores)  # type: ignore[arg-type]
+                    fw.apply_many(column, positions, slots, hashes, run, batch)  # type: ignore[arg-type]
+            batch.finish()
         self._pending.clear()
 
     def take_notices(self) -> list[IncidentNotice]:

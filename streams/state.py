@@ -19,7 +19,12 @@ from typing import Any, Literal
 import numpy as np
 
 from streams.categorical_summary import CategoricalSummary
-from streams.importance import Association, association_from_json, new_association
+from streams.importance import (
+    Association,
+    ScoreBatch,
+    association_from_json,
+    new_association,
+)
 from streams.incidents import IncidentBook
 from streams.keyed_state import (
     Position,
@@ -281,15 +286,21 @@ class FeatureWindow:
         slots: list[int],
         hashes: list[int],
         run: Run | None = None,
-        scores: list[float] | None = None,
+        scores: list[float] | ScoreBatch | None = None,
     ) -> int:
         """:meth:`apply` for each value in order (one position each); returns how many were
         new. Replays are recognised as one at a time would: a value is new when its offset is
         above every offset applied before it from the same partition. ``run``: the
         positions' ``run_of``, if the caller has it. ``scores``: the events' model scores,
-        for the feature's association with the score."""
+        for the feature's association with the score; a :class:`ScoreBatch` (one score per
+        value) defers the association to its ``finish`` when every value is new and present,
+        so that the caller updates all of a batch's features at once."""
+        batch = None
+        if isinstance(scores, ScoreBatch):
+            batch, scores = scores, scores.scores
         keep = guard_many(self.offsets, positions, run)
         if len(keep) != len(values):
+            batch = None
             values = [values[k] for k in keep]
             slots = [slots[k] for k in keep]
             hashes = [hashes[k] for k in keep]
@@ -297,10 +308,14 @@ class FeatureWindow:
                 scores = [scores[k] for k in keep]
         if not values:
             return 0
-        if scores is not None:
+        present = [v for v in values if v is not None]
+        if batch is not None and len(present) == len(values):
+            if self.assoc is None:
+                self.assoc = new_association(self.kind)
+            batch.add(self.assoc, values)
+        elif scores is not None:
             self._associate(values, scores)
         if self.numeric is not None:
-            present = [v for v in values if v is not None]
             if len(present) != len(values):
                 self.numeric.add_missing(len(values) - len(present))
             self.numeric.extend(np.array(present, dtype=np.float64))
