@@ -122,7 +122,7 @@ def _comoments(x: np.ndarray, y: np.ndarray) -> tuple[int, float, float, float, 
     n = int(x.size)
     if n == 0:
         return 0, 0.0, 0.0, 0.0, 0.0, 0.0
-    mx, my = float(x.mean()), float(y.mean())
+    mx, my = float(np.add.reduce(x)) / n, float(np.add.reduce(y)) / n  # == .mean(), cheaper
     dx, dy = x - mx, y - my
     return n, mx, my, float(dx @ dx), float(dy @ dy), float(dx @ dy)
 
@@ -315,81 +315,105 @@ Association = NumericAssociation | CategoricalAssociation
 class ScoreBatch:
     """The scores of one batch of events (one stream and window), for the associations of
     all their features at once: the scores' moments are computed once, not per feature, and
-    the numeric features' co-moments with a few numpy calls over their stacked columns
-    (:meth:`finish`) rather than a few per feature. The result is the same, bit for bit, as
-    :meth:`NumericAssociation.add` and :meth:`CategoricalAssociation.add` per feature: the
-    same means (numpy's pairwise sum per row) and dot products (a stacked ``matmul`` of
-    vectors is BLAS's ``ddot`` per row, like ``dx @ dy``).
+    the co-moments of the numeric features present in every event with a few numpy calls over
+    their stacked columns (:meth:`finish`) rather than a few per feature. (A feature missing
+    from some events pairs with a subset of the scores: its moments are its own.) The result
+    is the same, bit for bit, as :meth:`NumericAssociation.add` and
+    :meth:`CategoricalAssociation.add` of each feature's present pairs: the same means
+    (numpy's pairwise sum, per row of a C-contiguous array as of a vector) and dot products
+    (a stacked ``matmul`` of vectors is BLAS's ``ddot`` per row, like ``dx @ dy``).
 
     >>> a, b, c = NumericAssociation(), NumericAssociation(), CategoricalAssociation()
-    >>> batch = ScoreBatch([0.1, 0.2, 0.3] * 10)
-    >>> batch.add(a, [1.0, 2.0, 3.0] * 10); batch.add(b, [3.0, 2.0, 1.0] * 10)
-    >>> batch.add(c, ["x", "y", "z"] * 10)
+    >>> batch = ScoreBatch([0.1, 0.2, 0.3] * 20)
+    >>> batch.add(a, [1.0, 2.0, 3.0] * 20); batch.add(b, [3.0, None, 1.0] * 20)
+    >>> batch.add(c, ["x", "y", "z"] * 20)
     >>> batch.finish()
-    >>> round(a.r2() or 0, 6), round(b.r2() or 0, 6), round(c.eta2() or 0, 6)
-    (1.0, 1.0, 1.0)
+    >>> round(a.r2() or 0, 6), round(b.r2() or 0, 6), b.n, round(c.eta2() or 0, 6)
+    (1.0, 1.0, 40, 1.0)
     """
 
-    __slots__ = ("scores", "_y", "_ys", "_my", "_cyy", "_dy", "_finite", "_numeric")
+    __slots__ = ("scores", "_y", "_ys", "_my", "_cyy", "_dy", "_numeric")
 
     def __init__(self, scores: list[float]) -> None:
         self.scores = scores
         self._y: np.ndarray | None = None
         self._ys: list[float] = []
-        self._my = 0.0
-        self._cyy = 0.0
+        self._my = self._cyy = math.nan
         self._dy: np.ndarray | None = None
-        self._finite = True
-        self._numeric: list[tuple[NumericAssociation, list[float]]] = []
+        self._numeric: list[tuple[NumericAssociation, list[Any]]] = []
+        """The numeric features' values, held back for :meth:`finish`."""
 
     def __len__(self) -> int:
         return len(self.scores)
 
-    def _moments(self) -> None:
-        y = np.asarray(self.scores, dtype=np.float64)
-        self._y = y
+    def _moments(self) -> np.ndarray:
+        y = self._y = np.asarray(self.scores, dtype=np.float64)
         self._ys = y.tolist()
-        self._finite = bool(np.isfinite(y).all())
         if y.size:
-            my = float(y.mean())
-            dy = y - my
-            self._my, self._cyy, self._dy = my, float(dy @ dy), dy
+            self._my = float(np.add.reduce(y)) / y.size  # == float(y.mean()), cheaper
+            self._dy = y - self._my
+            self._cyy = float(self._dy @ self._dy)
+        return y
 
     def add(self, assoc: Association, values: list[Any]) -> None:
-        """Pairs ``values`` (one per score, none of them None) with the scores into ``assoc``:
-        a categorical association at once, a numeric one at :meth:`finish`."""
+        """Pairs ``values`` (one per score; None for a missing value, left out) with the
+        scores into ``assoc``: a categorical association at once, a numeric one at
+        :meth:`finish`."""
         if not values:
             return
-        if self._y is None:
-            self._moments()
-        if isinstance(assoc, CategoricalAssociation):
-            assoc._add_pairs(values, self._ys, len(values), self._my, self._cyy)
-        elif not self._finite:
-            assoc.add(values, self.scores)  # non-finite pairs to drop: one at a time
-        else:
+        if not isinstance(assoc, CategoricalAssociation):
             self._numeric.append((assoc, values))
+            return
+        y = self._y if self._y is not None else self._moments()
+        if None not in values:
+            assoc._add_pairs(values, self._ys, len(values), self._my, self._cyy)
+            return
+        subset = [k for k, v in enumerate(values) if v is not None]
+        if subset:
+            ys = y.take(subset)
+            n = len(subset)
+            my = float(np.add.reduce(ys)) / n
+            dy = ys - my
+            assoc._add_pairs([values[k] for k in subset], ys.tolist(), n, my, float(dy @ dy))
 
     def finish(self) -> None:
-        """Adds the numeric pairs :meth:`add` held back, all features at once."""
+        """Adds the numeric pairs :meth:`add` held back: those of the features present (and
+        finite) in every event all at once, the others one feature at a time."""
         rows = self._numeric
         if not rows:
             return
         self._numeric = []
-        x = np.array([values for _, values in rows], dtype=np.float64)
-        finite = np.isfinite(x).all(axis=1)
-        if not finite.all():
-            for ok, (assoc, values) in zip(finite.tolist(), rows, strict=True):
-                if not ok:
-                    assoc.add(values, self.scores)  # non-finite pairs to drop
-            rows = [r for ok, r in zip(finite.tolist(), rows, strict=True) if ok]
-            if not rows:
-                return
-            x = x[finite]
-        mx = x.mean(axis=1)
+        y = self._y if self._y is not None else self._moments()
+        x = np.array([values for _, values in rows], dtype=np.float64)  # None: NaN
+        ok = np.isfinite(x)
+        if not math.isfinite(self._my):
+            ok &= np.isfinite(y)
+        if ok.all():
+            self._finish_full(rows, x)
+            return
+        full = ok.all(axis=1)
+        for i in np.flatnonzero(~full).tolist():
+            m = ok[i]
+            xs = x[i][m]
+            n = xs.size
+            if n == 0:
+                continue
+            ys = y[m]
+            mx = float(np.add.reduce(xs)) / n  # == float(xs.mean()), cheaper
+            my = float(np.add.reduce(ys)) / n
+            dx, dy = xs - mx, ys - my
+            rows[i][0]._merge_in(n, mx, my, float(dx @ dx), float(dy @ dy), float(dx @ dy))
+        if full.any():
+            self._finish_full([r for r, f in zip(rows, full.tolist(), strict=True) if f], x[full])
+
+    def _finish_full(self, rows: list[tuple[NumericAssociation, list[Any]]], x: np.ndarray) -> None:
+        """The co-moments of features present, with finite values and scores, in every event."""
+        n = x.shape[1]
+        mx = np.add.reduce(x, axis=1) / n  # == x.mean(axis=1): a pairwise sum per row
         dx = x - mx[:, None]
         cxx = np.matmul(dx[:, None, :], dx[:, :, None]).ravel().tolist()
         cxy = np.matmul(dx[:, None, :], self._dy[:, None]).ravel().tolist()  # type: ignore[index]
-        n, my, cyy = x.shape[1], self._my, self._cyy
+        my, cyy = self._my, self._cyy
         for (assoc, _), m, sxx, sxy in zip(rows, mx.tolist(), cxx, cxy, strict=True):
             assoc._merge_in(n, m, my, sxx, cyy, sxy)
 

@@ -308,14 +308,14 @@ class FeatureWindow:
                 scores = [scores[k] for k in keep]
         if not values:
             return 0
-        present = [v for v in values if v is not None]
-        if batch is not None and len(present) == len(values):
+        if batch is not None:
             if self.assoc is None:
                 self.assoc = new_association(self.kind)
             batch.add(self.assoc, values)
         elif scores is not None:
             self._associate(values, scores)
         if self.numeric is not None:
+            present = [v for v in values if v is not None]
             if len(present) != len(values):
                 self.numeric.add_missing(len(values) - len(present))
             self.numeric.extend(np.array(present, dtype=np.float64))
