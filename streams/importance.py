@@ -332,7 +332,7 @@ class ScoreBatch:
     (1.0, 1.0, 40, 1.0)
     """
 
-    __slots__ = ("scores", "_y", "_ys", "_my", "_cyy", "_dy", "_numeric")
+    __slots__ = ("_cyy", "_dy", "_my", "_numeric", "_y", "_ys", "scores")
 
     def __init__(self, scores: list[float]) -> None:
         self.scores = scores
@@ -391,7 +391,8 @@ class ScoreBatch:
         if ok.all():
             self._finish_full(rows, x)
             return
-        full = ok.all(axis=1)
+        full = np.all(ok, axis=1)
+        full_rows: list[bool] = full.tolist()
         for i in np.flatnonzero(~full).tolist():
             m = ok[i]
             xs = x[i][m]
@@ -403,8 +404,8 @@ class ScoreBatch:
             my = float(np.add.reduce(ys)) / n
             dx, dy = xs - mx, ys - my
             rows[i][0]._merge_in(n, mx, my, float(dx @ dx), float(dy @ dy), float(dx @ dy))
-        if full.any():
-            self._finish_full([r for r, f in zip(rows, full.tolist(), strict=True) if f], x[full])
+        if any(full_rows):
+            self._finish_full([r for r, f in zip(rows, full_rows, strict=True) if f], x[full])
 
     def _finish_full(self, rows: list[tuple[NumericAssociation, list[Any]]], x: np.ndarray) -> None:
         """The co-moments of features present, with finite values and scores, in every event."""

@@ -19,6 +19,7 @@ from streams.engine import DriftEngine
 from streams.importance import (
     CategoricalAssociation,
     NumericAssociation,
+    ScoreBatch,
     association_from_json,
     impact,
     merge_associations,
@@ -208,6 +209,52 @@ def test_feature_window_keeps_the_association_and_reads_old_bytes() -> None:
     assert read.assoc is None and read.categorical is not None and read.categorical.count == 2
     read.apply_many(["x"], [(0, 3)], [0], [0], scores=[0.5])  # starts one from then on
     assert isinstance(read.assoc, CategoricalAssociation) and read.assoc.n == 1
+
+
+@pytest.mark.filterwarnings("ignore:invalid value:RuntimeWarning")  # an infinite score
+def test_score_batch_is_bit_identical_to_one_feature_at_a_time() -> None:
+    """The engine's bulk path (all of a batch's features at once) stores exactly what each
+    feature's own ``add`` of its present pairs would: missing values, non-finite values and
+    scores, a window that already has pairs, batches of one."""
+    rng = np.random.default_rng(7)
+    for trial in range(300):
+        n = int(rng.integers(1, 60)) if trial % 10 else int(rng.integers(100, 1200))
+        scores = rng.uniform(0, 1, n).tolist()
+        if trial % 25 == 3:
+            scores[int(rng.integers(n))] = math.inf
+        columns: list[tuple[str, list[float | str | None]]] = []
+        for f in range(int(rng.integers(1, 12))):
+            if f % 4 == 3:
+                cats: list[float | str | None] = [f"c{int(k)}" for k in rng.integers(0, 5, n)]
+                columns.append(("categorical", cats))
+                continue
+            scale = 10 ** rng.uniform(-3, 6)
+            col: list[float | str | None] = rng.normal(rng.uniform(-1e3, 1e3), scale, n).tolist()
+            columns.append(("numeric", col))
+        for _, col in columns[: int(rng.integers(0, len(columns) + 1))]:
+            for k in rng.integers(0, n, int(rng.integers(0, 3))).tolist():
+                col[k] = None
+        if trial % 20 == 5 and columns[0][0] == "numeric":
+            columns[0][1][0] = math.nan
+        one = [NumericAssociation() if kind == "numeric" else CategoricalAssociation()
+               for kind, _ in columns]  # fmt: skip
+        if trial % 3 == 0:  # not the first batch of the window
+            for a in one:
+                if isinstance(a, NumericAssociation):
+                    a.add([1.0, 2.0, 4.0], [0.2, 0.5, 0.1])
+                else:
+                    a.add(["c1", "c9"], [0.3, 0.6])
+        bulk = [dataclasses.replace(a, groups={k: list(g) for k, g in a.groups.items()})
+                if isinstance(a, CategoricalAssociation) else dataclasses.replace(a)
+                for a in one]  # fmt: skip
+        batch = ScoreBatch(scores)
+        for a, b, (_, col) in zip(one, bulk, columns, strict=True):
+            keep = [k for k, v in enumerate(col) if v is not None]
+            if keep:
+                a.add([col[k] for k in keep], [scores[k] for k in keep])  # type: ignore[misc]
+            batch.add(b, col)
+        batch.finish()
+        assert [json.dumps(a.to_json()) for a in one] == [json.dumps(b.to_json()) for b in bulk]
 
 
 def test_incident_ranking_fields_round_trip_and_old_bytes_stay_readable() -> None:
