@@ -340,7 +340,7 @@ class ScoreBatch:
         self._ys: list[float] = []
         self._my = self._cyy = math.nan
         self._dy: np.ndarray | None = None
-        self._numeric: list[tuple[NumericAssociation, list[Any]]] = []
+        self._numeric: list[_Held] = []
         """The numeric features' values, held back for :meth:`finish`."""
 
     def __len__(self) -> int:
@@ -355,14 +355,20 @@ class ScoreBatch:
             self._cyy = float(self._dy @ self._dy)
         return y
 
-    def add(self, assoc: Association, values: list[Any]) -> None:
+    def add(
+        self,
+        assoc: Association,
+        values: list[Any],
+        extend: Callable[[np.ndarray], None] | None = None,
+    ) -> None:
         """Pairs ``values`` (one per score; None for a missing value, left out) with the
         scores into ``assoc``: a categorical association at once, a numeric one at
-        :meth:`finish`."""
+        :meth:`finish`, which also hands ``extend`` (a numeric summary's) the present values
+        as a float array, from the array it builds anyway."""
         if not values:
             return
         if not isinstance(assoc, CategoricalAssociation):
-            self._numeric.append((assoc, values))
+            self._numeric.append((assoc, values, extend))
             return
         y = self._y if self._y is not None else self._moments()
         if None not in values:
@@ -384,13 +390,22 @@ class ScoreBatch:
             return
         self._numeric = []
         y = self._y if self._y is not None else self._moments()
-        x = np.array([values for _, values in rows], dtype=np.float64)  # None: NaN
+        x = np.array([values for _, values, _ in rows], dtype=np.float64)  # None: NaN
         ok = np.isfinite(x)
-        if not math.isfinite(self._my):
-            ok &= np.isfinite(y)
-        if ok.all():
+        if ok.all() and math.isfinite(self._my):
+            for i, (_, _, extend) in enumerate(rows):
+                if extend is not None:
+                    extend(x[i])
             self._finish_full(rows, x)
             return
+        for i, (_, values, extend) in enumerate(rows):
+            if extend is not None:
+                present = x[i][ok[i]]
+                if present.size + values.count(None) != len(values):  # non-finite values
+                    present = np.array([v for v in values if v is not None], dtype=np.float64)
+                extend(present)
+        if not math.isfinite(self._my):
+            ok &= np.isfinite(y)
         full = np.all(ok, axis=1)
         full_rows: list[bool] = full.tolist()
         for i in np.flatnonzero(~full).tolist():
@@ -407,7 +422,7 @@ class ScoreBatch:
         if any(full_rows):
             self._finish_full([r for r, f in zip(rows, full_rows, strict=True) if f], x[full])
 
-    def _finish_full(self, rows: list[tuple[NumericAssociation, list[Any]]], x: np.ndarray) -> None:
+    def _finish_full(self, rows: list[_Held], x: np.ndarray) -> None:
         """The co-moments of features present, with finite values and scores, in every event."""
         n = x.shape[1]
         mx = np.add.reduce(x, axis=1) / n  # == x.mean(axis=1): a pairwise sum per row
@@ -415,8 +430,12 @@ class ScoreBatch:
         cxx = np.matmul(dx[:, None, :], dx[:, :, None]).ravel().tolist()
         cxy = np.matmul(dx[:, None, :], self._dy[:, None]).ravel().tolist()  # type: ignore[index]
         my, cyy = self._my, self._cyy
-        for (assoc, _), m, sxx, sxy in zip(rows, mx.tolist(), cxx, cxy, strict=True):
+        for (assoc, _, _), m, sxx, sxy in zip(rows, mx.tolist(), cxx, cxy, strict=True):
             assoc._merge_in(n, m, my, sxx, cyy, sxy)
+
+
+_Held = tuple[NumericAssociation, list[Any], Callable[[np.ndarray], None] | None]
+"""A numeric feature's association, values and summary's ``extend``, held for ``finish``."""
 
 
 def new_association(kind: str) -> Association:

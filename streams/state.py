@@ -293,8 +293,9 @@ class FeatureWindow:
         above every offset applied before it from the same partition. ``run``: the
         positions' ``run_of``, if the caller has it. ``scores``: the events' model scores,
         for the feature's association with the score; a :class:`ScoreBatch` (one score per
-        value) defers the association to its ``finish`` when every value is new and present,
-        so that the caller updates all of a batch's features at once."""
+        value) defers the association (and a numeric summary's values) to its ``finish``,
+        which the caller calls after all of the batch's features (all at once); it is used
+        when every value is new, else the scores of those that are."""
         batch = None
         if isinstance(scores, ScoreBatch):
             batch, scores = scores, scores.scores
@@ -311,6 +312,16 @@ class FeatureWindow:
         if batch is not None:
             if self.assoc is None:
                 self.assoc = new_association(self.kind)
+            if self.numeric is not None:
+                # The batch builds the float array of the values anyway: it hands the
+                # summary its row (the same values, in order) when it finishes.
+                batch.add(self.assoc, values, self.numeric.extend)
+                missing = values.count(None)
+                if missing:
+                    self.numeric.add_missing(missing)
+                if self.recent is not None:
+                    self.recent.add_many(slots, hashes, values)
+                return len(values)
             batch.add(self.assoc, values)
         elif scores is not None:
             self._associate(values, scores)

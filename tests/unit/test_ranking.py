@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -217,6 +218,11 @@ def test_score_batch_is_bit_identical_to_one_feature_at_a_time() -> None:
     feature's own ``add`` of its present pairs would: missing values, non-finite values and
     scores, a window that already has pairs, batches of one."""
     rng = np.random.default_rng(7)
+    extended: list[tuple[list[float], list[Any]]] = []  # (handed to a summary, expected)
+
+    def hand_to(expected: list[Any]) -> Callable[[np.ndarray], None]:
+        return lambda arr: extended.append((arr.tolist(), expected))
+
     for trial in range(300):
         n = int(rng.integers(1, 60)) if trial % 10 else int(rng.integers(100, 1200))
         scores = rng.uniform(0, 1, n).tolist()
@@ -248,13 +254,19 @@ def test_score_batch_is_bit_identical_to_one_feature_at_a_time() -> None:
                 if isinstance(a, CategoricalAssociation) else dataclasses.replace(a)
                 for a in one]  # fmt: skip
         batch = ScoreBatch(scores)
-        for a, b, (_, col) in zip(one, bulk, columns, strict=True):
+        for a, b, (kind, col) in zip(one, bulk, columns, strict=True):
             keep = [k for k, v in enumerate(col) if v is not None]
+            present: list[Any] = [col[k] for k in keep]
             if keep:
-                a.add([col[k] for k in keep], [scores[k] for k in keep])  # type: ignore[misc]
-            batch.add(b, col)
+                a.add(present, [scores[k] for k in keep])
+            if kind == "numeric":
+                batch.add(b, col, hand_to(present))
+            else:
+                batch.add(b, col)
         batch.finish()
         assert [json.dumps(a.to_json()) for a in one] == [json.dumps(b.to_json()) for b in bulk]
+        # A numeric summary is handed its present values, in order, as an array.
+        assert [json.dumps(got) for got, _ in extended] == [json.dumps(p) for _, p in extended]
 
 
 def test_incident_ranking_fields_round_trip_and_old_bytes_stay_readable() -> None:
