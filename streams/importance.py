@@ -383,14 +383,16 @@ class ScoreBatch:
             assoc._add_pairs([values[k] for k in subset], ys.tolist(), n, my, float(dy @ dy))
 
     def finish(self) -> None:
-        """Adds the numeric pairs :meth:`add` held back: those of the features present (and
-        finite) in every event all at once, the others one feature at a time."""
+        """Adds the numeric pairs :meth:`add` held back, with a few numpy calls for all the
+        features present in every event (their scores' moments shared) and a few per number
+        of present values for the others (each with its own scores' moments)."""
         rows = self._numeric
         if not rows:
             return
         self._numeric = []
         y = self._y if self._y is not None else self._moments()
         x = np.array([values for _, values, _ in rows], dtype=np.float64)  # None: NaN
+        n = x.shape[1]
         ok = np.isfinite(x)
         if ok.all() and math.isfinite(self._my):
             for i, (_, _, extend) in enumerate(rows):
@@ -398,29 +400,43 @@ class ScoreBatch:
                     extend(x[i])
             self._finish_full(rows, x)
             return
+        counts: list[int] = np.add.reduce(ok, axis=1).tolist()
         for i, (_, values, extend) in enumerate(rows):
             if extend is not None:
-                present = x[i][ok[i]]
-                if present.size + values.count(None) != len(values):  # non-finite values
-                    present = np.array([v for v in values if v is not None], dtype=np.float64)
-                extend(present)
+                if counts[i] == n:
+                    extend(x[i])
+                elif counts[i] + values.count(None) == n:
+                    extend(x[i][ok[i]])
+                else:  # non-finite values: the summary is handed them as they were
+                    extend(np.array([v for v in values if v is not None], dtype=np.float64))
         if not math.isfinite(self._my):
             ok &= np.isfinite(y)
-        full = np.all(ok, axis=1)
-        full_rows: list[bool] = full.tolist()
-        for i in np.flatnonzero(~full).tolist():
-            m = ok[i]
-            xs = x[i][m]
-            n = xs.size
-            if n == 0:
-                continue
-            ys = y[m]
-            mx = float(np.add.reduce(xs)) / n  # == float(xs.mean()), cheaper
-            my = float(np.add.reduce(ys)) / n
-            dx, dy = xs - mx, ys - my
-            rows[i][0]._merge_in(n, mx, my, float(dx @ dx), float(dy @ dy), float(dx @ dy))
-        if any(full_rows):
-            self._finish_full([r for r, f in zip(rows, full_rows, strict=True) if f], x[full])
+            counts = np.add.reduce(ok, axis=1).tolist()
+        full: list[int] = []
+        partial: dict[int, list[int]] = {}
+        for i, c in enumerate(counts):
+            if c == n:
+                full.append(i)
+            elif c:
+                partial.setdefault(c, []).append(i)
+        if full:
+            self._finish_full([rows[i] for i in full], x[full])
+        for m, some in partial.items():
+            # Rows with m pairs each: their present values and scores, compacted in order.
+            sel = ok[some]
+            xs = x[some][sel].reshape(len(some), m)
+            ys = np.broadcast_to(y, sel.shape)[sel].reshape(len(some), m)
+            mx = np.add.reduce(xs, axis=1) / m  # == xs.mean(axis=1): a pairwise sum per row
+            my = np.add.reduce(ys, axis=1) / m
+            dx = xs - mx[:, None]
+            dy = ys - my[:, None]
+            cxx = np.matmul(dx[:, None, :], dx[:, :, None]).ravel().tolist()
+            cyy = np.matmul(dy[:, None, :], dy[:, :, None]).ravel().tolist()
+            cxy = np.matmul(dx[:, None, :], dy[:, :, None]).ravel().tolist()
+            for i, a, b, sxx, syy, sxy in zip(
+                some, mx.tolist(), my.tolist(), cxx, cyy, cxy, strict=True
+            ):
+                rows[i][0]._merge_in(m, a, b, sxx, syy, sxy)
 
     def _finish_full(self, rows: list[_Held], x: np.ndarray) -> None:
         """The co-moments of features present, with finite values and scores, in every event."""
