@@ -315,9 +315,11 @@ class FeatureJudge:
     ) -> Association | None:
         """The merged association of the baseline :meth:`_baseline` merged (cached with it)."""
         key = (stream.tenant, stream.model, feature, window, windows)
-        if key not in self._associations:
-            self._baselines.pop(key, None)
-            self._baseline(stream, feature, window, windows)
+        found = self._associations.get(key, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return found  # type: ignore[return-value]  # an Association or None
+        self._baselines.pop(key, None)
+        self._baseline(stream, feature, window, windows)
         return self._associations.get(key)
 
     def _test_features(
@@ -418,6 +420,10 @@ class FeatureJudge:
                 extra=ranking_fields(incident),
             )
         )  # fmt: skip
+
+
+_UNKNOWN = object()
+"""Not in a cache (None is a value there)."""
 
 
 def ranking_fields(incident: Incident) -> dict[str, object]:
