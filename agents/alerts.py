@@ -11,6 +11,7 @@ import time
 
 from schemas import ModelAction, ModelEvent, RetrainEvent, RetrainStatus, Severity, format_timestamp
 from schemas.alerts import Alert, AlertKind, alert_id
+from streams.importance import rank_key
 from streams.incidents import IncidentNotice
 
 RETRAIN_ALERTS: dict[RetrainStatus, Severity] = {
@@ -62,6 +63,9 @@ def incident_alert(notice: IncidentNotice, now: float | None = None) -> Alert:
         p = "n/a" if n.p_value is None else f"{n.p_value:.2g}"
         effect = "n/a" if n.effect_size is None else f"{n.effect_size:.3f}"
         lines.append(f"statistic {n.statistic:.4g}, p {p}, effect {effect}")
+    ranking = impact_line(n)
+    if ranking:
+        lines.append(ranking)
     if n.extra.get("estimated"):
         lines.append("label-free estimate: a warning, it never starts a retraining")
     if n.kind == "objective" and "objective" in n.extra:
@@ -84,6 +88,46 @@ def incident_alert(notice: IncidentNotice, now: float | None = None) -> Alert:
         model_version=n.model_version or None,
         incident=n.to_dict(),
     )
+
+
+def impact_line(notice: IncidentNotice) -> str | None:
+    """``impact 0.31 = importance 0.80 (registry) x effect 0.39``; None for incidents
+    without an importance (performance, objective)."""
+    source = notice.extra.get("importance_source")
+    if source is None:
+        return None
+    importance = notice.extra.get("importance")
+    value = notice.extra.get("impact")
+    if importance is None or value is None:
+        return f"impact unknown (no importance known for `{notice.feature}`)"
+    effect = (
+        notice.effect_size if notice.effect_size is not None else value / max(importance, 1e-12)
+    )
+    return f"impact {value:.3f} = importance {importance:.3f} ({source}) x effect {effect:.3f}"
+
+
+def rank_notices(notices: list[IncidentNotice]) -> list[IncidentNotice]:
+    """The order a batch's incident alerts are sent in: per model (in the order the batch
+    first told of it), incidents by :func:`streams.importance.rank_key` of their latest
+    notice - impact, severity, feature -; one incident's notices stay in the order they
+    happened (opened before confirmed)."""
+    first: dict[tuple[str, str], int] = {}
+    latest: dict[str, IncidentNotice] = {}
+    order: dict[str, int] = {}
+    for n in notices:
+        first.setdefault((n.tenant, n.model), len(first))
+        latest[n.drift_id] = n
+        order.setdefault(n.drift_id, len(order))
+
+    def key(n: IncidentNotice) -> tuple[object, ...]:
+        last = latest[n.drift_id]
+        return (
+            first[(n.tenant, n.model)],
+            *rank_key(last.extra.get("impact"), last.severity, last.feature),
+            order[n.drift_id],
+        )
+
+    return sorted(notices, key=key)  # stable: an incident's notices keep their order
 
 
 def retrain_alert(event: RetrainEvent, now: float | None = None) -> Alert | None:

@@ -17,6 +17,7 @@ import faust
 from prometheus_client import CollectorRegistry
 
 from agents import faust_compat
+from agents.api.catalog import Catalog
 from agents.api.front_process import FrontProcess, free_local_port
 from agents.api.install import install_api
 from agents.api.server import Api
@@ -214,8 +215,16 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         )
     )
     store = TableStore(window_table)
+    # The registry's feature importances reach a worker on model-events, which its API's
+    # catalog reads: the engine asks it (once the API is installed below; without an API the
+    # incidents rank by the features' association with the score).
+    catalogs: list[Catalog] = []
+
+    def registry_importances(tenant: str, model: str) -> dict[str, float] | None:
+        return catalogs[0].importances(tenant, model) if catalogs else None
+
     processor = PredictionProcessor(
-        engine=DriftEngine(settings.engine_config(), store),
+        engine=DriftEngine(settings.engine_config(), store, importances=registry_importances),
         store=store,
         validator=PredictionValidator(
             max_bytes=settings.max_message_bytes,
@@ -380,6 +389,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             app, settings, metrics, window_table, performance_table, health.ready,
             perf_config, lambda: health.loop, internal_port,
         )  # fmt: skip
+        catalogs.append(api.catalog)
 
     @app.task  # type: ignore[untyped-decorator]
     async def capture_loop() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 
 from faust.streams import _current_event
 
-from agents.alerts import incident_alert
+from agents.alerts import incident_alert, rank_notices
 from agents.dead_letters import DeadLetters, Rejected
 from agents.envelopes import JoinFrame, batch_join
 from agents.metrics import WorkerMetrics
@@ -143,7 +143,7 @@ async def publish_alerts(
     """Turn incident notices into alerts and send them (delivered before the state that
     records the change is written; ids are stable, so a repeat after a crash is the same
     alert and the notifier delivers it once)."""
-    for notice in notices:
+    for notice in rank_notices(notices):
         metrics.incident_changes.labels(notice.kind, notice.change, notice.severity).inc()
         if send is None:
             continue

@@ -45,7 +45,10 @@ import joblib  # type: ignore[import-untyped]
 
 from schemas.names import validate_name
 
-__all__ = ["ModelRegistry", "ModelVersion", "RegistryError", "validate_name"]
+__all__ = ["ModelRegistry", "ModelVersion", "RegistryError", "importances_of", "validate_name"]
+
+IMPORTANCES = "feature_importances"
+"""Key in a version's ``extra``: feature -> importance (sum 1), as training recorded it."""
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,27 @@ FORMAT = 1
 
 _REGISTERED = re.compile(r"r([1-9][0-9]*)")
 _TMP_VERSION = re.compile(re.escape(TMP_PREFIX) + r"r([1-9][0-9]*)-")
+
+
+def importances_of(version: ModelVersion | None) -> dict[str, float]:
+    """The feature importances training recorded for ``version`` (empty if none: an older or
+    external version).
+
+    >>> v = ModelVersion("acme", "fraud", "r1", 0.0, None, None, 1, {}, "", None,
+    ...                  {"feature_importances": {"amount": 0.75, "age": 0.25}})
+    >>> importances_of(v)
+    {'amount': 0.75, 'age': 0.25}
+    """
+    if version is None:
+        return {}
+    raw = version.extra.get(IMPORTANCES)
+    if not isinstance(raw, dict):
+        return {}
+    out: dict[str, float] = {}
+    for k, v in raw.items():
+        if isinstance(v, int | float) and math.isfinite(v) and v >= 0:
+            out[str(k)] = float(v)
+    return out
 
 
 class RegistryError(Exception):

@@ -34,7 +34,7 @@ from retrain.policy import (
     manual_drift,
     request_id,
 )
-from retrain.registry import ModelRegistry, ModelVersion, RegistryError
+from retrain.registry import ModelRegistry, ModelVersion, RegistryError, importances_of
 from retrain.training import Dataset, TrainedModel, TrainingFailed, TrainingLimits
 from retrain.training import train_with_limits as default_trainer
 from retrain.validation import (
@@ -260,7 +260,8 @@ class RetrainService:
             ModelEvent(
                 ModelAction.ROLLED_BACK, tenant, model, str(target), current.version, reason,
                 self.clock(), self.log_clock.get((tenant, model), self.clock()),
-                value.get("request_id"),
+                value.get("request_id"), feature_importances=self._importances(tenant, model,
+                                                                                str(target)),
             )
         )  # fmt: skip
         log.warning("rolled back %s/%s %s -> %s: %s", tenant, model, current.version, target,
@@ -415,6 +416,11 @@ class RetrainService:
                 rows=len(job.data),
                 metrics=challenger,
                 request_id=job.request_id,
+                extra=(
+                    {"feature_importances": trained.importances}
+                    if getattr(trained, "importances", None)
+                    else None
+                ),
             )
         self._promote(drift, job.attempt, job.data, version, verdict.reason, champion, figures)
 
@@ -460,6 +466,7 @@ class RetrainService:
                 drift.detected_at,
                 rid,
                 dict(version.metrics),
+                importances_of(version),
             )
         )
         self.step("announced")
@@ -565,12 +572,21 @@ class RetrainService:
                 event_time,
                 None,
                 dict(figures or {}),
+                self._importances(check.tenant, check.model, target),
             )
         )
         req = self._request_of(check)
         if req is not None:
             self._publish_raw(req, RetrainStatus.ROLLED_BACK, reason, dict(figures or {}))
         log.warning("rolled back %s/%s %s -> %s: %s", *key, check.version, target, reason)
+
+    def _importances(self, tenant: str, model: str, version: str) -> dict[str, float]:
+        """The feature importances the registry holds for ``version`` (empty: none, or an
+        unknown version)."""
+        try:
+            return importances_of(self.registry.get(tenant, model, version))
+        except (RegistryError, OSError, ValueError, KeyError):
+            return {}
 
     def _request_of(self, check: PostDeployCheck) -> RetrainEvent | None:
         req = None if check.request_id is None else self.state.requests.get(check.request_id)

@@ -142,6 +142,10 @@ class ModelEvent:
     event_time: float
     request_id: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    feature_importances: dict[str, float] = field(default_factory=dict)
+    """The version's feature importances as training recorded them in the registry (sum 1;
+    empty if it recorded none): the workers rank drift incidents by them. Optional on the
+    wire (absent when empty)."""
 
     @property
     def stream_key(self) -> str:
@@ -160,7 +164,7 @@ class ModelEvent:
             "event_time": format_timestamp(self.event_time),
             "request_id": self.request_id,
             "metrics": self.metrics,
-        }
+        } | ({"feature_importances": self.feature_importances} if self.feature_importances else {})
 
     def to_json(self) -> bytes:
         return _dumps(self.to_dict())
@@ -181,8 +185,11 @@ class ModelEvent:
                 event_time=parse_timestamp(d["event_time"], "event_time"),
                 request_id=None if d.get("request_id") is None else str(d["request_id"]),
                 metrics=dict(d.get("metrics") or {}),
+                feature_importances={
+                    str(k): float(v) for k, v in (d.get("feature_importances") or {}).items()
+                },
             )
-        except (KeyError, ValueError, TypeError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
             raise InvalidEvent("bad_value", f"not a ModelEvent: {exc!r}") from None
 
 

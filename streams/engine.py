@@ -22,6 +22,7 @@ from collections.abc import Collection
 
 from schemas import DriftEvent, InvalidEvent, PredictionEvent
 from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
+from streams.importance import ImportanceSource, ScoreBatch
 from streams.incidents import IncidentNotice
 from streams.judge import FeatureJudge
 from streams.keyed_state import Position, StateCache, StateStore, Write, guard, part_of_run, run_of
@@ -46,7 +47,15 @@ class DriftEngine:
     0
     """
 
-    def __init__(self, config: EngineConfig, store: StateStore) -> None:
+    def __init__(
+        self,
+        config: EngineConfig,
+        store: StateStore,
+        importances: ImportanceSource | None = None,
+    ) -> None:
+        """``importances``: the registry's feature importances of a stream's active model
+        version, if anyone knows them (the incidents' impact then uses them; otherwise the
+        features' association with the score: :mod:`streams.importance`)."""
         self.config = config
         self.store = store
         self.stats: Counter[str] = Counter()
@@ -65,7 +74,9 @@ class DriftEngine:
         # applied per (stream, window) and feature in bulk, before anything reads the windows
         # (a test, a flush), so the order of work per event is unchanged.
         self._pending: dict[tuple[str, float], list[tuple[PredictionEvent, Position | None]]] = {}
-        self._judge = FeatureJudge(config, self._windows, self.stats, self.notices)
+        self._judge = FeatureJudge(
+            config, self._windows, self.stats, self.notices, importances=importances
+        )
         self._looks = config.interim_looks  # a computed property: read per event
 
     # ------------------------------------------------------------------ public API
@@ -132,6 +143,8 @@ class DriftEngine:
                 hashes = [event_hash(e.event_id) for e, _ in items]
             else:
                 slots = hashes = [0] * len(items)
+            scores = [e.score for e, _ in items]
+            batch = ScoreBatch(scores)  # every feature's association with them, at once
             names: dict[str, None] = {}
             for e, _ in items:
                 names.update(dict.fromkeys(e.features))
@@ -162,9 +175,11 @@ class DriftEngine:
                         [slots[k] for k in present],
                         [hashes[k] for k in present],
                         part_of_run(run, subset),
+                        [scores[k] for k in present],
                     )
                 else:
-                    fw.apply_many(column, positions, slots, hashes, run)  # type: ignore[arg-type]
+                    fw.apply_many(column, positions, slots, hashes, run, batch)  # type: ignore[arg-type]
+            batch.finish()
         self._pending.clear()
 
     def take_notices(self) -> list[IncidentNotice]:

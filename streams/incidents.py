@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas import Severity
+from streams.importance import impact
 
 CLOSED_KEPT = 50
 """Closed incidents kept per stream (newest), for "recent incidents" in the API and report."""
@@ -116,9 +117,22 @@ class Incident:
     """The test that last found it drifting."""
     last_window: float | None = None
     """The last window found drifting."""
+    effect_size: float | None = None
+    """The effect size of the test that last found it drifting (on the whole window, or
+    the window so far; a sub-day span's only until then)."""
+    importance: float | None = None
+    """How much the feature matters to the score (:mod:`streams.importance`); None for
+    performance incidents and features of unknown importance."""
+    importance_source: str = ""
+    """``registry``, ``association`` or ``unknown``; empty for performance incidents."""
+
+    @property
+    def impact(self) -> float | None:
+        """importance x effect size (:func:`streams.importance.impact`)."""
+        return impact(self.importance, self.effect_size)
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "id": self.drift_id,
             "ow": self.opened_window,
             "p": self.persistence,
@@ -128,10 +142,21 @@ class Incident:
             "t": self.test,
             "lw": self.last_window,
         }
+        # Only when known: incidents without an estimate keep the bytes they always had.
+        if self.effect_size is not None:
+            out["ef"] = self.effect_size
+        if self.importance is not None:
+            out["im"] = self.importance
+        if self.importance_source:
+            out["is"] = self.importance_source
+        return out
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Incident:
-        return cls(d["id"], d["ow"], d["p"], d["c"], d["ok"], d["sev"], d.get("t", ""), d.get("lw"))
+        return cls(
+            d["id"], d["ow"], d["p"], d["c"], d["ok"], d["sev"], d.get("t", ""), d.get("lw"),
+            d.get("ef"), d.get("im"), d.get("is", ""),
+        )  # fmt: skip
 
 
 @dataclass

@@ -23,7 +23,13 @@ from streams.categorical_summary import CategoricalSummary
 from streams.config import EngineConfig
 from streams.decision import benjamini_hochberg, severity_for
 from streams.drift_tests import DRIFT_TESTS, DriftTest, TestResult
-from streams.incidents import IncidentNotice
+from streams.importance import (
+    Association,
+    ImportanceSource,
+    choose_importance,
+    merge_associations,
+)
+from streams.incidents import Incident, IncidentNotice
 from streams.numeric_summary import NumericSummary
 from streams.state import (
     FeatureKind,
@@ -75,6 +81,8 @@ class FeatureTest:
     baseline_end: float
     window_summary: Summary
     baseline_summary: Summary
+    baseline_association: Association | None = None
+    """The feature's association with the score over the baseline windows."""
 
     @property
     def test(self) -> DriftTest[Summary]:
@@ -116,18 +124,22 @@ class FeatureJudge:
         windows: WindowAccess,
         stats: Counter[str],
         notices: list[IncidentNotice],
+        importances: ImportanceSource | None = None,
     ) -> None:
         self.config = config
+        self.importances = importances
         self.windows = windows
         self.stats = stats
         self.notices = notices
         # Merged baselines are derived data: kept across flushes (the same baseline serves a
         # window's 23 interim looks and its final test), keyed by the windows they merge.
         self._baselines: dict[_BaselineKey, _Baseline] = {}
+        self._associations: dict[_BaselineKey, Association | None] = {}
 
     def forget(self) -> None:
         """Drop the cached baselines (the windows they merged may have changed elsewhere)."""
         self._baselines.clear()
+        self._associations.clear()
 
     def judge(
         self,
@@ -174,6 +186,9 @@ class FeatureJudge:
         if partial_end is not None and not drifting:
             return []
         share = len(drifting) / max(len(family), 1)
+        registry = None
+        if drifting and self.importances is not None:
+            registry = self.importances(stream.tenant, stream.model)
         drifting_names = {t.incident_key for t in drifting}
         if partial_end is None:
             self._record_results(stream, window, all_tests, drifting_names | judged)
@@ -194,6 +209,14 @@ class FeatureJudge:
                 functools.partial(_drift_id, stream, t.incident_key, window),
                 confirm_windows=cfg.confirm_windows, remember=1,  # windows are judged in order
             )  # fmt: skip
+            if span is None or incident.effect_size is None:
+                # A sub-day span's effect (a small sample) stands in only until a look at
+                # the whole window (so far, or closed) measures it.
+                incident.effect_size = t.result.effect_size
+            incident.importance, incident.importance_source = choose_importance(
+                t.feature, registry, t.baseline_association
+            )
+            ranking = ranking_fields(incident)
             for change in changes:
                 if change != "escalated":
                     self.stats[f"incidents_{change}"] += 1
@@ -204,6 +227,7 @@ class FeatureJudge:
                         stream.model, stream.model_version, t.feature, t.result.test,
                         incident.max_severity, incident.confirmed, incident.persistence, window,
                         detected_at, t.result.statistic, t.result.p_value, t.result.effect_size,
+                        dict(ranking),
                     )
                 )  # fmt: skip
             events.append(
@@ -232,7 +256,7 @@ class FeatureJudge:
                     baseline_count=t.baseline_count,
                     drifting_share=share,
                     partial=partial_end is not None,
-                    extra=t.describe() | ({} if span is None else {"span_seconds": span}),
+                    extra=t.describe() | ({} if span is None else {"span_seconds": span}) | ranking,
                 )
             )
         self.stats["drift_events"] += len(events)
@@ -262,12 +286,14 @@ class FeatureJudge:
         if cache_key in self._baselines:
             return self._baselines[cache_key]
         parts: list[Summary] = []
+        associations: list[Association | None] = []
         with_data: list[float] = []
         for w, _ in windows:
             fw = self.windows.get(window_key(stream.tenant, stream.model, w, feature))
             if fw is None or fw.count == 0:
                 continue
             parts.append(fw.summary)
+            associations.append(fw.assoc)
             with_data.append(w)
         merged = merge_baseline(parts)
         result = None
@@ -275,8 +301,26 @@ class FeatureJudge:
             result = (merged, with_data[0], with_data[-1] + cfg.window_seconds)
         if len(self._baselines) >= _BASELINE_CACHE_SIZE:
             self._baselines.clear()
+            self._associations.clear()
         self._baselines[cache_key] = result
+        self._associations[cache_key] = merge_associations(associations)
         return result
+
+    def baseline_association(
+        self,
+        stream: StreamState,
+        feature: str,
+        window: float,
+        windows: tuple[tuple[float, int], ...],
+    ) -> Association | None:
+        """The merged association of the baseline :meth:`_baseline` merged (cached with it)."""
+        key = (stream.tenant, stream.model, feature, window, windows)
+        found = self._associations.get(key, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return found  # type: ignore[return-value]  # an Association or None
+        self._baselines.pop(key, None)
+        self._baseline(stream, feature, window, windows)
+        return self._associations.get(key)
 
     def _test_features(
         self, stream: StreamState, window: float, pick: Picker, decide_at: float | None
@@ -320,6 +364,7 @@ class FeatureJudge:
                         b_end,
                         summary,
                         base,
+                        self.baseline_association(stream, feature, window, windows),
                     )
                 )
         return tests
@@ -372,8 +417,22 @@ class FeatureJudge:
                 stream.model, stream.model_version, feature, incident.test,
                 incident.max_severity, incident.confirmed, incident.persistence, window,
                 stream.watermark if stream.watermark is not None else window,
+                extra=ranking_fields(incident),
             )
         )  # fmt: skip
+
+
+_UNKNOWN = object()
+"""Not in a cache (None is a value there)."""
+
+
+def ranking_fields(incident: Incident) -> dict[str, object]:
+    """What a notice and a DriftEvent tell of an incident's rank (additive fields)."""
+    return {
+        "importance": incident.importance,
+        "importance_source": incident.importance_source or "unknown",
+        "impact": incident.impact,
+    }
 
 
 def _drift_id(stream: StreamState, feature: str, window: float) -> str:

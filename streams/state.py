@@ -20,6 +20,12 @@ from typing import Any, Literal
 import numpy as np
 
 from streams.categorical_summary import CategoricalSummary
+from streams.importance import (
+    Association,
+    ScoreBatch,
+    association_from_json,
+    new_association,
+)
 from streams.incidents import IncidentBook
 from streams.keyed_state import (
     Position,
@@ -226,6 +232,10 @@ class FeatureWindow:
     """The end-of-window tests, by test name: [statistic, p_value, effect_size, effect floor,
     drifting, window count, baseline count] (for the API's latest statistics and the report's
     statistic over time)."""
+    assoc: Association | None = None
+    """The feature's association with the model's score in this window (for the importance
+    of a feature the registry knows nothing about: :mod:`streams.importance`). None in
+    windows written before it existed."""
 
     @classmethod
     def new(cls, kind: FeatureKind, recent: bool = False) -> FeatureWindow:
@@ -234,6 +244,7 @@ class FeatureWindow:
             if kind == "numeric"
             else cls(kind, categorical=CategoricalSummary())
         )
+        fw.assoc = new_association(kind)
         if recent:
             fw.recent = RecentSlots()
         return fw
@@ -245,10 +256,17 @@ class FeatureWindow:
         return summary
 
     def apply(
-        self, value: float | str | None, position: Position | None, slot: int = 0, h: int = 0
+        self,
+        value: float | str | None,
+        position: Position | None,
+        slot: int = 0,
+        h: int = 0,
+        score: float | None = None,
     ) -> bool:
         if not guard(self.offsets, position):
             return False
+        if score is not None and value is not None:
+            self._associate([value], [score])
         if self.numeric is not None:
             if value is None:
                 self.numeric.add_missing()
@@ -270,18 +288,45 @@ class FeatureWindow:
         slots: list[int],
         hashes: list[int],
         run: Run | None = None,
+        scores: list[float] | ScoreBatch | None = None,
     ) -> int:
         """:meth:`apply` for each value in order (one position each); returns how many were
         new. Replays are recognised as one at a time would: a value is new when its offset is
         above every offset applied before it from the same partition. ``run``: the
-        positions' ``run_of``, if the caller has it."""
+        positions' ``run_of``, if the caller has it. ``scores``: the events' model scores,
+        for the feature's association with the score; a :class:`ScoreBatch` (one score per
+        value) defers the association (and a numeric summary's values) to its ``finish``,
+        which the caller calls after all of the batch's features (all at once); it is used
+        when every value is new, else the scores of those that are."""
+        batch = None
+        if isinstance(scores, ScoreBatch):
+            batch, scores = scores, scores.scores
         keep = guard_many(self.offsets, positions, run)
         if len(keep) != len(values):
+            batch = None
             values = [values[k] for k in keep]
             slots = [slots[k] for k in keep]
             hashes = [hashes[k] for k in keep]
+            if scores is not None:
+                scores = [scores[k] for k in keep]
         if not values:
             return 0
+        if batch is not None:
+            if self.assoc is None:
+                self.assoc = new_association(self.kind)
+            if self.numeric is not None:
+                # The batch builds the float array of the values anyway: it hands the
+                # summary its row (the same values, in order) when it finishes.
+                batch.add(self.assoc, values, self.numeric.extend)
+                missing = values.count(None)
+                if missing:
+                    self.numeric.add_missing(missing)
+                if self.recent is not None:
+                    self.recent.add_many(slots, hashes, values)
+                return len(values)
+            batch.add(self.assoc, values)
+        elif scores is not None:
+            self._associate(values, scores)
         if self.numeric is not None:
             present = [v for v in values if v is not None]
             if len(present) != len(values):
@@ -292,6 +337,25 @@ class FeatureWindow:
         if self.recent is not None:
             self.recent.add_many(slots, hashes, values)
         return len(values)
+
+    def _associate(self, values: list[float | str | None], scores: list[float]) -> None:
+        """Add the (value, score) pairs whose value is present to :attr:`assoc`."""
+        if self.assoc is None:
+            # A window written before associations: from now on (a sample of its pairs).
+            self.assoc = new_association(self.kind)
+        pairs_x: list[Any]
+        pairs_y: list[float]
+        if len(values) == 1:
+            pairs_x, pairs_y = ([values[0]], scores) if values[0] is not None else ([], [])
+        else:
+            present = [k for k, v in enumerate(values) if v is not None]
+            if len(present) == len(values):
+                pairs_x, pairs_y = values, scores
+            else:
+                pairs_x = [values[k] for k in present]
+                pairs_y = [scores[k] for k in present]
+        if pairs_x:
+            self.assoc.add(pairs_x, pairs_y)  # type: ignore[arg-type]  # validated by kind
 
     def span_summary(self, last_slot: int, slots: int, min_count: int = 0) -> Summary | None:
         """A summary of the sampled values of the last ``slots`` slots, for a sub-day test;
@@ -331,6 +395,8 @@ class FeatureWindow:
         header: dict[str, Any] = {"k": self.kind, "o": offsets_to_json(self.offsets)}
         if self.results:
             header["r"] = self.results
+        if self.assoc is not None:
+            header["a"] = self.assoc.to_json()
         head = json.dumps(header, separators=(",", ":")).encode()
         recent = b"" if self.recent is None else self.recent.to_bytes(self.kind == "numeric")
         summary = self.summary.to_bytes()
@@ -349,14 +415,15 @@ class FeatureWindow:
         body = raw[pos : pos + slen]
         offsets = offsets_from_json(header["o"])
         results = header.get("r", {})
+        assoc = association_from_json(header["a"]) if "a" in header else None
         if numeric:
             return cls(
                 kind, numeric=NumericSummary.from_bytes(body), offsets=offsets, recent=recent,
-                results=results,
+                results=results, assoc=assoc,
             )  # fmt: skip
         return cls(
             kind, categorical=CategoricalSummary.from_bytes(body), offsets=offsets, recent=recent,
-            results=results,
+            results=results, assoc=assoc,
         )  # fmt: skip
 
 

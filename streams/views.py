@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,6 +17,8 @@ import numpy as np
 from schemas import format_timestamp
 from streams.categorical_summary import CategoricalSummary
 from streams.config import EngineConfig, PerformanceConfig
+from streams.importance import choose_importance, impact, rank_key
+from streams.incidents import Incident
 from streams.numeric_summary import NumericSummary
 from streams.perf_state import (
     PerfStream,
@@ -131,8 +133,29 @@ def model_summary(
     }
 
 
+def _ranking(
+    kind: str, feature: str | None, inc: Incident, registry: Mapping[str, float] | None
+) -> dict[str, Any]:
+    """An open incident's rank fields: its stored importance, unless the registry (the
+    active version's importances, read now) names the feature."""
+    if kind != "statistical" or feature is None:
+        return {"effect_size": None, "importance": None, "importance_source": None, "impact": None}
+    importance, source = inc.importance, inc.importance_source or "unknown"
+    if registry and feature in registry:
+        importance, source = choose_importance(feature, registry, None)
+    return {
+        "effect_size": inc.effect_size,
+        "importance": importance,
+        "importance_source": source,
+        "impact": impact(importance, inc.effect_size),
+    }
+
+
 def _incident_rows(
-    st: StreamState | None, ps: PerfStream | None, window_seconds: float
+    st: StreamState | None,
+    ps: PerfStream | None,
+    window_seconds: float,
+    registry: Mapping[str, float] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     open_rows: list[dict[str, Any]] = []
     recent: list[dict[str, Any]] = []
@@ -142,11 +165,12 @@ def _incident_rows(
             continue
         for key, inc in book.open.items():
             last = inc.last_window if inc.last_window is not None else inc.opened_window
+            feature = key.removesuffix("#missing") if kind == "statistical" else None
             open_rows.append(
                 {
                     "drift_id": inc.drift_id,
                     "kind": kind if kind == "statistical" else split_incident_key(key)[0],
-                    "feature": key.removesuffix("#missing") if kind == "statistical" else None,
+                    "feature": feature,
                     "model_version": split_incident_key(key)[1] if kind != "statistical" else None,
                     "signal": key if kind != "statistical" else None,
                     "test": inc.test or None,
@@ -157,6 +181,7 @@ def _incident_rows(
                     "last_window": format_timestamp(last),
                     "status": "open",
                 }
+                | _ranking(kind, feature, inc, registry)
             )
         for rec in book.closed:
             key = str(rec["k"])
@@ -176,22 +201,40 @@ def _incident_rows(
                     "status": "resolved",
                 }
             )
-    rank = {s: i for i, s in enumerate(SEVERITIES)}
-    open_rows.sort(key=lambda r: (-rank[r["severity"]], r["opened_window"]))
+    open_rows.sort(key=open_incident_order)
     recent.sort(key=lambda r: r["closed_at"], reverse=True)
     return open_rows, recent
 
 
+def open_incident_order(row: dict[str, Any]) -> tuple[Any, ...]:
+    """The order of open incidents (API, report): :func:`streams.importance.rank_key` -
+    impact, then severity, then feature name; incidents without an impact (performance,
+    objective, unknown importance) after those with one - and then the signal and the id,
+    so the order is total."""
+    return (
+        *rank_key(row.get("impact"), row["severity"], row.get("feature")),
+        row.get("signal") or "",
+        row["drift_id"],
+    )
+
+
 def drift_status(
-    drift: KeyValues, perf: KeyValues, cfg: EngineConfig, tenant: str, model: str
+    drift: KeyValues,
+    perf: KeyValues,
+    cfg: EngineConfig,
+    tenant: str,
+    model: str,
+    importances: Mapping[str, float] | None = None,
 ) -> dict[str, Any] | None:
-    """``GET /v1/models/{tenant}/{model}/drift``: incidents, and per feature its latest
-    end-of-window tests (statistic, p-value, effect size, threshold)."""
+    """``GET /v1/models/{tenant}/{model}/drift``: incidents, open ones ranked by impact
+    (:func:`open_incident_order`), and per feature its latest end-of-window tests
+    (statistic, p-value, effect size, threshold). ``importances``: the registry's feature
+    importances of the active version, if known (they win over what the incidents hold)."""
     st = stream(drift, tenant, model)
     ps = perf_stream(perf, tenant, model)
     if st is None and ps is None:
         return None
-    open_rows, recent = _incident_rows(st, ps, cfg.window_seconds)
+    open_rows, recent = _incident_rows(st, ps, cfg.window_seconds, importances)
     features: list[dict[str, Any]] = []
     if st is not None:
         closed = sorted((w for w in st.window_events if st.last_closed is not None

@@ -53,6 +53,13 @@ class Catalog:
         events = self.model_events.get((tenant, model))
         return events[-1].version if events else None
 
+    def importances(self, tenant: str, model: str) -> dict[str, float] | None:
+        """The active version's feature importances as training recorded them (from its
+        ``model-events`` announcement); None when unknown. Read by the API and, from the
+        worker's thread, by the engine (a dict replaced whole, never changed in place)."""
+        events = self.model_events.get((tenant, model))
+        return (events[-1].feature_importances or None) if events else None
+
     def apply(self, kind: str, value: bytes | None) -> None:
         if not value:
             return

@@ -462,7 +462,10 @@ class Api:
 
         def drift_status() -> web.Response:
             drift, perf = self._views()
-            status = views.drift_status(drift, perf, self.pcfg.engine, tenant, model)
+            status = views.drift_status(
+                drift, perf, self.pcfg.engine, tenant, model,
+                importances=self.catalog.importances(tenant, model),
+            )  # fmt: skip
             if status is None:
                 raise ApiError(404, "not_found", "no such model")
             return web.json_response(status)
@@ -489,6 +492,7 @@ class Api:
         data = collect(
             drift, perf, self.pcfg, tenant, model, source="live worker",
             markers=markers, active_version=self.catalog.active_version(tenant, model),
+            importances=self.catalog.importances(tenant, model),
         )  # fmt: skip
         if data is None:
             raise ApiError(404, "not_found", "no such model")

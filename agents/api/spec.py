@@ -132,6 +132,27 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "last_window": TIMESTAMP,
             "closed_at": TIMESTAMP,
             "status": {"type": "string", "enum": ["open", "resolved"]},
+            "effect_size": _nullable(
+                {**NUM, "description": "effect size of the test that last found it drifting"}
+            ),
+            "importance": _nullable(
+                {
+                    **NUM,
+                    "description": "how much the feature matters to the model's score, in "
+                    "[0, 1] (open feature incidents; null when unknown or for performance)",
+                }
+            ),
+            "importance_source": _nullable(
+                {"type": "string", "enum": ["registry", "association", "unknown"]}
+            ),
+            "impact": _nullable(
+                {
+                    **NUM,
+                    "description": "importance x effect_size; open_incidents are ordered by "
+                    "it (highest first; ties: severity, then feature), incidents without one "
+                    "last",
+                }
+            ),
         },
     },
     "TestResult": {

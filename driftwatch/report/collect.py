@@ -7,7 +7,7 @@ RocksDB partitions, through :mod:`streams.views`).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from driftwatch.report.model import (
@@ -63,6 +63,9 @@ def _spans(state: dict[str, Any] | None) -> list[IncidentSpan]:
                 confirmed=bool(row["confirmed"]),
                 persistence=int(row["persistence"]),
                 open=is_open,
+                impact=row.get("impact"),
+                importance=row.get("importance"),
+                importance_source=row.get("importance_source"),
             )
         )
     return out
@@ -80,11 +83,13 @@ def collect(
     active_version: str | None = None,
     settings: dict[str, str] | None = None,
     now: float | None = None,
+    importances: Mapping[str, float] | None = None,
 ) -> ReportData | None:
-    """The report of one model; None when there is no state for it."""
+    """The report of one model; None when there is no state for it. ``importances``: the
+    registry's feature importances of the active version, if known (incident ranking)."""
     cfg = pcfg.engine
     st = views.stream(drift, tenant, model)
-    status = views.drift_status(drift, perf, cfg, tenant, model)
+    status = views.drift_status(drift, perf, cfg, tenant, model, importances=importances)
     history = views.performance_history(perf, pcfg, tenant, model)
     if st is None and history is None:
         return None

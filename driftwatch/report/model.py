@@ -43,6 +43,11 @@ class IncidentSpan:
     confirmed: bool
     persistence: int
     open: bool
+    impact: float | None = None
+    """importance x effect size (open feature incidents whose importance is known)."""
+    importance: float | None = None
+    importance_source: str | None = None
+    """``registry``, ``association`` or ``unknown``; None for performance incidents."""
 
 
 @dataclass(frozen=True)

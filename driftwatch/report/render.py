@@ -30,6 +30,7 @@ from driftwatch.report.model import (
     ReportData,
     TestPoint,
 )
+from streams.importance import rank_key
 
 __all__ = ["render_report"]
 
@@ -760,10 +761,23 @@ def _header(ctx: _Ctx) -> str:
     )
 
 
-def _incident_order(inc: IncidentSpan) -> tuple[int, int, float, str]:
-    """Open first, then most severe, then newest."""
+def _incident_order(inc: IncidentSpan) -> tuple[object, ...]:
+    """Open first, ranked by impact (:func:`streams.importance.rank_key`: impact, then
+    severity, then feature; those without an impact after); then closed ones, most severe,
+    then newest."""
     start = inc.start if _finite(inc.start) else 0.0
-    return (0 if inc.open else 1, -_sev_rank(inc.severity), -start, inc.drift_id)
+    if inc.open:
+        return (0, *rank_key(inc.impact, inc.severity, inc.feature), -start, inc.drift_id)
+    return (1, 1, 0.0, -_sev_rank(inc.severity), "", -start, inc.drift_id)
+
+
+def _impact_cell(i: IncidentSpan) -> str:
+    if i.impact is None or not _finite(i.impact):
+        return '<span class="mu">\u2013</span>'
+    title = (
+        f"importance {i.importance:.3f} ({i.importance_source})" if i.importance is not None else ""
+    )
+    return f'<span title="{_e(title)}">{i.impact:.3f}</span>'
 
 
 def _incidents(ctx: _Ctx, anchors: dict[str, str]) -> str:
@@ -789,12 +803,15 @@ def _incidents(ctx: _Ctx, anchors: dict[str, str]) -> str:
             f'<tr class="incident"><td><code title="{_e(i.drift_id)}">{_e(i.drift_id[:8])}</code>'
             f"</td><td>{subject}</td><td>{_e(i.test)}</td><td>{_sev_badge(i.severity)}</td>"
             f"<td>{status}</td><td>{'yes' if i.confirmed else 'no'}</td>"
-            f'<td class="n">{i.persistence}</td><td>{ctx.when(i.start)}</td><td>{end}</td></tr>'
+            f'<td class="n">{i.persistence}</td><td>{ctx.when(i.start)}</td><td>{end}</td>'
+            f'<td class="n">{_impact_cell(i)}</td></tr>'
         )
     return (
         f'{head}<div class="tw"><table class="incidents"><thead><tr><th>ID</th>'
         "<th>Feature</th><th>Test</th><th>Severity</th><th>Status</th><th>Confirmed</th>"
-        '<th class="n">Windows</th><th>Start</th><th>End</th></tr></thead>'
+        '<th class="n">Windows</th><th>Start</th><th>End</th>'
+        '<th class="n" title="importance x effect size; open incidents are ranked by it">'
+        "Impact</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table></div></section>"
     )
 

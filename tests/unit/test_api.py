@@ -15,6 +15,7 @@ import pytest
 from aiohttp import WSMsgType, web
 
 from agents.api.spec import ROUTES, openapi_document
+from schemas import ModelAction, ModelEvent
 from schemas.alerts import Alert, AlertKind, alert_id
 from schemas.events import Severity
 from tests.api_fixtures import (
@@ -238,6 +239,50 @@ def test_models_performance_and_drift_answer_from_the_state(tmp_path: Path) -> N
         assert not quiet["drifting"] and quiet["latest"]["tests"]
 
     run(tmp_path, test)
+
+
+def test_drift_answer_ranks_open_incidents_by_impact(tmp_path: Path) -> None:
+    """Open incidents carry effect_size, importance (and its source) and impact, and come in
+    the rank order: impact first, incidents without one (performance) after; the registry's
+    importances of the active version (from model-events) win over the association."""
+    fields = {"effect_size", "importance", "importance_source", "impact"}
+    incident_schema = openapi_document()["components"]["schemas"]["Incident"]["properties"]
+    assert fields <= set(incident_schema)
+
+    def order(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        sev = {"LOW": 0, "MEDIUM": 1, "HIGH": 2, "CRITICAL": 3}
+        return [
+            (r["impact"] is None, -(r["impact"] or 0.0), -sev[r["severity"]], r["feature"] or "")
+            for r in rows
+        ]
+
+    async def test(h: Harness) -> None:
+        drift = await (await call(h, "GET", "/v1/models/acme/fraud/drift", "acme-read")).json()
+        rows = drift["open_incidents"]
+        assert rows and all(fields <= set(r) for r in rows)
+        assert order(rows) == sorted(order(rows))
+        statistical = [r for r in rows if r["kind"] == "statistical"]
+        assert statistical and all(r["importance_source"] == "association" for r in statistical)
+        for r in statistical:
+            assert r["impact"] == pytest.approx(r["importance"] * r["effect_size"])
+        assert all(r["importance_source"] is None and r["impact"] is None
+                   for r in rows if r["kind"] != "statistical")  # fmt: skip
+
+    run(tmp_path, test)
+
+    async def with_registry(h: Harness) -> None:
+        # A promoted version whose training recorded importances: they rank the incidents.
+        promoted = ModelEvent(ModelAction.PROMOTED, "acme", "fraud", "r2", "r1", "test",
+                              START, START + 27 * DAY, None, {}, {"amount": 0.6})  # fmt: skip
+        h.api.catalog.apply("model", promoted.to_json())
+        resp = await call(h, "GET", "/v1/models/acme/fraud/drift", "acme-read")
+        rows = (await resp.json())["open_incidents"]
+        amount = next(r for r in rows if r["feature"] == "amount")
+        assert amount["importance_source"] == "registry" and amount["importance"] == 0.6
+        assert amount["impact"] == pytest.approx(0.6 * amount["effect_size"])
+        assert order(rows) == sorted(order(rows))
+
+    run(tmp_path, with_registry)
 
 
 def test_report_is_the_html_page(tmp_path: Path) -> None:

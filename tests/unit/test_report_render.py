@@ -207,3 +207,27 @@ def test_no_external_resources(big_html: str) -> None:
     assert "@import" not in big_html
     assert "url(" not in big_html
     assert "<script" not in big_html.lower()
+
+
+def test_open_incidents_are_ranked_by_impact() -> None:
+    t0 = 1_735_689_600.0
+
+    def span(i: str, feature: str | None, severity: str, impact: float | None) -> IncidentSpan:
+        known = impact is not None
+        return IncidentSpan(i * 32, feature, "ks", t0, None, severity, False, 1, True, impact,
+                            0.5 if known else None, "association" if known else None)  # fmt: skip
+
+    data = ReportData(
+        tenant="t", model="m", generated_at=t0 + 48 * 3600, window_seconds=3600.0,
+        source="backtest", first_window=t0, last_window=t0 + 47 * 3600, features=[],
+        incidents=[
+            span("a", "minor", "CRITICAL", 0.01), span("b", None, "CRITICAL", None),
+            span("c", "major", "LOW", 0.30), span("d", "mid", "HIGH", 0.10),
+            span("e", "tie", "MEDIUM", 0.10),
+        ],
+    )  # fmt: skip
+    html = render_report(data)
+    table = html.split('<table class="incidents">', 1)[1].split("</table>", 1)[0]
+    ids = [i[0] for i in re.findall(r'<code title="([0-9a-f]+)">', table)]
+    assert ids == ["c", "d", "e", "a", "b"]  # impact; ties by severity; no impact last
+    assert "Impact</th>" in table and "0.300" in table and "importance 0.500 (association)" in table

@@ -128,6 +128,11 @@ def test_flag_off_waits_then_a_flag_switch_retrains_and_promotes(
     assert active is not None and active.version == promoted["version"] and active.parent == "v1"
     assert [m.action for m in out.models] == [ModelAction.PROMOTED]
     assert svc.registry.load("acme", "fraud", active.version) is not None  # checksum verified
+    # Training measured the features' importances; the registry keeps them and the
+    # announcement carries them (the workers rank incidents by them).
+    importances = active.extra["feature_importances"]
+    assert importances and sum(importances.values()) == pytest.approx(1.0, abs=1e-5)
+    assert out.models[-1].feature_importances == importances
 
 
 def test_the_same_drift_event_twice_never_trains_twice(
@@ -217,6 +222,7 @@ def test_a_promoted_model_that_degrades_is_rolled_back_within_the_check_window(
     assert out.statuses()[-1] is RetrainStatus.ROLLED_BACK
     assert [m.action for m in out.models] == [ModelAction.PROMOTED, ModelAction.ROLLED_BACK]
     assert out.models[-1].version == "v1" and out.models[-1].event_time < promoted_at + DAY
+    assert out.models[-1].feature_importances == {}  # v1 is external: none recorded
     active = svc.registry.active("acme", "fraud")
     assert active is not None and active.version == "v1"
 

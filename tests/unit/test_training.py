@@ -23,6 +23,7 @@ from retrain.training import (
     evaluate,
     featurize,
     infer_feature_types,
+    permutation_importances,
     predict_scores,
     train,
     train_with_limits,
@@ -349,3 +350,34 @@ def test_training_failed_survives_pickling() -> None:
     )
     with pytest.raises(ValueError):
         TrainingFailed("bored")
+
+
+def test_training_records_permutation_importances(fraud_model: TrainedModel) -> None:
+    """Score-based permutation importances over the raw features: sum 1, every feature,
+    deterministic for a seed, and a feature the model cannot use gets none."""
+    imp = fraud_model.importances
+    assert imp is not None
+    assert set(imp) == {*fraud_model.numeric, *fraud_model.categorical}
+    assert sum(imp.values()) == pytest.approx(1.0, abs=1e-5)
+    assert all(v >= 0 for v in imp.values())
+
+
+def test_importances_are_deterministic_for_a_seed(
+    fraud: Dataset, fraud_model: TrainedModel
+) -> None:
+    rows = fraud.features[:300]
+    args = (fraud_model.pipeline, rows, fraud_model.numeric, fraud_model.categorical)
+    assert permutation_importances(*args, seed=0) == permutation_importances(*args, seed=0)
+
+
+def test_permutation_importances_find_the_feature_the_score_uses() -> None:
+    class OnlyFirst:
+        def predict_proba(self, x: Any) -> Any:
+            p = 1 / (1 + np.exp(-np.asarray(x[:, 0], dtype=float)))
+            return np.column_stack([1 - p, p])
+
+    rng = np.random.default_rng(2)
+    rows = [{"a": float(v), "b": float(w)} for v, w in rng.normal(size=(500, 2))]
+    imp = permutation_importances(OnlyFirst(), rows, ["a", "b"], [], seed=0)
+    assert imp == {"a": 1.0, "b": 0.0}
+    assert permutation_importances(OnlyFirst(), [], ["a"], []) == {}
