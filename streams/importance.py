@@ -114,8 +114,15 @@ def choose_importance(
     if association is not None:
         share = association.importance()
         if share is not None:
-            return share, "association"
+            # Rounded: an association is a merge of per-batch moments whose last bits depend
+            # on how its events were batched (a live worker and a backtest batch differently,
+            # and so do two runs of a worker); a ranking needs no more digits than this, and
+            # the DriftEvents of the two then agree.
+            return round(share, ASSOCIATION_DIGITS), "association"
     return None, "unknown"
+
+
+ASSOCIATION_DIGITS = 6
 
 
 def _comoments(x: np.ndarray, y: np.ndarray) -> tuple[int, float, float, float, float, float]:
