@@ -422,6 +422,7 @@ def test_looks_skip_only_spans_that_could_run_no_test(per_day: int) -> None:
     assert engines[0].stats["tests"] == engines[1].stats["tests"] > 0
     if per_day == 200:
         assert engines[0].stats["look_spans_skipped"] > 100
+
     # The stream's record differs by the slot counts only; every feature window is the same
     # but for its score association, a merge of per-batch moments whose last bits follow the
     # batching (which the looks change: they apply what is pending first).
