@@ -3,10 +3,11 @@ the consumer guards ask before they hold a partition or commit past offsets they
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from agents.faust_compat import first_record_offset
@@ -40,3 +41,27 @@ def test_probe_before_a_trimmed_log_start_reads_from_the_first_record(
         pytest.skip(f"the broker cannot delete records: {exc!r}")
     config = {"bootstrap.servers": kafka_bootstrap}
     assert first_record_offset(config, topic, 0, 0) == 4
+
+
+@pytest.mark.xfail(
+    not os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip(),
+    reason="Tansu 0.6 reports a partition's high watermark as its last batch's base offset + 1",
+    strict=True,
+)
+def test_broker_high_watermark_counts_every_record(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    """Faust restores a table's changelog up to the high watermark the broker reports. The
+    embedded broker (Tansu 0.6) under-reports it when the last produce was a batch of several
+    records (1 + 5 records: 2, not 6), so a worker restarted on it can stop restoring before
+    the last records of its state. Against Apache Kafka this passes (the xfail is for Tansu
+    only): the leading suspect in the rare CI loss of joined predictions after a restart."""
+    topic = make_topic("watermark")
+    produce(kafka_bootstrap, topic, [(b"k", b"v")], partition=0)
+    produce(kafka_bootstrap, topic, [(b"k", b"v")] * 5, partition=0)
+    consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"wm-{topic}"})
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    finally:
+        consumer.close()
+    assert (low, high) == (0, 6)
