@@ -53,9 +53,11 @@ def test_broker_high_watermark_counts_every_record(
 ) -> None:
     """Faust restores a table's changelog up to the high watermark the broker reports. The
     embedded broker (Tansu 0.6) under-reports it when the last produce was a batch of several
-    records (1 + 5 records: 2, not 6), so a worker restarted on it can stop restoring before
-    the last records of its state. Against Apache Kafka this passes (the xfail is for Tansu
-    only): the leading suspect in the rare CI loss of joined predictions after a restart."""
+    records (1 + 5 records: 2, not 6), so a restore can stop before the last records of a
+    table's state; the worker tests therefore produce one record per batch on Tansu
+    (``DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES=1`` in ``worker_harness``, see the README). This
+    test keeps that reason checked: it fails (the strict xfail passes) while Tansu behaves so,
+    and passes against Apache Kafka."""
     topic = make_topic("watermark")
     produce(kafka_bootstrap, topic, [(b"k", b"v")], partition=0)
     produce(kafka_bootstrap, topic, [(b"k", b"v")] * 5, partition=0)
