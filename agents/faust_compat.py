@@ -226,14 +226,18 @@ class SourceOrder:
             offset = message.offset
             expect = self.expect.get(tp)
             if expect is None:
-                expect = start_offset(consumer, tp)
-            if offset > expect and not await self._no_records(consumer, tp, expect, offset):
+                expect = consumer._committed_offset.get(tp)
+            if (
+                expect is not None
+                and offset > expect
+                and not await self._no_records(consumer, tp, expect, offset)
+            ):
                 stopped.add(tp)
                 self._hold(message)
                 self._seek_back(consumer, tp, expect)
                 continue
             admitted.append(event)
-            if offset >= expect:
+            if expect is None or offset >= expect:
                 self.expect[tp] = offset + 1
                 self.held.pop(tp, None)
         return admitted
@@ -483,8 +487,8 @@ def _guarded_ack(original: Callable[[Any, Any], bool]) -> Callable[[Any, Any], b
 def _strict_new_offset(original: Callable[[Any, Any], int | None]) -> Callable[[Any, Any], Any]:
     def new_offset(self: Any, tp: Any) -> int | None:
         acked = self._acked[tp]
-        committed = start_offset(self, tp)
-        if acked and GUARD is not None:
+        committed = self._committed_offset[tp]
+        if acked and committed is not None and GUARD is not None:
             gaps = self._gap[tp]
             head = min(acked)
             covered = bool(gaps) and bool(gaps.overlaps(committed, head))
@@ -498,17 +502,6 @@ def _strict_new_offset(original: Callable[[Any, Any], int | None]) -> Callable[[
         return original(self, tp)
 
     return new_offset
-
-
-def start_offset(consumer: Any, tp: Any) -> int:
-    """Where reading a partition starts: its committed offset, or with none (Faust keeps 0
-    as None too) the start of the log, 0 or the first record after it (the worker's
-    ``auto_offset_reset`` is "earliest"). A partition that was never committed is guarded
-    like any other: a worker killed before its first commit and restarted lost a day of
-    predictions to the restart race, because a first message past the start was taken for
-    the start (the probe tells a dropped head from a log that begins later)."""
-    committed = consumer._committed_offset.get(tp)
-    return 0 if committed is None else int(committed)
 
 
 def kafka_probe(config: dict[str, Any], timeout: float = 10.0) -> Probe:
@@ -537,8 +530,8 @@ def first_record_offset(
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "isolation.level": "read_uncommitted",  # what the worker's consumer reads
-            # An offset before the log's start (deleted by retention; 0 for a partition
-            # never committed) means the first record there, as for the worker's consumer.
+            # An offset before the log's start (deleted by retention) means the first record
+            # there, as for the worker's consumer.
             "auto.offset.reset": "earliest",
         }
     )

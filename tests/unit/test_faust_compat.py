@@ -300,43 +300,6 @@ def test_a_missing_head_after_an_assignment_is_read_again() -> None:
     assert admitted(order, consumer, [100, 101]) == [100, 101]
 
 
-def test_a_partition_never_committed_is_read_from_the_start_of_its_log() -> None:
-    # A worker killed before its first commit restarts with no committed offset; reading
-    # starts at the log's start (auto_offset_reset="earliest"). Faust dropped the first
-    # fetched records (the restart race): the first message seen, 37, was admitted as the
-    # start, and 0-36 (a day of predictions in a CI run) were never read again.
-    consumer = FakeConsumer(committed=None, acked=[])
-    order, asked = source_order(first_record=0)
-    assert admitted(order, consumer, [37, 38]) == []
-    assert asked == [0] and consumer.seeks == [{consumer.tp: 0}]
-    assert admitted(order, consumer, [0, 1, 2]) == [0, 1, 2]
-    # A log whose start was deleted by retention begins later: nothing is missing before it.
-    consumer = FakeConsumer(committed=None, acked=[])
-    order, asked = source_order(first_record=500)
-    assert admitted(order, consumer, [500, 501]) == [500, 501]
-    assert asked == [0] and consumer.seeks == []
-
-
-def test_a_dropped_head_is_not_committed_past_before_the_first_commit() -> None:
-    async def main() -> None:
-        asked = install(first_record=0)
-        from faust.transport.consumer import Consumer
-
-        # Faust's own logic checks the head only against a committed offset, and there is
-        # none yet: it would commit 40, past 0-36 that were never processed.
-        assert faust_new_offset(FakeConsumer(committed=None, acked=[37, 38, 39]), TP(
-            "join-input", 0)) == 40  # fmt: skip
-        c = FakeConsumer(committed=None, acked=[37, 38, 39])
-        assert Consumer._new_offset(c, c.tp) is None  # type: ignore[arg-type]
-        await asyncio.sleep(0.01)
-        assert asked == [("join-input", 0, 0)] and c.seeks == [{c.tp: 0}]
-        # Read from the start: processed in order, and the commit moves on.
-        c._acked[c.tp] = list(range(40))
-        assert Consumer._new_offset(c, c.tp) == 40  # type: ignore[arg-type]
-
-    run(main())
-
-
 def test_offsets_without_records_are_jumped_over() -> None:
     # Transaction markers take offsets that are never delivered: Faust records the gaps it
     # reads over, and where it did not (at the head), the broker says there is nothing there.
