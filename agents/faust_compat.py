@@ -207,12 +207,14 @@ class SourceOrder:
     expect: dict[Any, int] = field(default_factory=dict)
     held: dict[Any, _Hold] = field(default_factory=dict)
     _first: dict[tuple[Any, int], int | None] = field(default_factory=dict)
+    _told: set[Any] = field(default_factory=set)
 
     def reset(self) -> None:
         """After a rebalance, reading starts again at the committed offsets."""
         self.expect.clear()
         self.held.clear()
         self._first.clear()
+        self._told.clear()
 
     async def admit(self, consumer: Any, events: list[Any]) -> list[Any]:
         admitted: list[Any] = []
@@ -227,6 +229,13 @@ class SourceOrder:
             expect = self.expect.get(tp)
             if expect is None:
                 expect = consumer._committed_offset.get(tp)
+                # Once per partition and assignment: where reading really started, for the
+                # record (a loss across a restart is told apart by it: skipped or never read).
+                if tp not in self._told:
+                    self._told.add(tp)
+                    log.info("%s[%d]: first message read after the assignment at offset %d "
+                             "(committed offset known to the consumer: %s)", tp.topic,
+                             tp.partition, offset, expect)  # fmt: skip
             if (
                 expect is not None
                 and offset > expect
