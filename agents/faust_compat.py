@@ -317,9 +317,15 @@ class SourceOrder:
                 self._seek_back(hold.consumer, tp, hold.expect)
 
     async def retry_forever(self, every: float = 0.5) -> None:
+        """:meth:`retry` every ``every`` seconds for the life of the worker: an error in one
+        round is logged and the next round runs (a dead retry task would leave a held
+        partition waiting for good, silently)."""
         while True:
             await asyncio.sleep(every)
-            self.retry()
+            try:
+                self.retry()
+            except Exception:
+                log.exception("re-reading held partitions failed; trying again")
 
 
 def _spawn(coro: Awaitable[None]) -> None:

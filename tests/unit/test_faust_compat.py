@@ -495,3 +495,31 @@ def test_a_batch_is_acked_only_after_its_changelog_records_are_sent() -> None:
     assert acked_with == [["changelog-1", "changelog-2"]]
     assert producer.flushed == 1
     assert faust_compat.COUNTERS["slow_changelog_drained"] == before + 1
+
+
+def test_the_retry_task_outlives_an_error_in_one_round() -> None:
+    """A held partition is re-read by ``retry_forever``; if one round raised, the task died
+    and the partition stayed held for good. Now the error is logged and the rounds go on."""
+    order, _ = source_order(first_record=None)
+    calls: list[int] = []
+
+    def flaky_retry() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("one bad round")
+
+    order.retry = flaky_retry  # type: ignore[method-assign]
+
+    async def main() -> None:
+        task = asyncio.ensure_future(order.retry_forever(every=0.001))
+        for _ in range(200):
+            await asyncio.sleep(0.001)
+            if len(calls) >= 3:
+                break
+        assert not task.done(), "the retry task died"
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    run(main())
+    assert len(calls) >= 3
