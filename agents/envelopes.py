@@ -18,6 +18,8 @@ import zlib
 from dataclasses import dataclass
 from typing import Literal
 
+import orjson
+
 from streams.keyed_state import Position
 
 JoinKind = Literal["p", "o"]
@@ -57,7 +59,7 @@ def decode_join(value: bytes) -> list[JoinFrame]:
     pos = 0
     while pos < len(value):
         end = value.index(b"\n", pos)
-        meta = json.loads(value[pos:end])
+        meta = orjson.loads(value[pos:end])
         kind = meta["k"]
         if kind not in ("p", "o"):
             raise ValueError(f"unknown join-input kind {kind!r}")

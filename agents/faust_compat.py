@@ -344,7 +344,7 @@ _LOGGED: set[tuple[str, int, int | None]] = set()
 GUARDED_TOPICS: set[str] = set()
 """Topics whose agents mark what they process (:func:`mark_delivered`)."""
 _DELIVERED: weakref.WeakSet[Any] = weakref.WeakSet()
-_BUSY: dict[object, float] = {}
+_BUSY: dict[object, tuple[str, float]] = {}
 AFTER_BATCH: Callable[[Any, int], None] | None = None
 """Called on the loop after each processed batch with (stream, events): the watchdog's
 test-only stall hook (:mod:`agents.watchdog`)."""
@@ -380,7 +380,7 @@ async def process_batches(
     left the group with a batch in flight: found by the scale-out test)."""
     async for batch in ordered_batches(stream, topic, size, within):
         token = object()
-        _BUSY[token] = time.monotonic()
+        _BUSY[token] = (topic, time.monotonic())
         try:
             await process(batch)
             await drain_producer(stream.app)  # its state's changelog records, before its acks
@@ -424,7 +424,17 @@ async def drain_producer(app: Any, poll: float = 0.5) -> None:
 def busy_since() -> float | None:
     """When the oldest batch still being processed started (``time.monotonic``), or None:
     the watchdog tells a slow batch from a stuck worker by it. Safe from any thread."""
-    return min(list(_BUSY.values()), default=None)
+    return min((since for _, since in list(_BUSY.values())), default=None)
+
+
+def busy_batches() -> dict[str, float]:
+    """Per source topic, how long its oldest running batch has run (seconds): for the
+    watchdog's account of why it is not judging. Safe from any thread."""
+    now = time.monotonic()
+    out: dict[str, float] = {}
+    for topic, since in list(_BUSY.values()):
+        out[topic] = max(out.get(topic, 0.0), round(now - since, 1))
+    return out
 
 
 async def ordered_batches(

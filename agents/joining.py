@@ -188,7 +188,8 @@ class JoinProcessor:
     ) -> tuple[JoinResult, PredictionEvent | None]:
         """Parsed once here; the prediction goes on to the performance entry."""
         if kind == "p":
-            prediction = PredictionEvent.from_json(raw)
+            # Validated by this worker's drift agent before it was forwarded here.
+            prediction = PredictionEvent.from_trusted_json(raw)
             return joiner.on_prediction(prediction, origin, home), prediction
         return joiner.on_outcome(OutcomeEvent.from_json(raw), origin), None
 

@@ -97,6 +97,7 @@ class _Seen:
     read: int | None
     committed_since: float
     read_since: float
+    waiting: bool = False
 
 
 @dataclass
@@ -160,7 +161,8 @@ class StallWatch:
                 seen.committed, seen.committed_since = o.committed, now
             if o.read != seen.read:
                 seen.read, seen.read_since = o.read, now
-            if first is None and self._waiting(tp, o):
+            seen.waiting = self._waiting(tp, o)
+            if first is None and seen.waiting:
                 stuck = now - seen.committed_since
                 if stuck >= self.stall_seconds:
                     done = o.committed if o.committed is not None else o.start
@@ -173,6 +175,11 @@ class StallWatch:
             if first is not None:  # a slow batch holds commits back: not (yet) a stall
                 return None
         return first
+
+    def unmoved(self, now: float) -> dict[Any, float]:
+        """Per partition with work waiting at the last look, how long its committed offset
+        has not moved (for the watchdog's account of what it is waiting out)."""
+        return {tp: now - seen.committed_since for tp, seen in self._seen.items() if seen.waiting}
 
     def checked(self, partition: Any, now: float) -> None:
         """A probe found nothing waiting where the log end is not known: look again after

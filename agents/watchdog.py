@@ -35,6 +35,8 @@ SAMPLE_SECONDS = 5.0
 LOOKUP_SECONDS = 5.0
 """A broker lookup not answered in this time is an outage (``driftwatch_broker_reachable``)."""
 PROBE_SECONDS = 10.0
+EXPLAIN_SECONDS = 15.0
+"""How often the watchdog says why waiting work is not (yet) judged a stall."""
 STALL_LOG = "stalls.jsonl"
 QUIET_RECONNECTS = {"reconnect.backoff.ms": 1000}
 """For the watchdog's confluent-kafka clients: a consumer with a group id otherwise tries a
@@ -69,6 +71,7 @@ class Watchdog:
         self._loop_seen: float | None = None
         self._client: Any = None
         self._outage_since: float | None = None
+        self._explained: float | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._count_past_stalls()
@@ -133,6 +136,7 @@ class Watchdog:
                 self.exit(STALL_EXIT_CODE)
                 return stall
         if stall is None:
+            self._explain(now, armed, partitions)
             return None
         if stall.kind in (FETCH, COMMIT) and not self._has_records(stall, now):
             return None
@@ -161,6 +165,44 @@ class Watchdog:
         tp, at, age = found[0]
         o = partitions.get(tp) or Offsets(end=None, read=None, committed=at)
         return Stall(COMMIT, tp, age, o)
+
+    def _explain(self, now: float, armed: bool, partitions: dict[Any, Offsets]) -> None:
+        """While work waits (a partition held by the consumer's guards, or a commit that has
+        not moved for half the stall time) and no stall is judged, say why every
+        ``EXPLAIN_SECONDS``: not armed (and which flag), a batch running, or still within the
+        stall time. A worker stuck past every check is then at least not silent about it."""
+        holds = faust_compat.ORDER.stalled(0.0) if faust_compat.ORDER is not None else {}
+        waiting = {
+            tp: round(age, 1)
+            for tp, age in self.watch.unmoved(now).items()
+            if age >= self.watch.stall_seconds / 2
+        }
+        if not holds and not waiting:
+            return
+        if self._explained is not None and now - self._explained < EXPLAIN_SECONDS:
+            return
+        self._explained = now
+        app = self.app
+        recovery = getattr(getattr(app, "tables", None), "recovery", None)
+        completed = getattr(recovery, "completed", None)
+        state = {
+            "armed": armed,
+            "rebalancing": bool(getattr(app, "rebalancing", False)),
+            "in_recovery": bool(getattr(app, "in_recovery", False)),
+            "recovery_completed": None if completed is None else completed.is_set(),
+            "broker_outage": self._outage_since is not None,
+            "batches_running_seconds": faust_compat.busy_batches(),
+            "loop_seen_seconds_ago": _age(self._loop_seen),
+            "held": {f"{tp.topic}[{tp.partition}]": [at, round(age, 1)]
+                     for tp, (at, age) in holds.items()},
+            "commit_unmoved_seconds": {f"{tp.topic}[{tp.partition}]": age
+                                       for tp, age in waiting.items()},
+            "sampled": {f"{tp.topic}[{tp.partition}]": [o.committed, o.read, o.end]
+                        for tp, o in partitions.items()},
+        }  # fmt: skip
+        log.warning("watchdog: work waits but no stall is judged yet (stall time %.0f s, "
+                    "batch time %.0f s): %s", self.watch.stall_seconds,
+                    self.watch.batch_seconds, json.dumps(state, default=str))  # fmt: skip
 
     def _unreachable(self, now: float, exc: Exception) -> None:
         self.metrics.broker_reachable.set(0.0)

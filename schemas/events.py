@@ -67,7 +67,9 @@ def format_timestamp(ts: float) -> str:
     >>> format_timestamp(0)
     '1970-01-01T00:00:00.000000Z'
     """
-    return datetime.fromtimestamp(ts, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat is a third cheaper than strftime and writes the same for every timestamp
+    # parse_timestamp accepts (years 1970-2999: four digits); "+00:00" becomes "Z".
+    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def parse_timestamp(value: Any, name: str = "timestamp") -> float:
@@ -301,6 +303,40 @@ class PredictionEvent:
     @classmethod
     def from_json(cls, raw: bytes, max_bytes: int = 1 << 20) -> PredictionEvent:
         return cls.from_dict(decode_json_object(raw, max_bytes))
+
+    @classmethod
+    def from_trusted_json(cls, raw: bytes) -> PredictionEvent:
+        """The event :meth:`from_json` makes of bytes it has already accepted once (the
+        join's input, forwarded by this worker's own validation): the same normalisation
+        (timestamps to epoch seconds, integer features and score to floats) without checking
+        every field again, which cost the join a third of its time. Anything orjson cannot
+        decode (integers beyond 64 bits) takes the checked path.
+
+        >>> raw = b'{"event_id":"e","tenant":"t","model":"m","model_version":"1",' \\
+        ...       b'"timestamp":"2026-01-01T00:00:00Z","features":{"x":1,"c":"a"},"score":1}'
+        >>> PredictionEvent.from_trusted_json(raw) == PredictionEvent.from_json(raw)
+        True
+        """
+        try:
+            d = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return cls.from_json(raw)
+        ts = d["timestamp"]
+        features = d["features"]
+        for value in features.values():
+            if value.__class__ is int:
+                features = {k: float(v) if v.__class__ is int else v for k, v in features.items()}
+                break
+        return cls(
+            d["event_id"],
+            d["tenant"],
+            d["model"],
+            d["model_version"],
+            ts if ts.__class__ is float else parse_timestamp(ts),
+            features,
+            float(d["score"]),
+            d.get("prediction"),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

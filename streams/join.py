@@ -32,9 +32,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
+import orjson
+
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
+from schemas.events import format_timestamp
 from streams.config import DAY
 from streams.keyed_state import Position, StateCache, StateStore, Write
 
@@ -79,13 +83,14 @@ class LabeledPrediction:
         out = self.prediction.to_dict()
         out["prediction_timestamp"] = out.pop("timestamp")
         out["label"] = self.label
-        out["outcome_timestamp"] = OutcomeEvent(
-            self.prediction.event_id, "", "", self.outcome_timestamp, self.label
-        ).to_dict()["timestamp"]
+        out["outcome_timestamp"] = format_timestamp(self.outcome_timestamp)
         return out
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode()
+        try:
+            return orjson.dumps(self.to_dict())
+        except TypeError:  # an integer label beyond 64 bits
+            return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
 
 @dataclass
@@ -118,20 +123,43 @@ class JoinResult:
     """A waiting outcome the prediction showed to be for another tenant/model."""
 
 
+# Keys are the JSON of a list, written as ``json.dumps`` writes it (state written by earlier
+# versions is read by the same keys), built without its generic encoder: it was the join's
+# largest single cost.
+
+
 def prediction_key(event_id: str) -> str:
-    return json.dumps(["p", event_id])
+    """
+    >>> prediction_key('e"1\u00e9') == json.dumps(["p", 'e"1\u00e9'])
+    True
+    """
+    return '["p", ' + encode_basestring_ascii(event_id) + "]"
 
 
 def _index_key(partition: int, day: int, chunk: int) -> str:
-    return json.dumps(["x", partition, day, chunk])
-
-
-def _encode_record(record: dict[str, Any]) -> bytes:
-    return json.dumps(record).encode()
+    return f'["x", {partition}, {day}, {chunk}]'
 
 
 def _meta_key(partition: int) -> str:
-    return json.dumps(["xm", partition])
+    return f'["xm", {partition}]'
+
+
+def _encode_record(record: dict[str, Any]) -> bytes:
+    """orjson, except for the partition's meta (its clocks start at -inf, which orjson would
+    write as null) and what orjson refuses (integer labels beyond 64 bits)."""
+    if "clock" not in record:
+        try:
+            return orjson.dumps(record)
+        except TypeError:
+            pass
+    return json.dumps(record).encode()
+
+
+def _decode_record(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:  # the meta's -Infinity, integers beyond 64 bits
+        return json.loads(raw)
 
 
 def _tombstone(record: dict[str, Any]) -> dict[str, Any]:
@@ -172,10 +200,11 @@ class OutcomeJoiner:
         self.partition = partition
         """The partition this joiner's keys belong to (its index keys name it)."""
         self.stats = JoinStats()
+        self._meta_key = _meta_key(partition)
         # Records, index chunks and the partition's meta: JSON values (the meta's clocks
         # start at -inf, which json writes and reads back).
         self._records: StateCache[dict[str, Any]] = StateCache(
-            store, json.loads, _encode_record, config.cached_records
+            store, _decode_record, _encode_record, config.cached_records
         )
 
     # ------------------------------------------------------------------ events
@@ -313,7 +342,7 @@ class OutcomeJoiner:
                     self._index(key, clock)
                     self.stats.expired_records += 1
             del meta["days"][day_s]
-            self._records.mark(_meta_key(self.partition), self.partition)
+            self._records.mark(self._meta_key, self.partition)
         return gone
 
     def flush(self) -> list[Write]:
@@ -331,7 +360,7 @@ class OutcomeJoiner:
         return LabeledPrediction(prediction, outcome.label, outcome.timestamp)
 
     def _load_meta(self) -> dict[str, Any]:
-        key = _meta_key(self.partition)
+        key = self._meta_key
         meta = self._records.get(key)
         if meta is None:
             meta = {"clock": -math.inf, "days": {}}
@@ -342,7 +371,7 @@ class OutcomeJoiner:
         meta = self._load_meta()
         if ts > meta.get(clock, -math.inf):
             meta[clock] = ts
-            self._records.mark(_meta_key(self.partition), self.partition)
+            self._records.mark(self._meta_key, self.partition)
 
     def _index(self, key: str, ts: float) -> None:
         """Remember ``key`` under the day it was made, for :meth:`expire`."""
@@ -356,7 +385,7 @@ class OutcomeJoiner:
             keys = {"k": []}
         keys["k"].append(key)
         self._records.put(ikey, keys, self.partition)
-        self._records.mark(_meta_key(self.partition), self.partition)
+        self._records.mark(self._meta_key, self.partition)
 
     def _record(self, key: str) -> dict[str, Any] | None:
         return self._records.get(key)

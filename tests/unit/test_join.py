@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import heapq
+import json
+import math
+from datetime import UTC, datetime
+from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sklearn.metrics import accuracy_score, average_precision_score, roc_auc_score
 
 from driftwatch.simulate import SimulationConfig, generate, generate_outcomes
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
 from streams.config import DAY, PerformanceConfig
-from streams.join import JoinConfig, LabeledPrediction, OutcomeJoiner, binary_label
+from streams.join import (
+    JoinConfig,
+    LabeledPrediction,
+    OutcomeJoiner,
+    _decode_record,
+    _encode_record,
+    binary_label,
+    prediction_key,
+)
 from streams.keyed_state import MemoryStore
 from streams.perf_monitor import PerformanceMonitor
 
@@ -219,3 +233,76 @@ def test_expiry_waits_for_the_slower_side_but_not_forever() -> None:
     j.expire()
     store.apply(j.flush())
     assert b"tomb" in store.data['["p", "p0"]']  # expired: a tombstone now
+
+
+# ---------------------------------------------------------------- the join's fast paths
+
+_names = st.text(alphabet=st.characters(min_codepoint=ord("a"), max_codepoint=ord("z")),
+                 min_size=1, max_size=12)  # fmt: skip
+_values = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False, width=64),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.text(max_size=20),
+    st.none(),
+)
+_timestamps = st.one_of(
+    st.floats(min_value=0, max_value=32503679999, allow_nan=False),
+    st.integers(min_value=0, max_value=32503679999),
+    st.datetimes(
+        min_value=datetime(1970, 1, 2), max_value=datetime(2999, 12, 30), timezones=st.just(UTC)
+    ).map(lambda d: d.isoformat().replace("+00:00", "Z")),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    event_id=st.text(min_size=1, max_size=40),
+    features=st.dictionaries(_names, _values, max_size=8),
+    timestamp=_timestamps,
+    score=st.one_of(st.floats(min_value=0, max_value=1), st.sampled_from([0, 1])),
+    label=st.one_of(
+        st.none(), st.integers(min_value=-(2**70), max_value=2**70), st.text(max_size=5)
+    ),
+)
+def test_trusted_decoding_makes_the_event_the_checked_decoding_makes(
+    event_id: str, features: dict[str, Any], timestamp: Any, score: float, label: Any
+) -> None:
+    """The join decodes forwarded predictions without checking them again: for every event
+    the checked path accepts, both must make the same event (ints to floats, timestamps to
+    epoch seconds, labels as they are)."""
+    data: dict[str, Any] = {
+        "event_id": event_id, "tenant": "acme", "model": "fraud", "model_version": "1",
+        "timestamp": timestamp, "features": features, "score": score,
+    }  # fmt: skip
+    if label is not None:
+        data["prediction"] = label
+    raw = json.dumps(data).encode()
+    try:
+        checked = PredictionEvent.from_json(raw)
+    except InvalidEvent:
+        return  # never forwarded to the join
+    trusted = PredictionEvent.from_trusted_json(raw)
+    assert trusted == checked
+    assert [type(v) for v in trusted.features.values()] == [
+        type(v) for v in checked.features.values()
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_prediction_keys_are_the_keys_earlier_versions_wrote(event_id: str) -> None:
+    assert prediction_key(event_id) == json.dumps(["p", event_id])
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        {"clock": -math.inf, "days": {}},
+        {"clock": 3.5, "oclock": -math.inf, "days": {"19000": 3}},
+        {"outcome": {"event_id": "e", "label": 2**80}, "oo": [0, 1]},
+        {"prediction": {"event_id": "é\u2028", "features": {"x": 1e300}}, "po": [1, 2]},
+        {"k": ['["p", "a"]']},
+    ],
+)
+def test_join_records_round_trip_through_their_encoding(record: dict[str, Any]) -> None:
+    assert _decode_record(_encode_record(record)) == record
