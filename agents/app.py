@@ -92,7 +92,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     internal_port = settings.api_internal_port or (free_local_port() if settings.api_port else 0)
     # Faust can commit past a message it never processed; see agents.faust_compat.
     kafka = confluent_config(settings)  # checks the security settings (KafkaConfigError)
-    faust_compat.install(faust_compat.kafka_probe(kafka))
+    faust_compat.install(
+        faust_compat.kafka_probe(kafka),
+        faust_compat.kafka_start_lookup(kafka, settings.app_id),  # Faust's group id
+    )
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.bootstrap),

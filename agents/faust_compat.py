@@ -66,6 +66,9 @@ there), ``head_refetch`` (sought back to read a dropped message again), ``order_
 Probe = Callable[[str, int, int], Awaitable[int | None]]
 """(topic, partition, offset) -> offset of the first record at or after ``offset``, or None
 when there is none (the partition ends there)."""
+StartLookup = Callable[[str, int], Awaitable[int]]
+"""(topic, partition) -> where the group's processing of it starts, as the broker says: its
+committed offset, or the log start when it has none."""
 
 SEEK_RETRY_SECONDS = 5.0
 """A head still missing this long after a seek back is sought back again (records fetched
@@ -204,6 +207,12 @@ class SourceOrder:
 
     probe: Probe
     clock: Callable[[], float] = time.monotonic
+    start: StartLookup | None = None
+    """Asked when Faust does not know a partition's committed offset (right after an
+    assignment it often does not, commit or none); without it, the first message read was
+    taken for the start, and a worker that lost the head of a never-committed partition to
+    Faust's restart race skipped it for good (valid outcomes dead-lettered after an early
+    SIGKILL: their predictions' join frames were never read again)."""
     expect: dict[Any, int] = field(default_factory=dict)
     held: dict[Any, _Hold] = field(default_factory=dict)
     _first: dict[tuple[Any, int], int | None] = field(default_factory=dict)
@@ -228,14 +237,23 @@ class SourceOrder:
             offset = message.offset
             expect = self.expect.get(tp)
             if expect is None:
-                expect = consumer._committed_offset.get(tp)
+                expect = known = consumer._committed_offset.get(tp)
+                if expect is None and self.start is not None:
+                    expect = await self._start(tp)
+                    if expect is None:  # cannot tell where to start: hold, read again
+                        stopped.add(tp)
+                        self._hold(message)
+                        self._seek_back(consumer, tp, offset)
+                        continue
+                    self.expect[tp] = expect
                 # Once per partition and assignment: where reading really started, for the
                 # record (a loss across a restart is told apart by it: skipped or never read).
                 if tp not in self._told:
                     self._told.add(tp)
                     log.info("%s[%d]: first message read after the assignment at offset %d "
-                             "(committed offset known to the consumer: %s)", tp.topic,
-                             tp.partition, offset, expect)  # fmt: skip
+                             "(committed offset known to the consumer: %s; processing "
+                             "starts at %s)", tp.topic, tp.partition, offset, known,
+                             expect)  # fmt: skip
             if (
                 expect is not None
                 and offset > expect
@@ -250,6 +268,17 @@ class SourceOrder:
                 self.expect[tp] = offset + 1
                 self.held.pop(tp, None)
         return admitted
+
+    async def _start(self, tp: Any) -> int | None:
+        assert self.start is not None
+        try:
+            return int(
+                await asyncio.wait_for(self.start(tp.topic, tp.partition), PROBE_TIMEOUT_SECONDS)
+            )
+        except Exception as exc:  # broker away: hold (safe), ask again next time
+            log.warning("%s[%d]: could not ask the broker for the committed offset: %r",
+                        tp.topic, tp.partition, exc)  # fmt: skip
+            return None
 
     async def _no_records(self, consumer: Any, tp: Any, lo: int, hi: int) -> bool:
         if _covered(consumer._gap.get(tp), lo, hi):
@@ -455,17 +484,19 @@ async def ordered_batches(
             yield batch
 
 
-def install(probe: Probe) -> HeadGuard:
-    """Patch Faust's consumer (once per process); the newest ``probe`` is the one used."""
+def install(probe: Probe, start: StartLookup | None = None) -> HeadGuard:
+    """Patch Faust's consumer (once per process); the newest ``probe`` and ``start`` are the
+    ones used."""
     global GUARD, ORDER, _installed
     if GUARD is None:
         GUARD = HeadGuard(probe)
     else:
         GUARD.probe = probe
     if ORDER is None:
-        ORDER = SourceOrder(probe)
+        ORDER = SourceOrder(probe, start=start)
     else:
         ORDER.probe = probe
+        ORDER.start = start
     if _installed:
         return GUARD
     import faust
@@ -538,6 +569,38 @@ def kafka_probe(config: dict[str, Any], timeout: float = 10.0) -> Probe:
                                        timeout)  # fmt: skip
 
     return probe
+
+
+def kafka_start_lookup(config: dict[str, Any], group_id: str, timeout: float = 10.0) -> StartLookup:
+    """A :data:`StartLookup` for consumer group ``group_id`` (a throw-away confluent-kafka
+    client in a thread; it never joins the group or commits)."""
+
+    async def start(topic: str, partition: int) -> int:
+        return await asyncio.to_thread(group_start_offset, config, group_id, topic, partition,
+                                       timeout)  # fmt: skip
+
+    return start
+
+
+def group_start_offset(
+    config: dict[str, Any], group_id: str, topic: str, partition: int, timeout: float = 10.0
+) -> int:
+    """The group's committed offset of a partition, or its log start when it has none
+    (``auto.offset.reset=earliest``, as the worker's consumer); blocking, for a thread."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer({**config, "group.id": group_id, "enable.auto.commit": False})
+    try:
+        tp = TopicPartition(topic, partition)
+        [got] = consumer.committed([tp], timeout)
+        if got.error is not None:
+            raise RuntimeError(str(got.error))
+        if got.offset >= 0:
+            return int(got.offset)
+        low, _ = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+        return max(0, int(low))
+    finally:
+        consumer.close()
 
 
 def first_record_offset(

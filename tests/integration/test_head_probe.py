@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from agents.faust_compat import first_record_offset
+from agents.faust_compat import first_record_offset, group_start_offset
 from tests.integration.kafka_helpers import produce
 
 
@@ -23,6 +23,25 @@ def test_probe_finds_the_first_record_at_or_after_an_offset(
     assert first_record_offset(config, topic, 0, 0) == 0
     assert first_record_offset(config, topic, 0, 3) == 3
     assert first_record_offset(config, topic, 0, 5) is None  # the log's end: nothing there
+
+
+def test_start_lookup_reads_the_groups_commit_or_the_log_start(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    """What ``SourceOrder`` asks when Faust does not know a partition's committed offset:
+    the group's commit as the broker holds it, or where a group with none starts reading."""
+    topic = make_topic("start")
+    produce(kafka_bootstrap, topic, [(b"k", f"v{i}".encode()) for i in range(5)], partition=0)
+    config = {"bootstrap.servers": kafka_bootstrap}
+    group = f"{topic}-group"
+    assert group_start_offset(config, group, topic, 0) == 0  # never committed: the log start
+    committer = Consumer({**config, "group.id": group, "enable.auto.commit": False})
+    try:
+        committer.commit(offsets=[TopicPartition(topic, 0, 3)], asynchronous=False)
+    finally:
+        committer.close()
+    assert group_start_offset(config, group, topic, 0) == 3
+    assert group_start_offset(config, f"{group}-other", topic, 0) == 0
 
 
 def test_probe_before_a_trimmed_log_start_reads_from_the_first_record(

@@ -523,3 +523,50 @@ def test_the_retry_task_outlives_an_error_in_one_round() -> None:
 
     run(main())
     assert len(calls) >= 3
+
+
+def order_with_start(
+    first_record: int | None, start: int | Exception | list[int]
+) -> tuple[faust_compat.SourceOrder, list[int]]:
+    order, _asked = source_order(first_record)
+    looked: list[int] = []
+
+    async def lookup(topic: str, partition: int) -> int:
+        looked.append(partition)
+        if isinstance(start, Exception):
+            raise start
+        return start[0] if isinstance(start, list) else start
+
+    order.start = lookup
+    return order, looked
+
+
+def test_an_unknown_commit_is_asked_of_the_broker_and_a_lost_head_read_again() -> None:
+    # Right after an assignment Faust may not know the committed offset (None): a partition
+    # never committed whose first records Faust dropped must not start at the first one read.
+    consumer = FakeConsumer(committed=None, acked=[])
+    committed = [0]
+    order, looked = order_with_start(first_record=0, start=committed)
+    assert admitted(order, consumer, [5, 6]) == []
+    assert looked == [0] and consumer.seeks == [{consumer.tp: 0}]
+    assert admitted(order, consumer, [0, 1, 2, 3, 4, 5, 6]) == [0, 1, 2, 3, 4, 5, 6]
+    assert looked == [0], "asked once per assignment"
+    order.reset()  # a rebalance: asked again, where the group has committed by now
+    committed[0] = 7
+    assert admitted(order, consumer, [6, 7]) == [6, 7] and looked == [0, 0]
+    assert order.expect[consumer.tp] == 8
+
+
+def test_a_commit_the_broker_knows_is_where_processing_starts() -> None:
+    # The failover case: the survivor's consumer does not know the dead worker's commit 2520.
+    consumer = FakeConsumer(committed=None, acked=[])
+    order, _looked = order_with_start(first_record=2520, start=2520)
+    assert admitted(order, consumer, [2519, 2520, 2521]) == [2519, 2520, 2521]
+    assert consumer.seeks == [] and order.expect[consumer.tp] == 2522
+
+
+def test_a_broker_that_cannot_say_where_to_start_holds_the_partition() -> None:
+    consumer = FakeConsumer(committed=None, acked=[])
+    order, _looked = order_with_start(first_record=0, start=OSError("broker away"))
+    assert admitted(order, consumer, [5, 6]) == []
+    assert consumer.seeks == [{consumer.tp: 5}] and consumer.tp in order.held

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -263,6 +265,40 @@ def test_watchdog_ends_a_worker_held_at_a_missing_message(tmp_path: Path) -> Non
         faust_compat.ORDER = before
     assert stall is not None and stall.kind == COMMIT and stall.partition == TP
     assert stall.seconds == 61.0 and exits == [STALL_EXIT_CODE] and reasons
+
+
+def test_watchdog_says_why_waiting_work_is_not_yet_a_stall(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Work waits (a hold, or a commit unmoved for half the stall time) and no stall is judged:
+    every EXPLAIN_SECONDS the log says what the watchdog sees, a running batch included (it
+    holds the verdict back up to the batch time): a stuck worker is never silent."""
+    dog, exits, _ = watchdog(tmp_path)
+    now = [0.0]
+
+    async def probe(topic: str, partition: int, offset: int) -> int | None:
+        return offset
+
+    order = faust_compat.SourceOrder(probe, clock=lambda: now[0])
+    order.held[TP] = faust_compat._Hold(400, 0.0, None, 0.0)
+    before, busy = faust_compat.ORDER, object()
+    faust_compat.ORDER = order
+    faust_compat._BUSY[busy] = ("t-predictions", time.monotonic() - 42)
+    try:
+        with caplog.at_level(logging.WARNING, logger="agents.watchdog"):
+            for t in (1000, 1031, 1040, 1047, 1200):
+                now[0] = t - 1000.0
+                assert dog.check(now=t) is None  # the batch holds the verdict back
+    finally:
+        faust_compat.ORDER = before
+        del faust_compat._BUSY[busy]
+    said = [r.getMessage() for r in caplog.records if "no stall is judged" in r.getMessage()]
+    assert len(said) == 3, said  # 1031, 1047 (15 s on), 1200; not 1000 (nothing waits yet), 1040
+    state = json.loads(said[0][said[0].index("{") :])
+    assert state["armed"] is True and state["held"] == {f"{TP.topic}[{TP.partition}]": [400, 31.0]}
+    assert state["batches_running_seconds"]["t-predictions"] >= 42
+    assert state["commit_unmoved_seconds"] == {f"{TP.topic}[{TP.partition}]": 31.0}
+    assert exits == []
 
 
 def test_stall_hook_fires_once_per_data_dir(tmp_path: Path) -> None:
