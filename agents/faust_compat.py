@@ -246,6 +246,11 @@ class SourceOrder:
                         self._seek_back(consumer, tp, offset)
                         continue
                     self.expect[tp] = expect
+                    # Faust's own commit bookkeeping needs it too: with no committed offset
+                    # it commits the first run of acked offsets wherever that run starts, and
+                    # HeadGuard (which guards from the committed offset) cannot step in.
+                    if consumer._committed_offset.get(tp) is None:
+                        consumer._committed_offset[tp] = expect
                 # Once per partition and assignment: where reading really started, for the
                 # record (a loss across a restart is told apart by it: skipped or never read).
                 if tp not in self._told:
@@ -374,6 +379,7 @@ GUARDED_TOPICS: set[str] = set()
 """Topics whose agents mark what they process (:func:`mark_delivered`)."""
 _DELIVERED: weakref.WeakSet[Any] = weakref.WeakSet()
 _BUSY: dict[object, tuple[str, float]] = {}
+_LAST_BATCH: dict[str, tuple[float, int, dict[int, int]]] = {}
 AFTER_BATCH: Callable[[Any, int], None] | None = None
 """Called on the loop after each processed batch with (stream, events): the watchdog's
 test-only stall hook (:mod:`agents.watchdog`)."""
@@ -420,6 +426,7 @@ async def process_batches(
             raise
         finally:
             del _BUSY[token]
+        _LAST_BATCH[topic] = (time.monotonic(), len(batch), _partition_counts(batch))
         if AFTER_BATCH is not None:
             AFTER_BATCH(stream, len(batch))
 
@@ -454,6 +461,23 @@ def busy_since() -> float | None:
     """When the oldest batch still being processed started (``time.monotonic``), or None:
     the watchdog tells a slow batch from a stuck worker by it. Safe from any thread."""
     return min((since for _, since in list(_BUSY.values())), default=None)
+
+
+def _partition_counts(batch: list[Any]) -> dict[int, int]:
+    counts: Counter[int] = Counter(
+        getattr(getattr(event, "message", None), "partition", -1) for event in batch
+    )
+    return dict(counts)
+
+
+def last_batches() -> dict[str, dict[str, Any]]:
+    """Per source topic, the last batch processed: how long ago (seconds), its size and its
+    messages per partition (for the watchdog's account of a slow or stuck worker)."""
+    now = time.monotonic()
+    return {
+        topic: {"seconds_ago": round(now - at, 1), "events": n, "by_partition": parts}
+        for topic, (at, n, parts) in list(_LAST_BATCH.items())
+    }
 
 
 def busy_batches() -> dict[str, float]:

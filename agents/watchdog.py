@@ -202,8 +202,10 @@ class Watchdog:
                      for tp, (at, age) in holds.items()},
             "commit_unmoved_seconds": {f"{tp.topic}[{tp.partition}]": age
                                        for tp, age in waiting.items()},
+            "last_batches": faust_compat.last_batches(),
             "sampled": {f"{tp.topic}[{tp.partition}]": [o.committed, o.read, o.end]
-                        for tp, o in partitions.items()},
+                        for tp, o in partitions.items() if o.read is not None},
+            "consumer": faust_compat.diagnostics(app),
         }  # fmt: skip
         log.warning("watchdog: work waits but no stall is judged yet (stall time %.0f s, "
                     "batch time %.0f s): %s", self.watch.stall_seconds,

@@ -549,9 +549,11 @@ def test_an_unknown_commit_is_asked_of_the_broker_and_a_lost_head_read_again() -
     order, looked = order_with_start(first_record=0, start=committed)
     assert admitted(order, consumer, [5, 6]) == []
     assert looked == [0] and consumer.seeks == [{consumer.tp: 0}]
+    assert consumer._committed_offset[consumer.tp] == 0, "Faust's commit bookkeeping told"
     assert admitted(order, consumer, [0, 1, 2, 3, 4, 5, 6]) == [0, 1, 2, 3, 4, 5, 6]
     assert looked == [0], "asked once per assignment"
     order.reset()  # a rebalance: asked again, where the group has committed by now
+    consumer._committed_offset[consumer.tp] = None  # unknown to Faust again
     committed[0] = 7
     assert admitted(order, consumer, [6, 7]) == [6, 7] and looked == [0, 0]
     assert order.expect[consumer.tp] == 8
