@@ -248,15 +248,15 @@ class PredictionProcessor:
     async def _process_batch(self, events: Sequence[Any]) -> None:
         started = time.perf_counter()
         parts = chunks(events, CHUNK_BYTES)
-        ok = 0
         for k, part in enumerate(parts):
             # What each part produced is delivered as it comes; the state is encoded and
             # written once, after the last part's output is delivered (writing it per part
             # would cost every dirty window's encoding and changelog record per part).
             result = await self._cpu(self._compute, part, self.clock(), k == len(parts) - 1)
             await self._commit(result)
-            ok += result.ok
-        self.metrics.events.labels(self.source_topic, "ok").inc(ok)
+            # Counted per part: a batch of 1,000 envelopes is 500,000 predictions, and the
+            # counter is how progress shows (dashboards, the throughput benchmark).
+            self.metrics.events.labels(self.source_topic, "ok").inc(result.ok)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         observe_latency(self.metrics, self.source_topic, events, self.clock())
 
