@@ -25,7 +25,6 @@ from schemas import PredictionEvent
 from streams.join import JoinConfig, OutcomeJoiner
 from streams.keyed_state import MemoryStore
 
-
 Messages = list[tuple[bytes, bytes, int]]
 Decode = Callable[[bytes], PredictionEvent]
 
