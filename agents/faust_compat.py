@@ -49,7 +49,7 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -752,6 +752,44 @@ def diagnostics(app: Any) -> dict[str, Any]:
     except Exception:
         out["stream_buffers"] = None
     return out
+
+
+def queued_by_topic(app: Any) -> dict[str, int]:
+    """Messages waiting in the agents' stream queues, per source topic (best effort, from any
+    thread: a channel's queue is read only where it exists, never created)."""
+    out: dict[str, int] = {}
+    try:
+        channels = list(app.topics._topics)
+    except Exception:
+        return out
+    for channel in channels:
+        queue = getattr(channel, "_queue", None)
+        if queue is None:
+            continue
+        try:
+            size = int(queue.qsize())
+        except Exception:
+            continue
+        for name in getattr(channel, "topics", None) or ():
+            out[name] = out.get(name, 0) + size
+    return out
+
+
+def drained(app: Any, partitions: Iterable[Any]) -> set[Any]:
+    """Of ``partitions``, those of agents guarded here (:func:`process_batches`) with nothing
+    queued for their topic and not held by a guard: nothing in the worker will process a
+    message read there past the commit (the watchdog's orphaned-messages check)."""
+    queued = queued_by_topic(app)
+    held = set(ORDER.held) if ORDER is not None else set()
+    gaps = set(GUARD.gaps) if GUARD is not None else set()
+    return {
+        tp
+        for tp in partitions
+        if tp.topic in GUARDED_TOPICS
+        and queued.get(tp.topic, -1) == 0
+        and tp not in held
+        and tp not in gaps
+    }
 
 
 def assignment(app: Any) -> set[Any]:

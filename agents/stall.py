@@ -28,7 +28,7 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +98,8 @@ class _Seen:
     committed_since: float
     read_since: float
     waiting: bool = False
+    orphaned_since: float | None = None
+    """Since when messages read past the commit have had nothing left to process them."""
 
 
 @dataclass
@@ -125,6 +127,7 @@ class StallWatch:
         busy_since: float | None = None,
         loop_seen: float | None = None,
         recovering: bool = False,
+        drained: Collection[Any] = (),
     ) -> Stall | None:
         """The first stall found at ``now``, or None.
 
@@ -132,6 +135,10 @@ class StallWatch:
         ``busy_since``: when the oldest batch still running started. ``loop_seen``: when the
         event loop last ran a callback the watchdog scheduled. ``recovering``: not armed
         because a rebalance or a recovery runs (not, say, because the broker is away).
+        ``drained``: partitions whose agent has nothing queued and no batch running, and which
+        no guard holds: a message read there past the committed offset is in no one's hands
+        (dropped between fetch and stream, Faust's race), and it stays so, even where the
+        commit still creeps on the few messages that do arrive.
         """
         if recovering:
             if self._recovering_since is None:
@@ -168,6 +175,19 @@ class StallWatch:
                     done = o.committed if o.committed is not None else o.start
                     read_past = o.read is not None and o.read + 1 > done
                     first = Stall(COMMIT if read_past else FETCH, tp, stuck, o)
+            orphaned = (
+                tp in drained
+                and busy_since is None
+                and o.read is not None
+                and o.committed is not None
+                and o.read >= o.committed
+            )
+            if not orphaned:
+                seen.orphaned_since = None
+            elif seen.orphaned_since is None:
+                seen.orphaned_since = now
+            elif first is None and now - seen.orphaned_since >= self.stall_seconds:
+                first = Stall(COMMIT, tp, now - seen.orphaned_since, o)
         if busy_since is not None:
             running = now - busy_since
             if running >= self.batch_seconds:

@@ -128,6 +128,7 @@ class Watchdog:
         stall = self.watch.observe(
             now, armed, partitions, faust_compat.busy_since(), self._loop_seen,
             recovering=self.loop is not None and self.recovering(),
+            drained=faust_compat.drained(self.app, partitions) if armed else (),
         )  # fmt: skip
         if stall is None and armed:
             stall = self._held(partitions)

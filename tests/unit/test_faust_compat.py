@@ -572,3 +572,34 @@ def test_a_broker_that_cannot_say_where_to_start_holds_the_partition() -> None:
     order, _looked = order_with_start(first_record=0, start=OSError("broker away"))
     assert admitted(order, consumer, [5, 6]) == []
     assert consumer.seeks == [{consumer.tp: 5}] and consumer.tp in order.held
+
+
+def test_drained_partitions_are_guarded_ones_with_nothing_queued_or_held() -> None:
+    class Queue:
+        def __init__(self, n: int) -> None:
+            self.n = n
+
+        def qsize(self) -> int:
+            return self.n
+
+    channels = [
+        SimpleNamespace(topics=("t-predictions",), _queue=Queue(0)),
+        SimpleNamespace(topics=("t-outcomes",), _queue=Queue(3)),
+        SimpleNamespace(topics=("t-alerts",), _queue=None),  # never iterated: not made here
+    ]
+    app = SimpleNamespace(topics=SimpleNamespace(_topics=channels))
+    p0, p1 = TP("t-predictions", 0), TP("t-predictions", 1)
+    o0, a0, x0 = TP("t-outcomes", 0), TP("t-alerts", 0), TP("t-unguarded", 0)
+    before = set(faust_compat.GUARDED_TOPICS)
+    order = faust_compat.SourceOrder(source_order(None)[0].probe)
+    order.held[p1] = faust_compat._Hold(5, 0.0, None, 0.0)
+    saved = faust_compat.ORDER
+    faust_compat.GUARDED_TOPICS.update({"t-predictions", "t-outcomes", "t-alerts"})
+    faust_compat.ORDER = order
+    try:
+        assert faust_compat.queued_by_topic(app) == {"t-predictions": 0, "t-outcomes": 3}
+        assert faust_compat.drained(app, [p0, p1, o0, a0, x0]) == {p0}
+    finally:
+        faust_compat.ORDER = saved
+        faust_compat.GUARDED_TOPICS.clear()
+        faust_compat.GUARDED_TOPICS.update(before)

@@ -116,6 +116,55 @@ def test_mid_restore_and_rebalance_restart_the_clocks() -> None:
     assert stall is not None and stall.seconds == 60
 
 
+def test_read_messages_nothing_will_process_are_a_stall_even_if_the_commit_creeps() -> None:
+    """Faust can drop messages it read (a stream queue cleared on resume): nothing will process
+    them, while a few others still arrive and move the commit (a failover survivor's partition
+    committed 2532 -> 2626 -> 2641 in two minutes with 3419 read). Drained partitions (agent
+    queue empty, no batch, no guard holding them) with read messages past the commit are a
+    commit stall after ``stall_seconds`` of it, however the commit moves meanwhile."""
+    watch = StallWatch(30, 300)
+    creeping = [2532, 2540, 2626, 2637, 2641]
+    stalls = [
+        watch.observe(t, True, {TP: Offsets(end=2521, read=3419, committed=c)}, drained={TP})
+        for t, c in zip((0, 10, 20, 29, 31), creeping, strict=True)
+    ]
+    assert stalls[:4] == [None] * 4
+    stall = stalls[4]
+    assert stall is not None and stall.kind == COMMIT and stall.partition == TP
+    assert stall.seconds == 31 and "read but never committed" in stall.describe()
+
+
+def test_a_slow_worker_with_messages_queued_or_a_batch_running_is_not_orphaned() -> None:
+    watch = StallWatch(30, 300)
+    behind = {TP: Offsets(end=None, read=3419, committed=2532)}
+    for t in range(0, 300, 10):
+        behind = {TP: Offsets(end=None, read=3419, committed=2532 + t)}  # slow, moving
+        assert watch.observe(t, True, behind) is None  # messages queued: not drained
+    watch = StallWatch(30, 300)
+    for t in range(0, 120, 10):
+        assert watch.observe(t, True, behind, busy_since=t - 1.0, drained={TP}) is None
+
+
+def test_an_idle_worker_with_everything_committed_is_never_orphaned() -> None:
+    watch = StallWatch(30, 300)
+    done = {TP: Offsets(end=3420, read=3419, committed=3420)}
+    assert all(watch.observe(t, True, done, drained={TP}) is None for t in range(0, 600, 5))
+
+
+def test_orphaned_time_restarts_when_the_partition_has_work_in_hand_again() -> None:
+    watch = StallWatch(30, 300)
+
+    def at(t: float, drained: set[Any]) -> Stall | None:  # the commit creeps all along
+        o = {TP: Offsets(end=None, read=3419, committed=2532 + int(t))}
+        return watch.observe(t, True, o, drained=drained)
+
+    assert at(0, {TP}) is None and at(20, {TP}) is None
+    assert at(25, set()) is None  # a message queued for it again
+    assert at(40, {TP}) is None and at(69, {TP}) is None
+    stall = at(70, {TP})
+    assert stall is not None and stall.seconds == 30
+
+
 def test_loop_stall() -> None:
     watch = StallWatch(60, 300)
     assert watch.observe(0, True, {}, loop_seen=0) is None
