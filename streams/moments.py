@@ -1,0 +1,226 @@
+"""``MomentSummary``: the first and second moments of a stream's numeric features together, per
+window: what the multivariate drift test (:mod:`streams.drift_tests.multivariate`) reads.
+
+Per-feature summaries cannot see a change in how features move together (two features whose
+correlation flips from +0.8 to -0.8 keep their marginals). The count, mean vector and
+co-moment matrix of the tracked features are enough for a covariance test and for NannyML's
+PCA reconstruction error, bounded (``k`` features: ``k (k + 3) / 2`` floats plus an unfolded
+tail of fewer than ``MOMENT_CHUNK`` rows) and mergeable exactly (Chan et al.'s parallel
+formula).
+
+Missing values: a row counts only when every tracked feature is present and finite
+(complete-case); the others are counted in ``missing``. Complete-case keeps one count for the
+whole matrix, so merges are exact and the matrix is always positive semi-definite, which the
+test's determinants need (pairwise deletion gives neither).
+
+Folding is batching-independent: rows are buffered and folded ``MOMENT_CHUNK`` at a time at
+fixed points of the row sequence, so a live worker and a backtest, which batch the same
+events differently, keep the same bits (as :class:`~streams.numeric_summary.NumericSummary`).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+
+from streams.buckets import FloatArray
+from streams.keyed_state import offsets_from_json, offsets_to_json
+
+__all__ = ["MOMENT_CHUNK", "MomentSummary", "MomentWindow", "moment_key"]
+
+MOMENT_CHUNK: Final = 64
+"""Rows buffered before they are folded into the moments (at fixed points of the sequence)."""
+
+_HEAD = struct.Struct("<HqqHI")  # features, folded count, missing, tail rows, names' bytes
+
+
+@dataclass
+class MomentSummary:
+    """Count, mean vector and co-moment matrix of ``features`` over the complete rows.
+
+    >>> rng = np.random.default_rng(1)
+    >>> x = rng.multivariate_normal([0, 0], [[1, 0.8], [0.8, 1]], 5_000)
+    >>> a, b = MomentSummary(("u", "v")), MomentSummary(("u", "v"))
+    >>> a.add_rows(x[:3_000]); b.add_rows(x[3_000:])
+    >>> round(float(a.merge(b).covariance()[0, 1]), 2), a.merge(b).count
+    (0.81, 5000)
+    """
+
+    features: tuple[str, ...]
+    n: int = 0
+    """Rows folded into ``mean`` and ``comoment`` (the tail's are not)."""
+    missing: int = 0
+    """Rows left out: some tracked feature missing or not finite."""
+    mean: FloatArray = field(default_factory=lambda: np.zeros(0))
+    comoment: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    tail: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    """Complete rows not folded yet (fewer than ``MOMENT_CHUNK``)."""
+
+    def __post_init__(self) -> None:
+        k = len(self.features)
+        if self.mean.shape != (k,):
+            self.mean = np.zeros(k)
+        if self.comoment.shape != (k, k):
+            self.comoment = np.zeros((k, k))
+        if self.tail.ndim != 2 or self.tail.shape[1] != k:
+            self.tail = np.zeros((0, k))
+
+    @property
+    def count(self) -> int:
+        """Complete rows: the test's sample size."""
+        return self.n + int(self.tail.shape[0])
+
+    def add_rows(self, rows: FloatArray) -> None:
+        """Add rows (one column per tracked feature, NaN where missing), in order."""
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, len(self.features))
+        complete = np.isfinite(rows).all(axis=1)
+        kept = int(complete.sum())
+        self.missing += rows.shape[0] - kept
+        if not kept:
+            return
+        tail = np.concatenate((self.tail, rows[complete] if kept < rows.shape[0] else rows))
+        full = tail.shape[0] - tail.shape[0] % MOMENT_CHUNK
+        for start in range(0, full, MOMENT_CHUNK):
+            self._fold(tail[start : start + MOMENT_CHUNK])
+        self.tail = np.ascontiguousarray(tail[full:])
+
+    def _fold(self, block: FloatArray) -> None:
+        n_b = block.shape[0]
+        mean_b = block.mean(axis=0)
+        centred = block - mean_b
+        self.n, self.mean, self.comoment = _chan(
+            self.n, self.mean, self.comoment, n_b, mean_b, centred.T @ centred
+        )
+
+    def moments(self) -> tuple[int, FloatArray, FloatArray]:
+        """(count, mean, co-moment) of every complete row, the tail included."""
+        if not self.tail.shape[0]:
+            return self.n, self.mean, self.comoment
+        block = self.tail
+        mean_b = block.mean(axis=0)
+        centred = block - mean_b
+        return _chan(self.n, self.mean, self.comoment, block.shape[0], mean_b, centred.T @ centred)
+
+    def covariance(self) -> FloatArray:
+        """The sample covariance matrix (``n - 1`` in the denominator)."""
+        n, _, comoment = self.moments()
+        return comoment / max(n - 1, 1)
+
+    def merge(self, other: MomentSummary) -> MomentSummary:
+        """Both summaries' rows as one (Chan's formula: exact up to float rounding)."""
+        if other.features != self.features:
+            raise ValueError("cannot merge moments of different features")
+        n_a, mean_a, c_a = self.moments()
+        n_b, mean_b, c_b = other.moments()
+        n, mean, comoment = _chan(n_a, mean_a, c_a, n_b, mean_b, c_b)
+        return MomentSummary(self.features, n, self.missing + other.missing, mean, comoment)
+
+    @classmethod
+    def merge_all(cls, parts: list[MomentSummary]) -> MomentSummary:
+        out = parts[0]
+        for part in parts[1:]:
+            out = out.merge(part)
+        return out
+
+    def to_bytes(self) -> bytes:
+        """Header, names (JSON), mean, the co-moment's upper triangle, the tail (all f64)."""
+        k = len(self.features)
+        names = json.dumps(self.features, separators=(",", ":")).encode()
+        rows = int(self.tail.shape[0])
+        upper = self.comoment[np.triu_indices(k)]
+        return (
+            _HEAD.pack(k, self.n, self.missing, rows, len(names))
+            + names
+            + self.mean.astype("<f8").tobytes()
+            + upper.astype("<f8").tobytes()
+            + self.tail.astype("<f8").tobytes()
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> MomentSummary:
+        k, n, missing, rows, names_len = _HEAD.unpack_from(raw)
+        pos = _HEAD.size
+        features = tuple(json.loads(raw[pos : pos + names_len]))
+        pos += names_len
+        mean = np.frombuffer(raw, "<f8", k, pos).astype(np.float64)
+        pos += 8 * k
+        tri = k * (k + 1) // 2
+        upper = np.frombuffer(raw, "<f8", tri, pos)
+        pos += 8 * tri
+        comoment = np.zeros((k, k))
+        comoment[np.triu_indices(k)] = upper
+        comoment = comoment + np.triu(comoment, 1).T
+        tail = np.frombuffer(raw, "<f8", rows * k, pos).astype(np.float64).reshape(rows, k)
+        return cls(features, n, missing, mean, comoment, tail)
+
+
+def _chan(
+    n_a: int, mean_a: FloatArray, c_a: FloatArray, n_b: int, mean_b: FloatArray, c_b: FloatArray
+) -> tuple[int, FloatArray, FloatArray]:
+    """Chan, Golub and LeVeque's pairwise update of (count, mean, co-moment)."""
+    if n_b == 0:
+        return n_a, mean_a.copy(), c_a.copy()
+    if n_a == 0:
+        return n_b, mean_b.copy(), c_b.copy()
+    n = n_a + n_b
+    delta = mean_b - mean_a
+    mean = mean_a + delta * (n_b / n)
+    comoment = c_a + c_b + np.outer(delta, delta) * (n_a * n_b / n)
+    return n, mean, (comoment + comoment.T) / 2  # symmetric to the bit
+
+
+@dataclass
+class MomentWindow:
+    """A stream's moments of one window, by block of ``CUMULATIVE_EVERY`` interim slots (4 h
+    by default; one block when there are no interim looks), plus the offset guard (replays
+    after a crash are no-ops, as for a feature window).
+
+    Why blocks: an interim look tests the window so far, a part of the day. Under a daily
+    cycle its covariance differs from a whole day's although nothing drifted; with blocks the
+    look compares the same hours of the baseline windows (blocks ``0 .. j - 1`` on both
+    sides), and the close compares whole days. State: one summary per block.
+    """
+
+    blocks: list[MomentSummary]
+    offsets: dict[int, int] = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, features: tuple[str, ...], blocks: int) -> MomentWindow:
+        return cls([MomentSummary(features) for _ in range(blocks)])
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.blocks[0].features
+
+    def upto(self, blocks: int | None = None) -> MomentSummary:
+        """The first ``blocks`` blocks merged (all of them: None)."""
+        parts = self.blocks if blocks is None else self.blocks[: max(blocks, 1)]
+        return MomentSummary.merge_all(parts) if len(parts) > 1 else parts[0]
+
+    def to_bytes(self) -> bytes:
+        head = json.dumps({"o": offsets_to_json(self.offsets)}, separators=(",", ":")).encode()
+        parts = [b.to_bytes() for b in self.blocks]
+        lengths = struct.pack(f"<{len(parts)}I", *map(len, parts))
+        return struct.pack("<II", len(head), len(parts)) + head + lengths + b"".join(parts)
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> MomentWindow:
+        hlen, count = struct.unpack_from("<II", raw)
+        head = json.loads(raw[8 : 8 + hlen])
+        pos = 8 + hlen
+        lengths = struct.unpack_from(f"<{count}I", raw, pos)
+        pos += 4 * count
+        blocks = []
+        for n in lengths:
+            blocks.append(MomentSummary.from_bytes(raw[pos : pos + n]))
+            pos += n
+        return cls(blocks, offsets_from_json(head["o"]))
+
+
+def moment_key(tenant: str, model: str, window_start: float) -> str:
+    """The store key of a stream's moments in one window (not a feature window's ``"w"``)."""
+    return json.dumps(["v", tenant, model, int(window_start)])
