@@ -20,6 +20,7 @@ events differently, keep the same bits (as :class:`~streams.numeric_summary.Nume
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ class MomentSummary:
     )
     """(:meth:`moments`, :meth:`to_bytes`) until rows are added: a closed window's block is
     read by every look of the windows it is a baseline of, and encoded at every flush."""
+    version: int = field(default=0, repr=False, compare=False)
+    """Counts the calls of :meth:`add_rows` (in memory only): what a merge of it depends on."""
 
     def __post_init__(self) -> None:
         k = len(self.features)
@@ -81,8 +84,11 @@ class MomentSummary:
 
     def add_rows(self, rows: FloatArray) -> None:
         """Add rows (one column per tracked feature, NaN where missing), in order."""
-        rows = np.asarray(rows, dtype=np.float64).reshape(-1, len(self.features))
+        # C order whatever the caller's: a fold's sums run in memory order, and the same
+        # rows must give the same bits however they were batched or laid out.
+        rows = np.ascontiguousarray(rows, dtype=np.float64).reshape(-1, len(self.features))
         self._memo = None
+        self.version += 1
         complete = np.isfinite(rows).all(axis=1)
         kept = int(complete.sum())
         self.missing += rows.shape[0] - kept
@@ -157,7 +163,7 @@ class MomentSummary:
 
     def _encode(self) -> bytes:
         k = len(self.features)
-        names = json.dumps(self.features, separators=(",", ":")).encode()
+        names = _names_json(self.features)
         rows = int(self.tail.shape[0])
         upper = self.comoment[np.triu_indices(k)]
         return (
@@ -184,6 +190,11 @@ class MomentSummary:
         comoment = comoment + np.triu(comoment, 1).T
         tail = np.frombuffer(raw, "<f8", rows * k, pos).astype(np.float64).reshape(rows, k)
         return cls(features, n, missing, mean, comoment, tail)
+
+
+@functools.lru_cache(maxsize=1024)
+def _names_json(features: tuple[str, ...]) -> bytes:
+    return json.dumps(features, separators=(",", ":")).encode()
 
 
 def _chan(
@@ -215,6 +226,11 @@ class MomentWindow:
 
     blocks: list[MomentSummary]
     offsets: dict[int, int] = field(default_factory=dict)
+    _merged: dict[int | None, tuple[tuple[int, ...], MomentSummary]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """:meth:`upto`'s results with the blocks' versions they merged (a window serves as the
+    baseline of several later ones, at each of their looks)."""
 
     @classmethod
     def new(cls, features: tuple[str, ...], blocks: int) -> MomentWindow:
@@ -227,7 +243,13 @@ class MomentWindow:
     def upto(self, blocks: int | None = None) -> MomentSummary:
         """The first ``blocks`` blocks merged (all of them: None)."""
         parts = self.blocks if blocks is None else self.blocks[: max(blocks, 1)]
-        return MomentSummary.merge_all(parts) if len(parts) > 1 else parts[0]
+        if len(parts) == 1:
+            return parts[0]
+        versions = tuple(p.version for p in parts)
+        hit = self._merged.get(blocks)
+        if hit is None or hit[0] != versions:
+            hit = self._merged[blocks] = (versions, MomentSummary.merge_all(parts))
+        return hit[1]
 
     def to_bytes(self) -> bytes:
         head = json.dumps({"o": offsets_to_json(self.offsets)}, separators=(",", ":")).encode()

@@ -101,6 +101,10 @@ def test_moments_are_those_of_the_complete_rows_whatever_the_batching() -> None:
     for lo, hi in [(0, 1), (1, 70), (70, 64 * 9 + 3), (64 * 9 + 3, 2_000)]:
         pieces.add_rows(x[lo:hi])
     assert one.to_bytes() == pieces.to_bytes()  # folded at the same points: the same bits
+    c_order, f_order = MomentSummary(("a", "b", "c")), MomentSummary(("a", "b", "c"))
+    c_order.add_rows(complete)
+    f_order.add_rows(np.asfortranarray(complete))  # sums run in memory order: C order first
+    assert c_order.to_bytes() == f_order.to_bytes()
     assert one.count == len(complete) and one.missing == 2_000 - len(complete)
     np.testing.assert_allclose(one.covariance(), np.cov(complete.T), rtol=1e-10)
     np.testing.assert_allclose(one.moments()[1], complete.mean(axis=0), rtol=1e-12)
