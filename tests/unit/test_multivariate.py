@@ -103,7 +103,10 @@ def test_moments_are_those_of_the_complete_rows_whatever_the_batching() -> None:
     assert one.to_bytes() == pieces.to_bytes()  # folded at the same points: the same bits
     c_order, f_order = MomentSummary(("a", "b", "c")), MomentSummary(("a", "b", "c"))
     c_order.add_rows(complete)
-    f_order.add_rows(np.asfortranarray(complete))  # sums run in memory order: C order first
+    for lo, hi in [(0, 1), (1, 200), (200, len(complete))]:
+        # An F-ordered batch after a one-row tail concatenated to an F-ordered tail, whose
+        # fold then summed in another order: other bits (the fix: rows go in C order).
+        f_order.add_rows(np.asfortranarray(complete[lo:hi]))
     assert c_order.to_bytes() == f_order.to_bytes()
     assert one.count == len(complete) and one.missing == 2_000 - len(complete)
     np.testing.assert_allclose(one.covariance(), np.cov(complete.T), rtol=1e-10)
