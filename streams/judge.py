@@ -388,7 +388,11 @@ class FeatureJudge:
                         self.baseline_association(stream, feature, window, windows),
                     )
                 )
-        if whole and self.moments is not None:
+        # At a look, a window already found drifting is not judged again: no need to test it.
+        judged = partial_end is not None and (
+            stream.incidents.last_window.get(MULTIVARIATE_FEATURE, -1) >= window
+        )
+        if whole and self.moments is not None and not judged:
             blocks = None
             if partial_end is not None:
                 blocks = round((partial_end - window) / self.config.moment_block_seconds)
