@@ -4,9 +4,12 @@ truth is known (a correlation flip with unchanged marginals; null and daily-cycl
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Iterator
+from importlib import resources
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -208,7 +211,14 @@ def test_live_batches_and_backtest_give_the_same_drift_events() -> None:
     events = list(correlated(seed=5, days=18, per_day=700, flip_at=16.5))
     report = run_backtest(events, CONFIG)
     backtest = report.drift_events
-    assert any(d.feature == MULTIVARIATE_FEATURE for d in backtest)
+    multivariate = [d for d in backtest if d.feature == MULTIVARIATE_FEATURE]
+    assert multivariate
+    drift_schema = json.loads(
+        resources.files("schemas").joinpath("v1", "drift_event.json").read_text()
+    )
+    for d in multivariate:  # the contract's fields plus the optional multivariate ones
+        jsonschema.validate(d.to_dict(), drift_schema)
+        assert {"contributing_features", "reconstruction_error"} <= set(d.to_dict())
     store = MemoryStore()
     engine = DriftEngine(CONFIG, store)
     live: list[DriftEvent] = []
