@@ -496,6 +496,11 @@ class DriftEngine:
         return drifts
 
     def _close_window(self, stream: StreamState, window: float) -> None:
+        if self.config.multivariate:
+            key = moment_key(stream.tenant, stream.model, window)
+            mw = self._moments.get(key, stream.partition)
+            if mw is not None and mw.close():
+                self._moments.mark(key, stream.partition)
         for feature in stream.features:
             key = window_key(stream.tenant, stream.model, window, feature)
             fw = self._window(key)

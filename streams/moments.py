@@ -100,6 +100,17 @@ class MomentSummary:
             self._fold(tail[start : start + MOMENT_CHUNK])
         self.tail = np.ascontiguousarray(tail[full:])
 
+    def fold_tail(self) -> bool:
+        """Fold the buffered rows now (a window's close: a fixed point of its row sequence,
+        so live and backtest fold the same rows); returns whether anything changed."""
+        if not self.tail.shape[0]:
+            return False
+        self._memo = None
+        self.version += 1
+        self._fold(self.tail)
+        self.tail = np.zeros((0, len(self.features)))
+        return True
+
     def _fold(self, block: FloatArray) -> None:
         n_b = block.shape[0]
         mean_b = block.mean(axis=0)
@@ -239,6 +250,11 @@ class MomentWindow:
     @property
     def features(self) -> tuple[str, ...]:
         return self.blocks[0].features
+
+    def close(self) -> bool:
+        """The window closed: its blocks' tails are folded (a closed window keeps
+        ``k (k + 3) / 2`` floats a block); returns whether that changed it."""
+        return any([b.fold_tail() for b in self.blocks])
 
     def upto(self, blocks: int | None = None) -> MomentSummary:
         """The first ``blocks`` blocks merged (all of them: None)."""
