@@ -58,11 +58,12 @@ class MomentSummary:
     """Rows left out: some tracked feature missing or not finite."""
     mean: FloatArray = field(default_factory=lambda: np.zeros(0))
     comoment: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
+    m34: FloatArray = field(default_factory=lambda: np.zeros((2, 0)))
+    """Per feature, the sums of cubed and fourth-power deviations from the mean (rows 0, 1):
+    the marginal kurtosis, which the test's p-value corrects for (heavy tails)."""
     tail: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
     """Complete rows not folded yet (fewer than ``MOMENT_CHUNK``)."""
-    _memo: tuple[tuple[int, FloatArray, FloatArray], bytes] | None = field(
-        default=None, repr=False, compare=False
-    )
+    _memo: tuple[_Moments, bytes] | None = field(default=None, repr=False, compare=False)
     """(:meth:`moments`, :meth:`to_bytes`) until rows are added: a closed window's block is
     read by every look of the windows it is a baseline of, and encoded at every flush."""
     version: int = field(default=0, repr=False, compare=False)
@@ -74,6 +75,8 @@ class MomentSummary:
             self.mean = np.zeros(k)
         if self.comoment.shape != (k, k):
             self.comoment = np.zeros((k, k))
+        if self.m34.shape != (2, k):
+            self.m34 = np.zeros((2, k))
         if self.tail.ndim != 2 or self.tail.shape[1] != k:
             self.tail = np.zeros((0, k))
 
@@ -112,25 +115,26 @@ class MomentSummary:
         return True
 
     def _fold(self, block: FloatArray) -> None:
-        n_b = block.shape[0]
-        mean_b = block.mean(axis=0)
-        centred = block - mean_b
-        self.n, self.mean, self.comoment = _chan(
-            self.n, self.mean, self.comoment, n_b, mean_b, centred.T @ centred
-        )
+        own = (self.n, self.mean, self.comoment, self.m34)
+        self.n, self.mean, self.comoment, self.m34 = _combine([own, _block_moments(block)])
 
     def moments(self) -> tuple[int, FloatArray, FloatArray]:
         """(count, mean, co-moment) of every complete row, the tail included."""
-        return self._memoised()[0]
+        return self._memoised()[0][:3]
 
-    def _memoised(self) -> tuple[tuple[int, FloatArray, FloatArray], bytes]:
+    def excess_kurtosis(self) -> FloatArray:
+        """Per feature, the sample excess kurtosis of the complete rows (0 for a normal)."""
+        n, _, comoment, m34 = self._memoised()[0]
+        m2 = np.diag(comoment)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = n * m34[1] / (m2 * m2) - 3.0
+        return np.where(np.isfinite(out), out, 0.0)
+
+    def _memoised(self) -> tuple[_Moments, bytes]:
         if self._memo is None:
-            whole = (self.n, self.mean, self.comoment)
+            whole: _Moments = (self.n, self.mean, self.comoment, self.m34)
             if self.tail.shape[0]:
-                block = self.tail
-                mean_b = block.mean(axis=0)
-                centred = block - mean_b
-                whole = _chan(*whole, block.shape[0], mean_b, centred.T @ centred)
+                whole = _combine([whole, _block_moments(self.tail)])
             self._memo = (whole, self._encode())
         return self._memo
 
@@ -143,10 +147,8 @@ class MomentSummary:
         """Both summaries' rows as one (Chan's formula: exact up to float rounding)."""
         if other.features != self.features:
             raise ValueError("cannot merge moments of different features")
-        n_a, mean_a, c_a = self.moments()
-        n_b, mean_b, c_b = other.moments()
-        n, mean, comoment = _chan(n_a, mean_a, c_a, n_b, mean_b, c_b)
-        return MomentSummary(self.features, n, self.missing + other.missing, mean, comoment)
+        n, mean, comoment, m34 = _combine([self._memoised()[0], other._memoised()[0]])
+        return MomentSummary(self.features, n, self.missing + other.missing, mean, comoment, m34)
 
     @classmethod
     def merge_all(cls, parts: list[MomentSummary]) -> MomentSummary:
@@ -156,17 +158,9 @@ class MomentSummary:
         features = parts[0].features
         if any(p.features != features for p in parts):
             raise ValueError("cannot merge moments of different features")
-        whole = [p.moments() for p in parts]
-        counts = np.array([n for n, _, _ in whole], dtype=np.float64)
-        total = int(counts.sum())
+        n, mean, comoment, m34 = _combine([p._memoised()[0] for p in parts])
         missing = sum(p.missing for p in parts)
-        if total == 0:
-            return MomentSummary(features, 0, missing)
-        means = np.array([m for _, m, _ in whole])
-        mean = counts @ means / total
-        dev = (means - mean) * np.sqrt(counts)[:, None]
-        comoment = np.sum([c for _, _, c in whole], axis=0) + dev.T @ dev
-        return MomentSummary(features, total, missing, mean, (comoment + comoment.T) / 2)
+        return MomentSummary(features, n, missing, mean, comoment, m34)
 
     def to_bytes(self) -> bytes:
         """Header, names (JSON), mean, the co-moment's upper triangle, the tail (all f64)."""
@@ -181,6 +175,7 @@ class MomentSummary:
             _HEAD.pack(k, self.n, self.missing, rows, len(names))
             + names
             + self.mean.astype("<f8").tobytes()
+            + self.m34.astype("<f8").tobytes()
             + upper.astype("<f8").tobytes()
             + self.tail.astype("<f8").tobytes()
         )
@@ -193,6 +188,8 @@ class MomentSummary:
         pos += names_len
         mean = np.frombuffer(raw, "<f8", k, pos).astype(np.float64)
         pos += 8 * k
+        m34 = np.frombuffer(raw, "<f8", 2 * k, pos).astype(np.float64).reshape(2, k)
+        pos += 16 * k
         tri = k * (k + 1) // 2
         upper = np.frombuffer(raw, "<f8", tri, pos)
         pos += 8 * tri
@@ -200,7 +197,7 @@ class MomentSummary:
         comoment[np.triu_indices(k)] = upper
         comoment = comoment + np.triu(comoment, 1).T
         tail = np.frombuffer(raw, "<f8", rows * k, pos).astype(np.float64).reshape(rows, k)
-        return cls(features, n, missing, mean, comoment, tail)
+        return cls(features, n, missing, mean, comoment, m34, tail)
 
 
 @functools.lru_cache(maxsize=1024)
@@ -208,19 +205,44 @@ def _names_json(features: tuple[str, ...]) -> bytes:
     return json.dumps(features, separators=(",", ":")).encode()
 
 
-def _chan(
-    n_a: int, mean_a: FloatArray, c_a: FloatArray, n_b: int, mean_b: FloatArray, c_b: FloatArray
-) -> tuple[int, FloatArray, FloatArray]:
-    """Chan, Golub and LeVeque's pairwise update of (count, mean, co-moment)."""
-    if n_b == 0:
-        return n_a, mean_a.copy(), c_a.copy()
-    if n_a == 0:
-        return n_b, mean_b.copy(), c_b.copy()
-    n = n_a + n_b
-    delta = mean_b - mean_a
-    mean = mean_a + delta * (n_b / n)
-    comoment = c_a + c_b + np.outer(delta, delta) * (n_a * n_b / n)
-    return n, mean, (comoment + comoment.T) / 2  # symmetric to the bit
+_Moments = tuple[int, FloatArray, FloatArray, FloatArray]
+"""(count, mean, co-moment, per-feature third and fourth central sums)."""
+
+
+def _block_moments(block: FloatArray) -> _Moments:
+    mean = block.mean(axis=0)
+    centred = block - mean
+    squared = centred * centred
+    m34 = np.stack(((squared * centred).sum(axis=0), (squared * squared).sum(axis=0)))
+    return block.shape[0], mean, centred.T @ centred, m34
+
+
+def _combine(parts: list[_Moments]) -> _Moments:
+    """Several parts' moments as one, exactly (to float rounding): every part's central sums
+    moved to the pooled mean (``d = mean_i - mean``): ``C = sum C_i + n_i d d^T``,
+    ``M3 = sum M3_i + 3 d M2_i + n_i d^3``, ``M4 = sum M4_i + 4 d M3_i + 6 d^2 M2_i +
+    n_i d^4`` (Chan et al.'s and Pebay's parallel formulas, in one pass)."""
+    parts = [p for p in parts if p[0] > 0]
+    if not parts:
+        k = 0
+        return 0, np.zeros(k), np.zeros((k, k)), np.zeros((2, k))
+    if len(parts) == 1:
+        n, mean, comoment, m34 = parts[0]
+        return n, mean.copy(), comoment.copy(), m34.copy()
+    counts = np.array([p[0] for p in parts], dtype=np.float64)
+    total = int(counts.sum())
+    means = np.array([p[1] for p in parts])
+    mean = counts @ means / total
+    d = means - mean
+    dev = d * np.sqrt(counts)[:, None]
+    comoment = np.sum([p[2] for p in parts], axis=0) + dev.T @ dev
+    m2 = np.array([np.diag(p[2]) for p in parts])
+    m3 = np.array([p[3][0] for p in parts])
+    m4 = np.array([p[3][1] for p in parts])
+    c = counts[:, None]
+    new3 = (m3 + 3 * d * m2 + c * d**3).sum(axis=0)
+    new4 = (m4 + 4 * d * m3 + 6 * d * d * m2 + c * d**4).sum(axis=0)
+    return total, mean, (comoment + comoment.T) / 2, np.stack((new3, new4))
 
 
 @dataclass

@@ -420,11 +420,12 @@ def test_moment_merge_is_commutative_and_associative(sizes: tuple[int, ...]) -> 
 
 def test_moment_encoded_size_is_bounded() -> None:
     """At the default cap (32 features) and with 1e5 rows one by one, or 200 windows merged:
-    header, names, the mean, the co-moment's upper triangle and a tail under MOMENT_CHUNK."""
+    header, names, the mean, the third and fourth central sums, the co-moment's upper triangle
+    and a tail under MOMENT_CHUNK rows."""
     p = EngineConfig().multivariate_max_features
     rng = np.random.default_rng(3)
     names = len(json.dumps(empty_moments(p).features, separators=(",", ":")))
-    bound = 32 + names + 8 * (p + p * (p + 1) // 2 + (MOMENT_CHUNK - 1) * p)
+    bound = 32 + names + 8 * (3 * p + p * (p + 1) // 2 + (MOMENT_CHUNK - 1) * p)
     one_by_one = empty_moments(p)
     for row in rng.standard_cauchy((20_000, p)):
         one_by_one.add_rows(row)
