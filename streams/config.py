@@ -102,7 +102,8 @@ class EngineConfig:
     multivariate: bool = setting(
         True,
         "DRIFTWATCH_MULTIVARIATE",
-        "Also test a model's numeric features together (their covariance: Box's M, feature "
+        "Also test a model's numeric features together (their correlations: Jennrich's test, "
+        "feature "
         "`__multivariate__`), at the window's close and its cumulative interim looks.",
     )
     """Keep each window's moments of the numeric features (``streams.moments``) and test
@@ -124,7 +125,7 @@ class EngineConfig:
         "Smallest bias-corrected Hellinger distance between the covariances that counts as "
         "multivariate drift (a correlation 0.8 -> 0.7 is ~0.11).",
     )
-    """A multivariate drift needs significance and this effect (see ``CovarianceChange``)."""
+    """A multivariate drift needs significance and this effect (see ``CorrelationChange``)."""
     max_features_per_stream: int = setting(
         500,
         "DRIFTWATCH_MAX_FEATURES_PER_STREAM",

@@ -48,7 +48,7 @@ from streams.drift_tests.base import DriftTest, Sample, TestKind, TestResult
 from streams.drift_tests.chi2 import ChiSquare
 from streams.drift_tests.ks import KolmogorovSmirnov
 from streams.drift_tests.missing_rate import MissingRate
-from streams.drift_tests.multivariate import CovarianceChange
+from streams.drift_tests.multivariate import CorrelationChange
 from streams.state import FeatureKind
 
 __all__ = [
@@ -108,5 +108,5 @@ DRIFT_TESTS: Final = Registry(
     KolmogorovSmirnov(),
     ChiSquare(),
     MissingRate(),
-    CovarianceChange(),
+    CorrelationChange(),
 )

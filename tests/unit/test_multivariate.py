@@ -1,5 +1,6 @@
-"""Multivariate drift (issue 12): the moments, Box's M, and the engine on seeded streams whose
-truth is known (a correlation flip with unchanged marginals; null and daily-cycle streams)."""
+"""Multivariate drift (issue 12): the moments, Jennrich's test, and the engine on seeded
+streams whose truth is known (a correlation flip with unchanged marginals; null and
+daily-cycle streams)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from driftwatch.backtest import run_backtest
 from schemas import DriftEvent, PredictionEvent
 from streams.config import DAY, EngineConfig
 from streams.drift_tests import DRIFT_TESTS
-from streams.drift_tests.multivariate import MULTIVARIATE_FEATURE, box_m_test
+from streams.drift_tests.multivariate import MULTIVARIATE_FEATURE, jennrich_test
 from streams.engine import DriftEngine
 from streams.keyed_state import MemoryStore
 from streams.moments import MOMENT_CHUNK, MomentSummary, MomentWindow, moment_key
@@ -151,10 +152,10 @@ def _pair(
     return out[0], out[1]
 
 
-def test_box_m_false_alarm_rate_is_calibrated() -> None:
+def test_jennrich_false_alarm_rate_is_calibrated() -> None:
     """Gaussian null pairs at engine sizes (a day against five): p uniform, so about 1% of
     them below 0.01 and none below 1e-4 in 400."""
-    ps = [box_m_test(*_pair(seed, 0.8, 0.8, 800, 4_000)).p_value for seed in range(400)]
+    ps = [jennrich_test(*_pair(seed, 0.8, 0.8, 800, 4_000)).p_value for seed in range(400)]
     assert 8 <= sum(p < 0.05 for p in ps) <= 35  # ~20 of 400 at 5 %
     assert sum(p < 0.01 for p in ps) <= 10
     assert min(ps) > 1e-4
@@ -178,24 +179,24 @@ def _t_pair(
 
 
 def test_heavy_tails_are_corrected_for() -> None:
-    """Uncorrected, Box's M put 78 % of these null pairs below p = 0.01; with the kurtosis
+    """Uncorrected, the test put many of these null pairs below p = 0.01; with the kurtosis
     correction about 3 %, and a flip at a day's size is still found."""
-    ps = [box_m_test(*_t_pair(seed, 0.8, 1_000)).p_value for seed in range(200)]
+    ps = [jennrich_test(*_t_pair(seed, 0.8, 1_000)).p_value for seed in range(200)]
     assert sum(p < 0.01 for p in ps) <= 12
     assert sum(p < 1e-4 for p in ps) <= 1
     for seed in range(5):
-        r = box_m_test(*_t_pair(seed, -0.8, 1_000))
+        r = jennrich_test(*_t_pair(seed, -0.8, 1_000))
         assert r.p_value < 1e-6 and r.effect_size >= CONFIG.min_multivariate_effect, (seed, r)
 
 
-def test_box_m_finds_the_flip_and_a_smaller_change_and_names_the_features() -> None:
+def test_jennrich_finds_the_flip_and_a_smaller_change_and_names_the_features() -> None:
     w, b = _pair(3, -0.8, 0.8, 300, 4_000)
-    r = box_m_test(w, b)
+    r = jennrich_test(w, b)
     assert r.p_value < 1e-30 and r.effect_size > 0.55
-    extra = DRIFT_TESTS["cov_box_m"].describe(w, b)
+    extra = DRIFT_TESTS["corr_jennrich"].describe(w, b)
     assert set(extra["contributing_features"][:2]) == {"f0", "f1"}  # type: ignore[index]
     assert extra["reconstruction_error"] > 2 * extra["baseline_reconstruction_error"]  # type: ignore[operator]
-    small = box_m_test(*_pair(4, 0.6, 0.8, 1_000, 4_000))  # H ~ 0.17
+    small = jennrich_test(*_pair(4, 0.6, 0.8, 1_000, 4_000))  # H ~ 0.17
     assert small.p_value < 1e-6 and small.effect_size >= CONFIG.min_multivariate_effect
 
 
@@ -213,7 +214,7 @@ def test_correlation_flip_is_found_and_confirmed_within_a_day() -> None:
         first = min(drifts, key=lambda d: d.detected_at)
         delay = first.detected_at - (T0 + flip * DAY)
         assert 0 < delay <= DAY, (per_day, delay / 3600)
-        assert first.confirmed and first.test == "cov_box_m"
+        assert first.confirmed and first.test == "corr_jennrich"
         assert set(first.extra["contributing_features"][:2]) == {"x0", "x1"}
         assert len({d.drift_id for d in drifts}) == 1
 
