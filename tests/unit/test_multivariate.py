@@ -234,6 +234,24 @@ def test_no_multivariate_alarm_on_null_and_daily_cycle_streams(seed: int, amplit
     assert [d for d in drifts if d.feature == MULTIVARIATE_FEATURE] == []
 
 
+def test_marginal_changes_are_left_to_the_per_feature_tests() -> None:
+    """x2's deviation doubles and x3's mean moves 1 sd (correlations unchanged): the
+    per-feature tests find both, the multivariate test stays quiet (Box's M, tried first,
+    also fired on the variance change)."""
+    events = []
+    for e in correlated(seed=8, days=18, per_day=1_000):
+        if e.timestamp >= T0 + 16.25 * DAY:
+            x2, x3 = e.features["x2"], e.features["x3"]
+            features = dict(e.features)
+            features["x2"] = None if x2 is None else 2.0 * float(x2)
+            features["x3"] = None if x3 is None else float(x3) + 1.0
+            e = dataclasses.replace(e, features=features)
+        events.append(e)
+    drifts = run(iter(events))
+    assert {"x2", "x3"} <= {d.feature for d in drifts}
+    assert MULTIVARIATE_FEATURE not in {d.feature for d in drifts}
+
+
 def test_live_batches_and_backtest_give_the_same_drift_events() -> None:
     """The worker's way (offsets, batches of uneven size, flushes dropping the decoded state)
     and ``run_backtest`` find the same DriftEvents, the multivariate ones included."""
