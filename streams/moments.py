@@ -63,7 +63,8 @@ class MomentSummary:
     the marginal kurtosis, which the test's p-value corrects for (heavy tails)."""
     tail: FloatArray = field(default_factory=lambda: np.zeros((0, 0)))
     """Complete rows not folded yet (fewer than ``MOMENT_CHUNK``)."""
-    _memo: tuple[_Moments, bytes] | None = field(default=None, repr=False, compare=False)
+    _memo: _Moments | None = field(default=None, repr=False, compare=False)
+    _bytes: bytes | None = field(default=None, repr=False, compare=False)
     """(:meth:`moments`, :meth:`to_bytes`) until rows are added: a closed window's block is
     read by every look of the windows it is a baseline of, and encoded at every flush."""
     version: int = field(default=0, repr=False, compare=False)
@@ -90,7 +91,7 @@ class MomentSummary:
         # C order whatever the caller's: a fold's sums run in memory order, and the same
         # rows must give the same bits however they were batched or laid out.
         rows = np.ascontiguousarray(rows, dtype=np.float64).reshape(-1, len(self.features))
-        self._memo = None
+        self._memo = self._bytes = None
         self.version += 1
         complete = np.isfinite(rows).all(axis=1)
         kept = int(complete.sum())
@@ -108,7 +109,7 @@ class MomentSummary:
         so live and backtest fold the same rows); returns whether anything changed."""
         if not self.tail.shape[0]:
             return False
-        self._memo = None
+        self._memo = self._bytes = None
         self.version += 1
         self._fold(self.tail)
         self.tail = np.zeros((0, len(self.features)))
@@ -120,22 +121,22 @@ class MomentSummary:
 
     def moments(self) -> tuple[int, FloatArray, FloatArray]:
         """(count, mean, co-moment) of every complete row, the tail included."""
-        return self._memoised()[0][:3]
+        return self._memoised()[:3]
 
     def excess_kurtosis(self) -> FloatArray:
         """Per feature, the sample excess kurtosis of the complete rows (0 for a normal)."""
-        n, _, comoment, m34 = self._memoised()[0]
+        n, _, comoment, m34 = self._memoised()
         m2 = np.diag(comoment)
         with np.errstate(divide="ignore", invalid="ignore"):
             out = n * m34[1] / (m2 * m2) - 3.0
         return np.where(np.isfinite(out), out, 0.0)
 
-    def _memoised(self) -> tuple[_Moments, bytes]:
+    def _memoised(self) -> _Moments:
         if self._memo is None:
             whole: _Moments = (self.n, self.mean, self.comoment, self.m34)
             if self.tail.shape[0]:
                 whole = _combine([whole, _block_moments(self.tail)])
-            self._memo = (whole, self._encode())
+            self._memo = whole
         return self._memo
 
     def covariance(self) -> FloatArray:
@@ -147,7 +148,7 @@ class MomentSummary:
         """Both summaries' rows as one (Chan's formula: exact up to float rounding)."""
         if other.features != self.features:
             raise ValueError("cannot merge moments of different features")
-        n, mean, comoment, m34 = _combine([self._memoised()[0], other._memoised()[0]])
+        n, mean, comoment, m34 = _combine([self._memoised(), other._memoised()])
         return MomentSummary(self.features, n, self.missing + other.missing, mean, comoment, m34)
 
     @classmethod
@@ -158,13 +159,15 @@ class MomentSummary:
         features = parts[0].features
         if any(p.features != features for p in parts):
             raise ValueError("cannot merge moments of different features")
-        n, mean, comoment, m34 = _combine([p._memoised()[0] for p in parts])
+        n, mean, comoment, m34 = _combine([p._memoised() for p in parts])
         missing = sum(p.missing for p in parts)
         return MomentSummary(features, n, missing, mean, comoment, m34)
 
     def to_bytes(self) -> bytes:
         """Header, names (JSON), mean, the co-moment's upper triangle, the tail (all f64)."""
-        return self._memoised()[1]
+        if self._bytes is None:
+            self._bytes = self._encode()
+        return self._bytes
 
     def _encode(self) -> bytes:
         k = len(self.features)
@@ -229,6 +232,8 @@ def _combine(parts: list[_Moments]) -> _Moments:
     if len(parts) == 1:
         n, mean, comoment, m34 = parts[0]
         return n, mean.copy(), comoment.copy(), m34.copy()
+    if len(parts) == 2:
+        return _combine_two(parts[0], parts[1])
     counts = np.array([p[0] for p in parts], dtype=np.float64)
     total = int(counts.sum())
     means = np.array([p[1] for p in parts])
@@ -243,6 +248,24 @@ def _combine(parts: list[_Moments]) -> _Moments:
     new3 = (m3 + 3 * d * m2 + c * d**3).sum(axis=0)
     new4 = (m4 + 4 * d * m3 + 6 * d * d * m2 + c * d**4).sum(axis=0)
     return total, mean, (comoment + comoment.T) / 2, np.stack((new3, new4))
+
+
+def _combine_two(a: _Moments, b: _Moments) -> _Moments:
+    """:func:`_combine` of two parts (a fold, a merge), without stacking them."""
+    n_a, mean_a, c_a, m34_a = a
+    n_b, mean_b, c_b, m34_b = b
+    n = n_a + n_b
+    mean = (n_a * mean_a + n_b * mean_b) / n
+    d_a, d_b = mean_a - mean, mean_b - mean
+    comoment = c_a + c_b + n_a * np.outer(d_a, d_a) + n_b * np.outer(d_b, d_b)
+    m2_a, m2_b = np.diagonal(c_a), np.diagonal(c_b)
+    da2, db2 = d_a * d_a, d_b * d_b
+    m3 = m34_a[0] + m34_b[0] + 3 * (d_a * m2_a + d_b * m2_b) + n_a * da2 * d_a + n_b * db2 * d_b
+    m4 = (
+        m34_a[1] + m34_b[1] + 4 * (d_a * m34_a[0] + d_b * m34_b[0])
+        + 6 * (da2 * m2_a + db2 * m2_b) + n_a * da2 * da2 + n_b * db2 * db2
+    )  # fmt: skip
+    return n, mean, (comoment + comoment.T) / 2, np.stack((m3, m4))
 
 
 @dataclass

@@ -18,8 +18,9 @@ Heavy tails: with heavier tails than the normal's a sample correlation varies mo
 test assumes. For an elliptical distribution of kurtosis parameter ``kappa`` the statistic
 is ``(1 + kappa)`` times a chi-square (the covariance of the correlations scales so; Browne
 & Shapiro), and ``kappa`` is estimated from the tracked features' marginal excess kurtosis
-(``3 kappa`` each), pooled over window and baseline, never below 0. Multivariate t with 5
-degrees of freedom: ~3 % of null pairs below p = 0.01 (78 % without the correction).
+(``3 kappa`` each), the larger of the window's and the baseline's, never below 0.
+Multivariate t with 5 degrees of freedom, 6 features, a day of 1,000 rows against 5,000:
+1 of 200 null pairs below p = 0.01 (121 without the correction).
 Non-elliptical tails (one skewed feature among normal ones) are over-corrected: less power,
 not more false alarms. The effect floor (``min_multivariate_effect``) is the second guard.
 """
@@ -174,7 +175,9 @@ def jennrich_test(window: MomentSummary, baseline: MomentSummary) -> TestResult:
         chi2 = 0.5 * float(np.trace(z @ z)) - float(dz @ np.linalg.solve(s_matrix, dz))
     except np.linalg.LinAlgError:
         return TestResult(0.0, 1.0, 0.0, 0.0, True, "corr_jennrich")  # collinear features
-    scale = 1.0 + _kappa(window.merge(baseline).excess_kurtosis()[keep])
+    # The heavier-tailed side's (each memoised with its moments; a merge per test cost more).
+    kappa = max(_kappa(window.excess_kurtosis()[keep]), _kappa(baseline.excess_kurtosis()[keep]))
+    scale = 1.0 + kappa
     df = _df(p)
     statistic = max(0.0, chi2 / scale)
     p_value = float(special.chdtrc(df, statistic)) if math.isfinite(statistic) else 0.0
