@@ -198,10 +198,12 @@ class EngineConfig:
     @property
     def moment_block_seconds(self) -> float:
         """The span of one block of a window's moments (``streams.moments.MomentWindow``):
-        what lies between two cumulative interim looks, or the whole window without looks."""
+        what lies between two of the multivariate test's interim looks (every other
+        cumulative look: 8 hours by default, so it costs half as much), or the whole window
+        without looks."""
         if not self.interim_looks:
             return self.window_seconds
-        return min(self.interim_seconds * CUMULATIVE_EVERY, self.window_seconds)
+        return min(self.interim_seconds * CUMULATIVE_EVERY * 2, self.window_seconds)
 
     @property
     def moment_blocks(self) -> int:

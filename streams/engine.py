@@ -252,7 +252,7 @@ class DriftEngine:
         nothing = [None] * n  # a tracked feature absent from every event of the batch
         table = np.array([columns.get(name, nothing) for name in mw.features], dtype=object)
         table[(table == None) | (table == _ABSENT)] = math.nan  # noqa: E711  # elementwise
-        rows = np.ascontiguousarray(table.astype(np.float64).T)
+        rows = table.T.astype(np.float64, order="C")  # C order: see MomentSummary.add_rows
         events = [e for e, _ in items]
         if len(keep) < n:
             rows = rows[keep]

@@ -396,9 +396,12 @@ class FeatureJudge:
             blocks = None
             if partial_end is not None:
                 blocks = round((partial_end - window) / self.config.moment_block_seconds)
-            mv = self._test_moments(stream, window, windows, blocks)
-            if mv is not None:
-                tests.append(mv)
+                if window + blocks * self.config.moment_block_seconds != partial_end:
+                    blocks = 0  # a cumulative look between two block ends: none at this one
+            if blocks != 0:
+                mv = self._test_moments(stream, window, windows, blocks)
+                if mv is not None:
+                    tests.append(mv)
         return tests
 
     def _test_moments(

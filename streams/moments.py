@@ -173,7 +173,7 @@ class MomentSummary:
         k = len(self.features)
         names = _names_json(self.features)
         rows = int(self.tail.shape[0])
-        upper = self.comoment[np.triu_indices(k)]
+        upper = self.comoment[_upper(k)]
         return (
             _HEAD.pack(k, self.n, self.missing, rows, len(names))
             + names
@@ -197,10 +197,17 @@ class MomentSummary:
         upper = np.frombuffer(raw, "<f8", tri, pos)
         pos += 8 * tri
         comoment = np.zeros((k, k))
-        comoment[np.triu_indices(k)] = upper
+        comoment[_upper(k)] = upper
         comoment = comoment + np.triu(comoment, 1).T
         tail = np.frombuffer(raw, "<f8", rows * k, pos).astype(np.float64).reshape(rows, k)
         return cls(features, n, missing, mean, comoment, m34, tail)
+
+
+@functools.lru_cache(maxsize=64)
+def _upper(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The upper triangle's indices of a k x k matrix (diagonal included), made once."""
+    rows, cols = np.triu_indices(k)
+    return rows, cols
 
 
 @functools.lru_cache(maxsize=1024)
@@ -270,9 +277,9 @@ def _combine_two(a: _Moments, b: _Moments) -> _Moments:
 
 @dataclass
 class MomentWindow:
-    """A stream's moments of one window, by block of ``CUMULATIVE_EVERY`` interim slots (4 h
-    by default; one block when there are no interim looks), plus the offset guard (replays
-    after a crash are no-ops, as for a feature window).
+    """A stream's moments of one window, by block of ``EngineConfig.moment_block_seconds``
+    (8 h by default; one block when there are no interim looks), plus the offset guard
+    (replays after a crash are no-ops, as for a feature window).
 
     Why blocks: an interim look tests the window so far, a part of the day. Under a daily
     cycle its covariance differs from a whole day's although nothing drifted; with blocks the

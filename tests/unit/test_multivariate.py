@@ -281,7 +281,7 @@ def test_live_batches_and_backtest_give_the_same_drift_events() -> None:
     mw = MomentWindow.from_bytes(store.get(moment_key("acme", "fraud", T0 + 17 * DAY)) or b"")
     closed = MomentWindow.from_bytes(store.get(moment_key("acme", "fraud", T0 + 15 * DAY)) or b"")
     assert all(b.tail.shape[0] == 0 for b in closed.blocks)  # folded at the close
-    assert len(closed.blocks) == CONFIG.moment_blocks == 6
+    assert len(closed.blocks) == CONFIG.moment_blocks == 3
     assert sum(b.count + b.missing for b in closed.blocks) == sum(
         1 for e in events if T0 + 15 * DAY <= e.timestamp < T0 + 16 * DAY
     )
