@@ -173,7 +173,7 @@ class MomentSummary:
         k = len(self.features)
         names = _names_json(self.features)
         rows = int(self.tail.shape[0])
-        upper = self.comoment[_upper(k)]
+        upper: FloatArray = self.comoment[_upper(k)]
         return (
             _HEAD.pack(k, self.n, self.missing, rows, len(names))
             + names
