@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -98,6 +99,33 @@ class EngineConfig:
         "Smallest absolute change of a feature's missing rate that counts as drift.",
     )
     """A change in a feature's missing rate counts as drift from this absolute difference."""
+    multivariate: bool = setting(
+        True,
+        "DRIFTWATCH_MULTIVARIATE",
+        "Also test a model's numeric features together (their correlations: Jennrich's test, "
+        "feature "
+        "`__multivariate__`), at the window's close and its cumulative interim looks.",
+    )
+    """Keep each window's moments of the numeric features (``streams.moments``) and test
+    them (``streams.drift_tests.multivariate``): finds a change in how features move
+    together that leaves every marginal as it was."""
+    multivariate_max_features: int = setting(
+        32,
+        "DRIFTWATCH_MULTIVARIATE_MAX_FEATURES",
+        "Numeric features the multivariate test tracks per model (the first in name order); "
+        "the state grows with its square.",
+    )
+    """A window tracks the stream's numeric features known at its first event, the first
+    this many in name order: fixed for the window (so its moments merge exactly) and chosen
+    without a baseline (a top-k by variance would need one, and differ window to window, and
+    only windows tracking the same features merge into a baseline)."""
+    min_multivariate_effect: float = setting(
+        0.1,
+        "DRIFTWATCH_MIN_MULTIVARIATE_EFFECT",
+        "Smallest bias-corrected Hellinger distance between the covariances that counts as "
+        "multivariate drift (a correlation 0.8 -> 0.7 is ~0.11).",
+    )
+    """A multivariate drift needs significance and this effect (see ``CorrelationChange``)."""
     max_features_per_stream: int = setting(
         500,
         "DRIFTWATCH_MAX_FEATURES_PER_STREAM",
@@ -146,6 +174,8 @@ class EngineConfig:
             raise ValueError("retention_days must cover baseline_start_days")
         if self.min_window_count < 1:
             raise ValueError("min_window_count must be >= 1")
+        if self.multivariate_max_features < 2:
+            raise ValueError("multivariate_max_features must be >= 2")
         if self.max_features_per_stream < 1:
             raise ValueError("max_features_per_stream must be >= 1")
         if self.cached_windows < 0:
@@ -164,6 +194,20 @@ class EngineConfig:
         if not self.interim_seconds or self.interim_seconds >= self.window_seconds:
             return 0
         return int(-(-self.window_seconds // self.interim_seconds)) - 1
+
+    @property
+    def moment_block_seconds(self) -> float:
+        """The span of one block of a window's moments (``streams.moments.MomentWindow``):
+        what lies between two of the multivariate test's interim looks (every other
+        cumulative look: 8 hours by default, so it costs half as much), or the whole window
+        without looks."""
+        if not self.interim_looks:
+            return self.window_seconds
+        return min(self.interim_seconds * CUMULATIVE_EVERY * 2, self.window_seconds)
+
+    @property
+    def moment_blocks(self) -> int:
+        return math.ceil(self.window_seconds / self.moment_block_seconds)
 
     @property
     def final_alpha(self) -> float:

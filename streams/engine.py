@@ -17,15 +17,29 @@ Order of work for one event (the same whatever the batching, so live and backtes
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Collection
+
+import numpy as np
 
 from schemas import DriftEvent, InvalidEvent, PredictionEvent
 from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
 from streams.importance import ImportanceSource, ScoreBatch
 from streams.incidents import IncidentNotice
 from streams.judge import FeatureJudge
-from streams.keyed_state import Position, StateCache, StateStore, Write, guard, part_of_run, run_of
+from streams.keyed_state import (
+    Position,
+    Run,
+    StateCache,
+    StateStore,
+    Write,
+    guard,
+    guard_many,
+    part_of_run,
+    run_of,
+)
+from streams.moments import MomentWindow, moment_key
 from streams.state import (
     RECENT_LEVELS,
     FeatureKind,
@@ -36,6 +50,9 @@ from streams.state import (
     stream_key,
     window_key,
 )
+
+_ABSENT = object()
+"""A feature an event does not have (unlike None: present and missing)."""
 
 
 class DriftEngine:
@@ -67,6 +84,10 @@ class DriftEngine:
         self._windows: StateCache[FeatureWindow] = StateCache(
             store, FeatureWindow.from_bytes, FeatureWindow.to_bytes, config.cached_windows
         )
+        # Per (stream, window): its numeric features' moments (multivariate drift).
+        self._moments: StateCache[MomentWindow] = StateCache(
+            store, MomentWindow.from_bytes, MomentWindow.to_bytes, config.cached_windows
+        )
         # Per (stream, window): the feature windows already loaded and marked dirty since the
         # last flush, so the per-value path is one dict lookup and an append.
         self._hot: dict[tuple[str, float], dict[str, FeatureWindow]] = {}
@@ -75,7 +96,12 @@ class DriftEngine:
         # (a test, a flush), so the order of work per event is unchanged.
         self._pending: dict[tuple[str, float], list[tuple[PredictionEvent, Position | None]]] = {}
         self._judge = FeatureJudge(
-            config, self._windows, self.stats, self.notices, importances=importances
+            config,
+            self._windows,
+            self.stats,
+            self.notices,
+            importances=importances,
+            moments=self._moments if config.multivariate else None,
         )
         self._looks = config.interim_looks  # a computed property: read per event
 
@@ -107,11 +133,14 @@ class DriftEngine:
             stream.model_version = event.model_version
             if self._looks:
                 self._count_slot(stream, window, event.timestamp)
+            first = window not in stream.window_events
             stream.window_events[window] = stream.window_events.get(window, 0) + 1
             if stream.first_window is None or window < stream.first_window:
                 stream.first_window = window
             for name, kind in kinds.items():
                 stream.features.setdefault(name, kind)
+            if first and cfg.multivariate:
+                self._start_moments(stream, window)
             if stream.last_closed is not None and window <= stream.last_closed:
                 stream.late_events += 1
                 self.stats["late_events"] += 1
@@ -130,7 +159,7 @@ class DriftEngine:
             return
         cfg = self.config
         looks = bool(self._looks)
-        missing = object()
+        missing = _ABSENT
         for (skey, window), items in self._pending.items():
             stream = self._streams.cached(skey)
             assert stream is not None
@@ -148,6 +177,7 @@ class DriftEngine:
             names: dict[str, None] = {}
             for e, _ in items:
                 names.update(dict.fromkeys(e.features))
+            columns: dict[str, list[object]] = {}  # the multivariate rows read them again
             for name in names:
                 fw = hot.get(name)
                 if fw is None:
@@ -166,6 +196,7 @@ class DriftEngine:
                         self._windows.mark(wkey, stream.partition)
                     hot[name] = fw
                 column = [e.features.get(name, missing) for e, _ in items]
+                columns[name] = column
                 if any(v is missing for v in column):
                     present = [k for k, v in enumerate(column) if v is not missing]
                     subset = [positions[k] for k in present]
@@ -180,7 +211,61 @@ class DriftEngine:
                 else:
                     fw.apply_many(column, positions, slots, hashes, run, batch)  # type: ignore[arg-type]
             batch.finish()
+            if self.config.multivariate:
+                self._apply_moments(stream, window, items, positions, run, columns)
         self._pending.clear()
+
+    def _start_moments(self, stream: StreamState, window: float) -> None:
+        """A window's first event: which numeric features its moments track (those the
+        stream knows now, the first ``multivariate_max_features`` by name), fixed for the
+        window. Decided per event, not per batch, so live and backtest choose the same."""
+        names = sorted(name for name, kind in stream.features.items() if kind == "numeric")
+        names = names[: self.config.multivariate_max_features]
+        if len(names) < 2:
+            return
+        key = moment_key(stream.tenant, stream.model, window)
+        if self._moments.get(key, stream.partition) is None:
+            blocks = self.config.moment_blocks
+            self._moments.put(key, MomentWindow.new(tuple(names), blocks), stream.partition)
+
+    def _apply_moments(
+        self,
+        stream: StreamState,
+        window: float,
+        items: list[tuple[PredictionEvent, Position | None]],
+        positions: list[Position | None],
+        run: Run | None,
+        columns: dict[str, list[object]],
+    ) -> None:
+        """The events' rows of the tracked features into the window's moments (in bulk), from
+        the batch's ``columns`` (per feature, a value, None or an absent marker per event)."""
+        key = moment_key(stream.tenant, stream.model, window)
+        mw = self._moments.get(key, stream.partition)
+        if mw is None:
+            return
+        keep = guard_many(mw.offsets, positions, run)
+        if not keep:
+            return
+        n = len(items)
+        # One object array of the columns, missing and absent values replaced in C (a list
+        # comprehension per value cost a third of the multivariate test's ingestion).
+        nothing = [None] * n  # a tracked feature absent from every event of the batch
+        table = np.array([columns.get(name, nothing) for name in mw.features], dtype=object)
+        table[(table == None) | (table == _ABSENT)] = math.nan  # noqa: E711  # elementwise
+        rows = table.T.astype(np.float64, order="C")  # C order: see MomentSummary.add_rows
+        events = [e for e, _ in items]
+        if len(keep) < n:
+            rows = rows[keep]
+            events = [events[k] for k in keep]
+        span, last = self.config.moment_block_seconds, len(mw.blocks) - 1
+        blocks = [min(int((e.timestamp - window) // span), last) for e in events]
+        if blocks[0] == blocks[-1] and blocks.count(blocks[0]) == len(blocks):
+            mw.blocks[blocks[0]].add_rows(rows)
+        else:
+            index = np.array(blocks)
+            for b in dict.fromkeys(blocks):
+                mw.blocks[b].add_rows(rows[index == b])  # in arrival order within a block
+        self._moments.mark(key, stream.partition)
 
     def take_notices(self) -> list[IncidentNotice]:
         out = self.notices.copy()
@@ -201,7 +286,7 @@ class DriftEngine:
         """The state changed since the last flush, to persist. Decoded state stays cached
         (bounded: ``EngineConfig.cached_windows``) unless ``keep_cache`` is false."""
         self._apply_pending()
-        writes = self._streams.flush() + self._windows.flush()
+        writes = self._streams.flush() + self._windows.flush() + self._moments.flush()
         self._hot.clear()
         if not keep_cache:
             self.forget()
@@ -214,6 +299,7 @@ class DriftEngine:
         self._hot.clear()
         self._streams.forget(partitions)
         self._windows.forget(partitions)
+        self._moments.forget(partitions)
         self._judge.forget()
 
     def stream_state(self, tenant: str, model: str) -> StreamState | None:
@@ -410,6 +496,11 @@ class DriftEngine:
         return drifts
 
     def _close_window(self, stream: StreamState, window: float) -> None:
+        if self.config.multivariate:
+            key = moment_key(stream.tenant, stream.model, window)
+            mw = self._moments.get(key, stream.partition)
+            if mw is not None and mw.close():
+                self._moments.mark(key, stream.partition)
         for feature in stream.features:
             key = window_key(stream.tenant, stream.model, window, feature)
             fw = self._window(key)
@@ -423,5 +514,8 @@ class DriftEngine:
                 self._delete(
                     window_key(stream.tenant, stream.model, window, feature), stream.partition
                 )
+            mkey = moment_key(stream.tenant, stream.model, window)
+            if self._moments.get(mkey, stream.partition) is not None:
+                self._moments.delete(mkey, stream.partition)
             del stream.window_events[window]
             self.stats["windows_expired"] += 1

@@ -16,13 +16,15 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from schemas import DriftEvent, DriftKind
 from streams.categorical_summary import CategoricalSummary
 from streams.config import EngineConfig
 from streams.decision import benjamini_hochberg, severity_for
 from streams.drift_tests import DRIFT_TESTS, DriftTest, TestResult
+from streams.drift_tests.base import AnySummary, TestKind
+from streams.drift_tests.multivariate import MULTIVARIATE_FEATURE
 from streams.importance import (
     Association,
     ImportanceSource,
@@ -30,9 +32,9 @@ from streams.importance import (
     merge_associations,
 )
 from streams.incidents import Incident, IncidentNotice
+from streams.moments import MomentSummary, MomentWindow, moment_key
 from streams.numeric_summary import NumericSummary
 from streams.state import (
-    FeatureKind,
     FeatureWindow,
     StreamState,
     Summary,
@@ -70,22 +72,28 @@ class WindowAccess(Protocol):
     def mark(self, key: str, partition: int | None = None) -> None: ...
 
 
+class MomentAccess(Protocol):
+    """The engine's decoded moment windows (:class:`~streams.moments.MomentWindow`)."""
+
+    def get(self, key: str) -> MomentWindow | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class FeatureTest:
     feature: str
-    kind: FeatureKind
+    kind: TestKind
     result: TestResult
     window_count: int
     baseline_count: int
     baseline_start: float
     baseline_end: float
-    window_summary: Summary
-    baseline_summary: Summary
+    window_summary: AnySummary
+    baseline_summary: AnySummary
     baseline_association: Association | None = None
     """The feature's association with the score over the baseline windows."""
 
     @property
-    def test(self) -> DriftTest[Summary]:
+    def test(self) -> DriftTest[Any]:
         """The registered test that produced :attr:`result`."""
         return DRIFT_TESTS[self.result.test]
 
@@ -125,9 +133,12 @@ class FeatureJudge:
         stats: Counter[str],
         notices: list[IncidentNotice],
         importances: ImportanceSource | None = None,
+        moments: MomentAccess | None = None,
     ) -> None:
+        """``moments``: the streams' moment windows, for the multivariate test (None: off)."""
         self.config = config
         self.importances = importances
+        self.moments = moments
         self.windows = windows
         self.stats = stats
         self.notices = notices
@@ -135,11 +146,14 @@ class FeatureJudge:
         # window's 23 interim looks and its final test), keyed by the windows they merge.
         self._baselines: dict[_BaselineKey, _Baseline] = {}
         self._associations: dict[_BaselineKey, Association | None] = {}
+        self._moment_baselines: dict[_BaselineKey, tuple[MomentSummary, float, float] | None]
+        self._moment_baselines = {}
 
     def forget(self) -> None:
         """Drop the cached baselines (the windows they merged may have changed elsewhere)."""
         self._baselines.clear()
         self._associations.clear()
+        self._moment_baselines.clear()
 
     def judge(
         self,
@@ -161,7 +175,9 @@ class FeatureJudge:
         book = stream.incidents
         # At a look only discoveries count: tests may skip exact p-values they prove > alpha.
         decide_at = alpha if partial_end is not None else None
-        all_tests = self._test_features(stream, window, pick or whole_window, decide_at)
+        all_tests = self._test_features(
+            stream, window, pick or whole_window, decide_at, partial_end
+        )
         tests = [t for t in all_tests if book.last_window.get(t.incident_key, -1) < window]
         # Judged at an interim look already: found drifting in this window.
         judged = {t.incident_key for t in all_tests} - {t.incident_key for t in tests}
@@ -323,7 +339,12 @@ class FeatureJudge:
         return self._associations.get(key)
 
     def _test_features(
-        self, stream: StreamState, window: float, pick: Picker, decide_at: float | None
+        self,
+        stream: StreamState,
+        window: float,
+        pick: Picker,
+        decide_at: float | None,
+        partial_end: float | None = None,
     ) -> list[FeatureTest]:
         tests: list[FeatureTest] = []
         whole = pick is whole_window
@@ -367,7 +388,85 @@ class FeatureJudge:
                         self.baseline_association(stream, feature, window, windows),
                     )
                 )
+        # At a look, a window already found drifting is not judged again: no need to test it.
+        judged = partial_end is not None and (
+            stream.incidents.last_window.get(MULTIVARIATE_FEATURE, -1) >= window
+        )
+        if whole and self.moments is not None and not judged:
+            blocks = None
+            if partial_end is not None:
+                blocks = round((partial_end - window) / self.config.moment_block_seconds)
+                if window + blocks * self.config.moment_block_seconds != partial_end:
+                    blocks = 0  # a cumulative look between two block ends: none at this one
+            if blocks != 0:
+                mv = self._test_moments(stream, window, windows, blocks)
+                if mv is not None:
+                    tests.append(mv)
         return tests
+
+    def _test_moments(
+        self,
+        stream: StreamState,
+        window: float,
+        windows: tuple[tuple[float, int], ...],
+        blocks: int | None,
+    ) -> FeatureTest | None:
+        """The multivariate test of the window's moments against the merged moments of the
+        baseline windows that track the same features (only those merge exactly); run where
+        the whole window (or the window so far) is tested, never on sub-day spans. The window
+        so far (its first ``blocks`` blocks) is compared with the same hours of the baseline
+        windows: a daily cycle is then no drift (see ``MomentWindow``)."""
+        assert self.moments is not None
+        mw = self.moments.get(moment_key(stream.tenant, stream.model, window))
+        if mw is None:
+            return None
+        summary = mw.upto(blocks)
+        if summary.count < self.config.min_window_count:
+            return None
+        baseline = self._moment_baseline(stream, window, windows, summary.features, blocks)
+        if baseline is None:
+            self.stats["tests_skipped_no_baseline"] += 1
+            return None
+        base, b_start, b_end = baseline
+        self.stats["multivariate_tests"] += 1
+        (test,) = DRIFT_TESTS.for_kind("multivariate", True)
+        return FeatureTest(
+            MULTIVARIATE_FEATURE, "multivariate", test.run(summary, base), summary.count,
+            base.count, b_start, b_end, summary, base,
+        )  # fmt: skip
+
+    def _moment_baseline(
+        self,
+        stream: StreamState,
+        window: float,
+        windows: tuple[tuple[float, int], ...],
+        features: tuple[str, ...],
+        blocks: int | None,
+    ) -> tuple[MomentSummary, float, float] | None:
+        assert self.moments is not None
+        name = "\x00".join(features) + f"\x00{blocks}"
+        cache_key = (stream.tenant, stream.model, name, window, windows)
+        if cache_key in self._moment_baselines:
+            return self._moment_baselines[cache_key]
+        parts: list[MomentSummary] = []
+        with_data: list[float] = []
+        for w, _ in windows:
+            mw = self.moments.get(moment_key(stream.tenant, stream.model, w))
+            if mw is None or mw.features != features:
+                continue
+            part = mw.upto(blocks)
+            if part.count == 0:
+                continue
+            parts.append(part)
+            with_data.append(w)
+        result = None
+        if parts and len(with_data) >= self.config.min_baseline_windows:
+            merged = MomentSummary.merge_all(parts)
+            result = (merged, with_data[0], with_data[-1] + self.config.window_seconds)
+        if len(self._moment_baselines) >= _BASELINE_CACHE_SIZE:
+            self._moment_baselines.clear()
+        self._moment_baselines[cache_key] = result
+        return result
 
     # ------------------------------------------------------------------ incidents
 

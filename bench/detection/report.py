@@ -209,6 +209,15 @@ def render(
         "so driftwatch's rule is applied to their daily alarm flags (an alarm day opens an "
         "incident, the 7th alarm day while open confirms it, 2 clean days close it).",
         "",
+        "Multivariate scenarios (`corr-flip`, `corr-null`): the second numeric feature is made "
+        "to correlate 0.8 with the first (its marginal unchanged); in `corr-flip` the "
+        "correlation becomes -0.8 at the onset. The drifting 'feature' is the pair, "
+        "`__multivariate__`, the feature of driftwatch's multivariate DriftEvents (Jennrich's "
+        "test of the numeric features' correlations), scored as one more feature; an alarm "
+        "on either of the two features themselves is false. The peers here are univariate "
+        "and cannot see this change (no multivariate peer runs in this benchmark). In every other "
+        "scenario a multivariate DriftEvent counts as a false alarm.",
+        "",
         "## Scenarios",
         "",
         *_table(

@@ -22,6 +22,7 @@ from bench.detection.peers import REFERENCE_DAYS
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, feature_names, generate
 from schemas import PredictionEvent
 from streams.config import EngineConfig
+from streams.drift_tests.multivariate import MULTIVARIATE_FEATURE
 
 START = 1_735_689_600.0  # 2025-01-01T00:00:00Z: fixed, so every run sees the same bytes
 TENANT, MODEL = "acme", "fraud"
@@ -69,7 +70,7 @@ class Scenario:
     weekly_seasonality: float = 0.0
     seeds: int = 5
     drift: DriftSpec | None = None  # injected by the simulator
-    post: str | None = None  # injected here: "gradual" or "new_category"
+    post: str | None = None  # injected here: "gradual", "new_category", "correlated", "corr_flip"
     magnitude: float = 0.0
     drifting: tuple[str, ...] = ()
     cost: float = 1.0  # rough relative run time, to start the long jobs first
@@ -101,10 +102,15 @@ class Scenario:
             events = _gradual(events, self.drifting[0], self._onset(), self.magnitude)
         elif self.post == "new_category":
             events = _new_category(events, self.drifting[0], self._onset(), self.magnitude, seed)
+        multivariate: tuple[str, ...] = ()
+        if self.post in ("correlated", "corr_flip"):
+            flip = self._onset() if self.post == "corr_flip" else None
+            events = _correlate(events, numeric[0], numeric[1], self.magnitude, flip)
+            multivariate = (MULTIVARIATE_FEATURE,)  # scored as a feature of its own
         truth = Truth(
             start=START,
             days=self.days,
-            features=(*numeric, *categorical),
+            features=(*numeric, *categorical, *multivariate),
             drifting=frozenset(self.drifting),
             onset_day=self.onset_day,
             eval_from_day=EVAL_FROM_DAY,
@@ -148,6 +154,30 @@ def _new_category(
     for e, u in zip(events, draws.tolist(), strict=True):
         if e.timestamp >= onset and u < share and e.features.get(feature) is not None:
             e = dataclasses.replace(e, features={**e.features, feature: NEW_CATEGORY})
+        out.append(e)
+    return out
+
+
+def _correlate(
+    events: list[PredictionEvent], a: str, b: str, rho: float, flip: float | None
+) -> list[PredictionEvent]:
+    """Give ``b`` correlation ``rho`` with ``a`` (``-rho`` from ``flip`` on), its marginal
+    unchanged: ``b' = m_b + s_b (rho z_a + sqrt(1 - rho^2) z_b)`` with both standardised by
+    their sample mean and deviation (the simulator's features are independent normals).
+    Rows missing either value are left as they are."""
+
+    def stats(name: str) -> tuple[float, float]:
+        values = [v for e in events if isinstance(v := e.features.get(name), float)]
+        return float(np.mean(values)), float(np.std(values))
+
+    (m_a, s_a), (m_b, s_b) = stats(a), stats(b)
+    out: list[PredictionEvent] = []
+    for e in events:
+        x, y = e.features.get(a), e.features.get(b)
+        if isinstance(x, float) and isinstance(y, float):
+            r = -rho if flip is not None and e.timestamp >= flip else rho
+            z = r * (x - m_a) / s_a + math.sqrt(1.0 - r * r) * (y - m_b) / s_b
+            e = dataclasses.replace(e, features={**e.features, b: round(m_b + s_b * z, 4)})
         out.append(e)
     return out
 
@@ -260,6 +290,28 @@ SCENARIOS: tuple[Scenario, ...] = (
         drift=DriftSpec(DriftType.MEAN_SHIFT, 50.3, 0.03, features=("amount",)),
         drifting=("amount",),
         cost=15.0,
+    ),
+    Scenario(
+        11,
+        "corr-flip",
+        "correlation flip +0.8 → -0.8 of two numeric features, marginals unchanged",
+        DAYS,
+        ONSET,
+        post="corr_flip",
+        magnitude=0.8,
+        drifting=(MULTIVARIATE_FEATURE,),
+        seeds=5,
+    ),
+    Scenario(
+        12,
+        "corr-null",
+        f"two numeric features correlated 0.8, weekly seasonality 0.5{S}, no drift",
+        DAYS,
+        None,
+        post="correlated",
+        magnitude=0.8,
+        weekly_seasonality=0.5,
+        seeds=3,
     ),
 )
 

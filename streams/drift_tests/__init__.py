@@ -44,15 +44,27 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any, Final, get_args
 
-from streams.drift_tests.base import DriftTest, Sample, TestResult
+from streams.drift_tests.base import DriftTest, Sample, TestKind, TestResult
 from streams.drift_tests.chi2 import ChiSquare
 from streams.drift_tests.ks import KolmogorovSmirnov
 from streams.drift_tests.missing_rate import MissingRate
+from streams.drift_tests.multivariate import CorrelationChange
 from streams.state import FeatureKind
 
-__all__ = ["DRIFT_TESTS", "FEATURE_KINDS", "DriftTest", "Registry", "Sample", "TestResult"]
+__all__ = [
+    "DRIFT_TESTS",
+    "FEATURE_KINDS",
+    "TEST_KINDS",
+    "DriftTest",
+    "Registry",
+    "Sample",
+    "TestResult",
+]
 
 FEATURE_KINDS: Final[tuple[FeatureKind, ...]] = get_args(FeatureKind)
+TEST_KINDS: Final[tuple[TestKind, ...]] = (*FEATURE_KINDS, "multivariate")
+"""The feature kinds plus ``multivariate``: a test of a stream's numeric features together
+(one per model-window, feature ``__multivariate__``), run by the judge on its moments."""
 
 
 class Registry(Mapping[str, DriftTest[Any]]):
@@ -64,8 +76,8 @@ class Registry(Mapping[str, DriftTest[Any]]):
         for test in tests:
             if not test.name or test.name in self._tests:
                 raise ValueError(f"drift test name {test.name!r} is empty or taken")
-            if not test.kinds or not test.kinds <= set(FEATURE_KINDS):
-                raise ValueError(f"{test!r}: kinds must be a non-empty subset of {FEATURE_KINDS}")
+            if not test.kinds or not test.kinds <= set(TEST_KINDS):
+                raise ValueError(f"{test!r}: kinds must be a non-empty subset of {TEST_KINDS}")
             if test.sample not in get_args(Sample):
                 raise ValueError(f"{test!r}: sample must be one of {get_args(Sample)}")
             self._tests[test.name] = test
@@ -73,11 +85,11 @@ class Registry(Mapping[str, DriftTest[Any]]):
             (kind, whole): tuple(
                 t for t in tests if kind in t.kinds and (whole or not t.whole_window_only)
             )
-            for kind in FEATURE_KINDS
+            for kind in TEST_KINDS
             for whole in (True, False)
         }
 
-    def for_kind(self, kind: FeatureKind, whole_window: bool) -> tuple[DriftTest[Any], ...]:
+    def for_kind(self, kind: TestKind, whole_window: bool) -> tuple[DriftTest[Any], ...]:
         """The tests to run on a feature of ``kind``: on a whole (or cumulative) window, or
         on a sub-day span of an open one."""
         return self._selection[kind, whole_window]
@@ -96,4 +108,5 @@ DRIFT_TESTS: Final = Registry(
     KolmogorovSmirnov(),
     ChiSquare(),
     MissingRate(),
+    CorrelationChange(),
 )

@@ -17,15 +17,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar
 
 from streams.effects import drift_extras
+from streams.moments import MomentSummary
 from streams.state import FeatureKind, Summary
 
 if TYPE_CHECKING:
     from streams.config import EngineConfig
 
-__all__ = ["DriftTest", "Sample", "TestResult"]
+__all__ = ["AnySummary", "DriftTest", "Sample", "TestKind", "TestResult"]
 
-S = TypeVar("S", bound=Summary)
-"""The summary type a test reads (``NumericSummary``, ``CategoricalSummary`` or either)."""
+TestKind = FeatureKind | Literal["multivariate"]
+"""What a test reads: one feature's summary of a kind, or a stream's ``multivariate``
+moments (:class:`~streams.moments.MomentSummary`) of its numeric features together."""
+AnySummary = Summary | MomentSummary
+S = TypeVar("S", bound=AnySummary)
+"""The summary type a test reads (``NumericSummary``, ``CategoricalSummary``, either, or a
+``MomentSummary``)."""
 
 Sample = Literal["values", "rows"]
 """What a test counts as its sample: the non-missing ``values`` (a summary's ``count``) or
@@ -63,7 +69,7 @@ class DriftTest(ABC, Generic[S]):
 
     name: ClassVar[str]
     """The wire name (``DriftEvent.test``, the key of stored results): never rename one."""
-    kinds: ClassVar[frozenset[FeatureKind]]
+    kinds: ClassVar[frozenset[TestKind]]
     """The feature kinds (summary types) the test applies to."""
     sample: ClassVar[Sample] = "values"
     """``values``: tested once the window has ``min_window_count`` non-missing values, and
@@ -97,7 +103,7 @@ class DriftTest(ABC, Generic[S]):
         """The smallest effect size that counts as drift (a setting)."""
         return config.min_effect_size
 
-    def size(self, summary: Summary) -> int:
+    def size(self, summary: AnySummary) -> int:
         """The sample size this test sees in ``summary`` (see :attr:`sample`)."""
         return summary.count if self.sample == "values" else summary.count + summary.missing
 
@@ -118,6 +124,7 @@ class DriftTest(ABC, Generic[S]):
     def describe(self, window: S, baseline: S) -> dict[str, object]:
         """Signals beyond the test's own for its DriftEvent's ``extra``: by default the
         effect sizes of the distribution change (PSI, Jensen-Shannon, Wasserstein)."""
+        assert not isinstance(window, MomentSummary) and not isinstance(baseline, MomentSummary)
         return drift_extras(window, baseline)
 
     def __repr__(self) -> str:

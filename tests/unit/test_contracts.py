@@ -23,17 +23,21 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
 import pytest
 
 from streams.categorical_summary import CategoricalSummary
 from streams.config import EngineConfig
-from streams.drift_tests import DRIFT_TESTS, FEATURE_KINDS, DriftTest, TestResult
+from streams.drift_tests import DRIFT_TESTS, FEATURE_KINDS, TEST_KINDS, DriftTest, TestResult
+from streams.drift_tests.base import AnySummary, TestKind
+from streams.moments import MOMENT_CHUNK, MomentSummary
 from streams.numeric_summary import FOLD_CHUNK, NumericSummary
 from streams.state import FeatureKind, FeatureWindow, Summary
 
+AnyS = TypeVar("AnyS", bound=AnySummary)
 NULL_ALPHA = 0.001
 NUMERIC_MAX_BYTES = int(9.3 * 1024) + 4 + 8 * (FOLD_CHUNK - 1)  # buckets + unfolded tail
 """The README's bound on an encoded NumericSummary, whatever the volume."""
@@ -47,7 +51,7 @@ class Maker(Protocol):
         shift: float = 0.0,
         missing: float = 0.0,
         wide: bool = False,
-    ) -> Summary: ...
+    ) -> AnySummary: ...
 
 
 def numeric(
@@ -93,7 +97,33 @@ def categorical(
     return s
 
 
-MAKERS: dict[FeatureKind, Maker] = {"numeric": numeric, "categorical": categorical}
+def moments(
+    rng: np.random.Generator, n: int, shift: float = 0.0, missing: float = 0.0, wide: bool = False
+) -> MomentSummary:
+    """``n`` rows of 4 features (with ``wide``, 32: the default cap, scales 1e-3 .. 1e6),
+    the first two correlated 0.6, moving to -0.6 and twice the scale as ``shift`` goes to 1;
+    a share ``missing`` of the rows has a NaN."""
+    p = 32 if wide else 4
+    scales = np.logspace(-3, 6, p) if wide else np.ones(p)
+    z = rng.standard_normal((n, p))
+    rho = 0.6 * (1.0 - 2.0 * shift)
+    z[:, 1] = rho * z[:, 0] + math.sqrt(1.0 - rho * rho) * z[:, 1]
+    x = z * scales * (1.0 + shift) + 10.0 * scales
+    x[rng.random(n) < missing, rng.integers(0, p)] = np.nan
+    s = empty_moments(p)
+    s.add_rows(x)
+    return s
+
+
+def empty_moments(p: int = 4) -> MomentSummary:
+    return MomentSummary(tuple(f"f{i:02d}" for i in range(p)))
+
+
+MAKERS: dict[TestKind, Maker] = {
+    "numeric": numeric,
+    "categorical": categorical,
+    "multivariate": moments,
+}
 SUMMARY_KINDS = [
     pytest.param(kind, id=type(FeatureWindow.new(kind).summary).__name__) for kind in FEATURE_KINDS
 ]
@@ -104,8 +134,13 @@ TESTS = [
 ]
 
 
-def round_trip(s: Summary) -> Summary:
-    return type(s).from_bytes(s.to_bytes())
+def feature_maker(kind: FeatureKind) -> Callable[..., Summary]:
+    """A feature kind's maker, as making that kind's summary (not a MomentSummary)."""
+    return cast(Callable[..., Summary], MAKERS[kind])
+
+
+def round_trip(s: AnyS) -> AnyS:
+    return cast(AnyS, type(s).from_bytes(s.to_bytes()))
 
 
 def merge(a: Summary, b: Summary) -> Summary:
@@ -116,17 +151,18 @@ def merge(a: Summary, b: Summary) -> Summary:
 
 def test_every_kind_and_test_is_covered() -> None:
     """A new feature kind needs a maker here; each maker makes the engine's summary class."""
-    assert set(MAKERS) == set(FEATURE_KINDS)
+    assert set(MAKERS) == set(TEST_KINDS)
     rng = np.random.default_rng(0)
-    for kind, make in MAKERS.items():
-        assert type(make(rng, 10)) is type(FeatureWindow.new(kind).summary)
+    for kind in FEATURE_KINDS:
+        assert type(MAKERS[kind](rng, 10)) is type(FeatureWindow.new(kind).summary)
+    assert type(MAKERS["multivariate"](rng, 10)) is MomentSummary
     assert TESTS, "no drift test registered"
     for name, test in DRIFT_TESTS.items():
         assert test.name == name
         for whole in (True, False):
-            for kind in FEATURE_KINDS:
-                chosen = test in DRIFT_TESTS.for_kind(kind, whole)
-                assert chosen == (kind in test.kinds and (whole or not test.whole_window_only))
+            for test_kind in TEST_KINDS:
+                chosen = test in DRIFT_TESTS.for_kind(test_kind, whole)
+                assert chosen == (test_kind in test.kinds and (whole or not test.whole_window_only))
 
 
 # --------------------------------------------------------------------------- summaries
@@ -167,7 +203,7 @@ def one_at_a_time(kind: FeatureKind, rng: np.random.Generator, n: int) -> Summar
 
 
 def summary_cases(kind: FeatureKind) -> dict[str, Summary]:
-    make = MAKERS[kind]
+    make = feature_maker(kind)
     rng = np.random.default_rng(17)
     small, large = make(rng, 300, missing=0.05), make(rng, 20_000, missing=0.05)
     wide = make(rng, 8_000, 0.3, 0.02, wide=True)
@@ -316,7 +352,9 @@ def test_encoded_size_is_bounded(kind: FeatureKind) -> None:
         bound = 2 * CategoricalSummary.MAX_CATEGORIES * (12 + 16) + 64  # kept between folds
     merged = FeatureWindow.new(kind).summary
     for i in range(200):
-        merged = merge(merged, MAKERS[kind](rng, 500, shift=(i % 7) / 7, missing=0.01, wide=True))
+        merged = merge(
+            merged, feature_maker(kind)(rng, 500, shift=(i % 7) / 7, missing=0.01, wide=True)
+        )
     for s in (one_by_one, merged):
         assert s.count + s.missing == 100_000
         assert len(s.to_bytes()) <= bound
@@ -326,12 +364,86 @@ def test_encoded_size_is_bounded(kind: FeatureKind) -> None:
             assert isinstance(s, NumericSummary) and not s.is_exact
 
 
+def moment_cases() -> dict[str, MomentSummary]:
+    rng = np.random.default_rng(29)
+    small, large = moments(rng, 300, missing=0.05), moments(rng, 20_000, missing=0.05)
+    return {
+        "empty": empty_moments(),
+        "missing only": moments(rng, 50, missing=1.0),
+        "small": small,
+        "large": large,
+        "wide": moments(rng, 8_000, 0.3, 0.02, wide=True),
+        "merged": small.merge(large).merge(moments(rng, 1_000, 0.5, 0.2)),
+    }
+
+
+def test_moment_round_trip_through_bytes_changes_nothing() -> None:
+    for name, s in moment_cases().items():
+        back = MomentSummary.from_bytes(s.to_bytes())
+        assert back.to_bytes() == s.to_bytes(), name
+        assert (back.features, back.count, back.missing) == (s.features, s.count, s.missing)
+        for x, y in zip(back.moments(), s.moments(), strict=True):
+            np.testing.assert_array_equal(x, y)
+        grown, again = back, MomentSummary.from_bytes(s.to_bytes())
+        rows = np.random.default_rng(1).normal(size=(70, len(s.features)))
+        grown.add_rows(rows)
+        again.add_rows(rows)
+        assert grown.to_bytes() == again.to_bytes(), name  # the decoded state is all of it
+
+
+@pytest.mark.parametrize("sizes", [(0, 10, 5_000), (63, 64, 65), (3_000, 1, 40_000)])
+def test_moment_merge_is_commutative_and_associative(sizes: tuple[int, ...]) -> None:
+    """Counts exact; mean and co-moment equal to float rounding, and to the pooled rows'."""
+    rng = np.random.default_rng(sum(sizes))
+    data = [rng.normal(3.0, 2.0, (n, 5)) for n in sizes]
+    for x in data:
+        x[rng.random(len(x)) < 0.1, 2] = np.nan
+    parts = []
+    for x in data:
+        part = empty_moments(5)
+        part.add_rows(x)
+        parts.append(part)
+    a, b, c = parts
+    orders = [a.merge(b).merge(c), c.merge(b.merge(a)), b.merge(c).merge(a), a.merge(c.merge(b))]
+    rows = np.concatenate(data)
+    complete = rows[np.isfinite(rows).all(axis=1)]
+    for m in orders:
+        assert (m.count, m.missing) == (len(complete), len(rows) - len(complete))
+        _, mean, comoment = m.moments()
+        np.testing.assert_allclose(mean, complete.mean(axis=0), rtol=1e-12)
+        centred = complete - complete.mean(axis=0)
+        np.testing.assert_allclose(comoment, centred.T @ centred, rtol=1e-9)
+        same = orders[0].moments()
+        np.testing.assert_allclose(mean, same[1], rtol=1e-13)
+        np.testing.assert_allclose(comoment, same[2], rtol=1e-11)
+
+
+def test_moment_encoded_size_is_bounded() -> None:
+    """At the default cap (32 features) and with 1e5 rows one by one, or 200 windows merged:
+    header, names, the mean, the third and fourth central sums, the co-moment's upper triangle
+    and a tail under MOMENT_CHUNK rows."""
+    p = EngineConfig().multivariate_max_features
+    rng = np.random.default_rng(3)
+    names = len(json.dumps(empty_moments(p).features, separators=(",", ":")))
+    bound = 32 + names + 8 * (3 * p + p * (p + 1) // 2 + (MOMENT_CHUNK - 1) * p)
+    one_by_one = empty_moments(p)
+    for row in rng.standard_cauchy((20_000, p)):
+        one_by_one.add_rows(row)
+    one_by_one.add_rows(rng.standard_cauchy((80_000, p)))
+    merged = empty_moments(p)
+    for i in range(200):
+        merged = merged.merge(moments(rng, 500, shift=(i % 7) / 7, missing=0.01, wide=True))
+    for s in (one_by_one, merged):
+        assert s.count + s.missing == 100_000
+        assert len(s.to_bytes()) <= bound
+
+
 # --------------------------------------------------------------------------- drift tests
 
 
 def sample_pair(
-    kind: FeatureKind, seed: int, n_window: int, n_baseline: int, shift: float
-) -> tuple[Summary, Summary]:
+    kind: TestKind, seed: int, n_window: int, n_baseline: int, shift: float
+) -> tuple[AnySummary, AnySummary]:
     """A window and a baseline of one seed. ``shift`` = 0: the same distribution and
     missing share (5%); 1: every aspect moves: location and scale (numeric), the category
     mix (categorical), and the missing share (2% to 20%)."""
@@ -345,7 +457,7 @@ def sample_pair(
 SIZES = [(200, 800), (3_000, 30_000)]  # exact summaries on both sides; bucketed on both
 
 
-def odd_pairs(kind: FeatureKind) -> list[tuple[Summary, Summary]]:
+def odd_pairs(kind: TestKind) -> list[tuple[AnySummary, AnySummary]]:
     """Edge cases: tiny, identical, constant, disjoint, nothing missing, all missing."""
     rng = np.random.default_rng(23)
     make = MAKERS[kind]
@@ -358,8 +470,11 @@ def odd_pairs(kind: FeatureKind) -> list[tuple[Summary, Summary]]:
         (make(rng, 100, missing=1.0), big),  # every window row missing
         (make(rng, 300, 1.0, wide=True), make(rng, 3_000, wide=True)),
     ]
-    const_w, const_b = FeatureWindow.new(kind).summary, FeatureWindow.new(kind).summary
-    if isinstance(const_w, NumericSummary) and isinstance(const_b, NumericSummary):
+    const_w, const_b = blank(kind), blank(kind)
+    if isinstance(const_w, MomentSummary) and isinstance(const_b, MomentSummary):
+        const_w.add_rows(np.full((100, 4), 3.0))
+        const_b.add_rows(np.full((1_000, 4), 3.0))
+    elif isinstance(const_w, NumericSummary) and isinstance(const_b, NumericSummary):
         const_w.add_many(np.full(100, 3.0))
         const_b.add_many(np.full(1_000, 3.0))
     elif isinstance(const_w, CategoricalSummary) and isinstance(const_b, CategoricalSummary):
@@ -369,12 +484,17 @@ def odd_pairs(kind: FeatureKind) -> list[tuple[Summary, Summary]]:
     return pairs
 
 
-def runnable(test: DriftTest[Any], window: Summary, baseline: Summary) -> bool:
+def blank(kind: TestKind) -> AnySummary:
+    """The engine's empty summary of ``kind``."""
+    return empty_moments() if kind == "multivariate" else FeatureWindow.new(kind).summary
+
+
+def runnable(test: DriftTest[Any], window: AnySummary, baseline: AnySummary) -> bool:
     """What the engine would run: a non-empty sample on both sides."""
     return test.size(window) > 0 and test.size(baseline) > 0
 
 
-def assert_well_formed(test: DriftTest[Any], r: TestResult, w: Summary, b: Summary) -> None:
+def assert_well_formed(test: DriftTest[Any], r: TestResult, w: AnySummary, b: AnySummary) -> None:
     assert r.test == test.name
     assert 0.0 <= r.p_value <= 1.0
     assert math.isfinite(r.statistic) and math.isfinite(r.error_bound) and r.error_bound >= 0
@@ -386,7 +506,7 @@ def assert_well_formed(test: DriftTest[Any], r: TestResult, w: Summary, b: Summa
 
 
 @pytest.mark.parametrize(("name", "kind"), TESTS)
-def test_results_are_well_formed(name: str, kind: FeatureKind) -> None:
+def test_results_are_well_formed(name: str, kind: TestKind) -> None:
     test = DRIFT_TESTS[name]
     ran = 0
     pairs = odd_pairs(kind)
@@ -402,7 +522,7 @@ def test_results_are_well_formed(name: str, kind: FeatureKind) -> None:
 
 
 @pytest.mark.parametrize(("name", "kind"), TESTS)
-def test_results_are_deterministic_and_leave_inputs_alone(name: str, kind: FeatureKind) -> None:
+def test_results_are_deterministic_and_leave_inputs_alone(name: str, kind: TestKind) -> None:
     test = DRIFT_TESTS[name]
     for n_w, n_b in SIZES:
         w, b = sample_pair(kind, 4, n_w, n_b, 1.0)
@@ -418,7 +538,7 @@ def test_results_are_deterministic_and_leave_inputs_alone(name: str, kind: Featu
 @pytest.mark.parametrize(("name", "kind"), TESTS)
 @pytest.mark.parametrize(("n_window", "n_baseline"), SIZES, ids=["exact", "bucketed"])
 def test_null_pair_is_not_significant(
-    name: str, kind: FeatureKind, n_window: int, n_baseline: int
+    name: str, kind: TestKind, n_window: int, n_baseline: int
 ) -> None:
     test = DRIFT_TESTS[name]
     for seed in (1, 2, 3):
@@ -430,7 +550,7 @@ def test_null_pair_is_not_significant(
 @pytest.mark.parametrize(("name", "kind"), TESTS)
 @pytest.mark.parametrize(("n_window", "n_baseline"), SIZES, ids=["exact", "bucketed"])
 def test_shifted_pair_is_detected(
-    name: str, kind: FeatureKind, n_window: int, n_baseline: int
+    name: str, kind: TestKind, n_window: int, n_baseline: int
 ) -> None:
     """Significant, and large enough to count: above the engine's effect floor."""
     test = DRIFT_TESTS[name]
