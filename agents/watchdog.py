@@ -173,17 +173,17 @@ class Watchdog:
         ``EXPLAIN_SECONDS``: not armed (and which flag), a batch running, or still within the
         stall time. A worker stuck past every check is then at least not silent about it."""
         holds = faust_compat.ORDER.stalled(0.0) if faust_compat.ORDER is not None else {}
-        # Known work only: an end below the commit is a broker under-reporting it (the
-        # embedded one does), which the stall check settles with a probe.
+        half = self.watch.stall_seconds / 2
+        # Known work only: records past the commit by a known log end, or read past it (an
+        # end below the commit is a broker under-reporting it, as the embedded one does:
+        # an idle partition there is no news).
         waiting = {
             tp: round(age, 1)
             for tp, age in self.watch.unmoved(now).items()
-            if age >= self.watch.stall_seconds / 2
-            and (o := partitions.get(tp)) is not None
-            and o.end is not None
-            and o.end > (o.committed if o.committed is not None else o.start)
+            if age >= half and (o := partitions.get(tp)) is not None and _work_in_sight(o)
         }
-        if not holds and not waiting:
+        running = faust_compat.busy_batches()
+        if not holds and not waiting and max(running.values(), default=0.0) < half:
             return
         if self._explained is not None and now - self._explained < EXPLAIN_SECONDS:
             return
@@ -197,7 +197,7 @@ class Watchdog:
             "in_recovery": bool(getattr(app, "in_recovery", False)),
             "recovery_completed": None if completed is None else completed.is_set(),
             "broker_outage": self._outage_since is not None,
-            "batches_running_seconds": faust_compat.busy_batches(),
+            "batches_running_seconds": running,
             "loop_seen_seconds_ago": _age(self._loop_seen),
             "held": {f"{tp.topic}[{tp.partition}]": [at, round(age, 1)]
                      for tp, (at, age) in holds.items()},
@@ -364,6 +364,11 @@ class Watchdog:
         if last is not None:
             log.warning("watchdog: this worker was restarted after a stall (%d recorded in %s; "
                         "last: %s)", len(lines), self.stall_log, last.get("reason"))  # fmt: skip
+
+
+def _work_in_sight(o: Offsets) -> bool:
+    done = o.committed if o.committed is not None else o.start
+    return (o.end is not None and o.end > done) or (o.read is not None and o.read + 1 > done)
 
 
 def _age(t: float | None) -> float | None:

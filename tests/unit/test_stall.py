@@ -342,8 +342,10 @@ def test_watchdog_says_why_waiting_work_is_not_yet_a_stall(
         faust_compat.ORDER = before
         del faust_compat._BUSY[busy]
     said = [r.getMessage() for r in caplog.records if "no stall is judged" in r.getMessage()]
-    assert len(said) == 3, said  # 1031, 1047 (15 s on), 1200; not 1000 (nothing waits yet), 1040
-    state = json.loads(said[0][said[0].index("{") :])
+    # 1000 (a batch running for 42 s, over half the stall time), 1031, 1047 (15 s on), 1200;
+    # not 1040 (15 s have not passed)
+    assert len(said) == 4, said
+    state = json.loads(said[1][said[1].index("{") :])
     assert state["armed"] is True and state["held"] == {f"{TP.topic}[{TP.partition}]": [400, 31.0]}
     assert state["batches_running_seconds"]["t-predictions"] >= 42
     assert state["commit_unmoved_seconds"] == {f"{TP.topic}[{TP.partition}]": 31.0}
