@@ -603,3 +603,34 @@ def test_drained_partitions_are_guarded_ones_with_nothing_queued_or_held() -> No
         faust_compat.ORDER = saved
         faust_compat.GUARDED_TOPICS.clear()
         faust_compat.GUARDED_TOPICS.update(before)
+
+
+def faust_add_gap(consumer: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+    from faust.transport.consumer import Consumer
+
+    patched = Consumer._add_gap  # install() wrapped it: its closure holds the original
+    original = patched.__closure__[0].cell_contents  # type: ignore[index]
+    assert original.__name__ == "_add_gap"
+    run(patched(consumer, tp, offset_from, offset_to))
+
+
+def test_a_jump_after_a_seek_back_over_offsets_already_read_is_not_a_gap() -> None:
+    # Faust read 2520..3419 of which it dropped 3020..3398; SourceOrder sought back to 3020.
+    # Records fetched before the seek (3400..3419) arrive next: Faust sees a jump 3020 ->
+    # 3400 and would record 3021..3400 as offsets without records, counted as acked later.
+    install(first_record=None)
+    consumer = FakeConsumer(committed=2520, acked=[])
+    tp = consumer.tp
+    consumer._read_offset = {tp: 3419}  # type: ignore[attr-defined]
+    faust_compat._READ_HIGH.pop(tp, None)
+    before = faust_compat.COUNTERS["phantom_gap_ignored"]
+    run(faust_compat._seek(consumer, tp, 3020))
+    assert consumer.seeks == [{tp: 3020}] and faust_compat._READ_HIGH[tp] == 3419
+    faust_add_gap(consumer, tp, 3021, 3400)  # the phantom
+    assert not consumer._gap[tp].overlaps(3021, 3420), "offsets already read are not a gap"
+    faust_add_gap(consumer, tp, 3421, 3425)  # a real one, past anything read: recorded
+    assert consumer._gap[tp].overlaps(3421, 3426)
+    faust_add_gap(consumer, tp, 3400, 3450)  # straddling: only the part past 3419
+    assert not consumer._gap[tp].overlaps(3400, 3420) and consumer._gap[tp].overlaps(3420, 3451)
+    assert faust_compat.COUNTERS["phantom_gap_ignored"] == before + 2
+    faust_compat._READ_HIGH.pop(tp, None)
