@@ -242,7 +242,14 @@ class DriftEngine:
         key = moment_key(stream.tenant, stream.model, window)
         mw = self._moments.get(key, stream.partition)
         if mw is None:
-            return
+            # Made at the window's first event, but a flush's records are not stored all or
+            # nothing: a worker killed while they were on the way leaves the stream state
+            # (which counted that event) without the moments, and the events read again are
+            # no window's first any more.
+            self._start_moments(stream, window)
+            mw = self._moments.get(key, stream.partition)
+            if mw is None:
+                return
         keep = guard_many(mw.offsets, positions, run)
         if not keep:
             return

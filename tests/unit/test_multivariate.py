@@ -296,3 +296,36 @@ def test_off_by_setting() -> None:
     engine = DriftEngine(dataclasses.replace(CONFIG, multivariate=False), MemoryStore())
     drifts = [d for e in events for d in engine.observe(e)]
     assert drifts == [] and engine.stats["multivariate_tests"] == 0
+
+
+def test_a_flush_persisted_in_part_loses_no_window_moments() -> None:
+    """A worker killed while its flush's changelog records were on the way: the new owner
+    restores the stream's state (which counted a window's first events) without that window's
+    moments, and reads those events again. The moments must be made then (before: only at a
+    window's first event, so the window was never tested again: a live-vs-backtest
+    difference in test_failover) and hold every row, as the backtest's."""
+    events = list(correlated(seed=5, days=18, per_day=700, flip_at=16.5))
+    backtest = run_backtest(events, CONFIG).drift_events
+    store = MemoryStore()
+    engine = DriftEngine(CONFIG, store)
+    cut = next(k for k, e in enumerate(events) if e.timestamp >= T0 + 17 * DAY) + 20
+    live: list[DriftEvent] = []
+    for offset in range(cut):
+        live.extend(engine.observe(events[offset], (0, offset)))
+    lost = moment_key("acme", "fraud", T0 + 17 * DAY)
+    writes = engine.flush()
+    assert any(w.key == lost for w in writes)
+    store.apply(w for w in writes if w.key != lost)  # the rest reached the changelog
+    engine = DriftEngine(CONFIG, store)  # the new owner, from the store
+    for offset in range(cut - 30, len(events)):  # re-read from before the kill
+        live.extend(engine.observe(events[offset], (0, offset)))
+    store.apply(engine.flush())
+    restored = {d.to_dict()["detected_at"]: d.to_dict() for d in live}
+    assert sorted(restored.values(), key=str) == sorted((d.to_dict() for d in backtest), key=str), (
+        "live (after the partial flush) and backtest differ"
+    )
+    mw = MomentWindow.from_bytes(store.get(lost) or b"")
+    whole = mw.upto()
+    assert whole.count + whole.missing == sum(
+        1 for e in events if T0 + 17 * DAY <= e.timestamp < T0 + 18 * DAY
+    )
