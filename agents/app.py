@@ -86,6 +86,10 @@ def rocksdb_options(memory_mb: int) -> dict[str, int]:
     }
 
 
+FAUST_DEFAULT_WEB_PORT = 6066
+"""Faust's own default, given when the API is off and its web server never starts."""
+
+
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
     registry = registry if registry is not None else CollectorRegistry()
     # Faust's web server holds the API on loopback; the public port is the API front's.
@@ -108,7 +112,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         # the app starts (runtime.topics.prepare_topics); Faust adds what a newer version needs.
         topic_allow_declare=settings.create_topics,
         web_enabled=settings.api_port > 0,
-        web_port=internal_port,
+        # Faust checks the port even with its web server off (0 is out of its range).
+        web_port=internal_port or FAUST_DEFAULT_WEB_PORT,
         web_bind="127.0.0.1",
         web_in_thread=True,  # a slow request never delays a batch
         canonical_url=settings.api_advertised_url

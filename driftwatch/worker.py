@@ -13,6 +13,7 @@ from agents.api.install import ApiConfigError
 from agents.app import create_app
 from runtime.kafka_connection import check_connection, confluent_config, security
 from runtime.settings import Settings
+from runtime.stop_deadline import watch_stop
 from runtime.topics import WORKER_TOPICS, prepare_topics, topic_specs
 
 log = logging.getLogger(__name__)
@@ -35,5 +36,6 @@ def run_worker(settings: Settings) -> int:
         start_http_server(settings.metrics_port, addr="0.0.0.0", registry=worker.registry)
         log.info("metrics on :%d/metrics", settings.metrics_port)
     client_logs.install()  # aiokafka's retry errors while the broker is away: one per kind
+    watch_stop(worker.app, settings.stop_timeout_seconds)
     faust.Worker(worker.app, loglevel=settings.log_level.lower()).execute_from_commandline()
     return 0

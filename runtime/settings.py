@@ -206,6 +206,14 @@ class Settings:
         "Watchdog: a rebalance or table recovery still running after this many seconds is a "
         "stall (Faust can hang in one). Set it above the longest changelog restore you expect.",
     )
+    stop_timeout_seconds: float = _env(
+        "DRIFTWATCH_STOP_TIMEOUT_SECONDS",
+        60.0,
+        "A worker that has begun to stop (SIGTERM) and has not finished after this many "
+        "seconds ends itself with code 70 (with the broker gone, Faust's stop waits for it for "
+        "good). Keep it under your supervisor's kill timeout only if you want the log line; "
+        "0: no deadline.",
+    )
     test_stall: str = _env(
         "DRIFTWATCH_TEST_STALL",
         "",
