@@ -780,14 +780,7 @@ def diagnostics(app: Any) -> dict[str, Any]:
         }
     except Exception:
         out["acked_pending"] = None
-    try:
-        out["stream_buffers"] = {
-            str(getattr(ch, "topic_names", ch))[:80]: ch.queue.qsize()
-            for ch in list(app.topics._topics)
-            if getattr(ch, "queue", None) is not None
-        }
-    except Exception:
-        out["stream_buffers"] = None
+    out["stream_buffers"] = queued_by_topic(app)
     return out
 
 
