@@ -13,6 +13,7 @@ from schemas import ModelAction, ModelEvent, RetrainEvent, RetrainStatus, Severi
 from schemas.alerts import Alert, AlertKind, alert_id
 from streams.importance import rank_key
 from streams.incidents import IncidentNotice
+from streams.segments import segment_label
 
 RETRAIN_ALERTS: dict[RetrainStatus, Severity] = {
     RetrainStatus.AWAITING_APPROVAL: Severity.HIGH,
@@ -36,6 +37,11 @@ def incident_alert(notice: IncidentNotice, now: float | None = None) -> Alert:
     what = (
         f"feature `{n.feature}`" if n.feature is not None else f"performance of {n.model_version}"
     )
+    segment = n.extra.get("segment")
+    if isinstance(segment, dict) and segment:
+        share = n.extra.get("segment_share")
+        of = f", {share:.1%} of the traffic" if isinstance(share, float) else ""
+        what += f" {segment_label(segment)}{of}"
     change = n.change
     source = f"{n.drift_id}:{n.severity}" if change == "escalated" else n.drift_id
     verb = (

@@ -8,7 +8,10 @@ import re
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from streams.segments import parse_columns
+
 _T = TypeVar("_T")
+
 
 DAY = 86_400.0
 CUMULATIVE_EVERY = 4
@@ -126,6 +129,30 @@ class EngineConfig:
         "multivariate drift (a correlation 0.8 -> 0.7 is ~0.11).",
     )
     """A multivariate drift needs significance and this effect (see ``CorrelationChange``)."""
+    segment_columns: str = setting(
+        "",
+        "DRIFTWATCH_SEGMENT_COLUMNS",
+        "Categorical features to segment by (comma-separated, e.g. `country,channel`): every "
+        "feature is also tested within each segment of them; empty: no segments.",
+    )
+    """Segment drift (``streams.segments``): each model's features are also summarised and
+    tested per value of these categorical features (a model without one has no segments)."""
+    segment_values: int = setting(
+        8,
+        "DRIFTWATCH_SEGMENT_VALUES",
+        "Values of a segment column with a segment of their own (the most frequent); the rest "
+        "share `__other__`.",
+    )
+    """At most this many values per column get their own segment; state per model is bounded
+    by ``columns x (segment_values + 1) x features`` feature windows."""
+    segment_min_share: float = setting(
+        0.02,
+        "DRIFTWATCH_SEGMENT_MIN_SHARE",
+        "Share of a model's traffic a value needs (in the previous window) for a segment of "
+        "its own.",
+    )
+    """A value gets its own segment with this share of the previous window's events (and
+    keeps it down to half of it)."""
     max_features_per_stream: int = setting(
         500,
         "DRIFTWATCH_MAX_FEATURES_PER_STREAM",
@@ -176,6 +203,10 @@ class EngineConfig:
             raise ValueError("min_window_count must be >= 1")
         if self.multivariate_max_features < 2:
             raise ValueError("multivariate_max_features must be >= 2")
+        if not 1 <= self.segment_values <= 64:
+            raise ValueError("segment_values must be in 1..64")
+        if not 0 < self.segment_min_share < 1:
+            raise ValueError("segment_min_share must be in (0, 1)")
         if self.max_features_per_stream < 1:
             raise ValueError("max_features_per_stream must be >= 1")
         if self.cached_windows < 0:
@@ -187,6 +218,11 @@ class EngineConfig:
         period = self.seasonal_period_days * DAY
         if period and (period % self.window_seconds or period < self.window_seconds):
             raise ValueError("seasonal_period_days must be a whole number of windows")
+
+    @property
+    def segment_column_names(self) -> tuple[str, ...]:
+        """:attr:`segment_columns` as names (``streams.segments.parse_columns``)."""
+        return parse_columns(self.segment_columns)
 
     @property
     def interim_looks(self) -> int:

@@ -40,6 +40,14 @@ from streams.keyed_state import (
     run_of,
 )
 from streams.moments import MomentWindow, moment_key
+from streams.segments import (
+    MAX_COUNTED_VALUES,
+    OTHER,
+    choose_segments,
+    segment_feature,
+    segment_of,
+    split_segment_feature,
+)
 from streams.state import (
     RECENT_LEVELS,
     FeatureKind,
@@ -104,6 +112,7 @@ class DriftEngine:
             moments=self._moments if config.multivariate else None,
         )
         self._looks = config.interim_looks  # a computed property: read per event
+        self._segment_columns = config.segment_column_names
 
     # ------------------------------------------------------------------ public API
 
@@ -141,6 +150,8 @@ class DriftEngine:
                 stream.features.setdefault(name, kind)
             if first and cfg.multivariate:
                 self._start_moments(stream, window)
+            if self._segment_columns:
+                self._count_segments(stream, window, event)
             if stream.last_closed is not None and window <= stream.last_closed:
                 stream.late_events += 1
                 self.stats["late_events"] += 1
@@ -163,7 +174,6 @@ class DriftEngine:
         for (skey, window), items in self._pending.items():
             stream = self._streams.cached(skey)
             assert stream is not None
-            tenant, model = stream.tenant, stream.model
             hot = self._hot.setdefault((skey, window), {})
             positions = [p for _, p in items]
             run = run_of(positions)  # the same for every feature of these events
@@ -179,41 +189,140 @@ class DriftEngine:
                 names.update(dict.fromkeys(e.features))
             columns: dict[str, list[object]] = {}  # the multivariate rows read them again
             for name in names:
-                fw = hot.get(name)
-                if fw is None:
-                    feature_kind = stream.features.get(name)
-                    if feature_kind is None:
-                        continue  # only ever seen as null: no type to summarise it by yet
-                    wkey = window_key(tenant, model, window, name)
-                    # Read from the stream's own partition: this runs after the whole batch,
-                    # whose last event (the partitioned store's default) may be another's.
-                    fw = self._windows.get(wkey, stream.partition)
-                    if fw is None:
-                        is_open = stream.last_closed is None or window > stream.last_closed
-                        fw = FeatureWindow.new(feature_kind, recent=is_open and looks)
-                        self._windows.put(wkey, fw, stream.partition)
-                    else:
-                        self._windows.mark(wkey, stream.partition)
-                    hot[name] = fw
+                feature_kind = stream.features.get(name)
+                if feature_kind is None:
+                    continue  # only ever seen as null: no type to summarise it by yet
+                fw = self._hot_window(stream, window, hot, name, feature_kind)
                 column = [e.features.get(name, missing) for e, _ in items]
                 columns[name] = column
                 if any(v is missing for v in column):
                     present = [k for k, v in enumerate(column) if v is not missing]
-                    subset = [positions[k] for k in present]
-                    fw.apply_many(
-                        [column[k] for k in present],  # type: ignore[misc]
-                        subset,
-                        [slots[k] for k in present],
-                        [hashes[k] for k in present],
-                        part_of_run(run, subset),
-                        [scores[k] for k in present],
-                    )
+                    self._apply_subset(fw, column, present, positions, slots, hashes, run, scores)
                 else:
                     fw.apply_many(column, positions, slots, hashes, run, batch)  # type: ignore[arg-type]
             batch.finish()
+            chosen = stream.segment_values.get(window) if self._segment_columns else None
+            if chosen:
+                for column_name, values in chosen.items():
+                    self._apply_segments(
+                        stream, window, hot, column_name, frozenset(values), columns,
+                        (positions, slots, hashes, run, scores),
+                    )  # fmt: skip
             if self.config.multivariate:
                 self._apply_moments(stream, window, items, positions, run, columns)
         self._pending.clear()
+
+    def _hot_window(
+        self,
+        stream: StreamState,
+        window: float,
+        hot: dict[str, FeatureWindow],
+        name: str,
+        kind: FeatureKind,
+    ) -> FeatureWindow:
+        """The (stream, window)'s feature window of ``name``: loaded (or made) once per
+        flush, and marked to be written."""
+        fw = hot.get(name)
+        if fw is not None:
+            return fw
+        wkey = window_key(stream.tenant, stream.model, window, name)
+        # Read from the stream's own partition: this runs after the whole batch,
+        # whose last event (the partitioned store's default) may be another's.
+        fw = self._windows.get(wkey, stream.partition)
+        if fw is None:
+            is_open = stream.last_closed is None or window > stream.last_closed
+            fw = FeatureWindow.new(kind, recent=is_open and bool(self._looks))
+            self._windows.put(wkey, fw, stream.partition)
+        else:
+            self._windows.mark(wkey, stream.partition)
+        hot[name] = fw
+        return fw
+
+    @staticmethod
+    def _apply_subset(
+        fw: FeatureWindow,
+        column: list[object],
+        rows: list[int],
+        positions: list[Position | None],
+        slots: list[int],
+        hashes: list[int],
+        run: Run | None,
+        scores: list[float],
+    ) -> None:
+        """The batch's ``rows`` of ``column`` into ``fw`` (rows whose value is present)."""
+        subset = [positions[k] for k in rows]
+        fw.apply_many(
+            [column[k] for k in rows],  # type: ignore[misc]  # present values only
+            subset,
+            [slots[k] for k in rows],
+            [hashes[k] for k in rows],
+            part_of_run(run, subset),
+            [scores[k] for k in rows],
+        )
+
+    def _apply_segments(
+        self,
+        stream: StreamState,
+        window: float,
+        hot: dict[str, FeatureWindow],
+        column_name: str,
+        chosen: frozenset[str],
+        columns: dict[str, list[object]],
+        batch: tuple[list[Position | None], list[int], list[int], Run | None, list[float]],
+    ) -> None:
+        """The batch's values of every feature into its segment features of ``column_name``
+        (one bulk update per segment and feature, like the features' own)."""
+        by_column = columns.get(column_name)
+        if by_column is None:
+            return  # no event of the batch has the column
+        groups: dict[str, list[int]] = {}
+        for k, value in enumerate(by_column):
+            segment = segment_of(value, chosen)
+            if segment is not None:
+                groups.setdefault(segment, []).append(k)
+        missing = _ABSENT
+        positions, slots, hashes, run, scores = batch
+        for segment, rows in sorted(groups.items()):
+            for name, column in columns.items():
+                if name == column_name:
+                    continue  # constant within its own segments
+                kind = stream.features[name]
+                sname = segment_feature(name, column_name, segment)
+                stream.segments.setdefault(sname, kind)
+                fw = self._hot_window(stream, window, hot, sname, kind)
+                present = [k for k in rows if column[k] is not missing]
+                self._apply_subset(fw, column, present, positions, slots, hashes, run, scores)
+
+    def _count_segments(self, stream: StreamState, window: float, event: PredictionEvent) -> None:
+        """Count the event's segment column values; at a window's first event, choose the
+        window's segments from the previous window's counts (``streams.segments``)."""
+        cfg = self.config
+        if window not in stream.segment_values:
+            before = [w for w in stream.segment_counts if w < window]
+            counts = stream.segment_counts[max(before)] if before else {}
+            chosen_before = [w for w in stream.segment_values if w < window]
+            kept = stream.segment_values[max(chosen_before)] if chosen_before else {}
+            chosen: dict[str, list[str]] = {}
+            for column in self._segment_columns:
+                values = choose_segments(
+                    counts.get(column, {}), kept.get(column, []), cfg.segment_values,
+                    cfg.segment_min_share,
+                )  # fmt: skip
+                if values:  # with none, its only segment would be all of the traffic
+                    chosen[column] = values
+            stream.segment_values[window] = chosen
+        counts_now = stream.segment_counts.setdefault(window, {})
+        for column in self._segment_columns:
+            value = event.features.get(column)
+            if not isinstance(value, str):
+                continue
+            seen = counts_now.setdefault(column, {})
+            if value in seen:
+                seen[value] += 1
+            elif len(seen) < MAX_COUNTED_VALUES:
+                seen[value] = 1
+        while len(stream.segment_counts) > 2:
+            del stream.segment_counts[min(stream.segment_counts)]
 
     def _start_moments(self, stream: StreamState, window: float) -> None:
         """A window's first event: which numeric features its moments track (those the
@@ -508,7 +617,7 @@ class DriftEngine:
             mw = self._moments.get(key, stream.partition)
             if mw is not None and mw.close():
                 self._moments.mark(key, stream.partition)
-        for feature in stream.features:
+        for feature, _ in stream.judged_features():
             key = window_key(stream.tenant, stream.model, window, feature)
             fw = self._window(key)
             if fw is not None and fw.close():
@@ -517,7 +626,7 @@ class DriftEngine:
     def _expire(self, stream: StreamState, newest_closed: float) -> None:
         horizon = newest_closed - self.config.retention_days * DAY
         for window in [w for w in stream.window_events if w < horizon]:
-            for feature in stream.features:
+            for feature, _ in stream.judged_features():
                 self._delete(
                     window_key(stream.tenant, stream.model, window, feature), stream.partition
                 )
@@ -525,4 +634,15 @@ class DriftEngine:
             if self._moments.get(mkey, stream.partition) is not None:
                 self._moments.delete(mkey, stream.partition)
             del stream.window_events[window]
+            stream.segment_values.pop(window, None)
             self.stats["windows_expired"] += 1
+        if stream.segments:
+            # A segment no retained window has: no window of its features is left either.
+            alive = {
+                (column, value)
+                for chosen in stream.segment_values.values()
+                for column, values in chosen.items()
+                for value in (*values, OTHER)
+            }
+            for name in [n for n in stream.segments if split_segment_feature(n)[1:] not in alive]:
+                del stream.segments[name]

@@ -34,6 +34,7 @@ from streams.importance import (
 from streams.incidents import Incident, IncidentNotice
 from streams.moments import MomentSummary, MomentWindow, moment_key
 from streams.numeric_summary import NumericSummary
+from streams.segments import is_segment_feature, split_segment_feature
 from streams.state import (
     FeatureWindow,
     StreamState,
@@ -102,6 +103,15 @@ class FeatureTest:
         return self.test.debiased_effect(
             self.result.effect_size, self.window_count, self.baseline_count, self.baseline_summary
         )
+
+    @property
+    def name(self) -> str:
+        """The feature's own name (``feature`` less its segment, for a segment feature)."""
+        return split_segment_feature(self.feature)[0]
+
+    @property
+    def is_segment(self) -> bool:
+        return is_segment_feature(self.feature)
 
     @property
     def incident_key(self) -> str:
@@ -193,7 +203,7 @@ class FeatureJudge:
         family = [
             t for t in tests if not (t.result.test == "missing_rate" and t.result.p_value >= 1)
         ]
-        significant = benjamini_hochberg([t.result.p_value for t in family], alpha)
+        significant = _significant_by_family(family, alpha)
         drifting = [
             t
             for t, sig in zip(family, significant, strict=True)
@@ -201,7 +211,9 @@ class FeatureJudge:
         ]
         if partial_end is not None and not drifting:
             return []
-        share = len(drifting) / max(len(family), 1)
+        # The drifting share (severity) within each family: features, segment features.
+        sizes = Counter(t.is_segment for t in family)
+        found = Counter(t.is_segment for t in drifting)
         registry = None
         if drifting and self.importances is not None:
             registry = self.importances(stream.tenant, stream.model)
@@ -219,7 +231,8 @@ class FeatureJudge:
                     self._clean(stream, t.incident_key, window)
                 continue
             book.last_window[t.incident_key] = window
-            severity = severity_for(t.severity_effect(), share, len(drifting))
+            share = found[t.is_segment] / max(sizes[t.is_segment], 1)
+            severity = severity_for(t.severity_effect(), share, found[t.is_segment])
             incident, changes = book.drifting(
                 t.incident_key, window, severity, t.result.test,
                 functools.partial(_drift_id, stream, t.incident_key, window),
@@ -230,9 +243,10 @@ class FeatureJudge:
                 # the whole window (so far, or closed) measures it.
                 incident.effect_size = t.result.effect_size
             incident.importance, incident.importance_source = choose_importance(
-                t.feature, registry, t.baseline_association
+                t.name, registry, t.baseline_association
             )
             ranking = ranking_fields(incident)
+            segment = self._segment_fields(stream, window, t.feature)
             for change in changes:
                 if change != "escalated":
                     self.stats[f"incidents_{change}"] += 1
@@ -240,10 +254,10 @@ class FeatureJudge:
                 self.notices.append(
                     IncidentNotice(
                         change, incident.drift_id, DriftKind.STATISTICAL.value, stream.tenant,
-                        stream.model, stream.model_version, t.feature, t.result.test,
+                        stream.model, stream.model_version, t.name, t.result.test,
                         incident.max_severity, incident.confirmed, incident.persistence, window,
                         detected_at, t.result.statistic, t.result.p_value, t.result.effect_size,
-                        dict(ranking),
+                        ranking | segment,
                     )
                 )  # fmt: skip
             events.append(
@@ -253,7 +267,7 @@ class FeatureJudge:
                     tenant=stream.tenant,
                     model=stream.model,
                     model_version=stream.model_version,
-                    feature=t.feature,
+                    feature=t.name,
                     test=t.result.test,
                     statistic=t.result.statistic,
                     p_value=t.result.p_value,
@@ -272,7 +286,10 @@ class FeatureJudge:
                     baseline_count=t.baseline_count,
                     drifting_share=share,
                     partial=partial_end is not None,
-                    extra=t.describe() | ({} if span is None else {"span_seconds": span}) | ranking,
+                    extra=t.describe()
+                    | ({} if span is None else {"span_seconds": span})
+                    | ranking
+                    | segment,
                 )
             )
         self.stats["drift_events"] += len(events)
@@ -349,7 +366,7 @@ class FeatureJudge:
         tests: list[FeatureTest] = []
         whole = pick is whole_window
         windows = self._baseline_windows(stream, window)
-        for feature, kind in sorted(stream.features.items()):
+        for feature, kind in stream.judged_features():
             fw = self.windows.get(window_key(stream.tenant, stream.model, window, feature))
             if fw is None:
                 continue
@@ -513,12 +530,26 @@ class FeatureJudge:
         self.notices.append(
             IncidentNotice(
                 "resolved", incident.drift_id, DriftKind.STATISTICAL.value, stream.tenant,
-                stream.model, stream.model_version, feature, incident.test,
-                incident.max_severity, incident.confirmed, incident.persistence, window,
-                stream.watermark if stream.watermark is not None else window,
-                extra=ranking_fields(incident),
+                stream.model, stream.model_version, split_segment_feature(feature)[0],
+                incident.test, incident.max_severity, incident.confirmed, incident.persistence,
+                window, stream.watermark if stream.watermark is not None else window,
+                extra=ranking_fields(incident) | self._segment_fields(stream, window, feature),
             )
         )  # fmt: skip
+
+    def _segment_fields(self, stream: StreamState, window: float, name: str) -> dict[str, object]:
+        """A segment feature's additive fields (``segment``: its column and value;
+        ``segment_share``: its share of the window's events); none for a feature."""
+        _, column, value = split_segment_feature(name)
+        if column is None:
+            return {}
+        fw = self.windows.get(window_key(stream.tenant, stream.model, window, name))
+        events = stream.window_events.get(window, 0)
+        share = None if fw is None or not events else (fw.count + fw.missing) / events
+        return {
+            "segment": {column: value},
+            "segment_share": None if share is None else round(min(share, 1.0), 6),
+        }
 
 
 _UNKNOWN = object()
@@ -541,6 +572,21 @@ def _drift_id(stream: StreamState, feature: str, window: float) -> str:
             _DRIFT_NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{feature}\x1f{int(window)}"
         )
     )
+
+
+def _significant_by_family(family: list[FeatureTest], alpha: float) -> list[bool]:
+    """Benjamini-Hochberg at ``alpha`` within the features' tests and, apart, within the
+    segment features' (FDR over segments x features): segments add no tests to the features'
+    family, so the marginal tests keep the power they have without them."""
+    out = [False] * len(family)
+    for segments in (False, True):
+        index = [k for k, t in enumerate(family) if t.is_segment == segments]
+        if not index:
+            continue
+        found = benjamini_hochberg([family[k].result.p_value for k in index], alpha)
+        for k, sig in zip(index, found, strict=True):
+            out[k] = sig
+    return out
 
 
 def merge_baseline(parts: list[Summary]) -> Summary | None:

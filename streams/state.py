@@ -465,6 +465,14 @@ class StreamState:
     incidents: IncidentBook = field(default_factory=lambda: IncidentBook())
     """Kept in the same value as the clock, so judging a window and recording what it found
     are one write: a crash can never persist one without the other."""
+    segments: dict[str, FeatureKind] = field(default_factory=dict)
+    """Segment features (``streams.segments``) with their kinds: judged like ``features``,
+    in a family of their own."""
+    segment_values: dict[float, dict[str, list[str]]] = field(default_factory=dict)
+    """Per retained window, per segment column: the values with a segment of their own in it
+    (chosen at the window's first event, from the previous window's counts)."""
+    segment_counts: dict[float, dict[str, dict[str, int]]] = field(default_factory=dict)
+    """Per window (the newest two), per segment column: events per value."""
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -486,9 +494,19 @@ class StreamState:
                 "sw": self.slot_window,
                 "se": [[slot, n] for slot, n in sorted(self.slot_events.items())],
                 "i": self.incidents.to_json(),
-            },
+            }
+            | self._segments_json(),
             separators=(",", ":"),
         ).encode()
+
+    def _segments_json(self) -> dict[str, object]:
+        if not (self.segments or self.segment_values or self.segment_counts):
+            return {}  # no segments: the bytes of a stream state from before they existed
+        return {
+            "sf": self.segments,
+            "sv": [[w, v] for w, v in sorted(self.segment_values.items())],
+            "sc": [[w, c] for w, c in sorted(self.segment_counts.items())],
+        }
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> StreamState:
@@ -513,7 +531,15 @@ class StreamState:
             slot_window=d.get("sw"),
             slot_events={int(slot): int(n) for slot, n in d.get("se", [])},
             incidents=IncidentBook.from_json(d["i"]) if "i" in d else IncidentBook(),
+            segments=d.get("sf", {}),
+            segment_values={float(w): v for w, v in d.get("sv", [])},
+            segment_counts={float(w): c for w, c in d.get("sc", [])},
         )
+
+    def judged_features(self) -> list[tuple[str, FeatureKind]]:
+        """Every feature and segment feature with a window to judge, in the order they are
+        judged (features, then segment features, each by name)."""
+        return sorted(self.features.items()) + sorted(self.segments.items())
 
 
 # Keys are JSON arrays (unambiguous whatever the names contain); building them is on the hot

@@ -28,6 +28,7 @@ from streams.perf_state import (
     split_incident_key,
 )
 from streams.performance import CalibrationMap, PerformanceSummary, estimate_performance
+from streams.segments import split_segment_feature
 from streams.state import FeatureWindow, StreamState, _merge_summaries, stream_key, window_key
 
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
@@ -165,12 +166,13 @@ def _incident_rows(
             continue
         for key, inc in book.open.items():
             last = inc.last_window if inc.last_window is not None else inc.opened_window
-            feature = key.removesuffix("#missing") if kind == "statistical" else None
+            feature, segment = _feature_and_segment(key, kind)
             open_rows.append(
                 {
                     "drift_id": inc.drift_id,
                     "kind": kind if kind == "statistical" else split_incident_key(key)[0],
                     "feature": feature,
+                    "segment": segment,
                     "model_version": split_incident_key(key)[1] if kind != "statistical" else None,
                     "signal": key if kind != "statistical" else None,
                     "test": inc.test or None,
@@ -185,11 +187,13 @@ def _incident_rows(
             )
         for rec in book.closed:
             key = str(rec["k"])
+            feature, segment = _feature_and_segment(key, kind)
             recent.append(
                 {
                     "drift_id": rec["id"],
                     "kind": kind if kind == "statistical" else split_incident_key(key)[0],
-                    "feature": key.removesuffix("#missing") if kind == "statistical" else None,
+                    "feature": feature,
+                    "segment": segment,
                     "model_version": split_incident_key(key)[1] if kind != "statistical" else None,
                     "signal": key if kind != "statistical" else None,
                     "test": rec.get("t") or None,
@@ -204,6 +208,14 @@ def _incident_rows(
     open_rows.sort(key=open_incident_order)
     recent.sort(key=lambda r: r["closed_at"], reverse=True)
     return open_rows, recent
+
+
+def _feature_and_segment(key: str, kind: str) -> tuple[str | None, dict[str, str] | None]:
+    """An incident key's feature and segment (``{column: value}``; None: the whole traffic)."""
+    if kind != "statistical":
+        return None, None
+    feature, column, value = split_segment_feature(key.removesuffix("#missing"))
+    return feature, None if column is None or value is None else {column: value}
 
 
 def open_incident_order(row: dict[str, Any]) -> tuple[Any, ...]:

@@ -37,8 +37,9 @@ from typing import Any
 from bench.detection import peers
 from bench.detection.metrics import Alarm, score
 from bench.detection.report import ALIBI, ALIBI_SCIPY, DRIFTWATCH, RIVER, aggregate, render
-from bench.detection.scenarios import EVAL_FROM_DAY, START, Scenario, select
+from bench.detection.scenarios import EVAL_FROM_DAY, START, Scenario, segment_name, select
 from driftwatch.backtest import run_backtest
+from schemas import DriftEvent
 from streams.config import EngineConfig
 
 ROOT = peers.ROOT
@@ -62,6 +63,15 @@ class Job:
 _WORKER: peers.AlibiWorker | None = None  # one alibi-detect subprocess per pool process
 
 
+def _alarm_feature(d: DriftEvent) -> str:
+    """The scored name of a DriftEvent's feature: a segment's as :func:`segment_name`."""
+    segment = d.extra.get("segment")
+    if isinstance(segment, dict) and len(segment) == 1:
+        ((column, value),) = segment.items()
+        return segment_name(d.feature or "", column, value)
+    return d.feature or ""
+
+
 def run_job(job: Job) -> dict[str, Any]:
     global _WORKER
     seconds: dict[str, float] = {}
@@ -79,17 +89,19 @@ def run_job(job: Job) -> dict[str, Any]:
     n_events = len(stream.events)
     lap("generate")
 
-    report = run_backtest(stream.events, EngineConfig())
+    report = run_backtest(stream.events, job.scenario.engine_config())
     found = [d for d in report.drift_events if d.feature is not None]
     dw = [
-        Alarm(d.feature or "", d.detected_at, d.drift_id, d.confirmed, d.severity.value)
+        Alarm(_alarm_feature(d), d.detected_at, d.drift_id, d.confirmed, d.severity.value)
         for d in found
     ]
     partial = sum(1 for d in found if getattr(d, "partial", False))
     incidents = _incidents(found, truth)
     lap("driftwatch")
 
-    cols = peers.to_columns(stream.events, START, stream.numeric, stream.categorical)
+    seen = stream.peer_events if stream.peer_events is not None else stream.events
+    cols = peers.to_columns(seen, START, stream.numeric, stream.categorical)
+    del seen
     del stream
     lap("generate")
     river = peers.run_river(cols)

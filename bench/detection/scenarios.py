@@ -23,6 +23,7 @@ from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, feature_
 from schemas import PredictionEvent
 from streams.config import EngineConfig
 from streams.drift_tests.multivariate import MULTIVARIATE_FEATURE
+from streams.segments import OTHER
 
 START = 1_735_689_600.0  # 2025-01-01T00:00:00Z: fixed, so every run sees the same bytes
 TENANT, MODEL = "acme", "fraud"
@@ -55,6 +56,9 @@ class Stream:
     truth: Truth
     numeric: list[str]
     categorical: list[str]
+    peer_events: list[PredictionEvent] | None = None
+    """What the peers see, when not ``events``: with a segment's values as features of their
+    own (:func:`segment_view`), so they watch each segment as driftwatch does."""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,16 @@ class Scenario:
     magnitude: float = 0.0
     drifting: tuple[str, ...] = ()
     cost: float = 1.0  # rough relative run time, to start the long jobs first
+    segment: tuple[str, str, float] | None = None
+    """(column, value, share): that share of the events get the value in the column (a
+    segment); ``post="segment_shift"`` shifts the drifting feature in it alone, and
+    driftwatch runs with the column as its segment column."""
+
+    def engine_config(self) -> EngineConfig:
+        """driftwatch's config for this scenario: the defaults (and the segment column)."""
+        if self.segment is None:
+            return EngineConfig()
+        return EngineConfig(segment_columns=self.segment[0])
 
     @property
     def is_drift(self) -> bool:
@@ -102,6 +116,16 @@ class Scenario:
             events = _gradual(events, self.drifting[0], self._onset(), self.magnitude)
         elif self.post == "new_category":
             events = _new_category(events, self.drifting[0], self._onset(), self.magnitude, seed)
+        segments: tuple[str, ...] = ()
+        peer_events = None
+        if self.segment is not None:
+            column, value, share = self.segment
+            events = _with_segment(events, column, value, share, seed)
+            if self.post == "segment_shift":
+                events = _shift_in_segment(
+                    events, self.drifting[0], column, value, self._onset(), self.magnitude
+                )
+            peer_events, segments = segment_view(events, column, numeric + categorical)
         multivariate: tuple[str, ...] = ()
         if self.post in ("correlated", "corr_flip"):
             flip = self._onset() if self.post == "corr_flip" else None
@@ -110,12 +134,18 @@ class Scenario:
         truth = Truth(
             start=START,
             days=self.days,
-            features=(*numeric, *categorical, *multivariate),
+            features=(*numeric, *categorical, *multivariate, *segments),
             drifting=frozenset(self.drifting),
             onset_day=self.onset_day,
             eval_from_day=EVAL_FROM_DAY,
         )
-        return Stream(events, truth, numeric, categorical)
+        if peer_events is None:
+            return Stream(events, truth, numeric, categorical)
+        seg_numeric = [n for n in segments if n.split("@")[0] in numeric]
+        seg_categorical = [n for n in segments if n.split("@")[0] in categorical]
+        return Stream(
+            events, truth, numeric + seg_numeric, categorical + seg_categorical, peer_events
+        )
 
     def _onset(self) -> float:
         assert self.onset_day is not None
@@ -182,6 +212,64 @@ def _correlate(
     return out
 
 
+def segment_name(feature: str, column: str, value: str) -> str:
+    """How the benchmark names a feature within a segment (driftwatch's and the peers')."""
+    return f"{feature}@{column}={value}"
+
+
+def _with_segment(
+    events: list[PredictionEvent], column: str, value: str, share: float, seed: int
+) -> list[PredictionEvent]:
+    """A seeded ``share`` of the events get ``value`` (never simulated) in ``column``."""
+    rng = np.random.default_rng([seed, 11])
+    draws = rng.random(len(events))
+    return [
+        dataclasses.replace(e, features={**e.features, column: value}) if u < share else e
+        for e, u in zip(events, draws.tolist(), strict=True)
+    ]
+
+
+def _shift_in_segment(
+    events: list[PredictionEvent], feature: str, column: str, value: str, onset: float,
+    sigmas: float,
+) -> list[PredictionEvent]:  # fmt: skip
+    """From ``onset`` on, ``feature`` shifted by ``sigmas`` (its pre-onset sample deviation)
+    in the events whose ``column`` is ``value`` only."""
+    before = [
+        v for e in events if e.timestamp < onset and isinstance(v := e.features.get(feature), float)
+    ]
+    shift = sigmas * float(np.std(before))
+    return [
+        dataclasses.replace(e, features={**e.features, feature: round(v + shift, 4)})
+        if e.timestamp >= onset
+        and e.features.get(column) == value
+        and isinstance(v := e.features.get(feature), float)
+        else e
+        for e in events
+    ]
+
+
+def segment_view(
+    events: list[PredictionEvent], column: str, features: list[str]
+) -> tuple[list[PredictionEvent], tuple[str, ...]]:
+    """The events with, per value ``v`` of ``column`` and feature ``f``, a feature
+    ``f@column=v`` holding ``f``'s value in that segment only (what the peers watch), and
+    the names of those segment features (every value seen, and driftwatch's ``__other__``)."""
+    values = sorted({v for e in events if isinstance(v := e.features.get(column), str)})
+    names = tuple(
+        segment_name(f, column, v) for v in (*values, OTHER) for f in features if f != column
+    )
+    out = []
+    for e in events:
+        v = e.features.get(column)
+        if not isinstance(v, str):
+            out.append(e)
+            continue
+        extra = {segment_name(f, column, v): x for f, x in e.features.items() if f != column}
+        out.append(dataclasses.replace(e, features={**e.features, **extra}))
+    return out, names
+
+
 ONSET = 60.3
 DAYS = 90
 
@@ -191,6 +279,7 @@ def _mean(magnitude: float) -> DriftSpec:
 
 
 S = "\u03c3"  # sigma, for the titles
+SEGMENT = ("country", "IT", 0.05)  # a country with 5 % of the traffic
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
@@ -312,6 +401,31 @@ SCENARIOS: tuple[Scenario, ...] = (
         magnitude=0.8,
         weekly_seasonality=0.5,
         seeds=3,
+    ),
+    Scenario(
+        13,
+        "segment-shift",
+        f"mean shift 2{S} in one segment (country IT, 5 % of the traffic), "
+        "segment column `country`",
+        DAYS,
+        ONSET,
+        categorical_features=4,
+        post="segment_shift",
+        magnitude=2.0,
+        drifting=("amount", segment_name("amount", *SEGMENT[:2])),
+        segment=SEGMENT,
+        cost=2.0,
+    ),
+    Scenario(
+        14,
+        "segment-null",
+        f"segment column `country` (8 segments), weekly seasonality 0.5{S}, no drift",
+        DAYS,
+        None,
+        categorical_features=4,
+        weekly_seasonality=0.5,
+        segment=SEGMENT,
+        cost=2.0,
     ),
 )
 

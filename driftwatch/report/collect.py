@@ -66,6 +66,7 @@ def _spans(state: dict[str, Any] | None) -> list[IncidentSpan]:
                 impact=row.get("impact"),
                 importance=row.get("importance"),
                 importance_source=row.get("importance_source"),
+                segment=row.get("segment"),
             )
         )
     return out

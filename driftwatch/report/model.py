@@ -48,6 +48,8 @@ class IncidentSpan:
     importance: float | None = None
     importance_source: str | None = None
     """``registry``, ``association`` or ``unknown``; None for performance incidents."""
+    segment: dict[str, str] | None = None
+    """The segment a segment-drift incident is in (``{column: value}``); None: all traffic."""
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from driftwatch.report.model import (
     TestPoint,
 )
 from streams.importance import rank_key
+from streams.segments import segment_label
 
 __all__ = ["render_report"]
 
@@ -793,6 +794,8 @@ def _incidents(ctx: _Ctx, anchors: dict[str, str]) -> str:
             subject = f'<a href="#{anchors[i.feature]}">{_e(i.feature)}</a>'
         else:
             subject = _e(i.feature)
+        if i.segment:
+            subject += " " + _e(segment_label(i.segment))
         end = (
             '<span class="open">open</span>'
             if i.end is None or not _finite(i.end)
