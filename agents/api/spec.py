@@ -122,6 +122,14 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "drift_id": {"type": "string"},
             "kind": {"type": "string", "enum": ["statistical", "performance", "objective"]},
             "feature": _nullable({"type": "string"}),
+            "segment": _nullable(
+                {
+                    "type": "object",
+                    "additionalProperties": {"type": "string"},
+                    "description": "segment drift: the segment the feature drifted in, "
+                    "{column: value}; null: the whole traffic (DRIFTWATCH_SEGMENT_COLUMNS)",
+                }
+            ),
             "model_version": _nullable({"type": "string"}),
             "signal": _nullable({"type": "string"}),
             "test": _nullable({"type": "string"}),

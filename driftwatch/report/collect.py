@@ -178,6 +178,7 @@ def default_settings(pcfg: PerformanceConfig) -> dict[str, str]:
         "alpha (features, FDR per model-window)": f"{cfg.alpha:g}",
         "minimum effect": f"{cfg.min_effect_size:g}",
         "confirmation": f"{cfg.confirm_windows} windows",
+        "segment columns": ", ".join(cfg.segment_column_names) or "none",
         "alpha (performance, per window and version)": f"{pcfg.alpha:g}",
         "minimum accuracy drop": f"{pcfg.min_accuracy_drop:g}",
         "performance objectives": "; ".join(

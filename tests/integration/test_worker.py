@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import shutil
 import signal
+import statistics
 import time
 from collections import Counter
 from pathlib import Path
@@ -93,6 +95,44 @@ def test_shift_is_detected_null_stays_quiet_and_backtest_agrees(worker: WorkerPr
     report = run_backtest(events, settings.engine_config())
     offline = [d.to_dict() for d in report.drift_events]
     assert sorted(live, key=drift_key) == sorted(offline, key=drift_key)
+
+
+def test_segment_drift_live_equals_backtest(worker: WorkerProcess) -> None:
+    """Segment columns in the worker: segment features in RocksDB and their changelogs (names
+    holding U+001F), the segment's DriftEvents on the topic, as the backtest finds them."""
+    cfg = SimulationConfig(
+        seed=12, tenants=("acme",), models=("fraud",), days=18, events_per_day=600,
+        numeric_features=3, categorical_features=1, start=START,
+    )  # fmt: skip
+    onset = START + 16.25 * DAY
+    sd = statistics.pstdev(
+        v for e in generate(cfg) if isinstance(v := e.features.get("amount"), float)
+    )
+    events = [
+        dataclasses.replace(e, features={**e.features, "amount": amount + 2 * sd})
+        if e.timestamp >= onset
+        and e.features.get("merchant_category") == "fuel"
+        and isinstance(amount := e.features.get("amount"), float)
+        else e
+        for e in generate(cfg)
+    ]
+    worker.extra_env["DRIFTWATCH_SEGMENT_COLUMNS"] = "merchant_category"
+    worker.extra_env["DRIFTWATCH_JOIN_OUTCOMES"] = "false"
+    worker.start()
+    produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events))
+    worker.wait_processed(len(events))
+    records = consume_all(worker.bootstrap, worker.topic("drift-events"), min_messages=1, idle=4.0)
+    live = [json.loads(r.value or b"") for r in records]
+    for d in live:
+        jsonschema.validate(d, schema("drift_event"))
+    found = {(d["feature"], json.dumps(d.get("segment"))) for d in live}
+    assert ("amount", '{"merchant_category": "fuel"}') in found, worker.log_tail()
+    assert found <= {("amount", '{"merchant_category": "fuel"}'), ("amount", "null")}
+
+    env = {**FAST_DETECTION, "DRIFTWATCH_SEGMENT_COLUMNS": "merchant_category"}
+    offline = run_backtest(events, Settings.from_env(environ=env).engine_config()).drift_events
+    key = lambda d: (drift_key(d), json.dumps(d.get("segment")), d["detected_at"])  # noqa: E731
+    assert sorted(live, key=key) == sorted((d.to_dict() for d in offline), key=key)
 
 
 def r_key(d: dict[str, Any]) -> str:
