@@ -36,7 +36,15 @@ from typing import Any
 
 from bench.detection import peers
 from bench.detection.metrics import Alarm, score
-from bench.detection.report import ALIBI, ALIBI_SCIPY, DRIFTWATCH, RIVER, aggregate, render
+from bench.detection.report import (
+    ALIBI,
+    ALIBI_SCIPY,
+    DRIFTWATCH,
+    NANNYML,
+    RIVER,
+    aggregate,
+    render,
+)
 from bench.detection.scenarios import EVAL_FROM_DAY, START, Scenario, segment_name, select
 from driftwatch.backtest import run_backtest
 from schemas import DriftEvent
@@ -57,10 +65,12 @@ class Job:
     scenario: Scenario
     seed: int
     alibi_python: str | None
+    nannyml_python: str | None
     crosscheck: bool
 
 
 _WORKER: peers.AlibiWorker | None = None  # one alibi-detect subprocess per pool process
+_NANNYML: peers.NannyMLWorker | None = None  # and one NannyML subprocess
 
 
 def _alarm_feature(d: DriftEvent) -> str:
@@ -73,7 +83,7 @@ def _alarm_feature(d: DriftEvent) -> str:
 
 
 def run_job(job: Job) -> dict[str, Any]:
-    global _WORKER
+    global _WORKER, _NANNYML
     seconds: dict[str, float] = {}
     t = time.perf_counter()
 
@@ -106,6 +116,13 @@ def run_job(job: Job) -> dict[str, Any]:
     lap("generate")
     river = peers.run_river(cols)
     lap("river")
+    nannyml: list[Alarm] | None = None
+    if job.nannyml_python is not None:
+        if _NANNYML is None:
+            _NANNYML = peers.NannyMLWorker(job.nannyml_python)
+        # its PCA over the stream's own numeric features (not the segments' columns)
+        nannyml = _NANNYML.alarms(cols, [n for n in cols.numeric if "@" not in n])
+        lap("NannyML")
 
     crosscheck: dict[str, int] | None = None
     if job.alibi_python is not None:
@@ -131,6 +148,8 @@ def run_job(job: Job) -> dict[str, Any]:
     scores = {DRIFTWATCH: asdict(score(dw, truth, own_incidents=True))}
     for name in RIVER:
         scores[name] = asdict(score(river[name.removeprefix("river ")], truth, own_incidents=False))
+    if nannyml is not None:
+        scores[NANNYML] = asdict(score(nannyml, truth, own_incidents=False))
     scores[alibi_name] = asdict(score(alibi, truth, own_incidents=False))
     lap("scoring")
     return {
@@ -203,7 +222,7 @@ def _git(*args: str) -> str:
     return res.stdout.rstrip() if res.returncode == 0 else ""
 
 
-def _versions(alibi_version: str | None) -> dict[str, str]:
+def _versions(alibi_version: str | None, nannyml_version: str | None = None) -> dict[str, str]:
     out = {"python": platform.python_version()}
     for pkg in ("driftwatch", "river", "numpy", "scipy"):
         try:
@@ -212,12 +231,14 @@ def _versions(alibi_version: str | None) -> dict[str, str]:
             out[pkg] = "?"
     if alibi_version:
         out["alibi-detect"] = alibi_version
+    if nannyml_version:
+        out["nannyml"] = nannyml_version
     return out
 
 
-def _alibi_version(python: str) -> str | None:
+def _alibi_version(python: str, module: str = "alibi_detect") -> str | None:
     res = subprocess.run(
-        [python, "-c", "import alibi_detect; print(alibi_detect.__version__)"],
+        [python, "-c", f"import {module}; print({module}.__version__)"],
         capture_output=True,
         text=True,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
@@ -292,10 +313,20 @@ def main(argv: list[str] | None = None) -> int:
         log(f"alibi-detect {alibi_version} from {alibi_python}")
     else:
         log(f"alibi-detect not available ({alibi_note}): using the scipy equivalent")
-    detectors = [DRIFTWATCH, *RIVER, ALIBI if alibi_python else ALIBI_SCIPY]
+    nannyml_python = peers.peer_python(args.bench_venv, "nannyml")
+    if nannyml_python is None and args.alibi == "auto":
+        log(f"{args.bench_venv} has no NannyML: installing {peers.REQUIREMENTS.name} into it")
+        if peers.setup_bench_venv(args.bench_venv, log):
+            nannyml_python = peers.peer_python(args.bench_venv, "nannyml")
+    if nannyml_python is None:
+        log("NannyML not available: its column is left out")
+    detectors = [
+        DRIFTWATCH, *RIVER, *([NANNYML] if nannyml_python else []),
+        ALIBI if alibi_python else ALIBI_SCIPY,
+    ]  # fmt: skip
 
     jobs = [
-        Job(s, seed, alibi_python, crosscheck=not args.no_crosscheck)
+        Job(s, seed, alibi_python, nannyml_python, crosscheck=not args.no_crosscheck)
         for s in scenarios
         for seed in range(1, s.seeds + 1)
     ]
@@ -342,7 +373,9 @@ def main(argv: list[str] | None = None) -> int:
         "quick": args.quick,
         "seconds": time.perf_counter() - started,
         "cpu_seconds_total": _cpu_seconds(),
-        "versions": _versions(alibi_version),
+        "versions": _versions(
+            alibi_version, _alibi_version(nannyml_python, "nannyml") if nannyml_python else None
+        ),
         "alibi_python": (os.path.relpath(alibi_python, ROOT) if alibi_python else None),
         "alibi_note": alibi_note,
         "alibi_crosscheck": crosscheck_note,

@@ -50,6 +50,7 @@ KSWIN_SEED = 42
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKER = Path(__file__).resolve().parent / "alibi_worker.py"
+NANNYML_WORKER = Path(__file__).resolve().parent / "nannyml_worker.py"
 REQUIREMENTS = ROOT / "bench" / "requirements-detection.txt"
 
 
@@ -332,8 +333,12 @@ def alibi_alarms(pvalues: dict[str, dict[str, list[float]]], cols: Columns) -> l
     return alarms
 
 
-class AlibiWorker:
-    """A long-lived ``alibi_worker.py`` in the bench venv: one stream per request."""
+class VenvWorker:
+    """A long-lived worker script in the bench venv: one JSON request (a stream, its arrays
+    in an npz file) per line, one JSON reply per line."""
+
+    script = WORKER
+    name = "alibi-detect"
 
     def __init__(self, python: str) -> None:
         self.python = python
@@ -343,13 +348,85 @@ class AlibiWorker:
     def _start(self) -> subprocess.Popen[str]:
         if self.proc is None or self.proc.poll() is not None:
             self.proc = subprocess.Popen(
-                [self.python, str(WORKER)],
+                [self.python, str(self.script)],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
                 env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TRANSFORMERS_VERBOSITY": "error"},
             )
         return self.proc
+
+    def ask(self, request: dict[str, Any], arrays: dict[str, Any]) -> dict[str, Any]:
+        with tempfile.TemporaryDirectory(prefix="dw-peer-") as tmp:
+            path = Path(tmp) / "stream.npz"
+            np.savez(path, **arrays)
+            proc = self._start()
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps({"npz": str(path), **request}) + "\n")
+            proc.stdin.flush()
+            line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.name} worker exited")
+        reply: dict[str, Any] = json.loads(line)
+        if "error" in reply:
+            raise RuntimeError(f"{self.name} worker: {reply['error']}")
+        self.version = reply["version"]
+        return reply
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+        self.proc = None
+
+
+class NannyMLWorker(VenvWorker):
+    """``nannyml_worker.py``: NannyML's univariate drift (KS, chi-square) and PCA
+    reconstruction error, daily chunks against days 0-29, as a user would start it."""
+
+    script = NANNYML_WORKER
+    name = "NannyML"
+
+    def alarms(self, cols: Columns, multivariate: Sequence[str]) -> list[Alarm]:
+        """An alarm per feature (and ``__multivariate__``) and alerting chunk, at the end of
+        its day."""
+        arrays: dict[str, Any] = {"t": cols.times - cols.start}
+        for i, name in enumerate(cols.numeric):
+            arrays[f"n{i}"] = cols.numeric[name]
+        for i, name in enumerate(cols.categorical):
+            arrays[f"c{i}"] = cols.categorical[name]
+        request = {
+            "reference_days": REFERENCE_DAYS,
+            "numeric": list(cols.numeric),
+            "categorical": list(cols.categorical),
+            "multivariate": list(multivariate),
+        }
+        reply = self.ask(request, arrays)
+        return [
+            Alarm(name, cols.start + (day + 1) * DAY)
+            for name, days in reply["alerts"].items()
+            for day in days
+        ]
+
+
+def peer_python(venv: Path, module: str) -> str | None:
+    """An interpreter that can import ``module``: this one, or the bench venv's."""
+    for python in (sys.executable, str(venv / "bin" / "python")):
+        if not Path(python).exists():
+            continue
+        probe = subprocess.run(
+            [python, "-c", f"import {module}"],
+            capture_output=True,
+            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )
+        if probe.returncode == 0:
+            return python
+    return None
+
+
+class AlibiWorker(VenvWorker):
+    """``alibi_worker.py``: alibi-detect's daily KSDrift / ChiSquareDrift p-values."""
 
     def pvalues(self, cols: Columns) -> dict[str, dict[str, list[float]]]:
         batches = daily_batches(cols)
@@ -360,20 +437,7 @@ class AlibiWorker:
             for i, name in enumerate(batches[kind]):
                 for d, x in enumerate(batches[kind][name]):
                     arrays[f"{kind[0]}{i}_{d}"] = x
-        with tempfile.TemporaryDirectory(prefix="dw-alibi-") as tmp:
-            path = Path(tmp) / "stream.npz"
-            np.savez(path, **arrays)  # type: ignore[arg-type]
-            proc = self._start()
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(json.dumps({"npz": str(path), **spec}) + "\n")
-            proc.stdin.flush()
-            line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the alibi-detect worker exited")
-        reply = json.loads(line)
-        if "error" in reply:
-            raise RuntimeError(f"alibi-detect worker: {reply['error']}")
-        self.version = reply["version"]
+        reply = self.ask(spec, arrays)
         return {
             kind: {
                 name: [math.nan if p is None else p for p in ps] for name, ps in reply[kind].items()
@@ -381,28 +445,10 @@ class AlibiWorker:
             for kind in ("numeric", "categorical")
         }
 
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            self.proc.wait(timeout=30)
-        self.proc = None
-
 
 def alibi_python(venv: Path) -> str | None:
     """An interpreter that can import alibi_detect: this one, or the bench venv's."""
-    candidates = [sys.executable, str(venv / "bin" / "python")]
-    for python in candidates:
-        if not Path(python).exists():
-            continue
-        probe = subprocess.run(
-            [python, "-c", "import alibi_detect.cd"],
-            capture_output=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        )
-        if probe.returncode == 0:
-            return python
-    return None
+    return peer_python(venv, "alibi_detect.cd")
 
 
 def setup_bench_venv(venv: Path, log: Callable[[str], None]) -> bool:

@@ -13,6 +13,7 @@ from bench.detection.scenarios import Scenario
 DRIFTWATCH = "driftwatch"
 RIVER = ("river ADWIN", "river KSWIN", "river PageHinkley")
 ALIBI = "alibi-detect KS / χ²"
+NANNYML = "NannyML"
 ALIBI_SCIPY = "alibi-detect-equivalent (scipy)"
 S = "\u03c3"  # sigma
 
@@ -172,6 +173,7 @@ def render(
         "river PageHinkley": "PageHinkley",
         ALIBI: "alibi KS/χ²",
         ALIBI_SCIPY: "alibi-equiv (scipy)",
+        NANNYML: "NannyML",
     }
     head = ["#", "scenario", *(short[d] for d in detectors)]
     lines = [
@@ -204,6 +206,20 @@ def render(
         "of its most frequent category in days 0-29); an alarm is `drift_detected`, at that "
         "event's time. KSWIN runs as an exact numpy replay of river's code, checked against "
         f"river's own KSWIN at the start of every run ({meta['kswin_verified']} alarms matched).",
+        *(
+            [
+                f"- **NannyML {meta['versions'].get('nannyml', '?')}** (in the bench venv), as a "
+                "user would start it: daily chunks, reference days 0-29, "
+                "`UnivariateDriftCalculator` with Kolmogorov-Smirnov (numeric) and chi-square "
+                "(categorical) and its default thresholds (an alert when a chunk's statistic "
+                "leaves the reference chunks' mean +- 3 sd), and "
+                "`DataReconstructionDriftCalculator` (PCA reconstruction error of the numeric "
+                "features, its defaults) as the "
+                "multivariate `__multivariate__`; an alarm per alerting chunk, at its day's end."
+            ]
+            if NANNYML in detectors
+            else []
+        ),
         f"- **{alibi}**: "
         + (
             f"alibi-detect {meta['versions'].get('alibi-detect')} in its own venv "
@@ -238,9 +254,11 @@ def render(
         "correlation becomes -0.8 at the onset. The drifting 'feature' is the pair, "
         "`__multivariate__`, the feature of driftwatch's multivariate DriftEvents (Jennrich's "
         "test of the numeric features' correlations), scored as one more feature; an alarm "
-        "on either of the two features themselves is false. The peers here are univariate "
-        "and cannot see this change (no multivariate peer runs in this benchmark). In every other "
-        "scenario a multivariate DriftEvent counts as a false alarm.",
+        "on either of the two features themselves is false. river and alibi-detect run "
+        "univariate here and cannot see this change; NannyML's PCA reconstruction error is "
+        "scored as `__multivariate__` too. In every other "
+        "scenario a multivariate DriftEvent (or NannyML reconstruction alert) counts as a false "
+        "alarm.",
         "",
         "Segment scenarios (`segment-shift`, `segment-null`): a seeded 5 % of the events get "
         "`country` IT (a value the simulator never makes); in `segment-shift` `amount` moves "

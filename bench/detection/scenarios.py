@@ -141,8 +141,10 @@ class Scenario:
         )
         if peer_events is None:
             return Stream(events, truth, numeric, categorical)
-        seg_numeric = [n for n in segments if n.split("@")[0] in numeric]
-        seg_categorical = [n for n in segments if n.split("@")[0] in categorical]
+        # The peers get no __other__ columns: which values share it is driftwatch's choice.
+        watched = [n for n in segments if not n.endswith(f"={OTHER}")]
+        seg_numeric = [n for n in watched if n.split("@")[0] in numeric]
+        seg_categorical = [n for n in watched if n.split("@")[0] in categorical]
         return Stream(
             events, truth, numeric + seg_numeric, categorical + seg_categorical, peer_events
         )
