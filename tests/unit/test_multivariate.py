@@ -22,6 +22,7 @@ from streams.drift_tests.multivariate import MULTIVARIATE_FEATURE, jennrich_test
 from streams.engine import DriftEngine
 from streams.keyed_state import MemoryStore
 from streams.moments import MOMENT_CHUNK, MomentSummary, MomentWindow, moment_key
+from tests.unit.live_replay import replay_live
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -267,16 +268,7 @@ def test_live_batches_and_backtest_give_the_same_drift_events() -> None:
         jsonschema.validate(d.to_dict(), drift_schema)
         assert {"contributing_features", "reconstruction_error"} <= set(d.to_dict())
     store = MemoryStore()
-    engine = DriftEngine(CONFIG, store)
-    live: list[DriftEvent] = []
-    sizes = [1, 7, 300, 64, 5, 1_000]
-    i = k = 0
-    while i < len(events):
-        for offset in range(i, min(i + sizes[k % len(sizes)], len(events))):
-            live.extend(engine.observe(events[offset], (0, offset)))
-        i = offset + 1
-        k += 1
-        store.apply(engine.flush(keep_cache=k % 3 != 0))
+    live = replay_live(CONFIG, store, events)
     assert [d.to_dict() for d in live] == [d.to_dict() for d in backtest]
     mw = MomentWindow.from_bytes(store.get(moment_key("acme", "fraud", T0 + 17 * DAY)) or b"")
     closed = MomentWindow.from_bytes(store.get(moment_key("acme", "fraud", T0 + 15 * DAY)) or b"")
