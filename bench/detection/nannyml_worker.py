@@ -15,6 +15,10 @@ calculator with Kolmogorov-Smirnov (numeric) and chi-square (categorical) and it
 thresholds; the data-reconstruction calculator (PCA reconstruction error, its defaults) over
 the ``multivariate`` numeric features. One JSON reply per line on stdout: per feature, the
 days (from the stream's start) whose chunk raised an alert, and ``"__multivariate__"``'s.
+
+A request with ``"kind": "performance"`` (``bench.performance``) holds ``t``, ``proba`` (the
+score) and ``y`` (the label, -1 where there is none) instead, and a ``chunk_period``; the reply
+has the ``cbpe`` and ``realised`` alerts (:func:`_performance`).
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ def main() -> None:
         try:
             req = json.loads(line)
             reply: dict[str, Any] = {"version": version, "alerts": {}}
+            if req.get("kind") == "performance":
+                reply["alerts"] = _performance(np, pd, nml, req)
+                sys.stdout.write(json.dumps(reply) + "\n")
+                sys.stdout.flush()
+                continue
             with np.load(req["npz"]) as data:
                 t = data["t"]
                 frame: dict[str, Any] = {
@@ -90,6 +99,48 @@ def main() -> None:
             reply = {"error": f"{type(exc).__name__}: {exc}"}
         sys.stdout.write(json.dumps(reply) + "\n")
         sys.stdout.flush()
+
+
+def _performance(np: Any, pd: Any, nml: Any, req: dict[str, Any]) -> dict[str, list[float]]:
+    """CBPE's estimated and the realised accuracy per chunk (``req["chunk_period"]``, from
+    reference_days on), against the labelled reference predictions: the chunks (their end,
+    in days from the stream's start) whose accuracy fell below NannyML's lower threshold
+    (an alert for a drop; NannyML alerts on rises too, which are no performance drift)."""
+    with np.load(req["npz"]) as data:
+        t, proba, y = data["t"], data["proba"], data["y"]
+    base = pd.Timestamp(START)
+    df = pd.DataFrame(
+        {
+            "timestamp": base + pd.to_timedelta(t, unit="s"),
+            "proba": proba,
+            "pred": (proba >= 0.5).astype(int),
+            "y": np.where(y >= 0, y, np.nan),
+        }
+    )
+    cut = base + pd.Timedelta(days=int(req["reference_days"]))
+    reference = df[(df["timestamp"] < cut) & df["y"].notna()]
+    analysis = df[df["timestamp"] >= cut]
+    common = {
+        "y_pred_proba": "proba", "y_pred": "pred", "y_true": "y",
+        "timestamp_column_name": "timestamp", "metrics": ["accuracy"],
+        "chunk_period": req["chunk_period"], "problem_type": "classification_binary",
+    }  # fmt: skip
+    cbpe = nml.CBPE(**common)
+    cbpe.fit(reference)
+    estimated = cbpe.estimate(analysis).filter(period="analysis").to_df()
+    realised_calc = nml.PerformanceCalculator(**common)
+    realised_calc.fit(reference)
+    realised = (
+        realised_calc.calculate(analysis[analysis["y"].notna()]).filter(period="analysis").to_df()
+    )
+    out: dict[str, list[float]] = {}
+    for name, res in (("cbpe", estimated), ("realised", realised)):
+        low = res[("accuracy", "value")] < res[("accuracy", "lower_threshold")]
+        ends = res[("chunk", "end_date")]
+        out[name] = [
+            (end - base) / pd.Timedelta(days=1) for end, a in zip(ends, low, strict=True) if a
+        ]
+    return out
 
 
 def _days(pd: Any, starts: Any) -> list[int]:

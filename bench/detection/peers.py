@@ -409,6 +409,21 @@ class NannyMLWorker(VenvWorker):
             for day in days
         ]
 
+    def performance_alarms(
+        self, t: FloatArray, proba: FloatArray, labels: IntArray, chunk_period: str
+    ) -> dict[str, list[float]]:
+        """Chunk ends (days from the stream's start) whose CBPE-estimated (``cbpe``) or
+        realised (``realised``) accuracy fell below NannyML's lower threshold; ``labels``
+        -1 where a prediction has none."""
+        request = {
+            "kind": "performance",
+            "reference_days": REFERENCE_DAYS,
+            "chunk_period": chunk_period,
+        }
+        reply = self.ask(request, {"t": t, "proba": proba, "y": labels})
+        alerts: dict[str, list[float]] = reply["alerts"]
+        return alerts
+
 
 def peer_python(venv: Path, module: str) -> str | None:
     """An interpreter that can import ``module``: this one, or the bench venv's."""
