@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import warnings
 from typing import Any
@@ -35,6 +36,7 @@ START = "2025-01-01"  # any midnight: chunks are days counted from it
 
 def main() -> None:
     warnings.simplefilter("ignore")
+    os.environ.setdefault("NML_DISABLE_USAGE_LOGGING", "1")  # no telemetry (segment.io)
     np = importlib.import_module("numpy")
     pd = importlib.import_module("pandas")
     nml = importlib.import_module("nannyml")

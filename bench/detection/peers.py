@@ -352,7 +352,12 @@ class VenvWorker:
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
-                env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "TRANSFORMERS_VERBOSITY": "error"},
+                env={
+                    **os.environ,
+                    "TF_CPP_MIN_LOG_LEVEL": "3",
+                    "TRANSFORMERS_VERBOSITY": "error",
+                    "NML_DISABLE_USAGE_LOGGING": "1",  # NannyML's telemetry (segment.io)
+                },
             )
         return self.proc
 
