@@ -402,7 +402,10 @@ class FeatureJudge:
                         b_end,
                         summary,
                         base,
-                        self.baseline_association(stream, feature, window, windows),
+                        # a segment's: its feature's (segment windows keep none)
+                        self.baseline_association(
+                            stream, split_segment_feature(feature)[0], window, windows
+                        ),
                     )
                 )
         # At a look, a window already found drifting is not judged again: no need to test it.

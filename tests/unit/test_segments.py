@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Iterator
 from importlib import resources
 
@@ -84,7 +85,7 @@ def segmented(
                     "c0": f"k{int(c0[i])}",
                     "country": where,
                 },
-                score=0.5,
+                score=round(1 / (1 + math.exp(-float(x[i, 0]))), 6),  # x0 matters
             )
 
 
@@ -142,6 +143,9 @@ def test_a_shift_in_a_five_percent_segment_is_found_within_a_day_and_confirmed()
     assert first.confirmed and first.test == "ks"
     assert first.effect_size is not None and first.effect_size > 0.25
     assert 0.03 < first.extra["segment_share"] < 0.07
+    # Ranked by its feature's association with the score (segments keep none of their own).
+    assert first.extra["importance_source"] == "association"
+    assert first.extra["importance"] > 0.5
     assert len({d.drift_id for d in drifts}) == 1
 
 
