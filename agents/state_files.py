@@ -13,6 +13,7 @@ from typing import Any
 import rocksdict
 
 from streams.perf_state import PerfStream, PerfWindow, history_row
+from streams.segments import split_segment_feature
 from streams.state import FeatureWindow, StreamState
 
 _FAUST_META_PREFIX = b"__faust\x00"
@@ -60,7 +61,10 @@ def describe_state(entries: dict[str, bytes]) -> dict[str, Any]:
         elif kind == "w":
             window, feature = rest
             fw = FeatureWindow.from_bytes(raw)
-            entry(tenant, model)["windows"].setdefault(str(window), {})[feature] = (
+            name, column, value = split_segment_feature(feature)
+            if column is not None:  # a segment's feature, readable: "amount [country=IT]"
+                name = f"{name} [{column}={value}]"
+            entry(tenant, model)["windows"].setdefault(str(window), {})[name] = (
                 fw.count + fw.missing
             )
     return streams

@@ -14,6 +14,7 @@ import jsonschema
 import numpy as np
 
 from agents.alerts import incident_alert
+from agents.state_files import describe_state
 from driftwatch.backtest import run_backtest
 from schemas import DriftEvent, PredictionEvent
 from streams.config import DAY, EngineConfig
@@ -232,6 +233,12 @@ def test_live_batches_and_backtest_give_the_same_drift_events_and_api_rows() -> 
     assert store.get(stream_key("acme", "fraud")) is not None
     name = segment_feature("x0", "country", "IT")
     assert store.get(window_key("acme", "fraud", T0 + 16 * DAY, name)) is not None
+    described = describe_state(store.data)["acme:fraud"]["windows"][str(int(T0 + 16 * DAY))]
+    assert described["x0 [country=IT]"] == sum(
+        1
+        for e in events
+        if T0 + 16 * DAY <= e.timestamp < T0 + 17 * DAY and e.features["country"] == "IT"
+    )
     status = drift_status(store, MemoryStore(), CONFIG, "acme", "fraud")
     assert status is not None
     rows = status["open_incidents"]
