@@ -312,6 +312,21 @@ def test_offsets_without_records_are_jumped_over() -> None:
     assert asked == [16] and consumer.seeks == []
 
 
+def test_a_gap_faust_recorded_over_a_record_the_broker_has_does_not_admit_the_jump() -> None:
+    # 13 was skipped (the broker says a record is there) and the partition held; then Faust's
+    # gap list comes to cover 13..14 (a gap recorded around a seek): the broker's answer
+    # wins, and 15 waits for 13 rather than being processed first.
+    consumer = FakeConsumer(committed=10, acked=[])
+    order, asked = source_order(first_record=13)
+    before = faust_compat.COUNTERS["order_gap_overruled"]
+    assert admitted(order, consumer, [10, 11, 12, 15]) == [10, 11, 12]
+    consumer._gap[consumer.tp].addi(13, 15)
+    assert admitted(order, consumer, [15, 16]) == []
+    assert faust_compat.COUNTERS["order_gap_overruled"] == before + 1
+    assert asked == [13]
+    assert admitted(order, consumer, [13, 14, 15, 16]) == [13, 14, 15, 16]
+
+
 def test_repeats_below_the_expected_offset_pass_to_the_offset_guards() -> None:
     consumer = FakeConsumer(committed=10, acked=[])
     order, _ = source_order(first_record=10)
