@@ -255,6 +255,7 @@ class SourceOrder:
     held: dict[Any, _Hold] = field(default_factory=dict)
     _first: dict[tuple[Any, int], int | None] = field(default_factory=dict)
     _told: set[Any] = field(default_factory=set)
+    _overruled: set[tuple[Any, int]] = field(default_factory=set)
 
     def reset(self) -> None:
         """After a rebalance, reading starts again at the committed offsets."""
@@ -262,6 +263,7 @@ class SourceOrder:
         self.held.clear()
         self._first.clear()
         self._told.clear()
+        self._overruled.clear()
 
     async def admit(self, consumer: Any, events: list[Any]) -> list[Any]:
         admitted: list[Any] = []
@@ -333,9 +335,11 @@ class SourceOrder:
             # recorded around a seek), and admitting the jump would process later frames first
             # (test_outcomes: a join read 12 before 5, and its clock gave up waiting outcomes).
             COUNTERS["order_gap_overruled"] += 1
-            log.warning("%s[%d]: offsets %d..%d are a gap to Faust but the broker has a "
-                        "record at %d: holding for it", tp.topic, tp.partition, lo, hi - 1,
-                        first)  # fmt: skip
+            if key not in self._overruled:  # once per offset, not at every admit while held
+                self._overruled.add(key)
+                log.warning("%s[%d]: offsets %d..%d are a gap to Faust but the broker has a "
+                            "record at %d: holding for it", tp.topic, tp.partition, lo, hi - 1,
+                            first)  # fmt: skip
             return False
         if key not in self._first:
             log.info("%s[%d]: offset %d arrived while %d was expected; asking the broker what "

@@ -44,6 +44,7 @@ from streams.segments import (
     MAX_COUNTED_VALUES,
     OTHER,
     choose_segments,
+    is_segment_feature,
     segment_feature,
     segment_of,
     split_segment_feature,
@@ -289,11 +290,13 @@ class DriftEngine:
             for name, column in columns.items():
                 if name == column_name:
                     continue  # constant within its own segments
+                present = [k for k in rows if column[k] is not missing]
+                if not present:
+                    continue  # as one event at a time: no window where no event has it
                 kind = stream.features[name]
                 sname = segment_feature(name, column_name, segment)
                 stream.segments.setdefault(sname, kind)
                 fw = self._hot_window(stream, window, hot, sname, kind)
-                present = [k for k in rows if column[k] is not missing]
                 self._apply_subset(fw, column, present, positions, slots, hashes, run, None)
 
     def _count_segments(self, stream: StreamState, window: float, event: PredictionEvent) -> None:
@@ -303,13 +306,15 @@ class DriftEngine:
         if window not in stream.segment_values:
             before = [w for w in stream.segment_counts if w < window]
             counts = stream.segment_counts[max(before)] if before else {}
+            # A share of all of that window's events (the column may be missing in some).
+            total = stream.window_events.get(max(before), 0) if before else 0
             chosen_before = [w for w in stream.segment_values if w < window]
             kept = stream.segment_values[max(chosen_before)] if chosen_before else {}
             chosen: dict[str, list[str]] = {}
             for column in self._segment_columns:
                 values = choose_segments(
                     counts.get(column, {}), kept.get(column, []), cfg.segment_values,
-                    cfg.segment_min_share,
+                    cfg.segment_min_share, total,
                 )  # fmt: skip
                 if values:  # with none, its only segment would be all of the traffic
                     chosen[column] = values
@@ -649,3 +654,14 @@ class DriftEngine:
             }
             for name in [n for n in stream.segments if split_segment_feature(n)[1:] not in alive]:
                 del stream.segments[name]
+        if self._segment_columns:
+            # What the judge kept of a gone segment's tests, once no incident is open.
+            book = stream.incidents
+            for key in [
+                k
+                for k in book.last_window
+                if is_segment_feature(k)
+                and k.removesuffix("#missing") not in stream.segments
+                and k not in book.open
+            ]:
+                del book.last_window[key]

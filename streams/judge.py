@@ -34,7 +34,7 @@ from streams.importance import (
 from streams.incidents import Incident, IncidentNotice
 from streams.moments import MomentSummary, MomentWindow, moment_key
 from streams.numeric_summary import NumericSummary
-from streams.segments import is_segment_feature, split_segment_feature
+from streams.segments import OTHER, is_segment_feature, split_segment_feature
 from streams.state import (
     FeatureWindow,
     StreamState,
@@ -374,7 +374,9 @@ class FeatureJudge:
             min_count = self.config.min_window_count
             if summary is None or summary.count + summary.missing < min_count:
                 continue
-            baseline = self._baseline(stream, feature, window, windows)
+            baseline = self._baseline(
+                stream, feature, window, _same_segments(stream, feature, window, windows)
+            )
             if baseline is None:
                 self.stats["tests_skipped_no_baseline"] += 1
                 continue
@@ -574,6 +576,21 @@ def _drift_id(stream: StreamState, feature: str, window: float) -> str:
         uuid.uuid5(
             _DRIFT_NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{feature}\x1f{int(window)}"
         )
+    )
+
+
+def _same_segments(
+    stream: StreamState, feature: str, window: float, windows: tuple[tuple[float, int], ...]
+) -> tuple[tuple[float, int], ...]:
+    """The baseline windows a feature's window compares with: for ``__other__`` (the values
+    without a segment of their own), those whose column had the same segments, since what
+    ``__other__`` holds changes with them (a value given its own segment leaves it)."""
+    _, column, value = split_segment_feature(feature)
+    if column is None or value != OTHER:
+        return windows
+    chosen = stream.segment_values.get(window, {}).get(column)
+    return tuple(
+        (w, n) for w, n in windows if stream.segment_values.get(w, {}).get(column) == chosen
     )
 
 

@@ -48,12 +48,14 @@ MAX_COUNTED_VALUES: Final = 256
 
 
 def segment_feature(feature: str, column: str, value: str) -> str:
-    """The name of ``feature`` within the segment ``column == value``.
+    """The name of ``feature`` within the segment ``column == value``. It ends with the
+    separator, so a value ending in ``#missing`` (the suffix of a missing-rate incident's
+    key) cannot make one segment's key another's.
 
     >>> split_segment_feature(segment_feature("amount", "country", "IT"))
     ('amount', 'country', 'IT')
     """
-    return f"{feature}{SEPARATOR}{column}{SEPARATOR}{value}"
+    return f"{feature}{SEPARATOR}{column}{SEPARATOR}{value}{SEPARATOR}"
 
 
 def is_segment_feature(name: str) -> bool:
@@ -69,7 +71,7 @@ def split_segment_feature(name: str) -> tuple[str, str | None, str | None]:
     if SEPARATOR not in name:
         return name, None, None
     feature, column, value = name.split(SEPARATOR, 2)  # a value may hold the separator
-    return feature, column, value
+    return feature, column, value.removesuffix(SEPARATOR)
 
 
 def parse_columns(raw: str) -> tuple[str, ...]:
@@ -82,12 +84,17 @@ def parse_columns(raw: str) -> tuple[str, ...]:
 
 
 def choose_segments(
-    counts: dict[str, int], kept: list[str], max_values: int, min_share: float
+    counts: dict[str, int],
+    kept: list[str],
+    max_values: int,
+    min_share: float,
+    total: int | None = None,
 ) -> list[str]:
     """The values with a segment of their own in the next window, from a window's ``counts``
-    of the column's values: the values of ``kept`` (the current choice) that still have half
-    of ``min_share``, then the most frequent others with ``min_share``, at most
-    ``max_values`` in all; sorted by name (the order is no ranking).
+    of the column's values (of ``total`` events: by default the counted ones): the values of
+    ``kept`` (the current choice) that still have half of ``min_share``, then the most
+    frequent others with ``min_share``, at most ``max_values`` in all; sorted by name (the
+    order is no ranking).
 
     >>> choose_segments({"IT": 50, "FR": 900, "DE": 30, "ES": 20}, [], 2, 0.025)
     ['FR', 'IT']
@@ -96,7 +103,7 @@ def choose_segments(
     >>> choose_segments({"IT": 5, "FR": 900, "DE": 60}, ["IT"], 2, 0.025)
     ['DE', 'FR']
     """
-    total = sum(counts.values())
+    total = max(total or 0, sum(counts.values()))
     if not total:
         return sorted(kept)[:max_values]
     out = [v for v in kept if counts.get(v, 0) >= min_share / 2 * total][:max_values]

@@ -503,7 +503,7 @@ class StreamState:
         if not (self.segments or self.segment_values or self.segment_counts):
             return {}  # no segments: the bytes of a stream state from before they existed
         return {
-            "sf": self.segments,
+            "sf": dict(sorted(self.segments.items())),  # whatever order they were met in
             "sv": [[w, v] for w, v in sorted(self.segment_values.items())],
             "sc": [[w, c] for w, c in sorted(self.segment_counts.items())],
         }
