@@ -31,7 +31,7 @@ from streams.importance import (
     choose_importance,
     merge_associations,
 )
-from streams.incidents import Incident, IncidentNotice
+from streams.incidents import Incident, IncidentBook, IncidentNotice
 from streams.moments import MomentSummary, MomentWindow, moment_key
 from streams.numeric_summary import NumericSummary
 from streams.segments import OTHER, is_segment_feature, split_segment_feature
@@ -209,6 +209,7 @@ class FeatureJudge:
             for t, sig in zip(family, significant, strict=True)
             if sig and t.result.effect_size >= _effect_floor(cfg, t.result.test)
         ]
+        drifting = self._without_covered_segments(book, drifting)
         if partial_end is not None and not drifting:
             return []
         # The drifting share (severity) within each family: features, segment features.
@@ -541,6 +542,21 @@ class FeatureJudge:
                 extra=ranking_fields(incident) | self._segment_fields(stream, window, feature),
             )
         )  # fmt: skip
+
+    def _without_covered_segments(
+        self, book: IncidentBook, drifting: list[FeatureTest]
+    ) -> list[FeatureTest]:
+        """``drifting`` less the segments' drifts of a feature whose whole traffic drifts the
+        same way (found in this judgement, or an incident open): one change would otherwise
+        be told once per segment. Such a segment counts as not drifting here."""
+        whole = {t.incident_key for t in drifting if not t.is_segment} | set(book.open)
+        kept: list[FeatureTest] = []
+        for t in drifting:
+            if t.is_segment and t.name + t.test.incident_suffix in whole:
+                self.stats["segment_drifts_covered"] += 1
+                continue
+            kept.append(t)
+        return kept
 
     def _segment_fields(self, stream: StreamState, window: float, name: str) -> dict[str, object]:
         """A segment feature's additive fields (``segment``: its column and value;

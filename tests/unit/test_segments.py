@@ -340,3 +340,19 @@ def test_other_is_compared_with_windows_of_the_same_segments() -> None:
     assert "E" not in stream.segment_values[T0 + 10 * DAY]["country"]
     assert "E" in stream.segment_values[T0 + 29 * DAY]["country"]
     assert engine.stats["tests"] > 0
+
+
+def test_a_shift_of_all_the_traffic_is_told_once_not_once_per_segment() -> None:
+    """x0 moves 1 sd everywhere from 06:00 of day 16: the feature's DriftEvents, and none of
+    its segments' (each drifts too, and each is the same change)."""
+    events = [
+        dataclasses.replace(e, features={**e.features, "x0": float(e.features["x0"] or 0) + 1})
+        if e.timestamp >= T0 + 16.25 * DAY
+        else e
+        for e in segmented(seed=11, days=18, per_day=1_500)
+    ]
+    engine = DriftEngine(CONFIG, MemoryStore())
+    drifts = [d for e in events for d in engine.observe(e)]
+    assert {(d.feature, json.dumps(d.extra.get("segment"))) for d in drifts} == {("x0", "null")}
+    assert engine.stats["segment_drifts_covered"] > 0  # they were found, and held back
+    assert not [n for n in engine.take_notices() if "segment" in n.extra]
