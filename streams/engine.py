@@ -17,11 +17,8 @@ Order of work for one event (the same whatever the batching, so live and backtes
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Collection
-
-import numpy as np
 
 from schemas import DriftEvent, InvalidEvent, PredictionEvent
 from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
@@ -35,21 +32,13 @@ from streams.keyed_state import (
     StateStore,
     Write,
     guard,
-    guard_many,
     part_of_run,
     run_of,
 )
-from streams.moments import MomentWindow, moment_key
-from streams.segments import (
-    MAX_COUNTED_VALUES,
-    OTHER,
-    choose_segments,
-    is_segment_feature,
-    segment_feature,
-    segment_of,
-    split_segment_feature,
-)
+from streams.moment_tracker import MomentTracker
+from streams.segment_tracker import SegmentTracker
 from streams.state import (
+    ABSENT,
     RECENT_LEVELS,
     FeatureKind,
     FeatureWindow,
@@ -59,9 +48,6 @@ from streams.state import (
     stream_key,
     window_key,
 )
-
-_ABSENT = object()
-"""A feature an event does not have (unlike None: present and missing)."""
 
 
 class DriftEngine:
@@ -94,9 +80,8 @@ class DriftEngine:
             store, FeatureWindow.from_bytes, FeatureWindow.to_bytes, config.cached_windows
         )
         # Per (stream, window): its numeric features' moments (multivariate drift).
-        self._moments: StateCache[MomentWindow] = StateCache(
-            store, MomentWindow.from_bytes, MomentWindow.to_bytes, config.cached_windows
-        )
+        self._moments = MomentTracker(config, store)
+        self._segments = SegmentTracker(config)
         # Per (stream, window): the feature windows already loaded and marked dirty since the
         # last flush, so the per-value path is one dict lookup and an append.
         self._hot: dict[tuple[str, float], dict[str, FeatureWindow]] = {}
@@ -110,10 +95,9 @@ class DriftEngine:
             self.stats,
             self.notices,
             importances=importances,
-            moments=self._moments if config.multivariate else None,
+            moments=self._moments.cache if config.multivariate else None,
         )
         self._looks = config.interim_looks  # a computed property: read per event
-        self._segment_columns = config.segment_column_names
 
     # ------------------------------------------------------------------ public API
 
@@ -150,9 +134,9 @@ class DriftEngine:
             for name, kind in kinds.items():
                 stream.features.setdefault(name, kind)
             if first and cfg.multivariate:
-                self._start_moments(stream, window)
-            if self._segment_columns:
-                self._count_segments(stream, window, event)
+                self._moments.start(stream, window)
+            if self._segments:
+                self._segments.count(stream, window, event)
             if stream.last_closed is not None and window <= stream.last_closed:
                 stream.late_events += 1
                 self.stats["late_events"] += 1
@@ -171,7 +155,7 @@ class DriftEngine:
             return
         cfg = self.config
         looks = bool(self._looks)
-        missing = _ABSENT
+        missing = ABSENT
         for (skey, window), items in self._pending.items():
             stream = self._streams.cached(skey)
             assert stream is not None
@@ -202,15 +186,19 @@ class DriftEngine:
                 else:
                     fw.apply_many(column, positions, slots, hashes, run, batch)  # type: ignore[arg-type]
             batch.finish()
-            chosen = stream.segment_values.get(window) if self._segment_columns else None
-            if chosen:
-                for column_name, values in chosen.items():
-                    self._apply_segments(
-                        stream, window, hot, column_name, frozenset(values), columns,
-                        (positions, slots, hashes, run, scores),
-                    )  # fmt: skip
+            if self._segments:
+
+                def feature_window(name: str, kind: FeatureKind) -> FeatureWindow:
+                    return self._hot_window(stream, window, hot, name, kind)  # noqa: B023
+
+                def apply_rows(fw: FeatureWindow, column: list[object], rows: list[int]) -> None:
+                    # No association with the score per segment: a segment's incident is
+                    # ranked by its feature's (``FeatureJudge``), a tenth of their cost.
+                    self._apply_subset(fw, column, rows, positions, slots, hashes, run, None)  # noqa: B023
+
+                self._segments.apply(stream, window, columns, feature_window, apply_rows)
             if self.config.multivariate:
-                self._apply_moments(stream, window, items, positions, run, columns)
+                self._moments.apply(stream, window, items, positions, run, columns)
         self._pending.clear()
 
     def _hot_window(
@@ -261,135 +249,6 @@ class DriftEngine:
             part_of_run(run, subset),
             None if scores is None else [scores[k] for k in rows],
         )
-
-    def _apply_segments(
-        self,
-        stream: StreamState,
-        window: float,
-        hot: dict[str, FeatureWindow],
-        column_name: str,
-        chosen: frozenset[str],
-        columns: dict[str, list[object]],
-        batch: tuple[list[Position | None], list[int], list[int], Run | None, list[float]],
-    ) -> None:
-        """The batch's values of every feature into its segment features of ``column_name``
-        (one bulk update per segment and feature, like the features' own)."""
-        by_column = columns.get(column_name)
-        if by_column is None:
-            return  # no event of the batch has the column
-        groups: dict[str, list[int]] = {}
-        for k, value in enumerate(by_column):
-            segment = segment_of(value, chosen)
-            if segment is not None:
-                groups.setdefault(segment, []).append(k)
-        missing = _ABSENT
-        # No association with the score per segment: a segment's incident is ranked by its
-        # feature's (``FeatureJudge``), which spares a tenth of the segments' cost.
-        positions, slots, hashes, run, _ = batch
-        for segment, rows in sorted(groups.items()):
-            for name, column in columns.items():
-                if name == column_name:
-                    continue  # constant within its own segments
-                present = [k for k in rows if column[k] is not missing]
-                if not present:
-                    continue  # as one event at a time: no window where no event has it
-                kind = stream.features[name]
-                sname = segment_feature(name, column_name, segment)
-                stream.segments.setdefault(sname, kind)
-                fw = self._hot_window(stream, window, hot, sname, kind)
-                self._apply_subset(fw, column, present, positions, slots, hashes, run, None)
-
-    def _count_segments(self, stream: StreamState, window: float, event: PredictionEvent) -> None:
-        """Count the event's segment column values; at a window's first event, choose the
-        window's segments from the previous window's counts (``streams.segments``)."""
-        cfg = self.config
-        if window not in stream.segment_values:
-            before = [w for w in stream.segment_counts if w < window]
-            counts = stream.segment_counts[max(before)] if before else {}
-            # A share of all of that window's events (the column may be missing in some).
-            total = stream.window_events.get(max(before), 0) if before else 0
-            chosen_before = [w for w in stream.segment_values if w < window]
-            kept = stream.segment_values[max(chosen_before)] if chosen_before else {}
-            chosen: dict[str, list[str]] = {}
-            for column in self._segment_columns:
-                values = choose_segments(
-                    counts.get(column, {}), kept.get(column, []), cfg.segment_values,
-                    cfg.segment_min_share, total,
-                )  # fmt: skip
-                if values:  # with none, its only segment would be all of the traffic
-                    chosen[column] = values
-            stream.segment_values[window] = chosen
-        counts_now = stream.segment_counts.setdefault(window, {})
-        for column in self._segment_columns:
-            value = event.features.get(column)
-            if not isinstance(value, str):
-                continue
-            seen = counts_now.setdefault(column, {})
-            if value in seen:
-                seen[value] += 1
-            elif len(seen) < MAX_COUNTED_VALUES:
-                seen[value] = 1
-        while len(stream.segment_counts) > 2:
-            del stream.segment_counts[min(stream.segment_counts)]
-
-    def _start_moments(self, stream: StreamState, window: float) -> None:
-        """A window's first event: which numeric features its moments track (those the
-        stream knows now, the first ``multivariate_max_features`` by name), fixed for the
-        window. Decided per event, not per batch, so live and backtest choose the same."""
-        names = sorted(name for name, kind in stream.features.items() if kind == "numeric")
-        names = names[: self.config.multivariate_max_features]
-        if len(names) < 2:
-            return
-        key = moment_key(stream.tenant, stream.model, window)
-        if self._moments.get(key, stream.partition) is None:
-            blocks = self.config.moment_blocks
-            self._moments.put(key, MomentWindow.new(tuple(names), blocks), stream.partition)
-
-    def _apply_moments(
-        self,
-        stream: StreamState,
-        window: float,
-        items: list[tuple[PredictionEvent, Position | None]],
-        positions: list[Position | None],
-        run: Run | None,
-        columns: dict[str, list[object]],
-    ) -> None:
-        """The events' rows of the tracked features into the window's moments (in bulk), from
-        the batch's ``columns`` (per feature, a value, None or an absent marker per event)."""
-        key = moment_key(stream.tenant, stream.model, window)
-        mw = self._moments.get(key, stream.partition)
-        if mw is None:
-            # Made at the window's first event, but a flush's records are not stored all or
-            # nothing: a worker killed while they were on the way leaves the stream state
-            # (which counted that event) without the moments, and the events read again are
-            # no window's first any more.
-            self._start_moments(stream, window)
-            mw = self._moments.get(key, stream.partition)
-            if mw is None:
-                return
-        keep = guard_many(mw.offsets, positions, run)
-        if not keep:
-            return
-        n = len(items)
-        # One object array of the columns, missing and absent values replaced in C (a list
-        # comprehension per value cost a third of the multivariate test's ingestion).
-        nothing = [None] * n  # a tracked feature absent from every event of the batch
-        table = np.array([columns.get(name, nothing) for name in mw.features], dtype=object)
-        table[(table == None) | (table == _ABSENT)] = math.nan  # noqa: E711  # elementwise
-        rows = table.T.astype(np.float64, order="C")  # C order: see MomentSummary.add_rows
-        events = [e for e, _ in items]
-        if len(keep) < n:
-            rows = rows[keep]
-            events = [events[k] for k in keep]
-        span, last = self.config.moment_block_seconds, len(mw.blocks) - 1
-        blocks = [min(int((e.timestamp - window) // span), last) for e in events]
-        if blocks[0] == blocks[-1] and blocks.count(blocks[0]) == len(blocks):
-            mw.blocks[blocks[0]].add_rows(rows)
-        else:
-            index = np.array(blocks)
-            for b in dict.fromkeys(blocks):
-                mw.blocks[b].add_rows(rows[index == b])  # in arrival order within a block
-        self._moments.mark(key, stream.partition)
 
     def take_notices(self) -> list[IncidentNotice]:
         out = self.notices.copy()
@@ -621,10 +480,7 @@ class DriftEngine:
 
     def _close_window(self, stream: StreamState, window: float) -> None:
         if self.config.multivariate:
-            key = moment_key(stream.tenant, stream.model, window)
-            mw = self._moments.get(key, stream.partition)
-            if mw is not None and mw.close():
-                self._moments.mark(key, stream.partition)
+            self._moments.close(stream, window)
         for feature, _ in stream.judged_features():
             key = window_key(stream.tenant, stream.model, window, feature)
             fw = self._window(key)
@@ -638,30 +494,8 @@ class DriftEngine:
                 self._delete(
                     window_key(stream.tenant, stream.model, window, feature), stream.partition
                 )
-            mkey = moment_key(stream.tenant, stream.model, window)
-            if self._moments.get(mkey, stream.partition) is not None:
-                self._moments.delete(mkey, stream.partition)
+            self._moments.expire(stream, window)
             del stream.window_events[window]
             stream.segment_values.pop(window, None)
             self.stats["windows_expired"] += 1
-        if stream.segments:
-            # A segment no retained window has: no window of its features is left either.
-            alive = {
-                (column, value)
-                for chosen in stream.segment_values.values()
-                for column, values in chosen.items()
-                for value in (*values, OTHER)
-            }
-            for name in [n for n in stream.segments if split_segment_feature(n)[1:] not in alive]:
-                del stream.segments[name]
-        if self._segment_columns:
-            # What the judge kept of a gone segment's tests, once no incident is open.
-            book = stream.incidents
-            for key in [
-                k
-                for k in book.last_window
-                if is_segment_feature(k)
-                and k.removesuffix("#missing") not in stream.segments
-                and k not in book.open
-            ]:
-                del book.last_window[key]
+        self._segments.expire(stream)

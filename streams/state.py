@@ -42,6 +42,8 @@ Summary = NumericSummary | CategoricalSummary
 RECENT_LEVELS = 4
 """Recent spans tested at sub-day looks: the last 1, 2, 4 and 8 interim slots."""
 RECENT_SLOTS = 1 << (RECENT_LEVELS - 1)
+ABSENT = object()
+"""A feature an event does not have (unlike None: present and missing), in a batch's columns."""
 SLOT_SAMPLE = 64
 """Values kept per slot: a deterministic uniform sample (the smallest event-id hashes)."""
 
