@@ -41,15 +41,13 @@ told in notices (alerts), never as a DriftEvent, so it never starts a retraining
 
 from __future__ import annotations
 
-import functools
 import math
-import uuid
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
-from schemas import DriftEvent, DriftKind
+from schemas import DriftEvent
 from streams.config import DAY, PerformanceConfig
 from streams.decision import benjamini_hochberg
 from streams.incidents import IncidentNotice
@@ -63,20 +61,16 @@ from streams.perf_findings import (
     drop_tests,
     estimated,
     ndtr,
-    objective_test,
-    objective_value,
     positives,
     span_test,
 )
+from streams.perf_incidents import PerfIncidents
 from streams.perf_state import (
-    OBJECTIVE_KIND,
     PerfStream,
     PerfWindow,
     history_row,
-    objective_key,
     perf_stream_key,
     perf_window_key,
-    split_incident_key,
 )
 from streams.performance import (
     CalibrationMap,
@@ -87,8 +81,6 @@ from streams.performance import (
 from streams.sequential import RateRiseTest, rate_upper_bound
 
 __all__ = ["PerformanceMonitor"]
-
-_NAMESPACE = uuid.UUID("0b9a3c52-8f7e-4f51-a0c2-7f5d6e4b1a93")
 
 
 @dataclass(frozen=True)
@@ -136,6 +128,7 @@ class PerformanceMonitor:
         self._windows: StateCache[PerfWindow] = StateCache(
             store, PerfWindow.from_bytes, PerfWindow.to_bytes, config.engine.cached_windows
         )
+        self._incidents = PerfIncidents(config, self.stats, self.notices, self._mark)
         self._rate_tests: dict[tuple[str, float], _RateBaseline | None] = {}
         """Per (stream, window): the sequential test against its baseline, until the next
         flush (a baseline window's late labels can still move its bound a little)."""
@@ -337,19 +330,19 @@ class PerformanceMonitor:
             drops = drop_tests(b, summary, cfg)
             significant = benjamini_hochberg([f.p_value or 1.0 for f in drops], alpha)
             findings += [f for f, sig in zip(drops, significant, strict=True) if sig]
-        self._objectives(stream, win, version, window, summary, detected_at, final)
+        self._incidents.objectives(stream, win, version, window, summary, detected_at, final)
         key = f"realised:{version}"
         if key in win.raised:
             return []  # this window was already found drifting at an earlier look
         tested = base is not None and summary.labelled >= cfg.min_labels
         if not findings:
             if final and tested:  # a look with nothing to compare against is no evidence
-                self._clean(stream, key, window)
+                self._incidents.clean(stream, key, window)
                 if f"sequential:{version}" not in win.raised:
-                    self._clean(stream, f"sequential:{version}", window)
+                    self._incidents.clean(stream, f"sequential:{version}", window)
             return []
         baseline_count = 0 if base is None else base[0].labelled
-        return self._raise(
+        return self._incidents.drift(
             stream, win, key, version, window, findings, detected_at, base_start, base_end,
             summary, baseline_count, partial=not final,
         )  # fmt: skip
@@ -396,7 +389,7 @@ class PerformanceMonitor:
                 if p < cfg.estimate_alpha:
                     findings.append(estimated("estimated_pr_auc_drop", z, p, pr0 - pr, pr))
             if not findings:
-                self._clean(stream, f"estimated:{version}", window)
+                self._incidents.clean(stream, f"estimated:{version}", window)
             if findings:
                 for f in findings:
                     f.extra.update(
@@ -404,7 +397,7 @@ class PerformanceMonitor:
                         baseline_pr_auc=base_pr,
                         label_rate=rate,
                     )
-                events += self._raise(
+                events += self._incidents.drift(
                     stream, win, f"estimated:{version}", version, window, findings, now,
                     base_start, base_end, s, b.labelled, partial=False,
                 )  # fmt: skip
@@ -452,12 +445,12 @@ class PerformanceMonitor:
             key = f"span:{version}"
             finding = span_test(base, span, cfg, cfg.look_alpha)
             if finding is None:
-                self._clean(stream, key, window)
+                self._incidents.clean(stream, key, window)
                 continue
             # The event names the window at whose end the span was tested (the window its
             # incident counts, as for every other test); the span is in ``extra``.
             finding.extra.update(span_start=with_version[0], span_windows=len(with_version))
-            events += self._raise(
+            events += self._incidents.drift(
                 stream, win, key, version, window, [finding], now, base_windows[0],
                 base_windows[-1] + ecfg.window_seconds, span, base.labelled, partial=True,
             )  # fmt: skip
@@ -513,170 +506,18 @@ class PerformanceMonitor:
                 "labels": n,
             },
         )
-        return self._raise(
+        return self._incidents.drift(
             stream, win, key, version, window, [finding], now, base.start, base.end,
             summary, base.n, partial=True,
         )  # fmt: skip
 
-    # ------------------------------------------------------------------ incidents
-
-    def _raise(
-        self,
-        stream: PerfStream,
-        win: PerfWindow,
-        key: str,
-        version: str,
-        window: float,
-        findings: list[Finding],
-        detected_at: float,
-        baseline_start: float,
-        baseline_end: float,
-        summary: PerformanceSummary,
-        baseline_count: int,
-        partial: bool,
-    ) -> list[DriftEvent]:
-        cfg = self.config.engine
-        book = stream.incidents
-        win.raised.append(key)
-        self._windows.mark(perf_window_key(stream.tenant, stream.model, window))
-        top = max(findings, key=lambda f: f.severity.rank)
-        # Once per window, even if a crash lost the window's own record of it (the stream and
-        # the window are separate keys): a replay must not confirm an incident early. Windows
-        # are judged out of order here (labels arrive late), so the book remembers 64.
-        incident, changes = book.drifting(
-            key, window, top.severity, top.test,
-            lambda: str(uuid.uuid5(
-                _NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{key}\x1f{int(window)}"
-            )),
-            confirm_windows=cfg.confirm_windows, remember=64,
-        )  # fmt: skip
-        for change in changes:
-            if change != "escalated":
-                self.stats[f"incidents_{change}"] += 1
-        for change in changes:
-            self.notices.append(
-                IncidentNotice(
-                    change, incident.drift_id, DriftKind.PERFORMANCE.value, stream.tenant,
-                    stream.model, version, None, top.test, incident.max_severity,
-                    incident.confirmed, incident.persistence, window, detected_at, top.statistic,
-                    top.p_value, top.effect,
-                    {"estimated": True} if top.extra.get("estimated") else {},
-                )
-            )  # fmt: skip
-        self._streams.mark(perf_stream_key(stream.tenant, stream.model))
-        metrics = {
-            "predictions": summary.predictions,
-            "labelled": summary.labelled,
-            "label_rate": summary.label_rate,
-            "accuracy": summary.accuracy(),
-            "pr_auc": summary.pr_auc(),
-        }
-        events = [
-            DriftEvent(
-                drift_id=incident.drift_id,
-                kind=DriftKind.PERFORMANCE,
-                tenant=stream.tenant,
-                model=stream.model,
-                model_version=version,
-                feature=None,
-                test=f.test,
-                statistic=f.statistic,
-                p_value=f.p_value,
-                effect_size=f.effect,
-                window_start=window,
-                window_end=min(window + cfg.window_seconds, max(detected_at, window)),
-                baseline_start=baseline_start,
-                baseline_end=baseline_end,
-                severity=f.severity,
-                confirmed=incident.confirmed,
-                detected_at=detected_at,
-                persistence=incident.persistence,
-                window_count=summary.labelled,
-                baseline_count=baseline_count,
-                partial=partial,
-                extra={"metrics": metrics} | f.extra,
-            )
-            for f in findings
-        ]
-        self.stats["drift_events"] += len(events)
-        return events
-
-    def _objectives(
-        self,
-        stream: PerfStream,
-        win: PerfWindow,
-        version: str,
-        window: float,
-        summary: PerformanceSummary,
-        detected_at: float,
-        final: bool,
-    ) -> None:
-        """The model's objectives at a look: a breach is an incident of kind ``objective``
-        (opened, confirmed once it persists, resolved by clean windows), told in notices and
-        never a DriftEvent: a floor is a service level, not a change, and no reason to
-        retrain a model that was always below it."""
-        cfg = self.config
-        objectives = cfg.objectives_for(stream.tenant, stream.model)
-        if final:  # a breach of an objective no longer set is over: its windows count as clean
-            active = {objective_key(o.metric, version) for o in objectives}
-            for key in [k for k in stream.incidents.open if k.startswith("objective:")]:
-                if key not in active and split_incident_key(key)[1] == version:
-                    self._clean(stream, key, window, version, OBJECTIVE_KIND)
-        for objective in objectives:
-            key = objective_key(objective.metric, version)
-            if key in win.raised:
-                continue  # this window breached it at an earlier look
-            finding = objective_test(summary, objective, cfg, cfg.objective_alpha)
-            if finding is None:
-                if final and objective_value(summary, objective, cfg) is not None:
-                    self._clean(stream, key, window, version, OBJECTIVE_KIND)
-                continue
-            win.raised.append(key)
-            self._windows.mark(perf_window_key(stream.tenant, stream.model, window))
-            incident, changes = stream.incidents.drifting(
-                key, window, finding.severity, finding.test,
-                functools.partial(_incident_id, stream, key, window),
-                confirm_windows=cfg.engine.confirm_windows, remember=64,
-            )  # fmt: skip
-            self.stats["objective_breaches"] += 1
-            for change in changes:
-                if change != "escalated":
-                    self.stats[f"objective_incidents_{change}"] += 1
-                self.notices.append(
-                    IncidentNotice(
-                        change, incident.drift_id, OBJECTIVE_KIND, stream.tenant, stream.model,
-                        version, None, finding.test, incident.max_severity, incident.confirmed,
-                        incident.persistence, window, detected_at, finding.statistic,
-                        finding.p_value, finding.effect, dict(finding.extra),
-                    )
-                )  # fmt: skip
-            self._streams.mark(perf_stream_key(stream.tenant, stream.model))
-
-    def _clean(
-        self,
-        stream: PerfStream,
-        key: str,
-        window: float,
-        version: str | None = None,
-        kind: str = DriftKind.PERFORMANCE.value,
-    ) -> None:
-        ecfg = self.config.engine
-        incident = stream.incidents.clean(
-            key, window, resolve_windows=ecfg.resolve_windows, window_seconds=ecfg.window_seconds
-        )
-        if incident is not None:
-            self.stats["incidents_resolved" if kind != OBJECTIVE_KIND
-                       else "objective_incidents_resolved"] += 1  # fmt: skip
-            self.notices.append(
-                IncidentNotice(
-                    "resolved", incident.drift_id, kind, stream.tenant, stream.model,
-                    key.split(":", 1)[1] if version is None else version, None, incident.test,
-                    incident.max_severity, incident.confirmed, incident.persistence, window,
-                    stream.clock,
-                )
-            )  # fmt: skip
-
     # ------------------------------------------------------------------ storage
+
+    def _mark(self, stream: PerfStream, window: float | None) -> None:
+        """The stream (and its window ``window``) changed: to be written at the flush."""
+        if window is not None:
+            self._windows.mark(perf_window_key(stream.tenant, stream.model, window))
+        self._streams.mark(perf_stream_key(stream.tenant, stream.model))
 
     def _stream(self, tenant: str, model: str) -> PerfStream:
         key = perf_stream_key(tenant, model)
@@ -727,10 +568,3 @@ def _summary(versions: dict[str, PerformanceSummary], version: str) -> Performan
     if summary is None:
         summary = versions[version] = PerformanceSummary()
     return summary
-
-
-def _incident_id(stream: PerfStream, key: str, window: float) -> str:
-    """Deterministic, so a replay (or a backtest) names the incident the same."""
-    return str(
-        uuid.uuid5(_NAMESPACE, f"{stream.tenant}\x1f{stream.model}\x1f{key}\x1f{int(window)}")
-    )

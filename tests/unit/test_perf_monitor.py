@@ -240,7 +240,7 @@ def test_an_incident_counts_each_window_once_even_if_a_crash_lost_the_windows_re
 
     for window in (T0, T0 + DAY, T0 + DAY):  # the second window judged again after a crash
         fresh = PerfWindow()  # its "raised" list was never saved
-        events = mon._raise(
+        events = mon._incidents.drift(
             stream, fresh, "realised:v1", "v1", window, [finding], window + DAY, T0, T0,
             PerformanceSummary(), 0, partial=False,
         )  # fmt: skip
