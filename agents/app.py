@@ -133,6 +133,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         # Wait for in-flight batches before giving partitions up: a batch that finished after
         # its partition moved would write state another worker now owns.
         stream_wait_empty=True,
+        table_standby_replicas=settings.standby_replicas,
+        broker_max_poll_records=settings.max_poll_records or None,
+        stream_recovery_delay=settings.recovery_delay_seconds,
         recovery_consistency_check=settings.recovery_consistency_check,
         producer_max_batch_size=settings.producer_max_batch_bytes,
         logging_config=None,

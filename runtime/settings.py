@@ -241,6 +241,29 @@ class Settings:
         "its last batch, so Faust's changelog recovery on it skips the rest of that batch; "
         "tests that restore from the changelog there set 1 (one record per batch).",
     )
+    standby_replicas: int = _env(
+        "DRIFTWATCH_STANDBY_REPLICAS",
+        0,
+        "Standby copies of each table partition kept by the other workers of the app (Faust's "
+        "default is 1). A standby is promoted when its owner dies, which spares replaying the "
+        "changelog at a failover, but Faust's standby-to-active path is where its recovery "
+        "races live; with 0 the new owner replays the changelog from its own offsets "
+        "(docs/runbook.md, 'Failover').",
+    )
+    max_poll_records: int = _env(
+        "DRIFTWATCH_MAX_POLL_RECORDS",
+        0,
+        "Most records one fetch hands the worker (Faust's broker_max_poll_records); 0: no "
+        "limit (Faust's default).",
+    )
+    recovery_delay_seconds: float = _env(
+        "DRIFTWATCH_RECOVERY_DELAY_SECONDS",
+        0.0,
+        "Seconds a worker waits after a rebalance before restoring tables and resuming "
+        "(Faust's stream_recovery_delay): with more than the session timeout, workers that "
+        "join or leave at about the same time make one rebalance instead of several, at the "
+        "cost of that much more takeover time.",
+    )
     rocksdb_memory_mb: int = _env(
         "DRIFTWATCH_ROCKSDB_MEMORY_MB",
         16,
