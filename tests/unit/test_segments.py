@@ -30,21 +30,13 @@ from streams.segments import (
 from streams.state import FeatureWindow, stream_key, window_key
 from streams.views import drift_status
 from tests.unit.live_replay import replay_live
+from tests.unit.test_multivariate import CONFIG as SHORT_HISTORY
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
 # Defaults but a shorter history (first tested window: day 14) and confirmation at the first
 # drifting window, so "confirmed within 24 h" is a question of detection alone.
-CONFIG = EngineConfig(
-    baseline_start_days=14,
-    baseline_end_days=7,
-    min_baseline_windows=5,
-    retention_days=16,
-    seasonal_period_days=0,
-    confirm_windows=1,
-    multivariate=False,
-    segment_columns="country",
-)
+CONFIG = dataclasses.replace(SHORT_HISTORY, multivariate=False, segment_columns="country")
 COUNTRIES = {"A": 0.45, "B": 0.25, "C": 0.15, "IT": 0.05, "D": 0.05}
 """The segment column's mix; the rest (5 %) is 50 rare values of 0.1 % each."""
 
