@@ -1,0 +1,192 @@
+"""Worker memory against input size: is the driftwatch worker's RSS flat from 1M to 10M events?
+
+Run as ``python -m bench.worker_memory [--events 10000000] [--features 4] [--per-day 2000]
+[--batch 500] [--every 1000000]``.
+
+A worker runs for a long time: what it holds must not grow with what it has read. This
+produces a long stream at a steady rate (4 streams x ``--per-day`` predictions a day, so 10M
+events are ~1,250 days: windows close, expire and drop out of the history, the join's stored
+predictions expire unlabelled) into the embedded broker (or ``KAFKA_BOOTSTRAP_SERVERS``), in
+envelopes of ``--batch`` (only to spare Faust's per-message cost: the state is the same), then
+starts one worker and reads its resident set size (``VmRSS``) each time its event counter
+passes another ``--every`` events. It prints the table and writes
+``bench/results/worker_memory.json``; the verdict is RSS at the last checkpoint over RSS at the
+first (issue 10's target: within +-10 %).
+
+The stream is generated and produced lazily (10M events do not fit in this process as
+objects). The features default to 4 (3 numeric, 1 categorical) so that 10M events take about
+half an hour here; the state per feature is bounded the same way whatever the count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+from bench.throughput import (
+    FAST_DETECTION,
+    MODELS,
+    START,
+    TENANTS,
+    _broker,
+    _log,
+    driftwatch_worker,
+    machine_info,
+    metric_sum,
+    split_features,
+)
+from driftwatch.kafka_io import make_producer, prediction_messages, produce_messages
+from driftwatch.simulate import SimulationConfig, generate
+from runtime.topics import ensure_topics
+
+RESULTS = Path(__file__).resolve().parent / "results" / "worker_memory.json"
+PARTITIONS = 2
+
+
+def simulation(events: int, features: int, per_day: int) -> SimulationConfig:
+    """A steady stream: 4 streams x ``per_day`` a day, as many days as ``events`` needs."""
+    numeric, categorical = split_features(features)
+    streams = len(TENANTS) * len(MODELS)
+    return SimulationConfig(
+        seed=11,
+        tenants=TENANTS,
+        models=MODELS,
+        days=math.ceil(events / (streams * per_day)) + 1,
+        events_per_day=per_day,
+        numeric_features=numeric,
+        categorical_features=categorical,
+        start=START,
+    )
+
+
+def messages(events: int, features: int, per_day: int, batch: int) -> Iterator[tuple[bytes, bytes]]:
+    return prediction_messages(
+        islice(generate(simulation(events, features, per_day)), events), batch
+    )
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current, peak) resident set size of ``pid``, MiB (Linux /proc)."""
+    current = peak = math.nan
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            current = int(line.split()[1]) / 1024
+        elif line.startswith("VmHWM:"):
+            peak = int(line.split()[1]) / 1024
+    return current, peak
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    n, every = args.events, args.every
+    run_id = f"mem-{uuid.uuid4().hex[:8]}"
+    prefix = f"{run_id}-"
+    checkpoints: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="driftwatch-mem-") as tmp:
+        workdir = Path(tmp)
+        with _broker(workdir) as (bootstrap, broker_kind):
+            _log(f"broker {bootstrap} ({broker_kind})")
+            ensure_topics(bootstrap, {f"{prefix}predictions": PARTITIONS})
+            started = time.perf_counter()
+            sent = produce_messages(
+                make_producer(bootstrap),
+                f"{prefix}predictions",
+                messages(n, args.features, args.per_day, args.batch),
+            )
+            _log(
+                f"produced {n:,} events in {sent:,} messages: {time.perf_counter() - started:.0f}s"
+            )
+            worker = driftwatch_worker(
+                bootstrap, prefix, f"{run_id}-dw", PARTITIONS, workdir, args.features
+            )
+            worker.start()
+            assert worker.proc is not None
+            began = time.monotonic()
+            next_mark = every
+            try:
+                while next_mark <= n:
+                    worker.check_alive()
+                    samples = worker.samples()
+                    done = int(metric_sum(samples, worker.counter)) if samples else 0
+                    if done >= next_mark:
+                        current, peak = rss_mb(worker.proc.pid)
+                        row = {
+                            "events": done,
+                            "rss_mb": round(current, 1),
+                            "peak_rss_mb": round(peak, 1),
+                            "seconds": round(time.monotonic() - began, 1),
+                        }
+                        checkpoints.append(row)
+                        _log(f"{done:,} events: RSS {current:,.0f} MiB (peak {peak:,.0f})")
+                        while next_mark <= done:
+                            next_mark += every
+                        continue
+                    if time.monotonic() - began > args.timeout:
+                        raise RuntimeError(f"{done:,}/{n:,} events after {args.timeout:.0f}s")
+                    time.sleep(1.0)
+            finally:
+                worker.stop()
+    first, last = checkpoints[0], checkpoints[-1]
+    return {
+        "benchmark": "bench.worker_memory",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "config": {
+            "events": n,
+            "features": args.features,
+            "streams": len(TENANTS) * len(MODELS),
+            "per_stream_day": args.per_day,
+            "days": simulation(n, args.features, args.per_day).days,
+            "predictions_per_message": args.batch,
+            "partitions": PARTITIONS,
+            "broker": broker_kind,
+            "detection": FAST_DETECTION,
+        },
+        "checkpoints": checkpoints,
+        "rss_last_over_first": round(last["rss_mb"] / first["rss_mb"], 3),
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    lines = [f"{'events':>12} {'RSS MiB':>9} {'peak MiB':>9} {'seconds':>8}"]
+    for row in result["checkpoints"]:
+        lines.append(
+            f"{row['events']:>12,} {row['rss_mb']:>9,.0f} {row['peak_rss_mb']:>9,.0f} "
+            f"{row['seconds']:>8,.0f}"
+        )
+    lines.append(f"RSS at the last checkpoint / the first: {result['rss_last_over_first']:.3f}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.worker_memory", description=__doc__)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--features", type=int, default=4, help="1 in 5 categorical (4)")
+    parser.add_argument("--per-day", type=int, default=2000, help="per stream and day (2000)")
+    parser.add_argument("--batch", type=int, default=500, help="predictions per envelope (500)")
+    parser.add_argument("--every", type=int, default=1_000_000, help="events between readings")
+    parser.add_argument("--timeout", type=float, default=4 * 3600.0, help="seconds (4 h)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    print(format_table(result))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
