@@ -28,16 +28,19 @@ from agents.envelopes import (
 )
 from agents.metrics import WorkerMetrics
 from agents.processor import (
+    CHUNK_BYTES,
     ForwardFn,
     PartitionContext,
     TableStore,
     _set_current_event,
+    chunks,
     observe_latency,
 )
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
 from schemas.events import POSITION_STRIDE
 from streams.ingest import OutcomeValidator
 from streams.join import ExpiredOutcome, JoinConfig, JoinResult, OutcomeJoiner, binary_label
+from streams.keyed_state import Write
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,17 @@ class OutcomeRouter:
 
 
 @dataclass
+class _JoinResult:
+    """What a part of a join batch produced, for the loop to deliver and write."""
+
+    rejected: list[Rejected] = field(default_factory=list)
+    labeled: list[tuple[bytes, bytes, float]] = field(default_factory=list)
+    perf: dict[int, dict[int, list[PerfEntry]]] = field(default_factory=dict)
+    """home partition -> join partition -> entries"""
+    writes: list[tuple[int, list[Write]]] = field(default_factory=list)
+
+
+@dataclass
 class JoinProcessor:
     """Applies batches of ``join-input`` to per-partition :class:`OutcomeJoiner` s."""
 
@@ -94,6 +108,8 @@ class JoinProcessor:
     outcomes_topic: str
     partitions: int
     clock: Callable[[], float] = time.time
+    offload: bool = True
+    """Each part's CPU work in a worker thread (False: on the loop)."""
     _joiners: dict[int, OutcomeJoiner] = field(default_factory=dict)
     _context: PartitionContext | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -118,9 +134,21 @@ class JoinProcessor:
                     joiner.forget()
 
     async def _process_batch(self, events: Sequence[Any]) -> None:
-        now = self.clock()
-        labeled: list[tuple[bytes, bytes, float]] = []
-        perf: dict[int, dict[int, list[PerfEntry]]] = {}  # home -> join partition -> entries
+        # A batch of 1,000 join-input messages is up to a million frames after a backlog:
+        # joined part by part (each part's output delivered and its state written before the
+        # next), with the CPU work in a worker thread, so the event loop (heartbeats,
+        # commits, the other agents) never waits for more than one part's writes.
+        for part in chunks(events, CHUNK_BYTES):
+            now = self.clock()
+            result = await self._cpu(self._compute, part, now)
+            await self._commit(result)
+
+    async def _cpu(self, fn: Callable[..., _JoinResult], *args: Any) -> _JoinResult:
+        return await asyncio.to_thread(fn, *args) if self.offload else fn(*args)
+
+    def _compute(self, events: Sequence[Any], now: float) -> _JoinResult:
+        """A part's CPU work (in a worker thread): decode, join, expire, encode the state."""
+        out = _JoinResult()
         touched: set[int] = set()
         for event in events:
             m = event.message
@@ -135,9 +163,9 @@ class JoinProcessor:
             try:
                 frames = decode_join(event.value)
             except (ValueError, KeyError, TypeError, IndexError) as exc:
-                await self._reject(
-                    m.topic, m.partition, m.offset, m.key, event.value, "bad_envelope", exc, now
-                )
+                error = InvalidEvent("bad_envelope", repr(exc)[:500])
+                out.rejected.append(Rejected(m.topic, m.partition, m.offset, m.key, event.value,
+                                             error))  # fmt: skip
                 continue
             for index, (kind, origin, home, raw) in enumerate(frames):
                 topic = self.predictions_topic if kind == "p" else self.outcomes_topic
@@ -147,36 +175,45 @@ class JoinProcessor:
                 try:
                     result, prediction = self._apply(joiner, kind, origin, home, raw)
                 except InvalidEvent as exc:
-                    await self.dead_letters.put(
+                    out.rejected.append(
                         Rejected(topic, origin[0], offset, None, raw, exc, at, later=True)
                     )
                     continue
                 except Exception as exc:  # a bug must not stop the worker or lose the batch
                     log.exception("internal error joining %s[%d]@%d", topic, origin[0], offset)
                     error = InvalidEvent("internal_error", repr(exc)[:500])
-                    await self.dead_letters.put(
+                    out.rejected.append(
                         Rejected(topic, origin[0], offset, None, raw, error, at, later=True)
                     )
                     continue
                 if result.dropped is not None:
-                    await self._give_up(result.dropped, "mismatched_outcome", now)
+                    out.rejected.append(self._given_up(result.dropped, "mismatched_outcome"))
                 position = m.offset * MAX_FRAMES + index
-                self._collect(result, kind, prediction, m.partition, position, labeled, perf)
+                self._collect(result, kind, prediction, m.partition, position, out)
         for partition in sorted(touched):
             # Faust reads a table from the current event's partition only: enter the one
-            # being expired (the batch's last message may be another partition's).
+            # being expired (the part's last message may be another partition's).
             self._enter(partition)
             for gone in self.joiner(partition).expire():
-                await self._give_up(gone, "unknown_prediction", now)
-        await self.send_labeled(labeled)
+                out.rejected.append(self._given_up(gone, "unknown_prediction"))
+            out.writes.append((partition, self.joiner(partition).flush()))
+        return out
+
+    async def _commit(self, out: _JoinResult) -> None:
+        """On the loop: deliver what the part produced, then write the state recording it."""
+        await self.dead_letters.put_all(out.rejected)
+        await self.send_labeled(out.labeled)
         await self.send_performance(
             [
                 (str(jp).encode(), encode_perf(jp, entries), home)
-                for home, by_jp in sorted(perf.items())
+                for home, by_jp in sorted(out.perf.items())
                 for jp, entries in sorted(by_jp.items())
             ]
         )
-        self._persist(touched)
+        for partition, writes in out.writes:
+            self._enter(partition)
+            for w in writes:
+                self.store.write(w)
 
     def _apply(
         self,
@@ -200,9 +237,9 @@ class JoinProcessor:
         prediction: PredictionEvent | None,
         partition: int,
         offset: int,
-        labeled: list[tuple[bytes, bytes, float]],
-        perf: dict[int, dict[int, list[PerfEntry]]],
+        out: _JoinResult,
     ) -> None:
+        labeled, perf = out.labeled, out.perf
         if not result.new:
             self.metrics.joins.labels("replayed").inc()
             return
@@ -233,42 +270,20 @@ class JoinProcessor:
             )
         )
 
-    async def _give_up(self, gone: ExpiredOutcome, reason: str, now: float) -> None:
-        """Dead-letter an outcome the join held and let go (its original bytes are not kept
-        in the join state: the letter carries the outcome re-encoded, and its origin)."""
+    def _given_up(self, gone: ExpiredOutcome, reason: str) -> Rejected:
+        """The dead letter of an outcome the join held and let go (its original bytes are not
+        kept in the join state: the letter carries the outcome re-encoded, and its origin)."""
         part, offset = gone.origin or (-1, -1)
         detail = (
             f"no prediction {gone.outcome.event_id} within the join retention"
             if reason == "unknown_prediction"
             else f"prediction {gone.outcome.event_id} is for another tenant/model"
         )
-        await self.dead_letters.put(
-            Rejected(self.outcomes_topic, part, offset, gone.outcome.event_id.encode(),
-                     gone.outcome.to_json(), InvalidEvent(reason, detail), later=True)
-        )  # fmt: skip
-
-    async def _reject(
-        self,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: bytes | None,
-        value: bytes | None,
-        reason: str,
-        exc: Exception,
-        now: float,
-    ) -> None:
-        error = InvalidEvent(reason, repr(exc)[:500])
-        await self.dead_letters.put(Rejected(topic, partition, offset, key, value, error))
+        error = InvalidEvent(reason, detail)
+        key, value = gone.outcome.event_id.encode(), gone.outcome.to_json()
+        return Rejected(self.outcomes_topic, part, offset, key, value, error, later=True)
 
     def _enter(self, partition: int) -> None:
         if self._context is None:
             self._context = PartitionContext(self.source_topic)
         self._context.enter(partition)
-
-    def _persist(self, partitions: set[int]) -> None:
-        for partition in sorted(partitions):
-            joiner = self.joiner(partition)
-            self._enter(partition)
-            for w in joiner.flush():
-                self.store.write(w)
