@@ -430,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
             log(f"{args.bench_venv} has no PyTorch: installing {peers.REQUIREMENTS.name} into it")
             if peers.setup_bench_venv(args.bench_venv, log):
                 mv_ok = peers.torch_python(args.bench_venv) == alibi_python
-            mv_note = f"{args.bench_venv} has no PyTorch beside alibi-detect, and installing failed"
+            mv_note = f"no PyTorch beside alibi-detect in {args.bench_venv} after installing"
     mv = MultivariatePeer(args.mmd_rows, args.mmd_permutations) if mv_ok else None
     if mv is not None:
         log(
