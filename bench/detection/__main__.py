@@ -225,6 +225,28 @@ def run_job(job: Job) -> dict[str, Any]:
     }
 
 
+def _mv_calibration(results: list[dict[str, Any]], scenarios: list[Scenario]) -> dict[str, Any]:
+    """MMD's and LSDD's alarm days among the tested days without any change: every tested
+    day before the onset's day of a stream without a weekly pattern (``corr-flip``'s days
+    30-59), from day REFERENCE_DAYS on, unscored days included (their false-alarm rate at
+    p_val, measured)."""
+    by_key = {s.key: s for s in scenarios}
+    out: dict[str, Any] = {"scenarios": [], "days": 0, "alarms": {}}
+    for r in results:
+        s = by_key[r["scenario"]]
+        if not r["mmd_lsdd"] or s.weekly_seasonality:
+            continue
+        end = int(s.onset_day) if s.onset_day is not None else s.days
+        if r["scenario"] not in out["scenarios"]:
+            out["scenarios"].append(r["scenario"])
+        for det, ps in r["mmd_lsdd"]["pvalues"].items():
+            clean = [p for p in ps[: end - peers.REFERENCE_DAYS] if p is not None]
+            out["alarms"][det] = out["alarms"].get(det, 0) + sum(p < peers.MV_P_VAL for p in clean)
+            if det == peers.MV_DETECTORS[0]:
+                out["days"] += len(clean)
+    return out
+
+
 def _median_int(xs: list[int]) -> int | None:
     return sorted(xs)[len(xs) // 2] if xs else None
 
@@ -473,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     mv_detectors = [d for d in (DRIFTWATCH, NANNYML, *MV_NAMES) if d in detectors]
     agg_mv = aggregate([r | {"scores": r["multivariate_scores"]} for r in results], mv_detectors)
     mv_runs = [r["mmd_lsdd"]["rows"] for r in results if r["mmd_lsdd"]]
+    calibration = _mv_calibration(results, scenarios)
     backends = {r["backend"] for r in mv_runs}
 
     cpu: Counter[str] = Counter()
@@ -505,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_seconds_total": _cpu_seconds(),
         "versions": _versions(
             alibi_version, _alibi_version(nannyml_python, "nannyml") if nannyml_python else None
-        ),
+        )
+        | ({"torch": ", ".join(sorted(b.split()[1] for b in backends if b))} if backends else {}),
         "alibi_python": (os.path.relpath(alibi_python, ROOT) if alibi_python else None),
         "alibi_note": alibi_note,
         "alibi_crosscheck": crosscheck_note,
@@ -521,6 +545,7 @@ def main(argv: list[str] | None = None) -> int:
             "backend": ", ".join(sorted(b for b in backends if b)),
             "reference_rows": _median_int([r["reference"][0] for r in mv_runs]),
             "day_rows": _median_int([r["day_median"] for r in mv_runs]),
+            "calibration": calibration,
         },
         "eval_from_day": EVAL_FROM_DAY,
         "kswin_seed": peers.KSWIN_SEED,
