@@ -538,7 +538,9 @@ def render(
         "MMD and LSDD need PyTorch in that venv: `torch==2.13.0` from the same file, a CPU "
         "build of 192 MB (754 MB installed) where pip finds one (on this project's machines "
         "it does); elsewhere the same pin may fetch a CUDA build of several GB, or "
-        "`--mmd off` leaves them out. "
+        "`--mmd off` leaves them out. Their permutation tests are the costly part: about 25 "
+        "CPU seconds per 90-day stream for the two (60 daily tests each at 500 rows a side), "
+        "11 streams by default. "
         "The code: `bench/detection/` (`scenarios.py`, `peers.py`, `metrics.py` with doctests "
         "of every metric, `report.py`).",
         "",
