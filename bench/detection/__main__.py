@@ -1,7 +1,8 @@
 """Detection benchmark: driftwatch against river and alibi-detect on the same seeded streams.
 
 Run as ``python -m bench.detection [--quick] [--scenarios 2,mean-1] [--jobs N]
-[--alibi auto|scipy] [--bench-venv .venv-bench]``.
+[--alibi auto|scipy] [--bench-venv .venv-bench] [--mmd auto|off] [--mmd-rows 500]
+[--mmd-permutations 100] [--mmd-scenarios corr-flip,...|all]``.
 
 Each (scenario, seed) job builds its stream once (``bench.detection.scenarios``), runs
 driftwatch's backtest and every peer (``bench.detection.peers``) over the same events, and
@@ -11,7 +12,10 @@ numbers to ``bench/results/detection.json`` (partial runs: ``detection-partial.j
 
 alibi-detect needs numpy < 2 and so lives in its own venv (``--bench-venv``, created from
 ``bench/requirements-detection.txt`` on first use); ``--alibi scipy``, or a failed setup,
-uses the same procedure written with scipy instead, and the report says so.
+uses the same procedure written with scipy instead, and the report says so. Its multivariate
+MMDDrift and LSDDDrift need PyTorch (in the same venv, from the same file); they run on the
+``--mmd-scenarios`` only (their permutation tests cost about half a second a day each), and
+are left out, with the reason printed, when PyTorch cannot be had or ``--mmd off`` is given.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from bench.detection.report import (
     ALIBI,
     ALIBI_SCIPY,
     DRIFTWATCH,
+    MV_NAMES,
     NANNYML,
     RIVER,
     aggregate,
@@ -49,6 +54,7 @@ from bench.detection.scenarios import EVAL_FROM_DAY, START, Scenario, segment_na
 from driftwatch.backtest import run_backtest
 from schemas import DriftEvent
 from streams.config import EngineConfig
+from streams.drift_tests.multivariate import MULTIVARIATE_FEATURE
 
 ROOT = peers.ROOT
 OFF_TARGET_TEST = "missing_rate"  # driftwatch's missing-rate test: no scenario changes it
@@ -61,12 +67,21 @@ def log(msg: str) -> None:
 
 
 @dataclass(frozen=True)
+class MultivariatePeer:
+    """alibi-detect's MMD / LSDD settings for a job (``None`` on a job: not run there)."""
+
+    rows: int = peers.MV_ROWS
+    permutations: int = peers.MV_PERMUTATIONS
+
+
+@dataclass(frozen=True)
 class Job:
     scenario: Scenario
     seed: int
     alibi_python: str | None
     nannyml_python: str | None
     crosscheck: bool
+    multivariate: MultivariatePeer | None = None
 
 
 _WORKER: peers.AlibiWorker | None = None  # one alibi-detect subprocess per pool process
@@ -111,6 +126,7 @@ def run_job(job: Job) -> dict[str, Any]:
 
     seen = stream.peer_events if stream.peer_events is not None else stream.events
     cols = peers.to_columns(seen, START, stream.numeric, stream.categorical)
+    own_numeric = list(stream.numeric)  # beside the segments' columns, which have an "@"
     del seen
     del stream
     lap("generate")
@@ -121,7 +137,7 @@ def run_job(job: Job) -> dict[str, Any]:
         if _NANNYML is None:
             _NANNYML = peers.NannyMLWorker(job.nannyml_python)
         # its PCA over the stream's own numeric features (not the segments' columns)
-        nannyml = _NANNYML.alarms(cols, [n for n in cols.numeric if "@" not in n])
+        nannyml = _NANNYML.alarms(cols, [n for n in own_numeric if "@" not in n])
         lap("NannyML")
 
     crosscheck: dict[str, int] | None = None
@@ -145,12 +161,47 @@ def run_job(job: Job) -> dict[str, Any]:
         lap("alibi-equivalent")
     alibi = peers.alibi_alarms(pvalues, cols)
 
+    # alibi-detect's MMD / LSDD over the same numeric features as NannyML's PCA
+    multivariate: dict[str, list[Alarm]] = {}
+    mv_pvalues: dict[str, list[float | None]] | None = None
+    mv_rows: dict[str, Any] | None = None
+    if job.multivariate is not None and job.alibi_python is not None:
+        if _WORKER is None:
+            _WORKER = peers.AlibiWorker(job.alibi_python)
+        batches = peers.multivariate_batches(
+            cols, [n for n in own_numeric if "@" not in n], job.multivariate.rows, job.seed
+        )
+        mv_pvalues = _WORKER.multivariate(batches, job.seed, job.multivariate.permutations)
+        mv_rows = {
+            "reference": [batches.reference_rows, len(batches.reference)],
+            "day_median": int(sorted(batches.day_rows)[len(batches.day_rows) // 2]),
+            "backend": _WORKER.backend,
+        }
+        for det, name in zip(peers.MV_DETECTORS, MV_NAMES, strict=True):
+            multivariate[name] = peers.daily_alarms(mv_pvalues[det], START, MULTIVARIATE_FEATURE)
+        lap("alibi-detect MMD / LSDD")
+
     scores = {DRIFTWATCH: asdict(score(dw, truth, own_incidents=True))}
     for name in RIVER:
         scores[name] = asdict(score(river[name.removeprefix("river ")], truth, own_incidents=False))
     if nannyml is not None:
         scores[NANNYML] = asdict(score(nannyml, truth, own_incidents=False))
     scores[alibi_name] = asdict(score(alibi, truth, own_incidents=False))
+    for name, alarms in multivariate.items():
+        scores[name] = asdict(score(alarms, truth, own_incidents=False))
+    # The multivariate detectors alone: their __multivariate__ alarms against that one
+    # 'feature', so the false-alarm rate is per 1,000 model-days.
+    mv_truth = dataclasses.replace(
+        truth,
+        features=(MULTIVARIATE_FEATURE,),
+        drifting=truth.drifting & {MULTIVARIATE_FEATURE},
+    )
+    only = lambda alarms: [a for a in alarms if a.feature == MULTIVARIATE_FEATURE]  # noqa: E731
+    mv_scores = {DRIFTWATCH: asdict(score(only(dw), mv_truth, own_incidents=True))}
+    if nannyml is not None:
+        mv_scores[NANNYML] = asdict(score(only(nannyml), mv_truth, own_incidents=False))
+    for name, alarms in multivariate.items():
+        mv_scores[name] = asdict(score(alarms, mv_truth, own_incidents=False))
     lap("scoring")
     return {
         "scenario": job.scenario.key,
@@ -165,9 +216,43 @@ def run_job(job: Job) -> dict[str, Any]:
             "engine_stats": {k: v for k, v in sorted(report.engine_stats.items())},
         },
         "alibi_crosscheck": crosscheck,
+        "multivariate_scores": mv_scores,
+        "mmd_lsdd": None
+        if mv_pvalues is None
+        else {"rows": mv_rows, "pvalues": {k: [_p(p) for p in v] for k, v in mv_pvalues.items()}},
         "stage_seconds": seconds,
         "wall_seconds": time.perf_counter() - wall,
     }
+
+
+def _mv_calibration(results: list[dict[str, Any]], scenarios: list[Scenario]) -> dict[str, Any]:
+    """MMD's and LSDD's alarm days among the tested days without any change: every tested
+    day before the onset's day of a stream without a weekly pattern (``corr-flip``'s days
+    30-59), from day REFERENCE_DAYS on, unscored days included (their false-alarm rate at
+    p_val, measured)."""
+    by_key = {s.key: s for s in scenarios}
+    out: dict[str, Any] = {"scenarios": [], "days": 0, "alarms": {}}
+    for r in results:
+        s = by_key[r["scenario"]]
+        if not r["mmd_lsdd"] or s.weekly_seasonality:
+            continue
+        end = int(s.onset_day) if s.onset_day is not None else s.days
+        if r["scenario"] not in out["scenarios"]:
+            out["scenarios"].append(r["scenario"])
+        for det, ps in r["mmd_lsdd"]["pvalues"].items():
+            clean = [p for p in ps[: end - peers.REFERENCE_DAYS] if p is not None]
+            out["alarms"][det] = out["alarms"].get(det, 0) + sum(p < peers.MV_P_VAL for p in clean)
+            if det == peers.MV_DETECTORS[0]:
+                out["days"] += len(clean)
+    return out
+
+
+def _median_int(xs: list[int]) -> int | None:
+    return sorted(xs)[len(xs) // 2] if xs else None
+
+
+def _p(p: float | None) -> float | None:
+    return None if p is None else round(p, 4)
 
 
 def _incidents(found: list[Any], truth: Any) -> list[dict[str, Any]]:
@@ -253,7 +338,13 @@ def _rerender(path: Path, out_md: Path | None) -> int:
     seeds = {s["key"]: s["seeds"] for s in payload["scenarios"]}
     chosen = select(",".join(seeds), meta["quick"])
     scenarios = [dataclasses.replace(s, seeds=seeds[s.key]) for s in chosen]
-    markdown = render(meta, scenarios, payload["summary"], payload["detectors"])
+    markdown = render(
+        meta,
+        scenarios,
+        payload["summary"],
+        payload["detectors"],
+        payload.get("summary_multivariate"),
+    )
     print(markdown)
     if out_md is not None:
         out_md.write_text(markdown)
@@ -275,6 +366,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--bench-venv", type=Path, default=ROOT / ".venv-bench")
     parser.add_argument("--no-crosscheck", action="store_true", help="skip alibi vs scipy check")
+    parser.add_argument(
+        "--mmd",
+        choices=("auto", "off"),
+        default="auto",
+        help="auto: alibi-detect's MMD and LSDD (PyTorch, installed into the bench venv from "
+        "bench/requirements-detection.txt if missing) on --mmd-scenarios; off: leave them out",
+    )
+    parser.add_argument(
+        "--mmd-scenarios",
+        default=",".join(peers.MV_SCENARIOS),
+        help="scenarios (keys or numbers, or 'all') on which MMD / LSDD run "
+        f"(default: {','.join(peers.MV_SCENARIOS)}; only those of --scenarios run)",
+    )
+    parser.add_argument(
+        "--mmd-rows", type=int, default=peers.MV_ROWS, help="rows per side of an MMD/LSDD test"
+    )
+    parser.add_argument(
+        "--mmd-permutations",
+        type=int,
+        default=peers.MV_PERMUTATIONS,
+        help="permutations of an MMD/LSDD test",
+    )
     parser.add_argument(
         "--rerender", type=Path, default=None, help="re-render a results JSON, run nothing"
     )
@@ -320,13 +433,48 @@ def main(argv: list[str] | None = None) -> int:
             nannyml_python = peers.peer_python(args.bench_venv, "nannyml")
     if nannyml_python is None:
         log("NannyML not available: its column is left out")
+    mv_keys = (
+        {s.key for s in scenarios}
+        if args.mmd_scenarios.strip() == "all"
+        else {s.key for s in select(args.mmd_scenarios, False)} & {s.key for s in scenarios}
+    )
+    mv_note = ""
+    mv_ok = False
+    if args.mmd == "off":
+        mv_note = "--mmd off was given"
+    elif not mv_keys:
+        mv_note = "none of the --mmd-scenarios was run"
+    elif alibi_python is None:
+        mv_note = "alibi-detect is not available"
+    else:
+        mv_ok = peers.torch_python(args.bench_venv) == alibi_python
+        if not mv_ok:
+            log(f"{args.bench_venv} has no PyTorch: installing {peers.REQUIREMENTS.name} into it")
+            if peers.setup_bench_venv(args.bench_venv, log):
+                mv_ok = peers.torch_python(args.bench_venv) == alibi_python
+            mv_note = f"no PyTorch beside alibi-detect in {args.bench_venv} after installing"
+    mv = MultivariatePeer(args.mmd_rows, args.mmd_permutations) if mv_ok else None
+    if mv is not None:
+        log(
+            f"alibi-detect MMD / LSDD (PyTorch, {mv.rows} rows a side, {mv.permutations} "
+            f"permutations) on {', '.join(sorted(mv_keys))}"
+        )
+    else:
+        log(f"alibi-detect MMD / LSDD left out: {mv_note}")
     detectors = [
         DRIFTWATCH, *RIVER, *([NANNYML] if nannyml_python else []),
-        ALIBI if alibi_python else ALIBI_SCIPY,
+        ALIBI if alibi_python else ALIBI_SCIPY, *(MV_NAMES if mv is not None else ()),
     ]  # fmt: skip
 
     jobs = [
-        Job(s, seed, alibi_python, nannyml_python, crosscheck=not args.no_crosscheck)
+        Job(
+            s,
+            seed,
+            alibi_python,
+            nannyml_python,
+            crosscheck=not args.no_crosscheck,
+            multivariate=mv if s.key in mv_keys else None,
+        )
         for s in scenarios
         for seed in range(1, s.seeds + 1)
     ]
@@ -344,6 +492,11 @@ def main(argv: list[str] | None = None) -> int:
             )
     results.sort(key=lambda r: (r["number"], r["seed"]))
     agg = aggregate(results, detectors)
+    mv_detectors = [d for d in (DRIFTWATCH, NANNYML, *MV_NAMES) if d in detectors]
+    agg_mv = aggregate([r | {"scores": r["multivariate_scores"]} for r in results], mv_detectors)
+    mv_runs = [r["mmd_lsdd"]["rows"] for r in results if r["mmd_lsdd"]]
+    calibration = _mv_calibration(results, scenarios)
+    backends = {r["backend"] for r in mv_runs}
 
     cpu: Counter[str] = Counter()
     for r in results:
@@ -375,10 +528,25 @@ def main(argv: list[str] | None = None) -> int:
         "cpu_seconds_total": _cpu_seconds(),
         "versions": _versions(
             alibi_version, _alibi_version(nannyml_python, "nannyml") if nannyml_python else None
-        ),
+        )
+        | ({"torch": ", ".join(sorted(b.split()[1] for b in backends if b))} if backends else {}),
         "alibi_python": (os.path.relpath(alibi_python, ROOT) if alibi_python else None),
         "alibi_note": alibi_note,
         "alibi_crosscheck": crosscheck_note,
+        "mmd": {
+            "run": mv is not None,
+            "note": mv_note,
+            "scenarios": sorted(mv_keys, key=[s.key for s in scenarios].index)
+            if mv is not None
+            else [],
+            "rows": args.mmd_rows,
+            "permutations": args.mmd_permutations,
+            "p_val": peers.MV_P_VAL,
+            "backend": ", ".join(sorted(b for b in backends if b)),
+            "reference_rows": _median_int([r["reference"][0] for r in mv_runs]),
+            "day_rows": _median_int([r["day_median"] for r in mv_runs]),
+            "calibration": calibration,
+        },
         "eval_from_day": EVAL_FROM_DAY,
         "kswin_seed": peers.KSWIN_SEED,
         "kswin_verified": verified,
@@ -391,11 +559,12 @@ def main(argv: list[str] | None = None) -> int:
         "scenarios": [asdict(s) | {"drift": str(s.drift) if s.drift else None} for s in scenarios],
         "detectors": detectors,
         "summary": agg,
+        "summary_multivariate": agg_mv,
         "runs": results,
     }
     out_json.write_text(json.dumps(payload, indent=1, default=str) + "\n")
     log(f"wrote {out_json}")
-    markdown = render(meta, scenarios, agg, detectors)
+    markdown = render(meta, scenarios, agg, detectors, agg_mv)
     print(markdown)
     if out_md is not None:
         out_md.parent.mkdir(parents=True, exist_ok=True)

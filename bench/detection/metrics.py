@@ -203,13 +203,17 @@ def confirmed_false_incidents_daily(alarms: Iterable[Alarm], truth: Truth) -> in
 
     Each feature's alarm days (evaluation period) go through :func:`incidents_from_days`;
     a confirmed incident is false if the feature does not drift or its first alarm day's
-    first alarm came before the onset.
+    first alarm came before the onset. A feature that is not in ``truth.features`` (a
+    multivariate detector's ``__multivariate__`` in a stream without a correlated pair) is
+    counted too: its alarms are false alarms all the same.
 
     >>> tr = Truth(0.0, 90, ("x", "y"), frozenset({"x"}), 60.5)
     >>> ys = [Alarm("y", (d + 0.5) * DAY) for d in range(40, 47)]
     >>> xs = [Alarm("x", (d + 0.9) * DAY) for d in range(60, 70)]
     >>> confirmed_false_incidents_daily(ys + xs, tr), confirmed_false_incidents_daily(xs, tr)
     (1, 0)
+    >>> confirmed_false_incidents_daily([Alarm("z", (d + 0.5) * DAY) for d in range(40, 47)], tr)
+    1
     """
     first: dict[tuple[str, int], float] = {}
     for a in in_period(alarms, truth):
@@ -217,7 +221,8 @@ def confirmed_false_incidents_daily(alarms: Iterable[Alarm], truth: Truth) -> in
         first[key] = min(a.time, first.get(key, math.inf))
     onset = truth.onset
     count = 0
-    for feature in truth.features:
+    others = sorted({f for f, _ in first} - set(truth.features))
+    for feature in (*truth.features, *others):
         days = range(truth.eval_from_day, truth.days)
         flags = [(feature, d) in first for d in days]
         for inc in incidents_from_days(flags):

@@ -16,7 +16,10 @@ river's own KSWIN on every run.
 
 alibi-detect (0.13 pins numpy < 2, so it cannot live in the project's venv) runs in a
 separate venv, ``.venv-bench`` (``bench/requirements-detection.txt``), as a subprocess
-(``bench/detection/alibi_worker.py``) that the benchmark feeds one stream at a time.
+(``bench/detection/alibi_worker.py``) that the benchmark feeds one stream at a time. Its
+multivariate detectors, MMDDrift and LSDDDrift (PyTorch backend, on the CPU), test each day's
+numeric rows, standardised and subsampled here (:func:`multivariate_batches`), against the
+reference days as one sample.
 """
 
 from __future__ import annotations
@@ -46,6 +49,11 @@ IntArray = npt.NDArray[np.int64]
 
 REFERENCE_DAYS = 30  # alibi-detect's fixed reference, days 0-29; also the river indicator's
 ALIBI_P_VAL = 0.01
+MV_DETECTORS = ("MMD", "LSDD")  # alibi-detect's multivariate detectors (PyTorch backend)
+MV_ROWS = 500  # rows per side of each multivariate test (the reference's and each day's)
+MV_PERMUTATIONS = 100  # alibi-detect's default
+MV_P_VAL = 0.01  # one test per day: about 1 % of clean days alarm (1/101 at 100 permutations)
+MV_SCENARIOS = ("seasonal-null", "null-50", "corr-flip", "corr-null")
 KSWIN_SEED = 42
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -333,6 +341,82 @@ def alibi_alarms(pvalues: dict[str, dict[str, list[float]]], cols: Columns) -> l
     return alarms
 
 
+@dataclass
+class MultivariateBatches:
+    """What alibi-detect's multivariate detectors see of a stream: the reference sample and
+    one sample per tested day (``None`` for a day with fewer than 2 complete rows), rows x
+    features, float32, standardised by the complete reference rows' mean and deviation."""
+
+    features: list[str]
+    reference: npt.NDArray[np.float32]
+    days: list[npt.NDArray[np.float32] | None]
+    reference_rows: int  # complete rows in the reference days, before subsampling
+    day_rows: list[int]  # complete rows in each tested day, before subsampling
+
+
+def multivariate_batches(
+    cols: Columns, features: Sequence[str], rows: int = MV_ROWS, seed: int = 0
+) -> MultivariateBatches:
+    """The numeric ``features`` of ``cols`` as multivariate samples: rows missing any of them
+    dropped, each standardised by the mean and (population) deviation of the complete rows of
+    days 0 .. REFERENCE_DAYS - 1, then at most ``rows`` rows drawn without replacement
+    (``default_rng([seed, 0])`` for the reference, ``[seed, 1 + day]`` for a day), kept in
+    event order.
+
+    >>> day = np.repeat(np.arange(32), 3)
+    >>> x = np.arange(96, dtype=np.float64); y = x % 5; y[4] = np.nan
+    >>> cols = Columns(0.0, day * DAY + 1.0, day, {"x": x, "y": y}, {}, {})
+    >>> b = multivariate_batches(cols, ["x", "y"], rows=2, seed=7)
+    >>> b.reference.shape, b.reference_rows, [d.shape for d in b.days], b.day_rows
+    ((2, 2), 89, [(2, 2), (2, 2)], [3, 3])
+    >>> full = multivariate_batches(cols, ["x", "y"], rows=1000)
+    >>> np.allclose(full.reference.mean(axis=0), 0, atol=1e-6), full.days[1][:, 0].round(2)
+    (True, array([1.86, 1.9 , 1.94], dtype=float32))
+    """
+    if len(features) < 2:
+        raise ValueError("a multivariate test needs at least two features")
+    x = np.column_stack([cols.numeric[f] for f in features])
+    ok = ~np.isnan(x).any(axis=1)
+    x, day = x[ok], cols.day[ok]
+    ref = x[day < REFERENCE_DAYS]
+    mean, sd = ref.mean(axis=0), ref.std(axis=0)
+    sd[sd == 0] = 1.0
+    z = ((x - mean) / sd).astype(np.float32)
+
+    def sample(part: npt.NDArray[np.float32], key: int) -> npt.NDArray[np.float32]:
+        if len(part) <= rows:
+            return part
+        pick = np.random.default_rng([seed, key]).choice(len(part), rows, replace=False)
+        return part[np.sort(pick)]
+
+    days = int(cols.day.max()) + 1 if len(cols.day) else 0
+    tested: list[npt.NDArray[np.float32] | None] = []
+    counts: list[int] = []
+    for d in range(REFERENCE_DAYS, days):
+        part = z[day == d]
+        counts.append(len(part))
+        tested.append(sample(part, 1 + d) if len(part) >= 2 else None)
+    return MultivariateBatches(
+        list(features), sample(z[day < REFERENCE_DAYS], 0), tested, len(ref), counts
+    )
+
+
+def daily_alarms(
+    pvalues: Sequence[float | None], start: float, feature: str, p_val: float = MV_P_VAL
+) -> list[Alarm]:
+    """An alarm on ``feature`` at the end of each tested day (day REFERENCE_DAYS + i for the
+    i-th p-value) whose p-value is below ``p_val``; ``None`` (no test) is never an alarm.
+
+    >>> [a.time / DAY for a in daily_alarms([0.5, 0.0, None, 0.009], 0.0, "__multivariate__")]
+    [32.0, 34.0]
+    """
+    return [
+        Alarm(feature, start + (REFERENCE_DAYS + i + 1) * DAY)
+        for i, p in enumerate(pvalues)
+        if p is not None and p < p_val
+    ]
+
+
 class VenvWorker:
     """A long-lived worker script in the bench venv: one JSON request (a stream, its arrays
     in an npz file) per line, one JSON reply per line."""
@@ -446,7 +530,10 @@ def peer_python(venv: Path, module: str) -> str | None:
 
 
 class AlibiWorker(VenvWorker):
-    """``alibi_worker.py``: alibi-detect's daily KSDrift / ChiSquareDrift p-values."""
+    """``alibi_worker.py``: alibi-detect's daily KSDrift / ChiSquareDrift p-values, and its
+    MMDDrift / LSDDDrift p-values of multivariate daily samples."""
+
+    backend: str | None = None  # "pytorch <version>" once a multivariate request ran
 
     def pvalues(self, cols: Columns) -> dict[str, dict[str, list[float]]]:
         batches = daily_batches(cols)
@@ -465,10 +552,41 @@ class AlibiWorker(VenvWorker):
             for kind in ("numeric", "categorical")
         }
 
+    def multivariate(
+        self,
+        batches: MultivariateBatches,
+        seed: int,
+        permutations: int = MV_PERMUTATIONS,
+        detectors: Sequence[str] = MV_DETECTORS,
+    ) -> dict[str, list[float | None]]:
+        """Per detector (``"MMD"``, ``"LSDD"``), the p-value of each tested day of
+        ``batches`` (``None`` for a day without a sample); torch seeded with ``seed``."""
+        arrays: dict[str, Any] = {"ref": batches.reference}
+        for i, x in enumerate(batches.days):
+            if x is not None:
+                arrays[f"d{i}"] = x
+        request = {
+            "kind": "multivariate",
+            "days": len(batches.days),
+            "detectors": list(detectors),
+            "p_val": MV_P_VAL,
+            "permutations": permutations,
+            "seed": seed,
+        }
+        reply = self.ask(request, arrays)
+        self.backend = reply.get("backend")
+        pvalues: dict[str, list[float | None]] = reply["pvalues"]
+        return pvalues
+
 
 def alibi_python(venv: Path) -> str | None:
     """An interpreter that can import alibi_detect: this one, or the bench venv's."""
     return peer_python(venv, "alibi_detect.cd")
+
+
+def torch_python(venv: Path) -> str | None:
+    """An interpreter with alibi-detect and PyTorch (its multivariate detectors' backend)."""
+    return peer_python(venv, "alibi_detect.cd, torch")
 
 
 def setup_bench_venv(venv: Path, log: Callable[[str], None]) -> bool:
