@@ -200,20 +200,27 @@ class JoinProcessor:
         return out
 
     async def _commit(self, out: _JoinResult) -> None:
-        """On the loop: deliver what the part produced, then write the state recording it."""
-        await self.dead_letters.put_all(out.rejected)
-        await self.send_labeled(out.labeled)
-        await self.send_performance(
-            [
-                (str(jp).encode(), encode_perf(jp, entries), home)
-                for home, by_jp in sorted(out.perf.items())
-                for jp, entries in sorted(by_jp.items())
-            ]
-        )
-        for partition, writes in out.writes:
-            self._enter(partition)
-            for w in writes:
-                self.store.write(w)
+        """On the loop: deliver what the part produced, then write the state recording it.
+        If that fails, the joiners forget their decoded records (encoded already, they would
+        not be written again): the tables are the truth, and the batch is read again."""
+        try:
+            await self.dead_letters.put_all(out.rejected)
+            await self.send_labeled(out.labeled)
+            await self.send_performance(
+                [
+                    (str(jp).encode(), encode_perf(jp, entries), home)
+                    for home, by_jp in sorted(out.perf.items())
+                    for jp, entries in sorted(by_jp.items())
+                ]
+            )
+            for partition, writes in out.writes:
+                self._enter(partition)
+                for w in writes:
+                    self.store.write(w)
+        except BaseException:
+            for joiner in self._joiners.values():
+                joiner.forget()
+            raise
 
     def _apply(
         self,
