@@ -90,6 +90,19 @@ FAUST_DEFAULT_WEB_PORT = 6066
 """Faust's own default, given when the API is off and its web server never starts."""
 
 
+def join_batch_messages(batch_size: int) -> int:
+    """join-input messages per batch of the join agent: each carries up to ``MAX_FRAMES``
+    predictions and outcomes (a part of a prediction batch, per join partition), so a batch of
+    ``DRIFTWATCH_BATCH_SIZE`` of them after a backlog was up to 4M frames, whose state records
+    all waited in the producer's buffer until the batch's end (614 MB of a worker's peak in
+    ``bench.worker_memory``). A sixty-fourth of it keeps a batch within one ~8 MB part (15 messages of at most 256 KB).
+
+    >>> join_batch_messages(1000)
+    15
+    """
+    return max(1, batch_size // 64)
+
+
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> Worker:
     registry = registry if registry is not None else CollectorRegistry()
     # Faust's web server holds the API on loopback; the public port is the API front's.
@@ -325,7 +338,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             await faust_compat.process_batches(
                 stream,
                 settings.topic(JOIN_INPUT),
-                settings.batch_size,
+                join_batch_messages(settings.batch_size),
                 settings.batch_within,
                 joins.process_batch,
             )
