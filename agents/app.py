@@ -95,7 +95,8 @@ def join_batch_messages(batch_size: int) -> int:
     predictions and outcomes (a part of a prediction batch, per join partition), so a batch of
     ``DRIFTWATCH_BATCH_SIZE`` of them after a backlog was up to 4M frames, whose state records
     all waited in the producer's buffer until the batch's end (614 MB of a worker's peak in
-    ``bench.worker_memory``). A sixty-fourth of it keeps a batch within one ~8 MB part (15 messages of at most 256 KB).
+    ``bench.worker_memory``). A sixty-fourth of it keeps a batch within one ~8 MB part
+    (15 messages of at most 256 KB).
 
     >>> join_batch_messages(1000)
     15
