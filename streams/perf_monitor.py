@@ -192,7 +192,8 @@ class PerformanceMonitor:
         return events + self._advance(stream, outcome_ts)
 
     def take_notices(self) -> list[IncidentNotice]:
-        out, self.notices = self.notices, []
+        out = self.notices.copy()
+        self.notices.clear()  # in place: the incident side tells into this same list
         return out
 
     def advance(self, tenant: str, model: str, event_time: float) -> list[DriftEvent]:

@@ -137,6 +137,24 @@ def test_a_model_always_below_its_objective_is_one_breach_not_daily_drift() -> N
     assert not default.events and not default.mon.take_notices()
 
 
+def test_notices_are_told_after_notices_were_taken() -> None:
+    """The worker takes the notices after every batch: what the incidents tell afterwards
+    must still reach it (the incident side tells into the monitor's own list; replacing the
+    list on a take left it telling into the one already taken, and no breach after the first
+    batch became an alert)."""
+    config = PerformanceConfig(objectives="acme:fraud pr_auc>=0.7")
+    s = Stream(seed=3, config=config)
+    taken = []
+    for d in range(12):
+        s.day(d, flip=0.08)
+        taken += [n for n in s.mon.take_notices() if n.kind == "objective"]
+    s.advance(T0 + 22 * DAY)
+    taken += [n for n in s.mon.take_notices() if n.kind == "objective"]
+    changes = [n.change for n in taken]
+    assert changes[0] == "opened" and "confirmed" in changes, changes
+    assert s.mon.stats["objective_incidents_confirmed"] == changes.count("confirmed") == 1
+
+
 def test_objective_breach_resolves_when_the_model_is_back_above() -> None:
     """Breached while labels are noisy, resolved by clean windows once they are not; the
     most specific rule wins over a wildcard one and over DRIFTWATCH_PR_AUC_FLOOR."""
