@@ -34,6 +34,7 @@ from agents.processor import (
     TableStore,
     _set_current_event,
     chunks,
+    in_thread,
     observe_latency,
 )
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
@@ -140,11 +141,15 @@ class JoinProcessor:
         # commits, the other agents) never waits for more than one part's writes.
         for part in chunks(events, CHUNK_BYTES):
             now = self.clock()
-            result = await self._cpu(self._compute, part, now)
+            try:
+                result = await self._cpu(self._compute, part, now)
+            except BaseException:
+                self._forget_all()  # half-applied: the tables are the truth
+                raise
             await self._commit(result)
 
     async def _cpu(self, fn: Callable[..., _JoinResult], *args: Any) -> _JoinResult:
-        return await asyncio.to_thread(fn, *args) if self.offload else fn(*args)
+        return await in_thread(fn, *args) if self.offload else fn(*args)
 
     def _compute(self, events: Sequence[Any], now: float) -> _JoinResult:
         """A part's CPU work (in a worker thread): decode, join, expire, encode the state."""
@@ -218,9 +223,12 @@ class JoinProcessor:
                 for w in writes:
                     self.store.write(w)
         except BaseException:
-            for joiner in self._joiners.values():
-                joiner.forget()
+            self._forget_all()
             raise
+
+    def _forget_all(self) -> None:
+        for joiner in self._joiners.values():
+            joiner.forget()
 
     def _apply(
         self,

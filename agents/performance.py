@@ -24,6 +24,7 @@ from agents.processor import (
     SendFn,
     TableStore,
     _set_current_event,
+    in_thread,
     publish_alerts,
     publish_drifts,
 )
@@ -62,8 +63,8 @@ class PerformanceProcessor:
     async def _process_batch(self, events: Sequence[Any]) -> None:
         # The monitor's work (its looks run tests) in a worker thread, as for the engine
         # (agents.processor); delivering and writing state on the loop, in that order.
-        result = await asyncio.to_thread(self._compute, events)
         try:
+            result = await in_thread(self._compute, events)
             await self.dead_letters.put_all(result.rejected)
             await publish_drifts(self.send_drift, self.metrics, result.drifts)
             await publish_alerts(self.send_alert, self.metrics, result.notices)

@@ -15,12 +15,13 @@ delivered, then the state that records them written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from faust.streams import _current_event
 
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 SendFn = Callable[[bytes, bytes], Awaitable[None]]
 ForwardFn = Callable[[list[tuple[bytes, bytes, int]]], Awaitable[None]]
+R = TypeVar("R")
 """Sends (key, value, partition) messages and returns once all are delivered."""
 
 
@@ -168,6 +170,20 @@ async def deliver_all(futures: Sequence[Awaitable[Any]]) -> None:
         await asyncio.gather(*futures)
 
 
+async def in_thread(fn: Callable[..., R], *args: Any) -> R:
+    """``fn(*args)`` in a worker thread. Cancelled meanwhile (a stop, a rebalance), it still
+    waits for the thread to finish before the cancellation goes on: the thread changes
+    decoded state, and the caller must not forget that state (or let the next batch at it)
+    while the thread is still writing it."""
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(task)
+        raise
+
+
 CHUNK_BYTES = 8 << 20
 """Input bytes decoded and applied at a time: a batch of 1,000 envelopes of 500 predictions
 (~300 MB, 500,000 predictions) is applied in parts of ~13,000, each part's output delivered
@@ -252,7 +268,11 @@ class PredictionProcessor:
             # What each part produced is delivered as it comes; the state is encoded and
             # written once, after the last part's output is delivered (writing it per part
             # would cost every dirty window's encoding and changelog record per part).
-            result = await self._cpu(self._compute, part, self.clock(), k == len(parts) - 1)
+            try:
+                result = await self._cpu(self._compute, part, self.clock(), k == len(parts) - 1)
+            except BaseException:
+                self.engine.forget()  # half-applied: the tables are the truth
+                raise
             await self._commit(result)
             # Counted per part: a batch of 1,000 envelopes is 500,000 predictions, and the
             # counter is how progress shows (dashboards, the throughput benchmark).
@@ -261,7 +281,7 @@ class PredictionProcessor:
         observe_latency(self.metrics, self.source_topic, events, self.clock())
 
     async def _cpu(self, fn: Callable[..., BatchResult], *args: Any) -> BatchResult:
-        return await asyncio.to_thread(fn, *args) if self.offload else fn(*args)
+        return await in_thread(fn, *args) if self.offload else fn(*args)
 
     def _compute(self, events: Sequence[Any], now: float, last: bool = True) -> BatchResult:
         """The batch's CPU work, in a worker thread (the context, with Faust's current event,

@@ -248,3 +248,38 @@ def test_engine_work_runs_off_the_event_loop_and_table_writes_on_it(
     assert threads["observe"].isdisjoint(threads["loop"])
     assert threads["write"] == threads["loop"]
     assert drifts, "the batch closed windows and found the shift"
+
+
+def test_a_cancelled_batch_waits_for_its_thread_before_it_goes_on() -> None:
+    """A stop or a rebalance cancels a batch while its CPU work runs in a thread: the thread
+    cannot be stopped, so the cancellation waits for it (the caller then forgets the state
+    the thread changed, which it must not do while the thread still writes it)."""
+    import asyncio
+    import threading
+    import time as time_
+
+    from agents.processor import in_thread
+
+    done = threading.Event()
+
+    def work() -> int:
+        time_.sleep(0.3)
+        done.set()
+        return 1
+
+    async def main() -> bool:
+        task = asyncio.ensure_future(in_thread(work))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            return done.is_set()
+        raise AssertionError("not cancelled")
+
+    assert asyncio.run(main()), "the cancellation went on while the thread still ran"
+    assert asyncio.run(_plain(in_thread)) == 7
+
+
+async def _plain(in_thread: object) -> int:
+    return await in_thread(lambda: 7)  # type: ignore[operator,no-any-return]
