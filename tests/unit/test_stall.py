@@ -282,6 +282,54 @@ def test_watchdog_does_not_exit_for_markers(tmp_path: Path) -> None:
     assert exits == []
 
 
+class Probed(Watchdog):
+    """The real confirmation (``_has_records``) with the broker's probe faked."""
+
+    def __init__(self, *args: Any, offsets: dict[Any, Offsets], **kw: Any):
+        super().__init__(*args, **kw)
+        self.offsets = offsets
+
+    def sample(self) -> dict[Any, Offsets]:
+        return dict(self.offsets)
+
+
+def probed(tmp_path: Path, offsets: Offsets) -> tuple[Probed, list[int]]:
+    exits: list[int] = []
+    dog = Probed(
+        FakeApp(), {}, WorkerMetrics.create(CollectorRegistry()), 30, 300, str(tmp_path),
+        lambda _: None, exit=exits.append, offsets={TP: offsets},
+    )  # fmt: skip
+    dog.loop = FakeLoop()  # type: ignore[assignment]
+    return dog, exits
+
+
+def test_records_the_worker_read_past_a_stuck_commit_are_a_stall_whatever_the_probe_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CI: a failover survivor read to 3419, its commit stayed at 2642, the broker said the
+    log ended at 2541 and a probe from 2642 found nothing; the stall was never judged. What
+    the worker read is a record (markers never reach it): no probe needed."""
+    probes: list[int] = []
+
+    def nothing_there(
+        config: Any, topic: str, partition: int, offset: int, timeout: float
+    ) -> int | None:
+        probes.append(offset)
+        return None
+
+    monkeypatch.setattr(faust_compat, "first_record_offset", nothing_there)
+    dog, exits = probed(tmp_path, Offsets(end=2541, read=3419, committed=2642))
+    assert dog.check(now=1000) is None
+    stall = dog.check(now=1031)
+    assert stall is not None and stall.kind == COMMIT and exits == [STALL_EXIT_CODE]
+    assert probes == []
+    # Nothing read past the commit and the end under-reported: the probe decides, and its
+    # "nothing there" is believed until the next stall time.
+    dog, exits = probed(tmp_path, Offsets(end=2541, read=2641, committed=2642))
+    assert dog.check(now=1000) is None and dog.check(now=1031) is None
+    assert probes == [2642] and exits == []
+
+
 def test_watchdog_is_disarmed_while_recovering(tmp_path: Path) -> None:
     dog, exits, _ = watchdog(tmp_path)
     dog.app.rebalancing = True
