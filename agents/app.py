@@ -429,13 +429,19 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         # is dropped (the tables are the truth when a partition comes back).
         parts = {tp.partition for tp in revoked}
         if faust_compat.ORDER is not None:  # reading starts again at the committed offsets
-            faust_compat.ORDER.reset()
+            faust_compat.ORDER.reset(revoked)
         await processor.forget_partitions(parts)
         if settings.join_outcomes:
             await joins.forget(parts)
             await performance.forget(parts)
 
-    _ = (detect, advance_quiet_streams, on_revoked, notify, retrain_alerts, model_alerts,
-         capture_loop)  # fmt: skip
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        assigned = args[0] if args else kwargs.get("assigned", ())
+        if faust_compat.ORDER is not None:  # messages read from here on are ours again
+            faust_compat.ORDER.assigned(assigned)
+
+    _ = (detect, advance_quiet_streams, on_revoked, on_assigned, notify, retrain_alerts,
+         model_alerts, capture_loop)  # fmt: skip
     return Worker(app=app, processor=processor, registry=registry, api=api, ready=health.ready,
                   front=front)  # fmt: skip

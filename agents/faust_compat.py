@@ -49,7 +49,7 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,24 +253,43 @@ class SourceOrder:
     SIGKILL: their predictions' join frames were never read again)."""
     expect: dict[Any, int] = field(default_factory=dict)
     held: dict[Any, _Hold] = field(default_factory=dict)
+    revoked: set[Any] = field(default_factory=set)
+    """Partitions revoked and not assigned to this worker again: their messages read before
+    the revocation are another worker's now, never processed here."""
     _first: dict[tuple[Any, int], int | None] = field(default_factory=dict)
     _told: set[Any] = field(default_factory=set)
     _overruled: set[tuple[Any, int]] = field(default_factory=set)
 
-    def reset(self) -> None:
-        """After a rebalance, reading starts again at the committed offsets."""
+    def reset(self, revoked: Collection[Any] = ()) -> None:
+        """After a rebalance, reading starts again at the committed offsets; messages of the
+        ``revoked`` partitions are refused until they are assigned here again."""
         self.expect.clear()
         self.held.clear()
         self._first.clear()
         self._told.clear()
         self._overruled.clear()
+        self.revoked.update(revoked)
+
+    def assigned(self, partitions: Collection[Any]) -> None:
+        """The new assignment: its partitions are this worker's again."""
+        self.revoked.difference_update(partitions)
 
     async def admit(self, consumer: Any, events: list[Any]) -> list[Any]:
+        """The events to process, in offset order. A message of a revoked partition is
+        refused (held: never acked): Faust clears the agents' queues on a revocation, but a
+        batch ``take_events`` had gathered already is handed over after it, and processing
+        it wrote another worker's partition state and cached it here, stale, for when the
+        partition came back (the join kill loop with rebalances: outcomes the other worker
+        had joined were given up as ``unknown_prediction`` from that stale cache)."""
         admitted: list[Any] = []
         stopped: set[Any] = set()
         for event in events:
             message = event.message
             tp = message.tp
+            if tp in self.revoked:
+                COUNTERS["order_revoked"] += 1
+                self._hold(message)
+                continue
             if tp in stopped:
                 self._hold(message)
                 continue
@@ -312,6 +331,12 @@ class SourceOrder:
             if expect is None or offset >= expect:
                 self.expect[tp] = offset + 1
                 self.held.pop(tp, None)
+        if self.revoked:  # a revocation while this batch waited for a probe
+            for event in admitted:
+                if event.message.tp in self.revoked:
+                    COUNTERS["order_revoked"] += 1
+                    self._hold(event.message)
+            admitted = [e for e in admitted if e.message.tp not in self.revoked]
         return admitted
 
     async def _start(self, tp: Any) -> int | None:

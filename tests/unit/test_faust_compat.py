@@ -649,3 +649,38 @@ def test_a_jump_after_a_seek_back_over_offsets_already_read_is_not_a_gap() -> No
     assert not consumer._gap[tp].overlaps(3400, 3420) and consumer._gap[tp].overlaps(3420, 3451)
     assert faust_compat.COUNTERS["phantom_gap_ignored"] == before + 2
     faust_compat._READ_HIGH.pop(tp, None)
+
+
+def test_messages_of_a_revoked_partition_are_refused_until_it_is_assigned_again() -> None:
+    """A batch gathered before a revocation is handed over after it: its messages belong to
+    the partition's new owner (processing them here wrote that owner's state and cached it,
+    stale, for when the partition came back)."""
+    consumer = FakeConsumer(committed=10, acked=[])
+    order, _ = source_order(first_record=10)
+    assert admitted(order, consumer, [10, 11]) == [10, 11]
+    before = faust_compat.COUNTERS["order_revoked"]
+    order.reset(revoked={consumer.tp})
+    assert admitted(order, consumer, [12, 13]) == []  # held: never acked, never processed
+    assert faust_compat.COUNTERS["order_revoked"] == before + 2
+    order.assigned({TP("join-input", 1)})  # another partition: this one stays refused
+    assert admitted(order, consumer, [12]) == []
+    order.assigned({consumer.tp})  # ours again: reading starts at the committed offset
+    consumer._committed_offset[consumer.tp] = 12
+    assert admitted(order, consumer, [12, 13]) == [12, 13]
+
+
+def test_a_revocation_while_a_batch_waits_for_a_probe_refuses_its_messages() -> None:
+    consumer = FakeConsumer(committed=10, acked=[])
+    order = faust_compat.SourceOrder(lambda *_: never_called(), clock=lambda: 0.0)
+
+    async def start(topic: str, partition: int) -> int:
+        order.reset(revoked={consumer.tp})  # the rebalance runs while the broker is asked
+        return 10
+
+    consumer._committed_offset[consumer.tp] = None
+    order.start = start
+    assert admitted(order, consumer, [10, 11]) == []
+
+
+def never_called() -> Any:
+    raise AssertionError("no probe expected")
