@@ -162,9 +162,12 @@ def _decode_record(raw: bytes) -> Any:
         return json.loads(raw)
 
 
-def _tombstone(record: dict[str, Any]) -> dict[str, Any]:
+def _tombstone(record: dict[str, Any], day: int) -> dict[str, Any]:
+    """What is kept of an expired record: its positions (to know a redelivery for what it
+    is) and ``day``, the day it is indexed under (to go at that entry only)."""
     return {
         "tomb": True,
+        "day": day,
         "po": record.get("po"),
         "oo": record.get("oo"),
         "home": record.get("home"),
@@ -312,6 +315,7 @@ class OutcomeJoiner:
         clock = max(min(meta["clock"], meta.get("oclock", -math.inf)),
                     meta["clock"] - STALL_FACTOR * horizon)  # fmt: skip
         gone: list[ExpiredOutcome] = []
+        tomb_day = int(clock // DAY)
         for day_s, count in sorted(meta["days"].items(), key=lambda kv: int(kv[0])):
             day = int(day_s)
             if (day + 1) * DAY + horizon > clock:
@@ -324,8 +328,13 @@ class OutcomeJoiner:
                     record = self._record(key)
                     if record is None:
                         continue
-                    if "tomb" in record:  # its second retention is over too
-                        self._records.delete(key, self.partition)
+                    if "tomb" in record:
+                        # A key can be indexed twice (a replayed prediction is indexed again):
+                        # a tombstone goes at its own entry, a retention after it was made,
+                        # never at an older one (in the pass that made it, the delete was all
+                        # the changelog got, and a redelivered outcome was new again).
+                        if record.get("day", day) <= day:
+                            self._records.delete(key, self.partition)
                         continue
                     if "prediction" not in record and record.get("outcome") is not None:
                         gone.append(
@@ -338,7 +347,7 @@ class OutcomeJoiner:
                     # Keep a tombstone (the positions only) for one more retention, so that a
                     # message redelivered after its record expired is still known for what it
                     # is: a replay, not a new outcome to wait for and give up on again.
-                    self._put(key, _tombstone(record))
+                    self._put(key, _tombstone(record, tomb_day))
                     self._index(key, clock)
                     self.stats.expired_records += 1
             del meta["days"][day_s]

@@ -144,6 +144,36 @@ def test_expiry_deletes_old_records_and_gives_up_on_orphan_outcomes() -> None:
     assert '["p", "old"]' not in store.data and '["p", "orphan"]' not in store.data
 
 
+def test_a_key_indexed_twice_leaves_a_tombstone_that_knows_its_replays() -> None:
+    """A replayed prediction is indexed again (its first index entry may not have been
+    saved), so a key can be in its day's index twice. Expiry made it a tombstone at the first
+    entry and deleted that tombstone at the second, in one pass: the changelog got only the
+    delete, and the joined outcome redelivered after it (a re-read after a crash or a
+    rebalance) was taken for a new one and given up as ``unknown_prediction`` (found by the
+    join kill loop with rebalances)."""
+    store = MemoryStore()
+    j = OutcomeJoiner(JoinConfig(retention_days=5), store, partition=1)
+    j.on_prediction(prediction("k", T0), origin=(1, 10))
+    store.apply(j.flush())
+    again = OutcomeJoiner(JoinConfig(retention_days=5), store, partition=1)
+    assert not again.on_prediction(prediction("k", T0), origin=(1, 10)).new  # indexed again
+    assert again.on_outcome(outcome("k", T0 + DAY), origin=(0, 7)).joined is not None
+    again.on_prediction(prediction("later", T0 + 7 * DAY))
+    again.on_outcome(outcome("later", T0 + 7 * DAY))
+    assert again.expire() == []
+    store.apply(again.flush())
+    assert b"tomb" in store.data['["p", "k"]']
+    replay = OutcomeJoiner(JoinConfig(retention_days=5), store, partition=1)
+    assert not replay.on_outcome(outcome("k", T0 + DAY), origin=(0, 7)).new
+    assert replay.stats.rejected == {}
+    # The tombstone goes one retention later, at its own index entry.
+    replay.on_prediction(prediction("much-later", T0 + 14 * DAY))
+    replay.on_outcome(outcome("much-later", T0 + 14 * DAY))
+    replay.expire()
+    store.apply(replay.flush())
+    assert '["p", "k"]' not in store.data
+
+
 def test_performance_history_of_joined_pairs_matches_sklearn() -> None:
     """Late (2-60 h), partial (80 %) labels through the joiner into the monitor: every
     metric of every window agrees with scikit-learn on the same joined rows."""
