@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,6 +90,9 @@ class _JoinResult:
     perf: dict[int, dict[int, list[PerfEntry]]] = field(default_factory=dict)
     """home partition -> join partition -> entries"""
     writes: list[tuple[int, list[Write]]] = field(default_factory=list)
+    joins: Counter[str] = field(default_factory=Counter)
+    """``driftwatch_joins_total`` by outcome, counted once the part is delivered and written
+    (a part that fails is read again and would count twice)."""
 
 
 @dataclass
@@ -225,6 +229,8 @@ class JoinProcessor:
         except BaseException:
             self._forget_all()
             raise
+        for outcome, n in out.joins.items():
+            self.metrics.joins.labels(outcome).inc(n)
 
     def _forget_all(self) -> None:
         for joiner in self._joiners.values():
@@ -256,7 +262,7 @@ class JoinProcessor:
     ) -> None:
         labeled, perf = out.labeled, out.perf
         if not result.new:
-            self.metrics.joins.labels("replayed").inc()
+            out.joins["replayed"] += 1
             return
         if prediction is not None:
             p = prediction
@@ -266,9 +272,9 @@ class JoinProcessor:
             )
         pair = result.joined
         if pair is None:
-            self.metrics.joins.labels("pending" if kind == "o" else "waiting").inc()
+            out.joins["pending" if kind == "o" else "waiting"] += 1
             return
-        self.metrics.joins.labels("joined").inc()
+        out.joins["joined"] += 1
         p = pair.prediction
         labeled.append((f"{p.tenant}:{p.model}".encode(), pair.to_json(), pair.outcome_timestamp))
         home = result.home if result.home is not None else 0

@@ -283,3 +283,55 @@ def test_a_cancelled_batch_waits_for_its_thread_before_it_goes_on() -> None:
 
 async def _plain(in_thread: object) -> int:
     return await in_thread(lambda: 7)  # type: ignore[operator,no-any-return]
+
+
+def test_a_join_part_that_fails_to_deliver_is_counted_once_when_it_is_read_again() -> None:
+    """The join's counts follow its state: a part whose output could not be delivered is not
+    written, is read again, and only then counted (before, both times)."""
+    from agents.envelopes import encode_join
+    from agents.joining import JoinProcessor
+    from streams.join import JoinConfig
+    from tests.unit.test_join import outcome, prediction
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics.create(registry)
+    labeled: list[bytes] = []
+    broken = [True]
+
+    async def send_labeled(pairs: list[tuple[bytes, bytes, float]]) -> None:
+        if broken[0]:
+            broken[0] = False
+            raise ConnectionError("broker away")
+        labeled.extend(v for _, v, _ in pairs)
+
+    async def forward(messages: list[tuple[bytes, bytes, int]]) -> None:
+        pass
+
+    async def send_letter(key: bytes, value: bytes) -> None:
+        raise AssertionError("nothing to dead-letter")
+
+    processor = JoinProcessor(
+        config=JoinConfig(),
+        store=TableStore(FakeTable()),
+        metrics=metrics,
+        dead_letters=DeadLetters(send_letter, metrics, lambda: T0),
+        send_labeled=send_labeled,
+        send_performance=forward,
+        source_topic="join-input",
+        predictions_topic="predictions",
+        outcomes_topic="outcomes",
+        partitions=1,
+        offload=False,
+    )
+    p, o = prediction("e1"), outcome("e1", T0 + 60)
+    value = encode_join([("p", (0, 0), 0, p.to_json()), ("o", (0, 0), None, o.to_json())])
+    batch = [FakeEvent(FakeMessage("join-input", 0, 0, None), value)]
+    with pytest.raises(ConnectionError):
+        asyncio.run(processor.process_batch(batch))
+    asyncio.run(processor.process_batch(batch))  # read again: joined now
+    assert len(labeled) == 1
+    joins = {
+        outcome: registry.get_sample_value("driftwatch_joins_total", {"result": outcome})
+        for outcome in ("joined", "waiting", "replayed")
+    }
+    assert joins == {"joined": 1.0, "waiting": 1.0, "replayed": None}
