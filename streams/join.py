@@ -315,7 +315,6 @@ class OutcomeJoiner:
         clock = max(min(meta["clock"], meta.get("oclock", -math.inf)),
                     meta["clock"] - STALL_FACTOR * horizon)  # fmt: skip
         gone: list[ExpiredOutcome] = []
-        tomb_day = int(clock // DAY)
         for day_s, count in sorted(meta["days"].items(), key=lambda kv: int(kv[0])):
             day = int(day_s)
             if (day + 1) * DAY + horizon > clock:
@@ -347,7 +346,8 @@ class OutcomeJoiner:
                     # Keep a tombstone (the positions only) for one more retention, so that a
                     # message redelivered after its record expired is still known for what it
                     # is: a replay, not a new outcome to wait for and give up on again.
-                    self._put(key, _tombstone(record, tomb_day))
+                    # (a finite clock here: a day past the horizon was found)
+                    self._put(key, _tombstone(record, int(clock // DAY)))
                     self._index(key, clock)
                     self.stats.expired_records += 1
             del meta["days"][day_s]

@@ -174,6 +174,15 @@ def test_a_key_indexed_twice_leaves_a_tombstone_that_knows_its_replays() -> None
     assert '["p", "k"]' not in store.data
 
 
+def test_expiry_before_any_prediction_expires_nothing() -> None:
+    """A partition that has seen outcomes only has no clock yet (-inf): nothing expires, and
+    nothing fails (a tombstone's day was worked out from that clock and crashed the join)."""
+    j = OutcomeJoiner(JoinConfig(retention_days=5), MemoryStore(), partition=0)
+    assert j.expire() == []
+    j.on_outcome(outcome("early", T0), origin=(0, 1))
+    assert j.expire() == [] and j.stats.pending == 1
+
+
 def test_performance_history_of_joined_pairs_matches_sklearn() -> None:
     """Late (2-60 h), partial (80 %) labels through the joiner into the monitor: every
     metric of every window agrees with scikit-learn on the same joined rows."""
