@@ -339,6 +339,24 @@ class SourceOrder:
             admitted = [e for e in admitted if e.message.tp not in self.revoked]
         return admitted
 
+    def rewind(self, consumer: Any, events: Iterable[Any]) -> None:
+        """A batch admitted but not processed (it failed): each of its partitions is read
+        again from its first message, and nothing after that is admitted first. The offset
+        guards keep the highest offset applied, so a message applied after later ones is
+        taken for a replay: a crashed join agent lost labels that way (restarted, it went on
+        with the messages after the failed batch, and the batch, read again, was refused)."""
+        first: dict[Any, int] = {}
+        for event in events:
+            m = event.message
+            first[m.tp] = min(first.get(m.tp, m.offset), m.offset)
+        for tp, offset in first.items():
+            expect = self.expect.get(tp)
+            if tp in self.revoked or expect is None or expect <= offset:
+                continue
+            self.expect[tp] = offset
+            COUNTERS["order_rewound"] += 1
+            self._seek_back(consumer, tp, offset)
+
     async def _start(self, tp: Any) -> int | None:
         assert self.start is not None
         try:
@@ -500,6 +518,8 @@ async def process_batches(
             for event in batch:
                 _DELIVERED.discard(event.message)
             COUNTERS["unfinished_batch"] += 1
+            if ORDER is not None:
+                ORDER.rewind(stream.app.consumer, batch)
             raise
         finally:
             del _BUSY[token]

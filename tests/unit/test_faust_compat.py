@@ -684,3 +684,59 @@ def test_a_revocation_while_a_batch_waits_for_a_probe_refuses_its_messages() -> 
 
 def never_called() -> Any:
     raise AssertionError("no probe expected")
+
+
+def test_a_failed_batch_is_read_again_before_anything_after_it() -> None:
+    """The offset guards keep the highest offset applied: had the messages after a failed
+    batch gone first, the batch, read again, would have been refused as replays (a crashed
+    join agent lost labels so)."""
+    consumer = FakeConsumer(committed=10, acked=[])
+    order, _ = source_order(first_record=11)
+    events = order_events(consumer, [10, 11, 12])
+    assert [e.message.offset for e in run(order.admit(consumer, events))] == [10, 11, 12]
+    before = faust_compat.COUNTERS["order_rewound"]
+    run(rewound(order, consumer, events[1:]))  # 11 and 12 failed
+    assert order.expect[consumer.tp] == 11 and consumer.seeks == [{consumer.tp: 11}]
+    assert faust_compat.COUNTERS["order_rewound"] == before + 1
+    assert admitted(order, consumer, [13, 14]) == []  # the next fetch waits for 11
+    assert admitted(order, consumer, [11, 12, 13, 14]) == [11, 12, 13, 14]
+    order.reset(revoked={consumer.tp})  # another worker's now: nothing to read again here
+    run(rewound(order, consumer, order_events(consumer, [11])))
+    assert len(consumer.seeks) == 1
+
+
+async def rewound(order: faust_compat.SourceOrder, consumer: Any, events: list[Any]) -> None:
+    order.rewind(consumer, events)
+    await asyncio.sleep(0)  # let the seek back run
+
+
+def test_process_batches_rewinds_the_order_of_a_batch_that_failed() -> None:
+    consumer = FakeConsumer(committed=0, acked=[])
+    order, _ = source_order(first_record=2)
+    batches = [order_events(consumer, [0, 1]), order_events(consumer, [2, 3])]
+
+    class Stream:
+        app = SimpleNamespace(consumer=consumer, producer=SlowProducer([]))
+
+        def add_processor(self, fn: Any) -> None:
+            pass
+
+        async def take_events(self, size: int, within: float) -> Any:
+            for batch in batches:
+                yield batch
+
+    async def process(batch: list[Any]) -> None:
+        if batch[0].message.offset == 2:
+            raise ValueError("a bug")
+
+    async def go() -> None:
+        with contextlib.suppress(ValueError):
+            await faust_compat.process_batches(Stream(), "join-input", 10, 0.1, process)
+        await asyncio.sleep(0)
+
+    saved, faust_compat.ORDER = faust_compat.ORDER, order
+    try:
+        run(go())
+    finally:
+        faust_compat.ORDER = saved
+    assert order.expect[consumer.tp] == 2 and consumer.seeks == [{consumer.tp: 2}]
