@@ -12,6 +12,7 @@ from agents import client_logs
 from agents.api.install import ApiConfigError
 from agents.app import create_app
 from runtime.kafka_connection import check_connection, confluent_config, security
+from runtime.malloc_arenas import limit_arenas
 from runtime.settings import Settings
 from runtime.stop_deadline import watch_stop
 from runtime.topics import WORKER_TOPICS, prepare_topics, topic_specs
@@ -20,6 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def run_worker(settings: Settings) -> int:
+    # Before any thread allocates (librdkafka's, Faust's, the compute pool's).
+    if limit_arenas(settings.malloc_arenas):
+        log.info("malloc arenas: at most %d", settings.malloc_arenas)
     # Refused credentials, an untrusted certificate, missing or mis-partitioned topics:
     # one clear line and a non-zero exit (driftwatch.cli), before Faust starts retrying.
     kafka = confluent_config(settings)
