@@ -14,9 +14,9 @@ from __future__ import annotations
 import functools
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from schemas import DriftEvent, DriftKind
 from streams.categorical_summary import CategoricalSummary
@@ -45,7 +45,8 @@ from streams.state import (
 
 __all__ = ["FeatureJudge", "FeatureTest", "Picker", "WindowAccess", "whole_window"]
 
-_BASELINE_CACHE_SIZE = 4096
+PER_SLOT = 2
+"""Merged baselines kept per stream feature: the open window's, and the one it followed."""
 Picker = Callable[[str, FeatureWindow], Summary | None]
 """Which summary of a feature's window a test looks at (the whole window, a recent span)."""
 
@@ -60,7 +61,6 @@ def _effect_floor(cfg: EngineConfig, test: str) -> float:
 
 
 _Baseline = tuple[NumericSummary | CategoricalSummary, float, float] | None
-_BaselineKey = tuple[str, str, str, float, tuple[tuple[float, int], ...]]
 _DRIFT_NAMESPACE = uuid.UUID("6f1c2b1e-6d0b-4c55-9a59-3c1f4f8d2a10")
 
 
@@ -154,15 +154,13 @@ class FeatureJudge:
         self.notices = notices
         # Merged baselines are derived data: kept across flushes (the same baseline serves a
         # window's 23 interim looks and its final test), keyed by the windows they merge.
-        self._baselines: dict[_BaselineKey, _Baseline] = {}
-        self._associations: dict[_BaselineKey, Association | None] = {}
-        self._moment_baselines: dict[_BaselineKey, tuple[MomentSummary, float, float] | None]
-        self._moment_baselines = {}
+        self._baselines: SlotCache[tuple[_Baseline, Association | None]] = SlotCache()
+        self._moment_baselines: SlotCache[tuple[MomentSummary, float, float] | None]
+        self._moment_baselines = SlotCache()
 
     def forget(self) -> None:
         """Drop the cached baselines (the windows they merged may have changed elsewhere)."""
         self._baselines.clear()
-        self._associations.clear()
         self._moment_baselines.clear()
 
     def judge(
@@ -317,10 +315,11 @@ class FeatureJudge:
     ) -> tuple[NumericSummary | CategoricalSummary, float, float] | None:
         cfg = self.config
         # Keyed by what went into it: a late event into a baseline window changes its count,
-        # so a stale merge is never found again (and is dropped with the oldest entries).
-        cache_key = (stream.tenant, stream.model, feature, window, windows)
-        if cache_key in self._baselines:
-            return self._baselines[cache_key]
+        # so a stale merge is never found again (and is dropped as newer ones come).
+        slot, cache_key = (stream.tenant, stream.model, feature), (window, windows)
+        found = self._baselines.get(slot, cache_key)
+        if found is not _UNKNOWN:
+            return found[0]
         parts: list[Summary] = []
         associations: list[Association | None] = []
         with_data: list[float] = []
@@ -335,11 +334,7 @@ class FeatureJudge:
         result = None
         if merged is not None and len(with_data) >= cfg.min_baseline_windows:
             result = (merged, with_data[0], with_data[-1] + cfg.window_seconds)
-        if len(self._baselines) >= _BASELINE_CACHE_SIZE:
-            self._baselines.clear()
-            self._associations.clear()
-        self._baselines[cache_key] = result
-        self._associations[cache_key] = merge_associations(associations)
+        self._baselines.put(slot, cache_key, (result, merge_associations(associations)))
         return result
 
     def baseline_association(
@@ -350,13 +345,12 @@ class FeatureJudge:
         windows: tuple[tuple[float, int], ...],
     ) -> Association | None:
         """The merged association of the baseline :meth:`_baseline` merged (cached with it)."""
-        key = (stream.tenant, stream.model, feature, window, windows)
-        found = self._associations.get(key, _UNKNOWN)
-        if found is not _UNKNOWN:
-            return found  # type: ignore[return-value]  # an Association or None
-        self._baselines.pop(key, None)
-        self._baseline(stream, feature, window, windows)
-        return self._associations.get(key)
+        slot, key = (stream.tenant, stream.model, feature), (window, windows)
+        found = self._baselines.get(slot, key)
+        if found is _UNKNOWN:
+            self._baseline(stream, feature, window, windows)
+            found = self._baselines.get(slot, key)
+        return None if found is _UNKNOWN else found[1]
 
     def _test_features(
         self,
@@ -469,10 +463,11 @@ class FeatureJudge:
         blocks: int | None,
     ) -> tuple[MomentSummary, float, float] | None:
         assert self.moments is not None
-        name = "\x00".join(features) + f"\x00{blocks}"
-        cache_key = (stream.tenant, stream.model, name, window, windows)
-        if cache_key in self._moment_baselines:
-            return self._moment_baselines[cache_key]
+        slot = (stream.tenant, stream.model, "\x00".join(features))
+        cache_key = (window, windows, blocks)
+        found = self._moment_baselines.get(slot, cache_key)
+        if found is not _UNKNOWN:
+            return found
         parts: list[MomentSummary] = []
         with_data: list[float] = []
         for w, _ in windows:
@@ -488,9 +483,7 @@ class FeatureJudge:
         if parts and len(with_data) >= self.config.min_baseline_windows:
             merged = MomentSummary.merge_all(parts)
             result = (merged, with_data[0], with_data[-1] + self.config.window_seconds)
-        if len(self._moment_baselines) >= _BASELINE_CACHE_SIZE:
-            self._moment_baselines.clear()
-        self._moment_baselines[cache_key] = result
+        self._moment_baselines.put(slot, cache_key, result)
         return result
 
     # ------------------------------------------------------------------ incidents
@@ -582,8 +575,49 @@ class FeatureJudge:
         }
 
 
-_UNKNOWN = object()
+_UNKNOWN: Any = object()
 """Not in a cache (None is a value there)."""
+
+V = TypeVar("V")
+
+
+class SlotCache(Generic[V]):
+    """Derived values keyed by what went into them, at most ``per_slot`` per slot (a stream's
+    feature). A merged baseline is asked for again only while its window is open, so the
+    older ones go as newer come: the cache is bounded by the features being judged, not by
+    how long the worker has run (a cache of 4,096 merges cleared when full held windows
+    closed long ago: ~110 MiB of a worker's growth over its first 2M events).
+
+    >>> cache: SlotCache[str] = SlotCache(per_slot=2)
+    >>> for window in (1, 2, 3):
+    ...     cache.put("f", window, f"baseline {window}")
+    >>> cache.get("f", 1) is _UNKNOWN, cache.get("f", 3), len(cache)
+    (True, 'baseline 3', 2)
+    """
+
+    def __init__(self, per_slot: int = PER_SLOT) -> None:
+        self.per_slot = per_slot
+        self._slots: dict[Hashable, dict[Hashable, V]] = {}
+
+    def __len__(self) -> int:
+        return sum(len(entries) for entries in self._slots.values())
+
+    def get(self, slot: Hashable, key: Hashable) -> V:
+        """The value, or ``_UNKNOWN``."""
+        entries = self._slots.get(slot)
+        if entries is None or key not in entries:
+            return cast(V, _UNKNOWN)
+        return entries[key]
+
+    def put(self, slot: Hashable, key: Hashable, value: V) -> None:
+        entries = self._slots.setdefault(slot, {})
+        entries.pop(key, None)
+        entries[key] = value
+        while len(entries) > self.per_slot:
+            del entries[next(iter(entries))]
+
+    def clear(self) -> None:
+        self._slots.clear()
 
 
 def ranking_fields(incident: Incident) -> dict[str, object]:

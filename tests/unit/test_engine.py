@@ -438,3 +438,15 @@ def test_looks_skip_only_spans_that_could_run_no_test(per_day: int) -> None:
         return out
 
     assert without_association(stored[0]) == without_association(stored[1])
+
+
+def test_merged_baselines_kept_are_bounded_by_the_features_not_the_days() -> None:
+    """Derived baselines of windows closed long ago are not kept: two per stream feature,
+    however long the stream (a cache of 4,096 cleared when full grew a worker's memory)."""
+    from streams.judge import PER_SLOT
+
+    drifts, engine = run_engine(stream(seed=5, days=60, per_day=200))
+    assert engine.stats["tests"] > 0 and not drifts
+    judge = engine._judge
+    features = len(next(iter(stream(seed=5, days=1, per_day=1))).features)
+    assert 0 < len(judge._baselines) <= PER_SLOT * features
