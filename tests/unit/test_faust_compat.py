@@ -417,35 +417,56 @@ def test_a_batch_cancelled_mid_way_is_not_acked() -> None:
         for event in batch:
             event.message.acked = False
 
-    class Stream:
-        app = SimpleNamespace(consumer=consumer, producer=SlowProducer([]))
+    def faust_acks(event: Any) -> None:  # what Faust does when a batch closes, processed or not
+        Consumer.ack(consumer, event.message)  # type: ignore[arg-type]
 
-        def add_processor(self, fn: Any) -> None:
-            pass
+    stream = FakeStream(consumer, batches, on_close=faust_acks)
+    # In order by construction here: no SourceOrder.
+    run_batches(stream, None, asyncio.CancelledError)  # a stop while the second batch runs
+    assert consumer._acked[consumer.tp] == [0, 1]  # 2 and 3 will be read again
 
-        async def take_events(self, size: int, within: float) -> Any:
-            for batch in batches:
-                try:
-                    yield batch
-                finally:  # what Faust does, processed or not
-                    for event in batch:
-                        Consumer.ack(consumer, event.message)  # type: ignore[arg-type]
+
+class FakeStream:
+    """What :func:`faust_compat.process_batches` uses of a Faust stream: its batches."""
+
+    def __init__(
+        self, consumer: FakeConsumer, batches: list[list[Any]], on_close: Any = None
+    ) -> None:
+        self.app = SimpleNamespace(consumer=consumer, producer=SlowProducer([]))
+        self.batches = batches
+        self.on_close = on_close
+
+    def add_processor(self, fn: Any) -> None:
+        pass
+
+    async def take_events(self, size: int, within: float) -> Any:
+        for batch in self.batches:
+            try:
+                yield batch
+            finally:
+                for event in batch if self.on_close is not None else ():
+                    self.on_close(event)
+
+
+def run_batches(
+    stream: FakeStream, order: faust_compat.SourceOrder | None, failure: type[BaseException]
+) -> None:
+    """Process ``stream``'s batches under ``order``; the batch at offset 2 fails."""
 
     async def process(batch: list[Any]) -> None:
         if batch[0].message.offset == 2:
-            raise asyncio.CancelledError  # a stop while the second batch is in flight
+            raise failure
 
     async def go() -> None:
-        with contextlib.suppress(asyncio.CancelledError):
-            await faust_compat.process_batches(Stream(), "join-input", 10, 0.1, process)
+        with contextlib.suppress(failure):
+            await faust_compat.process_batches(stream, "join-input", 10, 0.1, process)
         await asyncio.sleep(0)
 
-    order, faust_compat.ORDER = faust_compat.ORDER, None  # in order by construction here
+    saved, faust_compat.ORDER = faust_compat.ORDER, order
     try:
         run(go())
     finally:
-        faust_compat.ORDER = order
-    assert consumer._acked[consumer.tp] == [0, 1]  # 2 and 3 will be read again
+        faust_compat.ORDER = saved
 
 
 class SlowBuffer:
@@ -714,29 +735,5 @@ def test_process_batches_rewinds_the_order_of_a_batch_that_failed() -> None:
     consumer = FakeConsumer(committed=0, acked=[])
     order, _ = source_order(first_record=2)
     batches = [order_events(consumer, [0, 1]), order_events(consumer, [2, 3])]
-
-    class Stream:
-        app = SimpleNamespace(consumer=consumer, producer=SlowProducer([]))
-
-        def add_processor(self, fn: Any) -> None:
-            pass
-
-        async def take_events(self, size: int, within: float) -> Any:
-            for batch in batches:
-                yield batch
-
-    async def process(batch: list[Any]) -> None:
-        if batch[0].message.offset == 2:
-            raise ValueError("a bug")
-
-    async def go() -> None:
-        with contextlib.suppress(ValueError):
-            await faust_compat.process_batches(Stream(), "join-input", 10, 0.1, process)
-        await asyncio.sleep(0)
-
-    saved, faust_compat.ORDER = faust_compat.ORDER, order
-    try:
-        run(go())
-    finally:
-        faust_compat.ORDER = saved
+    run_batches(FakeStream(consumer, batches), order, ValueError)  # a bug in the second
     assert order.expect[consumer.tp] == 2 and consumer.seeks == [{consumer.tp: 2}]
