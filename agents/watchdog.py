@@ -292,12 +292,13 @@ class Watchdog:
         if tp is None or o is None:
             return True
         begin = o.committed if o.committed is not None else o.start
-        if o.read is not None and o.read >= begin:
+        if o.read is not None and o.read > begin:
             # The worker itself read a record there (markers never reach it): no probe. A
             # probe from an offset past an under-reported log end finds nothing (found in CI:
             # a failover survivor read 800 records past a commit that did not move, the
             # broker said the log ended below the commit, and every probe said "nothing
-            # waits"; the stall was never judged).
+            # waits"; the stall was never judged). Past it, not at it: Faust sets the read
+            # offset to the committed one when it seeks after a recovery, with nothing read.
             return True
         try:
             first = faust_compat.first_record_offset(

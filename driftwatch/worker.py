@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import faust
@@ -22,7 +23,8 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: Settings) -> int:
     # Before any thread allocates (librdkafka's, Faust's, the compute pool's).
-    if limit_arenas(settings.malloc_arenas):
+    # An operator's own MALLOC_ARENA_MAX (read by glibc at start) wins.
+    if "MALLOC_ARENA_MAX" not in os.environ and limit_arenas(settings.malloc_arenas):
         log.info("malloc arenas: at most %d", settings.malloc_arenas)
     # Refused credentials, an untrusted certificate, missing or mis-partitioned topics:
     # one clear line and a non-zero exit (driftwatch.cli), before Faust starts retrying.

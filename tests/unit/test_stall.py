@@ -328,6 +328,13 @@ def test_records_the_worker_read_past_a_stuck_commit_are_a_stall_whatever_the_pr
     dog, exits = probed(tmp_path, Offsets(end=2541, read=2641, committed=2642))
     assert dog.check(now=1000) is None and dog.check(now=1031) is None
     assert probes == [2642] and exits == []
+    # Faust's seek after a recovery sets the read offset to the committed one, nothing read:
+    # an idle partition, not a stall (review: a worker restarted after any rebalance).
+    dog, exits = probed(tmp_path, Offsets(end=2642, read=2642, committed=2642))
+    assert dog.check(now=1000) is None and dog.check(now=1031) is None
+    dog, exits = probed(tmp_path, Offsets(end=2541, read=2642, committed=2642))
+    assert dog.check(now=1000) is None and dog.check(now=1031) is None and exits == []
+    assert probes == [2642, 2642]
 
 
 def test_watchdog_is_disarmed_while_recovering(tmp_path: Path) -> None:
