@@ -24,7 +24,7 @@ from agents.api.server import Api
 from agents.dead_letters import DeadLetters
 from agents.health import FaustSensor, WorkerHealth, state_gauges
 from agents.joining import JoinProcessor, OutcomeRouter
-from agents.metrics import CountersCollector, StateCollector, WorkerMetrics
+from agents.metrics import CountersCollector, RocksDBCollector, StateCollector, WorkerMetrics
 from agents.notify import AlertNotifier, RetrainAlertRouter, webhook_notifier
 from agents.performance import PerformanceProcessor
 from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
@@ -167,8 +167,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             partitions=settings.partitions,
         )
 
+    tables: dict[str, Any] = {}
+
     def table(name: str, help: str) -> Any:
-        t = app.Table(
+        t = tables[name] = app.Table(
             name,
             key_type=bytes,
             value_type=bytes,
@@ -238,6 +240,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             "messages ignored, commits held at a missing head, heads tolerated on input topics",
             lambda: faust_compat.COUNTERS,
         )
+    )
+    registry.register(
+        RocksDBCollector(lambda: {n: faust_compat.table_dbs(t) for n, t in tables.items()})
     )
     store = TableStore(window_table)
     # The registry's feature importances reach a worker on model-events, which its API's

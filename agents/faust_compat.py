@@ -64,7 +64,8 @@ there), ``head_refetch`` (sought back to read a dropped message again), ``order_
 (a batch cancelled or failed mid-way: its acks ignored, read again), ``phantom_gap_ignored``
 (a jump Faust saw after one of our seeks back, over offsets already read: not a gap),
 ``order_gap_overruled`` (Faust's gap list covered an offset the broker said holds a record:
-held for it)."""
+held for it), ``order_superseded`` (a batch that waited for the broker across a rebalance:
+held whole, read again)."""
 
 Probe = Callable[[str, int, int], Awaitable[int | None]]
 """(topic, partition, offset) -> offset of the first record at or after ``offset``, or None
@@ -208,6 +209,14 @@ def _checked_add_gap(
     return add_gap
 
 
+def _marker(gaps: Any, lo: int, hi: int) -> bool:
+    """Whether Faust's gap list alone may settle that ``[lo, hi)`` holds no records: one
+    offset it read over (a transaction's commit marker takes exactly one). A longer jump is
+    asked of the broker whatever the list says: the list also records jumps over records
+    dropped around a seek, and trusting it skipped them for good."""
+    return hi - lo == 1 and _covered(gaps, lo, hi)
+
+
 def _covered(gaps: Any, lo: int, hi: int) -> bool:
     """Whether Faust's gap intervals (an IntervalTree; ends excluded) cover ``[lo, hi)``."""
     if gaps is None or hi - lo > 100_000:
@@ -259,10 +268,14 @@ class SourceOrder:
     _first: dict[tuple[Any, int], int | None] = field(default_factory=dict)
     _told: set[Any] = field(default_factory=set)
     _overruled: set[tuple[Any, int]] = field(default_factory=set)
+    generation: int = 0
+    """Counts rebalances (:meth:`reset`): an admission that waited for the broker across one
+    writes nothing of what it learned before it."""
 
     def reset(self, revoked: Collection[Any] = ()) -> None:
         """After a rebalance, reading starts again at the committed offsets; messages of the
         ``revoked`` partitions are refused until they are assigned here again."""
+        self.generation += 1
         self.expect.clear()
         self.held.clear()
         self._first.clear()
@@ -283,7 +296,8 @@ class SourceOrder:
         had joined were given up as ``unknown_prediction`` from that stale cache)."""
         admitted: list[Any] = []
         stopped: set[Any] = set()
-        for event in events:
+        generation = self.generation
+        for index, event in enumerate(events):
             message = event.message
             tp = message.tp
             if tp in self.revoked:
@@ -299,6 +313,8 @@ class SourceOrder:
                 expect = known = consumer._committed_offset.get(tp)
                 if expect is None and self.start is not None:
                     expect = await self._start(tp)
+                    if self.generation != generation:
+                        return self._superseded(admitted, events[index:])
                     if expect is None:  # cannot tell where to start: hold, read again
                         stopped.add(tp)
                         self._hold(message)
@@ -318,11 +334,13 @@ class SourceOrder:
                              "(committed offset known to the consumer: %s; processing "
                              "starts at %s)", tp.topic, tp.partition, offset, known,
                              expect)  # fmt: skip
-            if (
-                expect is not None
-                and offset > expect
-                and not await self._no_records(consumer, tp, expect, offset)
-            ):
+            if expect is not None and offset > expect:
+                no_records = await self._no_records(consumer, tp, expect, offset)
+                if self.generation != generation:
+                    return self._superseded(admitted, events[index:])
+            else:
+                no_records = True
+            if not no_records:
                 stopped.add(tp)
                 self._hold(message)
                 self._seek_back(consumer, tp, expect)
@@ -331,13 +349,17 @@ class SourceOrder:
             if expect is None or offset >= expect:
                 self.expect[tp] = offset + 1
                 self.held.pop(tp, None)
-        if self.revoked:  # a revocation while this batch waited for a probe
-            for event in admitted:
-                if event.message.tp in self.revoked:
-                    COUNTERS["order_revoked"] += 1
-                    self._hold(event.message)
-            admitted = [e for e in admitted if e.message.tp not in self.revoked]
         return admitted
+
+    def _superseded(self, admitted: list[Any], rest: list[Any]) -> list[Any]:
+        """A rebalance came while the batch waited for the broker: none of it is processed
+        (all held, read again from the new generation's committed offsets), and what was
+        learned before it is not written over the reset bookkeeping (an ``expect`` from the
+        old generation would admit a jump, or hold a partition at an offset never coming)."""
+        COUNTERS["order_superseded"] += 1
+        for event in admitted + rest:
+            self._hold(event.message)
+        return []
 
     def rewind(self, consumer: Any, events: Iterable[Any]) -> None:
         """A batch admitted but not processed (it failed): each of its partitions is read
@@ -370,21 +392,10 @@ class SourceOrder:
 
     async def _no_records(self, consumer: Any, tp: Any, lo: int, hi: int) -> bool:
         key = (tp, lo)
-        first = self._first.get(key)
-        if _covered(consumer._gap.get(tp), lo, hi):
-            if first is None or first >= hi:
-                return True
-            # The broker said a record is there: Faust's gap list is wrong about it (a gap
-            # recorded around a seek), and admitting the jump would process later frames first
-            # (test_outcomes: a join read 12 before 5, and its clock gave up waiting outcomes).
-            COUNTERS["order_gap_overruled"] += 1
-            if key not in self._overruled:  # once per offset, not at every admit while held
-                self._overruled.add(key)
-                log.warning("%s[%d]: offsets %d..%d are a gap to Faust but the broker has a "
-                            "record at %d: holding for it", tp.topic, tp.partition, lo, hi - 1,
-                            first)  # fmt: skip
-            return False
+        gaps = consumer._gap.get(tp)
         if key not in self._first:
+            if _marker(gaps, lo, hi):
+                return True
             log.info("%s[%d]: offset %d arrived while %d was expected; asking the broker what "
                      "is in between", tp.topic, tp.partition, hi, lo)  # fmt: skip
             try:
@@ -401,6 +412,16 @@ class SourceOrder:
         if first is None or first >= hi:
             COUNTERS["order_gap_markers"] += 1
             return True
+        if _covered(gaps, lo, hi) and key not in self._overruled:
+            # The broker said a record is there: Faust's gap list is wrong about it (a gap
+            # recorded around a seek), and admitting the jump would process later frames first
+            # (test_outcomes: a join read 12 before 5, and its clock gave up waiting outcomes).
+            # Once per offset, not at every admit while held.
+            self._overruled.add(key)
+            COUNTERS["order_gap_overruled"] += 1
+            log.warning("%s[%d]: offsets %d..%d are a gap to Faust but the broker has a record "
+                        "at %d: holding for it", tp.topic, tp.partition, lo, hi - 1,
+                        first)  # fmt: skip
         return False
 
     def _hold(self, message: Any) -> None:
@@ -518,7 +539,9 @@ async def process_batches(
             for event in batch:
                 _DELIVERED.discard(event.message)
             COUNTERS["unfinished_batch"] += 1
-            if ORDER is not None:
+            # Stopping, the next owner reads from the committed offsets: no seek on a
+            # consumer that is going away.
+            if ORDER is not None and not getattr(stream.app, "should_stop", False):
                 ORDER.rewind(stream.app.consumer, batch)
             raise
         finally:
@@ -667,10 +690,8 @@ def _strict_new_offset(original: Callable[[Any, Any], int | None]) -> Callable[[
         acked = self._acked[tp]
         committed = self._committed_offset[tp]
         if acked and committed is not None and GUARD is not None:
-            gaps = self._gap[tp]
             head = min(acked)
-            covered = bool(gaps) and bool(gaps.overlaps(committed, head))
-            if head > committed and not covered:
+            if head > committed and not _marker(self._gap[tp], committed, head):
                 if not GUARD.allow(self, tp, committed, head):
                     return None
                 # Markers: let Faust's own logic commit past them.

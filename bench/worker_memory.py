@@ -86,6 +86,22 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return current, peak
 
 
+def rocksdb_mb(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, float]:
+    """The worker's RocksDB memory by kind (all tables), MiB, from its metrics.
+
+    >>> rocksdb_mb([("driftwatch_rocksdb_memory_bytes", {"table": "a", "kind": "memtables"},
+    ...              2 * 2**20), ("driftwatch_rocksdb_memory_bytes",
+    ...              {"table": "b", "kind": "memtables"}, 2**20)])
+    {'memtables': 3.0}
+    """
+    out: dict[str, float] = {}
+    for name, labels, value in samples:
+        if name == "driftwatch_rocksdb_memory_bytes":
+            kind = labels.get("kind", "")
+            out[kind] = out.get(kind, 0.0) + value / 2**20
+    return {kind: round(mb, 1) for kind, mb in sorted(out.items())}
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     n, every = args.events, args.every
     run_id = f"mem-{uuid.uuid4().hex[:8]}"
@@ -124,6 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             "rss_mb": round(current, 1),
                             "peak_rss_mb": round(peak, 1),
                             "seconds": round(time.monotonic() - began, 1),
+                            "rocksdb_mb": rocksdb_mb(samples or []),
                         }
                         checkpoints.append(row)
                         _log(f"{done:,} events: RSS {current:,.0f} MiB (peak {peak:,.0f})")
@@ -157,11 +174,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    lines = [f"{'events':>12} {'RSS MiB':>9} {'peak MiB':>9} {'seconds':>8}"]
+    lines = [f"{'events':>12} {'RSS MiB':>9} {'peak MiB':>9} {'seconds':>8}  RocksDB MiB"]
     for row in result["checkpoints"]:
+        rocks = row.get("rocksdb_mb", {})
         lines.append(
             f"{row['events']:>12,} {row['rss_mb']:>9,.0f} {row['peak_rss_mb']:>9,.0f} "
-            f"{row['seconds']:>8,.0f}"
+            f"{row['seconds']:>8,.0f}  {sum(rocks.values()):,.0f} "
+            + " ".join(f"{k} {v:,.0f}" for k, v in rocks.items())
         )
     lines.append(f"RSS at the last checkpoint / the first: {result['rss_last_over_first']:.3f}")
     return "\n".join(lines)

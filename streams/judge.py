@@ -593,11 +593,15 @@ class SlotCache(Generic[V]):
     ...     cache.put("f", window, f"baseline {window}")
     >>> cache.get("f", 1) is _UNKNOWN, cache.get("f", 3), len(cache)
     (True, 'baseline 3', 2)
+    >>> cache.hits, cache.misses
+    (1, 1)
     """
 
     def __init__(self, per_slot: int = PER_SLOT) -> None:
         self.per_slot = per_slot
         self._slots: dict[Hashable, dict[Hashable, V]] = {}
+        self.hits = 0
+        self.misses = 0
 
     def __len__(self) -> int:
         return sum(len(entries) for entries in self._slots.values())
@@ -606,7 +610,9 @@ class SlotCache(Generic[V]):
         """The value, or ``_UNKNOWN``."""
         entries = self._slots.get(slot)
         if entries is None or key not in entries:
+            self.misses += 1
             return cast(V, _UNKNOWN)
+        self.hits += 1
         return entries[key]
 
     def put(self, slot: Hashable, key: Hashable, value: V) -> None:

@@ -25,6 +25,23 @@ def test_probe_finds_the_first_record_at_or_after_an_offset(
     assert first_record_offset(config, topic, 0, 5) is None  # the log's end: nothing there
 
 
+def test_probe_at_an_under_reported_high_watermark_finds_the_records_there(
+    kafka_bootstrap: str, make_topic: Callable[..., str]
+) -> None:
+    """Tansu 0.6 reports the high watermark as the last batch's base + 1 (2 here, for 1 + 5
+    records). librdkafka signals "end of partition" (dropping what it fetched) when a fetch
+    starts at the high watermark it was told: were that the under-reported one, a probe there
+    would answer "nothing" over records, and a message Faust dropped would be taken for a
+    transaction marker and committed past. Checked: the probe finds every record."""
+    topic = make_topic("probe-hwm")
+    produce(kafka_bootstrap, topic, [(b"k", b"v0")], partition=0)
+    produce(kafka_bootstrap, topic, [(b"k", f"v{i}".encode()) for i in range(1, 6)], partition=0)
+    config = {"bootstrap.servers": kafka_bootstrap}
+    for offset in range(6):
+        assert first_record_offset(config, topic, 0, offset) == offset
+    assert first_record_offset(config, topic, 0, 6) is None
+
+
 def test_start_lookup_reads_the_groups_commit_or_the_log_start(
     kafka_bootstrap: str, make_topic: Callable[..., str]
 ) -> None:

@@ -450,3 +450,5 @@ def test_merged_baselines_kept_are_bounded_by_the_features_not_the_days() -> Non
     judge = engine._judge
     features = len(next(iter(stream(seed=5, days=1, per_day=1))).features)
     assert 0 < len(judge._baselines) <= PER_SLOT * features
+    # and it still serves: a window's merge is reused by its later looks and its close
+    assert judge._baselines.hits > judge._baselines.misses > 0

@@ -104,6 +104,23 @@ def test_transaction_markers_at_the_head_are_committed_past() -> None:
     run(main())
 
 
+def test_a_head_faust_took_for_a_longer_gap_is_asked_of_the_broker() -> None:
+    async def main() -> None:
+        asked = install(first_record=10)  # records at 10..13: dropped, not markers
+        c = FakeConsumer(committed=10, acked=[14, 15])
+        c._gap[c.tp].addi(10, 14)  # recorded around a seek
+        from faust.transport.consumer import Consumer
+
+        unguarded = FakeConsumer(committed=10, acked=[14, 15])
+        unguarded._gap[c.tp].addi(10, 14)
+        assert faust_new_offset(unguarded, c.tp) == 16  # Faust alone: past 10..13 for good
+        assert Consumer._new_offset(c, c.tp) is None  # type: ignore[arg-type]
+        await asyncio.sleep(0.01)
+        assert asked == [("join-input", 0, 10)] and c.seeks == [{c.tp: 10}]
+
+    run(main())
+
+
 def test_a_failing_probe_holds_the_commit_and_is_tried_again() -> None:
     calls = []
 
@@ -304,12 +321,24 @@ def test_offsets_without_records_are_jumped_over() -> None:
     # Transaction markers take offsets that are never delivered: Faust records the gaps it
     # reads over, and where it did not (at the head), the broker says there is nothing there.
     consumer = FakeConsumer(committed=10, acked=[])
-    consumer._gap[consumer.tp].addi(12, 14)
+    consumer._gap[consumer.tp].addi(12, 13)  # one offset read over: a commit marker
     order, asked = source_order(first_record=None)
-    assert admitted(order, consumer, [10, 11, 14, 15]) == [10, 11, 14, 15]
-    assert asked == []  # covered by Faust's gaps
+    assert admitted(order, consumer, [10, 11, 13, 14]) == [10, 11, 13, 14]
+    assert asked == []  # Faust's gap list settles a single offset
     assert admitted(order, consumer, [18]) == [18]
-    assert asked == [16] and consumer.seeks == []
+    assert asked == [15] and consumer.seeks == []
+
+
+def test_a_longer_jump_is_asked_of_the_broker_whatever_faust_recorded() -> None:
+    """Faust's gap list also records jumps over records dropped around a seek: trusted, the
+    records were skipped for good (a failover run lost ~9 predictions of the days the killed
+    worker was processing)."""
+    consumer = FakeConsumer(committed=10, acked=[])
+    consumer._gap[consumer.tp].addi(12, 20)
+    order, asked = source_order(first_record=12)
+    assert admitted(order, consumer, [10, 11, 20, 21]) == [10, 11]
+    assert asked == [12] and consumer.seeks == [{consumer.tp: 12}]
+    assert admitted(order, consumer, list(range(12, 22))) == list(range(12, 22))
 
 
 def test_a_gap_faust_recorded_over_a_record_the_broker_has_does_not_admit_the_jump() -> None:
@@ -700,7 +729,37 @@ def test_a_revocation_while_a_batch_waits_for_a_probe_refuses_its_messages() -> 
 
     consumer._committed_offset[consumer.tp] = None
     order.start = start
+    before = faust_compat.COUNTERS["order_superseded"]
     assert admitted(order, consumer, [10, 11]) == []
+    assert faust_compat.COUNTERS["order_superseded"] == before + 1
+
+
+def test_a_rebalance_while_a_batch_waits_for_the_broker_writes_nothing_of_the_old_one() -> None:
+    """The partition stays assigned, but reading starts again at the new generation's
+    committed offset: what was learned before the rebalance (where to start, a jump's
+    verdict) is not written over the reset bookkeeping, and no message of the batch goes
+    through (read again)."""
+    consumer = FakeConsumer(committed=None, acked=[])
+    order = faust_compat.SourceOrder(lambda *_: never_called(), clock=lambda: 0.0)
+
+    async def start(topic: str, partition: int) -> int:
+        order.reset()  # not revoked: only a new generation
+        return 10
+
+    order.start = start
+    events = order_events(consumer, [10, 11])
+    assert run(order.admit(consumer, events)) == []
+    assert order.expect == {} and consumer._committed_offset.get(consumer.tp) is None
+    assert all(e.message in faust_compat._HELD for e in events)
+
+    async def jump(topic: str, partition: int, offset: int) -> int | None:
+        order.reset()
+        return None  # "no records in between": the verdict of the old generation
+
+    order.start, order.probe = None, jump
+    consumer._committed_offset[consumer.tp] = 10
+    assert admitted(order, consumer, [10, 15]) == []  # 10 admitted, then the probe at 15
+    assert order.expect == {} and order.held == {} and consumer.seeks == []
 
 
 def never_called() -> Any:
@@ -737,3 +796,16 @@ def test_process_batches_rewinds_the_order_of_a_batch_that_failed() -> None:
     batches = [order_events(consumer, [0, 1]), order_events(consumer, [2, 3])]
     run_batches(FakeStream(consumer, batches), order, ValueError)  # a bug in the second
     assert order.expect[consumer.tp] == 2 and consumer.seeks == [{consumer.tp: 2}]
+
+
+def test_a_batch_cut_short_by_the_worker_stopping_is_not_rewound() -> None:
+    """Stopping, the consumer goes away and the next owner reads from the committed offsets:
+    a seek back would only run on a closing consumer."""
+    consumer = FakeConsumer(committed=0, acked=[])
+    order, _ = source_order(first_record=2)
+    stream = FakeStream(consumer, [order_events(consumer, [0, 1]), order_events(consumer, [2, 3])])
+    stream.app.should_stop = True
+    before = faust_compat.COUNTERS["unfinished_batch"]
+    run_batches(stream, order, asyncio.CancelledError)
+    assert faust_compat.COUNTERS["unfinished_batch"] == before + 1
+    assert order.expect[consumer.tp] == 4 and consumer.seeks == []

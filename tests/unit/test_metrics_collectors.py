@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agents.metrics import StateCollector
+from agents.metrics import ROCKSDB_MEMORY, RocksDBCollector, StateCollector
 
 
 def test_state_gauges_are_read_at_most_once_per_max_age() -> None:
@@ -44,3 +46,35 @@ def test_a_failed_reading_is_not_kept() -> None:
     assert 'driftwatch_model_label_rate{model="fraud",tenant="acme",version="v1"} 0.8' in (
         generate_latest(registry).decode()
     )
+
+
+def test_rocksdb_memory_is_read_from_the_open_stores(tmp_path: Path) -> None:
+    """Real stores, as Faust opens them (its options, our memory budget): what a worker's RSS
+    holds outside Python is told per table and kind, and a store closed by a rebalance while
+    read is skipped, not an error of the scrape."""
+    from faust.stores.rocksdb import RocksDBOptions
+
+    from agents.app import rocksdb_options
+
+    options = RocksDBOptions(**rocksdb_options(16))  # type: ignore[arg-type]
+    dbs = {p: options.open(tmp_path / f"windows-{p}.db") for p in (0, 1)}
+    for p, db in dbs.items():
+        for i in range(2_000):
+            db[f"{p}-{i}".encode()] = b"x" * 200
+    dbs[1].flush()  # to a file: its index and filter are read in
+    _ = dbs[1][b"1-7"]
+    closed = options.open(tmp_path / "join-0.db")
+    closed.close()
+    registry = CollectorRegistry()
+    registry.register(RocksDBCollector(lambda: {"windows": dbs, "join": {0: closed}}))
+    got = {
+        (s.labels["table"], s.labels.get("kind")): s.value
+        for family in registry.collect()
+        for s in family.samples
+    }
+    assert got[("windows", None)] == 2 and got[("join", None)] == 1
+    assert got[("windows", "memtables")] > 2 * 2_000 * 200 / 2  # the unflushed partition's
+    assert got[("windows", "block_cache")] > 0 and got[("windows", "table_readers")] > 0
+    assert all(got[("join", kind)] == 0 for kind in ROCKSDB_MEMORY)
+    for db in dbs.values():
+        db.close()
