@@ -24,7 +24,13 @@ from agents.api.server import Api
 from agents.dead_letters import DeadLetters
 from agents.health import FaustSensor, WorkerHealth, state_gauges
 from agents.joining import JoinProcessor, OutcomeRouter
-from agents.metrics import CountersCollector, RocksDBCollector, StateCollector, WorkerMetrics
+from agents.metrics import (
+    CountersCollector,
+    GaugesCollector,
+    RocksDBCollector,
+    StateCollector,
+    WorkerMetrics,
+)
 from agents.notify import AlertNotifier, RetrainAlertRouter, webhook_notifier
 from agents.performance import PerformanceProcessor
 from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
@@ -149,6 +155,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         stream_wait_empty=True,
         table_standby_replicas=settings.standby_replicas,
         broker_max_poll_records=settings.max_poll_records or None,
+        stream_buffer_maxsize=settings.stream_buffer_size or 2 * settings.batch_size,
         stream_recovery_delay=settings.recovery_delay_seconds,
         recovery_consistency_check=settings.recovery_consistency_check,
         producer_max_batch_size=settings.producer_max_batch_bytes,
@@ -239,6 +246,15 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             "Offset-bookkeeping guards that fired (agents.faust_compat): acks of skipped "
             "messages ignored, commits held at a missing head, heads tolerated on input topics",
             lambda: faust_compat.COUNTERS,
+        )
+    )
+    registry.register(
+        GaugesCollector(
+            "driftwatch_stream_buffer_messages",
+            "Input messages read and waiting in an agent's queue, by source topic "
+            "(DRIFTWATCH_STREAM_BUFFER_SIZE bounds it)",
+            "topic",
+            lambda: faust_compat.queued_by_topic(app),
         )
     )
     registry.register(

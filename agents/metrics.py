@@ -34,6 +34,21 @@ class CountersCollector(Collector):
         yield family
 
 
+class GaugesCollector(Collector):
+    """One gauge with one label, its values read at scrape time (from any thread)."""
+
+    def __init__(
+        self, name: str, doc: str, label: str, values: Callable[[], Mapping[str, float]]
+    ) -> None:
+        self.name, self.doc, self.label, self.values = name, doc, label, values
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.doc, labels=[self.label])
+        for key, value in sorted(self.values().items()):
+            family.add_metric([key], float(value))
+        yield family
+
+
 GaugeRows = Callable[[], Iterable[tuple[str, tuple[str, ...], float]]]
 """(metric name, label values, value) rows, computed at scrape time."""
 

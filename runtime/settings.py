@@ -250,6 +250,15 @@ class Settings:
         "races live; with 0 the new owner replays the changelog from its own offsets "
         "(docs/runbook.md, 'Failover').",
     )
+    stream_buffer_size: int = _env(
+        "DRIFTWATCH_STREAM_BUFFER_SIZE",
+        0,
+        "Most input messages an agent holds read but not yet processed (Faust's "
+        "stream_buffer_maxsize; fetching a partition pauses at four fifths of it); 0: twice "
+        "DRIFTWATCH_BATCH_SIZE. It bounds the worker's memory when it reads faster than it "
+        "processes, as through a backlog: Faust's 4,096 held ~2M predictions of 500-prediction "
+        "envelopes, ~0.5 GB of input.",
+    )
     max_poll_records: int = _env(
         "DRIFTWATCH_MAX_POLL_RECORDS",
         0,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, generate_latest
 
-from agents.metrics import ROCKSDB_MEMORY, RocksDBCollector, StateCollector
+from agents.metrics import ROCKSDB_MEMORY, GaugesCollector, RocksDBCollector, StateCollector
 
 
 def test_state_gauges_are_read_at_most_once_per_max_age() -> None:
@@ -78,3 +78,12 @@ def test_rocksdb_memory_is_read_from_the_open_stores(tmp_path: Path) -> None:
     assert all(got[("join", kind)] == 0 for kind in ROCKSDB_MEMORY)
     for db in dbs.values():
         db.close()
+
+
+def test_gauges_are_read_at_scrape_time() -> None:
+    queued = {"t-predictions": 3}
+    registry = CollectorRegistry()
+    registry.register(GaugesCollector("driftwatch_x", "doc", "topic", lambda: queued))
+    assert 'driftwatch_x{topic="t-predictions"} 3.0' in generate_latest(registry).decode()
+    queued["t-predictions"] = 0
+    assert 'driftwatch_x{topic="t-predictions"} 0.0' in generate_latest(registry).decode()
