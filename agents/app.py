@@ -101,7 +101,7 @@ def join_batch_messages(batch_size: int) -> int:
     predictions and outcomes (a part of a prediction batch, per join partition), so a batch of
     ``DRIFTWATCH_BATCH_SIZE`` of them after a backlog was up to 4M frames, whose state records
     all waited in the producer's buffer until the batch's end (614 MB of a worker's peak in
-    ``bench.worker_memory``). A sixty-fourth of it keeps a batch within one ~8 MB part
+    ``bench.worker_memory``). A sixty-fourth of it keeps a batch to two parts of ``CHUNK_BYTES``
     (15 messages of at most 256 KB).
 
     >>> join_batch_messages(1000)
@@ -155,17 +155,17 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         stream_wait_empty=True,
         table_standby_replicas=settings.standby_replicas,
         broker_max_poll_records=settings.max_poll_records or None,
-        stream_buffer_maxsize=settings.stream_buffer_size or 2 * settings.batch_size,
+        stream_buffer_maxsize=settings.stream_buffer_size or max(2 * settings.batch_size, 1024),
         stream_recovery_delay=settings.recovery_delay_seconds,
         recovery_consistency_check=settings.recovery_consistency_check,
         producer_max_batch_size=settings.producer_max_batch_bytes,
         logging_config=None,
     )
 
-    def raw_topic(name: str) -> Any:
+    def raw_topic(name: str, maxsize: int | None = None) -> Any:
         # Bytes in, bytes out: decoding and validation happen in our code, where a bad
         # message can be dead-lettered whole instead of crashing Faust's deserializer.
-        return app.topic(
+        topic = app.topic(
             settings.topic(name),
             key_type=bytes,
             value_type=bytes,
@@ -173,6 +173,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             value_serializer="raw",
             partitions=settings.partitions,
         )
+        topic.maxsize = maxsize  # app.topic() takes it and drops it (Faust 0.15.3)
+        return topic
 
     tables: dict[str, Any] = {}
 
@@ -199,7 +201,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     drift_topic = raw_topic(DRIFT_EVENTS)
     dead_letters = raw_topic(DEAD_LETTERS)
     labeled_topic = raw_topic(LABELED_PREDICTIONS)
-    join_input = raw_topic(JOIN_INPUT)
+    # Its messages are the largest (up to 256 KB of frames) and its batches the fewest: its
+    # read-ahead is bounded by its own batch, not the stream buffer (~500 MB at 2,000).
+    join_input = raw_topic(
+        JOIN_INPUT, settings.stream_buffer_size or 2 * join_batch_messages(settings.batch_size)
+    )
     performance_input = raw_topic(PERFORMANCE_INPUT)
     window_table = table(
         WINDOW_TABLE, "Window summaries, stream clocks and open incidents (streams.state)"

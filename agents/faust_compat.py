@@ -79,6 +79,9 @@ SEEK_RETRY_SECONDS = 5.0
 before the seek can overtake it once)."""
 PROBE_TIMEOUT_SECONDS = 15.0
 """Longest wait for the broker to say what is at an offset."""
+MARKER_STREAK = 3
+"""Jumps in a row the broker called markers before a partition's jumps are taken from Faust's
+gap list without asking (see ``SourceOrder._markers``)."""
 ORDER_RETRY_SECONDS = 2.0
 """A skipped message not back this long after a seek is sought again. Right after a restart
 the first seek usually comes too early (records already fetched move Faust's read offset past
@@ -212,8 +215,9 @@ def _checked_add_gap(
 def _marker(gaps: Any, lo: int, hi: int) -> bool:
     """Whether Faust's gap list alone may settle that ``[lo, hi)`` holds no records: one
     offset it read over (a transaction's commit marker takes exactly one). A longer jump is
-    asked of the broker whatever the list says: the list also records jumps over records
-    dropped around a seek, and trusting it skipped them for good."""
+    asked of the broker: the list also records jumps over records dropped around a seek, and
+    trusting it skipped them for good (SourceOrder stops asking on a partition whose jumps the
+    broker has called markers several times in a row: a transactional source)."""
     return hi - lo == 1 and _covered(gaps, lo, hi)
 
 
@@ -268,6 +272,11 @@ class SourceOrder:
     _first: dict[tuple[Any, int], int | None] = field(default_factory=dict)
     _told: set[Any] = field(default_factory=set)
     _overruled: set[tuple[Any, int]] = field(default_factory=set)
+    _markers: dict[Any, int] = field(default_factory=dict)
+    """Per partition, how many jumps in a row the broker called offsets without records: a
+    source written by transactional producers has one at every commit, and after
+    :data:`MARKER_STREAK` of them its jumps are taken from Faust's gap list (a probe each would
+    hold every batch for a throw-away client)."""
     generation: int = 0
     """Counts rebalances (:meth:`reset`): an admission that waited for the broker across one
     writes nothing of what it learned before it."""
@@ -276,6 +285,7 @@ class SourceOrder:
         """After a rebalance, reading starts again at the committed offsets; messages of the
         ``revoked`` partitions are refused until they are assigned here again."""
         self.generation += 1
+        self._markers.clear()
         self.expect.clear()
         self.held.clear()
         self._first.clear()
@@ -394,7 +404,9 @@ class SourceOrder:
         key = (tp, lo)
         gaps = consumer._gap.get(tp)
         if key not in self._first:
-            if _marker(gaps, lo, hi):
+            if _marker(gaps, lo, hi) or (
+                self._markers.get(tp, 0) >= MARKER_STREAK and _covered(gaps, lo, hi)
+            ):
                 return True
             log.info("%s[%d]: offset %d arrived while %d was expected; asking the broker what "
                      "is in between", tp.topic, tp.partition, hi, lo)  # fmt: skip
@@ -411,7 +423,9 @@ class SourceOrder:
         first = self._first[key]
         if first is None or first >= hi:
             COUNTERS["order_gap_markers"] += 1
+            self._markers[tp] = self._markers.get(tp, 0) + 1
             return True
+        self._markers.pop(tp, None)
         if _covered(gaps, lo, hi) and key not in self._overruled:
             # The broker said a record is there: Faust's gap list is wrong about it (a gap
             # recorded around a seek), and admitting the jump would process later frames first
@@ -694,8 +708,11 @@ def _strict_new_offset(original: Callable[[Any, Any], int | None]) -> Callable[[
             if head > committed and not _marker(self._gap[tp], committed, head):
                 if not GUARD.allow(self, tp, committed, head):
                     return None
-                # Markers: let Faust's own logic commit past them.
+                # Markers: let Faust's own logic commit past them. Merged with what Faust
+                # recorded over them already: overlapping intervals count their offsets as
+                # acked twice, and the commit then crept one offset per interval.
                 self._gap[tp].addi(committed, head)
+                self._gap[tp].merge_overlaps()
         if GUARD is not None:
             GUARD.settled(tp)
         return original(self, tp)

@@ -117,7 +117,7 @@ ROCKSDB_MEMORY = {
 }
 """What RocksDB holds in memory outside Python, by kind, and the property that tells it.
 ``table_readers`` (index and filter blocks of open files) is not bounded by the block cache:
-it grows with the data on disk."""
+it grows with the data on disk. ``block_cache_pinned`` is part of ``block_cache``."""
 
 
 class RocksDBCollector(Collector):
@@ -150,7 +150,7 @@ class RocksDBCollector(Collector):
                 try:
                     for kind, prop in ROCKSDB_MEMORY.items():
                         totals[kind] += int(db.property_int_value(prop) or 0)  # type: ignore[attr-defined]
-                except Exception:  # closed by a rebalance while read: not this worker's now
+                except Exception:  # a store closed (stopping): nothing to tell of it
                     continue
             for kind, value in totals.items():
                 memory.add_metric([table, kind], float(value))

@@ -184,11 +184,14 @@ async def in_thread(fn: Callable[..., R], *args: Any) -> R:
         raise
 
 
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 2 << 20
 """Input bytes decoded and applied at a time: a batch of 1,000 envelopes of 500 predictions
-(~300 MB, 500,000 predictions) is applied in parts of ~13,000, each part's output delivered
+(~300 MB, 500,000 predictions) is applied in parts of ~3,000, each part's output delivered
 before the next, so what is decoded at once (events, join frames) stays small whatever the
-batch (4.8 GB peak RSS on ``bench.throughput --batch 500`` before)."""
+batch (4.8 GB peak RSS on ``bench.throughput --batch 500`` with no parts). Parts of 8 MB held
+~300 MB more over a long stream (``bench.worker_memory``, 2M events side by side: a part's
+decoded objects are many small ones, and the allocator's arenas they filled stay taken once
+a few long-lived objects sit among them); 1 MB parts cost ~14 % of the envelope rate."""
 
 
 def chunks(events: Sequence[Any], max_bytes: int) -> list[Sequence[Any]]:

@@ -179,7 +179,8 @@ def format_table(result: dict[str, Any]) -> str:
         rocks = row.get("rocksdb_mb", {})
         lines.append(
             f"{row['events']:>12,} {row['rss_mb']:>9,.0f} {row['peak_rss_mb']:>9,.0f} "
-            f"{row['seconds']:>8,.0f}  {sum(rocks.values()):,.0f} "
+            f"{row['seconds']:>8,.0f}  "
+            f"{sum(v for k, v in rocks.items() if k != 'block_cache_pinned'):,.0f} "
             + " ".join(f"{k} {v:,.0f}" for k, v in rocks.items())
         )
     lines.append(f"RSS at the last checkpoint / the first: {result['rss_last_over_first']:.3f}")

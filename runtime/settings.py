@@ -255,9 +255,9 @@ class Settings:
         0,
         "Most input messages an agent holds read but not yet processed (Faust's "
         "stream_buffer_maxsize; fetching a partition pauses at four fifths of it); 0: twice "
-        "DRIFTWATCH_BATCH_SIZE. It bounds the worker's memory when it reads faster than it "
-        "processes, as through a backlog: Faust's 4,096 held ~2M predictions of 500-prediction "
-        "envelopes, ~0.5 GB of input.",
+        "DRIFTWATCH_BATCH_SIZE, at least 1,024 (join-input: twice its own batch). It bounds "
+        "the worker's memory when it reads faster than it processes, as through a backlog: "
+        "Faust's 4,096 held ~2M predictions of 500-prediction envelopes, ~0.5 GB of input.",
     )
     max_poll_records: int = _env(
         "DRIFTWATCH_MAX_POLL_RECORDS",

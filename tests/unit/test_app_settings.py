@@ -8,17 +8,25 @@ import pytest
 
 
 @pytest.mark.parametrize(
-    ("env", "buffer"),
-    [({"DRIFTWATCH_BATCH_SIZE": "300"}, 600), ({"DRIFTWATCH_STREAM_BUFFER_SIZE": "50"}, 50)],
+    ("env", "buffer", "join_buffer"),
+    [
+        ({"DRIFTWATCH_BATCH_SIZE": "1000"}, 2000, 30),
+        ({"DRIFTWATCH_BATCH_SIZE": "300"}, 1024, 8),
+        ({"DRIFTWATCH_STREAM_BUFFER_SIZE": "50"}, 50, 50),
+    ],
 )
-def test_the_stream_buffer_follows_the_batch_size_unless_set(
-    tmp_path: Path, env: dict[str, str], buffer: int
+def test_the_stream_buffers_follow_the_batches_unless_set(
+    tmp_path: Path, env: dict[str, str], buffer: int, join_buffer: int
 ) -> None:
     """Faust's own 4,096 messages per agent held ~0.5 GB of 500-prediction envelopes read
-    ahead through a backlog (bench.worker_memory): bounded by the batch it feeds instead."""
+    ahead through a backlog (bench.worker_memory): bounded by the batch they feed instead,
+    join-input (the largest messages, 15 per batch) by its own."""
     from agents.app import create_app
     from runtime.settings import Settings
 
     environ = {"DRIFTWATCH_DATA_DIR": str(tmp_path), "DRIFTWATCH_API_PORT": "0", **env}
-    settings = Settings.from_env(environ=environ)
-    assert create_app(settings).app.conf.stream_buffer_maxsize == buffer
+    app = create_app(Settings.from_env(environ=environ)).app
+    assert app.conf.stream_buffer_maxsize == buffer
+    channels = {name: agent.channel for name, agent in app.agents.items()}
+    assert channels["join-outcomes"].maxsize == join_buffer
+    assert channels["detect-feature-drift"].maxsize is None  # the stream buffer's
