@@ -410,16 +410,20 @@ class SourceOrder:
                 return True
             log.info("%s[%d]: offset %d arrived while %d was expected; asking the broker what "
                      "is in between", tp.topic, tp.partition, hi, lo)  # fmt: skip
+            generation = self.generation
             try:
                 # Bounded here too: the agent waits for the answer, and a probe that never
                 # returns would stop the partition without a word.
-                self._first[key] = await asyncio.wait_for(
+                first = await asyncio.wait_for(
                     self.probe(tp.topic, tp.partition, lo), PROBE_TIMEOUT_SECONDS
                 )
             except Exception as exc:  # broker away: hold (safe), ask again next time
                 log.warning("%s[%d]: could not probe offset %d: %r", tp.topic, tp.partition,
                             lo, exc)  # fmt: skip
                 return False
+            if self.generation != generation:  # a rebalance meanwhile: admit holds the batch
+                return False
+            self._first[key] = first
         first = self._first[key]
         if first is None or first >= hi:
             COUNTERS["order_gap_markers"] += 1
