@@ -155,7 +155,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         stream_wait_empty=True,
         table_standby_replicas=settings.standby_replicas,
         broker_max_poll_records=settings.max_poll_records or None,
-        stream_buffer_maxsize=settings.stream_buffer_size or max(2 * settings.batch_size, 1024),
+        stream_buffer_maxsize=settings.stream_buffer_size or 4096,  # 0: Faust's own default
         stream_recovery_delay=settings.recovery_delay_seconds,
         recovery_consistency_check=settings.recovery_consistency_check,
         producer_max_batch_size=settings.producer_max_batch_bytes,
@@ -201,11 +201,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     drift_topic = raw_topic(DRIFT_EVENTS)
     dead_letters = raw_topic(DEAD_LETTERS)
     labeled_topic = raw_topic(LABELED_PREDICTIONS)
-    # Its messages are the largest (up to 256 KB of frames) and its batches the fewest: its
-    # read-ahead is bounded by its own batch, not the stream buffer (~500 MB at 2,000).
-    join_input = raw_topic(
-        JOIN_INPUT, settings.stream_buffer_size or 2 * join_batch_messages(settings.batch_size)
-    )
+    join_input = raw_topic(JOIN_INPUT, settings.stream_buffer_size or None)
     performance_input = raw_topic(PERFORMANCE_INPUT)
     window_table = table(
         WINDOW_TABLE, "Window summaries, stream clocks and open incidents (streams.state)"

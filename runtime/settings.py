@@ -254,10 +254,10 @@ class Settings:
         "DRIFTWATCH_STREAM_BUFFER_SIZE",
         0,
         "Most input messages an agent holds read but not yet processed (Faust's "
-        "stream_buffer_maxsize; fetching a partition pauses at four fifths of it); 0: twice "
-        "DRIFTWATCH_BATCH_SIZE, at least 1,024 (join-input: twice its own batch). It bounds "
-        "the worker's memory when it reads faster than it processes, as through a backlog: "
-        "Faust's 4,096 held ~2M predictions of 500-prediction envelopes, ~0.5 GB of input.",
+        "stream_buffer_maxsize; fetching a partition pauses at four fifths of it); 0: Faust's "
+        "4,096. Lower bounds the worker's memory through a backlog (2,000: ~0.2 GB less with "
+        "500-prediction envelopes), but a smaller default (twice the batch, join-input 30) "
+        "saw a fetch stall in a test under load, so it is not the default until understood.",
     )
     max_poll_records: int = _env(
         "DRIFTWATCH_MAX_POLL_RECORDS",
