@@ -22,31 +22,31 @@ API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 
 
 class CountersCollector(Collector):
     """Exports a mapping of counts kept outside prometheus_client (e.g. by a patch of Faust)
-    as one counter with a ``what`` label, read at scrape time."""
+    as one counter with a ``what`` label (or ``label``), read at scrape time."""
 
-    def __init__(self, name: str, doc: str, counts: Callable[[], Mapping[str, int]]) -> None:
-        self.name, self.doc, self.counts = name, doc, counts
+    family: type[CounterMetricFamily] | type[GaugeMetricFamily] = CounterMetricFamily
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        family = CounterMetricFamily(self.name, self.doc, labels=["what"])
-        for what, n in sorted(self.counts().items()):
-            family.add_metric([what], float(n))
+    def __init__(
+        self, name: str, doc: str, counts: Callable[[], Mapping[str, float]], label: str = "what"
+    ) -> None:
+        self.name, self.doc, self.counts, self.label = name, doc, counts, label
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        family = self.family(self.name, self.doc, labels=[self.label])
+        for key, n in sorted(self.counts().items()):
+            family.add_metric([key], float(n))
         yield family
 
 
-class GaugesCollector(Collector):
-    """One gauge with one label, its values read at scrape time (from any thread)."""
+class GaugesCollector(CountersCollector):
+    """The same, as one gauge with one label (values that go down too)."""
+
+    family = GaugeMetricFamily
 
     def __init__(
         self, name: str, doc: str, label: str, values: Callable[[], Mapping[str, float]]
     ) -> None:
-        self.name, self.doc, self.label, self.values = name, doc, label, values
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily(self.name, self.doc, labels=[self.label])
-        for key, value in sorted(self.values().items()):
-            family.add_metric([key], float(value))
-        yield family
+        super().__init__(name, doc, values, label)
 
 
 GaugeRows = Callable[[], Iterable[tuple[str, tuple[str, ...], float]]]
