@@ -6,6 +6,8 @@ Pure Python (no streaming framework imports), like :mod:`streams.numeric_summary
 from __future__ import annotations
 
 import json
+from collections import Counter
+from typing import cast
 
 __all__ = ["CategoricalSummary"]
 
@@ -52,6 +54,21 @@ class CategoricalSummary:
         counts = self._counts
         limit = 2 * self.MAX_CATEGORIES
         other = self.OTHER
+        tally: Counter[str | None] = Counter(values)  # in C; first appearances in order
+        absent = tally.pop(None, 0)
+        present = cast(Counter[str], tally)
+        if other in counts:  # folded: what is not kept goes to OTHER, in any order
+            self._count += len(values) - absent
+            for category, times in present.items():
+                counts[category if category in counts else other] += times
+            self._missing += absent
+            return
+        if len(counts) + sum(1 for category in present if category not in counts) <= limit:
+            self._count += len(values) - absent  # no fold on the way: order does not matter
+            for category, times in present.items():
+                counts[category] = counts.get(category, 0) + times
+            self._missing += absent
+            return
         missing = 0
         for value in values:
             if value is None:

@@ -134,6 +134,8 @@ def guard_many(
     if run is not None and offsets.get(run[0], -1) < run[1]:
         offsets[run[0]] = run[2]
         return list(range(len(positions)))
+    if run is None and positions.count(None) == len(positions):
+        return list(range(len(positions)))  # no positions (a backtest): nothing to guard
     keep: list[int] = []
     for k, position in enumerate(positions):
         if position is None:

@@ -97,32 +97,38 @@ class RecentSlots:
         """:meth:`add` for each (slot, hash, value), in order, in one pass per ring entry:
         an entry ends up holding its highest slot, with the ``SLOT_SAMPLE`` smallest hashes
         (ties: the earlier value) - what adding them one at a time leaves."""
+        if slots and slots.count(slots[0]) == len(slots):  # the usual: one slot
+            self._add_run(slots[0], list(zip(hashes, values, strict=True)))
+            return
         by_entry: dict[int, list[int]] = {}
-        if slots and slots.count(slots[0]) == len(slots):
-            by_entry[slots[0] % RECENT_SLOTS] = list(range(len(slots)))  # the usual: one slot
-        else:
-            for k, slot in enumerate(slots):
-                by_entry.setdefault(slot % RECENT_SLOTS, []).append(k)
-        for i, ks in by_entry.items():
-            self._arrays.pop(i, None)
-            self._encoded.pop(i, None)
+        for k, slot in enumerate(slots):
+            by_entry.setdefault(slot % RECENT_SLOTS, []).append(k)
+        for ks in by_entry.values():
             top = max(slots[k] for k in ks)
-            if self.ids[i] > top:
-                continue  # every one of them is later than its slot's ring entry
-            if self.ids[i] != top:
-                self.ids[i] = top
-                self.samples[i] = []
-            sample = self.samples[i]
-            if len(ks) == len(slots) and slots[0] == top and len(by_entry) == 1:
-                fresh = list(zip(hashes, values, strict=True))
-            else:
-                fresh = [(hashes[k], values[k]) for k in ks if slots[k] == top]
-            if len(sample) + len(fresh) < SLOT_SAMPLE:
-                sample.extend(fresh)  # arrival order until the sample is full
-                continue
-            # Stable: ties keep arrival order, so a newcomer with the same hash as the largest
-            # kept one stays out, as it does one at a time (it must be strictly smaller).
-            self.samples[i] = sorted(sample + fresh, key=_hash_of)[:SLOT_SAMPLE]
+            self._add_run(top, [(hashes[k], values[k]) for k in ks if slots[k] == top])
+
+    def _add_run(self, slot: int, fresh: list[tuple[int, float | str | None]]) -> None:
+        """Values of one slot, in arrival order, into its ring entry."""
+        i = slot % RECENT_SLOTS
+        if self.ids[i] > slot:
+            return  # every one of them is later than its slot's ring entry
+        if self.ids[i] != slot:
+            self.ids[i] = slot
+            self.samples[i] = []
+        sample = self.samples[i]
+        if len(sample) == SLOT_SAMPLE:  # full, so sorted: only smaller hashes get in
+            cut = sample[-1][0]
+            fresh = [pair for pair in fresh if pair[0] < cut]
+        if not fresh and sample:
+            return
+        self._arrays.pop(i, None)
+        self._encoded.pop(i, None)
+        if len(sample) + len(fresh) < SLOT_SAMPLE:
+            sample.extend(fresh)  # arrival order until the sample is full
+            return
+        # Stable: ties keep arrival order, so a newcomer with the same hash as the largest
+        # kept one stays out, as it does one at a time (it must be strictly smaller).
+        self.samples[i] = sorted(sample + fresh, key=_hash_of)[:SLOT_SAMPLE]
 
     def span_array(self, last_slot: int, slots: int) -> tuple[np.ndarray, int] | None:
         """:meth:`span` of a numeric feature as (finite values, missing count), from each
@@ -157,7 +163,7 @@ class RecentSlots:
                 if slot >= 0 and self.ids[i] < slot:
                     continue  # a slot with no traffic
                 return None
-            out.extend(v for _, v in self.samples[i])
+            out.extend([v for _, v in self.samples[i]])
         return out
 
     def to_bytes(self, numeric: bool) -> bytes:

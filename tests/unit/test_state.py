@@ -118,3 +118,33 @@ def test_recent_slots_encoding_cache_gives_the_bytes_of_a_fresh_encoding() -> No
             fresh = RecentSlots(ids=list(cached.ids), samples=[list(s) for s in cached.samples])
             assert raw == fresh.to_bytes(numeric), (numeric, step)
             assert RecentSlots.from_bytes(raw, numeric).samples == cached.samples
+
+
+def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
+    """Batches of any shape (one slot, several, slots older than their ring entry, hash
+    ties, a full sample that nothing new gets into) keep the samples, and the arrays and
+    bytes derived from them, of adding each value alone."""
+    rng = np.random.default_rng(21)
+    for numeric in (True, False):
+        one, many = RecentSlots(), RecentSlots()
+        for step in range(300):
+            n = int(rng.integers(1, 120))
+            base = step // 6
+            slots = [int(s) for s in base + rng.integers(-RECENT_SLOTS - 1, 2, n)]
+            if step % 3 == 0:
+                slots = [base] * n  # the usual batch: one slot
+            hashes = [int(h) for h in rng.integers(0, 400, n)]  # many ties
+            values: list[float | str | None] = [
+                None if k % 13 == 0 else (float(k) if numeric else f"c{k % 7}") for k in range(n)
+            ]
+            many.add_many(slots, hashes, values)
+            for s, h, v in zip(slots, hashes, values, strict=True):
+                one.add(s, h, v)
+            assert many.ids == one.ids and many.samples == one.samples, (numeric, step)
+            if numeric:
+                for last in range(max(base - 2, 0), base + 1):
+                    got, want = many.span_array(last, 2), one.span_array(last, 2)
+                    assert (got is None) == (want is None), (step, last)
+                    if got is not None and want is not None:
+                        assert got[1] == want[1] and np.array_equal(got[0], want[0])
+            assert many.to_bytes(numeric) == one.to_bytes(numeric), (numeric, step)

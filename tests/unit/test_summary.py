@@ -493,3 +493,41 @@ def test_lazy_ks_p_changes_no_interim_finding() -> None:
         ks_module._LAZY_MIN_N = saved
     assert lazy and any(d.partial for d in lazy)
     assert lazy == exact
+
+
+def test_categorical_add_values_counts_as_one_value_at_a_time() -> None:
+    """Batches counted in bulk (before the fold, across it, after it) keep the counts, their
+    order and the bytes of the documented rule applied value by value: a new category is
+    kept until the kept ones pass twice ``MAX_CATEGORIES``, then the smallest fold into
+    ``OTHER`` and categories not kept go there for good."""
+
+    def reference(batches: list[list[str | None]]) -> bytes:
+        s = CategoricalSummary()
+        limit, other = 2 * s.MAX_CATEGORIES, s.OTHER
+        for batch in batches:
+            for value in batch:
+                if value is None:
+                    s._missing += 1
+                    continue
+                s._count += 1
+                if value in s._counts:
+                    s._counts[value] += 1
+                elif other in s._counts:
+                    s._counts[other] += 1
+                else:
+                    s._counts[value] = 1
+                    if len(s._counts) > limit:
+                        s._compact()
+        return s.to_bytes()
+
+    rng = np.random.default_rng(17)
+    for spread in (5, 60, 400):
+        batches: list[list[str | None]] = [
+            [None if rng.random() < 0.1 else f"c{int(rng.zipf(1.3)) % spread}" for _ in range(n)]
+            for n in rng.integers(1, 300, 40)
+        ]
+        bulk = CategoricalSummary()
+        for batch in batches:
+            bulk.add_values(batch)
+        assert bulk.to_bytes() == reference(batches), spread
+    assert CategoricalSummary.OTHER in CategoricalSummary.from_bytes(reference(batches))._counts
