@@ -291,7 +291,7 @@ class OutcomeJoiner:
             self._index(key, event.timestamp)
             self.stats.pending += 1
             return JoinResult(new=True)
-        prediction = PredictionEvent.from_dict(record["prediction"])
+        prediction = PredictionEvent.from_trusted_dict(record["prediction"])  # accepted once
         if event.timestamp - prediction.timestamp > self.config.retention_days * DAY:
             self._reject("expired")
             raise InvalidEvent("expired", f"prediction {event.event_id} is past the retention")

@@ -325,6 +325,13 @@ def test_trusted_decoding_makes_the_event_the_checked_decoding_makes(
     assert [type(v) for v in trusted.features.values()] == [
         type(v) for v in checked.features.values()
     ]
+    # The join stores it with to_dict and decodes it again when its outcome comes.
+    stored = _decode_record(_encode_record({"prediction": checked.to_dict()}))["prediction"]
+    again, recheck = PredictionEvent.from_trusted_dict(stored), PredictionEvent.from_dict(stored)
+    assert again == recheck  # (both the stored timestamp: to the microsecond)
+    assert [type(v) for v in again.features.values()] == [
+        type(v) for v in recheck.features.values()
+    ]
 
 
 @settings(max_examples=300, deadline=None)
