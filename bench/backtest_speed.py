@@ -1,12 +1,15 @@
 """Backtest speed: the detection engine over 90 days x 2,000 events/day x 20 features.
 
-    python -m bench.backtest_speed [--days 90] [--rate 2000] [--features 20] [--out FILE]
+    python -m bench.backtest_speed [--days 90] [--rate 2000] [--features 20]
+                                   [--label-rate 0.15] [--out FILE]
 
 ``--features 1000 --days 14 --rate 200`` measures a wide model (issue 10's width target).
 
 Prints feature-values per second of the full engine (sub-day looks on, the default), of the
-engine with end-of-window tests only, and of a baseline that only parses and validates the
-same JSON lines, measured side by side in this process on one core.
+engine with end-of-window tests only, of the engine with a ``--label-rate`` share of the
+predictions labelled (outcomes 1-3 days late, joined, the performance history kept), and of a
+baseline that only parses and validates the same JSON lines, measured side by side in this
+process on one core.
 """
 
 from __future__ import annotations
@@ -23,7 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from driftwatch.backtest import run_backtest
-from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate
+from driftwatch.simulate import (
+    DriftSpec,
+    DriftType,
+    SimulationConfig,
+    generate,
+    generate_outcomes,
+)
 from streams.config import EngineConfig
 from streams.ingest import PredictionValidator
 
@@ -35,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--days", type=int, default=90)
     p.add_argument("--rate", type=int, default=2000)
     p.add_argument("--features", type=int, default=20, help="one in five categorical (20)")
+    p.add_argument(
+        "--label-rate", type=float, default=0.15, help="share of predictions labelled (0.15)"
+    )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
     if args.features > 1000:
@@ -49,9 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         numeric_features=args.features - categorical,
         categorical_features=categorical,
         start=1_767_225_600.0,
+        label_rate=args.label_rate,
         drifts=(DriftSpec(DriftType.MEAN_SHIFT, args.days * 2 / 3 + 0.3, 0.5, ("amount",)),),
     )
     lines = [e.to_json() for e in generate(cfg)]
+    outcomes = list(generate_outcomes(cfg))
     values = len(json.loads(lines[0])["features"]) * len(lines)
 
     validator = PredictionValidator(max_future_seconds=None)
@@ -64,12 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     ]
     # a model this wide needs the per-stream feature limit (500 by default) raised
     base = replace(EngineConfig(), max_features_per_stream=max(500, args.features))
-    for name, config in (
-        ("engine, end-of-window tests only", replace(base, interim_seconds=0)),
-        ("engine, defaults (hourly sub-day looks)", base),
+    labelled = f"engine + join + performance ({args.label_rate:.0%} labelled)"
+    for name, config, labels in (
+        ("engine, end-of-window tests only", replace(base, interim_seconds=0), []),
+        ("engine, defaults (hourly sub-day looks)", base, []),
+        (labelled, base, outcomes),
     ):
         started = time.process_time()
-        report = run_backtest(events, config)
+        report = run_backtest(events, config, outcomes=labels)
         if report.rejected or not report.feature_values:
             raise SystemExit(f"{name}: the engine refused the input: {dict(report.rejected)}")
         rows.append(
@@ -81,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
     print(f"{len(lines):,} events x {args.features} features = {values:,} feature-values "
-          f"({args.days} days)")  # fmt: skip
-    print(f"{'run':<42}{'CPU s':>8}{'values/s':>12}{'vs baseline':>13}{'drifts':>8}")
+          f"({args.days} days; {len(outcomes):,} outcomes for the labelled run)")  # fmt: skip
+    print(f"{'run':<48}{'CPU s':>8}{'values/s':>12}{'vs baseline':>13}{'drifts':>8}")
     for row in rows:
         row["feature_values_per_s"] = round(values / row["seconds"])
         row["vs_baseline"] = round(parse_s / row["seconds"], 3)
         print(
-            f"{row['run']:<42}{row['seconds']:>8.1f}{row['feature_values_per_s']:>12,}"
+            f"{row['run']:<48}{row['seconds']:>8.1f}{row['feature_values_per_s']:>12,}"
             f"{row['vs_baseline']:>13.3f}{row['drift_events']:>8}"
         )
     args.out.parent.mkdir(exist_ok=True)
@@ -100,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
                 "events": len(lines),
                 "features": args.features,
                 "feature_values": values,
+                "outcomes": len(outcomes),
                 "results": rows,
             },
             indent=1,
