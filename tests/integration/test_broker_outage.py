@@ -107,6 +107,6 @@ def test_workers_ride_out_a_frozen_broker(broker: DevBroker, tmp_path: Path) -> 
     log = worker.log_path.read_text(errors="replace")
     assert "the broker does not answer" in log and "the broker answers again" in log
     assert worker.restarts == [], "the outage ended in a stall restart"
-    assert worker.metrics().get("driftwatch_broker_reachable") == 1.0
+    assert worker.read_metrics().get("driftwatch_broker_reachable") == 1.0
     assert worker.stop() == 0
     assert state_counts(worker.data_dir) == expected_counts(events)

@@ -167,6 +167,6 @@ def test_workers_carry_on_after_the_broker_restarts(
     for line in ("Unable connect to node", "Failed fetch messages", "Unable to update metadata"):
         assert log.count(line) <= 4 + DOWNTIME_SECONDS / 30, (line, log.count(line))
     assert worker.restarts == [], "the restart ended in a stall restart"
-    assert worker.metrics().get("driftwatch_broker_reachable") == 1.0
+    assert worker.read_metrics().get("driftwatch_broker_reachable") == 1.0
     assert worker.stop() == 0
     assert state_counts(worker.data_dir) == expected_counts(events)

@@ -207,7 +207,7 @@ def fuzz_worker(bootstrap: str, prefix: str, tmp_path: Path, n: int) -> Report:
 
         wait_for("the input to be committed", committed, worker.assert_alive, 900)
         wait_drained(worker, ["join-input", "performance-input"], timeout=300)
-        samples = worker.metrics()
+        samples = worker.read_metrics()
         current, peak = rss_mb(worker.proc.pid)  # type: ignore[union-attr]
         processed = time.monotonic() - t
         total_letters = int(series(samples, "driftwatch_dead_letters_total"))

@@ -187,7 +187,7 @@ def test_bad_input_is_dead_lettered_and_no_valid_event_is_lost(worker: WorkerPro
     worker.start()
     worker.wait_processed(len(msgs))
     wait_committed(worker, ends)
-    metrics = worker.metrics()
+    metrics = worker.read_metrics()
     prefix = worker.topic("predictions")
     assert metrics[f'driftwatch_events_total{{result="ok",topic="{prefix}"}}'] == len(events)
 

@@ -90,10 +90,24 @@ class WorkerProcess:
         return self
 
     def metrics(self) -> dict[str, float]:
+        """For polling: a scrape that fails reads as no samples."""
         try:
             return scrape_metrics(self.metrics_port, timeout=2)
         except OSError:
             return {}
+
+    def read_metrics(self, within: float = 60.0) -> dict[str, float]:
+        """For an assertion: a scrape that times out (a worker busy with a large batch can
+        take seconds to answer) is tried again, never read as no samples."""
+        deadline = time.monotonic() + within
+        while True:
+            self.assert_alive()
+            try:
+                return scrape_metrics(self.metrics_port, timeout=10)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
 
     def processed(self) -> int:
         return int(
