@@ -63,7 +63,8 @@ class CategoricalSummary:
                 counts[category if category in counts else other] += times
             self._missing += absent
             return
-        if len(counts) + sum(1 for category in present if category not in counts) <= limit:
+        fits = len(counts) + sum(1 for category in present if category not in counts) <= limit
+        if fits and other not in present:  # (a literal OTHER value folds what follows it)
             self._count += len(values) - absent  # no fold on the way: order does not matter
             for category, times in present.items():
                 counts[category] = counts.get(category, 0) + times

@@ -521,11 +521,14 @@ def test_categorical_add_values_counts_as_one_value_at_a_time() -> None:
         return s.to_bytes()
 
     rng = np.random.default_rng(17)
+    other = CategoricalSummary.OTHER
     for spread in (5, 60, 400):
         batches: list[list[str | None]] = [
             [None if rng.random() < 0.1 else f"c{int(rng.zipf(1.3)) % spread}" for _ in range(n)]
             for n in rng.integers(1, 300, 40)
         ]
+        # The data's own OTHER, mid-batch: what follows it is folded too, batched or not.
+        batches[5] = [*batches[5][:3], other, "fresh-a", None, "fresh-b", *batches[5][3:]]
         bulk = CategoricalSummary()
         for batch in batches:
             bulk.add_values(batch)
