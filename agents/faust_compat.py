@@ -755,14 +755,14 @@ def _strict_new_offset(original: Callable[[Any, Any], int | None]) -> Callable[[
                 )  # fmt: skip
         if acked and committed is not None and GUARD is not None:
             head = min(acked)
-            if head > committed and not _marker(self._gap[tp], committed, head):
+            if head > committed and not _marker(gaps, committed, head):
                 if not GUARD.allow(self, tp, committed, head):
                     return None
                 # Markers: let Faust's own logic commit past them. Merged with what Faust
                 # recorded over them already: overlapping intervals count their offsets as
                 # acked twice, and the commit then crept one offset per interval.
-                self._gap[tp].addi(committed, head)
-                self._gap[tp].merge_overlaps()
+                gaps.addi(committed, head)
+                gaps.merge_overlaps()
         if GUARD is not None:
             GUARD.settled(tp)
         return original(self, tp)
