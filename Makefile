@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 COVERAGE_FLOOR ?= 92.3
+# Test processes (pytest-xdist); a test file runs in one of them, whole.
+TEST_PROCESSES ?= 2
 STAMP := $(VENV)/.installed
 
 .PHONY: venv demo test lint bench clean
@@ -29,7 +31,7 @@ lint: $(STAMP)
 test: $(STAMP) lint
 	rm -f .coverage .coverage.*
 	COVERAGE_FILE=$(CURDIR)/.coverage $(BIN)/python -m pytest -m "not slow" -q \
-		--durations=25 --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
+		-n $(TEST_PROCESSES) --dist loadfile --durations=25 --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
