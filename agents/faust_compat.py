@@ -930,7 +930,34 @@ def diagnostics(app: Any) -> dict[str, Any]:
     except Exception:
         out["acked_pending"] = None
     out["stream_buffers"] = queued_by_topic(app)
+    out["fetcher"] = fetcher_state(consumer)
     return out
+
+
+def fetcher_state(consumer: Any) -> dict[str, Any]:
+    """The Kafka client's own view under Faust's (aiokafka's subscription and fetcher): per
+    source partition, whether the client holds it paused, its fetch position (None: waiting
+    for an offset reset) and whether fetched records wait for Faust to take them; and which
+    brokers have a fetch in flight. A fetch stall's dump then tells a partition Faust never
+    resumed from one the client cannot fetch. Best effort, from any thread."""
+    try:
+        client = consumer._thread._consumer
+        state = client._subscription.subscription.assignment
+        fetcher = client._fetcher
+        pending = set(fetcher._records)
+        partitions: dict[str, Any] = {}
+        for tp in sorted(state.tps):
+            if tp.topic.endswith("-changelog"):
+                continue
+            tps = state.state_value(tp)
+            partitions[f"{tp.topic}[{tp.partition}]"] = {
+                "paused": bool(tps.paused),
+                "position": tps.position if tps.has_valid_position else None,
+                "records_waiting": tp in pending,
+            }
+        return {"partitions": partitions, "fetches_in_flight": sorted(fetcher._in_flight)}
+    except Exception as exc:
+        return {"unavailable": repr(exc)[:200]}
 
 
 def queued_by_topic(app: Any) -> dict[str, int]:

@@ -9,6 +9,7 @@ worker stops fetching (every source partition paused, never resumed) or stops co
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator
@@ -72,6 +73,11 @@ def test_a_stalled_worker_exits_and_its_restart_loses_nothing(
     found = re.findall(r"WATCHDOG: worker stalled \((\w+) stall on [^)]*\)", log)
     assert found == [kind], log[-4000:]
     assert "What it saw:" in log and '"paused"' in log
+    # the client's own view: the fetch hook paused every source partition, the commit
+    # hook none (a dump that tells the two apart)
+    dump = json.loads(re.findall(r"What it saw: (\{.*\})\s*$", log, re.M)[0])
+    client_view = dump["consumer"]["fetcher"]["partitions"]
+    assert client_view and all(v["paused"] == (kind == "fetch") for v in client_view.values())
     assert "restarted after a stall" in log  # the new process knows, and counts on
     assert recovered_in < 120, f"back at work after {recovered_in:.0f} s"
     # the restarted process still counts the stall (from the data directory's stall log)
