@@ -86,6 +86,15 @@ class EngineConfig:
     )
     """Share of ``alpha`` spent on the interim looks (split evenly over them, Bonferroni);
     the end-of-window test keeps the rest, so a window's false-alarm rate stays <= alpha."""
+    sequential_alpha_share: float = setting(
+        0.3,
+        "DRIFTWATCH_SEQUENTIAL_ALPHA_SHARE",
+        "Share of the interim looks' alpha spent on the sequential scan of numeric features "
+        "(every look, the last 1-8 slots; test `mean_scan`); 0 turns it off.",
+    )
+    """Share of the interim looks' alpha (``interim_alpha_share``) that the sequential scan
+    (``streams.drift_tests.mean_scan``) spends, split evenly over the looks; the spans'
+    tests keep the rest, so a window's false-alarm rate stays <= alpha."""
     alpha: float = setting(
         0.01, "DRIFTWATCH_ALPHA", "Significance level (false-discovery rate per model-window)."
     )
@@ -215,6 +224,8 @@ class EngineConfig:
             raise ValueError("interim_seconds and seasonal_period_days must be >= 0")
         if not 0 <= self.interim_alpha_share < 1:
             raise ValueError("interim_alpha_share must be in [0, 1)")
+        if not 0 <= self.sequential_alpha_share < 1:
+            raise ValueError("sequential_alpha_share must be in [0, 1)")
         period = self.seasonal_period_days * DAY
         if period and (period % self.window_seconds or period < self.window_seconds):
             raise ValueError("seasonal_period_days must be a whole number of windows")
@@ -258,8 +269,23 @@ class EngineConfig:
 
     @property
     def interim_alpha(self) -> float:
+        """Per interim test of a span (Bonferroni over a window's span tests)."""
         tests = self.interim_tests
-        return self.alpha * self.interim_alpha_share / tests if tests else 0.0
+        share = self.interim_alpha_share * (1 - self.sequential_alpha_share)
+        return self.alpha * share / tests if tests else 0.0
+
+    @property
+    def sequential_alpha(self) -> float:
+        """Per look of the sequential scan (Bonferroni over a window's looks); 0: off.
+
+        >>> cfg = EngineConfig()
+        >>> spent = cfg.final_alpha + cfg.interim_tests * cfg.interim_alpha
+        >>> round(spent + cfg.interim_looks * cfg.sequential_alpha, 12) == cfg.alpha
+        True
+        """
+        looks = self.interim_looks
+        share = self.interim_alpha_share * self.sequential_alpha_share
+        return self.alpha * share / looks if looks else 0.0
 
     def baseline_candidates(self, window_start: float) -> list[float]:
         """Starts of every window that may serve in the baseline of ``window_start``, oldest

@@ -37,9 +37,11 @@ from streams.keyed_state import (
 )
 from streams.moment_tracker import MomentTracker
 from streams.segment_tracker import SegmentTracker
+from streams.slot_series import SlotSeries
 from streams.state import (
     ABSENT,
     RECENT_LEVELS,
+    RECENT_SLOTS,
     FeatureKind,
     FeatureWindow,
     StreamState,
@@ -454,7 +456,22 @@ class DriftEngine:
             return False
         if stream.interim_window == window and stream.interim_look >= look:
             return False
-        return stream.slot_window != window or bool(self._look_spans(stream, window, look)[0])
+        return (
+            stream.slot_window != window
+            or bool(self._look_spans(stream, window, look)[0])
+            or self._scan_due(stream, window, look)
+        )
+
+    def _scan_due(self, stream: StreamState, window: float, look: int) -> bool:
+        """Does the sequential scan run at ``look``: on, and the last slots' events (up to
+        ``RECENT_SLOTS``) at least ``min_window_count``?"""
+        if not self.config.sequential_alpha:
+            return False
+        if stream.slot_window != window:
+            return True  # counts unknown: the features' own sizes decide
+        counts = stream.slot_events
+        recent = sum(counts.get(slot, 0) for slot in range(max(0, look - RECENT_SLOTS), look))
+        return recent >= self.config.min_window_count
 
     def _interim_look(self, stream: StreamState, event_time: float) -> list[DriftEvent]:
         """Test the open window when the clock crosses an interim boundary (one look per
@@ -498,6 +515,16 @@ class DriftEngine:
                     span=slots * cfg.interim_seconds,
                 )
             )
+        if self._scan_due(stream, window, look):
+            self.stats["scans"] += 1
+
+            def pick_slots(feature: str, fw: FeatureWindow) -> SlotSeries | None:
+                return fw.slot_series(look - 1, cfg.interim_seconds, cfg.min_window_count)
+
+            drifts += self._judge.judge(
+                stream, window, event_time, cfg.sequential_alpha, looked_at, pick_slots,
+                scan=True,
+            )  # fmt: skip
         return drifts
 
     def _close_window(self, stream: StreamState, window: float) -> None:

@@ -35,6 +35,7 @@ from streams.incidents import Incident, IncidentNotice
 from streams.moments import MomentSummary, MomentWindow, moment_key
 from streams.numeric_summary import NumericSummary
 from streams.segments import OTHER, is_segment_feature, split_segment_feature
+from streams.slot_series import SlotSeries
 from streams.state import (
     FeatureWindow,
     StreamState,
@@ -47,7 +48,7 @@ __all__ = ["FeatureJudge", "FeatureTest", "Picker", "WindowAccess", "whole_windo
 
 PER_SLOT = 2
 """Merged baselines kept per stream feature: the open window's, and the one it followed."""
-Picker = Callable[[str, FeatureWindow], Summary | None]
+Picker = Callable[[str, FeatureWindow], Summary | SlotSeries | None]
 """Which summary of a feature's window a test looks at (the whole window, a recent span)."""
 
 
@@ -172,19 +173,21 @@ class FeatureJudge:
         partial_end: float | None,
         pick: Picker | None = None,
         span: float | None = None,
+        scan: bool = False,
     ) -> list[DriftEvent]:
         """Test a window's features against their baselines and update the incidents.
 
         ``partial_end`` is set for an interim look at the still-open window: only drifts count
         there (a partial window is no evidence that a feature is clean), and a feature found
-        drifting is not judged again in this window.
+        drifting is not judged again in this window. ``scan``: the sequential scan's tests
+        (``DriftTest.scan_only``) on what ``pick`` gives, instead of the others.
         """
         cfg = self.config
         book = stream.incidents
         # At a look only discoveries count: tests may skip exact p-values they prove > alpha.
         decide_at = alpha if partial_end is not None else None
         all_tests = self._test_features(
-            stream, window, pick or whole_window, decide_at, partial_end
+            stream, window, pick or whole_window, decide_at, partial_end, scan
         )
         tests = [t for t in all_tests if book.last_window.get(t.incident_key, -1) < window]
         # Judged at an interim look already: found drifting in this window.
@@ -359,6 +362,7 @@ class FeatureJudge:
         pick: Picker,
         decide_at: float | None,
         partial_end: float | None = None,
+        scan: bool = False,
     ) -> list[FeatureTest]:
         tests: list[FeatureTest] = []
         whole = pick is whole_window
@@ -378,7 +382,7 @@ class FeatureJudge:
                 self.stats["tests_skipped_no_baseline"] += 1
                 continue
             base, b_start, b_end = baseline
-            for test in DRIFT_TESTS.for_kind(kind, whole):
+            for test in DRIFT_TESTS.for_kind(kind, whole, scan):
                 n_window = test.size(summary)
                 if n_window < min_count:
                     continue

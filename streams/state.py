@@ -36,6 +36,7 @@ from streams.keyed_state import (
     offsets_to_json,
 )
 from streams.numeric_summary import NumericSummary
+from streams.slot_series import SlotSeries
 
 FeatureKind = Literal["numeric", "categorical"]
 Summary = NumericSummary | CategoricalSummary
@@ -45,6 +46,7 @@ RECENT_SLOTS = 1 << (RECENT_LEVELS - 1)
 ABSENT = object()
 """A feature an event does not have (unlike None: present and missing), in a batch's columns."""
 SLOT_SAMPLE = 64
+_NO_VALUES: np.ndarray = np.empty(0, np.float64)
 """Values kept per slot: a deterministic uniform sample (the smallest event-id hashes)."""
 
 
@@ -133,14 +135,24 @@ class RecentSlots:
     def span_array(self, last_slot: int, slots: int) -> tuple[np.ndarray, int] | None:
         """:meth:`span` of a numeric feature as (finite values, missing count), from each
         slot's array, made once per slot sample rather than once per look."""
-        parts: list[np.ndarray] = []
-        missing = 0
+        parts = self.slot_arrays(last_slot, slots)
+        if parts is None:
+            return None
+        values = np.concatenate([p for p, _ in parts]) if parts else np.empty(0, np.float64)
+        return values, sum(m for _, m in parts)
+
+    def slot_arrays(self, last_slot: int, slots: int) -> list[tuple[np.ndarray, int]] | None:
+        """Per slot ``last_slot - slots + 1 .. last_slot`` (oldest first), its sample's
+        finite values and missing count (an empty array for a slot with no traffic); None if
+        a slot is unknown (before the window, or its ring entry taken by a later slot)."""
+        out: list[tuple[np.ndarray, int]] = []
         cache = self._arrays
         for slot in range(last_slot - slots + 1, last_slot + 1):
             i = slot % RECENT_SLOTS
             if slot < 0 or self.ids[i] != slot:
                 if slot >= 0 and self.ids[i] < slot:
-                    continue  # a slot with no traffic
+                    out.append((_NO_VALUES, 0))  # a slot with no traffic
+                    continue
                 return None
             hit = cache.get(i)
             if hit is None or hit[0] != slot:
@@ -149,10 +161,8 @@ class RecentSlots:
                 )
                 finite = raw[np.isfinite(raw)]
                 hit = cache[i] = (slot, len(self.samples[i]), finite, int(raw.size - finite.size))
-            parts.append(hit[2])
-            missing += hit[3]
-        values = np.concatenate(parts) if parts else np.empty(0, np.float64)
-        return values, missing
+            out.append((hit[2], hit[3]))
+        return out
 
     def span(self, last_slot: int, slots: int) -> list[float | str | None] | None:
         """Values of slots ``last_slot - slots + 1 .. last_slot``; None if one is unknown."""
@@ -381,6 +391,26 @@ class FeatureWindow:
         out = CategoricalSummary()
         out.add_values([None if v is None else str(v) for v in values])
         return out
+
+    def slot_series(
+        self, last_slot: int, slot_seconds: float, min_count: int = 0
+    ) -> SlotSeries | None:
+        """The last :data:`RECENT_SLOTS` slots up to ``last_slot`` (fewer early in the
+        window) one by one, for the sequential scan; None for a categorical feature, when
+        no slot is known, or with fewer than ``min_count`` values and missing ones."""
+        if self.recent is None or self.kind != "numeric":
+            return None
+        parts: list[tuple[np.ndarray, int]] = []
+        for slot in range(last_slot, max(-1, last_slot - RECENT_SLOTS), -1):
+            one = self.recent.slot_arrays(slot, 1)
+            if one is None:
+                break  # older slots are unknown too
+            parts[:0] = one
+        if not parts:
+            return None
+        missing = sum(m for _, m in parts)
+        series = SlotSeries(tuple(p for p, _ in parts), missing, slot_seconds)
+        return series if series.count + missing >= min_count else None
 
     def close(self) -> bool:
         """The window is closed: its sub-day samples go; returns whether that changed it. (The

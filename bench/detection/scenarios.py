@@ -429,6 +429,16 @@ SCENARIOS: tuple[Scenario, ...] = (
         segment=SEGMENT,
         cost=2.0,
     ),
+    Scenario(
+        15,
+        "mean-0.5-600",
+        f"abrupt mean shift 0.5{S} at 600 events/day (issue 12's stream)",
+        DAYS,
+        ONSET,
+        drift=_mean(0.5),
+        drifting=("amount",),
+        events_per_day=600,
+    ),
 )
 
 # driftwatch's defaults test a window against >= 3 windows of the same weekday 30-60 days

@@ -47,6 +47,7 @@ from typing import Any, Final, get_args
 from streams.drift_tests.base import DriftTest, Sample, TestKind, TestResult
 from streams.drift_tests.chi2 import ChiSquare
 from streams.drift_tests.ks import KolmogorovSmirnov
+from streams.drift_tests.mean_scan import MeanShiftScan
 from streams.drift_tests.missing_rate import MissingRate
 from streams.drift_tests.multivariate import CorrelationChange
 from streams.state import FeatureKind
@@ -82,17 +83,25 @@ class Registry(Mapping[str, DriftTest[Any]]):
                 raise ValueError(f"{test!r}: sample must be one of {get_args(Sample)}")
             self._tests[test.name] = test
         self._selection = {
-            (kind, whole): tuple(
-                t for t in tests if kind in t.kinds and (whole or not t.whole_window_only)
+            (kind, whole, False): tuple(
+                t
+                for t in tests
+                if kind in t.kinds and not t.scan_only and (whole or not t.whole_window_only)
             )
             for kind in TEST_KINDS
             for whole in (True, False)
+        } | {
+            (kind, False, True): tuple(t for t in tests if kind in t.kinds and t.scan_only)
+            for kind in TEST_KINDS
         }
 
-    def for_kind(self, kind: TestKind, whole_window: bool) -> tuple[DriftTest[Any], ...]:
-        """The tests to run on a feature of ``kind``: on a whole (or cumulative) window, or
-        on a sub-day span of an open one."""
-        return self._selection[kind, whole_window]
+    def for_kind(
+        self, kind: TestKind, whole_window: bool, scan: bool = False
+    ) -> tuple[DriftTest[Any], ...]:
+        """The tests to run on a feature of ``kind``: on a whole (or cumulative) window, on a
+        sub-day span of an open one, or (``scan``) by the sequential scan of its recent
+        slots at every look."""
+        return self._selection[kind, whole_window and not scan, scan]
 
     def __getitem__(self, name: str) -> DriftTest[Any]:
         return self._tests[name]
@@ -109,4 +118,5 @@ DRIFT_TESTS: Final = Registry(
     ChiSquare(),
     MissingRate(),
     CorrelationChange(),
+    MeanShiftScan(),
 )

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar
 
 from streams.effects import drift_extras
 from streams.moments import MomentSummary
+from streams.slot_series import SlotSeries
 from streams.state import FeatureKind, Summary
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ __all__ = ["AnySummary", "DriftTest", "Sample", "TestKind", "TestResult"]
 TestKind = FeatureKind | Literal["multivariate"]
 """What a test reads: one feature's summary of a kind, or a stream's ``multivariate``
 moments (:class:`~streams.moments.MomentSummary`) of its numeric features together."""
-AnySummary = Summary | MomentSummary
+AnySummary = Summary | MomentSummary | SlotSeries
 S = TypeVar("S", bound=AnySummary)
 """The summary type a test reads (``NumericSummary``, ``CategoricalSummary``, either, or a
 ``MomentSummary``)."""
@@ -77,6 +78,9 @@ class DriftTest(ABC, Generic[S]):
     whole_window_only: ClassVar[bool] = False
     """True: run on whole (or cumulative) windows only, never on the sub-day spans of the
     hourly looks (their ~64-value samples are too small for it)."""
+    scan_only: ClassVar[bool] = False
+    """True: run only by the sequential scan at every hourly look, on the recent slots one
+    by one (a :class:`~streams.slot_series.SlotSeries`), never on whole windows or spans."""
     incident_suffix: ClassVar[str] = ""
     """Appended to the feature name to make the incident key: tests with the same suffix
     share one incident per feature. Distribution tests share the plain feature name; the
@@ -124,7 +128,8 @@ class DriftTest(ABC, Generic[S]):
     def describe(self, window: S, baseline: S) -> dict[str, object]:
         """Signals beyond the test's own for its DriftEvent's ``extra``: by default the
         effect sizes of the distribution change (PSI, Jensen-Shannon, Wasserstein)."""
-        assert not isinstance(window, MomentSummary) and not isinstance(baseline, MomentSummary)
+        assert not isinstance(window, MomentSummary | SlotSeries)
+        assert not isinstance(baseline, MomentSummary | SlotSeries)
         return drift_extras(window, baseline)
 
     def __repr__(self) -> str:

@@ -162,7 +162,14 @@ def test_every_kind_and_test_is_covered() -> None:
         for whole in (True, False):
             for test_kind in TEST_KINDS:
                 chosen = test in DRIFT_TESTS.for_kind(test_kind, whole)
-                assert chosen == (test_kind in test.kinds and (whole or not test.whole_window_only))
+                assert chosen == (
+                    test_kind in test.kinds
+                    and not test.scan_only
+                    and (whole or not test.whole_window_only)
+                )
+                scanned = test in DRIFT_TESTS.for_kind(test_kind, whole, scan=True)
+                assert scanned == (test_kind in test.kinds and test.scan_only)
+    assert [t.name for t in DRIFT_TESTS.for_kind("numeric", False, scan=True)] == ["mean_scan"]
 
 
 # --------------------------------------------------------------------------- summaries

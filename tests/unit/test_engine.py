@@ -320,7 +320,11 @@ def test_alpha_spending_keeps_the_window_budget() -> None:
     cfg = EngineConfig()
     assert cfg.interim_looks == 23
     assert cfg.interim_tests == 5 + 23 + 11 + 5 + 2
-    assert cfg.final_alpha + cfg.interim_tests * cfg.interim_alpha == pytest.approx(cfg.alpha)
+    spent = cfg.final_alpha + cfg.interim_tests * cfg.interim_alpha
+    assert spent + cfg.interim_looks * cfg.sequential_alpha == pytest.approx(cfg.alpha)
+    off = EngineConfig(sequential_alpha_share=0)
+    assert off.sequential_alpha == 0
+    assert off.final_alpha + off.interim_tests * off.interim_alpha == pytest.approx(cfg.alpha)
     assert EngineConfig(interim_seconds=0).final_alpha == cfg.alpha
 
 
