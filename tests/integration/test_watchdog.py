@@ -73,11 +73,18 @@ def test_a_stalled_worker_exits_and_its_restart_loses_nothing(
     found = re.findall(r"WATCHDOG: worker stalled \((\w+) stall on [^)]*\)", log)
     assert found == [kind], log[-4000:]
     assert "What it saw:" in log and '"paused"' in log
-    # the client's own view: the fetch hook paused every source partition, the commit
-    # hook none (a dump that tells the two apart)
+    # The dump tells the two apart: the fetch hook paused the partitions in Faust, so the
+    # client fetched on and its records wait for Faust to take them; the commit hook paused
+    # nothing. (Faust's pause never reaches the client: it only stops taking records.)
     dump = json.loads(re.findall(r"What it saw: (\{.*\})\s*$", log, re.M)[0])
     client_view = dump["consumer"]["fetcher"]["partitions"]
-    assert client_view and all(v["paused"] == (kind == "fetch") for v in client_view.values())
+    stalled = re.findall(r"topic='([^']*)', partition=(\d)", dump["reason"])[0]
+    name = f"{stalled[0]}[{stalled[1]}]"
+    assert not any(v["paused"] for v in client_view.values()), client_view
+    assert client_view[name]["position"] is not None
+    assert (name in dump["consumer"]["paused"]) == (kind == "fetch"), dump["consumer"]
+    if kind == "fetch":
+        assert client_view[name]["records_waiting"], client_view
     assert "restarted after a stall" in log  # the new process knows, and counts on
     assert recovered_in < 120, f"back at work after {recovered_in:.0f} s"
     # the restarted process still counts the stall (from the data directory's stall log)
