@@ -87,7 +87,7 @@ class EngineConfig:
     """Share of ``alpha`` spent on the interim looks (split evenly over them, Bonferroni);
     the end-of-window test keeps the rest, so a window's false-alarm rate stays <= alpha."""
     sequential_alpha_share: float = setting(
-        0.3,
+        0.2,
         "DRIFTWATCH_SEQUENTIAL_ALPHA_SHARE",
         "Share of the interim looks' alpha spent on the sequential scan of numeric features "
         "(every look, the last 1-8 slots; test `mean_scan`); 0 turns it off.",
@@ -408,7 +408,7 @@ class PerformanceConfig:
     )
     """A PR-AUC drop counts from this absolute difference (and must be significant)."""
     pr_auc_floor: float = setting(
-        0.0,
+        0.2,
         "DRIFTWATCH_PR_AUC_FLOOR",
         "A PR-AUC objective for every model (e.g. the seed plan's 0.70): significantly below "
         "it opens an objective breach, not a drift. 0: none.",
