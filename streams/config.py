@@ -408,7 +408,7 @@ class PerformanceConfig:
     )
     """A PR-AUC drop counts from this absolute difference (and must be significant)."""
     pr_auc_floor: float = setting(
-        0.2,
+        0.0,
         "DRIFTWATCH_PR_AUC_FLOOR",
         "A PR-AUC objective for every model (e.g. the seed plan's 0.70): significantly below "
         "it opens an objective breach, not a drift. 0: none.",
