@@ -173,3 +173,9 @@ def test_performance_follows_the_engine() -> None:
     t = replace(s, engine=EngineConfig(alpha=0.02))
     assert t.performance_config().engine == EngineConfig(alpha=0.02)
     assert t.performance_config().alpha == PerformanceConfig().alpha
+
+
+def test_no_performance_objective_by_default() -> None:
+    """A floor is a per-model objective an operator asks for (issue 12), never a default: a
+    model always below 0.70 PR-AUC would otherwise open a breach from its first day."""
+    assert PerformanceConfig().pr_auc_floor == 0.0
