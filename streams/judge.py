@@ -215,6 +215,8 @@ class FeatureJudge:
             return []
         # The drifting share (severity) within each family: features, segment features.
         sizes = Counter(t.is_segment for t in family)
+        if scan:  # the scan tests numeric features only: the share is of all of them
+            sizes = Counter(is_segment_feature(f) for f, _ in stream.judged_features())
         found = Counter(t.is_segment for t in drifting)
         registry = None
         if drifting and self.importances is not None:
@@ -242,7 +244,7 @@ class FeatureJudge:
                 functools.partial(_drift_id, stream, t.incident_key, window),
                 confirm_windows=cfg.confirm_windows, remember=1,  # windows are judged in order
             )  # fmt: skip
-            if span is None or incident.effect_size is None:
+            if (span is None and not scan) or incident.effect_size is None:
                 # A sub-day span's effect (a small sample) stands in only until a look at
                 # the whole window (so far, or closed) measures it.
                 incident.effect_size = t.result.effect_size
@@ -388,6 +390,8 @@ class FeatureJudge:
                     continue
                 if test.sample == "values":
                     self.stats["tests"] += 1  # the metric counts the tests of the values
+                if scan:
+                    self.stats["scan_tests"] += 1
                 # A result of p = 1 (say, nothing missing on either side) is a clean one too.
                 result = (
                     test.run(summary, base)
@@ -399,7 +403,7 @@ class FeatureJudge:
                         feature,
                         kind,
                         result,
-                        n_window,
+                        n_window if result.sample_size is None else result.sample_size,
                         test.size(base),
                         b_start,
                         b_end,

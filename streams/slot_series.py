@@ -16,13 +16,15 @@ import numpy as np
 __all__ = ["SlotSeries"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class SlotSeries:
-    """Per slot, the finite sampled values (oldest first); the missing ones counted apart."""
+    """Per slot, the finite sampled values (oldest first); the missing ones counted apart;
+    ``min_values``: the fewest values a tested span may hold (``min_window_count``)."""
 
     slots: tuple[np.ndarray, ...]
     missing: int
     slot_seconds: float
+    min_values: int = 0
 
     @property
     def count(self) -> int:
@@ -32,7 +34,9 @@ class SlotSeries:
     def to_bytes(self) -> bytes:
         """As the summaries have it (the contract suite round-trips what tests read); a
         series is never stored: it is read from the stored slots at each look."""
-        head = np.array([len(self.slots), self.missing, self.slot_seconds], dtype="<f8")
+        head = np.array(
+            [len(self.slots), self.missing, self.slot_seconds, self.min_values], dtype="<f8"
+        )
         sizes = np.array([s.size for s in self.slots], dtype="<i8")
         parts = [s.astype("<f8").tobytes() for s in self.slots]
         return b"".join([head.tobytes(), sizes.tobytes(), *parts])
@@ -45,12 +49,12 @@ class SlotSeries:
         >>> [x.tolist() for x in t.slots], t.missing, t.slot_seconds
         ([[1.0, 2.0], []], 3, 3600.0)
         """
-        n, missing, seconds = np.frombuffer(raw, dtype="<f8", count=3)
+        n, missing, seconds, least = np.frombuffer(raw, dtype="<f8", count=4)
         k = int(n)
-        sizes = np.frombuffer(raw, dtype="<i8", count=k, offset=24)
-        pos = 24 + 8 * k
+        sizes = np.frombuffer(raw, dtype="<i8", count=k, offset=32)
+        pos = 32 + 8 * k
         slots = []
         for size in sizes:
             slots.append(np.frombuffer(raw, dtype="<f8", count=int(size), offset=pos).copy())
             pos += 8 * int(size)
-        return cls(tuple(slots), int(missing), float(seconds))
+        return cls(tuple(slots), int(missing), float(seconds), int(least))

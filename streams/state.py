@@ -46,8 +46,8 @@ RECENT_SLOTS = 1 << (RECENT_LEVELS - 1)
 ABSENT = object()
 """A feature an event does not have (unlike None: present and missing), in a batch's columns."""
 SLOT_SAMPLE = 64
-_NO_VALUES: np.ndarray = np.empty(0, np.float64)
 """Values kept per slot: a deterministic uniform sample (the smallest event-id hashes)."""
+_NO_VALUES: np.ndarray = np.empty(0, np.float64)
 
 
 @dataclass
@@ -409,7 +409,7 @@ class FeatureWindow:
         if not parts:
             return None
         missing = sum(m for _, m in parts)
-        series = SlotSeries(tuple(p for p, _ in parts), missing, slot_seconds)
+        series = SlotSeries(tuple(p for p, _ in parts), missing, slot_seconds, min_count)
         return series if series.count + missing >= min_count else None
 
     def close(self) -> bool:

@@ -56,6 +56,9 @@ class TestResult:
     error_bound: float
     exact: bool
     test: str
+    sample_size: int | None = None
+    """The values the finding rests on, where fewer than the window's (the scan's best span):
+    severity's noise and the DriftEvent's ``window_count`` are for them."""
 
 
 class DriftTest(ABC, Generic[S]):

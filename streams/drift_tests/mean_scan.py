@@ -92,19 +92,31 @@ def mean_mid_rank(window: NumericSummary, baseline: NumericSummary) -> float:
 
 def scan(window: Window, baseline: NumericSummary) -> ScanFinding | None:
     """The best suffix of ``window``'s slots (a summary is one slot), or None when no suffix
-    has :data:`MIN_SUFFIX_VALUES` values."""
+    has :data:`MIN_SUFFIX_VALUES` values (or the series' ``min_values``).
+
+    A slot's sum is ``math.fsum``'s: exactly rounded, so it does not depend on the order the
+    values arrived in (live batches and a backtest keep a slot's first values in different
+    orders)."""
     m = baseline.count
+    if m == 0 or window.count == 0:
+        return None
+    # The bias either CDF's approximation can put into a mean mid-rank.
     error = baseline.cdf_error
+    least = MIN_SUFFIX_VALUES
     if isinstance(window, NumericSummary):
+        error += window.cdf_error
         sums = [(window.count * (mean_mid_rank(window, baseline) - 0.5), window.count)]
     else:
-        sums = [(float(np.sum(mid_ranks(s, baseline) - 0.5)), int(s.size)) for s in window.slots]
+        least = max(least, window.min_values)
+        sums = [
+            (math.fsum((mid_ranks(s, baseline) - 0.5).tolist()), int(s.size)) for s in window.slots
+        ]
     best: ScanFinding | None = None
     total, n, tried = 0.0, 0, 0
     for k, (s, size) in enumerate(reversed(sums), start=1):
         total += s
         n += size
-        if n < MIN_SUFFIX_VALUES or size == 0:
+        if n < least or size == 0:
             continue  # too few yet, or the same suffix as the shorter one
         tried += 1
         net = max(0.0, abs(total) - n * error)
@@ -144,7 +156,8 @@ class MeanShiftScan(DriftTest[Window]):
             return TestResult(0.0, 1.0, 0.0, baseline.cdf_error, False, self.name)
         p = min(1.0, found.tried * float(special.erfc(abs(found.z) / _SQRT2)))
         effect = tv_of_shift(shift_in_sd(found.mean_rank))
-        return TestResult(found.z, p, effect, 0.0, baseline.is_exact, self.name)
+        exact = baseline.is_exact and not (isinstance(window, NumericSummary) and window.cdf_error)
+        return TestResult(found.z, p, effect, 0.0, exact, self.name, sample_size=found.values)
 
     def noise(self, n_eff: float, baseline: Window) -> float:
         """The effect a 95% noise excursion of the mean mid-rank would read as."""

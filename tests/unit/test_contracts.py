@@ -35,6 +35,7 @@ from streams.drift_tests import DRIFT_TESTS, FEATURE_KINDS, TEST_KINDS, DriftTes
 from streams.drift_tests.base import AnySummary, TestKind
 from streams.moments import MOMENT_CHUNK, MomentSummary
 from streams.numeric_summary import FOLD_CHUNK, NumericSummary
+from streams.slot_series import SlotSeries
 from streams.state import FeatureKind, FeatureWindow, Summary
 
 AnyS = TypeVar("AnyS", bound=AnySummary)
@@ -491,6 +492,16 @@ def odd_pairs(kind: TestKind) -> list[tuple[AnySummary, AnySummary]]:
     return pairs
 
 
+def engine_input(test: DriftTest[Any], window: AnySummary) -> AnySummary:
+    """What the engine hands ``test``: a scan-only test gets the recent slots one by one (an
+    exact window's values in 8 slots, as the hourly samples come), the others the summary."""
+    if test.scan_only and isinstance(window, NumericSummary) and window.is_exact:
+        values = np.random.default_rng(0).permutation(window.values())  # arrival order
+        slots = tuple(np.array_split(values, 8))
+        return SlotSeries(slots, window.missing, 3600.0, EngineConfig().min_window_count)
+    return window
+
+
 def blank(kind: TestKind) -> AnySummary:
     """The engine's empty summary of ``kind``."""
     return empty_moments() if kind == "multivariate" else FeatureWindow.new(kind).summary
@@ -520,6 +531,8 @@ def test_results_are_well_formed(name: str, kind: TestKind) -> None:
     for n_w, n_b in SIZES:
         for shift in (0.0, 1.0):
             pairs.append(sample_pair(kind, 1, n_w, n_b, shift))
+    if test.scan_only:  # the engine's input, beside the summaries a test may also be given
+        pairs += [(engine_input(test, w), b) for w, b in pairs if isinstance(w, NumericSummary)]
     for w, b in pairs:
         if runnable(test, w, b):
             assert_well_formed(test, test.run(w, b), w, b)
@@ -533,11 +546,13 @@ def test_results_are_deterministic_and_leave_inputs_alone(name: str, kind: TestK
     test = DRIFT_TESTS[name]
     for n_w, n_b in SIZES:
         w, b = sample_pair(kind, 4, n_w, n_b, 1.0)
+        w = engine_input(test, w)
         before = (w.to_bytes(), b.to_bytes())
         first = test.run(w, b)
         assert test.run(w, b) == first
         assert (w.to_bytes(), b.to_bytes()) == before
-        assert test.run(*sample_pair(kind, 4, n_w, n_b, 1.0)) == first  # same seed
+        again, b_again = sample_pair(kind, 4, n_w, n_b, 1.0)
+        assert test.run(engine_input(test, again), b_again) == first  # same seed
         assert test.run(round_trip(w), round_trip(b)) == first  # what is stored is enough
         assert test.describe(w, b) == test.describe(round_trip(w), round_trip(b))
 
@@ -550,7 +565,7 @@ def test_null_pair_is_not_significant(
     test = DRIFT_TESTS[name]
     for seed in (1, 2, 3):
         w, b = sample_pair(kind, seed, n_window, n_baseline, 0.0)
-        r = test.run(w, b)
+        r = test.run(engine_input(test, w), b)
         assert r.p_value >= NULL_ALPHA, (seed, r)
 
 
@@ -563,7 +578,7 @@ def test_shifted_pair_is_detected(
     test = DRIFT_TESTS[name]
     for seed in (1, 2, 3):
         w, b = sample_pair(kind, seed, n_window, n_baseline, 1.0)
-        r = test.run(w, b)
+        r = test.run(engine_input(test, w), b)
         assert r.p_value < NULL_ALPHA, (seed, r)
         assert r.effect_size >= test.effect_floor(EngineConfig()), (seed, r)
 
