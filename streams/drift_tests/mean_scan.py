@@ -38,6 +38,7 @@ True
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
 
@@ -54,6 +55,9 @@ MIN_SUFFIX_VALUES: Final = 30
 """A suffix with fewer values is not tried (its normal approximation would be poor, and
 it could not show a shift the floor counts)."""
 _SQRT2: Final = math.sqrt(2.0)
+RANK_SUMS_KEPT: Final = 8_192
+"""Slot rank sums remembered (a slot's sample against a baseline): between two looks only
+the newest slot changes, so the other seven are read back rather than ranked again."""
 Window = SlotSeries | NumericSummary
 
 
@@ -90,6 +94,36 @@ def mean_mid_rank(window: NumericSummary, baseline: NumericSummary) -> float:
     return jumps + between
 
 
+class RankSums:
+    """Per (slot sample, baseline), ``sum(mid-rank - 1/2)``: remembered while both are the
+    same objects (a slot's array is replaced, never changed, when its sample changes; the
+    baseline's count is in the key, for a one-window baseline that is a live summary), the
+    least recently used forgotten beyond :data:`RANK_SUMS_KEPT`. The same figure as
+    computing it again, so results never depend on what is remembered."""
+
+    def __init__(self, kept: int = RANK_SUMS_KEPT) -> None:
+        self.kept = kept
+        self.hits = 0
+        self._sums: OrderedDict[tuple[int, int, int], tuple[object, object, float]]
+        self._sums = OrderedDict()
+
+    def __call__(self, values: np.ndarray, baseline: NumericSummary) -> float:
+        key = (id(values), id(baseline), baseline.count)
+        hit = self._sums.get(key)
+        if hit is not None and hit[0] is values and hit[1] is baseline:
+            self._sums.move_to_end(key)
+            self.hits += 1
+            return hit[2]
+        total = math.fsum((mid_ranks(values, baseline) - 0.5).tolist())
+        self._sums[key] = (values, baseline, total)
+        if len(self._sums) > self.kept:
+            self._sums.popitem(last=False)
+        return total
+
+
+_RANK_SUMS = RankSums()
+
+
 def scan(window: Window, baseline: NumericSummary) -> ScanFinding | None:
     """The best suffix of ``window``'s slots (a summary is one slot), or None when no suffix
     has :data:`MIN_SUFFIX_VALUES` values (or the series' ``min_values``).
@@ -108,9 +142,7 @@ def scan(window: Window, baseline: NumericSummary) -> ScanFinding | None:
         sums = [(window.count * (mean_mid_rank(window, baseline) - 0.5), window.count)]
     else:
         least = max(least, window.min_values)
-        sums = [
-            (math.fsum((mid_ranks(s, baseline) - 0.5).tolist()), int(s.size)) for s in window.slots
-        ]
+        sums = [(_RANK_SUMS(s, baseline), int(s.size)) for s in window.slots]
     best: ScanFinding | None = None
     total, n, tried = 0.0, 0, 0
     for k, (s, size) in enumerate(reversed(sums), start=1):

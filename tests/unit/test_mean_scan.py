@@ -15,7 +15,13 @@ from driftwatch.backtest import run_backtest
 from schemas import DriftEvent, PredictionEvent
 from streams.config import DAY, EngineConfig
 from streams.drift_tests import DRIFT_TESTS
-from streams.drift_tests.mean_scan import MeanShiftScan, mean_mid_rank, mid_ranks, scan
+from streams.drift_tests.mean_scan import (
+    MeanShiftScan,
+    RankSums,
+    mean_mid_rank,
+    mid_ranks,
+    scan,
+)
 from streams.keyed_state import MemoryStore
 from streams.numeric_summary import NumericSummary
 from streams.slot_series import SlotSeries
@@ -214,3 +220,22 @@ def test_registered_for_numeric_features_only_at_the_scan() -> None:
     assert not DRIFT_TESTS.for_kind("categorical", False, scan=True)
     for whole in (True, False):
         assert "mean_scan" not in [t.name for t in DRIFT_TESTS.for_kind("numeric", whole)]
+
+
+def test_remembered_rank_sums_are_the_computed_ones_and_bounded() -> None:
+    """Between looks only the newest slot is ranked again; what is remembered is exactly what
+    ranking gives, a changed baseline (its count) is never served a stale sum, and the memo
+    holds at most its bound."""
+    rng = np.random.default_rng(2)
+    base = summary_of(rng.normal(0, 1, 3_000))
+    sums = RankSums(kept=4)
+    slots = [rng.normal(0.1, 1, 60) for _ in range(6)]
+    first = [sums(s, base) for s in slots]
+    assert first == [math.fsum((mid_ranks(s, base) - 0.5).tolist()) for s in slots]
+    assert len(sums._sums) == 4
+    assert sums.hits == 0
+    assert [sums(s, base) for s in slots[-4:]] == first[-4:]  # served, the same figures
+    assert sums.hits == 4
+    base.add_many(rng.normal(3, 1, 500))  # a live one-window baseline grows
+    moved = sums(slots[-1], base)
+    assert moved == math.fsum((mid_ranks(slots[-1], base) - 0.5).tolist()) != first[-1]
