@@ -26,6 +26,7 @@ from streams.keyed_state import MemoryStore
 from streams.numeric_summary import NumericSummary
 from streams.slot_series import SlotSeries
 from tests.unit.live_replay import replay_live
+from tests.unit.test_multivariate import CONFIG as SHORT_HISTORY
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 SCAN = MeanShiftScan()
@@ -139,15 +140,8 @@ def test_too_few_values_is_no_test() -> None:
 
 # --------------------------------------------------------------------------- the engine
 
-CONFIG = EngineConfig(
-    baseline_start_days=14,
-    baseline_end_days=7,
-    min_baseline_windows=5,
-    retention_days=16,
-    seasonal_period_days=0,
-    confirm_windows=1,
-    multivariate=False,
-)
+# The short history of the multivariate tests (first tested window: day 14), per feature only.
+CONFIG = dataclasses.replace(SHORT_HISTORY, multivariate=False)
 WITHOUT_SCAN = dataclasses.replace(CONFIG, sequential_alpha_share=0.0)
 
 
