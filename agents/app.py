@@ -120,6 +120,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         faust_compat.kafka_probe(kafka),
         faust_compat.kafka_start_lookup(kafka, settings.app_id),  # Faust's group id
     )
+    faust_compat.install_fetch_timeout(settings.fetch_timeout_seconds)
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.bootstrap),

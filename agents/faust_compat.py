@@ -66,7 +66,8 @@ there), ``head_refetch`` (sought back to read a dropped message again), ``order_
 (a jump Faust saw after one of our seeks back, over offsets already read: not a gap),
 ``order_gap_overruled`` (Faust's gap list covered an offset the broker said holds a record:
 held for it), ``order_superseded`` (a batch that waited for the broker across a rebalance:
-held whole, read again)."""
+held whole, read again), ``fetch_unanswered`` (a fetch the broker left unanswered past
+:data:`FETCH_TIMEOUT_SECONDS`: its connection closed, the fetch sent again)."""
 
 Probe = Callable[[str, int, int], Awaitable[int | None]]
 """(topic, partition, offset) -> offset of the first record at or after ``offset``, or None
@@ -770,6 +771,70 @@ def _strict_new_offset(original: Callable[[Any, Any], int | None]) -> Callable[[
     return new_offset
 
 
+FETCH_TIMEOUT_SECONDS: float | None = None
+"""Set by :func:`install_fetch_timeout`; None: the client's own request timeout only."""
+UNANSWERED_CLIENT: Any = None
+"""Testing only: the next fetch request of this aiokafka client is never sent, so never
+answered (a broker that leaves a fetch unanswered, as the embedded one was seen to do)."""
+_fetch_patched = False
+
+
+def install_fetch_timeout(seconds: float) -> None:
+    """Give up a fetch the broker has not answered in ``seconds``: close its connection (which
+    fails whatever else waits on it, to be retried) and raise ``RequestTimedOutError``, on
+    which aiokafka's fetcher backs off and fetches again on a new connection. aiokafka does the
+    same on its own request timeout, but that one is Faust's ``broker_request_timeout`` (90 s,
+    and it must not be under the session timeout: it times the group's requests too), longer
+    than the watchdog's stall time. Only the consumer's fetches are timed so; a fetch is
+    answered within its ``fetch_max_wait`` (1.5 s) when the broker is well. ``0`` turns it
+    off."""
+    global FETCH_TIMEOUT_SECONDS, _fetch_patched
+    FETCH_TIMEOUT_SECONDS = seconds if seconds > 0 else None
+    if _fetch_patched:
+        return
+    from aiokafka.client import AIOKafkaClient
+
+    AIOKafkaClient.send = _timed_fetch(AIOKafkaClient.send)
+    _fetch_patched = True
+
+
+def _timed_fetch(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    from aiokafka.client import ConnectionGroup
+    from aiokafka.conn import CloseReason
+    from aiokafka.errors import RequestTimedOutError
+    from aiokafka.protocol.fetch import FetchRequest
+
+    async def send(self: Any, node_id: Any, request: Any, **kw: Any) -> Any:
+        global UNANSWERED_CLIENT
+        limit = FETCH_TIMEOUT_SECONDS
+        hang = UNANSWERED_CLIENT is self
+        if not isinstance(request, FetchRequest) or (limit is None and not hang):
+            return await original(self, node_id, request, **kw)
+        if hang:
+            UNANSWERED_CLIENT = None
+            log.warning("TEST HOOK: a fetch from broker %s left unanswered", node_id)
+            call: Awaitable[Any] = asyncio.get_running_loop().create_future()
+        else:
+            call = original(self, node_id, request, **kw)
+        if limit is None:
+            return await call
+        try:
+            return await asyncio.wait_for(call, limit)
+        except TimeoutError:
+            COUNTERS["fetch_unanswered"] += 1
+            log.warning(
+                "a fetch from broker %s was not answered in %.0f s: its connection is closed "
+                "and the fetch sent again on a new one (%d so far)",
+                node_id, limit, COUNTERS["fetch_unanswered"],
+            )  # fmt: skip
+            conn = self._conns.get((node_id, kw.get("group", ConnectionGroup.DEFAULT)))
+            if conn is not None:
+                conn.close(reason=CloseReason.CONNECTION_TIMEOUT)
+            raise RequestTimedOutError() from None
+
+    return send
+
+
 def kafka_probe(config: dict[str, Any], timeout: float = 10.0) -> Probe:
     """A :data:`Probe` on a throw-away confluent-kafka consumer (``config``: its client
     settings, bootstrap servers and security), run in a thread."""
@@ -937,14 +1002,17 @@ def diagnostics(app: Any) -> dict[str, Any]:
 def fetcher_state(consumer: Any) -> dict[str, Any]:
     """The Kafka client's own view under Faust's (aiokafka's subscription and fetcher): per
     source partition, whether the client holds it paused, its fetch position (None: waiting
-    for an offset reset) and whether fetched records wait for Faust to take them; and which
-    brokers have a fetch in flight. A fetch stall's dump then tells a partition Faust never
-    resumed from one the client cannot fetch. Best effort, from any thread."""
+    for an offset reset), whether fetched records wait for Faust to take them, and the high
+    watermark the last fetch answer gave and its age; and which brokers have a fetch in flight
+    (one always is, between answers: only an answer's age tells a fetch left unanswered). A
+    fetch stall's dump then tells a partition Faust never resumed from one the client cannot
+    fetch. Best effort, from any thread."""
     try:
         client = consumer._thread._consumer
         state = client._subscription.subscription.assignment
         fetcher = client._fetcher
         pending = set(fetcher._records)
+        now = time.time()
         partitions: dict[str, Any] = {}
         for tp in sorted(state.tps):
             if tp.topic.endswith("-changelog"):
@@ -954,6 +1022,11 @@ def fetcher_state(consumer: Any) -> dict[str, Any]:
                 "paused": bool(tps.paused),
                 "position": tps.position if tps.has_valid_position else None,
                 "records_waiting": tp in pending,
+                # as the last fetch answer said, and how long ago (None: never answered)
+                "highwater": tps.highwater,
+                "answered_seconds_ago": (
+                    None if tps.timestamp is None else round(now - tps.timestamp / 1000, 1)
+                ),
             }
         return {"partitions": partitions, "fetches_in_flight": sorted(fetcher._in_flight)}
     except Exception as exc:

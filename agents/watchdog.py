@@ -38,6 +38,7 @@ PROBE_SECONDS = 10.0
 EXPLAIN_SECONDS = 15.0
 """How often the watchdog says why waiting work is not (yet) judged a stall."""
 STALL_LOG = "stalls.jsonl"
+UNANSWERED = "unanswered"
 QUIET_RECONNECTS = {"reconnect.backoff.ms": 1000}
 """For the watchdog's confluent-kafka clients: a consumer with a group id otherwise tries a
 broker that refuses connections every 50 ms, and librdkafka prints a line for each try (20 a
@@ -385,13 +386,17 @@ def _age(t: float | None) -> float | None:
 
 class StallHook:
     """Testing only (``DRIFTWATCH_TEST_STALL``): after ``after`` processed events, stop
-    fetching (``fetch``: every source partition paused) or stop committing (``commit``: every
-    ack ignored). Fires once per data directory, so the restarted worker runs normally."""
+    fetching (``fetch``: every source partition paused), stop committing (``commit``: every
+    ack ignored) or leave the next fetch unanswered (``unanswered``: a broker that never
+    answers it; the fetch timeout sends it again, no stall). Fires once per data directory, so
+    the restarted worker runs normally."""
 
     def __init__(self, spec: str, data_dir: str) -> None:
         kind, _, after = spec.partition(":")
-        if kind not in (FETCH, COMMIT):
-            raise ValueError(f"DRIFTWATCH_TEST_STALL: {spec!r} is not fetch:N or commit:N")
+        if kind not in (FETCH, COMMIT, UNANSWERED):
+            raise ValueError(
+                f"DRIFTWATCH_TEST_STALL: {spec!r} is not fetch:N, commit:N or unanswered:N"
+            )
         self.kind = kind
         self.after = int(after or 0)
         self.marker = Path(data_dir) / "test-stall-fired"
@@ -403,9 +408,12 @@ class StallHook:
             return
         self.marker.parent.mkdir(parents=True, exist_ok=True)
         self.marker.write_text(self.kind)
-        log.warning("TEST HOOK: provoking a %s stall after %d events", self.kind, self.seen)
+        what = "an unanswered fetch" if self.kind == UNANSWERED else f"a {self.kind} stall"
+        log.warning("TEST HOOK: provoking %s after %d events", what, self.seen)
         if self.kind == COMMIT:
             faust_compat.IGNORE_ACKS = True
+        elif self.kind == UNANSWERED:
+            faust_compat.UNANSWERED_CLIENT = stream.app.consumer._thread._consumer._client
         else:
             consumer = stream.app.consumer
             tps = [tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")]

@@ -206,6 +206,16 @@ class Settings:
         "Watchdog: a rebalance or table recovery still running after this many seconds is a "
         "stall (Faust can hang in one). Set it above the longest changelog restore you expect.",
     )
+    fetch_timeout_seconds: float = _env(
+        "DRIFTWATCH_FETCH_TIMEOUT_SECONDS",
+        20.0,
+        "A fetch the broker has not answered in this many seconds is given up: its connection "
+        "is closed and the fetch sent again on a new one (counted as "
+        '`driftwatch_consumer_guard_total{what="fetch_unanswered"}`). The client\'s own '
+        "request timeout (Faust's, 90 s) is longer than the stall time, so without this an "
+        "unanswered fetch ends in a watchdog restart. Keep it under DRIFTWATCH_STALL_SECONDS; "
+        "0: the client's own timeout only.",
+    )
     stop_timeout_seconds: float = _env(
         "DRIFTWATCH_STOP_TIMEOUT_SECONDS",
         60.0,
@@ -219,7 +229,8 @@ class Settings:
         "",
         "Testing only: `fetch:N` or `commit:N` makes the worker stop fetching (or stop "
         "committing) after N processed events, once per data directory, so tests can watch "
-        "the watchdog recover it. Empty in production.",
+        "the watchdog recover it; `unanswered:N` leaves the next fetch after N events without "
+        "an answer, as a broker that never answers would. Empty in production.",
     )
     idle_timeout: float = _env(
         "DRIFTWATCH_IDLE_TIMEOUT_SECONDS",

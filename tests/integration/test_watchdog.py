@@ -97,3 +97,50 @@ def test_a_stalled_worker_exits_and_its_restart_loses_nothing(
     time.sleep(1.0)
     assert worker.stop() == 0
     assert state_counts(worker.data_dir) == expected_counts(events)
+
+
+@pytest.mark.parametrize("timeout", [3, 0], ids=["fetch-timeout", "client-timeout-only"])
+def test_a_fetch_the_broker_never_answers_is_sent_again(
+    worker: WorkerProcess, timeout: int
+) -> None:
+    """The stall seen in the 10,000-message fuzz run on the embedded broker: a fetch never
+    answered, nothing paused, positions still. The fetch timeout closes the connection and
+    fetches again: no stall, no restart. Without it (0: only the client's own 90 s request
+    timeout) the same fetch is a fetch stall the watchdog ends - what the timeout saves."""
+    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 3, "events_per_day": 300, "drifts": ()})
+    events = list(generate(cfg))
+    worker.extra_env["DRIFTWATCH_TEST_STALL"] = "unanswered:300"
+    worker.extra_env["DRIFTWATCH_FETCH_TIMEOUT_SECONDS"] = str(timeout)
+    worker.start()
+    half = len(events) // 2
+    ends = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events[:half]))
+    # The rest only once a fetch hangs, so records wait that only a new fetch can reach.
+    deadline = time.monotonic() + 90
+    while "left unanswered" not in worker.log_path.read_text(errors="replace"):
+        worker.assert_alive()
+        assert time.monotonic() < deadline, "the hook never fired"
+        time.sleep(0.2)
+    rest = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events[half:]))
+    ends = {p: max(ends.get(p, 0), rest.get(p, 0)) for p in ends.keys() | rest.keys()}
+    wait_committed(worker, ends, timeout=150)
+
+    log = worker.log_path.read_text(errors="replace")
+    if timeout:
+        assert worker.restarts == [], worker.log_tail()
+        assert "not answered in 3 s" in log, log[-4000:]
+        guard = worker.read_metrics().get(
+            'driftwatch_consumer_guard_total{what="fetch_unanswered"}'
+        )
+        assert guard == 1
+    else:
+        assert worker.restarts == [STALL_EXIT_CODE], worker.log_tail()
+        dump = json.loads(re.findall(r"What it saw: (\{.*\})\s*$", log, re.M)[0])
+        assert dump["kind"] == "fetch", dump["reason"]
+        view = dump["consumer"]["fetcher"]
+        paused = [p for p in dump["consumer"]["paused"] if "-changelog[" not in p]
+        assert not paused, paused  # nothing held: the client simply has no answer
+        # what tells it apart in the dump: no answer for longer than the stall time
+        ages = [v["answered_seconds_ago"] for v in view["partitions"].values()]
+        assert min(a for a in ages if a is not None) >= STALL_SECONDS, view
+    assert worker.stop() == 0
+    assert state_counts(worker.data_dir) == expected_counts(events)
