@@ -891,3 +891,58 @@ def test_offsets_read_again_over_a_gap_faust_recorded_are_not_counted_twice() ->
     assert Consumer._new_offset(c, c.tp) == 26  # type: ignore[arg-type]
     assert sorted((iv.begin, iv.end) for iv in c._gap[c.tp]) == [(30, 31)]
     assert faust_compat.COUNTERS["gap_over_acked"] >= 8
+
+
+class FakeConn:
+    def __init__(self) -> None:
+        self.closed: list[Any] = []
+
+    def close(self, reason: Any = None) -> None:
+        self.closed.append(reason)
+
+
+def test_a_fetch_left_unanswered_is_given_up_and_its_connection_closed() -> None:
+    """Only fetches are timed (at FETCH_TIMEOUT_SECONDS, not the client's own request
+    timeout); on the timeout the fetch's connection is closed, so the retry is sent on a new
+    one, and it is counted. Other requests, and fetches answered in time, pass through."""
+    from aiokafka.client import ConnectionGroup
+    from aiokafka.errors import RequestTimedOutError
+    from aiokafka.protocol.fetch import FetchRequest
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    answers: dict[str, float] = {"fetch": 0.0, "other": 0.0}
+
+    class Client:
+        def __init__(self) -> None:
+            self._conns = {(7, ConnectionGroup.DEFAULT): FakeConn()}
+
+        async def send(self, node_id: Any, request: Any, **kw: Any) -> str:
+            kind = "fetch" if isinstance(request, FetchRequest) else "other"
+            await asyncio.sleep(answers[kind])
+            return f"{kind} answer"
+
+    send = faust_compat._timed_fetch(Client.send)
+    client = Client()
+    fetch = FetchRequest(max_wait_time=1500, min_bytes=1, max_bytes=1 << 20, isolation_level=0,
+                         topics=[])  # fmt: skip
+    other = MetadataRequest(topics=[])
+    before = faust_compat.FETCH_TIMEOUT_SECONDS, faust_compat.COUNTERS["fetch_unanswered"]
+    try:
+        faust_compat.FETCH_TIMEOUT_SECONDS = 0.05
+        assert asyncio.run(send(client, 7, fetch)) == "fetch answer"
+        answers["other"] = 0.1  # slower than the fetch timeout, but not a fetch
+        assert asyncio.run(send(client, 7, other)) == "other answer"
+        answers["fetch"] = 5.0
+        with contextlib.suppress(RequestTimedOutError):
+            asyncio.run(send(client, 7, fetch))
+            raise AssertionError("an unanswered fetch was waited out")
+        conn = client._conns[(7, ConnectionGroup.DEFAULT)]
+        assert len(conn.closed) == 1
+        assert faust_compat.COUNTERS["fetch_unanswered"] == before[1] + 1
+        # 0 (None): the client's own timeout only - nothing timed here
+        faust_compat.FETCH_TIMEOUT_SECONDS = None
+        answers["fetch"] = 0.1
+        assert asyncio.run(send(client, 7, fetch)) == "fetch answer"
+        assert len(conn.closed) == 1
+    finally:
+        faust_compat.FETCH_TIMEOUT_SECONDS = before[0]
