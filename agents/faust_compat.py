@@ -50,7 +50,7 @@ import time
 import uuid
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -798,7 +798,9 @@ def install_fetch_timeout(seconds: float) -> None:
     _fetch_patched = True
 
 
-def _timed_fetch(original: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+def _timed_fetch(
+    original: Callable[..., Awaitable[Any]],
+) -> Callable[..., Coroutine[Any, Any, Any]]:
     from aiokafka.client import ConnectionGroup
     from aiokafka.conn import CloseReason
     from aiokafka.errors import RequestTimedOutError
