@@ -10,8 +10,8 @@ committed offset from the broker and the worker's own read offset, and asks
 :class:`StallWatch` whether work has been waiting too long.
 
 Only progress counts, never activity: a partition with records past its committed offset whose
-commit has not moved for ``stall_seconds`` is stalled (a verdict the watchdog confirms by
-reading the record that waits), unless a batch is still running (a slow
+commit has not moved for ``stall_seconds`` while they waited is stalled (a verdict the
+watchdog confirms by reading the record that waits), unless a batch is still running (a slow
 batch, tolerated up to ``batch_seconds``). Nothing is judged while tables are recovering or a
 rebalance runs: the clocks start again when the worker is armed.
 
@@ -168,7 +168,14 @@ class StallWatch:
                 seen.committed, seen.committed_since = o.committed, now
             if o.read != seen.read:
                 seen.read, seen.read_since = o.read, now
-            seen.waiting = self._waiting(tp, o)
+            waiting = self._waiting(tp, o)
+            if waiting and not seen.waiting:
+                # The clock runs from when work began to wait, not from the commit's last
+                # move: a partition idle for an hour whose first new record is sampled before
+                # it is processed has not been stuck for an hour (this judged every worker
+                # that got its first records more than the stall time after it started).
+                seen.committed_since = now
+            seen.waiting = waiting
             if first is None and seen.waiting:
                 stuck = now - seen.committed_since
                 if stuck >= self.stall_seconds:

@@ -182,7 +182,8 @@ def test_markers_only_make_a_partition_idle_until_it_grows() -> None:
     watch.idle(TP, 402)
     assert watch.observe(62, True, markers) is None
     grown = {TP: Offsets(end=403, read=399, committed=400)}
-    assert watch.observe(200, True, grown) is not None
+    assert watch.observe(200, True, grown) is None  # a record arrived: its clock starts now
+    assert watch.observe(260, True, grown) is not None
 
 
 def test_an_under_reported_end_is_unknown_and_probed_every_stall_seconds() -> None:
@@ -463,3 +464,38 @@ def test_a_rebalance_or_recovery_that_never_ends_is_a_stall() -> None:
     # not armed for another reason (the broker away): not a recovery stall
     watch = StallWatch(60, 300, recovery_seconds=600)
     assert watch.observe(0, False, {}) is None and watch.observe(5000, False, {}) is None
+
+
+def test_the_clock_starts_when_work_begins_to_wait() -> None:
+    """An idle partition (everything committed) for an hour, then records arrive: the first
+    sample that sees them unprocessed is not an hour-long stall (it was judged one at once:
+    found in the fuzz run, a worker started before its input was produced, ended 0.1 s after
+    it read its first message). Waiting for ``stall_seconds`` with the commit still is."""
+    watch = StallWatch(60, 300)
+    idle = {TP: Offsets(end=500, read=499, committed=500)}
+    arrived = {TP: Offsets(end=520, read=499, committed=500)}
+    assert run(watch, [(t, idle) for t in range(0, 3600, 5)]) == [None] * 720
+    assert watch.observe(3605, True, arrived) is None
+    assert watch.observe(3660, True, arrived) is None
+    stall = watch.observe(3665, True, arrived)
+    assert stall is not None and stall.kind == "fetch" and stall.seconds == 60
+    # processed and committed in time: the next arrival starts a new clock
+    watch = StallWatch(60, 300)
+    done = {TP: Offsets(end=520, read=519, committed=520)}
+    later = {TP: Offsets(end=540, read=519, committed=520)}
+    timeline = [(0.0, idle), (3605.0, arrived), (3610.0, done), (7200.0, later)]
+    assert run(watch, timeline) == [None] * 4
+    assert watch.observe(7255, True, later) is None
+    assert watch.observe(7260, True, later) is not None
+
+
+def test_a_never_committed_partition_is_judged_from_its_first_records() -> None:
+    """A worker started before any input exists (committed None, empty log) and fed minutes
+    later: its clock starts with the first records it sees, whatever the kind of stall."""
+    watch = StallWatch(30, 300)
+    empty = {TP: Offsets(end=0, read=None, committed=None)}
+    assert run(watch, [(t, empty) for t in range(0, 150, 5)]) == [None] * 30
+    read = {TP: Offsets(end=5303, read=1064, committed=None)}
+    assert watch.observe(151, True, read) is None
+    stall = watch.observe(181, True, read)
+    assert stall is not None and stall.kind == "commit" and stall.seconds == 30
