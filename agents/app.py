@@ -121,6 +121,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         faust_compat.kafka_start_lookup(kafka, settings.app_id),  # Faust's group id
     )
     faust_compat.install_fetch_timeout(settings.fetch_timeout_seconds)
+    if 0 < settings.stall_seconds <= settings.fetch_timeout_seconds:
+        log.warning(
+            "DRIFTWATCH_FETCH_TIMEOUT_SECONDS (%g) is not under DRIFTWATCH_STALL_SECONDS (%g): "
+            "an unanswered fetch will end the worker as a stall before it is sent again",
+            settings.fetch_timeout_seconds, settings.stall_seconds,
+        )  # fmt: skip
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.bootstrap),

@@ -785,9 +785,9 @@ def install_fetch_timeout(seconds: float) -> None:
     which aiokafka's fetcher backs off and fetches again on a new connection. aiokafka does the
     same on its own request timeout, but that one is Faust's ``broker_request_timeout`` (90 s,
     and it must not be under the session timeout: it times the group's requests too), longer
-    than the watchdog's stall time. Only the consumer's fetches are timed so; a fetch is
-    answered within its ``fetch_max_wait`` (1.5 s) when the broker is well. ``0`` turns it
-    off."""
+    than the watchdog's stall time. Only fetches are timed so (of every aiokafka client in the
+    process: the worker's consumer and the API's catalog tailer); a fetch is answered within
+    its ``fetch_max_wait`` (1.5 s) when the broker is well. ``0`` turns it off."""
     global FETCH_TIMEOUT_SECONDS, _fetch_patched
     FETCH_TIMEOUT_SECONDS = seconds if seconds > 0 else None
     if _fetch_patched:
@@ -821,7 +821,8 @@ def _timed_fetch(
         if limit is None:
             return await call
         try:
-            return await asyncio.wait_for(call, limit)
+            async with asyncio.timeout(limit):  # not wait_for: no task, no lost cancellation
+                return await call
         except TimeoutError:
             COUNTERS["fetch_unanswered"] += 1
             log.warning(

@@ -98,6 +98,9 @@ class _Seen:
     committed_since: float
     read_since: float
     waiting: bool = False
+    known: bool = False
+    """Work seen for sure: a known log end past the committed offset, or a message read
+    past it (``waiting`` also holds when the end is not known)."""
     orphaned_since: float | None = None
     """Since when messages read past the commit have had nothing left to process them."""
 
@@ -169,13 +172,18 @@ class StallWatch:
             if o.read != seen.read:
                 seen.read, seen.read_since = o.read, now
             waiting = self._waiting(tp, o)
-            if waiting and not seen.waiting:
+            known = self._known_work(tp, o)
+            if (waiting and not seen.waiting) or (known and not seen.known):
                 # The clock runs from when work began to wait, not from the commit's last
                 # move: a partition idle for an hour whose first new record is sampled before
                 # it is processed has not been stuck for an hour (this judged every worker
                 # that got its first records more than the stall time after it started).
+                # Known work counts apart: where the broker under-reports the log end, an
+                # idle partition reads as waiting (end unknown) all along. With the commit
+                # still, neither flag turns back, so a real stall waits one stall time more
+                # at most.
                 seen.committed_since = now
-            seen.waiting = waiting
+            seen.waiting, seen.known = waiting, known
             if first is None and seen.waiting:
                 stuck = now - seen.committed_since
                 if stuck >= self.stall_seconds:
@@ -214,6 +222,12 @@ class StallWatch:
         seen = self._seen.get(partition)
         if seen is not None:
             seen.committed_since = now
+
+    def _known_work(self, tp: Any, o: Offsets) -> bool:
+        done = max(o.start, o.committed if o.committed is not None else o.start)
+        if o.read is not None and o.read + 1 > done:
+            return True
+        return o.end is not None and o.end > max(done, self._idle_until.get(tp, -1))
 
     def _waiting(self, tp: Any, o: Offsets) -> bool:
         """Records may wait past the committed offset (or past the log start, if never

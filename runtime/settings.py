@@ -29,6 +29,9 @@ from typing import Any
 
 from streams.config import EngineConfig, PerformanceConfig
 
+MIN_FETCH_TIMEOUT_SECONDS = 5.0
+"""A shorter fetch timeout would give up idle fetches, which wait up to 1.5 s for records."""
+
 
 def _env(name: str, default: Any, doc: str, *, secret: bool = False) -> Any:
     return field(
@@ -213,8 +216,9 @@ class Settings:
         "is closed and the fetch sent again on a new one (counted as "
         '`driftwatch_consumer_guard_total{what="fetch_unanswered"}`). The client\'s own '
         "request timeout (Faust's, 90 s) is longer than the stall time, so without this an "
-        "unanswered fetch ends in a watchdog restart. Keep it under DRIFTWATCH_STALL_SECONDS; "
-        "0: the client's own timeout only.",
+        "unanswered fetch ends in a watchdog restart. At least 5 (a fetch may wait 1.5 s for "
+        "records by design); keep it under DRIFTWATCH_STALL_SECONDS; 0: the client's own "
+        "timeout only.",
     )
     stop_timeout_seconds: float = _env(
         "DRIFTWATCH_STOP_TIMEOUT_SECONDS",
@@ -477,6 +481,12 @@ class Settings:
     )
 
     def __post_init__(self) -> None:
+        if 0 < self.fetch_timeout_seconds < MIN_FETCH_TIMEOUT_SECONDS:
+            raise ValueError(
+                f"DRIFTWATCH_FETCH_TIMEOUT_SECONDS={self.fetch_timeout_seconds:g}: at least "
+                f"{MIN_FETCH_TIMEOUT_SECONDS:g} (a fetch may wait 1.5 s for records by design), "
+                "or 0 for the client's own timeout"
+            )
         if self.performance.engine != self.engine:
             object.__setattr__(self, "performance", replace(self.performance, engine=self.engine))
 

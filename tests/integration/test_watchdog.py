@@ -108,8 +108,9 @@ def test_a_fetch_the_broker_never_answers_is_sent_again(
 ) -> None:
     """The stall seen in the 10,000-message fuzz run on the embedded broker: a fetch never
     answered, nothing paused, positions still. The fetch timeout closes the connection and
-    fetches again: no stall, no restart. Without it (0: only the client's own 90 s request
-    timeout) the same fetch is a fetch stall the watchdog ends - what the timeout saves."""
+    fetches again: no stall, no restart. Without it (0) the hook's fetch, never sent, hangs for
+    good (a real one would until the client's own 90 s request timeout, past the stall time):
+    a fetch stall the watchdog ends - what the timeout saves."""
     cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 3, "events_per_day": 300, "drifts": ()})
     events = list(generate(cfg))
     worker.extra_env["DRIFTWATCH_TEST_STALL"] = "unanswered:300"

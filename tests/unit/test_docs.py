@@ -43,3 +43,7 @@ def test_bad_settings_are_rejected() -> None:
         Settings.from_env(environ={"DRIFTWATCH_ALPHA": "lots"})
     with pytest.raises(ValueError):
         Settings.from_env(environ={"DRIFTWATCH_BASELINE_END_DAYS": "90"})
+    with pytest.raises(ValueError, match="FETCH_TIMEOUT"):  # idle fetches wait 1.5 s
+        Settings.from_env(environ={"DRIFTWATCH_FETCH_TIMEOUT_SECONDS": "1"})
+    off = Settings.from_env(environ={"DRIFTWATCH_FETCH_TIMEOUT_SECONDS": "0"})
+    assert off.fetch_timeout_seconds == 0

@@ -499,3 +499,21 @@ def test_a_never_committed_partition_is_judged_from_its_first_records() -> None:
     assert watch.observe(151, True, read) is None
     stall = watch.observe(181, True, read)
     assert stall is not None and stall.kind == "commit" and stall.seconds == 30
+
+
+def test_known_work_starts_the_clock_where_the_end_is_under_reported() -> None:
+    """On the embedded broker an idle, fully committed partition reads as waiting (its end
+    under-reported, so unknown) and is probed every stall time; records that arrive between
+    two looks are known work from the first look that sees them, and their clock starts
+    there, not at the last probe (review: it judged a worker 'read but never committed for
+    60 s' at the first look after its first records)."""
+    watch = StallWatch(60, 300)
+    idle = {TP: Offsets(end=499, read=499, committed=500)}
+    for t in range(0, 180, 5):
+        if watch.observe(t, True, idle) is not None:
+            watch.checked(TP, t)  # the probe found nothing: look again a stall time later
+    arrived = {TP: Offsets(end=510, read=505, committed=500)}
+    assert watch.observe(180, True, arrived) is None
+    assert watch.observe(235, True, arrived) is None
+    stall = watch.observe(240, True, arrived)
+    assert stall is not None and stall.kind == "commit" and stall.seconds == 60
