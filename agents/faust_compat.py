@@ -1007,7 +1007,8 @@ def fetcher_state(consumer: Any) -> dict[str, Any]:
     source partition, whether the client holds it paused, its fetch position (None: waiting
     for an offset reset), whether fetched records wait for Faust to take them, and the high
     watermark the last fetch answer gave and its age; and which brokers have a fetch in flight
-    (one always is, between answers: only an answer's age tells a fetch left unanswered). A
+    (most of the time one is, between answers: only an answer's age tells a fetch left
+    unanswered). A
     fetch stall's dump then tells a partition Faust never resumed from one the client cannot
     fetch. Best effort, from any thread."""
     try:

@@ -224,7 +224,7 @@ class StallWatch:
             seen.committed_since = now
 
     def _known_work(self, tp: Any, o: Offsets) -> bool:
-        done = max(o.start, o.committed if o.committed is not None else o.start)
+        done = _done(o)
         if o.read is not None and o.read + 1 > done:
             return True
         return o.end is not None and o.end > max(done, self._idle_until.get(tp, -1))
@@ -233,7 +233,12 @@ class StallWatch:
         """Records may wait past the committed offset (or past the log start, if never
         committed). An end below the committed offset is not the log end (a broker that
         under-reports it, as the embedded one does): unknown, so a probe decides."""
-        done = max(o.start, o.committed if o.committed is not None else o.start)
+        done = _done(o)
         if o.end is None or o.end < done:
             return True
         return o.end > max(done, self._idle_until.get(tp, -1))
+
+
+def _done(o: Offsets) -> int:
+    """The next offset to process: the committed one, never before the log start."""
+    return max(o.start, o.committed if o.committed is not None else o.start)
