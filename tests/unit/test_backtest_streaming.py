@@ -339,7 +339,10 @@ def test_changed_file_is_refused(lines: list[bytes], tmp_path: Path) -> None:
             list(source)
 
 
-GENERATED = re.compile(r"generated \d{4}-\d\d-\d\d \d\d:\d\d UTC")
+GENERATED = re.compile(
+    r"(?<=generated )\d{4}-\d\d-\d\d \d\d:\d\d UTC"
+    r"|(?<=<dt>Generated</dt><dd>)\d{4}-\d\d-\d\d \d\d:\d\d"
+)
 
 
 def test_cli_backtest_and_report_stream(
@@ -375,8 +378,8 @@ def test_cli_backtest_and_report_stream(
         out.mkdir()
         assert main(["report", "--config", str(config), "--predictions", str(p),
                      "--outcomes", str(o), "--out", str(out)]) == 0  # fmt: skip
-        # the footer's "generated <minute>" differs when the two runs straddle a minute
-        pages.append({f.name: GENERATED.sub("generated -", f.read_text()) for f in out.iterdir()})
+        # "generated <minute>" (footer and header) differs when the runs straddle a minute
+        pages.append({f.name: GENERATED.sub("-", f.read_text()) for f in out.iterdir()})
     assert sorted(pages[0]) == ["acme-conflict.html", "acme-fraud.html"]
     assert pages[0] == pages[1]
 
