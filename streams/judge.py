@@ -37,6 +37,7 @@ from streams.numeric_summary import NumericSummary
 from streams.segments import OTHER, is_segment_feature, split_segment_feature
 from streams.slot_series import SlotSeries
 from streams.state import (
+    FeatureKind,
     FeatureWindow,
     StreamState,
     Summary,
@@ -367,6 +368,8 @@ class FeatureJudge:
         scan: bool = False,
     ) -> list[FeatureTest]:
         tests: list[FeatureTest] = []
+        jobs: list[tuple[DriftTest[Any], str, FeatureKind, int, Any, tuple[Any, float, float]]]
+        jobs = []
         whole = pick is whole_window
         windows = self._baseline_windows(stream, window)
         for feature, kind in stream.judged_features():
@@ -383,7 +386,6 @@ class FeatureJudge:
             if baseline is None:
                 self.stats["tests_skipped_no_baseline"] += 1
                 continue
-            base, b_start, b_end = baseline
             for test in DRIFT_TESTS.for_kind(kind, whole, scan):
                 n_window = test.size(summary)
                 if n_window < min_count:
@@ -392,29 +394,42 @@ class FeatureJudge:
                     self.stats["tests"] += 1  # the metric counts the tests of the values
                 if scan:
                     self.stats["scan_tests"] += 1
-                # A result of p = 1 (say, nothing missing on either side) is a clean one too.
-                result = (
-                    test.run(summary, base)
-                    if decide_at is None
-                    else test.run_for_decision(summary, base, decide_at)
+                jobs.append((test, feature, kind, n_window, summary, baseline))
+        # Each test runs over all its features at once (a look may decide many for less).
+        by_test: dict[DriftTest[Any], list[int]] = {}
+        for k, job in enumerate(jobs):
+            by_test.setdefault(job[0], []).append(k)
+        results: dict[int, TestResult] = {}
+        for test, ks in by_test.items():
+            pairs = [(jobs[k][4], jobs[k][5][0]) for k in ks]
+            # A result of p = 1 (say, nothing missing on either side) is a clean one too.
+            found = (
+                [test.run(w, b) for w, b in pairs]
+                if decide_at is None
+                else test.run_many_for_decision(pairs, decide_at)
+            )
+            for k, result in zip(ks, found, strict=True):
+                results[k] = result
+        for k, (test, feature, kind, n_window, summary, baseline) in enumerate(jobs):
+            result = results[k]
+            base, b_start, b_end = baseline
+            tests.append(
+                FeatureTest(
+                    feature,
+                    kind,
+                    result,
+                    n_window if result.sample_size is None else result.sample_size,
+                    test.size(base),
+                    b_start,
+                    b_end,
+                    summary,
+                    base,
+                    # a segment's: its feature's (segment windows keep none)
+                    self.baseline_association(
+                        stream, split_segment_feature(feature)[0], window, windows
+                    ),
                 )
-                tests.append(
-                    FeatureTest(
-                        feature,
-                        kind,
-                        result,
-                        n_window if result.sample_size is None else result.sample_size,
-                        test.size(base),
-                        b_start,
-                        b_end,
-                        summary,
-                        base,
-                        # a segment's: its feature's (segment windows keep none)
-                        self.baseline_association(
-                            stream, split_segment_feature(feature)[0], window, windows
-                        ),
-                    )
-                )
+            )
         # At a look, a window already found drifting is not judged again: no need to test it.
         judged = partial_end is not None and (
             stream.incidents.last_window.get(MULTIVARIATE_FEATURE, -1) >= window

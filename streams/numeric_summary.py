@@ -12,7 +12,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -29,7 +29,7 @@ from streams.buckets import (
     unique_counts,
 )
 
-__all__ = ["NumericSummary"]
+__all__ = ["CDF_GRID_POINTS", "CdfGrid", "NumericSummary"]
 
 FOLD_CHUNK: Final = 1024
 """Values folded into the bucket set at a time. Folds happen at fixed points of the value
@@ -54,6 +54,20 @@ def _chan(
     n = n_a + n_b
     delta = mean_b - mean_a
     return n, mean_a + delta * n_b / n, m2_a + m2_b + delta * delta * n_a * n_b / n
+
+
+class CdfGrid(NamedTuple):
+    """A summary's CDF at a few points (see :meth:`NumericSummary.cdf_grid`)."""
+
+    xs: FloatArray
+    at: FloatArray
+    """cdf(x)"""
+    left: FloatArray
+    """cdf just left of x (the next float down)"""
+
+
+CDF_GRID_POINTS: Final = 128
+"""Points of a :class:`CdfGrid`: the CDF rises at most ~1/128 of the mass between two."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +118,7 @@ class NumericSummary:
         self._coverage = 0  # max bucket coverage, in counts
         self._cdf_cache: tuple[FloatArray, FloatArray, FloatArray, FloatArray] | None = None
         self._tail_cache: _Tail | None = None
+        self._grid_cache: tuple[tuple[int, int, int], CdfGrid] | None = None
 
     # ----------------------------------------------------------------- ingestion
 
@@ -362,6 +377,28 @@ class NumericSummary:
             point_cum = np.concatenate(([0.0], np.cumsum(w[~wide][order].astype(np.float64))))
             self._cdf_cache = (knots, ramp, points, point_cum)
         return self._cdf_cache
+
+    def cdf_grid(self, points: int = CDF_GRID_POINTS) -> CdfGrid:
+        """At most ``points`` x's (sorted; the smallest and largest edges among them) with
+        :meth:`cdf` at each and just left of each: enough to bound the CDF anywhere, since it
+        is monotone (:func:`streams.drift_tests.ks.ks_screen`). Cached until a value arrives.
+
+        >>> s = NumericSummary.of(np.array([1.0, 2.0, 2.0, 3.0]))
+        >>> xs, at, left = s.cdf_grid()
+        >>> xs.tolist(), at.tolist(), left.tolist()
+        ([1.0, 2.0, 3.0], [0.25, 0.75, 1.0], [0.0, 0.25, 0.75])
+        """
+        self._fold()
+        key = (self._count, len(self._pending), points)
+        hit = self._grid_cache
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        edges = np.unique(self.edges())
+        if edges.size > points:
+            edges = edges[np.unique(np.linspace(0, edges.size - 1, points).round().astype(np.intp))]
+        grid = CdfGrid(edges, self.cdf(edges), self.cdf(np.nextafter(edges, -np.inf)))
+        self._grid_cache = (key, grid)
+        return grid
 
     def edges(self) -> FloatArray:
         """Every x where the estimated CDF has a kink or a jump (read-only in exact mode)."""

@@ -13,6 +13,7 @@ checks it without being told.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar
 
@@ -100,6 +101,11 @@ class DriftTest(ABC, Generic[S]):
         Benjamini-Hochberg at level alpha such a test is never significant and never moves
         another's rank, so every decision stays as exact p-values would make it."""
         return self.run(window, baseline)
+
+    def run_many_for_decision(self, pairs: Sequence[tuple[S, S]], alpha: float) -> list[TestResult]:
+        """:meth:`run_for_decision` of each (window, baseline) pair of one look, in order: a
+        test that can decide many features at once for less (KS) overrides this."""
+        return [self.run_for_decision(w, b, alpha) for w, b in pairs]
 
     @abstractmethod
     def noise(self, n_eff: float, baseline: S) -> float:
