@@ -52,6 +52,11 @@ from streams.state import (
 )
 
 
+_KNOWN_SHAPES = 32
+"""Event shapes remembered per stream (``StreamState.known_shapes``): a stream whose events
+carry ever other subsets of its features checks the rest value by value."""
+
+
 def feature_columns(
     rows: Sequence[Mapping[str, object]],
 ) -> tuple[dict[str, list[object]], bool]:
@@ -342,10 +347,14 @@ class DriftEngine:
     ) -> dict[str, FeatureKind]:
         """The kinds of the event's features that the stream does not know yet (what the
         event would add); raises for a value whose kind contradicts the stream's."""
+        features = event.features
+        shape = (tuple(features), tuple(map(type, features.values())))
+        if shape in stream.known_shapes:
+            return {}
         known = stream.features
         new: dict[str, FeatureKind] = {}
         untyped = 0
-        for name, value in event.features.items():
+        for name, value in features.items():
             was = known.get(name)
             if value is None:
                 if was is None and name not in new:
@@ -371,6 +380,8 @@ class DriftEngine:
             )
         if untyped:
             self.stats["untyped_nulls"] += untyped
+        elif not new and len(stream.known_shapes) < _KNOWN_SHAPES:
+            stream.known_shapes.add(shape)
         return new
 
     def _advance(self, stream: StreamState, event_time: float) -> list[DriftEvent]:

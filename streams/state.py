@@ -511,6 +511,12 @@ class StreamState:
     (chosen at the window's first event, from the previous window's counts)."""
     segment_counts: dict[float, dict[str, dict[str, int]]] = field(default_factory=dict)
     """Per window (the newest two), per segment column: events per value."""
+    known_shapes: set[tuple[tuple[str, ...], tuple[type, ...]]] = field(
+        default_factory=set, repr=False, compare=False
+    )
+    """Not stored: the (names, value types) of events found to add nothing to ``features``
+    and to contradict none of it; an event of one of these shapes needs no check per value
+    (kinds are never removed or changed, so a shape stays valid)."""
 
     def to_bytes(self) -> bytes:
         return json.dumps(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -220,6 +221,27 @@ def test_type_mismatch_rejected_without_side_effects() -> None:
     assert exc.value.reason == "type_mismatch"
     state = engine.stream_state("acme", "fraud")
     assert state is not None and state.events == 1
+
+
+def test_an_event_shape_seen_before_skips_the_check_but_never_a_mismatch() -> None:
+    """Shapes (names and value types) that added nothing are remembered per stream; one
+    with another type for a known feature is a new shape, checked and refused."""
+    engine = DriftEngine(SHORT, MemoryStore())
+    first, second = list(stream(seed=7, days=1, per_day=2))[:2]
+    engine.observe(first)  # adds the features: not a shape to remember yet
+    state = engine.stream_state("acme", "fraud")
+    assert state is not None and not state.known_shapes
+    engine.observe(second)
+    assert len(state.known_shapes) == 1
+    bad = replace(second, event_id="e3", features={**second.features, "x0": "oops"})
+    with pytest.raises(InvalidEvent) as exc:
+        engine.observe(bad)
+    assert exc.value.reason == "type_mismatch" and len(state.known_shapes) == 1
+    for k in range(40):  # ever other subsets: the memory stays bounded
+        names = dict(list(second.features.items())[: k % 10 + 1])
+        engine.observe(replace(second, event_id=f"s{k}", features={**names, f"n{k}": 1.0}))
+        engine.observe(replace(second, event_id=f"t{k}", features={**names, f"n{k}": 2.0}))
+    assert len(state.known_shapes) == 32
 
 
 def test_late_events_update_baseline_but_not_the_closed_test() -> None:
