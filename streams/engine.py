@@ -42,6 +42,7 @@ from streams.state import (
     ABSENT,
     RECENT_LEVELS,
     RECENT_SLOTS,
+    SLOT_SAMPLE,
     FeatureKind,
     FeatureWindow,
     StreamState,
@@ -50,7 +51,6 @@ from streams.state import (
     stream_key,
     window_key,
 )
-
 
 _KNOWN_SHAPES = 32
 """Event shapes remembered per stream (``StreamState.known_shapes``): a stream whose events
@@ -197,8 +197,15 @@ class DriftEngine:
             if looks:
                 slots = [int((e.timestamp - window) // cfg.interim_seconds) for e, _ in items]
                 hashes = [event_hash(e.event_id) for e, _ in items]
+                # A new slot's sample is the batch's smallest hashes: sorted once for all.
+                hash_order = (
+                    sorted(range(len(hashes)), key=hashes.__getitem__)
+                    if len(hashes) >= SLOT_SAMPLE
+                    else None
+                )
             else:
                 slots = hashes = [0] * len(items)
+                hash_order = None
             scores = [e.score for e, _ in items]
             batch = ScoreBatch(scores)  # every feature's association with them, at once
             all_columns, complete = feature_columns([e.features for e, _ in items])
@@ -213,7 +220,7 @@ class DriftEngine:
                     present = [k for k, v in enumerate(column) if v is not missing]
                     self._apply_subset(fw, column, present, positions, slots, hashes, run, scores)
                 else:
-                    fw.apply_many(column, positions, slots, hashes, run, batch)  # type: ignore[arg-type]
+                    fw.apply_many(column, positions, slots, hashes, run, batch, hash_order)  # type: ignore[arg-type]
             batch.finish()
             if self._segments:
 

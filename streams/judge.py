@@ -92,8 +92,13 @@ class FeatureTest:
     baseline_end: float
     window_summary: AnySummary
     baseline_summary: AnySummary
-    baseline_association: Association | None = None
-    """The feature's association with the score over the baseline windows."""
+    association_of: Callable[[], Association | None] | None = None
+    """The feature's association with the score over the baseline windows, asked for only
+    when the test finds drift (its incident's impact): most tests never need it."""
+
+    @property
+    def baseline_association(self) -> Association | None:
+        return None if self.association_of is None else self.association_of()
 
     @property
     def test(self) -> DriftTest[Any]:
@@ -343,6 +348,16 @@ class FeatureJudge:
         self._baselines.put(slot, cache_key, (result, merge_associations(associations)))
         return result
 
+    def _feature_association(
+        self,
+        stream: StreamState,
+        feature: str,
+        window: float,
+        windows: tuple[tuple[float, int], ...],
+    ) -> Association | None:
+        """A segment's association is its feature's (segment windows keep none)."""
+        return self.baseline_association(stream, split_segment_feature(feature)[0], window, windows)
+
     def baseline_association(
         self,
         stream: StreamState,
@@ -424,10 +439,7 @@ class FeatureJudge:
                     b_end,
                     summary,
                     base,
-                    # a segment's: its feature's (segment windows keep none)
-                    self.baseline_association(
-                        stream, split_segment_feature(feature)[0], window, windows
-                    ),
+                    functools.partial(self._feature_association, stream, feature, window, windows),
                 )
             )
         # At a look, a window already found drifting is not judged again: no need to test it.

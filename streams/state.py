@@ -14,6 +14,7 @@ import json
 import operator
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -94,13 +95,29 @@ class RecentSlots:
             bisect.insort(sample, (h, value), key=_hash_of)
 
     def add_many(
-        self, slots: list[int], hashes: list[int], values: list[float | str | None]
+        self,
+        slots: list[int],
+        hashes: list[int],
+        values: list[float | str | None],
+        hash_order: Sequence[int] | None = None,
     ) -> None:
         """:meth:`add` for each (slot, hash, value), in order, in one pass per ring entry:
         an entry ends up holding its highest slot, with the ``SLOT_SAMPLE`` smallest hashes
-        (ties: the earlier value) - what adding them one at a time leaves."""
+        (ties: the earlier value) - what adding them one at a time leaves. ``hash_order``:
+        the indices of ``hashes`` sorted by hash, stably (the same for every feature of a
+        batch: its caller sorts once), for a batch of one slot that starts its entry."""
         if slots and slots.count(slots[0]) == len(slots):  # the usual: one slot
-            self._add_run(slots[0], list(zip(hashes, values, strict=True)))
+            slot = slots[0]
+            i = slot % RECENT_SLOTS
+            starts = self.ids[i] < slot or (self.ids[i] == slot and not self.samples[i])
+            if hash_order is not None and starts and len(values) >= SLOT_SAMPLE:
+                # What _add_run leaves: the stably sorted batch's first SLOT_SAMPLE.
+                self.ids[i] = slot
+                self.samples[i] = [(hashes[k], values[k]) for k in hash_order[:SLOT_SAMPLE]]
+                self._arrays.pop(i, None)
+                self._encoded.pop(i, None)
+                return
+            self._add_run(slot, list(zip(hashes, values, strict=True)))
             return
         by_entry: dict[int, list[int]] = {}
         for k, slot in enumerate(slots):
@@ -145,15 +162,21 @@ class RecentSlots:
         """Per slot ``last_slot - slots + 1 .. last_slot`` (oldest first), its sample's
         finite values and missing count (an empty array for a slot with no traffic); None if
         a slot is unknown (before the window, or its ring entry taken by a later slot)."""
+        out = self.known_slot_arrays(last_slot, slots)
+        return out if len(out) == slots else None
+
+    def known_slot_arrays(self, last_slot: int, slots: int) -> list[tuple[np.ndarray, int]]:
+        """:meth:`slot_arrays` of the longest run of known slots that ends at ``last_slot``
+        (at most ``slots``; none if ``last_slot`` is unknown)."""
         out: list[tuple[np.ndarray, int]] = []
         cache = self._arrays
-        for slot in range(last_slot - slots + 1, last_slot + 1):
+        for slot in range(last_slot, last_slot - slots, -1):
             i = slot % RECENT_SLOTS
             if slot < 0 or self.ids[i] != slot:
                 if slot >= 0 and self.ids[i] < slot:
                     out.append((_NO_VALUES, 0))  # a slot with no traffic
                     continue
-                return None
+                break
             hit = cache.get(i)
             if hit is None or hit[0] != slot:
                 raw = np.array(
@@ -162,6 +185,7 @@ class RecentSlots:
                 finite = raw[np.isfinite(raw)]
                 hit = cache[i] = (slot, len(self.samples[i]), finite, int(raw.size - finite.size))
             out.append((hit[2], hit[3]))
+        out.reverse()
         return out
 
     def span(self, last_slot: int, slots: int) -> list[float | str | None] | None:
@@ -307,6 +331,7 @@ class FeatureWindow:
         hashes: list[int],
         run: Run | None = None,
         scores: list[float] | ScoreBatch | None = None,
+        hash_order: Sequence[int] | None = None,
     ) -> int:
         """:meth:`apply` for each value in order (one position each); returns how many were
         new. Replays are recognised as one at a time would: a value is new when its offset is
@@ -315,13 +340,14 @@ class FeatureWindow:
         for the feature's association with the score; a :class:`ScoreBatch` (one score per
         value) defers the association (and a numeric summary's values) to its ``finish``,
         which the caller calls after all of the batch's features (all at once); it is used
-        when every value is new, else the scores of those that are."""
+        when every value is new, else the scores of those that are. ``hash_order``: see
+        :meth:`RecentSlots.add_many` (dropped when some values are replays)."""
         batch = None
         if isinstance(scores, ScoreBatch):
             batch, scores = scores, scores.scores
         keep = guard_many(self.offsets, positions, run)
         if len(keep) != len(values):
-            batch = None
+            batch = hash_order = None
             values = [values[k] for k in keep]
             slots = [slots[k] for k in keep]
             hashes = [hashes[k] for k in keep]
@@ -340,7 +366,7 @@ class FeatureWindow:
                 if missing:
                     self.numeric.add_missing(missing)
                 if self.recent is not None:
-                    self.recent.add_many(slots, hashes, values)
+                    self.recent.add_many(slots, hashes, values, hash_order)
                 return len(values)
             batch.add(self.assoc, values)
         elif scores is not None:
@@ -353,7 +379,7 @@ class FeatureWindow:
         elif self.categorical is not None:
             self.categorical.add_values(values)  # type: ignore[arg-type]  # validated strings
         if self.recent is not None:
-            self.recent.add_many(slots, hashes, values)
+            self.recent.add_many(slots, hashes, values, hash_order)
         return len(values)
 
     def _associate(self, values: list[float | str | None], scores: list[float]) -> None:
@@ -400,12 +426,7 @@ class FeatureWindow:
         no slot is known, or with fewer than ``min_count`` values and missing ones."""
         if self.recent is None or self.kind != "numeric":
             return None
-        parts: list[tuple[np.ndarray, int]] = []
-        for slot in range(last_slot, max(-1, last_slot - RECENT_SLOTS), -1):
-            one = self.recent.slot_arrays(slot, 1)
-            if one is None:
-                break  # older slots are unknown too
-            parts[:0] = one
+        parts = self.recent.known_slot_arrays(last_slot, RECENT_SLOTS)
         if not parts:
             return None
         missing = sum(m for _, m in parts)

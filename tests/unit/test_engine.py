@@ -471,8 +471,9 @@ def test_merged_baselines_kept_are_bounded_by_the_features_not_the_days() -> Non
     however long the stream (a cache of 4,096 cleared when full grew a worker's memory)."""
     from streams.judge import PER_SLOT
 
-    drifts, engine = run_engine(stream(seed=5, days=60, per_day=200))
-    assert engine.stats["tests"] > 0 and not drifts
+    looks = replace(SHORT, interim_seconds=3600)
+    drifts, engine = run_engine(stream(seed=5, days=60, per_day=200), looks)
+    assert engine.stats["tests"] > 0 and engine.stats["interim_looks"] > 0 and not drifts
     judge = engine._judge
     features = len(next(iter(stream(seed=5, days=1, per_day=1))).features)
     assert 0 < len(judge._baselines) <= PER_SLOT * features
