@@ -125,7 +125,8 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
     ties, a full sample that nothing new gets into) keep the samples, and the arrays and
     bytes derived from them, of adding each value alone."""
     rng = np.random.default_rng(21)
-    for numeric in (True, False):
+    fresh_entries = 0
+    for numeric, ordered in ((True, False), (False, False), (True, True), (False, True)):
         one, many = RecentSlots(), RecentSlots()
         for step in range(300):
             n = int(rng.integers(1, 120))
@@ -137,7 +138,10 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
             values: list[float | str | None] = [
                 None if k % 13 == 0 else (float(k) if numeric else f"c{k % 7}") for k in range(n)
             ]
-            many.add_many(slots, hashes, values)
+            order = sorted(range(n), key=hashes.__getitem__) if ordered else None
+            if order is not None and step % 6 == 0 and n >= SLOT_SAMPLE:
+                fresh_entries += 1  # the batch starts its ring entry: the sorted-once path
+            many.add_many(slots, hashes, values, order)
             for s, h, v in zip(slots, hashes, values, strict=True):
                 one.add(s, h, v)
             assert many.ids == one.ids and many.samples == one.samples, (numeric, step)
@@ -148,3 +152,4 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
                     if got is not None and want is not None:
                         assert got[1] == want[1] and np.array_equal(got[0], want[0])
             assert many.to_bytes(numeric) == one.to_bytes(numeric), (numeric, step)
+    assert fresh_entries >= 10
