@@ -70,6 +70,39 @@ CDF_GRID_POINTS: Final = 128
 """Points of a :class:`CdfGrid`: the CDF rises at most ~1/128 of the mass between two."""
 
 
+def _ramp_at(knots: FloatArray, lo: FloatArray, hi: FloatArray, w: FloatArray) -> FloatArray:
+    """``sum_b w_b * clip((k - lo_b) / (hi_b - lo_b), 0, 1)`` at each knot ``k``, in
+    O((knots + buckets) log) rather than as a knots x buckets matrix (4 ms for a merged
+    baseline of 384 buckets, 15 % of a backtest's time).
+
+    Buckets wholly at or below a knot add their whole (integer) weight: a cumulative sum of
+    integers, exact in any order, so where no knot falls strictly inside a bucket (buckets
+    that do not overlap) the ramp is exactly the matrix product's. Knots inside a bucket (an
+    overlap left by a merge) add their fraction on top: the sum may then differ from the
+    product's in its last bits (~1e-16 relative), as two BLAS builds' products do.
+
+    >>> lo, hi, w = np.array([0.0, 1.0, 1.5]), np.array([1.0, 3.0, 2.0]), np.array([2.0, 4.0, 1.0])
+    >>> knots = np.unique(np.concatenate((lo, hi)))
+    >>> _ramp_at(knots, lo, hi, w).tolist()
+    [0.0, 2.0, 3.0, 5.0, 7.0]
+    >>> (np.clip((knots[:, None] - lo) / (hi - lo), 0.0, 1.0) @ w).tolist()
+    [0.0, 2.0, 3.0, 5.0, 7.0]
+    """
+    by_hi = np.argsort(hi, kind="stable")
+    whole = np.concatenate(([0.0], np.cumsum(w[by_hi])))
+    ramp = whole[np.searchsorted(hi[by_hi], knots, side="right")]
+    first = np.searchsorted(knots, lo, side="right")
+    inside = np.searchsorted(knots, hi, side="left") - first
+    inside = np.maximum(inside, 0)
+    total = int(inside.sum())
+    if total:
+        bucket = np.repeat(np.arange(lo.size), inside)
+        knot = np.arange(total) - np.repeat(np.cumsum(inside) - inside, inside) + first[bucket]
+        frac = np.clip((knots[knot] - lo[bucket]) / (hi[bucket] - lo[bucket]), 0.0, 1.0)
+        np.add.at(ramp, knot, frac * w[bucket])
+    return ramp
+
+
 @dataclass(frozen=True, slots=True)
 class _Tail:
     size: int
@@ -370,8 +403,7 @@ class NumericSummary:
             wide = lo < hi
             wlo, whi, ww = lo[wide], hi[wide], w[wide].astype(np.float64)
             knots = np.unique(np.concatenate((wlo, whi)))
-            frac = np.clip((knots[:, None] - wlo) / (whi - wlo), 0.0, 1.0)
-            ramp = frac @ ww
+            ramp = _ramp_at(knots, wlo, whi, ww)
             order = np.argsort(lo[~wide], kind="stable")
             points = lo[~wide][order]
             point_cum = np.concatenate(([0.0], np.cumsum(w[~wide][order].astype(np.float64))))
