@@ -391,15 +391,16 @@ class FeatureJudge:
             fw = self.windows.get(window_key(stream.tenant, stream.model, window, feature))
             if fw is None:
                 continue
-            summary = pick(feature, fw)
-            min_count = self.config.min_window_count
-            if summary is None or summary.count + summary.missing < min_count:
-                continue
+            # The baseline first: a stream's first weeks have none, and no span to build.
             baseline = self._baseline(
                 stream, feature, window, _same_segments(stream, feature, window, windows)
             )
             if baseline is None:
                 self.stats["tests_skipped_no_baseline"] += 1
+                continue
+            summary = pick(feature, fw)
+            min_count = self.config.min_window_count
+            if summary is None or summary.count + summary.missing < min_count:
                 continue
             for test in DRIFT_TESTS.for_kind(kind, whole, scan):
                 n_window = test.size(summary)
