@@ -48,6 +48,7 @@ from streams.state import (
     StreamState,
     Summary,
     event_hash,
+    slot_runs,
     stream_key,
     window_key,
 )
@@ -197,15 +198,18 @@ class DriftEngine:
             if looks:
                 slots = [int((e.timestamp - window) // cfg.interim_seconds) for e, _ in items]
                 hashes = [event_hash(e.event_id) for e, _ in items]
-                # A new slot's sample is the batch's smallest hashes: sorted once for all.
+                # Worked out once for all the features: a new slot's sample is the batch's
+                # smallest hashes; a batch of several slots goes in per ring entry.
+                one_slot = slots.count(slots[0]) == len(slots)
                 hash_order = (
                     sorted(range(len(hashes)), key=hashes.__getitem__)
-                    if len(hashes) >= SLOT_SAMPLE
+                    if one_slot and len(hashes) >= SLOT_SAMPLE
                     else None
                 )
+                runs = None if one_slot else slot_runs(slots)
             else:
                 slots = hashes = [0] * len(items)
-                hash_order = None
+                hash_order = runs = None
             scores = [e.score for e, _ in items]
             batch = ScoreBatch(scores)  # every feature's association with them, at once
             all_columns, complete = feature_columns([e.features for e, _ in items])
@@ -220,7 +224,7 @@ class DriftEngine:
                     present = [k for k, v in enumerate(column) if v is not missing]
                     self._apply_subset(fw, column, present, positions, slots, hashes, run, scores)
                 else:
-                    fw.apply_many(column, positions, slots, hashes, run, batch, hash_order)  # type: ignore[arg-type]
+                    fw.apply_many(column, positions, slots, hashes, run, batch, hash_order, runs)  # type: ignore[arg-type]
             batch.finish()
             if self._segments:
 

@@ -51,6 +51,27 @@ SLOT_SAMPLE = 64
 _NO_VALUES: np.ndarray = np.empty(0, np.float64)
 
 
+SlotRuns = list[tuple[int, list[int]]]
+"""Per ring entry a batch touches: its highest slot, and the batch's indices in that slot."""
+
+
+def slot_runs(slots: Sequence[int]) -> SlotRuns:
+    """What :meth:`RecentSlots.add_many` keeps of a batch of several slots: per ring entry,
+    its highest slot and the indices (in order) of the values in it (older ones are too late).
+
+    >>> slot_runs([3, 4, 11, 3, 12])
+    [(11, [2]), (12, [4])]
+    """
+    by_entry: dict[int, list[int]] = {}
+    for k, slot in enumerate(slots):
+        by_entry.setdefault(slot % RECENT_SLOTS, []).append(k)
+    out: SlotRuns = []
+    for ks in by_entry.values():
+        top = max(slots[k] for k in ks)
+        out.append((top, [k for k in ks if slots[k] == top]))
+    return out
+
+
 @dataclass
 class RecentSlots:
     """Samples of the values in the last ``RECENT_SLOTS`` interim slots of an open window.
@@ -100,13 +121,15 @@ class RecentSlots:
         hashes: list[int],
         values: list[float | str | None],
         hash_order: Sequence[int] | None = None,
+        runs: SlotRuns | None = None,
     ) -> None:
         """:meth:`add` for each (slot, hash, value), in order, in one pass per ring entry:
         an entry ends up holding its highest slot, with the ``SLOT_SAMPLE`` smallest hashes
         (ties: the earlier value) - what adding them one at a time leaves. ``hash_order``:
-        the indices of ``hashes`` sorted by hash, stably (the same for every feature of a
-        batch: its caller sorts once), for a batch of one slot that starts its entry."""
-        if slots and slots.count(slots[0]) == len(slots):  # the usual: one slot
+        the indices of ``hashes`` sorted by hash, stably, for a batch of one slot that starts
+        its entry; ``runs``: :func:`slot_runs` of ``slots``. Both are the same for every
+        feature of a batch: its caller works them out once."""
+        if runs is None and slots and slots.count(slots[0]) == len(slots):  # one slot
             slot = slots[0]
             i = slot % RECENT_SLOTS
             starts = self.ids[i] < slot or (self.ids[i] == slot and not self.samples[i])
@@ -119,12 +142,8 @@ class RecentSlots:
                 return
             self._add_run(slot, list(zip(hashes, values, strict=True)))
             return
-        by_entry: dict[int, list[int]] = {}
-        for k, slot in enumerate(slots):
-            by_entry.setdefault(slot % RECENT_SLOTS, []).append(k)
-        for ks in by_entry.values():
-            top = max(slots[k] for k in ks)
-            self._add_run(top, [(hashes[k], values[k]) for k in ks if slots[k] == top])
+        for top, ks in slot_runs(slots) if runs is None else runs:
+            self._add_run(top, [(hashes[k], values[k]) for k in ks])
 
     def _add_run(self, slot: int, fresh: list[tuple[int, float | str | None]]) -> None:
         """Values of one slot, in arrival order, into its ring entry."""
@@ -332,6 +351,7 @@ class FeatureWindow:
         run: Run | None = None,
         scores: list[float] | ScoreBatch | None = None,
         hash_order: Sequence[int] | None = None,
+        runs: SlotRuns | None = None,
     ) -> int:
         """:meth:`apply` for each value in order (one position each); returns how many were
         new. Replays are recognised as one at a time would: a value is new when its offset is
@@ -340,14 +360,14 @@ class FeatureWindow:
         for the feature's association with the score; a :class:`ScoreBatch` (one score per
         value) defers the association (and a numeric summary's values) to its ``finish``,
         which the caller calls after all of the batch's features (all at once); it is used
-        when every value is new, else the scores of those that are. ``hash_order``: see
-        :meth:`RecentSlots.add_many` (dropped when some values are replays)."""
+        when every value is new, else the scores of those that are. ``hash_order``, ``runs``:
+        see :meth:`RecentSlots.add_many` (dropped when some values are replays)."""
         batch = None
         if isinstance(scores, ScoreBatch):
             batch, scores = scores, scores.scores
         keep = guard_many(self.offsets, positions, run)
         if len(keep) != len(values):
-            batch = hash_order = None
+            batch = hash_order = runs = None
             values = [values[k] for k in keep]
             slots = [slots[k] for k in keep]
             hashes = [hashes[k] for k in keep]
@@ -366,7 +386,7 @@ class FeatureWindow:
                 if missing:
                     self.numeric.add_missing(missing)
                 if self.recent is not None:
-                    self.recent.add_many(slots, hashes, values, hash_order)
+                    self.recent.add_many(slots, hashes, values, hash_order, runs)
                 return len(values)
             batch.add(self.assoc, values)
         elif scores is not None:
@@ -379,7 +399,7 @@ class FeatureWindow:
         elif self.categorical is not None:
             self.categorical.add_values(values)  # type: ignore[arg-type]  # validated strings
         if self.recent is not None:
-            self.recent.add_many(slots, hashes, values, hash_order)
+            self.recent.add_many(slots, hashes, values, hash_order, runs)
         return len(values)
 
     def _associate(self, values: list[float | str | None], scores: list[float]) -> None:

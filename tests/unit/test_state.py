@@ -12,6 +12,7 @@ from streams.state import (
     RecentSlots,
     StreamState,
     event_hash,
+    slot_runs,
 )
 
 
@@ -141,7 +142,8 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
             order = sorted(range(n), key=hashes.__getitem__) if ordered else None
             if order is not None and step % 6 == 0 and n >= SLOT_SAMPLE:
                 fresh_entries += 1  # the batch starts its ring entry: the sorted-once path
-            many.add_many(slots, hashes, values, order)
+            runs = slot_runs(slots) if ordered and len(set(slots)) > 1 else None
+            many.add_many(slots, hashes, values, order, runs)
             for s, h, v in zip(slots, hashes, values, strict=True):
                 one.add(s, h, v)
             assert many.ids == one.ids and many.samples == one.samples, (numeric, step)
