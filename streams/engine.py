@@ -478,11 +478,19 @@ class DriftEngine:
             return False
         if stream.interim_window == window and stream.interim_look >= look:
             return False
+        if not self._has_baseline(stream, window):
+            return False  # nothing to test: the values can wait in the buffer
         return (
             stream.slot_window != window
             or bool(self._look_spans(stream, window, look)[0])
             or self._scan_due(stream, window, look)
         )
+
+    def _has_baseline(self, stream: StreamState, window: float) -> bool:
+        """Can any feature of ``window`` have a baseline? Not in a stream's first weeks: its
+        looks then test nothing, and need no value applied (or span built) first."""
+        windows = self._judge.baseline_windows(stream, window)
+        return len(windows) >= self.config.min_baseline_windows
 
     def _scan_due(self, stream: StreamState, window: float, look: int) -> bool:
         """Does the sequential scan run at ``look``: on, and the last slots' events (up to
@@ -511,6 +519,9 @@ class DriftEngine:
         stream.interim_window = window
         stream.interim_look = look
         self.stats["interim_looks"] += 1
+        if not self._has_baseline(stream, window):
+            self.stats["looks_without_baseline"] += 1
+            return []
         looked_at = window + look * cfg.interim_seconds
         drifts: list[DriftEvent] = []
         spans, skipped = self._look_spans(stream, window, look)

@@ -309,11 +309,11 @@ class FeatureJudge:
 
     # ------------------------------------------------------------------ tests
 
-    def _baseline_windows(
-        self, stream: StreamState, window: float
-    ) -> tuple[tuple[float, int], ...]:
+    def baseline_windows(self, stream: StreamState, window: float) -> tuple[tuple[float, int], ...]:
         """The baseline windows of ``window`` that have events, with their event counts (the
-        same for every feature of one judgement: worked out once per look)."""
+        same for every feature of one judgement: worked out once per look). Every feature's
+        baseline is made of some of them: with fewer than ``min_baseline_windows``, no
+        feature can be tested."""
         counts = stream.window_events
         return tuple((w, counts[w]) for w in self.config.baseline_candidates(window) if w in counts)
 
@@ -386,7 +386,7 @@ class FeatureJudge:
         jobs: list[tuple[DriftTest[Any], str, FeatureKind, int, Any, tuple[Any, float, float]]]
         jobs = []
         whole = pick is whole_window
-        windows = self._baseline_windows(stream, window)
+        windows = self.baseline_windows(stream, window)
         for feature, kind in stream.judged_features():
             fw = self.windows.get(window_key(stream.tenant, stream.model, window, feature))
             if fw is None:

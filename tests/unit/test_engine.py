@@ -412,7 +412,11 @@ def test_runaway_feature_names_are_rejected() -> None:
 
 
 class EveryLookSpan(DriftEngine):
-    """The engine before looks skipped spans with too few events: every span is judged."""
+    """The engine before looks skipped spans with too few events, or looks with no baseline
+    yet (a stream's first weeks): every span is judged."""
+
+    def _has_baseline(self, stream: Any, window: float) -> bool:
+        return True
 
     def _look_spans(self, stream: Any, window: float, look: int) -> tuple[list[int], int]:
         spans = [0] if look % CUMULATIVE_EVERY == 0 else []
@@ -421,9 +425,10 @@ class EveryLookSpan(DriftEngine):
 
 @pytest.mark.parametrize("per_day", [200, 900])
 def test_looks_skip_only_spans_that_could_run_no_test(per_day: int) -> None:
-    """A span with fewer events than ``min_window_count`` is not read at all: the same
-    DriftEvents (p-values included) and stored state as judging every span, on a sparse
-    stream (most hourly spans skipped) and a dense one, with a shift found at a look."""
+    """A span with fewer events than ``min_window_count`` is not read at all, nor is any
+    feature at a look before the stream has a baseline: the same DriftEvents (p-values
+    included) and stored state as judging every span, on a sparse stream (most hourly spans
+    skipped) and a dense one, with a shift found at a look."""
 
     def events() -> Iterator[PredictionEvent]:
         return stream(seed=31, days=32, per_day=per_day, n_numeric=4, categorical=True,
@@ -446,6 +451,7 @@ def test_looks_skip_only_spans_that_could_run_no_test(per_day: int) -> None:
         engines.append(engine)
     assert found[0] == found[1] and any(d.partial for d in found[0])
     assert engines[0].stats["tests"] == engines[1].stats["tests"] > 0
+    assert engines[0].stats["looks_without_baseline"] > 100
     if per_day == 200:
         assert engines[0].stats["look_spans_skipped"] > 100
 
