@@ -12,10 +12,11 @@ RFC 3339 strings on the wire.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -67,9 +68,31 @@ def format_timestamp(ts: float) -> str:
     >>> format_timestamp(0)
     '1970-01-01T00:00:00.000000Z'
     """
-    # isoformat is a third cheaper than strftime and writes the same for every timestamp
-    # parse_timestamp accepts (years 1970-2999: four digits); "+00:00" becomes "Z".
-    return datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    # datetime.fromtimestamp's own split (microseconds rounded half to even, carried into
+    # the seconds), with the date part remembered per day: half the cost of making a
+    # datetime per event (every forwarded prediction is written with its timestamp), and the
+    # same text for every timestamp parse_timestamp accepts (years 1970-2999).
+    frac, whole = math.modf(ts)
+    micro = round(frac * 1e6)
+    if micro >= 1_000_000:
+        micro -= 1_000_000
+        whole += 1.0
+    elif micro < 0:
+        micro += 1_000_000
+        whole -= 1.0
+    day, second = divmod(int(whole), 86_400)
+    hour, second = divmod(second, 3_600)
+    minute, second = divmod(second, 60)
+    return f"{_date_of_day(day)}T{hour:02d}:{minute:02d}:{second:02d}.{micro:06d}Z"
+
+
+@functools.lru_cache(maxsize=1024)
+def _date_of_day(day: int) -> str:
+    """``YYYY-MM-DD`` of a day since the epoch (UTC)."""
+    return (_EPOCH + timedelta(days=day)).date().isoformat()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def parse_timestamp(value: Any, name: str = "timestamp") -> float:

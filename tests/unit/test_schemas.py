@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from schemas import (
     DeadLetter,
@@ -17,6 +20,7 @@ from schemas import (
     OutcomeEvent,
     PredictionEvent,
     Severity,
+    format_timestamp,
     parse_timestamp,
 )
 from streams.ingest import PredictionValidator
@@ -237,3 +241,20 @@ def test_envelopes_have_their_own_size_limit() -> None:
         PredictionValidator(
             max_bytes=64 * 1024, max_batch_bytes=len(envelope) - 1
         ).validate_message(envelope, None)
+
+
+@settings(max_examples=3_000, deadline=None)
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=32_503_679_999.0),
+        # halfway microseconds, where the rounding rule shows
+        st.integers(0, 32_503_679_998).map(lambda s: s + 0.5e-6),
+        st.integers(0, 32_503_679_998).map(lambda s: s + 0.9999995),
+        st.integers(0, 32_503_679_998).map(lambda s: s + 0.0000025),
+    )
+)
+def test_format_timestamp_writes_what_datetime_writes(ts: float) -> None:
+    """The fast path splits seconds as ``datetime.fromtimestamp`` does (half to even)."""
+    expected = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    assert format_timestamp(ts) == expected
+    assert parse_timestamp(format_timestamp(ts)) == pytest.approx(ts, abs=1e-6)
