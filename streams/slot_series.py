@@ -29,7 +29,7 @@ class SlotSeries:
     @property
     def count(self) -> int:
         """Finite values over all the slots (what a test of the values counts)."""
-        return sum(int(s.size) for s in self.slots)
+        return sum(map(len, self.slots))  # 1-d arrays: len is the size
 
     def to_bytes(self) -> bytes:
         """As the summaries have it (the contract suite round-trips what tests read); a
