@@ -122,6 +122,10 @@ class DriftEngine:
         # applied per (stream, window) and feature in bulk, before anything reads the windows
         # (a test, a flush), so the order of work per event is unchanged.
         self._pending: dict[tuple[str, float], list[tuple[PredictionEvent, Position | None]]] = {}
+        # Per (stream, window) batch: its events' nulls that had no kind when they came, by
+        # index in the batch. They are dropped when applied, whenever that is: a value's
+        # fate must not depend on when the buffer is applied (a later event may type it).
+        self._untyped: dict[tuple[str, float], list[tuple[int, tuple[str, ...]]]] = {}
         self._judge = FeatureJudge(
             config,
             self._windows,
@@ -143,7 +147,7 @@ class DriftEngine:
         cfg = self.config
         skey = stream_key(event.tenant, event.model)
         stream = self._stream(event.tenant, event.model)
-        kinds = self._check_feature_kinds(stream, event)
+        kinds, untyped = self._check_feature_kinds(stream, event)
         window = cfg.window_start(event.timestamp)
         if stream.watermark is not None and window < (
             cfg.window_start(stream.watermark) - cfg.retention_days * DAY
@@ -178,7 +182,10 @@ class DriftEngine:
             self.stats["duplicates_skipped"] += 1
         self._streams.mark(skey, stream.partition)
 
-        self._pending.setdefault((skey, window), []).append((event, position))
+        pending = self._pending.setdefault((skey, window), [])
+        if untyped:  # dropped whenever the batch is applied, even after the name is typed
+            self._untyped.setdefault((skey, window), []).append((len(pending), untyped))
+        pending.append((event, position))
         return drifts
 
     def _apply_pending(self) -> None:
@@ -213,6 +220,10 @@ class DriftEngine:
             scores = [e.score for e, _ in items]
             batch = ScoreBatch(scores)  # every feature's association with them, at once
             all_columns, complete = feature_columns([e.features for e, _ in items])
+            for k, names in self._untyped.get((skey, window), ()):
+                for name in names:  # a null before its feature had a kind: not a value
+                    all_columns[name][k] = missing
+                complete = False
             columns: dict[str, list[object]] = {}  # the multivariate rows read them again
             for name, column in all_columns.items():
                 feature_kind = stream.features.get(name)
@@ -240,6 +251,7 @@ class DriftEngine:
             if self.config.multivariate:
                 self._moments.apply(stream, window, items, positions, run, columns)
         self._pending.clear()
+        self._untyped.clear()
 
     def _hot_window(
         self,
@@ -355,21 +367,22 @@ class DriftEngine:
 
     def _check_feature_kinds(
         self, stream: StreamState, event: PredictionEvent
-    ) -> dict[str, FeatureKind]:
+    ) -> tuple[dict[str, FeatureKind], tuple[str, ...]]:
         """The kinds of the event's features that the stream does not know yet (what the
-        event would add); raises for a value whose kind contradicts the stream's."""
+        event would add), and the names of its nulls that have no kind yet (dropped);
+        raises for a value whose kind contradicts the stream's."""
         features = event.features
         shape = (tuple(features), tuple(map(type, features.values())))
         if shape in stream.known_shapes:
-            return {}
+            return {}, ()
         known = stream.features
         new: dict[str, FeatureKind] = {}
-        untyped = 0
+        untyped: list[str] = []
         for name, value in features.items():
             was = known.get(name)
             if value is None:
-                if was is None and name not in new:
-                    untyped += 1  # first seen as null: no type yet, its value is dropped
+                if was is None:
+                    untyped.append(name)  # first seen as null: no type yet, value dropped
                 continue
             kind: FeatureKind = "categorical" if value.__class__ is str else "numeric"
             if was is None:
@@ -390,10 +403,10 @@ class DriftEngine:
                 f"limit of {self.config.max_features_per_stream}",
             )
         if untyped:
-            self.stats["untyped_nulls"] += untyped
+            self.stats["untyped_nulls"] += len(untyped)
         elif not new and len(stream.known_shapes) < _KNOWN_SHAPES:
             stream.known_shapes.add(shape)
-        return new
+        return new, tuple(untyped)
 
     def _advance(self, stream: StreamState, event_time: float) -> list[DriftEvent]:
         """Move the clock: close and judge the windows it passed, then any interim look. The

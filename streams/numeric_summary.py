@@ -210,6 +210,7 @@ class NumericSummary:
         values do not depend on when they are sorted in) up to and including the one that
         passes ``EXACT_CAPACITY``; in bucketed mode whole ``FOLD_CHUNK``s, oldest first."""
         self._tail_cache = None
+        self._grid_cache = None  # keyed by sizes a fold can bring back (a tail of NaN)
         if self._values is not None and self._pending:
             raw = np.asarray(self._pending, dtype=np.float64)
             finite = np.flatnonzero(np.isfinite(raw))
@@ -277,6 +278,7 @@ class NumericSummary:
         if batch.size == 0:
             return
         self._cdf_cache = None
+        self._grid_cache = None
         if self._values is not None:
             values = np.sort(np.concatenate((self._values, batch)))
             # The moments of all the values, not a merge of the chunks they came in: an exact

@@ -472,6 +472,32 @@ def test_looks_skip_only_spans_that_could_run_no_test(per_day: int) -> None:
     assert without_association(stored[0]) == without_association(stored[1])
 
 
+@pytest.mark.parametrize("engine_cls", [DriftEngine, EveryLookSpan])
+@pytest.mark.parametrize("flush_every", [1, 1_000])
+def test_nulls_before_a_feature_has_a_kind_are_dropped_whenever_applied(
+    engine_cls: type[DriftEngine], flush_every: int
+) -> None:
+    """A feature's nulls that come before its first value are dropped (it has no kind yet),
+    not counted as missing once a later event types it: the same windows whether the
+    buffered values are applied after each event (the worker's small batches), at each look
+    (``EveryLookSpan``) or only at a close (a look with no baseline yet waits)."""
+    cfg = replace(SHORT, interim_seconds=3600)
+    store = MemoryStore()
+    engine = engine_cls(cfg, store)
+    k = 0
+    for hour, value in ((0, None), (1, 1.5)):
+        for i in range(60):
+            ts = T0 + hour * 3600 + i * 50
+            engine.observe(PredictionEvent(f"e{k}", "acme", "fraud", "v1", ts, {"x": value}, 0.5))
+            k += 1
+            if k % flush_every == 0:
+                store.apply(engine.flush())
+    store.apply(engine.flush())
+    window = engine.feature_window("acme", "fraud", T0, "x")
+    assert window is not None and window.summary.count == 60 and window.summary.missing == 0
+    assert engine.stats["untyped_nulls"] == 60
+
+
 def test_merged_baselines_kept_are_bounded_by_the_features_not_the_days() -> None:
     """Derived baselines of windows closed long ago are not kept: two per stream feature,
     however long the stream (a cache of 4,096 cleared when full grew a worker's memory)."""

@@ -98,3 +98,19 @@ def test_the_cdf_grid_is_cached_until_a_value_arrives() -> None:
     assert np.all(np.diff(grid.at) >= 0) and np.all(grid.left <= grid.at)
     s.add(5.0)  # now in the unfolded tail: the CDF moved
     assert s.cdf_grid() is not grid
+
+
+def test_the_cdf_grid_is_not_served_stale_after_a_fold() -> None:
+    """A fold can bring back the grid's key (count, tail length): a tail of NaN folded
+    away, then as many new values (found by review)."""
+    rng = np.random.default_rng(15)
+    s = NumericSummary()
+    s.add_many(rng.normal(size=5_000))
+    s.extend(np.full(1_000, np.nan))
+    stale = s.cdf_grid()
+    s.add_many(np.array([np.nan]))  # folds the tail: no value, the same count
+    s.extend(np.full(1_000, 100.0))
+    fresh = s.cdf_grid()
+    assert fresh is not stale and fresh.xs[-1] == 100.0
+    window = NumericSummary.of(rng.normal(size=2_000))
+    assert ks_screen([(window, s)], ALPHA) == [None]  # D ~ 0.17: a discovery
