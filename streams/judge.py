@@ -348,16 +348,6 @@ class FeatureJudge:
         self._baselines.put(slot, cache_key, (result, merge_associations(associations)))
         return result
 
-    def _feature_association(
-        self,
-        stream: StreamState,
-        feature: str,
-        window: float,
-        windows: tuple[tuple[float, int], ...],
-    ) -> Association | None:
-        """A segment's association is its feature's (segment windows keep none)."""
-        return self.baseline_association(stream, split_segment_feature(feature)[0], window, windows)
-
     def baseline_association(
         self,
         stream: StreamState,
@@ -365,7 +355,9 @@ class FeatureJudge:
         window: float,
         windows: tuple[tuple[float, int], ...],
     ) -> Association | None:
-        """The merged association of the baseline :meth:`_baseline` merged (cached with it)."""
+        """The merged association of the baseline :meth:`_baseline` merged (cached with it);
+        a segment's is its feature's (segment windows keep none)."""
+        feature = split_segment_feature(feature)[0]
         slot, key = (stream.tenant, stream.model, feature), (window, windows)
         found = self._baselines.get(slot, key)
         if found is _UNKNOWN:
@@ -440,7 +432,7 @@ class FeatureJudge:
                     b_end,
                     summary,
                     base,
-                    functools.partial(self._feature_association, stream, feature, window, windows),
+                    functools.partial(self.baseline_association, stream, feature, window, windows),
                 )
             )
         # At a look, a window already found drifting is not judged again: no need to test it.
