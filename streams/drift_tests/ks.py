@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, TypeVar
 
 import numpy as np
 from scipy import special, stats
@@ -22,6 +22,8 @@ __all__ = [
     "ks_screen",
     "ks_test",
 ]
+
+T = TypeVar("T", float, FloatArray)
 
 KS_NOISE: Final = 1.358
 """95% quantile of the Kolmogorov distribution: when nothing changed, D < 1.36 / sqrt(n_eff)
@@ -184,8 +186,8 @@ def ks_screen(
     m_b = np.array([pairs[k][1].count for k in index], dtype=np.float64)
     n_eff = np.maximum(1.0, np.rint(n_w * m_b / (n_w + m_b)))
     en = np.sqrt(n_eff)
-    p = special.kolmogorov((en + 0.12 + 0.11 / en) * d)
-    floor = max(_LAZY_MARGIN * alpha, 1e-6)
+    p = _stephens(d, en)
+    floor = _lazy_floor(alpha)
     for j, k in enumerate(index):
         if n_eff[j] >= _LAZY_MIN_N and p[j] >= floor:
             bound_d = float(d[j])  # the true D is somewhere in [0, bound_d]
@@ -246,7 +248,7 @@ def ks_pvalue(d: float, n_eff: int) -> float:
     if n_eff <= _EXACT_KS_BELOW:
         return float(stats.kstwo.sf(d, n_eff))
     en = math.sqrt(n_eff)
-    return float(special.kolmogorov((en + 0.12 + 0.11 / en) * d))
+    return float(_stephens(d, en))
 
 
 def clearly_above(d: float, n_eff: int, n_min: int, alpha: float) -> float | None:
@@ -268,8 +270,18 @@ def clearly_above(d: float, n_eff: int, n_min: int, alpha: float) -> float | Non
     if n_eff < _LAZY_MIN_N or n_min < _LAZY_MIN_N:
         return None
     en = math.sqrt(n_eff)
-    p = float(special.kolmogorov((en + 0.12 + 0.11 / en) * d))
-    return p if p >= max(_LAZY_MARGIN * alpha, 1e-6) else None
+    p = float(_stephens(d, en))
+    return p if p >= _lazy_floor(alpha) else None
+
+
+def _stephens(d: T, en: T) -> T:
+    """Stephens' asymptotic P(D >= d) at ``en = sqrt(n_eff)``, for a float or an array."""
+    return special.kolmogorov((en + 0.12 + 0.11 / en) * d)  # type: ignore[no-any-return]
+
+
+def _lazy_floor(alpha: float) -> float:
+    """The approximate p above which the exact one is proven above ``alpha``."""
+    return max(_LAZY_MARGIN * alpha, 1e-6)
 
 
 _LAZY_MIN_N = 15
