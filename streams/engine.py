@@ -249,7 +249,7 @@ class DriftEngine:
 
                 self._segments.apply(stream, window, columns, feature_window, apply_rows)
             if self.config.multivariate:
-                self._moments.apply(stream, window, items, positions, run, columns)
+                self._moments.apply(stream, window, items, positions, run, columns, complete)
         self._pending.clear()
         self._untyped.clear()
 

@@ -50,9 +50,11 @@ class MomentTracker:
         positions: list[Position | None],
         run: Run | None,
         columns: dict[str, list[object]],
+        complete: bool = False,
     ) -> None:
         """The events' rows of the tracked features into the window's moments (in bulk), from
-        the batch's ``columns`` (per feature, a value, None or ``ABSENT`` per event)."""
+        the batch's ``columns`` (per feature, a value, None or ``ABSENT`` per event;
+        ``complete``: no ``ABSENT`` in any)."""
         key = moment_key(stream.tenant, stream.model, window)
         mw = self.cache.get(key, stream.partition)
         if mw is None:
@@ -68,11 +70,15 @@ class MomentTracker:
         if not keep:
             return
         n = len(items)
-        # One object array of the columns, missing and absent values replaced in C (a list
-        # comprehension per value cost a third of the multivariate test's ingestion).
         nothing = [None] * n  # a tracked feature absent from every event of the batch
-        table = np.array([columns.get(name, nothing) for name in mw.features], dtype=object)
-        table[(table == None) | (table == ABSENT)] = math.nan  # noqa: E711  # elementwise
+        picked = [columns.get(name, nothing) for name in mw.features]
+        if complete:  # None becomes NaN in the conversion, in C
+            table = np.array(picked, dtype=np.float64)
+        else:
+            # An object array, missing and absent values replaced in C (a list comprehension
+            # per value cost a third of the multivariate test's ingestion).
+            table = np.array(picked, dtype=object)
+            table[(table == None) | (table == ABSENT)] = math.nan  # noqa: E711  # elementwise
         rows = table.T.astype(np.float64, order="C")  # C order: see MomentSummary.add_rows
         events = [e for e, _ in items]
         if len(keep) < n:

@@ -136,7 +136,8 @@ class RecentSlots:
             if hash_order is not None and starts and len(values) >= SLOT_SAMPLE:
                 # What _add_run leaves: the stably sorted batch's first SLOT_SAMPLE.
                 self.ids[i] = slot
-                self.samples[i] = [(hashes[k], values[k]) for k in hash_order[:SLOT_SAMPLE]]
+                take = operator.itemgetter(*hash_order[:SLOT_SAMPLE])  # tuples, in C
+                self.samples[i] = list(zip(take(hashes), take(values), strict=True))
                 self._arrays.pop(i, None)
                 self._encoded.pop(i, None)
                 return
@@ -198,9 +199,8 @@ class RecentSlots:
                 break
             hit = cache.get(i)
             if hit is None or hit[0] != slot:
-                raw = np.array(
-                    [np.nan if v is None else v for _, v in self.samples[i]], dtype=np.float64
-                )
+                # None (missing) becomes NaN in the conversion
+                raw = np.array(list(map(_value_of, self.samples[i])), dtype=np.float64)
                 finite = raw[np.isfinite(raw)]
                 hit = cache[i] = (slot, len(self.samples[i]), finite, int(raw.size - finite.size))
             out.append((hit[2], hit[3]))
@@ -216,7 +216,7 @@ class RecentSlots:
                 if slot >= 0 and self.ids[i] < slot:
                     continue  # a slot with no traffic
                 return None
-            out.extend([v for _, v in self.samples[i]])
+            out.extend(map(_value_of, self.samples[i]))
         return out
 
     def to_bytes(self, numeric: bool) -> bytes:
@@ -272,6 +272,8 @@ def _encode_sample(sample: list[tuple[int, float | str | None]], numeric: bool) 
 _hash_of = operator.itemgetter(0)
 """A sample entry's hash: the sort key of the slot samples (in C; a Python key function was
 a twentieth of the engine's time on dense streams)."""
+_value_of = operator.itemgetter(1)
+"""A sample entry's value."""
 
 
 def event_hash(event_id: str) -> int:
@@ -435,7 +437,7 @@ class FeatureWindow:
         if values is None or len(values) < min_count:
             return None
         out = CategoricalSummary()
-        out.add_values([None if v is None else str(v) for v in values])
+        out.add_values(values)  # type: ignore[arg-type]  # a categorical feature's: str or None
         return out
 
     def slot_series(
