@@ -379,8 +379,11 @@ class FeatureJudge:
         jobs = []
         whole = pick is whole_window
         windows = self.baseline_windows(stream, window)
+        min_count = self.config.min_window_count
+        tenant, model = stream.tenant, stream.model
+        no_baseline = values_tests = 0  # counted once, at the end
         for feature, kind in stream.judged_features():
-            fw = self.windows.get(window_key(stream.tenant, stream.model, window, feature))
+            fw = self.windows.get(window_key(tenant, model, window, feature))
             if fw is None:
                 continue
             # The baseline first: a stream's first weeks have none, and no span to build.
@@ -388,10 +391,9 @@ class FeatureJudge:
                 stream, feature, window, _same_segments(stream, feature, window, windows)
             )
             if baseline is None:
-                self.stats["tests_skipped_no_baseline"] += 1
+                no_baseline += 1
                 continue
             summary = pick(feature, fw)
-            min_count = self.config.min_window_count
             if summary is None or summary.count + summary.missing < min_count:
                 continue
             for test in DRIFT_TESTS.for_kind(kind, whole, scan):
@@ -399,10 +401,14 @@ class FeatureJudge:
                 if n_window < min_count:
                     continue
                 if test.sample == "values":
-                    self.stats["tests"] += 1  # the metric counts the tests of the values
-                if scan:
-                    self.stats["scan_tests"] += 1
+                    values_tests += 1  # the metric counts the tests of the values
                 jobs.append((test, feature, kind, n_window, summary, baseline))
+        if no_baseline:
+            self.stats["tests_skipped_no_baseline"] += no_baseline
+        if values_tests:
+            self.stats["tests"] += values_tests
+        if scan and jobs:
+            self.stats["scan_tests"] += len(jobs)
         # Each test runs over all its features at once (a look may decide many for less).
         by_test: dict[DriftTest[Any], list[int]] = {}
         for k, job in enumerate(jobs):
@@ -418,9 +424,15 @@ class FeatureJudge:
             )
             for k, result in zip(ks, found, strict=True):
                 results[k] = result
+        association_of = None
         for k, (test, feature, kind, n_window, summary, baseline) in enumerate(jobs):
             result = results[k]
             base, b_start, b_end = baseline
+            if association_of is None or association_of.args[1] != feature:
+                # one per feature, shared by its tests
+                association_of = functools.partial(
+                    self.baseline_association, stream, feature, window, windows
+                )
             tests.append(
                 FeatureTest(
                     feature,
@@ -432,7 +444,7 @@ class FeatureJudge:
                     b_end,
                     summary,
                     base,
-                    functools.partial(self.baseline_association, stream, feature, window, windows),
+                    association_of,
                 )
             )
         # At a look, a window already found drifting is not judged again: no need to test it.

@@ -14,7 +14,7 @@ import json
 import operator
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -72,6 +72,30 @@ def slot_runs(slots: Sequence[int]) -> SlotRuns:
     return out
 
 
+@dataclass(frozen=True, slots=True)
+class FirstSample:
+    """The sample of a batch of one slot that starts its ring entry, the same for every
+    feature of the batch: ``take`` picks the values with the ``SLOT_SAMPLE`` smallest hashes
+    (ties: the earlier value) in hash order, as tuples in C; ``hashes`` are theirs.
+
+    >>> first = FirstSample.of([9, 3, 7] * 30)
+    >>> first.hashes[:3], first.take(list(range(90)))[:3]
+    ((3, 3, 3), (1, 4, 7))
+    """
+
+    take: Callable[[Sequence[Any]], tuple[Any, ...]]
+    hashes: tuple[int, ...]
+
+    @classmethod
+    def of(cls, hashes: list[int]) -> FirstSample | None:
+        """None for a batch smaller than a sample (its values are all kept, in order)."""
+        if len(hashes) < SLOT_SAMPLE:
+            return None
+        order = sorted(range(len(hashes)), key=hashes.__getitem__)  # stable
+        take = operator.itemgetter(*order[:SLOT_SAMPLE])
+        return cls(take, take(hashes))
+
+
 @dataclass
 class RecentSlots:
     """Samples of the values in the last ``RECENT_SLOTS`` interim slots of an open window.
@@ -120,24 +144,23 @@ class RecentSlots:
         slots: list[int],
         hashes: list[int],
         values: list[float | str | None],
-        hash_order: Sequence[int] | None = None,
+        first: FirstSample | None = None,
         runs: SlotRuns | None = None,
     ) -> None:
         """:meth:`add` for each (slot, hash, value), in order, in one pass per ring entry:
         an entry ends up holding its highest slot, with the ``SLOT_SAMPLE`` smallest hashes
-        (ties: the earlier value) - what adding them one at a time leaves. ``hash_order``:
-        the indices of ``hashes`` sorted by hash, stably, for a batch of one slot that starts
-        its entry; ``runs``: :func:`slot_runs` of ``slots``. Both are the same for every
-        feature of a batch: its caller works them out once."""
+        (ties: the earlier value) - what adding them one at a time leaves. ``first``: the
+        batch's :class:`FirstSample`, for a batch of one slot (used if it starts its entry);
+        ``runs``: :func:`slot_runs` of ``slots``. Both are the same for every feature of a
+        batch: its caller works them out once."""
         if runs is None and slots and slots.count(slots[0]) == len(slots):  # one slot
             slot = slots[0]
             i = slot % RECENT_SLOTS
             starts = self.ids[i] < slot or (self.ids[i] == slot and not self.samples[i])
-            if hash_order is not None and starts and len(values) >= SLOT_SAMPLE:
+            if first is not None and starts:
                 # What _add_run leaves: the stably sorted batch's first SLOT_SAMPLE.
                 self.ids[i] = slot
-                take = operator.itemgetter(*hash_order[:SLOT_SAMPLE])  # tuples, in C
-                self.samples[i] = list(zip(take(hashes), take(values), strict=True))
+                self.samples[i] = list(zip(first.hashes, first.take(values), strict=True))
                 self._arrays.pop(i, None)
                 self._encoded.pop(i, None)
                 return
@@ -352,7 +375,7 @@ class FeatureWindow:
         hashes: list[int],
         run: Run | None = None,
         scores: list[float] | ScoreBatch | None = None,
-        hash_order: Sequence[int] | None = None,
+        first: FirstSample | None = None,
         runs: SlotRuns | None = None,
     ) -> int:
         """:meth:`apply` for each value in order (one position each); returns how many were
@@ -362,14 +385,14 @@ class FeatureWindow:
         for the feature's association with the score; a :class:`ScoreBatch` (one score per
         value) defers the association (and a numeric summary's values) to its ``finish``,
         which the caller calls after all of the batch's features (all at once); it is used
-        when every value is new, else the scores of those that are. ``hash_order``, ``runs``:
+        when every value is new, else the scores of those that are. ``first``, ``runs``:
         see :meth:`RecentSlots.add_many` (dropped when some values are replays)."""
         batch = None
         if isinstance(scores, ScoreBatch):
             batch, scores = scores, scores.scores
         keep = guard_many(self.offsets, positions, run)
         if len(keep) != len(values):
-            batch = hash_order = runs = None
+            batch = first = runs = None
             values = [values[k] for k in keep]
             slots = [slots[k] for k in keep]
             hashes = [hashes[k] for k in keep]
@@ -388,7 +411,7 @@ class FeatureWindow:
                 if missing:
                     self.numeric.add_missing(missing)
                 if self.recent is not None:
-                    self.recent.add_many(slots, hashes, values, hash_order, runs)
+                    self.recent.add_many(slots, hashes, values, first, runs)
                 return len(values)
             batch.add(self.assoc, values)
         elif scores is not None:
@@ -401,7 +424,7 @@ class FeatureWindow:
         elif self.categorical is not None:
             self.categorical.add_values(values)  # type: ignore[arg-type]  # validated strings
         if self.recent is not None:
-            self.recent.add_many(slots, hashes, values, hash_order, runs)
+            self.recent.add_many(slots, hashes, values, first, runs)
         return len(values)
 
     def _associate(self, values: list[float | str | None], scores: list[float]) -> None:

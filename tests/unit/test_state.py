@@ -9,6 +9,7 @@ from streams.state import (
     RECENT_SLOTS,
     SLOT_SAMPLE,
     FeatureWindow,
+    FirstSample,
     RecentSlots,
     StreamState,
     event_hash,
@@ -139,8 +140,8 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
             values: list[float | str | None] = [
                 None if k % 13 == 0 else (float(k) if numeric else f"c{k % 7}") for k in range(n)
             ]
-            order = sorted(range(n), key=hashes.__getitem__) if ordered else None
-            if order is not None and step % 6 == 0 and n >= SLOT_SAMPLE:
+            order = FirstSample.of(hashes) if ordered and len(set(slots)) == 1 else None
+            if order is not None and step % 6 == 0:
                 fresh_entries += 1  # the batch starts its ring entry: the sorted-once path
             runs = slot_runs(slots) if ordered and len(set(slots)) > 1 else None
             many.add_many(slots, hashes, values, order, runs)
