@@ -168,6 +168,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         producer_max_batch_size=settings.producer_max_batch_bytes,
         logging_config=None,
     )
+    faust_compat.bound_stream_buffers(app, settings.read_ahead_mb << 20)
 
     def raw_topic(name: str, maxsize: int | None = None) -> Any:
         # Bytes in, bytes out: decoding and validation happen in our code, where a bad

@@ -270,9 +270,18 @@ class Settings:
         0,
         "Most input messages an agent holds read but not yet processed (Faust's "
         "stream_buffer_maxsize; fetching a partition pauses at four fifths of it); 0: Faust's "
-        "4,096. Lower bounds the worker's memory through a backlog (2,000: ~0.2 GB less with "
-        "500-prediction envelopes), but a smaller default (twice the batch, join-input 30) "
-        "saw a fetch stall in a test under load, so it is not the default until understood.",
+        "4,096. DRIFTWATCH_READ_AHEAD_MB bounds the same buffers by bytes, which is what "
+        "keeps a backlog of envelopes from filling memory; a smaller count (twice the batch, "
+        "join-input 30) once saw a fetch stall in a test under load.",
+    )
+    read_ahead_mb: int = _env(
+        "DRIFTWATCH_READ_AHEAD_MB",
+        64,
+        "Most MiB of message values an agent holds read but not yet processed (each agent's "
+        "stream buffer; fetching pauses as it fills, as with DRIFTWATCH_STREAM_BUFFER_SIZE, "
+        "which still bounds the messages). A message counts as its share of the buffer's "
+        "places: single predictions as one, an envelope of 500 as ~20. Without it, 4,096 "
+        "envelopes (two million predictions) could wait in memory. 0: messages only.",
     )
     max_poll_records: int = _env(
         "DRIFTWATCH_MAX_POLL_RECORDS",

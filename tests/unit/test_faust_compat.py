@@ -946,3 +946,54 @@ def test_a_fetch_left_unanswered_is_given_up_and_its_connection_closed() -> None
         assert len(conn.closed) == 1
     finally:
         faust_compat.FETCH_TIMEOUT_SECONDS = before[0]
+
+
+def test_stream_buffers_bounded_by_bytes_as_well_as_messages() -> None:
+    """A message takes ceil(bytes / (budget / maxsize)) places of an agent's buffer: small
+    ones one (bounded by count as before), envelopes by their bytes; Faust's flow control
+    reads the places (pressure high at maxsize / 1.25, dropped at maxsize * 0.4)."""
+
+    async def main() -> None:
+        from mode.utils.queues import FlowControlEvent
+
+        app = SimpleNamespace(flow_control=FlowControlEvent())
+        faust_compat.bound_stream_buffers(app, budget_bytes=10 * 1000)  # 1,000 B a place
+        queue = app.FlowControlQueue(maxsize=10, clear_on_resume=False)
+
+        def event(size: int) -> Any:
+            return SimpleNamespace(message=SimpleNamespace(value=b"x" * size))
+
+        high: list[str] = []
+        for size in (10, 999, 1000, 1001):  # 1 + 1 + 1 + 2 places
+            pressed = queue.put_nowait_enhanced(
+                event(size), on_pressure_high=lambda: high.append("high"),
+                on_pressure_drop=lambda: high.append("drop"),
+            )  # fmt: skip
+            assert not pressed
+        assert (queue.qsize(), queue.messages(), queue.full()) == (5, 4, False)
+        queue.put_nowait(event(3500))  # 4 places: 9 of 10, past the pressure mark (8)
+        assert queue.qsize() == 9 and not queue.full()
+        assert queue.put_nowait_enhanced(
+            event(1), on_pressure_high=lambda: high.append("high"),
+            on_pressure_drop=lambda: high.append("drop"),
+        )  # fmt: skip
+        assert high == ["high"] and queue.full() and queue.messages() == 6
+        sizes = [len(queue.get_nowait().message.value) for _ in range(5)]
+        assert sizes == [10, 999, 1000, 1001, 3500] and queue.qsize() == 1
+        assert high == ["high"]  # Faust checks before taking: 5 places were left then
+        queue.put_nowait(event(1))
+        queue.get_nowait()  # 2 places, at most 4 (10 * 0.4): fetching resumes
+        assert high == ["high", "drop"]
+        queue.clear()
+        assert (queue.qsize(), queue.messages()) == (0, 0)
+        assert faust_compat.queued_by_topic(
+            SimpleNamespace(topics=SimpleNamespace(_topics=[
+                SimpleNamespace(topics=("t",), _queue=queue)]))
+        ) == {"t": 0}  # fmt: skip
+        # Without a budget (0) or a bound on messages, Faust's own queues.
+        plain = SimpleNamespace(flow_control=FlowControlEvent(), FlowControlQueue=None)
+        faust_compat.bound_stream_buffers(plain, budget_bytes=0)
+        assert plain.FlowControlQueue is None
+        assert not hasattr(app.FlowControlQueue(maxsize=0), "messages")
+
+    asyncio.run(main())
