@@ -21,6 +21,7 @@ from streams.drift_tests.mean_scan import (
     mean_mid_rank,
     mid_ranks,
     scan,
+    scan_many,
 )
 from streams.keyed_state import MemoryStore
 from streams.numeric_summary import NumericSummary
@@ -233,3 +234,49 @@ def test_remembered_rank_sums_are_the_computed_ones_and_bounded() -> None:
     base.add_many(rng.normal(3, 1, 500))  # a live one-window baseline grows
     moved = sums(slots[-1], base)
     assert moved == math.fsum((mid_ranks(slots[-1], base) - 0.5).tolist()) != first[-1]
+
+
+def _scan_one_at_a_time(window: SlotSeries | NumericSummary, baseline: NumericSummary) -> object:
+    """The suffix search as a loop, as it was written before ``scan_many``: the reference."""
+    m = baseline.count
+    if m == 0 or window.count == 0:
+        return None
+    error, least = baseline.cdf_error, 30
+    if isinstance(window, NumericSummary):
+        error += window.cdf_error
+        sums = [(window.count * (mean_mid_rank(window, baseline) - 0.5), window.count)]
+    else:
+        least = max(least, window.min_values)
+        sums = [(math.fsum((mid_ranks(s, baseline) - 0.5).tolist()), int(s.size))
+                for s in window.slots]  # fmt: skip
+    best, total, n, tried = None, 0.0, 0, 0
+    for k, (s, size) in enumerate(reversed(sums), start=1):
+        total += s
+        n += size
+        if n < least or size == 0:
+            continue
+        tried += 1
+        net = max(0.0, abs(total) - n * error)
+        z = math.copysign(net / math.sqrt(n * (1 + n / m) / 12.0), total)
+        if best is None or abs(z) > abs(best[0]):
+            best = (z, n, k, 0.5 + math.copysign(net, total) / n)
+    return None if best is None else (best[0], best[1], best[2], tried, best[3])
+
+
+def test_scan_many_finds_what_a_loop_per_feature_finds_bit_for_bit() -> None:
+    rng = np.random.default_rng(11)
+    pairs: list[tuple[SlotSeries | NumericSummary, NumericSummary]] = []
+    for k in range(60):
+        base = NumericSummary()
+        base.add_many(rng.normal(0.0, 1.0, int(rng.integers(1, 9_000))))
+        shift = float(rng.choice([0.0, 0.2, 1.0]))
+        slots = tuple(rng.normal(shift, 1.0, int(rng.choice([0, 3, 20, 64]))) for _ in range(k % 9))
+        pairs.append((SlotSeries(slots, 0, 3600.0, int(rng.choice([0, 100]))), base))
+        if k % 10 == 0:  # a whole summary is one slot, bucketed or exact
+            pairs.append((NumericSummary.of(rng.normal(shift, 1.0, 3_000)), base))
+    found = scan_many(pairs)
+    expected = [_scan_one_at_a_time(w, b) for w, b in pairs]
+    got = [None if f is None else (f.z, f.values, f.slots, f.tried, f.mean_rank) for f in found]
+    assert got == expected
+    assert sum(f is not None for f in found) > 30 and sum(f is None for f in found) > 5
+    assert any(f is not None and abs(f.z) > 5 for f in found)  # shifted ones stand out
