@@ -248,7 +248,7 @@ class JoinProcessor:
         if kind == "p":
             # Validated by this worker's drift agent before it was forwarded here.
             prediction = PredictionEvent.from_trusted_json(raw)
-            return joiner.on_prediction(prediction, origin, home, raw), prediction
+            return joiner.on_prediction(prediction, origin, home), prediction
         return joiner.on_outcome(OutcomeEvent.from_json(raw), origin), None
 
     def _collect(

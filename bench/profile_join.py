@@ -8,9 +8,7 @@ prediction (:meth:`PredictionEvent.from_trusted_json`; ``--checked`` decodes it 
 validation instead, as before), record it in an :class:`OutcomeJoiner` and flush the joiner's
 writes into a :class:`MemoryStore` once per ``join-input`` message, then expire. Prints µs per
 prediction for both decodings side by side (the ratio is the figure to compare across
-machines), and the prediction re-encoded from the decoded event (``to_dict``, as before
-the record kept the JSON it came in) side by side; ``--profile`` adds a cProfile listing of
-the trusted path.
+machines); ``--profile`` adds a cProfile listing of the trusted path.
 """
 
 from __future__ import annotations
@@ -45,16 +43,14 @@ def forwarded(events: int, features: int, seed: int = 1) -> Messages:
 
 
 def run(
-    messages: list[tuple[bytes, bytes, int]],
-    decode: Callable[[bytes], PredictionEvent],
-    keep_raw: bool = True,
+    messages: list[tuple[bytes, bytes, int]], decode: Callable[[bytes], PredictionEvent]
 ) -> int:
     store = MemoryStore()
     joiner = OutcomeJoiner(JoinConfig(), store, 0)
     n = 0
     for _, value, _ in messages:
         for _, origin, home, raw in decode_join(value):
-            joiner.on_prediction(decode(raw), origin, home, raw if keep_raw else None)
+            joiner.on_prediction(decode(raw), origin, home)
             n += 1
         store.apply(joiner.flush())
     joiner.expire()
@@ -63,12 +59,10 @@ def run(
 
 
 def timed(
-    messages: list[tuple[bytes, bytes, int]],
-    decode: Callable[[bytes], PredictionEvent],
-    keep_raw: bool = True,
+    messages: list[tuple[bytes, bytes, int]], decode: Callable[[bytes], PredictionEvent]
 ) -> float:
     started = time.perf_counter()
-    n = run(messages, decode, keep_raw)
+    n = run(messages, decode)
     return (time.perf_counter() - started) / n * 1e6
 
 
@@ -79,16 +73,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--profile", action="store_true")
     args = p.parse_args(argv)
     messages = forwarded(args.events, args.features)
-    trusted, encoded, checked = [], [], []
-    for _ in range(3):  # alternating, so the machine's drift spreads over all three
-        trusted.append(timed(messages, PredictionEvent.from_trusted_json))
-        encoded.append(timed(messages, PredictionEvent.from_trusted_json, keep_raw=False))
-        checked.append(timed(messages, PredictionEvent.from_json, keep_raw=False))
-    t, e, c = min(trusted), min(encoded), min(checked)
+    trusted = [timed(messages, PredictionEvent.from_trusted_json) for _ in range(3)]
+    checked = [timed(messages, PredictionEvent.from_json) for _ in range(3)]
+    t, c = min(trusted), min(checked)
     print(f"{args.events:,} forwarded predictions x {args.features} features (best of 3):")
-    print(f"  join, trusted decoding, JSON kept:   {t:6.1f} µs/prediction")
-    print(f"  join, trusted decoding, re-encoded:  {e:6.1f} µs/prediction ({t / e:.2f}x)")
-    print(f"  join, checked decoding, re-encoded:  {c:6.1f} µs/prediction ({t / c:.2f}x)")
+    print(f"  join, trusted decoding: {t:6.1f} µs/prediction")
+    print(f"  join, checked decoding: {c:6.1f} µs/prediction ({t / c:.2f}x)")
     if args.profile:
         profile = cProfile.Profile()
         profile.runcall(run, messages, PredictionEvent.from_trusted_json)

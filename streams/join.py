@@ -146,34 +146,13 @@ def _meta_key(partition: int) -> str:
 
 def _encode_record(record: dict[str, Any]) -> bytes:
     """orjson, except for the partition's meta (its clocks start at -inf, which orjson would
-    write as null) and what orjson refuses (integer labels beyond 64 bits). A prediction
-    kept as the JSON it came in (bytes) is written into the record as it is."""
+    write as null) and what orjson refuses (integer labels beyond 64 bits)."""
     if "clock" not in record:
         try:
-            return orjson.dumps(record, default=_verbatim)
+            return orjson.dumps(record)
         except TypeError:
             pass
-    return json.dumps(record, default=_decoded).encode()
-
-
-def _verbatim(value: object) -> orjson.Fragment:
-    if isinstance(value, bytes):
-        return orjson.Fragment(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def _decoded(value: object) -> Any:
-    if isinstance(value, bytes):
-        return json.loads(value)
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def _stored_prediction(stored: dict[str, Any] | bytes) -> PredictionEvent:
-    """A record's prediction: its JSON as it came in (bytes, until the record is read back
-    from the store) or the object decoded from it (or from ``to_dict``, in a backtest)."""
-    if isinstance(stored, bytes):
-        return PredictionEvent.from_trusted_json(stored)
-    return PredictionEvent.from_trusted_dict(stored)
+    return json.dumps(record).encode()
 
 
 def _decode_record(raw: bytes) -> Any:
@@ -234,15 +213,9 @@ class OutcomeJoiner:
     # ------------------------------------------------------------------ events
 
     def on_prediction(
-        self,
-        event: PredictionEvent,
-        origin: Position | None = None,
-        home: int | None = None,
-        raw: bytes | None = None,
+        self, event: PredictionEvent, origin: Position | None = None, home: int | None = None
     ) -> JoinResult:
-        """Record a prediction; the result carries the joined pair if its outcome was waiting.
-        ``raw``: the JSON ``event`` was decoded from, accepted once, if the caller has it: the
-        record keeps it as it is (not re-encoded from ``event``, a fifth of the join's cost)."""
+        """Record a prediction; the result carries the joined pair if its outcome was waiting."""
         key = prediction_key(event.event_id)
         record = self._record(key)
         if record is not None and "tomb" in record:
@@ -263,8 +236,7 @@ class OutcomeJoiner:
                 "duplicate_prediction", f"event {event.event_id} was predicted before"
             )
         pending = None if record is None else record.get("outcome")
-        stored = raw if raw is not None else event.to_dict()
-        new_record: dict[str, Any] = {"prediction": stored, "home": home}
+        new_record: dict[str, Any] = {"prediction": event.to_dict(), "home": home}
         if origin is not None:
             new_record["po"] = list(origin)
         if record is None:
@@ -319,7 +291,7 @@ class OutcomeJoiner:
             self._index(key, event.timestamp)
             self.stats.pending += 1
             return JoinResult(new=True)
-        prediction = _stored_prediction(record["prediction"])  # accepted once
+        prediction = PredictionEvent.from_trusted_dict(record["prediction"])  # accepted once
         if event.timestamp - prediction.timestamp > self.config.retention_days * DAY:
             self._reject("expired")
             raise InvalidEvent("expired", f"prediction {event.event_id} is past the retention")

@@ -352,37 +352,3 @@ def test_prediction_keys_are_the_keys_earlier_versions_wrote(event_id: str) -> N
 )
 def test_join_records_round_trip_through_their_encoding(record: dict[str, Any]) -> None:
     assert _decode_record(_encode_record(record)) == record
-
-
-@pytest.mark.parametrize("flushed", [False, True])
-@pytest.mark.parametrize("predicted", [1, 2**80])  # 2**80: orjson refuses it, json writes it
-def test_a_prediction_kept_as_the_json_it_came_in_joins_as_a_decoded_one(
-    flushed: bool, predicted: int
-) -> None:
-    """The worker's join keeps a forwarded prediction's bytes as they came (``raw``): read
-    back from the cache or the store, the pair it joins is the one ``to_dict`` would give."""
-    raw = (
-        b'{"event_id": "e1", "tenant": "acme", "model": "fraud", "model_version": "v1",'
-        b' "timestamp": "2026-01-01T00:00:00Z", "features": {"x": 2, "c": "a\\u00e9"},'
-        b' "score": 0.8, "prediction": %d, "extra": [1, 2]}' % predicted
-    )
-    event = PredictionEvent.from_trusted_json(raw)
-    assert event.prediction == predicted
-    store = MemoryStore()
-    j = OutcomeJoiner(JoinConfig(), store)
-    j.on_prediction(event, origin=(0, 5), raw=raw)
-    if flushed:
-        store.apply(j.flush())
-        stored = _decode_record(store.data[prediction_key("e1")])
-        assert stored["prediction"] == json.loads(raw) and stored["po"] == [0, 5]
-        j = OutcomeJoiner(JoinConfig(), store)
-    joined = j.on_outcome(OutcomeEvent("e1", "acme", "fraud", T0 + 60, 1)).joined
-    assert joined is not None and joined.prediction == event
-    assert joined.prediction.features == {"x": 2.0, "c": "a\u00e9"}
-    store.apply(j.flush())  # the record with its outcome, whichever encoder wrote it
-    record = _decode_record(store.data[prediction_key("e1")])
-    assert record["prediction"] == json.loads(raw) and record["outcome"]["label"] == 1
-    assert j.on_prediction(event, origin=(0, 5), raw=raw).new is False  # a replay still
-    # Beside a value orjson refuses, the bytes are decoded for json's encoder.
-    both = _decode_record(_encode_record({"prediction": raw, "outcome": {"label": 2**80}}))
-    assert both == {"prediction": json.loads(raw), "outcome": {"label": 2**80}}
