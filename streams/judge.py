@@ -424,12 +424,13 @@ class FeatureJudge:
             )
             for k, result in zip(ks, found, strict=True):
                 results[k] = result
-        association_of = None
+        association_of: functools.partial[Association | None] | None = None
+        of_feature = None  # a feature's jobs are contiguous: one thunk for its tests
         for k, (test, feature, kind, n_window, summary, baseline) in enumerate(jobs):
             result = results[k]
             base, b_start, b_end = baseline
-            if association_of is None or association_of.args[1] != feature:
-                # one per feature, shared by its tests
+            if feature != of_feature:
+                of_feature = feature
                 association_of = functools.partial(
                     self.baseline_association, stream, feature, window, windows
                 )

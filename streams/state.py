@@ -153,7 +153,10 @@ class RecentSlots:
         batch's :class:`FirstSample`, for a batch of one slot (used if it starts its entry);
         ``runs``: :func:`slot_runs` of ``slots``. Both are the same for every feature of a
         batch: its caller works them out once."""
-        if runs is None and slots and slots.count(slots[0]) == len(slots):  # one slot
+        one_slot = first is not None or (  # a FirstSample is made for one slot only
+            runs is None and bool(slots) and slots.count(slots[0]) == len(slots)
+        )
+        if one_slot:
             slot = slots[0]
             i = slot % RECENT_SLOTS
             starts = self.ids[i] < slot or (self.ids[i] == slot and not self.samples[i])

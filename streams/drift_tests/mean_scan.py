@@ -241,12 +241,10 @@ class MeanShiftScan(DriftTest[Window]):
         self, pairs: Sequence[tuple[Window, Window]], alpha: float
     ) -> list[TestResult]:
         """:meth:`run` of each pair (the exact results), their suffixes searched at once."""
-        found = scan_many([(w, b) for w, b in pairs if isinstance(b, NumericSummary)])
-        assert len(found) == len(pairs), "the scan's baselines are numeric summaries"
-        return [
-            self._result(f, w, b)  # type: ignore[arg-type]  # numeric, as asserted
-            for f, (w, b) in zip(found, pairs, strict=True)
-        ]
+        numeric = [(w, b) for w, b in pairs if isinstance(b, NumericSummary)]
+        assert len(numeric) == len(pairs), "the scan's baselines are numeric summaries"
+        found = scan_many(numeric)
+        return [self._result(f, w, b) for f, (w, b) in zip(found, numeric, strict=True)]
 
     def _result(
         self, found: ScanFinding | None, window: Window, baseline: NumericSummary
