@@ -221,6 +221,19 @@ def _parse_features(raw: Any) -> dict[str, FeatureValue]:
     return features
 
 
+def json_bytes(obj: Any) -> bytes:
+    """``orjson.dumps(obj)``, in a bytes object of its own length, for output that is kept.
+
+    orjson 3.12 and later return their whole working buffer, whatever the length of the JSON:
+    a record of 500 bytes held 8 KiB (the labelled backtest's join state took 1.67 GB of RSS
+    instead of 0.75 GB). The copy costs a fraction of a microsecond. Raises what orjson raises.
+
+    >>> json_bytes({"a": [1, 2.5, None]})
+    b'{"a":[1,2.5,null]}'
+    """
+    return bytes(memoryview(orjson.dumps(obj)))
+
+
 def decode_json_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
     """Bytes off the wire -> a JSON object, or :class:`InvalidEvent` with a reason code.
 

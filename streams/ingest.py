@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import orjson
 
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
-from schemas.events import BATCH_SCHEMA, batch_events, decode_json_object
+from schemas.events import BATCH_SCHEMA, batch_events, decode_json_object, json_bytes
 from streams.join import binary_label
 
 
@@ -58,7 +58,7 @@ def _encode(item: object, event: PredictionEvent | None = None) -> bytes:
     bounded ``repr`` (before, ``repr`` itself hit the recursion limit, and the exception
     failed the whole batch, at every retry: found by the fuzz suite)."""
     try:
-        return orjson.dumps(item)
+        return json_bytes(item)
     except (TypeError, orjson.JSONEncodeError):
         pass
     try:

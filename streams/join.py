@@ -38,7 +38,7 @@ from typing import Any
 import orjson
 
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
-from schemas.events import format_timestamp
+from schemas.events import format_timestamp, json_bytes
 from streams.config import DAY
 from streams.keyed_state import Position, StateCache, StateStore, Write
 
@@ -88,7 +88,7 @@ class LabeledPrediction:
 
     def to_json(self) -> bytes:
         try:
-            return orjson.dumps(self.to_dict())
+            return json_bytes(self.to_dict())
         except TypeError:  # an integer label beyond 64 bits
             return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
@@ -149,7 +149,7 @@ def _encode_record(record: dict[str, Any]) -> bytes:
     write as null) and what orjson refuses (integer labels beyond 64 bits)."""
     if "clock" not in record:
         try:
-            return orjson.dumps(record)
+            return json_bytes(record)
         except TypeError:
             pass
     return json.dumps(record).encode()

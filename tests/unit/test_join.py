@@ -352,3 +352,38 @@ def test_prediction_keys_are_the_keys_earlier_versions_wrote(event_id: str) -> N
 )
 def test_join_records_round_trip_through_their_encoding(record: dict[str, Any]) -> None:
     assert _decode_record(_encode_record(record)) == record
+
+
+def _retained_bytes_each(make: Any, n: int = 200) -> tuple[float, int]:
+    """Bytes the allocator holds per object for ``n`` kept results of ``make()``, and the
+    length of one (tracemalloc sees the allocation, not the object's logical length)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [make() for _ in range(n)]
+        retained = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    return retained / n, len(kept[0])
+
+
+@pytest.mark.parametrize("what", ["join record", "labeled pair", "envelope item"])
+def test_kept_json_holds_its_own_length_not_orjsons_buffer(what: str) -> None:
+    # orjson 3.12+ hands back its whole working buffer (>= 4 KiB, 8 KiB here for 500 bytes);
+    # kept by the thousand (join state, forwarded envelope items) that was 16x the memory.
+    from streams.ingest import _encode
+    from streams.join import LabeledPrediction, _encode_record
+
+    event = PredictionEvent(
+        "e-1", "acme", "fraud", "v1", 0.0, {f"f{i}": i * 1.25 for i in range(20)}, 0.9
+    )
+    make = {
+        "join record": lambda: _encode_record({"prediction": event.to_dict(), "home": 0}),
+        "labeled pair": lambda: LabeledPrediction(event, 1, 3600.0).to_json(),
+        "envelope item": lambda: _encode(event.to_dict(), event),
+    }[what]
+    each, length = _retained_bytes_each(make)
+    assert 300 < length < 1000
+    assert each < 1.5 * length + 64, (each, length)
