@@ -9,7 +9,8 @@ Prints feature-values per second of the full engine (sub-day looks on, the defau
 engine with end-of-window tests only, of the engine with a ``--label-rate`` share of the
 predictions labelled (outcomes 1-3 days late, joined, the performance history kept), and of a
 baseline that only parses and validates the same JSON lines, measured side by side in this
-process on one core.
+process on one core. The garbage collector is paced as ``driftwatch backtest`` paces it
+(``DRIFTWATCH_GC_THRESHOLD``; 0 for CPython's own).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from driftwatch.simulate import (
     generate,
     generate_outcomes,
 )
+from runtime.gc_tuning import tune_gc
+from runtime.settings import Settings
 from streams.config import EngineConfig
 from streams.ingest import PredictionValidator
 
@@ -49,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
+    # As `driftwatch backtest` runs (DRIFTWATCH_GC_THRESHOLD; 0: CPython's own, to compare).
+    gc_threshold = Settings.from_env().gc_threshold
+    tune_gc(gc_threshold)
     if args.features > 1000:
         p.error("--features: at most 1000 (the wire format's limit per event)")
     categorical = args.features // 5
@@ -115,6 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                 "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
                 "events": len(lines),
                 "features": args.features,
+                "gc_threshold": gc_threshold,
                 "feature_values": values,
                 "outcomes": len(outcomes),
                 "results": rows,

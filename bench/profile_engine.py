@@ -34,6 +34,7 @@ from agents.dead_letters import DeadLetters
 from agents.metrics import WorkerMetrics
 from agents.processor import PredictionProcessor, TableStore
 from bench.throughput import FAST_DETECTION, bench_messages
+from runtime.gc_tuning import tune_gc
 from runtime.settings import Settings
 from streams.config import EngineConfig
 from streams.engine import DriftEngine
@@ -194,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-profile", action="store_true", help="timings only")
     args = p.parse_args(argv)
     n, features, batch = args.events, args.features, args.batch
+    # The worker's collector pace (DRIFTWATCH_GC_THRESHOLD; 0: CPython's own, to compare).
+    tune_gc(Settings.from_env().gc_threshold)
 
     messages = bench_messages(n, features)
     values = [v for _, v in messages]

@@ -12,6 +12,8 @@ from prometheus_client import start_http_server
 from agents import client_logs
 from agents.api.install import ApiConfigError
 from agents.app import create_app
+from agents.metrics import CountersCollector
+from runtime.gc_tuning import GcPauses, freeze_startup, tune_gc
 from runtime.kafka_connection import check_connection, confluent_config, security
 from runtime.malloc_arenas import limit_arenas
 from runtime.settings import Settings
@@ -38,6 +40,19 @@ def run_worker(settings: Settings) -> int:
         log.error("driftwatch worker: %s", exc)
         print(f"driftwatch worker: {exc}", file=sys.stderr)
         return 2
+    if tune_gc(settings.gc_threshold):
+        log.info("garbage collector: young collections every %d allocations; %d start-up "
+                 "objects frozen", settings.gc_threshold, freeze_startup())  # fmt: skip
+    pauses = GcPauses().install()
+    worker.registry.register(
+        CountersCollector(
+            "driftwatch_gc_seconds",
+            "Time in the garbage collector's collections, by generation (2: full collections, "
+            "which walk every object: DRIFTWATCH_GC_THRESHOLD sets how often they come)",
+            pauses.seconds,
+            label="generation",
+        )
+    )
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="0.0.0.0", registry=worker.registry)
         log.info("metrics on :%d/metrics", settings.metrics_port)

@@ -190,6 +190,9 @@ def test_bad_input_is_dead_lettered_and_no_valid_event_is_lost(worker: WorkerPro
     metrics = worker.read_metrics()
     prefix = worker.topic("predictions")
     assert metrics[f'driftwatch_events_total{{result="ok",topic="{prefix}"}}'] == len(events)
+    # The collector ran (young collections at least), and its time is exported by generation.
+    assert metrics['driftwatch_gc_seconds_total{generation="0"}'] > 0
+    assert 'driftwatch_gc_seconds_total{generation="2"}' in metrics
 
     letters = [
         json.loads(r.value or b"")
