@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from agents.dead_letters import DeadLetters
@@ -335,3 +337,34 @@ def test_a_join_part_that_fails_to_deliver_is_counted_once_when_it_is_read_again
         for outcome in ("joined", "waiting", "replayed")
     }
     assert joins == {"joined": 1.0, "waiting": 1.0, "replayed": None}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["p", "o"]),
+            st.tuples(st.integers(0, 2**31), st.integers(0, 2**62)),
+            st.none() | st.integers(0, 2**31),
+            st.binary(max_size=64),
+        ),
+        max_size=8,
+    )
+)
+def test_join_frames_are_written_as_the_json_encoder_wrote_them(frames: list[Any]) -> None:
+    # join-input messages in the topic from before (and after) are read by the same decoder:
+    # the heads must be the bytes json.dumps wrote, and decode back to the frames.
+    from agents.envelopes import decode_join, encode_join
+
+    before = b"".join(
+        json.dumps(
+            {"k": kind, "o": list(origin), "h": home, "n": len(raw)}, separators=(",", ":")
+        ).encode()
+        + b"\n"
+        + raw
+        for kind, origin, home, raw in frames
+    )
+    assert encode_join(frames) == before
+    assert decode_join(before) == frames
+    with pytest.raises(ValueError, match="unknown join-input kind"):
+        encode_join([("x", (0, 0), None, b"")])  # type: ignore[list-item]
