@@ -75,7 +75,7 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     from collections import Counter
 
     from driftwatch.backtest import backtest_files
-    from runtime.gc_tuning import tune_gc
+    from runtime.gc_tuning import paced_gc
     from streams.ingest import PredictionValidator
 
     if args.config is not None:
@@ -90,21 +90,22 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         tenants=settings.tenant_allowlist,
         max_future_seconds=None,
     )
-    tune_gc(settings.gc_threshold)  # as the worker: the engine's windows, walked less often
     rejected: Counter[str] = Counter()
     # Streamed: each file is scanned once, then read in event-time order (sorted on disk if
     # it is not already), and DriftEvents go to stdout as they come: memory does not grow
-    # with the input.
-    report = backtest_files(
-        Path(args.predictions),
-        settings.engine_config(),
-        validator,
-        outcomes=None if args.outcomes is None else Path(args.outcomes),
-        out=sys.stdout,
-        performance=settings.performance_config(),
-        keep_drift_events=False,
-        rejected=rejected,
-    )
+    # with the input. The collector paced as in the worker: the engine's windows, walked
+    # less often.
+    with paced_gc(settings.gc_threshold):
+        report = backtest_files(
+            Path(args.predictions),
+            settings.engine_config(),
+            validator,
+            outcomes=None if args.outcomes is None else Path(args.outcomes),
+            out=sys.stdout,
+            performance=settings.performance_config(),
+            keep_drift_events=False,
+            rejected=rejected,
+        )
     summary = {
         "events": report.events,
         "feature_values": report.feature_values,

@@ -17,13 +17,36 @@ collector's time by generation, for ``driftwatch_gc_seconds_total``.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 DEFAULT_THRESHOLD = 10_000
 """Net container allocations between young collections (CPython's default: 700)."""
+MAX_GC_THRESHOLD = 2**31 - 1
+"""The largest threshold ``gc.set_threshold`` takes (a C int)."""
+
+
+@contextlib.contextmanager
+def paced_gc(threshold: int) -> Iterator[None]:
+    """:func:`tune_gc` for a block, then the thresholds as they were (a command run inside
+    another process, such as a test's, leaves it as it found it).
+
+    >>> before = gc.get_threshold()
+    >>> with paced_gc(20_000):
+    ...     gc.get_threshold()[0]
+    20000
+    >>> gc.get_threshold() == before
+    True
+    """
+    before = gc.get_threshold()
+    tune_gc(threshold)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 def tune_gc(threshold: int) -> bool:
@@ -46,7 +69,9 @@ def tune_gc(threshold: int) -> bool:
 
 def freeze_startup() -> int:
     """Move every object alive now into the permanent generation (after start-up: imported
-    modules, the app, its settings); returns how many objects are frozen."""
+    modules, the app, its settings); returns how many objects are frozen. A frozen object is
+    still freed when its last reference goes, but a reference cycle through it is never
+    collected: once per process, for objects that live as long as it, that is the trade."""
     gc.collect()  # what start-up left as garbage goes first, not into the frozen set
     gc.freeze()
     return gc.get_freeze_count()

@@ -27,6 +27,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from runtime.gc_tuning import MAX_GC_THRESHOLD
 from streams.config import EngineConfig, PerformanceConfig
 
 MIN_FETCH_TIMEOUT_SECONDS = 5.0
@@ -503,6 +504,11 @@ class Settings:
                 f"DRIFTWATCH_FETCH_TIMEOUT_SECONDS={self.fetch_timeout_seconds:g}: at least "
                 f"{MIN_FETCH_TIMEOUT_SECONDS:g} (a fetch may wait 1.5 s for records by design), "
                 "or 0 for the client's own timeout"
+            )
+        if not 0 <= self.gc_threshold <= MAX_GC_THRESHOLD:
+            raise ValueError(
+                f"DRIFTWATCH_GC_THRESHOLD={self.gc_threshold}: from 1 to {MAX_GC_THRESHOLD} "
+                "allocations, or 0 for CPython's own pace"
             )
         if self.performance.engine != self.engine:
             object.__setattr__(self, "performance", replace(self.performance, engine=self.engine))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def test_simulate_then_backtest_with_outcomes(
     history_file = tmp_path / "perf.jsonl"
     config = tmp_path / "short-history.toml"
     config.write_text("baseline_start_days = 28\nbaseline_end_days = 7\n")
+    gc_before = gc.get_threshold()
     assert (
         main(
             [
@@ -61,6 +63,7 @@ def test_simulate_then_backtest_with_outcomes(
         )
         == 0
     )
+    assert gc.get_threshold() == gc_before  # paced for the run, then as it was
     captured = capsys.readouterr()
     events = [json.loads(line) for line in captured.out.splitlines()]
     drifts = [d for d in events if d["kind"] == "statistical"]

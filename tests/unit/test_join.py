@@ -372,7 +372,7 @@ def _retained_bytes_each(make: Any, n: int = 200) -> tuple[float, int]:
 @pytest.mark.parametrize("what", ["join record", "labeled pair", "envelope item"])
 def test_kept_json_holds_its_own_length_not_orjsons_buffer(what: str) -> None:
     # orjson 3.12+ hands back its whole working buffer (>= 4 KiB, 8 KiB here for 500 bytes);
-    # kept by the thousand (join state, forwarded envelope items) that was 16x the memory.
+    # kept by the thousand (join state, forwarded envelope items) that was ~20x the memory.
     from streams.ingest import _encode
     from streams.join import LabeledPrediction, _encode_record
 

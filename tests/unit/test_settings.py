@@ -142,6 +142,9 @@ def test_parse_errors_name_the_variable() -> None:
         Settings.from_env(environ={"DRIFTWATCH_PERF_ALPHA": "2"})
     with pytest.raises(ValueError, match="unknown setting"):
         Settings.from_env(environ={}, perf_alpah=0.1)
+    for bad in ("-1", str(2**31)):  # gc.set_threshold would fail at the worker's start
+        with pytest.raises(ValueError, match="DRIFTWATCH_GC_THRESHOLD"):
+            Settings.from_env(environ={"DRIFTWATCH_GC_THRESHOLD": bad})
 
 
 def test_file_overlays_by_name_or_variable(tmp_path: Path) -> None:
