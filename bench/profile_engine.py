@@ -13,7 +13,9 @@ partition librdkafka's default partitioner would pick for each key) through the 
 4. ``PredictionProcessor``: the real ``process_batch`` over a dict standing in for the RocksDB
    table (adds Prometheus metrics, activity tracking, Faust's current-event context variable).
 
-Then it runs step 3 under cProfile and lists the top functions by cumulative and by own time.
+Step 3 also reports the garbage collector's collections and time by generation (the pace is
+``DRIFTWATCH_GC_THRESHOLD``'s, as in the worker; 0 for CPython's own). Then it runs step 3
+under cProfile and lists the top functions by cumulative and by own time.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import gc
 import io
 import pstats
 import time
@@ -34,7 +37,7 @@ from agents.dead_letters import DeadLetters
 from agents.metrics import WorkerMetrics
 from agents.processor import PredictionProcessor, TableStore
 from bench.throughput import FAST_DETECTION, bench_messages
-from runtime.gc_tuning import tune_gc
+from runtime.gc_tuning import GcPauses, tune_gc
 from runtime.settings import Settings
 from streams.config import EngineConfig
 from streams.engine import DriftEngine
@@ -216,9 +219,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     seconds: dict[str, float] = {}
     stats: dict[str, int] = {}
+    collector: dict[str, tuple[float, float]] = {}
     for name, fn in variants:
+        pauses = GcPauses().install() if name == "validate+observe+flush" else None
         took, result = timed(fn)
         seconds[name] = took
+        if pauses is not None:
+            pauses.uninstall()
+            counts, spent = pauses.collections(), pauses.seconds()
+            collector = {g: (counts[g], spent[g]) for g in sorted(counts)}
         if name == "validate+observe+flush":
             stats = result
         rate = n / took
@@ -231,6 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("events", "windows_closed", "interim_looks", "tests", "drift_events")
     print("\nengine: " + ", ".join(f"{k}={stats.get(k, 0)}" for k in keys))
     print(f"flush + store.apply: {timer.seconds:.2f}s of {full:.2f}s")
+    print(
+        f"garbage collector (threshold {gc.get_threshold()}): "
+        + ", ".join(f"generation {g}: {n:.0f} x, {t:.2f}s" for g, (n, t) in collector.items())
+        + f" of {full:.2f}s"
+    )
     print(
         f"window tests (closes + interim looks: baselines, tests, expiry): ~{closes:.2f}s of "
         f"{full:.2f}s, {1000 * closes / windows:.0f} ms per closed window of {features} features"

@@ -5,9 +5,10 @@ and every tenth of those collections the middle one; a full collection (every tr
 in the process) follows once a quarter as many objects as the oldest generation holds have
 survived into it. The engine keeps thousands of decoded windows (each hundreds of small
 objects) and makes and drops many more per batch, so full collections came often and each
-walked the whole cache: ``bench.profile_engine --features 1000`` (8,000 events) spent
-23.5 s of 74 s in 76 full collections; with the youngest generation's threshold at 10,000
-it spent 1.7 s in 5 (and 50 s in all). A model of 20 features gains less (~0.5 s of 10 s).
+walked the whole cache: ``bench.profile_engine --events 8000 --features 1000`` spent 21.7 s
+of 63.3 s in 73 full collections; with the youngest generation's threshold at 10,000, 2.1 s
+in 6 (and 44.8 s in all). A model of 20 features gains less in a backtest (~0.5 s of 10 s);
+the worker, which holds far more objects, 1.28-1.43x with envelopes.
 
 Nothing here turns the collector off: reference cycles are still found, only less often.
 :func:`freeze_startup` moves what exists after start-up (modules, the Faust app, settings)
