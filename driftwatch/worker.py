@@ -41,8 +41,9 @@ def run_worker(settings: Settings) -> int:
         print(f"driftwatch worker: {exc}", file=sys.stderr)
         return 2
     if tune_gc(settings.gc_threshold):
+        frozen = freeze_startup()
         log.info("garbage collector: young collections every %d allocations; %d start-up "
-                 "objects frozen", settings.gc_threshold, freeze_startup())  # fmt: skip
+                 "objects frozen", settings.gc_threshold, frozen)  # fmt: skip
     pauses = GcPauses().install()
     worker.registry.register(
         CountersCollector(

@@ -27,7 +27,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from runtime.gc_tuning import MAX_GC_THRESHOLD
+from runtime.gc_tuning import DEFAULT_THRESHOLD, MAX_GC_THRESHOLD
 from streams.config import EngineConfig, PerformanceConfig
 
 MIN_FETCH_TIMEOUT_SECONDS = 5.0
@@ -314,7 +314,7 @@ class Settings:
     )
     gc_threshold: int = _env(
         "DRIFTWATCH_GC_THRESHOLD",
-        10_000,
+        DEFAULT_THRESHOLD,
         "Net allocations between the garbage collector's young collections in the worker and "
         "`driftwatch backtest` (CPython's default, 700, made full collections walk the "
         "engine's decoded windows often: a third of a 1,000-feature model's time). 0 leaves "
