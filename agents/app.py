@@ -36,6 +36,7 @@ from agents.performance import PerformanceProcessor
 from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
 from agents.watchdog import QUIET_RECONNECTS, StallHook, Watchdog
 from runtime.kafka_connection import confluent_config, faust_credentials
+from runtime.malloc_arenas import trim_heap
 from runtime.settings import Settings
 from runtime.topics import (
     ALERTS,
@@ -434,6 +435,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def advance_quiet_streams() -> None:
         await processor.tick()
         health.sample()
+
+    if settings.malloc_trim_seconds > 0:
+
+        @app.timer(settings.malloc_trim_seconds)  # type: ignore[untyped-decorator]
+        async def return_free_memory() -> None:
+            await asyncio.to_thread(trim_heap)
 
     app.sensors.add(FaustSensor(metrics))
     registry.register(

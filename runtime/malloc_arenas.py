@@ -18,6 +18,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import sys
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -45,3 +46,34 @@ def limit_arenas(arenas: int) -> bool:
     if not done:  # pragma: no cover - glibc accepts any positive count
         log.warning("could not bound malloc arenas to %d", arenas)
     return done
+
+
+_TRIM: Any = False  # False: not looked up yet; None: none here
+
+
+def trim_heap() -> bool:
+    """Hand the C allocator's free pages back to the system (glibc's ``malloc_trim``): the
+    pages of freed chunks anywhere in every arena, not only at the top of the heap. False
+    where there is no glibc.
+
+    Why: a batch's decoded messages are many small objects; once freed, the pages they took
+    stay in the process among a few long-lived neighbours, so the resident set rises to the
+    largest batches' high-water mark and stays there (``bench.worker_memory``).
+
+    >>> isinstance(trim_heap(), bool)
+    True
+    """
+    global _TRIM
+    if _TRIM is False:
+        _TRIM = None
+        if sys.platform.startswith("linux"):
+            try:
+                _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+                _TRIM.argtypes = [ctypes.c_size_t]
+                _TRIM.restype = ctypes.c_int
+            except (OSError, AttributeError):  # musl and others
+                _TRIM = None
+    if _TRIM is None:
+        return False
+    _TRIM(0)
+    return True

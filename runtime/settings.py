@@ -312,6 +312,13 @@ class Settings:
         "gets its own and keeps what it once held, and RSS grew for millions of events before "
         "it levelled off. 0 leaves glibc's default (8 per core).",
     )
+    malloc_trim_seconds: float = _env(
+        "DRIFTWATCH_MALLOC_TRIM_SECONDS",
+        30.0,
+        "How often the worker hands the C allocator's free pages back to the system "
+        "(glibc's malloc_trim, in a thread): freed batches otherwise leave the resident set at "
+        "its high-water mark. 0: never.",
+    )
     gc_threshold: int = _env(
         "DRIFTWATCH_GC_THRESHOLD",
         DEFAULT_THRESHOLD,
