@@ -117,11 +117,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     internal_port = settings.api_internal_port or (free_local_port() if settings.api_port else 0)
     # Faust can commit past a message it never processed; see agents.faust_compat.
     kafka = confluent_config(settings)  # checks the security settings (KafkaConfigError)
-    faust_compat.install(
-        faust_compat.kafka_probe(kafka),
-        faust_compat.kafka_start_lookup(kafka, settings.app_id),  # Faust's group id
+    faust_compat.guards.install(
+        faust_compat.probes.kafka_probe(kafka),
+        faust_compat.probes.kafka_start_lookup(kafka, settings.app_id),  # Faust's group id
     )
-    faust_compat.install_fetch_timeout(settings.fetch_timeout_seconds)
+    faust_compat.fetch_timeout.install_fetch_timeout(settings.fetch_timeout_seconds)
     if 0 < settings.stall_seconds <= settings.fetch_timeout_seconds:
         log.warning(
             "DRIFTWATCH_FETCH_TIMEOUT_SECONDS (%g) is not under DRIFTWATCH_STALL_SECONDS (%g): "
@@ -169,7 +169,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         producer_max_batch_size=settings.producer_max_batch_bytes,
         logging_config=None,
     )
-    faust_compat.bound_stream_buffers(app, settings.read_ahead_mb << 20)
+    faust_compat.read_ahead.bound_stream_buffers(app, settings.read_ahead_mb << 20)
 
     def raw_topic(name: str, maxsize: int | None = None) -> Any:
         # Bytes in, bytes out: decoding and validation happen in our code, where a bad
@@ -202,7 +202,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             help=help,
         )
         # Metrics scrapes and the API read tables from other threads: bind it to this loop.
-        faust_compat.bind_to_this_loop(t)
+        faust_compat.introspection.bind_to_this_loop(t)
         return t
 
     predictions = raw_topic(PREDICTIONS)
@@ -256,7 +256,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             "driftwatch_consumer_guard",
             "Offset-bookkeeping guards that fired (agents.faust_compat): acks of skipped "
             "messages ignored, commits held at a missing head, heads tolerated on input topics",
-            lambda: faust_compat.COUNTERS,
+            lambda: faust_compat.counters.COUNTERS,
         )
     )
     registry.register(
@@ -265,11 +265,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             "Input messages read and waiting in an agent's queue, by source topic "
             "(DRIFTWATCH_STREAM_BUFFER_SIZE bounds it)",
             "topic",
-            lambda: faust_compat.queued_by_topic(app),
+            lambda: faust_compat.introspection.queued_by_topic(app),
         )
     )
     registry.register(
-        RocksDBCollector(lambda: {n: faust_compat.table_dbs(t) for n, t in tables.items()})
+        RocksDBCollector(
+            lambda: {n: faust_compat.introspection.table_dbs(t) for n, t in tables.items()}
+        )
     )
     store = TableStore(window_table)
     # The registry's feature importances reach a worker on model-events, which its API's
@@ -346,7 +348,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.agent(predictions, name="detect-feature-drift")
     async def detect(stream: Any) -> None:
-        await faust_compat.process_batches(
+        await faust_compat.batches.process_batches(
             stream,
             settings.topic(PREDICTIONS),
             settings.batch_size,
@@ -358,7 +360,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
         @app.agent(outcomes, name="route-outcomes")
         async def route(stream: Any) -> None:
-            await faust_compat.process_batches(
+            await faust_compat.batches.process_batches(
                 stream,
                 settings.topic(OUTCOMES),
                 settings.batch_size,
@@ -368,7 +370,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
         @app.agent(join_input, name="join-outcomes")
         async def join(stream: Any) -> None:
-            await faust_compat.process_batches(
+            await faust_compat.batches.process_batches(
                 stream,
                 settings.topic(JOIN_INPUT),
                 join_batch_messages(settings.batch_size),
@@ -378,7 +380,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
         @app.agent(performance_input, name="monitor-performance")
         async def monitor(stream: Any) -> None:
-            await faust_compat.process_batches(
+            await faust_compat.batches.process_batches(
                 stream,
                 settings.topic(PERFORMANCE_INPUT),
                 settings.batch_size,
@@ -390,13 +392,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.agent(alerts_topic, name="notify-alerts")
     async def notify(stream: Any) -> None:
-        await faust_compat.process_batches(
+        await faust_compat.batches.process_batches(
             stream, settings.topic(ALERTS), settings.batch_size, 0.1, notifier.process_batch
         )
 
     @app.agent(retrain_events, name="retrain-alerts")
     async def retrain_alerts(stream: Any) -> None:
-        await faust_compat.process_batches(
+        await faust_compat.batches.process_batches(
             stream,
             settings.topic(RETRAIN_EVENTS),
             settings.batch_size,
@@ -406,7 +408,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.agent(model_events, name="model-alerts")
     async def model_alerts(stream: Any) -> None:
-        await faust_compat.process_batches(
+        await faust_compat.batches.process_batches(
             stream,
             settings.topic(MODEL_EVENTS),
             settings.batch_size,
@@ -427,7 +429,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             data_dir=settings.data_dir,
             on_stall=health.mark_stalled,
         )
-    faust_compat.AFTER_BATCH = (
+    faust_compat.batches.AFTER_BATCH = (
         StallHook(settings.test_stall, settings.data_dir) if settings.test_stall else None
     )
 
@@ -466,8 +468,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         # Decoded state stays cached between batches; what another worker may now change
         # is dropped (the tables are the truth when a partition comes back).
         parts = {tp.partition for tp in revoked}
-        if faust_compat.ORDER is not None:  # reading starts again at the committed offsets
-            faust_compat.ORDER.reset(revoked)
+        if faust_compat.guards.ORDER is not None:  # reading starts again at the committed offsets
+            faust_compat.guards.ORDER.reset(revoked)
         await processor.forget_partitions(parts)
         if settings.join_outcomes:
             await joins.forget(parts)
@@ -476,8 +478,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
-        if faust_compat.ORDER is not None:  # messages read from here on are ours again
-            faust_compat.ORDER.assigned(assigned)
+        if faust_compat.guards.ORDER is not None:  # messages read from here on are ours again
+            faust_compat.guards.ORDER.assigned(assigned)
 
     _ = (detect, advance_quiet_streams, on_revoked, on_assigned, notify, retrain_alerts,
          model_alerts, capture_loop)  # fmt: skip

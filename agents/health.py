@@ -49,7 +49,7 @@ class WorkerHealth:
             return "starting"
         if self.stalled is not None:
             return f"stalled: {self.stalled}"
-        guard = faust_compat.GUARD
+        guard = faust_compat.guards.GUARD
         held = guard.stalled(older_than=STALL_SECONDS) if guard is not None else {}
         if held:
             tp, (committed, head) = next(iter(held.items()))
@@ -74,8 +74,8 @@ class WorkerHealth:
             assignment = consumer.assignment()
         except Exception:
             return
-        read = faust_compat.read_offsets(consumer)
-        committed = faust_compat.committed_offsets(consumer)
+        read = faust_compat.introspection.read_offsets(consumer)
+        committed = faust_compat.introspection.committed_offsets(consumer)
         for tp in assignment:
             if tp.topic.endswith("-changelog"):
                 continue
@@ -120,8 +120,8 @@ class FaustSensor(faust.Sensor):
 
 def local_view(app: faust.App, table: Any) -> RocksView:
     """This worker's active partitions of ``table``, for reading."""
-    dbs = faust_compat.table_dbs(table)
-    active = faust_compat.active_partitions(app, table)
+    dbs = faust_compat.introspection.table_dbs(table)
+    active = faust_compat.introspection.active_partitions(app, table)
     return RocksView(db for p, db in sorted(dbs.items()) if p in active)
 
 

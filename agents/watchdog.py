@@ -127,9 +127,9 @@ class Watchdog:
             else:
                 self._reachable(now)
         stall = self.watch.observe(
-            now, armed, partitions, faust_compat.busy_since(), self._loop_seen,
+            now, armed, partitions, faust_compat.batches.busy_since(), self._loop_seen,
             recovering=self.loop is not None and self.recovering(),
-            drained=faust_compat.drained(self.app, partitions) if armed else (),
+            drained=faust_compat.introspection.drained(self.app, partitions) if armed else (),
         )  # fmt: skip
         if stall is None and armed:
             stall = self._held(partitions)
@@ -154,10 +154,10 @@ class Watchdog:
         survivor of a failover held a partition for two minutes, unready, and nobody ended
         it)."""
         limit = self.watch.stall_seconds
-        if faust_compat.busy_since() is not None:
+        if faust_compat.batches.busy_since() is not None:
             return None  # a running batch may be what delays the re-read (batch stalls apart)
         found: list[tuple[Any, int, float]] = []
-        order, guard = faust_compat.ORDER, faust_compat.GUARD
+        order, guard = faust_compat.guards.ORDER, faust_compat.guards.GUARD
         if order is not None:
             found += [(tp, at, age) for tp, (at, age) in order.stalled(limit).items()]
         if guard is not None:
@@ -173,7 +173,9 @@ class Watchdog:
         not moved for half the stall time) and no stall is judged, say why every
         ``EXPLAIN_SECONDS``: not armed (and which flag), a batch running, or still within the
         stall time. A worker stuck past every check is then at least not silent about it."""
-        holds = faust_compat.ORDER.stalled(0.0) if faust_compat.ORDER is not None else {}
+        holds = (
+            faust_compat.guards.ORDER.stalled(0.0) if faust_compat.guards.ORDER is not None else {}
+        )
         half = self.watch.stall_seconds / 2
         # Known work only: records past the commit by a known log end, or read past it (an
         # end below the commit is a broker under-reporting it, as the embedded one does:
@@ -183,7 +185,7 @@ class Watchdog:
             for tp, age in self.watch.unmoved(now).items()
             if age >= half and (o := partitions.get(tp)) is not None and _work_in_sight(o)
         }
-        running = faust_compat.busy_batches()
+        running = faust_compat.batches.busy_batches()
         if not holds and not waiting and max(running.values(), default=0.0) < half:
             return
         if self._explained is not None and now - self._explained < EXPLAIN_SECONDS:
@@ -204,10 +206,10 @@ class Watchdog:
                      for tp, (at, age) in holds.items()},
             "commit_unmoved_seconds": {f"{tp.topic}[{tp.partition}]": age
                                        for tp, age in waiting.items()},
-            "last_batches": faust_compat.last_batches(),
+            "last_batches": faust_compat.batches.last_batches(),
             "sampled": {f"{tp.topic}[{tp.partition}]": [o.committed, o.read, o.end]
                         for tp, o in partitions.items() if o.read is not None},
-            "consumer": faust_compat.diagnostics(app),
+            "consumer": faust_compat.introspection.diagnostics(app),
         }  # fmt: skip
         log.warning("watchdog: work waits but no stall is judged yet (stall time %.0f s, "
                     "batch time %.0f s): %s", self.watch.stall_seconds,
@@ -242,7 +244,7 @@ class Watchdog:
         the worker's read offset."""
         tps = [
             tp
-            for tp in faust_compat.assignment(self.app)
+            for tp in faust_compat.introspection.assignment(self.app)
             if not tp.topic.endswith("-changelog") and not tp.topic.startswith("__")
         ]
         if not tps:
@@ -255,7 +257,7 @@ class Watchdog:
             (tp.topic, tp.partition): tp.offset for tp in client.committed(asked, LOOKUP_SECONDS)
         }
         consumer = getattr(self.app, "_consumer", None)
-        read = faust_compat.read_offsets(consumer) if consumer is not None else {}
+        read = faust_compat.introspection.read_offsets(consumer) if consumer is not None else {}
         out: dict[Any, Offsets] = {}
         for tp in tps:
             start, end = client.get_watermark_offsets(
@@ -302,7 +304,7 @@ class Watchdog:
             # offset to the committed one when it seeks after a recovery, with nothing read.
             return True
         try:
-            first = faust_compat.first_record_offset(
+            first = faust_compat.probes.first_record_offset(
                 self.config, tp.topic, tp.partition, begin, timeout=PROBE_SECONDS
             )
         except Exception as exc:  # cannot tell: look again next time
@@ -338,9 +340,9 @@ class Watchdog:
                 }
                 for tp, o in partitions.items()
             },
-            "busy_since_seconds": _age(faust_compat.busy_since()),
+            "busy_since_seconds": _age(faust_compat.batches.busy_since()),
             "loop_seen_seconds_ago": _age(self._loop_seen),
-            "consumer": faust_compat.diagnostics(self.app),
+            "consumer": faust_compat.introspection.diagnostics(self.app),
         }
         log.error("WATCHDOG: worker stalled (%s); exiting with code %d for the supervisor to "
                   "restart it. What it saw: %s", reason, STALL_EXIT_CODE,
@@ -411,9 +413,11 @@ class StallHook:
         what = "an unanswered fetch" if self.kind == UNANSWERED else f"a {self.kind} stall"
         log.warning("TEST HOOK: provoking %s after %d events", what, self.seen)
         if self.kind == COMMIT:
-            faust_compat.IGNORE_ACKS = True
+            faust_compat.guards.IGNORE_ACKS = True
         elif self.kind == UNANSWERED:
-            faust_compat.UNANSWERED_CLIENT = stream.app.consumer._thread._consumer._client
+            faust_compat.fetch_timeout.UNANSWERED_CLIENT = (
+                stream.app.consumer._thread._consumer._client
+            )
         else:
             consumer = stream.app.consumer
             tps = [tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")]

@@ -36,19 +36,15 @@ from streams.keyed_state import (
     run_of,
 )
 from streams.moment_tracker import MomentTracker
+from streams.recent_slots import RECENT_LEVELS, RECENT_SLOTS, FirstSample, event_hash, slot_runs
 from streams.segment_tracker import SegmentTracker
 from streams.slot_series import SlotSeries
 from streams.state import (
     ABSENT,
-    RECENT_LEVELS,
-    RECENT_SLOTS,
     FeatureKind,
     FeatureWindow,
-    FirstSample,
     StreamState,
     Summary,
-    event_hash,
-    slot_runs,
     stream_key,
     window_key,
 )

@@ -3,7 +3,7 @@
 A span summary (``FeatureWindow.span_summary``) pools the last 1, 2, 4 or 8 slots into one
 sample, tested only at the looks where that span ends on a multiple of its length. A scan over
 *every* suffix of the recent slots at *every* look needs the slots apart: this is them, as the
-finite values each slot's deterministic sample kept (``streams.state.RecentSlots``), oldest
+finite values each slot's deterministic sample kept (``streams.recent_slots.RecentSlots``), oldest
 first, so the newest slot is last.
 """
 

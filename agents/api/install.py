@@ -78,7 +78,7 @@ def install_api(
 
     def peers() -> list[str]:
         me = str(app.conf.canonical_url).rstrip("/")
-        return [u for u in faust_compat.member_urls(app) if u.rstrip("/") != me]
+        return [u for u in faust_compat.introspection.member_urls(app) if u.rstrip("/") != me]
 
     api = Api(
         local=LocalState(

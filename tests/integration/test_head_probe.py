@@ -1,4 +1,4 @@
-"""The head probe (``agents.faust_compat.first_record_offset``) against a real broker: what
+"""The head probe (``agents.faust_compat.probes.first_record_offset``) against a real broker: what
 the consumer guards ask before they hold a partition or commit past offsets they never saw."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from agents.faust_compat import first_record_offset, group_start_offset
+from agents.faust_compat.probes import first_record_offset, group_start_offset
 from tests.integration.kafka_helpers import produce
 
 

@@ -192,7 +192,7 @@ def drift_diff(got: list[dict[str, Any]], want: list[dict[str, Any]]) -> str:
 
 
 # Under coverage's slower timing this test found four data-loss paths, all fixed: messages
-# re-read out of order under the offset guards (faust_compat.SourceOrder), acks of an
+# re-read out of order under the offset guards (faust_compat.guards.SourceOrder), acks of an
 # unfinished batch (process_batches), commits past state still in Faust's producer buffer
 # (drain_producer), and windows read from the wrong partition after a rebalance (the engine's
 # bulk apply). Each has a unit test. It passed 3 of 3 under coverage after the fixes; it runs

@@ -13,7 +13,8 @@ from schemas import DriftEvent, InvalidEvent, PredictionEvent, Severity
 from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
 from streams.engine import DriftEngine
 from streams.keyed_state import MemoryStore, Write
-from streams.state import RECENT_LEVELS, FeatureWindow
+from streams.recent_slots import RECENT_LEVELS
+from streams.state import FeatureWindow
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 

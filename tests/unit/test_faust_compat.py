@@ -12,7 +12,7 @@ from faust.types import TP
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
 from agents import faust_compat
-from agents.faust_compat import HeadGuard
+from agents.faust_compat.guards import HeadGuard
 
 
 class FakeConsumer:
@@ -56,7 +56,7 @@ def install(first_record: int | None) -> list[tuple[str, int, int]]:
         asked.append((topic, partition, offset))
         return first_record
 
-    guard = faust_compat.install(probe)
+    guard = faust_compat.guards.install(probe)
     guard.gaps.clear()
     return asked
 
@@ -85,7 +85,7 @@ def test_one_dropped_message_at_the_head_is_read_again_not_committed_past() -> N
         # read again: offset 10 is processed and acked; the commit moves on
         c._acked[c.tp] = [10, 11, 12]
         assert Consumer._new_offset(c, c.tp) == 13  # type: ignore[arg-type]
-        assert faust_compat.GUARD is not None and not faust_compat.GUARD.gaps
+        assert faust_compat.guards.GUARD is not None and not faust_compat.guards.GUARD.gaps
 
     run(main())
 
@@ -166,7 +166,7 @@ def test_a_failing_probe_holds_the_commit_and_is_tried_again() -> None:
         raise ConnectionError("broker away")
 
     async def main() -> None:
-        faust_compat.install(probe).gaps.clear()
+        faust_compat.guards.install(probe).gaps.clear()
         c = FakeConsumer(committed=5, acked=[7])
         from faust.transport.consumer import Consumer
 
@@ -191,7 +191,7 @@ def test_a_second_seek_waits_and_stalls_are_reported() -> None:
         assert not guard.allow(c, c.tp, 3, 5)
         await asyncio.sleep(0.01)
         assert len(c.seeks) == 1  # not again within SEEK_RETRY_SECONDS
-        now[0] = 1.0 + faust_compat.SEEK_RETRY_SECONDS
+        now[0] = 1.0 + faust_compat.guards.SEEK_RETRY_SECONDS
         assert not guard.allow(c, c.tp, 3, 5)
         await asyncio.sleep(0.01)
         assert len(c.seeks) == 2
@@ -236,17 +236,17 @@ def test_acks_of_skipped_messages_are_ignored() -> None:
                 fn(msg)
 
     stream = Stream()
-    faust_compat.mark_delivered(stream, "join-input")
+    faust_compat.guards.mark_delivered(stream, "join-input")
     skipped, processed, late = message(0), message(1), message(2)
     stream.process(processed)
     stream.process(late)
-    before = faust_compat.COUNTERS["stale_ack_ignored"]
+    before = faust_compat.counters.COUNTERS["stale_ack_ignored"]
     assert not Consumer.ack(c, skipped)  # type: ignore[arg-type]  # never processed
     assert Consumer.ack(c, processed)  # type: ignore[arg-type]
     c.flow = False  # a batch that finishes while the partitions are being revoked
     assert Consumer.ack(c, late)  # type: ignore[arg-type]
     assert c._acked[c.tp] == [1, 2]
-    assert faust_compat.COUNTERS["stale_ack_ignored"] == before + 1
+    assert faust_compat.counters.COUNTERS["stale_ack_ignored"] == before + 1
 
 
 def test_tables_read_from_other_threads_stay_on_the_main_loop(tmp_path: Any) -> None:
@@ -261,14 +261,17 @@ def test_tables_read_from_other_threads_stay_on_the_main_loop(tmp_path: Any) -> 
                     datadir=str(tmp_path), autodiscover=False)  # fmt: skip
     lazy: Any = app.Table("lazy", key_type=bytes, value_type=bytes)
     bound: Any = app.Table("bound", key_type=bytes, value_type=bytes)
-    faust_compat.bind_to_this_loop(bound)
+    faust_compat.introspection.bind_to_this_loop(bound)
     main_loop = bound.loop
     seen: dict[str, Any] = {}
 
     def scrape() -> None:
         asyncio.set_event_loop(asyncio.new_event_loop())  # as the web thread has
-        seen["dbs"] = (faust_compat.table_dbs(lazy), faust_compat.table_dbs(bound))
-        seen["active"] = faust_compat.active_partitions(app, lazy)
+        seen["dbs"] = (
+            faust_compat.introspection.table_dbs(lazy),
+            faust_compat.introspection.table_dbs(bound),
+        )
+        seen["active"] = faust_compat.introspection.active_partitions(app, lazy)
 
     t = threading.Thread(target=scrape)
     t.start()
@@ -291,30 +294,30 @@ def order_events(consumer: FakeConsumer, offsets: list[int]) -> list[Any]:
     for offset in offsets:
         message = OrderMessage(tp=consumer.tp, topic=consumer.tp.topic,
                                partition=consumer.tp.partition, offset=offset)  # fmt: skip
-        faust_compat._DELIVERED.add(message)
+        faust_compat.guards._DELIVERED.add(message)
         out.append(SimpleNamespace(message=message))
     return out
 
 
-def source_order(first_record: int | None) -> tuple[faust_compat.SourceOrder, list[int]]:
+def source_order(first_record: int | None) -> tuple[faust_compat.guards.SourceOrder, list[int]]:
     asked: list[int] = []
 
     async def probe(topic: str, partition: int, offset: int) -> int | None:
         asked.append(offset)
         return first_record
 
-    return faust_compat.SourceOrder(probe, clock=lambda: 0.0), asked
+    return faust_compat.guards.SourceOrder(probe, clock=lambda: 0.0), asked
 
 
 def admitted(
-    order: faust_compat.SourceOrder, consumer: FakeConsumer, offsets: list[int]
+    order: faust_compat.guards.SourceOrder, consumer: FakeConsumer, offsets: list[int]
 ) -> list[int]:
     async def go() -> list[int]:
         events = order_events(consumer, offsets)
         out = [e.message.offset for e in await order.admit(consumer, events)]
         await asyncio.sleep(0)  # let a seek back run
         for e in events:  # what was held is not marked: its ack is ignored
-            assert (e.message.offset in out) == (e.message in faust_compat._DELIVERED)
+            assert (e.message.offset in out) == (e.message in faust_compat.guards._DELIVERED)
         return out
 
     result: list[int] = run(go())
@@ -334,13 +337,13 @@ def test_a_skipped_message_holds_the_partition_and_it_is_read_again_from_there()
     # guards, which keep the highest offset applied, would refuse 13 and 14 when they come back.
     consumer = FakeConsumer(committed=10, acked=[])
     order, asked = source_order(first_record=13)
-    before = faust_compat.COUNTERS["order_refetch"]
+    before = faust_compat.counters.COUNTERS["order_refetch"]
     assert admitted(order, consumer, [10, 11, 12, 15, 16]) == [10, 11, 12]
     assert asked == [13] and consumer.seeks == [{consumer.tp: 13}]
     # More of the same fetch arrives before the seek takes effect: held, no new probe or seek.
     assert admitted(order, consumer, [17, 18]) == []
     assert asked == [13] and len(consumer.seeks) == 1
-    assert faust_compat.COUNTERS["order_refetch"] == before + 1
+    assert faust_compat.counters.COUNTERS["order_refetch"] == before + 1
     # Read again from 13: everything in order.
     assert admitted(order, consumer, [13, 14, 15, 16, 17, 18]) == [13, 14, 15, 16, 17, 18]
     assert not order.held
@@ -385,12 +388,12 @@ def test_a_partition_of_markers_is_asked_until_it_shows_itself_transactional() -
     consumer = FakeConsumer(committed=0, acked=[])
     order, asked = source_order(first_record=None)
     offsets, at = [0], 0
-    for _ in range(faust_compat.MARKER_STREAK + 2):
+    for _ in range(faust_compat.guards.MARKER_STREAK + 2):
         consumer._gap[consumer.tp].addi(at + 1, at + 3)  # two markers after each record
         at += 3
         offsets.append(at)
     assert admitted(order, consumer, offsets) == offsets
-    assert asked == [1, 4, 7][: faust_compat.MARKER_STREAK]
+    assert asked == [1, 4, 7][: faust_compat.guards.MARKER_STREAK]
     order.reset()  # a new assignment: asked again
     consumer._committed_offset[consumer.tp] = at
     consumer._gap[consumer.tp].addi(at + 1, at + 3)
@@ -404,11 +407,11 @@ def test_a_gap_faust_recorded_over_a_record_the_broker_has_does_not_admit_the_ju
     # wins, and 15 waits for 13 rather than being processed first.
     consumer = FakeConsumer(committed=10, acked=[])
     order, asked = source_order(first_record=13)
-    before = faust_compat.COUNTERS["order_gap_overruled"]
+    before = faust_compat.counters.COUNTERS["order_gap_overruled"]
     assert admitted(order, consumer, [10, 11, 12, 15]) == [10, 11, 12]
     consumer._gap[consumer.tp].addi(13, 15)
     assert admitted(order, consumer, [15, 16]) == []
-    assert faust_compat.COUNTERS["order_gap_overruled"] == before + 1
+    assert faust_compat.counters.COUNTERS["order_gap_overruled"] == before + 1
     assert asked == [13]
     assert admitted(order, consumer, [13, 14, 15, 16]) == [13, 14, 15, 16]
 
@@ -436,7 +439,7 @@ def test_a_broker_that_cannot_be_asked_holds_rather_than_skips() -> None:
     async def probe(topic: str, partition: int, offset: int) -> int | None:
         raise OSError("broker away")
 
-    order = faust_compat.SourceOrder(probe, clock=lambda: 0.0)
+    order = faust_compat.guards.SourceOrder(probe, clock=lambda: 0.0)
     assert admitted(order, consumer, [12]) == []
     assert consumer.seeks == [{consumer.tp: 10}]
 
@@ -465,11 +468,11 @@ def test_a_seek_that_brought_nothing_back_is_retried() -> None:
     async def probe(topic: str, partition: int, offset: int) -> int | None:
         return 10
 
-    order = faust_compat.SourceOrder(probe, clock=lambda: now[0])
+    order = faust_compat.guards.SourceOrder(probe, clock=lambda: now[0])
     assert admitted(order, consumer, [12]) == []
     order.retry()  # too soon: no seek started (outside a loop, one would fail)
     assert len(consumer.seeks) == 1
-    now[0] = faust_compat.ORDER_RETRY_SECONDS
+    now[0] = faust_compat.guards.ORDER_RETRY_SECONDS
 
     async def retry() -> None:
         order.retry()
@@ -513,7 +516,7 @@ def test_a_batch_cancelled_mid_way_is_not_acked() -> None:
 
 
 class FakeStream:
-    """What :func:`faust_compat.process_batches` uses of a Faust stream: its batches."""
+    """What :func:`faust_compat.batches.process_batches` uses of a Faust stream: its batches."""
 
     def __init__(
         self, consumer: FakeConsumer, batches: list[list[Any]], on_close: Any = None
@@ -535,7 +538,7 @@ class FakeStream:
 
 
 def run_batches(
-    stream: FakeStream, order: faust_compat.SourceOrder | None, failure: type[BaseException]
+    stream: FakeStream, order: faust_compat.guards.SourceOrder | None, failure: type[BaseException]
 ) -> None:
     """Process ``stream``'s batches under ``order``; the batch at offset 2 fails."""
 
@@ -545,14 +548,14 @@ def run_batches(
 
     async def go() -> None:
         with contextlib.suppress(failure):
-            await faust_compat.process_batches(stream, "join-input", 10, 0.1, process)
+            await faust_compat.batches.process_batches(stream, "join-input", 10, 0.1, process)
         await asyncio.sleep(0)
 
-    saved, faust_compat.ORDER = faust_compat.ORDER, order
+    saved, faust_compat.guards.ORDER = faust_compat.guards.ORDER, order
     try:
         run(go())
     finally:
-        faust_compat.ORDER = saved
+        faust_compat.guards.ORDER = saved
 
 
 class SlowBuffer:
@@ -605,18 +608,18 @@ def test_a_batch_is_acked_only_after_its_changelog_records_are_sent() -> None:
         async def process(batch: list[Any]) -> None:
             pass
 
-        await faust_compat.process_batches(Stream(), "drift-state", 10, 0.1, process)
+        await faust_compat.batches.process_batches(Stream(), "drift-state", 10, 0.1, process)
         await task
 
-    order, faust_compat.ORDER = faust_compat.ORDER, None
-    before = faust_compat.COUNTERS["slow_changelog_drained"]
+    order, faust_compat.guards.ORDER = faust_compat.guards.ORDER, None
+    before = faust_compat.counters.COUNTERS["slow_changelog_drained"]
     try:
         run(go())
     finally:
-        faust_compat.ORDER = order
+        faust_compat.guards.ORDER = order
     assert acked_with == [["changelog-1", "changelog-2"]]
     assert producer.flushed == 1
-    assert faust_compat.COUNTERS["slow_changelog_drained"] == before + 1
+    assert faust_compat.counters.COUNTERS["slow_changelog_drained"] == before + 1
 
 
 def test_the_retry_task_outlives_an_error_in_one_round() -> None:
@@ -649,7 +652,7 @@ def test_the_retry_task_outlives_an_error_in_one_round() -> None:
 
 def order_with_start(
     first_record: int | None, start: int | Exception | list[int]
-) -> tuple[faust_compat.SourceOrder, list[int]]:
+) -> tuple[faust_compat.guards.SourceOrder, list[int]]:
     order, _asked = source_order(first_record)
     looked: list[int] = []
 
@@ -712,19 +715,22 @@ def test_drained_partitions_are_guarded_ones_with_nothing_queued_or_held() -> No
     app = SimpleNamespace(topics=SimpleNamespace(_topics=channels))
     p0, p1 = TP("t-predictions", 0), TP("t-predictions", 1)
     o0, a0, x0 = TP("t-outcomes", 0), TP("t-alerts", 0), TP("t-unguarded", 0)
-    before = set(faust_compat.GUARDED_TOPICS)
-    order = faust_compat.SourceOrder(source_order(None)[0].probe)
-    order.held[p1] = faust_compat._Hold(5, 0.0, None, 0.0)
-    saved = faust_compat.ORDER
-    faust_compat.GUARDED_TOPICS.update({"t-predictions", "t-outcomes", "t-alerts"})
-    faust_compat.ORDER = order
+    before = set(faust_compat.guards.GUARDED_TOPICS)
+    order = faust_compat.guards.SourceOrder(source_order(None)[0].probe)
+    order.held[p1] = faust_compat.guards._Hold(5, 0.0, None, 0.0)
+    saved = faust_compat.guards.ORDER
+    faust_compat.guards.GUARDED_TOPICS.update({"t-predictions", "t-outcomes", "t-alerts"})
+    faust_compat.guards.ORDER = order
     try:
-        assert faust_compat.queued_by_topic(app) == {"t-predictions": 0, "t-outcomes": 3}
-        assert faust_compat.drained(app, [p0, p1, o0, a0, x0]) == {p0}
+        assert faust_compat.introspection.queued_by_topic(app) == {
+            "t-predictions": 0,
+            "t-outcomes": 3,
+        }
+        assert faust_compat.introspection.drained(app, [p0, p1, o0, a0, x0]) == {p0}
     finally:
-        faust_compat.ORDER = saved
-        faust_compat.GUARDED_TOPICS.clear()
-        faust_compat.GUARDED_TOPICS.update(before)
+        faust_compat.guards.ORDER = saved
+        faust_compat.guards.GUARDED_TOPICS.clear()
+        faust_compat.guards.GUARDED_TOPICS.update(before)
 
 
 def faust_add_gap(consumer: Any, tp: Any, offset_from: int, offset_to: int) -> None:
@@ -744,18 +750,18 @@ def test_a_jump_after_a_seek_back_over_offsets_already_read_is_not_a_gap() -> No
     consumer = FakeConsumer(committed=2520, acked=[])
     tp = consumer.tp
     consumer._read_offset = {tp: 3419}  # type: ignore[attr-defined]
-    faust_compat._READ_HIGH.pop(tp, None)
-    before = faust_compat.COUNTERS["phantom_gap_ignored"]
-    run(faust_compat._seek(consumer, tp, 3020))
-    assert consumer.seeks == [{tp: 3020}] and faust_compat._READ_HIGH[tp] == 3419
+    faust_compat.guards._READ_HIGH.pop(tp, None)
+    before = faust_compat.counters.COUNTERS["phantom_gap_ignored"]
+    run(faust_compat.guards._seek(consumer, tp, 3020))
+    assert consumer.seeks == [{tp: 3020}] and faust_compat.guards._READ_HIGH[tp] == 3419
     faust_add_gap(consumer, tp, 3021, 3400)  # the phantom
     assert not consumer._gap[tp].overlaps(3021, 3420), "offsets already read are not a gap"
     faust_add_gap(consumer, tp, 3421, 3425)  # a real one, past anything read: recorded
     assert consumer._gap[tp].overlaps(3421, 3426)
     faust_add_gap(consumer, tp, 3400, 3450)  # straddling: only the part past 3419
     assert not consumer._gap[tp].overlaps(3400, 3420) and consumer._gap[tp].overlaps(3420, 3451)
-    assert faust_compat.COUNTERS["phantom_gap_ignored"] == before + 2
-    faust_compat._READ_HIGH.pop(tp, None)
+    assert faust_compat.counters.COUNTERS["phantom_gap_ignored"] == before + 2
+    faust_compat.guards._READ_HIGH.pop(tp, None)
 
 
 def test_messages_of_a_revoked_partition_are_refused_until_it_is_assigned_again() -> None:
@@ -765,10 +771,10 @@ def test_messages_of_a_revoked_partition_are_refused_until_it_is_assigned_again(
     consumer = FakeConsumer(committed=10, acked=[])
     order, _ = source_order(first_record=10)
     assert admitted(order, consumer, [10, 11]) == [10, 11]
-    before = faust_compat.COUNTERS["order_revoked"]
+    before = faust_compat.counters.COUNTERS["order_revoked"]
     order.reset(revoked={consumer.tp})
     assert admitted(order, consumer, [12, 13]) == []  # held: never acked, never processed
-    assert faust_compat.COUNTERS["order_revoked"] == before + 2
+    assert faust_compat.counters.COUNTERS["order_revoked"] == before + 2
     order.assigned({TP("join-input", 1)})  # another partition: this one stays refused
     assert admitted(order, consumer, [12]) == []
     order.assigned({consumer.tp})  # ours again: reading starts at the committed offset
@@ -778,7 +784,7 @@ def test_messages_of_a_revoked_partition_are_refused_until_it_is_assigned_again(
 
 def test_a_revocation_while_a_batch_waits_for_a_probe_refuses_its_messages() -> None:
     consumer = FakeConsumer(committed=10, acked=[])
-    order = faust_compat.SourceOrder(lambda *_: never_called(), clock=lambda: 0.0)
+    order = faust_compat.guards.SourceOrder(lambda *_: never_called(), clock=lambda: 0.0)
 
     async def start(topic: str, partition: int) -> int:
         order.reset(revoked={consumer.tp})  # the rebalance runs while the broker is asked
@@ -786,9 +792,9 @@ def test_a_revocation_while_a_batch_waits_for_a_probe_refuses_its_messages() -> 
 
     consumer._committed_offset[consumer.tp] = None
     order.start = start
-    before = faust_compat.COUNTERS["order_superseded"]
+    before = faust_compat.counters.COUNTERS["order_superseded"]
     assert admitted(order, consumer, [10, 11]) == []
-    assert faust_compat.COUNTERS["order_superseded"] == before + 1
+    assert faust_compat.counters.COUNTERS["order_superseded"] == before + 1
 
 
 def test_a_rebalance_while_a_batch_waits_for_the_broker_writes_nothing_of_the_old_one() -> None:
@@ -797,7 +803,7 @@ def test_a_rebalance_while_a_batch_waits_for_the_broker_writes_nothing_of_the_ol
     verdict) is not written over the reset bookkeeping, and no message of the batch goes
     through (read again)."""
     consumer = FakeConsumer(committed=None, acked=[])
-    order = faust_compat.SourceOrder(lambda *_: never_called(), clock=lambda: 0.0)
+    order = faust_compat.guards.SourceOrder(lambda *_: never_called(), clock=lambda: 0.0)
 
     async def start(topic: str, partition: int) -> int:
         order.reset()  # not revoked: only a new generation
@@ -807,7 +813,7 @@ def test_a_rebalance_while_a_batch_waits_for_the_broker_writes_nothing_of_the_ol
     events = order_events(consumer, [10, 11])
     assert run(order.admit(consumer, events)) == []
     assert order.expect == {} and consumer._committed_offset.get(consumer.tp) is None
-    assert all(e.message in faust_compat._HELD for e in events)
+    assert all(e.message in faust_compat.guards._HELD for e in events)
 
     async def jump(topic: str, partition: int, offset: int) -> int | None:
         order.reset()
@@ -832,10 +838,10 @@ def test_a_failed_batch_is_read_again_before_anything_after_it() -> None:
     order, _ = source_order(first_record=11)
     events = order_events(consumer, [10, 11, 12])
     assert [e.message.offset for e in run(order.admit(consumer, events))] == [10, 11, 12]
-    before = faust_compat.COUNTERS["order_rewound"]
+    before = faust_compat.counters.COUNTERS["order_rewound"]
     run(rewound(order, consumer, events[1:]))  # 11 and 12 failed
     assert order.expect[consumer.tp] == 11 and consumer.seeks == [{consumer.tp: 11}]
-    assert faust_compat.COUNTERS["order_rewound"] == before + 1
+    assert faust_compat.counters.COUNTERS["order_rewound"] == before + 1
     assert admitted(order, consumer, [13, 14]) == []  # the next fetch waits for 11
     assert admitted(order, consumer, [11, 12, 13, 14]) == [11, 12, 13, 14]
     order.reset(revoked={consumer.tp})  # another worker's now: nothing to read again here
@@ -843,7 +849,7 @@ def test_a_failed_batch_is_read_again_before_anything_after_it() -> None:
     assert len(consumer.seeks) == 1
 
 
-async def rewound(order: faust_compat.SourceOrder, consumer: Any, events: list[Any]) -> None:
+async def rewound(order: faust_compat.guards.SourceOrder, consumer: Any, events: list[Any]) -> None:
     order.rewind(consumer, events)
     await asyncio.sleep(0)  # let the seek back run
 
@@ -863,9 +869,9 @@ def test_a_batch_cut_short_by_the_worker_stopping_is_not_rewound() -> None:
     order, _ = source_order(first_record=2)
     stream = FakeStream(consumer, [order_events(consumer, [0, 1]), order_events(consumer, [2, 3])])
     stream.app.should_stop = True
-    before = faust_compat.COUNTERS["unfinished_batch"]
+    before = faust_compat.counters.COUNTERS["unfinished_batch"]
     run_batches(stream, order, asyncio.CancelledError)
-    assert faust_compat.COUNTERS["unfinished_batch"] == before + 1
+    assert faust_compat.counters.COUNTERS["unfinished_batch"] == before + 1
     assert order.expect[consumer.tp] == 4 and consumer.seeks == []
 
 
@@ -890,7 +896,7 @@ def test_offsets_read_again_over_a_gap_faust_recorded_are_not_counted_twice() ->
     c = consumer()
     assert Consumer._new_offset(c, c.tp) == 26  # type: ignore[arg-type]
     assert sorted((iv.begin, iv.end) for iv in c._gap[c.tp]) == [(30, 31)]
-    assert faust_compat.COUNTERS["gap_over_acked"] >= 8
+    assert faust_compat.counters.COUNTERS["gap_over_acked"] >= 8
 
 
 class FakeConn:
@@ -921,14 +927,17 @@ def test_a_fetch_left_unanswered_is_given_up_and_its_connection_closed() -> None
             await asyncio.sleep(answers[kind])
             return f"{kind} answer"
 
-    send = faust_compat._timed_fetch(Client.send)
+    send = faust_compat.fetch_timeout._timed_fetch(Client.send)
     client = Client()
     fetch = FetchRequest(max_wait_time=1500, min_bytes=1, max_bytes=1 << 20, isolation_level=0,
                          topics=[])  # fmt: skip
     other = MetadataRequest(topics=[])
-    before = faust_compat.FETCH_TIMEOUT_SECONDS, faust_compat.COUNTERS["fetch_unanswered"]
+    before = (
+        faust_compat.fetch_timeout.FETCH_TIMEOUT_SECONDS,
+        faust_compat.counters.COUNTERS["fetch_unanswered"],
+    )
     try:
-        faust_compat.FETCH_TIMEOUT_SECONDS = 0.05
+        faust_compat.fetch_timeout.FETCH_TIMEOUT_SECONDS = 0.05
         assert asyncio.run(send(client, 7, fetch)) == "fetch answer"
         answers["other"] = 0.1  # slower than the fetch timeout, but not a fetch
         assert asyncio.run(send(client, 7, other)) == "other answer"
@@ -938,14 +947,14 @@ def test_a_fetch_left_unanswered_is_given_up_and_its_connection_closed() -> None
             raise AssertionError("an unanswered fetch was waited out")
         conn = client._conns[(7, ConnectionGroup.DEFAULT)]
         assert len(conn.closed) == 1
-        assert faust_compat.COUNTERS["fetch_unanswered"] == before[1] + 1
+        assert faust_compat.counters.COUNTERS["fetch_unanswered"] == before[1] + 1
         # 0 (None): the client's own timeout only - nothing timed here
-        faust_compat.FETCH_TIMEOUT_SECONDS = None
+        faust_compat.fetch_timeout.FETCH_TIMEOUT_SECONDS = None
         answers["fetch"] = 0.1
         assert asyncio.run(send(client, 7, fetch)) == "fetch answer"
         assert len(conn.closed) == 1
     finally:
-        faust_compat.FETCH_TIMEOUT_SECONDS = before[0]
+        faust_compat.fetch_timeout.FETCH_TIMEOUT_SECONDS = before[0]
 
 
 def test_stream_buffers_bounded_by_bytes_as_well_as_messages() -> None:
@@ -957,7 +966,7 @@ def test_stream_buffers_bounded_by_bytes_as_well_as_messages() -> None:
         from mode.utils.queues import FlowControlEvent
 
         app = SimpleNamespace(flow_control=FlowControlEvent())
-        faust_compat.bound_stream_buffers(app, budget_bytes=10 * 1000)  # 1,000 B a place
+        faust_compat.read_ahead.bound_stream_buffers(app, budget_bytes=10 * 1000)  # 1,000 B a place
         queue = app.FlowControlQueue(maxsize=10, clear_on_resume=False)
 
         def event(size: int) -> Any:
@@ -986,13 +995,13 @@ def test_stream_buffers_bounded_by_bytes_as_well_as_messages() -> None:
         assert high == ["high", "drop"]
         queue.clear()
         assert (queue.qsize(), queue.messages()) == (0, 0)
-        assert faust_compat.queued_by_topic(
+        assert faust_compat.introspection.queued_by_topic(
             SimpleNamespace(topics=SimpleNamespace(_topics=[
                 SimpleNamespace(topics=("t",), _queue=queue)]))
         ) == {"t": 0}  # fmt: skip
         # Without a budget (0) or a bound on messages, Faust's own queues.
         plain = SimpleNamespace(flow_control=FlowControlEvent(), FlowControlQueue=None)
-        faust_compat.bound_stream_buffers(plain, budget_bytes=0)
+        faust_compat.read_ahead.bound_stream_buffers(plain, budget_bytes=0)
         assert plain.FlowControlQueue is None
         assert not hasattr(app.FlowControlQueue(maxsize=0), "messages")
 

@@ -318,7 +318,7 @@ def test_records_the_worker_read_past_a_stuck_commit_are_a_stall_whatever_the_pr
         probes.append(offset)
         return None
 
-    monkeypatch.setattr(faust_compat, "first_record_offset", nothing_there)
+    monkeypatch.setattr(faust_compat.probes, "first_record_offset", nothing_there)
     dog, exits = probed(tmp_path, Offsets(end=2541, read=3419, committed=2642))
     assert dog.check(now=1000) is None
     stall = dog.check(now=1031)
@@ -357,17 +357,17 @@ def test_watchdog_ends_a_worker_held_at_a_missing_message(tmp_path: Path) -> Non
     async def probe(topic: str, partition: int, offset: int) -> int | None:
         return offset
 
-    order = faust_compat.SourceOrder(probe, clock=lambda: now[0])
-    order.held[TP] = faust_compat._Hold(800, 0.0, None, 0.0)
-    before = faust_compat.ORDER
-    faust_compat.ORDER = order
+    order = faust_compat.guards.SourceOrder(probe, clock=lambda: now[0])
+    order.held[TP] = faust_compat.guards._Hold(800, 0.0, None, 0.0)
+    before = faust_compat.guards.ORDER
+    faust_compat.guards.ORDER = order
     try:
         now[0] = 30.0
         assert dog.check(now=1000) is None
         now[0] = 61.0
         stall = dog.check(now=1031)
     finally:
-        faust_compat.ORDER = before
+        faust_compat.guards.ORDER = before
     assert stall is not None and stall.kind == COMMIT and stall.partition == TP
     assert stall.seconds == 61.0 and exits == [STALL_EXIT_CODE] and reasons
 
@@ -384,19 +384,19 @@ def test_watchdog_says_why_waiting_work_is_not_yet_a_stall(
     async def probe(topic: str, partition: int, offset: int) -> int | None:
         return offset
 
-    order = faust_compat.SourceOrder(probe, clock=lambda: now[0])
-    order.held[TP] = faust_compat._Hold(400, 0.0, None, 0.0)
-    before, busy = faust_compat.ORDER, object()
-    faust_compat.ORDER = order
-    faust_compat._BUSY[busy] = ("t-predictions", time.monotonic() - 42)
+    order = faust_compat.guards.SourceOrder(probe, clock=lambda: now[0])
+    order.held[TP] = faust_compat.guards._Hold(400, 0.0, None, 0.0)
+    before, busy = faust_compat.guards.ORDER, object()
+    faust_compat.guards.ORDER = order
+    faust_compat.batches._BUSY[busy] = ("t-predictions", time.monotonic() - 42)
     try:
         with caplog.at_level(logging.WARNING, logger="agents.watchdog"):
             for t in (1000, 1031, 1040, 1047, 1200):
                 now[0] = t - 1000.0
                 assert dog.check(now=t) is None  # the batch holds the verdict back
     finally:
-        faust_compat.ORDER = before
-        del faust_compat._BUSY[busy]
+        faust_compat.guards.ORDER = before
+        del faust_compat.batches._BUSY[busy]
     said = [r.getMessage() for r in caplog.records if "no stall is judged" in r.getMessage()]
     # 1000 (a batch running for 42 s, over half the stall time), 1031, 1047 (15 s on), 1200;
     # not 1040 (15 s have not passed)
@@ -412,15 +412,15 @@ def test_stall_hook_fires_once_per_data_dir(tmp_path: Path) -> None:
     hook = StallHook("commit:10", str(tmp_path))
     try:
         hook(None, 5)
-        assert not faust_compat.IGNORE_ACKS
+        assert not faust_compat.guards.IGNORE_ACKS
         hook(None, 5)
-        assert faust_compat.IGNORE_ACKS
-        faust_compat.IGNORE_ACKS = False
+        assert faust_compat.guards.IGNORE_ACKS
+        faust_compat.guards.IGNORE_ACKS = False
         again = StallHook("commit:10", str(tmp_path))
         again(None, 100)
-        assert not faust_compat.IGNORE_ACKS
+        assert not faust_compat.guards.IGNORE_ACKS
     finally:
-        faust_compat.IGNORE_ACKS = False
+        faust_compat.guards.IGNORE_ACKS = False
     with pytest.raises(ValueError):
         StallHook("sleep:3", str(tmp_path))
 

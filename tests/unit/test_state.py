@@ -5,16 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from streams.incidents import Incident, IncidentBook
-from streams.state import (
+from streams.recent_slots import (
     RECENT_SLOTS,
     SLOT_SAMPLE,
-    FeatureWindow,
     FirstSample,
     RecentSlots,
-    StreamState,
     event_hash,
     slot_runs,
 )
+from streams.state import FeatureWindow, StreamState
 
 
 def full_window(n: int, seed: int = 0) -> FeatureWindow:

@@ -1,5 +1,5 @@
-"""The one module that reaches into Faust's private internals (written for faust-streaming
-0.15.3; :func:`install` refuses any other version rather than patch code it has not read).
+"""The consumer's offset guards: Faust (faust-streaming 0.15.3, see :mod:`agents.faust_compat`)
+never commits past a message the worker did not process, and applies each partition in order.
 
 Faust's consumer can commit an offset past a message it never processed. Seen here as valid
 outcomes dead-lettered ``unknown_prediction`` after a SIGKILL (a whole ``join-input``
@@ -38,7 +38,8 @@ control was still suspended, skipped, and the commit moved past it. Two fixes:
    later messages are held back unprocessed and unacked, and it is read again from the first
    missing offset.
 
-What fired is counted in :data:`COUNTERS` (``driftwatch_consumer_guard_total``) and logged.
+What fired is counted in :data:`.counters.COUNTERS` (``driftwatch_consumer_guard_total``)
+and logged.
 """
 
 from __future__ import annotations
@@ -47,27 +48,15 @@ import asyncio
 import bisect
 import logging
 import time
-import uuid
 import weakref
-from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-log = logging.getLogger(__name__)
+from agents.faust_compat.counters import COUNTERS
+from agents.faust_compat.version import check_version
 
-FAUST_VERSION = "0.15.3"
-COUNTERS: Counter[str] = Counter()
-"""``stale_ack_ignored``, ``head_gap_held``, ``head_gap_markers`` (committed past: no record
-there), ``head_refetch`` (sought back to read a dropped message again), ``order_held``
-(messages held back after a skipped one), ``order_refetch`` (sought back to a skipped one),
-``order_gap_markers`` (a jump over offsets without records, admitted), ``unfinished_batch``
-(a batch cancelled or failed mid-way: its acks ignored, read again), ``phantom_gap_ignored``
-(a jump Faust saw after one of our seeks back, over offsets already read: not a gap),
-``order_gap_overruled`` (Faust's gap list covered an offset the broker said holds a record:
-held for it), ``order_superseded`` (a batch that waited for the broker across a rebalance:
-held whole, read again), ``fetch_unanswered`` (a fetch the broker left unanswered past
-:data:`FETCH_TIMEOUT_SECONDS`: its connection closed, the fetch sent again)."""
+log = logging.getLogger(__name__)
 
 Probe = Callable[[str, int, int], Awaitable[int | None]]
 """(topic, partition, offset) -> offset of the first record at or after ``offset``, or None
@@ -507,18 +496,12 @@ def _spawn(coro: Awaitable[None]) -> None:
 GUARD: HeadGuard | None = None
 ORDER: SourceOrder | None = None
 _TASKS: set[asyncio.Task[None]] = set()
-_RETRYING: asyncio.Future[None] | None = None
 _HELD: weakref.WeakSet[Any] = weakref.WeakSet()
 _installed = False
 _LOGGED: set[tuple[str, int, int | None]] = set()
 GUARDED_TOPICS: set[str] = set()
 """Topics whose agents mark what they process (:func:`mark_delivered`)."""
 _DELIVERED: weakref.WeakSet[Any] = weakref.WeakSet()
-_BUSY: dict[object, tuple[str, float]] = {}
-_LAST_BATCH: dict[str, tuple[float, int, dict[int, int]]] = {}
-AFTER_BATCH: Callable[[Any, int], None] | None = None
-"""Called on the loop after each processed batch with (stream, events): the watchdog's
-test-only stall hook (:mod:`agents.watchdog`)."""
 IGNORE_ACKS = False
 """Testing only: every ack is ignored, so nothing is ever committed (a provoked commit stall)."""
 
@@ -537,117 +520,6 @@ def mark_delivered(stream: Any, topic: str) -> None:
     GUARDED_TOPICS.add(topic)
 
 
-async def process_batches(
-    stream: Any,
-    topic: str,
-    size: int,
-    within: float,
-    process: Callable[[list[Any]], Awaitable[None]],
-) -> None:
-    """Run ``process`` over :func:`ordered_batches`. A batch whose processing did not finish
-    (cancelled by a stop or a rebalance, or failed) is unmarked first: Faust's ``take_events``
-    acks every event of a batch when it is closed, whatever became of it, and a final commit
-    on stop then moved past events whose state was never written (counts lost when a worker
-    left the group with a batch in flight: found by the scale-out test)."""
-    async for batch in ordered_batches(stream, topic, size, within):
-        token = object()
-        _BUSY[token] = (topic, time.monotonic())
-        try:
-            await process(batch)
-            await drain_producer(stream.app)  # its state's changelog records, before its acks
-        except BaseException:
-            for event in batch:
-                _DELIVERED.discard(event.message)
-            COUNTERS["unfinished_batch"] += 1
-            # Stopping, the next owner reads from the committed offsets: no seek on a
-            # consumer that is going away.
-            if ORDER is not None and not getattr(stream.app, "should_stop", False):
-                ORDER.rewind(stream.app.consumer, batch)
-            raise
-        finally:
-            del _BUSY[token]
-        _LAST_BATCH[topic] = (time.monotonic(), len(batch), _partition_counts(batch))
-        if AFTER_BATCH is not None:
-            AFTER_BATCH(stream, len(batch))
-
-
-async def drain_producer(app: Any, poll: float = 0.5) -> None:
-    """Until every record handed to Faust's producer (the batch's table changelogs among
-    them) is delivered: the batch's acks come after this.
-
-    Faust's own ``ProducerBuffer.flush`` gives up as soon as no buffered record is sent within
-    0.1 s, and the consumer commits right after it: with a slow broker the group committed
-    past events whose state was still in the buffer, and a worker that left (or was killed)
-    then lost them - the new owner restored a changelog without those writes (24 counts of
-    one window in the scale-out test under coverage)."""
-    producer = app.producer
-    buffer = getattr(producer, "buffer", None)
-    waited = False
-    while buffer is not None and buffer.size:
-        waited = True
-        buffer.message_sent.clear()
-        try:
-            await asyncio.wait_for(buffer.message_sent.wait(), timeout=poll)
-        except TimeoutError:
-            continue
-    if waited:
-        COUNTERS["slow_changelog_drained"] += 1
-    # The buffer's size drops when its sender takes a record, before the record reaches the
-    # Kafka client: the client flush covers that one too (and waits for delivery).
-    await producer.flush()
-
-
-def busy_since() -> float | None:
-    """When the oldest batch still being processed started (``time.monotonic``), or None:
-    the watchdog tells a slow batch from a stuck worker by it. Safe from any thread."""
-    return min((since for _, since in list(_BUSY.values())), default=None)
-
-
-def _partition_counts(batch: list[Any]) -> dict[int, int]:
-    counts: Counter[int] = Counter(
-        getattr(getattr(event, "message", None), "partition", -1) for event in batch
-    )
-    return dict(counts)
-
-
-def last_batches() -> dict[str, dict[str, Any]]:
-    """Per source topic, the last batch processed: how long ago (seconds), its size and its
-    messages per partition (for the watchdog's account of a slow or stuck worker)."""
-    now = time.monotonic()
-    return {
-        topic: {"seconds_ago": round(now - at, 1), "events": n, "by_partition": parts}
-        for topic, (at, n, parts) in list(_LAST_BATCH.items())
-    }
-
-
-def busy_batches() -> dict[str, float]:
-    """Per source topic, how long its oldest running batch has run (seconds): for the
-    watchdog's account of why it is not judging. Safe from any thread."""
-    now = time.monotonic()
-    out: dict[str, float] = {}
-    for topic, since in list(_BUSY.values()):
-        out[topic] = max(out.get(topic, 0.0), round(now - since, 1))
-    return out
-
-
-async def ordered_batches(
-    stream: Any, topic: str, size: int, within: float
-) -> AsyncIterator[list[Any]]:
-    """``stream.take_events`` with every message marked (:func:`mark_delivered`) and admitted
-    in offset order (:class:`SourceOrder`); batches left empty are not yielded."""
-    mark_delivered(stream, topic)
-    global _RETRYING
-    if ORDER is not None and (
-        _RETRYING is None or _RETRYING.get_loop() is not asyncio.get_running_loop()
-    ):
-        _RETRYING = asyncio.ensure_future(ORDER.retry_forever())
-    async for batch in stream.take_events(size, within=within):
-        if ORDER is not None:
-            batch = await ORDER.admit(stream.app.consumer, list(batch))
-        if batch:
-            yield batch
-
-
 def install(probe: Probe, start: StartLookup | None = None) -> HeadGuard:
     """Patch Faust's consumer (once per process); the newest ``probe`` and ``start`` are the
     ones used."""
@@ -663,14 +535,9 @@ def install(probe: Probe, start: StartLookup | None = None) -> HeadGuard:
         ORDER.start = start
     if _installed:
         return GUARD
-    import faust
+    check_version()
     from faust.transport import consumer as consumer_mod
 
-    if faust.__version__ != FAUST_VERSION:
-        raise RuntimeError(
-            f"agents.faust_compat was written for faust-streaming {FAUST_VERSION}, "
-            f"found {faust.__version__}: review its patches before upgrading"
-        )
     cls = consumer_mod.Consumer
     cls.ack = _guarded_ack(cls.ack)  # type: ignore[method-assign,assignment]
     cls._new_offset = _strict_new_offset(cls._new_offset)  # type: ignore[method-assign,assignment]
@@ -769,383 +636,3 @@ def _strict_new_offset(original: Callable[[Any, Any], int | None]) -> Callable[[
         return original(self, tp)
 
     return new_offset
-
-
-FETCH_TIMEOUT_SECONDS: float | None = None
-"""Set by :func:`install_fetch_timeout`; None: the client's own request timeout only."""
-UNANSWERED_CLIENT: Any = None
-"""Testing only: the next fetch request of this aiokafka client is never sent, so never
-answered (a broker that leaves a fetch unanswered, as the embedded one was seen to do)."""
-_fetch_patched = False
-
-
-def install_fetch_timeout(seconds: float) -> None:
-    """Give up a fetch the broker has not answered in ``seconds``: close its connection (which
-    fails whatever else waits on it, to be retried) and raise ``RequestTimedOutError``, on
-    which aiokafka's fetcher backs off and fetches again on a new connection. aiokafka does the
-    same on its own request timeout, but that one is Faust's ``broker_request_timeout`` (90 s,
-    and it must not be under the session timeout: it times the group's requests too), longer
-    than the watchdog's stall time. Only fetches are timed so (of every aiokafka client in the
-    process: the worker's consumer and the API's catalog tailer); a fetch is answered within
-    its ``fetch_max_wait`` (1.5 s) when the broker is well. ``0`` turns it off."""
-    global FETCH_TIMEOUT_SECONDS, _fetch_patched
-    FETCH_TIMEOUT_SECONDS = seconds if seconds > 0 else None
-    if _fetch_patched:
-        return
-    from aiokafka.client import AIOKafkaClient
-
-    AIOKafkaClient.send = _timed_fetch(AIOKafkaClient.send)
-    _fetch_patched = True
-
-
-def _timed_fetch(
-    original: Callable[..., Awaitable[Any]],
-) -> Callable[..., Coroutine[Any, Any, Any]]:
-    from aiokafka.client import ConnectionGroup
-    from aiokafka.conn import CloseReason
-    from aiokafka.errors import RequestTimedOutError
-    from aiokafka.protocol.fetch import FetchRequest
-
-    async def send(self: Any, node_id: Any, request: Any, **kw: Any) -> Any:
-        global UNANSWERED_CLIENT
-        limit = FETCH_TIMEOUT_SECONDS
-        hang = UNANSWERED_CLIENT is self
-        if not isinstance(request, FetchRequest) or (limit is None and not hang):
-            return await original(self, node_id, request, **kw)
-        if hang:
-            UNANSWERED_CLIENT = None
-            log.warning("TEST HOOK: a fetch from broker %s left unanswered", node_id)
-            call: Awaitable[Any] = asyncio.get_running_loop().create_future()
-        else:
-            call = original(self, node_id, request, **kw)
-        if limit is None:
-            return await call
-        try:
-            async with asyncio.timeout(limit):  # not wait_for: no task, no lost cancellation
-                return await call
-        except TimeoutError:
-            COUNTERS["fetch_unanswered"] += 1
-            log.warning(
-                "a fetch from broker %s was not answered in %.0f s: its connection is closed "
-                "and the fetch sent again on a new one (%d so far)",
-                node_id, limit, COUNTERS["fetch_unanswered"],
-            )  # fmt: skip
-            conn = self._conns.get((node_id, kw.get("group", ConnectionGroup.DEFAULT)))
-            if conn is not None:
-                conn.close(reason=CloseReason.CONNECTION_TIMEOUT)
-            raise RequestTimedOutError() from None
-
-    return send
-
-
-def kafka_probe(config: dict[str, Any], timeout: float = 10.0) -> Probe:
-    """A :data:`Probe` on a throw-away confluent-kafka consumer (``config``: its client
-    settings, bootstrap servers and security), run in a thread."""
-
-    async def probe(topic: str, partition: int, offset: int) -> int | None:
-        return await asyncio.to_thread(first_record_offset, config, topic, partition, offset,
-                                       timeout)  # fmt: skip
-
-    return probe
-
-
-def kafka_start_lookup(config: dict[str, Any], group_id: str, timeout: float = 10.0) -> StartLookup:
-    """A :data:`StartLookup` for consumer group ``group_id`` (a throw-away confluent-kafka
-    client in a thread; it never joins the group or commits)."""
-
-    async def start(topic: str, partition: int) -> int:
-        return await asyncio.to_thread(group_start_offset, config, group_id, topic, partition,
-                                       timeout)  # fmt: skip
-
-    return start
-
-
-def group_start_offset(
-    config: dict[str, Any], group_id: str, topic: str, partition: int, timeout: float = 10.0
-) -> int:
-    """The group's committed offset of a partition, or its log start when it has none
-    (``auto.offset.reset=earliest``, as the worker's consumer); blocking, for a thread."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer({**config, "group.id": group_id, "enable.auto.commit": False})
-    try:
-        tp = TopicPartition(topic, partition)
-        [got] = consumer.committed([tp], timeout)
-        if got.error is not None:
-            raise RuntimeError(str(got.error))
-        if got.offset >= 0:
-            return int(got.offset)
-        low, _ = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-        return max(0, int(low))
-    finally:
-        consumer.close()
-
-
-def first_record_offset(
-    config: dict[str, Any], topic: str, partition: int, offset: int, timeout: float = 10.0
-) -> int | None:
-    """The offset of the first record at or after ``offset``, None at the log end (what lies
-    between holds transaction markers only); blocking, for a thread."""
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-    consumer = Consumer(
-        {
-            **config,
-            # assign() only: never joins or commits; its own id keeps probes apart
-            "group.id": f"driftwatch-head-probe-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_uncommitted",  # what the worker's consumer reads
-            # An offset before the log's start (deleted by retention) means the first record
-            # there, as for the worker's consumer.
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        consumer.assign([TopicPartition(topic, partition, offset)])
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
-            if msg is None:
-                continue
-            err = msg.error()
-            if err is None:
-                return int(msg.offset() or 0)
-            if err.code() == KafkaError._PARTITION_EOF:
-                return None
-            raise RuntimeError(str(err))
-        raise TimeoutError(f"no answer for {topic}[{partition}]@{offset} in {timeout}s")
-    finally:
-        consumer.close()
-
-
-# ---------------------------------------------------------------------- read access for the API
-
-
-def bind_to_this_loop(table: Any) -> None:
-    """Create a table's store and changelog topic now, on the main thread.
-
-    Faust makes both lazily, and the store takes the table's event loop from whichever thread
-    first asks (``Service.loop`` -> ``get_event_loop()``). If that is a metrics scrape or an
-    API request (other threads), the table's background tasks are created on a loop that never
-    runs, and a graceful stop waits for them forever (SIGTERM hung; found by a test).
-    """
-    _ = table.data, table.changelog_topic
-
-
-def table_dbs(table: Any) -> dict[int, Any]:
-    """The RocksDB handles (rocksdict ``Rdict``) of a table's partitions open in this worker,
-    by partition: a snapshot, safe to iterate while Faust opens and closes partitions. Safe
-    from any thread: never creates the store (see :func:`bind_to_this_loop`)."""
-    return dict(getattr(getattr(table, "_data", None), "_dbs", None) or {})
-
-
-def active_partitions(app: Any, table: Any) -> set[int]:
-    """Partitions of ``table`` this worker is the active owner of (not standby copies)."""
-    changelog = getattr(table, "_changelog_topic", None)
-    if changelog is None:  # not made yet (see bind_to_this_loop): nothing is assigned either
-        return set()
-    topic = changelog.get_topic_name()
-    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
-
-
-def member_urls(app: Any) -> list[str]:
-    """Web URLs of every member of the group (this worker's included), from the assignment."""
-    try:
-        return sorted(str(url) for url in app.assignor.tables_metadata())
-    except Exception:
-        return []
-
-
-def read_offsets(consumer: Any) -> dict[Any, int]:
-    """Per topic-partition, the offset of the last message this consumer read."""
-    return {tp: o for tp, o in dict(getattr(consumer, "_read_offset", {})).items() if o is not None}
-
-
-def committed_offsets(consumer: Any) -> dict[Any, int]:
-    """Per topic-partition, the group's committed offset as this consumer knows it."""
-    return {
-        tp: o for tp, o in dict(getattr(consumer, "_committed_offset", {})).items() if o is not None
-    }
-
-
-def diagnostics(app: Any) -> dict[str, Any]:
-    """What the consumer looks like, for the watchdog's dump (best effort: every field is
-    read defensively, from another thread, while the worker may be in any state)."""
-    consumer = getattr(app, "_consumer", None)
-    out: dict[str, Any] = {"generation": getattr(app, "consumer_generation_id", None),
-                           "rebalancing": bool(getattr(app, "rebalancing", False))}  # fmt: skip
-    try:
-        out["flow_control_active"] = bool(app.flow_control.is_active())
-    except Exception:
-        out["flow_control_active"] = None
-    if consumer is None:
-        return out
-
-    def tps(attr: str) -> list[str]:
-        try:
-            return sorted(f"{tp.topic}[{tp.partition}]" for tp in set(getattr(consumer, attr)))
-        except Exception:
-            return []
-
-    out["assigned"] = sorted(f"{tp.topic}[{tp.partition}]" for tp in assignment(app))
-    out["paused"] = tps("_paused_partitions")
-    out["buffered"] = tps("_buffered_partitions")
-    try:
-        out["acked_pending"] = {
-            f"{tp.topic}[{tp.partition}]": len(v) for tp, v in dict(consumer._acked).items() if v
-        }
-    except Exception:
-        out["acked_pending"] = None
-    out["stream_buffers"] = queued_by_topic(app)
-    out["fetcher"] = fetcher_state(consumer)
-    return out
-
-
-def fetcher_state(consumer: Any) -> dict[str, Any]:
-    """The Kafka client's own view under Faust's (aiokafka's subscription and fetcher): per
-    source partition, whether the client holds it paused, its fetch position (None: waiting
-    for an offset reset), whether fetched records wait for Faust to take them, and the high
-    watermark the last fetch answer gave and its age; and which brokers have a fetch in flight
-    (most of the time one is, between answers: only an answer's age tells a fetch left
-    unanswered). A
-    fetch stall's dump then tells a partition Faust never resumed from one the client cannot
-    fetch. Best effort, from any thread."""
-    try:
-        client = consumer._thread._consumer
-        state = client._subscription.subscription.assignment
-        fetcher = client._fetcher
-        pending = set(fetcher._records)
-        now = time.time()
-        partitions: dict[str, Any] = {}
-        for tp in sorted(state.tps):
-            if tp.topic.endswith("-changelog"):
-                continue
-            tps = state.state_value(tp)
-            partitions[f"{tp.topic}[{tp.partition}]"] = {
-                "paused": bool(tps.paused),
-                "position": tps.position if tps.has_valid_position else None,
-                "records_waiting": tp in pending,
-                # as the last fetch answer said, and how long ago (None: never answered)
-                "highwater": tps.highwater,
-                "answered_seconds_ago": (
-                    None if tps.timestamp is None else round(now - tps.timestamp / 1000, 1)
-                ),
-            }
-        return {"partitions": partitions, "fetches_in_flight": sorted(fetcher._in_flight)}
-    except Exception as exc:
-        return {"unavailable": repr(exc)[:200]}
-
-
-def bound_stream_buffers(app: Any, budget_bytes: int) -> None:
-    """Every agent's stream buffer (the messages read ahead, not yet processed) holds at most
-    ``budget_bytes`` of message values as well as its ``maxsize`` messages.
-
-    Faust bounds the read-ahead in messages only (``stream_buffer_maxsize``): a buffer of
-    4,096 envelopes of 500 predictions is two million predictions, and through a backlog the
-    worker's memory grew by that much before it levelled off (``bench.worker_memory``).
-    Here a message takes ``ceil(bytes / (budget_bytes / maxsize))`` of the buffer's places,
-    so small messages (one prediction) are bounded as before and large ones by their bytes;
-    Faust's own flow control then pauses fetching a partition as its buffer fills, as it
-    always does. Faust builds each buffer with ``app.FlowControlQueue``: this replaces that
-    factory. 0: Faust's count-only buffers.
-    """
-    if budget_bytes <= 0:
-        return
-    from mode.utils.queues import ThrowableQueue
-
-    class ByteBudgetQueue(ThrowableQueue):  # type: ignore[type-arg]
-        """``qsize`` is the places taken (what Faust's flow control and ``full`` read)."""
-
-        def __init__(self, maxsize: int, *, place_bytes: int, **kwargs: Any) -> None:
-            self.place_bytes = place_bytes
-            self.places = 0
-            super().__init__(maxsize, **kwargs)
-
-        def _places(self, item: Any) -> int:
-            message = getattr(item, "message", None)
-            value = getattr(message, "value", None)
-            size = len(value) if isinstance(value, bytes | bytearray) else 0
-            return max(1, -(-size // self.place_bytes))
-
-        def _put(self, item: Any) -> None:
-            super()._put(item)
-            self.places += self._places(item)
-
-        def _get(self) -> Any:
-            item = super()._get()
-            self.places -= self._places(item)
-            return item
-
-        def qsize(self) -> int:
-            return self.places
-
-        def messages(self) -> int:
-            return len(self._queue)  # type: ignore[attr-defined]  # asyncio.Queue's deque
-
-        def clear(self) -> None:
-            super().clear()
-            self.places = 0
-
-    def flow_control_queue(maxsize: int | None = None, *, clear_on_resume: bool = False) -> Any:
-        if not maxsize or maxsize <= 0:
-            return ThrowableQueue(
-                maxsize=maxsize, flow_control=app.flow_control, clear_on_resume=clear_on_resume
-            )
-        return ByteBudgetQueue(
-            maxsize,
-            place_bytes=max(1, budget_bytes // maxsize),
-            flow_control=app.flow_control,
-            clear_on_resume=clear_on_resume,
-        )
-
-    app.FlowControlQueue = flow_control_queue
-
-
-def queued_by_topic(app: Any) -> dict[str, int]:
-    """Messages waiting in the agents' stream queues, per source topic (best effort, from any
-    thread: a channel's queue is read only where it exists, never created)."""
-    out: dict[str, int] = {}
-    try:
-        channels = list(app.topics._topics)
-    except Exception:
-        return out
-    for channel in channels:
-        queue = getattr(channel, "_queue", None)
-        if queue is None:
-            continue
-        try:  # messages, not the places a byte-bounded buffer counts
-            size = int(queue.messages() if hasattr(queue, "messages") else queue.qsize())
-        except Exception:
-            continue
-        for name in getattr(channel, "topics", None) or ():
-            out[name] = out.get(name, 0) + size
-    return out
-
-
-def drained(app: Any, partitions: Iterable[Any]) -> set[Any]:
-    """Of ``partitions``, those of agents guarded here (:func:`process_batches`) with nothing
-    queued for their topic and not held by a guard: nothing in the worker will process a
-    message read there past the commit (the watchdog's orphaned-messages check)."""
-    queued = queued_by_topic(app)
-    held = set(ORDER.held) if ORDER is not None else set()
-    gaps = set(GUARD.gaps) if GUARD is not None else set()
-    return {
-        tp
-        for tp in partitions
-        if tp.topic in GUARDED_TOPICS
-        and queued.get(tp.topic, -1) == 0
-        and tp not in held
-        and tp not in gaps
-    }
-
-
-def assignment(app: Any) -> set[Any]:
-    """The consumer's assigned partitions (empty while it has none or is not made yet)."""
-    consumer = getattr(app, "_consumer", None)
-    if consumer is None:
-        return set()
-    try:
-        return set(consumer.assignment())
-    except Exception:
-        return set()

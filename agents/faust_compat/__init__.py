@@ -1,0 +1,39 @@
+"""The one place that reaches into Faust's private internals (and aiokafka's), written for
+faust-streaming 0.15.3: every patch checks that version first (:func:`version.check_version`)
+and refuses any other rather than patch code it has not read.
+
+- :mod:`.guards`: the consumer never commits past a message the worker did not process, and
+  each partition is applied in offset order (the offset guards rely on it);
+- :mod:`.batches`: an agent's batches, acked only once their work and changelog records are
+  delivered;
+- :mod:`.fetch_timeout`: fetches the broker leaves unanswered are sent again;
+- :mod:`.read_ahead`: the agents' read-ahead bounded by bytes;
+- :mod:`.probes`: the broker asked directly where Faust's bookkeeping cannot be trusted;
+- :mod:`.introspection`: read-only views for the API, health checks and the watchdog;
+- :mod:`.counters`: what fired, counted.
+
+Mutable settings live in the submodule that reads them (``guards.ORDER``,
+``batches.AFTER_BATCH``, ...): set them there.
+"""
+
+from agents.faust_compat import (
+    batches,
+    counters,
+    fetch_timeout,
+    guards,
+    introspection,
+    probes,
+    read_ahead,
+    version,
+)
+
+__all__ = [
+    "batches",
+    "counters",
+    "fetch_timeout",
+    "guards",
+    "introspection",
+    "probes",
+    "read_ahead",
+    "version",
+]

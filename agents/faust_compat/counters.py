@@ -1,0 +1,17 @@
+"""What the adapters fired, by kind (exported as ``driftwatch_consumer_guard_total``)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+COUNTERS: Counter[str] = Counter()
+"""``stale_ack_ignored``, ``head_gap_held``, ``head_gap_markers`` (committed past: no record
+there), ``head_refetch`` (sought back to read a dropped message again), ``order_held``
+(messages held back after a skipped one), ``order_refetch`` (sought back to a skipped one),
+``order_gap_markers`` (a jump over offsets without records, admitted), ``unfinished_batch``
+(a batch cancelled or failed mid-way: its acks ignored, read again), ``phantom_gap_ignored``
+(a jump Faust saw after one of our seeks back, over offsets already read: not a gap),
+``order_gap_overruled`` (Faust's gap list covered an offset the broker said holds a record:
+held for it), ``order_superseded`` (a batch that waited for the broker across a rebalance:
+held whole, read again), ``fetch_unanswered`` (a fetch the broker left unanswered past
+:data:`FETCH_TIMEOUT_SECONDS`: its connection closed, the fetch sent again)."""

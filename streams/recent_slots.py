@@ -1,0 +1,284 @@
+"""Deterministic samples of the values in an open window's last few sub-day slots.
+
+A shift that starts mid-day is diluted in the whole day's summary; the engine's interim looks
+test the last 1, 2, 4 and 8 slots (:data:`RECENT_LEVELS`) from these samples instead. Each slot
+keeps the :data:`SLOT_SAMPLE` values with the smallest hash of their event id: a uniform
+sample that does not depend on arrival order or batching, so a live worker and a backtest
+keep the same values.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import operator
+import struct
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+RECENT_LEVELS = 4
+"""Recent spans tested at sub-day looks: the last 1, 2, 4 and 8 interim slots."""
+RECENT_SLOTS = 1 << (RECENT_LEVELS - 1)
+SLOT_SAMPLE = 64
+"""Values kept per slot: a deterministic uniform sample (the smallest event-id hashes)."""
+_NO_VALUES: np.ndarray = np.empty(0, np.float64)
+
+
+SlotRuns = list[tuple[int, list[int]]]
+"""Per ring entry a batch touches: its highest slot, and the batch's indices in that slot."""
+
+
+def slot_runs(slots: Sequence[int]) -> SlotRuns:
+    """What :meth:`RecentSlots.add_many` keeps of a batch of several slots: per ring entry,
+    its highest slot and the indices (in order) of the values in it (older ones are too late).
+
+    >>> slot_runs([3, 4, 11, 3, 12])
+    [(11, [2]), (12, [4])]
+    """
+    by_entry: dict[int, list[int]] = {}
+    for k, slot in enumerate(slots):
+        by_entry.setdefault(slot % RECENT_SLOTS, []).append(k)
+    out: SlotRuns = []
+    for ks in by_entry.values():
+        top = max(slots[k] for k in ks)
+        out.append((top, [k for k in ks if slots[k] == top]))
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class FirstSample:
+    """The sample of a batch of one slot that starts its ring entry, the same for every
+    feature of the batch: ``take`` picks the values with the ``SLOT_SAMPLE`` smallest hashes
+    (ties: the earlier value) in hash order, as tuples in C; ``hashes`` are theirs.
+
+    >>> first = FirstSample.of([9, 3, 7] * 30)
+    >>> first.hashes[:3], first.take(list(range(90)))[:3]
+    ((3, 3, 3), (1, 4, 7))
+    """
+
+    take: Callable[[Sequence[Any]], tuple[Any, ...]]
+    hashes: tuple[int, ...]
+
+    @classmethod
+    def of(cls, hashes: list[int]) -> FirstSample | None:
+        """None for a batch smaller than a sample (its values are all kept, in order)."""
+        if len(hashes) < SLOT_SAMPLE:
+            return None
+        order = sorted(range(len(hashes)), key=hashes.__getitem__)  # stable
+        take = operator.itemgetter(*order[:SLOT_SAMPLE])
+        return cls(take, take(hashes))
+
+
+@dataclass
+class RecentSlots:
+    """Samples of the values in the last ``RECENT_SLOTS`` interim slots of an open window.
+
+    A shift that starts mid-day is diluted in the whole day's summary; testing the last few
+    hours finds it hours earlier. Keeping the ``SLOT_SAMPLE`` values with the smallest hash of
+    their event id is a uniform sample that does not depend on arrival order or batching, so
+    the live worker and a backtest keep the same values; tests on a sample stay valid (it is
+    i.i.d. from the slot's distribution), they just have less power at very high volume —
+    the whole-window tests still see every value.
+    """
+
+    ids: list[int] = field(default_factory=lambda: [-1] * RECENT_SLOTS)
+    samples: list[list[tuple[int, float | str | None]]] = field(
+        default_factory=lambda: [[] for _ in range(RECENT_SLOTS)]
+    )
+    _arrays: dict[int, tuple[int, int, np.ndarray, int]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+    """Per ring entry: (slot, sample length, finite values, missing) of numeric samples;
+    dropped whenever the entry changes."""
+    _encoded: dict[int, bytes] = field(default_factory=dict, repr=False, compare=False)
+    """Per ring entry: its part of :meth:`to_bytes` (a flush re-encodes only the entries that
+    changed since the last one: usually one of eight); dropped with ``_arrays``."""
+
+    def add(self, slot: int, h: int, value: float | str | None) -> None:
+        i = slot % RECENT_SLOTS
+        self._arrays.pop(i, None)
+        self._encoded.pop(i, None)
+        if self.ids[i] != slot:
+            if self.ids[i] > slot:
+                return  # an event later than its slot's ring entry: too late for sub-day looks
+            self.ids[i] = slot
+            self.samples[i] = []
+        sample = self.samples[i]
+        if len(sample) < SLOT_SAMPLE:
+            sample.append((h, value))
+            if len(sample) == SLOT_SAMPLE:
+                sample.sort(key=_hash_of)
+        elif h < sample[-1][0]:
+            sample.pop()
+            bisect.insort(sample, (h, value), key=_hash_of)
+
+    def add_many(
+        self,
+        slots: list[int],
+        hashes: list[int],
+        values: list[float | str | None],
+        first: FirstSample | None = None,
+        runs: SlotRuns | None = None,
+    ) -> None:
+        """:meth:`add` for each (slot, hash, value), in order, in one pass per ring entry:
+        an entry ends up holding its highest slot, with the ``SLOT_SAMPLE`` smallest hashes
+        (ties: the earlier value) - what adding them one at a time leaves. ``first``: the
+        batch's :class:`FirstSample`, for a batch of one slot (used if it starts its entry);
+        ``runs``: :func:`slot_runs` of ``slots``. Both are the same for every feature of a
+        batch: its caller works them out once."""
+        one_slot = first is not None or (  # a FirstSample is made for one slot only
+            runs is None and bool(slots) and slots.count(slots[0]) == len(slots)
+        )
+        if one_slot:
+            slot = slots[0]
+            i = slot % RECENT_SLOTS
+            starts = self.ids[i] < slot or (self.ids[i] == slot and not self.samples[i])
+            if first is not None and starts:
+                # What _add_run leaves: the stably sorted batch's first SLOT_SAMPLE.
+                self.ids[i] = slot
+                self.samples[i] = list(zip(first.hashes, first.take(values), strict=True))
+                self._arrays.pop(i, None)
+                self._encoded.pop(i, None)
+                return
+            self._add_run(slot, list(zip(hashes, values, strict=True)))
+            return
+        for top, ks in slot_runs(slots) if runs is None else runs:
+            self._add_run(top, [(hashes[k], values[k]) for k in ks])
+
+    def _add_run(self, slot: int, fresh: list[tuple[int, float | str | None]]) -> None:
+        """Values of one slot, in arrival order, into its ring entry."""
+        i = slot % RECENT_SLOTS
+        if self.ids[i] > slot:
+            return  # every one of them is later than its slot's ring entry
+        if self.ids[i] != slot:
+            self.ids[i] = slot
+            self.samples[i] = []
+        sample = self.samples[i]
+        if len(sample) == SLOT_SAMPLE:  # full, so sorted: only smaller hashes get in
+            cut = sample[-1][0]
+            fresh = [pair for pair in fresh if pair[0] < cut]
+        if not fresh and sample:
+            return
+        self._arrays.pop(i, None)
+        self._encoded.pop(i, None)
+        if len(sample) + len(fresh) < SLOT_SAMPLE:
+            sample.extend(fresh)  # arrival order until the sample is full
+            return
+        # Stable: ties keep arrival order, so a newcomer with the same hash as the largest
+        # kept one stays out, as it does one at a time (it must be strictly smaller).
+        self.samples[i] = sorted(sample + fresh, key=_hash_of)[:SLOT_SAMPLE]
+
+    def span_array(self, last_slot: int, slots: int) -> tuple[np.ndarray, int] | None:
+        """:meth:`span` of a numeric feature as (finite values, missing count), from each
+        slot's array, made once per slot sample rather than once per look."""
+        parts = self.slot_arrays(last_slot, slots)
+        if parts is None:
+            return None
+        values = np.concatenate([p for p, _ in parts]) if parts else np.empty(0, np.float64)
+        return values, sum(m for _, m in parts)
+
+    def slot_arrays(self, last_slot: int, slots: int) -> list[tuple[np.ndarray, int]] | None:
+        """Per slot ``last_slot - slots + 1 .. last_slot`` (oldest first), its sample's
+        finite values and missing count (an empty array for a slot with no traffic); None if
+        a slot is unknown (before the window, or its ring entry taken by a later slot)."""
+        out = self.known_slot_arrays(last_slot, slots)
+        return out if len(out) == slots else None
+
+    def known_slot_arrays(self, last_slot: int, slots: int) -> list[tuple[np.ndarray, int]]:
+        """:meth:`slot_arrays` of the longest run of known slots that ends at ``last_slot``
+        (at most ``slots``; none if ``last_slot`` is unknown)."""
+        out: list[tuple[np.ndarray, int]] = []
+        cache = self._arrays
+        for slot in range(last_slot, last_slot - slots, -1):
+            i = slot % RECENT_SLOTS
+            if slot < 0 or self.ids[i] != slot:
+                if slot >= 0 and self.ids[i] < slot:
+                    out.append((_NO_VALUES, 0))  # a slot with no traffic
+                    continue
+                break
+            hit = cache.get(i)
+            if hit is None or hit[0] != slot:
+                # None (missing) becomes NaN in the conversion
+                raw = np.array(list(map(_value_of, self.samples[i])), dtype=np.float64)
+                finite = raw[np.isfinite(raw)]
+                hit = cache[i] = (slot, len(self.samples[i]), finite, int(raw.size - finite.size))
+            out.append((hit[2], hit[3]))
+        out.reverse()
+        return out
+
+    def span(self, last_slot: int, slots: int) -> list[float | str | None] | None:
+        """Values of slots ``last_slot - slots + 1 .. last_slot``; None if one is unknown."""
+        out: list[float | str | None] = []
+        for slot in range(last_slot - slots + 1, last_slot + 1):
+            i = slot % RECENT_SLOTS
+            if slot < 0 or self.ids[i] != slot:
+                if slot >= 0 and self.ids[i] < slot:
+                    continue  # a slot with no traffic
+                return None
+            out.extend(map(_value_of, self.samples[i]))
+        return out
+
+    def to_bytes(self, numeric: bool) -> bytes:
+        """Compact binary for numeric features (<= 6.2 KiB: ids, counts, u32 hashes, f64
+        values with NaN for missing); JSON for categorical values."""
+        cache = self._encoded
+        entries: list[bytes] = []
+        for i, sample in enumerate(self.samples):
+            part = cache.get(i)
+            if part is None:
+                part = cache[i] = _encode_sample(sample, numeric)
+            entries.append(part)
+        if not numeric:  # the bytes of json.dumps(..., separators=(",", ":")) of the whole
+            ids = json.dumps(self.ids, separators=(",", ":")).encode()
+            return b'{"ids":' + ids + b',"s":[' + b",".join(entries) + b"]}"
+        counts = [len(sample) for sample in self.samples]
+        return struct.pack(f"<{RECENT_SLOTS}q{RECENT_SLOTS}H", *self.ids, *counts) + b"".join(
+            entries
+        )
+
+    @classmethod
+    def from_bytes(cls, raw: bytes, numeric: bool) -> RecentSlots:
+        if not numeric:
+            d = json.loads(raw)
+            return cls(ids=list(d["ids"]), samples=[[(h, v) for h, v in x] for x in d["s"]])
+        head = struct.Struct(f"<{RECENT_SLOTS}q{RECENT_SLOTS}H")
+        fields_ = head.unpack_from(raw)
+        ids, counts = list(fields_[:RECENT_SLOTS]), fields_[RECENT_SLOTS:]
+        pos = head.size
+        samples: list[list[tuple[int, float | str | None]]] = []
+        for n in counts:
+            hashes = np.frombuffer(raw, dtype="<u4", count=n, offset=pos)
+            pos += 4 * n
+            values = np.frombuffer(raw, dtype="<f8", count=n, offset=pos)
+            pos += 8 * n
+            samples.append(
+                [
+                    (int(h), None if v != v else float(v))
+                    for h, v in zip(hashes.tolist(), values.tolist(), strict=True)
+                ]
+            )
+        return cls(ids=ids, samples=samples)
+
+
+def _encode_sample(sample: list[tuple[int, float | str | None]], numeric: bool) -> bytes:
+    """One ring entry's part of :meth:`RecentSlots.to_bytes`."""
+    if not numeric:
+        return json.dumps([[h, v] for h, v in sample], separators=(",", ":")).encode()
+    hashes = np.array([h for h, _ in sample], dtype="<u4").tobytes()
+    return hashes + np.array([np.nan if v is None else v for _, v in sample], "<f8").tobytes()
+
+
+_hash_of = operator.itemgetter(0)
+"""A sample entry's hash: the sort key of the slot samples (in C; a Python key function was
+a twentieth of the engine's time on dense streams)."""
+_value_of = operator.itemgetter(1)
+"""A sample entry's value."""
+
+
+def event_hash(event_id: str) -> int:
+    """Stable 32-bit hash of an event id (the same in every process, unlike ``hash``)."""
+    return zlib.crc32(event_id.encode())
