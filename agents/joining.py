@@ -27,13 +27,12 @@ from agents.envelopes import (
     decode_join,
     encode_perf,
 )
+from agents.faust_compat.current_event import PartitionContext, set_current_event
 from agents.metrics import WorkerMetrics
 from agents.processor import (
     CHUNK_BYTES,
     ForwardFn,
-    PartitionContext,
     TableStore,
-    _set_current_event,
     chunks,
     in_thread,
     observe_latency,
@@ -161,7 +160,7 @@ class JoinProcessor:
         touched: set[int] = set()
         for event in events:
             m = event.message
-            _set_current_event(event)
+            set_current_event(event)
             touched.add(m.partition)
             last = self._last_read.get(m.partition)
             if last is not None and m.offset != last + 1:

@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from agents.alerts import model_alert, retrain_alert
+from agents.faust_compat.current_event import PartitionContext, set_current_event
 from agents.metrics import WorkerMetrics
-from agents.processor import PartitionContext, SendFn, TableStore, _set_current_event
+from agents.processor import SendFn, TableStore
 from agents.webhook import CHANNEL, WebhookConfig, WebhookNotifier
 from runtime.settings import Settings
 from schemas import InvalidEvent, ModelEvent, RetrainEvent
@@ -83,7 +84,7 @@ class AlertNotifier:
         todo: list[tuple[int, Alert]] = []
         in_batch: set[str] = set()
         for event in events:
-            _set_current_event(event)
+            set_current_event(event)
             alert = _alert(event.value)
             if alert is None:
                 continue

@@ -17,13 +17,12 @@ from typing import Any
 
 from agents.dead_letters import DeadLetters, Rejected
 from agents.envelopes import decode_perf
+from agents.faust_compat.current_event import PartitionContext, set_current_event
 from agents.metrics import WorkerMetrics
 from agents.processor import (
     BatchResult,
-    PartitionContext,
     SendFn,
     TableStore,
-    _set_current_event,
     in_thread,
     publish_alerts,
     publish_drifts,
@@ -78,7 +77,7 @@ class PerformanceProcessor:
         mon = self.monitor
         for event in events:
             m = event.message
-            _set_current_event(event)
+            set_current_event(event)
             try:
                 jp, entries = decode_perf(event.value)
             except (ValueError, KeyError, TypeError) as exc:

@@ -18,16 +18,14 @@ import asyncio
 import contextlib
 import logging
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from faust.streams import _current_event
-
 from agents.alerts import incident_alert, rank_notices
 from agents.dead_letters import DeadLetters, Rejected
 from agents.envelopes import JoinFrame, batch_join
+from agents.faust_compat.current_event import PartitionContext, reading, set_current_event
 from agents.metrics import WorkerMetrics
 from schemas import DriftEvent, InvalidEvent
 from schemas.events import POSITION_STRIDE
@@ -56,12 +54,8 @@ class TableStore:
         if partition is None:
             value = self.table.get(key.encode())
         else:
-            stub: Any = _read_stub(partition)
-            token = _current_event.set(weakref.ref(stub))
-            try:
+            with reading(partition):
                 value = self.table.get(key.encode())
-            finally:
-                _current_event.reset(token)
         return None if value is None else bytes(value)
 
     def write(self, w: Write) -> None:
@@ -71,52 +65,6 @@ class TableStore:
                 del self.table[key]
         else:
             self.table[key] = w.value
-
-
-@dataclass(frozen=True)
-class _PartitionMessage:
-    partition: int
-    topic: str
-
-
-@dataclass(frozen=True)
-class _PartitionEvent:
-    """What Faust's table code reads from the current event: its message's partition, and
-    the source topic (to check it is co-partitioned with the changelog)."""
-
-    message: _PartitionMessage
-
-
-_READ_STUBS: dict[int, _PartitionEvent] = {}
-
-
-def _read_stub(partition: int) -> _PartitionEvent:
-    stub = _READ_STUBS.get(partition)
-    if stub is None:  # kept: the context variable holds only a weak reference
-        stub = _READ_STUBS[partition] = _PartitionEvent(_PartitionMessage(partition, ""))
-    return stub
-
-
-def _set_current_event(event: Any) -> None:
-    # Faust picks the RocksDB partition and the changelog partition from this context variable.
-    _current_event.set(weakref.ref(event))
-
-
-@dataclass
-class PartitionContext:
-    """Makes a partition the one Faust writes a table and its changelog to, outside of the
-    message that owns it (timers, expiry, state of another message in the same batch)."""
-
-    source_topic: str
-    _stubs: dict[int, Any] = field(default_factory=dict)
-
-    def enter(self, partition: int) -> None:
-        stub = self._stubs.get(partition)
-        if stub is None:
-            stub = self._stubs[partition] = _PartitionEvent(
-                _PartitionMessage(partition, self.source_topic)
-            )
-        _set_current_event(stub)
 
 
 async def publish_drifts(send: SendFn, metrics: WorkerMetrics, drifts: list[DriftEvent]) -> None:
@@ -292,7 +240,7 @@ class PredictionProcessor:
         out = BatchResult()
         for event in events:
             message = event.message
-            _set_current_event(event)
+            set_current_event(event)
             try:
                 items = self.validator.validate_message(event.value, now)
             except InvalidEvent as exc:

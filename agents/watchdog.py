@@ -256,8 +256,7 @@ class Watchdog:
         committed = {
             (tp.topic, tp.partition): tp.offset for tp in client.committed(asked, LOOKUP_SECONDS)
         }
-        consumer = getattr(self.app, "_consumer", None)
-        read = faust_compat.introspection.read_offsets(consumer) if consumer is not None else {}
+        read = faust_compat.introspection.app_read_offsets(self.app)
         out: dict[Any, Offsets] = {}
         for tp in tps:
             start, end = client.get_watermark_offsets(
@@ -415,9 +414,7 @@ class StallHook:
         if self.kind == COMMIT:
             faust_compat.guards.IGNORE_ACKS = True
         elif self.kind == UNANSWERED:
-            faust_compat.fetch_timeout.UNANSWERED_CLIENT = (
-                stream.app.consumer._thread._consumer._client
-            )
+            faust_compat.fetch_timeout.leave_next_fetch_unanswered(stream.app)
         else:
             consumer = stream.app.consumer
             tps = [tp for tp in consumer.assignment() if not tp.topic.endswith("-changelog")]

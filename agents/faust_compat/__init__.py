@@ -1,9 +1,11 @@
 """The one place that reaches into Faust's private internals (and aiokafka's), written for
 faust-streaming 0.15.3: every patch checks that version first (:func:`version.check_version`)
-and refuses any other rather than patch code it has not read.
+and refuses any other rather than patch code it has not read. No module outside this
+package touches a private name of Faust, mode or aiokafka (``tests/unit/test_layout.py``).
 
 - :mod:`.guards`: the consumer never commits past a message the worker did not process, and
   each partition is applied in offset order (the offset guards rely on it);
+- :mod:`.current_event`: which partition Faust reads and writes a table in;
 - :mod:`.batches`: an agent's batches, acked only once their work and changelog records are
   delivered;
 - :mod:`.fetch_timeout`: fetches the broker leaves unanswered are sent again;
@@ -19,6 +21,7 @@ Mutable settings live in the submodule that reads them (``guards.ORDER``,
 from agents.faust_compat import (
     batches,
     counters,
+    current_event,
     fetch_timeout,
     guards,
     introspection,
@@ -30,6 +33,7 @@ from agents.faust_compat import (
 __all__ = [
     "batches",
     "counters",
+    "current_event",
     "fetch_timeout",
     "guards",
     "introspection",

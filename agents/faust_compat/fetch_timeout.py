@@ -21,6 +21,13 @@ answered (a broker that leaves a fetch unanswered, as the embedded one was seen 
 _fetch_patched = False
 
 
+def leave_next_fetch_unanswered(app: Any) -> None:
+    """Testing only: the next fetch of ``app``'s consumer is never sent (see
+    :data:`UNANSWERED_CLIENT`)."""
+    global UNANSWERED_CLIENT
+    UNANSWERED_CLIENT = app.consumer._thread._consumer._client
+
+
 def install_fetch_timeout(seconds: float) -> None:
     """Give up a fetch the broker has not answered in ``seconds``: close its connection (which
     fails whatever else waits on it, to be retried) and raise ``RequestTimedOutError``, on

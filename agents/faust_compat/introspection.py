@@ -51,6 +51,12 @@ def read_offsets(consumer: Any) -> dict[Any, int]:
     return {tp: o for tp, o in dict(getattr(consumer, "_read_offset", {})).items() if o is not None}
 
 
+def app_read_offsets(app: Any) -> dict[Any, int]:
+    """:func:`read_offsets` of ``app``'s consumer; empty while it is not made yet."""
+    consumer = getattr(app, "_consumer", None)
+    return {} if consumer is None else read_offsets(consumer)
+
+
 def committed_offsets(consumer: Any) -> dict[Any, int]:
     """Per topic-partition, the group's committed offset as this consumer knows it."""
     return {
