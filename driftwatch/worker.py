@@ -15,7 +15,7 @@ from agents.app import create_app
 from agents.metrics import CountersCollector
 from runtime.gc_tuning import GcPauses, freeze_startup, tune_gc
 from runtime.kafka_connection import check_connection, confluent_config, security
-from runtime.malloc_arenas import limit_arenas
+from runtime.malloc_arenas import fix_mmap_threshold, limit_arenas
 from runtime.settings import Settings
 from runtime.stop_deadline import watch_stop
 from runtime.topics import WORKER_TOPICS, prepare_topics, topic_specs
@@ -28,6 +28,10 @@ def run_worker(settings: Settings) -> int:
     # An operator's own MALLOC_ARENA_MAX (read by glibc at start) wins.
     if "MALLOC_ARENA_MAX" not in os.environ and limit_arenas(settings.malloc_arenas):
         log.info("malloc arenas: at most %d", settings.malloc_arenas)
+    threshold = settings.malloc_mmap_threshold_kb * 1024
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ and fix_mmap_threshold(threshold):
+        log.info("malloc: blocks of %d KiB or more mapped on their own",
+                 settings.malloc_mmap_threshold_kb)  # fmt: skip
     # Refused credentials, an untrusted certificate, missing or mis-partitioned topics:
     # one clear line and a non-zero exit (driftwatch.cli), before Faust starts retrying.
     kafka = confluent_config(settings)

@@ -16,14 +16,44 @@ any process; this spares operators from knowing it.
 from __future__ import annotations
 
 import ctypes
-import logging
 import sys
 from typing import Any
 
-log = logging.getLogger(__name__)
-
 M_ARENA_MAX = -8
 """glibc's ``mallopt`` parameter (malloc.h)."""
+MAX_MMAP_THRESHOLD_KB = 32 * 1024
+"""glibc refuses a larger mmap threshold on 64-bit systems (``HEAP_MAX_SIZE / 2``)."""
+M_MMAP_THRESHOLD = -3
+"""glibc's ``mallopt`` parameter (malloc.h): allocations at least this large are mapped on
+their own and unmapped when freed."""
+
+
+def _mallopt(param: int, value: int) -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):  # musl and others
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    return bool(mallopt(param, value))
+
+
+def fix_mmap_threshold(size: int) -> bool:
+    """Allocations of ``size`` bytes or more get their own mapping, returned to the system
+    when freed; False where that cannot be set (0, not glibc).
+
+    Why: glibc starts at 128 KiB but raises the threshold to the size of every mapped block
+    that is freed (up to 32 MiB), so after the first few the worker's large transient
+    buffers (envelopes of hundreds of KB, fetch responses, a part's encoded state) come from
+    the heap, and the heap keeps the high-water mark of them all, fragmented among
+    long-lived objects. Setting it fixes it (and turns that adjustment off).
+
+    >>> fix_mmap_threshold(0)
+    False
+    """
+    return size > 0 and _mallopt(M_MMAP_THRESHOLD, size)
 
 
 def limit_arenas(arenas: int) -> bool:
@@ -33,19 +63,7 @@ def limit_arenas(arenas: int) -> bool:
     >>> limit_arenas(0)
     False
     """
-    if arenas <= 0 or not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and others: no glibc arenas to bound
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    done = bool(mallopt(M_ARENA_MAX, arenas))
-    if not done:  # pragma: no cover - glibc accepts any positive count
-        log.warning("could not bound malloc arenas to %d", arenas)
-    return done
+    return arenas > 0 and _mallopt(M_ARENA_MAX, arenas)
 
 
 _TRIM: Any = False  # False: not looked up yet; None: none here

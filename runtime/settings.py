@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.gc_tuning import DEFAULT_THRESHOLD, MAX_GC_THRESHOLD
+from runtime.malloc_arenas import MAX_MMAP_THRESHOLD_KB
 from streams.config import EngineConfig, PerformanceConfig
 
 MIN_FETCH_TIMEOUT_SECONDS = 5.0
@@ -312,6 +313,14 @@ class Settings:
         "gets its own and keeps what it once held, and RSS grew for millions of events before "
         "it levelled off. 0 leaves glibc's default (8 per core).",
     )
+    malloc_mmap_threshold_kb: int = _env(
+        "DRIFTWATCH_MALLOC_MMAP_THRESHOLD_KB",
+        128,
+        "Allocations of this many KiB or more get their own mapping in the worker, returned to "
+        "the system when freed (glibc; set at start). glibc otherwise raises the threshold as "
+        "large blocks are freed, and large transient buffers (envelopes, fetches) then grow a "
+        "fragmented heap. 0 leaves glibc's adjusting threshold.",
+    )
     malloc_trim_seconds: float = _env(
         "DRIFTWATCH_MALLOC_TRIM_SECONDS",
         30.0,
@@ -511,6 +520,16 @@ class Settings:
                 f"DRIFTWATCH_FETCH_TIMEOUT_SECONDS={self.fetch_timeout_seconds:g}: at least "
                 f"{MIN_FETCH_TIMEOUT_SECONDS:g} (a fetch may wait 1.5 s for records by design), "
                 "or 0 for the client's own timeout"
+            )
+        if not 0 <= self.malloc_mmap_threshold_kb <= MAX_MMAP_THRESHOLD_KB:
+            raise ValueError(
+                f"DRIFTWATCH_MALLOC_MMAP_THRESHOLD_KB={self.malloc_mmap_threshold_kb}: from 1 to "
+                f"{MAX_MMAP_THRESHOLD_KB} KiB (glibc's limit), or 0 for glibc's own"
+            )
+        if self.malloc_trim_seconds < 0:
+            raise ValueError(
+                f"DRIFTWATCH_MALLOC_TRIM_SECONDS={self.malloc_trim_seconds:g}: seconds, or 0 "
+                "for never"
             )
         if not 0 <= self.gc_threshold <= MAX_GC_THRESHOLD:
             raise ValueError(
