@@ -36,7 +36,7 @@ from agents.performance import PerformanceProcessor
 from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
 from agents.watchdog import QUIET_RECONNECTS, StallHook, Watchdog
 from runtime.kafka_connection import confluent_config, faust_credentials
-from runtime.malloc_arenas import trim_heap
+from runtime.malloc_arenas import can_trim, trim_heap
 from runtime.settings import Settings
 from runtime.topics import (
     ALERTS,
@@ -438,7 +438,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         await processor.tick()
         health.sample()
 
-    if settings.malloc_trim_seconds > 0:
+    if settings.malloc_trim_seconds > 0 and can_trim():
 
         @app.timer(settings.malloc_trim_seconds)  # type: ignore[untyped-decorator]
         async def return_free_memory() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import faust
@@ -15,7 +14,7 @@ from agents.app import create_app
 from agents.metrics import CountersCollector
 from runtime.gc_tuning import GcPauses, freeze_startup, tune_gc
 from runtime.kafka_connection import check_connection, confluent_config, security
-from runtime.malloc_arenas import fix_mmap_threshold, limit_arenas
+from runtime.malloc_arenas import fix_mmap_threshold, limit_arenas, operator_set
 from runtime.settings import Settings
 from runtime.stop_deadline import watch_stop
 from runtime.topics import WORKER_TOPICS, prepare_topics, topic_specs
@@ -25,11 +24,13 @@ log = logging.getLogger(__name__)
 
 def run_worker(settings: Settings) -> int:
     # Before any thread allocates (librdkafka's, Faust's, the compute pool's).
-    # An operator's own MALLOC_ARENA_MAX (read by glibc at start) wins.
-    if "MALLOC_ARENA_MAX" not in os.environ and limit_arenas(settings.malloc_arenas):
+    # An operator's own MALLOC_ARENA_MAX or GLIBC_TUNABLES (read by glibc at start) win.
+    arena_max_set = operator_set("MALLOC_ARENA_MAX", "glibc.malloc.arena_max")
+    if not arena_max_set and limit_arenas(settings.malloc_arenas):
         log.info("malloc arenas: at most %d", settings.malloc_arenas)
     threshold = settings.malloc_mmap_threshold_kb * 1024
-    if "MALLOC_MMAP_THRESHOLD_" not in os.environ and fix_mmap_threshold(threshold):
+    threshold_set = operator_set("MALLOC_MMAP_THRESHOLD_", "glibc.malloc.mmap_threshold")
+    if not threshold_set and fix_mmap_threshold(threshold):
         log.info("malloc: blocks of %d KiB or more mapped on their own",
                  settings.malloc_mmap_threshold_kb)  # fmt: skip
     # Refused credentials, an untrusted certificate, missing or mis-partitioned topics:

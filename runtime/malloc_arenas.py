@@ -16,13 +16,20 @@ any process; this spares operators from knowing it.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 M_ARENA_MAX = -8
 """glibc's ``mallopt`` parameter (malloc.h)."""
+MIN_MMAP_THRESHOLD_KB = 64
+"""Below this, most of the worker's allocations would be mappings of their own (a system
+call and fresh pages each)."""
 MAX_MMAP_THRESHOLD_KB = 32 * 1024
-"""glibc refuses a larger mmap threshold on 64-bit systems (``HEAP_MAX_SIZE / 2``)."""
+"""glibc's documented maximum on 64-bit systems (``man mallopt``, DEFAULT_MMAP_THRESHOLD_MAX)."""
+MIN_TRIM_SECONDS = 1.0
+"""A trim walks every free chunk holding each arena's lock: not more often than this."""
 M_MMAP_THRESHOLD = -3
 """glibc's ``mallopt`` parameter (malloc.h): allocations at least this large are mapped on
 their own and unmapped when freed."""
@@ -38,6 +45,23 @@ def _mallopt(param: int, value: int) -> bool:
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(param, value))
+
+
+def operator_set(variable: str, tunable: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Has the operator set this allocator parameter for the process already, as glibc reads
+    it at start: its own variable (``MALLOC_ARENA_MAX``) or ``GLIBC_TUNABLES``? Theirs wins.
+
+    >>> operator_set("MALLOC_ARENA_MAX", "glibc.malloc.arena_max",
+    ...              {"GLIBC_TUNABLES": "glibc.malloc.arena_max=4:glibc.malloc.tcache_count=0"})
+    True
+    >>> operator_set("MALLOC_ARENA_MAX", "glibc.malloc.arena_max", {})
+    False
+    """
+    env = os.environ if environ is None else environ
+    tunables = env.get("GLIBC_TUNABLES", "")
+    return variable in env or any(
+        part.split("=", 1)[0].strip() == tunable for part in tunables.split(":")
+    )
 
 
 def fix_mmap_threshold(size: int) -> bool:
@@ -66,7 +90,25 @@ def limit_arenas(arenas: int) -> bool:
     return arenas > 0 and _mallopt(M_ARENA_MAX, arenas)
 
 
-_TRIM: Any = False  # False: not looked up yet; None: none here
+def _malloc_trim() -> Any:
+    """glibc's ``malloc_trim``, typed; None where there is none (not Linux, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        fn = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_size_t]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_TRIM: Any = _malloc_trim()
+
+
+def can_trim() -> bool:
+    """Is there a ``malloc_trim`` to call here (glibc)?"""
+    return _TRIM is not None
 
 
 def trim_heap() -> bool:
@@ -78,19 +120,9 @@ def trim_heap() -> bool:
     stay in the process among a few long-lived neighbours, so the resident set rises to the
     largest batches' high-water mark and stays there (``bench.worker_memory``).
 
-    >>> isinstance(trim_heap(), bool)
+    >>> trim_heap() == can_trim()
     True
     """
-    global _TRIM
-    if _TRIM is False:
-        _TRIM = None
-        if sys.platform.startswith("linux"):
-            try:
-                _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
-                _TRIM.argtypes = [ctypes.c_size_t]
-                _TRIM.restype = ctypes.c_int
-            except (OSError, AttributeError):  # musl and others
-                _TRIM = None
     if _TRIM is None:
         return False
     _TRIM(0)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.gc_tuning import DEFAULT_THRESHOLD, MAX_GC_THRESHOLD
-from runtime.malloc_arenas import MAX_MMAP_THRESHOLD_KB
+from runtime.malloc_arenas import MAX_MMAP_THRESHOLD_KB, MIN_MMAP_THRESHOLD_KB, MIN_TRIM_SECONDS
 from streams.config import EngineConfig, PerformanceConfig
 
 MIN_FETCH_TIMEOUT_SECONDS = 5.0
@@ -521,14 +521,17 @@ class Settings:
                 f"{MIN_FETCH_TIMEOUT_SECONDS:g} (a fetch may wait 1.5 s for records by design), "
                 "or 0 for the client's own timeout"
             )
-        if not 0 <= self.malloc_mmap_threshold_kb <= MAX_MMAP_THRESHOLD_KB:
+        kb = self.malloc_mmap_threshold_kb
+        if kb and not MIN_MMAP_THRESHOLD_KB <= kb <= MAX_MMAP_THRESHOLD_KB:
             raise ValueError(
-                f"DRIFTWATCH_MALLOC_MMAP_THRESHOLD_KB={self.malloc_mmap_threshold_kb}: from 1 to "
-                f"{MAX_MMAP_THRESHOLD_KB} KiB (glibc's limit), or 0 for glibc's own"
+                f"DRIFTWATCH_MALLOC_MMAP_THRESHOLD_KB={kb}: from {MIN_MMAP_THRESHOLD_KB} to "
+                f"{MAX_MMAP_THRESHOLD_KB} KiB (glibc's documented limit), or 0 for glibc's own"
             )
-        if self.malloc_trim_seconds < 0:
+        trim = self.malloc_trim_seconds
+        if trim and not trim >= MIN_TRIM_SECONDS:
             raise ValueError(
-                f"DRIFTWATCH_MALLOC_TRIM_SECONDS={self.malloc_trim_seconds:g}: seconds, or 0 "
+                f"DRIFTWATCH_MALLOC_TRIM_SECONDS={trim:g}: at least {MIN_TRIM_SECONDS:g} "
+                "(a trim holds the allocator's locks while it walks the free memory), or 0 "
                 "for never"
             )
         if not 0 <= self.gc_threshold <= MAX_GC_THRESHOLD:

@@ -31,6 +31,9 @@ class MallInfo2(ctypes.Structure):
                                               "usmblks", "fsmblks", "uordblks", "fordblks",
                                               "keepcost")]
 libc = ctypes.CDLL("libc.so.6")
+if not hasattr(libc, "mallinfo2"):  # glibc before 2.33
+    print("skip")
+    raise SystemExit(0)
 libc.mallinfo2.restype = MallInfo2
 if sys.argv[1] == "fixed":
     assert fix_mmap_threshold(128 * 1024)
@@ -57,6 +60,8 @@ def test_a_fixed_mmap_threshold_keeps_large_transient_buffers_off_the_heap() -> 
         out = subprocess.run(
             [sys.executable, "-c", HEAP_GROWTH, mode], capture_output=True, text=True, check=True
         )
+        if out.stdout.strip() == "skip":
+            pytest.skip("glibc before 2.33: no mallinfo2")
         grown[mode] = int(out.stdout)
     assert grown["adjusting"] > 2_000_000, grown  # the mechanism is real on this libc
     assert grown["fixed"] < 500_000, grown

@@ -145,11 +145,13 @@ def test_parse_errors_name_the_variable() -> None:
     for bad in ("-1", str(2**31)):  # gc.set_threshold would fail at the worker's start
         with pytest.raises(ValueError, match="DRIFTWATCH_GC_THRESHOLD"):
             Settings.from_env(environ={"DRIFTWATCH_GC_THRESHOLD": bad})
-    for bad in ("-1", str(32 * 1024 + 1)):  # glibc's mallopt refuses these
+    for bad in ("-1", "8", str(32 * 1024 + 1)):  # outside glibc's documented range
         with pytest.raises(ValueError, match="DRIFTWATCH_MALLOC_MMAP_THRESHOLD_KB"):
             Settings.from_env(environ={"DRIFTWATCH_MALLOC_MMAP_THRESHOLD_KB": bad})
     with pytest.raises(ValueError, match="DRIFTWATCH_MALLOC_TRIM_SECONDS"):
         Settings.from_env(environ={"DRIFTWATCH_MALLOC_TRIM_SECONDS": "-5"})
+    with pytest.raises(ValueError, match="DRIFTWATCH_MALLOC_TRIM_SECONDS"):
+        Settings.from_env(environ={"DRIFTWATCH_MALLOC_TRIM_SECONDS": "0.01"})
 
 
 def test_file_overlays_by_name_or_variable(tmp_path: Path) -> None:
