@@ -9,6 +9,8 @@ import json
 from collections import Counter
 from typing import cast
 
+from streams.keyed_state import load_json
+
 __all__ = ["CategoricalSummary"]
 
 
@@ -157,7 +159,7 @@ class CategoricalSummary:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> CategoricalSummary:
-        doc = json.loads(raw)
+        doc = load_json(raw)
         counts = doc.get("counts") if isinstance(doc, dict) else None
         if (
             not isinstance(counts, dict)

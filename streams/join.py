@@ -35,12 +35,10 @@ from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
-import orjson
-
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
 from schemas.events import format_timestamp, json_bytes
 from streams.config import DAY
-from streams.keyed_state import Position, StateCache, StateStore, Write
+from streams.keyed_state import Position, StateCache, StateStore, Write, load_json
 
 POSITIVE_LABELS = frozenset({"1", "true", "yes", "positive", "fraud", "conflict"})
 INDEX_CHUNK = 1_000
@@ -155,13 +153,6 @@ def _encode_record(record: dict[str, Any]) -> bytes:
     return json.dumps(record).encode()
 
 
-def _decode_record(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:  # the meta's -Infinity, integers beyond 64 bits
-        return json.loads(raw)
-
-
 def _tombstone(record: dict[str, Any], day: int) -> dict[str, Any]:
     """What is kept of an expired record: its positions (to know a redelivery for what it
     is) and ``day``, the day it is indexed under (to go at that entry only)."""
@@ -207,7 +198,7 @@ class OutcomeJoiner:
         # Records, index chunks and the partition's meta: JSON values (the meta's clocks
         # start at -inf, which json writes and reads back).
         self._records: StateCache[dict[str, Any]] = StateCache(
-            store, _decode_record, _encode_record, config.cached_records
+            store, load_json, _encode_record, config.cached_records
         )
 
     # ------------------------------------------------------------------ events

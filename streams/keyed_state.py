@@ -19,9 +19,14 @@ crash (at-least-once delivery, no Kafka transactions) never counts them twice.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+
+import orjson
+
+from schemas.events import MAYBE_BIG_INT
 
 Position = tuple[int, int]
 """(partition, offset) of the source message, or None offline."""
@@ -151,6 +156,26 @@ def guard_many(
 
 def offsets_to_json(offsets: dict[int, int]) -> dict[str, int]:
     return {str(p): o for p, o in offsets.items()}
+
+
+def load_json(raw: bytes) -> Any:
+    """Stored JSON back: orjson (4-6x the standard library on a window's header), and the
+    standard library for what orjson refuses (NaN and Infinity literals, unpaired
+    surrogates) or reads differently (integers beyond 64 bits, which orjson 3.13 turns into
+    floats: :data:`~schemas.events.MAYBE_BIG_INT`), so every stored value reads back as
+    before.
+
+    >>> load_json(b'{"a":[1,2.5,null]}'), load_json(b'[NaN, -Infinity]')
+    ({'a': [1, 2.5, None]}, [nan, -inf])
+    >>> load_json(b'[18446744073709551616]')
+    [18446744073709551616]
+    """
+    if MAYBE_BIG_INT.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
 
 
 def offsets_from_json(raw: dict[str, int]) -> dict[int, int]:

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from streams.keyed_state import load_json
+
 RECENT_LEVELS = 4
 """Recent spans tested at sub-day looks: the last 1, 2, 4 and 8 interim slots."""
 RECENT_SLOTS = 1 << (RECENT_LEVELS - 1)
@@ -243,7 +245,7 @@ class RecentSlots:
     @classmethod
     def from_bytes(cls, raw: bytes, numeric: bool) -> RecentSlots:
         if not numeric:
-            d = json.loads(raw)
+            d = load_json(raw)
             return cls(ids=list(d["ids"]), samples=[[(h, v) for h, v in x] for x in d["s"]])
         head = struct.Struct(f"<{RECENT_SLOTS}q{RECENT_SLOTS}H")
         fields_ = head.unpack_from(raw)

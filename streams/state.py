@@ -29,6 +29,7 @@ from streams.keyed_state import (
     Run,
     guard,
     guard_many,
+    load_json,
     offsets_from_json,
     offsets_to_json,
 )
@@ -253,7 +254,7 @@ class FeatureWindow:
     def from_bytes(cls, raw: bytes) -> FeatureWindow:
         hlen, rlen, slen = struct.unpack_from("<III", raw)
         pos = 12
-        header = json.loads(raw[pos : pos + hlen])
+        header = load_json(raw[pos : pos + hlen])
         pos += hlen
         kind: FeatureKind = header["k"]
         numeric = kind == "numeric"
@@ -363,7 +364,7 @@ class StreamState:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> StreamState:
-        d = json.loads(raw)
+        d = load_json(raw)
         return cls(
             tenant=d["t"],
             model=d["m"],

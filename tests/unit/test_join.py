@@ -21,12 +21,11 @@ from streams.join import (
     JoinConfig,
     LabeledPrediction,
     OutcomeJoiner,
-    _decode_record,
     _encode_record,
     binary_label,
     prediction_key,
 )
-from streams.keyed_state import MemoryStore
+from streams.keyed_state import MemoryStore, load_json
 from streams.perf_monitor import PerformanceMonitor
 
 T0 = 1_767_225_600.0
@@ -326,7 +325,7 @@ def test_trusted_decoding_makes_the_event_the_checked_decoding_makes(
         type(v) for v in checked.features.values()
     ]
     # The join stores it with to_dict and decodes it again when its outcome comes.
-    stored = _decode_record(_encode_record({"prediction": checked.to_dict()}))["prediction"]
+    stored = load_json(_encode_record({"prediction": checked.to_dict()}))["prediction"]
     again, recheck = PredictionEvent.from_trusted_dict(stored), PredictionEvent.from_dict(stored)
     assert again == recheck  # (both the stored timestamp: to the microsecond)
     assert [type(v) for v in again.features.values()] == [
@@ -351,7 +350,7 @@ def test_prediction_keys_are_the_keys_earlier_versions_wrote(event_id: str) -> N
     ],
 )
 def test_join_records_round_trip_through_their_encoding(record: dict[str, Any]) -> None:
-    assert _decode_record(_encode_record(record)) == record
+    assert load_json(_encode_record(record)) == record
 
 
 def _retained_bytes_each(make: Any, n: int = 200) -> tuple[float, int]:
