@@ -183,6 +183,23 @@ def test_from_bytes_rejects_garbage() -> None:
     for bad in (b"", b"nope" + raw[4:], raw[:-8], raw + b"\0"):
         with pytest.raises(ValueError):
             NumericSummary.from_bytes(bad)
+    # Exact values out of order (two swapped), a bucket whose low end is above its high end
+    exact = summarize(np.arange(100.0)).to_bytes()
+    values = np.frombuffer(exact, "<f8", 100, len(exact) - 100 * 8 - 4).copy()
+    assert values[0] == 0.0 and values[-1] == 99.0  # found where they are stored
+    values[[10, 11]] = values[[11, 10]]
+    swapped = exact[: len(exact) - 100 * 8 - 4] + values.tobytes() + exact[-4:]
+    with pytest.raises(ValueError, match="exact values"):
+        NumericSummary.from_bytes(swapped)
+    bucketed = summarize(np.random.default_rng(3).normal(size=5_000)).to_bytes()
+    assert not NumericSummary.from_bytes(bucketed).is_exact
+    n = NumericSummary.from_bytes(bucketed)._buckets[0].size
+    header = len(bucketed) - 24 * n - 4 - 8 * len(NumericSummary.from_bytes(bucketed)._pending)
+    lo = np.frombuffer(bucketed, "<f8", n, header).copy()
+    lo[0] = np.inf  # above its bucket's high end
+    inverted = bucketed[:header] + lo.tobytes() + bucketed[header + 8 * n :]
+    with pytest.raises(ValueError, match="buckets"):
+        NumericSummary.from_bytes(inverted)
 
 
 # --------------------------------------------------------------------------- moments, merge
