@@ -26,8 +26,6 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from schemas.events import MAYBE_BIG_INT
-
 Position = tuple[int, int]
 """(partition, offset) of the source message, or None offline."""
 
@@ -161,21 +159,20 @@ def offsets_to_json(offsets: dict[int, int]) -> dict[str, int]:
 def load_json(raw: bytes) -> Any:
     """Stored JSON back: orjson (4-6x the standard library on a window's header), and the
     standard library for what orjson refuses (NaN and Infinity literals, unpaired
-    surrogates) or reads differently (integers beyond 64 bits, which orjson 3.13 turns into
-    floats: :data:`~schemas.events.MAYBE_BIG_INT`), so every stored value reads back as
-    before.
+    surrogates), so stored values read back as before. One difference: orjson 3.13 reads an
+    integer beyond 64 bits as a float. The engine stores none (counts, slot ids, offsets);
+    a join record keeps a prediction's own extra fields, which could (as before: the join
+    read its records with orjson already).
 
     >>> load_json(b'{"a":[1,2.5,null]}'), load_json(b'[NaN, -Infinity]')
     ({'a': [1, 2.5, None]}, [nan, -inf])
-    >>> load_json(b'[18446744073709551616]')
-    [18446744073709551616]
+    >>> load_json(b'[18446744073709551616]')  # beyond 64 bits: a float
+    [1.8446744073709552e+19]
     """
-    if MAYBE_BIG_INT.search(raw) is None:
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            pass
-    return json.loads(raw)
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return json.loads(raw)
 
 
 def offsets_from_json(raw: dict[str, int]) -> dict[int, int]:

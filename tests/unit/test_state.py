@@ -201,7 +201,7 @@ def test_peeked_values_never_push_out_the_ones_in_use() -> None:
 _JSON = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)  # what state holds (load_json)
     | st.floats(allow_nan=True, allow_infinity=True)
     | st.text(),
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
@@ -213,8 +213,9 @@ _JSON = st.recursive(
 @given(_JSON)
 def test_stored_json_reads_back_as_the_standard_library_reads_it(value: object) -> None:
     """``load_json`` (orjson first) gives what ``json.loads`` gives for anything the state
-    codecs write with ``json.dumps``: non-finite floats, big integers and unpaired
-    surrogates included (compared through their JSON, as NaN is not equal to itself)."""
+    codecs write with ``json.dumps`` (integers within 64 bits): non-finite floats and
+    unpaired surrogates included (compared through their JSON, as NaN is not equal to
+    itself)."""
     from streams.keyed_state import load_json
 
     raw = json.dumps(value, separators=(",", ":")).encode()
