@@ -72,8 +72,6 @@ class WindowAccess(Protocol):
 
     def get(self, key: str) -> FeatureWindow | None: ...
 
-    def peek(self, key: str) -> FeatureWindow | None: ...
-
     def mark(self, key: str, partition: int | None = None) -> None: ...
 
 
@@ -337,8 +335,7 @@ class FeatureJudge:
         associations: list[Association | None] = []
         with_data: list[float] = []
         for w, _ in windows:
-            # Read, not kept: merged once a day, each part is not needed again for a week.
-            fw = self.windows.peek(window_key(stream.tenant, stream.model, w, feature))
+            fw = self.windows.get(window_key(stream.tenant, stream.model, w, feature))
             if fw is None or fw.count == 0:
                 continue
             parts.append(fw.summary)

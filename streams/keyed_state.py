@@ -210,8 +210,6 @@ class StateCache(Generic[V]):
         self._values: dict[str, V | None] = {}
         self._partitions: dict[str, int | None] = {}
         self._dirty: dict[str, int | None] = {}
-        self._cold: dict[str, V | None] = {}
-        """What :meth:`peek` decoded, oldest first; never changed while here."""
 
     def __len__(self) -> int:
         return len(self._values)
@@ -224,38 +222,9 @@ class StateCache(Generic[V]):
         given), or None if there is none."""
         if key in self._values:
             return self._values[key]
-        if key in self._cold:  # one decoded copy only: the one that may now change
-            value = self._values[key] = self._cold.pop(key)
-            return value
         raw = self.store.get(key) if partition is None else self.store.get(key, partition)
         value = None if raw is None else self.decode(raw)
         self._values[key] = value
-        return value
-
-    def peek(self, key: str, partition: int | None = None) -> V | None:
-        """:meth:`get` for values read now and then, not changed (a baseline's closed
-        windows, merged once a day): what it decodes is kept apart, in a cache of
-        ``capacity // 4`` of its own, so that it never pushes out of the cache the values
-        every batch uses (a 1,000-feature model's open windows: 4 streams read 16,000
-        baseline windows a day). :meth:`get` of a key moves it from there into the cache.
-
-        >>> store = MemoryStore()
-        >>> store.data["a"] = b"one"
-        >>> cache = StateCache(store, decode=bytes.decode, encode=str.encode)
-        >>> cache.peek("a"), "a" in cache, cache.get("a"), "a" in cache
-        ('one', False, 'one', True)
-        """
-        if key in self._values:
-            return self._values[key]
-        cold = self._cold
-        if key in cold:
-            cold[key] = value = cold.pop(key)  # newest
-            return value
-        raw = self.store.get(key) if partition is None else self.store.get(key, partition)
-        value = None if raw is None else self.decode(raw)
-        cold[key] = value
-        if len(cold) > max(1, self.capacity // 4):
-            del cold[next(iter(cold))]
         return value
 
     def cached(self, key: str) -> V | None:
@@ -268,14 +237,11 @@ class StateCache(Generic[V]):
 
     def put(self, key: str, value: V, partition: int | None = None) -> None:
         """Set ``key`` to ``value`` and remember to write it."""
-        self._cold.pop(key, None)
         self._values[key] = value
         self.mark(key, partition)
 
     def mark(self, key: str, partition: int | None = None) -> None:
         """The value of ``key`` was changed in place: write it at the next flush."""
-        if key in self._cold:  # changed after a peek: it is the cache's now
-            self._values[key] = self._cold.pop(key)
         if key not in self._dirty or self._dirty[key] != partition:
             self._dirty[key] = partition
             self._partitions[key] = partition
@@ -283,7 +249,6 @@ class StateCache(Generic[V]):
                 self._values[key] = self._values.pop(key)
 
     def delete(self, key: str, partition: int | None = None) -> None:
-        self._cold.pop(key, None)
         self._values[key] = None
         self._dirty[key] = partition
         self._partitions[key] = partition
@@ -311,7 +276,6 @@ class StateCache(Generic[V]):
     def forget(self, partitions: Collection[int] | None = None) -> None:
         """Drop decoded values (all, or those of ``partitions`` and of no known partition).
         Call after a flush: changes not flushed yet are dropped too."""
-        self._cold.clear()  # its partitions are not known: a cache, read again if needed
         if partitions is None:
             self._values.clear()
             self._partitions.clear()

@@ -161,43 +161,6 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
     assert fresh_entries >= 10
 
 
-def test_peeked_values_never_push_out_the_ones_in_use() -> None:
-    """``StateCache.peek`` (a baseline's closed windows, read once a day) keeps what it
-    decodes apart: the values every batch uses stay decoded, the peeked ones are bounded,
-    a peeked value that is then used or changed is the cache's one copy, and a change made
-    after a peek is written, never lost."""
-    from streams.keyed_state import MemoryStore, StateCache
-
-    store = MemoryStore()
-    store.data.update({f"k{i}": f"v{i}".encode() for i in range(100)})
-    decoded: list[bytes] = []
-
-    def decode(raw: bytes) -> list[str]:
-        decoded.append(raw)
-        return [raw.decode()]
-
-    cache: StateCache[list[str]] = StateCache(store, decode, lambda v: v[0].encode(), capacity=8)
-    hot = [cache.get(f"k{i}") for i in range(8)]
-    for i in range(8, 100):  # far more than the capacity, read once each
-        assert cache.peek(f"k{i}") == [f"v{i}"]
-    store.apply(cache.flush())
-    decoded.clear()
-    assert [cache.get(f"k{i}") for i in range(8)] == hot and not decoded  # still decoded
-    assert len(cache._cold) == 2  # capacity // 4
-
-    peeked = cache.peek("k99")
-    assert peeked is not None and not decoded
-    assert cache.get("k99") is peeked  # promoted: one copy
-    assert "k99" in cache and "k99" not in cache._cold
-
-    changed = cache.peek("k98")
-    assert changed is not None
-    changed[0] = "new"
-    cache.mark("k98", partition=0)  # changed after a peek: written, not deleted
-    writes = {w.key: w.value for w in cache.flush()}
-    assert writes == {"k98": b"new"}
-
-
 _JSON = st.recursive(
     st.none()
     | st.booleans()
