@@ -25,7 +25,12 @@ from typing import Any, TypeVar
 from agents.alerts import incident_alert, rank_notices
 from agents.dead_letters import DeadLetters, Rejected
 from agents.envelopes import JoinFrame, batch_join
-from agents.faust_compat.current_event import PartitionContext, reading, set_current_event
+from agents.faust_compat.current_event import (
+    PartitionContext,
+    read_done,
+    read_in,
+    set_current_event,
+)
 from agents.metrics import WorkerMetrics
 from schemas import DriftEvent, InvalidEvent
 from schemas.events import POSITION_STRIDE
@@ -54,8 +59,11 @@ class TableStore:
         if partition is None:
             value = self.table.get(key.encode())
         else:
-            with reading(partition):
+            token = read_in(partition)
+            try:
                 value = self.table.get(key.encode())
+            finally:
+                read_done(token)
         return None if value is None else bytes(value)
 
     def write(self, w: Write) -> None:

@@ -35,16 +35,23 @@ M_MMAP_THRESHOLD = -3
 their own and unmapped when freed."""
 
 
-def _mallopt(param: int, value: int) -> bool:
+def _glibc(name: str, argtypes: list[Any]) -> Any:
+    """glibc's function ``name`` returning int, typed; None where there is none (not Linux,
+    musl and others)."""
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # musl and others
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(param, value))
+        fn = getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = argtypes
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _mallopt(param: int, value: int) -> bool:
+    mallopt = _glibc("mallopt", [ctypes.c_int, ctypes.c_int])
+    return mallopt is not None and bool(mallopt(param, value))
 
 
 def operator_set(variable: str, tunable: str, environ: Mapping[str, str] | None = None) -> bool:
@@ -90,20 +97,7 @@ def limit_arenas(arenas: int) -> bool:
     return arenas > 0 and _mallopt(M_ARENA_MAX, arenas)
 
 
-def _malloc_trim() -> Any:
-    """glibc's ``malloc_trim``, typed; None where there is none (not Linux, musl)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        fn = ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_size_t]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-_TRIM: Any = _malloc_trim()
+_TRIM: Any = _glibc("malloc_trim", [ctypes.c_size_t])
 
 
 def can_trim() -> bool:

@@ -6,9 +6,7 @@ partitions)."""
 
 from __future__ import annotations
 
-import contextlib
 import weakref
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,18 +40,19 @@ def set_current_event(event: Any) -> None:
     _current_event.set(weakref.ref(event))
 
 
-@contextlib.contextmanager
-def reading(partition: int) -> Iterator[None]:
-    """Within the block, table reads go to ``partition``'s store; the current event is put
-    back after."""
+def read_in(partition: int) -> Any:
+    """From now on table reads go to ``partition``'s store; returns the token that
+    :func:`read_done` takes to put the current event back (no context manager: every join
+    read of a new key passes here)."""
     stub = _READ_STUBS.get(partition)
     if stub is None:  # kept: the context variable holds only a weak reference
         stub = _READ_STUBS[partition] = _PartitionEvent(_PartitionMessage(partition, ""))
-    token = _current_event.set(weakref.ref(stub))  # type: ignore[arg-type]  # a stand-in
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
+    return _current_event.set(weakref.ref(stub))  # type: ignore[arg-type]  # a stand-in
+
+
+def read_done(token: Any) -> None:
+    """Put back the current event :func:`read_in` replaced."""
+    _current_event.reset(token)
 
 
 @dataclass
