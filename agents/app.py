@@ -79,7 +79,9 @@ def broker_urls(bootstrap: str) -> list[str]:
 def rocksdb_options(memory_mb: int) -> dict[str, int]:
     """Faust RocksDB store options for about ``memory_mb`` per partition store: two write
     buffers of a quarter each (one filling, one flushing) and a block cache of half (the hot
-    state is in the engine's decoded cache; the store is read on a miss).
+    state is in the engine's decoded cache; the store is read on a miss). With the worker's
+    shared budget (``DRIFTWATCH_ROCKSDB_WORKER_MEMORY_MB``) the stores use its one cache
+    instead, and its memtable budget flushes write buffers before they fill.
 
     >>> {k: v // 1024**2 if k != "max_write_buffer_number" else v
     ...  for k, v in rocksdb_options(16).items()}
@@ -187,6 +189,15 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     tables: dict[str, Any] = {}
 
+    store_options: dict[str, Any] = dict(rocksdb_options(settings.rocksdb_memory_mb))
+    shared_memory = None
+    if settings.rocksdb_worker_memory_mb:
+        faust_compat.rocksdb_memory.install()
+        shared_memory = faust_compat.rocksdb_memory.SharedRocksMemory.of(
+            settings.rocksdb_worker_memory_mb
+        )
+        store_options[faust_compat.rocksdb_memory.SHARED_OPTION] = shared_memory
+
     def table(name: str, help: str) -> Any:
         t = tables[name] = app.Table(
             name,
@@ -198,7 +209,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 if settings.min_insync_replicas > 0
                 else None
             ),
-            options={"driver": "rocksdict", **rocksdb_options(settings.rocksdb_memory_mb)},
+            options={"driver": "rocksdict", **store_options},
             help=help,
         )
         # Metrics scrapes and the API read tables from other threads: bind it to this loop.
@@ -270,7 +281,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     )
     registry.register(
         RocksDBCollector(
-            lambda: {n: faust_compat.introspection.table_dbs(t) for n, t in tables.items()}
+            lambda: {n: faust_compat.introspection.table_dbs(t) for n, t in tables.items()},
+            shared_memory,
         )
     )
     store = TableStore(window_table)

@@ -11,10 +11,14 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from agents.faust_compat.rocksdb_memory import SharedRocksMemory
 
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
@@ -126,36 +130,63 @@ class RocksDBCollector(Collector):
     Python heap is mostly these, and they are invisible to Python's allocator.
 
     ``stores``: table name -> {partition: rocksdict ``Rdict``} (a snapshot; a store closed
-    mid-read is skipped).
+    mid-read is skipped). ``shared``: the block cache and memtable budget every store shares
+    (``DRIFTWATCH_ROCKSDB_WORKER_MEMORY_MB``), if any. Each store reports the shared cache's
+    whole usage as its own, so the cache is told once, as the table ``shared``, and the
+    sum over tables stays the worker's total.
     """
 
-    def __init__(self, stores: Callable[[], Mapping[str, Mapping[int, object]]]) -> None:
+    SHARED_TABLE = "shared"
+
+    def __init__(
+        self,
+        stores: Callable[[], Mapping[str, Mapping[int, object]]],
+        shared: SharedRocksMemory | None = None,
+    ) -> None:
         self.stores = stores
+        self.shared = shared
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         memory = GaugeMetricFamily(
             "driftwatch_rocksdb_memory_bytes",
             "Memory RocksDB holds for a table's partition stores open here, by kind "
-            "(memtables, table_readers, block_cache, block_cache_pinned)",
+            "(memtables, table_readers, block_cache, block_cache_pinned); a block cache "
+            "shared by all stores is the table 'shared'",
             labels=["table", "kind"],
+        )
+        limit = GaugeMetricFamily(
+            "driftwatch_rocksdb_memory_limit_bytes",
+            "The worker's RocksDB memory budget by kind (DRIFTWATCH_ROCKSDB_WORKER_MEMORY_MB: "
+            "block_cache, memtables); absent with a cache per store",
+            labels=["kind"],
         )
         count = GaugeMetricFamily(
             "driftwatch_rocksdb_stores",
             "Partition stores of a table open in this worker",
             labels=["table"],
         )
+        per_store = dict(ROCKSDB_MEMORY)
+        if self.shared is not None:
+            del per_store["block_cache"], per_store["block_cache_pinned"]
         for table, dbs in sorted(self.stores().items()):
-            totals = dict.fromkeys(ROCKSDB_MEMORY, 0)
+            totals = dict.fromkeys(per_store, 0)
             for db in list(dbs.values()):
                 try:
-                    for kind, prop in ROCKSDB_MEMORY.items():
+                    for kind, prop in per_store.items():
                         totals[kind] += int(db.property_int_value(prop) or 0)  # type: ignore[attr-defined]
                 except Exception:  # a store closed (stopping): nothing to tell of it
                     continue
             for kind, value in totals.items():
                 memory.add_metric([table, kind], float(value))
             count.add_metric([table], float(len(dbs)))
+        if self.shared is not None:
+            usage = self.shared.usage()
+            for kind in ("block_cache", "block_cache_pinned"):
+                memory.add_metric([self.SHARED_TABLE, kind], float(usage[kind]))
+            for kind, value in self.shared.limits().items():
+                limit.add_metric([kind], float(value))
         yield memory
+        yield limit
         yield count
 
 

@@ -6,7 +6,7 @@ import logging
 import sys
 
 import faust
-from prometheus_client import start_http_server
+from prometheus_client import ProcessCollector, start_http_server
 
 from agents import client_logs
 from agents.api.install import ApiConfigError
@@ -59,6 +59,7 @@ def run_worker(settings: Settings) -> int:
             label="generation",
         )
     )
+    ProcessCollector(registry=worker.registry)  # process_resident_memory_bytes, CPU, files
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr="0.0.0.0", registry=worker.registry)
         log.info("metrics on :%d/metrics", settings.metrics_port)

@@ -33,6 +33,7 @@ from streams.config import EngineConfig, PerformanceConfig
 
 MIN_FETCH_TIMEOUT_SECONDS = 5.0
 """A shorter fetch timeout would give up idle fetches, which wait up to 1.5 s for records."""
+MIN_ROCKSDB_WORKER_MEMORY_MB = 4
 
 
 def _env(name: str, default: Any, doc: str, *, secret: bool = False) -> Any:
@@ -303,8 +304,18 @@ class Settings:
         "DRIFTWATCH_ROCKSDB_MEMORY_MB",
         16,
         "Memory of each RocksDB partition store (there are 4 tables x the partitions a worker "
-        "holds), MiB: half write buffers (two), half block cache. Faust's defaults (3 x 64 MiB "
-        "buffers and a 2 GiB cache each) let a worker's memory grow with its input.",
+        "holds), MiB: two write buffers of a quarter each and, only when "
+        "DRIFTWATCH_ROCKSDB_WORKER_MEMORY_MB is 0, a block cache of half. Faust's defaults "
+        "(3 x 64 MiB buffers and a 2 GiB cache each) let a worker's memory grow with its input.",
+    )
+    rocksdb_worker_memory_mb: int = _env(
+        "DRIFTWATCH_ROCKSDB_WORKER_MEMORY_MB",
+        32,
+        "RocksDB memory of the whole worker, MiB, however many partitions it holds: one block "
+        "cache of half, shared by every partition store, and a memtable budget of half (past "
+        "it write buffers are flushed before they fill). Index and filter blocks of the files "
+        "on disk are outside it. 0: each store has its own cache (DRIFTWATCH_ROCKSDB_MEMORY_MB), "
+        "so memory grows with the partitions.",
     )
     malloc_arenas: int = _env(
         "DRIFTWATCH_MALLOC_ARENAS",
@@ -533,6 +544,12 @@ class Settings:
                 f"DRIFTWATCH_MALLOC_TRIM_SECONDS={trim:g}: at least {MIN_TRIM_SECONDS:g} "
                 "(a trim holds the allocator's locks while it walks the free memory), or 0 "
                 "for never"
+            )
+        if 0 < self.rocksdb_worker_memory_mb < MIN_ROCKSDB_WORKER_MEMORY_MB:
+            raise ValueError(
+                f"DRIFTWATCH_ROCKSDB_WORKER_MEMORY_MB={self.rocksdb_worker_memory_mb}: at least "
+                f"{MIN_ROCKSDB_WORKER_MEMORY_MB} (the memtable budget is half of it), or 0 "
+                "for a cache per partition store"
             )
         if not 0 <= self.gc_threshold <= MAX_GC_THRESHOLD:
             raise ValueError(

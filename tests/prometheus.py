@@ -356,7 +356,9 @@ class DocumentedMetric:
     labels: frozenset[str]
 
 
-_METRIC_ROW = re.compile(r"^\|\s*`(driftwatch_[a-z0-9_]+)`\s*\|\s*(\w+)\s*\|([^|]*)\|", re.M)
+_METRIC_ROW = re.compile(
+    r"^\|\s*`((?:driftwatch|process)_[a-z0-9_]+)`\s*\|\s*(\w+)\s*\|([^|]*)\|", re.M
+)
 
 
 def documented_metrics(path: Path = METRICS_DOC) -> dict[str, DocumentedMetric]:

@@ -10,6 +10,7 @@ package touches a private name of Faust, mode or aiokafka (``tests/unit/test_lay
   delivered;
 - :mod:`.fetch_timeout`: fetches the broker leaves unanswered are sent again;
 - :mod:`.read_ahead`: the agents' read-ahead bounded by bytes;
+- :mod:`.rocksdb_memory`: one block cache and memtable budget for all of a worker's stores;
 - :mod:`.probes`: the broker asked directly where Faust's bookkeeping cannot be trusted;
 - :mod:`.introspection`: read-only views for the API, health checks and the watchdog;
 - :mod:`.counters`: what fired, counted.
@@ -27,6 +28,7 @@ from agents.faust_compat import (
     introspection,
     probes,
     read_ahead,
+    rocksdb_memory,
     version,
 )
 
@@ -39,5 +41,6 @@ __all__ = [
     "introspection",
     "probes",
     "read_ahead",
+    "rocksdb_memory",
     "version",
 ]

@@ -13,6 +13,7 @@ import yaml
 
 from bench.retrain_e2e import RetrainWorker
 from driftwatch.devbroker import free_port
+from runtime.settings import Settings
 from runtime.topics import WORKER_TOPICS as TOPICS
 from runtime.topics import ensure_topics
 from tests.integration.test_operating import PIPELINE, produce_days, traffic, wait_ready
@@ -99,6 +100,16 @@ def test_prometheus_scrapes_live_workers_and_the_drift_rule_fires(
             assert opened, "the open incident is not in the state gauges"
             dead = prom.query('driftwatch_dead_letters_total{reason="malformed_json"}')
             assert dead and float(dead[0]["value"][1]) >= 1
+            # one RocksDB block cache for all the worker's stores, told once, with its budget
+            budget = prom.query('driftwatch_rocksdb_memory_limit_bytes{kind="block_cache"}')
+            half = Settings().rocksdb_worker_memory_mb // 2 * 2**20
+            assert budget and float(budget[0]["value"][1]) == half
+            assert prom.query('driftwatch_rocksdb_memory_bytes{table="shared",kind="block_cache"}')
+            assert not prom.query(
+                'driftwatch_rocksdb_memory_bytes{kind="block_cache",table!="shared"}'
+            )
+            rss = prom.query("process_resident_memory_bytes")
+            assert rss and all(float(r["value"][1]) > 50 * 2**20 for r in rss), rss
             quiet = [a for a in prom.alerts() if a["labels"]["alertname"] in
                      ("DriftwatchWorkerStalled", "DriftwatchAlertsUndelivered")]  # fmt: skip
             assert not quiet, quiet
