@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.backtest_speed
 	$(BIN)/python -m bench.backtest_memory
 	$(BIN)/python -m bench.worker_memory
+	$(BIN)/python -m bench.rocksdb_memory
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.throughput --batch 500 --out bench/results/throughput_batch500.json
 	$(BIN)/python -m bench.throughput --workers 2 --partitions 4 \

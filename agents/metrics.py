@@ -154,9 +154,15 @@ class RocksDBCollector(Collector):
             "shared by all stores is the table 'shared'",
             labels=["table", "kind"],
         )
+        used = GaugeMetricFamily(
+            "driftwatch_rocksdb_budget_used_bytes",
+            "The worker's RocksDB budget in use by kind (block_cache, memtables: their arena "
+            "blocks, as the budget counts them); absent with a cache per store",
+            labels=["kind"],
+        )
         limit = GaugeMetricFamily(
-            "driftwatch_rocksdb_memory_limit_bytes",
-            "The worker's RocksDB memory budget by kind (DRIFTWATCH_ROCKSDB_WORKER_MEMORY_MB: "
+            "driftwatch_rocksdb_budget_limit_bytes",
+            "The worker's RocksDB budget by kind (DRIFTWATCH_ROCKSDB_WORKER_MEMORY_MB: "
             "block_cache, memtables); absent with a cache per store",
             labels=["kind"],
         )
@@ -184,8 +190,10 @@ class RocksDBCollector(Collector):
             for kind in ("block_cache", "block_cache_pinned"):
                 memory.add_metric([self.SHARED_TABLE, kind], float(usage[kind]))
             for kind, value in self.shared.limits().items():
+                used.add_metric([kind], float(usage[kind]))
                 limit.add_metric([kind], float(value))
         yield memory
+        yield used
         yield limit
         yield count
 

@@ -46,7 +46,7 @@ def child(partitions: int, worker_mb: int, records: int, seed: int) -> dict[str,
     from agents.app import rocksdb_options
     from agents.faust_compat import rocksdb_memory
     from agents.metrics import RocksDBCollector
-    from runtime.malloc_arenas import fix_mmap_threshold, limit_arenas
+    from runtime.malloc_arenas import fix_mmap_threshold, limit_arenas, trim_heap
     from runtime.settings import Settings
 
     settings = Settings()
@@ -91,7 +91,9 @@ def child(partitions: int, worker_mb: int, records: int, seed: int) -> dict[str,
                 if sample.name == "driftwatch_rocksdb_memory_bytes":
                     kind = sample.labels["kind"]
                     memory[kind] = memory.get(kind, 0.0) + sample.value / MIB
+        trim_heap()  # as the worker does every DRIFTWATCH_MALLOC_TRIM_SECONDS
         after = rss_mb()
+        files = len(list(Path(tmp).glob("*/*.sst")))
         for db in dbs:
             db.close()
     return {
@@ -101,6 +103,7 @@ def child(partitions: int, worker_mb: int, records: int, seed: int) -> dict[str,
         "worker_memory_mb": worker_mb,
         "rss_growth_mb": round(after - before, 1),
         "rocksdb_mb": {k: round(v, 1) for k, v in sorted(memory.items())},
+        "sst_files": files,
         "write_s": round(wrote, 2),
         "read_s": round(read, 2),
     }
@@ -125,11 +128,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from runtime.settings import Settings
 
-    budget = args.worker_memory_mb or Settings().rocksdb_worker_memory_mb
+    budget = args.worker_memory_mb
+    if budget is None:
+        budget = Settings().rocksdb_worker_memory_mb
     rows = []
     print(f"{args.records:,} records of 1-3 KiB over {TABLES} tables x P partition stores")
     print(f"{'P':>4} {'mode':<24}{'RSS +MiB':>10}{'cache':>8}{'memtab':>8}{'readers':>9}"
-          f"{'write s':>9}{'read s':>8}")  # fmt: skip
+          f"{'files':>7}{'write s':>9}{'read s':>8}")  # fmt: skip
     for partitions in (int(x) for x in args.partitions.split(",")):
         for mb in (0, budget):  # side by side, each in a fresh process
             out = subprocess.run(
@@ -143,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"{partitions:>4} {row['mode']:<24}{row['rss_growth_mb']:>10.1f}"
                 f"{rocks.get('block_cache', 0):>8.1f}{rocks.get('memtables', 0):>8.1f}"
-                f"{rocks.get('table_readers', 0):>9.1f}{row['write_s']:>9.2f}{row['read_s']:>8.2f}"
+                f"{rocks.get('table_readers', 0):>9.1f}{row['sst_files']:>7}{row['write_s']:>9.2f}"
+                f"{row['read_s']:>8.2f}"
             )
     args.out.parent.mkdir(exist_ok=True)
     args.out.write_text(

@@ -545,7 +545,8 @@ class Settings:
                 "(a trim holds the allocator's locks while it walks the free memory), or 0 "
                 "for never"
             )
-        if 0 < self.rocksdb_worker_memory_mb < MIN_ROCKSDB_WORKER_MEMORY_MB:
+        worker_mb = self.rocksdb_worker_memory_mb
+        if worker_mb and not worker_mb >= MIN_ROCKSDB_WORKER_MEMORY_MB:
             raise ValueError(
                 f"DRIFTWATCH_ROCKSDB_WORKER_MEMORY_MB={self.rocksdb_worker_memory_mb}: at least "
                 f"{MIN_ROCKSDB_WORKER_MEMORY_MB} (the memtable budget is half of it), or 0 "

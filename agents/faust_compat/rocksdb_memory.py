@@ -8,8 +8,12 @@ Streams' bounded-memory recipe does (one static ``Cache`` and ``WriteBufferManag
 to every store by a ``RocksDBConfigSetter``), the stores here share one LRU block cache and
 one memtable budget, made once per worker (:class:`SharedRocksMemory`), so the worker's
 RocksDB memory is what ``DRIFTWATCH_ROCKSDB_WORKER_MEMORY_MB`` says however many partitions
-it holds. Index and filter blocks of open files (``table_readers``) stay outside both
-bounds: they grow with the data on disk, as before.
+it holds. Two limits to that: index and filter blocks of open files (``table_readers``) stay
+outside both bounds (they grow with the data on disk, as before), and past the memtable
+budget RocksDB flushes the memtable of the store being written, so a store that is not
+written keeps what it holds, at least one arena block (:data:`ARENA_BLOCK_BYTES`). With
+many stores each flush is smaller (about the budget over the busy stores): a larger budget
+makes fewer, larger files.
 """
 
 from __future__ import annotations
@@ -27,6 +31,12 @@ SHARED_OPTION = "driftwatch_shared_memory"
 keeps options it does not know in ``RocksDBOptions.extra_options``."""
 
 MIB = 1024 * 1024
+ARENA_BLOCK_BYTES = 64 * 1024
+"""A memtable's unit of allocation, and of the budget's accounting, under the shared budget.
+RocksDB's default is an eighth of the write buffer (512 KiB here), and a store that holds
+anything unflushed keeps at least one block: 4 tables x 32 partitions of idle stores were then
+64 MiB of a 16 MiB budget, and every write past it flushed a tiny memtable (a storm of small
+files). With 64 KiB blocks the same stores take 8 MiB (``bench.rocksdb_memory``)."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +66,8 @@ class SharedRocksMemory:
         return cls(rocksdict.Cache(half), rocksdict.WriteBufferManager(half, False), half, half)
 
     def usage(self) -> dict[str, int]:
-        """Bytes in use, by the kind names of ``driftwatch_rocksdb_memory_bytes``."""
+        """Bytes in use, as the budget counts them: the cache's usage, and the memtables' arena
+        blocks (at or a little above the sum of the stores' ``cur-size-all-mem-tables``)."""
         return {
             "block_cache": int(self.cache.get_usage()),
             "block_cache_pinned": int(self.cache.get_pinned_usage()),
@@ -75,6 +86,7 @@ class SharedRocksMemory:
         table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
         options.set_block_based_table_factory(table)
         options.set_write_buffer_manager(self.write_buffers)
+        options.set_arena_block_size(ARENA_BLOCK_BYTES)
 
 
 def shared_memory_of(options: Mapping[str, Any]) -> SharedRocksMemory | None:
@@ -95,6 +107,8 @@ def install() -> None:
     def as_options(self: RocksDBOptions) -> Any:
         options = faust_as_options(self)
         shared = shared_memory_of(self.extra_options)
+        # Only the rocksdict driver (agents.app forces it): python-rocksdb's Options would
+        # refuse the extra option before this is reached.
         if shared is not None and self.use_rocksdict:
             shared.apply(options, self.bloom_filter_size)
         return options

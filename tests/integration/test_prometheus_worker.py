@@ -101,7 +101,7 @@ def test_prometheus_scrapes_live_workers_and_the_drift_rule_fires(
             dead = prom.query('driftwatch_dead_letters_total{reason="malformed_json"}')
             assert dead and float(dead[0]["value"][1]) >= 1
             # one RocksDB block cache for all the worker's stores, told once, with its budget
-            budget = prom.query('driftwatch_rocksdb_memory_limit_bytes{kind="block_cache"}')
+            budget = prom.query('driftwatch_rocksdb_budget_limit_bytes{kind="block_cache"}')
             half = Settings().rocksdb_worker_memory_mb // 2 * 2**20
             assert budget and float(budget[0]["value"][1]) == half
             assert prom.query('driftwatch_rocksdb_memory_bytes{table="shared",kind="block_cache"}')

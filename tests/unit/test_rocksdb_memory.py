@@ -73,30 +73,56 @@ def test_every_store_shares_one_block_cache(tmp_path: Path) -> None:
     close(stores)
 
 
-def test_the_memtable_budget_bounds_unflushed_writes_over_all_stores(tmp_path: Path) -> None:
-    """Six stores each written 3 MiB, under their own 4 MiB write buffer: 18 MiB of memtables
-    on their own, the budget's 2 MiB (plus what is being flushed) with it, and every value
-    still readable."""
+def memtables(stores: dict[str, dict[int, Any]]) -> int:
+    return sum(
+        int(db.property_int_value("rocksdb.cur-size-all-mem-tables")) for db in all_dbs(stores)
+    )
 
-    def memtables(stores: dict[str, dict[int, Any]]) -> int:
-        return sum(
-            int(db.property_int_value("rocksdb.cur-size-all-mem-tables")) for db in all_dbs(stores)
-        )
+
+def test_the_memtable_budget_bounds_the_written_stores(tmp_path: Path) -> None:
+    """Six stores written in turn (as a worker's flushes write every store it holds), 3 MiB
+    each, under their own 4 MiB write buffers: 21 MiB of memtables on their own; with a
+    2 MiB budget, RocksDB flushes early and they hold a few MiB, every value still readable."""
+
+    def write(stores: dict[str, dict[int, Any]]) -> None:
+        dbs = list(all_dbs(stores))
+        for i in range(3 * 1024):
+            for k, db in enumerate(dbs):
+                db[f"{k}-{i}".encode()] = VALUE
 
     own = open_stores(tmp_path / "own", 2, 3, None)
-    for k, db in enumerate(all_dbs(own)):
-        fill(db, 3, str(k))
+    write(own)
     assert memtables(own) > 16 * MIB
     close(own)
 
     shared = SharedRocksMemory.of(4)
     stores = open_stores(tmp_path / "shared", 2, 3, shared)
-    for k, db in enumerate(all_dbs(stores)):
-        fill(db, 3, str(k))
-    assert memtables(stores) < 8 * MIB
-    assert 0 < shared.usage()["memtables"] < 8 * MIB  # its arenas: a little above the sum
+    write(stores)
+    assert memtables(stores) < 3 * shared.write_buffer_bytes
+    assert memtables(stores) <= shared.usage()["memtables"] < 3 * shared.write_buffer_bytes
     for k, db in enumerate(all_dbs(stores)):
         assert db[f"{k}-0".encode()] == VALUE and db[f"{k}-3071".encode()] == VALUE
+    close(stores)
+
+
+@pytest.mark.parametrize("arena", ["ours", "rocksdb's"])
+def test_many_idle_stores_fit_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, arena: str
+) -> None:
+    """4 tables x 32 partitions, each store holding 4 KiB unflushed: with RocksDB's arena
+    blocks (an eighth of the write buffer) they take four times the default budget's 16 MiB
+    of memtables, and every write past it would flush a tiny memtable; with ours, half of it."""
+    if arena != "ours":
+        monkeypatch.setattr(rocksdb_memory, "ARENA_BLOCK_BYTES", 0)  # 0: RocksDB's own
+    shared = SharedRocksMemory.of(32)
+    stores = open_stores(tmp_path, 4, 32, shared)
+    for k, db in enumerate(all_dbs(stores)):
+        fill(db, 4 / 1024, str(k))
+    used = shared.usage()["memtables"]
+    if arena == "ours":
+        assert used <= shared.write_buffer_bytes * 0.6
+    else:
+        assert used > shared.write_buffer_bytes * 3
     close(stores)
 
 
@@ -124,9 +150,11 @@ def test_the_shared_cache_is_told_once(tmp_path: Path) -> None:
     ]
     assert caches == [("shared", shared.usage()["block_cache"])] and caches[0][1] > 0
     limits = {
-        kind: v for name, _, kind, v in rows if name == "driftwatch_rocksdb_memory_limit_bytes"
+        kind: v for name, _, kind, v in rows if name == "driftwatch_rocksdb_budget_limit_bytes"
     }
     assert limits == {"block_cache": 4 * MIB, "memtables": 4 * MIB}
+    used = {kind: v for name, _, kind, v in rows if name == "driftwatch_rocksdb_budget_used_bytes"}
+    assert used == {"block_cache": caches[0][1], "memtables": shared.usage()["memtables"]}
     tables = {t for name, t, kind, _ in rows if kind == "memtables" and t is not None}
     assert tables == {"t0", "t1"}
     close(stores)
@@ -139,7 +167,7 @@ def test_install_is_idempotent() -> None:
     assert RocksDBOptions.as_options is patched
 
 
-@pytest.mark.parametrize("mb", [1, 3])
+@pytest.mark.parametrize("mb", [1, 3, -8])
 def test_settings_refuse_a_budget_below_the_floor(mb: int) -> None:
     from runtime.settings import Settings
 
