@@ -312,10 +312,11 @@ class Settings:
         "DRIFTWATCH_ROCKSDB_WORKER_MEMORY_MB",
         32,
         "RocksDB memory of the whole worker, MiB, however many partitions it holds: one block "
-        "cache of half, shared by every partition store, and a memtable budget of half (past "
-        "it write buffers are flushed before they fill). Index and filter blocks of the files "
-        "on disk are outside it. 0: each store has its own cache (DRIFTWATCH_ROCKSDB_MEMORY_MB), "
-        "so memory grows with the partitions.",
+        "cache of half, shared by every partition store, and a memtable budget of half (a "
+        "soft bound: past it the stores being written flush early; one not written keeps "
+        "what it holds). Index and filter blocks of the files on disk are outside it. 0: each "
+        "store has its own cache (DRIFTWATCH_ROCKSDB_MEMORY_MB), so memory grows with the "
+        "partitions.",
     )
     malloc_arenas: int = _env(
         "DRIFTWATCH_MALLOC_ARENAS",
