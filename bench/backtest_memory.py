@@ -19,16 +19,15 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.results_file import write_results
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate, write_jsonl
 
 RESULTS = Path(__file__).resolve().parent / "results" / "backtest_memory.json"
@@ -178,22 +177,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     for row in rows:
         print(_line(row))
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "benchmark": "bench.backtest_memory",
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
-                "days": args.days,
-                "streams": STREAMS,
-                "features": 20,
-                "shuffle_hours": SHUFFLE_HOURS,
-                "results": rows,
-            },
-            indent=1,
-        )
-        + "\n"
+    write_results(
+        RESULTS,
+        "bench.backtest_memory",
+        days=args.days,
+        streams=STREAMS,
+        features=20,
+        shuffle_hours=SHUFFLE_HOURS,
+        results=rows,
     )
     return 0
 

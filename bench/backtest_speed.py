@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from collections import Counter
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.results_file import write_results
 from driftwatch.backtest import run_backtest
 from driftwatch.simulate import (
     DriftSpec,
@@ -112,23 +110,15 @@ def main(argv: list[str] | None = None) -> int:
             f"{row['run']:<48}{row['seconds']:>8.1f}{row['feature_values_per_s']:>12,}"
             f"{row['vs_baseline']:>13.3f}{row['drift_events']:>8}"
         )
-    args.out.parent.mkdir(exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "benchmark": "bench.backtest_speed",
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
-                "events": len(lines),
-                "features": args.features,
-                "gc_threshold": gc_threshold,
-                "feature_values": values,
-                "outcomes": len(outcomes),
-                "results": rows,
-            },
-            indent=1,
-        )
-        + "\n"
+    write_results(
+        args.out,
+        "bench.backtest_speed",
+        events=len(lines),
+        features=args.features,
+        gc_threshold=gc_threshold,
+        feature_values=values,
+        outcomes=len(outcomes),
+        results=rows,
     )
     return 0
 

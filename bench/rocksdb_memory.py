@@ -17,15 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from bench.results_file import write_results
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rocksdb_memory.json"
 TABLES = 4
@@ -151,20 +151,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"{rocks.get('table_readers', 0):>9.1f}{row['sst_files']:>7}{row['write_s']:>9.2f}"
                 f"{row['read_s']:>8.2f}"
             )
-    args.out.parent.mkdir(exist_ok=True)
-    args.out.write_text(
-        json.dumps(
-            {
-                "benchmark": "bench.rocksdb_memory",
-                "date": datetime.now(UTC).isoformat(timespec="seconds"),
-                "machine": {"nproc": os.cpu_count(), "python": platform.python_version()},
-                "records": args.records,
-                "tables": TABLES,
-                "results": rows,
-            },
-            indent=1,
-        )
-        + "\n"
+    write_results(
+        args.out,
+        "bench.rocksdb_memory",
+        records=args.records,
+        tables=TABLES,
+        results=rows,
     )
     return 0
 
