@@ -141,6 +141,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             "peak_rss_mb": round(peak, 1),
                             "seconds": round(time.monotonic() - began, 1),
                             "rocksdb_mb": rocksdb_mb(samples or []),
+                            # read ahead, not yet processed: input in flight, not state
+                            "queued_messages": int(
+                                metric_sum(samples or [], "driftwatch_stream_buffer_messages")
+                            ),
                         }
                         checkpoints.append(row)
                         _log(f"{done:,} events: RSS {current:,.0f} MiB (peak {peak:,.0f})")
@@ -188,12 +192,14 @@ def spread(checkpoints: list[dict[str, Any]]) -> list[float]:
 
 
 def format_table(result: dict[str, Any]) -> str:
-    lines = [f"{'events':>12} {'RSS MiB':>9} {'peak MiB':>9} {'seconds':>8}  RocksDB MiB"]
+    lines = [
+        f"{'events':>12} {'RSS MiB':>9} {'peak MiB':>9} {'seconds':>8} {'queued':>7}  RocksDB MiB"
+    ]
     for row in result["checkpoints"]:
         rocks = row.get("rocksdb_mb", {})
         lines.append(
             f"{row['events']:>12,} {row['rss_mb']:>9,.0f} {row['peak_rss_mb']:>9,.0f} "
-            f"{row['seconds']:>8,.0f}  "
+            f"{row['seconds']:>8,.0f} {row.get('queued_messages', 0):>7,}  "
             f"{sum(v for k, v in rocks.items() if k != 'block_cache_pinned'):,.0f} "
             + " ".join(f"{k} {v:,.0f}" for k, v in rocks.items())
         )
