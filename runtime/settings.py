@@ -279,12 +279,14 @@ class Settings:
     )
     read_ahead_mb: int = _env(
         "DRIFTWATCH_READ_AHEAD_MB",
-        64,
+        8,
         "Most MiB of message values an agent holds read but not yet processed (each agent's "
         "stream buffer; fetching pauses as it fills, as with DRIFTWATCH_STREAM_BUFFER_SIZE, "
         "which still bounds the messages). A message counts as its share of the buffer's "
-        "places: single predictions as one, an envelope of 500 as ~20. Without it, 4,096 "
-        "envelopes (two million predictions) could wait in memory. 0: messages only.",
+        "places: single predictions as one, an envelope of 500 as 40-150. Without it, 4,096 "
+        "envelopes (two million predictions) could wait in memory; at 64 a worker held ~90 MiB "
+        "more and, through a backlog of envelopes, ran 1.5-1.9x slower (bench.throughput). "
+        "0: messages only.",
     )
     max_poll_records: int = _env(
         "DRIFTWATCH_MAX_POLL_RECORDS",
