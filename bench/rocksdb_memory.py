@@ -26,17 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.results_file import write_results
+from bench.worker_memory import rocksdb_mb, rss_mb
 
 RESULTS = Path(__file__).resolve().parent / "results" / "rocksdb_memory.json"
 TABLES = 4
-MIB = 1024 * 1024
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def child(partitions: int, worker_mb: int, records: int, seed: int) -> dict[str, Any]:
@@ -61,7 +54,7 @@ def child(partitions: int, worker_mb: int, records: int, seed: int) -> dict[str,
         options[rocksdb_memory.SHARED_OPTION] = shared
     rng = random.Random(seed)
     payload = rng.randbytes(4096)
-    before = rss_mb()
+    before = rss_mb(os.getpid())[0]
     with tempfile.TemporaryDirectory(prefix="dw-rocksdb-bench-") as tmp:
         stores = {
             f"table{t}": {
@@ -85,14 +78,15 @@ def child(partitions: int, worker_mb: int, records: int, seed: int) -> dict[str,
                 if dbs[i % len(dbs)][f"key-{i}".encode()] is None:
                     raise SystemExit(f"lost key-{i}")
         read = time.perf_counter() - started
-        memory: dict[str, float] = {}
-        for family in RocksDBCollector(lambda: stores, shared).collect():
-            for sample in family.samples:
-                if sample.name == "driftwatch_rocksdb_memory_bytes":
-                    kind = sample.labels["kind"]
-                    memory[kind] = memory.get(kind, 0.0) + sample.value / MIB
+        memory = rocksdb_mb(
+            [
+                (sample.name, sample.labels, sample.value)
+                for family in RocksDBCollector(lambda: stores, shared).collect()
+                for sample in family.samples
+            ]
+        )
         trim_heap()  # as the worker does every DRIFTWATCH_MALLOC_TRIM_SECONDS
-        after = rss_mb()
+        after = rss_mb(os.getpid())[0]
         files = len(list(Path(tmp).glob("*/*.sst")))
         for db in dbs:
             db.close()
@@ -102,7 +96,7 @@ def child(partitions: int, worker_mb: int, records: int, seed: int) -> dict[str,
         "mode": f"one budget of {worker_mb} MiB" if worker_mb else "a cache per store",
         "worker_memory_mb": worker_mb,
         "rss_growth_mb": round(after - before, 1),
-        "rocksdb_mb": {k: round(v, 1) for k, v in sorted(memory.items())},
+        "rocksdb_mb": memory,
         "sst_files": files,
         "write_s": round(wrote, 2),
         "read_s": round(read, 2),

@@ -34,6 +34,7 @@ from streams.config import EngineConfig, PerformanceConfig
 MIN_FETCH_TIMEOUT_SECONDS = 5.0
 """A shorter fetch timeout would give up idle fetches, which wait up to 1.5 s for records."""
 MIN_ROCKSDB_WORKER_MEMORY_MB = 4
+"""2 MiB of cache and 2 of memtables at the least: the first 64 KiB arena blocks of 32 stores."""
 
 
 def _env(name: str, default: Any, doc: str, *, secret: bool = False) -> Any:
