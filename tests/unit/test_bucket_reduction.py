@@ -1,0 +1,140 @@
+"""``streams.buckets._reduce`` against the plain form of its algorithm.
+
+The reduction's rounds avoid three generic steps (a row sort of each pair's endpoints, a
+sparse table for range maxima, a three-key lexsort) with shortcuts that hold only because of
+invariants: buckets sorted by ``hi``, ``lo <= hi``, whole-count weights. The reference below
+is the algorithm written without them; both must give the same buckets, bit for bit, on
+inputs that probe the shortcuts: heavy overlap, ties, wide buckets, points, big weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from streams.buckets import Buckets, FloatArray, IntArray, _reduce, max_coverage
+
+
+def _sparse_max(cov: FloatArray) -> FloatArray:
+    n = cov.size
+    levels = max(1, n.bit_length())
+    table = np.zeros((levels, n), np.float64)
+    table[0] = cov
+    span = 1
+    for k in range(1, levels):
+        table[k, : n - span] = np.maximum(table[k - 1, : n - span], table[k - 1, span:])
+        span *= 2
+    return table
+
+
+def _range_max(table: FloatArray, start: IntArray, end: IntArray) -> FloatArray:
+    level = np.frexp((end - start).astype(np.float64))[1] - 1
+    out: FloatArray = np.maximum(table[level, start], table[level, end - (1 << level)])
+    return out
+
+
+def reference_reduce(lo: FloatArray, hi: FloatArray, w: IntArray, limit: int) -> Buckets:
+    order = np.lexsort((lo, hi))
+    lo, hi, w = lo[order], hi[order], w[order]
+    if lo.size > 1:
+        same = (lo[1:] == lo[:-1]) & (hi[1:] == hi[:-1])
+        if same.any():
+            starts = np.flatnonzero(np.concatenate(([True], ~same)))
+            lo = np.minimum.reduceat(lo, starts)
+            hi = np.maximum.reduceat(hi, starts)
+            w = np.add.reduceat(w, starts)
+    while lo.size > limit:
+        n = lo.size
+        grid = np.unique(np.concatenate((lo, hi)))
+        ilo = np.searchsorted(grid, lo)
+        ihi = np.searchsorted(grid, hi)
+        wf = w.astype(np.float64)
+        delta = np.bincount(ilo, wf, grid.size + 1) - np.bincount(ihi, wf, grid.size + 1)
+        table = _sparse_max(np.cumsum(delta)[: grid.size])
+        a0, a1, b0, b1 = ilo[:-1], ihi[:-1], ilo[1:], ihi[1:]
+        wa, wb = wf[:-1], wf[1:]
+        cuts = np.sort(np.stack((np.minimum(a0, b0), a0, a1, b0, b1), axis=1), axis=1)
+        peak = np.zeros(n - 1, np.float64)
+        for j in range(4):
+            s, e = cuts[:, j], cuts[:, j + 1]
+            piece = e > s
+            if not piece.any():
+                continue
+            s, e = s[piece], e[piece]
+            rise = np.where((a0[piece] <= s) & (s < a1[piece]), 0.0, wa[piece])
+            rise += np.where((b0[piece] <= s) & (s < b1[piece]), 0.0, wb[piece])
+            peak[piece] = np.maximum(peak[piece], _range_max(table, s, e) + rise)
+        pairs = n - 1
+        idx = np.arange(pairs)
+        rank = np.empty(pairs, np.int64)
+        rank[np.lexsort((idx & 1, wa + wb, peak))] = idx
+        left = np.concatenate(([pairs], rank[:-1]))
+        right = np.concatenate((rank[1:], [pairs]))
+        chosen = np.flatnonzero((rank < left) & (rank < right) & (rank < n - limit))
+        lo, hi, w = lo.copy(), hi.copy(), w.copy()
+        lo[chosen] = np.minimum(lo[chosen], lo[chosen + 1])
+        hi[chosen] = hi[chosen + 1]
+        w[chosen] += w[chosen + 1]
+        keep = np.ones(n, bool)
+        keep[chosen + 1] = False
+        lo, hi, w = lo[keep], hi[keep], w[keep]
+    return lo, hi, w
+
+
+def pooled_days(rng: np.random.Generator, days: int, per_day: int, width: float) -> Buckets:
+    """Several days' bucket sets pooled, as a baseline merge pools them: overlapping
+    buckets of similar weight, some of them points."""
+    los, his, ws = [], [], []
+    for day in range(days):
+        centre = np.sort(rng.normal(day * 0.05, 1.0, per_day))
+        span = np.abs(rng.normal(0.0, width, per_day)) * (rng.random(per_day) < 0.8)
+        los.append(centre)
+        his.append(centre + span)
+        ws.append(rng.integers(1, 40, per_day))
+    return np.concatenate(los), np.concatenate(his), np.concatenate(ws).astype(np.int64)
+
+
+def coarse(rng: np.random.Generator) -> Buckets:
+    lo, hi, w = pooled_days(rng, 5, 250, 0.3)
+    return np.round(lo, 1), np.round(hi, 1), w
+
+
+def heavy(rng: np.random.Generator) -> Buckets:
+    lo, hi, _ = pooled_days(rng, 5, 200, 0.05)
+    return lo, hi, rng.integers(1, 10**9, lo.size).astype(np.int64)
+
+
+CASES: dict[str, Callable[[np.random.Generator], Buckets]] = {
+    "baseline of 7 days": lambda rng: pooled_days(rng, 7, 384, 0.02),
+    "wide buckets": lambda rng: pooled_days(rng, 3, 300, 0.5),
+    "points only": lambda rng: pooled_days(rng, 4, 200, 0.0),
+    "ties on a coarse grid": coarse,
+    "heavy weights": heavy,
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_reduction_is_the_reference_algorithm(case: str, seed: int) -> None:
+    lo, hi, w = CASES[case](np.random.default_rng(seed))
+    hi = np.maximum(lo, hi)  # rounding may not flip a bucket
+    for limit in (64, 384):
+        got = _reduce(lo, hi, w, limit)
+        want = reference_reduce(lo, hi, w, limit)
+        assert got[0].size <= limit
+        for g, r in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g, r)
+        assert int(got[2].sum()) == int(w.sum())
+        assert max_coverage(*got) == max_coverage(*want)
+
+
+def test_weights_too_big_for_one_sort_key_take_the_three_key_sort() -> None:
+    rng = np.random.default_rng(4)
+    lo, hi, _ = pooled_days(rng, 3, 200, 0.1)
+    w = rng.integers(2**40, 2**41, lo.size).astype(np.int64)
+    got = _reduce(lo, hi, w, 100)
+    want = reference_reduce(lo, hi, w, 100)
+    for g, r in zip(got, want, strict=True):
+        np.testing.assert_array_equal(g, r)
