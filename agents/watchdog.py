@@ -70,6 +70,9 @@ class Watchdog:
         self.exit = exit or hard_exit
         self.loop: asyncio.AbstractEventLoop | None = None
         self._loop_seen: float | None = None
+        self.clock: Callable[[], float] = time.monotonic
+        """The clock of ``check``'s ``now`` and of the loop's answers (one clock, so a test's
+        ``now`` and the loop's last answer compare)."""
         self._client: Any = None
         self._outage_since: float | None = None
         self._explained: float | None = None
@@ -82,7 +85,7 @@ class Watchdog:
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start watching (called on the worker's loop once it runs)."""
         self.loop = loop
-        self._loop_seen = time.monotonic()
+        self._loop_seen = self.clock()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
             self._thread.start()
@@ -114,7 +117,7 @@ class Watchdog:
 
     def check(self, now: float | None = None) -> Stall | None:
         """Sample once; on a confirmed stall, report it and end the process."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         self._ping_loop()
         armed = self.armed()
         partitions: dict[Any, Offsets] = {}
@@ -235,7 +238,7 @@ class Watchdog:
             return
 
         def seen() -> None:
-            self._loop_seen = time.monotonic()
+            self._loop_seen = self.clock()
 
         loop.call_soon_threadsafe(seen)
 

@@ -235,7 +235,18 @@ class FakeLoop:
         fn()
 
 
-class Sampled(Watchdog):
+class AtTestTime(Watchdog):
+    """A watchdog whose loop (FakeLoop: answers at once) answers at the time the test
+    checks, not the machine's: mixed, a CI box up for ~1,000 s read the answers as 198 s old
+    and saw the loop stalled."""
+
+    def check(self, now: float | None = None) -> Stall | None:
+        if now is not None:
+            self.clock = lambda: now
+        return super().check(now)
+
+
+class Sampled(AtTestTime):
     def __init__(self, *args: Any, offsets: dict[Any, Offsets], records: int | None, **kw: Any):
         super().__init__(*args, **kw)
         self.offsets = offsets
@@ -283,7 +294,7 @@ def test_watchdog_does_not_exit_for_markers(tmp_path: Path) -> None:
     assert exits == []
 
 
-class Probed(Watchdog):
+class Probed(AtTestTime):
     """The real confirmation (``_has_records``) with the broker's probe faked."""
 
     def __init__(self, *args: Any, offsets: dict[Any, Offsets], **kw: Any):
