@@ -17,7 +17,8 @@ import numpy as np
 
 from schemas import parse_timestamp
 from streams.join import binary_label
-from streams.performance import PerformanceSummary, proportion_drop_test
+from streams.perf_drop_tests import proportion_drop_test
+from streams.performance import PerformanceSummary
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from scipy import stats
 
 from schemas import Severity
 from streams.config import Objective, PerformanceConfig
-from streams.performance import PerformanceSummary, auc_drop_test, proportion_drop_test
+from streams.perf_drop_tests import auc_drop_test, proportion_drop_test
+from streams.performance import PerformanceSummary
 
 __all__ = [
     "Z95",
@@ -59,7 +60,7 @@ def positives(s: PerformanceSummary) -> float:
 
 def ap_se(ap: float, n_pos: float) -> float:
     """Normal-approximation standard error of average precision over ``n_pos`` positives (the
-    one ``streams.performance.auc_drop_test`` uses), at least one positive."""
+    one ``streams.perf_drop_tests.auc_drop_test`` uses), at least one positive."""
     return math.sqrt(ap * (1 - ap) / max(n_pos, 1.0))
 
 

@@ -48,10 +48,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from schemas import DriftEvent
+from streams.calibration import CalibrationMap, estimate_performance
 from streams.config import DAY, PerformanceConfig
 from streams.decision import benjamini_hochberg
 from streams.incidents import IncidentNotice
 from streams.keyed_state import Position, StateCache, StateStore, Write, guard
+from streams.perf_drop_tests import proportion_drop_test
 from streams.perf_findings import (
     Z95,
     Finding,
@@ -72,12 +74,7 @@ from streams.perf_state import (
     perf_stream_key,
     perf_window_key,
 )
-from streams.performance import (
-    CalibrationMap,
-    PerformanceSummary,
-    estimate_performance,
-    proportion_drop_test,
-)
+from streams.performance import PerformanceSummary
 from streams.sequential import RateRiseTest, rate_upper_bound
 
 __all__ = ["PerformanceMonitor"]

@@ -1,4 +1,7 @@
-"""Bounded, mergeable per-window model-performance summaries, label-free estimates and drop tests.
+"""Bounded, mergeable per-window model-performance summaries.
+
+Label-free estimates from them are :mod:`streams.calibration`'s; the tests of a drop between
+two of them are :mod:`streams.perf_drop_tests`'s.
 
 Pure statistics (numpy + scipy only, no streaming framework imports), like the feature summaries.
 
@@ -37,13 +40,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import special
 
-__all__ = [
-    "CalibrationMap",
-    "PerformanceSummary",
-    "auc_drop_test",
-    "estimate_performance",
-    "proportion_drop_test",
-]
+__all__ = ["PerformanceSummary", "average_precision", "roc_auc"]
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -51,14 +48,10 @@ IntArray = npt.NDArray[np.int64]
 THRESHOLD: Final = 0.5
 """Scores >= THRESHOLD are predicted positive."""
 CALIBRATION_BINS: Final = 10
-MIN_CALIBRATION_LABELS: Final = 200
-_SMOOTHING: Final = 5.0  # pseudo-labels pulling a sparse calibration bin toward its own score
 
 _HEADER: Final = struct.Struct("<4sBxxxqqqqd")
 _MAGIC: Final = b"DWPS"
 _VERSION: Final = 2
-_MAP_HEADER: Final = struct.Struct("<4sBxxxI")
-_MAP_MAGIC: Final = b"DWCM"
 _INT32_MAX: Final = 2**31 - 1
 
 
@@ -75,7 +68,7 @@ def _check_scores(scores: FloatArray) -> None:
 # --------------------------------------------------------------------------- histogram metrics
 
 
-def _roc_auc(pos: FloatArray, neg: FloatArray) -> float | None:
+def roc_auc(pos: FloatArray, neg: FloatArray) -> float | None:
     """Mann-Whitney AUC of (possibly fractional) per-bin counts, in ascending score order;
     pairs sharing a bin count 1/2."""
     n_pos, n_neg = float(pos.sum()), float(neg.sum())
@@ -85,7 +78,7 @@ def _roc_auc(pos: FloatArray, neg: FloatArray) -> float | None:
     return float((pos @ neg_below + 0.5 * (pos @ neg)) / (n_pos * n_neg))
 
 
-def _average_precision(pos: FloatArray, neg: FloatArray) -> float | None:
+def average_precision(pos: FloatArray, neg: FloatArray) -> float | None:
     """sklearn's step-wise average precision with each bin's lower edge as a threshold."""
     n_pos = float(pos.sum())
     if n_pos <= 0.0:
@@ -102,21 +95,6 @@ def _sum_ratio(a: FloatArray, x: FloatArray, k: FloatArray) -> FloatArray:
     harmonic = special.digamma(x + k + 1.0) - special.digamma(x + 1.0)
     out: FloatArray = k - (x - a) * harmonic
     return out
-
-
-def _pav(values: FloatArray, weights: FloatArray) -> FloatArray:
-    """Weighted pool-adjacent-violators: the closest non-decreasing sequence (least squares)."""
-    blocks: list[list[float]] = []  # [mean, weight, length]
-    for v, w in zip(values.tolist(), weights.tolist(), strict=True):
-        blocks.append([v, w, 1.0])
-        while len(blocks) > 1 and blocks[-2][0] > blocks[-1][0]:
-            v2, w2, n2 = blocks.pop()
-            v1, w1, n1 = blocks[-1]
-            blocks[-1] = [(v1 * w1 + v2 * w2) / (w1 + w2), w1 + w2, n1 + n2]
-    return np.repeat([b[0] for b in blocks], [int(b[2]) for b in blocks]).astype(np.float64)
-
-
-# --------------------------------------------------------------------------- summary
 
 
 class PerformanceSummary:
@@ -335,7 +313,7 @@ class PerformanceSummary:
     def roc_auc(self) -> float | None:
         """ROC-AUC from the per-label histograms; within :meth:`roc_auc_error_bound` of the
         exact value. None without both classes."""
-        return _roc_auc(self._pos.astype(np.float64), self._neg.astype(np.float64))
+        return roc_auc(self._pos.astype(np.float64), self._neg.astype(np.float64))
 
     def roc_auc_error_bound(self) -> float | None:
         """Half the share of positive/negative pairs whose scores share a bin: each such pair
@@ -349,7 +327,7 @@ class PerformanceSummary:
     def pr_auc(self) -> float | None:
         """Average precision (sklearn's step definition) with bin edges as thresholds; within
         :meth:`pr_auc_error_bound` of the exact value. None without positives."""
-        return _average_precision(self._pos.astype(np.float64), self._neg.astype(np.float64))
+        return average_precision(self._pos.astype(np.float64), self._neg.astype(np.float64))
 
     def pr_auc_error_bound(self) -> float | None:
         """Largest change of average precision that orderings (or ties) inside bins can make.
@@ -434,202 +412,3 @@ class PerformanceSummary:
             f"PerformanceSummary(predictions={self.predictions}, labelled={self.labelled}, "
             f"positive_rate={self.positive_rate}, roc_auc={self.roc_auc()})"
         )
-
-
-# --------------------------------------------------------------------------- calibration
-
-
-class CalibrationMap:
-    """Score -> P(label=1) learned on a baseline's labelled histograms.
-
-    Label-free performance estimates are only as good as the probabilities they average, and
-    a model's raw scores are rarely calibrated. The map groups the baseline's bins so that no
-    group is wider than ``1/bins`` of the score range nor holds more than ``1/bins`` of the
-    labels (up to one bin's worth), so resolution follows the data where scores crowd (most
-    predictions of an imbalanced model sit near 0, and ranking them matters for the AUC
-    estimates). It takes each group's positive share, smoothed toward the
-    group's own mean score by ``_SMOOTHING`` pseudo-labels (a sparse group falls back on
-    the model's word rather than on noise), makes it non-decreasing with weighted
-    pool-adjacent-violators (binned isotonic regression), and interpolates linearly between
-    the groups' mean scores (flat beyond the first and last).
-
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(11)
-    >>> s = rng.random(20_000)
-    >>> base = PerformanceSummary()
-    >>> base.add_predictions(s)
-    >>> base.add_labels(s, (rng.random(20_000) < s).astype(int))
-    >>> cal = CalibrationMap.fit(base)
-    >>> assert cal is not None
-    >>> cal.probability(np.array([0.2, 0.5, 0.8])).round(1).tolist()
-    [0.2, 0.5, 0.8]
-    """
-
-    def __init__(self, knots: FloatArray, values: FloatArray) -> None:
-        if knots.shape != values.shape or knots.size == 0 or np.any(np.diff(knots) <= 0):
-            raise ValueError("knots must be non-empty, strictly increasing and match values")
-        if np.any(np.diff(values) < 0) or np.any((values < 0) | (values > 1)):
-            raise ValueError("values must be non-decreasing probabilities")
-        self.knots = knots
-        self.values = values
-
-    @classmethod
-    def fit(cls, baseline: PerformanceSummary, bins: int = 20) -> CalibrationMap | None:
-        """None when the baseline has fewer than ``MIN_CALIBRATION_LABELS`` labels."""
-        if not 1 <= bins <= baseline.BINS:
-            raise ValueError(f"bins must be in 1..{baseline.BINS}")
-        if baseline.labelled < MIN_CALIBRATION_LABELS:
-            return None
-        labelled = baseline._pos + baseline._neg
-        width_id = np.minimum((baseline.bin_centers() * bins).astype(np.int64), bins - 1)
-        freq_id = (np.cumsum(labelled) - labelled) * bins // int(labelled.sum())
-        cut = np.concatenate(([False], (np.diff(width_id) > 0) | (np.diff(freq_id) > 0)))
-        group = np.cumsum(cut)
-        groups = int(group[-1]) + 1
-        pos = np.bincount(group, baseline._pos.astype(np.float64), groups)
-        count = np.bincount(group, labelled.astype(np.float64), groups)
-        score = np.bincount(group, baseline._score_sum, groups)
-        seen = count > 0
-        pos, count, score = pos[seen], count[seen], score[seen]
-        mean_score = np.clip(score / count, 0.0, 1.0)
-        rate: FloatArray = (pos + _SMOOTHING * mean_score) / (count + _SMOOTHING)
-        weights = np.asarray(count + _SMOOTHING, np.float64)
-        values = np.clip(_pav(rate, weights), 0.0, 1.0)
-        knots = mean_score
-        keep = np.concatenate(([True], np.diff(knots) > 0))  # defensive: float ties
-        return cls(knots[keep], values[keep])
-
-    def probability(self, scores: npt.ArrayLike) -> FloatArray:
-        """Calibrated P(label=1) for each score (non-decreasing in the score)."""
-        out: FloatArray = np.interp(np.asarray(scores, dtype=np.float64), self.knots, self.values)
-        return out
-
-    def to_bytes(self) -> bytes:
-        header = _MAP_HEADER.pack(_MAP_MAGIC, _VERSION, self.knots.size)
-        return header + self.knots.astype("<f8").tobytes() + self.values.astype("<f8").tobytes()
-
-    @classmethod
-    def from_bytes(cls, raw: bytes) -> CalibrationMap:
-        if len(raw) < _MAP_HEADER.size:
-            raise ValueError("truncated CalibrationMap")
-        magic, version, n = _MAP_HEADER.unpack_from(raw)
-        if magic != _MAP_MAGIC or version != _VERSION or len(raw) != _MAP_HEADER.size + 16 * n:
-            raise ValueError("corrupt CalibrationMap")
-        knots = np.frombuffer(raw, "<f8", n, _MAP_HEADER.size).astype(np.float64)
-        values = np.frombuffer(raw, "<f8", n, _MAP_HEADER.size + 8 * n).astype(np.float64)
-        return cls(knots, values)
-
-    def __repr__(self) -> str:
-        return f"CalibrationMap(knots={self.knots.size})"
-
-
-def estimate_performance(
-    window: PerformanceSummary, calibration: CalibrationMap
-) -> dict[str, float]:
-    """Confidence-based performance estimation (as NannyML's CBPE does in batch).
-
-    Each of the window's predictions (labelled or not) is taken at its bin's midpoint score
-    and given its calibrated probability ``p``; then expected accuracy is
-    ``mean(p if score >= 0.5 else 1 - p)``, and expected ROC-AUC / PR-AUC are computed from
-    the fractional histograms ``count * p`` (positives) and ``count * (1 - p)`` (negatives).
-    Valid while the score -> label relation is the baseline's (covariate shift only); it
-    says nothing about concept drift, which only real labels reveal. Figures that are
-    undefined (no expected positives or negatives) are left out.
-
-    >>> import numpy as np
-    >>> rng = np.random.default_rng(2)
-    >>> s = rng.random(20_000)
-    >>> base = PerformanceSummary()
-    >>> base.add_predictions(s)
-    >>> base.add_labels(s, (rng.random(20_000) < s).astype(int))
-    >>> cal = CalibrationMap.fit(base)
-    >>> assert cal is not None
-    >>> win = PerformanceSummary()
-    >>> win.add_predictions(rng.random(5_000))
-    >>> round(estimate_performance(win, cal)["accuracy"], 2)
-    0.75
-    """
-    unl, pos, neg = window.histograms()
-    count = (np.maximum(unl, 0) + pos + neg).astype(np.float64)
-    total = float(count.sum())
-    if total == 0:
-        raise ValueError("estimate_performance needs at least one prediction")
-    mid = window.bin_centers()
-    p = calibration.probability(mid)
-    exp_pos, exp_neg = count * p, count * (1.0 - p)
-    predicted = mid >= THRESHOLD
-    out = {"accuracy": float((exp_pos[predicted].sum() + exp_neg[~predicted].sum()) / total)}
-    ap = _average_precision(exp_pos, exp_neg)
-    auc = _roc_auc(exp_pos, exp_neg)
-    if ap is not None:
-        out["pr_auc"] = ap
-    if auc is not None:
-        out["roc_auc"] = auc
-    return out
-
-
-# --------------------------------------------------------------------------- drop tests
-
-
-def proportion_drop_test(
-    base_successes: int, base_n: int, win_successes: int, win_n: int
-) -> tuple[float, float]:
-    """One-sided pooled two-proportion z-test that the window's rate is lower than the
-    baseline's: ``(z, p)`` with ``z < 0`` when the window is lower. Equal (or both 0/1)
-    rates give ``(0.0, 0.5)``.
-
-    >>> z, p = proportion_drop_test(950, 1_000, 850, 1_000)
-    >>> round(z, 2), p < 1e-10
-    (-7.45, True)
-    """
-    for s, n in ((base_successes, base_n), (win_successes, win_n)):
-        if n <= 0 or not 0 <= s <= n:
-            raise ValueError("need n > 0 and 0 <= successes <= n on each side")
-    pooled = (base_successes + win_successes) / (base_n + win_n)
-    se = math.sqrt(pooled * (1.0 - pooled) * (1.0 / base_n + 1.0 / win_n))
-    if se == 0.0:
-        return 0.0, 0.5
-    z = (win_successes / win_n - base_successes / base_n) / se
-    return z, float(special.ndtr(z))
-
-
-def _hanley_mcneil_se(auc: float, n_pos: int, n_neg: int) -> float:
-    q1 = auc / (2.0 - auc)
-    q2 = 2.0 * auc * auc / (1.0 + auc)
-    var = (auc * (1.0 - auc) + (n_pos - 1) * (q1 - auc * auc) + (n_neg - 1) * (q2 - auc * auc)) / (
-        n_pos * n_neg
-    )
-    return math.sqrt(max(var, 0.0))
-
-
-def auc_drop_test(
-    base: PerformanceSummary, win: PerformanceSummary, metric: str = "pr_auc"
-) -> tuple[float, float]:
-    """One-sided z-test that the window's ``metric`` ("pr_auc" or "roc_auc") is lower than
-    the baseline's: ``(z, p)``, ``z < 0`` when lower; the two windows are independent.
-
-    Standard errors: Hanley & McNeil (1982) for ROC-AUC; for PR-AUC the bootstrap-free
-    normal approximation ``se = sqrt(ap (1 - ap) / n_pos)`` per side (average precision
-    treated as a precision averaged over the positives). That approximation ignores the
-    negatives' sampling noise and is rough for small n_pos; binning error (the
-    ``*_error_bound`` methods) is not folded in. A zero combined se gives ``(0.0, 0.5)``.
-    """
-    if metric not in ("pr_auc", "roc_auc"):
-        raise ValueError(f"metric must be 'pr_auc' or 'roc_auc', got {metric!r}")
-    ses: list[float] = []
-    values: list[float] = []
-    for s in (base, win):
-        n_pos, n_neg = int(s._pos.sum()), int(s._neg.sum())
-        value = s.pr_auc() if metric == "pr_auc" else s.roc_auc()
-        if value is None or n_neg == 0:
-            raise ValueError(f"{metric} needs labelled positives and negatives on each side")
-        values.append(value)
-        if metric == "pr_auc":
-            ses.append(math.sqrt(value * (1.0 - value) / n_pos))
-        else:
-            ses.append(_hanley_mcneil_se(value, n_pos, n_neg))
-    se = math.hypot(*ses)
-    if se == 0.0:
-        return 0.0, 0.5
-    z = (values[1] - values[0]) / se
-    return z, float(special.ndtr(z))

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from schemas import format_timestamp
+from streams.calibration import CalibrationMap, estimate_performance
 from streams.categorical_summary import CategoricalSummary
 from streams.config import EngineConfig, PerformanceConfig
 from streams.importance import choose_importance, impact, rank_key
@@ -27,7 +28,7 @@ from streams.perf_state import (
     perf_stream_key,
     split_incident_key,
 )
-from streams.performance import CalibrationMap, PerformanceSummary, estimate_performance
+from streams.performance import PerformanceSummary
 from streams.segments import split_segment_feature
 from streams.state import FeatureWindow, StreamState, _merge_summaries, stream_key, window_key
 

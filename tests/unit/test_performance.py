@@ -7,13 +7,9 @@ import numpy as np
 import pytest
 from sklearn import metrics
 
-from streams.performance import (
-    CalibrationMap,
-    PerformanceSummary,
-    auc_drop_test,
-    estimate_performance,
-    proportion_drop_test,
-)
+from streams.calibration import CalibrationMap, estimate_performance
+from streams.perf_drop_tests import auc_drop_test, proportion_drop_test
+from streams.performance import PerformanceSummary
 
 N = 5_000
 
