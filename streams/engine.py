@@ -494,7 +494,7 @@ class DriftEngine:
     def _has_baseline(self, stream: StreamState, window: float) -> bool:
         """Can any feature of ``window`` have a baseline? Not in a stream's first weeks: its
         looks then test nothing, and need no value applied (or span built) first."""
-        windows = self._judge.baseline_windows(stream, window)
+        windows = self._judge.baselines.windows_of(stream, window)
         return len(windows) >= self.config.min_baseline_windows
 
     def _scan_due(self, stream: StreamState, window: float, look: int) -> bool:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import functools
 import uuid
 from collections import Counter
-from collections.abc import Callable, Hashable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar, cast
+from typing import Any
 
 from schemas import DriftEvent, DriftKind
-from streams.categorical_summary import CategoricalSummary
+from streams.baselines import Baselines, MomentAccess, WindowAccess
 from streams.config import EngineConfig
 from streams.decision import benjamini_hochberg, severity_for
 from streams.drift_tests import DRIFT_TESTS, DriftTest, TestResult
@@ -29,11 +29,9 @@ from streams.importance import (
     Association,
     ImportanceSource,
     choose_importance,
-    merge_associations,
 )
 from streams.incidents import Incident, IncidentNotice
-from streams.moments import MomentSummary, MomentWindow, moment_key
-from streams.numeric_summary import NumericSummary
+from streams.moments import moment_key
 from streams.segments import OTHER, is_segment_feature, split_segment_feature
 from streams.slot_series import SlotSeries
 from streams.state import (
@@ -41,14 +39,11 @@ from streams.state import (
     FeatureWindow,
     StreamState,
     Summary,
-    _merge_summaries,
     window_key,
 )
 
-__all__ = ["FeatureJudge", "FeatureTest", "Picker", "WindowAccess", "whole_window"]
+__all__ = ["FeatureJudge", "FeatureTest", "Picker", "whole_window"]
 
-PER_SLOT = 2
-"""Merged baselines kept per stream feature: the open window's, and the one it followed."""
 Picker = Callable[[str, FeatureWindow], Summary | SlotSeries | None]
 """Which summary of a feature's window a test looks at (the whole window, a recent span)."""
 
@@ -62,23 +57,7 @@ def _effect_floor(cfg: EngineConfig, test: str) -> float:
     return DRIFT_TESTS[test].effect_floor(cfg)
 
 
-_Baseline = tuple[NumericSummary | CategoricalSummary, float, float] | None
 _DRIFT_NAMESPACE = uuid.UUID("6f1c2b1e-6d0b-4c55-9a59-3c1f4f8d2a10")
-
-
-class WindowAccess(Protocol):
-    """The engine's decoded feature windows, as far as judging needs them (a
-    :class:`~streams.keyed_state.StateCache` of :class:`FeatureWindow`)."""
-
-    def get(self, key: str) -> FeatureWindow | None: ...
-
-    def mark(self, key: str, partition: int | None = None) -> None: ...
-
-
-class MomentAccess(Protocol):
-    """The engine's decoded moment windows (:class:`~streams.moments.MomentWindow`)."""
-
-    def get(self, key: str) -> MomentWindow | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,16 +138,11 @@ class FeatureJudge:
         self.windows = windows
         self.stats = stats
         self.notices = notices
-        # Merged baselines are derived data: kept across flushes (the same baseline serves a
-        # window's 23 interim looks and its final test), keyed by the windows they merge.
-        self._baselines: SlotCache[tuple[_Baseline, Association | None]] = SlotCache()
-        self._moment_baselines: SlotCache[tuple[MomentSummary, float, float] | None]
-        self._moment_baselines = SlotCache()
+        self.baselines = Baselines(config, windows, moments)
 
     def forget(self) -> None:
         """Drop the cached baselines (the windows they merged may have changed elsewhere)."""
-        self._baselines.clear()
-        self._moment_baselines.clear()
+        self.baselines.forget()
 
     def judge(
         self,
@@ -309,62 +283,6 @@ class FeatureJudge:
 
     # ------------------------------------------------------------------ tests
 
-    def baseline_windows(self, stream: StreamState, window: float) -> tuple[tuple[float, int], ...]:
-        """The baseline windows of ``window`` that have events, with their event counts (the
-        same for every feature of one judgement: worked out once per look). Every feature's
-        baseline is made of some of them: with fewer than ``min_baseline_windows``, no
-        feature can be tested."""
-        counts = stream.window_events
-        return tuple((w, counts[w]) for w in self.config.baseline_candidates(window) if w in counts)
-
-    def _baseline(
-        self,
-        stream: StreamState,
-        feature: str,
-        window: float,
-        windows: tuple[tuple[float, int], ...],
-    ) -> tuple[NumericSummary | CategoricalSummary, float, float] | None:
-        cfg = self.config
-        # Keyed by what went into it: a late event into a baseline window changes its count,
-        # so a stale merge is never found again (and is dropped as newer ones come).
-        slot, cache_key = (stream.tenant, stream.model, feature), (window, windows)
-        found = self._baselines.get(slot, cache_key)
-        if found is not _UNKNOWN:
-            return found[0]
-        parts: list[Summary] = []
-        associations: list[Association | None] = []
-        with_data: list[float] = []
-        for w, _ in windows:
-            fw = self.windows.get(window_key(stream.tenant, stream.model, w, feature))
-            if fw is None or fw.count == 0:
-                continue
-            parts.append(fw.summary)
-            associations.append(fw.assoc)
-            with_data.append(w)
-        merged = merge_baseline(parts)
-        result = None
-        if merged is not None and len(with_data) >= cfg.min_baseline_windows:
-            result = (merged, with_data[0], with_data[-1] + cfg.window_seconds)
-        self._baselines.put(slot, cache_key, (result, merge_associations(associations)))
-        return result
-
-    def baseline_association(
-        self,
-        stream: StreamState,
-        feature: str,
-        window: float,
-        windows: tuple[tuple[float, int], ...],
-    ) -> Association | None:
-        """The merged association of the baseline :meth:`_baseline` merged (cached with it);
-        a segment's is its feature's (segment windows keep none)."""
-        feature = split_segment_feature(feature)[0]
-        slot, key = (stream.tenant, stream.model, feature), (window, windows)
-        found = self._baselines.get(slot, key)
-        if found is _UNKNOWN:
-            self._baseline(stream, feature, window, windows)
-            found = self._baselines.get(slot, key)
-        return None if found is _UNKNOWN else found[1]
-
     def _test_features(
         self,
         stream: StreamState,
@@ -378,7 +296,7 @@ class FeatureJudge:
         jobs: list[tuple[DriftTest[Any], str, FeatureKind, int, Any, tuple[Any, float, float]]]
         jobs = []
         whole = pick is whole_window
-        windows = self.baseline_windows(stream, window)
+        windows = self.baselines.windows_of(stream, window)
         min_count = self.config.min_window_count
         tenant, model = stream.tenant, stream.model
         no_baseline = values_tests = 0  # counted once, at the end
@@ -387,7 +305,7 @@ class FeatureJudge:
             if fw is None:
                 continue
             # The baseline first: a stream's first weeks have none, and no span to build.
-            baseline = self._baseline(
+            baseline = self.baselines.feature(
                 stream, feature, window, _same_segments(stream, feature, window, windows)
             )
             if baseline is None:
@@ -432,7 +350,7 @@ class FeatureJudge:
             if feature != of_feature:
                 of_feature = feature
                 association_of = functools.partial(
-                    self.baseline_association, stream, feature, window, windows
+                    self.baselines.association, stream, feature, window, windows
                 )
             tests.append(
                 FeatureTest(
@@ -483,7 +401,7 @@ class FeatureJudge:
         summary = mw.upto(blocks)
         if summary.count < self.config.min_window_count:
             return None
-        baseline = self._moment_baseline(stream, window, windows, summary.features, blocks)
+        baseline = self.baselines.moments_of(stream, window, windows, summary.features, blocks)
         if baseline is None:
             self.stats["tests_skipped_no_baseline"] += 1
             return None
@@ -494,38 +412,6 @@ class FeatureJudge:
             MULTIVARIATE_FEATURE, "multivariate", test.run(summary, base), summary.count,
             base.count, b_start, b_end, summary, base,
         )  # fmt: skip
-
-    def _moment_baseline(
-        self,
-        stream: StreamState,
-        window: float,
-        windows: tuple[tuple[float, int], ...],
-        features: tuple[str, ...],
-        blocks: int | None,
-    ) -> tuple[MomentSummary, float, float] | None:
-        assert self.moments is not None
-        slot = (stream.tenant, stream.model, "\x00".join(features))
-        cache_key = (window, windows, blocks)
-        found = self._moment_baselines.get(slot, cache_key)
-        if found is not _UNKNOWN:
-            return found
-        parts: list[MomentSummary] = []
-        with_data: list[float] = []
-        for w, _ in windows:
-            mw = self.moments.get(moment_key(stream.tenant, stream.model, w))
-            if mw is None or mw.features != features:
-                continue
-            part = mw.upto(blocks)
-            if part.count == 0:
-                continue
-            parts.append(part)
-            with_data.append(w)
-        result = None
-        if parts and len(with_data) >= self.config.min_baseline_windows:
-            merged = MomentSummary.merge_all(parts)
-            result = (merged, with_data[0], with_data[-1] + self.config.window_seconds)
-        self._moment_baselines.put(slot, cache_key, result)
-        return result
 
     # ------------------------------------------------------------------ incidents
 
@@ -616,57 +502,6 @@ class FeatureJudge:
         }
 
 
-_UNKNOWN: Any = object()
-"""Not in a cache (None is a value there)."""
-
-V = TypeVar("V")
-
-
-class SlotCache(Generic[V]):
-    """Derived values keyed by what went into them, at most ``per_slot`` per slot (a stream's
-    feature). A merged baseline is asked for again only while its window is open, so the
-    older ones go as newer come: the cache is bounded by the features being judged, not by
-    how long the worker has run (a cache of 4,096 merges cleared when full held windows
-    closed long ago: ~110 MiB of a worker's growth over its first 2M events).
-
-    >>> cache: SlotCache[str] = SlotCache(per_slot=2)
-    >>> for window in (1, 2, 3):
-    ...     cache.put("f", window, f"baseline {window}")
-    >>> cache.get("f", 1) is _UNKNOWN, cache.get("f", 3), len(cache)
-    (True, 'baseline 3', 2)
-    >>> cache.hits, cache.misses
-    (1, 1)
-    """
-
-    def __init__(self, per_slot: int = PER_SLOT) -> None:
-        self.per_slot = per_slot
-        self._slots: dict[Hashable, dict[Hashable, V]] = {}
-        self.hits = 0
-        self.misses = 0
-
-    def __len__(self) -> int:
-        return sum(len(entries) for entries in self._slots.values())
-
-    def get(self, slot: Hashable, key: Hashable) -> V:
-        """The value, or ``_UNKNOWN``."""
-        entries = self._slots.get(slot)
-        if entries is None or key not in entries:
-            self.misses += 1
-            return cast(V, _UNKNOWN)
-        self.hits += 1
-        return entries[key]
-
-    def put(self, slot: Hashable, key: Hashable, value: V) -> None:
-        entries = self._slots.setdefault(slot, {})
-        entries.pop(key, None)
-        entries[key] = value
-        while len(entries) > self.per_slot:
-            del entries[next(iter(entries))]
-
-    def clear(self) -> None:
-        self._slots.clear()
-
-
 def ranking_fields(incident: Incident) -> dict[str, object]:
     """What a notice and a DriftEvent tell of an incident's rank (additive fields)."""
     return {
@@ -713,18 +548,3 @@ def _significant_by_family(family: list[FeatureTest], alpha: float) -> list[bool
         for k, sig in zip(index, found, strict=True):
             out[k] = sig
     return out
-
-
-def merge_baseline(parts: list[Summary]) -> Summary | None:
-    """The baseline's windows as one summary: numeric ones pooled and reduced once
-    (:meth:`NumericSummary.merge_all`: one reduction instead of one per window, as close to
-    the data), categorical ones merged in window order."""
-    if not parts:
-        return None
-    numeric = [p for p in parts if isinstance(p, NumericSummary)]
-    if len(numeric) == len(parts):
-        return NumericSummary.merge_all(numeric)
-    merged = parts[0]
-    for part in parts[1:]:
-        merged = _merge_summaries(merged, part)
-    return merged

@@ -275,7 +275,7 @@ class FeatureWindow:
         )  # fmt: skip
 
 
-def _merge_summaries(a: Summary, b: Summary) -> Summary:
+def merge_summaries(a: Summary, b: Summary) -> Summary:
     if isinstance(a, NumericSummary) and isinstance(b, NumericSummary):
         return a.merge(b)
     if isinstance(a, CategoricalSummary) and isinstance(b, CategoricalSummary):

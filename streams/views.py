@@ -30,7 +30,7 @@ from streams.perf_state import (
 )
 from streams.performance import PerformanceSummary
 from streams.segments import split_segment_feature
-from streams.state import FeatureWindow, StreamState, _merge_summaries, stream_key, window_key
+from streams.state import FeatureWindow, StreamState, merge_summaries, stream_key, window_key
 
 SEVERITIES = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
 RESULT_FIELDS = (
@@ -359,7 +359,7 @@ def merged_baseline(
         fw = windows.get(c)
         if fw is None or fw.count == 0:
             continue
-        merged = fw.summary if merged is None else _merge_summaries(merged, fw.summary)
+        merged = fw.summary if merged is None else merge_summaries(merged, fw.summary)
         used.append(c)
     if merged is None or len(used) < cfg.min_baseline_windows:
         return None

@@ -619,7 +619,7 @@ def test_chi2_against_a_merged_baseline_of_folded_days_is_not_biased() -> None:
     category one day kept and the running merge had folded came back with part of its count,
     and chi2 against such a baseline gave p ~ 0 on unchanged data (found in review). Now every
     category a merge lists has its true count, and an unchanged window is not significant."""
-    from streams.judge import merge_baseline
+    from streams.baselines import merge_baseline
 
     rng = np.random.default_rng(5)
     shares = np.concatenate([np.full(40, 0.02), np.full(110, 0.2 / 110)])

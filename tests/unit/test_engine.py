@@ -502,13 +502,13 @@ def test_nulls_before_a_feature_has_a_kind_are_dropped_whenever_applied(
 def test_merged_baselines_kept_are_bounded_by_the_features_not_the_days() -> None:
     """Derived baselines of windows closed long ago are not kept: two per stream feature,
     however long the stream (a cache of 4,096 cleared when full grew a worker's memory)."""
-    from streams.judge import PER_SLOT
+    from streams.baselines import PER_SLOT
 
     looks = replace(SHORT, interim_seconds=3600)
     drifts, engine = run_engine(stream(seed=5, days=60, per_day=200), looks)
     assert engine.stats["tests"] > 0 and engine.stats["interim_looks"] > 0 and not drifts
     judge = engine._judge
     features = len(next(iter(stream(seed=5, days=1, per_day=1))).features)
-    assert 0 < len(judge._baselines) <= PER_SLOT * features
+    assert 0 < len(judge.baselines._features) <= PER_SLOT * features
     # and it still serves: a window's merge is reused by its later looks and its close
-    assert judge._baselines.hits > judge._baselines.misses > 0
+    assert judge.baselines._features.hits > judge.baselines._features.misses > 0
