@@ -35,6 +35,7 @@ test: $(STAMP) lint
 
 bench: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
+	$(BIN)/python -m bench.bucket_reduction
 	$(BIN)/python -m bench.backtest_speed
 	$(BIN)/python -m bench.backtest_memory
 	$(BIN)/python -m bench.worker_memory
