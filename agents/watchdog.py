@@ -204,7 +204,7 @@ class Watchdog:
             "recovery_completed": None if completed is None else completed.is_set(),
             "broker_outage": self._outage_since is not None,
             "batches_running_seconds": running,
-            "loop_seen_seconds_ago": _age(self._loop_seen),
+            "loop_seen_seconds_ago": self._age(self._loop_seen),
             "held": {f"{tp.topic}[{tp.partition}]": [at, round(age, 1)]
                      for tp, (at, age) in holds.items()},
             "commit_unmoved_seconds": {f"{tp.topic}[{tp.partition}]": age
@@ -231,6 +231,10 @@ class Watchdog:
             log.warning("watchdog: the broker answers again after %.0f s",
                         now - self._outage_since)  # fmt: skip
             self._outage_since = None
+
+    def _age(self, t: float | None) -> float | None:
+        """Seconds since ``t`` of :attr:`clock`."""
+        return None if t is None else round(self.clock() - t, 1)
 
     def _ping_loop(self) -> None:
         loop = self.loop
@@ -343,7 +347,7 @@ class Watchdog:
                 for tp, o in partitions.items()
             },
             "busy_since_seconds": _age(faust_compat.batches.busy_since()),
-            "loop_seen_seconds_ago": _age(self._loop_seen),
+            "loop_seen_seconds_ago": self._age(self._loop_seen),
             "consumer": faust_compat.introspection.diagnostics(self.app),
         }
         log.error("WATCHDOG: worker stalled (%s); exiting with code %d for the supervisor to "
@@ -385,6 +389,7 @@ def _work_in_sight(o: Offsets) -> bool:
 
 
 def _age(t: float | None) -> float | None:
+    """Seconds since ``t`` of the monotonic clock (``faust_compat.batches``' clock)."""
     return None if t is None else round(time.monotonic() - t, 1)
 
 

@@ -24,12 +24,13 @@ embedded Tansu dev broker unless ``KAFKA_BOOTSTRAP_SERVERS`` is set):
   with its RocksDB table, validation, engine, changelog and drift-event output, and the
   integration tests' short detection history (``worker_harness.FAST_DETECTION``).
 
-Every contender is timed from its first processed event to the N-th (consumer start-up and
-group joins are excluded): the raw consumer with ``perf_counter`` around its own loop, the
-two workers by polling their Prometheus event counters (every 0.1 s near the start and the
-N-th event, up to 2 s apart between, so that scraping costs a worker ~1 % rather than ~8 %).
-The rate is (events after the first observation) / (time after the first observation). Results are
-printed as a table and written to ``bench/results/throughput.json``.
+Every contender is timed from its first processed event to the first observation at or past
+the N-th (consumer start-up and group joins are excluded): the raw consumer with
+``perf_counter`` around its own loop, the two workers by polling their Prometheus event
+counters (every 0.1 s near the start and the N-th event, up to 2 s apart between, so that
+scraping costs a worker ~1 % rather than ~8 %). The rate is (events after the first
+observation) / (time after the first observation). Results are printed as a table and
+written to ``bench/results/throughput.json``.
 """
 
 from __future__ import annotations
@@ -135,7 +136,8 @@ def produce_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]])
 
 @dataclass(frozen=True)
 class Timing:
-    """Events processed between the first observation and the N-th event, and the time taken."""
+    """Events processed between the first observation and the first one at or past the N-th
+    event, and the time taken."""
 
     events: int
     seconds: float
@@ -201,7 +203,7 @@ async def _consume_raw(bootstrap: str, topic: str, partitions: int, n: int) -> T
     finally:
         await consumer.stop()
     assert first_at is not None
-    return Timing(min(seen, n) - first_count, end - first_at, end_cpu - first_cpu)
+    return Timing(seen - first_count, end - first_at, end_cpu - first_cpu)
 
 
 def run_raw(bootstrap: str, topic: str, partitions: int, n: int, timeout: float) -> Timing:
@@ -347,9 +349,11 @@ class WorkerProc:
 
 
 def poll_delay(first: tuple[float, int, float] | None, at: float, count: int, n: int) -> float:
-    """Seconds to the next poll: ``POLL_SECONDS`` until the rate is known, then half the
-    time the rate so far says the rest takes (so the n-th event is seen within a poll of
-    ``POLL_SECONDS`` of it: after it, a contender that runs out of events idles), capped.
+    """Seconds to the next poll: ``POLL_SECONDS`` until the rate is known, then a quarter of
+    the time the rate so far says the rest takes, capped, and ``POLL_SECONDS`` again over the
+    last ``MAX_POLL_SECONDS`` of work and two ``PAD``: the n-th event is seen within a poll of
+    ``POLL_SECONDS`` of it (past the last event a contender idles, which a reading must not
+    include) unless the rate jumps to four times its average.
 
     >>> poll_delay(None, 5.0, 0, 1000), poll_delay((0.0, 100, 0.0), 10.0, 1100, 100_000)
     (0.1, 2.0)
@@ -359,7 +363,10 @@ def poll_delay(first: tuple[float, int, float] | None, at: float, count: int, n:
     if first is None or count <= first[1] or at <= first[0]:
         return POLL_SECONDS
     rate = (count - first[1]) / (at - first[0])
-    return min(MAX_POLL_SECONDS, max(POLL_SECONDS, 0.5 * (n - count) / rate))
+    remaining = n - count
+    if remaining <= rate * MAX_POLL_SECONDS + 2 * PAD:
+        return POLL_SECONDS  # the last stretch: a rate twice the average must not overrun it
+    return min(MAX_POLL_SECONDS, max(POLL_SECONDS, 0.25 * remaining / rate))
 
 
 def noop_worker(

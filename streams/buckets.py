@@ -101,7 +101,8 @@ def _cheapest_first(peak: FloatArray, weight: FloatArray, parity: IntArray) -> I
     [2, 3, 1, 0]
     """
     top = float(weight.max(initial=0.0)) + 1.0
-    if float(peak.max(initial=0.0)) * top * 2.0 < 2.0**62:
+    # key < (peak + 1) * top * 2 (weight < top, parity < 2)
+    if (float(peak.max(initial=0.0)) + 1.0) * top * 2.0 < 2.0**62:
         key = (peak.astype(np.int64) * int(top) + weight.astype(np.int64)) * 2 + parity
         return np.argsort(key, kind="stable")
     return np.lexsort((parity, weight, peak))
@@ -168,7 +169,9 @@ def _reduce(lo: FloatArray, hi: FloatArray, w: IntArray, limit: int) -> Buckets:
 
 
 def reduce_buckets(lo: FloatArray, hi: FloatArray, w: IntArray, limit: int) -> Buckets:
-    """Any bucket set (in any order) reduced to at most ``limit`` buckets (see ``_reduce``)."""
+    """Any bucket set (in any order) reduced to at most ``limit`` buckets (see ``_reduce``).
+    Bounds must be finite and weights positive, as a summary's are (ingestion drops
+    non-finite values): a NaN bound has no place on the coverage grid."""
     return _reduce(lo, hi, w, limit)
 
 

@@ -37,7 +37,7 @@ def _pav(values: FloatArray, weights: FloatArray) -> FloatArray:
     return np.repeat([b[0] for b in blocks], [int(b[2]) for b in blocks]).astype(np.float64)
 
 
-# --------------------------------------------------------------------------- summary
+# --------------------------------------------------------------------------- calibration
 
 
 class CalibrationMap:

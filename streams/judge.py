@@ -5,8 +5,8 @@ look) and keeps the state; :class:`FeatureJudge` decides *what* that window says
 feature's summary against its merged baseline, Benjamini-Hochberg over the window's tests,
 the effect floors, severity, the incident lifecycle (``IncidentBook.drifting``/``clean``), the
 incident notices and the DriftEvents. It reads and marks feature windows through
-:class:`WindowAccess` and changes the stream's incident book in place; persisting the stream
-is the caller's job (the engine marks it after every clock advance).
+:class:`~streams.baselines.WindowAccess` and changes the stream's incident book in place;
+persisting the stream is the caller's job (the engine marks it after every clock advance).
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class FeatureJudge:
     """Tests a stream's window of features and turns the results into incidents and events.
 
     ``stats`` and ``notices`` are the engine's: the judge counts and tells into them. The
-    merged baselines are cached here (derived data, see :meth:`forget`).
+    merged baselines are :attr:`baselines`' (derived data, see :meth:`forget`).
 
     >>> from streams.keyed_state import MemoryStore, StateCache
     >>> windows = StateCache(MemoryStore(), FeatureWindow.from_bytes, FeatureWindow.to_bytes)

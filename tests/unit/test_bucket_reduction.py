@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from streams.buckets import Buckets, FloatArray, IntArray, _reduce, max_coverage
+from streams.buckets import Buckets, FloatArray, IntArray, _cheapest_first, _reduce, max_coverage
 
 
 def _sparse_max(cov: FloatArray) -> FloatArray:
@@ -138,3 +138,19 @@ def test_weights_too_big_for_one_sort_key_take_the_three_key_sort() -> None:
     want = reference_reduce(lo, hi, w, 100)
     for g, r in zip(got, want, strict=True):
         np.testing.assert_array_equal(g, r)
+
+
+@pytest.mark.parametrize("scale", [1, 2**20, 2**29, 2**30, 2**31, 2**40])
+def test_the_one_key_order_is_the_three_key_order_up_to_its_bound(scale: int) -> None:
+    """``_cheapest_first`` against ``np.lexsort`` with peaks and weights around where one
+    int64 key stops holding them (from 2**30 x 2**30 on it takes the three-key sort)."""
+    rng = np.random.default_rng(scale)
+    n = 2_000
+    peak = (rng.integers(0, 4, n) * (scale // 2) + rng.integers(0, 3, n)).astype(np.float64)
+    weight = (rng.integers(1, 4, n) * (scale // 2) + rng.integers(1, 3, n)).astype(np.float64)
+    parity = np.arange(n) & 1
+    np.testing.assert_array_equal(
+        _cheapest_first(peak, weight, parity), np.lexsort((parity, weight, peak))
+    )
+    edge = np.array([0.0, 0.0]), np.array([2.0**62, 1.0]), np.array([0, 1])
+    np.testing.assert_array_equal(_cheapest_first(*edge), np.lexsort(edge[::-1]))
