@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from streams.buckets import Buckets, _reduce
+from streams.buckets import Buckets, _reduce, points_to_buckets, unique_counts
 from streams.numeric_summary import NumericSummary
 from tests.unit.test_bucket_reduction import reference_reduce
 
@@ -37,12 +37,13 @@ def pooled_baselines(days: int, seed: int = 1) -> list[Buckets]:
     ]
     out: list[Buckets] = []
     for draw in draws:
-        parts = [NumericSummary.of(draw(day)) for day in range(days)]
-        for part in parts:
-            part._fold()
-        sets = [p._buckets for p in parts if p._values is None]
-        if sets:
-            out.append(tuple(np.concatenate([b[j] for b in sets]) for j in range(3)))  # type: ignore[arg-type]
+        # A day's bucket set, as a summary of more than EXACT_CAPACITY values holds one.
+        sets = [
+            points_to_buckets(*unique_counts(draw(day)), NumericSummary.BUCKETS)
+            for day in range(days)
+        ]
+        lo, hi, w = (np.concatenate([b[j] for b in sets]) for j in range(3))
+        out.append((lo, hi, w))
     return out
 
 
