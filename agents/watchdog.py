@@ -204,7 +204,7 @@ class Watchdog:
             "recovery_completed": None if completed is None else completed.is_set(),
             "broker_outage": self._outage_since is not None,
             "batches_running_seconds": running,
-            "loop_seen_seconds_ago": self._age(self._loop_seen),
+            "loop_seen_seconds_ago": _age(self._loop_seen, self.clock()),
             "held": {f"{tp.topic}[{tp.partition}]": [at, round(age, 1)]
                      for tp, (at, age) in holds.items()},
             "commit_unmoved_seconds": {f"{tp.topic}[{tp.partition}]": age
@@ -231,10 +231,6 @@ class Watchdog:
             log.warning("watchdog: the broker answers again after %.0f s",
                         now - self._outage_since)  # fmt: skip
             self._outage_since = None
-
-    def _age(self, t: float | None) -> float | None:
-        """Seconds since ``t`` of :attr:`clock`."""
-        return None if t is None else round(self.clock() - t, 1)
 
     def _ping_loop(self) -> None:
         loop = self.loop
@@ -346,8 +342,8 @@ class Watchdog:
                 }
                 for tp, o in partitions.items()
             },
-            "busy_since_seconds": _age(faust_compat.batches.busy_since()),
-            "loop_seen_seconds_ago": self._age(self._loop_seen),
+            "busy_since_seconds": _age(faust_compat.batches.busy_since(), time.monotonic()),
+            "loop_seen_seconds_ago": _age(self._loop_seen, self.clock()),
             "consumer": faust_compat.introspection.diagnostics(self.app),
         }
         log.error("WATCHDOG: worker stalled (%s); exiting with code %d for the supervisor to "
@@ -388,9 +384,9 @@ def _work_in_sight(o: Offsets) -> bool:
     return (o.end is not None and o.end > done) or (o.read is not None and o.read + 1 > done)
 
 
-def _age(t: float | None) -> float | None:
-    """Seconds since ``t`` of the monotonic clock (``faust_compat.batches``' clock)."""
-    return None if t is None else round(time.monotonic() - t, 1)
+def _age(t: float | None, now: float) -> float | None:
+    """Seconds from ``t`` to ``now``, of the same clock."""
+    return None if t is None else round(now - t, 1)
 
 
 class StallHook:
