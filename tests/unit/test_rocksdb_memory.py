@@ -3,6 +3,7 @@ opened as Faust opens them."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,22 @@ def memtables(stores: dict[str, dict[int, Any]]) -> int:
     )
 
 
+FLUSHING = ("rocksdb.num-running-flushes", "rocksdb.mem-table-flush-pending")
+
+
+def settle(stores: dict[str, dict[int, Any]], timeout: float = 60.0) -> None:
+    """Until no store has a flush running or pending (RocksDB's background threads)."""
+    deadline = time.monotonic() + timeout
+    while any(db.property_int_value(p) for db in all_dbs(stores) for p in FLUSHING):
+        assert time.monotonic() < deadline, "RocksDB's flushes did not finish"
+        time.sleep(0.01)
+
+
 def test_the_memtable_budget_bounds_the_written_stores(tmp_path: Path) -> None:
     """Six stores written in turn (as a worker's flushes write every store it holds), 3 MiB
     each, under their own 4 MiB write buffers: 21 MiB of memtables on their own; with a
-    2 MiB budget, RocksDB flushes early and they hold a few MiB, every value still readable."""
+    2 MiB budget, RocksDB flushes early and, its flushes done, they hold under 4 MiB, every
+    value still readable."""
 
     def write(stores: dict[str, dict[int, Any]]) -> None:
         dbs = list(all_dbs(stores))
@@ -98,9 +111,11 @@ def test_the_memtable_budget_bounds_the_written_stores(tmp_path: Path) -> None:
     shared = SharedRocksMemory.of(4)
     stores = open_stores(tmp_path / "shared", 2, 3, shared)
     write(stores)
-    # Flushes run in the background: under a loaded CI they lag, and 6.1 MiB was read once.
-    assert memtables(stores) < 5 * shared.write_buffer_bytes
-    assert memtables(stores) <= shared.usage()["memtables"] < 5 * shared.write_buffer_bytes
+    # Flushes run in the background, and a loaded CI once read 13.6 MiB right after the
+    # writes: the bound is on what the budget leaves once the flushes it asked for are done.
+    settle(stores)  # 0.8-1.8 MiB then, on a quiet machine and under four busy processes
+    assert memtables(stores) < 2 * shared.write_buffer_bytes
+    assert memtables(stores) <= shared.usage()["memtables"] < 2 * shared.write_buffer_bytes
     for k, db in enumerate(all_dbs(stores)):
         assert db[f"{k}-0".encode()] == VALUE and db[f"{k}-3071".encode()] == VALUE
     close(stores)
