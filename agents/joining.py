@@ -222,9 +222,7 @@ class JoinProcessor:
                 ]
             )
             for partition, writes in out.writes:
-                self._enter(partition)
-                for w in writes:
-                    self.store.write(w)
+                await self.store.write_all(writes, partition)
         except BaseException:
             self._forget_all()
             raise

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.alerts import model_alert, retrain_alert
-from agents.faust_compat.current_event import PartitionContext, set_current_event
+from agents.faust_compat.current_event import set_current_event
 from agents.metrics import WorkerMetrics
 from agents.processor import SendFn, TableStore
 from agents.webhook import CHANNEL, WebhookConfig, WebhookNotifier
@@ -77,7 +77,6 @@ class AlertNotifier:
     """To publish ``AlertDelivery`` records back onto ``alerts``."""
     source_topic: str
     clock: Callable[[], float] = time.time
-    _context: PartitionContext | None = None
     _pending: int = 0
 
     async def process_batch(self, events: Sequence[Any]) -> None:
@@ -110,11 +109,7 @@ class AlertNotifier:
             record = {"s": result.status.value, "n": result.attempts, "at": result.at}
             writes.append((partition, Write(delivery_key(alert.alert_id),
                                             json.dumps(record).encode(), partition)))  # fmt: skip
-        if self._context is None:
-            self._context = PartitionContext(self.source_topic)
-        for partition, w in writes:
-            self._context.enter(partition)
-            self.store.write(w)
+        await self.store.write_all(w for _, w in writes)
 
     async def _report(self, alert: Alert, result: AlertDelivery) -> None:
         delivered = result.status is DeliveryStatus.DELIVERED

@@ -17,7 +17,7 @@ from typing import Any
 
 from agents.dead_letters import DeadLetters, Rejected
 from agents.envelopes import decode_perf
-from agents.faust_compat.current_event import PartitionContext, set_current_event
+from agents.faust_compat.current_event import set_current_event
 from agents.metrics import WorkerMetrics
 from agents.processor import (
     BatchResult,
@@ -45,7 +45,6 @@ class PerformanceProcessor:
     clock: Callable[[], float] = time.time
     send_alert: SendFn | None = None
     _homes: dict[tuple[str, str], int] = field(default_factory=dict)
-    _context: PartitionContext | None = None
     _seen: dict[str, int] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -67,7 +66,7 @@ class PerformanceProcessor:
             await self.dead_letters.put_all(result.rejected)
             await publish_drifts(self.send_drift, self.metrics, result.drifts)
             await publish_alerts(self.send_alert, self.metrics, result.notices)
-            self._persist(result.writes)
+            await self._persist(result.writes)
         except BaseException:
             self.monitor.forget()
             raise
@@ -109,14 +108,14 @@ class PerformanceProcessor:
         out.notices = mon.take_notices()
         return out
 
-    def _persist(self, writes: list[Write]) -> None:
-        # Drift events first (delivered), then the state that records them.
-        if self._context is None:
-            self._context = PartitionContext(self.source_topic)
+    async def _persist(self, writes: list[Write]) -> None:
+        # Drift events first (delivered), then the state that records them, each in the
+        # partition of its stream's home.
+        homed = []
         for w in writes:
             _, tenant, model, *_ = json.loads(w.key)
-            self._context.enter(self._homes[(tenant, model)])
-            self.store.write(w)
+            homed.append(Write(w.key, w.value, self._homes[(tenant, model)]))
+        await self.store.write_all(homed)
         for what, n in self.monitor.stats.items():
             delta = n - self._seen.get(what, 0)
             if delta:

@@ -1,8 +1,9 @@
 """Applies batches of prediction messages to the engine and persists the result.
 
 This is the only place that bridges Faust's per-partition state to the engine: every table
-read and write happens with the current event set to a message of the partition that owns the
-state, so the RocksDB partition and the changelog partition are always the right ones.
+read happens with the current event set to a message of the partition that owns the state, and
+every write names that partition, so the RocksDB partition and the changelog partition are
+always the right ones.
 
 The engine's work (decoding, validation, window tests at closes and looks, encoding state)
 runs in a worker thread, not on the event loop, where a window close of many features would
@@ -18,13 +19,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from agents.alerts import incident_alert, rank_notices
 from agents.dead_letters import DeadLetters, Rejected
 from agents.envelopes import JoinFrame, batch_join
+from agents.faust_compat import bulk_writes
 from agents.faust_compat.current_event import (
     PartitionContext,
     read_done,
@@ -66,13 +68,16 @@ class TableStore:
                 read_done(token)
         return None if value is None else bytes(value)
 
-    def write(self, w: Write) -> None:
-        key = w.key.encode()
-        if w.value is None:
-            if key in self.table:
-                del self.table[key]
-        else:
-            self.table[key] = w.value
+    async def write_all(self, writes: Iterable[Write], partition: int | None = None) -> None:
+        """Persist ``writes`` in order, each in its own partition (``partition`` for those
+        without one; the current event's when that is None too), in bulk per partition
+        (:mod:`agents.faust_compat.bulk_writes`)."""
+        groups: dict[int | None, list[tuple[bytes, bytes | None]]] = {}
+        for w in writes:
+            p = w.partition if w.partition is not None else partition
+            groups.setdefault(p, []).append((w.key.encode(), w.value))
+        for p, items in groups.items():
+            await bulk_writes.write(self.table, p, items)
 
 
 async def publish_drifts(send: SendFn, metrics: WorkerMetrics, drifts: list[DriftEvent]) -> None:
@@ -310,7 +315,7 @@ class PredictionProcessor:
             await self._publish(result.drifts, result.notices)
             if result.forward and self.forward is not None:
                 await self.forward(batch_join(result.forward, self.join_partitions))
-            self._persist(result.writes)
+            await self._persist(result.writes)
         except BaseException:
             self.engine.forget()
             raise
@@ -357,13 +362,10 @@ class PredictionProcessor:
             for drift in drifts:
                 self.on_drift(drift)
 
-    def _persist(self, writes: list[Write]) -> None:
+    async def _persist(self, writes: list[Write]) -> None:
         # Drift events are delivered before the state that records them: a crash in between
         # re-emits the same event (same drift_id) rather than losing it.
-        for w in writes:
-            if w.partition is not None:
-                self._enter_partition(w.partition)
-            self.store.write(w)
+        await self.store.write_all(writes)
         for what, n in self.engine.stats.items():
             delta = n - self._engine_seen.get(what, 0)
             if delta:

@@ -8,6 +8,8 @@ package touches a private name of Faust, mode or aiokafka (``tests/unit/test_lay
 - :mod:`.current_event`: which partition Faust reads and writes a table in;
 - :mod:`.batches`: an agent's batches, acked only once their work and changelog records are
   delivered;
+- :mod:`.bulk_writes`: a batch's table writes into RocksDB and the changelog in record
+  batches, not one Faust send per key;
 - :mod:`.fetch_timeout`: fetches the broker leaves unanswered are sent again;
 - :mod:`.read_ahead`: the agents' read-ahead bounded by bytes;
 - :mod:`.rocksdb_memory`: one block cache and memtable budget for all of a worker's stores;
@@ -21,6 +23,7 @@ Mutable settings live in the submodule that reads them (``guards.ORDER``,
 
 from agents.faust_compat import (
     batches,
+    bulk_writes,
     counters,
     current_event,
     fetch_timeout,
@@ -34,6 +37,7 @@ from agents.faust_compat import (
 
 __all__ = [
     "batches",
+    "bulk_writes",
     "counters",
     "current_event",
     "fetch_timeout",

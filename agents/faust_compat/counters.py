@@ -14,4 +14,6 @@ there), ``head_refetch`` (sought back to read a dropped message again), ``order_
 ``order_gap_overruled`` (Faust's gap list covered an offset the broker said holds a record:
 held for it), ``order_superseded`` (a batch that waited for the broker across a rebalance:
 held whole, read again), ``fetch_unanswered`` (a fetch the broker left unanswered past
-:data:`FETCH_TIMEOUT_SECONDS`: its connection closed, the fetch sent again)."""
+:data:`FETCH_TIMEOUT_SECONDS`: its connection closed, the fetch sent again),
+``changelog_batch_failed`` (a batch of table writes the changelog did not take: the agent
+batch that made them is read again)."""

@@ -224,18 +224,18 @@ def test_engine_work_runs_off_the_event_loop_and_table_writes_on_it(
 
     processor, drifts, _, now, _ = make_processor()
     threads: dict[str, set[int]] = {"observe": set(), "write": set(), "loop": set()}
-    observe, write = processor.engine.observe, processor.store.write
+    observe, write_all = processor.engine.observe, processor.store.write_all
 
     def observing(*args: Any, **kwargs: Any) -> Any:
         threads["observe"].add(threading.get_ident())
         return observe(*args, **kwargs)
 
-    def writing(w: Any) -> None:
+    async def writing(*args: Any, **kwargs: Any) -> None:
         threads["write"].add(threading.get_ident())
-        write(w)
+        await write_all(*args, **kwargs)
 
     monkeypatch.setattr(processor.engine, "observe", observing)
-    monkeypatch.setattr(processor.store, "write", writing)
+    monkeypatch.setattr(processor.store, "write_all", writing)
 
     events = list(stream(seed=9, days=23, per_day=300, shift_day=21))
     now[0] = events[-1].timestamp

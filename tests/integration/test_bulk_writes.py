@@ -1,0 +1,104 @@
+"""Table writes in bulk (agents.faust_compat.bulk_writes) against a real broker and real
+RocksDB stores: the changelog holds what Faust's own key-by-key writes put there."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import faust
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from agents.faust_compat import bulk_writes
+from agents.faust_compat.counters import COUNTERS
+from runtime.topics import ensure_topics
+
+ITEMS: list[tuple[bytes, bytes | None]] = [
+    (b"a", b"1"),
+    (b"b", b"2"),
+    (b"a", b"3"),  # a key written twice in one batch: both records, in order
+    (b"b", None),  # a delete of a key the store has: a tombstone
+    (b"never", None),  # a delete of a key it never had: nothing
+    (b"c", b"x" * 3000),
+]
+EXPECTED = [(b"a", b"1"), (b"b", b"2"), (b"a", b"3"), (b"b", None), (b"c", b"x" * 3000)]
+
+
+def changelog(bootstrap: str, topic: str, partition: int, group: str) -> list[tuple[Any, Any]]:
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group,
+                         "enable.auto.commit": False})  # fmt: skip
+    consumer.assign([TopicPartition(topic, partition, 0)])
+    out: list[tuple[Any, Any]] = []
+    try:
+        for _ in range(100):
+            for m in consumer.consume(100, timeout=0.5):
+                if m.error() is None:
+                    out.append((m.key(), m.value()))
+            if len(out) >= len(EXPECTED):
+                break
+    finally:
+        consumer.close()
+    return out
+
+
+@pytest.mark.parametrize("batch_bytes", [16384, 1])
+def test_bulk_writes_leave_the_changelog_faust_writes(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, batch_bytes: int
+) -> None:
+    """Partition 0 is written by Faust key by key, partition 1 in bulk: the same records,
+    the same store contents, and the persisted offset at the last record (with several
+    records per batch, and one per batch as the embedded broker's restore tests use)."""
+    app_id = f"{unique_prefix}-bulk"
+    app = faust.App(app_id, broker=f"kafka://{kafka_bootstrap}", store="rocksdb://",
+                    datadir=str(tmp_path), autodiscover=False,
+                    producer_max_batch_size=batch_bytes)  # fmt: skip
+    table: Any = app.Table("state", key_type=bytes, value_type=bytes, partitions=2,
+                           options={"driver": "rocksdict"})  # fmt: skip
+    topic = table.changelog_topic.get_topic_name()
+    ensure_topics(kafka_bootstrap, {topic: 2})
+
+    async def go() -> None:
+        await app.producer.start()
+        try:
+            bulk_writes._one_by_one(table, 0, ITEMS)  # Faust's own way
+            await app.producer.flush()
+            await bulk_writes.write(table, 1, ITEMS)
+            await bulk_writes.settle()
+        finally:
+            await app.producer.stop()
+
+    asyncio.run(go())
+    faust_way = changelog(kafka_bootstrap, topic, 0, f"{unique_prefix}-g0")
+    bulk_way = changelog(kafka_bootstrap, topic, 1, f"{unique_prefix}-g1")
+    assert faust_way == EXPECTED
+    assert bulk_way == faust_way
+    store = table.data
+    for partition in (0, 1):
+        db = store._db_for_partition(partition)
+        assert [db.get(k) for k in (b"a", b"b", b"c", b"never")] == [b"3", None, b"x" * 3000,
+                                                                     None]  # fmt: skip
+    tp = faust.types.TP(topic, 1)
+    assert store.persisted_offset(tp) == len(EXPECTED) - 1
+    assert not bulk_writes._PENDING
+
+
+def test_a_changelog_batch_that_failed_fails_the_agent_batch() -> None:
+    """``settle`` raises a batch's delivery error (and counts it), so the agent batch whose
+    state it carried is not acked; delivered batches leave nothing behind."""
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        ok, failed = loop.create_future(), loop.create_future()
+        ok.set_result(None)
+        failed.set_exception(ConnectionError("broker away"))
+        bulk_writes._PENDING.update({ok, failed})
+        before = COUNTERS["changelog_batch_failed"]
+        with pytest.raises(ConnectionError):
+            await bulk_writes.settle()
+        assert COUNTERS["changelog_batch_failed"] == before + 1
+        assert not bulk_writes._PENDING
+        await bulk_writes.settle()  # nothing left: returns at once
+
+    asyncio.run(go())
