@@ -345,7 +345,9 @@ class DriftEngine:
         stream = self._streams.get(key)
         if stream is None:
             stream = StreamState(tenant, model)
-            self._streams.put(key, stream)  # written once it has a partition (observe)
+            # Written once marked with its partition: by observe, after the checks; a first
+            # event they reject leaves nothing to write (and no partition to write it to).
+            self._streams.hold(key, stream)
         return stream
 
     def _window(self, key: str) -> FeatureWindow | None:

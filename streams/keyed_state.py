@@ -235,6 +235,11 @@ class StateCache(Generic[V]):
         """The decoded values in the cache (not the store's)."""
         return [v for v in self._values.values() if v is not None]
 
+    def hold(self, key: str, value: V) -> None:
+        """Keep a new ``value`` for ``key`` without writing it: it is written once
+        :meth:`mark` ed (with its partition, once known), and never if it is not."""
+        self._values[key] = value
+
     def put(self, key: str, value: V, partition: int | None = None) -> None:
         """Set ``key`` to ``value`` and remember to write it."""
         self._values[key] = value

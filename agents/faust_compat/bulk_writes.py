@@ -46,12 +46,10 @@ _PENDING: set[asyncio.Future[Any]] = set()
 raised by :func:`settle`."""
 
 
-def _partition_now() -> int:
+def _partition_now() -> int | None:
     """The current event's partition: where Faust itself writes a key without one."""
     event = current_event()
-    if event is None:
-        raise RuntimeError("a table write outside of an event, with no partition")
-    return int(event.message.partition)
+    return None if event is None else int(event.message.partition)
 
 
 def _bulk_capable(table: Any) -> bool:
@@ -80,6 +78,13 @@ async def write(table: Any, partition: int | None, items: Sequence[Item]) -> Non
         return
     if partition is None:
         partition = _partition_now()
+        if partition is None:
+            # Faust would raise (and the agent restart, to fail again on the same batch):
+            # state no code gave a partition to is a bug, reported, not a reason to stop.
+            COUNTERS["write_without_partition"] += len(items)
+            log.error("table %s: %d writes without a partition dropped (first key %r)",
+                      table.name, len(items), items[0][0][:200])  # fmt: skip
+            return
     if not _bulk_capable(table):
         _one_by_one(table, partition, items)
         return

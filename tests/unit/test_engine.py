@@ -512,3 +512,18 @@ def test_merged_baselines_kept_are_bounded_by_the_features_not_the_days() -> Non
     assert 0 < len(judge.baselines._features) <= PER_SLOT * features
     # and it still serves: a window's merge is reused by its later looks and its close
     assert judge.baselines._features.hits > judge.baselines._features.misses > 0
+
+
+def test_a_stream_whose_first_event_is_rejected_writes_nothing() -> None:
+    """The stream's state is written once an event of it is applied, with its partition: a
+    rejected first event leaves nothing to write, and no partition (in a worker, a write
+    without one has no store to go to)."""
+    engine = DriftEngine(EngineConfig(max_features_per_stream=2), MemoryStore())
+    too_wide = PredictionEvent("e1", "acme", "wide", "v1", 0.0, {"a": 1.0, "b": 2.0, "c": 3.0}, 0.5)
+    with pytest.raises(InvalidEvent, match="too_many_features"):
+        engine.observe(too_wide, (3, 7))
+    assert engine.flush() == []
+    fits = PredictionEvent("e2", "acme", "wide", "v1", 1.0, {"a": 1.0, "b": 2.0}, 0.5)
+    engine.observe(fits, (3, 8))
+    written = engine.flush()
+    assert written and {w.partition for w in written} == {3}

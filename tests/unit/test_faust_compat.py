@@ -1006,3 +1006,19 @@ def test_stream_buffers_bounded_by_bytes_as_well_as_messages() -> None:
         assert not hasattr(app.FlowControlQueue(maxsize=0), "messages")
 
     asyncio.run(main())
+
+
+def test_a_table_write_without_a_partition_is_dropped_and_counted(tmp_path: Any) -> None:
+    """Outside of any event a write that names no partition has no store to go to: Faust
+    would raise and its agent restart to fail again on the same batch; it is logged,
+    counted and dropped instead."""
+    import faust
+
+    app = faust.App("t-nopart", broker="kafka://127.0.0.1:1", store="rocksdb://",
+                    datadir=str(tmp_path), autodiscover=False)  # fmt: skip
+    table: Any = app.Table("state", key_type=bytes, value_type=bytes, partitions=2,
+                           options={"driver": "rocksdict"})  # fmt: skip
+    before = faust_compat.counters.COUNTERS["write_without_partition"]
+    run(faust_compat.bulk_writes.write(table, None, [(b"k", b"v"), (b"j", None)]))
+    assert faust_compat.counters.COUNTERS["write_without_partition"] == before + 2
+    assert faust_compat.introspection.table_dbs(table) == {}  # no store was even opened
