@@ -70,14 +70,14 @@ class TableStore:
 
     async def write_all(self, writes: Iterable[Write], partition: int | None = None) -> None:
         """Persist ``writes`` in order, each in its own partition (``partition`` for those
-        without one; the current event's when that is None too), in bulk per partition
-        (:mod:`agents.faust_compat.bulk_writes`)."""
+        without one; else the current event's, and where there is none they are dropped and
+        logged), in bulk (:func:`agents.faust_compat.bulk_writes.write`): returns once the
+        changelog has them, raises if it did not take them."""
         groups: dict[int | None, list[tuple[bytes, bytes | None]]] = {}
         for w in writes:
             p = w.partition if w.partition is not None else partition
             groups.setdefault(p, []).append((w.key.encode(), w.value))
-        for p, items in groups.items():
-            await bulk_writes.write(self.table, p, items)
+        await bulk_writes.write(self.table, groups)
 
 
 async def publish_drifts(send: SendFn, metrics: WorkerMetrics, drifts: list[DriftEvent]) -> None:

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from agents.faust_compat import bulk_writes, guards
+from agents.faust_compat import guards
 from agents.faust_compat.counters import COUNTERS
 
 _BUSY: dict[object, tuple[str, float]] = {}
@@ -80,7 +80,6 @@ async def drain_producer(app: Any, poll: float = 0.5) -> None:
     # The buffer's size drops when its sender takes a record, before the record reaches the
     # Kafka client: the client flush covers that one too (and waits for delivery).
     await producer.flush()
-    await bulk_writes.settle()  # the tables' bulk writes: delivered by now, failures raised
 
 
 def busy_since() -> float | None:

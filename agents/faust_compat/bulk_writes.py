@@ -1,5 +1,5 @@
-"""A batch's table writes in bulk: into the partition's RocksDB store, and to the changelog in
-record batches of the producer's batch size, instead of one Faust send per key.
+"""A batch's table writes in bulk: to the changelog in record batches of the producer's batch
+size, then into the partitions' RocksDB stores, instead of one Faust send per key.
 
 Faust writes a table key by key: each ``table[key] = value`` puts it into RocksDB and hands
 one message to the changelog topic through its producer buffer (a ``FutureMessage``, a
@@ -7,27 +7,30 @@ publish, an aiokafka send and its future, a callback that writes the persisted o
 RocksDB). The join writes one record per prediction, and that path cost about 100 us a
 record: a quarter of the worker's time with envelopes of 500 (``bench.throughput``).
 
-Here the same records go in the same order: each key into the store of its partition (and
-Faust's key index), then the changelog as aiokafka record batches of the producer's
-``max_batch_size`` (``DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES``: at 1, one record per batch, as
-the tests that restore on the embedded broker need), the persisted offset written once a
-batch is delivered, as Faust's callback does per record. The changelog is what Faust writes
-key by key (raw keys and values; a delete a ``None`` value), so its recovery and standbys
-read it as before. A batch's acks wait for these batches too (:func:`settle`, called by
-``batches.drain_producer``), and a batch that failed to be delivered fails its agent batch,
-which is read again.
+Here the same records go in the same order, per partition: to the changelog as aiokafka
+record batches of the producer's ``max_batch_size`` (``DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES``:
+at 1, one record per batch, as the tests that restore on the embedded broker need); once the
+broker has them all, into the partition's store (and Faust's key index), then the persisted
+offset, as Faust's callback writes it per record. The changelog is what Faust writes key by
+key (raw keys and values; a delete a ``None`` value, only for a key the store has), so its
+recovery and standbys read it as before. :func:`write` returns once its records are
+delivered and stored, and raises if a batch was not delivered: the store then has none of
+the call's values, and the agent batch that made them fails and is read again (what the
+broker took of them is rewritten then, the same values).
 
-Anything else (a table not in RocksDB, serializers other than raw, a transaction) goes
-Faust's own way, key by key.
+Anything else (a table not in RocksDB, serializers other than raw, a partitioner, a global or
+windowed table, a transaction) goes Faust's own way, key by key.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.streams import current_event
 from faust.types import TP
 
@@ -40,10 +43,6 @@ log = logging.getLogger(__name__)
 
 Item = tuple[bytes, bytes | None]
 """A key and its new value (None deletes it)."""
-
-_PENDING: set[asyncio.Future[Any]] = set()
-"""Changelog batches handed to the producer and not delivered yet, or failed and not yet
-raised by :func:`settle`."""
 
 
 def _partition_now() -> int | None:
@@ -59,50 +58,122 @@ def _bulk_capable(table: Any) -> bool:
         and hasattr(table, "changelog_topic")
         and table.key_serializer == "raw"
         and table.value_serializer == "raw"
+        and not table.use_partitioner
+        and not table.is_global
+        and table.window is None
         and not table.app.in_transaction
         and getattr(table.app.producer, "_producer", None) is not None
     )
 
 
-async def write(table: Any, partition: int | None, items: Sequence[Item]) -> None:
-    """Write ``items`` (in order) to ``partition`` of ``table`` (None: the current event's)
-    and its changelog. A plain dict (a benchmark's, a unit test's) takes them as they are."""
-    if not items:
-        return
+async def write(table: Any, groups: Mapping[int | None, Sequence[Item]]) -> None:
+    """Write each partition's items (in order) to ``table`` and its changelog; ``None``: the
+    current event's partition (Faust's rule), and where there is none the items are dropped,
+    logged and counted (Faust would raise, and the agent fail again on the same batch: state
+    no code gave a partition to is a bug to report, not a reason to stop). A plain dict (a
+    benchmark's, a unit test's) takes them as they are."""
     if isinstance(table, dict):
-        for key, value in items:
-            if value is None:
-                table.pop(key, None)
-            else:
-                table[key] = value
+        for items in groups.values():
+            for key, value in items:
+                if value is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = value
         return
-    if partition is None:
-        partition = _partition_now()
+    resolved: dict[int, list[Item]] = {}
+    for partition, items in groups.items():
+        if not items:
+            continue
         if partition is None:
-            # Faust would raise (and the agent restart, to fail again on the same batch):
-            # state no code gave a partition to is a bug, reported, not a reason to stop.
-            COUNTERS["write_without_partition"] += len(items)
-            log.error("table %s: %d writes without a partition dropped (first key %r)",
-                      table.name, len(items), items[0][0][:200])  # fmt: skip
-            return
+            partition = _partition_now()
+            if partition is None:
+                COUNTERS["write_without_partition"] += len(items)
+                log.error("table %s: %d writes without a partition dropped (first key %r)",
+                          table.name, len(items), items[0][0][:200])  # fmt: skip
+                continue
+        resolved.setdefault(partition, []).extend(items)
+    if not resolved:
+        return
     if not _bulk_capable(table):
-        _one_by_one(table, partition, items)
+        for partition, items in resolved.items():
+            _one_by_one(table, partition, items)
         return
     store = table.data
-    db = store._db_for_partition(partition)
+    topic = table.changelog_topic.get_topic_name()
+    planned = {p: _records(store._db_for_partition(p), items) for p, items in resolved.items()}
+    sent = {p: await _send(table.app.producer._producer, TP(topic, p), records)
+            for p, records in planned.items()}  # fmt: skip
+    futures = [future for batches in sent.values() for future, _ in batches]
+    results = await asyncio.gather(*futures, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        COUNTERS["changelog_batch_failed"] += len(errors)
+        for error in errors:
+            log.error("table %s: a changelog batch failed: %r", table.name, error)
+        raise errors[0]
     key_index = store._key_index
-    records: list[Item] = []
+    for partition, records in planned.items():
+        db = store._db_for_partition(partition)
+        for key, value in records:
+            if value is None:
+                db.delete(key)
+                key_index.pop(key, None)
+            else:
+                db.put(key, value)
+                key_index[key] = partition
+        if sent[partition]:
+            # What Faust's changelog callback writes per record: the offset the store now
+            # holds (the last batch's first offset, and its records after that one).
+            last, count = sent[partition][-1]
+            store.set_persisted_offset(TP(topic, partition), last.result().offset + count - 1)
+
+
+def _records(db: Any, items: Sequence[Item]) -> list[Item]:
+    """The changelog records of ``items``: all of them, but a delete of a key the store
+    does not have (then or after this call's earlier items), as ``del`` after ``in`` does."""
+    present: dict[bytes, bool] = {}
+    out: list[Item] = []
     for key, value in items:
         if value is None:
-            if db.get(key) is None:
-                continue  # as ``del`` after ``in``: no tombstone for a key never written
-            db.delete(key)
-            key_index.pop(key, None)
-        else:
-            db.put(key, value)
-            key_index[key] = partition
-        records.append((key, value))
-    await _send(table, partition, records)
+            has = present.get(key)
+            if not (db.get(key) is not None if has is None else has):
+                continue
+        present[key] = value is not None
+        out.append((key, value))
+    return out
+
+
+async def _send(
+    producer: Any, tp: TP, records: list[Item]
+) -> list[tuple[asyncio.Future[Any], int]]:
+    """Hand ``records`` to the producer as record batches (closed, so that no other send
+    joins them); each batch's future and record count, in order."""
+    limit = producer._max_request_size
+    out: list[tuple[asyncio.Future[Any], int]] = []
+    batch, count = producer.create_batch(), 0
+    for key, value in records:
+        if value is not None and len(value) > limit // 2:
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+            if size > limit:  # what aiokafka's own send refuses, before anything is sent
+                raise MessageSizeTooLargeError(
+                    f"a {size}-byte changelog record of {tp.topic}: more than the producer's "
+                    f"max_request_size ({limit})"
+                )
+        if batch.append(key=key, value=value, timestamp=None) is None:
+            out.append((await _submit(producer, tp, batch), count))
+            batch, count = producer.create_batch(), 0
+            # The first record of a batch always fits, whatever the batch size.
+            batch.append(key=key, value=value, timestamp=None)
+        count += 1
+    if count:
+        out.append((await _submit(producer, tp, batch), count))
+    return out
+
+
+async def _submit(producer: Any, tp: TP, batch: Any) -> asyncio.Future[Any]:
+    batch.close()
+    future: asyncio.Future[Any] = await producer.send_batch(batch, tp.topic, partition=tp.partition)
+    return future
 
 
 def _one_by_one(table: Any, partition: int, items: Sequence[Item]) -> None:
@@ -114,51 +185,3 @@ def _one_by_one(table: Any, partition: int, items: Sequence[Item]) -> None:
                 del table[key]
         else:
             table[key] = value
-
-
-async def _send(table: Any, partition: int, records: list[Item]) -> None:
-    producer = table.app.producer._producer  # aiokafka's AIOKafkaProducer
-    topic = table.changelog_topic.get_topic_name()
-    tp = TP(topic, partition)
-    store = table.data
-    batch, count = producer.create_batch(), 0
-    for key, value in records:
-        if batch.append(key=key, value=value, timestamp=None) is None:
-            await _submit(producer, store, tp, batch, count)
-            batch, count = producer.create_batch(), 0
-            # The first record of a batch always fits, whatever the batch size.
-            batch.append(key=key, value=value, timestamp=None)
-        count += 1
-    if count:
-        await _submit(producer, store, tp, batch, count)
-
-
-async def _submit(producer: Any, store: Any, tp: TP, batch: Any, count: int) -> None:
-    future = await producer.send_batch(batch, tp.topic, partition=tp.partition)
-    _PENDING.add(future)
-
-    def delivered(done: asyncio.Future[Any]) -> None:
-        if done.cancelled() or done.exception() is not None:
-            return  # kept for settle() to raise
-        _PENDING.discard(done)
-        # What Faust's changelog callback writes per record: the offset the store now holds.
-        store.set_persisted_offset(tp, done.result().offset + count - 1)
-
-    future.add_done_callback(delivered)
-
-
-async def settle() -> None:
-    """Wait for every changelog batch handed over since the last call; raise the first
-    failure (the agent batch whose state it carried is then not acked, and is read again)."""
-    while _PENDING:
-        pending = list(_PENDING)
-        _PENDING.difference_update(pending)
-        await asyncio.wait(pending)
-        for future in pending:
-            if future.cancelled():
-                raise asyncio.CancelledError("a changelog batch was cancelled")
-            error = future.exception()
-            if error is not None:
-                COUNTERS["changelog_batch_failed"] += 1
-                log.error("a changelog batch to %s failed: %r", future, error)
-                raise error

@@ -12,7 +12,6 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from agents.faust_compat import bulk_writes
-from agents.faust_compat.counters import COUNTERS
 from runtime.topics import ensure_topics
 
 ITEMS: list[tuple[bytes, bytes | None]] = [
@@ -22,8 +21,12 @@ ITEMS: list[tuple[bytes, bytes | None]] = [
     (b"b", None),  # a delete of a key the store has: a tombstone
     (b"never", None),  # a delete of a key it never had: nothing
     (b"c", b"x" * 3000),
+    (b"d", b"4"),
+    (b"d", None),  # written and deleted in one batch: a tombstone (the store had it)
+    (b"d", None),  # deleted again: nothing
 ]
-EXPECTED = [(b"a", b"1"), (b"b", b"2"), (b"a", b"3"), (b"b", None), (b"c", b"x" * 3000)]
+EXPECTED = [(b"a", b"1"), (b"b", b"2"), (b"a", b"3"), (b"b", None), (b"c", b"x" * 3000),
+            (b"d", b"4"), (b"d", None)]  # fmt: skip
 
 
 def changelog(bootstrap: str, topic: str, partition: int, group: str) -> list[tuple[Any, Any]]:
@@ -64,8 +67,7 @@ def test_bulk_writes_leave_the_changelog_faust_writes(
         try:
             bulk_writes._one_by_one(table, 0, ITEMS)  # Faust's own way
             await app.producer.flush()
-            await bulk_writes.write(table, 1, ITEMS)
-            await bulk_writes.settle()
+            await bulk_writes.write(table, {1: ITEMS})  # returns once delivered
         finally:
             await app.producer.stop()
 
@@ -77,28 +79,7 @@ def test_bulk_writes_leave_the_changelog_faust_writes(
     store = table.data
     for partition in (0, 1):
         db = store._db_for_partition(partition)
-        assert [db.get(k) for k in (b"a", b"b", b"c", b"never")] == [b"3", None, b"x" * 3000,
-                                                                     None]  # fmt: skip
+        assert [db.get(k) for k in (b"a", b"b", b"c", b"d", b"never")] == [
+            b"3", None, b"x" * 3000, None, None]  # fmt: skip
     tp = faust.types.TP(topic, 1)
     assert store.persisted_offset(tp) == len(EXPECTED) - 1
-    assert not bulk_writes._PENDING
-
-
-def test_a_changelog_batch_that_failed_fails_the_agent_batch() -> None:
-    """``settle`` raises a batch's delivery error (and counts it), so the agent batch whose
-    state it carried is not acked; delivered batches leave nothing behind."""
-
-    async def go() -> None:
-        loop = asyncio.get_running_loop()
-        ok, failed = loop.create_future(), loop.create_future()
-        ok.set_result(None)
-        failed.set_exception(ConnectionError("broker away"))
-        bulk_writes._PENDING.update({ok, failed})
-        before = COUNTERS["changelog_batch_failed"]
-        with pytest.raises(ConnectionError):
-            await bulk_writes.settle()
-        assert COUNTERS["changelog_batch_failed"] == before + 1
-        assert not bulk_writes._PENDING
-        await bulk_writes.settle()  # nothing left: returns at once
-
-    asyncio.run(go())

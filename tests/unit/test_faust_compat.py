@@ -8,6 +8,7 @@ from collections import defaultdict
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from faust.types import TP
 from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
@@ -1019,6 +1020,91 @@ def test_a_table_write_without_a_partition_is_dropped_and_counted(tmp_path: Any)
     table: Any = app.Table("state", key_type=bytes, value_type=bytes, partitions=2,
                            options={"driver": "rocksdict"})  # fmt: skip
     before = faust_compat.counters.COUNTERS["write_without_partition"]
-    run(faust_compat.bulk_writes.write(table, None, [(b"k", b"v"), (b"j", None)]))
+    run(faust_compat.bulk_writes.write(table, {None: [(b"k", b"v"), (b"j", None)]}))
     assert faust_compat.counters.COUNTERS["write_without_partition"] == before + 2
     assert faust_compat.introspection.table_dbs(table) == {}  # no store was even opened
+
+
+class FakeKafkaProducer:
+    """aiokafka's producer as far as bulk writes use it: real record batches, and a broker
+    that takes the first ``delivered`` batches and fails the rest."""
+
+    def __init__(self, delivered: int, batch_bytes: int = 64, max_request: int = 1 << 20):
+        from aiokafka.producer.message_accumulator import BatchBuilder
+
+        self._max_request_size = max_request
+        self.make = lambda: BatchBuilder(batch_bytes, 0)  # 0: no compression
+        self.delivered = delivered
+        self.batches: list[Any] = []
+
+    def create_batch(self) -> Any:
+        return self.make()
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+        future = asyncio.get_running_loop().create_future()
+        if len(self.batches) < self.delivered:
+            future.set_result(SimpleNamespace(offset=100 + len(self.batches)))
+        else:
+            future.set_exception(ConnectionError("the broker did not take it"))
+        self.batches.append(batch)
+        return future
+
+
+def bulk_table(tmp_path: Any, producer: FakeKafkaProducer) -> Any:
+    import faust
+
+    app = faust.App("t-bulk", broker="kafka://127.0.0.1:1", store="rocksdb://",
+                    datadir=str(tmp_path), autodiscover=False)  # fmt: skip
+    table: Any = app.Table("state", key_type=bytes, value_type=bytes, partitions=2,
+                           options={"driver": "rocksdict"})  # fmt: skip
+    app.producer._producer = producer  # type: ignore[attr-defined]  # what a started one holds
+    return table
+
+
+def test_a_changelog_batch_the_broker_did_not_take_fails_the_write_and_stores_nothing(
+    tmp_path: Any,
+) -> None:
+    """The agent batch whose state it is fails (and is read again): none of the values go
+    into the store, so it never holds what the changelog may not. Every batch is closed when
+    sent (no other send can join it), and all of them are waited for and counted."""
+    producer = FakeKafkaProducer(delivered=1)
+    table = bulk_table(tmp_path, producer)
+    items = [(f"k{i}".encode(), b"v" * 40) for i in range(3)]  # one record per 64-byte batch
+    before = faust_compat.counters.COUNTERS["changelog_batch_failed"]
+    with pytest.raises(ConnectionError):
+        run(faust_compat.bulk_writes.write(table, {1: items}))
+    assert faust_compat.counters.COUNTERS["changelog_batch_failed"] == before + 2
+    assert len(producer.batches) == 3 and all(b._closed for b in producer.batches)
+    db = table.data._db_for_partition(1)
+    assert [db.get(k) for k, _ in items] == [None, None, None]
+
+
+def test_delivered_batches_are_stored_with_the_last_offset_persisted(tmp_path: Any) -> None:
+    """The offset persisted is the last record's: the last batch's first offset plus its
+    other records (batch k starts at 100 + k here)."""
+    producer = FakeKafkaProducer(delivered=10, batch_bytes=120)
+    table = bulk_table(tmp_path, producer)
+    items = [(b"a", b"x" * 40), (b"a", None), (b"b", b"y"), (b"c", b"z"), (b"e", b"w")]
+    run(faust_compat.bulk_writes.write(table, {0: items}))
+    db = table.data._db_for_partition(0)
+    assert [db.get(k) for k in (b"a", b"b", b"c", b"e")] == [None, b"y", b"z", b"w"]
+    sizes = [b._relative_offset for b in producer.batches]
+    assert sum(sizes) == 5 and len(sizes) > 1 and sizes[-1] > 1, sizes
+    tp = TP(table.changelog_topic.get_topic_name(), 0)
+    assert table.data.persisted_offset(tp) == 100 + len(sizes) - 1 + sizes[-1] - 1
+
+
+def test_a_record_larger_than_a_request_is_refused_before_anything_is_sent(
+    tmp_path: Any,
+) -> None:
+    """What aiokafka's own send refuses: raised before any record of the call is sent or
+    stored."""
+    from aiokafka.errors import MessageSizeTooLargeError
+
+    producer = FakeKafkaProducer(delivered=10, batch_bytes=1 << 20, max_request=1000)
+    table = bulk_table(tmp_path, producer)
+    items = [(b"small", b"s"), (b"big", b"b" * 2000)]
+    with pytest.raises(MessageSizeTooLargeError):
+        run(faust_compat.bulk_writes.write(table, {0: items}))
+    assert producer.batches == []
+    assert table.data._db_for_partition(0).get(b"small") is None
