@@ -15,6 +15,6 @@ there), ``head_refetch`` (sought back to read a dropped message again), ``order_
 held for it), ``order_superseded`` (a batch that waited for the broker across a rebalance:
 held whole, read again), ``fetch_unanswered`` (a fetch the broker left unanswered past
 :data:`FETCH_TIMEOUT_SECONDS`: its connection closed, the fetch sent again),
-``changelog_batch_failed`` (a batch of table writes the changelog did not take: the agent
-batch that made them is read again), ``write_without_partition`` (table writes no code gave a
+``changelog_batch_failed`` (a batch of table writes the changelog did not take: the write
+stores none of its values and fails, and the agent batch that made them is read again), ``write_without_partition`` (table writes no code gave a
 partition to, outside of any event: dropped and logged, a bug to report)."""
