@@ -13,7 +13,6 @@ prediction's stream (its ``predictions`` partition, the *home*), batched: one me
 
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass
 from typing import Literal
@@ -135,12 +134,13 @@ def encode_perf(join_part: int, entries: list[PerfEntry]) -> bytes:
     >>> decode_perf(encode_perf(3, [e])) == (3, [e])
     True
     """
-    body = {"jp": join_part, "e": [e.to_list() for e in entries]}
-    return json.dumps(body, separators=(",", ":")).encode()
+    # orjson: every number here is finite (validated scores and times), which is all it
+    # writes differently from the standard library (a third of the performance agent's time).
+    return orjson.dumps({"jp": join_part, "e": [e.to_list() for e in entries]})
 
 
 def decode_perf(value: bytes) -> tuple[int, list[PerfEntry]]:
-    body = json.loads(value)
+    body = orjson.loads(value)
     entries = [
         PerfEntry(
             int(o),
