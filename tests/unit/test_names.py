@@ -308,3 +308,19 @@ def test_command_line_names_follow_the_rule(capsys: pytest.CaptureFixture[str]) 
     assert parser.parse_args(["token", "--name", "n", "--tenants", "*"]).tenants == "*"
     with pytest.raises(argparse.ArgumentTypeError):
         argtypes.stream("a:b:c")
+
+
+def test_names_passed_once_are_passed_from_memory_and_others_still_checked() -> None:
+    """The memo of safe names only short-cuts what passed; an unsafe name is refused every
+    time, and the memo stays bounded."""
+    from schemas import names
+
+    assert validate_name("acme-memo", "tenant") == "acme-memo"
+    assert "acme-memo" in names._SAFE_NAMES
+    for _ in range(2):
+        with pytest.raises(UnsafeName):
+            validate_name("../acme", "tenant")
+    assert "../acme" not in names._SAFE_NAMES
+    for i in range(names._SAFE_NAMES_KEPT + 5):
+        validate_name(f"t{i}", "tenant")
+    assert len(names._SAFE_NAMES) <= names._SAFE_NAMES_KEPT
