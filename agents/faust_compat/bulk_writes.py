@@ -11,12 +11,20 @@ Here the same records go in the same order, per partition: to the changelog as a
 record batches of the producer's ``max_batch_size`` (``DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES``:
 at 1, one record per batch, as the tests that restore on the embedded broker need); once the
 broker has them all, into the partition's store (and Faust's key index), then the persisted
-offset, as Faust's callback writes it per record. The changelog is what Faust writes key by
-key (raw keys and values; a delete a ``None`` value, only for a key the store has), so its
-recovery and standbys read it as before. :func:`write` returns once its records are
-delivered and stored, and raises if a batch was not delivered: the store then has none of
-the call's values, and the agent batch that made them fails and is read again (what the
-broker took of them is rewritten then, the same values).
+offset, as Faust's callback writes it per record. The records are Faust's (raw keys and
+values, a delete a ``None`` value), so its recovery and standbys read them as before; one
+difference: every delete is sent, also of a key the store does not have (Faust sends none
+then), because here the store can be behind the changelog: a write that fails stores none of
+its values, though the broker may have taken some of its batches, and a later delete of such
+a key must reach the changelog too. A tombstone for a key the changelog never had is
+harmless (compaction drops it, a restore deletes nothing).
+
+:func:`write` returns once its records are delivered and stored, and raises if a batch was
+not delivered, or a record is larger than the producer takes (checked before anything is
+sent); the agent batch that made them fails and is read again, and writes its state again
+(a later record of a key supersedes what the failed write left in the changelog). It
+expects one writer per table partition at a time (each agent serialises its batches and
+timers with a lock): two overlapping writes of one partition could store in either order.
 
 Anything else (a table not in RocksDB, serializers other than raw, a partitioner, a global or
 windowed table, a transaction) goes Faust's own way, key by key.
@@ -100,11 +108,20 @@ async def write(table: Any, groups: Mapping[int | None, Sequence[Item]]) -> None
         return
     store = table.data
     topic = table.changelog_topic.get_topic_name()
-    planned = {p: _records(store._db_for_partition(p), items) for p, items in resolved.items()}
-    sent = {p: await _send(table.app.producer._producer, TP(topic, p), records)
-            for p, records in planned.items()}  # fmt: skip
-    futures = [future for batches in sent.values() for future, _ in batches]
-    results = await asyncio.gather(*futures, return_exceptions=True)
+    producer = table.app.producer._producer  # aiokafka's, under Faust's
+    _check_sizes(topic, resolved, producer._max_request_size)
+    sent: dict[int, list[tuple[asyncio.Future[Any], int]]] = {}
+    try:
+        for partition, records in resolved.items():
+            sent[partition] = []
+            await _send(producer, TP(topic, partition), records, sent[partition])
+        futures = [future for batches in sent.values() for future, _ in batches]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+    except BaseException:  # a send refused, or cancelled (a stop, a rebalance)
+        for batches in sent.values():
+            for future, _ in batches:
+                future.add_done_callback(_count_failure)
+        raise
     errors = [r for r in results if isinstance(r, BaseException)]
     if errors:
         COUNTERS["changelog_batch_failed"] += len(errors)
@@ -112,7 +129,7 @@ async def write(table: Any, groups: Mapping[int | None, Sequence[Item]]) -> None
             log.error("table %s: a changelog batch failed: %r", table.name, error)
         raise errors[0]
     key_index = store._key_index
-    for partition, records in planned.items():
+    for partition, records in resolved.items():
         db = store._db_for_partition(partition)
         for key, value in records:
             if value is None:
@@ -128,37 +145,35 @@ async def write(table: Any, groups: Mapping[int | None, Sequence[Item]]) -> None
             store.set_persisted_offset(TP(topic, partition), last.result().offset + count - 1)
 
 
-def _records(db: Any, items: Sequence[Item]) -> list[Item]:
-    """The changelog records of ``items``: all of them, but a delete of a key the store
-    does not have (then or after this call's earlier items), as ``del`` after ``in`` does."""
-    present: dict[bytes, bool] = {}
-    out: list[Item] = []
-    for key, value in items:
-        if value is None:
-            has = present.get(key)
-            if not (db.get(key) is not None if has is None else has):
-                continue
-        present[key] = value is not None
-        out.append((key, value))
-    return out
+def _check_sizes(topic: str, groups: Mapping[int, Sequence[Item]], limit: int) -> None:
+    """What aiokafka's own send refuses, refused before any record of the write is sent."""
+    for items in groups.values():
+        for key, value in items:
+            if value is not None and len(value) > limit // 2:
+                size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+                if size > limit:
+                    raise MessageSizeTooLargeError(
+                        f"a {size}-byte changelog record of {topic}: more than the "
+                        f"producer's max_request_size ({limit})"
+                    )
+
+
+def _count_failure(future: asyncio.Future[Any]) -> None:
+    """A batch of a write that gave up before it was delivered: its outcome retrieved (no
+    'exception never retrieved'), a failure counted and logged."""
+    if not future.cancelled() and future.exception() is not None:
+        COUNTERS["changelog_batch_failed"] += 1
+        log.error("a changelog batch failed: %r", future.exception())
 
 
 async def _send(
-    producer: Any, tp: TP, records: list[Item]
-) -> list[tuple[asyncio.Future[Any], int]]:
+    producer: Any, tp: TP, records: Sequence[Item], out: list[tuple[asyncio.Future[Any], int]]
+) -> None:
     """Hand ``records`` to the producer as record batches (closed, so that no other send
-    joins them); each batch's future and record count, in order."""
-    limit = producer._max_request_size
-    out: list[tuple[asyncio.Future[Any], int]] = []
+    joins them); appends each batch's future and record count to ``out``, in order, as it
+    is handed over (so a caller interrupted half-way knows what was)."""
     batch, count = producer.create_batch(), 0
     for key, value in records:
-        if value is not None and len(value) > limit // 2:
-            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
-            if size > limit:  # what aiokafka's own send refuses, before anything is sent
-                raise MessageSizeTooLargeError(
-                    f"a {size}-byte changelog record of {tp.topic}: more than the producer's "
-                    f"max_request_size ({limit})"
-                )
         if batch.append(key=key, value=value, timestamp=None) is None:
             out.append((await _submit(producer, tp, batch), count))
             batch, count = producer.create_batch(), 0
@@ -167,7 +182,6 @@ async def _send(
         count += 1
     if count:
         out.append((await _submit(producer, tp, batch), count))
-    return out
 
 
 async def _submit(producer: Any, tp: TP, batch: Any) -> asyncio.Future[Any]:

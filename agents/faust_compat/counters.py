@@ -16,5 +16,6 @@ held for it), ``order_superseded`` (a batch that waited for the broker across a 
 held whole, read again), ``fetch_unanswered`` (a fetch the broker left unanswered past
 :data:`FETCH_TIMEOUT_SECONDS`: its connection closed, the fetch sent again),
 ``changelog_batch_failed`` (a batch of table writes the changelog did not take: the write
-stores none of its values and fails, and the agent batch that made them is read again), ``write_without_partition`` (table writes no code gave a
-partition to, outside of any event: dropped and logged, a bug to report)."""
+stores none of its values and fails, and the agent batch that made them is read again),
+``write_without_partition`` (table writes no code gave a partition to, outside of any event:
+dropped and logged, a bug to report)."""

@@ -1027,27 +1027,44 @@ def test_a_table_write_without_a_partition_is_dropped_and_counted(tmp_path: Any)
 
 class FakeKafkaProducer:
     """aiokafka's producer as far as bulk writes use it: real record batches, and a broker
-    that takes the first ``delivered`` batches and fails the rest."""
+    that takes the first ``delivered`` batches (a partition's log starting at offset 100)
+    and fails the rest; with ``answer=False`` it answers none until told."""
 
-    def __init__(self, delivered: int, batch_bytes: int = 64, max_request: int = 1 << 20):
+    def __init__(
+        self, delivered: int, batch_bytes: int = 64, max_request: int = 1 << 20,
+        answer: bool = True, refuse_after: int | None = None,
+    ) -> None:  # fmt: skip
         from aiokafka.producer.message_accumulator import BatchBuilder
 
         self._max_request_size = max_request
         self.make = lambda: BatchBuilder(batch_bytes, 0)  # 0: no compression
         self.delivered = delivered
+        self.answer = answer
+        self.refuse_after = refuse_after
         self.batches: list[Any] = []
+        self.futures: list[asyncio.Future[Any]] = []
+        self.ends: dict[int, int] = {}
 
     def create_batch(self) -> Any:
         return self.make()
 
     async def send_batch(self, batch: Any, topic: str, *, partition: int) -> Any:
+        from aiokafka.errors import KafkaTimeoutError
+
+        if self.refuse_after is not None and len(self.batches) >= self.refuse_after:
+            raise KafkaTimeoutError()  # what add_batch raises when the queue stays full
         future = asyncio.get_running_loop().create_future()
-        if len(self.batches) < self.delivered:
-            future.set_result(SimpleNamespace(offset=100 + len(self.batches)))
+        if not self.answer:
+            pass
+        elif len(self.batches) < self.delivered:
+            base = self.ends.get(partition, 100)
+            self.ends[partition] = base + batch._relative_offset
+            future.set_result(SimpleNamespace(offset=base))
         else:
             future.set_exception(ConnectionError("the broker did not take it"))
         self.batches.append(batch)
-        return future
+        self.futures.append(future)
+        return asyncio.shield(future)  # as aiokafka's add_batch returns it
 
 
 def bulk_table(tmp_path: Any, producer: FakeKafkaProducer) -> Any:
@@ -1080,31 +1097,82 @@ def test_a_changelog_batch_the_broker_did_not_take_fails_the_write_and_stores_no
 
 
 def test_delivered_batches_are_stored_with_the_last_offset_persisted(tmp_path: Any) -> None:
-    """The offset persisted is the last record's: the last batch's first offset plus its
-    other records (batch k starts at 100 + k here)."""
-    producer = FakeKafkaProducer(delivered=10, batch_bytes=120)
+    """The offset persisted is the last record's, however the records were batched; every
+    delete is sent, also of a key the store does not have (it may be in the changelog)."""
+    for batch_bytes in (64, 120, 1 << 20):
+        producer = FakeKafkaProducer(delivered=10, batch_bytes=batch_bytes)
+        table = bulk_table(tmp_path / str(batch_bytes), producer)
+        items = [(b"a", b"x" * 40), (b"a", None), (b"b", b"y"), (b"c", b"z"), (b"never", None)]
+        run(faust_compat.bulk_writes.write(table, {0: items}))
+        db = table.data._db_for_partition(0)
+        assert [db.get(k) for k in (b"a", b"b", b"c", b"never")] == [None, b"y", b"z", None]
+        assert sum(b._relative_offset for b in producer.batches) == 5
+        assert all(b._closed for b in producer.batches)
+        tp = TP(table.changelog_topic.get_topic_name(), 0)
+        assert table.data.persisted_offset(tp) == 100 + 5 - 1, batch_bytes
+
+
+def test_a_cancelled_write_stores_nothing(tmp_path: Any) -> None:
+    """A stop or a rebalance cancels the agent batch while its write waits for the broker:
+    nothing is stored (the changelog may get the records; a restore brings them)."""
+    producer = FakeKafkaProducer(delivered=0, answer=False)
     table = bulk_table(tmp_path, producer)
-    items = [(b"a", b"x" * 40), (b"a", None), (b"b", b"y"), (b"c", b"z"), (b"e", b"w")]
-    run(faust_compat.bulk_writes.write(table, {0: items}))
-    db = table.data._db_for_partition(0)
-    assert [db.get(k) for k in (b"a", b"b", b"c", b"e")] == [None, b"y", b"z", b"w"]
-    sizes = [b._relative_offset for b in producer.batches]
-    assert sum(sizes) == 5 and len(sizes) > 1 and sizes[-1] > 1, sizes
-    tp = TP(table.changelog_topic.get_topic_name(), 0)
-    assert table.data.persisted_offset(tp) == 100 + len(sizes) - 1 + sizes[-1] - 1
+
+    async def go() -> None:
+        task = asyncio.ensure_future(
+            faust_compat.bulk_writes.write(table, {0: [(b"k", b"v")], 1: [(b"j", b"w")]})
+        )
+        for _ in range(100):
+            await asyncio.sleep(0)  # the write hands both batches over
+        assert len(producer.futures) == 2 and not task.done()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        producer.futures[0].set_result(SimpleNamespace(offset=0))
+        await asyncio.sleep(0)
+
+    run(go())
+    for partition, key in ((0, b"k"), (1, b"j")):
+        assert table.data._db_for_partition(partition).get(key) is None
+
+
+def test_a_send_refused_half_way_fails_the_write_and_counts_what_was_handed_over(
+    tmp_path: Any,
+) -> None:
+    """The producer refuses a batch (its queue stayed full): the write fails and stores
+    nothing, and a batch it had already handed over that then fails is counted."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    producer = FakeKafkaProducer(delivered=0, answer=False, refuse_after=1)
+    table = bulk_table(tmp_path, producer)
+    before = faust_compat.counters.COUNTERS["changelog_batch_failed"]
+
+    async def go() -> None:
+        with pytest.raises(KafkaTimeoutError):
+            await faust_compat.bulk_writes.write(table, {0: [(b"k", b"v")], 1: [(b"j", b"w")]})
+        producer.futures[0].set_exception(ConnectionError("the broker did not take it"))
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    run(go())
+    assert faust_compat.counters.COUNTERS["changelog_batch_failed"] == before + 1
+    assert table.data._db_for_partition(0).get(b"k") is None
 
 
 def test_a_record_larger_than_a_request_is_refused_before_anything_is_sent(
     tmp_path: Any,
 ) -> None:
     """What aiokafka's own send refuses: raised before any record of the call is sent or
-    stored."""
+    stored, in any partition."""
     from aiokafka.errors import MessageSizeTooLargeError
 
     producer = FakeKafkaProducer(delivered=10, batch_bytes=1 << 20, max_request=1000)
     table = bulk_table(tmp_path, producer)
-    items = [(b"small", b"s"), (b"big", b"b" * 2000)]
+    groups: dict[int | None, list[tuple[bytes, bytes | None]]] = {
+        0: [(b"small", b"s")],
+        1: [(b"fine", b"f"), (b"big", b"b" * 2000)],
+    }
     with pytest.raises(MessageSizeTooLargeError):
-        run(faust_compat.bulk_writes.write(table, {0: items}))
+        run(faust_compat.bulk_writes.write(table, groups))
     assert producer.batches == []
     assert table.data._db_for_partition(0).get(b"small") is None
