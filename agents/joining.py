@@ -221,8 +221,13 @@ class JoinProcessor:
                     for jp, entries in sorted(by_jp.items())
                 ]
             )
-            for partition, writes in out.writes:
-                await self.store.write_all(writes, partition)
+            # One write for every partition the part touched: their changelog batches are
+            # delivered together, not one partition's round trip after another's.
+            await self.store.write_all(
+                w if w.partition is not None else Write(w.key, w.value, partition)
+                for partition, writes in out.writes
+                for w in writes
+            )
         except BaseException:
             self._forget_all()
             raise

@@ -103,13 +103,13 @@ class AlertNotifier:
             results = await asyncio.gather(*(self.webhook.deliver(a) for _, a in todo))
         finally:
             gauge.dec(len(todo))
-        writes: list[tuple[int, Write]] = []
+        writes: list[Write] = []
         for (partition, alert), result in zip(todo, results, strict=True):
             await self._report(alert, result)
             record = {"s": result.status.value, "n": result.attempts, "at": result.at}
-            writes.append((partition, Write(delivery_key(alert.alert_id),
-                                            json.dumps(record).encode(), partition)))  # fmt: skip
-        await self.store.write_all(w for _, w in writes)
+            writes.append(Write(delivery_key(alert.alert_id), json.dumps(record).encode(),
+                                partition))  # fmt: skip
+        await self.store.write_all(writes)
 
     async def _report(self, alert: Alert, result: AlertDelivery) -> None:
         delivered = result.status is DeliveryStatus.DELIVERED

@@ -68,15 +68,14 @@ class TableStore:
                 read_done(token)
         return None if value is None else bytes(value)
 
-    async def write_all(self, writes: Iterable[Write], partition: int | None = None) -> None:
-        """Persist ``writes`` in order, each in its own partition (``partition`` for those
-        without one; else the current event's, and where there is none they are dropped and
-        logged), in bulk (:func:`agents.faust_compat.bulk_writes.write`): returns once the
-        changelog has them, raises if it did not take them."""
+    async def write_all(self, writes: Iterable[Write]) -> None:
+        """Persist ``writes`` in order, each in its own partition (those without one: the
+        current event's, and where there is none they are dropped and logged), in bulk
+        (:func:`agents.faust_compat.bulk_writes.write`): returns once the changelog has
+        them, raises if it did not take them."""
         groups: dict[int | None, list[tuple[bytes, bytes | None]]] = {}
         for w in writes:
-            p = w.partition if w.partition is not None else partition
-            groups.setdefault(p, []).append((w.key.encode(), w.value))
+            groups.setdefault(w.partition, []).append((w.key.encode(), w.value))
         await bulk_writes.write(self.table, groups)
 
 
