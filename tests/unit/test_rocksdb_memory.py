@@ -94,7 +94,7 @@ def settle(stores: dict[str, dict[int, Any]], timeout: float = 60.0) -> None:
 def test_the_memtable_budget_bounds_the_written_stores(tmp_path: Path) -> None:
     """Six stores written in turn (as a worker's flushes write every store it holds), 3 MiB
     each, under their own 4 MiB write buffers: 21 MiB of memtables on their own; with a
-    2 MiB budget, RocksDB flushes early and, its flushes done, they hold under 4 MiB, every
+    2 MiB budget, RocksDB flushes early and, its flushes done, they hold under 10 MiB, every
     value still readable."""
 
     def write(stores: dict[str, dict[int, Any]]) -> None:
@@ -113,9 +113,11 @@ def test_the_memtable_budget_bounds_the_written_stores(tmp_path: Path) -> None:
     write(stores)
     # Flushes run in the background, and a loaded CI once read 13.6 MiB right after the
     # writes: the bound is on what the budget leaves once the flushes it asked for are done.
-    settle(stores)  # 0.8-1.8 MiB then, on a quiet machine and under four busy processes
-    assert memtables(stores) < 2 * shared.write_buffer_bytes
-    assert memtables(stores) <= shared.usage()["memtables"] < 2 * shared.write_buffer_bytes
+    # 0.8-4.8 MiB then (a store past the budget flushes at its next write, so the last
+    # writes can leave several MiB unflushed), against 21 MiB without the budget.
+    settle(stores)
+    assert memtables(stores) < 5 * shared.write_buffer_bytes
+    assert memtables(stores) <= shared.usage()["memtables"] < 5 * shared.write_buffer_bytes
     for k, db in enumerate(all_dbs(stores)):
         assert db[f"{k}-0".encode()] == VALUE and db[f"{k}-3071".encode()] == VALUE
     close(stores)
