@@ -1,6 +1,6 @@
 """Offline profile of the driftwatch worker's per-batch hot path, without Kafka or Faust.
 
-Run as ``python -m bench.profile_engine [--events N] [--features F] [--partitions P]``.
+Run as ``python -m bench.profile_engine [--events N] [--features F] [--partitions P] [--live]``.
 
 Feeds the same events as ``bench.throughput`` (same simulation, same JSON bytes, the
 partition librdkafka's default partitioner would pick for each key) through the steps that
@@ -196,15 +196,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch", type=int, default=1000, help="events per flush (1000)")
     p.add_argument("--top", type=int, default=15, help="functions listed per profile (15)")
     p.add_argument("--no-profile", action="store_true", help="timings only")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help="bench.throughput --live's data: a dense day after a sparse history",
+    )
     args = p.parse_args(argv)
     n, features, batch = args.events, args.features, args.batch
     # The worker's collector pace (DRIFTWATCH_GC_THRESHOLD; 0: CPython's own, to compare).
     tune_gc(Settings.from_env().gc_threshold)
 
-    messages = bench_messages(n, features)
+    messages = bench_messages(n, features, live=args.live)
     values = [v for _, v in messages]
     pos = positions(messages, args.partitions)
-    print(f"{n:,} events x {features} features, flush every {batch}, {args.partitions} partitions")
+    print(
+        f"{len(messages):,} events x {features} features, flush every {batch}, "
+        f"{args.partitions} partitions" + (f" ({n:,} of them in one live day)" if args.live else "")
+    )
 
     timer = FlushTimer()
     variants: list[tuple[str, Callable[[], dict[str, int]]]] = [

@@ -1,12 +1,19 @@
 """End-to-end consumption throughput: raw aiokafka vs a no-op Faust agent vs the driftwatch worker.
 
 Run as ``python -m bench.throughput [--events N] [--features F] [--partitions P] [--repeat K]
-[--batch B] [--workers W]``.
+[--batch B] [--workers W] [--live]``.
 
 ``--batch B`` sends the predictions in envelopes of B (``driftwatch.prediction-batch/v1``, one
 tenant/model each) to every contender; rates stay in predictions per second (the raw consumer
 counts an envelope's events, the no-op agent B per message). ``--workers W`` runs W driftwatch
 workers with the same app id (scale-out; progress and CPU summed over them).
+
+Without ``--live`` the data is sparse (~50 predictions a stream and hour), so every prediction
+pays a fiftieth of an hourly look. ``--live`` measures a live, dense stream instead: 14 days
+of 50 predictions a stream and day (enough for every feature's baseline), then all N
+predictions in one day, with the same drift from its noon; the driftwatch worker is timed
+from the first reading past the history. At N = 150,000 a stream gets ~1,560 predictions an
+hour, and a look's cost is spread over them.
 
 The same N simulated prediction events (``driftwatch.simulate``: 2 tenants x 2 models, 30 days,
 so daily windows close and the drift tests run) are produced up front into one topic per
@@ -52,7 +59,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from itertools import islice
@@ -62,6 +69,7 @@ from typing import Any
 from driftwatch.devbroker import DevBroker, free_port
 from driftwatch.simulate import SimulationConfig, generate, parse_drift
 from runtime.topics import ensure_topics
+from schemas.events import PredictionEvent
 from tests.integration.worker_harness import FAST_DETECTION as _HARNESS_DETECTION
 
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
@@ -69,6 +77,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
 TENANTS = ("acme", "globex")
 MODELS = ("fraud", "conflict")
 DAYS = 30
+# --live: a dense day after a sparse history that gives every feature its baseline.
+HISTORY_DAYS = 14
+HISTORY_PER_STREAM_DAY = 50
 START = 1_735_689_600.0  # 2025-01-01T00:00:00Z: fixed, so the data is byte-identical per run
 POLL_SECONDS = 0.1
 MAX_POLL_SECONDS = 2.0
@@ -114,15 +125,69 @@ def simulation_config(events: int, features: int) -> SimulationConfig:
     )
 
 
-def bench_messages(events: int, features: int, batch: int = 1) -> list[tuple[bytes, bytes]]:
-    """The (key, JSON value) messages of the first ``events`` of :func:`simulation_config`:
-    one each, or envelopes of up to ``batch`` per tenant/model."""
-    from driftwatch.kafka_io import prediction_messages
+def live_simulation_configs(
+    events: int, features: int
+) -> tuple[SimulationConfig, SimulationConfig]:
+    """(history, live day) for ``--live``: :data:`HISTORY_DAYS` days at
+    :data:`HISTORY_PER_STREAM_DAY` predictions a stream and day (enough for every feature's
+    baseline), then one day holding ``events``, with the same mild drift from its noon.
 
-    chosen = list(islice(generate(simulation_config(events, features)), events))
+    >>> history, live = live_simulation_configs(100_000, 20)
+    >>> history.days, history.events_per_day, live.days, live.events_per_day
+    (14, 50, 1, 25000)
+    >>> live.start - history.start == history.days * 86400
+    True
+    """
+    numeric, categorical = split_features(features)
+    streams = len(TENANTS) * len(MODELS)
+    history = SimulationConfig(
+        seed=7,
+        tenants=TENANTS,
+        models=MODELS,
+        days=HISTORY_DAYS,
+        events_per_day=HISTORY_PER_STREAM_DAY,
+        numeric_features=numeric,
+        categorical_features=categorical,
+        start=START,
+    )
+    live = replace(
+        history,
+        days=1,
+        events_per_day=max(1, math.ceil(events / streams)),
+        start=START + HISTORY_DAYS * 86_400,
+        drifts=(parse_drift("mean_shift:day=0.5:magnitude=1:tenants=acme"),),
+    )
+    return history, live
+
+
+def bench_events(
+    events: int, features: int, live: bool = False
+) -> tuple[list[PredictionEvent], int]:
+    """The first ``events`` timed predictions and how many history predictions come first
+    (0 unless ``live``)."""
+    if not live:
+        chosen = list(islice(generate(simulation_config(events, features)), events))
+        history: list[PredictionEvent] = []
+    else:
+        history_cfg, live_cfg = live_simulation_configs(events, features)
+        history = list(generate(history_cfg))
+        # The live day's ids restart at day 000: suffixed, so none repeats a history id.
+        chosen = [
+            replace(e, event_id=f"{e.event_id}-live") for e in islice(generate(live_cfg), events)
+        ]
     if len(chosen) < events:
         raise RuntimeError(f"the simulation produced only {len(chosen)} of {events} events")
-    return list(prediction_messages(chosen, batch))
+    return history + chosen, len(history)
+
+
+def bench_messages(
+    events: int, features: int, batch: int = 1, live: bool = False
+) -> list[tuple[bytes, bytes]]:
+    """The (key, JSON value) messages of :func:`bench_events`: one each, or envelopes of up
+    to ``batch`` per tenant/model."""
+    from driftwatch.kafka_io import prediction_messages
+
+    return list(prediction_messages(bench_events(events, features, live)[0], batch))
 
 
 def produce_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
@@ -312,13 +377,14 @@ class WorkerProc:
         except OSError:
             return "(no log)"
 
-    def time_events(self, n: int, timeout: float) -> tuple[Timing, list[Any]]:
-        """Poll the counter: the events and time from the first non-zero reading to the
-        first reading >= n. Polls come every ``POLL_SECONDS`` near either end and up to
-        ``MAX_POLL_SECONDS`` apart between (when the rate so far says ``n`` is far): a
-        scrape of the driftwatch worker's whole exposition costs it ~8 ms, and ten a
-        second took ~8 % of its CPU, which a Prometheus scraping every 15 s never does. Both
-        ends are readings, so the interval between does not change the rate."""
+    def time_events(self, n: int, timeout: float, skip: int = 0) -> tuple[Timing, list[Any]]:
+        """Poll the counter: the events and time from the first reading over ``skip`` (a
+        history not timed) to the first reading >= n. Polls come every ``POLL_SECONDS``
+        near either end and up to ``MAX_POLL_SECONDS`` apart between (when the rate so far
+        says ``n`` is far): a scrape of the driftwatch worker's whole exposition costs it
+        ~8 ms, and ten a second took ~8 % of its CPU, which a Prometheus scraping every 15 s
+        never does. Both ends are readings, so the interval between does not change the
+        rate."""
         deadline = time.monotonic() + timeout
         first: tuple[float, int, float] | None = None
         count = 0
@@ -329,7 +395,7 @@ class WorkerProc:
             after = time.perf_counter()
             at = (before + after) / 2
             count = int(metric_sum(samples, self.counter)) if samples is not None else 0
-            if count and first is None:
+            if count > skip and first is None:
                 first = (at, count, self.cpu_seconds())
             if count >= n:
                 break
@@ -490,10 +556,12 @@ def driftwatch_workers(
     )  # fmt: skip
 
 
-def run_worker(worker: WorkerProc, n: int, timeout: float) -> tuple[Timing, list[Any]]:
+def run_worker(
+    worker: WorkerProc, n: int, timeout: float, skip: int = 0
+) -> tuple[Timing, list[Any]]:
     worker.start()
     try:
-        return worker.time_events(n, timeout)
+        return worker.time_events(n, timeout, skip)
     finally:
         worker.stop()
 
@@ -612,10 +680,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dw_prefix = f"{run_id}-dw-"
     dw_topic = f"{dw_prefix}predictions"
 
-    batch, workers = args.batch, args.workers
-    messages, gen_s = _timed(
-        f"generated {n + PAD:,} events", lambda: bench_messages(n + PAD, features, batch)
+    batch, workers, live = args.batch, args.workers, args.live
+    from driftwatch.kafka_io import prediction_messages
+
+    (events, history), gen_s = _timed(
+        f"generated {n + PAD:,} events", lambda: bench_events(n + PAD, features, live)
     )
+    messages = list(prediction_messages(events, batch))
+    del events
+    # --live: every contender reads the history too; the driftwatch worker is timed from
+    # the first reading past it (the others' rates do not depend on the data's density).
+    timeout += history / 500
     avg_bytes = sum(len(v) for _, v in messages) / len(messages)
     dw_name = DRIFTWATCH if workers == 1 else f"{DRIFTWATCH} x{workers}"
     # With envelopes a no-op agent has a few messages to count, not predictions: the target
@@ -639,7 +714,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             del messages
             for k in range(repeat):
                 tag = f"run {k + 1}/{repeat}"
-                t = run_raw(bootstrap, raw_topic, partitions, n, timeout)
+                t = run_raw(bootstrap, raw_topic, partitions, history + n, timeout)
                 results[0].runs.append(t)
                 _log(f"{tag} {RAW}: {t.events:,} events in {t.seconds:.2f}s = {t.rate:,.0f}/s")
 
@@ -648,7 +723,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         noop_worker(
                             bootstrap, noop_topic, f"{run_id}-noop-{k}", partitions, workdir, batch
                         ),
-                        n,
+                        history + n,
                         timeout,
                     )
                     results[1].runs.append(t)
@@ -664,8 +739,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         workers,
                         features,
                     ),
-                    n,
+                    history + n,
                     timeout,
+                    skip=history,
                 )
                 results[2].runs.append(t)
                 _log(f"{tag} {dw_name}: {t.events:,} events in {t.seconds:.2f}s = {t.rate:,.0f}/s")
@@ -697,7 +773,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "partitions": partitions,
             "repeat": repeat,
             "streams": len(TENANTS) * len(MODELS),
-            "days": DAYS,
+            "days": 1 if live else DAYS,
+            "live": live,
+            "history_events": history,
             "avg_message_bytes": round(avg_bytes),
             "predictions_per_message": batch,
             "driftwatch_workers": workers,
@@ -726,6 +804,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch", type=int, default=1, help="predictions per message: >1 sends envelopes (1)"
     )
     p.add_argument("--workers", type=int, default=1, help="driftwatch workers with one app id (1)")
+    p.add_argument(
+        "--live",
+        action="store_true",
+        help=f"a live, dense stream: {HISTORY_DAYS} sparse days first (baselines; the "
+        "worker is not timed over them), then the N events in one day",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results ({RESULTS})")
     args = p.parse_args(argv)
     if args.events < 2000 or args.partitions < 1 or args.repeat < 1:
@@ -744,7 +828,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n{args.events:,} events x {args.features} features, {args.partitions} partitions, "
         f"{args.batch} per message, {args.workers} driftwatch worker(s), "
-        f"median of {args.repeat}; driftwatch closed {eng.get('windows_closed', 0)} windows "
+        + (
+            f"one live day after {report['config']['history_events']:,} history events, "
+            if args.live
+            else ""
+        )
+        + f"median of {args.repeat}; driftwatch closed {eng.get('windows_closed', 0)} windows "
         f"(+{eng.get('interim_looks', 0)} interim looks), "
         f"ran {eng.get('tests', 0)} tests, emitted {eng.get('drift_events', 0)} drift events, "
         f"dead-lettered {eng.get('dead_letters', 0)}"
