@@ -22,7 +22,12 @@ from typing import Any
 
 import orjson
 
-from schemas.names import UnsafeName, validate_feature_name, validate_name
+from schemas.names import (
+    UnsafeName,
+    is_known_safe_name,
+    validate_feature_name,
+    validate_name,
+)
 
 SCHEMA_VERSION = 1
 
@@ -120,9 +125,12 @@ def parse_timestamp(value: Any, name: str = "timestamp") -> float:
         ts = parsed.timestamp()
     else:
         raise InvalidEvent("wrong_type", f"{name} must be a string or a number")
-    if not math.isfinite(ts) or not 0 <= ts < 32503680000:  # year 3000
+    if not math.isfinite(ts) or not 0 <= ts < _MAX_TIMESTAMP:
         raise InvalidEvent("bad_timestamp", f"{name} out of range: {value!r}")
     return ts
+
+
+_MAX_TIMESTAMP = 32503680000.0  # the year 3000
 
 
 def _as_float(value: int | float, name: str) -> float:
@@ -219,6 +227,65 @@ def _parse_features(raw: Any) -> dict[str, FeatureValue]:
         else:
             raise InvalidEvent("wrong_type", f"feature {name!r} must be a number, a string or null")
     return features
+
+
+def _usual_event(cls: type[PredictionEvent], data: dict[str, Any]) -> PredictionEvent | None:
+    """:meth:`PredictionEvent.from_dict` of the usual event - names already seen valid, a
+    float score, float/string/null features under names already seen valid - checked in one
+    pass with no call per field (validation was a fifth of a worker's time on a dense
+    stream); None for anything else, which the field-by-field checks then take, reasons and
+    all. It accepts nothing they refuse and makes the same event: the features dict is the
+    decoded one itself when every value is already what they would store."""
+    score = data.get("score")
+    if score.__class__ is not float or not 0.0 <= score <= 1.0:  # NaN fails the range
+        return None
+    event_id = data.get("event_id")
+    tenant = data.get("tenant")
+    model = data.get("model")
+    version = data.get("model_version")
+    if (
+        event_id.__class__ is not str
+        or not 0 < len(event_id) <= MAX_ID_LEN
+        or tenant.__class__ is not str
+        or model.__class__ is not str
+        or version.__class__ is not str
+        or not (is_known_safe_name(tenant) and is_known_safe_name(model))
+        or not is_known_safe_name(version)
+    ):
+        return None
+    raw = data.get("features")
+    if raw.__class__ is not dict or len(raw) > MAX_FEATURES:
+        return None
+    known = _VALID_FEATURE_NAMES
+    for name, value in raw.items():
+        if name not in known:
+            return None
+        if value.__class__ is float:
+            if value - value != 0.0:  # NaN or an infinity
+                return None
+        elif value.__class__ is str:
+            if len(value) > MAX_CATEGORY_LEN:
+                return None
+        elif value is not None:
+            return None  # an integer (stored as a float), a boolean, anything else
+    prediction = data.get("prediction")
+    if prediction is not None and not (
+        prediction.__class__ is int
+        or (prediction.__class__ is str and len(prediction) <= MAX_CATEGORY_LEN)
+    ):
+        return None
+    ts = data.get("timestamp")
+    if ts.__class__ is float:
+        if not 0 <= ts < _MAX_TIMESTAMP:  # NaN and infinities fail too
+            return None
+    elif ts.__class__ is str:
+        try:
+            ts = parse_timestamp(ts)
+        except InvalidEvent:
+            return None
+    else:
+        return None
+    return cls(event_id, tenant, model, version, ts, raw, score, prediction)
 
 
 def json_bytes(obj: Any) -> bytes:
@@ -323,6 +390,13 @@ class PredictionEvent:
         ...     "model_version": "1", "timestamp": 0, "features": {"x": 1}, "score": 0.5}).features
         {'x': 1.0}
         """
+        event = _usual_event(cls, data)
+        return event if event is not None else cls.checked_from_dict(data)
+
+    @classmethod
+    def checked_from_dict(cls, data: dict[str, Any]) -> PredictionEvent:
+        """:meth:`from_dict` field by field, with the reason for the first field refused
+        (from_dict's way for anything but the usual event)."""
         score = data.get("score")
         if score is None:
             raise InvalidEvent("missing_field", "score is required")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
@@ -258,3 +259,100 @@ def test_format_timestamp_writes_what_datetime_writes(ts: float) -> None:
     expected = datetime.fromtimestamp(ts, tz=UTC).isoformat(timespec="microseconds")[:-6] + "Z"
     assert format_timestamp(ts) == expected
     assert parse_timestamp(format_timestamp(ts)) == pytest.approx(ts, abs=1e-6)
+
+
+_ODD_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=3),
+    st.text(min_size=255, max_size=258),
+    st.sampled_from(["acme", "fraud", "v1", "a/b", "", "2026-01-01T00:00:00Z", "yesterday"]),
+    st.sampled_from([-1.0, 0.0, 0.5, 1.5e9, 3.3e10, math.inf, math.nan]),
+    st.lists(st.integers(), max_size=2),
+)
+_FEATURE_NAMES = ("amount", "country", "velocity")
+_FIELDS = ("event_id", "tenant", "model", "model_version", "timestamp", "score", "prediction")
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    changes=st.dictionaries(st.sampled_from(_FIELDS), _ODD_VALUES, max_size=3),
+    dropped=st.sets(st.sampled_from(_FIELDS), max_size=2),
+    features=st.dictionaries(
+        st.sampled_from([*_FEATURE_NAMES, "odd/name", "n\x00"]),
+        _ODD_VALUES,
+        max_size=4,
+    ),
+)
+def test_the_usual_event_path_takes_only_what_the_checked_path_makes_the_same(
+    changes: dict[str, Any], dropped: set[str], features: dict[str, Any]
+) -> None:
+    """``from_dict``'s one-pass path for the usual event (``_usual_event``) either declines
+    or makes exactly the event the field-by-field checks make; what it declines, they
+    decide (reasons included)."""
+    from schemas.events import _usual_event
+
+    base = valid_prediction(timestamp=1_767_225_600.25, prediction=1)
+    # The valid feature names known, as after a stream's first events.
+    PredictionEvent.checked_from_dict({**base, "features": dict.fromkeys(_FEATURE_NAMES, 1.0)})
+    data = {**base, **changes, "features": features}
+    for name in dropped:
+        data.pop(name, None)
+    try:
+        checked: PredictionEvent | InvalidEvent = PredictionEvent.checked_from_dict(data)
+    except InvalidEvent as exc:
+        checked = exc
+    fast = _usual_event(PredictionEvent, data)  # names the checks passed are known now
+    if fast is not None:  # repr too: 1 == 1.0, but an integer is stored as a float
+        assert fast == checked and repr(fast) == repr(checked)
+    if isinstance(checked, InvalidEvent):
+        with pytest.raises(InvalidEvent) as raised:
+            PredictionEvent.from_dict(data)
+        assert str(raised.value) == str(checked)
+    else:
+        assert PredictionEvent.from_dict(data) == checked
+
+
+_BAD_ONES = [
+    ("score", v) for v in (1, 0, True, 1.5, -0.1, math.nan, math.inf, "0.5", None)
+] + [
+    ("timestamp", v) for v in (-1.0, 3.3e10, math.inf, math.nan, 5, True, "soon", None)
+] + [
+    ("event_id", v) for v in ("", "x" * 257, 7, None)
+] + [
+    (name, v) for name in ("tenant", "model", "model_version") for v in ("a/b", "", 3, None)
+] + [
+    ("prediction", v) for v in (True, 1.0, "x" * 257, [1])
+] + [
+    ("features", v) for v in (None, [], {"amount": 3}, {"amount": True}, {"amount": math.inf},
+                              {"amount": "x" * 257}, {"n\x00": 1.0}, {"amount": [1.0]},
+                              {f"f{k}": 1.0 for k in range(1001)})
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("field", "value"), _BAD_ONES)
+def test_what_the_usual_event_path_declines(field: str, value: Any) -> None:
+    """Each field the usual way but one: the fast path declines (so the checks decide),
+    however the checks decide it (an integer score, say, is valid: stored as a float)."""
+    from schemas.events import _usual_event
+
+    base = valid_prediction(timestamp=1_767_225_600.25, features={"amount": 1.0})
+    assert _usual_event(PredictionEvent, PredictionEvent.checked_from_dict(base).to_dict())
+    assert _usual_event(PredictionEvent, {**base, field: value}) is None
+
+
+def test_the_usual_event_path_is_taken() -> None:
+    """The usual event (float score and features, names seen before) is the fast path's:
+    it keeps the decoded features dict instead of building another."""
+    from schemas.events import _usual_event
+
+    data = valid_prediction(timestamp="2026-01-01T00:00:00Z")
+    data["features"] = {"amount": 12.5, "country": "DE", "velocity": None}
+    PredictionEvent.checked_from_dict(data)  # the names become known
+    event = _usual_event(PredictionEvent, data)
+    assert event is not None and event.features is data["features"]
+    assert event == PredictionEvent.checked_from_dict(data)
+    assert _usual_event(PredictionEvent, {**data, "score": 1}) is None  # an integer score
+    assert _usual_event(PredictionEvent, {**data, "features": {"amount": 3}}) is None
