@@ -315,21 +315,20 @@ def test_the_usual_event_path_takes_only_what_the_checked_path_makes_the_same(
         assert PredictionEvent.from_dict(data) == checked
 
 
-_BAD_ONES = [
-    ("score", v) for v in (1, 0, True, 1.5, -0.1, math.nan, math.inf, "0.5", None)
-] + [
-    ("timestamp", v) for v in (-1.0, 3.3e10, math.inf, math.nan, 5, True, "soon", None)
-] + [
-    ("event_id", v) for v in ("", "x" * 257, 7, None)
-] + [
-    (name, v) for name in ("tenant", "model", "model_version") for v in ("a/b", "", 3, None)
-] + [
-    ("prediction", v) for v in (True, 1.0, "x" * 257, [1])
-] + [
-    ("features", v) for v in (None, [], {"amount": 3}, {"amount": True}, {"amount": math.inf},
-                              {"amount": "x" * 257}, {"n\x00": 1.0}, {"amount": [1.0]},
-                              {f"f{k}": 1.0 for k in range(1001)})
-]  # fmt: skip
+_BAD_VALUES: dict[str, tuple[Any, ...]] = {
+    "score": (1, 0, True, 1.5, -0.1, math.nan, math.inf, "0.5", None),
+    "timestamp": (-1.0, 3.3e10, math.inf, math.nan, 5, True, "soon", None),
+    "event_id": ("", "x" * 257, 7, None),
+    "tenant": ("a/b", "", 3, None),
+    "model": ("a/b", "", 3, None),
+    "model_version": ("a/b", "", 3, None),
+    "prediction": (True, 1.0, "x" * 257, [1]),
+    "features": (
+        None, [], {"amount": 3}, {"amount": True}, {"amount": math.inf}, {"amount": "x" * 257},
+        {"n\x00": 1.0}, {"amount": [1.0]}, {f"f{k}": 1.0 for k in range(1001)},
+    ),
+}  # fmt: skip
+_BAD_ONES = [(field, value) for field, values in _BAD_VALUES.items() for value in values]
 
 
 @pytest.mark.parametrize(("field", "value"), _BAD_ONES)
