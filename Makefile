@@ -37,11 +37,15 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
 	$(BIN)/python -m bench.bucket_reduction
 	$(BIN)/python -m bench.backtest_speed
+	$(BIN)/python -m bench.validation_speed
 	$(BIN)/python -m bench.backtest_memory
 	$(BIN)/python -m bench.worker_memory
 	$(BIN)/python -m bench.rocksdb_memory
 	$(BIN)/python -m bench.throughput
 	$(BIN)/python -m bench.throughput --batch 500 --out bench/results/throughput_batch500.json
+	$(BIN)/python -m bench.throughput --live --events 150000 --batch 500 \
+		--out bench/results/throughput_live_batch500.json
+	$(BIN)/python -m bench.throughput --live --events 150000 --out bench/results/throughput_live.json
 	$(BIN)/python -m bench.throughput --workers 2 --partitions 4 \
 		--out bench/results/throughput_2workers.json
 	$(BIN)/python -m bench.loop_lag

@@ -674,7 +674,6 @@ def _broker(workdir: Path) -> Iterator[tuple[str, str]]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     n, features, partitions, repeat = args.events, args.features, args.partitions, args.repeat
     numeric, categorical = split_features(features)
-    timeout = 120.0 + n / 500
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     raw_topic, noop_topic = f"{run_id}-raw-predictions", f"{run_id}-noop-predictions"
     dw_prefix = f"{run_id}-dw-"
@@ -690,7 +689,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     del events
     # --live: every contender reads the history too; the driftwatch worker is timed from
     # the first reading past it (the others' rates do not depend on the data's density).
-    timeout += history / 500
+    # 500 predictions/s of 20 features at the least (a wide model's events take longer).
+    timeout = 120.0 + (history + n) * max(features, 20) / 10_000
     avg_bytes = sum(len(v) for _, v in messages) / len(messages)
     dw_name = DRIFTWATCH if workers == 1 else f"{DRIFTWATCH} x{workers}"
     # With envelopes a no-op agent has a few messages to count, not predictions: the target
