@@ -229,7 +229,7 @@ def _parse_features(raw: Any) -> dict[str, FeatureValue]:
     return features
 
 
-def _usual_event(cls: type[PredictionEvent], data: dict[str, Any]) -> PredictionEvent | None:
+def usual_event(cls: type[PredictionEvent], data: dict[str, Any]) -> PredictionEvent | None:
     """:meth:`PredictionEvent.from_dict` of the usual event - names already seen valid, a
     float score, float/string/null features under names already seen valid - checked in one
     pass with no call per field (validation was a fifth of a worker's time on a dense
@@ -390,7 +390,7 @@ class PredictionEvent:
         ...     "model_version": "1", "timestamp": 0, "features": {"x": 1}, "score": 0.5}).features
         {'x': 1.0}
         """
-        event = _usual_event(cls, data)
+        event = usual_event(cls, data)
         return event if event is not None else cls.checked_from_dict(data)
 
     @classmethod

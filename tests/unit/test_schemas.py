@@ -289,10 +289,10 @@ _FIELDS = ("event_id", "tenant", "model", "model_version", "timestamp", "score",
 def test_the_usual_event_path_takes_only_what_the_checked_path_makes_the_same(
     changes: dict[str, Any], dropped: set[str], features: dict[str, Any]
 ) -> None:
-    """``from_dict``'s one-pass path for the usual event (``_usual_event``) either declines
+    """``from_dict``'s one-pass path for the usual event (``usual_event``) either declines
     or makes exactly the event the field-by-field checks make; what it declines, they
     decide (reasons included)."""
-    from schemas.events import _usual_event
+    from schemas.events import usual_event
 
     base = valid_prediction(timestamp=1_767_225_600.25, prediction=1)
     # The valid feature names known, as after a stream's first events.
@@ -304,7 +304,7 @@ def test_the_usual_event_path_takes_only_what_the_checked_path_makes_the_same(
         checked: PredictionEvent | InvalidEvent = PredictionEvent.checked_from_dict(data)
     except InvalidEvent as exc:
         checked = exc
-    fast = _usual_event(PredictionEvent, data)  # names the checks passed are known now
+    fast = usual_event(PredictionEvent, data)  # names the checks passed are known now
     if fast is not None:  # repr too: 1 == 1.0, but an integer is stored as a float
         assert fast == checked and repr(fast) == repr(checked)
     if isinstance(checked, InvalidEvent):
@@ -335,23 +335,23 @@ _BAD_ONES = [(field, value) for field, values in _BAD_VALUES.items() for value i
 def test_what_the_usual_event_path_declines(field: str, value: Any) -> None:
     """Each field the usual way but one: the fast path declines (so the checks decide),
     however the checks decide it (an integer score, say, is valid: stored as a float)."""
-    from schemas.events import _usual_event
+    from schemas.events import usual_event
 
     base = valid_prediction(timestamp=1_767_225_600.25, features={"amount": 1.0})
-    assert _usual_event(PredictionEvent, PredictionEvent.checked_from_dict(base).to_dict())
-    assert _usual_event(PredictionEvent, {**base, field: value}) is None
+    assert usual_event(PredictionEvent, PredictionEvent.checked_from_dict(base).to_dict())
+    assert usual_event(PredictionEvent, {**base, field: value}) is None
 
 
 def test_the_usual_event_path_is_taken() -> None:
     """The usual event (float score and features, names seen before) is the fast path's:
     it keeps the decoded features dict instead of building another."""
-    from schemas.events import _usual_event
+    from schemas.events import usual_event
 
     data = valid_prediction(timestamp="2026-01-01T00:00:00Z")
     data["features"] = {"amount": 12.5, "country": "DE", "velocity": None}
     PredictionEvent.checked_from_dict(data)  # the names become known
-    event = _usual_event(PredictionEvent, data)
+    event = usual_event(PredictionEvent, data)
     assert event is not None and event.features is data["features"]
     assert event == PredictionEvent.checked_from_dict(data)
-    assert _usual_event(PredictionEvent, {**data, "score": 1}) is None  # an integer score
-    assert _usual_event(PredictionEvent, {**data, "features": {"amount": 3}}) is None
+    assert usual_event(PredictionEvent, {**data, "score": 1}) is None  # an integer score
+    assert usual_event(PredictionEvent, {**data, "features": {"amount": 3}}) is None
