@@ -315,17 +315,34 @@ def test_the_usual_event_path_takes_only_what_the_checked_path_makes_the_same(
         assert PredictionEvent.from_dict(data) == checked
 
 
+class _Float(float):
+    """A float subclass: it may compare or format differently, so the fast path declines."""
+
+
+class _Str(str):
+    """A str subclass, likewise."""
+
+
+class _Dict(dict[str, Any]):
+    """A dict subclass whose lookups say something other than what it holds."""
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return 0.5 if key == "score" else super().get(key, default)
+
+
 _BAD_VALUES: dict[str, tuple[Any, ...]] = {
-    "score": (1, 0, True, 1.5, -0.1, math.nan, math.inf, "0.5", None),
-    "timestamp": (-1.0, 3.3e10, math.inf, math.nan, 5, True, "soon", None),
+    "score": (1, 0, True, 1.5, -0.1, math.nan, math.inf, "0.5", None, _Float(0.5)),
+    "timestamp": (-1.0, 3.3e10, math.inf, math.nan, 5, True, "soon", None, _Float(1e9),
+                  _Str("2026-01-01T00:00:00Z")),
     "event_id": ("", "x" * 257, 7, None),
-    "tenant": ("a/b", "", 3, None),
+    "tenant": ("a/b", "", 3, None, _Str("acme")),
     "model": ("a/b", "", 3, None),
     "model_version": ("a/b", "", 3, None),
     "prediction": (True, 1.0, "x" * 257, [1]),
     "features": (
         None, [], {"amount": 3}, {"amount": True}, {"amount": math.inf}, {"amount": "x" * 257},
         {"n\x00": 1.0}, {"amount": [1.0]}, {f"f{k}": 1.0 for k in range(1001)},
+        {"amount": _Float(1.0)}, {"amount": _Str("DE")}, _Dict(amount=1.0),
     ),
 }  # fmt: skip
 _BAD_ONES = [(field, value) for field, values in _BAD_VALUES.items() for value in values]
@@ -355,3 +372,31 @@ def test_the_usual_event_path_is_taken() -> None:
     assert event == PredictionEvent.checked_from_dict(data)
     assert usual_event(PredictionEvent, {**data, "score": 1}) is None  # an integer score
     assert usual_event(PredictionEvent, {**data, "features": {"amount": 3}}) is None
+
+
+def test_the_usual_event_path_takes_only_plain_dicts() -> None:
+    """A dict subclass may answer lookups with what it does not hold (here a valid score
+    over a string): the fast path declines it rather than trust its answers."""
+    from schemas.events import usual_event
+
+    data = valid_prediction(timestamp=1_767_225_600.25, features={"amount": 1.0})
+    PredictionEvent.checked_from_dict(data)
+    assert usual_event(PredictionEvent, dict(data)) is not None
+    odd = _Dict({**data, "score": "high"})
+    assert usual_event(PredictionEvent, odd) is None
+
+
+def test_the_usual_event_path_keeps_the_feature_limit_for_known_names() -> None:
+    """More than MAX_FEATURES features is refused even when every name is known already
+    (the names become known over two valid events), so the limit is the fast path's too."""
+    from schemas.events import MAX_FEATURES, usual_event
+
+    names = [f"wide_{k}" for k in range(MAX_FEATURES + 1)]
+    base = valid_prediction(timestamp=1_767_225_600.25)
+    PredictionEvent.checked_from_dict({**base, "features": dict.fromkeys(names[:-1], 1.0)})
+    PredictionEvent.checked_from_dict({**base, "features": {names[-1]: 1.0}})
+    assert usual_event(PredictionEvent, {**base, "features": dict.fromkeys(names[:-1], 1.0)})
+    too_many = {**base, "features": dict.fromkeys(names, 1.0)}
+    assert usual_event(PredictionEvent, too_many) is None
+    with pytest.raises(InvalidEvent, match="too_many_features"):
+        PredictionEvent.from_dict(too_many)
