@@ -46,6 +46,8 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.throughput --live --events 150000 --batch 500 \
 		--out bench/results/throughput_live_batch500.json
 	$(BIN)/python -m bench.throughput --live --events 150000 --out bench/results/throughput_live.json
+	$(BIN)/python -m bench.throughput --live --events 12000 --features 1000 --batch 40 \
+		--out bench/results/throughput_live_1000features.json
 	$(BIN)/python -m bench.throughput --workers 2 --partitions 4 \
 		--out bench/results/throughput_2workers.json
 	$(BIN)/python -m bench.loop_lag

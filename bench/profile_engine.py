@@ -238,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
             collector = {g: (counts[g], spent[g]) for g in sorted(counts)}
         if name == "validate+observe+flush":
             stats = result
-        rate = n / took
+        rate = len(values) / took  # every event, the history's too with --live
         print(
             f"{name:<34} {took:>8.2f} {rate:>10,.0f} {rate * features:>17,.0f} {1e6 / rate:>9.1f}"
         )

@@ -683,7 +683,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from driftwatch.kafka_io import prediction_messages
 
     (events, history), gen_s = _timed(
-        f"generated {n + PAD:,} events", lambda: bench_events(n + PAD, features, live)
+        f"generated {n + PAD:,} events"
+        + (
+            f" after a {HISTORY_DAYS}-day history ({HISTORY_PER_STREAM_DAY} a stream a day)"
+            if live
+            else ""
+        ),
+        lambda: bench_events(n + PAD, features, live),
     )
     messages = list(prediction_messages(events, batch))
     del events
@@ -766,14 +772,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": machine_info(),
         "config": {
             "events": n,
-            "produced_per_topic": n + PAD,
+            "produced_per_topic": n + PAD + history,
             "features": features,
             "numeric_features": numeric,
             "categorical_features": categorical,
             "partitions": partitions,
             "repeat": repeat,
             "streams": len(TENANTS) * len(MODELS),
-            "days": 1 if live else DAYS,
+            "days": HISTORY_DAYS + 1 if live else DAYS,
             "live": live,
             "history_events": history,
             "avg_message_bytes": round(avg_bytes),
