@@ -55,15 +55,20 @@ def slot_runs(slots: Sequence[int]) -> SlotRuns:
 class FirstSample:
     """The sample of a batch of one slot that starts its ring entry, the same for every
     feature of the batch: ``take`` picks the values with the ``SLOT_SAMPLE`` smallest hashes
-    (ties: the earlier value) in hash order, as tuples in C; ``hashes`` are theirs.
+    (ties: the earlier value) in hash order, as tuples in C; ``hashes`` are theirs. For an
+    entry already full, :meth:`below` finds the few values that can still enter it.
 
     >>> first = FirstSample.of([9, 3, 7] * 30)
     >>> first.hashes[:3], first.take(list(range(90)))[:3]
     ((3, 3, 3), (1, 4, 7))
+    >>> first.below(7)[:4]
+    [1, 4, 7, 10]
     """
 
     take: Callable[[Sequence[Any]], tuple[Any, ...]]
     hashes: tuple[int, ...]
+    batch_hashes: list[int]
+    _below: dict[int, list[int]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def of(cls, hashes: list[int]) -> FirstSample | None:
@@ -72,7 +77,18 @@ class FirstSample:
             return None
         order = sorted(range(len(hashes)), key=hashes.__getitem__)  # stable
         take = operator.itemgetter(*order[:SLOT_SAMPLE])
-        return cls(take, take(hashes))
+        return cls(take, take(hashes), hashes)
+
+    def below(self, cut: int) -> list[int]:
+        """The batch's indices whose hash is below ``cut``, in order: all that can enter a
+        full sample whose largest hash is ``cut``. Remembered per cut: every feature present
+        in the same events keeps the same sample, so a batch usually has one cut, and its
+        features pair up the few values that pass instead of all of them (a dense stream's
+        samples are full after its first batch of the hour)."""
+        hit = self._below.get(cut)
+        if hit is None:
+            hit = self._below[cut] = [k for k, h in enumerate(self.batch_hashes) if h < cut]
+        return hit
 
 
 @dataclass
@@ -139,13 +155,23 @@ class RecentSlots:
             slot = slots[0]
             i = slot % RECENT_SLOTS
             starts = self.ids[i] < slot or (self.ids[i] == slot and not self.samples[i])
-            if first is not None and starts:
-                # What _add_run leaves: the stably sorted batch's first SLOT_SAMPLE.
-                self.ids[i] = slot
-                self.samples[i] = list(zip(first.hashes, first.take(values), strict=True))
-                self._arrays.pop(i, None)
-                self._encoded.pop(i, None)
-                return
+            if first is not None:
+                if len(values) != len(first.batch_hashes):
+                    raise ValueError("a value for each hash of the batch")
+                if starts:
+                    # What _add_run leaves: the stably sorted batch's first SLOT_SAMPLE.
+                    self.ids[i] = slot
+                    self.samples[i] = list(zip(first.hashes, first.take(values), strict=True))
+                    self._arrays.pop(i, None)
+                    self._encoded.pop(i, None)
+                    return
+                sample = self.samples[i]
+                if self.ids[i] == slot and len(sample) == SLOT_SAMPLE:
+                    # What _add_run keeps of them all: those under the largest kept hash.
+                    self._add_run(
+                        slot, [(hashes[k], values[k]) for k in first.below(sample[-1][0])]
+                    )
+                    return
             self._add_run(slot, list(zip(hashes, values, strict=True)))
             return
         for top, ks in slot_runs(slots) if runs is None else runs:

@@ -130,7 +130,7 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
     ties, a full sample that nothing new gets into) keep the samples, and the arrays and
     bytes derived from them, of adding each value alone."""
     rng = np.random.default_rng(21)
-    fresh_entries = 0
+    fresh_entries = full_entries = 0
     for numeric, ordered in ((True, False), (False, False), (True, True), (False, True)):
         one, many = RecentSlots(), RecentSlots()
         for step in range(300):
@@ -146,6 +146,13 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
             order = FirstSample.of(hashes) if ordered and len(set(slots)) == 1 else None
             if order is not None and step % 6 == 0:
                 fresh_entries += 1  # the batch starts its ring entry: the sorted-once path
+            entry = slots[0] % RECENT_SLOTS
+            if (
+                order is not None
+                and many.ids[entry] == slots[0]
+                and len(many.samples[entry]) == SLOT_SAMPLE
+            ):
+                full_entries += 1  # its entry is full: only the batch's smaller hashes pair up
             runs = slot_runs(slots) if ordered and len(set(slots)) > 1 else None
             many.add_many(slots, hashes, values, order, runs)
             for s, h, v in zip(slots, hashes, values, strict=True):
@@ -158,7 +165,7 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
                     if got is not None and want is not None:
                         assert got[1] == want[1] and np.array_equal(got[0], want[0])
             assert many.to_bytes(numeric) == one.to_bytes(numeric), (numeric, step)
-    assert fresh_entries >= 10
+    assert fresh_entries >= 10 and full_entries >= 10
 
 
 _JSON = st.recursive(
