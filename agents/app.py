@@ -124,6 +124,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         faust_compat.probes.kafka_start_lookup(kafka, settings.app_id),  # Faust's group id
     )
     faust_compat.fetch_timeout.install_fetch_timeout(settings.fetch_timeout_seconds)
+    faust_compat.eager_delivery.install()  # no four tasks a message in the fetch loop
     if 0 < settings.stall_seconds <= settings.fetch_timeout_seconds:
         log.warning(
             "DRIFTWATCH_FETCH_TIMEOUT_SECONDS (%g) is not under DRIFTWATCH_STALL_SECONDS (%g): "

@@ -19,6 +19,8 @@ Environment:
 * ``BENCH_SESSION_TIMEOUT`` / ``BENCH_HEARTBEAT_INTERVAL``: seconds (6 / 1)
 * ``BENCH_PER_MESSAGE``: predictions each message carries (1; envelopes: their size), so the
   counter counts predictions like the worker's without decoding anything
+* ``BENCH_EAGER_DELIVERY``: set (non-empty) to deliver messages as the driftwatch worker does
+  (``agents.faust_compat.eager_delivery``); unset, the agent is plain Faust (the yardstick)
 """
 
 from __future__ import annotations
@@ -68,6 +70,10 @@ def create_noop_app(registry: CollectorRegistry) -> faust.App:
         value_serializer="raw",
         partitions=partitions,
     )
+    if os.environ.get("BENCH_EAGER_DELIVERY"):  # the worker's delivery, for bench.eager_delivery
+        from agents.faust_compat import eager_delivery
+
+        eager_delivery.install()
     events = Counter("bench_noop_events", "Events seen by the no-op agent", registry=registry)
 
     @app.agent(topic, name="noop")

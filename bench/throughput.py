@@ -662,7 +662,7 @@ def _timed(what: str, fn: Callable[[], Any]) -> tuple[Any, float]:
 
 
 @contextlib.contextmanager
-def _broker(workdir: Path) -> Iterator[tuple[str, str]]:
+def bench_broker(workdir: Path) -> Iterator[tuple[str, str]]:
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     if external:
         yield external, "external"
@@ -706,7 +706,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     engine: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="driftwatch-bench-") as tmp:
         workdir = Path(tmp)
-        with _broker(workdir) as (bootstrap, broker_kind):
+        with bench_broker(workdir) as (bootstrap, broker_kind):
             _log(f"broker {bootstrap} ({broker_kind})")
             topics = (raw_topic, noop_topic, dw_topic) if with_noop else (raw_topic, dw_topic)
             ensure_topics(bootstrap, {t: partitions for t in topics})

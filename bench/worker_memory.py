@@ -38,8 +38,8 @@ from bench.throughput import (
     MODELS,
     START,
     TENANTS,
-    _broker,
     _log,
+    bench_broker,
     driftwatch_worker,
     machine_info,
     metric_sum,
@@ -109,7 +109,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     checkpoints: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="driftwatch-mem-") as tmp:
         workdir = Path(tmp)
-        with _broker(workdir) as (bootstrap, broker_kind):
+        with bench_broker(workdir) as (bootstrap, broker_kind):
             _log(f"broker {bootstrap} ({broker_kind})")
             ensure_topics(bootstrap, {f"{prefix}predictions": PARTITIONS})
             started = time.perf_counter()

@@ -11,6 +11,7 @@ package touches a private name of Faust, mode or aiokafka (``tests/unit/test_lay
 - :mod:`.bulk_writes`: a batch's table writes into RocksDB and the changelog in record
   batches, not one Faust send per key;
 - :mod:`.fetch_timeout`: fetches the broker leaves unanswered are sent again;
+- :mod:`.eager_delivery`: the fetch loop delivers a message without four tasks for it;
 - :mod:`.read_ahead`: the agents' read-ahead bounded by bytes;
 - :mod:`.rocksdb_memory`: one block cache and memtable budget for all of a worker's stores;
 - :mod:`.probes`: the broker asked directly where Faust's bookkeeping cannot be trusted;
@@ -26,6 +27,7 @@ from agents.faust_compat import (
     bulk_writes,
     counters,
     current_event,
+    eager_delivery,
     fetch_timeout,
     guards,
     introspection,
@@ -40,6 +42,7 @@ __all__ = [
     "bulk_writes",
     "counters",
     "current_event",
+    "eager_delivery",
     "fetch_timeout",
     "guards",
     "introspection",

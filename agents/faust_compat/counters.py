@@ -18,4 +18,6 @@ held whole, read again), ``fetch_unanswered`` (a fetch the broker left unanswere
 ``changelog_batch_failed`` (a batch of table writes the changelog did not take: the write
 stores none of its values and fails, and the agent batch that made them is read again),
 ``write_without_partition`` (table writes no code gave a partition to, outside of any event:
-dropped and logged, a bug to report)."""
+dropped and logged, a bug to report), ``delivery_waited`` (a fetched message whose delivery
+to its streams had to wait - a full stream queue, flow control, the producer's buffer - and
+so went on under Faust's ``wait_first``: :mod:`.eager_delivery`)."""

@@ -1,0 +1,186 @@
+"""Faust's fetch loop hands each message to its topic's streams without four tasks a message.
+
+Faust's ``Consumer._drain_messages`` delivers every fetched message with
+``await self.wait_first(callback(message), self.suspend_flow.wait())``: four new tasks (the
+delivery, the flow's wait, the consumer's stopped and crashed waits), an ``asyncio.wait`` and
+three cancellations, so that a delivery blocked on a full stream queue is given up when a
+rebalance suspends the flow. Nearly every delivery never blocks: it decodes the message and
+puts it in a queue with room. Those cost ~15 % of a worker's interpreter time on single-event
+messages (``py-spy --gil``: the no-op Faust agent pays the same per message).
+
+:func:`install` replaces the loop with the same loop (faust-streaming 0.15.3's, read line by
+line) whose delivery is started eagerly, as Python 3.12's eager tasks do: the delivery
+coroutine runs at once until it finishes or first waits. Finished, nothing else is made; if
+it waits (a full queue, flow control, the producer's buffer), the rest of it runs exactly as
+before, under ``wait_first`` with the flow's wait, from the point where it stopped
+(:class:`Resumed`). The loop also goes on yielding to the event loop every 100 messages, as
+Faust's does, so the streams keep draining their queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Coroutine, Generator
+from typing import Any, Generic, TypeVar, cast
+
+from mode import Service
+
+from agents.faust_compat.counters import COUNTERS
+from agents.faust_compat.version import check_version
+
+_installed = False
+ORIGINAL: Any = None
+"""Faust's own loop, once :func:`install` replaced it (its test compares the two)."""
+
+
+T = TypeVar("T")
+
+
+class Resumed(Generic[T]):
+    """The rest of a coroutine stepped once by hand (it yielded ``pending``): awaiting this
+    yields ``pending`` to the awaiting task and then drives the coroutine on, as ``await``
+    would have from the start.
+
+    >>> async def two_steps() -> int:
+    ...     await asyncio.sleep(0)
+    ...     return 7
+    >>> coro = two_steps()
+    >>> pending = coro.send(None)  # it waits: sleep(0) yields None to the loop
+    >>> async def main() -> int:
+    ...     return await Resumed(coro, pending)
+    >>> asyncio.run(main())
+    7
+    """
+
+    def __init__(self, coro: Coroutine[Any, Any, T], pending: Any) -> None:
+        self.coro = coro
+        self.pending = pending
+
+    def __await__(self) -> Generator[Any, Any, T]:
+        coro, pending = self.coro, self.pending
+        while True:
+            try:
+                sent = yield pending
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as exc:  # a cancellation, thrown in where it waits
+                try:
+                    pending = coro.throw(exc)
+                except StopIteration as done:
+                    return cast(T, done.value)
+                continue
+            try:
+                pending = coro.send(sent)
+            except StopIteration as done:
+                return cast(T, done.value)
+
+
+def start_eagerly(coro: Coroutine[Any, Any, T]) -> Resumed[T] | None:
+    """Run ``coro`` until it finishes (None: its result is dropped) or first waits (what is
+    left of it); what it raises, this raises."""
+    try:
+        pending = coro.send(None)
+    except StopIteration:
+        return None
+    return Resumed(coro, pending)
+
+
+def install() -> None:
+    """Replace Faust's fetch loop (once per process)."""
+    global _installed
+    if _installed:
+        return
+    check_version()
+    from faust.transport import consumer as consumer_mod
+
+    global ORIGINAL
+    ORIGINAL = consumer_mod.Consumer._drain_messages
+    consumer_mod.Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
+    _installed = True
+
+
+async def _drain_messages(self: Any, fetcher: Any) -> None:
+    """faust-streaming 0.15.3's ``Consumer._drain_messages``, but for the delivery (see the
+    module's docstring); every other line as it is there."""
+    from faust.transport.consumer import CONSUMER_FETCHING
+
+    callback = self.callback
+    getmany = self.getmany
+    consumer_should_stop = cast(Service, self)._stopped.is_set
+    fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
+
+    get_read_offset = self._read_offset.__getitem__
+    set_read_offset = self._read_offset.__setitem__
+    flag_consumer_fetching = CONSUMER_FETCHING
+    set_flag = self.diag.set_flag
+    unset_flag = self.diag.unset_flag
+    commit_every = self._commit_every
+    acks_enabled_for = self.app.topics.acks_enabled_for
+
+    yield_every = 100
+    num_since_yield = 0
+    sleep = asyncio.sleep
+
+    try:
+        while not (consumer_should_stop() or fetcher_should_stop()):
+            set_flag(flag_consumer_fetching)
+            ait = cast(AsyncIterator, getmany(timeout=1.0))  # type: ignore[type-arg]
+
+            # Sleeping because sometimes getmany is called in a loop
+            # never releasing to the event loop
+            await self.sleep(0)
+            if not self.should_stop:
+                async for tp, message in ait:
+                    num_since_yield += 1
+                    if num_since_yield > yield_every:
+                        await sleep(0)
+                        num_since_yield = 0
+
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is None or offset >= r_offset:
+                        gap = offset - (r_offset or 0)
+                        # We have a gap in income messages
+                        if gap > 1 and r_offset:
+                            acks_enabled = acks_enabled_for(message.topic)
+                            if acks_enabled:
+                                await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None:  # noqa: SIM102  (Faust's lines)
+                            if self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                        rest = start_eagerly(callback(message))
+                        if rest is not None:
+                            COUNTERS["delivery_waited"] += 1
+                            await self.wait_first(rest, self.suspend_flow.wait())
+                        set_read_offset(tp, offset)
+                    else:
+                        self.log.dev(
+                            "DROPPED MESSAGE ROFF %r: k=%r v=%r",
+                            offset,
+                            message.key,
+                            message.value,
+                        )
+                unset_flag(flag_consumer_fetching)
+
+    except self.consumer_stopped_errors:
+        if self.transport.app.should_stop:
+            # we're already stopping so ignore
+            self.log.info("Broker stopped consumer, shutting down...")
+            return
+        raise
+    except asyncio.CancelledError:
+        if self.transport.app.should_stop:
+            # we're already stopping so ignore
+            self.log.info("Consumer shutting down for user cancel.")
+            return
+        raise
+    except Exception as exc:
+        self.log.exception("Drain messages raised: %r", exc)
+        raise
+    finally:
+        unset_flag(flag_consumer_fetching)
+
+
+__all__ = ["Resumed", "install", "start_eagerly"]
