@@ -26,11 +26,9 @@ from typing import Any, TypeVar
 from agents.alerts import incident_alert, rank_notices
 from agents.dead_letters import DeadLetters, Rejected
 from agents.envelopes import JoinFrame, batch_join
-from agents.faust_compat import bulk_writes
+from agents.faust_compat import bulk_writes, direct_reads
 from agents.faust_compat.current_event import (
     PartitionContext,
-    read_done,
-    read_in,
     set_current_event,
 )
 from agents.metrics import WorkerMetrics
@@ -54,19 +52,12 @@ class TableStore:
 
     def __init__(self, table: Any) -> None:
         self.table = table
+        self._direct = direct_reads.direct_capable(table)
 
     def get(self, key: str, partition: int | None = None) -> bytes | None:
         """``key``'s value in ``partition``'s store (Faust reads the partition of the current
         event, which is not always the one the key belongs to), else the current event's."""
-        if partition is None:
-            value = self.table.get(key.encode())
-        else:
-            token = read_in(partition)
-            try:
-                value = self.table.get(key.encode())
-            finally:
-                read_done(token)
-        return None if value is None else bytes(value)
+        return direct_reads.read(self.table, key.encode(), partition, self._direct)
 
     async def write_all(self, writes: Iterable[Write]) -> None:
         """Persist ``writes`` in order, each in its own partition (those without one: the

@@ -10,6 +10,7 @@ package touches a private name of Faust, mode or aiokafka (``tests/unit/test_lay
   delivered;
 - :mod:`.bulk_writes`: a batch's table writes into RocksDB and the changelog in record
   batches, not one Faust send per key;
+- :mod:`.direct_reads`: a table read straight from its partition's RocksDB;
 - :mod:`.fetch_timeout`: fetches the broker leaves unanswered are sent again;
 - :mod:`.eager_delivery`: the fetch loop delivers a message without four tasks for it;
 - :mod:`.read_ahead`: the agents' read-ahead bounded by bytes;
@@ -27,6 +28,7 @@ from agents.faust_compat import (
     bulk_writes,
     counters,
     current_event,
+    direct_reads,
     eager_delivery,
     fetch_timeout,
     guards,
@@ -42,6 +44,7 @@ __all__ = [
     "bulk_writes",
     "counters",
     "current_event",
+    "direct_reads",
     "eager_delivery",
     "fetch_timeout",
     "guards",

@@ -11,7 +11,7 @@ import faust
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from agents.faust_compat import bulk_writes
+from agents.faust_compat import bulk_writes, direct_reads
 from runtime.topics import ensure_topics
 
 ITEMS: list[tuple[bytes, bytes | None]] = [
@@ -92,3 +92,10 @@ def test_bulk_writes_leave_the_changelog_faust_writes(
             b"3", None, b"x" * 3000, None, None]  # fmt: skip
     tp = faust.types.TP(topic, 1)
     assert store.persisted_offset(tp) == len(EXPECTED_BULK) - 1
+    # Reads straight from a partition's RocksDB answer what Faust's table.get answers.
+    assert direct_reads.direct_capable(table)
+    for partition in (0, 1):
+        for key in (b"a", b"b", b"c", b"d", b"never"):
+            faust_read = direct_reads.read(table, key, partition, direct=False)
+            assert direct_reads.read(table, key, partition, direct=True) == faust_read
+            assert faust_read == {b"a": b"3", b"c": b"x" * 3000}.get(key)
