@@ -44,6 +44,7 @@ from faust.types import TP
 
 from agents.faust_compat.counters import COUNTERS
 from agents.faust_compat.current_event import PartitionContext
+from agents.faust_compat.direct_reads import direct_capable
 from agents.faust_compat.version import check_version
 
 check_version()
@@ -60,15 +61,9 @@ def _partition_now() -> int | None:
 
 
 def _bulk_capable(table: Any) -> bool:
-    store = getattr(table, "data", None)
     return (
-        hasattr(store, "_db_for_partition")
+        direct_capable(table)  # a plain raw-bytes table in RocksDB partitions
         and hasattr(table, "changelog_topic")
-        and table.key_serializer == "raw"
-        and table.value_serializer == "raw"
-        and not table.use_partitioner
-        and not table.is_global
-        and table.window is None
         and not table.app.in_transaction
         and getattr(table.app.producer, "_producer", None) is not None
     )
