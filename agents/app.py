@@ -286,7 +286,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             shared_memory,
         )
     )
-    store = TableStore(window_table)
+    store = TableStore(window_table, settings.changelog_max_batch_bytes)
     # The registry's feature importances reach a worker on model-events, which its API's
     # catalog reads: the engine asks it (once the API is installed below; without an API the
     # incidents rank by the features' association with the score).
@@ -328,7 +328,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     perf_config = settings.performance_config()
     joins = JoinProcessor(
         config=JoinConfig(retention_days=perf_config.join_retention_days),
-        store=TableStore(join_table),
+        store=TableStore(join_table, settings.changelog_max_batch_bytes),
         metrics=metrics,
         dead_letters=dead_letter_path,
         send_labeled=send_labeled,
@@ -338,7 +338,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         outcomes_topic=settings.topic(OUTCOMES),
         partitions=settings.partitions,
     )
-    performance_store = TableStore(performance_table)
+    performance_store = TableStore(performance_table, settings.changelog_max_batch_bytes)
     performance = PerformanceProcessor(
         monitor=PerformanceMonitor(perf_config, performance_store),
         store=performance_store,
@@ -351,7 +351,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     webhook = webhook_notifier(settings, metrics)
     notifier = AlertNotifier(
         webhook=webhook,
-        store=TableStore(delivery_table),
+        store=TableStore(delivery_table, settings.changelog_max_batch_bytes),
         metrics=metrics,
         send_alert=send_alert,
         source_topic=settings.topic(ALERTS),

@@ -256,9 +256,16 @@ class Settings:
     producer_max_batch_bytes: int = _env(
         "DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES",
         16384,
-        "Producer batch size. The embedded broker reports a partition's end as the start of "
-        "its last batch, so Faust's changelog recovery on it skips the rest of that batch; "
-        "tests that restore from the changelog there set 1 (one record per batch).",
+        "Producer batch size, for every topic the worker writes (the tables' changelogs too, "
+        "unless `DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES` is set).",
+    )
+    changelog_max_batch_bytes: int = _env(
+        "DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES",
+        0,
+        "Record batch size of the tables' changelogs (0: the producer's). The embedded broker "
+        "reports a partition's end as the start of its last batch, so Faust's changelog "
+        "recovery on it skips the rest of that batch; tests that restore from the changelog "
+        "there set 1 (one record per batch), and leave every other topic batched.",
     )
     standby_replicas: int = _env(
         "DRIFTWATCH_STANDBY_REPLICAS",

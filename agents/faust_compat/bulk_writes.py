@@ -8,8 +8,9 @@ RocksDB). The join writes one record per prediction, and that path cost about 10
 record: a quarter of the worker's time with envelopes of 500 (``bench.throughput``).
 
 Here the same records go in the same order, per partition: to the changelog as aiokafka
-record batches of the producer's ``max_batch_size`` (``DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES``:
-at 1, one record per batch, as the tests that restore on the embedded broker need); once the
+record batches of ``batch_bytes`` (``DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES``; by default the
+producer's ``max_batch_size``; at 1, one record per batch, as the tests that restore on the
+embedded broker need, while the producer's other topics stay batched); once the
 broker has them all, into the partition's store (and Faust's key index), then the persisted
 offset, as Faust's callback writes it per record. The records are Faust's (raw keys and
 values, a delete a ``None`` value), so its recovery and standbys read them as before; one
@@ -38,6 +39,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError
+from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 from faust.streams import current_event
 from faust.types import TP
@@ -69,7 +71,9 @@ def _bulk_capable(table: Any) -> bool:
     )
 
 
-async def write(table: Any, groups: Mapping[int | None, Sequence[Item]]) -> None:
+async def write(
+    table: Any, groups: Mapping[int | None, Sequence[Item]], batch_bytes: int = 0
+) -> None:
     """Write each partition's items (in order) to ``table`` and its changelog; ``None``: the
     current event's partition (Faust's rule), and where there is none the items are dropped,
     logged and counted (Faust would raise, and the agent fail again on the same batch: state
@@ -109,7 +113,7 @@ async def write(table: Any, groups: Mapping[int | None, Sequence[Item]]) -> None
     try:
         for partition, records in resolved.items():
             sent[partition] = []
-            await _send(producer, TP(topic, partition), records, sent[partition])
+            await _send(producer, TP(topic, partition), records, sent[partition], batch_bytes)
         futures = [future for batches in sent.values() for future, _ in batches]
         results = await asyncio.gather(*futures, return_exceptions=True)
     except BaseException:  # a send refused, or cancelled (a stop, a rebalance)
@@ -161,17 +165,32 @@ def _count_failure(future: asyncio.Future[Any]) -> None:
         log.error("a changelog batch failed: %r", future.exception())
 
 
+def _new_batch(producer: Any, batch_bytes: int) -> Any:
+    """An empty record batch of ``batch_bytes`` (0: the producer's own size). Never
+    transactional: bulk writes are not used in a transaction (:func:`_bulk_capable`)."""
+    if batch_bytes <= 0:
+        return producer.create_batch()
+    return BatchBuilder(
+        batch_bytes, producer._message_accumulator._compression_type, is_transactional=False,
+        key_serializer=producer._key_serializer, value_serializer=producer._value_serializer,
+    )  # fmt: skip
+
+
 async def _send(
-    producer: Any, tp: TP, records: Sequence[Item], out: list[tuple[asyncio.Future[Any], int]]
+    producer: Any,
+    tp: TP,
+    records: Sequence[Item],
+    out: list[tuple[asyncio.Future[Any], int]],
+    batch_bytes: int = 0,
 ) -> None:
     """Hand ``records`` to the producer as record batches (closed, so that no other send
     joins them); appends each batch's future and record count to ``out``, in order, as it
     is handed over (so a caller interrupted half-way knows what was)."""
-    batch, count = producer.create_batch(), 0
+    batch, count = _new_batch(producer, batch_bytes), 0
     for key, value in records:
         if batch.append(key=key, value=value, timestamp=None) is None:
             out.append((await _submit(producer, tp, batch), count))
-            batch, count = producer.create_batch(), 0
+            batch, count = _new_batch(producer, batch_bytes), 0
             # The first record of a batch always fits, whatever the batch size.
             batch.append(key=key, value=value, timestamp=None)
         count += 1

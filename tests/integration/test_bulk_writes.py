@@ -99,3 +99,43 @@ def test_bulk_writes_leave_the_changelog_faust_writes(
             faust_read = direct_reads.read(table, key, partition, direct=False)
             assert direct_reads.read(table, key, partition, direct=True) == faust_read
             assert faust_read == {b"a": b"3", b"c": b"x" * 3000}.get(key)
+
+
+@pytest.mark.parametrize("batch_bytes", [0, 1])
+def test_the_changelog_has_its_own_batch_size(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, batch_bytes: int
+) -> None:
+    """With the producer at 16 KiB, a changelog batch size of 1 sends one record per batch
+    (the embedded broker's restore tests need it, and the other topics stay batched); 0 keeps
+    the producer's size: all nine records in one batch. The broker's end offset counts them
+    all either way on Kafka; on the embedded broker only one record per batch makes it so."""
+    app = faust.App(f"{unique_prefix}-size", broker=f"kafka://{kafka_bootstrap}",
+                    store="rocksdb://", datadir=str(tmp_path), autodiscover=False,
+                    producer_max_batch_size=16384)  # fmt: skip
+    table: Any = app.Table("state", key_type=bytes, value_type=bytes, partitions=1,
+                           options={"driver": "rocksdict"})  # fmt: skip
+    topic = table.changelog_topic.get_topic_name()
+    ensure_topics(kafka_bootstrap, {topic: 1})
+    sent: list[tuple[asyncio.Future[Any], int]] = []
+
+    async def go() -> None:
+        await app.producer.start()
+        try:
+            producer = app.producer._producer  # type: ignore[attr-defined]
+            await bulk_writes._send(producer, faust.types.TP(topic, 0), ITEMS, sent, batch_bytes)
+            await asyncio.gather(*(future for future, _ in sent))
+        finally:
+            await app.producer.stop()
+
+    asyncio.run(go())
+    assert [n for _, n in sent] == ([1] * len(ITEMS) if batch_bytes == 1 else [len(ITEMS)])
+    assert len(changelog(kafka_bootstrap, topic, 0, f"{unique_prefix}-gs", len(ITEMS))) == len(
+        ITEMS
+    )
+    if batch_bytes == 1:
+        consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{topic}-wm"})
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+        finally:
+            consumer.close()
+        assert high == len(ITEMS)

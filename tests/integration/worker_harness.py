@@ -66,10 +66,11 @@ class WorkerProcess:
             "DRIFTWATCH_RECOVERY_CONSISTENCY_CHECK": (
                 "true" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else "false"
             ),
-            # ...and recovery stops at that under-reported end: one record per batch makes it
-            # exact, so a restore from the changelog loses nothing there either.
-            "DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES": (
-                "16384" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else "1"
+            # ...and recovery stops at that under-reported end: one record per changelog
+            # batch makes it exact, so a restore from the changelog loses nothing there either
+            # (the other topics stay batched).
+            "DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES": (
+                "0" if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else "1"
             ),
             **FAST_DETECTION,
             **self.extra_env,

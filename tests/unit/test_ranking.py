@@ -219,6 +219,7 @@ def test_score_batch_is_bit_identical_to_one_feature_at_a_time() -> None:
     scores, a window that already has pairs, batches of one."""
     rng = np.random.default_rng(7)
     extended: list[tuple[list[float], list[Any]]] = []  # (handed to a summary, expected)
+    handed = 0
 
     def hand_to(expected: list[Any]) -> Callable[[np.ndarray], None]:
         return lambda arr: extended.append((arr.tolist(), expected))
@@ -267,6 +268,9 @@ def test_score_batch_is_bit_identical_to_one_feature_at_a_time() -> None:
         assert [json.dumps(a.to_json()) for a in one] == [json.dumps(b.to_json()) for b in bulk]
         # A numeric summary is handed its present values, in order, as an array.
         assert [json.dumps(got) for got, _ in extended] == [json.dumps(p) for _, p in extended]
+        handed += len(extended)
+        extended.clear()
+    assert handed > 300, "the numeric summaries were never handed their values"
 
 
 def test_incident_ranking_fields_round_trip_and_old_bytes_stay_readable() -> None:

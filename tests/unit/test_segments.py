@@ -12,6 +12,7 @@ from importlib import resources
 
 import jsonschema
 import numpy as np
+import pytest
 
 from agents.alerts import incident_alert
 from agents.state_files import describe_state
@@ -257,13 +258,22 @@ def test_live_batches_and_backtest_give_the_same_drift_events_and_api_rows() -> 
     assert {f["feature"] for f in status["features"]} == {"x0", "x1", "c0", "country"}
 
 
-def test_state_bytes_do_not_depend_on_batching_missing_features_or_replays() -> None:
+@pytest.mark.parametrize(
+    ("per_day", "config"),
+    [
+        (500, dataclasses.replace(CONFIG, min_window_count=20)),  # IT's ~25 a day tested
+        pytest.param(1_200, CONFIG, marks=pytest.mark.slow),
+    ],
+)  # the reference flushes after every event: 21,600 of them cost a minute
+def test_state_bytes_do_not_depend_on_batching_missing_features_or_replays(
+    per_day: int, config: EngineConfig
+) -> None:
     """One event at a time and flushed each time, against uneven batches with some features
     absent from some events and every fifth batch delivered twice (a replay after a crash):
     the same bytes for every key in the store."""
     rng = np.random.default_rng(9)
     events = []
-    for e in segmented(seed=7, days=18, per_day=1_200, shift_at=16.25):
+    for e in segmented(seed=7, days=18, per_day=per_day, shift_at=16.25):
         drop = rng.random()
         features = dict(e.features)
         if drop < 0.1 or features["country"] == "D":
@@ -272,13 +282,13 @@ def test_state_bytes_do_not_depend_on_batching_missing_features_or_replays() -> 
             del features["country"]  # or the segment column itself
         events.append(dataclasses.replace(e, features=features))
     one = MemoryStore()
-    engine = DriftEngine(CONFIG, one)
+    engine = DriftEngine(config, one)
     singly = []
     for offset, e in enumerate(events):
         singly += engine.observe(e, (0, offset))
         one.apply(engine.flush())
     many = MemoryStore()
-    engine = DriftEngine(CONFIG, many)
+    engine = DriftEngine(config, many)
     batched: list[DriftEvent] = []
     i = k = 0
     sizes = [3, 250, 1, 40, 700]
