@@ -27,6 +27,7 @@ from streams.incidents import IncidentBook
 from streams.keyed_state import (
     Position,
     Run,
+    dump_json,
     guard,
     guard_many,
     load_json,
@@ -245,7 +246,7 @@ class FeatureWindow:
             header["r"] = self.results
         if self.assoc is not None:
             header["a"] = self.assoc.to_json()
-        head = json.dumps(header, separators=(",", ":")).encode()
+        head = dump_json(header)
         recent = b"" if self.recent is None else self.recent.to_bytes(self.kind == "numeric")
         summary = self.summary.to_bytes()
         return struct.pack("<III", len(head), len(recent), len(summary)) + head + recent + summary
@@ -329,7 +330,7 @@ class StreamState:
     (kinds are never removed or changed, so a shape stays valid)."""
 
     def to_bytes(self) -> bytes:
-        return json.dumps(
+        return dump_json(
             {
                 "t": self.tenant,
                 "m": self.model,
@@ -349,9 +350,8 @@ class StreamState:
                 "se": [[slot, n] for slot, n in sorted(self.slot_events.items())],
                 "i": self.incidents.to_json(),
             }
-            | self._segments_json(),
-            separators=(",", ":"),
-        ).encode()
+            | self._segments_json()
+        )
 
     def _segments_json(self) -> dict[str, object]:
         if not (self.segments or self.segment_values or self.segment_counts):

@@ -193,3 +193,28 @@ def test_stored_json_reads_back_as_the_standard_library_reads_it(value: object) 
     got = load_json(raw)
     assert json.dumps(got) == json.dumps(expected)
     assert type(got) is type(expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        _JSON | st.sampled_from(["null", "\udc80", "é", 1e-05, 1e300, 2**63 - 1, -(2**63)]),
+        lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+        max_leaves=20,
+    )
+)
+def test_stored_json_is_written_so_it_reads_back_as_the_standard_library_wrote_it(
+    value: object,
+) -> None:
+    """``dump_json`` (orjson first, the standard library where orjson would write a NaN or
+    infinity as null or refuses) reads back, through ``load_json``, as what ``json.dumps``
+    wrote reads back: non-finite floats, unpaired surrogates and the text "null" included
+    (integers within 64 bits, as ``load_json`` reads them); and it takes orjson's way when
+    nothing asks otherwise."""
+    from streams.keyed_state import dump_json, load_json
+
+    expected = json.loads(json.dumps(value, separators=(",", ":")))
+    got = load_json(dump_json(value))
+    assert json.dumps(got) == json.dumps(expected)
+    assert type(got) is type(expected)
+    assert dump_json({"p": 1e-05}) == b'{"p":0.00001}'  # orjson's spelling: its way taken
