@@ -181,7 +181,8 @@ def test_late_outcomes_join_raise_performance_drift_and_survive_sigkill(
         lo = parse_timestamp(h["window_start"])
         day = int((lo - START) // DAY)
         in_window = [p for p in predictions if lo <= p.timestamp < lo + DAY]
-        joined = [(by_id[o.event_id], o.label) for o in outcomes if by_id[o.event_id] in in_window]
+        ids = {p.event_id for p in in_window}
+        joined = [(by_id[o.event_id], o.label) for o in outcomes if o.event_id in ids]
         assert h["predictions"] == len(in_window), day
         assert h["labelled"] == len(joined), day
         y = np.array([int(label) for _, label in joined])

@@ -5,6 +5,7 @@ alone, the same live and in a backtest, silent on null streams."""
 from __future__ import annotations
 
 import dataclasses
+import gc
 import math
 from collections.abc import Callable, Iterator
 
@@ -234,6 +235,27 @@ def test_remembered_rank_sums_are_the_computed_ones_and_bounded() -> None:
     base.add_many(rng.normal(3, 1, 500))  # a live one-window baseline grows
     moved = sums(slots[-1], base)
     assert moved == math.fsum((mid_ranks(slots[-1], base) - 0.5).tolist()) != first[-1]
+
+
+def test_a_rank_sum_is_forgotten_with_its_sample() -> None:
+    """What is kept is what the windows hold: a sum goes when its slot's sample does (a
+    sample replaced, a window dropped), whatever the bound, and a new sample that reuses the
+    old one's address is ranked, never served the old sum."""
+    rng = np.random.default_rng(4)
+    base = summary_of(rng.normal(0, 1, 2_000))
+    sums = RankSums()
+    slots = [rng.normal(0, 1, 50) for _ in range(8)]
+    [sums(s, base) for s in slots]
+    assert len(sums) == 8
+    del slots[:5]
+    gc.collect()
+    assert len(sums) == 3
+    assert [sums(s, base) for s in slots] and sums.hits == 3
+    for _ in range(50):  # CPython hands a freed array's address to the next of its size
+        fresh = rng.normal(2, 1, 50)
+        assert sums(fresh, base) == math.fsum((mid_ranks(fresh, base) - 0.5).tolist())
+        del fresh
+    assert sums.hits == 3 and len(sums) == 3
 
 
 def _scan_one_at_a_time(window: SlotSeries | NumericSummary, baseline: NumericSummary) -> object:
