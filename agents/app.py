@@ -286,7 +286,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             shared_memory,
         )
     )
-    store = TableStore(window_table, settings.changelog_max_batch_bytes)
+
+    def table_store(table: Any) -> TableStore:
+        return TableStore(
+            table, settings.changelog_max_batch_bytes, settings.changelog_last_record_alone
+        )
+
+    store = table_store(window_table)
     # The registry's feature importances reach a worker on model-events, which its API's
     # catalog reads: the engine asks it (once the API is installed below; without an API the
     # incidents rank by the features' association with the score).
@@ -328,7 +334,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     perf_config = settings.performance_config()
     joins = JoinProcessor(
         config=JoinConfig(retention_days=perf_config.join_retention_days),
-        store=TableStore(join_table, settings.changelog_max_batch_bytes),
+        store=table_store(join_table),
         metrics=metrics,
         dead_letters=dead_letter_path,
         send_labeled=send_labeled,
@@ -338,7 +344,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         outcomes_topic=settings.topic(OUTCOMES),
         partitions=settings.partitions,
     )
-    performance_store = TableStore(performance_table, settings.changelog_max_batch_bytes)
+    performance_store = table_store(performance_table)
     performance = PerformanceProcessor(
         monitor=PerformanceMonitor(perf_config, performance_store),
         store=performance_store,
@@ -351,7 +357,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     webhook = webhook_notifier(settings, metrics)
     notifier = AlertNotifier(
         webhook=webhook,
-        store=TableStore(delivery_table, settings.changelog_max_batch_bytes),
+        store=table_store(delivery_table),
         metrics=metrics,
         send_alert=send_alert,
         source_topic=settings.topic(ALERTS),

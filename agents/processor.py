@@ -50,11 +50,15 @@ R = TypeVar("R")
 class TableStore:
     """The engine's view of a Faust table whose keys and values are bytes."""
 
-    def __init__(self, table: Any, changelog_batch_bytes: int = 0) -> None:
+    def __init__(
+        self, table: Any, changelog_batch_bytes: int = 0, changelog_last_alone: bool = False
+    ) -> None:
         self.table = table
         self._direct = direct_reads.direct_capable(table)
         self._batch_bytes = changelog_batch_bytes
         """The changelog's record batch size (0: the producer's)."""
+        self._last_alone = changelog_last_alone
+        """Each write's last record of a partition in a changelog batch of its own."""
 
     def get(self, key: str, partition: int | None = None) -> bytes | None:
         """``key``'s value in ``partition``'s store (Faust reads the partition of the current
@@ -69,7 +73,7 @@ class TableStore:
         groups: dict[int | None, list[tuple[bytes, bytes | None]]] = {}
         for w in writes:
             groups.setdefault(w.partition, []).append((w.key.encode(), w.value))
-        await bulk_writes.write(self.table, groups, self._batch_bytes)
+        await bulk_writes.write(self.table, groups, self._batch_bytes, self._last_alone)
 
 
 async def publish_drifts(send: SendFn, metrics: WorkerMetrics, drifts: list[DriftEvent]) -> None:

@@ -262,10 +262,16 @@ class Settings:
     changelog_max_batch_bytes: int = _env(
         "DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES",
         0,
-        "Record batch size of the tables' changelogs (0: the producer's). The embedded broker "
-        "reports a partition's end as the start of its last batch, so Faust's changelog "
-        "recovery on it skips the rest of that batch; tests that restore from the changelog "
-        "there set 1 (one record per batch), and leave every other topic batched.",
+        "Record batch size of the tables' changelogs (0: the producer's).",
+    )
+    changelog_last_record_alone: bool = _env(
+        "DRIFTWATCH_CHANGELOG_LAST_RECORD_ALONE",
+        False,
+        "Send the last record of each table write (per partition) in a changelog batch of its "
+        "own. The embedded broker reports a partition's end as its last batch's first offset "
+        "+ 1, so Faust's changelog recovery on it would skip the rest of that batch; with "
+        "this on, the last batch holds one record and the end is exact. The tests that "
+        "restore from the changelog there turn it on; Apache Kafka does not need it.",
     )
     standby_replicas: int = _env(
         "DRIFTWATCH_STANDBY_REPLICAS",

@@ -24,7 +24,12 @@ event-time join, the expiry clock is the *slower* input's event time (the least 
 partition's latest prediction and latest outcome), so a backlog on one side (a lagging
 producer, a replay, a restart) never expires records the other side is about to match. If
 outcomes stop altogether, records still expire ``STALL_FACTOR`` retentions behind the
-predictions, so the state stays bounded.
+predictions, so the state stays bounded; in a worker only once no outcome has reached the
+partition for ``JoinConfig.stall_grace_seconds`` of its own wall time: event time alone
+cannot tell outcomes that stopped from outcomes still on their way (after a restart with a
+backlog, the agent that routes predictions into the join can be weeks of event time ahead of
+the one that routes outcomes, and the first outcomes then found their predictions expired).
+A backtest, which reads both inputs in event-time order, applies it at once.
 """
 
 from __future__ import annotations
@@ -64,6 +69,10 @@ class JoinConfig:
     retention_days: float = 30.0
     """Predictions wait this long (event time) for their outcome; outcomes for their
     prediction."""
+    stall_grace_seconds: float = 600.0
+    """Wall seconds without an outcome on a partition (counted from the joiner's first
+    expiry, so from a worker's start or a partition's assignment) before its records expire
+    ``STALL_FACTOR`` retentions behind the predictions (:meth:`OutcomeJoiner.expire`)."""
     cached_records: int = 16_384
     """Decoded join records kept between batches (a record is touched by its prediction and
     its outcome, often batches apart; beyond this they are read back from the store)."""
@@ -195,6 +204,9 @@ class OutcomeJoiner:
         """The partition this joiner's keys belong to (its index keys name it)."""
         self.stats = JoinStats()
         self._meta_key = _meta_key(partition)
+        self._quiet_since: float | None = None
+        """Wall time (``expire``'s ``now``) since which no outcome reached this joiner."""
+        self._outcome_seen = False
         # Records, index chunks and the partition's meta: JSON values (the meta's clocks
         # start at -inf, which json writes and reads back).
         self._records: StateCache[dict[str, Any]] = StateCache(
@@ -254,6 +266,7 @@ class OutcomeJoiner:
     def on_outcome(self, event: OutcomeEvent, origin: Position | None = None) -> JoinResult:
         """Join an outcome (``joined`` is None while it waits for its prediction). Raises
         :class:`InvalidEvent` for a duplicate, or for a prediction older than the retention."""
+        self._outcome_seen = True  # whatever becomes of it: the outcomes are flowing
         binary_label(event.label)  # reject unusable labels before touching state
         key = prediction_key(event.event_id)
         record = self._record(key)
@@ -298,13 +311,23 @@ class OutcomeJoiner:
         self._put(key, record)
         return JoinResult(new=True, joined=self._join(prediction, event), home=record.get("home"))
 
-    def expire(self) -> list[ExpiredOutcome]:
+    def _stalled(self, now: float | None) -> bool:
+        """Have outcomes stopped? At once without a wall clock; else after the grace."""
+        if now is None:
+            return True
+        if self._quiet_since is None or self._outcome_seen:
+            self._quiet_since, self._outcome_seen = now, False
+        return now - self._quiet_since >= self.config.stall_grace_seconds
+
+    def expire(self, now: float | None = None) -> list[ExpiredOutcome]:
         """Delete the records made more than ``retention_days`` before this partition's event
-        time; return the outcomes among them that never found their prediction."""
+        time; return the outcomes among them that never found their prediction. ``now``: a
+        worker's monotonic wall clock, for the stall grace (None: no grace, as a backtest)."""
         meta = self._load_meta()
         horizon = self.config.retention_days * DAY
-        clock = max(min(meta["clock"], meta.get("oclock", -math.inf)),
-                    meta["clock"] - STALL_FACTOR * horizon)  # fmt: skip
+        clock = min(meta["clock"], meta.get("oclock", -math.inf))
+        if self._stalled(now):
+            clock = max(clock, meta["clock"] - STALL_FACTOR * horizon)
         gone: list[ExpiredOutcome] = []
         for day_s, count in sorted(meta["days"].items(), key=lambda kv: int(kv[0])):
             day = int(day_s)

@@ -9,8 +9,11 @@ record: a quarter of the worker's time with envelopes of 500 (``bench.throughput
 
 Here the same records go in the same order, per partition: to the changelog as aiokafka
 record batches of ``batch_bytes`` (``DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES``; by default the
-producer's ``max_batch_size``; at 1, one record per batch, as the tests that restore on the
-embedded broker need, while the producer's other topics stay batched); once the
+producer's ``max_batch_size``), each partition's last record in a batch of its own with
+``last_alone`` (``DRIFTWATCH_CHANGELOG_LAST_RECORD_ALONE``: the embedded broker reports a
+partition's end as its last batch's first offset + 1, and a restore stops there; a last
+batch of one record makes that the true end, at one batch more a write rather than a batch
+per record, as a batch size of 1 does); once the
 broker has them all, into the partition's store (and Faust's key index), then the persisted
 offset, as Faust's callback writes it per record. The records are Faust's (raw keys and
 values, a delete a ``None`` value), so its recovery and standbys read them as before; one
@@ -72,7 +75,10 @@ def _bulk_capable(table: Any) -> bool:
 
 
 async def write(
-    table: Any, groups: Mapping[int | None, Sequence[Item]], batch_bytes: int = 0
+    table: Any,
+    groups: Mapping[int | None, Sequence[Item]],
+    batch_bytes: int = 0,
+    last_alone: bool = False,
 ) -> None:
     """Write each partition's items (in order) to ``table`` and its changelog; ``None``: the
     current event's partition (Faust's rule), and where there is none the items are dropped,
@@ -113,7 +119,9 @@ async def write(
     try:
         for partition, records in resolved.items():
             sent[partition] = []
-            await _send(producer, TP(topic, partition), records, sent[partition], batch_bytes)
+            await _send(
+                producer, TP(topic, partition), records, sent[partition], batch_bytes, last_alone
+            )
         futures = [future for batches in sent.values() for future, _ in batches]
         results = await asyncio.gather(*futures, return_exceptions=True)
     except BaseException:  # a send refused, or cancelled (a stop, a rebalance)
@@ -182,10 +190,15 @@ async def _send(
     records: Sequence[Item],
     out: list[tuple[asyncio.Future[Any], int]],
     batch_bytes: int = 0,
+    last_alone: bool = False,
 ) -> None:
     """Hand ``records`` to the producer as record batches (closed, so that no other send
     joins them); appends each batch's future and record count to ``out``, in order, as it
-    is handed over (so a caller interrupted half-way knows what was)."""
+    is handed over (so a caller interrupted half-way knows what was). ``last_alone``: the
+    last record in a batch of its own."""
+    last = None
+    if last_alone and len(records) > 1:
+        records, last = records[:-1], records[-1:]
     batch, count = _new_batch(producer, batch_bytes), 0
     for key, value in records:
         if batch.append(key=key, value=value, timestamp=None) is None:
@@ -196,6 +209,8 @@ async def _send(
         count += 1
     if count:
         out.append((await _submit(producer, tp, batch), count))
+    if last:
+        await _send(producer, tp, last, out, batch_bytes)
 
 
 async def _submit(producer: Any, tp: TP, batch: Any) -> asyncio.Future[Any]:

@@ -101,14 +101,15 @@ def test_bulk_writes_leave_the_changelog_faust_writes(
             assert faust_read == {b"a": b"3", b"c": b"x" * 3000}.get(key)
 
 
-@pytest.mark.parametrize("batch_bytes", [0, 1])
+@pytest.mark.parametrize(("batch_bytes", "last_alone"), [(0, False), (1, False), (0, True)])
 def test_the_changelog_has_its_own_batch_size(
-    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, batch_bytes: int
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, batch_bytes: int, last_alone: bool
 ) -> None:
-    """With the producer at 16 KiB, a changelog batch size of 1 sends one record per batch
-    (the embedded broker's restore tests need it, and the other topics stay batched); 0 keeps
-    the producer's size: all nine records in one batch. The broker's end offset counts them
-    all either way on Kafka; on the embedded broker only one record per batch makes it so."""
+    """With the producer at 16 KiB, a changelog batch size of 1 sends one record per batch;
+    0 keeps the producer's size: all nine records in one batch; the last record alone sends
+    eight and one (what the embedded broker's restore tests need). The broker's end offset
+    counts them all either way on Kafka; on the embedded broker only a last batch of one
+    record makes it so."""
     app = faust.App(f"{unique_prefix}-size", broker=f"kafka://{kafka_bootstrap}",
                     store="rocksdb://", datadir=str(tmp_path), autodiscover=False,
                     producer_max_batch_size=16384)  # fmt: skip
@@ -122,17 +123,20 @@ def test_the_changelog_has_its_own_batch_size(
         await app.producer.start()
         try:
             producer = app.producer._producer  # type: ignore[attr-defined]
-            await bulk_writes._send(producer, faust.types.TP(topic, 0), ITEMS, sent, batch_bytes)
+            tp = faust.types.TP(topic, 0)
+            await bulk_writes._send(producer, tp, ITEMS, sent, batch_bytes, last_alone)
             await asyncio.gather(*(future for future, _ in sent))
         finally:
             await app.producer.stop()
 
     asyncio.run(go())
-    assert [n for _, n in sent] == ([1] * len(ITEMS) if batch_bytes == 1 else [len(ITEMS)])
+    expected = {(0, False): [len(ITEMS)], (1, False): [1] * len(ITEMS),
+                (0, True): [len(ITEMS) - 1, 1]}  # fmt: skip
+    assert [n for _, n in sent] == expected[batch_bytes, last_alone]
     assert len(changelog(kafka_bootstrap, topic, 0, f"{unique_prefix}-gs", len(ITEMS))) == len(
         ITEMS
     )
-    if batch_bytes == 1:
+    if batch_bytes == 1 or last_alone:
         consumer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": f"{topic}-wm"})
         try:
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)

@@ -90,8 +90,9 @@ def test_broker_high_watermark_counts_every_record(
     """Faust restores a table's changelog up to the high watermark the broker reports. The
     embedded broker (Tansu 0.6) under-reports it when the last produce was a batch of several
     records (1 + 5 records: 2, not 6), so a restore can stop before the last records of a
-    table's state; the worker tests therefore write one record per changelog batch on Tansu
-    (``DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES=1`` in ``worker_harness``, see the README). This
+    table's state; the worker tests therefore send each write's last changelog record in a
+    batch of its own on Tansu (``DRIFTWATCH_CHANGELOG_LAST_RECORD_ALONE`` in
+    ``worker_harness``, see the README). This
     test keeps that reason checked: it fails (the strict xfail passes) while Tansu behaves so,
     and passes against Apache Kafka."""
     topic = make_topic("watermark")

@@ -97,8 +97,14 @@ def kill_loop(worker: WorkerProcess, days: int, kills: int, seed: int) -> None:
             produce_recorded(worker.bootstrap, worker.topic("outcomes"),
                              [(o.event_id.encode(), o.to_json()) for o in labels])  # fmt: skip
         if day in kill_days:
-            # A random point: before, during or after the restart's recovery and its batches.
-            time.sleep(rng.uniform(0.0, 6.0))
+            # A random point of the restart's start-up and recovery, or (half the kills) of
+            # its batches: production outruns the worker, so a kill a few seconds after a
+            # start alone would land in start-up every time.
+            if rng.random() < 0.5:
+                worker.wait_processed(1, timeout=120)
+                time.sleep(rng.uniform(0.0, 1.5))
+            else:
+                time.sleep(rng.uniform(0.0, 6.0))
             worker.stop(signal.SIGKILL)
             killed += 1
             if killed % 2 == 0:

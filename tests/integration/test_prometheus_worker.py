@@ -72,12 +72,13 @@ def test_prometheus_scrapes_live_workers_and_the_drift_rule_fires(
     worker.start()
     retrain.start()
     try:
-        wait_ready(worker)
         jobs = {
             "driftwatch-worker": [f"127.0.0.1:{worker.metrics_port}"],
             "driftwatch-retrain-worker": [f"127.0.0.1:{retrain_port}"],
         }
+        # Prometheus starts while the workers do (its first look at its targets comes ~5 s in)
         with PrometheusServer(jobs, rule_files=[RULES]) as prom:
+            wait_ready(worker)
             assert prom.wait_for(
                 lambda: sum(t["health"] == "up" for t in prom.targets()) == 2, timeout=60
             ), prom.targets()

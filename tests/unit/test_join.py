@@ -273,6 +273,29 @@ def test_expiry_waits_for_the_slower_side_but_not_forever() -> None:
     assert b"tomb" in store.data['["p", "p0"]']  # expired: a tombstone now
 
 
+def test_a_worker_waits_out_a_grace_of_wall_time_before_calling_outcomes_stopped() -> None:
+    """Event time cannot tell outcomes that stopped from outcomes on their way: after a
+    restart with a backlog, a partition's predictions can be weeks of event time ahead before
+    its first outcome is routed in. A worker (``now`` given) expires by the predictions alone
+    only once no outcome has come for ``stall_grace_seconds``; an outcome starts it again."""
+    store = MemoryStore()
+    j = OutcomeJoiner(JoinConfig(retention_days=5, stall_grace_seconds=60), store)
+    j.on_prediction(prediction("p0", T0))
+    j.on_prediction(prediction("p1", T0 + 25 * DAY))  # no outcome yet, 5 retentions ahead
+    assert j.expire(now=1000.0) == [] and j.expire(now=1059.0) == []
+    store.apply(j.flush())
+    assert b"tomb" not in store.data['["p", "p0"]']
+    assert j.on_outcome(outcome("p0", T0 + DAY)).joined is not None  # it came: still joined
+    j.on_prediction(prediction("p2", T0 + 30 * DAY))
+    j.expire(now=1100.0)  # the outcome started the grace again (the outcomes' clock: day 1)
+    store.apply(j.flush())
+    assert b"tomb" not in store.data['["p", "p0"]']
+    j.expire(now=1161.0)  # a minute with no outcome: stopped, bounded as a backtest is
+    store.apply(j.flush())
+    assert b"tomb" in store.data['["p", "p0"]']
+    assert b"tomb" not in store.data['["p", "p1"]']  # 3 retentions behind day 30: kept
+
+
 # ---------------------------------------------------------------- the join's fast paths
 
 _names = st.text(alphabet=st.characters(min_codepoint=ord("a"), max_codepoint=ord("z")),
