@@ -205,7 +205,7 @@ class DriftEngine:
                 # smallest hashes; a batch of several slots goes in per ring entry.
                 one_slot = slots.count(slots[0]) == len(slots)
                 first = FirstSample.of(hashes) if one_slot else None
-                runs = None if one_slot else slot_runs(slots)
+                runs = None if one_slot else slot_runs(slots, hashes)
             else:
                 slots = hashes = [0] * len(items)
                 first = runs = None

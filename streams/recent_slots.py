@@ -30,25 +30,44 @@ SLOT_SAMPLE = 64
 _NO_VALUES: np.ndarray = np.empty(0, np.float64)
 
 
-SlotRuns = list[tuple[int, list[int]]]
-"""Per ring entry a batch touches: its highest slot, and the batch's indices in that slot."""
+class SlotRuns(list[tuple[int, list[int]]]):
+    """Per ring entry a batch touches: its highest slot, and the batch's indices in that slot.
+    Made with the batch's ``hashes``, it also finds (:meth:`below`) a run's indices whose
+    hash is below a cut, once per cut, as :meth:`FirstSample.below` does for a batch of one
+    slot: every feature present in the same events keeps the same sample."""
+
+    def __init__(self, runs: list[tuple[int, list[int]]], hashes: list[int] | None = None) -> None:
+        super().__init__(runs)
+        self.hashes = hashes
+        self._below: dict[tuple[int, int], list[int]] = {}
+
+    def below(self, j: int, cut: int) -> list[int]:
+        """Run ``j``'s indices whose hash is below ``cut``, in order (needs ``hashes``)."""
+        hit = self._below.get((j, cut))
+        if hit is None:
+            assert self.hashes is not None
+            hashes = self.hashes
+            hit = self._below[j, cut] = [k for k in self[j][1] if hashes[k] < cut]
+        return hit
 
 
-def slot_runs(slots: Sequence[int]) -> SlotRuns:
+def slot_runs(slots: Sequence[int], hashes: list[int] | None = None) -> SlotRuns:
     """What :meth:`RecentSlots.add_many` keeps of a batch of several slots: per ring entry,
     its highest slot and the indices (in order) of the values in it (older ones are too late).
+    ``hashes``: the batch's, for :meth:`SlotRuns.below`.
 
-    >>> slot_runs([3, 4, 11, 3, 12])
-    [(11, [2]), (12, [4])]
+    >>> runs = slot_runs([3, 4, 11, 3, 12], [5, 1, 7, 2, 9])
+    >>> runs, runs.below(1, 9), runs.below(1, 10)
+    ([(11, [2]), (12, [4])], [], [4])
     """
     by_entry: dict[int, list[int]] = {}
     for k, slot in enumerate(slots):
         by_entry.setdefault(slot % RECENT_SLOTS, []).append(k)
-    out: SlotRuns = []
+    out: list[tuple[int, list[int]]] = []
     for ks in by_entry.values():
         top = max(slots[k] for k in ks)
         out.append((top, [k for k in ks if slots[k] == top]))
-    return out
+    return SlotRuns(out, hashes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +193,16 @@ class RecentSlots:
                     return
             self._add_run(slot, list(zip(hashes, values, strict=True)))
             return
-        for top, ks in slot_runs(slots) if runs is None else runs:
+        if runs is None:
+            runs = slot_runs(slots)
+        memo = runs.hashes is hashes  # made with this batch's hashes: its cuts are shared
+        for j, (top, ks) in enumerate(runs):
+            i = top % RECENT_SLOTS
+            if memo and self.ids[i] == top and len(self.samples[i]) == SLOT_SAMPLE:
+                # What _add_run keeps of them all: those under the largest kept hash.
+                ks = runs.below(j, self.samples[i][-1][0])
+                if not ks:
+                    continue
             self._add_run(top, [(hashes[k], values[k]) for k in ks])
 
     def _add_run(self, slot: int, fresh: list[tuple[int, float | str | None]]) -> None:

@@ -130,7 +130,7 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
     ties, a full sample that nothing new gets into) keep the samples, and the arrays and
     bytes derived from them, of adding each value alone."""
     rng = np.random.default_rng(21)
-    fresh_entries = full_entries = 0
+    fresh_entries = full_entries = full_runs = 0
     for numeric, ordered in ((True, False), (False, False), (True, True), (False, True)):
         one, many = RecentSlots(), RecentSlots()
         for step in range(300):
@@ -153,7 +153,13 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
                 and len(many.samples[entry]) == SLOT_SAMPLE
             ):
                 full_entries += 1  # its entry is full: only the batch's smaller hashes pair up
-            runs = slot_runs(slots) if ordered and len(set(slots)) > 1 else None
+            runs = slot_runs(slots, hashes) if ordered and len(set(slots)) > 1 else None
+            if runs is not None:
+                full_runs += sum(
+                    many.ids[top % RECENT_SLOTS] == top
+                    and len(many.samples[top % RECENT_SLOTS]) == SLOT_SAMPLE
+                    for top, _ in runs
+                )  # a run into a full entry: only its smaller hashes pair up, found once
             many.add_many(slots, hashes, values, order, runs)
             for s, h, v in zip(slots, hashes, values, strict=True):
                 one.add(s, h, v)
@@ -165,7 +171,7 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
                     if got is not None and want is not None:
                         assert got[1] == want[1] and np.array_equal(got[0], want[0])
             assert many.to_bytes(numeric) == one.to_bytes(numeric), (numeric, step)
-    assert fresh_entries >= 10 and full_entries >= 10
+    assert fresh_entries >= 10 and full_entries >= 10 and full_runs >= 10
 
 
 _JSON = st.recursive(
