@@ -119,6 +119,8 @@ class RankSums:
         return len(self._sums)
 
     def __call__(self, values: np.ndarray, baseline: NumericSummary) -> float:
+        if not values.size:
+            return 0.0  # a slot without traffic (one shared array, never freed: not kept)
         key = (id(values), id(baseline), baseline.count)
         sums = self._sums
         hit = sums.get(key)

@@ -256,6 +256,8 @@ def test_a_rank_sum_is_forgotten_with_its_sample() -> None:
         assert sums(fresh, base) == math.fsum((mid_ranks(fresh, base) - 0.5).tolist())
         del fresh
     assert sums.hits == 3 and len(sums) == 3
+    empty = np.empty(0)  # a slot without traffic: nothing to remember (its array lives on)
+    assert sums(empty, base) == 0.0 == math.fsum([]) and len(sums) == 3
 
 
 def _scan_one_at_a_time(window: SlotSeries | NumericSummary, baseline: NumericSummary) -> object:
