@@ -125,6 +125,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     )
     faust_compat.fetch_timeout.install_fetch_timeout(settings.fetch_timeout_seconds)
     faust_compat.eager_delivery.install()  # no four tasks a message in the fetch loop
+    gate = faust_compat.backpressure.DownstreamGate(
+        settings.downstream_backlog, settings.downstream_max_wait_seconds
+    )
+    faust_compat.backpressure.GATE = gate  # upstream agents wait for the join and monitor
     if 0 < settings.stall_seconds <= settings.fetch_timeout_seconds:
         log.warning(
             "DRIFTWATCH_FETCH_TIMEOUT_SECONDS (%g) is not under DRIFTWATCH_STALL_SECONDS (%g): "
@@ -272,6 +276,16 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         )
     )
     registry.register(
+        CountersCollector(
+            "driftwatch_backpressure_wait_seconds",
+            "Seconds an agent waited before its batches for this worker's later stages (the "
+            "join, the performance monitor) to catch up, by source topic "
+            "(DRIFTWATCH_DOWNSTREAM_BACKLOG)",
+            lambda: faust_compat.backpressure.WAITED,
+            label="topic",
+        )
+    )
+    registry.register(
         GaugesCollector(
             "driftwatch_stream_buffer_messages",
             "Input messages read and waiting in an agent's queue, by source topic "
@@ -365,6 +379,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     retrain_router = RetrainAlertRouter(send_alert, metrics, "retrain")
     model_router = RetrainAlertRouter(send_alert, metrics, "model")
 
+    # The stages after the drift agent and the outcome router, which wait for them.
+    downstream = (
+        [settings.topic(JOIN_INPUT), settings.topic(PERFORMANCE_INPUT)]
+        if settings.join_outcomes
+        else []
+    )
+
     @app.agent(predictions, name="detect-feature-drift")
     async def detect(stream: Any) -> None:
         await faust_compat.batches.process_batches(
@@ -373,6 +394,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             settings.batch_size,
             settings.batch_within,
             processor.process_batch,
+            downstream,
         )
 
     if settings.join_outcomes:
@@ -385,6 +407,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 settings.batch_size,
                 settings.batch_within,
                 router.process_batch,
+                downstream,
             )
 
         @app.agent(join_input, name="join-outcomes")
@@ -395,6 +418,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 join_batch_messages(settings.batch_size),
                 settings.batch_within,
                 joins.process_batch,
+                [settings.topic(PERFORMANCE_INPUT)],
             )
 
         @app.agent(performance_input, name="monitor-performance")
@@ -487,6 +511,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         # Decoded state stays cached between batches; what another worker may now change
         # is dropped (the tables are the truth when a partition comes back).
         parts = {tp.partition for tp in revoked}
+        gate.forget(revoked)
         if faust_compat.guards.ORDER is not None:  # reading starts again at the committed offsets
             faust_compat.guards.ORDER.reset(revoked)
         await processor.forget_partitions(parts)

@@ -76,6 +76,10 @@ class WorkerHealth:
             return
         read = faust_compat.introspection.read_offsets(consumer)
         committed = faust_compat.introspection.committed_offsets(consumer)
+        # Lag counts from the next message to process, not the last one read: read messages
+        # can wait in an agent's buffer (8 MiB of envelopes is days of events).
+        gate = faust_compat.backpressure.GATE
+        pending = {} if gate is None else gate.next_offsets(consumer)
         for tp in assignment:
             if tp.topic.endswith("-changelog"):
                 continue
@@ -83,10 +87,11 @@ class WorkerHealth:
                 end = consumer.highwater(tp)
             except Exception:
                 end = None
-            position = read.get(tp)
+            last = read.get(tp)
+            position = pending.get(tp, None if last is None else last + 1)
             if end is not None and position is not None:
                 self.metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(
-                    max(0, end - position - 1)
+                    max(0, end - position)
                 )
             done = committed.get(tp)
             if done is not None:

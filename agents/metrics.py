@@ -259,7 +259,8 @@ class WorkerMetrics:
             "watermark_lag": (Gauge, "driftwatch_stream_lag_seconds",
                               "Wall clock minus the stream's event time", ["tenant", "model"], {}),
             "consumer_lag": (Gauge, "driftwatch_consumer_lag_messages",
-                             "Messages between the worker's read position and the partition's end",
+                             "Messages between the next one the worker will process and the "
+                             "partition's end",
                              ["topic", "partition"], {}),
             "consumer_committed": (Gauge, "driftwatch_consumer_committed_offset",
                                    "The group's committed offset", ["topic", "partition"], {}),

@@ -436,8 +436,10 @@ def run_demo(
         _out(f"● produced {produced} predictions and outcomes; waiting for the worker to finish")
         if not _keep_pace(procs, metrics_port, produced, state, deadline=300):
             return 1
+        if not _settle(procs, metrics_port, state, deadline=300):
+            return 1
         elapsed = time.monotonic() - started
-        time.sleep(3.0)  # last events in flight
+        time.sleep(1.0)  # the last drift events on their way to the tails
         stop_tails()
         del producer
         processed = _processed(_scrape(metrics_port))
@@ -497,6 +499,41 @@ def _keep_pace(
             return True
         time.sleep(0.2)
     _out("✗ the workers did not keep up")
+    return False
+
+
+def _later_stages(metrics: dict[str, float]) -> float:
+    """Progress of the join and the performance monitor (any change: they are working)."""
+    return sum(
+        v
+        for k, v in metrics.items()
+        if k.startswith(("driftwatch_joins_total{", 'driftwatch_engine_total{what="performance_'))
+    )
+
+
+def _settle(
+    procs: Supervised, metrics_port: int, state: DemoState, deadline: float, quiet: float = 3.0
+) -> bool:
+    """After the inputs are processed: until the later stages have caught up too (no
+    unprocessed message on any topic the worker reads, their counters still for ``quiet``
+    seconds, no model training). Predictions processed are not the end of the work: the join
+    and the performance monitor read topics of their own."""
+    until = time.monotonic() + deadline
+    last, since = -1.0, time.monotonic()
+    while time.monotonic() < until:
+        failure = procs.failed()
+        if failure is not None:
+            _out(f"✗ {failure}")
+            return False
+        metrics = _scrape(metrics_port)
+        progress = _later_stages(metrics)
+        lag = sum(v for k, v in metrics.items() if k.startswith("driftwatch_consumer_lag_"))
+        if progress != last or lag > 0 or state.training():
+            last, since = progress, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return True
+        time.sleep(0.5)
+    _out("✗ the join and the performance monitor did not catch up")
     return False
 
 

@@ -302,6 +302,22 @@ class Settings:
         "more and, through a backlog of envelopes, ran 1.5-1.9x slower (bench.throughput). "
         "0: messages only.",
     )
+    downstream_backlog: int = _env(
+        "DRIFTWATCH_DOWNSTREAM_BACKLOG",
+        32,
+        "Most unprocessed messages a partition of join-input or performance-input this worker "
+        "owns may hold before the agents feeding it wait (up to "
+        "DRIFTWATCH_DOWNSTREAM_MAX_WAIT_SECONDS a batch): a backlog then stays in predictions "
+        "and outcomes, where the consumer lag shows it, and the join and the performance "
+        "monitor keep pace with the features. 0: no agent waits (the later stages can fall "
+        "behind without bound under a sustained load).",
+    )
+    downstream_max_wait_seconds: float = _env(
+        "DRIFTWATCH_DOWNSTREAM_MAX_WAIT_SECONDS",
+        10.0,
+        "Longest wait, seconds, of an agent before a batch for the stages after it "
+        "(DRIFTWATCH_DOWNSTREAM_BACKLOG): a stage that stopped does not stop the others.",
+    )
     max_poll_records: int = _env(
         "DRIFTWATCH_MAX_POLL_RECORDS",
         0,

@@ -6,6 +6,7 @@ package touches a private name of Faust, mode or aiokafka (``tests/unit/test_lay
 - :mod:`.guards`: the consumer never commits past a message the worker did not process, and
   each partition is applied in offset order (the offset guards rely on it);
 - :mod:`.current_event`: which partition Faust reads and writes a table in;
+- :mod:`.backpressure`: agents wait for the worker's later stages to keep up;
 - :mod:`.batches`: an agent's batches, acked only once their work and changelog records are
   delivered;
 - :mod:`.bulk_writes`: a batch's table writes into RocksDB and the changelog in record
@@ -24,6 +25,7 @@ Mutable settings live in the submodule that reads them (``guards.ORDER``,
 """
 
 from agents.faust_compat import (
+    backpressure,
     batches,
     bulk_writes,
     counters,
@@ -40,6 +42,7 @@ from agents.faust_compat import (
 )
 
 __all__ = [
+    "backpressure",
     "batches",
     "bulk_writes",
     "counters",

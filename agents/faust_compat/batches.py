@@ -8,10 +8,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
-from agents.faust_compat import guards
+from agents.faust_compat import backpressure, guards
 from agents.faust_compat.counters import COUNTERS
 
 _BUSY: dict[object, tuple[str, float]] = {}
@@ -28,13 +28,19 @@ async def process_batches(
     size: int,
     within: float,
     process: Callable[[list[Any]], Awaitable[None]],
+    downstream: Collection[str] = (),
 ) -> None:
-    """Run ``process`` over :func:`ordered_batches`. A batch whose processing did not finish
-    (cancelled by a stop or a rebalance, or failed) is unmarked first: Faust's ``take_events``
-    acks every event of a batch when it is closed, whatever became of it, and a final commit
-    on stop then moved past events whose state was never written (counts lost when a worker
-    left the group with a batch in flight: found by the scale-out test)."""
+    """Run ``process`` over :func:`ordered_batches`, each batch once the stages reading the
+    ``downstream`` topics are not too far behind (:mod:`.backpressure`). A batch whose
+    processing did not finish (cancelled by a stop or a rebalance, or failed) is unmarked
+    first: Faust's ``take_events`` acks every event of a batch when it is closed, whatever
+    became of it, and a final commit on stop then moved past events whose state was never
+    written (counts lost when a worker left the group with a batch in flight: found by the
+    scale-out test)."""
     async for batch in ordered_batches(stream, topic, size, within):
+        gate = backpressure.GATE
+        if gate is not None and downstream:
+            await gate.wait(stream.app, topic, downstream)
         token = object()
         _BUSY[token] = (topic, time.monotonic())
         try:
@@ -51,6 +57,8 @@ async def process_batches(
             raise
         finally:
             del _BUSY[token]
+        if gate is not None:
+            gate.processed(batch)
         _LAST_BATCH[topic] = (time.monotonic(), len(batch), _partition_counts(batch))
         if AFTER_BATCH is not None:
             AFTER_BATCH(stream, len(batch))

@@ -29,6 +29,9 @@ from agents.faust_compat.counters import COUNTERS
 from agents.faust_compat.version import check_version
 
 _installed = False
+DELIVERY_BLOCKED = False
+"""True while the fetch loop waits for a delivery (a full stream buffer, flow control, the
+producer's buffer): nothing else is delivered meanwhile (:mod:`.backpressure` reads it)."""
 ORIGINAL: Any = None
 """Faust's own loop, once :func:`install` replaced it (its test compares the two)."""
 
@@ -100,6 +103,18 @@ def install() -> None:
     _installed = True
 
 
+async def _finish_delivery(consumer: Any, rest: Resumed[Any]) -> None:
+    """A delivery that had to wait goes on as Faust's: under ``wait_first`` with the flow's
+    wait (a rebalance gives it up); meanwhile nothing else is delivered."""
+    global DELIVERY_BLOCKED
+    COUNTERS["delivery_waited"] += 1
+    DELIVERY_BLOCKED = True
+    try:
+        await consumer.wait_first(rest, consumer.suspend_flow.wait())
+    finally:
+        DELIVERY_BLOCKED = False
+
+
 async def _drain_messages(self: Any, fetcher: Any) -> None:
     """faust-streaming 0.15.3's ``Consumer._drain_messages``, but for the delivery (see the
     module's docstring); every other line as it is there."""
@@ -152,8 +167,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:
                                 await self.commit()
                         rest = start_eagerly(callback(message))
                         if rest is not None:
-                            COUNTERS["delivery_waited"] += 1
-                            await self.wait_first(rest, self.suspend_flow.wait())
+                            await _finish_delivery(self, rest)
                         set_read_offset(tp, offset)
                     else:
                         self.log.dev(

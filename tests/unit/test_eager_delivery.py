@@ -176,6 +176,5 @@ def test_the_loop_is_faust_s_but_for_the_delivery() -> None:
         "-)",
         "+rest = start_eagerly(callback(message))",
         "+if rest is not None:",
-        '+COUNTERS["delivery_waited"] += 1',
-        "+await self.wait_first(rest, self.suspend_flow.wait())",
+        "+await _finish_delivery(self, rest)",
     ]
