@@ -16,8 +16,9 @@ topics it feeds that this worker owns has more than ``limit`` messages past the 
 agent will process. The wait gives up early when the fetch loop itself is blocked on a full
 stream buffer (:data:`.eager_delivery.DELIVERY_BLOCKED`: the downstream messages may be
 queued behind the waiting agent's own) and after ``max_wait`` seconds whatever happens, so a
-stage that stopped cannot stop the others (the watchdog judges that stage). Partitions other
-workers own are theirs to keep up with.
+stage that stopped cannot stop the others (the watchdog judges that stage). It also ends when
+the worker stops or a rebalance starts: the batch then runs at once, as any batch in flight,
+and Faust's revocation waits for it. Partitions other workers own are theirs to keep up with.
 """
 
 from __future__ import annotations
@@ -113,10 +114,11 @@ class DownstreamGate:
         slept = False
         # Polled: the fetch loop's state and the broker's ends are what move, and no event
         # tells of them.
-        while (  # noqa: ASYNC110
+        while (
             self.behind(consumer, topics)
             and not eager_delivery.DELIVERY_BLOCKED
             and not getattr(app, "should_stop", False)
+            and not getattr(app, "rebalancing", False)  # the batch's partitions may move
             and time.monotonic() < deadline
         ):
             slept = True

@@ -107,6 +107,11 @@ def test_a_stage_that_stopped_holds_an_agent_for_the_longest_wait_only() -> None
     assert 0.05 <= waited < 1.0
     off = DownstreamGate(limit=0)  # DRIFTWATCH_DOWNSTREAM_BACKLOG=0: never waits
     assert asyncio.run(off.wait(app_of(consumer), "outcomes", [JOIN])) == 0.0
+    # nor while the worker stops or a rebalance runs (the batch goes on; Faust waits for it)
+    for flag in ("should_stop", "rebalancing"):
+        app = app_of(consumer)
+        setattr(app, flag, True)
+        assert asyncio.run(gate.wait(app, "outcomes", [JOIN])) == 0.0
 
 
 def test_the_fetch_loop_says_when_a_delivery_waits() -> None:
