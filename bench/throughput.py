@@ -1,7 +1,14 @@
 """End-to-end consumption throughput: raw aiokafka vs a no-op Faust agent vs the driftwatch worker.
 
 Run as ``python -m bench.throughput [--events N] [--features F] [--partitions P] [--repeat K]
-[--batch B] [--workers W] [--live]``.
+[--batch B] [--workers W] [--live] [--outcomes]``.
+
+``--outcomes`` gives the driftwatch worker one outcome per prediction too (an hour after it,
+its label drawn from the score), so the join, the prediction log and the performance monitor
+run as they do in production; the worker's rate then counts predictions and outcomes, messages
+a second like the others' (the issue's target reads "join on"; without outcomes the join only
+stores predictions). The worker's later stages keep pace with its drift agent
+(``DRIFTWATCH_DOWNSTREAM_BACKLOG``), so this is the rate of the whole pipeline.
 
 ``--batch B`` sends the predictions in envelopes of B (``driftwatch.prediction-batch/v1``, one
 tenant/model each) to every contender; rates stay in predictions per second (the raw consumer
@@ -49,6 +56,7 @@ import json
 import math
 import os
 import platform
+import random
 import re
 import signal
 import statistics
@@ -69,7 +77,7 @@ from typing import Any
 from driftwatch.devbroker import DevBroker, free_port
 from driftwatch.simulate import SimulationConfig, generate, parse_drift
 from runtime.topics import ensure_topics
-from schemas.events import PredictionEvent
+from schemas.events import OutcomeEvent, PredictionEvent
 from tests.integration.worker_harness import FAST_DETECTION as _HARNESS_DETECTION
 
 RESULTS = Path(__file__).resolve().parent / "results" / "throughput.json"
@@ -188,6 +196,29 @@ def bench_messages(
     from driftwatch.kafka_io import prediction_messages
 
     return list(prediction_messages(bench_events(events, features, live)[0], batch))
+
+
+def outcome_messages_for(
+    events: list[PredictionEvent], seed: int = 11
+) -> list[tuple[bytes, bytes]]:
+    """One outcome per prediction, an hour after it, its label drawn from the score (a
+    calibrated model), in the predictions' order.
+
+    >>> e = PredictionEvent("e1", "acme", "fraud", "v1", 1000.0, {"x": 1.0}, 0.9)
+    >>> key, value = outcome_messages_for([e])[0]
+    >>> key, OutcomeEvent.from_json(value).timestamp
+    (b'e1', 4600.0)
+    """
+    rng = random.Random(seed)
+    return [
+        (
+            e.event_id.encode(),
+            OutcomeEvent(
+                e.event_id, e.tenant, e.model, e.timestamp + 3600.0, int(rng.random() < e.score)
+            ).to_json(),
+        )
+        for e in events
+    ]
 
 
 def produce_all(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> None:
@@ -612,7 +643,10 @@ def rows(results: list[Result], features: int) -> list[dict[str, Any]]:
                 "events": med.events,
                 "seconds": round(med.seconds, 3),
                 "events_per_s": round(rate),
-                "feature_values_per_s": round(rate * features),
+                # an outcome carries no features: half of a +outcomes worker's events do
+                "feature_values_per_s": round(
+                    rate * features / (2 if r.contender.endswith("+outcomes") else 1)
+                ),
                 "cpu_share": round(med.cpu_seconds / med.seconds, 2) if med.seconds else None,
                 "vs_raw_aiokafka": None if vs_raw is None else round(vs_raw, 4),
                 "vs_noop_faust": None if vs_noop is None else round(vs_noop, 4),
@@ -692,13 +726,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         lambda: bench_events(n + PAD, features, live),
     )
     messages = list(prediction_messages(events, batch))
+    outcomes = outcome_messages_for(events) if args.outcomes else []
     del events
+    # --outcomes: the worker reads an outcome per prediction as well, and is timed over both.
+    per_event = 2 if outcomes else 1
     # --live: every contender reads the history too; the driftwatch worker is timed from
     # the first reading past it (the others' rates do not depend on the data's density).
     # 500 predictions/s of 20 features at the least (a wide model's events take longer).
     timeout = 120.0 + (history + n) * max(features, 20) / 10_000
     avg_bytes = sum(len(v) for _, v in messages) / len(messages)
     dw_name = DRIFTWATCH if workers == 1 else f"{DRIFTWATCH} x{workers}"
+    dw_name += " +outcomes" if outcomes else ""
     # With envelopes a no-op agent has a few messages to count, not predictions: the target
     # there is the raw consumer (which decodes every envelope), so the no-op is not run.
     with_noop = batch == 1
@@ -718,6 +756,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 produce_s += took
                 _log(f"produced {len(messages):,} messages to {topic}: {took:.1f}s")
             del messages
+            if outcomes:
+                ensure_topics(bootstrap, {f"{dw_prefix}outcomes": partitions})
+                produce_all(bootstrap, f"{dw_prefix}outcomes", outcomes)
+                _log(f"produced {len(outcomes):,} outcomes to {dw_prefix}outcomes")
+                del outcomes
             for k in range(repeat):
                 tag = f"run {k + 1}/{repeat}"
                 t = run_raw(bootstrap, raw_topic, partitions, history + n, timeout)
@@ -745,9 +788,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         workers,
                         features,
                     ),
-                    history + n,
-                    timeout,
-                    skip=history,
+                    per_event * (history + n),
+                    per_event * timeout,
+                    skip=per_event * history,
                 )
                 results[2].runs.append(t)
                 _log(f"{tag} {dw_name}: {t.events:,} events in {t.seconds:.2f}s = {t.rate:,.0f}/s")
@@ -763,6 +806,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
                 engine["dead_letters"] = metric_sum(
                     samples, "driftwatch_events_total", result="dead_letter"
+                )
+                engine["joined"] = metric_sum(samples, "driftwatch_joins_total", result="joined")
+                engine["performance_labels"] = metric_sum(
+                    samples, "driftwatch_engine_total", what="performance_labels"
+                )
+                engine["backpressure_wait_seconds"] = sum(
+                    metric_sum(samples, "driftwatch_backpressure_wait_seconds_total", topic=t)
+                    for t in (f"{dw_prefix}predictions", f"{dw_prefix}outcomes")
                 )
 
     table = rows([r for r in results if r.runs], features)
@@ -781,6 +832,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "streams": len(TENANTS) * len(MODELS),
             "days": HISTORY_DAYS + 1 if live else DAYS,
             "live": live,
+            "outcomes": per_event == 2,
             "history_events": history,
             "avg_message_bytes": round(avg_bytes),
             "predictions_per_message": batch,
@@ -816,6 +868,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"a live, dense stream: {HISTORY_DAYS} sparse days first (baselines; the "
         "worker is not timed over them), then the N events in one day",
     )
+    p.add_argument(
+        "--outcomes",
+        action="store_true",
+        help="the driftwatch worker also reads an outcome per prediction (the join and the "
+        "performance monitor run); its rate counts both",
+    )
     p.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results ({RESULTS})")
     args = p.parse_args(argv)
     if args.events < 2000 or args.partitions < 1 or args.repeat < 1:
@@ -843,6 +901,13 @@ def main(argv: list[str] | None = None) -> int:
         f"(+{eng.get('interim_looks', 0)} interim looks), "
         f"ran {eng.get('tests', 0)} tests, emitted {eng.get('drift_events', 0)} drift events, "
         f"dead-lettered {eng.get('dead_letters', 0)}"
+        + (
+            f"; joined {eng.get('joined', 0):,} outcomes, applied "
+            f"{eng.get('performance_labels', 0):,} labels, the drift agent and router waited "
+            f"{eng.get('backpressure_wait_seconds', 0)} s for the later stages"
+            if args.outcomes
+            else ""
+        )
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")

@@ -304,7 +304,7 @@ class Settings:
     )
     downstream_backlog: int = _env(
         "DRIFTWATCH_DOWNSTREAM_BACKLOG",
-        32,
+        8,
         "Most unprocessed messages a partition of join-input or performance-input this worker "
         "owns may hold before the agents feeding it wait (up to "
         "DRIFTWATCH_DOWNSTREAM_MAX_WAIT_SECONDS a batch): a backlog then stays in predictions "

@@ -142,6 +142,13 @@ class PerformanceSummary:
         self._tp = self._fp = self._tn = self._fn = 0
 
     @classmethod
+    def _blank(cls) -> PerformanceSummary:
+        """An instance without its arrays, for a caller that sets every field itself (a
+        merge, a decode): ``__init__``'s seven zeroed arrays were most of a merge's cost,
+        and the performance monitor merges a baseline's windows at every batch."""
+        return cls.__new__(cls)
+
+    @classmethod
     def bin_centers(cls) -> FloatArray:
         """Each bin's score at its log-odds midpoint."""
         width = 2 * cls.LOGIT_RANGE / cls.BINS
@@ -240,7 +247,7 @@ class PerformanceSummary:
         """A new summary of both parts' events (exact for counts); the inputs are unchanged."""
         if self.BINS != other.BINS:
             raise ValueError("cannot merge summaries with different BINS")
-        out = type(self)()
+        out = self._blank()
         out._unlabelled = self._unlabelled + other._unlabelled
         out._pos = self._pos + other._pos
         out._neg = self._neg + other._neg
@@ -384,7 +391,7 @@ class PerformanceSummary:
         counts = np.frombuffer(raw, "<i4", 3 * n + 2 * d, _HEADER.size).astype(np.int64)
         sums = np.frombuffer(raw, "<f8", n + d, _HEADER.size + 4 * (3 * n + 2 * d))
         sums = sums.astype(np.float64)
-        out = cls()
+        out = cls._blank()
         out._unlabelled, out._pos, out._neg = counts[:n], counts[n : 2 * n], counts[2 * n : 3 * n]
         out._dec_n, out._dec_pos = counts[3 * n : 3 * n + d], counts[3 * n + d :]
         out._score_sum, out._dec_score, out._sse = sums[:n], sums[n:], sse
