@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from faust.types import TP
 
-from agents.faust_compat import backpressure, batches, eager_delivery
+from agents.faust_compat import backpressure, batches, eager_delivery, guards
 from agents.faust_compat.backpressure import DownstreamGate
 
 JOIN = "join-input"
@@ -174,16 +174,16 @@ def test_process_batches_waits_before_a_batch_and_records_it_processed() -> None
             backpressure.GATE = previous
 
     drain = batches.drain_producer
-    batches.drain_producer = _no_drain  # type: ignore[assignment]
-    guard_order, guarded = batches.guards.ORDER, set(batches.guards.GUARDED_TOPICS)
-    batches.guards.ORDER = None
+    batches.drain_producer = _no_drain
+    guard_order, guarded = guards.ORDER, set(guards.GUARDED_TOPICS)
+    guards.ORDER = None
     try:
         asyncio.run(main())
     finally:
-        batches.drain_producer = drain  # type: ignore[assignment]
-        batches.guards.ORDER = guard_order
-        batches.guards.GUARDED_TOPICS.clear()
-        batches.guards.GUARDED_TOPICS.update(guarded)
+        batches.drain_producer = drain
+        guards.ORDER = guard_order
+        guards.GUARDED_TOPICS.clear()
+        guards.GUARDED_TOPICS.update(guarded)
     assert order == ["wait predictions for ['join-input']", "process 2"]
     assert gate.next_offsets(consumer)[TP("predictions", 0)] == 2
 
