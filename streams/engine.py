@@ -313,7 +313,12 @@ class DriftEngine:
         """The state changed since the last flush, to persist. Decoded state stays cached
         (bounded: ``EngineConfig.cached_windows``) unless ``keep_cache`` is false."""
         self._apply_pending()
-        writes = self._streams.flush() + self._windows.flush() + self._moments.flush()
+        # The streams' records last: a stream's record says how far it got (its clock, its
+        # offsets, which windows it has), so a write cut short by a crash (a prefix of it in
+        # the changelog) that kept a stream's record kept every change of its windows too.
+        # The other way round, the batch read again found the stream past the expiries and
+        # closes it had done, and left those windows as the prefix had them.
+        writes = self._windows.flush() + self._moments.flush() + self._streams.flush()
         self._hot.clear()
         if not keep_cache:
             self.forget()

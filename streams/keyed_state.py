@@ -57,6 +57,12 @@ class MemoryStore:
     def __init__(self) -> None:
         self.data: dict[str, bytes] = {}
 
+    @classmethod
+    def copy_of(cls, other: MemoryStore) -> MemoryStore:
+        out = cls()
+        out.data = dict(other.data)
+        return out
+
     def get(self, key: str, partition: int | None = None) -> bytes | None:
         return self.data.get(key)
 

@@ -220,7 +220,13 @@ class PerformanceMonitor:
     def flush(self, keep_cache: bool = True) -> list[Write]:
         """The state changed since the last flush, to persist (decoded state stays cached,
         bounded, unless ``keep_cache`` is false)."""
-        writes = sorted(self._streams.flush() + self._windows.flush(), key=lambda w: w.key)
+        # The streams' records last, as the feature engine's (``DriftEngine.flush``): a write
+        # cut short by a crash that kept a stream's record (its clock, its windows, its
+        # incidents) kept every change of its windows too.
+        by_key = lambda w: w.key  # noqa: E731
+        writes = sorted(self._windows.flush(), key=by_key) + sorted(
+            self._streams.flush(), key=by_key
+        )
         self._rate_tests.clear()
         if not keep_cache:
             self.forget()

@@ -527,3 +527,37 @@ def test_a_stream_whose_first_event_is_rejected_writes_nothing() -> None:
     engine.observe(fits, (3, 8))
     written = engine.flush()
     assert written and {w.partition for w in written} == {3}
+
+
+@pytest.mark.parametrize(
+    "config", [SHORT, replace(SHORT, interim_seconds=3600)], ids=["daily", "hourly_looks"]
+)
+def test_a_write_cut_short_by_a_crash_leaves_no_window_behind(config: EngineConfig) -> None:
+    """A worker killed mid-write leaves a prefix of the write's records in the changelog
+    (what a restore brings back); the batch is then read again from the committed offset.
+    Whatever the prefix, the state after that must be the state of an uninterrupted write.
+    With the stream's record first, a prefix could hold the stream (its clock past an expiry,
+    the expired windows gone from its list) without the windows' deletions: those windows
+    were never deleted (found by the kill-loop test on a 3-kill run)."""
+    events = list(stream(seed=8, days=24, per_day=60))
+    # The last batch jumps the clock two days: windows expire in its write.
+    head, tail = events[: 21 * 60], events[21 * 60 :]
+    positions = {e.event_id: (0, k) for k, e in enumerate(events)}
+
+    def applied(store: MemoryStore, batch: list[PredictionEvent]) -> list[Write]:
+        engine = DriftEngine(config, store)  # a restart: nothing decoded, the store is the truth
+        for e in batch:
+            engine.observe(e, positions[e.event_id])
+        return engine.flush()
+
+    base = MemoryStore()
+    base.apply(applied(base, head))
+    writes = applied(MemoryStore.copy_of(base), tail)
+    assert any(w.value is None and w.key.startswith('["w"') for w in writes), "no expiry"
+    reference = MemoryStore.copy_of(base)
+    reference.apply(writes)
+    for cut in range(len(writes) + 1):
+        crashed = MemoryStore.copy_of(base)
+        crashed.apply(writes[:cut])
+        crashed.apply(applied(MemoryStore.copy_of(crashed), tail))  # the batch read again
+        assert crashed.data == reference.data, f"cut after {cut} of {len(writes)} records"

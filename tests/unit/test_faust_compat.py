@@ -1176,3 +1176,75 @@ def test_a_record_larger_than_a_request_is_refused_before_anything_is_sent(
         run(faust_compat.bulk_writes.write(table, groups))
     assert producer.batches == []
     assert table.data._db_for_partition(0).get(b"small") is None
+
+
+class PartitioningProducer(FakeKafkaProducer):
+    """The fake producer with what ``send_all`` asks of aiokafka's: the topic's metadata and
+    the partitioner (here the key's last byte, even or odd)."""
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        return {0, 1}
+
+    def _partition(self, topic: str, partition: Any, key: bytes, *rest: Any) -> int:
+        return key[-1] % 2
+
+
+def _records(batch: Any) -> list[tuple[bytes, bytes, int]]:
+    from aiokafka.record.default_records import DefaultRecordBatch
+
+    return [(r.key, r.value, r.timestamp) for r in DefaultRecordBatch(bytes(batch._build()))]
+
+
+def test_send_all_batches_messages_to_the_partitions_faust_would_pick() -> None:
+    """The join's prediction log: each message to the partition the producer's partitioner
+    gives its key (as Faust's send would), in order per partition, with its timestamp in
+    milliseconds, in closed record batches, all delivered before it returns."""
+    producer = PartitioningProducer(delivered=100, batch_bytes=1 << 10)
+    app = SimpleNamespace(producer=SimpleNamespace(_producer=producer))
+    messages = [(f"acme:m{i}".encode(), f"v{i}".encode(), 1000.0 + i) for i in range(6)]
+    run(faust_compat.bulk_writes.send_all(app, "labeled", messages))
+    assert all(b._closed for b in producer.batches)
+    by_partition: dict[int, list[Any]] = {}
+    for batch in producer.batches:
+        for key, value, ts in _records(batch):
+            by_partition.setdefault(key[-1] % 2, []).append((key, value, ts))
+    assert by_partition == {
+        0: [(b"acme:m0", b"v0", 1_000_000), (b"acme:m2", b"v2", 1_002_000),
+            (b"acme:m4", b"v4", 1_004_000)],
+        1: [(b"acme:m1", b"v1", 1_001_000), (b"acme:m3", b"v3", 1_003_000),
+            (b"acme:m5", b"v5", 1_005_000)],
+    }  # fmt: skip
+    assert producer.ends == {0: 103, 1: 103}  # the broker took all six
+
+
+def test_send_all_fails_when_the_broker_did_not_take_a_batch() -> None:
+    """The join part that made them is read again (its state is not written)."""
+    producer = PartitioningProducer(delivered=1, batch_bytes=64)
+    app = SimpleNamespace(producer=SimpleNamespace(_producer=producer))
+    messages = [(b"k0", b"x" * 40, None), (b"k1", b"x" * 40, None), (b"k2", b"x" * 40, None)]
+    with pytest.raises(ConnectionError):
+        run(faust_compat.bulk_writes.send_all(app, "labeled", messages))
+    assert len(producer.batches) == 3
+    assert all(f.done() for f in producer.futures)
+
+
+def test_send_all_without_a_started_producer_sends_through_faust() -> None:
+    sent: list[tuple[str, bytes | None, bytes, float | None]] = []
+
+    class Channel:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        async def send(self, *, key: bytes | None, value: bytes, timestamp: float | None) -> Any:
+            sent.append((self.name, key, value, timestamp))
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+
+    app = SimpleNamespace(
+        producer=SimpleNamespace(_producer=None),
+        topic=lambda name, **kwargs: Channel(name),
+    )
+    run(faust_compat.bulk_writes.send_all(app, "labeled", [(b"k", b"v", 2.5)]))
+    run(faust_compat.bulk_writes.send_all(app, "labeled", []))
+    assert sent == [("labeled", b"k", b"v", 2.5)]
