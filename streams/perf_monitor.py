@@ -222,11 +222,8 @@ class PerformanceMonitor:
         bounded, unless ``keep_cache`` is false)."""
         # The streams' records last, as the feature engine's (``DriftEngine.flush``): a write
         # cut short by a crash that kept a stream's record (its clock, its windows, its
-        # incidents) kept every change of its windows too.
-        by_key = lambda w: w.key  # noqa: E731
-        writes = sorted(self._windows.flush(), key=by_key) + sorted(
-            self._streams.flush(), key=by_key
-        )
+        # incidents) kept every change of its windows too. Each cache flushes in key order.
+        writes = self._windows.flush() + self._streams.flush()
         self._rate_tests.clear()
         if not keep_cache:
             self.forget()
