@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 
-from schemas import DriftEvent, DriftKind
+from schemas import DriftEvent, DriftKind, Severity
 from streams.config import PerformanceConfig
 from streams.incidents import IncidentNotice
 from streams.perf_findings import Finding, objective_test, objective_value
@@ -64,9 +64,10 @@ class PerfIncidents:
     ) -> list[DriftEvent]:
         cfg = self.config.engine
         book = stream.incidents
-        win.raised.append(key)
-        self._mark(stream, window)
         top = max(findings, key=lambda f: f.severity.rank)
+        win.raised.append(key)
+        win.told.append([stream.writes + 1, key, top.severity.value, top.test])
+        self._mark(stream, window)
         # Once per window, even if a crash lost the window's own record of it (the stream and
         # the window are separate keys): a replay must not confirm an incident early. Windows
         # are judged out of order here (labels arrive late), so the book remembers 64.
@@ -145,7 +146,7 @@ class PerfIncidents:
             active = {objective_key(o.metric, version) for o in objectives}
             for key in [k for k in stream.incidents.open if k.startswith("objective:")]:
                 if key not in active and split_incident_key(key)[1] == version:
-                    self.clean(stream, key, window, version, OBJECTIVE_KIND)
+                    self.clean(stream, win, key, window, version, OBJECTIVE_KIND)
         for objective in objectives:
             key = objective_key(objective.metric, version)
             if key in win.raised:
@@ -153,9 +154,10 @@ class PerfIncidents:
             finding = objective_test(summary, objective, cfg, cfg.objective_alpha)
             if finding is None:
                 if final and objective_value(summary, objective, cfg) is not None:
-                    self.clean(stream, key, window, version, OBJECTIVE_KIND)
+                    self.clean(stream, win, key, window, version, OBJECTIVE_KIND)
                 continue
             win.raised.append(key)
+            win.told.append([stream.writes + 1, key, finding.severity.value, finding.test])
             self._mark(stream, window)
             incident, changes = stream.incidents.drifting(
                 key, window, finding.severity, finding.test,
@@ -178,10 +180,52 @@ class PerfIncidents:
     def clean(
         self,
         stream: PerfStream,
+        win: PerfWindow,
         key: str,
         window: float,
         version: str | None = None,
         kind: str = DriftKind.PERFORMANCE.value,
+    ) -> None:
+        """``key`` was judged clean in window ``window`` (``win``)."""
+        win.told.append([stream.writes + 1, key])  # the next flush writes the stream
+        self._mark(stream, window)
+        self._clean(stream, key, window, version, kind)
+
+    def retell(self, stream: PerfStream, window: float, win: PerfWindow) -> None:
+        """Tell the book again what window ``win`` told it in writes the stream's record does
+        not have (a crash cut the flush short after the window's record): the window's flags
+        will skip the looks that told it. Notices are told again under the same ids (alerts
+        are idempotent), without the tests' figures, which only the looks had."""
+        self.stats["incident_books_retold"] += 1
+        book = stream.incidents
+        for told in win.told:
+            if told[0] <= stream.writes:
+                continue  # in a write the stream's record has
+            key = told[1]
+            kind, version = split_incident_key(key)
+            if len(told) == 2:
+                self._clean(stream, key, window, version, kind)
+                continue
+            incident, changes = book.drifting(
+                key, window, Severity(told[2]), told[3],
+                functools.partial(_incident_id, stream, key, window),
+                confirm_windows=self.config.engine.confirm_windows, remember=64,
+            )  # fmt: skip
+            prefix = "objective_incidents" if kind == OBJECTIVE_KIND else "incidents"
+            for change in changes:
+                if change != "escalated":
+                    self.stats[f"{prefix}_{change}"] += 1
+                self.notices.append(
+                    IncidentNotice(
+                        change, incident.drift_id, kind, stream.tenant, stream.model, version,
+                        None, told[3], incident.max_severity, incident.confirmed,
+                        incident.persistence, window, stream.clock,
+                    )
+                )  # fmt: skip
+        self._mark(stream, None)
+
+    def _clean(
+        self, stream: PerfStream, key: str, window: float, version: str | None, kind: str
     ) -> None:
         ecfg = self.config.engine
         incident = stream.incidents.clean(

@@ -41,6 +41,7 @@ told in notices (alerts), never as a DriftEvent, so it never starts a retraining
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from collections.abc import Collection
@@ -120,8 +121,10 @@ class PerformanceMonitor:
         self.notices: list[IncidentNotice] = []
         """Incident changes since the caller last took them (:meth:`take_notices`)."""
         self._streams: StateCache[PerfStream] = StateCache(
-            store, PerfStream.from_bytes, PerfStream.to_bytes, capacity=1 << 30
+            store, self._decode_stream, PerfStream.to_bytes, capacity=1 << 30
         )
+        self._orphans: list[PerfStream] = []
+        """Streams read with windows their last write meant to delete (``flush``)."""
         self._windows: StateCache[PerfWindow] = StateCache(
             store, PerfWindow.from_bytes, PerfWindow.to_bytes, config.engine.cached_windows
         )
@@ -220,14 +223,65 @@ class PerformanceMonitor:
     def flush(self, keep_cache: bool = True) -> list[Write]:
         """The state changed since the last flush, to persist (decoded state stays cached,
         bounded, unless ``keep_cache`` is false)."""
-        # The streams' records last, as the feature engine's (``DriftEngine.flush``): a write
-        # cut short by a crash that kept a stream's record (its clock, its windows, its
-        # incidents) kept every change of its windows too. Each cache flushes in key order.
-        writes = self._windows.flush() + self._streams.flush()
+        # A crash can cut a write short, and a restore brings back a prefix of its records,
+        # after which the batch is read again. So the order is: the windows' new values,
+        # then each stream's record (its clock, its list of windows, its incidents), then
+        # the deletes of the windows it expired.
+        # - A prefix that kept a stream's record kept its windows' changes: the clock is not
+        #   past looks whose windows are missing. Each cache flushes in key order.
+        # - A prefix without it kept no delete: the batch, read again, sees the expiring
+        #   windows as the first reading did, e.g. as the baseline of a final look.
+        # - The deletes a prefix lost are made again by the stream's next write
+        #   (``PerfStream.dropped``, read back in ``_decode_stream``).
+        # - A window whose record was kept without its stream's tells the stream's incident
+        #   book again what it told it in that write (``_window_for``, ``PerfWindow.told``).
+        self._number_writes()
+        windows = self._windows.flush()
+        writes = [w for w in windows if w.value is not None] + self._streams.flush()
+        writes += [w for w in windows if w.value is None]
         self._rate_tests.clear()
         if not keep_cache:
             self.forget()
         return writes
+
+    def _decode_stream(self, raw: bytes) -> PerfStream:
+        stream = PerfStream.from_bytes(raw)
+        if stream.dropped:
+            self._orphans.append(stream)
+        return stream
+
+    def _number_writes(self) -> None:
+        """Every stream with a changed window is written, one write later than its last; its
+        changed windows carry that number, and its record the windows this write deletes."""
+        streams = self._streams
+        # Deleted again (their deletes may have been lost), without writing their stream
+        # for it: if these are lost too, its record still names them.
+        orphans = [(s, [w for w in s.dropped if w not in s.windows]) for s in self._orphans]
+        self._orphans.clear()
+        changed: list[tuple[str, float, PerfWindow | None]] = []
+        for key in self._windows.dirty():
+            _, tenant, model, w = json.loads(key)
+            changed.append((perf_stream_key(tenant, model), float(w), self._windows.cached(key)))
+        for skey, _, _ in changed:
+            streams.mark(skey)
+        for skey in streams.dirty():
+            stream = streams.cached(skey)
+            if stream is not None:
+                stream.writes += 1
+                stream.dropped = []
+        for skey, w, win in changed:
+            stream = streams.cached(skey)
+            assert stream is not None  # a window is reached through its stream
+            if win is None:
+                stream.dropped.append(w)
+            else:
+                win.written = stream.writes
+        for stream, gone in orphans:
+            skey = perf_stream_key(stream.tenant, stream.model)
+            for w in gone:
+                self._windows.delete(perf_window_key(stream.tenant, stream.model, w))
+                if skey in streams.dirty() and w not in stream.dropped:
+                    stream.dropped.append(w)  # it is written now: it must still name them
 
     def forget(self, partitions: Collection[int] | None = None) -> None:
         """Drop decoded state (after partitions were given up; see ``StateCache.forget``)."""
@@ -338,9 +392,9 @@ class PerformanceMonitor:
         tested = base is not None and summary.labelled >= cfg.min_labels
         if not findings:
             if final and tested:  # a look with nothing to compare against is no evidence
-                self._incidents.clean(stream, key, window)
+                self._incidents.clean(stream, win, key, window)
                 if f"sequential:{version}" not in win.raised:
-                    self._incidents.clean(stream, f"sequential:{version}", window)
+                    self._incidents.clean(stream, win, f"sequential:{version}", window)
             return []
         baseline_count = 0 if base is None else base[0].labelled
         return self._incidents.drift(
@@ -390,7 +444,7 @@ class PerformanceMonitor:
                 if p < cfg.estimate_alpha:
                     findings.append(estimated("estimated_pr_auc_drop", z, p, pr0 - pr, pr))
             if not findings:
-                self._incidents.clean(stream, f"estimated:{version}", window)
+                self._incidents.clean(stream, win, f"estimated:{version}", window)
             if findings:
                 for f in findings:
                     f.extra.update(
@@ -446,7 +500,7 @@ class PerformanceMonitor:
             key = f"span:{version}"
             finding = span_test(base, span, cfg, cfg.look_alpha)
             if finding is None:
-                self._incidents.clean(stream, key, window)
+                self._incidents.clean(stream, win, key, window)
                 continue
             # The event names the window at whose end the span was tested (the window its
             # incident counts, as for every other test); the span is in ``extra``.
@@ -545,6 +599,9 @@ class PerformanceMonitor:
         if win is None:
             win = PerfWindow()
             self._windows.put(key, win)
+        elif win.written > stream.writes:  # the stream's record of that write was lost
+            win.written = stream.writes
+            self._incidents.retell(stream, w, win)
         if not stream.windows or stream.windows[-1] < w or w not in stream.windows:
             stream.windows.append(w)
             stream.windows.sort()

@@ -58,6 +58,15 @@ class PerfWindow:
     """Incident keys this window was already found drifting for (one count per window)."""
     spanned: bool = False
     """The span test ending at this window was done (at its end)."""
+    told: list[list[Any]] = field(default_factory=list)
+    """What this window told its stream's incident book, in order: ``[write, key, severity,
+    test]`` found drifting, ``[write, key]`` judged clean, ``write`` the stream's write that
+    recorded it (:attr:`PerfStream.writes`). A crash can keep this record and lose the
+    stream's (``PerformanceMonitor.flush``); the flags above then skip the looks, and the book
+    is told again what the lost write held."""
+    written: int = 0
+    """The stream's :attr:`PerfStream.writes` of the flush that wrote this record: above the
+    stream's own, the stream's record of that flush was lost."""
 
     def merged(self) -> PerformanceSummary:
         out = PerformanceSummary()
@@ -76,6 +85,7 @@ class PerfWindow:
                 "e": self.estimated,
                 "r": self.raised,
                 "s": self.spanned,
+                **({"k": self.told, "g": self.written} if self.written else {}),
             },
             separators=(",", ":"),
         ).encode()
@@ -111,6 +121,8 @@ class PerfWindow:
             head["e"],
             head["r"],
             head.get("s", False),  # absent in windows written before the span test
+            head.get("k", []),  # these two: absent in windows never flushed by a monitor
+            head.get("g", 0),
         )
 
 
@@ -129,6 +141,11 @@ class PerfStream:
     next_due: float = -math.inf
     """Event time of the next window close, final look or expiry: the clock only scans the
     windows when it passes this."""
+    writes: int = 0
+    """Flushes that wrote this record (:attr:`PerfWindow.written`)."""
+    dropped: list[float] = field(default_factory=list)
+    """The windows whose records this write deletes, after this record: a crash between
+    the two leaves them, and whoever reads this record next deletes them again."""
 
     def to_bytes(self) -> bytes:
         return json.dumps(
@@ -141,6 +158,8 @@ class PerfStream:
                 "lv": self.latest_version,
                 "i": self.incidents.to_json(),
                 "nd": self.next_due if math.isfinite(self.next_due) else None,
+                **({"n": self.writes} if self.writes else {}),
+                **({"dr": self.dropped} if self.dropped else {}),
             },
             separators=(",", ":"),
         ).encode()
@@ -160,6 +179,8 @@ class PerfStream:
             latest_version=d["lv"],
             incidents=incidents,
             next_due=-math.inf if d["nd"] is None else float(d["nd"]),
+            writes=d.get("n", 0),
+            dropped=d.get("dr", []),
         )
 
 

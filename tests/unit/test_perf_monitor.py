@@ -4,6 +4,7 @@ label-free estimates, incidents."""
 from __future__ import annotations
 
 import heapq
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from streams.config import DAY, EngineConfig, PerformanceConfig
 from streams.keyed_state import MemoryStore
 from streams.perf_findings import Finding
 from streams.perf_monitor import PerformanceMonitor
-from streams.perf_state import PerfStream, PerfWindow
+from streams.perf_state import PerfStream, PerfWindow, perf_stream_key
 
 T0 = 1_767_225_600.0
 
@@ -295,23 +296,53 @@ def test_an_entry_for_an_expired_window_does_not_bring_it_back() -> None:
     assert mon.stats["expired_window_entries"] == 2
 
 
-def _cut_short_writes() -> tuple[MemoryStore, MemoryStore, list[MemoryStore]]:
+_SPAN_DRIFT = dict(days=30, drifting=range(24, 30), horizon=7.0, objectives="")
+"""The span test finds the drift that starts at day 24 in the last write."""
+_LOOKS_AND_CLEANS = dict(
+    days=34,
+    drifting=range(14, 28),
+    horizon=1.0,
+    objectives="acme:fraud accuracy>=0.6",
+    span_windows=0,
+    resolve_windows=2,
+    min_labels=30,
+    min_baseline_windows=1,
+)
+"""Label-count looks, final looks and an objective: a drift from day 14 to 27, which the
+last write finds in its last days and whose incidents its clean final looks resolve."""
+
+
+def _cut_short_writes(
+    days: int = 30,
+    drifting: range = range(24, 30),
+    horizon: float = 7.0,
+    objectives: str = "",
+    span_windows: int = 7,
+    resolve_windows: int = 3,
+    min_labels: int = 100,
+    min_baseline_windows: int = 3,
+) -> tuple[MemoryStore, MemoryStore, list[MemoryStore]]:
     """(the state before the write, after it whole, after each prefix and the batch read
     again): a worker killed mid-write leaves a prefix of the write's records in the
     changelog (what a restore brings back), and the batch is read again."""
     from streams.keyed_state import Write
 
     config = PerformanceConfig(
-        engine=EngineConfig(retention_days=16.0, baseline_start_days=14.0, baseline_end_days=7.0)
-    )
+        engine=EngineConfig(
+            retention_days=16.0, baseline_start_days=14.0, baseline_end_days=7.0,
+            resolve_windows=resolve_windows, min_baseline_windows=min_baseline_windows,
+        ),
+        label_horizon_days=horizon, objectives=objectives, span_windows=span_windows,
+        min_labels=min_labels,
+    )  # fmt: skip
     rng = np.random.default_rng(12)
     entries: list[tuple[str, float, float, int, float]] = []
-    for day in range(30):
+    for day in range(days):
         for i in range(40):
             ts = T0 + day * DAY + i * 2000.0
             score = float(rng.random())
             entries.append(("p", ts, score, 0, ts))
-            label = int(rng.random() < (score if day < 24 else 1 - score))  # drift at day 24
+            label = int(rng.random() < (1 - score if day in drifting else score))
             entries.append(("l", ts, score, label, ts + DAY))
     entries.sort(key=lambda e: e[4])
     positions = {e: (0, k) for k, e in enumerate(entries)}
@@ -333,7 +364,9 @@ def _cut_short_writes() -> tuple[MemoryStore, MemoryStore, list[MemoryStore]]:
     base.apply(applied(base, head))
     writes = applied(MemoryStore.copy_of(base), tail)
     assert any(w.value is None for w in writes), "no window expired in the write"
-    assert writes[-1].key.startswith('["ps"'), "the stream's record goes last"
+    kinds = ["put" if w.value is not None else "delete" for w in writes]
+    last = max(k for k, w in enumerate(writes) if w.key.startswith('["ps"'))
+    assert "delete" not in kinds[:last] and "put" not in kinds[last + 1 :], "puts, stream, deletes"
     whole = MemoryStore.copy_of(base)
     whole.apply(writes)
     crashed = []
@@ -357,11 +390,30 @@ def test_a_write_cut_short_by_a_crash_leaves_the_windows_of_a_whole_one() -> Non
         assert windows == want, f"cut after {cut} records"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: a window remembers the incident it raised, "
-    "the stream's record that counts it can be lost (README, crash safety)",
-)
-def test_a_write_cut_short_by_a_crash_leaves_the_incidents_of_a_whole_one() -> None:
-    _, whole, crashed = _cut_short_writes()
-    assert all(store.data == whole.data for store in crashed)
+def _told_in_the_last_write(store: MemoryStore) -> list[list[object]]:
+    """What the windows told the incident book in the stream's last write."""
+    stream = PerfStream.from_bytes(store.data[perf_stream_key("acme", "fraud")])
+    return [
+        told
+        for key, raw in store.data.items()
+        if key.startswith('["pw"')
+        for told in PerfWindow.from_bytes(raw).told
+        if told[0] == stream.writes
+    ]
+
+
+@pytest.mark.parametrize("scenario", [_SPAN_DRIFT, _LOOKS_AND_CLEANS], ids=["span", "looks"])
+def test_a_write_cut_short_by_a_crash_leaves_the_incidents_of_a_whole_one(
+    scenario: dict[str, Any],
+) -> None:
+    """A prefix can keep a window's record (which remembers the looks it had and the
+    incidents it raised, so they are not made again) without its stream's, whose incident
+    book then lacks them: the window tells the book again what that write held
+    (``PerfIncidents.retell``), and every store ends as the uninterrupted write left it."""
+    _, whole, crashed = _cut_short_writes(**scenario)
+    told = _told_in_the_last_write(whole)
+    assert any(len(t) == 4 for t in told) and (  # the write found drift ...
+        scenario is _SPAN_DRIFT or any(len(t) == 2 for t in told)  # ... and judged clean
+    ), told
+    for cut, store in enumerate(crashed):
+        assert store.data == whole.data, f"cut after {cut} records"
