@@ -17,6 +17,7 @@ Order of work for one event (the same whatever the batching, so live and backtes
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 
@@ -103,8 +104,10 @@ class DriftEngine:
         self.notices: list[IncidentNotice] = []
         """Incident changes since the caller last took them (:meth:`take_notices`)."""
         self._streams: StateCache[StreamState] = StateCache(
-            store, StreamState.from_bytes, StreamState.to_bytes, capacity=1 << 30
+            store, self._decode_stream, StreamState.to_bytes, capacity=1 << 30
         )
+        self._orphans: list[StreamState] = []
+        """Streams read with windows their last write meant to delete (:meth:`flush`)."""
         self._windows: StateCache[FeatureWindow] = StateCache(
             store, FeatureWindow.from_bytes, FeatureWindow.to_bytes, config.cached_windows
         )
@@ -313,16 +316,61 @@ class DriftEngine:
         """The state changed since the last flush, to persist. Decoded state stays cached
         (bounded: ``EngineConfig.cached_windows``) unless ``keep_cache`` is false."""
         self._apply_pending()
-        # The streams' records last: a stream's record says how far it got (its clock, its
-        # offsets, which windows it has), so a write cut short by a crash (a prefix of it in
-        # the changelog) that kept a stream's record kept every change of its windows too.
-        # The other way round, the batch read again found the stream past the expiries and
-        # closes it had done, and left those windows as the prefix had them.
-        writes = self._windows.flush() + self._moments.flush() + self._streams.flush()
+        # A crash can cut a write short, and a restore brings back a prefix of its records,
+        # after which the batch is read again. So the order is: the windows' new values, then
+        # each stream's record (its clock, its offsets, which windows it has), then the
+        # deletes of the windows it expired.
+        # - A prefix that kept a stream's record kept every change of its windows: the other
+        #   way round, the batch read again found the stream past the expiries and closes it
+        #   had done, and left those windows as the prefix had them.
+        # - A prefix without it kept no delete: the batch read again sees the expiring windows
+        #   as the first reading did, e.g. as the baseline of a window it closes.
+        # - The deletes a prefix lost are made again by whoever reads the stream next
+        #   (``StreamState.dropped``).
+        self._name_deletes()
+        windows = self._windows.flush() + self._moments.flush()
+        writes = [w for w in windows if w.value is not None] + self._streams.flush()
+        writes += [w for w in windows if w.value is None]
         self._hot.clear()
         if not keep_cache:
             self.forget()
         return writes
+
+    def _decode_stream(self, raw: bytes) -> StreamState:
+        stream = StreamState.from_bytes(raw)
+        if stream.dropped:
+            self._orphans.append(stream)
+        return stream
+
+    def _name_deletes(self) -> None:
+        """Each stream written now names the windows this write deletes; the deletes a
+        stream's last write may have lost are made again (without writing the stream for
+        it: if these are lost too, its record still names them)."""
+        orphans = [(s, s.dropped) for s in self._orphans]
+        self._orphans.clear()
+        streams = self._streams
+        for skey in streams.dirty():
+            stream = streams.cached(skey)
+            if stream is not None:
+                stream.dropped = []
+        for cache in (self._windows, self._moments.cache):
+            for key in [k for k in cache.dirty() if cache.cached(k) is None]:
+                _, tenant, model, *_ = json.loads(key)
+                skey = stream_key(tenant, model)
+                stream = streams.cached(skey)
+                assert stream is not None  # a window expires through its stream
+                streams.mark(skey, stream.partition)
+                stream.dropped.append(key)
+        for stream, keys in orphans:
+            skey = stream_key(stream.tenant, stream.model)
+            written = skey in streams.dirty()
+            for key in keys:
+                if key.startswith('["v"'):
+                    self._moments.cache.delete(key, stream.partition)
+                else:
+                    self._delete(key, stream.partition)
+                if written and key not in stream.dropped:
+                    stream.dropped.append(key)
 
     def forget(self, partitions: Collection[int] | None = None) -> None:
         """Drop decoded state (of ``partitions``, or all): after those partitions were given up

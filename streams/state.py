@@ -322,6 +322,9 @@ class StreamState:
     (chosen at the window's first event, from the previous window's counts)."""
     segment_counts: dict[float, dict[str, dict[str, int]]] = field(default_factory=dict)
     """Per window (the newest two), per segment column: events per value."""
+    dropped: list[str] = field(default_factory=list)
+    """Keys of the expired windows whose deletes go after this record in its write: a crash
+    between the two leaves them, and whoever reads this record next deletes them again."""
     known_shapes: set[tuple[tuple[str, ...], tuple[type, ...]]] = field(
         default_factory=set, repr=False, compare=False
     )
@@ -351,6 +354,7 @@ class StreamState:
                 "i": self.incidents.to_json(),
             }
             | self._segments_json()
+            | ({"dk": self.dropped} if self.dropped else {})
         )
 
     def _segments_json(self) -> dict[str, object]:
@@ -388,6 +392,7 @@ class StreamState:
             segments=d.get("sf", {}),
             segment_values={float(w): v for w, v in d.get("sv", [])},
             segment_counts={float(w): c for w, c in d.get("sc", [])},
+            dropped=d.get("dk", []),
         )
 
     def judged_features(self) -> list[tuple[str, FeatureKind]]:

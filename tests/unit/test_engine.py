@@ -530,18 +530,31 @@ def test_a_stream_whose_first_event_is_rejected_writes_nothing() -> None:
 
 
 @pytest.mark.parametrize(
-    "config", [SHORT, replace(SHORT, interim_seconds=3600)], ids=["daily", "hourly_looks"]
+    ("config", "seed", "days", "shift_day"),
+    [
+        (SHORT, 8, 24, None),
+        (replace(SHORT, interim_seconds=3600), 8, 24, None),
+        (replace(SHORT, retention_days=14), 3, 30, 22.0),
+        (replace(SHORT, retention_days=14, interim_seconds=3600), 5, 28, 21.0),
+    ],
+    ids=["daily", "hourly_looks", "drift_daily", "drift_hourly_looks"],
 )
-def test_a_write_cut_short_by_a_crash_leaves_no_window_behind(config: EngineConfig) -> None:
+def test_a_write_cut_short_by_a_crash_leaves_the_state_of_a_whole_one(
+    config: EngineConfig, seed: int, days: int, shift_day: float | None
+) -> None:
     """A worker killed mid-write leaves a prefix of the write's records in the changelog
     (what a restore brings back); the batch is then read again from the committed offset.
     Whatever the prefix, the state after that must be the state of an uninterrupted write.
-    With the stream's record first, a prefix could hold the stream (its clock past an expiry,
-    the expired windows gone from its list) without the windows' deletions: those windows
-    were never deleted (found by the kill-loop test on a 3-kill run)."""
-    events = list(stream(seed=8, days=24, per_day=60))
-    # The last batch jumps the clock two days: windows expire in its write.
-    head, tail = events[: 21 * 60], events[21 * 60 :]
+    - With the stream's record first, a prefix could hold the stream (its clock past an
+      expiry, the expired windows gone from its list) without the windows' deletions: those
+      windows were never deleted (found by the kill-loop test on a 3-kill run).
+    - With the deletes before it, a prefix could hold some of them without the stream: the
+      batch read again judged the windows it closes against a baseline that had lost them
+      (the drift cases; a retention equal to the baseline's reach)."""
+    events = list(stream(seed=seed, days=days, per_day=60, shift_day=shift_day))
+    # The last batch moves the clock three days or more: windows close and expire in its write.
+    split = days - 3 if shift_day is None else int(shift_day) + 2
+    head, tail = events[: split * 60], events[split * 60 :]
     positions = {e.event_id: (0, k) for k, e in enumerate(events)}
 
     def applied(store: MemoryStore, batch: list[PredictionEvent]) -> list[Write]:
@@ -553,6 +566,9 @@ def test_a_write_cut_short_by_a_crash_leaves_no_window_behind(config: EngineConf
     base = MemoryStore()
     base.apply(applied(base, head))
     writes = applied(MemoryStore.copy_of(base), tail)
+    kinds = ["put" if w.value is not None else "delete" for w in writes]
+    last = max(k for k, w in enumerate(writes) if w.key.startswith('["s"'))
+    assert "delete" not in kinds[:last] and "put" not in kinds[last + 1 :], "puts, stream, deletes"
     assert any(w.value is None and w.key.startswith('["w"') for w in writes), "no expiry"
     reference = MemoryStore.copy_of(base)
     reference.apply(writes)
