@@ -14,6 +14,8 @@ package touches a private name of Faust, mode or aiokafka (``tests/unit/test_lay
 - :mod:`.direct_reads`: a table read straight from its partition's RocksDB;
 - :mod:`.fetch_timeout`: fetches the broker leaves unanswered are sent again;
 - :mod:`.eager_delivery`: the fetch loop delivers a message without four tasks for it;
+- :mod:`.late_changelog`: changelog records that come after a partition's restore ended
+  are not applied over what the agents wrote since;
 - :mod:`.read_ahead`: the agents' read-ahead bounded by bytes;
 - :mod:`.rocksdb_memory`: one block cache and memtable budget for all of a worker's stores;
 - :mod:`.probes`: the broker asked directly where Faust's bookkeeping cannot be trusted;
@@ -35,6 +37,7 @@ from agents.faust_compat import (
     fetch_timeout,
     guards,
     introspection,
+    late_changelog,
     probes,
     read_ahead,
     rocksdb_memory,
@@ -52,6 +55,7 @@ __all__ = [
     "fetch_timeout",
     "guards",
     "introspection",
+    "late_changelog",
     "probes",
     "read_ahead",
     "rocksdb_memory",

@@ -20,4 +20,6 @@ stores none of its values and fails, and the agent batch that made them is read 
 ``write_without_partition`` (table writes no code gave a partition to, outside of any event:
 dropped and logged, a bug to report), ``delivery_waited`` (a fetched message whose delivery
 to its streams had to wait - a full stream queue, flow control, the producer's buffer - and
-so went on under Faust's ``wait_first``: :mod:`.eager_delivery`)."""
+so went on under Faust's ``wait_first``: :mod:`.eager_delivery`), ``late_changelog_dropped``
+(changelog records of an active partition that came after its restore ended, not applied
+over what the agents wrote since: :mod:`.late_changelog`)."""
