@@ -12,7 +12,7 @@ It happened on the embedded broker: it reports a partition's end as its last rec
 batch's first offset + 1, so the restore after a crash stopped short of the tail of a write
 the crash had cut (see :mod:`.bulk_writes`), and that tail came in once the worker was
 running. At the next clean stop, a feature window went back in the local store to its value
-of three writes earlier (``test_worker``'s SIGKILL test, about one run in six: half a day
+of three writes earlier (``test_worker``'s SIGKILL test, about one run in ten: half a day
 of one feature's values gone from the state a later restart on the same disk reads).
 Dropping is right for any broker: after the restore, a record of an active partition is
 either this worker's own write come back (already in the store) or older than what the
