@@ -377,6 +377,7 @@ class DriftEngine:
         to another worker, the store is the truth again. Call after :meth:`flush`."""
         self._apply_pending()
         self._hot.clear()
+        self._orphans.clear()  # their records still name them: whoever reads one next
         self._streams.forget(partitions)
         self._windows.forget(partitions)
         self._moments.forget(partitions)

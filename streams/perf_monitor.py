@@ -285,6 +285,7 @@ class PerformanceMonitor:
 
     def forget(self, partitions: Collection[int] | None = None) -> None:
         """Drop decoded state (after partitions were given up; see ``StateCache.forget``)."""
+        self._orphans.clear()  # their records still name them: whoever reads one next
         self._streams.forget(partitions)
         self._windows.forget(partitions)
         self._rate_tests.clear()
