@@ -224,6 +224,7 @@ class OutcomeJoiner:
         if record is not None and "tomb" in record:
             if origin is not None and _pos(record.get("po")) == origin:
                 self.stats.replayed += 1
+                self._advance(event.timestamp)  # see below
                 return JoinResult(new=False, home=record.get("home"))
             self._reject("duplicate_prediction")
             raise InvalidEvent(
@@ -233,6 +234,9 @@ class OutcomeJoiner:
             if origin is not None and _pos(record.get("po")) == origin:
                 self.stats.replayed += 1
                 self._index(key, event.timestamp)  # its index entry may not have been saved
+                # Nor the clock it moved: a crash that cut a write short can keep the record
+                # and lose the meta record (written last), and expiry would lag.
+                self._advance(event.timestamp)
                 return JoinResult(new=False, home=record.get("home"))
             self._reject("duplicate_prediction")
             raise InvalidEvent(
@@ -273,6 +277,7 @@ class OutcomeJoiner:
         if record is not None and "tomb" in record:
             if origin is not None and _pos(record.get("oo")) == origin:
                 self.stats.replayed += 1
+                self._advance(event.timestamp, "oclock")  # as for a replayed prediction
                 return JoinResult(new=False, home=record.get("home"))
             reason = "duplicate_outcome" if record.get("had_outcome") else "expired"
             self._reject(reason)
@@ -282,6 +287,7 @@ class OutcomeJoiner:
                 self.stats.replayed += 1
                 if "prediction" not in record:
                     self._index(key, event.timestamp)  # as for a replayed prediction
+                self._advance(event.timestamp, "oclock")
                 return JoinResult(new=False, home=record.get("home"))
             self._reject("duplicate_outcome")
             raise InvalidEvent(
