@@ -32,6 +32,7 @@ from streams.keyed_state import (
     StateCache,
     StateStore,
     Write,
+    crash_ordered,
     guard,
     part_of_run,
     run_of,
@@ -316,21 +317,14 @@ class DriftEngine:
         """The state changed since the last flush, to persist. Decoded state stays cached
         (bounded: ``EngineConfig.cached_windows``) unless ``keep_cache`` is false."""
         self._apply_pending()
-        # A crash can cut a write short, and a restore brings back a prefix of its records,
-        # after which the batch is read again. So the order is: the windows' new values, then
-        # each stream's record (its clock, its offsets, which windows it has), then the
-        # deletes of the windows it expired.
-        # - A prefix that kept a stream's record kept every change of its windows: the other
-        #   way round, the batch read again found the stream past the expiries and closes it
-        #   had done, and left those windows as the prefix had them.
-        # - A prefix without it kept no delete: the batch read again sees the expiring windows
-        #   as the first reading did, e.g. as the baseline of a window it closes.
-        # - The deletes a prefix lost are made again by whoever reads the stream next
-        #   (``StreamState.dropped``).
+        # In the order a crash can cut short (``crash_ordered``). With the streams' records
+        # first, the batch read again found a stream past the expiries and closes it had
+        # done, and left those windows as the prefix had them; with the deletes before them,
+        # it judged the windows it closes against a baseline that had lost some. The deletes
+        # a prefix lost are made again by whoever reads the stream next (``_name_deletes``).
         self._name_deletes()
         windows = self._windows.flush() + self._moments.flush()
-        writes = [w for w in windows if w.value is not None] + self._streams.flush()
-        writes += [w for w in windows if w.value is None]
+        writes = crash_ordered(windows, self._streams.flush())
         self._hot.clear()
         if not keep_cache:
             self.forget()

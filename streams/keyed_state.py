@@ -100,6 +100,21 @@ Run = tuple[int, int, int]
 strictly increasing: what a batch of one stream's events usually is (see :func:`run_of`)."""
 
 
+def crash_ordered(windows: list[Write], streams: list[Write]) -> list[Write]:
+    """A write of windowed state in the order a crash can cut short: the windows' new values,
+    then the streams' records, then the windows' deletes. A restore brings back a prefix and
+    the batch is read again; a prefix with a stream's record has its windows' changes, and
+    one without it has none of the deletes, so the batch read again sees the windows as the
+    first reading did (deletes a prefix lost are the stream's to make again: it names them).
+
+    >>> windows, streams = [Write("a", None, 0), Write("b", b"1", 0)], [Write("s", b"2", 0)]
+    >>> [w.key for w in crash_ordered(windows, streams)]
+    ['b', 's', 'a']
+    """
+    puts = [w for w in windows if w.value is not None]
+    return puts + streams + [w for w in windows if w.value is None]
+
+
 def run_of(positions: list[Position | None]) -> Run | None:
     """``positions`` as a :data:`Run`, or None when they are not one.
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from schemas import DriftEvent, DriftKind, Severity
 from streams.config import PerformanceConfig
-from streams.incidents import IncidentNotice
+from streams.incidents import Incident, IncidentNotice
 from streams.perf_findings import Finding, objective_test, objective_value
 from streams.perf_state import (
     OBJECTIVE_KIND,
@@ -63,22 +63,9 @@ class PerfIncidents:
         partial: bool,
     ) -> list[DriftEvent]:
         cfg = self.config.engine
-        book = stream.incidents
         top = max(findings, key=lambda f: f.severity.rank)
         win.raised.append(key)
-        win.told.append([stream.writes + 1, key, top.severity.value, top.test])
-        self._mark(stream, window)
-        # Once per window, even if a crash lost the window's own record of it (the stream and
-        # the window are separate keys): a replay must not confirm an incident early. Windows
-        # are judged out of order here (labels arrive late), so the book remembers 64.
-        incident, changes = book.drifting(
-            key, window, top.severity, top.test,
-            functools.partial(_incident_id, stream, key, window),
-            confirm_windows=cfg.confirm_windows, remember=64,
-        )  # fmt: skip
-        for change in changes:
-            if change != "escalated":
-                self.stats[f"incidents_{change}"] += 1
+        incident, changes = self._found(stream, win, key, window, top.severity, top.test)
         for change in changes:
             self.notices.append(
                 IncidentNotice(
@@ -157,17 +144,11 @@ class PerfIncidents:
                     self.clean(stream, win, key, window, version, OBJECTIVE_KIND)
                 continue
             win.raised.append(key)
-            win.told.append([stream.writes + 1, key, finding.severity.value, finding.test])
-            self._mark(stream, window)
-            incident, changes = stream.incidents.drifting(
-                key, window, finding.severity, finding.test,
-                functools.partial(_incident_id, stream, key, window),
-                confirm_windows=cfg.engine.confirm_windows, remember=64,
-            )  # fmt: skip
+            incident, changes = self._found(
+                stream, win, key, window, finding.severity, finding.test
+            )
             self.stats["objective_breaches"] += 1
             for change in changes:
-                if change != "escalated":
-                    self.stats[f"objective_incidents_{change}"] += 1
                 self.notices.append(
                     IncidentNotice(
                         change, incident.drift_id, OBJECTIVE_KIND, stream.tenant, stream.model,
@@ -191,13 +172,45 @@ class PerfIncidents:
         self._mark(stream, window)
         self._clean(stream, key, window, version, kind)
 
+    def _found(
+        self,
+        stream: PerfStream,
+        win: PerfWindow,
+        key: str,
+        window: float,
+        severity: Severity,
+        test: str,
+    ) -> tuple[Incident, list[str]]:
+        """``key`` found drifting in window ``window`` (``win``): told to the book, and
+        remembered by the window (:meth:`retell`)."""
+        win.told.append([stream.writes + 1, key, severity.value, test])
+        self._mark(stream, window)
+        return self._count(stream, key, window, severity, test)
+
+    def _count(
+        self, stream: PerfStream, key: str, window: float, severity: Severity, test: str
+    ) -> tuple[Incident, list[str]]:
+        """The book's count of ``key`` drifting in ``window``, and its changes counted. Once
+        per window, even if a crash lost the window's own record of it (the stream and the
+        window are separate keys): a replay must not confirm an incident early. Windows are
+        judged out of order here (labels arrive late), so the book remembers 64."""
+        incident, changes = stream.incidents.drifting(
+            key, window, severity, test,
+            functools.partial(_incident_id, stream, key, window),
+            confirm_windows=self.config.engine.confirm_windows, remember=64,
+        )  # fmt: skip
+        prefix = "objective_incidents" if key.startswith("objective:") else "incidents"
+        for change in changes:
+            if change != "escalated":
+                self.stats[f"{prefix}_{change}"] += 1
+        return incident, changes
+
     def retell(self, stream: PerfStream, window: float, win: PerfWindow) -> None:
         """Tell the book again what window ``win`` told it in writes the stream's record does
         not have (a crash cut the flush short after the window's record): the window's flags
         will skip the looks that told it. Notices are told again under the same ids (alerts
         are idempotent), without the tests' figures, which only the looks had."""
         self.stats["incident_books_retold"] += 1
-        book = stream.incidents
         for told in win.told:
             if told[0] <= stream.writes:
                 continue  # in a write the stream's record has
@@ -206,15 +219,8 @@ class PerfIncidents:
             if len(told) == 2:
                 self._clean(stream, key, window, version, kind)
                 continue
-            incident, changes = book.drifting(
-                key, window, Severity(told[2]), told[3],
-                functools.partial(_incident_id, stream, key, window),
-                confirm_windows=self.config.engine.confirm_windows, remember=64,
-            )  # fmt: skip
-            prefix = "objective_incidents" if kind == OBJECTIVE_KIND else "incidents"
+            incident, changes = self._count(stream, key, window, Severity(told[2]), told[3])
             for change in changes:
-                if change != "escalated":
-                    self.stats[f"{prefix}_{change}"] += 1
                 self.notices.append(
                     IncidentNotice(
                         change, incident.drift_id, kind, stream.tenant, stream.model, version,

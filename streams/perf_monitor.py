@@ -53,7 +53,7 @@ from streams.calibration import CalibrationMap, estimate_performance
 from streams.config import DAY, PerformanceConfig
 from streams.decision import benjamini_hochberg
 from streams.incidents import IncidentNotice
-from streams.keyed_state import Position, StateCache, StateStore, Write, guard
+from streams.keyed_state import Position, StateCache, StateStore, Write, crash_ordered, guard
 from streams.perf_drop_tests import proportion_drop_test
 from streams.perf_findings import (
     Z95,
@@ -223,22 +223,13 @@ class PerformanceMonitor:
     def flush(self, keep_cache: bool = True) -> list[Write]:
         """The state changed since the last flush, to persist (decoded state stays cached,
         bounded, unless ``keep_cache`` is false)."""
-        # A crash can cut a write short, and a restore brings back a prefix of its records,
-        # after which the batch is read again. So the order is: the windows' new values,
-        # then each stream's record (its clock, its list of windows, its incidents), then
-        # the deletes of the windows it expired.
-        # - A prefix that kept a stream's record kept its windows' changes: the clock is not
-        #   past looks whose windows are missing. Each cache flushes in key order.
-        # - A prefix without it kept no delete: the batch, read again, sees the expiring
-        #   windows as the first reading did, e.g. as the baseline of a final look.
-        # - The deletes a prefix lost are made again by the stream's next write
-        #   (``PerfStream.dropped``, read back in ``_decode_stream``).
-        # - A window whose record was kept without its stream's tells the stream's incident
-        #   book again what it told it in that write (``_window_for``, ``PerfWindow.told``).
+        # In the order a crash can cut short (``crash_ordered``), as the feature engine's.
+        # The deletes a prefix lost are made again by whoever reads the stream next
+        # (``PerfStream.dropped``). A window whose record was kept without its stream's tells
+        # the stream's incident book again what it told it in that write (``_window_for``,
+        # ``PerfWindow.told``). Each cache flushes in key order.
         self._number_writes()
-        windows = self._windows.flush()
-        writes = [w for w in windows if w.value is not None] + self._streams.flush()
-        writes += [w for w in windows if w.value is None]
+        writes = crash_ordered(self._windows.flush(), self._streams.flush())
         self._rate_tests.clear()
         if not keep_cache:
             self.forget()
