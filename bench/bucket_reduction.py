@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from streams.buckets import Buckets, _reduce, points_to_buckets, unique_counts
+from streams.buckets import Buckets, _reduce, points_to_buckets, sorted_unique_counts
 from streams.numeric_summary import NumericSummary
 from tests.unit.test_bucket_reduction import reference_reduce
 
@@ -39,7 +39,7 @@ def pooled_baselines(days: int, seed: int = 1) -> list[Buckets]:
     for draw in draws:
         # A day's bucket set, as a summary of more than EXACT_CAPACITY values holds one.
         sets = [
-            points_to_buckets(*unique_counts(draw(day)), NumericSummary.BUCKETS)
+            points_to_buckets(*sorted_unique_counts(np.sort(draw(day))), NumericSummary.BUCKETS)
             for day in range(days)
         ]
         lo, hi, w = (np.concatenate([b[j] for b in sets]) for j in range(3))

@@ -22,6 +22,7 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 
 from schemas import DriftEvent, InvalidEvent, PredictionEvent
+from streams.categorical_summary import CategoricalSummary
 from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
 from streams.importance import ImportanceSource, ScoreBatch
 from streams.incidents import IncidentNotice
@@ -40,13 +41,12 @@ from streams.keyed_state import (
 from streams.moment_tracker import MomentTracker
 from streams.recent_slots import RECENT_LEVELS, RECENT_SLOTS, FirstSample, event_hash, slot_runs
 from streams.segment_tracker import SegmentTracker
-from streams.slot_series import SlotSeries
+from streams.slot_series import SlotSeries, SlotSpan
 from streams.state import (
     ABSENT,
     FeatureKind,
     FeatureWindow,
     StreamState,
-    Summary,
     stream_key,
     window_key,
 )
@@ -589,7 +589,9 @@ class DriftEngine:
                 )
                 continue
 
-            def pick(feature: str, fw: FeatureWindow, slots: int = slots) -> Summary | None:
+            def pick(
+                feature: str, fw: FeatureWindow, slots: int = slots
+            ) -> SlotSpan | CategoricalSummary | None:
                 return fw.span_summary(look - 1, slots, cfg.min_window_count)
 
             drifts.extend(

@@ -33,7 +33,7 @@ from streams.importance import (
 from streams.incidents import Incident, IncidentNotice
 from streams.moments import moment_key
 from streams.segments import OTHER, is_segment_feature, split_segment_feature
-from streams.slot_series import SlotSeries
+from streams.slot_series import SlotSeries, SlotSpan, pooled
 from streams.state import (
     FeatureKind,
     FeatureWindow,
@@ -44,7 +44,7 @@ from streams.state import (
 
 __all__ = ["FeatureJudge", "FeatureTest", "Picker", "whole_window"]
 
-Picker = Callable[[str, FeatureWindow], Summary | SlotSeries | None]
+Picker = Callable[[str, FeatureWindow], Summary | SlotSeries | SlotSpan | None]
 """Which summary of a feature's window a test looks at (the whole window, a recent span)."""
 
 
@@ -336,7 +336,7 @@ class FeatureJudge:
             pairs = [(jobs[k][4], jobs[k][5][0]) for k in ks]
             # A result of p = 1 (say, nothing missing on either side) is a clean one too.
             found = (
-                [test.run(w, b) for w, b in pairs]
+                [test.run(pooled(w), b) for w, b in pairs]
                 if decide_at is None
                 else test.run_many_for_decision(pairs, decide_at)
             )

@@ -26,7 +26,10 @@ from streams.buckets import (
     merge_buckets,
     points_to_buckets,
     reduce_buckets,
-    unique_counts,
+    sort_runs,
+    sorted_unique,
+    sorted_unique_counts,
+    unique_of_runs,
 )
 
 __all__ = ["CDF_GRID_POINTS", "CdfGrid", "NumericSummary"]
@@ -280,7 +283,7 @@ class NumericSummary:
         self._cdf_cache = None
         self._grid_cache = None
         if self._values is not None:
-            values = np.sort(np.concatenate((self._values, batch)))
+            values = sort_runs(np.concatenate((self._values, np.sort(batch))))
             # The moments of all the values, not a merge of the chunks they came in: an exact
             # summary folds whenever it is read, and its bytes must not depend on when that
             # was (a look more or less, live or in a backtest). As NumericSummary.of does.
@@ -292,14 +295,15 @@ class NumericSummary:
                 self._values = values
                 return
             self._values = None
-            self._set_buckets(points_to_buckets(*unique_counts(values), self.BUCKETS))
+            self._set_buckets(points_to_buckets(*sorted_unique_counts(values), self.BUCKETS))
         else:
             mean_b = float(batch.mean())
             m2_b = float(np.square(batch - mean_b).sum())
             self._combine_moments(
                 int(batch.size), mean_b, m2_b, float(batch.min()), float(batch.max())
             )
-            self._set_buckets(fold_points(self._buckets, *unique_counts(batch), self.BUCKETS))
+            points = sorted_unique_counts(np.sort(batch))
+            self._set_buckets(fold_points(self._buckets, *points, self.BUCKETS))
 
     def _combine_moments(self, n_b: int, mean_b: float, m2_b: float, lo: float, hi: float) -> None:
         """Chan et al. parallel update: exact merge of (count, mean, M2)."""
@@ -404,7 +408,7 @@ class NumericSummary:
             lo, hi, w = self._buckets
             wide = lo < hi
             wlo, whi, ww = lo[wide], hi[wide], w[wide].astype(np.float64)
-            knots = np.unique(np.concatenate((wlo, whi)))
+            knots = unique_of_runs(np.concatenate((wlo, whi)))
             ramp = _ramp_at(knots, wlo, whi, ww)
             order = np.argsort(lo[~wide], kind="stable")
             points = lo[~wide][order]
@@ -427,7 +431,9 @@ class NumericSummary:
         hit = self._grid_cache
         if hit is not None and hit[0] == key:
             return hit[1]
-        edges = np.unique(self.edges())
+        edges = self.edges()
+        if self._values is not None:
+            edges = sorted_unique(edges)  # exact values repeat; bucketed edges are unique
         if edges.size > points:
             edges = edges[np.unique(np.linspace(0, edges.size - 1, points).round().astype(np.intp))]
         grid = CdfGrid(edges, self.cdf(edges), self.cdf(np.nextafter(edges, -np.inf)))
@@ -442,7 +448,7 @@ class NumericSummary:
         edges = np.concatenate(self._buckets[:2])
         if self._pending:
             edges = np.concatenate((edges, self._tail().values))
-        return np.unique(edges)
+        return unique_of_runs(edges)
 
     def point_masses(self) -> FloatArray:
         """The x of every zero-width bucket and tail value, sorted: where the bucketed CDF
@@ -481,16 +487,16 @@ class NumericSummary:
         if a._values is None and b._values is not None:
             a, b = b, a  # exact side (if any) first
         if a._values is not None and b._values is not None:
-            values = np.sort(np.concatenate((a._values, b._values)))
+            values = sort_runs(np.concatenate((a._values, b._values)))
             if values.size <= out.EXACT_CAPACITY:
                 out._values = values
                 return out
             out._values = None
-            out._set_buckets(points_to_buckets(*unique_counts(values), out.BUCKETS))
+            out._set_buckets(points_to_buckets(*sorted_unique_counts(values), out.BUCKETS))
         elif a._values is not None:
             out._values = None
             if a._values.size:
-                merged = fold_points(b._buckets, *unique_counts(a._values), out.BUCKETS)
+                merged = fold_points(b._buckets, *sorted_unique_counts(a._values), out.BUCKETS)
             else:
                 merged = b._buckets
             out._set_buckets(merged)
@@ -538,13 +544,13 @@ class NumericSummary:
                     v = tail.values
                     out._combine_moments(int(v.size), tail.mean, tail.m2, float(v[0]), float(v[-1]))
                     values.append(v)
-        points = np.sort(np.concatenate(values)) if values else np.empty(0, np.float64)
+        points = sort_runs(np.concatenate(values)) if values else np.empty(0, np.float64)
         if not bucketed:
             if points.size <= out.EXACT_CAPACITY:
                 out._values = points
                 return out
             out._values = None
-            out._set_buckets(points_to_buckets(*unique_counts(points), out.BUCKETS))
+            out._set_buckets(points_to_buckets(*sorted_unique_counts(points), out.BUCKETS))
             return out
         out._values = None
         pooled = reduce_buckets(
@@ -554,7 +560,7 @@ class NumericSummary:
             out.BUCKETS,
         )
         if points.size:
-            pooled = fold_points(pooled, *unique_counts(points), out.BUCKETS)
+            pooled = fold_points(pooled, *sorted_unique_counts(points), out.BUCKETS)
         out._set_buckets(pooled)
         return out
 

@@ -228,15 +228,6 @@ class RecentSlots:
         # kept one stays out, as it does one at a time (it must be strictly smaller).
         self.samples[i] = sorted(sample + fresh, key=_hash_of)[:SLOT_SAMPLE]
 
-    def span_array(self, last_slot: int, slots: int) -> tuple[np.ndarray, int] | None:
-        """:meth:`span` of a numeric feature as (finite values, missing count), from each
-        slot's array, made once per slot sample rather than once per look."""
-        parts = self.slot_arrays(last_slot, slots)
-        if parts is None:
-            return None
-        values = np.concatenate([p for p, _ in parts]) if parts else np.empty(0, np.float64)
-        return values, sum(m for _, m in parts)
-
     def slot_arrays(self, last_slot: int, slots: int) -> list[tuple[np.ndarray, int]] | None:
         """Per slot ``last_slot - slots + 1 .. last_slot`` (oldest first), its sample's
         finite values and missing count (an empty array for a slot with no traffic); None if

@@ -41,7 +41,7 @@ from streams.recent_slots import (
     RecentSlots,
     SlotRuns,
 )
-from streams.slot_series import SlotSeries
+from streams.slot_series import SlotSeries, SlotSpan
 
 FeatureKind = Literal["numeric", "categorical"]
 Summary = NumericSummary | CategoricalSummary
@@ -191,16 +191,20 @@ class FeatureWindow:
         if pairs_x:
             self.assoc.add(pairs_x, pairs_y)  # type: ignore[arg-type]  # validated by kind
 
-    def span_summary(self, last_slot: int, slots: int, min_count: int = 0) -> Summary | None:
-        """A summary of the sampled values of the last ``slots`` slots, for a sub-day test;
-        None when a slot is unknown or there are fewer than ``min_count`` values."""
+    def span_summary(
+        self, last_slot: int, slots: int, min_count: int = 0
+    ) -> SlotSpan | CategoricalSummary | None:
+        """The sampled values of the last ``slots`` slots, for a sub-day test (a numeric
+        feature's as a :class:`SlotSpan`, pooled only if a test needs it); None when a slot
+        is unknown or there are fewer than ``min_count`` values."""
         if self.recent is None:
             return None
         if self.kind == "numeric":
-            arrays = self.recent.span_array(last_slot, slots)
-            if arrays is None or arrays[0].size + arrays[1] < min_count:
+            parts = self.recent.slot_arrays(last_slot, slots)
+            if parts is None:
                 return None
-            return NumericSummary.of(*arrays)
+            span = SlotSpan(tuple(p for p, _ in parts), sum(m for _, m in parts))
+            return None if span.count + span.missing < min_count else span
         values = self.recent.span(last_slot, slots)
         if values is None or len(values) < min_count:
             return None

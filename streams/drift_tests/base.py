@@ -15,11 +15,11 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, Literal, TypeVar, cast
 
 from streams.effects import drift_extras
 from streams.moments import MomentSummary
-from streams.slot_series import SlotSeries
+from streams.slot_series import SlotSeries, SlotSpan, pooled
 from streams.state import FeatureKind, Summary
 
 if TYPE_CHECKING:
@@ -30,10 +30,12 @@ __all__ = ["AnySummary", "DriftTest", "Sample", "TestKind", "TestResult"]
 TestKind = FeatureKind | Literal["multivariate"]
 """What a test reads: one feature's summary of a kind, or a stream's ``multivariate``
 moments (:class:`~streams.moments.MomentSummary`) of its numeric features together."""
-AnySummary = Summary | MomentSummary | SlotSeries
+AnySummary = Summary | MomentSummary | SlotSeries | SlotSpan
 S = TypeVar("S", bound=AnySummary)
 """The summary type a test reads (``NumericSummary``, ``CategoricalSummary``, either, or a
-``MomentSummary``)."""
+``MomentSummary``). At the looks, :meth:`DriftTest.run_many_for_decision` may also be given a
+numeric span's slots (a :class:`~streams.slot_series.SlotSpan`): the base pools them before
+:meth:`DriftTest.run_for_decision`; a test that can use the slots apart overrides it (KS)."""
 
 Sample = Literal["values", "rows"]
 """What a test counts as its sample: the non-missing ``values`` (a summary's ``count``) or
@@ -103,9 +105,10 @@ class DriftTest(ABC, Generic[S]):
         return self.run(window, baseline)
 
     def run_many_for_decision(self, pairs: Sequence[tuple[S, S]], alpha: float) -> list[TestResult]:
-        """:meth:`run_for_decision` of each (window, baseline) pair of one look, in order: a
-        test that can decide many features at once for less (KS) overrides this."""
-        return [self.run_for_decision(w, b, alpha) for w, b in pairs]
+        """:meth:`run_for_decision` of each (window, baseline) pair of one look, in order (a
+        :class:`~streams.slot_series.SlotSpan` window pooled first): a test that can decide
+        many features at once for less (KS) overrides this."""
+        return [self.run_for_decision(cast(S, pooled(w)), b, alpha) for w, b in pairs]
 
     @abstractmethod
     def noise(self, n_eff: float, baseline: S) -> float:
@@ -137,9 +140,10 @@ class DriftTest(ABC, Generic[S]):
     def describe(self, window: S, baseline: S) -> dict[str, object]:
         """Signals beyond the test's own for its DriftEvent's ``extra``: by default the
         effect sizes of the distribution change (PSI, Jensen-Shannon, Wasserstein)."""
-        assert not isinstance(window, MomentSummary | SlotSeries)
-        assert not isinstance(baseline, MomentSummary | SlotSeries)
-        return drift_extras(window, baseline)
+        values = pooled(window)
+        assert not isinstance(values, MomentSummary | SlotSeries | SlotSpan)
+        assert not isinstance(baseline, MomentSummary | SlotSeries | SlotSpan)
+        return drift_extras(values, baseline)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

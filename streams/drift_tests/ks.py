@@ -10,9 +10,11 @@ from typing import Final, TypeVar
 import numpy as np
 from scipy import special, stats
 
-from streams.buckets import FloatArray
+from streams.buckets import FloatArray, IntArray
 from streams.drift_tests.base import DriftTest, TestResult
 from streams.numeric_summary import CdfGrid, NumericSummary
+from streams.pair_memo import PairMemo
+from streams.slot_series import SlotSpan
 
 __all__ = [
     "KS_NOISE",
@@ -54,13 +56,16 @@ class KolmogorovSmirnov(DriftTest[NumericSummary]):
         return ks_test(window, baseline, decide_at=alpha)
 
     def run_many_for_decision(
-        self, pairs: Sequence[tuple[NumericSummary, NumericSummary]], alpha: float
+        self, pairs: Sequence[tuple[NumericSummary | SlotSpan, NumericSummary]], alpha: float
     ) -> list[TestResult]:
         """:meth:`run_for_decision` of each pair; the pairs :func:`ks_screen` proves are no
-        discovery at ``alpha`` cost a few shared numpy calls instead of a test each."""
+        discovery at ``alpha`` cost a few shared numpy calls instead of a test each (and a
+        :class:`~streams.slot_series.SlotSpan` is pooled only where the screen cannot)."""
         screened = ks_screen(pairs, alpha)
         return [
-            ks_test(w, b, decide_at=alpha) if r is None else r
+            ks_test(w.summary() if isinstance(w, SlotSpan) else w, b, decide_at=alpha)
+            if r is None
+            else r
             for (w, b), r in zip(pairs, screened, strict=True)
         ]
 
@@ -119,7 +124,7 @@ def ks_test(
 
 
 def ks_screen(
-    pairs: Sequence[tuple[NumericSummary, NumericSummary]], alpha: float
+    pairs: Sequence[tuple[NumericSummary | SlotSpan, NumericSummary]], alpha: float
 ) -> list[TestResult | None]:
     """For each (window, baseline), a result whose p is provably above ``alpha``, or None
     where :func:`ks_test` must decide (see ``DriftTest.run_for_decision``).
@@ -136,7 +141,12 @@ def ks_screen(
     line of the complex plane, cost 2-4x as much (complex comparisons are slow).
 
     Only exact windows (every sub-day span, and a window so far of up to 2,048 values) are
-    screened; the rest, and pairs too small for :func:`clearly_above`, get None.
+    screened; the rest, and pairs too small for :func:`clearly_above`, get None. A span
+    given as its slots (:class:`~streams.slot_series.SlotSpan`) is counted per slot, and
+    each slot's counts below a baseline's grid are remembered (:func:`_slot_counts`): the
+    slot is in up to eight looks' spans against the same baseline, and its span is then
+    never pooled nor sorted. The counts add up to the pooled sample's, so the bound is the
+    same, bit for bit.
 
     >>> rng = np.random.default_rng(5)
     >>> base = NumericSummary()
@@ -150,23 +160,32 @@ def ks_screen(
     """
     out: list[TestResult | None] = [None] * len(pairs)
     index: list[int] = []
-    values: list[FloatArray] = []
+    sizes_: list[int] = []
     grids: list[CdfGrid] = []
+    at_counts: list[IntArray] = []
+    left_counts: list[IntArray] = []
     for k, (w, b) in enumerate(pairs):
         n, m = w.count, b.count
         if min(n, m) < _LAZY_MIN_N or not w.is_exact or n * m / (n + m) < _LAZY_MIN_N:
             continue
+        grid = b.cdf_grid()
+        if isinstance(w, SlotSpan):
+            at, left = _span_counts(w, grid)
+        else:
+            v = w.edges()
+            at, left = v.searchsorted(grid.xs, "right"), v.searchsorted(grid.xs, "left")
         index.append(k)
-        values.append(w.edges())
-        grids.append(b.cdf_grid())
+        sizes_.append(n)
+        grids.append(grid)
+        at_counts.append(at)
+        left_counts.append(left)
     if not index:
         return out
-    sizes = np.array([v.size for v in values])
+    sizes = np.array(sizes_)
     grid_sizes = np.array([g.xs.size for g in grids])
     n_at = np.repeat(sizes, grid_sizes).astype(np.float64)
-    sides = list(zip(values, [g.xs for g in grids], strict=True))
-    w_at = np.concatenate([v.searchsorted(xs, "right") for v, xs in sides]) / n_at
-    w_left = np.concatenate([v.searchsorted(xs, "left") for v, xs in sides]) / n_at
+    w_at = np.concatenate(at_counts) / n_at
+    w_left = np.concatenate(left_counts) / n_at
     row_count = int(grid_sizes.sum())
     b_at = np.concatenate([g.at for g in grids])
     b_left = np.concatenate([g.left for g in grids])
@@ -189,6 +208,33 @@ def ks_screen(
             bound_d = float(d[j])  # the true D is somewhere in [0, bound_d]
             out[k] = TestResult(bound_d, float(p[j]), bound_d, bound_d, False, "ks")
     return out
+
+
+_SLOT_COUNTS: PairMemo[tuple[IntArray, IntArray]] = PairMemo(kept=1 << 18)
+"""Per (slot sample, baseline grid's points): the sample's values <= and < each point."""
+
+
+def _slot_counts(values: FloatArray, grid: CdfGrid) -> tuple[IntArray, IntArray]:
+    """A slot's values at or below, and below, each of ``grid``'s points (remembered while
+    the slot's array and the grid live: both are replaced, never changed)."""
+    hit = _SLOT_COUNTS.get(values, grid.xs, 0)  # the grid is a tuple: its points are keyed
+    if hit is None:
+        v = np.sort(values)
+        hit = (v.searchsorted(grid.xs, "right"), v.searchsorted(grid.xs, "left"))
+        _SLOT_COUNTS.put(values, grid.xs, 0, hit)
+    return hit
+
+
+def _span_counts(span: SlotSpan, grid: CdfGrid) -> tuple[IntArray, IntArray]:
+    """:func:`_slot_counts` of the span's slots, added up: the pooled sample's counts."""
+    parts = [_slot_counts(s, grid) for s in span.slots if s.size]
+    if not parts:
+        empty = np.zeros(grid.xs.size, np.int64)
+        return empty, empty
+    at, left = parts[0]
+    for a, b in parts[1:]:
+        at, left = at + a, left + b
+    return at, left
 
 
 def ks_2samp_sorted(

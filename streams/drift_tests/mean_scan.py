@@ -38,16 +38,16 @@ True
 from __future__ import annotations
 
 import math
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import numpy as np
 from scipy import special
 
 from streams.drift_tests.base import DriftTest, TestResult
 from streams.numeric_summary import NumericSummary
+from streams.pair_memo import PairMemo
 from streams.slot_series import SlotSeries
 
 __all__ = ["MIN_SUFFIX_VALUES", "MeanShiftScan", "ScanFinding", "scan", "scan_many"]
@@ -104,16 +104,17 @@ class RankSums:
     """Per (slot sample, baseline), ``sum(mid-rank - 1/2)``: remembered while both are the
     same objects (a slot's array is replaced, never changed, when its sample changes; the
     baseline's count is in the key, for a one-window baseline that is a live summary), and
-    forgotten when the sample is (weakly referenced: a fixed number of entries, as before,
-    was ranked over again on every look once a look's features had more slots than it held,
-    7/8 of a 1,000-feature scan's work), or beyond ``kept``, oldest first. The same figure
-    as computing it again, so results never depend on what is remembered."""
+    forgotten when the sample is (a fixed number of entries, as before, was ranked over again
+    on every look once a look's features had more slots than it held, 7/8 of a 1,000-feature
+    scan's work), or beyond ``kept``, oldest first (:class:`~streams.pair_memo.PairMemo`).
+    The same figure as computing it again, so results never depend on what is remembered."""
 
     def __init__(self, kept: int = RANK_SUMS_KEPT) -> None:
-        self.kept = kept
-        self.hits = 0
-        self._sums: dict[tuple[int, int, int], tuple[weakref.ref[Any], weakref.ref[Any], float]]
-        self._sums = {}
+        self._sums: PairMemo[float] = PairMemo(kept)
+
+    @property
+    def hits(self) -> int:
+        return self._sums.hits
 
     def __len__(self) -> int:
         return len(self._sums)
@@ -121,20 +122,10 @@ class RankSums:
     def __call__(self, values: np.ndarray, baseline: NumericSummary) -> float:
         if not values.size:
             return 0.0  # a slot without traffic (one shared array, never freed: not kept)
-        key = (id(values), id(baseline), baseline.count)
-        sums = self._sums
-        hit = sums.get(key)
-        if hit is not None and hit[0]() is values and hit[1]() is baseline:
-            self.hits += 1
-            return hit[2]
-        total = math.fsum((mid_ranks(values, baseline) - 0.5).tolist())
-
-        def forget(_: object, key: tuple[int, int, int] = key) -> None:
-            sums.pop(key, None)  # the sample is gone: its id may be another's next
-
-        while len(sums) >= self.kept:
-            sums.pop(next(iter(sums)), None)
-        sums[key] = (weakref.ref(values, forget), weakref.ref(baseline), total)
+        total = self._sums.get(values, baseline, baseline.count)
+        if total is None:
+            total = math.fsum((mid_ranks(values, baseline) - 0.5).tolist())
+            self._sums.put(values, baseline, baseline.count, total)
         return total
 
 

@@ -33,9 +33,10 @@ from streams.categorical_summary import CategoricalSummary
 from streams.config import EngineConfig
 from streams.drift_tests import DRIFT_TESTS, FEATURE_KINDS, TEST_KINDS, DriftTest, TestResult
 from streams.drift_tests.base import AnySummary, TestKind
+from streams.drift_tests.ks import ks_screen
 from streams.moments import MOMENT_CHUNK, MomentSummary
 from streams.numeric_summary import FOLD_CHUNK, NumericSummary
-from streams.slot_series import SlotSeries
+from streams.slot_series import SlotSeries, SlotSpan
 from streams.state import FeatureKind, FeatureWindow, Summary
 
 AnyS = TypeVar("AnyS", bound=AnySummary)
@@ -581,6 +582,44 @@ def test_shifted_pair_is_detected(
         r = test.run(engine_input(test, w), b)
         assert r.p_value < NULL_ALPHA, (seed, r)
         assert r.effect_size >= test.effect_floor(EngineConfig()), (seed, r)
+
+
+def as_slots(window: NumericSummary, slots: int, seed: int) -> SlotSpan:
+    """An exact window's values as the looks hand a span over: in ``slots`` slots."""
+    values = np.random.default_rng(seed).permutation(window.values())  # arrival order
+    return SlotSpan(tuple(np.array_split(values, slots)), window.missing)
+
+
+NUMERIC_POOLED = [n for n, t in DRIFT_TESTS.items() if "numeric" in t.kinds and not t.scan_only]
+
+
+@pytest.mark.parametrize("name", NUMERIC_POOLED)
+def test_a_span_given_as_its_slots_is_decided_as_its_pooled_summary(name: str) -> None:
+    """At the looks a numeric span comes as its slots (a ``SlotSpan``): every test of pooled
+    numeric values (the base pools the slots; the engine gives spans to those not limited to
+    whole windows) decides it exactly as it decides the span's pooled summary (KS bounds it
+    from counts per slot, pooling only what its screen cannot decide), and it round-trips."""
+    assert "ks" in NUMERIC_POOLED
+    test = DRIFT_TESTS[name]
+    spans: list[tuple[SlotSpan, NumericSummary]] = []
+    for seed in (1, 2, 3):
+        for shift in (0.0, 1.0):
+            w, b = sample_pair("numeric", seed, 400, 3_000, shift)
+            assert isinstance(w, NumericSummary) and isinstance(b, NumericSummary)
+            spans.append((as_slots(w, 1 + seed * 2, seed), b))
+    for span, _ in spans:
+        again = round_trip(span)
+        assert [s.tolist() for s in again.slots] == [s.tolist() for s in span.slots]
+        assert again.summary().to_bytes() == span.summary().to_bytes()
+    for alpha in (1e-3, 0.2):
+        got = test.run_many_for_decision(spans, alpha)
+        want = test.run_many_for_decision([(s.summary(), b) for s, b in spans], alpha)
+        assert got == want
+        assert any(r.p_value < 1e-3 for r in got) and any(r.p_value > 0.2 for r in got)
+    if name == "ks":  # the screen worked on the slots (the null pairs), not only the pooling
+        screened = ks_screen(spans, 1e-3)
+        assert sum(r is not None for r in screened) >= 2
+        assert all(screened[k] is None for k in range(1, len(spans), 2))  # shifted: decided
 
 
 # --------------------------------------------------------------------------- known gaps
