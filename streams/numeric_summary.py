@@ -394,13 +394,15 @@ class NumericSummary:
             raise ValueError("cdf of an empty summary")
         x = np.asarray(xs, dtype=np.float64)
         if self._values is not None:
-            return np.searchsorted(self._values, x, side="right") / self._count
+            return self._values.searchsorted(x, "right") / self._count
+        # Methods and minimum/maximum, not np.searchsorted and np.clip: the same figures
+        # without their Python wrappers (~3 µs a call; the scan ranks every new slot).
         knots, ramp, points, point_cum = self._cdf_tables()
         ramp_part = np.interp(x, knots, ramp, left=0.0, right=ramp[-1]) if knots.size else 0.0
-        below = ramp_part + point_cum[np.searchsorted(points, x, side="right")]
+        below = ramp_part + point_cum[points.searchsorted(x, "right")]
         if self._pending:
-            below = below + np.searchsorted(self._tail().values, x, side="right")
-        return np.clip(below / self.count, 0.0, 1.0)
+            below = below + self._tail().values.searchsorted(x, "right")
+        return np.minimum(np.maximum(below / self.count, 0.0), 1.0)
 
     def _cdf_tables(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """Piecewise-linear part evaluated at its knots, plus the step part (point buckets)."""

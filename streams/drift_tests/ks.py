@@ -228,6 +228,8 @@ def _slot_counts(values: FloatArray, grid: CdfGrid) -> tuple[IntArray, IntArray]
 def _span_counts(span: SlotSpan, grid: CdfGrid) -> tuple[IntArray, IntArray]:
     """:func:`_slot_counts` of the span's slots, added up: the pooled sample's counts."""
     parts = [_slot_counts(s, grid) for s in span.slots if s.size]
+    if len(parts) == 1:
+        return parts[0]
     if not parts:
         empty = np.zeros(grid.xs.size, np.int64)
         return empty, empty
