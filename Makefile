@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python -m pytest -m slow -q
 	$(BIN)/python -m bench.bucket_reduction
 	$(BIN)/python -m bench.backtest_speed
+	$(BIN)/python -m bench.steady_instructions
 	$(BIN)/python -m bench.validation_speed
 	$(BIN)/python -m bench.backtest_memory
 	$(BIN)/python -m bench.worker_memory

@@ -8,9 +8,10 @@ from collections.abc import Sequence
 from typing import Final, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 from scipy import special, stats
 
-from streams.buckets import FloatArray, IntArray
+from streams.buckets import FloatArray
 from streams.drift_tests.base import DriftTest, TestResult
 from streams.numeric_summary import CdfGrid, NumericSummary
 from streams.pair_memo import PairMemo
@@ -162,8 +163,8 @@ def ks_screen(
     index: list[int] = []
     sizes_: list[int] = []
     grids: list[CdfGrid] = []
-    at_counts: list[IntArray] = []
-    left_counts: list[IntArray] = []
+    at_counts: list[Counts] = []
+    left_counts: list[Counts] = []
     for k, (w, b) in enumerate(pairs):
         n, m = w.count, b.count
         if min(n, m) < _LAZY_MIN_N or not w.is_exact or n * m / (n + m) < _LAZY_MIN_N:
@@ -184,8 +185,8 @@ def ks_screen(
     sizes = np.array(sizes_)
     grid_sizes = np.array([g.xs.size for g in grids])
     n_at = np.repeat(sizes, grid_sizes).astype(np.float64)
-    w_at = np.concatenate(at_counts) / n_at
-    w_left = np.concatenate(left_counts) / n_at
+    w_at = np.concatenate(at_counts, dtype=np.float64) / n_at
+    w_left = np.concatenate(left_counts, dtype=np.float64) / n_at
     row_count = int(grid_sizes.sum())
     b_at = np.concatenate([g.at for g in grids])
     b_left = np.concatenate([g.left for g in grids])
@@ -210,28 +211,31 @@ def ks_screen(
     return out
 
 
-_SLOT_COUNTS: PairMemo[tuple[IntArray, IntArray]] = PairMemo(kept=1 << 18)
+Counts = npt.NDArray[np.int32] | npt.NDArray[np.int64]
+_SLOT_COUNTS: PairMemo[tuple[Counts, Counts]] = PairMemo(kept=1 << 18)
 """Per (slot sample, baseline grid's points): the sample's values <= and < each point."""
 
 
-def _slot_counts(values: FloatArray, grid: CdfGrid) -> tuple[IntArray, IntArray]:
+def _slot_counts(values: FloatArray, grid: CdfGrid) -> tuple[Counts, Counts]:
     """A slot's values at or below, and below, each of ``grid``'s points (remembered while
     the slot's array and the grid live: both are replaced, never changed)."""
     hit = _SLOT_COUNTS.get(values, grid.xs, 0)  # the grid is a tuple: its points are keyed
     if hit is None:
         v = np.sort(values)
-        hit = (v.searchsorted(grid.xs, "right"), v.searchsorted(grid.xs, "left"))
+        # 32-bit counts: ~1 KiB per slot and baseline (129 points), half of int64's.
+        at = v.searchsorted(grid.xs, "right").astype(np.int32)
+        hit = (at, v.searchsorted(grid.xs, "left").astype(np.int32))
         _SLOT_COUNTS.put(values, grid.xs, 0, hit)
     return hit
 
 
-def _span_counts(span: SlotSpan, grid: CdfGrid) -> tuple[IntArray, IntArray]:
+def _span_counts(span: SlotSpan, grid: CdfGrid) -> tuple[Counts, Counts]:
     """:func:`_slot_counts` of the span's slots, added up: the pooled sample's counts."""
     parts = [_slot_counts(s, grid) for s in span.slots if s.size]
     if len(parts) == 1:
         return parts[0]
     if not parts:
-        empty = np.zeros(grid.xs.size, np.int64)
+        empty = np.zeros(grid.xs.size, np.int32)
         return empty, empty
     at, left = parts[0]
     for a, b in parts[1:]:

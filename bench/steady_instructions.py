@@ -1,0 +1,181 @@
+"""The engine's steady-state cost in instructions, not seconds: repeatable on a noisy machine.
+
+    python -m bench.steady_instructions [--days 3] [--compare DIR] [--out FILE]
+
+Wall-clock rates on these shared 2-core machines move by a fifth between runs of the same
+code (``bench.backtest_speed``: 0.19-0.27M feature-values/s for one commit in one hour), more
+than most single changes to the engine are worth. ``valgrind --tool=callgrind`` counts the
+instructions a run executes: the same count for the same code and input whatever else the
+machine does. A whole 90-day backtest is too slow under it (~50x), so this benchmark
+
+1. runs the engine over the first 60 days of ``bench.backtest_speed``'s stream (20 features,
+   2,000 events a day, the drift from day 60.3) natively and keeps the state it stored;
+2. under callgrind, restores that state into a new engine and feeds it the next ``--days``
+   days (every window with its whole baseline, every hourly look testing: the steady state),
+   then flushes; and once more without feeding it anything (imports, start-up, the state's
+   load);
+3. prints the difference, per event and per feature-value.
+
+``--compare DIR`` measures another checkout's code (``PYTHONPATH=DIR``; the same state and
+events: the stored format is the same) beside this one, for a before/after ratio. Needs
+valgrind (``apt-get install valgrind``). The instrumented runs take ~2 minutes each; with
+``--compare``, two run at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.results_file import write_results
+
+RESULTS = Path(__file__).resolve().parent / "results" / "steady_instructions.json"
+ROOT = Path(__file__).resolve().parent.parent
+START = 1_767_225_600.0
+DAY = 86_400.0
+WARM_DAYS = 60
+
+
+def prepare(path: Path, days: int) -> int:
+    """The engine's stored state after :data:`WARM_DAYS` days, and the next ``days`` days'
+    events, pickled to ``path``; returns how many events are measured."""
+    from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate
+    from streams.config import EngineConfig
+    from streams.engine import DriftEngine
+    from streams.ingest import PredictionValidator
+    from streams.keyed_state import MemoryStore
+
+    cfg = SimulationConfig(
+        seed=3,
+        tenants=("acme",),
+        models=("fraud",),
+        days=WARM_DAYS + days,
+        events_per_day=2000,
+        numeric_features=16,
+        categorical_features=4,
+        start=START,
+        drifts=(DriftSpec(DriftType.MEAN_SHIFT, WARM_DAYS + 0.3, 0.5, ("amount",)),),
+    )
+    validator = PredictionValidator(max_future_seconds=None)
+    events = sorted(
+        (validator.validate(e.to_json(), now=None) for e in generate(cfg)),
+        key=lambda e: e.timestamp,
+    )
+    cut = START + WARM_DAYS * DAY
+    store = MemoryStore()
+    engine = DriftEngine(EngineConfig(), store)
+    for i, event in enumerate(e for e in events if e.timestamp < cut):
+        engine.observe(event)
+        if (i + 1) % 20_000 == 0:  # as driftwatch.backtest flushes
+            store.apply(engine.flush(keep_cache=True))
+    store.apply(engine.flush())
+    measured = [e for e in events if e.timestamp >= cut]
+    with path.open("wb") as fh:
+        pickle.dump((store.data, measured), fh)
+    return len(measured)
+
+
+def replay(path: Path, feed: bool) -> None:
+    """What callgrind measures: the state restored, the events fed (``feed``), a flush."""
+    from streams.config import EngineConfig
+    from streams.engine import DriftEngine
+    from streams.keyed_state import MemoryStore
+
+    with path.open("rb") as fh:
+        data, events = pickle.load(fh)
+    store = MemoryStore()
+    store.data = data
+    engine = DriftEngine(EngineConfig(), store)
+    drifts = 0
+    if feed:
+        for event in events:
+            drifts += len(engine.observe(event))
+        store.apply(engine.flush())
+    print(f"drift events: {drifts}")
+
+
+def instructions(code: Path, state: Path, feed: bool) -> subprocess.Popen[str]:
+    """A callgrind run of :func:`replay` on ``code``'s packages (its count: :func:`count`).
+    This file runs as a script, so another checkout needs none of its own."""
+    # String hashes are seeded per process: dicts and sets then take other paths, ~1 % of
+    # the count between runs of the same code. A fixed seed makes the count repeatable.
+    env = dict(os.environ, PYTHONPATH=str(code), PYTHONHASHSEED="0")
+    out = state.parent / f"callgrind.{abs(hash((str(code), feed)))}"
+    cmd = [
+        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+        sys.executable, __file__, "--replay", str(state),
+    ] + ([] if feed else ["--no-feed"])  # fmt: skip
+    return subprocess.Popen(
+        cmd, cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def count(run: subprocess.Popen[str]) -> tuple[int, int]:
+    """The instructions callgrind counted, and the drift events the replay found (the same
+    figure on both sides of a comparison, or the two did not do the same work)."""
+    output, _ = run.communicate()
+    refs = re.search(r"I\s+refs:\s+([\d,]+)", output)
+    drifts = re.search(r"drift events: (\d+)", output)
+    if run.returncode or refs is None or drifts is None:
+        raise SystemExit(f"callgrind run failed ({run.returncode}):\n{output[-2000:]}")
+    return int(refs.group(1).replace(",", "")), int(drifts.group(1))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--days", type=int, default=3, help="days measured after day 60 (3)")
+    p.add_argument("--compare", type=Path, help="another checkout, measured beside this one")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--replay", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--no-feed", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.replay:
+        replay(args.replay, feed=not args.no_feed)
+        return 0
+    if shutil.which("valgrind") is None:
+        p.error("needs valgrind (apt-get install valgrind)")
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state.pkl"
+        events = prepare(state, args.days)
+        codes = {"this checkout": ROOT}
+        if args.compare:
+            codes = {f"{args.compare}": args.compare.resolve()} | codes
+        rows: list[dict[str, Any]] = []
+        for name, code in codes.items():
+            fed, idle = instructions(code, state, True), instructions(code, state, False)
+            (total, drifts), (fixed, _) = count(fed), count(idle)
+            rows.append(
+                {
+                    "code": name,
+                    "instructions": total - fixed,
+                    "per_event": round((total - fixed) / events),
+                    "per_feature_value": round((total - fixed) / (events * 20)),
+                    "drift_events": drifts,
+                }
+            )
+    print(f"{events:,} events x 20 features, days {WARM_DAYS}-{WARM_DAYS + args.days} "
+          "(state restored at day 60), instructions under callgrind")  # fmt: skip
+    print(f"{'code':<40}{'instructions':>16}{'per event':>12}{'per value':>12}{'drifts':>8}")
+    for row in rows:
+        print(
+            f"{row['code']:<40}{row['instructions']:>16,}{row['per_event']:>12,}"
+            f"{row['per_feature_value']:>12,}{row['drift_events']:>8}"
+        )
+    if len(rows) == 2:
+        ratio = rows[1]["instructions"] / rows[0]["instructions"]
+        print(f"this checkout / {rows[0]['code']}: {ratio:.3f}")
+    write_results(args.out, "bench.steady_instructions", events=events, days=args.days,
+                  results=rows)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
