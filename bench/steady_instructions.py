@@ -6,7 +6,8 @@ Wall-clock rates on these shared 2-core machines move by a fifth between runs of
 code (``bench.backtest_speed``: 0.19-0.27M feature-values/s for one commit in one hour), more
 than most single changes to the engine are worth. ``valgrind --tool=callgrind`` counts the
 instructions a run executes: for the same code and input the same count within ~0.7 % (object
-addresses), whatever else the machine does. A whole 90-day backtest is too slow under it (~50x), so this benchmark
+addresses), whatever else the machine does. A whole 90-day backtest is too slow under it
+(~50x), so this benchmark
 
 1. runs the engine over the first 60 days of ``bench.backtest_speed``'s stream (20 features,
    2,000 events a day, the drift from day 60.3) natively and keeps the state it stored;
