@@ -84,10 +84,7 @@ def _ranks(values: FloatArray) -> tuple[int, IntArray]:
     (3, array([2, 0, 2, 1]))
     """
     order = np.argsort(values, kind="stable")
-    ordered = values[order]
-    new = np.empty(values.size, bool)
-    new[:1] = True
-    np.not_equal(ordered[1:], ordered[:-1], out=new[1:])
+    new = _firsts(values[order])
     ranks = np.empty(values.size, np.int64)
     ranks[order] = np.cumsum(new) - 1
     return int(np.count_nonzero(new)), ranks
@@ -281,6 +278,7 @@ def merge_buckets(a: Buckets, b: Buckets, limit: int) -> Buckets:
 
 
 def _firsts(values: FloatArray) -> npt.NDArray[np.bool_]:
+    """Where each run of equal values starts in sorted ``values``."""
     new = np.empty(values.size, bool)
     new[:1] = True
     np.not_equal(values[1:], values[:-1], out=new[1:])

@@ -15,7 +15,7 @@ from streams.buckets import FloatArray
 from streams.drift_tests.base import DriftTest, TestResult
 from streams.numeric_summary import CdfGrid, NumericSummary
 from streams.pair_memo import PairMemo
-from streams.slot_series import SlotSpan
+from streams.slot_series import SlotSpan, pooled
 
 __all__ = [
     "KS_NOISE",
@@ -64,9 +64,7 @@ class KolmogorovSmirnov(DriftTest[NumericSummary]):
         :class:`~streams.slot_series.SlotSpan` is pooled only where the screen cannot)."""
         screened = ks_screen(pairs, alpha)
         return [
-            ks_test(w.summary() if isinstance(w, SlotSpan) else w, b, decide_at=alpha)
-            if r is None
-            else r
+            ks_test(pooled(w), b, decide_at=alpha) if r is None else r
             for (w, b), r in zip(pairs, screened, strict=True)
         ]
 
