@@ -123,6 +123,15 @@ ROCKSDB_MEMORY = {
 ``table_readers`` (index and filter blocks of open files) is not bounded by the block cache:
 it grows with the data on disk. ``block_cache_pinned`` is part of ``block_cache``."""
 
+ROCKSDB_DISK = {
+    "live": "rocksdb.live-sst-files-size",
+    "total": "rocksdb.total-sst-files-size",
+}
+"""The files a store holds on disk, and the property that tells it: ``live`` the files of its
+current version, ``total`` also those older versions still hold (an open iterator, a
+compaction under way). Their size is what ``table_readers`` grows with; deleted keys leave it
+only when compaction rewrites the files that hold them."""
+
 
 class RocksDBCollector(Collector):
     """RocksDB's own memory per table (summed over the partition stores open in this worker)
@@ -166,6 +175,12 @@ class RocksDBCollector(Collector):
             "block_cache, memtables); absent with a cache per store",
             labels=["kind"],
         )
+        disk = GaugeMetricFamily(
+            "driftwatch_rocksdb_disk_bytes",
+            "Files a table's partition stores open here hold on disk, by kind (live: the "
+            "current version's; total: with older versions still in use)",
+            labels=["table", "kind"],
+        )
         count = GaugeMetricFamily(
             "driftwatch_rocksdb_stores",
             "Partition stores of a table open in this worker",
@@ -176,14 +191,20 @@ class RocksDBCollector(Collector):
             del per_store["block_cache"], per_store["block_cache_pinned"]
         for table, dbs in sorted(self.stores().items()):
             totals = dict.fromkeys(per_store, 0)
+            on_disk = dict.fromkeys(ROCKSDB_DISK, 0)
             for db in list(dbs.values()):
                 try:
+                    read = db.property_int_value  # type: ignore[attr-defined]
                     for kind, prop in per_store.items():
-                        totals[kind] += int(db.property_int_value(prop) or 0)  # type: ignore[attr-defined]
+                        totals[kind] += int(read(prop) or 0)
+                    for kind, prop in ROCKSDB_DISK.items():
+                        on_disk[kind] += int(read(prop) or 0)
                 except Exception:  # a store closed (stopping): nothing to tell of it
                     continue
             for kind, value in totals.items():
                 memory.add_metric([table, kind], float(value))
+            for kind, value in on_disk.items():
+                disk.add_metric([table, kind], float(value))
             count.add_metric([table], float(len(dbs)))
         if self.shared is not None:
             usage = self.shared.usage()
@@ -195,6 +216,7 @@ class RocksDBCollector(Collector):
         yield memory
         yield used
         yield limit
+        yield disk
         yield count
 
 

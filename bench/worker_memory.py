@@ -102,6 +102,29 @@ def rocksdb_mb(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, fl
     return {kind: round(mb, 1) for kind, mb in sorted(out.items())}
 
 
+def rocksdb_tables(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, dict[str, float]]:
+    """Per table, MiB: its index and filter blocks (``table_readers``, outside every budget)
+    and its live files on disk, which they grow with: which table's files grow, if RSS does.
+
+    >>> rocksdb_tables([("driftwatch_rocksdb_memory_bytes", {"table": "join", "kind":
+    ...     "table_readers"}, 2**20), ("driftwatch_rocksdb_disk_bytes", {"table": "join",
+    ...     "kind": "live"}, 3 * 2**20), ("driftwatch_rocksdb_disk_bytes", {"table": "join",
+    ...     "kind": "total"}, 4 * 2**20)])
+    {'join': {'table_readers': 1.0, 'disk': 3.0}}
+    """
+    out: dict[str, dict[str, float]] = {}
+    for name, labels, value in samples:
+        kind = labels.get("kind")
+        if name == "driftwatch_rocksdb_memory_bytes" and kind == "table_readers":
+            field = "table_readers"
+        elif name == "driftwatch_rocksdb_disk_bytes" and kind == "live":
+            field = "disk"
+        else:
+            continue
+        out.setdefault(labels.get("table", ""), {})[field] = round(value / 2**20, 1)
+    return dict(sorted(out.items()))
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     n, every = args.events, args.every
     run_id = f"mem-{uuid.uuid4().hex[:8]}"
@@ -141,6 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             "peak_rss_mb": round(peak, 1),
                             "seconds": round(time.monotonic() - began, 1),
                             "rocksdb_mb": rocksdb_mb(samples or []),
+                            "rocksdb_tables": rocksdb_tables(samples or []),
                             # read ahead, not yet processed: input in flight, not state
                             "queued_messages": int(
                                 metric_sum(samples or [], "driftwatch_stream_buffer_messages")
@@ -193,13 +217,15 @@ def spread(checkpoints: list[dict[str, Any]]) -> list[float]:
 
 def format_table(result: dict[str, Any]) -> str:
     lines = [
-        f"{'events':>12} {'RSS MiB':>9} {'peak MiB':>9} {'seconds':>8} {'queued':>7}  RocksDB MiB"
+        f"{'events':>12} {'RSS MiB':>9} {'peak MiB':>9} {'seconds':>8} {'queued':>7} "
+        f"{'disk MiB':>8}  RocksDB MiB"
     ]
     for row in result["checkpoints"]:
         rocks = row.get("rocksdb_mb", {})
         lines.append(
             f"{row['events']:>12,} {row['rss_mb']:>9,.0f} {row['peak_rss_mb']:>9,.0f} "
-            f"{row['seconds']:>8,.0f} {row.get('queued_messages', 0):>7,}  "
+            f"{row['seconds']:>8,.0f} {row.get('queued_messages', 0):>7,} "
+            f"{sum(t.get('disk', 0.0) for t in row.get('rocksdb_tables', {}).values()):>8,.0f}  "
             f"{sum(v for k, v in rocks.items() if k != 'block_cache_pinned'):,.0f} "
             + " ".join(f"{k} {v:,.0f}" for k, v in rocks.items())
         )

@@ -71,7 +71,17 @@ def test_rocksdb_memory_is_read_from_the_open_stores(tmp_path: Path) -> None:
         (s.labels["table"], s.labels.get("kind")): s.value
         for family in registry.collect()
         for s in family.samples
+        if s.name != "driftwatch_rocksdb_disk_bytes"
     }
+    disk = {
+        (s.labels["table"], s.labels["kind"]): s.value
+        for family in registry.collect()
+        for s in family.samples
+        if s.name == "driftwatch_rocksdb_disk_bytes"
+    }
+    # The flushed partition's file: its 2,000 values of 200 bytes (compressed or not, some).
+    assert disk[("windows", "live")] > 0 and disk[("windows", "total")] >= disk[("windows", "live")]
+    assert disk[("join", "live")] == disk[("join", "total")] == 0  # closed: nothing told
     assert got[("windows", None)] == 2 and got[("join", None)] == 1
     assert got[("windows", "memtables")] > 2 * 2_000 * 200 / 2  # the unflushed partition's
     assert got[("windows", "block_cache")] > 0 and got[("windows", "table_readers")] > 0
