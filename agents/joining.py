@@ -202,7 +202,7 @@ class JoinProcessor:
             # Faust reads a table from the current event's partition only: enter the one
             # being expired (the part's last message may be another partition's).
             self._enter(partition)
-            for gone in self.joiner(partition).expire(time.monotonic()):
+            for gone in self.joiner(partition).expire(time.monotonic(), bounded=True):
                 out.rejected.append(self._given_up(gone, "unknown_prediction"))
             out.writes.append((partition, self.joiner(partition).flush()))
         return out

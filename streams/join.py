@@ -76,6 +76,12 @@ class JoinConfig:
     cached_records: int = 16_384
     """Decoded join records kept between batches (a record is touched by its prediction and
     its outcome, often batches apart; beyond this they are read back from the store)."""
+    expire_per_pass: int = 10_000
+    """Records a bounded expiry pass (a worker's) handles at most, beyond three for each
+    record indexed since the last pass, so that it keeps ahead of what comes in. Without a
+    bound, the first pass after the stall grace expired all that a backlog had read in it
+    (1.1M records a partition, one write: the event loop blocked for a minute and RSS grew
+    by a gigabyte); now the rest waits for the next batches."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +213,8 @@ class OutcomeJoiner:
         self._quiet_since: float | None = None
         """Wall time (``expire``'s ``now``) since which no outcome reached this joiner."""
         self._outcome_seen = False
+        self._indexed = 0
+        """Records indexed since the last expiry pass (its own tombstones not counted)."""
         # Records, index chunks and the partition's meta: JSON values (the meta's clocks
         # start at -inf, which json writes and reads back).
         self._records: StateCache[dict[str, Any]] = StateCache(
@@ -325,24 +333,41 @@ class OutcomeJoiner:
             self._quiet_since, self._outcome_seen = now, False
         return now - self._quiet_since >= self.config.stall_grace_seconds
 
-    def expire(self, now: float | None = None) -> list[ExpiredOutcome]:
+    def expire(self, now: float | None = None, *, bounded: bool = False) -> list[ExpiredOutcome]:
         """Delete the records made more than ``retention_days`` before this partition's event
         time; return the outcomes among them that never found their prediction. ``now``: a
-        worker's monotonic wall clock, for the stall grace (None: no grace, as a backtest)."""
+        worker's monotonic wall clock, for the stall grace (None: no grace, as a backtest).
+
+        ``bounded``: stop after about :attr:`JoinConfig.expire_per_pass` records plus three
+        for each one indexed since the last pass (an index chunk is done whole), and go on
+        from there at the next pass: what is due then expires over several batches, each
+        write the size of its batch's work. A record past the retention that is still there
+        is refused all the same (the join compares timestamps), so only the tombstones come
+        later."""
         meta = self._load_meta()
         horizon = self.config.retention_days * DAY
         clock = min(meta["clock"], meta.get("oclock", -math.inf))
         if self._stalled(now):
             clock = max(clock, meta["clock"] - STALL_FACTOR * horizon)
+        budget = self.config.expire_per_pass + 3 * self._indexed if bounded else math.inf
+        done = 0
         gone: list[ExpiredOutcome] = []
         for day_s, count in sorted(meta["days"].items(), key=lambda kv: int(kv[0])):
             day = int(day_s)
             if (day + 1) * DAY + horizon > clock:
                 break
-            for chunk in range(count // INDEX_CHUNK + 1):
+            cursor = meta.get("next")  # [day, chunk]: where the last bounded pass stopped
+            first = cursor[1] if cursor is not None and cursor[0] == day else 0
+            for chunk in range(first, count // INDEX_CHUNK + 1):
+                if done >= budget:
+                    meta["next"] = [day, chunk]
+                    self._records.mark(self._meta_key, self.partition)
+                    self._indexed = 0
+                    return gone
                 ikey = _index_key(self.partition, day, chunk)
                 index = self._record(ikey)  # cache first: it may be this batch's
                 self._records.delete(ikey, self.partition)
+                done += 1 if index is None else max(1, len(index["k"]))
                 for key in [] if index is None else index["k"]:
                     record = self._record(key)
                     if record is None:
@@ -371,7 +396,10 @@ class OutcomeJoiner:
                     self._index(key, clock)
                     self.stats.expired_records += 1
             del meta["days"][day_s]
+            if cursor is not None and cursor[0] == day:
+                del meta["next"]  # the day a bounded pass stopped in is done
             self._records.mark(self._meta_key, self.partition)
+        self._indexed = 0
         return gone
 
     def flush(self) -> list[Write]:
@@ -405,6 +433,7 @@ class OutcomeJoiner:
     def _index(self, key: str, ts: float) -> None:
         """Remember ``key`` under the day it was made, for :meth:`expire`."""
         meta = self._load_meta()
+        self._indexed += 1
         day = str(int(ts // DAY))
         n = meta["days"].get(day, 0)
         meta["days"][day] = n + 1

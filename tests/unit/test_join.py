@@ -174,6 +174,56 @@ def test_a_key_indexed_twice_leaves_a_tombstone_that_knows_its_replays() -> None
     assert '["p", "k"]' not in store.data
 
 
+def test_a_bounded_expiry_spreads_a_stalled_backlog_over_passes_to_the_same_end() -> None:
+    """Outcomes stopped while a backlog was read: when the stall grace passes, all that the
+    backlog put in the join is due at once. A worker's pass (``bounded``) expires about
+    ``expire_per_pass`` records (plus three per record indexed since its last pass) and goes
+    on from there at the next: each write stays the size of a batch's work (one pass of 1.1M
+    records a partition blocked the event loop for a minute and grew RSS by a gigabyte), and
+    the passes end where one unbounded pass does, with the same outcomes given up."""
+    config = JoinConfig(retention_days=1, expire_per_pass=500)
+    stores = {"bounded": MemoryStore(), "whole": MemoryStore()}
+    joiners = {name: OutcomeJoiner(config, store, partition=0) for name, store in stores.items()}
+    given_up: dict[str, list[Any]] = {"bounded": [], "whole": []}
+    for name, j in joiners.items():
+        for day in range(12):
+            for i in range(600):
+                j.on_prediction(prediction(f"d{day}-{i}", T0 + day * DAY + i * 60), (0, i))
+            if day < 3:  # outcomes of predictions never seen: given up when they expire
+                j.on_outcome(outcome(f"lost{day}", T0 + day * DAY + 30), origin=(1, day))
+            # Within the grace (wall clock 0) only what the outcomes' clock allows expires.
+            given_up[name] += j.expire(0.0, bounded=name == "bounded")
+            stores[name].apply(j.flush())
+    assert joiners["whole"].stats.expired_records < 3 * 600  # up to the outcomes' day 2
+    whole = joiners["whole"]
+    gone_whole = given_up["whole"] + whole.expire(10_000.0)  # the grace (600 s) is over
+    stores["whole"].apply(whole.flush())
+    expired_whole = whole.stats.expired_records
+    assert expired_whole >= 7 * 600  # days 0-6 fall behind 3 retentions of the predictions
+    bounded = joiners["bounded"]
+    gone = given_up["bounded"]
+    per_pass: list[int] = []
+    while True:
+        before = bounded.stats.expired_records
+        gone += bounded.expire(10_000.0, bounded=True)
+        stores["bounded"].apply(bounded.flush())
+        per_pass.append(bounded.stats.expired_records - before)
+        if per_pass[-1] == 0:
+            break
+    assert len(per_pass) > 4 and max(per_pass) <= 500 + 1_000  # a chunk is done whole
+    assert [(g.outcome.event_id, g.origin) for g in gone] == [
+        (g.outcome.event_id, g.origin) for g in gone_whole
+    ] and len(gone) == 3
+    assert bounded.stats.expired_records == expired_whole
+    assert stores["bounded"].data == stores["whole"].data  # no cursor left in the meta
+    # A prediction past the retention whose record a pass has not reached yet is refused
+    # all the same: the join compares timestamps.
+    late = OutcomeJoiner(config, MemoryStore(), partition=0)
+    late.on_prediction(prediction("p", T0))
+    with pytest.raises(InvalidEvent, match="expired"):
+        late.on_outcome(outcome("p", T0 + 2 * DAY))
+
+
 def test_expiry_before_any_prediction_expires_nothing() -> None:
     """A partition that has seen outcomes only has no clock yet (-inf): nothing expires, and
     nothing fails (a tombstone's day was worked out from that clock and crashed the join)."""
