@@ -7,6 +7,7 @@ import heapq
 import itertools
 import logging
 import math
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
+from driftwatch.disk_store import DiskStore
 from driftwatch.sortedio import CHUNK_BYTES, CHUNK_LINES, SortedJsonLines
 from schemas import DriftEvent, DriftKind, InvalidEvent, OutcomeEvent, PredictionEvent
 from streams.config import DAY, EngineConfig, PerformanceConfig
@@ -85,6 +87,7 @@ def run_backtest(
     *,
     presorted: bool = False,
     keep_drift_events: bool = True,
+    join_store: MemoryStore | DiskStore | None = None,
 ) -> BacktestReport:
     """Replay predictions (and outcomes, if any) in event-time order through the same engine,
     joiner and performance monitor as the worker. Ties keep file order, and predictions go
@@ -94,7 +97,9 @@ def run_backtest(
     ``presorted=True`` they must already be in that order (e.g. :class:`SortedJsonLines`, or
     :func:`backtest_files`) and are consumed lazily, one event at a time; an input out of
     order raises :class:`ValueError`. With ``keep_drift_events=False`` the DriftEvents are
-    only written to ``out`` and counted (``drift_events_total``), not kept."""
+    only written to ``out`` and counted (``drift_events_total``), not kept. ``join_store``:
+    where the join keeps its records (a :class:`~driftwatch.disk_store.DiskStore` keeps the
+    RSS of a large labelled input down; by default, memory)."""
     started = time.perf_counter()
     report = BacktestReport()
     perf_cfg = performance or PerformanceConfig(engine=config)
@@ -118,7 +123,9 @@ def run_backtest(
     )
     store = MemoryStore()
     engine = DriftEngine(config, store)
-    join_store, perf_store = MemoryStore(), MemoryStore()
+    perf_store = MemoryStore()
+    if join_store is None:
+        join_store = MemoryStore()
     joiner = OutcomeJoiner(JoinConfig(perf_cfg.join_retention_days), join_store)
     monitor = PerformanceMonitor(perf_cfg, perf_store)
     last_day = -1
@@ -197,6 +204,7 @@ def backtest_files(
             )
         )  # fmt: skip
         labels: Iterable[OutcomeEvent] = ()
+        join_store = None
         if outcomes is not None:
             labels = stack.enter_context(
                 sorted_outcomes(
@@ -204,9 +212,12 @@ def backtest_files(
                     chunk_bytes=chunk_bytes, chunk_lines=chunk_lines, tmp_dir=tmp_dir,
                 )
             )  # fmt: skip
+            # The join keeps each prediction for its retention: on disk, not in RSS.
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=tmp_dir)))
+            join_store = stack.enter_context(DiskStore(scratch / "join"))
         report = run_backtest(
             preds, config, out=out, outcomes=labels, performance=performance,
-            presorted=True, keep_drift_events=keep_drift_events,
+            presorted=True, keep_drift_events=keep_drift_events, join_store=join_store,
         )  # fmt: skip
     report.rejected.update(scan_rejected)
     return report
