@@ -53,8 +53,8 @@ class DiskStore:
 
     def get(self, key: str, partition: int | None = None) -> bytes | None:
         assert self._db is not None, "closed"
-        value = self._db.get(key.encode())
-        return None if value is None else bytes(value)
+        value: bytes | None = self._db.get(key.encode())  # raw mode: bytes as stored
+        return value
 
     def apply(self, writes: Iterable[Write]) -> None:
         assert self._db is not None, "closed"
