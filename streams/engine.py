@@ -5,8 +5,9 @@ The engine owns no I/O. It reads and writes opaque bytes through a :class:`State
 batch is processed, and hands the caller the dirty values to persist with :meth:`flush`.
 
 This module is the ingestion side: event-time clocks, feature values into their windows,
-when a window is tested (its close, the interim looks) and expiry. What a test of a window
-finds, and what that does to the incidents, is :class:`~streams.judge.FeatureJudge`'s job.
+windows' close and expiry. Which interim looks test the open window is
+:class:`~streams.interim_looks.InterimLooks`' job; what a test of a window finds, and what
+that does to the incidents, :class:`~streams.judge.FeatureJudge`'s.
 
 Order of work for one event (the same whatever the batching, so live and backtest agree):
 
@@ -22,10 +23,10 @@ from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 
 from schemas import DriftEvent, InvalidEvent, PredictionEvent
-from streams.categorical_summary import CategoricalSummary
-from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
+from streams.config import DAY, EngineConfig
 from streams.importance import ImportanceSource, ScoreBatch
 from streams.incidents import IncidentNotice
+from streams.interim_looks import InterimLooks
 from streams.judge import FeatureJudge
 from streams.keyed_state import (
     Position,
@@ -39,9 +40,8 @@ from streams.keyed_state import (
     run_of,
 )
 from streams.moment_tracker import MomentTracker
-from streams.recent_slots import RECENT_LEVELS, RECENT_SLOTS, FirstSample, event_hash, slot_runs
+from streams.recent_slots import FirstSample, event_hash, slot_runs
 from streams.segment_tracker import SegmentTracker
-from streams.slot_series import SlotSeries, SlotSpan
 from streams.state import (
     ABSENT,
     FeatureKind,
@@ -134,7 +134,8 @@ class DriftEngine:
             importances=importances,
             moments=self._moments.cache if config.multivariate else None,
         )
-        self._looks = config.interim_looks  # a computed property: read per event
+        self._looks = InterimLooks(config, self._judge, self.stats)
+        self._looks_on = bool(self._looks.per_window)  # read per event
 
     # ------------------------------------------------------------------ public API
 
@@ -162,8 +163,8 @@ class DriftEngine:
         if fresh:
             stream.events += 1
             stream.model_version = event.model_version
-            if self._looks:
-                self._count_slot(stream, window, event.timestamp)
+            if self._looks_on:
+                self._looks.count_slot(stream, window, event.timestamp)
             first = window not in stream.window_events
             stream.window_events[window] = stream.window_events.get(window, 0) + 1
             if stream.first_window is None or window < stream.first_window:
@@ -194,7 +195,7 @@ class DriftEngine:
         if not self._pending:
             return
         cfg = self.config
-        looks = bool(self._looks)
+        looks = self._looks_on
         missing = ABSENT
         for (skey, window), items in self._pending.items():
             stream = self._streams.cached(skey)
@@ -268,7 +269,7 @@ class DriftEngine:
         fw = self._windows.get(wkey, stream.partition)
         if fw is None:
             is_open = stream.last_closed is None or window > stream.last_closed
-            fw = FeatureWindow.new(kind, recent=is_open and bool(self._looks))
+            fw = FeatureWindow.new(kind, recent=is_open and self._looks_on)
             self._windows.put(wkey, fw, stream.partition)
         else:
             self._windows.mark(wkey, stream.partition)
@@ -469,7 +470,7 @@ class DriftEngine:
                 for w in stream.window_events
                 if (stream.last_closed is None or w > stream.last_closed) and w <= horizon
             )
-        if closable or self._look_due(stream, event_time):
+        if closable or self._looks.due(stream, event_time):
             self._apply_pending()  # the tests read the windows: every earlier value is in
         for window in closable:
             drifts.extend(self._judge.judge(stream, window, event_time, cfg.final_alpha, None))
@@ -478,143 +479,7 @@ class DriftEngine:
             self.stats["windows_closed"] += 1
         if closable:
             self._expire(stream, closable[-1])
-        drifts.extend(self._interim_look(stream, event_time))
-        return drifts
-
-    def _count_slot(self, stream: StreamState, window: float, event_time: float) -> None:
-        """Count a new event in its sub-day slot, for the newest window only, and only from
-        that window's first event (before this event is counted in ``window_events``): the
-        counts then bound every feature's values in a span exactly."""
-        if stream.slot_window != window:
-            newer = stream.slot_window is None or window > stream.slot_window
-            if window in stream.window_events or not newer:
-                return  # an older window, or one whose first events were not counted
-            stream.slot_window = window
-            stream.slot_events = {}
-        slot = int((event_time - window) // self.config.interim_seconds)
-        stream.slot_events[slot] = stream.slot_events.get(slot, 0) + 1
-
-    def _look_spans(self, stream: StreamState, window: float, look: int) -> tuple[list[int], int]:
-        """The spans a look at ``look`` tests, in order: 0 for the window so far, else the
-        number of slots. A span whose events are fewer than ``min_window_count`` is left out:
-        no feature can have that many values in it, so it could run no test (a stream of a
-        few events an hour skips nearly every look: 1,000 features cost ~36 ms a look).
-        Returns the spans and how many were left out."""
-        min_count = self.config.min_window_count
-        spans = []
-        skipped = 0
-        if look % CUMULATIVE_EVERY == 0:
-            if stream.window_events.get(window, 0) >= min_count:
-                spans.append(0)
-            else:
-                skipped += 1
-        counts = stream.slot_events if stream.slot_window == window else None
-        for k in range(RECENT_LEVELS):
-            slots = 1 << k
-            if look % slots:
-                continue
-            if (
-                counts is not None
-                and sum(counts.get(slot, 0) for slot in range(look - slots, look)) < min_count
-            ):
-                skipped += 1
-                continue
-            spans.append(slots)
-        return spans, skipped
-
-    def _look_due(self, stream: StreamState, event_time: float) -> bool:
-        """Would :meth:`_interim_look` test anything at ``event_time``? (No test work.)"""
-        cfg = self.config
-        if not self._looks:
-            return False
-        window = cfg.window_start(event_time)
-        look = min(int((event_time - window) // cfg.interim_seconds), self._looks)
-        if look < 1 or window not in stream.window_events:
-            return False
-        if stream.interim_window == window and stream.interim_look >= look:
-            return False
-        if not self._has_baseline(stream, window):
-            return False  # nothing to test: the values can wait in the buffer
-        return (
-            stream.slot_window != window
-            or bool(self._look_spans(stream, window, look)[0])
-            or self._scan_due(stream, window, look)
-        )
-
-    def _has_baseline(self, stream: StreamState, window: float) -> bool:
-        """Can any feature of ``window`` have a baseline? Not in a stream's first weeks: its
-        looks then test nothing, and need no value applied (or span built) first."""
-        windows = self._judge.baselines.windows_of(stream, window)
-        return len(windows) >= self.config.min_baseline_windows
-
-    def _scan_due(self, stream: StreamState, window: float, look: int) -> bool:
-        """Does the sequential scan run at ``look``: on, and the last slots' events (up to
-        ``RECENT_SLOTS``) at least ``min_window_count``?"""
-        if not self.config.sequential_alpha:
-            return False
-        if stream.slot_window != window:
-            return True  # counts unknown: the features' own sizes decide
-        counts = stream.slot_events
-        recent = sum(counts.get(slot, 0) for slot in range(max(0, look - RECENT_SLOTS), look))
-        return recent >= self.config.min_window_count
-
-    def _interim_look(self, stream: StreamState, event_time: float) -> list[DriftEvent]:
-        """Test the open window when the clock crosses an interim boundary (one look per
-        crossing, however many boundaries a gap in the traffic skipped): the window so far,
-        then the spans of the last 1, 2, 4 and 8 slots that end at this boundary."""
-        cfg = self.config
-        if not self._looks:
-            return []
-        window = cfg.window_start(event_time)
-        look = min(int((event_time - window) // cfg.interim_seconds), self._looks)
-        if look < 1 or window not in stream.window_events:
-            return []
-        if stream.interim_window == window and stream.interim_look >= look:
-            return []
-        stream.interim_window = window
-        stream.interim_look = look
-        self.stats["interim_looks"] += 1
-        if not self._has_baseline(stream, window):
-            self.stats["looks_without_baseline"] += 1
-            return []
-        looked_at = window + look * cfg.interim_seconds
-        drifts: list[DriftEvent] = []
-        spans, skipped = self._look_spans(stream, window, look)
-        if skipped:
-            self.stats["look_spans_skipped"] += skipped
-        for slots in spans:
-            if slots == 0:
-                drifts += self._judge.judge(
-                    stream, window, event_time, cfg.interim_alpha, looked_at
-                )
-                continue
-
-            def pick(
-                feature: str, fw: FeatureWindow, slots: int = slots
-            ) -> SlotSpan | CategoricalSummary | None:
-                return fw.span_summary(look - 1, slots, cfg.min_window_count)
-
-            drifts.extend(
-                self._judge.judge(
-                    stream,
-                    window,
-                    event_time,
-                    cfg.interim_alpha,
-                    looked_at,
-                    pick,
-                    span=slots * cfg.interim_seconds,
-                )
-            )
-        if self._scan_due(stream, window, look):
-            self.stats["scans"] += 1
-
-            def pick_slots(feature: str, fw: FeatureWindow) -> SlotSeries | None:
-                return fw.slot_series(look - 1, cfg.interim_seconds, cfg.min_window_count)
-
-            drifts += self._judge.judge(
-                stream, window, event_time, cfg.sequential_alpha, looked_at, pick_slots,
-                scan=True,
-            )  # fmt: skip
+        drifts.extend(self._looks.look(stream, event_time))
         return drifts
 
     def _close_window(self, stream: StreamState, window: float) -> None:

@@ -314,7 +314,7 @@ class StreamState:
     """The newest window whose events per sub-day slot are counted (from its first event)."""
     slot_events: dict[int, int] = field(default_factory=dict)
     """Events per sub-day slot of ``slot_window``: a look skips a span with too few events
-    for any test without reading a feature (see ``DriftEngine._look_spans``)."""
+    for any test without reading a feature (see ``InterimLooks.spans``)."""
     incidents: IncidentBook = field(default_factory=lambda: IncidentBook())
     """Kept in the same value as the clock, so judging a window and recording what it found
     are one write: a crash can never persist one without the other."""

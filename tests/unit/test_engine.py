@@ -12,6 +12,7 @@ import pytest
 from schemas import DriftEvent, InvalidEvent, PredictionEvent, Severity
 from streams.config import CUMULATIVE_EVERY, DAY, EngineConfig
 from streams.engine import DriftEngine
+from streams.interim_looks import InterimLooks
 from streams.keyed_state import MemoryStore, Write
 from streams.recent_slots import RECENT_LEVELS
 from streams.state import FeatureWindow
@@ -412,16 +413,24 @@ def test_runaway_feature_names_are_rejected() -> None:
         EngineConfig(min_window_count=0)
 
 
-class EveryLookSpan(DriftEngine):
-    """The engine before looks skipped spans with too few events, or looks with no baseline
+class EveryLookSpanLooks(InterimLooks):
+    """The looks before they skipped spans with too few events, or looks with no baseline
     yet (a stream's first weeks): every span is judged."""
 
-    def _has_baseline(self, stream: Any, window: float) -> bool:
+    def has_baseline(self, stream: Any, window: float) -> bool:
         return True
 
-    def _look_spans(self, stream: Any, window: float, look: int) -> tuple[list[int], int]:
+    def spans(self, stream: Any, window: float, look: int) -> tuple[list[int], int]:
         spans = [0] if look % CUMULATIVE_EVERY == 0 else []
         return spans + [1 << k for k in range(RECENT_LEVELS) if look % (1 << k) == 0], 0
+
+
+class EveryLookSpan(DriftEngine):
+    """The engine with :class:`EveryLookSpanLooks`."""
+
+    def __init__(self, config: EngineConfig, store: MemoryStore) -> None:
+        super().__init__(config, store)
+        self._looks = EveryLookSpanLooks(config, self._judge, self.stats)
 
 
 @pytest.mark.parametrize("per_day", [200, 900])

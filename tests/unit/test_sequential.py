@@ -140,7 +140,7 @@ def test_null_streams_through_the_monitor_raise_nothing(seed: int) -> None:
         s.day(d)
     assert s.performance() == []
     assert s.mon.stats["looks"] > 40  # the looks ran; and so did the sequential test:
-    assert s.mon._rate_tests == {}  # cleared at each flush, so it was filled and used
+    assert s.mon._judge._rate_tests == {}  # cleared at each flush, so it was filled and used
 
 
 def test_concept_drift_is_found_by_the_sequential_test_before_the_first_look() -> None:
