@@ -86,6 +86,18 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return current, peak
 
 
+def rss_parts_mb(pid: int) -> dict[str, float]:
+    """The resident set of ``pid`` by kind, MiB: ``anon`` (the heaps: Python's, the C
+    allocator's, RocksDB's caches) and ``file`` (mapped files: libraries, and any table file
+    RocksDB maps), which RSS adds together (Linux /proc)."""
+    out: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        for field, kind in (("RssAnon:", "anon"), ("RssFile:", "file")):
+            if line.startswith(field):
+                out[kind] = round(int(line.split()[1]) / 1024, 1)
+    return out
+
+
 def rocksdb_mb(samples: list[tuple[str, dict[str, str], float]]) -> dict[str, float]:
     """The worker's RocksDB memory by kind (all tables), MiB, from its metrics.
 
@@ -162,6 +174,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             "events": done,
                             "rss_mb": round(current, 1),
                             "peak_rss_mb": round(peak, 1),
+                            "rss_parts_mb": rss_parts_mb(worker.proc.pid),
                             "seconds": round(time.monotonic() - began, 1),
                             "rocksdb_mb": rocksdb_mb(samples or []),
                             "rocksdb_tables": rocksdb_tables(samples or []),
