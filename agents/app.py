@@ -478,8 +478,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def advance_quiet_streams() -> None:
-        await processor.tick()
+        processor.tick_in_background()
         health.sample()
+
+    @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types it loosely
+    async def cancel_tick(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+        processor.cancel_tick()
 
     if settings.malloc_trim_seconds > 0 and can_trim():
 

@@ -214,6 +214,7 @@ class PredictionProcessor:
     _activity: dict[tuple[str, str], StreamActivity] = field(default_factory=dict)
     _engine_seen: dict[str, int] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _tick_task: asyncio.Task[None] | None = None
 
     async def process_batch(self, events: Sequence[Any]) -> None:
         # The timer and the agent share the engine: one at a time, so the timer never
@@ -320,6 +321,27 @@ class PredictionProcessor:
         """Wall-clock timer: advance the clocks of streams that went quiet."""
         async with self._lock:
             await self._tick()
+
+    def tick_in_background(self) -> None:
+        """Start a :meth:`tick` unless the last one is still waiting or running; raise what
+        the last one raised (a failed tick fails the timer, as when the timer awaited it).
+
+        Why: a tick waits for the batch in progress (the lock), and a timer that awaited it
+        had the batch's runtime, which mode logs as an overlapping timer every few seconds
+        under load (and whatever the timer did after it came as late). The tick still takes
+        the lock in turn with the batches, so quiet streams advance however busy the rest."""
+        last = self._tick_task
+        if last is not None:
+            if not last.done():
+                return
+            self._tick_task = None
+            last.result()
+        self._tick_task = asyncio.get_running_loop().create_task(self.tick())
+
+    def cancel_tick(self) -> None:
+        """At shutdown: a tick still waiting for the lock has nothing left to do."""
+        if self._tick_task is not None and not self._tick_task.done():
+            self._tick_task.cancel()
 
     async def _tick(self) -> None:
         await self._commit(await self._cpu(self._compute_tick, self.clock()))

@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 
 from agents.dead_letters import DeadLetters
 from agents.metrics import WorkerMetrics
-from agents.processor import PredictionProcessor, TableStore
+from agents.processor import BatchResult, PredictionProcessor, TableStore
 from schemas import PredictionEvent
 from streams.config import DAY, EngineConfig
 from streams.engine import DriftEngine
@@ -186,6 +186,56 @@ def test_timer_waits_while_a_batch_holds_the_engine() -> None:
 
     during, after = asyncio.run(scenario())
     assert during == 0 and after == 1
+
+
+def test_a_background_tick_waits_for_the_batch_without_holding_up_its_timer() -> None:
+    """The timer starts the tick and returns at once (no runtime for mode to call an
+    overlapping timer); the tick advances the quiet stream once the batch lets go, only one
+    tick waits at a time, and a tick's failure reaches the timer at its next call."""
+    processor, drifts, _, now, _ = make_processor(idle_timeout=60.0)
+    feed_until_quiet(processor, now)
+    now[0] += 3 * 3600
+
+    async def scenario() -> tuple[int, int, bool]:
+        async with processor._lock:  # a batch in flight
+            processor.tick_in_background()
+            first = processor._tick_task
+            processor.tick_in_background()  # the first still waits: no second one
+            same = processor._tick_task is first
+            await asyncio.sleep(0.05)
+            during = len(drifts)
+        assert first is not None
+        await first
+        return during, len(drifts), same
+
+    during, after, same = asyncio.run(scenario())
+    assert (during, after, same) == (0, 1, True)
+
+    async def shutdown() -> bool:
+        async with processor._lock:
+            processor.tick_in_background()
+            processor.cancel_tick()
+            task = processor._tick_task
+            assert task is not None
+            await asyncio.wait([task])
+            return task.cancelled()
+
+    assert asyncio.run(shutdown())
+
+    processor = make_processor()[0]
+
+    async def failing() -> None:
+        def broken(now: float) -> BatchResult:
+            raise RuntimeError("tick failed")
+
+        processor._compute_tick = broken  # type: ignore[method-assign]
+        processor.tick_in_background()
+        assert processor._tick_task is not None
+        await asyncio.wait([processor._tick_task])
+        processor.tick_in_background()
+
+    with pytest.raises(RuntimeError, match="tick failed"):
+        asyncio.run(failing())
 
 
 def test_an_envelope_applies_its_good_events_and_dead_letters_each_bad_one() -> None:
