@@ -7,7 +7,9 @@
 
 Prints feature-values per second of the full engine (sub-day looks on, the default), of the
 engine with end-of-window tests only, of the engine with a ``--label-rate`` share of the
-predictions labelled (outcomes 1-3 days late, joined, the performance history kept), and of a
+predictions labelled (outcomes 1-3 days late, joined, the performance history kept) with the
+join's records in memory and, as ``driftwatch backtest`` keeps them, in a RocksDB scratch store
+on disk (its compaction threads' CPU counted: the clock is the process's), and of a
 baseline that only parses and validates the same JSON lines, measured side by side in this
 process on one core. The garbage collector is paced as ``driftwatch backtest`` paces it
 (``DRIFTWATCH_GC_THRESHOLD``; 0 for CPython's own).
@@ -24,7 +26,9 @@ steady state to report.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -34,6 +38,7 @@ from typing import Any
 
 from bench.results_file import write_results
 from driftwatch.backtest import run_backtest
+from driftwatch.disk_store import DiskStore
 from driftwatch.simulate import (
     DriftSpec,
     DriftType,
@@ -114,15 +119,24 @@ def main(argv: list[str] | None = None) -> int:
     labelled = f"engine + join + performance ({args.label_rate:.0%} labelled)"
     in_order = sorted(events, key=lambda e: e.timestamp)  # as run_backtest sorts, untimed
     sorted_outcomes = sorted(outcomes, key=lambda o: o.timestamp)
-    for name, config, labels in (
-        ("engine, end-of-window tests only", replace(base, interim_seconds=0), []),
-        ("engine, defaults (hourly sub-day looks)", base, []),
-        (labelled, base, sorted_outcomes),
+    for name, config, labels, on_disk in (
+        ("engine, end-of-window tests only", replace(base, interim_seconds=0), [], False),
+        ("engine, defaults (hourly sub-day looks)", base, [], False),
+        (labelled, base, sorted_outcomes, False),
+        (f"{labelled}, join on disk", base, sorted_outcomes, True),
     ):
         clock = CutClock(cut)
-        started = time.process_time()
-        report = run_backtest(clock.feed(in_order), config, outcomes=labels, presorted=True)
-        ended = time.process_time()
+        with contextlib.ExitStack() as stack:
+            join_store = None
+            if on_disk:  # as backtest_files keeps it
+                scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                join_store = stack.enter_context(DiskStore(scratch / "join"))
+            started = time.process_time()
+            report = run_backtest(
+                clock.feed(in_order), config, outcomes=labels, presorted=True,
+                join_store=join_store,
+            )  # fmt: skip
+            ended = time.process_time()
         if report.rejected or not report.feature_values:
             raise SystemExit(f"{name}: the engine refused the input: {dict(report.rejected)}")
         row: dict[str, Any] = {
@@ -139,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({args.days} days; {len(outcomes):,} outcomes for the labelled run)")  # fmt: skip
     parse_rate = values / parse_s
     steady_head = f"days {args.days - steady_days}+ values/s"
-    print(f"{'run':<48}{'CPU s':>8}{'values/s':>12}{'vs baseline':>13}{'drifts':>8}"
+    print(f"{'run':<62}{'CPU s':>8}{'values/s':>12}{'vs baseline':>13}{'drifts':>8}"
           f"{steady_head:>22}{'vs baseline':>13}")  # fmt: skip
     for row in rows:
         row["feature_values_per_s"] = round(values / row["seconds"])
@@ -151,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             row["steady_vs_baseline"] = round(rate / parse_rate, 3)
             steady = f"{row['steady_feature_values_per_s']:>22,}{row['steady_vs_baseline']:>13.3f}"
         print(
-            f"{row['run']:<48}{row['seconds']:>8.1f}{row['feature_values_per_s']:>12,}"
+            f"{row['run']:<62}{row['seconds']:>8.1f}{row['feature_values_per_s']:>12,}"
             f"{row['vs_baseline']:>13.3f}{row['drift_events']:>8}{steady}"
         )
     write_results(
