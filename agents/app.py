@@ -67,6 +67,7 @@ class Worker:
     app: faust.App
     processor: PredictionProcessor
     registry: CollectorRegistry
+    joins: JoinProcessor | None = None
     api: Api | None = None
     ready: Callable[[], str | None] | None = None
     front: FrontProcess | None = None
@@ -347,7 +348,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     )
     perf_config = settings.performance_config()
     joins = JoinProcessor(
-        config=JoinConfig(retention_days=perf_config.join_retention_days),
+        config=JoinConfig(
+            retention_days=perf_config.join_retention_days,
+            stall_grace_seconds=settings.join_stall_grace_seconds,
+        ),
         store=table_store(join_table),
         metrics=metrics,
         dead_letters=dead_letter_path,
@@ -531,5 +535,5 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     _ = (detect, advance_quiet_streams, on_revoked, on_assigned, notify, retrain_alerts,
          model_alerts, capture_loop)  # fmt: skip
-    return Worker(app=app, processor=processor, registry=registry, api=api, ready=health.ready,
-                  front=front)  # fmt: skip
+    return Worker(app=app, processor=processor, registry=registry, joins=joins, api=api,
+                  ready=health.ready, front=front)  # fmt: skip

@@ -30,6 +30,7 @@ from typing import Any
 from runtime.gc_tuning import DEFAULT_THRESHOLD, MAX_GC_THRESHOLD
 from runtime.malloc_arenas import MAX_MMAP_THRESHOLD_KB, MIN_MMAP_THRESHOLD_KB, MIN_TRIM_SECONDS
 from streams.config import EngineConfig, PerformanceConfig
+from streams.join import JoinConfig
 
 MIN_FETCH_TIMEOUT_SECONDS = 5.0
 """A shorter fetch timeout would give up idle fetches, which wait up to 1.5 s for records."""
@@ -472,6 +473,16 @@ class Settings:
         "Join outcomes to predictions and keep the performance history. Off for models that "
         "never get labels: the worker then does feature drift only (about 30 % faster).",
     )
+    join_stall_grace_seconds: float = _env(
+        "DRIFTWATCH_JOIN_STALL_GRACE_SECONDS",
+        JoinConfig().stall_grace_seconds,
+        "Wall seconds a join partition waits without any outcome before its stored "
+        "predictions expire by the predictions' clock alone (3 retentions behind it) rather "
+        "than by the outcomes' too: until then a backlog of predictions read far ahead of "
+        "its outcomes keeps its records for them, on disk (the join table grows by what "
+        "the worker reads in this time). 0: at once, for deployments whose outcomes never "
+        "lag the predictions by more than the retention.",
+    )
     # Performance drift: PerformanceConfig's settings, the same way. Its ``engine`` is always
     # the one above (__post_init__).
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
@@ -584,6 +595,10 @@ class Settings:
                 f"DRIFTWATCH_ROCKSDB_WORKER_MEMORY_MB={self.rocksdb_worker_memory_mb}: at least "
                 f"{MIN_ROCKSDB_WORKER_MEMORY_MB} (the memtable budget is half of it), or 0 "
                 "for a cache per partition store"
+            )
+        if not self.join_stall_grace_seconds >= 0:
+            raise ValueError(
+                f"DRIFTWATCH_JOIN_STALL_GRACE_SECONDS={self.join_stall_grace_seconds:g}: 0 or more"
             )
         if not 0 <= self.gc_threshold <= MAX_GC_THRESHOLD:
             raise ValueError(

@@ -28,3 +28,22 @@ def test_the_stream_buffers_follow_the_batches_unless_set(
     channels = {name: agent.channel for name, agent in app.agents.items()}
     assert channels["join-outcomes"].maxsize == join_buffer
     assert channels["detect-feature-drift"].maxsize is None  # the stream buffer's
+
+
+@pytest.mark.parametrize("grace", [None, "0", "45"])
+def test_the_join_stall_grace_reaches_the_join(tmp_path: Path, grace: str | None) -> None:
+    """DRIFTWATCH_JOIN_STALL_GRACE_SECONDS is the worker join's grace, JoinConfig's own
+    default when unset; a negative one is refused at start."""
+    from agents.app import create_app
+    from runtime.settings import Settings
+    from streams.join import JoinConfig
+
+    environ = {"DRIFTWATCH_DATA_DIR": str(tmp_path), "DRIFTWATCH_API_PORT": "0"}
+    if grace is not None:
+        environ["DRIFTWATCH_JOIN_STALL_GRACE_SECONDS"] = grace
+    joins = create_app(Settings.from_env(environ=environ)).joins
+    assert joins is not None
+    expected = JoinConfig().stall_grace_seconds if grace is None else float(grace)
+    assert joins.config.stall_grace_seconds == expected
+    with pytest.raises(ValueError, match="JOIN_STALL_GRACE"):
+        Settings.from_env(environ={**environ, "DRIFTWATCH_JOIN_STALL_GRACE_SECONDS": "-1"})
