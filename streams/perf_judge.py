@@ -35,7 +35,7 @@ from streams.perf_findings import (
     span_test,
 )
 from streams.perf_incidents import PerfIncidents
-from streams.perf_state import PerfStream, PerfWindow, perf_stream_key
+from streams.perf_state import PerfStream, PerfWindow, labelled_baseline, perf_stream_key
 from streams.performance import PerformanceSummary
 from streams.sequential import RateRiseTest, rate_upper_bound
 
@@ -82,16 +82,7 @@ class PerformanceJudge:
         ecfg = self.config.engine
         have = set(stream.windows)
         used = [c for c in ecfg.baseline_candidates(window) if c in have]
-        merged = PerformanceSummary()
-        n = 0
-        for c in used:
-            win = self._window(stream.tenant, stream.model, c)
-            if win is None:
-                continue
-            s = win.merged()
-            if s.labelled:
-                merged = merged.merge(s)
-                n += 1
+        merged, n = labelled_baseline(used, lambda c: self._window(stream.tenant, stream.model, c))
         if n < ecfg.min_baseline_windows:
             return None
         return merged, used[0], used[-1] + ecfg.window_seconds

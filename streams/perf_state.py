@@ -19,6 +19,7 @@ import functools
 import json
 import math
 import struct
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -182,6 +183,24 @@ class PerfStream:
             writes=d.get("n", 0),
             dropped=d.get("dr", []),
         )
+
+
+def labelled_baseline(
+    candidates: Iterable[float], window_of: Callable[[float], PerfWindow | None]
+) -> tuple[PerformanceSummary, int]:
+    """The candidate windows' summaries merged, over the windows that have labels, and how
+    many those were (the baseline rule's ``min_baseline_windows`` counts them)."""
+    merged = PerformanceSummary()
+    n = 0
+    for c in candidates:
+        win = window_of(c)
+        if win is None:
+            continue
+        s = win.merged()
+        if s.labelled:
+            merged = merged.merge(s)
+            n += 1
+    return merged, n
 
 
 def history_row(

@@ -25,6 +25,7 @@ from streams.perf_state import (
     PerfStream,
     PerfWindow,
     history_row,
+    labelled_baseline,
     perf_stream_key,
     split_incident_key,
 )
@@ -290,16 +291,7 @@ def drift_status(
 def _baseline(
     cfg: EngineConfig, windows: dict[float, PerfWindow], window: float
 ) -> PerformanceSummary | None:
-    merged = PerformanceSummary()
-    n = 0
-    for c in cfg.baseline_candidates(window):
-        win = windows.get(c)
-        if win is None:
-            continue
-        s = win.merged()
-        if s.labelled:
-            merged = merged.merge(s)
-            n += 1
+    merged, n = labelled_baseline(cfg.baseline_candidates(window), windows.get)
     return merged if n >= cfg.min_baseline_windows else None
 
 
