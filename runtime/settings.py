@@ -480,8 +480,9 @@ class Settings:
         "predictions expire by the predictions' clock alone (3 retentions behind it) rather "
         "than by the outcomes' too: until then a backlog of predictions read far ahead of "
         "its outcomes keeps its records for them, on disk (the join table grows by what "
-        "the worker reads in this time). 0: at once, for deployments whose outcomes never "
-        "lag the predictions by more than the retention.",
+        "the worker reads in this time). 0: at once, where outcomes never fall more than "
+        "three retentions of event time behind the predictions (a backlog of predictions "
+        "read after an outage can).",
     )
     # Performance drift: PerformanceConfig's settings, the same way. Its ``engine`` is always
     # the one above (__post_init__).
