@@ -198,14 +198,9 @@ class PerformanceJudge:
             if window - i * ecfg.window_seconds in have
         ]
         base_windows = sorted({c for m in members for c in ecfg.baseline_candidates(m)} & have)
-        base = PerformanceSummary()
-        used = 0
-        for c in base_windows:
-            b = self._window(stream.tenant, stream.model, c)
-            merged = PerformanceSummary() if b is None else b.merged()
-            if merged.labelled:
-                base = base.merge(merged)
-                used += 1
+        base, used = labelled_baseline(
+            base_windows, lambda c: self._window(stream.tenant, stream.model, c)
+        )
         if used < ecfg.min_baseline_windows:
             return []
         events: list[DriftEvent] = []
