@@ -172,6 +172,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         stream_wait_empty=True,
         table_standby_replicas=settings.standby_replicas,
         broker_max_poll_records=settings.max_poll_records or None,
+        consumer_max_fetch_size=settings.max_fetch_kb << 10,
         stream_buffer_maxsize=settings.stream_buffer_size or 4096,  # 0: Faust's own default
         stream_recovery_delay=settings.recovery_delay_seconds,
         recovery_consistency_check=settings.recovery_consistency_check,

@@ -319,6 +319,15 @@ class Settings:
         "Longest wait, seconds, of an agent before a batch for the stages after it "
         "(DRIFTWATCH_DOWNSTREAM_BACKLOG): a stage that stopped does not stop the others.",
     )
+    max_fetch_kb: int = _env(
+        "DRIFTWATCH_MAX_FETCH_KB",
+        1024,
+        "Most KiB of messages one fetch brings per partition (Faust's consumer_max_fetch_size, "
+        "aiokafka's max_partition_fetch_bytes). Fetched messages wait in the consumer until "
+        "an agent's stream buffer (DRIFTWATCH_READ_AHEAD_MB) takes them, so this bounds the "
+        "input held in memory beside the read-ahead: about this much per partition the "
+        "worker reads. A message larger than this is still fetched, one at a time.",
+    )
     max_poll_records: int = _env(
         "DRIFTWATCH_MAX_POLL_RECORDS",
         0,
@@ -597,6 +606,8 @@ class Settings:
                 f"{MIN_ROCKSDB_WORKER_MEMORY_MB} (the memtable budget is half of it), or 0 "
                 "for a cache per partition store"
             )
+        if self.max_fetch_kb < 1:
+            raise ValueError(f"DRIFTWATCH_MAX_FETCH_KB={self.max_fetch_kb}: at least 1")
         if not self.join_stall_grace_seconds >= 0:
             raise ValueError(
                 f"DRIFTWATCH_JOIN_STALL_GRACE_SECONDS={self.join_stall_grace_seconds:g}: 0 or more"

@@ -184,6 +184,8 @@ def test_bad_input_is_dead_lettered_and_no_valid_event_is_lost(worker: WorkerPro
     for i, (raw, _) in enumerate(BAD):
         msgs.insert(50 + i * 60, (b"acme:fraud", raw))
     ends = produce_recorded(worker.bootstrap, worker.topic("predictions"), msgs)
+    # Fetches of 16 KiB a partition: the 300 KiB message is still fetched (alone), not stuck.
+    worker.extra_env["DRIFTWATCH_MAX_FETCH_KB"] = "16"
     worker.start()
     worker.wait_processed(len(msgs))
     wait_committed(worker, ends)

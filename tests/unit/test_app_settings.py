@@ -47,3 +47,19 @@ def test_the_join_stall_grace_reaches_the_join(tmp_path: Path, grace: str | None
     assert joins.config.stall_grace_seconds == expected
     with pytest.raises(ValueError, match="JOIN_STALL_GRACE"):
         Settings.from_env(environ={**environ, "DRIFTWATCH_JOIN_STALL_GRACE_SECONDS": "-1"})
+
+
+@pytest.mark.parametrize(("kb", "fetch_bytes"), [(None, 1 << 20), ("256", 256 << 10)])
+def test_the_fetch_size_reaches_faust(tmp_path: Path, kb: str | None, fetch_bytes: int) -> None:
+    """DRIFTWATCH_MAX_FETCH_KB is Faust's consumer_max_fetch_size (aiokafka's
+    max_partition_fetch_bytes); below 1 KiB it is refused at start."""
+    from agents.app import create_app
+    from runtime.settings import Settings
+
+    environ = {"DRIFTWATCH_DATA_DIR": str(tmp_path), "DRIFTWATCH_API_PORT": "0"}
+    if kb is not None:
+        environ["DRIFTWATCH_MAX_FETCH_KB"] = kb
+    app = create_app(Settings.from_env(environ=environ)).app
+    assert app.conf.consumer_max_fetch_size == fetch_bytes
+    with pytest.raises(ValueError, match="MAX_FETCH_KB"):
+        Settings.from_env(environ={**environ, "DRIFTWATCH_MAX_FETCH_KB": "0"})
