@@ -352,6 +352,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         config=JoinConfig(
             retention_days=perf_config.join_retention_days,
             stall_grace_seconds=settings.join_stall_grace_seconds,
+            cache_mb=settings.join_cache_mb,
         ),
         store=table_store(join_table),
         metrics=metrics,

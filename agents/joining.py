@@ -123,7 +123,14 @@ class JoinProcessor:
         j = self._joiners.get(partition)
         if j is None:
             j = self._joiners[partition] = OutcomeJoiner(self.config, self.store, partition)
+            self._share_cache()
         return j
+
+    def _share_cache(self) -> None:
+        """The worker's cache budget (``config.cache_mb``), shared by the partitions it
+        holds: a worker that takes over more partitions keeps no more decoded records."""
+        for j in self._joiners.values():
+            j.set_cache_mb(self.config.cache_mb / len(self._joiners))
 
     async def process_batch(self, events: Sequence[Any]) -> None:
         async with self._lock:
@@ -136,6 +143,8 @@ class JoinProcessor:
                 joiner = self._joiners.pop(partition, None)
                 if joiner is not None:
                     joiner.forget()
+            if self._joiners:
+                self._share_cache()
 
     async def _process_batch(self, events: Sequence[Any]) -> None:
         # A batch of 1,000 join-input messages is up to a million frames after a backlog:

@@ -493,6 +493,15 @@ class Settings:
         "three retentions of event time behind the predictions (a backlog of predictions "
         "read after an outage can).",
     )
+    join_cache_mb: float = _env(
+        "DRIFTWATCH_JOIN_CACHE_MB",
+        JoinConfig().cache_mb,
+        "Most MiB of decoded join records a worker keeps between batches, shared by the "
+        "join partitions it holds (estimated at 5x their stored JSON): a record touched "
+        "again soon (its outcome, a redelivery) is read back from RocksDB beyond it. "
+        "Records of wide models are large (~90 KB decoded at 1,000 features); the count "
+        "bound alone (16,384 a partition) let the cache reach gigabytes.",
+    )
     # Performance drift: PerformanceConfig's settings, the same way. Its ``engine`` is always
     # the one above (__post_init__).
     performance: PerformanceConfig = field(default_factory=PerformanceConfig)
@@ -608,6 +617,8 @@ class Settings:
             )
         if self.max_fetch_kb < 1:
             raise ValueError(f"DRIFTWATCH_MAX_FETCH_KB={self.max_fetch_kb}: at least 1")
+        if not self.join_cache_mb >= 0:
+            raise ValueError(f"DRIFTWATCH_JOIN_CACHE_MB={self.join_cache_mb:g}: 0 or more")
         if not self.join_stall_grace_seconds >= 0:
             raise ValueError(
                 f"DRIFTWATCH_JOIN_STALL_GRACE_SECONDS={self.join_stall_grace_seconds:g}: 0 or more"

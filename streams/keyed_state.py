@@ -240,6 +240,17 @@ class StateCache(Generic[V]):
     >>> cache.delete("a", partition=0)
     >>> [(w.key, w.value, w.partition) for w in cache.flush()]
     [('a', None, 0)]
+
+    With ``max_bytes``, the clean values kept are bounded by their stored size as well, so
+    that wide values (a prediction of 1,000 features) do not multiply the memory a count
+    allows:
+
+    >>> cache = StateCache(store, bytes.decode, str.encode, capacity=10, max_bytes=8)
+    >>> for key in "abc":
+    ...     cache.put(key, "four", partition=0)
+    >>> store.apply(cache.flush())
+    >>> sorted(cache._values), cache.stored_bytes
+    (['b', 'c'], 8)
     """
 
     def __init__(
@@ -248,15 +259,23 @@ class StateCache(Generic[V]):
         decode: Callable[[bytes], V],
         encode: Callable[[V], bytes],
         capacity: int = 4096,
+        max_bytes: int = 0,
     ) -> None:
         self.store = store
         self.decode = decode
         self.encode = encode
         self.capacity = capacity
         """Clean decoded values kept after a flush (changed ones are kept until flushed)."""
+        self.max_bytes = max_bytes
+        """Most stored bytes (the encoded size of the values) of the clean values kept after
+        a flush, beside ``capacity``; 0: no bound but the count."""
+        self.stored_bytes = 0
+        """Stored bytes of the cached values whose size is known: read from the store or
+        written at a flush (a value put and not flushed yet counts from its flush)."""
         self._values: dict[str, V | None] = {}
         self._partitions: dict[str, int | None] = {}
         self._dirty: dict[str, int | None] = {}
+        self._sizes: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._values)
@@ -270,9 +289,21 @@ class StateCache(Generic[V]):
         if key in self._values:
             return self._values[key]
         raw = self.store.get(key) if partition is None else self.store.get(key, partition)
-        value = None if raw is None else self.decode(raw)
-        self._values[key] = value
+        if raw is None:
+            self._values[key] = None
+            return None
+        value = self._values[key] = self.decode(raw)
+        self._sized(key, len(raw))
         return value
+
+    def _sized(self, key: str, size: int) -> None:
+        self.stored_bytes += size - self._sizes.get(key, 0)
+        self._sizes[key] = size
+
+    def _drop(self, key: str) -> None:
+        del self._values[key]
+        self._partitions.pop(key, None)
+        self.stored_bytes -= self._sizes.pop(key, 0)
 
     def cached(self, key: str) -> V | None:
         """The decoded value if it is in the cache (no store read)."""
@@ -314,15 +345,19 @@ class StateCache(Generic[V]):
         writes: list[Write] = []
         for key in sorted(self._dirty):
             value = self._values.get(key)
-            writes.append(
-                Write(key, None if value is None else self.encode(value), self._dirty[key])
-            )
+            raw = None if value is None else self.encode(value)
+            self._sized(key, 0 if raw is None else len(raw))
+            writes.append(Write(key, raw, self._dirty[key]))
         self._dirty.clear()
         excess = len(self._values) - self.capacity
         if excess > 0:
             for key in list(self._values)[:excess]:
-                del self._values[key]
-                self._partitions.pop(key, None)
+                self._drop(key)
+        if self.max_bytes and self.stored_bytes > self.max_bytes:
+            for key in list(self._values):  # oldest first
+                self._drop(key)
+                if self.stored_bytes <= self.max_bytes:
+                    break
         return writes
 
     def forget(self, partitions: Collection[int] | None = None) -> None:
@@ -332,10 +367,11 @@ class StateCache(Generic[V]):
             self._values.clear()
             self._partitions.clear()
             self._dirty.clear()
+            self._sizes.clear()
+            self.stored_bytes = 0
             return
         for key in list(self._values):
             part = self._partitions.get(key)
             if part is None or part in partitions:
-                del self._values[key]
-                self._partitions.pop(key, None)
+                self._drop(key)
                 self._dirty.pop(key, None)

@@ -63,3 +63,21 @@ def test_the_fetch_size_reaches_faust(tmp_path: Path, kb: str | None, fetch_byte
     assert app.conf.consumer_max_fetch_size == fetch_bytes
     with pytest.raises(ValueError, match="MAX_FETCH_KB"):
         Settings.from_env(environ={**environ, "DRIFTWATCH_MAX_FETCH_KB": "0"})
+
+
+@pytest.mark.parametrize("mb", [None, "8"])
+def test_the_join_cache_budget_reaches_the_join(tmp_path: Path, mb: str | None) -> None:
+    """DRIFTWATCH_JOIN_CACHE_MB is the worker join's cache budget, JoinConfig's own default
+    when unset; a negative one is refused at start."""
+    from agents.app import create_app
+    from runtime.settings import Settings
+    from streams.join import JoinConfig
+
+    environ = {"DRIFTWATCH_DATA_DIR": str(tmp_path), "DRIFTWATCH_API_PORT": "0"}
+    if mb is not None:
+        environ["DRIFTWATCH_JOIN_CACHE_MB"] = mb
+    joins = create_app(Settings.from_env(environ=environ)).joins
+    assert joins is not None
+    assert joins.config.cache_mb == (JoinConfig().cache_mb if mb is None else float(mb))
+    with pytest.raises(ValueError, match="JOIN_CACHE_MB"):
+        Settings.from_env(environ={**environ, "DRIFTWATCH_JOIN_CACHE_MB": "-1"})

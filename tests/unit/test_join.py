@@ -19,6 +19,7 @@ from driftwatch.simulate import SimulationConfig, generate, generate_outcomes
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
 from streams.config import DAY, PerformanceConfig
 from streams.join import (
+    DECODED_PER_STORED,
     JoinConfig,
     LabeledPrediction,
     OutcomeJoiner,
@@ -510,3 +511,43 @@ def test_a_write_cut_short_by_a_crash_leaves_the_records_and_clocks_of_a_whole_o
         crashed.apply(writes[:cut])
         crashed.apply(applied(MemoryStore.copy_of(crashed), tail))
         assert records_and_clocks(crashed) == records_and_clocks(whole), f"cut after {cut}"
+
+
+def test_a_small_record_cache_joins_the_same_and_stays_within_its_bytes() -> None:
+    """The decoded records kept between batches are bounded by their size (a wide model's
+    would otherwise take gigabytes); what a bounded cache forgets is read back from the
+    store, so the joins, rejections and stored state are those of an unbounded one."""
+    cfg = SimulationConfig(
+        seed=9, tenants=("acme",), models=("fraud",), days=3, events_per_day=600, start=T0,
+        numeric_features=40, categorical_features=10, label_rate=0.7,
+        outcome_delay_hours=(0.5, 30.0),
+    )  # fmt: skip
+    merged = sorted(
+        [(p.timestamp, 0, p) for p in generate(cfg)]
+        + [(o.timestamp, 1, o) for o in generate_outcomes(cfg)],
+        key=lambda x: (x[0], x[1]),
+    )
+    runs = []
+    for mb in (64.0, 0.25):
+        store = MemoryStore()
+        j = OutcomeJoiner(JoinConfig(cache_mb=mb), store)
+        joined, peak = [], 0
+        for i, (_, _, event) in enumerate(merged):
+            got = (
+                j.on_prediction(event, origin=(0, i))
+                if isinstance(event, PredictionEvent)
+                else j.on_outcome(event, origin=(0, i))
+            )
+            if got.joined is not None:
+                joined.append((got.joined.prediction.event_id, got.joined.label))
+            if i % 50 == 49:
+                store.apply(j.flush())
+                peak = max(peak, j._records.stored_bytes)
+        store.apply(j.flush())
+        runs.append((joined, dict(store.data), peak, len(j._records)))
+    (joined, data, big_peak, big_len), (small_joined, small_data, small_peak, small_len) = runs
+    assert len(joined) > 1000
+    assert small_joined == joined and small_data == data
+    budget = int(0.25 * (1 << 20) / DECODED_PER_STORED)
+    assert small_peak <= budget < big_peak  # the bound held, and it was needed
+    assert small_len < big_len

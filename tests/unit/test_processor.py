@@ -418,3 +418,38 @@ def test_join_frames_are_written_as_the_json_encoder_wrote_them(frames: list[Any
     assert decode_join(before) == frames
     with pytest.raises(ValueError, match="unknown join-input kind"):
         encode_join([("x", (0, 0), None, b"")])  # type: ignore[list-item]
+
+
+def test_the_join_cache_budget_is_shared_by_the_partitions_a_worker_holds() -> None:
+    """A worker's DRIFTWATCH_JOIN_CACHE_MB is for all its join partitions together: taking
+    over more partitions does not multiply the decoded records it keeps."""
+    from agents.joining import JoinProcessor
+    from streams.join import DECODED_PER_STORED, JoinConfig
+
+    async def nothing(*_: Any) -> None:
+        pass
+
+    metrics = WorkerMetrics.create(CollectorRegistry())
+    processor = JoinProcessor(
+        config=JoinConfig(cache_mb=30.0),
+        store=TableStore(FakeTable()),
+        metrics=metrics,
+        dead_letters=DeadLetters(nothing, metrics, lambda: T0),
+        send_labeled=nothing,
+        send_performance=nothing,
+        source_topic="join-input",
+        predictions_topic="predictions",
+        outcomes_topic="outcomes",
+        partitions=3,
+        offload=False,
+    )
+
+    def budgets() -> list[int]:
+        return [processor.joiner(p)._records.max_bytes for p in sorted(processor._joiners)]
+
+    processor.joiner(0)
+    assert budgets() == [30 * 2**20 // DECODED_PER_STORED]
+    processor.joiner(1), processor.joiner(2)
+    assert budgets() == [10 * 2**20 // DECODED_PER_STORED] * 3
+    asyncio.run(processor.forget([0, 2]))
+    assert budgets() == [30 * 2**20 // DECODED_PER_STORED]

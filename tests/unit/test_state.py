@@ -226,3 +226,47 @@ def test_stored_json_is_written_so_it_reads_back_as_the_standard_library_wrote_i
     assert json.dumps(got) == json.dumps(expected)
     assert type(got) is type(expected)
     assert dump_json({"p": 1e-05}) == b'{"p":0.00001}'  # orjson's spelling: its way taken
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["get", "put", "delete", "flush", "forget"]),
+            st.sampled_from("abcdef"),
+            st.integers(0, 40),
+        ),
+        max_size=60,
+    ),
+    max_bytes=st.integers(0, 60),
+)
+def test_a_state_cache_counts_the_stored_bytes_it_keeps(
+    ops: list[tuple[str, str, int]], max_bytes: int
+) -> None:
+    """Whatever is read, put, deleted, flushed and forgotten, ``stored_bytes`` is the stored
+    size of the cached values whose size is known, a flush leaves it within ``max_bytes``,
+    and every value read is the store's or the one put since."""
+    from streams.keyed_state import MemoryStore, StateCache
+
+    store = MemoryStore()
+    cache = StateCache(store, bytes.decode, str.encode, capacity=4, max_bytes=max_bytes)
+    truth: dict[str, str | None] = {}
+    for op, key, size in ops:
+        if op == "get":
+            assert cache.get(key) == truth.get(key)
+        elif op == "put":
+            truth[key] = value = "x" * size
+            cache.put(key, value, partition=0)
+        elif op == "delete":
+            truth[key] = None
+            cache.delete(key, partition=0)
+        elif op == "flush":
+            store.apply(cache.flush())
+            if max_bytes:
+                assert cache.stored_bytes <= max_bytes
+        else:
+            store.apply(cache.flush())
+            cache.forget([0])
+        assert set(cache._sizes) <= set(cache._values)
+        assert cache.stored_bytes == sum(cache._sizes.values())
+        assert all(size == len(store.data.get(k) or b"") for k, size in cache._sizes.items())
