@@ -337,11 +337,34 @@ async def _plain(in_thread: object) -> int:
     return await in_thread(lambda: 7)  # type: ignore[operator,no-any-return]
 
 
+def join_processor(
+    config: Any, metrics: WorkerMetrics, send_labeled: Any, forward: Any, partitions: int = 1
+) -> Any:
+    """A join processor on a fake table, on the loop, that dead-letters nothing."""
+    from agents.joining import JoinProcessor
+
+    async def send_letter(key: bytes, value: bytes) -> None:
+        raise AssertionError("nothing to dead-letter")
+
+    return JoinProcessor(
+        config=config,
+        store=TableStore(FakeTable()),
+        metrics=metrics,
+        dead_letters=DeadLetters(send_letter, metrics, lambda: T0),
+        send_labeled=send_labeled,
+        send_performance=forward,
+        source_topic="join-input",
+        predictions_topic="predictions",
+        outcomes_topic="outcomes",
+        partitions=partitions,
+        offload=False,
+    )
+
+
 def test_a_join_part_that_fails_to_deliver_is_counted_once_when_it_is_read_again() -> None:
     """The join's counts follow its state: a part whose output could not be delivered is not
     written, is read again, and only then counted (before, both times)."""
     from agents.envelopes import encode_join
-    from agents.joining import JoinProcessor
     from streams.join import JoinConfig
     from tests.unit.test_join import outcome, prediction
 
@@ -359,22 +382,7 @@ def test_a_join_part_that_fails_to_deliver_is_counted_once_when_it_is_read_again
     async def forward(messages: list[tuple[bytes, bytes, int]]) -> None:
         pass
 
-    async def send_letter(key: bytes, value: bytes) -> None:
-        raise AssertionError("nothing to dead-letter")
-
-    processor = JoinProcessor(
-        config=JoinConfig(),
-        store=TableStore(FakeTable()),
-        metrics=metrics,
-        dead_letters=DeadLetters(send_letter, metrics, lambda: T0),
-        send_labeled=send_labeled,
-        send_performance=forward,
-        source_topic="join-input",
-        predictions_topic="predictions",
-        outcomes_topic="outcomes",
-        partitions=1,
-        offload=False,
-    )
+    processor = join_processor(JoinConfig(), metrics, send_labeled, forward)
     p, o = prediction("e1"), outcome("e1", T0 + 60)
     value = encode_join([("p", (0, 0), 0, p.to_json()), ("o", (0, 0), None, o.to_json())])
     batch = [FakeEvent(FakeMessage("join-input", 0, 0, None), value)]
@@ -423,26 +431,13 @@ def test_join_frames_are_written_as_the_json_encoder_wrote_them(frames: list[Any
 def test_the_join_cache_budget_is_shared_by_the_partitions_a_worker_holds() -> None:
     """A worker's DRIFTWATCH_JOIN_CACHE_MB is for all its join partitions together: taking
     over more partitions does not multiply the decoded records it keeps."""
-    from agents.joining import JoinProcessor
     from streams.join import DECODED_PER_STORED, JoinConfig
 
     async def nothing(*_: Any) -> None:
         pass
 
     metrics = WorkerMetrics.create(CollectorRegistry())
-    processor = JoinProcessor(
-        config=JoinConfig(cache_mb=30.0),
-        store=TableStore(FakeTable()),
-        metrics=metrics,
-        dead_letters=DeadLetters(nothing, metrics, lambda: T0),
-        send_labeled=nothing,
-        send_performance=nothing,
-        source_topic="join-input",
-        predictions_topic="predictions",
-        outcomes_topic="outcomes",
-        partitions=3,
-        offload=False,
-    )
+    processor = join_processor(JoinConfig(cache_mb=30.0), metrics, nothing, nothing, 3)
 
     def budgets() -> list[int]:
         return [processor.joiner(p)._records.max_bytes for p in sorted(processor._joiners)]
