@@ -353,11 +353,16 @@ class StateCache(Generic[V]):
         if excess > 0:
             for key in list(self._values)[:excess]:
                 self._drop(key)
-        if self.max_bytes and self.stored_bytes > self.max_bytes:
-            for key in list(self._values):  # oldest first
-                self._drop(key)
-                if self.stored_bytes <= self.max_bytes:
+        over = self.stored_bytes - self.max_bytes if self.max_bytes else 0
+        if over > 0:
+            oldest = []  # only as many keys as go, not a copy of all of them at each flush
+            for key in self._values:
+                oldest.append(key)
+                over -= self._sizes.get(key, 0)
+                if over <= 0:
                     break
+            for key in oldest:
+                self._drop(key)
         return writes
 
     def forget(self, partitions: Collection[int] | None = None) -> None:
