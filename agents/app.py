@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 WINDOW_TABLE, JOIN_TABLE, PERFORMANCE_TABLE, DELIVERY_TABLE = TABLES
 TICK_SECONDS = 5.0
+STOP_WRITE_SECONDS = 15.0
+"""Longest a clean stop waits to write the state the drift agent holds in memory."""
 
 
 @dataclass
@@ -124,6 +126,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         faust_compat.probes.kafka_probe(kafka),
         faust_compat.probes.kafka_start_lookup(kafka, settings.app_id),  # Faust's group id
     )
+    faust_compat.commit_cap.install()  # nor past one whose state is not written yet
     faust_compat.fetch_timeout.install_fetch_timeout(settings.fetch_timeout_seconds)
     faust_compat.eager_delivery.install()  # no four tasks a message in the fetch loop
     faust_compat.late_changelog.install()  # no changelog record applied after the restore
@@ -334,6 +337,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         forward=sender(join_input) if settings.join_outcomes else None,
         join_partitions=settings.partitions,
         send_alert=send_alert,
+        state_flush_seconds=settings.state_flush_seconds,
     )
     router = OutcomeRouter(
         validator=OutcomeValidator(
@@ -486,6 +490,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def advance_quiet_streams() -> None:
         processor.tick_in_background()
         health.sample()
+
+    # What the drift agent holds in memory, written while Faust can still commit past it.
+    faust_compat.commit_cap.before_stop(app, processor.write_held, STOP_WRITE_SECONDS)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types it loosely
     async def cancel_tick(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:

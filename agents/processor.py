@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from agents.alerts import incident_alert, rank_notices
 from agents.dead_letters import DeadLetters, Rejected
 from agents.envelopes import JoinFrame, batch_join
-from agents.faust_compat import bulk_writes, direct_reads
+from agents.faust_compat import bulk_writes, commit_cap, direct_reads
 from agents.faust_compat.current_event import (
     PartitionContext,
     set_current_event,
@@ -181,6 +181,8 @@ class BatchResult:
     forward: list[tuple[str, JoinFrame]] = field(default_factory=list)
     writes: list[Write] = field(default_factory=list)
     ok: int = 0
+    wrote: bool = False
+    """The engine's changed state is in ``writes`` (all of it: written, the holds go)."""
 
 
 @dataclass
@@ -210,6 +212,12 @@ class PredictionProcessor:
     offload: bool = True
     """The batch's CPU work in a worker thread (False: on the loop, as ``bench.loop_lag``
     compares)."""
+    state_flush_seconds: float = 0.0
+    """Most seconds the engine's changes stay in memory before they are written (0: after
+    every batch). Meanwhile each partition's commit is held at the first message not
+    written (:mod:`agents.faust_compat.commit_cap`)."""
+    monotonic: Callable[[], float] = time.monotonic
+    _written_at: float | None = None
     _context: PartitionContext | None = None
     _activity: dict[tuple[str, str], StreamActivity] = field(default_factory=dict)
     _engine_seen: dict[str, int] = field(default_factory=dict)
@@ -224,6 +232,10 @@ class PredictionProcessor:
 
     async def _process_batch(self, events: Sequence[Any]) -> None:
         started = time.perf_counter()
+        if self.state_flush_seconds > 0:
+            for event in events:  # before the batch is acked: no commit past it unwritten
+                m = event.message
+                commit_cap.hold(self.source_topic, m.partition, m.offset)
         parts = chunks(events, CHUNK_BYTES)
         for k, part in enumerate(parts):
             # What each part produced is delivered as it comes; the state is encoded and
@@ -235,6 +247,8 @@ class PredictionProcessor:
                 self.engine.forget()  # half-applied: the tables are the truth
                 raise
             await self._commit(result)
+            if result.wrote:
+                self._released()
             # Counted per part: a batch of 1,000 envelopes is 500,000 predictions, and the
             # counter is how progress shows (dashboards, the throughput benchmark).
             self.metrics.events.labels(self.source_topic, "ok").inc(result.ok)
@@ -298,10 +312,45 @@ class PredictionProcessor:
             self._finish(out)
         return out
 
-    def _finish(self, out: BatchResult) -> None:
-        """What the engine changed, encoded, and its notices (still in the worker thread)."""
-        out.writes = self.engine.flush()
+    def _finish(self, out: BatchResult, write: bool | None = None) -> None:
+        """Its notices, and what the engine changed, encoded, if it is time to write it
+        (``write``: None decides by :meth:`_write_due`) - still in the worker thread."""
+        if write is None:
+            write = self._write_due()
+        if write:
+            out.writes = self.engine.flush()
+            out.wrote = True
+        else:
+            self.engine.apply_pending()  # the batch's values into their windows, as a flush
         out.notices = self.engine.take_notices()
+
+    def _write_due(self) -> bool:
+        """Written after every batch without an interval; else once the interval has passed
+        since the last write, or the windows changed fill half the engine's cache (what is
+        not written cannot be evicted)."""
+        if self.state_flush_seconds <= 0 or self._written_at is None:
+            return True
+        if self.monotonic() - self._written_at >= self.state_flush_seconds:
+            return True
+        return self.engine.unwritten() >= self.engine.config.cached_windows // 2
+
+    def _released(self) -> None:
+        """All of the engine's changes are written: no commit needs holding."""
+        self._written_at = self.monotonic()
+        commit_cap.release(self.source_topic)
+
+    async def write_held(self) -> None:
+        """Write what is held in memory now (a rebalance, a clean stop), if anything."""
+        async with self._lock:
+            await self._write_held()
+
+    async def _write_held(self) -> None:
+        if not commit_cap.holds(self.source_topic):
+            return
+        result = BatchResult()
+        self._finish(result, write=True)
+        await self._commit(result)
+        self._released()
 
     async def _commit(self, result: BatchResult) -> None:
         """On the loop: deliver what the batch produced, then write the state recording it.
@@ -344,7 +393,9 @@ class PredictionProcessor:
             self._tick_task.cancel()
 
     async def _tick(self) -> None:
-        await self._commit(await self._cpu(self._compute_tick, self.clock()))
+        result = await self._cpu(self._compute_tick, self.clock())
+        await self._commit(result)
+        self._released()
 
     def _compute_tick(self, now: float) -> BatchResult:
         out = BatchResult()
@@ -357,13 +408,22 @@ class PredictionProcessor:
             out.drifts.extend(self.engine.advance(tenant, model, act.event_time + idle))
         if out.drifts:
             log.info("idle streams advanced; %d drift events", len(out.drifts))
-        self._finish(out)
+        self._finish(out, write=True)  # also what the batches held since the last write
         return out
 
     async def forget_partitions(self, partitions: set[int]) -> None:
         """After a rebalance, state of revoked partitions belongs to another worker: drop its
         decoded copy (waits for a batch in progress, whose state is then written)."""
         async with self._lock:
+            try:
+                await self._write_held()  # the new owner restores it from the changelog
+            except Exception:
+                # Nothing lost: the commits stay held, and after the rebalance every
+                # partition is read again from its committed offset.
+                log.exception("writing the state held in memory at a rebalance failed")
+                self.engine.forget()
+            else:
+                commit_cap.release(self.source_topic, partitions)
             self.engine.forget(partitions)
             for key in [k for k, a in self._activity.items() if a.partition in partitions]:
                 del self._activity[key]

@@ -201,17 +201,26 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="bench.throughput --live's data: a dense day after a sparse history",
     )
+    p.add_argument(
+        "--live-rate",
+        type=float,
+        default=None,
+        help="with --live: the live part's event times at this many predictions a second "
+        "(bench.throughput --live-rate)",
+    )
     args = p.parse_args(argv)
     n, features, batch = args.events, args.features, args.batch
     # The worker's collector pace (DRIFTWATCH_GC_THRESHOLD; 0: CPython's own, to compare).
     tune_gc(Settings.from_env().gc_threshold)
 
-    messages = bench_messages(n, features, live=args.live)
+    messages = bench_messages(n, features, live=args.live, live_rate=args.live_rate)
     values = [v for _, v in messages]
     pos = positions(messages, args.partitions)
     print(
         f"{len(messages):,} events x {features} features, flush every {batch}, "
-        f"{args.partitions} partitions" + (f" ({n:,} of them in one live day)" if args.live else "")
+        f"{args.partitions} partitions"
+        + (f" ({n:,} of them in one live day)" if args.live and not args.live_rate else "")
+        + (f" ({n:,} of them at {args.live_rate:,.0f}/s of event time)" if args.live_rate else "")
     )
 
     timer = FlushTimer()

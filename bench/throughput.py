@@ -169,10 +169,13 @@ def live_simulation_configs(
 
 
 def bench_events(
-    events: int, features: int, live: bool = False
+    events: int, features: int, live: bool = False, live_rate: float | None = None
 ) -> tuple[list[PredictionEvent], int]:
     """The first ``events`` timed predictions and how many history predictions come first
-    (0 unless ``live``)."""
+    (0 unless ``live``). ``live_rate``: the live part's event times squeezed into
+    ``events / live_rate`` seconds from the day's start (see :func:`at_rate`)."""
+    if live_rate is not None and not live:
+        raise ValueError("live_rate needs live")
     if not live:
         chosen = list(islice(generate(simulation_config(events, features)), events))
         history: list[PredictionEvent] = []
@@ -185,17 +188,37 @@ def bench_events(
         ]
     if len(chosen) < events:
         raise RuntimeError(f"the simulation produced only {len(chosen)} of {events} events")
+    if live_rate is not None:
+        chosen = at_rate(chosen, START + HISTORY_DAYS * 86_400, live_rate)
     return history + chosen, len(history)
 
 
+def at_rate(events: list[PredictionEvent], start: float, rate: float) -> list[PredictionEvent]:
+    """``events`` (one day's, from ``start``) with their event times squeezed, in order, into
+    ``len(events) / rate`` seconds from ``start``: the event-time density of a model serving
+    ``rate`` predictions a second (all streams together), so a worker pays for hourly looks
+    and window closes as often per prediction as it would at that rate in production. The
+    values are the same; a drift keeps its place in the sequence.
+
+    >>> from schemas.events import PredictionEvent as P
+    >>> day = [P(str(i), "t", "m", "1", 1000.0 + 86_400 * i / 4, {}, 0.5) for i in range(4)]
+    >>> [e.timestamp - 1000.0 for e in at_rate(day, 1000.0, 2.0)]
+    [0.0, 0.5, 1.0, 1.5]
+    """
+    if rate <= 0:
+        raise ValueError("rate must be > 0")
+    squeeze = min(1.0, len(events) / rate / 86_400)
+    return [replace(e, timestamp=start + (e.timestamp - start) * squeeze) for e in events]
+
+
 def bench_messages(
-    events: int, features: int, batch: int = 1, live: bool = False
+    events: int, features: int, batch: int = 1, live: bool = False, live_rate: float | None = None
 ) -> list[tuple[bytes, bytes]]:
     """The (key, JSON value) messages of :func:`bench_events`: one each, or envelopes of up
     to ``batch`` per tenant/model."""
     from driftwatch.kafka_io import prediction_messages
 
-    return list(prediction_messages(bench_events(events, features, live)[0], batch))
+    return list(prediction_messages(bench_events(events, features, live, live_rate)[0], batch))
 
 
 def outcome_messages_for(
@@ -723,7 +746,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if live
             else ""
         ),
-        lambda: bench_events(n + PAD, features, live),
+        lambda: bench_events(n + PAD, features, live, args.live_rate),
     )
     messages = list(prediction_messages(events, batch))
     outcomes = outcome_messages_for(events) if args.outcomes else []
@@ -832,6 +855,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "streams": len(TENANTS) * len(MODELS),
             "days": HISTORY_DAYS + 1 if live else DAYS,
             "live": live,
+            "live_rate": args.live_rate,
             "outcomes": per_event == 2,
             "history_events": history,
             "avg_message_bytes": round(avg_bytes),
@@ -869,6 +893,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "worker is not timed over them), then the N events in one day",
     )
     p.add_argument(
+        "--live-rate",
+        type=float,
+        default=None,
+        help="with --live: the live part's event times as a model serving this many "
+        "predictions a second would have them (all streams together; default: N in one day)",
+    )
+    p.add_argument(
         "--outcomes",
         action="store_true",
         help="the driftwatch worker also reads an outcome per prediction (the join and the "
@@ -878,6 +909,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.events < 2000 or args.partitions < 1 or args.repeat < 1:
         p.error("need --events >= 2000, --partitions >= 1, --repeat >= 1")
+    if args.live_rate is not None and (not args.live or args.live_rate <= 0):
+        p.error("--live-rate needs --live and a rate > 0")
     if not 1 <= args.batch <= 10_000 or args.workers < 1:
         p.error("need 1 <= --batch <= 10000 and --workers >= 1")
     split_features(args.features)
@@ -893,7 +926,12 @@ def main(argv: list[str] | None = None) -> int:
         f"\n{args.events:,} events x {args.features} features, {args.partitions} partitions, "
         f"{args.batch} per message, {args.workers} driftwatch worker(s), "
         + (
-            f"one live day after {report['config']['history_events']:,} history events, "
+            (
+                f"the live part at {args.live_rate:,.0f} predictions/s of event time"
+                if args.live_rate
+                else "one live day"
+            )
+            + f" after {report['config']['history_events']:,} history events, "
             if args.live
             else ""
         )

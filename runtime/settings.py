@@ -171,6 +171,15 @@ class Settings:
     batch_within: float = _env(
         "DRIFTWATCH_BATCH_WITHIN", 0.5, "Longest wait, seconds, to fill a batch."
     )
+    state_flush_seconds: float = _env(
+        "DRIFTWATCH_STATE_FLUSH_SECONDS",
+        5.0,
+        "Most seconds the drift agent keeps window state changes in memory before writing "
+        "them to its table and changelog (also written when the decoded windows fill half "
+        "the cache, at the quiet-stream timer, a rebalance and a clean stop); commits wait "
+        "for the write, so a crash re-reads, never loses, what was not written. 0 writes "
+        "after every batch.",
+    )
     metrics_port: int = _env(
         "DRIFTWATCH_METRICS_PORT", 9108, "Port of the Prometheus /metrics endpoint; 0 turns it off."
     )
@@ -619,6 +628,10 @@ class Settings:
             raise ValueError(f"DRIFTWATCH_MAX_FETCH_KB={self.max_fetch_kb}: at least 1")
         if not self.join_cache_mb >= 0:
             raise ValueError(f"DRIFTWATCH_JOIN_CACHE_MB={self.join_cache_mb:g}: 0 or more")
+        if not 0 <= self.state_flush_seconds <= 300:
+            raise ValueError(
+                f"DRIFTWATCH_STATE_FLUSH_SECONDS={self.state_flush_seconds:g}: 0 to 300"
+            )
         if not self.join_stall_grace_seconds >= 0:
             raise ValueError(
                 f"DRIFTWATCH_JOIN_STALL_GRACE_SECONDS={self.join_stall_grace_seconds:g}: 0 or more"

@@ -314,6 +314,20 @@ class DriftEngine:
         self._streams.mark(key, stream.partition)
         return drifts
 
+    def apply_pending(self) -> None:
+        """Apply the buffered values to their windows, writing nothing: a worker that writes
+        its state every few seconds keeps the buffer to one batch all the same."""
+        self._apply_pending()
+
+    def unwritten(self) -> int:
+        """Windows changed since the last :meth:`flush` (cached until it: not evictable).
+
+        >>> from streams.keyed_state import MemoryStore
+        >>> DriftEngine(EngineConfig(), MemoryStore()).unwritten()
+        0
+        """
+        return len(self._windows.dirty())
+
     def flush(self, keep_cache: bool = True) -> list[Write]:
         """The state changed since the last flush, to persist. Decoded state stays cached
         (bounded: ``EngineConfig.cached_windows``) unless ``keep_cache`` is false."""

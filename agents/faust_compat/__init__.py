@@ -5,6 +5,8 @@ package touches a private name of Faust, mode or aiokafka (``tests/unit/test_lay
 
 - :mod:`.guards`: the consumer never commits past a message the worker did not process, and
   each partition is applied in offset order (the offset guards rely on it);
+- :mod:`.commit_cap`: nor past a message whose state is not written yet (state written every
+  few seconds, not after every batch);
 - :mod:`.current_event`: which partition Faust reads and writes a table in;
 - :mod:`.backpressure`: agents wait for the worker's later stages to keep up;
 - :mod:`.batches`: an agent's batches, acked only once their work and changelog records are
@@ -30,6 +32,7 @@ from agents.faust_compat import (
     backpressure,
     batches,
     bulk_writes,
+    commit_cap,
     counters,
     current_event,
     direct_reads,
@@ -48,6 +51,7 @@ __all__ = [
     "backpressure",
     "batches",
     "bulk_writes",
+    "commit_cap",
     "counters",
     "current_event",
     "direct_reads",

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
-from agents.faust_compat import backpressure, guards
+from agents.faust_compat import backpressure, commit_cap, guards
 from agents.faust_compat.counters import COUNTERS
 
 _BUSY: dict[object, tuple[str, float]] = {}
@@ -52,8 +52,10 @@ async def process_batches(
             COUNTERS["unfinished_batch"] += 1
             # Stopping, the next owner reads from the committed offsets: no seek on a
             # consumer that is going away.
+            # Also from every commit hold: what was processed since the state was last
+            # written is gone with the failure (:mod:`.commit_cap`).
             if guards.ORDER is not None and not getattr(stream.app, "should_stop", False):
-                guards.ORDER.rewind(stream.app.consumer, batch)
+                guards.ORDER.rewind_to(stream.app.consumer, commit_cap.rewind_points(topic, batch))
             raise
         finally:
             del _BUSY[token]

@@ -372,6 +372,10 @@ class SourceOrder:
         for event in events:
             m = event.message
             first[m.tp] = min(first.get(m.tp, m.offset), m.offset)
+        self.rewind_to(consumer, first)
+
+    def rewind_to(self, consumer: Any, first: dict[Any, int]) -> None:
+        """:meth:`rewind` to the given offset per partition (a TP)."""
         for tp, offset in first.items():
             expect = self.expect.get(tp)
             if tp in self.revoked or expect is None or expect <= offset:

@@ -81,3 +81,24 @@ def test_the_join_cache_budget_reaches_the_join(tmp_path: Path, mb: str | None) 
     assert joins.config.cache_mb == (JoinConfig().cache_mb if mb is None else float(mb))
     with pytest.raises(ValueError, match="JOIN_CACHE_MB"):
         Settings.from_env(environ={**environ, "DRIFTWATCH_JOIN_CACHE_MB": "-1"})
+
+
+@pytest.mark.parametrize("seconds", [None, "0", "12.5"])
+def test_the_state_write_interval_reaches_the_drift_agent(
+    tmp_path: Path, seconds: str | None
+) -> None:
+    """DRIFTWATCH_STATE_FLUSH_SECONDS is the drift agent's write interval (5 s unset); the
+    clean stop writes what it holds; values outside 0-300 are refused at start."""
+    from agents.app import create_app
+    from agents.faust_compat import commit_cap
+    from runtime.settings import Settings
+
+    environ = {"DRIFTWATCH_DATA_DIR": str(tmp_path), "DRIFTWATCH_API_PORT": "0"}
+    if seconds is not None:
+        environ["DRIFTWATCH_STATE_FLUSH_SECONDS"] = seconds
+    worker = create_app(Settings.from_env(environ=environ))
+    assert worker.processor.state_flush_seconds == (5.0 if seconds is None else float(seconds))
+    assert [w for w, _ in commit_cap._BEFORE_STOP[worker.app]] == [worker.processor.write_held]
+    for bad in ("-1", "301", "nan"):
+        with pytest.raises(ValueError, match="STATE_FLUSH_SECONDS"):
+            Settings.from_env(environ={**environ, "DRIFTWATCH_STATE_FLUSH_SECONDS": bad})

@@ -42,8 +42,11 @@ class FakeConsumer:
 def faust_new_offset(consumer: Any, tp: Any) -> int | None:
     from faust.transport.consumer import Consumer
 
-    # the original, unpatched method, kept by the patch as its closure's ``original``
-    return Consumer._new_offset.__closure__[0].cell_contents(consumer, tp)  # type: ignore
+    # the original, unpatched method, kept by each patch as its closure's ``original``
+    fn: Any = Consumer._new_offset
+    while getattr(fn, "__closure__", None):
+        fn = fn.__closure__[0].cell_contents
+    return fn(consumer, tp)  # type: ignore[no-any-return]
 
 
 def run(coro: Any) -> Any:

@@ -1,0 +1,145 @@
+"""The drift agent's state written every few seconds instead of after every batch
+(``DRIFTWATCH_STATE_FLUSH_SECONDS``): the same state and output as writing after every batch,
+and the commits held at the first message not written meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from agents.faust_compat import commit_cap
+from agents.processor import PredictionProcessor
+from schemas import PredictionEvent
+from streams.config import EngineConfig
+from tests.unit.test_engine import SHORT, stream
+from tests.unit.test_processor import as_events, make_processor
+
+BATCH = 1000
+
+
+@pytest.fixture(autouse=True)
+def no_holds() -> Any:
+    commit_cap.HOLDS.clear()
+    yield
+    commit_cap.HOLDS.clear()
+
+
+def every_batch_and_held(
+    config: EngineConfig = SHORT, interval: float = 5.0
+) -> tuple[Any, Any, list[float]]:
+    """(a processor writing after every batch, one writing every ``interval`` seconds of a
+    clock the test moves, that clock)."""
+    plain = make_processor(config)
+    plain[0].source_topic = "plain"  # its writes release its own topic's holds, not these
+    held = make_processor(config)
+    mono = [0.0]
+    held[0].state_flush_seconds = interval
+    held[0].monotonic = lambda: mono[0]
+    return plain, held, mono
+
+
+def table(processor: PredictionProcessor) -> dict[bytes, bytes]:
+    return dict(processor.store.table)
+
+
+def events() -> list[PredictionEvent]:
+    """23 days with a shift on day 21: windows close, tests run, a drift is found."""
+    return list(stream(seed=9, days=23, per_day=300, shift_day=21))
+
+
+def batches(evs: list[PredictionEvent]) -> list[list[Any]]:
+    return [as_events(evs[i : i + BATCH], start_offset=i) for i in range(0, len(evs), BATCH)]
+
+
+def test_held_state_is_written_at_the_interval_and_is_what_every_batch_writes() -> None:
+    (plain, plain_drifts, _, plain_now, _), (held, held_drifts, _, held_now, _), mono = (
+        every_batch_and_held()
+    )
+    evs = events()
+    plain_now[0] = held_now[0] = evs[-1].timestamp
+    written_at: list[int] = []
+    for k, batch in enumerate(batches(evs)):
+        before = table(held)
+        asyncio.run(plain.process_batch(batch))
+        asyncio.run(held.process_batch(batch))
+        assert held_drifts == plain_drifts  # output is never held back
+        if table(held) != before:
+            written_at.append(k)
+            assert table(held) == table(plain)  # a write is all of it
+            assert commit_cap.holds("predictions") == {}
+        else:  # held: no commit past this batch's first message... or an earlier one
+            first_unwritten = (written_at[-1] + 1) * BATCH
+            assert commit_cap.holds("predictions") == {0: first_unwritten}
+        mono[0] += 1.0  # a batch a second
+    assert written_at == [0, 5]  # the first batch, then once 5 s had passed
+    assert plain_drifts and [v for _, v in held_drifts] == [v for _, v in plain_drifts]
+    assert table(held) != table(plain)  # the last batch is held...
+    asyncio.run(held.write_held())  # ...until a rebalance or a clean stop writes it
+    assert table(held) == table(plain)
+    assert commit_cap.holds("predictions") == {}
+
+
+def test_the_quiet_stream_timer_writes_what_is_held() -> None:
+    (plain, _, _, plain_now, _), (held, _, _, held_now, _), _ = every_batch_and_held()
+    evs = events()[:2500]
+    plain_now[0] = held_now[0] = evs[-1].timestamp
+    for batch in batches(evs):
+        asyncio.run(plain.process_batch(batch))
+        asyncio.run(held.process_batch(batch))
+    assert commit_cap.holds("predictions") == {0: BATCH}
+    asyncio.run(held.tick())
+    assert commit_cap.holds("predictions") == {}
+    assert table(held) == table(plain)
+
+
+def test_a_rebalance_writes_what_is_held_before_it_forgets() -> None:
+    (plain, _, _, _, _), (held, _, _, _, _), _ = every_batch_and_held()
+    evs = events()[:2500]
+    for batch in batches(evs):
+        asyncio.run(plain.process_batch(batch))
+        asyncio.run(held.process_batch(batch))
+    assert table(held) != table(plain)
+    asyncio.run(held.forget_partitions({0}))
+    assert table(held) == table(plain)
+    assert commit_cap.holds("predictions") == {}
+    assert len(held.engine._windows) == 0
+
+
+def test_a_rebalance_whose_write_fails_forgets_everything_and_keeps_the_holds() -> None:
+    """The commits stay held, so whoever reads the partitions next reads what was lost."""
+    _, (held, _, _, _, _), _ = every_batch_and_held()
+    for batch in batches(events()[:2500]):
+        asyncio.run(held.process_batch(batch))
+
+    async def broken(writes: Any) -> None:
+        raise RuntimeError("broker away")
+
+    held.store.write_all = broken
+    asyncio.run(held.forget_partitions({1}))  # another partition: 0's state goes all the same
+    assert commit_cap.holds("predictions") == {0: BATCH}
+    assert len(held.engine._windows) == 0 and held.engine.unwritten() == 0
+
+
+def test_a_full_cache_is_written_before_the_interval() -> None:
+    """What is not written cannot be evicted: half the engine's cache changed is a write."""
+    small = replace(SHORT, cached_windows=4)  # 3 features, one window a day: 3 a batch and day
+    _, (held, _, _, held_now, _), mono = every_batch_and_held(small)
+    evs = events()[:3000]
+    held_now[0] = evs[-1].timestamp
+    writes = 0
+    for batch in batches(evs):
+        before = table(held)
+        asyncio.run(held.process_batch(batch))
+        writes += table(held) != before
+    assert writes == 3 and mono[0] == 0.0  # every batch, though no time passed
+
+
+def test_without_an_interval_every_batch_writes_and_nothing_is_held() -> None:
+    (plain, _, _, _, _), _, _ = every_batch_and_held()
+    for batch in batches(events()[:2500]):
+        before = table(plain)
+        asyncio.run(plain.process_batch(batch))
+        assert table(plain) != before and commit_cap.HOLDS == {}
