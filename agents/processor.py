@@ -347,10 +347,13 @@ class PredictionProcessor:
     async def _write_held(self) -> None:
         if not commit_cap.holds(self.source_topic):
             return
-        result = BatchResult()
-        self._finish(result, write=True)
-        await self._commit(result)
+        await self._commit(await self._cpu(self._compute_write))
         self._released()
+
+    def _compute_write(self) -> BatchResult:
+        out = BatchResult()
+        self._finish(out, write=True)
+        return out
 
     async def _commit(self, result: BatchResult) -> None:
         """On the loop: deliver what the batch produced, then write the state recording it.

@@ -1,7 +1,7 @@
 """End-to-end consumption throughput: raw aiokafka vs a no-op Faust agent vs the driftwatch worker.
 
 Run as ``python -m bench.throughput [--events N] [--features F] [--partitions P] [--repeat K]
-[--batch B] [--workers W] [--live] [--outcomes]``.
+[--batch B] [--workers W] [--live [--live-rate R]] [--outcomes]``.
 
 ``--outcomes`` gives the driftwatch worker one outcome per prediction too (an hour after it,
 its label drawn from the score), so the join, the prediction log and the performance monitor
@@ -21,6 +21,13 @@ of 50 predictions a stream and day (enough for every feature's baseline), then a
 predictions in one day, with the same drift from its noon; the driftwatch worker is timed
 from the first reading past the history. At N = 150,000 a stream gets ~1,560 predictions an
 hour, and a look's cost is spread over them.
+
+A day squeezed into a few minutes of processing is a worker catching up on a backlog: every
+hourly look and window close comes ~100-1,000 times as often per prediction as it would live.
+``--live-rate R`` gives the live part the event times of a model serving R predictions a
+second (the same values, squeezed into N / R seconds): what a worker keeping up with R a
+second pays per prediction. At R = 2,000 the timed part is seconds of event time, so it holds
+no look or close; their cost at that rate is a look's cost spread over an hour of traffic.
 
 The same N simulated prediction events (``driftwatch.simulate``: 2 tenants x 2 models, 30 days,
 so daily windows close and the drift tests run) are produced up front into one topic per
