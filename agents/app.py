@@ -308,7 +308,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     def table_store(table: Any) -> TableStore:
         return TableStore(
-            table, settings.changelog_max_batch_bytes, settings.changelog_last_record_alone
+            table,
+            settings.changelog_max_batch_bytes,
+            settings.changelog_last_record_alone,
+            metrics,
+            table.name,
         )
 
     store = table_store(window_table)

@@ -228,6 +228,8 @@ class WorkerMetrics:
     confirmed_drifts: Counter
     incident_changes: Counter
     engine: Counter
+    state_records: Counter
+    state_bytes: Counter
     joins: Counter
     batch_seconds: Histogram
     processing_latency: Histogram
@@ -266,6 +268,12 @@ class WorkerMetrics:
                                  "Incident lifecycle changes", ["kind", "change", "severity"], {}),
             "engine": (Counter, "driftwatch_engine",
                        "Detection engine counters (windows closed, tests, ...)", ["what"], {}),
+            "state_records": (Counter, "driftwatch_state_records_written",
+                              "Table records written (each also a changelog record), by table",
+                              ["table"], {}),
+            "state_bytes": (Counter, "driftwatch_state_bytes_written",
+                            "Bytes of table values written (and sent to the changelogs), by "
+                            "table", ["table"], {}),
             "joins": (Counter, "driftwatch_joins",
                       "Join results: joined, pending (outcome waits), waiting (prediction waits), "
                       "replayed (a redelivered message, ignored)", ["result"], {}),

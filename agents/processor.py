@@ -51,9 +51,20 @@ class TableStore:
     """The engine's view of a Faust table whose keys and values are bytes."""
 
     def __init__(
-        self, table: Any, changelog_batch_bytes: int = 0, changelog_last_alone: bool = False
+        self,
+        table: Any,
+        changelog_batch_bytes: int = 0,
+        changelog_last_alone: bool = False,
+        metrics: WorkerMetrics | None = None,
+        name: str = "",
     ) -> None:
         self.table = table
+        self._counted = (
+            None
+            if metrics is None
+            else (metrics.state_records.labels(name), metrics.state_bytes.labels(name))
+        )
+        """What the writes are counted in: records and bytes (None: not counted)."""
         self._direct = direct_reads.direct_capable(table)
         self._batch_bytes = changelog_batch_bytes
         """The changelog's record batch size (0: the producer's)."""
@@ -71,9 +82,15 @@ class TableStore:
         (:func:`agents.faust_compat.bulk_writes.write`): returns once the changelog has
         them, raises if it did not take them."""
         groups: dict[int | None, list[tuple[bytes, bytes | None]]] = {}
+        size = n = 0
         for w in writes:
             groups.setdefault(w.partition, []).append((w.key.encode(), w.value))
+            n += 1
+            size += 0 if w.value is None else len(w.value)
         await bulk_writes.write(self.table, groups, self._batch_bytes, self._last_alone)
+        if self._counted is not None and n:
+            self._counted[0].inc(n)
+            self._counted[1].inc(size)
 
 
 async def publish_drifts(send: SendFn, metrics: WorkerMetrics, drifts: list[DriftEvent]) -> None:

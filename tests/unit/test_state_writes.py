@@ -143,3 +143,23 @@ def test_without_an_interval_every_batch_writes_and_nothing_is_held() -> None:
         before = table(plain)
         asyncio.run(plain.process_batch(batch))
         assert table(plain) != before and commit_cap.HOLDS == {}
+
+
+def test_table_writes_are_counted_in_records_and_bytes() -> None:
+    from prometheus_client import CollectorRegistry
+
+    from agents.metrics import WorkerMetrics
+    from agents.processor import TableStore
+    from streams.keyed_state import Write
+
+    registry = CollectorRegistry()
+    store = TableStore({}, metrics=WorkerMetrics.create(registry), name="drift-state")
+    asyncio.run(store.write_all([Write("a", b"12345", 0), Write("b", None, 0)]))
+    asyncio.run(store.write_all([]))
+
+    def sample(name: str) -> float | None:
+        return registry.get_sample_value(name, {"table": "drift-state"})
+
+    assert store.table == {b"a": b"12345"}
+    assert sample("driftwatch_state_records_written_total") == 2  # the delete is a record too
+    assert sample("driftwatch_state_bytes_written_total") == 5
