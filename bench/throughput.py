@@ -841,6 +841,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 engine["performance_labels"] = metric_sum(
                     samples, "driftwatch_engine_total", what="performance_labels"
                 )
+                for table in ("drift-state", "join-state"):  # over the whole run, history too
+                    engine[f"state_bytes_{table}"] = metric_sum(
+                        samples, "driftwatch_state_bytes_written_total", table=table
+                    )
                 engine["backpressure_wait_seconds"] = sum(
                     metric_sum(samples, "driftwatch_backpressure_wait_seconds_total", topic=t)
                     for t in (f"{dw_prefix}predictions", f"{dw_prefix}outcomes")
@@ -945,7 +949,9 @@ def main(argv: list[str] | None = None) -> int:
         + f"median of {args.repeat}; driftwatch closed {eng.get('windows_closed', 0)} windows "
         f"(+{eng.get('interim_looks', 0)} interim looks), "
         f"ran {eng.get('tests', 0)} tests, emitted {eng.get('drift_events', 0)} drift events, "
-        f"dead-lettered {eng.get('dead_letters', 0)}"
+        f"dead-lettered {eng.get('dead_letters', 0)}; wrote "
+        f"{eng.get('state_bytes_drift-state', 0) / 2**20:,.0f} MiB of window state and "
+        f"{eng.get('state_bytes_join-state', 0) / 2**20:,.0f} MiB of join state"
         + (
             f"; joined {eng.get('joined', 0):,} outcomes, applied "
             f"{eng.get('performance_labels', 0):,} labels, the drift agent and router waited "

@@ -3,7 +3,7 @@
 An agent that writes its state every few seconds rather than after every batch
 (``DRIFTWATCH_STATE_FLUSH_SECONDS``: Kafka Streams' commit interval, for the same reason - a
 dense stream rewrote every open window of every feature after each batch, and a model of
-1,000 features wrote ~100 KB of state per prediction) still acks each batch when it is done, so
+1,000 features wrote ~40 KB of state per prediction) still acks each batch when it is done, so
 that Faust's rebalances wait for it (``stream_wait_empty``) as before. What it must not do is
 let the group's committed offset pass a message whose effect is only in memory: a crash would
 then restart from the changelog's older state *and* past the messages that made the newer
