@@ -841,9 +841,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 engine["performance_labels"] = metric_sum(
                     samples, "driftwatch_engine_total", what="performance_labels"
                 )
-                for table in ("drift-state", "join-state"):  # over the whole run, history too
-                    engine[f"state_bytes_{table}"] = metric_sum(
-                        samples, "driftwatch_state_bytes_written_total", table=table
+                for name in ("drift-state", "join-state"):  # over the whole run, history too
+                    engine[f"state_bytes_{name}"] = metric_sum(
+                        samples, "driftwatch_state_bytes_written_total", table=name
                     )
                 engine["backpressure_wait_seconds"] = sum(
                     metric_sum(samples, "driftwatch_backpressure_wait_seconds_total", topic=t)
