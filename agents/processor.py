@@ -235,6 +235,11 @@ class PredictionProcessor:
     written (:mod:`agents.faust_compat.commit_cap`)."""
     monotonic: Callable[[], float] = time.monotonic
     _written_at: float | None = None
+    _unwritten: bool = False
+    """The engine holds changes its table does not have yet."""
+    _frontier: dict[int, int] = field(default_factory=dict)
+    """Per partition, the offset after the last message applied since the engine last
+    forgot its decoded state: what a write now covers."""
     _context: PartitionContext | None = None
     _activity: dict[tuple[str, str], StreamActivity] = field(default_factory=dict)
     _engine_seen: dict[str, int] = field(default_factory=dict)
@@ -261,11 +266,16 @@ class PredictionProcessor:
             try:
                 result = await self._cpu(self._compute, part, self.clock(), k == len(parts) - 1)
             except BaseException:
-                self.engine.forget()  # half-applied: the tables are the truth
+                self._forget_all()  # half-applied: the tables are the truth
                 raise
             await self._commit(result)
+            for event in part:
+                m = event.message
+                self._frontier[m.partition] = max(self._frontier.get(m.partition, 0), m.offset + 1)
             if result.wrote:
                 self._released()
+            else:
+                self._unwritten = True
             # Counted per part: a batch of 1,000 envelopes is 500,000 predictions, and the
             # counter is how progress shows (dashboards, the throughput benchmark).
             self.metrics.events.labels(self.source_topic, "ok").inc(result.ok)
@@ -352,9 +362,17 @@ class PredictionProcessor:
         return self.engine.unwritten() >= self.engine.config.cached_windows // 2
 
     def _released(self) -> None:
-        """All of the engine's changes are written: no commit needs holding."""
+        """All of the engine's changes are written: the commits may pass what it applied."""
         self._written_at = self.monotonic()
-        commit_cap.release(self.source_topic)
+        self._unwritten = False
+        commit_cap.advance(self.source_topic, self._frontier)
+
+    def _forget_all(self) -> None:
+        """Drop every decoded value (a failure: the tables are the truth); what was applied
+        and not written is read again from the holds."""
+        self.engine.forget()
+        self._frontier.clear()
+        self._unwritten = False
 
     async def write_held(self) -> None:
         """Write what is held in memory now (a rebalance, a clean stop), if anything."""
@@ -362,7 +380,7 @@ class PredictionProcessor:
             await self._write_held()
 
     async def _write_held(self) -> None:
-        if not commit_cap.holds(self.source_topic):
+        if not self._unwritten:
             return
         await self._commit(await self._cpu(self._compute_write))
         self._released()
@@ -383,7 +401,7 @@ class PredictionProcessor:
                 await self.forward(batch_join(result.forward, self.join_partitions))
             await self._persist(result.writes)
         except BaseException:
-            self.engine.forget()
+            self._forget_all()
             raise
 
     async def tick(self) -> None:
@@ -441,9 +459,11 @@ class PredictionProcessor:
                 # Nothing lost: the commits stay held, and after the rebalance every
                 # partition is read again from its committed offset.
                 log.exception("writing the state held in memory at a rebalance failed")
-                self.engine.forget()
+                self._forget_all()
             else:
                 commit_cap.release(self.source_topic, partitions)
+            for partition in partitions:
+                self._frontier.pop(partition, None)
             self.engine.forget(partitions)
             for key in [k for k, a in self._activity.items() if a.partition in partitions]:
                 del self._activity[key]

@@ -10,12 +10,14 @@ then restart from the changelog's older state *and* past the messages that made 
 one, and lose them.
 
 So the agent *holds* each partition at the first offset it processed since its last state
-write (:func:`hold`), and :func:`release` s the holds once the write is delivered. Faust's
+write (:func:`hold`), and :func:`advance` s the hold past what a write delivered. Faust's
 commit (``Consumer._new_offset``) then sees only the acked offsets below a hold: the commit
 stops at the first unwritten message, and the acks above it wait, still recorded, for the
-release. After a crash, or a batch that failed, reading starts at the hold again and the offset
-guards make the messages whose state was written no-ops (:func:`rewind_points` tells the
-batch loop where to read again from).
+write. A hold moves only past what the agent applied since it last lost its decoded state: a
+batch that fails loses what the batches before it held in memory, and their acks stay
+waiting until those messages are read, applied and written again. After a crash, or a
+batch that failed, reading starts at the hold again and the offset guards make the messages
+whose state was written no-ops (:func:`rewind_points` tells the batch loop where from).
 
 Written for faust-streaming 0.15.3 (:func:`.version.check_version`); wraps ``_new_offset``
 outside :mod:`.guards`' own wrapper (installed after it), so the head guard and the gap
@@ -63,6 +65,22 @@ def hold(topic: str, partition: int, offset: int) -> None:
     key = (topic, partition)
     if HOLDS.get(key, offset) >= offset:
         HOLDS[key] = offset
+
+
+def advance(topic: str, written: dict[int, int]) -> None:
+    """The state of ``topic[partition]`` up to (not including) ``written[partition]`` is
+    written: its hold moves up to there. A partition left out keeps its hold (after a
+    failure, what was applied past it is gone, and its acks must wait until it is applied
+    and written again).
+
+    >>> hold("p", 0, 40); hold("p", 1, 7); advance("p", {0: 90}); HOLDS
+    {('p', 0): 90, ('p', 1): 7}
+    >>> release("p")
+    """
+    for partition, offset in written.items():
+        key = (topic, partition)
+        if key in HOLDS and offset > HOLDS[key]:
+            HOLDS[key] = offset
 
 
 def release(topic: str, partitions: Collection[int] | None = None) -> None:

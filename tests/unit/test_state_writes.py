@@ -69,7 +69,8 @@ def test_held_state_is_written_at_the_interval_and_is_what_every_batch_writes() 
         if table(held) != before:
             written_at.append(k)
             assert table(held) == table(plain)  # a write is all of it
-            assert commit_cap.holds("predictions") == {}
+            applied = batch[-1].message.offset + 1
+            assert commit_cap.holds("predictions") == {0: applied}  # commits may pass it all
         else:  # held: no commit past this batch's first message... or an earlier one
             first_unwritten = (written_at[-1] + 1) * BATCH
             assert commit_cap.holds("predictions") == {0: first_unwritten}
@@ -79,7 +80,7 @@ def test_held_state_is_written_at_the_interval_and_is_what_every_batch_writes() 
     assert table(held) != table(plain)  # the last batch is held...
     asyncio.run(held.write_held())  # ...until a rebalance or a clean stop writes it
     assert table(held) == table(plain)
-    assert commit_cap.holds("predictions") == {}
+    assert commit_cap.holds("predictions") == {0: len(evs)}
 
 
 def test_the_quiet_stream_timer_writes_what_is_held() -> None:
@@ -91,7 +92,7 @@ def test_the_quiet_stream_timer_writes_what_is_held() -> None:
         asyncio.run(held.process_batch(batch))
     assert commit_cap.holds("predictions") == {0: BATCH}
     asyncio.run(held.tick())
-    assert commit_cap.holds("predictions") == {}
+    assert commit_cap.holds("predictions") == {0: 2500}
     assert table(held) == table(plain)
 
 
@@ -121,6 +122,35 @@ def test_a_rebalance_whose_write_fails_forgets_everything_and_keeps_the_holds() 
     asyncio.run(held.forget_partitions({1}))  # another partition: 0's state goes all the same
     assert commit_cap.holds("predictions") == {0: BATCH}
     assert len(held.engine._windows) == 0 and held.engine.unwritten() == 0
+
+
+def test_a_failed_batch_keeps_the_commits_held_until_what_it_lost_is_written_again() -> None:
+    """A failure drops what the batches before it held in memory: a write before those
+    messages are applied again (the timer's) must not let the commits pass them."""
+    (plain, _, _, plain_now, _), (held, _, _, held_now, _), _ = every_batch_and_held()
+    evs = events()[:4000]
+    plain_now[0] = held_now[0] = evs[-1].timestamp
+    first, second, third, fourth = batches(evs)
+    asyncio.run(held.process_batch(first))  # written
+    asyncio.run(held.process_batch(second))  # held in memory
+    assert commit_cap.holds("predictions") == {0: 1000}
+
+    async def broken(frames: Any) -> None:
+        raise RuntimeError("join-input away")
+
+    held.forward = broken
+    with pytest.raises(RuntimeError):
+        asyncio.run(held.process_batch(third))
+    held.forward = None
+    asyncio.run(held.tick())  # writes, but the second batch's state is gone with the failure
+    assert commit_cap.holds("predictions") == {0: 1000}
+    for batch in (second, third, fourth):  # read again from the hold
+        asyncio.run(held.process_batch(batch))
+    asyncio.run(held.write_held())
+    assert commit_cap.holds("predictions") == {0: 4000}
+    for batch in (first, second, third, fourth):
+        asyncio.run(plain.process_batch(batch))
+    assert table(held) == table(plain)  # nothing lost, nothing counted twice
 
 
 def test_a_full_cache_is_written_before_the_interval() -> None:
