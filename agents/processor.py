@@ -237,6 +237,9 @@ class PredictionProcessor:
     _written_at: float | None = None
     _unwritten: bool = False
     """The engine holds changes its table does not have yet."""
+    _news: bool = False
+    """A drift event went out since the last write: the next write is now, so that the
+    state the API and the gauges read agrees with the alerts people get."""
     _frontier: dict[int, int] = field(default_factory=dict)
     """Per partition, the offset after the last message applied since the engine last
     forgot its decoded state: what a write now covers."""
@@ -335,6 +338,8 @@ class PredictionProcessor:
                 self._activity[stream] = StreamActivity(
                     message.partition, prediction.timestamp, now
                 )
+        if out.drifts:
+            self._news = True
         if last:
             self._finish(out)
         return out
@@ -343,7 +348,7 @@ class PredictionProcessor:
         """Its notices, and what the engine changed, encoded, if it is time to write it
         (``write``: None decides by :meth:`_write_due`) - still in the worker thread."""
         if write is None:
-            write = self._write_due()
+            write = self._news or bool(self.engine.notices) or self._write_due()
         if write:
             out.writes = self.engine.flush()
             out.wrote = True
@@ -364,7 +369,7 @@ class PredictionProcessor:
     def _released(self) -> None:
         """All of the engine's changes are written: the commits may pass what it applied."""
         self._written_at = self.monotonic()
-        self._unwritten = False
+        self._unwritten = self._news = False
         commit_cap.advance(self.source_topic, self._frontier)
 
     def _forget_all(self) -> None:
@@ -372,7 +377,7 @@ class PredictionProcessor:
         and not written is read again from the holds."""
         self.engine.forget()
         self._frontier.clear()
-        self._unwritten = False
+        self._unwritten = self._news = False
 
     async def write_held(self) -> None:
         """Write what is held in memory now (a rebalance, a clean stop), if anything."""

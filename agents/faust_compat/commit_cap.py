@@ -38,7 +38,8 @@ from agents.faust_compat.version import check_version
 log = logging.getLogger(__name__)
 
 HOLDS: dict[tuple[str, int], int] = {}
-"""(topic, partition) -> the first offset processed since the state was last written."""
+"""(topic, partition) -> the first offset whose effect is not written yet (after a write:
+the offset after the last message applied)."""
 _BEFORE_STOP: weakref.WeakKeyDictionary[Any, list[tuple[Callable[[], Awaitable[None]], float]]]
 _BEFORE_STOP = weakref.WeakKeyDictionary()
 _installed = False
@@ -53,9 +54,9 @@ def before_stop(app: Any, write: Callable[[], Awaitable[None]], timeout: float) 
 
 
 def hold(topic: str, partition: int, offset: int) -> None:
-    """No commit of ``topic[partition]`` past ``offset`` until :func:`release`: call for a
-    batch's first message of each partition before the batch is acked (a hold already there,
-    lower, stays).
+    """No commit of ``topic[partition]`` past ``offset`` until :func:`advance` moves the hold
+    (or :func:`release` drops it): call for a batch's first message of each partition before
+    the batch is acked (a hold already there, lower, stays).
 
     >>> hold("p", 0, 40); hold("p", 0, 45); HOLDS[("p", 0)]
     40
@@ -84,8 +85,8 @@ def advance(topic: str, written: dict[int, int]) -> None:
 
 
 def release(topic: str, partitions: Collection[int] | None = None) -> None:
-    """The state of everything processed from ``topic`` (its ``partitions``, or all) is
-    written: commits may pass it."""
+    """Drop the holds of ``topic`` (its ``partitions``, or all): partitions given up once
+    their state was written."""
     for key in [k for k in HOLDS if k[0] == topic]:
         if partitions is None or key[1] in partitions:
             del HOLDS[key]
