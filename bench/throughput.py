@@ -23,7 +23,8 @@ from the first reading past the history. At N = 150,000 a stream gets ~1,560 pre
 hour, and a look's cost is spread over them.
 
 A day squeezed into a few minutes of processing is a worker catching up on a backlog: every
-hourly look and window close comes ~100-1,000 times as often per prediction as it would live.
+hourly look and window close comes ~1,000 (150,000 single events) to ~15,000 (12,000 wide ones)
+times as often per prediction as it would for a live model of 2,000 predictions a second.
 ``--live-rate R`` gives the live part the event times of a model serving R predictions a
 second (the same values, squeezed into N / R seconds): what a worker keeping up with R a
 second pays per prediction. At R = 2,000 the timed part is seconds of event time, so it holds
