@@ -112,10 +112,9 @@ def rewind_points(topic: str, events: Collection[Any]) -> dict[Any, int]:
     """
     from faust.types import TP
 
-    first: dict[Any, int] = {}
-    for event in events:
-        m = event.message
-        first[m.tp] = min(first.get(m.tp, m.offset), m.offset)
+    from agents.faust_compat.guards import first_offsets
+
+    first = first_offsets(events)
     for partition, held in holds(topic).items():
         tp = TP(topic, partition)
         first[tp] = min(first.get(tp, held), held)

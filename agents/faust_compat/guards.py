@@ -368,11 +368,7 @@ class SourceOrder:
         guards keep the highest offset applied, so a message applied after later ones is
         taken for a replay: a crashed join agent lost labels that way (restarted, it went on
         with the messages after the failed batch, and the batch, read again, was refused)."""
-        first: dict[Any, int] = {}
-        for event in events:
-            m = event.message
-            first[m.tp] = min(first.get(m.tp, m.offset), m.offset)
-        self.rewind_to(consumer, first)
+        self.rewind_to(consumer, first_offsets(events))
 
     def rewind_to(self, consumer: Any, first: dict[Any, int]) -> None:
         """:meth:`rewind` to the given offset per partition (a TP)."""
@@ -489,6 +485,15 @@ class SourceOrder:
                 self.retry()
             except Exception:
                 log.exception("re-reading held partitions failed; trying again")
+
+
+def first_offsets(events: Iterable[Any]) -> dict[Any, int]:
+    """Per partition (its TP), the lowest offset among ``events``' messages."""
+    first: dict[Any, int] = {}
+    for event in events:
+        m = event.message
+        first[m.tp] = min(first.get(m.tp, m.offset), m.offset)
+    return first
 
 
 def _spawn(coro: Awaitable[None]) -> None:

@@ -54,6 +54,19 @@ def batches(evs: list[PredictionEvent]) -> list[list[Any]]:
     return [as_events(evs[i : i + BATCH], start_offset=i) for i in range(0, len(evs), BATCH)]
 
 
+def feed_both(
+    plain: PredictionProcessor,
+    held: PredictionProcessor,
+    evs: list[PredictionEvent],
+    mono: list[float],
+) -> None:
+    """Every batch of ``evs`` to both processors, a second of the held one's clock apart."""
+    for batch in batches(evs):
+        asyncio.run(plain.process_batch(batch))
+        asyncio.run(held.process_batch(batch))
+        mono[0] += 1.0
+
+
 def test_held_state_is_written_at_the_interval_and_is_what_every_batch_writes() -> None:
     (plain, plain_drifts, _, plain_now, _), (held, held_drifts, _, held_now, _), mono = (
         every_batch_and_held()
@@ -89,10 +102,7 @@ def test_what_the_last_batches_held_is_written_by_a_rebalance_or_a_stop() -> Non
     (plain, _, _, plain_now, _), (held, _, _, held_now, _), mono = every_batch_and_held()
     evs = events()[:5000]
     plain_now[0] = held_now[0] = evs[-1].timestamp
-    for batch in batches(evs):
-        asyncio.run(plain.process_batch(batch))
-        asyncio.run(held.process_batch(batch))
-        mono[0] += 1.0
+    feed_both(plain, held, evs, mono)
     assert table(held) != table(plain)  # the last four batches are held...
     asyncio.run(held.write_held())  # ...until a rebalance or a clean stop writes them
     assert table(held) == table(plain)
@@ -103,9 +113,7 @@ def test_the_quiet_stream_timer_writes_what_is_held() -> None:
     (plain, _, _, plain_now, _), (held, _, _, held_now, _), _ = every_batch_and_held()
     evs = events()[:2500]
     plain_now[0] = held_now[0] = evs[-1].timestamp
-    for batch in batches(evs):
-        asyncio.run(plain.process_batch(batch))
-        asyncio.run(held.process_batch(batch))
+    feed_both(plain, held, evs, [0.0])  # the held one's own clock stands still
     assert commit_cap.holds("predictions") == {0: BATCH}
     asyncio.run(held.tick())
     assert commit_cap.holds("predictions") == {0: 2500}
@@ -114,10 +122,7 @@ def test_the_quiet_stream_timer_writes_what_is_held() -> None:
 
 def test_a_rebalance_writes_what_is_held_before_it_forgets() -> None:
     (plain, _, _, _, _), (held, _, _, _, _), _ = every_batch_and_held()
-    evs = events()[:2500]
-    for batch in batches(evs):
-        asyncio.run(plain.process_batch(batch))
-        asyncio.run(held.process_batch(batch))
+    feed_both(plain, held, events()[:2500], [0.0])
     assert table(held) != table(plain)
     asyncio.run(held.forget_partitions({0}))
     assert table(held) == table(plain)
