@@ -140,6 +140,17 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             "an unanswered fetch will end the worker as a stall before it is sent again",
             settings.fetch_timeout_seconds, settings.stall_seconds,
         )  # fmt: skip
+    state_flush = settings.state_flush_seconds
+    held_longest = state_flush + TICK_SECONDS + settings.commit_interval
+    if state_flush > 0 and 0 < settings.stall_seconds <= 2 * held_longest:
+        # The watchdog's commit clock would take a commit held for the next state write for
+        # a stall: with a short stall time, the state is written after every batch.
+        log.warning(
+            "DRIFTWATCH_STALL_SECONDS (%g) is not over twice the longest a commit waits for "
+            "the state write (%g s): window state is written after every batch instead",
+            settings.stall_seconds, held_longest,
+        )  # fmt: skip
+        state_flush = 0.0
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.bootstrap),
@@ -341,7 +352,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         forward=sender(join_input) if settings.join_outcomes else None,
         join_partitions=settings.partitions,
         send_alert=send_alert,
-        state_flush_seconds=settings.state_flush_seconds,
+        state_flush_seconds=state_flush,
     )
     router = OutcomeRouter(
         validator=OutcomeValidator(
