@@ -73,6 +73,7 @@ class Worker:
     api: Api | None = None
     ready: Callable[[], str | None] | None = None
     front: FrontProcess | None = None
+    watchdog: Watchdog | None = None
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -140,17 +141,6 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             "an unanswered fetch will end the worker as a stall before it is sent again",
             settings.fetch_timeout_seconds, settings.stall_seconds,
         )  # fmt: skip
-    state_flush = settings.state_flush_seconds
-    held_longest = state_flush + TICK_SECONDS + settings.commit_interval
-    if state_flush > 0 and 0 < settings.stall_seconds <= 2 * held_longest:
-        # The watchdog's commit clock would take a commit held for the next state write for
-        # a stall: with a short stall time, the state is written after every batch.
-        log.warning(
-            "DRIFTWATCH_STALL_SECONDS (%g) is not over twice the longest a commit waits for "
-            "the state write (%g s): window state is written after every batch instead",
-            settings.stall_seconds, held_longest,
-        )  # fmt: skip
-        state_flush = 0.0
     app = faust.App(
         settings.app_id,
         broker=broker_urls(settings.bootstrap),
@@ -352,7 +342,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         forward=sender(join_input) if settings.join_outcomes else None,
         join_partitions=settings.partitions,
         send_alert=send_alert,
-        state_flush_seconds=state_flush,
+        state_flush_seconds=settings.state_flush_seconds,
     )
     router = OutcomeRouter(
         validator=OutcomeValidator(
@@ -487,6 +477,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     health = WorkerHealth(app, metrics)
     watchdog = None
     if settings.stall_seconds > 0:
+        # A commit waits for the drift agent's next state write at most the write interval,
+        # the quiet-stream timer and the commit interval: twice that is not yet a stall.
+        held_longest = settings.state_flush_seconds + TICK_SECONDS + settings.commit_interval
         watchdog = Watchdog(
             app,
             {**kafka, **QUIET_RECONNECTS},
@@ -494,6 +487,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             stall_seconds=settings.stall_seconds,
             batch_seconds=settings.stall_batch_seconds,
             recovery_seconds=settings.stall_recovery_seconds,
+            hold_grace_seconds=2 * held_longest,
             data_dir=settings.data_dir,
             on_stall=health.mark_stalled,
         )
@@ -560,4 +554,4 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     _ = (detect, advance_quiet_streams, on_revoked, on_assigned, notify, retrain_alerts,
          model_alerts, capture_loop)  # fmt: skip
     return Worker(app=app, processor=processor, registry=registry, joins=joins, api=api,
-                  ready=health.ready, front=front)  # fmt: skip
+                  ready=health.ready, front=front, watchdog=watchdog)  # fmt: skip

@@ -131,6 +131,7 @@ class StallWatch:
         loop_seen: float | None = None,
         recovering: bool = False,
         drained: Collection[Any] = (),
+        held: Collection[Any] = (),
     ) -> Stall | None:
         """The first stall found at ``now``, or None.
 
@@ -141,7 +142,11 @@ class StallWatch:
         ``drained``: partitions whose agent has nothing queued and no batch running, and which
         no guard holds: a message read there past the committed offset is in no one's hands
         (dropped between fetch and stream, Faust's race), and it stays so, even where the
-        commit still creeps on the few messages that do arrive.
+        commit still creeps on the few messages that do arrive. ``held``: partitions whose
+        commit waits at a message applied but not written yet (``DRIFTWATCH_STATE_FLUSH_
+        SECONDS``), for less time than a state write may take to come: not stuck, however
+        long the commit has not moved. Once the write is overdue, the commit's own clock
+        judges them as any other.
         """
         if recovering:
             if self._recovering_since is None:
@@ -184,7 +189,7 @@ class StallWatch:
                 # at most.
                 seen.committed_since = now
             seen.waiting, seen.known = waiting, known
-            if first is None and seen.waiting:
+            if first is None and seen.waiting and tp not in held:
                 stuck = now - seen.committed_since
                 if stuck >= self.stall_seconds:
                     done = o.committed if o.committed is not None else o.start
@@ -192,6 +197,7 @@ class StallWatch:
                     first = Stall(COMMIT if read_past else FETCH, tp, stuck, o)
             orphaned = (
                 tp in drained
+                and tp not in held
                 and busy_since is None
                 and o.read is not None
                 and o.committed is not None

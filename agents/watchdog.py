@@ -59,11 +59,16 @@ class Watchdog:
         exit: Callable[[int], None] | None = None,
         sample_seconds: float = SAMPLE_SECONDS,
         recovery_seconds: float = float("inf"),
+        hold_grace_seconds: float = 0.0,
     ) -> None:
         self.app = app
         self.config = config
         self.metrics = metrics
         self.watch = StallWatch(stall_seconds, batch_seconds, recovery_seconds)
+        self.hold_grace_seconds = hold_grace_seconds
+        """How long a commit may wait for the drift agent's next state write (the write
+        interval, the quiet-stream timer and the commit interval, twice) before the wait
+        counts towards a stall."""
         self.sample_seconds = min(sample_seconds, max(0.5, stall_seconds / 4))
         self.stall_log = Path(data_dir) / STALL_LOG
         self.on_stall = on_stall
@@ -133,6 +138,7 @@ class Watchdog:
             now, armed, partitions, faust_compat.batches.busy_since(), self._loop_seen,
             recovering=self.loop is not None and self.recovering(),
             drained=faust_compat.introspection.drained(self.app, partitions) if armed else (),
+            held=self.held(),
         )  # fmt: skip
         if stall is None and armed:
             stall = self._held(partitions)
@@ -148,6 +154,11 @@ class Watchdog:
         self.report(stall, partitions)
         self.exit(STALL_EXIT_CODE)
         return stall
+
+    def held(self) -> set[tuple[str, int]]:
+        """The partitions whose commit waits for a state write that is not overdue."""
+        grace = self.hold_grace_seconds
+        return {tp for tp, age in faust_compat.commit_cap.unwritten_ages().items() if age < grace}
 
     def _held(self, partitions: dict[Any, Offsets]) -> Stall | None:
         """A partition whose processing waits at a message that never came back (the
@@ -207,6 +218,8 @@ class Watchdog:
             "loop_seen_seconds_ago": _age(self._loop_seen, self.clock()),
             "held": {f"{tp.topic}[{tp.partition}]": [at, round(age, 1)]
                      for tp, (at, age) in holds.items()},
+            "state_unwritten_seconds": {f"{t}[{p}]": round(age, 1) for (t, p), age
+                                        in faust_compat.commit_cap.unwritten_ages().items()},
             "commit_unmoved_seconds": {f"{tp.topic}[{tp.partition}]": age
                                        for tp, age in waiting.items()},
             "last_batches": faust_compat.batches.last_batches(),

@@ -435,7 +435,7 @@ class OutcomeJoiner:
 
     def _load_meta(self) -> dict[str, Any]:
         key = self._meta_key
-        meta = self._records.get(key)
+        meta = self._records.get(key, self.partition)
         if meta is None:
             meta = {"clock": -math.inf, "days": {}}
             self._records.put(key, meta, self.partition)
@@ -455,7 +455,7 @@ class OutcomeJoiner:
         n = meta["days"].get(day, 0)
         meta["days"][day] = n + 1
         ikey = _index_key(self.partition, int(day), n // INDEX_CHUNK)
-        keys = self._records.get(ikey)
+        keys = self._records.get(ikey, self.partition)
         if keys is None:
             keys = {"k": []}
         keys["k"].append(key)
@@ -463,7 +463,9 @@ class OutcomeJoiner:
         self._records.mark(self._meta_key, self.partition)
 
     def _record(self, key: str) -> dict[str, Any] | None:
-        return self._records.get(key)
+        # The partition named: a worker's table then reads that partition's RocksDB itself,
+        # not through Faust's table layers (nearly every read is a new prediction's miss).
+        return self._records.get(key, self.partition)
 
     def _put(self, key: str, record: dict[str, Any]) -> None:
         self._records.put(key, record, self.partition)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 HOLDS: dict[tuple[str, int], int] = {}
 """(topic, partition) -> the first offset whose effect is not written yet (after a write:
 the offset after the last message applied)."""
+_HELD_SINCE: dict[tuple[str, int], float] = {}
+"""(topic, partition) -> since when (``time.monotonic``) its hold has stood before a message
+applied and not written yet; absent once a write took the hold past all that was applied."""
 _BEFORE_STOP: weakref.WeakKeyDictionary[Any, list[tuple[Callable[[], Awaitable[None]], float]]]
 _BEFORE_STOP = weakref.WeakKeyDictionary()
 _installed = False
@@ -66,6 +70,9 @@ def hold(topic: str, partition: int, offset: int) -> None:
     key = (topic, partition)
     if HOLDS.get(key, offset) >= offset:
         HOLDS[key] = offset
+    # The age of the oldest unwritten message: a batch read again after a failure (held at
+    # the same offset) does not make it young again.
+    _HELD_SINCE.setdefault(key, time.monotonic())
 
 
 def advance(topic: str, written: dict[int, int]) -> None:
@@ -80,8 +87,12 @@ def advance(topic: str, written: dict[int, int]) -> None:
     """
     for partition, offset in written.items():
         key = (topic, partition)
-        if key in HOLDS and offset > HOLDS[key]:
+        if key not in HOLDS:
+            continue
+        if offset > HOLDS[key]:
             HOLDS[key] = offset
+        if offset >= HOLDS[key]:
+            _HELD_SINCE.pop(key, None)  # all that was applied is written
 
 
 def release(topic: str, partitions: Collection[int] | None = None) -> None:
@@ -90,11 +101,33 @@ def release(topic: str, partitions: Collection[int] | None = None) -> None:
     for key in [k for k in HOLDS if k[0] == topic]:
         if partitions is None or key[1] in partitions:
             del HOLDS[key]
+            _HELD_SINCE.pop(key, None)
+
+
+def clear() -> None:
+    """Forget every hold (tests that run one app after another in a process)."""
+    HOLDS.clear()
+    _HELD_SINCE.clear()
 
 
 def holds(topic: str) -> dict[int, int]:
     """Per partition of ``topic``, the offset its commit is held at."""
     return {p: o for (t, p), o in HOLDS.items() if t == topic}
+
+
+def unwritten_ages() -> dict[tuple[str, int], float]:
+    """Per (topic, partition), how many seconds its commit has been held before a message
+    whose state is not written yet: the watchdog's measure of a commit that waits for the
+    next state write rather than one that is stuck.
+
+    >>> hold("p", 0, 40); ages = unwritten_ages(); 0.0 <= ages[("p", 0)] < 60.0
+    True
+    >>> advance("p", {0: 41}); unwritten_ages()
+    {}
+    >>> release("p")
+    """
+    now = time.monotonic()
+    return {key: now - since for key, since in _HELD_SINCE.items()}
 
 
 def rewind_points(topic: str, events: Collection[Any]) -> dict[Any, int]:

@@ -26,7 +26,7 @@ def installed() -> Any:
     install(None)  # the guards first, as create_app does
     commit_cap.install()
     yield
-    commit_cap.HOLDS.clear()
+    commit_cap.clear()
 
 
 def new_offset(c: FakeConsumer) -> int | None:
@@ -46,6 +46,33 @@ def test_a_hold_stops_the_commit_at_the_first_unwritten_message() -> None:
     assert new_offset(c) is None  # nothing below the hold left
     commit_cap.release(c.tp.topic)
     assert new_offset(c) == 20
+
+
+def test_a_hold_ages_from_its_first_unwritten_message_until_a_write_passes_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watchdog excuses a held commit by the age of the oldest message not written:
+    later batches and a batch read again after a failure (held at the same offset) do not
+    make it young again; a write that reaches what was applied ends it, one short of it
+    (a partition left out after a failure) does not."""
+    clock = [100.0]
+    monkeypatch.setattr(commit_cap.time, "monotonic", lambda: clock[0])
+    commit_cap.hold("p", 0, 40)
+    clock[0] = 103.0
+    commit_cap.hold("p", 0, 45)  # a later batch
+    commit_cap.hold("p", 0, 40)  # the same messages read again after a failed batch
+    clock[0] = 110.0
+    assert commit_cap.unwritten_ages() == {("p", 0): 10.0}
+    commit_cap.advance("p", {1: 99})  # another partition's write: not this one's
+    assert commit_cap.unwritten_ages() == {("p", 0): 10.0}
+    commit_cap.advance("p", {0: 50})
+    assert commit_cap.unwritten_ages() == {} and commit_cap.holds("p") == {0: 50}
+    clock[0] = 200.0
+    commit_cap.hold("p", 0, 50)  # the next message after the write: new unwritten work
+    clock[0] = 201.0
+    assert commit_cap.unwritten_ages() == {("p", 0): 1.0}
+    commit_cap.release("p", {0})
+    assert commit_cap.unwritten_ages() == {}
 
 
 def test_holds_are_per_topic_and_partition() -> None:

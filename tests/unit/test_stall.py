@@ -165,6 +165,30 @@ def test_orphaned_time_restarts_when_the_partition_has_work_in_hand_again() -> N
     assert stall is not None and stall.seconds == 30
 
 
+def test_a_commit_held_for_a_state_write_is_a_stall_only_once_the_write_is_overdue() -> None:
+    """CI: a watchdog at an 8 s stall time ended a healthy worker whose commit waited (as it
+    may, up to the write interval and the timers) for the drift agent's next state write. A
+    partition held so is not judged; once its hold is no longer young (the write overdue),
+    the commit's own clock, from its last move, judges it at once."""
+    watch = StallWatch(8, 300)
+    held = {TP: Offsets(end=1800, read=1799, committed=900)}
+    assert all(watch.observe(t, True, held, held={TP}) is None for t in range(0, 12))
+    stall = watch.observe(12, True, held)
+    assert stall is not None and stall.kind == COMMIT and stall.seconds == 12
+    # Drained (the agent has nothing queued, its acks wait above the hold): not orphaned
+    # while held; the orphan clock starts when the hold stops excusing it.
+    watch = StallWatch(8, 300)
+
+    def at(t: int) -> dict[Any, Offsets]:  # the commit creeps on: no commit-clock stall
+        return {TP: Offsets(end=None, read=1799, committed=900 + t)}
+
+    for t in range(0, 20, 2):
+        assert watch.observe(t, True, at(t), drained={TP}, held={TP}) is None
+    assert watch.observe(20, True, at(20), drained={TP}) is None
+    stall = watch.observe(28, True, at(28), drained={TP})
+    assert stall is not None and stall.kind == COMMIT and stall.seconds == 8
+
+
 def test_loop_stall() -> None:
     watch = StallWatch(60, 300)
     assert watch.observe(0, True, {}, loop_seen=0) is None
@@ -528,3 +552,28 @@ def test_known_work_starts_the_clock_where_the_end_is_under_reported() -> None:
     assert watch.observe(235, True, arrived) is None
     stall = watch.observe(240, True, arrived)
     assert stall is not None and stall.kind == "commit" and stall.seconds == 60
+
+
+def test_the_watchdog_excuses_a_commit_held_for_a_state_write_that_is_not_overdue(
+    tmp_path: Path,
+) -> None:
+    """The drift agent's commit holds (``commit_cap``) younger than the grace excuse a commit
+    that has not moved; a hold older than it (the writes stopped) does not, nor does a hold a
+    write has caught up with."""
+    dog, exits, _ = watchdog(tmp_path)
+    dog.hold_grace_seconds = 24.0
+    dog.offsets = {TP: Offsets(end=1800, read=1799, committed=400)}
+    key = (TP.topic, TP.partition)
+    try:
+        faust_compat.commit_cap.hold(*key, 400)
+        assert dog.held() == {key}
+        assert dog.check(now=1000) is None and dog.check(now=1061) is None and exits == []
+        faust_compat.commit_cap._HELD_SINCE[key] = time.monotonic() - 25.0  # overdue
+        assert dog.held() == set()
+        stall = dog.check(now=1062)
+        assert stall is not None and stall.kind == COMMIT and exits == [STALL_EXIT_CODE]
+        faust_compat.commit_cap.hold(*key, 400)
+        faust_compat.commit_cap.advance(TP.topic, {TP.partition: 1800})
+        assert dog.held() == set()  # written: nothing excuses the commit any more
+    finally:
+        faust_compat.commit_cap.clear()

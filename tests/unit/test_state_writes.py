@@ -22,9 +22,9 @@ BATCH = 1000
 
 @pytest.fixture(autouse=True)
 def no_holds() -> Any:
-    commit_cap.HOLDS.clear()
+    commit_cap.clear()
     yield
-    commit_cap.HOLDS.clear()
+    commit_cap.clear()
 
 
 def every_batch_and_held(
