@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii as _str
+from math import isfinite
 from typing import Literal
 
 import orjson
@@ -33,8 +35,12 @@ def join_partition(event_id: str, partitions: int) -> int:
     return zlib.crc32(event_id.encode()) % partitions
 
 
-JoinFrame = tuple[JoinKind, Position, int | None, bytes]
-"""(kind, origin (topic partition, offset), home partition, original bytes)."""
+About = tuple[str, str, str, str, float, float]
+"""What the join needs of a prediction: event id, tenant, model, model version, timestamp
+(epoch seconds) and score, sent beside its bytes so the join need not decode them."""
+JoinFrame = tuple[JoinKind, Position, int | None, bytes, About | None]
+"""(kind, origin (topic partition, offset), home partition, original bytes, a prediction's
+:data:`About` (None: an outcome, or a prediction forwarded by an older worker))."""
 MAX_FRAMES = 4096
 """Frames per join-input message (their positions are ``offset * MAX_FRAMES + index``)."""
 MAX_BATCH_BYTES = 256 * 1024
@@ -43,18 +49,26 @@ MAX_BATCH_BYTES = 256 * 1024
 def encode_join(frames: list[JoinFrame]) -> bytes:
     """Many predictions/outcomes in one message: Faust's cost is per message, not per byte.
 
-    >>> decode_join(encode_join([("o", (2, 41), None, b'{"a":1}'), ("p", (0, 7), 0, b"{}")]))
-    [('o', (2, 41), None, b'{"a":1}'), ('p', (0, 7), 0, b'{}')]
+    >>> about = ("e\u00e9", "acme", "fraud", "v1", 1.5e9, 0.25)
+    >>> frames = [("o", (2, 41), None, b'{"a":1}', None), ("p", (0, 7), 0, b"{}", about)]
+    >>> decode_join(encode_join(frames)) == frames
+    True
     """
     parts = []
-    for kind, (partition, offset), home, raw in frames:
+    for kind, (partition, offset), home, raw, about in frames:
         # What json.dumps(head, separators=(",", ":")) writes, without its generic encoder
         # (a tenth of the worker's forwarding); the kinds are the two literals.
         if kind not in ("p", "o"):
             raise ValueError(f"unknown join-input kind {kind!r}")
         h = "null" if home is None else int(home)
-        head = f'{{"k":"{kind}","o":[{int(partition)},{int(offset)}],"h":{h},"n":{len(raw)}}}'
-        parts += [head.encode(), b"\n", raw]
+        head = f'{{"k":"{kind}","o":[{int(partition)},{int(offset)}],"h":{h},"n":{len(raw)}'
+        if about is not None and isfinite(about[4]) and isfinite(about[5]):
+            event_id, tenant, model, version, timestamp, score = about
+            head += (
+                f',"a":[{_str(event_id)},{_str(tenant)},{_str(model)},{_str(version)},'
+                f"{float(timestamp)!r},{float(score)!r}]"
+            )
+        parts += [head.encode(), b"}\n", raw]
     return b"".join(parts)
 
 
@@ -72,7 +86,12 @@ def decode_join(value: bytes) -> list[JoinFrame]:
         if len(raw) != n:
             raise ValueError("truncated join-input frame")
         origin = (int(meta["o"][0]), int(meta["o"][1]))
-        frames.append((kind, origin, None if meta["h"] is None else int(meta["h"]), raw))
+        a = meta.get("a")
+        about: About | None = None
+        if a is not None:
+            about = (str(a[0]), str(a[1]), str(a[2]), str(a[3]), float(a[4]), float(a[5]))
+        home = None if meta["h"] is None else int(meta["h"])
+        frames.append((kind, origin, home, raw, about))
         pos = end + 1 + n
     return frames
 
@@ -87,7 +106,7 @@ def batch_join(
     for event_id, frame in frames:
         p = join_partition(event_id, partitions)
         chunks = by_part.setdefault(p, [[]])
-        size = len(frame[3]) + 64
+        size = len(frame[3]) + (64 if frame[4] is None else 192)  # with its header
         if len(chunks[-1]) >= MAX_FRAMES or (chunks[-1] and sizes[p] + size > MAX_BATCH_BYTES):
             chunks.append([])
             sizes[p] = 0

@@ -21,6 +21,7 @@ from typing import Any
 from agents.dead_letters import DeadLetters, Rejected
 from agents.envelopes import (
     MAX_FRAMES,
+    About,
     JoinFrame,
     PerfEntry,
     batch_join,
@@ -40,7 +41,14 @@ from agents.processor import (
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
 from schemas.events import POSITION_STRIDE
 from streams.ingest import OutcomeValidator
-from streams.join import ExpiredOutcome, JoinConfig, JoinResult, OutcomeJoiner, binary_label
+from streams.join import (
+    ExpiredOutcome,
+    ForwardedPrediction,
+    JoinConfig,
+    JoinResult,
+    OutcomeJoiner,
+    binary_label,
+)
 from streams.keyed_state import Write
 
 log = logging.getLogger(__name__)
@@ -74,7 +82,8 @@ class OutcomeRouter:
                 error = InvalidEvent("internal_error", repr(exc)[:500])
                 await self.dead_letters.put(Rejected.of(m, event.value, error))
                 continue
-            out.append((outcome.event_id, ("o", (m.partition, m.offset), None, event.value)))
+            frame: JoinFrame = ("o", (m.partition, m.offset), None, event.value, None)
+            out.append((outcome.event_id, frame))
         self.metrics.events.labels(self.source_topic, "ok").inc(len(out))
         await self.forward(batch_join(out, self.partitions))
         observe_latency(self.metrics, self.source_topic, events, self.clock())
@@ -184,13 +193,13 @@ class JoinProcessor:
                 out.rejected.append(Rejected(m.topic, m.partition, m.offset, m.key, event.value,
                                              error))  # fmt: skip
                 continue
-            for index, (kind, origin, home, raw) in enumerate(frames):
+            for index, (kind, origin, home, raw, about) in enumerate(frames):
                 topic = self.predictions_topic if kind == "p" else self.outcomes_topic
                 # A prediction's origin is offset * stride + its index in an envelope.
                 offset, at = divmod(origin[1], POSITION_STRIDE) if kind == "p" else (
                     origin[1], None)  # fmt: skip
                 try:
-                    result, prediction = self._apply(joiner, kind, origin, home, raw)
+                    result, prediction = self._apply(joiner, kind, origin, home, raw, about)
                 except InvalidEvent as exc:
                     out.rejected.append(
                         Rejected(topic, origin[0], offset, None, raw, exc, at, later=True)
@@ -254,11 +263,17 @@ class JoinProcessor:
         origin: tuple[int, int],
         home: int | None,
         raw: bytes,
-    ) -> tuple[JoinResult, PredictionEvent | None]:
-        """Parsed once here; the prediction goes on to the performance entry."""
+        about: About | None,
+    ) -> tuple[JoinResult, PredictionEvent | ForwardedPrediction | None]:
+        """Parsed once here (a prediction forwarded with its :data:`About` not at all);
+        the prediction goes on to the performance entry."""
         if kind == "p":
             # Validated by this worker's drift agent before it was forwarded here.
-            prediction = PredictionEvent.from_trusted_json(raw)
+            prediction = (
+                PredictionEvent.from_trusted_json(raw)
+                if about is None
+                else ForwardedPrediction(*about, raw)
+            )
             return joiner.on_prediction(prediction, origin, home), prediction
         return joiner.on_outcome(OutcomeEvent.from_json(raw), origin), None
 
@@ -266,7 +281,7 @@ class JoinProcessor:
         self,
         result: JoinResult,
         kind: str,
-        prediction: PredictionEvent | None,
+        prediction: PredictionEvent | ForwardedPrediction | None,
         partition: int,
         offset: int,
         out: _JoinResult,

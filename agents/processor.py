@@ -342,8 +342,10 @@ class PredictionProcessor:
                 if self.forward is not None:
                     # Every valid prediction, replays included: the join recognises a replay
                     # by its origin, and this message may never have reached it before a crash.
+                    p = prediction
+                    about = (p.event_id, p.tenant, p.model, p.model_version, p.timestamp, p.score)
                     out.forward.append(
-                        (prediction.event_id, ("p", origin, message.partition, item.raw))
+                        (p.event_id, ("p", origin, message.partition, item.raw, about))
                     )
                 stream = (prediction.tenant, prediction.model)
                 if stream not in self._activity:

@@ -41,6 +41,8 @@ log = logging.getLogger(__name__)
 HOLDS: dict[tuple[str, int], int] = {}
 """(topic, partition) -> the first offset whose effect is not written yet (after a write:
 the offset after the last message applied)."""
+clock = time.monotonic
+"""The clock of the holds' ages (a test's to set)."""
 _HELD_SINCE: dict[tuple[str, int], float] = {}
 """(topic, partition) -> since when (``time.monotonic``) its hold has stood before a message
 applied and not written yet; absent once a write took the hold past all that was applied."""
@@ -72,7 +74,7 @@ def hold(topic: str, partition: int, offset: int) -> None:
         HOLDS[key] = offset
     # The age of the oldest unwritten message: a batch read again after a failure (held at
     # the same offset) does not make it young again.
-    _HELD_SINCE.setdefault(key, time.monotonic())
+    _HELD_SINCE.setdefault(key, clock())
 
 
 def advance(topic: str, written: dict[int, int]) -> None:
@@ -126,7 +128,7 @@ def unwritten_ages() -> dict[tuple[str, int], float]:
     {}
     >>> release("p")
     """
-    now = time.monotonic()
+    now = clock()
     return {key: now - since for key, since in _HELD_SINCE.items()}
 
 

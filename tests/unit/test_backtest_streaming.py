@@ -286,7 +286,7 @@ def test_prediction_before_outcome_at_the_same_instant(
     seen: list[tuple[str, str]] = []
 
     class Recording(OutcomeJoiner):
-        def on_prediction(self, event: PredictionEvent, *args: Any, **kw: Any) -> JoinResult:
+        def on_prediction(self, event: Any, *args: Any, **kw: Any) -> JoinResult:
             seen.append(("p", event.event_id))
             return super().on_prediction(event, *args, **kw)
 

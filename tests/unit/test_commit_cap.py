@@ -56,7 +56,7 @@ def test_a_hold_ages_from_its_first_unwritten_message_until_a_write_passes_it(
     make it young again; a write that reaches what was applied ends it, one short of it
     (a partition left out after a failure) does not."""
     clock = [100.0]
-    monkeypatch.setattr(commit_cap.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(commit_cap, "clock", lambda: clock[0])
     commit_cap.hold("p", 0, 40)
     clock[0] = 103.0
     commit_cap.hold("p", 0, 45)  # a later batch
