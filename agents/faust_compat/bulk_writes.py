@@ -13,9 +13,9 @@ producer's ``max_batch_size``), each partition's last record in a batch of its o
 ``last_alone`` (``DRIFTWATCH_CHANGELOG_LAST_RECORD_ALONE``: the embedded broker reports a
 partition's end as its last batch's first offset + 1, and a restore stops there; a last
 batch of one record makes that the true end, at one batch more a write rather than a batch
-per record, as a batch size of 1 does); once the
-broker has them all, into the partition's store in one RocksDB write batch (and Faust's key
-index), then the persisted offset, as Faust's callback writes it per record. The records are Faust's (raw keys and
+per record, as a batch size of 1 does); once the broker has them all, into the partition's
+store in one RocksDB write batch (and Faust's key index), then the persisted offset, as
+Faust's callback writes it per record. The records are Faust's (raw keys and
 values, a delete a ``None`` value), so its recovery and standbys read them as before; one
 difference: every delete is sent, also of a key the store does not have (Faust sends none
 then), because here the store can be behind the changelog: a write that fails stores none of
