@@ -11,7 +11,10 @@ partition librdkafka's default partitioner would pick for each key) through the 
 3. ``validate+observe+flush``: plus ``engine.flush()`` into a ``MemoryStore`` every
    ``--batch`` events (state is encoded, stored and decoded again per batch, as in the worker);
 4. ``PredictionProcessor``: the real ``process_batch`` over a dict standing in for the RocksDB
-   table (adds Prometheus metrics, activity tracking, Faust's current-event context variable).
+   table (adds Prometheus metrics, activity tracking, Faust's current-event context variable),
+   writing after every batch; then writing every 5 s as the worker does, its values applied
+   after every batch and in runs of ``APPLY_AT_VALUES`` (the worker's way; with a small
+   ``--batch``, as a live worker keeping up with its stream gets, the difference shows).
 
 Step 3 also reports the garbage collector's collections and time by generation (the pace is
 ``DRIFTWATCH_GC_THRESHOLD``'s, as in the worker; 0 for CPython's own). Then it runs step 3
@@ -35,7 +38,7 @@ from prometheus_client import CollectorRegistry
 
 from agents.dead_letters import DeadLetters
 from agents.metrics import WorkerMetrics
-from agents.processor import PredictionProcessor, TableStore
+from agents.processor import APPLY_AT_VALUES, PredictionProcessor, TableStore
 from bench.throughput import FAST_DETECTION, bench_messages
 from runtime.gc_tuning import GcPauses, tune_gc
 from runtime.settings import Settings
@@ -159,14 +162,23 @@ def faust_events(messages: list[tuple[bytes, bytes]], pos: list[Position]) -> li
 
 
 def run_processor(
-    messages: list[tuple[bytes, bytes]], pos: list[Position], batch: int
+    messages: list[tuple[bytes, bytes]],
+    pos: list[Position],
+    batch: int,
+    apply_at_values: int | None = None,
 ) -> dict[str, int]:
+    """``apply_at_values`` None: state written after every batch (the processor's default);
+    else written every 5 s (the worker's default), values applied in runs of this many."""
     processor = make_processor()
+    if apply_at_values is not None:
+        processor.state_flush_seconds = 5.0
+        processor.apply_at_values = apply_at_values
     events = faust_events(messages, pos)
 
     async def feed() -> None:
         for start in range(0, len(events), batch):
             await processor.process_batch(events[start : start + batch])
+        await processor.write_held()
 
     asyncio.run(feed())
     return dict(processor.engine.stats)
@@ -230,6 +242,11 @@ def main(argv: list[str] | None = None) -> int:
         ("validate+observe+flush", lambda: run_flush(values, pos, batch, timer)),
         (NO_CLOSE, lambda: run_flush(values, pos, batch, close_windows=False)),
         ("PredictionProcessor (dict table)", lambda: run_processor(messages, pos, batch)),
+        ("  written every 5 s, applied per batch", lambda: run_processor(messages, pos, batch, 0)),
+        (
+            "  written every 5 s, applied in runs",
+            lambda: run_processor(messages, pos, batch, APPLY_AT_VALUES),
+        ),
     ]
     print(
         f"\n{'step':<34} {'seconds':>8} {'events/s':>10} {'feature-values/s':>17} {'us/event':>9}"

@@ -5,7 +5,7 @@ and the commits held at the first message not written meanwhile."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import replace
+from dataclasses import astuple, replace
 from typing import Any
 
 import pytest
@@ -37,6 +37,9 @@ def every_batch_and_held(
     held = make_processor(config)
     mono = [0.0]
     held[0].state_flush_seconds = interval
+    # Applied every batch too: the tables then match byte for byte (runs of another size
+    # match up to rounding: test_values_applied_in_runs_...).
+    held[0].apply_at_values = 0
     held[0].monotonic = lambda: mono[0]
     return plain, held, mono
 
@@ -214,3 +217,49 @@ def test_table_writes_are_counted_in_records_and_bytes() -> None:
     assert store.table == {b"a": b"12345"}
     assert sample("driftwatch_state_records_written_total") == 2  # the delete is a record too
     assert sample("driftwatch_state_bytes_written_total") == 5
+
+
+def test_values_applied_in_runs_find_the_same_drifts_and_write_the_same_windows() -> None:
+    """Between writes the drift agent applies its buffered values in runs of
+    ``apply_at_values`` rather than per batch (a live worker's batches are small, and the bulk
+    update costs per run). Everything that reads the windows applies the buffer first, so the
+    drift events are the same after every batch, and the written tables hold the same keys
+    and values, except the score associations' co-moments, merged in other runs: equal up to
+    rounding (Chan's rule), as the live worker's and the backtest's are."""
+    from streams.importance import NumericAssociation
+    from streams.state import FeatureWindow
+
+    (per_batch, batch_drifts, *_), (in_runs, run_drifts, *_), mono = every_batch_and_held()
+    per_batch.state_flush_seconds = 5.0
+    per_batch.monotonic = in_runs.monotonic
+    per_batch.apply_at_values = 0
+    in_runs.apply_at_values = 10**9  # only when something reads the windows
+    evs = events()
+    held_back = 0
+    for batch in batches(evs):
+        asyncio.run(per_batch.process_batch(batch))
+        asyncio.run(in_runs.process_batch(batch))
+        mono[0] += 1.0
+        assert run_drifts == batch_drifts
+        assert per_batch.engine.buffered() == 0
+        held_back = max(held_back, in_runs.engine.buffered())
+    assert batch_drifts  # the shift on day 21 was found
+    assert held_back > 0  # values were held back past the end of a batch
+    asyncio.run(per_batch.write_held())
+    asyncio.run(in_runs.write_held())
+    a, b = table(in_runs), table(per_batch)
+    assert set(a) == set(b)
+    rounded = 0
+    for key, value in a.items():
+        if value == b[key]:
+            continue
+        assert key.startswith(b'["w"'), key
+        fa, fb = FeatureWindow.from_bytes(value), FeatureWindow.from_bytes(b[key])
+        assert isinstance(fa.assoc, NumericAssociation)  # this stream's features are numbers
+        assert isinstance(fb.assoc, NumericAssociation)
+        for x, y in zip(astuple(fa.assoc), astuple(fb.assoc), strict=True):
+            assert x == pytest.approx(y, rel=1e-12, abs=1e-12)
+        fa.assoc = fb.assoc
+        assert fa.to_bytes() == fb.to_bytes()
+        rounded += 1
+    assert rounded  # the runs did differ from the batches
