@@ -143,9 +143,9 @@ class StallWatch:
         no guard holds: a message read there past the committed offset is in no one's hands
         (dropped between fetch and stream, Faust's race), and it stays so, even where the
         commit still creeps on the few messages that do arrive. ``held``: partitions whose
-        commit waits at a message applied but not written yet (``DRIFTWATCH_STATE_FLUSH_
-        SECONDS``), for less time than a state write may take to come: not stuck, however
-        long the commit has not moved. Once the write is overdue, the commit's own clock
+        commit waits at a message applied but not written yet
+        (``DRIFTWATCH_STATE_FLUSH_SECONDS``), for less time than a state write may take to
+        come: not stuck, however long the commit has not moved. Once the write is overdue, the commit's own clock
         judges them as any other.
         """
         if recovering:

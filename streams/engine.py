@@ -324,7 +324,9 @@ class DriftEngine:
         in runs of that size rather than per batch. The bulk update costs per (stream, window,
         feature) run, and a live worker's batches are small: at 10 events a batch that cost
         more than half its time (``bench.profile_engine --batch``). Whatever reads the windows
-        (a look, a close, a flush) applies the buffer first, so results do not change.
+        (a look, a close, a flush) applies the buffer first: the same drift events, and the
+        same windows but for the merge order of their score associations (equal up to
+        rounding, as the live worker's and the backtest's are).
 
         >>> from streams.keyed_state import MemoryStore
         >>> engine = DriftEngine(EngineConfig(), MemoryStore())
