@@ -145,8 +145,8 @@ class StallWatch:
         commit still creeps on the few messages that do arrive. ``held``: partitions whose
         commit waits at a message applied but not written yet
         (``DRIFTWATCH_STATE_FLUSH_SECONDS``), for less time than a state write may take to
-        come: not stuck, however long the commit has not moved. Once the write is overdue, the commit's own clock
-        judges them as any other.
+        come: not stuck, however long the commit has not moved. Once the write is overdue,
+        the commit's own clock judges them as any other.
         """
         if recovering:
             if self._recovering_since is None:
