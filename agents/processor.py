@@ -31,6 +31,7 @@ from agents.faust_compat.current_event import (
     PartitionContext,
     set_current_event,
 )
+from agents.faust_compat.guards import first_offsets
 from agents.metrics import WorkerMetrics
 from schemas import DriftEvent, InvalidEvent
 from schemas.events import POSITION_STRIDE
@@ -173,20 +174,6 @@ decoded objects are many small ones, and the allocator's arenas they filled stay
 a few long-lived objects sit among them); 1 MB parts cost ~14 % of the envelope rate."""
 
 
-def first_by_partition(events: Sequence[Any]) -> dict[int, int]:
-    """Per partition, the offset of the batch's first message of it (admitted in order).
-
-    >>> from types import SimpleNamespace as E
-    >>> batch = [E(message=E(partition=p, offset=o)) for p, o in ((0, 5), (1, 2), (0, 6))]
-    >>> first_by_partition(batch)
-    {0: 5, 1: 2}
-    """
-    first: dict[int, int] = {}
-    for event in events:
-        first.setdefault(event.message.partition, event.message.offset)
-    return first
-
-
 def chunks(events: Sequence[Any], max_bytes: int) -> list[Sequence[Any]]:
     """Consecutive runs of ``events`` of at most ``max_bytes`` of values (at least one each).
 
@@ -280,8 +267,8 @@ class PredictionProcessor:
     async def _process_batch(self, events: Sequence[Any]) -> None:
         started = time.perf_counter()
         if self.state_flush_seconds > 0:  # before the batch is acked: no commit past it unwritten
-            for partition, offset in first_by_partition(events).items():
-                commit_cap.hold(self.source_topic, partition, offset)
+            for tp, offset in first_offsets(events).items():
+                commit_cap.hold(self.source_topic, tp.partition, offset)
         parts = chunks(events, CHUNK_BYTES)
         for k, part in enumerate(parts):
             # What each part produced is delivered as it comes; the state is encoded and
