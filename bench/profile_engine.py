@@ -34,6 +34,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from agents.dead_letters import DeadLetters
@@ -124,6 +125,7 @@ class _Message:
         self.partition = partition
         self.offset = offset
         self.key = key
+        self.tp = TP(topic, partition)
 
 
 class _Event:
