@@ -1,0 +1,104 @@
+"""The in-process benchmarks still run, on tiny inputs, and print what they measure.
+
+The figures in docs/benchmarks.md come from these scripts; a change to what they drive (a
+processor's message, an engine call) broke ``bench.profile_engine`` once without a test
+noticing, since the benchmarks run only in ``make bench``. This runs each as a user would
+(``python -m bench.X``) and checks that every row it reports has a positive figure: the
+work was done, not only the script started. The broker benchmarks (``bench.throughput``,
+``bench.worker_memory``, ...) need Kafka and minutes; they stay in ``make bench``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+NUMBER = r"[\d,.]+"
+
+
+def run_bench(module: str, *args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", f"bench.{module}", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def figures(output: str, label: str) -> list[float]:
+    """The numbers on the line that starts with ``label`` (after it)."""
+    for line in output.splitlines():
+        if line.strip().startswith(label):
+            rest = line.strip()[len(label) :]
+            return [float(x.replace(",", "")) for x in re.findall(NUMBER, rest) if x != "."]
+    raise AssertionError(f"no line {label!r} in:\n{output}")
+
+
+def test_profile_engine_drives_the_processor_every_way() -> None:
+    out = run_bench("profile_engine", "--events", "400", "--features", "3", "--batch", "50",
+                    "--no-profile")  # fmt: skip
+    for row in (
+        "validate+observe+flush",
+        "PredictionProcessor (dict table)",
+        "written every 5 s, applied per batch",
+        "written every 5 s, applied in runs",
+    ):
+        seconds, per_second, *_ = figures(out, row)
+        assert seconds >= 0 and per_second > 0, row
+    engine = re.search(r"engine: events=(\d+), windows_closed=(\d+)", out)
+    assert engine is not None and int(engine[1]) == 400 and int(engine[2]) > 0
+
+
+def test_profile_join_times_the_three_join_paths() -> None:
+    out = run_bench("profile_join", "--events", "300", "--features", "5")
+    for row in (
+        "join, stored as forwarded:",
+        "join, decoded (trusted):",
+        "join, decoded (checked):",
+    ):
+        assert figures(out, row)[0] > 0, row
+
+
+def test_loop_lag_reports_both_modes() -> None:
+    out = run_bench("loop_lag", "--events", "300", "--features", "5", "--batch", "50")
+    for row in ("on the loop", "off the loop"):
+        p50, p99, worst, seconds = figures(out, row)
+        assert 0 <= p50 <= p99 <= worst and seconds > 0, row
+
+
+def test_backtest_speed_runs_every_variant(tmp_path: Path) -> None:
+    result = tmp_path / "speed.json"
+    out = run_bench("backtest_speed", "--days", "3", "--rate", "100", "--features", "5",
+                    "--out", str(result))  # fmt: skip
+    for row in (
+        "parse + validate only (baseline)",
+        "engine, end-of-window tests only",
+        "engine, defaults (hourly sub-day looks)",
+        "engine + join + performance (15% labelled), join on disk",
+    ):
+        assert figures(out, row)[1] > 0, row  # values/s
+    assert json.loads(result.read_text())["benchmark"] == "bench.backtest_speed"
+
+
+@pytest.mark.parametrize(
+    ("module", "args", "row"),
+    [
+        ("validation_speed", ("--events", "300", "--features", "5"), "envelopes of 500"),
+        ("bucket_reduction", ("--days", "2", "--repeat", "1"), "streams.buckets:"),
+    ],
+)
+def test_small_benchmarks_print_their_figures(
+    module: str, args: tuple[str, ...], row: str, tmp_path: Path
+) -> None:
+    extra = ("--out", str(tmp_path / "out.json")) if module == "validation_speed" else ()
+    out = run_bench(module, *args, *extra)
+    assert figures(out, row)[0] > 0
