@@ -162,8 +162,13 @@ async def in_thread(fn: Callable[..., R], *args: Any) -> R:
 APPLY_AT_VALUES = 50_000
 """Feature values the drift agent buffers before it applies them to their windows between
 state writes (:meth:`streams.engine.DriftEngine.apply_pending`): 2,500 predictions of 20
-features, 50 of 1,000. Applied per batch, a live worker's small batches paid the bulk
-update's per-run cost each time; the buffer also goes in at every write, look and close."""
+features. Applied per batch, a live worker's small batches paid the bulk update's per-run
+cost each time; the buffer also goes in at every write, look and close."""
+APPLY_AT_EVENTS = 500
+"""And the events they must come from: the bulk update costs per (stream, window, feature)
+run, so a model of 1,000 features needs runs of more than the 50 events its 50,000 values
+make (``bench.profile_engine --features 1000 --batch 40``: ~1.3x the predictions a
+second). The buffer holds at most the larger of the two, and never past the next write."""
 CHUNK_BYTES = 2 << 20
 """Input bytes decoded and applied at a time: a batch of 1,000 envelopes of 500 predictions
 (~300 MB, 500,000 predictions) is applied in parts of ~3,000, each part's output delivered
@@ -241,7 +246,9 @@ class PredictionProcessor:
     written (:mod:`agents.faust_compat.commit_cap`)."""
     apply_at_values: int = APPLY_AT_VALUES
     """Feature values buffered before they are applied to their windows between writes
-    (0: every batch)."""
+    (with ``apply_at_events`` 0 as well: every batch)."""
+    apply_at_events: int = APPLY_AT_EVENTS
+    """Events those values must come from (:data:`APPLY_AT_EVENTS`)."""
     monotonic: Callable[[], float] = time.monotonic
     _written_at: float | None = None
     _unwritten: bool = False
@@ -363,7 +370,7 @@ class PredictionProcessor:
             out.writes = self.engine.flush()
             out.wrote = True
         else:
-            self.engine.apply_pending(self.apply_at_values)  # in runs of that size
+            self.engine.apply_pending(self.apply_at_values, self.apply_at_events)  # in runs
         out.notices = self.engine.take_notices()
 
     def _write_due(self) -> bool:

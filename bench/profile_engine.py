@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry
 
 from agents.dead_letters import DeadLetters
 from agents.metrics import WorkerMetrics
-from agents.processor import APPLY_AT_VALUES, PredictionProcessor, TableStore
+from agents.processor import APPLY_AT_EVENTS, APPLY_AT_VALUES, PredictionProcessor, TableStore
 from bench.throughput import FAST_DETECTION, bench_messages
 from runtime.gc_tuning import GcPauses, tune_gc
 from runtime.settings import Settings
@@ -170,11 +170,13 @@ def run_processor(
     apply_at_values: int | None = None,
 ) -> dict[str, int]:
     """``apply_at_values`` None: state written after every batch (the processor's default);
-    else written every 5 s (the worker's default), values applied in runs of this many."""
+    else written every 5 s (the worker's default), values applied in runs of this many and of
+    ``APPLY_AT_EVENTS`` events (0: after every batch)."""
     processor = make_processor()
     if apply_at_values is not None:
         processor.state_flush_seconds = 5.0
         processor.apply_at_values = apply_at_values
+        processor.apply_at_events = APPLY_AT_EVENTS if apply_at_values else 0
     events = faust_events(messages, pos)
 
     async def feed() -> None:

@@ -124,6 +124,7 @@ class DriftEngine:
         self._pending: dict[tuple[str, float], list[tuple[PredictionEvent, Position | None]]] = {}
         self._buffered = 0
         """Feature values (at least one an event) in ``_pending``."""
+        self._buffered_events = 0
         # Per (stream, window) batch: its events' nulls that had no kind when they came, by
         # index in the batch. They are dropped when applied, whenever that is: a value's
         # fate must not depend on when the buffer is applied (a later event may type it).
@@ -190,6 +191,7 @@ class DriftEngine:
             self._untyped.setdefault((skey, window), []).append((len(pending), untyped))
         pending.append((event, position))
         self._buffered += len(event.features) or 1
+        self._buffered_events += 1
         return drifts
 
     def _apply_pending(self) -> None:
@@ -252,7 +254,7 @@ class DriftEngine:
                 self._moments.apply(stream, window, items, positions, run, columns, complete)
         self._pending.clear()
         self._untyped.clear()
-        self._buffered = 0
+        self._buffered = self._buffered_events = 0
 
     def _hot_window(
         self,
@@ -318,25 +320,29 @@ class DriftEngine:
         self._streams.mark(key, stream.partition)
         return drifts
 
-    def apply_pending(self, at_least: int = 0) -> None:
+    def apply_pending(self, at_least: int = 0, at_least_events: int = 0) -> None:
         """Apply the buffered values to their windows, writing nothing, if there are at least
-        ``at_least`` of them. A worker that writes its state every few seconds applies them
-        in runs of that size rather than per batch. The bulk update costs per (stream, window,
-        feature) run, and a live worker's batches are small: at 10 events a batch that cost
-        more than half its time (``bench.profile_engine --batch``). Whatever reads the windows
-        (a look, a close, a flush) applies the buffer first: the same drift events, and the
-        same windows but for the merge order of their score associations (equal up to
-        rounding, as the live worker's and the backtest's are).
+        ``at_least`` of them from at least ``at_least_events`` events. A worker that writes
+        its state every few seconds applies them in runs of that size rather than per batch.
+        The bulk update costs per (stream, window, feature) run, and a live worker's batches
+        are small: at 10 events a batch that cost more than half its time
+        (``bench.profile_engine --batch``); a wide model's runs need enough events, not only
+        enough values. Whatever reads the windows (a look, a close, a flush) applies the
+        buffer first: the same drift events, and the same windows but for the merge order of
+        their score associations (equal up to rounding, as the live worker's and the
+        backtest's are).
 
         >>> from streams.keyed_state import MemoryStore
         >>> engine = DriftEngine(EngineConfig(), MemoryStore())
         >>> _ = engine.observe(PredictionEvent("e", "t", "m", "v", 0.0, {"x": 1.0}, 0.5))
+        >>> engine.apply_pending(at_least=1, at_least_events=2); engine.buffered()
+        1
         >>> engine.apply_pending(at_least=2); engine.buffered()
         1
         >>> engine.apply_pending(); engine.buffered()
         0
         """
-        if self._buffered >= at_least:
+        if self._buffered >= at_least and self._buffered_events >= at_least_events:
             self._apply_pending()
 
     def buffered(self) -> int:

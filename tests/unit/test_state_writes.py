@@ -39,7 +39,7 @@ def every_batch_and_held(
     held[0].state_flush_seconds = interval
     # Applied every batch too: the tables then match byte for byte (runs of another size
     # match up to rounding: test_values_applied_in_runs_...).
-    held[0].apply_at_values = 0
+    held[0].apply_at_values = held[0].apply_at_events = 0
     held[0].monotonic = lambda: mono[0]
     return plain, held, mono
 
@@ -232,7 +232,7 @@ def test_values_applied_in_runs_find_the_same_drifts_and_write_the_same_windows(
     (per_batch, batch_drifts, *_), (in_runs, run_drifts, *_), mono = every_batch_and_held()
     per_batch.state_flush_seconds = 5.0
     per_batch.monotonic = in_runs.monotonic
-    per_batch.apply_at_values = 0
+    per_batch.apply_at_values = per_batch.apply_at_events = 0
     in_runs.apply_at_values = 10**9  # only when something reads the windows
     evs = events()
     held_back = 0
@@ -263,3 +263,24 @@ def test_values_applied_in_runs_find_the_same_drifts_and_write_the_same_windows(
         assert fa.to_bytes() == fb.to_bytes()
         rounded += 1
     assert rounded  # the runs did differ from the batches
+
+
+def test_buffered_values_wait_for_enough_events_as_well() -> None:
+    """A wide model's values reach ``apply_at_values`` within a few events, and runs of a few
+    events cost the bulk update's per-run price per feature: the buffer also waits for
+    ``apply_at_events`` events (a write, a look or a close still applies it at once)."""
+    processor, *_ = make_processor()
+    processor.state_flush_seconds = 3600.0  # no write due within the test
+    processor.apply_at_values, processor.apply_at_events = 1, 3
+    evs = events()[:4]
+    buffered = []
+    for k, event in enumerate(evs):
+        asyncio.run(processor.process_batch(as_events([event], start_offset=k)))
+        buffered.append(processor.engine.buffered())
+    width = len(evs[0].features)
+    # The first batch is written at once (a first write, its stream new); then the values
+    # of two events wait, and the third event's batch applies all three.
+    assert buffered == [0, width, 2 * width, 0], buffered
+    processor.apply_at_events = 0
+    asyncio.run(processor.process_batch(as_events(events()[4:5], start_offset=4)))
+    assert processor.engine.buffered() == 0
