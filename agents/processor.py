@@ -167,8 +167,9 @@ cost each time; the buffer also goes in at every write, look and close."""
 APPLY_AT_EVENTS = 500
 """And the events they must come from: the bulk update costs per (stream, window, feature)
 run, so a model of 1,000 features needs runs of more than the 50 events its 50,000 values
-make (``bench.profile_engine --features 1000 --batch 40``: ~1.3x the predictions a
-second). The buffer holds at most the larger of the two, and never past the next write."""
+make (in process, batches of 40: 152-161 predictions a second with runs of 50 events,
+190-210 with runs of 500; docs/benchmarks.md). The buffer holds at most the larger of the
+two, and never past the next write."""
 CHUNK_BYTES = 2 << 20
 """Input bytes decoded and applied at a time: a batch of 1,000 envelopes of 500 predictions
 (~300 MB, 500,000 predictions) is applied in parts of ~3,000, each part's output delivered

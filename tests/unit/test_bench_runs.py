@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-NUMBER = r"[\d,.]+"
+NUMBER = r"\d[\d,]*(?:\.\d+)?"
 
 
 def run_bench(module: str, *args: str) -> str:
@@ -39,7 +39,7 @@ def figures(output: str, label: str) -> list[float]:
     for line in output.splitlines():
         if line.strip().startswith(label):
             rest = line.strip()[len(label) :]
-            return [float(x.replace(",", "")) for x in re.findall(NUMBER, rest) if x != "."]
+            return [float(x.replace(",", "")) for x in re.findall(NUMBER, rest)]
     raise AssertionError(f"no line {label!r} in:\n{output}")
 
 
