@@ -11,6 +11,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import faust
@@ -32,6 +33,7 @@ from agents.metrics import (
     WorkerMetrics,
 )
 from agents.notify import AlertNotifier, RetrainAlertRouter, webhook_notifier
+from agents.outcome_drain import drain_marks
 from agents.performance import PerformanceProcessor
 from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
 from agents.watchdog import QUIET_RECONNECTS, StallHook, Watchdog
@@ -494,6 +496,20 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     faust_compat.batches.AFTER_BATCH = (
         StallHook(settings.test_stall, settings.data_dir) if settings.test_stall else None
     )
+
+    if settings.join_outcomes and settings.join_drain_check_seconds > 0:
+        drain_check = partial(
+            drain_marks, kafka, settings.app_id, settings.topic(OUTCOMES),
+            settings.topic(JOIN_INPUT),
+        )  # fmt: skip
+
+        @app.timer(settings.join_drain_check_seconds)  # type: ignore[untyped-decorator]
+        async def check_outcomes_drained() -> None:
+            try:
+                joins.outcome_marks = await asyncio.to_thread(drain_check)
+            except Exception as exc:  # unknown: the grace applies as it would without
+                log.info("could not tell whether outcomes are on their way: %r", exc)
+                joins.outcome_marks = None
 
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def advance_quiet_streams() -> None:

@@ -98,6 +98,8 @@ class _JoinResult:
     perf: dict[int, dict[int, list[PerfEntry]]] = field(default_factory=dict)
     """home partition -> join partition -> entries"""
     writes: list[tuple[int, list[Write]]] = field(default_factory=list)
+    expired: int = 0
+    """Records expired (``driftwatch_join_expired_records_total``), counted as ``joins``."""
     joins: Counter[str] = field(default_factory=Counter)
     """``driftwatch_joins_total`` by outcome, counted once the part is delivered and written
     (a part that fails is read again and would count twice)."""
@@ -123,6 +125,10 @@ class JoinProcessor:
     clock: Callable[[], float] = time.time
     offload: bool = True
     """Each part's CPU work in a worker thread (False: on the loop)."""
+    outcome_marks: dict[int, int] | None = None
+    """Per join partition, its end offset when no outcome was found on its way
+    (:func:`agents.outcome_drain.drain_marks`, set by a timer; None: not known to be so).
+    A partition read past it ends its stall grace (:meth:`OutcomeJoiner.expire`)."""
     _joiners: dict[int, OutcomeJoiner] = field(default_factory=dict)
     _context: PartitionContext | None = None
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -216,13 +222,22 @@ class JoinProcessor:
                     out.rejected.append(self._given_up(result.dropped, "mismatched_outcome"))
                 position = m.offset * MAX_FRAMES + index
                 self._collect(result, kind, prediction, m.partition, position, out)
+        marks = self.outcome_marks  # one reading: the timer replaces it from the loop
         for partition in sorted(touched):
             # Faust reads a table from the current event's partition only: enter the one
             # being expired (the part's last message may be another partition's).
             self._enter(partition)
-            for gone in self.joiner(partition).expire(time.monotonic(), bounded=True):
+            drained = (
+                marks is not None
+                and partition in marks
+                and self._last_read[partition] + 1 >= marks[partition]
+            )
+            joiner = self.joiner(partition)
+            before = joiner.stats.expired_records
+            for gone in joiner.expire(time.monotonic(), bounded=True, drained=drained):
                 out.rejected.append(self._given_up(gone, "unknown_prediction"))
-            out.writes.append((partition, self.joiner(partition).flush()))
+            out.expired += joiner.stats.expired_records - before
+            out.writes.append((partition, joiner.flush()))
         return out
 
     async def _commit(self, out: _JoinResult) -> None:
@@ -251,6 +266,7 @@ class JoinProcessor:
             raise
         for outcome, n in out.joins.items():
             self.metrics.joins.labels(outcome).inc(n)
+        self.metrics.join_expired.inc(out.expired)
 
     def _forget_all(self) -> None:
         for joiner in self._joiners.values():

@@ -231,6 +231,7 @@ class WorkerMetrics:
     state_records: Counter
     state_bytes: Counter
     joins: Counter
+    join_expired: Counter
     batch_seconds: Histogram
     processing_latency: Histogram
     watermark: Gauge
@@ -277,6 +278,9 @@ class WorkerMetrics:
             "joins": (Counter, "driftwatch_joins",
                       "Join results: joined, pending (outcome waits), waiting (prediction waits), "
                       "replayed (a redelivered message, ignored)", ["result"], {}),
+            "join_expired": (Counter, "driftwatch_join_expired_records",
+                             "Join records expired (made a tombstone): a prediction or a "
+                             "waiting outcome past the retention of the join's clock", [], {}),
             "batch_seconds": (Histogram, "driftwatch_batch_seconds",
                               "Time to apply one batch of predictions", [],
                               {"buckets": (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,

@@ -501,7 +501,17 @@ class Settings:
         "its outcomes keeps its records for them, on disk (the join table grows by what "
         "the worker reads in this time). 0: at once, where outcomes never fall more than "
         "three retentions of event time behind the predictions (a backlog of predictions "
-        "read after an outage can).",
+        "read after an outage can). The grace ends early where no outcome is on its way "
+        "(DRIFTWATCH_JOIN_DRAIN_CHECK_SECONDS).",
+    )
+    join_drain_check_seconds: float = _env(
+        "DRIFTWATCH_JOIN_DRAIN_CHECK_SECONDS",
+        15.0,
+        "Wall seconds between the worker's checks (on the broker) that no outcome is on its "
+        "way to the join: the group has read every partition of outcomes to its end. A join "
+        "partition then read past what was routed to it by that time ends its stall grace "
+        "until an outcome comes (a model without labels need not keep the grace's worth of "
+        "predictions). 0: no check, every partition waits out the whole grace.",
     )
     join_cache_mb: float = _env(
         "DRIFTWATCH_JOIN_CACHE_MB",
@@ -632,6 +642,10 @@ class Settings:
         if not 0 <= self.state_flush_seconds <= 300:
             raise ValueError(
                 f"DRIFTWATCH_STATE_FLUSH_SECONDS={self.state_flush_seconds:g}: 0 to 300"
+            )
+        if not self.join_drain_check_seconds >= 0:
+            raise ValueError(
+                f"DRIFTWATCH_JOIN_DRAIN_CHECK_SECONDS={self.join_drain_check_seconds:g}: 0 or more"
             )
         if not self.join_stall_grace_seconds >= 0:
             raise ValueError(

@@ -29,7 +29,11 @@ partition for ``JoinConfig.stall_grace_seconds`` of its own wall time: event tim
 cannot tell outcomes that stopped from outcomes still on their way (after a restart with a
 backlog, the agent that routes predictions into the join can be weeks of event time ahead of
 the one that routes outcomes, and the first outcomes then found their predictions expired).
-A backtest, which reads both inputs in event-time order, applies it at once.
+The grace ends early once the worker has seen that no outcome is on its way (every outcome
+in ``outcomes`` routed, and the partition read past all that was routed then: ``drained``);
+a label-less stream then kept a grace's worth of records for nothing, and the worker's memory
+rose by their later expiry. A backtest, which reads both inputs in event-time order, applies
+it at once.
 """
 
 from __future__ import annotations
@@ -287,6 +291,8 @@ class OutcomeJoiner:
         self._quiet_since: float | None = None
         """Wall time (``expire``'s ``now``) since which no outcome reached this joiner."""
         self._outcome_seen = False
+        self._drained = False
+        """No outcome was on its way when none had come here: stalled until one comes."""
         self._indexed = 0
         """Records indexed since the last expiry pass (its own tombstones not counted)."""
         # Records, index chunks and the partition's meta: JSON values (the meta's clocks
@@ -412,15 +418,20 @@ class OutcomeJoiner:
         self._put(key, record)
         return JoinResult(new=True, joined=self._join(prediction, event), home=record.get("home"))
 
-    def _stalled(self, now: float | None) -> bool:
-        """Have outcomes stopped? At once without a wall clock; else after the grace."""
+    def _stalled(self, now: float | None, drained: bool) -> bool:
+        """Have outcomes stopped? At once without a wall clock; else after the grace, or once
+        none was on its way (``drained``) in a pass that none reached this partition."""
         if now is None:
             return True
         if self._quiet_since is None or self._outcome_seen:
-            self._quiet_since, self._outcome_seen = now, False
-        return now - self._quiet_since >= self.config.stall_grace_seconds
+            self._quiet_since, self._outcome_seen, self._drained = now, False, False
+        elif drained:
+            self._drained = True
+        return self._drained or now - self._quiet_since >= self.config.stall_grace_seconds
 
-    def expire(self, now: float | None = None, *, bounded: bool = False) -> list[ExpiredOutcome]:
+    def expire(
+        self, now: float | None = None, *, bounded: bool = False, drained: bool = False
+    ) -> list[ExpiredOutcome]:
         """Delete the records made more than ``retention_days`` before this partition's event
         time; return the outcomes among them that never found their prediction. ``now``: a
         worker's monotonic wall clock, for the stall grace (None: no grace, as a backtest).
@@ -430,11 +441,14 @@ class OutcomeJoiner:
         from there at the next pass: what is due then expires over several batches, each
         write the size of its batch's work. A record past the retention that is still there
         is refused all the same (the join compares timestamps), so only the tombstones come
-        later."""
+        later.
+
+        ``drained``: the worker found no outcome on its way to this partition (see the
+        module); the stall grace then ends at once, until an outcome comes."""
         meta = self._load_meta()
         horizon = self.config.retention_days * DAY
         clock = min(meta["clock"], meta.get("oclock", -math.inf))
-        if self._stalled(now):
+        if self._stalled(now, drained):
             clock = max(clock, meta["clock"] - STALL_FACTOR * horizon)
         budget = self.config.expire_per_pass + 3 * self._indexed if bounded else math.inf
         done = 0

@@ -3,8 +3,10 @@ performance drift, bad outcomes, and a performance history that survives SIGKILL
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -191,3 +193,35 @@ def test_late_outcomes_join_raise_performance_drift_and_survive_sigkill(
         assert abs(h["roc_auc"] - roc_auc_score(y, s)) <= h["roc_auc_error_bound"] + 1e-12
         assert abs(h["pr_auc"] - average_precision_score(y, s)) <= h["pr_auc_error_bound"] + 1e-12
     assert state["acme:fraud"]["incidents"], "the performance incident is not on record"
+
+
+def test_a_stream_without_labels_expires_its_join_records_before_the_stall_grace(
+    kafka_bootstrap: str, worker: WorkerProcess
+) -> None:
+    """No outcome ever comes: once the worker's drain check finds none on its way (every
+    ``outcomes`` partition read to its end), the join expires by the predictions' clock, not
+    after the ten-minute stall grace (the records it kept meanwhile made the worker's memory
+    rise by their later expiry: ``bench.worker_memory``)."""
+    worker.extra_env["DRIFTWATCH_JOIN_DRAIN_CHECK_SECONDS"] = "1"  # the grace stays 600 s
+    cfg = dataclasses.replace(TRAFFIC, events_per_day=100, label_rate=0.0, drifts=())
+    events = list(generate(cfg))
+    first = [e for e in events if e.timestamp < START + 22 * DAY]
+    later = [e for e in events if e.timestamp >= START + 22 * DAY]
+    worker.start()
+    produce_recorded(kafka_bootstrap, worker.topic("predictions"),
+                     [(e.event_id.encode(), e.to_json()) for e in first])  # fmt: skip
+    worker.wait_processed(len(first))
+    deadline = time.monotonic() + 90
+    expired = 0.0
+    while time.monotonic() < deadline and not expired:
+        # The join expires as it reads: the stream goes on, a few predictions at a time.
+        batch, later = later[:50], later[50:]
+        if batch:
+            produce_recorded(kafka_bootstrap, worker.topic("predictions"),
+                             [(e.event_id.encode(), e.to_json()) for e in batch])  # fmt: skip
+        time.sleep(1.0)
+        expired = worker.metrics().get("driftwatch_join_expired_records_total", 0.0)
+    # Days 0-6 are three retentions (5 days) before day 22: those of them the partitions
+    # read, at least, expired; the 600 s grace would have kept them all.
+    assert expired > 0, worker.log_tail()
+    assert worker.read_metrics().get('driftwatch_joins_total{result="waiting"}', 0) >= len(first)

@@ -47,6 +47,9 @@ def test_the_join_stall_grace_reaches_the_join(tmp_path: Path, grace: str | None
     assert joins.config.stall_grace_seconds == expected
     with pytest.raises(ValueError, match="JOIN_STALL_GRACE"):
         Settings.from_env(environ={**environ, "DRIFTWATCH_JOIN_STALL_GRACE_SECONDS": "-1"})
+    with pytest.raises(ValueError, match="JOIN_DRAIN_CHECK"):
+        Settings.from_env(environ={**environ, "DRIFTWATCH_JOIN_DRAIN_CHECK_SECONDS": "-1"})
+    assert Settings.from_env(environ=environ).join_drain_check_seconds == 15.0
 
 
 @pytest.mark.parametrize(("kb", "fetch_bytes"), [(None, 1 << 20), ("256", 256 << 10)])

@@ -348,6 +348,44 @@ def test_a_worker_waits_out_a_grace_of_wall_time_before_calling_outcomes_stopped
     assert b"tomb" not in store.data['["p", "p1"]']  # 3 retentions behind day 30: kept
 
 
+def test_the_grace_ends_once_no_outcome_is_on_its_way_until_one_comes() -> None:
+    """A worker that found no outcome on its way (``drained``: all routed, and the partition
+    read past them) need not wait out the grace: a label-less stream kept ten minutes of
+    predictions, and the worker's memory rose by their later expiry. Not in a pass that an
+    outcome reached; and an outcome brings the grace back."""
+    store = MemoryStore()
+    j = OutcomeJoiner(JoinConfig(retention_days=5, stall_grace_seconds=600), store)
+    j.on_prediction(prediction("p0", T0))
+    j.on_prediction(prediction("p1", T0 + 25 * DAY))
+    j.expire(now=1000.0, drained=True)  # the first pass starts the clock: nothing known yet
+    j.on_outcome(outcome("p0", T0 + 60))  # the outcomes' clock stays at day 0
+    j.expire(now=1001.0, drained=True)  # an outcome in this pass: not stopped
+    store.apply(j.flush())
+    assert b"tomb" not in store.data['["p", "p0"]']
+    j.expire(now=1002.0)  # no word from the broker: the grace, not yet passed
+    store.apply(j.flush())
+    assert b"tomb" not in store.data['["p", "p0"]']
+    j.expire(now=1003.0, drained=True)  # none since, none on its way: stopped, 598 s early
+    store.apply(j.flush())
+    assert b"tomb" in store.data['["p", "p0"]']
+    assert b"tomb" not in store.data['["p", "p1"]']  # 3 retentions behind day 25: kept
+    j.on_prediction(prediction("p2", T0 + 26 * DAY))
+    j.on_prediction(prediction("p3", T0 + 50 * DAY))
+    j.expire(now=1004.0)  # still stopped without a new word: nothing came
+    store.apply(j.flush())
+    assert b"tomb" in store.data['["p", "p2"]']
+    j.on_outcome(outcome("q", T0 + DAY))  # one came (waiting for its prediction): the grace
+    j.on_prediction(prediction("p4", T0 + 51 * DAY))
+    j.on_prediction(prediction("p5", T0 + 75 * DAY))
+    j.expire(now=1005.0)
+    j.expire(now=1006.0)
+    store.apply(j.flush())
+    assert b"tomb" not in store.data['["p", "p4"]']
+    j.expire(now=1007.0, drained=True)  # and a new word ends it again
+    store.apply(j.flush())
+    assert b"tomb" in store.data['["p", "p4"]']
+
+
 # ---------------------------------------------------------------- the join's fast paths
 
 _names = st.text(alphabet=st.characters(min_codepoint=ord("a"), max_codepoint=ord("z")),

@@ -466,3 +466,37 @@ def test_the_join_cache_budget_is_shared_by_the_partitions_a_worker_holds() -> N
     assert budgets() == [10 * 2**20 // DECODED_PER_STORED] * 3
     asyncio.run(processor.forget([0, 2]))
     assert budgets() == [30 * 2**20 // DECODED_PER_STORED]
+
+
+@pytest.mark.parametrize("marks", [None, {0: 3}, {0: 2}, {1: 0}])
+def test_a_join_partition_read_past_its_drain_mark_ends_its_stall_grace(
+    marks: dict[int, int] | None,
+) -> None:
+    """The worker's drain check (agents.outcome_drain) gives each join partition the end
+    offset it had when no outcome was on its way: a partition read past it expires by the
+    predictions' clock at once; one short of it, or not named, waits out the grace."""
+    from agents.envelopes import JoinFrame, encode_join
+    from streams.join import JoinConfig
+    from tests.unit.test_join import prediction
+
+    async def nothing(*_: Any) -> None:
+        pass
+
+    metrics = WorkerMetrics.create(CollectorRegistry())
+    config = JoinConfig(retention_days=5, stall_grace_seconds=600)
+    processor = join_processor(config, metrics, nothing, nothing)
+    processor.outcome_marks = marks
+
+    def message(offset: int, *event_ids_days: tuple[str, int]) -> FakeEvent:
+        frames: list[JoinFrame] = [
+            ("p", (0, offset * 10 + i), 0, prediction(e, T0 + d * DAY).to_json(), None)
+            for i, (e, d) in enumerate(event_ids_days)
+        ]
+        return FakeEvent(FakeMessage("join-input", 0, offset, None), encode_join(frames))
+
+    asyncio.run(processor.process_batch([message(0, ("p0", 0), ("p1", 25))]))
+    asyncio.run(processor.process_batch([message(1, ("p2", 26))]))
+    expired = processor.joiner(0).stats.expired_records
+    assert expired == (1 if marks == {0: 2} else 0)
+    counted = metrics.join_expired._value.get()
+    assert counted == expired
