@@ -33,7 +33,7 @@ from agents.metrics import (
     WorkerMetrics,
 )
 from agents.notify import AlertNotifier, RetrainAlertRouter, webhook_notifier
-from agents.outcome_drain import drain_marks, still_drained
+from agents.outcome_drain import drain_marks, refresh_marks
 from agents.performance import PerformanceProcessor
 from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
 from agents.watchdog import QUIET_RECONNECTS, StallHook, Watchdog
@@ -505,12 +505,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
         @app.timer(settings.join_drain_check_seconds)  # type: ignore[untyped-decorator]
         async def check_outcomes_drained() -> None:
-            try:
-                found = await asyncio.to_thread(drain_check)
-                joins.outcome_marks = still_drained(joins.outcome_marks, found)
-            except Exception as exc:  # unknown: the grace applies as it would without
-                log.info("could not tell whether outcomes are on their way: %r", exc)
-                joins.outcome_marks = None
+            await refresh_marks(joins, drain_check)
 
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def advance_quiet_streams() -> None:

@@ -19,8 +19,13 @@ batch.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agents.joining import JoinProcessor
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +59,18 @@ def still_drained(
     if found is None:
         return None
     return found if held is None else held
+
+
+async def refresh_marks(joins: JoinProcessor, check: Callable[[], dict[int, int] | None]) -> None:
+    """Run one check (:func:`drain_marks`, in a thread) and hold its marks for the join. A
+    check that fails (the broker away, a topic not there yet) tells nothing: the marks are
+    dropped, and the grace applies as it would without the check."""
+    try:
+        found = await asyncio.to_thread(check)
+    except Exception as exc:
+        log.info("could not tell whether outcomes are on their way: %r", exc)
+        found = None
+    joins.outcome_marks = still_drained(joins.outcome_marks, found)
 
 
 def drain_marks(
@@ -100,4 +117,4 @@ def _partitions(consumer: Any, topic: str, timeout: float) -> list[int]:
     return sorted(meta.partitions)
 
 
-__all__ = ["drain_marks", "partition_drained", "still_drained"]
+__all__ = ["drain_marks", "partition_drained", "refresh_marks", "still_drained"]

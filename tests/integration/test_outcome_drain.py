@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from agents.outcome_drain import drain_marks
@@ -43,3 +44,14 @@ def test_outcomes_are_drained_once_the_group_committed_every_partition_to_its_en
     assert drain_marks(config, group, outcomes, join) == {0: 2, 1: 2}
     # Another group (another app id) has read none of them.
     assert drain_marks(config, f"{group}-other", outcomes, join) is None
+
+
+def test_a_check_without_its_topics_fails_rather_than_finding_them_drained(
+    kafka_bootstrap: str, make_topic: Callable[..., str], unique_prefix: str
+) -> None:
+    """Before the worker made its topics (or with a wrong prefix) the check must not read
+    "nothing on its way": it fails, and the worker keeps the grace."""
+    join = make_topic("drain-join-only")
+    config = {"bootstrap.servers": kafka_bootstrap}  # as the worker: no auto-creation
+    with pytest.raises(RuntimeError, match="no partitions"):
+        drain_marks(config, f"{join}-group", f"{unique_prefix}-never-made", join, timeout=5)
