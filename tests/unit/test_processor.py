@@ -500,3 +500,59 @@ def test_a_join_partition_read_past_its_drain_mark_ends_its_stall_grace(
     assert expired == (1 if marks == {0: 2} else 0)
     counted = metrics.join_expired._value.get()
     assert counted == expired
+
+
+def test_a_join_message_it_cannot_read_is_dead_lettered_and_its_neighbours_joined() -> None:
+    """join-input is our own topic, but a message written by a broken producer, or a frame
+    the join fails on, must not stop the join or lose the others: the message as
+    ``bad_envelope``, the frame as ``internal_error``, each with its source; a skipped offset
+    is logged, not fatal."""
+    from agents.dead_letters import DeadLetters
+    from agents.envelopes import JoinFrame, encode_join
+    from agents.joining import JoinProcessor
+    from streams.join import JoinConfig
+    from tests.unit.test_join import outcome, prediction
+
+    metrics = WorkerMetrics.create(CollectorRegistry())
+    letters: list[dict[str, Any]] = []
+    labeled: list[bytes] = []
+
+    async def send_letter(key: bytes, value: bytes) -> None:
+        letters.append(json.loads(value))
+
+    async def send_labeled(pairs: list[tuple[bytes, bytes, float]]) -> None:
+        labeled.extend(v for _, v, _ in pairs)
+
+    async def nothing(*_: Any) -> None:
+        pass
+
+    processor = JoinProcessor(
+        config=JoinConfig(),
+        store=TableStore(FakeTable()),
+        metrics=metrics,
+        dead_letters=DeadLetters(send_letter, metrics, lambda: T0),
+        send_labeled=send_labeled,
+        send_performance=nothing,
+        source_topic="join-input",
+        predictions_topic="predictions",
+        outcomes_topic="outcomes",
+        partitions=1,
+        offload=False,
+    )
+    good: list[JoinFrame] = [
+        ("p", (0, 0), 0, prediction("e1").to_json(), None),
+        ("p", (0, 1), 0, b"[not a prediction]", None),  # trusted, and not JSON
+        ("p", (0, 2), 0, b'{"event_id": "e2"}', None),  # nor a prediction: a bug's bytes
+        ("o", (3, 7), None, outcome("e1", 1_767_225_660.0).to_json(), None),
+    ]
+    batch = [
+        FakeEvent(FakeMessage("join-input", 0, 0, None), b"\x00 not a join message"),
+        FakeEvent(FakeMessage("join-input", 0, 2, None), encode_join(good)),  # 1 skipped
+    ]
+    asyncio.run(processor.process_batch(batch))
+    assert [(d["reason"], d["source_topic"], d["source_offset"]) for d in letters] == [
+        ("bad_envelope", "join-input", 0),
+        ("malformed_json", "predictions", 0),
+        ("internal_error", "predictions", 0),
+    ]
+    assert [json.loads(v)["event_id"] for v in labeled] == ["e1"]
