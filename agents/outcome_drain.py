@@ -13,8 +13,10 @@ the worker reads) and then expire them all, and the worker's memory rose by that
 (``bench.worker_memory``: 1.00-1.22 of the 1M reading over 10M predictions).
 
 On Tansu 0.6 a partition's end offset can be reported short (the last batch's base offset
-+ 1; ``tests/integration/test_head_probe.py``); the end taken is then early by up to one
-batch.
++ 1; ``tests/integration/test_head_probe.py``): there an ``outcomes`` partition can read as
+all read while the rest of its last batch is not, and a join partition's mark can be early
+by up to a batch, so the check may end a grace a batch early. Apache Kafka reports the end
+exactly.
 """
 
 from __future__ import annotations
