@@ -343,19 +343,25 @@ async def _plain(in_thread: object) -> int:
 
 
 def join_processor(
-    config: Any, metrics: WorkerMetrics, send_labeled: Any, forward: Any, partitions: int = 1
+    config: Any,
+    metrics: WorkerMetrics,
+    send_labeled: Any,
+    forward: Any,
+    partitions: int = 1,
+    send_letter: Any = None,
 ) -> Any:
-    """A join processor on a fake table, on the loop, that dead-letters nothing."""
+    """A join processor on a fake table, on the loop, that dead-letters nothing (unless
+    given where to send its letters)."""
     from agents.joining import JoinProcessor
 
-    async def send_letter(key: bytes, value: bytes) -> None:
+    async def no_letter(key: bytes, value: bytes) -> None:
         raise AssertionError("nothing to dead-letter")
 
     return JoinProcessor(
         config=config,
         store=TableStore(FakeTable()),
         metrics=metrics,
-        dead_letters=DeadLetters(send_letter, metrics, lambda: T0),
+        dead_letters=DeadLetters(send_letter or no_letter, metrics, lambda: T0),
         send_labeled=send_labeled,
         send_performance=forward,
         source_topic="join-input",
@@ -507,9 +513,7 @@ def test_a_join_message_it_cannot_read_is_dead_lettered_and_its_neighbours_joine
     the join fails on, must not stop the join or lose the others: the message as
     ``bad_envelope``, the frame as ``internal_error``, each with its source; a skipped offset
     is logged, not fatal."""
-    from agents.dead_letters import DeadLetters
     from agents.envelopes import JoinFrame, encode_join
-    from agents.joining import JoinProcessor
     from streams.join import JoinConfig
     from tests.unit.test_join import outcome, prediction
 
@@ -526,19 +530,7 @@ def test_a_join_message_it_cannot_read_is_dead_lettered_and_its_neighbours_joine
     async def nothing(*_: Any) -> None:
         pass
 
-    processor = JoinProcessor(
-        config=JoinConfig(),
-        store=TableStore(FakeTable()),
-        metrics=metrics,
-        dead_letters=DeadLetters(send_letter, metrics, lambda: T0),
-        send_labeled=send_labeled,
-        send_performance=nothing,
-        source_topic="join-input",
-        predictions_topic="predictions",
-        outcomes_topic="outcomes",
-        partitions=1,
-        offload=False,
-    )
+    processor = join_processor(JoinConfig(), metrics, send_labeled, nothing, 1, send_letter)
     good: list[JoinFrame] = [
         ("p", (0, 0), 0, prediction("e1").to_json(), None),
         ("p", (0, 1), 0, b"[not a prediction]", None),  # trusted, and not JSON
