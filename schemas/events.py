@@ -474,13 +474,16 @@ class PredictionEvent:
             d.get("prediction"),
         )
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, epoch_timestamp: bool = False) -> dict[str, Any]:
+        """``epoch_timestamp``: the timestamp as epoch seconds, not RFC 3339 text (exact, and
+        neither formatted nor parsed again: the join's records, which
+        :meth:`from_trusted_dict` reads either way)."""
         out: dict[str, Any] = {
             "event_id": self.event_id,
             "tenant": self.tenant,
             "model": self.model,
             "model_version": self.model_version,
-            "timestamp": format_timestamp(self.timestamp),
+            "timestamp": self.timestamp if epoch_timestamp else format_timestamp(self.timestamp),
             "features": self.features,
             "score": self.score,
         }

@@ -41,6 +41,7 @@ Buckets = tuple[FloatArray, FloatArray, IntArray]  # (lo, hi, weight), sorted by
 
 _ABSORB_CAP: Final = 2.0  # a bucket absorbs new values while it weighs < this x mean weight
 _ABSORB_CANDIDATES: Final = 8  # buckets (in hi order) examined as containers per new item
+_CANDIDATE_STEPS: Final = np.arange(_ABSORB_CANDIDATES)
 _CHUNKS_PER_BUCKET: Final = 4  # leftover values are pre-grouped at 1/4 of the mean weight
 
 
@@ -199,23 +200,29 @@ def _absorb(base: Buckets, items: Buckets, cap: float) -> tuple[IntArray, IntArr
     """Add items to base buckets that already contain them (no span change, so the bound
     only grows by the absorbed weight) while those stay under ``cap``.
 
+    Each item's container is the narrowest of the ``_ABSORB_CANDIDATES`` buckets (in hi
+    order) from the first one ending at or after it that starts at or before it and has
+    room (or is a point: points cover nothing), the first of equals: one (items x
+    candidates) pass, the same choice as trying the candidates one after the other (a
+    loop of eight was a third of a fold's time).
+
     Returns (new base weights, indices of items left over).
     """
     blo, bhi, bw = base
     ilo, ihi, iw = items
     n = blo.size
-    first = np.searchsorted(bhi, ihi, side="left")  # first bucket (hi order) ending >= item
-    target = np.full(ilo.size, -1, np.int64)
-    width = np.full(ilo.size, np.inf)
     span = bhi - blo
-    for k in range(_ABSORB_CANDIDATES):
-        cand = first + k
-        inside = cand < n
-        cand = np.minimum(cand, n - 1)
-        better = inside & (blo[cand] <= ilo) & (span[cand] < width)
-        better &= (bw[cand] + iw <= cap) | (span[cand] == 0)  # points cover nothing: no cap
-        target = np.where(better, cand, target)
-        width = np.where(better, span[cand], width)
+    first = np.searchsorted(bhi, ihi, side="left")  # first bucket (hi order) ending >= item
+    cand = first[:, None] + _CANDIDATE_STEPS
+    inside = cand < n
+    np.minimum(cand, n - 1, out=cand)
+    width = span[cand]
+    ok = inside & (blo[cand] <= ilo[:, None])
+    ok &= (bw[cand] + iw[:, None] <= cap) | (width == 0)  # points cover nothing: no cap
+    width[~ok] = np.inf
+    rows = np.arange(ilo.size)
+    best = np.argmin(width, axis=1)  # the first of the narrowest
+    target = np.where(ok[rows, best], cand[rows, best], -1)
     order = np.argsort(target, kind="stable")
     tgt, wt = target[order], iw[order]
     run_start = np.flatnonzero(np.concatenate(([True], tgt[1:] != tgt[:-1])))

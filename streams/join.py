@@ -317,7 +317,7 @@ class OutcomeJoiner:
     ) -> JoinResult:
         """Record a prediction; the result carries the joined pair if its outcome was waiting.
         A :class:`ForwardedPrediction` is stored as its bytes (a :class:`PredictionEvent`,
-        as its :meth:`~PredictionEvent.to_dict`)."""
+        as its :meth:`~PredictionEvent.to_dict` with the timestamp in epoch seconds)."""
         key = prediction_key(event.event_id)
         record = self._record(key)
         if record is not None and "tomb" in record:
@@ -342,7 +342,10 @@ class OutcomeJoiner:
                 "duplicate_prediction", f"event {event.event_id} was predicted before"
             )
         pending = None if record is None else record.get("outcome")
-        stored = event if isinstance(event, ForwardedPrediction) else event.to_dict()
+        if isinstance(event, ForwardedPrediction):
+            stored: ForwardedPrediction | dict[str, Any] = event
+        else:
+            stored = event.to_dict(epoch_timestamp=True)
         new_record: dict[str, Any] = {"prediction": stored, "home": home}
         if origin is not None:
             new_record["po"] = list(origin)

@@ -31,6 +31,9 @@ from scipy import special, stats
 
 GRID_RATIO = math.sqrt(2.0)
 """Alternatives at baseline + ``min_rise`` * GRID_RATIO**j, up to a rate of 1."""
+_DECIDED = 1e-9
+"""How far the bounds of :meth:`RateRiseTest.rejects_one` must clear the threshold to decide
+without the exact log-sum-exp (rounding in it is ~1e-15)."""
 
 
 def rate_upper_bound(events: int, n: int, alpha: float) -> float:
@@ -116,9 +119,24 @@ class RateRiseTest:
         return out
 
     def rejects_one(self, n: int, k: int) -> bool:
-        """:meth:`rejects` for one look, without numpy's overhead when it cannot reject."""
-        if n <= 0 or k / n - self.p0 < self.min_rise:
+        """:meth:`rejects` for one look, without numpy's overhead when it cannot reject, and
+        without the log-sum-exp where its bounds decide: the largest term ``m`` of the
+        mixture gives ``m - log A <= log_evidence <= m`` for ``A`` alternatives (scipy's
+        ``logsumexp`` was two thirds of a labelled backtest's performance looks).
+
+        >>> t = RateRiseTest(p0=0.05, min_rise=0.05, alpha=0.001)
+        >>> [t.rejects_one(n, k) for n, k in ((100, 5), (100, 12), (100, 40))]
+        [False, False, True]
+        >>> all(t.rejects_one(100, k) == bool(t.rejects(100, k)) for k in range(101))
+        True
+        """
+        if n <= 0 or k / n - self.p0 < self.min_rise or not self.alternatives:
             return False
+        top = float((k * self._log_p1 + (n - k) * self._log_q1).max())
+        if top < self._threshold - _DECIDED:
+            return False
+        if top - math.log(self.alternatives) >= self._threshold + _DECIDED:
+            return True
         return bool(self.log_evidence(n, k) >= self._threshold)
 
     def p_value(self, n: int, k: int) -> float:

@@ -14,7 +14,15 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from streams.buckets import Buckets, FloatArray, IntArray, _cheapest_first, _reduce, max_coverage
+from streams.buckets import (
+    Buckets,
+    FloatArray,
+    IntArray,
+    _absorb,
+    _cheapest_first,
+    _reduce,
+    max_coverage,
+)
 
 
 def _sparse_max(cov: FloatArray) -> FloatArray:
@@ -154,3 +162,61 @@ def test_the_one_key_order_is_the_three_key_order_up_to_its_bound(scale: int) ->
     )
     edge = np.array([0.0, 0.0]), np.array([2.0**62, 1.0]), np.array([0, 1])
     np.testing.assert_array_equal(_cheapest_first(*edge), np.lexsort(edge[::-1]))
+
+
+def reference_absorb(base: Buckets, items: Buckets, cap: float) -> tuple[IntArray, IntArray]:
+    """``streams.buckets._absorb`` as it was written before its candidates were tried in one
+    pass: one candidate after the other, a narrower one that fits taking over."""
+    blo, bhi, bw = base
+    ilo, ihi, iw = items
+    n = blo.size
+    first = np.searchsorted(bhi, ihi, side="left")
+    target = np.full(ilo.size, -1, np.int64)
+    width = np.full(ilo.size, np.inf)
+    span = bhi - blo
+    for k in range(8):
+        cand = first + k
+        inside = cand < n
+        cand = np.minimum(cand, n - 1)
+        better = inside & (blo[cand] <= ilo) & (span[cand] < width)
+        better &= (bw[cand] + iw <= cap) | (span[cand] == 0)
+        target = np.where(better, cand, target)
+        width = np.where(better, span[cand], width)
+    order = np.argsort(target, kind="stable")
+    tgt, wt = target[order], iw[order]
+    run_start = np.flatnonzero(np.concatenate(([True], tgt[1:] != tgt[:-1])))
+    run_len = np.diff(np.concatenate((run_start, [tgt.size])))
+    csum = np.cumsum(wt)
+    offset = np.repeat(csum[run_start] - wt[run_start], run_len)
+    safe = np.maximum(tgt, 0)
+    fits = (tgt >= 0) & ((csum - offset + bw[safe] <= cap) | (span[safe] == 0))
+    taken = np.zeros(ilo.size, bool)
+    taken[order] = fits
+    new_w = bw + np.bincount(target[taken], iw[taken], n).astype(np.int64)
+    return new_w, np.flatnonzero(~taken)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_absorbing_in_one_pass_is_the_reference_loop(case: str, seed: int) -> None:
+    """Buckets of one case as the base, points and buckets of another as the items, at caps
+    from tight (little fits) to loose (every container takes all): the same weights and the
+    same leftovers, and some of both, so neither path is vacuous."""
+    rng = np.random.default_rng(seed)
+    blo, bhi, bw = _reduce(*CASES[case](rng), 384)
+    points = np.sort(rng.normal(0.0, 1.2, 1_000))
+    ilo, ihi, iw = pooled_days(rng, 2, 300, 0.01)
+    taken = left = 0
+    for items in (
+        (points, points, rng.integers(1, 5, points.size)),
+        (ilo, np.maximum(ilo, ihi), iw),
+    ):
+        for cap in (1.0, float(bw.mean()), 2.0 * float(bw.mean()), 1e12):
+            got = _absorb((blo, bhi, bw), items, cap)
+            want = reference_absorb((blo, bhi, bw), items, cap)
+            np.testing.assert_array_equal(got[0], want[0])
+            np.testing.assert_array_equal(got[1], want[1])
+            assert got[0].dtype == want[0].dtype
+            taken += items[0].size - got[1].size
+            left += got[1].size
+    assert taken and left

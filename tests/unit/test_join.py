@@ -111,6 +111,30 @@ def test_state_survives_a_flush_and_a_new_joiner() -> None:
         again.on_outcome(outcome("e1", T0 + 70))
 
 
+def test_a_stored_prediction_keeps_its_timestamp_exact_and_older_records_read_the_same() -> None:
+    """A record keeps a decoded prediction's timestamp as epoch seconds (not formatted on the
+    way in, nor parsed on the way out); a record written as earlier versions wrote it, with
+    RFC 3339 text, joins to the same pair."""
+    ts = T0 + 0.123456  # microseconds: what the text form keeps
+    store = MemoryStore()
+    j = OutcomeJoiner(JoinConfig(), store)
+    j.on_prediction(prediction("e1", ts))
+    store.apply(j.flush())
+    (key,) = [k for k in store.data if k.startswith('["p"')]
+    assert load_json(store.data[key])["prediction"]["timestamp"] == ts
+    old = load_json(store.data[key])
+    old["prediction"] = prediction("e1", ts).to_dict()  # as written before
+    assert isinstance(old["prediction"]["timestamp"], str)
+    pairs = []
+    for raw in (store.data[key], json.dumps(old).encode()):
+        store.data[key] = raw
+        pair = OutcomeJoiner(JoinConfig(), store).on_outcome(outcome("e1", T0 + 60)).joined
+        assert pair is not None
+        pairs.append(pair)
+    assert pairs[0] == pairs[1] and pairs[0].prediction == prediction("e1", ts)
+    assert pairs[0].to_json() == pairs[1].to_json()
+
+
 def test_expiry_deletes_old_records_and_gives_up_on_orphan_outcomes() -> None:
     store = MemoryStore()
     j = OutcomeJoiner(JoinConfig(retention_days=30), store, partition=1)

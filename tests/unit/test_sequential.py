@@ -115,6 +115,26 @@ def test_power_a_large_rise_is_found_from_a_few_dozen_labels() -> None:
     assert np.median(needed) <= 25 and max(needed) <= 60
 
 
+@pytest.mark.parametrize(
+    ("p0", "min_rise", "alpha"), [(0.05, 0.05, 0.001), (0.2, 0.02, 0.01), (0.0, 0.1, 0.05)]
+)
+def test_one_look_decides_as_the_vectorised_test_does(
+    p0: float, min_rise: float, alpha: float
+) -> None:
+    """``rejects_one`` decides most looks from the bounds of the log-sum-exp: the same answer
+    as ``rejects`` at every (n, k) of a grid that crosses the threshold at every n, and both
+    answers occur (the bounds decide some looks, the exact value the ones near it)."""
+    t = RateRiseTest(p0=p0, min_rise=min_rise, alpha=alpha)
+    ns = np.repeat(np.arange(1, 301), 301)
+    ks = np.tile(np.arange(0, 301), 300)
+    keep = ks <= ns
+    ns, ks = ns[keep], ks[keep]
+    want = t.rejects(ns, ks)
+    got = np.array([t.rejects_one(int(n), int(k)) for n, k in zip(ns, ks, strict=True)])
+    np.testing.assert_array_equal(got, want)
+    assert want.any() and not want.all()
+
+
 def test_arguments_are_checked() -> None:
     with pytest.raises(ValueError):
         RateRiseTest(1.0, 0.05, 0.01)
