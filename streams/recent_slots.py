@@ -110,7 +110,6 @@ class FirstSample:
         return hit
 
 
-@dataclass
 class RecentSlots:
     """Samples of the values in the last ``RECENT_SLOTS`` interim slots of an open window.
 
@@ -120,38 +119,72 @@ class RecentSlots:
     the live worker and a backtest keep the same values; tests on a sample stay valid (it is
     i.i.d. from the slot's distribution), they just have less power at very high volume —
     the whole-window tests still see every value.
+
+    Each ring entry keeps its hashes and its values in two lists of the same length (in
+    arrival order until the sample is full, then by hash; ties in arrival order). Pairs of
+    (hash, value) in one list cost a tuple per value per feature: making and freeing them
+    was a twentieth of a backtest's steady state, and they kept the collector busy. The two
+    lists hold the batch's own objects: a hash is shared by every feature of its event.
+    :attr:`samples` gives the entries as pairs.
     """
 
-    ids: list[int] = field(default_factory=lambda: [-1] * RECENT_SLOTS)
-    samples: list[list[tuple[int, float | str | None]]] = field(
-        default_factory=lambda: [[] for _ in range(RECENT_SLOTS)]
-    )
-    _arrays: dict[int, tuple[int, int, np.ndarray, int]] = field(
-        default_factory=dict, repr=False, compare=False
-    )
-    """Per ring entry: (slot, sample length, finite values, missing) of numeric samples;
-    dropped whenever the entry changes."""
-    _encoded: dict[int, bytes] = field(default_factory=dict, repr=False, compare=False)
-    """Per ring entry: its part of :meth:`to_bytes` (a flush re-encodes only the entries that
-    changed since the last one: usually one of eight); dropped with ``_arrays``."""
+    __slots__ = ("_arrays", "_encoded", "hashes", "ids", "values")
+
+    def __init__(
+        self,
+        ids: list[int] | None = None,
+        samples: Sequence[Sequence[tuple[int, float | str | None]]] | None = None,
+    ) -> None:
+        self.ids: list[int] = [-1] * RECENT_SLOTS if ids is None else ids
+        self.hashes: list[list[int]] = [[] for _ in range(RECENT_SLOTS)]
+        self.values: list[list[float | str | None]] = [[] for _ in range(RECENT_SLOTS)]
+        for i, sample in enumerate(samples or ()):
+            self.hashes[i] = [h for h, _ in sample]
+            self.values[i] = [v for _, v in sample]
+        self._arrays: dict[int, tuple[int, int, np.ndarray, int]] = {}
+        """Per ring entry: (slot, sample length, finite values, missing) of numeric samples;
+        dropped whenever the entry changes."""
+        self._encoded: dict[int, bytes] = {}
+        """Per ring entry: its part of :meth:`to_bytes` (a flush re-encodes only the entries
+        that changed since the last one: usually one of eight); dropped with ``_arrays``."""
+
+    @property
+    def samples(self) -> list[list[tuple[int, float | str | None]]]:
+        """Each ring entry as (hash, value) pairs, in its order."""
+        return [list(zip(h, v, strict=True)) for h, v in zip(self.hashes, self.values, strict=True)]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RecentSlots):
+            return NotImplemented
+        return (self.ids, self.hashes, self.values) == (other.ids, other.hashes, other.values)
+
+    def __repr__(self) -> str:
+        return f"RecentSlots(ids={self.ids!r}, samples={self.samples!r})"
+
+    def _changed(self, i: int) -> None:
+        self._arrays.pop(i, None)
+        self._encoded.pop(i, None)
 
     def add(self, slot: int, h: int, value: float | str | None) -> None:
         i = slot % RECENT_SLOTS
-        self._arrays.pop(i, None)
-        self._encoded.pop(i, None)
+        self._changed(i)
         if self.ids[i] != slot:
             if self.ids[i] > slot:
                 return  # an event later than its slot's ring entry: too late for sub-day looks
             self.ids[i] = slot
-            self.samples[i] = []
-        sample = self.samples[i]
-        if len(sample) < SLOT_SAMPLE:
-            sample.append((h, value))
-            if len(sample) == SLOT_SAMPLE:
-                sample.sort(key=_hash_of)
-        elif h < sample[-1][0]:
-            sample.pop()
-            bisect.insort(sample, (h, value), key=_hash_of)
+            self.hashes[i], self.values[i] = [], []
+        hashes, values = self.hashes[i], self.values[i]
+        if len(hashes) < SLOT_SAMPLE:
+            hashes.append(h)
+            values.append(value)
+            if len(hashes) == SLOT_SAMPLE:
+                self._keep(i, hashes, values)  # full: by hash from now on
+        elif h < hashes[-1]:
+            hashes.pop()
+            values.pop()
+            at = bisect.bisect_right(hashes, h)  # after equal hashes: they came first
+            hashes.insert(at, h)
+            values.insert(at, value)
 
     def add_many(
         self,
@@ -167,66 +200,75 @@ class RecentSlots:
         batch's :class:`FirstSample`, for a batch of one slot (used if it starts its entry);
         ``runs``: :func:`slot_runs` of ``slots``. Both are the same for every feature of a
         batch: its caller works them out once."""
+        if len(hashes) != len(values):
+            raise ValueError("a hash for each value")
         one_slot = first is not None or (  # a FirstSample is made for one slot only
             runs is None and bool(slots) and slots.count(slots[0]) == len(slots)
         )
         if one_slot:
             slot = slots[0]
             i = slot % RECENT_SLOTS
-            starts = self.ids[i] < slot or (self.ids[i] == slot and not self.samples[i])
+            starts = self.ids[i] < slot or (self.ids[i] == slot and not self.hashes[i])
             if first is not None:
                 if len(values) != len(first.batch_hashes):
                     raise ValueError("a value for each hash of the batch")
                 if starts:
                     # What _add_run leaves: the stably sorted batch's first SLOT_SAMPLE.
                     self.ids[i] = slot
-                    self.samples[i] = list(zip(first.hashes, first.take(values), strict=True))
-                    self._arrays.pop(i, None)
-                    self._encoded.pop(i, None)
+                    self.hashes[i] = list(first.hashes)
+                    self.values[i] = list(first.take(values))
+                    self._changed(i)
                     return
-                sample = self.samples[i]
-                if self.ids[i] == slot and len(sample) == SLOT_SAMPLE:
+                if self.ids[i] == slot and len(self.hashes[i]) == SLOT_SAMPLE:
                     # What _add_run keeps of them all: those under the largest kept hash.
-                    self._add_run(
-                        slot, [(hashes[k], values[k]) for k in first.below(sample[-1][0])]
-                    )
+                    ks = first.below(self.hashes[i][-1])
+                    self._add_run(slot, [hashes[k] for k in ks], [values[k] for k in ks])
                     return
-            self._add_run(slot, list(zip(hashes, values, strict=True)))
+            self._add_run(slot, hashes, values)
             return
         if runs is None:
             runs = slot_runs(slots)
         memo = runs.hashes is hashes  # made with this batch's hashes: its cuts are shared
         for j, (top, ks) in enumerate(runs):
             i = top % RECENT_SLOTS
-            if memo and self.ids[i] == top and len(self.samples[i]) == SLOT_SAMPLE:
+            if memo and self.ids[i] == top and len(self.hashes[i]) == SLOT_SAMPLE:
                 # What _add_run keeps of them all: those under the largest kept hash.
-                ks = runs.below(j, self.samples[i][-1][0])
+                ks = runs.below(j, self.hashes[i][-1])
                 if not ks:
                     continue
-            self._add_run(top, [(hashes[k], values[k]) for k in ks])
+            self._add_run(top, [hashes[k] for k in ks], [values[k] for k in ks])
 
-    def _add_run(self, slot: int, fresh: list[tuple[int, float | str | None]]) -> None:
+    def _add_run(self, slot: int, fresh_h: list[int], fresh_v: list[float | str | None]) -> None:
         """Values of one slot, in arrival order, into its ring entry."""
         i = slot % RECENT_SLOTS
         if self.ids[i] > slot:
             return  # every one of them is later than its slot's ring entry
         if self.ids[i] != slot:
             self.ids[i] = slot
-            self.samples[i] = []
-        sample = self.samples[i]
-        if len(sample) == SLOT_SAMPLE:  # full, so sorted: only smaller hashes get in
-            cut = sample[-1][0]
-            fresh = [pair for pair in fresh if pair[0] < cut]
-        if not fresh and sample:
+            self.hashes[i], self.values[i] = [], []
+        hashes, values = self.hashes[i], self.values[i]
+        if len(hashes) == SLOT_SAMPLE:  # full, so sorted: only smaller hashes get in
+            cut = hashes[-1]
+            ks = [k for k, h in enumerate(fresh_h) if h < cut]
+            if len(ks) != len(fresh_h):
+                fresh_h = [fresh_h[k] for k in ks]
+                fresh_v = [fresh_v[k] for k in ks]
+        if not fresh_h and hashes:
             return
-        self._arrays.pop(i, None)
-        self._encoded.pop(i, None)
-        if len(sample) + len(fresh) < SLOT_SAMPLE:
-            sample.extend(fresh)  # arrival order until the sample is full
+        self._changed(i)
+        if len(hashes) + len(fresh_h) < SLOT_SAMPLE:
+            hashes.extend(fresh_h)  # arrival order until the sample is full
+            values.extend(fresh_v)
             return
         # Stable: ties keep arrival order, so a newcomer with the same hash as the largest
         # kept one stays out, as it does one at a time (it must be strictly smaller).
-        self.samples[i] = sorted(sample + fresh, key=_hash_of)[:SLOT_SAMPLE]
+        self._keep(i, hashes + fresh_h, values + fresh_v)
+
+    def _keep(self, i: int, hashes: list[int], values: list[float | str | None]) -> None:
+        """Entry ``i`` becomes the ``SLOT_SAMPLE`` smallest hashes of these, stably sorted."""
+        order = sorted(range(len(hashes)), key=hashes.__getitem__)[:SLOT_SAMPLE]
+        self.hashes[i] = [hashes[k] for k in order]
+        self.values[i] = [values[k] for k in order]
 
     def slot_arrays(self, last_slot: int, slots: int) -> list[tuple[np.ndarray, int]] | None:
         """Per slot ``last_slot - slots + 1 .. last_slot`` (oldest first), its sample's
@@ -250,9 +292,9 @@ class RecentSlots:
             hit = cache.get(i)
             if hit is None or hit[0] != slot:
                 # None (missing) becomes NaN in the conversion
-                raw = np.array(list(map(_value_of, self.samples[i])), dtype=np.float64)
+                raw = np.array(self.values[i], dtype=np.float64)
                 finite = raw[np.isfinite(raw)]
-                hit = cache[i] = (slot, len(self.samples[i]), finite, int(raw.size - finite.size))
+                hit = cache[i] = (slot, raw.size, finite, int(raw.size - finite.size))
             out.append((hit[2], hit[3]))
         out.reverse()
         return out
@@ -266,7 +308,7 @@ class RecentSlots:
                 if slot >= 0 and self.ids[i] < slot:
                     continue  # a slot with no traffic
                 return None
-            out.extend(map(_value_of, self.samples[i]))
+            out.extend(self.values[i])
         return out
 
     def to_bytes(self, numeric: bool) -> bytes:
@@ -274,15 +316,15 @@ class RecentSlots:
         values with NaN for missing); JSON for categorical values."""
         cache = self._encoded
         entries: list[bytes] = []
-        for i, sample in enumerate(self.samples):
+        for i in range(RECENT_SLOTS):
             part = cache.get(i)
             if part is None:
-                part = cache[i] = _encode_sample(sample, numeric)
+                part = cache[i] = _encode_sample(self.hashes[i], self.values[i], numeric)
             entries.append(part)
         if not numeric:  # the bytes of json.dumps(..., separators=(",", ":")) of the whole
             ids = json.dumps(self.ids, separators=(",", ":")).encode()
             return b'{"ids":' + ids + b',"s":[' + b",".join(entries) + b"]}"
-        counts = [len(sample) for sample in self.samples]
+        counts = [len(h) for h in self.hashes]
         return struct.pack(f"<{RECENT_SLOTS}q{RECENT_SLOTS}H", *self.ids, *counts) + b"".join(
             entries
         )
@@ -294,36 +336,24 @@ class RecentSlots:
             return cls(ids=list(d["ids"]), samples=[[(h, v) for h, v in x] for x in d["s"]])
         head = struct.Struct(f"<{RECENT_SLOTS}q{RECENT_SLOTS}H")
         fields_ = head.unpack_from(raw)
-        ids, counts = list(fields_[:RECENT_SLOTS]), fields_[RECENT_SLOTS:]
+        out = cls(ids=list(fields_[:RECENT_SLOTS]))
         pos = head.size
-        samples: list[list[tuple[int, float | str | None]]] = []
-        for n in counts:
-            hashes = np.frombuffer(raw, dtype="<u4", count=n, offset=pos)
+        for i, n in enumerate(fields_[RECENT_SLOTS:]):
+            out.hashes[i] = np.frombuffer(raw, dtype="<u4", count=n, offset=pos).tolist()
             pos += 4 * n
-            values = np.frombuffer(raw, dtype="<f8", count=n, offset=pos)
+            values = np.frombuffer(raw, dtype="<f8", count=n, offset=pos).tolist()
             pos += 8 * n
-            samples.append(
-                [
-                    (int(h), None if v != v else float(v))
-                    for h, v in zip(hashes.tolist(), values.tolist(), strict=True)
-                ]
-            )
-        return cls(ids=ids, samples=samples)
+            out.values[i] = [None if v != v else v for v in values]
+        return out
 
 
-def _encode_sample(sample: list[tuple[int, float | str | None]], numeric: bool) -> bytes:
+def _encode_sample(hashes: list[int], values: list[float | str | None], numeric: bool) -> bytes:
     """One ring entry's part of :meth:`RecentSlots.to_bytes`."""
     if not numeric:
-        return json.dumps([[h, v] for h, v in sample], separators=(",", ":")).encode()
-    hashes = np.array([h for h, _ in sample], dtype="<u4").tobytes()
-    return hashes + np.array([np.nan if v is None else v for _, v in sample], "<f8").tobytes()
-
-
-_hash_of = operator.itemgetter(0)
-"""A sample entry's hash: the sort key of the slot samples (in C; a Python key function was
-a twentieth of the engine's time on dense streams)."""
-_value_of = operator.itemgetter(1)
-"""A sample entry's value."""
+        pairs = [[h, v] for h, v in zip(hashes, values, strict=True)]
+        return json.dumps(pairs, separators=(",", ":")).encode()
+    # None (missing) becomes NaN in the conversion
+    return np.array(hashes, dtype="<u4").tobytes() + np.array(values, "<f8").tobytes()
 
 
 def event_hash(event_id: str) -> int:
