@@ -119,7 +119,8 @@ def batch_join(
     ]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per prediction and label, and a frozen dataclass's __init__ costs 6x.
+@dataclass(slots=True)
 class PerfEntry:
     """A prediction (``label`` None) or a label to apply to the performance history."""
 

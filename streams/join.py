@@ -101,7 +101,8 @@ class JoinConfig:
     by a gigabyte); now the rest waits for the next batches."""
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per joined pair, and a frozen dataclass's __init__ costs 6x.
+@dataclass(slots=True)
 class LabeledPrediction:
     """One joined pair: the training row for retraining (topic ``labeled-predictions``)."""
 
@@ -123,7 +124,8 @@ class LabeledPrediction:
             return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per prediction forwarded, and a frozen dataclass's __init__ costs 6x.
+@dataclass(slots=True)
 class ForwardedPrediction:
     """A prediction as the drift agent forwards it: what the join needs of it, beside its
     bytes. The join stores the bytes as they are and decodes them only to join an outcome
@@ -166,7 +168,8 @@ class ExpiredOutcome:
     origin: Position | None
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per event joined, and a frozen dataclass's __init__ costs 6x.
+@dataclass(slots=True)
 class JoinResult:
     """What one event did: ``new`` is False for a replayed message (nothing changed);
     ``joined`` is the pair it completed, if any."""

@@ -106,7 +106,8 @@ def _ramp_at(knots: FloatArray, lo: FloatArray, hi: FloatArray, w: FloatArray) -
     return ramp
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per read of a summary's tail, and a frozen dataclass's __init__ costs 6x.
+@dataclass(slots=True)
 class _Tail:
     size: int
     """Buffered values it was made from (the cache key)."""

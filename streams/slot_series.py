@@ -69,7 +69,8 @@ def pooled(window: SlotSpan | W) -> NumericSummary | W:
     return window.summary() if isinstance(window, SlotSpan) else window
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+# Not frozen: one is made per feature scanned at a look, and a frozen dataclass's __init__ costs 6x.
+@dataclass(slots=True, eq=False)
 class SlotSeries:
     """Per slot, the finite sampled values (oldest first); the missing ones counted apart;
     ``min_values``: the fewest values a tested span may hold (``min_window_count``)."""

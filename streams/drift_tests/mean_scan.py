@@ -64,7 +64,8 @@ what the decoded windows hold; the bound only guards against a leak."""
 Window = SlotSeries | NumericSummary
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is made per feature scanned at a look, and a frozen dataclass's __init__ costs 6x.
+@dataclass(slots=True)
 class ScanFinding:
     """The best suffix: ``z`` its standardised sum (signed), ``values`` how many it holds,
     ``slots`` how many slots, ``tried`` how many suffixes were tried, ``mean_rank`` the mean
