@@ -514,7 +514,8 @@ class DriftEngine:
                 for w in stream.window_events
                 if (stream.last_closed is None or w > stream.last_closed) and w <= horizon
             )
-        if closable or self._looks.due(stream, event_time):
+        looking = self._looks.pending(stream, event_time)
+        if closable or (looking and self._looks.due(stream, event_time)):
             self._apply_pending()  # the tests read the windows: every earlier value is in
         for window in closable:
             drifts.extend(self._judge.judge(stream, window, event_time, cfg.final_alpha, None))
@@ -523,7 +524,8 @@ class DriftEngine:
             self.stats["windows_closed"] += 1
         if closable:
             self._expire(stream, closable[-1])
-        drifts.extend(self._looks.look(stream, event_time))
+        if looking or closable:
+            drifts.extend(self._looks.look(stream, event_time))
         return drifts
 
     def _close_window(self, stream: StreamState, window: float) -> None:

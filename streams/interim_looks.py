@@ -100,6 +100,11 @@ class InterimLooks:
             return None
         return window, look
 
+    def pending(self, stream: StreamState, event_time: float) -> bool:
+        """Is a look due at ``event_time`` at all? (Most events' answer is no: they are
+        inside the slot already looked at.) When not, :meth:`look` does nothing."""
+        return self._next(stream, event_time) is not None
+
     def due(self, stream: StreamState, event_time: float) -> bool:
         """Would :meth:`look` test anything at ``event_time``? (No test work.)"""
         due = self._next(stream, event_time)
