@@ -196,33 +196,41 @@ def points_to_buckets(values: FloatArray, counts: IntArray, limit: int) -> Bucke
     return _reduce(lo, hi, w, limit)
 
 
-def _absorb(base: Buckets, items: Buckets, cap: float) -> tuple[IntArray, IntArray]:
-    """Add items to base buckets that already contain them (no span change, so the bound
-    only grows by the absorbed weight) while those stay under ``cap``.
-
-    Each item's container is the narrowest of the ``_ABSORB_CANDIDATES`` buckets (in hi
-    order) from the first one ending at or after it that starts at or before it and has
-    room (or is a point: points cover nothing), the first of equals: one (items x
-    candidates) pass, the same choice as trying the candidates one after the other (a
-    loop of eight was a third of a fold's time).
-
-    Returns (new base weights, indices of items left over).
-    """
+def _containers(base: Buckets, items: Buckets, cap: float) -> IntArray:
+    """Each item's container among the base buckets (-1: none): the narrowest of the
+    ``_ABSORB_CANDIDATES`` buckets (in hi order) from the first one ending at or after the
+    item that starts at or before it and has room under ``cap`` on its own (or is a point:
+    points cover nothing), the first of equals. One (items x candidates) pass: the same
+    choice as trying the candidates one after the other, a narrower one taking over (that
+    loop of eight was a third of a fold's time)."""
     blo, bhi, bw = base
     ilo, ihi, iw = items
-    n = blo.size
-    span = bhi - blo
     first = np.searchsorted(bhi, ihi, side="left")  # first bucket (hi order) ending >= item
     cand = first[:, None] + _CANDIDATE_STEPS
-    inside = cand < n
-    np.minimum(cand, n - 1, out=cand)
-    width = span[cand]
+    inside = cand < blo.size
+    np.minimum(cand, blo.size - 1, out=cand)
+    width = (bhi - blo)[cand]
     ok = inside & (blo[cand] <= ilo[:, None])
     ok &= (bw[cand] + iw[:, None] <= cap) | (width == 0)  # points cover nothing: no cap
     width[~ok] = np.inf
     rows = np.arange(ilo.size)
     best = np.argmin(width, axis=1)  # the first of the narrowest
-    target = np.where(ok[rows, best], cand[rows, best], -1)
+    out: IntArray = np.where(ok[rows, best], cand[rows, best], -1)
+    return out
+
+
+def _absorb(base: Buckets, items: Buckets, cap: float) -> tuple[IntArray, IntArray]:
+    """Add items to base buckets that already contain them (no span change, so the bound
+    only grows by the absorbed weight) while those stay under ``cap``: each to its
+    :func:`_containers` one, in order, while it has room.
+
+    Returns (new base weights, indices of items left over).
+    """
+    blo, bhi, bw = base
+    iw = items[2]
+    n = blo.size
+    span = bhi - blo
+    target = _containers(base, items, cap)
     order = np.argsort(target, kind="stable")
     tgt, wt = target[order], iw[order]
     run_start = np.flatnonzero(np.concatenate(([True], tgt[1:] != tgt[:-1])))
@@ -231,7 +239,7 @@ def _absorb(base: Buckets, items: Buckets, cap: float) -> tuple[IntArray, IntArr
     offset = np.repeat(csum[run_start] - wt[run_start], run_len)
     safe = np.maximum(tgt, 0)
     fits = (tgt >= 0) & ((csum - offset + bw[safe] <= cap) | (span[safe] == 0))
-    taken = np.zeros(ilo.size, bool)
+    taken = np.zeros(iw.size, bool)
     taken[order] = fits
     new_w = bw + np.bincount(target[taken], iw[taken], n).astype(np.int64)
     return new_w, np.flatnonzero(~taken)
