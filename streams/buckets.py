@@ -212,6 +212,7 @@ def _containers(base: Buckets, items: Buckets, cap: float) -> IntArray:
     width = (bhi - blo)[cand]
     ok = inside & (blo[cand] <= ilo[:, None])
     ok &= (bw[cand] + iw[:, None] <= cap) | (width == 0)  # points cover nothing: no cap
+    ok &= width < np.inf  # a span past the largest float (-1e308..1e308) is never one
     width[~ok] = np.inf
     rows = np.arange(ilo.size)
     best = np.argmin(width, axis=1)  # the first of the narrowest

@@ -212,3 +212,15 @@ def test_absorbing_in_one_pass_is_the_reference_loop(case: str, seed: int) -> No
             assert (got[taken] >= 0).all()
             assert int(new_w.sum() - bw.sum()) == int(items[2][taken].sum())
     assert placed and unplaced
+
+
+def test_a_bucket_wider_than_the_largest_float_contains_nothing() -> None:
+    """Two finite bounds can span more than the largest float (their difference is inf):
+    the loop never chose such a bucket (it took only spans narrower than the best so far,
+    which starts at inf), and neither does the one-pass choice."""
+    base = (np.array([-1e308, 5.0]), np.array([1e308, 1e308]), np.array([1, 1], np.int64))
+    items = (np.array([0.0]), np.array([0.0]), np.array([1], np.int64))
+    assert _containers(base, items, 10.0).tolist() == [-1]
+    assert reference_containers(base, items, 10.0).tolist() == [-1]
+    new_w, rest = _absorb(base, items, 10.0)
+    assert new_w.tolist() == [1, 1] and rest.tolist() == [0]

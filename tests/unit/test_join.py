@@ -20,6 +20,7 @@ from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
 from streams.config import DAY, PerformanceConfig
 from streams.join import (
     DECODED_PER_STORED,
+    ForwardedPrediction,
     JoinConfig,
     LabeledPrediction,
     OutcomeJoiner,
@@ -133,6 +134,23 @@ def test_a_stored_prediction_keeps_its_timestamp_exact_and_older_records_read_th
         pairs.append(pair)
     assert pairs[0] == pairs[1] and pairs[0].prediction == prediction("e1", ts)
     assert pairs[0].to_json() == pairs[1].to_json()
+    # Finer than a microsecond (a numeric timestamp on the wire): joined as it came, as a
+    # forwarded prediction (the worker's) always was; the text form rounded it.
+    fine = T0 - 2e-7
+    p = prediction("e2", fine)
+    raw = json.dumps(p.to_dict() | {"timestamp": fine}).encode()
+    about = ForwardedPrediction("e2", p.tenant, p.model, p.model_version, fine, p.score, raw)
+    times = []
+    for event in (p, about):
+        store = MemoryStore()
+        first = OutcomeJoiner(JoinConfig(), store)
+        first.on_prediction(event)
+        store.apply(first.flush())
+        j = OutcomeJoiner(JoinConfig(), store)
+        joined = j.on_outcome(outcome("e2", T0 + 60)).joined
+        assert joined is not None
+        times.append(joined.prediction.timestamp)
+    assert times == [fine, fine]
 
 
 def test_expiry_deletes_old_records_and_gives_up_on_orphan_outcomes() -> None:
