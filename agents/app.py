@@ -186,6 +186,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         logging_config=None,
     )
     faust_compat.read_ahead.bound_stream_buffers(app, settings.read_ahead_mb << 20)
+    faust_compat.quiet_monitor.install(app)  # Faust's web statistics are off: no per-message feed
 
     def raw_topic(name: str, maxsize: int | None = None) -> Any:
         # Bytes in, bytes out: decoding and validation happen in our code, where a bad
@@ -403,6 +404,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         else []
     )
 
+    # The data agents gather their next batch while one is processed (the alert agents see
+    # a few messages a day: Faust's take_events serves them).
+    ahead = (settings.read_ahead_mb << 20) if settings.gather_ahead else None
+
     @app.agent(predictions, name="detect-feature-drift")
     async def detect(stream: Any) -> None:
         await faust_compat.batches.process_batches(
@@ -412,6 +417,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             settings.batch_within,
             processor.process_batch,
             downstream,
+            ahead,
         )
 
     if settings.join_outcomes:
@@ -425,6 +431,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 settings.batch_within,
                 router.process_batch,
                 downstream,
+                ahead,
             )
 
         @app.agent(join_input, name="join-outcomes")
@@ -436,6 +443,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 settings.batch_within,
                 joins.process_batch,
                 [settings.topic(PERFORMANCE_INPUT)],
+                ahead,
             )
 
         @app.agent(performance_input, name="monitor-performance")
@@ -446,6 +454,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 settings.batch_size,
                 settings.batch_within,
                 performance.process_batch,
+                ahead_bytes=ahead,
             )
 
         _ = (route, join, monitor)

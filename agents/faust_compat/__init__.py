@@ -10,7 +10,7 @@ package touches a private name of Faust, mode or aiokafka (``tests/unit/test_lay
 - :mod:`.current_event`: which partition Faust reads and writes a table in;
 - :mod:`.backpressure`: agents wait for the worker's later stages to keep up;
 - :mod:`.batches`: an agent's batches, acked only once their work and changelog records are
-  delivered;
+  delivered, the next one gathered while one is processed;
 - :mod:`.bulk_writes`: a batch's table writes into RocksDB and the changelog in record
   batches, not one Faust send per key;
 - :mod:`.direct_reads`: a table read straight from its partition's RocksDB;
@@ -19,6 +19,7 @@ package touches a private name of Faust, mode or aiokafka (``tests/unit/test_lay
 - :mod:`.late_changelog`: changelog records that come after a partition's restore ended
   are not applied over what the agents wrote since;
 - :mod:`.read_ahead`: the agents' read-ahead bounded by bytes;
+- :mod:`.quiet_monitor`: Faust's Monitor is not fed every message (its web pages are off);
 - :mod:`.rocksdb_memory`: one block cache and memtable budget for all of a worker's stores;
 - :mod:`.probes`: the broker asked directly where Faust's bookkeeping cannot be trusted;
 - :mod:`.introspection`: read-only views for the API, health checks and the watchdog;
@@ -42,6 +43,7 @@ from agents.faust_compat import (
     introspection,
     late_changelog,
     probes,
+    quiet_monitor,
     read_ahead,
     rocksdb_memory,
     version,
@@ -61,6 +63,7 @@ __all__ = [
     "introspection",
     "late_changelog",
     "probes",
+    "quiet_monitor",
     "read_ahead",
     "rocksdb_memory",
     "version",

@@ -13,6 +13,7 @@ from typing import Any
 
 from agents.faust_compat import backpressure, commit_cap, guards
 from agents.faust_compat.counters import COUNTERS
+from agents.faust_compat.version import check_version
 
 _BUSY: dict[object, tuple[str, float]] = {}
 _LAST_BATCH: dict[str, tuple[float, int, dict[int, int]]] = {}
@@ -29,15 +30,18 @@ async def process_batches(
     within: float,
     process: Callable[[list[Any]], Awaitable[None]],
     downstream: Collection[str] = (),
+    ahead_bytes: int | None = None,
 ) -> None:
     """Run ``process`` over :func:`ordered_batches`, each batch once the stages reading the
-    ``downstream`` topics are not too far behind (:mod:`.backpressure`). A batch whose
+    ``downstream`` topics are not too far behind (:mod:`.backpressure`). ``ahead_bytes``:
+    gather the next batch while this one is processed (:func:`take_ahead`); None: Faust's
+    ``take_events``. A batch whose
     processing did not finish (cancelled by a stop or a rebalance, or failed) is unmarked
     first: Faust's ``take_events`` acks every event of a batch when it is closed, whatever
     became of it, and a final commit on stop then moved past events whose state was never
     written (counts lost when a worker left the group with a batch in flight: found by the
     scale-out test)."""
-    async for batch in ordered_batches(stream, topic, size, within):
+    async for batch in ordered_batches(stream, topic, size, within, ahead_bytes):
         gate = backpressure.GATE
         if gate is not None and downstream:
             await gate.wait(stream.app, topic, downstream)
@@ -126,11 +130,11 @@ def busy_batches() -> dict[str, float]:
 
 
 async def ordered_batches(
-    stream: Any, topic: str, size: int, within: float
+    stream: Any, topic: str, size: int, within: float, ahead_bytes: int | None = None
 ) -> AsyncIterator[list[Any]]:
-    """``stream.take_events`` with every message marked (:func:`.guards.mark_delivered`) and
-    admitted in offset order (:class:`.guards.SourceOrder`); batches left empty are not
-    yielded."""
+    """``stream.take_events`` (or :func:`take_ahead`, given ``ahead_bytes``) with every
+    message marked (:func:`.guards.mark_delivered`) and admitted in offset order
+    (:class:`.guards.SourceOrder`); batches left empty are not yielded."""
     guards.mark_delivered(stream, topic)
     global _RETRYING
     order = guards.ORDER
@@ -138,8 +142,83 @@ async def ordered_batches(
         _RETRYING is None or _RETRYING.get_loop() is not asyncio.get_running_loop()
     ):
         _RETRYING = asyncio.ensure_future(order.retry_forever())
-    async for batch in stream.take_events(size, within=within):
+    batches = (
+        stream.take_events(size, within=within)
+        if ahead_bytes is None
+        else take_ahead(stream, size, within, ahead_bytes)
+    )
+    async for batch in batches:
         if guards.ORDER is not None:
             batch = await guards.ORDER.admit(stream.app.consumer, list(batch))
         if batch:
             yield batch
+
+
+async def take_ahead(
+    stream: Any, size: int, within: float, ahead_bytes: int
+) -> AsyncIterator[list[Any]]:
+    """Faust's ``take_events`` (batches of up to ``size`` events, or what came ``within``
+    seconds; each batch's events acked once the caller is done with it, processed or not),
+    but the next batch is gathered while this one is processed.
+
+    ``take_events`` stops reading its stream while a batch is out, so a worker's interpreter
+    did one thing at a time: Faust's per-message work for a whole batch, then the batch's
+    computing, then waiting for the broker (its changelog records, its outputs), idle. Here
+    the stream goes on into the next batch meanwhile, up to ``size`` events and
+    ``ahead_bytes`` of their values (0: no byte bound), so that work fills the waits. The
+    events gathered ahead are neither processed nor acked before their own batch is: a
+    worker that stops or fails reads them again, as it does the rest of its read-ahead.
+    """
+    check_version()  # the stream's passive drainer is Faust's private machinery
+    events: list[Any] = []  # gathered, not yet handed out
+    gathered_bytes = 0
+    out = False  # a batch is being processed
+    ready = asyncio.Event()  # a whole batch is gathered
+    room = asyncio.Event()  # the stream may add the next event
+    room.set()
+    timeout = within or None
+
+    def _bytes(event: Any) -> int:
+        value = getattr(getattr(event, "message", None), "value", None)
+        return len(value) if isinstance(value, bytes | bytearray) else 0
+
+    def full() -> bool:
+        return len(events) >= size or (out and 0 < ahead_bytes <= gathered_bytes)
+
+    async def add_to_buffer(value: Any) -> Any:
+        nonlocal gathered_bytes
+        event = stream.current_event
+        if event is None:  # pragma: no cover - Faust sets it for every event it delivers
+            raise RuntimeError("take_ahead found no current event")
+        events.append(event)
+        gathered_bytes += _bytes(event)
+        if len(events) >= size:
+            ready.set()
+        if full():
+            room.clear()
+            await stream.wait(room)
+        return value
+
+    stream.enable_acks = False  # acked here, after their batch
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(aiter(stream.channel))
+    while not stream.should_stop:
+        await stream.wait_for_stopped(ready, timeout=timeout)
+        if not events:
+            continue
+        batch = events[:size]
+        del events[:size]
+        gathered_bytes = sum(_bytes(e) for e in events)
+        if len(events) < size:
+            ready.clear()
+        out = True
+        if not full():
+            room.set()
+        try:
+            yield batch
+        finally:
+            out = False
+            if not full():
+                room.set()
+            for event in batch:
+                await stream.ack(event)

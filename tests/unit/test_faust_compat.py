@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -1286,3 +1287,31 @@ def test_changelog_records_after_the_restore_are_not_applied_over_newer_writes()
     table.apply_changelog_batch([record(active, b"k", b"late", 1), record(standby, b"s", b"1", 0)])
     assert stored.data == {b"k": b"written since", b"s": b"1"}
     assert COUNTERS["late_changelog_dropped"] == before + 1
+
+
+def test_faust_monitor_stays_the_apps_but_is_not_fed_every_message(tmp_path: Path) -> None:
+    """``quiet_monitor``: Faust adds its Monitor to the app's sensors when the app starts;
+    after :func:`install` it is taken out again (Faust's consumer still reports to it
+    directly), and the worker's own sensors stay."""
+    import faust
+
+    from agents.faust_compat import quiet_monitor
+
+    def started_sensors(quiet: bool) -> tuple[list[Any], Any]:
+        app = faust.App(
+            "quiet-monitor", broker="kafka://127.0.0.1:1", web_enabled=False,
+            autodiscover=False, datadir=str(tmp_path),
+        )  # fmt: skip
+        own = faust.Sensor()
+        app.sensors.add(own)
+        if quiet:
+            quiet_monitor.install(app)
+        assert list(app.on_init_dependencies())  # what starting the app does
+        sensors = list(app.sensors)
+        assert own in sensors
+        return sensors, app.monitor
+
+    sensors, monitor = started_sensors(quiet=False)
+    assert monitor in sensors  # Faust's own behaviour: fed every message
+    sensors, monitor = started_sensors(quiet=True)
+    assert monitor not in sensors and monitor is not None
