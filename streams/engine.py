@@ -46,14 +46,15 @@ from streams.state import (
     ABSENT,
     FeatureKind,
     FeatureWindow,
+    KindCheck,
     StreamState,
     stream_key,
     window_key,
 )
 
 _KNOWN_SHAPES = 32
-"""Event shapes remembered per stream (``StreamState.known_shapes``): a stream whose events
-carry ever other subsets of its features checks the rest value by value."""
+"""Tuples of feature names remembered per stream (``StreamState.known_shapes``): a stream
+whose events carry ever other subsets of its features checks the rest value by value."""
 
 
 def feature_columns(
@@ -459,8 +460,9 @@ class DriftEngine:
         event would add), and the names of its nulls that have no kind yet (dropped);
         raises for a value whose kind contradicts the stream's."""
         features = event.features
-        shape = (tuple(features), tuple(map(type, features.values())))
-        if shape in stream.known_shapes:
+        names = tuple(features)
+        check = stream.known_shapes.get(names)
+        if check is not None and check(tuple(features.values())):
             return {}, ()
         known = stream.features
         new: dict[str, FeatureKind] = {}
@@ -492,7 +494,7 @@ class DriftEngine:
         if untyped:
             self.stats["untyped_nulls"] += len(untyped)
         elif not new and len(stream.known_shapes) < _KNOWN_SHAPES:
-            stream.known_shapes.add(shape)
+            stream.known_shapes[names] = KindCheck(names, known)
         return new, tuple(untyped)
 
     def _advance(self, stream: StreamState, event_time: float) -> list[DriftEvent]:

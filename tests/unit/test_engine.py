@@ -226,8 +226,8 @@ def test_type_mismatch_rejected_without_side_effects() -> None:
 
 
 def test_an_event_shape_seen_before_skips_the_check_but_never_a_mismatch() -> None:
-    """Shapes (names and value types) that added nothing are remembered per stream; one
-    with another type for a known feature is a new shape, checked and refused."""
+    """Tuples of names that added nothing are remembered per stream with a check of their
+    values' kinds; another type for a known feature fails that check, and is refused."""
     engine = DriftEngine(SHORT, MemoryStore())
     first, second = list(stream(seed=7, days=1, per_day=2))[:2]
     engine.observe(first)  # adds the features: not a shape to remember yet
@@ -244,6 +244,36 @@ def test_an_event_shape_seen_before_skips_the_check_but_never_a_mismatch() -> No
         engine.observe(replace(second, event_id=f"s{k}", features={**names, f"n{k}": 1.0}))
         engine.observe(replace(second, event_id=f"t{k}", features={**names, f"n{k}": 2.0}))
     assert len(state.known_shapes) == 32
+
+
+def test_a_wide_stream_with_nulls_anywhere_is_checked_by_its_names() -> None:
+    """Events that miss a few values at random places all have the same names: one check
+    serves them (the names, not the value types, are remembered), and a text value for a
+    numeric feature, or a number for a categorical one, is refused wherever it sits."""
+    rng = np.random.default_rng(11)
+    engine = DriftEngine(SHORT, MemoryStore())
+    names = [f"f{k}" for k in range(300)]
+
+    def features(k: int) -> dict[str, object]:
+        out: dict[str, object] = {
+            n: (f"c{j % 3}" if j % 5 == 0 else float(j)) for j, n in enumerate(names)
+        }
+        for j in rng.choice(len(names), 7, replace=False):
+            out[names[j]] = None
+        return out
+
+    for k in range(60):
+        engine.observe(PredictionEvent(f"e{k}", "acme", "wide", "v1", T0 + k, features(k), 0.1))
+    state = engine.stream_state("acme", "wide")
+    assert state is not None and state.events == 60
+    assert len(state.known_shapes) == 1  # 59 events with nulls in other places: one entry
+    for j, value in ((7, "text"), (10, 1.5), (296, "text"), (0, 3)):
+        bad = features(0)
+        bad[names[j]] = value
+        with pytest.raises(InvalidEvent) as exc:
+            engine.observe(PredictionEvent(f"b{j}", "acme", "wide", "v1", T0 + 99, bad, 0.1))
+        assert exc.value.reason == "type_mismatch" and names[j] in str(exc.value)
+    assert state.events == 60
 
 
 def test_late_events_update_baseline_but_not_the_closed_test() -> None:
