@@ -328,7 +328,7 @@ def _picker(index: list[int]) -> Callable[[Sequence[object]], Sequence[object]] 
     if len(index) == 1:
         only = index[0]
         return lambda values: (values[only],)
-    return operator.itemgetter(*index)  # type: ignore[return-value]
+    return operator.itemgetter(*index)
 
 
 @dataclass

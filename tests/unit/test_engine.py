@@ -254,8 +254,8 @@ def test_a_wide_stream_with_nulls_anywhere_is_checked_by_its_names() -> None:
     engine = DriftEngine(SHORT, MemoryStore())
     names = [f"f{k}" for k in range(300)]
 
-    def features(k: int) -> dict[str, object]:
-        out: dict[str, object] = {
+    def features(k: int) -> dict[str, float | str | None]:
+        out: dict[str, float | str | None] = {
             n: (f"c{j % 3}" if j % 5 == 0 else float(j)) for j, n in enumerate(names)
         }
         for j in rng.choice(len(names), 7, replace=False):
