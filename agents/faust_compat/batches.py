@@ -6,6 +6,7 @@ an unfinished batch read again; and what is being processed now, for the watchdo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -44,15 +45,18 @@ async def process_batches(
     async for batch in ordered_batches(stream, topic, size, within, ahead_bytes):
         gate = backpressure.GATE
         if gate is not None and downstream:
-            await gate.wait(stream.app, topic, downstream)
+            try:
+                await gate.wait(stream.app, topic, downstream)
+            except BaseException:  # a stop while waiting: the batch was never processed
+                _unmark(batch)
+                raise
         token = object()
         _BUSY[token] = (topic, time.monotonic())
         try:
             await process(batch)
             await drain_producer(stream.app)  # its state's changelog records, before its acks
         except BaseException:
-            for event in batch:
-                guards._DELIVERED.discard(event.message)
+            _unmark(batch)
             COUNTERS["unfinished_batch"] += 1
             # Stopping, the next owner reads from the committed offsets: no seek on a
             # consumer that is going away.
@@ -149,9 +153,20 @@ async def ordered_batches(
     )
     async for batch in batches:
         if guards.ORDER is not None:
-            batch = await guards.ORDER.admit(stream.app.consumer, list(batch))
+            try:
+                batch = await guards.ORDER.admit(stream.app.consumer, list(batch))
+            except BaseException:  # stopped while the broker was asked: none of it processed
+                _unmark(batch)
+                raise
         if batch:
             yield batch
+
+
+def _unmark(batch: list[Any]) -> None:
+    """The batch's messages were not processed: the acks its generator sends when it is
+    closed are ignored (:mod:`.guards`), so the commit never moves past them."""
+    for event in batch:
+        guards._DELIVERED.discard(event.message)
 
 
 async def take_ahead(
@@ -173,6 +188,7 @@ async def take_ahead(
     events: list[Any] = []  # gathered, not yet handed out
     gathered_bytes = 0
     out = False  # a batch is being processed
+    closed = False  # this generator is done: its processor hands nothing on
     ready = asyncio.Event()  # a whole batch is gathered
     room = asyncio.Event()  # the stream may add the next event
     room.set()
@@ -187,6 +203,8 @@ async def take_ahead(
 
     async def add_to_buffer(value: Any) -> Any:
         nonlocal gathered_bytes
+        if closed:
+            return value
         event = stream.current_event
         if event is None:  # pragma: no cover - Faust sets it for every event it delivers
             raise RuntimeError("take_ahead found no current event")
@@ -202,23 +220,44 @@ async def take_ahead(
     stream.enable_acks = False  # acked here, after their batch
     stream.add_processor(add_to_buffer)
     stream._enable_passive(aiter(stream.channel))
-    while not stream.should_stop:
-        await stream.wait_for_stopped(ready, timeout=timeout)
-        if not events:
-            continue
-        batch = events[:size]
-        del events[:size]
-        gathered_bytes = sum(_bytes(e) for e in events)
-        if len(events) < size:
-            ready.clear()
-        out = True
-        if not full():
-            room.set()
-        try:
-            yield batch
-        finally:
-            out = False
+    try:
+        while not stream.should_stop:
+            await stream.wait_for_stopped(ready, timeout=timeout)
+            if not events:
+                continue
+            batch = events[:size]
+            del events[:size]
+            gathered_bytes = sum(map(_bytes, events))
+            if len(events) < size:
+                ready.clear()
+            out = True
             if not full():
                 room.set()
-            for event in batch:
-                await stream.ack(event)
+            try:
+                yield list(batch)  # the caller's own list: what is acked is what was taken
+            finally:
+                out = False
+                if not full():
+                    room.set()
+                await _ack_all(stream, batch)
+                # No reference kept to a batch whose messages a failure unmarked (or the
+                # offset order held back): Faust's consumer waits for them at a rebalance
+                # until they are acked or gone.
+                batch = []
+    finally:
+        # Closed (a stop, or a failure Faust's supervisor answers with a new actor on the same
+        # stream): the stream's reader must not wait for room here, nor hand anything to this
+        # generator again. What was gathered ahead was never handed out or acked: a failed
+        # batch's rewind (process_batches) reads it again, as a stop's next owner does.
+        closed = True
+        with contextlib.suppress(ValueError):
+            stream._processors.remove(add_to_buffer)
+        events.clear()
+        room.set()
+        # Acks stay off: the reader would otherwise ack messages that nobody processed
+        # before the next generator turned them off again.
+
+
+async def _ack_all(stream: Any, events: list[Any]) -> None:
+    for event in events:
+        await stream.ack(event)

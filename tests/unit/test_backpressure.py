@@ -190,3 +190,63 @@ def test_process_batches_waits_before_a_batch_and_records_it_processed() -> None
 
 async def _no_drain(app: Any, poll: float = 0.5) -> None:
     return None
+
+
+def test_a_batch_stopped_before_processing_is_unmarked() -> None:
+    """A stop while a batch waits for the gate, or while the offset order asks the broker
+    about it, leaves the batch unprocessed: it is unmarked, so the acks its generator sends
+    when closed are ignored and the commit does not move past it."""
+    p0 = TP(JOIN, 0)
+    consumer = Consumer({p0: 5}, {p0: 0})
+
+    class Message:  # weakly referable, as Faust's messages are (the marks are a WeakSet)
+        def __init__(self, offset: int) -> None:
+            self.tp, self.topic, self.partition, self.offset = (
+                TP("predictions", 0),
+                "predictions",
+                0,
+                offset,
+            )
+
+    marked = [SimpleNamespace(message=Message(k)) for k in (0, 1)]
+
+    class Stream:
+        app = SimpleNamespace(consumer=consumer, should_stop=False)
+
+        def add_processor(self, fn: Any) -> None:
+            pass
+
+        async def take_events(self, size: int, within: float) -> Any:
+            for e in marked:
+                guards._DELIVERED.add(e.message)
+            yield list(marked)
+
+    class StoppedGate(DownstreamGate):
+        async def wait(self, app: Any, source: str, topics: Any) -> float:
+            raise asyncio.CancelledError
+
+    class StoppedOrder:
+        async def admit(self, consumer: Any, events: list[Any]) -> list[Any]:
+            raise asyncio.CancelledError
+
+        async def retry_forever(self) -> None:
+            return None
+
+    async def process(batch: list[Any]) -> None:
+        raise AssertionError("never processed")
+
+    def run_with(gate: Any, order: Any) -> None:
+        previous, guard_order = backpressure.GATE, guards.ORDER
+        backpressure.GATE, guards.ORDER = gate, order
+        try:
+            with pytest.raises(asyncio.CancelledError):
+                asyncio.run(
+                    batches.process_batches(Stream(), "predictions", 10, 0.1, process, [JOIN])
+                )
+        finally:
+            backpressure.GATE, guards.ORDER = previous, guard_order
+
+    run_with(StoppedGate(limit=1), None)
+    assert not any(e.message in guards._DELIVERED for e in marked)
+    run_with(None, StoppedOrder())
+    assert not any(e.message in guards._DELIVERED for e in marked)

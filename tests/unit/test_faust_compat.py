@@ -1292,7 +1292,8 @@ def test_changelog_records_after_the_restore_are_not_applied_over_newer_writes()
 def test_faust_monitor_stays_the_apps_but_is_not_fed_every_message(tmp_path: Path) -> None:
     """``quiet_monitor``: Faust adds its Monitor to the app's sensors when the app starts;
     after :func:`install` it is taken out again (Faust's consumer still reports to it
-    directly), and the worker's own sensors stay."""
+    directly), the worker's own sensors stay, and the one thing Faust reads of the Monitor's
+    per-event feed (when each partition's stream last took an event) is still fed."""
     import faust
 
     from agents.faust_compat import quiet_monitor
@@ -1315,3 +1316,8 @@ def test_faust_monitor_stays_the_apps_but_is_not_fed_every_message(tmp_path: Pat
     assert monitor in sensors  # Faust's own behaviour: fed every message
     sensors, monitor = started_sensors(quiet=True)
     assert monitor not in sensors and monitor is not None
+    # What Faust's check for a stalled stream reads of the Monitor is still kept.
+    (inbound,) = [s for s in sensors if isinstance(s, quiet_monitor.InboundTime)]
+    tp = TP("predictions", 1)
+    inbound.on_stream_event_in(tp, 7, None, None)
+    assert tp in monitor.stream_inbound_time
