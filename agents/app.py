@@ -417,7 +417,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             settings.batch_within,
             processor.process_batch,
             downstream,
-            ahead,
+            ahead_bytes=ahead,
         )
 
     if settings.join_outcomes:
@@ -431,7 +431,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 settings.batch_within,
                 router.process_batch,
                 downstream,
-                ahead,
+                ahead_bytes=ahead,
             )
 
         @app.agent(join_input, name="join-outcomes")
@@ -443,7 +443,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 settings.batch_within,
                 joins.process_batch,
                 [settings.topic(PERFORMANCE_INPUT)],
-                ahead,
+                ahead_bytes=ahead,
             )
 
         @app.agent(performance_input, name="monitor-performance")
