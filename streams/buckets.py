@@ -91,21 +91,28 @@ def _ranks(values: FloatArray) -> tuple[int, IntArray]:
     return int(np.count_nonzero(new)), ranks
 
 
-def _cheapest_first(peak: FloatArray, weight: FloatArray, parity: IntArray) -> IntArray:
+def _cheapest_first(
+    peak: FloatArray | IntArray, weight: FloatArray | IntArray, parity: IntArray
+) -> IntArray:
     """``np.lexsort((parity, weight, peak))``: by peak, then weight, then parity. Both are
-    whole counts (as floats), so while they are small enough one int64 key says the same,
-    and sorting one key costs half of sorting three.
+    whole counts (as floats or integers), so while they are small enough one int64 key says
+    the same, and sorting one key costs half of sorting three.
 
     >>> peak, weight = np.array([2.0, 1.0, 1.0, 1.0]), np.array([5.0, 7.0, 3.0, 3.0])
     >>> _cheapest_first(peak, weight, np.array([0, 1, 0, 1])).tolist()
     [2, 3, 1, 0]
     """
-    top = float(weight.max(initial=0.0)) + 1.0
+    top = int(weight.max(initial=0)) + 1
     # key < (peak + 1) * top * 2 (weight < top, parity < 2)
-    if (float(peak.max(initial=0.0)) + 1.0) * top * 2.0 < 2.0**62:
-        key = (peak.astype(np.int64) * int(top) + weight.astype(np.int64)) * 2 + parity
-        return np.argsort(key, kind="stable")
-    return np.lexsort((parity, weight, peak))
+    if (int(peak.max(initial=0)) + 1) * top * 2 < 2**62:
+        key = peak.astype(np.int64) * top
+        key += weight.astype(np.int64, copy=False)
+        key *= 2
+        key += parity
+        out: IntArray = np.argsort(key, kind="stable")
+        return out
+    out = np.lexsort((parity, weight, peak))
+    return out
 
 
 def _reduce(lo: FloatArray, hi: FloatArray, w: IntArray, limit: int) -> Buckets:
@@ -116,55 +123,70 @@ def _reduce(lo: FloatArray, hi: FloatArray, w: IntArray, limit: int) -> Buckets:
     merges the cheapest disjoint pairs. Cheaper pairs extend buckets over low-coverage
     ground or absorb narrow items into a containing bucket; stacking buckets on top of each
     other (what naive equal-weight grouping does under drift) is what this avoids.
+
+    Coverage is measured on a grid of the endpoints' ranks, made once: a merge makes no new
+    endpoint (its ends are its members'), so a grid point no bucket ends at any more only
+    splits a cell of constant coverage in two, which moves no maximum over a span and no
+    comparison of endpoints. Weights are whole counts, so the sums are exact in int64.
     """
     lo, hi, w = _sort_by_hi(lo, hi, w)
     if lo.size > 1:  # identical spans merge for free (coverage unchanged)
         same = (lo[1:] == lo[:-1]) & (hi[1:] == hi[:-1])
         if same.any():
             lo, hi, w = _group(lo, hi, w, np.flatnonzero(np.concatenate(([True], ~same))))
-    while lo.size > limit:
-        n = lo.size
-        grid_size, inverse = _ranks(np.concatenate((lo, hi)))
-        ilo, ihi = inverse[:n], inverse[n:]
+    if lo.size <= limit:
+        return lo, hi, w
+    n = lo.size
+    grid_size, inverse = _ranks(np.concatenate((lo, hi)))
+    ilo, ihi = inverse[:n], inverse[n:]
+    while n > limit:
+        pairs = n - 1
         wf = w.astype(np.float64)
-        delta = np.bincount(ilo, wf, grid_size + 1) - np.bincount(ihi, wf, grid_size + 1)
-        cov = np.cumsum(delta)[:grid_size]  # coverage between the k-th and k+1-th endpoint
+        delta = np.bincount(ilo, wf, grid_size + 1)
+        delta -= np.bincount(ihi, wf, grid_size + 1)
+        # coverage between the k-th and k+1-th grid point
+        cov = np.cumsum(delta[:grid_size]).astype(np.int64)
         a0, a1, b0, b1 = ilo[:-1], ihi[:-1], ilo[1:], ihi[1:]
-        wa, wb = wf[:-1], wf[1:]
+        wa, wb = w[:-1], w[1:]
         # The merged span [min(a0, b0), b1) splits into <= 3 pieces at the pair's endpoints;
         # on each piece coverage rises by the weight of whichever member did not cover it.
         # The endpoints in order without a sort: a0 <= a1 <= b1 (hi order) and b0 <= b1, so
         # with p, q the lesser and greater of a0, b0 they are p, min(q, a1), max(q, a1), b1.
+        # One row per cut (each piece's start and end are rows), a column per pair.
+        cuts = np.empty((4, pairs), np.int64)
         q = np.maximum(a0, b0)
-        cuts = (np.minimum(a0, b0), np.minimum(q, a1), np.maximum(q, a1), b1)
+        np.minimum(a0, b0, out=cuts[0])
+        np.minimum(q, a1, out=cuts[1])
+        np.maximum(q, a1, out=cuts[2])
+        cuts[3] = b1
         # Each piece's peak coverage in one pass: a pair's pieces tile its span, and the next
         # pair's span starts at or before this one's end (p' <= lo of b <= b1), so reduceat
-        # over the pairs' cut points reads each span once (between spans: one element).
-        piece_max = np.maximum.reduceat(cov, np.stack(cuts, axis=1).ravel()).reshape(-1, 4)
-        peak = np.zeros(n - 1, np.float64)
-        for j in range(3):
-            s, e = cuts[j], cuts[j + 1]
-            rise = np.where((a0 <= s) & (s < a1), 0.0, wa)
-            rise += np.where((b0 <= s) & (s < b1), 0.0, wb)
-            # Empty pieces (e == s) count as 0: every real candidate is >= 0.
-            peak = np.maximum(peak, np.where(e > s, piece_max[:, j] + rise, 0.0))
-        pairs = n - 1
+        # over the pairs' cut points in order reads each span once (between spans: one cell).
+        piece_max = np.maximum.reduceat(cov, cuts.T.ravel()).reshape(pairs, 4).T
+        s, e = cuts[:3], cuts[1:]
+        rise = np.where((a0 <= s) & (s < a1), 0, wa)
+        rise += np.where((b0 <= s) & (s < b1), 0, wb)
+        rise += piece_max[:3]
+        # Empty pieces (e == s) count as 0: every real candidate is >= 0.
+        peak = np.where(e > s, rise, 0).max(axis=0)
         idx = np.arange(pairs)
         rank = np.empty(pairs, np.int64)
         rank[_cheapest_first(peak, wa + wb, idx & 1)] = idx  # parity breaks ties in flat runs
-        left = np.concatenate(([pairs], rank[:-1]))
-        right = np.concatenate((rank[1:], [pairs]))
         # Disjoint pairs: local minima of the rank among the (n - limit) cheapest.
-        chosen = np.flatnonzero((rank < left) & (rank < right) & (rank < n - limit))
-        lo = lo.copy()
-        lo[chosen] = np.minimum(lo[chosen], lo[chosen + 1])
-        hi = hi.copy()
-        hi[chosen] = hi[chosen + 1]
-        w = w.copy()
-        w[chosen] += w[chosen + 1]
+        chosen = rank < n - limit
+        before = rank[:-1] < rank[1:]  # ranks are distinct
+        chosen[:-1] &= before
+        chosen[1:] &= ~before
+        # Each chosen pair's second bucket joins the first (hi order: its hi is the larger).
         keep = np.ones(n, bool)
-        keep[chosen + 1] = False
-        lo, hi, w = lo[keep], hi[keep], w[keep]
+        np.logical_not(chosen, out=keep[1:])
+        starts = np.flatnonzero(keep)
+        lo = np.minimum.reduceat(lo, starts)
+        hi = np.maximum.reduceat(hi, starts)
+        w = np.add.reduceat(w, starts)
+        ilo = np.minimum.reduceat(ilo, starts)
+        ihi = np.maximum.reduceat(ihi, starts)
+        n = lo.size
     return lo, hi, w
 
 
