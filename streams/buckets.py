@@ -169,12 +169,9 @@ def _reduce(lo: FloatArray, hi: FloatArray, w: IntArray, limit: int) -> Buckets:
         rise += piece_max[:3]
         # Empty pieces (e == s) count as 0: every real candidate is >= 0.
         peak = np.where(e > s, rise, 0).max(axis=0)
-        idx = np.arange(pairs)
-        rank = np.empty(pairs, np.int64)
-        rank[_cheapest_first(peak, wa + wb, idx & 1)] = idx  # parity breaks ties in flat runs
-        # Disjoint pairs: local minima of the rank among the (n - limit) cheapest.
-        chosen = rank < n - limit
-        before = rank[:-1] < rank[1:]  # ranks are distinct
+        # Disjoint pairs: local minima of the rank among the (n - limit) cheapest, in the
+        # order of (peak, weight, parity, index): parity breaks ties in flat runs.
+        chosen, before = _cheapest_minima(peak, wa + wb, n - limit)
         chosen[:-1] &= before
         chosen[1:] &= ~before
         # Each chosen pair's second bucket joins the first (hi order: its hi is the larger).
@@ -188,6 +185,30 @@ def _reduce(lo: FloatArray, hi: FloatArray, w: IntArray, limit: int) -> Buckets:
         ihi = np.maximum.reduceat(ihi, starts)
         n = lo.size
     return lo, hi, w
+
+
+def _cheapest_minima(
+    peak: IntArray, weight: IntArray, cheap: int
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """Which pairs are among the ``cheap`` first in (peak, weight, parity, index) order, and
+    whether each pair comes before the next one in that order. One int64 key per pair says
+    both while it fits: the cheapest are those below the key ``np.partition`` puts at
+    ``cheap`` (a linear selection, not a sort), and neighbours compare by key."""
+    pairs = peak.size
+    idx = np.arange(pairs)
+    top = int(weight.max(initial=0)) + 1
+    if (int(peak.max(initial=0)) + 1) * top * 2 * pairs < 2**62:
+        key = peak * top
+        key += weight
+        key *= 2
+        key += idx & 1
+        key *= pairs
+        key += idx  # distinct keys: the index breaks the remaining ties, as a stable sort
+        bound = np.partition(key, cheap)[cheap] if cheap < pairs else key.max() + 1
+        return key < bound, key[:-1] < key[1:]
+    rank = np.empty(pairs, np.int64)
+    rank[_cheapest_first(peak, weight, idx & 1)] = idx
+    return rank < cheap, rank[:-1] < rank[1:]
 
 
 def reduce_buckets(lo: FloatArray, hi: FloatArray, w: IntArray, limit: int) -> Buckets:

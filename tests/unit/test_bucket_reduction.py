@@ -20,6 +20,7 @@ from streams.buckets import (
     IntArray,
     _absorb,
     _cheapest_first,
+    _cheapest_minima,
     _containers,
     _reduce,
     max_coverage,
@@ -163,6 +164,26 @@ def test_the_one_key_order_is_the_three_key_order_up_to_its_bound(scale: int) ->
     )
     edge = np.array([0.0, 0.0]), np.array([2.0**62, 1.0]), np.array([0, 1])
     np.testing.assert_array_equal(_cheapest_first(*edge), np.lexsort(edge[::-1]))
+
+
+@pytest.mark.parametrize("scale", [1, 3, 2**28, 2**40])
+def test_the_cheapest_pairs_by_selection_are_those_by_rank(scale: int) -> None:
+    """``_cheapest_minima`` selects the cheapest pairs with ``np.partition`` over one key
+    that holds (peak, weight, parity, index); against the ranks of a full three-key sort,
+    for every count from none to all, on pairs with many ties (small scales) and past
+    where the key fits (the large ones take the ranks themselves)."""
+    rng = np.random.default_rng(scale)
+    pairs = 500
+    peak = (rng.integers(0, 4, pairs) * scale + rng.integers(0, 2, pairs)).astype(np.int64)
+    weight = (rng.integers(1, 3, pairs) * scale).astype(np.int64)
+    idx = np.arange(pairs)
+    rank = np.empty(pairs, np.int64)
+    rank[np.lexsort((idx & 1, weight, peak))] = idx
+    for cheap in (0, 1, 7, pairs // 2, pairs - 1, pairs):
+        small, before = _cheapest_minima(peak, weight, cheap)
+        assert small.tolist() == (rank < cheap).tolist()
+        assert before.tolist() == (rank[:-1] < rank[1:]).tolist()
+        assert int(small.sum()) == cheap
 
 
 def reference_containers(base: Buckets, items: Buckets, cap: float) -> IntArray:
