@@ -9,6 +9,12 @@ engine time there. This times the reduction as it is and as it was written befor
 rounds were reworked (``tests.unit.test_bucket_reduction.reference_reduce``, kept as the
 test's reference), side by side on the same pooled inputs, checks that both give the same
 buckets, and prints the ratio (best of ``--repeat``).
+
+Then the same for folds, the reduction's most frequent use in a busy worker: a window's summary
+past ``EXACT_CAPACITY`` folds every ``FOLD_CHUNK`` (1,024) values in (``fold_points``: absorb
+what its buckets contain, reduce the rest in). The four distributions' values go through a
+summary each, and every fold's input is replayed through ``fold_points`` with the reduction
+as it is and with the reference's; both must give the same buckets.
 """
 
 from __future__ import annotations
@@ -16,11 +22,14 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from unittest import mock
 
 import numpy as np
 
-from streams.buckets import Buckets, _reduce, points_to_buckets, sorted_unique_counts
-from streams.numeric_summary import NumericSummary
+import streams.buckets
+import streams.numeric_summary
+from streams.buckets import Buckets, _reduce, fold_points, points_to_buckets, sorted_unique_counts
+from streams.numeric_summary import FOLD_CHUNK, NumericSummary
 from tests.unit.test_bucket_reduction import reference_reduce
 
 Reduce = Callable[..., Buckets]
@@ -47,6 +56,44 @@ def pooled_baselines(days: int, seed: int = 1) -> list[Buckets]:
     return out
 
 
+Fold = tuple[Buckets, np.ndarray, np.ndarray]
+
+
+def folds_of_streams(chunks: int, seed: int = 2) -> list[Fold]:
+    """The (buckets, points, counts) of every fold of four summaries fed ``chunks`` chunks of
+    ``FOLD_CHUNK`` values each, the distributions drifting slowly as a day's traffic does."""
+    rng = np.random.default_rng(seed)
+    draws = [
+        lambda k: rng.normal(k * 0.002, 1.0, FOLD_CHUNK),
+        lambda k: rng.lognormal(0.0, 1.0 + k * 0.001, FOLD_CHUNK),
+        lambda k: np.round(rng.exponential(3.0, FOLD_CHUNK), 1),  # ties
+        lambda k: rng.uniform(0.0, 10.0 + k * 0.01, FOLD_CHUNK),
+    ]
+    folds: list[Fold] = []
+
+    def record(base: Buckets, values: np.ndarray, counts: np.ndarray, limit: int) -> Buckets:
+        folds.append((base, values, counts))
+        return fold_points(base, values, counts, limit)
+
+    with mock.patch.object(streams.numeric_summary, "fold_points", record):
+        for draw in draws:
+            summary = NumericSummary()
+            for k in range(chunks):
+                summary.extend(draw(k))
+    return folds
+
+
+def fold_seconds(reduce: Reduce, folds: list[Fold], repeat: int) -> tuple[float, list[Buckets]]:
+    """Best seconds per fold of ``folds`` with ``reduce`` as the reduction, and the results."""
+    best, out = float("inf"), []
+    with mock.patch.object(streams.buckets, "_reduce", reduce):
+        for _ in range(repeat):
+            started = time.perf_counter()
+            out = [fold_points(b, v, c, NumericSummary.BUCKETS) for b, v, c in folds]
+            best = min(best, time.perf_counter() - started)
+    return best / len(folds), out
+
+
 def best_seconds(fn: Reduce, inputs: list[Buckets], repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -61,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bucket_reduction", description=__doc__)
     p.add_argument("--days", type=int, default=7, help="windows pooled per merge (7)")
     p.add_argument("--repeat", type=int, default=7, help="timed runs; best taken (7)")
+    p.add_argument("--chunks", type=int, default=150, help="chunks of 1,024 per summary (150)")
     args = p.parse_args(argv)
     inputs = pooled_baselines(args.days)
     for lo, hi, w in inputs:
@@ -75,6 +123,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{NumericSummary.BUCKETS}), same buckets from both")  # fmt: skip
     print(f"reference (before): {ref * 1e3:.2f} ms per reduction")
     print(f"streams.buckets:    {now * 1e3:.2f} ms per reduction  ({ref / now:.2f}x)")
+    folds = folds_of_streams(args.chunks)
+    ref, want_folds = fold_seconds(reference_reduce, folds, args.repeat)
+    now, got_folds = fold_seconds(_reduce, folds, args.repeat)
+    if not all(
+        np.array_equal(g, r) for a, b in zip(got_folds, want_folds, strict=True)
+        for g, r in zip(a, b, strict=True)
+    ):  # fmt: skip
+        raise SystemExit("a fold with the reduction differs from one with the reference")
+    print(
+        f"{len(folds)} folds of {FOLD_CHUNK} values into summaries of "
+        f"{NumericSummary.BUCKETS} buckets (4 distributions), same buckets from both"
+    )
+    print(f"folds, reference:        {ref * 1e6:.0f} us per fold")
+    print(f"folds, streams.buckets:  {now * 1e6:.0f} us per fold  ({ref / now:.2f}x)")
     return 0
 
 

@@ -503,7 +503,7 @@ class Settings:
         True,
         "Join outcomes to predictions and keep the performance history. Off for models that "
         "never get labels: the worker then does feature drift only (about 1.35x the "
-        "predictions a second).",
+        "predictions a second with single events, 2.3x with envelopes of 500).",
     )
     join_stall_grace_seconds: float = _env(
         "DRIFTWATCH_JOIN_STALL_GRACE_SECONDS",

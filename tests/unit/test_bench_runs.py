@@ -93,7 +93,8 @@ def test_backtest_speed_runs_every_variant(tmp_path: Path) -> None:
     ("module", "args", "row"),
     [
         ("validation_speed", ("--events", "300", "--features", "5"), "envelopes of 500"),
-        ("bucket_reduction", ("--days", "2", "--repeat", "1"), "streams.buckets:"),
+        ("bucket_reduction", ("--days", "2", "--repeat", "1", "--chunks", "6"), "streams.buckets:"),
+        ("bucket_reduction", ("--days", "2", "--repeat", "1", "--chunks", "6"), "folds, streams"),
     ],
 )
 def test_small_benchmarks_print_their_figures(
