@@ -127,7 +127,9 @@ def _reduce(lo: FloatArray, hi: FloatArray, w: IntArray, limit: int) -> Buckets:
     Coverage is measured on a grid of the endpoints' ranks, made once: a merge makes no new
     endpoint (its ends are its members'), so a grid point no bucket ends at any more only
     splits a cell of constant coverage in two, which moves no maximum over a span and no
-    comparison of endpoints. Weights are whole counts, so the sums are exact in int64.
+    comparison of endpoints. Weights are whole counts, a summary's far below 2**53: the
+    coverage sums (in float64) and the pair scores (in int64) are exact, as the float64 sums
+    of the rounds before were (past 2**53 both would round, and differently).
     """
     lo, hi, w = _sort_by_hi(lo, hi, w)
     if lo.size > 1:  # identical spans merge for free (coverage unchanged)

@@ -166,7 +166,7 @@ def test_the_one_key_order_is_the_three_key_order_up_to_its_bound(scale: int) ->
     np.testing.assert_array_equal(_cheapest_first(*edge), np.lexsort(edge[::-1]))
 
 
-@pytest.mark.parametrize("scale", [1, 3, 2**28, 2**40])
+@pytest.mark.parametrize("scale", [1, 3, 2**20, 2**28, 2**40])
 def test_the_cheapest_pairs_by_selection_are_those_by_rank(scale: int) -> None:
     """``_cheapest_minima`` selects the cheapest pairs with ``np.partition`` over one key
     that holds (peak, weight, parity, index); against the ranks of a full three-key sort,
