@@ -176,15 +176,17 @@ def _reduce(lo: FloatArray, hi: FloatArray, w: IntArray, limit: int) -> Buckets:
         chosen, before = _cheapest_minima(peak, wa + wb, n - limit)
         chosen[:-1] &= before
         chosen[1:] &= ~before
-        # Each chosen pair's second bucket joins the first (hi order: its hi is the larger).
+        # Each chosen pair's second bucket joins the first, and gives it its hi (the larger,
+        # in hi order: taken as it is, so an equal -0.0 and 0.0 stay what they were).
         keep = np.ones(n, bool)
         np.logical_not(chosen, out=keep[1:])
         starts = np.flatnonzero(keep)
+        last = np.concatenate((starts[1:], [n])) - 1
         lo = np.minimum.reduceat(lo, starts)
-        hi = np.maximum.reduceat(hi, starts)
+        hi = hi[last]
         w = np.add.reduceat(w, starts)
         ilo = np.minimum.reduceat(ilo, starts)
-        ihi = np.maximum.reduceat(ihi, starts)
+        ihi = ihi[last]
         n = lo.size
     return lo, hi, w
 
