@@ -14,6 +14,7 @@ from typing import Any
 
 from agents.faust_compat import backpressure, commit_cap, guards
 from agents.faust_compat.counters import COUNTERS
+from agents.faust_compat.read_ahead import value_bytes
 from agents.faust_compat.version import check_version
 
 _BUSY: dict[object, tuple[str, float]] = {}
@@ -194,10 +195,6 @@ async def take_ahead(
     room.set()
     timeout = within or None
 
-    def _bytes(event: Any) -> int:
-        value = getattr(getattr(event, "message", None), "value", None)
-        return len(value) if isinstance(value, bytes | bytearray) else 0
-
     def full() -> bool:
         return len(events) >= size or (out and 0 < ahead_bytes <= gathered_bytes)
 
@@ -209,7 +206,7 @@ async def take_ahead(
         if event is None:  # pragma: no cover - Faust sets it for every event it delivers
             raise RuntimeError("take_ahead found no current event")
         events.append(event)
-        gathered_bytes += _bytes(event)
+        gathered_bytes += value_bytes(event)
         if len(events) >= size:
             ready.set()
         if full():
@@ -227,7 +224,7 @@ async def take_ahead(
                 continue
             batch = events[:size]
             del events[:size]
-            gathered_bytes = sum(map(_bytes, events))
+            gathered_bytes = sum(map(value_bytes, events))
             if len(events) < size:
                 ready.clear()
             out = True

@@ -7,6 +7,13 @@ from typing import Any
 from agents.faust_compat.version import check_version
 
 
+def value_bytes(item: Any) -> int:
+    """The bytes of an event's message value (0 for anything else): what the read-ahead
+    bounds, in the stream buffers and in a batch gathered ahead (:mod:`.batches`)."""
+    value = getattr(getattr(item, "message", None), "value", None)
+    return len(value) if isinstance(value, bytes | bytearray) else 0
+
+
 def bound_stream_buffers(app: Any, budget_bytes: int) -> None:
     """Every agent's stream buffer (the messages read ahead, not yet processed) holds at most
     ``budget_bytes`` of message values as well as its ``maxsize`` messages.
@@ -34,10 +41,7 @@ def bound_stream_buffers(app: Any, budget_bytes: int) -> None:
             super().__init__(maxsize, **kwargs)
 
         def _places(self, item: Any) -> int:
-            message = getattr(item, "message", None)
-            value = getattr(message, "value", None)
-            size = len(value) if isinstance(value, bytes | bytearray) else 0
-            return max(1, -(-size // self.place_bytes))
+            return max(1, -(-value_bytes(item) // self.place_bytes))
 
         def _put(self, item: Any) -> None:
             super()._put(item)
