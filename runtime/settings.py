@@ -265,9 +265,14 @@ class Settings:
     )
     producer_max_batch_bytes: int = _env(
         "DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES",
-        16384,
-        "Producer batch size, for every topic the worker writes (the tables' changelogs too, "
-        "unless `DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES` is set).",
+        512 << 10,
+        "Producer record batch size, for every topic the worker writes (the tables' "
+        "changelogs too, unless `DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES` is set). The producer "
+        "has one request in flight per broker, with at most one batch per partition in it, "
+        "so the batch size bounds what a round trip carries: at Kafka's 16 KiB, the join's "
+        "state and forwarded predictions took a round trip per 16 KiB, and a worker of "
+        "1,000 features ran 1.3x slower (docs/benchmarks.md). Keep it under the brokers' "
+        "and topics' largest message (`message.max.bytes`, 1 MiB by default).",
     )
     changelog_max_batch_bytes: int = _env(
         "DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES",

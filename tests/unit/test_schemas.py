@@ -270,6 +270,7 @@ _ODD_VALUES = st.one_of(
     st.text(min_size=255, max_size=258),
     st.sampled_from(["acme", "fraud", "v1", "a/b", "", "2026-01-01T00:00:00Z", "yesterday"]),
     st.sampled_from([-1.0, 0.0, 0.5, 1.5e9, 3.3e10, math.inf, math.nan]),
+    st.sampled_from([1.7e308, -1.7e308]),
     st.lists(st.integers(), max_size=2),
 )
 _FEATURE_NAMES = ("amount", "country", "velocity")
@@ -343,6 +344,10 @@ _BAD_VALUES: dict[str, tuple[Any, ...]] = {
         None, [], {"amount": 3}, {"amount": True}, {"amount": math.inf}, {"amount": "x" * 257},
         {"n\x00": 1.0}, {"amount": [1.0]}, {f"f{k}": 1.0 for k in range(1001)},
         {"amount": _Float(1.0)}, {"amount": _Str("DE")}, _Dict(amount=1.0),
+        {"amount": 1.0, "country": "DE", "velocity": math.nan},
+        {"amount": 1.7e308, "country": "x" * 257, "velocity": 1.7e308},
+        {"amount": 1.7e308, "country": None, "velocity": math.inf},
+        {"amount": None, "country": "DE", "velocity": 2},
     ),
 }  # fmt: skip
 _BAD_ONES = [(field, value) for field, values in _BAD_VALUES.items() for value in values]
@@ -372,6 +377,28 @@ def test_the_usual_event_path_is_taken() -> None:
     assert event == PredictionEvent.checked_from_dict(data)
     assert usual_event(PredictionEvent, {**data, "score": 1}) is None  # an integer score
     assert usual_event(PredictionEvent, {**data, "features": {"amount": 3}}) is None
+    # Finite values, however large.
+    huge = {"amount": 1.7e308, "country": "DE", "velocity": 1.7e308}
+    event = usual_event(PredictionEvent, {**data, "features": huge})
+    assert event is not None and event.features is huge
+
+
+def test_the_usual_event_path_takes_a_wide_event() -> None:
+    """A model of 1,000 features, numbers, categories and nulls: the fast path's, and the
+    same event as the checks make; one bad value among them and it declines."""
+    from schemas.events import usual_event
+
+    features: dict[str, Any] = {
+        f"w{k:04d}": ("c" * (k % 257) if k % 5 == 0 else None if k % 7 == 0 else k / 3.0)
+        for k in range(1000)
+    }
+    data = {**valid_prediction(timestamp=1_767_225_600.25), "features": features}
+    checked = PredictionEvent.checked_from_dict(data)
+    event = usual_event(PredictionEvent, data)
+    assert event is not None and event == checked and event.features is features
+    for bad in (math.nan, -math.inf, 3, True, "c" * 257, [1.0]):
+        spoiled = {**features, "w0999": bad}
+        assert usual_event(PredictionEvent, {**data, "features": spoiled}) is None
 
 
 def test_the_usual_event_path_takes_only_plain_dicts() -> None:
