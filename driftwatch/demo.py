@@ -361,6 +361,9 @@ def run_demo(
             "DRIFTWATCH_HEARTBEAT_INTERVAL": "1",
             "DRIFTWATCH_MAX_FUTURE_SECONDS": str(2 * DAY),
             "DRIFTWATCH_RECOVERY_CONSISTENCY_CHECK": str(settings.bootstrap_servers is not None),
+            # The embedded broker reports a partition's end as its last batch's first offset:
+            # a restore from a changelog would stop there without this (see README).
+            "DRIFTWATCH_CHANGELOG_LAST_RECORD_ALONE": str(settings.bootstrap_servers is None),
             # the retrain worker: on, performance drift only, recent data only
             "DRIFTWATCH_REGISTRY_DIR": str(workdir / "registry"),
             "DRIFTWATCH_RETRAIN_METRICS_PORT": str(free_port()),

@@ -271,8 +271,9 @@ class Settings:
         "has one request in flight per broker, with at most one batch per partition in it, "
         "so the batch size bounds what a round trip carries: at Kafka's 16 KiB, the join's "
         "state and forwarded predictions took a round trip per 16 KiB, and a worker of "
-        "1,000 features ran 1.3-1.5x slower (docs/benchmarks.md). Keep it under the brokers' "
-        "and topics' largest message (`message.max.bytes`, 1 MiB by default).",
+        "1,000 features ran 1.3-1.5x slower on the embedded broker (docs/benchmarks.md). Keep "
+        "it under the brokers' `message.max.bytes` and the topics' `max.message.bytes` (1 MiB "
+        "by default): a batch is not split to fit.",
     )
     changelog_max_batch_bytes: int = _env(
         "DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES",

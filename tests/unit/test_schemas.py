@@ -359,7 +359,10 @@ def test_what_the_usual_event_path_declines(field: str, value: Any) -> None:
     however the checks decide it (an integer score, say, is valid: stored as a float)."""
     from schemas.events import usual_event
 
-    base = valid_prediction(timestamp=1_767_225_600.25, features={"amount": 1.0})
+    # All the names the cases use are known, so that each declines for its value alone.
+    base = valid_prediction(
+        timestamp=1_767_225_600.25, features={"amount": 1.0, "country": "DE", "velocity": 2.0}
+    )
     assert usual_event(PredictionEvent, PredictionEvent.checked_from_dict(base).to_dict())
     assert usual_event(PredictionEvent, {**base, field: value}) is None
 
