@@ -287,7 +287,8 @@ class Settings:
         "own. The embedded broker reports a partition's end as its last batch's first offset "
         "+ 1, so Faust's changelog recovery on it would skip the rest of that batch; with "
         "this on, the last batch holds one record and the end is exact. The tests that "
-        "restore from the changelog there turn it on; Apache Kafka does not need it.",
+        "restore from the changelog there and `make demo` turn it on; Apache Kafka does not "
+        "need it.",
     )
     standby_replicas: int = _env(
         "DRIFTWATCH_STANDBY_REPLICAS",
@@ -656,6 +657,15 @@ class Settings:
             )
         if self.max_fetch_kb < 1:
             raise ValueError(f"DRIFTWATCH_MAX_FETCH_KB={self.max_fetch_kb}: at least 1")
+        if self.producer_max_batch_bytes < 1:
+            raise ValueError(
+                f"DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES={self.producer_max_batch_bytes}: at least 1"
+            )
+        if self.changelog_max_batch_bytes < 0:
+            raise ValueError(
+                f"DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES={self.changelog_max_batch_bytes}: "
+                "0 (the producer's) or more"
+            )
         if not self.join_cache_mb >= 0:
             raise ValueError(f"DRIFTWATCH_JOIN_CACHE_MB={self.join_cache_mb:g}: 0 or more")
         if not 0 <= self.state_flush_seconds <= 300:

@@ -68,6 +68,26 @@ def test_the_fetch_size_reaches_faust(tmp_path: Path, kb: str | None, fetch_byte
         Settings.from_env(environ={**environ, "DRIFTWATCH_MAX_FETCH_KB": "0"})
 
 
+@pytest.mark.parametrize(("raw", "batch_bytes"), [(None, 512 << 10), ("16384", 16384)])
+def test_the_producer_batch_size_reaches_faust(
+    tmp_path: Path, raw: str | None, batch_bytes: int
+) -> None:
+    """DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES is Faust's producer_max_batch_size (512 KiB unless
+    set); a size below 1, or a negative changelog batch size, is refused at start."""
+    from agents.app import create_app
+    from runtime.settings import Settings
+
+    environ = {"DRIFTWATCH_DATA_DIR": str(tmp_path), "DRIFTWATCH_API_PORT": "0"}
+    if raw is not None:
+        environ["DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES"] = raw
+    app = create_app(Settings.from_env(environ=environ)).app
+    assert app.conf.producer_max_batch_size == batch_bytes
+    with pytest.raises(ValueError, match="PRODUCER_MAX_BATCH_BYTES"):
+        Settings.from_env(environ={**environ, "DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES": "0"})
+    with pytest.raises(ValueError, match="CHANGELOG_MAX_BATCH_BYTES"):
+        Settings.from_env(environ={**environ, "DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES": "-1"})
+
+
 @pytest.mark.parametrize("mb", [None, "8"])
 def test_the_join_cache_budget_reaches_the_join(tmp_path: Path, mb: str | None) -> None:
     """DRIFTWATCH_JOIN_CACHE_MB is the worker join's cache budget, JoinConfig's own default
