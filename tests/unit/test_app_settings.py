@@ -52,38 +52,32 @@ def test_the_join_stall_grace_reaches_the_join(tmp_path: Path, grace: str | None
     assert Settings.from_env(environ=environ).join_drain_check_seconds == 15.0
 
 
-@pytest.mark.parametrize(("kb", "fetch_bytes"), [(None, 1 << 20), ("256", 256 << 10)])
-def test_the_fetch_size_reaches_faust(tmp_path: Path, kb: str | None, fetch_bytes: int) -> None:
-    """DRIFTWATCH_MAX_FETCH_KB is Faust's consumer_max_fetch_size (aiokafka's
-    max_partition_fetch_bytes); below 1 KiB it is refused at start."""
-    from agents.app import create_app
-    from runtime.settings import Settings
-
-    environ = {"DRIFTWATCH_DATA_DIR": str(tmp_path), "DRIFTWATCH_API_PORT": "0"}
-    if kb is not None:
-        environ["DRIFTWATCH_MAX_FETCH_KB"] = kb
-    app = create_app(Settings.from_env(environ=environ)).app
-    assert app.conf.consumer_max_fetch_size == fetch_bytes
-    with pytest.raises(ValueError, match="MAX_FETCH_KB"):
-        Settings.from_env(environ={**environ, "DRIFTWATCH_MAX_FETCH_KB": "0"})
-
-
-@pytest.mark.parametrize(("raw", "batch_bytes"), [(None, 512 << 10), ("16384", 16384)])
-def test_the_producer_batch_size_reaches_faust(
-    tmp_path: Path, raw: str | None, batch_bytes: int
+@pytest.mark.parametrize(
+    ("name", "raw", "attribute", "value", "refused"),
+    [
+        ("DRIFTWATCH_MAX_FETCH_KB", None, "consumer_max_fetch_size", 1 << 20, "0"),
+        ("DRIFTWATCH_MAX_FETCH_KB", "256", "consumer_max_fetch_size", 256 << 10, "0"),
+        ("DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES", None, "producer_max_batch_size", 512 << 10, "0"),
+        ("DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES", "16384", "producer_max_batch_size", 16384, "0"),
+    ],
+)
+def test_the_fetch_and_batch_sizes_reach_faust(
+    tmp_path: Path, name: str, raw: str | None, attribute: str, value: int, refused: str
 ) -> None:
-    """DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES is Faust's producer_max_batch_size (512 KiB unless
-    set); a size below 1, or a negative changelog batch size, is refused at start."""
+    """DRIFTWATCH_MAX_FETCH_KB is Faust's consumer_max_fetch_size (aiokafka's
+    max_partition_fetch_bytes), DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES its producer_max_batch_size
+    (512 KiB unless set); below 1 (KiB, byte) each is refused at start, and so is a negative
+    changelog batch size."""
     from agents.app import create_app
     from runtime.settings import Settings
 
     environ = {"DRIFTWATCH_DATA_DIR": str(tmp_path), "DRIFTWATCH_API_PORT": "0"}
     if raw is not None:
-        environ["DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES"] = raw
+        environ[name] = raw
     app = create_app(Settings.from_env(environ=environ)).app
-    assert app.conf.producer_max_batch_size == batch_bytes
-    with pytest.raises(ValueError, match="PRODUCER_MAX_BATCH_BYTES"):
-        Settings.from_env(environ={**environ, "DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES": "0"})
+    assert getattr(app.conf, attribute) == value
+    with pytest.raises(ValueError, match=name):
+        Settings.from_env(environ={**environ, name: refused})
     with pytest.raises(ValueError, match="CHANGELOG_MAX_BATCH_BYTES"):
         Settings.from_env(environ={**environ, "DRIFTWATCH_CHANGELOG_MAX_BATCH_BYTES": "-1"})
 
