@@ -404,6 +404,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         else []
     )
 
+    if downstream:
+
+        async def wait_for_downstream() -> None:
+            # A batch's parts each forward to the join: the gate between them as before it.
+            await gate.wait(app, settings.topic(PREDICTIONS), downstream)
+
+        processor.between_parts = wait_for_downstream
+
     # The data agents gather their next batch while one is processed (the alert agents see
     # a few messages a day: Faust's take_events serves them).
     ahead = (settings.read_ahead_mb << 20) if settings.gather_ahead else None

@@ -250,6 +250,10 @@ class PredictionProcessor:
     (with ``apply_at_events`` 0 as well: every batch)."""
     apply_at_events: int = APPLY_AT_EVENTS
     """Events those values must come from (:data:`APPLY_AT_EVENTS`)."""
+    between_parts: Callable[[], Awaitable[object]] | None = None
+    """Awaited before each part of a batch after its first: the worker's downstream gate
+    (:mod:`agents.faust_compat.backpressure`). Checked before each batch only, a batch of
+    100,000 predictions ran that far ahead of the join, forwarding part after part."""
     monotonic: Callable[[], float] = time.monotonic
     _written_at: float | None = None
     _unwritten: bool = False
@@ -282,6 +286,8 @@ class PredictionProcessor:
             # What each part produced is delivered as it comes; the state is encoded and
             # written once, after the last part's output is delivered (writing it per part
             # would cost every dirty window's encoding and changelog record per part).
+            if k and self.between_parts is not None:
+                await self.between_parts()
             try:
                 result = await self._cpu(self._compute, part, self.clock(), k == len(parts) - 1)
             except BaseException:

@@ -11,7 +11,7 @@ test's reference), side by side on the same pooled inputs, checks that both give
 buckets, and prints the ratio (best of ``--repeat``).
 
 Then the same for folds, the reduction's most frequent use in a busy worker: a window's summary
-past ``EXACT_CAPACITY`` folds every ``FOLD_CHUNK`` (1,024) values in (``fold_points``: absorb
+past ``EXACT_CAPACITY`` folds every ``FOLD_CHUNK`` (4,096) values in (``fold_points``: absorb
 what its buckets contain, reduce the rest in). The four distributions' values go through a
 summary each, and every fold's input is replayed through ``fold_points`` with the reduction
 as it is and with the reference's; both must give the same buckets.
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.bucket_reduction", description=__doc__)
     p.add_argument("--days", type=int, default=7, help="windows pooled per merge (7)")
     p.add_argument("--repeat", type=int, default=7, help="timed runs; best taken (7)")
-    p.add_argument("--chunks", type=int, default=150, help="chunks of 1,024 per summary (150)")
+    p.add_argument("--chunks", type=int, default=150, help="folds per summary (150)")
     args = p.parse_args(argv)
     inputs = pooled_baselines(args.days)
     for lo, hi, w in inputs:

@@ -7,8 +7,11 @@ Run as ``python -m bench.throughput [--events N] [--features F] [--partitions P]
 its label drawn from the score), so the join, the prediction log and the performance monitor
 run as they do in production; the worker's rate then counts predictions and outcomes, messages
 a second like the others' (the issue's target reads "join on"; without outcomes the join only
-stores predictions). The worker's later stages keep pace with its drift agent
-(``DRIFTWATCH_DOWNSTREAM_BACKLOG``), so this is the rate of the whole pipeline.
+stores predictions). The worker's progress is the lesser of its input counter and the join's
+frames (``driftwatch_joins_total``: every prediction and outcome the join has recorded), so
+this is the rate of the whole pipeline, not of its first stage: the later stages keep pace
+with the drift agent (``DRIFTWATCH_DOWNSTREAM_BACKLOG``), but before the thirtieth round's
+fix of that gate a join could be 180,000 predictions behind when the drift agent reached N.
 
 ``--batch B`` sends the predictions in envelopes of B (``driftwatch.prediction-batch/v1``, one
 tenant/model each) to every contender; rates stay in predictions per second (the raw consumer
@@ -84,6 +87,7 @@ from typing import Any
 
 from driftwatch.devbroker import DevBroker, free_port
 from driftwatch.simulate import SimulationConfig, generate, parse_drift
+from runtime.settings import Settings
 from runtime.topics import ensure_topics
 from schemas.events import OutcomeEvent, PredictionEvent
 from tests.integration.worker_harness import FAST_DETECTION as _HARNESS_DETECTION
@@ -272,6 +276,9 @@ class Timing:
     """CPU time of the consuming process over the same span (about ``seconds`` if CPU-bound)."""
     peak_rss_mb: float = math.nan
     """Peak resident memory of the worker process(es) at the end (Linux ``VmHWM``; summed)."""
+    stage_lead: int = 0
+    """The largest lead of a driftwatch worker's input counter over its join's, seen at a poll:
+    how far the join was behind the drift agent (``DRIFTWATCH_DOWNSTREAM_BACKLOG`` bounds it)."""
 
     @property
     def rate(self) -> float:
@@ -372,7 +379,8 @@ def metric_sum(samples: list[tuple[str, dict[str, str], float]], name: str, **la
 
 @dataclass
 class WorkerProc:
-    """A worker subprocess whose progress is one Prometheus counter (summed over labels)."""
+    """A worker subprocess whose progress is one Prometheus counter (summed over labels), or
+    the lesser of two."""
 
     name: str
     module: list[str]
@@ -380,6 +388,9 @@ class WorkerProc:
     metrics_port: int
     counter: str
     log_path: Path
+    also: str | None = None
+    """A second counter that must reach the same count (the join's frames: a driftwatch
+    worker's progress is its whole pipeline's, not its first stage's)."""
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProc:
@@ -449,14 +460,16 @@ class WorkerProc:
         rate."""
         deadline = time.monotonic() + timeout
         first: tuple[float, int, float] | None = None
-        count = 0
+        count = lead = 0
         while True:
             self.check_alive()
             before = time.perf_counter()
             samples = self.samples()
             after = time.perf_counter()
             at = (before + after) / 2
-            count = int(metric_sum(samples, self.counter)) if samples is not None else 0
+            count = progress(samples, self.counter, self.also)
+            if samples is not None and self.also is not None:
+                lead = max(lead, int(metric_sum(samples, self.counter)) - count)
             if count > skip and first is None:
                 first = (at, count, self.cpu_seconds())
             if count >= n:
@@ -473,7 +486,24 @@ class WorkerProc:
                 f"{self.name} processed all {n} events between two polls; use more --events"
             )
         timing = Timing(count - first[1], at - first[0], self.cpu_seconds() - first[2])
-        return Timing(**{**timing.__dict__, "peak_rss_mb": self.peak_rss_mb()}), samples
+        peak = self.peak_rss_mb()
+        return Timing(**{**timing.__dict__, "peak_rss_mb": peak, "stage_lead": lead}), samples
+
+
+def progress(
+    samples: list[tuple[str, dict[str, str], float]] | None, counter: str, also: str | None
+) -> int:
+    """``counter`` summed over its labels, or the lesser of it and ``also``.
+
+    >>> s = [("a_total", {"topic": "p"}, 10.0), ("a_total", {"topic": "o"}, 5.0),
+    ...      ("j_total", {"result": "waiting"}, 12.0)]
+    >>> progress(s, "a_total", None), progress(s, "a_total", "j_total"), progress(None, "a", None)
+    (15, 12, 0)
+    """
+    if samples is None:
+        return 0
+    count = int(metric_sum(samples, counter))
+    return count if also is None else min(count, int(metric_sum(samples, also)))
 
 
 def poll_delay(first: tuple[float, int, float] | None, at: float, count: int, n: int) -> float:
@@ -549,6 +579,7 @@ def driftwatch_worker(
         "DRIFTWATCH_MAX_FEATURES_PER_STREAM": str(max(500, features)),
         **FAST_DETECTION,
     }
+    joins = Settings.from_env(env).join_outcomes  # the join gets every prediction then
     return WorkerProc(
         DRIFTWATCH,
         ["driftwatch.cli", "worker"],
@@ -556,6 +587,7 @@ def driftwatch_worker(
         port,
         "driftwatch_events_total",
         workdir / f"{app_id}.log",
+        also="driftwatch_joins_total" if joins else None,
     )
 
 
@@ -614,7 +646,7 @@ def driftwatch_workers(
     first = members[0]
     return WorkerGroup(
         f"{DRIFTWATCH} x{workers}", first.module, first.env, first.metrics_port, first.counter,
-        first.log_path, members=members,
+        first.log_path, also=first.also, members=members,
     )  # fmt: skip
 
 
@@ -683,6 +715,7 @@ def rows(results: list[Result], features: int) -> list[dict[str, Any]]:
                 "vs_noop_faust": None if vs_noop is None else round(vs_noop, 4),
                 "runs_events_per_s": [round(t.rate) for t in r.runs],
                 "peak_rss_mb": None if math.isnan(med.peak_rss_mb) else round(med.peak_rss_mb),
+                "runs_stage_lead": [t.stage_lead for t in r.runs],
             }
         )
     return out
@@ -839,6 +872,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     samples, "driftwatch_events_total", result="dead_letter"
                 )
                 engine["joined"] = metric_sum(samples, "driftwatch_joins_total", result="joined")
+                # every prediction and outcome the join recorded (the timed progress's lesser)
+                engine["join_frames"] = metric_sum(samples, "driftwatch_joins_total")
                 engine["performance_labels"] = metric_sum(
                     samples, "driftwatch_engine_total", what="performance_labels"
                 )

@@ -230,11 +230,15 @@ class FeatureWindow:
         return series if series.count + missing >= min_count else None
 
     def close(self) -> bool:
-        """The window is closed: its sub-day samples go; returns whether that changed it. (The
-        summary's unfolded tail stays: folding it here costs a fold per closed window and
-        feature, more than the tail's few KiB are worth.)"""
+        """The window is closed: its sub-day samples go, and its numeric summary's unfolded
+        tail (up to ``FOLD_CHUNK`` values, 32 KiB) is folded into its buckets, so that the
+        windows kept for the baselines are stored at a bucket set's size (one fold a day per
+        feature, at the close: a point of the event-time sequence, the same in a worker and a
+        backtest); returns whether that changed it."""
         changed = self.recent is not None
         self.recent = None
+        if self.numeric is not None and self.numeric.fold_tail():
+            changed = True
         return changed
 
     @property

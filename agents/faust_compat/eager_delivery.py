@@ -29,9 +29,10 @@ from agents.faust_compat.counters import COUNTERS
 from agents.faust_compat.version import check_version
 
 _installed = False
-DELIVERY_BLOCKED = False
-"""True while the fetch loop waits for a delivery (a full stream buffer, flow control, the
-producer's buffer): nothing else is delivered meanwhile (:mod:`.backpressure` reads it)."""
+BLOCKED_ON: str | None = None
+"""The topic of the message whose delivery the fetch loop waits for (a full stream buffer,
+flow control, the producer's buffer), None when it waits for none: nothing else is delivered
+meanwhile (:mod:`.backpressure` reads it)."""
 ORIGINAL: Any = None
 """Faust's own loop, once :func:`install` replaced it (its test compares the two)."""
 
@@ -103,16 +104,17 @@ def install() -> None:
     _installed = True
 
 
-async def _finish_delivery(consumer: Any, rest: Resumed[Any]) -> None:
-    """A delivery that had to wait goes on as Faust's: under ``wait_first`` with the flow's
-    wait (a rebalance gives it up); meanwhile nothing else is delivered."""
-    global DELIVERY_BLOCKED
+async def _finish_delivery(consumer: Any, rest: Resumed[Any], topic: str) -> None:
+    """A delivery (of a message of ``topic``) that had to wait goes on as Faust's: under
+    ``wait_first`` with the flow's wait (a rebalance gives it up); meanwhile nothing else is
+    delivered."""
+    global BLOCKED_ON
     COUNTERS["delivery_waited"] += 1
-    DELIVERY_BLOCKED = True
+    BLOCKED_ON = topic
     try:
         await consumer.wait_first(rest, consumer.suspend_flow.wait())
     finally:
-        DELIVERY_BLOCKED = False
+        BLOCKED_ON = None
 
 
 async def _drain_messages(self: Any, fetcher: Any) -> None:
@@ -167,7 +169,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:
                                 await self.commit()
                         rest = start_eagerly(callback(message))
                         if rest is not None:
-                            await _finish_delivery(self, rest)
+                            await _finish_delivery(self, rest, message.topic)
                         set_read_offset(tp, offset)
                     else:
                         self.log.dev(

@@ -87,16 +87,44 @@ def test_an_agent_waits_until_the_later_stage_has_caught_up() -> None:
 
 def test_an_agent_does_not_wait_for_a_fetch_loop_blocked_on_its_own_buffer() -> None:
     """The later stage's messages may be queued behind the waiting agent's: while the fetch
-    loop waits for a delivery, the agent goes on (else neither would ever move)."""
+    loop waits to deliver another topic's message, the agent goes on (else neither would
+    ever move)."""
     p0 = TP(JOIN, 0)
     consumer = Consumer({p0: 1_000}, {p0: 0})
     gate = DownstreamGate(limit=10, max_wait=30.0, poll=0.001)
-    eager_delivery.DELIVERY_BLOCKED = True
+    eager_delivery.BLOCKED_ON = "predictions"
     try:
         waited = asyncio.run(gate.wait(app_of(consumer), "predictions", [JOIN]))
     finally:
-        eager_delivery.DELIVERY_BLOCKED = False
+        eager_delivery.BLOCKED_ON = None
     assert waited == 0.0
+
+
+def test_an_agent_waits_while_the_loop_is_blocked_on_the_later_stage_buffer() -> None:
+    """A full buffer of the later stage's own topic is work at hand for that stage: the agent
+    keeps waiting until the stage has caught up (giving up there let the drift agent run
+    ahead of the join without bound)."""
+    p0 = TP(JOIN, 0)
+    consumer = Consumer({p0: 100}, {p0: 0})
+    gate = DownstreamGate(limit=10, max_wait=30.0, poll=0.001)
+
+    async def later_stage() -> None:
+        await asyncio.sleep(0.05)
+        gate.processed([event(JOIN, 0, o) for o in range(95)])
+        eager_delivery.BLOCKED_ON = None  # its buffer has room again
+
+    async def main() -> float:
+        eager_delivery.BLOCKED_ON = JOIN
+        stage = asyncio.ensure_future(later_stage())
+        waited = await gate.wait(app_of(consumer), "predictions", [JOIN])
+        await stage
+        return waited
+
+    try:
+        waited = asyncio.run(main())
+    finally:
+        eager_delivery.BLOCKED_ON = None
+    assert 0.05 <= waited < 30.0
 
 
 def test_a_stage_that_stopped_holds_an_agent_for_the_longest_wait_only() -> None:
@@ -115,13 +143,13 @@ def test_a_stage_that_stopped_holds_an_agent_for_the_longest_wait_only() -> None
 
 
 def test_the_fetch_loop_says_when_a_delivery_waits() -> None:
-    seen: list[bool] = []
+    seen: list[str | None] = []
 
     class Waiting:
         suspend_flow = asyncio.Event()
 
         async def wait_first(self, *coros: Any) -> None:
-            seen.append(eager_delivery.DELIVERY_BLOCKED)
+            seen.append(eager_delivery.BLOCKED_ON)
             coros[1].close()
             await coros[0]
 
@@ -132,11 +160,11 @@ def test_the_fetch_loop_says_when_a_delivery_waits() -> None:
     async def main() -> None:
         rest = eager_delivery.start_eagerly(deliver())
         assert rest is not None
-        await eager_delivery._finish_delivery(Waiting(), rest)
+        await eager_delivery._finish_delivery(Waiting(), rest, JOIN)
 
     asyncio.run(main())
-    assert seen == [True]
-    assert eager_delivery.DELIVERY_BLOCKED is False
+    assert seen == [JOIN]
+    assert eager_delivery.BLOCKED_ON is None
 
 
 def test_process_batches_waits_before_a_batch_and_records_it_processed() -> None:

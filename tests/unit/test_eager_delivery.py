@@ -176,5 +176,5 @@ def test_the_loop_is_faust_s_but_for_the_delivery() -> None:
         "-)",
         "+rest = start_eagerly(callback(message))",
         "+if rest is not None:",
-        "+await _finish_delivery(self, rest)",
+        "+await _finish_delivery(self, rest, message.topic)",
     ]

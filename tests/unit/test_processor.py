@@ -243,6 +243,35 @@ def test_a_background_tick_waits_for_the_batch_without_holding_up_its_timer() ->
         asyncio.run(failing())
 
 
+def test_the_downstream_gate_is_awaited_between_a_batch_s_parts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch is applied in parts, each forwarded to the join as it is done: the worker's
+    gate is awaited before every part after the first (after the part before was counted),
+    so a large batch cannot run ahead of the join by all of it."""
+    import agents.processor
+
+    processor, _, _, _, registry = make_processor()
+    events = as_events(list(stream(seed=3, days=1, per_day=40)))
+    monkeypatch.setattr(agents.processor, "CHUNK_BYTES", 4 * len(events[0].value or b""))
+    parts = agents.processor.chunks(events, agents.processor.CHUNK_BYTES)
+    assert len(parts) >= 3
+    counted_at_waits: list[float] = []
+
+    async def gate() -> None:
+        ok = registry.get_sample_value(
+            "driftwatch_events_total", {"topic": "predictions", "result": "ok"}
+        )
+        counted_at_waits.append(ok or 0.0)
+
+    processor.between_parts = gate
+    asyncio.run(processor.process_batch(events))
+    ends = [sum(len(p) for p in parts[: k + 1]) for k in range(len(parts) - 1)]
+    assert counted_at_waits == ends  # one wait per later part, each after the one before
+    state = processor.engine.stream_state("acme", "fraud")
+    assert state is not None and state.events == 40
+
+
 def test_an_envelope_applies_its_good_events_and_dead_letters_each_bad_one() -> None:
     processor, _, letters, _, registry = make_processor()
     good = list(stream(seed=2, days=1, per_day=30))

@@ -31,11 +31,11 @@ def full_window(n: int, seed: int = 0) -> FeatureWindow:
     return fw
 
 
-def test_feature_window_stays_under_24_kib_at_any_volume() -> None:
-    for n in (100, 10_000, 300_000):
+def test_feature_window_stays_under_48_kib_at_any_volume() -> None:
+    for n in (100, 6_144, 10_000, 300_000):  # 6,144: the longest tail (4,095 values)
         fw = full_window(n)
         raw = fw.to_bytes()
-        assert len(raw) < 24 * 1024, (n, len(raw))
+        assert len(raw) < 48 * 1024, (n, len(raw))
         back = FeatureWindow.from_bytes(raw)
         assert back.count == fw.count and back.missing == fw.missing
         assert back.offsets == {3: n - 1}
@@ -43,8 +43,14 @@ def test_feature_window_stays_under_24_kib_at_any_volume() -> None:
         assert back.recent.samples == fw.recent.samples and back.recent.ids == fw.recent.ids
         assert back.to_bytes() == raw
     closed = full_window(10_000)
+    count, missing, p = closed.count, closed.missing, np.linspace(0, 200, 9)
+    assert closed.numeric is not None and closed.numeric.has_tail
+    cdf, error = closed.numeric.cdf(p), closed.numeric.cdf_error
     assert closed.close() and closed.recent is None  # samples dropped
-    assert len(closed.to_bytes()) < 18 * 1024  # buckets + unfolded tail
+    assert not closed.numeric.has_tail  # the tail folded into the buckets
+    assert len(closed.to_bytes()) < 10 * 1024  # the buckets alone
+    assert (closed.count, closed.missing) == (count, missing)
+    assert np.all(np.abs(closed.numeric.cdf(p) - cdf) <= closed.numeric.cdf_error + error)
 
 
 def test_recent_sample_does_not_depend_on_arrival_order() -> None:

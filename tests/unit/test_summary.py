@@ -450,7 +450,7 @@ def test_numeric_tail_nonfinite_values_survive_a_merge_and_corrupt_tails_are_ref
         NumericSummary.from_bytes(raw[:-4])  # a v2 record cut inside its tail
     empty_with_tail = NumericSummary()
     empty_with_tail._values = None  # a bucketed header with no buckets but a tail
-    empty_with_tail._pending = [1.0, 2.0, 3.0]
+    empty_with_tail._buf, empty_with_tail._held = np.array([1.0, 2.0, 3.0]), 3
     with pytest.raises(ValueError):
         NumericSummary.from_bytes(empty_with_tail.to_bytes())
 
