@@ -264,9 +264,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     def sender(topic: Any) -> ForwardFn:
         async def send(messages: list[tuple[bytes, bytes, int]]) -> None:
-            await deliver_all(
+            delivered = await deliver_all(
                 [await topic.send(key=k, value=v, partition=p) for k, v, p in messages]
             )
+            gate.sent(delivered)  # the later stage's backlog, as it is now
 
         return send
 

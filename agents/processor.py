@@ -138,11 +138,13 @@ def observe_latency(metrics: WorkerMetrics, topic: str, events: Sequence[Any], n
             hist.observe(max(0.0, now - ts))
 
 
-async def deliver_all(futures: Sequence[Awaitable[Any]]) -> None:
+async def deliver_all(futures: Sequence[Awaitable[Any]]) -> list[Any]:
     """Wait until every message sent is acknowledged: what a batch produced is delivered
-    before the state that records it is written (at-least-once, never at-most-once)."""
-    if futures:
-        await asyncio.gather(*futures)
+    before the state that records it is written (at-least-once, never at-most-once). Returns
+    what the futures gave (the records' metadata)."""
+    if not futures:
+        return []
+    return list(await asyncio.gather(*futures))
 
 
 async def in_thread(fn: Callable[..., R], *args: Any) -> R:

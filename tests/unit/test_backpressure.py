@@ -61,6 +61,26 @@ def test_a_partition_is_behind_by_its_messages_past_the_next_to_process() -> Non
     assert gate.behind(consumer, {"performance-input"}) == {}
 
 
+def test_what_this_worker_sent_counts_before_the_consumer_fetches_it() -> None:
+    """The consumer's high watermark moves with its fetches only (and not at all while the
+    fetch loop waits on a full buffer), and a group that committed nothing has no position:
+    the messages this worker sent downstream bound both."""
+    p0, p1 = TP(JOIN, 0), TP(JOIN, 1)
+    consumer = Consumer({p0: 10, p1: 10}, {p1: 10})  # p0: nothing committed yet
+    consumer._committed_offset[p0] = None
+    gate = DownstreamGate(limit=8)
+    assert gate.behind(consumer, {JOIN}) == {}  # p0 has no position: not judged
+    sent = [SimpleNamespace(topic=JOIN, partition=p, offset=o) for p in (0, 1) for o in (10, 29)]
+    gate.sent([*sent, SimpleNamespace(topic=JOIN, partition=0, offset=-1), object()])
+    assert gate.behind(consumer, {JOIN}) == {p0: 20, p1: 20}  # ends 30; p0 from its first, 10
+    gate.processed([event(JOIN, 0, o) for o in range(10, 25)])
+    assert gate.behind(consumer, {JOIN}) == {p1: 20}
+    consumer.ends[p1] = 40  # a fetch saw more (another worker's messages): the larger end
+    assert gate.behind(consumer, {JOIN}) == {p1: 30}
+    gate.forget([p0])  # given up: back to what the group committed (nothing)
+    assert gate.behind(consumer, {JOIN}) == {p1: 30}
+
+
 def test_an_agent_waits_until_the_later_stage_has_caught_up() -> None:
     p0 = TP(JOIN, 0)
     consumer = Consumer({p0: 100}, {p0: 0})
