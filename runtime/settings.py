@@ -334,13 +334,15 @@ class Settings:
     )
     downstream_backlog: int = _env(
         "DRIFTWATCH_DOWNSTREAM_BACKLOG",
-        8,
+        32,
         "Most unprocessed messages a partition of join-input or performance-input this worker "
-        "owns may hold before the agents feeding it wait (up to "
-        "DRIFTWATCH_DOWNSTREAM_MAX_WAIT_SECONDS a batch): a backlog then stays in predictions "
-        "and outcomes, where the consumer lag shows it, and the join and the performance "
-        "monitor keep pace with the features. 0: no agent waits (the later stages can fall "
-        "behind without bound under a sustained load).",
+        "owns may hold before the agents feeding it wait, before a batch and between its "
+        "parts (up to DRIFTWATCH_DOWNSTREAM_MAX_WAIT_SECONDS each time): a backlog then stays "
+        "in predictions and outcomes, where the consumer lag shows it, and the join and the "
+        "performance monitor keep pace with the features. Keep it above a join batch "
+        "(DRIFTWATCH_BATCH_SIZE / 64 messages): at 8 a model of 1,000 features ran at less "
+        "than half the rate, the join waiting for batches the gate held back. 0: no agent "
+        "waits (the later stages can fall behind without bound under a sustained load).",
     )
     downstream_max_wait_seconds: float = _env(
         "DRIFTWATCH_DOWNSTREAM_MAX_WAIT_SECONDS",
