@@ -407,11 +407,18 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     if downstream:
 
-        async def wait_for_downstream() -> None:
+        async def wait_for_downstream(longest: float) -> float:
             # A batch's parts each forward to the join: the gate between them as before it.
-            await gate.wait(app, settings.topic(PREDICTIONS), downstream)
+            return await gate.wait(app, settings.topic(PREDICTIONS), downstream, longest)
 
         processor.between_parts = wait_for_downstream
+        processor.parts_wait_seconds = settings.downstream_max_wait_seconds
+        if 0 < settings.downstream_backlog < join_batch_messages(settings.batch_size):
+            log.warning(
+                "DRIFTWATCH_DOWNSTREAM_BACKLOG=%d is below a join batch (%d messages, "
+                "DRIFTWATCH_BATCH_SIZE / 64): the join will wait for batches the gate holds back",
+                settings.downstream_backlog, join_batch_messages(settings.batch_size),
+            )  # fmt: skip
 
     # The data agents gather their next batch while one is processed (the alert agents see
     # a few messages a day: Faust's take_events serves them).

@@ -252,10 +252,16 @@ class PredictionProcessor:
     (with ``apply_at_events`` 0 as well: every batch)."""
     apply_at_events: int = APPLY_AT_EVENTS
     """Events those values must come from (:data:`APPLY_AT_EVENTS`)."""
-    between_parts: Callable[[], Awaitable[object]] | None = None
-    """Awaited before each part of a batch after its first: the worker's downstream gate
-    (:mod:`agents.faust_compat.backpressure`). Checked before each batch only, a batch of
-    100,000 predictions ran that far ahead of the join, forwarding part after part."""
+    between_parts: Callable[[float], Awaitable[float]] | None = None
+    """Awaited before each part of a batch after its first, with the seconds the batch may
+    still wait (``parts_wait_seconds`` a batch, shared by its parts), returning the seconds it
+    waited: the worker's downstream gate (:mod:`agents.faust_compat.backpressure`). Checked
+    before each batch only, a batch of 100,000 predictions ran that far ahead of the join,
+    forwarding part after part."""
+    parts_wait_seconds: float = 10.0
+    """Longest wait of a batch between its parts, all of them together: a stage that stopped
+    adds this much to a batch of 150 parts, not 150 times it (the watchdog judges a batch
+    that runs past ``DRIFTWATCH_STALL_BATCH_SECONDS`` a stall)."""
     monotonic: Callable[[], float] = time.monotonic
     _written_at: float | None = None
     _unwritten: bool = False
@@ -284,12 +290,13 @@ class PredictionProcessor:
             for tp, offset in first_offsets(events).items():
                 commit_cap.hold(self.source_topic, tp.partition, offset)
         parts = chunks(events, CHUNK_BYTES)
+        waited = 0.0
         for k, part in enumerate(parts):
             # What each part produced is delivered as it comes; the state is encoded and
             # written once, after the last part's output is delivered (writing it per part
             # would cost every dirty window's encoding and changelog record per part).
-            if k and self.between_parts is not None:
-                await self.between_parts()
+            if k and self.between_parts is not None and waited < self.parts_wait_seconds:
+                waited += await self.between_parts(self.parts_wait_seconds - waited)
             try:
                 result = await self._cpu(self._compute, part, self.clock(), k == len(parts) - 1)
             except BaseException:

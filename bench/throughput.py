@@ -278,7 +278,8 @@ class Timing:
     """Peak resident memory of the worker process(es) at the end (Linux ``VmHWM``; summed)."""
     stage_lead: int = 0
     """The largest lead of a driftwatch worker's input counter over its join's, seen at a poll:
-    how far the join was behind the drift agent (``DRIFTWATCH_DOWNSTREAM_BACKLOG`` bounds it)."""
+    how far the join was behind the drift agent, in frames (predictions, and outcomes with
+    ``--outcomes``)."""
 
     @property
     def rate(self) -> float:
@@ -493,17 +494,23 @@ class WorkerProc:
 def progress(
     samples: list[tuple[str, dict[str, str], float]] | None, counter: str, also: str | None
 ) -> int:
-    """``counter`` summed over its labels, or the lesser of it and ``also``.
+    """``counter`` summed over its labels; with ``also``, less the inputs taken (``result="ok"``)
+    that ``also`` has not counted yet (its ``replayed`` left out: a redelivery is no progress).
+    Dead-lettered inputs, which never reach the join, count as done.
 
-    >>> s = [("a_total", {"topic": "p"}, 10.0), ("a_total", {"topic": "o"}, 5.0),
-    ...      ("j_total", {"result": "waiting"}, 12.0)]
+    >>> s = [("a_total", {"result": "ok"}, 10.0), ("a_total", {"result": "dead_letter"}, 2.0),
+    ...      ("j_total", {"result": "waiting"}, 7.0), ("j_total", {"result": "replayed"}, 3.0)]
     >>> progress(s, "a_total", None), progress(s, "a_total", "j_total"), progress(None, "a", None)
-    (15, 12, 0)
+    (12, 9, 0)
     """
     if samples is None:
         return 0
     count = int(metric_sum(samples, counter))
-    return count if also is None else min(count, int(metric_sum(samples, also)))
+    if also is None:
+        return count
+    taken = int(metric_sum(samples, counter, result="ok"))
+    recorded = int(metric_sum(samples, also) - metric_sum(samples, also, result="replayed"))
+    return count - max(0, taken - recorded)
 
 
 def poll_delay(first: tuple[float, int, float] | None, at: float, count: int, n: int) -> float:

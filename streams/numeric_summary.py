@@ -42,9 +42,10 @@ order, and a worker that persists after every batch holds the same summary as a 
 reads it at every hourly look. Between folds the newest values are kept exactly (the *tail*)
 and reads combine both; a window's tail is folded when it closes (:meth:`fold_tail`).
 
-Why 4,096: about 0.4 ms of a fold is fixed cost in the bucket reduction, whatever it folds,
-and on a busy stream folds were the engine's largest cost per value (a quarter of a worker's
-computing with envelopes of 500). The price is an open window's stored tail, up to 32 KiB
+Why 4,096: a fold of 1,024 values took 0.34 ms and one of 4,096 0.59 (``bench.bucket_reduction``):
+~0.26 ms of it is fixed cost in the bucket reduction, whatever it folds, and on a busy stream
+folds were the engine's largest cost per value (a quarter of a worker's computing with
+envelopes of 500). The price is an open window's stored tail, up to 32 KiB
 (8 bytes a value) where 1,024 kept it under 8 KiB; a closed one has none."""
 
 _HEADER: Final = struct.Struct("<4sBBxxqqddddI")
@@ -75,6 +76,7 @@ class CdfGrid(NamedTuple):
 
 
 _NO_TAIL: Final = np.empty(0, np.float64)
+_NO_TAIL.flags.writeable = False
 """The buffer of a summary with no unfolded values (shared: never written, only replaced)."""
 
 CDF_GRID_POINTS: Final = 128
@@ -256,8 +258,8 @@ class NumericSummary:
         while self._values is None and self._held >= FOLD_CHUNK:
             self._ingest(self._buf[:FOLD_CHUNK])
             self._keep_from(FOLD_CHUNK)
-        if not self._held:
-            self._buf = _NO_TAIL  # an idle window holds no buffer
+        if not self._held and self._values is not None:
+            self._buf = _NO_TAIL  # an exact summary read: no buffer until values come
 
     def _fold(self) -> None:
         """Make the summary readable: exact mode folds (cheap, order-free); a bucketed one

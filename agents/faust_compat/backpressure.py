@@ -138,14 +138,17 @@ class DownstreamGate:
             ends[tp] = sent if end is None else end if sent is None else max(end, sent)
         return over_limit(ends, self.next_offsets(consumer), self.limit)
 
-    async def wait(self, app: Any, source: str, topics: Collection[str]) -> float:
-        """Before a batch of ``source``: wait while the stages reading ``topics`` are behind
-        (see the module); the seconds waited."""
+    async def wait(
+        self, app: Any, source: str, topics: Collection[str], longest: float | None = None
+    ) -> float:
+        """Before a batch of ``source`` (or a part of it): wait while the stages reading
+        ``topics`` are behind (see the module), at most ``longest`` seconds (None:
+        ``max_wait``); the seconds waited."""
         if self.limit <= 0 or not topics:
             return 0.0
         consumer = app.consumer
         started = time.monotonic()
-        deadline = started + self.max_wait
+        deadline = started + (self.max_wait if longest is None else longest)
         slept = False
         # Polled: the fetch loop's state and the broker's ends are what move, and no event
         # tells of them.

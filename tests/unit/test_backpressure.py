@@ -153,6 +153,8 @@ def test_a_stage_that_stopped_holds_an_agent_for_the_longest_wait_only() -> None
     gate = DownstreamGate(limit=10, max_wait=0.05, poll=0.001)
     waited = asyncio.run(gate.wait(app_of(consumer), "outcomes", [JOIN]))
     assert 0.05 <= waited < 1.0
+    patient = DownstreamGate(limit=10, max_wait=30.0, poll=0.001)  # a batch's remaining budget
+    assert 0.02 <= asyncio.run(patient.wait(app_of(consumer), "predictions", [JOIN], 0.02)) < 1.0
     off = DownstreamGate(limit=0)  # DRIFTWATCH_DOWNSTREAM_BACKLOG=0: never waits
     assert asyncio.run(off.wait(app_of(consumer), "outcomes", [JOIN])) == 0.0
     # nor while the worker stops or a rebalance runs (the batch goes on; Faust waits for it)
@@ -195,7 +197,9 @@ def test_process_batches_waits_before_a_batch_and_records_it_processed() -> None
     order: list[str] = []
 
     class Gate(DownstreamGate):
-        async def wait(self, app: Any, source: str, topics: Any) -> float:
+        async def wait(
+            self, app: Any, source: str, topics: Any, longest: float | None = None
+        ) -> float:
             order.append(f"wait {source} for {sorted(topics)}")
             return 0.0
 
@@ -270,7 +274,9 @@ def test_a_batch_stopped_before_processing_is_unmarked() -> None:
             yield list(marked)
 
     class StoppedGate(DownstreamGate):
-        async def wait(self, app: Any, source: str, topics: Any) -> float:
+        async def wait(
+            self, app: Any, source: str, topics: Any, longest: float | None = None
+        ) -> float:
             raise asyncio.CancelledError
 
     class StoppedOrder:
@@ -298,3 +304,23 @@ def test_a_batch_stopped_before_processing_is_unmarked() -> None:
     assert not any(e.message in guards._DELIVERED for e in marked)
     run_with(None, StoppedOrder())
     assert not any(e.message in guards._DELIVERED for e in marked)
+
+
+def test_a_consumer_that_cannot_answer_is_judged_by_what_was_sent() -> None:
+    """No assignment (a rebalance): nothing is judged. No high watermark for a partition:
+    its end is what this worker sent there."""
+    p0 = TP(JOIN, 0)
+
+    class Rebalancing(Consumer):
+        def assignment(self) -> set[TP]:
+            raise RuntimeError("no assignment")
+
+    class Unknown(Consumer):
+        def highwater(self, tp: TP) -> int:
+            raise KeyError(tp)
+
+    gate = DownstreamGate(limit=4)
+    gate.sent([SimpleNamespace(topic=JOIN, partition=0, offset=o) for o in range(20)])
+    assert gate.behind(Rebalancing({p0: 20}, {p0: 0}), {JOIN}) == {}
+    assert gate.behind(Unknown({p0: 0}, {p0: 10}), {JOIN}) == {p0: 10}
+    assert gate.behind(Unknown({p0: 0}, {p0: 18}), {JOIN}) == {}

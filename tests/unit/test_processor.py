@@ -257,19 +257,35 @@ def test_the_downstream_gate_is_awaited_between_a_batch_s_parts(
     parts = agents.processor.chunks(events, agents.processor.CHUNK_BYTES)
     assert len(parts) >= 3
     counted_at_waits: list[float] = []
+    allowed: list[float] = []
 
-    async def gate() -> None:
+    async def gate(longest: float) -> float:
         ok = registry.get_sample_value(
             "driftwatch_events_total", {"topic": "predictions", "result": "ok"}
         )
         counted_at_waits.append(ok or 0.0)
+        allowed.append(longest)
+        return 0.0
 
     processor.between_parts = gate
     asyncio.run(processor.process_batch(events))
     ends = [sum(len(p) for p in parts[: k + 1]) for k in range(len(parts) - 1)]
     assert counted_at_waits == ends  # one wait per later part, each after the one before
+    assert allowed == [processor.parts_wait_seconds] * len(ends)
     state = processor.engine.stream_state("acme", "fraud")
     assert state is not None and state.events == 40
+
+    # One budget a batch: a stage that stopped holds each wait to its end, and the parts
+    # share it (not a full wait each: 150 parts of a large batch would take 25 minutes).
+    allowed.clear()
+
+    async def stopped_stage(longest: float) -> float:
+        allowed.append(longest)
+        return longest
+
+    processor.between_parts, processor.parts_wait_seconds = stopped_stage, 10.0
+    asyncio.run(processor.process_batch(as_events(list(stream(seed=4, days=1, per_day=40)))))
+    assert allowed == [10.0]  # the first wait used it all: the later parts go on at once
 
 
 def test_an_envelope_applies_its_good_events_and_dead_letters_each_bad_one() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,10 +33,12 @@ def full_window(n: int, seed: int = 0) -> FeatureWindow:
 
 
 def test_feature_window_stays_under_48_kib_at_any_volume() -> None:
-    for n in (100, 6_144, 10_000, 300_000):  # 6,144: the longest tail (4,095 values)
+    for n in (100, 6_208, 10_000, 300_000):  # 6,208: the longest tail (4,095 values)
         fw = full_window(n)
         raw = fw.to_bytes()
         assert len(raw) < 48 * 1024, (n, len(raw))
+        if n == 6_208:
+            assert fw.numeric is not None and fw.numeric.has_tail and len(raw) > 47 * 1024
         back = FeatureWindow.from_bytes(raw)
         assert back.count == fw.count and back.missing == fw.missing
         assert back.offsets == {3: n - 1}
@@ -51,6 +54,9 @@ def test_feature_window_stays_under_48_kib_at_any_volume() -> None:
     assert len(closed.to_bytes()) < 10 * 1024  # the buckets alone
     assert (closed.count, closed.missing) == (count, missing)
     assert np.all(np.abs(closed.numeric.cdf(p) - cdf) <= closed.numeric.cdf_error + error)
+    exact = full_window(2_000)  # a window that never left exact mode keeps its values
+    assert exact.close() and exact.numeric is not None and exact.numeric.is_exact
+    assert len(exact.to_bytes()) < 17 * 1024
 
 
 def test_recent_sample_does_not_depend_on_arrival_order() -> None:
@@ -276,3 +282,16 @@ def test_a_state_cache_counts_the_stored_bytes_it_keeps(
         assert set(cache._sizes) <= set(cache._values)
         assert cache.stored_bytes == sum(cache._sizes.values())
         assert all(size == len(store.data.get(k) or b"") for k, size in cache._sizes.items())
+
+
+def test_one_value_applies_once_with_its_score_and_kinds_do_not_merge() -> None:
+    from streams.categorical_summary import CategoricalSummary
+    from streams.numeric_summary import NumericSummary
+    from streams.state import merge_summaries
+
+    fw = FeatureWindow.new("numeric", recent=False)
+    assert fw.apply(2.5, (0, 7), score=0.9) and fw.assoc is not None
+    assert not fw.apply(2.5, (0, 7), score=0.9)  # the same offset again: a replay
+    assert fw.count == 1
+    with pytest.raises(TypeError):
+        merge_summaries(NumericSummary(), CategoricalSummary())

@@ -163,7 +163,7 @@ def test_serialized_size_bounded_at_a_million_values() -> None:
     assert s.cdf_error < 0.01
 
 
-@pytest.mark.parametrize("n", [0, 10, 1_024, 1_025, 30_000])
+@pytest.mark.parametrize("n", [0, 10, 2_048, 2_049, 6_144, 6_145, 30_000])
 def test_round_trip(n: int) -> None:
     s = summarize(np.random.default_rng(9).gamma(2.0, size=n), one_by_one=True)
     s.add_missing(4)
@@ -385,8 +385,8 @@ def test_numeric_summary_reads_include_the_unfolded_tail() -> None:
     """Between folds the newest values are exact: count, moments, min/max and the CDF (within
     the bound) agree with the plain values."""
     rng = np.random.default_rng(12)
-    values = rng.normal(3, 2, 4_000)  # 2,049 folded on leaving exact mode, then a 1,951 tail:
-    # one chunk of 1,024 folded, 927 left
+    values = rng.normal(3, 2, 8_000)  # 2,049 folded on leaving exact mode, then a 5,951 tail:
+    # one chunk of 4,096 folded, 1,855 left
     values[7] = np.inf
     s = NumericSummary()
     s.extend(values)
@@ -585,3 +585,17 @@ def test_the_cdf_ramp_is_the_matrix_products_without_its_cost() -> None:
             exact += 1
             assert np.array_equal(ramp, product)
     assert exact >= 10 and overlapping >= 10  # both cases were tried
+
+
+def test_a_tail_of_only_missing_values_and_the_odd_reads() -> None:
+    """A bucketed summary whose unfolded values are all NaN/inf: counts and moments are the
+    buckets', the tail adds missing values only. And the reads no caller should make."""
+    s = NumericSummary()
+    s.extend(np.arange(3_000.0))
+    s.fold_tail()
+    before = (s.count, s.mean, s.m2)
+    s.extend(np.array([np.nan, np.inf, -np.inf]))
+    assert s.has_tail and (s.count, s.mean, s.m2) == before and s.missing == 3
+    assert "buckets=" in repr(s) and (s == 3) is False
+    with pytest.raises(ValueError):
+        NumericSummary().cdf([0.0])
