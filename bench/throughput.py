@@ -7,8 +7,8 @@ Run as ``python -m bench.throughput [--events N] [--features F] [--partitions P]
 its label drawn from the score), so the join, the prediction log and the performance monitor
 run as they do in production; the worker's rate then counts predictions and outcomes, messages
 a second like the others' (the issue's target reads "join on"; without outcomes the join only
-stores predictions). The worker's progress is the lesser of its input counter and the join's
-frames (``driftwatch_joins_total``: every prediction and outcome the join has recorded), so
+stores predictions). The worker's progress is its inputs less those the join has not recorded
+yet (``driftwatch_joins_total``: every prediction and outcome the join has recorded), so
 this is the rate of the whole pipeline, not of its first stage: the later stages keep pace
 with the drift agent (``DRIFTWATCH_DOWNSTREAM_BACKLOG``), but before the thirtieth round's
 fix of that gate a join could be 180,000 predictions behind when the drift agent reached N.
@@ -380,8 +380,8 @@ def metric_sum(samples: list[tuple[str, dict[str, str], float]], name: str, **la
 
 @dataclass
 class WorkerProc:
-    """A worker subprocess whose progress is one Prometheus counter (summed over labels), or
-    the lesser of two."""
+    """A worker subprocess whose progress is one Prometheus counter (summed over labels), less
+    what a second one has not caught up with (:func:`progress`)."""
 
     name: str
     module: list[str]
@@ -390,8 +390,8 @@ class WorkerProc:
     counter: str
     log_path: Path
     also: str | None = None
-    """A second counter that must reach the same count (the join's frames: a driftwatch
-    worker's progress is its whole pipeline's, not its first stage's)."""
+    """A second counter that must catch up with the first's accepted inputs (the join's
+    frames: a driftwatch worker's progress is its whole pipeline's, not its first stage's)."""
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProc:
@@ -468,9 +468,8 @@ class WorkerProc:
             samples = self.samples()
             after = time.perf_counter()
             at = (before + after) / 2
-            count = progress(samples, self.counter, self.also)
-            if samples is not None and self.also is not None:
-                lead = max(lead, int(metric_sum(samples, self.counter)) - count)
+            count, behind = progress(samples, self.counter, self.also)
+            lead = max(lead, behind)
             if count > skip and first is None:
                 first = (at, count, self.cpu_seconds())
             if count >= n:
@@ -493,24 +492,26 @@ class WorkerProc:
 
 def progress(
     samples: list[tuple[str, dict[str, str], float]] | None, counter: str, also: str | None
-) -> int:
-    """``counter`` summed over its labels; with ``also``, less the inputs taken (``result="ok"``)
-    that ``also`` has not counted yet (its ``replayed`` left out: a redelivery is no progress).
-    Dead-lettered inputs, which never reach the join, count as done.
+) -> tuple[int, int]:
+    """(progress, how far ``also`` is behind): ``counter`` summed over its labels; with
+    ``also``, less the inputs taken (``result="ok"``) that ``also`` has not counted yet (its
+    ``replayed`` left out: a redelivery is no progress). Dead-lettered inputs, which never
+    reach the join, count as done.
 
     >>> s = [("a_total", {"result": "ok"}, 10.0), ("a_total", {"result": "dead_letter"}, 2.0),
     ...      ("j_total", {"result": "waiting"}, 7.0), ("j_total", {"result": "replayed"}, 3.0)]
     >>> progress(s, "a_total", None), progress(s, "a_total", "j_total"), progress(None, "a", None)
-    (12, 9, 0)
+    ((12, 0), (9, 3), (0, 0))
     """
     if samples is None:
-        return 0
+        return 0, 0
     count = int(metric_sum(samples, counter))
     if also is None:
-        return count
+        return count, 0
     taken = int(metric_sum(samples, counter, result="ok"))
     recorded = int(metric_sum(samples, also) - metric_sum(samples, also, result="replayed"))
-    return count - max(0, taken - recorded)
+    behind = max(0, taken - recorded)
+    return count - behind, behind
 
 
 def poll_delay(first: tuple[float, int, float] | None, at: float, count: int, n: int) -> float:

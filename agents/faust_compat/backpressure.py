@@ -82,16 +82,13 @@ class DownstreamGate:
         message to a full stream buffer: judged by it alone, the join was "not behind" while
         the drift agent forwarded 120,000 predictions more (``bench.throughput --live
         --batch 500``)."""
-        end, start = self._sent_end, self._sent_start
         for r in records:
-            topic, partition, offset = (getattr(r, k, None) for k in ("topic", "partition",
-                                                                      "offset"))  # fmt: skip
-            if topic is None or partition is None or offset is None or offset < 0:
+            offset = getattr(r, "offset", None)
+            if offset is None or offset < 0 or not hasattr(r, "partition"):
                 continue
-            tp = TP(topic, partition)
-            if offset >= end.get(tp, 0):
-                end[tp] = offset + 1
-            start.setdefault(tp, offset)
+            tp = TP(r.topic, r.partition)
+            self._sent_end[tp] = max(self._sent_end.get(tp, 0), offset + 1)
+            self._sent_start.setdefault(tp, offset)
 
     def processed(self, batch: Iterable[Any]) -> None:
         """A batch's work is done: its partitions' next offsets move past it."""
@@ -134,8 +131,8 @@ class DownstreamGate:
                 end = consumer.highwater(tp)
             except Exception:
                 end = None
-            sent = self._sent_end.get(tp)
-            ends[tp] = sent if end is None else end if sent is None else max(end, sent)
+            known = [e for e in (end, self._sent_end.get(tp)) if e is not None]
+            ends[tp] = max(known) if known else None
         return over_limit(ends, self.next_offsets(consumer), self.limit)
 
     async def wait(
