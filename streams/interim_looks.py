@@ -155,9 +155,14 @@ class InterimLooks:
         spans, skipped = self.spans(stream, window, look)
         if skipped:
             self.stats["look_spans_skipped"] += skipped
+        scan = self._scan_due(stream, window, look)
+        # Each judgement below reads the same windows and baselines: found once.
+        inputs = judge.inputs(stream, window) if spans or scan else []
         for slots in spans:
             if slots == 0:
-                drifts += judge.judge(stream, window, event_time, cfg.interim_alpha, looked_at)
+                drifts += judge.judge(
+                    stream, window, event_time, cfg.interim_alpha, looked_at, inputs=inputs
+                )
                 continue
 
             def pick(
@@ -174,9 +179,10 @@ class InterimLooks:
                     looked_at,
                     pick,
                     span=slots * cfg.interim_seconds,
+                    inputs=inputs,
                 )
             )
-        if self._scan_due(stream, window, look):
+        if scan:
             self.stats["scans"] += 1
 
             def pick_slots(feature: str, fw: FeatureWindow) -> SlotSeries | None:
@@ -184,6 +190,6 @@ class InterimLooks:
 
             drifts += judge.judge(
                 stream, window, event_time, cfg.sequential_alpha, looked_at, pick_slots,
-                scan=True,
+                scan=True, inputs=inputs,
             )  # fmt: skip
         return drifts

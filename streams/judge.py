@@ -42,10 +42,15 @@ from streams.state import (
     window_key,
 )
 
-__all__ = ["FeatureJudge", "FeatureTest", "Picker", "whole_window"]
+__all__ = ["FeatureInputs", "FeatureJudge", "FeatureTest", "Picker", "whole_window"]
 
 Picker = Callable[[str, FeatureWindow], Summary | SlotSeries | SlotSpan | None]
 """Which summary of a feature's window a test looks at (the whole window, a recent span)."""
+
+
+FeatureInputs = list[tuple[str, FeatureKind, FeatureWindow, Any]]
+"""Per feature (and segment feature) with a window, in judging order: its kind, its window and
+its baseline (:meth:`~streams.baselines.Baselines.feature`'s, None while it has none)."""
 
 
 def whole_window(feature: str, fw: FeatureWindow) -> Summary | None:
@@ -155,20 +160,23 @@ class FeatureJudge:
         pick: Picker | None = None,
         span: float | None = None,
         scan: bool = False,
+        inputs: FeatureInputs | None = None,
     ) -> list[DriftEvent]:
         """Test a window's features against their baselines and update the incidents.
 
         ``partial_end`` is set for an interim look at the still-open window: only drifts count
         there (a partial window is no evidence that a feature is clean), and a feature found
         drifting is not judged again in this window. ``scan``: the sequential scan's tests
-        (``DriftTest.scan_only``) on what ``pick`` gives, instead of the others.
+        (``DriftTest.scan_only``) on what ``pick`` gives, instead of the others. ``inputs``:
+        :meth:`inputs` of this window, when the caller judges it several times in a row (a
+        look's spans and scan) and nothing between changes a window or a baseline.
         """
         cfg = self.config
         book = stream.incidents
         # At a look only discoveries count: tests may skip exact p-values they prove > alpha.
         decide_at = alpha if partial_end is not None else None
         all_tests = self._test_features(
-            stream, window, pick or whole_window, decide_at, partial_end, scan
+            stream, window, pick or whole_window, decide_at, partial_end, scan, inputs
         )
         tests = [t for t in all_tests if book.last_window.get(t.incident_key, -1) < window]
         # Judged at an interim look already: found drifting in this window.
@@ -284,6 +292,23 @@ class FeatureJudge:
 
     # ------------------------------------------------------------------ tests
 
+    def inputs(self, stream: StreamState, window: float) -> FeatureInputs:
+        """What the tests of ``window`` read, feature by feature (see :data:`FeatureInputs`):
+        a look judges the same window up to six times (its spans, the window so far, the
+        scan), and this is the same each time."""
+        windows = self.baselines.windows_of(stream, window)
+        tenant, model = stream.tenant, stream.model
+        out: FeatureInputs = []
+        for feature, kind in stream.judged_features():
+            fw = self.windows.get(window_key(tenant, model, window, feature))
+            if fw is None:
+                continue
+            baseline = self.baselines.feature(
+                stream, feature, window, _same_segments(stream, feature, window, windows)
+            )
+            out.append((feature, kind, fw, baseline))
+        return out
+
     def _test_features(
         self,
         stream: StreamState,
@@ -292,6 +317,7 @@ class FeatureJudge:
         decide_at: float | None,
         partial_end: float | None = None,
         scan: bool = False,
+        inputs: FeatureInputs | None = None,
     ) -> list[FeatureTest]:
         tests: list[FeatureTest] = []
         jobs: list[tuple[DriftTest[Any], str, FeatureKind, int, Any, tuple[Any, float, float]]]
@@ -299,16 +325,11 @@ class FeatureJudge:
         whole = pick is whole_window
         windows = self.baselines.windows_of(stream, window)
         min_count = self.config.min_window_count
-        tenant, model = stream.tenant, stream.model
         no_baseline = values_tests = 0  # counted once, at the end
-        for feature, kind in stream.judged_features():
-            fw = self.windows.get(window_key(tenant, model, window, feature))
-            if fw is None:
-                continue
+        if inputs is None:
+            inputs = self.inputs(stream, window)
+        for feature, kind, fw, baseline in inputs:
             # The baseline first: a stream's first weeks have none, and no span to build.
-            baseline = self.baselines.feature(
-                stream, feature, window, _same_segments(stream, feature, window, windows)
-            )
             if baseline is None:
                 no_baseline += 1
                 continue

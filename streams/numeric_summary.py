@@ -372,13 +372,19 @@ class NumericSummary:
 
     # ----------------------------------------------------------------- read side
 
+    # The counts without a tail (every baseline, most windows read at a look) are the fields:
+    # they are read for every pair of every test.
     @property
     def count(self) -> int:
+        if not self._held:
+            return self._count
         self._fold()
         return self._count + (int(self._tail().values.size) if self._held else 0)
 
     @property
     def missing(self) -> int:
+        if not self._held:
+            return self._missing
         self._fold()
         return self._missing + (self._tail().nonfinite if self._held else 0)
 
@@ -420,14 +426,16 @@ class NumericSummary:
 
     @property
     def is_exact(self) -> bool:
-        self._fold()
+        if self._held:
+            self._fold()
         return self._values is not None
 
     @property
     def cdf_error(self) -> float:
         """Max |cdf(x) - true empirical CDF(x)| over all x; 0.0 in exact mode (the tail is
         exact: it adds to the count, not to the error)."""
-        self._fold()
+        if self._held:
+            self._fold()
         if self._values is not None or self._count == 0:
             return 0.0
         return self._coverage / self.count
@@ -449,12 +457,21 @@ class NumericSummary:
             return self._values.searchsorted(x, "right") / self._count
         # Methods and minimum/maximum, not np.searchsorted and np.clip: the same figures
         # without their Python wrappers (~3 µs a call; the scan ranks every new slot).
+        # Each part only where there is one (a baseline of continuous values has no point
+        # buckets, nor a tail once closed): the CDF ranks every new slot at every look.
         knots, ramp, points, point_cum = self._cdf_tables()
-        ramp_part = np.interp(x, knots, ramp, left=0.0, right=ramp[-1]) if knots.size else 0.0
-        below = ramp_part + point_cum[points.searchsorted(x, "right")]
+        below: FloatArray
+        if knots.size:
+            below = np.interp(x, knots, ramp, left=0.0, right=ramp[-1])
+        else:
+            below = np.zeros(x.shape)
+        if points.size:
+            below = below + point_cum[points.searchsorted(x, "right")]
+        n = self._count
         if self._held:
             below = below + self._tail().values.searchsorted(x, "right")
-        return np.minimum(np.maximum(below / self.count, 0.0), 1.0)
+            n = self.count
+        return np.minimum(np.maximum(below / n, 0.0), 1.0)
 
     def _cdf_tables(self) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
         """Piecewise-linear part evaluated at its knots, plus the step part (point buckets)."""
@@ -480,7 +497,8 @@ class NumericSummary:
         >>> xs.tolist(), at.tolist(), left.tolist()
         ([1.0, 2.0, 3.0], [0.25, 0.75, 1.0], [0.0, 0.25, 0.75])
         """
-        self._fold()
+        if self._held:
+            self._fold()
         key = (self._count, self._held, points)
         hit = self._grid_cache
         if hit is not None and hit[0] == key:

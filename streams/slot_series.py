@@ -10,7 +10,7 @@ first, so the newest slot is last.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
@@ -79,11 +79,12 @@ class SlotSeries:
     missing: int
     slot_seconds: float
     min_values: int = 0
+    count: int = field(init=False)
+    """Finite values over all the slots (what a test of the values counts): read by each
+    step of a look's scan, so counted once."""
 
-    @property
-    def count(self) -> int:
-        """Finite values over all the slots (what a test of the values counts)."""
-        return sum(map(len, self.slots))  # 1-d arrays: len is the size
+    def __post_init__(self) -> None:
+        self.count = sum(map(len, self.slots))  # 1-d arrays: len is the size
 
     def to_bytes(self) -> bytes:
         """As the summaries have it (the contract suite round-trips what tests read); a

@@ -222,7 +222,7 @@ def _slot_counts(values: FloatArray, grid: CdfGrid) -> Counts:
     hit = _SLOT_COUNTS.get(values, grid.xs, 0)  # the grid is a tuple: its points are keyed
     if hit is None:
         v = np.sort(values)
-        dtype = np.uint8 if v.size <= np.iinfo(np.uint8).max else np.int64
+        dtype = np.uint8 if v.size <= _UINT8_MAX else np.int64
         hit = np.empty((2, grid.xs.size), dtype)
         hit[0] = v.searchsorted(grid.xs, "right")
         hit[1] = v.searchsorted(grid.xs, "left")
@@ -231,11 +231,14 @@ def _slot_counts(values: FloatArray, grid: CdfGrid) -> Counts:
 
 
 def _span_counts(span: SlotSpan, grid: CdfGrid) -> Counts:
-    """:func:`_slot_counts` of the span's slots, added up (in int64): the pooled sample's."""
+    """:func:`_slot_counts` of the span's slots, added up (in int64): the pooled sample's
+    (a span of one slot with values, half of the looks' spans: that slot's own counts)."""
+    counts = [_slot_counts(s, grid) for s in span.slots if s.size]
+    if len(counts) == 1:
+        return counts[0]
     total = np.zeros((2, grid.xs.size), np.int64)
-    for s in span.slots:
-        if s.size:
-            total += _slot_counts(s, grid)
+    for c in counts:
+        total += c
     return total
 
 
@@ -329,6 +332,7 @@ def _lazy_floor(alpha: float) -> float:
 
 
 _LAZY_MIN_N = 15
+_UINT8_MAX: Final = int(np.iinfo(np.uint8).max)
 _LAZY_MARGIN = 10.0
 _EXACT_KS_BELOW = 60
 _EXACT_2SAMP_MAX_N = 10_000  # scipy's own limit for method="auto"

@@ -121,13 +121,23 @@ class RankSums:
         return len(self._sums)
 
     def __call__(self, values: np.ndarray, baseline: NumericSummary) -> float:
-        if not values.size:
-            return 0.0  # a slot without traffic (one shared array, never freed: not kept)
-        total = self._sums.get(values, baseline, baseline.count)
-        if total is None:
-            total = math.fsum((mid_ranks(values, baseline) - 0.5).tolist())
-            self._sums.put(values, baseline, baseline.count, total)
-        return total
+        return self.many((values,), baseline)[0]
+
+    def many(self, slots: Sequence[np.ndarray], baseline: NumericSummary) -> list[float]:
+        """Each slot's sum, in order (a look asks for a feature's eight at once)."""
+        version = baseline.count
+        get, put = self._sums.get, self._sums.put
+        out = []
+        for values in slots:
+            if not values.size:
+                out.append(0.0)  # a slot without traffic (one shared array, never freed)
+                continue
+            total = get(values, baseline, version)
+            if total is None:
+                total = math.fsum((mid_ranks(values, baseline) - 0.5).tolist())
+                put(values, baseline, version, total)
+            out.append(total)
+        return out
 
 
 _RANK_SUMS = RankSums()
@@ -180,8 +190,9 @@ def scan_many(pairs: Sequence[tuple[Window, NumericSummary]]) -> list[ScanFindin
             slot_sizes = [window.count]
         else:
             least = max(least, window.min_values)
-            slot_sums = [_RANK_SUMS(s, baseline) for s in reversed(window.slots)]
-            slot_sizes = [int(s.size) for s in reversed(window.slots)]
+            newest_first = window.slots[::-1]
+            slot_sums = _RANK_SUMS.many(newest_first, baseline)
+            slot_sizes = [s.size for s in newest_first]
         rows.append(k)
         sums.append(slot_sums)
         sizes.append(slot_sizes)
@@ -191,11 +202,9 @@ def scan_many(pairs: Sequence[tuple[Window, NumericSummary]]) -> list[ScanFindin
     if not rows:
         return out
     width = max(map(len, sums))
-    total = np.zeros((len(rows), width))
-    size = np.zeros((len(rows), width), dtype=np.int64)
-    for j, (slot_sums, slot_sizes) in enumerate(zip(sums, sizes, strict=True)):
-        total[j, : len(slot_sums)] = slot_sums
-        size[j, : len(slot_sizes)] = slot_sizes
+    # Padded with zeros (slots that add nothing), in one conversion each.
+    total = np.array([row + [0.0] * (width - len(row)) for row in sums], np.float64)
+    size = np.array([row + [0] * (width - len(row)) for row in sizes], np.int64)
     np.cumsum(total, axis=1, out=total)  # each suffix's sum: slot by slot, in order
     n = np.cumsum(size, axis=1)
     # A suffix is tried once it holds enough values, and only where its oldest slot adds
