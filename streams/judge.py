@@ -364,6 +364,16 @@ class FeatureJudge:
             )
             for k, result in zip(ks, found, strict=True):
                 results[k] = result
+        # At a look only discoveries count, and Benjamini-Hochberg at alpha finds none where
+        # every p is above alpha: nearly every span and scan. Their tests are not made (the
+        # window so far may add the multivariate test to the family: it is made there).
+        moments_next = whole and self.moments is not None
+        if (
+            decide_at is not None
+            and not moments_next
+            and all(r.p_value > decide_at for r in results.values())
+        ):
+            return tests
         association_of: functools.partial[Association | None] | None = None
         of_feature = None  # a feature's jobs are contiguous: one thunk for its tests
         for k, (test, feature, kind, n_window, summary, baseline) in enumerate(jobs):
