@@ -175,12 +175,12 @@ class FeatureJudge:
         book = stream.incidents
         # At a look only discoveries count: tests may skip exact p-values they prove > alpha.
         decide_at = alpha if partial_end is not None else None
-        all_tests = self._test_features(
+        all_tests, judged = self._test_features(
             stream, window, pick or whole_window, decide_at, partial_end, scan, inputs
         )
         tests = [t for t in all_tests if book.last_window.get(t.incident_key, -1) < window]
         # Judged at an interim look already: found drifting in this window.
-        judged = {t.incident_key for t in all_tests} - {t.incident_key for t in tests}
+        judged |= {t.incident_key for t in all_tests} - {t.incident_key for t in tests}
         if partial_end is None:
             self._count_untested_as_clean(stream, window, {t.incident_key for t in tests})
             if not tests:
@@ -318,14 +318,19 @@ class FeatureJudge:
         partial_end: float | None = None,
         scan: bool = False,
         inputs: FeatureInputs | None = None,
-    ) -> list[FeatureTest]:
+    ) -> tuple[list[FeatureTest], set[str]]:
+        """The features' tests, and the incident keys of those a look did not run: found
+        drifting in this window already, a look judges them no more (at a close they run:
+        their results are recorded)."""
         tests: list[FeatureTest] = []
         jobs: list[tuple[DriftTest[Any], str, FeatureKind, int, Any, tuple[Any, float, float]]]
         jobs = []
         whole = pick is whole_window
         windows = self.baselines.windows_of(stream, window)
         min_count = self.config.min_window_count
-        no_baseline = values_tests = 0  # counted once, at the end
+        no_baseline = values_tests = skipped = 0  # counted once, at the end
+        judged: set[str] = set()
+        last_window = stream.incidents.last_window if partial_end is not None else {}
         if inputs is None:
             inputs = self.inputs(stream, window)
         for feature, kind, fw, baseline in inputs:
@@ -340,11 +345,19 @@ class FeatureJudge:
                 n_window = test.size(summary)
                 if n_window < min_count:
                     continue
+                if last_window:
+                    key = feature + test.incident_suffix
+                    if last_window.get(key, -1) >= window:
+                        judged.add(key)
+                        skipped += 1
+                        continue
                 if test.sample == "values":
                     values_tests += 1  # the metric counts the tests of the values
                 jobs.append((test, feature, kind, n_window, summary, baseline))
         if no_baseline:
             self.stats["tests_skipped_no_baseline"] += no_baseline
+        if skipped:
+            self.stats["tests_skipped_judged"] += skipped
         if values_tests:
             self.stats["tests"] += values_tests
         if scan and jobs:
@@ -373,7 +386,7 @@ class FeatureJudge:
             and not moments_next
             and all(r.p_value > decide_at for r in results.values())
         ):
-            return tests
+            return tests, judged
         association_of: functools.partial[Association | None] | None = None
         of_feature = None  # a feature's jobs are contiguous: one thunk for its tests
         for k, (test, feature, kind, n_window, summary, baseline) in enumerate(jobs):
@@ -399,10 +412,10 @@ class FeatureJudge:
                 )
             )
         # At a look, a window already found drifting is not judged again: no need to test it.
-        judged = partial_end is not None and (
+        moments_judged = partial_end is not None and (
             stream.incidents.last_window.get(MULTIVARIATE_FEATURE, -1) >= window
         )
-        if whole and self.moments is not None and not judged:
+        if whole and self.moments is not None and not moments_judged:
             blocks = None
             if partial_end is not None:
                 blocks = round((partial_end - window) / self.config.moment_block_seconds)
@@ -412,7 +425,7 @@ class FeatureJudge:
                 mv = self._test_moments(stream, window, windows, blocks)
                 if mv is not None:
                     tests.append(mv)
-        return tests
+        return tests, judged
 
     def _test_moments(
         self,
