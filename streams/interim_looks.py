@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import numpy as np
+
 from schemas import DriftEvent
 from streams.categorical_summary import CategoricalSummary
 from streams.config import CUMULATIVE_EVERY, EngineConfig
@@ -156,8 +158,15 @@ class InterimLooks:
         if skipped:
             self.stats["look_spans_skipped"] += skipped
         scan = self._scan_due(stream, window, look)
-        # Each judgement below reads the same windows and baselines: found once.
+        # Each judgement below reads the same windows, baselines and recent slots: found once.
         inputs = judge.inputs(stream, window) if spans or scan else []
+        recent: dict[str, list[tuple[np.ndarray, int]] | None] = {}
+
+        def recent_of(feature: str, fw: FeatureWindow) -> list[tuple[np.ndarray, int]] | None:
+            if feature not in recent:
+                recent[feature] = fw.recent_arrays(look - 1)
+            return recent[feature]
+
         for slots in spans:
             if slots == 0:
                 drifts += judge.judge(
@@ -168,7 +177,9 @@ class InterimLooks:
             def pick(
                 feature: str, fw: FeatureWindow, slots: int = slots
             ) -> SlotSpan | CategoricalSummary | None:
-                return fw.span_summary(look - 1, slots, cfg.min_window_count)
+                return fw.span_summary(
+                    look - 1, slots, cfg.min_window_count, recent_of(feature, fw)
+                )
 
             drifts.extend(
                 judge.judge(
@@ -186,7 +197,9 @@ class InterimLooks:
             self.stats["scans"] += 1
 
             def pick_slots(feature: str, fw: FeatureWindow) -> SlotSeries | None:
-                return fw.slot_series(look - 1, cfg.interim_seconds, cfg.min_window_count)
+                return fw.slot_series(
+                    look - 1, cfg.interim_seconds, cfg.min_window_count, recent_of(feature, fw)
+                )
 
             drifts += judge.judge(
                 stream, window, event_time, cfg.sequential_alpha, looked_at, pick_slots,

@@ -193,16 +193,32 @@ class FeatureWindow:
         if pairs_x:
             self.assoc.add(pairs_x, pairs_y)  # type: ignore[arg-type]  # validated by kind
 
+    def recent_arrays(self, last_slot: int) -> list[tuple[np.ndarray, int]] | None:
+        """A numeric feature's last :data:`RECENT_SLOTS` known slots up to ``last_slot``
+        (``RecentSlots.known_slot_arrays``): every span and the scan of one look read these,
+        so a look asks once (None: not numeric, or no recent slots)."""
+        if self.recent is None or self.kind != "numeric":
+            return None
+        return self.recent.known_slot_arrays(last_slot, RECENT_SLOTS)
+
     def span_summary(
-        self, last_slot: int, slots: int, min_count: int = 0
+        self,
+        last_slot: int,
+        slots: int,
+        min_count: int = 0,
+        recent: list[tuple[np.ndarray, int]] | None = None,
     ) -> SlotSpan | CategoricalSummary | None:
         """The sampled values of the last ``slots`` slots, for a sub-day test (a numeric
         feature's as a :class:`SlotSpan`, pooled only if a test needs it); None when a slot
-        is unknown or there are fewer than ``min_count`` values."""
+        is unknown or there are fewer than ``min_count`` values. ``recent``: the feature's
+        :meth:`recent_arrays` at ``last_slot``, if the caller has them."""
         if self.recent is None:
             return None
         if self.kind == "numeric":
-            parts = self.recent.slot_arrays(last_slot, slots)
+            if recent is None:
+                parts = self.recent.slot_arrays(last_slot, slots)
+            else:  # the run of known slots ending at last_slot: the span if it is that long
+                parts = recent[-slots:] if len(recent) >= slots else None
             if parts is None:
                 return None
             span = SlotSpan(tuple(p for p, _ in parts), sum(m for _, m in parts))
@@ -215,14 +231,19 @@ class FeatureWindow:
         return out
 
     def slot_series(
-        self, last_slot: int, slot_seconds: float, min_count: int = 0
+        self,
+        last_slot: int,
+        slot_seconds: float,
+        min_count: int = 0,
+        recent: list[tuple[np.ndarray, int]] | None = None,
     ) -> SlotSeries | None:
         """The last :data:`RECENT_SLOTS` slots up to ``last_slot`` (fewer early in the
         window) one by one, for the sequential scan; None for a categorical feature, when
-        no slot is known, or with fewer than ``min_count`` values and missing ones."""
+        no slot is known, or with fewer than ``min_count`` values and missing ones.
+        ``recent``: :meth:`recent_arrays` at ``last_slot``, if the caller has them."""
         if self.recent is None or self.kind != "numeric":
             return None
-        parts = self.recent.known_slot_arrays(last_slot, RECENT_SLOTS)
+        parts = self.recent.known_slot_arrays(last_slot, RECENT_SLOTS) if recent is None else recent
         if not parts:
             return None
         missing = sum(m for _, m in parts)
