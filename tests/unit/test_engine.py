@@ -344,6 +344,29 @@ def test_interim_looks_find_a_clear_shift_within_hours() -> None:
     assert len(day30) == 1
 
 
+def test_a_feature_found_at_a_look_is_not_tested_again_in_its_window() -> None:
+    """Later looks at the window skip the found feature's tests (they would judge it no
+    more) and still find another feature that drifts hours later in the same window."""
+    second = 30.6  # 14:24 on day 30, after x0's onset at 07:12
+
+    def both() -> Iterator[PredictionEvent]:
+        for e in stream(seed=21, days=32, per_day=1500, shift_day=30.3):
+            if e.timestamp >= T0 + second * DAY:
+                x1 = e.features["x1"]
+                assert isinstance(x1, float)
+                e = replace(e, features={**e.features, "x1": x1 + 1.0})
+            yield e
+
+    drifts, engine = run_engine(both(), DEFAULTS_SHORT_HISTORY)
+    day30 = [d for d in drifts if d.window_start == T0 + 30 * DAY]
+    assert sorted(d.feature for d in day30) == ["x0", "x1"]  # one event each, at a look
+    assert all(d.partial for d in day30)
+    found_x1 = next(d for d in day30 if d.feature == "x1")
+    assert found_x1.detected_at > T0 + second * DAY
+    # x0's tests at the looks after it was found, and x1's after it: not run.
+    assert engine.stats["tests_skipped_judged"] > 0
+
+
 def test_interim_looks_do_not_raise_false_alarms() -> None:
     drifts, engine = run_engine(
         stream(seed=22, days=40, per_day=600, n_numeric=20, categorical=True),

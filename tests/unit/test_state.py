@@ -18,6 +18,7 @@ from streams.recent_slots import (
     event_hash,
     slot_runs,
 )
+from streams.slot_series import SlotSpan
 from streams.state import FeatureWindow, StreamState
 
 
@@ -295,3 +296,30 @@ def test_one_value_applies_once_with_its_score_and_kinds_do_not_merge() -> None:
     assert fw.count == 1
     with pytest.raises(TypeError):
         merge_summaries(NumericSummary(), CategoricalSummary())
+
+
+def test_spans_cut_from_a_looks_recent_arrays_are_the_spans_read_alone() -> None:
+    """A look reads a feature's recent slots once and cuts every span and the scan's
+    series from them: the same slots as reading each on its own, gaps included."""
+    fw = FeatureWindow.new("numeric", recent=True)
+    rng = np.random.default_rng(9)
+    for slot in (0, 1, 2, 3, 5, 6, 8, 9, 10, 11):  # slots 4 and 7 have no traffic
+        for k in range(40):
+            value = None if k % 9 == 0 else float(rng.normal())
+            fw.apply(value, None, slot=slot, h=event_hash(f"{slot}-{k}"))
+    for last in range(12):
+        recent = fw.recent_arrays(last)
+        for slots in (1, 2, 4, 8):
+            alone = fw.span_summary(last, slots)
+            cut = fw.span_summary(last, slots, recent=recent)
+            assert (alone is None) == (cut is None), (last, slots)
+            if isinstance(alone, SlotSpan) and isinstance(cut, SlotSpan):
+                assert [a.tolist() for a in alone.slots] == [c.tolist() for c in cut.slots]
+                assert alone.missing == cut.missing
+        series, cut_series = (
+            fw.slot_series(last, 3600.0),
+            fw.slot_series(last, 3600.0, recent=recent),
+        )
+        assert (series is None) == (cut_series is None)
+        if series is not None and cut_series is not None:
+            assert [a.tolist() for a in series.slots] == [c.tolist() for c in cut_series.slots]
