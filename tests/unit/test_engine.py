@@ -359,7 +359,7 @@ def test_a_feature_found_at_a_look_is_not_tested_again_in_its_window() -> None:
 
     drifts, engine = run_engine(both(), DEFAULTS_SHORT_HISTORY)
     day30 = [d for d in drifts if d.window_start == T0 + 30 * DAY]
-    assert sorted(d.feature for d in day30) == ["x0", "x1"]  # one event each, at a look
+    assert sorted(str(d.feature) for d in day30) == ["x0", "x1"]  # one event each, at a look
     assert all(d.partial for d in day30)
     found_x1 = next(d for d in day30 if d.feature == "x1")
     assert found_x1.detected_at > T0 + second * DAY
