@@ -62,6 +62,10 @@ def _effect_floor(cfg: EngineConfig, test: str) -> float:
     return DRIFT_TESTS[test].effect_floor(cfg)
 
 
+_BH_ROUNDING = 1e-12
+"""Relative margin above a look's alpha within which a p may still be a Benjamini-Hochberg
+discovery through rounding (``alpha * rank / m``): such a look is judged in full."""
+
 _DRIFT_NAMESPACE = uuid.UUID("6f1c2b1e-6d0b-4c55-9a59-3c1f4f8d2a10")
 
 
@@ -321,7 +325,9 @@ class FeatureJudge:
     ) -> tuple[list[FeatureTest], set[str]]:
         """The features' tests, and the incident keys of those a look did not run: found
         drifting in this window already, a look judges them no more (at a close they run:
-        their results are recorded)."""
+        their results are recorded). At a look (``decide_at``) the tests come back only if
+        one of them could be a discovery: none where every p is above ``decide_at`` and no
+        multivariate test joins them (they ran; their results are dropped)."""
         tests: list[FeatureTest] = []
         jobs: list[tuple[DriftTest[Any], str, FeatureKind, int, Any, tuple[Any, float, float]]]
         jobs = []
@@ -379,12 +385,14 @@ class FeatureJudge:
                 results[k] = result
         # At a look only discoveries count, and Benjamini-Hochberg at alpha finds none where
         # every p is above alpha: nearly every span and scan. Their tests are not made (the
-        # window so far may add the multivariate test to the family: it is made there).
+        # window so far may add the multivariate test to the family: it is made there). The
+        # margin covers BH's own rounding (``alpha * m / m`` can be an ulp above alpha).
         moments_next = whole and self.moments is not None
+        above = decide_at * (1.0 + _BH_ROUNDING) if decide_at is not None else 0.0
         if (
             decide_at is not None
             and not moments_next
-            and all(r.p_value > decide_at for r in results.values())
+            and all(r.p_value > above for r in results.values())
         ):
             return tests, judged
         association_of: functools.partial[Association | None] | None = None

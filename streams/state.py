@@ -195,8 +195,9 @@ class FeatureWindow:
 
     def recent_arrays(self, last_slot: int) -> list[tuple[np.ndarray, int]] | None:
         """A numeric feature's last :data:`RECENT_SLOTS` known slots up to ``last_slot``
-        (``RecentSlots.known_slot_arrays``): every span and the scan of one look read these,
-        so a look asks once (None: not numeric, or no recent slots)."""
+        (``RecentSlots.known_slot_arrays``; empty if ``last_slot`` is unknown): every span
+        and the scan of one look read these, so a look asks once (None: not numeric, or a
+        window without sub-day samples)."""
         if self.recent is None or self.kind != "numeric":
             return None
         return self.recent.known_slot_arrays(last_slot, RECENT_SLOTS)
