@@ -354,6 +354,26 @@ def test_a_skipped_message_holds_the_partition_and_it_is_read_again_from_there()
     assert not order.held
 
 
+def test_a_held_message_is_not_waited_for_by_a_rebalance() -> None:
+    """Faust's rebalance waits until every message it counts unacked is acked before it
+    revokes partitions (``stream_wait_empty``); a held one never is, so it must not count:
+    a partition held at a gap when a rebalance began kept the worker rebalancing for good."""
+    consumer = FakeConsumer(committed=10, acked=[])
+    order, _ = source_order(first_record=13)
+
+    async def go() -> tuple[list[int], list[int]]:
+        events = order_events(consumer, [10, 11, 12, 15, 16])
+        unacked = {e.message for e in events}  # the stream counts each one it hands over
+        consumer._unacked_messages = unacked  # type: ignore[attr-defined]
+        admitted = [e.message.offset for e in await order.admit(consumer, events)]
+        await asyncio.sleep(0)
+        return admitted, sorted(m.offset for m in unacked)
+
+    admitted_offsets, still_unacked = run(go())
+    assert admitted_offsets == [10, 11, 12]
+    assert still_unacked == [10, 11, 12]  # in flight until processed and acked; 15, 16 not
+
+
 def test_a_missing_head_after_an_assignment_is_read_again() -> None:
     consumer = FakeConsumer(committed=100, acked=[])
     order, asked = source_order(first_record=100)
