@@ -216,12 +216,12 @@ class FeatureWindow:
         if self.recent is None:
             return None
         if self.kind == "numeric":
+            # The run of known slots ending at last_slot: the span if it is that long.
             if recent is None:
-                parts = self.recent.slot_arrays(last_slot, slots)
-            else:  # the run of known slots ending at last_slot: the span if it is that long
-                parts = recent[-slots:] if len(recent) >= slots else None
-            if parts is None:
+                recent = self.recent.known_slot_arrays(last_slot, slots)
+            if len(recent) < slots:
                 return None
+            parts = recent[-slots:]
             span = SlotSpan(tuple(p for p, _ in parts), sum(m for _, m in parts))
             return None if span.count + span.missing < min_count else span
         values = self.recent.span(last_slot, slots)
