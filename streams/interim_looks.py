@@ -19,6 +19,7 @@ from schemas import DriftEvent
 from streams.categorical_summary import CategoricalSummary
 from streams.config import CUMULATIVE_EVERY, EngineConfig
 from streams.judge import FeatureJudge
+from streams.look_screen import LookScreen
 from streams.recent_slots import RECENT_LEVELS, RECENT_SLOTS
 from streams.slot_series import SlotSeries, SlotSpan
 from streams.state import FeatureWindow, StreamState
@@ -47,6 +48,7 @@ class InterimLooks:
         self.judge = judge
         self.stats = stats
         self.per_window = config.interim_looks  # a computed property: read once
+        self.screen = LookScreen(config, stats)
 
     def count_slot(self, stream: StreamState, window: float, event_time: float) -> None:
         """Count a new event in its sub-day slot, for the newest window only, and only from
@@ -167,7 +169,14 @@ class InterimLooks:
                 recent[feature] = fw.recent_arrays(look - 1)
             return recent[feature]
 
+        # Most parts can find nothing: proven for all at once, they are not judged.
+        screened = self.screen.quiet(stream, window, look, spans, scan, inputs, recent_of)
+        if screened.quiet:
+            self.stats["look_parts_screened"] += len(screened.quiet)
         for slots in spans:
+            if slots in screened.quiet:
+                self.screen.count(screened, slots, stream, window)
+                continue
             if slots == 0:
                 drifts += judge.judge(
                     stream, window, event_time, cfg.interim_alpha, looked_at, inputs=inputs
@@ -195,6 +204,9 @@ class InterimLooks:
             )
         if scan:
             self.stats["scans"] += 1
+        if scan and screened.scan:
+            self.screen.count(screened, -1, stream, window)
+        elif scan:
 
             def pick_slots(feature: str, fw: FeatureWindow) -> SlotSeries | None:
                 return fw.slot_series(

@@ -21,7 +21,7 @@ from typing import Any
 from schemas import DriftEvent, DriftKind
 from streams.baselines import Baselines, MomentAccess, WindowAccess
 from streams.config import EngineConfig
-from streams.decision import benjamini_hochberg, severity_for
+from streams.decision import benjamini_hochberg, severity_for, surely_above
 from streams.drift_tests import DRIFT_TESTS, DriftTest, TestResult
 from streams.drift_tests.base import AnySummary, TestKind
 from streams.drift_tests.multivariate import MULTIVARIATE_FEATURE
@@ -61,10 +61,6 @@ def whole_window(feature: str, fw: FeatureWindow) -> Summary | None:
 def _effect_floor(cfg: EngineConfig, test: str) -> float:
     return DRIFT_TESTS[test].effect_floor(cfg)
 
-
-_BH_ROUNDING = 1e-12
-"""Relative margin above a look's alpha within which a p may still be a Benjamini-Hochberg
-discovery through rounding (``alpha * rank / m``): such a look is judged in full."""
 
 _DRIFT_NAMESPACE = uuid.UUID("6f1c2b1e-6d0b-4c55-9a59-3c1f4f8d2a10")
 
@@ -388,7 +384,7 @@ class FeatureJudge:
         # window so far may add the multivariate test to the family: it is made there). The
         # margin covers BH's own rounding (``alpha * m / m`` can be an ulp above alpha).
         moments_next = whole and self.moments is not None
-        above = decide_at * (1.0 + _BH_ROUNDING) if decide_at is not None else 0.0
+        above = surely_above(decide_at) if decide_at is not None else 0.0
         if (
             decide_at is not None
             and not moments_next

@@ -19,11 +19,17 @@ from streams.slot_series import SlotSpan, pooled
 
 __all__ = [
     "KS_NOISE",
+    "Counts",
     "KolmogorovSmirnov",
     "clearly_above",
+    "count_below",
+    "ks_bounds",
     "ks_pvalue",
     "ks_screen",
     "ks_test",
+    "screenable",
+    "screened",
+    "span_counts",
 ]
 
 T = TypeVar("T", float, FloatArray)
@@ -159,54 +165,76 @@ def ks_screen(
     """
     out: list[TestResult | None] = [None] * len(pairs)
     index: list[int] = []
-    sizes_: list[int] = []
     grids: list[CdfGrid] = []
-    at_counts: list[Counts] = []
-    left_counts: list[Counts] = []
+    rows: list[Counts] = []
     for k, (w, b) in enumerate(pairs):
-        n, m = w.count, b.count
-        if min(n, m) < _LAZY_MIN_N or not w.is_exact or n * m / (n + m) < _LAZY_MIN_N:
+        if not w.is_exact or not screenable(w.count, b.count):
             continue
         grid = b.cdf_grid()
         if isinstance(w, SlotSpan):
-            at, left = _span_counts(w, grid)  # its two rows
+            counts = span_counts(w.slots, grid)
         else:
-            v = w.edges()
-            at, left = v.searchsorted(grid.xs, "right"), v.searchsorted(grid.xs, "left")
+            counts = np.empty((2, grid.xs.size), np.int64)
+            count_below(w.edges(), grid.xs, counts, presorted=True)
         index.append(k)
-        sizes_.append(n)
         grids.append(grid)
-        at_counts.append(at)
-        left_counts.append(left)
+        rows.append(counts)
     if not index:
         return out
-    sizes = np.array(sizes_)
-    grid_sizes = np.array([g.xs.size for g in grids])
-    n_at = np.repeat(sizes, grid_sizes).astype(np.float64)
-    w_at = np.concatenate(at_counts, dtype=np.float64) / n_at
-    w_left = np.concatenate(left_counts, dtype=np.float64) / n_at
-    row_count = int(grid_sizes.sum())
-    b_at = np.concatenate([g.at for g in grids])
-    b_left = np.concatenate([g.left for g in grids])
-    # The cell right of each grid point: up to the next point, or beyond the last one.
-    last = np.cumsum(grid_sizes) - 1
-    nxt = np.minimum(np.arange(row_count) + 1, row_count - 1)
-    cell = np.maximum(w_left[nxt] - b_at, b_left[nxt] - w_at)
-    cell[last] = np.maximum(1.0 - b_at[last], 1.0 - w_at[last])
-    first = last - grid_sizes + 1
-    bound = np.maximum(np.maximum.reduceat(cell, first), np.maximum(w_left[first], b_left[first]))
-    d = np.minimum(bound + 1e-9, 1.0)
-    n_w = sizes.astype(np.float64)
-    m_b = np.array([pairs[k][1].count for k in index], dtype=np.float64)
-    n_eff = np.maximum(1.0, np.rint(n_w * m_b / (n_w + m_b)))
-    en = np.sqrt(n_eff)
-    p = _stephens(d, en)
-    floor = _lazy_floor(alpha)
+    # One row a pair, each grid followed by +inf (see ks_bounds), in one matrix.
+    width = max(g.xs.size for g in grids) + 1
+    n = np.array([pairs[k][0].count for k in index])
+    b_at, b_left = np.ones((len(index), width)), np.ones((len(index), width))
+    counts = np.empty((len(index), 2, width), np.int64)
+    for j, (grid, row) in enumerate(zip(grids, rows, strict=True)):
+        g = grid.xs.size
+        b_at[j, :g], b_left[j, :g] = grid.at, grid.left
+        counts[j, :, :g], counts[j, :, g:] = row, n[j]
+    m = np.array([pairs[k][1].count for k in index])
+    d, n_eff, p = ks_bounds(n, m, b_at, b_left, counts)
+    proven = screened(n_eff, p, alpha)
     for j, k in enumerate(index):
-        if n_eff[j] >= _LAZY_MIN_N and p[j] >= floor:
+        if proven[j]:
             bound_d = float(d[j])  # the true D is somewhere in [0, bound_d]
             out[k] = TestResult(bound_d, float(p[j]), bound_d, bound_d, False, "ks")
     return out
+
+
+IntArray = npt.NDArray[np.integer[Any]]
+
+
+def ks_bounds(
+    n: IntArray, m: IntArray, b_at: FloatArray, b_left: FloatArray, counts: IntArray
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """:func:`ks_screen`'s arithmetic, a row per pair: a sample of ``n`` values against a
+    baseline of ``m``, whose CDF at and just left of each grid point is ``b_at``/``b_left``,
+    with ``counts[:, 0]``/``counts[:, 1]`` of the sample's values at or below / below each
+    point. Each row's points are followed by at least one +inf (a CDF of 1 both sides, the
+    sample's whole count): the cell right of a row's last point is then bounded as beyond
+    the last point, and the padding adds cells of 0 (cells are never negative). Returns the
+    bound of D, ``n_eff`` and Stephens' p of the bound, per row; a row's figures depend on
+    its own data only (elementwise, and a maximum per row), so pairs screened together or
+    apart, or with more padding, get them bit for bit."""
+    n_w = n.astype(np.float64)[:, None]
+    w_at, w_left = counts[:, 0] / n_w, counts[:, 1] / n_w
+    # The cell right of each grid point, up to the next one.
+    cell = np.maximum(w_left[:, 1:] - b_at[:, :-1], b_left[:, 1:] - w_at[:, :-1])
+    bound = np.maximum(cell.max(axis=1), np.maximum(w_left[:, 0], b_left[:, 0]))
+    d = np.minimum(bound + 1e-9, 1.0)
+    n_f, m_b = n_w[:, 0], m.astype(np.float64)
+    n_eff = np.maximum(1.0, np.rint(n_f * m_b / (n_f + m_b)))
+    return d, n_eff, _stephens(d, np.sqrt(n_eff))
+
+
+def screenable(n: Any, m: Any) -> Any:
+    """Can :func:`ks_bounds` decide a sample of ``n`` exact values against ``m``? (Smaller
+    ones need the exact p.) Of numbers or of arrays, elementwise."""
+    return (np.minimum(n, m) >= _LAZY_MIN_N) & (n * m / (n + m) >= _LAZY_MIN_N)
+
+
+def screened(n_eff: Any, p: Any, alpha: float) -> Any:
+    """Does :func:`ks_bounds`' p prove the exact p above ``alpha``? Elementwise."""
+    return (n_eff >= _LAZY_MIN_N) & (p >= _lazy_floor(alpha))
 
 
 Counts = npt.NDArray[np.integer[Any]]
@@ -221,19 +249,25 @@ def _slot_counts(values: FloatArray, grid: CdfGrid) -> Counts:
     ~0.6 KiB an entry with its keys (the slots of 8,192 cached windows: ~40 MiB at most)."""
     hit = _SLOT_COUNTS.get(values, grid.xs, 0)  # the grid is a tuple: its points are keyed
     if hit is None:
-        v = np.sort(values)
-        dtype = np.uint8 if v.size <= _UINT8_MAX else np.int64
+        dtype = np.uint8 if values.size <= _UINT8_MAX else np.int64
         hit = np.empty((2, grid.xs.size), dtype)
-        hit[0] = v.searchsorted(grid.xs, "right")
-        hit[1] = v.searchsorted(grid.xs, "left")
+        count_below(values, grid.xs, hit)
         _SLOT_COUNTS.put(values, grid.xs, 0, hit)
     return hit
 
 
-def _span_counts(span: SlotSpan, grid: CdfGrid) -> Counts:
-    """:func:`_slot_counts` of the span's slots, added up (in int64): the pooled sample's
+def count_below(values: FloatArray, xs: FloatArray, out: Counts, presorted: bool = False) -> None:
+    """Into ``out``'s two rows: how many of ``values`` are at or below (row 0), and below
+    (row 1), each of the sorted ``xs``."""
+    v = values if presorted else np.sort(values)
+    out[0] = v.searchsorted(xs, "right")
+    out[1] = v.searchsorted(xs, "left")
+
+
+def span_counts(slots: Sequence[FloatArray], grid: CdfGrid) -> Counts:
+    """:func:`_slot_counts` of a span's slots, added up (in int64): the pooled sample's
     (a span of one slot with values, half of the looks' spans: that slot's own counts)."""
-    counts = [_slot_counts(s, grid) for s in span.slots if s.size]
+    counts = [_slot_counts(s, grid) for s in slots if s.size]
     if len(counts) == 1:
         return counts[0]
     total = np.zeros((2, grid.xs.size), np.int64)

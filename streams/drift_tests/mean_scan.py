@@ -50,7 +50,17 @@ from streams.numeric_summary import NumericSummary
 from streams.pair_memo import PairMemo
 from streams.slot_series import SlotSeries
 
-__all__ = ["MIN_SUFFIX_VALUES", "MeanShiftScan", "ScanFinding", "scan", "scan_many"]
+__all__ = [
+    "MIN_SUFFIX_VALUES",
+    "MeanShiftScan",
+    "ScanFinding",
+    "best_suffixes",
+    "scan",
+    "scan_many",
+    "scan_p",
+    "slot_rank_sum",
+    "suffix_scan",
+]
 
 MIN_SUFFIX_VALUES: Final = 30
 """A suffix with fewer values is not tried (its normal approximation would be poor, and
@@ -134,10 +144,18 @@ class RankSums:
                 continue
             total = get(values, baseline, version)
             if total is None:
-                total = math.fsum((mid_ranks(values, baseline) - 0.5).tolist())
+                total = slot_rank_sum(values, baseline)
                 put(values, baseline, version, total)
             out.append(total)
         return out
+
+
+def slot_rank_sum(values: np.ndarray, baseline: NumericSummary) -> float:
+    """A slot's ``sum(mid-rank - 1/2)`` (``math.fsum``: exactly rounded, so the same whatever
+    the order its values came in); 0 for a slot without values."""
+    if not values.size:
+        return 0.0
+    return math.fsum((mid_ranks(values, baseline) - 0.5).tolist())
 
 
 _RANK_SUMS = RankSums()
@@ -201,29 +219,61 @@ def scan_many(pairs: Sequence[tuple[Window, NumericSummary]]) -> list[ScanFindin
         counts.append(m)
     if not rows:
         return out
+    for k, found in zip(rows, best_suffixes(sums, sizes, errors, leasts, counts), strict=True):
+        out[k] = found
+    return out
+
+
+def best_suffixes(
+    sums: Sequence[list[float]],
+    sizes: Sequence[list[int]],
+    errors: Sequence[float],
+    leasts: Sequence[int],
+    counts: Sequence[int],
+) -> list[ScanFinding | None]:
+    """:func:`scan_many`'s arithmetic: per row, each slot's rank sum and size (newest
+    first), the CDF error, the fewest values a suffix is tried with and the baseline's count;
+    its best suffix (None: none tried). A row's figures depend on it alone."""
     width = max(map(len, sums))
     # Padded with zeros (slots that add nothing), in one conversion each.
     total = np.array([row + [0.0] * (width - len(row)) for row in sums], np.float64)
     size = np.array([row + [0] * (width - len(row)) for row in sizes], np.int64)
+    return suffix_scan(total, size, np.array(leasts), np.array(errors), np.array(counts))
+
+
+def suffix_scan(
+    total: np.ndarray, size: np.ndarray, leasts: np.ndarray, errors: np.ndarray, counts: np.ndarray
+) -> list[ScanFinding | None]:
+    """:func:`best_suffixes` of rows already as matrices (``total``, each slot's rank sum,
+    and ``size``, newest slot first, zeros past a row's slots; ``total`` is overwritten)."""
     np.cumsum(total, axis=1, out=total)  # each suffix's sum: slot by slot, in order
     n = np.cumsum(size, axis=1)
     # A suffix is tried once it holds enough values, and only where its oldest slot adds
     # some (else it is the same suffix as the shorter one); padding adds none.
-    tried = (n >= np.array(leasts)[:, None]) & (size > 0)
-    m_b = np.array(counts, dtype=np.int64)[:, None]
+    tried = (n >= leasts[:, None]) & (size > 0)
+    m_b = counts.astype(np.int64)[:, None]
     with np.errstate(divide="ignore", invalid="ignore"):
-        net = np.maximum(0.0, np.abs(total) - n * np.array(errors)[:, None])
+        net = np.maximum(0.0, np.abs(total) - n * errors.astype(np.float64)[:, None])
         z = np.copysign(net / np.sqrt(n * (1 + n / m_b) / 12.0), total)
     strength = np.where(tried, np.abs(z), -1.0)
     best = np.argmax(strength, axis=1)  # the first of the strongest, as a loop keeps it
     times = tried.sum(axis=1).tolist()
-    for j, (k, b) in enumerate(zip(rows, best.tolist(), strict=True)):
+    out: list[ScanFinding | None] = []
+    for j, b in enumerate(best.tolist()):
         if not times[j]:
+            out.append(None)
             continue
         values = int(n[j, b])
         mean_rank = 0.5 + math.copysign(float(net[j, b]), float(total[j, b])) / values
-        out[k] = ScanFinding(float(z[j, b]), values, b + 1, times[j], mean_rank)
+        out.append(ScanFinding(float(z[j, b]), values, b + 1, times[j], mean_rank))
     return out
+
+
+def scan_p(found: ScanFinding | None) -> float:
+    """The scan's p: Bonferroni over the suffixes tried (1 where none was)."""
+    if found is None:
+        return 1.0
+    return min(1.0, found.tried * float(special.erfc(abs(found.z) / _SQRT2)))
 
 
 def shift_in_sd(mean_rank: float) -> float:
@@ -265,7 +315,7 @@ class MeanShiftScan(DriftTest[Window]):
     ) -> TestResult:
         if found is None:
             return TestResult(0.0, 1.0, 0.0, baseline.cdf_error, False, self.name)
-        p = min(1.0, found.tried * float(special.erfc(abs(found.z) / _SQRT2)))
+        p = scan_p(found)
         effect = tv_of_shift(shift_in_sd(found.mean_rank))
         exact = baseline.is_exact and not (isinstance(window, NumericSummary) and window.cdf_error)
         return TestResult(found.z, p, effect, 0.0, exact, self.name, sample_size=found.values)

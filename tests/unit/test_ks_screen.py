@@ -114,3 +114,21 @@ def test_the_cdf_grid_is_not_served_stale_after_a_fold() -> None:
     assert fresh is not stale and fresh.xs[-1] == 100.0
     window = NumericSummary.of(rng.normal(size=2_000))
     assert ks_screen([(window, s)], ALPHA) == [None]  # D ~ 0.17: a discovery
+
+
+def test_pairs_screened_together_or_apart_get_the_same_figures() -> None:
+    """Each pair is a row of one padded matrix (its grid, then +inf): grids of other sizes
+    beside it, and more padding, leave its bound and p as they are, bit for bit."""
+    rng = np.random.default_rng(16)
+    kinds = ("normal", "ties", "mixed")
+    bases = [_baseline(rng, kind, 20_000) for kind in kinds]
+    assert len({b.cdf_grid().xs.size for b in bases}) == 2  # 128 and 12 (few distinct values)
+    pairs = [
+        (_window(rng, kind, 64, shift), b)
+        for kind, b in zip(kinds, bases, strict=True)
+        for shift in (0.0, 0.2)
+    ]
+    together = ks_screen(pairs, ALPHA)
+    apart = [ks_screen([pair], ALPHA)[0] for pair in pairs]
+    assert together == apart
+    assert sum(r is not None for r in together) >= 3

@@ -1,0 +1,336 @@
+"""Which parts of an hourly look could find anything, proven for a whole stream at once.
+
+A look judges up to four spans of the open window's recent slots and runs the sequential scan
+over them (:class:`~streams.interim_looks.InterimLooks`). Only discoveries count there, and
+nearly every look has none: every p of a part is above its alpha, and the judge drops its
+tests. Judged part by part through the generic judge (a span summary, a job and a result per
+feature and part, each slot's figures looked up again), that cost ~20 µs a feature and part.
+
+This screen keeps a stream window's numeric features as rows of arrays across its looks
+(:class:`NumericRows`): per feature and recent slot, the slot's counts below the baseline's
+grid points (KS) and its rank sum (the scan), each computed once, when the slot's sample
+changes. A look then adds up every span of every feature, bounds their KS distances and scans
+their suffixes in a few numpy calls whatever the number of features, with the arithmetic of
+the judge's own screens (``streams.drift_tests.ks``, ``streams.drift_tests.mean_scan``: the
+same figures, bit for bit). Categorical spans get the chi-square's own ``run_for_decision``.
+A part it proves quiet is one the judge would return nothing for, so it is not judged; the
+others are judged as before, from scratch. Its tests are counted as the judge counts them.
+
+It knows the built-in span and scan tests (KS, chi-square, the mean-shift scan): with any
+other test registered for spans or the scan, it proves nothing and every part is judged.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+import numpy as np
+
+from streams.categorical_summary import CategoricalSummary
+from streams.config import EngineConfig
+from streams.decision import surely_above
+from streams.drift_tests import DRIFT_TESTS
+from streams.drift_tests.chi2 import ChiSquare
+from streams.drift_tests.ks import KolmogorovSmirnov, count_below, ks_bounds, screenable, screened
+from streams.drift_tests.mean_scan import (
+    MIN_SUFFIX_VALUES,
+    MeanShiftScan,
+    scan_p,
+    slot_rank_sum,
+    suffix_scan,
+)
+from streams.judge import FeatureInputs
+from streams.numeric_summary import CDF_GRID_POINTS, CdfGrid, NumericSummary
+from streams.recent_slots import RECENT_SLOTS, SLOT_SAMPLE
+from streams.state import FeatureWindow, StreamState, stream_key
+
+__all__ = ["LookScreen", "NumericRows", "RecentOf", "Screened"]
+
+RecentOf = Callable[[str, FeatureWindow], list[tuple[np.ndarray, int]] | None]
+"""A feature's recent slot arrays at this look (``FeatureWindow.recent_arrays``, read once)."""
+
+KEPT_ROWS: Final = 16_384
+"""Numeric feature rows kept over all streams (~2.2 KiB each: ~35 MiB at most); beyond,
+the least recently looked-at stream's rows go, and are built again at its next look."""
+_POINTS: Final = CDF_GRID_POINTS + 1
+"""A row's grid: the baseline's points, then +inf (at which every value is counted, and
+both CDFs are 1: the cell right of the last point is then the judge's own last cell)."""
+_COUNT: Final = np.uint8 if np.iinfo(np.uint8).max >= SLOT_SAMPLE else np.int64
+
+
+def _built_in(kind: str, whole: bool, scan: bool, expected: list[type]) -> bool:
+    tests = DRIFT_TESTS.for_kind(kind, whole, scan)  # type: ignore[arg-type]
+    return [type(t) for t in tests] == expected
+
+
+class NumericRows:
+    """One stream window's numeric features at its looks: per feature a row, per recent slot
+    (by ring position, ``slot % RECENT_SLOTS``) the slot's size (of finite values), counts below
+    the row's grid points and rank sum, and the slot array they are of (a slot's array is
+    replaced, never changed, when its sample changes: kept here, it cannot be freed and its
+    identity reused). A row is reset when its baseline's grid changes (a new baseline, or a
+    live one that grew)."""
+
+    def __init__(self) -> None:
+        self.index: dict[str, int] = {}
+        self.names: list[str] = []
+        self.grids: list[CdfGrid | None] = []
+        self.arrays: list[list[np.ndarray | None]] = []
+        self.xs = np.empty((0, _POINTS))
+        self.b_at = np.empty((0, _POINTS))
+        self.b_left = np.empty((0, _POINTS))
+        self.counts = np.zeros((0, RECENT_SLOTS, 2, _POINTS), _COUNT)
+        self.sizes = np.zeros((0, RECENT_SLOTS), np.int64)
+        self.ranks = np.zeros((0, RECENT_SLOTS))
+        self.m = np.zeros(0, np.int64)
+        self.errors = np.zeros(0)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def row(self, feature: str, base: NumericSummary) -> int:
+        """The feature's row, reset if its baseline's grid is not the one its figures are of."""
+        r = self.index.get(feature)
+        if r is None:
+            r = self.index[feature] = len(self.grids)
+            self.names.append(feature)
+            self.grids.append(None)
+            self.arrays.append([None] * RECENT_SLOTS)
+            self._grow()
+        grid = base.cdf_grid()
+        if self.grids[r] is not grid:
+            g = grid.xs.size
+            self.grids[r] = grid
+            self.arrays[r] = [None] * RECENT_SLOTS
+            self.xs[r, :g], self.xs[r, g:] = grid.xs, np.inf
+            self.b_at[r, :g], self.b_at[r, g:] = grid.at, 1.0
+            self.b_left[r, :g], self.b_left[r, g:] = grid.left, 1.0
+            self.m[r] = base.count
+            self.errors[r] = base.cdf_error
+        return r
+
+    def _grow(self) -> None:
+        n = len(self.grids)
+        if n <= self.m.size:
+            return
+        more = max(n - self.m.size, self.m.size)  # doubling: a wide stream's rows come at once
+        for name in ("xs", "b_at", "b_left", "counts", "sizes", "ranks", "m", "errors"):
+            old = getattr(self, name)
+            pad = np.zeros((more, *old.shape[1:]), old.dtype)
+            setattr(self, name, np.concatenate((old, pad)))
+
+    def fill(
+        self, r: int, base: NumericSummary, recent: Sequence[tuple[np.ndarray, int]], last: int
+    ) -> None:
+        """Bring row ``r``'s slots up to ``recent`` (the run of known slots ending at slot
+        ``last``, oldest first): figures are computed for the slots whose array changed. (A
+        span or a scan tests the finite values once there are ``min_window_count`` of them:
+        the missing ones, which only a whole window's missing-rate test reads, are not kept.)"""
+        arrays = self.arrays[r]
+        for j, (values, _) in enumerate(reversed(recent)):
+            pos = (last - j) % RECENT_SLOTS
+            if arrays[pos] is values:
+                continue
+            arrays[pos] = values
+            self.sizes[r, pos] = values.size
+            count_below(values, self.xs[r], self.counts[r, pos])
+            self.ranks[r, pos] = slot_rank_sum(values, base) if base.count else 0.0
+
+
+@dataclass(slots=True)
+class Screened:
+    """What :meth:`LookScreen.quiet` proved of a look: its quiet parts (span slot counts; -1
+    the scan), and per quiet part the incident keys of the tests the judge would run and
+    how many it would skip (found drifting earlier in the window), for :meth:`LookScreen.count`."""
+
+    quiet: set[int] = field(default_factory=set)
+    tested: dict[int, list[str]] = field(default_factory=dict)
+    skipped: Counter[int] = field(default_factory=Counter)
+    no_baseline: int = 0
+
+    @property
+    def scan(self) -> bool:
+        return -1 in self.quiet
+
+
+class LookScreen:
+    """Proves parts of a look quiet (see the module). ``stats``: the engine's counters, which
+    :meth:`count` adds a quiet part's tests to, as the judge would have.
+
+    >>> LookScreen(EngineConfig(), Counter()).enabled  # the built-in tests
+    True
+    """
+
+    def __init__(self, config: EngineConfig, stats: Counter[str]) -> None:
+        self.config = config
+        self.stats = stats
+        self.enabled = (
+            _built_in("numeric", False, False, [KolmogorovSmirnov])
+            and _built_in("categorical", False, False, [ChiSquare])
+            and _built_in("numeric", False, True, [MeanShiftScan])
+            and _built_in("categorical", False, True, [])
+        )
+        self._chi2 = ChiSquare()
+        # One incident per feature for the span tests and the scan: one "judged" check.
+        assert KolmogorovSmirnov.incident_suffix == ChiSquare.incident_suffix == ""
+        assert MeanShiftScan.incident_suffix == ""
+        self._rows: OrderedDict[tuple[str, float], NumericRows] = OrderedDict()
+        self._kept = 0
+
+    def _rows_of(self, stream: StreamState, window: float) -> NumericRows:
+        key = (stream_key(stream.tenant, stream.model), window)
+        rows = self._rows.get(key)
+        if rows is not None:
+            self._rows.move_to_end(key)
+            return rows
+        for old in [k for k in self._rows if k[0] == key[0]]:  # its earlier windows
+            self._kept -= len(self._rows.pop(old))
+        while self._rows and self._kept > KEPT_ROWS:
+            self._kept -= len(self._rows.popitem(last=False)[1])
+        rows = self._rows[key] = NumericRows()
+        return rows
+
+    def quiet(
+        self,
+        stream: StreamState,
+        window: float,
+        look: int,
+        spans: list[int],
+        scan: bool,
+        inputs: FeatureInputs,
+        recent_of: RecentOf,
+    ) -> Screened:
+        """Which of ``spans`` (slot counts; 0, the window so far, is never screened) and of
+        the scan (if it runs) are proven quiet. Nothing is counted yet (see :meth:`count`)."""
+        parts = [k for k in spans if k > 0]
+        out = Screened()
+        if not self.enabled or not (parts or scan):
+            return out
+        cfg = self.config
+        min_count = cfg.min_window_count
+        above = surely_above(cfg.interim_alpha)
+        last_window = stream.incidents.last_window
+        table = self._rows_of(stream, window)
+        before = len(table)
+        tested: dict[int, list[str]] = {part: [] for part in [*parts, -1]}
+        loud: set[int] = set()  # parts where a test may be a discovery: judged
+        rows: list[int] = []  # the numeric features' rows, with their run of known slots
+        runs: list[int] = []
+        judged: list[bool] = []
+        for feature, kind, fw, baseline in inputs:
+            if baseline is None:
+                out.no_baseline += 1
+                continue
+            base = baseline[0]
+            was_judged = last_window.get(feature, -1) >= window
+            if kind == "numeric":
+                recent = recent_of(feature, fw)
+                if recent:
+                    r = table.row(feature, base)
+                    table.fill(r, base, recent, look - 1)
+                    rows.append(r)
+                    runs.append(len(recent))
+                    judged.append(was_judged)
+                continue
+            for part in parts:
+                summary = fw.span_summary(look - 1, part, min_count)
+                # ``count + missing`` is at least ``count``: one check for both of the judge's.
+                if summary is None or summary.count < min_count:
+                    continue
+                if was_judged:
+                    out.skipped[part] += 1
+                    continue
+                tested[part].append(feature)
+                if part not in loud:
+                    assert isinstance(summary, CategoricalSummary)
+                    result = self._chi2.run_for_decision(summary, base, cfg.interim_alpha)
+                    if not result.p_value > above:
+                        loud.add(part)
+        self._kept += len(table) - before
+        index, run, done = np.array(rows, np.intp), np.array(runs), np.array(judged, bool)
+        for part in parts:
+            if rows and not self._span_quiet(table, index, run, done, look, part, tested, out):
+                loud.add(part)
+        out.quiet = {part for part in parts if part not in loud}
+        if scan and (not rows or self._scan_quiet(table, index, run, done, look, tested, out)):
+            out.quiet.add(-1)
+        out.tested = {part: tested[part] for part in out.quiet}
+        return out
+
+    def count(self, screened: Screened, part: int, stream: StreamState, window: float) -> None:
+        """Count a quiet part's tests (-1: the scan) as the judge would at its turn: a test
+        whose incident an earlier part of this look found drifting is skipped instead."""
+        last_window = stream.incidents.last_window
+        keys = screened.tested[part]
+        now_judged = sum(1 for key in keys if last_window.get(key, -1) >= window)
+        stats = self.stats
+        if screened.no_baseline:
+            stats["tests_skipped_no_baseline"] += screened.no_baseline
+        if screened.skipped[part] + now_judged:
+            stats["tests_skipped_judged"] += screened.skipped[part] + now_judged
+        if len(keys) - now_judged:
+            stats["tests"] += len(keys) - now_judged
+            if part == -1:
+                stats["scan_tests"] += len(keys) - now_judged
+
+    def _span_quiet(
+        self,
+        table: NumericRows,
+        rows: np.ndarray,
+        runs: np.ndarray,
+        judged: np.ndarray,
+        look: int,
+        part: int,
+        tested: dict[int, list[str]],
+        out: Screened,
+    ) -> bool:
+        """Is every numeric feature's KS test of the span of ``part`` slots provably no
+        discovery? (All features at once.)"""
+        # The span's slots' ring positions; a row whose run is shorter has no such span.
+        pos = [(look - 1 - j) % RECENT_SLOTS for j in range(part)]
+        n = table.sizes[rows][:, pos].sum(axis=1)
+        has = (runs >= part) & (n >= self.config.min_window_count)
+        out.skipped[part] += int((has & judged).sum())
+        chosen = has & ~judged
+        if not chosen.any():
+            return True
+        sel = rows[chosen]
+        tested[part] += [table.names[r] for r in sel.tolist()]
+        n, m = n[chosen], table.m[sel]
+        if not screenable(n, m).all():
+            return False  # too small to screen: its exact p is needed
+        counts = table.counts[sel][:, pos].sum(axis=1, dtype=np.int64)
+        _, n_eff, p = ks_bounds(n, m, table.b_at[sel], table.b_left[sel], counts)
+        return bool(screened(n_eff, p, self.config.interim_alpha).all())
+
+    def _scan_quiet(
+        self,
+        table: NumericRows,
+        rows: np.ndarray,
+        runs: np.ndarray,
+        judged: np.ndarray,
+        look: int,
+        tested: dict[int, list[str]],
+        out: Screened,
+    ) -> bool:
+        """Is every numeric feature's best suffix above the scan's alpha? (All at once.)"""
+        min_count = self.config.min_window_count
+        newest_first = [(look - 1 - j) % RECENT_SLOTS for j in range(RECENT_SLOTS)]
+        inside = np.arange(RECENT_SLOTS)[None, :] < runs[:, None]  # a row's run of slots
+        size = np.where(inside, table.sizes[rows][:, newest_first], 0)
+        has = size.sum(axis=1) >= min_count
+        out.skipped[-1] += int((has & judged).sum())
+        chosen = has & ~judged
+        tested[-1] += [table.names[r] for r in rows[chosen].tolist()]
+        chosen &= table.m[rows] > 0  # no suffix against an empty baseline: p = 1
+        if not chosen.any():
+            return True
+        sel = rows[chosen]
+        total = np.where(inside[chosen], table.ranks[sel][:, newest_first], 0.0)
+        leasts = np.full(sel.size, max(MIN_SUFFIX_VALUES, min_count))
+        found = suffix_scan(total, size[chosen], leasts, table.errors[sel], table.m[sel])
+        above = surely_above(self.config.sequential_alpha)
+        return all(scan_p(f) > above for f in found)

@@ -1,0 +1,162 @@
+"""``LookScreen``: the hourly looks' parts proven quiet for a whole stream at once.
+
+Its promise is the judge's results, unchanged: a part it proves quiet is one the judge would
+have returned nothing for, and its tests are counted as the judge counts them. So the engine
+runs with it and without it over the same streams and must give the same drift events and
+counters, with most parts screened (the fast path really taken).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+import streams.look_screen as look_screen
+from schemas import DriftEvent, PredictionEvent
+from streams.config import EngineConfig
+from streams.drift_tests import DRIFT_TESTS, DriftTest, Registry, TestResult
+from streams.drift_tests.ks import count_below
+from streams.drift_tests.mean_scan import slot_rank_sum
+from streams.engine import DriftEngine
+from streams.keyed_state import MemoryStore
+from streams.look_screen import LookScreen, NumericRows
+from streams.numeric_summary import NumericSummary
+from streams.state import StreamState
+from tests.unit.test_engine import DEFAULTS_SHORT_HISTORY, T0, stream
+
+DAY = 86_400.0
+
+
+def _two_drifts() -> Iterator[PredictionEvent]:
+    """x0 shifts at 07:12 on day 30; x1 spreads at 14:24 (no shift of its mean for the scan,
+    too little for an hour's span: a look at the window so far finds it, and that look's
+    spans, quiet, then skip it) and x2 shifts a little (for the scan); the category mix
+    changes on day 31."""
+    for e in stream(seed=21, days=32, per_day=1500, n_numeric=4, shift_day=30.3,
+                    categorical=True, cat_shift_day=31):  # fmt: skip
+        if e.timestamp >= T0 + 30.6 * DAY:
+            x1, x2 = e.features["x1"], e.features["x2"]
+            assert isinstance(x1, float) and isinstance(x2, float)
+            e = replace(e, features={**e.features, "x1": x1 * 1.7, "x2": x2 + 0.3})
+        yield e
+
+
+def _run(events: list[PredictionEvent], screen: bool) -> tuple[list[DriftEvent], DriftEngine]:
+    engine = DriftEngine(DEFAULTS_SHORT_HISTORY, MemoryStore())
+    engine._looks.screen.enabled = screen
+    out = []
+    for e in events:
+        out.extend(engine.observe(e))
+    return out, engine
+
+
+def test_the_screen_changes_no_event_and_no_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    events = list(_two_drifts())
+    counted_late: list[int] = []  # quiet parts counted after an earlier part found a feature
+    count = LookScreen.count
+
+    def spy(self: LookScreen, screened: Any, part: int, state: StreamState, window: float) -> None:
+        found = state.incidents.last_window
+        counted_late.append(sum(found.get(k, -1) >= window for k in screened.tested[part]))
+        count(self, screened, part, state, window)
+
+    monkeypatch.setattr(LookScreen, "count", spy)
+    judged, plain = _run(events, screen=False)
+    screened, fast = _run(events, screen=True)
+    assert [d.to_json() for d in screened] == [d.to_json() for d in judged]
+    assert fast.stats - Counter({"look_parts_screened": fast.stats["look_parts_screened"]}) == (
+        plain.stats
+    )
+    # Found at looks (partial), numeric and categorical; and most parts screened.
+    assert {d.feature for d in judged if d.partial} >= {"x0", "x1", "x2"}
+    assert {"ks", "mean_scan", "chi2"} <= {d.test for d in judged}
+    assert plain.stats["look_parts_screened"] == 0
+    assert fast.stats["look_parts_screened"] > 0.8 * (
+        plain.stats["interim_looks"] - plain.stats["looks_without_baseline"]
+    )
+    assert any(counted_late)  # the count at a quiet part's turn was exercised
+
+
+def _slots(rng: np.random.Generator, sizes: list[int]) -> list[tuple[np.ndarray, int]]:
+    return [(rng.normal(0.0, 1.0, n), 0) for n in sizes]
+
+
+def test_rows_compute_each_slot_once_and_again_when_it_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rng = np.random.default_rng(3)
+    base = NumericSummary()
+    base.add_many(rng.normal(0.0, 1.0, 20_000))
+    calls: list[int] = []
+
+    def counting(values: np.ndarray, xs: np.ndarray, out: np.ndarray) -> None:
+        calls.append(values.size)
+        count_below(values, xs, out)
+
+    monkeypatch.setattr(look_screen, "count_below", counting)
+    rows = NumericRows()
+    recent = _slots(rng, [64, 0, 64])  # slots 5, 6 (no values), 7
+    r = rows.row("x", base)
+    rows.fill(r, base, recent, 7)
+    assert calls == [64, 0, 64]
+    grid = base.cdf_grid()
+    for slot, (values, _) in zip((5, 6, 7), recent, strict=True):
+        pos = slot % 8
+        expect = np.empty((2, grid.xs.size), np.int64)
+        count_below(values, grid.xs, expect)
+        assert rows.counts[r, pos, :, : grid.xs.size].tolist() == expect.tolist()
+        assert (rows.counts[r, pos, :, grid.xs.size :] == values.size).all()  # +inf: all
+        assert rows.ranks[r, pos] == slot_rank_sum(values, base)
+        assert rows.sizes[r, pos] == values.size
+    rows.fill(rows.row("x", base), base, recent, 7)
+    assert len(calls) == 3  # nothing changed: nothing computed
+    recent[-1] = (rng.normal(2.0, 1.0, 64), 0)  # slot 7's sample changed
+    rows.fill(rows.row("x", base), base, recent, 7)
+    assert len(calls) == 4
+    base.add_many(rng.normal(0.0, 1.0, 1_000))  # a live baseline grew: a new grid
+    assert rows.row("x", base) == r
+    rows.fill(r, base, recent, 7)
+    assert len(calls) == 7
+    assert rows.row("y", base) == 1 and len(rows) == 2
+
+
+class _SpanMedian(DriftTest[NumericSummary]):
+    name = "span_median"
+    kinds = frozenset({"numeric"})
+
+    def run(self, window: NumericSummary, baseline: NumericSummary) -> TestResult:
+        return TestResult(0.0, 1.0, 0.0, 0.0, True, self.name)
+
+    def noise(self, n_eff: float, baseline: NumericSummary) -> float:
+        return 0.0
+
+
+def test_another_span_test_turns_the_screen_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It proves only what the built-in tests decide: a plug-in that also runs on the spans
+    leaves every part to the judge."""
+    assert LookScreen(EngineConfig(), Counter()).enabled
+    monkeypatch.setattr(look_screen, "DRIFT_TESTS", Registry(*DRIFT_TESTS.values(), _SpanMedian()))
+    screen = LookScreen(EngineConfig(), Counter())
+    assert not screen.enabled
+    quiet = screen.quiet(StreamState("acme", "fraud"), 0.0, 8, [1, 2, 4, 8], True, [], dict.get)
+    assert quiet.quiet == set()
+
+
+def test_rows_kept_are_bounded_over_streams(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(look_screen, "KEPT_ROWS", 2)
+    screen = LookScreen(EngineConfig(), Counter())
+    base = NumericSummary.of(np.random.default_rng(4).normal(size=500))
+    for k in range(5):
+        rows = screen._rows_of(StreamState("acme", f"m{k}"), 0.0)
+        rows.row("a", base), rows.row("b", base)
+        screen._kept += 2
+    assert len(screen._rows) <= 2 and screen._kept <= 4
+    # A stream's next window replaces its rows.
+    first = screen._rows_of(StreamState("acme", "m4"), 0.0)
+    assert screen._rows_of(StreamState("acme", "m4"), DAY) is not first
+    assert ("acme", 0.0) not in screen._rows
