@@ -143,7 +143,9 @@ def test_another_span_test_turns_the_screen_off(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(look_screen, "DRIFT_TESTS", Registry(*DRIFT_TESTS.values(), _SpanMedian()))
     screen = LookScreen(EngineConfig(), Counter())
     assert not screen.enabled
-    quiet = screen.quiet(StreamState("acme", "fraud"), 0.0, 8, [1, 2, 4, 8], True, [], dict.get)
+    quiet = screen.quiet(
+        StreamState("acme", "fraud"), 0.0, 8, [1, 2, 4, 8], True, [], lambda f, w: None
+    )
     assert quiet.quiet == set()
 
 
