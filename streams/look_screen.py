@@ -38,9 +38,8 @@ from streams.drift_tests.ks import KolmogorovSmirnov, count_below, ks_bounds, sc
 from streams.drift_tests.mean_scan import (
     MIN_SUFFIX_VALUES,
     MeanShiftScan,
-    scan_p,
     slot_rank_sum,
-    suffix_scan,
+    suffix_p,
 )
 from streams.judge import FeatureInputs
 from streams.numeric_summary import CDF_GRID_POINTS, CdfGrid, NumericSummary
@@ -250,12 +249,20 @@ class LookScreen:
                     if not result.p_value > above:
                         loud.add(part)
         self._kept += len(table) - before
-        index, run, done = np.array(rows, np.intp), np.array(runs), np.array(judged, bool)
-        for part in parts:
-            if rows and not self._span_quiet(table, index, run, done, look, part, tested, out):
-                loud.add(part)
+        if rows:
+            index, run, done = np.array(rows, np.intp), np.array(runs), np.array(judged, bool)
+            # The ring positions of the slots before this look, newest first.
+            newest_first = [(look - 1 - j) % RECENT_SLOTS for j in range(RECENT_SLOTS)]
+            sizes = table.sizes[index[:, None], newest_first]
+            for part in parts:
+                if not self._span_quiet(
+                    table, index, sizes, run, done, newest_first, part, tested, out
+                ):
+                    loud.add(part)
         out.quiet = {part for part in parts if part not in loud}
-        if scan and (not rows or self._scan_quiet(table, index, run, done, look, tested, out)):
+        if scan and (
+            not rows or self._scan_quiet(table, index, sizes, run, done, newest_first, tested, out)
+        ):
             out.quiet.add(-1)
         out.tested = {part: tested[part] for part in out.quiet}
         return out
@@ -280,18 +287,18 @@ class LookScreen:
         self,
         table: NumericRows,
         rows: np.ndarray,
+        sizes: np.ndarray,
         runs: np.ndarray,
         judged: np.ndarray,
-        look: int,
+        newest_first: list[int],
         part: int,
         tested: dict[int, list[str]],
         out: Screened,
     ) -> bool:
         """Is every numeric feature's KS test of the span of ``part`` slots provably no
-        discovery? (All features at once.)"""
-        # The span's slots' ring positions; a row whose run is shorter has no such span.
-        pos = [(look - 1 - j) % RECENT_SLOTS for j in range(part)]
-        n = table.sizes[rows][:, pos].sum(axis=1)
+        discovery? (All features at once; ``sizes``: the rows' slot sizes, newest first.)"""
+        # A row whose run of known slots is shorter has no such span.
+        n = sizes[:, :part].sum(axis=1)
         has = (runs >= part) & (n >= self.config.min_window_count)
         out.skipped[part] += int((has & judged).sum())
         chosen = has & ~judged
@@ -302,7 +309,10 @@ class LookScreen:
         n, m = n[chosen], table.m[sel]
         if not screenable(n, m).all():
             return False  # too small to screen: its exact p is needed
-        counts = table.counts[sel][:, pos].sum(axis=1, dtype=np.int64)
+        if part == 1:
+            counts = table.counts[sel, newest_first[0]]
+        else:
+            counts = table.counts[sel[:, None], newest_first[:part]].sum(axis=1, dtype=np.int64)
         _, n_eff, p = ks_bounds(n, m, table.b_at[sel], table.b_left[sel], counts)
         return bool(screened(n_eff, p, self.config.interim_alpha).all())
 
@@ -310,17 +320,17 @@ class LookScreen:
         self,
         table: NumericRows,
         rows: np.ndarray,
+        sizes: np.ndarray,
         runs: np.ndarray,
         judged: np.ndarray,
-        look: int,
+        newest_first: list[int],
         tested: dict[int, list[str]],
         out: Screened,
     ) -> bool:
         """Is every numeric feature's best suffix above the scan's alpha? (All at once.)"""
         min_count = self.config.min_window_count
-        newest_first = [(look - 1 - j) % RECENT_SLOTS for j in range(RECENT_SLOTS)]
         inside = np.arange(RECENT_SLOTS)[None, :] < runs[:, None]  # a row's run of slots
-        size = np.where(inside, table.sizes[rows][:, newest_first], 0)
+        size = np.where(inside, sizes, 0)
         has = size.sum(axis=1) >= min_count
         out.skipped[-1] += int((has & judged).sum())
         chosen = has & ~judged
@@ -329,8 +339,7 @@ class LookScreen:
         if not chosen.any():
             return True
         sel = rows[chosen]
-        total = np.where(inside[chosen], table.ranks[sel][:, newest_first], 0.0)
+        total = np.where(inside[chosen], table.ranks[sel[:, None], newest_first], 0.0)
         leasts = np.full(sel.size, max(MIN_SUFFIX_VALUES, min_count))
-        found = suffix_scan(total, size[chosen], leasts, table.errors[sel], table.m[sel])
-        above = surely_above(self.config.sequential_alpha)
-        return all(scan_p(f) > above for f in found)
+        p = suffix_p(total, size[chosen], leasts, table.errors[sel], table.m[sel])
+        return bool((p > surely_above(self.config.sequential_alpha)).all())

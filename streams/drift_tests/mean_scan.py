@@ -59,6 +59,7 @@ __all__ = [
     "scan_many",
     "scan_p",
     "slot_rank_sum",
+    "suffix_p",
     "suffix_scan",
 ]
 
@@ -246,27 +247,57 @@ def suffix_scan(
 ) -> list[ScanFinding | None]:
     """:func:`best_suffixes` of rows already as matrices (``total``, each slot's rank sum,
     and ``size``, newest slot first, zeros past a row's slots; ``total`` is overwritten)."""
-    np.cumsum(total, axis=1, out=total)  # each suffix's sum: slot by slot, in order
-    n = np.cumsum(size, axis=1)
-    # A suffix is tried once it holds enough values, and only where its oldest slot adds
-    # some (else it is the same suffix as the shorter one); padding adds none.
-    tried = (n >= leasts[:, None]) & (size > 0)
-    m_b = counts.astype(np.int64)[:, None]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        net = np.maximum(0.0, np.abs(total) - n * errors.astype(np.float64)[:, None])
-        z = np.copysign(net / np.sqrt(n * (1 + n / m_b) / 12.0), total)
-    strength = np.where(tried, np.abs(z), -1.0)
-    best = np.argmax(strength, axis=1)  # the first of the strongest, as a loop keeps it
-    times = tried.sum(axis=1).tolist()
+    s = _Suffixes(total, size, leasts, errors, counts)
+    times = s.tried.tolist()
     out: list[ScanFinding | None] = []
-    for j, b in enumerate(best.tolist()):
+    for j, b in enumerate(s.best.tolist()):
         if not times[j]:
             out.append(None)
             continue
-        values = int(n[j, b])
-        mean_rank = 0.5 + math.copysign(float(net[j, b]), float(total[j, b])) / values
-        out.append(ScanFinding(float(z[j, b]), values, b + 1, times[j], mean_rank))
+        values = int(s.n[j, b])
+        mean_rank = 0.5 + math.copysign(float(s.net[j, b]), float(s.total[j, b])) / values
+        out.append(ScanFinding(float(s.z[j, b]), values, b + 1, times[j], mean_rank))
     return out
+
+
+def suffix_p(
+    total: np.ndarray, size: np.ndarray, leasts: np.ndarray, errors: np.ndarray, counts: np.ndarray
+) -> np.ndarray:
+    """:func:`scan_p` of each row's :func:`suffix_scan` finding, as an array (the same
+    figures: elementwise, in the same order of operations)."""
+    s = _Suffixes(total, size, leasts, errors, counts)
+    z = np.take_along_axis(s.z, s.best[:, None], axis=1)[:, 0]
+    with np.errstate(invalid="ignore"):  # rows without a tried suffix: p = 1 below
+        p = np.minimum(1.0, s.tried * special.erfc(np.abs(z) / _SQRT2))
+    return np.where(s.tried > 0, p, 1.0)
+
+
+class _Suffixes:
+    """Every suffix's standardised sum, and each row's best (``best``, of ``tried``)."""
+
+    __slots__ = ("best", "n", "net", "total", "tried", "z")
+
+    def __init__(
+        self,
+        total: np.ndarray,
+        size: np.ndarray,
+        leasts: np.ndarray,
+        errors: np.ndarray,
+        counts: np.ndarray,
+    ) -> None:
+        np.cumsum(total, axis=1, out=total)  # each suffix's sum: slot by slot, in order
+        n = np.cumsum(size, axis=1)
+        # A suffix is tried once it holds enough values, and only where its oldest slot adds
+        # some (else it is the same suffix as the shorter one); padding adds none.
+        tried = (n >= leasts[:, None]) & (size > 0)
+        m_b = counts.astype(np.int64)[:, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            net = np.maximum(0.0, np.abs(total) - n * errors.astype(np.float64)[:, None])
+            z = np.copysign(net / np.sqrt(n * (1 + n / m_b) / 12.0), total)
+        strength = np.where(tried, np.abs(z), -1.0)
+        self.best = np.argmax(strength, axis=1)  # the first of the strongest, as a loop
+        self.tried = tried.sum(axis=1)
+        self.total, self.n, self.net, self.z = total, n, net, z
 
 
 def scan_p(found: ScanFinding | None) -> float:
