@@ -169,13 +169,13 @@ class InterimLooks:
                 recent[feature] = fw.recent_arrays(look - 1)
             return recent[feature]
 
-        # Most parts can find nothing: proven for all at once, they are not judged.
+        # Most parts can find nothing: shown for all at once, they are not judged (until a
+        # part judged before them finds drift, which changes their families).
         screened = self.screen.quiet(stream, window, look, spans, scan, inputs, recent_of)
-        if screened.quiet:
-            self.stats["look_parts_screened"] += len(screened.quiet)
         for slots in spans:
-            if slots in screened.quiet:
-                self.screen.count(screened, slots, stream, window)
+            if slots in screened.quiet and not drifts:
+                self.screen.count(screened, slots)
+                self.stats["look_parts_screened"] += 1
                 continue
             if slots == 0:
                 drifts += judge.judge(
@@ -204,8 +204,9 @@ class InterimLooks:
             )
         if scan:
             self.stats["scans"] += 1
-        if scan and screened.scan:
-            self.screen.count(screened, -1, stream, window)
+        if scan and screened.scan and not drifts:
+            self.screen.count(screened, -1)
+            self.stats["look_parts_screened"] += 1
         elif scan:
 
             def pick_slots(feature: str, fw: FeatureWindow) -> SlotSeries | None:

@@ -31,10 +31,17 @@ import numpy as np
 
 from streams.categorical_summary import CategoricalSummary
 from streams.config import EngineConfig
-from streams.decision import surely_above
+from streams.decision import benjamini_hochberg, surely_above
 from streams.drift_tests import DRIFT_TESTS
 from streams.drift_tests.chi2 import ChiSquare
-from streams.drift_tests.ks import KolmogorovSmirnov, count_below, ks_bounds, screenable, screened
+from streams.drift_tests.ks import (
+    KolmogorovSmirnov,
+    count_below,
+    ks_bounds,
+    ks_test,
+    screenable,
+    screened,
+)
 from streams.drift_tests.mean_scan import (
     MIN_SUFFIX_VALUES,
     MeanShiftScan,
@@ -44,6 +51,8 @@ from streams.drift_tests.mean_scan import (
 from streams.judge import FeatureInputs
 from streams.numeric_summary import CDF_GRID_POINTS, CdfGrid, NumericSummary
 from streams.recent_slots import RECENT_SLOTS, SLOT_SAMPLE
+from streams.segments import is_segment_feature
+from streams.slot_series import SlotSpan
 from streams.state import FeatureWindow, StreamState, stream_key
 
 __all__ = ["LookScreen", "NumericRows", "RecentOf", "Screened"]
@@ -141,18 +150,39 @@ class NumericRows:
 
 @dataclass(slots=True)
 class Screened:
-    """What :meth:`LookScreen.quiet` proved of a look: its quiet parts (span slot counts; -1
-    the scan), and per quiet part the incident keys of the tests the judge would run and
-    how many it would skip (found drifting earlier in the window), for :meth:`LookScreen.count`."""
+    """What :meth:`LookScreen.quiet` found of a look: its quiet parts (span slot counts; -1
+    the scan) and, per part, the tests the judge would count: ``tests`` run, ``skipped``
+    (found drifting earlier in the window), and the features without a baseline."""
 
     quiet: set[int] = field(default_factory=set)
-    tested: dict[int, list[str]] = field(default_factory=dict)
+    tests: Counter[int] = field(default_factory=Counter)
     skipped: Counter[int] = field(default_factory=Counter)
     no_baseline: int = 0
 
     @property
     def scan(self) -> bool:
         return -1 in self.quiet
+
+
+@dataclass(slots=True)
+class _Family:
+    """A part's p-values as the judge would have them, features' and segment features'
+    apart (two Benjamini-Hochberg families, as the judge's ``_significant_by_family``)."""
+
+    features: list[float] = field(default_factory=list)
+    segments: list[float] = field(default_factory=list)
+
+    def add(self, p: float, segment: bool) -> None:
+        (self.segments if segment else self.features).append(p)
+
+    def discovers(self, alpha: float) -> bool:
+        """Would Benjamini-Hochberg at ``alpha`` find anything? (The same function on the
+        same p-values as the judge: its answer does not depend on their order.)"""
+        least = surely_above(alpha)
+        return any(
+            ps and min(ps) <= least and any(benjamini_hochberg(ps, alpha))
+            for ps in (self.features, self.segments)
+        )
 
 
 class LookScreen:
@@ -203,22 +233,21 @@ class LookScreen:
         recent_of: RecentOf,
     ) -> Screened:
         """Which of ``spans`` (slot counts; 0, the window so far, is never screened) and of
-        the scan (if it runs) are proven quiet. Nothing is counted yet (see :meth:`count`)."""
+        the scan (if it runs) would the judge find nothing in, as the look starts: their
+        p-values as the judge would compute them, and no Benjamini-Hochberg discovery among
+        them. (A part judged before them that finds drift changes their families: the caller
+        then judges them. Nothing is counted yet: see :meth:`count`.)"""
         parts = [k for k in spans if k > 0]
         out = Screened()
         if not self.enabled or not (parts or scan):
             return out
         cfg = self.config
-        min_count = cfg.min_window_count
-        above = surely_above(cfg.interim_alpha)
+        min_count, alpha = cfg.min_window_count, cfg.interim_alpha
         last_window = stream.incidents.last_window
         table = self._rows_of(stream, window)
         before = len(table)
-        tested: dict[int, list[str]] = {part: [] for part in [*parts, -1]}
-        loud: set[int] = set()  # parts where a test may be a discovery: judged
-        rows: list[int] = []  # the numeric features' rows, with their run of known slots
-        runs: list[int] = []
-        judged: list[bool] = []
+        family = {part: _Family() for part in [*parts, -1]}
+        numeric = _LookRows(table)
         for feature, kind, fw, baseline in inputs:
             if baseline is None:
                 out.no_baseline += 1
@@ -230,9 +259,7 @@ class LookScreen:
                 if recent:
                     r = table.row(feature, base)
                     table.fill(r, base, recent, look - 1)
-                    rows.append(r)
-                    runs.append(len(recent))
-                    judged.append(was_judged)
+                    numeric.add(r, recent, base, was_judged, is_segment_feature(feature))
                 continue
             for part in parts:
                 summary = fw.span_summary(look - 1, part, min_count)
@@ -242,104 +269,130 @@ class LookScreen:
                 if was_judged:
                     out.skipped[part] += 1
                     continue
-                tested[part].append(feature)
-                if part not in loud:
-                    assert isinstance(summary, CategoricalSummary)
-                    result = self._chi2.run_for_decision(summary, base, cfg.interim_alpha)
-                    if not result.p_value > above:
-                        loud.add(part)
+                out.tests[part] += 1
+                assert isinstance(summary, CategoricalSummary)
+                result = self._chi2.run_for_decision(summary, base, alpha)
+                family[part].add(result.p_value, is_segment_feature(feature))
         self._kept += len(table) - before
-        if rows:
-            index, run, done = np.array(rows, np.intp), np.array(runs), np.array(judged, bool)
-            # The ring positions of the slots before this look, newest first.
-            newest_first = [(look - 1 - j) % RECENT_SLOTS for j in range(RECENT_SLOTS)]
-            sizes = table.sizes[index[:, None], newest_first]
+        if numeric.rows:
+            numeric.close(look)
             for part in parts:
-                if not self._span_quiet(
-                    table, index, sizes, run, done, newest_first, part, tested, out
-                ):
-                    loud.add(part)
-        out.quiet = {part for part in parts if part not in loud}
-        if scan and (
-            not rows or self._scan_quiet(table, index, sizes, run, done, newest_first, tested, out)
-        ):
+                self._span_p(numeric, part, family[part], out)
+            if scan:
+                self._scan_p(numeric, family[-1], out)
+        out.quiet = {part for part in parts if not family[part].discovers(alpha)}
+        if scan and not family[-1].discovers(cfg.sequential_alpha):
             out.quiet.add(-1)
-        out.tested = {part: tested[part] for part in out.quiet}
         return out
 
-    def count(self, screened: Screened, part: int, stream: StreamState, window: float) -> None:
-        """Count a quiet part's tests (-1: the scan) as the judge would at its turn: a test
-        whose incident an earlier part of this look found drifting is skipped instead."""
-        last_window = stream.incidents.last_window
-        keys = screened.tested[part]
-        now_judged = sum(1 for key in keys if last_window.get(key, -1) >= window)
+    def count(self, screened: Screened, part: int) -> None:
+        """Count a quiet part's tests (-1: the scan) as the judge would have."""
         stats = self.stats
         if screened.no_baseline:
             stats["tests_skipped_no_baseline"] += screened.no_baseline
-        if screened.skipped[part] + now_judged:
-            stats["tests_skipped_judged"] += screened.skipped[part] + now_judged
-        if len(keys) - now_judged:
-            stats["tests"] += len(keys) - now_judged
+        if screened.skipped[part]:
+            stats["tests_skipped_judged"] += screened.skipped[part]
+        if screened.tests[part]:
+            stats["tests"] += screened.tests[part]
             if part == -1:
-                stats["scan_tests"] += len(keys) - now_judged
+                stats["scan_tests"] += screened.tests[part]
 
-    def _span_quiet(
-        self,
-        table: NumericRows,
-        rows: np.ndarray,
-        sizes: np.ndarray,
-        runs: np.ndarray,
-        judged: np.ndarray,
-        newest_first: list[int],
-        part: int,
-        tested: dict[int, list[str]],
-        out: Screened,
-    ) -> bool:
-        """Is every numeric feature's KS test of the span of ``part`` slots provably no
-        discovery? (All features at once; ``sizes``: the rows' slot sizes, newest first.)"""
+    def _span_p(self, rows: _LookRows, part: int, family: _Family, out: Screened) -> None:
+        """The KS p-values of the span of ``part`` slots, every numeric feature's as the judge
+        computes it: the screen's, from the bounds of all features at once, where it proves
+        the exact p above alpha (``ks_screen``'s figures), else the exact test's."""
+        alpha = self.config.interim_alpha
         # A row whose run of known slots is shorter has no such span.
-        n = sizes[:, :part].sum(axis=1)
-        has = (runs >= part) & (n >= self.config.min_window_count)
-        out.skipped[part] += int((has & judged).sum())
-        chosen = has & ~judged
-        if not chosen.any():
-            return True
-        sel = rows[chosen]
-        tested[part] += [table.names[r] for r in sel.tolist()]
-        n, m = n[chosen], table.m[sel]
-        if not screenable(n, m).all():
-            return False  # too small to screen: its exact p is needed
-        if part == 1:
-            counts = table.counts[sel, newest_first[0]]
-        else:
-            counts = table.counts[sel[:, None], newest_first[:part]].sum(axis=1, dtype=np.int64)
-        _, n_eff, p = ks_bounds(n, m, table.b_at[sel], table.b_left[sel], counts)
-        return bool(screened(n_eff, p, self.config.interim_alpha).all())
+        n = rows.sizes[:, :part].sum(axis=1)
+        chosen = rows.choose((rows.runs >= part) & (n >= self.config.min_window_count), part, out)
+        if not chosen.size:
+            return
+        table, sel, n = rows.table, rows.index[chosen], n[chosen]
+        m = table.m[sel]
+        p = np.full(sel.size, np.nan)
+        fits = np.flatnonzero(screenable(n, m))  # the others are too small to screen
+        if fits.size:
+            at = sel[fits]
+            pos = rows.newest_first
+            if part == 1:
+                counts = table.counts[at, pos[0]]
+            else:
+                counts = table.counts[at[:, None], pos[:part]].sum(axis=1, dtype=np.int64)
+            _, n_eff, bound_p = ks_bounds(
+                n[fits], m[fits], table.b_at[at], table.b_left[at], counts
+            )
+            proven = screened(n_eff, bound_p, alpha)
+            p[fits[proven]] = bound_p[proven]
+        for j in np.flatnonzero(np.isnan(p)).tolist():
+            k = int(chosen[j])
+            cut = rows.recents[k][-part:]
+            span = SlotSpan(tuple(v for v, _ in cut), sum(missing for _, missing in cut))
+            p[j] = ks_test(span.summary(), rows.bases[k], decide_at=alpha).p_value
+        for j, pj in enumerate(p.tolist()):
+            family.add(pj, rows.segments[int(chosen[j])])
 
-    def _scan_quiet(
-        self,
-        table: NumericRows,
-        rows: np.ndarray,
-        sizes: np.ndarray,
-        runs: np.ndarray,
-        judged: np.ndarray,
-        newest_first: list[int],
-        tested: dict[int, list[str]],
-        out: Screened,
-    ) -> bool:
-        """Is every numeric feature's best suffix above the scan's alpha? (All at once.)"""
+    def _scan_p(self, rows: _LookRows, family: _Family, out: Screened) -> None:
+        """Every numeric feature's scan p, as the judge computes it (all at once)."""
         min_count = self.config.min_window_count
-        inside = np.arange(RECENT_SLOTS)[None, :] < runs[:, None]  # a row's run of slots
-        size = np.where(inside, sizes, 0)
-        has = size.sum(axis=1) >= min_count
-        out.skipped[-1] += int((has & judged).sum())
-        chosen = has & ~judged
-        tested[-1] += [table.names[r] for r in rows[chosen].tolist()]
-        chosen &= table.m[rows] > 0  # no suffix against an empty baseline: p = 1
-        if not chosen.any():
-            return True
-        sel = rows[chosen]
-        total = np.where(inside[chosen], table.ranks[sel[:, None], newest_first], 0.0)
-        leasts = np.full(sel.size, max(MIN_SUFFIX_VALUES, min_count))
-        p = suffix_p(total, size[chosen], leasts, table.errors[sel], table.m[sel])
-        return bool((p > surely_above(self.config.sequential_alpha)).all())
+        inside = np.arange(RECENT_SLOTS)[None, :] < rows.runs[:, None]  # a row's run of slots
+        size = np.where(inside, rows.sizes, 0)
+        chosen = rows.choose(size.sum(axis=1) >= min_count, -1, out)
+        if not chosen.size:
+            return
+        table = rows.table
+        p = np.ones(chosen.size)  # against an empty baseline, no suffix: p = 1
+        live = np.flatnonzero(table.m[rows.index[chosen]] > 0)
+        if live.size:
+            k = chosen[live]
+            sel = rows.index[k]
+            total = np.where(inside[k], table.ranks[sel[:, None], rows.newest_first], 0.0)
+            leasts = np.full(sel.size, max(MIN_SUFFIX_VALUES, min_count))
+            p[live] = suffix_p(total, size[k], leasts, table.errors[sel], table.m[sel])
+        for j, pj in enumerate(p.tolist()):
+            family.add(pj, rows.segments[int(chosen[j])])
+
+
+class _LookRows:
+    """A look's numeric features in their :class:`NumericRows`, in judging order: their rows,
+    recent slots, baselines, whether found drifting in this window already and whether
+    segment features; after :meth:`close`, as arrays, with the rows' slot sizes by
+    ``newest_first`` (the ring positions of the slots before the look, newest first)."""
+
+    def __init__(self, table: NumericRows) -> None:
+        self.table = table
+        self.rows: list[int] = []
+        self.recents: list[list[tuple[np.ndarray, int]]] = []
+        self.bases: list[NumericSummary] = []
+        self.segments: list[bool] = []
+        self._runs: list[int] = []
+        self._judged: list[bool] = []
+
+    def add(
+        self,
+        row: int,
+        recent: list[tuple[np.ndarray, int]],
+        base: NumericSummary,
+        judged: bool,
+        segment: bool,
+    ) -> None:
+        self.rows.append(row)
+        self.recents.append(recent)
+        self.bases.append(base)
+        self.segments.append(segment)
+        self._runs.append(len(recent))
+        self._judged.append(judged)
+
+    def close(self, look: int) -> None:
+        self.index = np.array(self.rows, np.intp)
+        self.runs = np.array(self._runs)
+        self.judged = np.array(self._judged, bool)
+        self.newest_first = [(look - 1 - j) % RECENT_SLOTS for j in range(RECENT_SLOTS)]
+        self.sizes = self.table.sizes[self.index[:, None], self.newest_first]
+
+    def choose(self, has: np.ndarray, part: int, out: Screened) -> np.ndarray:
+        """The positions of the features that ``has`` a test in ``part`` and were not found
+        drifting already; counted as the judge counts them (tests, and skipped)."""
+        out.skipped[part] += int((has & self.judged).sum())
+        chosen = np.flatnonzero(has & ~self.judged)
+        out.tests[part] += int(chosen.size)
+        return chosen

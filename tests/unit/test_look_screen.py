@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
 
 import numpy as np
 import pytest
@@ -46,8 +45,10 @@ def _two_drifts() -> Iterator[PredictionEvent]:
         yield e
 
 
-def _run(events: list[PredictionEvent], screen: bool) -> tuple[list[DriftEvent], DriftEngine]:
-    engine = DriftEngine(DEFAULTS_SHORT_HISTORY, MemoryStore())
+def _run(
+    events: list[PredictionEvent], screen: bool, config: EngineConfig = DEFAULTS_SHORT_HISTORY
+) -> tuple[list[DriftEvent], DriftEngine]:
+    engine = DriftEngine(config, MemoryStore())
     engine._looks.screen.enabled = screen
     out = []
     for e in events:
@@ -55,31 +56,61 @@ def _run(events: list[PredictionEvent], screen: bool) -> tuple[list[DriftEvent],
     return out, engine
 
 
-def test_the_screen_changes_no_event_and_no_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    events = list(_two_drifts())
-    counted_late: list[int] = []  # quiet parts counted after an earlier part found a feature
-    count = LookScreen.count
-
-    def spy(self: LookScreen, screened: Any, part: int, state: StreamState, window: float) -> None:
-        found = state.incidents.last_window
-        counted_late.append(sum(found.get(k, -1) >= window for k in screened.tested[part]))
-        count(self, screened, part, state, window)
-
-    monkeypatch.setattr(LookScreen, "count", spy)
-    judged, plain = _run(events, screen=False)
-    screened, fast = _run(events, screen=True)
+def _same_results(
+    events: list[PredictionEvent], config: EngineConfig = DEFAULTS_SHORT_HISTORY
+) -> tuple[list[DriftEvent], Counter[str]]:
+    """The engine's drift events and counters with the screen, once checked equal to the
+    judge's alone (less the screen's own counter)."""
+    judged, plain = _run(events, False, config)
+    screened, fast = _run(events, True, config)
     assert [d.to_json() for d in screened] == [d.to_json() for d in judged]
-    assert fast.stats - Counter({"look_parts_screened": fast.stats["look_parts_screened"]}) == (
-        plain.stats
-    )
+    parts = fast.stats["look_parts_screened"]
+    assert fast.stats - Counter({"look_parts_screened": parts}) == plain.stats
+    assert plain.stats["look_parts_screened"] == 0
+    return judged, fast.stats
+
+
+def test_the_screen_changes_no_event_and_no_count() -> None:
+    judged, stats = _same_results(list(_two_drifts()))
     # Found at looks (partial), numeric and categorical; and most parts screened.
     assert {d.feature for d in judged if d.partial} >= {"x0", "x1", "x2"}
     assert {"ks", "mean_scan", "chi2"} <= {d.test for d in judged}
-    assert plain.stats["look_parts_screened"] == 0
-    assert fast.stats["look_parts_screened"] > 0.8 * (
-        plain.stats["interim_looks"] - plain.stats["looks_without_baseline"]
-    )
-    assert any(counted_late)  # the count at a quiet part's turn was exercised
+    looks = stats["interim_looks"] - stats["looks_without_baseline"]
+    assert stats["look_parts_screened"] > 0.8 * looks
+
+
+def test_a_wide_quiet_stream_is_screened_with_the_same_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sixty numeric features at a generous alpha: at some looks a part's least p is below
+    alpha, and only Benjamini-Hochberg over its family shows it is no discovery (the screen
+    runs it on the judge's p-values), so the part is still not judged."""
+    below_alpha: list[bool] = []
+    discovers = look_screen._Family.discovers
+
+    def spy(self: look_screen._Family, alpha: float) -> bool:
+        found = discovers(self, alpha)
+        below_alpha.append(not found and min(self.features + self.segments + [1.0]) <= alpha)
+        return found
+
+    monkeypatch.setattr(look_screen._Family, "discovers", spy)
+    events = list(stream(seed=23, days=33, per_day=400, n_numeric=60, categorical=True))
+    judged, stats = _same_results(events, replace(DEFAULTS_SHORT_HISTORY, alpha=0.2))
+    assert judged == [] and stats["tests"] > 5_000
+    looks = stats["interim_looks"] - stats["looks_without_baseline"]
+    assert stats["look_parts_screened"] > 0.9 * looks
+    assert any(below_alpha)
+
+
+def test_a_family_discovers_only_what_benjamini_hochberg_finds() -> None:
+    alpha = 0.001
+    family = look_screen._Family([alpha / 2] + [0.5] * 99)  # rank 1 needs alpha / 100
+    assert not family.discovers(alpha)
+    assert look_screen._Family([alpha / 200] + [0.5] * 99).discovers(alpha)
+    # Features and segment features are two families.
+    assert not look_screen._Family([0.5] * 9, [alpha / 20] + [0.5] * 99).discovers(alpha)
+    assert look_screen._Family([0.5] * 9, [alpha / 200] + [0.5] * 99).discovers(alpha)
+    assert not look_screen._Family().discovers(alpha)
 
 
 def _slots(rng: np.random.Generator, sizes: list[int]) -> list[tuple[np.ndarray, int]]:
