@@ -1,24 +1,27 @@
-"""Which parts of an hourly look could find anything, proven for a whole stream at once.
+"""Which parts of an hourly look can find nothing, shown for a whole stream at once.
 
 A look judges up to four spans of the open window's recent slots and runs the sequential scan
 over them (:class:`~streams.interim_looks.InterimLooks`). Only discoveries count there, and
-nearly every look has none: every p of a part is above its alpha, and the judge drops its
-tests. Judged part by part through the generic judge (a span summary, a job and a result per
-feature and part, each slot's figures looked up again), that cost ~20 µs a feature and part.
+nearly every part has none. Judged part by part through the generic judge (a span summary, a
+job and a result per feature and part, each slot's figures looked up again), that cost ~20 µs
+a feature and part, and all of it again for every feature of a wide model whenever one p came
+near alpha.
 
 This screen keeps a stream window's numeric features as rows of arrays across its looks
 (:class:`NumericRows`): per feature and recent slot, the slot's counts below the baseline's
 grid points (KS) and its rank sum (the scan), each computed once, when the slot's sample
 changes. A look then adds up every span of every feature, bounds their KS distances and scans
-their suffixes in a few numpy calls whatever the number of features, with the arithmetic of
-the judge's own screens (``streams.drift_tests.ks``, ``streams.drift_tests.mean_scan``: the
-same figures, bit for bit). Categorical spans get the chi-square's own ``run_for_decision``.
-A part it proves quiet is one the judge would return nothing for, so it is not judged; the
-others are judged as before, from scratch. Its tests are counted as the judge counts them.
+their suffixes in a few numpy calls whatever the number of features, and so has each test's
+p-value as the judge would compute it: the KS screen's (``ks_bounds``: the same figures, bit
+for bit) where it proves the exact p above alpha, else the exact test's; the scan's
+(``suffix_p``); the chi-square's own ``run_for_decision`` for categorical spans. A part whose
+p-values hold no Benjamini-Hochberg discovery (the judge's function, per family) is one the
+judge would return nothing for, so it is not judged; the others are judged as before, from
+scratch, and so is every part after one that finds drift (a feature found leaves the later
+families). Its tests are counted as the judge counts them.
 
 It knows the built-in span and scan tests (KS, chi-square, the mean-shift scan): with any
-other test registered for spans or the scan, it proves nothing and every part is judged.
-"""
+other test registered for spans or the scan, it shows nothing and every part is judged."""
 
 from __future__ import annotations
 
