@@ -25,6 +25,7 @@ other test registered for spans or the scan, it shows nothing and every part is 
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -52,8 +53,8 @@ from streams.drift_tests.mean_scan import (
     suffix_p,
 )
 from streams.judge import FeatureInputs
-from streams.numeric_summary import CDF_GRID_POINTS, CdfGrid, NumericSummary
-from streams.recent_slots import RECENT_SLOTS, SLOT_SAMPLE
+from streams.numeric_summary import CDF_GRID_POINTS, NumericSummary
+from streams.recent_slots import RECENT_SLOTS
 from streams.segments import is_segment_feature
 from streams.slot_series import SlotSpan
 from streams.state import FeatureWindow, StreamState, stream_key
@@ -63,37 +64,43 @@ __all__ = ["LookScreen", "NumericRows", "RecentOf", "Screened"]
 RecentOf = Callable[[str, FeatureWindow], list[tuple[np.ndarray, int]] | None]
 """A feature's recent slot arrays at this look (``FeatureWindow.recent_arrays``, read once)."""
 
-KEPT_ROWS: Final = 16_384
-"""Numeric feature rows kept over all streams (~2.2 KiB each: ~35 MiB at most); beyond,
-the least recently looked-at stream's rows go, and are built again at its next look."""
+KEPT_ROWS: Final = 8_192
+"""Numeric feature rows kept over all streams (~4.2 KiB each, as allocated: ~34 MiB); beyond,
+the least recently looked-at streams' rows go, and are built again at their next look. What
+a row refers to (its slots' arrays, its baseline's grid) it holds weakly: it keeps none of
+them alive."""
 _POINTS: Final = CDF_GRID_POINTS + 1
 """A row's grid: the baseline's points, then +inf (at which every value is counted, and
 both CDFs are 1: the cell right of the last point is then the judge's own last cell)."""
-_COUNT: Final = np.uint8 if np.iinfo(np.uint8).max >= SLOT_SAMPLE else np.int64
+_UINT8_MAX: Final = int(np.iinfo(np.uint8).max)
 
 
 def _built_in(kind: str, whole: bool, scan: bool, expected: list[type]) -> bool:
     tests = DRIFT_TESTS.for_kind(kind, whole, scan)  # type: ignore[arg-type]
-    return [type(t) for t in tests] == expected
+    return [type(t) for t in tests] == expected and all(t.incident_suffix == "" for t in tests)
+
+
+def _dead() -> None:
+    """A weak reference to nothing: what a row's slots and grid start as."""
 
 
 class NumericRows:
     """One stream window's numeric features at its looks: per feature a row, per recent slot
     (by ring position, ``slot % RECENT_SLOTS``) the slot's size (of finite values), counts below
-    the row's grid points and rank sum, and the slot array they are of (a slot's array is
-    replaced, never changed, when its sample changes: kept here, it cannot be freed and its
-    identity reused). A row is reset when its baseline's grid changes (a new baseline, or a
-    live one that grew)."""
+    the row's grid points and rank sum, with a weak reference to the slot array they are of (a
+    slot's array is replaced, never changed, when its sample changes: while it lives, the same
+    object is the same sample; once freed, the reference is dead and the slot is computed
+    again). A row is reset when its baseline's grid is not the one its figures are of (a new
+    baseline, or a live one that grew: the grid's CDF array is made anew each time)."""
 
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
         self.names: list[str] = []
-        self.grids: list[CdfGrid | None] = []
-        self.arrays: list[list[np.ndarray | None]] = []
-        self.xs = np.empty((0, _POINTS))
+        self.grids: list[Callable[[], object]] = []
+        self.arrays: list[list[Callable[[], object]]] = []
         self.b_at = np.empty((0, _POINTS))
         self.b_left = np.empty((0, _POINTS))
-        self.counts = np.zeros((0, RECENT_SLOTS, 2, _POINTS), _COUNT)
+        self.counts = np.zeros((0, RECENT_SLOTS, 2, _POINTS), np.uint8)  # a slot's: <= 64
         self.sizes = np.zeros((0, RECENT_SLOTS), np.int64)
         self.ranks = np.zeros((0, RECENT_SLOTS))
         self.m = np.zeros(0, np.int64)
@@ -102,21 +109,25 @@ class NumericRows:
     def __len__(self) -> int:
         return len(self.index)
 
+    @property
+    def allocated(self) -> int:
+        """Rows of memory held (rows grow by doubling), at least one for the table itself."""
+        return max(1, self.m.size)
+
     def row(self, feature: str, base: NumericSummary) -> int:
         """The feature's row, reset if its baseline's grid is not the one its figures are of."""
         r = self.index.get(feature)
         if r is None:
             r = self.index[feature] = len(self.grids)
             self.names.append(feature)
-            self.grids.append(None)
-            self.arrays.append([None] * RECENT_SLOTS)
+            self.grids.append(_dead)
+            self.arrays.append([_dead] * RECENT_SLOTS)
             self._grow()
         grid = base.cdf_grid()
-        if self.grids[r] is not grid:
+        if self.grids[r]() is not grid.at:
             g = grid.xs.size
-            self.grids[r] = grid
-            self.arrays[r] = [None] * RECENT_SLOTS
-            self.xs[r, :g], self.xs[r, g:] = grid.xs, np.inf
+            self.grids[r] = weakref.ref(grid.at)
+            self.arrays[r] = [_dead] * RECENT_SLOTS
             self.b_at[r, :g], self.b_at[r, g:] = grid.at, 1.0
             self.b_left[r, :g], self.b_left[r, g:] = grid.left, 1.0
             self.m[r] = base.count
@@ -128,7 +139,7 @@ class NumericRows:
         if n <= self.m.size:
             return
         more = max(n - self.m.size, self.m.size)  # doubling: a wide stream's rows come at once
-        for name in ("xs", "b_at", "b_left", "counts", "sizes", "ranks", "m", "errors"):
+        for name in ("b_at", "b_left", "counts", "sizes", "ranks", "m", "errors"):
             old = getattr(self, name)
             pad = np.zeros((more, *old.shape[1:]), old.dtype)
             setattr(self, name, np.concatenate((old, pad)))
@@ -141,14 +152,20 @@ class NumericRows:
         span or a scan tests the finite values once there are ``min_window_count`` of them:
         the missing ones, which only a whole window's missing-rate test reads, are not kept.)"""
         arrays = self.arrays[r]
+        xs = base.cdf_grid().xs
+        g = xs.size
         for j, (values, _) in enumerate(reversed(recent)):
             pos = (last - j) % RECENT_SLOTS
-            if arrays[pos] is values:
+            if arrays[pos]() is values:
                 continue
-            arrays[pos] = values
+            arrays[pos] = weakref.ref(values)
+            if values.size > _UINT8_MAX and self.counts.dtype == np.uint8:
+                self.counts = self.counts.astype(np.int64)  # a slot past the usual sample
             self.sizes[r, pos] = values.size
-            count_below(values, self.xs[r], self.counts[r, pos])
-            self.ranks[r, pos] = slot_rank_sum(values, base) if base.count else 0.0
+            counts = self.counts[r, pos]
+            count_below(values, xs, counts[:, :g])
+            counts[:, g:] = values.size  # +inf: every value is below
+            self.ranks[r, pos] = slot_rank_sum(values, base)
 
 
 @dataclass(slots=True)
@@ -206,24 +223,34 @@ class LookScreen:
             and _built_in("categorical", False, True, [])
         )
         self._chi2 = ChiSquare()
-        # One incident per feature for the span tests and the scan: one "judged" check.
-        assert KolmogorovSmirnov.incident_suffix == ChiSquare.incident_suffix == ""
-        assert MeanShiftScan.incident_suffix == ""
         self._rows: OrderedDict[tuple[str, float], NumericRows] = OrderedDict()
+        self._window_of: dict[str, float] = {}
         self._kept = 0
+        """Rows allocated over all the tables (:attr:`NumericRows.allocated`)."""
 
     def _rows_of(self, stream: StreamState, window: float) -> NumericRows:
-        key = (stream_key(stream.tenant, stream.model), window)
+        skey = stream_key(stream.tenant, stream.model)
+        key = (skey, window)
         rows = self._rows.get(key)
         if rows is not None:
             self._rows.move_to_end(key)
             return rows
-        for old in [k for k in self._rows if k[0] == key[0]]:  # its earlier windows
-            self._kept -= len(self._rows.pop(old))
-        while self._rows and self._kept > KEPT_ROWS:
-            self._kept -= len(self._rows.popitem(last=False)[1])
+        earlier = self._window_of.get(skey)
+        if earlier is not None:  # the stream's earlier window: its slots are done with
+            gone = self._rows.pop((skey, earlier), None)
+            if gone is not None:
+                self._kept -= gone.allocated
         rows = self._rows[key] = NumericRows()
+        self._window_of[skey] = window
+        self._kept += rows.allocated
         return rows
+
+    def _evict(self) -> None:
+        """The least recently looked-at tables, beyond :data:`KEPT_ROWS` (never the last)."""
+        while len(self._rows) > 1 and self._kept > KEPT_ROWS:
+            (skey, _), gone = self._rows.popitem(last=False)
+            del self._window_of[skey]
+            self._kept -= gone.allocated
 
     def quiet(
         self,
@@ -248,9 +275,10 @@ class LookScreen:
         min_count, alpha = cfg.min_window_count, cfg.interim_alpha
         last_window = stream.incidents.last_window
         table = self._rows_of(stream, window)
-        before = len(table)
+        before = table.allocated
         family = {part: _Family() for part in [*parts, -1]}
         numeric = _LookRows(table)
+        blind = False
         for feature, kind, fw, baseline in inputs:
             if baseline is None:
                 out.no_baseline += 1
@@ -259,7 +287,9 @@ class LookScreen:
             was_judged = last_window.get(feature, -1) >= window
             if kind == "numeric":
                 recent = recent_of(feature, fw)
-                if recent:
+                if recent and not base.count:
+                    blind = True  # no CDF to rank against (never made so): all judged
+                elif recent:
                     r = table.row(feature, base)
                     table.fill(r, base, recent, look - 1)
                     numeric.add(r, recent, base, was_judged, is_segment_feature(feature))
@@ -276,7 +306,10 @@ class LookScreen:
                 assert isinstance(summary, CategoricalSummary)
                 result = self._chi2.run_for_decision(summary, base, alpha)
                 family[part].add(result.p_value, is_segment_feature(feature))
-        self._kept += len(table) - before
+        self._kept += table.allocated - before
+        self._evict()
+        if blind:
+            return Screened()
         if numeric.rows:
             numeric.close(look)
             for part in parts:
@@ -342,15 +375,10 @@ class LookScreen:
         chosen = rows.choose(size.sum(axis=1) >= min_count, -1, out)
         if not chosen.size:
             return
-        table = rows.table
-        p = np.ones(chosen.size)  # against an empty baseline, no suffix: p = 1
-        live = np.flatnonzero(table.m[rows.index[chosen]] > 0)
-        if live.size:
-            k = chosen[live]
-            sel = rows.index[k]
-            total = np.where(inside[k], table.ranks[sel[:, None], rows.newest_first], 0.0)
-            leasts = np.full(sel.size, max(MIN_SUFFIX_VALUES, min_count))
-            p[live] = suffix_p(total, size[k], leasts, table.errors[sel], table.m[sel])
+        table, sel = rows.table, rows.index[chosen]
+        total = np.where(inside[chosen], table.ranks[sel[:, None], rows.newest_first], 0.0)
+        leasts = np.full(sel.size, max(MIN_SUFFIX_VALUES, min_count))
+        p = suffix_p(total, size[chosen], leasts, table.errors[sel], table.m[sel])
         for j, pj in enumerate(p.tolist()):
             family.add(pj, rows.segments[int(chosen[j])])
 

@@ -268,7 +268,7 @@ def suffix_p(
     s = _Suffixes(total, size, leasts, errors, counts)
     z = np.take_along_axis(s.z, s.best[:, None], axis=1)[:, 0]
     with np.errstate(invalid="ignore"):  # rows without a tried suffix: p = 1 below
-        p = np.minimum(1.0, s.tried * special.erfc(np.abs(z) / _SQRT2))
+        p = np.fmin(1.0, s.tried * special.erfc(np.abs(z) / _SQRT2))  # as min(1.0, nan)
     return np.where(s.tried > 0, p, 1.0)
 
 

@@ -8,6 +8,7 @@ counters, with most parts screened (the fast path really taken).
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
@@ -25,7 +26,7 @@ from streams.engine import DriftEngine
 from streams.keyed_state import MemoryStore
 from streams.look_screen import LookScreen, NumericRows
 from streams.numeric_summary import NumericSummary
-from streams.state import StreamState
+from streams.state import StreamState, stream_key
 from tests.unit.test_engine import DEFAULTS_SHORT_HISTORY, T0, stream
 
 DAY = 86_400.0
@@ -181,15 +182,37 @@ def test_another_span_test_turns_the_screen_off(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_rows_kept_are_bounded_over_streams(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(look_screen, "KEPT_ROWS", 2)
+    monkeypatch.setattr(look_screen, "KEPT_ROWS", 4)
     screen = LookScreen(EngineConfig(), Counter())
     base = NumericSummary.of(np.random.default_rng(4).normal(size=500))
     for k in range(5):
         rows = screen._rows_of(StreamState("acme", f"m{k}"), 0.0)
+        before = rows.allocated
         rows.row("a", base), rows.row("b", base)
-        screen._kept += 2
-    assert len(screen._rows) <= 2 and screen._kept <= 4
+        screen._kept += rows.allocated - before
+        screen._evict()
+    assert [key[0] for key in screen._rows] == [stream_key("acme", f"m{k}") for k in (3, 4)]
+    assert screen._kept == sum(t.allocated for t in screen._rows.values()) == 4
     # A stream's next window replaces its rows.
     first = screen._rows_of(StreamState("acme", "m4"), 0.0)
     assert screen._rows_of(StreamState("acme", "m4"), DAY) is not first
-    assert ("acme", 0.0) not in screen._rows
+    assert (stream_key("acme", "m4"), 0.0) not in screen._rows
+    assert screen._kept == sum(t.allocated for t in screen._rows.values())
+
+
+def test_rows_hold_no_slot_alive_and_count_a_large_slot_exactly() -> None:
+    rng = np.random.default_rng(5)
+    base = NumericSummary()
+    base.add_many(rng.normal(0.0, 1.0, 20_000))
+    rows = NumericRows()
+    recent = _slots(rng, [64, 300])  # a slot past the usual sample (a byte a count)
+    kept = weakref.ref(recent[0][0])
+    r = rows.row("x", base)
+    rows.fill(r, base, recent, 1)
+    assert rows.counts.dtype == np.int64 and rows.sizes[r, 1] == 300
+    assert (rows.counts[r, 1, :, -1] == 300).all()
+    assert rows.counts[r, 1, 0, :-1].tolist() == np.sort(recent[1][0]).searchsorted(
+        base.cdf_grid().xs, "right"
+    ).tolist() + [300] * (rows.counts.shape[-1] - 1 - base.cdf_grid().xs.size)
+    recent[0] = _slots(rng, [64])[0]
+    assert kept() is None  # the row's reference did not keep the old sample
