@@ -303,6 +303,14 @@ class OutcomeJoiner:
         self._records: StateCache[dict[str, Any]] = StateCache(
             store, load_json, _encode_record, config.cached_records
         )
+        # Read by nearly every event: held between flushes (a flush may drop them from the
+        # cache, and a later read would decode another copy) instead of looked up each time.
+        self._meta: dict[str, Any] | None = None
+        self._meta_marked = False
+        """The meta record is to be written at the next flush (marked once, not per event)."""
+        self._chunk: tuple[str, int, list[str]] | None = None
+        """The index chunk ``_index`` last appended to: its day, number and keys (written
+        at the next flush: it was put in this one)."""
         self.set_cache_mb(config.cache_mb)
 
     def set_cache_mb(self, mb: float) -> None:
@@ -452,6 +460,7 @@ class OutcomeJoiner:
         ``drained``: the worker found no outcome on its way to this partition (see the
         module); the stall grace then ends at once, until an outcome comes."""
         meta = self._load_meta()
+        self._chunk = None  # below, whole days of chunks are deleted
         horizon = self.config.retention_days * DAY
         clock = min(meta["clock"], meta.get("oclock", -math.inf))
         if self._stalled(now, drained):
@@ -468,7 +477,7 @@ class OutcomeJoiner:
             for chunk in range(first, count // INDEX_CHUNK + 1):
                 if done >= budget:
                     meta["next"] = [day, chunk]
-                    self._records.mark(self._meta_key, self.partition)
+                    self._mark_meta()
                     self._indexed = 0
                     return gone
                 ikey = _index_key(self.partition, day, chunk)
@@ -505,16 +514,21 @@ class OutcomeJoiner:
             del meta["days"][day_s]
             if cursor is not None and cursor[0] == day:
                 del meta["next"]  # the day a bounded pass stopped in is done
-            self._records.mark(self._meta_key, self.partition)
+            if not self._meta_marked:
+                self._mark_meta()
         self._indexed = 0
         return gone
 
     def flush(self) -> list[Write]:
         """What changed since the last flush, to persist (decoded records stay cached)."""
+        self._meta = self._chunk = None
+        self._meta_marked = False
         return self._records.flush()
 
     def forget(self) -> None:
         """Drop decoded records (this partition was given up to another worker)."""
+        self._meta = self._chunk = None
+        self._meta_marked = False
         self._records.forget()
 
     # ------------------------------------------------------------------ internals
@@ -524,33 +538,51 @@ class OutcomeJoiner:
         return LabeledPrediction(prediction, outcome.label, outcome.timestamp)
 
     def _load_meta(self) -> dict[str, Any]:
+        meta = self._meta
+        if meta is not None:
+            return meta
         key = self._meta_key
         meta = self._records.get(key, self.partition)
         if meta is None:
             meta = {"clock": -math.inf, "days": {}}
             self._records.put(key, meta, self.partition)
+            self._meta_marked = True
+        self._meta = meta
         return meta
 
     def _advance(self, ts: float, clock: str = "clock") -> None:
         meta = self._load_meta()
         if ts > meta.get(clock, -math.inf):
             meta[clock] = ts
-            self._records.mark(self._meta_key, self.partition)
+            if not self._meta_marked:
+                self._mark_meta()
 
     def _index(self, key: str, ts: float) -> None:
         """Remember ``key`` under the day it was made, for :meth:`expire`."""
         meta = self._load_meta()
         self._indexed += 1
         day = str(int(ts // DAY))
-        n = meta["days"].get(day, 0)
-        meta["days"][day] = n + 1
-        ikey = _index_key(self.partition, int(day), n // INDEX_CHUNK)
-        keys = self._records.get(ikey, self.partition)
-        if keys is None:
-            keys = {"k": []}
-        keys["k"].append(key)
-        self._records.put(ikey, keys, self.partition)
+        days = meta["days"]
+        n = days.get(day, 0)
+        days[day] = n + 1
+        chunk = n // INDEX_CHUNK
+        held = self._chunk
+        if held is not None and held[1] == chunk and held[0] == day:
+            held[2].append(key)  # put since the last flush: marked already
+        else:
+            ikey = _index_key(self.partition, int(day), chunk)
+            keys = self._records.get(ikey, self.partition)
+            if keys is None:
+                keys = {"k": []}
+            keys["k"].append(key)
+            self._records.put(ikey, keys, self.partition)
+            self._chunk = (day, chunk, keys["k"])
+        if not self._meta_marked:
+            self._mark_meta()
+
+    def _mark_meta(self) -> None:
         self._records.mark(self._meta_key, self.partition)
+        self._meta_marked = True
 
     def _record(self, key: str) -> dict[str, Any] | None:
         # The partition named: a worker's table then reads that partition's RocksDB itself,

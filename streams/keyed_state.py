@@ -19,10 +19,11 @@ crash (at-least-once delivery, no Kafka transactions) never counts them twice.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import orjson
 
@@ -227,6 +228,10 @@ def offsets_from_json(raw: dict[str, int]) -> dict[int, int]:
     return {int(p): int(o) for p, o in raw.items()}
 
 
+_UNMARKED: Final = object()
+"""No partition: what ``StateCache.mark`` finds for a key not marked yet."""
+
+
 class StateCache(Generic[V]):
     """Decoded values of a store: read once, changed in place, written back when changed.
 
@@ -326,7 +331,7 @@ class StateCache(Generic[V]):
 
     def mark(self, key: str, partition: int | None = None) -> None:
         """The value of ``key`` was changed in place: write it at the next flush."""
-        if key not in self._dirty or self._dirty[key] != partition:
+        if self._dirty.get(key, _UNMARKED) != partition:  # one lookup: a hot path
             self._dirty[key] = partition
             self._partitions[key] = partition
             if key in self._values:  # in use: last in line to be forgotten
@@ -343,17 +348,27 @@ class StateCache(Generic[V]):
     def flush(self) -> list[Write]:
         """The changed values, encoded, in key order (deterministic changelogs); then the
         oldest clean values beyond ``capacity`` are forgotten."""
+        # Per key written or forgotten (a join writes every prediction, three times over
+        # its life): ``_sized`` and ``_drop`` inline, the oldest keys taken, not all copied.
+        values, sizes, dirty, encode = self._values, self._sizes, self._dirty, self.encode
         writes: list[Write] = []
-        for key in sorted(self._dirty):
-            value = self._values.get(key)
-            raw = None if value is None else self.encode(value)
-            self._sized(key, 0 if raw is None else len(raw))
-            writes.append(Write(key, raw, self._dirty[key]))
-        self._dirty.clear()
-        excess = len(self._values) - self.capacity
+        grown = 0
+        for key in sorted(dirty):
+            value = values.get(key)
+            raw = None if value is None else encode(value)
+            size = 0 if raw is None else len(raw)
+            grown += size - sizes.get(key, 0)
+            sizes[key] = size
+            writes.append(Write(key, raw, dirty[key]))
+        self.stored_bytes += grown
+        dirty.clear()
+        excess = len(values) - self.capacity
         if excess > 0:
-            for key in list(self._values)[:excess]:
-                self._drop(key)
+            partitions = self._partitions
+            for key in list(itertools.islice(values, excess)):
+                del values[key]
+                partitions.pop(key, None)
+                self.stored_bytes -= sizes.pop(key, 0)
         over = self.stored_bytes - self.max_bytes if self.max_bytes else 0
         if over > 0:
             oldest = []  # only as many keys as go, not a copy of all of them at each flush

@@ -105,6 +105,10 @@ class PerformanceMonitor:
             store, PerfWindow.from_bytes, PerfWindow.to_bytes, config.engine.cached_windows
         )
         self._incidents = PerfIncidents(config, self.stats, self.notices, self._mark)
+        self._hot: tuple[float, str, str, PerfStream, PerfWindow, str] | None = None
+        """The window the last prediction went to (window start, tenant, model, stream,
+        window, key): the next ones nearly always go there too. Held until a flush (which
+        renumbers windows and may drop them from the cache), a forget or a dropped window."""
         self._judge = PerformanceJudge(config, self.stats, self._incidents, self.window)
 
     # ------------------------------------------------------------------ events
@@ -118,11 +122,18 @@ class PerformanceMonitor:
         score: float,
         position: Position | None = None,
     ) -> list[DriftEvent]:
-        stream = self._stream(tenant, model)
         w = self.config.engine.window_start(ts)
-        if self._expired(stream, w):
-            return []
-        win, wkey = self._window_for(stream, w)
+        hot = self._hot
+        if hot is not None and hot[0] == w and hot[1] == tenant and hot[2] == model:
+            stream, win, wkey = hot[3], hot[4], hot[5]
+            if self._expired(stream, w):
+                return []
+        else:
+            stream = self._stream(tenant, model)
+            if self._expired(stream, w):
+                return []
+            win, wkey = self._window_for(stream, w)
+            self._hot = (w, tenant, model, stream, win, wkey)
         if guard(win.offsets, position):
             _summary(win.versions, version).add_prediction(score)
             self._windows.mark(wkey)
@@ -203,6 +214,7 @@ class PerformanceMonitor:
         # the stream's incident book again what it told it in that write (``_window_for``,
         # ``PerfWindow.told``). Each cache flushes in key order.
         self._number_writes()
+        self._hot = None
         writes = crash_ordered(self._windows.flush(), self._streams.flush())
         self._judge.forget()
         if not keep_cache:
@@ -251,6 +263,7 @@ class PerformanceMonitor:
     def forget(self, partitions: Collection[int] | None = None) -> None:
         """Drop decoded state (after partitions were given up; see ``StateCache.forget``)."""
         self._orphans.clear()  # their records still name them: whoever reads one next
+        self._hot = None
         self._streams.forget(partitions)
         self._windows.forget(partitions)
         self._judge.forget()
@@ -358,6 +371,7 @@ class PerformanceMonitor:
         key = perf_window_key(stream.tenant, stream.model, w)
         stream.windows.remove(w)
         self._windows.delete(key)
+        self._hot = None
         self._streams.mark(perf_stream_key(stream.tenant, stream.model))
 
 

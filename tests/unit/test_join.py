@@ -631,3 +631,53 @@ def test_a_small_record_cache_joins_the_same_and_stays_within_its_bytes() -> Non
     budget = int(0.25 * (1 << 20) / DECODED_PER_STORED)
     assert small_peak <= budget < big_peak  # the bound held, and it was needed
     assert small_len < big_len
+
+
+def test_a_joiner_that_keeps_nothing_between_flushes_stores_what_one_that_keeps_all_does() -> None:
+    """The partition's meta record and the index chunk being filled are held between
+    flushes (read on every event). A flush may drop them from the cache (a small one drops
+    them at once), and an expiry pass may delete a held chunk's day: what the joiner then
+    writes must be what a joiner that never drops anything writes, flush by flush apart."""
+    cfg = SimulationConfig(
+        seed=4, tenants=("acme",), models=("fraud",), days=9, events_per_day=300, start=T0,
+        numeric_features=3, categorical_features=1, label_rate=0.5,
+        outcome_delay_hours=(0.5, 40.0),
+    )  # fmt: skip
+    merged: list[tuple[float, int, PredictionEvent | OutcomeEvent]] = sorted(
+        [(p.timestamp, 0, p) for p in generate(cfg)]
+        + [(o.timestamp, 1, o) for o in generate_outcomes(cfg)],
+        key=lambda x: (x[0], x[1]),
+    )
+    # A late prediction into each day just expired, indexed in the pass's flush interval.
+    late: list[tuple[float, int, PredictionEvent | OutcomeEvent]] = [
+        (T0 + d * DAY + 0.5 * DAY, 2, prediction(f"late{d}", T0 + (d - 3) * DAY + 7.0))
+        for d in range(4, 9)
+    ]
+    merged = sorted(merged + late, key=lambda x: (x[0], x[1]))
+    runs = []
+    for records, every in ((1, 1), (1 << 20, 997)):
+        store = MemoryStore()
+        j = OutcomeJoiner(JoinConfig(retention_days=2, cached_records=records), store)
+        joined, gone, flushes = [], [], 0
+        for i, (_, kind, event) in enumerate(merged):
+            if kind == 2:  # the pass first, in the same interval as the late prediction
+                gone += [g.outcome.event_id for g in j.expire()]
+            got = (
+                j.on_prediction(event, origin=(0, i))
+                if isinstance(event, PredictionEvent)
+                else j.on_outcome(event, origin=(0, i))
+            )
+            if got.joined is not None:
+                joined.append(got.joined.prediction.event_id)
+            if i % every == every - 1:
+                store.apply(j.flush())
+                flushes += 1
+        gone += [g.outcome.event_id for g in j.expire()]
+        store.apply(j.flush())
+        runs.append((joined, gone, dict(store.data), j.stats.expired_records, flushes))
+    (joined, gone, data, expired, _), (big_joined, big_gone, big_data, big_expired, few) = runs
+    assert len(joined) > 500 and expired > 1000 and few < len(merged) / 900
+    assert (joined, gone, data, expired) == (big_joined, big_gone, big_data, big_expired)
+    # every late prediction was indexed, so it expired (a tombstone, or gone after it)
+    lates = [data.get(prediction_key(f"late{d}")) for d in range(4, 9)]
+    assert all(v is None or b"tomb" in v for v in lates) and None in lates

@@ -417,3 +417,49 @@ def test_a_write_cut_short_by_a_crash_leaves_the_incidents_of_a_whole_one(
     ), told
     for cut, store in enumerate(crashed):
         assert store.data == whole.data, f"cut after {cut} records"
+
+
+def test_a_monitor_that_keeps_no_window_between_flushes_stores_what_one_that_keeps_all_does() -> (
+    None
+):
+    """The window the last prediction went to is held between predictions (nearly every
+    one goes there). A flush renumbers windows and may drop them from the cache (with no
+    cache, at once): a monitor that keeps no window must find, tell and store what one that
+    keeps them all does, flushed as often."""
+    rng = np.random.default_rng(12)
+    entries: list[tuple[float, int, float, float, int]] = []
+    for d in range(24):
+        ts = np.sort(T0 + d * DAY + rng.random(150) * DAY)
+        y = (rng.random(150) < 0.3).astype(int)
+        flip = 0.45 if d >= 16 else 0.0  # concept drift from day 16
+        y_seen = np.where(rng.random(150) < flip, 1 - y, y)
+        s = np.where(y == 1, rng.beta(3, 2, 150), rng.beta(1, 5, 150))
+        for k in range(150):
+            row = (float(ts[k]), float(s[k]), int(y_seen[k]))
+            entries.append((row[0], 0, *row))
+            entries.append((row[0] + 3 * 3600.0, 1, *row))
+    entries.sort()
+    runs = []
+    for cached in (0, 8192):
+        store = MemoryStore()
+        engine = EngineConfig(
+            cached_windows=cached, baseline_start_days=8, baseline_end_days=1,
+            seasonal_period_days=0, retention_days=10,
+        )  # fmt: skip
+        cfg = PerformanceConfig(engine=engine, label_horizon_days=2)
+        mon = PerformanceMonitor(cfg, store)
+        events: list[DriftEvent] = []
+        for i, (at, kind, made, score, label) in enumerate(entries):
+            if kind == 0:
+                events += mon.observe_prediction("acme", "fraud", "v1", at, score, (0, i))
+            else:
+                events += mon.observe_label("acme", "fraud", "v1", made, score, label, at, (1, i))
+            store.apply(mon.flush())
+            if i % 1000 == 999:
+                mon.forget()
+        store.apply(mon.flush())
+        runs.append(([e.to_json() for e in events], dict(store.data), mon.stats))
+    (events_a, data_a, stats_a), (events_b, data_b, stats_b) = runs
+    assert any(b"accuracy_drop" in e for e in events_a)  # the work happened
+    assert stats_a["expired_window_entries"] == 0 and len(data_a) < 24  # windows expired
+    assert (events_a, data_a, stats_a) == (events_b, data_b, stats_b)
