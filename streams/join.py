@@ -241,6 +241,36 @@ def _encode_record(record: dict[str, Any]) -> bytes:
     return json.dumps(record, default=_as_decoded).encode()
 
 
+_PREDICTION_LAST: Final = b',"prediction":'
+
+
+def _record_head(raw: bytes) -> dict[str, Any] | None:
+    """A stored record's fields before its prediction, with ``"prediction"`` as None (there,
+    not decoded); None if the prediction is not its last field at the top level (a record
+    without one, or written before predictions went last): then it is decoded whole.
+
+    Where ``,"prediction":`` first occurs, it is the top-level field or inside an object
+    nested in an earlier field (never inside a string, where a quote is escaped); nested,
+    the bytes before it and one ``}`` leave an object open, which does not decode.
+
+    >>> _record_head(b'{"home":1,"po":[0,5],"prediction":{"event_id":"e","features":{}}}')
+    {'home': 1, 'po': [0, 5], 'prediction': None}
+    >>> _record_head(b'{"prediction":{"features":{"a":1,"prediction":2}},"home":1}') is None
+    True
+    """
+    cut = raw.find(_PREDICTION_LAST)
+    if cut < 0:
+        return None
+    try:
+        head = orjson.loads(raw[:cut] + b"}")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(head, dict):
+        return None
+    head["prediction"] = None
+    return head
+
+
 def _stored_prediction(record: dict[str, Any]) -> PredictionEvent:
     """The prediction a record holds: forwarded (not written yet) or decoded from the store."""
     stored = record["prediction"]
@@ -357,13 +387,15 @@ class OutcomeJoiner:
             stored: ForwardedPrediction | dict[str, Any] = event
         else:
             stored = event.to_dict(epoch_timestamp=True)
-        new_record: dict[str, Any] = {"prediction": stored, "home": home}
+        # The prediction last in a record (and its stored JSON): see ``_record_head``.
+        new_record: dict[str, Any] = {"home": home}
         if origin is not None:
             new_record["po"] = list(origin)
         if record is None:
             self._index(key, event.timestamp)
         self._advance(event.timestamp)
         if pending is None:
+            new_record["prediction"] = stored
             self._put(key, new_record)
             return JoinResult(new=True, home=home)
         self.stats.pending -= 1
@@ -372,9 +404,11 @@ class OutcomeJoiner:
         if (outcome.tenant, outcome.model) != (event.tenant, event.model):
             # The waiting outcome was not this prediction's: give it up, keep the slot open.
             self._reject("mismatched_outcome")
+            new_record["prediction"] = stored
             self._put(key, new_record)
             return JoinResult(new=True, home=home, dropped=ExpiredOutcome(outcome, waiting_origin))
         new_record |= {"outcome": pending, "oo": record.get("oo") if record else None}
+        new_record["prediction"] = stored
         self._put(key, new_record)
         if outcome.timestamp - event.timestamp > self.config.retention_days * DAY:
             self._reject("expired")
@@ -429,6 +463,7 @@ class OutcomeJoiner:
             )
         record["outcome"] = event.to_dict()
         record["oo"] = None if origin is None else list(origin)
+        record["prediction"] = record.pop("prediction")  # last again (``_record_head``)
         self._put(key, record)
         return JoinResult(new=True, joined=self._join(prediction, event), home=record.get("home"))
 
@@ -485,7 +520,7 @@ class OutcomeJoiner:
                 self._records.delete(ikey, self.partition)
                 done += 1 if index is None else max(1, len(index["k"]))
                 for key in [] if index is None else index["k"]:
-                    record = self._record(key)
+                    record = self._expiring(key)
                     if record is None:
                         continue
                     if "tomb" in record:
@@ -583,6 +618,18 @@ class OutcomeJoiner:
     def _mark_meta(self) -> None:
         self._records.mark(self._meta_key, self.partition)
         self._meta_marked = True
+
+    def _expiring(self, key: str) -> dict[str, Any] | None:
+        """A record as expiry reads it: the cached one, else all but its prediction (a
+        tombstone keeps none of it: decoding a prediction of 1,000 features, ~21 KB, only
+        to drop it was most of an expiry's work), without caching it."""
+        if key in self._records:
+            return self._record(key)
+        raw = self.store.get(key, self.partition)
+        if raw is None:
+            return None
+        head = _record_head(raw)
+        return load_json(raw) if head is None else head
 
     def _record(self, key: str) -> dict[str, Any] | None:
         # The partition named: a worker's table then reads that partition's RocksDB itself,

@@ -25,6 +25,7 @@ from streams.join import (
     LabeledPrediction,
     OutcomeJoiner,
     _encode_record,
+    _record_head,
     binary_label,
     prediction_key,
 )
@@ -681,3 +682,51 @@ def test_a_joiner_that_keeps_nothing_between_flushes_stores_what_one_that_keeps_
     # every late prediction was indexed, so it expired (a tombstone, or gone after it)
     lates = [data.get(prediction_key(f"late{d}")) for d in range(4, 9)]
     assert all(v is None or b"tomb" in v for v in lates) and None in lates
+
+
+def test_expiry_reads_a_record_but_its_prediction_and_older_records_whole() -> None:
+    """A record's prediction is its last field, so that expiry reads what a tombstone keeps
+    (positions, home, whether an outcome came) without decoding the prediction. Records
+    written before, with the prediction first, are decoded whole, as is one whose features
+    hold a ``prediction`` key. Either way, from the store, the tombstones and the outcomes
+    given up are those of a joiner that had every record decoded already."""
+    store = MemoryStore()
+    j = OutcomeJoiner(JoinConfig(retention_days=2), store)
+    named: list[tuple[str, dict[str, float | str | None]]] = [
+        ("new", {"x": 1.0}), ("old", {"x": 2.0}), ("odd", {"prediction": 0.5, "x": 3.0})
+    ]  # fmt: skip
+    for k, (eid, features) in enumerate(named):
+        p = PredictionEvent(eid, "acme", "fraud", "v1", T0 + k, features, 0.3)
+        j.on_prediction(p, origin=(0, 10 + k), home=1)
+        j.on_outcome(outcome(eid, T0 + 60 + k), origin=(1, 20 + k))
+    j.on_prediction(prediction("alone", T0 + 5), origin=(0, 13), home=0)
+    j.on_outcome(outcome("orphan", T0 + 90), origin=(1, 24))
+    store.apply(j.flush())
+    new = load_json(store.data[prediction_key("new")])
+    assert list(new)[-1] == "prediction" and new["oo"] == [1, 20]
+    assert _record_head(store.data[prediction_key("alone")]) == {
+        "home": 0, "po": [0, 13], "prediction": None
+    }  # fmt: skip
+    cold = MemoryStore()
+    cold.data = dict(store.data)
+    for eid in ("old", "odd"):  # as an earlier version wrote them
+        record = load_json(cold.data[prediction_key(eid)])
+        first = {"prediction": record.pop("prediction"), **record}
+        cold.data[prediction_key(eid)] = json.dumps(first).encode()
+        assert _record_head(cold.data[prediction_key(eid)]) is None
+    results = []
+    for s, joiner in ((store, j), (cold, OutcomeJoiner(JoinConfig(retention_days=2), cold))):
+        joiner.on_prediction(prediction("later", T0 + 5 * DAY), origin=(0, 30))
+        joiner.on_outcome(outcome("later", T0 + 5 * DAY), origin=(1, 31))
+        gone = [g.outcome.event_id for g in joiner.expire()]
+        s.apply(joiner.flush())
+        tombs = {k: load_json(v) for k, v in s.data.items() if b'"tomb"' in v}
+        results.append((gone, tombs, joiner.stats.expired_records))
+    assert results[0] == results[1]
+    gone, tombs, expired = results[1]
+    assert gone == ["orphan"] and expired == 5
+    assert tombs[prediction_key("odd")] == {
+        "tomb": True, "day": int((T0 + 5 * DAY) // DAY), "po": [0, 12], "oo": [1, 22],
+        "home": 1, "had_outcome": True,
+    }  # fmt: skip
+    assert tombs[prediction_key("alone")]["had_outcome"] is False
