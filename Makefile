@@ -38,6 +38,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.bucket_reduction
 	$(BIN)/python -m bench.backtest_speed
 	$(BIN)/python -m bench.steady_instructions
+	$(BIN)/python -m bench.labelled_instructions
 	$(BIN)/python -m bench.validation_speed
 	$(BIN)/python -m bench.backtest_memory
 	$(BIN)/python -m bench.worker_memory

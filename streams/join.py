@@ -17,6 +17,8 @@ Labels arrive late, partially, twice, or before their prediction:
 - the *same* message delivered again (at-least-once, after a crash) is recognised by its
   source position and ignored silently: it is a replay, not a duplicate.
 
+A record's prediction is its last field (records written before are read as they are), so
+that expiry, which keeps none of it, reads the fields before it without decoding it.
 Records become tombstones (their source positions only, to recognise a late replay) and
 then disappear, each ``retention_days`` after the last change, via an index of the keys made
 per (partition, day) kept in chunks, so expiry never scans the table. As in any two-input

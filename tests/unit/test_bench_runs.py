@@ -107,3 +107,20 @@ def test_small_benchmarks_print_their_figures(
     out = run_bench(module, *args, *extra)
     for row in rows:
         assert figures(out, row)[0] > 0, row
+
+
+def test_labelled_instructions_replays_with_and_without_outcomes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What callgrind counts (valgrind itself is left to ``make bench``): the same stream
+    through the backtest with its outcomes joined, and without them."""
+    from bench.labelled_instructions import prepare, replay
+
+    path = tmp_path / "stream.pkl"
+    predictions, outcomes = prepare(path, days=3)
+    assert predictions == 6_000 and outcomes > 500
+    replay(path, labelled=True)
+    replay(path, labelled=False)
+    with_labels, without = capsys.readouterr().out.splitlines()
+    assert int(with_labels.split("joined: ")[1]) > 300
+    assert without.endswith("joined: 0")

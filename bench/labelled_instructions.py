@@ -1,0 +1,139 @@
+"""What labels cost a backtest, in instructions: the outcome join and the performance history.
+
+    python -m bench.labelled_instructions [--days 45] [--compare DIR] [--out FILE]
+
+``bench.backtest_speed``'s labelled run times the whole backtest on a shared, noisy machine.
+This counts instructions under ``valgrind --tool=callgrind`` (see
+:mod:`bench.steady_instructions`): the first ``--days`` of ``bench.backtest_speed``'s stream
+(20 features, 2,000 predictions a day, 15 % labelled 1-3 days late) through
+:func:`driftwatch.backtest.run_backtest` once with its outcomes and once without, and prints
+the difference per prediction: the join's records (stored, indexed, expired to tombstones
+after ``join_retention_days``, 30, then deleted), the performance history's windows and
+looks, and the loop's work for the outcomes. With the default 45 days the first 15 days'
+records expire. ``--compare DIR`` measures another checkout's code beside this one. Needs
+valgrind; each instrumented run takes ~4 minutes, two at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.results_file import write_results
+from bench.steady_instructions import ROOT, START, count
+
+RESULTS = Path(__file__).resolve().parent / "results" / "labelled_instructions.json"
+
+
+def prepare(path: Path, days: int) -> tuple[int, int]:
+    """The stream's validated predictions and its outcomes, pickled to ``path``; returns
+    how many of each."""
+    from driftwatch.simulate import (
+        DriftSpec,
+        DriftType,
+        SimulationConfig,
+        generate,
+        generate_outcomes,
+    )
+    from streams.ingest import PredictionValidator
+
+    cfg = SimulationConfig(
+        seed=3, tenants=("acme",), models=("fraud",), days=days, events_per_day=2000,
+        numeric_features=16, categorical_features=4, start=START, label_rate=0.15,
+        drifts=(DriftSpec(DriftType.MEAN_SHIFT, days * 2 / 3 + 0.3, 0.5, ("amount",)),),
+    )  # fmt: skip
+    validator = PredictionValidator(max_future_seconds=None)
+    events = sorted(
+        (validator.validate(e.to_json(), now=None) for e in generate(cfg)),
+        key=lambda e: e.timestamp,
+    )
+    outcomes = sorted(generate_outcomes(cfg), key=lambda o: o.timestamp)
+    with path.open("wb") as fh:
+        pickle.dump((events, outcomes), fh)
+    return len(events), len(outcomes)
+
+
+def replay(path: Path, labelled: bool) -> None:
+    """What callgrind measures: the backtest, with the outcomes or without them."""
+    from driftwatch.backtest import run_backtest
+    from streams.config import EngineConfig
+
+    with path.open("rb") as fh:
+        events, outcomes = pickle.load(fh)
+    report = run_backtest(
+        iter(events), EngineConfig(), outcomes=outcomes if labelled else [], presorted=True
+    )
+    # "drift events" as bench.steady_instructions.count reads it: the same on both sides
+    print(f"drift events: {report.drift_events_total} joined: {report.outcomes_joined}")
+
+
+def instructions(code: Path, state: Path, labelled: bool) -> subprocess.Popen[str]:
+    """A callgrind run of :func:`replay` on ``code``'s packages (this file runs as a script,
+    so another checkout needs none of its own)."""
+    env = dict(os.environ, PYTHONPATH=str(code), PYTHONHASHSEED="0")
+    out = state.parent / f"callgrind.{abs(hash((str(code), labelled)))}"
+    cmd = [
+        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+        sys.executable, __file__, "--replay", str(state),
+    ] + ([] if labelled else ["--no-labels"])  # fmt: skip
+    return subprocess.Popen(
+        cmd, cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--days", type=int, default=45, help="days of the stream (45)")
+    p.add_argument("--compare", type=Path, help="another checkout, measured beside this one")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--replay", type=Path, help=argparse.SUPPRESS)
+    p.add_argument("--no-labels", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.replay:
+        replay(args.replay, labelled=not args.no_labels)
+        return 0
+    if shutil.which("valgrind") is None:
+        p.error("needs valgrind (apt-get install valgrind)")
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "stream.pkl"
+        predictions, outcomes = prepare(state, args.days)
+        codes = {"this checkout": ROOT}
+        if args.compare:
+            codes = {f"{args.compare}": args.compare.resolve()} | codes
+        rows: list[dict[str, Any]] = []
+        for name, code in codes.items():
+            with_labels, without = instructions(code, state, True), instructions(code, state, False)
+            (total, drifts), (unlabelled, _) = count(with_labels), count(without)
+            rows.append(
+                {
+                    "code": name,
+                    "instructions": total - unlabelled,
+                    "per_prediction": round((total - unlabelled) / predictions),
+                    "drift_events": drifts,
+                }
+            )
+    print(f"{predictions:,} predictions, {outcomes:,} outcomes over {args.days} days: what the "
+          "outcomes add, instructions under callgrind")  # fmt: skip
+    print(f"{'code':<40}{'instructions':>16}{'per prediction':>16}{'drifts':>8}")
+    for row in rows:
+        print(
+            f"{row['code']:<40}{row['instructions']:>16,}{row['per_prediction']:>16,}"
+            f"{row['drift_events']:>8}"
+        )
+    if len(rows) == 2:
+        ratio = rows[1]["instructions"] / rows[0]["instructions"]
+        print(f"this checkout / {rows[0]['code']}: {ratio:.3f}")
+    write_results(args.out, "bench.labelled_instructions", predictions=predictions,
+                  outcomes=outcomes, days=args.days, results=rows)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
