@@ -10,8 +10,10 @@ This counts instructions under ``valgrind --tool=callgrind`` (see
 the difference per prediction: the join's records (stored, indexed, expired to tombstones
 after ``join_retention_days``, 30, then deleted), the performance history's windows and
 looks, and the loop's work for the outcomes. With the default 45 days the first 15 days'
-records expire. ``--compare DIR`` measures another checkout's code beside this one. Needs
-valgrind; each instrumented run takes ~4 minutes, two at a time.
+records expire (their tombstones go a retention later: ``--days`` over 60 to count that).
+``--compare DIR`` measures another checkout's code beside this one (this script, with that
+checkout's packages, its ``bench.steady_instructions`` and ``bench.results_file`` among them).
+Needs valgrind; each instrumented run takes ~4 minutes, two at a time.
 """
 
 from __future__ import annotations
@@ -75,8 +77,8 @@ def replay(path: Path, labelled: bool) -> None:
 
 
 def instructions(code: Path, state: Path, labelled: bool) -> subprocess.Popen[str]:
-    """A callgrind run of :func:`replay` on ``code``'s packages (this file runs as a script,
-    so another checkout needs none of its own)."""
+    """A callgrind run of :func:`replay` on ``code``'s packages (this file runs as a script:
+    another checkout needs no copy of it)."""
     env = dict(os.environ, PYTHONPATH=str(code), PYTHONHASHSEED="0")
     out = state.parent / f"callgrind.{abs(hash((str(code), labelled)))}"
     cmd = [

@@ -229,10 +229,10 @@ def _encode_record(record: dict[str, Any]) -> bytes:
 
     >>> raw = b'{"event_id":"e1","score":0.5}'
     >>> f = ForwardedPrediction("e1", "t", "m", "v", 0.0, 0.5, raw)
-    >>> _encode_record({"prediction": f, "home": 0})
-    b'{"prediction":{"event_id":"e1","score":0.5},"home":0}'
-    >>> _encode_record({"prediction": f, "outcome": {"label": 2**70}})[:48]
-    b'{"prediction": {"event_id": "e1", "score": 0.5},'
+    >>> _encode_record({"home": 0, "prediction": f})
+    b'{"home":0,"prediction":{"event_id":"e1","score":0.5}}'
+    >>> _encode_record({"outcome": {"label": 2**70}, "prediction": f})[-47:]
+    b'"prediction": {"event_id": "e1", "score": 0.5}}'
     """
     if "clock" not in record:
         try:
@@ -248,20 +248,27 @@ _PREDICTION_LAST: Final = b',"prediction":'
 
 def _record_head(raw: bytes) -> dict[str, Any] | None:
     """A stored record's fields before its prediction, with ``"prediction"`` as None (there,
-    not decoded); None if the prediction is not its last field at the top level (a record
-    without one, or written before predictions went last): then it is decoded whole.
+    not decoded); None where that may not be all of its other fields: then it is decoded
+    whole.
 
-    Where ``,"prediction":`` first occurs, it is the top-level field or inside an object
-    nested in an earlier field (never inside a string, where a quote is escaped); nested,
-    the bytes before it and one ``}`` leave an object open, which does not decode.
+    - Where ``,"prediction":`` first occurs, it is the top-level field or inside an object
+      nested in an earlier field (never inside a string, where a quote is escaped); nested,
+      the bytes before it and one ``}`` leave an object open, which does not decode. Not
+      there at all: a record without a prediction, or one written before predictions went
+      last (the prediction first, after ``{``).
+    - Fields after the prediction: an earlier version that joins an outcome to a record this
+      one wrote adds ``"outcome"`` and ``"oo"`` after it. Either name anywhere after the cut
+      (even inside the prediction) means a whole decode.
 
     >>> _record_head(b'{"home":1,"po":[0,5],"prediction":{"event_id":"e","features":{}}}')
     {'home': 1, 'po': [0, 5], 'prediction': None}
     >>> _record_head(b'{"prediction":{"features":{"a":1,"prediction":2}},"home":1}') is None
     True
+    >>> _record_head(b'{"home":1,"prediction":{"event_id":"e"},"outcome":{},"oo":null}') is None
+    True
     """
     cut = raw.find(_PREDICTION_LAST)
-    if cut < 0:
+    if cut < 0 or raw.find(b'"oo":', cut) >= 0 or raw.find(b'"outcome":', cut) >= 0:
         return None
     try:
         head = orjson.loads(raw[:cut] + b"}")
@@ -497,7 +504,7 @@ class OutcomeJoiner:
         ``drained``: the worker found no outcome on its way to this partition (see the
         module); the stall grace then ends at once, until an outcome comes."""
         meta = self._load_meta()
-        self._chunk = None  # below, whole days of chunks are deleted
+        self._chunk = None  # below, whole days of chunks are deleted (never today's, as it is)
         horizon = self.config.retention_days * DAY
         clock = min(meta["clock"], meta.get("oclock", -math.inf))
         if self._stalled(now, drained):

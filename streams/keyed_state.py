@@ -356,15 +356,13 @@ class StateCache(Generic[V]):
         # its life): ``_sized`` and ``_drop`` inline, the oldest keys taken, not all copied.
         values, sizes, dirty, encode = self._values, self._sizes, self._dirty, self.encode
         writes: list[Write] = []
-        grown = 0
         for key in sorted(dirty):
             value = values.get(key)
             raw = None if value is None else encode(value)
             size = 0 if raw is None else len(raw)
-            grown += size - sizes.get(key, 0)
+            self.stored_bytes += size - sizes.get(key, 0)
             sizes[key] = size
             writes.append(Write(key, raw, dirty[key]))
-        self.stored_bytes += grown
         dirty.clear()
         excess = len(values) - self.capacity
         if excess > 0:

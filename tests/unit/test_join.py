@@ -688,32 +688,38 @@ def test_expiry_reads_a_record_but_its_prediction_and_older_records_whole() -> N
     """A record's prediction is its last field, so that expiry reads what a tombstone keeps
     (positions, home, whether an outcome came) without decoding the prediction. Records
     written before, with the prediction first, are decoded whole, as is one whose features
-    hold a ``prediction`` key. Either way, from the store, the tombstones and the outcomes
-    given up are those of a joiner that had every record decoded already."""
+    hold a ``prediction`` key and one whose outcome an earlier version added after the
+    prediction. Either way, from the store, the tombstones and the outcomes given up are
+    those of a joiner that had every record decoded already."""
     store = MemoryStore()
     j = OutcomeJoiner(JoinConfig(retention_days=2), store)
     named: list[tuple[str, dict[str, float | str | None]]] = [
-        ("new", {"x": 1.0}), ("old", {"x": 2.0}), ("odd", {"prediction": 0.5, "x": 3.0})
+        ("new", {"x": 1.0}), ("old", {"x": 2.0}), ("odd", {"x": 3.0, "prediction": 0.5}),
+        ("mixed", {"x": 4.0}),
     ]  # fmt: skip
     for k, (eid, features) in enumerate(named):
         p = PredictionEvent(eid, "acme", "fraud", "v1", T0 + k, features, 0.3)
         j.on_prediction(p, origin=(0, 10 + k), home=1)
         j.on_outcome(outcome(eid, T0 + 60 + k), origin=(1, 20 + k))
-    j.on_prediction(prediction("alone", T0 + 5), origin=(0, 13), home=0)
+    j.on_prediction(prediction("alone", T0 + 5), origin=(0, 19), home=0)
     j.on_outcome(outcome("orphan", T0 + 90), origin=(1, 24))
     store.apply(j.flush())
     new = load_json(store.data[prediction_key("new")])
     assert list(new)[-1] == "prediction" and new["oo"] == [1, 20]
     assert _record_head(store.data[prediction_key("alone")]) == {
-        "home": 0, "po": [0, 13], "prediction": None
+        "home": 0, "po": [0, 19], "prediction": None
     }  # fmt: skip
     cold = MemoryStore()
     cold.data = dict(store.data)
-    for eid in ("old", "odd"):  # as an earlier version wrote them
+    for eid in ("old", "odd", "mixed"):  # as an earlier version wrote them (compact JSON)
         record = load_json(cold.data[prediction_key(eid)])
-        first = {"prediction": record.pop("prediction"), **record}
-        cold.data[prediction_key(eid)] = json.dumps(first).encode()
+        if eid == "mixed":  # written without its outcome, which an earlier version added
+            earlier = {k: record[k] for k in ("home", "po", "prediction", "outcome", "oo")}
+        else:
+            earlier = {"prediction": record.pop("prediction"), **record}
+        cold.data[prediction_key(eid)] = json.dumps(earlier, separators=(",", ":")).encode()
         assert _record_head(cold.data[prediction_key(eid)]) is None
+    assert b',"prediction":' in cold.data[prediction_key("odd")]  # nested: no decode
     results = []
     for s, joiner in ((store, j), (cold, OutcomeJoiner(JoinConfig(retention_days=2), cold))):
         joiner.on_prediction(prediction("later", T0 + 5 * DAY), origin=(0, 30))
@@ -724,9 +730,10 @@ def test_expiry_reads_a_record_but_its_prediction_and_older_records_whole() -> N
         results.append((gone, tombs, joiner.stats.expired_records))
     assert results[0] == results[1]
     gone, tombs, expired = results[1]
-    assert gone == ["orphan"] and expired == 5
+    assert gone == ["orphan"] and expired == 6
     assert tombs[prediction_key("odd")] == {
         "tomb": True, "day": int((T0 + 5 * DAY) // DAY), "po": [0, 12], "oo": [1, 22],
         "home": 1, "had_outcome": True,
     }  # fmt: skip
     assert tombs[prediction_key("alone")]["had_outcome"] is False
+    assert tombs[prediction_key("mixed")]["oo"] == [1, 23]

@@ -419,13 +419,12 @@ def test_a_write_cut_short_by_a_crash_leaves_the_incidents_of_a_whole_one(
         assert store.data == whole.data, f"cut after {cut} records"
 
 
-def test_a_monitor_that_keeps_no_window_between_flushes_stores_what_one_that_keeps_all_does() -> (
-    None
-):
-    """The window the last prediction went to is held between predictions (nearly every
-    one goes there). A flush renumbers windows and may drop them from the cache (with no
-    cache, at once): a monitor that keeps no window must find, tell and store what one that
-    keeps them all does, flushed as often."""
+def test_the_window_held_for_the_next_prediction_never_outlives_what_it_stands_for() -> None:
+    """The window the last prediction went to is held for the next ones (nearly every one
+    goes there). A flush renumbers windows and may drop them from the cache (with no cache,
+    at once), a forget drops them all, and old windows expire: a monitor that keeps no
+    window between flushes, using the held one, must find, tell and store what one that
+    keeps every window and never holds one does (the same flushes)."""
     rng = np.random.default_rng(12)
     entries: list[tuple[float, int, float, float, int]] = []
     for d in range(24):
@@ -440,7 +439,7 @@ def test_a_monitor_that_keeps_no_window_between_flushes_stores_what_one_that_kee
             entries.append((row[0] + 3 * 3600.0, 1, *row))
     entries.sort()
     runs = []
-    for cached in (0, 8192):
+    for cached, hold in ((0, True), (8192, False)):
         store = MemoryStore()
         engine = EngineConfig(
             cached_windows=cached, baseline_start_days=8, baseline_end_days=1,
@@ -449,17 +448,23 @@ def test_a_monitor_that_keeps_no_window_between_flushes_stores_what_one_that_kee
         cfg = PerformanceConfig(engine=engine, label_horizon_days=2)
         mon = PerformanceMonitor(cfg, store)
         events: list[DriftEvent] = []
+        held = 0
         for i, (at, kind, made, score, label) in enumerate(entries):
             if kind == 0:
+                if not hold:
+                    mon._hot = None  # the reference: every prediction finds its window
+                held += mon._hot is not None
                 events += mon.observe_prediction("acme", "fraud", "v1", at, score, (0, i))
             else:
                 events += mon.observe_label("acme", "fraud", "v1", made, score, label, at, (1, i))
-            store.apply(mon.flush())
+            if i % 97 == 96:
+                store.apply(mon.flush())
             if i % 1000 == 999:
                 mon.forget()
         store.apply(mon.flush())
-        runs.append(([e.to_json() for e in events], dict(store.data), mon.stats))
-    (events_a, data_a, stats_a), (events_b, data_b, stats_b) = runs
+        runs.append(([e.to_json() for e in events], dict(store.data), mon.stats, held))
+    (events_a, data_a, stats_a, held_a), (events_b, data_b, stats_b, held_b) = runs
+    assert held_a > 3000 and held_b == 0  # the held window was used, and only there
     assert any(b"accuracy_drop" in e for e in events_a)  # the work happened
     assert stats_a["expired_window_entries"] == 0 and len(data_a) < 24  # windows expired
     assert (events_a, data_a, stats_a) == (events_b, data_b, stats_b)
