@@ -18,18 +18,13 @@ Needs valgrind; each instrumented run takes ~4 minutes, two at a time.
 
 from __future__ import annotations
 
-import argparse
-import os
 import pickle
-import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from bench.results_file import write_results
-from bench.steady_instructions import ROOT, START, count
+from bench.steady_instructions import START, arguments, callgrind, net_counts, print_rows
 
 RESULTS = Path(__file__).resolve().parent / "results" / "labelled_instructions.json"
 
@@ -77,61 +72,34 @@ def replay(path: Path, labelled: bool) -> None:
 
 
 def instructions(code: Path, state: Path, labelled: bool) -> subprocess.Popen[str]:
-    """A callgrind run of :func:`replay` on ``code``'s packages (this file runs as a script:
-    another checkout needs no copy of it)."""
-    env = dict(os.environ, PYTHONPATH=str(code), PYTHONHASHSEED="0")
-    out = state.parent / f"callgrind.{abs(hash((str(code), labelled)))}"
-    cmd = [
-        "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-        sys.executable, __file__, "--replay", str(state),
-    ] + ([] if labelled else ["--no-labels"])  # fmt: skip
-    return subprocess.Popen(
-        cmd, cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    """A callgrind run of :func:`replay` on ``code``'s packages."""
+    return callgrind(code, state, __file__, [] if labelled else ["--no-labels"])
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--days", type=int, default=45, help="days of the stream (45)")
-    p.add_argument("--compare", type=Path, help="another checkout, measured beside this one")
-    p.add_argument("--out", type=Path, default=RESULTS)
-    p.add_argument("--replay", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--no-labels", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
+    args = arguments(argv, __doc__, 45, "days of the stream (45)", RESULTS, "--no-labels")
     if args.replay:
         replay(args.replay, labelled=not args.no_labels)
         return 0
-    if shutil.which("valgrind") is None:
-        p.error("needs valgrind (apt-get install valgrind)")
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "stream.pkl"
         predictions, outcomes = prepare(state, args.days)
-        codes = {"this checkout": ROOT}
-        if args.compare:
-            codes = {f"{args.compare}": args.compare.resolve()} | codes
-        rows: list[dict[str, Any]] = []
-        for name, code in codes.items():
-            with_labels, without = instructions(code, state, True), instructions(code, state, False)
-            (total, drifts), (unlabelled, _) = count(with_labels), count(without)
-            rows.append(
-                {
-                    "code": name,
-                    "instructions": total - unlabelled,
-                    "per_prediction": round((total - unlabelled) / predictions),
-                    "drift_events": drifts,
-                }
-            )
+        rows = [
+            {
+                "code": name,
+                "instructions": net,
+                "per_prediction": round(net / predictions),
+                "drift_events": drifts,
+            }
+            for name, net, drifts in net_counts(args.compare, state, instructions)
+        ]
     print(f"{predictions:,} predictions, {outcomes:,} outcomes over {args.days} days: what the "
           "outcomes add, instructions under callgrind")  # fmt: skip
-    print(f"{'code':<40}{'instructions':>16}{'per prediction':>16}{'drifts':>8}")
-    for row in rows:
-        print(
-            f"{row['code']:<40}{row['instructions']:>16,}{row['per_prediction']:>16,}"
-            f"{row['drift_events']:>8}"
-        )
-    if len(rows) == 2:
-        ratio = rows[1]["instructions"] / rows[0]["instructions"]
-        print(f"this checkout / {rows[0]['code']}: {ratio:.3f}")
+    print_rows(
+        rows,
+        [("instructions", "instructions", 16), ("per_prediction", "per prediction", 16),
+         ("drift_events", "drifts", 8)],
+    )  # fmt: skip
     write_results(args.out, "bench.labelled_instructions", predictions=predictions,
                   outcomes=outcomes, days=args.days, results=rows)  # fmt: skip
     return 0

@@ -33,6 +33,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -104,17 +105,22 @@ def replay(path: Path, feed: bool) -> None:
 
 
 def instructions(code: Path, state: Path, feed: bool) -> subprocess.Popen[str]:
-    """A callgrind run of :func:`replay` on ``code``'s packages (its count: :func:`count`).
-    This file runs as a script, so another checkout needs none of its own."""
+    """A callgrind run of :func:`replay` on ``code``'s packages (its count: :func:`count`)."""
+    return callgrind(code, state, __file__, [] if feed else ["--no-feed"])
+
+
+def callgrind(code: Path, state: Path, script: str, flags: list[str]) -> subprocess.Popen[str]:
+    """``script --replay state *flags`` under callgrind, on ``code``'s packages. The script
+    runs as a file, so another checkout needs no copy of it."""
     # String hashes are seeded per process: dicts and sets then take other paths, ~1 % of
     # the count between runs of the same code. A fixed seed leaves object addresses (dicts
     # keyed by id()) as the only difference: up to ~0.7 %.
     env = dict(os.environ, PYTHONPATH=str(code), PYTHONHASHSEED="0")
-    out = state.parent / f"callgrind.{abs(hash((str(code), feed)))}"
+    out = state.parent / f"callgrind.{abs(hash((str(code), script, *flags)))}"
     cmd = [
         "valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-        sys.executable, __file__, "--replay", str(state),
-    ] + ([] if feed else ["--no-feed"])  # fmt: skip
+        sys.executable, script, "--replay", str(state), *flags,
+    ]  # fmt: skip
     return subprocess.Popen(
         cmd, cwd=code, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -131,49 +137,79 @@ def count(run: subprocess.Popen[str]) -> tuple[int, int]:
     return int(refs.group(1).replace(",", "")), int(drifts.group(1))
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--days", type=int, default=3, help="days measured after day 60 (3)")
+def arguments(
+    argv: list[str] | None, doc: str | None, days: int, days_help: str, results: Path, off: str
+) -> argparse.Namespace:
+    """The arguments of a callgrind comparison (this one's and ``bench.labelled_instructions``'):
+    ``--days``, ``--compare``, ``--out``, and the hidden ``--replay`` and ``off`` (the run
+    whose count is subtracted); valgrind is needed unless replaying."""
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--days", type=int, default=days, help=days_help)
     p.add_argument("--compare", type=Path, help="another checkout, measured beside this one")
-    p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out", type=Path, default=results)
     p.add_argument("--replay", type=Path, help=argparse.SUPPRESS)
-    p.add_argument("--no-feed", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument(off, action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.replay:
-        replay(args.replay, feed=not args.no_feed)
-        return 0
-    if shutil.which("valgrind") is None:
+    if args.replay is None and shutil.which("valgrind") is None:
         p.error("needs valgrind (apt-get install valgrind)")
-    with tempfile.TemporaryDirectory() as tmp:
-        state = Path(tmp) / "state.pkl"
-        events = prepare(state, args.days)
-        codes = {"this checkout": ROOT}
-        if args.compare:
-            codes = {f"{args.compare}": args.compare.resolve()} | codes
-        rows: list[dict[str, Any]] = []
-        for name, code in codes.items():
-            fed, idle = instructions(code, state, True), instructions(code, state, False)
-            (total, drifts), (fixed, _) = count(fed), count(idle)
-            rows.append(
-                {
-                    "code": name,
-                    "instructions": total - fixed,
-                    "per_event": round((total - fixed) / events),
-                    "per_feature_value": round((total - fixed) / (events * 20)),
-                    "drift_events": drifts,
-                }
-            )
-    print(f"{events:,} events x 20 features, days {WARM_DAYS}-{WARM_DAYS + args.days} "
-          "(state restored at day 60), instructions under callgrind")  # fmt: skip
-    print(f"{'code':<40}{'instructions':>16}{'per event':>12}{'per value':>12}{'drifts':>8}")
+    return args
+
+
+def checkouts(compare: Path | None) -> dict[str, Path]:
+    """The code measured, by name: another checkout first (the before), then this one."""
+    codes = {"this checkout": ROOT}
+    return codes if compare is None else {f"{compare}": compare.resolve()} | codes
+
+
+def net_counts(
+    compare: Path | None, state: Path, run: Callable[[Path, Path, bool], subprocess.Popen[str]]
+) -> list[tuple[str, int, int]]:
+    """Per checkout (:func:`checkouts`), two at a time: the instructions of ``run(code,
+    state, True)`` less those of ``run(code, state, False)``, and the drift events counted."""
+    out = []
+    for name, code in checkouts(compare).items():
+        measured, other = run(code, state, True), run(code, state, False)
+        (total, drifts), (fixed, _) = count(measured), count(other)
+        out.append((name, total - fixed, drifts))
+    return out
+
+
+def print_rows(rows: list[dict[str, Any]], columns: list[tuple[str, str, int]]) -> None:
+    """``rows`` as a table of their code and ``columns`` (field, heading, width), then this
+    checkout's instructions over the other's."""
+    print(f"{'code':<40}" + "".join(f"{head:>{width}}" for _, head, width in columns))
     for row in rows:
-        print(
-            f"{row['code']:<40}{row['instructions']:>16,}{row['per_event']:>12,}"
-            f"{row['per_feature_value']:>12,}{row['drift_events']:>8}"
-        )
+        print(f"{row['code']:<40}" + "".join(f"{row[k]:>{w},}" for k, _, w in columns))
     if len(rows) == 2:
         ratio = rows[1]["instructions"] / rows[0]["instructions"]
         print(f"this checkout / {rows[0]['code']}: {ratio:.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = arguments(argv, __doc__, 3, "days measured after day 60 (3)", RESULTS, "--no-feed")
+    if args.replay:
+        replay(args.replay, feed=not args.no_feed)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        state = Path(tmp) / "state.pkl"
+        events = prepare(state, args.days)
+        rows = [
+            {
+                "code": name,
+                "instructions": net,
+                "per_event": round(net / events),
+                "per_feature_value": round(net / (events * 20)),
+                "drift_events": drifts,
+            }
+            for name, net, drifts in net_counts(args.compare, state, instructions)
+        ]
+    print(f"{events:,} events x 20 features, days {WARM_DAYS}-{WARM_DAYS + args.days} "
+          "(state restored at day 60), instructions under callgrind")  # fmt: skip
+    print_rows(
+        rows,
+        [("instructions", "instructions", 16), ("per_event", "per event", 12),
+         ("per_feature_value", "per value", 12), ("drift_events", "drifts", 8)],
+    )  # fmt: skip
     write_results(args.out, "bench.steady_instructions", events=events, days=args.days,
                   results=rows)  # fmt: skip
     return 0
