@@ -108,7 +108,8 @@ class PerformanceMonitor:
         self._hot: tuple[float, str, str, PerfStream, PerfWindow, str] | None = None
         """The window the last prediction went to (window start, tenant, model, stream,
         window, key): the next ones nearly always go there too. Held until a flush (which
-        renumbers windows and may drop them from the cache), a forget or a dropped window."""
+        renumbers windows and may drop them from the cache), a forget or a dropped window
+        (an expired one: ``_expired`` is asked on every prediction all the same)."""
         self._judge = PerformanceJudge(config, self.stats, self._incidents, self.window)
 
     # ------------------------------------------------------------------ events
