@@ -345,8 +345,6 @@ class OutcomeJoiner:
         # Read by nearly every event: held between flushes (a flush may drop them from the
         # cache, and a later read would decode another copy) instead of looked up each time.
         self._meta: dict[str, Any] | None = None
-        self._meta_marked = False
-        """The meta record is to be written at the next flush (marked once, not per event)."""
         self._chunk: tuple[str, int, list[str]] | None = None
         """The index chunk ``_index`` last appended to: its day, number and keys (written
         at the next flush: it was put in this one)."""
@@ -558,21 +556,18 @@ class OutcomeJoiner:
             del meta["days"][day_s]
             if cursor is not None and cursor[0] == day:
                 del meta["next"]  # the day a bounded pass stopped in is done
-            if not self._meta_marked:
-                self._mark_meta()
+            self._mark_meta()
         self._indexed = 0
         return gone
 
     def flush(self) -> list[Write]:
         """What changed since the last flush, to persist (decoded records stay cached)."""
         self._meta = self._chunk = None
-        self._meta_marked = False
         return self._records.flush()
 
     def forget(self) -> None:
         """Drop decoded records (this partition was given up to another worker)."""
         self._meta = self._chunk = None
-        self._meta_marked = False
         self._records.forget()
 
     # ------------------------------------------------------------------ internals
@@ -590,7 +585,6 @@ class OutcomeJoiner:
         if meta is None:
             meta = {"clock": -math.inf, "days": {}}
             self._records.put(key, meta, self.partition)
-            self._meta_marked = True
         self._meta = meta
         return meta
 
@@ -598,8 +592,7 @@ class OutcomeJoiner:
         meta = self._load_meta()
         if ts > meta.get(clock, -math.inf):
             meta[clock] = ts
-            if not self._meta_marked:
-                self._mark_meta()
+            self._mark_meta()
 
     def _index(self, key: str, ts: float) -> None:
         """Remember ``key`` under the day it was made, for :meth:`expire`."""
@@ -621,12 +614,10 @@ class OutcomeJoiner:
             keys["k"].append(key)
             self._records.put(ikey, keys, self.partition)
             self._chunk = (day, chunk, keys["k"])
-        if not self._meta_marked:
-            self._mark_meta()
+        self._mark_meta()
 
     def _mark_meta(self) -> None:
         self._records.mark(self._meta_key, self.partition)
-        self._meta_marked = True
 
     def _expiring(self, key: str) -> dict[str, Any] | None:
         """A record as expiry reads it: the cached one, else all but its prediction, which a

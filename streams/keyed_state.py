@@ -326,12 +326,8 @@ class StateCache(Generic[V]):
 
     def put(self, key: str, value: V, partition: int | None = None) -> None:
         """Set ``key`` to ``value`` and remember to write it."""
-        values = self._values
-        if self._dirty.get(key, _UNMARKED) != partition:  # ``mark``'s, inline: a hot path
-            self._dirty[key] = partition
-            self._partitions[key] = partition
-            values.pop(key, None)  # in use: last in line to be forgotten
-        values[key] = value
+        self._values[key] = value
+        self.mark(key, partition)
 
     def mark(self, key: str, partition: int | None = None) -> None:
         """The value of ``key`` was changed in place: write it at the next flush."""
