@@ -11,7 +11,9 @@ Prints feature-values per second of the full engine (sub-day looks on, the defau
 engine with end-of-window tests only, of the engine with a ``--label-rate`` share of the
 predictions labelled (outcomes 1-3 days late, joined, the performance history kept) with the
 join's records in memory and, as ``driftwatch backtest`` keeps them, in a RocksDB scratch store
-on disk (its compaction threads' CPU counted: the clock is the process's), and of a
+on disk (its compaction threads' CPU counted: the clock is the process's), both keeping only
+the predictions an outcome names (:mod:`driftwatch.join_keys`, found from the inputs within
+the timed run) and, as a worker's join must, every prediction; and of a
 baseline that only parses and validates the same JSON lines, measured side by side in this
 process on one core. The garbage collector is paced as ``driftwatch backtest`` paces it
 (``DRIFTWATCH_GC_THRESHOLD``; 0 for CPython's own).
@@ -41,6 +43,7 @@ from typing import Any
 from bench.results_file import write_results
 from driftwatch.backtest import run_backtest
 from driftwatch.disk_store import DiskStore
+from driftwatch.join_keys import JoinKeys
 from driftwatch.simulate import (
     DriftSpec,
     DriftType,
@@ -121,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     labelled = f"engine + join + performance ({args.label_rate:.0%} labelled)"
     in_order = sorted(events, key=lambda e: e.timestamp)  # as run_backtest sorts, untimed
     sorted_outcomes = sorted(outcomes, key=lambda o: o.timestamp)
-    for name, config, labels, on_disk in (
-        ("engine, end-of-window tests only", replace(base, interim_seconds=0), [], False),
-        ("engine, defaults (hourly sub-day looks)", base, [], False),
-        (labelled, base, sorted_outcomes, False),
-        (f"{labelled}, join on disk", base, sorted_outcomes, True),
+    for name, config, labels, on_disk, keep_all in (
+        ("engine, end-of-window tests only", replace(base, interim_seconds=0), [], False, False),
+        ("engine, defaults (hourly sub-day looks)", base, [], False, False),
+        (labelled, base, sorted_outcomes, False, False),
+        (f"{labelled}, join on disk", base, sorted_outcomes, True, False),
+        (f"{labelled}, join keeps every prediction", base, sorted_outcomes, False, True),
     ):
         clock = CutClock(cut)
         with contextlib.ExitStack() as stack:
@@ -134,9 +138,13 @@ def main(argv: list[str] | None = None) -> int:
                 scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
                 join_store = stack.enter_context(DiskStore(scratch / "join"))
             started = time.process_time()
+            # The predictions the join needs, found as backtest_files' scans find them (timed).
+            keys = JoinKeys.everything() if keep_all else JoinKeys.of(
+                (e.event_id for e in in_order), (o.event_id for o in labels)
+            )  # fmt: skip
             report = run_backtest(
                 clock.feed(in_order), config, outcomes=labels, presorted=True,
-                join_store=join_store,
+                join_store=join_store, join_keys=keys,
             )  # fmt: skip
             ended = time.process_time()
         if report.rejected or not report.feature_values:

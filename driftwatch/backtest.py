@@ -10,12 +10,13 @@ import math
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
 from driftwatch.disk_store import DiskStore
+from driftwatch.join_keys import JoinKeys, JoinKeyScan
 from driftwatch.sortedio import CHUNK_BYTES, CHUNK_LINES, SortedJsonLines
 from schemas import DriftEvent, DriftKind, InvalidEvent, OutcomeEvent, PredictionEvent
 from streams.config import DAY, EngineConfig, PerformanceConfig
@@ -88,6 +89,7 @@ def run_backtest(
     presorted: bool = False,
     keep_drift_events: bool = True,
     join_store: MemoryStore | DiskStore | None = None,
+    join_keys: Container[str] | None = None,
 ) -> BacktestReport:
     """Replay predictions (and outcomes, if any) in event-time order through the same engine,
     joiner and performance monitor as the worker. Ties keep file order, and predictions go
@@ -99,8 +101,17 @@ def run_backtest(
     order raises :class:`ValueError`. With ``keep_drift_events=False`` the DriftEvents are
     only written to ``out`` and counted (``drift_events_total``), not kept. ``join_store``:
     where the join keeps its records (a :class:`~driftwatch.disk_store.DiskStore` keeps the
-    RSS of a large labelled input down; by default, memory)."""
+    RSS of a large labelled input down; by default, memory).
+
+    ``join_keys``: the ids of the predictions the join keeps, at least those an outcome names
+    and those that come more than once (:mod:`driftwatch.join_keys`, whose scans find them);
+    the others only move its clock. Found here when both inputs are sequences; else, by
+    default, every prediction is kept, as a worker's join keeps them. The results are the
+    same either way."""
     started = time.perf_counter()
+    if join_keys is None and isinstance(events, Sequence) and isinstance(outcomes, Sequence):
+        join_keys = JoinKeys.of((e.event_id for e in events), (o.event_id for o in outcomes))
+    keep: Container[str] = JoinKeys.everything() if join_keys is None else join_keys
     report = BacktestReport()
     perf_cfg = performance or PerformanceConfig(engine=config)
     predictions: Iterable[PredictionEvent]
@@ -137,7 +148,10 @@ def run_backtest(
                 report.events += 1
                 report.feature_values += len(event.features)
                 if with_outcomes:
-                    drifts += _join(joiner.on_prediction(event), monitor, report)
+                    if event.event_id in keep:
+                        drifts += _join(joiner.on_prediction(event), monitor, report)
+                    else:  # it can never join: only the join's clock, which expiry reads
+                        joiner.advance_clock(ts)
                     drifts += monitor.observe_prediction(
                         event.tenant, event.model, event.model_version, ts, event.score
                     )
@@ -196,10 +210,11 @@ def backtest_files(
     ``run_backtest(list(read_predictions(...)), ...)``; they are written to ``out`` and, with
     ``keep_drift_events``, kept."""
     scan_rejected: Counter[str] = Counter() if rejected is None else rejected
+    scan = JoinKeyScan()  # the scans also find the predictions the join needs
     with contextlib.ExitStack() as stack:
         preds = stack.enter_context(
             sorted_predictions(
-                predictions, validator, scan_rejected,
+                predictions, validator, scan_rejected, on_event=scan.prediction,
                 chunk_bytes=chunk_bytes, chunk_lines=chunk_lines, tmp_dir=tmp_dir,
             )
         )  # fmt: skip
@@ -208,16 +223,17 @@ def backtest_files(
         if outcomes is not None:
             labels = stack.enter_context(
                 sorted_outcomes(
-                    outcomes, scan_rejected,
+                    outcomes, scan_rejected, on_event=scan.outcome,
                     chunk_bytes=chunk_bytes, chunk_lines=chunk_lines, tmp_dir=tmp_dir,
                 )
             )  # fmt: skip
-            # The join keeps each prediction for its retention: on disk, not in RSS.
+            # The join keeps the predictions it needs for their retention: on disk.
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=tmp_dir)))
             join_store = stack.enter_context(DiskStore(scratch / "join"))
         report = run_backtest(
             preds, config, out=out, outcomes=labels, performance=performance,
             presorted=True, keep_drift_events=keep_drift_events, join_store=join_store,
+            join_keys=scan.keys() if outcomes is not None else None,
         )  # fmt: skip
     report.rejected.update(scan_rejected)
     return report
@@ -250,6 +266,7 @@ def sorted_outcomes(
     path: Path,
     rejected: Counter[str] | None = None,
     *,
+    on_event: Callable[[OutcomeEvent], object] | None = None,
     chunk_bytes: int = CHUNK_BYTES,
     chunk_lines: int = CHUNK_LINES,
     tmp_dir: Path | None = None,
@@ -257,7 +274,7 @@ def sorted_outcomes(
     """The valid outcomes of a file (as :func:`read_outcomes` reads them), in event-time
     order; see :func:`sorted_predictions`."""
     return SortedJsonLines(
-        path, OutcomeEvent.from_json, rejected,
+        path, OutcomeEvent.from_json, rejected, on_event=on_event,
         chunk_bytes=chunk_bytes, chunk_lines=chunk_lines, tmp_dir=tmp_dir,
     )  # fmt: skip
 

@@ -134,8 +134,10 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from dataclasses import replace
 
     from driftwatch.backtest import run_backtest, sorted_outcomes, sorted_predictions
+    from driftwatch.join_keys import JoinKeyScan
     from driftwatch.report.collect import collect
     from driftwatch.report.render import render_report
+    from schemas import PredictionEvent
     from streams.ingest import PredictionValidator
 
     if args.config is not None:
@@ -153,17 +155,22 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     )
     rejected: Counter[str] = Counter()
     seen: set[tuple[str, str]] = set()
+    scan = JoinKeyScan()  # the predictions the join needs (see driftwatch.join_keys)
+
+    def on_prediction(event: PredictionEvent) -> None:
+        seen.add((event.tenant, event.model))
+        scan.prediction(event)
+
     with ExitStack() as stack:
         # Scanned once (counts, time span, models), then streamed in event-time order.
         events = stack.enter_context(
-            sorted_predictions(
-                Path(args.predictions), validator, rejected,
-                on_event=lambda e: seen.add((e.tenant, e.model)),
-            )
-        )  # fmt: skip
+            sorted_predictions(Path(args.predictions), validator, rejected, on_event=on_prediction)
+        )
         outcomes = (
             () if args.outcomes is None
-            else stack.enter_context(sorted_outcomes(Path(args.outcomes), rejected))
+            else stack.enter_context(
+                sorted_outcomes(Path(args.outcomes), rejected, on_event=scan.outcome)
+            )
         )  # fmt: skip
         if not events.count:
             print("driftwatch: no valid predictions", file=sys.stderr)
@@ -175,7 +182,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         pcfg = replace(settings.performance_config(), engine=cfg)
         report = run_backtest(
             events, cfg, outcomes=outcomes, performance=pcfg,
-            presorted=True, keep_drift_events=False,
+            presorted=True, keep_drift_events=False, join_keys=scan.keys(),
         )  # fmt: skip
     streams = sorted(seen)
     if args.tenant or args.model:

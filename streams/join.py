@@ -423,6 +423,11 @@ class OutcomeJoiner:
         full = event.event() if isinstance(event, ForwardedPrediction) else event
         return JoinResult(new=True, joined=self._join(full, outcome), home=home)
 
+    def advance_clock(self, ts: float) -> None:
+        """Move the prediction clock as a new prediction stamped ``ts`` would, keeping
+        nothing: a backtest's prediction that no outcome names (:mod:`driftwatch.join_keys`)."""
+        self._advance(ts)
+
     def on_outcome(self, event: OutcomeEvent, origin: Position | None = None) -> JoinResult:
         """Join an outcome (``joined`` is None while it waits for its prediction). Raises
         :class:`InvalidEvent` for a duplicate, or for a prediction older than the retention."""
