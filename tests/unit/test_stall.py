@@ -423,12 +423,15 @@ def test_watchdog_says_why_waiting_work_is_not_yet_a_stall(
     order.held[TP] = faust_compat.guards._Hold(400, 0.0, None, 0.0)
     before, busy = faust_compat.guards.ORDER, object()
     faust_compat.guards.ORDER = order
-    faust_compat.batches._BUSY[busy] = ("t-predictions", time.monotonic() - 42)
+    # The watchdog's clock is the batches' (time.monotonic), whatever its value (it is the
+    # machine's uptime on some): checked at real instants from now on, as if seconds passed.
+    base = time.monotonic()
+    faust_compat.batches._BUSY[busy] = ("t-predictions", base - 42)
     try:
         with caplog.at_level(logging.WARNING, logger="agents.watchdog"):
             for t in (1000, 1031, 1040, 1047, 1200):
                 now[0] = t - 1000.0
-                assert dog.check(now=t) is None  # the batch holds the verdict back
+                assert dog.check(now=base + t - 1000) is None  # the batch holds it back
     finally:
         faust_compat.guards.ORDER = before
         del faust_compat.batches._BUSY[busy]
