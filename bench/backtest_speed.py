@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         ("engine, defaults (hourly sub-day looks)", base, [], False, False),
         (labelled, base, sorted_outcomes, False, False),
         (f"{labelled}, join on disk", base, sorted_outcomes, True, False),
-        (f"{labelled}, join keeps every prediction", base, sorted_outcomes, False, True),
+        (f"{labelled}, join keeps all", base, sorted_outcomes, False, True),
     ):
         clock = CutClock(cut)
         with contextlib.ExitStack() as stack:
