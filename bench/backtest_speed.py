@@ -139,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
                 join_store = stack.enter_context(DiskStore(scratch / "join"))
             started = time.process_time()
             # The predictions the join needs, found as backtest_files' scans find them (timed).
-            keys = JoinKeys.everything() if keep_all else JoinKeys.of(
-                (e.event_id for e in in_order), (o.event_id for o in labels)
-            )  # fmt: skip
+            keys = None
+            if labels:
+                keys = JoinKeys.everything() if keep_all else JoinKeys.of(
+                    (e.event_id for e in in_order), (o.event_id for o in labels)
+                )  # fmt: skip
             report = run_backtest(
                 clock.feed(in_order), config, outcomes=labels, presorted=True,
                 join_store=join_store, join_keys=keys,

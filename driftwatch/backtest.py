@@ -109,7 +109,8 @@ def run_backtest(
     default, every prediction is kept, as a worker's join keeps them. The results are the
     same either way."""
     started = time.perf_counter()
-    if join_keys is None and isinstance(events, Sequence) and isinstance(outcomes, Sequence):
+    held = isinstance(events, Sequence) and isinstance(outcomes, Sequence)
+    if join_keys is None and held and outcomes:  # (without outcomes there is no join)
         join_keys = JoinKeys.of((e.event_id for e in events), (o.event_id for o in outcomes))
     keep: Container[str] = JoinKeys.everything() if join_keys is None else join_keys
     report = BacktestReport()

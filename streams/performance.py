@@ -53,6 +53,7 @@ _HEADER: Final = struct.Struct("<4sBxxxqqqqd")
 _MAGIC: Final = b"DWPS"
 _VERSION: Final = 2
 _INT32_MAX: Final = 2**31 - 1
+_add: Final = np.add.reduce
 
 
 def _check_score(score: float) -> None:
@@ -265,11 +266,12 @@ class PerformanceSummary:
     @property
     def predictions(self) -> int:
         """Predictions added (labelled or not)."""
-        return int(self._unlabelled.sum() + self._pos.sum() + self._neg.sum())
+        return int(_add(self._unlabelled)) + self.labelled
 
     @property
     def labelled(self) -> int:
-        return int(self._pos.sum() + self._neg.sum())
+        # Asked at every label (twice): the ufunc, without ``ndarray.sum``'s wrapper.
+        return int(_add(self._pos)) + int(_add(self._neg))
 
     @property
     def unlabelled(self) -> int:
