@@ -103,8 +103,12 @@ class JoinKeyScan:
 
     def keys(self) -> JoinKeys:
         """Every outcome's id and every prediction id seen more than once (as hashes: two
-        ids of one hash both count, which only keeps more)."""
+        ids of one hash both count, which only keeps more). The hashes collected are let go:
+        the run that follows holds only the bitmap."""
         predicted = np.sort(np.frombuffer(self.predicted, np.int64))
         again = predicted[1:][predicted[1:] == predicted[:-1]]
         labelled = np.frombuffer(self.labelled, np.int64)
-        return JoinKeys(np.concatenate((labelled, again)))
+        keys = JoinKeys(np.concatenate((labelled, again)))
+        del predicted, labelled
+        self.predicted, self.labelled = array.array("q"), array.array("q")
+        return keys
