@@ -1,6 +1,6 @@
 """What labels cost a backtest, in instructions: the outcome join and the performance history.
 
-    python -m bench.labelled_instructions [--days 45] [--compare DIR] [--out FILE]
+    python -m bench.labelled_instructions [--days 45] [--join-keys] [--compare DIR] [--out FILE]
 
 ``bench.backtest_speed``'s labelled run times the whole backtest on a shared, noisy machine.
 This counts instructions under ``valgrind --tool=callgrind`` (see
@@ -11,8 +11,11 @@ the difference per prediction: the join's records (stored, indexed, expired to t
 after ``join_retention_days``, 30, then deleted), the performance history's windows and
 looks, and the loop's work for the outcomes. With the default 45 days the first 15 days'
 records expire (their tombstones go a retention later: ``--days`` over 60 to count that).
-``--compare DIR`` measures another checkout's code beside this one (this script, with that
-checkout's packages, its ``bench.steady_instructions`` and ``bench.results_file`` among them).
+``--join-keys``: the join as ``driftwatch backtest`` runs it, keeping only the predictions
+an outcome names (:mod:`driftwatch.join_keys`); without it, every prediction, as a worker's
+join must. ``--compare DIR`` measures another checkout's code beside this one (this script,
+with that checkout's packages, its ``bench.steady_instructions`` and ``bench.results_file``
+among them).
 Needs valgrind; each instrumented run takes ~4 minutes, two at a time.
 """
 
@@ -22,6 +25,7 @@ import pickle
 import subprocess
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from bench.results_file import write_results
 from bench.steady_instructions import START, arguments, callgrind, net_counts, print_rows
@@ -57,30 +61,53 @@ def prepare(path: Path, days: int) -> tuple[int, int]:
     return len(events), len(outcomes)
 
 
-def replay(path: Path, labelled: bool) -> None:
-    """What callgrind measures: the backtest, with the outcomes or without them."""
+def replay(path: Path, labelled: bool, join_keys: bool = False) -> None:
+    """What callgrind measures: the backtest, with the outcomes or without them; with
+    ``join_keys``, its join keeping only the predictions an outcome names (the keys found
+    in the measured run, as ``driftwatch backtest``'s scans find them; code from before
+    :mod:`driftwatch.join_keys` keeps every prediction)."""
     from driftwatch.backtest import run_backtest
     from streams.config import EngineConfig
 
     with path.open("rb") as fh:
         events, outcomes = pickle.load(fh)
+    keys: dict[str, Any] = {}
+    if join_keys and labelled:
+        try:
+            from driftwatch.join_keys import JoinKeys
+        except ImportError:
+            pass
+        else:
+            ids = (e.event_id for e in events), (o.event_id for o in outcomes)
+            keys["join_keys"] = JoinKeys.of(*ids)
     report = run_backtest(
-        iter(events), EngineConfig(), outcomes=outcomes if labelled else [], presorted=True
-    )
+        iter(events), EngineConfig(), outcomes=outcomes if labelled else [], presorted=True,
+        **keys,
+    )  # fmt: skip
     # "drift events" as bench.steady_instructions.count reads it: the same on both sides
     print(f"drift events: {report.drift_events_total} joined: {report.outcomes_joined}")
 
 
-def instructions(code: Path, state: Path, labelled: bool) -> subprocess.Popen[str]:
+def instructions(
+    code: Path, state: Path, labelled: bool, join_keys: bool = False
+) -> subprocess.Popen[str]:
     """A callgrind run of :func:`replay` on ``code``'s packages."""
-    return callgrind(code, state, __file__, [] if labelled else ["--no-labels"])
+    flags = ([] if labelled else ["--no-labels"]) + (["--join-keys"] if join_keys else [])
+    return callgrind(code, state, __file__, flags)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = arguments(argv, __doc__, 45, "days of the stream (45)", RESULTS, "--no-labels")
+    args = arguments(
+        argv, __doc__, 45, "days of the stream (45)", RESULTS, "--no-labels",
+        {"--join-keys": "the join as driftwatch backtest runs it (the keys its scans find)"},
+    )  # fmt: skip
     if args.replay:
-        replay(args.replay, labelled=not args.no_labels)
+        replay(args.replay, labelled=not args.no_labels, join_keys=args.join_keys)
         return 0
+
+    def run(code: Path, state: Path, labelled: bool) -> subprocess.Popen[str]:
+        return instructions(code, state, labelled, args.join_keys)
+
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "stream.pkl"
         predictions, outcomes = prepare(state, args.days)
@@ -91,17 +118,19 @@ def main(argv: list[str] | None = None) -> int:
                 "per_prediction": round(net / predictions),
                 "drift_events": drifts,
             }
-            for name, net, drifts in net_counts(args.compare, state, instructions)
+            for name, net, drifts in net_counts(args.compare, state, run)
         ]
+    join = "only what can join (--join-keys)" if args.join_keys else "every prediction"
     print(f"{predictions:,} predictions, {outcomes:,} outcomes over {args.days} days: what the "
-          "outcomes add, instructions under callgrind")  # fmt: skip
+          f"outcomes add, instructions under callgrind; the join keeps {join}")  # fmt: skip
     print_rows(
         rows,
         [("instructions", "instructions", 16), ("per_prediction", "per prediction", 16),
          ("drift_events", "drifts", 8)],
     )  # fmt: skip
     write_results(args.out, "bench.labelled_instructions", predictions=predictions,
-                  outcomes=outcomes, days=args.days, results=rows)  # fmt: skip
+                  outcomes=outcomes, days=args.days, join_keys=args.join_keys,
+                  results=rows)  # fmt: skip
     return 0
 
 

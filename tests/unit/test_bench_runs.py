@@ -121,6 +121,7 @@ def test_labelled_instructions_replays_with_and_without_outcomes(
     assert predictions == 6_000 and outcomes > 500
     replay(path, labelled=True)
     replay(path, labelled=False)
-    with_labels, without = capsys.readouterr().out.splitlines()
+    replay(path, labelled=True, join_keys=True)  # as driftwatch backtest joins: the same
+    with_labels, without, with_keys = capsys.readouterr().out.splitlines()
     assert int(with_labels.split("joined: ")[1]) > 300
-    assert without.endswith("joined: 0")
+    assert without.endswith("joined: 0") and with_keys == with_labels
