@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import pickle
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -97,16 +98,20 @@ def instructions(
 
 
 def main(argv: list[str] | None = None) -> int:
+    # --join-keys is this script's own, taken out before the shared arguments (which may be
+    # another checkout's, when it replays there).
+    argv = sys.argv[1:] if argv is None else argv
+    join_keys = "--join-keys" in argv
     args = arguments(
-        argv, __doc__, 45, "days of the stream (45)", RESULTS, "--no-labels",
-        {"--join-keys": "the join as driftwatch backtest runs it (the keys its scans find)"},
+        [a for a in argv if a != "--join-keys"], __doc__, 45, "days of the stream (45)",
+        RESULTS, "--no-labels",
     )  # fmt: skip
     if args.replay:
-        replay(args.replay, labelled=not args.no_labels, join_keys=args.join_keys)
+        replay(args.replay, labelled=not args.no_labels, join_keys=join_keys)
         return 0
 
     def run(code: Path, state: Path, labelled: bool) -> subprocess.Popen[str]:
-        return instructions(code, state, labelled, args.join_keys)
+        return instructions(code, state, labelled, join_keys)
 
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "stream.pkl"
@@ -120,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             }
             for name, net, drifts in net_counts(args.compare, state, run)
         ]
-    join = "only what can join (--join-keys)" if args.join_keys else "every prediction"
+    join = "only what can join (--join-keys)" if join_keys else "every prediction"
     print(f"{predictions:,} predictions, {outcomes:,} outcomes over {args.days} days: what the "
           f"outcomes add, instructions under callgrind; the join keeps {join}")  # fmt: skip
     print_rows(
@@ -129,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
          ("drift_events", "drifts", 8)],
     )  # fmt: skip
     write_results(args.out, "bench.labelled_instructions", predictions=predictions,
-                  outcomes=outcomes, days=args.days, join_keys=args.join_keys,
+                  outcomes=outcomes, days=args.days, join_keys=join_keys,
                   results=rows)  # fmt: skip
     return 0
 

@@ -138,21 +138,12 @@ def count(run: subprocess.Popen[str]) -> tuple[int, int]:
 
 
 def arguments(
-    argv: list[str] | None,
-    doc: str | None,
-    days: int,
-    days_help: str,
-    results: Path,
-    off: str,
-    flags: dict[str, str] | None = None,
+    argv: list[str] | None, doc: str | None, days: int, days_help: str, results: Path, off: str
 ) -> argparse.Namespace:
     """The arguments of a callgrind comparison (this one's and ``bench.labelled_instructions``'):
     ``--days``, ``--compare``, ``--out``, and the hidden ``--replay`` and ``off`` (the run
-    whose count is subtracted), and ``flags`` (name: help) of the caller's own; valgrind is
-    needed unless replaying."""
+    whose count is subtracted); valgrind is needed unless replaying."""
     p = argparse.ArgumentParser(description=doc)
-    for flag, text in (flags or {}).items():
-        p.add_argument(flag, action="store_true", help=text)
     p.add_argument("--days", type=int, default=days, help=days_help)
     p.add_argument("--compare", type=Path, help="another checkout, measured beside this one")
     p.add_argument("--out", type=Path, default=results)

@@ -182,7 +182,8 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         pcfg = replace(settings.performance_config(), engine=cfg)
         report = run_backtest(
             events, cfg, outcomes=outcomes, performance=pcfg,
-            presorted=True, keep_drift_events=False, join_keys=scan.keys(),
+            presorted=True, keep_drift_events=False,
+            join_keys=None if args.outcomes is None else scan.keys(),
         )  # fmt: skip
     streams = sorted(seen)
     if args.tenant or args.model:
