@@ -211,11 +211,12 @@ def backtest_files(
     ``run_backtest(list(read_predictions(...)), ...)``; they are written to ``out`` and, with
     ``keep_drift_events``, kept."""
     scan_rejected: Counter[str] = Counter() if rejected is None else rejected
-    scan = JoinKeyScan()  # the scans also find the predictions the join needs
+    scan = JoinKeyScan()  # the scans also find the predictions the join needs, if any
     with contextlib.ExitStack() as stack:
         preds = stack.enter_context(
             sorted_predictions(
-                predictions, validator, scan_rejected, on_event=scan.prediction,
+                predictions, validator, scan_rejected,
+                on_event=None if outcomes is None else scan.prediction,
                 chunk_bytes=chunk_bytes, chunk_lines=chunk_lines, tmp_dir=tmp_dir,
             )
         )  # fmt: skip

@@ -159,7 +159,8 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
     def on_prediction(event: PredictionEvent) -> None:
         seen.add((event.tenant, event.model))
-        scan.prediction(event)
+        if args.outcomes is not None:  # (no outcomes, no join)
+            scan.prediction(event)
 
     with ExitStack() as stack:
         # Scanned once (counts, time span, models), then streamed in event-time order.

@@ -11,14 +11,19 @@ outcome's, and every prediction id that comes more than once.
 The ids are kept as one bit each in a bitmap, at a hash of the id: about 8-16 bytes an id,
 whatever the ids. Another id that falls on a set bit (fewer than 1 in 64) is kept, as every
 prediction was before, which changes nothing. The hash is Python's own ``hash`` of the
-string, so keys are built and asked in one process.
+string, so keys are built and asked in one process (they refuse to be pickled).
+
+The join matches ids by their JSON escape, under which a character beyond the BMP and the
+surrogate pair that encodes it are one id; their hashes differ. Only events made in Python
+can hold surrogates (the validator refuses them in a file): two such ids of one prediction
+and its outcome would not join in a backtest given the keys.
 """
 
 from __future__ import annotations
 
 import array
 from collections.abc import Iterable
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 
@@ -38,7 +43,7 @@ class JoinKeys:
     >>> keys = JoinKeys.of(["p1", "p2", "p2", "p3"], ["p1", "o9"])
     >>> "p1" in keys, "p2" in keys, "o9" in keys  # an outcome's, and a duplicate prediction
     (True, True, True)
-    >>> sum(f"other{k}" in keys for k in range(10_000)) < 10_000 // SLOTS_PER_KEY
+    >>> sum(f"other{k}" in keys for k in range(10_000)) < 2 * 10_000 // SLOTS_PER_KEY
     True
     >>> "anything" in JoinKeys.everything()
     True
@@ -49,7 +54,7 @@ class JoinKeys:
     def __init__(self, hashes: np.ndarray | None) -> None:
         """``hashes``: the keys' ``hash`` values (int64); None: every id is a key."""
         self.size = -1 if hashes is None else int(np.unique(hashes).size)
-        """Distinct keys (-1: every id)."""
+        """Distinct hashes of the keys (-1: every id)."""
         if hashes is None:
             self._mask = -1
             self._bits = bytearray()
@@ -86,14 +91,19 @@ class JoinKeys:
     def __repr__(self) -> str:
         return "JoinKeys(every id)" if self._mask < 0 else f"JoinKeys({self.size:,} keys)"
 
+    def __reduce__(self) -> Any:
+        raise TypeError("JoinKeys hold this process's string hashes: not for another process")
+
 
 class JoinKeyScan:
     """Collects the hashes of the ids a file scan sees (:meth:`prediction` and
-    :meth:`outcome` are ``on_event`` hooks), 8 bytes an event, for :meth:`keys`."""
+    :meth:`outcome` are ``on_event`` hooks), 8 bytes an event, for :meth:`keys`: a run
+    without outcomes has no join, and needs no scan."""
 
     def __init__(self) -> None:
         self.predicted = array.array("q")
         self.labelled = array.array("q")
+        self._keys: JoinKeys | None = None
 
     def prediction(self, event: PredictionEvent) -> None:
         self.predicted.append(hash(event.event_id))
@@ -103,12 +113,16 @@ class JoinKeyScan:
 
     def keys(self) -> JoinKeys:
         """Every outcome's id and every prediction id seen more than once (as hashes: two
-        ids of one hash both count, which only keeps more). The hashes collected are let go:
-        the run that follows holds only the bitmap."""
+        ids of one hash both count, which only keeps more). The hashes collected are let go
+        (the run that follows holds only the bitmap): the scan is over, and asked again it
+        gives the same keys."""
+        if self._keys is not None:
+            return self._keys
         predicted = np.sort(np.frombuffer(self.predicted, np.int64))
         again = predicted[1:][predicted[1:] == predicted[:-1]]
         labelled = np.frombuffer(self.labelled, np.int64)
         keys = JoinKeys(np.concatenate((labelled, again)))
         del predicted, labelled
         self.predicted, self.labelled = array.array("q"), array.array("q")
+        self._keys = keys
         return keys

@@ -425,7 +425,8 @@ class OutcomeJoiner:
 
     def advance_clock(self, ts: float) -> None:
         """Move the prediction clock as a new prediction stamped ``ts`` would, keeping
-        nothing: a backtest's prediction that no outcome names (:mod:`driftwatch.join_keys`)."""
+        nothing: a backtest's prediction that no outcome names and whose id comes once
+        (:mod:`driftwatch.join_keys`)."""
         self._advance(ts)
 
     def on_outcome(self, event: OutcomeEvent, origin: Position | None = None) -> JoinResult:

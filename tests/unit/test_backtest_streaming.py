@@ -34,6 +34,7 @@ from driftwatch.backtest import (
 )
 from driftwatch.cli import main
 from driftwatch.disk_store import DiskStore
+from driftwatch.join_keys import JoinKeys, JoinKeyScan
 from driftwatch.simulate import (
     DriftSpec,
     DriftType,
@@ -365,10 +366,14 @@ GENERATED = re.compile(
 
 
 def test_cli_backtest_and_report_stream(
-    lines: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    lines: list[bytes],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The commands on a shuffled file: the in-memory DriftEvents, and the same report page
-    as for the sorted file."""
+    as for the sorted file, and as for a join that keeps every prediction (the report's
+    scans find the join's keys: ``driftwatch.join_keys``)."""
     config = tmp_path / "c.toml"
     config.write_text(
         "baseline_start_days = 14\nbaseline_end_days = 7\nmin_baseline_windows = 5\n"
@@ -392,15 +397,27 @@ def test_cli_backtest_and_report_stream(
     assert summary["performance_drift_events"] == ref_out.count('"kind":"performance"') > 0
     assert summary["rejected"] == {"malformed_json": 1, "missing_field": 1, "wrong_type": 1}
     pages = []
-    for p, o in ((sorted_p, sorted_o), (shuffled_p, shuffled_o)):
-        out = p.parent / "html"
+    found: list[JoinKeys] = []
+    scanned = JoinKeyScan.keys
+
+    def every_prediction(scan: JoinKeyScan) -> JoinKeys:
+        found.append(scanned(scan))
+        return JoinKeys.everything()
+
+    for p, o, keep_all in ((sorted_p, sorted_o, False), (shuffled_p, shuffled_o, False),
+                           (shuffled_p, shuffled_o, True)):  # fmt: skip
+        if keep_all:
+            monkeypatch.setattr(JoinKeyScan, "keys", every_prediction)
+        out = p.parent / ("html-all" if keep_all else "html")
         out.mkdir()
         assert main(["report", "--config", str(config), "--predictions", str(p),
                      "--outcomes", str(o), "--out", str(out)]) == 0  # fmt: skip
         # "generated <minute>" (footer and header) differs when the runs straddle a minute
         pages.append({f.name: GENERATED.sub("-", f.read_text()) for f in out.iterdir()})
     assert sorted(pages[0]) == ["acme-conflict.html", "acme-fraud.html"]
-    assert pages[0] == pages[1]
+    assert pages[0] == pages[1] == pages[2]
+    # What the scans found (and the others ran with): the outcomes' ids, the join's keys.
+    assert found[0].size == len({json.loads(o)["event_id"] for o in outcomes}) > 1000
 
 
 def test_unclosed_source_removes_its_files_when_collected(

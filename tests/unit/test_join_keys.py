@@ -3,6 +3,7 @@ more than once (``driftwatch.join_keys``), with the same results as a join that 
 
 from __future__ import annotations
 
+import pickle
 import random
 import uuid
 from collections import Counter
@@ -179,6 +180,10 @@ def test_keys_found_by_a_scan_are_those_of_the_events_it_saw() -> None:
     assert len(again) == 1 and again[0] not in {o.event_id for o in outcomes}
     assert keys.size == expected.size == len({o.event_id for o in outcomes}) + 1
     assert [e.event_id in keys for e in events] == [e.event_id in expected for e in events]
+    # Asked again, a scan (its hashes let go) gives the same keys; keys stay in-process.
+    assert scan.keys() is keys and not scan.predicted and not scan.labelled
+    with pytest.raises(TypeError, match="another process"):
+        pickle.dumps(keys)
     # Without outcomes only the prediction sent again is a key.
     alone = JoinKeys.of([e.event_id for e in events], [])
     assert alone.size == 1 and again[0] in alone
