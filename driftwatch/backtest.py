@@ -112,7 +112,6 @@ def run_backtest(
     held = isinstance(events, Sequence) and isinstance(outcomes, Sequence)
     if join_keys is None and held and outcomes:  # (without outcomes there is no join)
         join_keys = JoinKeys.of((e.event_id for e in events), (o.event_id for o in outcomes))
-    keep: Container[str] = JoinKeys.everything() if join_keys is None else join_keys
     report = BacktestReport()
     perf_cfg = performance or PerformanceConfig(engine=config)
     predictions: Iterable[PredictionEvent]
@@ -149,7 +148,7 @@ def run_backtest(
                 report.events += 1
                 report.feature_values += len(event.features)
                 if with_outcomes:
-                    if event.event_id in keep:
+                    if join_keys is None or event.event_id in join_keys:
                         drifts += _join(joiner.on_prediction(event), monitor, report)
                     else:  # it can never join: only the join's clock, which expiry reads
                         joiner.advance_clock(ts)

@@ -75,10 +75,8 @@ class JoinKeys:
     def of(cls, predictions: Iterable[str], outcomes: Iterable[str]) -> JoinKeys:
         """The keys of inputs held whole: ids of the ``predictions`` and ``outcomes``."""
         scan = JoinKeyScan()
-        for event_id in predictions:
-            scan.predicted.append(hash(event_id))
-        for event_id in outcomes:
-            scan.labelled.append(hash(event_id))
+        scan.predicted.extend(map(hash, predictions))
+        scan.labelled.extend(map(hash, outcomes))
         return scan.keys()
 
     def __contains__(self, event_id: object) -> bool:
