@@ -16,7 +16,7 @@ the predictions an outcome names (:mod:`driftwatch.join_keys`, found from the in
 the timed run) and, as a worker's join must, every prediction; and of a
 baseline that only parses and validates the same JSON lines, measured side by side in this
 process on one core. The garbage collector is paced as ``driftwatch backtest`` paces it
-(``DRIFTWATCH_GC_THRESHOLD``; 0 for CPython's own).
+(``DRIFTWATCH_BACKTEST_GC_THRESHOLD``; 0 for CPython's own).
 
 A stream's first ``baseline_start_days`` (60) have no full baseline, and until
 ``min_baseline_windows`` of the same weekday have data (day 44 by default) no test runs at
@@ -85,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
-    # As `driftwatch backtest` runs (DRIFTWATCH_GC_THRESHOLD; 0: CPython's own, to compare).
-    gc_threshold = Settings.from_env().gc_threshold
+    # As `driftwatch backtest` runs (DRIFTWATCH_BACKTEST_GC_THRESHOLD; 0: CPython's own).
+    gc_threshold = Settings.from_env().backtest_gc_threshold
     tune_gc(gc_threshold)
     if args.features > 1000:
         p.error("--features: at most 1000 (the wire format's limit per event)")

@@ -93,9 +93,9 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
     rejected: Counter[str] = Counter()
     # Streamed: each file is scanned once, then read in event-time order (sorted on disk if
     # it is not already), and DriftEvents go to stdout as they come: memory does not grow
-    # with the input. The collector paced as in the worker: the engine's windows, walked
-    # less often.
-    with paced_gc(settings.gc_threshold):
+    # with the input. The collector paced for one run to its end: the engine's windows and
+    # each batch's columns, walked less often.
+    with paced_gc(settings.backtest_gc_threshold):
         report = backtest_files(
             Path(args.predictions),
             settings.engine_config(),
@@ -137,6 +137,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from driftwatch.join_keys import JoinKeyScan
     from driftwatch.report.collect import collect
     from driftwatch.report.render import render_report
+    from runtime.gc_tuning import paced_gc
     from schemas import PredictionEvent
     from streams.ingest import PredictionValidator
 
@@ -163,6 +164,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             scan.prediction(event)
 
     with ExitStack() as stack:
+        stack.enter_context(paced_gc(settings.backtest_gc_threshold))  # as `backtest` runs
         # Scanned once (counts, time span, models), then streamed in event-time order.
         events = stack.enter_context(
             sorted_predictions(Path(args.predictions), validator, rejected, on_event=on_prediction)

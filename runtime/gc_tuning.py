@@ -26,6 +26,12 @@ from typing import Any
 
 DEFAULT_THRESHOLD = 10_000
 """Net container allocations between young collections (CPython's default: 700)."""
+BACKTEST_THRESHOLD = 100_000
+"""The same for a backtest, which runs one input to its end. Most of what a batch of a wide
+model allocates lives longer than 10,000 allocations and shorter than 100,000 (per-feature
+columns, slot samples, judged spans): at 10,000 its young collections walk each of them, at
+~0.5 µs an object. On a 60-day, 1,000-feature backtest the collector took 3.1 s of 30.9 s at
+10,000 (301 young collections) and 0.66 s of 27.3 s at 100,000 (11)."""
 MAX_GC_THRESHOLD = 2**31 - 1
 """The largest threshold ``gc.set_threshold`` takes (a C int)."""
 

@@ -47,6 +47,17 @@ def test_simulate_then_backtest_with_outcomes(
     config = tmp_path / "short-history.toml"
     config.write_text("baseline_start_days = 28\nbaseline_end_days = 7\n")
     gc_before = gc.get_threshold()
+    monkeypatch.setenv("DRIFTWATCH_BACKTEST_GC_THRESHOLD", "123457")
+    paced: list[int] = []
+    import driftwatch.backtest as backtest_module
+
+    real_backtest_files = backtest_module.backtest_files
+
+    def recording(*args: object, **kwargs: object) -> object:
+        paced.append(gc.get_threshold()[0])
+        return real_backtest_files(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(backtest_module, "backtest_files", recording)
     assert (
         main(
             [
@@ -63,6 +74,7 @@ def test_simulate_then_backtest_with_outcomes(
         )
         == 0
     )
+    assert paced == [123457]  # paced as a backtest (not as the worker)
     assert gc.get_threshold() == gc_before  # paced for the run, then as it was
     captured = capsys.readouterr()
     events = [json.loads(line) for line in captured.out.splitlines()]

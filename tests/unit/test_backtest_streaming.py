@@ -404,6 +404,18 @@ def test_cli_backtest_and_report_stream(
         found.append(scanned(scan))
         return JoinKeys.everything()
 
+    # The report's backtest is paced as `driftwatch backtest`'s, and the pace put back.
+    monkeypatch.setenv("DRIFTWATCH_BACKTEST_GC_THRESHOLD", "123457")
+    gc_before = gc.get_threshold()
+    paced: list[int] = []
+    real_run = backtest.run_backtest
+
+    def recording(*args: Any, **kwargs: Any) -> BacktestReport:
+        paced.append(gc.get_threshold()[0])
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(backtest, "run_backtest", recording)
+
     for p, o, keep_all in ((sorted_p, sorted_o, False), (shuffled_p, shuffled_o, False),
                            (shuffled_p, shuffled_o, True)):  # fmt: skip
         if keep_all:
@@ -416,6 +428,7 @@ def test_cli_backtest_and_report_stream(
         pages.append({f.name: GENERATED.sub("-", f.read_text()) for f in out.iterdir()})
     assert sorted(pages[0]) == ["acme-conflict.html", "acme-fraud.html"]
     assert pages[0] == pages[1] == pages[2]
+    assert paced == [123457] * 3 and gc.get_threshold() == gc_before
     # What the scans found (and the others ran with): the outcomes' ids, the join's keys.
     assert found[0].size == len({json.loads(o)["event_id"] for o in outcomes}) > 1000
 
