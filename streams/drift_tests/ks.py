@@ -259,7 +259,10 @@ def _slot_counts(values: FloatArray, grid: CdfGrid) -> Counts:
 def count_below(values: FloatArray, xs: FloatArray, out: Counts, presorted: bool = False) -> None:
     """Into ``out``'s two rows: how many of ``values`` are at or below (row 0), and below
     (row 1), each of the sorted ``xs``."""
-    v = values if presorted else np.sort(values)
+    v = values
+    if not presorted:  # np.sort's own steps, without its wrapper (every new slot, every look)
+        v = values.copy()
+        v.sort()
     out[0] = v.searchsorted(xs, "right")
     out[1] = v.searchsorted(xs, "left")
 

@@ -90,11 +90,9 @@ class ScanFinding:
 
 
 def mid_ranks(values: np.ndarray, baseline: NumericSummary) -> np.ndarray:
-    """Each value's mid-rank ``(F(x-) + F(x)) / 2`` under the baseline's CDF (one call for
-    both sides: the CDF is elementwise, so the same figures as two)."""
-    both = baseline.cdf(np.concatenate((values, np.nextafter(values, -np.inf))))
-    n = values.size
-    return 0.5 * (both[:n] + both[n:])
+    """Each value's mid-rank ``(F(x-) + F(x)) / 2`` under the baseline's CDF
+    (:meth:`NumericSummary.mid_ranks`)."""
+    return baseline.mid_ranks(values)
 
 
 def mean_mid_rank(window: NumericSummary, baseline: NumericSummary) -> float:

@@ -75,6 +75,33 @@ def test_mid_ranks_are_centred_on_ties() -> None:
     assert mean_mid_rank(base, base) == 0.5
 
 
+def test_mid_ranks_are_the_cdfs_both_sides_bit_for_bit() -> None:
+    """An exact baseline's mid-ranks come from two searches, not from its CDF at each value
+    and at the double below it: the same bits, on ties, on values the baseline has, on both
+    zeros and at the ends (and a bucketed baseline's are its CDF's, as before)."""
+    rng = np.random.default_rng(11)
+
+    def by_cdf(values: np.ndarray, base: NumericSummary) -> np.ndarray:
+        both = base.cdf(np.concatenate((values, np.nextafter(values, -np.inf))))
+        return 0.5 * (both[: values.size] + both[values.size :])
+
+    checked = {True: 0, False: 0}
+    for trial in range(60):
+        size = int(rng.integers(1, 3_000))
+        raw = rng.normal(0.0, 1.0, size)
+        if trial % 3 == 0:
+            raw = np.round(raw * 4) / 4  # ties
+        raw[: size // 10] = -0.0 if trial % 2 else 0.0
+        base = NumericSummary()
+        base.extend(raw)
+        values = np.concatenate((rng.choice(raw, 20), rng.normal(0.0, 2.0, 20), [0.0, -0.0]))
+        values = np.concatenate((values, [raw.min(), raw.max(), -1e300, 1e300]))
+        got = mid_ranks(values, base)
+        assert got.tobytes() == by_cdf(values, base).tobytes()
+        checked[base.is_exact] += 1
+    assert checked[True] > 10 and checked[False] > 10  # both paths were compared
+
+
 def test_a_bucketed_window_reads_as_its_values() -> None:
     """The mean mid-rank from two bucketed CDFs is within their errors of the exact one."""
     rng = np.random.default_rng(3)
