@@ -322,8 +322,8 @@ class FeatureJudge:
         """The features' tests, and the incident keys of those a look did not run: found
         drifting in this window already, a look judges them no more (at a close they run:
         their results are recorded). At a look (``decide_at``) the tests come back only if
-        one of them could be a discovery: none where every p is above ``decide_at`` and no
-        multivariate test joins them (they ran; their results are dropped)."""
+        one of them could be a discovery: none where every p is above ``decide_at``, the
+        multivariate test's too where one joins them (they ran; their results are dropped)."""
         tests: list[FeatureTest] = []
         jobs: list[tuple[DriftTest[Any], str, FeatureKind, int, Any, tuple[Any, float, float]]]
         jobs = []
@@ -379,18 +379,29 @@ class FeatureJudge:
             )
             for k, result in zip(ks, found, strict=True):
                 results[k] = result
+        # The window (so far) adds the multivariate test to the family: made first, so that
+        # a look sees the whole family's p-values before it makes the features' tests.
+        moments = None
+        moments_judged = partial_end is not None and (
+            stream.incidents.last_window.get(MULTIVARIATE_FEATURE, -1) >= window
+        )
+        if whole and self.moments is not None and not moments_judged:
+            blocks = None
+            if partial_end is not None:
+                blocks = round((partial_end - window) / self.config.moment_block_seconds)
+                if window + blocks * self.config.moment_block_seconds != partial_end:
+                    blocks = 0  # a cumulative look between two block ends: none at this one
+            if blocks != 0:
+                moments = self._test_moments(stream, window, windows, blocks)
         # At a look only discoveries count, and Benjamini-Hochberg at alpha finds none where
-        # every p is above alpha: nearly every span and scan. Their tests are not made (the
-        # window so far may add the multivariate test to the family: it is made there). The
+        # every p is above alpha: nearly every look's parts. Their tests are not made. The
         # margin covers BH's own rounding (``alpha * m / m`` can be an ulp above alpha).
-        moments_next = whole and self.moments is not None
-        above = surely_above(decide_at) if decide_at is not None else 0.0
-        if (
-            decide_at is not None
-            and not moments_next
-            and all(r.p_value > above for r in results.values())
-        ):
-            return tests, judged
+        if decide_at is not None:
+            above = surely_above(decide_at)
+            if all(r.p_value > above for r in results.values()) and (
+                moments is None or moments.result.p_value > above
+            ):
+                return tests, judged
         association_of: functools.partial[Association | None] | None = None
         of_feature = None  # a feature's jobs are contiguous: one thunk for its tests
         for k, (test, feature, kind, n_window, summary, baseline) in enumerate(jobs):
@@ -415,20 +426,8 @@ class FeatureJudge:
                     association_of,
                 )
             )
-        # At a look, a window already found drifting is not judged again: no need to test it.
-        moments_judged = partial_end is not None and (
-            stream.incidents.last_window.get(MULTIVARIATE_FEATURE, -1) >= window
-        )
-        if whole and self.moments is not None and not moments_judged:
-            blocks = None
-            if partial_end is not None:
-                blocks = round((partial_end - window) / self.config.moment_block_seconds)
-                if window + blocks * self.config.moment_block_seconds != partial_end:
-                    blocks = 0  # a cumulative look between two block ends: none at this one
-            if blocks != 0:
-                mv = self._test_moments(stream, window, windows, blocks)
-                if mv is not None:
-                    tests.append(mv)
+        if moments is not None:
+            tests.append(moments)
         return tests, judged
 
     def _test_moments(
