@@ -169,12 +169,18 @@ class InterimLooks:
                 recent[feature] = fw.recent_arrays(look - 1)
             return recent[feature]
 
-        # Most parts can find nothing: shown for all at once, they are not judged (until a
-        # part judged before them finds drift, which changes their families).
+        # Most parts can find nothing: shown for all at once, they are not judged (once a
+        # part judged before them finds drift, their families are asked again without it).
         screened = self.screen.quiet(stream, window, look, spans, scan, inputs, recent_of)
+        screen = self.screen
         for slots in spans:
-            if slots in screened.quiet and not drifts:
-                self.screen.count(screened, slots)
+            # Once a part found drift, the later parts are asked again without what it found.
+            if (
+                screen.still_quiet(screened, slots, stream, window)
+                if drifts
+                else slots in screened.quiet
+            ):
+                screen.count(screened, slots)
                 self.stats["look_parts_screened"] += 1
                 continue
             if slots == 0:
@@ -204,8 +210,8 @@ class InterimLooks:
             )
         if scan:
             self.stats["scans"] += 1
-        if scan and screened.scan and not drifts:
-            self.screen.count(screened, -1)
+        if scan and (screen.still_quiet(screened, -1, stream, window) if drifts else screened.scan):
+            screen.count(screened, -1)
             self.stats["look_parts_screened"] += 1
         elif scan:
 

@@ -17,8 +17,10 @@ for bit) where it proves the exact p above alpha, else the exact test's; the sca
 (``suffix_p``); the chi-square's own ``run_for_decision`` for categorical spans. A part whose
 p-values hold no Benjamini-Hochberg discovery (the judge's function, per family) is one the
 judge would return nothing for, so it is not judged; the others are judged as before, from
-scratch, and so is every part after one that finds drift (a feature found leaves the later
-families). Its tests are counted as the judge counts them.
+scratch. A feature a part finds drifting leaves the later parts' families (the judge skips a
+feature found in this window): their p-values are kept by feature, and Benjamini-Hochberg is
+asked again of what is left (a feature drifting in every part kept a wide model's every later
+part, all its features, from being screened). Its tests are counted as the judge counts them.
 
 It knows the built-in span and scan tests (KS, chi-square, the mean-shift scan): with any
 other test registered for spans or the scan, it shows nothing and every part is judged."""
@@ -172,12 +174,15 @@ class NumericRows:
 class Screened:
     """What :meth:`LookScreen.quiet` found of a look: its quiet parts (span slot counts; -1
     the scan) and, per part, the tests the judge would count: ``tests`` run, ``skipped``
-    (found drifting earlier in the window), and the features without a baseline."""
+    (found drifting earlier in the window), and the features without a baseline; and each
+    part's p-values by feature (``families``), asked again once a part finds drift
+    (:meth:`LookScreen.still_quiet`)."""
 
     quiet: set[int] = field(default_factory=set)
     tests: Counter[int] = field(default_factory=Counter)
     skipped: Counter[int] = field(default_factory=Counter)
     no_baseline: int = 0
+    families: dict[int, _Family] = field(default_factory=dict)
 
     @property
     def scan(self) -> bool:
@@ -187,13 +192,33 @@ class Screened:
 @dataclass(slots=True)
 class _Family:
     """A part's p-values as the judge would have them, features' and segment features'
-    apart (two Benjamini-Hochberg families, as the judge's ``_significant_by_family``)."""
+    apart (two Benjamini-Hochberg families, as the judge's ``_significant_by_family``),
+    with the feature each is of (its incident key: the built-in tests' suffix is empty)."""
 
     features: list[float] = field(default_factory=list)
     segments: list[float] = field(default_factory=list)
+    feature_keys: list[str] = field(default_factory=list)
+    segment_keys: list[str] = field(default_factory=list)
 
-    def add(self, p: float, segment: bool) -> None:
+    def add(self, p: float, segment: bool, key: str) -> None:
         (self.segments if segment else self.features).append(p)
+        (self.segment_keys if segment else self.feature_keys).append(key)
+
+    def __len__(self) -> int:
+        return len(self.features) + len(self.segments)
+
+    def without(self, judged: Callable[[str], bool]) -> _Family:
+        """The family less the features ``judged`` (found drifting in this window since the
+        p-values were found: the judge skips them)."""
+        out = _Family()
+        for ps, keys, segment in (
+            (self.features, self.feature_keys, False),
+            (self.segments, self.segment_keys, True),
+        ):
+            for p, key in zip(ps, keys, strict=True):
+                if not judged(key):
+                    out.add(p, segment, key)
+        return out
 
     def discovers(self, alpha: float) -> bool:
         """Would Benjamini-Hochberg at ``alpha`` find anything? (The same function on the
@@ -292,7 +317,7 @@ class LookScreen:
                 elif recent:
                     r = table.row(feature, base)
                     table.fill(r, base, recent, look - 1)
-                    numeric.add(r, recent, base, was_judged, is_segment_feature(feature))
+                    numeric.add(r, feature, recent, base, was_judged, is_segment_feature(feature))
                 continue
             for part in parts:
                 summary = fw.span_summary(look - 1, part, min_count)
@@ -305,11 +330,12 @@ class LookScreen:
                 out.tests[part] += 1
                 assert isinstance(summary, CategoricalSummary)
                 result = self._chi2.run_for_decision(summary, base, alpha)
-                family[part].add(result.p_value, is_segment_feature(feature))
+                family[part].add(result.p_value, is_segment_feature(feature), feature)
         self._kept += table.allocated - before
         self._evict()
         if blind:
             return Screened()
+        out.families = family
         if numeric.rows:
             numeric.close(look)
             for part in parts:
@@ -320,6 +346,29 @@ class LookScreen:
         if scan and not family[-1].discovers(cfg.sequential_alpha):
             out.quiet.add(-1)
         return out
+
+    def still_quiet(
+        self, screened: Screened, part: int, stream: StreamState, window: float
+    ) -> bool:
+        """Is ``part`` (-1: the scan) quiet once the parts judged before it in this look have
+        found drift? The features they found leave its families, as the judge skips them
+        (found in this window already), and Benjamini-Hochberg is asked again of what is
+        left: fewer tests can make a discovery where more did not, and the feature that
+        drifts in every part no longer keeps every later part from being screened. If so,
+        its tests of those features count as skipped, as the judge counts them."""
+        family = screened.families.get(part)
+        if family is None:
+            return False
+        last_window = stream.incidents.last_window
+        left = family.without(lambda key: last_window.get(key, -1) >= window)
+        cfg = self.config
+        if left.discovers(cfg.sequential_alpha if part == -1 else cfg.interim_alpha):
+            return False
+        found = len(family) - len(left)
+        screened.tests[part] -= found
+        screened.skipped[part] += found
+        screened.families[part] = left
+        return True
 
     def count(self, screened: Screened, part: int) -> None:
         """Count a quiet part's tests (-1: the scan) as the judge would have."""
@@ -365,7 +414,8 @@ class LookScreen:
             span = SlotSpan(tuple(v for v, _ in cut), sum(missing for _, missing in cut))
             p[j] = ks_test(span.summary(), rows.bases[k], decide_at=alpha).p_value
         for j, pj in enumerate(p.tolist()):
-            family.add(pj, rows.segments[int(chosen[j])])
+            k = int(chosen[j])
+            family.add(pj, rows.segments[k], rows.features[k])
 
     def _scan_p(self, rows: _LookRows, family: _Family, out: Screened) -> None:
         """Every numeric feature's scan p, as the judge computes it (all at once)."""
@@ -380,7 +430,8 @@ class LookScreen:
         leasts = np.full(sel.size, max(MIN_SUFFIX_VALUES, min_count))
         p = suffix_p(total, size[chosen], leasts, table.errors[sel], table.m[sel])
         for j, pj in enumerate(p.tolist()):
-            family.add(pj, rows.segments[int(chosen[j])])
+            k = int(chosen[j])
+            family.add(pj, rows.segments[k], rows.features[k])
 
 
 class _LookRows:
@@ -392,6 +443,7 @@ class _LookRows:
     def __init__(self, table: NumericRows) -> None:
         self.table = table
         self.rows: list[int] = []
+        self.features: list[str] = []
         self.recents: list[list[tuple[np.ndarray, int]]] = []
         self.bases: list[NumericSummary] = []
         self.segments: list[bool] = []
@@ -401,12 +453,14 @@ class _LookRows:
     def add(
         self,
         row: int,
+        feature: str,
         recent: list[tuple[np.ndarray, int]],
         base: NumericSummary,
         judged: bool,
         segment: bool,
     ) -> None:
         self.rows.append(row)
+        self.features.append(feature)
         self.recents.append(recent)
         self.bases.append(base)
         self.segments.append(segment)
