@@ -291,7 +291,8 @@ class LookScreen:
         the scan (if it runs) would the judge find nothing in, as the look starts: their
         p-values as the judge would compute them, and no Benjamini-Hochberg discovery among
         them. (A part judged before them that finds drift changes their families: the caller
-        then judges them. Nothing is counted yet: see :meth:`count`.)"""
+        then asks :meth:`still_quiet` instead of ``quiet``, which is not updated. Nothing is
+        counted yet: see :meth:`count`.)"""
         parts = [k for k in spans if k > 0]
         out = Screened()
         if not self.enabled or not (parts or scan):

@@ -91,11 +91,12 @@ def test_mid_ranks_are_the_cdfs_both_sides_bit_for_bit() -> None:
         raw = rng.normal(0.0, 1.0, size)
         if trial % 3 == 0:
             raw = np.round(raw * 4) / 4  # ties
-        raw[: size // 10] = -0.0 if trial % 2 else 0.0
+        raw[: size // 10] = 0.0
+        raw[size // 10 : size // 5] = -0.0  # both zeros, side by side
         base = NumericSummary()
         base.extend(raw)
         values = np.concatenate((rng.choice(raw, 20), rng.normal(0.0, 2.0, 20), [0.0, -0.0]))
-        values = np.concatenate((values, [raw.min(), raw.max(), -1e300, 1e300]))
+        values = np.concatenate((values, [raw.min(), raw.max(), -1e300, 1e300, -np.inf, np.inf]))
         got = mid_ranks(values, base)
         assert got.tobytes() == by_cdf(values, base).tobytes()
         checked[base.is_exact] += 1
