@@ -132,6 +132,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     faust_compat.commit_cap.install()  # nor past one whose state is not written yet
     faust_compat.fetch_timeout.install_fetch_timeout(settings.fetch_timeout_seconds)
     faust_compat.eager_delivery.install()  # no four tasks a message in the fetch loop
+    faust_compat.request_encoding.install()  # a produce request's batches copied once
     faust_compat.late_changelog.install()  # no changelog record applied after the restore
     gate = faust_compat.backpressure.DownstreamGate(
         settings.downstream_backlog, settings.downstream_max_wait_seconds

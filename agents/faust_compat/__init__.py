@@ -16,6 +16,8 @@ package touches a private name of Faust, mode or aiokafka (``tests/unit/test_lay
 - :mod:`.direct_reads`: a table read straight from its partition's RocksDB;
 - :mod:`.fetch_timeout`: fetches the broker leaves unanswered are sent again;
 - :mod:`.eager_delivery`: the fetch loop delivers a message without four tasks for it;
+- :mod:`.request_encoding`: aiokafka's requests encoded with one copy of their record
+  batches;
 - :mod:`.late_changelog`: changelog records that come after a partition's restore ended
   are not applied over what the agents wrote since;
 - :mod:`.read_ahead`: the agents' read-ahead bounded by bytes;
@@ -45,6 +47,7 @@ from agents.faust_compat import (
     probes,
     quiet_monitor,
     read_ahead,
+    request_encoding,
     rocksdb_memory,
     version,
 )
@@ -65,6 +68,7 @@ __all__ = [
     "probes",
     "quiet_monitor",
     "read_ahead",
+    "request_encoding",
     "rocksdb_memory",
     "version",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 FAUST_VERSION = "0.15.3"
+AIOKAFKA_VERSION = "0.14.0"
 
 
 def check_version() -> None:
@@ -17,4 +18,18 @@ def check_version() -> None:
         raise RuntimeError(
             f"agents.faust_compat was written for faust-streaming {FAUST_VERSION}, "
             f"found {faust.__version__}: review its patches before upgrading"
+        )
+
+
+def check_aiokafka_version() -> None:
+    """:func:`check_version` for a patch of aiokafka's own code.
+
+    >>> check_aiokafka_version()
+    """
+    import aiokafka
+
+    if aiokafka.__version__ != AIOKAFKA_VERSION:
+        raise RuntimeError(
+            f"agents.faust_compat was written for aiokafka {AIOKAFKA_VERSION}, "
+            f"found {aiokafka.__version__}: review its patches before upgrading"
         )
