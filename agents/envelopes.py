@@ -13,9 +13,9 @@ prediction's stream (its ``predictions`` partition, the *home*), batched: one me
 
 from __future__ import annotations
 
+import json
 import zlib
 from dataclasses import dataclass
-from json.encoder import encode_basestring_ascii as _str
 from math import isfinite
 from typing import Literal
 
@@ -55,20 +55,23 @@ def encode_join(frames: list[JoinFrame]) -> bytes:
     True
     """
     parts = []
+    dumps = orjson.dumps
     for kind, (partition, offset), home, raw, about in frames:
-        # What json.dumps(head, separators=(",", ":")) writes, without its generic encoder
-        # (a tenth of the worker's forwarding); the kinds are the two literals.
+        # orjson: a third of the time of formatting the head by hand, which was a fifth of
+        # the drift agent's forwarding. Its JSON may differ from ``json.dumps``'s (UTF-8 for
+        # \u escapes, ``1e16`` for ``1e+16``), never in what it decodes to.
         if kind not in ("p", "o"):
             raise ValueError(f"unknown join-input kind {kind!r}")
-        h = "null" if home is None else int(home)
-        head = f'{{"k":"{kind}","o":[{int(partition)},{int(offset)}],"h":{h},"n":{len(raw)}'
+        h = None if home is None else int(home)
+        head: dict[str, object] = {"k": kind, "o": (int(partition), int(offset)), "h": h}
+        head["n"] = len(raw)
         if about is not None and isfinite(about[4]) and isfinite(about[5]):
             event_id, tenant, model, version, timestamp, score = about
-            head += (
-                f',"a":[{_str(event_id)},{_str(tenant)},{_str(model)},{_str(version)},'
-                f"{float(timestamp)!r},{float(score)!r}]"
-            )
-        parts += [head.encode(), b"}\n", raw]
+            head["a"] = (event_id, tenant, model, version, float(timestamp), float(score))
+        try:
+            parts += [dumps(head), b"\n", raw]
+        except orjson.JSONEncodeError:  # a lone surrogate (never in a validated name or id)
+            parts += [json.dumps(head, separators=(",", ":")).encode(), b"\n", raw]
     return b"".join(parts)
 
 

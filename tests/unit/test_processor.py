@@ -473,8 +473,9 @@ FINITE = st.floats(allow_nan=False, allow_infinity=False)
 )
 def test_join_frames_are_written_as_the_json_encoder_wrote_them(frames: list[Any]) -> None:
     # join-input messages in the topic from before (and after) are read by the same decoder:
-    # the heads must be the bytes json.dumps wrote, and decode back to the frames. A head
-    # without a prediction's "a" (an outcome's, or one an older worker wrote) is read too.
+    # the heads must hold what json.dumps wrote (the bytes may differ: orjson writes UTF-8
+    # where json.dumps escapes), and decode back to the frames. A head without a
+    # prediction's "a" (an outcome's, or one an older worker wrote) is read too.
     from agents.envelopes import decode_join, encode_join
 
     def head(kind: str, origin: Any, home: Any, raw: bytes, about: Any) -> dict[str, Any]:
@@ -485,7 +486,14 @@ def test_join_frames_are_written_as_the_json_encoder_wrote_them(frames: list[Any
         json.dumps(head(*frame), separators=(",", ":")).encode() + b"\n" + frame[3]
         for frame in frames
     )
-    assert encode_join(frames) == before
+    now = encode_join(frames)
+    heads, pos = [], 0
+    while pos < len(now):  # each head as the standard library reads it
+        end = now.index(b"\n", pos)
+        heads.append(json.loads(now[pos:end]))
+        pos = end + 1 + heads[-1]["n"]
+    assert heads == [head(*frame) for frame in frames]
+    assert decode_join(now) == frames
     assert decode_join(before) == frames
     with pytest.raises(ValueError, match="unknown join-input kind"):
         encode_join([("x", (0, 0), None, b"", None)])  # type: ignore[list-item]
@@ -495,6 +503,11 @@ def test_join_frames_are_written_as_the_json_encoder_wrote_them(frames: list[Any
     assert decode_join(encode_join([("p", (0, 1), 0, b"{}", odd)])) == [
         ("p", (0, 1), 0, b"{}", None)
     ]
+    # orjson refuses a lone surrogate (never in a validated id): written as json.dumps does.
+    lone = ("e\ud800", "t", "m", "v", 1.0, 0.5)
+    encoded = encode_join([("p", (0, 1), 0, b"{}", lone)])
+    assert encoded.startswith(b'{"k":"p","o":[0,1],"h":0,"n":2,"a":["e\\ud800",')
+    assert json.loads(encoded[: encoded.index(b"\n")])["a"][0] == "e\ud800"
 
 
 def test_the_join_cache_budget_is_shared_by_the_partitions_a_worker_holds() -> None:
