@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -15,7 +16,7 @@ from streams.engine import DriftEngine
 from streams.interim_looks import InterimLooks
 from streams.keyed_state import MemoryStore, Write
 from streams.recent_slots import RECENT_LEVELS
-from streams.state import FeatureWindow
+from streams.state import FeatureKind, FeatureWindow, KindCheck
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -274,6 +275,39 @@ def test_a_wide_stream_with_nulls_anywhere_is_checked_by_its_names() -> None:
             engine.observe(PredictionEvent(f"b{j}", "acme", "wide", "v1", T0 + 99, bad, 0.1))
         assert exc.value.reason == "type_mismatch" and names[j] in str(exc.value)
     assert state.events == 60
+    (check,) = state.known_shapes.values()
+    assert check._fits is None  # nulls anywhere: the classes of its events are not kept
+
+
+def test_a_kind_check_answers_from_the_classes_it_kept_as_it_would_by_checking() -> None:
+    """The classes of events that fit are kept (up to ``SIGNATURES`` kinds, then none): the
+    answer is always the check's own, events that fit and events that do not in any order."""
+    rng = random.Random(5)
+    names = tuple(f"f{k}" for k in range(12))
+    kinds: dict[str, FeatureKind] = {
+        n: ("categorical" if k % 4 == 0 else "numeric") for k, n in enumerate(names)
+    }
+    check = KindCheck(names, kinds)
+    classes: list[Any] = [lambda: 1.5, lambda: None, lambda: "x", lambda: 3, lambda: True]
+    # A dense stream: a few kinds of events, fitting or not.
+    dense = [tuple(rng.choice(classes)() for _ in names) for _ in range(3)]
+    dense += [
+        tuple(rng.choice(["c", None] if k % 4 == 0 else [0.5, None, 2]) for k in range(12))
+        for _ in range(4)
+    ]
+    kept = hits = refused = 0
+    for trial in range(3000):
+        # Then nulls and mistakes anywhere: a new kind of event nearly every time.
+        values = rng.choice(dense) if trial < 1500 else tuple(rng.choice(classes)() for _ in names)
+        signature = tuple(map(type, values))
+        known = check._fits is not None and signature in check._fits
+        answer = check(values)
+        assert answer == check._check(values)
+        hits += known
+        refused += not answer
+        kept = max(kept, len(check._fits or ()))
+    assert 1 <= kept <= KindCheck.SIGNATURES and hits > 500 and refused > 500
+    assert check._fits is None  # too many kinds of events: no longer kept
 
 
 def test_late_events_update_baseline_but_not_the_closed_test() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -220,9 +220,20 @@ def test_score_batch_is_bit_identical_to_one_feature_at_a_time() -> None:
     rng = np.random.default_rng(7)
     extended: list[tuple[list[float], list[Any]]] = []  # (handed to a summary, expected)
     handed = 0
+    missing: list[tuple[int, int]] = []  # (missing counts handed to a summary, expected)
 
-    def hand_to(expected: list[Any]) -> Callable[[np.ndarray], None]:
-        return lambda arr: extended.append((arr.tolist(), expected))
+    class Sink:
+        def __init__(self, expected: list[Any], nones: int) -> None:
+            self.expected, self.nones, self.got = expected, nones, 0
+
+        def extend(self, arr: np.ndarray) -> None:
+            extended.append((arr.tolist(), self.expected))
+
+        def add_missing(self, n: int = 1) -> None:
+            self.got += n
+
+    def hand_to(expected: list[Any], nones: int) -> Sink:
+        return Sink(expected, nones)
 
     for trial in range(300):
         n = int(rng.integers(1, 60)) if trial % 10 else int(rng.integers(100, 1200))
@@ -255,22 +266,28 @@ def test_score_batch_is_bit_identical_to_one_feature_at_a_time() -> None:
                 if isinstance(a, CategoricalAssociation) else dataclasses.replace(a)
                 for a in one]  # fmt: skip
         batch = ScoreBatch(scores)
+        sinks: list[Sink] = []
         for a, b, (kind, col) in zip(one, bulk, columns, strict=True):
             keep = [k for k, v in enumerate(col) if v is not None]
             present: list[Any] = [col[k] for k in keep]
             if keep:
                 a.add(present, [scores[k] for k in keep])
             if kind == "numeric":
-                batch.add(b, col, hand_to(present))
+                sinks.append(hand_to(present, len(col) - len(keep)))
+                batch.add(b, col, sinks[-1])
             else:
                 batch.add(b, col)
         batch.finish()
         assert [json.dumps(a.to_json()) for a in one] == [json.dumps(b.to_json()) for b in bulk]
-        # A numeric summary is handed its present values, in order, as an array.
+        # A numeric summary is handed its present values, in order, as an array, and the
+        # number of its missing ones.
         assert [json.dumps(got) for got, _ in extended] == [json.dumps(p) for _, p in extended]
+        assert [s.got for s in sinks] == [s.nones for s in sinks]
+        missing += [(s.got, s.nones) for s in sinks if s.nones]
         handed += len(extended)
         extended.clear()
     assert handed > 300, "the numeric summaries were never handed their values"
+    assert len(missing) > 100, "no summary was handed a missing count"
 
 
 def test_incident_ranking_fields_round_trip_and_old_bytes_stay_readable() -> None:
