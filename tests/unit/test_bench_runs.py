@@ -93,6 +93,7 @@ def test_backtest_speed_runs_every_variant(tmp_path: Path) -> None:
     ("module", "args", "rows"),
     [
         ("validation_speed", ("--events", "300", "--features", "5"), ("envelopes of 500",)),
+        ("request_encoding", ("--repeat", "2"), ("1 x 16 KiB", "1 x 512 KiB", "8 x 512 KiB")),
         (
             "bucket_reduction",
             ("--days", "2", "--repeat", "1", "--chunks", "6"),
@@ -103,7 +104,8 @@ def test_backtest_speed_runs_every_variant(tmp_path: Path) -> None:
 def test_small_benchmarks_print_their_figures(
     module: str, args: tuple[str, ...], rows: tuple[str, ...], tmp_path: Path
 ) -> None:
-    extra = ("--out", str(tmp_path / "out.json")) if module == "validation_speed" else ()
+    writes = ("validation_speed", "request_encoding")
+    extra = ("--out", str(tmp_path / "out.json")) if module in writes else ()
     out = run_bench(module, *args, *extra)
     for row in rows:
         assert figures(out, row)[0] > 0, row
