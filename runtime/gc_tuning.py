@@ -24,14 +24,19 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-DEFAULT_THRESHOLD = 10_000
-"""Net container allocations between young collections (CPython's default: 700)."""
+DEFAULT_THRESHOLD = 100_000
+"""Net container allocations between a worker's young collections (CPython's default: 700).
+Most of what a batch allocates lives longer than 10,000 allocations and shorter than 100,000
+(an envelope's decoded events, a join part's records, per-feature columns): at 10,000 young
+collections walk each of them, at ~0.5 µs an object. A worker on envelopes of 500
+(``bench.throughput --live --events 300000 --batch 500``) spent 2.35 s of its run in
+collections at 10,000 (until the thirty-sixth round) and 0.16 s at 100,000; its RSS over 10M
+events (``bench.worker_memory``) read 1.000-1.099 of the 1M reading at 100,000, as it did at
+10,000 (1.000-1.100)."""
 BACKTEST_THRESHOLD = 100_000
-"""The same for a backtest, which runs one input to its end. Most of what a batch of a wide
-model allocates lives longer than 10,000 allocations and shorter than 100,000 (per-feature
-columns, slot samples, judged spans): at 10,000 its young collections walk each of them, at
-~0.5 µs an object. On a 60-day, 1,000-feature backtest the collector took 3.1 s of 30.9 s at
-10,000 (301 young collections) and 0.66 s of 27.3 s at 100,000 (11)."""
+"""The same for a backtest, which runs one input to its end. On a 60-day, 1,000-feature
+backtest the collector took 3.1 s of 30.9 s at 10,000 (301 young collections) and 0.66 s of
+27.3 s at 100,000 (11)."""
 MAX_GC_THRESHOLD = 2**31 - 1
 """The largest threshold ``gc.set_threshold`` takes (a C int)."""
 

@@ -418,8 +418,9 @@ class Settings:
         DEFAULT_THRESHOLD,
         "Net allocations between the garbage collector's young collections in the worker "
         "(CPython's default, 700, made full collections walk the "
-        "engine's decoded windows often: a third of a 1,000-feature model's time). 0 leaves "
-        "CPython's.",
+        "engine's decoded windows often: a third of a 1,000-feature model's time; at 10,000, "
+        "the default until the thirty-sixth round, a worker on envelopes collected for 2.35 s "
+        "of a 30 s run, 0.16 s at 100,000). 0 leaves CPython's.",
     )
     backtest_gc_threshold: int = _env(
         "DRIFTWATCH_BACKTEST_GC_THRESHOLD",
