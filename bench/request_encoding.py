@@ -53,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         batch = os.urandom(size)
         topics = [("changelog", [(p, batch) for p in range(parts)])]
         request = ProduceRequest_v7(None, -1, 30_000, topics)
-        if request_encoding._encode(request) != theirs(request):
+        if request_encoding.encode_struct(request) != theirs(request):
             print("the encodings differ", file=sys.stderr)
             return 1
         before = best_of(lambda: theirs(request), args.repeat)  # noqa: B023  # called here
-        after = best_of(lambda: request_encoding._encode(request), args.repeat)  # noqa: B023
+        after = best_of(lambda: request_encoding.encode_struct(request), args.repeat)  # noqa: B023
         label = f"{parts} x {size // 1024} KiB"
         print(f"{label:>26} {before:12.1f} {after:12.1f} {before / after:6.1f}x")
         row = {"batches": parts, "batch_bytes": size, "aiokafka_us": round(before, 2)}

@@ -70,7 +70,7 @@ def _struct_pieces(request: Any, out: list[bytes]) -> None:
     request_pieces(schema, [values[name] for name in schema.names], out)
 
 
-def _encode(self: Any) -> bytes:
+def encode_struct(self: Any) -> bytes:
     """``Struct.encode``: the same bytes, joined once."""
     out: list[bytes] = []
     _struct_pieces(self, out)
@@ -85,7 +85,7 @@ def install() -> None:
     check_aiokafka_version()
     ORIGINAL_ENCODE = Struct.encode
     ORIGINAL_SEND = aiokafka_conn.AIOKafkaConnection.send
-    Struct.encode = _encode
+    Struct.encode = encode_struct
     aiokafka_conn.AIOKafkaConnection.send = _send
     _installed = True
 
@@ -115,7 +115,7 @@ def _send(self: Any, request: Any, expect_response: bool = True) -> Any:
         correlation_id=correlation_id, client_id=self._client_id
     )
     pieces: list[bytes] = [b"", header.encode()]
-    if type(request_struct).encode is _encode:
+    if type(request_struct).encode is encode_struct:
         _struct_pieces(request_struct, pieces)
     else:  # a request class with an encoding of its own (none in 0.14.0)
         pieces.append(request_struct.encode())

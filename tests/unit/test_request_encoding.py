@@ -80,7 +80,7 @@ def test_every_request_class_encodes_to_the_same_bytes() -> None:
     for cls in classes:
         for _ in range(15):
             request = cls(*random_value(cls.SCHEMA, rng))
-            ours = request_encoding._encode(request)
+            ours = request_encoding.encode_struct(request)
             assert ours == original(request), cls.__name__
             big += len(ours) > 70_000
     assert big > 50, "no request held a large byte field"
@@ -144,10 +144,10 @@ def test_install_patches_once_and_uninstall_restores() -> None:
         assert AIOKafkaConnection.send is not request_encoding._send
         request_encoding.install()
         request_encoding.install()
-        assert Struct.encode is request_encoding._encode
+        assert Struct.encode is request_encoding.encode_struct
         assert AIOKafkaConnection.send is request_encoding._send
         request_encoding.uninstall()
-        assert Struct.encode is not request_encoding._encode
+        assert Struct.encode is not request_encoding.encode_struct
     finally:
         if was:
             request_encoding.install()
