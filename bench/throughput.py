@@ -919,6 +919,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "broker": broker_kind,
             "batch": "take_events(1000, within=0.5)",
             "timing": "first processed event -> N-th; workers polled every 0.1-2 s",
+            "worker_gc_threshold": Settings.from_env().gc_threshold,
         },
         "generate_seconds": round(gen_s, 2),
         "produce_seconds_per_topic": round(produce_s / len(topics), 2),

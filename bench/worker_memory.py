@@ -47,6 +47,7 @@ from bench.throughput import (
 )
 from driftwatch.kafka_io import make_producer, prediction_messages, produce_messages
 from driftwatch.simulate import SimulationConfig, generate
+from runtime.settings import Settings
 from runtime.topics import ensure_topics
 
 RESULTS = Path(__file__).resolve().parent / "results" / "worker_memory.json"
@@ -208,6 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "partitions": PARTITIONS,
             "broker": broker_kind,
             "detection": FAST_DETECTION,
+            "worker_gc_threshold": Settings.from_env().gc_threshold,
         },
         "checkpoints": checkpoints,
         "rss_last_over_first": round(last["rss_mb"] / first["rss_mb"], 3),

@@ -29,10 +29,12 @@ DEFAULT_THRESHOLD = 100_000
 Most of what a batch allocates lives longer than 10,000 allocations and shorter than 100,000
 (an envelope's decoded events, a join part's records, per-feature columns): at 10,000 young
 collections walk each of them, at ~0.5 µs an object. A worker on envelopes of 500
-(``bench.throughput --live --events 300000 --batch 500``) spent 2.35 s of its run in
-collections at 10,000 (until the thirty-sixth round) and 0.16 s at 100,000; its RSS over 10M
-events (``bench.worker_memory``) read 1.000-1.099 of the 1M reading at 100,000, as it did at
-10,000 (1.000-1.100)."""
+(``bench.throughput --live --events 300000 --batch 500``) spent 2.2-2.7 s of its run in
+collections at 10,000 (until the thirty-sixth round) and 0.2-0.4 s at 100,000
+(``driftwatch_gc_seconds_total``); its RSS over 10M events (``bench.worker_memory``) read
+1.000-1.099 of the 1M reading at 100,000, as it did at 10,000 (1.000-1.100). A wide model's
+peak RSS reads higher (its cyclic garbage waits longer): 828-1,293 MiB against 636-1,115 at
+1,000 features, in noisy runs."""
 BACKTEST_THRESHOLD = 100_000
 """The same for a backtest, which runs one input to its end. On a 60-day, 1,000-feature
 backtest the collector took 3.1 s of 30.9 s at 10,000 (301 young collections) and 0.66 s of

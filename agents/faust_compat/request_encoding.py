@@ -5,10 +5,11 @@ returns a new bytes object made by joining its parts, so a produce request's rec
 (up to ``DRIFTWATCH_PRODUCER_MAX_BATCH_BYTES`` each, one per partition, all of a broker's in one
 request) are copied once at each of the six levels that hold them, then twice more when the
 connection prefixes the header and the size. A buffer that large is a fresh allocation each
-time, and the page faults make each copy slow: a request of eight 512 KiB batches took 5.2 ms
-to encode, and one list of its pieces joined once 0.14 ms. In a worker on envelopes, encoding
-and sending produce requests was ~8 % of the interpreter's time (``py-spy --gil``; the join's
-state changelog and the ``join-input`` topic carry every prediction's bytes).
+time, and the page faults make each copy slow: a request of eight 512 KiB batches took 8.5 ms
+to encode, and one list of its pieces joined once 0.14 ms (``bench.request_encoding``). In a
+worker on envelopes, encoding and sending produce requests was ~9 % of the interpreter's time
+(``py-spy --gil``; the join's state changelog and the ``join-input`` topic carry every
+prediction's bytes).
 
 :func:`install` gives every aiokafka ``Struct`` an ``encode`` that gathers the same pieces into
 one list (:func:`request_pieces`) and joins them once, and replaces

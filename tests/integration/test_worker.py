@@ -186,6 +186,9 @@ def test_bad_input_is_dead_lettered_and_no_valid_event_is_lost(worker: WorkerPro
     ends = produce_recorded(worker.bootstrap, worker.topic("predictions"), msgs)
     # Fetches of 16 KiB a partition: the 300 KiB message is still fetched (alone), not stuck.
     worker.extra_env["DRIFTWATCH_MAX_FETCH_KB"] = "16"
+    # Young collections every 1,000 allocations: at the default (100,000) a stream this short
+    # may end before the first one.
+    worker.extra_env["DRIFTWATCH_GC_THRESHOLD"] = "1000"
     worker.start()
     worker.wait_processed(len(msgs))
     wait_committed(worker, ends)

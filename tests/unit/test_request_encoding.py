@@ -137,6 +137,73 @@ def test_a_connection_sends_the_bytes_aiokafka_would() -> None:
     asyncio.run(run())
 
 
+def test_a_bytearray_batch_and_the_connection_s_failures_are_aiokafka_s() -> None:
+    """The producer hands over its batches as ``bytearray`` s; a connection without a writer,
+    a writer that fails and a request class with its own ``encode`` go as aiokafka's do."""
+    from aiokafka.errors import KafkaConnectionError
+
+    class Failing(_Writer):
+        def write(self, data: bytes) -> None:
+            raise OSError("broken pipe")
+
+    async def run() -> None:
+        batch = bytearray(random.Random(3).randbytes(70_000))
+        request = ProduceRequest(None, -1, 30_000, [("t", [(0, batch), (1, bytes(batch))])])
+        theirs, ours = _connection(), _connection()
+        original = request_encoding.ORIGINAL_SEND or AIOKafkaConnection.send
+        original(theirs, request, expect_response=False)
+        request_encoding._send(ours, request, expect_response=False)
+        assert ours._writer.written == theirs._writer.written
+
+        closed = _connection()
+        closed._writer = None
+        with pytest.raises(KafkaConnectionError, match="No connection"):
+            request_encoding._send(closed, request)
+        broken = _connection()
+        broken._writer = Failing()
+        reasons: list[Any] = []
+        broken.close = lambda reason=None, **_: reasons.append(reason)
+        with pytest.raises(KafkaConnectionError, match="broken"):
+            request_encoding._send(broken, request)
+        assert len(reasons) == 1 and not broken._requests
+
+    asyncio.run(run())
+
+
+def test_a_request_struct_with_an_encoding_of_its_own_is_asked_for_it() -> None:
+    class Header:
+        def encode(self) -> bytes:
+            return b"H"
+
+    class Odd(Struct):  # type: ignore[misc]
+        SCHEMA = t.Schema(("a", t.Int32))
+
+        def encode(self) -> bytes:
+            return b"odd"
+
+        def build_request_header(self, correlation_id: int, client_id: str) -> Header:
+            return Header()
+
+    class Ask:
+        def prepare(self, versions: Any) -> Odd:
+            return Odd(1)
+
+    async def run() -> None:
+        conn = _connection()
+        request_encoding._send(conn, Ask(), expect_response=False)
+        assert conn._writer.written == [struct.pack(">i", 4) + b"Hodd"]
+
+    asyncio.run(run())
+
+
+def test_another_aiokafka_version_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiokafka
+
+    monkeypatch.setattr(aiokafka, "__version__", "0.15.0")
+    with pytest.raises(RuntimeError, match=r"written for aiokafka 0\.14\.0, found 0\.15\.0"):
+        check_aiokafka_version()
+
+
 def test_install_patches_once_and_uninstall_restores() -> None:
     was = request_encoding._installed
     try:
