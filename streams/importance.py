@@ -372,8 +372,8 @@ class ScoreBatch:
         scores into ``assoc``: a categorical association at once, a numeric one at
         :meth:`finish`, which also hands ``summary`` (a numeric summary) the present values
         as a float array, from the array it builds anyway, and the number of missing ones
-        (counted there only for a row the array shows has some: ``list.count(None)`` is a
-        rich comparison a float, ~2 % of a wide model's backtest when done per feature)."""
+        (counted only for a row whose array holds a NaN: ``list.count(None)`` makes a rich
+        comparison of every float, ~2 % of a wide model's backtest when done for every row)."""
         if not values:
             return
         if not isinstance(assoc, CategoricalAssociation):
