@@ -171,15 +171,10 @@ class InterimLooks:
 
         # Most parts can find nothing: shown for all at once, they are not judged (once a
         # part judged before them finds drift, their families are asked again without it).
-        screened = self.screen.quiet(stream, window, look, spans, scan, inputs, recent_of)
         screen = self.screen
+        screened = screen.quiet(stream, window, look, spans, scan, inputs, recent_of)
         for slots in spans:
-            # Once a part found drift, the later parts are asked again without what it found.
-            if (
-                screen.still_quiet(screened, slots, stream, window)
-                if drifts
-                else slots in screened.quiet
-            ):
+            if screen.part_quiet(screened, slots, stream, window, after_drift=bool(drifts)):
                 screen.count(screened, slots)
                 self.stats["look_parts_screened"] += 1
                 continue
@@ -210,7 +205,7 @@ class InterimLooks:
             )
         if scan:
             self.stats["scans"] += 1
-        if scan and (screen.still_quiet(screened, -1, stream, window) if drifts else screened.scan):
+        if scan and screen.part_quiet(screened, -1, stream, window, after_drift=bool(drifts)):
             screen.count(screened, -1)
             self.stats["look_parts_screened"] += 1
         elif scan:

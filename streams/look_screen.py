@@ -348,6 +348,21 @@ class LookScreen:
             out.quiet.add(-1)
         return out
 
+    def part_quiet(
+        self,
+        screened: Screened,
+        part: int,
+        stream: StreamState,
+        window: float,
+        after_drift: bool,
+    ) -> bool:
+        """Is ``part`` (-1: the scan) quiet: as :meth:`quiet` found it, or, once a part judged
+        before it in this look found drift (``after_drift``), as :meth:`still_quiet` finds it
+        (asked again only then: it walks the part's whole family)."""
+        if after_drift:
+            return self.still_quiet(screened, part, stream, window)
+        return part in screened.quiet
+
     def still_quiet(
         self, screened: Screened, part: int, stream: StreamState, window: float
     ) -> bool:

@@ -1,4 +1,4 @@
-"""The faust-streaming version every adapter here was written against."""
+"""The faust-streaming and aiokafka versions every adapter here was written against."""
 
 from __future__ import annotations
 
@@ -14,11 +14,7 @@ def check_version() -> None:
     """
     import faust
 
-    if faust.__version__ != FAUST_VERSION:
-        raise RuntimeError(
-            f"agents.faust_compat was written for faust-streaming {FAUST_VERSION}, "
-            f"found {faust.__version__}: review its patches before upgrading"
-        )
+    _require("faust-streaming", faust.__version__, FAUST_VERSION)
 
 
 def check_aiokafka_version() -> None:
@@ -28,8 +24,12 @@ def check_aiokafka_version() -> None:
     """
     import aiokafka
 
-    if aiokafka.__version__ != AIOKAFKA_VERSION:
+    _require("aiokafka", aiokafka.__version__, AIOKAFKA_VERSION)
+
+
+def _require(package: str, found: str, written_for: str) -> None:
+    if found != written_for:
         raise RuntimeError(
-            f"agents.faust_compat was written for aiokafka {AIOKAFKA_VERSION}, "
-            f"found {aiokafka.__version__}: review its patches before upgrading"
+            f"agents.faust_compat was written for {package} {written_for}, "
+            f"found {found}: review its patches before upgrading"
         )
