@@ -7,6 +7,7 @@ vocabularies; tenants, models and versions appear at most once per model, never 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from agents.faust_compat.rocksdb_memory import SharedRocksMemory
 
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+log = logging.getLogger(__name__)
+
 API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -98,7 +101,8 @@ class StateCollector(Collector):
                 return self._cached[1]
             try:
                 rows = list(self.rows())
-            except Exception:  # tables closed mid-rebalance: skip this scrape's state gauges
+            except Exception as exc:  # tables closed mid-rebalance: skip this scrape's gauges
+                log.info("state gauges skipped for this scrape: %r", exc)
                 return []
             self._cached = (now, rows)
             return rows

@@ -94,11 +94,19 @@ def test_prometheus_scrapes_live_workers_and_the_drift_rule_fires(
                 )
 
             assert prom.wait_for(firing, timeout=90), (prom.alerts(), worker.log_tail())
-            # the worker's own view of it, through the same server
-            opened = prom.query(
-                'driftwatch_open_incidents{tenant="acme",model="fraud",kind="statistical"} > 0'
+
+            # The worker's own view of it, through the same server. The state gauges are read
+            # from the tables at most every StateCollector.max_age (5 s), so they may trail
+            # the counter the rule reads by that and a scrape.
+            def opened() -> bool:
+                return bool(prom.query(
+                    'driftwatch_open_incidents{tenant="acme",model="fraud",kind="statistical"} > 0'
+                ))  # fmt: skip
+
+            assert prom.wait_for(opened, timeout=30), (
+                "the open incident is not in the state gauges",
+                worker.log_tail(),
             )
-            assert opened, "the open incident is not in the state gauges"
             dead = prom.query('driftwatch_dead_letters_total{reason="malformed_json"}')
             assert dead and float(dead[0]["value"][1]) >= 1
             # one RocksDB block cache for all the worker's stores, told once, with its budget

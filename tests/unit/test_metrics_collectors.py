@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from agents.metrics import ROCKSDB_MEMORY, GaugesCollector, RocksDBCollector, StateCollector
@@ -30,7 +32,7 @@ def test_state_gauges_are_read_at_most_once_per_max_age() -> None:
     assert reads == [0.0, 5.0]
 
 
-def test_a_failed_reading_is_not_kept() -> None:
+def test_a_failed_reading_is_not_kept(caplog: pytest.LogCaptureFixture) -> None:
     now = [0.0]
     fail = [True]
 
@@ -41,7 +43,9 @@ def test_a_failed_reading_is_not_kept() -> None:
 
     registry = CollectorRegistry()
     registry.register(StateCollector(rows, clock=lambda: now[0]))
-    assert "driftwatch_model_label_rate{" not in generate_latest(registry).decode()
+    with caplog.at_level(logging.INFO, logger="agents.metrics"):
+        assert "driftwatch_model_label_rate{" not in generate_latest(registry).decode()
+    assert "table closed mid-rebalance" in caplog.text  # told, not swallowed
     fail[0] = False
     assert 'driftwatch_model_label_rate{model="fraud",tenant="acme",version="v1"} 0.8' in (
         generate_latest(registry).decode()
