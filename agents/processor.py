@@ -323,6 +323,7 @@ class PredictionProcessor:
         """The batch's CPU work, in a worker thread (the context, with Faust's current event,
         is the thread's own copy): everything but producing and writing tables."""
         out = BatchResult()
+        latest: dict[tuple[str, str], tuple[int, float]] = {}  # per stream, its last event's
         for event in events:
             message = event.message
             set_current_event(event)
@@ -365,12 +366,13 @@ class PredictionProcessor:
                     out.forward.append(
                         (p.event_id, ("p", origin, message.partition, item.raw, about))
                     )
-                stream = (prediction.tenant, prediction.model)
-                if stream not in self._activity:
-                    self.metrics.model_seen(*stream)
-                self._activity[stream] = StreamActivity(
-                    message.partition, prediction.timestamp, now
-                )
+                latest[(prediction.tenant, prediction.model)] = (
+                    message.partition, prediction.timestamp
+                )  # fmt: skip
+        for stream, (partition, event_time) in latest.items():
+            if stream not in self._activity:
+                self.metrics.model_seen(*stream)
+            self._activity[stream] = StreamActivity(partition, event_time, now)
         if out.drifts:
             self._news = True
         if last:

@@ -126,12 +126,17 @@ def run_backtest(
     with_outcomes = first_label is not None
     if first_label is not None:
         labels = itertools.chain((first_label,), labels)
-    # heapq.merge is stable across its inputs: at equal keys predictions (the first) go first.
-    timeline: Iterator[tuple[float, PredictionEvent | OutcomeEvent]] = heapq.merge(
-        ((p.timestamp, p) for p in predictions),
-        ((o.timestamp, o) for o in labels),
-        key=_first,
-    )
+    timeline: Iterator[tuple[float, PredictionEvent | OutcomeEvent]]
+    if first_label is None:  # nothing to merge with: no heap step per event
+        timeline = ((p.timestamp, p) for p in predictions)
+    else:
+        # heapq.merge is stable across its inputs: at equal keys predictions (the first) go
+        # first.
+        timeline = heapq.merge(
+            ((p.timestamp, p) for p in predictions),
+            ((o.timestamp, o) for o in labels),
+            key=_first,
+        )
     store = MemoryStore()
     engine = DriftEngine(config, store)
     perf_store = MemoryStore()

@@ -116,6 +116,7 @@ class DriftEngine:
         # Per (stream, window): its numeric features' moments (multivariate drift).
         self._moments = MomentTracker(config, store)
         self._segments = SegmentTracker(config)
+        self._segments_on = bool(self._segments)  # read per event
         # Per (stream, window): the feature windows already loaded and marked dirty since the
         # last flush, so the per-value path is one dict lookup and an append.
         self._hot: dict[tuple[str, float], dict[str, FeatureWindow]] = {}
@@ -151,7 +152,7 @@ class DriftEngine:
         """
         cfg = self.config
         skey = stream_key(event.tenant, event.model)
-        stream = self._stream(event.tenant, event.model)
+        stream = self._streams.get(skey) or self._stream(event.tenant, event.model)
         kinds, untyped = self._check_feature_kinds(stream, event)
         window = cfg.window_start(event.timestamp)
         if stream.watermark is not None and window < (
@@ -163,21 +164,27 @@ class DriftEngine:
         if partition is not None:
             stream.partition = partition
         fresh = guard(stream.offsets, position)
-        drifts = self._advance(stream, event.timestamp)
+        # Most events do not move the clock past the watermark's look or close: no call.
+        drifts = (
+            self._advance(stream, event.timestamp, window)
+            if stream.watermark is None or event.timestamp > stream.watermark
+            else []
+        )
         if fresh:
             stream.events += 1
             stream.model_version = event.model_version
             if self._looks_on:
                 self._looks.count_slot(stream, window, event.timestamp)
-            first = window not in stream.window_events
-            stream.window_events[window] = stream.window_events.get(window, 0) + 1
+            seen = stream.window_events.get(window)
+            first = seen is None
+            stream.window_events[window] = 1 if seen is None else seen + 1
             if stream.first_window is None or window < stream.first_window:
                 stream.first_window = window
             for name, kind in kinds.items():
                 stream.features.setdefault(name, kind)
             if first and cfg.multivariate:
                 self._moments.start(stream, window)
-            if self._segments:
+            if self._segments_on:
                 self._segments.count(stream, window, event)
             if stream.last_closed is not None and window <= stream.last_closed:
                 stream.late_events += 1
@@ -462,7 +469,7 @@ class DriftEngine:
         features = event.features
         names = tuple(features)
         check = stream.known_shapes.get(names)
-        if check is not None and check(tuple(features.values())):
+        if check is not None and check(features.values()):
             return {}, ()
         known = stream.features
         new: dict[str, FeatureKind] = {}
@@ -497,9 +504,12 @@ class DriftEngine:
             stream.known_shapes[names] = KindCheck(names, known)
         return new, tuple(untyped)
 
-    def _advance(self, stream: StreamState, event_time: float) -> list[DriftEvent]:
+    def _advance(
+        self, stream: StreamState, event_time: float, window: float | None = None
+    ) -> list[DriftEvent]:
         """Move the clock: close and judge the windows it passed, then any interim look. The
-        stream changes in place (clock, incidents): the callers mark it for the flush."""
+        stream changes in place (clock, incidents): the callers mark it for the flush.
+        (``window``: ``event_time``'s, if the caller has it.)"""
         if stream.watermark is not None and event_time <= stream.watermark:
             return []
         stream.watermark = event_time
@@ -516,7 +526,7 @@ class DriftEngine:
                 for w in stream.window_events
                 if (stream.last_closed is None or w > stream.last_closed) and w <= horizon
             )
-        looking = self._looks.pending(stream, event_time)
+        looking = self._looks.pending(stream, event_time, window)
         if closable or (looking and self._looks.due(stream, event_time)):
             self._apply_pending()  # the tests read the windows: every earlier value is in
         for window in closable:

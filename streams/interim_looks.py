@@ -91,12 +91,16 @@ class InterimLooks:
             spans.append(slots)
         return spans, skipped
 
-    def _next(self, stream: StreamState, event_time: float) -> tuple[float, int] | None:
-        """The (window, look) a clock at ``event_time`` is due to look at, if any."""
+    def _next(
+        self, stream: StreamState, event_time: float, window: float | None = None
+    ) -> tuple[float, int] | None:
+        """The (window, look) a clock at ``event_time`` (in ``window``, if known) is due to
+        look at, if any."""
         cfg = self.config
         if not self.per_window:
             return None
-        window = cfg.window_start(event_time)
+        if window is None:
+            window = cfg.window_start(event_time)
         look = min(int((event_time - window) // cfg.interim_seconds), self.per_window)
         if look < 1 or window not in stream.window_events:
             return None
@@ -104,10 +108,11 @@ class InterimLooks:
             return None
         return window, look
 
-    def pending(self, stream: StreamState, event_time: float) -> bool:
-        """Is a look due at ``event_time`` at all? (Most events' answer is no: they are
-        inside the slot already looked at.) When not, :meth:`look` does nothing."""
-        return self._next(stream, event_time) is not None
+    def pending(self, stream: StreamState, event_time: float, window: float | None = None) -> bool:
+        """Is a look due at ``event_time`` (in ``window``, if known) at all? (Most events'
+        answer is no: they are inside the slot already looked at.) When not, :meth:`look`
+        does nothing."""
+        return self._next(stream, event_time, window) is not None
 
     def due(self, stream: StreamState, event_time: float) -> bool:
         """Would :meth:`look` test anything at ``event_time``? (No test work.)"""

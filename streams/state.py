@@ -12,7 +12,7 @@ import functools
 import json
 import operator
 import struct
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -352,15 +352,16 @@ class KindCheck:
         """The classes of events found to fit (None: no longer looked up)."""
         self._hits = self._misses = 0
 
-    def __call__(self, values: Sequence[object]) -> bool:
+    def __call__(self, values: Collection[object]) -> bool:
+        """``values``: in the names' order (an event's ``features.values()`` as they are)."""
         fits = self._fits
         if fits is None:
-            return self._check(values)
+            return self._check(tuple(values))
         signature = tuple(map(type, values))
         if signature in fits:
             self._hits += 1
             return True
-        fit = self._check(values)
+        fit = self._check(tuple(values))
         if fit and len(fits) < self.SIGNATURES:
             fits.add(signature)
         self._misses += 1

@@ -120,6 +120,31 @@ def test_bad_messages_are_dead_lettered_and_the_rest_applied() -> None:
     assert state is not None and state.events == 20
 
 
+def test_a_stream_s_activity_is_its_last_applied_event() -> None:
+    """What the quiet-stream timer reads: per stream, its last event the engine took (a later
+    one it refused does not count), with the partition and the batch's clock."""
+    from dataclasses import replace
+
+    processor, _, letters, now, registry = make_processor()
+    fraud = list(stream(seed=4, days=1, per_day=6))
+    churn = [replace(e, model="churn", event_id=f"c{i}") for i, e in enumerate(fraud)]
+    refused = replace(churn[-1], event_id="c-bad", timestamp=churn[-1].timestamp + 60,
+                      features={"x0": "text where a number was"})  # fmt: skip
+    batch = [e for pair in zip(fraud, churn, strict=True) for e in pair] + [refused]
+    asyncio.run(processor.process_batch(as_events(batch)))
+    assert [json.loads(v)["reason"] for _, v in letters] == ["type_mismatch"]
+    activity = processor._activity
+    assert list(activity) == [("acme", "fraud"), ("acme", "churn")]
+    # (the wire's microseconds; the refused event came a minute later)
+    assert activity["acme", "fraud"].event_time == pytest.approx(fraud[-1].timestamp, abs=1e-5)
+    assert activity["acme", "churn"].event_time == pytest.approx(churn[-1].timestamp, abs=1e-5)
+    assert {a.partition for a in activity.values()} == {0}
+    assert {a.arrived for a in activity.values()} == {now[0]}
+    for model in ("fraud", "churn"):  # each model's alerting counters made at 0, once
+        labels = {"tenant": "acme", "model": model, "kind": "statistical", "severity": "HIGH"}
+        assert registry.get_sample_value("driftwatch_confirmed_drifts_total", labels) == 0
+
+
 def feed_until_quiet(processor: PredictionProcessor, now: list[float]) -> list[PredictionEvent]:
     """22 days with a shift on the last one, whose window is still open; the clock stops."""
     events = list(stream(seed=9, days=22, per_day=300, shift_day=21))
