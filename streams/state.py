@@ -330,7 +330,9 @@ class KindCheck:
     classes fits at one lookup (two thirds of the time of the check, for 20 features; with 1 %
     of values null at random, four events in five have no null). A shape whose events mostly
     miss them (nulls anywhere in a wide model: every event another kind) stops looking them
-    up after :attr:`MISSES` misses, once they outnumber the hits, and is checked each time.
+    up after :attr:`MISSES` misses, once they outnumber the hits, and is checked each time;
+    after :attr:`RETRY` such checks it starts again with none kept (a stream's first events, a
+    deploy's mixed versions, can be unlike all those after them: a worker runs for months).
 
     >>> check = KindCheck(("a", "b", "c"), {"a": "numeric", "b": "categorical", "c": "numeric"})
     >>> check((1.0, "x", None)), check((None, None, 2)), check(("x", "y", 1.0))
@@ -343,6 +345,7 @@ class KindCheck:
 
     SIGNATURES = 8
     MISSES = 64
+    RETRY = 1 << 14
     __slots__ = ("_categorical", "_fits", "_hits", "_misses", "_numeric")
 
     def __init__(self, names: tuple[str, ...], kinds: Mapping[str, FeatureKind]) -> None:
@@ -356,6 +359,9 @@ class KindCheck:
         """``values``: in the names' order (an event's ``features.values()`` as they are)."""
         fits = self._fits
         if fits is None:
+            self._misses += 1  # counted on from where the lookups stopped
+            if self._misses >= self.RETRY:
+                self._fits, self._hits, self._misses = set(), 0, 0
             return self._check(tuple(values))
         signature = tuple(map(type, values))
         if signature in fits:

@@ -309,6 +309,13 @@ def test_a_kind_check_answers_from_the_classes_it_kept_as_it_would_by_checking()
         kept = max(kept, len(check._fits or ()))
     assert 1 <= kept <= KindCheck.SIGNATURES and hits > 500 and refused > 500
     assert check._fits is None  # most events missed them: no longer looked up
+    # ... until RETRY checks later: a stream that settled is looked up again.
+    settled = dense[3]
+    assert check(settled) and check._fits is None
+    for _ in range(KindCheck.RETRY):
+        assert check(settled) == check._check(settled)
+    assert check._fits == {tuple(map(type, settled))} and check(settled)
+    assert check._hits >= 1
     # 1 % of values null at random (the simulator's): dozens of kinds of events that fit,
     # four in five of them without a null, which stay looked up.
     numeric = KindCheck(names, dict.fromkeys(names, "numeric"))
