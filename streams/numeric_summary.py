@@ -208,7 +208,16 @@ class NumericSummary:
     def extend(self, values: FloatArray) -> None:
         """:meth:`add` for each of ``values``, in order: folded at the same points of the
         sequence as one at a time, so the summary is the same too."""
-        i, n = 0, int(values.size)
+        n = int(values.size)
+        held = self._held
+        end = held + n
+        if 0 < n and end < FOLD_CHUNK and end <= self._buf.size:
+            # The usual batch: into the buffer's room, no fold due (a wide model's batch
+            # hands every feature's summary a few values).
+            self._buf[held:end] = values
+            self._held = end
+            return
+        i = 0
         while i < n:
             chunk = values[i : i + FOLD_CHUNK - self._held]
             held = self._held

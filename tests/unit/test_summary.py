@@ -15,7 +15,7 @@ from streams.categorical_summary import CategoricalSummary
 from streams.drift_tests.chi2 import chi2_test
 from streams.drift_tests.ks import ks_test
 from streams.effects import new_categories
-from streams.numeric_summary import NumericSummary
+from streams.numeric_summary import FOLD_CHUNK, NumericSummary
 
 MAX_BYTES = 16 * 1024
 
@@ -379,6 +379,33 @@ def test_numeric_summary_does_not_depend_on_when_it_is_read_or_stored() -> None:
         one_by_one.add(v)
     assert read.to_bytes() == untouched.to_bytes() == stored.to_bytes() == one_by_one.to_bytes()
     assert untouched.has_tail and not untouched.is_exact
+
+
+def test_numeric_summary_extended_by_small_batches_is_the_same_as_one_at_a_time() -> None:
+    """A wide model's batches hand each summary a few values (none, at times): they go into
+    the buffer's room, and the folds still come at the same points of the sequence."""
+    rng = np.random.default_rng(13)
+    values = rng.normal(0, 1, 9_000)
+    values[::97] = np.nan
+    batched, read, one_by_one = NumericSummary(), NumericSummary(), NumericSummary()
+    i = 0
+    while i < values.size:
+        part = values[i : i + int(rng.integers(0, 40))]
+        batched.extend(part)
+        read.extend(part)
+        assert read.count >= 0  # a read between batches (an exact summary folds)
+        i += part.size
+    for v in values.tolist():
+        one_by_one.add(v)
+    assert batched.to_bytes() == read.to_bytes() == one_by_one.to_bytes()
+    assert batched.count + batched.missing == values.size
+    # A batch that ends exactly where a fold is due folds there (the buffer is full size).
+    rest = rng.normal(0, 1, FOLD_CHUNK - batched._held)
+    batched.extend(rest[:-1])
+    batched.extend(rest[-1:])
+    for v in rest.tolist():
+        one_by_one.add(v)
+    assert batched._held == 0 and batched.to_bytes() == one_by_one.to_bytes()
 
 
 def test_numeric_summary_reads_include_the_unfolded_tail() -> None:
