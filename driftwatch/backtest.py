@@ -179,8 +179,8 @@ def run_backtest(
             for gone in joiner.expire():
                 report.rejected["unknown_prediction"] += 1
                 log.info("outcome %s never found its prediction", gone.outcome.event_id)
-        if i % FLUSH_EVERY == 0:
-            store.apply(engine.flush(keep_cache=True))
+        if i % FLUSH_EVERY == 0:  # memory bounded; the windows kept are encoded once, last
+            store.apply(engine.spill())
             join_store.apply(joiner.flush())
             perf_store.apply(monitor.flush(keep_cache=True))
     store.apply(engine.flush())

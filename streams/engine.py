@@ -383,6 +383,16 @@ class DriftEngine:
             self.forget()
         return writes
 
+    def spill(self) -> list[Write]:
+        """:meth:`flush` for a backtest, whose store is scratch memory: what bounds memory is
+        written (windows expired or forgotten beyond ``cached_windows``;
+        :meth:`StateCache.spill`), the rest stays in memory for the last flush to encode once.
+        Never for a worker's state: what it does not write, a crash loses."""
+        self._apply_pending()
+        writes = self._windows.spill() + self._moments.cache.spill()
+        self._hot.clear()  # the windows forgotten may be among them
+        return writes
+
     def _decode_stream(self, raw: bytes) -> StreamState:
         stream = StreamState.from_bytes(raw)
         if stream.dropped:

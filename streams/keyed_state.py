@@ -379,6 +379,45 @@ class StateCache(Generic[V]):
                 self._drop(key)
         return writes
 
+    def spill(self) -> list[Write]:
+        """:meth:`flush` for a store that is only scratch memory (a backtest's): the deletes,
+        and the changed values among those the cache forgets now (the least recently changed
+        beyond ``capacity``), are written; every other change stays in memory, unwritten, for
+        a later flush to encode once. Memory is bounded as by a flush, with far fewer values
+        encoded (a backtest's open and baseline windows were encoded at every flush). Not for
+        durable state. With ``max_bytes`` (a bound on encoded sizes), a flush.
+
+        >>> store = MemoryStore()
+        >>> cache = StateCache(store, bytes.decode, str.encode, capacity=2)
+        >>> for key in "abc":
+        ...     cache.put(key, key * 2, partition=0)
+        >>> cache.delete("b", partition=0)
+        >>> [(w.key, w.value) for w in cache.spill()], sorted(cache.dirty())
+        ([('a', b'aa'), ('b', None)], ['c'])
+        >>> [(w.key, w.value) for w in cache.flush()]
+        [('c', b'cc')]
+        >>> sized = StateCache(store, bytes.decode, str.encode, capacity=10, max_bytes=8)
+        >>> sized.put("d", "dd", partition=0)
+        >>> [w.key for w in sized.spill()], list(sized.dirty())  # sizes need every encoding
+        (['d'], [])
+        """
+        if self.max_bytes:
+            return self.flush()
+        values, sizes, dirty, encode = self._values, self._sizes, self._dirty, self.encode
+        gone = list(itertools.islice(values, max(0, len(values) - self.capacity)))
+        writes: list[Write] = []
+        for key in sorted({k for k in dirty if values.get(k) is None}.union(gone)):
+            if key not in dirty:
+                continue  # clean: forgotten below without a write
+            value = values.get(key)
+            raw = None if value is None else encode(value)
+            self.stored_bytes += (0 if raw is None else len(raw)) - sizes.get(key, 0)
+            sizes[key] = 0 if raw is None else len(raw)
+            writes.append(Write(key, raw, dirty.pop(key)))
+        for key in gone:
+            self._drop(key)
+        return writes
+
     def forget(self, partitions: Collection[int] | None = None) -> None:
         """Drop decoded values (all, or those of ``partitions`` and of no known partition).
         Call after a flush: changes not flushed yet are dropped too."""

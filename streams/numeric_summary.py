@@ -211,7 +211,7 @@ class NumericSummary:
         n = int(values.size)
         held = self._held
         end = held + n
-        if 0 < n and end < FOLD_CHUNK and end <= self._buf.size:
+        if n > 0 and end < FOLD_CHUNK and end <= self._buf.size:
             # The usual batch: into the buffer's room, no fold due (a wide model's batch
             # hands every feature's summary a few values).
             self._buf[held:end] = values

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from agents.state_files import describe_state
 from driftwatch import backtest
 from driftwatch.backtest import (
     BacktestReport,
@@ -45,6 +46,7 @@ from driftwatch.simulate import (
 from driftwatch.sortedio import SortedJsonLines
 from schemas import OutcomeEvent, PredictionEvent, parse_timestamp
 from streams.config import EngineConfig, PerformanceConfig
+from streams.engine import DriftEngine
 from streams.ingest import PredictionValidator
 from streams.join import JoinResult, OutcomeJoiner
 from streams.keyed_state import Write
@@ -445,3 +447,46 @@ def test_unclosed_source_removes_its_files_when_collected(
     del source
     gc.collect()
     assert list(spill.iterdir()) == []
+
+
+def test_state_spilled_as_a_backtest_goes_is_the_state_kept_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every few hundred events the engine writes what bounds memory (expired windows'
+    deletes, the windows its cache forgets) and nothing else: with a cache of 40 windows, so
+    that windows are forgotten and read back all along, the same drift events and the same
+    final state as a run that writes nothing until its end, and as one that flushes every
+    change each time (as the backtest did), with fewer windows encoded than the latter."""
+    events = sorted(
+        (VALIDATOR.validate(e.to_json(), now=None) for e in generate(replace(SIM, label_rate=0))),
+        key=lambda e: e.timestamp,
+    )
+    spill = DriftEngine.spill
+
+    def run(how: str, cache: int) -> tuple[BacktestReport, list[Write]]:
+        writes: list[Write] = []
+
+        def recorded(engine: DriftEngine) -> list[Write]:
+            out = spill(engine) if how == "spill" else engine.flush(keep_cache=True)
+            writes.extend(out)
+            return out
+
+        monkeypatch.setattr(DriftEngine, "spill", recorded)
+        monkeypatch.setattr(backtest, "FLUSH_EVERY", 10**9 if how == "end" else 300)
+        return run_backtest(events, replace(ENGINE, cached_windows=cache)), writes
+
+    whole, none = run("end", 10**6)
+    spilled, spills = run("spill", 40)
+    flushed, flushes = run("flush", 40)
+    assert len(whole.drift_events) >= 2 and not none
+    assert spilled.engine_stats["windows_expired"] > 0
+    for report in (spilled, flushed):
+        assert [d.to_json() for d in report.drift_events] == [
+            d.to_json() for d in whole.drift_events
+        ]
+        assert report.feature_state is not None and whole.feature_state is not None
+        assert describe_state(report.feature_state.data) == describe_state(whole.feature_state.data)
+    encoded = sum(w.value is not None for w in spills)
+    deletes = sum(w.value is None for w in spills)
+    assert deletes == sum(w.value is None for w in flushes) > 0
+    assert 40 < encoded < 0.6 * sum(w.value is not None for w in flushes)
