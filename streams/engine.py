@@ -152,7 +152,9 @@ class DriftEngine:
         """
         cfg = self.config
         skey = stream_key(event.tenant, event.model)
-        stream = self._streams.get(skey) or self._stream(event.tenant, event.model)
+        stream = self._streams.get(skey)
+        if stream is None:
+            stream = self._stream(event.tenant, event.model)
         kinds, untyped = self._check_feature_kinds(stream, event)
         window = cfg.window_start(event.timestamp)
         if stream.watermark is not None and window < (

@@ -381,11 +381,14 @@ class StateCache(Generic[V]):
 
     def spill(self) -> list[Write]:
         """:meth:`flush` for a store that is only scratch memory (a backtest's): the deletes,
-        and the changed values among those the cache forgets now (the least recently changed
-        beyond ``capacity``), are written; every other change stays in memory, unwritten, for
-        a later flush to encode once. Memory is bounded as by a flush, with far fewer values
-        encoded (a backtest's open and baseline windows were encoded at every flush). Not for
-        durable state. With ``max_bytes`` (a bound on encoded sizes), a flush.
+        and the changed values among those the cache forgets now, are written; every other
+        change stays in memory, unwritten, for a later flush to encode once. Memory is bounded
+        as by a flush (``capacity``), with far fewer values encoded (a backtest's open and
+        baseline windows were encoded at every flush). The values forgotten are the unchanged
+        ones first, oldest first (free to forget), then changed ones in the cache's order;
+        that order is not their last change's, since a value marked while changed keeps its
+        place, so an open window can go and be read back: a decode more, never a change lost.
+        Not for durable state. With ``max_bytes`` (a bound on encoded sizes), a flush.
 
         >>> store = MemoryStore()
         >>> cache = StateCache(store, bytes.decode, str.encode, capacity=2)
@@ -396,6 +399,9 @@ class StateCache(Generic[V]):
         ([('a', b'aa'), ('b', None)], ['c'])
         >>> [(w.key, w.value) for w in cache.flush()]
         [('c', b'cc')]
+        >>> cache.put("d", "dd", partition=0)  # "b" (deleted, written) is forgotten first
+        >>> [w.key for w in cache.spill()], sorted(cache._values)
+        ([], ['c', 'd'])
         >>> sized = StateCache(store, bytes.decode, str.encode, capacity=10, max_bytes=8)
         >>> sized.put("d", "dd", partition=0)
         >>> [w.key for w in sized.spill()], list(sized.dirty())  # sizes need every encoding
@@ -404,7 +410,12 @@ class StateCache(Generic[V]):
         if self.max_bytes:
             return self.flush()
         values, sizes, dirty, encode = self._values, self._sizes, self._dirty, self.encode
-        gone = list(itertools.islice(values, max(0, len(values) - self.capacity)))
+        excess = len(values) - self.capacity
+        gone: list[str] = []
+        if excess > 0:
+            gone = list(itertools.islice((k for k in values if k not in dirty), excess))
+            if len(gone) < excess:
+                gone += itertools.islice((k for k in values if k in dirty), excess - len(gone))
         writes: list[Write] = []
         for key in sorted({k for k in dirty if values.get(k) is None}.union(gone)):
             if key not in dirty:

@@ -359,7 +359,7 @@ class KindCheck:
         """``values``: in the names' order (an event's ``features.values()`` as they are)."""
         fits = self._fits
         if fits is None:
-            self._misses += 1  # counted on from where the lookups stopped
+            self._misses += 1
             if self._misses >= self.RETRY:
                 self._fits, self._hits, self._misses = set(), 0, 0
             return self._check(tuple(values))
@@ -372,7 +372,7 @@ class KindCheck:
             fits.add(signature)
         self._misses += 1
         if self._misses >= self.MISSES and self._misses > self._hits:
-            self._fits = None
+            self._fits, self._misses = None, 0  # then counts the checks up to RETRY
         return fit
 
     def _check(self, values: Sequence[object]) -> bool:
