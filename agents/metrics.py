@@ -21,9 +21,9 @@ from prometheus_client.registry import Collector
 if TYPE_CHECKING:
     from agents.faust_compat.rocksdb_memory import SharedRocksMemory
 
-LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 log = logging.getLogger(__name__)
 
+LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 
 

@@ -127,7 +127,7 @@ def run_backtest(
     if first_label is not None:
         labels = itertools.chain((first_label,), labels)
     timeline: Iterator[tuple[float, PredictionEvent | OutcomeEvent]]
-    if first_label is None:  # nothing to merge with: no heap step per event
+    if not with_outcomes:  # nothing to merge with: no heap step per event
         timeline = ((p.timestamp, p) for p in predictions)
     else:
         # heapq.merge is stable across its inputs: at equal keys predictions (the first) go

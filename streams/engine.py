@@ -152,9 +152,7 @@ class DriftEngine:
         """
         cfg = self.config
         skey = stream_key(event.tenant, event.model)
-        stream = self._streams.get(skey)
-        if stream is None:
-            stream = self._stream(event.tenant, event.model)
+        stream = self._stream(skey, event.tenant, event.model)
         kinds, untyped = self._check_feature_kinds(stream, event)
         window = cfg.window_start(event.timestamp)
         if stream.watermark is not None and window < (
@@ -325,8 +323,8 @@ class DriftEngine:
         key = stream_key(tenant, model)
         if self.store.get(key) is None and key not in self._streams:
             return []
-        stream = self._stream(tenant, model)
-        drifts = self._advance(stream, event_time)
+        stream = self._stream(key, tenant, model)
+        drifts = self._advance(stream, event_time, self.config.window_start(event_time))
         self._streams.mark(key, stream.partition)
         return drifts
 
@@ -453,8 +451,8 @@ class DriftEngine:
 
     # ------------------------------------------------------------------ state access
 
-    def _stream(self, tenant: str, model: str) -> StreamState:
-        key = stream_key(tenant, model)
+    def _stream(self, key: str, tenant: str, model: str) -> StreamState:
+        """The stream of ``key`` (its ``stream_key``), held new if it has no state yet."""
         stream = self._streams.get(key)
         if stream is None:
             stream = StreamState(tenant, model)
@@ -516,12 +514,10 @@ class DriftEngine:
             stream.known_shapes[names] = KindCheck(names, known)
         return new, tuple(untyped)
 
-    def _advance(
-        self, stream: StreamState, event_time: float, window: float | None = None
-    ) -> list[DriftEvent]:
-        """Move the clock: close and judge the windows it passed, then any interim look. The
-        stream changes in place (clock, incidents): the callers mark it for the flush.
-        (``window``: ``event_time``'s, if the caller has it.)"""
+    def _advance(self, stream: StreamState, event_time: float, window: float) -> list[DriftEvent]:
+        """Move the clock to ``event_time`` (in ``window``): close and judge the windows it
+        passed, then any interim look. The stream changes in place (clock, incidents): the
+        callers mark it for the flush."""
         if stream.watermark is not None and event_time <= stream.watermark:
             return []
         stream.watermark = event_time

@@ -350,15 +350,8 @@ class StateCache(Generic[V]):
         oldest clean values beyond ``capacity`` are forgotten."""
         # Per key written or forgotten (a join writes every prediction, three times over
         # its life): ``_sized`` and ``_drop`` inline, the oldest keys taken, not all copied.
-        values, sizes, dirty, encode = self._values, self._sizes, self._dirty, self.encode
-        writes: list[Write] = []
-        for key in sorted(dirty):
-            value = values.get(key)
-            raw = None if value is None else encode(value)
-            size = 0 if raw is None else len(raw)
-            self.stored_bytes += size - sizes.get(key, 0)
-            sizes[key] = size
-            writes.append(Write(key, raw, dirty[key]))
+        values, sizes, dirty = self._values, self._sizes, self._dirty
+        writes = self._encoded(sorted(dirty))
         dirty.clear()
         excess = len(values) - self.capacity
         if excess > 0:
@@ -409,24 +402,36 @@ class StateCache(Generic[V]):
         """
         if self.max_bytes:
             return self.flush()
-        values, sizes, dirty, encode = self._values, self._sizes, self._dirty, self.encode
+        values, dirty = self._values, self._dirty
         excess = len(values) - self.capacity
         gone: list[str] = []
         if excess > 0:
             gone = list(itertools.islice((k for k in values if k not in dirty), excess))
             if len(gone) < excess:
                 gone += itertools.islice((k for k in values if k in dirty), excess - len(gone))
-        writes: list[Write] = []
-        for key in sorted({k for k in dirty if values.get(k) is None}.union(gone)):
-            if key not in dirty:
-                continue  # clean: forgotten below without a write
-            value = values.get(key)
-            raw = None if value is None else encode(value)
-            self.stored_bytes += (0 if raw is None else len(raw)) - sizes.get(key, 0)
-            sizes[key] = 0 if raw is None else len(raw)
-            writes.append(Write(key, raw, dirty.pop(key)))
+        # The deletes, and the changed values forgotten (a clean one goes without a write).
+        keys = sorted(
+            {k for k in dirty if values.get(k) is None}.union(k for k in gone if k in dirty)
+        )
+        writes = self._encoded(keys)
+        for key in keys:
+            del dirty[key]
         for key in gone:
             self._drop(key)
+        return writes
+
+    def _encoded(self, keys: list[str]) -> list[Write]:
+        """The writes of ``keys`` (all changed), their stored sizes counted; one call for all
+        of them (a join's flush writes every prediction)."""
+        values, sizes, dirty, encode = self._values, self._sizes, self._dirty, self.encode
+        writes: list[Write] = []
+        for key in keys:
+            value = values.get(key)
+            raw = None if value is None else encode(value)
+            size = 0 if raw is None else len(raw)
+            self.stored_bytes += size - sizes.get(key, 0)
+            sizes[key] = size
+            writes.append(Write(key, raw, dirty[key]))
         return writes
 
     def forget(self, partitions: Collection[int] | None = None) -> None:

@@ -362,12 +362,12 @@ class KindCheck:
             self._misses += 1
             if self._misses >= self.RETRY:
                 self._fits, self._hits, self._misses = set(), 0, 0
-            return self._check(tuple(values))
+            return self._check(values)
         signature = tuple(map(type, values))
         if signature in fits:
             self._hits += 1
             return True
-        fit = self._check(tuple(values))
+        fit = self._check(values)
         if fit and len(fits) < self.SIGNATURES:
             fits.add(signature)
         self._misses += 1
@@ -375,7 +375,8 @@ class KindCheck:
             self._fits, self._misses = None, 0  # then counts the checks up to RETRY
         return fit
 
-    def _check(self, values: Sequence[object]) -> bool:
+    def _check(self, values: Collection[object]) -> bool:
+        values = tuple(values)  # the pickers index it
         numeric, categorical = self._numeric, self._categorical
         return (numeric is None or str not in set(map(type, numeric(values)))) and (
             categorical is None or set(map(type, categorical(values))) <= _NOT_CATEGORICAL
