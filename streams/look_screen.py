@@ -9,15 +9,18 @@ near alpha.
 
 This screen keeps a stream window's numeric features as rows of arrays across its looks
 (:class:`NumericRows`): per feature and recent slot, the slot's counts below the baseline's
-grid points (KS) and its rank sum (the scan), each computed once, when the slot's sample
-changes. A look then adds up every span of every feature, bounds their KS distances and scans
-their suffixes in a few numpy calls whatever the number of features, and so has each test's
-p-value as the judge would compute it: the KS screen's (``ks_bounds``: the same figures, bit
-for bit) where it proves the exact p above alpha, else the exact test's; the scan's
-(``suffix_p``); the chi-square's own ``run_for_decision`` for categorical spans. A part whose
-p-values hold no Benjamini-Hochberg discovery (the judge's function, per family) is one the
-judge would return nothing for, so it is not judged; the others are judged as before, from
-scratch. A feature a part finds drifting leaves the later parts' families (the judge skips a
+grid points, computed once, when the slot's sample changes. A look then adds up every span of
+every feature, bounds their KS distances, bounds each slot's rank sum from the same counts
+and scans their suffixes in a few numpy calls whatever the number of features, and so has
+each test's p-value as the judge would compute it, or a bound below it that proves it above
+alpha: the KS screen's (``ks_bounds``: the same figures, bit for bit) where it proves the exact
+p above alpha, else the exact test's; the scan's from the bounded rank sums where they prove
+it above alpha, else from the exact rank sums (``suffix_p``: ranking a slot exactly is a few
+numpy calls per feature, and a look needs it for ~1 % of them); the chi-square's own
+``run_for_decision`` for categorical spans. (A p above alpha is no discovery whatever it is.)
+A part whose p-values hold no Benjamini-Hochberg discovery (the judge's function, per family)
+is one the judge would return nothing for, so it is not judged; the others are judged as
+before, from scratch. A feature a part finds drifting leaves the later parts' families (the judge skips a
 feature found in this window): their p-values are kept by feature, and Benjamini-Hochberg is
 asked again of what is left (a feature drifting in every part kept a wide model's every later
 part, all its features, from being screened). Its tests are counted as the judge counts them.
@@ -89,11 +92,12 @@ def _dead() -> None:
 class NumericRows:
     """One stream window's numeric features at its looks: per feature a row, per recent slot
     (by ring position, ``slot % RECENT_SLOTS``) the slot's size (of finite values), counts below
-    the row's grid points and rank sum, with a weak reference to the slot array they are of (a
-    slot's array is replaced, never changed, when its sample changes: while it lives, the same
-    object is the same sample; once freed, the reference is dead and the slot is computed
-    again). A row is reset when its baseline's grid is not the one its figures are of (a new
-    baseline, or a live one that grew: the grid's CDF array is made anew each time)."""
+    the row's grid points, and bounds on its rank sum and the sum itself once needed, with a
+    weak reference to the slot array they are of (a slot's array is replaced, never changed,
+    when its sample changes: while it lives, the same object is the same sample; once freed,
+    the reference is dead and the slot is computed again). A row is reset when its baseline's
+    grid is not the one its figures are of (a new baseline, or a live one that grew: the
+    grid's CDF array is made anew each time)."""
 
     def __init__(self) -> None:
         self.index: dict[str, int] = {}
@@ -105,6 +109,10 @@ class NumericRows:
         self.counts = np.zeros((0, RECENT_SLOTS, 2, _POINTS), np.uint8)  # a slot's: <= 64
         self.sizes = np.zeros((0, RECENT_SLOTS), np.int64)
         self.ranks = np.zeros((0, RECENT_SLOTS))
+        """A slot's rank sum (the scan's), NaN until a look needs it exactly."""
+        self.low = np.zeros((0, RECENT_SLOTS))
+        """Bounds on a slot's rank sum from its counts (NaN until a look first reads them)."""
+        self.high = np.zeros((0, RECENT_SLOTS))
         self.m = np.zeros(0, np.int64)
         self.errors = np.zeros(0)
 
@@ -141,7 +149,7 @@ class NumericRows:
         if n <= self.m.size:
             return
         more = max(n - self.m.size, self.m.size)  # doubling: a wide stream's rows come at once
-        for name in ("b_at", "b_left", "counts", "sizes", "ranks", "m", "errors"):
+        for name in ("b_at", "b_left", "counts", "sizes", "ranks", "low", "high", "m", "errors"):
             old = getattr(self, name)
             pad = np.zeros((more, *old.shape[1:]), old.dtype)
             setattr(self, name, np.concatenate((old, pad)))
@@ -167,7 +175,29 @@ class NumericRows:
             counts = self.counts[r, pos]
             count_below(values, xs, counts[:, :g])
             counts[:, g:] = values.size  # +inf: every value is below
-            self.ranks[r, pos] = slot_rank_sum(values, base)
+            self.ranks[r, pos] = self.low[r, pos] = self.high[r, pos] = np.nan
+
+    def rank_bounds(self, rows: np.ndarray, pos: np.ndarray) -> None:
+        """Bounds on the rank sums of slots ``(rows, pos)`` from their counts, for all at once
+        (ranking a slot exactly is a few numpy calls per feature; a look's scan proves nearly
+        every feature quiet from these). A value at grid point k has the mid-rank ``(at[k] +
+        left[k]) / 2`` (the baseline's CDF at and just left of it, the same figures the exact
+        ranking computes), one strictly between points k-1 and k one between ``at[k-1]``
+        (or 0) and ``left[k]``, the CDF being monotone; the +inf point closes the last cell.
+        Widened by 1e-9 a value, far beyond any rounding of the exact sum."""
+        c = self.counts[rows, pos].astype(np.float64)
+        at_or_below, below = c[:, 0], c[:, 1]
+        at, left = self.b_at[rows], self.b_left[rows]
+        on = at_or_below - below
+        inside = below
+        inside[:, 1:] -= at_or_below[:, :-1]
+        before = np.zeros_like(at)
+        before[:, 1:] = at[:, :-1]
+        size = self.sizes[rows, pos]
+        fixed = np.einsum("ij,ij->i", on, at + left) * 0.5 - 0.5 * size
+        slack = 1e-9 * (size + 1)
+        self.low[rows, pos] = fixed + np.einsum("ij,ij->i", inside, before) - slack
+        self.high[rows, pos] = fixed + np.einsum("ij,ij->i", inside, left) + slack
 
 
 @dataclass(slots=True)
@@ -434,17 +464,41 @@ class LookScreen:
             family.add(pj, rows.segments[k], rows.features[k])
 
     def _scan_p(self, rows: _LookRows, family: _Family, out: Screened) -> None:
-        """Every numeric feature's scan p, as the judge computes it (all at once)."""
+        """Every numeric feature's scan p as the judge computes it, or a bound below it above
+        alpha (all at once): the slots' rank sums are bounded from their counts, and only a
+        feature whose bound allows a p at or below alpha has its slots ranked exactly. A p
+        above alpha is no Benjamini-Hochberg discovery whatever its value, nor moves another
+        p's rank below it: the family decides as it would on the exact p-values."""
         min_count = self.config.min_window_count
         inside = np.arange(RECENT_SLOTS)[None, :] < rows.runs[:, None]  # a row's run of slots
         size = np.where(inside, rows.sizes, 0)
         chosen = rows.choose(size.sum(axis=1) >= min_count, -1, out)
         if not chosen.size:
             return
-        table, sel = rows.table, rows.index[chosen]
-        total = np.where(inside[chosen], table.ranks[sel[:, None], rows.newest_first], 0.0)
+        table, sel, inside, size = rows.table, rows.index[chosen], inside[chosen], size[chosen]
+        at = (sel[:, None], rows.newest_first)
+        exact = table.ranks[at]
+        stale = inside & np.isnan(exact) & np.isnan(table.low[at])
+        if stale.any():
+            which, where = np.nonzero(stale)
+            table.rank_bounds(sel[which], np.asarray(rows.newest_first)[where])
+        known = ~np.isnan(exact)
+        low = np.where(inside, np.where(known, exact, table.low[at]), 0.0)
+        high = np.where(inside, np.where(known, exact, table.high[at]), 0.0)
+        reach = np.maximum(np.abs(np.cumsum(low, axis=1)), np.abs(np.cumsum(high, axis=1)))
         leasts = np.full(sel.size, max(MIN_SUFFIX_VALUES, min_count))
-        p = suffix_p(total, size[chosen], leasts, table.errors[sel], table.m[sel])
+        errors, m = table.errors[sel], table.m[sel]
+        p = suffix_p(reach, size, leasts, errors, m, summed=True)
+        near = np.flatnonzero(p <= surely_above(self.config.sequential_alpha))
+        if near.size:
+            for k in near.tolist():
+                row, recent = int(sel[k]), rows.recents[int(chosen[k])]
+                base = rows.bases[int(chosen[k])]
+                for slot in np.flatnonzero(inside[k] & ~known[k]).tolist():
+                    ranked = slot_rank_sum(recent[-1 - slot][0], base)
+                    exact[k, slot] = table.ranks[row, rows.newest_first[slot]] = ranked
+            sums = np.where(inside[near], exact[near], 0.0)
+            p[near] = suffix_p(sums, size[near], leasts[near], errors[near], m[near])
         for j, pj in enumerate(p.tolist()):
             k = int(chosen[j])
             family.add(pj, rows.segments[k], rows.features[k])

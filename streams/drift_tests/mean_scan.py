@@ -259,11 +259,18 @@ def suffix_scan(
 
 
 def suffix_p(
-    total: np.ndarray, size: np.ndarray, leasts: np.ndarray, errors: np.ndarray, counts: np.ndarray
+    total: np.ndarray,
+    size: np.ndarray,
+    leasts: np.ndarray,
+    errors: np.ndarray,
+    counts: np.ndarray,
+    summed: bool = False,
 ) -> np.ndarray:
     """:func:`scan_p` of each row's :func:`suffix_scan` finding, as an array (the same
-    figures: elementwise, in the same order of operations)."""
-    s = _Suffixes(total, size, leasts, errors, counts)
+    figures: elementwise, in the same order of operations). ``summed``: ``total`` holds each
+    suffix's sum already (a bound on its size, say: the p is then a bound below the p of any
+    sums within it, the standardised sum growing with the sum's size)."""
+    s = _Suffixes(total, size, leasts, errors, counts, summed)
     z = np.take_along_axis(s.z, s.best[:, None], axis=1)[:, 0]
     with np.errstate(invalid="ignore"):  # rows without a tried suffix: p = 1 below
         p = np.fmin(1.0, s.tried * special.erfc(np.abs(z) / _SQRT2))  # as min(1.0, nan)
@@ -282,8 +289,10 @@ class _Suffixes:
         leasts: np.ndarray,
         errors: np.ndarray,
         counts: np.ndarray,
+        summed: bool = False,
     ) -> None:
-        np.cumsum(total, axis=1, out=total)  # each suffix's sum: slot by slot, in order
+        if not summed:
+            np.cumsum(total, axis=1, out=total)  # each suffix's sum: slot by slot, in order
         n = np.cumsum(size, axis=1)
         # A suffix is tried once it holds enough values, and only where its oldest slot adds
         # some (else it is the same suffix as the shorter one); padding adds none.

@@ -196,7 +196,7 @@ def test_rows_compute_each_slot_once_and_again_when_it_changes(
         count_below(values, grid.xs, expect)
         assert rows.counts[r, pos, :, : grid.xs.size].tolist() == expect.tolist()
         assert (rows.counts[r, pos, :, grid.xs.size :] == values.size).all()  # +inf: all
-        assert rows.ranks[r, pos] == slot_rank_sum(values, base)
+        assert np.isnan(rows.ranks[r, pos])  # ranked only when a look needs it
         assert rows.sizes[r, pos] == values.size
     rows.fill(rows.row("x", base), base, recent, 7)
     assert len(calls) == 3  # nothing changed: nothing computed
@@ -219,6 +219,60 @@ class _SpanMedian(DriftTest[NumericSummary]):
 
     def noise(self, n_eff: float, baseline: NumericSummary) -> float:
         return 0.0
+
+
+@pytest.mark.parametrize("baseline_size", [300, 20_000])  # exact, bucketed
+def test_rank_bounds_hold_each_slot_s_exact_rank_sum_closely(baseline_size: int) -> None:
+    """Values below the first grid point, above the last, on grid points (a baseline's own
+    values, in exact mode) and between them: each slot's exact rank sum lies within its
+    bounds, and they are close (a grid cell holds ~1/64 of the baseline)."""
+    rng = np.random.default_rng(11)
+    data = rng.normal(0.0, 1.0, baseline_size).round(2)  # ties, as real data have
+    base = NumericSummary.of(data)
+    rows = NumericRows()
+    recent = [
+        (rng.normal(0.0, 1.0, 64), 0),
+        (np.concatenate((rng.choice(data, 40), [-9.0, 9.0, data.min(), data.max()])), 0),
+        (rng.normal(1.0, 0.5, 17), 0),
+        (rng.choice(base.cdf_grid().xs, 30), 0),  # every value on a grid point
+    ]
+    r = rows.row("x", base)
+    rows.fill(r, base, recent, 3)
+    pos = np.arange(4)
+    rows.rank_bounds(np.full(4, r), pos)
+    for k, (values, _) in enumerate(recent):
+        exact = slot_rank_sum(values, base)
+        low, high = rows.low[r, k], rows.high[r, k]
+        assert low <= exact <= high
+        assert high - low < 0.05 * values.size
+    assert rows.high[r, 3] - rows.low[r, 3] < 1e-6  # on grid points: known exactly
+    # A bound with a value moved off its cell would not hold: the bounds are not loose.
+    assert rows.high[r, 2] - rows.low[r, 2] > 0.0
+
+
+def test_a_scan_ranks_exactly_only_what_its_bounds_leave_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The two-drift stream's looks: the scan's p-values come from the bounds for nearly
+    every slot, the exact ranks only for features whose bound reaches alpha (the drifting
+    ones among them), and the results are the judge's (``_same_results``)."""
+    ranked: list[int] = []
+    bounded: list[int] = []
+    bounds = NumericRows.rank_bounds
+
+    def ranking(values: np.ndarray, base: NumericSummary) -> float:
+        ranked.append(values.size)
+        return slot_rank_sum(values, base)
+
+    def bounding(self: NumericRows, rows: np.ndarray, pos: np.ndarray) -> None:
+        bounded.append(rows.size)
+        bounds(self, rows, pos)
+
+    monkeypatch.setattr(look_screen, "slot_rank_sum", ranking)
+    monkeypatch.setattr(NumericRows, "rank_bounds", bounding)
+    judged, _ = _same_results(list(_two_drifts()))
+    assert "mean_scan" in {d.test for d in judged}
+    assert ranked and sum(bounded) > 5 * len(ranked)  # 293 slots bounded, 27 ranked
 
 
 def test_another_span_test_turns_the_screen_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -355,3 +355,26 @@ def test_suffix_p_is_scan_p_of_each_finding() -> None:
     p = suffix_p(total.copy(), size, leasts, errors, counts)
     assert p.tolist() == [scan_p(f) for f in found]
     assert any(f is None for f in found) and min(p) < 1e-6
+
+
+def test_suffix_p_of_bounded_sums_is_a_bound_below_the_p_of_any_sums_within() -> None:
+    """What the look screen proves a scan quiet with: slot sums known only within bounds
+    give, as ``summed`` suffix sizes, a p at or below the p of every sums inside them (here
+    the bounds' own ends and random sums between), and equal to it where the bounds meet."""
+    rng = np.random.default_rng(19)
+    rows = 80
+    size = rng.integers(0, 70, (rows, 8))
+    leasts, errors = np.full(rows, 30), rng.choice([0.0, 0.002], rows)
+    counts = rng.choice([200, 40_000], rows)
+    exact = rng.normal(0.0, 1.0, (rows, 8)) * np.sqrt(size) * 0.3
+    width = rng.uniform(0.0, 0.02, (rows, 8)) * size
+    width[::5] = 0.0  # known exactly
+    low, high = exact - rng.uniform(0, 1, (rows, 8)) * width, exact + width
+    reach = np.maximum(np.abs(np.cumsum(low, axis=1)), np.abs(np.cumsum(high, axis=1)))
+    floor = suffix_p(reach, size, leasts, errors, counts, summed=True)
+    for sums in (low, high, exact, low + rng.uniform(0, 1, (rows, 8)) * (high - low)):
+        p = suffix_p(sums.copy(), size, leasts, errors, counts)
+        assert (floor <= p).all()
+    p = suffix_p(exact.copy(), size, leasts, errors, counts)
+    assert floor[::5].tolist() == p[::5].tolist()
+    assert (floor < p).sum() > rows // 4  # the bounds' width does cost p (many p are 1)
