@@ -10,20 +10,21 @@ near alpha.
 This screen keeps a stream window's numeric features as rows of arrays across its looks
 (:class:`NumericRows`): per feature and recent slot, the slot's counts below the baseline's
 grid points, computed once, when the slot's sample changes. A look then adds up every span of
-every feature, bounds their KS distances, bounds each slot's rank sum from the same counts
-and scans their suffixes in a few numpy calls whatever the number of features, and so has
-each test's p-value as the judge would compute it, or a bound below it that proves it above
-alpha: the KS screen's (``ks_bounds``: the same figures, bit for bit) where it proves the exact
-p above alpha, else the exact test's; the scan's from the bounded rank sums where they prove
-it above alpha, else from the exact rank sums (``suffix_p``: ranking a slot exactly is a few
-numpy calls per feature, and a look needs it for ~1 % of them); the chi-square's own
+every feature, bounds their KS distances, bounds each slot's rank sum from the same counts and
+scans their suffixes in a few numpy calls whatever the number of features, and so has each
+test's p-value as the judge would compute it, or a bound below it that proves it above alpha:
+the KS screen's (``ks_bounds``: the same figures, bit for bit) where it proves the exact p
+above alpha, else the exact test's; the scan's from the bounded rank sums where they prove it
+above alpha, else from the exact rank sums (``suffix_p``: ranking a slot exactly is a few
+numpy calls per feature, and a look needs it for under 1 % of them); the chi-square's own
 ``run_for_decision`` for categorical spans. (A p above alpha is no discovery whatever it is.)
 A part whose p-values hold no Benjamini-Hochberg discovery (the judge's function, per family)
 is one the judge would return nothing for, so it is not judged; the others are judged as
-before, from scratch. A feature a part finds drifting leaves the later parts' families (the judge skips a
-feature found in this window): their p-values are kept by feature, and Benjamini-Hochberg is
-asked again of what is left (a feature drifting in every part kept a wide model's every later
-part, all its features, from being screened). Its tests are counted as the judge counts them.
+before, from scratch. A feature a part finds drifting leaves the later parts' families (the
+judge skips a feature found in this window): their p-values are kept by feature, and
+Benjamini-Hochberg is asked again of what is left (a feature drifting in every part kept a
+wide model's every later part, all its features, from being screened). Its tests are counted
+as the judge counts them.
 
 It knows the built-in span and scan tests (KS, chi-square, the mean-shift scan): with any
 other test registered for spans or the scan, it shows nothing and every part is judged."""
