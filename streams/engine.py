@@ -259,7 +259,7 @@ class DriftEngine:
 
                 self._segments.apply(stream, window, columns, feature_window, apply_rows)
             if self.config.multivariate:
-                self._moments.apply(stream, window, items, positions, run, columns, complete)
+                self._moments.apply(stream, window, items, positions, run, columns, complete, batch)
         self._pending.clear()
         self._untyped.clear()
         self._buffered = self._buffered_events = 0

@@ -22,7 +22,7 @@ order the API, the alerts and the report list incidents in.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -339,7 +339,7 @@ class ScoreBatch:
     (1.0, 1.0, 40, 1.0)
     """
 
-    __slots__ = ("_cyy", "_dy", "_my", "_numeric", "_y", "_ys", "scores")
+    __slots__ = ("_cyy", "_dy", "_matrix", "_my", "_numeric", "_rows", "_y", "_ys", "scores")
 
     def __init__(self, scores: list[float]) -> None:
         self.scores = scores
@@ -349,6 +349,10 @@ class ScoreBatch:
         self._dy: np.ndarray | None = None
         self._numeric: list[_Held] = []
         """The numeric features' values, held back for :meth:`finish`."""
+        self._matrix: np.ndarray | None = None
+        self._rows: dict[int, tuple[int, list[Any]]] = {}
+        """After :meth:`finish`, by ``id`` of a value list, its row in ``_matrix`` and the
+        list (kept alive, so no other list can have its ``id``)."""
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -400,7 +404,12 @@ class ScoreBatch:
             return
         self._numeric = []
         y = self._y if self._y is not None else self._moments()
-        x = np.array([values for _, values, _ in rows], dtype=np.float64)  # None: NaN
+        flat: list[Any] = []
+        for _, values, _ in rows:
+            flat += values  # one flat list: a sixth cheaper to convert than a nested one
+        x = np.array(flat, dtype=np.float64).reshape(len(rows), -1)  # None: NaN
+        self._matrix = x
+        self._rows = {id(values): (i, values) for i, (_, values, _) in enumerate(rows)}
         n = x.shape[1]
         ok = np.isfinite(x)
         if ok.all() and math.isfinite(self._my):
@@ -451,6 +460,21 @@ class ScoreBatch:
                 some, mx.tolist(), my.tolist(), cxx, cyy, cxy, strict=True
             ):
                 rows[i][0]._merge_in(m, a, b, sxx, syy, sxy)
+
+    def rows_of(self, columns: Sequence[list[Any]]) -> np.ndarray | None:
+        """After :meth:`finish`, the float rows it made of these value lists (the same list
+        objects :meth:`add` was handed), as one array; None if one was not handed to it:
+        the multivariate moments read the same columns, and converting them again was a
+        tenth of applying a batch."""
+        if self._matrix is None:
+            return None
+        index = []
+        for column in columns:
+            found = self._rows.get(id(column))
+            if found is None or found[1] is not column:
+                return None
+            index.append(found[0])
+        return self._matrix[index]
 
     def _finish_full(self, rows: list[_Held], x: np.ndarray) -> None:
         """The co-moments of features present, with finite values and scores, in every event."""

@@ -14,6 +14,7 @@ import numpy as np
 
 from schemas import PredictionEvent
 from streams.config import EngineConfig
+from streams.importance import ScoreBatch
 from streams.keyed_state import Position, Run, StateCache, StateStore, Write, guard_many
 from streams.moments import MomentWindow, moment_key
 from streams.state import ABSENT, StreamState
@@ -51,10 +52,12 @@ class MomentTracker:
         run: Run | None,
         columns: dict[str, list[object]],
         complete: bool = False,
+        batch: ScoreBatch | None = None,
     ) -> None:
         """The events' rows of the tracked features into the window's moments (in bulk), from
         the batch's ``columns`` (per feature, a value, None or ``ABSENT`` per event;
-        ``complete``: no ``ABSENT`` in any)."""
+        ``complete``: no ``ABSENT`` in any); ``batch``: the finished :class:`ScoreBatch` of
+        these columns, whose float rows are taken where it has them all."""
         key = moment_key(stream.tenant, stream.model, window)
         mw = self.cache.get(key, stream.partition)
         if mw is None:
@@ -72,7 +75,10 @@ class MomentTracker:
         n = len(items)
         nothing = [None] * n  # a tracked feature absent from every event of the batch
         picked = [columns.get(name, nothing) for name in mw.features]
-        if complete:  # None becomes NaN in the conversion, in C
+        made = None if batch is None or not complete else batch.rows_of(picked)
+        if made is not None:
+            table = made  # the association's conversion of the same columns
+        elif complete:  # None becomes NaN in the conversion, in C
             table = np.array(picked, dtype=np.float64)
         else:
             # An object array, missing and absent values replaced in C (a list comprehension

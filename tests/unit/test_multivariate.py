@@ -324,3 +324,35 @@ def test_a_flush_persisted_in_part_loses_no_window_moments() -> None:
     assert whole.count + whole.missing == sum(
         1 for e in events if T0 + 17 * DAY <= e.timestamp < T0 + 18 * DAY
     )
+
+
+def test_moments_take_the_association_s_rows_with_the_same_bits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The moments read their rows from the batch's association (one conversion of the
+    columns for both) where it has them all; the stored moments are those of converting
+    the columns again, byte for byte, values missing and all."""
+    from streams.importance import ScoreBatch
+
+    events = list(correlated(seed=8, days=17, per_day=500, missing=0.05))
+    rows_of = ScoreBatch.rows_of
+    taken: list[bool] = []
+
+    def spy(self: ScoreBatch, columns: list[list[object]]) -> np.ndarray | None:
+        made = rows_of(self, columns)
+        taken.append(made is not None)
+        return made
+
+    def state(take: bool) -> dict[str, bytes]:
+        monkeypatch.setattr(ScoreBatch, "rows_of", spy if take else lambda self, columns: None)
+        store = MemoryStore()
+        engine = DriftEngine(CONFIG, store)
+        for e in events:
+            engine.observe(e)
+        store.apply(engine.flush())
+        assert engine.stats["multivariate_tests"] > 0
+        return {k: v for k, v in store.data.items() if k.startswith("[\"v\"")}
+
+    taken_state, converted_state = state(True), state(False)
+    assert all(taken) and len(taken) > 50
+    assert taken_state and taken_state == converted_state
