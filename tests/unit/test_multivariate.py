@@ -351,7 +351,7 @@ def test_moments_take_the_association_s_rows_with_the_same_bits(
             engine.observe(e)
         store.apply(engine.flush())
         assert engine.stats["multivariate_tests"] > 0
-        return {k: v for k, v in store.data.items() if k.startswith("[\"v\"")}
+        return {k: v for k, v in store.data.items() if k.startswith('["v"')}
 
     taken_state, converted_state = state(True), state(False)
     assert all(taken) and len(taken) > 50
