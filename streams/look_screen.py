@@ -71,7 +71,7 @@ RecentOf = Callable[[str, FeatureWindow], list[tuple[np.ndarray, int]] | None]
 """A feature's recent slot arrays at this look (``FeatureWindow.recent_arrays``, read once)."""
 
 KEPT_ROWS: Final = 8_192
-"""Numeric feature rows kept over all streams (~4.2 KiB each, as allocated: ~34 MiB); beyond,
+"""Numeric feature rows kept over all streams (~4.3 KiB each, as allocated: ~35 MiB); beyond,
 the least recently looked-at streams' rows go, and are built again at their next look. What
 a row refers to (its slots' arrays, its baseline's grid) it holds weakly: it keeps none of
 them alive."""
