@@ -407,7 +407,7 @@ class ScoreBatch:
         flat: list[Any] = []
         for _, values, _ in rows:
             flat += values  # one flat list: a sixth cheaper to convert than a nested one
-        x = np.array(flat, dtype=np.float64).reshape(len(rows), -1)  # None: NaN
+        x = np.array(flat, dtype=np.float64).reshape(len(rows), len(self.scores))  # None: NaN
         self._matrix = x
         self._rows = {id(values): (i, values) for i, (_, values, _) in enumerate(rows)}
         n = x.shape[1]

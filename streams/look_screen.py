@@ -71,7 +71,7 @@ RecentOf = Callable[[str, FeatureWindow], list[tuple[np.ndarray, int]] | None]
 """A feature's recent slot arrays at this look (``FeatureWindow.recent_arrays``, read once)."""
 
 KEPT_ROWS: Final = 8_192
-"""Numeric feature rows kept over all streams (~4.3 KiB each, as allocated: ~35 MiB); beyond,
+"""Numeric feature rows kept over all streams (~4.3 KiB each, as allocated: ~34 MiB); beyond,
 the least recently looked-at streams' rows go, and are built again at their next look. What
 a row refers to (its slots' arrays, its baseline's grid) it holds weakly: it keeps none of
 them alive."""
@@ -112,7 +112,8 @@ class NumericRows:
         self.ranks = np.zeros((0, RECENT_SLOTS))
         """A slot's rank sum (the scan's), NaN until a look needs it exactly."""
         self.low = np.zeros((0, RECENT_SLOTS))
-        """Bounds on a slot's rank sum from its counts (NaN until a look first reads them)."""
+        """Bounds on a slot's rank sum from its counts (NaN from the slot's fill until a look
+        reads them; a new row's padding is never read: every slot a look reads is filled)."""
         self.high = np.zeros((0, RECENT_SLOTS))
         self.m = np.zeros(0, np.int64)
         self.errors = np.zeros(0)

@@ -57,7 +57,8 @@ class MomentTracker:
         """The events' rows of the tracked features into the window's moments (in bulk), from
         the batch's ``columns`` (per feature, a value, None or ``ABSENT`` per event;
         ``complete``: no ``ABSENT`` in any); ``batch``: the finished :class:`ScoreBatch` of
-        these columns, whose float rows are taken where it has them all."""
+        these columns, whose float rows are taken where it has them all (a column with an
+        ``ABSENT`` is applied by subset, never handed to it)."""
         key = moment_key(stream.tenant, stream.model, window)
         mw = self.cache.get(key, stream.partition)
         if mw is None:
@@ -75,7 +76,7 @@ class MomentTracker:
         n = len(items)
         nothing = [None] * n  # a tracked feature absent from every event of the batch
         picked = [columns.get(name, nothing) for name in mw.features]
-        made = None if batch is None or not complete else batch.rows_of(picked)
+        made = None if batch is None else batch.rows_of(picked)  # never a column with ABSENT
         if made is not None:
             table = made  # the association's conversion of the same columns
         elif complete:  # None becomes NaN in the conversion, in C

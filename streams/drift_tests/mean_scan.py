@@ -269,7 +269,8 @@ def suffix_p(
     """:func:`scan_p` of each row's :func:`suffix_scan` finding, as an array (the same
     figures: elementwise, in the same order of operations). ``summed``: ``total`` holds each
     suffix's sum already (a bound on its size, say: the p is then a bound below the p of any
-    sums within it, the standardised sum growing with the sum's size)."""
+    sums within it, the standardised sum growing with the sum's size; not the same figures
+    as any one finding's)."""
     s = _Suffixes(total, size, leasts, errors, counts, summed)
     z = np.take_along_axis(s.z, s.best[:, None], axis=1)[:, 0]
     with np.errstate(invalid="ignore"):  # rows without a tried suffix: p = 1 below

@@ -221,33 +221,55 @@ class _SpanMedian(DriftTest[NumericSummary]):
         return 0.0
 
 
-@pytest.mark.parametrize("baseline_size", [300, 20_000])  # exact, bucketed
-def test_rank_bounds_hold_each_slot_s_exact_rank_sum_closely(baseline_size: int) -> None:
-    """Values below the first grid point, above the last, on grid points (a baseline's own
-    values, in exact mode) and between them: each slot's exact rank sum lies within its
-    bounds, and they are close (a grid cell holds ~1/64 of the baseline)."""
+def _baseline(kind: str, rng: np.random.Generator) -> NumericSummary:
+    if kind == "few":  # ten integers: a grid of fewer points than a row has (+inf padding)
+        return NumericSummary.of(rng.integers(0, 10, 10).astype(np.float64))
+    if kind == "tail":  # bucketed, with values not folded in yet
+        base = NumericSummary()
+        base.extend(rng.normal(0.0, 1.0, 5_000).round(2))
+        assert base.has_tail and not base.is_exact
+        return base
+    size = {"exact": 300, "bucketed": 20_000}[kind]
+    return NumericSummary.of(rng.normal(0.0, 1.0, size).round(2))  # ties, as real data have
+
+
+@pytest.mark.parametrize("kind", ["exact", "bucketed", "tail", "few"])
+def test_rank_bounds_hold_each_slot_s_exact_rank_sum_closely(kind: str) -> None:
+    """Values below the first grid point, above the last, on grid points and between them,
+    an empty slot and one past a byte a count: each slot's exact rank sum lies within its
+    bounds; against a continuous baseline they are close (a grid cell holds a small part of
+    it) and exact for values on grid points only; against a few values, exact."""
     rng = np.random.default_rng(11)
-    data = rng.normal(0.0, 1.0, baseline_size).round(2)  # ties, as real data have
-    base = NumericSummary.of(data)
-    rows = NumericRows()
+    base = _baseline(kind, rng)
+    xs = base.cdf_grid().xs
+    assert (xs.size < 10) == (kind == "few")
+    lo, hi = float(xs[0]), float(xs[-1])
     recent = [
         (rng.normal(0.0, 1.0, 64), 0),
-        (np.concatenate((rng.choice(data, 40), [-9.0, 9.0, data.min(), data.max()])), 0),
+        (np.concatenate((rng.uniform(lo, hi, 40), [lo - 9.0, hi + 9.0, lo, hi])), 0),
         (rng.normal(1.0, 0.5, 17), 0),
-        (rng.choice(base.cdf_grid().xs, 30), 0),  # every value on a grid point
+        (rng.choice(xs, 30), 0),  # every value on a grid point
+        (np.empty(0), 0),
+        (rng.normal(0.0, 1.0, 300), 0),  # counts become int64
     ]
+    rows = NumericRows()
     r = rows.row("x", base)
-    rows.fill(r, base, recent, 3)
-    pos = np.arange(4)
-    rows.rank_bounds(np.full(4, r), pos)
+    rows.fill(r, base, recent, len(recent) - 1)
+    assert rows.counts.dtype == np.int64
+    pos = np.arange(len(recent))
+    rows.rank_bounds(np.full(pos.size, r), pos)
     for k, (values, _) in enumerate(recent):
         exact = slot_rank_sum(values, base)
         low, high = rows.low[r, k], rows.high[r, k]
-        assert low <= exact <= high
-        assert high - low < 0.05 * values.size
-    assert rows.high[r, 3] - rows.low[r, 3] < 1e-6  # on grid points: known exactly
-    # A bound with a value moved off its cell would not hold: the bounds are not loose.
-    assert rows.high[r, 2] - rows.low[r, 2] > 0.0
+        assert low <= exact <= high, k
+        if kind != "few" and values.size:
+            assert high - low < 0.05 * values.size, k
+    width = rows.high[r, pos] - rows.low[r, pos]
+    assert width[3] < 1e-6 and width[4] < 1e-6  # on grid points, and no values: exact
+    if kind == "few":  # a step CDF, every step a grid point: no mass between them
+        assert (width < 1e-6).all()
+    else:
+        assert width[2] > 1e-3  # between points: not known exactly
 
 
 def test_a_scan_ranks_exactly_only_what_its_bounds_leave_open(
@@ -270,9 +292,22 @@ def test_a_scan_ranks_exactly_only_what_its_bounds_leave_open(
 
     monkeypatch.setattr(look_screen, "slot_rank_sum", ranking)
     monkeypatch.setattr(NumericRows, "rank_bounds", bounding)
-    judged, _ = _same_results(list(_two_drifts()))
+    events = list(_two_drifts())
+    judged, _ = _same_results(events)
     assert "mean_scan" in {d.test for d in judged}
     assert ranked and sum(bounded) > 5 * len(ranked)  # 293 slots bounded, 27 ranked
+    # With bounds that prove nothing, every feature is ranked exactly: the same parts are
+    # screened (a bound p kept where the exact one was needed would judge parts in vain).
+    _, with_bounds = _run(events, True)
+
+    def nothing_proven(self: NumericRows, rows: np.ndarray, pos: np.ndarray) -> None:
+        self.low[rows, pos], self.high[rows, pos] = -np.inf, np.inf
+
+    monkeypatch.setattr(NumericRows, "rank_bounds", nothing_proven)
+    ranked.clear()
+    _, exactly = _run(events, True)
+    assert len(ranked) > 5 * 27
+    assert with_bounds.stats == exactly.stats and with_bounds.stats["look_parts_screened"] > 0
 
 
 def test_another_span_test_turns_the_screen_off(monkeypatch: pytest.MonkeyPatch) -> None:
