@@ -339,7 +339,7 @@ class ScoreBatch:
     (1.0, 1.0, 40, 1.0)
     """
 
-    __slots__ = ("_cyy", "_dy", "_matrix", "_my", "_numeric", "_rows", "_y", "_ys", "scores")
+    __slots__ = ("_cyy", "_dy", "_finished", "_matrix", "_my", "_numeric", "_y", "_ys", "scores")
 
     def __init__(self, scores: list[float]) -> None:
         self.scores = scores
@@ -350,9 +350,9 @@ class ScoreBatch:
         self._numeric: list[_Held] = []
         """The numeric features' values, held back for :meth:`finish`."""
         self._matrix: np.ndarray | None = None
-        self._rows: dict[int, tuple[int, list[Any]]] = {}
-        """After :meth:`finish`, by ``id`` of a value list, its row in ``_matrix`` and the
-        list (kept alive, so no other list can have its ``id``)."""
+        self._finished: list[_Held] = []
+        """After :meth:`finish`, the rows of ``_matrix`` as they were added (their lists
+        kept alive with it, so no other list can have one's ``id``)."""
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -408,8 +408,7 @@ class ScoreBatch:
         for _, values, _ in rows:
             flat += values  # one flat list: a sixth cheaper to convert than a nested one
         x = np.array(flat, dtype=np.float64).reshape(len(rows), len(self.scores))  # None: NaN
-        self._matrix = x
-        self._rows = {id(values): (i, values) for i, (_, values, _) in enumerate(rows)}
+        self._matrix, self._finished = x, rows
         n = x.shape[1]
         ok = np.isfinite(x)
         if ok.all() and math.isfinite(self._my):
@@ -468,12 +467,10 @@ class ScoreBatch:
         tenth of applying a batch."""
         if self._matrix is None:
             return None
-        index = []
-        for column in columns:
-            found = self._rows.get(id(column))
-            if found is None or found[1] is not column:
-                return None
-            index.append(found[0])
+        row = {id(values): i for i, (_, values, _) in enumerate(self._finished)}
+        index = [row.get(id(column), -1) for column in columns]
+        if -1 in index:
+            return None
         return self._matrix[index]
 
     def _finish_full(self, rows: list[_Held], x: np.ndarray) -> None:
