@@ -425,6 +425,24 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     # a few messages a day: Faust's take_events serves them).
     ahead = (settings.read_ahead_mb << 20) if settings.gather_ahead else None
 
+    def in_bulk(topic: Any, size: int) -> None:
+        """Its agent takes ``topic``'s messages from the fetch loop in bulk, past Faust's
+        per-message path (:mod:`agents.faust_compat.bulk_delivery`), with the read-ahead the
+        stream buffer and the batch gathered ahead would have had."""
+        if not settings.bulk_delivery:
+            return
+        maxsize = topic.maxsize or app.conf.stream_buffer_maxsize
+        budget = settings.read_ahead_mb << 20
+        faust_compat.bulk_delivery.register(
+            app,
+            topic.get_topic_name(),
+            capacity=maxsize * (2 if settings.gather_ahead else 1),
+            place_bytes=budget // maxsize if budget else 1 << 62,
+            size=size,
+        )
+
+    in_bulk(predictions, settings.batch_size)
+
     @app.agent(predictions, name="detect-feature-drift")
     async def detect(stream: Any) -> None:
         await faust_compat.batches.process_batches(
@@ -438,6 +456,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         )
 
     if settings.join_outcomes:
+        in_bulk(outcomes, settings.batch_size)
+        in_bulk(join_input, join_batch_messages(settings.batch_size))
+        in_bulk(performance_input, settings.batch_size)
 
         @app.agent(outcomes, name="route-outcomes")
         async def route(stream: Any) -> None:

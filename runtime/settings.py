@@ -319,6 +319,16 @@ class Settings:
         "rebalance also waits for them: up to two batches instead of one. false: Faust's "
         "take_events, which reads nothing while a batch is out.",
     )
+    bulk_delivery: bool = _env(
+        "DRIFTWATCH_BULK_DELIVERY",
+        True,
+        "Hand the input agents' messages (predictions, outcomes, join, performance) from the "
+        "fetch loop to their batches in bulk, past Faust's per-message path (its conductor, "
+        "events, stream buffers and acks one by one: half a worker's interpreter time on "
+        "single-event messages), with the same read-ahead bounds, flow control, offset "
+        "guards and acks after each batch (agents.faust_compat.bulk_delivery). false: "
+        "Faust's path (and DRIFTWATCH_GATHER_AHEAD's gathering).",
+    )
     read_ahead_mb: int = _env(
         "DRIFTWATCH_READ_AHEAD_MB",
         8,

@@ -11,6 +11,8 @@ package touches a private name of Faust, mode or aiokafka (``tests/unit/test_lay
 - :mod:`.backpressure`: agents wait for the worker's later stages to keep up;
 - :mod:`.batches`: an agent's batches, acked only once their work and changelog records are
   delivered, the next one gathered while one is processed;
+- :mod:`.bulk_delivery`: the input agents' messages handed from the fetch loop to their
+  batches in bulk, past Faust's per-message path;
 - :mod:`.bulk_writes`: a batch's table writes into RocksDB and the changelog in record
   batches, not one Faust send per key;
 - :mod:`.direct_reads`: a table read straight from its partition's RocksDB;
@@ -34,6 +36,7 @@ Mutable settings live in the submodule that reads them (``guards.ORDER``,
 from agents.faust_compat import (
     backpressure,
     batches,
+    bulk_delivery,
     bulk_writes,
     commit_cap,
     counters,
@@ -55,6 +58,7 @@ from agents.faust_compat import (
 __all__ = [
     "backpressure",
     "batches",
+    "bulk_delivery",
     "bulk_writes",
     "commit_cap",
     "counters",

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from typing import Any
 
-from agents.faust_compat import backpressure, commit_cap, guards
+from agents.faust_compat import backpressure, bulk_delivery, commit_cap, guards
 from agents.faust_compat.counters import COUNTERS
 from agents.faust_compat.read_ahead import value_bytes
 from agents.faust_compat.version import check_version
@@ -64,7 +64,11 @@ async def process_batches(
             # Also from every commit hold: what was processed since the state was last
             # written is gone with the failure (:mod:`.commit_cap`).
             if guards.ORDER is not None and not getattr(stream.app, "should_stop", False):
-                guards.ORDER.rewind_to(stream.app.consumer, commit_cap.rewind_points(topic, batch))
+                points = commit_cap.rewind_points(topic, batch)
+                sink = bulk_delivery.sink_for(stream.app, topic)
+                if sink is not None:  # fetched past the rewind: read again after it
+                    sink.forget(tp.partition for tp in points)
+                guards.ORDER.rewind_to(stream.app.consumer, points)
             raise
         finally:
             del _BUSY[token]
@@ -147,11 +151,13 @@ async def ordered_batches(
         _RETRYING is None or _RETRYING.get_loop() is not asyncio.get_running_loop()
     ):
         _RETRYING = asyncio.ensure_future(order.retry_forever())
-    batches = (
-        stream.take_events(size, within=within)
-        if ahead_bytes is None
-        else take_ahead(stream, size, within, ahead_bytes)
-    )
+    sink = bulk_delivery.sink_for(stream.app, topic)
+    if sink is not None:
+        batches = take_bulk(stream, sink, size, within)
+    elif ahead_bytes is None:
+        batches = stream.take_events(size, within=within)
+    else:
+        batches = take_ahead(stream, size, within, ahead_bytes)
     async for batch in batches:
         if guards.ORDER is not None:
             try:
@@ -253,6 +259,29 @@ async def take_ahead(
         room.set()
         # Acks stay off: the reader would otherwise ack messages that nobody processed
         # before the next generator turned them off again.
+
+
+async def take_bulk(
+    stream: Any, sink: bulk_delivery.Sink, size: int, within: float
+) -> AsyncIterator[list[Any]]:
+    """:func:`take_ahead`'s batches from a topic delivered in bulk (:mod:`.bulk_delivery`):
+    up to ``size`` messages, as soon as there are that many or the sink is under pressure,
+    else what came ``within`` seconds; each batch's messages acked once the caller is done
+    with it (an ack of one whose processing failed is ignored: :func:`_unmark`). The fetch
+    loop fills the sink meanwhile, as far as its read-ahead allows."""
+    consumer = stream.app.consumer
+    timeout = within or None
+    while not stream.should_stop:
+        await stream.wait_for_stopped(sink.ready, timeout=timeout)
+        batch = sink.take(size)
+        if not batch:
+            continue
+        try:
+            yield batch
+        finally:
+            for event in batch:
+                consumer.ack(event.message)
+            batch = []  # no reference kept (see take_ahead)
 
 
 async def _ack_all(stream: Any, events: list[Any]) -> None:

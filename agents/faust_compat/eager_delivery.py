@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar, cast
 
 from mode import Service
 
+from agents.faust_compat import bulk_delivery
 from agents.faust_compat.counters import COUNTERS
 from agents.faust_compat.version import check_version
 
@@ -117,12 +118,26 @@ async def _finish_delivery(consumer: Any, rest: Resumed[Any], topic: str) -> Non
         BLOCKED_ON = None
 
 
+async def _wait_for_room(consumer: Any, sink: bulk_delivery.Sink) -> None:
+    """A full sink holds the fetch loop as a full stream buffer does: until its agent takes a
+    batch, or a rebalance begins (the message is then dropped by the sink: flow is off)."""
+    global BLOCKED_ON
+    COUNTERS["delivery_waited"] += 1
+    BLOCKED_ON = sink.topic
+    try:
+        await consumer.wait_first(sink.room.wait(), consumer.suspend_flow.wait())
+    finally:
+        BLOCKED_ON = None
+
+
 async def _drain_messages(self: Any, fetcher: Any) -> None:
     """faust-streaming 0.15.3's ``Consumer._drain_messages``, but for the delivery (see the
-    module's docstring); every other line as it is there."""
+    module's docstring, and :mod:`.bulk_delivery` for the topics delivered in bulk); every
+    other line as it is there."""
     from faust.transport.consumer import CONSUMER_FETCHING
 
     callback = self.callback
+    sinks = bulk_delivery.sinks_of(self.app)  # topics delivered in bulk (filled as registered)
     getmany = self.getmany
     consumer_should_stop = cast(Service, self)._stopped.is_set
     fetcher_should_stop = cast(Service, fetcher)._stopped.is_set
@@ -167,9 +182,15 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:
                             if self._n_acked >= commit_every:
                                 self._n_acked = 0
                                 await self.commit()
-                        rest = start_eagerly(callback(message))
-                        if rest is not None:
-                            await _finish_delivery(self, rest, message.topic)
+                        sink = sinks.get(message.topic) if sinks else None
+                        if sink is not None:
+                            if sink.full():
+                                await _wait_for_room(self, sink)
+                            sink.put(message)
+                        else:
+                            rest = start_eagerly(callback(message))
+                            if rest is not None:
+                                await _finish_delivery(self, rest, message.topic)
                         set_read_offset(tp, offset)
                     else:
                         self.log.dev(

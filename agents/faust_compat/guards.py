@@ -538,6 +538,12 @@ def mark_delivered(stream: Any, topic: str) -> None:
     GUARDED_TOPICS.add(topic)
 
 
+def mark_taken(message: Any) -> None:
+    """Mark a message handed to processing without a stream (:mod:`.bulk_delivery`), as
+    :func:`mark_delivered`'s processor marks a stream's."""
+    _DELIVERED.add(message)
+
+
 def install(probe: Probe, start: StartLookup | None = None) -> HeadGuard:
     """Patch Faust's consumer (once per process); the newest ``probe`` and ``start`` are the
     ones used."""

@@ -156,7 +156,8 @@ def _lines(function: object) -> list[str]:
 
 def test_the_loop_is_faust_s_but_for_the_delivery() -> None:
     """The replacement is faust-streaming 0.15.3's loop line for line, except the delivery
-    (and the import of a constant its module had at hand)."""
+    (to a topic's sink, or started eagerly) and the import of a constant its module had at
+    hand."""
     eager_delivery.install()
     eager_delivery.install()  # once per process
     from faust.transport.consumer import Consumer
@@ -171,9 +172,16 @@ def test_the_loop_is_faust_s_but_for_the_delivery() -> None:
     ]
     assert changed == [
         "+from faust.transport.consumer import CONSUMER_FETCHING",
+        "+sinks = bulk_delivery.sinks_of(self.app)",
         "-await self.wait_first(",
         "-callback(message), self.suspend_flow.wait()",
         "-)",
+        "+sink = sinks.get(message.topic) if sinks else None",
+        "+if sink is not None:",
+        "+if sink.full():",
+        "+await _wait_for_room(self, sink)",
+        "+sink.put(message)",
+        "+else:",
         "+rest = start_eagerly(callback(message))",
         "+if rest is not None:",
         "+await _finish_delivery(self, rest, message.topic)",
