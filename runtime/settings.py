@@ -317,7 +317,9 @@ class Settings:
         "for the broker (bench.throughput: envelopes 1.09x; single events 1.05-1.1x, within "
         "the benchmark's spread). Those messages are acked only after their own batch, so a "
         "rebalance also waits for them: up to two batches instead of one. false: Faust's "
-        "take_events, which reads nothing while a batch is out.",
+        "take_events, which reads nothing while a batch is out. With "
+        "DRIFTWATCH_BULK_DELIVERY an agent's sink holds what its stream buffer and the batch "
+        "gathered ahead would (twice its buffer's messages and bytes); false: once.",
     )
     bulk_delivery: bool = _env(
         "DRIFTWATCH_BULK_DELIVERY",
@@ -326,8 +328,9 @@ class Settings:
         "fetch loop to their batches in bulk, past Faust's per-message path (its conductor, "
         "events, stream buffers and acks one by one: half a worker's interpreter time on "
         "single-event messages), with the same read-ahead bounds, flow control, offset "
-        "guards and acks after each batch (agents.faust_compat.bulk_delivery). false: "
-        "Faust's path (and DRIFTWATCH_GATHER_AHEAD's gathering).",
+        "guards and acks after each batch (agents.faust_compat.bulk_delivery); a rebalance "
+        "waits for the batch in flight only, not for one gathered ahead. false: Faust's path "
+        "(and DRIFTWATCH_GATHER_AHEAD's gathering).",
     )
     read_ahead_mb: int = _env(
         "DRIFTWATCH_READ_AHEAD_MB",
