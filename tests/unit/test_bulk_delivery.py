@@ -179,8 +179,10 @@ class Stream:
         self.app = app
         self.should_stop = False
 
-    async def wait_for_stopped(  # noqa: ASYNC109  (Faust's signature)
-        self, event: asyncio.Event, timeout: float | None
+    async def wait_for_stopped(
+        self,
+        event: asyncio.Event,
+        timeout: float | None,  # noqa: ASYNC109  (Faust's signature)
     ) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), timeout)
@@ -241,8 +243,9 @@ class FetchConsumer:
     async def callback(self, message: Message) -> None:
         self.delivered.append(message)
 
-    async def getmany(  # noqa: ASYNC109  (Faust's signature)
-        self, timeout: float
+    async def getmany(
+        self,
+        timeout: float,  # noqa: ASYNC109  (Faust's signature)
     ) -> AsyncIterator[tuple[Any, Message]]:
         records, self.records = self.records, []
         for m in records:
