@@ -318,8 +318,8 @@ class Settings:
         "the benchmark's spread). Those messages are acked only after their own batch, so a "
         "rebalance also waits for them: up to two batches instead of one. false: Faust's "
         "take_events, which reads nothing while a batch is out. With "
-        "DRIFTWATCH_BULK_DELIVERY an agent's sink holds what its stream buffer and the batch "
-        "gathered ahead would (twice its buffer's messages and bytes); false: once.",
+        "DRIFTWATCH_BULK_DELIVERY (which gathers ahead by itself) an agent's sink is bounded "
+        "at twice its stream buffer's messages and bytes; false: once.",
     )
     bulk_delivery: bool = _env(
         "DRIFTWATCH_BULK_DELIVERY",
@@ -327,10 +327,11 @@ class Settings:
         "Hand the input agents' messages (predictions, outcomes, join, performance) from the "
         "fetch loop to their batches in bulk, past Faust's per-message path (its conductor, "
         "events, stream buffers and acks one by one: half a worker's interpreter time on "
-        "single-event messages), with the same read-ahead bounds, flow control, offset "
-        "guards and acks after each batch (agents.faust_compat.bulk_delivery); a rebalance "
-        "waits for the batch in flight only, not for one gathered ahead. false: Faust's path "
-        "(and DRIFTWATCH_GATHER_AHEAD's gathering).",
+        "single-event messages), with Faust's flow control, the offset guards and acks "
+        "after each batch (agents.faust_compat.bulk_delivery). The messages wait in a sink "
+        "per topic bounded as a stream buffer is (DRIFTWATCH_STREAM_BUFFER_SIZE, "
+        "DRIFTWATCH_READ_AHEAD_MB), twice over with DRIFTWATCH_GATHER_AHEAD; a rebalance "
+        "waits for the batch in flight only. false: Faust's path.",
     )
     read_ahead_mb: int = _env(
         "DRIFTWATCH_READ_AHEAD_MB",

@@ -65,10 +65,10 @@ async def process_batches(
             # written is gone with the failure (:mod:`.commit_cap`).
             if guards.ORDER is not None and not getattr(stream.app, "should_stop", False):
                 points = commit_cap.rewind_points(topic, batch)
+                sought = guards.ORDER.rewind_to(stream.app.consumer, points)
                 sink = bulk_delivery.sink_for(stream.app, topic)
-                if sink is not None:  # fetched past the rewind: read again after it
-                    sink.forget(tp.partition for tp in points)
-                guards.ORDER.rewind_to(stream.app.consumer, points)
+                if sink is not None and sought:  # fetched past the rewind: read again after it
+                    sink.forget(tp.partition for tp in sought)
             raise
         finally:
             del _BUSY[token]

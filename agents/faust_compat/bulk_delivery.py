@@ -16,15 +16,18 @@ What Faust's path does for a message is done here as follows:
 
 * **Flow control.** A message fetched while a rebalance has suspended the flow is not
   delivered (Faust's conductor waits for the flow, and the fetch loop gives that delivery up
-  when the rebalance begins); one fetched in an earlier consumer generation is dropped when its
-  batch is taken (Faust's stream skips it). Neither is tracked nor acked: the rebalance's seek
-  to the committed offset reads them again (:mod:`.guards`).
-* **The buffer.** A sink holds what an agent's stream buffer and the batch it gathered ahead
-  held (:mod:`.read_ahead`: messages, and bytes by places), is cleared with the stream buffers
-  at a revocation (Faust's flow control manages it as one of them), pauses fetching a
-  partition whose message finds it under high pressure and lets it go on once the sink has
-  drained (Faust's ``on_buffer_full`` / ``on_buffer_drop``). A full sink holds the fetch
-  loop, as a full stream buffer does (:data:`.eager_delivery.BLOCKED_ON`).
+  when the rebalance begins): the seek to the committed offsets that ends the rebalance reads
+  it again. One fetched in an earlier consumer generation is dropped when its batch is taken
+  (Faust's stream skips it); it is neither tracked nor acked, so the commit stays before it,
+  and the guards read it again as a missing head or an offset jumped over (:mod:`.guards`).
+* **The buffer.** A sink is bounded as a stream buffer is (:mod:`.read_ahead`: messages,
+  and bytes by places), twice over when the agents gather ahead (where a buffer and a
+  batch gathered ahead were held before). It is cleared with the stream buffers at a
+  revocation (Faust's flow control manages it as one of them), pauses fetching a partition
+  whose message finds it under high pressure and lets it go on once it has drained (Faust's
+  ``on_buffer_full`` / ``on_buffer_drop``). A full sink holds the fetch loop, as a full
+  stream buffer does (:data:`.eager_delivery.BLOCKED_ON`); its messages count as queued for
+  the watchdog (:func:`.introspection.queued_by_topic`).
 * **Tracking and acks.** A batch's messages are tracked as unacked when it is taken (a
   revocation waits for them, as for any batch in flight), marked as reaching processing
   (:func:`.guards.mark_taken`), their partitions' inbound times set (Faust's check for a
@@ -75,8 +78,10 @@ class Sink:
 
     >>> from types import SimpleNamespace as NS
     >>> paused = []
-    >>> app = NS(flow_control=NS(is_active=lambda: True, manage_queue=lambda q: None),
-    ...          consumer=NS(on_buffer_full=paused.append, on_buffer_drop=paused.remove))
+    >>> class App:
+    ...     flow_control = NS(is_active=lambda: True, manage_queue=lambda q: None)
+    ...     consumer = NS(on_buffer_full=paused.append, on_buffer_drop=paused.remove)
+    >>> app = App()
     >>> sink = Sink(app, "t", capacity=10, place_bytes=100, size=4)
     >>> for offset in range(3):
     ...     sink.put(NS(topic="t", partition=0, value=b"x" * 150, offset=offset))
@@ -92,7 +97,8 @@ class Sink:
     """
 
     def __init__(self, app: Any, topic: str, capacity: int, place_bytes: int, size: int) -> None:
-        self.app = app
+        self._app = weakref.ref(app)  # the app keeps its sinks (:data:`_SINKS`), not they it
+        self._flow = app.flow_control
         self.topic = topic
         self.capacity = max(1, capacity)
         self.high = self.capacity / PRESSURE_HIGH_RATIO
@@ -111,12 +117,19 @@ class Sink:
         self.room.set()
         app.flow_control.manage_queue(self)  # cleared with the stream buffers
 
+    @property
+    def app(self) -> Any:
+        app = self._app()
+        if app is None:  # pragma: no cover - a sink is only reached through its app
+            raise RuntimeError(f"the app of {self.topic}'s sink is gone")
+        return app
+
     def full(self) -> bool:
         return self.places >= self.capacity
 
     def put(self, message: Any) -> None:
         """Add a fetched message (the fetch loop waits for :attr:`room` first when full)."""
-        if not self.app.flow_control.is_active():
+        if not self._flow.is_active():
             COUNTERS["bulk_dropped_suspended"] += 1  # read again after the rebalance's seek
             return
         n = len(message.value or b"")
@@ -155,9 +168,9 @@ class Sink:
     def take(self, n: int) -> list[BulkEvent]:
         """The next batch of up to ``n`` messages, as events, tracked and marked: messages of
         an earlier consumer generation are left out (read again after the rebalance's seek)."""
-        app = self.app
-        if not app.flow_control.is_active():
+        if not self._flow.is_active():
             return []  # a rebalance began: Faust clears the sink next
+        app = self.app
         consumer = app.consumer
         generation = app.consumer_generation_id
         track = consumer.unacked.add
@@ -221,6 +234,15 @@ def register(app: Any, topic: str, capacity: int, place_bytes: int, size: int) -
     return sink
 
 
+def queued(app: Any) -> dict[str, int]:
+    """Messages waiting in the app's sinks, per topic (from any thread: a length read)."""
+    try:
+        sinks = _SINKS.get(app)
+    except TypeError:
+        return {}
+    return {topic: len(sink.messages) for topic, sink in list((sinks or {}).items())}
+
+
 def sink_for(app: Any, topic: str) -> Sink | None:
     try:
         sinks = _SINKS.get(app)
@@ -229,4 +251,4 @@ def sink_for(app: Any, topic: str) -> Sink | None:
     return None if sinks is None else sinks.get(topic)
 
 
-__all__ = ["BulkEvent", "Sink", "register", "sink_for", "sinks_of"]
+__all__ = ["BulkEvent", "Sink", "queued", "register", "sink_for", "sinks_of"]

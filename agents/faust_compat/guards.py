@@ -370,8 +370,10 @@ class SourceOrder:
         with the messages after the failed batch, and the batch, read again, was refused)."""
         self.rewind_to(consumer, first_offsets(events))
 
-    def rewind_to(self, consumer: Any, first: dict[Any, int]) -> None:
-        """:meth:`rewind` to the given offset per partition (a TP)."""
+    def rewind_to(self, consumer: Any, first: dict[Any, int]) -> list[Any]:
+        """:meth:`rewind` to the given offset per partition (a TP); returns the partitions
+        sought back (the others are read on from where they are)."""
+        sought = []
         for tp, offset in first.items():
             expect = self.expect.get(tp)
             if tp in self.revoked or expect is None or expect <= offset:
@@ -379,6 +381,8 @@ class SourceOrder:
             self.expect[tp] = offset
             COUNTERS["order_rewound"] += 1
             self._seek_back(consumer, tp, offset)
+            sought.append(tp)
+        return sought
 
     async def _start(self, tp: Any) -> int | None:
         assert self.start is not None

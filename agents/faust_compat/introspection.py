@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from agents.faust_compat import guards
+from agents.faust_compat import bulk_delivery, guards
 
 
 def bind_to_this_loop(table: Any) -> None:
@@ -133,8 +133,8 @@ def fetcher_state(consumer: Any) -> dict[str, Any]:
 
 
 def queued_by_topic(app: Any) -> dict[str, int]:
-    """Messages waiting in the agents' stream queues, per source topic (best effort, from any
-    thread: a channel's queue is read only where it exists, never created)."""
+    """Messages waiting in the agents' stream queues and bulk sinks, per source topic (best
+    effort, from any thread: a channel's queue is read only where it exists, never created)."""
     out: dict[str, int] = {}
     try:
         channels = list(app.topics._topics)
@@ -150,6 +150,8 @@ def queued_by_topic(app: Any) -> dict[str, int]:
             continue
         for name in getattr(channel, "topics", None) or ():
             out[name] = out.get(name, 0) + size
+    for name, size in bulk_delivery.queued(app).items():  # in bulk: in the sinks instead
+        out[name] = out.get(name, 0) + size
     return out
 
 

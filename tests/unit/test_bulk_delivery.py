@@ -29,6 +29,8 @@ class Consumer:
         self.dropped: list[Any] = []
         self.unacked: set[Any] = set()
         self.acked: list[Any] = []
+        self.seeks: list[dict[Any, int]] = []
+        self._read_offset: dict[Any, int] = {}
 
     def on_buffer_full(self, tp: Any) -> None:
         assert isinstance(tp, TP)  # Faust's consumer asserts it of its active partitions
@@ -40,6 +42,9 @@ class Consumer:
     def ack(self, message: Any) -> bool:
         self.acked.append(message)
         return True
+
+    async def seek_wait(self, partitions: dict[Any, int]) -> None:
+        self.seeks.append(dict(partitions))
 
 
 class Message:
@@ -92,7 +97,8 @@ def test_a_sink_bounds_places_pauses_under_pressure_and_resumes_as_it_drains() -
 
 
 def test_a_sink_is_ready_at_a_batch_of_messages() -> None:
-    sink = Sink(_app(), "p", capacity=4096, place_bytes=2048, size=3)
+    app = _app()  # held: a sink refers to its app weakly
+    sink = Sink(app, "p", capacity=4096, place_bytes=2048, size=3)
     sink.put(Message(0, 0))
     sink.put(Message(0, 1))
     assert not sink.ready.is_set()
@@ -173,11 +179,14 @@ def test_a_bulk_event_is_what_the_processors_read_and_a_weak_reference_can_hold(
 
 
 class Stream:
-    """What ``take_bulk`` uses of the agent's stream."""
+    """What ``take_bulk`` and ``process_batches`` use of the agent's stream."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.should_stop = False
+
+    def add_processor(self, fn: Any) -> None:
+        pass
 
     async def wait_for_stopped(
         self,
@@ -290,3 +299,89 @@ def test_the_fetch_loop_hands_a_registered_topic_to_its_sink_and_waits_for_room(
     assert consumer.delivered == [other]
     assert [m.offset for m in sink.messages] == [2, 3, 4]
     assert consumer._read_offset[TP("p", 0)] == 4
+
+
+def test_a_failed_batch_forgets_only_the_partitions_its_rewind_reads_again() -> None:
+    """The batch of p[0] fails: p[0] is sought back to its first offset, so what the sink
+    fetched past it is dropped (read again after the seek). p[1] had a commit hold where its
+    processing stands (its state written): no seek, so its fetched messages stay in the sink
+    (dropped, nothing would read them again until a rebalance)."""
+    from agents.faust_compat import commit_cap
+
+    app = _app()
+    sink = bulk_delivery.register(app, "p", capacity=100, place_bytes=100, size=2)
+    for k in (10, 11, 12, 13):
+        sink.put(Message(0, k))
+    for k in (500, 501):
+        sink.put(Message(1, k))
+    order = guards.SourceOrder(lambda *_: asyncio.sleep(0, None), clock=lambda: 0.0)
+    order.expect[TP("p", 0)] = 10
+    order.expect[TP("p", 1)] = 500
+    commit_cap.hold("p", 1, 500)
+
+    async def process(batch: list[Any]) -> None:
+        raise RuntimeError("a bug")
+
+    async def go() -> None:
+        with pytest.raises(RuntimeError):
+            await batches.process_batches(Stream(app), "p", 2, 0.05, process)
+        await asyncio.sleep(0.01)  # the seek back runs
+
+    saved, guards.ORDER = guards.ORDER, order
+    try:
+        asyncio.run(go())
+    finally:
+        guards.ORDER = saved
+        commit_cap.release("p")
+    assert app.consumer.seeks == [{TP("p", 0): 10}]
+    assert [(m.partition, m.offset) for m in sink.messages] == [(1, 500), (1, 501)]
+    assert sink.places == 2
+
+
+def test_a_sink_s_messages_count_as_queued_for_the_watchdog() -> None:
+    """The watchdog's orphaned-messages check takes a partition with nothing queued for its
+    topic and no batch running for a stall: messages waiting in a sink are queued."""
+    from agents.faust_compat import introspection
+
+    app = _app()
+    sink = bulk_delivery.register(app, "p", capacity=100, place_bytes=100, size=50)
+    app.topics = NS(_topics=[])
+    assert introspection.queued_by_topic(app) == {"p": 0}
+    sink.put(Message(0, 0))
+    sink.put(Message(1, 0))
+    assert introspection.queued_by_topic(app) == {"p": 2}
+    guards.GUARDED_TOPICS.add("p")
+    try:
+        assert introspection.drained(app, [TP("p", 0)]) == set()
+        sink.take(50)
+        assert introspection.drained(app, [TP("p", 0)]) == {TP("p", 0)}
+    finally:
+        guards.GUARDED_TOPICS.discard("p")
+
+
+def test_a_fetch_loop_waiting_for_room_gives_the_message_up_when_a_rebalance_begins() -> None:
+    """As Faust's loop gives a blocked delivery up: the flow is suspended (a revocation), the
+    wait ends, the sink drops the message (read again after the rebalance's seek) and the
+    loop goes on."""
+    app = _app()
+    sink = bulk_delivery.register(app, "p", capacity=2, place_bytes=100, size=10)
+    records = [Message(0, k) for k in range(4)]
+    consumer = FetchConsumer(app, records)
+    before = COUNTERS["bulk_dropped_suspended"]
+
+    async def main() -> None:
+        fetcher = NS(_stopped=asyncio.Event())
+        loop = asyncio.ensure_future(eager_delivery._drain_messages(consumer, fetcher))
+        for _ in range(50):
+            await asyncio.sleep(0)
+            if eager_delivery.BLOCKED_ON is not None:
+                break
+        assert eager_delivery.BLOCKED_ON == "p" and not loop.done()
+        app.flow_control.suspend()
+        consumer.suspend_flow.set()
+        await asyncio.wait_for(loop, 5)
+
+    asyncio.run(main())
+    assert [m.offset for m in sink.messages] == [0, 1]  # 2 and 3 given up, not delivered
+    assert COUNTERS["bulk_dropped_suspended"] == before + 2
+    assert consumer._read_offset[TP("p", 0)] == 3 and eager_delivery.BLOCKED_ON is None
