@@ -299,7 +299,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     registry.register(
         GaugesCollector(
             "driftwatch_stream_buffer_messages",
-            "Input messages read and waiting in an agent's queue, by source topic "
+            "Input messages read and waiting in an agent's queue or bulk sink, by source topic "
             "(DRIFTWATCH_STREAM_BUFFER_SIZE bounds it)",
             "topic",
             lambda: faust_compat.introspection.queued_by_topic(app),
