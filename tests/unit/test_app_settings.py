@@ -30,6 +30,38 @@ def test_the_stream_buffers_follow_the_batches_unless_set(
     assert channels["detect-feature-drift"].maxsize is None  # the stream buffer's
 
 
+INPUTS = {"predictions", "outcomes", "join-input", "performance-input"}
+
+
+@pytest.mark.parametrize(
+    ("env", "topics", "capacity"),
+    [
+        ({}, INPUTS, 8192),
+        ({"DRIFTWATCH_GATHER_AHEAD": "false"}, INPUTS, 4096),
+        ({"DRIFTWATCH_JOIN_OUTCOMES": "false"}, {"predictions"}, 8192),
+        ({"DRIFTWATCH_BULK_DELIVERY": "false"}, set(), 0),
+    ],
+)
+def test_the_input_topics_are_delivered_in_bulk_with_the_stream_buffers_bounds(
+    tmp_path: Path, env: dict[str, str], topics: set[str], capacity: int
+) -> None:
+    """DRIFTWATCH_BULK_DELIVERY (on by default) gives each input agent's topic a sink,
+    registered before the app starts, of its stream buffer's bounds, twice over when the
+    agents gather ahead; the alert agents keep Faust's delivery."""
+    from agents.app import create_app
+    from agents.faust_compat import bulk_delivery
+    from runtime.settings import Settings
+
+    environ = {"DRIFTWATCH_DATA_DIR": str(tmp_path), "DRIFTWATCH_API_PORT": "0", **env}
+    app = create_app(Settings.from_env(environ=environ)).app
+    sinks = bulk_delivery.sinks_of(app)
+    assert set(sinks) == topics
+    for sink in sinks.values():
+        assert sink.capacity == capacity and sink.place_bytes == (8 << 20) // 4096
+    if "join-input" in sinks:  # a join batch is a sixty-fourth of a batch of predictions
+        assert (sinks["predictions"].size, sinks["join-input"].size) == (1000, 15)
+
+
 @pytest.mark.parametrize("grace", [None, "0", "45"])
 def test_the_join_stall_grace_reaches_the_join(tmp_path: Path, grace: str | None) -> None:
     """DRIFTWATCH_JOIN_STALL_GRACE_SECONDS is the worker join's grace, JoinConfig's own
