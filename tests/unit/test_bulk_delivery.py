@@ -272,6 +272,17 @@ class FetchConsumer:
         return done
 
 
+async def _fetch_until_blocked(consumer: FetchConsumer) -> asyncio.Future[None]:
+    """The fetch loop over ``consumer``'s records, run until it waits (or 50 loop turns)."""
+    fetcher = NS(_stopped=asyncio.Event())
+    loop = asyncio.ensure_future(eager_delivery._drain_messages(consumer, fetcher))
+    for _ in range(50):
+        await asyncio.sleep(0)
+        if eager_delivery.BLOCKED_ON is not None:
+            break
+    return loop
+
+
 def test_the_fetch_loop_hands_a_registered_topic_to_its_sink_and_waits_for_room() -> None:
     app = _app()
     sink = bulk_delivery.register(app, "p", capacity=3, place_bytes=100, size=10)
@@ -283,12 +294,7 @@ def test_the_fetch_loop_hands_a_registered_topic_to_its_sink_and_waits_for_room(
     held: list[str | None] = []
 
     async def main() -> None:
-        fetcher = NS(_stopped=asyncio.Event())
-        loop = asyncio.ensure_future(eager_delivery._drain_messages(consumer, fetcher))
-        for _ in range(50):
-            await asyncio.sleep(0)
-            if eager_delivery.BLOCKED_ON is not None:
-                break
+        loop = await _fetch_until_blocked(consumer)
         held.append(eager_delivery.BLOCKED_ON)  # full at three: the fourth waits for room
         assert [m.offset for m in sink.messages] == [0, 1, 2] and not loop.done()
         sink.pop(2)
@@ -370,12 +376,7 @@ def test_a_fetch_loop_waiting_for_room_gives_the_message_up_when_a_rebalance_beg
     before = COUNTERS["bulk_dropped_suspended"]
 
     async def main() -> None:
-        fetcher = NS(_stopped=asyncio.Event())
-        loop = asyncio.ensure_future(eager_delivery._drain_messages(consumer, fetcher))
-        for _ in range(50):
-            await asyncio.sleep(0)
-            if eager_delivery.BLOCKED_ON is not None:
-                break
+        loop = await _fetch_until_blocked(consumer)
         assert eager_delivery.BLOCKED_ON == "p" and not loop.done()
         app.flow_control.suspend()
         consumer.suspend_flow.set()
