@@ -269,7 +269,6 @@ async def take_bulk(
     else what came ``within`` seconds; each batch's messages acked once the caller is done
     with it (an ack of one whose processing failed is ignored: :func:`_unmark`). The fetch
     loop fills the sink meanwhile, as far as its read-ahead allows."""
-    consumer = stream.app.consumer
     timeout = within or None
     while not stream.should_stop:
         await stream.wait_for_stopped(sink.ready, timeout=timeout)
@@ -279,8 +278,9 @@ async def take_bulk(
         try:
             yield batch
         finally:
+            ack = stream.app.consumer.ack
             for event in batch:
-                consumer.ack(event.message)
+                ack(event.message)
             batch = []  # no reference kept (see take_ahead)
 
 

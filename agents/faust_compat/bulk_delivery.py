@@ -167,7 +167,8 @@ class Sink:
 
     def take(self, n: int) -> list[BulkEvent]:
         """The next batch of up to ``n`` messages, as events, tracked and marked: messages of
-        an earlier consumer generation are left out (read again after the rebalance's seek)."""
+        an earlier consumer generation are left out (never acked: the guards read them
+        again)."""
         if not self._flow.is_active():
             return []  # a rebalance began: Faust clears the sink next
         app = self.app
