@@ -432,12 +432,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         if not settings.bulk_delivery:
             return
         maxsize = topic.maxsize or app.conf.stream_buffer_maxsize
-        budget = settings.read_ahead_mb << 20
         faust_compat.bulk_delivery.register(
             app,
             topic.get_topic_name(),
             capacity=maxsize * (2 if settings.gather_ahead else 1),
-            place_bytes=budget // maxsize if budget else 1 << 62,
+            place_bytes=faust_compat.read_ahead.place_bytes(settings.read_ahead_mb << 20, maxsize),
             size=size,
         )
 

@@ -132,7 +132,7 @@ class Sink:
         if not self._flow.is_active():
             COUNTERS["bulk_dropped_suspended"] += 1  # read again after the rebalance's seek
             return
-        n = len(message.value or b"")
+        n = len(message.value or b"")  # read_ahead's places: ceil(n / place_bytes), at least 1
         weight = 1 if n <= self.place_bytes else -(-n // self.place_bytes)
         self.messages.append(message)
         self.weights.append(weight)
@@ -154,6 +154,11 @@ class Sink:
         del self.messages[:n]
         self.places -= sum(self.weights[:n])
         del self.weights[:n]
+        self._settle()
+        return out
+
+    def _settle(self) -> None:
+        """Pressure, readiness and room as the sink now holds (after messages left it)."""
         if self.paused and self.places <= self.low:
             on_drop = self.app.consumer.on_buffer_drop
             for tp in self.paused:
@@ -163,7 +168,6 @@ class Sink:
             self.ready.clear()
         if self.places < self.capacity:
             self.room.set()
-        return out
 
     def take(self, n: int) -> list[BulkEvent]:
         """The next batch of up to ``n`` messages, as events, tracked and marked: messages of
@@ -204,7 +208,7 @@ class Sink:
         self.messages = [self.messages[k] for k in keep]
         self.weights = [self.weights[k] for k in keep]
         self.places = sum(self.weights)
-        self.pop(0)  # pressure, readiness and room as they now are
+        self._settle()
 
     def clear(self) -> None:
         """Faust's flow control clears its queues at a revocation and when the flow resumes:
@@ -212,16 +216,24 @@ class Sink:
         self.messages.clear()
         self.weights.clear()
         self.places = 0
-        self.pop(0)
+        self._settle()
 
 
 _SINKS: weakref.WeakKeyDictionary[Any, dict[str, Sink]] = weakref.WeakKeyDictionary()
 
 
+def _registered(app: Any) -> dict[str, Sink] | None:
+    """The app's sinks, if any (None too for a stand-in app no weak reference can hold)."""
+    try:
+        return _SINKS.get(app)
+    except TypeError:
+        return None
+
+
 def sinks_of(app: Any) -> dict[str, Sink]:
     """The app's sinks by topic name (the same dict as sinks are added: the fetch loop keeps
     it)."""
-    sinks = _SINKS.get(app)
+    sinks = _registered(app)
     if sinks is None:
         sinks = _SINKS[app] = {}
     return sinks
@@ -237,18 +249,12 @@ def register(app: Any, topic: str, capacity: int, place_bytes: int, size: int) -
 
 def queued(app: Any) -> dict[str, int]:
     """Messages waiting in the app's sinks, per topic (from any thread: a length read)."""
-    try:
-        sinks = _SINKS.get(app)
-    except TypeError:
-        return {}
-    return {topic: len(sink.messages) for topic, sink in list((sinks or {}).items())}
+    sinks = _registered(app) or {}
+    return {topic: len(sink.messages) for topic, sink in list(sinks.items())}
 
 
 def sink_for(app: Any, topic: str) -> Sink | None:
-    try:
-        sinks = _SINKS.get(app)
-    except TypeError:  # no weak reference to it: a stand-in app, which registered none
-        return None
+    sinks = _registered(app)
     return None if sinks is None else sinks.get(topic)
 
 

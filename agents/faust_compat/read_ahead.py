@@ -14,6 +14,16 @@ def value_bytes(item: Any) -> int:
     return len(value) if isinstance(value, bytes | bytearray) else 0
 
 
+def place_bytes(budget_bytes: int, maxsize: int) -> int:
+    """The bytes of one of a buffer's ``maxsize`` places under ``budget_bytes`` (0: no byte
+    bound, every message one place).
+
+    >>> place_bytes(8 << 20, 4096), place_bytes(0, 4096) > 1 << 60
+    (2048, True)
+    """
+    return max(1, budget_bytes // maxsize) if budget_bytes > 0 else 1 << 62
+
+
 def bound_stream_buffers(app: Any, budget_bytes: int) -> None:
     """Every agent's stream buffer (the messages read ahead, not yet processed) holds at most
     ``budget_bytes`` of message values as well as its ``maxsize`` messages.
@@ -69,7 +79,7 @@ def bound_stream_buffers(app: Any, budget_bytes: int) -> None:
             )
         return ByteBudgetQueue(
             maxsize,
-            place_bytes=max(1, budget_bytes // maxsize),
+            place_bytes=place_bytes(budget_bytes, maxsize),
             flow_control=app.flow_control,
             clear_on_resume=clear_on_resume,
         )
