@@ -30,6 +30,9 @@ from streams.perf_monitor import PerformanceMonitor
 log = logging.getLogger(__name__)
 
 FLUSH_EVERY = 20_000
+RUN = 1_000
+"""Predictions per :meth:`DriftEngine.observe_many` call without outcomes (a divisor of
+:data:`FLUSH_EVERY`, or runs end early to spill where one-at-a-time would)."""
 
 
 @dataclass
@@ -126,10 +129,8 @@ def run_backtest(
     with_outcomes = first_label is not None
     if first_label is not None:
         labels = itertools.chain((first_label,), labels)
-    timeline: Iterator[tuple[float, PredictionEvent | OutcomeEvent]]
-    if not with_outcomes:  # nothing to merge with: no heap step per event
-        timeline = ((p.timestamp, p) for p in predictions)
-    else:
+    timeline: Iterator[tuple[float, PredictionEvent | OutcomeEvent]] = iter(())
+    if with_outcomes:
         # heapq.merge is stable across its inputs: at equal keys predictions (the first) go
         # first.
         timeline = heapq.merge(
@@ -144,6 +145,9 @@ def run_backtest(
         join_store = MemoryStore()
     joiner = OutcomeJoiner(JoinConfig(perf_cfg.join_retention_days), join_store)
     monitor = PerformanceMonitor(perf_cfg, perf_store)
+    record = _Recorder(report, out, keep_drift_events)
+    if not with_outcomes:  # the engine alone: many events a call (the same work as one each)
+        _observe_in_runs(predictions, engine, store, report, record)
     last_day = -1
     for i, (ts, event) in enumerate(timeline, start=1):
         drifts: list[DriftEvent] = []
@@ -152,29 +156,21 @@ def run_backtest(
                 drifts += engine.observe(event)
                 report.events += 1
                 report.feature_values += len(event.features)
-                if with_outcomes:
-                    if join_keys is None or event.event_id in join_keys:
-                        drifts += _join(joiner.on_prediction(event), monitor, report)
-                    else:  # it can never join: only the join's clock, which expiry reads
-                        joiner.advance_clock(ts)
-                    drifts += monitor.observe_prediction(
-                        event.tenant, event.model, event.model_version, ts, event.score
-                    )
+                if join_keys is None or event.event_id in join_keys:
+                    drifts += _join(joiner.on_prediction(event), monitor, report)
+                else:  # it can never join: only the join's clock, which expiry reads
+                    joiner.advance_clock(ts)
+                drifts += monitor.observe_prediction(
+                    event.tenant, event.model, event.model_version, ts, event.score
+                )
             else:
                 drifts += _join(joiner.on_outcome(event), monitor, report)
         except InvalidEvent as exc:
             report.rejected[exc.reason] += 1
-        for drift in drifts:
-            report.drift_events_total += 1
-            if drift.kind is DriftKind.PERFORMANCE:
-                report.performance_drift_events_total += 1
-            if keep_drift_events:
-                report.drift_events.append(drift)
-            if out is not None:
-                out.write(drift.to_json().decode() + "\n")
+        record(drifts)
         if engine.notices or monitor.notices:
             report.notices += engine.take_notices() + monitor.take_notices()
-        if with_outcomes and ts // DAY > last_day:
+        if ts // DAY > last_day:
             last_day = int(ts // DAY)
             for gone in joiner.expire():
                 report.rejected["unknown_prediction"] += 1
@@ -286,6 +282,59 @@ def sorted_outcomes(
 
 
 _E = TypeVar("_E", PredictionEvent, OutcomeEvent)
+
+
+class _Recorder:
+    """Counts a run's drift events into its report, keeps them (unless asked not to) and
+    writes them to ``out``."""
+
+    def __init__(self, report: BacktestReport, out: IO[str] | None, keep: bool) -> None:
+        self.report, self.out, self.keep = report, out, keep
+
+    def __call__(self, drifts: Iterable[DriftEvent]) -> None:
+        report = self.report
+        for drift in drifts:
+            report.drift_events_total += 1
+            if drift.kind is DriftKind.PERFORMANCE:
+                report.performance_drift_events_total += 1
+            if self.keep:
+                report.drift_events.append(drift)
+            if self.out is not None:
+                self.out.write(drift.to_json().decode() + "\n")
+
+
+def _observe_in_runs(
+    predictions: Iterable[PredictionEvent],
+    engine: DriftEngine,
+    store: MemoryStore,
+    report: BacktestReport,
+    record: _Recorder,
+) -> None:
+    """Predictions without outcomes, :data:`RUN` at a time through
+    :meth:`DriftEngine.observe_many`: what one call per event does (the spills after the same
+    events, the drift events and notices in the same order), at less cost per event."""
+    events = iter(predictions)
+    done_events = 0
+    while True:
+        # A run ends where the one-at-a-time loop spills, so the spills come as they did.
+        run = list(itertools.islice(events, min(RUN, FLUSH_EVERY - done_events % FLUSH_EVERY)))
+        if not run:
+            return
+        done = engine.observe_many(run)
+        values = sum(len(event.features) for event in run)
+        for k, exc in done.refused:
+            if not isinstance(exc, InvalidEvent):
+                raise exc
+            report.rejected[exc.reason] += 1
+            values -= len(run[k].features)
+        report.events += len(run) - len(done.refused)
+        report.feature_values += values
+        record(drift for _, drift in done.drifts)
+        if engine.notices:
+            report.notices += engine.take_notices()
+        done_events += len(run)
+        if done_events % FLUSH_EVERY == 0:
+            store.apply(engine.spill())
 
 
 def _in_order(events: Iterable[_E], what: str) -> Iterator[_E]:

@@ -1,0 +1,171 @@
+"""``DriftEngine.observe_many`` against the engine one event at a time, every clock advance
+through ``_advance``: the same drift events (each at its event), refusals, counters, notices
+and stored state, on input with everything a run can meet."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import replace
+
+import pytest
+
+from schemas import DriftEvent, InvalidEvent, PredictionEvent
+from streams.engine import DriftEngine
+from streams.keyed_state import MemoryStore, Position
+from streams.state import StreamState
+from tests.unit.test_engine import SHORT, T0, stream
+
+Outcome = tuple[DriftEngine, MemoryStore, list[tuple[int, str]], list[tuple[int, str]]]
+"""The engine, its store, the drift events (as JSON) and refusals (reasons), by index."""
+Reference = tuple[list[PredictionEvent], list["Position | None"], Outcome]
+LOOKS = replace(SHORT, interim_seconds=3600.0, segment_columns="cat")
+
+
+def mixed_input(seed: int) -> tuple[list[PredictionEvent], list[Position | None]]:
+    """Two models' events interleaved in runs of random length, with positions on two
+    partitions, a replayed stretch (duplicates), late and too-late events, a type mismatch,
+    a feature first seen as null then typed, one that appears mid-stream, and nulls."""
+    rng = random.Random(seed)
+    fraud = list(stream(seed, days=24, per_day=240, shift_day=19, categorical=True))
+    churn = list(stream(seed + 1, days=24, per_day=60, model="churn", cat_shift_day=18,
+                        categorical=True))  # fmt: skip
+    for k, event in enumerate(fraud):
+        if k % 97 == 5:
+            event.features["x1"] = None
+        if k >= 2_000:
+            event.features["new"] = None if k < 2_050 else float(k % 7)
+    merged: list[PredictionEvent] = []
+    while fraud or churn:
+        source = fraud if (rng.random() < 0.8 and fraud) or not churn else churn
+        take = rng.randint(1, 40)
+        merged += source[:take]
+        del source[:take]
+    merged.sort(key=lambda e: e.timestamp)
+    late = merged[3_000:3_010]
+    del merged[3_000:3_010]
+    merged[3_800:3_800] = late  # hours late
+    old = merged[100]
+    merged.insert(6_500, replace(old, event_id="too-old"))  # older than the retained history
+    bad = merged[5_200]
+    merged.insert(5_201, replace(bad, event_id="bad", features={**bad.features, "x0": "text"}))
+    positions: list[Position | None] = [(k % 2, k) for k in range(len(merged))]
+    # A crash replays a stretch with its offsets: duplicates, skipped.
+    merged[6_000:6_000] = merged[5_700:5_900]
+    positions[6_000:6_000] = positions[5_700:5_900]
+    positions[7_000] = None  # an event without a position, inside a run
+    return merged, positions
+
+
+def one_at_a_time(events: list[PredictionEvent], positions: list[Position | None]) -> Outcome:
+    store = MemoryStore()
+    engine = DriftEngine(LOOKS, store)
+    engine.quiet_advances = False  # every advance through _advance: the engine as it was
+    drifts, refused = [], []
+    for k, (event, position) in enumerate(zip(events, positions, strict=True)):
+        try:
+            drifts += [(k, d.to_json().decode()) for d in engine.observe(event, position)]
+        except InvalidEvent as exc:
+            refused.append((k, exc.reason))
+        if k % 1_500 == 0:
+            store.apply(engine.flush())
+    store.apply(engine.flush())
+    return engine, store, drifts, refused
+
+
+def in_runs(events: list[PredictionEvent], positions: list[Position | None], size: int) -> Outcome:
+    store = MemoryStore()
+    engine = DriftEngine(LOOKS, store)
+    drifts, refused = [], []
+    start = 0
+    while start < len(events):
+        # Runs end after events 0, 1,500, ...: flushed where the reference flushes.
+        flush_at = -(-start // 1_500) * 1_500  # the next multiple of 1,500 from start
+        end = min(start + size, len(events), flush_at + 1)
+        done = engine.observe_many(events[start:end], positions[start:end])
+        drifts += [(start + k, d.to_json().decode()) for k, d in done.drifts]
+        for k, exc in done.refused:
+            assert isinstance(exc, InvalidEvent), exc
+            refused.append((start + k, exc.reason))
+        if (end - 1) % 1_500 == 0:
+            store.apply(engine.flush())
+        start = end
+    store.apply(engine.flush())
+    return engine, store, drifts, refused
+
+
+@pytest.fixture(scope="module")
+def reference() -> Reference:
+    events, positions = mixed_input(11)
+    return events, positions, one_at_a_time(events, positions)
+
+
+def test_the_reference_meets_everything_the_input_holds(reference: Reference) -> None:
+    """The comparison means something: drift found at looks and at closes, each kind of
+    refusal, duplicates, late events, untyped nulls and segments all happened."""
+    _, _, (engine, _, drifts, refused) = reference
+    assert len(drifts) >= 3
+    assert {reason for _, reason in refused} == {"too_late", "type_mismatch"}
+    stats = engine.stats
+    assert stats["duplicates_skipped"] == 200 and stats["late_events"] > 0
+    assert stats["untyped_nulls"] > 0 and stats["interim_looks"] > 0
+    assert stats["windows_closed"] > 0 and stats["tests"] > 0
+    assert stats["multivariate_tests"] > 0 and stats["scan_tests"] > 0
+    assert any('"segment":{' in d for _, d in drifts)  # a segment's drift
+    assert any('"span_seconds"' in d for _, d in drifts)  # found at a look, by the scan
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 1_000, 100_000])
+def test_observe_many_does_what_one_at_a_time_does(reference: Reference, size: int) -> None:
+    events, positions, (engine, store, drifts, refused) = reference
+    got_engine, got_store, got_drifts, got_refused = in_runs(events, positions, size)
+    assert got_refused == refused
+    assert got_drifts == drifts
+    assert got_engine.stats == engine.stats
+    assert got_engine.notices == engine.notices  # taken by nobody: all of them, in order
+    assert got_store.data == store.data
+
+
+def test_a_run_with_one_bad_event_keeps_its_neighbours() -> None:
+    """A refused event inside a run of one stream is reported by its index; the events
+    around it are applied (the run's kinds are checked one by one then)."""
+    events = list(stream(3, days=1, per_day=50))
+    events[20] = replace(events[20], features={**events[20].features, "x1": "oops"})
+    engine = DriftEngine(LOOKS, MemoryStore())
+    engine.observe(events[0])  # the stream knows its shape: the run checks it in bulk
+    done = engine.observe_many(events[1:])
+    assert [(k, type(e).__name__, getattr(e, "reason", None)) for k, e in done.refused] == [
+        (19, "InvalidEvent", "type_mismatch")
+    ]
+    assert engine.stats["events"] == 49
+
+
+def failing_at(engine: DriftEngine, boom: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``engine``'s clock advance raises a bug's exception at ``boom``."""
+    real = engine._advance
+
+    def advance(stream: StreamState, t: float, window: float) -> list[DriftEvent]:
+        if t == boom:
+            raise RuntimeError("a bug")
+        return real(stream, t, window)
+
+    monkeypatch.setattr(engine, "_advance", advance)
+    monkeypatch.setattr(engine, "quiet_advances", False)
+
+
+def test_a_bug_in_one_event_is_reported_by_observe_many_and_raised_by_observe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    events = list(stream(4, days=2, per_day=30))
+    boom = events[35].timestamp
+    engine = DriftEngine(LOOKS, MemoryStore())
+    failing_at(engine, boom, monkeypatch)
+    done = engine.observe_many(events)
+    assert [(k, str(e)) for k, e in done.refused] == [(35, "a bug")]
+    assert engine.stats["events"] == 59
+    one = DriftEngine(LOOKS, MemoryStore())
+    failing_at(one, boom, monkeypatch)
+    for event in events[:35]:
+        one.observe(event)
+    with pytest.raises(RuntimeError, match="a bug"):
+        one.observe(events[35])
+    assert one.stats["events"] == 35 and boom > T0
