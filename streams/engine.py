@@ -59,11 +59,12 @@ whose events carry ever other subsets of its features checks the rest value by v
 
 
 def feature_columns(
-    rows: Sequence[Mapping[str, object]],
+    rows: Sequence[Mapping[str, object]], names: tuple[str, ...] | None = None
 ) -> tuple[dict[str, list[object]], bool]:
     """The rows' features as columns, names in order of first appearance, :data:`ABSENT`
     where a row lacks a name; and whether no row lacks one. Rows with the same names in the
-    same order (the usual batch of one model) are transposed in one step.
+    same order (the usual batch of one model) are transposed in one step. ``names``: every
+    row's names, in order, when the caller knows it (then not checked).
 
     >>> feature_columns([{"a": 1, "b": None}, {"a": 2, "b": "x"}])
     ({'a': [1, 2], 'b': [None, 'x']}, True)
@@ -73,8 +74,9 @@ def feature_columns(
     """
     if not rows:
         return {}, True
-    names = tuple(rows[0])
-    if all(map(names.__eq__, map(tuple, rows))):  # in C: a third of the generator's cost
+    known = names is not None
+    names = names or tuple(rows[0])
+    if known or all(map(names.__eq__, map(tuple, rows))):  # in C: a third of a generator's
         transposed = zip(*(row.values() for row in rows), strict=True)
         return dict(zip(names, map(list, transposed), strict=True)), True
     order: dict[str, None] = {}
@@ -148,6 +150,9 @@ class DriftEngine:
         # index in the batch. They are dropped when applied, whenever that is: a value's
         # fate must not depend on when the buffer is applied (a later event may type it).
         self._untyped: dict[tuple[str, float], list[tuple[int, tuple[str, ...]]]] = {}
+        # Per (stream, window) batch: the names every one of its events has, in order, when
+        # that is known without looking (:meth:`_pending_list`).
+        self._shapes: dict[tuple[str, float], tuple[str, ...] | None] = {}
         self._judge = FeatureJudge(
             config,
             self._windows,
@@ -214,13 +219,18 @@ class DriftEngine:
         first = events[start]
         skey = stream_key(first.tenant, first.model)
         stream = self._stream(skey, first.tenant, first.model)
-        checked = end - start > 1 and self._kinds_fit(stream, events[start:end])
-        W, retained = cfg.window_seconds, cfg.retention_days * DAY
+        # The run's names when all its events have them (and known kinds): None else.
+        shape = self._run_shape(stream, events[start:end])
+        checked = shape is not None
+        width, retained = cfg.window_seconds, cfg.retention_days * DAY
         lateness, interim = cfg.allowed_lateness_seconds, cfg.interim_seconds
         looks, per_window = self._looks_on, self._looks.per_window
+        multivariate, segments = cfg.multivariate, self._segments_on
         shortcut = self.quiet_advances
+        window_events, offsets = stream.window_events, stream.offsets
         stats = self.stats
         counted = late = duplicates = 0
+        buffered = appended = 0  # values and events into the buffer, not yet in its counts
         pending: list[tuple[PredictionEvent, Position | None]] | None = None
         pending_window = None
         marked: object = _UNMARKED
@@ -234,29 +244,37 @@ class DriftEngine:
                     if not checked:
                         kinds, untyped = self._check_feature_kinds(stream, event)
                     t = event.timestamp
-                    window = (t // W) * W  # cfg.window_start
+                    window = (t // width) * width  # cfg.window_start
                     wm = stream.watermark
-                    if wm is not None and window < (wm // W) * W - retained:
+                    if wm is not None and window < (wm // width) * width - retained:
                         raise InvalidEvent("too_late", "event is older than the retained history")
-                    partition = position[0] if position is not None else stream.partition
-                    if partition is not None:
-                        stream.partition = partition
-                    fresh = guard(stream.offsets, position)
+                    if position is None:
+                        fresh = True
+                    else:
+                        stream.partition = position[0]
+                        fresh = guard(offsets, position)
                     # Most events do not move the clock past a look or a close: _advance
                     # would only set the watermark (its own tests, and InterimLooks._next's).
                     if wm is None or t > wm:
                         closed = stream.last_closed
-                        quiet = shortcut and closed is not None and t - W - lateness < closed + W
+                        quiet = (
+                            shortcut
+                            and closed is not None
+                            and t - width - lateness < closed + width
+                        )
                         if quiet and looks:
                             look = min(int((t - window) // interim), per_window)
                             quiet = (
                                 look < 1
-                                or window not in stream.window_events
+                                or window not in window_events
                                 or (stream.interim_window == window and stream.interim_look >= look)
                             )
                         if quiet:
                             stream.watermark = t
                         else:
+                            self._buffered += buffered  # counted before it may be applied
+                            self._buffered_events += appended
+                            buffered = appended = 0
                             pending = None  # the buffer may be applied: a new list
                             for drift in self._advance(stream, t, window):
                                 done.drifts.append((k, drift))
@@ -270,16 +288,16 @@ class DriftEngine:
                                 slots[slot] = slots.get(slot, 0) + 1
                             else:
                                 self._looks.count_slot(stream, window, t)
-                        seen = stream.window_events.get(window)
-                        stream.window_events[window] = 1 if seen is None else seen + 1
+                        seen = window_events.get(window)
+                        window_events[window] = 1 if seen is None else seen + 1
                         if stream.first_window is None or window < stream.first_window:
                             stream.first_window = window
                         if kinds:
                             for name, kind in kinds.items():
                                 stream.features.setdefault(name, kind)
-                        if seen is None and cfg.multivariate:
+                        if seen is None and multivariate:
                             self._moments.start(stream, window)
-                        if self._segments_on:
+                        if segments:
                             self._segments.count(stream, window, event)
                         if stream.last_closed is not None and window <= stream.last_closed:
                             stream.late_events += 1
@@ -291,17 +309,19 @@ class DriftEngine:
                         self._streams.mark(skey, stream.partition)
                         marked = stream.partition
                     if pending is None or window != pending_window:
-                        pending = self._pending.setdefault((skey, window), [])
+                        pending = self._pending_list((skey, window), shape)
                         pending_window = window
                     if untyped:  # dropped whenever the batch is applied, even once typed
                         self._untyped.setdefault((skey, window), []).append((len(pending), untyped))
                     pending.append((event, position))
-                    self._buffered += len(event.features) or 1
-                    self._buffered_events += 1
+                    buffered += len(event.features) or 1
+                    appended += 1
                 except Exception as exc:  # the caller's to report
                     done.refused.append((k, exc))
                     pending = None
         finally:
+            self._buffered += buffered
+            self._buffered_events += appended
             if counted:
                 stats["events"] += counted
             if late:
@@ -309,18 +329,37 @@ class DriftEngine:
             if duplicates:
                 stats["duplicates_skipped"] += duplicates
 
-    def _kinds_fit(self, stream: StreamState, events: Sequence[PredictionEvent]) -> bool:
-        """Are all the events' values of kinds the stream knows, with the same names in the
-        same order, and no null without a kind? (The usual run: each of them then adds no
-        kind and drops no value, and none could be refused for a kind.)"""
+    def _run_shape(
+        self, stream: StreamState, events: Sequence[PredictionEvent]
+    ) -> tuple[str, ...] | None:
+        """The events' feature names, if all have the same in the same order, and all their
+        values are of kinds the stream knows, with no null without a kind (the usual run:
+        none of them then adds a kind or drops a value, and none is refused for a kind);
+        else None."""
         features = [event.features for event in events]
         names = tuple(features[0])
         check = stream.known_shapes.get(names)
-        return (
+        if (
             check is not None
             and all(map(names.__eq__, map(tuple, features)))
             and check.fits_all(map(dict.values, features))
-        )
+        ):
+            return names
+        return None
+
+    def _pending_list(
+        self, key: tuple[str, float], shape: tuple[str, ...] | None
+    ) -> list[tuple[PredictionEvent, Position | None]]:
+        """The buffer of ``key``'s (stream, window), and the names all its events have, kept
+        while every run that adds to it has the same (``shape``): applied, its columns are
+        then a transposition, with no check of each event's names."""
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = self._pending[key] = []
+            self._shapes[key] = shape
+        elif shape is None or self._shapes.get(key) != shape:
+            self._shapes[key] = None
+        return pending
 
     def _apply_pending(self) -> None:
         """Put the buffered events' values into their feature windows, one bulk update per
@@ -349,7 +388,8 @@ class DriftEngine:
                 first = runs = None
             scores = [e.score for e, _ in items]
             batch = ScoreBatch(scores)  # every feature's association with them, at once
-            all_columns, complete = feature_columns([e.features for e, _ in items])
+            names = self._shapes.get((skey, window))
+            all_columns, complete = feature_columns([e.features for e, _ in items], names)
             for k, names in self._untyped.get((skey, window), ()):
                 for name in names:  # a null before its feature had a kind: not a value
                     all_columns[name][k] = missing
@@ -381,6 +421,7 @@ class DriftEngine:
             if self.config.multivariate:
                 self._moments.apply(stream, window, items, positions, run, columns, complete, batch)
         self._pending.clear()
+        self._shapes.clear()
         self._untyped.clear()
         self._buffered = self._buffered_events = 0
 

@@ -12,7 +12,7 @@ import functools
 import json
 import operator
 import struct
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, Literal
@@ -356,30 +356,14 @@ class KindCheck:
         """The classes of events found to fit (None: no longer looked up)."""
         self._hits = self._misses = 0
 
-    def __call__(self, values: Collection[object]) -> bool:
+    def __call__(self, values: Iterable[object]) -> bool:
         """``values``: in the names' order (an event's ``features.values()`` as they are)."""
-        fits = self._fits
-        if fits is None:
-            self._misses += 1
-            if self._misses >= self.RETRY:
-                self._fits, self._hits, self._misses = set(), 0, 0
-            return self._check(values)
-        signature = tuple(map(type, values))
-        if signature in fits:
-            self._hits += 1
-            return True
-        fit = self._check(values)
-        if fit and len(fits) < self.SIGNATURES:
-            fits.add(signature)
-        self._misses += 1
-        if self._misses >= self.MISSES and self._misses > self._hits:
-            self._fits, self._misses = None, 0  # then counts the checks up to RETRY
-        return fit
+        return self.fits_all((values,))
 
     def fits_all(self, rows: Iterable[Iterable[object]]) -> bool:
         """Do all these events' values fit? What :meth:`__call__` answers for each, worked
         out for the lot at once: the set of their classes' signatures is made in C, and only
-        a signature not kept is checked.
+        a signature not kept is checked (each counts as one hit or miss).
 
         >>> check = KindCheck(("a", "b"), {"a": "numeric", "b": "categorical"})
         >>> check.fits_all([(1.0, "x"), (2, None), (None, "y")]), check.fits_all([(1.0, 2.0)])
@@ -387,17 +371,24 @@ class KindCheck:
         """
         signatures = set(map(tuple, map(map, repeat(type), rows)))
         fits = self._fits
-        if fits is not None:
-            signatures -= fits
-        for signature in signatures:
+        if fits is None:
+            self._misses += len(signatures)
+            if self._misses >= self.RETRY:
+                self._fits, self._hits, self._misses = set(), 0, 0
+            return all(map(self._check_classes, signatures))
+        unknown = signatures - fits
+        self._hits += len(signatures) - len(unknown)
+        fit = True
+        for signature in unknown:
+            self._misses += 1
             if not self._check_classes(signature):
-                return False
-            if fits is not None and len(fits) < self.SIGNATURES:
+                fit = False
+                break
+            if len(fits) < self.SIGNATURES:
                 fits.add(signature)
-        return True
-
-    def _check(self, values: Collection[object]) -> bool:
-        return self._check_classes(tuple(map(type, values)))
+        if self._misses >= self.MISSES and self._misses > self._hits:
+            self._fits, self._misses = None, 0  # then counts the checks up to RETRY
+        return fit
 
     def _check_classes(self, classes: tuple[type, ...]) -> bool:
         """The values' classes, in the names' order (the pickers index them)."""

@@ -24,7 +24,8 @@ LOOKS = replace(SHORT, interim_seconds=3600.0, segment_columns="cat")
 def mixed_input(seed: int) -> tuple[list[PredictionEvent], list[Position | None]]:
     """Two models' events interleaved in runs of random length, with positions on two
     partitions, a replayed stretch (duplicates), late and too-late events, a type mismatch,
-    a feature first seen as null then typed, one that appears mid-stream, and nulls."""
+    a feature first seen as null then typed, one that appears mid-stream, a stretch with its
+    names in another order, and nulls."""
     rng = random.Random(seed)
     fraud = list(stream(seed, days=24, per_day=240, shift_day=19, categorical=True))
     churn = list(stream(seed + 1, days=24, per_day=60, model="churn", cat_shift_day=18,
@@ -34,6 +35,10 @@ def mixed_input(seed: int) -> tuple[list[PredictionEvent], list[Position | None]
             event.features["x1"] = None
         if k >= 2_000:
             event.features["new"] = None if k < 2_050 else float(k % 7)
+        if 4_900 <= k < 5_000:  # the same names in another order: a shape of its own
+            turned = dict(reversed(event.features.items()))
+            event.features.clear()
+            event.features.update(turned)
     merged: list[PredictionEvent] = []
     while fraud or churn:
         source = fraud if (rng.random() < 0.8 and fraud) or not churn else churn
