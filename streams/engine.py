@@ -175,7 +175,8 @@ class DriftEngine:
         Raises :class:`InvalidEvent` (nothing changed) for a feature whose type contradicts
         what the stream has seen, or an event older than the retained history.
         """
-        done = self.observe_many((event,), None if position is None else (position,))
+        done = Observed([], [])
+        self._observe_run((event,), None if position is None else (position,), 0, 1, done)
         if done.refused:
             raise done.refused[0][1]
         return [drift for _, drift in done.drifts]
@@ -220,7 +221,8 @@ class DriftEngine:
         skey = stream_key(first.tenant, first.model)
         stream = self._stream(skey, first.tenant, first.model)
         # The run's names when all its events have them (and known kinds): None else.
-        shape = self._run_shape(stream, events[start:end])
+        # One event is checked as it comes (KindCheck's own lookup: cheaper for one).
+        shape = self._run_shape(stream, events[start:end]) if end - start > 1 else None
         checked = shape is not None
         width, retained = cfg.window_seconds, cfg.retention_days * DAY
         lateness, interim = cfg.allowed_lateness_seconds, cfg.interim_seconds

@@ -12,7 +12,7 @@ import functools
 import json
 import operator
 import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, Literal
@@ -356,14 +356,31 @@ class KindCheck:
         """The classes of events found to fit (None: no longer looked up)."""
         self._hits = self._misses = 0
 
-    def __call__(self, values: Iterable[object]) -> bool:
+    def __call__(self, values: Collection[object]) -> bool:
         """``values``: in the names' order (an event's ``features.values()`` as they are)."""
-        return self.fits_all((values,))
+        fits = self._fits
+        if fits is None:
+            self._misses += 1
+            if self._misses >= self.RETRY:
+                self._fits, self._hits, self._misses = set(), 0, 0
+            return self._check_classes(tuple(map(type, values)))
+        signature = tuple(map(type, values))
+        if signature in fits:
+            self._hits += 1
+            return True
+        fit = self._check_classes(signature)
+        if fit and len(fits) < self.SIGNATURES:
+            fits.add(signature)
+        self._misses += 1
+        if self._misses >= self.MISSES and self._misses > self._hits:
+            self._fits, self._misses = None, 0  # then counts the checks up to RETRY
+        return fit
 
     def fits_all(self, rows: Iterable[Iterable[object]]) -> bool:
         """Do all these events' values fit? What :meth:`__call__` answers for each, worked
         out for the lot at once: the set of their classes' signatures is made in C, and only
-        a signature not kept is checked (each counts as one hit or miss).
+        a signature not kept is checked (each distinct one counts as one hit or miss, as one
+        event does in :meth:`__call__`).
 
         >>> check = KindCheck(("a", "b"), {"a": "numeric", "b": "categorical"})
         >>> check.fits_all([(1.0, "x"), (2, None), (None, "y")]), check.fits_all([(1.0, 2.0)])

@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from schemas import DriftEvent, InvalidEvent, PredictionEvent
@@ -174,3 +175,27 @@ def test_a_bug_in_one_event_is_reported_by_observe_many_and_raised_by_observe(
     with pytest.raises(RuntimeError, match="a bug"):
         one.observe(events[35])
     assert one.stats["events"] == 35 and boom > T0
+
+
+def test_a_buffer_with_runs_of_two_shapes_is_transposed_by_each_event_s_names() -> None:
+    """Runs of the same names in two orders into one window's buffer: its columns are then
+    made by each event's names (a buffer keeps its shape only while every run has it)."""
+    engine = DriftEngine(LOOKS, MemoryStore())
+
+    def event(k: int, features: dict[str, float | str | None]) -> PredictionEvent:
+        return PredictionEvent(f"e{k}", "acme", "fraud", "v1", T0 + k, features, 0.5)
+
+    engine.observe(event(0, {"a": 1.0, "b": "x"}))  # (new kinds: no known shape yet)
+    engine.observe(event(1, {"b": "y", "a": 2.0}))  # each order becomes a known shape
+    engine.observe(event(2, {"a": 3.0, "b": "x"}))
+    engine.flush()  # the buffer applied: the runs below start a new one
+    done = engine.observe_many([event(k, {"a": float(k), "b": "p"}) for k in range(10, 15)])
+    done2 = engine.observe_many([event(k, {"b": "q", "a": float(k)}) for k in range(20, 25)])
+    assert not done.refused and not done2.refused
+    engine.flush()
+    a = engine.feature_window("acme", "fraud", T0, "a")
+    b = engine.feature_window("acme", "fraud", T0, "b")
+    assert a is not None and a.numeric is not None and b is not None and b.categorical is not None
+    values = [1, 2, 3, *range(10, 15), *range(20, 25)]
+    assert a.count == 13 and a.numeric.mean == pytest.approx(np.mean(values))
+    assert b.categorical.counts == {"x": 2, "y": 1, "p": 5, "q": 5}
