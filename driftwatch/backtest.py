@@ -167,7 +167,8 @@ def run_backtest(
                 drifts += _join(joiner.on_outcome(event), monitor, report)
         except InvalidEvent as exc:
             report.rejected[exc.reason] += 1
-        record(drifts)
+        if drifts:
+            record(drifts)
         if engine.notices or monitor.notices:
             report.notices += engine.take_notices() + monitor.take_notices()
         if ts // DAY > last_day:

@@ -163,6 +163,14 @@ class DriftEngine:
         )
         self._looks = InterimLooks(config, self._judge, self.stats)
         self._looks_on = bool(self._looks.per_window)  # read per event
+        # The configuration a run reads, once (observe pays it per event).
+        self._clock = (
+            config.window_seconds,
+            config.retention_days * DAY,
+            config.allowed_lateness_seconds,
+            config.interim_seconds,
+            config.multivariate,
+        )
         self.quiet_advances = True
         """Move the clock past an event without calling :meth:`_advance` when it would only
         set the watermark (most events); False: every advance through it (a reference)."""
@@ -216,7 +224,6 @@ class DriftEngine:
         done: Observed,
     ) -> None:
         """Events ``start:end``, all of one stream (see the module's order of work)."""
-        cfg = self.config
         first = events[start]
         skey = stream_key(first.tenant, first.model)
         stream = self._stream(skey, first.tenant, first.model)
@@ -224,10 +231,8 @@ class DriftEngine:
         # One event is checked as it comes (KindCheck's own lookup: cheaper for one).
         shape = self._run_shape(stream, events[start:end]) if end - start > 1 else None
         checked = shape is not None
-        width, retained = cfg.window_seconds, cfg.retention_days * DAY
-        lateness, interim = cfg.allowed_lateness_seconds, cfg.interim_seconds
-        looks, per_window = self._looks_on, self._looks.per_window
-        multivariate, segments = cfg.multivariate, self._segments_on
+        width, retained, lateness, interim, multivariate = self._clock
+        looks, per_window, segments = self._looks_on, self._looks.per_window, self._segments_on
         shortcut = self.quiet_advances
         window_events, offsets = stream.window_events, stream.offsets
         stats = self.stats

@@ -417,30 +417,20 @@ class ScoreBatch:
                     summary.extend(x[i])
             self._finish_full(rows, x)
             return
-        present = np.add.reduce(ok, axis=1)
-        counts: list[int] = present.tolist()
-        if flat.count(None) == x.size - sum(counts):
-            # Every value not finite is a None (the validator refuses NaN and inf): each
-            # row's present values are its stretch of ``x[ok]``, the rest are missing.
-            compact = x[ok]
-            start = 0
-            for (_, _, summary), end in zip(rows, np.cumsum(present).tolist(), strict=True):
-                if summary is not None:
-                    summary.extend(compact[start:end])
-                    if end - start != n:
-                        summary.add_missing(n - (end - start))
-                start = end
-        else:
-            for i, (_, values, summary) in enumerate(rows):
-                if summary is None:
-                    continue
-                nones = values.count(None)
-                if counts[i] + nones == n:  # a None is a NaN in ``x``
-                    summary.extend(x[i][ok[i]])
-                else:  # non-finite values: the summary is handed them as they were
-                    summary.extend(np.array([v for v in values if v is not None], np.float64))
-                if nones:
-                    summary.add_missing(nones)
+        counts: list[int] = np.add.reduce(ok, axis=1).tolist()
+        for i, (_, values, summary) in enumerate(rows):
+            if summary is None:
+                continue
+            if counts[i] == n:  # a None is a NaN in ``x``: none here
+                summary.extend(x[i])
+                continue
+            nones = values.count(None)
+            if counts[i] + nones == n:
+                summary.extend(x[i][ok[i]])
+            else:  # non-finite values: the summary is handed them as they were
+                summary.extend(np.array([v for v in values if v is not None], dtype=np.float64))
+            if nones:
+                summary.add_missing(nones)
         if not math.isfinite(self._my):
             ok &= np.isfinite(y)
             counts = np.add.reduce(ok, axis=1).tolist()
@@ -453,7 +443,7 @@ class ScoreBatch:
                 partial.setdefault(c, []).append(i)
         if full:
             self._finish_full([rows[i] for i in full], x[full])
-        every = np.broadcast_to(y, x.shape)  # each row's scores (a view)
+        every = np.broadcast_to(y, x.shape) if partial else y  # each row's scores (a view)
         for m, some in partial.items():
             # Rows with m pairs each: their present values and scores, compacted in order.
             sel = ok[some]
