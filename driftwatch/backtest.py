@@ -322,6 +322,9 @@ def _observe_in_runs(
         if not run:
             return
         done = engine.observe_many(run)
+        record(drift for _, drift in done.drifts)  # (written out before a bug is raised)
+        if engine.notices:
+            report.notices += engine.take_notices()
         values = sum(len(event.features) for event in run)
         for k, exc in done.refused:
             if not isinstance(exc, InvalidEvent):
@@ -330,9 +333,6 @@ def _observe_in_runs(
             values -= len(run[k].features)
         report.events += len(run) - len(done.refused)
         report.feature_values += values
-        record(drift for _, drift in done.drifts)
-        if engine.notices:
-            report.notices += engine.take_notices()
         done_events += len(run)
         if done_events % FLUSH_EVERY == 0:
             store.apply(engine.spill())

@@ -205,13 +205,18 @@ class DriftEngine:
         """
         done = Observed([], [])
         n = len(events)
+        if positions is not None and len(positions) != n:
+            raise ValueError(f"{len(positions)} positions for {n} events")
         start = 0
         while start < n:
             tenant, model = events[start].tenant, events[start].model
             end = start + 1
             while end < n and events[end].model == model and events[end].tenant == tenant:
                 end += 1
-            self._observe_run(events, positions, start, end, done)
+            try:
+                self._observe_run(events, positions, start, end, done)
+            except Exception as exc:  # the run's stream could not be had: each event refused
+                done.refused += [(k, exc) for k in range(start, end)]
             start = end
         return done
 
@@ -223,7 +228,8 @@ class DriftEngine:
         end: int,
         done: Observed,
     ) -> None:
-        """Events ``start:end``, all of one stream (see the module's order of work)."""
+        """Events ``start:end``, all of one stream (see the module's order of work). Raises
+        only before any of them changed anything (their stream's record unreadable)."""
         first = events[start]
         skey = stream_key(first.tenant, first.model)
         stream = self._stream(skey, first.tenant, first.model)
@@ -395,8 +401,8 @@ class DriftEngine:
                 first = runs = None
             scores = [e.score for e, _ in items]
             batch = ScoreBatch(scores)  # every feature's association with them, at once
-            names = self._shapes.get((skey, window))
-            all_columns, complete = feature_columns([e.features for e, _ in items], names)
+            shape = self._shapes.get((skey, window))
+            all_columns, complete = feature_columns([e.features for e, _ in items], shape)
             for k, names in self._untyped.get((skey, window), ()):
                 for name in names:  # a null before its feature had a kind: not a value
                     all_columns[name][k] = missing

@@ -309,6 +309,9 @@ def test_a_kind_check_answers_from_the_classes_it_kept_as_it_would_by_checking()
         kept = max(kept, len(check._fits or ()))
     assert 1 <= kept <= KindCheck.SIGNATURES and hits > 500 and refused > 500
     assert check._fits is None  # most events missed them: no longer looked up
+    # A run's check answers as each event's would, looked up or not.
+    assert check.fits_all(dense[3:]) and check._fits is None
+    assert not check.fits_all([*dense[3:], tuple(["x"] * 12)])
     # ... until RETRY checks later: a stream that settled is looked up again.
     settled = dense[3]
     assert check(settled) and check._fits is None

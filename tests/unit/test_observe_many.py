@@ -13,7 +13,7 @@ import pytest
 from schemas import DriftEvent, InvalidEvent, PredictionEvent
 from streams.engine import DriftEngine
 from streams.keyed_state import MemoryStore, Position
-from streams.state import StreamState
+from streams.state import StreamState, stream_key
 from tests.unit.test_engine import SHORT, T0, stream
 
 Outcome = tuple[DriftEngine, MemoryStore, list[tuple[int, str]], list[tuple[int, str]]]
@@ -199,3 +199,46 @@ def test_a_buffer_with_runs_of_two_shapes_is_transposed_by_each_event_s_names() 
     values = [1, 2, 3, *range(10, 15), *range(20, 25)]
     assert a.count == 13 and a.numeric.mean == pytest.approx(np.mean(values))
     assert b.categorical.counts == {"x": 2, "y": 1, "p": 5, "q": 5}
+
+
+def test_the_backtest_in_runs_reports_what_runs_of_one_report(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``run_backtest`` without outcomes feeds the engine ``RUN`` events a call, ending runs
+    where it spills: its report (refusals, counts, drift events, notices, state) is that of
+    runs of one, with spills and a refused event inside runs."""
+    from driftwatch import backtest
+
+    events, _ = mixed_input(5)
+    monkeypatch.setattr(backtest, "FLUSH_EVERY", 2_500)
+    reports = []
+    for run in (1, 700):
+        monkeypatch.setattr(backtest, "RUN", run)
+        reports.append(backtest.run_backtest(list(events), LOOKS, presorted=False))
+    one, many = reports
+    # (sorted by event time, the too-old event is in its place: only the mismatch is refused)
+    assert one.rejected == many.rejected == {"type_mismatch": 1}
+    assert (one.events, one.feature_values) == (many.events, many.feature_values)
+    assert one.events == len(events) - 1 and one.drift_events
+    assert one.feature_values == sum(len(e.features) for e in events if e.event_id != "bad")
+    assert [d.to_json() for d in one.drift_events] == [d.to_json() for d in many.drift_events]
+    assert one.notices == many.notices and one.engine_stats == many.engine_stats
+    assert one.feature_state is not None and many.feature_state is not None
+    assert one.feature_state.data == many.feature_state.data
+
+
+def test_positions_must_match_the_events() -> None:
+    events = list(stream(3, days=1, per_day=4))
+    with pytest.raises(ValueError, match="3 positions for 4 events"):
+        DriftEngine(LOOKS, MemoryStore()).observe_many(events, [(0, k) for k in range(3)])
+
+
+def test_a_run_whose_stream_cannot_be_read_is_refused_whole() -> None:
+    store = MemoryStore()
+    store.data[stream_key("acme", "broken")] = b"not a stream record"
+    engine = DriftEngine(LOOKS, store)
+    good = list(stream(3, days=1, per_day=6))
+    broken = [replace(e, model="broken", event_id=f"b{k}") for k, e in enumerate(good[:2])]
+    done = engine.observe_many(good[:3] + broken + good[3:])
+    assert [k for k, _ in done.refused] == [3, 4]
+    assert engine.stats["events"] == 6

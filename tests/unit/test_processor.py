@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pytest
@@ -25,6 +25,7 @@ from schemas import PredictionEvent
 from streams.config import DAY, EngineConfig
 from streams.engine import DriftEngine
 from streams.ingest import PredictionValidator
+from streams.state import stream_key
 from tests.unit.test_engine import SHORT, T0, stream
 
 
@@ -635,3 +636,19 @@ def test_a_join_message_it_cannot_read_is_dead_lettered_and_its_neighbours_joine
         ("internal_error", "predictions", 0),
     ]
     assert [json.loads(v)["event_id"] for v in labeled] == ["e1"]
+
+
+def test_a_stream_whose_record_cannot_be_read_dead_letters_its_events_and_the_batch_goes_on() -> (
+    None
+):
+    """The engine takes a stretch's events in runs of one stream; a run whose stream record
+    cannot be decoded is refused event by event (``internal_error``), the rest applied."""
+    processor, _, letters, _, _ = make_processor()
+    good = list(stream(seed=3, days=1, per_day=10))
+    broken = [replace(e, model="broken", event_id=f"b{i}") for i, e in enumerate(good[:3])]
+    processor.store.table[stream_key("acme", "broken").encode()] = b"not a stream record"
+    asyncio.run(processor.process_batch(as_events(good[:5] + broken + good[5:])))
+    assert [json.loads(v)["reason"] for _, v in letters] == ["internal_error"] * 3
+    assert [json.loads(v)["source_offset"] for _, v in letters] == [5, 6, 7]
+    state = processor.engine.stream_state("acme", "fraud")
+    assert state is not None and state.events == 10
