@@ -41,7 +41,7 @@ from streams.keyed_state import (
     run_of,
 )
 from streams.moment_tracker import MomentTracker
-from streams.recent_slots import FirstSample, event_hash, slot_runs
+from streams.recent_slots import FirstSample, event_hashes, slot_runs
 from streams.segment_tracker import SegmentTracker
 from streams.state import (
     ABSENT,
@@ -390,7 +390,7 @@ class DriftEngine:
             run = run_of(positions)  # the same for every feature of these events
             if looks:
                 slots = [int((e.timestamp - window) // cfg.interim_seconds) for e, _ in items]
-                hashes = [event_hash(e.event_id) for e, _ in items]
+                hashes = event_hashes([e.event_id for e, _ in items])
                 # Worked out once for all the features: a new slot's sample is the batch's
                 # smallest hashes; a batch of several slots goes in per ring entry.
                 one_slot = slots.count(slots[0]) == len(slots)

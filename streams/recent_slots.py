@@ -361,3 +361,12 @@ def _encode_sample(hashes: list[int], values: list[float | str | None], numeric:
 def event_hash(event_id: str) -> int:
     """Stable 32-bit hash of an event id (the same in every process, unlike ``hash``)."""
     return zlib.crc32(event_id.encode())
+
+
+def event_hashes(event_ids: list[str]) -> list[int]:
+    """:func:`event_hash` of each id, in C (a batch's: no Python call per event).
+
+    >>> event_hashes(["a", "b"]) == [event_hash("a"), event_hash("b")]
+    True
+    """
+    return list(map(zlib.crc32, map(str.encode, event_ids)))
