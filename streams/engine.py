@@ -5,7 +5,8 @@ The engine owns no I/O. It reads and writes opaque bytes through a :class:`State
 batch is processed, and hands the caller the dirty values to persist with :meth:`flush`.
 
 This module is the ingestion side: event-time clocks, feature values into their windows,
-windows' close and expiry. Which interim looks test the open window is
+windows' close and expiry. The values wait in :class:`~streams.value_buffer.ValueBuffer` until
+something reads the windows, which applies them in bulk. Which interim looks test the open window is
 :class:`~streams.interim_looks.InterimLooks`' job; what a test of a window finds, and what
 that does to the incidents, :class:`~streams.judge.FeatureJudge`'s.
 
@@ -20,31 +21,26 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from schemas import DriftEvent, InvalidEvent, PredictionEvent
 from streams.config import DAY, EngineConfig
-from streams.importance import ImportanceSource, ScoreBatch
+from streams.importance import ImportanceSource
 from streams.incidents import IncidentNotice
 from streams.interim_looks import InterimLooks
 from streams.judge import FeatureJudge
 from streams.keyed_state import (
     Position,
-    Run,
     StateCache,
     StateStore,
     Write,
     crash_ordered,
     guard,
-    part_of_run,
-    run_of,
 )
 from streams.moment_tracker import MomentTracker
-from streams.recent_slots import FirstSample, event_hashes, slot_runs
 from streams.segment_tracker import SegmentTracker
 from streams.state import (
-    ABSENT,
     FeatureKind,
     FeatureWindow,
     KindCheck,
@@ -52,37 +48,11 @@ from streams.state import (
     stream_key,
     window_key,
 )
+from streams.value_buffer import ValueBuffer
 
 _KNOWN_SHAPES = 32
 """Tuples of feature names remembered per stream (``StreamState.known_shapes``): a stream
 whose events carry ever other subsets of its features checks the rest value by value."""
-
-
-def feature_columns(
-    rows: Sequence[Mapping[str, object]], names: tuple[str, ...] | None = None
-) -> tuple[dict[str, list[object]], bool]:
-    """The rows' features as columns, names in order of first appearance, :data:`ABSENT`
-    where a row lacks a name; and whether no row lacks one. Rows with the same names in the
-    same order (the usual batch of one model) are transposed in one step. ``names``: every
-    row's names, in order, when the caller knows it (then not checked).
-
-    >>> feature_columns([{"a": 1, "b": None}, {"a": 2, "b": "x"}])
-    ({'a': [1, 2], 'b': [None, 'x']}, True)
-    >>> cols, complete = feature_columns([{"a": 1}, {"b": 2, "a": 3}])
-    >>> cols == {"a": [1, 3], "b": [ABSENT, 2]}, complete
-    (True, False)
-    """
-    if not rows:
-        return {}, True
-    known = names is not None
-    names = names or tuple(rows[0])
-    if known or all(map(names.__eq__, map(tuple, rows))):  # in C: a third of a generator's
-        transposed = zip(*(row.values() for row in rows), strict=True)
-        return dict(zip(names, map(list, transposed), strict=True)), True
-    order: dict[str, None] = {}
-    for row in rows:
-        order.update(dict.fromkeys(row))
-    return {name: [row.get(name, ABSENT) for row in rows] for name in order}, False
 
 
 @dataclass(slots=True)
@@ -136,23 +106,6 @@ class DriftEngine:
         self._moments = MomentTracker(config, store)
         self._segments = SegmentTracker(config)
         self._segments_on = bool(self._segments)  # read per event
-        # Per (stream, window): the feature windows already loaded and marked dirty since the
-        # last flush, so the per-value path is one dict lookup and an append.
-        self._hot: dict[tuple[str, float], dict[str, FeatureWindow]] = {}
-        # Values of events whose clock advance is done, not yet in their feature windows:
-        # applied per (stream, window) and feature in bulk, before anything reads the windows
-        # (a test, a flush), so the order of work per event is unchanged.
-        self._pending: dict[tuple[str, float], list[tuple[PredictionEvent, Position | None]]] = {}
-        self._buffered = 0
-        """Feature values (at least one an event) in ``_pending``."""
-        self._buffered_events = 0
-        # Per (stream, window) batch: its events' nulls that had no kind when they came, by
-        # index in the batch. They are dropped when applied, whenever that is: a value's
-        # fate must not depend on when the buffer is applied (a later event may type it).
-        self._untyped: dict[tuple[str, float], list[tuple[int, tuple[str, ...]]]] = {}
-        # Per (stream, window) batch: the names every one of its events has, in order, when
-        # that is known without looking (:meth:`_pending_list`).
-        self._shapes: dict[tuple[str, float], tuple[str, ...] | None] = {}
         self._judge = FeatureJudge(
             config,
             self._windows,
@@ -163,6 +116,9 @@ class DriftEngine:
         )
         self._looks = InterimLooks(config, self._judge, self.stats)
         self._looks_on = bool(self._looks.per_window)  # read per event
+        self._buffer = ValueBuffer(
+            config, self._streams, self._windows, self._moments, self._segments, self._looks_on
+        )
         # The configuration a run reads, once (observe pays it per event).
         self._clock = (
             config.window_seconds,
@@ -285,8 +241,8 @@ class DriftEngine:
                         if quiet:
                             stream.watermark = t
                         else:
-                            self._buffered += buffered  # counted before it may be applied
-                            self._buffered_events += appended
+                            self._buffer.values += buffered  # counted before it may be applied
+                            self._buffer.events += appended
                             buffered = appended = 0
                             pending = None  # the buffer may be applied: a new list
                             for drift in self._advance(stream, t, window):
@@ -322,10 +278,12 @@ class DriftEngine:
                         self._streams.mark(skey, stream.partition)
                         marked = stream.partition
                     if pending is None or window != pending_window:
-                        pending = self._pending_list((skey, window), shape)
+                        pending = self._buffer.list_for((skey, window), shape)
                         pending_window = window
                     if untyped:  # dropped whenever the batch is applied, even once typed
-                        self._untyped.setdefault((skey, window), []).append((len(pending), untyped))
+                        self._buffer.untyped.setdefault((skey, window), []).append(
+                            (len(pending), untyped)
+                        )
                     pending.append((event, position))
                     buffered += len(event.features) or 1
                     appended += 1
@@ -333,8 +291,8 @@ class DriftEngine:
                     done.refused.append((k, exc))
                     pending = None
         finally:
-            self._buffered += buffered
-            self._buffered_events += appended
+            self._buffer.values += buffered
+            self._buffer.events += appended
             if counted:
                 stats["events"] += counted
             if late:
@@ -359,133 +317,6 @@ class DriftEngine:
         ):
             return names
         return None
-
-    def _pending_list(
-        self, key: tuple[str, float], shape: tuple[str, ...] | None
-    ) -> list[tuple[PredictionEvent, Position | None]]:
-        """The buffer of ``key``'s (stream, window), and the names all its events have, kept
-        while every run that adds to it has the same (``shape``): applied, its columns are
-        then a transposition, with no check of each event's names."""
-        pending = self._pending.get(key)
-        if pending is None:
-            pending = self._pending[key] = []
-            self._shapes[key] = shape
-        elif shape is None or self._shapes.get(key) != shape:
-            self._shapes[key] = None
-        return pending
-
-    def _apply_pending(self) -> None:
-        """Put the buffered events' values into their feature windows, one bulk update per
-        (stream, window, feature): the same values, guards and samples as one at a time."""
-        if not self._pending:
-            return
-        cfg = self.config
-        looks = self._looks_on
-        missing = ABSENT
-        for (skey, window), items in self._pending.items():
-            stream = self._streams.cached(skey)
-            assert stream is not None
-            hot = self._hot.setdefault((skey, window), {})
-            positions = [p for _, p in items]
-            run = run_of(positions)  # the same for every feature of these events
-            if looks:
-                slots = [int((e.timestamp - window) // cfg.interim_seconds) for e, _ in items]
-                hashes = event_hashes([e.event_id for e, _ in items])
-                # Worked out once for all the features: a new slot's sample is the batch's
-                # smallest hashes; a batch of several slots goes in per ring entry.
-                one_slot = slots.count(slots[0]) == len(slots)
-                first = FirstSample.of(hashes) if one_slot else None
-                runs = None if one_slot else slot_runs(slots, hashes)
-            else:
-                slots = hashes = [0] * len(items)
-                first = runs = None
-            scores = [e.score for e, _ in items]
-            batch = ScoreBatch(scores)  # every feature's association with them, at once
-            shape = self._shapes.get((skey, window))
-            all_columns, complete = feature_columns([e.features for e, _ in items], shape)
-            for k, names in self._untyped.get((skey, window), ()):
-                for name in names:  # a null before its feature had a kind: not a value
-                    all_columns[name][k] = missing
-                complete = False
-            columns: dict[str, list[object]] = {}  # the multivariate rows read them again
-            for name, column in all_columns.items():
-                feature_kind = stream.features.get(name)
-                if feature_kind is None:
-                    continue  # only ever seen as null: no type to summarise it by yet
-                fw = self._hot_window(stream, window, hot, name, feature_kind)
-                columns[name] = column
-                if not complete and any(v is missing for v in column):
-                    present = [k for k, v in enumerate(column) if v is not missing]
-                    self._apply_subset(fw, column, present, positions, slots, hashes, run, scores)
-                else:
-                    fw.apply_many(column, positions, slots, hashes, run, batch, first, runs)  # type: ignore[arg-type]
-            batch.finish()
-            if self._segments:
-
-                def feature_window(name: str, kind: FeatureKind) -> FeatureWindow:
-                    return self._hot_window(stream, window, hot, name, kind)  # noqa: B023
-
-                def apply_rows(fw: FeatureWindow, column: list[object], rows: list[int]) -> None:
-                    # No association with the score per segment: a segment's incident is
-                    # ranked by its feature's (``FeatureJudge``), a tenth of their cost.
-                    self._apply_subset(fw, column, rows, positions, slots, hashes, run, None)  # noqa: B023
-
-                self._segments.apply(stream, window, columns, feature_window, apply_rows)
-            if self.config.multivariate:
-                self._moments.apply(stream, window, items, positions, run, columns, complete, batch)
-        self._pending.clear()
-        self._shapes.clear()
-        self._untyped.clear()
-        self._buffered = self._buffered_events = 0
-
-    def _hot_window(
-        self,
-        stream: StreamState,
-        window: float,
-        hot: dict[str, FeatureWindow],
-        name: str,
-        kind: FeatureKind,
-    ) -> FeatureWindow:
-        """The (stream, window)'s feature window of ``name``: loaded (or made) once per
-        flush, and marked to be written."""
-        fw = hot.get(name)
-        if fw is not None:
-            return fw
-        wkey = window_key(stream.tenant, stream.model, window, name)
-        # Read from the stream's own partition: this runs after the whole batch,
-        # whose last event (the partitioned store's default) may be another's.
-        fw = self._windows.get(wkey, stream.partition)
-        if fw is None:
-            is_open = stream.last_closed is None or window > stream.last_closed
-            fw = FeatureWindow.new(kind, recent=is_open and self._looks_on)
-            self._windows.put(wkey, fw, stream.partition)
-        else:
-            self._windows.mark(wkey, stream.partition)
-        hot[name] = fw
-        return fw
-
-    @staticmethod
-    def _apply_subset(
-        fw: FeatureWindow,
-        column: list[object],
-        rows: list[int],
-        positions: list[Position | None],
-        slots: list[int],
-        hashes: list[int],
-        run: Run | None,
-        scores: list[float] | None,
-    ) -> None:
-        """The batch's ``rows`` of ``column`` into ``fw`` (rows whose value is present);
-        without ``scores``, no association with the score."""
-        subset = [positions[k] for k in rows]
-        fw.apply_many(
-            [column[k] for k in rows],  # type: ignore[misc]  # present values only
-            subset,
-            [slots[k] for k in rows],
-            [hashes[k] for k in rows],
-            part_of_run(run, subset),
-            None if scores is None else [scores[k] for k in rows],
-        )
 
     def take_notices(self) -> list[IncidentNotice]:
         out = self.notices.copy()
@@ -524,12 +355,12 @@ class DriftEngine:
         >>> engine.apply_pending(); engine.buffered()
         0
         """
-        if self._buffered >= at_least and self._buffered_events >= at_least_events:
-            self._apply_pending()
+        if self._buffer.values >= at_least and self._buffer.events >= at_least_events:
+            self._buffer.apply()
 
     def buffered(self) -> int:
         """Feature values observed and not yet in their windows."""
-        return self._buffered
+        return self._buffer.values
 
     def unwritten(self) -> int:
         """Windows changed since the last :meth:`flush` (cached until it: not evictable).
@@ -543,7 +374,7 @@ class DriftEngine:
     def flush(self, keep_cache: bool = True) -> list[Write]:
         """The state changed since the last flush, to persist. Decoded state stays cached
         (bounded: ``EngineConfig.cached_windows``) unless ``keep_cache`` is false."""
-        self._apply_pending()
+        self._buffer.apply()
         # In the order a crash can cut short (``crash_ordered``). With the streams' records
         # first, the batch read again found a stream past the expiries and closes it had
         # done, and left those windows as the prefix had them; with the deletes before them,
@@ -552,7 +383,7 @@ class DriftEngine:
         self._name_deletes()
         windows = self._windows.flush() + self._moments.flush()
         writes = crash_ordered(windows, self._streams.flush())
-        self._hot.clear()
+        self._buffer.hot.clear()
         if not keep_cache:
             self.forget()
         return writes
@@ -562,9 +393,9 @@ class DriftEngine:
         written (windows expired or forgotten beyond ``cached_windows``;
         :meth:`StateCache.spill`), the rest stays in memory for the last flush to encode once.
         Never for a worker's state: what it does not write, a crash loses."""
-        self._apply_pending()
+        self._buffer.apply()
         writes = self._windows.spill() + self._moments.cache.spill()
-        self._hot.clear()  # the windows forgotten may be among them
+        self._buffer.hot.clear()  # the windows forgotten may be among them
         return writes
 
     def _decode_stream(self, raw: bytes) -> StreamState:
@@ -606,8 +437,8 @@ class DriftEngine:
     def forget(self, partitions: Collection[int] | None = None) -> None:
         """Drop decoded state (of ``partitions``, or all): after those partitions were given up
         to another worker, the store is the truth again. Call after :meth:`flush`."""
-        self._apply_pending()
-        self._hot.clear()
+        self._buffer.apply()
+        self._buffer.hot.clear()
         self._orphans.clear()  # their records still name them: whoever reads one next
         self._streams.forget(partitions)
         self._windows.forget(partitions)
@@ -620,7 +451,7 @@ class DriftEngine:
     def feature_window(
         self, tenant: str, model: str, window_start: float, feature: str
     ) -> FeatureWindow | None:
-        self._apply_pending()
+        self._buffer.apply()
         return self._window(window_key(tenant, model, window_start, feature))
 
     # ------------------------------------------------------------------ state access
@@ -640,7 +471,7 @@ class DriftEngine:
 
     def _delete(self, key: str, partition: int | None) -> None:
         self._windows.delete(key, partition)
-        self._hot.clear()
+        self._buffer.hot.clear()
 
     # ------------------------------------------------------------------ detection
 
@@ -710,7 +541,7 @@ class DriftEngine:
             )
         looking = self._looks.pending(stream, event_time, window)
         if closable or (looking and self._looks.due(stream, event_time)):
-            self._apply_pending()  # the tests read the windows: every earlier value is in
+            self._buffer.apply()  # the tests read the windows: every earlier value is in
         for window in closable:
             drifts.extend(self._judge.judge(stream, window, event_time, cfg.final_alpha, None))
             self._close_window(stream, window)

@@ -110,12 +110,12 @@ def observe_as_before(
     else:
         engine.stats["duplicates_skipped"] += 1
     engine._streams.mark(skey, stream.partition)
-    pending = engine._pending.setdefault((skey, window), [])
+    pending = engine._buffer.pending.setdefault((skey, window), [])
     if untyped:
-        engine._untyped.setdefault((skey, window), []).append((len(pending), untyped))
+        engine._buffer.untyped.setdefault((skey, window), []).append((len(pending), untyped))
     pending.append((event, position))
-    engine._buffered += len(event.features) or 1
-    engine._buffered_events += 1
+    engine._buffer.values += len(event.features) or 1
+    engine._buffer.events += 1
     return drifts
 
 
