@@ -1,6 +1,7 @@
 """The engine's steady-state cost in instructions, not seconds: repeatable on a noisy machine.
 
-    python -m bench.steady_instructions [--days 3] [--compare DIR] [--out FILE]
+    python -m bench.steady_instructions [--days 3] [--features 20] [--rate 2000]
+                                        [--compare DIR] [--out FILE]
 
 Wall-clock rates on these shared 2-core machines move by a fifth between runs of the same
 code (``bench.backtest_speed``: 0.19-0.27M feature-values/s for one commit in one hour), more
@@ -10,7 +11,9 @@ addresses), whatever else the machine does. A whole 90-day backtest is too slow 
 (~50x), so this benchmark
 
 1. runs the engine over the first 60 days of ``bench.backtest_speed``'s stream (20 features,
-   2,000 events a day, the drift from day 60.3) natively and keeps the state it stored;
+   2,000 events a day, the drift from day 60.3) natively and keeps the state it stored
+   (``--features 1000 --rate 400 --days 1``: the wide model of its width target, one in five
+   features categorical, ~1 % of values null as everywhere);
 2. under callgrind, restores that state into a new engine and feeds it the next ``--days``
    days (every window with its whole baseline, every hourly look testing: the steady state),
    then flushes; and once more without feeding it anything (imports, start-up, the state's
@@ -46,11 +49,20 @@ DAY = 86_400.0
 WARM_DAYS = 60
 
 
-def prepare(path: Path, days: int) -> int:
+def engine_config(features: int) -> Any:
+    """The engine's defaults, with the per-stream feature limit raised for a wide model (as
+    ``bench.backtest_speed`` raises it)."""
+    from dataclasses import replace
+
+    from streams.config import EngineConfig
+
+    return replace(EngineConfig(), max_features_per_stream=max(500, features))
+
+
+def prepare(path: Path, days: int, features: int = 20, rate: int = 2000) -> int:
     """The engine's stored state after :data:`WARM_DAYS` days, and the next ``days`` days'
     events, pickled to ``path``; returns how many events are measured."""
     from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate
-    from streams.config import EngineConfig
     from streams.engine import DriftEngine
     from streams.ingest import PredictionValidator
     from streams.keyed_state import MemoryStore
@@ -60,9 +72,9 @@ def prepare(path: Path, days: int) -> int:
         tenants=("acme",),
         models=("fraud",),
         days=WARM_DAYS + days,
-        events_per_day=2000,
-        numeric_features=16,
-        categorical_features=4,
+        events_per_day=rate,
+        numeric_features=features - features // 5,
+        categorical_features=features // 5,
         start=START,
         drifts=(DriftSpec(DriftType.MEAN_SHIFT, WARM_DAYS + 0.3, 0.5, ("amount",)),),
     )
@@ -73,7 +85,7 @@ def prepare(path: Path, days: int) -> int:
     )
     cut = START + WARM_DAYS * DAY
     store = MemoryStore()
-    engine = DriftEngine(EngineConfig(), store)
+    engine = DriftEngine(engine_config(features), store)
     for i, event in enumerate(e for e in events if e.timestamp < cut):
         engine.observe(event)
         if (i + 1) % 20_000 == 0:  # as driftwatch.backtest flushes
@@ -87,7 +99,6 @@ def prepare(path: Path, days: int) -> int:
 
 def replay(path: Path, feed: bool) -> None:
     """What callgrind measures: the state restored, the events fed (``feed``), a flush."""
-    from streams.config import EngineConfig
     from streams.engine import DriftEngine
     from streams.keyed_state import MemoryStore
 
@@ -95,7 +106,7 @@ def replay(path: Path, feed: bool) -> None:
         data, events = pickle.load(fh)
     store = MemoryStore()
     store.data = data
-    engine = DriftEngine(EngineConfig(), store)
+    engine = DriftEngine(engine_config(len(events[0].features)), store)
     drifts = 0
     if feed and hasattr(engine, "observe_many"):  # as driftwatch.backtest feeds it
         for start in range(0, len(events), 1_000):
@@ -142,13 +153,22 @@ def count(run: subprocess.Popen[str]) -> tuple[int, int]:
 
 
 def arguments(
-    argv: list[str] | None, doc: str | None, days: int, days_help: str, results: Path, off: str
+    argv: list[str] | None,
+    doc: str | None,
+    days: int,
+    days_help: str,
+    results: Path,
+    off: str,
+    numbers: dict[str, tuple[int, str]] | None = None,
 ) -> argparse.Namespace:
     """The arguments of a callgrind comparison (this one's and ``bench.labelled_instructions``'):
-    ``--days``, ``--compare``, ``--out``, and the hidden ``--replay`` and ``off`` (the run
-    whose count is subtracted); valgrind is needed unless replaying."""
+    ``--days``, ``numbers`` (more whole-number options: name -> default, help), ``--compare``,
+    ``--out``, and the hidden ``--replay`` and ``off`` (the run whose count is subtracted);
+    valgrind is needed unless replaying."""
     p = argparse.ArgumentParser(description=doc)
     p.add_argument("--days", type=int, default=days, help=days_help)
+    for name, (default, help_text) in (numbers or {}).items():
+        p.add_argument(name, type=int, default=default, help=help_text)
     p.add_argument("--compare", type=Path, help="another checkout, measured beside this one")
     p.add_argument("--out", type=Path, default=results)
     p.add_argument("--replay", type=Path, help=argparse.SUPPRESS)
@@ -190,24 +210,30 @@ def print_rows(rows: list[dict[str, Any]], columns: list[tuple[str, str, int]]) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = arguments(argv, __doc__, 3, "days measured after day 60 (3)", RESULTS, "--no-feed")
+    numbers = {
+        "--features": (20, "features per event, one in five categorical (20)"),
+        "--rate": (2000, "events a day (2000)"),
+    }
+    args = arguments(
+        argv, __doc__, 3, "days measured after day 60 (3)", RESULTS, "--no-feed", numbers
+    )
     if args.replay:
         replay(args.replay, feed=not args.no_feed)
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state.pkl"
-        events = prepare(state, args.days)
+        events = prepare(state, args.days, args.features, args.rate)
         rows = [
             {
                 "code": name,
                 "instructions": net,
                 "per_event": round(net / events),
-                "per_feature_value": round(net / (events * 20)),
+                "per_feature_value": round(net / (events * args.features)),
                 "drift_events": drifts,
             }
             for name, net, drifts in net_counts(args.compare, state, instructions)
         ]
-    print(f"{events:,} events x 20 features, days {WARM_DAYS}-{WARM_DAYS + args.days} "
+    print(f"{events:,} events x {args.features} features, days {WARM_DAYS}-{WARM_DAYS + args.days} "
           "(state restored at day 60), instructions under callgrind")  # fmt: skip
     print_rows(
         rows,
@@ -215,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
          ("per_feature_value", "per value", 12), ("drift_events", "drifts", 8)],
     )  # fmt: skip
     write_results(args.out, "bench.steady_instructions", events=events, days=args.days,
-                  results=rows)  # fmt: skip
+                  features=args.features, rate=args.rate, results=rows)  # fmt: skip
     return 0
 
 
