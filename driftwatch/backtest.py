@@ -146,40 +146,13 @@ def run_backtest(
     joiner = OutcomeJoiner(JoinConfig(perf_cfg.join_retention_days), join_store)
     monitor = PerformanceMonitor(perf_cfg, perf_store)
     record = _Recorder(report, out, keep_drift_events)
-    if not with_outcomes:  # the engine alone: many events a call (the same work as one each)
+    if with_outcomes:
+        _replay_labelled(
+            timeline, engine, joiner, monitor, join_keys, (store, join_store, perf_store),
+            report, record,
+        )  # fmt: skip
+    else:  # the engine alone
         _observe_in_runs(predictions, engine, store, report, record)
-    last_day = -1
-    for i, (ts, event) in enumerate(timeline, start=1):
-        drifts: list[DriftEvent] = []
-        try:
-            if isinstance(event, PredictionEvent):
-                drifts += engine.observe(event)
-                report.events += 1
-                report.feature_values += len(event.features)
-                if join_keys is None or event.event_id in join_keys:
-                    drifts += _join(joiner.on_prediction(event), monitor, report)
-                else:  # it can never join: only the join's clock, which expiry reads
-                    joiner.advance_clock(ts)
-                drifts += monitor.observe_prediction(
-                    event.tenant, event.model, event.model_version, ts, event.score
-                )
-            else:
-                drifts += _join(joiner.on_outcome(event), monitor, report)
-        except InvalidEvent as exc:
-            report.rejected[exc.reason] += 1
-        if drifts:
-            record(drifts)
-        if engine.notices or monitor.notices:
-            report.notices += engine.take_notices() + monitor.take_notices()
-        if ts // DAY > last_day:
-            last_day = int(ts // DAY)
-            for gone in joiner.expire():
-                report.rejected["unknown_prediction"] += 1
-                log.info("outcome %s never found its prediction", gone.outcome.event_id)
-        if i % FLUSH_EVERY == 0:  # memory bounded; the windows kept are encoded once, last
-            store.apply(engine.spill())
-            join_store.apply(joiner.flush())
-            perf_store.apply(monitor.flush(keep_cache=True))
     store.apply(engine.flush())
     perf_store.apply(monitor.flush(keep_cache=True))
     for tenant, model in monitor.streams():
@@ -283,6 +256,7 @@ def sorted_outcomes(
 
 
 _E = TypeVar("_E", PredictionEvent, OutcomeEvent)
+_T = TypeVar("_T")
 
 
 class _Recorder:
@@ -336,6 +310,95 @@ def _observe_in_runs(
         done_events += len(run)
         if done_events % FLUSH_EVERY == 0:
             store.apply(engine.spill())
+
+
+def _replay_labelled(
+    timeline: Iterator[tuple[float, PredictionEvent | OutcomeEvent]],
+    engine: DriftEngine,
+    joiner: OutcomeJoiner,
+    monitor: PerformanceMonitor,
+    join_keys: Container[str] | None,
+    stores: tuple[MemoryStore, MemoryStore | DiskStore, MemoryStore],
+    report: BacktestReport,
+    record: _Recorder,
+) -> None:
+    """Predictions and outcomes in event-time order, :data:`RUN` at a time: the run's
+    predictions through :meth:`DriftEngine.observe_many` at once (the engine reads nothing
+    of the join's or the performance history's), then item by item the join and the
+    performance history, with each prediction's drift events and notices from the engine
+    put back in its place. The same drift events, notices, spills and flushes, in the same
+    order, as one item at a time through all three."""
+    store, join_store, perf_store = stores
+    items = iter(timeline)
+    done_items = 0
+    last_day = -1
+    while True:
+        # A run ends where the one-at-a-time loop spilled: the engine's state is then the same.
+        run = list(itertools.islice(items, min(RUN, FLUSH_EVERY - done_items % FLUSH_EVERY)))
+        if not run:
+            return
+        predictions = [event for _, event in run if isinstance(event, PredictionEvent)]
+        done = engine.observe_many(predictions)
+        told = engine.take_notices()
+        drifts_of = _by_index(done.drifts)
+        refused = dict(done.refused)
+        noticed = dict(done.noticed)
+        k = at = 0  # the next prediction's index; the next of the engine's notices
+        for ts, event in run:
+            drifts: list[DriftEvent] = []
+            notices: list[IncidentNotice] = []
+            if isinstance(event, PredictionEvent):
+                drifts += drifts_of.get(k, ())
+                if k in noticed:
+                    notices += told[at : at + noticed[k]]
+                    at += noticed[k]
+                exc = refused.get(k)
+                k += 1
+                if exc is not None and not isinstance(exc, InvalidEvent):
+                    record(drifts)
+                    raise exc
+                if exc is not None:
+                    report.rejected[exc.reason] += 1
+                else:
+                    report.events += 1
+                    report.feature_values += len(event.features)
+                    try:
+                        if join_keys is None or event.event_id in join_keys:
+                            drifts += _join(joiner.on_prediction(event), monitor, report)
+                        else:  # it can never join: only the join's clock, which expiry reads
+                            joiner.advance_clock(ts)
+                        drifts += monitor.observe_prediction(
+                            event.tenant, event.model, event.model_version, ts, event.score
+                        )
+                    except InvalidEvent as invalid:
+                        report.rejected[invalid.reason] += 1
+            else:
+                try:
+                    drifts += _join(joiner.on_outcome(event), monitor, report)
+                except InvalidEvent as invalid:
+                    report.rejected[invalid.reason] += 1
+            if drifts:
+                record(drifts)
+            if notices or monitor.notices:
+                report.notices += notices + monitor.take_notices()
+            if ts // DAY > last_day:
+                last_day = int(ts // DAY)
+                for gone in joiner.expire():
+                    report.rejected["unknown_prediction"] += 1
+                    log.info("outcome %s never found its prediction", gone.outcome.event_id)
+        done_items += len(run)
+        if done_items % FLUSH_EVERY == 0:  # memory bounded; the windows kept are encoded once, last
+            store.apply(engine.spill())
+            join_store.apply(joiner.flush())
+            perf_store.apply(monitor.flush(keep_cache=True))
+
+
+def _by_index(pairs: list[tuple[int, _T]]) -> dict[int, list[_T]]:
+    """``(index, item)`` pairs grouped by index, in order."""
+    out: dict[int, list[_T]] = {}
+    for k, item in pairs:
+        out.setdefault(k, []).append(item)
+    return out
 
 
 def _in_order(events: Iterable[_E], what: str) -> Iterator[_E]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from schemas import DriftEvent, InvalidEvent, PredictionEvent
 from streams.config import DAY, EngineConfig
@@ -65,6 +65,10 @@ class Observed:
     refused: list[tuple[int, Exception]]
     """The events not applied: an :class:`InvalidEvent` (the event changed nothing), or a
     bug's exception."""
+    noticed: list[tuple[int, int]] = field(default_factory=list)
+    """(index, count), in order: an event whose clock advance told the incidents' changes
+    into :attr:`DriftEngine.notices`, and how many it added there (for a caller that
+    interleaves them per event with other notices, as the labelled backtest does)."""
 
 
 _UNMARKED = object()
@@ -245,8 +249,13 @@ class DriftEngine:
                             self._buffer.events += appended
                             buffered = appended = 0
                             pending = None  # the buffer may be applied: a new list
-                            for drift in self._advance(stream, t, window):
-                                done.drifts.append((k, drift))
+                            told = len(self.notices)
+                            try:
+                                for drift in self._advance(stream, t, window):
+                                    done.drifts.append((k, drift))
+                            finally:
+                                if len(self.notices) != told:
+                                    done.noticed.append((k, len(self.notices) - told))
                     if fresh:
                         stream.events += 1
                         stream.model_version = event.model_version
