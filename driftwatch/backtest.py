@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 
 FLUSH_EVERY = 20_000
 RUN = 1_000
-"""Predictions per :meth:`DriftEngine.observe_many` call without outcomes (a divisor of
-:data:`FLUSH_EVERY`, or runs end early to spill where one-at-a-time would)."""
+"""Items a run (predictions; with outcomes, predictions and outcomes): a run's predictions go
+to :meth:`DriftEngine.observe_many` in one call (a divisor of :data:`FLUSH_EVERY`, or runs
+end early to spill where one item at a time would)."""
 
 
 @dataclass
@@ -100,7 +101,7 @@ def run_backtest(
 
     By default both inputs are sorted here (stably, by timestamp), in memory. With
     ``presorted=True`` they must already be in that order (e.g. :class:`SortedJsonLines`, or
-    :func:`backtest_files`) and are consumed lazily, one event at a time; an input out of
+    :func:`backtest_files`) and are consumed lazily, :data:`RUN` items at a time; an input out of
     order raises :class:`ValueError`. With ``keep_drift_events=False`` the DriftEvents are
     only written to ``out`` and counted (``drift_events_total``), not kept. ``join_store``:
     where the join keeps its records (a :class:`~driftwatch.disk_store.DiskStore` keeps the
@@ -278,6 +279,17 @@ class _Recorder:
                 self.out.write(drift.to_json().decode() + "\n")
 
 
+def _runs(items: Iterable[_T]) -> Iterator[tuple[list[_T], bool]]:
+    """``items`` :data:`RUN` at a time, each run ending where one item at a time spilled
+    (after every :data:`FLUSH_EVERY`), with whether a spill is due after it: the engine's
+    state is then the same at every spill."""
+    it = iter(items)
+    done = 0
+    while run := list(itertools.islice(it, min(RUN, FLUSH_EVERY - done % FLUSH_EVERY))):
+        done += len(run)
+        yield run, done % FLUSH_EVERY == 0
+
+
 def _observe_in_runs(
     predictions: Iterable[PredictionEvent],
     engine: DriftEngine,
@@ -288,13 +300,7 @@ def _observe_in_runs(
     """Predictions without outcomes, :data:`RUN` at a time through
     :meth:`DriftEngine.observe_many`: what one call per event does (the spills after the same
     events, the drift events and notices in the same order), at less cost per event."""
-    events = iter(predictions)
-    done_events = 0
-    while True:
-        # A run ends where the one-at-a-time loop spills, so the spills come as they did.
-        run = list(itertools.islice(events, min(RUN, FLUSH_EVERY - done_events % FLUSH_EVERY)))
-        if not run:
-            return
+    for run, spill in _runs(predictions):
         done = engine.observe_many(run)
         record(drift for _, drift in done.drifts)  # (written out before a bug is raised)
         if engine.notices:
@@ -307,8 +313,7 @@ def _observe_in_runs(
             values -= len(run[k].features)
         report.events += len(run) - len(done.refused)
         report.feature_values += values
-        done_events += len(run)
-        if done_events % FLUSH_EVERY == 0:
+        if spill:
             store.apply(engine.spill())
 
 
@@ -327,16 +332,11 @@ def _replay_labelled(
     of the join's or the performance history's), then item by item the join and the
     performance history, with each prediction's drift events and notices from the engine
     put back in its place. The same drift events, notices, spills and flushes, in the same
-    order, as one item at a time through all three."""
+    order, as one item at a time through all three; a bug in the engine is raised at its
+    prediction, with what came before it reported (and, as before, not its own results)."""
     store, join_store, perf_store = stores
-    items = iter(timeline)
-    done_items = 0
     last_day = -1
-    while True:
-        # A run ends where the one-at-a-time loop spilled: the engine's state is then the same.
-        run = list(itertools.islice(items, min(RUN, FLUSH_EVERY - done_items % FLUSH_EVERY)))
-        if not run:
-            return
+    for run, spill in _runs(timeline):
         predictions = [event for _, event in run if isinstance(event, PredictionEvent)]
         done = engine.observe_many(predictions)
         told = engine.take_notices()
@@ -347,36 +347,31 @@ def _replay_labelled(
         for ts, event in run:
             drifts: list[DriftEvent] = []
             notices: list[IncidentNotice] = []
-            if isinstance(event, PredictionEvent):
-                drifts += drifts_of.get(k, ())
-                if k in noticed:
-                    notices += told[at : at + noticed[k]]
-                    at += noticed[k]
-                exc = refused.get(k)
-                k += 1
-                if exc is not None and not isinstance(exc, InvalidEvent):
-                    record(drifts)
-                    raise exc
-                if exc is not None:
-                    report.rejected[exc.reason] += 1
-                else:
+            try:
+                if isinstance(event, PredictionEvent):
+                    exc = refused.get(k)
+                    if exc is not None and not isinstance(exc, InvalidEvent):
+                        raise exc  # a bug: as observe raised it, its results with it
+                    drifts += drifts_of.get(k, ())
+                    if k in noticed:
+                        notices += told[at : at + noticed[k]]
+                        at += noticed[k]
+                    k += 1
+                    if exc is not None:
+                        raise exc
                     report.events += 1
                     report.feature_values += len(event.features)
-                    try:
-                        if join_keys is None or event.event_id in join_keys:
-                            drifts += _join(joiner.on_prediction(event), monitor, report)
-                        else:  # it can never join: only the join's clock, which expiry reads
-                            joiner.advance_clock(ts)
-                        drifts += monitor.observe_prediction(
-                            event.tenant, event.model, event.model_version, ts, event.score
-                        )
-                    except InvalidEvent as invalid:
-                        report.rejected[invalid.reason] += 1
-            else:
-                try:
+                    if join_keys is None or event.event_id in join_keys:
+                        drifts += _join(joiner.on_prediction(event), monitor, report)
+                    else:  # it can never join: only the join's clock, which expiry reads
+                        joiner.advance_clock(ts)
+                    drifts += monitor.observe_prediction(
+                        event.tenant, event.model, event.model_version, ts, event.score
+                    )
+                else:
                     drifts += _join(joiner.on_outcome(event), monitor, report)
-                except InvalidEvent as invalid:
-                    report.rejected[invalid.reason] += 1
+            except InvalidEvent as invalid:
+                report.rejected[invalid.reason] += 1
             if drifts:
                 record(drifts)
             if notices or monitor.notices:
@@ -386,8 +381,9 @@ def _replay_labelled(
                 for gone in joiner.expire():
                     report.rejected["unknown_prediction"] += 1
                     log.info("outcome %s never found its prediction", gone.outcome.event_id)
-        done_items += len(run)
-        if done_items % FLUSH_EVERY == 0:  # memory bounded; the windows kept are encoded once, last
+        # Notices no event's advance told (none today: the judge tells only there) are kept.
+        report.notices += told[at:]
+        if spill:  # memory bounded; the windows kept are encoded once, last
             store.apply(engine.spill())
             join_store.apply(joiner.flush())
             perf_store.apply(monitor.flush(keep_cache=True))

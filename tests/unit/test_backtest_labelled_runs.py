@@ -16,7 +16,14 @@ from driftwatch import backtest
 from driftwatch.backtest import BacktestReport, _first, _join, _Recorder, _timestamp
 from driftwatch.join_keys import JoinKeys
 from driftwatch.simulate import DriftSpec, DriftType, generate, generate_outcomes
-from schemas import DriftEvent, DriftKind, InvalidEvent, OutcomeEvent, PredictionEvent
+from schemas import (
+    DriftEvent,
+    DriftKind,
+    InvalidEvent,
+    OutcomeEvent,
+    PredictionEvent,
+    parse_timestamp,
+)
 from streams.config import DAY, EngineConfig, PerformanceConfig
 from streams.engine import DriftEngine, Observed
 from streams.join import JoinConfig, OutcomeJoiner
@@ -33,11 +40,12 @@ def backtest_as_before(
     config: EngineConfig,
     perf_cfg: PerformanceConfig,
     flush_every: int,
+    report: BacktestReport | None = None,
 ) -> BacktestReport:
     """``run_backtest`` with outcomes as it was before the runs (``88d5898``), verbatim but
     for its arguments: one item at a time through the engine, the join and the history."""
     join_keys = JoinKeys.of((e.event_id for e in events), (o.event_id for o in outcomes))
-    report = BacktestReport()
+    report = BacktestReport() if report is None else report
     predictions = sorted(events, key=_timestamp)
     labels = iter(sorted(outcomes, key=_timestamp))
     timeline: Iterator[tuple[float, PredictionEvent | OutcomeEvent]] = heapq.merge(
@@ -124,7 +132,7 @@ PERF_SHORT = replace(PERF, join_retention_days=2.0)
 unmatched ones inside the input."""
 
 
-@pytest.mark.parametrize("run", [1, 7, 700])
+@pytest.mark.parametrize("run", [1, 7, 700, 900])  # 900: runs cut short to spill
 def test_the_labelled_backtest_in_runs_reports_what_one_item_at_a_time_did(
     monkeypatch: pytest.MonkeyPatch, run: int
 ) -> None:
@@ -157,18 +165,36 @@ def test_the_labelled_backtest_in_runs_reports_what_one_item_at_a_time_did(
     assert now.feature_state.data == before.feature_state.data
     assert now.performance_state is not None and before.performance_state is not None
     assert now.performance_state.data == before.performance_state.data
+    if run == 700:  # inputs as iterators: the join keeps every prediction (join_keys None)
+        kept = backtest.run_backtest(
+            iter(sorted(events, key=_timestamp)), ENGINE, performance=PERF_SHORT,
+            outcomes=iter(sorted(outcomes, key=_timestamp)), presorted=True,
+        )  # fmt: skip
+        assert [d.to_json() for d in kept.drift_events] == [
+            d.to_json() for d in before.drift_events
+        ]
+        assert kept.notices == before.notices and kept.rejected == before.rejected
 
 
-def test_a_bug_in_the_engine_stops_the_labelled_backtest_at_its_event(
+def test_a_bug_in_the_engine_stops_the_labelled_backtest_as_it_did(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A bug (not a refusal) is raised at its event, as one item at a time raised it: the
-    items before it done, their drift events recorded."""
+    """A bug (not a refusal) at a prediction whose advance found drift is raised at it, as
+    one item at a time raised it: the items before it reported, its own results not."""
     events, outcomes = labelled_input()
-    boom = events[6_000].event_id  # after the drifts began (day 16.5)
-    observe_many = DriftEngine.observe_many
+    plain = backtest_as_before(events, outcomes, ENGINE, PERF_SHORT, backtest.FLUSH_EVERY)
+    found = next(d for d in plain.drift_events if d.kind is DriftKind.STATISTICAL)
+    stamp = parse_timestamp(found.detected_at)
+    boom = next(e.event_id for e in sorted(events, key=_timestamp) if e.timestamp == stamp)
+    observe, observe_many = DriftEngine.observe, DriftEngine.observe_many
 
-    def failing(self: DriftEngine, batch: list[PredictionEvent]) -> Observed:
+    def failing_one(self: DriftEngine, event: PredictionEvent) -> list[DriftEvent]:
+        drifts = observe(self, event)  # its advance done, then the bug
+        if event.event_id == boom:
+            raise RuntimeError("boom")
+        return drifts
+
+    def failing_many(self: DriftEngine, batch: list[PredictionEvent]) -> Observed:
         done = observe_many(self, batch)
         done.refused += [
             (k, RuntimeError("boom")) for k, e in enumerate(batch) if e.event_id == boom
@@ -176,10 +202,14 @@ def test_a_bug_in_the_engine_stops_the_labelled_backtest_at_its_event(
         done.refused.sort(key=lambda refusal: refusal[0])
         return done
 
-    before = backtest_as_before(events, outcomes, ENGINE, PERF_SHORT, backtest.FLUSH_EVERY)
-    monkeypatch.setattr(DriftEngine, "observe_many", failing)
+    monkeypatch.setattr(DriftEngine, "observe", failing_one)
+    before = BacktestReport()
+    with pytest.raises(RuntimeError, match="boom"):
+        backtest_as_before(events, outcomes, ENGINE, PERF_SHORT, 1_400, before)
+    monkeypatch.setattr(DriftEngine, "observe_many", failing_many)
     monkeypatch.setattr(backtest, "RUN", 500)
-    report = BacktestReport()
+    monkeypatch.setattr(backtest, "FLUSH_EVERY", 1_400)
+    now = BacktestReport()
     timeline: Iterator[tuple[float, PredictionEvent | OutcomeEvent]] = heapq.merge(
         ((p.timestamp, p) for p in sorted(events, key=_timestamp)),
         ((o.timestamp, o) for o in sorted(outcomes, key=_timestamp)),
@@ -190,12 +220,12 @@ def test_a_bug_in_the_engine_stops_the_labelled_backtest_at_its_event(
             timeline, DriftEngine(ENGINE, MemoryStore()),
             OutcomeJoiner(JoinConfig(PERF_SHORT.join_retention_days), MemoryStore()),
             PerformanceMonitor(PERF_SHORT, MemoryStore()), None,
-            (MemoryStore(), MemoryStore(), MemoryStore()), report, _Recorder(report, None, True),
+            (MemoryStore(), MemoryStore(), MemoryStore()), now, _Recorder(now, None, True),
         )  # fmt: skip
-    in_order = [e.event_id for e in sorted(events, key=_timestamp)]
-    assert report.events == in_order.index(boom) - 1  # all before it but the mismatch
-    assert report.drift_events, "drift events before the bug"
-    assert report.drift_events == before.drift_events[: len(report.drift_events)]
+    assert before.drift_events and found.drift_id not in {d.drift_id for d in before.drift_events}
+    assert [d.to_json() for d in now.drift_events] == [d.to_json() for d in before.drift_events]
+    assert now.notices == before.notices and now.rejected == before.rejected
+    assert (now.events, now.outcomes_joined) == (before.events, before.outcomes_joined)
 
 
 def test_an_item_s_engine_results_go_before_the_performance_history_s(
