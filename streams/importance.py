@@ -418,19 +418,19 @@ class ScoreBatch:
             self._finish_full(rows, x)
             return
         counts: list[int] = np.add.reduce(ok, axis=1).tolist()
-        nones = _nones(rows, ok, counts, n)
         for i, (_, values, summary) in enumerate(rows):
             if summary is None:
                 continue
             if counts[i] == n:  # a None is a NaN in ``x``: none here
                 summary.extend(x[i])
                 continue
-            if counts[i] + nones[i] == n:
+            nones = values.count(None)
+            if counts[i] + nones == n:
                 summary.extend(x[i][ok[i]])
             else:  # non-finite values: the summary is handed them as they were
                 summary.extend(np.array([v for v in values if v is not None], dtype=np.float64))
-            if nones[i]:
-                summary.add_missing(nones[i])
+            if nones:
+                summary.add_missing(nones)
         if not math.isfinite(self._my):
             ok &= np.isfinite(y)
             counts = np.add.reduce(ok, axis=1).tolist()
@@ -484,21 +484,6 @@ class ScoreBatch:
         my, cyy = self._my, self._cyy
         for (assoc, _, _), m, sxx, sxy in zip(rows, mx.tolist(), cxx, cxy, strict=True):
             assoc._merge_in(n, m, my, sxx, cyy, sxy)
-
-
-def _nones(rows: list[_Held], ok: np.ndarray, counts: list[int], n: int) -> dict[int, int]:
-    """Per row with a summary and a value that is not finite (``counts[i] < n``), how many
-    of them are None: only those values are looked at (``list.count(None)`` compares every
-    float with None, ~2 % of a wide model's backtest, where most rows have a null or two)."""
-    short = [i for i, c in enumerate(counts) if c != n and rows[i][2] is not None]
-    out = dict.fromkeys(short, 0)
-    if short:
-        row, col = np.nonzero(~ok[short])
-        for k, j in zip(row.tolist(), col.tolist(), strict=True):
-            i = short[k]
-            if rows[i][1][j] is None:
-                out[i] += 1
-    return out
 
 
 class ValueSink(Protocol):
