@@ -273,9 +273,6 @@ class Watchdog:
             (tp.topic, tp.partition): tp.offset for tp in client.committed(asked, LOOKUP_SECONDS)
         }
         read = faust_compat.introspection.app_read_offsets(self.app)
-        # The log end as fetching told it within a stall time, where the broker's own
-        # answer lags behind it.
-        fetched = faust_compat.introspection.client_log_ends(self.app, self.watch.stall_seconds)
         out: dict[Any, Offsets] = {}
         for tp in tps:
             start, end = client.get_watermark_offsets(
@@ -283,7 +280,7 @@ class Watchdog:
             )
             done = committed.get((tp.topic, tp.partition))
             out[tp] = Offsets(
-                end=max(int(end), fetched.get((tp.topic, tp.partition), -1)),
+                end=int(end),
                 read=read.get(tp),
                 committed=int(done) if done is not None and done >= 0 else None,
                 start=max(0, int(start)),

@@ -132,30 +132,6 @@ def fetcher_state(consumer: Any) -> dict[str, Any]:
         return {"unavailable": repr(exc)[:200]}
 
 
-def client_log_ends(app: Any, fresh_seconds: float) -> dict[tuple[str, int], int]:
-    """Per partition the Kafka client fetches, the high watermark its last fetch answer gave,
-    if that answer is at most ``fresh_seconds`` old: the log end as the partition's leader
-    told it while fetching. A broker's answer to a watermark query can lag behind it (the
-    embedded one's reads the end of an older segment): a failover's survivor whose last
-    records never reached its agent then looked idle to the watchdog, the commit short of an
-    end it did not know, for as long as nothing new came. Best effort, from any thread (the
-    client's state is read, never changed): empty when it cannot be read."""
-    try:
-        client = app._consumer._thread._consumer
-        state = client._subscription.subscription.assignment
-        now = time.time()
-        out: dict[tuple[str, int], int] = {}
-        for tp in state.tps:
-            tps = state.state_value(tp)
-            if tps.highwater is None or tps.timestamp is None:
-                continue
-            if now - tps.timestamp / 1000 <= fresh_seconds:
-                out[(tp.topic, tp.partition)] = int(tps.highwater)
-        return out
-    except Exception:
-        return {}
-
-
 def queued_by_topic(app: Any) -> dict[str, int]:
     """Messages waiting in the agents' stream queues and bulk sinks, per source topic (best
     effort, from any thread: a channel's queue is read only where it exists, never created)."""

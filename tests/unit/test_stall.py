@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -581,33 +580,3 @@ def test_the_watchdog_excuses_a_commit_held_for_a_state_write_that_is_not_overdu
         assert dog.held() == set()  # written: nothing excuses the commit any more
     finally:
         faust_compat.commit_cap.clear()
-
-
-def test_the_client_s_log_end_from_fetching_is_taken_while_fresh() -> None:
-    """The watchdog's log end is the larger of the broker's watermark answer and the high
-    watermark the client's last fetch answer gave, within a stall time: a broker whose
-    watermark answer lags (the embedded one) hid a failover survivor's last records, never
-    delivered, from it (a CI run: committed 3,020, fetched to 3,420, the broker said 2,521)."""
-    from types import SimpleNamespace
-
-    from aiokafka.consumer.subscription_state import Assignment
-    from aiokafka.structs import TopicPartition
-
-    from agents.faust_compat.introspection import client_log_ends
-
-    fresh, stale, never = (TopicPartition("p", k) for k in range(3))
-
-    async def made() -> Assignment:  # (it makes futures: in a loop)
-        return Assignment([fresh, stale, never])
-
-    assignment = asyncio.run(made())
-    now_ms = time.time() * 1000
-    for tp, highwater, answered in ((fresh, 3420, now_ms - 2_000), (stale, 77, now_ms - 90_000)):
-        state = assignment.state_value(tp)
-        state.highwater, state.timestamp = highwater, answered
-    client = SimpleNamespace(_subscription=SimpleNamespace(
-        subscription=SimpleNamespace(assignment=assignment)))  # fmt: skip
-    app = SimpleNamespace(_consumer=SimpleNamespace(_thread=SimpleNamespace(_consumer=client)))
-    assert client_log_ends(app, fresh_seconds=30.0) == {("p", 0): 3420}
-    assert client_log_ends(app, fresh_seconds=120.0) == {("p", 0): 3420, ("p", 1): 77}
-    assert client_log_ends(SimpleNamespace(_consumer=None), 30.0) == {}  # not made yet
