@@ -553,6 +553,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async def check_outcomes_drained() -> None:
             await refresh_marks(joins, drain_check)
 
+    @app.timer(faust_compat.undelivered.CHECK_SECONDS)  # type: ignore[untyped-decorator]
+    async def read_undelivered_again() -> None:
+        faust_compat.undelivered.check(app)
+
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def advance_quiet_streams() -> None:
         processor.tick_in_background()
@@ -609,7 +613,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         if faust_compat.guards.ORDER is not None:  # messages read from here on are ours again
             faust_compat.guards.ORDER.assigned(assigned)
 
-    _ = (detect, advance_quiet_streams, on_revoked, on_assigned, notify, retrain_alerts,
-         model_alerts, capture_loop)  # fmt: skip
+    _ = (detect, advance_quiet_streams, read_undelivered_again, on_revoked, on_assigned,
+         notify, retrain_alerts, model_alerts, capture_loop)  # fmt: skip
     return Worker(app=app, processor=processor, registry=registry, joins=joins, api=api,
                   ready=health.ready, front=front, watchdog=watchdog)  # fmt: skip

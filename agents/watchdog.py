@@ -39,6 +39,7 @@ EXPLAIN_SECONDS = 15.0
 """How often the watchdog says why waiting work is not (yet) judged a stall."""
 STALL_LOG = "stalls.jsonl"
 UNANSWERED = "unanswered"
+LOSE = "lose"
 QUIET_RECONNECTS = {"reconnect.backoff.ms": 1000}
 """For the watchdog's confluent-kafka clients: a consumer with a group id otherwise tries a
 broker that refuses connections every 50 ms, and librdkafka prints a line for each try (20 a
@@ -405,15 +406,16 @@ def _age(t: float | None, now: float) -> float | None:
 class StallHook:
     """Testing only (``DRIFTWATCH_TEST_STALL``): after ``after`` processed events, stop
     fetching (``fetch``: every source partition paused), stop committing (``commit``: every
-    ack ignored) or leave the next fetch unanswered (``unanswered``: a broker that never
-    answers it; the fetch timeout sends it again, no stall). Fires once per data directory, so
-    the restarted worker runs normally."""
+    ack ignored), leave the next fetch unanswered (``unanswered``: a broker that never
+    answers it; the fetch timeout sends it again, no stall) or drop the next fetch's records
+    before they reach the agents (``lose``: Faust's races; read again, no stall). Fires once
+    per data directory, so the restarted worker runs normally."""
 
     def __init__(self, spec: str, data_dir: str) -> None:
         kind, _, after = spec.partition(":")
-        if kind not in (FETCH, COMMIT, UNANSWERED):
+        if kind not in (FETCH, COMMIT, UNANSWERED, LOSE):
             raise ValueError(
-                f"DRIFTWATCH_TEST_STALL: {spec!r} is not fetch:N, commit:N or unanswered:N"
+                f"DRIFTWATCH_TEST_STALL: {spec!r} is not fetch:N, commit:N, unanswered:N or lose:N"
             )
         self.kind = kind
         self.after = int(after or 0)
@@ -426,9 +428,13 @@ class StallHook:
             return
         self.marker.parent.mkdir(parents=True, exist_ok=True)
         self.marker.write_text(self.kind)
-        what = "an unanswered fetch" if self.kind == UNANSWERED else f"a {self.kind} stall"
+        what = {UNANSWERED: "an unanswered fetch", LOSE: "a lost fetch"}.get(
+            self.kind, f"a {self.kind} stall"
+        )
         log.warning("TEST HOOK: provoking %s after %d events", what, self.seen)
-        if self.kind == COMMIT:
+        if self.kind == LOSE:
+            faust_compat.eager_delivery.LOSE_NEXT_FETCH = True
+        elif self.kind == COMMIT:
             faust_compat.guards.IGNORE_ACKS = True
         elif self.kind == UNANSWERED:
             faust_compat.fetch_timeout.leave_next_fetch_unanswered(stream.app)

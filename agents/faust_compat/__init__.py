@@ -18,6 +18,8 @@ package touches a private name of Faust, mode or aiokafka (``tests/unit/test_lay
 - :mod:`.direct_reads`: a table read straight from its partition's RocksDB;
 - :mod:`.fetch_timeout`: fetches the broker leaves unanswered are sent again;
 - :mod:`.eager_delivery`: the fetch loop delivers a message without four tasks for it;
+- :mod:`.undelivered`: records the client handed over that never reached an agent are read
+  again;
 - :mod:`.request_encoding`: aiokafka's requests encoded with one copy of their record
   batches;
 - :mod:`.late_changelog`: changelog records that come after a partition's restore ended
@@ -52,6 +54,7 @@ from agents.faust_compat import (
     read_ahead,
     request_encoding,
     rocksdb_memory,
+    undelivered,
     version,
 )
 
@@ -74,5 +77,6 @@ __all__ = [
     "read_ahead",
     "request_encoding",
     "rocksdb_memory",
+    "undelivered",
     "version",
 ]

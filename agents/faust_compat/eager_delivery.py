@@ -36,6 +36,10 @@ flow control, the producer's buffer), None when it waits for none: nothing else 
 meanwhile (:mod:`.backpressure` reads it)."""
 ORIGINAL: Any = None
 """Faust's own loop, once :func:`install` replaced it (its test compares the two)."""
+LOSE_NEXT_FETCH = False
+"""Testing only (``DRIFTWATCH_TEST_STALL=lose:N``): the records of the next fetch that brings
+any are dropped between the client and the agents, as Faust's races do
+(:mod:`.undelivered` must read them again)."""
 
 
 T = TypeVar("T")
@@ -130,6 +134,15 @@ async def _wait_for_room(consumer: Any, sink: bulk_delivery.Sink) -> None:
         BLOCKED_ON = None
 
 
+def _lose(message: Any) -> bool:
+    """Drop a fetched message as a race would (testing only: :data:`LOSE_NEXT_FETCH`); True:
+    drop the rest of its fetch too."""
+    global LOSE_NEXT_FETCH
+    LOSE_NEXT_FETCH = False  # this fetch's records only
+    COUNTERS["test_lost"] += 1
+    return True
+
+
 async def _drain_messages(self: Any, fetcher: Any) -> None:
     """faust-streaming 0.15.3's ``Consumer._drain_messages``, but for the delivery (see the
     module's docstring, and :mod:`.bulk_delivery` for the topics delivered in bulk); every
@@ -163,7 +176,11 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:
             # never releasing to the event loop
             await self.sleep(0)
             if not self.should_stop:
+                lose = False  # testing only: this fetch's records are dropped
                 async for tp, message in ait:
+                    if lose or LOSE_NEXT_FETCH:
+                        lose = _lose(message)
+                        continue
                     num_since_yield += 1
                     if num_since_yield > yield_every:
                         await sleep(0)

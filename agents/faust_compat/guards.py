@@ -174,6 +174,11 @@ async def _seek(consumer: Any, tp: Any, offset: int) -> None:
         log.warning("%s[%d]: seek to %d failed: %r", tp.topic, tp.partition, offset, exc)
 
 
+def seek_back(consumer: Any, tp: Any, offset: int) -> None:
+    """Read ``tp`` again from ``offset`` (in the background, as the guards' own seeks)."""
+    _spawn(_seek(consumer, tp, offset))
+
+
 _READ_HIGH: dict[Any, int] = {}
 """Per topic-partition, the highest offset read before one of our seeks back."""
 

@@ -132,6 +132,48 @@ def fetcher_state(consumer: Any) -> dict[str, Any]:
         return {"unavailable": repr(exc)[:200]}
 
 
+def fetch_positions(consumer: Any) -> tuple[dict[Any, int], set[Any]] | None:
+    """The Kafka client's fetch position per assigned partition (the next offset it will
+    hand over; partitions waiting for an offset reset left out) and the partitions with
+    fetched records not handed over yet; None when the client is not there (best effort, from
+    any thread)."""
+    try:
+        client = consumer._thread._consumer
+        state = client._subscription.subscription.assignment
+        waiting = set(client._fetcher._records)
+        positions: dict[Any, int] = {}
+        for tp in list(state.tps):
+            tps = state.state_value(tp)
+            if tps.has_valid_position:
+                positions[tp] = int(tps.position)
+        return positions, waiting
+    except Exception:
+        return None
+
+
+def queued_partitions(app: Any) -> set[Any]:
+    """The partitions (as ``(topic, partition)`` tuples) with a message waiting in an agent's
+    stream queue or bulk sink (best effort, on the worker's loop)."""
+    out: set[Any] = set()
+    messages: list[Any] = []
+    try:
+        channels = list(app.topics._topics)
+    except Exception:
+        channels = []
+    for channel in channels:
+        queue = getattr(getattr(channel, "_queue", None), "_queue", None)  # the deque inside
+        if queue:
+            messages += [getattr(item, "message", None) for item in list(queue)]
+    for topic in bulk_delivery.queued(app):
+        sink = bulk_delivery.sink_for(app, topic)
+        if sink is not None:
+            messages += sink.messages
+    for message in messages:
+        if message is not None:
+            out.add((message.topic, message.partition))
+    return out
+
+
 def queued_by_topic(app: Any) -> dict[str, int]:
     """Messages waiting in the agents' stream queues and bulk sinks, per source topic (best
     effort, from any thread: a channel's queue is read only where it exists, never created)."""

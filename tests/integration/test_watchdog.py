@@ -148,3 +148,38 @@ def test_a_fetch_the_broker_never_answers_is_sent_again(
         assert min(a for a in ages if a is not None) >= STALL_SECONDS, view
     assert worker.stop() == 0
     assert state_counts(worker.data_dir) == expected_counts(events)
+
+
+def test_records_lost_between_fetch_and_agent_are_read_again(worker: WorkerProcess) -> None:
+    """The shape a failover survivor showed in CI: the client handed a fetch's records over,
+    none reached the agent, and with nothing produced after them no later record made the
+    jump visible; the commit stood still with the lag showing. The worker reads them again
+    by itself (``agents.faust_compat.undelivered``): no stall, no restart, exact counts."""
+    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 3, "events_per_day": 300, "drifts": ()})
+    events = list(generate(cfg))
+    worker.extra_env["DRIFTWATCH_TEST_STALL"] = "lose:300"
+    worker.start()
+    half = len(events) // 2
+    ends = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events[:half]))
+    fired = worker.data_dir / "test-stall-fired"
+    deadline = time.monotonic() + 90
+    while not fired.exists():
+        worker.assert_alive()
+        assert time.monotonic() < deadline, "the hook never fired"
+        time.sleep(0.2)
+    # The rest in one go, after the hook: the fetch that brings it is the one lost, and
+    # nothing comes after it.
+    rest = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events[half:]))
+    ends = {p: max(ends.get(p, 0), rest.get(p, 0)) for p in ends.keys() | rest.keys()}
+    wait_committed(worker, ends, timeout=90)
+
+    log = worker.log_path.read_text(errors="replace")
+    assert worker.restarts == [], worker.log_tail()
+    assert "WATCHDOG" not in log, log[-4000:]
+    metrics = worker.read_metrics()
+    assert metrics.get('driftwatch_consumer_guard_total{what="test_lost"}', 0) > 0, "none lost"
+    refetched = metrics.get('driftwatch_consumer_guard_total{what="undelivered_refetch"}', 0)
+    assert refetched >= 1, log[-4000:]
+    assert "reached the agent and nothing of the partition is left in the worker" in log
+    assert worker.stop() == 0
+    assert state_counts(worker.data_dir) == expected_counts(events)

@@ -156,8 +156,8 @@ def _lines(function: object) -> list[str]:
 
 def test_the_loop_is_faust_s_but_for_the_delivery() -> None:
     """The replacement is faust-streaming 0.15.3's loop line for line, except the delivery
-    (to a topic's sink, or started eagerly) and the import of a constant its module had at
-    hand."""
+    (to a topic's sink, or started eagerly), the import of a constant its module had at
+    hand, and the test hook that drops a fetch's records (``DRIFTWATCH_TEST_STALL=lose:N``)."""
     eager_delivery.install()
     eager_delivery.install()  # once per process
     from faust.transport.consumer import Consumer
@@ -173,6 +173,10 @@ def test_the_loop_is_faust_s_but_for_the_delivery() -> None:
     assert changed == [
         "+from faust.transport.consumer import CONSUMER_FETCHING",
         "+sinks = bulk_delivery.sinks_of(self.app)",
+        "+lose = False",
+        "+if lose or LOSE_NEXT_FETCH:",
+        "+lose = _lose(message)",
+        "+continue",
         "-await self.wait_first(",
         "-callback(message), self.suspend_flow.wait()",
         "-)",

@@ -1,0 +1,125 @@
+"""Records the client handed over that never reached an agent: when the worker reads them
+again, and when it leaves a partition alone (the decision is the doctest's; here the worker's
+side: what it reads of the consumer and what counts as still in hand)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace as NS
+from typing import Any
+
+import pytest
+from faust.types import TP
+
+from agents.faust_compat import guards, undelivered
+from agents.faust_compat.counters import COUNTERS
+
+TOPIC = "t-predictions"
+P0, P1 = TP(TOPIC, 0), TP(TOPIC, 1)
+
+
+class Flag:
+    def __init__(self, on: bool) -> None:
+        self.on = on
+
+    def is_set(self) -> bool:
+        return self.on
+
+
+def make_app(positions: dict[TP, int], committed: dict[TP, int], **over: Any) -> Any:
+    """A worker as :func:`undelivered.check` reads it: assignment, client positions, flow."""
+    state = NS(
+        tps=list(positions),
+        state_value=lambda tp: NS(has_valid_position=True, position=positions[tp]),
+    )
+    client = NS(
+        _subscription=NS(subscription=NS(assignment=state)),
+        _fetcher=NS(_records=over.pop("waiting", {})),
+    )
+    consumer = NS(
+        _thread=NS(_consumer=client),
+        _committed_offset=dict(committed),
+        flow_active=True,
+        assignment=lambda: set(positions),
+    )
+    app = NS(
+        consumer=consumer,
+        _consumer=consumer,
+        rebalancing=False,
+        in_recovery=False,
+        tables=NS(recovery=NS(completed=Flag(True))),
+        flow_control=NS(is_active=lambda: True),
+        topics=NS(_topics=over.pop("channels", [])),
+    )
+    for name, value in over.items():
+        setattr(app, name, value)
+    return app
+
+
+@pytest.fixture
+def order(monkeypatch: pytest.MonkeyPatch) -> guards.SourceOrder:
+    async def probe(topic: str, partition: int, offset: int) -> int | None:
+        return None
+
+    order = guards.SourceOrder(probe)
+    monkeypatch.setattr(guards, "ORDER", order)
+    monkeypatch.setattr(guards, "GUARD", None)
+    monkeypatch.setattr(guards, "GUARDED_TOPICS", {TOPIC})
+    return order
+
+
+@pytest.fixture
+def seeks(monkeypatch: pytest.MonkeyPatch) -> list[tuple[TP, int]]:
+    done: list[tuple[TP, int]] = []
+    monkeypatch.setattr(guards, "seek_back", lambda consumer, tp, offset: done.append((tp, offset)))
+    return done
+
+
+def test_a_partition_fetched_past_what_its_agent_got_is_read_again(
+    order: guards.SourceOrder, seeks: list[tuple[TP, int]]
+) -> None:
+    order.expect[P0] = 3020  # admitted up to 3019; the client handed over up to 3419
+    app = make_app({P0: 3420, P1: 900}, {P0: 2520, P1: 900})
+    watch = undelivered.UndeliveredWatch(quiet_seconds=5.0)
+    before = COUNTERS["undelivered_refetch"]
+    assert undelivered.check(app, watch, now=0.0) == {}
+    assert undelivered.check(app, watch, now=4.0) == {}  # not still long enough yet
+    assert undelivered.check(app, watch, now=5.0) == {P0: 3020}  # from the next to admit
+    assert seeks == [(P0, 3020)]
+    assert COUNTERS["undelivered_refetch"] == before + 1
+    # P1 is caught up (position at its committed offset): never read again
+
+
+def test_nothing_is_read_again_while_the_partition_is_in_the_worker_s_hands(
+    order: guards.SourceOrder, seeks: list[tuple[TP, int]]
+) -> None:
+    watch = undelivered.UndeliveredWatch(quiet_seconds=1.0)
+    # queued in an agent's stream buffer
+    queue = NS(_queue=[NS(message=NS(topic=TOPIC, partition=0))])
+    app = make_app({P0: 50}, {P0: 10}, channels=[NS(_queue=queue)])
+    assert [undelivered.check(app, watch, now=t) for t in (0.0, 9.0)] == [{}, {}]
+    # fetched, not handed over yet: the next getmany brings it
+    app = make_app({P0: 50}, {P0: 10}, waiting={P0: object()})
+    assert [undelivered.check(app, watch, now=t) for t in (20.0, 29.0)] == [{}, {}]
+    # held by the order guard (it reads the partition again itself)
+    order.held[P0] = guards._Hold(10, 0.0, None)
+    app = make_app({P0: 50}, {P0: 10})
+    assert [undelivered.check(app, watch, now=t) for t in (40.0, 49.0)] == [{}, {}]
+    assert seeks == []
+    del order.held[P0]
+    assert undelivered.check(app, watch, now=50.0) == {P0: 10}  # the committed offset
+
+
+def test_during_a_rebalance_nothing_is_judged_and_the_clocks_start_again(
+    order: guards.SourceOrder, seeks: list[tuple[TP, int]]
+) -> None:
+    watch = undelivered.UndeliveredWatch(quiet_seconds=5.0)
+    app = make_app({P0: 50}, {P0: 10})
+    assert undelivered.check(app, watch, now=0.0) == {}
+    app.rebalancing = True  # the rebalance's own seek reads it again
+    assert undelivered.check(app, watch, now=10.0) == {}
+    app.rebalancing = False
+    assert undelivered.check(app, watch, now=11.0) == {}  # still since 11, not since 0
+    assert undelivered.check(app, watch, now=16.0) == {P0: 10}
+    app.consumer._thread = None  # no client (yet): nothing to compare
+    assert undelivered.check(app, watch, now=40.0) == {}
+    assert seeks == [(P0, 10)]
