@@ -555,7 +555,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.timer(faust_compat.undelivered.CHECK_SECONDS)  # type: ignore[untyped-decorator]
     async def read_undelivered_again() -> None:
-        faust_compat.undelivered.check(app)
+        try:
+            faust_compat.undelivered.check(app)
+        except Exception:  # a failed look never ends the worker (a timer's error would)
+            log.exception("comparing fetch positions with what the agents got failed")
 
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def advance_quiet_streams() -> None:

@@ -19,6 +19,11 @@ from agents.faust_compat.version import check_version
 
 _BUSY: dict[object, tuple[str, float]] = {}
 _LAST_BATCH: dict[str, tuple[float, int, dict[int, int]]] = {}
+_TAKEN: dict[str, int] = {}
+"""Per source topic, how many batches were taken out of its sink or stream buffer."""
+_DONE: dict[str, int] = {}
+"""Per source topic, how many of those are done with: processed, failed, or left empty by the
+offset order (:func:`in_hand`)."""
 AFTER_BATCH: Callable[[Any, int], None] | None = None
 """Called on the loop after each processed batch with (stream, events): the watchdog's
 test-only stall hook (:mod:`agents.watchdog`)."""
@@ -44,39 +49,54 @@ async def process_batches(
     written (counts lost when a worker left the group with a batch in flight: found by the
     scale-out test)."""
     async for batch in ordered_batches(stream, topic, size, within, ahead_bytes):
-        gate = backpressure.GATE
-        if gate is not None and downstream:
-            try:
-                await gate.wait(stream.app, topic, downstream)
-            except BaseException:  # a stop while waiting: the batch was never processed
-                _unmark(batch)
-                raise
-        token = object()
-        _BUSY[token] = (topic, time.monotonic())
         try:
-            await process(batch)
-            await drain_producer(stream.app)  # its state's changelog records, before its acks
-        except BaseException:
-            _unmark(batch)
-            COUNTERS["unfinished_batch"] += 1
-            # Stopping, the next owner reads from the committed offsets: no seek on a
-            # consumer that is going away.
-            # Also from every commit hold: what was processed since the state was last
-            # written is gone with the failure (:mod:`.commit_cap`).
-            if guards.ORDER is not None and not getattr(stream.app, "should_stop", False):
-                points = commit_cap.rewind_points(topic, batch)
-                sought = guards.ORDER.rewind_to(stream.app.consumer, points)
-                sink = bulk_delivery.sink_for(stream.app, topic)
-                if sink is not None and sought:  # fetched past the rewind: read again after it
-                    sink.forget(tp.partition for tp in sought)
-            raise
+            await _process_one(stream, topic, batch, process, downstream)
         finally:
-            del _BUSY[token]
-        if gate is not None:
-            gate.processed(batch)
-        _LAST_BATCH[topic] = (time.monotonic(), len(batch), _partition_counts(batch))
-        if AFTER_BATCH is not None:
-            AFTER_BATCH(stream, len(batch))
+            _DONE[topic] = _DONE.get(topic, 0) + 1
+
+
+async def _process_one(
+    stream: Any,
+    topic: str,
+    batch: list[Any],
+    process: Callable[[list[Any]], Awaitable[None]],
+    downstream: Collection[str],
+) -> None:
+    """One batch of :func:`process_batches`: the gate, the work, its changelog, the rewind
+    of a batch that did not finish."""
+    gate = backpressure.GATE
+    if gate is not None and downstream:
+        try:
+            await gate.wait(stream.app, topic, downstream)
+        except BaseException:  # a stop while waiting: the batch was never processed
+            _unmark(batch)
+            raise
+    token = object()
+    _BUSY[token] = (topic, time.monotonic())
+    try:
+        await process(batch)
+        await drain_producer(stream.app)  # its state's changelog records, before its acks
+    except BaseException:
+        _unmark(batch)
+        COUNTERS["unfinished_batch"] += 1
+        # Stopping, the next owner reads from the committed offsets: no seek on a
+        # consumer that is going away.
+        # Also from every commit hold: what was processed since the state was last
+        # written is gone with the failure (:mod:`.commit_cap`).
+        if guards.ORDER is not None and not getattr(stream.app, "should_stop", False):
+            points = commit_cap.rewind_points(topic, batch)
+            sought = guards.ORDER.rewind_to(stream.app.consumer, points)
+            sink = bulk_delivery.sink_for(stream.app, topic)
+            if sink is not None and sought:  # fetched past the rewind: read again after it
+                sink.forget(tp.partition for tp in sought)
+        raise
+    finally:
+        del _BUSY[token]
+    if gate is not None:
+        gate.processed(batch)
+    _LAST_BATCH[topic] = (time.monotonic(), len(batch), _partition_counts(batch))
+    if AFTER_BATCH is not None:
+        AFTER_BATCH(stream, len(batch))
 
 
 async def drain_producer(app: Any, poll: float = 0.5) -> None:
@@ -128,6 +148,14 @@ def last_batches() -> dict[str, dict[str, Any]]:
     }
 
 
+def in_hand() -> set[str]:
+    """Source topics with a batch taken out of their sink or stream buffer and not done with
+    yet (waiting for the broker's word on its order, for the stages after it, or being
+    processed): messages there are in no queue, and not admitted yet. Safe from any thread."""
+    done = dict(_DONE)
+    return {topic for topic, taken in list(_TAKEN.items()) if taken > done.get(topic, 0)}
+
+
 def busy_batches() -> dict[str, float]:
     """Per source topic, how long its oldest running batch has run (seconds): for the
     watchdog's account of why it is not judging. Safe from any thread."""
@@ -159,14 +187,18 @@ async def ordered_batches(
     else:
         batches = take_ahead(stream, size, within, ahead_bytes)
     async for batch in batches:
+        _TAKEN[topic] = _TAKEN.get(topic, 0) + 1  # done with once processed (or left empty)
         if guards.ORDER is not None:
             try:
                 batch = await guards.ORDER.admit(stream.app.consumer, list(batch))
             except BaseException:  # stopped while the broker was asked: none of it processed
+                _DONE[topic] = _DONE.get(topic, 0) + 1
                 _unmark(batch)
                 raise
         if batch:
             yield batch
+        else:
+            _DONE[topic] = _DONE.get(topic, 0) + 1
 
 
 def _unmark(batch: list[Any]) -> None:

@@ -151,6 +151,16 @@ def fetch_positions(consumer: Any) -> tuple[dict[Any, int], set[Any]] | None:
         return None
 
 
+def paused_partitions(consumer: Any) -> set[Any]:
+    """The partitions Faust's consumer holds paused (a recovery, or a test's stall hook):
+    whatever the client hands over of them is dropped until Faust resumes them, with a seek
+    (best effort, from any thread)."""
+    try:
+        return set(consumer._paused_partitions)
+    except Exception:
+        return set()
+
+
 def queued_partitions(app: Any) -> set[Any]:
     """The partitions (as ``(topic, partition)`` tuples) with a message waiting in an agent's
     stream queue or bulk sink (best effort, on the worker's loop)."""

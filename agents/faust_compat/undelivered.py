@@ -8,29 +8,33 @@ resume. Each drop counts on a seek to the committed offsets that follows it. Whe
 follows, the client's fetch position stays past records no agent has: nothing in the worker
 will process them, and unless later records arrive for :class:`.guards.SourceOrder` to notice
 the jump, the partition stays still with its lag showing (seen in CI, ``test_failover.py``:
-after a takeover, a survivor processed 500 of a partition's 900 records; the client's
-position was at the log end and the other 400 were nowhere; its commit never moved again).
+after a takeover, a survivor processed a partition to 3,020 and committed it; the client's
+position was at the log end, 3,420, and the 400 records between were nowhere in the worker).
 
-:class:`UndeliveredWatch` compares, per source partition, the client's position with the
-next offset the agent will admit. Past it, with nothing of the partition anywhere in the
-worker (no message queued for the topic, no batch of it running, no guard holding it, no
-fetched record waiting in the client) and neither offset moving for ``quiet_seconds``, the
-partition is read again from the next offset to admit. A gap of transaction markers looks
-the same: read again, it brings nothing, the same offsets come back, and after ``tries``
-re-reads of the same pair the partition is left alone (and to the watchdog).
+:class:`UndeliveredWatch` compares, per source partition of the topics delivered in bulk
+(:mod:`.bulk_delivery`: everything between the client and the agent is in sight there), the
+client's position with the next offset the agent will admit. Past it, with nothing of the
+partition in the worker's hands for ``quiet_seconds`` in a row (nothing in its sink, no batch
+of its topic taken and not done with, the fetch loop not waiting to hand a message over, no
+guard holding it, no fetched record waiting in the client, not paused by Faust, not a gap
+Faust read over as transaction markers) and neither offset moving, the partition is read
+again from the next offset to admit. A gap of markers Faust has not seen as such looks the
+same: read again, it brings nothing, the same pair comes back, and after ``tries`` re-reads
+(5, 10 and 20 s apart) the partition is left alone, and to the watchdog. A re-read that was
+not needed costs a few records read twice: the offset guards skip what was applied.
 
 >>> watch = UndeliveredWatch(quiet_seconds=5.0, tries=2)
 >>> watch.look(0.0, {"p0": (100, 140)}, busy=())
 {}
->>> watch.look(6.0, {"p0": (100, 140)}, busy=())  # still, past the next offset: read again
+>>> watch.look(3.0, {"p0": (100, 140)}, busy={"p0"})  # in the worker's hands: not quiet
+{}
+>>> watch.look(6.0, {"p0": (100, 140)}, busy=())  # quiet again from here
+{}
+>>> watch.look(11.0, {"p0": (100, 140)}, busy=())  # 5 s quiet, nothing in hand: read again
 {'p0': 100}
->>> watch.look(7.0, {"p0": (100, 100)}, busy=())  # the seek
+>>> watch.look(12.0, {"p0": (100, 140)}, busy=())  # nothing came: the same pair
 {}
->>> watch.look(8.0, {"p0": (100, 140)}, busy=())  # nothing came: the same pair again
-{}
->>> watch.look(15.0, {"p0": (100, 140)}, busy={"p0"})  # in the worker's hands: not now
-{}
->>> watch.look(18.0, {"p0": (100, 140)}, busy=())  # twice the quiet time: second try
+>>> watch.look(21.0, {"p0": (100, 140)}, busy=())  # twice the wait after the first try
 {'p0': 100}
 >>> watch.look(99.0, {"p0": (100, 140)}, busy=())  # tries spent: markers, or the watchdog's
 {}
@@ -42,7 +46,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,9 +58,10 @@ log = logging.getLogger(__name__)
 CHECK_SECONDS = 1.0
 """How often the worker compares positions (``agents.app``'s timer)."""
 QUIET_SECONDS = 5.0
-"""How long a partition's position and next offset must stay still, with nothing of it in
-the worker, before it is read again (a batch waits at most ``DRIFTWATCH_BATCH_WITHIN``, 0.5 s
-by default, to fill: records between the client and an agent move on within that)."""
+"""How long a partition must be behind its client's position with nothing of it in the
+worker's hands, both offsets still, before it is read again (records on their way are seen as
+in hand wherever they wait: a sink, a batch held for the broker's word or for the stages
+after it, the fetch loop)."""
 TRIES = 3
 """Re-reads of one (next offset, position) pair before it is taken for transaction markers."""
 
@@ -71,24 +76,24 @@ class UndeliveredWatch:
     quiet_seconds: float = QUIET_SECONDS
     tries: int = TRIES
     _still: dict[Any, tuple[Pair, float]] = field(default_factory=dict)
-    _tried: dict[Any, tuple[Pair, int]] = field(default_factory=dict)
+    _tried: dict[Any, tuple[Pair, int, float]] = field(default_factory=dict)
+    """Per partition: the pair last read again, how often, and when last."""
 
     def look(
         self,
         now: float,
         partitions: Mapping[Any, tuple[int | None, int | None]],
-        busy: Collection[Any] | Callable[[], Collection[Any]],
+        busy: Collection[Any],
     ) -> dict[Any, int]:
         """The partitions to read again and the offset to read each from. ``partitions``: per
         partition, (the next offset its agent will admit, the client's fetch position), either
-        None when not known; ``busy``: partitions with something in the worker's hands, or a
-        function that tells them (called only when a partition is due)."""
+        None when not known; ``busy``: partitions with something in the worker's hands now
+        (their quiet time starts again)."""
         out: dict[Any, int] = {}
-        held: Collection[Any] | None = None if callable(busy) else busy
         for gone in set(self._still) - set(partitions):
             del self._still[gone]
         for tp, (nxt, position) in partitions.items():
-            if nxt is None or position is None or position <= nxt:
+            if nxt is None or position is None or position <= nxt or tp in busy:
                 self._still.pop(tp, None)
                 continue
             pair = (nxt, position)
@@ -96,18 +101,15 @@ class UndeliveredWatch:
             if still is None or still[0] != pair:
                 self._still[tp] = (pair, now)
                 continue
-            tried_pair, tries = self._tried.get(tp, (pair, 0))
+            tried_pair, tries, last = self._tried.get(tp, (pair, 0, now))
             if tried_pair != pair:
-                tries = 0
-            # Each try waits twice as long: a gap of markers is not read again every few
-            # seconds, and the watchdog's stall time is reached before the tries are spent.
-            if tries > self.tries or now - still[1] < self.quiet_seconds * 2**tries:
+                tries, last = 0, now
+            # Each try waits twice as long as the one before (5, 10, 20 s): a gap of markers
+            # is not read again every few seconds.
+            since = max(still[1], last) if tries else still[1]
+            if tries > self.tries or now - since < self.quiet_seconds * 2**tries:
                 continue
-            if held is None:
-                held = busy() if callable(busy) else busy
-            if tp in held:
-                continue
-            self._tried[tp] = (pair, tries + 1)
+            self._tried[tp] = (pair, tries + 1, now)
             if tries == self.tries:  # said once
                 log.info("%s: %d re-reads from %d brought nothing up to %d; left as it is "
                          "(transaction markers, or the watchdog's to judge)", tp, self.tries,
@@ -139,31 +141,35 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
         return {}
     positions, waiting = client
     committed = introspection.committed_offsets(consumer)
+    gaps = guards.GUARD.gaps if guards.GUARD is not None else {}
     partitions: dict[Any, tuple[int | None, int | None]] = {}
     for tp in introspection.assignment(app):
-        if tp.topic in guards.GUARDED_TOPICS:
+        # Topics delivered in bulk only: what is in hand there is in sight (their sinks and
+        # the batches taken out of them), not in a stream's gathering of its next batch.
+        if tp.topic in guards.GUARDED_TOPICS and bulk_delivery.sink_for(app, tp.topic):
             nxt = order.expect.get(tp)
             partitions[tp] = (committed.get(tp) if nxt is None else nxt, positions.get(tp))
-
-    def busy() -> set[Any]:
-        """The partitions with something still in the worker's hands."""
+    busy: set[Any] = set()
+    behind = {
+        tp: (n, p) for tp, (n, p) in partitions.items() if n is not None and p is not None and p > n
+    }
+    if behind:
+        blocked = eager_delivery.BLOCKED_ON is not None  # a fetch's rest waits in the loop
         queued = introspection.queued_partitions(app)
-        running = batches.busy_batches()
-        gaps = guards.GUARD.gaps if guards.GUARD is not None else {}
-        blocked = eager_delivery.BLOCKED_ON
-        return {
-            tp
-            for tp in partitions
-            if tp in queued
-            or tp.topic == blocked
-            or tp in order.held
-            or tp in gaps
-            or tp in waiting
-            # a batch gathered ahead of a running one is out of its queue and not admitted
-            # yet (a bulk topic's agent admits what it takes at once)
-            or (tp.topic in running and bulk_delivery.sink_for(app, tp.topic) is None)
-        }
-
+        taken = batches.in_hand()
+        paused = introspection.paused_partitions(consumer)
+        for tp, (nxt, position) in behind.items():
+            if (
+                blocked
+                or tp in queued
+                or tp.topic in taken
+                or tp in paused  # Faust drops what it fetches of them, and seeks on resume
+                or tp in order.held
+                or tp in gaps
+                or tp in waiting
+                or _markers(order, tp, consumer_gaps(consumer, tp), nxt, position)
+            ):
+                busy.add(tp)
     again = watch.look(now, partitions, busy)
     for tp, offset in again.items():
         COUNTERS["undelivered_refetch"] += 1
@@ -174,6 +180,22 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
         )  # fmt: skip
         guards.seek_back(consumer, tp, offset)
     return again
+
+
+def consumer_gaps(consumer: Any, tp: Any) -> Any:
+    """Faust's list of offsets it read over without records (transaction markers), or None."""
+    try:
+        return consumer._gap.get(tp)
+    except Exception:
+        return None
+
+
+def _markers(order: guards.SourceOrder, tp: Any, gaps: Any, nxt: int, position: int) -> bool:
+    """Whether what lies between is transaction markers by Faust's own account, as the
+    order guard takes it: one offset read over, or a transactional source's gaps."""
+    return guards._marker(gaps, nxt, position) or (
+        order._markers.get(tp, 0) >= guards.MARKER_STREAK and guards._covered(gaps, nxt, position)
+    )
 
 
 def _settled(app: Any) -> bool:

@@ -152,9 +152,12 @@ def test_a_fetch_the_broker_never_answers_is_sent_again(
 
 def test_records_lost_between_fetch_and_agent_are_read_again(worker: WorkerProcess) -> None:
     """The shape a failover survivor showed in CI: the client handed a fetch's records over,
-    none reached the agent, and with nothing produced after them no later record made the
-    jump visible; the commit stood still with the lag showing. The worker reads them again
-    by itself (``agents.faust_compat.undelivered``): no stall, no restart, exact counts."""
+    the first of them reached the agent and the rest did not, and with nothing produced after
+    them no later record made the jump visible; the commit stands inside the produce batch,
+    past the end the embedded broker reports. The worker reads them again by itself
+    (``agents.faust_compat.undelivered``), from inside that batch: no stall, no restart,
+    exact counts. Without the repair the watchdog ends the worker here after its stall time
+    (a restart this test refuses); in the CI run it judged nothing in two minutes."""
     cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 3, "events_per_day": 300, "drifts": ()})
     events = list(generate(cfg))
     worker.extra_env["DRIFTWATCH_TEST_STALL"] = "lose:300"
@@ -167,7 +170,7 @@ def test_records_lost_between_fetch_and_agent_are_read_again(worker: WorkerProce
         worker.assert_alive()
         assert time.monotonic() < deadline, "the hook never fired"
         time.sleep(0.2)
-    # The rest in one go, after the hook: the fetch that brings it is the one lost, and
+    # The rest in one go, after the hook: the fetch that brings it is the one cut short, and
     # nothing comes after it.
     rest = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events[half:]))
     ends = {p: max(ends.get(p, 0), rest.get(p, 0)) for p in ends.keys() | rest.keys()}

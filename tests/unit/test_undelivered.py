@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 from faust.types import TP
+from intervaltree import IntervalTree  # type: ignore[import-untyped]
 
-from agents.faust_compat import guards, undelivered
+from agents.faust_compat import batches, bulk_delivery, eager_delivery, guards, undelivered
 from agents.faust_compat.counters import COUNTERS
 
 TOPIC = "t-predictions"
@@ -41,18 +42,20 @@ def make_app(positions: dict[TP, int], committed: dict[TP, int], **over: Any) ->
         flow_active=True,
         assignment=lambda: set(positions),
     )
-    app = NS(
-        consumer=consumer,
-        _consumer=consumer,
-        rebalancing=False,
-        in_recovery=False,
-        tables=NS(recovery=NS(completed=Flag(True))),
-        flow_control=NS(is_active=lambda: True),
-        topics=NS(_topics=over.pop("channels", [])),
-    )
+    app: Any = App()
+    app.consumer = app._consumer = consumer
+    app.rebalancing = app.in_recovery = False
+    app.tables = NS(recovery=NS(completed=Flag(True)))
+    app.flow_control = NS(is_active=lambda: True, manage_queue=lambda queue: None)
+    app.topics = NS(_topics=[])
+    bulk_delivery.register(app, TOPIC, capacity=100, place_bytes=1000, size=10)
     for name, value in over.items():
         setattr(app, name, value)
     return app
+
+
+class App:
+    """A stand-in worker app (its sinks are kept by weak reference to it)."""
 
 
 @pytest.fixture
@@ -90,23 +93,44 @@ def test_a_partition_fetched_past_what_its_agent_got_is_read_again(
 
 
 def test_nothing_is_read_again_while_the_partition_is_in_the_worker_s_hands(
-    order: guards.SourceOrder, seeks: list[tuple[TP, int]]
+    order: guards.SourceOrder, seeks: list[tuple[TP, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     watch = undelivered.UndeliveredWatch(quiet_seconds=1.0)
-    # queued in an agent's stream buffer
-    queue = NS(_queue=[NS(message=NS(topic=TOPIC, partition=0))])
-    app = make_app({P0: 50}, {P0: 10}, channels=[NS(_queue=queue)])
+    # queued in the topic's sink
+    app = make_app({P0: 50}, {P0: 10})
+    sink = bulk_delivery.sink_for(app, TOPIC)
+    assert sink is not None
+    sink.messages.append(NS(topic=TOPIC, partition=0, offset=10))
     assert [undelivered.check(app, watch, now=t) for t in (0.0, 9.0)] == [{}, {}]
+    # taken out of it as a batch, not done with (waiting for the broker, the stages after it)
+    app = make_app({P0: 50}, {P0: 10})
+    monkeypatch.setattr(batches, "_TAKEN", {TOPIC: 3})
+    monkeypatch.setattr(batches, "_DONE", {TOPIC: 2})
+    assert [undelivered.check(app, watch, now=t) for t in (10.0, 19.0)] == [{}, {}]
+    batches._DONE[TOPIC] = 3
+    # the fetch loop waits to hand a message over (the rest of its fetch waits with it)
+    monkeypatch.setattr(eager_delivery, "BLOCKED_ON", "t-other")
+    assert [undelivered.check(app, watch, now=t) for t in (20.0, 29.0)] == [{}, {}]
+    monkeypatch.setattr(eager_delivery, "BLOCKED_ON", None)
+    # one offset Faust read over without a record: a transaction marker, not a loss
+    app = make_app({P0: 11}, {P0: 10})
+    app.consumer._gap = {P0: IntervalTree.from_tuples([(10, 11)])}
+    assert [undelivered.check(app, watch, now=t) for t in (30.0, 39.0)] == [{}, {}]
     # fetched, not handed over yet: the next getmany brings it
     app = make_app({P0: 50}, {P0: 10}, waiting={P0: object()})
-    assert [undelivered.check(app, watch, now=t) for t in (20.0, 29.0)] == [{}, {}]
+    assert [undelivered.check(app, watch, now=t) for t in (40.0, 49.0)] == [{}, {}]
+    # paused by Faust (a recovery): what it fetches is dropped, and its resume seeks
+    app = make_app({P0: 50}, {P0: 10})
+    app.consumer._paused_partitions = {P0}
+    assert [undelivered.check(app, watch, now=t) for t in (50.0, 59.0)] == [{}, {}]
     # held by the order guard (it reads the partition again itself)
     order.held[P0] = guards._Hold(10, 0.0, None)
     app = make_app({P0: 50}, {P0: 10})
-    assert [undelivered.check(app, watch, now=t) for t in (40.0, 49.0)] == [{}, {}]
+    assert [undelivered.check(app, watch, now=t) for t in (60.0, 69.0)] == [{}, {}]
     assert seeks == []
     del order.held[P0]
-    assert undelivered.check(app, watch, now=50.0) == {P0: 10}  # the committed offset
+    assert undelivered.check(app, watch, now=70.0) == {}  # quiet from here
+    assert undelivered.check(app, watch, now=75.0) == {P0: 10}  # the committed offset
 
 
 def test_during_a_rebalance_nothing_is_judged_and_the_clocks_start_again(
