@@ -782,7 +782,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     numeric, categorical = split_features(features)
     run_id = f"bench-{uuid.uuid4().hex[:8]}"
     raw_topic, noop_topic = f"{run_id}-raw-predictions", f"{run_id}-noop-predictions"
-    dw_prefix = f"{run_id}-dw-"
+    # Each run of the driftwatch worker gets topics of its own: its inputs and also the
+    # internal topics it writes and reads (join-input, performance-input). Shared between
+    # runs, a run's join read every earlier run's join-input too, and the worker's rate fell
+    # run after run (7,619, 5,510, 3,953/s with --repeat 3) while the others' did not.
+    dw_prefixes = [f"{run_id}-dw{k}-" for k in range(repeat)]
+    dw_prefix = dw_prefixes[0]
     dw_topic = f"{dw_prefix}predictions"
 
     batch, workers, live = args.batch, args.workers, args.live
@@ -827,12 +832,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 took = time.perf_counter() - started
                 produce_s += took
                 _log(f"produced {len(messages):,} messages to {topic}: {took:.1f}s")
-            del messages
-            if outcomes:
-                ensure_topics(bootstrap, {f"{dw_prefix}outcomes": partitions})
-                produce_all(bootstrap, f"{dw_prefix}outcomes", outcomes)
-                _log(f"produced {len(outcomes):,} outcomes to {dw_prefix}outcomes")
-                del outcomes
+
+            def produce_inputs(prefix: str) -> None:
+                """The worker's inputs under ``prefix``: predictions (but the first run's,
+                produced with the others' above) and outcomes."""
+                if prefix != dw_prefix:
+                    ensure_topics(bootstrap, {f"{prefix}predictions": partitions})
+                    produce_all(bootstrap, f"{prefix}predictions", messages)
+                    _log(f"produced {len(messages):,} messages to {prefix}predictions")
+                if outcomes:
+                    ensure_topics(bootstrap, {f"{prefix}outcomes": partitions})
+                    produce_all(bootstrap, f"{prefix}outcomes", outcomes)
+                    _log(f"produced {len(outcomes):,} outcomes to {prefix}outcomes")
+
+            produce_inputs(dw_prefix)
             for k in range(repeat):
                 tag = f"run {k + 1}/{repeat}"
                 t = run_raw(bootstrap, raw_topic, partitions, history + n, timeout)
@@ -850,10 +863,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     results[1].runs.append(t)
                     _log(f"{tag} {NOOP}: {t.events:,} events in {t.seconds:.2f}s = {t.rate:,.0f}/s")
 
+                if k:
+                    produce_inputs(dw_prefixes[k])  # untimed, as the first run's
                 t, samples = run_worker(
                     driftwatch_workers(
                         bootstrap,
-                        dw_prefix,
+                        dw_prefixes[k],
                         f"{run_id}-dw-{k}",
                         partitions,
                         workdir,
@@ -891,7 +906,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 engine["backpressure_wait_seconds"] = sum(
                     metric_sum(samples, "driftwatch_backpressure_wait_seconds_total", topic=t)
-                    for t in (f"{dw_prefix}predictions", f"{dw_prefix}outcomes")
+                    for t in (f"{dw_prefixes[k]}predictions", f"{dw_prefixes[k]}outcomes")
                 )
 
     table = rows([r for r in results if r.runs], features)
