@@ -848,6 +848,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             produce_inputs(dw_prefix)
             for k in range(repeat):
                 tag = f"run {k + 1}/{repeat}"
+                if k:  # untimed, as the first run's, and before every contender as that was
+                    produce_inputs(dw_prefixes[k])
                 t = run_raw(bootstrap, raw_topic, partitions, history + n, timeout)
                 results[0].runs.append(t)
                 _log(f"{tag} {RAW}: {t.events:,} events in {t.seconds:.2f}s = {t.rate:,.0f}/s")
@@ -863,8 +865,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     results[1].runs.append(t)
                     _log(f"{tag} {NOOP}: {t.events:,} events in {t.seconds:.2f}s = {t.rate:,.0f}/s")
 
-                if k:
-                    produce_inputs(dw_prefixes[k])  # untimed, as the first run's
                 t, samples = run_worker(
                     driftwatch_workers(
                         bootstrap,
