@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -42,17 +43,16 @@ def worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Iterator
     w.stop()
 
 
-@pytest.mark.parametrize("kind", ["fetch", "commit"])
-def test_a_stalled_worker_exits_and_its_restart_loses_nothing(
-    worker: WorkerProcess, kind: str
-) -> None:
-    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 4, "events_per_day": 300, "drifts": ()})
+def provoke(worker: WorkerProcess, spec: str, days: int, timeout: float) -> list[Any]:
+    """Start ``worker`` with the stall hook ``spec``, produce half of ``days`` of traffic, the
+    rest once the hook has fired (so records wait that a stopped fetch cannot reach: produced
+    at once, all of them could be fetched before the pause), and wait until every record is
+    committed; returns the events."""
+    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": days, "events_per_day": 300,
+                              "drifts": ()})  # fmt: skip
     events = list(generate(cfg))
-    worker.extra_env["DRIFTWATCH_TEST_STALL"] = f"{kind}:400"
+    worker.extra_env["DRIFTWATCH_TEST_STALL"] = spec
     worker.start()
-    started = time.monotonic()
-    # Half first; the rest only once the stall is provoked, so records wait that a stopped
-    # fetch cannot reach (produced at once, all of them could be fetched before the pause).
     half = len(events) // 2
     ends = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events[:half]))
     fired = worker.data_dir / "test-stall-fired"
@@ -62,10 +62,17 @@ def test_a_stalled_worker_exits_and_its_restart_loses_nothing(
         assert time.monotonic() < deadline, "the stall hook never fired"
         time.sleep(0.2)
     rest = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events[half:]))
-    ends = {p: max(ends.get(p, 0), end) for p, end in rest.items()} | {
-        p: end for p, end in ends.items() if p not in rest
-    }
-    wait_committed(worker, ends, timeout=150)
+    ends = {p: max(ends.get(p, 0), rest.get(p, 0)) for p in ends.keys() | rest.keys()}
+    wait_committed(worker, ends, timeout=timeout)
+    return events
+
+
+@pytest.mark.parametrize("kind", ["fetch", "commit"])
+def test_a_stalled_worker_exits_and_its_restart_loses_nothing(
+    worker: WorkerProcess, kind: str
+) -> None:
+    started = time.monotonic()
+    events = provoke(worker, f"{kind}:400", days=4, timeout=150)
     recovered_in = time.monotonic() - started
 
     assert worker.restarts == [STALL_EXIT_CODE], worker.log_tail()
@@ -158,23 +165,9 @@ def test_records_lost_between_fetch_and_agent_are_read_again(worker: WorkerProce
     (``agents.faust_compat.undelivered``), from inside that batch: no stall, no restart,
     exact counts. Without the repair the watchdog ends the worker here after its stall time
     (a restart this test refuses); in the CI run it judged nothing in two minutes."""
-    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 3, "events_per_day": 300, "drifts": ()})
-    events = list(generate(cfg))
-    worker.extra_env["DRIFTWATCH_TEST_STALL"] = "lose:300"
-    worker.start()
-    half = len(events) // 2
-    ends = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events[:half]))
-    fired = worker.data_dir / "test-stall-fired"
-    deadline = time.monotonic() + 90
-    while not fired.exists():
-        worker.assert_alive()
-        assert time.monotonic() < deadline, "the hook never fired"
-        time.sleep(0.2)
-    # The rest in one go, after the hook: the fetch that brings it is the one cut short, and
-    # nothing comes after it.
-    rest = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events[half:]))
-    ends = {p: max(ends.get(p, 0), rest.get(p, 0)) for p in ends.keys() | rest.keys()}
-    wait_committed(worker, ends, timeout=90)
+    # The rest comes in one go after the hook: the fetch that brings it is the one cut
+    # short, and nothing comes after it.
+    events = provoke(worker, "lose:300", days=3, timeout=90)
 
     log = worker.log_path.read_text(errors="replace")
     assert worker.restarts == [], worker.log_tail()
