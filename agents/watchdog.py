@@ -407,9 +407,10 @@ class StallHook:
     """Testing only (``DRIFTWATCH_TEST_STALL``): after ``after`` processed events, stop
     fetching (``fetch``: every source partition paused), stop committing (``commit``: every
     ack ignored), leave the next fetch unanswered (``unanswered``: a broker that never
-    answers it; the fetch timeout sends it again, no stall) or drop the next fetch's records
-    before they reach the agents (``lose``: Faust's races; read again, no stall). Fires once
-    per data directory, so the restarted worker runs normally."""
+    answers it; the fetch timeout sends it again, no stall) or, after 100 more input records,
+    drop the rest of the fetch they are in before it reaches the agents (``lose``: Faust's
+    races; read again, no stall). Fires once per data directory, so the restarted worker runs
+    normally."""
 
     def __init__(self, spec: str, data_dir: str) -> None:
         kind, _, after = spec.partition(":")

@@ -151,7 +151,8 @@ def last_batches() -> dict[str, dict[str, Any]]:
 def in_hand() -> set[str]:
     """Source topics with a batch taken out of their sink or stream buffer and not done with
     yet (waiting for the broker's word on its order, for the stages after it, or being
-    processed): messages there are in no queue, and not admitted yet. Safe from any thread."""
+    processed): its messages are in no queue, and while the order guard waits for the
+    broker they are not admitted yet either. Safe from any thread."""
     done = dict(_DONE)
     return {topic for topic, taken in list(_TAKEN.items()) if taken > done.get(topic, 0)}
 

@@ -22,7 +22,7 @@ dropped and logged, a bug to report), ``delivery_waited`` (a fetched message who
 to its streams had to wait - a full stream queue, flow control, the producer's buffer - and
 so went on under Faust's ``wait_first``: :mod:`.eager_delivery`), ``late_changelog_dropped``
 (changelog records of an active partition that came after its restore ended, not applied
-over what the agents wrote since: :mod:`.late_changelog`), ``undelivered_refetch`` (records
-the client had handed over that never reached an agent, with nothing left to bring them:
-read again, :mod:`.undelivered`), ``test_lost`` (testing only: records dropped on purpose by
-``DRIFTWATCH_TEST_STALL=lose:N``)."""
+over what the agents wrote since: :mod:`.late_changelog`), ``undelivered_refetch`` (a
+partition sought back because records the client had handed over never reached an agent and
+nothing was left to bring them: :mod:`.undelivered`), ``test_lost`` (testing only: records
+dropped on purpose by ``DRIFTWATCH_TEST_STALL=lose:N``)."""

@@ -42,8 +42,7 @@ the first :data:`LOSE_AFTER` reach the agents and the rest of the fetch they are
 dropped on its way to them, as Faust's races do (:mod:`.undelivered` must read them again)."""
 LOSE_AFTER = 100
 """So the agent commits inside the lost records' produce batch, as in the CI run the hook
-imitates: past the log end the embedded broker reports (its last batch's first offset + 1),
-where the watchdog cannot judge."""
+imitates: past the log end the embedded broker reports (its last batch's first offset + 1)."""
 _let_through = 0
 
 

@@ -135,8 +135,8 @@ def fetcher_state(consumer: Any) -> dict[str, Any]:
 def fetch_positions(consumer: Any) -> tuple[dict[Any, int], set[Any]] | None:
     """The Kafka client's fetch position per assigned partition (the next offset it will
     hand over; partitions waiting for an offset reset left out) and the partitions with
-    fetched records not handed over yet; None when the client is not there (best effort, from
-    any thread)."""
+    fetched records (or a fetch error) not handed over yet; None when the client is not
+    there (best effort, from any thread)."""
     try:
         client = consumer._thread._consumer
         state = client._subscription.subscription.assignment

@@ -20,7 +20,8 @@ guard holding it, no fetched record waiting in the client, not paused by Faust, 
 Faust read over as transaction markers) and neither offset moving, the partition is read
 again from the next offset to admit. A gap of markers Faust has not seen as such looks the
 same: read again, it brings nothing, the same pair comes back, and after ``tries`` re-reads
-(5, 10 and 20 s apart) the partition is left alone, and to the watchdog. A re-read that was
+(the first after 5 s of quiet, each next one twice as long after the one before) the
+partition is left alone, and to the watchdog. A re-read that was
 not needed costs a few records read twice: the offset guards skip what was applied.
 
 >>> watch = UndeliveredWatch(quiet_seconds=5.0, tries=2)

@@ -147,3 +147,44 @@ def test_during_a_rebalance_nothing_is_judged_and_the_clocks_start_again(
     app.consumer._thread = None  # no client (yet): nothing to compare
     assert undelivered.check(app, watch, now=40.0) == {}
     assert seeks == [(P0, 10)]
+
+
+def test_the_watch_forgets_partitions_given_up_and_counts_tries_per_pair() -> None:
+    watch = undelivered.UndeliveredWatch(quiet_seconds=1.0, tries=1)
+    assert watch.look(0.0, {P0: (10, 20), P1: (5, 9)}, busy=()) == {}
+    assert watch.look(1.0, {P0: (10, 20)}, busy=()) == {P0: 10}  # P1 given up: forgotten
+    assert set(watch._still) == {P0}
+    assert watch.look(5.0, {P0: (10, 20)}, busy=()) == {}  # the one try spent on this pair
+    assert watch.look(6.0, {P0: (15, 20)}, busy=()) == {}  # a new pair: tries start over
+    assert watch.look(7.0, {P0: (15, 20)}, busy=()) == {P0: 15}
+
+
+def test_nothing_is_judged_before_the_first_recovery_ends_or_when_the_flow_cannot_be_read(
+    order: guards.SourceOrder, seeks: list[tuple[TP, int]]
+) -> None:
+    watch = undelivered.UndeliveredWatch(quiet_seconds=1.0)
+    app = make_app({P0: 50}, {P0: 10})
+    app.tables.recovery.completed = Flag(False)
+    assert [undelivered.check(app, watch, now=t) for t in (0.0, 9.0)] == [{}, {}]
+
+    def broken() -> bool:
+        raise RuntimeError("gone")
+
+    app = make_app({P0: 50}, {P0: 10})
+    app.flow_control = NS(is_active=broken)
+    assert [undelivered.check(app, watch, now=t) for t in (10.0, 19.0)] == [{}, {}]
+    assert seeks == []
+
+
+def test_the_lose_hook_drops_input_records_only_after_letting_some_through(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(guards, "GUARDED_TOPICS", {TOPIC})
+    monkeypatch.setattr(eager_delivery, "LOSE_NEXT_FETCH", True)
+    monkeypatch.setattr(eager_delivery, "LOSE_AFTER", 2)
+    monkeypatch.setattr(eager_delivery, "_let_through", 0)
+    before = COUNTERS["test_lost"]
+    kept = [eager_delivery._lose(NS(topic=t)) for t in ("t-alerts", TOPIC, TOPIC, TOPIC, TOPIC)]
+    assert kept == [False, False, False, True, True]  # another topic's and the first 2 go on
+    assert COUNTERS["test_lost"] == before + 2
+    assert eager_delivery.LOSE_NEXT_FETCH is False  # the rest of this fetch only
