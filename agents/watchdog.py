@@ -408,8 +408,8 @@ class StallHook:
     fetching (``fetch``: every source partition paused), stop committing (``commit``: every
     ack ignored), leave the next fetch unanswered (``unanswered``: a broker that never
     answers it; the fetch timeout sends it again, no stall) or, after 100 more input records,
-    drop the rest of the fetch they are in before it reaches the agents (``lose``: Faust's
-    races; read again, no stall). Fires once per data directory, so the restarted worker runs
+    drop those fetched in the 2 s after on their way to the agents (``lose``: Faust's races;
+    read again, no stall). Fires once per data directory, so the restarted worker runs
     normally."""
 
     def __init__(self, spec: str, data_dir: str) -> None:

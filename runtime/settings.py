@@ -249,8 +249,8 @@ class Settings:
         "committing) after N processed events, once per data directory, so tests can watch "
         "the watchdog recover it; `unanswered:N` leaves the next fetch after N events without "
         "an answer, as a broker that never answers would; `lose:N`, after N events, lets 100 "
-        "more input records through and drops the rest of the fetch they are in before it "
-        "reaches the agents, as Faust's races do. Empty in production.",
+        "more input records through and drops those fetched in the 2 s after on their way "
+        "to the agents, as Faust's races do. Empty in production.",
     )
     idle_timeout: float = _env(
         "DRIFTWATCH_IDLE_TIMEOUT_SECONDS",

@@ -20,12 +20,13 @@ Faust's does, so the streams keep draining their queues.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Coroutine, Generator
 from typing import Any, Generic, TypeVar, cast
 
 from mode import Service
 
-from agents.faust_compat import bulk_delivery, guards
+from agents.faust_compat import bulk_delivery
 from agents.faust_compat.counters import COUNTERS
 from agents.faust_compat.version import check_version
 
@@ -37,13 +38,18 @@ meanwhile (:mod:`.backpressure` reads it)."""
 ORIGINAL: Any = None
 """Faust's own loop, once :func:`install` replaced it (its test compares the two)."""
 LOSE_NEXT_FETCH = False
-"""Testing only (``DRIFTWATCH_TEST_STALL=lose:N``): of the input records fetched from now on,
-the first :data:`LOSE_AFTER` reach the agents and the rest of the fetch they are in is
-dropped on its way to them, as Faust's races do (:mod:`.undelivered` must read them again)."""
+"""Testing only (``DRIFTWATCH_TEST_STALL=lose:N``): of the records of topics delivered in bulk
+fetched from now on, the first :data:`LOSE_AFTER` reach the agents and those of the next
+:data:`LOSE_SECONDS` are dropped on their way to them, as Faust's races do
+(:mod:`.undelivered` must read them again)."""
 LOSE_AFTER = 100
 """So the agent commits inside the lost records' produce batch, as in the CI run the hook
 imitates: past the log end the embedded broker reports (its last batch's first offset + 1)."""
+LOSE_SECONDS = 2.0
+"""Every record of the stretch is lost, also one a split fetch brings next: no later record
+may reach the agents and make the jump visible to the order guard."""
 _let_through = 0
+_lose_until: float | None = None
 
 
 T = TypeVar("T")
@@ -138,16 +144,22 @@ async def _wait_for_room(consumer: Any, sink: bulk_delivery.Sink) -> None:
         BLOCKED_ON = None
 
 
-def _lose(message: Any) -> bool:
+def _lose(message: Any, sinks: dict[str, Any]) -> bool:
     """Whether to drop a fetched message as a race would (testing only:
-    :data:`LOSE_NEXT_FETCH`): an input topic's, once :data:`LOSE_AFTER` went through."""
-    global LOSE_NEXT_FETCH, _let_through
-    if message.topic not in guards.GUARDED_TOPICS:
+    :data:`LOSE_NEXT_FETCH`): a bulk topic's, once :data:`LOSE_AFTER` went through, for
+    :data:`LOSE_SECONDS` from the first dropped."""
+    global LOSE_NEXT_FETCH, _let_through, _lose_until
+    if message.topic not in sinks:
         return False
     if _let_through < LOSE_AFTER:
         _let_through += 1
         return False
-    LOSE_NEXT_FETCH = False  # the rest of this fetch only
+    now = time.monotonic()
+    if _lose_until is None:
+        _lose_until = now + LOSE_SECONDS
+    elif now >= _lose_until:
+        LOSE_NEXT_FETCH = False  # the stretch is over: this one goes on
+        return False
     COUNTERS["test_lost"] += 1
     return True
 
@@ -185,10 +197,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:
             # never releasing to the event loop
             await self.sleep(0)
             if not self.should_stop:
-                lose = False  # testing only: the rest of this fetch's records are dropped
                 async for tp, message in ait:
-                    if (lose or LOSE_NEXT_FETCH) and _lose(message):
-                        lose = True
+                    if LOSE_NEXT_FETCH and _lose(message, sinks):  # testing only
                         continue
                     num_since_yield += 1
                     if num_since_yield > yield_every:

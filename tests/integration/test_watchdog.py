@@ -164,9 +164,13 @@ def test_records_lost_between_fetch_and_agent_are_read_again(worker: WorkerProce
     past the end the embedded broker reports. The worker reads them again by itself
     (``agents.faust_compat.undelivered``), from inside that batch: no stall, no restart,
     exact counts. Without the repair the watchdog ends the worker here after its stall time
-    (a restart this test refuses); in the CI run it judged nothing in two minutes."""
-    # The rest comes in one go after the hook: the fetch that brings it is the one cut
-    # short, and nothing comes after it.
+    (a restart this test refuses: seen on the embedded broker with an 8 s stall time); in the
+    CI run it judged nothing in two minutes."""
+    # Longer than the repair takes (5 s of quiet, then a re-read), so the watchdog's restart
+    # does not race it: the test asks for the repair, not for whichever comes first.
+    worker.extra_env["DRIFTWATCH_STALL_SECONDS"] = "30"
+    # The rest comes after the hook: all of it but its first 100 records is lost, and
+    # nothing comes after it.
     events = provoke(worker, "lose:300", days=3, timeout=90)
 
     log = worker.log_path.read_text(errors="replace")
@@ -177,5 +181,9 @@ def test_records_lost_between_fetch_and_agent_are_read_again(worker: WorkerProce
     refetched = metrics.get('driftwatch_consumer_guard_total{what="undelivered_refetch"}', 0)
     assert refetched >= 1, log[-4000:]
     assert "reached the agent and nothing of the partition is left in the worker" in log
+    # ... and not by the order guard (a later record reaching the agent, which the hook's
+    # stretch of losses is there to prevent)
+    for guard in ("order_refetch", "head_refetch"):
+        assert metrics.get(f'driftwatch_consumer_guard_total{{what="{guard}"}}', 0) == 0, guard
     assert worker.stop() == 0
     assert state_counts(worker.data_dir) == expected_counts(events)

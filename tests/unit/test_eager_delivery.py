@@ -173,9 +173,7 @@ def test_the_loop_is_faust_s_but_for_the_delivery() -> None:
     assert changed == [
         "+from faust.transport.consumer import CONSUMER_FETCHING",
         "+sinks = bulk_delivery.sinks_of(self.app)",
-        "+lose = False",
-        "+if (lose or LOSE_NEXT_FETCH) and _lose(message):",
-        "+lose = True",
+        "+if LOSE_NEXT_FETCH and _lose(message, sinks):",
         "+continue",
         "-await self.wait_first(",
         "-callback(message), self.suspend_flow.wait()",

@@ -176,15 +176,24 @@ def test_nothing_is_judged_before_the_first_recovery_ends_or_when_the_flow_canno
     assert seeks == []
 
 
-def test_the_lose_hook_drops_input_records_only_after_letting_some_through(
+def test_the_lose_hook_drops_bulk_records_for_a_while_after_letting_some_through(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(guards, "GUARDED_TOPICS", {TOPIC})
+    clock = [100.0]
+    monkeypatch.setattr("agents.faust_compat.eager_delivery.time.monotonic", lambda: clock[0])
     monkeypatch.setattr(eager_delivery, "LOSE_NEXT_FETCH", True)
     monkeypatch.setattr(eager_delivery, "LOSE_AFTER", 2)
     monkeypatch.setattr(eager_delivery, "_let_through", 0)
+    monkeypatch.setattr(eager_delivery, "_lose_until", None)
+    sinks = {TOPIC: object()}
     before = COUNTERS["test_lost"]
-    kept = [eager_delivery._lose(NS(topic=t)) for t in ("t-alerts", TOPIC, TOPIC, TOPIC, TOPIC)]
-    assert kept == [False, False, False, True, True]  # another topic's and the first 2 go on
-    assert COUNTERS["test_lost"] == before + 2
-    assert eager_delivery.LOSE_NEXT_FETCH is False  # the rest of this fetch only
+    dropped = [
+        eager_delivery._lose(NS(topic=t), sinks) for t in ("t-alerts", TOPIC, TOPIC, TOPIC, TOPIC)
+    ]
+    assert dropped == [False, False, False, True, True]  # another topic's and the first 2 go on
+    clock[0] += eager_delivery.LOSE_SECONDS - 0.1  # a split fetch's next part: lost too
+    assert eager_delivery._lose(NS(topic=TOPIC), sinks) is True
+    assert COUNTERS["test_lost"] == before + 3
+    clock[0] += 0.1  # the stretch is over: what comes now reaches the agent, and the hook is off
+    assert eager_delivery._lose(NS(topic=TOPIC), sinks) is False
+    assert eager_delivery.LOSE_NEXT_FETCH is False
