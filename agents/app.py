@@ -611,6 +611,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         gate.forget(revoked)
         if faust_compat.guards.ORDER is not None:  # reading starts again at the committed offsets
             faust_compat.guards.ORDER.reset(revoked)
+        if faust_compat.guards.GUARD is not None:
+            faust_compat.guards.GUARD.forget(revoked)
         await processor.forget_partitions(parts)
         if settings.join_outcomes:
             await joins.forget(parts)

@@ -130,6 +130,13 @@ class HeadGuard:
     def settled(self, tp: Any) -> None:
         self.gaps.pop(tp, None)
 
+    def forget(self, revoked: Collection[Any]) -> None:
+        """Partitions given up at a rebalance: their missing heads are another worker's now
+        (kept, one would have read as a commit held for good: the watchdog's
+        :meth:`stalled` judged a stall on a partition this worker no longer owned)."""
+        for tp in revoked:
+            self.gaps.pop(tp, None)
+
     async def _probe(self, consumer: Any, tp: Any, gap: _Gap) -> None:
         try:
             first = await self.probe(tp.topic, tp.partition, gap.committed)

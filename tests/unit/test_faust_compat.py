@@ -202,6 +202,8 @@ def test_a_second_seek_waits_and_stalls_are_reported() -> None:
         assert len(c.seeks) == 2
         assert guard.stalled(older_than=5.0) == {c.tp: (3, 5)}
         assert guard.stalled(older_than=60.0) == {}
+        guard.forget({c.tp})  # given up at a rebalance: another worker's to read
+        assert guard.stalled(older_than=0.0) == {} and guard.gaps == {}
 
     run(main())
 
