@@ -110,12 +110,7 @@ class Watchdog:
 
     def recovering(self) -> bool:
         """A rebalance or a table recovery is running (or the first recovery has not ended)."""
-        app = self.app
-        if getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False):
-            return True
-        recovery = getattr(getattr(app, "tables", None), "recovery", None)
-        completed = getattr(recovery, "completed", None)
-        return completed is None or not completed.is_set()
+        return faust_compat.introspection.recovering(self.app)
 
     def armed(self) -> bool:
         """Tables recovered, no rebalance running, the loop running."""

@@ -253,9 +253,17 @@ def queued(app: Any) -> dict[str, int]:
     return {topic: len(sink.messages) for topic, sink in list(sinks.items())}
 
 
+def queued_partitions(app: Any) -> set[tuple[str, int]]:
+    """The partitions with a message waiting in one of the app's sinks (on the worker's
+    loop)."""
+    return {
+        (m.topic, m.partition) for sink in (_registered(app) or {}).values() for m in sink.messages
+    }
+
+
 def sink_for(app: Any, topic: str) -> Sink | None:
     sinks = _registered(app)
     return None if sinks is None else sinks.get(topic)
 
 
-__all__ = ["BulkEvent", "Sink", "queued", "register", "sink_for", "sinks_of"]
+__all__ = ["BulkEvent", "Sink", "queued", "queued_partitions", "register", "sink_for", "sinks_of"]

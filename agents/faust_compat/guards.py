@@ -411,9 +411,7 @@ class SourceOrder:
         key = (tp, lo)
         gaps = consumer._gap.get(tp)
         if key not in self._first:
-            if _marker(gaps, lo, hi) or (
-                self._markers.get(tp, 0) >= MARKER_STREAK and _covered(gaps, lo, hi)
-            ):
+            if self.known_markers(gaps, tp, lo, hi):
                 return True
             log.info("%s[%d]: offset %d arrived while %d was expected; asking the broker what "
                      "is in between", tp.topic, tp.partition, hi, lo)  # fmt: skip
@@ -448,6 +446,14 @@ class SourceOrder:
                         "at %d: holding for it", tp.topic, tp.partition, lo, hi - 1,
                         first)  # fmt: skip
         return False
+
+    def known_markers(self, gaps: Any, tp: Any, lo: int, hi: int) -> bool:
+        """Whether Faust's gap list (``gaps``, of ``tp``) alone settles that ``[lo, hi)``
+        holds no records: one offset read over, or a transactional source's gaps (see
+        :data:`MARKER_STREAK`)."""
+        return _marker(gaps, lo, hi) or (
+            self._markers.get(tp, 0) >= MARKER_STREAK and _covered(gaps, lo, hi)
+        )
 
     def _hold(self, message: Any, consumer: Any) -> None:
         """``message`` is not processed here: its ack is ignored (it stays unacked, so no

@@ -151,6 +151,15 @@ def fetch_positions(consumer: Any) -> tuple[dict[Any, int], set[Any]] | None:
         return None
 
 
+def recovering(app: Any) -> bool:
+    """A rebalance or a table recovery is running (or the first recovery has not ended)."""
+    if getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False):
+        return True
+    recovery = getattr(getattr(app, "tables", None), "recovery", None)
+    completed = getattr(recovery, "completed", None)
+    return completed is None or not completed.is_set()
+
+
 def paused_partitions(consumer: Any) -> set[Any]:
     """The partitions Faust's consumer holds paused (a recovery, or a test's stall hook):
     whatever the client hands over of them is dropped until Faust resumes them, with a seek
@@ -159,29 +168,6 @@ def paused_partitions(consumer: Any) -> set[Any]:
         return set(consumer._paused_partitions)
     except Exception:
         return set()
-
-
-def queued_partitions(app: Any) -> set[Any]:
-    """The partitions (as ``(topic, partition)`` tuples) with a message waiting in an agent's
-    stream queue or bulk sink (best effort, on the worker's loop)."""
-    out: set[Any] = set()
-    messages: list[Any] = []
-    try:
-        channels = list(app.topics._topics)
-    except Exception:
-        channels = []
-    for channel in channels:
-        queue = getattr(getattr(channel, "_queue", None), "_queue", None)  # the deque inside
-        if queue:
-            messages += [getattr(item, "message", None) for item in list(queue)]
-    for topic in bulk_delivery.queued(app):
-        sink = bulk_delivery.sink_for(app, topic)
-        if sink is not None:
-            messages += sink.messages
-    for message in messages:
-        if message is not None:
-            out.add((message.topic, message.partition))
-    return out
 
 
 def queued_by_topic(app: Any) -> dict[str, int]:

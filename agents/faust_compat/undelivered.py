@@ -156,9 +156,10 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
     }
     if behind:
         blocked = eager_delivery.BLOCKED_ON is not None  # a fetch's rest waits in the loop
-        queued = introspection.queued_partitions(app)
+        queued = bulk_delivery.queued_partitions(app)
         taken = batches.in_hand()
         paused = introspection.paused_partitions(consumer)
+        consumer_gaps = getattr(consumer, "_gap", {})  # Faust's offsets read over as markers
         for tp, (nxt, position) in behind.items():
             if (
                 blocked
@@ -168,7 +169,7 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
                 or tp in order.held
                 or tp in gaps
                 or tp in waiting
-                or _markers(order, tp, consumer_gaps(consumer, tp), nxt, position)
+                or order.known_markers(consumer_gaps.get(tp), tp, nxt, position)
             ):
                 busy.add(tp)
     again = watch.look(now, partitions, busy)
@@ -183,29 +184,9 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
     return again
 
 
-def consumer_gaps(consumer: Any, tp: Any) -> Any:
-    """Faust's list of offsets it read over without records (transaction markers), or None."""
-    try:
-        return consumer._gap.get(tp)
-    except Exception:
-        return None
-
-
-def _markers(order: guards.SourceOrder, tp: Any, gaps: Any, nxt: int, position: int) -> bool:
-    """Whether what lies between is transaction markers by Faust's own account, as the
-    order guard takes it: one offset read over, or a transactional source's gaps."""
-    return guards._marker(gaps, nxt, position) or (
-        order._markers.get(tp, 0) >= guards.MARKER_STREAK and guards._covered(gaps, nxt, position)
-    )
-
-
 def _settled(app: Any) -> bool:
     """No rebalance or recovery running and the flow on: a drop now has no seek coming."""
-    if getattr(app, "rebalancing", False) or getattr(app, "in_recovery", False):
-        return False
-    recovery = getattr(getattr(app, "tables", None), "recovery", None)
-    completed = getattr(recovery, "completed", None)
-    if completed is None or not completed.is_set():
+    if introspection.recovering(app):
         return False
     try:
         return bool(app.flow_control.is_active()) and bool(app.consumer.flow_active)
