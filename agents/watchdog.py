@@ -404,17 +404,20 @@ class StallHook:
     ack ignored), leave the next fetch unanswered (``unanswered``: a broker that never
     answers it; the fetch timeout sends it again, no stall) or, after 100 more input records,
     drop those fetched in the 2 s after on their way to the agents (``lose``: Faust's races;
-    read again, no stall). Fires once per data directory, so the restarted worker runs
-    normally."""
+    read again, no stall; ``lose:N:P``: partition P's only). Fires once per data directory,
+    so the restarted worker runs normally."""
 
     def __init__(self, spec: str, data_dir: str) -> None:
         kind, _, after = spec.partition(":")
-        if kind not in (FETCH, COMMIT, UNANSWERED, LOSE):
+        after, _, partition = after.partition(":")
+        if kind not in (FETCH, COMMIT, UNANSWERED, LOSE) or (partition and kind != LOSE):
             raise ValueError(
-                f"DRIFTWATCH_TEST_STALL: {spec!r} is not fetch:N, commit:N, unanswered:N or lose:N"
+                f"DRIFTWATCH_TEST_STALL: {spec!r} is not fetch:N, commit:N, unanswered:N, "
+                "lose:N or lose:N:P"
             )
         self.kind = kind
         self.after = int(after or 0)
+        self.partition = int(partition) if partition else None
         self.marker = Path(data_dir) / "test-stall-fired"
         self.seen = 0
 
@@ -429,6 +432,7 @@ class StallHook:
         )
         log.warning("TEST HOOK: provoking %s after %d events", what, self.seen)
         if self.kind == LOSE:
+            faust_compat.eager_delivery.LOSE_PARTITION = self.partition
             faust_compat.eager_delivery.LOSE_NEXT_FETCH = True
         elif self.kind == COMMIT:
             faust_compat.guards.IGNORE_ACKS = True

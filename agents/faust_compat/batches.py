@@ -19,11 +19,10 @@ from agents.faust_compat.version import check_version
 
 _BUSY: dict[object, tuple[str, float]] = {}
 _LAST_BATCH: dict[str, tuple[float, int, dict[int, int]]] = {}
-_TAKEN: dict[str, int] = {}
-"""Per source topic, how many batches were taken out of its sink or stream buffer."""
-_DONE: dict[str, int] = {}
-"""Per source topic, how many of those are done with: processed, failed, or left empty by the
-offset order (:func:`in_hand`)."""
+_HELD: dict[int, frozenset[Any]] = {}
+"""Per batch taken out of a sink or stream buffer and not done with (by the ``id`` of a token
+while the order guard admits it, then of the list handed to :func:`process_batches`), the
+source partitions of its messages (:func:`in_hand`)."""
 AFTER_BATCH: Callable[[Any, int], None] | None = None
 """Called on the loop after each processed batch with (stream, events): the watchdog's
 test-only stall hook (:mod:`agents.watchdog`)."""
@@ -52,7 +51,7 @@ async def process_batches(
         try:
             await _process_one(stream, topic, batch, process, downstream)
         finally:
-            _DONE[topic] = _DONE.get(topic, 0) + 1
+            _HELD.pop(id(batch), None)  # done with: processed, or failed
 
 
 async def _process_one(
@@ -148,13 +147,19 @@ def last_batches() -> dict[str, dict[str, Any]]:
     }
 
 
-def in_hand() -> set[str]:
-    """Source topics with a batch taken out of their sink or stream buffer and not done with
-    yet (waiting for the broker's word on its order, for the stages after it, or being
-    processed): its messages are in no queue, and while the order guard waits for the
-    broker they are not admitted yet either. Safe from any thread."""
-    done = dict(_DONE)
-    return {topic for topic, taken in list(_TAKEN.items()) if taken > done.get(topic, 0)}
+def in_hand() -> set[Any]:
+    """Source partitions with messages in a batch taken out of their topic's sink or stream
+    buffer and not done with yet (waiting for the broker's word on its order, for the stages
+    after it, or being processed): they are in no queue, and while the order guard waits for
+    the broker they are not admitted yet either. Per partition, not per topic: a busy
+    partition's batches say nothing of an idle one beside it. Safe from any thread."""
+    return set().union(*list(_HELD.values()))
+
+
+def _partitions(batch: list[Any]) -> frozenset[Any]:
+    tps = {getattr(getattr(event, "message", None), "tp", None) for event in batch}
+    tps.discard(None)
+    return frozenset(tps)
 
 
 def busy_batches() -> dict[str, float]:
@@ -188,18 +193,21 @@ async def ordered_batches(
     else:
         batches = take_ahead(stream, size, within, ahead_bytes)
     async for batch in batches:
-        _TAKEN[topic] = _TAKEN.get(topic, 0) + 1  # done with once processed (or left empty)
-        if guards.ORDER is not None:
-            try:
-                batch = await guards.ORDER.admit(stream.app.consumer, list(batch))
-            except BaseException:  # stopped while the broker was asked: none of it processed
-                _DONE[topic] = _DONE.get(topic, 0) + 1
-                _unmark(batch)
-                raise
+        token = object()  # in hand while admitted; then, if any is left, until processed
+        _HELD[id(token)] = _partitions(batch)
+        try:
+            if guards.ORDER is not None:
+                try:
+                    batch = await guards.ORDER.admit(stream.app.consumer, list(batch))
+                except BaseException:  # stopped while the broker was asked: none processed
+                    _unmark(batch)
+                    raise
+            if batch:  # process_batches lets it go (no await between here and its ``try``)
+                _HELD[id(batch)] = _partitions(batch)
+        finally:
+            del _HELD[id(token)]
         if batch:
             yield batch
-        else:
-            _DONE[topic] = _DONE.get(topic, 0) + 1
 
 
 def _unmark(batch: list[Any]) -> None:

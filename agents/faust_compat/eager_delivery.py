@@ -35,13 +35,21 @@ BLOCKED_ON: str | None = None
 """The topic of the message whose delivery the fetch loop waits for (a full stream buffer,
 flow control, the producer's buffer), None when it waits for none: nothing else is delivered
 meanwhile (:mod:`.backpressure` reads it)."""
+FETCHING: set[Any] = set()
+"""The partitions of the fetch the loop is handing over, from when the client returns it until
+the loop has gone through it or given it up: their records may be on their way to the agents
+(:mod:`.undelivered` leaves them alone meanwhile; partitions not in it, it need not)."""
 ORIGINAL: Any = None
 """Faust's own loop, once :func:`install` replaced it (its test compares the two)."""
+ORIGINAL_WAIT: Any = None
+"""Faust's own ``Consumer._wait_next_records``, once :func:`install` wrapped it."""
 LOSE_NEXT_FETCH = False
 """Testing only (``DRIFTWATCH_TEST_STALL=lose:N``): of the records of topics delivered in bulk
 fetched from now on, the first :data:`LOSE_AFTER` reach the agents and those of the next
 :data:`LOSE_SECONDS` are dropped on their way to them, as Faust's races do
 (:mod:`.undelivered` must read them again)."""
+LOSE_PARTITION: int | None = None
+"""Testing only (``lose:N:P``): only partition P's records are dropped; None: every partition's."""
 LOSE_AFTER = 100
 """So the agent commits inside the lost records' produce batch, as in the CI run the hook
 imitates: past the log end the embedded broker reports (its last batch's first offset + 1)."""
@@ -113,10 +121,22 @@ def install() -> None:
     check_version()
     from faust.transport import consumer as consumer_mod
 
-    global ORIGINAL
+    global ORIGINAL, ORIGINAL_WAIT
     ORIGINAL = consumer_mod.Consumer._drain_messages
+    ORIGINAL_WAIT = consumer_mod.Consumer._wait_next_records
     consumer_mod.Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]
+    consumer_mod.Consumer._wait_next_records = _wait_next_records  # type: ignore[method-assign]
     _installed = True
+
+
+async def _wait_next_records(self: Any, timeout: float) -> tuple[Any, Any]:  # noqa: ASYNC109
+    """Faust's, noting the partitions of the records it returns for ``getmany`` to hand over
+    (:data:`FETCHING`; the loop forgets them once it has gone through them)."""
+    records, active_partitions = await ORIGINAL_WAIT(self, timeout)
+    FETCHING.clear()
+    if records:
+        FETCHING.update(records)
+    return records, active_partitions
 
 
 async def _finish_delivery(consumer: Any, rest: Resumed[Any], topic: str) -> None:
@@ -147,9 +167,11 @@ async def _wait_for_room(consumer: Any, sink: bulk_delivery.Sink) -> None:
 def _lose(message: Any, sinks: dict[str, Any]) -> bool:
     """Whether to drop a fetched message as a race would (testing only:
     :data:`LOSE_NEXT_FETCH`): a bulk topic's, once :data:`LOSE_AFTER` went through, for
-    :data:`LOSE_SECONDS` from the first dropped."""
+    :data:`LOSE_SECONDS` from the first dropped (only :data:`LOSE_PARTITION`'s, if set)."""
     global LOSE_NEXT_FETCH, _let_through, _lose_until
     if message.topic not in sinks:
+        return False
+    if LOSE_PARTITION is not None and message.partition != LOSE_PARTITION:
         return False
     if _let_through < LOSE_AFTER:
         _let_through += 1
@@ -235,6 +257,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:
                             message.key,
                             message.value,
                         )
+                FETCHING.clear()  # gone through, or given up (flow or generation changed)
                 unset_flag(flag_consumer_fetching)
 
     except self.consumer_stopped_errors:
@@ -253,6 +276,7 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:
         self.log.exception("Drain messages raised: %r", exc)
         raise
     finally:
+        FETCHING.clear()
         unset_flag(flag_consumer_fetching)
 
 

@@ -14,10 +14,10 @@ position was at the log end, 3,420, and the 400 records between were nowhere in 
 :class:`UndeliveredWatch` compares, per source partition of the topics delivered in bulk
 (:mod:`.bulk_delivery`: everything between the client and the agent is in sight there), the
 client's position with the next offset the agent will admit. Past it, with nothing of the
-partition in the worker's hands for ``quiet_seconds`` in a row (nothing in its sink, no batch
-of its topic taken and not done with, the fetch loop not waiting to hand a message over, no
-guard holding it, no fetched record waiting in the client, not paused by Faust, not a gap
-Faust read over as transaction markers) and neither offset moving, the partition is read
+partition in the worker's hands for ``quiet_seconds`` in a row (nothing of it in its sink, in
+a batch taken and not done with, or in the fetch the loop is handing over, no guard holding
+it, no fetched record waiting in the client, not paused by Faust, not a gap Faust read over
+as transaction markers) and neither offset moving, the partition is read
 again from the next offset to admit. A gap of markers Faust has not seen as such looks the
 same: read again, it brings nothing, the same pair comes back, and after ``tries`` re-reads
 (the first after 5 s of quiet, each next one twice as long after the one before) the
@@ -155,16 +155,16 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
         tp: (n, p) for tp, (n, p) in partitions.items() if n is not None and p is not None and p > n
     }
     if behind:
-        blocked = eager_delivery.BLOCKED_ON is not None  # a fetch's rest waits in the loop
+        fetching = eager_delivery.FETCHING  # the fetch the loop is handing over
         queued = bulk_delivery.queued_partitions(app)
         taken = batches.in_hand()
         paused = introspection.paused_partitions(consumer)
         consumer_gaps = getattr(consumer, "_gap", {})  # Faust's offsets read over as markers
         for tp, (nxt, position) in behind.items():
             if (
-                blocked
+                tp in fetching
                 or tp in queued
-                or tp.topic in taken
+                or tp in taken
                 or tp in paused  # Faust drops what it fetches of them, and seeks on resume
                 or tp in order.held
                 or tp in gaps

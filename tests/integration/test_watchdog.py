@@ -19,10 +19,12 @@ from typing import Any
 import pytest
 
 from agents.stall import STALL_EXIT_CODE
+from driftwatch.kafka_io import make_producer
 from driftwatch.simulate import SimulationConfig, generate
 from tests.integration.test_worker import TRAFFIC, messages, state_counts
 from tests.integration.worker_harness import (
     WorkerProcess,
+    committed_offsets,
     expected_counts,
     new_worker,
     produce_recorded,
@@ -187,3 +189,82 @@ def test_records_lost_between_fetch_and_agent_are_read_again(worker: WorkerProce
         assert metrics.get(f'driftwatch_consumer_guard_total{{what="{guard}"}}', 0) == 0, guard
     assert worker.stop() == 0
     assert state_counts(worker.data_dir) == expected_counts(events)
+
+
+def produce_to(worker: WorkerProcess, partition: int, events: list[Any]) -> int:
+    """Produce ``events`` to one partition of the worker's input (every stream's events on
+    one partition, as a key's are); returns the offset after the last."""
+    producer = make_producer(worker.bootstrap)
+    ends: list[int] = []
+
+    def delivered(err: Any, msg: Any) -> None:
+        assert err is None, err
+        ends.append(msg.offset() + 1)
+
+    for key, value in messages(events):
+        while True:
+            try:
+                producer.produce(worker.topic("predictions"), value, key, partition, delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0
+    assert len(ends) == len(events)
+    return max(ends)
+
+
+def test_an_idle_partition_s_lost_tail_is_read_again_while_another_stays_busy(
+    worker: WorkerProcess,
+) -> None:
+    """What is in the worker's hands is told per partition: a batch of the topic taken, or a
+    fetch being handed over, holds only its own partitions. Before, either one, of any
+    partition, kept the whole topic in hand, and under sustained load on one partition
+    another's lost tail was read again only once that load had passed (the undelivered check
+    starved). Here partition 1 loses the tail of its records while partition 0 works through
+    a backlog; partition 1 must be read again before partition 0 is done."""
+    worker.extra_env["DRIFTWATCH_STALL_SECONDS"] = "60"  # the repair, not the watchdog
+    quiet = list(generate(SimulationConfig(
+        **{**TRAFFIC.__dict__, "days": 3, "events_per_day": 300, "drifts": ()}
+    )))  # fmt: skip
+    busy = list(generate(SimulationConfig(
+        **{**TRAFFIC.__dict__, "tenants": ("hooli",), "days": 12, "events_per_day": 15000,
+           "drifts": ()}
+    )))  # fmt: skip
+    worker.extra_env["DRIFTWATCH_TEST_STALL"] = "lose:300:1"
+    worker.start()
+    half = len(quiet) // 2
+    produce_to(worker, 1, quiet[:half])
+    fired = worker.data_dir / "test-stall-fired"
+    deadline = time.monotonic() + 90
+    while not fired.exists():
+        worker.assert_alive()
+        assert time.monotonic() < deadline, "the stall hook never fired"
+        time.sleep(0.2)
+    # Partition 1's last records: 100 reach the agent, the rest are lost, none come after.
+    quiet_end = produce_to(worker, 1, quiet[half:])
+    busy_end = produce_to(worker, 0, busy)  # partition 0's are never lost
+    group, topic = f"{worker.prefix}app", worker.topic("predictions")
+
+    def refetched() -> float:
+        return worker.metrics().get(
+            'driftwatch_consumer_guard_total{what="undelivered_refetch"}', 0.0
+        )
+
+    deadline = time.monotonic() + 120
+    while not refetched():
+        worker.assert_alive()
+        assert time.monotonic() < deadline, worker.log_tail()
+        time.sleep(0.5)
+    done = committed_offsets(worker.bootstrap, group, topic, worker.partitions)
+    assert done.get(0, -1) < busy_end, f"partition 0 was done first: {done}, {busy_end}"
+    wait_committed(worker, {0: busy_end, 1: quiet_end}, timeout=180)
+
+    log = worker.log_path.read_text(errors="replace")
+    assert worker.restarts == [] and "WATCHDOG" not in log, worker.log_tail()
+    metrics = worker.read_metrics()
+    assert metrics.get('driftwatch_consumer_guard_total{what="test_lost"}', 0) > 0, "none lost"
+    assert f"{topic}[1]: the client handed over records" in log, log[-4000:]
+    for guard in ("order_refetch", "head_refetch"):
+        assert metrics.get(f'driftwatch_consumer_guard_total{{what="{guard}"}}', 0) == 0, guard
+    assert worker.stop() == 0
+    assert state_counts(worker.data_dir) == expected_counts(quiet + busy)

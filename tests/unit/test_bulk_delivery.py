@@ -252,13 +252,24 @@ class FetchConsumer:
     async def callback(self, message: Message) -> None:
         self.delivered.append(message)
 
+    async def fetch(self, timeout: float) -> tuple[dict[Any, list[Message]], None]:  # noqa: ASYNC109
+        """Faust's ``_wait_next_records``: the client's records by partition."""
+        records, self.records = self.records, []
+        by_tp: dict[Any, list[Message]] = {}
+        for m in records:
+            by_tp.setdefault(m.tp, []).append(m)
+        return by_tp, None
+
     async def getmany(
         self,
         timeout: float,  # noqa: ASYNC109  (Faust's signature)
     ) -> AsyncIterator[tuple[Any, Message]]:
-        records, self.records = self.records, []
-        for m in records:
-            yield m.tp, m
+        # As Faust's: the records through ``_wait_next_records`` (installed: ours, which
+        # notes the fetch's partitions), then handed over one by one.
+        records, _ = await eager_delivery._wait_next_records(self, timeout)
+        for tp, messages in records.items():
+            for m in messages:
+                yield tp, m
         self._stopped.set()  # one fetch, then the loop ends
 
     async def sleep(self, seconds: float) -> None:
@@ -270,6 +281,11 @@ class FetchConsumer:
         for t in pending:
             t.cancel()
         return done
+
+
+@pytest.fixture(autouse=True)
+def _client_fetch(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(eager_delivery, "ORIGINAL_WAIT", FetchConsumer.fetch)
 
 
 async def _fetch_until_blocked(consumer: FetchConsumer) -> asyncio.Future[None]:
@@ -297,11 +313,14 @@ def test_the_fetch_loop_hands_a_registered_topic_to_its_sink_and_waits_for_room(
         loop = await _fetch_until_blocked(consumer)
         held.append(eager_delivery.BLOCKED_ON)  # full at three: the fourth waits for room
         assert [m.offset for m in sink.messages] == [0, 1, 2] and not loop.done()
+        # the rest of the fetch waits with it: its partitions are still being handed over
+        assert set(eager_delivery.FETCHING) == {TP("p", 0), TP("o", 0)}
         sink.pop(2)
         await asyncio.wait_for(loop, 5)
 
     asyncio.run(main())
     assert held == ["p"] and eager_delivery.BLOCKED_ON is None
+    assert not eager_delivery.FETCHING  # gone through
     assert consumer.delivered == [other]
     assert [m.offset for m in sink.messages] == [2, 3, 4]
     assert consumer._read_offset[TP("p", 0)] == 4
@@ -386,3 +405,4 @@ def test_a_fetch_loop_waiting_for_room_gives_the_message_up_when_a_rebalance_beg
     assert [m.offset for m in sink.messages] == [0, 1]  # 2 and 3 given up, not delivered
     assert COUNTERS["bulk_dropped_suspended"] == before + 2
     assert consumer._read_offset[TP("p", 0)] == 3 and eager_delivery.BLOCKED_ON is None
+    assert not eager_delivery.FETCHING  # given up: what it held is for the check to see

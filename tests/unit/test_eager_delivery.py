@@ -157,7 +157,14 @@ def _lines(function: object) -> list[str]:
 def test_the_loop_is_faust_s_but_for_the_delivery() -> None:
     """The replacement is faust-streaming 0.15.3's loop line for line, except the delivery
     (to a topic's sink, or started eagerly), the import of a constant its module had at
-    hand, and the test hook that drops a fetch's records (``DRIFTWATCH_TEST_STALL=lose:N``)."""
+    hand, the test hook that drops a fetch's records (``DRIFTWATCH_TEST_STALL=lose:N``), and
+    forgetting the fetch's partitions once gone through (:data:`FETCHING`; also on the way
+    out). Faust's ``_wait_next_records`` is wrapped, not copied: it notes them."""
+    from faust.transport.consumer import Consumer as Base
+
+    eager_delivery.install()
+    assert Base._wait_next_records is eager_delivery._wait_next_records
+    assert eager_delivery.ORIGINAL_WAIT.__qualname__ == "Consumer._wait_next_records"
     eager_delivery.install()
     eager_delivery.install()  # once per process
     from faust.transport.consumer import Consumer
@@ -187,4 +194,6 @@ def test_the_loop_is_faust_s_but_for_the_delivery() -> None:
         "+rest = start_eagerly(callback(message))",
         "+if rest is not None:",
         "+await _finish_delivery(self, rest, message.topic)",
+        "+FETCHING.clear()",
+        "+FETCHING.clear()",
     ]

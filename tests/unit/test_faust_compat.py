@@ -889,6 +889,34 @@ def test_process_batches_rewinds_the_order_of_a_batch_that_failed() -> None:
     assert order.expect[consumer.tp] == 2 and consumer.seeks == [{consumer.tp: 2}]
 
 
+def test_a_batch_s_partitions_are_in_hand_from_its_take_until_it_is_done_with() -> None:
+    """The undelivered check reads :func:`batches.in_hand` per partition: a taken batch's
+    partitions are in hand while it is processed, and let go when it is done with, whether
+    it was processed or failed."""
+    consumer = FakeConsumer(committed=0, acked=[])
+    order, _ = source_order(first_record=0)
+    seen: list[set[Any]] = []
+
+    async def process(batch: list[Any]) -> None:
+        seen.append(faust_compat.batches.in_hand())
+        if len(seen) == 2:
+            raise ValueError("a bug")
+
+    async def go() -> None:
+        stream = FakeStream(consumer, [order_events(consumer, [k, k + 1]) for k in (0, 2, 4)])
+        with contextlib.suppress(ValueError):
+            await faust_compat.batches.process_batches(stream, "join-input", 10, 0.1, process)
+
+    saved, faust_compat.guards.ORDER = faust_compat.guards.ORDER, order
+    try:
+        assert faust_compat.batches.in_hand() == set()
+        run(go())
+    finally:
+        faust_compat.guards.ORDER = saved
+    assert seen == [{consumer.tp}, {consumer.tp}]  # the second failed: the third never came
+    assert faust_compat.batches.in_hand() == set()
+
+
 def test_a_batch_cut_short_by_the_worker_stopping_is_not_rewound() -> None:
     """Stopping, the consumer goes away and the next owner reads from the committed offsets:
     a seek back would only run on a closing consumer."""

@@ -459,8 +459,11 @@ def test_stall_hook_fires_once_per_data_dir(tmp_path: Path) -> None:
         assert not faust_compat.guards.IGNORE_ACKS
     finally:
         faust_compat.guards.IGNORE_ACKS = False
-    with pytest.raises(ValueError):
-        StallHook("sleep:3", str(tmp_path))
+    for wrong in ("sleep:3", "commit:3:1"):  # a partition is the lose hook's only
+        with pytest.raises(ValueError):
+            StallHook(wrong, str(tmp_path))
+    assert StallHook("lose:3:1", str(tmp_path / "a")).partition == 1
+    assert StallHook("lose:3", str(tmp_path / "b")).partition is None
 
 
 def test_an_outage_is_not_a_stall_and_the_clocks_restart_after_it(tmp_path: Path) -> None:

@@ -104,14 +104,14 @@ def test_nothing_is_read_again_while_the_partition_is_in_the_worker_s_hands(
     assert [undelivered.check(app, watch, now=t) for t in (0.0, 9.0)] == [{}, {}]
     # taken out of it as a batch, not done with (waiting for the broker, the stages after it)
     app = make_app({P0: 50}, {P0: 10})
-    monkeypatch.setattr(batches, "_TAKEN", {TOPIC: 3})
-    monkeypatch.setattr(batches, "_DONE", {TOPIC: 2})
+    monkeypatch.setattr(batches, "_HELD", {1: frozenset({P0})})
     assert [undelivered.check(app, watch, now=t) for t in (10.0, 19.0)] == [{}, {}]
-    batches._DONE[TOPIC] = 3
-    # the fetch loop waits to hand a message over (the rest of its fetch waits with it)
-    monkeypatch.setattr(eager_delivery, "BLOCKED_ON", "t-other")
+    del batches._HELD[1]
+    # in the fetch the loop is handing over (it may wait to hand a message over: the rest
+    # of its fetch waits with it)
+    monkeypatch.setattr(eager_delivery, "FETCHING", {P0})
     assert [undelivered.check(app, watch, now=t) for t in (20.0, 29.0)] == [{}, {}]
-    monkeypatch.setattr(eager_delivery, "BLOCKED_ON", None)
+    monkeypatch.setattr(eager_delivery, "FETCHING", set())
     # one offset Faust read over without a record: a transaction marker, not a loss
     app = make_app({P0: 11}, {P0: 10})
     app.consumer._gap = {P0: IntervalTree.from_tuples([(10, 11)])}
@@ -131,6 +131,21 @@ def test_nothing_is_read_again_while_the_partition_is_in_the_worker_s_hands(
     del order.held[P0]
     assert undelivered.check(app, watch, now=70.0) == {}  # quiet from here
     assert undelivered.check(app, watch, now=75.0) == {P0: 10}  # the committed offset
+
+
+def test_an_idle_partition_is_read_again_while_the_busy_one_beside_it_is_in_hand(
+    order: guards.SourceOrder, seeks: list[tuple[TP, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under sustained load the topic always has a batch in hand and the loop a fetch: of the
+    busy partition only. The idle one's lost tail is not starved by them."""
+    watch = undelivered.UndeliveredWatch(quiet_seconds=5.0)
+    order.expect[P0], order.expect[P1] = 5000, 120  # P1's last records never reached it
+    app = make_app({P0: 5400, P1: 160}, {P0: 4000, P1: 100})
+    monkeypatch.setattr(batches, "_HELD", {1: frozenset({P0})})
+    monkeypatch.setattr(eager_delivery, "FETCHING", {P0})
+    assert [undelivered.check(app, watch, now=t) for t in (0.0, 4.0)] == [{}, {}]
+    assert undelivered.check(app, watch, now=5.0) == {P1: 120}
+    assert seeks == [(P1, 120)]
 
 
 def test_during_a_rebalance_nothing_is_judged_and_the_clocks_start_again(
@@ -183,17 +198,25 @@ def test_the_lose_hook_drops_bulk_records_for_a_while_after_letting_some_through
     monkeypatch.setattr("agents.faust_compat.eager_delivery.time.monotonic", lambda: clock[0])
     monkeypatch.setattr(eager_delivery, "LOSE_NEXT_FETCH", True)
     monkeypatch.setattr(eager_delivery, "LOSE_AFTER", 2)
+    monkeypatch.setattr(eager_delivery, "LOSE_PARTITION", None)
     monkeypatch.setattr(eager_delivery, "_let_through", 0)
     monkeypatch.setattr(eager_delivery, "_lose_until", None)
     sinks = {TOPIC: object()}
     before = COUNTERS["test_lost"]
     dropped = [
-        eager_delivery._lose(NS(topic=t), sinks) for t in ("t-alerts", TOPIC, TOPIC, TOPIC, TOPIC)
+        eager_delivery._lose(NS(topic=t, partition=0), sinks)
+        for t in ("t-alerts", TOPIC, TOPIC, TOPIC, TOPIC)
     ]
     assert dropped == [False, False, False, True, True]  # another topic's and the first 2 go on
     clock[0] += eager_delivery.LOSE_SECONDS - 0.1  # a split fetch's next part: lost too
-    assert eager_delivery._lose(NS(topic=TOPIC), sinks) is True
+    assert eager_delivery._lose(NS(topic=TOPIC, partition=1), sinks) is True
     assert COUNTERS["test_lost"] == before + 3
     clock[0] += 0.1  # the stretch is over: what comes now reaches the agent, and the hook is off
-    assert eager_delivery._lose(NS(topic=TOPIC), sinks) is False
+    assert eager_delivery._lose(NS(topic=TOPIC, partition=0), sinks) is False
     assert eager_delivery.LOSE_NEXT_FETCH is False
+    # lose:N:P: only partition P's records go
+    monkeypatch.setattr(eager_delivery, "LOSE_NEXT_FETCH", True)
+    monkeypatch.setattr(eager_delivery, "LOSE_PARTITION", 1)
+    monkeypatch.setattr(eager_delivery, "_lose_until", None)
+    kept = [eager_delivery._lose(NS(topic=TOPIC, partition=p), sinks) for p in (0, 1, 0, 1)]
+    assert kept == [False, True, False, True]
