@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -554,17 +553,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async def check_outcomes_drained() -> None:
             await refresh_marks(joins, drain_check)
 
-    undelivered_failed: list[float] = []  # when a failure was last logged
-
     @app.timer(faust_compat.undelivered.CHECK_SECONDS)  # type: ignore[untyped-decorator]
     async def read_undelivered_again() -> None:
-        try:
-            faust_compat.undelivered.check(app)
-        except Exception:  # a failed look never ends the worker (a timer's error would)
-            now = time.monotonic()
-            if not undelivered_failed or now - undelivered_failed[0] >= 60.0:  # once a minute
-                undelivered_failed[:] = [now]
-                log.exception("comparing fetch positions with what the agents got failed")
+        faust_compat.undelivered.check_quietly(app)
 
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def advance_quiet_streams() -> None:

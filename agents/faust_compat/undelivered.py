@@ -184,6 +184,24 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
     return again
 
 
+_FAILED_AT: list[float] = []
+"""When a failed :func:`check` was last logged (:func:`check_quietly`)."""
+FAILURE_LOG_SECONDS = 60.0
+
+
+def check_quietly(app: Any, now: float | None = None) -> dict[Any, int]:
+    """:func:`check` for the worker's timer: a failed look never ends the worker (a timer's
+    error would), and is logged at most once every :data:`FAILURE_LOG_SECONDS`."""
+    try:
+        return check(app)
+    except Exception:
+        now = time.monotonic() if now is None else now
+        if not _FAILED_AT or now - _FAILED_AT[0] >= FAILURE_LOG_SECONDS:
+            _FAILED_AT[:] = [now]
+            log.exception("comparing fetch positions with what the agents got failed")
+        return {}
+
+
 def _settled(app: Any) -> bool:
     """No rebalance or recovery running and the flow on: a drop now has no seek coming."""
     if introspection.recovering(app):
@@ -194,4 +212,4 @@ def _settled(app: Any) -> bool:
         return False
 
 
-__all__ = ["CHECK_SECONDS", "UndeliveredWatch", "check"]
+__all__ = ["CHECK_SECONDS", "UndeliveredWatch", "check", "check_quietly"]

@@ -220,3 +220,23 @@ def test_the_lose_hook_drops_bulk_records_for_a_while_after_letting_some_through
     monkeypatch.setattr(eager_delivery, "_lose_until", None)
     kept = [eager_delivery._lose(NS(topic=TOPIC, partition=p), sinks) for p in (0, 1, 0, 1)]
     assert kept == [False, True, False, True]
+
+
+def test_a_failed_look_is_logged_once_a_minute_and_never_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(app: Any) -> dict[Any, int]:
+        raise RuntimeError("a consumer half torn down")
+
+    monkeypatch.setattr(undelivered, "check", broken)
+    monkeypatch.setattr(undelivered, "_FAILED_AT", [])
+    with caplog.at_level("ERROR", logger=undelivered.__name__):
+        found = [undelivered.check_quietly(None, now=t) for t in (100.0, 101.0, 159.0, 160.0)]
+    assert found == [{}, {}, {}, {}]
+    said = [r for r in caplog.records if "comparing fetch positions" in r.getMessage()]
+    assert len(said) == 2 and said[0].exc_info is not None  # at 100 and at 160
+
+
+def test_a_look_that_works_is_passed_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(undelivered, "check", lambda app: {P0: 10})
+    assert undelivered.check_quietly(None) == {P0: 10}
