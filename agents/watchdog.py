@@ -404,13 +404,18 @@ class StallHook:
     ack ignored), leave the next fetch unanswered (``unanswered``: a broker that never
     answers it; the fetch timeout sends it again, no stall) or, after 100 more input records,
     drop those fetched in the 2 s after on their way to the agents (``lose``: Faust's races;
-    read again, no stall; ``lose:N:P``: partition P's only). Fires once per data directory,
-    so the restarted worker runs normally."""
+    read again, no stall; ``lose:N:P``: partition P's records only, both the 100 and those
+    dropped). Fires once per data directory, so the restarted worker runs normally."""
 
     def __init__(self, spec: str, data_dir: str) -> None:
         kind, _, after = spec.partition(":")
         after, _, partition = after.partition(":")
-        if kind not in (FETCH, COMMIT, UNANSWERED, LOSE) or (partition and kind != LOSE):
+        numbers = after.isdigit() or not after, partition.isdigit() or not partition
+        if (
+            kind not in (FETCH, COMMIT, UNANSWERED, LOSE)
+            or (partition and kind != LOSE)
+            or not all(numbers)
+        ):
             raise ValueError(
                 f"DRIFTWATCH_TEST_STALL: {spec!r} is not fetch:N, commit:N, unanswered:N, "
                 "lose:N or lose:N:P"

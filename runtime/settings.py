@@ -250,8 +250,8 @@ class Settings:
         "the watchdog recover it; `unanswered:N` leaves the next fetch after N events without "
         "an answer, as a broker that never answers would; `lose:N`, after N events, lets 100 "
         "more input records through and drops those fetched in the 2 s after on their way "
-        "to the agents, as Faust's races do (`lose:N:P`: partition P's only). Empty in "
-        "production.",
+        "to the agents, as Faust's races do (`lose:N:P`: partition P's records only, the "
+        "100 let through and those dropped). Empty in production.",
     )
     idle_timeout: float = _env(
         "DRIFTWATCH_IDLE_TIMEOUT_SECONDS",

@@ -207,7 +207,10 @@ async def ordered_batches(
         finally:
             del _HELD[id(token)]
         if batch:
-            yield batch
+            try:
+                yield batch
+            finally:  # process_batches lets it go itself; another caller's is let go here
+                _HELD.pop(id(batch), None)
 
 
 def _unmark(batch: list[Any]) -> None:

@@ -36,9 +36,12 @@ BLOCKED_ON: str | None = None
 flow control, the producer's buffer), None when it waits for none: nothing else is delivered
 meanwhile (:mod:`.backpressure` reads it)."""
 FETCHING: set[Any] = set()
-"""The partitions of the fetch the loop is handing over, from when the client returns it until
-the loop has gone through it or given it up: their records may be on their way to the agents
-(:mod:`.undelivered` leaves them alone meanwhile; partitions not in it, it need not)."""
+"""The partitions of the fetch the loop is handing over, from when Faust's
+``_wait_next_records`` returns it until the loop has gone through it or given it up: their
+records may be on their way to the agents (:mod:`.undelivered` leaves them alone meanwhile;
+partitions not in it, it need not). Between the client's thread moving its position and this
+being set there is a moment in neither: one look of the check's, which wants several in a
+row before it reads a partition again."""
 ORIGINAL: Any = None
 """Faust's own loop, once :func:`install` replaced it (its test compares the two)."""
 ORIGINAL_WAIT: Any = None

@@ -191,7 +191,8 @@ FAILURE_LOG_SECONDS = 60.0
 
 def check_quietly(app: Any, now: float | None = None) -> dict[Any, int]:
     """:func:`check` for the worker's timer: a failed look never ends the worker (a timer's
-    error would), and is logged at most once every :data:`FAILURE_LOG_SECONDS`."""
+    error would), and is logged at most once every :data:`FAILURE_LOG_SECONDS` (``now``: the
+    clock that paces the log, for tests; the check reads its own)."""
     try:
         return check(app)
     except Exception:

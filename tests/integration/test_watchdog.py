@@ -227,7 +227,7 @@ def test_an_idle_partition_s_lost_tail_is_read_again_while_another_stays_busy(
         **{**TRAFFIC.__dict__, "days": 3, "events_per_day": 300, "drifts": ()}
     )))  # fmt: skip
     busy = list(generate(SimulationConfig(
-        **{**TRAFFIC.__dict__, "tenants": ("hooli",), "days": 12, "events_per_day": 15000,
+        **{**TRAFFIC.__dict__, "tenants": ("hooli",), "days": 12, "events_per_day": 25000,
            "drifts": ()}
     )))  # fmt: skip
     worker.extra_env["DRIFTWATCH_TEST_STALL"] = "lose:300:1"
@@ -244,26 +244,24 @@ def test_an_idle_partition_s_lost_tail_is_read_again_while_another_stays_busy(
     quiet_end = produce_to(worker, 1, quiet[half:])
     busy_end = produce_to(worker, 0, busy)  # partition 0's are never lost
     group, topic = f"{worker.prefix}app", worker.topic("predictions")
-
-    def refetched() -> float:
-        return worker.metrics().get(
-            'driftwatch_consumer_guard_total{what="undelivered_refetch"}', 0.0
-        )
-
+    repaired = f"{topic}[1]: the client handed over records"
     deadline = time.monotonic() + 120
-    while not refetched():
+    while repaired not in worker.log_path.read_text(errors="replace"):
         worker.assert_alive()
         assert time.monotonic() < deadline, worker.log_tail()
         time.sleep(0.5)
     done = committed_offsets(worker.bootstrap, group, topic, worker.partitions)
-    assert done.get(0, -1) < busy_end, f"partition 0 was done first: {done}, {busy_end}"
-    wait_committed(worker, {0: busy_end, 1: quiet_end}, timeout=180)
+    print(f"partition 0 committed {done.get(0)} of {busy_end} when partition 1 was read again")
+    # Well inside the backlog (its commits lag the work by up to ~7 s: the state is written
+    # every 5 s), not just before its end: the old check repaired it ~5 s after the end.
+    assert done.get(0, -1) < busy_end // 2, f"partition 0 was (nearly) done first: {done}"
+    wait_committed(worker, {0: busy_end, 1: quiet_end}, timeout=240)
 
     log = worker.log_path.read_text(errors="replace")
     assert worker.restarts == [] and "WATCHDOG" not in log, worker.log_tail()
     metrics = worker.read_metrics()
     assert metrics.get('driftwatch_consumer_guard_total{what="test_lost"}', 0) > 0, "none lost"
-    assert f"{topic}[1]: the client handed over records" in log, log[-4000:]
+    assert f"{topic}[0]: the client handed over records" not in log, "the busy one read again"
     for guard in ("order_refetch", "head_refetch"):
         assert metrics.get(f'driftwatch_consumer_guard_total{{what="{guard}"}}', 0) == 0, guard
     assert worker.stop() == 0

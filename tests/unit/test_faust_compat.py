@@ -917,6 +917,52 @@ def test_a_batch_s_partitions_are_in_hand_from_its_take_until_it_is_done_with() 
     assert faust_compat.batches.in_hand() == set()
 
 
+def test_a_batch_the_order_guard_is_admitting_is_in_hand_until_it_is_given_up() -> None:
+    """While the order guard waits for the broker's word on a batch, its partitions are in
+    hand (its messages are in no queue); a stop then lets them go, or the undelivered check
+    would never read those partitions again."""
+    consumer = FakeConsumer(committed=0, acked=[])
+    seen: list[set[Any]] = []
+
+    class WaitingOrder:
+        """An order guard asking a broker that does not answer."""
+
+        held: dict[Any, Any] = {}
+
+        async def admit(self, consumer: Any, events: list[Any]) -> list[Any]:
+            await asyncio.Event().wait()
+            return events
+
+        async def retry_forever(self) -> None:
+            await asyncio.Event().wait()
+
+    async def process(batch: list[Any]) -> None:
+        raise AssertionError("never admitted")
+
+    async def go() -> None:
+        stream = FakeStream(consumer, [order_events(consumer, [0, 1])])
+        task = asyncio.ensure_future(
+            faust_compat.batches.process_batches(stream, "join-input", 10, 0.1, process)
+        )
+        for _ in range(10):
+            await asyncio.sleep(0)
+        seen.append(faust_compat.batches.in_hand())
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        seen.append(faust_compat.batches.in_hand())
+        retrying = faust_compat.batches._RETRYING
+        if retrying is not None:
+            retrying.cancel()
+
+    saved, faust_compat.guards.ORDER = faust_compat.guards.ORDER, WaitingOrder()  # type: ignore[assignment]
+    try:
+        run(go())
+    finally:
+        faust_compat.guards.ORDER = saved
+    assert seen == [{consumer.tp}, set()]
+
+
 def test_a_batch_cut_short_by_the_worker_stopping_is_not_rewound() -> None:
     """Stopping, the consumer goes away and the next owner reads from the committed offsets:
     a seek back would only run on a closing consumer."""

@@ -459,7 +459,7 @@ def test_stall_hook_fires_once_per_data_dir(tmp_path: Path) -> None:
         assert not faust_compat.guards.IGNORE_ACKS
     finally:
         faust_compat.guards.IGNORE_ACKS = False
-    for wrong in ("sleep:3", "commit:3:1"):  # a partition is the lose hook's only
+    for wrong in ("sleep:3", "commit:3:1", "lose:3:x", "fetch:x"):  # a partition: lose's only
         with pytest.raises(ValueError):
             StallHook(wrong, str(tmp_path))
     assert StallHook("lose:3:1", str(tmp_path / "a")).partition == 1
