@@ -33,7 +33,7 @@ __all__ = ["PerfStream", "PerfWindow", "history_row", "perf_stream_key", "perf_w
 _LEN = struct.Struct("<I")
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=512)
 def perf_window_key(tenant: str, model: str, window: float) -> str:
     """Store key of a :class:`PerfWindow` (JSON, so readers can parse the window back)."""
     return json.dumps(["pw", tenant, model, int(window)])

@@ -316,7 +316,6 @@ def ks_2samp_sorted(
     return float(res.statistic), float(res.pvalue)
 
 
-@functools.lru_cache(maxsize=1 << 14)
 def ks_pvalue(d: float, n_eff: int) -> float:
     """P(D >= d) for the two-sample KS statistic with effective size ``n_eff``.
 
@@ -330,7 +329,7 @@ def ks_pvalue(d: float, n_eff: int) -> float:
     (0.0011, 0.0011)
     """
     if n_eff <= _EXACT_KS_BELOW:
-        return float(stats.kstwo.sf(d, n_eff))
+        return _exact_ks_p(d, n_eff)
     en = math.sqrt(n_eff)
     return float(_stephens(d, en))
 
@@ -378,3 +377,10 @@ try:  # scipy's exact two-sample distribution (private: checked by the doctest a
     from scipy.stats._stats_py import _attempt_exact_2kssamp as _exact_2samp
 except ImportError:  # pragma: no cover - another scipy: the public function answers
     _exact_2samp = None
+
+
+@functools.lru_cache(maxsize=1 << 12)
+def _exact_ks_p(d: float, n_eff: int) -> float:
+    """scipy's exact ``kstwo.sf`` (n <= 60), remembered: small sub-day spans ask the same
+    (d, n) again and again (the asymptotic form above it is cheaper than a cache entry)."""
+    return float(stats.kstwo.sf(d, n_eff))

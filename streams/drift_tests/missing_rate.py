@@ -117,7 +117,7 @@ _FISHER_BELOW = 10.0
 _BINOMIAL_ABOVE = 20
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=2048)
 def _binomial_p(k: int, n: int, rate: float) -> float:
     """scipy's exact two-sided binomial p (``binomtest``: the probabilities of the outcomes
     no likelier than the observed one, with its 1e-7 relative tolerance), in one vectorised
@@ -132,7 +132,7 @@ def _binomial_p(k: int, n: int, rate: float) -> float:
     return float(min(1.0, pmf[pmf <= pmf[k] * (1.0 + 1e-7)].sum()))
 
 
-@functools.lru_cache(maxsize=1 << 16)
+@functools.lru_cache(maxsize=2048)
 def _fisher_p(window_missing: int, window_total: int, base_missing: int, base_total: int) -> float:
     """Fisher's exact two-sided p of [[wm, wt - wm], [bm, bt - bm]], as scipy's
     ``fisher_exact`` computes it (the hypergeometric probabilities no larger than the
