@@ -45,6 +45,16 @@ def worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Iterator
     w.stop()
 
 
+def wait_fired(worker: WorkerProcess) -> None:
+    """Until the worker's stall hook has fired (its marker in the data directory)."""
+    fired = worker.data_dir / "test-stall-fired"
+    deadline = time.monotonic() + 90
+    while not fired.exists():
+        worker.assert_alive()
+        assert time.monotonic() < deadline, "the stall hook never fired"
+        time.sleep(0.2)
+
+
 def provoke(worker: WorkerProcess, spec: str, days: int, timeout: float) -> list[Any]:
     """Start ``worker`` with the stall hook ``spec``, produce half of ``days`` of traffic, the
     rest once the hook has fired (so records wait that a stopped fetch cannot reach: produced
@@ -57,12 +67,7 @@ def provoke(worker: WorkerProcess, spec: str, days: int, timeout: float) -> list
     worker.start()
     half = len(events) // 2
     ends = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events[:half]))
-    fired = worker.data_dir / "test-stall-fired"
-    deadline = time.monotonic() + 90
-    while not fired.exists():
-        worker.assert_alive()
-        assert time.monotonic() < deadline, "the stall hook never fired"
-        time.sleep(0.2)
+    wait_fired(worker)
     rest = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events[half:]))
     ends = {p: max(ends.get(p, 0), rest.get(p, 0)) for p in ends.keys() | rest.keys()}
     wait_committed(worker, ends, timeout=timeout)
@@ -234,12 +239,7 @@ def test_an_idle_partition_s_lost_tail_is_read_again_while_another_stays_busy(
     worker.start()
     half = len(quiet) // 2
     produce_to(worker, 1, quiet[:half])
-    fired = worker.data_dir / "test-stall-fired"
-    deadline = time.monotonic() + 90
-    while not fired.exists():
-        worker.assert_alive()
-        assert time.monotonic() < deadline, "the stall hook never fired"
-        time.sleep(0.2)
+    wait_fired(worker)
     # Partition 1's last records: 100 reach the agent, the rest are lost, none come after.
     quiet_end = produce_to(worker, 1, quiet[half:])
     busy_end = produce_to(worker, 0, busy)  # partition 0's are never lost
