@@ -547,7 +547,8 @@ class StreamState:
 # path (a stream's key per run of events, a window's per feature at each flush and look), so
 # they are memoised. Bounded by what is asked for again, not by how long the worker runs: a
 # window's keys are asked for while it is open or a baseline, and 65,536 of them kept windows
-# long expired (~2.5 MiB more RSS every million events of ``bench.worker_memory``).
+# long expired (~0.8 MB more RSS every million events of ``bench.worker_memory``; with the
+# p-value memos, ~2.4 MB: tests/unit/test_memo_bounds.py).
 @functools.lru_cache(maxsize=4096)
 def stream_key(tenant: str, model: str) -> str:
     return json.dumps(["s", tenant, model])
