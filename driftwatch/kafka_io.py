@@ -39,9 +39,11 @@ def produce_messages(
     topic: str,
     messages: Iterable[tuple[bytes | None, bytes]],
     ends: dict[int, int] | None = None,
+    partition: int | None = None,
 ) -> int:
     """Produce and wait for delivery; raise if any message was not delivered. With ``ends``,
-    record per partition the offset after the last delivered message."""
+    record per partition the offset after the last delivered message. ``partition``: all of
+    them to that one (else by key, the producer's partitioner)."""
     n = 0
     errors: list[Any] = []
 
@@ -54,7 +56,10 @@ def produce_messages(
     for key, value in messages:
         while True:
             try:
-                producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                if partition is None:
+                    producer.produce(topic, key=key, value=value, on_delivery=on_delivery)
+                else:
+                    producer.produce(topic, value, key, partition, on_delivery)
                 break
             except BufferError:
                 producer.poll(0.05)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from agents.stall import STALL_EXIT_CODE
-from driftwatch.kafka_io import make_producer
+from driftwatch.kafka_io import make_producer, produce_messages
 from driftwatch.simulate import SimulationConfig, generate
 from tests.integration.test_worker import TRAFFIC, messages, state_counts
 from tests.integration.worker_harness import (
@@ -199,23 +199,10 @@ def test_records_lost_between_fetch_and_agent_are_read_again(worker: WorkerProce
 def produce_to(worker: WorkerProcess, partition: int, events: list[Any]) -> int:
     """Produce ``events`` to one partition of the worker's input (every stream's events on
     one partition, as a key's are); returns the offset after the last."""
+    ends: dict[int, int] = {}
     producer = make_producer(worker.bootstrap)
-    ends: list[int] = []
-
-    def delivered(err: Any, msg: Any) -> None:
-        assert err is None, err
-        ends.append(msg.offset() + 1)
-
-    for key, value in messages(events):
-        while True:
-            try:
-                producer.produce(worker.topic("predictions"), value, key, partition, delivered)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    assert producer.flush(60) == 0
-    assert len(ends) == len(events)
-    return max(ends)
+    produce_messages(producer, worker.topic("predictions"), messages(events), ends, partition)
+    return ends[partition]
 
 
 def test_an_idle_partition_s_lost_tail_is_read_again_while_another_stays_busy(
