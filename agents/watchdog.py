@@ -405,24 +405,29 @@ class StallHook:
     answers it; the fetch timeout sends it again, no stall) or, after 100 more input records,
     drop those fetched in the 2 s after on their way to the agents (``lose``: Faust's races;
     read again, no stall; ``lose:N:P``: partition P's records only, both the 100 and those
-    dropped). Fires once per data directory, so the restarted worker runs normally."""
+    dropped; ``lose:N:P:K``: K of them let through, not 100, so ``lose:N:P:0`` loses the head
+    of a partition nothing was read of yet). Fires once per data directory, so the restarted
+    worker runs normally."""
 
     def __init__(self, spec: str, data_dir: str) -> None:
         kind, _, after = spec.partition(":")
         after, _, partition = after.partition(":")
-        numbers = after.isdigit() or not after, partition.isdigit() or not partition
+        partition, _, through = partition.partition(":")
+        numbers = [n.isdigit() or not n for n in (after, partition, through)]
         if (
             kind not in (FETCH, COMMIT, UNANSWERED, LOSE)
             or (partition and kind != LOSE)
+            or (through and not partition)
             or not all(numbers)
         ):
             raise ValueError(
                 f"DRIFTWATCH_TEST_STALL: {spec!r} is not fetch:N, commit:N, unanswered:N, "
-                "lose:N or lose:N:P"
+                "lose:N, lose:N:P or lose:N:P:K"
             )
         self.kind = kind
         self.after = int(after or 0)
         self.partition = int(partition) if partition else None
+        self.let_through = int(through) if through else None
         self.marker = Path(data_dir) / "test-stall-fired"
         self.seen = 0
 
@@ -438,6 +443,8 @@ class StallHook:
         log.warning("TEST HOOK: provoking %s after %d events", what, self.seen)
         if self.kind == LOSE:
             faust_compat.eager_delivery.LOSE_PARTITION = self.partition
+            if self.let_through is not None:
+                faust_compat.eager_delivery.LOSE_AFTER = self.let_through
             faust_compat.eager_delivery.LOSE_NEXT_FETCH = True
         elif self.kind == COMMIT:
             faust_compat.guards.IGNORE_ACKS = True

@@ -251,7 +251,8 @@ class Settings:
         "an answer, as a broker that never answers would; `lose:N`, after N events, lets 100 "
         "more input records through and drops those fetched in the 2 s after on their way "
         "to the agents, as Faust's races do (`lose:N:P`: partition P's records only, the "
-        "100 let through and those dropped). Empty in production.",
+        "100 let through and those dropped; `lose:N:P:K`: K let through, not 100). Empty in "
+        "production.",
     )
     idle_timeout: float = _env(
         "DRIFTWATCH_IDLE_TIMEOUT_SECONDS",

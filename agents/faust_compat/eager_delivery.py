@@ -55,7 +55,8 @@ LOSE_PARTITION: int | None = None
 """Testing only (``lose:N:P``): only partition P's records are dropped; None: every partition's."""
 LOSE_AFTER = 100
 """So the agent commits inside the lost records' produce batch, as in the CI run the hook
-imitates: past the log end the embedded broker reports (its last batch's first offset + 1)."""
+imitates: past the log end the embedded broker reports (its last batch's first offset + 1).
+``lose:N:P:K`` lets K through instead (0: a partition's head is lost)."""
 LOSE_SECONDS = 2.0
 """Every record of the stretch is lost, also one a split fetch brings next: no later record
 may reach the agents and make the jump visible to the order guard."""

@@ -325,7 +325,7 @@ class SourceOrder:
             if expect is None:
                 expect = known = consumer._committed_offset.get(tp)
                 if expect is None and self.start is not None:
-                    expect = await self._start(tp)
+                    expect = await self.group_start(tp)
                     if self.generation != generation:
                         return self._superseded(consumer, admitted, events[index:])
                     if expect is None:  # cannot tell where to start: hold, read again
@@ -396,7 +396,9 @@ class SourceOrder:
             sought.append(tp)
         return sought
 
-    async def _start(self, tp: Any) -> int | None:
+    async def group_start(self, tp: Any) -> int | None:
+        """Where the group starts on ``tp`` (its committed offset, else the log start: the
+        ``start`` lookup), or None when the broker cannot say now (logged)."""
         assert self.start is not None
         try:
             return int(

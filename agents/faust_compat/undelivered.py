@@ -24,6 +24,15 @@ same: read again, it brings nothing, the same pair comes back, and after ``tries
 partition is left alone, and to the watchdog. A re-read that was
 not needed costs a few records read twice: the offset guards skip what was applied.
 
+A partition whose agent has admitted nothing since the assignment, and where the group has no
+commit, has no next offset to admit in the worker's books: when every record the client
+handed over of it was lost (the head of a new partition, say), the client's position is past
+records nothing will process, and the worker would wait for the watchdog's restart. Once such
+a partition is still past offset 0 with nothing of it in hand, the broker is asked where the
+group starts there (the order guard's lookup: its committed offset, else the log start, as
+the consumer's ``earliest`` reset reads it; one throw-away client, once per partition and
+assignment) and the answer is the next offset to admit: the watch then judges it as any other.
+
 >>> watch = UndeliveredWatch(quiet_seconds=5.0, tries=2)
 >>> watch.look(0.0, {"p0": (100, 140)}, busy=())
 {}
@@ -45,6 +54,7 @@ not needed costs a few records read twice: the offset guards skip what was appli
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Collection, Mapping
@@ -79,6 +89,12 @@ class UndeliveredWatch:
     _still: dict[Any, tuple[Pair, float]] = field(default_factory=dict)
     _tried: dict[Any, tuple[Pair, int, float]] = field(default_factory=dict)
     """Per partition: the pair last read again, how often, and when last."""
+    starts: dict[Any, int] = field(default_factory=dict)
+    """Where the group starts, per partition the agent has admitted nothing of since the
+    assignment (asked of the broker: :func:`check`)."""
+    asking: dict[Any, asyncio.Future[None]] = field(default_factory=dict)
+    """The lookups of a start running, per partition (held: the loop keeps a task only
+    weakly)."""
 
     def look(
         self,
@@ -123,6 +139,7 @@ class UndeliveredWatch:
         """A rebalance: reading starts again from the committed offsets."""
         self._still.clear()
         self._tried.clear()
+        self.starts.clear()
 
 
 WATCH = UndeliveredWatch()
@@ -149,11 +166,12 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
         # the batches taken out of them), not in a stream's gathering of its next batch.
         if tp.topic in guards.GUARDED_TOPICS and bulk_delivery.sink_for(app, tp.topic):
             nxt = order.expect.get(tp)
-            partitions[tp] = (committed.get(tp) if nxt is None else nxt, positions.get(tp))
+            if nxt is None:
+                nxt = committed.get(tp, watch.starts.get(tp))
+            partitions[tp] = (nxt, positions.get(tp))
     busy: set[Any] = set()
-    behind = {
-        tp: (n, p) for tp, (n, p) in partitions.items() if n is not None and p is not None and p > n
-    }
+    # Behind what the client handed over, or nothing admitted, no commit, and past offset 0.
+    behind = {tp: (n, p) for tp, (n, p) in partitions.items() if p and (n is None or p > n)}
     if behind:
         fetching = eager_delivery.FETCHING  # the fetch the loop is handing over
         queued = bulk_delivery.queued_partitions(app)
@@ -169,9 +187,14 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
                 or tp in order.held
                 or tp in gaps
                 or tp in waiting
-                or order.known_markers(consumer_gaps.get(tp), tp, nxt, position)
+                or (
+                    nxt is not None
+                    and order.known_markers(consumer_gaps.get(tp), tp, nxt, position)
+                )
             ):
                 busy.add(tp)
+            elif nxt is None and order.start is not None and tp not in watch.asking:
+                watch.asking[tp] = asyncio.ensure_future(_ask_start(order, watch, tp, position))
     again = watch.look(now, partitions, busy)
     for tp, offset in again.items():
         COUNTERS["undelivered_refetch"] += 1
@@ -182,6 +205,25 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
         )  # fmt: skip
         guards.seek_back(consumer, tp, offset)
     return again
+
+
+async def _ask_start(order: guards.SourceOrder, watch: UndeliveredWatch, tp: Any,
+                     position: int) -> None:  # fmt: skip
+    """Learn where the group starts on ``tp`` (see the module), for the next looks; a failed
+    lookup (logged by the order guard's) is asked again once ``quiet_seconds`` have passed. An
+    answer that comes across a rebalance is dropped: the new assignment asks again."""
+    generation = order.generation
+    log.info("%s[%d]: the client is at offset %d, and nothing of the partition reached the "
+             "agent since the assignment, where the group has no commit; asking the broker "
+             "where the group starts", tp.topic, tp.partition, position)  # fmt: skip
+    try:
+        start = await order.group_start(tp)
+        if start is None:
+            await asyncio.sleep(watch.quiet_seconds)  # the broker away: not every second
+        elif order.generation == generation:
+            watch.starts[tp] = start
+    finally:
+        watch.asking.pop(tp, None)
 
 
 _FAILED_AT: list[float] = []

@@ -253,3 +253,43 @@ def test_an_idle_partition_s_lost_tail_is_read_again_while_another_stays_busy(
         assert metrics.get(f'driftwatch_consumer_guard_total{{what="{guard}"}}', 0) == 0, guard
     assert worker.stop() == 0
     assert state_counts(worker.data_dir) == expected_counts(quiet + busy)
+
+
+def test_a_new_partition_s_lost_head_is_read_again_from_where_the_group_starts(
+    worker: WorkerProcess,
+) -> None:
+    """Partition 1 gets its first records after the worker has worked on partition 0 for a
+    while, and every one of them is lost between the client and the agent: nothing of it was
+    ever admitted or committed, so the worker has no next offset for it to compare the
+    client's position with. It asks the broker where the group starts there (the log start)
+    and reads it again from that: no restart, no order or head re-read (no later record comes
+    to make the jump visible), exact counts. Before, only the watchdog's restart after its
+    stall time (60 s here, a restart this test refuses) brought those records in."""
+    worker.extra_env["DRIFTWATCH_STALL_SECONDS"] = "60"  # the repair, not the watchdog
+    before = list(generate(SimulationConfig(
+        **{**TRAFFIC.__dict__, "tenants": ("hooli",), "days": 2, "events_per_day": 300,
+           "drifts": ()}
+    )))  # fmt: skip
+    head = list(generate(SimulationConfig(
+        **{**TRAFFIC.__dict__, "days": 2, "events_per_day": 120, "drifts": ()}
+    )))  # fmt: skip
+    # After 300 events (partition 0's), partition 1's records are lost, none let through.
+    worker.extra_env["DRIFTWATCH_TEST_STALL"] = "lose:300:1:0"
+    worker.start()
+    before_end = produce_to(worker, 0, before)
+    wait_fired(worker)
+    head_end = produce_to(worker, 1, head)  # all of it lost; nothing comes after it
+    wait_committed(worker, {0: before_end, 1: head_end}, timeout=120)
+
+    log = worker.log_path.read_text(errors="replace")
+    assert worker.restarts == [] and "WATCHDOG" not in log, worker.log_tail()
+    topic = worker.topic("predictions")
+    assert f"{topic}[1]: the client is at offset" in log, log[-4000:]  # asked for the start
+    assert f"{topic}[1]: the client handed over records" in log, log[-4000:]  # read again
+    assert "reading it again from 0" in log
+    metrics = worker.read_metrics()
+    assert metrics.get('driftwatch_consumer_guard_total{what="test_lost"}', 0) >= len(head) / 2
+    for guard in ("order_refetch", "head_refetch"):
+        assert metrics.get(f'driftwatch_consumer_guard_total{{what="{guard}"}}', 0) == 0, guard
+    assert worker.stop() == 0
+    assert state_counts(worker.data_dir) == expected_counts(before + head)

@@ -459,11 +459,26 @@ def test_stall_hook_fires_once_per_data_dir(tmp_path: Path) -> None:
         assert not faust_compat.guards.IGNORE_ACKS
     finally:
         faust_compat.guards.IGNORE_ACKS = False
-    for wrong in ("sleep:3", "commit:3:1", "lose:3:x", "fetch:x"):  # a partition: lose's only
+    # a partition (and records let through): lose's only, and the count only with a partition
+    for wrong in ("sleep:3", "commit:3:1", "lose:3:x", "fetch:x", "lose:3::0", "lose:3:1:x"):
         with pytest.raises(ValueError):
             StallHook(wrong, str(tmp_path))
     assert StallHook("lose:3:1", str(tmp_path / "a")).partition == 1
     assert StallHook("lose:3", str(tmp_path / "b")).partition is None
+    assert StallHook("lose:3:1", str(tmp_path / "a")).let_through is None  # the default 100
+
+
+def test_the_lose_hook_sets_the_partition_and_the_records_let_through(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    delivery = faust_compat.eager_delivery
+    for name in ("LOSE_NEXT_FETCH", "LOSE_PARTITION", "LOSE_AFTER"):
+        monkeypatch.setattr(delivery, name, getattr(delivery, name))
+    StallHook("lose:5:1:0", str(tmp_path / "a"))(None, 5)
+    assert (delivery.LOSE_NEXT_FETCH, delivery.LOSE_PARTITION, delivery.LOSE_AFTER) == (True, 1, 0)
+    monkeypatch.setattr(delivery, "LOSE_AFTER", 100)
+    StallHook("lose:5:0", str(tmp_path / "b"))(None, 5)
+    assert (delivery.LOSE_PARTITION, delivery.LOSE_AFTER) == (0, 100)
 
 
 def test_an_outage_is_not_a_stall_and_the_clocks_restart_after_it(tmp_path: Path) -> None:

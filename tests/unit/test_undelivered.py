@@ -4,6 +4,7 @@ side: what it reads of the consumer and what counts as still in hand)."""
 
 from __future__ import annotations
 
+import asyncio
 from types import SimpleNamespace as NS
 from typing import Any
 
@@ -146,6 +147,87 @@ def test_an_idle_partition_is_read_again_while_the_busy_one_beside_it_is_in_hand
     assert [undelivered.check(app, watch, now=t) for t in (0.0, 4.0)] == [{}, {}]
     assert undelivered.check(app, watch, now=5.0) == {P1: 120}
     assert seeks == [(P1, 120)]
+
+
+def test_a_partition_nothing_was_admitted_of_is_read_again_from_where_the_group_starts(
+    order: guards.SourceOrder, seeks: list[tuple[TP, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nothing of P1 admitted since the assignment, no commit there, and the client past
+    offset 0 with nothing of it in hand: its head was lost, and the worker has no next offset
+    for it. The broker is asked where the group starts (only when nothing is in hand, once at
+    a time, not again at once after a failure), and P1 is read again from there. P0, caught
+    up at its commit, asks nothing."""
+    asked: list[int] = []
+    answers: list[int | None] = [None, 0]  # the broker away, then the log start
+
+    async def start(topic: str, partition: int) -> int:
+        asked.append(partition)
+        answer = answers.pop(0)
+        if answer is None:
+            raise OSError("broker away")
+        return answer
+
+    order.start = start
+
+    async def scenario() -> None:
+        watch = undelivered.UndeliveredWatch(quiet_seconds=0.05)
+        app = make_app({P0: 900, P1: 40}, {P0: 900})
+        monkeypatch.setattr(eager_delivery, "FETCHING", {P1})  # its fetch on its way: in hand
+        assert undelivered.check(app, watch, now=0.0) == {}
+        await asyncio.sleep(0.01)
+        assert asked == []
+        monkeypatch.setattr(eager_delivery, "FETCHING", set())
+        assert undelivered.check(app, watch, now=1.0) == {}  # asked: the broker is away
+        assert undelivered.check(app, watch, now=2.0) == {}  # not again while asking
+        await asyncio.sleep(0.01)
+        assert asked == [1] and watch.starts == {}
+        assert undelivered.check(app, watch, now=3.0) == {}  # not again in the failure's pause
+        await asyncio.sleep(0.1)
+        assert asked == [1]
+        assert undelivered.check(app, watch, now=4.0) == {}  # asked again: the log start, 0
+        await asyncio.sleep(0.01)
+        assert asked == [1, 1] and watch.starts == {P1: 0}
+        assert undelivered.check(app, watch, now=5.0) == {}  # still since here
+        assert undelivered.check(app, watch, now=5.1) == {P1: 0}
+        assert seeks == [(P1, 0)]
+        app.rebalancing = True  # a new assignment asks again
+        assert undelivered.check(app, watch, now=6.0) == {}
+        assert watch.starts == {}
+
+    asyncio.run(scenario())
+
+
+def test_a_start_learned_across_a_rebalance_is_dropped(
+    order: guards.SourceOrder, seeks: list[tuple[TP, int]]
+) -> None:
+    """An answer the broker gave for the old assignment is not the new one's."""
+    answer: asyncio.Future[int] | None = None
+
+    async def start(topic: str, partition: int) -> int:
+        assert answer is not None
+        return await answer
+
+    order.start = start
+
+    async def scenario() -> None:
+        nonlocal answer
+        answer = asyncio.get_running_loop().create_future()
+        watch = undelivered.UndeliveredWatch(quiet_seconds=5.0)
+        app = make_app({P1: 40}, {})
+        assert undelivered.check(app, watch, now=0.0) == {}
+        await asyncio.sleep(0)
+        assert set(watch.asking) == {P1}
+        order.reset()  # the rebalance
+        answer.set_result(0)
+        await asyncio.sleep(0.01)
+        assert watch.starts == {} and not watch.asking
+        # without a lookup (``order.start`` None), such a partition is left as it is
+        order.start = None
+        assert [undelivered.check(app, watch, now=t) for t in (1.0, 9.0)] == [{}, {}]
+        assert not watch.asking
+
+    asyncio.run(scenario())
+    assert seeks == []
 
 
 def test_during_a_rebalance_nothing_is_judged_and_the_clocks_start_again(
