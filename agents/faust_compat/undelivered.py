@@ -30,8 +30,9 @@ handed over of it was lost (the head of a new partition, say), the client's posi
 records nothing will process, and the worker would wait for the watchdog's restart. Once such
 a partition is still past offset 0 with nothing of it in hand, the broker is asked where the
 group starts there (the order guard's lookup: its committed offset, else the log start, as
-the consumer's ``earliest`` reset reads it; one throw-away client, once per partition and
-assignment) and the answer is the next offset to admit: the watch then judges it as any other.
+the consumer's ``earliest`` reset reads it; a throw-away client, one at a time, once per
+partition and assignment) and the answer is the next offset to admit: the watch then
+judges it as any other.
 
 >>> watch = UndeliveredWatch(quiet_seconds=5.0, tries=2)
 >>> watch.look(0.0, {"p0": (100, 140)}, busy=())
@@ -193,7 +194,9 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
                 )
             ):
                 busy.add(tp)
-            elif nxt is None and order.start is not None and tp not in watch.asking:
+            elif nxt is None and order.start is not None and not watch.asking:
+                # One lookup at a time: each is a throw-away client in a thread of the pool
+                # the worker's compute runs in.
                 watch.asking[tp] = asyncio.ensure_future(_ask_start(order, watch, tp, position))
     again = watch.look(now, partitions, busy)
     for tp, offset in again.items():
