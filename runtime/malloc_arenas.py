@@ -5,8 +5,10 @@ The worker's compute runs in a pool of threads (``asyncio.to_thread``: the engin
 the performance monitor, beside librdkafka's and RocksDB's own threads), each decoding
 messages of hundreds of kilobytes into short-lived objects. Every arena keeps what it once
 held, so the resident set grew for millions of events before it levelled off
-(``bench.worker_memory``: 1,589 MiB at 1M events, 2,517 MiB at 5M). Two arenas hold it near
-where it starts; the measurement is in docs/benchmarks.md.
+(``bench.worker_memory``: 1,589 MiB at 1M events, 2,517 MiB at 5M). Two arenas held it near
+where it starts; one (the default since 2026-12-07) strands less freed memory between live
+chunks, at a throughput within the spread of two arenas' runs. The measurements are in
+docs/benchmarks.md.
 
 It has to run before the threads it is meant for allocate: :func:`limit_arenas` is the first
 thing ``driftwatch worker`` does. ``MALLOC_ARENA_MAX`` in the environment does the same for
