@@ -932,6 +932,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "predictions_per_message": batch,
             "driftwatch_workers": workers,
             "broker": broker_kind,
+            "worker_malloc_arenas": Settings.from_env().malloc_arenas,
             "batch": "take_events(1000, within=0.5)",
             "timing": "first processed event -> N-th; workers polled every 0.1-2 s",
             "worker_gc_threshold": Settings.from_env().gc_threshold,

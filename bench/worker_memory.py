@@ -210,6 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "broker": broker_kind,
             "detection": FAST_DETECTION,
             "worker_gc_threshold": Settings.from_env().gc_threshold,
+            "worker_malloc_arenas": Settings.from_env().malloc_arenas,
         },
         "checkpoints": checkpoints,
         "rss_last_over_first": round(last["rss_mb"] / first["rss_mb"], 3),

@@ -414,9 +414,10 @@ class Settings:
         1,
         "The worker's C allocator arenas (glibc; set at start): each compute thread otherwise "
         "gets its own and keeps what it once held, and RSS grew for millions of events before "
-        "it levelled off. One, shared by every thread, strands less freed memory: over 10M "
-        "events RSS read 323-348 MiB in two runs, 323-362 with two arenas (the default until "
-        "2026-12-07). 0 leaves glibc's default (8 per core).",
+        "it levelled off. One, shared by every thread: over 10M events RSS read 323-348 MiB in "
+        "two runs, 323-362 in two with two arenas (the default until 2026-12-07), measured on "
+        "2 cores; with many cores, 2 or more (docs/runbook.md). 0 leaves glibc's default (8 "
+        "per core).",
     )
     malloc_mmap_threshold_kb: int = _env(
         "DRIFTWATCH_MALLOC_MMAP_THRESHOLD_KB",

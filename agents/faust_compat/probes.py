@@ -36,8 +36,9 @@ def kafka_start_lookup(config: dict[str, Any], group_id: str, timeout: float = 1
 def group_start_offset(
     config: dict[str, Any], group_id: str, topic: str, partition: int, timeout: float = 10.0
 ) -> int:
-    """The group's committed offset of a partition, or its log start when it has none
-    (``auto.offset.reset=earliest``, as the worker's consumer); blocking, for a thread."""
+    """The group's committed offset of a partition, or its log start when it has none or the
+    commit is below it (deleted by retention): where the worker's consumer reads from
+    (``auto.offset.reset=earliest``); blocking, for a thread."""
     from confluent_kafka import Consumer, TopicPartition
 
     consumer = Consumer({**config, "group.id": group_id, "enable.auto.commit": False})
@@ -46,10 +47,8 @@ def group_start_offset(
         [got] = consumer.committed([tp], timeout)
         if got.error is not None:
             raise RuntimeError(str(got.error))
-        if got.offset >= 0:
-            return int(got.offset)
         low, _ = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
-        return max(0, int(low))
+        return max(0, int(got.offset), int(low))  # no commit: -1001
     finally:
         consumer.close()
 

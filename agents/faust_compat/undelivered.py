@@ -24,15 +24,17 @@ same: read again, it brings nothing, the same pair comes back, and after ``tries
 partition is left alone, and to the watchdog. A re-read that was
 not needed costs a few records read twice: the offset guards skip what was applied.
 
-A partition whose agent has admitted nothing since the assignment, and where the group has no
-commit, has no next offset to admit in the worker's books: when every record the client
-handed over of it was lost (the head of a new partition, say), the client's position is past
-records nothing will process, and the worker would wait for the watchdog's restart. Once such
-a partition is still past offset 0 with nothing of it in hand, the broker is asked where the
-group starts there (the order guard's lookup: its committed offset, else the log start, as
-the consumer's ``earliest`` reset reads it; a throw-away client, one at a time, once per
-partition and assignment) and the answer is the next offset to admit: the watch then
-judges it as any other.
+A partition whose agent has admitted nothing since the assignment, and with no commit Faust
+knows of there, has no next offset to admit in the worker's books: when every record the
+client handed over of it was lost (the head of a new partition, say), the client's position
+is past records nothing will process, and the worker would wait for the watchdog's restart.
+Once such a partition has been past offset 0 with nothing of it in hand for ``quiet_seconds``,
+the broker is asked where the group starts there (the order guard's lookup: its committed
+offset, or the log start when there is none or the commit is below it, where the consumer's
+``earliest`` reset reads; a throw-away client, one lookup awaited at a time; a partition
+whose lookup failed waits twice ``quiet_seconds`` before it is asked again, so another can
+be asked meanwhile), and the answer, kept for the assignment, is the next offset to admit:
+the watch then judges it as any other.
 
 >>> watch = UndeliveredWatch(quiet_seconds=5.0, tries=2)
 >>> watch.look(0.0, {"p0": (100, 140)}, busy=())
@@ -57,6 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
@@ -92,10 +95,15 @@ class UndeliveredWatch:
     """Per partition: the pair last read again, how often, and when last."""
     starts: dict[Any, int] = field(default_factory=dict)
     """Where the group starts, per partition the agent has admitted nothing of since the
-    assignment (asked of the broker: :func:`check`)."""
+    assignment (asked of the broker: :func:`check`), learned in assignment ``generation``."""
+    generation: int = 0
     asking: dict[Any, asyncio.Future[None]] = field(default_factory=dict)
-    """The lookups of a start running, per partition (held: the loop keeps a task only
+    """The lookup of a start running, by partition (held: the loop keeps a task only
     weakly)."""
+    unknown_since: dict[Any, float] = field(default_factory=dict)
+    """Since when a partition with no next offset known has been past 0, nothing in hand."""
+    failed: dict[Any, float] = field(default_factory=dict)
+    """When a partition's last lookup that failed was asked for."""
 
     def look(
         self,
@@ -141,6 +149,7 @@ class UndeliveredWatch:
         self._still.clear()
         self._tried.clear()
         self.starts.clear()
+        self.unknown_since.clear()
 
 
 WATCH = UndeliveredWatch()
@@ -154,6 +163,9 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
     if order is None or not _settled(app):
         watch.reset()
         return {}
+    if watch.generation != order.generation:  # a rebalance the looks did not see
+        watch.reset()
+        watch.generation = order.generation
     consumer = app.consumer
     client = introspection.fetch_positions(consumer)
     if client is None:
@@ -194,10 +206,9 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
                 )
             ):
                 busy.add(tp)
-            elif nxt is None and order.start is not None and not watch.asking:
-                # One lookup at a time: each is a throw-away client in a thread of the pool
-                # the worker's compute runs in.
-                watch.asking[tp] = asyncio.ensure_future(_ask_start(order, watch, tp, position))
+    unknown = {tp: p for tp, (n, p) in behind.items() if n is None and tp not in busy}
+    if order.start is not None:
+        _ask_starts(order, watch, now, unknown)
     again = watch.look(now, partitions, busy)
     for tp, offset in again.items():
         COUNTERS["undelivered_refetch"] += 1
@@ -210,23 +221,52 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
     return again
 
 
-async def _ask_start(order: guards.SourceOrder, watch: UndeliveredWatch, tp: Any,
-                     position: int) -> None:  # fmt: skip
-    """Learn where the group starts on ``tp`` (see the module), for the next looks; a failed
-    lookup (logged by the order guard's) is asked again once ``quiet_seconds`` have passed. An
-    answer that comes across a rebalance is dropped: the new assignment asks again."""
+def _ask_starts(
+    order: guards.SourceOrder, watch: UndeliveredWatch, now: float, unknown: Mapping[Any, int]
+) -> None:
+    """Ask the broker where the group starts on one of the ``unknown`` partitions (with their
+    client positions) that has been so for ``quiet_seconds``, unless a lookup is running: each
+    is a throw-away client in a thread of the pool the worker's compute runs in."""
+    for gone in set(watch.unknown_since) - set(unknown):
+        del watch.unknown_since[gone]
+    for tp, position in unknown.items():
+        since = watch.unknown_since.setdefault(tp, now)
+        if (
+            watch.asking
+            or now - since < watch.quiet_seconds
+            or now - watch.failed.get(tp, -math.inf) < 2 * watch.quiet_seconds
+        ):
+            continue
+        task = asyncio.ensure_future(_ask_start(order, watch, tp, position, now))
+        task.add_done_callback(_log_failure)
+        watch.asking[tp] = task
+
+
+async def _ask_start(
+    order: guards.SourceOrder, watch: UndeliveredWatch, tp: Any, position: int, now: float
+) -> None:
+    """Learn where the group starts on ``tp`` (see the module), for the next looks. A failed
+    lookup (logged by the order guard's) marks the partition failed as of ``now`` (the look
+    that asked); an answer that comes across a rebalance is dropped: the new assignment asks
+    again."""
     generation = order.generation
     log.info("%s[%d]: the client is at offset %d, and nothing of the partition reached the "
-             "agent since the assignment, where the group has no commit; asking the broker "
-             "where the group starts", tp.topic, tp.partition, position)  # fmt: skip
+             "agent since the assignment, with no commit known to the consumer; asking the "
+             "broker where the group starts", tp.topic, tp.partition, position)  # fmt: skip
     try:
         start = await order.group_start(tp)
-        if start is None:
-            await asyncio.sleep(watch.quiet_seconds)  # the broker away: not every second
-        elif order.generation == generation:
-            watch.starts[tp] = start
     finally:
         watch.asking.pop(tp, None)
+    if start is None:
+        watch.failed[tp] = now
+    elif order.generation == generation:
+        watch.failed.pop(tp, None)
+        watch.starts[tp] = start
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("asking the broker where a group starts failed", exc_info=task.exception())
 
 
 _FAILED_AT: list[float] = []

@@ -152,11 +152,11 @@ def test_an_idle_partition_is_read_again_while_the_busy_one_beside_it_is_in_hand
 def test_a_partition_nothing_was_admitted_of_is_read_again_from_where_the_group_starts(
     order: guards.SourceOrder, seeks: list[tuple[TP, int]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Nothing of P1 admitted since the assignment, no commit there, and the client past
-    offset 0 with nothing of it in hand: its head was lost, and the worker has no next offset
-    for it. The broker is asked where the group starts (only when nothing is in hand, once at
-    a time, not again at once after a failure), and P1 is read again from there. P0, caught
-    up at its commit, asks nothing."""
+    """Nothing of P1 admitted since the assignment, no commit known there, and the client
+    past offset 0 with nothing of it in hand: its head was lost, and the worker has no next
+    offset for it. Once that has lasted ``quiet_seconds``, the broker is asked where the group
+    starts (not while in hand, not twice at once, not again soon after a failure), and P1 is
+    read again from there. P0, caught up at its commit, asks nothing."""
     asked: list[int] = []
     answers: list[int | None] = [None, 0]  # the broker away, then the log start
 
@@ -170,63 +170,91 @@ def test_a_partition_nothing_was_admitted_of_is_read_again_from_where_the_group_
     order.start = start
 
     async def scenario() -> None:
-        watch = undelivered.UndeliveredWatch(quiet_seconds=0.05)
+        watch = undelivered.UndeliveredWatch(quiet_seconds=5.0)
+
+        async def look(now: float) -> dict[TP, int]:
+            again = undelivered.check(app, watch, now=now)
+            await asyncio.sleep(0.01)  # a lookup, if one started, answers
+            return again
+
         app = make_app({P0: 900, P1: 40}, {P0: 900})
         monkeypatch.setattr(eager_delivery, "FETCHING", {P1})  # its fetch on its way: in hand
-        assert undelivered.check(app, watch, now=0.0) == {}
-        await asyncio.sleep(0.01)
+        assert [await look(t) for t in (0.0, 9.0)] == [{}, {}]
         assert asked == []
         monkeypatch.setattr(eager_delivery, "FETCHING", set())
-        assert undelivered.check(app, watch, now=1.0) == {}  # asked: the broker is away
-        assert undelivered.check(app, watch, now=2.0) == {}  # not again while asking
-        await asyncio.sleep(0.01)
+        assert [await look(t) for t in (10.0, 14.0)] == [{}, {}]
+        assert asked == []  # not quiet for 5 s yet
+        assert await look(15.0) == {}  # asked: the broker is away
         assert asked == [1] and watch.starts == {}
-        assert undelivered.check(app, watch, now=3.0) == {}  # not again in the failure's pause
-        await asyncio.sleep(0.1)
+        assert await look(24.0) == {}  # not again within twice the quiet time of the failure
         assert asked == [1]
-        assert undelivered.check(app, watch, now=4.0) == {}  # asked again: the log start, 0
-        await asyncio.sleep(0.01)
+        assert await look(25.0) == {}  # asked again: the log start, 0
         assert asked == [1, 1] and watch.starts == {P1: 0}
-        assert undelivered.check(app, watch, now=5.0) == {}  # still since here
-        assert undelivered.check(app, watch, now=5.1) == {P1: 0}
+        assert await look(26.0) == {}  # still since here
+        assert await look(31.0) == {P1: 0}
         assert seeks == [(P1, 0)]
         app.rebalancing = True  # a new assignment asks again
-        assert undelivered.check(app, watch, now=6.0) == {}
+        assert await look(32.0) == {}
         assert watch.starts == {}
 
     asyncio.run(scenario())
 
 
-def test_a_start_learned_across_a_rebalance_is_dropped(
+def test_the_start_lookup_leaves_alone_what_it_should_and_asks_one_at_a_time(
     order: guards.SourceOrder, seeks: list[tuple[TP, int]]
 ) -> None:
-    """An answer the broker gave for the old assignment is not the new one's; and one
-    lookup runs at a time (each is a client in a thread of the compute's pool)."""
-    answer: asyncio.Future[int] | None = None
+    """One lookup at a time (each is a client in a thread of the compute's pool), and after
+    a failed one, the other partition's turn; an answer the broker gave for the old
+    assignment is not the new one's; a partition at offset 0 asks nothing, and one whose
+    commit Faust did not know but the broker did (the answer is its position) is caught up,
+    not read again."""
+    asked: list[tuple[int, asyncio.Future[int]]] = []
 
     async def start(topic: str, partition: int) -> int:
-        assert answer is not None
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        asked.append((partition, answer))
         return await answer
 
     order.start = start
 
     async def scenario() -> None:
-        nonlocal answer
-        answer = asyncio.get_running_loop().create_future()
         watch = undelivered.UndeliveredWatch(quiet_seconds=5.0)
+
+        async def look(now: float) -> dict[TP, int]:
+            again = undelivered.check(app, watch, now=now)
+            await asyncio.sleep(0.01)
+            return again
+
         app = make_app({P0: 30, P1: 40}, {})
-        assert undelivered.check(app, watch, now=0.0) == {}
-        assert undelivered.check(app, watch, now=0.5) == {}
-        await asyncio.sleep(0)
-        assert len(watch.asking) == 1  # both want one: asked one after the other
-        order.reset()  # the rebalance
-        answer.set_result(0)
+        assert [await look(t) for t in (0.0, 5.0, 6.0)] == [{}] * 3
+        assert len(asked) == 1 and len(watch.asking) == 1  # both want one: one at a time
+        first, answer = asked[0]
+        answer.set_exception(OSError("broker away"))
         await asyncio.sleep(0.01)
-        assert watch.starts == {} and not watch.asking
-        # without a lookup (``order.start`` None), such a partition is left as it is
+        assert await look(7.0) == {}
+        assert len(asked) == 2 and asked[1][0] != first  # the other one's turn
+        other, answer = asked[1]
+        # The broker knew its commit: the client's position itself, so caught up.
+        answer.set_result({0: 30, 1: 40}[other])
+        await asyncio.sleep(0.01)
+        assert [await look(t) for t in (8.0, 14.0)] == [{}, {}]
+        assert watch.starts == {TP(TOPIC, other): {0: 30, 1: 40}[other]}
+        assert len(asked) == 2  # the failed one waits twice the quiet time from its look (5)
+        assert await look(15.0) == {}
+        assert [p for p, _ in asked] == [first, other, first]
+        order.reset()  # a rebalance while it is asked: its answer is the old assignment's
+        asked[2][1].set_result(0)
+        await asyncio.sleep(0.01)
+        assert await look(16.0) == {}
+        assert watch.starts == {} and not watch.asking and len(asked) == 3
+        # At offset 0 nothing was handed over: nothing to ask.
+        app = make_app({TP(TOPIC, 2): 0}, {})
+        assert [await look(t) for t in (40.0, 50.0)] == [{}, {}]
+        # Without a lookup (``order.start`` None), such a partition is left as it is.
         order.start = None
-        assert [undelivered.check(app, watch, now=t) for t in (1.0, 9.0)] == [{}, {}]
-        assert not watch.asking
+        app = make_app({P0: 30}, {})
+        assert [await look(t) for t in (60.0, 70.0, 80.0)] == [{}] * 3
+        assert len(asked) == 3 and not watch.asking
 
     asyncio.run(scenario())
     assert seeks == []
@@ -324,3 +352,22 @@ def test_a_failed_look_is_logged_once_a_minute_and_never_raised(
 def test_a_look_that_works_is_passed_on(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(undelivered, "check", lambda app: {P0: 10})
     assert undelivered.check_quietly(None) == {P0: 10}
+
+
+def test_a_lookup_that_raises_is_logged_not_lost(caplog: pytest.LogCaptureFixture) -> None:
+    """The order guard's lookup catches what the broker throws; anything else a lookup task
+    raises is logged (a task's exception is otherwise only reported when it is collected)."""
+
+    async def scenario() -> None:
+        failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        failed.set_exception(RuntimeError("a bug"))
+        undelivered._log_failure(failed)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        undelivered._log_failure(done)
+
+    with caplog.at_level("ERROR"):
+        asyncio.run(scenario())
+    assert [r.getMessage() for r in caplog.records] == [
+        "asking the broker where a group starts failed"
+    ]
