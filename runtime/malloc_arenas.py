@@ -7,8 +7,9 @@ messages of hundreds of kilobytes into short-lived objects. Every arena keeps wh
 held, so the resident set grew for millions of events before it levelled off
 (``bench.worker_memory``: 1,589 MiB at 1M events, 2,517 MiB at 5M). Two arenas held it near
 where it starts; with one (the default since 2026-12-07) two 10M-event runs stayed within
-+-10 % of their 1M reading, at a throughput within the spread of two arenas' runs, on 2
-cores (docs/benchmarks.md; docs/runbook.md for many cores).
++-10 % of their 1M reading, at a throughput whose range overlaps two arenas' (medians
+0.954x in envelopes, four runs each), on 2 cores (docs/benchmarks.md; docs/runbook.md for
+many cores).
 
 It has to run before the threads it is meant for allocate: :func:`limit_arenas` is the first
 thing ``driftwatch worker`` does. ``MALLOC_ARENA_MAX`` in the environment does the same for

@@ -397,8 +397,9 @@ class SourceOrder:
         return sought
 
     async def group_start(self, tp: Any) -> int | None:
-        """Where the group starts on ``tp`` (its committed offset, else the log start: the
-        ``start`` lookup), or None when the broker cannot say now (logged)."""
+        """Where the group starts on ``tp`` (its committed offset, or the log start when there
+        is none or the commit is below it: the ``start`` lookup), or None when the broker
+        cannot say now (logged)."""
         assert self.start is not None
         try:
             return int(

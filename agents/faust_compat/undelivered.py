@@ -32,9 +32,9 @@ Once such a partition has been past offset 0 with nothing of it in hand for ``qu
 the broker is asked where the group starts there (the order guard's lookup: its committed
 offset, or the log start when there is none or the commit is below it, where the consumer's
 ``earliest`` reset reads; a throw-away client, one lookup awaited at a time; a partition
-whose lookup failed waits twice ``quiet_seconds`` before it is asked again, so another can
-be asked meanwhile), and the answer, kept for the assignment, is the next offset to admit:
-the watch then judges it as any other.
+whose lookup failed is asked again no sooner than twice ``quiet_seconds`` after it was asked,
+another meanwhile if that lookup was quick), and the answer, kept for the assignment, is the
+next offset to admit: the watch then judges it as any other.
 
 >>> watch = UndeliveredWatch(quiet_seconds=5.0, tries=2)
 >>> watch.look(0.0, {"p0": (100, 140)}, busy=())
