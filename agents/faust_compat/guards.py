@@ -272,6 +272,10 @@ class SourceOrder:
     revoked: set[Any] = field(default_factory=set)
     """Partitions revoked and not assigned to this worker again: their messages read before
     the revocation are another worker's now, never processed here."""
+    starts: dict[Any, int] = field(default_factory=dict)
+    """Where the group starts per partition, as the broker said in this generation
+    (:meth:`group_start`'s answers, kept for both its askers: the first admission and the
+    undelivered check; a rebalance drops them)."""
     _first: dict[tuple[Any, int], int | None] = field(default_factory=dict)
     _told: set[Any] = field(default_factory=set)
     _overruled: set[tuple[Any, int]] = field(default_factory=set)
@@ -291,6 +295,7 @@ class SourceOrder:
         self._markers.clear()
         self.expect.clear()
         self.held.clear()
+        self.starts.clear()
         self._first.clear()
         self._told.clear()
         self._overruled.clear()
@@ -399,16 +404,25 @@ class SourceOrder:
     async def group_start(self, tp: Any) -> int | None:
         """Where the group starts on ``tp`` (its committed offset, or the log start when there
         is none or the commit is below it: the ``start`` lookup), or None when the broker
-        cannot say now (logged)."""
+        cannot say now (logged). Asked once per partition and generation: the answer is kept
+        in :attr:`starts` (within a generation only this worker commits the partition, and
+        the consumer knows those commits), unless a rebalance came while it was asked."""
         assert self.start is not None
+        known = self.starts.get(tp)
+        if known is not None:
+            return known
+        generation = self.generation
         try:
-            return int(
+            start = int(
                 await asyncio.wait_for(self.start(tp.topic, tp.partition), PROBE_TIMEOUT_SECONDS)
             )
         except Exception as exc:  # broker away: hold (safe), ask again next time
             log.warning("%s[%d]: could not ask the broker for the committed offset: %r",
                         tp.topic, tp.partition, exc)  # fmt: skip
             return None
+        if self.generation == generation:
+            self.starts[tp] = start
+        return start
 
     async def _no_records(self, consumer: Any, tp: Any, lo: int, hi: int) -> bool:
         key = (tp, lo)

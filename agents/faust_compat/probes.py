@@ -38,16 +38,22 @@ def group_start_offset(
 ) -> int:
     """The group's committed offset of a partition, or its log start when it has none or the
     commit is below it (deleted by retention): where the worker's consumer reads from
-    (``auto.offset.reset=earliest``); blocking, for a thread."""
+    (``auto.offset.reset=earliest``); blocking, for a thread. Both broker calls share
+    ``timeout``, so the thread ends within it (plus the close) and not after the caller's
+    own wait (:data:`.guards.PROBE_TIMEOUT_SECONDS`) has given up on it."""
     from confluent_kafka import Consumer, TopicPartition
 
+    deadline = time.monotonic() + timeout
     consumer = Consumer({**config, "group.id": group_id, "enable.auto.commit": False})
     try:
         tp = TopicPartition(topic, partition)
         [got] = consumer.committed([tp], timeout)
         if got.error is not None:
             raise RuntimeError(str(got.error))
-        low, _ = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no watermarks for {topic}[{partition}] in {timeout}s")
+        low, _ = consumer.get_watermark_offsets(tp, timeout=left, cached=False)
         return max(0, int(got.offset), int(low))  # no commit: -1001
     finally:
         consumer.close()

@@ -32,9 +32,10 @@ Once such a partition has been past offset 0 with nothing of it in hand for ``qu
 the broker is asked where the group starts there (the order guard's lookup: its committed
 offset, or the log start when there is none or the commit is below it, where the consumer's
 ``earliest`` reset reads; a throw-away client, one lookup awaited at a time; a partition
-whose lookup failed is asked again no sooner than twice ``quiet_seconds`` after it was asked,
-another meanwhile if that lookup was quick), and the answer, kept for the assignment, is the
-next offset to admit: the watch then judges it as any other.
+whose lookup failed is asked again no sooner than twice ``quiet_seconds`` after the failure
+was seen, another meanwhile), and the answer, kept by the order guard for the assignment (its
+first admission of the partition reads it too, not the broker again), is the next offset to
+admit: the watch then judges it as any other.
 
 >>> watch = UndeliveredWatch(quiet_seconds=5.0, tries=2)
 >>> watch.look(0.0, {"p0": (100, 140)}, busy=())
@@ -93,17 +94,17 @@ class UndeliveredWatch:
     _still: dict[Any, tuple[Pair, float]] = field(default_factory=dict)
     _tried: dict[Any, tuple[Pair, int, float]] = field(default_factory=dict)
     """Per partition: the pair last read again, how often, and when last."""
-    starts: dict[Any, int] = field(default_factory=dict)
-    """Where the group starts, per partition the agent has admitted nothing of since the
-    assignment (asked of the broker: :func:`check`), learned in assignment ``generation``."""
     generation: int = 0
+    """The order guard's generation the watch's clocks belong to."""
     asking: dict[Any, asyncio.Future[None]] = field(default_factory=dict)
     """The lookup of a start running, by partition (held: the loop keeps a task only
     weakly)."""
     unknown_since: dict[Any, float] = field(default_factory=dict)
     """Since when a partition with no next offset known has been past 0, nothing in hand."""
-    failed: dict[Any, float] = field(default_factory=dict)
-    """When a partition's last lookup that failed was asked for."""
+    failed: dict[Any, float | None] = field(default_factory=dict)
+    """When a partition's last failed lookup was seen to have failed: the first look after
+    it ended (None until then), so a lookup that failed slowly, on its timeouts, still waits
+    its back-off from its end."""
 
     def look(
         self,
@@ -148,7 +149,6 @@ class UndeliveredWatch:
         """A rebalance: reading starts again from the committed offsets."""
         self._still.clear()
         self._tried.clear()
-        self.starts.clear()
         self.unknown_since.clear()
 
 
@@ -180,7 +180,7 @@ def check(app: Any, watch: UndeliveredWatch = WATCH, now: float | None = None) -
         if tp.topic in guards.GUARDED_TOPICS and bulk_delivery.sink_for(app, tp.topic):
             nxt = order.expect.get(tp)
             if nxt is None:
-                nxt = committed.get(tp, watch.starts.get(tp))
+                nxt = committed.get(tp, order.starts.get(tp))
             partitions[tp] = (nxt, positions.get(tp))
     busy: set[Any] = set()
     # Behind what the client handed over, or nothing admitted, no commit, and past offset 0.
@@ -229,27 +229,30 @@ def _ask_starts(
     is a throw-away client in a thread of the pool the worker's compute runs in."""
     for gone in set(watch.unknown_since) - set(unknown):
         del watch.unknown_since[gone]
+    for tp, at in watch.failed.items():
+        if at is None:  # ended since the last look: its back-off starts now
+            watch.failed[tp] = now
     for tp, position in unknown.items():
         since = watch.unknown_since.setdefault(tp, now)
+        failed = watch.failed.get(tp)
         if (
             watch.asking
             or now - since < watch.quiet_seconds
-            or now - watch.failed.get(tp, -math.inf) < 2 * watch.quiet_seconds
+            or now - (-math.inf if failed is None else failed) < 2 * watch.quiet_seconds
         ):
             continue
-        task = asyncio.ensure_future(_ask_start(order, watch, tp, position, now))
+        task = asyncio.ensure_future(_ask_start(order, watch, tp, position))
         task.add_done_callback(_log_failure)
         watch.asking[tp] = task
 
 
 async def _ask_start(
-    order: guards.SourceOrder, watch: UndeliveredWatch, tp: Any, position: int, now: float
+    order: guards.SourceOrder, watch: UndeliveredWatch, tp: Any, position: int
 ) -> None:
-    """Learn where the group starts on ``tp`` (see the module), for the next looks. A failed
-    lookup (logged by the order guard's) marks the partition failed as of ``now`` (the look
-    that asked); an answer that comes across a rebalance is dropped: the new assignment asks
-    again."""
-    generation = order.generation
+    """Learn where the group starts on ``tp`` (see the module), for the next looks: the order
+    guard keeps the answer (:attr:`.guards.SourceOrder.starts`, for this generation only). A
+    failed lookup (logged by the order guard) marks the partition failed, its back-off timed
+    from the next look."""
     log.info("%s[%d]: the client is at offset %d, and nothing of the partition reached the "
              "agent since the assignment, with no commit known to the consumer; asking the "
              "broker where the group starts", tp.topic, tp.partition, position)  # fmt: skip
@@ -258,10 +261,9 @@ async def _ask_start(
     finally:
         watch.asking.pop(tp, None)
     if start is None:
-        watch.failed[tp] = now
-    elif order.generation == generation:
+        watch.failed[tp] = None
+    else:
         watch.failed.pop(tp, None)
-        watch.starts[tp] = start
 
 
 def _log_failure(task: asyncio.Future[None]) -> None:

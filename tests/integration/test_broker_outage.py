@@ -22,11 +22,10 @@ import pytest
 from bench.retrain_e2e import TOPICS as RETRAIN_TOPICS
 from bench.retrain_e2e import RetrainWorker
 from driftwatch.devbroker import DevBroker
-from driftwatch.simulate import SimulationConfig, generate
 from runtime.topics import WORKER_TOPICS, ensure_topics
 from tests.conftest import KAFKA_BOOTSTRAP_ENV
 from tests.integration.after_outage import carry_on
-from tests.integration.test_worker import TRAFFIC, messages, state_counts
+from tests.integration.test_worker import messages, state_counts, steady
 from tests.integration.worker_harness import (
     WorkerProcess,
     expected_counts,
@@ -66,8 +65,7 @@ def test_workers_ride_out_a_frozen_broker(broker: DevBroker, tmp_path: Path) -> 
     )
     ensure_topics(broker.bootstrap, {worker.topic(t): worker.partitions for t in WORKER_TOPICS})
     ensure_topics(broker.bootstrap, {prefix + t: 2 for t in RETRAIN_TOPICS})
-    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 8, "events_per_day": 400, "drifts": ()})
-    events = list(generate(cfg))
+    events = steady(days=8, events_per_day=400)
     half = len(events) // 2
     retrain = RetrainWorker(broker.bootstrap, prefix, tmp_path / "retrain",
                             {"DRIFTWATCH_AUTO_RETRAIN": "false"}).start()  # fmt: skip

@@ -29,13 +29,12 @@ import pytest
 from bench.retrain_e2e import TOPICS as RETRAIN_TOPICS
 from bench.retrain_e2e import RetrainWorker
 from driftwatch.devbroker import DevBroker
-from driftwatch.simulate import SimulationConfig, generate
 from retrain.worker import read_topic
 from runtime.topics import WORKER_TOPICS, ensure_topics
 from tests.conftest import KAFKA_BOOTSTRAP_ENV
 from tests.integration.after_outage import carry_on
 from tests.integration.s3_server import S3Server
-from tests.integration.test_worker import TRAFFIC, messages, state_counts
+from tests.integration.test_worker import messages, state_counts, steady
 from tests.integration.worker_harness import (
     WorkerProcess,
     committed_offsets,
@@ -106,8 +105,7 @@ def test_workers_carry_on_after_the_broker_restarts(
     predictions = worker.topic("predictions")
     ensure_topics(broker.bootstrap, {worker.topic(t): worker.partitions for t in WORKER_TOPICS})
     ensure_topics(broker.bootstrap, {prefix + t: 2 for t in RETRAIN_TOPICS})
-    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 8, "events_per_day": 400, "drifts": ()})
-    events = list(generate(cfg))
+    events = steady(days=8, events_per_day=400)
     # Most of the stream before the stop, so the worker has plenty in flight when it comes.
     first = len(events) * 3 // 4
     retrain = RetrainWorker(broker.bootstrap, prefix, tmp_path / "retrain",

@@ -20,8 +20,7 @@ import pytest
 
 from agents.stall import STALL_EXIT_CODE
 from driftwatch.kafka_io import make_producer, produce_messages
-from driftwatch.simulate import SimulationConfig, generate
-from tests.integration.test_worker import TRAFFIC, messages, state_counts
+from tests.integration.test_worker import messages, state_counts, steady
 from tests.integration.worker_harness import (
     WorkerProcess,
     committed_offsets,
@@ -60,9 +59,7 @@ def provoke(worker: WorkerProcess, spec: str, days: int, timeout: float) -> list
     rest once the hook has fired (so records wait that a stopped fetch cannot reach: produced
     at once, all of them could be fetched before the pause), and wait until every record is
     committed; returns the events."""
-    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": days, "events_per_day": 300,
-                              "drifts": ()})  # fmt: skip
-    events = list(generate(cfg))
+    events = steady(days=days, events_per_day=300)
     worker.extra_env["DRIFTWATCH_TEST_STALL"] = spec
     worker.start()
     half = len(events) // 2
@@ -125,8 +122,7 @@ def test_a_fetch_the_broker_never_answers_is_sent_again(
     fetches again: no stall, no restart. Without it (0) the hook's fetch, never sent, hangs for
     good (a real one would until the client's own 90 s request timeout, past the stall time):
     a fetch stall the watchdog ends - what the timeout saves."""
-    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 3, "events_per_day": 300, "drifts": ()})
-    events = list(generate(cfg))
+    events = steady(days=3, events_per_day=300)
     worker.extra_env["DRIFTWATCH_TEST_STALL"] = "unanswered:300"
     worker.extra_env["DRIFTWATCH_FETCH_TIMEOUT_SECONDS"] = str(timeout)
     worker.start()
@@ -215,13 +211,8 @@ def test_an_idle_partition_s_lost_tail_is_read_again_while_another_stays_busy(
     starved). Here partition 1 loses the tail of its records while partition 0 works through
     a backlog; partition 1 must be read again before partition 0 is done."""
     worker.extra_env["DRIFTWATCH_STALL_SECONDS"] = "60"  # the repair, not the watchdog
-    quiet = list(generate(SimulationConfig(
-        **{**TRAFFIC.__dict__, "days": 3, "events_per_day": 300, "drifts": ()}
-    )))  # fmt: skip
-    busy = list(generate(SimulationConfig(
-        **{**TRAFFIC.__dict__, "tenants": ("hooli",), "days": 12, "events_per_day": 25000,
-           "drifts": ()}
-    )))  # fmt: skip
+    quiet = steady(days=3, events_per_day=300)
+    busy = steady(tenants=("hooli",), days=12, events_per_day=25000)
     worker.extra_env["DRIFTWATCH_TEST_STALL"] = "lose:300:1"
     worker.start()
     half = len(quiet) // 2
@@ -266,13 +257,8 @@ def test_a_new_partition_s_lost_head_is_read_again_from_where_the_group_starts(
     to make the jump visible), exact counts. Before, only the watchdog's restart after its
     stall time (60 s here, a restart this test refuses) brought those records in."""
     worker.extra_env["DRIFTWATCH_STALL_SECONDS"] = "60"  # the repair, not the watchdog
-    before = list(generate(SimulationConfig(
-        **{**TRAFFIC.__dict__, "tenants": ("hooli",), "days": 2, "events_per_day": 300,
-           "drifts": ()}
-    )))  # fmt: skip
-    head = list(generate(SimulationConfig(
-        **{**TRAFFIC.__dict__, "days": 2, "events_per_day": 120, "drifts": ()}
-    )))  # fmt: skip
+    before = steady(tenants=("hooli",), days=2, events_per_day=300)
+    head = steady(days=2, events_per_day=120)
     # After 300 events (partition 0's), partition 1's records are lost, none let through.
     worker.extra_env["DRIFTWATCH_TEST_STALL"] = "lose:300:1:0"
     worker.start()

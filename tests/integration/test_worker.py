@@ -50,6 +50,12 @@ TRAFFIC = SimulationConfig(
 )
 
 
+def steady(**over: Any) -> list[PredictionEvent]:
+    """:data:`TRAFFIC` without its drift, with ``over`` changed (days, rate, tenants): the
+    fault tests' input, where only counts and state matter."""
+    return list(generate(dataclasses.replace(TRAFFIC, drifts=(), **over)))
+
+
 @pytest.fixture
 def worker(kafka_bootstrap: str, unique_prefix: str, tmp_path: Path) -> Any:
     w = WorkerProcess(
@@ -177,8 +183,7 @@ def state_counts(data_dir: Path) -> dict[str, dict[str, dict[str, int]]]:
 
 
 def test_bad_input_is_dead_lettered_and_no_valid_event_is_lost(worker: WorkerProcess) -> None:
-    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 3, "drifts": ()})
-    events = list(generate(cfg))
+    events = steady(days=3)
     msgs = messages(events)
     # Interleave the bad messages with the valid ones, on the same partition as acme:fraud.
     for i, (raw, _) in enumerate(BAD):
@@ -218,8 +223,7 @@ def test_bad_input_is_dead_lettered_and_no_valid_event_is_lost(worker: WorkerPro
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(
     worker: WorkerProcess, tmp_path: Path
 ) -> None:
-    cfg = SimulationConfig(**{**TRAFFIC.__dict__, "days": 12, "events_per_day": 400, "drifts": ()})
-    events = list(generate(cfg))
+    events = steady(days=12, events_per_day=400)
     ends = produce_recorded(worker.bootstrap, worker.topic("predictions"), messages(events))
     # Feature state only: no outcomes here (test_outcomes kills a worker with the join on). On
     # the embedded broker every changelog record is its own batch (see the README), and the

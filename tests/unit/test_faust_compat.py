@@ -711,6 +711,19 @@ def test_an_unknown_commit_is_asked_of_the_broker_and_a_lost_head_read_again() -
     assert order.expect[consumer.tp] == 8
 
 
+def test_a_start_the_broker_told_once_is_not_asked_again_in_the_generation() -> None:
+    # The undelivered check asked first (a partition's lost head): the first admission reads
+    # the same answer, not another throw-away client's.
+    consumer = FakeConsumer(committed=None, acked=[])
+    order, looked = order_with_start(first_record=4, start=[4])
+    assert run(order.group_start(consumer.tp)) == 4 and order.starts == {consumer.tp: 4}
+    assert admitted(order, consumer, [4, 5]) == [4, 5]
+    assert looked == [0], "the broker was asked once"
+    order.reset()
+    assert order.starts == {}
+    assert run(order.group_start(consumer.tp)) == 4 and looked == [0, 0]
+
+
 def test_a_commit_the_broker_knows_is_where_processing_starts() -> None:
     # The failover case: the survivor's consumer does not know the dead worker's commit 2520.
     consumer = FakeConsumer(committed=None, acked=[])

@@ -158,7 +158,7 @@ def test_a_partition_nothing_was_admitted_of_is_read_again_from_where_the_group_
     starts (not while in hand, not twice at once, not again soon after a failure), and P1 is
     read again from there. P0, caught up at its commit, asks nothing."""
     asked: list[int] = []
-    answers: list[int | None] = [None, 0]  # the broker away, then the log start
+    answers: list[int | None] = [None, 0, 0]  # the broker away, then the log start
 
     async def start(topic: str, partition: int) -> int:
         asked.append(partition)
@@ -185,17 +185,22 @@ def test_a_partition_nothing_was_admitted_of_is_read_again_from_where_the_group_
         assert [await look(t) for t in (10.0, 14.0)] == [{}, {}]
         assert asked == []  # not quiet for 5 s yet
         assert await look(15.0) == {}  # asked: the broker is away
-        assert asked == [1] and watch.starts == {}
-        assert await look(24.0) == {}  # not again within twice the quiet time of the failure
+        assert asked == [1] and order.starts == {}
+        # The failure is seen at the next look, and its back-off timed from there (a lookup
+        # that fails slowly, on its timeouts, is not asked again at once).
+        assert await look(16.0) == {}
+        assert await look(25.0) == {}  # not again within twice the quiet time of the failure
         assert asked == [1]
-        assert await look(25.0) == {}  # asked again: the log start, 0
-        assert asked == [1, 1] and watch.starts == {P1: 0}
-        assert await look(26.0) == {}  # still since here
-        assert await look(31.0) == {P1: 0}
+        assert await look(26.0) == {}  # asked again: the log start, 0
+        assert asked == [1, 1] and order.starts == {P1: 0}  # kept by the order guard
+        assert await look(27.0) == {}  # still since here
+        assert await look(32.0) == {P1: 0}
         assert seeks == [(P1, 0)]
-        app.rebalancing = True  # a new assignment asks again
-        assert await look(32.0) == {}
-        assert watch.starts == {}
+        order.reset()  # a rebalance: the new assignment asks again
+        assert [await look(t) for t in (33.0, 37.0)] == [{}, {}]
+        assert asked == [1, 1]
+        assert await look(38.0) == {}
+        assert asked == [1, 1, 1] and order.starts == {P1: 0}
 
     asyncio.run(scenario())
 
@@ -237,16 +242,16 @@ def test_the_start_lookup_leaves_alone_what_it_should_and_asks_one_at_a_time(
         # The broker knew its commit: the client's position itself, so caught up.
         answer.set_result({0: 30, 1: 40}[other])
         await asyncio.sleep(0.01)
-        assert [await look(t) for t in (8.0, 14.0)] == [{}, {}]
-        assert watch.starts == {TP(TOPIC, other): {0: 30, 1: 40}[other]}
-        assert len(asked) == 2  # the failed one waits twice the quiet time from its look (5)
-        assert await look(15.0) == {}
+        assert [await look(t) for t in (8.0, 16.0)] == [{}, {}]
+        assert order.starts == {TP(TOPIC, other): {0: 30, 1: 40}[other]}
+        assert len(asked) == 2  # the failed one waits twice the quiet time from the look
+        assert await look(17.0) == {}  # that saw it fail (7)
         assert [p for p, _ in asked] == [first, other, first]
         order.reset()  # a rebalance while it is asked: its answer is the old assignment's
-        assert await look(16.0) == {}  # the look sees the new assignment first
+        assert await look(18.0) == {}  # the look sees the new assignment first
         asked[2][1].set_result(0)
         await asyncio.sleep(0.01)
-        assert watch.starts == {} and not watch.asking and len(asked) == 3
+        assert order.starts == {} and not watch.asking and len(asked) == 3
         # At offset 0 nothing was handed over: nothing to ask.
         app = make_app({TP(TOPIC, 2): 0}, {})
         assert [await look(t) for t in (40.0, 50.0)] == [{}, {}]
