@@ -276,6 +276,9 @@ class SourceOrder:
     """Where the group starts per partition, as the broker said in this generation
     (:meth:`group_start`'s answers, kept for both its askers: the first admission and the
     undelivered check; a rebalance drops them)."""
+    _looking: dict[Any, asyncio.Future[int | None]] = field(default_factory=dict)
+    """:meth:`group_start`'s lookups under way, by partition: a second asker waits for the
+    same answer rather than asking the broker again."""
     _first: dict[tuple[Any, int], int | None] = field(default_factory=dict)
     _told: set[Any] = field(default_factory=set)
     _overruled: set[tuple[Any, int]] = field(default_factory=set)
@@ -296,6 +299,7 @@ class SourceOrder:
         self.expect.clear()
         self.held.clear()
         self.starts.clear()
+        self._looking.clear()  # still running: their answers are the old generation's
         self._first.clear()
         self._told.clear()
         self._overruled.clear()
@@ -404,13 +408,22 @@ class SourceOrder:
     async def group_start(self, tp: Any) -> int | None:
         """Where the group starts on ``tp`` (its committed offset, or the log start when there
         is none or the commit is below it: the ``start`` lookup), or None when the broker
-        cannot say now (logged). Asked once per partition and generation: the answer is kept
-        in :attr:`starts` (within a generation only this worker commits the partition, and
-        the consumer knows those commits), unless a rebalance came while it was asked."""
+        cannot say now (logged). Answered once per partition and generation: the answer is
+        kept in :attr:`starts` (within a generation only this worker commits the partition,
+        and the consumer knows those commits), unless a rebalance came while it was asked,
+        and an asker that comes while the broker is asked waits for the same answer."""
         assert self.start is not None
         known = self.starts.get(tp)
         if known is not None:
             return known
+        looking = self._looking.get(tp)
+        if looking is None:
+            looking = self._looking[tp] = asyncio.ensure_future(self._look_up(tp))
+        # Shielded: an asker cancelled (its agent stopping) does not end the other's wait.
+        return await asyncio.shield(looking)
+
+    async def _look_up(self, tp: Any) -> int | None:
+        assert self.start is not None
         generation = self.generation
         try:
             start = int(
@@ -420,6 +433,9 @@ class SourceOrder:
             log.warning("%s[%d]: could not ask the broker for the committed offset: %r",
                         tp.topic, tp.partition, exc)  # fmt: skip
             return None
+        finally:
+            if self.generation == generation:  # else reset() has let go of it
+                self._looking.pop(tp, None)
         if self.generation == generation:
             self.starts[tp] = start
         return start

@@ -27,33 +27,47 @@ def kafka_start_lookup(config: dict[str, Any], group_id: str, timeout: float = 1
     client in a thread; it never joins the group or commits)."""
 
     async def start(topic: str, partition: int) -> int:
+        # The deadline from now: the thread may wait in the pool (the compute's) first.
+        deadline = time.monotonic() + timeout
         return await asyncio.to_thread(group_start_offset, config, group_id, topic, partition,
-                                       timeout)  # fmt: skip
+                                       timeout, deadline)  # fmt: skip
 
     return start
 
 
 def group_start_offset(
-    config: dict[str, Any], group_id: str, topic: str, partition: int, timeout: float = 10.0
+    config: dict[str, Any],
+    group_id: str,
+    topic: str,
+    partition: int,
+    timeout: float = 10.0,
+    deadline: float | None = None,
 ) -> int:
     """The group's committed offset of a partition, or its log start when it has none or the
     commit is below it (deleted by retention): where the worker's consumer reads from
-    (``auto.offset.reset=earliest``); blocking, for a thread. Both broker calls share
-    ``timeout``, so the thread ends within it (plus the close) and not after the caller's
-    own wait (:data:`.guards.PROBE_TIMEOUT_SECONDS`) has given up on it."""
+    (``auto.offset.reset=earliest``); blocking, for a thread. Both broker calls end by
+    ``deadline`` (``time.monotonic()``; ``timeout`` from now if None), so the thread ends
+    then (plus the client's close), not after the caller's own wait
+    (:data:`.guards.PROBE_TIMEOUT_SECONDS`, longer) has given up on it."""
     from confluent_kafka import Consumer, TopicPartition
 
-    deadline = time.monotonic() + timeout
+    if deadline is None:
+        deadline = time.monotonic() + timeout
+
+    def left(what: str) -> float:
+        rest = deadline - time.monotonic()
+        if rest <= 0:
+            raise TimeoutError(f"no {what} for {topic}[{partition}] in {timeout}s")
+        return rest
+
+    wait = left("commit")  # queued in the pool past it: no client at all
     consumer = Consumer({**config, "group.id": group_id, "enable.auto.commit": False})
     try:
         tp = TopicPartition(topic, partition)
-        [got] = consumer.committed([tp], timeout)
+        [got] = consumer.committed([tp], wait)
         if got.error is not None:
             raise RuntimeError(str(got.error))
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no watermarks for {topic}[{partition}] in {timeout}s")
-        low, _ = consumer.get_watermark_offsets(tp, timeout=left, cached=False)
+        low, _ = consumer.get_watermark_offsets(tp, timeout=left("watermarks"), cached=False)
         return max(0, int(got.offset), int(low))  # no commit: -1001
     finally:
         consumer.close()

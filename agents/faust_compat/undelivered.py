@@ -101,10 +101,12 @@ class UndeliveredWatch:
     weakly)."""
     unknown_since: dict[Any, float] = field(default_factory=dict)
     """Since when a partition with no next offset known has been past 0, nothing in hand."""
-    failed: dict[Any, float | None] = field(default_factory=dict)
+    failed: dict[Any, float] = field(default_factory=dict)
     """When a partition's last failed lookup was seen to have failed: the first look after
-    it ended (None until then), so a lookup that failed slowly, on its timeouts, still waits
-    its back-off from its end."""
+    it ended, so a lookup that failed slowly, on its timeouts, still waits its back-off from
+    its end."""
+    ended: set[Any] = field(default_factory=set)
+    """Partitions whose lookup failed since the last look (:attr:`failed` from that look)."""
 
     def look(
         self,
@@ -150,6 +152,8 @@ class UndeliveredWatch:
         self._still.clear()
         self._tried.clear()
         self.unknown_since.clear()
+        self.failed.clear()  # a new assignment asks at once (a lookup running ends as it will)
+        self.ended.clear()
 
 
 WATCH = UndeliveredWatch()
@@ -229,16 +233,15 @@ def _ask_starts(
     is a throw-away client in a thread of the pool the worker's compute runs in."""
     for gone in set(watch.unknown_since) - set(unknown):
         del watch.unknown_since[gone]
-    for tp, at in watch.failed.items():
-        if at is None:  # ended since the last look: its back-off starts now
-            watch.failed[tp] = now
+    for tp in watch.ended:  # failed since the last look: its back-off starts now
+        watch.failed[tp] = now
+    watch.ended.clear()
     for tp, position in unknown.items():
         since = watch.unknown_since.setdefault(tp, now)
-        failed = watch.failed.get(tp)
         if (
             watch.asking
             or now - since < watch.quiet_seconds
-            or now - (-math.inf if failed is None else failed) < 2 * watch.quiet_seconds
+            or now - watch.failed.get(tp, -math.inf) < 2 * watch.quiet_seconds
         ):
             continue
         task = asyncio.ensure_future(_ask_start(order, watch, tp, position))
@@ -253,15 +256,17 @@ async def _ask_start(
     guard keeps the answer (:attr:`.guards.SourceOrder.starts`, for this generation only). A
     failed lookup (logged by the order guard) marks the partition failed, its back-off timed
     from the next look."""
-    log.info("%s[%d]: the client is at offset %d, and nothing of the partition reached the "
-             "agent since the assignment, with no commit known to the consumer; asking the "
-             "broker where the group starts", tp.topic, tp.partition, position)  # fmt: skip
+    if tp not in order.starts:  # else its first admission has asked meanwhile
+        log.info("%s[%d]: the client is at offset %d, and nothing of the partition reached "
+                 "the agent since the assignment, with no commit known to the consumer; "
+                 "asking the broker where the group starts", tp.topic, tp.partition,
+                 position)  # fmt: skip
     try:
         start = await order.group_start(tp)
     finally:
         watch.asking.pop(tp, None)
     if start is None:
-        watch.failed[tp] = None
+        watch.ended.add(tp)
     else:
         watch.failed.pop(tp, None)
 

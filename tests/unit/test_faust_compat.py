@@ -724,6 +724,56 @@ def test_a_start_the_broker_told_once_is_not_asked_again_in_the_generation() -> 
     assert run(order.group_start(consumer.tp)) == 4 and looked == [0, 0]
 
 
+def test_the_consumer_s_commit_goes_before_a_start_the_broker_told() -> None:
+    # A commit the consumer knows (its own, made since) is newer than any answer kept.
+    consumer = FakeConsumer(committed=10, acked=[])
+    order, looked = order_with_start(first_record=4, start=[4])  # records from 4 on
+    order.starts[consumer.tp] = 4
+    assert admitted(order, consumer, [10, 11]) == [10, 11] and looked == []
+    assert consumer.seeks == []
+
+
+def test_askers_of_one_start_at_once_share_the_broker_s_answer() -> None:
+    """The undelivered check's lookup is under way when the partition's first records come:
+    the admission waits for the same answer (one throw-away client, not two), and after a
+    rebalance a new asker asks anew."""
+    consumer = FakeConsumer(committed=None, acked=[])
+    order, _ = order_with_start(first_record=0, start=0)
+    tp = consumer.tp
+    asked: list[asyncio.Future[int]] = []
+
+    async def lookup(topic: str, partition: int) -> int:
+        answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        asked.append(answer)
+        return await answer
+
+    order.start = lookup
+
+    async def scenario() -> list[int | None]:
+        first = asyncio.ensure_future(order.group_start(tp))
+        await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(order.group_start(tp))
+        await asyncio.sleep(0.01)
+        assert len(asked) == 1, "the second asker waits for the first's answer"
+        asked[0].set_result(3)
+        got = [await first, await second]
+        assert order._looking == {}
+        order.reset()
+        third = asyncio.ensure_future(order.group_start(tp))
+        await asyncio.sleep(0.01)
+        order.reset()  # a rebalance while it is asked: a new asker does not wait for it
+        fourth = asyncio.ensure_future(order.group_start(tp))
+        await asyncio.sleep(0.01)
+        assert len(asked) == 3
+        asked[1].set_result(5)
+        asked[2].set_result(6)
+        got += [await third, await fourth]
+        assert order.starts == {tp: 6} and order._looking == {}
+        return got
+
+    assert run(scenario()) == [3, 3, 5, 6]
+
+
 def test_a_commit_the_broker_knows_is_where_processing_starts() -> None:
     # The failover case: the survivor's consumer does not know the dead worker's commit 2520.
     consumer = FakeConsumer(committed=None, acked=[])

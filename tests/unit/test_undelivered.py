@@ -193,6 +193,7 @@ def test_a_partition_nothing_was_admitted_of_is_read_again_from_where_the_group_
         assert asked == [1]
         assert await look(26.0) == {}  # asked again: the log start, 0
         assert asked == [1, 1] and order.starts == {P1: 0}  # kept by the order guard
+        assert watch.failed == {}, "an answer ends the back-off"
         assert await look(27.0) == {}  # still since here
         assert await look(32.0) == {P1: 0}
         assert seeks == [(P1, 0)]
@@ -201,6 +202,40 @@ def test_a_partition_nothing_was_admitted_of_is_read_again_from_where_the_group_
         assert asked == [1, 1]
         assert await look(38.0) == {}
         assert asked == [1, 1, 1] and order.starts == {P1: 0}
+        # A commit the consumer knows goes before the answer kept: P1 is caught up at it
+        # (read from the answer, 0, it would be read again from there at 44).
+        app.consumer._committed_offset[P1] = 40
+        assert [await look(t) for t in (39.0, 45.0, 60.0)] == [{}] * 3
+        assert seeks == [(P1, 0)]
+
+    asyncio.run(scenario())
+
+
+def test_a_rebalance_ends_a_failed_lookup_s_back_off(
+    order: guards.SourceOrder, seeks: list[tuple[TP, int]]
+) -> None:
+    asked: list[int] = []
+
+    async def start(topic: str, partition: int) -> int:
+        asked.append(partition)
+        if len(asked) == 1:
+            raise OSError("broker away")
+        return 0
+
+    order.start = start
+
+    async def scenario() -> None:
+        watch = undelivered.UndeliveredWatch(quiet_seconds=5.0)
+        app = make_app({P1: 40}, {})
+        for now in (0.0, 5.0, 6.0):  # asked at 5, failed; seen so at 6: not before 16
+            undelivered.check(app, watch, now=now)
+            await asyncio.sleep(0.01)
+        assert asked == [1] and watch.failed == {P1: 6.0}
+        order.reset()  # the new assignment asks after its own 5 s of quiet, not at 16
+        for now in (7.0, 12.0):
+            undelivered.check(app, watch, now=now)
+            await asyncio.sleep(0.01)
+        assert asked == [1, 1] and order.starts == {P1: 0}
 
     asyncio.run(scenario())
 
