@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -121,6 +122,22 @@ def _scrape(port: int) -> dict[str, float]:
 
 def _processed(metrics: dict[str, float]) -> int:
     return int(sum(v for k, v in metrics.items() if k.startswith("driftwatch_events_total{")))
+
+
+_LAG = "driftwatch_consumer_lag_messages{"
+_TOPIC_LABEL = re.compile(r'topic="([^"]*)"')
+
+
+def _later_lag(metrics: dict[str, float], inputs: Collection[str]) -> float:
+    """Messages the worker's later stages (the join, the performance monitor) have yet to
+    process: the lag on every topic it reads but the producers' ``inputs``."""
+    total = 0.0
+    for key, value in metrics.items():
+        if key.startswith(_LAG):
+            topic = _TOPIC_LABEL.search(key)
+            if topic is not None and topic.group(1) not in inputs:
+                total += value
+    return total
 
 
 def _describe(state: DemoState, d: dict[str, Any]) -> str | None:
@@ -433,8 +450,12 @@ def run_demo(
             if day == drift_day:
                 produced += produce_messages(producer, prefix + PREDICTIONS, _bad_messages())
             # Serve like production: a promotion applies to the traffic after it, so stay
-            # within about a day of the worker, and wait while a model trains.
-            if not _keep_pace(procs, metrics_port, produced - day_size, state, deadline=300):
+            # within about a day of the worker, its later stages included (performance drift,
+            # which starts a retraining, is found there), and wait while a model trains.
+            if not _keep_pace(
+                procs, metrics_port, produced - day_size, state, deadline=300,
+                later=(day_size, (prefix + PREDICTIONS, prefix + OUTCOMES)),
+            ):  # fmt: skip
                 return 1
         _out(f"● produced {produced} predictions and outcomes; waiting for the worker to finish")
         if not _keep_pace(procs, metrics_port, produced, state, deadline=300):
@@ -491,14 +512,24 @@ def _keep_pace(
     target: int,
     state: DemoState,
     deadline: float,
+    later: tuple[float, Collection[str]] | None = None,
 ) -> bool:
+    """Wait until the worker has processed ``target`` input events, no model trains and,
+    with ``later`` (a bound and the input topics), its later stages are at most that many
+    messages behind: when they fell days behind, a retrained model was promoted after the
+    last prediction was sent, and never served the traffic its post-deploy check needs."""
     until = time.monotonic() + deadline
     while time.monotonic() < until:
         failure = procs.failed()
         if failure is not None:
             _out(f"✗ {failure}")
             return False
-        if _processed(_scrape(metrics_port)) >= target and not state.training():
+        metrics = _scrape(metrics_port)
+        if (
+            _processed(metrics) >= target
+            and not state.training()
+            and (later is None or _later_lag(metrics, later[1]) <= later[0])
+        ):
             return True
         time.sleep(0.2)
     _out("✗ the workers did not keep up")
@@ -647,6 +678,14 @@ def _summary(
         ok = False
     if "promoted" not in outcome.get(("acme", "conflict"), []):
         _out("✗ acme/conflict (a learnable concept drift) was not retrained and promoted")
+        ok = False
+    elif not any(
+        (r["tenant"], r["model"]) == ("acme", "conflict")
+        and r["status"] == "validated"
+        and not (r.get("details") or {}).get("inconclusive")
+        for r in retrain
+    ):
+        _out("✗ acme/conflict's promoted model did not pass a post-deploy check on its own traffic")
         ok = False
     if "challenger_rejected" not in outcome.get(("globex", "fraud"), []):
         _out("✗ globex/fraud (labels turned to noise) was not rejected at the gate")

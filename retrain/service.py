@@ -255,7 +255,7 @@ class RetrainService:
         except Exception as exc:
             log.error("rollback of %s/%s to %s failed: %s", tenant, model, target, exc)
             return
-        self.checks.pop((tenant, model), None)
+        check = self.checks.pop((tenant, model), None)
         self.publisher.model_event(
             ModelEvent(
                 ModelAction.ROLLED_BACK, tenant, model, str(target), current.version, reason,
@@ -264,6 +264,10 @@ class RetrainService:
                                                                                 str(target)),
             )
         )  # fmt: skip
+        # The version under its post-deploy check: its request ends rolled back, by a person.
+        req = None if check is None or check.version != current.version else self._request_of(check)
+        if req is not None:
+            self._publish_raw(req, RetrainStatus.ROLLED_BACK, reason, {"manual": True, "by": who})
         log.warning("rolled back %s/%s %s -> %s: %s", tenant, model, current.version, target,
                     reason)  # fmt: skip
 
@@ -483,10 +487,10 @@ class RetrainService:
             baseline=champion,
             **figures,
         )
-        self.checks[(tenant, model)] = PostDeployCheck(
+        self._begin_watch(PostDeployCheck(
             tenant, model, version.version, previous, drift.detected_at, champion,
             self.config.post_deploy, rid,
-        )  # fmt: skip
+        ))  # fmt: skip
         self.step("promoted")
 
     def _ensure_external(self, tenant: str, model: str, version: str) -> None:
@@ -512,13 +516,27 @@ class RetrainService:
             self.config.post_deploy,
             promoted.request_id,
         )
-        self.checks[(promoted.tenant, promoted.model)] = check
+        self._begin_watch(check)
         horizon = check.promoted_at + 30 * DAY  # serving may have switched later
         for row in self.data.rows(promoted.tenant, promoted.model, check.promoted_at, horizon):
             check.observe(row)
             ts = parse_timestamp(row["outcome_timestamp"], "outcome_timestamp")
             key = (promoted.tenant, promoted.model)
             self.log_clock[key] = max(self.log_clock.get(key, ts), ts)
+
+    def _begin_watch(self, check: PostDeployCheck) -> None:
+        """A promotion's watch begins. One still running on the model (its version replaced
+        by this one, promoted again after the cooldown before its check ended) ends without
+        a verdict on quality, and says so on its request: silently dropped, that request
+        stayed ``promoted`` for good, its post-deploy check never told."""
+        key = (check.tenant, check.model)
+        old = self.checks.get(key)
+        if old is not None and old.version != check.version:
+            req = self._request_of(old)
+            if req is not None:
+                reason = f"{old.version} was replaced by {check.version} before its check ended"
+                self._publish_raw(req, RetrainStatus.VALIDATED, reason, {"inconclusive": True})
+        self.checks[key] = check
 
     def _still_active(self, check: PostDeployCheck) -> bool:
         active = self.registry.active(check.tenant, check.model)

@@ -34,7 +34,8 @@ class RetrainStatus(StrEnum):
     VALIDATED = "validated"
     """The promoted version passed its post-deploy check."""
     ROLLED_BACK = "rolled_back"
-    """The promoted version failed its post-deploy check and was replaced by its predecessor."""
+    """The promoted version failed its post-deploy check and was replaced by its predecessor,
+    or a person rolled it back during the check (``details.manual``)."""
     FAILED = "failed"
 
     @property

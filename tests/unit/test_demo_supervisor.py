@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from driftwatch import demo
+from driftwatch.simulate import feature_names
 
 
 class Scripted(demo.Supervised):
@@ -38,3 +39,58 @@ def test_stall_exit_is_restarted_other_exits_fail(tmp_path: Path) -> None:
         time.sleep(0.1)
         failure = procs.failed()
         assert failure == "retrain exited with code 3"
+
+
+def test_the_later_stages_lag_is_every_topic_s_but_the_producers_inputs() -> None:
+    metrics = {
+        'driftwatch_consumer_lag_messages{partition="0",topic="d-predictions"}': 900.0,
+        'driftwatch_consumer_lag_messages{partition="1",topic="d-outcomes"}': 50.0,
+        'driftwatch_consumer_lag_messages{partition="0",topic="d-join-input"}': 30.0,
+        'driftwatch_consumer_lag_messages{partition="1",topic="d-performance-input"}': 12.0,
+        'driftwatch_events_total{topic="d-join-input"}': 7.0,  # not a lag
+    }
+    assert demo._later_lag(metrics, ("d-predictions", "d-outcomes")) == 42.0
+
+
+def summary(retrain: list[dict[str, object]]) -> tuple[int, str]:
+    """The demo's verdict on a run that found every drift, with ``retrain`` as its events."""
+    import io
+    from contextlib import redirect_stdout
+
+    cfg = demo._demo_traffic(70, 500, 50)
+    state = demo.DemoState(start=0.0)
+    _, categorical = feature_names(cfg, "conflict")
+    for tenant, model, feature in (
+        ("acme", "fraud", "amount"), ("globex", "conflict", categorical[0]),
+        ("acme", "conflict", None), ("globex", "fraud", None),
+    ):  # fmt: skip
+        state.drifts.append({
+            "drift_id": f"{tenant}-{model}", "tenant": tenant, "model": model,
+            "feature": feature, "test": "t", "detected_at": "1970-02-22T00:00:00Z",
+            "severity": "high", "confirmed": True,
+        })  # fmt: skip
+    state.dead_letters.append({"reason": "invalid_json"})
+    state.retrain.extend(retrain)
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = demo._summary(state, cfg, 10, 10, 1.0, 50)
+    return code, out.getvalue()
+
+
+def step(model: str, status: str, **details: object) -> dict[str, object]:
+    tenant = "acme" if model == "conflict" else "globex"
+    return {"tenant": tenant, "model": model, "request_id": model, "status": status,
+            "details": details}  # fmt: skip
+
+
+def test_the_demo_claims_a_validated_model_only_when_its_check_saw_its_own_traffic() -> None:
+    rejected = step("fraud", "challenger_rejected")
+    code, out = summary([step("conflict", "promoted"), rejected])
+    assert code == 1 and "did not pass a post-deploy check on its own traffic" in out
+    code, out = summary([
+        step("conflict", "promoted"), rejected,
+        step("conflict", "validated", inconclusive=True),  # "r1 served no traffic to check"
+    ])  # fmt: skip
+    assert code == 1 and "did not pass a post-deploy check" in out and "✓" not in out
+    code, out = summary([step("conflict", "promoted"), rejected, step("conflict", "validated")])
+    assert code == 0 and "✓ every injected drift was found" in out and "✗" not in out

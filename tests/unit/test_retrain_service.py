@@ -381,6 +381,40 @@ def test_a_person_rolls_back_to_the_previous_version(
     assert last.action is ModelAction.ROLLED_BACK and last.previous_version == active.version
     assert "ops" in last.reason and last.request_id == "api-3"
     assert ("acme", "fraud") not in svc.checks  # no post-deploy watch of a version gone
+    # The request that promoted it ends rolled back, by a person: not ``promoted`` for good.
+    ended = out.retrain[-1]
+    assert ended.status is RetrainStatus.ROLLED_BACK and ended.details["manual"] is True
+    assert ended.details["by"] == "ops" and "complaints" in ended.reason
+
+
+def test_a_version_promoted_over_one_still_watched_ends_that_one_s_watch_and_says_so(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """After the cooldown, a second incident retrains again before the first version's check
+    ended: that request is told (inconclusive, replaced), and a restart watches the newer
+    version only."""
+    svc, out = service(tmp_path, rows, auto_retrain=True, cooldown_days=0.0, min_new_labels=0)
+    svc.on_drift(drift(day=DAYS - 1.0))
+    svc.wait_idle()
+    first = out.retrain[-1]
+    assert first.status is RetrainStatus.PROMOTED
+    svc.on_drift(drift(day=DAYS - 0.5, drift_id="incident-2"))
+    svc.wait_idle()
+    second = [e for e in out.retrain if e.request_id != first.request_id][-1]
+    assert second.status is RetrainStatus.PROMOTED
+    [told] = [e for e in out.retrain if e.request_id == first.request_id][-1:]
+    assert told.status is RetrainStatus.VALIDATED and told.details["inconclusive"] is True
+    old, new = first.details["version"], second.details["version"]
+    assert told.reason == f"{old} was replaced by {new} before its check ended"
+    assert svc.checks[("acme", "fraud")].version == new
+    # A restart that replays a history where the first was never told ends it the same way.
+    untold = [e for e in out.retrain if e is not told]
+    again, replayed = service(tmp_path, rows, auto_retrain=True)
+    again.replay(untold, [])
+    assert [(e.request_id, e.status) for e in replayed.retrain] == [
+        (first.request_id, RetrainStatus.VALIDATED)
+    ]
+    assert again.checks[("acme", "fraud")].version == new
 
 
 class Crash(BaseException):
