@@ -581,8 +581,9 @@ def _describe_retrain(state: DemoState, r: dict[str, Any]) -> str | None:
             f" (challenger PR-AUC {details['challenger'].get('pr_auc', 0):.3f}, champion "
             f"{details['champion'].get('pr_auc', 0):.3f} on the same holdout)"
         )
+    status = r["status"] + (" (inconclusive)" if details.get("inconclusive") else "")
     return (
-        f"  day {state.day(r['event_time']):6.2f} RETRAIN {r['status']:<19} "
+        f"  day {state.day(r['event_time']):6.2f} RETRAIN {status:<19} "
         f"{r['tenant']}/{r['model']}: {r['reason']}{figures}"
     )
 

@@ -94,3 +94,12 @@ def test_the_demo_claims_a_validated_model_only_when_its_check_saw_its_own_traff
     assert code == 1 and "did not pass a post-deploy check" in out and "✓" not in out
     code, out = summary([step("conflict", "promoted"), rejected, step("conflict", "validated")])
     assert code == 0 and "✓ every injected drift was found" in out and "✗" not in out
+
+
+def test_an_inconclusive_check_is_shown_as_one() -> None:
+    state = demo.DemoState(start=0.0)
+    r = {"tenant": "acme", "model": "conflict", "status": "validated",
+         "event_time": "1970-01-02T00:00:00Z", "reason": "r1 served no traffic to check",
+         "details": {"inconclusive": True}}  # fmt: skip
+    line = demo._describe_retrain(state, r)
+    assert line is not None and "RETRAIN validated (inconclusive) acme/conflict: r1 served" in line
