@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -42,6 +43,7 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         generate,
         generate_outcomes,
         parse_drift,
+        resolve_start,
         write_jsonl,
     )
 
@@ -57,6 +59,8 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         drifts=tuple(parse_drift(d) for d in args.drift),
         weekly_seasonality=args.seasonality,
     )
+    if cfg.start is None and not args.outcomes:  # no outcomes to keep out of the future
+        cfg = dataclasses.replace(cfg, start=resolve_start(dataclasses.replace(cfg, label_rate=0)))
     if args.out_dir is not None:
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -311,7 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--numeric-features", type=int, default=6)
     p.add_argument("--categorical-features", type=int, default=2)
     p.add_argument(
-        "--start", type=float, default=None, help="epoch seconds of day 0 (default: today - days)"
+        "--start",
+        type=float,
+        default=None,
+        help="epoch seconds of day 0 (default: today - days, and - the outcomes' longest "
+        "delay with --outcomes: none from the future)",
     )
     p.add_argument(
         "--seasonality", type=float, default=0.0, help="weekly pattern amplitude, sigmas"

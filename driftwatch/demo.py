@@ -332,9 +332,10 @@ def run_demo(
     """The whole loop; ``batch`` > 1 sends predictions in envelopes of up to that many."""
     run_id = uuid.uuid4().hex[:6]
     cfg = _demo_traffic(days, rate, drift_day)
-    # End four days ago, so that even the last outcomes (up to 3 days late) are not from
-    # the future: the worker would rightly refuse them.
-    start = resolve_start(cfg) - 4 * DAY
+    # End four days ago (resolve_start's three for the outcomes up to 3 days late, and one
+    # more), so that even the last outcomes are not from the future: the worker would
+    # rightly refuse them.
+    start = resolve_start(cfg) - DAY
     cfg = SimulationConfig(**{**cfg.__dict__, "start": start})
     state = DemoState(start=start)
     workdir = Path(tempfile.mkdtemp(prefix=f"driftwatch-demo-{run_id}-"))

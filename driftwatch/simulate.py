@@ -573,10 +573,14 @@ def _validate(cfg: SimulationConfig) -> None:
 
 
 def resolve_start(cfg: SimulationConfig) -> float:
-    """Epoch seconds of day 0: ``cfg.start``, or UTC midnight of today minus ``cfg.days``."""
+    """Epoch seconds of day 0: ``cfg.start``, or UTC midnight of today minus ``cfg.days``
+    and, when there are outcomes, minus the days of their longest delay: the last outcomes
+    are then not from the future, which a worker refuses (``DRIFTWATCH_MAX_FUTURE_SECONDS``:
+    with the stream ending today, ~5 % of outcomes 1-3 days late were dead-lettered)."""
     if cfg.start is not None:
         return float(cfg.start)
-    day0 = date.today() - timedelta(days=cfg.days)
+    late = math.ceil(cfg.outcome_delay_hours[1] / 24) if cfg.label_rate > 0 else 0
+    day0 = date.today() - timedelta(days=cfg.days + late)
     return datetime.combine(day0, time(0), tzinfo=UTC).timestamp()
 
 

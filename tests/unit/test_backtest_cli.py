@@ -106,3 +106,36 @@ def test_backtest_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     predictions.write_text("")
     assert main(["backtest", "--predictions", str(predictions), "--config", str(config)]) == 2
     assert "alpha" in capsys.readouterr().err
+
+
+def test_simulate_s_default_start_keeps_outcomes_out_of_the_future(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the stream ending today, ~5 % of outcomes (1-3 days late) were from the future,
+    and the worker ``simulate`` fed dead-lettered them (``future_timestamp``)."""
+    import time
+
+    monkeypatch.setenv("DRIFTWATCH_LOG_LEVEL", "WARNING")
+    day = 86_400.0
+    today = time.time() // day * day
+
+    def latest(outcomes: bool) -> tuple[float, float]:
+        out = tmp_path / ("with" if outcomes else "without")
+        args = ["simulate", "--out-dir", str(out), "--days", "3", "--rate", "100",
+                "--tenants", "acme", "--models", "fraud"]  # fmt: skip
+        assert main([*args, "--outcomes"] if outcomes else args) == 0
+        ts = [json.loads(line)["timestamp"] for line in (out / "predictions.jsonl").open()]
+        labels = out / "outcomes.jsonl"
+        done = [json.loads(line)["timestamp"] for line in labels.open()] if outcomes else []
+        return max(map(_epoch, ts)), max(map(_epoch, done), default=0.0)
+
+    last_prediction, last_outcome = latest(outcomes=True)
+    assert last_outcome <= time.time() and last_prediction < today - 2 * day
+    last_prediction, _ = latest(outcomes=False)
+    assert today - day <= last_prediction < today  # no outcomes: the stream ends today
+
+
+def _epoch(ts: str) -> float:
+    from schemas import parse_timestamp
+
+    return parse_timestamp(ts)

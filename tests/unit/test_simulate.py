@@ -149,6 +149,20 @@ def test_default_start_is_utc_midnight() -> None:
     assert all(start <= e.timestamp < start + 3 * DAY for e in events)
 
 
+def test_by_default_even_the_last_outcomes_are_not_from_the_future() -> None:
+    """A worker refuses events from the future: with the stream ending today, outcomes 1-3
+    days late were dead-lettered by the worker ``simulate`` fed."""
+    import time
+
+    cfg = SimulationConfig(days=2, events_per_day=200, start=None, label_rate=1.0,
+                           outcome_delay_hours=(24.0, 72.0))  # fmt: skip
+    outcomes = list(generate_outcomes(cfg))
+    assert outcomes and max(o.timestamp for o in outcomes) <= time.time()
+    assert max(o.timestamp for o in outcomes) > time.time() - 4 * DAY  # still recent
+    unlabelled = SimulationConfig(days=2, events_per_day=2, start=None, label_rate=0.0)
+    assert resolve_start(unlabelled) - resolve_start(cfg) == 3 * DAY  # no outcomes: to today
+
+
 # --- drift -----------------------------------------------------------------------------------
 
 
