@@ -81,16 +81,20 @@ def cmd_models(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+ROLLBACK_DELIVERY_MS = 10_000
+"""How long ``driftwatch rollback`` tries to announce the rollback on ``model-events``."""
+
+
 def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from confluent_kafka import Producer
 
     from retrain.registry import ModelRegistry, RegistryError
-    from runtime.kafka_connection import confluent_config
+    from runtime.kafka_connection import ErrorWatch, confluent_config
     from runtime.topics import MODEL_EVENTS
     from schemas import ModelAction, ModelEvent
 
     # Bad Kafka settings stop it here, before the registry changes.
-    kafka = confluent_config(settings, **{"message.timeout.ms": 10000})
+    kafka = confluent_config(settings, **{"message.timeout.ms": ROLLBACK_DELIVERY_MS})
     registry = ModelRegistry(settings.registry_dir)
     current = registry.active(args.tenant, args.model)
     target = args.to
@@ -110,18 +114,29 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
         ModelAction.ROLLED_BACK, args.tenant, args.model, target, current.version, reason,
         time.time(), time.time(),
     )  # fmt: skip
+    watch = ErrorWatch()  # librdkafka's lines: one reason, not a hundred lines on stderr
+    failures: list[str] = []
+
+    def delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err.str() if hasattr(err, "str") else err))
+
     try:
-        producer = Producer(kafka)
+        producer = Producer({**kafka, "error_cb": watch, "logger": watch, "log.queue": True})
         producer.produce(
-            settings.topic(MODEL_EVENTS), key=event.stream_key.encode(), value=event.to_json()
-        )
-        delivered = producer.flush(15) == 0
-    except Exception:
+            settings.topic(MODEL_EVENTS), key=event.stream_key.encode(), value=event.to_json(),
+            on_delivery=delivery,
+        )  # fmt: skip
+        # flush() is 0 also when the message timed out and was dropped: the report says.
+        delivered = producer.flush(15) == 0 and not failures
+    except Exception as exc:
         delivered = False
+        failures.append(str(exc))
     print(f"{args.tenant}/{args.model}: {current.version} -> {target}")
     if not delivered:
+        why = failures[0] if failures else watch.fatal or watch.last or "no delivery report"
         print(
-            "driftwatch: rolled back, but model-events was not reachable: tell serving",
+            f"driftwatch: rolled back, but model-events was not reachable ({why}): tell serving",
             file=sys.stderr,
         )
         return 3
