@@ -6,9 +6,11 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from driftwatch import argtypes
 from driftwatch.retrain_cli import add_commands
@@ -42,8 +44,8 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         SimulationConfig,
         generate,
         generate_outcomes,
-        parse_drift,
         resolve_start,
+        validate,
         write_jsonl,
     )
 
@@ -56,9 +58,14 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
         numeric_features=args.numeric_features,
         categorical_features=args.categorical_features,
         start=args.start,
-        drifts=tuple(parse_drift(d) for d in args.drift),
+        drifts=tuple(args.drift),  # parsed by the parser (_drift_arg)
         weekly_seasonality=args.seasonality,
     )
+    try:
+        validate(cfg)  # a drift naming a feature, tenant or model the traffic lacks
+    except ValueError as exc:
+        print(f"driftwatch simulate: {exc}", file=sys.stderr)
+        return 2
     if cfg.start is None and not args.outcomes:  # no outcomes to keep out of the future
         cfg = dataclasses.replace(cfg, start=resolve_start(dataclasses.replace(cfg, label_rate=0)))
     if args.out_dir is not None:
@@ -293,6 +300,8 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from driftwatch import simulate  # its drift types, for --help
+
     parser = argparse.ArgumentParser(
         prog="driftwatch", description="Streaming model-drift monitor on Kafka."
     )
@@ -328,8 +337,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--drift",
         action="append",
         default=[],
+        type=_drift_arg,
         help="e.g. mean_shift:day=60:magnitude=1.0:features=amount:tenants=acme:models=fraud "
-        "(types: mean_shift, variance, category_mix); repeatable",
+        f"(types: {', '.join(t.value for t in simulate.DriftType)}); repeatable",
     )
     p.add_argument("--outcomes", action="store_true", help="also produce outcomes")
     p.add_argument("--out-dir", default=None, help="write JSON lines files here instead of Kafka")
@@ -399,6 +409,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _drift_arg(text: str) -> Any:
+    """``--drift``'s value as a DriftSpec, a mistake in it as a usage error."""
+    from driftwatch.simulate import parse_drift
+
+    try:
+        return parse_drift(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -417,6 +437,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (KafkaConnectError, TopicError) as exc:  # refused, unreachable, topics do not fit
         print(f"driftwatch: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:  # an input path
+        print(f"driftwatch: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # the reader went away (``| head``): nothing left to say
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not fail
         return 1
     return result
 

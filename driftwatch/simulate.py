@@ -56,6 +56,7 @@ __all__ = [
     "generate_outcomes",
     "parse_drift",
     "resolve_start",
+    "validate",
     "write_jsonl",
 ]
 
@@ -524,7 +525,8 @@ def _resolve_drifts(
 # --- validation ------------------------------------------------------------------------------
 
 
-def _validate(cfg: SimulationConfig) -> None:
+def validate(cfg: SimulationConfig) -> None:
+    """Raise ValueError, saying what is wrong, for a configuration no stream can come of."""
     if isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int) or cfg.seed < 0:
         raise ValueError(f"seed must be an integer >= 0, not {cfg.seed!r}")
     for name in ("days", "events_per_day", "numeric_features", "categorical_features"):
@@ -734,7 +736,7 @@ def generate(cfg: SimulationConfig) -> Iterator[PredictionEvent]:
     >>> len(events), sorted(e.event_id for e in events)[0]
     (24, 'acme-conflict-000-000000')
     """
-    _validate(cfg)
+    validate(cfg)
     start_us = round(resolve_start(cfg) * _US)
     profiles = _profiles(cfg, start_us)
     for day in range(cfg.days):
@@ -758,7 +760,7 @@ def generate_outcomes(cfg: SimulationConfig) -> Iterator[OutcomeEvent]:
     A ``label_rate`` share of predictions gets one, ``outcome_delay_hours`` after it. Memory
     holds the outcomes still pending, about (max delay in days + 1) days of them.
     """
-    _validate(cfg)
+    validate(cfg)
     start_us = round(resolve_start(cfg) * _US)
     profiles = _profiles(cfg, start_us)
     lo_us = round(cfg.outcome_delay_hours[0] * 3600 * _US)

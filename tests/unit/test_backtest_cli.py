@@ -139,3 +139,28 @@ def _epoch(ts: str) -> float:
     from schemas import parse_timestamp
 
     return parse_timestamp(ts)
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["simulate", "--drift", "bogus:day=1"], "argument --drift: unknown drift type 'bogus'"),
+        (["simulate", "--drift", "mean_shift:day=1:magnitud=1"], "unknown drift option"),
+        (["simulate", "--drift", "mean_shift:day=1:features=nosuch"], "no numeric feature named"),
+        (["backtest", "--predictions", "{tmp}/nope.jsonl"], "{tmp}/nope.jsonl: No such file"),
+        (["report", "--predictions", "{tmp}/nope.jsonl", "--out", "{tmp}/r.html"], "No such file"),
+    ],
+)
+def test_a_user_s_mistake_is_a_usage_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], says: str
+) -> None:
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    if argv[0] == "simulate":
+        argv += ["--out-dir", str(tmp_path / "out"), "--days", "2", "--rate", "10"]
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own usage error
+        code = int(exc.code or 0)
+    err = capsys.readouterr().err
+    assert code == 2 and says.replace("{tmp}", str(tmp_path)) in err, err
+    assert "Traceback" not in err
