@@ -204,6 +204,11 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         streams = [
             s for s in streams if (args.tenant in (None, s[0])) and (args.model in (None, s[1]))
         ]
+        if not streams:
+            asked = f"{args.tenant or '*'}/{args.model or '*'}"
+            names = ", ".join(f"{t}/{m}" for t, m in sorted(seen)) or "none"
+            print(f"driftwatch: no model {asked} in the input (it has: {names})", file=sys.stderr)
+            return 2
     out = Path(args.out)
     if len(streams) != 1 and not out.is_dir():
         names = ", ".join(f"{t}/{m}" for t, m in streams) or "none"
@@ -279,12 +284,19 @@ def cmd_inspect(args: argparse.Namespace, settings: Settings) -> int:
     from agents.state_files import describe_performance, describe_state, read_table
 
     data_dir = args.data_dir or settings.data_dir
+    if not Path(data_dir).is_dir():
+        print(f"driftwatch: no worker state at {data_dir} (DRIFTWATCH_DATA_DIR, --data-dir)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     state = describe_state(read_table(data_dir, WINDOW_TABLE))
     for stream, perf in describe_performance(read_table(data_dir, PERFORMANCE_TABLE)).items():
         state.setdefault(stream, {})["performance"] = perf
     if args.stream:
         state = {k: v for k, v in state.items() if k == args.stream}
     print(json.dumps(state, indent=2, sort_keys=True))
+    if not state:
+        what = f"stream {args.stream}" if args.stream else "stream state"
+        print(f"driftwatch: no {what} in {data_dir}", file=sys.stderr)
     return 0 if state else 1
 
 

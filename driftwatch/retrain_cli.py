@@ -26,12 +26,20 @@ def _control(settings: Settings, key: str, value: dict[str, Any]) -> None:
     kafka = confluent_config(settings)
     check_connection(kafka, timeout=settings.kafka_connect_timeout)
     prepare_topics(settings, topic_specs(settings, [RETRAIN_CONTROL]), kafka)
+    failures: list[str] = []
+
+    def delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err.str() if hasattr(err, "str") else err))
+
     producer = Producer(kafka)
     producer.produce(
-        topic, key=key.encode(), value=ControlMessage(key, value, time.time()).to_json()
-    )
-    if producer.flush(30) != 0:
-        raise SystemExit(f"driftwatch: could not deliver to {topic}")
+        topic, key=key.encode(), value=ControlMessage(key, value, time.time()).to_json(),
+        on_delivery=delivery,
+    )  # fmt: skip
+    if producer.flush(30) != 0 or failures:  # 0 also for a message that expired
+        why = f" ({failures[0]})" if failures else ""
+        raise SystemExit(f"driftwatch: could not deliver to {topic}{why}")
 
 
 def cmd_retrain_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -47,7 +55,11 @@ def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
         f"approval:{args.request_id}",
         {"decision": decision, "by": args.by, "note": args.note},
     )
-    print(f"{decision}d {args.request_id} (the retrain worker acts on it from retrain-control)")
+    print(
+        f"asked to {decision} {args.request_id}: the retrain worker acts on it from "
+        "retrain-control if that request is awaiting approval (GET /v1/approvals lists them; "
+        "its decision shows on retrain-events, anything else in its log)"
+    )
     return 0
 
 

@@ -205,6 +205,10 @@ class RetrainService:
         rid = key.removeprefix("approval:")
         req = self.state.requests.get(rid)
         if req is None or req.status is not RetrainStatus.AWAITING_APPROVAL or req.drift is None:
+            # Said, not silently dropped: a mistyped id, or a request decided already.
+            why = "no such request" if req is None else f"it is {req.status}"
+            log.warning("%s of retrain request %s ignored: %s",
+                        value.get("decision", "approval"), rid, why)  # fmt: skip
             return
         drift = DriftEvent.from_dict(dict(req.drift))
         who = str(value.get("by", "someone"))

@@ -164,3 +164,23 @@ def test_a_user_s_mistake_is_a_usage_error_not_a_traceback(
     err = capsys.readouterr().err
     assert code == 2 and says.replace("{tmp}", str(tmp_path)) in err, err
     assert "Traceback" not in err
+
+
+def test_asking_for_what_is_not_there_says_what_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DRIFTWATCH_LOG_LEVEL", "WARNING")
+    data = tmp_path / "data"
+    assert main(["simulate", "--out-dir", str(data), "--days", "2", "--rate", "20",
+                 "--tenants", "acme", "--models", "fraud", "--start", START]) == 0  # fmt: skip
+    capsys.readouterr()
+    report = ["report", "--predictions", str(data / "predictions.jsonl"), "--tenant", "acme"]
+    code = main([*report, "--model", "nosuch", "--out", str(tmp_path / "r.html")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no model acme/nosuch in the input (it has: acme/fraud)" in err, err
+    assert main(["inspect", "--data-dir", str(tmp_path / "nonexistent")]) == 1
+    err = capsys.readouterr().err
+    assert f"no worker state at {tmp_path / 'nonexistent'}" in err, err
+    (tmp_path / "empty").mkdir()
+    assert main(["inspect", "--data-dir", str(tmp_path / "empty")]) == 1
+    assert "no stream state in" in capsys.readouterr().err

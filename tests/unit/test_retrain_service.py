@@ -175,6 +175,23 @@ def test_critical_drift_waits_for_approval_and_a_rejection_stops_it(
     ]
 
 
+def test_an_approval_of_no_such_request_is_logged_not_dropped_silently(
+    tmp_path: Path, rows: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    svc, out = service(tmp_path, rows, auto_retrain=True)
+    svc.on_drift(drift(severity=Severity.CRITICAL))
+    rid = request_id(drift())
+    with caplog.at_level("WARNING", logger="retrain.service"):
+        svc.on_control("approval:nosuch", {"decision": "approve", "by": "ops"})
+        svc.on_control(f"approval:{rid}", {"decision": "reject", "by": "ops"})
+        svc.on_control(f"approval:{rid}", {"decision": "approve", "by": "ops"})  # too late
+    assert [r.getMessage() for r in caplog.records] == [
+        "approve of retrain request nosuch ignored: no such request",
+        f"approve of retrain request {rid} ignored: it is rejected",
+    ]
+    assert out.statuses() == [RetrainStatus.AWAITING_APPROVAL, RetrainStatus.REJECTED]
+
+
 def test_unconfirmed_drift_is_ignored_and_cooldown_holds_a_second_incident(
     tmp_path: Path, rows: list[dict[str, Any]]
 ) -> None:
