@@ -128,6 +128,21 @@ _LAG = "driftwatch_consumer_lag_messages{"
 _TOPIC_LABEL = re.compile(r'topic="([^"]*)"')
 
 
+def _read_by_retrain(retrain: tuple[int, str], state: DemoState) -> bool:
+    """Has the retrain worker (``retrain``: its metrics port, the drift-events topic) read
+    at least as many drift events as the demo's own tail has?"""
+    port, topic = retrain
+    with state.lock:
+        seen = len(state.drifts)
+    label = f'topic="{topic}"'
+    read = sum(
+        v
+        for k, v in _scrape(port).items()
+        if k.startswith("driftwatch_retrain_messages_total{") and label in k
+    )
+    return read >= seen
+
+
 def _later_lag(metrics: dict[str, float], inputs: Collection[str]) -> float:
     """Messages the worker's later stages (the join, the performance monitor) have yet to
     process: the lag on every topic it reads but the producers' ``inputs``."""
@@ -356,6 +371,7 @@ def run_demo(
         prefix = f"demo-{run_id}-"
         partitions = 2
         metrics_port = free_port()
+        retrain_port = free_port()
         api_port = free_port()
         tokens_file, api_token = _demo_token(workdir)
         ensure_topics(
@@ -384,7 +400,7 @@ def run_demo(
             "DRIFTWATCH_CHANGELOG_LAST_RECORD_ALONE": str(settings.bootstrap_servers is None),
             # the retrain worker: on, performance drift only, recent data only
             "DRIFTWATCH_REGISTRY_DIR": str(workdir / "registry"),
-            "DRIFTWATCH_RETRAIN_METRICS_PORT": str(free_port()),
+            "DRIFTWATCH_RETRAIN_METRICS_PORT": str(retrain_port),
             "DRIFTWATCH_AUTO_RETRAIN": "true",
             "DRIFTWATCH_RETRAIN_KINDS": "performance",
             "DRIFTWATCH_TRAINING_DAYS": "6",
@@ -456,6 +472,7 @@ def run_demo(
             if not _keep_pace(
                 procs, metrics_port, produced - day_size, state, deadline=300,
                 later=(day_size, (prefix + PREDICTIONS, prefix + OUTCOMES)),
+                retrain=(retrain_port, prefix + DRIFT_EVENTS),
             ):  # fmt: skip
                 return 1
         _out(f"● produced {produced} predictions and outcomes; waiting for the worker to finish")
@@ -514,11 +531,14 @@ def _keep_pace(
     state: DemoState,
     deadline: float,
     later: tuple[float, Collection[str]] | None = None,
+    retrain: tuple[int, str] | None = None,
 ) -> bool:
     """Wait until the worker has processed ``target`` input events, no model trains and,
     with ``later`` (a bound and the input topics), its later stages are at most that many
-    messages behind: when they fell days behind, a retrained model was promoted after the
-    last prediction was sent, and never served the traffic its post-deploy check needs."""
+    messages behind, and with ``retrain`` (its metrics port and the drift-events topic), the
+    retrain worker has read every drift event the demo has: when either fell days behind, a
+    retrained model was promoted after nearly every prediction was sent, and served too
+    little of the traffic its post-deploy check needs ("served no traffic to check")."""
     until = time.monotonic() + deadline
     while time.monotonic() < until:
         failure = procs.failed()
@@ -530,6 +550,7 @@ def _keep_pace(
             _processed(metrics) >= target
             and not state.training()
             and (later is None or _later_lag(metrics, later[1]) <= later[0])
+            and (retrain is None or _read_by_retrain(retrain, state))
         ):
             return True
         time.sleep(0.2)

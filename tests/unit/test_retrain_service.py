@@ -97,6 +97,17 @@ def drift(
     )  # fmt: skip
 
 
+def of_new_version(out: Published, drift_id: str, day: float) -> DriftEvent:
+    """A confirmed performance drift of the version promoted last, in a window after its
+    post-deploy check's 24 h (one inside them rolls it back) and before the check's verdict
+    (3 days later)."""
+    version = [e for e in out.retrain if e.status is RetrainStatus.PROMOTED][-1].details
+    return replace(
+        drift(day=day + 0.5, drift_id=drift_id), model_version=version["version"],
+        window_start=T0 + day * DAY, window_end=T0 + (day + 1) * DAY,
+    )  # fmt: skip
+
+
 def service(
     tmp_path: Path, rows: list[dict[str, Any]], published: Published | None = None, **policy: Any
 ) -> tuple[RetrainService, Published]:
@@ -175,6 +186,30 @@ def test_critical_drift_waits_for_approval_and_a_rejection_stops_it(
     ]
 
 
+def test_drift_of_a_version_a_promotion_replaced_trains_nothing(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """v1's incidents go on closing windows of its traffic after r1 replaced it: another of
+    them, past the cooldown, said nothing about r1 and trained again. One of a version the
+    registry does not know (deployed elsewhere) is taken as serving."""
+    svc, out = service(tmp_path, rows, auto_retrain=True, cooldown_days=0.0, min_new_labels=0)
+    svc.on_drift(drift(day=DAYS - 1.0))
+    svc.wait_idle()
+    new = out.retrain[-1].details["version"]
+    svc.on_drift(drift(day=DAYS - 0.5, drift_id="incident-2"))  # of v1
+    svc.wait_idle()
+    last = out.retrain[-1]
+    assert last.status is RetrainStatus.IGNORED and last.drift_id == "incident-2"
+    assert last.reason == (
+        f"drift on v1, which {new} has replaced: it says nothing about the model serving now"
+    )
+    assert [m.action for m in out.models] == [ModelAction.PROMOTED]
+    elsewhere = replace(drift(day=DAYS - 0.4, drift_id="incident-3"), model_version="v9")
+    svc.on_drift(elsewhere)
+    svc.wait_idle()
+    assert RetrainStatus.TRAINING in [e.status for e in out.retrain if e.drift_id == "incident-3"]
+
+
 def test_an_approval_of_no_such_request_is_logged_not_dropped_silently(
     tmp_path: Path, rows: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -200,7 +235,7 @@ def test_unconfirmed_drift_is_ignored_and_cooldown_holds_a_second_incident(
     assert out.statuses() == [RetrainStatus.IGNORED] and "not confirmed" in out.retrain[0].reason
     svc.on_drift(drift())
     svc.wait_idle()
-    svc.on_drift(drift(drift_id="incident-2", day=DAYS - 0.2))
+    svc.on_drift(of_new_version(out, "incident-2", DAYS + 1))
     assert out.statuses()[-1] is RetrainStatus.WAITING and "cooldown" in out.retrain[-1].reason
 
 
@@ -415,7 +450,8 @@ def test_a_version_promoted_over_one_still_watched_ends_that_one_s_watch_and_say
     svc.wait_idle()
     first = out.retrain[-1]
     assert first.status is RetrainStatus.PROMOTED
-    svc.on_drift(drift(day=DAYS - 0.5, drift_id="incident-2"))
+    # A drift of the new version itself (one of the replaced version's is ignored: below).
+    svc.on_drift(of_new_version(out, "incident-2", DAYS + 1))
     svc.wait_idle()
     second = [e for e in out.retrain if e.request_id != first.request_id][-1]
     assert second.status is RetrainStatus.PROMOTED
