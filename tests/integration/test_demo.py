@@ -38,6 +38,12 @@ def test_the_quick_start_demo_finds_retrains_and_rejects(tmp_path: Path) -> None
         "RETRAIN challenger_rejected" in line and "globex/fraud" in line
         for line in out.splitlines()
     )
+    # ... and the promoted model checked on its own traffic (once, it served none: the demo
+    # had sent nearly every prediction before the promotion, and still said "validated")
+    assert any(
+        "RETRAIN validated " in line and "acme/conflict" in line and "of its own traffic" in line
+        for line in out.splitlines()
+    ), out[-4000:]
     processed = next(line for line in out.splitlines() if line.startswith("processed "))
     counts = processed.split()[1].split("/")
     assert counts[0] == counts[1], processed  # every event produced was processed
