@@ -141,8 +141,12 @@ def retrain_alert(event: RetrainEvent, now: float | None = None) -> Alert | None
     severity = RETRAIN_ALERTS.get(event.status)
     if severity is None:
         return None
+    if event.details.get("manual"):  # a person's own rollback: they know, others are told
+        severity = Severity.MEDIUM
     status = event.status.value
     step = status.replace("_", " ")
+    if event.details.get("inconclusive"):
+        step += " (inconclusive)"
     title = f"[{severity.value}] {event.tenant}/{event.model}: retraining {step}"
     lines = [f"*{event.tenant}/{event.model}* retraining `{status}`: {event.reason}"]
     if event.status is RetrainStatus.AWAITING_APPROVAL:

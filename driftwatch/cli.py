@@ -66,8 +66,10 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"driftwatch simulate: {exc}", file=sys.stderr)
         return 2
-    if cfg.start is None and not args.outcomes:  # no outcomes to keep out of the future
-        cfg = dataclasses.replace(cfg, start=resolve_start(dataclasses.replace(cfg, label_rate=0)))
+    if cfg.start is None:  # once, for the predictions and the outcomes alike
+        # Without outcomes there are none to keep out of the future: the stream ends today.
+        shifted = cfg if args.outcomes else dataclasses.replace(cfg, label_rate=0)
+        cfg = dataclasses.replace(cfg, start=resolve_start(shifted))
     if args.out_dir is not None:
         out = Path(args.out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -311,9 +313,12 @@ def cmd_config(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from driftwatch import simulate  # its drift types, for --help
+DRIFT_TYPES = ("mean_shift", "variance", "category_mix", "concept", "relation", "none")
+"""``simulate --drift``'s types, for its help (``driftwatch.simulate.DriftType``'s values: a
+test keeps them equal; importing it here cost every command ~80 ms)."""
 
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="driftwatch", description="Streaming model-drift monitor on Kafka."
     )
@@ -351,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         type=_drift_arg,
         help="e.g. mean_shift:day=60:magnitude=1.0:features=amount:tenants=acme:models=fraud "
-        f"(types: {', '.join(t.value for t in simulate.DriftType)}); repeatable",
+        f"(types: {', '.join(DRIFT_TYPES)}); repeatable",
     )
     p.add_argument("--outcomes", action="store_true", help="also produce outcomes")
     p.add_argument("--out-dir", default=None, help="write JSON lines files here instead of Kafka")
@@ -450,7 +455,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KafkaConnectError, TopicError) as exc:  # refused, unreachable, topics do not fit
         print(f"driftwatch: {exc}", file=sys.stderr)
         return 1
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:  # an input path
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        if exc.filename is None:  # not a path the user gave: a fault, with its traceback
+            raise
         print(f"driftwatch: {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (``| head``): nothing left to say

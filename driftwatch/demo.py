@@ -128,6 +128,24 @@ _LAG = "driftwatch_consumer_lag_messages{"
 _TOPIC_LABEL = re.compile(r'topic="([^"]*)"')
 
 
+def _awaiting_verdict(state: DemoState) -> list[str]:
+    """Requests whose version was promoted and whose post-deploy check has not ended."""
+    with state.lock:
+        last: dict[str, str] = {}
+        for r in state.retrain:
+            last[r["request_id"]] = r["status"]
+    return [rid for rid, status in last.items() if status == "promoted"]
+
+
+def _await_verdicts(state: DemoState, deadline: float) -> None:
+    """After the stream: the retrain worker's post-deploy verdicts come from labelled rows it
+    may still be reading. Waits (at most ``deadline`` s) for every promoted version's; the
+    summary says what is missing."""
+    until = time.monotonic() + deadline
+    while _awaiting_verdict(state) and time.monotonic() < until:
+        time.sleep(0.5)
+
+
 def _read_by_retrain(retrain: tuple[int, str], state: DemoState) -> bool:
     """Has the retrain worker (``retrain``: its metrics port, the drift-events topic) read
     at least as many drift events as the demo's own tail has?"""
@@ -480,6 +498,7 @@ def run_demo(
             return 1
         if not _settle(procs, metrics_port, state, deadline=300):
             return 1
+        _await_verdicts(state, deadline=120)
         elapsed = time.monotonic() - started
         time.sleep(1.0)  # the last drift events on their way to the tails
         stop_tails()
@@ -554,7 +573,16 @@ def _keep_pace(
         ):
             return True
         time.sleep(0.2)
-    _out("✗ the workers did not keep up")
+    metrics = _scrape(metrics_port)
+    waiting = [
+        f"the worker processed {_processed(metrics)} of {target} input events",
+        "a model trains" if state.training() else "",
+        f"its later stages are {_later_lag(metrics, later[1]):.0f} messages behind"
+        if later is not None else "",
+        "the retrain worker has not read every drift event"
+        if retrain is not None and not _read_by_retrain(retrain, state) else "",
+    ]  # fmt: skip
+    _out(f"✗ the workers did not keep up ({'; '.join(w for w in waiting if w)})")
     return False
 
 
@@ -679,7 +707,9 @@ def _summary(
     outcome: dict[tuple[str, str], list[str]] = {}
     for r in retrain:
         if r["status"] not in ("ignored", "waiting"):
-            outcome.setdefault((r["tenant"], r["model"]), []).append(r["status"])
+            inconclusive = (r.get("details") or {}).get("inconclusive")
+            step = r["status"] + (" (inconclusive)" if inconclusive else "")
+            outcome.setdefault((r["tenant"], r["model"]), []).append(step)
     for (tenant, model), steps in sorted(outcome.items()):
         _out(f"  {tenant}/{model}: {' -> '.join(steps)}")
     for m in models:

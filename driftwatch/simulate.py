@@ -35,7 +35,7 @@ import math
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
 
@@ -582,7 +582,7 @@ def resolve_start(cfg: SimulationConfig) -> float:
     if cfg.start is not None:
         return float(cfg.start)
     late = math.ceil(cfg.outcome_delay_hours[1] / 24) if cfg.label_rate > 0 else 0
-    day0 = date.today() - timedelta(days=cfg.days + late)
+    day0 = datetime.now(UTC).date() - timedelta(days=cfg.days + late)  # UTC's today
     return datetime.combine(day0, time(0), tzinfo=UTC).timestamp()
 
 

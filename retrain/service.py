@@ -203,12 +203,19 @@ class RetrainService:
         version the registry does not know (deployed elsewhere) is taken as serving."""
         if drift.model_version is None:
             return None
-        active = self.registry.active(drift.tenant, drift.model)
-        if active is None or active.version == drift.model_version:
-            return None
         try:
-            self.registry.get(drift.tenant, drift.model, drift.model_version)
-        except RegistryError:
+            active = self.registry.active(drift.tenant, drift.model)
+            if active is None or active.version == drift.model_version:
+                return None
+            try:
+                self.registry.get(drift.tenant, drift.model, drift.model_version)
+            except RegistryError:
+                return None  # a version the registry does not know: deployed elsewhere
+        except (RegistryError, OSError, ValueError) as exc:
+            # The registry unreadable: the drift is decided as before (a registry fault must
+            # not stop the worker on every drift event, as an uncaught one would).
+            log.warning("%s/%s: could not tell whether %s was replaced: %s", drift.tenant,
+                        drift.model, drift.model_version, exc)  # fmt: skip
             return None
         return (
             f"drift on {drift.model_version}, which {active.version} has replaced: "
@@ -240,6 +247,10 @@ class RetrainService:
         who = str(value.get("by", "someone"))
         if value.get("decision") == "reject":
             self._publish(drift, RetrainStatus.REJECTED, f"rejected by {who}", 0)
+            return
+        replaced = self._replaced(drift)
+        if replaced is not None:  # asked about a model that no longer serves
+            self._publish(drift, RetrainStatus.REJECTED, f"approved by {who}, but {replaced}", 0)
             return
         self._publish(drift, RetrainStatus.APPROVED, f"approved by {who}", 0)
         decision = decide(drift, self.config.policy, self.state)
@@ -554,6 +565,15 @@ class RetrainService:
             key = (promoted.tenant, promoted.model)
             self.log_clock[key] = max(self.log_clock.get(key, ts), ts)
 
+    def _last_switch(self, check: PostDeployCheck) -> dict[str, Any] | None:
+        """The registry's last activation of the model, if it replaced ``check``'s version."""
+        try:
+            history = self.registry.history(check.tenant, check.model)
+        except (OSError, ValueError):
+            return None
+        last = history[-1] if history else None
+        return last if last is not None and last.get("previous") == check.version else None
+
     def _begin_watch(self, check: PostDeployCheck) -> None:
         """A promotion's watch begins. One still running on the model (its version replaced
         by this one, promoted again after the cooldown before its check ended) ends without
@@ -578,9 +598,17 @@ class RetrainService:
         if not self._still_active(check):
             del self.checks[key]  # rolled back by hand, or replaced: the watch is over
             req = self._request_of(check)
-            if req is not None:
-                reason = f"{check.version} is no longer active: the watch ended"
-                self._publish_raw(req, RetrainStatus.VALIDATED, reason, {"inconclusive": True})
+            if req is None:
+                return
+            switch = self._last_switch(check)
+            if switch is not None and switch.get("version") == check.previous:
+                # Rolled back outside this worker (``driftwatch rollback`` edits the registry):
+                # the request ends rolled back, with the registry's reason.
+                reason = str(switch.get("reason") or f"{check.version} was rolled back")
+                self._publish_raw(req, RetrainStatus.ROLLED_BACK, reason, {"manual": True})
+                return
+            reason = f"{check.version} is no longer active: the watch ended"
+            self._publish_raw(req, RetrainStatus.VALIDATED, reason, {"inconclusive": True})
             return
         verdict, reason, figures = check.verdict(self.log_clock.get(key, check.promoted_at))
         if verdict is Verdict.ROLLBACK:

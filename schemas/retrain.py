@@ -32,7 +32,9 @@ class RetrainStatus(StrEnum):
     CHALLENGER_REJECTED = "challenger_rejected"
     PROMOTED = "promoted"
     VALIDATED = "validated"
-    """The promoted version passed its post-deploy check."""
+    """The promoted version passed its post-deploy check, or (``details.inconclusive``) the
+    check ended without a verdict on quality: too few labels of its own traffic, none for a
+    week, or the version replaced before the check ended."""
     ROLLED_BACK = "rolled_back"
     """The promoted version failed its post-deploy check and was replaced by its predecessor,
     or a person rolled it back during the check (``details.manual``)."""

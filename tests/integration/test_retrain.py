@@ -3,6 +3,7 @@ promoted model, a noisy challenger rejected, a crash mid-training retried, a fla
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -24,6 +25,7 @@ from retrain.registry import ModelRegistry
 from retrain.worker import CRASH_EXIT_CODE
 from runtime.topics import ensure_topics
 from schemas import ControlMessage, Severity
+from streams.config import DAY
 
 
 @pytest.fixture
@@ -108,7 +110,14 @@ def test_a_crash_mid_training_is_retried_once_and_a_flag_switch_stops_trainings(
             ControlMessage(key, {"auto_retrain": False}, time.time()).to_json(),
         )
         time.sleep(2)
-        later = confirming_drift(drift_id="next-incident", severity=Severity.HIGH)
+        # An incident of the promoted version, after its 24 h watch (one of v1, which it
+        # replaced, is ignored; one inside the watch rolls it back).
+        first = confirming_drift()
+        later = dataclasses.replace(
+            confirming_drift(drift_id="next-incident", severity=Severity.HIGH),
+            model_version=promoted["details"]["version"], window_start=first.window_end + DAY,
+            window_end=first.window_end + 2 * DAY, detected_at=first.window_end + 2 * DAY,
+        )  # fmt: skip
         send(kafka_bootstrap, prefix + "drift-events", b"acme:fraud", later.to_json())
         waiting = tail.wait_for(
             lambda t, v: t.endswith("retrain-events") and v["drift_id"] == "next-incident",

@@ -184,3 +184,10 @@ def test_asking_for_what_is_not_there_says_what_is(
     (tmp_path / "empty").mkdir()
     assert main(["inspect", "--data-dir", str(tmp_path / "empty")]) == 1
     assert "no stream state in" in capsys.readouterr().err
+
+
+def test_simulate_s_help_names_every_drift_type() -> None:
+    from driftwatch.cli import DRIFT_TYPES
+    from driftwatch.simulate import DriftType
+
+    assert tuple(t.value for t in DriftType) == DRIFT_TYPES

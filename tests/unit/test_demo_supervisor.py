@@ -103,3 +103,41 @@ def test_an_inconclusive_check_is_shown_as_one() -> None:
          "details": {"inconclusive": True}}  # fmt: skip
     line = demo._describe_retrain(state, r)
     assert line is not None and "RETRAIN validated (inconclusive) acme/conflict: r1 served" in line
+
+
+def test_the_demo_waits_for_the_retrain_worker_to_read_what_it_has_seen() -> None:
+    """Read from the retrain worker's own counter, over HTTP, as the demo scrapes it."""
+    from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+    from driftwatch.devbroker import free_port
+
+    registry = CollectorRegistry()
+    handled = Counter("driftwatch_retrain_messages", "", ["topic", "result"], registry=registry)
+    port = free_port()
+    server, thread = start_http_server(port, registry=registry)
+    try:
+        state = demo.DemoState(start=0.0)
+        state.drifts.extend({"drift_id": str(i)} for i in range(3))
+        topic = "d-drift-events"
+        assert not demo._read_by_retrain((port, topic), state)
+        handled.labels(topic, "ok").inc(2)
+        handled.labels("d-labeled-predictions", "ok").inc(5)  # another topic: not counted
+        assert not demo._read_by_retrain((port, topic), state)
+        handled.labels(topic, "dead_letter").inc()  # read, if refused
+        assert demo._read_by_retrain((port, topic), state)
+    finally:
+        server.shutdown()
+        thread.join()
+
+
+def test_after_the_stream_the_demo_waits_for_the_promoted_versions_verdicts() -> None:
+    state = demo.DemoState(start=0.0)
+    state.retrain.append(step("conflict", "promoted") | {"request_id": "r"})
+    started = time.monotonic()
+    demo._await_verdicts(state, deadline=0.6)  # none comes: it gives up, the summary says
+    assert time.monotonic() - started >= 0.6
+    state.retrain.append(step("conflict", "validated") | {"request_id": "r"})
+    assert demo._awaiting_verdict(state) == []
+    started = time.monotonic()
+    demo._await_verdicts(state, deadline=30)
+    assert time.monotonic() - started < 1.0

@@ -210,6 +210,60 @@ def test_drift_of_a_version_a_promotion_replaced_trains_nothing(
     assert RetrainStatus.TRAINING in [e.status for e in out.retrain if e.drift_id == "incident-3"]
 
 
+def test_a_rollback_made_outside_the_worker_ends_the_watched_request_rolled_back(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """``driftwatch rollback`` edits the registry only: the next labelled row finds the
+    watched version gone, and its request ends rolled back with the registry's reason (not
+    "validated, inconclusive")."""
+    svc, out = service(tmp_path, rows, auto_retrain=True)
+    svc.on_drift(drift())
+    svc.wait_idle()
+    version = out.retrain[-1].details["version"]
+    svc.registry.activate("acme", "fraud", "v1", reason="manual rollback by ops: complaints")
+    svc.on_labeled(
+        {"event_id": "x", "tenant": "acme", "model": "fraud", "model_version": "v1",
+         "score": 0.9, "label": 1, "prediction_timestamp": drift().detected_at,
+         "outcome_timestamp": drift().detected_at + 60}
+    )  # fmt: skip
+    ended = out.retrain[-1]
+    assert ended.status is RetrainStatus.ROLLED_BACK and ended.details["manual"] is True
+    assert ended.reason == "manual rollback by ops: complaints" and version != "v1"
+    assert ("acme", "fraud") not in svc.checks
+
+
+def test_an_approval_of_a_replaced_version_s_incident_trains_nothing(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    svc, out = service(tmp_path, rows, auto_retrain=True, cooldown_days=0.0, min_new_labels=0)
+    svc.on_drift(drift(severity=Severity.CRITICAL, drift_id="critical", day=DAYS - 1.0))
+    assert out.statuses() == [RetrainStatus.AWAITING_APPROVAL]
+    for version in ("v1", "v2"):  # meanwhile v2 replaced v1 (a rollout, or a rollback)
+        svc.registry.register_external("acme", "fraud", version)
+        svc.registry.activate("acme", "fraud", version, reason="deployed")
+    rid = request_id(drift(drift_id="critical"))
+    svc.on_control(f"approval:{rid}", {"decision": "approve", "by": "ops"})
+    svc.wait_idle()
+    last = out.retrain[-1]
+    assert last.status is RetrainStatus.REJECTED and last.drift_id == "critical"
+    assert last.reason.startswith("approved by ops, but drift on v1, which v2 has replaced")
+    assert out.models == [] and RetrainStatus.TRAINING not in out.statuses()
+
+
+def test_an_unreadable_registry_does_not_stop_deciding(
+    tmp_path: Path, rows: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
+) -> None:
+    svc, out = service(tmp_path, rows, auto_retrain=True)
+    svc.on_drift(drift())
+    svc.wait_idle()
+    for active in (tmp_path / "registry").rglob("active.json"):
+        active.write_text('{"version": "gone"}')  # points at a version with no metadata
+    with caplog.at_level("WARNING", logger="retrain.service"):
+        svc.on_drift(drift(drift_id="incident-2", confirmed=False, persistence=1))
+    assert out.statuses()[-1] is RetrainStatus.IGNORED
+    assert "could not tell whether v1 was replaced" in caplog.text
+
+
 def test_an_approval_of_no_such_request_is_logged_not_dropped_silently(
     tmp_path: Path, rows: list[dict[str, Any]], caplog: pytest.LogCaptureFixture
 ) -> None:
