@@ -371,7 +371,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the whole loop on one machine")
     p.add_argument("--days", type=int, default=70)
     p.add_argument("--rate", type=int, default=500, help="events per day per tenant and model")
-    p.add_argument("--drift-day", type=int, default=50)
+    p.add_argument(
+        "--drift-day",
+        type=int,
+        default=50,
+        help="when the changes start; leave ~14 days after it (labels come 1-3 days late, "
+        "confirmation takes 7, the promoted model's check 4 more) for the demo to pass",
+    )
     p.add_argument(
         "--batch",
         type=int,
