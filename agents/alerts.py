@@ -9,7 +9,15 @@ from __future__ import annotations
 
 import time
 
-from schemas import ModelAction, ModelEvent, RetrainEvent, RetrainStatus, Severity, format_timestamp
+from schemas import (
+    MANUAL_ROLLBACK,
+    ModelAction,
+    ModelEvent,
+    RetrainEvent,
+    RetrainStatus,
+    Severity,
+    format_timestamp,
+)
 from schemas.alerts import Alert, AlertKind, alert_id
 from streams.importance import rank_key
 from streams.incidents import IncidentNotice
@@ -179,7 +187,9 @@ def retrain_alert(event: RetrainEvent, now: float | None = None) -> Alert | None
 
 def model_alert(event: ModelEvent, now: float | None = None) -> Alert:
     rolled_back = event.action is ModelAction.ROLLED_BACK
-    severity = Severity.HIGH if rolled_back else Severity.MEDIUM
+    # A person's own rollback: they know; the others are told, less loudly.
+    by_person = rolled_back and event.reason.startswith(MANUAL_ROLLBACK)
+    severity = Severity.HIGH if rolled_back and not by_person else Severity.MEDIUM
     verb = "rolled back" if rolled_back else "promoted"
     title = (
         f"[{severity.value}] {event.tenant}/{event.model}: {event.previous_version} -> "

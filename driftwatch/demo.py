@@ -49,6 +49,7 @@ from runtime.settings import Settings
 from runtime.topics import (
     DEAD_LETTERS,
     DRIFT_EVENTS,
+    LABELED_PREDICTIONS,
     MODEL_EVENTS,
     OUTCOMES,
     PREDICTIONS,
@@ -137,12 +138,32 @@ def _awaiting_verdict(state: DemoState) -> list[str]:
     return [rid for rid, status in last.items() if status == "promoted"]
 
 
-def _await_verdicts(state: DemoState, deadline: float) -> None:
-    """After the stream: the retrain worker's post-deploy verdicts come from labelled rows it
-    may still be reading. Waits (at most ``deadline`` s) for every promoted version's; the
+def _await_verdicts(
+    procs: Supervised,
+    state: DemoState,
+    labelled: tuple[int, str],
+    deadline: float,
+    quiet: float = 3.0,
+) -> None:
+    """After the stream: the retrain worker's post-deploy verdicts come from labelled rows
+    (``labelled``: its metrics port and that topic) it may still be reading. Waits for every
+    promoted version's, while the retrain worker runs and reads (a version promoted near the
+    stream's end gets none: no row is left to end its check), at most ``deadline`` s; the
     summary says what is missing."""
+    port, topic = labelled
+    label = f'topic="{topic}"'
     until = time.monotonic() + deadline
-    while _awaiting_verdict(state) and time.monotonic() < until:
+    last, since = -1.0, time.monotonic()
+    while _awaiting_verdict(state) and time.monotonic() < until and procs.failed() is None:
+        read = sum(
+            v
+            for k, v in _scrape(port).items()
+            if k.startswith("driftwatch_retrain_messages_total{") and label in k
+        )
+        if read != last:
+            last, since = read, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return  # read to the end: nothing more will come
         time.sleep(0.5)
 
 
@@ -498,8 +519,8 @@ def run_demo(
             return 1
         if not _settle(procs, metrics_port, state, deadline=300):
             return 1
-        _await_verdicts(state, deadline=120)
         elapsed = time.monotonic() - started
+        _await_verdicts(procs, state, (retrain_port, prefix + LABELED_PREDICTIONS), deadline=120)
         time.sleep(1.0)  # the last drift events on their way to the tails
         stop_tails()
         del producer
@@ -574,11 +595,14 @@ def _keep_pace(
             return True
         time.sleep(0.2)
     metrics = _scrape(metrics_port)
+    processed = _processed(metrics)
+    lag = 0.0 if later is None else _later_lag(metrics, later[1])
     waiting = [
-        f"the worker processed {_processed(metrics)} of {target} input events",
+        f"the worker processed {processed} of {target} input events" if processed < target
+        else "",
         "a model trains" if state.training() else "",
-        f"its later stages are {_later_lag(metrics, later[1]):.0f} messages behind"
-        if later is not None else "",
+        f"its later stages are {lag:.0f} messages behind"
+        if later is not None and lag > later[0] else "",
         "the retrain worker has not read every drift event"
         if retrain is not None and not _read_by_retrain(retrain, state) else "",
     ]  # fmt: skip

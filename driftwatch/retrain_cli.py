@@ -103,7 +103,7 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     from retrain.registry import ModelRegistry, RegistryError
     from runtime.kafka_connection import ErrorWatch, confluent_config
     from runtime.topics import MODEL_EVENTS
-    from schemas import ModelAction, ModelEvent
+    from schemas import MANUAL_ROLLBACK, ModelAction, ModelEvent
 
     # Bad Kafka settings stop it here, before the registry changes.
     kafka = confluent_config(settings, **{"message.timeout.ms": ROLLBACK_DELIVERY_MS})
@@ -116,7 +116,7 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     if current is None or target is None:
         print("driftwatch: nothing to roll back to", file=sys.stderr)
         return 1
-    reason = f"manual rollback by {args.by}" + (f": {args.reason}" if args.reason else "")
+    reason = f"{MANUAL_ROLLBACK}{args.by}" + (f": {args.reason}" if args.reason else "")
     try:
         registry.activate(args.tenant, args.model, target, reason=reason)
     except RegistryError as exc:

@@ -394,6 +394,12 @@ class ModelRegistry:
             return None
         return self.get(tenant, model, str(record["version"]))
 
+    def last_switch(self, tenant: str, model: str) -> dict[str, Any] | None:
+        """The last activation (``version``, ``previous``, ``reason``, ``at``), as
+        ``active.json`` holds it: replaced atomically, never behind (the history file is
+        appended after it, and a crash in between leaves the history one switch short)."""
+        return _read_json(self._stream_dir(tenant, model) / ACTIVE)
+
     def previous_active(self, tenant: str, model: str) -> ModelVersion | None:
         """The version active before the current one: the rollback target."""
         record = _read_json(self._stream_dir(tenant, model) / ACTIVE)

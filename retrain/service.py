@@ -46,6 +46,8 @@ from retrain.validation import (
     holdout_metrics,
 )
 from schemas import (
+    AUTO_ROLLBACK,
+    MANUAL_ROLLBACK,
     DriftEvent,
     DriftKind,
     ModelAction,
@@ -290,7 +292,7 @@ class RetrainService:
             log.warning("rollback of %s/%s asked by %s: nothing to roll back to", tenant, model,
                         who)  # fmt: skip
             return
-        reason = f"manual rollback by {who}: {value.get('reason', '')}"
+        reason = f"{MANUAL_ROLLBACK}{who}: {value.get('reason', '')}"
         try:
             self.registry.activate(tenant, model, str(target), reason=reason)
         except Exception as exc:
@@ -568,10 +570,9 @@ class RetrainService:
     def _last_switch(self, check: PostDeployCheck) -> dict[str, Any] | None:
         """The registry's last activation of the model, if it replaced ``check``'s version."""
         try:
-            history = self.registry.history(check.tenant, check.model)
+            last = self.registry.last_switch(check.tenant, check.model)
         except (OSError, ValueError):
             return None
-        last = history[-1] if history else None
         return last if last is not None and last.get("previous") == check.version else None
 
     def _begin_watch(self, check: PostDeployCheck) -> None:
@@ -601,11 +602,19 @@ class RetrainService:
             if req is None:
                 return
             switch = self._last_switch(check)
-            if switch is not None and switch.get("version") == check.previous:
-                # Rolled back outside this worker (``driftwatch rollback`` edits the registry):
-                # the request ends rolled back, with the registry's reason.
-                reason = str(switch.get("reason") or f"{check.version} was rolled back")
-                self._publish_raw(req, RetrainStatus.ROLLED_BACK, reason, {"manual": True})
+            why = "" if switch is None else str(switch.get("reason") or "")
+            if why.startswith(MANUAL_ROLLBACK):
+                # A person rolled it back outside this worker (``driftwatch rollback`` edits
+                # the registry, to the predecessor or ``--to`` any version): the request ends
+                # rolled back, with the registry's reason.
+                by = why.removeprefix(MANUAL_ROLLBACK).split(":", 1)[0].strip() or "someone"
+                self._publish_raw(req, RetrainStatus.ROLLED_BACK, why, {"manual": True, "by": by})
+                return
+            if switch is not None and why.startswith(AUTO_ROLLBACK):
+                # This worker's own rollback, interrupted after the registry switched (a
+                # restart rebuilt the watch): finish it, announcement and status.
+                self._rollback(check, why.removeprefix(AUTO_ROLLBACK), self.log_clock.get(
+                    key, check.promoted_at))  # fmt: skip
                 return
             reason = f"{check.version} is no longer active: the watch ended"
             self._publish_raw(req, RetrainStatus.VALIDATED, reason, {"inconclusive": True})
@@ -635,7 +644,7 @@ class RetrainService:
         if target is None:
             log.error("cannot roll back %s/%s: no previous version", *key)
             return
-        self.registry.activate(check.tenant, check.model, target, reason=f"rollback: {reason}")
+        self.registry.activate(check.tenant, check.model, target, reason=AUTO_ROLLBACK + reason)
         self.publisher.model_event(
             ModelEvent(
                 ModelAction.ROLLED_BACK,

@@ -13,9 +13,19 @@ from schemas.events import (
     format_timestamp,
     parse_timestamp,
 )
-from schemas.retrain import ControlMessage, ModelAction, ModelEvent, RetrainEvent, RetrainStatus
+from schemas.retrain import (
+    AUTO_ROLLBACK,
+    MANUAL_ROLLBACK,
+    ControlMessage,
+    ModelAction,
+    ModelEvent,
+    RetrainEvent,
+    RetrainStatus,
+)
 
 __all__ = [
+    "AUTO_ROLLBACK",
+    "MANUAL_ROLLBACK",
     "SCHEMA_VERSION",
     "ControlMessage",
     "DeadLetter",

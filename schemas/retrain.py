@@ -17,6 +17,13 @@ from schemas.events import (
     parse_timestamp,
 )
 
+MANUAL_ROLLBACK = "manual rollback by "
+"""How the reason of a rollback a person made starts (``driftwatch rollback``, the API), on
+``model-events`` and in the registry: a rollback is told apart by it (its alerts, the
+request it ends)."""
+AUTO_ROLLBACK = "rollback: "
+"""How the registry's reason starts for the retrain worker's own rollback."""
+
 
 class RetrainStatus(StrEnum):
     """Where a retrain request is. Terminal (for starting a training): rejected,

@@ -130,14 +130,38 @@ def test_the_demo_waits_for_the_retrain_worker_to_read_what_it_has_seen() -> Non
         thread.join()
 
 
-def test_after_the_stream_the_demo_waits_for_the_promoted_versions_verdicts() -> None:
-    state = demo.DemoState(start=0.0)
-    state.retrain.append(step("conflict", "promoted") | {"request_id": "r"})
-    started = time.monotonic()
-    demo._await_verdicts(state, deadline=0.6)  # none comes: it gives up, the summary says
-    assert time.monotonic() - started >= 0.6
-    state.retrain.append(step("conflict", "validated") | {"request_id": "r"})
-    assert demo._awaiting_verdict(state) == []
-    started = time.monotonic()
-    demo._await_verdicts(state, deadline=30)
-    assert time.monotonic() - started < 1.0
+def test_after_the_stream_the_demo_waits_for_the_promoted_versions_verdicts(
+    tmp_path: Path,
+) -> None:
+    """While the retrain worker still reads labelled rows; not once it has read them all
+    (a version promoted at the stream's end never gets a verdict) or has died."""
+    from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+    from driftwatch.devbroker import free_port
+
+    registry = CollectorRegistry()
+    read = Counter("driftwatch_retrain_messages", "", ["topic", "result"], registry=registry)
+    port = free_port()
+    server, thread = start_http_server(port, registry=registry)
+    try:
+        with ExitStack() as stack:
+            procs = Scripted(tmp_path, {}, stack)
+            state = demo.DemoState(start=0.0)
+            state.retrain.append(step("conflict", "promoted") | {"request_id": "r"})
+            labelled = (port, "d-labeled-predictions")
+            started = time.monotonic()
+            demo._await_verdicts(procs, state, labelled, deadline=30, quiet=0.6)
+            waited = time.monotonic() - started
+            assert 0.6 <= waited < 5, "read to the end: no verdict is coming"
+            started = time.monotonic()
+            demo._await_verdicts(procs, state, labelled, deadline=0.6, quiet=30)
+            assert time.monotonic() - started >= 0.6  # still reading: up to the deadline
+            state.retrain.append(step("conflict", "validated") | {"request_id": "r"})
+            assert demo._awaiting_verdict(state) == []
+            read.labels("d-labeled-predictions", "ok").inc()
+            started = time.monotonic()
+            demo._await_verdicts(procs, state, labelled, deadline=30)
+            assert time.monotonic() - started < 1.0
+    finally:
+        server.shutdown()
+        thread.join()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from agents.alerts import retrain_alert
-from schemas import RetrainEvent, RetrainStatus, Severity
+from agents.alerts import model_alert, retrain_alert
+from schemas import ModelAction, ModelEvent, RetrainEvent, RetrainStatus, Severity
 
 
 def event(status: RetrainStatus, **details: Any) -> RetrainEvent:
@@ -26,3 +26,12 @@ def test_an_inconclusive_check_is_not_told_as_a_pass() -> None:
     assert unsure is not None
     assert unsure.title == "[LOW] acme/fraud: retraining validated (inconclusive)"
     assert retrain_alert(event(RetrainStatus.WAITING), now=0.0) is None
+
+
+def test_a_person_s_rollback_on_model_events_is_not_paged_as_the_worker_s() -> None:
+    def rollback(reason: str) -> ModelEvent:
+        return ModelEvent(ModelAction.ROLLED_BACK, "acme", "fraud", "v1", "r1", reason, 1.0, 1.0)
+
+    assert model_alert(rollback("accuracy 0.61 vs 0.90"), now=0.0).severity is Severity.HIGH
+    by_person = model_alert(rollback("manual rollback by ops: complaints"), now=0.0)
+    assert by_person.severity is Severity.MEDIUM

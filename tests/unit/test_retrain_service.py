@@ -229,7 +229,28 @@ def test_a_rollback_made_outside_the_worker_ends_the_watched_request_rolled_back
     ended = out.retrain[-1]
     assert ended.status is RetrainStatus.ROLLED_BACK and ended.details["manual"] is True
     assert ended.reason == "manual rollback by ops: complaints" and version != "v1"
-    assert ("acme", "fraud") not in svc.checks
+    assert ended.details["by"] == "ops" and ("acme", "fraud") not in svc.checks
+
+
+def test_the_worker_s_own_rollback_cut_short_by_a_crash_is_finished_not_called_manual(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Killed after the registry switched back and before the announcement: the watch a
+    restart rebuilds finds its version gone by the worker's own hand, and finishes the
+    rollback (model-events, then the request), at HIGH, not as a person's."""
+    svc, out = service(tmp_path, rows, auto_retrain=True)
+    svc.on_drift(drift())
+    svc.wait_idle()
+    svc.registry.activate("acme", "fraud", "v1", reason="rollback: accuracy 0.61 vs 0.90")
+    svc.on_labeled(
+        {"event_id": "x", "tenant": "acme", "model": "fraud", "model_version": "v1",
+         "score": 0.9, "label": 1, "prediction_timestamp": drift().detected_at,
+         "outcome_timestamp": drift().detected_at + 60}
+    )  # fmt: skip
+    ended = out.retrain[-1]
+    assert ended.status is RetrainStatus.ROLLED_BACK and "manual" not in ended.details
+    assert ended.reason == "accuracy 0.61 vs 0.90"
+    assert [m.action for m in out.models] == [ModelAction.PROMOTED, ModelAction.ROLLED_BACK]
 
 
 def test_an_approval_of_a_replaced_version_s_incident_trains_nothing(
