@@ -116,6 +116,9 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
     if current is None or target is None:
         print("driftwatch: nothing to roll back to", file=sys.stderr)
         return 1
+    if target == current.version:  # as the API refuses it: no switch, nothing to announce
+        print(f"driftwatch: {target} is already the active version", file=sys.stderr)
+        return 1
     reason = f"{MANUAL_ROLLBACK}{args.by}" + (f": {args.reason}" if args.reason else "")
     try:
         registry.activate(args.tenant, args.model, target, reason=reason)

@@ -31,3 +31,7 @@ def test_a_rollback_no_one_heard_of_says_so(
     assert "%3|" not in err, "librdkafka's own lines stay off the terminal"
     active = ModelRegistry(tmp_path / "registry").active("acme", "fraud")
     assert active is not None and active.version == "v1"
+    # To the version already active: refused, nothing switched or announced.
+    code = main(["rollback", "--tenant", "acme", "--model", "fraud", "--to", "v1"])
+    out, err = capfd.readouterr()
+    assert code == 1 and out == "" and "v1 is already the active version" in err
