@@ -191,6 +191,27 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         if not events.count:
             print("driftwatch: no valid predictions", file=sys.stderr)
             return 1
+        # The scan pass has seen every model: a wrong choice is refused before the run.
+        streams = sorted(seen)
+        if args.tenant or args.model:
+            streams = [
+                s for s in streams if (args.tenant in (None, s[0])) and (args.model in (None, s[1]))
+            ]
+            if not streams:
+                asked = f"{args.tenant or '*'}/{args.model or '*'}"
+                names = ", ".join(f"{t}/{m}" for t, m in sorted(seen)) or "none"
+                print(f"driftwatch: no model {asked} in the input (it has: {names})",
+                      file=sys.stderr)  # fmt: skip
+                return 2
+        out = Path(args.out)
+        if len(streams) != 1 and not out.is_dir():
+            names = ", ".join(f"{t}/{m}" for t, m in streams) or "none"
+            print(
+                f"driftwatch: {len(streams)} models in the input ({names}): choose one with "
+                "--tenant/--model, or give a directory as --out for one report each",
+                file=sys.stderr,
+            )
+            return 2
         # Keep every window of the input (not only the retention's): the report covers it all.
         span_days = (events.max_timestamp - events.min_timestamp) / 86_400
         cfg = settings.engine_config()
@@ -201,25 +222,6 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             presorted=True, keep_drift_events=False,
             join_keys=None if args.outcomes is None else scan.keys(),
         )  # fmt: skip
-    streams = sorted(seen)
-    if args.tenant or args.model:
-        streams = [
-            s for s in streams if (args.tenant in (None, s[0])) and (args.model in (None, s[1]))
-        ]
-        if not streams:
-            asked = f"{args.tenant or '*'}/{args.model or '*'}"
-            names = ", ".join(f"{t}/{m}" for t, m in sorted(seen)) or "none"
-            print(f"driftwatch: no model {asked} in the input (it has: {names})", file=sys.stderr)
-            return 2
-    out = Path(args.out)
-    if len(streams) != 1 and not out.is_dir():
-        names = ", ".join(f"{t}/{m}" for t, m in streams) or "none"
-        print(
-            f"driftwatch: {len(streams)} models in the input ({names}): choose one with "
-            "--tenant/--model, or give a directory as --out for one report each",
-            file=sys.stderr,
-        )
-        return 2
     assert report.feature_state is not None and report.performance_state is not None
     for tenant, model in streams:
         data = collect(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -175,7 +176,13 @@ def test_asking_for_what_is_not_there_says_what_is(
                  "--tenants", "acme", "--models", "fraud", "--start", START]) == 0  # fmt: skip
     capsys.readouterr()
     report = ["report", "--predictions", str(data / "predictions.jsonl"), "--tenant", "acme"]
-    code = main([*report, "--model", "nosuch", "--out", str(tmp_path / "r.html")])
+
+    def no_run(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("refused after the scan, before the engine's run")
+
+    with monkeypatch.context() as m:
+        m.setattr("driftwatch.backtest.run_backtest", no_run)
+        code = main([*report, "--model", "nosuch", "--out", str(tmp_path / "r.html")])
     err = capsys.readouterr().err
     assert code == 2 and "no model acme/nosuch in the input (it has: acme/fraud)" in err, err
     assert main(["inspect", "--data-dir", str(tmp_path / "nonexistent")]) == 1
