@@ -210,6 +210,17 @@ def test_drift_of_a_version_a_promotion_replaced_trains_nothing(
     assert RetrainStatus.TRAINING in [e.status for e in out.retrain if e.drift_id == "incident-3"]
 
 
+def switched_back_outside(svc: RetrainService, reason: str) -> None:
+    """The registry switched back to v1 with ``reason`` behind the service's back, and the
+    model's next labelled row arrives."""
+    svc.registry.activate("acme", "fraud", "v1", reason=reason)
+    svc.on_labeled(
+        {"event_id": "x", "tenant": "acme", "model": "fraud", "model_version": "v1",
+         "score": 0.9, "label": 1, "prediction_timestamp": drift().detected_at,
+         "outcome_timestamp": drift().detected_at + 60}
+    )  # fmt: skip
+
+
 def test_a_rollback_made_outside_the_worker_ends_the_watched_request_rolled_back(
     tmp_path: Path, rows: list[dict[str, Any]]
 ) -> None:
@@ -220,12 +231,7 @@ def test_a_rollback_made_outside_the_worker_ends_the_watched_request_rolled_back
     svc.on_drift(drift())
     svc.wait_idle()
     version = out.retrain[-1].details["version"]
-    svc.registry.activate("acme", "fraud", "v1", reason="manual rollback by ops: complaints")
-    svc.on_labeled(
-        {"event_id": "x", "tenant": "acme", "model": "fraud", "model_version": "v1",
-         "score": 0.9, "label": 1, "prediction_timestamp": drift().detected_at,
-         "outcome_timestamp": drift().detected_at + 60}
-    )  # fmt: skip
+    switched_back_outside(svc, reason="manual rollback by ops: complaints")
     ended = out.retrain[-1]
     assert ended.status is RetrainStatus.ROLLED_BACK and ended.details["manual"] is True
     assert ended.reason == "manual rollback by ops: complaints" and version != "v1"
@@ -241,12 +247,7 @@ def test_the_worker_s_own_rollback_cut_short_by_a_crash_is_finished_not_called_m
     svc, out = service(tmp_path, rows, auto_retrain=True)
     svc.on_drift(drift())
     svc.wait_idle()
-    svc.registry.activate("acme", "fraud", "v1", reason="rollback: accuracy 0.61 vs 0.90")
-    svc.on_labeled(
-        {"event_id": "x", "tenant": "acme", "model": "fraud", "model_version": "v1",
-         "score": 0.9, "label": 1, "prediction_timestamp": drift().detected_at,
-         "outcome_timestamp": drift().detected_at + 60}
-    )  # fmt: skip
+    switched_back_outside(svc, reason="rollback: accuracy 0.61 vs 0.90")
     ended = out.retrain[-1]
     assert ended.status is RetrainStatus.ROLLED_BACK and "manual" not in ended.details
     assert ended.reason == "accuracy 0.61 vs 0.90"
