@@ -150,16 +150,10 @@ def _await_verdicts(
     promoted version's, while the retrain worker runs and reads (a version promoted near the
     stream's end gets none: no row is left to end its check), at most ``deadline`` s; the
     summary says what is missing."""
-    port, topic = labelled
-    label = f'topic="{topic}"'
     until = time.monotonic() + deadline
     last, since = -1.0, time.monotonic()
     while _awaiting_verdict(state) and time.monotonic() < until and procs.failed() is None:
-        read = sum(
-            v
-            for k, v in _scrape(port).items()
-            if k.startswith("driftwatch_retrain_messages_total{") and label in k
-        )
+        read = _retrain_read(*labelled)
         if read != last:
             last, since = read, time.monotonic()
         elif time.monotonic() - since >= quiet:
@@ -170,16 +164,19 @@ def _await_verdicts(
 def _read_by_retrain(retrain: tuple[int, str], state: DemoState) -> bool:
     """Has the retrain worker (``retrain``: its metrics port, the drift-events topic) read
     at least as many drift events as the demo's own tail has?"""
-    port, topic = retrain
     with state.lock:
         seen = len(state.drifts)
+    return _retrain_read(*retrain) >= seen
+
+
+def _retrain_read(port: int, topic: str) -> float:
+    """Messages of ``topic`` the retrain worker (metrics on ``port``) has handled."""
     label = f'topic="{topic}"'
-    read = sum(
+    return sum(
         v
         for k, v in _scrape(port).items()
         if k.startswith("driftwatch_retrain_messages_total{") and label in k
     )
-    return read >= seen
 
 
 def _later_lag(metrics: dict[str, float], inputs: Collection[str]) -> float:

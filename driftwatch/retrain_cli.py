@@ -15,6 +15,21 @@ from driftwatch import argtypes
 from runtime.settings import Settings
 
 
+def _deliver(producer: Any, topic: str, key: bytes, value: bytes, timeout: float) -> str | None:
+    """Produce one message and wait for its delivery report: None when delivered, else why
+    not (``flush()`` is 0 also for a message that timed out and was dropped)."""
+    failures: list[str] = []
+
+    def delivery(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failures.append(str(err.str() if hasattr(err, "str") else err))
+
+    producer.produce(topic, key=key, value=value, on_delivery=delivery)
+    if producer.flush(timeout) != 0:
+        return failures[0] if failures else "no delivery report"
+    return failures[0] if failures else None
+
+
 def _control(settings: Settings, key: str, value: dict[str, Any]) -> None:
     from confluent_kafka import Producer
 
@@ -26,20 +41,10 @@ def _control(settings: Settings, key: str, value: dict[str, Any]) -> None:
     kafka = confluent_config(settings)
     check_connection(kafka, timeout=settings.kafka_connect_timeout)
     prepare_topics(settings, topic_specs(settings, [RETRAIN_CONTROL]), kafka)
-    failures: list[str] = []
-
-    def delivery(err: Any, _msg: Any) -> None:
-        if err is not None:
-            failures.append(str(err.str() if hasattr(err, "str") else err))
-
-    producer = Producer(kafka)
-    producer.produce(
-        topic, key=key.encode(), value=ControlMessage(key, value, time.time()).to_json(),
-        on_delivery=delivery,
-    )  # fmt: skip
-    if producer.flush(30) != 0 or failures:  # 0 also for a message that expired
-        why = f" ({failures[0]})" if failures else ""
-        raise SystemExit(f"driftwatch: could not deliver to {topic}{why}")
+    message = ControlMessage(key, value, time.time()).to_json()
+    why = _deliver(Producer(kafka), topic, key.encode(), message, 30)
+    if why is not None:
+        raise SystemExit(f"driftwatch: could not deliver to {topic} ({why})")
 
 
 def cmd_retrain_worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -130,26 +135,16 @@ def cmd_rollback(args: argparse.Namespace, settings: Settings) -> int:
         time.time(), time.time(),
     )  # fmt: skip
     watch = ErrorWatch()  # librdkafka's lines: one reason, not a hundred lines on stderr
-    failures: list[str] = []
-
-    def delivery(err: Any, _msg: Any) -> None:
-        if err is not None:
-            failures.append(str(err.str() if hasattr(err, "str") else err))
-
     try:
         producer = Producer({**kafka, "error_cb": watch, "logger": watch, "log.queue": True})
-        producer.produce(
-            settings.topic(MODEL_EVENTS), key=event.stream_key.encode(), value=event.to_json(),
-            on_delivery=delivery,
-        )  # fmt: skip
-        # flush() is 0 also when the message timed out and was dropped: the report says.
-        delivered = producer.flush(15) == 0 and not failures
+        why = _deliver(producer, settings.topic(MODEL_EVENTS), event.stream_key.encode(),
+                       event.to_json(), 15)  # fmt: skip
     except Exception as exc:
-        delivered = False
-        failures.append(str(exc))
+        why = str(exc)
     print(f"{args.tenant}/{args.model}: {current.version} -> {target}")
-    if not delivered:
-        why = failures[0] if failures else watch.fatal or watch.last or "no delivery report"
+    if why is not None:
+        if why == "no delivery report":
+            why = watch.fatal or watch.last or why
         print(
             f"driftwatch: rolled back, but model-events was not reachable ({why}): tell serving",
             file=sys.stderr,
