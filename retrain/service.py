@@ -29,6 +29,7 @@ from retrain.policy import (
     Action,
     RetrainPolicy,
     RetrainState,
+    Serving,
     decide,
     decide_manual,
     manual_drift,
@@ -185,44 +186,33 @@ class RetrainService:
         req = self.state.requests.get(request_id(drift))
         if req is not None and req.status.terminal:
             return  # this incident's request is over (the incident still re-emits daily)
-        replaced = self._replaced(drift)
-        if replaced is not None:
-            self._publish(drift, RetrainStatus.IGNORED, replaced, 0)
-            return
-        decision = decide(drift, self.config.policy, self.state)
+        decision = decide(drift, self.config.policy, self.state, serving=self._serving(drift))
         if decision.action is Action.RETRAIN:
             self._start(drift, attempt=1, reason=decision.reason)
             return
         self._publish(drift, decision.status, decision.reason, 0)
 
-    def _replaced(self, drift: DriftEvent) -> str | None:
-        """Why ``drift`` says nothing about the model serving now, if so: it is of a version
-        the registry knows and has replaced. Its incidents go on closing windows of that
-        version's traffic (labels come days late) after a promotion; acted on, a second
-        incident of the version a retraining had just replaced trained again once the
-        cooldown was over, cutting the new version's post-deploy check short (the demo: r1
-        replaced by r2 before its check ended, judged on a holdout of v1's scores). A
-        version the registry does not know (deployed elsewhere) is taken as serving."""
+    def _serving(self, drift: DriftEvent) -> Serving | None:
+        """What the registry says of ``drift``'s model (:meth:`Serving.verdict` decides what
+        that means); None when it cannot say."""
         if drift.model_version is None:
             return None
         try:
             active = self.registry.active(drift.tenant, drift.model)
             if active is None or active.version == drift.model_version:
-                return None
+                return Serving(None if active is None else active.version, True)
             try:
                 self.registry.get(drift.tenant, drift.model, drift.model_version)
             except RegistryError:
-                return None  # a version the registry does not know: deployed elsewhere
+                return Serving(active.version, False)  # deployed elsewhere: taken as serving
         except (RegistryError, OSError, ValueError) as exc:
             # The registry unreadable: the drift is decided as before (a registry fault must
             # not stop the worker on every drift event, as an uncaught one would).
             log.warning("%s/%s: could not tell whether %s was replaced: %s", drift.tenant,
                         drift.model, drift.model_version, exc)  # fmt: skip
             return None
-        return (
-            f"drift on {drift.model_version}, which {active.version} has replaced: "
-            "it says nothing about the model serving now"
-        )
+        since = self.state.promoted_at.get((drift.tenant, drift.model, active.version))
+        return Serving(active.version, True, since)
 
     def on_control(self, key: str, value: dict[str, Any]) -> None:
         self.state.control(key, value)
@@ -250,9 +240,14 @@ class RetrainService:
         if value.get("decision") == "reject":
             self._publish(drift, RetrainStatus.REJECTED, f"rejected by {who}", 0)
             return
-        replaced = self._replaced(drift)
-        if replaced is not None:  # asked about a model that no longer serves
-            self._publish(drift, RetrainStatus.REJECTED, f"approved by {who}, but {replaced}", 0)
+        serving = self._serving(drift)
+        replaced = None if serving is None else serving.verdict(drift)
+        if replaced is not None and replaced.action is Action.IGNORE:
+            # Asked about a model that no longer serves (one that still serves against the
+            # registry's word is the person's to decide: the approval is that decision).
+            self._publish(
+                drift, RetrainStatus.REJECTED, f"approved by {who}, but {replaced.reason}", 0
+            )
             return
         self._publish(drift, RetrainStatus.APPROVED, f"approved by {who}", 0)
         decision = decide(drift, self.config.policy, self.state)

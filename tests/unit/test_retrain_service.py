@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate, generate_outcomes
-from retrain.policy import RetrainPolicy, request_id
+from retrain.policy import Action, RetrainPolicy, RetrainState, Serving, decide, request_id
 from retrain.registry import ModelRegistry
 from retrain.service import STEPS, RetrainConfig, RetrainService
 from retrain.training import Dataset, TrainedModel, TrainingLimits, train
@@ -208,6 +208,52 @@ def test_drift_of_a_version_a_promotion_replaced_trains_nothing(
     svc.on_drift(elsewhere)
     svc.wait_idle()
     assert RetrainStatus.TRAINING in [e.status for e in out.retrain if e.drift_id == "incident-3"]
+
+
+def test_drift_of_a_replaced_version_that_still_serves_a_day_later_asks_a_person(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Serving never switched (``model-events`` lost): v1's drift on traffic that began a
+    day after r1 took over is not v1's old traffic, and ignoring it would hide a model
+    drifting in production. A person is asked (the registry and serving disagree), also
+    after a restart; the approval trains."""
+    svc, out = service(tmp_path, rows, auto_retrain=True, cooldown_days=0.0, min_new_labels=0)
+    svc.on_drift(drift(day=DAYS - 1.0))
+    svc.wait_idle()
+    new = out.retrain[-1].details["version"]
+    promoted_at = float(out.retrain[-1].details["promoted_at"])
+    later = replace(
+        drift(day=DAYS + 1.5, drift_id="incident-2"),
+        window_start=promoted_at + DAY, window_end=promoted_at + 2 * DAY,
+    )  # fmt: skip
+    just_before = replace(later, drift_id="incident-3", window_start=promoted_at + DAY - 1)
+    svc.on_drift(just_before)  # its traffic began within the day serving may take
+    assert out.retrain[-1].status is RetrainStatus.IGNORED
+    again, told = service(tmp_path, rows, auto_retrain=True, cooldown_days=0.0, min_new_labels=0)
+    again.replay(out.retrain, [])
+    for svc_, out_ in ((svc, out), (again, told)):
+        svc_.on_drift(later)
+        asked = out_.retrain[-1]
+        assert asked.status is RetrainStatus.AWAITING_APPROVAL and asked.drift_id == "incident-2"
+        assert asked.reason.startswith("v1 still serves: this drift is on its traffic from ")
+        assert f"a day or more after {new} replaced it" in asked.reason
+        assert f"driftwatch approve {request_id(later)}" in asked.reason
+    again.on_control(f"approval:{request_id(later)}", {"decision": "approve", "by": "ops"})
+    again.wait_idle()
+    assert [e.status for e in told.retrain if e.drift_id == "incident-2"][1:3] == [
+        RetrainStatus.APPROVED, RetrainStatus.TRAINING,
+    ]  # fmt: skip
+
+
+def test_a_person_s_approval_of_the_disagreement_is_not_asked_for_again() -> None:
+    """Approved while it had to wait (the cooldown), the incident's next DriftEvent trains."""
+    later = replace(drift(), window_start=T0 + 5 * DAY)
+    serving, state = Serving("r1", True, since=T0), RetrainState()
+    policy = RetrainPolicy(auto_retrain=True)
+    assert decide(later, policy, state, serving=serving).action is Action.REQUEST_APPROVAL
+    state.control(f"approval:{request_id(later)}", {"decision": "approve"})
+    assert decide(later, policy, state, 5_000, serving).action is Action.RETRAIN
+    assert decide(later, policy, state, 5_000, Serving("r1", True)).action is Action.IGNORE
 
 
 def switched_back_outside(svc: RetrainService, reason: str) -> None:
