@@ -17,7 +17,7 @@ from typing import IO, TypeVar
 
 from driftwatch.disk_store import DiskStore
 from driftwatch.join_keys import JoinKeys, JoinKeyScan
-from driftwatch.sortedio import CHUNK_BYTES, CHUNK_LINES, SortedJsonLines
+from driftwatch.sortedio import CHUNK_BYTES, CHUNK_LINES, SortedJsonLines, open_lines
 from schemas import DriftEvent, DriftKind, InvalidEvent, OutcomeEvent, PredictionEvent
 from streams.config import DAY, EngineConfig, PerformanceConfig
 from streams.engine import DriftEngine
@@ -60,7 +60,7 @@ class BacktestReport:
 def read_predictions(
     path: Path, validator: PredictionValidator, rejected: Counter[str]
 ) -> Iterator[PredictionEvent]:
-    with path.open("rb") as fh:
+    with open_lines(path) as fh:  # (decompressed if gzip)
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -72,7 +72,7 @@ def read_predictions(
 
 
 def read_outcomes(path: Path, rejected: Counter[str]) -> Iterator[OutcomeEvent]:
-    with path.open("rb") as fh:
+    with open_lines(path) as fh:
         for lineno, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
@@ -310,6 +310,7 @@ def _observe_in_runs(
             if not isinstance(exc, InvalidEvent):
                 raise exc
             report.rejected[exc.reason] += 1
+            _log_refused(run[k], exc)
             values -= len(run[k].features)
         report.events += len(run) - len(done.refused)
         report.feature_values += values
@@ -372,6 +373,7 @@ def _replay_labelled(
                     drifts += _join(joiner.on_outcome(event), monitor, report)
             except InvalidEvent as invalid:
                 report.rejected[invalid.reason] += 1
+                _log_refused(event, invalid)
             if drifts:
                 record(drifts)
             if notices or monitor.notices:
@@ -387,6 +389,14 @@ def _replay_labelled(
             store.apply(engine.spill())
             join_store.apply(joiner.flush())
             perf_store.apply(monitor.flush(keep_cache=True))
+
+
+def _log_refused(event: PredictionEvent | OutcomeEvent, exc: InvalidEvent) -> None:
+    """A valid line the run refused (e.g. ``type_mismatch``: a feature's type differs from
+    what its stream has seen), logged by event id as the scan logs ``file:line``: the run
+    reads in event-time order, where line numbers are no longer at hand."""
+    what = "prediction" if isinstance(event, PredictionEvent) else "outcome"
+    log.warning("%s %s (%s/%s): %s", what, event.event_id, event.tenant, event.model, exc)
 
 
 def _by_index(pairs: list[tuple[int, _T]]) -> dict[int, list[_T]]:

@@ -104,6 +104,12 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
         max_future_seconds=None,
     )
     rejected: Counter[str] = Counter()
+    if args.performance is not None:  # a path it cannot write is refused before the run
+        try:
+            open(args.performance, "a").close()  # (rewritten after the run)
+        except OSError as exc:
+            print(f"driftwatch: {args.performance}: {exc.strerror}", file=sys.stderr)
+            return 2
     # Streamed: each file is scanned once, then read in event-time order (sorted on disk if
     # it is not already), and DriftEvents go to stdout as they come: memory does not grow
     # with the input. The collector paced for one run to its end: the engine's windows and
@@ -138,6 +144,14 @@ def cmd_backtest(args: argparse.Namespace, settings: Settings) -> int:
             f"performance history: {len(report.performance)} windows -> {args.performance}",
             file=sys.stderr,
         )
+    if report.events == 0 and report.rejected:  # not "no drift": nothing was looked at
+        top = ", ".join(f"{reason} {n:,}" for reason, n in report.rejected.most_common(3))
+        print(
+            f"driftwatch: no prediction accepted: {report.rejected.total():,} lines rejected "
+            f"({top}{', ...' if len(report.rejected) > 3 else ''})",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 
@@ -467,6 +481,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if exc.filename is None:  # not a path the user gave: a fault, with its traceback
             raise
         print(f"driftwatch: {exc.filename}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        from driftwatch.sortedio import UnreadableFile  # (not imported by every command)
+
+        if not isinstance(exc, UnreadableFile):
+            raise
+        print(f"driftwatch: {exc}", file=sys.stderr)  # a gzip input cut short, or corrupt
         return 2
     except BrokenPipeError:  # the reader went away (``| head``): nothing left to say
         devnull = os.open(os.devnull, os.O_WRONLY)

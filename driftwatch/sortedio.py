@@ -18,6 +18,9 @@
      full stable sort. More runs than :data:`MAX_FAN_IN` are first merged in groups of
      consecutive runs (which keeps that property).
 
+A gzip-compressed file (told by its first two bytes, whatever its name) is read as its
+decompressed lines, streamed in both passes (:func:`open_lines`).
+
 Memory: one chunk while scanning (``chunk_bytes`` of raw lines plus about 100 bytes of
 overhead per line), and one event per run while reading. Disk: the raw lines from the first
 line out of order on, in a temporary directory removed by :meth:`SortedJsonLines.close` (or
@@ -27,6 +30,7 @@ leaving the ``with`` block; else when the object is collected, or at exit).
 from __future__ import annotations
 
 import contextlib
+import gzip
 import heapq
 import logging
 import math
@@ -34,11 +38,12 @@ import os
 import shutil
 import tempfile
 import weakref
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Generic, Protocol, TypeVar
+from typing import BinaryIO, Generic, Protocol, TypeVar
 
 from schemas import InvalidEvent
 
@@ -51,6 +56,7 @@ CHUNK_LINES = 200_000
 MAX_FAN_IN = 64
 """At most this many runs merged at once (open files); more are merged in groups first."""
 _BUFFER = 1 << 16
+GZIP_MAGIC = b"\x1f\x8b"
 
 
 class Timestamped(Protocol):
@@ -63,6 +69,26 @@ E = TypeVar("E", bound=Timestamped)
 
 class FileChanged(RuntimeError):
     """The file changed between the scan and the read."""
+
+
+class UnreadableFile(ValueError):
+    """A file that starts as gzip but does not decompress (corrupt, or cut short)."""
+
+
+def open_lines(path: Path) -> BinaryIO | gzip.GzipFile:
+    """``path`` for reading its lines as bytes: decompressed, streaming, if it is gzip
+    (told by the magic bytes, not the name), else as it is. Its ``fileno()`` is the file's."""
+    fh = path.open("rb", buffering=_BUFFER)
+    try:
+        gzipped = fh.read(len(GZIP_MAGIC)) == GZIP_MAGIC
+        fh.seek(0)
+    except BaseException:
+        fh.close()
+        raise
+    if not gzipped:
+        return fh
+    fh.close()
+    return gzip.GzipFile(path, "rb")
 
 
 class SortedJsonLines(Generic[E]):
@@ -131,7 +157,7 @@ class SortedJsonLines(Generic[E]):
         chunk_size = 0
         previous = -math.inf
         offset = lineno = 0
-        with self.path.open("rb", buffering=_BUFFER) as fh:
+        with open_lines(self.path) as fh, _readable(self.path):
             self._stat = _stat(fh.fileno())
             for lineno, line in enumerate(fh, start=1):
                 start = offset
@@ -223,7 +249,7 @@ class SortedJsonLines(Generic[E]):
     def _read_prefix(self) -> Iterator[E]:
         """The file's in-order prefix; lines rejected by the scan are skipped silently."""
         parse, remaining = self._parse, self.prefix_bytes
-        with self.path.open("rb", buffering=_BUFFER) as fh:
+        with open_lines(self.path) as fh:
             for line in fh:
                 remaining -= len(line)
                 event = None
@@ -262,6 +288,15 @@ class SortedJsonLines(Generic[E]):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+@contextlib.contextmanager
+def _readable(path: Path) -> Iterator[None]:
+    """A gzip file that does not decompress as :class:`UnreadableFile`, naming it."""
+    try:
+        yield
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        raise UnreadableFile(f"{path}: not a readable gzip file ({exc})") from None
 
 
 def _remove_tree(path: Path) -> None:

@@ -516,12 +516,16 @@ class Settings:
     alert_webhook_url: str = _env(
         "DRIFTWATCH_ALERT_WEBHOOK_URL",
         "",
-        "Webhook that receives every alert (JSON POST, Slack-compatible `text`); empty = none.",
+        "Webhook that receives every alert (JSON POST, Slack-compatible `text`); empty = none. "
+        "A secret (a Slack webhook URL is its own credential): `driftwatch config` shows `***`.",
+        secret=True,
     )
     alert_webhook_tenant_urls: str = _env(
         "DRIFTWATCH_ALERT_WEBHOOK_TENANT_URLS",
         "",
-        "Per-tenant webhooks, `tenant=url,tenant=url` (`off` for none), overriding the default.",
+        "Per-tenant webhooks, `tenant=url,tenant=url` (`off` for none), overriding the default. "
+        "A secret: `driftwatch config` shows `***`.",
+        secret=True,
     )
     alert_webhook_secret_file: str = _env(
         "DRIFTWATCH_ALERT_WEBHOOK_SECRET_FILE",
@@ -531,8 +535,24 @@ class Settings:
     alert_webhook_max_attempts: int = _env(
         "DRIFTWATCH_ALERT_WEBHOOK_MAX_ATTEMPTS",
         8,
-        "Delivery attempts per alert (exponential backoff up to 60 s) before it is recorded as "
-        "failed on the alerts topic.",
+        "Delivery attempts per alert in one round (full-jitter backoff from 0.5 s, doubling: "
+        "about a minute for 8) before the round gives up. A round that fails on a retryable "
+        "error (connection, timeout, 429, 5xx) is tried again later "
+        "(DRIFTWATCH_ALERT_REDELIVERY_HOURS).",
+    )
+    alert_redelivery_hours: float = _env(
+        "DRIFTWATCH_ALERT_REDELIVERY_HOURS",
+        24.0,
+        "An alert whose delivery round failed on a retryable error is tried again, a round "
+        "every 1, 2, 4, 8 then 15 minutes, until delivered or this many hours after its first "
+        "failure; then it is recorded as failed for good (`driftwatch_alert_deliveries_total"
+        '{result="failed"}`). Pending alerts survive restarts and move with their partition. '
+        "0: no redelivery.",
+    )
+    alert_redelivery_first_seconds: float = _env(
+        "DRIFTWATCH_ALERT_REDELIVERY_FIRST_SECONDS",
+        60.0,
+        "Wait before an alert's second delivery round; it doubles each round, up to 15 minutes.",
     )
     # Detection: one DRIFTWATCH_* variable per EngineConfig field that declares one
     # (streams/config.py `setting(...)`: variable, default and doc are written there only).
@@ -740,17 +760,32 @@ class Settings:
         return cls().updated(values)
 
     def with_file(self, path: Path) -> Settings:
-        """Overlay a TOML or JSON file of setting names (field names or env var names)."""
+        """Overlay a TOML (``.toml``) or JSON file of setting names (field names or env var
+        names). Each value is checked as the environment's is (see ``_file_value``); any
+        mistake is one ValueError line naming the file (and the setting)."""
         text = path.read_text()
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-        by_key = {spec.env: spec.name for spec in env_settings()}
-        by_key.update({spec.name: spec.name for spec in env_settings()})
+        try:
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except ValueError as exc:  # TOMLDecodeError, JSONDecodeError
+            raise ValueError(f"{path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{path}: expected a table of settings (name = value), got {_kind(data)}"
+            )
+        by_key = {spec.env: spec for spec in env_settings()}
+        by_key.update({spec.name: spec for spec in env_settings()})
         updates: dict[str, Any] = {}
         for key, value in data.items():
-            if key not in by_key:
+            spec = by_key.get(key)
+            if spec is None:
                 raise ValueError(f"unknown setting {key!r} in {path}")
-            updates[by_key[key]] = value
-        return self.updated(updates)
+            if spec.name in updates:
+                raise ValueError(f"setting {spec.env} given twice in {path}")
+            updates[spec.name] = _file_value(spec, key, value, path)
+        try:
+            return self.updated(updates)
+        except ValueError as exc:  # a value of the right type out of its range
+            raise ValueError(f"{exc} (in {path})") from None
 
     def updated(self, values: Mapping[str, Any]) -> Settings:
         """A copy with ``values`` (by setting name, or ``engine`` / ``performance``) changed."""
@@ -817,7 +852,8 @@ class EnvSetting:
     field: str
     """The field holding it: of ``Settings``, or of the config."""
     secret: bool = False
-    """A password: never printed (``as_dict(redact=True)``, ``repr``)."""
+    """A password, or a URL that is its own credential (a Slack webhook): never printed
+    (``as_dict(redact=True)``, ``repr``)."""
 
     def value(self, settings: Settings) -> Any:
         holder = settings if self.config is None else getattr(settings, self.config)
@@ -872,6 +908,60 @@ def _coerce(env: str, default: Any, raw: str) -> Any:
     except ValueError:
         raise ValueError(f"setting {env}: cannot parse {raw!r}") from None
     return raw
+
+
+def _file_value(spec: EnvSetting, key: str, value: object, path: Path) -> Any:
+    """A config file's ``value`` for ``spec``: a string parsed as the environment's would be
+    (``_coerce``), or a TOML/JSON value of the setting's own type (an integer for a float
+    setting too); anything else is a ValueError naming the setting and the file.
+
+    >>> spec = next(s for s in env_settings() if s.name == "partitions")
+    >>> _file_value(spec, "partitions", "3", Path("c.toml")), _file_value(spec, "p", 3, Path())
+    (3, 3)
+    >>> _file_value(spec, "partitions", 2.5, Path("c.toml"))
+    Traceback (most recent call last):
+    ...
+    ValueError: setting partitions (DRIFTWATCH_PARTITIONS) in c.toml: expected an integer, ...
+    """
+    default = spec.default
+    where = key if key == spec.env else f"{key} ({spec.env})"
+    if isinstance(value, str):
+        try:
+            return _coerce(spec.env, default, value)
+        except ValueError:
+            raise ValueError(f"setting {where} in {path}: cannot parse {value!r}") from None
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        expected, ok = "true or false", isinstance(value, bool)
+    elif isinstance(default, int):
+        expected, ok = "an integer", number and isinstance(value, int)
+    elif isinstance(default, float):
+        expected, ok = "a number", number
+    else:  # text (also a setting whose default is None): only a string is unambiguous
+        expected, ok = "a string", False
+    if not ok:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
+        raise ValueError(
+            f"setting {where} in {path}: expected {expected}, got {shown} ({_kind(value)})"
+        )
+    return float(value) if isinstance(default, float) else value  # type: ignore[arg-type]
+
+
+def _kind(value: object) -> str:
+    """What a TOML/JSON value is, in words.
+
+    >>> _kind([1]), _kind(True), _kind(None)
+    ('a list', 'a boolean', 'null')
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    names = {int: "an integer", float: "a float", str: "a string", list: "a list"}
+    for kind, name in names.items():
+        if isinstance(value, kind):
+            return name
+    return "a table" if isinstance(value, dict) else f"a {type(value).__name__}"
 
 
 def settings_markdown() -> str:

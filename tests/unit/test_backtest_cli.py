@@ -198,3 +198,128 @@ def test_simulate_s_help_names_every_drift_type() -> None:
     from driftwatch.simulate import DriftType
 
     assert tuple(t.value for t in DriftType) == DRIFT_TYPES
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "says"),
+    [
+        ("c.toml", 'DRIFTWATCH_ALPHA = "0.05"\nDRIFTWATCH_MULTIVARIATE = "false"\n', None),
+        (
+            "c.toml",
+            "DRIFTWATCH_CONFIRM_WINDOWS = 2.5\n",
+            "setting DRIFTWATCH_CONFIRM_WINDOWS in {f}: expected an integer, got 2.5",
+        ),
+        (
+            "c.toml",
+            "DRIFTWATCH_MULTIVARIATE = 1\n",
+            "setting DRIFTWATCH_MULTIVARIATE in {f}: expected true or false",
+        ),
+        ("c.toml", 'DRIFTWATCH_ALPHA = "lots"\n', "DRIFTWATCH_ALPHA in {f}: cannot parse 'lots'"),
+        ("c.json", "[1, 2]", "{f}: expected a table of settings (name = value), got a list"),
+        ("c.json", '{"alpha": [0.05]}', "(DRIFTWATCH_ALPHA) in {f}: expected a number"),
+        ("c.json", "{", "{f}: Expecting property name"),
+    ],
+)
+def test_config_file_values_are_checked_as_the_environment_s(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, text: str, says: str | None
+) -> None:
+    """A value of the wrong type in ``--config`` is one line and exit 2, as the same value in
+    the environment is (not a traceback, nor a string taken as it is)."""
+    config = tmp_path / name
+    config.write_text(text)
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text("")
+    code = main(["backtest", "--predictions", str(predictions), "--config", str(config)])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if says is None:
+        assert code == 0, err
+        return
+    [line] = [x for x in err.splitlines() if "configuration error" in x]
+    assert code == 2 and line.startswith("driftwatch: configuration error: ")
+    assert says.format(f=config) in line, err
+
+
+def test_a_run_that_accepted_nothing_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every line rejected (the outcomes given as ``--predictions``, a file of garbage) is
+    exit 1 with the reasons, not the "no drift" of exit 0; an empty file is still 0."""
+    monkeypatch.setenv("DRIFTWATCH_LOG_LEVEL", "ERROR")
+    data = tmp_path / "data"
+    assert main(["simulate", "--out-dir", str(data), "--days", "2", "--rate", "20",
+                 "--tenants", "acme", "--models", "fraud", "--outcomes",
+                 "--start", START]) == 0  # fmt: skip
+    labels = sum(1 for _ in (data / "outcomes.jsonl").open())
+    garbage = tmp_path / "garbage.bin"
+    garbage.write_bytes(b"\x00\xff{\n" * 3 + b"[1]\n")
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    capsys.readouterr()
+    assert main(["backtest", "--predictions", str(data / "outcomes.jsonl")]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert json.loads(err[-2])["backtest"]["events"] == 0
+    assert err[-1] == (
+        f"driftwatch: no prediction accepted: {labels} lines rejected (missing_field {labels})"
+    )
+    assert main(["backtest", "--predictions", str(garbage)]) == 1
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == (
+        "driftwatch: no prediction accepted: 4 lines rejected (malformed_json 3, wrong_type 1)"
+    )
+    assert main(["backtest", "--predictions", str(empty)]) == 0
+    assert "no prediction accepted" not in capsys.readouterr().err
+
+
+def test_gzip_input_is_read_and_a_cut_one_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gzip
+
+    monkeypatch.setenv("DRIFTWATCH_LOG_LEVEL", "ERROR")
+    data = tmp_path / "data"
+    assert main(["simulate", "--out-dir", str(data), "--days", "20", "--rate", "150",
+                 "--tenants", "acme", "--models", "fraud", "--outcomes", "--start", START,
+                 "--drift", "mean_shift:day=16.5:magnitude=1.5:features=amount"]) == 0  # fmt: skip
+    zipped = {}
+    for name in ("predictions", "outcomes"):
+        zipped[name] = tmp_path / f"{name}.log"  # told by its bytes, not its name
+        zipped[name].write_bytes(gzip.compress((data / f"{name}.jsonl").read_bytes()))
+    config = tmp_path / "c.toml"
+    config.write_text(
+        "baseline_start_days = 14\nbaseline_end_days = 7\nmin_baseline_windows = 5\n"
+        "seasonal_period_days = 0\n"
+    )
+    capsys.readouterr()
+    runs = []
+    for p, o in ((data / "predictions.jsonl", data / "outcomes.jsonl"),
+                 (zipped["predictions"], zipped["outcomes"])):  # fmt: skip
+        assert main(["backtest", "--config", str(config), "--predictions", str(p),
+                     "--outcomes", str(o)]) == 0  # fmt: skip
+        out, err = capsys.readouterr()
+        summary = json.loads(err.splitlines()[-1])["backtest"]
+        runs.append((out, {k: v for k, v in summary.items() if "second" not in k}))
+    assert runs[0] == runs[1] and runs[0][1]["events"] == 20 * 150
+    assert runs[0][1]["outcomes_joined"] > 0 and '"feature":"amount"' in runs[0][0]
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes(zipped["predictions"].read_bytes()[:4000])
+    assert main(["backtest", "--predictions", str(cut)]) == 2
+    err = capsys.readouterr().err
+    assert f"driftwatch: {cut}: not a readable gzip file" in err and "Traceback" not in err
+
+
+def test_an_unwritable_performance_path_stops_before_the_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    predictions = tmp_path / "p.jsonl"
+    predictions.write_text("")
+
+    def no_run(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the output path is checked before the run")
+
+    monkeypatch.setattr("driftwatch.backtest.backtest_files", no_run)
+    history = tmp_path / "nonexistent" / "h.jsonl"
+    assert main(["backtest", "--predictions", str(predictions),
+                 "--performance", str(history)]) == 2  # fmt: skip
+    err = capsys.readouterr().err
+    assert err == f"driftwatch: {history}: No such file or directory\n"

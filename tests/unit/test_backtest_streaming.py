@@ -493,3 +493,58 @@ def test_state_spilled_as_a_backtest_goes_is_the_state_kept_whole(
     deletes = sum(w.value is None for w in spills)
     assert deletes == sum(w.value is None for w in flushes) > 0
     assert 40 < encoded < 0.6 * sum(w.value is not None for w in flushes)
+
+
+def test_gzip_files_are_read_as_their_lines(lines: list[bytes], tmp_path: Path) -> None:
+    """Operators keep logs gzipped: a gzip file (told by its magic bytes, whatever its name)
+    is read as its decompressed lines, in place or sorted on disk, with outcomes too."""
+    import gzip
+
+    from driftwatch.sortedio import UnreadableFile
+
+    predictions = _with_bad_lines(_shuffled(lines, 21, local_hours=30), 22)
+    plain_p = _write(tmp_path / "p.jsonl", predictions)
+    plain_o = _write(tmp_path / "o.jsonl", _shuffled(_outcomes(), 23))
+    zipped_p, zipped_o = tmp_path / "p.log", tmp_path / "o.jsonl.gz"
+    zipped_p.write_bytes(gzip.compress(plain_p.read_bytes()))
+    zipped_o.write_bytes(gzip.compress(plain_o.read_bytes()))
+    ref, ref_out = _streamed(plain_p, plain_o, chunk_lines=500)
+    got, got_out = _streamed(zipped_p, zipped_o, chunk_lines=500)
+    assert ref.events == len(lines) and ref.outcomes_joined > 1000
+    assert got_out == ref_out and ref_out.count("\n") > 5
+    _same(got, ref)
+    with sorted_predictions(zipped_p, VALIDATOR, chunk_lines=500) as source:
+        assert not source.in_order and source.count == len(lines)
+    in_order = tmp_path / "sorted.gz"
+    in_order.write_bytes(gzip.compress(b"".join(x + b"\n" for x in lines)))
+    with sorted_predictions(in_order, VALIDATOR) as source:
+        assert source.in_order and source.count == len(lines) == len(list(source))
+    assert list(read_predictions(zipped_p, VALIDATOR, Counter())) == list(
+        read_predictions(plain_p, VALIDATOR, Counter())
+    )
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes(zipped_p.read_bytes()[:5000])  # a log still being written
+    with pytest.raises(UnreadableFile, match=f"{cut}: not a readable gzip file"):
+        sorted_predictions(cut, VALIDATOR)
+
+
+def test_a_refused_type_is_logged_like_a_rejected_line(
+    lines: list[bytes], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A value of the other type for a feature (``"amount": "NaN"`` where it is numeric)
+    passes the scan and is refused by the engine: counted, and logged with its event id."""
+    data = [json.loads(x) for x in lines[:60]]
+    k = next(k for k in range(30, 60) if data[k]["model"] == "fraud")
+    data[k]["features"]["amount"] = "NaN"
+    bad_id = data[k]["event_id"]
+    path = _write(tmp_path / "p.jsonl", [json.dumps(d).encode() for d in data])
+    for outcomes in (None, _write(tmp_path / "o.jsonl", _outcomes()[:5])):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            report, _ = _streamed(path, outcomes)
+        assert report.rejected["type_mismatch"] == 1 and report.events == 59
+        said = [r.getMessage() for r in caplog.records if "type_mismatch" in r.getMessage()]
+        assert said == [
+            f"prediction {bad_id} (acme/fraud): type_mismatch: feature "
+            "'amount' is numeric in this stream, got categorical"
+        ]

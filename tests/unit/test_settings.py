@@ -190,3 +190,96 @@ def test_no_performance_objective_by_default() -> None:
     """A floor is a per-model objective an operator asks for (issue 12), never a default: a
     model always below 0.70 PR-AUC would otherwise open a breach from its first day."""
     assert PerformanceConfig().pr_auc_floor == 0.0
+
+
+def _from_file(tmp_path: Path, name: str, text: str) -> Settings:
+    path = tmp_path / name
+    path.write_text(text)
+    return Settings.from_env(environ={}).with_file(path)
+
+
+def test_file_values_are_parsed_as_the_environment_s(tmp_path: Path) -> None:
+    """A string in a config file is read as the same variable's would be; a native TOML/JSON
+    value is taken where its type is the setting's (an integer for a float too)."""
+    s = _from_file(
+        tmp_path,
+        "c.toml",
+        'DRIFTWATCH_ALPHA = "0.05"\nDRIFTWATCH_MULTIVARIATE = "false"\n'
+        'confirm_windows = "3"\nbaseline_end_days = 10\nDRIFTWATCH_PARTITIONS = 8\n'
+        "create_topics = false\n",
+    )
+    assert s.engine.alpha == 0.05 and s.engine.multivariate is False
+    assert s.engine.confirm_windows == 3 and s.partitions == 8 and s.create_topics is False
+    assert s.engine.baseline_end_days == 10.0 and isinstance(s.engine.baseline_end_days, float)
+    env = Settings.from_env(
+        environ={"DRIFTWATCH_ALPHA": "0.05", "DRIFTWATCH_MULTIVARIATE": "false",
+                 "DRIFTWATCH_CONFIRM_WINDOWS": "3", "DRIFTWATCH_BASELINE_END_DAYS": "10",
+                 "DRIFTWATCH_PARTITIONS": "8", "DRIFTWATCH_CREATE_TOPICS": "false"}
+    )  # fmt: skip
+    assert s == env
+    j = _from_file(tmp_path, "c.json", json.dumps({"multivariate": True, "perf_alpha": 0.002}))
+    assert j.engine.multivariate is True and j.performance.alpha == 0.002
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (
+            "DRIFTWATCH_CONFIRM_WINDOWS = 2.5",
+            "DRIFTWATCH_CONFIRM_WINDOWS in {f}: expected an integer, got 2.5",
+        ),
+        ('DRIFTWATCH_CONFIRM_WINDOWS = "2.5"', "DRIFTWATCH_CONFIRM_WINDOWS in {f}: cannot parse"),
+        ("DRIFTWATCH_CONFIRM_WINDOWS = true", "expected an integer, got True (a boolean)"),
+        ("DRIFTWATCH_ALPHA = true", "DRIFTWATCH_ALPHA in {f}: expected a number, got True"),
+        ('DRIFTWATCH_ALPHA = "lots"', "DRIFTWATCH_ALPHA in {f}: cannot parse 'lots'"),
+        ("DRIFTWATCH_ALPHA = [0.05]", "DRIFTWATCH_ALPHA in {f}: expected a number, got [0.05]"),
+        ("DRIFTWATCH_MULTIVARIATE = 0", "DRIFTWATCH_MULTIVARIATE in {f}: expected true or false"),
+        ("app_id = 7", "app_id (DRIFTWATCH_APP_ID) in {f}: expected a string, got 7"),
+        ("bootstrap_servers = 1", "(KAFKA_BOOTSTRAP_SERVERS) in {f}: expected a string"),
+        ("DRIFTWATCH_ALPHA = 2.0", "alpha must be"),  # in range: the config's own check
+        ("alpha = 0.1\nDRIFTWATCH_ALPHA = 0.2", "DRIFTWATCH_ALPHA given twice in {f}"),
+        ("alpha = ", "{f}: "),  # not TOML
+    ],
+)
+def test_file_values_of_the_wrong_type_are_refused(tmp_path: Path, text: str, says: str) -> None:
+    path = tmp_path / "c.toml"
+    with pytest.raises(ValueError) as raised:
+        _from_file(tmp_path, path.name, text + "\n")
+    message = str(raised.value)
+    assert says.format(f=path) in message and str(path) in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        ([1, 2], "expected a table of settings (name = value), got a list"),
+        ("alpha", "got a string"),
+        ({"DRIFTWATCH_CONFIRM_WINDOWS": 2.5}, "expected an integer, got 2.5"),
+        ({"alpha": None}, "expected a number, got None (null)"),
+        ({"partitions": 1e3}, "expected an integer"),
+        ({"tenants": ["a", "b"]}, "expected a string, got ['a', 'b'] (a list)"),
+    ],
+)
+def test_json_file_values_of_the_wrong_type_are_refused(
+    tmp_path: Path, data: object, says: str
+) -> None:
+    with pytest.raises(ValueError, match=r"c\.json") as raised:
+        _from_file(tmp_path, "c.json", json.dumps(data))
+    assert says in str(raised.value)
+
+
+def test_webhook_urls_are_secrets() -> None:
+    """A Slack webhook URL is its own credential: `driftwatch config` (and the API front's
+    copy of the settings) show it as ``***``, as the SASL password."""
+    url = "https://hooks.slack.com/services/T000/B000/XXXXXXXX"
+    s = Settings.from_env(
+        environ={"DRIFTWATCH_ALERT_WEBHOOK_URL": url,
+                 "DRIFTWATCH_ALERT_WEBHOOK_TENANT_URLS": f"acme={url}2,globex=off"}
+    )  # fmt: skip
+    shown = s.as_dict(redact=True)
+    assert shown["alert_webhook_url"] == shown["alert_webhook_tenant_urls"] == "***"
+    assert url not in repr(s) and url not in json.dumps(shown)
+    assert s.as_dict()["alert_webhook_url"] == url  # read as before
+    assert Settings.from_env(environ={}).as_dict(redact=True)["alert_webhook_url"] == ""
+    assert "`DRIFTWATCH_ALERT_WEBHOOK_URL` | (empty) |" in settings_markdown()
