@@ -36,6 +36,8 @@ from agents.notify import AlertNotifier, RetrainAlertRouter, webhook_notifier
 from agents.outcome_drain import drain_marks, refresh_marks
 from agents.performance import PerformanceProcessor
 from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
+from agents.redelivery import CHECK_SECONDS as REDELIVERY_CHECK_SECONDS
+from agents.redelivery import Redelivery
 from agents.watchdog import QUIET_RECONNECTS, StallHook, Watchdog
 from runtime.kafka_connection import confluent_config, faust_credentials
 from runtime.malloc_arenas import can_trim, trim_heap
@@ -395,6 +397,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         metrics=metrics,
         send_alert=send_alert,
         source_topic=settings.topic(ALERTS),
+        redelivery=Redelivery(
+            settings.alert_redelivery_hours, settings.alert_redelivery_first_seconds
+        ),
     )
     retrain_router = RetrainAlertRouter(send_alert, metrics, "retrain")
     model_router = RetrainAlertRouter(send_alert, metrics, "model")
@@ -557,6 +562,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def read_undelivered_again() -> None:
         faust_compat.undelivered.check_quietly(app)
 
+    @app.timer(REDELIVERY_CHECK_SECONDS)  # type: ignore[untyped-decorator]
+    async def redeliver_alerts() -> None:
+        # Not while tables recover: a partition's pending alerts are read from its records.
+        if not faust_compat.introspection.recovering(app):
+            owned = faust_compat.introspection.active_partitions(app, delivery_table)
+            await notifier.redeliver(owned)
+
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def advance_quiet_streams() -> None:
         processor.tick_in_background()
@@ -605,6 +617,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         if faust_compat.guards.GUARD is not None:
             faust_compat.guards.GUARD.forget(revoked)
         await processor.forget_partitions(parts)
+        notifier.forget({tp.partition for tp in revoked if tp.topic == settings.topic(ALERTS)})
         if settings.join_outcomes:
             await joins.forget(parts)
             await performance.forget(parts)
@@ -615,7 +628,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         if faust_compat.guards.ORDER is not None:  # messages read from here on are ours again
             faust_compat.guards.ORDER.assigned(assigned)
 
-    _ = (detect, advance_quiet_streams, read_undelivered_again, on_revoked, on_assigned,
+    _ = (detect, advance_quiet_streams, redeliver_alerts, read_undelivered_again, on_revoked,
+         on_assigned,
          notify, retrain_alerts, model_alerts, capture_loop)  # fmt: skip
     return Worker(app=app, processor=processor, registry=registry, joins=joins, api=api,
                   ready=health.ready, front=front, watchdog=watchdog)  # fmt: skip

@@ -6,8 +6,11 @@ table ``alert-deliveries`` (changelogged, partitioned like ``alerts``) remembers
 delivered, so a redelivered message, a restart or another worker taking the partition over
 never sends an alert twice. A crash between a successful POST and recording it repeats that
 POST with the same ``Idempotency-Key`` (at-least-once; receivers dedupe on it). The outcome of
-each delivery goes back onto ``alerts`` as an ``AlertDelivery`` record, so what could not be
-delivered is visible there, not only in ``driftwatch_alert_deliveries_total``.
+each delivery round goes back onto ``alerts`` as an ``AlertDelivery`` record, so what could not
+be delivered is visible there, not only in ``driftwatch_alert_deliveries_total``. A round that
+failed on a retryable error (the endpoint down, 5xx, 429) is tried again later
+(:mod:`agents.redelivery`; its record then says ``retry_at``), until delivered or
+``DRIFTWATCH_ALERT_REDELIVERY_HOURS`` after its first failure.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ from agents.alerts import model_alert, retrain_alert
 from agents.faust_compat.current_event import set_current_event
 from agents.metrics import WorkerMetrics
 from agents.processor import SendFn, TableStore
+from agents.redelivery import PENDING, Redelivery
 from agents.webhook import CHANNEL, WebhookConfig, WebhookNotifier
 from runtime.settings import Settings
 from schemas import InvalidEvent, ModelEvent, RetrainEvent
@@ -32,6 +36,12 @@ from schemas.alerts import ALERT_SCHEMA, Alert, AlertDelivery, DeliveryStatus
 from streams.keyed_state import Write
 
 log = logging.getLogger(__name__)
+
+
+DELIVERY_RESULTS = ("delivered", "retried", "deferred", "failed", "duplicate")
+"""``driftwatch_alert_deliveries_total{result}``: an attempt delivered, an attempt retried
+within its round, a round failed and tried again later, an alert given up, an alert seen
+again (already delivered or pending)."""
 
 
 def delivery_key(alert_id: str) -> str:
@@ -77,7 +87,8 @@ class AlertNotifier:
     """To publish ``AlertDelivery`` records back onto ``alerts``."""
     source_topic: str
     clock: Callable[[], float] = time.time
-    _pending: int = 0
+    redelivery: Redelivery = field(default_factory=lambda: Redelivery(0.0))
+    _in_flight: int = 0
 
     async def process_batch(self, events: Sequence[Any]) -> None:
         todo: list[tuple[int, Alert]] = []
@@ -96,31 +107,77 @@ class AlertNotifier:
             todo.append((event.message.partition, alert))
         if not todo:
             return
+        await self._deliver(todo)
+
+    async def redeliver(self, owned: set[int]) -> None:
+        """Try again the pending alerts whose round is due, of the ``owned`` partitions of
+        ``alerts`` (those taken over read from the table first). On a timer."""
+        pending = self.redelivery
+        if self.webhook is None or not pending.enabled:
+            return
+        pending.keep_only(owned)
+        for partition in sorted(owned - pending.loaded):
+            pending.load(partition, await asyncio.to_thread(self.store.scan, partition, PENDING))
+        self._count_undelivered()
+        due = pending.due(self.clock())
+        if due:
+            await self._deliver([(p.partition, p.alert) for p in due])
+
+    def forget(self, partitions: set[int]) -> None:
+        """Partitions of ``alerts`` revoked: their pending alerts are the new owner's."""
+        self.redelivery.forget(partitions)
+        self._count_undelivered()
+
+    async def _deliver(self, todo: list[tuple[int, Alert]]) -> None:
+        """One round for each of ``todo`` (partition, alert), at once; each outcome recorded
+        in the table and on ``alerts``."""
         assert self.webhook is not None
-        gauge = self.metrics.alerts_undelivered.labels(CHANNEL)
-        gauge.inc(len(todo))
+        self._in_flight += len(todo)
+        self._count_undelivered()
         try:
             results = await asyncio.gather(*(self.webhook.deliver(a) for _, a in todo))
         finally:
-            gauge.dec(len(todo))
+            self._in_flight -= len(todo)
         writes: list[Write] = []
         for (partition, alert), result in zip(todo, results, strict=True):
-            await self._report(alert, result)
-            record = {"s": result.status.value, "n": result.attempts, "at": result.at}
-            writes.append(Write(delivery_key(alert.alert_id), json.dumps(record).encode(),
-                                partition))  # fmt: skip
+            writes.append(await self._settle(partition, alert, result))
+        self._count_undelivered()
         await self.store.write_all(writes)
 
-    async def _report(self, alert: Alert, result: AlertDelivery) -> None:
-        delivered = result.status is DeliveryStatus.DELIVERED
-        if delivered:
+    def _count_undelivered(self) -> None:
+        self.metrics.alerts_undelivered.labels(CHANNEL).set(self._in_flight + len(self.redelivery))
+
+    async def _settle(self, partition: int, alert: Alert, result: AlertDelivery) -> Write:
+        """A round's outcome: pending again (a retryable failure, within the hours), or done;
+        reported on ``alerts``, and the table's record of it."""
+        pending = None
+        if result.status is DeliveryStatus.FAILED and result.retryable:
+            pending = self.redelivery.failed(alert, partition, self.clock())
+        else:
+            self.redelivery.done(alert.alert_id)
+        if pending is not None:
+            result = replace(result, retry_at=pending.due)
+            value = pending.record(result.status.value, result.attempts, result.at)
+        else:
+            record = {"s": result.status.value, "n": result.attempts, "at": result.at}
+            value = json.dumps(record).encode()
+        await self._report(alert, result, 0 if pending is None else pending.rounds)
+        return Write(delivery_key(alert.alert_id), value, partition)
+
+    async def _report(self, alert: Alert, result: AlertDelivery, rounds: int) -> None:
+        if result.status is DeliveryStatus.DELIVERED:
             self.metrics.alert_delivery_seconds.labels(CHANNEL).observe(
                 max(0.0, result.at - alert.created_at)
             )
+        elif result.retry_at is not None:
+            self.metrics.alert_deliveries.labels(CHANNEL, "deferred").inc()
+            log.warning("alert %s (%s) not delivered in round %d (%d attempts: %s); tried "
+                        "again in %.0f s", alert.alert_id[:8], alert.title, rounds,
+                        result.attempts, result.error, result.retry_at - result.at)  # fmt: skip
         else:
             self.metrics.alert_deliveries.labels(CHANNEL, "failed").inc()
-            log.error("alert %s (%s) not delivered after %d attempts: %s", alert.alert_id[:8],
-                      alert.title, result.attempts, result.error)  # fmt: skip
+            log.error("alert %s (%s) not delivered, for good, after %d attempts: %s",
+                      alert.alert_id[:8], alert.title, result.attempts, result.error)  # fmt: skip
         await self.send_alert(alert.stream_key.encode(), result.to_json())
 
 
@@ -155,6 +212,12 @@ def webhook_notifier(
     secret = None
     if settings.alert_webhook_secret_file:
         secret = Path(settings.alert_webhook_secret_file).read_bytes().strip()
+
+    if metrics is not None:  # every outcome's series from the start, at 0: the first
+        # loss is an increase a rule sees (a series born at 1 shows none)
+        for result in DELIVERY_RESULTS:
+            metrics.alert_deliveries.labels(CHANNEL, result)
+        metrics.alerts_undelivered.labels(CHANNEL).set(0)
 
     def on_attempt(attempt: int, outcome: str) -> None:
         if metrics is not None and outcome in ("delivered", "retried"):

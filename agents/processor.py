@@ -77,6 +77,11 @@ class TableStore:
         event, which is not always the one the key belongs to), else the current event's."""
         return direct_reads.read(self.table, key.encode(), partition, self._direct)
 
+    def scan(self, partition: int, marker: bytes) -> list[bytes]:
+        """The values in ``partition``'s store that contain ``marker`` (a full scan: for a
+        small table, at a takeover). Safe from a thread."""
+        return direct_reads.scan(self.table, partition, marker, self._direct)
+
     async def write_all(self, writes: Iterable[Write]) -> None:
         """Persist ``writes`` in order, each in its own partition (those without one: the
         current event's, and where there is none they are dropped and logged), in bulk

@@ -23,11 +23,12 @@ Delivery semantics: at least once
     A 2xx is ``delivered``. Connection errors, timeouts, 5xx, 408 and 429 are retried with
     exponential backoff and full jitter (``uniform(0, min(backoff_max, base * 2**(n-1)))``
     before attempt ``n+1``), or after a numeric ``Retry-After`` (capped by
-    ``backoff_max_seconds``), up to ``max_attempts`` attempts in all; then ``failed``.
-    Any other status (3xx, other 4xx) is a permanent failure, reported at once with the
-    status and a short excerpt of the response body. Because a request can time out after
-    the receiver acted on it, a receiver may see an alert more than once: it should dedupe
-    on ``Idempotency-Key``.
+    ``backoff_max_seconds``), up to ``max_attempts`` attempts in all: one round; then
+    ``failed``, marked ``retryable`` (the caller tries a later round:
+    :mod:`agents.redelivery`). Any other status (3xx, other 4xx) is a permanent failure,
+    reported at once with the status and a short excerpt of the response body. Because a
+    request can time out after the receiver acted on it, a receiver may see an alert more
+    than once: it should dedupe on ``Idempotency-Key``.
 
 Signature (the Stripe/Slack pattern)
     ``X-Driftwatch-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>." + body)>``.
@@ -391,7 +392,7 @@ class WebhookNotifier:
                 error = _scrub(outcome.error or "unknown error", url)
                 if not outcome.retryable or attempts >= self.config.max_attempts:
                     self._notify(attempts, "failed")
-                    return self._failed(alert, target, attempts, error)
+                    return self._failed(alert, target, attempts, error, outcome.retryable)
                 self._notify(attempts, "retried")
                 delay = self.config.backoff(attempts, self._rng)
                 if outcome.retry_after is not None:
@@ -407,8 +408,8 @@ class WebhookNotifier:
                 await self._sleep(delay)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
-            return self._failed(alert, target, attempts, _scrub(repr(exc), url))
+        except Exception as exc:  # unforeseen: a later round may not meet it
+            return self._failed(alert, target, attempts, _scrub(repr(exc), url), retryable=True)
 
     async def _attempt(
         self, session: aiohttp.ClientSession, url: str, alert_id: str, body: bytes
@@ -451,7 +452,9 @@ class WebhookNotifier:
         except Exception:
             log.exception("webhook on_attempt callback failed")
 
-    def _failed(self, alert: Alert, target: str, attempts: int, error: str) -> AlertDelivery:
+    def _failed(
+        self, alert: Alert, target: str, attempts: int, error: str, retryable: bool = False
+    ) -> AlertDelivery:
         log.warning(
             "alert %s (tenant %s) not delivered to %s after %d attempt(s): %s",
             alert.alert_id,
@@ -460,7 +463,7 @@ class WebhookNotifier:
             attempts,
             error,
         )
-        return self._result(alert, target, DeliveryStatus.FAILED, attempts, error)
+        return self._result(alert, target, DeliveryStatus.FAILED, attempts, error, retryable)
 
     def _result(
         self,
@@ -469,6 +472,7 @@ class WebhookNotifier:
         status: DeliveryStatus,
         attempts: int,
         error: str | None,
+        retryable: bool = False,
     ) -> AlertDelivery:
         return AlertDelivery(
             alert_id=alert.alert_id,
@@ -480,6 +484,7 @@ class WebhookNotifier:
             attempts=attempts,
             at=self._clock(),
             error=None if error is None else error[:_MAX_ERROR_CHARS],
+            retryable=retryable,
         )
 
 

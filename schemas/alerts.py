@@ -152,7 +152,9 @@ class Alert:
 class DeliveryStatus(StrEnum):
     DELIVERED = "delivered"
     FAILED = "failed"
-    """Retries ran out; the alert was not delivered to this channel."""
+    """A delivery round's attempts ran out, or it met an error no retry mends. With
+    ``retry_at`` (a retryable error: connection, timeout, 429, 5xx) the alert is tried again
+    then; without, it was not delivered to this channel, for good."""
 
 
 @dataclass(frozen=True)
@@ -167,9 +169,14 @@ class AlertDelivery:
     attempts: int
     at: float
     error: str | None = None
+    retry_at: float | None = None
+    """When a failed round's alert is tried again (None: delivered, or failed for good). On
+    the wire only when set."""
+    retryable: bool = field(default=False, compare=False)
+    """Not on the wire: whether the round's last error is one a later round may not meet."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "schema": DELIVERY_SCHEMA,
             "alert_id": self.alert_id,
             "tenant": self.tenant,
@@ -181,6 +188,9 @@ class AlertDelivery:
             "at": format_timestamp(self.at),
             "error": self.error,
         }
+        if self.retry_at is not None:
+            out["retry_at"] = format_timestamp(self.retry_at)
+        return out
 
     def to_json(self) -> bytes:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
@@ -199,4 +209,7 @@ class AlertDelivery:
             attempts=int(data["attempts"]),
             at=parse_timestamp(data["at"], "at"),
             error=None if data.get("error") is None else str(data["error"]),
+            retry_at=None
+            if data.get("retry_at") is None
+            else parse_timestamp(data["retry_at"], "retry_at"),
         )

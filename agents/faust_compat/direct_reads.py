@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agents.faust_compat import introspection
 from agents.faust_compat.current_event import read_done, read_in
 from agents.faust_compat.version import check_version
 
@@ -48,3 +49,15 @@ def read(table: Any, key: bytes, partition: int | None, direct: bool) -> bytes |
         finally:
             read_done(token)
     return None if value is None else bytes(value)
+
+
+def scan(table: Any, partition: int, marker: bytes, direct: bool) -> list[bytes]:
+    """The values of ``table`` in ``partition``'s store that contain ``marker``; a table
+    without partition stores (a dict in tests) is one store. Safe from a thread: reads the
+    RocksDB handle of a partition this worker has open, never opens one."""
+    if direct:
+        db = introspection.table_dbs(table).get(partition)
+        values = () if db is None else db.values()
+    else:
+        values = table.values()
+    return [bytes(v) for v in values if v is not None and marker in bytes(v)]

@@ -53,6 +53,9 @@ class Receiver:
 
     port: int = field(default_factory=free_port)
     posts: list[tuple[float, dict[str, str], bytes]] = field(default_factory=list)
+    down: bool = False
+    """Answer 503 (and record the POST in ``refused``) while set: the endpoint is down."""
+    refused: list[bytes] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -60,6 +63,9 @@ class Receiver:
         ready = threading.Event()
 
         async def handle(request: web.Request) -> web.Response:
+            if self.down:
+                self.refused.append(await request.read())
+                return web.json_response({"ok": False}, status=503)
             self.posts.append((time.time(), dict(request.headers), await request.read()))
             return web.json_response({"ok": True})
 
@@ -223,6 +229,51 @@ def test_alerts_reach_the_webhook_once_each_signed_also_across_a_sigkill(
     assert set(ids) <= on_topic and set(ids) <= delivered
     assert all("secret-path" not in json.dumps(r) and "token=abc" not in json.dumps(r)
                for r in records)  # fmt: skip
+
+
+def test_alerts_raised_while_the_webhook_is_down_arrive_once_it_is_back_also_across_a_sigkill(
+    kafka_bootstrap: str, unique_prefix: str, tmp_path: Path, tokens: Path
+) -> None:
+    """A delivery round that fails on a retryable error (503 here) is tried again later,
+    from its record in the table: a worker killed meanwhile goes on after its restart, and
+    each alert arrives once the endpoint is back (it used to be lost after ~a minute)."""
+    predictions, outcomes = traffic()
+    with Receiver(down=True) as hook:
+        w = make_worker(kafka_bootstrap, f"{unique_prefix}-", tmp_path, "w", {
+            "DRIFTWATCH_API_TOKENS_FILE": str(tokens),
+            "DRIFTWATCH_ALERT_WEBHOOK_URL": hook.url,
+            "DRIFTWATCH_ALERT_WEBHOOK_MAX_ATTEMPTS": "1",
+            "DRIFTWATCH_ALERT_REDELIVERY_FIRST_SECONDS": "5",
+        })  # fmt: skip
+        ensure_topics(kafka_bootstrap, {w.topic(t): w.partitions for t in TOPICS})
+        try:
+            w.start()
+            wait_ready(w)
+            produce_days(w, predictions, outcomes, range(0, 19))
+            wait_drained(w, PIPELINE)  # every alert's first round ran (and failed)
+            refused = {json.loads(body)["alert"]["alert_id"] for body in hook.refused}
+            assert refused and not hook.posts
+            w.stop(signal.SIGKILL)
+            hook.down = False
+            w.start()
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and not refused <= set(
+                a["alert_id"] for a in hook.alerts()
+            ):
+                w.assert_alive()
+                time.sleep(0.5)
+        finally:
+            w.stop()
+        ids = [a["alert_id"] for a in hook.alerts()]
+    assert refused <= set(ids), f"{len(refused - set(ids))} alert(s) never arrived"
+    assert len(ids) == len(set(ids)), "an alert was delivered twice"
+    records = [json.loads(r.value or b"{}") for r in consume_all(
+        w.bootstrap, w.topic("alerts"), min_messages=3 * len(refused), idle=1.0)]  # fmt: skip
+    rounds = [(r["alert_id"], r["status"], "retry_at" in r) for r in records
+              if r.get("schema") == "driftwatch.alert-delivery/v1"]  # fmt: skip
+    for alert_id in refused:
+        mine = [(status, retry) for a, status, retry in rounds if a == alert_id]
+        assert mine[0] == ("failed", True) and mine[-1] == ("delivered", False), mine
 
 
 def test_two_workers_answer_the_same_for_every_model(

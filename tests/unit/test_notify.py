@@ -1,0 +1,192 @@
+"""The alert notifier's rounds without a broker or an endpoint: a webhook that fails on a
+retryable error is tried again later (the pending alert kept in its delivery record, so a
+restart or the partition's next owner goes on), a permanent failure is not, and a pending
+alert is given up after ``hours``. The real ones: tests/integration/test_operating.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from agents.metrics import WorkerMetrics
+from agents.notify import AlertNotifier, delivery_key
+from agents.processor import TableStore
+from agents.redelivery import PENDING, Redelivery
+from schemas import Severity
+from schemas.alerts import Alert, AlertDelivery, AlertKind, DeliveryStatus
+from streams.keyed_state import Write
+from tests.unit.test_processor import FakeEvent, FakeMessage, FakeTable
+
+T = 1_767_225_600.0
+
+
+def alert(alert_id: str = "a1") -> Alert:
+    return Alert(alert_id, AlertKind.INCIDENT, "opened", "acme", "fraud", Severity.HIGH,
+                 "[HIGH] acme/fraud: amount drifted", "text", T, T)  # fmt: skip
+
+
+class ScriptedWebhook:
+    """Answers the rounds in order from ``script``: ``ok`` delivered, ``down`` a retryable
+    failure (connection refused), ``bad`` a permanent one (HTTP 400); ``ok`` once it ends."""
+
+    def __init__(self, script: list[str], clock: list[float]) -> None:
+        self.script, self.clock = list(script), clock
+        self.calls: list[str] = []
+
+    def url_for(self, tenant: str) -> str | None:
+        return "http://hook.example/x"
+
+    async def deliver(self, a: Alert) -> AlertDelivery:
+        self.calls.append(a.alert_id)
+        outcome = self.script.pop(0) if self.script else "ok"
+        error = {"ok": None, "down": "ClientConnectorError", "bad": "HTTP 400"}[outcome]
+        status = DeliveryStatus.DELIVERED if outcome == "ok" else DeliveryStatus.FAILED
+        return AlertDelivery(a.alert_id, a.tenant, a.model, "webhook", "hook.example", status,
+                             8, self.clock[0], error, retryable=outcome == "down")  # fmt: skip
+
+
+class PartitionedStore:
+    """A table with one store per partition, as the worker's (a dict would be one store)."""
+
+    def __init__(self) -> None:
+        self.parts: dict[int, dict[str, bytes]] = {}
+
+    def get(self, key: str, partition: int | None = None) -> bytes | None:
+        stores = self.parts.values() if partition is None else [self.parts.get(partition, {})]
+        return next((store[key] for store in stores if key in store), None)
+
+    async def write_all(self, writes: Iterable[Write]) -> None:
+        for w in writes:
+            assert w.partition is not None and w.value is not None
+            self.parts.setdefault(w.partition, {})[w.key] = w.value
+
+    def scan(self, partition: int, marker: bytes) -> list[bytes]:
+        return [v for v in self.parts.get(partition, {}).values() if marker in v]
+
+
+class Setup:
+    def __init__(
+        self, script: list[str], hours: float = 24.0, table: PartitionedStore | None = None
+    ) -> None:
+        self.clock = [T + 10.0]
+        self.registry = CollectorRegistry()
+        self.table = PartitionedStore() if table is None else table
+        self.sent: list[dict[str, Any]] = []
+        self.hook = ScriptedWebhook(script, self.clock)
+
+        async def send(key: bytes, value: bytes) -> None:
+            self.sent.append(json.loads(value))
+
+        self.notifier = AlertNotifier(
+            self.hook, self.table, WorkerMetrics.create(self.registry),  # type: ignore[arg-type]
+            send, "alerts", clock=lambda: self.clock[0], redelivery=Redelivery(hours),
+        )  # fmt: skip
+
+    def receive(self, *alerts: Alert, partition: int = 0) -> None:
+        events = [
+            FakeEvent(FakeMessage("alerts", partition, k, b"acme:fraud"), a.to_json())
+            for k, a in enumerate(alerts)
+        ]
+        asyncio.run(self.notifier.process_batch(events))
+
+    def tick(self, seconds: float, owned: frozenset[int] = frozenset({0})) -> None:
+        self.clock[0] += seconds
+        asyncio.run(self.notifier.redeliver(set(owned)))
+
+    def record(self, alert_id: str = "a1") -> dict[str, Any]:
+        return dict(json.loads(self.table.get(delivery_key(alert_id)) or b"null"))
+
+    def metric(self, name: str, **labels: str) -> float:
+        return self.registry.get_sample_value(name, {"channel": "webhook", **labels}) or 0.0
+
+    def deliveries(self) -> list[tuple[str, bool]]:
+        """The delivery records sent onto ``alerts``: status, and whether a round follows."""
+        return [(r["status"], "retry_at" in r) for r in self.sent]
+
+
+def test_a_round_failed_on_a_retryable_error_is_tried_again_until_delivered() -> None:
+    s = Setup(["down", "down", "ok"])
+    s.receive(alert())
+    assert s.deliveries() == [("failed", True)] and s.sent[0]["retry_at"].endswith("Z")
+    assert s.record()["pending"]["rounds"] == 1
+    assert s.metric("driftwatch_alerts_undelivered") == 1.0
+    s.tick(59.0)  # the next round is a minute after the first failure
+    assert s.hook.calls == ["a1"]
+    s.tick(1.0)
+    assert s.hook.calls == ["a1", "a1"] and s.record()["pending"]["rounds"] == 2
+    s.tick(119.0)  # then two minutes
+    assert len(s.hook.calls) == 2
+    s.tick(1.0)
+    assert s.deliveries() == [("failed", True), ("failed", True), ("delivered", False)]
+    assert s.record() == {"s": "delivered", "n": 8, "at": s.clock[0]}
+    assert s.metric("driftwatch_alerts_undelivered") == 0.0
+    assert s.metric("driftwatch_alert_deliveries_total", result="deferred") == 2.0
+    assert s.metric("driftwatch_alert_deliveries_total", result="failed") == 0.0
+    s.tick(3600.0)
+    assert len(s.hook.calls) == 3  # delivered: never again
+
+
+def test_a_permanent_failure_is_not_tried_again() -> None:
+    s = Setup(["bad"])
+    s.receive(alert())
+    assert s.deliveries() == [("failed", False)] and "pending" not in s.record()
+    assert s.metric("driftwatch_alert_deliveries_total", result="failed") == 1.0
+    s.tick(3600.0)
+    assert s.hook.calls == ["a1"] and s.metric("driftwatch_alerts_undelivered") == 0.0
+
+
+def test_a_pending_alert_is_given_up_after_the_hours() -> None:
+    s = Setup(["down"] * 100, hours=1.0)
+    s.receive(alert())
+    for _ in range(12):  # rounds at 1, 2, 4, 8, then every 15 minutes: past the hour
+        s.tick(900.0)
+    rounds = len(s.hook.calls)
+    assert 5 <= rounds <= 7 and s.deliveries()[-1] == ("failed", False)
+    assert all(retry for _, retry in s.deliveries()[:-1])
+    assert "pending" not in s.record() and len(s.notifier.redelivery) == 0
+    assert s.metric("driftwatch_alert_deliveries_total", result="failed") == 1.0
+    assert s.metric("driftwatch_alert_deliveries_total", result="deferred") == rounds - 1
+
+
+def test_without_redelivery_a_retryable_failure_is_final() -> None:
+    s = Setup(["down"], hours=0.0)
+    s.receive(alert())
+    s.tick(3600.0)
+    assert s.hook.calls == ["a1"] and s.deliveries() == [("failed", False)]
+
+
+def test_a_pending_alert_survives_a_restart_and_goes_to_its_partition_s_owner() -> None:
+    """Kept in its record: a new notifier over the same table (a restart, or the worker
+    that owns the partition next) reads it when it owns the partition, and delivers it."""
+    first = Setup(["down", "down"])
+    first.receive(alert("p0"), partition=0)
+    first.receive(alert("p1"), partition=1)
+    assert len(first.notifier.redelivery) == 2
+    first.notifier.forget({1})  # partition 1 revoked: its alert is the next owner's
+    assert [p.alert.alert_id for p in first.notifier.redelivery.pending.values()] == ["p0"]
+    first.tick(60.0, owned=frozenset({0}))
+    assert first.hook.calls == ["p0", "p1", "p0"]
+
+    other = Setup([], table=first.table)
+    other.clock[0] = first.clock[0]
+    other.tick(0.0, owned=frozenset({0}))  # owns partition 0 only: p0 is delivered already
+    assert other.hook.calls == []
+    other.tick(0.0, owned=frozenset({0, 1}))  # takes partition 1 over: p1 was due
+    assert other.hook.calls == ["p1"] and other.deliveries() == [("delivered", False)]
+    assert "pending" not in other.record("p1")
+
+
+def test_a_table_store_scan_finds_the_records_that_hold_the_marker() -> None:
+    store = TableStore(FakeTable({b"a": b'{"s":"failed","pending":{}}', b"b": b'{"s":"x"}'}))
+    assert store.scan(0, PENDING) == [b'{"s":"failed","pending":{}}']
+
+
+@pytest.mark.parametrize(("hours", "first"), [(-1.0, 60.0), (float("nan"), 60.0), (1.0, 0.0)])
+def test_redelivery_settings_are_checked(hours: float, first: float) -> None:
+    with pytest.raises(ValueError, match="DRIFTWATCH_ALERT_REDELIVERY_"):
+        Redelivery(hours, first)
