@@ -45,6 +45,7 @@ TOPICS = (
     "retrain-events",
     "model-events",
     "retrain-control",
+    "alerts",
 )
 
 

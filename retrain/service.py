@@ -55,8 +55,10 @@ from schemas import (
     ModelEvent,
     RetrainEvent,
     RetrainStatus,
+    Severity,
     parse_timestamp,
 )
+from schemas.alerts import ROLLBACK_REFUSED, Alert, AlertKind, alert_id
 from streams.config import DAY
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,8 @@ Trainer = Callable[[str, Dataset, TrainingLimits, float, int], TrainedModel]
 class Publisher(Protocol):
     def retrain_event(self, event: RetrainEvent) -> None: ...
     def model_event(self, event: ModelEvent) -> None: ...
+    def alert(self, alert: Alert) -> None:
+        """Onto ``alerts`` (what people must hear of and no other topic tells)."""
 
 
 class TrainingData(Protocol):
@@ -275,23 +279,38 @@ class RetrainService:
         self._start(drift, attempt=1, reason=f"asked by {value.get('by', 'someone')}")
 
     def _manual_rollback(self, value: dict[str, Any]) -> None:
-        """A person asked for a rollback (API ``POST .../rollback``)."""
+        """A person asked for a rollback (API ``POST .../rollback``). One that cannot be done
+        (no such version, nothing to roll back to, the registry failing) is refused with an
+        alert: the API said "accepted", and a rollback that silently did nothing mid-incident
+        is worse than none."""
         tenant, model = str(value.get("tenant", "")), str(value.get("model", ""))
         who = str(value.get("by", "someone"))
-        current = self.registry.active(tenant, model)
         target = value.get("to")
-        if target is None:
-            prev = self.registry.previous_active(tenant, model)
-            target = None if prev is None else prev.version
-        if current is None or target is None or target == current.version:
-            log.warning("rollback of %s/%s asked by %s: nothing to roll back to", tenant, model,
-                        who)  # fmt: skip
+        try:
+            current = self.registry.active(tenant, model)
+            if target is None:
+                prev = self.registry.previous_active(tenant, model)
+                target = None if prev is None else prev.version
+            if current is None:
+                why = f"{tenant}/{model} has no active version in the registry"
+            elif target is None:
+                why = f"{current.version} has no previous version to roll back to"
+            elif str(target) == current.version:
+                why = f"{target} is already the active version"
+            else:
+                self.registry.get(tenant, model, str(target))  # RegistryError: no such version
+                why = ""
+        except (RegistryError, OSError, ValueError) as exc:
+            current, why = None, str(exc)
+        if why:
+            self._refuse_rollback(value, target, why)
             return
+        assert current is not None and target is not None
         reason = f"{MANUAL_ROLLBACK}{who}: {value.get('reason', '')}"
         try:
             self.registry.activate(tenant, model, str(target), reason=reason)
         except Exception as exc:
-            log.error("rollback of %s/%s to %s failed: %s", tenant, model, target, exc)
+            self._refuse_rollback(value, target, f"the registry switch failed: {exc}")
             return
         check = self.checks.pop((tenant, model), None)
         self.publisher.model_event(
@@ -308,6 +327,25 @@ class RetrainService:
             self._publish_raw(req, RetrainStatus.ROLLED_BACK, reason, {"manual": True, "by": who})
         log.warning("rolled back %s/%s %s -> %s: %s", tenant, model, current.version, target,
                     reason)  # fmt: skip
+
+    def _refuse_rollback(self, value: dict[str, Any], target: object, why: str) -> None:
+        """A person's rollback that was not done, said where people hear it (an alert)."""
+        tenant, model = str(value.get("tenant", "")), str(value.get("model", ""))
+        who, rid = str(value.get("by", "someone")), value.get("request_id")
+        log.warning("rollback of %s/%s asked by %s refused: %s", tenant, model, who, why)
+        to = "the previous version" if target is None else str(target)
+        at = self.clock()
+        self.publisher.alert(Alert(
+            alert_id=alert_id(f"{tenant}\x1f{model}\x1f{rid or at}", ROLLBACK_REFUSED),
+            kind=AlertKind.MODEL, change=ROLLBACK_REFUSED, tenant=tenant, model=model,
+            severity=Severity.HIGH,
+            title=f"[HIGH] {tenant}/{model}: rollback to {to} refused",
+            text=f"*{tenant}/{model}* rollback to `{to}` asked by {who} was not done: {why}. "
+                 "The active version is unchanged.",
+            event_time=self.log_clock.get((tenant, model), at), created_at=at,
+            retrain={"request_id": rid, "version": None if target is None else str(target),
+                     "reason": why, "by": who},
+        ))  # fmt: skip
 
     def on_labeled(self, row: dict[str, Any]) -> None:
         """A row of ``labeled-predictions``: evidence for a post-deploy check."""

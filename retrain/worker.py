@@ -36,6 +36,7 @@ from runtime.kafka_connection import (
 )
 from runtime.process_exit import hard_exit
 from runtime.topics import (
+    ALERTS,
     DEAD_LETTERS,
     DRIFT_EVENTS,
     LABELED_PREDICTIONS,
@@ -54,6 +55,7 @@ from schemas import (
     Severity,
     parse_timestamp,
 )
+from schemas.alerts import Alert
 from schemas.names import name_problem
 
 log = logging.getLogger(__name__)
@@ -171,6 +173,9 @@ class KafkaPublisher:
 
     def model_event(self, event: ModelEvent) -> None:
         self._send(MODEL_EVENTS, event.stream_key, event.to_json())
+
+    def alert(self, alert: Alert) -> None:
+        self._send(ALERTS, alert.stream_key, alert.to_json())
 
 
 class KafkaTrainingData:
@@ -343,6 +348,9 @@ class _CountingPublisher:
     def model_event(self, event: ModelEvent) -> None:
         self.inner.model_event(event)
         self.counters["models"].labels(event.tenant, event.model, event.action.value).inc()
+
+    def alert(self, alert: Alert) -> None:
+        self.inner.alert(alert)
 
 
 def _metrics(settings: Any) -> dict[str, Counter]:

@@ -69,7 +69,7 @@ TABLES = ("drift-state", "join-state", "performance", "alert-deliveries")
 """The worker's Faust tables; each has a compacted changelog topic
 ``{DRIFTWATCH_APP_ID}-{table}-changelog`` (no topic prefix: Faust names them)."""
 RETRAIN_TOPICS = (RETRAIN_EVENTS, MODEL_EVENTS, RETRAIN_CONTROL)
-RETRAIN_WORKER_TOPICS = (*RETRAIN_TOPICS, DRIFT_EVENTS, LABELED_PREDICTIONS, DEAD_LETTERS)
+RETRAIN_WORKER_TOPICS = (*RETRAIN_TOPICS, DRIFT_EVENTS, LABELED_PREDICTIONS, DEAD_LETTERS, ALERTS)
 """What the retrain worker reads or writes."""
 
 

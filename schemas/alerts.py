@@ -35,7 +35,12 @@ class AlertKind(StrEnum):
     RETRAIN = "retrain"
     """A retrain request reached a status people act on: ``change`` is its RetrainStatus."""
     MODEL = "model"
-    """The active model version changed: ``change`` is ``promoted`` or ``rolled_back``."""
+    """The active model version changed: ``change`` is ``promoted`` or ``rolled_back``; or a
+    person's rollback could not be done: :data:`ROLLBACK_REFUSED`."""
+
+
+ROLLBACK_REFUSED = "rollback_refused"
+"""``change`` of a model alert: a rollback a person asked for (API) was not done, and why."""
 
 
 class IncidentChange(StrEnum):

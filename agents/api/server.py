@@ -594,7 +594,9 @@ class Api:
             "by": self._who(request, body),
         })  # fmt: skip
         return web.json_response({"status": "accepted", "control_key": key, "request_id": rid,
-            "message": "the retrain worker switches the registry; follow model-events"},
+            "message": "the retrain worker switches the registry: model-events says "
+                       "rolled_back; one it cannot do is refused with an alert "
+                       "(change rollback_refused, /v1/alerts)"},
             status=202)  # fmt: skip
 
     async def post_approval(self, request: web.Request) -> web.Response:

@@ -42,7 +42,9 @@ def test_confirmed_drift_promotes_and_a_noisy_challenger_is_rejected(
     noisy = labeled_rows(12_000, tenant="globex", seed=9, noise=0.45)
     produce_rows(kafka_bootstrap, prefix + "labeled-predictions", noisy)
     worker = RetrainWorker(kafka_bootstrap, prefix, tmp_path).start()
-    tail = Tail(kafka_bootstrap, [prefix + "retrain-events", prefix + "model-events"])
+    tail = Tail(
+        kafka_bootstrap, [prefix + "retrain-events", prefix + "model-events", prefix + "alerts"]
+    )
     try:
         send(kafka_bootstrap, prefix + "drift-events", b"acme:fraud", confirming_drift().to_json())
         send(
@@ -54,6 +56,14 @@ def test_confirmed_drift_promotes_and_a_noisy_challenger_is_rejected(
         promoted = tail.wait_for(status("promoted"), 180, worker)
         rejected = tail.wait_for(status("challenger_rejected", "globex"), 180, worker)
         event = tail.wait_for(lambda t, v: t.endswith("model-events"), 30, worker)
+        # A person's rollback to a version the registry lacks (the API said "accepted"):
+        # nothing changes, and an alert says so.
+        key = "rollback:api-9"
+        asked = {"action": "rollback", "tenant": "acme", "model": "fraud", "to": "v9",
+                 "reason": "complaints", "by": "ops", "request_id": "api-9"}  # fmt: skip
+        send(kafka_bootstrap, prefix + "retrain-control", key.encode(),
+             ControlMessage(key, asked, time.time()).to_json())  # fmt: skip
+        refused = tail.wait_for(lambda t, v: t.endswith("alerts"), 30, worker)
         # the same DriftEvent again: no second training
         send(kafka_bootstrap, prefix + "drift-events", b"acme:fraud", confirming_drift().to_json())
         time.sleep(3)
@@ -65,6 +75,9 @@ def test_confirmed_drift_promotes_and_a_noisy_challenger_is_rejected(
     assert promoted["details"]["challenger"]["pr_auc"] >= 0.70
     assert event["action"] == "promoted" and event["version"] == version
     assert event["previous_version"] == "v1"
+    assert refused["change"] == "rollback_refused" and refused["severity"] == "HIGH"
+    assert "has no version 'v9'" in refused["text"] and refused["retrain"]["by"] == "ops"
+    assert not [v for t, v, _ in tail.seen if t.endswith("model-events") and v is not event]
     assert rejected["details"]["challenger"]["pr_auc"] < 0.70
     trainings = [
         v for t, v, _ in tail.seen if t.endswith("retrain-events") and v["status"] == "training"

@@ -26,6 +26,7 @@ from schemas import (
     Severity,
     parse_timestamp,
 )
+from schemas.alerts import Alert, AlertKind
 from streams.config import DAY
 from streams.join import LabeledPrediction
 
@@ -38,12 +39,16 @@ class Published:
     def __init__(self) -> None:
         self.retrain: list[RetrainEvent] = []
         self.models: list[ModelEvent] = []
+        self.alerts: list[Alert] = []
 
     def retrain_event(self, event: RetrainEvent) -> None:
         self.retrain.append(event)
 
     def model_event(self, event: ModelEvent) -> None:
         self.models.append(event)
+
+    def alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
 
     def statuses(self) -> list[RetrainStatus]:
         return [e.status for e in self.retrain]
@@ -559,6 +564,34 @@ def test_a_person_rolls_back_to_the_previous_version(
     ended = out.retrain[-1]
     assert ended.status is RetrainStatus.ROLLED_BACK and ended.details["manual"] is True
     assert ended.details["by"] == "ops" and "complaints" in ended.reason
+
+
+@pytest.mark.parametrize(
+    ("to", "why"),
+    [
+        ("v9", "acme/fraud has no version 'v9'"),
+        (None, "v1 has no previous version to roll back to"),
+        ("v1", "v1 is already the active version"),
+    ],
+)
+def test_a_rollback_that_cannot_be_done_is_refused_with_an_alert(
+    tmp_path: Path, rows: list[dict[str, Any]], to: str | None, why: str
+) -> None:
+    """The API answered "accepted": a rollback that did nothing must not be silent."""
+    svc, out = service(tmp_path, rows)
+    svc.registry.register_external("acme", "fraud", "v1")
+    svc.registry.activate("acme", "fraud", "v1", reason="deployed")
+    svc.on_control(
+        "rollback:api-4",
+        {"action": "rollback", "tenant": "acme", "model": "fraud", "to": to,
+         "reason": "complaints", "by": "ops", "request_id": "api-4"},
+    )  # fmt: skip
+    active = svc.registry.active("acme", "fraud")
+    assert active is not None and active.version == "v1" and out.models == []
+    [alert] = out.alerts
+    assert alert.kind is AlertKind.MODEL and alert.change == "rollback_refused"
+    assert alert.severity is Severity.HIGH and why in alert.text and "ops" in alert.text
+    assert alert.retrain is not None and alert.retrain["request_id"] == "api-4"
 
 
 def test_a_version_promoted_over_one_still_watched_ends_that_one_s_watch_and_says_so(

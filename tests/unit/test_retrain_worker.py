@@ -61,6 +61,9 @@ class Out:
     def model_event(self, event: Any) -> None:
         raise AssertionError("no model events here")
 
+    def alert(self, alert: Any) -> None:
+        raise AssertionError("no alerts here")
+
 
 class NoData:
     def rows(self, tenant: str, model: str, start: float, end: float) -> list[dict[str, Any]]:
