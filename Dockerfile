@@ -33,8 +33,8 @@ ENV DRIFTWATCH_DATA_DIR=/data \
     DRIFTWATCH_METRICS_PORT=9108 \
     DRIFTWATCH_API_PORT=6066
 VOLUME ["/data"]
-# 6066: the HTTP API (also /healthz, /readyz, /metrics); 9108: Prometheus metrics.
-# (`driftwatch retrain-worker` serves its metrics on DRIFTWATCH_RETRAIN_METRICS_PORT, 9109.)
+# 6066: the HTTP API (also /healthz, /readyz); 9108: the worker's Prometheus metrics; 9109:
+# `driftwatch retrain-worker`'s (DRIFTWATCH_RETRAIN_METRICS_PORT).
 EXPOSE 6066 9108 9109
 
 ENTRYPOINT ["driftwatch"]

@@ -211,7 +211,13 @@ def webhook_notifier(
         return None
     secret = None
     if settings.alert_webhook_secret_file:
-        secret = Path(settings.alert_webhook_secret_file).read_bytes().strip()
+        path = settings.alert_webhook_secret_file
+        try:
+            secret = Path(path).read_bytes().strip()
+        except OSError as exc:
+            raise ValueError(
+                f"DRIFTWATCH_ALERT_WEBHOOK_SECRET_FILE: {path}: {exc.strerror or exc}"
+            ) from None
 
     if metrics is not None:  # every outcome's series from the start, at 0: the first
         # loss is an increase a rule sees (a series born at 1 shows none)

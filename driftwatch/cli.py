@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import prometheus_client
+
 from driftwatch import argtypes
 from driftwatch.retrain_cli import add_commands
 from runtime.settings import Settings, settings_markdown, update_readme
@@ -466,6 +468,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"driftwatch: configuration error: {exc}", file=sys.stderr)
         return 2
     _setup_logging(settings.log_level)
+    # No ``*_created`` series (a quarter of a worker's scrape; Prometheus ignores them).
+    prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     from runtime.kafka_connection import KafkaConfigError, KafkaConnectError
     from runtime.topics import TopicError
 

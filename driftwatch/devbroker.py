@@ -458,6 +458,14 @@ def run_dev_broker(port: int, *, log_path: str | os.PathLike[str] | None = None)
             print(f"driftwatch dev-broker: {exc}", file=sys.stderr, flush=True)
             return 1
         print(f"driftwatch dev-broker listening on {broker.bootstrap} (Ctrl-C to stop)", flush=True)
+        print(
+            "  workers on it need: KAFKA_BOOTSTRAP_SERVERS="
+            + broker.bootstrap
+            + " DRIFTWATCH_RECOVERY_CONSISTENCY_CHECK=false"
+            " DRIFTWATCH_CHANGELOG_LAST_RECORD_ALONE=true (its partition ends are reported low:"
+            " see the README)",
+            flush=True,
+        )
         while not stop_signal:
             code = broker.poll()
             if code is not None:

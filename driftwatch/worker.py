@@ -9,9 +9,12 @@ import faust
 from prometheus_client import ProcessCollector, start_http_server
 
 from agents import client_logs
+from agents.api.auth import load_tokens
 from agents.api.install import ApiConfigError
 from agents.app import create_app
 from agents.metrics import CountersCollector
+from agents.notify import webhook_notifier
+from agents.redelivery import Redelivery
 from runtime.gc_tuning import GcPauses, freeze_startup, tune_gc
 from runtime.kafka_connection import check_connection, confluent_config, security
 from runtime.malloc_arenas import fix_mmap_threshold, limit_arenas, operator_set
@@ -20,6 +23,15 @@ from runtime.stop_deadline import watch_stop
 from runtime.topics import WORKER_TOPICS, prepare_topics, topic_specs
 
 log = logging.getLogger(__name__)
+
+
+def check_local_config(settings: Settings) -> None:
+    """The settings that name files or need no broker (the API's tokens, the webhook and its
+    signing secret, alert redelivery), as the worker will read them; raises what it would."""
+    if settings.api_port > 0:
+        load_tokens(settings, announce=False)
+    webhook_notifier(settings)
+    Redelivery(settings.alert_redelivery_hours, settings.alert_redelivery_first_seconds)
 
 
 def run_worker(settings: Settings) -> int:
@@ -33,6 +45,11 @@ def run_worker(settings: Settings) -> int:
     if not threshold_set and fix_mmap_threshold(threshold):
         log.info("malloc: blocks of %d KiB or more mapped on their own",
                  settings.malloc_mmap_threshold_kb)  # fmt: skip
+    try:  # what needs no broker first: a wrong path is one line, before topics are made
+        check_local_config(settings)
+    except (ApiConfigError, ValueError, OSError) as exc:
+        print(f"driftwatch worker: {exc}", file=sys.stderr)
+        return 2
     # Refused credentials, an untrusted certificate, missing or mis-partitioned topics:
     # one clear line and a non-zero exit (driftwatch.cli), before Faust starts retrying.
     kafka = confluent_config(settings)

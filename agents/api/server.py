@@ -449,6 +449,8 @@ class Api:
                 bounds.append(parse_timestamp(float(raw) if _is_number(raw) else raw, name))
             except ValueError as exc:
                 raise ApiError(400, "bad_parameter", str(exc)) from None
+        if bounds[0] is not None and bounds[1] is not None and bounds[1] < bounds[0]:
+            raise ApiError(400, "bad_parameter", "to is earlier than from")
 
         def history() -> web.Response:
             _, perf = self._views()

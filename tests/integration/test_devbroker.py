@@ -310,6 +310,9 @@ def test_run_dev_broker_stops_cleanly_on_signal(signum: signal.Signals) -> None:
         assert line.strip() == (
             f"driftwatch dev-broker listening on 127.0.0.1:{port} (Ctrl-C to stop)"
         ), proc.stderr.read() if proc.poll() is not None and proc.stderr else line
+        hint = proc.stdout.readline() if proc.stdout else ""  # printed with it (buffered)
+        assert f"KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:{port}" in hint
+        assert "DRIFTWATCH_CHANGELOG_LAST_RECORD_ALONE=true" in hint
         assert _port_open(port)
         children = _children(proc.pid)
 

@@ -225,6 +225,10 @@ def test_models_performance_and_drift_answer_from_the_state(tmp_path: Path) -> N
         assert window and min(window) >= "2026-01-24" and max(window) < "2026-01-29"
         bad = await call(h, "GET", "/v1/models/acme/fraud/performance?from=yesterday", "admin")
         assert bad.status == 400
+        backwards = await call(h, "GET", f"/v1/models/acme/fraud/performance?from={frm}&to="
+                                         "2026-01-01T00:00:00Z", "admin")  # fmt: skip
+        assert backwards.status == 400
+        assert (await backwards.json())["error"]["message"] == "to is earlier than from"
 
         drift = await (await call(h, "GET", "/v1/models/acme/fraud/drift", "acme-read")).json()
         assert [i["feature"] for i in drift["open_incidents"] if i["kind"] == "statistical"] == [

@@ -8,15 +8,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from agents.api.auth import ApiConfigError
 from agents.metrics import WorkerMetrics
 from agents.notify import AlertNotifier, delivery_key
 from agents.processor import TableStore
 from agents.redelivery import PENDING, Redelivery
+from runtime.settings import Settings
 from schemas import Severity
 from schemas.alerts import Alert, AlertDelivery, AlertKind, DeliveryStatus
 from streams.keyed_state import Write
@@ -190,3 +194,19 @@ def test_a_table_store_scan_finds_the_records_that_hold_the_marker() -> None:
 def test_redelivery_settings_are_checked(hours: float, first: float) -> None:
     with pytest.raises(ValueError, match="DRIFTWATCH_ALERT_REDELIVERY_"):
         Redelivery(hours, first)
+
+
+def test_the_worker_s_local_settings_are_checked_before_any_broker_work(tmp_path: Path) -> None:
+    """A wrong path or value is one line naming the setting, before topics are created."""
+    from driftwatch.worker import check_local_config
+
+    base = Settings(api_port=0)
+    check_local_config(base)
+    with pytest.raises(ApiConfigError, match="DRIFTWATCH_API_TOKENS_FILE"):
+        check_local_config(replace(base, api_port=6066, api_tokens_file=""))
+    gone = str(tmp_path / "nope")
+    with pytest.raises(ValueError, match=f"DRIFTWATCH_ALERT_WEBHOOK_SECRET_FILE: {gone}: No such"):
+        check_local_config(replace(base, alert_webhook_url="http://hook.example/x",
+                                   alert_webhook_secret_file=gone))  # fmt: skip
+    with pytest.raises(ValueError, match="DRIFTWATCH_ALERT_REDELIVERY_HOURS"):
+        check_local_config(replace(base, alert_redelivery_hours=-1.0))
