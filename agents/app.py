@@ -565,9 +565,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     @app.timer(REDELIVERY_CHECK_SECONDS)  # type: ignore[untyped-decorator]
     async def redeliver_alerts() -> None:
         # Not while tables recover: a partition's pending alerts are read from its records.
-        if not faust_compat.introspection.recovering(app):
+        if faust_compat.introspection.recovering(app):
+            return
+        try:
             owned = faust_compat.introspection.active_partitions(app, delivery_table)
             await notifier.redeliver(owned)
+        except Exception:  # a timer's exception would stop the worker: the next check redoes it
+            log.exception("alert redelivery failed; tried again in %.0f s",
+                          REDELIVERY_CHECK_SECONDS)  # fmt: skip
 
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]
     async def advance_quiet_streams() -> None:

@@ -28,7 +28,7 @@ from agents.alerts import model_alert, retrain_alert
 from agents.faust_compat.current_event import set_current_event
 from agents.metrics import WorkerMetrics
 from agents.processor import SendFn, TableStore
-from agents.redelivery import PENDING, Redelivery
+from agents.redelivery import PENDING, Pending, Redelivery
 from agents.webhook import CHANNEL, WebhookConfig, WebhookNotifier
 from runtime.settings import Settings
 from schemas import InvalidEvent, ModelEvent, RetrainEvent
@@ -88,7 +88,9 @@ class AlertNotifier:
     source_topic: str
     clock: Callable[[], float] = time.time
     redelivery: Redelivery = field(default_factory=lambda: Redelivery(0.0))
-    _in_flight: int = 0
+    _in_flight: set[str] = field(default_factory=set)
+    """Ids of the alerts in a round now."""
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def process_batch(self, events: Sequence[Any]) -> None:
         todo: list[tuple[int, Alert]] = []
@@ -107,52 +109,99 @@ class AlertNotifier:
             todo.append((event.message.partition, alert))
         if not todo:
             return
-        await self._deliver(todo)
+        await self._deliver([(partition, alert, None) for partition, alert in todo])
 
     async def redeliver(self, owned: set[int]) -> None:
         """Try again the pending alerts whose round is due, of the ``owned`` partitions of
-        ``alerts`` (those taken over read from the table first). On a timer."""
+        ``alerts`` (those taken over read from the table first). On a timer. Without a
+        webhook or with redelivery off (a restart after an outage that changed them), the
+        pending alerts are given up, said and counted, not left pending for good."""
         pending = self.redelivery
-        if self.webhook is None or not pending.enabled:
-            return
         pending.keep_only(owned)
         for partition in sorted(owned - pending.loaded):
-            pending.load(partition, await asyncio.to_thread(self.store.scan, partition, PENDING))
+            generation = pending.generation(partition)
+            records = await asyncio.to_thread(self.store.scan, partition, PENDING)
+            if records is not None:  # (None: its store is not open yet: at the next check)
+                pending.load(partition, records, generation)
         self._count_undelivered()
-        due = pending.due(self.clock())
-        if due:
-            await self._deliver([(p.partition, p.alert) for p in due])
+        due = [p for p in pending.due(self.clock()) if p.alert.alert_id not in self._in_flight]
+        if not due:
+            return
+        if self.webhook is None or not pending.enabled:
+            why = "no webhook configured" if self.webhook is None else "redelivery is off"
+            now = self.clock()
+            gave_up = [(p, _given_up(p.alert, now, why)) for p in due]
+            await self._record([(p.partition, p.alert, p, r) for p, r in gave_up], {})
+            return
+        await self._deliver([(p.partition, p.alert, p) for p in due])
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions of ``alerts`` revoked: their pending alerts are the new owner's."""
         self.redelivery.forget(partitions)
         self._count_undelivered()
 
-    async def _deliver(self, todo: list[tuple[int, Alert]]) -> None:
-        """One round for each of ``todo`` (partition, alert), at once; each outcome recorded
-        in the table and on ``alerts``."""
+    async def _deliver(self, todo: list[tuple[int, Alert, Pending | None]]) -> None:
+        """One round for each of ``todo`` (partition, alert, its pending entry if any), at
+        once; each outcome recorded in the table and on ``alerts``."""
         assert self.webhook is not None
-        self._in_flight += len(todo)
+        generations = {p: self.redelivery.generation(p) for p, _, _ in todo}
+        ids = {alert.alert_id for _, alert, _ in todo}
+        self._in_flight |= ids
         self._count_undelivered()
         try:
-            results = await asyncio.gather(*(self.webhook.deliver(a) for _, a in todo))
+            results = await asyncio.gather(*(self.webhook.deliver(a) for _, a, _ in todo))
         finally:
-            self._in_flight -= len(todo)
-        writes: list[Write] = []
-        for (partition, alert), result in zip(todo, results, strict=True):
-            writes.append(await self._settle(partition, alert, result))
-        self._count_undelivered()
-        await self.store.write_all(writes)
+            self._in_flight -= ids
+        await self._record(
+            [(p, a, prior, r) for (p, a, prior), r in zip(todo, results, strict=True)],
+            generations,
+        )
+
+    async def _record(
+        self,
+        outcomes: list[tuple[int, Alert, Pending | None, AlertDelivery]],
+        generations: dict[int, int],
+    ) -> None:
+        """The rounds' outcomes into memory and the table (one writer at a time: the agent
+        and the timer both come here), each reported on ``alerts``. A partition revoked
+        while its round ran (its generation moved on) is its new owner's: the outcome is
+        reported, and neither kept nor written here."""
+        async with self._lock:
+            writes: list[Write] = []
+            for partition, alert, prior, result in outcomes:
+                owned = self.redelivery.generation(partition) == generations.get(
+                    partition, self.redelivery.generation(partition)
+                )
+                write = await self._settle(partition, alert, prior, result, owned)
+                if write is not None:
+                    writes.append(write)
+            self._count_undelivered()
+            await self.store.write_all(writes)
 
     def _count_undelivered(self) -> None:
-        self.metrics.alerts_undelivered.labels(CHANNEL).set(self._in_flight + len(self.redelivery))
+        undelivered = self._in_flight | self.redelivery.pending.keys()
+        self.metrics.alerts_undelivered.labels(CHANNEL).set(len(undelivered))
 
-    async def _settle(self, partition: int, alert: Alert, result: AlertDelivery) -> Write:
+    async def _settle(
+        self,
+        partition: int,
+        alert: Alert,
+        prior: Pending | None,
+        result: AlertDelivery,
+        owned: bool,
+    ) -> Write | None:
         """A round's outcome: pending again (a retryable failure, within the hours), or done;
-        reported on ``alerts``, and the table's record of it."""
+        reported on ``alerts``; the table's record of it (None: not this worker's to write)."""
+        retry = result.status is DeliveryStatus.FAILED and result.retryable
         pending = None
-        if result.status is DeliveryStatus.FAILED and result.retryable:
-            pending = self.redelivery.failed(alert, partition, self.clock())
+        if not owned:
+            if retry:  # the new owner goes on from the record it has
+                due = prior.due if prior is not None else result.at + self.redelivery.first
+                result = replace(result, retry_at=max(due, result.at))
+            await self._report(alert, result, 0 if prior is None else prior.rounds + 1)
+            return None
+        if retry:
+            pending = self.redelivery.failed(alert, partition, self.clock(), prior)
         else:
             self.redelivery.done(alert.alert_id)
         if pending is not None:
@@ -179,6 +228,12 @@ class AlertNotifier:
             log.error("alert %s (%s) not delivered, for good, after %d attempts: %s",
                       alert.alert_id[:8], alert.title, result.attempts, result.error)  # fmt: skip
         await self.send_alert(alert.stream_key.encode(), result.to_json())
+
+
+def _given_up(alert: Alert, now: float, why: str) -> AlertDelivery:
+    """A pending alert given up without a round (nothing to send it to any more)."""
+    return AlertDelivery(alert.alert_id, alert.tenant, alert.model, CHANNEL, "",
+                         DeliveryStatus.FAILED, 0, now, why)  # fmt: skip
 
 
 def _alert(raw: bytes | None) -> Alert | None:

@@ -77,9 +77,10 @@ class TableStore:
         event, which is not always the one the key belongs to), else the current event's."""
         return direct_reads.read(self.table, key.encode(), partition, self._direct)
 
-    def scan(self, partition: int, marker: bytes) -> list[bytes]:
+    def scan(self, partition: int, marker: bytes) -> list[bytes] | None:
         """The values in ``partition``'s store that contain ``marker`` (a full scan: for a
-        small table, at a takeover). Safe from a thread."""
+        small table, at a takeover); None while that store is not open. Safe from a
+        thread."""
         return direct_reads.scan(self.table, partition, marker, self._direct)
 
     async def write_all(self, writes: Iterable[Write]) -> None:

@@ -23,6 +23,9 @@ from schemas.alerts import Alert
 
 CHECK_SECONDS: Final = 10.0
 """How often a worker looks for pending alerts whose round is due."""
+MAX_PER_CHECK: Final = 64
+"""Rounds started at one check at most (the oldest first): an endpoint back after a long
+outage gets its backlog in steps, not thousands of POSTs at once."""
 LONGEST_WAIT: Final = 900.0
 """Seconds between rounds at most."""
 PENDING: Final = b'"pending"'
@@ -100,6 +103,12 @@ class Redelivery:
         self.loaded: set[int] = set()
         """Partitions whose pending alerts were read from the table since this worker got
         them."""
+        self._generation: dict[int, int] = {}
+
+    def generation(self, partition: int) -> int:
+        """Changes each time the partition is forgotten (revoked): work begun under one
+        generation (a round, a scan) that ends under another is the new owner's to do."""
+        return self._generation.get(partition, 0)
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -108,10 +117,13 @@ class Redelivery:
     def enabled(self) -> bool:
         return self.horizon > 0
 
-    def failed(self, alert: Alert, partition: int, now: float) -> Pending | None:
+    def failed(
+        self, alert: Alert, partition: int, now: float, prior: Pending | None = None
+    ) -> Pending | None:
         """A round of ``alert`` failed on a retryable error at ``now``: its next round, or
-        None (and no longer pending) once ``hours`` have passed since its first failure."""
-        known = self.pending.pop(alert.alert_id, None)
+        None (and no longer pending) once ``hours`` have passed since its first failure.
+        ``prior``: the pending entry the round was for (kept by the caller through it)."""
+        known = self.pending.pop(alert.alert_id, None) or prior
         since = now if known is None else known.since
         if not self.enabled or now - since >= self.horizon:
             return None
@@ -124,13 +136,16 @@ class Redelivery:
         """Delivered, or failed for good: no longer pending."""
         self.pending.pop(alert_id, None)
 
-    def due(self, now: float) -> list[Pending]:
-        """The pending alerts whose next round is due, oldest first."""
-        return sorted((p for p in self.pending.values() if p.due <= now), key=lambda p: p.since)
+    def due(self, now: float, limit: int = MAX_PER_CHECK) -> list[Pending]:
+        """The pending alerts whose next round is due, oldest first, at most ``limit``."""
+        ready = sorted((p for p in self.pending.values() if p.due <= now), key=lambda p: p.since)
+        return ready[:limit]
 
-    def load(self, partition: int, records: Iterable[bytes]) -> None:
+    def load(self, partition: int, records: Iterable[bytes], generation: int = 0) -> None:
         """The pending alerts of a partition this worker now owns, from its delivery records
-        (a takeover, a restart)."""
+        (a takeover, a restart), read under ``generation``: nothing if it was revoked since."""
+        if self.generation(partition) != generation:
+            return
         self.loaded.add(partition)
         for raw in records:
             p = Pending.from_record(raw, partition)
@@ -144,5 +159,7 @@ class Redelivery:
     def forget(self, partitions: set[int]) -> None:
         """Forget these partitions' pending alerts (read again if they come back)."""
         self.loaded -= partitions
+        for p in partitions:
+            self._generation[p] = self.generation(p) + 1
         for alert_id in [k for k, p in self.pending.items() if p.partition in partitions]:
             del self.pending[alert_id]

@@ -74,46 +74,51 @@ this after the switch says serving never switched."""
 
 @dataclass(frozen=True)
 class Serving:
-    """What the registry says of a drift's model: the ``active`` version, whether it ``knows``
-    the drift's version, and (``since``) the event time the active one took over, when this
-    worker promoted it (its promotion's ``promoted_at``)."""
+    """What the registry says of a drift's model: the ``active`` version, and (``since``) when
+    it last became active (the registry's switch: a promotion, or a rollback), if known. Only
+    made for a drift of another version the registry knows (one it does not know was
+    deployed elsewhere and is taken as serving)."""
 
-    active: str | None
-    knows: bool
+    active: str
     since: float | None = None
 
-    def verdict(self, drift: DriftEvent) -> Decision | None:
-        """None if ``drift`` is of the model serving now (the active version, or one the
-        registry does not know: deployed elsewhere). Drift of a version the registry replaced
-        is ignored: its incidents go on closing windows of its old traffic after a promotion
-        (labels come days late), and acted on, a second training cut the new version's check
-        short. Unless that traffic began a day or more after the switch: then the replaced
-        version still serves (``model-events`` lost, serving never reloaded), the registry and
-        serving disagree, and a person is asked.
+    def still_serves(self, drift: DriftEvent) -> bool:
+        """Did ``drift``'s version serve traffic a day or more after the switch? Then serving
+        never loaded the active version (``model-events`` lost, a deploy that pins it): the
+        registry and serving disagree, which people must hear of.
 
         >>> from schemas import DriftKind
         >>> d = DriftEvent("d", DriftKind.PERFORMANCE, "a", "m", "v1", None, "accuracy_drop",
         ...                0.0, None, None, 10 * DAY, 11 * DAY, 0.0, DAY, Severity.HIGH, True,
         ...                11 * DAY)
-        >>> Serving("v1", True).verdict(d) is None, Serving("r1", False).verdict(d) is None
-        (True, True)
-        >>> Serving("r1", True, since=9.5 * DAY).verdict(d).action  # its old traffic
-        <Action.IGNORE: 'ignore'>
-        >>> Serving("r1", True, since=8 * DAY).verdict(d).action  # v1 serves 2 days on
-        <Action.REQUEST_APPROVAL: 'request_approval'>
+        >>> Serving("r1", 9.5 * DAY).still_serves(d), Serving("r1", 8 * DAY).still_serves(d)
+        (False, True)
+        >>> Serving("r1").still_serves(d)  # when the switch was is not known
+        False
+        """
+        return self.since is not None and drift.window_start >= self.since + SWITCH_GRACE
+
+    def verdict(self, drift: DriftEvent) -> Decision:
+        """Drift of a version the registry replaced is ignored: its incidents go on closing
+        windows of its old traffic after a promotion (labels come days late), and acted on,
+        a second training cut the new version's check short. Where it still serves, the
+        reason says so (and the caller alerts): retraining on its traffic would promote over
+        a version serving never loaded.
+
+        >>> from schemas import DriftKind
+        >>> d = DriftEvent("d", DriftKind.PERFORMANCE, "a", "m", "v1", None, "accuracy_drop",
+        ...                0.0, None, None, 10 * DAY, 11 * DAY, 0.0, DAY, Severity.HIGH, True,
+        ...                11 * DAY)
+        >>> Serving("r1", 9.5 * DAY).verdict(d).reason
+        'drift on v1, which r1 has replaced: it says nothing about the model serving now'
         """
         old = drift.model_version
-        if self.active is None or self.active == old or not self.knows:
-            return None
-        if self.since is not None and drift.window_start >= self.since + SWITCH_GRACE:
-            return Decision(
-                Action.REQUEST_APPROVAL,
-                f"{old} still serves: this drift is on its traffic from "
-                f"{format_timestamp(drift.window_start)}, a day or more after {self.active} "
-                f"replaced it ({format_timestamp(self.since)}); make serving and the registry "
-                f"agree (driftwatch rollback --to {old}, or have serving load {self.active}), "
-                f"or retrain on {old}'s traffic: driftwatch approve {request_id(drift)}",
-            )
+        if self.still_serves(drift):
+            return Decision(Action.IGNORE, f"drift on {old}, which {self.active} replaced at "
+                            f"{format_timestamp(self.since or 0.0)}, on its traffic from "
+                            f"{format_timestamp(drift.window_start)}: {old} still serves; make "
+                            f"serving and the registry agree (driftwatch rollback --to {old}, "
+                            f"or have serving load {self.active})")  # fmt: skip
         return Decision(
             Action.IGNORE,
             f"drift on {old}, which {self.active} has replaced: "
@@ -151,8 +156,6 @@ class RetrainState:
     """Approvals and rejections by request id, from ``retrain-control``."""
     manual: dict[str, dict[str, object]] = field(default_factory=dict)
     """Retrain requests made by people (``retrain:<id>`` on ``retrain-control``), by id."""
-    promoted_at: dict[tuple[str, str, str], float] = field(default_factory=dict)
-    """Event time each (tenant, model, version) this worker promoted took over."""
 
     def auto_retrain(self, tenant: str, policy: RetrainPolicy) -> bool:
         if tenant in self.tenant_flags:
@@ -189,11 +192,6 @@ class RetrainState:
             req.approved = True
         if event.status is RetrainStatus.PROMOTED and "trained_until" in event.details:
             self.trained_until[(event.tenant, event.model)] = float(event.details["trained_until"])
-        if event.status is RetrainStatus.PROMOTED and "promoted_at" in event.details:
-            version = str(event.details.get("version"))
-            self.promoted_at[(event.tenant, event.model, version)] = float(
-                event.details["promoted_at"]
-            )
 
     def control(self, key: str, value: dict[str, object]) -> None:
         """Fold one ``retrain-control`` message (latest per key wins)."""
@@ -281,8 +279,8 @@ def decide(
 ) -> Decision:
     """Ignore, wait, ask a person, or retrain. ``new_labels`` is None until the caller has
     counted the labelled rows newer than the last training (it does so only when every other
-    safeguard already says yes). ``serving``: what the registry says of the model (None: not
-    known, the drift taken as of the serving model; see :meth:`Serving.verdict`).
+    safeguard already says yes). ``serving``: what the registry says of a drift of a version
+    it replaced (None: the drift is of the serving model; see :meth:`Serving.verdict`).
 
     >>> from schemas import DriftKind, Severity
     >>> d = DriftEvent("d1", DriftKind.PERFORMANCE, "acme", "fraud", "v1", None, "accuracy_drop",
@@ -292,9 +290,8 @@ def decide(
     >>> decide(d, RetrainPolicy(auto_retrain=True), RetrainState(), new_labels=5_000).action
     <Action.RETRAIN: 'retrain'>
     """
-    disagree = None if serving is None else serving.verdict(drift)
-    if disagree is not None and disagree.action is Action.IGNORE:
-        return disagree
+    if serving is not None:
+        return serving.verdict(drift)
     if drift.extra.get("estimated"):
         return Decision(Action.IGNORE, "a label-free estimate: retraining waits for real labels")
     if drift.kind.value not in policy.kinds:
@@ -323,8 +320,6 @@ def decide(
         hours = (last + policy.cooldown_days * DAY - drift.detected_at) / 3600
         return Decision(Action.WAIT, f"cooldown: last training {hours:.0f} h too recent")
     approved = state.decisions.get(request_id(drift)) == "approve"
-    if disagree is not None and not approved:
-        return disagree
     if drift.severity.rank >= policy.approval_severity.rank and not approved:
         return Decision(
             Action.REQUEST_APPROVAL,

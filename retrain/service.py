@@ -58,7 +58,7 @@ from schemas import (
     Severity,
     parse_timestamp,
 )
-from schemas.alerts import ROLLBACK_REFUSED, Alert, AlertKind, alert_id
+from schemas.alerts import ROLLBACK_REFUSED, SERVING_MISMATCH, Alert, AlertKind, alert_id
 from streams.config import DAY
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,8 @@ class RetrainService:
         self.state = RetrainState()
         self.checks: dict[tuple[str, str], PostDeployCheck] = {}
         self.log_clock: dict[tuple[str, str], float] = {}
+        self._told: set[str] = set()
+        """Ids of the serving-mismatch alerts published (:meth:`_tell_still_serving`)."""
         self._queue: deque[_Job] = deque()
         self._job: _Job | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training")
@@ -187,36 +189,64 @@ class RetrainService:
                 check, f"performance drift on {check.version}: {drift.test}", drift.detected_at
             )
             return
+        serving = self._serving(drift)
+        if serving is not None and serving.still_serves(drift):
+            self._tell_still_serving(drift, serving)  # whatever became of its request
         req = self.state.requests.get(request_id(drift))
         if req is not None and req.status.terminal:
             return  # this incident's request is over (the incident still re-emits daily)
-        decision = decide(drift, self.config.policy, self.state, serving=self._serving(drift))
+        decision = decide(drift, self.config.policy, self.state, serving=serving)
         if decision.action is Action.RETRAIN:
             self._start(drift, attempt=1, reason=decision.reason)
             return
         self._publish(drift, decision.status, decision.reason, 0)
 
     def _serving(self, drift: DriftEvent) -> Serving | None:
-        """What the registry says of ``drift``'s model (:meth:`Serving.verdict` decides what
-        that means); None when it cannot say."""
+        """What the registry says of ``drift``, if it is of a version the registry knows and
+        has replaced (:class:`Serving`); None when it is of the serving model (the active
+        version, or one deployed elsewhere) or the registry cannot say."""
         if drift.model_version is None:
             return None
         try:
             active = self.registry.active(drift.tenant, drift.model)
             if active is None or active.version == drift.model_version:
-                return Serving(None if active is None else active.version, True)
+                return None
             try:
                 self.registry.get(drift.tenant, drift.model, drift.model_version)
             except RegistryError:
-                return Serving(active.version, False)  # deployed elsewhere: taken as serving
+                return None  # a version the registry does not know: deployed elsewhere
+            switch = self.registry.last_switch(drift.tenant, drift.model) or {}
         except (RegistryError, OSError, ValueError) as exc:
             # The registry unreadable: the drift is decided as before (a registry fault must
             # not stop the worker on every drift event, as an uncaught one would).
             log.warning("%s/%s: could not tell whether %s was replaced: %s", drift.tenant,
                         drift.model, drift.model_version, exc)  # fmt: skip
             return None
-        since = self.state.promoted_at.get((drift.tenant, drift.model, active.version))
-        return Serving(active.version, True, since)
+        at = switch.get("at") if switch.get("version") == active.version else None
+        return Serving(active.version, None if at is None else float(at))
+
+    def _tell_still_serving(self, drift: DriftEvent, serving: Serving) -> None:
+        """A replaced version still serving (:meth:`Serving.still_serves`): an alert, once
+        per switch and version (a restart may say it once more; the notifier sends an alert
+        id once)."""
+        tenant, model, old = drift.tenant, drift.model, drift.model_version
+        aid = alert_id(f"{tenant}\x1f{model}\x1f{old}\x1f{serving.active}\x1f{serving.since}",
+                       SERVING_MISMATCH)  # fmt: skip
+        if aid in self._told:
+            return
+        self._told.add(aid)
+        reason = serving.verdict(drift).reason
+        log.warning("%s/%s: %s", tenant, model, reason)
+        self.publisher.alert(Alert(
+            alert_id=aid, kind=AlertKind.MODEL, change=SERVING_MISMATCH, tenant=tenant,
+            model=model, severity=Severity.HIGH,
+            title=f"[HIGH] {tenant}/{model}: {old} still serves, the registry says "
+                  f"{serving.active}",
+            text=f"*{tenant}/{model}* {reason}. Its drift is not acted on meanwhile.",
+            event_time=drift.detected_at, created_at=self.clock(), model_version=old,
+            retrain={"version": serving.active, "previous": old, "reason": reason,
+                     "drift_id": drift.drift_id},
+        ))  # fmt: skip
 
     def on_control(self, key: str, value: dict[str, Any]) -> None:
         self.state.control(key, value)
@@ -245,13 +275,9 @@ class RetrainService:
             self._publish(drift, RetrainStatus.REJECTED, f"rejected by {who}", 0)
             return
         serving = self._serving(drift)
-        replaced = None if serving is None else serving.verdict(drift)
-        if replaced is not None and replaced.action is Action.IGNORE:
-            # Asked about a model that no longer serves (one that still serves against the
-            # registry's word is the person's to decide: the approval is that decision).
-            self._publish(
-                drift, RetrainStatus.REJECTED, f"approved by {who}, but {replaced.reason}", 0
-            )
+        if serving is not None:  # asked about a version the registry has replaced
+            why = serving.verdict(drift).reason
+            self._publish(drift, RetrainStatus.REJECTED, f"approved by {who}, but {why}", 0)
             return
         self._publish(drift, RetrainStatus.APPROVED, f"approved by {who}", 0)
         decision = decide(drift, self.config.policy, self.state)

@@ -36,11 +36,15 @@ class AlertKind(StrEnum):
     """A retrain request reached a status people act on: ``change`` is its RetrainStatus."""
     MODEL = "model"
     """The active model version changed: ``change`` is ``promoted`` or ``rolled_back``; or a
-    person's rollback could not be done: :data:`ROLLBACK_REFUSED`."""
+    person's rollback could not be done (:data:`ROLLBACK_REFUSED`), or serving runs another
+    version than the registry's active one (:data:`SERVING_MISMATCH`)."""
 
 
 ROLLBACK_REFUSED = "rollback_refused"
 """``change`` of a model alert: a rollback a person asked for (API) was not done, and why."""
+SERVING_MISMATCH = "serving_mismatch"
+"""``change`` of a model alert: a version the registry replaced still serves traffic a day
+after the switch (serving never loaded the active version)."""
 
 
 class IncidentChange(StrEnum):

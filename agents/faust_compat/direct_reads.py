@@ -51,13 +51,16 @@ def read(table: Any, key: bytes, partition: int | None, direct: bool) -> bytes |
     return None if value is None else bytes(value)
 
 
-def scan(table: Any, partition: int, marker: bytes, direct: bool) -> list[bytes]:
-    """The values of ``table`` in ``partition``'s store that contain ``marker``; a table
-    without partition stores (a dict in tests) is one store. Safe from a thread: reads the
-    RocksDB handle of a partition this worker has open, never opens one."""
+def scan(table: Any, partition: int, marker: bytes, direct: bool) -> list[bytes] | None:
+    """The values of ``table`` in ``partition``'s store that contain ``marker``, None while
+    that store is not open; a table without partition stores (a dict in tests) is one store.
+    Safe from a thread: reads the RocksDB handle of a partition this worker has open, never
+    opens one."""
     if direct:
         db = introspection.table_dbs(table).get(partition)
-        values = () if db is None else db.values()
+        if db is None:
+            return None
+        values = db.values()
     else:
         values = table.values()
     return [bytes(v) for v in values if v is not None and marker in bytes(v)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,9 @@ class PartitionedStore:
 
     def __init__(self) -> None:
         self.parts: dict[int, dict[str, bytes]] = {}
+        self.closed: set[int] = set()
+        """Partitions whose store is not open yet."""
+        self.while_scanning: Callable[[], object] = lambda: None
 
     def get(self, key: str, partition: int | None = None) -> bytes | None:
         stores = self.parts.values() if partition is None else [self.parts.get(partition, {})]
@@ -69,7 +72,10 @@ class PartitionedStore:
             assert w.partition is not None and w.value is not None
             self.parts.setdefault(w.partition, {})[w.key] = w.value
 
-    def scan(self, partition: int, marker: bytes) -> list[bytes]:
+    def scan(self, partition: int, marker: bytes) -> list[bytes] | None:
+        if partition in self.closed:
+            return None
+        self.while_scanning()
         return [v for v in self.parts.get(partition, {}).values() if marker in v]
 
 
@@ -210,3 +216,90 @@ def test_the_worker_s_local_settings_are_checked_before_any_broker_work(tmp_path
                                    alert_webhook_secret_file=gone))  # fmt: skip
     with pytest.raises(ValueError, match="DRIFTWATCH_ALERT_REDELIVERY_HOURS"):
         check_local_config(replace(base, alert_redelivery_hours=-1.0))
+
+
+class GatedWebhook(ScriptedWebhook):
+    """A round that waits for ``gate`` (made in the test's loop) before answering."""
+
+    gate: asyncio.Event | None = None
+    started: asyncio.Event | None = None
+
+    async def deliver(self, a: Alert) -> AlertDelivery:
+        if self.started is not None and self.gate is not None:
+            self.started.set()
+            await self.gate.wait()
+        return await super().deliver(a)
+
+
+def test_a_partition_revoked_while_its_round_runs_is_left_to_its_new_owner() -> None:
+    """The round's outcome is reported, but neither kept nor written: the new owner has
+    the record (an older pending one) and goes on from it. The gauge counts the alert
+    once while its round runs."""
+    s = Setup(["down", "down"])
+    s.receive(alert())
+    before = s.record()
+    hook = GatedWebhook([], s.clock)
+    s.notifier.webhook = hook  # type: ignore[assignment]
+    s.clock[0] += 60.0
+
+    async def revoked_mid_round() -> None:
+        hook.gate, hook.started = asyncio.Event(), asyncio.Event()
+        hook.script = ["down"]
+        round_ = asyncio.ensure_future(s.notifier.redeliver({0}))
+        await asyncio.wait_for(hook.started.wait(), 5)
+        assert s.metric("driftwatch_alerts_undelivered") == 1.0  # in a round and pending
+        s.notifier.forget({0})
+        hook.gate.set()
+        await round_
+
+    asyncio.run(revoked_mid_round())
+    assert s.record() == before and len(s.notifier.redelivery) == 0
+    assert s.deliveries()[-1] == ("failed", True)
+    assert s.metric("driftwatch_alerts_undelivered") == 0.0
+
+
+def test_pending_alerts_are_given_up_when_there_is_nothing_to_send_them_to() -> None:
+    """A restart after an outage with redelivery off (or no webhook any more): the pending
+    records are settled as failed, said and counted, not left pending for good."""
+    first = Setup(["down"])
+    first.receive(alert())
+    off = Setup([], hours=0.0, table=first.table)
+    off.clock[0] = first.clock[0] + 60.0
+    off.tick(0.0)
+    assert off.hook.calls == [] and off.deliveries() == [("failed", False)]
+    assert off.sent[0]["error"] == "redelivery is off" and "pending" not in off.record()
+    assert off.metric("driftwatch_alert_deliveries_total", result="failed") == 1.0
+    none = Setup([], table=PartitionedStore())
+    none.receive(alert())  # delivered: nothing pending
+    none.notifier.webhook = None
+    none.tick(3600.0)
+    assert none.deliveries() == [("delivered", False)]
+
+
+def test_a_store_not_open_yet_is_read_at_a_later_check() -> None:
+    first = Setup(["down"])
+    first.receive(alert())
+    later = Setup([], table=first.table)
+    later.clock[0] = first.clock[0] + 60.0
+    later.table.closed = {0}
+    later.tick(0.0)
+    assert later.hook.calls == [] and 0 not in later.notifier.redelivery.loaded
+    later.table.closed = set()
+    # revoked while its records are read: what was read is the new owner's
+    later.table.while_scanning = lambda: later.notifier.forget({0})
+    later.tick(0.0)
+    assert later.hook.calls == [] and not later.notifier.redelivery.pending
+    later.table.while_scanning = lambda: None
+    later.tick(0.0)
+    assert later.hook.calls == ["a1"]
+
+
+def test_a_backlog_is_sent_in_steps_oldest_first() -> None:
+    s = Setup(["down"] * 70)
+    for k in range(70):
+        s.clock[0] += 1.0
+        s.receive(alert(f"a{k:02d}"))
+    s.tick(60.0)
+    assert s.hook.calls[70:] == [f"a{k:02d}" for k in range(64)]
+    s.tick(10.0)
+    assert s.hook.calls[134:] == [f"a{k:02d}" for k in range(64, 70)]

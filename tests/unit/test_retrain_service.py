@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate, generate_outcomes
-from retrain.policy import Action, RetrainPolicy, RetrainState, Serving, decide, request_id
+from retrain.policy import RetrainPolicy, request_id
 from retrain.registry import ModelRegistry
 from retrain.service import STEPS, RetrainConfig, RetrainService
 from retrain.training import Dataset, TrainedModel, TrainingLimits, train
@@ -215,50 +215,42 @@ def test_drift_of_a_version_a_promotion_replaced_trains_nothing(
     assert RetrainStatus.TRAINING in [e.status for e in out.retrain if e.drift_id == "incident-3"]
 
 
-def test_drift_of_a_replaced_version_that_still_serves_a_day_later_asks_a_person(
+def test_a_replaced_version_still_serving_a_day_after_the_switch_raises_an_alert(
     tmp_path: Path, rows: list[dict[str, Any]]
 ) -> None:
     """Serving never switched (``model-events`` lost): v1's drift on traffic that began a
-    day after r1 took over is not v1's old traffic, and ignoring it would hide a model
-    drifting in production. A person is asked (the registry and serving disagree), also
-    after a restart; the approval trains."""
+    day after the registry made v2 active is not v1's old traffic. Retraining on it would
+    promote over a version serving never loaded: it is ignored, and people are told, once.
+    The switch's time is the registry's last one: after a rollback to v1, v2's old traffic
+    is v2's old traffic."""
     svc, out = service(tmp_path, rows, auto_retrain=True, cooldown_days=0.0, min_new_labels=0)
-    svc.on_drift(drift(day=DAYS - 1.0))
-    svc.wait_idle()
-    new = out.retrain[-1].details["version"]
-    promoted_at = float(out.retrain[-1].details["promoted_at"])
-    later = replace(
-        drift(day=DAYS + 1.5, drift_id="incident-2"),
-        window_start=promoted_at + DAY, window_end=promoted_at + 2 * DAY,
-    )  # fmt: skip
-    just_before = replace(later, drift_id="incident-3", window_start=promoted_at + DAY - 1)
-    svc.on_drift(just_before)  # its traffic began within the day serving may take
-    assert out.retrain[-1].status is RetrainStatus.IGNORED
-    again, told = service(tmp_path, rows, auto_retrain=True, cooldown_days=0.0, min_new_labels=0)
-    again.replay(out.retrain, [])
-    for svc_, out_ in ((svc, out), (again, told)):
-        svc_.on_drift(later)
-        asked = out_.retrain[-1]
-        assert asked.status is RetrainStatus.AWAITING_APPROVAL and asked.drift_id == "incident-2"
-        assert asked.reason.startswith("v1 still serves: this drift is on its traffic from ")
-        assert f"a day or more after {new} replaced it" in asked.reason
-        assert f"driftwatch approve {request_id(later)}" in asked.reason
-    again.on_control(f"approval:{request_id(later)}", {"decision": "approve", "by": "ops"})
-    again.wait_idle()
-    assert [e.status for e in told.retrain if e.drift_id == "incident-2"][1:3] == [
-        RetrainStatus.APPROVED, RetrainStatus.TRAINING,
-    ]  # fmt: skip
+    for version in ("v1", "v2"):
+        svc.registry.register_external("acme", "fraud", version)
+    svc.registry.activate("acme", "fraud", "v1", reason="deployed", at=T0)
+    switch = T0 + 10 * DAY
+    svc.registry.activate("acme", "fraud", "v2", reason="deployed", at=switch)
 
+    def of(version: str, drift_id: str, start: float) -> DriftEvent:
+        return replace(drift(drift_id=drift_id), model_version=version, window_start=start,
+                       window_end=start + DAY, detected_at=start + DAY)  # fmt: skip
 
-def test_a_person_s_approval_of_the_disagreement_is_not_asked_for_again() -> None:
-    """Approved while it had to wait (the cooldown), the incident's next DriftEvent trains."""
-    later = replace(drift(), window_start=T0 + 5 * DAY)
-    serving, state = Serving("r1", True, since=T0), RetrainState()
-    policy = RetrainPolicy(auto_retrain=True)
-    assert decide(later, policy, state, serving=serving).action is Action.REQUEST_APPROVAL
-    state.control(f"approval:{request_id(later)}", {"decision": "approve"})
-    assert decide(later, policy, state, 5_000, serving).action is Action.RETRAIN
-    assert decide(later, policy, state, 5_000, Serving("r1", True)).action is Action.IGNORE
+    svc.on_drift(of("v1", "old-traffic", switch + DAY - 1))  # within the day serving may take
+    assert out.retrain[-1].status is RetrainStatus.IGNORED and out.alerts == []
+    svc.on_drift(of("v1", "still", switch + DAY))
+    ignored = out.retrain[-1]
+    assert ignored.status is RetrainStatus.IGNORED and ignored.drift_id == "still"
+    assert "v1 still serves" in ignored.reason and "rollback --to v1" in ignored.reason
+    [alert] = out.alerts
+    assert alert.change == "serving_mismatch" and alert.severity is Severity.HIGH
+    assert "v1 still serves" in alert.text and alert.model_version == "v1"
+    svc.on_drift(of("v1", "still", switch + 2 * DAY))  # the incident's next window
+    svc.on_drift(of("v1", "another", switch + 3 * DAY))
+    assert len(out.alerts) == 1 and RetrainStatus.TRAINING not in out.statuses()
+    back = switch + 20 * DAY
+    svc.registry.activate("acme", "fraud", "v1", reason="manual rollback by ops", at=back)
+    svc.on_drift(of("v2", "v2-old", back - DAY))
+    assert out.retrain[-1].reason.startswith("drift on v2, which v1 has replaced")
+    assert len(out.alerts) == 1
 
 
 def switched_back_outside(svc: RetrainService, reason: str) -> None:
