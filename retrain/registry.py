@@ -310,10 +310,18 @@ class ModelRegistry:
         return meta
 
     def activate(
-        self, tenant: str, model: str, version: str, *, reason: str, at: float | None = None
+        self,
+        tenant: str,
+        model: str,
+        version: str,
+        *,
+        reason: str,
+        at: float | None = None,
+        request_id: str | None = None,
     ) -> ModelVersion:
         """Make ``version`` the serving one. Its artifact is verified first: a switch to a
-        model that cannot be loaded would be an outage.
+        model that cannot be loaded would be an outage. ``request_id``: the request that
+        asked for it, recorded (a request read again is then known as done).
 
         Activating the version that is already active changes nothing (and records
         nothing), so :meth:`previous_active` keeps pointing at a real rollback target.
@@ -333,6 +341,8 @@ class ModelRegistry:
                 "reason": str(reason),
                 "at": time.time() if at is None else float(at),
             }
+            if request_id is not None:
+                record["request_id"] = request_id
             line = json.dumps(record, separators=(",", ":"))
             _atomic_write(directory / ACTIVE, line.encode() + b"\n")
             # After the switch: a crash in between loses an audit line, never the switch.
@@ -399,6 +409,14 @@ class ModelRegistry:
         ``active.json`` holds it: replaced atomically, never behind (the history file is
         appended after it, and a crash in between leaves the history one switch short)."""
         return _read_json(self._stream_dir(tenant, model) / ACTIVE)
+
+    def switched_for(self, tenant: str, model: str, request_id: str) -> bool:
+        """Has a switch been made for ``request_id``? (The last one is read from
+        ``active.json`` too: a crash can leave the history one switch short.)"""
+        last = self.last_switch(tenant, model) or {}
+        return last.get("request_id") == request_id or any(
+            r.get("request_id") == request_id for r in self.history(tenant, model)
+        )
 
     def previous_active(self, tenant: str, model: str) -> ModelVersion | None:
         """The version active before the current one: the rollback target."""

@@ -312,7 +312,13 @@ class RetrainService:
         tenant, model = str(value.get("tenant", "")), str(value.get("model", ""))
         who = str(value.get("by", "someone"))
         target = value.get("to")
+        rid = value.get("request_id")
         try:
+            if rid is not None and self.registry.switched_for(tenant, model, str(rid)):
+                # Read again (a restart before the commit): done already, not again (without
+                # ``to`` it would flip back) and not "refused" (already active).
+                log.info("rollback %s of %s/%s: done already", rid, tenant, model)
+                return
             current = self.registry.active(tenant, model)
             if target is None:
                 prev = self.registry.previous_active(tenant, model)
@@ -334,7 +340,10 @@ class RetrainService:
         assert current is not None and target is not None
         reason = f"{MANUAL_ROLLBACK}{who}: {value.get('reason', '')}"
         try:
-            self.registry.activate(tenant, model, str(target), reason=reason)
+            self.registry.activate(
+                tenant, model, str(target), reason=reason,
+                request_id=None if rid is None else str(rid),
+            )  # fmt: skip
         except Exception as exc:
             self._refuse_rollback(value, target, f"the registry switch failed: {exc}")
             return

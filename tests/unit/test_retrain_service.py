@@ -556,6 +556,18 @@ def test_a_person_rolls_back_to_the_previous_version(
     ended = out.retrain[-1]
     assert ended.status is RetrainStatus.ROLLED_BACK and ended.details["manual"] is True
     assert ended.details["by"] == "ops" and "complaints" in ended.reason
+    # Read again (a restart before the commit): done already, neither flipped back to the
+    # version it replaced nor refused as "already active".
+    again = RetrainService(svc.config, ModelRegistry(tmp_path / "registry"), out, Rows(rows),
+                           trainer=in_process)  # fmt: skip
+    again.on_control(
+        "rollback:api-3",
+        {"action": "rollback", "tenant": "acme", "model": "fraud", "to": None,
+         "reason": "complaints", "by": "ops", "request_id": "api-3"},
+    )  # fmt: skip
+    still = again.registry.active("acme", "fraud")
+    assert still is not None and still.version == "v1"
+    assert out.alerts == [] and len(out.models) == 2
 
 
 @pytest.mark.parametrize(
