@@ -925,26 +925,35 @@ def _file_value(spec: EnvSetting, key: str, value: object, path: Path) -> Any:
     """
     default = spec.default
     where = key if key == spec.env else f"{key} ({spec.env})"
+    secret = spec.secret  # a secret's value is never repeated in a message
     if isinstance(value, str):
         try:
             return _coerce(spec.env, default, value)
         except ValueError:
-            raise ValueError(f"setting {where} in {path}: cannot parse {value!r}") from None
+            shown = "its value" if secret else repr(value)
+            raise ValueError(f"setting {where} in {path}: cannot parse {shown}") from None
     number = isinstance(value, int | float) and not isinstance(value, bool)
     if isinstance(default, bool):
         expected, ok = "true or false", isinstance(value, bool)
     elif isinstance(default, int):
-        expected, ok = "an integer", number and isinstance(value, int)
+        # a whole float too (JSON writers write 86400 as 86400.0)
+        whole = isinstance(value, float) and value.is_integer()
+        expected, ok = "an integer", number and (isinstance(value, int) or whole)
     elif isinstance(default, float):
         expected, ok = "a number", number
     else:  # text (also a setting whose default is None): only a string is unambiguous
         expected, ok = "a string", False
     if not ok:
         shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
+        shown = "a value" if secret else shown
         raise ValueError(
             f"setting {where} in {path}: expected {expected}, got {shown} ({_kind(value)})"
         )
-    return float(value) if isinstance(default, float) else value  # type: ignore[arg-type]
+    if isinstance(default, float):
+        return float(value)  # type: ignore[arg-type]
+    if isinstance(default, int) and not isinstance(default, bool):
+        return int(value)  # type: ignore[call-overload]
+    return value
 
 
 def _kind(value: object) -> str:

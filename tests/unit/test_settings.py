@@ -219,6 +219,15 @@ def test_file_values_are_parsed_as_the_environment_s(tmp_path: Path) -> None:
     assert s == env
     j = _from_file(tmp_path, "c.json", json.dumps({"multivariate": True, "perf_alpha": 0.002}))
     assert j.engine.multivariate is True and j.performance.alpha == 0.002
+    whole = _from_file(tmp_path, "w.json", json.dumps({"partitions": 1e3}))  # JSON's 1000.0
+    assert whole.partitions == 1000 and isinstance(whole.partitions, int)
+
+
+def test_a_secret_s_value_is_never_repeated_in_a_file_error(tmp_path: Path) -> None:
+    for text in ("sasl_password = 12345678\n", 'DRIFTWATCH_ALERT_WEBHOOK_URL = ["https://x/T0"]\n'):
+        with pytest.raises(ValueError) as raised:
+            _from_file(tmp_path, "c.toml", text)
+        assert "12345678" not in str(raised.value) and "x/T0" not in str(raised.value)
 
 
 @pytest.mark.parametrize(
@@ -257,7 +266,8 @@ def test_file_values_of_the_wrong_type_are_refused(tmp_path: Path, text: str, sa
         ("alpha", "got a string"),
         ({"DRIFTWATCH_CONFIRM_WINDOWS": 2.5}, "expected an integer, got 2.5"),
         ({"alpha": None}, "expected a number, got None (null)"),
-        ({"partitions": 1e3}, "expected an integer"),
+        ({"partitions": 1.5}, "expected an integer"),
+        ({"sasl_password": 12345678}, "(KAFKA_SASL_PASSWORD) in"),
         ({"tenants": ["a", "b"]}, "expected a string, got ['a', 'b'] (a list)"),
     ],
 )
