@@ -116,6 +116,18 @@ def produce_days(
             produce_recorded(w.bootstrap, w.topic("outcomes"), known)
 
 
+def start_and_feed(
+    w: WorkerProcess, predictions: list[Any], outcomes: list[Any], days: range
+) -> None:
+    """The worker's topics made, the worker started and ready, ``days`` of traffic produced
+    and every stage drained."""
+    ensure_topics(w.bootstrap, {w.topic(t): w.partitions for t in TOPICS})
+    w.start()
+    wait_ready(w)
+    produce_days(w, predictions, outcomes, days)
+    wait_drained(w, PIPELINE)
+
+
 def get(port: int, path: str, who: str = "admin") -> tuple[int, Any]:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=auth(who))
     try:
@@ -183,12 +195,8 @@ def test_alerts_reach_the_webhook_once_each_signed_also_across_a_sigkill(
             "DRIFTWATCH_ALERT_WEBHOOK_SECRET_FILE": str(secret_file),
             "DRIFTWATCH_JOIN_RETENTION_DAYS": "5",
         })  # fmt: skip
-        ensure_topics(kafka_bootstrap, {w.topic(t): w.partitions for t in TOPICS})
         try:
-            w.start()
-            wait_ready(w)
-            produce_days(w, predictions, outcomes, range(0, 19))
-            wait_drained(w, PIPELINE)
+            start_and_feed(w, predictions, outcomes, range(0, 19))
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and not any(
                 a["change"] == "confirmed" for a in hook.alerts()
@@ -245,12 +253,9 @@ def test_alerts_raised_while_the_webhook_is_down_arrive_once_it_is_back_also_acr
             "DRIFTWATCH_ALERT_WEBHOOK_MAX_ATTEMPTS": "1",
             "DRIFTWATCH_ALERT_REDELIVERY_FIRST_SECONDS": "5",
         })  # fmt: skip
-        ensure_topics(kafka_bootstrap, {w.topic(t): w.partitions for t in TOPICS})
         try:
-            w.start()
-            wait_ready(w)
-            produce_days(w, predictions, outcomes, range(0, 19))
-            wait_drained(w, PIPELINE)  # every alert's first round ran (and failed)
+            start_and_feed(w, predictions, outcomes, range(0, 19))  # every alert's first round
+            # ran (and failed)
             refused = {json.loads(body)["alert"]["alert_id"] for body in hook.refused}
             assert refused and not hook.posts
             w.stop(signal.SIGKILL)

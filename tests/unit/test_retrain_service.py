@@ -533,6 +533,15 @@ def test_a_request_made_while_the_worker_was_down_is_decided_at_start(
     assert out.statuses() == [RetrainStatus.TRAINING, RetrainStatus.PROMOTED]
 
 
+def ask_rollback(svc: RetrainService, rid: str, to: str | None = None) -> None:
+    """A person's rollback through the API, as the retrain worker reads it."""
+    svc.on_control(
+        f"rollback:{rid}",
+        {"action": "rollback", "tenant": "acme", "model": "fraud", "to": to,
+         "reason": "complaints", "by": "ops", "request_id": rid},
+    )  # fmt: skip
+
+
 def test_a_person_rolls_back_to_the_previous_version(
     tmp_path: Path, rows: list[dict[str, Any]]
 ) -> None:
@@ -541,11 +550,7 @@ def test_a_person_rolls_back_to_the_previous_version(
     svc.wait_idle()
     active = svc.registry.active("acme", "fraud")
     assert active is not None and active.version != "v1"
-    svc.on_control(
-        "rollback:api-3",
-        {"action": "rollback", "tenant": "acme", "model": "fraud", "to": None,
-         "reason": "complaints", "by": "ops", "request_id": "api-3"},
-    )  # fmt: skip
+    ask_rollback(svc, "api-3")
     now = svc.registry.active("acme", "fraud")
     assert now is not None and now.version == "v1"
     last = out.models[-1]
@@ -560,11 +565,7 @@ def test_a_person_rolls_back_to_the_previous_version(
     # version it replaced nor refused as "already active".
     again = RetrainService(svc.config, ModelRegistry(tmp_path / "registry"), out, Rows(rows),
                            trainer=in_process)  # fmt: skip
-    again.on_control(
-        "rollback:api-3",
-        {"action": "rollback", "tenant": "acme", "model": "fraud", "to": None,
-         "reason": "complaints", "by": "ops", "request_id": "api-3"},
-    )  # fmt: skip
+    ask_rollback(again, "api-3")
     still = again.registry.active("acme", "fraud")
     assert still is not None and still.version == "v1"
     assert out.alerts == [] and len(out.models) == 2
@@ -585,11 +586,7 @@ def test_a_rollback_that_cannot_be_done_is_refused_with_an_alert(
     svc, out = service(tmp_path, rows)
     svc.registry.register_external("acme", "fraud", "v1")
     svc.registry.activate("acme", "fraud", "v1", reason="deployed")
-    svc.on_control(
-        "rollback:api-4",
-        {"action": "rollback", "tenant": "acme", "model": "fraud", "to": to,
-         "reason": "complaints", "by": "ops", "request_id": "api-4"},
-    )  # fmt: skip
+    ask_rollback(svc, "api-4", to)
     active = svc.registry.active("acme", "fraud")
     assert active is not None and active.version == "v1" and out.models == []
     [alert] = out.alerts
