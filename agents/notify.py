@@ -127,11 +127,12 @@ class AlertNotifier:
         due = [p for p in pending.due(self.clock()) if p.alert.alert_id not in self._in_flight]
         if not due:
             return
+        generations = {p.partition: pending.generation(p.partition) for p in due}
         if self.webhook is None or not pending.enabled:
             why = "no webhook configured" if self.webhook is None else "redelivery is off"
             now = self.clock()
-            gave_up = [(p, _given_up(p.alert, now, why)) for p in due]
-            await self._record([(p.partition, p.alert, p, r) for p, r in gave_up], {})
+            outcomes = [(p.partition, p.alert, p, _given_up(p.alert, now, why)) for p in due]
+            await self._record(outcomes, generations)
             return
         await self._deliver([(p.partition, p.alert, p) for p in due])
 
@@ -159,50 +160,50 @@ class AlertNotifier:
 
     async def _record(
         self,
-        outcomes: list[tuple[int, Alert, Pending | None, AlertDelivery]],
+        outcomes: Sequence[tuple[int, Alert, Pending | None, AlertDelivery]],
         generations: dict[int, int],
     ) -> None:
         """The rounds' outcomes into memory and the table (one writer at a time: the agent
-        and the timer both come here), each reported on ``alerts``. A partition revoked
-        while its round ran (its generation moved on) is its new owner's: the outcome is
-        reported, and neither kept nor written here."""
+        and the timer both come here), then each reported on ``alerts``. A partition revoked
+        since its round began (its generation moved on) is its new owner's: the outcome is
+        reported, and neither kept nor written here. Settled and filtered with no await in
+        between, written before any report: a report that fails leaves the table right."""
         async with self._lock:
-            writes: list[Write] = []
-            for partition, alert, prior, result in outcomes:
-                owned = self.redelivery.generation(partition) == generations.get(
-                    partition, self.redelivery.generation(partition)
-                )
-                write = await self._settle(partition, alert, prior, result, owned)
-                if write is not None:
-                    writes.append(write)
+            current = self.redelivery.generation
+            settled = [
+                self._settle(p, alert, prior, result, current(p) == generations[p])
+                for p, alert, prior, result in outcomes
+            ]
             self._count_undelivered()
-            await self.store.write_all(writes)
+            await self.store.write_all(w for w, _, _, _ in settled if w is not None)
+        for _, alert, result, rounds in settled:
+            try:
+                await self._report(alert, result, rounds)
+            except Exception:  # on the topic later or not: the table holds the outcome
+                log.exception("delivery record of alert %s not published", alert.alert_id[:8])
 
     def _count_undelivered(self) -> None:
         undelivered = self._in_flight | self.redelivery.pending.keys()
         self.metrics.alerts_undelivered.labels(CHANNEL).set(len(undelivered))
 
-    async def _settle(
+    def _settle(
         self,
         partition: int,
         alert: Alert,
         prior: Pending | None,
         result: AlertDelivery,
         owned: bool,
-    ) -> Write | None:
-        """A round's outcome: pending again (a retryable failure, within the hours), or done;
-        reported on ``alerts``; the table's record of it (None: not this worker's to write)."""
+    ) -> tuple[Write | None, Alert, AlertDelivery, int]:
+        """A round's outcome: pending again (a retryable failure, within the hours), or done.
+        Its table record (None: not this worker's to write), and what to report."""
         retry = result.status is DeliveryStatus.FAILED and result.retryable
-        pending = None
         if not owned:
             if retry:  # the new owner goes on from the record it has
                 due = prior.due if prior is not None else result.at + self.redelivery.first
                 result = replace(result, retry_at=max(due, result.at))
-            await self._report(alert, result, 0 if prior is None else prior.rounds + 1)
-            return None
-        if retry:
-            pending = self.redelivery.failed(alert, partition, self.clock(), prior)
-        else:
+            return None, alert, result, 0 if prior is None else prior.rounds + 1
+        pending = self.redelivery.failed(alert, partition, self.clock()) if retry else None
+        if not retry:
             self.redelivery.done(alert.alert_id)
         if pending is not None:
             result = replace(result, retry_at=pending.due)
@@ -210,8 +211,8 @@ class AlertNotifier:
         else:
             record = {"s": result.status.value, "n": result.attempts, "at": result.at}
             value = json.dumps(record).encode()
-        await self._report(alert, result, 0 if pending is None else pending.rounds)
-        return Write(delivery_key(alert.alert_id), value, partition)
+        write = Write(delivery_key(alert.alert_id), value, partition)
+        return write, alert, result, 0 if pending is None else pending.rounds
 
     async def _report(self, alert: Alert, result: AlertDelivery, rounds: int) -> None:
         if result.status is DeliveryStatus.DELIVERED:
@@ -257,10 +258,11 @@ def webhook_notifier(
 ) -> WebhookNotifier | None:
     """The webhook channel from the settings; None when no URL is configured at all."""
     tenant_urls: dict[str, str] = {}
-    for item in filter(None, (x.strip() for x in settings.alert_webhook_tenant_urls.split(","))):
+    items = filter(None, (x.strip() for x in settings.alert_webhook_tenant_urls.split(",")))
+    for n, item in enumerate(items, start=1):
         tenant, sep, url = item.partition("=")
-        if not sep or not tenant.strip():
-            raise ValueError(f"DRIFTWATCH_ALERT_WEBHOOK_TENANT_URLS: {item!r} is not tenant=url")
+        if not sep or not tenant.strip():  # (a secret: the entry itself is not repeated)
+            raise ValueError(f"DRIFTWATCH_ALERT_WEBHOOK_TENANT_URLS: entry {n} is not tenant=url")
         tenant_urls[tenant.strip()] = url.strip()
     if not settings.alert_webhook_url and not any(u and u != "off" for u in tenant_urls.values()):
         return None

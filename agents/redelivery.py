@@ -117,13 +117,10 @@ class Redelivery:
     def enabled(self) -> bool:
         return self.horizon > 0
 
-    def failed(
-        self, alert: Alert, partition: int, now: float, prior: Pending | None = None
-    ) -> Pending | None:
+    def failed(self, alert: Alert, partition: int, now: float) -> Pending | None:
         """A round of ``alert`` failed on a retryable error at ``now``: its next round, or
-        None (and no longer pending) once ``hours`` have passed since its first failure.
-        ``prior``: the pending entry the round was for (kept by the caller through it)."""
-        known = self.pending.pop(alert.alert_id, None) or prior
+        None (and no longer pending) once ``hours`` have passed since its first failure."""
+        known = self.pending.pop(alert.alert_id, None)
         since = now if known is None else known.since
         if not self.enabled or now - since >= self.horizon:
             return None

@@ -410,12 +410,14 @@ class ModelRegistry:
         appended after it, and a crash in between leaves the history one switch short)."""
         return _read_json(self._stream_dir(tenant, model) / ACTIVE)
 
-    def switched_for(self, tenant: str, model: str, request_id: str) -> bool:
-        """Has a switch been made for ``request_id``? (The last one is read from
-        ``active.json`` too: a crash can leave the history one switch short.)"""
+    def switch_for(self, tenant: str, model: str, request_id: str) -> dict[str, Any] | None:
+        """The switch made for ``request_id``, if one was (the last one is read from
+        ``active.json`` too: a crash can leave the history one switch short)."""
         last = self.last_switch(tenant, model) or {}
-        return last.get("request_id") == request_id or any(
-            r.get("request_id") == request_id for r in self.history(tenant, model)
+        if last.get("request_id") == request_id:
+            return last
+        return next(
+            (r for r in self.history(tenant, model) if r.get("request_id") == request_id), None
         )
 
     def previous_active(self, tenant: str, model: str) -> ModelVersion | None:

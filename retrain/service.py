@@ -216,14 +216,15 @@ class RetrainService:
             except RegistryError:
                 return None  # a version the registry does not know: deployed elsewhere
             switch = self.registry.last_switch(drift.tenant, drift.model) or {}
-        except (RegistryError, OSError, ValueError) as exc:
+            at = switch.get("at") if switch.get("version") == active.version else None
+            since = None if at is None else float(at)
+        except (RegistryError, OSError, ValueError, TypeError) as exc:
             # The registry unreadable: the drift is decided as before (a registry fault must
             # not stop the worker on every drift event, as an uncaught one would).
             log.warning("%s/%s: could not tell whether %s was replaced: %s", drift.tenant,
                         drift.model, drift.model_version, exc)  # fmt: skip
             return None
-        at = switch.get("at") if switch.get("version") == active.version else None
-        return Serving(active.version, None if at is None else float(at))
+        return Serving(active.version, since)
 
     def _tell_still_serving(self, drift: DriftEvent, serving: Serving) -> None:
         """A replaced version still serving (:meth:`Serving.still_serves`): an alert, once
@@ -313,11 +314,16 @@ class RetrainService:
         who = str(value.get("by", "someone"))
         target = value.get("to")
         rid = value.get("request_id")
+        reason = f"{MANUAL_ROLLBACK}{who}: {value.get('reason', '')}"
         try:
-            if rid is not None and self.registry.switched_for(tenant, model, str(rid)):
-                # Read again (a restart before the commit): done already, not again (without
-                # ``to`` it would flip back) and not "refused" (already active).
-                log.info("rollback %s of %s/%s: done already", rid, tenant, model)
+            done = None if rid is None else self.registry.switch_for(tenant, model, str(rid))
+            if done is not None:
+                # Read again (a restart before the commit): switched already, not again
+                # (without ``to`` it would flip back) nor refused (already active); announced
+                # again, as the crash may have come before (serving dedupes by request id).
+                log.info("rollback %s of %s/%s: switched already; announced again", rid,
+                         tenant, model)  # fmt: skip
+                self._announce_rollback(value, str(done["version"]), done.get("previous"))
                 return
             current = self.registry.active(tenant, model)
             if target is None:
@@ -338,7 +344,6 @@ class RetrainService:
             self._refuse_rollback(value, target, why)
             return
         assert current is not None and target is not None
-        reason = f"{MANUAL_ROLLBACK}{who}: {value.get('reason', '')}"
         try:
             self.registry.activate(
                 tenant, model, str(target), reason=reason,
@@ -347,21 +352,28 @@ class RetrainService:
         except Exception as exc:
             self._refuse_rollback(value, target, f"the registry switch failed: {exc}")
             return
+        self._announce_rollback(value, str(target), current.version)
+
+    def _announce_rollback(self, value: dict[str, Any], target: str, previous: object) -> None:
+        """A person's rollback, switched in the registry: on ``model-events`` (serving loads
+        ``target``), and the request of the version under its post-deploy check ends rolled
+        back, by a person."""
+        tenant, model = str(value.get("tenant", "")), str(value.get("model", ""))
+        who = str(value.get("by", "someone"))
+        reason = f"{MANUAL_ROLLBACK}{who}: {value.get('reason', '')}"
+        gone = None if previous is None else str(previous)
         check = self.checks.pop((tenant, model), None)
         self.publisher.model_event(
             ModelEvent(
-                ModelAction.ROLLED_BACK, tenant, model, str(target), current.version, reason,
-                self.clock(), self.log_clock.get((tenant, model), self.clock()),
-                value.get("request_id"), feature_importances=self._importances(tenant, model,
-                                                                                str(target)),
+                ModelAction.ROLLED_BACK, tenant, model, target, gone, reason, self.clock(),
+                self.log_clock.get((tenant, model), self.clock()), value.get("request_id"),
+                feature_importances=self._importances(tenant, model, target),
             )
         )  # fmt: skip
-        # The version under its post-deploy check: its request ends rolled back, by a person.
-        req = None if check is None or check.version != current.version else self._request_of(check)
+        req = None if check is None or check.version != gone else self._request_of(check)
         if req is not None:
             self._publish_raw(req, RetrainStatus.ROLLED_BACK, reason, {"manual": True, "by": who})
-        log.warning("rolled back %s/%s %s -> %s: %s", tenant, model, current.version, target,
-                    reason)  # fmt: skip
+        log.warning("rolled back %s/%s %s -> %s: %s", tenant, model, gone, target, reason)
 
     def _refuse_rollback(self, value: dict[str, Any], target: object, why: str) -> None:
         """A person's rollback that was not done, said where people hear it (an alert)."""

@@ -303,3 +303,27 @@ def test_a_backlog_is_sent_in_steps_oldest_first() -> None:
     assert s.hook.calls[70:] == [f"a{k:02d}" for k in range(64)]
     s.tick(10.0)
     assert s.hook.calls[134:] == [f"a{k:02d}" for k in range(64, 70)]
+
+
+def test_a_pending_alert_with_no_webhook_any_more_is_given_up() -> None:
+    first = Setup(["down"])
+    first.receive(alert())
+    other = Setup([], table=first.table)
+    other.notifier.webhook = None  # a restart without DRIFTWATCH_ALERT_WEBHOOK_URL
+    other.clock[0] = first.clock[0] + 60.0
+    other.tick(0.0)
+    assert other.deliveries() == [("failed", False)]
+    assert other.sent[0]["error"] == "no webhook configured" and "pending" not in other.record()
+
+
+def test_a_report_that_cannot_be_published_leaves_the_table_right() -> None:
+    """The outcome is written before it is reported: a failing producer neither stops the
+    agent nor leaves a delivered alert pending (to be sent again)."""
+    s = Setup(["ok"])
+
+    async def broken(key: bytes, value: bytes) -> None:
+        raise RuntimeError("alerts topic unreachable")
+
+    s.notifier.send_alert = broken
+    s.receive(alert())
+    assert s.record()["s"] == "delivered" and len(s.notifier.redelivery) == 0

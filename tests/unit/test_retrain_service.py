@@ -561,14 +561,20 @@ def test_a_person_rolls_back_to_the_previous_version(
     ended = out.retrain[-1]
     assert ended.status is RetrainStatus.ROLLED_BACK and ended.details["manual"] is True
     assert ended.details["by"] == "ops" and "complaints" in ended.reason
-    # Read again (a restart before the commit): done already, neither flipped back to the
-    # version it replaced nor refused as "already active".
+    # Read again (a restart before the commit, maybe before the announcement): switched
+    # already, so neither flipped back nor refused as "already active"; announced again.
     again = RetrainService(svc.config, ModelRegistry(tmp_path / "registry"), out, Rows(rows),
                            trainer=in_process)  # fmt: skip
     ask_rollback(again, "api-3")
     still = again.registry.active("acme", "fraud")
     assert still is not None and still.version == "v1"
-    assert out.alerts == [] and len(out.models) == 2
+    assert out.alerts == [] and [m.action for m in out.models] == [
+        ModelAction.PROMOTED,
+        ModelAction.ROLLED_BACK,
+        ModelAction.ROLLED_BACK,
+    ]
+    last, first = out.models[-1], out.models[-2]
+    assert last == replace(first, at=last.at, event_time=last.event_time)
 
 
 @pytest.mark.parametrize(
