@@ -92,6 +92,14 @@ class AlertNotifier:
     """Ids of the alerts in a round now."""
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
+    def __post_init__(self) -> None:
+        # Every outcome's series from the start, at 0, with or without a webhook (pending
+        # alerts are given up without one): the first loss is then an increase a rule sees
+        # (a series born at 1 shows none).
+        for result in DELIVERY_RESULTS:
+            self.metrics.alert_deliveries.labels(CHANNEL, result)
+        self._count_undelivered()
+
     async def process_batch(self, events: Sequence[Any]) -> None:
         todo: list[tuple[int, Alert]] = []
         in_batch: set[str] = set()
@@ -275,12 +283,6 @@ def webhook_notifier(
             raise ValueError(
                 f"DRIFTWATCH_ALERT_WEBHOOK_SECRET_FILE: {path}: {exc.strerror or exc}"
             ) from None
-
-    if metrics is not None:  # every outcome's series from the start, at 0: the first
-        # loss is an increase a rule sees (a series born at 1 shows none)
-        for result in DELIVERY_RESULTS:
-            metrics.alert_deliveries.labels(CHANNEL, result)
-        metrics.alerts_undelivered.labels(CHANNEL).set(0)
 
     def on_attempt(attempt: int, outcome: str) -> None:
         if metrics is not None and outcome in ("delivered", "retried"):

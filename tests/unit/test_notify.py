@@ -310,6 +310,14 @@ def test_a_pending_alert_with_no_webhook_any_more_is_given_up() -> None:
     first.receive(alert())
     other = Setup([], table=first.table)
     other.notifier.webhook = None  # a restart without DRIFTWATCH_ALERT_WEBHOOK_URL
+    # the series a rule reads exist at 0 before the first loss, webhook or not
+    for result in ("failed", "deferred", "delivered"):
+        assert (
+            other.registry.get_sample_value(
+                "driftwatch_alert_deliveries_total", {"channel": "webhook", "result": result}
+            )
+            == 0.0
+        )
     other.clock[0] = first.clock[0] + 60.0
     other.tick(0.0)
     assert other.deliveries() == [("failed", False)]
