@@ -509,7 +509,8 @@ class PredictionProcessor:
     async def _tick(self) -> None:
         result = await self._cpu(self._compute_tick, self.clock())
         await self._commit(result)
-        self._released()
+        if result.wrote:
+            self._released()
 
     def _compute_tick(self, now: float) -> BatchResult:
         out = BatchResult()
@@ -522,7 +523,10 @@ class PredictionProcessor:
             out.drifts.extend(self.engine.advance(tenant, model, act.event_time + idle))
         if out.drifts:
             log.info("idle streams advanced; %d drift events", len(out.drifts))
-        self._finish(out, write=True)  # also what the batches held since the last write
+            self._news = True
+        # Written with the drift this tick found, else as a batch's changes are: once the
+        # interval has passed (a stream gone quiet holds its commits no longer than that).
+        self._finish(out)
         return out
 
     async def forget_partitions(self, partitions: set[int]) -> None:

@@ -176,9 +176,10 @@ class Settings:
         5.0,
         "Most seconds the drift agent keeps window state changes in memory before writing "
         "them to its table and changelog (also written after a batch that emitted drift "
-        "events or alerts, when the decoded windows fill half the cache, at the quiet-stream "
-        "timer, a rebalance and a clean stop); commits wait for the write, so a crash "
-        "re-reads, never loses, what was not written. 0 writes after every batch.",
+        "events or alerts, when the decoded windows fill half the cache, a rebalance and a "
+        "clean stop, and by the quiet-stream timer once the interval has passed); commits "
+        "wait for the write, so a crash re-reads, never loses, what was not written. 0 "
+        "writes after every batch.",
     )
     metrics_port: int = _env(
         "DRIFTWATCH_METRICS_PORT", 9108, "Port of the Prometheus /metrics endpoint; 0 turns it off."

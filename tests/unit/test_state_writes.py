@@ -112,15 +112,39 @@ def test_what_the_last_batches_held_is_written_by_a_rebalance_or_a_stop() -> Non
     assert commit_cap.holds("predictions") == {0: len(evs)}
 
 
-def test_the_quiet_stream_timer_writes_what_is_held() -> None:
-    (plain, _, _, plain_now, _), (held, _, _, held_now, _), _ = every_batch_and_held()
+def test_the_quiet_stream_timer_writes_what_is_held_once_the_interval_has_passed() -> None:
+    """And not before: a timer writing at every tick (5 s) made an interval set longer
+    than it do nothing (a wide model rewrote every open window's state that often)."""
+    (plain, _, _, plain_now, _), (held, _, _, held_now, _), mono = every_batch_and_held()
     evs = events()[:2500]
     plain_now[0] = held_now[0] = evs[-1].timestamp
     feed_both(plain, held, evs, [0.0])  # the held one's own clock stands still
     assert commit_cap.holds("predictions") == {0: BATCH}
+    before = table(held)
+    asyncio.run(held.tick())
+    assert table(held) == before and commit_cap.holds("predictions") == {0: BATCH}
+    mono[0] = 4.9
+    asyncio.run(held.tick())
+    assert commit_cap.holds("predictions") == {0: BATCH}
+    mono[0] = 5.0
     asyncio.run(held.tick())
     assert commit_cap.holds("predictions") == {0: 2500}
     assert table(held) == table(plain)
+
+
+def test_a_timer_that_finds_drift_writes_at_once() -> None:
+    """The drift events go out, and the state recording them is written with them (the API
+    and the incident gauges then agree with the alerts), whatever the interval."""
+    _, (held, held_drifts, _, held_now, _), _ = every_batch_and_held()
+    evs = list(stream(seed=9, days=22, per_day=300, shift_day=21))  # day 21 still open
+    held_now[0] = evs[-1].timestamp
+    for batch in batches(evs):
+        asyncio.run(held.process_batch(batch))
+    assert held_drifts == [] and commit_cap.holds("predictions") != {0: len(evs)}
+    held_now[0] += 2 * 3600  # quiet for two hours: the timer closes day 21
+    asyncio.run(held.tick())
+    assert len(held_drifts) == 1
+    assert commit_cap.holds("predictions") == {0: len(evs)}
 
 
 def test_a_rebalance_writes_what_is_held_before_it_forgets() -> None:
