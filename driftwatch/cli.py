@@ -471,6 +471,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # No ``*_created`` series (a quarter of a worker's scrape; Prometheus ignores them).
     prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     from runtime.kafka_connection import KafkaConfigError, KafkaConnectError
+    from runtime.metrics_http import ListenError
     from runtime.topics import TopicError
 
     try:
@@ -481,6 +482,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KafkaConnectError, TopicError) as exc:  # refused, unreachable, topics do not fit
         print(f"driftwatch: {exc}", file=sys.stderr)
         return 1
+    except ListenError as exc:  # a port taken, an address this host does not have
+        print(f"driftwatch: {exc}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
         if exc.filename is None:  # not a path the user gave: a fault, with its traceback
             raise

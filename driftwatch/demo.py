@@ -423,6 +423,7 @@ def run_demo(
             "DRIFTWATCH_PARTITIONS": str(partitions),
             "DRIFTWATCH_DATA_DIR": str(workdir / "state"),
             "DRIFTWATCH_METRICS_PORT": str(metrics_port),
+            "DRIFTWATCH_METRICS_BIND": "127.0.0.1",  # a demo shows nothing to the network
             "DRIFTWATCH_API_PORT": str(api_port),
             "DRIFTWATCH_API_BIND": "127.0.0.1",
             "DRIFTWATCH_API_ADVERTISED_URL": f"http://127.0.0.1:{api_port}",

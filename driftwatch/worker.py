@@ -6,7 +6,7 @@ import logging
 import sys
 
 import faust
-from prometheus_client import ProcessCollector, start_http_server
+from prometheus_client import ProcessCollector
 
 from agents import client_logs
 from agents.api.auth import load_tokens
@@ -18,6 +18,7 @@ from agents.redelivery import Redelivery
 from runtime.gc_tuning import GcPauses, freeze_startup, tune_gc
 from runtime.kafka_connection import check_connection, confluent_config, security
 from runtime.malloc_arenas import fix_mmap_threshold, limit_arenas, operator_set
+from runtime.metrics_http import serve_metrics
 from runtime.settings import Settings
 from runtime.stop_deadline import watch_stop
 from runtime.topics import WORKER_TOPICS, prepare_topics, topic_specs
@@ -78,8 +79,9 @@ def run_worker(settings: Settings) -> int:
     )
     ProcessCollector(registry=worker.registry)  # process_resident_memory_bytes, CPU, files
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="0.0.0.0", registry=worker.registry)
-        log.info("metrics on :%d/metrics", settings.metrics_port)
+        serve_metrics(settings.metrics_port, settings.metrics_bind, worker.registry,
+                      "DRIFTWATCH_METRICS_PORT")  # fmt: skip
+        log.info("metrics on %s:%d/metrics", settings.metrics_bind, settings.metrics_port)
     client_logs.install()  # aiokafka's retry errors while the broker is away: one per kind
     watch_stop(worker.app, settings.stop_timeout_seconds)
     faust.Worker(worker.app, loglevel=settings.log_level.lower()).execute_from_commandline()

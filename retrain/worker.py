@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
-from prometheus_client import CollectorRegistry, Counter, start_http_server
+from prometheus_client import CollectorRegistry, Counter
 
 from retrain.policy import RetrainPolicy
 from retrain.registry import ModelRegistry
@@ -34,6 +34,7 @@ from runtime.kafka_connection import (
     confluent_config,
     security,
 )
+from runtime.metrics_http import serve_metrics
 from runtime.process_exit import hard_exit
 from runtime.topics import (
     ALERTS,
@@ -213,11 +214,11 @@ def run_retrain_worker(settings: Any, stop: threading.Event | None = None) -> in
         signal.signal(signal.SIGINT, lambda *_: stop.set())
     # Refused credentials, an untrusted certificate, missing topics: one clear line and a
     # non-zero exit (driftwatch.cli) instead of retrying for ever.
+    counters = _metrics(settings)  # a port taken is one line too, before any broker work
     kafka = confluent_config(settings)
     log.info("Kafka at %s: %s", settings.bootstrap, security(settings).describe())
     check_connection(kafka, timeout=settings.kafka_connect_timeout)
     prepare_topics(settings, topic_specs(settings, RETRAIN_WORKER_TOPICS), kafka)
-    counters = _metrics(settings)
     registry = ModelRegistry(settings.registry_dir)
     cleaned = registry.cleanup()
     if cleaned:
@@ -382,7 +383,8 @@ def _metrics(settings: Any) -> dict[str, Counter]:
         ),
     }
     if settings.retrain_metrics_port:
-        start_http_server(settings.retrain_metrics_port, registry=registry)
+        serve_metrics(settings.retrain_metrics_port, settings.metrics_bind, registry,
+                      "DRIFTWATCH_RETRAIN_METRICS_PORT")  # fmt: skip
     return counters
 
 

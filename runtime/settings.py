@@ -184,6 +184,12 @@ class Settings:
     metrics_port: int = _env(
         "DRIFTWATCH_METRICS_PORT", 9108, "Port of the Prometheus /metrics endpoint; 0 turns it off."
     )
+    metrics_bind: str = _env(
+        "DRIFTWATCH_METRICS_BIND",
+        "0.0.0.0",
+        "Address the worker's and the retrain worker's /metrics endpoints listen on "
+        "(127.0.0.1: this host only, as the API's DRIFTWATCH_API_BIND).",
+    )
     max_message_bytes: int = _env(
         "DRIFTWATCH_MAX_MESSAGE_BYTES",
         256 * 1024,

@@ -1,0 +1,56 @@
+"""The /metrics endpoints' address setting and their refusal to start on a port they cannot
+have: one line naming the setting, exit status 2, before any broker work."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from driftwatch import cli
+from runtime.metrics_http import ListenError, serve_metrics
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield int(sock.getsockname()[1])
+
+
+def test_metrics_are_served_on_the_address_asked_for() -> None:
+    registry = CollectorRegistry()
+    Counter("probe", "a counter to find", registry=registry).inc(3)
+    port = serve_metrics(0, "127.0.0.1", registry, "DRIFTWATCH_METRICS_PORT")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        assert "probe_total 3.0" in response.read().decode()
+
+
+def test_a_port_taken_is_refused_with_the_setting_to_change(taken_port: int) -> None:
+    with pytest.raises(ListenError, match=r"DRIFTWATCH_METRICS_PORT.*Address already in use"):
+        serve_metrics(taken_port, "127.0.0.1", CollectorRegistry(), "DRIFTWATCH_METRICS_PORT")
+
+
+def test_the_retrain_worker_stops_at_a_taken_port_before_any_broker_work(
+    taken_port: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A broker nobody listens at: reaching it would take the connect timeout and exit 1.
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    monkeypatch.setenv("DRIFTWATCH_KAFKA_CONNECT_TIMEOUT", "30")
+    monkeypatch.setenv("DRIFTWATCH_RETRAIN_METRICS_PORT", str(taken_port))
+    monkeypatch.setenv("DRIFTWATCH_METRICS_BIND", "127.0.0.1")
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert cli.main(["retrain-worker"]) == 2
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"driftwatch: cannot serve metrics on 127.0.0.1:{taken_port} ")
+    assert "DRIFTWATCH_RETRAIN_METRICS_PORT" in err[0]
