@@ -69,6 +69,11 @@ def cmd_approve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_flags(args: argparse.Namespace, settings: Settings) -> int:
+    allowed = settings.tenant_allowlist
+    if args.tenant and allowed and args.tenant not in allowed:  # a typo would switch nothing
+        print(f"driftwatch: no tenant {args.tenant!r} in DRIFTWATCH_TENANTS "
+              f"({', '.join(sorted(allowed))})", file=sys.stderr)  # fmt: skip
+        return 2
     key = f"flag:tenant:{args.tenant}" if args.tenant else "flag:global"
     on = args.auto_retrain == "on"
     _control(settings, key, {"auto_retrain": on, "by": args.by})

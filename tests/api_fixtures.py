@@ -100,6 +100,7 @@ def catalog() -> Catalog:
                           START + 26 * DAY, DONE_REQUEST)  # fmt: skip
     c.apply("model", promoted.to_json())
     c.apply("alert", model_alert(promoted).to_json())
+    c.caught_up.set()  # as a worker's once it has read the topics to their end
     return c
 
 

@@ -104,10 +104,27 @@ class Catalog:
     def alerts_after(
         self, visible: Callable[[str], bool], after: str | None, limit: int
     ) -> list[AlertEntry]:
-        """Alerts newer than ``after`` (an alert id; all buffered ones if unknown)."""
-        start = self.alert_ids.get(after, 0) if after else 0
+        """The newest ``limit`` alerts, or with ``after`` (an alert id) the first ``limit``
+        newer than it. An ``after`` not held (older than the :data:`MAX_ALERTS` kept, or no
+        alert id) is :class:`UnknownCursor`: answering with every alert held, as this did,
+        sent a resuming client thousands it had already seen."""
+        if after is None:
+            start = 0
+        elif after in self.alert_ids:
+            start = self.alert_ids[after]
+        else:
+            raise UnknownCursor(after, self.caught_up.is_set())
         out = [e for e in self.alerts if e.cursor > start and visible(e.alert.tenant)]
         return out[-limit:] if after is None else out[:limit]
+
+
+class UnknownCursor(LookupError):
+    """``?after=`` names no alert held; ``caught_up``: whether the alerts topic was read to
+    its end when asked (before that, the id may just not have been read yet)."""
+
+    def __init__(self, after: str, caught_up: bool) -> None:
+        super().__init__(after)
+        self.after, self.caught_up = after, caught_up
 
 
 async def tail(

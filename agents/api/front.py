@@ -36,6 +36,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import (
     ClientError,
@@ -327,8 +328,17 @@ class Front:
         ws = web.WebSocketResponse(heartbeat=30.0, autoclose=False)
         if not ws.can_prepare(request).ok:  # the worker explains (400)
             return (await self._forward(upstream_request(request, None), 10.0)).response()
+        asked = upstream_request(request, None)
+        if request.query.get("after"):
+            # A cursor the worker does not hold: its refusal (410, or 503 while it reads the
+            # alerts topic) as it words it, which a refused handshake does not carry.
+            query = urlencode({"after": request.query["after"], "limit": 1})
+            check = Upstream("GET", f"/v1/alerts?{query}", asked.headers, None)
+            answer = await self._forward(check, 10.0)
+            if answer.status != 200:
+                return answer.response()
         url = URL(self.upstream + request.raw_path, encoded=True)
-        headers = {**upstream_request(request, None).headers, FRONT_SECRET: self.secret}
+        headers = {**asked.headers, FRONT_SECRET: self.secret}
         try:
             upstream = await self._session_().ws_connect(url, headers=headers, heartbeat=30.0)
         except WSServerHandshakeError as exc:

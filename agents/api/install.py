@@ -96,6 +96,7 @@ def install_api(
         metrics=metrics,
         front_secret=secret,
         max_body_bytes=settings.api_max_body_bytes,
+        tenants=settings.tenant_allowlist,
         cache_seconds=settings.api_cache_seconds,
         stale_seconds=settings.api_stale_seconds,
     )

@@ -29,7 +29,7 @@ from typing import Any
 from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
 
 from agents.api.auth import Principal, RateLimiter, TokenStore
-from agents.api.catalog import Catalog
+from agents.api.catalog import MAX_ALERTS, Catalog, UnknownCursor
 from agents.api.common import (
     FORWARDED,
     FRESH_FOR,
@@ -109,6 +109,8 @@ class Api:
     """Set when the API front serves the public port: requests without it are refused, and
     the front's are not rate-limited or counted again (the front did both)."""
     max_body_bytes: int = 65536
+    tenants: frozenset[str] = frozenset()
+    """The worker's tenant allow-list (DRIFTWATCH_TENANTS); empty: any tenant."""
     cache_seconds: float = 1.0
     """Answers computed from state are fresh this long: at hundreds of requests a second the
     state (flushed once per batch) is read once a second, not per request."""
@@ -519,8 +521,21 @@ class Api:
         principal = self._principal(request)
         limit = _int_param(request, "limit", 100, 1, 1000)
         after = request.query.get("after") or None
-        entries = self.catalog.alerts_after(principal.sees, after, limit)
+        entries = self._alerts_after(principal, after, limit)
         return web.json_response({"alerts": [e.raw for e in entries]})
+
+    def _alerts_after(self, principal: Principal, after: str | None, limit: int) -> list[Any]:
+        try:
+            return self.catalog.alerts_after(principal.sees, after, limit)
+        except UnknownCursor as exc:
+            if not exc.caught_up:  # may be one this worker has not read yet
+                raise ApiError(503, "not_ready", "still reading the alerts topic: try again",
+                               {"Retry-After": "1"}) from None  # fmt: skip
+            raise ApiError(
+                410, "unknown_alert",
+                f"no alert {exc.after[:64]!r} among the {MAX_ALERTS:,} newest: it is older, or "
+                "not an alert id; read GET /v1/alerts without ?after= for the newest",
+            ) from None  # fmt: skip
 
     async def alert_stream(self, request: web.Request) -> web.StreamResponse:
         principal = self._principal(request)
@@ -530,6 +545,7 @@ class Api:
         ws = web.WebSocketResponse(heartbeat=30.0, autoclose=False)
         if not ws.can_prepare(request).ok:
             raise ApiError(400, "websocket_expected", "connect with a WebSocket client")
+        self._alerts_after(principal, after, 1)  # an unknown ?after= is refused before the upgrade
         await ws.prepare(request)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)
         self.catalog.subscribers.add(queue)
@@ -609,7 +625,7 @@ class Api:
         if req is None or not principal.sees(req.tenant):
             raise ApiError(404, "not_found", f"no retrain request {rid}")
         if req.status.value != "awaiting_approval":
-            raise ApiError(409 if False else 400, "not_awaiting_approval",
+            raise ApiError(400, "not_awaiting_approval",
                            f"request {rid} is {req.status.value}")  # fmt: skip
         key = f"approval:{rid}"
         await self._control(key, {"decision": body["decision"], "by": self._who(request, body),
@@ -623,6 +639,8 @@ class Api:
         tenant = self._name(request, "tenant")
         if not principal.sees(tenant):
             raise ApiError(404, "not_found", f"no tenant {tenant}")
+        if self.tenants and tenant not in self.tenants:  # a typo would switch nothing, silently
+            raise ApiError(404, "not_found", f"no tenant {tenant} (not in DRIFTWATCH_TENANTS)")
         body = await self._body(request, _schema("AutoRetrainFlag"))
         key = f"flag:tenant:{tenant}"
         flag = {"auto_retrain": bool(body["enabled"]), "by": principal.name,

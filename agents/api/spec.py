@@ -468,10 +468,14 @@ ROUTES: tuple[Route, ...] = (
         "read",
         (200, "application/json", "AlertList"),
         query=(
-            ("after", {"type": "string", "maxLength": 64}, "only alerts after this id"),
+            (
+                "after",
+                {"type": "string", "maxLength": 64},
+                "only alerts after this id (410 when it is not among the 10,000 newest)",
+            ),
             ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most"),
         ),
-        errors=(400, 401, 429, 503),
+        errors=(400, 401, 410, 429, 503),
     ),
     Route(
         "GET",
@@ -480,8 +484,14 @@ ROUTES: tuple[Route, ...] = (
         "WebSocket: alerts pushed live (JSON text frames), resuming after ?after=<alert id>",
         "read",
         (101, "application/json", ""),
-        query=(("after", {"type": "string", "maxLength": 64}, "resume after this alert id"),),
-        errors=(400, 401, 429),
+        query=(
+            (
+                "after",
+                {"type": "string", "maxLength": 64},
+                "resume after this alert id (410 when it is not among the 10,000 newest)",
+            ),
+        ),
+        errors=(400, 401, 410, 429, 503),
         extra={"x-websocket": True},
     ),
 )
@@ -553,6 +563,7 @@ _ERROR_TEXT = {
     403: "The token lacks the write scope",
     404: "No such object for this caller (another tenant's objects are 404 too)",
     413: "Request body too large",
+    410: "The ?after= alert id is not among those held (read again without it)",
     415: "Body must be application/json",
     429: "Rate limit exceeded (see Retry-After)",
     503: "Not ready (recovering, rebalancing) or a peer worker did not answer",

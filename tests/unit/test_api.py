@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import WSMsgType, web
+from aiohttp import WSMsgType, WSServerHandshakeError, web
 
 from agents.api.spec import ROUTES, openapi_document
 from schemas import ModelAction, ModelEvent
@@ -331,6 +331,16 @@ def test_writes_reach_retrain_control_with_who_asked(tmp_path: Path) -> None:
         assert resp.status == 202
         assert h.controls[-1][0] == "flag:tenant:acme"
         assert h.controls[-1][1]["auto_retrain"] is False
+        # With an allow-list, a tenant outside it (a typo) is refused, not flagged silently;
+        # without one, any tenant may come later, and its flag can be set before it does.
+        h.api.tenants = frozenset({"acme", "globex"})
+        sent = len(h.controls)
+        typo = await call(h, "PUT", "/v1/tenants/acmee/auto-retrain", "admin", {"enabled": False})
+        body = await typo.json()
+        assert typo.status == 404 and "DRIFTWATCH_TENANTS" in body["error"]["message"]
+        assert len(h.controls) == sent
+        listed = await call(h, "PUT", "/v1/tenants/globex/auto-retrain", "admin", {"enabled": True})
+        assert listed.status == 202 and h.controls[-1][0] == "flag:tenant:globex"
 
     run(tmp_path, test)
 
@@ -354,6 +364,28 @@ def test_unknown_paths_and_methods_answer_json(tmp_path: Path) -> None:
         assert resp.status == 404 and (await resp.json())["error"]
         resp = await call(h, "DELETE", "/v1/models", "admin")
         assert resp.status == 405 and (await resp.json())["error"]
+
+    run(tmp_path, test)
+
+
+def test_an_unknown_alert_cursor_is_refused_not_replayed_from_the_start(tmp_path: Path) -> None:
+    """A client resuming from an id no longer held (or none) used to get every alert held,
+    oldest first: thousands it had seen. 410 tells it to read the newest instead; before the
+    alerts topic is read to its end the id may just not be known yet: 503, try again."""
+
+    async def test(h: Harness) -> None:
+        resp = await call(h, "GET", "/v1/alerts?after=gone", "acme-read")
+        body = await resp.json()
+        assert resp.status == 410 and body["error"]["code"] == "unknown_alert", body
+        assert "'gone'" in body["error"]["message"]
+        with pytest.raises(WSServerHandshakeError) as refused:
+            await h.client.ws_connect("/v1/alerts/stream?after=gone", headers=auth("acme-read"))
+        assert refused.value.status == 410
+        newest = (await (await call(h, "GET", "/v1/alerts", "acme-read")).json())["alerts"]
+        assert newest  # without ?after=: the newest, as before
+        h.api.catalog.caught_up.clear()
+        resp = await call(h, "GET", "/v1/alerts?after=gone", "acme-read")
+        assert resp.status == 503 and resp.headers["Retry-After"] == "1"
 
     run(tmp_path, test)
 

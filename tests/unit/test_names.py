@@ -324,3 +324,16 @@ def test_names_passed_once_are_passed_from_memory_and_others_still_checked() -> 
     for i in range(names._SAFE_NAMES_KEPT + 5):
         validate_name(f"t{i}", "tenant")
     assert len(names._SAFE_NAMES) <= names._SAFE_NAMES_KEPT
+
+
+def test_flags_for_a_tenant_outside_the_allow_list_are_refused_before_any_broker_work(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo would record a flag no tenant ever reads (and leave the real one on)."""
+    from driftwatch import cli
+
+    monkeypatch.setenv("DRIFTWATCH_TENANTS", "acme,globex")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")  # never reached
+    assert cli.main(["flags", "--auto-retrain", "off", "--tenant", "acmee"]) == 2
+    err = capsys.readouterr().err
+    assert "no tenant 'acmee' in DRIFTWATCH_TENANTS (acme, globex)" in err
