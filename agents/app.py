@@ -400,6 +400,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         redelivery=Redelivery(
             settings.alert_redelivery_hours, settings.alert_redelivery_first_seconds
         ),
+        retention_seconds=settings.alert_delivery_retention_days * 86400.0,
     )
     retrain_router = RetrainAlertRouter(send_alert, metrics, "retrain")
     model_router = RetrainAlertRouter(send_alert, metrics, "model")
@@ -570,8 +571,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         try:
             owned = faust_compat.introspection.active_partitions(app, delivery_table)
             await notifier.redeliver(owned)
+            await notifier.prune(owned)
         except Exception:  # a timer's exception would stop the worker: the next check redoes it
-            log.exception("alert redelivery failed; tried again in %.0f s",
+            log.exception("alert redelivery (or pruning) failed; tried again in %.0f s",
                           REDELIVERY_CHECK_SECONDS)  # fmt: skip
 
     @app.timer(TICK_SECONDS)  # type: ignore[untyped-decorator]

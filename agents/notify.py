@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -42,6 +43,10 @@ DELIVERY_RESULTS = ("delivered", "retried", "deferred", "failed", "duplicate")
 """``driftwatch_alert_deliveries_total{result}``: an attempt delivered, an attempt retried
 within its round, a round failed and tried again later, an alert given up, an alert seen
 again (already delivered or pending)."""
+
+
+PRUNE_EVERY_SECONDS = 6 * 3600.0
+"""How often a partition's delivery records are pruned (:meth:`AlertNotifier.prune`)."""
 
 
 def delivery_key(alert_id: str) -> str:
@@ -88,9 +93,13 @@ class AlertNotifier:
     source_topic: str
     clock: Callable[[], float] = time.time
     redelivery: Redelivery = field(default_factory=lambda: Redelivery(0.0))
+    retention_seconds: float = 0.0
+    """How long a delivery record is kept (:meth:`prune`); 0: for ever."""
     _in_flight: set[str] = field(default_factory=set)
     """Ids of the alerts in a round now."""
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _pruned: dict[int, float] = field(default_factory=dict)
+    """Per partition of ``alerts``: when its records were last pruned (this clock)."""
 
     def __post_init__(self) -> None:
         # Every outcome's series from the start, at 0, with or without a webhook (pending
@@ -143,6 +152,39 @@ class AlertNotifier:
             await self._record(outcomes, generations)
             return
         await self._deliver([(p.partition, p.alert, p) for p in due])
+
+    async def prune(self, owned: set[int]) -> int:
+        """Delete the delivery records older than ``retention_seconds`` (by their last round)
+        of the ``owned`` partitions not pruned for :data:`PRUNE_EVERY_SECONDS`; how many. On
+        the redelivery timer. A record only stops a message of ``alerts`` read again (a
+        crash before the commit, a takeover) from being sent again: the messages that old
+        are long committed. Pending alerts are never deleted (they end within
+        ``DRIFTWATCH_ALERT_REDELIVERY_HOURS``)."""
+        if self.retention_seconds <= 0:
+            return 0
+        removed = 0
+        now = self.clock()
+        cutoff = now - self.retention_seconds
+        for partition in sorted(owned):
+            if now - self._pruned.get(partition, -math.inf) < PRUNE_EVERY_SECONDS:
+                continue
+            generation = self.redelivery.generation(partition)
+            keys = await asyncio.to_thread(
+                self.store.scan_keys, partition, lambda raw: _expired(raw, cutoff)
+            )
+            if keys is None:
+                continue  # its store is not open yet: at the next check
+            self._pruned[partition] = now
+            if not keys:
+                continue
+            async with self._lock:  # one writer at a time, on a partition still owned
+                if self.redelivery.generation(partition) != generation:
+                    continue
+                await self.store.write_all(Write(k, None, partition) for k in keys)
+            removed += len(keys)
+            log.info("alert-deliveries: %d records of partition %d older than %.0f days deleted",
+                     len(keys), partition, self.retention_seconds / 86400)  # fmt: skip
+        return removed
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions of ``alerts`` revoked: their pending alerts are the new owner's."""
@@ -237,6 +279,15 @@ class AlertNotifier:
             log.error("alert %s (%s) not delivered, for good, after %d attempts: %s",
                       alert.alert_id[:8], alert.title, result.attempts, result.error)  # fmt: skip
         await self.send_alert(alert.stream_key.encode(), result.to_json())
+
+
+def _expired(raw: bytes, cutoff: float) -> bool:
+    """Is this delivery record's last round before ``cutoff``, and its alert not pending?"""
+    try:
+        record: Any = json.loads(raw)
+        return "pending" not in record and float(record["at"]) < cutoff
+    except (ValueError, TypeError, KeyError):
+        return False  # not a record this code wrote: left alone
 
 
 def _given_up(alert: Alert, now: float, why: str) -> AlertDelivery:

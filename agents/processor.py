@@ -83,6 +83,12 @@ class TableStore:
         thread."""
         return direct_reads.scan(self.table, partition, marker, self._direct)
 
+    def scan_keys(self, partition: int, keep: Callable[[bytes], bool]) -> list[str] | None:
+        """The keys in ``partition``'s store whose value ``keep`` accepts (a full scan: for a
+        small table, now and then); None while that store is not open. Safe from a thread."""
+        keys = direct_reads.scan_keys(self.table, partition, keep, self._direct)
+        return None if keys is None else [k.decode() for k in keys]
+
     async def write_all(self, writes: Iterable[Write]) -> None:
         """Persist ``writes`` in order, each in its own partition (those without one: the
         current event's, and where there is none they are dropped and logged), in bulk

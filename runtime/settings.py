@@ -547,6 +547,15 @@ class Settings:
         "error (connection, timeout, 429, 5xx) is tried again later "
         "(DRIFTWATCH_ALERT_REDELIVERY_HOURS).",
     )
+    alert_delivery_retention_days: float = _env(
+        "DRIFTWATCH_ALERT_DELIVERY_RETENTION_DAYS",
+        30.0,
+        "Days an alert's delivery record is kept (what stops a message of `alerts` read "
+        "again from being sent again); older ones are deleted every few hours, so the "
+        "`alert-deliveries` table and the scan of a partition taken over stay bounded. Keep "
+        "it above the `alerts` topic's retention if the notifier's offsets may be reset to "
+        "its start. Pending alerts are never deleted. 0: kept for ever.",
+    )
     alert_redelivery_hours: float = _env(
         "DRIFTWATCH_ALERT_REDELIVERY_HOURS",
         24.0,
@@ -728,6 +737,11 @@ class Settings:
             )
         if not self.join_cache_mb >= 0:
             raise ValueError(f"DRIFTWATCH_JOIN_CACHE_MB={self.join_cache_mb:g}: 0 or more")
+        if not self.alert_delivery_retention_days >= 0:  # (NaN too)
+            raise ValueError(
+                "DRIFTWATCH_ALERT_DELIVERY_RETENTION_DAYS="
+                f"{self.alert_delivery_retention_days:g}: 0 (kept for ever) or more"
+            )
         if not 0 <= self.state_flush_seconds <= 300:
             raise ValueError(
                 f"DRIFTWATCH_STATE_FLUSH_SECONDS={self.state_flush_seconds:g}: 0 to 300"

@@ -14,6 +14,7 @@ the way Faust reads it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from agents.faust_compat import introspection
@@ -51,6 +52,11 @@ def read(table: Any, key: bytes, partition: int | None, direct: bool) -> bytes |
     return None if value is None else bytes(value)
 
 
+FAUST_OFFSET_KEY = b"__faust\0offset__"
+"""Where Faust's RocksDB store keeps a partition's changelog offset, among the table's keys
+(``faust.stores.rocksdb.Store.offset_key``): never a record, never to be deleted."""
+
+
 def scan(table: Any, partition: int, marker: bytes, direct: bool) -> list[bytes] | None:
     """The values of ``table`` in ``partition``'s store that contain ``marker``, None while
     that store is not open; a table without partition stores (a dict in tests) is one store.
@@ -60,7 +66,24 @@ def scan(table: Any, partition: int, marker: bytes, direct: bool) -> list[bytes]
         db = introspection.table_dbs(table).get(partition)
         if db is None:
             return None
-        values = db.values()
+        values = (v for k, v in db.items() if k != FAUST_OFFSET_KEY)
     else:
         values = table.values()
     return [bytes(v) for v in values if v is not None and marker in bytes(v)]
+
+
+def scan_keys(
+    table: Any, partition: int, keep: Callable[[bytes], bool], direct: bool
+) -> list[bytes] | None:
+    """The keys of ``table`` in ``partition``'s store whose value ``keep`` accepts, None while
+    that store is not open (as :func:`scan`, of which it is the variant for deletes)."""
+    if direct:
+        db = introspection.table_dbs(table).get(partition)
+        if db is None:
+            return None
+        items = db.items()
+    else:
+        items = table.items()
+    return [
+        bytes(k) for k, v in items if v is not None and k != FAUST_OFFSET_KEY and keep(bytes(v))
+    ]

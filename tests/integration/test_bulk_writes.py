@@ -99,6 +99,12 @@ def test_bulk_writes_leave_the_changelog_faust_writes(
             faust_read = direct_reads.read(table, key, partition, direct=False)
             assert direct_reads.read(table, key, partition, direct=True) == faust_read
             assert faust_read == {b"a": b"3", b"c": b"x" * 3000}.get(key)
+        # Scans of a partition's RocksDB (the alert notifier's at a takeover, and to prune).
+        every = direct_reads.scan_keys(table, partition, lambda value: True, direct=True)
+        assert sorted(every or []) == [b"a", b"c"]
+        assert direct_reads.scan_keys(table, partition, b"3".__eq__, direct=True) == [b"a"]
+        assert direct_reads.scan(table, partition, b"xx", direct=True) == [b"x" * 3000]
+    assert direct_reads.scan_keys(table, 7, bool, direct=True) is None  # no such store open
 
 
 @pytest.mark.parametrize(("batch_bytes", "last_alone"), [(0, False), (1, False), (0, True)])

@@ -1480,3 +1480,12 @@ def test_faust_monitor_stays_the_apps_but_is_not_fed_every_message(tmp_path: Pat
     tp = TP("predictions", 1)
     inbound.on_stream_event_in(tp, 7, None, None)
     assert tp in monitor.stream_inbound_time
+
+
+def test_the_offset_key_scans_skip_is_faust_s() -> None:
+    """Scans for records (and deletes) must never return the store's own offset record."""
+    from faust.stores.rocksdb import Store
+
+    from agents.faust_compat.direct_reads import FAUST_OFFSET_KEY
+
+    assert Store.offset_key == FAUST_OFFSET_KEY

@@ -69,14 +69,23 @@ class PartitionedStore:
 
     async def write_all(self, writes: Iterable[Write]) -> None:
         for w in writes:
-            assert w.partition is not None and w.value is not None
-            self.parts.setdefault(w.partition, {})[w.key] = w.value
+            assert w.partition is not None
+            if w.value is None:
+                del self.parts[w.partition][w.key]
+            else:
+                self.parts.setdefault(w.partition, {})[w.key] = w.value
 
     def scan(self, partition: int, marker: bytes) -> list[bytes] | None:
         if partition in self.closed:
             return None
         self.while_scanning()
         return [v for v in self.parts.get(partition, {}).values() if marker in v]
+
+    def scan_keys(self, partition: int, keep: Callable[[bytes], bool]) -> list[str] | None:
+        if partition in self.closed:
+            return None
+        self.while_scanning()
+        return [k for k, v in self.parts.get(partition, {}).items() if keep(v)]
 
 
 class Setup:
@@ -335,3 +344,60 @@ def test_a_report_that_cannot_be_published_leaves_the_table_right() -> None:
     s.notifier.send_alert = broken
     s.receive(alert())
     assert s.record()["s"] == "delivered" and len(s.notifier.redelivery) == 0
+
+
+DAY = 86400.0
+
+
+def test_delivery_records_older_than_the_retention_are_pruned_pending_ones_never() -> None:
+    """The table kept a record per alert for ever, and a takeover scanned them all."""
+    s = Setup(["down", "ok", "ok"], table=PartitionedStore())
+    s.notifier.retention_seconds = 30 * DAY
+    s.receive(alert("pending"), partition=0)  # its round fails: pending (until a round ends it)
+    s.receive(alert("old0"), partition=0)
+    s.receive(alert("old1"), partition=1)
+    s.clock[0] += 31 * DAY  # every record's last round is 31 days old
+    removed = asyncio.run(s.notifier.prune({0, 1}))
+    assert removed == 2
+    assert s.table.get(delivery_key("old0")) is None and s.table.get(delivery_key("old1")) is None
+    assert "pending" in s.record("pending")
+    # A partition is scanned every 6 hours at most: one written meanwhile waits.
+    old = {"s": "delivered", "n": 1, "at": s.clock[0] - 40 * DAY}
+    s.table.parts[0][delivery_key("late")] = json.dumps(old).encode()
+    assert asyncio.run(s.notifier.prune({0})) == 0
+    s.clock[0] += 6 * 3600.0 - 1.0
+    assert asyncio.run(s.notifier.prune({0})) == 0
+    s.clock[0] += 1.0
+    assert asyncio.run(s.notifier.prune({0})) == 1
+    assert set(s.table.parts[0]) == {delivery_key("pending")}
+
+
+def test_pruning_waits_for_a_store_not_open_and_skips_a_partition_revoked_meanwhile() -> None:
+    s = Setup(["ok", "ok"], table=PartitionedStore())
+    s.notifier.retention_seconds = DAY
+    s.receive(alert("a0"), partition=0)
+    s.receive(alert("a1"), partition=1)
+    s.clock[0] += 2 * DAY
+    s.table.closed = {0}
+    s.table.while_scanning = lambda: s.notifier.forget({1})  # revoked while its scan runs
+    assert asyncio.run(s.notifier.prune({0, 1})) == 0
+    assert set(s.table.parts[1]) == {delivery_key("a1")}  # the new owner's to prune
+    s.table.closed = set()
+    s.table.while_scanning = lambda: None
+    assert asyncio.run(s.notifier.prune({0, 1})) == 1  # 0 now open; 1 pruned < 6 h ago
+
+
+def test_without_a_retention_nothing_is_pruned_and_records_not_understood_stay() -> None:
+    s = Setup(["ok"], table=PartitionedStore())
+    s.receive(alert("a0"), partition=0)
+    s.table.parts[0]["other"] = b"not json"
+    s.clock[0] += 3650 * DAY
+    assert asyncio.run(s.notifier.prune({0})) == 0
+    s.notifier.retention_seconds = DAY
+    assert asyncio.run(s.notifier.prune({0})) == 1
+    assert set(s.table.parts[0]) == {"other"}
+
+
+def test_a_table_store_scan_for_keys_reads_every_record() -> None:
+    store = TableStore(FakeTable({b"a": b"1", b"b": b"2"}))
+    assert store.scan_keys(0, b"2".__eq__) == ["b"]
