@@ -17,7 +17,7 @@ from typing import Any
 import faust
 from prometheus_client import CollectorRegistry
 
-from agents import faust_compat
+from agents import client_logs, faust_compat
 from agents.api.catalog import Catalog
 from agents.api.front_process import FrontProcess, free_local_port
 from agents.api.install import install_api
@@ -632,6 +632,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def on_assigned(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         assigned = args[0] if args else kwargs.get("assigned", ())
+        if client_logs.FRESH_ASSIGNMENTS is not None:
+            client_logs.FRESH_ASSIGNMENTS.assigned((tp.topic, tp.partition) for tp in assigned)
         if faust_compat.guards.ORDER is not None:  # messages read from here on are ours again
             faust_compat.guards.ORDER.assigned(assigned)
 

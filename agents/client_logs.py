@@ -76,6 +76,74 @@ class RepeatFilter(logging.Filter):
             del self._kinds[k]
 
 
+FAUST_CONSUMER_LOGGER = "faust.transport.drivers.aiokafka"
+SINCE_START = (
+    "has not sent fetch request for %r since start",
+    "has not received fetch response for %r since start",
+    "Highwater not yet available for %r (started",
+    "Stream has not started processing %r (started",
+)
+"""Faust's complaints about a partition measured from the worker's start, not from when the
+partition was assigned (``AIOKafkaConsumerThread.verify_event_path``)."""
+
+
+class FreshAssignmentFilter(logging.Filter):
+    """Faust's "since start" complaints about a partition assigned less than ``grace``
+    seconds ago, made INFO and said to be that.
+
+    Faust judges a partition by the worker's start (its ``stream_processing_timeout``, 300 s,
+    after it): any partition a later rebalance assigns is "not fetched since start" until its
+    first fetch, and Faust logged that as an ERROR after rebalances, for a partition moments
+    old. Judged from the assignment instead, the same complaint after ``grace`` seconds is an
+    ERROR as before (and the watchdog judges real stalls: :mod:`agents.watchdog`).
+
+    >>> f = FreshAssignmentFilter(300.0, clock=lambda: 1000.0)
+    >>> f.assigned([("predictions", 1)])
+    >>> msg = "[^--Consumer]: Aiokafka has not sent fetch request for %r since start (started %s)"
+    >>> record = logging.LogRecord("x", logging.ERROR, "", 0, msg, (("predictions", 1), "1h"), None)
+    >>> f.filter(record), record.levelname, record.getMessage().endswith("ago, at a rebalance]")
+    (True, 'INFO', True)
+    """
+
+    def __init__(self, grace: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.grace = grace
+        self.clock = clock
+        self._at: dict[tuple[str, int], float] = {}
+
+    def assigned(self, partitions: Iterable[tuple[str, int]]) -> None:
+        """Partitions (topic, partition) assigned now (a rebalance)."""
+        now = self.clock()
+        for topic, partition in partitions:
+            self._at[(topic, partition)] = now
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not isinstance(record.args, tuple):
+            return True
+        if not record.args or not any(s in str(record.msg) for s in SINCE_START):
+            return True
+        tp = record.args[0]  # Faust's TP: a (topic, partition) named tuple
+        at = self._at.get(tuple(tp)) if isinstance(tp, tuple) and len(tp) == 2 else None
+        age = None if at is None else self.clock() - at
+        if age is not None and age < self.grace:
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg = f"{record.msg} [assigned {age:.0f} s ago, at a rebalance]"
+        return True
+
+
+FRESH_ASSIGNMENTS: FreshAssignmentFilter | None = None
+"""The worker's filter (:func:`install_fresh_assignments`), told of assignments by the app."""
+
+
+def install_fresh_assignments(grace: float) -> FreshAssignmentFilter:
+    """The :class:`FreshAssignmentFilter` on Faust's consumer logger (one per process)."""
+    global FRESH_ASSIGNMENTS
+    if FRESH_ASSIGNMENTS is None:
+        FRESH_ASSIGNMENTS = FreshAssignmentFilter(grace)
+        logging.getLogger(FAUST_CONSUMER_LOGGER).addFilter(FRESH_ASSIGNMENTS)
+    return FRESH_ASSIGNMENTS
+
+
 def install(loggers: Iterable[str] = AIOKAFKA_LOGGERS, window: float = WINDOW_SECONDS) -> None:
     """One shared :class:`RepeatFilter` on each of ``loggers`` (a logger's filters see only
     its own records, not its children's, hence the list). Idempotent."""

@@ -83,6 +83,8 @@ def run_worker(settings: Settings) -> int:
                       "DRIFTWATCH_METRICS_PORT")  # fmt: skip
         log.info("metrics on %s:%d/metrics", settings.metrics_bind, settings.metrics_port)
     client_logs.install()  # aiokafka's retry errors while the broker is away: one per kind
+    # Faust's "not fetched since start" about a partition a rebalance assigned moments ago
+    client_logs.install_fresh_assignments(worker.app.conf.stream_processing_timeout)
     watch_stop(worker.app, settings.stop_timeout_seconds)
     faust.Worker(worker.app, loglevel=settings.log_level.lower()).execute_from_commandline()
     return 0

@@ -94,3 +94,44 @@ def test_aiokafka_loggers_exist() -> None:
     for module in (aiokafka.client, aiokafka.consumer.fetcher,
                    aiokafka.consumer.group_coordinator, aiokafka.producer.sender):  # fmt: skip
         assert module.log.name in client_logs.AIOKAFKA_LOGGERS
+
+
+def test_faust_since_start_complaints_about_a_fresh_assignment_are_info_until_its_grace() -> None:
+    """Faust measures "not fetched since start" from the worker's start: a partition a
+    rebalance assigned a moment ago was an ERROR. From the assignment, after the grace it
+    is an ERROR again; a partition never assigned at a rebalance is left as Faust says."""
+    from faust.transport.drivers import aiokafka as faust_driver
+    from faust.types import TP
+
+    from agents.client_logs import SINCE_START, FreshAssignmentFilter
+
+    templates = [
+        faust_driver.SLOW_PROCESSING_NO_FETCH_SINCE_START,
+        faust_driver.SLOW_PROCESSING_NO_RESPONSE_SINCE_START,
+        faust_driver.SLOW_PROCESSING_NO_HIGHWATER_SINCE_START,
+        faust_driver.SLOW_PROCESSING_STREAM_IDLE_SINCE_START,
+    ]
+    for marker, template in zip(SINCE_START, templates, strict=True):
+        assert marker in template  # Faust's words, as this Faust version has them
+
+    now = [0.0]
+    fresh = FreshAssignmentFilter(300.0, clock=lambda: now[0])
+
+    def logged(template: str, tp: TP) -> logging.LogRecord:
+        msg = f"[^---AIOKafkaConsumerThread]: {template}"
+        record = logging.LogRecord("faust", logging.ERROR, "", 0, msg, (tp, "2 hours ago"), None)
+        assert fresh.filter(record)  # never dropped, only its level
+        return record
+
+    now[0] = 7200.0
+    fresh.assigned([("predictions", 3)])
+    now[0] += 2.0
+    for template in templates:
+        record = logged(template, TP("predictions", 3))
+        assert record.levelno == logging.INFO and record.levelname == "INFO"
+        assert record.getMessage().endswith("[assigned 2 s ago, at a rebalance]")
+    assert logged(templates[0], TP("predictions", 2)).levelno == logging.ERROR  # not assigned
+    other = logged("Aiokafka stopped fetching from %r (last done %s)", TP("predictions", 3))
+    assert other.levelno == logging.ERROR  # a complaint measured from its last fetch
+    now[0] += 300.0
+    assert logged(templates[0], TP("predictions", 3)).levelno == logging.ERROR  # overdue
