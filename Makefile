@@ -52,6 +52,7 @@ bench: $(STAMP)
 		--out bench/results/throughput_live_1000features.json
 	$(BIN)/python -m bench.throughput --workers 2 --partitions 4 \
 		--out bench/results/throughput_2workers.json
+	$(BIN)/python -m bench.processor_share --events 300000 --batch 500
 	$(BIN)/python -m bench.eager_delivery
 	$(BIN)/python -m bench.loop_lag
 	$(BIN)/python -m bench.detection

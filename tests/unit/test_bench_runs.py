@@ -58,6 +58,15 @@ def test_profile_engine_drives_the_processor_every_way() -> None:
     assert engine is not None and int(engine[1]) == 400 and int(engine[2]) > 0
 
 
+def test_processor_share_times_the_processor_over_the_live_part(tmp_path: Path) -> None:
+    out = run_bench("processor_share", "--events", "600", "--features", "3", "--batch", "50",
+                    "--out", str(tmp_path / "share.json"))  # fmt: skip
+    seconds, per_second, applied, history = figures(out, "drift processor alone:")[-4:]
+    assert seconds > 0 and per_second > 0
+    assert applied == 600 + history and history > 0  # every prediction went through the engine
+    assert json.loads((tmp_path / "share.json").read_text())["applied"] == applied
+
+
 def test_profile_join_times_the_three_join_paths() -> None:
     out = run_bench("profile_join", "--events", "300", "--features", "5")
     for row in (
