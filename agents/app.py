@@ -571,7 +571,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         try:
             owned = faust_compat.introspection.active_partitions(app, delivery_table)
             await notifier.redeliver(owned)
-            await notifier.prune(owned)
+            # Asked again: the rounds may have taken a minute, and a rebalance with them.
+            await notifier.prune(faust_compat.introspection.active_partitions(app, delivery_table))
         except Exception:  # a timer's exception would stop the worker: the next check redoes it
             log.exception("alert redelivery (or pruning) failed; tried again in %.0f s",
                           REDELIVERY_CHECK_SECONDS)  # fmt: skip

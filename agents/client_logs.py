@@ -82,6 +82,7 @@ SINCE_START = (
     "has not received fetch response for %r since start",
     "Highwater not yet available for %r (started",
     "Stream has not started processing %r (started",
+    "Has not committed %r at all since worker start",
 )
 """Faust's complaints about a partition measured from the worker's start, not from when the
 partition was assigned (``AIOKafkaConsumerThread.verify_event_path``)."""

@@ -47,6 +47,8 @@ again (already delivered or pending)."""
 
 PRUNE_EVERY_SECONDS = 6 * 3600.0
 """How often a partition's delivery records are pruned (:meth:`AlertNotifier.prune`)."""
+PRUNE_CHUNK = 1000
+"""Deletes per write: the first pruning after an upgrade may find a year of records."""
 
 
 def delivery_key(alert_id: str) -> str:
@@ -174,16 +176,20 @@ class AlertNotifier:
             )
             if keys is None:
                 continue  # its store is not open yet: at the next check
-            self._pruned[partition] = now
-            if not keys:
-                continue
-            async with self._lock:  # one writer at a time, on a partition still owned
-                if self.redelivery.generation(partition) != generation:
-                    continue
-                await self.store.write_all(Write(k, None, partition) for k in keys)
-            removed += len(keys)
-            log.info("alert-deliveries: %d records of partition %d older than %.0f days deleted",
-                     len(keys), partition, self.retention_seconds / 86400)  # fmt: skip
+            done = 0
+            for start in range(0, len(keys), PRUNE_CHUNK):  # the rounds' writes in between
+                async with self._lock:  # one writer at a time, on a partition still owned
+                    if self.redelivery.generation(partition) != generation:
+                        break
+                    chunk = keys[start : start + PRUNE_CHUNK]
+                    await self.store.write_all(Write(k, None, partition) for k in chunk)
+                done += len(chunk)
+            else:
+                self._pruned[partition] = now  # (a failed or cut short one: at the next check)
+            removed += done
+            if done:
+                log.info("alert-deliveries: %d records of partition %d older than %.0f days "
+                         "deleted", done, partition, self.retention_seconds / 86400)  # fmt: skip
         return removed
 
     def forget(self, partitions: set[int]) -> None:

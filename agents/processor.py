@@ -517,6 +517,8 @@ class PredictionProcessor:
         await self._commit(result)
         if result.wrote:
             self._released()
+        else:  # what it advanced (a close, an expiry) is written with the next write
+            self._unwritten = True
 
     def _compute_tick(self, now: float) -> BatchResult:
         out = BatchResult()

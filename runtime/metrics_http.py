@@ -1,9 +1,10 @@
 """The Prometheus ``/metrics`` endpoint of a worker, with a clear refusal when it cannot listen.
 
 A port already taken (a second worker on the host, a stale one) or an address the host does
-not have raised ``OSError`` from deep inside ``prometheus_client``, with its traceback, after
-the worker had already created its topics and built its app: :class:`ListenError` names the
-setting to change, and ``driftwatch.cli`` turns it into one line and exit status 2.
+not have raised ``OSError`` from deep inside ``prometheus_client``, with its traceback:
+:class:`ListenError` names the setting to change, and ``driftwatch.cli`` turns it into one
+line and exit status 2 (the retrain worker's before it connects to Kafka; the worker's once
+its app, which owns the registry, is built).
 """
 
 from __future__ import annotations

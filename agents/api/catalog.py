@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +23,8 @@ from schemas.alerts import ALERT_SCHEMA, Alert
 log = logging.getLogger(__name__)
 
 MAX_ALERTS = 10_000
+MAX_EVICTED = 50_000
+"""Ids of alerts pushed out of the :data:`MAX_ALERTS` held, remembered (for ``?after=``)."""
 MAX_MODEL_EVENTS = 200
 """Per model."""
 
@@ -47,7 +49,10 @@ class Catalog:
     """alert_id -> cursor, for the alerts in :attr:`alerts` (first seen wins)."""
     subscribers: set[asyncio.Queue[AlertEntry]] = field(default_factory=set)
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once every partition of the topics was read to its end offset at start."""
     _cursor: int = 0
+    _evicted: OrderedDict[str, None] = field(default_factory=OrderedDict)
+    """The newest :data:`MAX_EVICTED` ids pushed out of :attr:`alerts`, oldest first."""
 
     def active_version(self, tenant: str, model: str) -> str | None:
         events = self.model_events.get((tenant, model))
@@ -84,7 +89,11 @@ class Catalog:
                 self._cursor += 1
                 entry = AlertEntry(self._cursor, alert, data)
                 if len(self.alerts) == self.alerts.maxlen:
-                    self.alert_ids.pop(self.alerts[0].alert.alert_id, None)
+                    gone = self.alerts[0].alert.alert_id
+                    self.alert_ids.pop(gone, None)
+                    self._evicted[gone] = None
+                    if len(self._evicted) > MAX_EVICTED:
+                        self._evicted.popitem(last=False)
                 self.alerts.append(entry)
                 self.alert_ids[alert.alert_id] = self._cursor
                 for queue in list(self.subscribers):
@@ -105,13 +114,20 @@ class Catalog:
         self, visible: Callable[[str], bool], after: str | None, limit: int
     ) -> list[AlertEntry]:
         """The newest ``limit`` alerts, or with ``after`` (an alert id) the first ``limit``
-        newer than it. An ``after`` not held (older than the :data:`MAX_ALERTS` kept, or no
-        alert id) is :class:`UnknownCursor`: answering with every alert held, as this did,
-        sent a resuming client thousands it had already seen."""
+        newer than it; for an ``after`` pushed out of the :data:`MAX_ALERTS` held, the
+        oldest held (all newer than it: the gap before them is gone from here). An ``after``
+        never read here, or another tenant's, is :class:`UnknownCursor`: answered with every
+        alert held, as this did, a typo got thousands of old alerts; and an id newer than
+        this worker has read yet (another worker's, a restart's) is not one to skip past."""
         if after is None:
             start = 0
         elif after in self.alert_ids:
             start = self.alert_ids[after]
+            first = self.alerts[0].cursor  # cursors are consecutive from the oldest held
+            if not visible(self.alerts[start - first].alert.tenant):
+                raise UnknownCursor(after, self.caught_up.is_set())
+        elif after in self._evicted:
+            start = 0
         else:
             raise UnknownCursor(after, self.caught_up.is_set())
         out = [e for e in self.alerts if e.cursor > start and visible(e.alert.tenant)]
@@ -119,8 +135,9 @@ class Catalog:
 
 
 class UnknownCursor(LookupError):
-    """``?after=`` names no alert held; ``caught_up``: whether the alerts topic was read to
-    its end when asked (before that, the id may just not have been read yet)."""
+    """``?after=`` names no alert read here (or one of a tenant the caller does not see);
+    ``caught_up``: whether the alerts topic was read to its end when asked (before that,
+    the id may just not have been read yet)."""
 
     def __init__(self, after: str, caught_up: bool) -> None:
         super().__init__(after)
@@ -139,6 +156,9 @@ async def tail(
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     kinds = {name: kind for kind, name in topics.items()}
+    read: dict[Any, int] = {}
+    """Next offset per partition read: a reconnect goes on from there (read again from the
+    start, the alerts pushed out of those held would come back in, pushing out the newest)."""
     while not stop.is_set():
         consumer = AIOKafkaConsumer(
             bootstrap_servers=bootstrap,
@@ -155,20 +175,26 @@ async def tail(
                 parts = consumer.partitions_for_topic(name) or set()
                 tps += [TopicPartition(name, p) for p in sorted(parts)]
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
+            await consumer.seek_to_beginning(*(tp for tp in tps if tp not in read))
+            for tp in tps:
+                if tp in read:
+                    consumer.seek(tp, read[tp])
             ends = await consumer.end_offsets(tps)
-            pending = {tp for tp, end in ends.items() if end > 0}
-            if not pending:
-                catalog.caught_up.set()
+            pending = {tp for tp, end in ends.items() if end > read.get(tp, 0)}
             while not stop.is_set():
+                if not pending:
+                    catalog.caught_up.set()
                 batches = await consumer.getmany(timeout_ms=500, max_records=2000)
                 for tp, records in batches.items():
                     for record in records:
                         catalog.apply(kinds[tp.topic], record.value)
-                    if tp in pending and records and records[-1].offset + 1 >= ends[tp]:
-                        pending.discard(tp)
-                if not catalog.caught_up.is_set() and (not pending or not batches):
-                    catalog.caught_up.set()
+                    if records:
+                        read[tp] = records[-1].offset + 1
+                if pending and not batches:  # (past control records too: by position)
+                    for tp in list(pending):
+                        if await consumer.position(tp) >= ends[tp]:
+                            pending.discard(tp)
+                pending = {tp for tp in pending if read.get(tp, 0) < ends[tp]}
         except asyncio.CancelledError:
             raise
         except Exception as exc:

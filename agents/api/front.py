@@ -330,7 +330,7 @@ class Front:
             return (await self._forward(upstream_request(request, None), 10.0)).response()
         asked = upstream_request(request, None)
         if request.query.get("after"):
-            # A cursor the worker does not hold: its refusal (410, or 503 while it reads the
+            # A cursor the worker never read: its refusal (404, or 503 while it reads the
             # alerts topic) as it words it, which a refused handshake does not carry.
             query = urlencode({"after": request.query["after"], "limit": 1})
             check = Upstream("GET", f"/v1/alerts?{query}", asked.headers, None)

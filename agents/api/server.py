@@ -532,9 +532,10 @@ class Api:
                 raise ApiError(503, "not_ready", "still reading the alerts topic: try again",
                                {"Retry-After": "1"}) from None  # fmt: skip
             raise ApiError(
-                410, "unknown_alert",
-                f"no alert {exc.after[:64]!r} among the {MAX_ALERTS:,} newest: it is older, or "
-                "not an alert id; read GET /v1/alerts without ?after= for the newest",
+                404, "unknown_alert",
+                f"no alert {exc.after[:64]!r} was read here: not an alert id of yours, or one "
+                "newer than this worker has read (try again in a moment); an id older than "
+                f"the {MAX_ALERTS:,} held resumes from the oldest held",
             ) from None  # fmt: skip
 
     async def alert_stream(self, request: web.Request) -> web.StreamResponse:

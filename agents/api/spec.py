@@ -471,11 +471,11 @@ ROUTES: tuple[Route, ...] = (
             (
                 "after",
                 {"type": "string", "maxLength": 64},
-                "only alerts after this id (410 when it is not among the 10,000 newest)",
+                "only alerts after this id (404 when no such alert was read here)",
             ),
             ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most"),
         ),
-        errors=(400, 401, 410, 429, 503),
+        errors=(400, 401, 404, 429, 503),
     ),
     Route(
         "GET",
@@ -488,10 +488,10 @@ ROUTES: tuple[Route, ...] = (
             (
                 "after",
                 {"type": "string", "maxLength": 64},
-                "resume after this alert id (410 when it is not among the 10,000 newest)",
+                "resume after this alert id (404 when no such alert was read here)",
             ),
         ),
-        errors=(400, 401, 410, 429, 503),
+        errors=(400, 401, 404, 429, 503),
         extra={"x-websocket": True},
     ),
 )
@@ -563,7 +563,6 @@ _ERROR_TEXT = {
     403: "The token lacks the write scope",
     404: "No such object for this caller (another tenant's objects are 404 too)",
     413: "Request body too large",
-    410: "The ?after= alert id is not among those held (read again without it)",
     415: "Body must be application/json",
     429: "Rate limit exceeded (see Retry-After)",
     503: "Not ready (recovering, rebalancing) or a peer worker did not answer",

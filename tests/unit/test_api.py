@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import deque
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -368,21 +369,42 @@ def test_unknown_paths_and_methods_answer_json(tmp_path: Path) -> None:
     run(tmp_path, test)
 
 
-def test_an_unknown_alert_cursor_is_refused_not_replayed_from_the_start(tmp_path: Path) -> None:
-    """A client resuming from an id no longer held (or none) used to get every alert held,
-    oldest first: thousands it had seen. 410 tells it to read the newest instead; before the
-    alerts topic is read to its end the id may just not be known yet: 503, try again."""
+def test_an_alert_cursor_never_read_is_refused_and_one_pushed_out_resumes_from_the_oldest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An id never read here (a typo, another tenant's, one newer than this worker has read)
+    got every alert held, oldest first: now a 404 (503 while the alerts topic is still being
+    read: try again). An id pushed out of those held resumes from the oldest held, all newer
+    than it (what was between is gone from here)."""
+    from agents.api import catalog as catalog_module
 
     async def test(h: Harness) -> None:
         resp = await call(h, "GET", "/v1/alerts?after=gone", "acme-read")
         body = await resp.json()
-        assert resp.status == 410 and body["error"]["code"] == "unknown_alert", body
+        assert resp.status == 404 and body["error"]["code"] == "unknown_alert", body
         assert "'gone'" in body["error"]["message"]
-        with pytest.raises(WSServerHandshakeError) as refused:
+        with pytest.raises(WSServerHandshakeError) as refused:  # relayed by the front
             await h.client.ws_connect("/v1/alerts/stream?after=gone", headers=auth("acme-read"))
-        assert refused.value.status == 410
-        newest = (await (await call(h, "GET", "/v1/alerts", "acme-read")).json())["alerts"]
-        assert newest  # without ?after=: the newest, as before
+        assert refused.value.status == 404
+        # Another tenant's id is not one to resume after (nor to learn exists).
+        globex = Alert(alert_id("g", "opened"), AlertKind.INCIDENT, "opened", "globex", "fraud",
+                       Severity.HIGH, "t", "x", START, START)  # fmt: skip
+        h.api.catalog.apply("alert", globex.to_json())
+        assert (
+            await call(h, "GET", f"/v1/alerts?after={globex.alert_id}", "acme-read")
+        ).status == 404
+        assert (await call(h, "GET", f"/v1/alerts?after={globex.alert_id}", "admin")).status == 200
+        # Pushed out of the alerts held: the oldest held follow it.
+        held = [a["alert_id"] for a in (await (await call(h, "GET", "/v1/alerts?limit=1000",
+                                                          "admin")).json())["alerts"]]  # fmt: skip
+        monkeypatch.setattr(catalog_module, "MAX_EVICTED", 1)
+        h.api.catalog.alerts = deque(h.api.catalog.alerts, maxlen=len(held))
+        newer = Alert(alert_id("n", "opened"), AlertKind.INCIDENT, "opened", "acme", "fraud",
+                      Severity.HIGH, "t", "x", START, START)  # fmt: skip
+        h.api.catalog.apply("alert", newer.to_json())  # pushes held[0] out
+        resumed = await (await call(h, "GET", f"/v1/alerts?after={held[0]}&limit=1000",
+                                    "admin")).json()  # fmt: skip
+        assert [a["alert_id"] for a in resumed["alerts"]] == [*held[1:], newer.alert_id]
         h.api.catalog.caught_up.clear()
         resp = await call(h, "GET", "/v1/alerts?after=gone", "acme-read")
         assert resp.status == 503 and resp.headers["Retry-After"] == "1"

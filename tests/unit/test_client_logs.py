@@ -110,6 +110,7 @@ def test_faust_since_start_complaints_about_a_fresh_assignment_are_info_until_it
         faust_driver.SLOW_PROCESSING_NO_RESPONSE_SINCE_START,
         faust_driver.SLOW_PROCESSING_NO_HIGHWATER_SINCE_START,
         faust_driver.SLOW_PROCESSING_STREAM_IDLE_SINCE_START,
+        faust_driver.SLOW_PROCESSING_NO_COMMIT_SINCE_START,
     ]
     for marker, template in zip(SINCE_START, templates, strict=True):
         assert marker in template  # Faust's words, as this Faust version has them

@@ -384,7 +384,27 @@ def test_pruning_waits_for_a_store_not_open_and_skips_a_partition_revoked_meanwh
     assert set(s.table.parts[1]) == {delivery_key("a1")}  # the new owner's to prune
     s.table.closed = set()
     s.table.while_scanning = lambda: None
-    assert asyncio.run(s.notifier.prune({0, 1})) == 1  # 0 now open; 1 pruned < 6 h ago
+    assert asyncio.run(s.notifier.prune({0, 1})) == 2  # 0 now open; 1 (owned again) redone
+
+
+def test_a_year_of_records_is_pruned_in_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each chunk under the lock on its own (the rounds' writes go in between), all of them."""
+    monkeypatch.setattr("agents.notify.PRUNE_CHUNK", 2)
+    s = Setup([], table=PartitionedStore())
+    s.notifier.retention_seconds = DAY
+    old = json.dumps({"s": "delivered", "n": 1, "at": s.clock[0] - 2 * DAY}).encode()
+    s.table.parts[0] = {delivery_key(f"a{k}"): old for k in range(5)}
+    writes: list[int] = []
+    write_all = s.table.write_all
+
+    async def counted(batch: Iterable[Write]) -> None:
+        batch = list(batch)
+        writes.append(len(batch))
+        await write_all(batch)
+
+    s.table.write_all = counted  # type: ignore[method-assign,assignment]
+    assert asyncio.run(s.notifier.prune({0})) == 5
+    assert writes == [2, 2, 1] and s.table.parts[0] == {}
 
 
 def test_without_a_retention_nothing_is_pruned_and_records_not_understood_stay() -> None:

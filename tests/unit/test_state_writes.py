@@ -5,6 +5,7 @@ and the commits held at the first message not written meanwhile."""
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import astuple, replace
 from typing import Any
 
@@ -145,6 +146,26 @@ def test_a_timer_that_finds_drift_writes_at_once() -> None:
     asyncio.run(held.tick())
     assert len(held_drifts) == 1
     assert commit_cap.holds("predictions") == {0: len(evs)}
+
+
+def test_what_a_timer_advanced_without_writing_is_written_at_a_rebalance() -> None:
+    """A quiet stream's clock moved by the timer (its window closed) before the interval
+    passed: the next write has it, a rebalance's too (dropped with the decoded state, the
+    close would wait for the stream's next event on its next owner)."""
+    _, (held, held_drifts, _, held_now, _), _ = every_batch_and_held()
+    evs = list(stream(seed=9, days=22, per_day=300))  # no shift: the close finds nothing
+    held_now[0] = evs[-1].timestamp
+    for batch in batches(evs):
+        asyncio.run(held.process_batch(batch))
+    asyncio.run(held.write_held())
+    written = table(held)
+    held_now[0] += 2 * 3600  # quiet for two hours: the timer closes day 21
+    asyncio.run(held.tick())
+    assert held_drifts == [] and table(held) == written  # not due yet
+    asyncio.run(held.forget_partitions({0}))
+    assert table(held) != written
+    closed = [json.loads(v)["lc"] for k, v in table(held).items() if k.startswith(b'["s"')]
+    assert closed == [evs[-1].timestamp // 86400 * 86400]
 
 
 def test_a_rebalance_writes_what_is_held_before_it_forgets() -> None:
