@@ -35,7 +35,13 @@ from agents.metrics import (
 from agents.notify import AlertNotifier, RetrainAlertRouter, webhook_notifier
 from agents.outcome_drain import drain_marks, refresh_marks
 from agents.performance import PerformanceProcessor
-from agents.processor import ForwardFn, PredictionProcessor, TableStore, deliver_all
+from agents.processor import (
+    WRITE_CHECK_SECONDS,
+    ForwardFn,
+    PredictionProcessor,
+    TableStore,
+    deliver_all,
+)
 from agents.redelivery import CHECK_SECONDS as REDELIVERY_CHECK_SECONDS
 from agents.redelivery import Redelivery
 from agents.watchdog import QUIET_RECONNECTS, StallHook, Watchdog
@@ -532,8 +538,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     watchdog = None
     if settings.stall_seconds > 0:
         # A commit waits for the drift agent's next state write at most the write interval,
-        # the quiet-stream timer and the commit interval: twice that is not yet a stall.
-        held_longest = settings.state_flush_seconds + TICK_SECONDS + settings.commit_interval
+        # its check's and the commit interval: twice that is not yet a stall.
+        held_longest = settings.state_flush_seconds + WRITE_CHECK_SECONDS + settings.commit_interval
         watchdog = Watchdog(
             app,
             {**kafka, **QUIET_RECONNECTS},
@@ -581,6 +587,13 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def advance_quiet_streams() -> None:
         processor.tick_in_background()
         health.sample()
+
+    @app.timer(WRITE_CHECK_SECONDS)  # type: ignore[untyped-decorator]
+    async def write_due_state() -> None:
+        try:
+            await processor.write_if_due()
+        except Exception:  # nothing lost: the commits stay held, the batches are read again
+            log.exception("writing the drift agent's held state failed")
 
     # What the drift agent holds in memory, written while Faust can still commit past it.
     faust_compat.commit_cap.before_stop(app, processor.write_held, STOP_WRITE_SECONDS)
@@ -638,8 +651,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         if faust_compat.guards.ORDER is not None:  # messages read from here on are ours again
             faust_compat.guards.ORDER.assigned(assigned)
 
-    _ = (detect, advance_quiet_streams, redeliver_alerts, read_undelivered_again, on_revoked,
-         on_assigned,
+    _ = (detect, advance_quiet_streams, write_due_state, redeliver_alerts,
+         read_undelivered_again, on_revoked, on_assigned,
          notify, retrain_alerts, model_alerts, capture_loop)  # fmt: skip
     return Worker(app=app, processor=processor, registry=registry, joins=joins, api=api,
                   ready=health.ready, front=front, watchdog=watchdog)  # fmt: skip

@@ -173,6 +173,8 @@ async def in_thread(fn: Callable[..., R], *args: Any) -> R:
         raise
 
 
+WRITE_CHECK_SECONDS = 1.0
+"""How often the worker asks :meth:`PredictionProcessor.write_if_due`."""
 APPLY_AT_VALUES = 50_000
 """Feature values the drift agent buffers before it applies them to their windows between
 state writes (:meth:`streams.engine.DriftEngine.apply_pending`): 2,500 predictions of 20
@@ -455,6 +457,16 @@ class PredictionProcessor:
         self.engine.forget()
         self._frontier.clear()
         self._unwritten = self._news = False
+
+    async def write_if_due(self) -> None:
+        """Write what the batches held once the interval has passed, unless a batch is
+        running (it writes at its end when due). On a timer every :data:`WRITE_CHECK_SECONDS`:
+        a stream gone quiet holds its commits no longer than the interval (and a second),
+        whatever the quiet-stream timer's phase."""
+        if not self._unwritten or self._lock.locked() or not self._write_due():
+            return
+        async with self._lock:
+            await self._write_held()
 
     async def write_held(self) -> None:
         """Write what is held in memory now (a rebalance, a clean stop), if anything."""

@@ -68,7 +68,7 @@ class Watchdog:
         self.watch = StallWatch(stall_seconds, batch_seconds, recovery_seconds)
         self.hold_grace_seconds = hold_grace_seconds
         """How long a commit may wait for the drift agent's next state write (the write
-        interval, the quiet-stream timer and the commit interval, twice) before the wait
+        interval, its 1 s check and the commit interval, twice) before the wait
         counts towards a stall."""
         self.sample_seconds = min(sample_seconds, max(0.5, stall_seconds / 4))
         self.stall_log = Path(data_dir) / STALL_LOG

@@ -177,7 +177,8 @@ class Settings:
         "Most seconds the drift agent keeps window state changes in memory before writing "
         "them to its table and changelog (also written after a batch that emitted drift "
         "events or alerts, when the decoded windows fill half the cache, a rebalance and a "
-        "clean stop, and by the quiet-stream timer once the interval has passed); commits "
+        "clean stop, and once the interval has passed without a batch: checked every second); "
+        "commits "
         "wait for the write, so a crash re-reads, never loses, what was not written. 0 "
         "writes after every batch.",
     )

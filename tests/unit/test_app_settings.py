@@ -148,13 +148,13 @@ def test_the_state_write_interval_reaches_the_drift_agent(
     worker = create_app(Settings.from_env(environ=environ))
     assert worker.processor.state_flush_seconds == (5.0 if seconds is None else float(seconds))
     assert [w for w, _ in commit_cap._BEFORE_STOP[worker.app]] == [worker.processor.write_held]
-    # The watchdog excuses a commit held for the next write (the interval, the quiet-stream
-    # timer and the commit interval, twice): a short stall time keeps the interval.
+    # The watchdog excuses a commit held for the next write (the interval, its 1 s check and
+    # the commit interval, twice): a short stall time keeps the interval.
     short = create_app(Settings.from_env(environ={**environ, "DRIFTWATCH_STALL_SECONDS": "8"}))
     assert short.processor.state_flush_seconds == worker.processor.state_flush_seconds
     assert short.watchdog is not None
     flush = worker.processor.state_flush_seconds
-    assert short.watchdog.hold_grace_seconds == 2 * (flush + 5.0 + 2.0)
+    assert short.watchdog.hold_grace_seconds == 2 * (flush + 1.0 + 2.0)
     for bad in ("-1", "301", "nan"):
         with pytest.raises(ValueError, match="STATE_FLUSH_SECONDS"):
             Settings.from_env(environ={**environ, "DRIFTWATCH_STATE_FLUSH_SECONDS": bad})

@@ -133,6 +133,35 @@ def test_the_quiet_stream_timer_writes_what_is_held_once_the_interval_has_passed
     assert table(held) == table(plain)
 
 
+def test_held_state_is_written_by_the_check_as_soon_as_the_interval_has_passed() -> None:
+    """The 1 s check, not the 5 s quiet-stream timer, bounds how long a quiet stream holds
+    its commits: the interval, whatever the timer's phase (it was up to the interval and a
+    tick: the watchdog's tests, at an 8 s stall time, found the re-read grown); never while a
+    batch runs (which writes at its end when due)."""
+    (plain, _, _, plain_now, _), (held, _, _, held_now, _), mono = every_batch_and_held()
+    evs = events()[:2500]
+    plain_now[0] = held_now[0] = evs[-1].timestamp
+    feed_both(plain, held, evs, [0.0])
+    assert commit_cap.holds("predictions") == {0: BATCH}
+    mono[0] = 4.9
+    asyncio.run(held.write_if_due())
+    assert commit_cap.holds("predictions") == {0: BATCH}
+
+    async def while_a_batch_runs() -> None:
+        async with held._lock:
+            await held.write_if_due()  # (it would wait for the lock: it does not)
+
+    mono[0] = 5.0
+    asyncio.run(while_a_batch_runs())
+    assert commit_cap.holds("predictions") == {0: BATCH}
+    asyncio.run(held.write_if_due())
+    assert commit_cap.holds("predictions") == {0: 2500} and table(held) == table(plain)
+    before = table(held)
+    mono[0] = 60.0
+    asyncio.run(held.write_if_due())  # nothing held: nothing written
+    assert table(held) == before
+
+
 def test_a_timer_that_finds_drift_writes_at_once() -> None:
     """The drift events go out, and the state recording them is written with them (the API
     and the incident gauges then agree with the alerts), whatever the interval."""
