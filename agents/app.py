@@ -590,10 +590,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.timer(WRITE_CHECK_SECONDS)  # type: ignore[untyped-decorator]
     async def write_due_state() -> None:
-        try:
-            await processor.write_if_due()
-        except Exception:  # nothing lost: the commits stay held, the batches are read again
-            log.exception("writing the drift agent's held state failed")
+        processor.write_in_background()
 
     # What the drift agent holds in memory, written while Faust can still commit past it.
     faust_compat.commit_cap.before_stop(app, processor.write_held, STOP_WRITE_SECONDS)

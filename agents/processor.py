@@ -295,6 +295,7 @@ class PredictionProcessor:
     _engine_seen: dict[str, int] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tick_task: asyncio.Task[None] | None = None
+    _write_task: asyncio.Task[None] | None = None
 
     async def process_batch(self, events: Sequence[Any]) -> None:
         # The timer and the agent share the engine: one at a time, so the timer never
@@ -458,15 +459,29 @@ class PredictionProcessor:
         self._frontier.clear()
         self._unwritten = self._news = False
 
+    def write_in_background(self) -> None:
+        """On a timer every :data:`WRITE_CHECK_SECONDS`: once the interval has passed, write
+        what the batches held (a stream gone quiet holds its commits no longer than the
+        interval and a second, whatever the quiet-stream timer's phase), in a task of its own
+        (a write can outlast the timer's period), one at a time. Raises what the last one
+        raised, as :meth:`tick_in_background` does: a failed write dropped what it held, and
+        the commits must not pass it, so the timer fails, and the worker with it (its
+        partitions are read again from the commits)."""
+        last = self._write_task
+        if last is not None:
+            if not last.done():
+                return
+            self._write_task = None
+            last.result()
+        if self._unwritten and self._write_due():
+            self._write_task = asyncio.get_running_loop().create_task(self.write_if_due())
+
     async def write_if_due(self) -> None:
-        """Write what the batches held once the interval has passed, unless a batch is
-        running (it writes at its end when due). On a timer every :data:`WRITE_CHECK_SECONDS`:
-        a stream gone quiet holds its commits no longer than the interval (and a second),
-        whatever the quiet-stream timer's phase."""
-        if not self._unwritten or self._lock.locked() or not self._write_due():
-            return
+        """:meth:`write_held` if the interval has passed when the lock is had (a batch that
+        ran meanwhile may have written)."""
         async with self._lock:
-            await self._write_held()
+            if self._write_due():
+                await self._write_held()
 
     async def write_held(self) -> None:
         """Write what is held in memory now (a rebalance, a clean stop), if anything."""
@@ -520,9 +535,11 @@ class PredictionProcessor:
         self._tick_task = asyncio.get_running_loop().create_task(self.tick())
 
     def cancel_tick(self) -> None:
-        """At shutdown: a tick still waiting for the lock has nothing left to do."""
-        if self._tick_task is not None and not self._tick_task.done():
-            self._tick_task.cancel()
+        """At shutdown: a tick or a write still waiting for the lock has nothing left to do
+        (the stop writes what is held)."""
+        for task in (self._tick_task, self._write_task):
+            if task is not None and not task.done():
+                task.cancel()
 
     async def _tick(self) -> None:
         result = await self._cpu(self._compute_tick, self.clock())

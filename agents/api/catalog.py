@@ -10,6 +10,7 @@ forwarding, and the alert stream can resume from any recent alert.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import OrderedDict, deque
@@ -51,8 +52,9 @@ class Catalog:
     caught_up: asyncio.Event = field(default_factory=asyncio.Event)
     """Set once every partition of the topics was read to its end offset at start."""
     _cursor: int = 0
-    _evicted: OrderedDict[str, None] = field(default_factory=OrderedDict)
-    """The newest :data:`MAX_EVICTED` ids pushed out of :attr:`alerts`, oldest first."""
+    _evicted: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    """The newest :data:`MAX_EVICTED` ids pushed out of :attr:`alerts` (with their tenant),
+    oldest first."""
 
     def active_version(self, tenant: str, model: str) -> str | None:
         events = self.model_events.get((tenant, model))
@@ -88,10 +90,11 @@ class Catalog:
                     return  # the same change published twice
                 self._cursor += 1
                 entry = AlertEntry(self._cursor, alert, data)
+                self._evicted.pop(alert.alert_id, None)  # (held again: published again)
                 if len(self.alerts) == self.alerts.maxlen:
-                    gone = self.alerts[0].alert.alert_id
-                    self.alert_ids.pop(gone, None)
-                    self._evicted[gone] = None
+                    gone = self.alerts[0].alert
+                    self.alert_ids.pop(gone.alert_id, None)
+                    self._evicted[gone.alert_id] = gone.tenant
                     if len(self._evicted) > MAX_EVICTED:
                         self._evicted.popitem(last=False)
                 self.alerts.append(entry)
@@ -126,7 +129,7 @@ class Catalog:
             first = self.alerts[0].cursor  # cursors are consecutive from the oldest held
             if not visible(self.alerts[start - first].alert.tenant):
                 raise UnknownCursor(after, self.caught_up.is_set())
-        elif after in self._evicted:
+        elif after in self._evicted and visible(self._evicted[after]):
             start = 0
         else:
             raise UnknownCursor(after, self.caught_up.is_set())
@@ -175,12 +178,16 @@ async def tail(
                 parts = consumer.partitions_for_topic(name) or set()
                 tps += [TopicPartition(name, p) for p in sorted(parts)]
             consumer.assign(tps)
-            await consumer.seek_to_beginning(*(tp for tp in tps if tp not in read))
+            fresh = [tp for tp in tps if tp not in read]
+            if fresh:  # (with none, aiokafka would reset every partition)
+                await consumer.seek_to_beginning(*fresh)
             for tp in tps:
                 if tp in read:
                     consumer.seek(tp, read[tp])
             ends = await consumer.end_offsets(tps)
             pending = {tp for tp, end in ends.items() if end > read.get(tp, 0)}
+            if pending:  # (a reconnect after an outage: behind again until read to the end)
+                catalog.caught_up.clear()
             while not stop.is_set():
                 if not pending:
                     catalog.caught_up.set()
@@ -190,11 +197,14 @@ async def tail(
                         catalog.apply(kinds[tp.topic], record.value)
                     if records:
                         read[tp] = records[-1].offset + 1
-                if pending and not batches:  # (past control records too: by position)
-                    for tp in list(pending):
-                        if await consumer.position(tp) >= ends[tp]:
-                            pending.discard(tp)
                 pending = {tp for tp in pending if read.get(tp, 0) < ends[tp]}
+                for tp in [tp for tp in pending if tp not in batches]:
+                    # Its end may lie past its last record (emptied by retention, control
+                    # records): read to the end by position. (Not waited for while the
+                    # client still resets it.)
+                    with contextlib.suppress(TimeoutError):
+                        if await asyncio.wait_for(consumer.position(tp), 0.5) >= ends[tp]:
+                            pending.discard(tp)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

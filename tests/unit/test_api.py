@@ -527,3 +527,32 @@ def test_unsafe_names_in_paths_are_400_on_every_route(tmp_path: Path) -> None:
         assert h.controls == []  # nothing was asked of the retrain worker
 
     run(tmp_path, test)
+
+
+def test_a_cursor_pushed_out_of_the_catalog_keeps_its_tenant() -> None:
+    """Another tenant's id is unknown to a caller whether it is held or was pushed out
+    (else the answer would tell it exists); a published-again alert is held again."""
+    from agents.api.catalog import Catalog, UnknownCursor
+
+    catalog = Catalog()
+    catalog.alerts = deque(maxlen=2)
+
+    def made(name: str, tenant: str) -> Alert:
+        a = Alert(alert_id(name, "opened"), AlertKind.INCIDENT, "opened", tenant, "fraud",
+                  Severity.HIGH, "t", "x", START, START)  # fmt: skip
+        catalog.apply("alert", a.to_json())
+        return a
+
+    g, a1, a2 = made("g", "globex"), made("a1", "acme"), made("a2", "acme")  # g pushed out
+    catalog.caught_up.set()
+
+    def acme(tenant: str) -> bool:
+        return tenant == "acme"
+
+    with pytest.raises(UnknownCursor):
+        catalog.alerts_after(acme, g.alert_id, 10)
+    every = [e.alert.alert_id for e in catalog.alerts_after(lambda t: True, g.alert_id, 10)]
+    assert every == [a1.alert_id, a2.alert_id]  # the oldest held: all newer than it
+    catalog.apply("alert", g.to_json())  # published again (a1 goes): held, not pushed out
+    assert [e.alert.alert_id for e in catalog.alerts_after(acme, a1.alert_id, 10)] == [a2.alert_id]
+    assert catalog.alerts_after(lambda t: True, g.alert_id, 10) == []  # g is the newest

@@ -136,30 +136,52 @@ def test_the_quiet_stream_timer_writes_what_is_held_once_the_interval_has_passed
 def test_held_state_is_written_by_the_check_as_soon_as_the_interval_has_passed() -> None:
     """The 1 s check, not the 5 s quiet-stream timer, bounds how long a quiet stream holds
     its commits: the interval, whatever the timer's phase (it was up to the interval and a
-    tick: the watchdog's tests, at an 8 s stall time, found the re-read grown); never while a
-    batch runs (which writes at its end when due)."""
+    tick: the watchdog's tests, at an 8 s stall time, found the re-read grown)."""
     (plain, _, _, plain_now, _), (held, _, _, held_now, _), mono = every_batch_and_held()
     evs = events()[:2500]
     plain_now[0] = held_now[0] = evs[-1].timestamp
     feed_both(plain, held, evs, [0.0])
     assert commit_cap.holds("predictions") == {0: BATCH}
+
+    async def check() -> None:
+        held.write_in_background()
+        if held._write_task is not None:
+            await asyncio.gather(held._write_task, return_exceptions=True)
+
     mono[0] = 4.9
-    asyncio.run(held.write_if_due())
-    assert commit_cap.holds("predictions") == {0: BATCH}
-
-    async def while_a_batch_runs() -> None:
-        async with held._lock:
-            await held.write_if_due()  # (it would wait for the lock: it does not)
-
+    asyncio.run(check())
+    assert held._write_task is None and commit_cap.holds("predictions") == {0: BATCH}
     mono[0] = 5.0
-    asyncio.run(while_a_batch_runs())
-    assert commit_cap.holds("predictions") == {0: BATCH}
-    asyncio.run(held.write_if_due())
+    asyncio.run(check())
     assert commit_cap.holds("predictions") == {0: 2500} and table(held) == table(plain)
-    before = table(held)
-    mono[0] = 60.0
-    asyncio.run(held.write_if_due())  # nothing held: nothing written
-    assert table(held) == before
+
+
+def test_a_failed_check_write_fails_the_timer_and_the_commits_never_pass_what_it_lost() -> None:
+    """What the failed write held is dropped with the decoded state: reading on and writing
+    later would let the commits pass it. The timer fails instead (and the worker with it),
+    as a failed tick does."""
+    _, (held, _, _, held_now, _), mono = every_batch_and_held()
+    evs = events()[:2500]
+    held_now[0] = evs[-1].timestamp
+    for batch in batches(evs):
+        asyncio.run(held.process_batch(batch))
+    real_write = held.store.write_all
+
+    async def broken(writes: Any) -> None:
+        raise RuntimeError("changelog away")
+
+    async def timer_twice() -> None:
+        held.write_in_background()
+        assert held._write_task is not None
+        await asyncio.gather(held._write_task, return_exceptions=True)
+        held.store.write_all = real_write
+        with pytest.raises(RuntimeError, match="changelog away"):
+            held.write_in_background()
+
+    held.store.write_all = broken
+    mono[0] = 5.0
+    asyncio.run(timer_twice())
+    assert commit_cap.holds("predictions") == {0: BATCH}  # never past what was lost
 
 
 def test_a_timer_that_finds_drift_writes_at_once() -> None:
