@@ -174,7 +174,21 @@ async def in_thread(fn: Callable[..., R], *args: Any) -> R:
 
 
 WRITE_CHECK_SECONDS = 1.0
-"""How often the worker asks :meth:`PredictionProcessor.write_if_due`."""
+"""How often the worker asks :meth:`PredictionProcessor.write_in_background`."""
+
+
+def _running(task: asyncio.Task[None] | None) -> bool:
+    """Whether a timer's last task still runs; raises what it raised if it failed (the timer
+    then fails, as when it awaited the work itself; the caller has let go of it first, so
+    the next call starts anew)."""
+    if task is None:
+        return False
+    if not task.done():
+        return True
+    task.result()
+    return False
+
+
 APPLY_AT_VALUES = 50_000
 """Feature values the drift agent buffers before it applies them to their windows between
 state writes (:meth:`streams.engine.DriftEngine.apply_pending`): 2,500 predictions of 20
@@ -467,12 +481,10 @@ class PredictionProcessor:
         raised, as :meth:`tick_in_background` does: a failed write dropped what it held, and
         the commits must not pass it, so the timer fails, and the worker with it (its
         partitions are read again from the commits)."""
-        last = self._write_task
-        if last is not None:
-            if not last.done():
-                return
-            self._write_task = None
-            last.result()
+        last, self._write_task = self._write_task, None
+        if _running(last):
+            self._write_task = last
+            return
         if self._unwritten and self._write_due():
             self._write_task = asyncio.get_running_loop().create_task(self.write_if_due())
 
@@ -526,12 +538,10 @@ class PredictionProcessor:
         had the batch's runtime, which mode logs as an overlapping timer every few seconds
         under load (and whatever the timer did after it came as late). The tick still takes
         the lock in turn with the batches, so quiet streams advance however busy the rest."""
-        last = self._tick_task
-        if last is not None:
-            if not last.done():
-                return
-            self._tick_task = None
-            last.result()
+        last, self._tick_task = self._tick_task, None
+        if _running(last):
+            self._tick_task = last
+            return
         self._tick_task = asyncio.get_running_loop().create_task(self.tick())
 
     def cancel_tick(self) -> None:

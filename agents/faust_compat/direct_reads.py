@@ -14,7 +14,7 @@ the way Faust reads it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from agents.faust_compat import introspection
@@ -57,19 +57,25 @@ FAUST_OFFSET_KEY = b"__faust\0offset__"
 (``faust.stores.rocksdb.Store.offset_key``): never a record, never to be deleted."""
 
 
+def _items(table: Any, partition: int, direct: bool) -> Iterable[tuple[Any, Any]] | None:
+    """``partition``'s (key, value) records, Faust's offset record left out; None while its
+    store is not open. A table without partition stores (a dict in tests) is one store."""
+    if not direct:
+        return table.items()  # type: ignore[no-any-return]
+    db = introspection.table_dbs(table).get(partition)
+    if db is None:
+        return None
+    return ((k, v) for k, v in db.items() if k != FAUST_OFFSET_KEY)
+
+
 def scan(table: Any, partition: int, marker: bytes, direct: bool) -> list[bytes] | None:
     """The values of ``table`` in ``partition``'s store that contain ``marker``, None while
-    that store is not open; a table without partition stores (a dict in tests) is one store.
-    Safe from a thread: reads the RocksDB handle of a partition this worker has open, never
-    opens one."""
-    if direct:
-        db = introspection.table_dbs(table).get(partition)
-        if db is None:
-            return None
-        values = (v for k, v in db.items() if k != FAUST_OFFSET_KEY)
-    else:
-        values = table.values()
-    return [bytes(v) for v in values if v is not None and marker in bytes(v)]
+    that store is not open. Safe from a thread: reads the RocksDB handle of a partition this
+    worker has open, never opens one."""
+    items = _items(table, partition, direct)
+    if items is None:
+        return None
+    return [bytes(v) for _, v in items if v is not None and marker in bytes(v)]
 
 
 def scan_keys(
@@ -77,13 +83,7 @@ def scan_keys(
 ) -> list[bytes] | None:
     """The keys of ``table`` in ``partition``'s store whose value ``keep`` accepts, None while
     that store is not open (as :func:`scan`, of which it is the variant for deletes)."""
-    if direct:
-        db = introspection.table_dbs(table).get(partition)
-        if db is None:
-            return None
-        items = db.items()
-    else:
-        items = table.items()
-    return [
-        bytes(k) for k, v in items if v is not None and k != FAUST_OFFSET_KEY and keep(bytes(v))
-    ]
+    items = _items(table, partition, direct)
+    if items is None:
+        return None
+    return [bytes(k) for k, v in items if v is not None and keep(bytes(v))]
