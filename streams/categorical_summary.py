@@ -50,6 +50,19 @@ class CategoricalSummary:
             raise ValueError("n must be >= 0")
         self._missing += n
 
+    def add_tally(self, tally: Counter[str | None], n: int) -> bool:
+        """:meth:`add_values` of ``n`` values whose ``Counter`` is ``tally``, into a summary
+        with no category yet, when no fold can happen on the way (order then does not
+        matter); returns False, changing nothing, when one can: the caller adds the values."""
+        present = len(tally) - (None in tally)
+        if self._counts or present > 2 * self.MAX_CATEGORIES or self.OTHER in tally:
+            return False
+        absent = tally.get(None, 0)
+        self._counts = {c: times for c, times in tally.items() if c is not None}
+        self._count += n - absent
+        self._missing += absent
+        return True
+
     def add_values(self, values: list[str | None]) -> None:
         """:meth:`add` / :meth:`add_missing` for each value, in order (``None`` is missing):
         the same counts and the same folding into ``OTHER`` as one at a time."""

@@ -14,6 +14,7 @@ import json
 import operator
 import struct
 import zlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,7 +129,7 @@ class RecentSlots:
     :attr:`samples` gives the entries as pairs.
     """
 
-    __slots__ = ("_arrays", "_encoded", "hashes", "ids", "values")
+    __slots__ = ("_arrays", "_encoded", "_tallies", "hashes", "ids", "values")
 
     def __init__(
         self,
@@ -147,6 +148,9 @@ class RecentSlots:
         self._encoded: dict[int, bytes] = {}
         """Per ring entry: its part of :meth:`to_bytes` (a flush re-encodes only the entries
         that changed since the last one: usually one of eight); dropped with ``_arrays``."""
+        self._tallies: dict[int, tuple[int, Counter[float | str | None]]] = {}
+        """Per ring entry: (slot, its values counted) of categorical samples; dropped with
+        ``_arrays``."""
 
     @property
     def samples(self) -> list[list[tuple[int, float | str | None]]]:
@@ -164,6 +168,7 @@ class RecentSlots:
     def _changed(self, i: int) -> None:
         self._arrays.pop(i, None)
         self._encoded.pop(i, None)
+        self._tallies.pop(i, None)
 
     def add(self, slot: int, h: int, value: float | str | None) -> None:
         i = slot % RECENT_SLOTS
@@ -312,6 +317,29 @@ class RecentSlots:
                 return None
             out.extend(self.values[i])
         return out
+
+    def span_tally(
+        self, last_slot: int, slots: int
+    ) -> tuple[Counter[float | str | None], int] | None:
+        """:meth:`span`'s values counted (in order of first appearance, as ``Counter`` of the
+        values would have them), and how many; None if a slot is unknown. Each entry is
+        counted once while it stays the same: a look's four spans of a categorical feature
+        re-counted every value of up to eight samples (~2 % of a backtest)."""
+        out: Counter[float | str | None] = Counter()
+        n = 0
+        cache = self._tallies
+        for slot in range(last_slot - slots + 1, last_slot + 1):
+            i = slot % RECENT_SLOTS
+            if slot < 0 or self.ids[i] != slot:
+                if slot >= 0 and self.ids[i] < slot:
+                    continue  # a slot with no traffic
+                return None
+            hit = cache.get(i)
+            if hit is None or hit[0] != slot:
+                hit = cache[i] = (slot, Counter(self.values[i]))
+            out.update(hit[1])
+            n += len(self.values[i])
+        return out, n
 
     def to_bytes(self, numeric: bool) -> bytes:
         """Compact binary for numeric features (<= 6.2 KiB: ids, counts, u32 hashes, f64

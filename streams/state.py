@@ -223,11 +223,12 @@ class FeatureWindow:
             parts = recent[-slots:]
             span = SlotSpan(tuple(p for p, _ in parts), sum(m for _, m in parts))
             return None if span.count + span.missing < min_count else span
-        values = self.recent.span(last_slot, slots)
-        if values is None or len(values) < min_count:
+        counted = self.recent.span_tally(last_slot, slots)
+        if counted is None or counted[1] < min_count:
             return None
         out = CategoricalSummary()
-        out.add_values(values)  # type: ignore[arg-type]  # a categorical feature's: str or None
+        if not out.add_tally(counted[0], counted[1]):  # type: ignore[arg-type]  # str or None
+            out.add_values(self.recent.span(last_slot, slots))  # type: ignore[arg-type]
         return out
 
     def slot_series(

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.categorical_summary import CategoricalSummary
 from streams.incidents import Incident, IncidentBook
 from streams.recent_slots import (
     RECENT_SLOTS,
@@ -136,6 +137,46 @@ def test_recent_slots_encoding_cache_gives_the_bytes_of_a_fresh_encoding() -> No
             fresh = RecentSlots(ids=list(cached.ids), samples=[list(s) for s in cached.samples])
             assert raw == fresh.to_bytes(numeric), (numeric, step)
             assert RecentSlots.from_bytes(raw, numeric).samples == cached.samples
+
+
+def test_categorical_spans_counted_per_entry_are_the_spans_counted_afresh() -> None:
+    """A categorical span's summary is built from each ring entry's cached count: it must be
+    the summary of the span's values added in order, after every kind of change, with nulls,
+    a literal ``OTHER`` and more categories than a summary keeps unfolded (those fall back
+    to the values)."""
+    rng = np.random.default_rng(11)
+    fw = FeatureWindow.new("categorical", recent=True)
+    assert fw.recent is not None
+    other, fallbacks, tallied = CategoricalSummary.OTHER, 0, 0
+    for step in range(60):
+        slot = step // 4
+        width = 300 if step % 13 == 7 else 6  # some entries with 300 categories: folds
+        values: list[float | str | None] = [
+            None if k % 7 == 0 else (other if step % 17 == 9 and k == 3 else f"c{int(v)}")
+            for k, v in enumerate(rng.integers(0, width, int(rng.integers(1, 90))))
+        ]
+        hashes = [int(h) for h in rng.integers(0, 2**32, len(values))]
+        fw.recent.add_many([slot] * len(values), hashes, values)
+        for slots in (1, 2, 4, 8):
+            got = fw.span_summary(slot, slots)
+            span = fw.recent.span(slot, slots)
+            if span is None:
+                assert got is None
+                continue
+            want = CategoricalSummary()
+            want.add_values(span)  # type: ignore[arg-type]
+            assert isinstance(got, CategoricalSummary)
+            assert got.to_bytes() == want.to_bytes(), (step, slots)
+            assert (got.count, got.missing) == (want.count, want.missing)
+            assert list(got.counts.items()) == list(want.counts.items())  # order too
+            probe = CategoricalSummary()
+            counted = fw.recent.span_tally(slot, slots)
+            assert counted is not None
+            if probe.add_tally(*counted):  # type: ignore[arg-type]
+                tallied += 1
+            else:
+                fallbacks += 1
+    assert tallied > 100 and fallbacks > 5, (tallied, fallbacks)
 
 
 def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
