@@ -125,14 +125,17 @@ def contingency(window: CategoricalSummary, baseline: CategoricalSummary) -> Con
         b_row.append(n_b - sum(b_row))
     rows = (sum(w_row), sum(b_row))
     total = rows[0] + rows[1]
+    # An expected count below 5 in either row is one below 5 in the smaller row: the same
+    # test (``least * col`` is an exact integer; its quotient, rounded, is the smaller).
+    least = min(rows)
 
-    def too_small(x: int, y: int) -> bool:  # an expected count below 5 in either row
-        col = x + y
-        return min(rows[0] * col / total, rows[1] * col / total) < 5
+    def too_small(x: int, y: int) -> bool:
+        return least * (x + y) / total < 5
 
-    pairs = list(zip(w_row, b_row, strict=True))
-    columns = [c for c in pairs if not too_small(*c)]
-    small = [c for c in pairs if too_small(*c)]
+    columns: list[tuple[int, int]] = []
+    small: list[tuple[int, int]] = []
+    for c in zip(w_row, b_row, strict=True):
+        (small if least * (c[0] + c[1]) / total < 5 else columns).append(c)
     if small:
         pool = (sum(x for x, _ in small), sum(y for _, y in small))
         # Grow the pool with the smallest remaining columns until it is itself testable.
