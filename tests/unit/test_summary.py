@@ -12,7 +12,7 @@ from scipy import stats
 
 from schemas import DriftEvent
 from streams.categorical_summary import CategoricalSummary
-from streams.drift_tests.chi2 import chi2_test
+from streams.drift_tests.chi2 import chi2_test, contingency
 from streams.drift_tests.ks import ks_test
 from streams.effects import new_categories
 from streams.numeric_summary import FOLD_CHUNK, NumericSummary
@@ -288,6 +288,46 @@ def test_chi2_pools_rare_categories() -> None:
     b = categorical(["a"] * 60 + ["b"] * 40 + ["x"] * 1 + ["z"] * 1)
     ref = stats.chi2_contingency([[50, 55], [60, 42]], correction=False)
     assert chi2_test(w, b).statistic == pytest.approx(ref.statistic, rel=1e-12)
+
+
+def test_chi2_pooling_follows_its_definition_at_the_boundary() -> None:
+    """A column is pooled when its expected count is below 5 in either row, as defined
+    (``row * col / total``, each row), not at 5: checked on random tables, and on one whose
+    expected counts are exactly 5 (kept apart: two columns, not one pool)."""
+    w, b = categorical(["a"] * 5 + ["b"] * 5), categorical(["a"] * 5 + ["b"] * 5)
+    assert contingency(w, b).columns == [(5, 5), (5, 5)]
+    rng = np.random.default_rng(8)
+    pooled = 0
+    for _ in range(400):
+        k = int(rng.integers(1, 12))
+        w = categorical([f"c{int(v)}" for v in rng.integers(0, k, int(rng.integers(1, 60)))])
+        b = categorical([f"c{int(v)}" for v in rng.integers(0, k, int(rng.integers(1, 90)))])
+        table = contingency(w, b)
+        rows, total = table.rows, sum(table.rows)
+        small = [
+            (x, y)
+            for x, y in zip(*table.observed, strict=True)
+            if min(rows[0] * (x + y) / total, rows[1] * (x + y) / total) < 5
+        ]
+        pairs = list(zip(*table.observed, strict=True))
+        kept = [c for c in pairs if c not in small]
+        if not small:
+            assert table.columns == pairs
+            continue
+        pooled += 1
+        # The pool comes last; the columns before it are kept ones, and the kept ones it
+        # absorbed (to be testable itself) are the smallest.
+        *apart, pool = table.columns
+        absorbed = list(kept)
+        for c in apart:
+            absorbed.remove(c)  # raises if a column is not a kept one
+        assert pool == (
+            sum(x for x, _ in small + absorbed),
+            sum(y for _, y in small + absorbed),
+        )
+        if absorbed and apart:
+            assert max(map(sum, absorbed)) <= min(map(sum, apart))
+    assert pooled > 100
 
 
 def test_chi2_degenerate_and_empty() -> None:
