@@ -306,15 +306,26 @@ class RecentSlots:
         out.reverse()
         return out
 
-    def span(self, last_slot: int, slots: int) -> list[float | str | None] | None:
-        """Values of slots ``last_slot - slots + 1 .. last_slot``; None if one is unknown."""
-        out: list[float | str | None] = []
+    def _span_entries(self, last_slot: int, slots: int) -> list[int] | None:
+        """The ring entries of slots ``last_slot - slots + 1 .. last_slot`` that had
+        traffic, oldest first; None if one of those slots is unknown."""
+        out: list[int] = []
         for slot in range(last_slot - slots + 1, last_slot + 1):
             i = slot % RECENT_SLOTS
             if slot < 0 or self.ids[i] != slot:
                 if slot >= 0 and self.ids[i] < slot:
                     continue  # a slot with no traffic
                 return None
+            out.append(i)
+        return out
+
+    def span(self, last_slot: int, slots: int) -> list[float | str | None] | None:
+        """Values of slots ``last_slot - slots + 1 .. last_slot``; None if one is unknown."""
+        entries = self._span_entries(last_slot, slots)
+        if entries is None:
+            return None
+        out: list[float | str | None] = []
+        for i in entries:
             out.extend(self.values[i])
         return out
 
@@ -325,18 +336,16 @@ class RecentSlots:
         values would have them), and how many; None if a slot is unknown. Each entry is
         counted once while it stays the same: a look's four spans of a categorical feature
         re-counted every value of up to eight samples (~2 % of a backtest)."""
+        entries = self._span_entries(last_slot, slots)
+        if entries is None:
+            return None
         out: Counter[float | str | None] = Counter()
         n = 0
         cache = self._tallies
-        for slot in range(last_slot - slots + 1, last_slot + 1):
-            i = slot % RECENT_SLOTS
-            if slot < 0 or self.ids[i] != slot:
-                if slot >= 0 and self.ids[i] < slot:
-                    continue  # a slot with no traffic
-                return None
+        for i in entries:
             hit = cache.get(i)
-            if hit is None or hit[0] != slot:
-                hit = cache[i] = (slot, Counter(self.values[i]))
+            if hit is None or hit[0] != self.ids[i]:
+                hit = cache[i] = (self.ids[i], Counter(self.values[i]))
             out.update(hit[1])
             n += len(self.values[i])
         return out, n

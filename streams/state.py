@@ -12,10 +12,11 @@ import functools
 import json
 import operator
 import struct
+from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -227,7 +228,8 @@ class FeatureWindow:
         if counted is None or counted[1] < min_count:
             return None
         out = CategoricalSummary()
-        if not out.add_tally(counted[0], counted[1]):  # type: ignore[arg-type]  # str or None
+        tally = cast(Counter[str | None], counted[0])  # a categorical feature's: str or None
+        if not out.add_tally(tally, counted[1]):
             out.add_values(self.recent.span(last_slot, slots))  # type: ignore[arg-type]
         return out
 

@@ -135,7 +135,7 @@ def contingency(window: CategoricalSummary, baseline: CategoricalSummary) -> Con
     columns: list[tuple[int, int]] = []
     small: list[tuple[int, int]] = []
     for c in zip(w_row, b_row, strict=True):
-        (small if least * (c[0] + c[1]) / total < 5 else columns).append(c)
+        (small if too_small(*c) else columns).append(c)
     if small:
         pool = (sum(x for x, _ in small), sum(y for _, y in small))
         # Grow the pool with the smallest remaining columns until it is itself testable.

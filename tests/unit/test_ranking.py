@@ -221,6 +221,8 @@ def test_score_batch_is_bit_identical_to_one_feature_at_a_time() -> None:
     extended: list[tuple[list[float], list[Any]]] = []  # (handed to a summary, expected)
     handed = 0
     missing: list[tuple[int, int]] = []  # (missing counts handed to a summary, expected)
+    mostly: list[tuple[int, int]] = []  # (missing, values) of each summary's column
+    non_finite = 0
 
     class Sink:
         def __init__(self, expected: list[Any], nones: int) -> None:
@@ -254,6 +256,18 @@ def test_score_batch_is_bit_identical_to_one_feature_at_a_time() -> None:
                 col[k] = None
         if trial % 20 == 5 and columns[0][0] == "numeric":
             columns[0][1][0] = math.nan
+        if trial % 7 == 2 and columns[0][0] == "numeric":  # non-finite beside missing values
+            col = columns[0][1]
+            for k in rng.integers(0, n, int(rng.integers(1, 4))).tolist():
+                col[k] = [math.inf, -math.inf, math.nan][k % 3]
+            col[int(rng.integers(n))] = None
+        if trial % 9 == 4 and columns[-1][0] == "numeric":  # mostly missing
+            col = columns[-1][1]
+            for k in range(n):
+                if k % 10:
+                    col[k] = None
+            if n > 3 and trial % 2:
+                col[1] = math.inf
         one = [NumericAssociation() if kind == "numeric" else CategoricalAssociation()
                for kind, _ in columns]  # fmt: skip
         if trial % 3 == 0:  # not the first batch of the window
@@ -286,10 +300,16 @@ def test_score_batch_is_bit_identical_to_one_feature_at_a_time() -> None:
         assert [json.dumps(got) for got, _ in extended] == [json.dumps(p) for _, p in extended]
         assert [s.got for s in sinks] == [s.nones for s in sinks]
         missing += [(s.got, s.nones) for s in sinks if s.nones]
+        mostly += [(s.nones, len(s.expected) + s.nones) for s in sinks]
+        non_finite += sum(
+            1 for s in sinks if s.nones and any(not math.isfinite(v) for v in s.expected)
+        )
         handed += len(extended)
         extended.clear()
     assert handed > 300, "the numeric summaries were never handed their values"
     assert len(missing) > 100, "no summary was handed a missing count"
+    assert sum(2 * nones > handed_n for nones, handed_n in mostly) > 10, "none mostly missing"
+    assert non_finite > 10, "no summary was handed a non-finite value beside missing ones"
 
 
 def test_incident_ranking_fields_round_trip_and_old_bytes_stay_readable() -> None:

@@ -156,7 +156,19 @@ def test_categorical_spans_counted_per_entry_are_the_spans_counted_afresh() -> N
             for k, v in enumerate(rng.integers(0, width, int(rng.integers(1, 90))))
         ]
         hashes = [int(h) for h in rng.integers(0, 2**32, len(values))]
-        fw.recent.add_many([slot] * len(values), hashes, values)
+        way = step % 4
+        if way == 0:  # one at a time
+            for h, v in zip(hashes, values, strict=True):
+                fw.recent.add(slot, h, v)
+        elif way == 1:  # a batch of one slot, its first sample worked out once
+            first = FirstSample.of(hashes)
+            fw.recent.add_many([slot] * len(values), hashes, values, first)
+        else:  # a batch over several slots, some of them late (older entries change)
+            spread = [max(0, slot - int(d)) for d in rng.integers(0, 3, len(values))]
+            runs = slot_runs(spread, hashes) if way == 2 else None
+            fw.recent.add_many(spread, hashes, values, runs=runs)
+        if step % 5 == 4:  # stored and read back: the caches start empty
+            fw.recent = RecentSlots.from_bytes(fw.recent.to_bytes(False), False)
         for slots in (1, 2, 4, 8):
             got = fw.span_summary(slot, slots)
             span = fw.recent.span(slot, slots)

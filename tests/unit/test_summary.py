@@ -290,6 +290,12 @@ def test_chi2_pools_rare_categories() -> None:
     assert chi2_test(w, b).statistic == pytest.approx(ref.statistic, rel=1e-12)
 
 
+def too_small(rows: tuple[int, int], col: int) -> bool:
+    """The pooling's definition: an expected count below 5 in either row."""
+    total = rows[0] + rows[1]
+    return min(rows[0] * col / total, rows[1] * col / total) < 5
+
+
 def test_chi2_pooling_follows_its_definition_at_the_boundary() -> None:
     """A column is pooled when its expected count is below 5 in either row, as defined
     (``row * col / total``, each row), not at 5: checked on random tables, and on one whose
@@ -303,13 +309,8 @@ def test_chi2_pooling_follows_its_definition_at_the_boundary() -> None:
         w = categorical([f"c{int(v)}" for v in rng.integers(0, k, int(rng.integers(1, 60)))])
         b = categorical([f"c{int(v)}" for v in rng.integers(0, k, int(rng.integers(1, 90)))])
         table = contingency(w, b)
-        rows, total = table.rows, sum(table.rows)
-        small = [
-            (x, y)
-            for x, y in zip(*table.observed, strict=True)
-            if min(rows[0] * (x + y) / total, rows[1] * (x + y) / total) < 5
-        ]
-        pairs = list(zip(*table.observed, strict=True))
+        rows, pairs = table.rows, list(zip(*table.observed, strict=True))
+        small = [(x, y) for x, y in pairs if too_small(rows, x + y)]
         kept = [c for c in pairs if c not in small]
         if not small:
             assert table.columns == pairs
@@ -327,6 +328,11 @@ def test_chi2_pooling_follows_its_definition_at_the_boundary() -> None:
         )
         if absorbed and apart:
             assert max(map(sum, absorbed)) <= min(map(sum, apart))
+        # Testable itself, or all there is; and no larger than it had to be: without its
+        # last (largest) absorbed column it was still too small.
+        assert not too_small(rows, sum(pool)) or not apart
+        if absorbed:
+            assert too_small(rows, sum(pool) - max(map(sum, absorbed)))
     assert pooled > 100
 
 
