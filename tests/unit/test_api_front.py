@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
+import pytest
+from aiohttp import WSMsgType, WSServerHandshakeError, web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
@@ -109,6 +110,67 @@ def test_a_forwarded_request_keeps_method_path_query_body_and_token(tmp_path: Pa
             assert s.headers["X-Driftwatch-Forwarded"] == "1"
             assert s.headers[FRONT_SECRET] == SECRET
             assert "Cookie" not in s.headers and "X-Other" not in s.headers
+
+    run(main())
+
+
+def test_the_alert_stream_is_relayed_both_ways_and_a_refusal_is_said(tmp_path: Path) -> None:
+    """The WebSocket through the front: the worker's text and binary frames reach the caller,
+    the caller's reach the worker, the worker asked with the secret; a cursor the worker
+    refuses is its own answer (checked over HTTP first: a refused handshake has no body); a
+    handshake the worker refuses, and a worker that is gone, are a 503 that says which."""
+
+    async def script(request: web.Request) -> web.StreamResponse:
+        if request.path == "/v1/alerts":  # the front's check of a cursor
+            if request.query.get("after") == "gone":
+                return web.json_response({"error": "unknown_alert"}, status=404)
+            return web.json_response({"alerts": []})
+        if request.query.get("after") == "refuse":
+            return web.json_response({"error": "no"}, status=403)  # no handshake
+        ws = web.WebSocketResponse()
+        if not ws.can_prepare(request).ok:
+            return web.json_response({"error": "not a websocket"}, status=400)
+        await ws.prepare(request)
+        await ws.send_str('{"alert_id": "a1"}')
+        await ws.send_bytes(b"\x00raw")
+        echoed = 0
+        async for msg in ws:  # echoes two of what the caller sends, then ends the stream
+            await ws.send_str(f"echo {msg.data!r}")
+            echoed += 1
+            if echoed == 2:
+                break
+        await ws.close()
+        return ws
+
+    async def main() -> None:
+        async with rig(tmp_path, script) as r:
+            ws = await r.client.ws_connect("/v1/alerts/stream", headers=auth("acme-read"))
+            assert (await ws.receive_str(timeout=10)) == '{"alert_id": "a1"}'
+            assert (await ws.receive_bytes(timeout=10)) == b"\x00raw"
+            await ws.send_str("hello")
+            assert (await ws.receive_str(timeout=10)) == "echo 'hello'"
+            await ws.send_bytes(b"\x01")
+            assert (await ws.receive_str(timeout=10)) == "echo b'\\x01'"
+            closing = await ws.receive(timeout=10)
+            assert closing.type in (WSMsgType.CLOSE, WSMsgType.CLOSED, WSMsgType.CLOSING)
+            await ws.close()
+            [stream] = [s for s in r.seen if s.raw_path == "/v1/alerts/stream"]
+            assert stream.headers[FRONT_SECRET] == SECRET
+            plain = await r.client.get("/v1/alerts/stream", headers=auth("acme-read"))
+            assert plain.status == 400  # not a WebSocket: the worker says so
+            gone = await r.client.get("/v1/alerts/stream?after=gone", headers={
+                **auth("acme-read"), "Connection": "Upgrade", "Upgrade": "websocket",
+                "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+            })  # fmt: skip
+            assert gone.status == 404 and (await gone.json())["error"] == "unknown_alert"
+            with pytest.raises(WSServerHandshakeError) as refused:
+                await r.client.ws_connect("/v1/alerts/stream?after=refuse",
+                                          headers=auth("acme-read"))  # fmt: skip
+            assert refused.value.status == 503
+        async with rig(tmp_path, script, upstream="http://127.0.0.1:9") as r:  # nobody there
+            with pytest.raises(WSServerHandshakeError) as gone_worker:
+                await r.client.ws_connect("/v1/alerts/stream", headers=auth("acme-read"))
+            assert gone_worker.value.status == 503
 
     run(main())
 
