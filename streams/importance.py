@@ -489,9 +489,8 @@ def _nones(values: list[Any], finite: np.ndarray, bad: int) -> int:
     """How many of ``values`` are None, given the row's ``finite`` mask and its ``bad``
     (non-finite) count: a None is a NaN in the float row, and so is a non-finite value (only
     unvalidated input has one). Mostly missing, ``list.count(None)`` (an identity check per
-    None); else only the non-finite cells are looked at, in C: ``list.count(None)`` makes a
-    rich comparison of every float (~2 % of a wide model's backtest, done for every row
-    with a missing value)."""
+    None); else only the non-finite cells are looked at, in C, as ``list.count(None)`` makes
+    a rich comparison of every float."""
     if 2 * bad > len(values):
         return values.count(None)
     return list(map(values.__getitem__, np.flatnonzero(~finite).tolist())).count(None)
