@@ -178,9 +178,8 @@ class Settings:
         "them to its table and changelog (also written after a batch that emitted drift "
         "events or alerts, when the decoded windows fill half the cache, a rebalance and a "
         "clean stop, and once the interval has passed without a batch: checked every second); "
-        "commits "
-        "wait for the write, so a crash re-reads, never loses, what was not written. 0 "
-        "writes after every batch.",
+        "commits wait for the write, so a crash re-reads, never loses, what was not written. "
+        "0 writes after every batch.",
     )
     metrics_port: int = _env(
         "DRIFTWATCH_METRICS_PORT", 9108, "Port of the Prometheus /metrics endpoint; 0 turns it off."
