@@ -79,6 +79,10 @@ _POINTS: Final = CDF_GRID_POINTS + 1
 """A row's grid: the baseline's points, then +inf (at which every value is counted, and
 both CDFs are 1: the cell right of the last point is then the judge's own last cell)."""
 _UINT8_MAX: Final = int(np.iinfo(np.uint8).max)
+_ROW_ARRAYS: Final = (
+    "xs", "b_at", "b_left", "counts", "sizes", "ranks", "low", "high", "m", "errors"
+)  # fmt: skip
+""":class:`NumericRows`' arrays, a row per feature each."""
 
 
 def _built_in(kind: str, whole: bool, scan: bool, expected: list[type]) -> bool:
@@ -105,6 +109,8 @@ class NumericRows:
         self.names: list[str] = []
         self.grids: list[Callable[[], object]] = []
         self.arrays: list[list[Callable[[], object]]] = []
+        self.xs = np.empty((0, _POINTS))
+        """The baseline's grid points, then +inf (where every value is below)."""
         self.b_at = np.empty((0, _POINTS))
         self.b_left = np.empty((0, _POINTS))
         self.counts = np.zeros((0, RECENT_SLOTS, 2, _POINTS), np.uint8)  # a slot's: <= 64
@@ -140,6 +146,7 @@ class NumericRows:
             g = grid.xs.size
             self.grids[r] = weakref.ref(grid.at)
             self.arrays[r] = [_dead] * RECENT_SLOTS
+            self.xs[r, :g], self.xs[r, g:] = grid.xs, np.inf
             self.b_at[r, :g], self.b_at[r, g:] = grid.at, 1.0
             self.b_left[r, :g], self.b_left[r, g:] = grid.left, 1.0
             self.m[r] = base.count
@@ -151,21 +158,19 @@ class NumericRows:
         if n <= self.m.size:
             return
         more = max(n - self.m.size, self.m.size)  # doubling: a wide stream's rows come at once
-        for name in ("b_at", "b_left", "counts", "sizes", "ranks", "low", "high", "m", "errors"):
+        for name in _ROW_ARRAYS:
             old = getattr(self, name)
             pad = np.zeros((more, *old.shape[1:]), old.dtype)
             setattr(self, name, np.concatenate((old, pad)))
 
-    def fill(
-        self, r: int, base: NumericSummary, recent: Sequence[tuple[np.ndarray, int]], last: int
-    ) -> None:
-        """Bring row ``r``'s slots up to ``recent`` (the run of known slots ending at slot
-        ``last``, oldest first): figures are computed for the slots whose array changed. (A
+    def fill(self, r: int, recent: Sequence[tuple[np.ndarray, int]], last: int) -> None:
+        """Bring row ``r``'s slots (of the grid :meth:`row` made it for) up to ``recent`` (the
+        run of known slots ending at slot ``last``, oldest first): figures are computed for
+        the slots whose array changed. (A
         span or a scan tests the finite values once there are ``min_window_count`` of them:
         the missing ones, which only a whole window's missing-rate test reads, are not kept.)"""
         arrays = self.arrays[r]
-        xs = base.cdf_grid().xs
-        g = xs.size
+        xs = None
         for j, (values, _) in enumerate(reversed(recent)):
             pos = (last - j) % RECENT_SLOTS
             if arrays[pos]() is values:
@@ -174,9 +179,9 @@ class NumericRows:
             if values.size > _UINT8_MAX and self.counts.dtype == np.uint8:
                 self.counts = self.counts.astype(np.int64)  # a slot past the usual sample
             self.sizes[r, pos] = values.size
-            counts = self.counts[r, pos]
-            count_below(values, xs, counts[:, :g])
-            counts[:, g:] = values.size  # +inf: every value is below
+            if xs is None:
+                xs = self.xs[r]
+            count_below(values, xs, self.counts[r, pos])  # finite values: all below +inf
             self.ranks[r, pos] = self.low[r, pos] = self.high[r, pos] = np.nan
 
     def rank_bounds(self, rows: np.ndarray, pos: np.ndarray) -> None:
@@ -349,7 +354,7 @@ class LookScreen:
                     blind = True  # no CDF to rank against (never made so): all judged
                 elif recent:
                     r = table.row(feature, base)
-                    table.fill(r, base, recent, look - 1)
+                    table.fill(r, recent, look - 1)
                     numeric.add(r, feature, recent, base, was_judged, is_segment_feature(feature))
                 continue
             for part in parts:
@@ -371,8 +376,7 @@ class LookScreen:
         out.families = family
         if numeric.rows:
             numeric.close(look)
-            for part in parts:
-                self._span_p(numeric, part, family[part], out)
+            self._spans_p(numeric, parts, family, out)
             if scan:
                 self._scan_p(numeric, family[-1], out)
         out.quiet = {part for part in parts if not family[part].discovers(alpha)}
@@ -430,40 +434,60 @@ class LookScreen:
             if part == -1:
                 stats["scan_tests"] += screened.tests[part]
 
-    def _span_p(self, rows: _LookRows, part: int, family: _Family, out: Screened) -> None:
-        """The KS p-values of the span of ``part`` slots, every numeric feature's as the judge
-        computes it: the screen's, from the bounds of all features at once, where it proves
-        the exact p above alpha (``ks_screen``'s figures), else the exact test's."""
-        alpha = self.config.interim_alpha
-        # A row whose run of known slots is shorter has no such span.
-        n = rows.sizes[:, :part].sum(axis=1)
-        chosen = rows.choose((rows.runs >= part) & (n >= self.config.min_window_count), part, out)
-        if not chosen.size:
+    def _spans_p(
+        self, rows: _LookRows, parts: list[int], family: dict[int, _Family], out: Screened
+    ) -> None:
+        """The KS p-values of the spans of ``parts`` slots, every numeric feature's as the
+        judge computes it: the screen's, from the bounds of all spans of all features at once,
+        where it proves the exact p above alpha (``ks_bounds``' figures: a row's depend on
+        its own data only, so bounded together or part by part they are the same bit for
+        bit), else the exact test's. (Part by part, the numpy calls' own cost was most of a
+        narrow model's screening: four spans a look.)"""
+        if not parts:
             return
-        table, sel, n = rows.table, rows.index[chosen], n[chosen]
+        alpha = self.config.interim_alpha
+        lengths = np.array(parts)
+        # A span of k slots holds the k newest; a row whose run of known slots is shorter
+        # has no such span.
+        n_all = np.cumsum(rows.sizes, axis=1)[:, np.minimum(lengths, RECENT_SLOTS) - 1]
+        has = (rows.runs[:, None] >= lengths) & (n_all >= self.config.min_window_count)
+        chosen = rows.choose_all(has, parts, out)
+        which, where = np.nonzero(chosen.T)  # part by part, each part's rows in order
+        if not where.size:
+            return
+        table, sel, n = rows.table, rows.index[where], n_all[where, which]
         m = table.m[sel]
         p = np.full(sel.size, np.nan)
         fits = np.flatnonzero(screenable(n, m))  # the others are too small to screen
         if fits.size:
             at = sel[fits]
             pos = rows.newest_first
-            if part == 1:
-                counts = table.counts[at, pos[0]]
-            else:
-                counts = table.counts[at[:, None], pos[:part]].sum(axis=1, dtype=np.int64)
+            counts = np.empty((fits.size, 2, _POINTS), np.int64)
+            # fits is in order, so each part's pairs are a block of it
+            edges = np.searchsorted(which[fits], np.arange(len(parts) + 1)).tolist()
+            for j, part in enumerate(parts):
+                a, b = edges[j], edges[j + 1]
+                if a == b:
+                    continue
+                if part == 1:
+                    counts[a:b] = table.counts[at[a:b], pos[0]]
+                else:
+                    mine = at[a:b, None]
+                    counts[a:b] = table.counts[mine, pos[:part]].sum(axis=1, dtype=np.int64)
             _, n_eff, bound_p = ks_bounds(
                 n[fits], m[fits], table.b_at[at], table.b_left[at], counts
             )
             proven = screened(n_eff, bound_p, alpha)
             p[fits[proven]] = bound_p[proven]
+        ks = where.tolist()
+        spans = [parts[j] for j in which.tolist()]
         for j in np.flatnonzero(np.isnan(p)).tolist():
-            k = int(chosen[j])
+            k, part = ks[j], spans[j]
             cut = rows.recents[k][-part:]
             span = SlotSpan(tuple(v for v, _ in cut), sum(missing for _, missing in cut))
             p[j] = ks_test(span.summary(), rows.bases[k], decide_at=alpha).p_value
-        for j, pj in enumerate(p.tolist()):
-            k = int(chosen[j])
-            family.add(pj, rows.segments[k], rows.features[k])
+        for k, part, pj in zip(ks, spans, p.tolist(), strict=True):
+            family[part].add(pj, rows.segments[k], rows.features[k])
 
     def _scan_p(self, rows: _LookRows, family: _Family, out: Screened) -> None:
         """Every numeric feature's scan p as the judge computes it, or a bound below it above
@@ -545,6 +569,17 @@ class _LookRows:
         self.judged = np.array(self._judged, bool)
         self.newest_first = [(look - 1 - j) % RECENT_SLOTS for j in range(RECENT_SLOTS)]
         self.sizes = self.table.sizes[self.index[:, None], self.newest_first]
+
+    def choose_all(self, has: np.ndarray, parts: list[int], out: Screened) -> np.ndarray:
+        """:meth:`choose` of several parts at once (``has``: a column per part): where each
+        has a test, as a mask."""
+        has_judged = (has & self.judged[:, None]).sum(axis=0).tolist()
+        chosen: np.ndarray = has & ~self.judged[:, None]
+        tests = chosen.sum(axis=0).tolist()
+        for part, skipped, run in zip(parts, has_judged, tests, strict=True):
+            out.skipped[part] += skipped
+            out.tests[part] += run
+        return chosen
 
     def choose(self, has: np.ndarray, part: int, out: Screened) -> np.ndarray:
         """The positions of the features that ``has`` a test in ``part`` and were not found

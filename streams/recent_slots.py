@@ -129,7 +129,7 @@ class RecentSlots:
     :attr:`samples` gives the entries as pairs.
     """
 
-    __slots__ = ("_arrays", "_encoded", "_tallies", "hashes", "ids", "values")
+    __slots__ = ("_arrays", "_encoded", "_moved", "_run", "_tallies", "hashes", "ids", "values")
 
     def __init__(
         self,
@@ -142,15 +142,20 @@ class RecentSlots:
         for i, sample in enumerate(samples or ()):
             self.hashes[i] = [h for h, _ in sample]
             self.values[i] = [v for _, v in sample]
-        self._arrays: dict[int, tuple[int, int, np.ndarray, int]] = {}
-        """Per ring entry: (slot, sample length, finite values, missing) of numeric samples;
-        dropped whenever the entry changes."""
+        self._arrays: dict[int, tuple[int, tuple[np.ndarray, int]]] = {}
+        """Per ring entry: (slot, (finite values, missing)) of numeric samples; dropped
+        whenever the entry changes."""
         self._encoded: dict[int, bytes] = {}
         """Per ring entry: its part of :meth:`to_bytes` (a flush re-encodes only the entries
         that changed since the last one: usually one of eight); dropped with ``_arrays``."""
         self._tallies: dict[int, tuple[int, Counter[float | str | None]]] = {}
         """Per ring entry: (slot, its values counted) of categorical samples; dropped with
         ``_arrays``."""
+        self._run: tuple[int, list[tuple[np.ndarray, int]]] | None = None
+        """The last slot and the result of the last whole-ring :meth:`known_slot_arrays` (a
+        look's), which the next look's is made from."""
+        self._moved: set[int] = set()
+        """Ring entries changed since ``_run`` was made (tracked only while there is one)."""
 
     @property
     def samples(self) -> list[list[tuple[int, float | str | None]]]:
@@ -166,6 +171,8 @@ class RecentSlots:
         return f"RecentSlots(ids={self.ids!r}, samples={self.samples!r})"
 
     def _changed(self, i: int) -> None:
+        if self._run is not None:
+            self._moved.add(i)
         self._arrays.pop(i, None)
         self._encoded.pop(i, None)
         self._tallies.pop(i, None)
@@ -286,9 +293,45 @@ class RecentSlots:
 
     def known_slot_arrays(self, last_slot: int, slots: int) -> list[tuple[np.ndarray, int]]:
         """:meth:`slot_arrays` of the longest run of known slots that ends at ``last_slot``
-        (at most ``slots``; none if ``last_slot`` is unknown)."""
+        (at most ``slots``; none if ``last_slot`` is unknown). Shared: read, never changed.
+
+        A look asks for the whole ring (``slots`` = :data:`RECENT_SLOTS`) at the slot after
+        the last look's, and usually only the newest slot's entry has changed since: its run
+        is then the last one moved on by that slot (or, asked again at the same slot, with
+        that slot's entry made again), one entry's work rather than a walk of eight (a wide
+        model's looks walked a ring per feature). Anything else walks the ring."""
+        if slots != RECENT_SLOTS:
+            return self._walk(last_slot, slots)
+        kept, moved = self._run, self._moved
+        i = last_slot % RECENT_SLOTS
+        if (
+            kept is not None
+            and last_slot >= 0
+            and (kept[0] == last_slot - 1 or (kept[0] == last_slot and kept[1]))
+            and (not moved or (len(moved) == 1 and i in moved))
+        ):
+            at, run = kept
+            if self.ids[i] == last_slot:
+                entry = self._arrays_of(i, last_slot)
+            elif self.ids[i] < last_slot:
+                entry = (_NO_VALUES, 0)  # a slot with no traffic
+            else:  # taken by a later slot: unknown
+                entry = None
+            if entry is None:
+                out = []
+            elif at == last_slot:
+                out = [*run[:-1], entry]
+            else:
+                out = [*(run[1:] if len(run) == RECENT_SLOTS else run), entry]
+        else:
+            out = self._walk(last_slot, slots)
+        self._run = (last_slot, out)
+        moved.clear()
+        return out
+
+    def _walk(self, last_slot: int, slots: int) -> list[tuple[np.ndarray, int]]:
+        """:meth:`known_slot_arrays`, slot by slot."""
         out: list[tuple[np.ndarray, int]] = []
-        cache = self._arrays
         for slot in range(last_slot, last_slot - slots, -1):
             i = slot % RECENT_SLOTS
             if slot < 0 or self.ids[i] != slot:
@@ -296,15 +339,20 @@ class RecentSlots:
                     out.append((_NO_VALUES, 0))  # a slot with no traffic
                     continue
                 break
-            hit = cache.get(i)
-            if hit is None or hit[0] != slot:
-                # None (missing) becomes NaN in the conversion
-                raw = np.array(self.values[i], dtype=np.float64)
-                finite = raw[np.isfinite(raw)]
-                hit = cache[i] = (slot, raw.size, finite, int(raw.size - finite.size))
-            out.append((hit[2], hit[3]))
+            out.append(self._arrays_of(i, slot))
         out.reverse()
         return out
+
+    def _arrays_of(self, i: int, slot: int) -> tuple[np.ndarray, int]:
+        """Entry ``i``'s (holding ``slot``) finite values and missing count, converted once
+        while it stays the same."""
+        hit = self._arrays.get(i)
+        if hit is None or hit[0] != slot:
+            # None (missing) becomes NaN in the conversion
+            raw = np.array(self.values[i], dtype=np.float64)
+            finite = raw[np.isfinite(raw)]
+            hit = self._arrays[i] = (slot, (finite, int(raw.size - finite.size)))
+        return hit[1]
 
     def _span_entries(self, last_slot: int, slots: int) -> list[int] | None:
         """The ring entries of slots ``last_slot - slots + 1 .. last_slot`` that had

@@ -106,13 +106,18 @@ def contingency(window: CategoricalSummary, baseline: CategoricalSummary) -> Con
     n_w, n_b = window.count, baseline.count
     if n_w == 0 or n_b == 0:
         raise ValueError("chi2_test needs at least one value on each side")
-    cw, cb = window.counts, baseline.counts
+    cw, cb = window.read_counts(), baseline.read_counts()
     o_w, o_b = cw.get(window.OTHER, 0), cb.get(baseline.OTHER, 0)
     bound = o_w / n_w + o_b / n_b
     exact = o_w == 0 and o_b == 0
     if exact:
-        cats = sorted(set(cw) | set(cb))
-        w_row, b_row = [cw.get(c, 0) for c in cats], [cb.get(c, 0) for c in cats]
+        if cw.keys() <= cb.keys():  # the usual: the baseline's categories, sorted once
+            cats, b_row = baseline.sorted_counts()
+            b_row = list(b_row)  # the table's own
+        else:
+            cats = sorted(set(cw) | set(cb))
+            b_row = [cb.get(c, 0) for c in cats]
+        w_row = [cw.get(c, 0) for c in cats]
     else:
         # A side that folded its rare categories into OTHER does not know them: a category
         # missing from its counts may be in its OTHER. Compare only what both sides count

@@ -187,7 +187,7 @@ def test_rows_compute_each_slot_once_and_again_when_it_changes(
     rows = NumericRows()
     recent = _slots(rng, [64, 0, 64])  # slots 5, 6 (no values), 7
     r = rows.row("x", base)
-    rows.fill(r, base, recent, 7)
+    rows.fill(r, recent, 7)
     assert calls == [64, 0, 64]
     grid = base.cdf_grid()
     for slot, (values, _) in zip((5, 6, 7), recent, strict=True):
@@ -198,14 +198,14 @@ def test_rows_compute_each_slot_once_and_again_when_it_changes(
         assert (rows.counts[r, pos, :, grid.xs.size :] == values.size).all()  # +inf: all
         assert np.isnan(rows.ranks[r, pos])  # ranked only when a look needs it
         assert rows.sizes[r, pos] == values.size
-    rows.fill(rows.row("x", base), base, recent, 7)
+    rows.fill(rows.row("x", base), recent, 7)
     assert len(calls) == 3  # nothing changed: nothing computed
     recent[-1] = (rng.normal(2.0, 1.0, 64), 0)  # slot 7's sample changed
-    rows.fill(rows.row("x", base), base, recent, 7)
+    rows.fill(rows.row("x", base), recent, 7)
     assert len(calls) == 4
     base.add_many(rng.normal(0.0, 1.0, 1_000))  # a live baseline grew: a new grid
     assert rows.row("x", base) == r
-    rows.fill(r, base, recent, 7)
+    rows.fill(r, recent, 7)
     assert len(calls) == 7
     assert rows.row("y", base) == 1 and len(rows) == 2
 
@@ -254,7 +254,7 @@ def test_rank_bounds_hold_each_slot_s_exact_rank_sum_closely(kind: str) -> None:
     ]
     rows = NumericRows()
     r = rows.row("x", base)
-    rows.fill(r, base, recent, len(recent) - 1)
+    rows.fill(r, recent, len(recent) - 1)
     assert rows.counts.dtype == np.int64
     pos = np.arange(len(recent))
     rows.rank_bounds(np.full(pos.size, r), pos)
@@ -350,7 +350,7 @@ def test_rows_hold_no_slot_alive_and_count_a_large_slot_exactly() -> None:
     recent = _slots(rng, [64, 300])  # a slot past the usual sample (a byte a count)
     kept = weakref.ref(recent[0][0])
     r = rows.row("x", base)
-    rows.fill(r, base, recent, 1)
+    rows.fill(r, recent, 1)
     assert rows.counts.dtype == np.int64 and rows.sizes[r, 1] == 300
     assert (rows.counts[r, 1, :, -1] == 300).all()
     assert rows.counts[r, 1, 0, :-1].tolist() == np.sort(recent[1][0]).searchsorted(

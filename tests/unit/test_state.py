@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -240,6 +241,70 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
                         assert all(np.array_equal(g, w) for (g, _), (w, _) in pairs)
             assert many.to_bytes(numeric) == one.to_bytes(numeric), (numeric, step)
     assert fresh_entries >= 10 and full_entries >= 10 and full_runs >= 10
+
+
+def test_a_looks_recent_run_moved_on_is_the_ring_walked_afresh() -> None:
+    """A look's whole-ring run, made from the last look's when only the newest slot's entry
+    changed since, is the run a walk of the ring finds, the same arrays: as looks go on slot
+    by slot, ask twice at a slot, jump or go back; with values late into older slots, slots
+    with no traffic, entries taken by later slots, and after a round trip through bytes."""
+    rng = np.random.default_rng(33)
+    moved_on = asked_again = walked = 0
+    for trial in range(40):
+        recent = RecentSlots()
+        last = int(rng.integers(-2, 3))
+        for step in range(120):
+            kind = rng.random()
+            if kind < 0.6:  # the usual: values into the newest slot
+                n = int(rng.integers(1, 90))
+                slots = [last + 1] * n
+            elif kind < 0.75:  # late values into older slots, some too late
+                n = int(rng.integers(1, 20))
+                slots = [int(s) for s in last + 1 - rng.integers(0, RECENT_SLOTS + 2, n)]
+            elif kind < 0.8:  # a later slot's values: its entry takes an older slot's place
+                n, slots = 3, [last + int(rng.integers(2, RECENT_SLOTS + 3))] * 3
+            elif kind < 0.9:  # late values into the slot just looked at
+                n = int(rng.integers(1, 5))
+                slots = [last] * n
+            else:
+                n, slots = 0, []
+            if step % 4 == 1 and rng.random() < 0.5:  # a slot with no traffic
+                slots = [s for s in slots if s != last + 1]
+                n = len(slots)
+            hashes = [int(h) for h in rng.integers(0, 1 << 20, n)]
+            values: list[float | str | None] = [
+                None if k % 11 == 0 else (math.inf if k % 29 == 0 else float(rng.normal()))
+                for k in range(n)
+            ]
+            if slots:
+                recent.add_many(slots, hashes, values)
+            if trial % 5 == 0 and step % 30 == 29:  # stored and read back: no run kept
+                recent = RecentSlots.from_bytes(recent.to_bytes(True), True)
+            move = rng.random()
+            if 0.8 <= kind < 0.9 or move < 0.1:
+                pass  # asked again at the same slot
+            elif move < 0.9:
+                last += 1  # the next look
+            else:
+                last += int(rng.integers(-3, 5))
+            kept, moved = recent._run, set(recent._moved)
+            got = recent.known_slot_arrays(last, RECENT_SLOTS)
+            want = recent._walk(last, RECENT_SLOTS)
+            assert len(got) == len(want), (trial, step, last)
+            for (a, ma), (b, mb) in zip(got, want, strict=True):
+                assert a is b and ma == mb, (trial, step, last)
+            if kept is not None and len(moved) <= 1 and (last % RECENT_SLOTS in moved or not moved):
+                if kept[0] == last - 1:
+                    moved_on += 1
+                elif kept[0] == last and kept[1]:
+                    asked_again += 1
+                else:
+                    walked += 1
+            else:
+                walked += 1
+            shorter = recent.known_slot_arrays(last, 3)  # a span's own: always walked
+            assert [m for _, m in shorter] == [m for _, m in recent._walk(last, 3)]
+    assert moved_on > 2_000 and asked_again > 100 and walked > 400, (moved_on, asked_again, walked)
 
 
 _JSON = st.recursive(

@@ -336,6 +336,35 @@ def test_chi2_pooling_follows_its_definition_at_the_boundary() -> None:
     assert pooled > 100
 
 
+def test_chi2_table_of_a_baseline_read_again_is_the_one_its_counts_define() -> None:
+    """One baseline serves every span test of its window, and its sorted categories are
+    kept between them: the table stays what the two sides' counts define, as the baseline
+    grows (new categories, folding into OTHER, missing values) and as windows bring
+    categories it lacks."""
+    rng = np.random.default_rng(12)
+    base = CategoricalSummary()
+    reused = grown = 0
+    for step in range(600):
+        if step % 7 == 0:  # the baseline takes values between tests
+            k = int(rng.integers(150, 160) if step > 450 else rng.integers(8, 12))
+            base.add_values([None if v == 0 else f"c{int(v)}" for v in rng.integers(0, k, 40)])
+            grown += 1
+        if not base.count:
+            continue
+        k = int(rng.integers(2, 14))
+        w = categorical([f"c{int(v)}" for v in rng.integers(1, k, int(rng.integers(1, 60)))])
+        table = contingency(w, base)
+        cw, cb = w.counts, base.counts
+        if CategoricalSummary.OTHER in cb:
+            continue  # a folded side: compared over known_to_both (its own test)
+        cats = sorted(set(cw) | set(cb))
+        assert table.observed == ([cw.get(c, 0) for c in cats], [cb.get(c, 0) for c in cats])
+        reused += set(cw) <= set(cb)
+        table.observed[1].append(-1)  # a caller's table is its own
+        assert base.sorted_counts()[1] == [cb[c] for c in sorted(cb)]
+    assert reused > 200 and grown > 50, (reused, grown)
+
+
 def test_chi2_degenerate_and_empty() -> None:
     r = chi2_test(categorical(["a"] * 10), categorical(["a"] * 20))
     assert (r.statistic, r.p_value, r.effect_size) == (0.0, 1.0, 0.0)
