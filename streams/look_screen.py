@@ -71,7 +71,7 @@ RecentOf = Callable[[str, FeatureWindow], list[tuple[np.ndarray, int]] | None]
 """A feature's recent slot arrays at this look (``FeatureWindow.recent_arrays``, read once)."""
 
 KEPT_ROWS: Final = 8_192
-"""Numeric feature rows kept over all streams (~4.3 KiB each, as allocated: ~34 MiB); beyond,
+"""Numeric feature rows kept over all streams (~5.3 KiB each, as allocated: ~42 MiB); beyond,
 the least recently looked-at streams' rows go, and are built again at their next look. What
 a row refers to (its slots' arrays, its baseline's grid) it holds weakly: it keeps none of
 them alive."""
@@ -165,12 +165,11 @@ class NumericRows:
 
     def fill(self, r: int, recent: Sequence[tuple[np.ndarray, int]], last: int) -> None:
         """Bring row ``r``'s slots (of the grid :meth:`row` made it for) up to ``recent`` (the
-        run of known slots ending at slot ``last``, oldest first): figures are computed for
-        the slots whose array changed. (A
-        span or a scan tests the finite values once there are ``min_window_count`` of them:
-        the missing ones, which only a whole window's missing-rate test reads, are not kept.)"""
-        arrays = self.arrays[r]
-        xs = None
+        run of known slots ending at slot ``last``, oldest first, each slot's finite values):
+        figures are computed for the slots whose array changed. (A span or a scan tests the
+        finite values once there are ``min_window_count`` of them: the missing ones, which
+        only a whole window's missing-rate test reads, are not kept.)"""
+        arrays, xs = self.arrays[r], self.xs[r]
         for j, (values, _) in enumerate(reversed(recent)):
             pos = (last - j) % RECENT_SLOTS
             if arrays[pos]() is values:
@@ -179,8 +178,6 @@ class NumericRows:
             if values.size > _UINT8_MAX and self.counts.dtype == np.uint8:
                 self.counts = self.counts.astype(np.int64)  # a slot past the usual sample
             self.sizes[r, pos] = values.size
-            if xs is None:
-                xs = self.xs[r]
             count_below(values, xs, self.counts[r, pos])  # finite values: all below +inf
             self.ranks[r, pos] = self.low[r, pos] = self.high[r, pos] = np.nan
 
@@ -442,7 +439,8 @@ class LookScreen:
         where it proves the exact p above alpha (``ks_bounds``' figures: a row's depend on
         its own data only, so bounded together or part by part they are the same bit for
         bit), else the exact test's. (Part by part, the numpy calls' own cost was most of a
-        narrow model's screening: four spans a look.)"""
+        narrow model's screening: four spans a look. Together, a wide model's temporaries are
+        all its spans' at once: ~12 MB for 1,000 features.)"""
         if not parts:
             return
         alpha = self.config.interim_alpha
@@ -571,8 +569,9 @@ class _LookRows:
         self.sizes = self.table.sizes[self.index[:, None], self.newest_first]
 
     def choose_all(self, has: np.ndarray, parts: list[int], out: Screened) -> np.ndarray:
-        """:meth:`choose` of several parts at once (``has``: a column per part): where each
-        has a test, as a mask."""
+        """Where the features that ``has`` a test in each of ``parts`` (a column each) were
+        not found drifting already, as a mask; counted as the judge counts them (tests, and
+        skipped)."""
         has_judged = (has & self.judged[:, None]).sum(axis=0).tolist()
         chosen: np.ndarray = has & ~self.judged[:, None]
         tests = chosen.sum(axis=0).tolist()
@@ -584,7 +583,4 @@ class _LookRows:
     def choose(self, has: np.ndarray, part: int, out: Screened) -> np.ndarray:
         """The positions of the features that ``has`` a test in ``part`` and were not found
         drifting already; counted as the judge counts them (tests, and skipped)."""
-        out.skipped[part] += int((has & self.judged).sum())
-        chosen = np.flatnonzero(has & ~self.judged)
-        out.tests[part] += int(chosen.size)
-        return chosen
+        return np.flatnonzero(self.choose_all(has[:, None], [part], out)[:, 0])

@@ -151,11 +151,12 @@ class RecentSlots:
         self._tallies: dict[int, tuple[int, Counter[float | str | None]]] = {}
         """Per ring entry: (slot, its values counted) of categorical samples; dropped with
         ``_arrays``."""
-        self._run: tuple[int, list[tuple[np.ndarray, int]]] | None = None
+        self._run: tuple[int, tuple[tuple[np.ndarray, int], ...]] | None = None
         """The last slot and the result of the last whole-ring :meth:`known_slot_arrays` (a
         look's), which the next look's is made from."""
-        self._moved: set[int] = set()
-        """Ring entries changed since ``_run`` was made (tracked only while there is one)."""
+        self._moved = 0
+        """Ring entries changed since ``_run`` was made, a bit each (kept only while there is
+        one)."""
 
     @property
     def samples(self) -> list[list[tuple[int, float | str | None]]]:
@@ -172,7 +173,7 @@ class RecentSlots:
 
     def _changed(self, i: int) -> None:
         if self._run is not None:
-            self._moved.add(i)
+            self._moved |= 1 << i
         self._arrays.pop(i, None)
         self._encoded.pop(i, None)
         self._tallies.pop(i, None)
@@ -293,7 +294,7 @@ class RecentSlots:
 
     def known_slot_arrays(self, last_slot: int, slots: int) -> list[tuple[np.ndarray, int]]:
         """:meth:`slot_arrays` of the longest run of known slots that ends at ``last_slot``
-        (at most ``slots``; none if ``last_slot`` is unknown). Shared: read, never changed.
+        (at most ``slots``; none if ``last_slot`` is unknown).
 
         A look asks for the whole ring (``slots`` = :data:`RECENT_SLOTS`) at the slot after
         the last look's, and usually only the newest slot's entry has changed since: its run
@@ -302,13 +303,13 @@ class RecentSlots:
         model's looks walked a ring per feature). Anything else walks the ring."""
         if slots != RECENT_SLOTS:
             return self._walk(last_slot, slots)
-        kept, moved = self._run, self._moved
+        kept = self._run
         i = last_slot % RECENT_SLOTS
         if (
             kept is not None
+            and last_slot - 1 <= kept[0] <= last_slot
             and last_slot >= 0
-            and (kept[0] == last_slot - 1 or (kept[0] == last_slot and kept[1]))
-            and (not moved or (len(moved) == 1 and i in moved))
+            and self._moved & ~(1 << i) == 0
         ):
             at, run = kept
             if self.ids[i] == last_slot:
@@ -319,14 +320,13 @@ class RecentSlots:
                 entry = None
             if entry is None:
                 out = []
-            elif at == last_slot:
+            elif at == last_slot:  # (not empty then: an entry's slot only ever grows)
                 out = [*run[:-1], entry]
             else:
                 out = [*(run[1:] if len(run) == RECENT_SLOTS else run), entry]
         else:
             out = self._walk(last_slot, slots)
-        self._run = (last_slot, out)
-        moved.clear()
+        self._run, self._moved = (last_slot, tuple(out)), 0
         return out
 
     def _walk(self, last_slot: int, slots: int) -> list[tuple[np.ndarray, int]]:

@@ -336,11 +336,22 @@ def test_chi2_pooling_follows_its_definition_at_the_boundary() -> None:
     assert pooled > 100
 
 
-def test_chi2_table_of_a_baseline_read_again_is_the_one_its_counts_define() -> None:
+def test_chi2_table_of_a_baseline_read_again_is_the_one_its_counts_define(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """One baseline serves every span test of its window, and its sorted categories are
     kept between them: the table stays what the two sides' counts define, as the baseline
     grows (new categories, folding into OTHER, missing values) and as windows bring
     categories it lacks."""
+    sorted_counts = CategoricalSummary.sorted_counts
+    asked = 0  # tables made from a baseline's sorted counts
+
+    def spied(self: CategoricalSummary) -> tuple[list[str], list[int]]:
+        nonlocal asked
+        asked += 1
+        return sorted_counts(self)
+
+    monkeypatch.setattr(CategoricalSummary, "sorted_counts", spied)
     rng = np.random.default_rng(12)
     base = CategoricalSummary()
     reused = grown = 0
@@ -359,9 +370,16 @@ def test_chi2_table_of_a_baseline_read_again_is_the_one_its_counts_define() -> N
             continue  # a folded side: compared over known_to_both (its own test)
         cats = sorted(set(cw) | set(cb))
         assert table.observed == ([cw.get(c, 0) for c in cats], [cb.get(c, 0) for c in cats])
-        reused += set(cw) <= set(cb)
-        table.observed[1].append(-1)  # a caller's table is its own
-        assert base.sorted_counts()[1] == [cb[c] for c in sorted(cb)]
+        before, made = asked, base._sorted
+        again = contingency(w, base)  # read again, the baseline unchanged
+        assert again.observed == table.observed
+        if set(cw) <= set(cb):  # from its sorted counts, made once
+            assert asked == before + 1 and base._sorted is made is not None, step
+            reused += 1
+        else:
+            assert asked == before, step
+        again.observed[1].append(-1)  # a caller's table is its own
+        assert sorted_counts(base)[1] == [cb[c] for c in sorted(cb)]
     assert reused > 200 and grown > 50, (reused, grown)
 
 
