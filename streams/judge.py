@@ -15,7 +15,7 @@ import functools
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from schemas import DriftEvent, DriftKind
@@ -80,6 +80,12 @@ class FeatureTest:
     association_of: Callable[[], Association | None] | None = None
     """The feature's association with the score over the baseline windows, asked for only
     when the test finds drift (its incident's impact): most tests never need it."""
+    incident_key: str = field(init=False)
+    """One incident per feature and kind of change (distribution, missing rate): made once,
+    a judgement reads it up to five times a test."""
+
+    def __post_init__(self) -> None:
+        self.incident_key = self.feature + self.test.incident_suffix
 
     @property
     def baseline_association(self) -> Association | None:
@@ -104,11 +110,6 @@ class FeatureTest:
     @property
     def is_segment(self) -> bool:
         return is_segment_feature(self.feature)
-
-    @property
-    def incident_key(self) -> str:
-        """One incident per feature and kind of change (distribution, missing rate)."""
-        return self.feature + self.test.incident_suffix
 
     def describe(self) -> dict[str, object]:
         """Effect sizes and signals beyond the test's own, for the DriftEvent."""
