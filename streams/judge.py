@@ -81,8 +81,8 @@ class FeatureTest:
     """The feature's association with the score over the baseline windows, asked for only
     when the test finds drift (its incident's impact): most tests never need it."""
     incident_key: str = field(init=False)
-    """One incident per feature and kind of change (distribution, missing rate): made once,
-    a judgement reads it up to five times a test."""
+    """One incident per feature and kind of change (distribution, missing rate): made once:
+    a judgement reads it several times a test (six at a look, up to ~13 at a close)."""
 
     def __post_init__(self) -> None:
         self.incident_key = self.feature + self.test.incident_suffix

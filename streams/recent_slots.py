@@ -294,7 +294,8 @@ class RecentSlots:
 
     def known_slot_arrays(self, last_slot: int, slots: int) -> list[tuple[np.ndarray, int]]:
         """:meth:`slot_arrays` of the longest run of known slots that ends at ``last_slot``
-        (at most ``slots``; none if ``last_slot`` is unknown).
+        (at most ``slots``; none if ``last_slot`` is unknown). The arrays are shared (kept
+        while their entry stays the same, and known by their identity): never change them.
 
         A look asks for the whole ring (``slots`` = :data:`RECENT_SLOTS`) at the slot after
         the last look's, and usually only the newest slot's entry has changed since: its run
