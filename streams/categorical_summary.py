@@ -146,7 +146,7 @@ class CategoricalSummary:
     def sorted_counts(self) -> tuple[list[str], list[int]]:
         """The categories of :attr:`counts`, sorted, and their counts in that order, to read
         only: a baseline's, the same for each of its window's span tests at every look, made
-        once until a value arrives (sorting them per test was a fifth of a look's chi-square).
+        once until a value arrives (a look's chi-square sorted the two sides' union per test).
 
         >>> c = CategoricalSummary()
         >>> c.add_values(["b", "a", "b", None])
