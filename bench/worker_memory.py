@@ -14,8 +14,9 @@ passes another ``--every`` events. It prints the table and writes
 each over the first (issue 10's target: all within +-10 %).
 
 The stream is generated and produced lazily (10M events do not fit in this process as
-objects). The features default to 4 (all numeric: one in five is categorical) so that 10M events take about
-half an hour here; the state per feature is bounded the same way whatever the count.
+objects). The features default to 4 (all numeric: one in five is categorical, rounded down)
+so that 10M events take about half an hour here; the state per feature is bounded the same
+way whatever the count.
 """
 
 from __future__ import annotations
