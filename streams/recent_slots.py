@@ -313,12 +313,7 @@ class RecentSlots:
             and self._moved & ~(1 << i) == 0
         ):
             at, run = kept
-            if self.ids[i] == last_slot:
-                entry = self._arrays_of(i, last_slot)
-            elif self.ids[i] < last_slot:
-                entry = (_NO_VALUES, 0)  # a slot with no traffic
-            else:  # taken by a later slot: unknown
-                entry = None
+            entry = self._entry(last_slot)
             if entry is None:
                 out = []
             elif at == last_slot:  # (not empty then: an entry's slot only ever grows)
@@ -334,15 +329,22 @@ class RecentSlots:
         """:meth:`known_slot_arrays`, slot by slot."""
         out: list[tuple[np.ndarray, int]] = []
         for slot in range(last_slot, last_slot - slots, -1):
-            i = slot % RECENT_SLOTS
-            if slot < 0 or self.ids[i] != slot:
-                if slot >= 0 and self.ids[i] < slot:
-                    out.append((_NO_VALUES, 0))  # a slot with no traffic
-                    continue
+            entry = self._entry(slot)
+            if entry is None:
                 break
-            out.append(self._arrays_of(i, slot))
+            out.append(entry)
         out.reverse()
         return out
+
+    def _entry(self, slot: int) -> tuple[np.ndarray, int] | None:
+        """``slot``'s finite values and missing count (none for a slot with no traffic);
+        None if it is unknown (before the window, or its ring entry taken by a later slot)."""
+        i = slot % RECENT_SLOTS
+        if slot < 0 or self.ids[i] > slot:
+            return None
+        if self.ids[i] < slot:
+            return (_NO_VALUES, 0)  # a slot with no traffic
+        return self._arrays_of(i, slot)
 
     def _arrays_of(self, i: int, slot: int) -> tuple[np.ndarray, int]:
         """Entry ``i``'s (holding ``slot``) finite values and missing count, converted once
