@@ -34,7 +34,7 @@ from runtime.kafka_connection import (
     confluent_config,
     security,
 )
-from runtime.metrics_http import serve_metrics
+from runtime.metrics_http import metrics_served
 from runtime.process_exit import hard_exit
 from runtime.topics import (
     ALERTS,
@@ -206,15 +206,20 @@ class KafkaTrainingData:
 
 
 def run_retrain_worker(settings: Any, stop: threading.Event | None = None) -> int:
-    from runtime.topics import prepare_topics, topic_specs
-
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # A port taken is one line, before any broker work; the server stops when the worker does.
+    with _metrics(settings) as counters:
+        return _run(settings, stop, counters)
+
+
+def _run(settings: Any, stop: threading.Event, counters: dict[str, Counter]) -> int:
+    from runtime.topics import prepare_topics, topic_specs
+
     # Refused credentials, an untrusted certificate, missing topics: one clear line and a
     # non-zero exit (driftwatch.cli) instead of retrying for ever.
-    counters = _metrics(settings)  # a port taken is one line too, before any broker work
     kafka = confluent_config(settings)
     log.info("Kafka at %s: %s", settings.bootstrap, security(settings).describe())
     check_connection(kafka, timeout=settings.kafka_connect_timeout)
@@ -354,7 +359,10 @@ class _CountingPublisher:
         self.inner.alert(alert)
 
 
-def _metrics(settings: Any) -> dict[str, Counter]:
+@contextlib.contextmanager
+def _metrics(settings: Any) -> Iterator[dict[str, Counter]]:
+    """The worker's counters, served on ``retrain_metrics_port`` (0: not served) until the
+    block ends: a worker stopped, or failed, in-process must not keep the port."""
     registry = CollectorRegistry()
     counters = {
         "messages": Counter(
@@ -382,10 +390,12 @@ def _metrics(settings: Any) -> dict[str, Counter]:
             registry=registry,
         ),
     }
-    if settings.retrain_metrics_port:
-        serve_metrics(settings.retrain_metrics_port, settings.metrics_bind, registry,
-                      "DRIFTWATCH_RETRAIN_METRICS_PORT")  # fmt: skip
-    return counters
+    if not settings.retrain_metrics_port:
+        yield counters
+        return
+    with metrics_served(settings.retrain_metrics_port, settings.metrics_bind, registry,
+                        "DRIFTWATCH_RETRAIN_METRICS_PORT"):  # fmt: skip
+        yield counters
 
 
 CRASH_EXIT_CODE = 86

@@ -9,10 +9,15 @@ its app, which owns the registry, is built).
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import start_http_server
 from prometheus_client.registry import CollectorRegistry
 
-__all__ = ["ListenError", "serve_metrics"]
+__all__ = ["ListenError", "metrics_served", "serve_metrics"]
 
 
 class ListenError(ValueError):
@@ -31,11 +36,33 @@ def serve_metrics(port: int, bind: str, registry: CollectorRegistry, setting: st
     ...     print(exc)  # an address this host does not have  # doctest: +ELLIPSIS
     cannot serve metrics on 203.0.113.9:0 (DRIFTWATCH_METRICS_PORT, ...): [Errno 99] Cannot ...
     """
+    server, _ = _listen(port, bind, registry, setting)
+    return int(server.server_address[1])
+
+
+@contextmanager
+def metrics_served(
+    port: int, bind: str, registry: CollectorRegistry, setting: str
+) -> Iterator[int]:
+    """:func:`serve_metrics` until the block ends, however it ends: for a worker that can stop
+    without its process ending (the retrain worker run in-process), whose socket and thread
+    would otherwise stay, and hold the port against its next run."""
+    server, thread = _listen(port, bind, registry, setting)
     try:
-        server, _ = start_http_server(port, addr=bind, registry=registry)
+        yield int(server.server_address[1])
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def _listen(
+    port: int, bind: str, registry: CollectorRegistry, setting: str
+) -> tuple[WSGIServer, threading.Thread]:
+    try:
+        return start_http_server(port, addr=bind, registry=registry)
     except OSError as exc:
         why = f"[Errno {exc.errno}] {exc.strerror}" if exc.strerror else str(exc)
         raise ListenError(
             f"cannot serve metrics on {bind}:{port} ({setting}, DRIFTWATCH_METRICS_BIND): {why}"
         ) from None
-    return int(server.server_address[1])

@@ -54,3 +54,29 @@ def test_the_retrain_worker_stops_at_a_taken_port_before_any_broker_work(
     assert len(err) == 1, err
     assert err[0].startswith(f"driftwatch: cannot serve metrics on 127.0.0.1:{taken_port} ")
     assert "DRIFTWATCH_RETRAIN_METRICS_PORT" in err[0]
+
+
+def test_the_retrain_worker_frees_its_port_when_it_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A retrain worker that stops on an error (here: no broker) closes its /metrics server:
+    it stayed bound in the process, and a retry in-process found its own port taken."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    monkeypatch.setenv("DRIFTWATCH_KAFKA_CONNECT_TIMEOUT", "1")
+    monkeypatch.setenv("DRIFTWATCH_RETRAIN_METRICS_PORT", str(port))
+    monkeypatch.setenv("DRIFTWATCH_METRICS_BIND", "127.0.0.1")
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        assert cli.main(["retrain-worker"]) == 1
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert "cannot connect to Kafka" in capsys.readouterr().err
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    with socket.socket() as sock:  # as the server binds: only a listener still there refuses
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", port))
