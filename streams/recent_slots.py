@@ -31,6 +31,44 @@ SLOT_SAMPLE = 64
 _NO_VALUES: np.ndarray = np.empty(0, np.float64)
 
 
+class Picks:
+    """A batch's index lists (a run's, or those under a cut), each with the batch's hashes at
+    them and a function that takes a feature's values at them: worked out once for every
+    feature of the batch, which each gathered them again with two comprehensions (a wide
+    model's runs, a batch, are per feature and ring entry).
+
+    >>> picks = Picks()
+    >>> hashes, take = picks.of([2, 3, 4], [10, 11, 12, 13, 14])
+    >>> hashes, take(list("abcde")), picks.of([1, 4], [10, 11, 12, 13, 14])[1](list("abcde"))
+    ([12, 13, 14], ['c', 'd', 'e'], ['b', 'e'])
+    """
+
+    __slots__ = ("_held",)
+
+    def __init__(self) -> None:
+        self._held: dict[int, tuple[list[int], list[int], Callable[[list[Any]], list[Any]]]] = {}
+        """By the ``id`` of an index list (kept here, so no other list takes its ``id``)."""
+
+    def of(
+        self, ks: list[int], hashes: list[int]
+    ) -> tuple[list[int], Callable[[list[Any]], list[Any]]]:
+        """``hashes`` at ``ks`` (ascending, not empty; the same ``hashes`` for one ``ks``
+        every time), and a taker of values at ``ks``: never change what they return."""
+        hit = self._held.get(id(ks))
+        if hit is None:
+            hit = self._held[id(ks)] = (ks, [hashes[k] for k in ks], _taker(ks))
+        return hit[1], hit[2]
+
+
+def _taker(ks: list[int]) -> Callable[[list[Any]], list[Any]]:
+    """A function that takes a list's items at ``ks`` (ascending), as a new list: a slice
+    where they are consecutive (a batch in event-time order), else in C."""
+    if ks[-1] - ks[0] == len(ks) - 1:  # one index too
+        return operator.itemgetter(slice(ks[0], ks[-1] + 1))
+    get = operator.itemgetter(*ks)  # two or more: a tuple
+    return lambda values: list(get(values))
+
+
 class SlotRuns(list[tuple[int, list[int]]]):
     """Per ring entry a batch touches: its highest slot, and the batch's indices in that slot.
     Made with the batch's ``hashes``, it also finds (:meth:`below`) a run's indices whose
@@ -41,6 +79,7 @@ class SlotRuns(list[tuple[int, list[int]]]):
         super().__init__(runs)
         self.hashes = hashes
         self._below: dict[tuple[int, int], list[int]] = {}
+        self.picks = Picks()
 
     def below(self, j: int, cut: int) -> list[int]:
         """Run ``j``'s indices whose hash is below ``cut``, in order (needs ``hashes``)."""
@@ -89,6 +128,7 @@ class FirstSample:
     hashes: tuple[int, ...]
     batch_hashes: list[int]
     _below: dict[int, list[int]] = field(default_factory=dict, repr=False)
+    picks: Picks = field(default_factory=lambda: Picks(), repr=False)
 
     @classmethod
     def of(cls, hashes: list[int]) -> FirstSample | None:
@@ -235,7 +275,11 @@ class RecentSlots:
                 if self.ids[i] == slot and len(self.hashes[i]) == SLOT_SAMPLE:
                     # What _add_run keeps of them all: those under the largest kept hash.
                     ks = first.below(self.hashes[i][-1])
-                    self._add_run(slot, [hashes[k] for k in ks], [values[k] for k in ks])
+                    if ks and hashes is first.batch_hashes:
+                        fresh, take = first.picks.of(ks, hashes)
+                        self._add_run(slot, fresh, take(values))
+                    elif ks:
+                        self._add_run(slot, [hashes[k] for k in ks], [values[k] for k in ks])
                     return
             self._add_run(slot, hashes, values)
             return
@@ -249,7 +293,11 @@ class RecentSlots:
                 ks = runs.below(j, self.hashes[i][-1])
                 if not ks:
                     continue
-            self._add_run(top, [hashes[k] for k in ks], [values[k] for k in ks])
+            if memo:
+                fresh, take = runs.picks.of(ks, hashes)
+                self._add_run(top, fresh, take(values))
+            else:
+                self._add_run(top, [hashes[k] for k in ks], [values[k] for k in ks])
 
     def _add_run(self, slot: int, fresh_h: list[int], fresh_v: list[float | str | None]) -> None:
         """Values of one slot, in arrival order, into its ring entry."""

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
+from typing import Any
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams import recent_slots
 from streams.categorical_summary import CategoricalSummary
 from streams.incidents import Incident, IncidentBook
 from streams.recent_slots import (
@@ -241,6 +244,55 @@ def test_recent_add_many_leaves_what_adding_one_at_a_time_leaves() -> None:
                         assert all(np.array_equal(g, w) for (g, _), (w, _) in pairs)
             assert many.to_bytes(numeric) == one.to_bytes(numeric), (numeric, step)
     assert fresh_entries >= 10 and full_entries >= 10 and full_runs >= 10
+
+
+def test_a_batchs_features_share_its_picks_and_keep_what_one_at_a_time_keeps(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every feature of a batch takes its values through the batch's one :class:`Picks`
+    (a run's, or under a cut, hashes and taker worked out once): with batches in event-time
+    order (each run's indices consecutive: a slice), shuffled ones (taken in C) and runs of
+    one index, each feature's ring keeps what adding its values one at a time keeps."""
+    rng = np.random.default_rng(33)
+    made = 0
+    make = recent_slots._taker
+
+    def counted(ks: list[int]) -> Any:
+        nonlocal made
+        made += 1
+        return make(ks)
+
+    monkeypatch.setattr(recent_slots, "_taker", counted)
+    features = 5
+    many = [RecentSlots() for _ in range(features)]
+    one = [RecentSlots() for _ in range(features)]
+    kinds: Counter[str] = Counter()
+    for step in range(240):
+        n = int(rng.integers(1, 200))
+        base = step // 5
+        if step % 4 == 0:
+            slots = [base] * n
+        elif step % 4 == 1:  # in event-time order: consecutive runs
+            slots = sorted(int(s) for s in base + rng.integers(-2, 1, n))
+        else:
+            slots = [int(s) for s in base + rng.integers(-RECENT_SLOTS - 1, 1, n)]
+        hashes = [int(h) for h in rng.integers(0, 2**20, n)]
+        first = FirstSample.of(hashes) if len(set(slots)) == 1 else None
+        runs = slot_runs(slots, hashes) if first is None else None
+        before = made
+        for f in range(features):
+            values: list[float | str | None] = [
+                None if (k + f) % 11 == 0 else float(k * features + f) for k in range(n)
+            ]
+            many[f].add_many(slots, hashes, values, first, runs)
+            for s, h, v in zip(slots, hashes, values, strict=True):
+                one[f].add(s, h, v)
+            assert many[f].ids == one[f].ids and many[f].samples == one[f].samples, (step, f)
+        picks = (first or runs).picks._held  # type: ignore[union-attr]
+        assert made - before == len(picks)  # a taker per index list, whatever the features
+        for ks, _, _ in picks.values():
+            kinds["one" if len(ks) == 1 else "slice" if ks[-1] - ks[0] < len(ks) else "gather"] += 1
+    assert min(kinds["one"], kinds["slice"], kinds["gather"]) > 20, kinds
 
 
 def test_a_looks_recent_run_moved_on_is_the_ring_walked_afresh(
