@@ -128,7 +128,7 @@ class FirstSample:
     hashes: tuple[int, ...]
     batch_hashes: list[int]
     _below: dict[int, list[int]] = field(default_factory=dict, repr=False)
-    picks: Picks = field(default_factory=lambda: Picks(), repr=False)
+    picks: Picks = field(default_factory=Picks, repr=False)
 
     @classmethod
     def of(cls, hashes: list[int]) -> FirstSample | None:
