@@ -571,14 +571,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.timer(REDELIVERY_CHECK_SECONDS)  # type: ignore[untyped-decorator]
     async def redeliver_alerts() -> None:
-        # Not while tables recover: a partition's pending alerts are read from its records.
-        if faust_compat.introspection.recovering(app):
-            return
-        try:
-            owned = faust_compat.introspection.active_partitions(app, delivery_table)
-            await notifier.redeliver(owned)
-            # Asked again: the rounds may have taken a minute, and a rebalance with them.
-            await notifier.prune(faust_compat.introspection.active_partitions(app, delivery_table))
+        try:  # (not while tables recover: both read a partition's records)
+            await notifier.check(
+                partial(faust_compat.introspection.active_partitions, app, delivery_table),
+                partial(faust_compat.introspection.recovering, app),
+            )
         except Exception:  # a timer's exception would stop the worker: the next check redoes it
             log.exception("alert redelivery (or pruning) failed; tried again in %.0f s",
                           REDELIVERY_CHECK_SECONDS)  # fmt: skip

@@ -130,6 +130,21 @@ class AlertNotifier:
             return
         await self._deliver([(partition, alert, None) for partition, alert in todo])
 
+    async def check(self, owned: Callable[[], set[int]], recovering: Callable[[], bool]) -> None:
+        """The redelivery timer's work: the rounds due (:meth:`redeliver`), then
+        :meth:`prune`, of the partitions ``owned()`` gives; neither while ``recovering()``
+        (a rebalance, a table recovery): both read a partition's records, and a store being
+        restored holds only a part of them. Both asked again before the prune: the rounds may
+        have taken minutes, and a rebalance with its recovery may have begun meanwhile (a
+        prune then marks a store pruned for hours from a part of it, and deletes while its
+        restore writes)."""
+        if recovering():
+            return
+        await self.redeliver(owned())
+        if recovering():
+            return  # pruned at a check after the recovery
+        await self.prune(owned())
+
     async def redeliver(self, owned: set[int]) -> None:
         """Try again the pending alerts whose round is due, of the ``owned`` partitions of
         ``alerts`` (those taken over read from the table first). On a timer. Without a

@@ -421,3 +421,43 @@ def test_without_a_retention_nothing_is_pruned_and_records_not_understood_stay()
 def test_a_table_store_scan_for_keys_reads_every_record() -> None:
     store = TableStore(FakeTable({b"a": b"1", b"b": b"2"}))
     assert store.scan_keys(0, b"2".__eq__) == ["b"]
+
+
+class RebalancingWebhook(ScriptedWebhook):
+    """A round during which a rebalance, and the recovery of the tables, begins."""
+
+    def __init__(self, script: list[str], clock: list[float], recovering: list[bool]) -> None:
+        super().__init__(script, clock)
+        self.recovering = recovering
+
+    async def deliver(self, a: Alert) -> AlertDelivery:
+        self.recovering[0] = True
+        return await super().deliver(a)
+
+
+def test_no_prune_after_the_rounds_while_a_recovery_begun_meanwhile_runs() -> None:
+    """The timer's check looked for a recovery before the rounds only: they can take
+    minutes, and a rebalance begun meanwhile restores its partitions' stores from their
+    changelogs. The prune after them read such a store half restored (and marked it pruned
+    for 6 hours) and deleted while the restore wrote: it waits for a check after it."""
+    s = Setup(["down"], table=PartitionedStore())
+    s.notifier.retention_seconds = DAY
+    s.receive(alert("late"))  # its round fails: pending
+    old = json.dumps({"s": "delivered", "n": 1, "at": s.clock[0] - 2 * DAY}).encode()
+    s.table.parts[0][delivery_key("old")] = old
+    recovering = [False]
+    s.notifier.webhook = RebalancingWebhook([], s.clock, recovering)  # type: ignore[assignment]
+    s.clock[0] += 60.0
+
+    def check() -> None:
+        asyncio.run(s.notifier.check(lambda: {0}, lambda: recovering[0]))
+
+    check()
+    assert s.record("late")["s"] == "delivered"  # the round ran (begun before the recovery)
+    assert s.table.get(delivery_key("old")) == old  # not pruned while the store is restored
+    check()
+    assert s.table.get(delivery_key("old")) == old  # nor while it goes on
+    recovering[0] = False
+    s.clock[0] += 10.0
+    check()
+    assert s.table.get(delivery_key("old")) is None  # at the first check after it
