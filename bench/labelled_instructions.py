@@ -30,7 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.results_file import write_results
-from bench.steady_instructions import START, arguments, callgrind, net_counts, print_rows
+from bench.steady_instructions import (
+    START,
+    arguments,
+    callgrind,
+    net_counts,
+    pace_gc,
+    print_rows,
+)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "labelled_instructions.json"
 
@@ -71,6 +78,7 @@ def replay(path: Path, labelled: bool, join_keys: bool = False) -> None:
     from driftwatch.backtest import run_backtest
     from streams.config import EngineConfig
 
+    pace_gc()
     with path.open("rb") as fh:
         events, outcomes = pickle.load(fh)
     keys: dict[str, Any] = {}

@@ -17,7 +17,8 @@ addresses), whatever else the machine does. A whole 90-day backtest is too slow 
 2. under callgrind, restores that state into a new engine and feeds it the next ``--days``
    days (every window with its whole baseline, every hourly look testing: the steady state),
    then flushes; and once more without feeding it anything (imports, start-up, the state's
-   load);
+   load); both with the garbage collector paced as ``driftwatch backtest`` and the worker
+   pace it (:func:`pace_gc`; counts before the fiftieth round were made at CPython's pace);
 3. prints the difference, per event and per feature-value.
 
 ``--compare DIR`` measures another checkout's code (``PYTHONPATH=DIR``; the same state and
@@ -29,6 +30,7 @@ valgrind (``apt-get install valgrind``). The instrumented runs take ~2 minutes e
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import pickle
 import re
@@ -47,6 +49,9 @@ ROOT = Path(__file__).resolve().parent.parent
 START = 1_767_225_600.0
 DAY = 86_400.0
 WARM_DAYS = 60
+BACKTEST_GC_THRESHOLD = 100_000
+"""``runtime.gc_tuning.BACKTEST_THRESHOLD``, written here: a checkout measured beside this
+one (``--compare``) may predate that module."""
 
 
 def engine_config(features: int) -> Any:
@@ -97,11 +102,21 @@ def prepare(path: Path, days: int, features: int = 20, rate: int = 2000) -> int:
     return len(measured)
 
 
+def pace_gc() -> None:
+    """The garbage collector paced as ``driftwatch backtest`` and the worker pace it: at
+    CPython's default pace (a young collection every 700 allocations) allocation-heavy code
+    weighed more here than it costs them."""
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(BACKTEST_GC_THRESHOLD, middle, oldest)
+
+
 def replay(path: Path, feed: bool) -> None:
-    """What callgrind measures: the state restored, the events fed (``feed``), a flush."""
+    """What callgrind measures: the state restored, the events fed (``feed``), a flush, with
+    the collector paced (:func:`pace_gc`)."""
     from streams.engine import DriftEngine
     from streams.keyed_state import MemoryStore
 
+    pace_gc()
     with path.open("rb") as fh:
         data, events = pickle.load(fh)
     store = MemoryStore()

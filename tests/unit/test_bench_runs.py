@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from runtime.gc_tuning import paced_gc
+
 ROOT = Path(__file__).resolve().parents[2]
 NUMBER = r"\d[\d,]*(?:\.\d+)?"
 
@@ -130,9 +132,26 @@ def test_labelled_instructions_replays_with_and_without_outcomes(
     path = tmp_path / "stream.pkl"
     predictions, outcomes = prepare(path, days=3)
     assert predictions == 6_000 and outcomes > 500
-    replay(path, labelled=True)
-    replay(path, labelled=False)
-    replay(path, labelled=True, join_keys=True)  # as driftwatch backtest joins: the same
+    with paced_gc(0):  # the collector's pace as it was after (replay sets its own)
+        replay(path, labelled=True)
+        replay(path, labelled=False)
+        replay(path, labelled=True, join_keys=True)  # as driftwatch backtest joins: the same
     with_labels, without, with_keys = capsys.readouterr().out.splitlines()
     assert int(with_labels.split("joined: ")[1]) > 300
     assert without.endswith("joined: 0") and with_keys == with_labels
+
+
+def test_the_instruction_benchmarks_pace_the_collector_as_the_backtest_does() -> None:
+    """Their replays run at the backtest's collector pace (written in the benchmark, which a
+    checkout from before :mod:`runtime.gc_tuning` also runs), and leave it so."""
+    import gc
+
+    from bench import steady_instructions
+    from runtime.gc_tuning import BACKTEST_THRESHOLD
+
+    before = gc.get_threshold()
+    try:
+        steady_instructions.pace_gc()
+        assert gc.get_threshold() == (BACKTEST_THRESHOLD, *before[1:])
+    finally:
+        gc.set_threshold(*before)
