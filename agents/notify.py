@@ -102,6 +102,9 @@ class AlertNotifier:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _pruned: dict[int, float] = field(default_factory=dict)
     """Per partition of ``alerts``: when its records were last pruned (this clock)."""
+    _expired_found: dict[int, tuple[int, list[str]]] = field(default_factory=dict)
+    """Per partition taken over at this check, due to be pruned: the keys of the expired
+    records its one scan found, and its generation then (:meth:`prune` goes on from them)."""
 
     def __post_init__(self) -> None:
         # Every outcome's series from the start, at 0, with or without a webhook (pending
@@ -152,11 +155,18 @@ class AlertNotifier:
         pending alerts are given up, said and counted, not left pending for good."""
         pending = self.redelivery
         pending.keep_only(owned)
+        self._expired_found.clear()  # (a prune after the last check's rounds never came)
+        now = self.clock()
         for partition in sorted(owned - pending.loaded):
             generation = pending.generation(partition)
-            records = await asyncio.to_thread(self.store.scan, partition, PENDING)
-            if records is not None:  # (None: its store is not open yet: at the next check)
-                pending.load(partition, records, generation)
+            cutoff = now - self.retention_seconds if self._prune_due(partition, now) else None
+            found = await asyncio.to_thread(self._read_taken_over, partition, cutoff)
+            if found is None:
+                continue  # its store is not open yet: at the next check
+            records, expired = found
+            pending.load(partition, records, generation)
+            if cutoff is not None:
+                self._expired_found[partition] = (generation, expired)
         self._count_undelivered()
         due = [p for p in pending.due(self.clock()) if p.alert.alert_id not in self._in_flight]
         if not due:
@@ -173,22 +183,28 @@ class AlertNotifier:
     async def prune(self, owned: set[int]) -> int:
         """Delete the delivery records older than ``retention_seconds`` (by their last round)
         of the ``owned`` partitions not pruned for :data:`PRUNE_EVERY_SECONDS`; how many. On
-        the redelivery timer. A record only stops a message of ``alerts`` read again (a
-        crash before the commit, a takeover) from being sent again: the messages that old
-        are long committed. Pending alerts are never deleted (they end within
-        ``DRIFTWATCH_ALERT_REDELIVERY_HOURS``)."""
+        the redelivery timer, after :meth:`redeliver`: a partition it took over was read
+        once there, for both (its keys found then are deleted, not scanned for again). A
+        record only stops a message of ``alerts`` read again (a crash before the commit, a
+        takeover) from being sent again: the messages that old are long committed. Pending
+        alerts are never deleted (they end within ``DRIFTWATCH_ALERT_REDELIVERY_HOURS``)."""
+        found, self._expired_found = self._expired_found, {}
         if self.retention_seconds <= 0:
             return 0
         removed = 0
         now = self.clock()
         cutoff = now - self.retention_seconds
         for partition in sorted(owned):
-            if now - self._pruned.get(partition, -math.inf) < PRUNE_EVERY_SECONDS:
+            if not self._prune_due(partition, now):
                 continue
             generation = self.redelivery.generation(partition)
-            keys = await asyncio.to_thread(
-                self.store.scan_keys, partition, lambda raw: _expired(raw, cutoff)
-            )
+            keys: list[str] | None
+            if partition in found and found[partition][0] == generation:
+                keys = found[partition][1]  # (expired then: still, and never written since)
+            else:
+                keys = await asyncio.to_thread(
+                    self.store.scan_keys, partition, lambda raw: _expired(raw, cutoff)
+                )
             if keys is None:
                 continue  # its store is not open yet: at the next check
             done = 0
@@ -206,6 +222,33 @@ class AlertNotifier:
                 log.info("alert-deliveries: %d records of partition %d older than %.0f days "
                          "deleted", done, partition, self.retention_seconds / 86400)  # fmt: skip
         return removed
+
+    def _prune_due(self, partition: int, now: float) -> bool:
+        """Is ``partition`` to be pruned at this check (a retention, and not pruned here for
+        :data:`PRUNE_EVERY_SECONDS`)?"""
+        return (
+            self.retention_seconds > 0
+            and now - self._pruned.get(partition, -math.inf) >= PRUNE_EVERY_SECONDS
+        )
+
+    def _read_taken_over(
+        self, partition: int, cutoff: float | None
+    ) -> tuple[list[bytes], list[str]] | None:
+        """A partition taken over, read in one scan: its pending records (for
+        :meth:`Redelivery.load`) and, with a ``cutoff``, the keys of its records to prune
+        (:func:`_expired`); None while its store is not open. One scan, not two: the prune's
+        full scan of a partition not pruned here came right after the takeover's. Safe from
+        a thread."""
+        records: list[bytes] = []
+
+        def expired(raw: bytes) -> bool:
+            if PENDING in raw:  # what TableStore.scan(partition, PENDING) gave
+                records.append(raw)
+                return False
+            return cutoff is not None and _expired(raw, cutoff)
+
+        keys = self.store.scan_keys(partition, expired)
+        return None if keys is None else (records, keys)
 
     def forget(self, partitions: set[int]) -> None:
         """Partitions of ``alerts`` revoked: their pending alerts are the new owner's."""

@@ -461,3 +461,36 @@ def test_no_prune_after_the_rounds_while_a_recovery_begun_meanwhile_runs() -> No
     s.clock[0] += 10.0
     check()
     assert s.table.get(delivery_key("old")) is None  # at the first check after it
+
+
+def test_a_partition_taken_over_is_scanned_once_for_its_pending_and_its_expired_records() -> None:
+    """A takeover's check read the whole partition for its pending records, then at once
+    again to prune it (never pruned by its new owner): one scan serves both."""
+    first = Setup(["down"], table=PartitionedStore())
+    first.receive(alert("late"))  # its round fails: pending
+    old = json.dumps({"s": "delivered", "n": 1, "at": first.clock[0] - 40 * DAY}).encode()
+    first.table.parts[0][delivery_key("old")] = old
+    other = Setup([], table=first.table)  # the partition's next owner (or a restart)
+    other.notifier.retention_seconds = 30 * DAY
+    other.clock[0] = first.clock[0] + 60.0
+    scans: list[int] = []
+    other.table.while_scanning = lambda: scans.append(0)
+
+    def check() -> None:
+        asyncio.run(other.notifier.check(lambda: {0}, lambda: False))
+
+    check()
+    assert other.hook.calls == ["late"] and other.record("late")["s"] == "delivered"
+    assert set(other.table.parts[0]) == {delivery_key("late")}  # "old" pruned
+    assert len(scans) == 1
+    other.clock[0] += 10.0
+    check()
+    assert len(scans) == 1  # loaded and pruned: not read again for 6 hours
+    other.notifier.forget({0})  # revoked, and taken over again within the 6 hours
+    check()
+    assert len(scans) == 2  # its pending records read again (a prune was not due)
+    other.notifier.forget({0})
+    other.clock[0] += 6 * 3600.0
+    other.table.parts[0][delivery_key("old")] = old
+    check()
+    assert len(scans) == 3 and set(other.table.parts[0]) == {delivery_key("late")}
