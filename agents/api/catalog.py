@@ -54,7 +54,7 @@ class Catalog:
     _cursor: int = 0
     _evicted: OrderedDict[str, str] = field(default_factory=OrderedDict)
     """The newest :data:`MAX_EVICTED` ids pushed out of :attr:`alerts` (with their tenant),
-    oldest first."""
+    oldest first: read here already, so published again they are not alerts to add."""
 
     def active_version(self, tenant: str, model: str) -> str | None:
         events = self.model_events.get((tenant, model))
@@ -86,11 +86,13 @@ class Catalog:
                 if not isinstance(data, dict) or data.get("schema") != ALERT_SCHEMA:
                     return  # delivery records share the topic
                 alert = Alert.from_dict(data)
-                if alert.alert_id in self.alert_ids:
-                    return  # the same change published twice
+                if alert.alert_id in self.alert_ids or alert.alert_id in self._evicted:
+                    # The same change published twice (a repeat after a crash, a rollback
+                    # read again), also once pushed out: a new cursor sent it again to the
+                    # live streams, and made ``?after=`` it skip what was held in between.
+                    return
                 self._cursor += 1
                 entry = AlertEntry(self._cursor, alert, data)
-                self._evicted.pop(alert.alert_id, None)  # (held again: published again)
                 if len(self.alerts) == self.alerts.maxlen:
                     gone = self.alerts[0].alert
                     self.alert_ids.pop(gone.alert_id, None)
