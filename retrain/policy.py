@@ -75,8 +75,7 @@ this after the switch says serving never switched."""
 @dataclass(frozen=True)
 class Serving:
     """What the registry says of a drift's model: the ``active`` version, and (``since``) when
-    it last became active (the registry's switch: a promotion, or a rollback), if known, in
-    event time as the drift's windows are (the wall clock would misjudge a replay). Only
+    it last became active (the registry's switch: a promotion, or a rollback), if known. Only
     made for a drift of another version the registry knows (one it does not know was
     deployed elsewhere and is taken as serving)."""
 

@@ -318,14 +318,10 @@ class ModelRegistry:
         reason: str,
         at: float | None = None,
         request_id: str | None = None,
-        event_time: float | None = None,
     ) -> ModelVersion:
         """Make ``version`` the serving one. Its artifact is verified first: a switch to a
         model that cannot be loaded would be an outage. ``request_id``: the request that
-        asked for it, recorded (a request read again is then known as done). ``at`` is the
-        wall clock (audit); ``event_time``, when the caller knows it, is the stream's event
-        time at the switch, recorded: traffic is compared with that, never with ``at`` (a
-        replay of past events is all before any wall-clock switch).
+        asked for it, recorded (a request read again is then known as done).
 
         Activating the version that is already active changes nothing (and records
         nothing), so :meth:`previous_active` keeps pointing at a real rollback target.
@@ -347,8 +343,6 @@ class ModelRegistry:
             }
             if request_id is not None:
                 record["request_id"] = request_id
-            if event_time is not None:
-                record["event_time"] = float(event_time)
             line = json.dumps(record, separators=(",", ":"))
             _atomic_write(directory / ACTIVE, line.encode() + b"\n")
             # After the switch: a crash in between loses an audit line, never the switch.
@@ -411,10 +405,9 @@ class ModelRegistry:
         return self.get(tenant, model, str(record["version"]))
 
     def last_switch(self, tenant: str, model: str) -> dict[str, Any] | None:
-        """The last activation (``version``, ``previous``, ``reason``, ``at``, and
-        ``event_time`` when it was recorded), as ``active.json`` holds it: replaced
-        atomically, never behind (the history file is appended after it, and a crash in
-        between leaves the history one switch short)."""
+        """The last activation (``version``, ``previous``, ``reason``, ``at``), as
+        ``active.json`` holds it: replaced atomically, never behind (the history file is
+        appended after it, and a crash in between leaves the history one switch short)."""
         return _read_json(self._stream_dir(tenant, model) / ACTIVE)
 
     def switch_for(self, tenant: str, model: str, request_id: str) -> dict[str, Any] | None:

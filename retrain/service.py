@@ -216,9 +216,7 @@ class RetrainService:
             except RegistryError:
                 return None  # a version the registry does not know: deployed elsewhere
             switch = self.registry.last_switch(drift.tenant, drift.model) or {}
-            # The switch's event time, not its wall-clock ``at``: the drift's window is event
-            # time (a switch without one, e.g. ``driftwatch rollback``, is not judged).
-            at = switch.get("event_time") if switch.get("version") == active.version else None
+            at = switch.get("at") if switch.get("version") == active.version else None
             since = None if at is None else float(at)
         except (RegistryError, OSError, ValueError, TypeError) as exc:
             # The registry unreadable: the drift is decided as before (a registry fault must
@@ -350,7 +348,6 @@ class RetrainService:
             self.registry.activate(
                 tenant, model, str(target), reason=reason,
                 request_id=None if rid is None else str(rid),
-                event_time=self.log_clock.get((tenant, model)),
             )  # fmt: skip
         except Exception as exc:
             self._refuse_rollback(value, target, f"the registry switch failed: {exc}")
@@ -582,10 +579,7 @@ class RetrainService:
         # the predecessor it was trained to replace, even when resumed after activating
         previous = version.parent or drift.model_version
         self.step("registered")
-        self.registry.activate(
-            tenant, model, version.version, reason=reason,
-            event_time=self._stream_time(tenant, model, drift.detected_at),
-        )  # fmt: skip
+        self.registry.activate(tenant, model, version.version, reason=reason)
         self.step("activated")
         self.publisher.model_event(
             ModelEvent(
@@ -621,12 +615,6 @@ class RetrainService:
             self.config.post_deploy, rid,
         ))  # fmt: skip
         self.step("promoted")
-
-    def _stream_time(self, tenant: str, model: str, at: float) -> float:
-        """The model's event time now: the newer of ``at`` (the drift's) and the labelled
-        rows read since (traffic went on while the model trained). A switch is recorded at
-        it, as the point its traffic is judged against (:meth:`_serving`)."""
-        return max(at, self.log_clock.get((tenant, model), at))
 
     def _ensure_external(self, tenant: str, model: str, version: str) -> None:
         """The version serving before driftwatch's first training (trained elsewhere) is
@@ -736,8 +724,7 @@ class RetrainService:
         if target is None:
             log.error("cannot roll back %s/%s: no previous version", *key)
             return
-        self.registry.activate(check.tenant, check.model, target, reason=AUTO_ROLLBACK + reason,
-                               event_time=self._stream_time(*key, event_time))  # fmt: skip
+        self.registry.activate(check.tenant, check.model, target, reason=AUTO_ROLLBACK + reason)
         self.publisher.model_event(
             ModelEvent(
                 ModelAction.ROLLED_BACK,
