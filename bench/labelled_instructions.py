@@ -21,6 +21,7 @@ Needs valgrind; each instrumented run takes ~4 minutes, two at a time.
 
 from __future__ import annotations
 
+import gc
 import inspect
 import pickle
 import subprocess
@@ -30,16 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.results_file import write_results
-from bench.steady_instructions import (
-    START,
-    arguments,
-    callgrind,
-    net_counts,
-    pace_gc,
-    print_rows,
-)
+from bench.steady_instructions import START, arguments, callgrind, net_counts, print_rows
 
 RESULTS = Path(__file__).resolve().parent / "results" / "labelled_instructions.json"
+GC_THRESHOLD = 100_000
+"""``runtime.gc_tuning.BACKTEST_THRESHOLD``, as the backtest paces its collector."""
 
 
 def prepare(path: Path, days: int) -> tuple[int, int]:
@@ -78,7 +74,9 @@ def replay(path: Path, labelled: bool, join_keys: bool = False) -> None:
     from driftwatch.backtest import run_backtest
     from streams.config import EngineConfig
 
-    pace_gc()
+    # The collector paced as ``bench.steady_instructions.pace_gc`` paces it, written here:
+    # with ``--compare``, that module is the other checkout's, which may predate it.
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     with path.open("rb") as fh:
         events, outcomes = pickle.load(fh)
     keys: dict[str, Any] = {}

@@ -106,8 +106,7 @@ def pace_gc() -> None:
     """The garbage collector paced as ``driftwatch backtest`` and the worker pace it: at
     CPython's default pace (a young collection every 700 allocations) allocation-heavy code
     weighed more here than it costs them."""
-    _, middle, oldest = gc.get_threshold()
-    gc.set_threshold(BACKTEST_GC_THRESHOLD, middle, oldest)
+    gc.set_threshold(BACKTEST_GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def replay(path: Path, feed: bool) -> None:

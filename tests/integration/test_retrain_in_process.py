@@ -47,7 +47,9 @@ def _run_until_scraped(settings: Settings, port: int) -> list[int | BaseExceptio
         except BaseException as exc:
             outcome.append(exc)
 
-    runner = threading.Thread(target=work, name="retrain-worker")
+    runner = threading.Thread(
+        target=work, name="retrain-worker", daemon=True
+    )  # never holds up exit
     runner.start()
     try:
         assert "driftwatch_retrain_messages" in _scrape(port, timeout=60)
