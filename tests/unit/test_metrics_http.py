@@ -36,20 +36,26 @@ def test_a_port_taken_is_refused_with_the_setting_to_change(taken_port: int) -> 
         serve_metrics(taken_port, "127.0.0.1", CollectorRegistry(), "DRIFTWATCH_METRICS_PORT")
 
 
+def retrain_worker_exit(monkeypatch: pytest.MonkeyPatch, port: int, connect_timeout: int) -> int:
+    """``driftwatch retrain-worker``'s exit code, its metrics on ``port`` and its broker at an
+    address nobody listens at (the signal handlers it installs put back after)."""
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
+    monkeypatch.setenv("DRIFTWATCH_KAFKA_CONNECT_TIMEOUT", str(connect_timeout))
+    monkeypatch.setenv("DRIFTWATCH_RETRAIN_METRICS_PORT", str(port))
+    monkeypatch.setenv("DRIFTWATCH_METRICS_BIND", "127.0.0.1")
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return cli.main(["retrain-worker"])
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
 def test_the_retrain_worker_stops_at_a_taken_port_before_any_broker_work(
     taken_port: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # A broker nobody listens at: reaching it would take the connect timeout and exit 1.
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
-    monkeypatch.setenv("DRIFTWATCH_KAFKA_CONNECT_TIMEOUT", "30")
-    monkeypatch.setenv("DRIFTWATCH_RETRAIN_METRICS_PORT", str(taken_port))
-    monkeypatch.setenv("DRIFTWATCH_METRICS_BIND", "127.0.0.1")
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        assert cli.main(["retrain-worker"]) == 2
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    assert retrain_worker_exit(monkeypatch, taken_port, connect_timeout=30) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1, err
     assert err[0].startswith(f"driftwatch: cannot serve metrics on 127.0.0.1:{taken_port} ")
@@ -64,16 +70,7 @@ def test_the_retrain_worker_frees_its_port_when_it_fails(
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
-    monkeypatch.setenv("DRIFTWATCH_KAFKA_CONNECT_TIMEOUT", "1")
-    monkeypatch.setenv("DRIFTWATCH_RETRAIN_METRICS_PORT", str(port))
-    monkeypatch.setenv("DRIFTWATCH_METRICS_BIND", "127.0.0.1")
-    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        assert cli.main(["retrain-worker"]) == 1
-    finally:
-        for sig, handler in handlers.items():
-            signal.signal(sig, handler)
+    assert retrain_worker_exit(monkeypatch, port, connect_timeout=1) == 1
     assert "cannot connect to Kafka" in capsys.readouterr().err
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
