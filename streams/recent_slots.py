@@ -251,8 +251,8 @@ class RecentSlots:
         an entry ends up holding its highest slot, with the ``SLOT_SAMPLE`` smallest hashes
         (ties: the earlier value) - what adding them one at a time leaves. ``first``: the
         batch's :class:`FirstSample`, for a batch of one slot (used if it starts its entry);
-        ``runs``: :func:`slot_runs` of ``slots``. Both are the same for every feature of a
-        batch: its caller works them out once."""
+        ``runs``: :func:`slot_runs` of ``slots`` and these ``hashes`` (else made here). Both
+        are the same for every feature of a batch: its caller works them out once."""
         if len(hashes) != len(values):
             raise ValueError("a hash for each value")
         one_slot = first is not None or (  # a FirstSample is made for one slot only
@@ -275,29 +275,23 @@ class RecentSlots:
                 if self.ids[i] == slot and len(self.hashes[i]) == SLOT_SAMPLE:
                     # What _add_run keeps of them all: those under the largest kept hash.
                     ks = first.below(self.hashes[i][-1])
-                    if ks and hashes is first.batch_hashes:
-                        fresh, take = first.picks.of(ks, hashes)
+                    if ks:
+                        fresh, take = first.picks.of(ks, first.batch_hashes)
                         self._add_run(slot, fresh, take(values))
-                    elif ks:
-                        self._add_run(slot, [hashes[k] for k in ks], [values[k] for k in ks])
                     return
             self._add_run(slot, hashes, values)
             return
-        if runs is None:
-            runs = slot_runs(slots)
-        memo = runs.hashes is hashes  # made with this batch's hashes: its cuts are shared
+        if runs is None or runs.hashes is not hashes:
+            runs = slot_runs(slots, hashes)  # its cuts and picks are this batch's hashes'
         for j, (top, ks) in enumerate(runs):
             i = top % RECENT_SLOTS
-            if memo and self.ids[i] == top and len(self.hashes[i]) == SLOT_SAMPLE:
+            if self.ids[i] == top and len(self.hashes[i]) == SLOT_SAMPLE:
                 # What _add_run keeps of them all: those under the largest kept hash.
                 ks = runs.below(j, self.hashes[i][-1])
                 if not ks:
                     continue
-            if memo:
-                fresh, take = runs.picks.of(ks, hashes)
-                self._add_run(top, fresh, take(values))
-            else:
-                self._add_run(top, [hashes[k] for k in ks], [values[k] for k in ks])
+            fresh, take = runs.picks.of(ks, hashes)
+            self._add_run(top, fresh, take(values))
 
     def _add_run(self, slot: int, fresh_h: list[int], fresh_v: list[float | str | None]) -> None:
         """Values of one slot, in arrival order, into its ring entry."""
