@@ -108,6 +108,21 @@ def parse_timestamp(value: Any, name: str = "timestamp") -> float:
     >>> parse_timestamp(1767225600)
     1767225600.0
     """
+    if value.__class__ is str:
+        # The usual text first, as it is: Python 3.11's ``fromisoformat`` reads a ``Z`` zone
+        # itself, to the same instant as ``+00:00``, in a third of the checks' time below
+        # (validation of a 20-feature event: 1.2 of ~6 us). Anything else - a zone-less
+        # time, surrounding spaces, a lower-case ``z``, out of range - takes those checks,
+        # which accept and refuse what they did, with the same reasons.
+        try:
+            parsed = _fromisoformat(value)
+        except ValueError:
+            pass
+        else:
+            if parsed.tzinfo is not None:
+                ts = parsed.timestamp()
+                if 0 <= ts < _MAX_TIMESTAMP:
+                    return ts
     if isinstance(value, bool):
         raise InvalidEvent("wrong_type", f"{name} must be a string or a number, not a boolean")
     if isinstance(value, int | float):
@@ -131,6 +146,7 @@ def parse_timestamp(value: Any, name: str = "timestamp") -> float:
 
 
 _MAX_TIMESTAMP = 32503680000.0  # the year 3000
+_fromisoformat = datetime.fromisoformat
 
 
 def _as_float(value: int | float, name: str) -> float:

@@ -261,6 +261,70 @@ def test_format_timestamp_writes_what_datetime_writes(ts: float) -> None:
     assert parse_timestamp(format_timestamp(ts)) == pytest.approx(ts, abs=1e-6)
 
 
+def _reference_parse(value: Any) -> float | str:
+    """parse_timestamp as it was before its fast path (strip, ``Z`` -> ``+00:00``, a zone
+    required, the range checked): its result, or the reason it refused."""
+    if isinstance(value, bool) or not isinstance(value, str):
+        try:
+            return parse_timestamp(value)  # numbers never took the fast path
+        except InvalidEvent as exc:
+            return exc.reason
+    text = value.strip()
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return "bad_timestamp"
+    if parsed.tzinfo is None:
+        return "bad_timestamp"
+    ts = parsed.timestamp()
+    return ts if 0 <= ts < 32503680000.0 else "bad_timestamp"
+
+
+def _parsed(value: Any) -> float | str:
+    try:
+        return parse_timestamp(value)
+    except InvalidEvent as exc:
+        return exc.reason
+
+
+_TIMESTAMP_TEXTS = [
+    "2026-01-01T00:00:00Z", "2026-01-01T00:00:00.123456Z", "2026-01-01T00:00:00.1234567Z",
+    "2026-01-01T00:00:00,5Z", "2026-01-01T00:00:00z", " 2026-01-01T00:00:00Z ",
+    "2026-01-01T00:00:00Z\n", "2026-01-01T00:00:00", "2026-01-01T00:00:00 ", "2026-01-01Z",
+    "2026-01-01", "2026-01-01T00Z", "2026-01-01T00:00Z", "2026-01-01 00:00:00Z",
+    "20260101T000000Z", "2026-W01-1T00:00:00Z", "2026-01-01T00:00:00+01:00Z",
+    "2026-01-01T01:00:00+01:00", "2026-01-01T00:00:00-00:00", "1970-01-01T00:00:00Z",
+    "1969-12-31T23:59:59.999999Z", "1970-01-01T00:59:59+01:00", "2999-12-31T23:59:59.999999Z",
+    "2999-12-31T23:59:59-01:00", "3000-01-01T00:00:00Z", "9999-12-31T23:59:59Z",
+    "2026-02-30T00:00:00Z", "2026-01-01T24:00:00Z", "2026-01-01T00:00:60Z", "", "Z", "z",
+    "2026-01-01T00:00:00+24:00", "2026-01-01T00:00:00+23:59", "2026-01-01T00:00:00.000000+00:00",
+    "\u0662\u0660\u0662\u0666-01-01T00:00:00Z",  # Arabic-Indic digits
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("text", _TIMESTAMP_TEXTS)
+def test_timestamp_text_parses_as_before_its_fast_path(text: str) -> None:
+    """The fast path (``fromisoformat`` of the text as it is) gives each text the instant, or
+    the reason, the checked path gave: a zone-less time is still refused (``fromisoformat``
+    reads it as local time), and so is one past the year 3000."""
+    assert _parsed(text) == _reference_parse(text)
+
+
+@settings(max_examples=2_000, deadline=None)
+@given(
+    st.one_of(
+        st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()),
+        st.datetimes().map(lambda d: d.isoformat() + "Z"),
+        st.datetimes().map(lambda d: d.isoformat(sep=" ", timespec="milliseconds") + "z"),
+        st.text(alphabet="0123456789-:T.Zz+ W,", max_size=32),
+    )
+)
+def test_any_timestamp_text_parses_as_before_its_fast_path(text: str) -> None:
+    assert _parsed(text) == _reference_parse(text)
+
+
 _ODD_VALUES = st.one_of(
     st.none(),
     st.booleans(),
