@@ -43,11 +43,14 @@ class Picks:
     ([12, 13, 14], ['c', 'd', 'e'], ['b', 'e'])
     """
 
-    __slots__ = ("_held",)
+    __slots__ = ("_held", "_merged")
 
     def __init__(self) -> None:
         self._held: dict[int, tuple[list[int], list[int], Callable[[list[Any]], list[Any]]]] = {}
         """By the ``id`` of an index list (kept here, so no other list takes its ``id``)."""
+        self._merged: dict[int, tuple[list[int], list[int], list[int], _Take]] = {}
+        """By the ``id`` of a run's hashes (kept here): the entry's hashes they were merged
+        into, the merged sample's hashes and its taker (:meth:`merged`)."""
 
     def of(
         self, ks: list[int], hashes: list[int]
@@ -58,6 +61,33 @@ class Picks:
         if hit is None:
             hit = self._held[id(ks)] = (ks, [hashes[k] for k in ks], _taker(ks))
         return hit[1], hit[2]
+
+    def merged(self, kept: list[int], fresh: list[int]) -> tuple[list[int], _Take]:
+        """A ring entry's hashes ``kept`` with a run's ``fresh`` ones (:meth:`of`'s, not
+        changed after): the ``SLOT_SAMPLE`` smallest of ``kept + fresh``, stably sorted, and
+        a taker of the values at them from the entry's values followed by the run's. Sorted
+        once for the features whose entries hold the same hashes (those present in the same
+        events: on a dense stream every batch's run meets a full entry, and each feature
+        sorted it again).
+
+        >>> picks, fresh = Picks(), [5, 1]
+        >>> hashes, take = picks.merged([2, 4] * 32, fresh)  # 32 twos and 31 fours stay
+        >>> hashes[:3], hashes.count(4), take(list(range(66)))[:3]
+        ([1, 2, 2], 31, (65, 0, 2))
+        >>> picks.merged([2, 4] * 32, fresh)[1] is take, picks.merged([3] * 64, fresh)[1] is take
+        (True, False)
+        """
+        hit = self._merged.get(id(fresh))
+        if hit is not None and hit[1] == kept:
+            return hit[2], hit[3]
+        both = kept + fresh
+        take = operator.itemgetter(*sorted(range(len(both)), key=both.__getitem__)[:SLOT_SAMPLE])
+        hashes = list(take(both))
+        self._merged[id(fresh)] = (fresh, list(kept), hashes, take)
+        return hashes, take
+
+
+_Take = Callable[[Sequence[Any]], tuple[Any, ...]]
 
 
 def _taker(ks: list[int]) -> Callable[[list[Any]], list[Any]]:
@@ -277,7 +307,7 @@ class RecentSlots:
                     ks = first.below(self.hashes[i][-1])
                     if ks:
                         fresh, take = first.picks.of(ks, first.batch_hashes)
-                        self._add_run(slot, fresh, take(values))
+                        self._add_run(slot, fresh, take(values), first.picks)
                     return
             self._add_run(slot, hashes, values)
             return
@@ -291,10 +321,17 @@ class RecentSlots:
                 if not ks:
                     continue
             fresh, take = runs.picks.of(ks, hashes)
-            self._add_run(top, fresh, take(values))
+            self._add_run(top, fresh, take(values), runs.picks)
 
-    def _add_run(self, slot: int, fresh_h: list[int], fresh_v: list[float | str | None]) -> None:
-        """Values of one slot, in arrival order, into its ring entry."""
+    def _add_run(
+        self,
+        slot: int,
+        fresh_h: list[int],
+        fresh_v: list[float | str | None],
+        picks: Picks | None = None,
+    ) -> None:
+        """Values of one slot, in arrival order, into its ring entry. ``picks``: the batch's,
+        whose :meth:`Picks.of` gave ``fresh_h`` (its merges are keyed by that list)."""
         i = slot % RECENT_SLOTS
         if self.ids[i] > slot:
             return  # every one of them is later than its slot's ring entry
@@ -317,7 +354,12 @@ class RecentSlots:
             return
         # Stable: ties keep arrival order, so a newcomer with the same hash as the largest
         # kept one stays out, as it does one at a time (it must be strictly smaller).
-        self._keep(i, hashes + fresh_h, values + fresh_v)
+        if picks is None:
+            self._keep(i, hashes + fresh_h, values + fresh_v)
+            return
+        merged, take = picks.merged(hashes, fresh_h)
+        self.hashes[i] = list(merged)
+        self.values[i] = list(take(values + fresh_v))
 
     def _keep(self, i: int, hashes: list[int], values: list[float | str | None]) -> None:
         """Entry ``i`` becomes the ``SLOT_SAMPLE`` smallest hashes of these, stably sorted."""

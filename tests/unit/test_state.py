@@ -19,6 +19,7 @@ from streams.recent_slots import (
     RECENT_SLOTS,
     SLOT_SAMPLE,
     FirstSample,
+    Picks,
     RecentSlots,
     event_hash,
     slot_runs,
@@ -293,6 +294,68 @@ def test_a_batchs_features_share_its_picks_and_keep_what_one_at_a_time_keeps(
         for ks, _, _ in picks.values():
             kinds["one" if len(ks) == 1 else "slice" if ks[-1] - ks[0] < len(ks) else "gather"] += 1
     assert min(kinds["one"], kinds["slice"], kinds["gather"]) > 20, kinds
+
+
+def test_a_full_entry_is_merged_once_for_the_features_holding_the_same_hashes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dense stream's batches meet full ring entries: the features whose entries hold the
+    same hashes share one merge of the batch's run (:meth:`Picks.merged`), and a feature whose
+    entry differs (it missed events of an earlier batch, applied on its own as a subset) is
+    merged afresh; each keeps what adding its values one at a time keeps."""
+    merged = Picks.merged
+    shared = guarded = 0
+
+    def counted(self: Picks, kept: list[int], fresh: list[int]) -> Any:
+        nonlocal shared, guarded
+        hit = self._merged.get(id(fresh))
+        if hit is not None:
+            if hit[1] == kept:
+                shared += 1
+            else:
+                guarded += 1
+        return merged(self, kept, fresh)
+
+    monkeypatch.setattr(Picks, "merged", counted)
+    rng = np.random.default_rng(51)
+    features = 6
+    many = [RecentSlots() for _ in range(features)]
+    one = [RecentSlots() for _ in range(features)]
+    for step in range(200):
+        n = int(rng.integers(1, 120))
+        base = step // 10  # ten batches a slot: its entry is full after the first few
+        slots = [base] * n if step % 3 else [int(s) for s in base + rng.integers(-3, 1, n)]
+        hashes = [int(h) for h in rng.integers(0, 2**16, n)]  # ties too
+        first = FirstSample.of(hashes) if len(set(slots)) == 1 else None
+        runs = slot_runs(slots, hashes) if first is None else None
+        for f in range(features):
+            values: list[float | str | None] = [float(step * 1000 + k) for k in range(n)]
+            if f >= features - 2 and step % 7 == f % 7:  # present in some events only
+                rows = [k for k in range(n) if (k + f) % 3]
+                sub = ([slots[k] for k in rows], [hashes[k] for k in rows])
+                many[f].add_many(*sub, [values[k] for k in rows])
+                for s, h, k in zip(*sub, rows, strict=True):
+                    one[f].add(s, h, values[k])
+            else:
+                many[f].add_many(slots, hashes, values, first, runs)
+                for s, h, v in zip(slots, hashes, values, strict=True):
+                    one[f].add(s, h, v)
+            assert many[f].ids == one[f].ids and many[f].samples == one[f].samples, (step, f)
+    assert shared > 500 and guarded >= 10, (shared, guarded)  # 1,049 and 12
+
+
+def test_a_span_reaching_before_the_window_is_unknown_there() -> None:
+    """Slots before the window's first are unknown, not slots without traffic: slot -1 too,
+    whose ring entry's id a new ring starts with (-1), so a look early in a window tests
+    only the slots the window has."""
+    recent = RecentSlots()
+    for slot in range(3):
+        recent.add_many([slot] * 3, [slot * 10 + k for k in range(3)], [1.0, 2.0, None])
+    assert recent.slot_arrays(2, 3) is not None
+    assert recent.slot_arrays(2, 4) is None and recent.slot_arrays(1, 3) is None
+    assert len(recent.known_slot_arrays(2, 4)) == 3
+    assert len(recent.known_slot_arrays(2, RECENT_SLOTS)) == 3
+    assert RecentSlots().known_slot_arrays(-1, RECENT_SLOTS) == []
 
 
 def test_a_looks_recent_run_moved_on_is_the_ring_walked_afresh(
