@@ -309,6 +309,9 @@ class RecentSlots:
                         fresh, take = first.picks.of(ks, first.batch_hashes)
                         self._add_run(slot, fresh, take(values), first.picks)
                     return
+                # An entry this slot's earlier values began: the batch's hashes are the run.
+                self._add_run(slot, first.batch_hashes, values, first.picks)
+                return
             self._add_run(slot, hashes, values)
             return
         if runs is None or runs.hashes is not hashes:

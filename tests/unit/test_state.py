@@ -304,16 +304,18 @@ def test_a_full_entry_is_merged_once_for_the_features_holding_the_same_hashes(
     entry differs (it missed events of an earlier batch, applied on its own as a subset) is
     merged afresh; each keeps what adding its values one at a time keeps."""
     merged = Picks.merged
-    shared = guarded = 0
+    shared = guarded = sorts = 0
 
     def counted(self: Picks, kept: list[int], fresh: list[int]) -> Any:
-        nonlocal shared, guarded
+        nonlocal shared, guarded, sorts
         hit = self._merged.get(id(fresh))
-        if hit is not None:
-            if hit[1] == kept:
-                shared += 1
-            else:
-                guarded += 1
+        if hit is None:
+            sorts += 1
+        elif hit[1] == kept:
+            shared += 1
+        else:
+            guarded += 1
+            sorts += 1
         return merged(self, kept, fresh)
 
     monkeypatch.setattr(Picks, "merged", counted)
@@ -341,7 +343,8 @@ def test_a_full_entry_is_merged_once_for_the_features_holding_the_same_hashes(
                 for s, h, v in zip(slots, hashes, values, strict=True):
                     one[f].add(s, h, v)
             assert many[f].ids == one[f].ids and many[f].samples == one[f].samples, (step, f)
-    assert shared > 500 and guarded >= 10, (shared, guarded)  # 1,049 and 12
+    # 1,082, 17 and 686: sorting per feature on any one path of add_many passes 700
+    assert shared > 500 and guarded >= 10 and sorts < 700, (shared, guarded, sorts)
 
 
 def test_a_span_reaching_before_the_window_is_unknown_there() -> None:
