@@ -364,10 +364,9 @@ class PredictionProcessor:
         stretches: list[tuple[Any, list[Any], list[tuple[int, int]], list[_Source]]] = []
         rejected: list[tuple[int, Rejected]] = []  # with their places in the batch's entries
         seen = 0
-        for event in events:
+        for event in events:  # validation reads no table: no current event set per message
             message = event.message
             seen += 1
-            set_current_event(event)
             try:
                 items = self.validator.validate_message(event.value, now)
             except InvalidEvent as exc:
