@@ -63,12 +63,13 @@ class Picks:
         return hit[1], hit[2]
 
     def merged(self, kept: list[int], fresh: list[int]) -> tuple[list[int], _Take]:
-        """A ring entry's hashes ``kept`` with a run's ``fresh`` ones (:meth:`of`'s, not
-        changed after): the ``SLOT_SAMPLE`` smallest of ``kept + fresh``, stably sorted, and
-        a taker of the values at them from the entry's values followed by the run's. Sorted
-        once for the features whose entries hold the same hashes (those present in the same
-        events: on a dense stream every batch's run meets a full entry, and each feature
-        sorted it again).
+        """A ring entry's hashes ``kept`` with a run's ``fresh`` ones (a list of the batch's
+        that nothing changes: :meth:`of`'s, or the batch's hashes): the ``SLOT_SAMPLE``
+        smallest of ``kept + fresh``, stably sorted, and a taker of the values at them from
+        the entry's values followed by the run's. Sorted once for the features whose entries
+        hold the same hashes (those present in the same events: on a dense stream every
+        batch's run meets a full entry, and each feature sorted it again). One merge is kept
+        per run: features whose entries differ take turns, each sorting anew.
 
         >>> picks, fresh = Picks(), [5, 1]
         >>> hashes, take = picks.merged([2, 4] * 32, fresh)  # 32 twos and 31 fours stay
@@ -280,7 +281,8 @@ class RecentSlots:
         """:meth:`add` for each (slot, hash, value), in order, in one pass per ring entry:
         an entry ends up holding its highest slot, with the ``SLOT_SAMPLE`` smallest hashes
         (ties: the earlier value) - what adding them one at a time leaves. ``first``: the
-        batch's :class:`FirstSample`, for a batch of one slot (used if it starts its entry);
+        batch's :class:`FirstSample`, for a batch of one slot of at least ``SLOT_SAMPLE``
+        values (its sample, if it starts its entry; its picks and merges, if not);
         ``runs``: :func:`slot_runs` of ``slots`` and these ``hashes`` (else made here). Both
         are the same for every feature of a batch: its caller works them out once."""
         if len(hashes) != len(values):
@@ -334,7 +336,8 @@ class RecentSlots:
         picks: Picks | None = None,
     ) -> None:
         """Values of one slot, in arrival order, into its ring entry. ``picks``: the batch's,
-        whose :meth:`Picks.of` gave ``fresh_h`` (its merges are keyed by that list)."""
+        to merge them into a full entry (:meth:`Picks.merged`, keyed by ``fresh_h``: a list
+        of the batch's that nothing changes)."""
         i = slot % RECENT_SLOTS
         if self.ids[i] > slot:
             return  # every one of them is later than its slot's ring entry

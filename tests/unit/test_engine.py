@@ -157,6 +157,48 @@ def test_batching_and_cache_do_not_change_results() -> None:
     assert [d.to_dict() for d in out] == [d.to_dict() for d in reference]
 
 
+def test_a_dense_streams_small_batches_merge_through_their_shared_picks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A live worker applies a dense stream in batches of fewer values than a slot's sample:
+    once the hour's ring entries are full, each batch's values that still enter them merge
+    through the batch's own picks, shared by its features (ValueBuffer hands such a batch
+    over as a run), never sorted per feature; and the samples are those of one event at a
+    time."""
+    from streams.recent_slots import Picks, RecentSlots
+
+    keep, merged = RecentSlots._keep, Picks.merged
+    sorted_alone = merges = 0
+
+    def counted_keep(self: RecentSlots, *args: Any) -> None:
+        nonlocal sorted_alone
+        sorted_alone += 1
+        keep(self, *args)
+
+    def counted_merge(self: Picks, *args: Any) -> Any:
+        nonlocal merges
+        merges += 1
+        return merged(self, *args)
+
+    monkeypatch.setattr(RecentSlots, "_keep", counted_keep)
+    monkeypatch.setattr(Picks, "merged", counted_merge)
+    config = EngineConfig(interim_seconds=3600.0)
+    events = list(stream(seed=8, days=1, per_day=4800, n_numeric=4, categorical=True))
+    small, whole = DriftEngine(config, MemoryStore()), DriftEngine(config, MemoryStore())
+    for k in range(0, len(events), 25):  # 200 an hour: entries full after the first batches
+        small.observe_many(events[k : k + 25])
+        small.apply_pending()
+    assert sorted_alone == 0 and merges > 500, (sorted_alone, merges)
+    for e in events:  # one at a time: RecentSlots.add's way, no merge
+        whole.observe_many([e])
+        whole.apply_pending()
+    for name in ("x0", "x3", "cat"):
+        a = small.feature_window("acme", "fraud", T0, name)
+        b = whole.feature_window("acme", "fraud", T0, name)
+        assert a is not None and b is not None and a.recent is not None
+        assert a.recent == b.recent and any(len(h) == 64 for h in a.recent.hashes)
+
+
 def test_replayed_offsets_are_not_counted_twice() -> None:
     store = MemoryStore()
     engine = DriftEngine(SHORT, store)
