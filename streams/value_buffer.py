@@ -119,12 +119,10 @@ class ValueBuffer:
                 slots = [int((e.timestamp - window) // cfg.interim_seconds) for e, _ in items]
                 hashes = event_hashes([e.event_id for e, _ in items])
                 # Worked out once for all the features: a new slot's sample is the batch's
-                # smallest hashes; a batch of several slots, or of fewer values than a sample
-                # (a live stream's usual batch), goes in per ring entry, its picks and merges
-                # into full entries shared.
+                # smallest hashes; a batch of several slots goes in per ring entry.
                 one_slot = slots.count(slots[0]) == len(slots)
                 first = FirstSample.of(hashes) if one_slot else None
-                runs = None if first is not None else slot_runs(slots, hashes)
+                runs = None if one_slot else slot_runs(slots, hashes)
             else:
                 slots = hashes = [0] * len(items)
                 first = runs = None
