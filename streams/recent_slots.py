@@ -336,8 +336,8 @@ class RecentSlots:
         picks: Picks | None = None,
     ) -> None:
         """Values of one slot, in arrival order, into its ring entry. ``picks``: the batch's,
-        to merge them into a full entry (:meth:`Picks.merged`, keyed by ``fresh_h``: a list
-        of the batch's that nothing changes)."""
+        to merge them with an entry they overflow (:meth:`Picks.merged`, keyed by
+        ``fresh_h``: a list of the batch's that nothing changes)."""
         i = slot % RECENT_SLOTS
         if self.ids[i] > slot:
             return  # every one of them is later than its slot's ring entry
