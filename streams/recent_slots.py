@@ -82,13 +82,19 @@ class Picks:
         if hit is not None and hit[1] == kept:
             return hit[2], hit[3]
         both = kept + fresh
-        take = operator.itemgetter(*sorted(range(len(both)), key=both.__getitem__)[:SLOT_SAMPLE])
+        take = _smallest(both)
         hashes = list(take(both))
         self._merged[id(fresh)] = (fresh, list(kept), hashes, take)
         return hashes, take
 
 
 _Take = Callable[[Sequence[Any]], tuple[Any, ...]]
+
+
+def _smallest(hashes: list[int]) -> _Take:
+    """A taker of the items at the ``SLOT_SAMPLE`` smallest of ``hashes`` (at least two),
+    in hash order; ties in their order (a stable sort)."""
+    return operator.itemgetter(*sorted(range(len(hashes)), key=hashes.__getitem__)[:SLOT_SAMPLE])
 
 
 def _taker(ks: list[int]) -> Callable[[list[Any]], list[Any]]:
@@ -166,8 +172,7 @@ class FirstSample:
         """None for a batch smaller than a sample (its values are all kept, in order)."""
         if len(hashes) < SLOT_SAMPLE:
             return None
-        order = sorted(range(len(hashes)), key=hashes.__getitem__)  # stable
-        take = operator.itemgetter(*order[:SLOT_SAMPLE])
+        take = _smallest(hashes)
         return cls(take, take(hashes), hashes)
 
     def below(self, cut: int) -> list[int]:
@@ -369,9 +374,7 @@ class RecentSlots:
 
     def _keep(self, i: int, hashes: list[int], values: list[float | str | None]) -> None:
         """Entry ``i`` becomes the ``SLOT_SAMPLE`` smallest hashes of these, stably sorted."""
-        take = operator.itemgetter(
-            *sorted(range(len(hashes)), key=hashes.__getitem__)[:SLOT_SAMPLE]
-        )
+        take = _smallest(hashes)
         self.hashes[i] = list(take(hashes))  # in C: two comprehensions cost a wide model 6 %
         self.values[i] = list(take(values))
 

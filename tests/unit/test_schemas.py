@@ -24,6 +24,7 @@ from schemas import (
     format_timestamp,
     parse_timestamp,
 )
+from schemas.events import checked_timestamp
 from streams.ingest import PredictionValidator
 
 T0 = 1_767_225_600.0
@@ -262,19 +263,12 @@ def test_format_timestamp_writes_what_datetime_writes(ts: float) -> None:
 
 
 def _reference_parse(value: str) -> float | str:
-    """parse_timestamp of a text as it was before its fast path (strip, ``Z`` -> ``+00:00``,
-    a zone required, the range checked): its result, or the reason it refused."""
-    text = value.strip()
-    if text.endswith(("Z", "z")):
-        text = text[:-1] + "+00:00"
+    """The checked path alone (parse_timestamp's before its fast path): its result, or the
+    reason it refused."""
     try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return "bad_timestamp"
-    if parsed.tzinfo is None:
-        return "bad_timestamp"
-    ts = parsed.timestamp()
-    return ts if 0 <= ts < 32503680000.0 else "bad_timestamp"
+        return checked_timestamp(value)
+    except InvalidEvent as exc:
+        return exc.reason
 
 
 def _parsed(value: Any) -> float | str:
