@@ -69,23 +69,28 @@ class OutcomeRouter:
     async def process_batch(self, events: Sequence[Any]) -> None:
         now = self.clock()
         out: list[tuple[str, JoinFrame]] = []
-        for event in events:
-            m = event.message
-            try:
-                outcome = self.validator.validate(event.value, now)
-            except InvalidEvent as exc:
-                await self.dead_letters.put(Rejected.of(m, event.value, exc))
-                continue
-            except Exception as exc:  # a bug must not stop the worker or lose the batch
-                log.exception("internal error validating %s[%d]@%d", m.topic, m.partition,
-                              m.offset)  # fmt: skip
-                error = InvalidEvent("internal_error", repr(exc)[:500])
-                await self.dead_letters.put(Rejected.of(m, event.value, error))
-                continue
-            frame: JoinFrame = ("o", (m.partition, m.offset), None, event.value, None)
-            out.append((outcome.event_id, frame))
-        self.metrics.events.labels(self.source_topic, "ok").inc(len(out))
-        await self.forward(batch_join(out, self.partitions))
+        rejected: list[Rejected] = []
+        with self.metrics.phase("outcomes", "compute"):
+            for event in events:
+                m = event.message
+                try:
+                    outcome = self.validator.validate(event.value, now)
+                except InvalidEvent as exc:
+                    rejected.append(Rejected.of(m, event.value, exc))
+                    continue
+                except Exception as exc:  # a bug must not stop the worker or lose the batch
+                    log.exception("internal error validating %s[%d]@%d", m.topic, m.partition,
+                                  m.offset)  # fmt: skip
+                    error = InvalidEvent("internal_error", repr(exc)[:500])
+                    rejected.append(Rejected.of(m, event.value, error))
+                    continue
+                frame: JoinFrame = ("o", (m.partition, m.offset), None, event.value, None)
+                out.append((outcome.event_id, frame))
+            messages = batch_join(out, self.partitions)
+        with self.metrics.phase("outcomes", "deliver"):
+            await self.dead_letters.put_all(rejected)
+            self.metrics.events.labels(self.source_topic, "ok").inc(len(out))
+            await self.forward(messages)
         observe_latency(self.metrics, self.source_topic, events, self.clock())
 
 
@@ -176,7 +181,8 @@ class JoinProcessor:
             await self._commit(result)
 
     async def _cpu(self, fn: Callable[..., _JoinResult], *args: Any) -> _JoinResult:
-        return await in_thread(fn, *args) if self.offload else fn(*args)
+        with self.metrics.phase("join", "compute"):
+            return await in_thread(fn, *args) if self.offload else fn(*args)
 
     def _compute(self, events: Sequence[Any], now: float) -> _JoinResult:
         """A part's CPU work (in a worker thread): decode, join, expire, encode the state."""
@@ -245,22 +251,24 @@ class JoinProcessor:
         If that fails, the joiners forget their decoded records (encoded already, they would
         not be written again): the tables are the truth, and the batch is read again."""
         try:
-            await self.dead_letters.put_all(out.rejected)
-            await self.send_labeled(out.labeled)
-            await self.send_performance(
-                [
-                    (str(jp).encode(), encode_perf(jp, entries), home)
-                    for home, by_jp in sorted(out.perf.items())
-                    for jp, entries in sorted(by_jp.items())
-                ]
-            )
+            with self.metrics.phase("join", "deliver"):
+                await self.dead_letters.put_all(out.rejected)
+                await self.send_labeled(out.labeled)
+                await self.send_performance(
+                    [
+                        (str(jp).encode(), encode_perf(jp, entries), home)
+                        for home, by_jp in sorted(out.perf.items())
+                        for jp, entries in sorted(by_jp.items())
+                    ]
+                )
             # One write for every partition the part touched: their changelog batches are
             # delivered together, not one partition's round trip after another's.
-            await self.store.write_all(
-                w if w.partition is not None else Write(w.key, w.value, partition)
-                for partition, writes in out.writes
-                for w in writes
-            )
+            with self.metrics.phase("join", "write"):
+                await self.store.write_all(
+                    w if w.partition is not None else Write(w.key, w.value, partition)
+                    for partition, writes in out.writes
+                    for w in writes
+                )
         except BaseException:
             self._forget_all()
             raise

@@ -7,6 +7,7 @@ vocabularies; tenants, models and versions appear at most once per model, never 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -25,6 +26,16 @@ log = logging.getLogger(__name__)
 
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 API_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+AGENT_PHASES: Mapping[str, tuple[str, ...]] = {
+    "drift": ("compute", "deliver", "write"),
+    "outcomes": ("compute", "deliver"),
+    "join": ("compute", "deliver", "write"),
+    "performance": ("compute", "deliver", "write"),
+}
+"""The phases of each input agent's batches (``driftwatch_agent_seconds_total``): compute
+(validation and the engine's work, in a worker thread), deliver (until what the batch
+produced is delivered: dead letters, drift events, alerts, forwards to the next stage),
+write (its state into the tables and their changelogs)."""
 
 
 class CountersCollector(Collector):
@@ -237,6 +248,7 @@ class WorkerMetrics:
     joins: Counter
     join_expired: Counter
     batch_seconds: Histogram
+    agent_seconds: Counter
     processing_latency: Histogram
     watermark: Gauge
     watermark_lag: Gauge
@@ -289,6 +301,11 @@ class WorkerMetrics:
                               "Time to apply one batch of predictions", [],
                               {"buckets": (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                                            10)}),
+            "agent_seconds": (Counter, "driftwatch_agent_seconds",
+                              "Seconds the input agents spent on their batches, by agent and "
+                              "phase: compute (CPU work), deliver (waiting for the outputs' "
+                              "delivery), write (state to the tables and changelogs)",
+                              ["agent", "phase"], {}),
             "processing_latency": (Histogram, "driftwatch_processing_latency_seconds",
                                    "From a message's broker timestamp to its batch being applied",
                                    ["topic"], {"buckets": LATENCY_BUCKETS}),
@@ -341,7 +358,22 @@ class WorkerMetrics:
             for attr, (kind, name, doc, labels, extra) in specs.items()
         }
         assert set(made) == {f.name for f in fields(cls)}
+        for agent, phases in AGENT_PHASES.items():  # at 0 from the start, for rate()
+            for phase in phases:
+                made["agent_seconds"].labels(agent, phase)
         return cls(**made)
+
+    @contextlib.contextmanager
+    def phase(self, agent: str, phase: str) -> Iterator[None]:
+        """Count the block's wall time as ``agent``'s ``phase`` (also when it raises: the
+        time was spent). Why: whether a worker is short of CPU (compute grows as fast as the
+        clock: add workers), waits for the broker (deliver, write) or for input (none of
+        them grows) is the first question before scaling it."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.agent_seconds.labels(agent, phase).inc(time.perf_counter() - started)
 
     def model_seen(self, tenant: str, model: str) -> None:
         """Create a model's alerting counters at 0 (Prometheus' increase() misses the first

@@ -61,12 +61,16 @@ class PerformanceProcessor:
     async def _process_batch(self, events: Sequence[Any]) -> None:
         # The monitor's work (its looks run tests) in a worker thread, as for the engine
         # (agents.processor); delivering and writing state on the loop, in that order.
+        phase = self.metrics.phase
         try:
-            result = await in_thread(self._compute, events)
-            await self.dead_letters.put_all(result.rejected)
-            await publish_drifts(self.send_drift, self.metrics, result.drifts)
-            await publish_alerts(self.send_alert, self.metrics, result.notices)
-            await self._persist(result.writes)
+            with phase("performance", "compute"):
+                result = await in_thread(self._compute, events)
+            with phase("performance", "deliver"):
+                await self.dead_letters.put_all(result.rejected)
+                await publish_drifts(self.send_drift, self.metrics, result.drifts)
+                await publish_alerts(self.send_alert, self.metrics, result.notices)
+            with phase("performance", "write"):
+                await self._persist(result.writes)
         except BaseException:
             self.monitor.forget()
             raise

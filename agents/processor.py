@@ -350,7 +350,8 @@ class PredictionProcessor:
         observe_latency(self.metrics, self.source_topic, events, self.clock())
 
     async def _cpu(self, fn: Callable[..., BatchResult], *args: Any) -> BatchResult:
-        return await in_thread(fn, *args) if self.offload else fn(*args)
+        with self.metrics.phase("drift", "compute"):
+            return await in_thread(fn, *args) if self.offload else fn(*args)
 
     def _compute(self, events: Sequence[Any], now: float, last: bool = True) -> BatchResult:
         """The batch's CPU work, in a worker thread (the context, with Faust's current event,
@@ -515,11 +516,13 @@ class PredictionProcessor:
         If that fails, the engine forgets its decoded state (the tables are the truth) and
         the batch is read again."""
         try:
-            await self.dead_letters.put_all(result.rejected)
-            await self._publish(result.drifts, result.notices)
-            if result.forward and self.forward is not None:
-                await self.forward(batch_join(result.forward, self.join_partitions))
-            await self._persist(result.writes)
+            with self.metrics.phase("drift", "deliver"):
+                await self.dead_letters.put_all(result.rejected)
+                await self._publish(result.drifts, result.notices)
+                if result.forward and self.forward is not None:
+                    await self.forward(batch_join(result.forward, self.join_partitions))
+            with self.metrics.phase("drift", "write"):
+                await self._persist(result.writes)
         except BaseException:
             self._forget_all()
             raise

@@ -85,6 +85,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
+from agents.metrics import AGENT_PHASES
 from driftwatch.devbroker import DevBroker, free_port
 from driftwatch.simulate import SimulationConfig, generate, parse_drift
 from runtime.settings import Settings
@@ -819,6 +820,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with_noop = batch == 1
     results = [Result(RAW), Result(NOOP), Result(dw_name)]
     engine: dict[str, float] = {}
+    phases: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="driftwatch-bench-") as tmp:
         workdir = Path(tmp)
         with bench_broker(workdir) as (bootstrap, broker_kind):
@@ -904,6 +906,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     engine[f"state_bytes_{name}"] = metric_sum(
                         samples, "driftwatch_state_bytes_written_total", table=name
                     )
+                phases = {
+                    f"{agent} {phase}": round(
+                        metric_sum(
+                            samples, "driftwatch_agent_seconds_total", agent=agent, phase=phase
+                        ),
+                        2,
+                    )
+                    for agent, agent_phases in AGENT_PHASES.items()
+                    for phase in agent_phases
+                }
                 engine["backpressure_wait_seconds"] = sum(
                     metric_sum(samples, "driftwatch_backpressure_wait_seconds_total", topic=t)
                     for t in (f"{dw_prefixes[k]}predictions", f"{dw_prefixes[k]}outcomes")
@@ -941,6 +953,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "produce_seconds_per_topic": round(produce_s / len(topics), 2),
         "results": table,
         "driftwatch_engine_last_run": {k: int(v) for k, v in engine.items()},
+        # Where the last run's worker spent its time (driftwatch_agent_seconds_total, over the
+        # whole run, its history part too; one worker's, or the sum of several).
+        "driftwatch_agent_seconds_last_run": phases,
     }
 
 
@@ -1021,6 +1036,12 @@ def main(argv: list[str] | None = None) -> int:
             else ""
         )
     )
+    spent = report["driftwatch_agent_seconds_last_run"]
+    if any(spent.values()):
+        print(
+            "the driftwatch worker's agents, seconds over the whole run (history too; they run "
+            "at once): " + ", ".join(f"{k} {v:,.2f}" for k, v in spent.items() if v)
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"wrote {args.out}")

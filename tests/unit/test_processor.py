@@ -482,6 +482,14 @@ def test_a_join_part_that_fails_to_deliver_is_counted_once_when_it_is_read_again
         for outcome in ("joined", "waiting", "replayed")
     }
     assert joins == {"joined": 1.0, "waiting": 1.0, "replayed": None}
+    # Both tries' work is counted, the failed one's too: the time was spent.
+    spent = {
+        phase: registry.get_sample_value(
+            "driftwatch_agent_seconds_total", {"agent": "join", "phase": phase}
+        )
+        for phase in ("compute", "deliver", "write")
+    }
+    assert all(v is not None and v > 0 for v in spent.values()), spent
 
 
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
@@ -652,3 +660,85 @@ def test_a_stream_whose_record_cannot_be_read_dead_letters_its_events_and_the_ba
     assert [json.loads(v)["source_offset"] for _, v in letters] == [5, 6, 7]
     state = processor.engine.stream_state("acme", "fraud")
     assert state is not None and state.events == 10
+
+
+def test_each_phase_of_a_batch_is_counted_as_its_own() -> None:
+    """``driftwatch_agent_seconds_total``: the engine's work counts as compute, waiting for the
+    forward's delivery as deliver, the table write as write - each its own time only (the
+    phases are told apart by sleeps far longer than the rest of the batch's work)."""
+    import time
+
+    processor, _, _, _, registry = make_processor()
+    observe, write_all = processor.engine.observe_many, processor.store.write_all
+    forwarded: list[Any] = []
+
+    def observing(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.6)
+        return observe(*args, **kwargs)
+
+    async def forward(messages: list[tuple[bytes, bytes, int]]) -> None:
+        await asyncio.sleep(0.3)
+        forwarded.extend(messages)
+
+    async def writing(*args: Any, **kwargs: Any) -> None:
+        await asyncio.sleep(0.15)
+        await write_all(*args, **kwargs)
+
+    processor.engine.observe_many = observing  # type: ignore[method-assign]
+    processor.store.write_all = writing  # type: ignore[method-assign]
+    processor.forward = forward
+    processor.state_flush_seconds = 0  # the state written after the batch
+    asyncio.run(processor.process_batch(as_events(list(stream(seed=3, days=1, per_day=20)))))
+    assert forwarded, "the batch forwarded its predictions to the join"
+
+    def spent(agent: str, phase: str) -> float:
+        value = registry.get_sample_value(
+            "driftwatch_agent_seconds_total", {"agent": agent, "phase": phase}
+        )
+        assert value is not None
+        return value
+
+    compute, deliver, write = (spent("drift", p) for p in ("compute", "deliver", "write"))
+    assert compute >= 0.6 and 0.3 <= deliver < 0.45 and 0.15 <= write < 0.3
+    # every agent's phases exist from the start, at 0 until its first batch
+    assert spent("join", "write") == spent("outcomes", "deliver") == 0.0
+    assert (
+        registry.get_sample_value(
+            "driftwatch_agent_seconds_total", {"agent": "outcomes", "phase": "write"}
+        )
+        is None
+    )
+
+
+def test_the_outcome_router_counts_validation_as_compute_and_its_sends_as_deliver() -> None:
+    from agents.joining import OutcomeRouter
+    from streams.ingest import OutcomeValidator
+
+    letters: list[bytes] = []
+    forwarded: list[tuple[bytes, bytes, int]] = []
+
+    async def send(key: bytes, value: bytes) -> None:
+        await asyncio.sleep(0.1)
+        letters.append(value)
+
+    async def forward(messages: list[tuple[bytes, bytes, int]]) -> None:
+        await asyncio.sleep(0.2)
+        forwarded.extend(messages)
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics.create(registry)
+    router = OutcomeRouter(OutcomeValidator(max_future_seconds=None), metrics,
+                           DeadLetters(send, metrics), forward, "outcomes", 2)  # fmt: skip
+    good = {"event_id": "e", "tenant": "acme", "model": "fraud", "timestamp": 0, "label": 1}
+    values = [json.dumps(good).encode(), b"{oops"]
+    events = [FakeEvent(FakeMessage("outcomes", 0, i, b"e"), v) for i, v in enumerate(values)]
+    asyncio.run(router.process_batch(events))
+    assert [json.loads(x)["reason"] for x in letters] == ["malformed_json"] and forwarded
+    spent = {
+        phase: registry.get_sample_value(
+            "driftwatch_agent_seconds_total", {"agent": "outcomes", "phase": phase}
+        )
+        for phase in ("compute", "deliver")
+    }
+    assert spent["deliver"] is not None and spent["deliver"] >= 0.3
+    assert spent["compute"] is not None and 0 < spent["compute"] < 0.1
