@@ -429,7 +429,7 @@ def test_a_batch_s_delivery_runs_while_the_next_batch_is_computed() -> None:
             loop[0].call_soon_threadsafe(computing.set)
         return observe(*args, **kwargs)
 
-    held.engine.observe_many = observing
+    held.engine.observe_many = observing  # type: ignore[method-assign]
     sent: list[int] = []
 
     async def forward(frames: Any) -> None:
