@@ -150,13 +150,6 @@ def observe_latency(metrics: WorkerMetrics, topic: str, events: Sequence[Any], n
             hist.observe(max(0.0, now - ts))
 
 
-def _retrieved(task: asyncio.Task[None]) -> None:
-    """A background delivery's failure, retrieved (no "exception never retrieved" for one
-    a failure elsewhere made moot) and logged; the batch that waits for it raises it."""
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("a batch's delivery failed: %r", task.exception())
-
-
 async def deliver_all(futures: Sequence[Awaitable[Any]]) -> list[Any]:
     """Wait until every message sent is acknowledged: what a batch produced is delivered
     before the state that records it is written (at-least-once, never at-most-once). Returns
@@ -317,9 +310,6 @@ class PredictionProcessor:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tick_task: asyncio.Task[None] | None = None
     _write_task: asyncio.Task[None] | None = None
-    _delivering: tuple[asyncio.Task[None], Sequence[Any], BatchResult] | None = None
-    """A part being delivered in the background (:meth:`_deliver_in_background`), and what
-    it produced: counted done once :meth:`_settle` has waited for it."""
 
     async def process_batch(self, events: Sequence[Any]) -> None:
         # The timer and the agent share the engine: one at a time, so the timer never
@@ -343,70 +333,21 @@ class PredictionProcessor:
             try:
                 result = await self._cpu(self._compute, part, self.clock(), k == len(parts) - 1)
             except BaseException:
-                self._drop_delivery()  # applied with the rest: read again from the holds
                 self._forget_all()  # half-applied: the tables are the truth
                 raise
-            await self._settle()
-            if self.state_flush_seconds > 0 and not result.wrote and self._to_deliver(result):
-                self._deliver_in_background(part, result)
+            await self._commit(result)
+            for event in part:
+                m = event.message
+                self._frontier[m.partition] = max(self._frontier.get(m.partition, 0), m.offset + 1)
+            if result.wrote:
+                self._released()
             else:
-                await self._commit(result)
-                self._committed(part, result)
+                self._unwritten = True
+            # Counted per part: a batch of 1,000 envelopes is 500,000 predictions, and the
+            # counter is how progress shows (dashboards, the throughput benchmark).
+            self.metrics.events.labels(self.source_topic, "ok").inc(result.ok)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         observe_latency(self.metrics, self.source_topic, events, self.clock())
-
-    def _committed(self, part: Sequence[Any], result: BatchResult) -> None:
-        """What a part delivered (and wrote) is done: its messages are applied."""
-        for event in part:
-            m = event.message
-            self._frontier[m.partition] = max(self._frontier.get(m.partition, 0), m.offset + 1)
-        if result.wrote:
-            self._released()
-        else:
-            self._unwritten = True
-        # Counted per part: a batch of 1,000 envelopes is 500,000 predictions, and the
-        # counter is how progress shows (dashboards, the throughput benchmark).
-        self.metrics.events.labels(self.source_topic, "ok").inc(result.ok)
-
-    def _to_deliver(self, result: BatchResult) -> bool:
-        return bool(
-            result.rejected or result.drifts or result.notices
-            or (result.forward and self.forward is not None)
-        )  # fmt: skip
-
-    def _deliver_in_background(self, part: Sequence[Any], result: BatchResult) -> None:
-        """Deliver a part that writes no state while the next part's CPU work runs (waiting
-        for the broker's acks was a tenth of a wide model's drift agent, in series with its
-        engine); :meth:`_settle` takes it up before anything else is delivered or written.
-        Safe only with commits held until a write (``state_flush_seconds`` > 0): the part
-        is acked before its output is delivered, and a write waits for that first, so
-        nothing is committed past an undelivered part, and a failed delivery is read again
-        from the holds."""
-        task = asyncio.get_running_loop().create_task(self._deliver(result, self.forward))
-        task.add_done_callback(_retrieved)
-        self._delivering = (task, part, result)
-
-    async def _settle(self) -> None:
-        """Wait for the part delivered in the background, and count it done; if its delivery
-        failed, forget the decoded state (what it applied is read again) and raise that."""
-        pending = self._delivering
-        if pending is None:
-            return
-        task, part, result = pending
-        try:
-            await asyncio.shield(task)  # cancelled meanwhile (a stop), the delivery goes on
-        except BaseException:
-            if task.done():  # it failed (else this wait was cancelled: still pending)
-                self._delivering = None
-                self._forget_all()
-            raise
-        self._delivering = None
-        self._committed(part, result)
-
-    def _drop_delivery(self) -> None:
-        """Before a failure forgets the state: a part still in delivery is not counted done
-        (it is read again from the holds, and the join takes its repeat as a replay)."""
-        self._delivering = None
 
     async def _cpu(self, fn: Callable[..., BatchResult], *args: Any) -> BatchResult:
         with self.metrics.phase("drift", "compute"):
@@ -544,7 +485,7 @@ class PredictionProcessor:
         if _running(last):
             self._write_task = last
             return
-        if (self._unwritten or self._delivering is not None) and self._write_due():
+        if self._unwritten and self._write_due():
             self._write_task = asyncio.get_running_loop().create_task(self.write_if_due())
 
     async def write_if_due(self) -> None:
@@ -560,7 +501,6 @@ class PredictionProcessor:
             await self._write_held()
 
     async def _write_held(self) -> None:
-        await self._settle()
         if not self._unwritten:
             return
         await self._commit(await self._cpu(self._compute_write))
@@ -576,21 +516,16 @@ class PredictionProcessor:
         If that fails, the engine forgets its decoded state (the tables are the truth) and
         the batch is read again."""
         try:
-            await self._deliver(result, self.forward)
+            with self.metrics.phase("drift", "deliver"):
+                await self.dead_letters.put_all(result.rejected)
+                await self._publish(result.drifts, result.notices)
+                if result.forward and self.forward is not None:
+                    await self.forward(batch_join(result.forward, self.join_partitions))
             with self.metrics.phase("drift", "write"):
                 await self._persist(result.writes)
         except BaseException:
             self._forget_all()
             raise
-
-    async def _deliver(self, result: BatchResult, forward: ForwardFn | None) -> None:
-        """What the batch produced, to the broker: touches no decoded state (it may run
-        while the next part's CPU work does)."""
-        with self.metrics.phase("drift", "deliver"):
-            await self.dead_letters.put_all(result.rejected)
-            await self._publish(result.drifts, result.notices)
-            if result.forward and forward is not None:
-                await forward(batch_join(result.forward, self.join_partitions))
 
     async def tick(self) -> None:
         """Wall-clock timer: advance the clocks of streams that went quiet."""
@@ -619,7 +554,6 @@ class PredictionProcessor:
                 task.cancel()
 
     async def _tick(self) -> None:
-        await self._settle()
         result = await self._cpu(self._compute_tick, self.clock())
         await self._commit(result)
         if result.wrote:

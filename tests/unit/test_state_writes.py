@@ -14,7 +14,6 @@ import pytest
 from agents.faust_compat import commit_cap
 from agents.processor import PredictionProcessor
 from schemas import PredictionEvent
-from schemas.events import POSITION_STRIDE
 from streams.config import EngineConfig
 from tests.unit.test_engine import SHORT, stream
 from tests.unit.test_processor import as_events, make_processor
@@ -245,58 +244,33 @@ def test_a_rebalance_whose_write_fails_forgets_everything_and_keeps_the_holds() 
     assert len(held.engine._windows) == 0 and held.engine.unwritten() == 0
 
 
-@pytest.mark.parametrize("raised_by", ["the next batch", "the timer"])
-def test_a_failed_batch_keeps_the_commits_held_until_what_it_lost_is_written_again(
-    raised_by: str,
-) -> None:
+def test_a_failed_batch_keeps_the_commits_held_until_what_it_lost_is_written_again() -> None:
     """A failure drops what the batches before it held in memory: a write before those
-    messages are applied again (the timer's) must not let the commits pass them. Here the
-    failure is a delivery, which runs while the next batch's work does: whatever comes next
-    (a batch, the timer) raises it, before it delivers or writes anything of its own, and
-    what the failed delivery carried is sent again when its batch is read again."""
-    from agents.envelopes import decode_join
-
+    messages are applied again (the timer's) must not let the commits pass them."""
     (plain, _, _, plain_now, _), (held, _, _, held_now, _), _ = every_batch_and_held()
     evs = events()[:4000]
     plain_now[0] = held_now[0] = evs[-1].timestamp
     first, second, third, fourth = batches(evs)
-    forwarded: set[tuple[int, int]] = set()
+    asyncio.run(held.process_batch(first))  # written
+    asyncio.run(held.process_batch(second))  # held in memory
+    assert commit_cap.holds("predictions") == {0: 1000}
 
-    async def forward(messages: Any) -> None:
-        forwarded.update(f[1] for _, v, _ in messages for f in decode_join(v))
-
-    async def broken(messages: Any) -> None:
+    async def broken(frames: Any) -> None:
         raise RuntimeError("join-input away")
 
-    async def run() -> None:  # one loop, as the worker's: deliveries outlive their batch
-        held.forward = forward
-        await held.process_batch(first)  # written
-        await held.process_batch(second)  # held in memory
-        assert commit_cap.holds("predictions") == {0: 1000}
-        held.forward = broken
-        await held.process_batch(third)  # its delivery goes on in the background, and fails
-        held.forward = forward
-        with pytest.raises(RuntimeError, match="join-input away"):
-            if raised_by == "the timer":
-                await held.tick()
-            else:
-                await held.process_batch(fourth)
-        forwarded.clear()
-        await held.tick()  # writes, but the second and third batches' state is gone
-        assert commit_cap.holds("predictions") == {0: 1000}
-        for batch in (second, third, fourth):  # read again from the hold
-            await held.process_batch(batch)
-        await held.write_held()
-        assert commit_cap.holds("predictions") == {0: 4000}
-
-    asyncio.run(run())
+    held.forward = broken
+    with pytest.raises(RuntimeError):
+        asyncio.run(held.process_batch(third))
+    held.forward = None
+    asyncio.run(held.tick())  # writes, but the second batch's state is gone with the failure
+    assert commit_cap.holds("predictions") == {0: 1000}
+    for batch in (second, third, fourth):  # read again from the hold
+        asyncio.run(held.process_batch(batch))
+    asyncio.run(held.write_held())
+    assert commit_cap.holds("predictions") == {0: 4000}
     for batch in (first, second, third, fourth):
         asyncio.run(plain.process_batch(batch))
     assert table(held) == table(plain)  # nothing lost, nothing counted twice
-    # every prediction read again went to the join again, the failed delivery's among them
-    assert {offset for _, offset in forwarded} >= {
-        m.message.offset * POSITION_STRIDE for m in third
-    }
 
 
 def test_a_full_cache_is_written_before_the_interval() -> None:
@@ -406,47 +380,3 @@ def test_buffered_values_wait_for_enough_events_as_well() -> None:
     processor.apply_at_events = 0
     asyncio.run(processor.process_batch(as_events(events()[4:5], start_offset=4)))
     assert processor.engine.buffered() == 0
-
-
-def test_a_batch_s_delivery_runs_while_the_next_batch_is_computed() -> None:
-    """Between writes, a batch's output is delivered while the next batch's CPU work runs
-    (waiting for the acks in series was a tenth of a wide model's drift agent); the next
-    batch then waits for it, and a write (here the stop's) for every delivery before it."""
-    import threading
-
-    (plain, _, _, plain_now, _), (held, _, _, held_now, _), _ = every_batch_and_held()
-    evs = events()[:3000]
-    plain_now[0] = held_now[0] = evs[-1].timestamp
-    parts = batches(evs)
-    computing = asyncio.Event()
-    loop: list[asyncio.AbstractEventLoop] = []
-    observe = held.engine.observe_many
-    calls: list[int] = []
-
-    def observing(*args: Any, **kwargs: Any) -> Any:
-        calls.append(threading.get_ident())
-        if len(calls) == 3:  # the third batch's CPU work has started (in a worker thread)
-            loop[0].call_soon_threadsafe(computing.set)
-        return observe(*args, **kwargs)
-
-    held.engine.observe_many = observing  # type: ignore[method-assign]
-    sent: list[int] = []
-
-    async def forward(frames: Any) -> None:
-        if len(sent) == 1:  # the second batch's: done only once the third is computed
-            await computing.wait()
-        sent.append(len(frames))
-
-    async def run() -> None:
-        loop.append(asyncio.get_running_loop())
-        held.forward = forward
-        for batch in parts:  # in series, the second batch's delivery would never end
-            await asyncio.wait_for(held.process_batch(batch), 30)
-        assert commit_cap.holds("predictions") == {0: 1000}  # written: the first only
-        await held.write_held()  # the stop's: waits for the third's delivery, then writes
-
-    asyncio.run(run())
-    assert len(sent) == 3 and commit_cap.holds("predictions") == {0: 3000}
-    for batch in parts:
-        asyncio.run(plain.process_batch(batch))
-    assert table(held) == table(plain)
