@@ -179,9 +179,7 @@ class Settings:
         "events or alerts, when the decoded windows fill half the cache, a rebalance and a "
         "clean stop, and once the interval has passed without a batch: checked every second); "
         "commits wait for the write, so a crash re-reads, never loses, what was not written. "
-        "Meanwhile a batch's output (forwards to the join, dead letters) is delivered while "
-        "the next batch is computed, and a write waits for it. "
-        "0 writes after every batch (and delivers each batch's output before the next).",
+        "0 writes after every batch.",
     )
     metrics_port: int = _env(
         "DRIFTWATCH_METRICS_PORT", 9108, "Port of the Prometheus /metrics endpoint; 0 turns it off."
