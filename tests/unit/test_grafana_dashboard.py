@@ -57,6 +57,7 @@ REQUIRED_PANELS = [
     "rebalance",
     "commit",
     "worker ready",
+    "by agent and phase",
 ]
 
 
