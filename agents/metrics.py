@@ -33,7 +33,7 @@ AGENT_PHASES: Mapping[str, tuple[str, ...]] = {
     "performance": ("compute", "deliver", "write"),
 }
 """The phases of each input agent's batches (``driftwatch_agent_seconds_total``): compute
-(validation and the engine's work, in a worker thread), deliver (until what the batch
+(validation, the engine's or the join's work, encoding the state), deliver (until what the batch
 produced is delivered: dead letters, drift events, alerts, forwards to the next stage),
 write (its state into the tables and their changelogs)."""
 
