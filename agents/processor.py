@@ -150,6 +150,11 @@ def observe_latency(metrics: WorkerMetrics, topic: str, events: Sequence[Any], n
             hist.observe(max(0.0, now - ts))
 
 
+class LostState(RuntimeError):
+    """The drift agent's state held since its last write was lost outside a batch: the batch
+    that meets it is read again, with everything since the commit holds."""
+
+
 async def deliver_all(futures: Sequence[Awaitable[Any]]) -> list[Any]:
     """Wait until every message sent is acknowledged: what a batch produced is delivered
     before the state that records it is written (at-least-once, never at-most-once). Returns
@@ -310,6 +315,11 @@ class PredictionProcessor:
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _tick_task: asyncio.Task[None] | None = None
     _write_task: asyncio.Task[None] | None = None
+    _lost: bool = False
+    """A timer's work (a timed write, a quiet-stream tick) failed and forgot the decoded
+    state, and no batch has been read again since: what the batches applied after the last
+    write is in neither the tables nor memory. Until it is read again from the commit holds,
+    nothing may be applied or written on top of it (:meth:`_outside_batch`)."""
 
     async def process_batch(self, events: Sequence[Any]) -> None:
         # The timer and the agent share the engine: one at a time, so the timer never
@@ -318,6 +328,14 @@ class PredictionProcessor:
             await self._process_batch(events)
 
     async def _process_batch(self, events: Sequence[Any]) -> None:
+        if self._lost:
+            # Raised before anything is applied: the batch machinery then reads again from
+            # every commit hold (agents.faust_compat.batches), the lost messages among them.
+            self._lost = False
+            raise LostState(
+                "a timer's write failed and the state it held was forgotten: reading again "
+                "from the commit holds"
+            )
         started = time.perf_counter()
         if self.state_flush_seconds > 0:  # before the batch is acked: no commit past it unwritten
             for tp, offset in first_offsets(events).items():
@@ -493,12 +511,27 @@ class PredictionProcessor:
         ran meanwhile may have written)."""
         async with self._lock:
             if self._write_due():
-                await self._write_held()
+                await self._outside_batch(self._write_held)
+
+    async def _outside_batch(self, work: Callable[[], Awaitable[None]]) -> None:
+        """A timer's work on the engine. If it fails, the decoded state is forgotten (the
+        tables are the truth) and, unlike a batch's failure, nothing reads the messages
+        applied since the last write again: the next batch raises first so that the batch
+        machinery does (before, the next write's frontier lacked them, and the commits could
+        pass them: found by review). Meanwhile the timers leave the engine alone."""
+        if self._lost:
+            return
+        try:
+            await work()
+        except BaseException:
+            self._forget_all()
+            self._lost = True
+            raise
 
     async def write_held(self) -> None:
         """Write what is held in memory now (a rebalance, a clean stop), if anything."""
         async with self._lock:
-            await self._write_held()
+            await self._outside_batch(self._write_held)
 
     async def _write_held(self) -> None:
         if not self._unwritten:
@@ -530,7 +563,7 @@ class PredictionProcessor:
     async def tick(self) -> None:
         """Wall-clock timer: advance the clocks of streams that went quiet."""
         async with self._lock:
-            await self._tick()
+            await self._outside_batch(self._tick)
 
     def tick_in_background(self) -> None:
         """Start a :meth:`tick` unless the last one is still waiting or running; raise what

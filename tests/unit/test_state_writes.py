@@ -380,3 +380,46 @@ def test_buffered_values_wait_for_enough_events_as_well() -> None:
     processor.apply_at_events = 0
     asyncio.run(processor.process_batch(as_events(events()[4:5], start_offset=4)))
     assert processor.engine.buffered() == 0
+
+
+@pytest.mark.parametrize("timer", ["timed write", "quiet-stream tick"])
+def test_a_timer_s_failed_write_is_read_again_before_anything_is_applied_on_it(
+    timer: str,
+) -> None:
+    """A timer's write that fails forgets what the batches since the last write applied, and
+    no batch failed to make the machinery read them again: the next batch raises first (so
+    it does), and nothing is written meanwhile. Before, that batch was applied on top, and
+    the next write (here the stop's) moved the commit holds past the lost messages."""
+    from agents.processor import LostState
+
+    (plain, _, _, plain_now, _), (held, _, _, held_now, _), mono = every_batch_and_held()
+    evs = events()[:3000]
+    plain_now[0] = held_now[0] = evs[-1].timestamp
+    first, second, third = batches(evs)
+    asyncio.run(held.process_batch(first))  # written
+    asyncio.run(held.process_batch(second))  # held in memory
+    assert commit_cap.holds("predictions") == {0: 1000}
+    write_all = held.store.write_all
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionError("broker away")
+
+    held.store.write_all = broken
+    mono[0] = 10.0  # the interval has passed: the timer writes
+    with pytest.raises(ConnectionError):
+        asyncio.run(held.write_if_due() if timer == "timed write" else held.tick())
+    held.store.write_all = write_all
+    held_now[0] += 7 * 86400  # a week of quiet: a tick would close the stream's windows
+    asyncio.run(held.tick())  # the timers leave the engine alone meanwhile
+    held_now[0] -= 7 * 86400
+    with pytest.raises(LostState):
+        asyncio.run(held.process_batch(third))
+    asyncio.run(held.write_held())  # a stop now: nothing to write, the holds stay
+    assert commit_cap.holds("predictions") == {0: 1000}
+    for batch in (second, third):  # read again from the hold, as the batch machinery does
+        asyncio.run(held.process_batch(batch))
+    asyncio.run(held.write_held())
+    assert commit_cap.holds("predictions") == {0: 3000}
+    for batch in (first, second, third):
+        asyncio.run(plain.process_batch(batch))
+    assert table(held) == table(plain)  # nothing lost, nothing counted twice
