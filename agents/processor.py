@@ -622,6 +622,12 @@ class PredictionProcessor:
                 # partition is read again from its committed offset.
                 log.exception("writing the state held in memory at a rebalance failed")
                 self._forget_all()
+            except BaseException:
+                # Cancelled (a stop) while writing: its CPU work may have encoded the changes
+                # and marked them written; what was held is read again from the holds, and
+                # a later write must not count it written (found by review).
+                self._forget_all()
+                raise
             else:
                 commit_cap.release(self.source_topic, partitions)
             for partition in partitions:

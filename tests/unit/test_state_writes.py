@@ -423,3 +423,41 @@ def test_a_timer_s_failed_write_is_read_again_before_anything_is_applied_on_it(
     for batch in (first, second, third):
         asyncio.run(plain.process_batch(batch))
     assert table(held) == table(plain)  # nothing lost, nothing counted twice
+
+
+def test_a_rebalance_s_write_cancelled_midway_leaves_the_holds_for_a_later_write() -> None:
+    """A stop that cancels the rebalance's write while its CPU work runs: what that work
+    encoded (and took off the engine's list of changes) was never written, so it is
+    forgotten, and the stop's own write then moves no hold past it."""
+    import time
+
+    (plain, _, _, plain_now, _), (held, _, _, held_now, _), _ = every_batch_and_held()
+    evs = events()[:2000]
+    plain_now[0] = held_now[0] = evs[-1].timestamp
+    first, second = batches(evs)
+    flush = held.engine.flush
+
+    def slow_flush(*args: Any, **kwargs: Any) -> Any:
+        time.sleep(0.3)  # in the worker thread, while the rebalance is cancelled
+        return flush(*args, **kwargs)
+
+    async def run() -> None:
+        await held.process_batch(first)  # written
+        await held.process_batch(second)  # held in memory
+        held.engine.flush = slow_flush
+        revoke = asyncio.ensure_future(held.forget_partitions({1}))
+        await asyncio.sleep(0.1)
+        revoke.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await revoke
+        held.engine.flush = flush
+        await held.write_held()  # the stop's
+        assert commit_cap.holds("predictions") == {0: 1000}
+        await held.process_batch(second)  # read again from the hold
+        await held.write_held()
+        assert commit_cap.holds("predictions") == {0: 2000}
+
+    asyncio.run(run())
+    for batch in (first, second):
+        asyncio.run(plain.process_batch(batch))
+    assert table(held) == table(plain)
