@@ -91,12 +91,22 @@ class DemoState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def training(self) -> bool:
-        """Is a model training right now (a request whose last step is ``training``)?"""
+        """Is a model training right now (a request whose last step is ``training``), or
+        promoted and not yet serving? The promotion comes on ``retrain-events`` and the
+        switch on ``model-events``, read by two tails: when the first came days of traffic
+        earlier, the producer went on with the old model, and the new one's post-deploy
+        check ended "served no traffic to check" (one demo run in four)."""
         with self.lock:
             last: dict[str, str] = {}
+            promoted: set[str] = set()
             for r in self.retrain:
                 last[r["request_id"]] = r["status"]
-        return "training" in last.values() or "approved" in last.values()
+                if r["status"] == "promoted":
+                    promoted.add(r["request_id"])
+            switched = {m.get("request_id") for m in self.models}  # applied before the next day
+        return (
+            "training" in last.values() or "approved" in last.values() or bool(promoted - switched)
+        )
 
     def day(self, ts: str) -> float:
         return (parse_timestamp(ts) - self.start) / DAY

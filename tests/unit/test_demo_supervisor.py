@@ -165,3 +165,20 @@ def test_after_the_stream_the_demo_waits_for_the_promoted_versions_verdicts(
     finally:
         server.shutdown()
         thread.join()
+
+
+def test_the_producer_waits_for_a_promotion_s_switch_as_for_a_training() -> None:
+    """A promotion read on ``retrain-events`` before its switch on ``model-events`` (two
+    tails) holds the producer until the switch is read too: else the old model served on,
+    and the new one's post-deploy check found it served nothing."""
+    state = demo.DemoState(start=0.0)
+    state.retrain.append({"request_id": "r", "status": "training"})
+    assert state.training()
+    state.retrain.append({"request_id": "r", "status": "promoted"})
+    assert state.training()  # promoted, its switch not read yet
+    state.models.append({"request_id": "other", "version": "x"})
+    assert state.training()
+    state.models.append({"request_id": "r", "version": "r1"})
+    assert not state.training()  # the producer applies it before its next day
+    state.retrain.append({"request_id": "r", "status": "validated"})
+    assert not state.training()
