@@ -664,11 +664,9 @@ def test_a_stream_whose_record_cannot_be_read_dead_letters_its_events_and_the_ba
     assert state is not None and state.events == 10
 
 
-def test_each_phase_of_a_batch_is_counted_as_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``driftwatch_agent_seconds_total``: the engine's work counts as compute, waiting for the
-    forward's delivery as deliver, the table write as write - each its own time only. The
-    phases' clock is a fake that moves only inside those three steps, by a different amount
-    in each, so each phase must read exactly its own."""
+def phase_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The clock ``driftwatch_agent_seconds_total`` is timed by, made a fake that moves only
+    when the test moves ``[0]``."""
     import types
 
     import agents.metrics
@@ -676,6 +674,15 @@ def test_each_phase_of_a_batch_is_counted_as_its_own(monkeypatch: pytest.MonkeyP
     now = [0.0]
     fake_time = types.SimpleNamespace(**{**vars(time), "perf_counter": lambda: now[0]})
     monkeypatch.setattr(agents.metrics, "time", fake_time)
+    return now
+
+
+def test_each_phase_of_a_batch_is_counted_as_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``driftwatch_agent_seconds_total``: the engine's work counts as compute, waiting for the
+    forward's delivery as deliver, the table write as write - each its own time only. The
+    phases' clock is a fake that moves only inside those three steps, by a different amount
+    in each, so each phase must read exactly its own."""
+    now = phase_clock(monkeypatch)
     processor, _, _, _, registry = make_processor()
     observe, write_all = processor.engine.observe_many, processor.store.write_all
     forwarded: list[Any] = []
@@ -715,15 +722,10 @@ def test_the_outcome_router_counts_validation_as_compute_and_its_sends_as_delive
     """The router's validation is compute, its dead letters and forward are deliver (the
     dead letters now sent after the loop, not in it): timed by a fake clock that moves only
     in those steps."""
-    import types
-
-    import agents.metrics
     from agents.joining import OutcomeRouter
     from streams.ingest import OutcomeValidator
 
-    now = [0.0]
-    fake_time = types.SimpleNamespace(**{**vars(time), "perf_counter": lambda: now[0]})
-    monkeypatch.setattr(agents.metrics, "time", fake_time)
+    now = phase_clock(monkeypatch)
     letters: list[bytes] = []
     forwarded: list[tuple[bytes, bytes, int]] = []
 
