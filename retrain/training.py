@@ -604,7 +604,8 @@ def train_with_limits(
     Blocking: call it from a thread (``asyncio.to_thread``) in an event loop. A fresh
     *spawned* interpreter, not a fork, because forking a process that runs Kafka clients
     and threads copies their locks in whatever state they are in. The child is killed
-    (SIGKILL) when ``max_seconds`` pass, and never outlives this call.
+    (SIGKILL) when ``max_seconds`` pass, and never outlives this call; once it has answered,
+    it is given :data:`EXIT_GRACE_SECONDS` to exit by itself first.
     """
     if model not in MODELS:
         raise ValueError(f"no pipeline for model {model!r} (known: {', '.join(MODELS)})")
@@ -617,6 +618,7 @@ def train_with_limits(
         daemon=True,
     )
     deadline = time.monotonic() + limits.max_seconds
+    message: tuple[Any, ...] | None = None
     try:
         process.start()
         sender.close()  # ours; the child has its own, so EOF means the child is gone
@@ -629,16 +631,38 @@ def train_with_limits(
             raise _died(process.exitcode) from None
     finally:
         sender.close()
-        if process.is_alive():
-            process.kill()
         if process.pid is not None:
-            process.join()
-            process.close()
+            _reap(process, EXIT_GRACE_SECONDS if message is not None else 0.0)
         receiver.close()
+    assert message is not None  # received, or raised above
     if message[0] == "ok":
         result: TrainedModel = message[1]
         return result
     raise TrainingFailed(message[1], message[2])
+
+
+EXIT_GRACE_SECONDS = 5.0
+"""How long a training process that has sent its answer may take to exit on its own before
+it is killed: its interpreter's shutdown (atexit handlers, a coverage run's data file) then
+runs to the end, where killing it at once cut it short at random."""
+
+
+def _reap(process: Any, grace: float) -> bool:
+    """Wait up to ``grace`` seconds for ``process`` to exit, kill it if it has not, and
+    release it; True if it had to be killed.
+
+    >>> import multiprocessing
+    >>> p = multiprocessing.get_context("spawn").Process(target=int)
+    >>> p.start(); _reap(p, 30.0)
+    False
+    """
+    process.join(grace)
+    killed = process.is_alive()
+    if killed:
+        process.kill()
+    process.join()
+    process.close()
+    return bool(killed)
 
 
 def _died(exitcode: int | None) -> TrainingFailed:

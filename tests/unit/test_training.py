@@ -14,11 +14,13 @@ import pytest
 from sklearn.metrics import average_precision_score, brier_score_loss
 
 from driftwatch.simulate import SimulationConfig, generate, generate_outcomes
+from retrain import training
 from retrain.training import (
     Dataset,
     TrainedModel,
     TrainingFailed,
     TrainingLimits,
+    _reap,
     build_pipeline,
     evaluate,
     featurize,
@@ -306,11 +308,28 @@ def test_bare_pipelines_predict_probabilities(fraud: Dataset) -> None:
 # --- process limits --------------------------------------------------------------------------
 
 
-def test_train_with_limits_matches_in_process_training(fraud: Dataset) -> None:
+def reaped(monkeypatch: pytest.MonkeyPatch) -> list[tuple[float, bool]]:
+    """The grace each training process was given, and whether it was killed."""
+    seen: list[tuple[float, bool]] = []
+
+    def spy(process: Any, grace: float) -> bool:
+        killed = _reap(process, grace)
+        seen.append((grace, killed))
+        return killed
+
+    monkeypatch.setattr(training, "_reap", spy)
+    return seen
+
+
+def test_train_with_limits_matches_in_process_training(
+    fraud: Dataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
     before = children()
+    seen = reaped(monkeypatch)
     data = fraud.subset(np.arange(9000))
     here = train("fraud", data, seed=2)
     there = train_with_limits("fraud", data, TrainingLimits(max_seconds=120), seed=2)
+    assert seen == [(training.EXIT_GRACE_SECONDS, False)]  # it answered, then exited by itself
     assert isinstance(there, TrainedModel)
     drop = {"seconds"}
     assert {k: v for k, v in there.metrics.items() if k not in drop} == {
@@ -321,14 +340,32 @@ def test_train_with_limits_matches_in_process_training(fraud: Dataset) -> None:
     assert children() <= before
 
 
-def test_a_slow_training_is_killed_on_time(fraud: Dataset) -> None:
+def test_a_slow_training_is_killed_on_time(fraud: Dataset, monkeypatch: pytest.MonkeyPatch) -> None:
     before = children()
+    seen = reaped(monkeypatch)
     started = time.monotonic()
     with pytest.raises(TrainingFailed) as exc:
         train_with_limits("fraud", fraud, TrainingLimits(max_seconds=0.01))
     assert exc.value.reason == "timeout"
+    assert seen == [(0.0, True)]  # no answer: no grace
     assert time.monotonic() - started < 15
     assert children() <= before
+
+
+def test_a_training_process_that_answered_gets_to_exit_by_itself_then_is_killed() -> None:
+    """Once it has answered, a child is given time to exit by itself (its shutdown, a
+    coverage run's data file, runs to the end); one that does not exit in time is killed."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    done = ctx.Process(target=int)
+    done.start()
+    assert _reap(done, 30.0) is False
+    stuck = ctx.Process(target=time.sleep, args=(60,))
+    stuck.start()
+    started = time.monotonic()
+    assert _reap(stuck, 0.5) is True
+    assert time.monotonic() - started < 15
 
 
 def test_running_out_of_memory_is_reported_as_memory(fraud: Dataset) -> None:
