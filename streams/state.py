@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
+from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any, Literal, cast
 
 import numpy as np
@@ -559,4 +560,17 @@ def stream_key(tenant: str, model: str) -> str:
 
 @functools.lru_cache(maxsize=4096)
 def window_key(tenant: str, model: str, window_start: float, feature: str) -> str:
-    return json.dumps(["w", tenant, model, int(window_start), feature])
+    """``json.dumps(["w", tenant, model, int(window_start), feature])`` (the keys of state
+    written before), built without its generic encoder: a model of 1,000 features asks for
+    more keys than the memo holds, and ``json.dumps`` was ~3 % of such a worker's drift work.
+
+    >>> window_key("acme", "fraud", 86400.0, "amount")
+    '["w", "acme", "fraud", 86400, "amount"]'
+    >>> odd = ('t"\u00e9', "m", 86400.9, "f1")
+    >>> window_key(*odd) == json.dumps(["w", odd[0], odd[1], 86400, odd[3]])
+    True
+    """
+    return (
+        '["w", ' + _quoted(tenant) + ", " + _quoted(model) + ", " + str(int(window_start))
+        + ", " + _quoted(feature) + "]"
+    )  # fmt: skip

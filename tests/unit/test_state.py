@@ -25,7 +25,7 @@ from streams.recent_slots import (
     slot_runs,
 )
 from streams.slot_series import SlotSpan
-from streams.state import FeatureWindow, StreamState
+from streams.state import FeatureWindow, StreamState, window_key
 
 
 def full_window(n: int, seed: int = 0) -> FeatureWindow:
@@ -589,3 +589,12 @@ def test_spans_cut_from_a_looks_recent_arrays_are_the_spans_read_alone() -> None
         if series is not None and cut_series is not None:
             assert all(a is c for a, c in zip(series.slots, cut_series.slots, strict=True))
             assert (series.missing, series.count) == (cut_series.missing, cut_series.count)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=30), st.text(max_size=30), st.floats(-1e15, 1e15), st.text(max_size=30))
+def test_window_keys_are_the_keys_earlier_versions_wrote(
+    tenant: str, model: str, start: float, feature: str
+) -> None:
+    expected = json.dumps(["w", tenant, model, int(start), feature])
+    assert window_key.__wrapped__(tenant, model, start, feature) == expected
