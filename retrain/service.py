@@ -67,6 +67,9 @@ STEPS = ("decided", "trained", "validated", "registered", "activated", "announce
          "watching")  # fmt: skip
 """A request's steps, in order, as :attr:`RetrainService.step` names them."""
 MAX_ATTEMPTS = 2
+RESUME_FIGURES = frozenset({"champion", "trained_until"})
+"""What a registered version keeps beside it so that a request interrupted after registering
+it is finished without reading its training data again."""
 """A request interrupted (crash) or failed (error, timeout) is tried once more, then failed."""
 
 Trainer = Callable[[str, Dataset, TrainingLimits, float, int], TrainedModel]
@@ -159,7 +162,7 @@ class RetrainService:
             if req.status is not RetrainStatus.TRAINING or req.drift is None:
                 continue
             drift = DriftEvent.from_dict(dict(req.drift))
-            if req.attempts >= MAX_ATTEMPTS:
+            if req.attempts >= MAX_ATTEMPTS and self._registered(drift) is None:
                 self._publish(drift, RetrainStatus.FAILED, "interrupted twice", req.attempts)
             else:
                 log.warning("request %s was interrupted while training: retrying", req.request_id)
@@ -195,6 +198,11 @@ class RetrainService:
         req = self.state.requests.get(request_id(drift))
         if req is not None and req.status.terminal:
             return  # this incident's request is over (the incident still re-emits daily)
+        if req is not None and req.status is RetrainStatus.TRAINING:
+            # Its training decides it. Published here, "ignored: already training" took the
+            # request out of training: a crash then left its version active, unannounced and
+            # unwatched, and a second incident could start a training beside it.
+            return
         decision = decide(drift, self.config.policy, self.state, serving=serving)
         if decision.action is Action.RETRAIN:
             self._start(drift, attempt=1, reason=decision.reason)
@@ -443,6 +451,13 @@ class RetrainService:
 
     def _start(self, drift: DriftEvent, attempt: int, reason: str) -> None:
         cfg = self.config
+        registered = self._registered(drift) if attempt > 1 else None
+        if registered is not None and registered.extra.keys() >= RESUME_FIGURES:
+            # Interrupted after its version was validated and registered: finished with the
+            # figures recorded beside it, reading nothing (a failed read here once left the
+            # version active and unwatched, the request "waiting" for good).
+            self._resume_registered(drift, attempt, None, registered)
+            return
         end = drift.detected_at
         try:
             rows = self.data.rows(drift.tenant, drift.model, end - cfg.training_days * DAY, end)
@@ -454,10 +469,7 @@ class RetrainService:
             )  # fmt: skip
             return
         data = Dataset.from_rows(rows)
-        registered = None
-        if attempt > 1:
-            registered = self.registry.find_request(drift.tenant, drift.model, request_id(drift))
-        if registered is not None:
+        if registered is not None:  # registered by a version that kept no figures beside it
             # Interrupted after its version was validated and registered: finish with it.
             rid, version = request_id(drift)[:8], registered.version
             log.warning("request %s: %s was registered before the interruption; finishing "
@@ -543,30 +555,47 @@ class RetrainService:
                 rows=len(job.data),
                 metrics=challenger,
                 request_id=job.request_id,
-                extra=(
-                    {"feature_importances": trained.importances}
-                    if getattr(trained, "importances", None)
-                    else None
-                ),
+                extra={
+                    "champion": champion,
+                    "trained_until": _trained_until(job.data, drift),
+                    **(
+                        {"feature_importances": trained.importances}
+                        if getattr(trained, "importances", None)
+                        else {}
+                    ),
+                },
             )
-        self._promote(drift, job.attempt, job.data, version, verdict.reason, champion, figures)
+        self._promote(
+            drift, job.attempt, _trained_until(job.data, drift), version, verdict.reason,
+            champion, figures,
+        )  # fmt: skip
+
+    def _registered(self, drift: DriftEvent) -> ModelVersion | None:
+        """The version a request's training registered (validated) before an interruption."""
+        return self.registry.find_request(drift.tenant, drift.model, request_id(drift))
 
     def _resume_registered(
-        self, drift: DriftEvent, attempt: int, data: Dataset, version: ModelVersion
+        self, drift: DriftEvent, attempt: int, data: Dataset | None, version: ModelVersion
     ) -> None:
         """Finish a request whose version passed the gate and was registered before a crash:
-        activate and announce it, without training it again."""
-        _, holdout = data.split_by_time(self.config.validation_share)
-        champion = holdout_metrics(holdout.scores, holdout.labels)
+        activate and announce it, without training it again. Its champion figures and data
+        end are those recorded beside it; ``data`` for a version registered without them."""
+        if data is None:
+            champion = {k: float(v) for k, v in dict(version.extra["champion"]).items()}
+            trained_until = float(version.extra["trained_until"])
+        else:
+            _, holdout = data.split_by_time(self.config.validation_share)
+            champion = holdout_metrics(holdout.scores, holdout.labels)
+            trained_until = _trained_until(data, drift)
         figures = {"challenger": dict(version.metrics), "champion": champion, "resumed": True}
         reason = f"validated and registered before an interruption (attempt {attempt})"
-        self._promote(drift, attempt, data, version, reason, champion, figures)
+        self._promote(drift, attempt, trained_until, version, reason, champion, figures)
 
     def _promote(
         self,
         drift: DriftEvent,
         attempt: int,
-        data: Dataset,
+        trained_until: float,
         version: ModelVersion,
         reason: str,
         champion: dict[str, float],
@@ -597,7 +626,6 @@ class RetrainService:
             )
         )
         self.step("announced")
-        trained_until = float(data.timestamps.max()) if len(data) else drift.detected_at
         self._publish(
             drift,
             RetrainStatus.PROMOTED,
@@ -804,3 +832,8 @@ def _limited_trainer(
     model: str, data: Dataset, limits: TrainingLimits, validation_share: float, seed: int
 ) -> TrainedModel:
     return default_trainer(model, data, limits, validation_share=validation_share, seed=seed)
+
+
+def _trained_until(data: Dataset, drift: DriftEvent) -> float:
+    """The newest prediction time in a training's data (the drift's time without any)."""
+    return float(data.timestamps.max()) if len(data) else drift.detected_at

@@ -4,6 +4,7 @@ lists: safeguards, idempotency, the validation gate, rollback, and crash recover
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -679,3 +680,98 @@ def test_killed_at_every_step_one_training_one_version_the_right_one_active(
     announced = {(m.action, m.version, m.request_id) for m in [*out.models, *out2.models]}
     assert announced == {(ModelAction.PROMOTED, "r1", request_id(drift()))}
     assert again.checks[("acme", "fraud")].version == "r1"
+
+
+def crash_at(step: str) -> Callable[[str], None]:
+    def at(name: str) -> None:
+        if name == step:
+            raise Crash(name)
+
+    return at
+
+
+def finished_after_restart(
+    tmp_path: Path, rows: list[dict[str, Any]], log: list[RetrainEvent], data: Any = None
+) -> tuple[RetrainService, Published]:
+    """A restarted process replays ``log``; its promotion is announced, recorded and watched."""
+    svc, out = service(tmp_path, rows, auto_retrain=True)
+    if data is not None:
+        svc.data = data
+    svc.replay(log, [])
+    svc.wait_idle()
+    assert out.statuses()[-1] is RetrainStatus.PROMOTED, out.retrain
+    assert [(m.action, m.version) for m in out.models] == [(ModelAction.PROMOTED, "r1")]
+    assert svc.checks[("acme", "fraud")].version == "r1"
+    assert [v.version for v in svc.registry.versions("acme", "fraud")] == ["v1", "r1"]
+    return svc, out
+
+
+def test_a_drift_redelivered_while_its_request_trains_leaves_it_training(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Found by review: a second DriftEvent of the incident during its training published
+    "ignored: already training", which took the request out of training. A crash after
+    the activation then left r1 active, unannounced and unwatched, and another incident's
+    drift could start a second training of the model."""
+    release = threading.Event()
+
+    def gated(model: str, data: Dataset, _: TrainingLimits, share: float, seed: int) -> Any:
+        release.wait(60)
+        return train(model, data, share, seed)
+
+    first, out = service(tmp_path, rows, auto_retrain=True)
+    first.trainer, first.step = gated, crash_at("activated")
+    first.on_drift(drift())
+    first.on_drift(drift(day=DAYS - 0.4))  # redelivered, or the incident's next window
+    first.on_drift(drift(day=DAYS - 0.4, drift_id="incident-2"))
+    assert [(e.status, e.request_id) for e in out.retrain] == [
+        (RetrainStatus.TRAINING, request_id(drift())),
+        (RetrainStatus.IGNORED, request_id(drift(drift_id="incident-2"))),  # its own request
+    ]
+    assert first.state.requests[request_id(drift())].status is RetrainStatus.TRAINING
+    release.set()
+    with pytest.raises(Crash):
+        first.wait_idle()
+    first.close()
+    finished_after_restart(tmp_path, rows, out.retrain)
+
+
+class Unreadable(Rows):
+    def rows(self, tenant: str, model: str, start: float, end: float) -> list[dict[str, Any]]:
+        raise TimeoutError("the broker is not ready")
+
+
+@pytest.mark.parametrize("data", ["readable", "unreadable"])
+def test_a_version_registered_before_a_second_interruption_is_finished_not_failed(
+    tmp_path: Path, rows: list[dict[str, Any]], data: str
+) -> None:
+    """Found by review: interrupted once while training and again after its retry activated
+    r1, a request was "failed: interrupted twice" with r1 active and unwatched; and a resume
+    whose read of the training data failed left it "waiting" the same way. A registered
+    version keeps the figures a resume needs: nothing is read again."""
+    first, out = service(tmp_path, rows, auto_retrain=True)
+    first.step = crash_at("trained")
+    with pytest.raises(Crash):
+        first.on_drift(drift())
+        first.wait_idle()
+    first.close()
+    second, out2 = service(tmp_path, rows, auto_retrain=True)
+    second.step = crash_at("activated")
+    with pytest.raises(Crash):
+        second.replay(out.retrain, [])
+        second.wait_idle()
+    second.close()
+    active = second.registry.active("acme", "fraud")
+    assert active is not None and active.version == "r1"
+    log = [*out.retrain, *out2.retrain]
+    assert [(e.status, e.attempt) for e in log] == [
+        (RetrainStatus.TRAINING, 1),
+        (RetrainStatus.TRAINING, 2),
+    ]
+    broken = Unreadable(rows) if data == "unreadable" else None
+    svc, out3 = finished_after_restart(tmp_path, rows, log, broken)
+    promoted = out3.retrain[-1].details
+    assert promoted["previous"] == "v1" and promoted["resumed"] is True
+    registered = svc.registry.get("acme", "fraud", "r1").extra
+    assert promoted["champion"] == registered["champion"] and registered["champion"]["n"] > 0
+    assert promoted["trained_until"] == registered["trained_until"]
