@@ -158,6 +158,22 @@ class RetrainState:
     """Retrain requests made by people (``retrain:<id>`` on ``retrain-control``), by id."""
 
     def auto_retrain(self, tenant: str, policy: RetrainPolicy) -> bool:
+        """The global flag off stops every tenant's automatic trainings, whatever their own
+        flags say (the runbook's "off for everyone" while an incident is looked at); else a
+        tenant's own flag, else the global flag, else the policy's default.
+
+        >>> state, policy = RetrainState(tenant_flags={"acme": True}), RetrainPolicy()
+        >>> state.auto_retrain("acme", policy), state.auto_retrain("globex", policy)
+        (True, False)
+        >>> state.global_flag = False
+        >>> state.auto_retrain("acme", policy)
+        False
+        >>> state.global_flag, state.tenant_flags["acme"] = True, False
+        >>> state.auto_retrain("acme", policy), state.auto_retrain("globex", policy)
+        (False, True)
+        """
+        if self.global_flag is False:
+            return False
         if tenant in self.tenant_flags:
             return self.tenant_flags[tenant]
         return policy.auto_retrain if self.global_flag is None else self.global_flag
@@ -314,7 +330,8 @@ def decide(
     if state.decisions.get(request_id(drift)) == "reject":
         return Decision(Action.IGNORE, "rejected by a person")
     if not state.auto_retrain(drift.tenant, policy):
-        return Decision(Action.WAIT, f"auto-retrain is off for tenant {drift.tenant}")
+        who = "every tenant" if state.global_flag is False else f"tenant {drift.tenant}"
+        return Decision(Action.WAIT, f"auto-retrain is off for {who}")
     last = state.last_training.get((drift.tenant, drift.model))
     if last is not None and drift.detected_at < last + policy.cooldown_days * DAY:
         hours = (last + policy.cooldown_days * DAY - drift.detected_at) / 3600
