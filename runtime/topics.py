@@ -65,6 +65,12 @@ COPARTITIONED = (PREDICTIONS, OUTCOMES, JOIN_INPUT, PERFORMANCE_INPUT, ALERTS)
 partition of the tables (and of their changelogs), so all must have the same count."""
 COMPACTED = (RETRAIN_CONTROL,)
 """Keyed latest-value topics (approvals, flags): compacted, never deleted by age."""
+KEPT = (RETRAIN_EVENTS,)
+"""Topics that are state, read whole at every start (the retrain worker rebuilds its requests,
+cooldowns, data marks and post-deploy checks from ``retrain-events``): created with
+``retention.ms=-1`` unless ``DRIFTWATCH_TOPIC_RETENTION_MS`` names the topic itself (not with
+``*``: at a broker's default of 7 days, a restart forgot the cooldowns and the checks still
+running). A few records per request."""
 TABLES = ("drift-state", "join-state", "performance", "alert-deliveries")
 """The worker's Faust tables; each has a compacted changelog topic
 ``{DRIFTWATCH_APP_ID}-{table}-changelog`` (no topic prefix: Faust names them)."""
@@ -156,7 +162,7 @@ def topic_specs(settings: Settings, names: Iterable[str], tables: bool = False) 
         if compact:
             cfg["cleanup.policy"] = "compact"
         else:
-            ms = retention.get(name, retention.get("*"))
+            ms = retention.get(name, -1 if name in KEPT else retention.get("*"))
             if ms is not None:
                 cfg["retention.ms"] = str(ms)
         return cfg

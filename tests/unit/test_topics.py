@@ -43,6 +43,8 @@ def test_defaults_leave_the_brokers_defaults_alone_but_compact_changelogs() -> N
     assert specs["p-drift-events"].config == {}
     assert specs["dw-drift-state-changelog"].config == {"cleanup.policy": "compact"}
     assert specs["p-retrain-control"].config == {"cleanup.policy": "compact"}
+    # the retrain worker's state, read whole at each start: kept (a broker's 7 days forgot it)
+    assert specs["p-retrain-events"].config == {"retention.ms": "-1"}
     assert specs["dw-__assignor-__leader"].partitions == 1
     assert all(s.partitions == 4 for n, s in specs.items() if "leader" not in n)
 
@@ -62,6 +64,9 @@ def test_production_settings_reach_every_owned_topic_but_not_the_inputs() -> Non
     }
     assert specs["p-drift-events"].config["retention.ms"] == "-1"
     assert specs["p-alerts"].config["retention.ms"] == "604800000"
+    assert specs["p-retrain-events"].config["retention.ms"] == "-1"  # `*` does not reach it
+    named = by_name(settings(DRIFTWATCH_TOPIC_RETENTION_MS="retrain-events=31536000000"))
+    assert named["p-retrain-events"].config == {"retention.ms": "31536000000"}
     # compacted: never deleted by age, whatever `*` says
     changelog = specs["dw-join-state-changelog"].config
     assert changelog == {"min.insync.replicas": "2", "cleanup.policy": "compact"}
