@@ -29,6 +29,7 @@ leaving the ``with`` block; else when the object is collected, or at exit).
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import gzip
 import heapq
@@ -77,7 +78,9 @@ class UnreadableFile(ValueError):
 
 def open_lines(path: Path) -> BinaryIO | gzip.GzipFile:
     """``path`` for reading its lines as bytes: decompressed, streaming, if it is gzip
-    (told by the magic bytes, not the name), else as it is. Its ``fileno()`` is the file's."""
+    (told by the magic bytes, not the name), else as it is; past a UTF-8 byte-order mark at
+    its start (some tools write one: a file's mark, not its first line's, which the decoder
+    refuses as a message's). Its ``fileno()`` is the file's."""
     fh = path.open("rb", buffering=_BUFFER)
     try:
         gzipped = fh.read(len(GZIP_MAGIC)) == GZIP_MAGIC
@@ -85,10 +88,16 @@ def open_lines(path: Path) -> BinaryIO | gzip.GzipFile:
     except BaseException:
         fh.close()
         raise
-    if not gzipped:
-        return fh
-    fh.close()
-    return gzip.GzipFile(path, "rb")
+    if gzipped:
+        fh.close()
+        fh = gzip.GzipFile(path, "rb")  # type: ignore[assignment]
+    try:
+        if fh.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
+            fh.seek(0)
+    except BaseException:
+        fh.close()
+        raise
+    return fh
 
 
 class SortedJsonLines(Generic[E]):

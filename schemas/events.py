@@ -344,6 +344,14 @@ def decode_json_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
 
     >>> decode_json_object(b'{"x": 100000000000000000000}', 100)
     {'x': 1e+20}
+    >>> import codecs
+    >>> for raw in (codecs.BOM_UTF8 + b'{"x": 1}', '{"x": 1}'.encode("utf-16")):
+    ...     try:
+    ...         decode_json_object(raw, 100)
+    ...     except InvalidEvent as exc:
+    ...         print(exc.reason)
+    malformed_json
+    malformed_json
     """
     if len(raw) > max_bytes:
         raise InvalidEvent("oversized", f"{len(raw)} bytes, limit {max_bytes}")
@@ -354,7 +362,10 @@ def decode_json_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         pass
     try:
-        data = json.loads(raw)
+        # UTF-8 only, as the contract says: from bytes the standard library would also take
+        # UTF-16/32 and a byte-order mark, and the join, which keeps a prediction's bytes as
+        # they came inside its JSON record, then stored a record that no longer decoded.
+        data = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, and ints > 4300 digits
         raise InvalidEvent("malformed_json", str(exc)[:200]) from None
     except RecursionError:

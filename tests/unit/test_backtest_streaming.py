@@ -548,3 +548,27 @@ def test_a_refused_type_is_logged_like_a_rejected_line(
             f"prediction {bad_id} (acme/fraud): type_mismatch: feature "
             "'amount' is numeric in this stream, got categorical"
         ]
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["plain", "gzip"])
+def test_a_file_s_byte_order_mark_is_not_its_first_line_s(
+    lines: list[bytes], tmp_path: Path, compressed: bool
+) -> None:
+    """Some tools start a UTF-8 file with a byte-order mark: the file's, skipped, not its
+    first line's (a message that starts with one is refused as not UTF-8 JSON), in order or
+    sorted, plain or gzip."""
+    import codecs
+    import gzip
+
+    shuffled = _shuffled(lines[:400], 6)
+    for name, content in (("sorted", lines[:400]), ("shuffled", shuffled)):
+        body = codecs.BOM_UTF8 + b"".join(x + b"\n" for x in content)
+        path = tmp_path / f"{name}.jsonl"
+        path.write_bytes(gzip.compress(body) if compressed else body)
+        rejected: Counter[str] = Counter()
+        assert len(list(read_predictions(path, VALIDATOR, rejected))) == 400 and not rejected
+        with sorted_predictions(path, VALIDATOR, tmp_dir=tmp_path, chunk_lines=50) as source:
+            assert source.in_order == (name == "sorted") and not source.rejected
+            assert sorted(e.event_id for e in source) == sorted(
+                json.loads(x)["event_id"] for x in content
+            )

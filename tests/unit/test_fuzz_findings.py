@@ -168,3 +168,22 @@ def test_a_tenant_with_an_unpaired_surrogate_never_reaches_a_metric_label() -> N
         assert exc.reason == "malformed_json" and "surrogate" in exc.detail
     else:
         raise AssertionError("accepted")
+
+
+def test_a_prediction_not_in_utf_8_is_refused_at_the_edge() -> None:
+    """The standard library's fallback decoded a byte-order mark and UTF-16 from bytes, so
+    such a prediction was accepted, and the join, which keeps a prediction's bytes as they
+    came inside its JSON record, stored a record that no longer decoded: its outcome was
+    then lost (found by review)."""
+    import codecs
+
+    ok = json.dumps(valid_prediction()).encode()
+    validator = PredictionValidator()
+    assert validator.validate_message(ok, None)[0].event is not None
+    for raw in (codecs.BOM_UTF8 + ok, ok.decode().encode("utf-16"), ok.decode().encode("utf-32")):
+        try:
+            validator.validate_message(raw, None)
+        except InvalidEvent as exc:
+            assert exc.reason == "malformed_json", exc
+        else:
+            raise AssertionError(f"accepted {raw[:8]!r}")
