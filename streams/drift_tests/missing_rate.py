@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy import special
 
+from schemas.names import MISSING_RATE_SUFFIX
 from streams.drift_tests.base import DriftTest, TestResult
 from streams.state import Summary
 
@@ -36,7 +37,7 @@ class MissingRate(DriftTest[Summary]):
     kinds = frozenset({"numeric", "categorical"})
     sample = "rows"
     whole_window_only = True
-    incident_suffix = "#missing"
+    incident_suffix = MISSING_RATE_SUFFIX
 
     def run(self, window: Summary, baseline: Summary) -> TestResult:
         return missing_rate_test(

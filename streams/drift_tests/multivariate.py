@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 from scipy import special
 
+from schemas.names import MULTIVARIATE_KEY
 from streams.buckets import FloatArray
 from streams.drift_tests.base import DriftTest, TestResult
 from streams.moments import MomentSummary
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["MULTIVARIATE_FEATURE", "CorrelationChange", "jennrich_test"]
 
-MULTIVARIATE_FEATURE: Final = "__multivariate__"
+MULTIVARIATE_FEATURE: Final = MULTIVARIATE_KEY
 """The ``feature`` of a multivariate DriftEvent (and its incident key)."""
 PCA_VARIANCE: Final = 0.65
 """Share of the baseline's standardised variance the kept components explain (NannyML's)."""

@@ -12,7 +12,9 @@ import argparse
 import asyncio
 import base64
 import json
+import random
 import unicodedata
+from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -166,6 +168,8 @@ FEATURES_REFUSED = {
     "a\u2028b": "a line separator",
     "a\u2029b": "a paragraph separator",
     "\ud800": "an unpaired surrogate",
+    "amount#missing": "the engine's key of amount's missing-rate incident",
+    "__multivariate__": "the engine's key of the multivariate incident",
 }
 
 
@@ -337,3 +341,35 @@ def test_flags_for_a_tenant_outside_the_allow_list_are_refused_before_any_broker
     assert cli.main(["flags", "--auto-retrain", "off", "--tenant", "acmee"]) == 2
     err = capsys.readouterr().err
     assert "no tenant 'acmee' in DRIFTWATCH_TENANTS (acme, globex)" in err
+
+
+def test_a_feature_named_like_an_incident_key_is_refused_and_raises_no_drift() -> None:
+    """Found by review: a feature "amount#missing" (stable, N(0,1)) beside "amount" (half
+    missing from day 62) had its KS results filed under amount's missing-rate incident, which
+    then reported 18 confirmed KS drifts of a feature that never moved. Such names are refused
+    at the edge, with the event (bad_name); "amount" alone still finds its missing-rate drift."""
+    from driftwatch.backtest import run_backtest
+    from schemas import PredictionEvent
+    from streams.config import EngineConfig
+
+    rng = random.Random(3)
+    refused: Counter[str] = Counter()
+    accepted = []
+    for day in range(70):
+        for k in range(300):
+            x: float | None = None if day >= 62 and rng.random() < 0.5 else rng.gauss(0, 1)
+            features = {"amount": x, "amount#missing": rng.gauss(0, 1)}
+            data = {
+                "event_id": f"e{day}-{k}", "tenant": "t", "model": "m", "model_version": "1",
+                "timestamp": 1_767_225_600.0 + day * 86_400 + k * 200, "score": 0.5,
+                "features": features,
+            }  # fmt: skip
+            try:
+                PredictionEvent.from_dict(data)
+            except InvalidEvent as exc:
+                refused[exc.reason] += 1
+                del features["amount#missing"]
+                accepted.append(PredictionEvent.from_dict(data))
+    assert refused == {"bad_name": 70 * 300}
+    drifts = run_backtest(accepted, EngineConfig()).drift_events
+    assert {(d.feature, d.test) for d in drifts if d.confirmed} == {("amount", "missing_rate")}
