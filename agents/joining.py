@@ -225,7 +225,7 @@ class JoinProcessor:
                     )
                     continue
                 if result.dropped is not None:
-                    out.rejected.append(self._given_up(result.dropped, "mismatched_outcome"))
+                    out.rejected.append(self._given_up(result.dropped))
                 position = m.offset * MAX_FRAMES + index
                 self._collect(result, kind, prediction, m.partition, position, out)
         marks = self.outcome_marks  # one reading: the timer replaces it from the loop
@@ -241,7 +241,7 @@ class JoinProcessor:
             joiner = self.joiner(partition)
             before = joiner.stats.expired_records
             for gone in joiner.expire(time.monotonic(), bounded=True, drained=drained):
-                out.rejected.append(self._given_up(gone, "unknown_prediction"))
+                out.rejected.append(self._given_up(gone))
             out.expired += joiner.stats.expired_records - before
             out.writes.append((partition, joiner.flush()))
         return out
@@ -341,15 +341,15 @@ class JoinProcessor:
             )
         )
 
-    def _given_up(self, gone: ExpiredOutcome, reason: str) -> Rejected:
+    def _given_up(self, gone: ExpiredOutcome) -> Rejected:
         """The dead letter of an outcome the join held and let go (its original bytes are not
         kept in the join state: the letter carries the outcome re-encoded, and its origin)."""
         part, offset = gone.origin or (-1, -1)
-        detail = (
-            f"no prediction {gone.outcome.event_id} within the join retention"
-            if reason == "unknown_prediction"
-            else f"prediction {gone.outcome.event_id} is for another tenant/model"
-        )
+        eid, reason = gone.outcome.event_id, gone.reason
+        detail = {
+            "unknown_prediction": f"no prediction {eid} within the join retention",
+            "expired": f"prediction {eid} was made more than the retention before it",
+        }.get(reason, f"prediction {eid} is for another tenant/model")
         error = InvalidEvent(reason, detail)
         key, value = gone.outcome.event_id.encode(), gone.outcome.to_json()
         return Rejected(self.outcomes_topic, part, offset, key, value, error, later=True)

@@ -427,6 +427,8 @@ def _first(item: tuple[float, object]) -> float:
 def _join(
     result: JoinResult, monitor: PerformanceMonitor, report: BacktestReport
 ) -> list[DriftEvent]:
+    if result.dropped is not None:  # a waiting outcome its prediction gave up
+        report.rejected[result.dropped.reason] += 1
     pair = result.joined
     if pair is None:
         return []

@@ -164,10 +164,17 @@ class JoinStats:
 
 @dataclass(frozen=True, slots=True)
 class ExpiredOutcome:
-    """An outcome given up on: no prediction within the retention, or not its own."""
+    """An outcome given up on, and why: no prediction within the retention
+    (``unknown_prediction``), its prediction another tenant's or model's
+    (``mismatched_outcome``), or made more than the retention before it (``expired``)."""
 
     outcome: OutcomeEvent
     origin: Position | None
+    reason: str = "unknown_prediction"
+
+
+MAX_REFUSED_ORIGINS = 8
+"""Origins of outcomes a record keeps as given up or refused while another waited (``xo``)."""
 
 
 # Not frozen: one is made per event joined, and a frozen dataclass's __init__ costs 6x.
@@ -291,7 +298,7 @@ def _stored_prediction(record: dict[str, Any]) -> PredictionEvent:
 def _tombstone(record: dict[str, Any], day: int) -> dict[str, Any]:
     """What is kept of an expired record: its positions (to know a redelivery for what it
     is) and ``day``, the day it is indexed under (to go at that entry only)."""
-    return {
+    tomb = {
         "tomb": True,
         "day": day,
         "po": record.get("po"),
@@ -299,6 +306,22 @@ def _tombstone(record: dict[str, Any], day: int) -> dict[str, Any]:
         "home": record.get("home"),
         "had_outcome": record.get("outcome") is not None,
     }
+    if record.get("xo"):
+        tomb["xo"] = record["xo"]
+    return tomb
+
+
+def _refused_here(record: dict[str, Any] | None, origin: Position | None) -> bool:
+    """Was the outcome message at ``origin`` given up or refused by this record before (a
+    re-read: the same decision again, not a new one)?"""
+    return origin is not None and record is not None and list(origin) in record.get("xo", ())
+
+
+def _remember_refused(record: dict[str, Any], origin: Position | None) -> None:
+    if origin is not None:
+        kept = record.setdefault("xo", [])
+        kept.append(list(origin))
+        del kept[:-MAX_REFUSED_ORIGINS]
 
 
 def _pos(raw: list[int] | None) -> Position | None:
@@ -407,19 +430,31 @@ class OutcomeJoiner:
             return JoinResult(new=True, home=home)
         self.stats.pending -= 1
         outcome = OutcomeEvent.from_dict(pending)
-        waiting_origin = _pos(record.get("oo")) if record else None
+        assert record is not None  # an outcome was pending in it
+        waiting_origin = _pos(record.get("oo"))
+        if record.get("xo"):
+            new_record["xo"] = record["xo"]
         if (outcome.tenant, outcome.model) != (event.tenant, event.model):
-            # The waiting outcome was not this prediction's: give it up, keep the slot open.
+            # The waiting outcome was not this prediction's: give it up, keep the slot open,
+            # and its origin, so that a re-read of it is known for what it is (dead-lettered
+            # once, not refused a second time).
             self._reject("mismatched_outcome")
+            _remember_refused(new_record, waiting_origin)
             new_record["prediction"] = stored
             self._put(key, new_record)
-            return JoinResult(new=True, home=home, dropped=ExpiredOutcome(outcome, waiting_origin))
-        new_record |= {"outcome": pending, "oo": record.get("oo") if record else None}
+            dropped = ExpiredOutcome(outcome, waiting_origin, "mismatched_outcome")
+            return JoinResult(new=True, home=home, dropped=dropped)
+        new_record |= {"outcome": pending, "oo": record.get("oo")}
         new_record["prediction"] = stored
         self._put(key, new_record)
         if outcome.timestamp - event.timestamp > self.config.retention_days * DAY:
+            # Its prediction came (out of order) from more than the retention before it: the
+            # outcome is given up, as one arriving after its prediction would be refused, and
+            # dead-lettered (it was kept in the record, counted neither joined nor lost).
             self._reject("expired")
-            return JoinResult(new=True, home=home)
+            return JoinResult(
+                new=True, home=home, dropped=ExpiredOutcome(outcome, waiting_origin, "expired")
+            )
         full = event.event() if isinstance(event, ForwardedPrediction) else event
         return JoinResult(new=True, joined=self._join(full, outcome), home=home)
 
@@ -436,6 +471,11 @@ class OutcomeJoiner:
         binary_label(event.label)  # reject unusable labels before touching state
         key = prediction_key(event.event_id)
         record = self._record(key)
+        if _refused_here(record, origin):
+            assert record is not None
+            self.stats.replayed += 1
+            self._advance(event.timestamp, "oclock")  # as for a replayed outcome
+            return JoinResult(new=False, home=record.get("home"))
         if record is not None and "tomb" in record:
             if origin is not None and _pos(record.get("oo")) == origin:
                 self.stats.replayed += 1
@@ -452,6 +492,11 @@ class OutcomeJoiner:
                 self._advance(event.timestamp, "oclock")
                 return JoinResult(new=False, home=record.get("home"))
             self._reject("duplicate_outcome")
+            if "prediction" not in record:
+                # Refused while another outcome waits, which its prediction may yet give up
+                # (another tenant's): a re-read then is refused again, not joined.
+                _remember_refused(record, origin)
+                self._put(key, record)
             raise InvalidEvent(
                 "duplicate_outcome", f"event {event.event_id} already has an outcome"
             )
@@ -541,8 +586,15 @@ class OutcomeJoiner:
                         # a tombstone goes at its own entry, a retention after it was made,
                         # never at an older one (in the pass that made it, the delete was all
                         # the changelog got, and a redelivered outcome was new again).
-                        if record.get("day", day) <= day:
+                        made = record.get("day", day)
+                        if made <= day:
                             self._records.delete(key, self.partition)
+                        else:
+                            # Met at an older entry: indexed again under its own day, where
+                            # a crash cutting short the changelog of the pass that made it
+                            # may have lost its entry (it stayed for good: found by review).
+                            # Twice there costs a look-up that finds it gone.
+                            self._index(key, made * DAY)
                         continue
                     if "prediction" not in record and record.get("outcome") is not None:
                         gone.append(

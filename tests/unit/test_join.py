@@ -737,3 +737,104 @@ def test_expiry_reads_a_record_but_its_prediction_and_older_records_whole() -> N
     }  # fmt: skip
     assert tombs[prediction_key("alone")]["had_outcome"] is False
     assert tombs[prediction_key("mixed")]["oo"] == [1, 23]
+
+
+def read_again(store: MemoryStore, j: OutcomeJoiner) -> OutcomeJoiner:
+    """The state written, then a new joiner on it (a restart that re-reads what the consumer
+    had not committed)."""
+    store.apply(j.flush())
+    return OutcomeJoiner(j.config, store)
+
+
+def test_a_waiting_outcome_its_late_prediction_puts_past_the_retention_is_given_up_once() -> None:
+    """Found by review: a prediction read after its outcome (out of order) but made more than
+    the retention before it took the waiting outcome into its record, and the outcome was
+    counted neither joined nor given up: lost without a dead letter. It is given up as
+    ``expired`` (what it would be had it come after the prediction), once."""
+    store = MemoryStore()
+    j = OutcomeJoiner(JoinConfig(retention_days=30), store)
+    assert j.on_outcome(outcome("e1", T0 + 40 * DAY), origin=(0, 1)).joined is None
+    result = j.on_prediction(prediction("e1"), origin=(0, 5))
+    assert result.joined is None and result.dropped is not None
+    assert (result.dropped.reason, result.dropped.origin) == ("expired", (0, 1))
+    assert j.stats.pending == 0 and j.stats.rejected == {"expired": 1}
+    again = read_again(store, j)
+    assert again.on_outcome(outcome("e1", T0 + 40 * DAY), origin=(0, 1)).new is False
+    replay = again.on_prediction(prediction("e1"), origin=(0, 5))
+    assert replay.new is False and replay.dropped is None  # given up once
+    with pytest.raises(InvalidEvent, match="duplicate_outcome"):
+        again.on_outcome(outcome("e1", T0 + 41 * DAY), origin=(0, 9))
+
+
+def test_an_outcome_given_up_for_another_stream_is_known_when_read_again() -> None:
+    """Found by review: a waiting outcome of another tenant given up when its prediction came
+    was refused again (a second dead letter) when re-read after a restart, and again after
+    its record expired. Its origin is kept with the record and its tombstone."""
+    store = MemoryStore()
+    j = OutcomeJoiner(JoinConfig(retention_days=30), store)
+    j.on_outcome(outcome("e1", T0 + 5, tenant="globex"), origin=(0, 3))
+    dropped = j.on_prediction(prediction("e1"), origin=(0, 7)).dropped
+    assert dropped is not None and dropped.reason == "mismatched_outcome"
+    again = read_again(store, j)
+    assert again.on_outcome(outcome("e1", T0 + 5, tenant="globex"), origin=(0, 3)).new is False
+    assert again.on_prediction(prediction("e1"), origin=(0, 7)).new is False
+    # the slot stays open for the prediction's own outcome
+    assert again.on_outcome(outcome("e1", T0 + 6), origin=(0, 4)).joined is not None
+    for k in range(3):  # the clocks move on; e1 expires to a tombstone
+        again.on_prediction(prediction(f"x{k}", T0 + 40 * DAY))
+        again.on_outcome(outcome(f"x{k}", T0 + 40 * DAY))
+    assert again.expire() == []
+    later = read_again(store, again)
+    assert "tomb" in load_json(store.data[prediction_key("e1")])
+    assert later.on_outcome(outcome("e1", T0 + 5, tenant="globex"), origin=(0, 3)).new is False
+
+
+def test_an_outcome_refused_while_another_waited_is_refused_again_not_joined() -> None:
+    """Found by review: with another tenant's outcome waiting, the right one was refused as a
+    duplicate; the prediction then gave up the waiting one and opened the slot, and a re-read
+    of the batch joined the outcome already dead-lettered. The re-read repeats the refusal."""
+    store = MemoryStore()
+    j = OutcomeJoiner(JoinConfig(), store)
+    j.on_outcome(outcome("e1", T0 + 5, tenant="globex"), origin=(3, 17))
+    with pytest.raises(InvalidEvent, match="duplicate_outcome"):
+        j.on_outcome(outcome("e1", T0 + 6), origin=(3, 18))
+    assert j.on_prediction(prediction("e1"), origin=(0, 5)).dropped is not None
+    again = read_again(store, j)
+    for message in (
+        lambda: again.on_outcome(outcome("e1", T0 + 5, tenant="globex"), origin=(3, 17)),
+        lambda: again.on_outcome(outcome("e1", T0 + 6), origin=(3, 18)),
+        lambda: again.on_prediction(prediction("e1"), origin=(0, 5)),
+    ):
+        result = message()
+        assert result.new is False and result.joined is None and result.dropped is None
+    assert again.stats.joined == 0
+
+
+def test_a_tombstone_whose_index_entry_a_crash_cut_off_still_goes() -> None:
+    """Found by review: an expiry pass's writes (the tombstone, then the index chunks, then the
+    partition's meta, in key order) cut after the tombstone left it indexed only at the entry
+    it was made from, which skips it (a tombstone goes at its own entry): it stayed for good.
+    Met at an older entry, it is indexed again under its own day."""
+    cfg = JoinConfig(retention_days=5)
+    base = MemoryStore()
+    j = OutcomeJoiner(cfg, base)
+    j.on_prediction(prediction("old", T0), origin=(0, 1))
+    base.apply(j.flush())
+    j = OutcomeJoiner(cfg, MemoryStore.copy_of(base))
+    j.on_prediction(prediction("now", T0 + 7 * DAY), origin=(0, 2))
+    j.on_outcome(outcome("now", T0 + 7 * DAY), origin=(1, 1))
+    j.expire()
+    writes = j.flush()
+    records = [w for w in writes if w.key.startswith('["p"')]
+    assert writes[: len(records)] == records and len(writes) > len(records)
+    store = MemoryStore.copy_of(base)
+    store.apply(records)  # the tombstone written; its index entry and the meta never were
+    assert b"tomb" in store.data[prediction_key("old")]
+    for day in (7, 20, 30, 40):  # the batch read again, then later traffic
+        later = OutcomeJoiner(cfg, store)
+        key = f"p{day}" if day > 7 else "now"
+        later.on_prediction(prediction(key, T0 + day * DAY), origin=(0, 2 if day == 7 else day))
+        later.on_outcome(outcome(key, T0 + day * DAY), origin=(1, 1 if day == 7 else day))
+        later.expire()
+        store.apply(later.flush())
+    assert prediction_key("old") not in store.data
