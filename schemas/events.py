@@ -353,12 +353,22 @@ def decode_json_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
     malformed_json
     malformed_json
     """
+    data, unchecked = decode_json_text(raw, max_bytes)
+    if unchecked:
+        check_text(data)
+    return data
+
+
+def decode_json_text(raw: bytes, max_bytes: int) -> tuple[dict[str, Any], bool]:
+    """:func:`decode_json_object` but for the check of its text, and whether that is still
+    to do: True where the standard library decoded it (orjson refuses unpaired surrogates),
+    for a caller that checks each event of an envelope on its own (:func:`check_text`)."""
     if len(raw) > max_bytes:
         raise InvalidEvent("oversized", f"{len(raw)} bytes, limit {max_bytes}")
     try:
         data = orjson.loads(raw)
         if isinstance(data, dict):
-            return data
+            return data, False
     except orjson.JSONDecodeError:
         pass
     try:
@@ -372,10 +382,16 @@ def decode_json_object(raw: bytes, max_bytes: int) -> dict[str, Any]:
         raise InvalidEvent("malformed_json", "nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidEvent("wrong_type", "message must be a JSON object")
+    return data, True
+
+
+def check_text(data: Any) -> None:
+    """Raise ``malformed_json`` if a string of ``data`` holds an unpaired surrogate (see
+    :func:`_lone_surrogate`): for the whole message (:func:`decode_json_object`), or for each
+    event of an envelope on its own, so that one event's text costs only that event."""
     where = _lone_surrogate(data)
     if where is not None:
         raise InvalidEvent("malformed_json", f"unpaired surrogate {where}: not Unicode text")
-    return data
 
 
 def _lone_surrogate(data: Any) -> str | None:
@@ -729,10 +745,12 @@ def batch_events(data: dict[str, Any]) -> list[Any] | None:
     [{'event_id': 'a'}]
     >>> batch_events({"event_id": "a"}) is None
     True
+    >>> batch_events({"event_id": "a", "schema": "acme/v3"}) is None  # its own extra field
+    True
     """
     schema = data.get("schema")
-    if schema is None:
-        return None
+    if schema is None or (schema != BATCH_SCHEMA and "events" not in data):
+        return None  # a PredictionEvent (an extra field "schema" of its own is allowed)
     if schema != BATCH_SCHEMA:
         raise InvalidEvent("bad_value", f"unknown schema {str(schema)[:64]!r}")
     events = data.get("events")

@@ -9,7 +9,13 @@ from dataclasses import dataclass
 import orjson
 
 from schemas import InvalidEvent, OutcomeEvent, PredictionEvent
-from schemas.events import BATCH_SCHEMA, batch_events, decode_json_object, json_bytes
+from schemas.events import (
+    BATCH_SCHEMA,
+    batch_events,
+    check_text,
+    decode_json_text,
+    json_bytes,
+)
 from streams.join import binary_label
 
 
@@ -71,6 +77,20 @@ def _encode(item: object, event: PredictionEvent | None = None) -> bytes:
     return _SHORT_REPR.repr(item).encode("utf-8", "backslashreplace")
 
 
+def _encode_refused(item: object) -> bytes:
+    """A refused event of an envelope, for its dead letter: by the standard library first,
+    which writes what made it refused as it was (NaN, Infinity, integers beyond 64 bits,
+    unpaired surrogates, escaped), where orjson writes NaN as null.
+
+    >>> _encode_refused({"x": float("nan"), "y": 10**20})
+    b'{"x":NaN,"y":100000000000000000000}'
+    """
+    try:
+        return json.dumps(item, separators=(",", ":")).encode()
+    except (TypeError, ValueError, RecursionError):
+        return _encode(item)
+
+
 @dataclass(frozen=True, slots=True)
 class PredictionValidator:
     """Contract checks plus the deployment's own policy (size, tenants, clock skew).
@@ -117,27 +137,35 @@ class PredictionValidator:
             raise InvalidEvent("empty", "message has no value (tombstone)")
         if len(raw) > self.max_bytes:
             # Only an envelope may be larger than one event: anything else that size is
-            # oversized, whatever else is wrong with it.
+            # oversized, whatever else is wrong with it (one that does not decode at all is
+            # told by its schema's name near its start: then the real reason).
             oversized = InvalidEvent("oversized", f"{len(raw)} bytes, limit {self.max_bytes}")
             try:
-                data = decode_json_object(raw, max(self.max_bytes, self.max_batch_bytes))
+                data, unchecked = decode_json_text(raw, max(self.max_bytes, self.max_batch_bytes))
             except InvalidEvent as exc:
-                raise (exc if exc.reason == "oversized" else oversized) from None
+                envelope = BATCH_SCHEMA.encode() in raw[:1024]
+                raise (exc if exc.reason == "oversized" or envelope else oversized) from None
             if data.get("schema") != BATCH_SCHEMA:
                 raise oversized
         else:
-            data = decode_json_object(raw, self.max_bytes)
+            data, unchecked = decode_json_text(raw, self.max_bytes)
         items = batch_events(data)
         if items is None:
+            if unchecked:
+                check_text(data)
             event = PredictionEvent.from_dict(data)
             _check_policy(event.tenant, event.timestamp, now, self.tenants, self.max_future_seconds)
             return [Item(None, event, None, raw)]
+        if unchecked:
+            check_text({k: v for k, v in data.items() if k != "events"})
         out: list[Item] = []
         stream: tuple[str, str] | None = None
         for index, item in enumerate(items):
             try:
                 if not isinstance(item, dict):
                     raise InvalidEvent("wrong_type", "an event must be a JSON object")
+                if unchecked:  # its own text only: one bad event costs only itself
+                    check_text(item)
                 event = PredictionEvent.from_dict(item)
                 _check_policy(
                     event.tenant, event.timestamp, now, self.tenants, self.max_future_seconds
@@ -152,7 +180,7 @@ class PredictionValidator:
                     )
                 out.append(Item(index, event, None, _encode(item, event)))
             except InvalidEvent as exc:
-                out.append(Item(index, None, exc, _encode(item)))
+                out.append(Item(index, None, exc, _encode_refused(item)))
         return out
 
 

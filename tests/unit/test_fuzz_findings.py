@@ -187,3 +187,79 @@ def test_a_prediction_not_in_utf_8_is_refused_at_the_edge() -> None:
             assert exc.reason == "malformed_json", exc
         else:
             raise AssertionError(f"accepted {raw[:8]!r}")
+
+
+def envelope_of(events: list[dict[str, Any]]) -> bytes:
+    from schemas.events import BATCH_SCHEMA
+
+    return json.dumps({"schema": BATCH_SCHEMA, "events": events}).encode()
+
+
+def test_one_event_s_unpaired_surrogate_costs_only_that_event_of_an_envelope() -> None:
+    """Found by review: an envelope (over the single-event limit) with one event holding an
+    unpaired surrogate was refused whole, as ``oversized``: its 1,800 valid neighbours were
+    not applied, and its dead letter was cut at 512 KiB. The surrogate is checked per event."""
+    events = [valid_prediction(event_id=f"e{k}") for k in range(1800)]
+    events[7] = valid_prediction(event_id="e7", features={"x": "\udc00"})
+    raw = envelope_of(events)
+    validator = PredictionValidator(max_bytes=256 * 1024)
+    assert 256 * 1024 < len(raw) < validator.max_batch_bytes
+    items = validator.validate_message(raw, None)
+    refused = [(i.index, i.error.reason) for i in items if i.error is not None]
+    assert refused == [(7, "malformed_json")]
+    assert sum(i.event is not None for i in items) == 1799
+    # bytes that are not UTF-8 cannot be decoded at all: refused whole, for what they are
+    bad = raw.replace(b'"e9"', b'"e9\xff"')
+    try:
+        validator.validate_message(bad, None)
+    except InvalidEvent as exc:
+        assert exc.reason == "malformed_json", exc
+    else:
+        raise AssertionError("accepted")
+
+
+def test_a_single_event_s_own_schema_field_does_not_make_it_an_envelope() -> None:
+    """Found by review: the contract allows extra fields, and a prediction with one named
+    ``schema`` (``"acme/v3"``) was refused whole as an envelope of an unknown schema."""
+    raw = json.dumps(valid_prediction(schema="acme/v3")).encode()
+    (item,) = PredictionValidator().validate_message(raw, None)
+    assert item.event is not None and item.error is None
+    # an envelope of another version still is one, refused as such
+    from schemas.events import BATCH_SCHEMA
+
+    other = json.dumps({"schema": BATCH_SCHEMA + "x", "events": [valid_prediction()]}).encode()
+    try:
+        PredictionValidator().validate_message(other, None)
+    except InvalidEvent as exc:
+        assert exc.reason == "bad_value" and "unknown schema" in exc.detail
+    else:
+        raise AssertionError("accepted")
+
+
+def test_a_refused_event_of_an_envelope_keeps_what_made_it_refused_in_its_dead_letter() -> None:
+    """Found by review: the dead letter of an envelope's event refused as ``non_finite`` showed
+    its value as ``null`` (orjson writes NaN so)."""
+    raw = envelope_of([valid_prediction(event_id="a"),
+                       valid_prediction(event_id="b", features={"x": float("nan")})])  # fmt: skip
+    items = PredictionValidator().validate_message(raw, None)
+    refused = [i for i in items if i.error is not None]
+    assert [(i.index, i.error.reason) for i in refused if i.error] == [(1, "non_finite")]
+    assert b'"x":NaN' in refused[0].raw
+
+
+def test_an_unpaired_surrogate_outside_an_envelope_s_events_refuses_the_message() -> None:
+    """A single event's text, and an envelope's own fields, are checked whole (what a
+    surrogate in a category, valid for every other check, would make of the join's record)."""
+    from schemas.events import BATCH_SCHEMA
+
+    single = json.dumps(valid_prediction(features={"channel": "\udc00"})).encode()
+    outer = json.dumps(
+        {"schema": BATCH_SCHEMA, "note": "\udc00", "events": [valid_prediction()]}
+    ).encode()
+    for raw in (single, outer):
+        try:
+            PredictionValidator().validate_message(raw, None)
+        except InvalidEvent as exc:
+            assert exc.reason == "malformed_json" and "surrogate" in exc.detail, exc
+        else:
+            raise AssertionError(f"accepted {raw[:60]!r}")
