@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from retrain.policy import (
@@ -305,12 +305,17 @@ class RetrainService:
             return
         active = self.registry.active(tenant, model)
         event_time = self.log_clock.get((tenant, model), self.clock())
+        # No active version in the registry (no training yet): the version serving is read
+        # off the training data (:meth:`_start`), never made up (a "v1" that never existed
+        # became the rollback target, found by review).
         drift = manual_drift(
-            rid, tenant, model, active.version if active is not None else "v1", event_time,
+            rid, tenant, model, active.version if active is not None else "", event_time,
             str(value.get("reason", "")), str(value.get("by", "someone")),
         )  # fmt: skip
-        if request_id(drift) in self.state.requests:
-            return  # already decided (a replayed control message)
+        req = self.state.requests.get(request_id(drift))
+        if req is not None and req.status is not RetrainStatus.WAITING:
+            return  # already decided (a replayed control message); one left waiting (its
+            # training data could not be read) is tried again, at the next start at least
         self._start(drift, attempt=1, reason=f"asked by {value.get('by', 'someone')}")
 
     def _manual_rollback(self, value: dict[str, Any]) -> None:
@@ -469,6 +474,8 @@ class RetrainService:
             )  # fmt: skip
             return
         data = Dataset.from_rows(rows)
+        if not drift.model_version and rows:  # a person's request, no version registered
+            drift = replace(drift, model_version=_newest_version(rows))
         if registered is not None:  # registered by a version that kept no figures beside it
             # Interrupted after its version was validated and registered: finish with it.
             rid, version = request_id(drift)[:8], registered.version
@@ -837,3 +844,9 @@ def _limited_trainer(
 def _trained_until(data: Dataset, drift: DriftEvent) -> float:
     """The newest prediction time in a training's data (the drift's time without any)."""
     return float(data.timestamps.max()) if len(data) else drift.detected_at
+
+
+def _newest_version(rows: list[dict[str, Any]]) -> str:
+    """The model version of the newest labelled prediction: the one serving now."""
+    newest = max(rows, key=lambda r: parse_timestamp(r["prediction_timestamp"]))
+    return str(newest.get("model_version") or "")

@@ -775,3 +775,32 @@ def test_a_version_registered_before_a_second_interruption_is_finished_not_faile
     registered = svc.registry.get("acme", "fraud", "r1").extra
     assert promoted["champion"] == registered["champion"] and registered["champion"]["n"] > 0
     assert promoted["trained_until"] == registered["trained_until"]
+
+
+def test_a_person_s_request_before_any_training_takes_the_version_from_the_traffic(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Found by review: with no version in the registry, a person's request made up "v1":
+    registered as the version serving, the new one promoted over it, and the rollback target
+    a version that never existed. The traffic says which version serves. A request whose
+    training data could not be read is tried again at the next start, not left waiting."""
+    served = [{**r, "model_version": "prod-7"} for r in rows]
+    ask = {"action": "retrain", "tenant": "acme", "model": "fraud", "reason": "x", "by": "ana"}
+    down, out = service(tmp_path, served)
+    down.data = Unreadable(served)
+    down.log_clock[("acme", "fraud")] = parse_timestamp(served[-1]["outcome_timestamp"])
+    down.on_control("retrain:api-3", ask)
+    assert out.statuses() == [RetrainStatus.WAITING]
+    svc, out2 = service(tmp_path, served)
+    svc.log_clock[("acme", "fraud")] = parse_timestamp(served[-1]["outcome_timestamp"])
+    svc.replay(out.retrain, [("retrain:api-3", ask)])
+    svc.wait_idle()
+    assert out2.statuses() == [RetrainStatus.TRAINING, RetrainStatus.PROMOTED]
+    assert out2.retrain[-1].details["previous"] == "prod-7"
+    versions = svc.registry.versions("acme", "fraud")
+    assert [(v.version, v.external, v.parent) for v in versions] == [
+        ("prod-7", True, None),
+        ("r1", False, "prod-7"),
+    ]
+    assert svc.checks[("acme", "fraud")].previous == "prod-7"
+    assert [(m.version, m.previous_version) for m in out2.models] == [("r1", "prod-7")]
