@@ -47,6 +47,14 @@ def gate(
     'challenger PR-AUC 0.660 < 0.70 floor'
     >>> gate({"pr_auc": 0.75}, {"pr_auc": 0.80}, GatePolicy()).reason
     'challenger PR-AUC 0.750 < champion 0.800 - margin 0.01 on the same holdout'
+
+    The champion's figure is the one computed the challenger's way on the same rows
+    (``champion_pr_auc`` in the challenger's metrics: exact, as the challenger's), when there
+    is one: ``holdout_metrics`` bins scores (the post-deploy check's way), and on scores
+    packed close together it read 0.05 below the exact figure, five times the margin.
+
+    >>> gate({"pr_auc": 0.75, "champion_pr_auc": 0.80}, {"pr_auc": 0.74}, GatePolicy()).passed
+    False
     """
     pr = challenger.get("pr_auc", math.nan)
     if not pr >= policy.min_pr_auc:  # also NaN
@@ -56,7 +64,11 @@ def gate(
             challenger,
             champion,
         )
-    champ = None if champion is None else champion.get("pr_auc")
+    champ = challenger.get("champion_pr_auc")
+    if champ is None or not math.isfinite(champ):
+        champ = None if champion is None else champion.get("pr_auc")
+    if champ is not None and not math.isfinite(champ):
+        champ = None  # no figure to compare with (a NaN compares as passing)
     if champ is not None and pr < champ - policy.champion_margin:
         return GateResult(
             False,
