@@ -299,7 +299,10 @@ class JoinProcessor:
                 else ForwardedPrediction(*about, raw)
             )
             return joiner.on_prediction(prediction, origin, home), prediction
-        return joiner.on_outcome(OutcomeEvent.from_json(raw), origin), None
+        # Its size was checked at the edge (DRIFTWATCH_MAX_MESSAGE_BYTES), not again here
+        # against a default that a larger setting would pass: an outcome counted "ok" there
+        # was then dead-lettered as oversized (found by review).
+        return joiner.on_outcome(OutcomeEvent.from_json(raw, len(raw)), origin), None
 
     def _collect(
         self,

@@ -305,6 +305,7 @@ def _tombstone(record: dict[str, Any], day: int) -> dict[str, Any]:
         "oo": record.get("oo"),
         "home": record.get("home"),
         "had_outcome": record.get("outcome") is not None,
+        "had_prediction": "prediction" in record,
     }
     if record.get("xo"):
         tomb["xo"] = record["xo"]
@@ -396,6 +397,16 @@ class OutcomeJoiner:
                 self.stats.replayed += 1
                 self._advance(event.timestamp)  # see below
                 return JoinResult(new=False, home=record.get("home"))
+            if record.get("had_prediction") is False:
+                # Its outcome came first and was given up (no prediction within the
+                # retention): the prediction is new, for the performance history, with
+                # nothing left to join; the tombstone now knows it (refused as a duplicate
+                # before, and missing from the history: found by review).
+                record |= {"had_prediction": True, "home": home}
+                record["po"] = None if origin is None else list(origin)
+                self._put(key, record)
+                self._advance(event.timestamp)
+                return JoinResult(new=True, home=home)
             self._reject("duplicate_prediction")
             raise InvalidEvent(
                 "duplicate_prediction", f"event {event.event_id} was predicted (and expired) before"

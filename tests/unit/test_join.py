@@ -733,7 +733,7 @@ def test_expiry_reads_a_record_but_its_prediction_and_older_records_whole() -> N
     assert gone == ["orphan"] and expired == 6
     assert tombs[prediction_key("odd")] == {
         "tomb": True, "day": int((T0 + 5 * DAY) // DAY), "po": [0, 12], "oo": [1, 22],
-        "home": 1, "had_outcome": True,
+        "home": 1, "had_outcome": True, "had_prediction": True,
     }  # fmt: skip
     assert tombs[prediction_key("alone")]["had_outcome"] is False
     assert tombs[prediction_key("mixed")]["oo"] == [1, 23]
@@ -838,3 +838,28 @@ def test_a_tombstone_whose_index_entry_a_crash_cut_off_still_goes() -> None:
         later.expire()
         store.apply(later.flush())
     assert prediction_key("old") not in store.data
+
+
+def test_a_prediction_that_comes_after_its_outcome_was_given_up_is_new_not_a_duplicate() -> None:
+    """Found by review: an outcome given up (no prediction within the retention) left a
+    tombstone, and its prediction, coming for the first time after that, was refused as
+    ``duplicate_prediction`` ("was predicted before": false), and so missing from the
+    performance history. It is new, with nothing left to join; a second one is a duplicate."""
+    store = MemoryStore()
+    j = OutcomeJoiner(JoinConfig(retention_days=5), store)
+    j.on_outcome(outcome("e1", T0), origin=(1, 1))
+    j.on_prediction(prediction("x", T0 + 7 * DAY), origin=(0, 1))
+    j.on_outcome(outcome("x", T0 + 7 * DAY), origin=(1, 2))
+    assert [g.outcome.event_id for g in j.expire()] == ["e1"]
+    again = read_again(store, j)
+    first = again.on_prediction(prediction("e1", T0 + 7 * DAY), origin=(0, 2), home=3)
+    assert first.new and first.joined is None and first.home == 3
+    assert again.stats.rejected == {}
+    later = read_again(store, again)
+    assert later.on_prediction(prediction("e1", T0 + 7 * DAY), origin=(0, 2)).new is False
+    with pytest.raises(InvalidEvent) as exc:
+        later.on_prediction(prediction("e1", T0 + 7 * DAY), origin=(0, 9))
+    assert exc.value.reason == "duplicate_prediction"
+    with pytest.raises(InvalidEvent) as exc:  # its outcome was given up: not joined now
+        later.on_outcome(outcome("e1", T0 + 8 * DAY), origin=(1, 5))
+    assert exc.value.reason == "duplicate_outcome"

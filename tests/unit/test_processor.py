@@ -494,6 +494,34 @@ def test_a_join_part_that_fails_to_deliver_is_counted_once_when_it_is_read_again
     assert all(v is not None and v > 0 for v in spent.values()), spent
 
 
+def test_an_outcome_the_edge_accepted_is_not_refused_for_its_size_by_the_join() -> None:
+    """Found by review: the join parsed an outcome again with a default limit of 1 MiB, so
+    with DRIFTWATCH_MAX_MESSAGE_BYTES above it an outcome the edge had counted "ok" was then
+    dead-lettered as oversized. Its size is the edge's to check."""
+    from agents.envelopes import encode_join
+    from streams.join import JoinConfig
+    from tests.unit.test_join import outcome, prediction
+
+    labeled: list[bytes] = []
+
+    async def send_labeled(pairs: list[tuple[bytes, bytes, float]]) -> None:
+        labeled.extend(v for _, v, _ in pairs)
+
+    async def forward(messages: list[tuple[bytes, bytes, int]]) -> None:
+        pass
+
+    metrics = WorkerMetrics.create(CollectorRegistry())
+    processor = join_processor(JoinConfig(), metrics, send_labeled, forward)
+    big = {**outcome("e1", T0 + 60).to_dict(), "note": "x" * (1 << 20)}
+    raw = json.dumps(big).encode()
+    assert len(raw) > 1 << 20
+    value = encode_join(
+        [("p", (0, 0), 0, prediction("e1").to_json(), None), ("o", (0, 0), None, raw, None)]
+    )
+    asyncio.run(processor.process_batch([FakeEvent(FakeMessage("join-input", 0, 0, None), value)]))
+    assert len(labeled) == 1
+
+
 FINITE = st.floats(allow_nan=False, allow_infinity=False)
 
 
