@@ -207,6 +207,10 @@ def _optional_label(data: dict[str, Any], name: str) -> int | str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise InvalidEvent("wrong_type", f"{name} must be an integer or a string")
+    if isinstance(value, int) and not -(1 << 63) <= value < 1 << 64:
+        # What orjson reads as a float (refused above): the same verdict when the standard
+        # library decoded the message instead (another field orjson refused).
+        raise InvalidEvent("wrong_type", f"{name} must be an integer of at most 64 bits")
     if isinstance(value, str) and len(value) > MAX_CATEGORY_LEN:
         raise InvalidEvent("bad_value", f"{name} is longer than {MAX_CATEGORY_LEN} characters")
     return value
@@ -299,7 +303,7 @@ def usual_event(cls: type[PredictionEvent], data: dict[str, Any]) -> PredictionE
             return None  # an integer (stored as a float), a boolean, anything else
     prediction = data.get("prediction")
     if prediction is not None and not (
-        prediction.__class__ is int
+        (prediction.__class__ is int and -(1 << 63) <= prediction < 1 << 64)
         or (prediction.__class__ is str and len(prediction) <= MAX_CATEGORY_LEN)
     ):
         return None

@@ -263,3 +263,24 @@ def test_an_unpaired_surrogate_outside_an_envelope_s_events_refuses_the_message(
             assert exc.reason == "malformed_json" and "surrogate" in exc.detail, exc
         else:
             raise AssertionError(f"accepted {raw[:60]!r}")
+
+
+def test_a_label_beyond_64_bits_is_refused_whichever_decoder_read_the_message() -> None:
+    """Found by review: orjson reads an integer beyond 64 bits as a float (refused as
+    ``wrong_type``), the standard library as an int, so the same prediction was refused or
+    accepted depending on an unrelated field that made orjson give up the message."""
+    plain = json.dumps(valid_prediction(prediction=2**64)).encode()
+    other = plain[:-1] + b',"z":NaN}'
+    for raw in (plain, other):
+        try:
+            PredictionValidator().validate_message(raw, None)
+        except InvalidEvent as exc:
+            assert exc.reason == "wrong_type", exc
+        else:
+            raise AssertionError(f"accepted {raw[-40:]!r}")
+    assert (
+        PredictionValidator()
+        .validate_message(json.dumps(valid_prediction(prediction=2**64 - 1)).encode(), None)[0]
+        .event
+        is not None
+    )
