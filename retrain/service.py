@@ -67,10 +67,10 @@ STEPS = ("decided", "trained", "validated", "registered", "activated", "announce
          "watching")  # fmt: skip
 """A request's steps, in order, as :attr:`RetrainService.step` names them."""
 MAX_ATTEMPTS = 2
+"""A request interrupted (crash) or failed (error, timeout) is tried once more, then failed."""
 RESUME_FIGURES = frozenset({"champion", "trained_until"})
 """What a registered version keeps beside it so that a request interrupted after registering
 it is finished without reading its training data again."""
-"""A request interrupted (crash) or failed (error, timeout) is tried once more, then failed."""
 
 Trainer = Callable[[str, Dataset, TrainingLimits, float, int], TrainedModel]
 
