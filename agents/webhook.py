@@ -156,6 +156,13 @@ class WebhookConfig:
     max_attempts: int = 8
     backoff_base_seconds: float = 0.5
     backoff_max_seconds: float = 60.0
+    max_round_wait_seconds: float = 30.0
+    """Most seconds one round waits between its attempts, backoff and ``Retry-After``
+    together: a wait that would pass it ends the round there, as a retryable failure, and the
+    alert is tried again later (redelivery). A round then lasts at most ``max_attempts`` x
+    ``timeout_seconds`` plus this (70 s by default), within the worker's stall limit
+    (DRIFTWATCH_STALL_BATCH_SECONDS, 300): an endpoint answering 503 with ``Retry-After:
+    60`` made one round 420 s, and the watchdog restarted the worker, round after round."""
     max_body_bytes: int = 256 * 1024
     """Largest request body sent; a larger alert fails at once (``attempts=0``)."""
     max_connections: int = 100
@@ -197,6 +204,8 @@ class WebhookConfig:
             raise ValueError("backoff_max_seconds must be a positive number")
         if self.backoff_max_seconds < self.backoff_base_seconds:
             raise ValueError("backoff_max_seconds must be at least backoff_base_seconds")
+        if not _positive(self.max_round_wait_seconds):
+            raise ValueError("max_round_wait_seconds must be a positive number")
         for name in ("max_body_bytes", "max_connections"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -373,6 +382,7 @@ class WebhookNotifier:
             return self._result(alert, "", DeliveryStatus.FAILED, 0, "no webhook URL for tenant")
         target = redact_url(url)
         attempts = 0
+        waited = 0.0
         try:
             body = payload(alert)
             if len(body) > self.config.max_body_bytes:
@@ -393,10 +403,15 @@ class WebhookNotifier:
                 if not outcome.retryable or attempts >= self.config.max_attempts:
                     self._notify(attempts, "failed")
                     return self._failed(alert, target, attempts, error, outcome.retryable)
-                self._notify(attempts, "retried")
                 delay = self.config.backoff(attempts, self._rng)
                 if outcome.retry_after is not None:
                     delay = min(outcome.retry_after, self.config.backoff_max_seconds)
+                if waited + delay > self.config.max_round_wait_seconds:
+                    self._notify(attempts, "failed")
+                    error += f"; the round ends (its waits would pass {waited + delay:.0f} s)"
+                    return self._failed(alert, target, attempts, error, retryable=True)
+                waited += delay
+                self._notify(attempts, "retried")
                 log.debug(
                     "alert %s to %s: attempt %d failed (%s), retrying in %.2fs",
                     alert.alert_id,

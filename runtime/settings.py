@@ -542,8 +542,10 @@ class Settings:
     alert_webhook_max_attempts: int = _env(
         "DRIFTWATCH_ALERT_WEBHOOK_MAX_ATTEMPTS",
         8,
-        "Delivery attempts per alert in one round (full-jitter backoff from 0.5 s, doubling: "
-        "about a minute for 8) before the round gives up. A round that fails on a retryable "
+        "Delivery attempts per alert in one round (full-jitter backoff from 0.5 s, doubling, "
+        "or the endpoint's Retry-After; a round waits 30 s at most in all, so that it never "
+        "holds the worker near its stall limit) before the round gives up. A round that fails "
+        "on a retryable "
         "error (connection, timeout, 429, 5xx) is tried again later "
         "(DRIFTWATCH_ALERT_REDELIVERY_HOURS).",
     )

@@ -163,7 +163,9 @@ class TokenStore:
         if now - self._checked >= self.check_every:
             self._checked = now
             self._reload()
-        presented = hashlib.sha256(token.encode()).digest()
+        # A header's bytes that are not text reach here as surrogate escapes: such a token
+        # matches none (encoding it strictly raised, a 500 before any check).
+        presented = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
         found: Principal | None = None
         for entry in self._entries:  # every entry compared: no early exit to time
             if hmac.compare_digest(presented, entry.digest):

@@ -193,6 +193,10 @@ class Front:
         route = self._routes.get(name)
         status = 500
         try:
+            if not request.raw_path.startswith("/"):
+                # An absolute-form target (``GET http://host/v1/...``): its raw path is the
+                # whole URL, which made the upstream address unparseable (a 500).
+                raise ApiError(400, "bad_request", "the request target must be a path")
             if route is not None and route.scope is not None:
                 header = request.headers.get("Authorization", "")
                 request[PRINCIPAL] = authorize(header, self.tokens, self.limiter, route.scope)

@@ -43,7 +43,8 @@ from agents.api.spec import ROUTES, Route, openapi_document
 from driftwatch.report.collect import collect
 from driftwatch.report.model import ModelMarker
 from driftwatch.report.render import render_report
-from schemas import format_timestamp, parse_timestamp
+from schemas import InvalidEvent, format_timestamp, parse_timestamp
+from schemas.events import decode_json_object
 from schemas.names import NAME_PATTERN, NAME_RULE, name_problem
 from streams import views
 from streams.config import PerformanceConfig
@@ -317,11 +318,17 @@ class Api:
             raise ApiError(413, "too_large", f"bodies are limited to {self.max_body_bytes} B")
         raw = await request.read()
         try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "bad_json", "the body is not JSON") from None
+            # As the retrain worker reads what is passed on (schemas.retrain): not UTF-8
+            # JSON, nested too deeply (a RecursionError was a 500), or with an unpaired
+            # surrogate in a string (accepted here, the control message was then refused
+            # there, and a compacted key lost its last good value) is a bad body.
+            data = decode_json_object(raw, max(len(raw), 1))
+        except InvalidEvent as exc:
+            if exc.reason == "wrong_type":
+                raise ApiError(400, "bad_body", "the body must be a JSON object") from None
+            raise ApiError(400, "bad_json", "the body is not JSON (UTF-8 text)") from None
         _validate(data, schema)
-        return data  # type: ignore[no-any-return]
+        return data
 
     def _who(self, request: web.Request, body: dict[str, Any]) -> str:
         by = self._principal(request).name

@@ -186,6 +186,19 @@ def test_bodies_are_validated(tmp_path: Path, name: str) -> None:
             resp = await send(route.method, path, headers=headers, **kwargs)
             assert resp.status == status, (kwargs, await resp.text())
             assert (await resp.json())["error"]["message"]
+        # Found by review: nested too deeply was a 500; an unpaired surrogate in a string was
+        # accepted, then refused by the retrain worker's parser (the control message lost);
+        # bytes that are not UTF-8 (or start with a byte-order mark) are not JSON text.
+        for raw in (
+            b"[" * 40_000,
+            json.dumps({**BODIES[name], "note": "x \ud800"}).encode(),  # escaped: ASCII
+            b'{"note": "\xff"}',
+            b"\xef\xbb\xbf" + json.dumps(BODIES[name]).encode(),
+        ):
+            headers = {**auth("admin"), "Content-Type": "application/json"}
+            resp = await send(route.method, path, headers=headers, data=raw)
+            assert resp.status == 400, (raw[:40], await resp.text())
+            assert (await resp.json())["error"]["code"] == "bad_json", raw[:40]
         assert h.controls == []
 
     run(tmp_path, test)

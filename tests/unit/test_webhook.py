@@ -565,3 +565,32 @@ def test_config_is_immutable() -> None:
     assert config.url_for("acme") == "https://a.example/h"
     with pytest.raises(TypeError):
         config.tenant_urls["acme"] = "off"  # type: ignore[index]
+
+
+def test_a_round_s_waits_are_bounded_so_a_slow_endpoint_never_stalls_the_worker() -> None:
+    """Found by review: an endpoint answering 503 with ``Retry-After: 60`` made one round wait
+    7 x 60 s, past the worker's stall limit (300 s): the watchdog restarted the worker, and
+    the round began again after each restart. A wait that would pass the round's budget ends
+    the round there, as a retryable failure (the alert goes to redelivery)."""
+
+    async def scenario() -> tuple[AlertDelivery, Sleeps, Attempts, int]:
+        busy = Reply(503, "busy", headers={"Retry-After": "60"})
+        async with Server(default=busy) as server:
+            config = WebhookConfig(url=server.url)
+            delivery, sleeps, attempts = await deliver(config, make_alert())
+            return delivery, sleeps, attempts, len(server.received)
+
+    delivery, sleeps, attempts, received = run(scenario())
+    assert delivery.status is DeliveryStatus.FAILED and delivery.retryable
+    assert "the round ends" in (delivery.error or "")
+    assert sum(sleeps.delays) <= WebhookConfig().max_round_wait_seconds
+    assert sleeps.delays == [] and received == 1 and attempts.calls == [(1, "failed")]
+
+    async def backoff() -> Sleeps:  # the default backoff at its upper bound: 0.5 s doubling
+        async with Server(default=Reply(503)) as server:
+            _, sleeps, _ = await deliver(
+                WebhookConfig(url=server.url), make_alert(), rng=MaxRandom()
+            )
+            return sleeps
+
+    assert run(backoff()).delays == [0.5, 1.0, 2.0, 4.0, 8.0]  # the next, 16 s, would pass 30
