@@ -599,3 +599,31 @@ def test_an_alert_published_again_once_pushed_out_is_not_a_new_alert() -> None:
     assert live.empty()  # not sent again
     assert after(x.alert_id) == [a1.alert_id, a2.alert_id]  # nothing between skipped
     assert after(None) == [a1.alert_id, a2.alert_id]  # nor held again, as the newest
+
+
+def test_odd_request_lines_and_headers_are_refused_not_failed(tmp_path: Path) -> None:
+    """Found by review: an Authorization header whose bytes are not text, and an absolute-form
+    request target (``GET http://host/v1/...``), were 500s (a token hashed strictly, an
+    upstream URL made of the whole target)."""
+
+    async def raw(h: Harness, request: bytes) -> bytes:
+        server = h.client.server
+        reader, writer = await asyncio.open_connection(server.host, server.port)
+        writer.write(request)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(4000), 10)
+        writer.close()
+        return answer.split(b"\r\n", 1)[0]
+
+    async def test(h: Harness) -> None:
+        token = auth("acme-read")["Authorization"].encode()
+        cases = {
+            b"GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \xff\xfe\r\n": b"401",
+            b"GET http://elsewhere/v1/models/acme/fraud HTTP/1.1\r\nHost: x\r\n"
+            b"Authorization: " + token + b"\r\n": b"400",
+        }
+        for request, status in cases.items():
+            line = await raw(h, request + b"Connection: close\r\n\r\n")
+            assert line.split(b" ")[1] == status, (request[:40], line)
+
+    run(tmp_path, test)
