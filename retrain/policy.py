@@ -337,10 +337,13 @@ def decide(
         hours = (last + policy.cooldown_days * DAY - drift.detected_at) / 3600
         return Decision(Action.WAIT, f"cooldown: last training {hours:.0f} h too recent")
     approved = state.decisions.get(request_id(drift)) == "approve"
-    if drift.severity.rank >= policy.approval_severity.rank and not approved:
+    # The incident's worst, not only this detection's: a CRITICAL incident confirmed by a
+    # milder look still needs a person (found by review).
+    severity = drift.incident_severity
+    if severity.rank >= policy.approval_severity.rank and not approved:
         return Decision(
             Action.REQUEST_APPROVAL,
-            f"{drift.severity.value} drift needs a person: driftwatch approve {request_id(drift)}",
+            f"{severity.value} drift needs a person: driftwatch approve {request_id(drift)}",
         )
     if new_labels is not None and new_labels < policy.min_new_labels:
         return Decision(

@@ -152,7 +152,10 @@ class Settings:
         "the prefix (e.g. `dead-letters=2592000000,drift-events=-1`; -1 keeps for ever); `*=ms` "
         "for all of them. Unset: the broker's default. Input topics (`predictions`, `outcomes`) "
         "get none (their owners decide); compacted topics (table changelogs, `retrain-control`) "
-        "are never deleted by age.",
+        "are never deleted by age; `retrain-events`, the retrain worker's state (read whole at "
+        "each start), keeps everything (-1) unless named here itself (`*` does not reach it). A "
+        "topic created before keeps its settings: `kafka-configs --alter --entity-type topics "
+        "--entity-name retrain-events --add-config retention.ms=-1`.",
     )
     session_timeout: float = _env(
         "DRIFTWATCH_SESSION_TIMEOUT",

@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -592,6 +592,10 @@ class OutcomeEvent:
         return json.dumps(self.to_dict(), separators=(",", ":")).encode()
 
 
+INCIDENT_SEVERITY: Final = "incident_severity"
+"""Key in a DriftEvent's ``extra``: its incident's most severe level so far."""
+
+
 @dataclass(frozen=True, slots=True)
 class DriftEvent:
     """One detection of a drift incident; the same ``drift_id`` while the incident is open."""
@@ -624,6 +628,25 @@ class DriftEvent:
     @property
     def stream_key(self) -> str:
         return f"{self.tenant}:{self.model}"
+
+    @property
+    def incident_severity(self) -> Severity:
+        """The most severe its incident has been (``extra["incident_severity"]``), at least
+        this detection's own: a confirming detection can be milder than what it confirms (a
+        span look's HIGH confirming an incident escalated to CRITICAL).
+
+        >>> d = DriftEvent("d", DriftKind.STATISTICAL, "t", "m", "v1", "x", "ks", 0.3, 1e-9,
+        ...                0.3, 0.0, 1.0, 0.0, 1.0, Severity.HIGH, True, 1.0,
+        ...                extra={INCIDENT_SEVERITY: "CRITICAL"})
+        >>> from dataclasses import replace
+        >>> d.incident_severity, replace(d, extra={}).incident_severity
+        (<Severity.CRITICAL: 'CRITICAL'>, <Severity.HIGH: 'HIGH'>)
+        """
+        try:
+            worst = Severity(self.extra.get(INCIDENT_SEVERITY, self.severity))
+        except ValueError:
+            return self.severity
+        return worst if worst.rank > self.severity.rank else self.severity
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas import DriftEvent, DriftKind
+from schemas.events import INCIDENT_SEVERITY
 from streams.baselines import Baselines, MomentAccess, WindowAccess
 from streams.config import EngineConfig
 from streams.decision import benjamini_hochberg, severity_for, surely_above
@@ -285,7 +286,8 @@ class FeatureJudge:
                     extra=t.describe()
                     | ({} if span is None else {"span_seconds": span})
                     | ranking
-                    | segment,
+                    | segment
+                    | {INCIDENT_SEVERITY: incident.max_severity},
                 )
             )
         self.stats["drift_events"] += len(events)

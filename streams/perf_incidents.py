@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from schemas import DriftEvent, DriftKind, Severity
+from schemas.events import INCIDENT_SEVERITY
 from streams.config import PerformanceConfig
 from streams.incidents import Incident, IncidentNotice
 from streams.perf_findings import Finding, objective_test, objective_value
@@ -106,7 +107,7 @@ class PerfIncidents:
                 window_count=summary.labelled,
                 baseline_count=baseline_count,
                 partial=partial,
-                extra={"metrics": metrics} | f.extra,
+                extra={"metrics": metrics} | f.extra | {INCIDENT_SEVERITY: incident.max_severity},
             )
             for f in findings
         ]

@@ -109,6 +109,9 @@ def test_concept_drift_is_found_within_48h_and_confirmed_after_7_windows() -> No
     confirmed = [e for e in perf if e.confirmed and e.test in ("accuracy_drop", "pr_auc_drop")]
     assert confirmed and min(e.window_start for e in confirmed) == onset + 6 * DAY
     assert all(e.severity.rank >= Severity.MEDIUM.rank for e in perf)
+    # each carries its incident's worst so far (what the retrain policy's approval reads)
+    assert all(e.extra.get("incident_severity") in {s.value for s in Severity} for e in perf)
+    assert all(e.incident_severity.rank >= e.severity.rank for e in perf)
 
 
 def test_a_model_always_below_its_objective_is_one_breach_not_daily_drift() -> None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate, generate_outcomes
-from retrain.policy import RetrainPolicy, request_id
+from retrain.policy import Action, RetrainPolicy, RetrainState, decide, request_id
 from retrain.registry import ModelRegistry
 from retrain.service import STEPS, RetrainConfig, RetrainService
 from retrain.training import Dataset, TrainedModel, TrainingLimits, train
@@ -22,6 +22,7 @@ from schemas import (
     DriftKind,
     ModelAction,
     ModelEvent,
+    PredictionEvent,
     RetrainEvent,
     RetrainStatus,
     Severity,
@@ -804,3 +805,34 @@ def test_a_person_s_request_before_any_training_takes_the_version_from_the_traff
     ]
     assert svc.checks[("acme", "fraud")].previous == "prod-7"
     assert [(m.version, m.previous_version) for m in out2.models] == [("r1", "prod-7")]
+
+
+def test_a_critical_incident_confirmed_by_a_milder_look_still_needs_a_person(
+    rows: list[dict[str, Any]],
+) -> None:
+    """Found by review: a 1-sigma shift opened HIGH, escalated CRITICAL, and was confirmed by
+    an interim look's HIGH DriftEvent; the policy read that event's severity and retrained
+    with no approval, though CRITICAL drift needs a person. Drift events carry their
+    incident's worst severity, and the policy reads it."""
+    import numpy as np
+
+    from streams.config import EngineConfig
+    from streams.engine import DriftEngine
+    from streams.keyed_state import MemoryStore
+
+    rng = np.random.default_rng(7)
+    engine = DriftEngine(EngineConfig(), MemoryStore())
+    events: list[PredictionEvent] = []
+    for d in range(70):
+        for t in np.sort(rng.uniform(0, DAY, 1000)) + T0 + d * DAY:
+            x = float(rng.normal(1.0 if d >= 60 else 0.0))
+            features: dict[str, float | str | None] = {"x": x, "y": float(rng.normal())}
+            events.append(PredictionEvent(f"e{len(events)}", "acme", "fraud", "v1", float(t),
+                                          features, float(rng.uniform())))  # fmt: skip
+    drifts = [d for _, d in engine.observe_many(events).drifts]
+    first = next(d for d in drifts if d.confirmed)
+    worst = max((Severity(n.severity) for n in engine.take_notices()), key=lambda s: s.rank)
+    assert worst is Severity.CRITICAL and first.severity.rank < worst.rank
+    assert first.incident_severity is Severity.CRITICAL
+    decision = decide(first, RetrainPolicy(auto_retrain=True), RetrainState(), new_labels=10**6)
+    assert decision.action is Action.REQUEST_APPROVAL, decision
