@@ -64,7 +64,8 @@ class ChiSquare(DriftTest[CategoricalSummary]):
         return TestResult(statistic, p_value, tvd, table.bound, table.exact, "chi2")
 
     def noise(self, n_eff: float, baseline: CategoricalSummary) -> float:
-        shares = [n / baseline.count for n in baseline.counts.values()] if baseline.count else []
+        counts = baseline.read_counts().values()  # the categories the table compares
+        shares = [n / baseline.count for n in counts] if baseline.count else []
         return (
             0.5
             * math.sqrt(2 / math.pi)
