@@ -674,7 +674,7 @@ class DriftEvent:
             "drifting_share": round(self.drifting_share, 6),
             "partial": self.partial,
         }
-        out.update(self.extra)
+        out.update(_finite_values(self.extra))
         return out
 
     def to_json(self) -> bytes:
@@ -711,6 +711,24 @@ class DriftEvent:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidEvent("bad_drift_event", str(exc)) from None
+
+
+def _finite_values(value: Any) -> Any:
+    """``value`` with every non-finite float (in dicts and lists too) as None: a DriftEvent's
+    extras are JSON for any reader, and a NaN (a Wasserstein distance over an infinite
+    spread, at values of 1e300) was written as a ``NaN`` literal, which strict decoders
+    refuse (found by review).
+
+    >>> _finite_values({"a": float("nan"), "b": [1.0, float("inf")], "c": "x"})
+    {'a': None, 'b': [1.0, None], 'c': 'x'}
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite_values(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite_values(v) for v in value]
+    return value
 
 
 def _finite_or_none(value: float | None) -> float | None:

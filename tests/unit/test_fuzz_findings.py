@@ -284,3 +284,19 @@ def test_a_label_beyond_64_bits_is_refused_whichever_decoder_read_the_message() 
         .event
         is not None
     )
+
+
+def test_a_drift_event_s_non_finite_extras_are_written_as_null() -> None:
+    """Found by review: at values of 1e300 a Wasserstein distance over an infinite spread was
+    NaN, and the DriftEvent's JSON held a ``NaN`` literal, which strict decoders refuse."""
+    import orjson
+
+    from schemas import DriftEvent, DriftKind, Severity
+
+    event = DriftEvent(
+        "d", DriftKind.STATISTICAL, "t", "m", "v1", "x", "ks", 0.3, 1e-9, 0.3, 0.0, 1.0,
+        0.0, 1.0, Severity.HIGH, True, 1.0,
+        extra={"wasserstein_sd": float("nan"), "quantiles": [1.0, float("inf")]},
+    )  # fmt: skip
+    decoded = orjson.loads(event.to_json())
+    assert decoded["wasserstein_sd"] is None and decoded["quantiles"] == [1.0, None]
