@@ -7,6 +7,7 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import Counter as PromCounter
 
@@ -170,6 +171,13 @@ def test_a_tenant_with_an_unpaired_surrogate_never_reaches_a_metric_label() -> N
         raise AssertionError("accepted")
 
 
+def refusal(raw: bytes, validator: PredictionValidator | None = None) -> InvalidEvent:
+    """Why ``raw`` is refused as a whole message (it must be)."""
+    with pytest.raises(InvalidEvent) as exc:
+        (validator or PredictionValidator()).validate_message(raw, None)
+    return exc.value
+
+
 def test_a_prediction_not_in_utf_8_is_refused_at_the_edge() -> None:
     """The standard library's fallback decoded a byte-order mark and UTF-16 from bytes, so
     such a prediction was accepted, and the join, which keeps a prediction's bytes as they
@@ -181,12 +189,7 @@ def test_a_prediction_not_in_utf_8_is_refused_at_the_edge() -> None:
     validator = PredictionValidator()
     assert validator.validate_message(ok, None)[0].event is not None
     for raw in (codecs.BOM_UTF8 + ok, ok.decode().encode("utf-16"), ok.decode().encode("utf-32")):
-        try:
-            validator.validate_message(raw, None)
-        except InvalidEvent as exc:
-            assert exc.reason == "malformed_json", exc
-        else:
-            raise AssertionError(f"accepted {raw[:8]!r}")
+        assert refusal(raw, validator).reason == "malformed_json"
 
 
 def envelope_of(events: list[dict[str, Any]]) -> bytes:
@@ -209,13 +212,7 @@ def test_one_event_s_unpaired_surrogate_costs_only_that_event_of_an_envelope() -
     assert refused == [(7, "malformed_json")]
     assert sum(i.event is not None for i in items) == 1799
     # bytes that are not UTF-8 cannot be decoded at all: refused whole, for what they are
-    bad = raw.replace(b'"e9"', b'"e9\xff"')
-    try:
-        validator.validate_message(bad, None)
-    except InvalidEvent as exc:
-        assert exc.reason == "malformed_json", exc
-    else:
-        raise AssertionError("accepted")
+    assert refusal(raw.replace(b'"e9"', b'"e9\xff"'), validator).reason == "malformed_json"
 
 
 def test_a_single_event_s_own_schema_field_does_not_make_it_an_envelope() -> None:
@@ -228,12 +225,8 @@ def test_a_single_event_s_own_schema_field_does_not_make_it_an_envelope() -> Non
     from schemas.events import BATCH_SCHEMA
 
     other = json.dumps({"schema": BATCH_SCHEMA + "x", "events": [valid_prediction()]}).encode()
-    try:
-        PredictionValidator().validate_message(other, None)
-    except InvalidEvent as exc:
-        assert exc.reason == "bad_value" and "unknown schema" in exc.detail
-    else:
-        raise AssertionError("accepted")
+    exc = refusal(other)
+    assert exc.reason == "bad_value" and "unknown schema" in exc.detail
 
 
 def test_a_refused_event_of_an_envelope_keeps_what_made_it_refused_in_its_dead_letter() -> None:
@@ -257,12 +250,8 @@ def test_an_unpaired_surrogate_outside_an_envelope_s_events_refuses_the_message(
         {"schema": BATCH_SCHEMA, "note": "\udc00", "events": [valid_prediction()]}
     ).encode()
     for raw in (single, outer):
-        try:
-            PredictionValidator().validate_message(raw, None)
-        except InvalidEvent as exc:
-            assert exc.reason == "malformed_json" and "surrogate" in exc.detail, exc
-        else:
-            raise AssertionError(f"accepted {raw[:60]!r}")
+        exc = refusal(raw)
+        assert exc.reason == "malformed_json" and "surrogate" in exc.detail, exc
 
 
 def test_a_label_beyond_64_bits_is_refused_whichever_decoder_read_the_message() -> None:
@@ -272,12 +261,7 @@ def test_a_label_beyond_64_bits_is_refused_whichever_decoder_read_the_message() 
     plain = json.dumps(valid_prediction(prediction=2**64)).encode()
     other = plain[:-1] + b',"z":NaN}'
     for raw in (plain, other):
-        try:
-            PredictionValidator().validate_message(raw, None)
-        except InvalidEvent as exc:
-            assert exc.reason == "wrong_type", exc
-        else:
-            raise AssertionError(f"accepted {raw[-40:]!r}")
+        assert refusal(raw).reason == "wrong_type", raw[-40:]
     assert (
         PredictionValidator()
         .validate_message(json.dumps(valid_prediction(prediction=2**64 - 1)).encode(), None)[0]
