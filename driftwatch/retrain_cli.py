@@ -75,9 +75,9 @@ def cmd_flags(args: argparse.Namespace, settings: Settings) -> int:
               f"({', '.join(sorted(allowed))})", file=sys.stderr)  # fmt: skip
         return 2
     key = f"flag:tenant:{args.tenant}" if args.tenant else "flag:global"
-    on = args.auto_retrain == "on"
+    on = None if args.auto_retrain == "default" else args.auto_retrain == "on"
     _control(settings, key, {"auto_retrain": on, "by": args.by})
-    print(f"{key}: auto_retrain={'on' if on else 'off'}")
+    print(f"{key}: auto_retrain={args.auto_retrain}")
     return 0
 
 
@@ -169,7 +169,11 @@ def add_commands(sub: Any) -> None:
         p.add_argument("--note", default="")
         p.set_defaults(func=cmd_approve)
     p = sub.add_parser("flags", help="switch auto-retraining on or off, globally or per tenant")
-    p.add_argument("--auto-retrain", choices=["on", "off"], required=True)
+    p.add_argument(
+        "--auto-retrain", choices=["on", "off", "default"], required=True,
+        help="default: clear the flag (a tenant's: the global one applies; the global one: "
+        "each tenant's own flag, else DRIFTWATCH_AUTO_RETRAIN)",
+    )  # fmt: skip
     p.add_argument(
         "--tenant",
         default=None,

@@ -211,10 +211,20 @@ class RetrainState:
 
     def control(self, key: str, value: dict[str, object]) -> None:
         """Fold one ``retrain-control`` message (latest per key wins)."""
+        # A flag set to null, or deleted (a tombstone: the value {}), is cleared: the global
+        # flag's off is the stop for every tenant, and clearing it is how a deployment that
+        # used it as a default (tenants switched on one by one) gets back (by review). A
+        # tombstone had set the global flag off.
+        flag = value.get("auto_retrain")
+        on = None if flag is None else bool(flag)
         if key == "flag:global":
-            self.global_flag = bool(value.get("auto_retrain"))
+            self.global_flag = on
         elif key.startswith("flag:tenant:"):
-            self.tenant_flags[key.removeprefix("flag:tenant:")] = bool(value.get("auto_retrain"))
+            tenant = key.removeprefix("flag:tenant:")
+            if on is None:
+                self.tenant_flags.pop(tenant, None)
+            else:
+                self.tenant_flags[tenant] = on
         elif key.startswith("approval:"):
             decision = str(value.get("decision", ""))
             if decision in ("approve", "reject"):

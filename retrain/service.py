@@ -806,7 +806,7 @@ class RetrainService:
         rid = request_id(drift)
         if self._last.get(rid) == (status, reason) and not details:
             return  # the same decision again (a redelivered DriftEvent): say it once
-        details.setdefault("severity", drift.severity.value)
+        details.setdefault("severity", drift.incident_severity.value)  # what approval read
         details["drift"] = drift.to_dict()
         event = RetrainEvent(
             rid, drift.tenant, drift.model, drift.drift_id, status, reason, drift.detected_at,

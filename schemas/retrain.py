@@ -276,8 +276,8 @@ def _check_control(key: str, data: dict[str, Any], tombstone: bool) -> None:
         if data.get(name) is not None and not isinstance(data[name], str):
             raise InvalidEvent("wrong_type", f"{name} must be a string")
     if kind == "flag":
-        if not isinstance(data.get("auto_retrain", False), bool):
-            raise InvalidEvent("wrong_type", "auto_retrain must be true or false")
+        if not isinstance(data.get("auto_retrain"), bool | None):  # None: cleared
+            raise InvalidEvent("wrong_type", "auto_retrain must be true, false or null")
     elif kind == "approval":
         decision = data.get("decision")
         if decision is None:

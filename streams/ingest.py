@@ -15,6 +15,7 @@ from schemas.events import (
     check_text,
     decode_json_text,
     json_bytes,
+    without_bom,
 )
 from streams.join import binary_label
 
@@ -135,6 +136,7 @@ class PredictionValidator:
         """
         if raw is None:
             raise InvalidEvent("empty", "message has no value (tombstone)")
+        raw = without_bom(raw)  # the bytes the join keeps: no mark inside its JSON record
         if len(raw) > self.max_bytes:
             # Only an envelope may be larger than one event: anything else that size is
             # oversized, whatever else is wrong with it (one that does not decode at all is

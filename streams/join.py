@@ -397,7 +397,9 @@ class OutcomeJoiner:
                 self.stats.replayed += 1
                 self._advance(event.timestamp)  # see below
                 return JoinResult(new=False, home=record.get("home"))
-            if record.get("had_prediction") is False:
+            # (tombstones of earlier versions do not say: a worker's predictions always have
+            # an origin, so one without is an outcome's)
+            if not record.get("had_prediction", record.get("po") is not None):
                 # Its outcome came first and was given up (no prediction within the
                 # retention): the prediction is new, for the performance history, with
                 # nothing left to join; the tombstone now knows it (refused as a duplicate
@@ -455,10 +457,16 @@ class OutcomeJoiner:
             self._put(key, new_record)
             dropped = ExpiredOutcome(outcome, waiting_origin, "mismatched_outcome")
             return JoinResult(new=True, home=home, dropped=dropped)
+        expired = outcome.timestamp - event.timestamp > self.config.retention_days * DAY
+        # Decoded before the record is put: one that fails to decode then changes nothing
+        # (put first, a failure left the outcome consumed and never joined: by review).
+        full = None
+        if not expired:
+            full = event.event() if isinstance(event, ForwardedPrediction) else event
         new_record |= {"outcome": pending, "oo": record.get("oo")}
         new_record["prediction"] = stored
         self._put(key, new_record)
-        if outcome.timestamp - event.timestamp > self.config.retention_days * DAY:
+        if expired:
             # Its prediction came (out of order) from more than the retention before it: the
             # outcome is given up, as one arriving after its prediction would be refused, and
             # dead-lettered (it was kept in the record, counted neither joined nor lost).
@@ -466,7 +474,7 @@ class OutcomeJoiner:
             return JoinResult(
                 new=True, home=home, dropped=ExpiredOutcome(outcome, waiting_origin, "expired")
             )
-        full = event.event() if isinstance(event, ForwardedPrediction) else event
+        assert full is not None
         return JoinResult(new=True, joined=self._join(full, outcome), home=home)
 
     def advance_clock(self, ts: float) -> None:

@@ -179,17 +179,20 @@ def refusal(raw: bytes, validator: PredictionValidator | None = None) -> Invalid
 
 
 def test_a_prediction_not_in_utf_8_is_refused_at_the_edge() -> None:
-    """The standard library's fallback decoded a byte-order mark and UTF-16 from bytes, so
-    such a prediction was accepted, and the join, which keeps a prediction's bytes as they
-    came inside its JSON record, stored a record that no longer decoded: its outcome was
-    then lost (found by review)."""
+    """The standard library's fallback decoded UTF-16 and a byte-order mark from bytes, so
+    such a prediction was accepted with its bytes as they came, and the join, which keeps a
+    prediction's bytes inside its JSON record, stored a record that no longer decoded: its
+    outcome was then lost (found by review). UTF-16/32 is refused; a UTF-8 mark (which RFC
+    8259 lets a parser ignore) is taken off, from the bytes passed on too."""
     import codecs
 
     ok = json.dumps(valid_prediction()).encode()
     validator = PredictionValidator()
     assert validator.validate_message(ok, None)[0].event is not None
-    for raw in (codecs.BOM_UTF8 + ok, ok.decode().encode("utf-16"), ok.decode().encode("utf-32")):
+    for raw in (ok.decode().encode("utf-16"), ok.decode().encode("utf-32")):
         assert refusal(raw, validator).reason == "malformed_json"
+    (item,) = validator.validate_message(codecs.BOM_UTF8 + ok, None)
+    assert item.event is not None and item.raw == ok
 
 
 def envelope_of(events: list[dict[str, Any]]) -> bytes:

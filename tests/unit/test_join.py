@@ -863,3 +863,11 @@ def test_a_prediction_that_comes_after_its_outcome_was_given_up_is_new_not_a_dup
     with pytest.raises(InvalidEvent) as exc:  # its outcome was given up: not joined now
         later.on_outcome(outcome("e1", T0 + 8 * DAY), origin=(1, 5))
     assert exc.value.reason == "duplicate_outcome"
+    # A tombstone an earlier version wrote says nothing of a prediction: one without its
+    # origin had none (a worker's predictions always come with one).
+    store.apply(later.flush())
+    old = load_json(store.data[prediction_key("e1")])
+    old.pop("had_prediction")
+    old["po"] = old["home"] = None
+    store.data[prediction_key("e1")] = json.dumps(old).encode()
+    assert read_again(store, later).on_prediction(prediction("e1"), origin=(0, 3)).new

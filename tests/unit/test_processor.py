@@ -520,6 +520,14 @@ def test_an_outcome_the_edge_accepted_is_not_refused_for_its_size_by_the_join() 
     )
     asyncio.run(processor.process_batch([FakeEvent(FakeMessage("join-input", 0, 0, None), value)]))
     assert len(labeled) == 1
+    # The same for a prediction that orjson cannot read (a NaN in an extra field: decoded
+    # again by the checked path, which had its default limit too), its outcome waiting.
+    p2 = {**prediction("e2").to_dict(), "note": "x" * (1 << 20), "extra": float("nan")}
+    frames = [("o", (0, 1), None, outcome("e2", T0 + 60).to_json(), None),
+              ("p", (0, 1), 0, json.dumps(p2).encode(), None)]  # fmt: skip
+    message = FakeEvent(FakeMessage("join-input", 0, 1, None), encode_join(frames))  # type: ignore[arg-type]
+    asyncio.run(processor.process_batch([message]))
+    assert len(labeled) == 2
 
 
 FINITE = st.floats(allow_nan=False, allow_infinity=False)

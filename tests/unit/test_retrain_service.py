@@ -808,7 +808,7 @@ def test_a_person_s_request_before_any_training_takes_the_version_from_the_traff
 
 
 def test_a_critical_incident_confirmed_by_a_milder_look_still_needs_a_person(
-    rows: list[dict[str, Any]],
+    tmp_path: Path, rows: list[dict[str, Any]]
 ) -> None:
     """Found by review: a 1-sigma shift opened HIGH, escalated CRITICAL, and was confirmed by
     an interim look's HIGH DriftEvent; the policy read that event's severity and retrained
@@ -836,3 +836,32 @@ def test_a_critical_incident_confirmed_by_a_milder_look_still_needs_a_person(
     assert first.incident_severity is Severity.CRITICAL
     decision = decide(first, RetrainPolicy(auto_retrain=True), RetrainState(), new_labels=10**6)
     assert decision.action is Action.REQUEST_APPROVAL, decision
+    # the request shows the severity its approval read
+    published = Published()
+    svc = RetrainService(RetrainConfig(policy=RetrainPolicy(auto_retrain=True)),
+                         ModelRegistry(tmp_path / "registry"), published, Rows(rows))  # fmt: skip
+    svc.on_drift(first)
+    assert [(e.status, e.details["severity"]) for e in published.retrain] == [
+        (RetrainStatus.AWAITING_APPROVAL, "CRITICAL")
+    ]
+
+
+def test_a_flag_cleared_gives_way_to_the_next_one() -> None:
+    """The global flag off stops every tenant (found by review: a tenant's own on overrode
+    it), so a deployment that used it as a default, switching tenants on one by one, needs a
+    way back: a flag set to null (``driftwatch flags --auto-retrain default``), or deleted,
+    is cleared (a deleted global flag had read as off)."""
+    from schemas import ControlMessage
+
+    policy, state = RetrainPolicy(), RetrainState()
+    state.control("flag:global", {"auto_retrain": False})
+    state.control("flag:tenant:acme", {"auto_retrain": True})
+    assert not state.auto_retrain("acme", policy)
+    cleared = ControlMessage.parse(b"flag:global", b'{"auto_retrain": null}')
+    state.control(cleared.key, cleared.value)
+    assert state.auto_retrain("acme", policy) and not state.auto_retrain("globex", policy)
+    state.control("flag:global", {"auto_retrain": True})
+    state.control("flag:tenant:acme", ControlMessage.parse(b"flag:tenant:acme", None).value)
+    assert state.auto_retrain("acme", policy)  # the global flag again
+    state.control("flag:global", {})  # deleted: cleared, not off
+    assert state.global_flag is None and not state.auto_retrain("acme", policy)
