@@ -249,7 +249,7 @@ class BatchResult:
     """The engine's changed state is in ``writes`` (all of it: written, the holds go)."""
 
 
-_Source = tuple[Any, Any, int]
+_Source = tuple[Any, Any, int, bytes | None]
 """A valid prediction's message, validated entry and place among the batch's entries."""
 
 
@@ -410,14 +410,14 @@ class PredictionProcessor:
                 origins.append(
                     (message.partition, message.offset * POSITION_STRIDE + (item.index or 0))
                 )
-                sources.append((message, item, seen))
+                sources.append((message, item, seen, event.value))
         refusals = False
         for first, predictions, origins, sources in stretches:
             set_current_event(first)
             done = self.engine.observe_many(predictions, origins)
             out.drifts.extend(drift for _, drift in done.drifts)
             refused = dict(done.refused)
-            for k, (prediction, origin, (message, item, place)) in enumerate(
+            for k, (prediction, origin, (message, item, place, value)) in enumerate(
                 zip(predictions, origins, sources, strict=True)
             ):
                 if k in refused:
@@ -428,7 +428,11 @@ class PredictionProcessor:
                         log.error("internal error on %s[%d]@%d", message.topic,
                                   message.partition, message.offset, exc_info=problem)  # fmt: skip
                         error = InvalidEvent("internal_error", repr(problem)[:500])
-                    rejected.append((place, Rejected.of(message, item.raw, error, item.index)))
+                    # A single event's letter keeps the message's own bytes (``item.raw`` is
+                    # what the join keeps: without a byte-order mark); an envelope's event's,
+                    # the event re-encoded.
+                    raw = item.raw if item.index is not None else value
+                    rejected.append((place, Rejected.of(message, raw, error, item.index)))
                     refusals = True
                     continue
                 out.ok += 1

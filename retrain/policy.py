@@ -360,4 +360,4 @@ def decide(
             Action.WAIT,
             f"{new_labels} labelled rows since the last training, {policy.min_new_labels} needed",
         )
-    return Decision(Action.RETRAIN, f"confirmed {drift.severity.value} {drift.kind.value} drift")
+    return Decision(Action.RETRAIN, f"confirmed {severity.value} {drift.kind.value} drift")

@@ -23,7 +23,6 @@ from typing import Any, Final
 import orjson
 
 from schemas.names import (
-    MISSING_RATE_SUFFIX,
     UnsafeName,
     is_known_safe_name,
     validate_feature_name,
@@ -223,27 +222,6 @@ each is checked once per process (bounded: past the bound, names are checked eve
 _VALID_NAMES_KEPT = 100_000
 
 
-def _check_shadow(name: str, features: dict[str, Any]) -> None:
-    """A feature ``x#missing`` beside a feature ``x`` would be filed under ``x``'s own
-    missing-rate incident (the engine keeps incidents by name): its KS drifts were confirmed
-    and alerted as ``x``'s (found by review). Refused then, with the event; alone it is a
-    name like any other.
-
-    >>> _check_shadow("x#missing", {"x#missing": 1.0})
-    >>> try:
-    ...     _check_shadow("x#missing", {"x": 1.0, "x#missing": 1.0})
-    ... except InvalidEvent as exc:
-    ...     print(exc.reason)
-    bad_name
-    """
-    base = name.removesuffix(MISSING_RATE_SUFFIX)
-    if base in features:
-        raise InvalidEvent(
-            "bad_name",
-            f"feature {name!r} would shadow the missing-rate incident of feature {base!r}",
-        )
-
-
 def _parse_features(raw: Any) -> dict[str, FeatureValue]:
     if raw is None:
         raise InvalidEvent("missing_field", "features is required")
@@ -259,9 +237,7 @@ def _parse_features(raw: Any) -> dict[str, FeatureValue]:
                 validate_feature_name(name)
             except UnsafeName as exc:
                 raise _name_error(exc) from None
-            if name.endswith(MISSING_RATE_SUFFIX):
-                _check_shadow(name, raw)  # every time: never known valid for the fast path
-            elif len(known) < _VALID_NAMES_KEPT:
+            if len(known) < _VALID_NAMES_KEPT:
                 known.add(name)
         if value.__class__ is float:  # the usual, first: a finite JSON float is itself
             if value - value != 0.0:  # NaN or an infinity (a JSON decoder may allow them)
@@ -391,9 +367,9 @@ def decode_json_text(raw: bytes, max_bytes: int) -> tuple[dict[str, Any], bool]:
     """:func:`decode_json_object` but for the check of its text, and whether that is still
     to do: True where the standard library decoded it (orjson refuses unpaired surrogates),
     for a caller that checks each event of an envelope on its own (:func:`check_text`)."""
+    raw = without_bom(raw)  # first: its size is the same as the predictions' path counts it
     if len(raw) > max_bytes:
         raise InvalidEvent("oversized", f"{len(raw)} bytes, limit {max_bytes}")
-    raw = without_bom(raw)
     try:
         data = orjson.loads(raw)
         if isinstance(data, dict):

@@ -276,7 +276,9 @@ def _check_control(key: str, data: dict[str, Any], tombstone: bool) -> None:
         if data.get(name) is not None and not isinstance(data[name], str):
             raise InvalidEvent("wrong_type", f"{name} must be a string")
     if kind == "flag":
-        if not isinstance(data.get("auto_retrain"), bool | None):  # None: cleared
+        if "auto_retrain" not in data:  # a typo must not clear a flag (a tombstone does)
+            raise InvalidEvent("missing_field", "auto_retrain is required (null clears the flag)")
+        if not isinstance(data["auto_retrain"], bool | None):  # None: cleared
             raise InvalidEvent("wrong_type", "auto_retrain must be true, false or null")
     elif kind == "approval":
         decision = data.get("decision")

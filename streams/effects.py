@@ -160,13 +160,16 @@ def psi_numeric(
 def psi_categorical(
     window: CategoricalSummary, baseline: CategoricalSummary, eps: float = 1e-4
 ) -> float:
-    """Population Stability Index over the union of categories.
+    """Population Stability Index over the categories the chi-square compares: every one
+    both sides count (up to 128 kept each; where a side folded, only those both list, the
+    rest pooled alike on both sides).
 
     How: proportions ``count / total`` per category (missing excluded; the missing-rate
     test watches those), floored at ``eps``, ``sum((p_w - p_b) * ln(p_w / p_b))``. A
-    category absent on one side contributes ``(p - eps) * ln(p / eps)``. Limits: ``OTHER``
-    is compared as one category, so if the two sides folded different categories into it
-    the PSI can be off by up to what the folded shares allow.
+    category absent on one side contributes ``(p - eps) * ln(p / eps)``. Limits: where both
+    sides folded (over 128 categories), a change among the pooled ones is seen only as a
+    change of the pool's share (mass moved wholly to categories one side never kept reads
+    as no change).
 
     >>> w, b = CategoricalSummary(), CategoricalSummary()
     >>> for v in ["a"] * 60 + ["b"] * 40:

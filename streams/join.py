@@ -426,6 +426,17 @@ class OutcomeJoiner:
                 "duplicate_prediction", f"event {event.event_id} was predicted before"
             )
         pending = None if record is None else record.get("outcome")
+        outcome = None if pending is None else OutcomeEvent.from_dict(pending)
+        full: PredictionEvent | None = None
+        if (
+            outcome is not None
+            and (outcome.tenant, outcome.model) == (event.tenant, event.model)
+            and outcome.timestamp - event.timestamp <= self.config.retention_days * DAY
+        ):
+            # It joins: decoded before anything changes, so that one that fails to decode
+            # changes nothing (decoded after, its failure left the outcome consumed and never
+            # joined: by review).
+            full = event.event() if isinstance(event, ForwardedPrediction) else event
         if isinstance(event, ForwardedPrediction):
             stored: ForwardedPrediction | dict[str, Any] = event
         else:
@@ -437,12 +448,11 @@ class OutcomeJoiner:
         if record is None:
             self._index(key, event.timestamp)
         self._advance(event.timestamp)
-        if pending is None:
+        if outcome is None:
             new_record["prediction"] = stored
             self._put(key, new_record)
             return JoinResult(new=True, home=home)
         self.stats.pending -= 1
-        outcome = OutcomeEvent.from_dict(pending)
         assert record is not None  # an outcome was pending in it
         waiting_origin = _pos(record.get("oo"))
         if record.get("xo"):
@@ -457,16 +467,10 @@ class OutcomeJoiner:
             self._put(key, new_record)
             dropped = ExpiredOutcome(outcome, waiting_origin, "mismatched_outcome")
             return JoinResult(new=True, home=home, dropped=dropped)
-        expired = outcome.timestamp - event.timestamp > self.config.retention_days * DAY
-        # Decoded before the record is put: one that fails to decode then changes nothing
-        # (put first, a failure left the outcome consumed and never joined: by review).
-        full = None
-        if not expired:
-            full = event.event() if isinstance(event, ForwardedPrediction) else event
         new_record |= {"outcome": pending, "oo": record.get("oo")}
         new_record["prediction"] = stored
         self._put(key, new_record)
-        if expired:
+        if full is None:
             # Its prediction came (out of order) from more than the retention before it: the
             # outcome is given up, as one arriving after its prediction would be refused, and
             # dead-lettered (it was kept in the record, counted neither joined nor lost).

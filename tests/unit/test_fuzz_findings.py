@@ -287,3 +287,24 @@ def test_a_drift_event_s_non_finite_extras_are_written_as_null() -> None:
     )  # fmt: skip
     decoded = orjson.loads(event.to_json())
     assert decoded["wasserstein_sd"] is None and decoded["quantiles"] == [1.0, None]
+
+
+def test_a_refused_single_event_s_dead_letter_keeps_its_byte_order_mark() -> None:
+    """The bytes passed on to the join lose a leading byte-order mark; a dead letter keeps the
+    message as it came (by review): here one the engine refuses (a feature that was numeric
+    sent as text)."""
+    import base64
+    import codecs
+
+    processor, _, letters, _, _ = make_processor()
+    first = json.dumps(valid_prediction(event_id="a", features={"amount": 1.0})).encode()
+    odd = (
+        codecs.BOM_UTF8
+        + json.dumps(valid_prediction(event_id="b", features={"amount": "text"})).encode()
+    )
+    batch = [FakeEvent(FakeMessage("predictions", 0, i, b"k"), v)
+             for i, v in enumerate([first, odd])]  # fmt: skip
+    asyncio.run(processor.process_batch(batch))
+    (letter,) = [json.loads(v) for _, v in letters]
+    assert letter["reason"] == "type_mismatch"
+    assert base64.b64decode(letter["original_b64"]) == odd

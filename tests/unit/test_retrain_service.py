@@ -20,6 +20,7 @@ from retrain.training import Dataset, TrainedModel, TrainingLimits, train
 from schemas import (
     DriftEvent,
     DriftKind,
+    InvalidEvent,
     ModelAction,
     ModelEvent,
     PredictionEvent,
@@ -865,3 +866,12 @@ def test_a_flag_cleared_gives_way_to_the_next_one() -> None:
     assert state.auto_retrain("acme", policy)  # the global flag again
     state.control("flag:global", {})  # deleted: cleared, not off
     assert state.global_flag is None and not state.auto_retrain("acme", policy)
+
+
+def test_a_flag_message_without_its_field_is_refused_not_a_clear() -> None:
+    """A typo (``auto-retrain``) must not clear a flag: only null or a tombstone does."""
+    from schemas import ControlMessage
+
+    with pytest.raises(InvalidEvent) as exc:
+        ControlMessage.parse(b"flag:global", b'{"auto-retrain": false}')
+    assert exc.value.reason == "missing_field"
