@@ -143,8 +143,8 @@ class CategoricalSummary:
         """The counts the tests read, to read only (until the next value arrives): the kept
         ones, up to twice ``MAX_CATEGORIES`` categories, each its true count. Not
         :attr:`counts`' view folded to each side's own top 63: comparing only the
-        categories both sides' own noise ranked there found drift in 1 null pair of 5 of a
-        feature with 100 equally likely categories (found by review)."""
+        categories both sides' own noise ranked there found drift (p < 0.01) in 81 % of
+        null pairs of a feature with 100 equally likely categories (found by review)."""
         return self._counts
 
     def sorted_counts(self) -> tuple[list[str], list[int]]:
