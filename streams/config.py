@@ -111,6 +111,16 @@ class EngineConfig:
         "Smallest absolute change of a feature's missing rate that counts as drift.",
     )
     """A change in a feature's missing rate counts as drift from this absolute difference."""
+    absent_is_missing: bool = setting(
+        True,
+        "DRIFTWATCH_ABSENT_IS_MISSING",
+        "A feature an event leaves out (no key) counts as missing, as a `null` does, once its "
+        "stream knows the feature; `false` for sparse models whose events name only some "
+        "features.",
+    )
+    """A producer that drops null fields, or a pipeline that stops sending a feature, shows
+    as a rising missing rate; off, an absent feature is simply not in the event (its missing
+    rate then counts nulls only), which costs less for sparse, wide models."""
     multivariate: bool = setting(
         True,
         "DRIFTWATCH_MULTIVARIATE",

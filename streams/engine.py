@@ -199,6 +199,7 @@ class DriftEngine:
         checked = shape is not None
         width, retained, lateness, interim, multivariate = self._clock
         looks, per_window, segments = self._looks_on, self._looks.per_window, self._segments_on
+        absent_on = self.config.absent_is_missing
         shortcut = self.quiet_advances
         window_events, offsets = stream.window_events, stream.offsets
         stats = self.stats
@@ -292,6 +293,14 @@ class DriftEngine:
                     if untyped:  # dropped whenever the batch is applied, even once typed
                         self._buffer.untyped.setdefault((skey, window), []).append(
                             (len(pending), untyped)
+                        )
+                    # The features the stream knew, less the event's typed ones: some known
+                    # feature is left out (missing, once applied). The stream's features are
+                    # only ever added to, so its first ``known`` are the ones known now.
+                    known = len(stream.features)
+                    if absent_on and known > len(event.features) - len(untyped):
+                        self._buffer.absent.setdefault((skey, window), []).append(
+                            (len(pending), known)
                         )
                     pending.append((event, position))
                     buffered += len(event.features) or 1

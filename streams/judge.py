@@ -204,11 +204,13 @@ class FeatureJudge:
         drifting, covered = self._without_covered_segments(drifting, judged)
         if partial_end is not None and not drifting:
             return []
-        # The drifting share (severity) within each family: features, segment features.
-        sizes = Counter(t.is_segment for t in family)
+        # The drifting share (severity) within each family: features, segment features. It
+        # counts features, not tests: a feature's distribution and missing rate are one
+        # feature, and the multivariate test is none.
+        sizes = _features_by_family(family)
         if scan:  # the scan tests numeric features only: the share is of all of them
             sizes = Counter(is_segment_feature(f) for f, _ in stream.judged_features())
-        found = Counter(t.is_segment for t in drifting)
+        found = _features_by_family(drifting)
         registry = None
         if drifting and self.importances is not None:
             registry = self.importances(stream.tenant, stream.model)
@@ -584,6 +586,13 @@ def _same_segments(
     return tuple(
         (w, n) for w, n in windows if stream.segment_values.get(w, {}).get(column) == chosen
     )
+
+
+def _features_by_family(tests: list[FeatureTest]) -> Counter[bool]:
+    """Distinct features (not tests) per family (segment or not); the multivariate test,
+    of no one feature, counts in neither."""
+    features = {(t.feature, t.is_segment) for t in tests if t.feature != MULTIVARIATE_FEATURE}
+    return Counter(segment for _, segment in features)
 
 
 def _significant_by_family(family: list[FeatureTest], alpha: float) -> list[bool]:

@@ -51,6 +51,29 @@ def feature_columns(
     return {name: [row.get(name, ABSENT) for row in rows] for name in order}, False
 
 
+def _fill_absent(
+    columns: dict[str, list[object]],
+    left_out: list[tuple[int, int]],
+    features: list[str],
+    rows: int,
+) -> None:
+    """Make ``columns`` say missing (None) where a row left out one of the first ``known``
+    of its stream's ``features``, for each (row, known) in ``left_out``.
+
+    >>> cols = {"a": [1.0, ABSENT, 2.0]}
+    >>> _fill_absent(cols, [(1, 2), (2, 2)], ["a", "b", "c"], 3)
+    >>> cols == {"a": [1.0, None, 2.0], "b": [ABSENT, None, None]}
+    True
+    """
+    for row, known in left_out:
+        for name in features[:known]:
+            column = columns.get(name)
+            if column is None:
+                column = columns[name] = [ABSENT] * rows
+            if column[row] is ABSENT:
+                column[row] = None
+
+
 class ValueBuffer:
     """Buffered events per (stream, window), and the feature windows a flush writes."""
 
@@ -83,6 +106,11 @@ class ValueBuffer:
         # index in the batch. They are dropped when applied, whenever that is: a value's
         # fate must not depend on when the buffer is applied (a later event may type it).
         self.untyped: dict[tuple[str, float], list[tuple[int, tuple[str, ...]]]] = {}
+        # Per (stream, window) batch: its events that left out a feature their stream knew
+        # when they came (by index in the batch, with how many of the stream's features, in
+        # order, it knew then): missing values when applied (``absent_is_missing``), whenever
+        # that is, and never for a feature first seen after them.
+        self.absent: dict[tuple[str, float], list[tuple[int, int]]] = {}
         # Per (stream, window) batch: the names every one of its events has, in order, when
         # that is known without looking (:meth:`list_for`).
         self.shapes: dict[tuple[str, float], tuple[str, ...] | None] = {}
@@ -134,6 +162,10 @@ class ValueBuffer:
                 for name in names:  # a null before its feature had a kind: not a value
                     all_columns[name][k] = missing
                 complete = False
+            left_out = self.absent.get((skey, window))
+            if left_out:
+                _fill_absent(all_columns, left_out, list(stream.features), len(items))
+                complete = False
             columns: dict[str, list[object]] = {}  # the multivariate rows read them again
             for name, column in all_columns.items():
                 feature_kind = stream.features.get(name)
@@ -163,6 +195,7 @@ class ValueBuffer:
         self.pending.clear()
         self.shapes.clear()
         self.untyped.clear()
+        self.absent.clear()
         self.values = self.events = 0
 
     def _window(

@@ -515,17 +515,21 @@ def test_alpha_spending_keeps_the_window_budget() -> None:
 
 
 def with_nulls(
-    events: Iterator[PredictionEvent], days: Iterable[int], seed: int, share: float = 0.3
+    events: Iterator[PredictionEvent],
+    days: Iterable[int],
+    seed: int,
+    share: float = 0.3,
+    left_out: bool = False,
 ) -> Iterator[PredictionEvent]:
-    """``share`` of feature x1 missing on the given days."""
+    """``share`` of feature x1 missing on the given days: null, or ``left_out`` (no key)."""
     rng = np.random.default_rng(seed)
     null_days = set(days)
     for e in events:
         if int((e.timestamp - T0) // DAY) in null_days and rng.random() < share:
             features = {**e.features, "x1": None}
-            e = PredictionEvent(
-                e.event_id, e.tenant, e.model, e.model_version, e.timestamp, features, e.score
-            )
+            if left_out:
+                del features["x1"]
+            e = replace(e, features=features)
         yield e
 
 
@@ -541,6 +545,37 @@ def test_missing_rate_change_is_its_own_incident() -> None:
     # A distribution incident of x1, if any, has its own id.
     ids = {(d.test == "missing_rate", d.drift_id) for d in drifts}
     assert len({i for _, i in ids}) == len({flag for flag, _ in ids})
+
+
+def test_the_drifting_share_counts_features_not_tests() -> None:
+    """One feature of three whose distribution and missing rate both move is a third of the
+    features drifting, not two tests of four: its severity is its effect's (HIGH), not
+    raised as for broad drift (CRITICAL). Two features of three moving is broad drift."""
+    one = with_nulls(
+        stream(seed=50, days=30, per_day=600, shift_day=20, shift_feature="x1", shift_sigma=0.5),
+        range(20, 30),
+        seed=51,
+    )
+    first = [d for d in run(one) if d.window_start == T0 + 20 * DAY]
+    assert {d.test for d in first} == {"ks", "missing_rate"} and {d.feature for d in first} == {
+        "x1"
+    }
+    assert all(d.drifting_share == pytest.approx(1 / 3) for d in first)
+    assert next(d for d in first if d.test == "ks").severity == Severity.HIGH
+
+    def two_features() -> Iterator[PredictionEvent]:
+        moved = stream(
+            seed=52, days=30, per_day=600, shift_day=20, shift_feature="x1", shift_sigma=0.5
+        )
+        for e in moved:
+            shift = 0.5 if e.timestamp >= T0 + 20 * DAY else 0.0
+            yield replace(e, features={**e.features, "x2": e.features["x2"] + shift})  # type: ignore[operator]
+
+    broad = [d for d in run(two_features()) if d.window_start == T0 + 20 * DAY]
+    assert {d.feature for d in broad} == {"x1", "x2"}
+    assert all(d.drifting_share == pytest.approx(2 / 3) for d in broad)
+    # x1's effect is HIGH's, as alone above (0.21 against 0.23): raised for broad drift
+    assert next(d for d in broad if d.feature == "x1").severity == Severity.CRITICAL
 
 
 def test_drift_events_carry_effect_sizes() -> None:
@@ -668,6 +703,66 @@ def test_nulls_before_a_feature_has_a_kind_are_dropped_whenever_applied(
     window = engine.feature_window("acme", "fraud", T0, "x")
     assert window is not None and window.summary.count == 60 and window.summary.missing == 0
     assert engine.stats["untyped_nulls"] == 60
+
+
+@pytest.mark.parametrize("batch", [1, 500])
+def test_a_feature_left_out_of_the_events_is_a_missing_rate_incident(batch: int) -> None:
+    """A producer that stops sending a feature (drops the key, as serializers that skip
+    nulls do) is told: its missing rate rises from the day it went, as with nulls, and the
+    other features stay quiet. With ``absent_is_missing`` off the feature is only not in
+    those events: no incident."""
+
+    def drifts_of(config: EngineConfig) -> tuple[list[DriftEvent], DriftEngine]:
+        engine = DriftEngine(config, MemoryStore())
+        fresh = stream(seed=30, days=30, per_day=400)
+        events = list(with_nulls(fresh, range(20, 30), 31, share=1.0, left_out=True))
+        out: list[DriftEvent] = []
+        for k in range(0, len(events), batch):
+            out.extend(d for _, d in engine.observe_many(events[k : k + batch]).drifts)
+        return out, engine
+
+    drifts, engine = drifts_of(SHORT)
+    missing = [d for d in drifts if d.test == "missing_rate"]
+    assert {d.feature for d in drifts} == {"x1"} and missing
+    assert min(d.window_start for d in missing) == T0 + 20 * DAY
+    assert missing[0].extra["missing_rate"] == 1.0
+    window = engine.feature_window("acme", "fraud", T0 + 25 * DAY, "x1")
+    assert window is not None and window.summary.count == 0 and window.summary.missing > 300
+    quiet, engine = drifts_of(replace(SHORT, absent_is_missing=False))
+    assert quiet == [] and engine.stats["tests"] > 0
+    assert engine.feature_window("acme", "fraud", T0 + 25 * DAY, "x1") is None
+
+
+@pytest.mark.parametrize("flush_every", [1, 7, 1_000])
+def test_a_feature_is_missing_only_from_events_after_it_was_first_seen(flush_every: int) -> None:
+    """Events before a feature's first value do not miss it (the stream did not know it
+    then), whenever the buffer is applied; those after it that leave it out do, and a null
+    counts as before."""
+    store = MemoryStore()
+    engine = DriftEngine(SHORT, store)
+    Row = dict[str, float | str | None]
+    a1: Row = {"a": 1.0}
+    rows: list[Row] = (
+        [a1] * 10
+        + [{"a": 2.0, "b": 3.0}] * 5
+        + [a1] * 4
+        + [{"b": None}] * 2
+        + [{"a": 1.0, "z": None}]  # z has no kind (dropped), b is left out
+        + [{"a": 1.0, "c": 2.0}] * 3  # c is new: no event before misses it
+    )
+    for k, features in enumerate(rows):
+        ts = T0 + 60 * k
+        engine.observe(PredictionEvent(f"e{k}", "acme", "fraud", "v1", ts, features, 0.5))
+        if (k + 1) % flush_every == 0:
+            store.apply(engine.flush())
+    store.apply(engine.flush())
+    a = engine.feature_window("acme", "fraud", T0, "a")
+    b = engine.feature_window("acme", "fraud", T0, "b")
+    c = engine.feature_window("acme", "fraud", T0, "c")
+    assert a is not None and (a.summary.count, a.summary.missing) == (23, 2)
+    assert b is not None and (b.summary.count, b.summary.missing) == (5, 10)
+    assert c is not None and (c.summary.count, c.summary.missing) == (3, 0)
+    assert engine.feature_window("acme", "fraud", T0, "z") is None
 
 
 def test_merged_baselines_kept_are_bounded_by_the_features_not_the_days() -> None:
