@@ -112,15 +112,17 @@ class EngineConfig:
     )
     """A change in a feature's missing rate counts as drift from this absolute difference."""
     absent_is_missing: bool = setting(
-        True,
+        False,
         "DRIFTWATCH_ABSENT_IS_MISSING",
         "A feature an event leaves out (no key) counts as missing, as a `null` does, once its "
-        "stream knows the feature; `false` for sparse models whose events name only some "
-        "features.",
+        "stream has seen the feature (every model of the worker). For producers that drop "
+        "null fields; see the README before turning it on.",
     )
-    """A producer that drops null fields, or a pipeline that stops sending a feature, shows
-    as a rising missing rate; off, an absent feature is simply not in the event (its missing
-    rate then counts nulls only), which costs less for sparse, wide models."""
+    """On, a producer that drops null fields, or a pipeline that stops sending a feature,
+    shows as a rising missing rate. Off by default: a feature sent with only some events
+    (card-only fields) then has a missing rate that follows the traffic's mix, and turning it
+    on over baselines built without it makes such features' missing rates jump; a sparse
+    model's every event would carry all of its features."""
     multivariate: bool = setting(
         True,
         "DRIFTWATCH_MULTIVARIATE",

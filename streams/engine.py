@@ -296,12 +296,16 @@ class DriftEngine:
                         )
                     # The features the stream knew, less the event's typed ones: some known
                     # feature is left out (missing, once applied). The stream's features are
-                    # only ever added to, so its first ``known`` are the ones known now.
-                    known = len(stream.features)
-                    if absent_on and known > len(event.features) - len(untyped):
-                        self._buffer.absent.setdefault((skey, window), []).append(
-                            (len(pending), known)
-                        )
+                    # only ever added to, so its first ``known`` are the ones known now. Only
+                    # for an event the stream counts: a re-read one may know features first
+                    # seen after it, and their windows' guards may not have its offset yet.
+                    if absent_on and fresh:
+                        left_out = len(stream.features) - len(event.features) + len(untyped)
+                        if left_out > 0:
+                            self._buffer.absent.setdefault((skey, window), []).append(
+                                (len(pending), len(stream.features))
+                            )
+                            buffered += left_out  # values, for the buffer's bounds
                     pending.append((event, position))
                     buffered += len(event.features) or 1
                     appended += 1

@@ -58,20 +58,34 @@ def _fill_absent(
     rows: int,
 ) -> None:
     """Make ``columns`` say missing (None) where a row left out one of the first ``known``
-    of its stream's ``features``, for each (row, known) in ``left_out``.
+    of its stream's ``features``, for each (row, known) in ``left_out``: a feature at a time
+    (a whole column at once where no row has it).
 
     >>> cols = {"a": [1.0, ABSENT, 2.0]}
     >>> _fill_absent(cols, [(1, 2), (2, 2)], ["a", "b", "c"], 3)
     >>> cols == {"a": [1.0, None, 2.0], "b": [ABSENT, None, None]}
     True
     """
+    by_known: dict[int, list[int]] = {}
     for row, known in left_out:
+        by_known.setdefault(known, []).append(row)
+    for known, picked in by_known.items():
+        everyone = len(picked) == rows
         for name in features[:known]:
             column = columns.get(name)
             if column is None:
-                column = columns[name] = [ABSENT] * rows
-            if column[row] is ABSENT:
-                column[row] = None
+                columns[name] = [None] * rows if everyone else _nones_at(picked, rows)
+            else:
+                for row in picked:
+                    if column[row] is ABSENT:
+                        column[row] = None
+
+
+def _nones_at(picked: list[int], rows: int) -> list[object]:
+    column: list[object] = [ABSENT] * rows
+    for row in picked:
+        column[row] = None
+    return column
 
 
 class ValueBuffer:

@@ -705,12 +705,15 @@ def test_nulls_before_a_feature_has_a_kind_are_dropped_whenever_applied(
     assert engine.stats["untyped_nulls"] == 60
 
 
+ABSENT_MISSING = replace(SHORT, absent_is_missing=True)
+
+
 @pytest.mark.parametrize("batch", [1, 500])
 def test_a_feature_left_out_of_the_events_is_a_missing_rate_incident(batch: int) -> None:
     """A producer that stops sending a feature (drops the key, as serializers that skip
     nulls do) is told: its missing rate rises from the day it went, as with nulls, and the
-    other features stay quiet. With ``absent_is_missing`` off the feature is only not in
-    those events: no incident."""
+    other features stay quiet. With ``absent_is_missing`` off (the default) the feature is
+    only not in those events: no incident."""
 
     def drifts_of(config: EngineConfig) -> tuple[list[DriftEvent], DriftEngine]:
         engine = DriftEngine(config, MemoryStore())
@@ -721,14 +724,14 @@ def test_a_feature_left_out_of_the_events_is_a_missing_rate_incident(batch: int)
             out.extend(d for _, d in engine.observe_many(events[k : k + batch]).drifts)
         return out, engine
 
-    drifts, engine = drifts_of(SHORT)
+    drifts, engine = drifts_of(ABSENT_MISSING)
     missing = [d for d in drifts if d.test == "missing_rate"]
     assert {d.feature for d in drifts} == {"x1"} and missing
     assert min(d.window_start for d in missing) == T0 + 20 * DAY
     assert missing[0].extra["missing_rate"] == 1.0
     window = engine.feature_window("acme", "fraud", T0 + 25 * DAY, "x1")
     assert window is not None and window.summary.count == 0 and window.summary.missing > 300
-    quiet, engine = drifts_of(replace(SHORT, absent_is_missing=False))
+    quiet, engine = drifts_of(SHORT)  # the default
     assert quiet == [] and engine.stats["tests"] > 0
     assert engine.feature_window("acme", "fraud", T0 + 25 * DAY, "x1") is None
 
@@ -739,7 +742,7 @@ def test_a_feature_is_missing_only_from_events_after_it_was_first_seen(flush_eve
     then), whenever the buffer is applied; those after it that leave it out do, and a null
     counts as before."""
     store = MemoryStore()
-    engine = DriftEngine(SHORT, store)
+    engine = DriftEngine(ABSENT_MISSING, store)
     Row = dict[str, float | str | None]
     a1: Row = {"a": 1.0}
     rows: list[Row] = (
@@ -763,6 +766,33 @@ def test_a_feature_is_missing_only_from_events_after_it_was_first_seen(flush_eve
     assert b is not None and (b.summary.count, b.summary.missing) == (5, 10)
     assert c is not None and (c.summary.count, c.summary.missing) == (3, 0)
     assert engine.feature_window("acme", "fraud", T0, "z") is None
+
+
+def test_a_re_read_event_never_misses_a_feature_first_seen_after_it() -> None:
+    """Events re-read after a restart (offsets written, not committed) are not counted
+    again, and do not miss a feature the stream first saw in a later window: that window's
+    guard never had their offsets, and a re-read must change nothing."""
+    store = MemoryStore()
+    engine = DriftEngine(ABSENT_MISSING, store)
+    events = [
+        PredictionEvent(f"e{k}", "acme", "fraud", "v1", T0 + 60 * k, {"a": 1.0}, 0.5)
+        for k in range(10)
+    ] + [
+        PredictionEvent(
+            f"e{k}", "acme", "fraud", "v1", T0 + DAY + 60 * k, {"a": 1.0, "b": 2.0}, 0.5
+        )
+        for k in range(10, 20)
+    ]
+    positions = [(0, k) for k in range(20)]
+    engine.observe_many(events, positions)
+    store.apply(engine.flush())
+    again = DriftEngine(ABSENT_MISSING, store)
+    again.observe_many(events[:10], positions[:10])
+    store.apply(again.flush())
+    assert again.stats["duplicates_skipped"] == 10
+    assert again.feature_window("acme", "fraud", T0, "b") is None
+    b = again.feature_window("acme", "fraud", T0 + DAY, "b")
+    assert b is not None and (b.summary.count, b.summary.missing) == (10, 0)
 
 
 def test_merged_baselines_kept_are_bounded_by_the_features_not_the_days() -> None:

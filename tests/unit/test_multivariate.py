@@ -332,8 +332,7 @@ def test_moments_take_the_association_s_rows_with_the_same_bits(
     """The moments read their rows from the batch's association (one conversion of the
     columns for both) where it has them all; the stored moments are those of converting
     the columns again, byte for byte, values missing and all, with a feature they do not
-    track absent from some events, and one they track (left out, not missing: with
-    ``absent_is_missing`` on it would be a null, and the association would have its row)."""
+    track absent from some events, and one they track."""
     from streams.importance import ScoreBatch
 
     events = []
@@ -355,7 +354,7 @@ def test_moments_take_the_association_s_rows_with_the_same_bits(
     def state(take: bool) -> dict[str, bytes]:
         monkeypatch.setattr(ScoreBatch, "rows_of", spy if take else lambda self, columns: None)
         store = MemoryStore()
-        engine = DriftEngine(dataclasses.replace(CONFIG, absent_is_missing=False), store)
+        engine = DriftEngine(CONFIG, store)
         for e in events:
             engine.observe(e)
         store.apply(engine.flush())
