@@ -480,7 +480,9 @@ class Settings:
         "DRIFTWATCH_API_TOKENS_FILE",
         "",
         'JSON file of API tokens, SHA-256 hashes only: {"tokens": [{"name", "sha256", '
-        '"tenants", "scopes"}]} (`driftwatch token` makes one). Re-read when it changes.',
+        '"tenants", "scopes"}]} (`driftwatch token` makes one). Re-read within 2 s of any '
+        "change of its content (compared by hash: a rewrite its modification time does not "
+        "show is read too).",
     )
     api_auth: str = _env(
         "DRIFTWATCH_API_AUTH",

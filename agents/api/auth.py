@@ -17,7 +17,6 @@ import hashlib
 import hmac
 import json
 import logging
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -121,13 +120,23 @@ def parse_tokens(text: str) -> list[_Entry]:
 
 @dataclass
 class TokenStore:
-    """The tokens file, re-read when its modification time changes."""
+    """The tokens file, re-read when its content changes.
+
+    Every ``check_every`` seconds the file is read whole and its SHA-256 compared with the
+    content loaded: its modification time (even with size and inode) misses a rewrite within
+    one tick of the filesystem's clock, and a file moved in with an older one (``cp -p``,
+    ``rsync -t``), which kept a revoked token valid until the next visible change. The file
+    is small (a line a token), so reading it every few seconds costs nothing.
+    """
 
     path: Path
     check_every: float = 2.0
     clock: Callable[[], float] = time.monotonic
     _entries: list[_Entry] = field(default_factory=list)
-    _mtime: float | None = None
+    _digest: bytes | None = None
+    """SHA-256 of the content loaded."""
+    _refused: bytes | None = None
+    """SHA-256 of the last content refused as invalid: logged once, not at every check."""
     _checked: float = -1e18
 
     @classmethod
@@ -138,24 +147,26 @@ class TokenStore:
 
     def _reload(self, force: bool = False) -> None:
         try:
-            mtime = os.stat(self.path).st_mtime
+            raw = self.path.read_bytes()
         except OSError as exc:
             if force:
                 raise TokenFileError(f"cannot read {self.path}: {exc.strerror}") from None
             log.error("tokens file %s unreadable (%s): keeping the tokens loaded before",
                       self.path, exc.strerror)  # fmt: skip
             return
-        if not force and mtime == self._mtime:
+        digest = hashlib.sha256(raw).digest()
+        if not force and digest in (self._digest, self._refused):
             return
         try:
-            entries = parse_tokens(self.path.read_text())
-        except (TokenFileError, OSError) as exc:
+            entries = parse_tokens(raw.decode("utf-8"))
+        except (TokenFileError, UnicodeDecodeError) as exc:
             if force:
                 raise TokenFileError(f"{self.path}: {exc}") from None
+            self._refused = digest
             log.error("tokens file %s is invalid (%s): keeping the tokens loaded before",
                       self.path, exc)  # fmt: skip
             return
-        self._entries, self._mtime = entries, mtime
+        self._entries, self._digest, self._refused = entries, digest, None
         log.info("API tokens: %d loaded from %s", len(entries), self.path)
 
     def authenticate(self, token: str) -> Principal | None:
