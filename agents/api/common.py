@@ -44,24 +44,27 @@ def http_error_response(exc: web.HTTPException, max_body_bytes: int) -> web.Resp
     return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
 
 
+def current_principal(authorization: str, tokens: TokenStore | None) -> Principal | None:
+    """Who a request with this ``Authorization`` header is, by the tokens as they are now
+    (None: no valid bearer token). Also asked again by a long-lived request (the alert
+    stream), so a token revoked or narrowed meanwhile is noticed."""
+    if tokens is None:
+        return ANONYMOUS
+    kind, _, token = authorization.partition(" ")
+    if kind.lower() != "bearer" or not token.strip():
+        return None
+    return tokens.authenticate(token.strip())
+
+
 def authorize(
     authorization: str, tokens: TokenStore | None, limiter: RateLimiter | None, scope: str
 ) -> Principal:
     """The caller of a request with this ``Authorization`` header, rate-limited (unless
     ``limiter`` is None) and allowed ``scope``; else the ApiError to answer (401, 429, 403)."""
-    if tokens is None:
-        principal = ANONYMOUS
-    else:
-        kind, _, token = authorization.partition(" ")
-        found = (
-            tokens.authenticate(token.strip())
-            if kind.lower() == "bearer" and token.strip()
-            else None
-        )
-        if found is None:
-            raise ApiError(401, "unauthorized", "a valid bearer token is needed",
-                           {"WWW-Authenticate": 'Bearer realm="driftwatch"'})  # fmt: skip
-        principal = found
+    principal = current_principal(authorization, tokens)
+    if principal is None:
+        raise ApiError(401, "unauthorized", "a valid bearer token is needed",
+                       {"WWW-Authenticate": 'Bearer realm="driftwatch"'})  # fmt: skip
     if limiter is not None:
         wait = limiter.acquire(principal.name)
         if wait > 0:

@@ -43,6 +43,7 @@ from aiohttp import (
     ClientSession,
     ClientTimeout,
     TCPConnector,
+    WSCloseCode,
     WSMsgType,
     WSServerHandshakeError,
     web,
@@ -353,12 +354,20 @@ class Front:
             raise ApiError(503, "unavailable", "the worker did not answer") from None
         await ws.prepare(request)
 
+        closed_with: list[tuple[int, bytes]] = []
+
         async def down() -> None:  # worker -> caller
-            async for msg in upstream:
+            while True:
+                msg = await upstream.receive()
                 if msg.type == WSMsgType.TEXT:
                     await ws.send_str(msg.data)
                 elif msg.type == WSMsgType.BINARY:
                     await ws.send_bytes(msg.data)
+                elif msg.type == WSMsgType.CLOSE:  # the worker's code and reason, passed on
+                    closed_with.append((int(msg.data), str(msg.extra or "").encode()[:123]))
+                    return
+                elif msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                    return
 
         async def up() -> None:  # caller -> worker (the stream takes no input; relayed anyway)
             async for msg in ws:
@@ -374,11 +383,18 @@ class Front:
             # Closed, not cancelled (a cancelled read makes the close abnormal): the worker's
             # side first, so it has let go of the stream when the caller sees it close.
             await upstream.close()
-            await ws.close()
+            code, reason = closed_with[0] if closed_with else (WSCloseCode.OK, b"")
+            # (a token revoked mid-stream is the worker's 1008 with its reason)
+            await ws.close(code=code if _sendable(code) else WSCloseCode.OK, message=reason)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         return ws
+
+
+def _sendable(code: int) -> bool:
+    """A close code one may send (1005, 1006 and 1015 only ever describe a close)."""
+    return code in (1000, 1001, 1008, 1011) or 3000 <= code <= 4999
 
 
 def _seconds(raw: str | None) -> float | None:

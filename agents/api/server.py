@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import ClientSession, ClientTimeout, WSMsgType, web
+from aiohttp import ClientSession, ClientTimeout, WSCloseCode, WSMsgType, web
 
 from agents.api.auth import Principal, RateLimiter, TokenStore
 from agents.api.catalog import MAX_ALERTS, Catalog, UnknownCursor
@@ -36,6 +36,7 @@ from agents.api.common import (
     FRONT_SECRET,
     ApiError,
     authorize,
+    current_principal,
     http_error_response,
 )
 from agents.api.common import error_response as _error
@@ -57,6 +58,8 @@ __all__ = ["FORWARDED", "Api", "ApiError", "LocalState", "RocksView"]
 
 PRINCIPAL = web.RequestKey("principal", Principal)
 PEER_TIMEOUT = ClientTimeout(total=5.0)
+REVOKED = b"token revoked: reconnect with a valid token"
+"""The reason of an alert stream's close (1008) when its token no longer lets it read."""
 
 
 class RocksView:
@@ -119,6 +122,9 @@ class Api:
     """After that, an answer is still served for this long while a fresh one is computed in
     the background: no request waits for a recomputation (decoding a model's history takes
     tens of milliseconds, during which the API thread would answer nothing)."""
+    stream_recheck_seconds: float = 5.0
+    """An alert stream checks its token again at least this often while no alert comes (and
+    before every alert it sends): a token revoked in the tokens file ends the stream."""
     _session: ClientSession | None = None
     _routes: dict[str, Route] = field(default_factory=dict)
     _cache: dict[tuple[Any, ...], tuple[float, int, bytes, str]] = field(default_factory=dict)
@@ -546,7 +552,15 @@ class Api:
             ) from None  # fmt: skip
 
     async def alert_stream(self, request: web.Request) -> web.StreamResponse:
+        """Alerts of the caller's tenants, live, for as long as the caller's token allows.
+
+        The token is checked again (against the tokens file as re-read) before each alert
+        is sent and every :attr:`stream_recheck_seconds` while none comes: a stream opened
+        with a token revoked since is closed (1008, policy violation), and one whose tenants
+        were narrowed stops sending the tenants it lost. Checked once at the start, a stream
+        kept a revoked token's tenants until the caller hung up."""
         principal = self._principal(request)
+        authorization = request.headers.get("Authorization", "")
         after = request.query.get("after") or None
         # closed by us after letting go of the queue: a client (or the front) that sees the
         # close knows the stream is gone
@@ -557,6 +571,8 @@ class Api:
         await ws.prepare(request)
         queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=1000)
         self.catalog.subscribers.add(queue)
+        reader: asyncio.Future[Any] | None = None
+        getter: asyncio.Future[Any] | None = None
         try:
             sent = 0
             for entry in self.catalog.alerts_after(principal.sees, after, 10_000):
@@ -564,22 +580,35 @@ class Api:
                 sent = entry.cursor
             reader = asyncio.ensure_future(ws.receive())
             while not ws.closed:
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if getter is None:
+                    getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait(
+                    {getter, reader}, timeout=self.stream_recheck_seconds,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )  # fmt: skip
                 if reader in done:
-                    getter.cancel()
                     msg = reader.result()
                     if msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED,
                                     WSMsgType.ERROR):  # fmt: skip
                         break
                     reader = asyncio.ensure_future(ws.receive())
-                    continue
-                entry = getter.result()
-                if entry.cursor > sent and principal.sees(entry.alert.tenant):
-                    await ws.send_json(entry.raw)
-                    sent = entry.cursor
-            reader.cancel()
+                current = current_principal(authorization, self.tokens)
+                if current is None or not current.can("read"):
+                    log.info("API alert stream of %s closed: its token was revoked",
+                             principal.name)  # fmt: skip
+                    await ws.close(code=WSCloseCode.POLICY_VIOLATION, message=REVOKED)
+                    break
+                principal = current  # tenants narrowed (or widened) in the file since
+                if getter in done:
+                    entry = getter.result()
+                    getter = None
+                    if entry.cursor > sent and principal.sees(entry.alert.tenant):
+                        await ws.send_json(entry.raw)
+                        sent = entry.cursor
         finally:
+            for task in (reader, getter):
+                if task is not None:
+                    task.cancel()
             self.catalog.subscribers.discard(queue)
             await ws.close()
         return ws

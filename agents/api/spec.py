@@ -481,7 +481,8 @@ ROUTES: tuple[Route, ...] = (
         "GET",
         "/v1/alerts/stream",
         "alert_stream",
-        "WebSocket: alerts pushed live (JSON text frames), resuming after ?after=<alert id>",
+        "WebSocket: alerts pushed live (JSON text frames), resuming after ?after=<alert id>; "
+        "closed (1008) when its token is revoked",
         "read",
         (101, "application/json", ""),
         query=(

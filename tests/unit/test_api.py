@@ -457,6 +457,71 @@ def test_alerts_list_and_live_stream_resume(tmp_path: Path) -> None:
     run(tmp_path, test)
 
 
+def edit_tokens(directory: Path, tenants: dict[str, list[str] | None]) -> None:
+    """The harness's tokens file with some tokens' tenants changed (None: the token revoked)."""
+    path = directory / "tokens.json"
+    data = json.loads(path.read_text())
+    data["tokens"] = [
+        {**e, "tenants": tenants.get(e["name"], e["tenants"])}
+        for e in data["tokens"]
+        if tenants.get(e["name"], e["tenants"]) is not None
+    ]
+    path.write_text(json.dumps(data))
+
+
+def test_an_open_alert_stream_follows_its_token_in_the_tokens_file(tmp_path: Path) -> None:
+    """A stream checked its token once, when it opened: one revoked or narrowed in the file
+    meanwhile kept its tenants until the caller hung up. Now a narrowed token's stream stops
+    sending the tenants it lost, and a revoked one's is closed (1008, with its reason, through
+    the front) at its next alert, or at its next recheck when none comes."""
+
+    def live(tenant: str, n: int) -> Alert:
+        return Alert(alert_id(f"live-{tenant}-{n}", "opened"), AlertKind.INCIDENT, "opened",
+                     tenant, "fraud", Severity.HIGH, "t", "x", START, START)  # fmt: skip
+
+    async def opened(h: Harness, who: str) -> Any:
+        held = (await (await call(h, "GET", "/v1/alerts?limit=1000", who)).json())["alerts"]
+        ws = await h.client.ws_connect("/v1/alerts/stream", headers=auth(who))
+        for _ in held:  # the backlog first
+            await ws.receive_json(timeout=5)
+        return ws
+
+    async def closed_as_revoked(ws: Any) -> None:
+        msg = await ws.receive(timeout=5)
+        assert msg.type == WSMsgType.CLOSE, msg
+        assert msg.data == 1008 and "revoked" in msg.extra, msg
+
+    async def test(h: Harness) -> None:
+        assert h.api.tokens is not None  # (the front's too, in this harness)
+        h.api.tokens.check_every = 0.0
+        h.api.stream_recheck_seconds = 60.0  # only alerts make it look again
+        admin, reader = await opened(h, "admin"), await opened(h, "acme-read")
+        edit_tokens(tmp_path, {"admin": ["acme"]})
+        for alert in (live("globex", 1), live("acme", 1)):
+            h.api.catalog.apply("alert", alert.to_json())
+        got = await admin.receive_json(timeout=5)
+        assert got["alert_id"] == live("acme", 1).alert_id, "a tenant the token lost was sent"
+        assert (await reader.receive_json(timeout=5))["alert_id"] == live("acme", 1).alert_id
+
+        edit_tokens(tmp_path, {"acme-read": None})  # revoked: closed at its next alert
+        h.api.catalog.apply("alert", live("acme", 2).to_json())
+        await closed_as_revoked(reader)
+        assert (await admin.receive_json(timeout=5))["alert_id"] == live("acme", 2).alert_id
+
+        h.api.stream_recheck_seconds = 0.2  # revoked with no alert to come: the recheck
+        quiet = await opened(h, "globex-write")
+        edit_tokens(tmp_path, {"globex-write": None})
+        await closed_as_revoked(quiet)
+        await admin.close()
+        for _ in range(50):
+            if not h.api.catalog.subscribers:
+                break
+            await asyncio.sleep(0.05)
+        assert h.api.catalog.subscribers == set()  # every stream let go of its queue
+
+    run(tmp_path, test)
+
+
 def test_stale_answers_are_served_while_a_fresh_one_is_computed() -> None:
     """No request waits for a recomputation once an answer exists: past its fresh time the
     old one is served and one refresh runs in the background; past the stale time a request
