@@ -40,7 +40,7 @@ from agents.api.common import (
     http_error_response,
 )
 from agents.api.common import error_response as _error
-from agents.api.spec import ROUTES, Route, openapi_document
+from agents.api.spec import MAX_CURSOR, ROUTES, Route, openapi_document
 from driftwatch.report.collect import collect
 from driftwatch.report.model import ModelMarker
 from driftwatch.report.render import render_report
@@ -533,7 +533,7 @@ class Api:
     async def list_alerts(self, request: web.Request) -> web.Response:
         principal = self._principal(request)
         limit = _int_param(request, "limit", 100, 1, 1000)
-        after = request.query.get("after") or None
+        after = _cursor_param(request)
         entries = self._alerts_after(principal, after, limit)
         return web.json_response({"alerts": [e.raw for e in entries]})
 
@@ -546,7 +546,7 @@ class Api:
                                {"Retry-After": "1"}) from None  # fmt: skip
             raise ApiError(
                 404, "unknown_alert",
-                f"no alert {exc.after[:64]!r} was read here: not an alert id of yours, or one "
+                f"no alert {exc.after!r} was read here: not an alert id of yours, or one "
                 "newer than this worker has read (try again in a moment); an id older than "
                 f"the {MAX_ALERTS:,} held resumes from the oldest held",
             ) from None  # fmt: skip
@@ -561,7 +561,7 @@ class Api:
         kept a revoked token's tenants until the caller hung up."""
         principal = self._principal(request)
         authorization = request.headers.get("Authorization", "")
-        after = request.query.get("after") or None
+        after = _cursor_param(request)
         # closed by us after letting go of the queue: a client (or the front) that sees the
         # close knows the stream is gone
         ws = web.WebSocketResponse(heartbeat=30.0, autoclose=False)
@@ -735,6 +735,18 @@ def _is_number(raw: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _cursor_param(request: web.Request) -> str | None:
+    """``?after=``: an alert id, or None. A longer one is a 400 (``bad_parameter``), as the
+    document says: it was looked up, never found, and answered 404 as if it might be an id
+    not read yet."""
+    raw = request.query.get("after") or None
+    if raw is not None and len(raw) > MAX_CURSOR:
+        raise ApiError(
+            400, "bad_parameter", f"after must be an alert id of at most {MAX_CURSOR} characters"
+        )
+    return raw
 
 
 def _int_param(request: web.Request, name: str, default: int, lo: int, hi: int) -> int:

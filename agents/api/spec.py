@@ -337,6 +337,8 @@ class Route:
 
 
 MODEL = "/v1/models/{tenant}/{model}"
+MAX_CURSOR = 64
+"""Longest ``?after=`` (an alert id: 36 characters); a longer one is a 400."""
 READ_ERRORS = (400, 401, 404, 429, 503)
 WRITE_ERRORS = (400, 401, 403, 404, 413, 415, 429, 503)
 
@@ -470,8 +472,9 @@ ROUTES: tuple[Route, ...] = (
         query=(
             (
                 "after",
-                {"type": "string", "maxLength": 64},
-                "only alerts after this id (404 when no such alert was read here)",
+                {"type": "string", "maxLength": MAX_CURSOR},
+                "only alerts after this id (404 when no such alert was read here; 400 when "
+                f"longer than {MAX_CURSOR} characters)",
             ),
             ("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most"),
         ),
@@ -488,8 +491,9 @@ ROUTES: tuple[Route, ...] = (
         query=(
             (
                 "after",
-                {"type": "string", "maxLength": 64},
-                "resume after this alert id (404 when no such alert was read here)",
+                {"type": "string", "maxLength": MAX_CURSOR},
+                "resume after this alert id (404 when no such alert was read here; 400 when "
+                f"longer than {MAX_CURSOR} characters)",
             ),
         ),
         errors=(400, 401, 404, 429, 503),

@@ -425,6 +425,24 @@ def test_an_alert_cursor_never_read_is_refused_and_one_pushed_out_resumes_from_t
     run(tmp_path, test)
 
 
+def test_an_after_longer_than_the_documented_64_characters_is_a_400(tmp_path: Path) -> None:
+    """The document says ``after`` is at most 64 characters: a longer one was looked up,
+    never found, and answered 404 (as an id maybe not read yet); it is a bad parameter."""
+
+    async def test(h: Harness) -> None:
+        for n, status, code in ((65, 400, "bad_parameter"), (64, 404, "unknown_alert")):
+            after = "a" * n
+            resp = await call(h, "GET", f"/v1/alerts?after={after}", "acme-read")
+            body = await resp.json()
+            assert (resp.status, body["error"]["code"]) == (status, code), (n, body)
+            with pytest.raises(WSServerHandshakeError) as refused:  # the stream's the same
+                await h.client.ws_connect(f"/v1/alerts/stream?after={after}",
+                                          headers=auth("acme-read"))  # fmt: skip
+            assert refused.value.status == status
+
+    run(tmp_path, test)
+
+
 def test_alerts_list_and_live_stream_resume(tmp_path: Path) -> None:
     async def test(h: Harness) -> None:
         alerts = (await (await call(h, "GET", "/v1/alerts", "acme-read")).json())["alerts"]
