@@ -6,7 +6,9 @@ Kept free of Faust, RocksDB and the report code, so the front process starts sma
 
 from __future__ import annotations
 
+import logging
 import math
+import secrets
 
 from aiohttp import web
 
@@ -23,18 +25,56 @@ cache does not add its own second to the worker's: an answer is as old as the st
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: dict[str, str] | None = None,
+        error_id: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
         self.headers = headers or {}
+        self.error_id = error_id
+        """Set when the detail was logged instead of answered (:func:`concealed`)."""
 
 
 def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
+    status: int,
+    code: str,
+    message: str,
+    headers: dict[str, str] | None = None,
+    error_id: str | None = None,
 ) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message}}, status=status, headers=headers
-    )
+    error = {"code": code, "message": message}
+    if error_id is not None:
+        error["id"] = error_id
+    return web.json_response({"error": error}, status=status, headers=headers)
+
+
+def new_error_id() -> str:
+    """A short id that ties an error answered to its detail in the log (8 hex digits: read
+    out over the phone, unique enough among one deployment's errors of a day)."""
+    return secrets.token_hex(4)
+
+
+def concealed(
+    logger: logging.Logger,
+    status: int,
+    code: str,
+    public: str,
+    what: str,
+    exc: BaseException,
+    level: int = logging.ERROR,
+) -> ApiError:
+    """The ApiError to answer for ``exc``: ``public`` and a short error id, while the detail
+    is logged with that id. An exception's text names brokers, hosts, addresses and paths
+    (``KafkaError{...Connect to ipv4#10.0.0.7:9092 failed}``, ``[Errno 13] ... /var/lib/...``)
+    that are the operator's to read, not the caller's."""
+    error_id = new_error_id()
+    logger.log(level, "API error %s: %s: %s: %s", error_id, what, type(exc).__name__, exc)
+    return ApiError(status, code, f"{public} (error id {error_id})", error_id=error_id)
 
 
 def http_error_response(exc: web.HTTPException, max_body_bytes: int) -> web.Response:

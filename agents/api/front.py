@@ -58,8 +58,10 @@ from agents.api.common import (
     FRONT_SECRET,
     ApiError,
     authorize,
+    concealed,
     error_response,
     http_error_response,
+    new_error_id,
 )
 from agents.api.spec import ROUTES, Route, openapi_document
 from runtime.settings import Settings
@@ -206,14 +208,17 @@ class Front:
             return response
         except ApiError as exc:
             status = exc.status
-            return error_response(exc.status, exc.code, exc.message, exc.headers)
+            return error_response(exc.status, exc.code, exc.message, exc.headers, exc.error_id)
         except web.HTTPException as exc:
             status = exc.status
             return http_error_response(exc, self.max_body_bytes)
         except Exception:
-            log.exception("API front: %s %s failed", request.method, request.path)
+            error_id = new_error_id()  # the detail is for the log, tied to the answer by this
+            log.exception("API front: %s %s failed (error id %s)", request.method,
+                          request.path, error_id)  # fmt: skip
             status = 500
-            return error_response(500, "internal_error", "internal error (logged)")
+            return error_response(500, "internal_error", f"internal error (error id {error_id})",
+                                  error_id=error_id)  # fmt: skip
         finally:
             self.record(name, request.method, status, time.perf_counter() - started)
 
@@ -324,9 +329,9 @@ class Front:
                 fresh = resp.headers.get(FRESH_FOR)
                 return Answer(resp.status, body, kept, _seconds(fresh))
         except (ClientError, TimeoutError, OSError) as exc:
-            log.warning("API front: the worker did not answer %s %s: %r", up.method,
-                        up.path_qs.split("?")[0], exc)  # fmt: skip
-            raise ApiError(503, "unavailable", "the worker did not answer") from None
+            raise concealed(log, 503, "unavailable", "the worker did not answer",
+                            f"the worker did not answer {up.method} {up.path_qs.split('?')[0]}",
+                            exc, logging.WARNING) from None  # fmt: skip
 
     async def _alert_stream(self, request: web.Request) -> web.StreamResponse:
         """The WebSocket, relayed both ways to the worker's (the front holds no alerts)."""
@@ -350,8 +355,10 @@ class Front:
             raise ApiError(
                 503, "unavailable", f"the worker refused the stream ({exc.status})"
             ) from None
-        except (ClientError, TimeoutError, OSError):
-            raise ApiError(503, "unavailable", "the worker did not answer") from None
+        except (ClientError, TimeoutError, OSError) as exc:
+            raise concealed(log, 503, "unavailable", "the worker did not answer",
+                            "the worker did not take the alert stream", exc,
+                            logging.WARNING) from None  # fmt: skip
         await ws.prepare(request)
 
         closed_with: list[tuple[int, bytes]] = []

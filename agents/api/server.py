@@ -36,8 +36,10 @@ from agents.api.common import (
     FRONT_SECRET,
     ApiError,
     authorize,
+    concealed,
     current_principal,
     http_error_response,
+    new_error_id,
 )
 from agents.api.common import error_response as _error
 from agents.api.spec import MAX_CURSOR, ROUTES, Route, openapi_document
@@ -227,14 +229,17 @@ class Api:
             return response
         except ApiError as exc:
             status = exc.status
-            return _error(exc.status, exc.code, exc.message, exc.headers)
+            return _error(exc.status, exc.code, exc.message, exc.headers, exc.error_id)
         except web.HTTPException as exc:
             status = exc.status
             return http_error_response(exc, self.max_body_bytes)
         except Exception:
-            log.exception("API %s %s failed", request.method, request.path)
+            error_id = new_error_id()  # the detail is for the log, tied to the answer by this
+            log.exception("API %s %s failed (error id %s)", request.method, request.path,
+                          error_id)  # fmt: skip
             status = 500
-            return _error(500, "internal_error", "internal error (logged)")
+            return _error(500, "internal_error", f"internal error (error id {error_id})",
+                          error_id=error_id)  # fmt: skip
         finally:
             if not from_front:  # the front counts its requests (agents.api.front_process)
                 self.metrics.api_requests.labels(name, request.method, str(status)).inc()
@@ -268,7 +273,8 @@ class Api:
         try:
             return self.local.drift(), self.local.perf()
         except Exception as exc:  # tables closed mid-rebalance
-            raise ApiError(503, "unavailable", f"state not readable now: {exc!r}") from None
+            raise concealed(log, 503, "unavailable", "the state is not readable now: try again",
+                            "reading the state", exc) from None  # fmt: skip
 
     def _is_local(self, tenant: str, model: str) -> bool:
         drift, perf = self._views()
@@ -619,7 +625,8 @@ class Api:
         try:
             await self.send_control(key, value | {"at": format_timestamp(time.time())})
         except Exception as exc:
-            raise ApiError(503, "unavailable", f"retrain-control not reachable: {exc}") from None
+            raise concealed(log, 503, "unavailable", "retrain-control not reachable: try again",
+                            f"publishing {key} to retrain-control", exc) from None  # fmt: skip
 
     async def post_retrain(self, request: web.Request) -> web.Response:
         tenant, model = self._model_of(request)

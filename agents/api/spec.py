@@ -37,7 +37,15 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "error": {
                 "type": "object",
                 "required": ["code", "message"],
-                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                "properties": {
+                    "code": {"type": "string"},
+                    "message": {"type": "string"},
+                    "id": {
+                        "type": "string",
+                        "description": "error id of a failure whose detail went to the "
+                        "worker's log (5xx): quote it to the operator",
+                    },
+                },
             }
         },
     },

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -538,6 +539,53 @@ def test_an_open_alert_stream_follows_its_token_in_the_tokens_file(tmp_path: Pat
         assert h.api.catalog.subscribers == set()  # every stream let go of its queue
 
     run(tmp_path, test)
+
+
+def test_failures_answer_an_error_id_and_log_their_detail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 503 said the exception's text (a broker's host and address, a state directory),
+    which is the operator's to read: the caller gets a generic message and an error id, and
+    the log has the detail under that id. A 500 says its id too."""
+    from agents.api.server import LocalState
+
+    secrets = ("kafka-7.corp.internal", "10.20.30.40", "/var/lib/driftwatch", "Errno")
+
+    async def refused(key: str, value: dict[str, Any]) -> None:
+        raise RuntimeError("KafkaError{code=_TRANSPORT,str=\"kafka-7.corp.internal:9092/7: "
+                           "Connect to ipv4#10.20.30.40:9092 failed\"}")  # fmt: skip
+
+    def unreadable() -> Any:
+        raise OSError(13, "Permission denied", "/var/lib/driftwatch/state/rocksdb")
+
+    def broken() -> Any:
+        raise OSError(28, "No space left on device", "/var/lib/driftwatch/x")
+
+    async def answered(resp: Any, status: int, code: str) -> None:
+        body = await resp.json()
+        assert (resp.status, body["error"]["code"]) == (status, code), body
+        message = body["error"]["message"]
+        assert not [s for s in secrets if s in message], message
+        error_id = body["error"].get("id", "")
+        assert re.fullmatch(r"[0-9a-f]{8}", error_id) and f"error id {error_id}" in message
+        logged = [r for r in caplog.records if error_id in r.getMessage()]
+        assert logged, f"error id {error_id} not in the log"
+        detail = logged[0].getMessage() + (logged[0].exc_text or "")
+        assert any(s in detail for s in secrets), detail
+
+    async def test(h: Harness) -> None:
+        h.api.send_control = refused
+        retrain = path_for("/v1/models/{tenant}/{model}/retrain")
+        await answered(await call(h, "POST", retrain, "acme-write", BODIES["post_retrain"]),
+                       503, "unavailable")  # fmt: skip
+        h.api.local = LocalState(drift=unreadable, perf=unreadable)
+        await answered(await call(h, "GET", "/v1/models/acme/fraud/drift", "acme-read"),
+                       503, "unavailable")  # fmt: skip
+        h.api.catalog.pending_approvals = broken  # type: ignore[method-assign]
+        await answered(await call(h, "GET", "/v1/approvals", "acme-read"), 500, "internal_error")
+
+    with caplog.at_level(logging.WARNING):
+        run(tmp_path, test)
 
 
 def test_stale_answers_are_served_while_a_fresh_one_is_computed() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -358,6 +359,36 @@ def test_health_fails_fast_when_the_worker_hangs_or_is_gone(tmp_path: Path) -> N
             assert resp.status == 503 and (await resp.json())["error"]["code"] == "unavailable"
 
     run(main())
+
+
+def test_the_fronts_failures_answer_an_error_id_and_log_their_detail(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The front's own 500 and its 503 for a worker that is gone say an error id, which the
+    log has with the detail (the caller gets neither the exception nor the address)."""
+
+    def broken(who: str) -> float:
+        raise OSError(28, "No space left on device", "/var/lib/driftwatch/front")
+
+    async def error_of(resp: Any, status: int) -> str:
+        body = await resp.json()
+        assert resp.status == status, body
+        error_id = body["error"].get("id", "")
+        assert f"error id {error_id}" in body["error"]["message"], body
+        assert "/var/lib" not in body["error"]["message"] and "127.0.0.1" not in str(body)
+        return str(error_id)
+
+    async def main() -> None:
+        async with rig(tmp_path, upstream="http://127.0.0.1:9") as r:  # nobody listens
+            gone = await error_of(await r.client.get("/v1/models", headers=auth("admin")), 503)
+            r.front.limiter.acquire = broken  # type: ignore[method-assign]
+            failed = await error_of(await r.client.get("/v1/models", headers=auth("admin")), 500)
+        logged = {e: [r for r in caplog.records if e in r.getMessage()] for e in (gone, failed)}
+        assert "127.0.0.1:9" in logged[gone][0].getMessage()
+        assert "/var/lib/driftwatch/front" in (logged[failed][0].exc_text or "")
+
+    with caplog.at_level(logging.WARNING):
+        run(main())
 
 
 def test_the_workers_api_answers_the_front_only_and_limits_no_rate_again(tmp_path: Path) -> None:
