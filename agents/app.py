@@ -593,8 +593,9 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     faust_compat.commit_cap.before_stop(app, processor.write_held, STOP_WRITE_SECONDS)
 
     @app.on_before_shutdown.connect  # type: ignore[arg-type]  # mode types it loosely
-    async def cancel_tick(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
+    async def cancel_background(sender: Any, *args: Any, signal: Any = None, **kwargs: Any) -> None:
         processor.cancel_tick()
+        await notifier.stop()  # rounds under way: their alerts are held in the table
 
     if settings.malloc_trim_seconds > 0 and can_trim():
 

@@ -9,8 +9,20 @@ POST with the same ``Idempotency-Key`` (at-least-once; receivers dedupe on it). 
 each delivery round goes back onto ``alerts`` as an ``AlertDelivery`` record, so what could not
 be delivered is visible there, not only in ``driftwatch_alert_deliveries_total``. A round that
 failed on a retryable error (the endpoint down, 5xx, 429) is tried again later
-(:mod:`agents.redelivery`; its record then says ``retry_at``), until delivered or
-``DRIFTWATCH_ALERT_REDELIVERY_HOURS`` after its first failure.
+(:mod:`agents.redelivery`; its record then says ``retry_at``), not before the endpoint's
+``Retry-After``, until delivered or ``DRIFTWATCH_ALERT_REDELIVERY_HOURS`` after its first
+failure.
+
+Order: the alerts of one incident (retrain request, model) are sent one at a time, in the
+order they were published; one waiting for a later round holds the later ones of its
+incident behind it, in order (:func:`agents.redelivery.chain_of`).
+
+Endpoints independent: the agent writes each new alert's record (pending, ``queued``) before
+its first round, starts the rounds as tasks and waits for them ``wait_seconds`` at most. The
+offset of its batch may then be committed while a slow endpoint's round still runs: safe,
+since the table holds the alert until a round settles it (a crash sends it again from there,
+after the restart or at the partition's next owner), and a slow endpoint no longer holds the
+batch other tenants' alerts are in (it did for up to a round, 70 s).
 """
 
 from __future__ import annotations
@@ -20,7 +32,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +41,7 @@ from agents.alerts import model_alert, retrain_alert
 from agents.faust_compat.current_event import set_current_event
 from agents.metrics import WorkerMetrics
 from agents.processor import SendFn, TableStore
-from agents.redelivery import PENDING, Pending, Redelivery
+from agents.redelivery import PENDING, QUEUED, Pending, Redelivery
 from agents.webhook import CHANNEL, WebhookConfig, WebhookNotifier
 from runtime.settings import Settings
 from schemas import InvalidEvent, ModelEvent, RetrainEvent
@@ -47,6 +59,8 @@ again (already delivered or pending)."""
 
 PRUNE_EVERY_SECONDS = 6 * 3600.0
 """How often a partition's delivery records are pruned (:meth:`AlertNotifier.prune`)."""
+STOP_GRACE_SECONDS = 5.0
+"""How long a stopping worker lets the delivery rounds under way end (an attempt's timeout)."""
 PRUNE_CHUNK = 1000
 """Deletes per write: the first pruning after an upgrade may find a year of records."""
 
@@ -97,9 +111,18 @@ class AlertNotifier:
     redelivery: Redelivery = field(default_factory=lambda: Redelivery(0.0))
     retention_seconds: float = 0.0
     """How long a delivery record is kept (:meth:`prune`); 0: for ever."""
+    wait_seconds: float = 1.0
+    """How long the agent (and the timer) waits for the rounds it started before it goes on
+    (they go on in the background): a healthy endpoint answers within it, so its batch's
+    offset is committed after its POSTs as before, and a slow one holds the other endpoints'
+    alerts this long at most, not a round."""
     _in_flight: set[str] = field(default_factory=set)
     """Ids of the alerts in a round now."""
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    """The rounds under way (:meth:`_rounds`), one task per chain."""
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One reader of a partition's pending alerts at a time (the agent and the timer)."""
     _pruned: dict[int, float] = field(default_factory=dict)
     """Per partition of ``alerts``: when its records were last pruned (this clock)."""
     _expired_found: dict[int, tuple[int, list[str]]] = field(default_factory=dict)
@@ -115,23 +138,55 @@ class AlertNotifier:
         self._count_undelivered()
 
     async def process_batch(self, events: Sequence[Any]) -> None:
-        todo: list[tuple[int, Alert]] = []
+        """Each new alert of ``events`` held (its record written, before the batch's offset
+        can be committed) and its round started if it is the first of its chain; the rounds
+        waited for ``wait_seconds`` at most. A partition's pending alerts are read first (a
+        restart, a takeover): a new alert must know of an earlier one of its incident."""
+        todo: list[tuple[int, int, Alert]] = []
         in_batch: set[str] = set()
         for event in events:
             set_current_event(event)
             alert = _alert(event.value)
             if alert is None:
                 continue
-            if alert.alert_id in in_batch or self.store.get(delivery_key(alert.alert_id)):
+            if (
+                alert.alert_id in in_batch
+                or alert.alert_id in self.redelivery.pending
+                or self.store.get(delivery_key(alert.alert_id))
+            ):
                 self.metrics.alert_deliveries.labels(CHANNEL, "duplicate").inc()
                 continue
             in_batch.add(alert.alert_id)
             if self.webhook is None or self.webhook.url_for(alert.tenant) is None:
                 continue  # no channel for this tenant: nothing to deliver, nothing to record
-            todo.append((event.message.partition, alert))
+            todo.append((event.message.partition, event.message.offset, alert))
         if not todo:
             return
-        await self._deliver([(partition, alert, None) for partition, alert in todo])
+        generations = {p: self.redelivery.generation(p) for p, _, _ in todo}
+        await self._load(generations)
+        now = self.clock()
+        async with self._lock:  # (a revoke meanwhile: the new owner reads the messages again)
+            held = [
+                self.redelivery.queue(alert, partition, now, offset)
+                for partition, offset, alert in todo
+                if self.redelivery.generation(partition) == generations[partition]
+            ]
+            self._count_undelivered()
+            await self.store.write_all(
+                Write(delivery_key(h.alert.alert_id), h.record(QUEUED, 0, now), h.partition)
+                for h in held
+            )
+        chains = {h.chain for h in held if h.chain is not None}
+        alone = {h.alert.alert_id for h in held if h.chain is None}
+        now = self.clock()
+        firsts = [
+            p
+            for p in self.redelivery.due(now, limit=len(self.redelivery))
+            if (p.chain in chains or p.alert.alert_id in alone)
+            and p.partition in self.redelivery.loaded  # (else an earlier one may be unread)
+            and self._may_start(p)
+        ]
+        await self._wait(self._start(firsts))
 
     async def check(self, owned: Callable[[], set[int]], recovering: Callable[[], bool]) -> None:
         """The redelivery timer's work: the rounds due (:meth:`redeliver`), then
@@ -149,36 +204,39 @@ class AlertNotifier:
         await self.prune(owned())
 
     async def redeliver(self, owned: set[int]) -> None:
-        """Try again the pending alerts whose round is due, of the ``owned`` partitions of
-        ``alerts`` (those taken over read from the table first). On a timer. Without a
-        webhook or with redelivery off (a restart after an outage that changed them), the
-        pending alerts are given up, said and counted, not left pending for good."""
+        """Try again the pending alerts whose round is due, each the first of its chain, of
+        the ``owned`` partitions of ``alerts`` (those taken over read from the table first).
+        On a timer. Without a webhook, or with redelivery off (a restart after an outage that
+        changed them), the pending alerts are given up, said and counted, not left pending
+        for good - but for those never tried yet, and those whose endpoint asked to wait
+        (``Retry-After``), which redelivery off still honours. The rounds are waited for
+        ``wait_seconds`` at most."""
         pending = self.redelivery
         pending.keep_only(owned)
         self._expired_found.clear()  # (a prune after the last check's rounds never came)
-        now = self.clock()
-        for partition in sorted(owned - pending.loaded):
-            generation = pending.generation(partition)
-            cutoff = now - self.retention_seconds if self._prune_due(partition, now) else None
-            found = await asyncio.to_thread(self._read_taken_over, partition, cutoff)
-            if found is None:
-                continue  # its store is not open yet: at the next check
-            records, expired = found
-            pending.load(partition, records, generation)
-            if cutoff is not None:
-                self._expired_found[partition] = (generation, expired)
+        await self._load(owned, prune_at=self.clock())
         self._count_undelivered()
-        due = [p for p in pending.due(self.clock()) if p.alert.alert_id not in self._in_flight]
-        if not due:
-            return
-        generations = {p.partition: pending.generation(p.partition) for p in due}
-        if self.webhook is None or not pending.enabled:
+        now = self.clock()
+        due = [p for p in pending.due(now) if p.alert.alert_id not in self._in_flight]
+        ends = [p for p in due if not self._may_start(p)]
+        if ends:  # (the next of their chains: at the next check)
+            generations = {p.partition: pending.generation(p.partition) for p in ends}
             why = "no webhook configured" if self.webhook is None else "redelivery is off"
-            now = self.clock()
-            outcomes = [(p.partition, p.alert, p, _given_up(p.alert, now, why)) for p in due]
+            outcomes = [(p.partition, p.alert, p, _given_up(p.alert, now, why)) for p in ends]
             await self._record(outcomes, generations)
-            return
-        await self._deliver([(p.partition, p.alert, p) for p in due])
+        ended = {p.alert.alert_id for p in ends}
+        await self._wait(self._start(p for p in due if p.alert.alert_id not in ended))
+
+    async def stop(self, grace_seconds: float = STOP_GRACE_SECONDS) -> None:
+        """The worker stops: the rounds under way get ``grace_seconds`` to end (a round
+        cut off after its POST is sent again, a repeat the receiver drops), then are
+        cancelled: their alerts are held in the table, the partition's next owner sends them."""
+        tasks = list(self._tasks)
+        if tasks:
+            await asyncio.wait(tasks, timeout=grace_seconds)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def prune(self, owned: set[int]) -> int:
         """Delete the delivery records older than ``retention_seconds`` (by their last round)
@@ -255,22 +313,94 @@ class AlertNotifier:
         self.redelivery.forget(partitions)
         self._count_undelivered()
 
-    async def _deliver(self, todo: list[tuple[int, Alert, Pending | None]]) -> None:
-        """One round for each of ``todo`` (partition, alert, its pending entry if any), at
-        once; each outcome recorded in the table and on ``alerts``."""
-        assert self.webhook is not None
-        generations = {p: self.redelivery.generation(p) for p, _, _ in todo}
-        ids = {alert.alert_id for _, alert, _ in todo}
-        self._in_flight |= ids
+    async def _load(self, partitions: Iterable[int], prune_at: float | None = None) -> None:
+        """Read the pending alerts of those of ``partitions`` not read since this worker got
+        them (a takeover, a restart), one reader at a time: the agent and the timer both
+        need them. ``prune_at`` (the timer's clock): the same scan finds the keys its prune
+        deletes, for a partition due to be pruned. A store not open yet: at a later call."""
+        async with self._load_lock:
+            for partition in sorted(set(partitions) - self.redelivery.loaded):
+                generation = self.redelivery.generation(partition)
+                cutoff = None
+                if prune_at is not None and self._prune_due(partition, prune_at):
+                    cutoff = prune_at - self.retention_seconds
+                found = await asyncio.to_thread(self._read_taken_over, partition, cutoff)
+                if found is None:
+                    continue  # its store is not open yet: at the next check
+                records, expired = found
+                self.redelivery.load(partition, records, generation)
+                if cutoff is not None:
+                    self._expired_found[partition] = (generation, expired)
+
+    def _may_start(self, p: Pending) -> bool:
+        """May ``p``'s round start (when due, and the first of its chain)? Not while one
+        runs; not without a webhook; with redelivery off, only a first round or one its
+        endpoint asked for (the others are given up: :meth:`redeliver`)."""
+        if self.webhook is None or p.alert.alert_id in self._in_flight:
+            return False
+        return self.redelivery.enabled or p.rounds == 0 or p.asked
+
+    def _start(self, firsts: Iterable[Pending]) -> list[asyncio.Task[None]]:
+        """A task per chain, from its first alert (:meth:`_rounds`), the partition's
+        generation read now; one no longer pending as it was found (settled, or its partition
+        revoked since) is left alone."""
+        tasks: list[asyncio.Task[None]] = []
+        for p in firsts:
+            if (
+                p.alert.alert_id in self._in_flight
+                or self.redelivery.pending.get(p.alert.alert_id) is not p
+            ):
+                continue
+            self._in_flight.add(p.alert.alert_id)
+            generation = self.redelivery.generation(p.partition)
+            task = asyncio.create_task(self._rounds(p, generation))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            tasks.append(task)
         self._count_undelivered()
-        try:
-            results = await asyncio.gather(*(self.webhook.deliver(a) for _, a, _ in todo))
-        finally:
-            self._in_flight -= ids
-        await self._record(
-            [(p, a, prior, r) for (p, a, prior), r in zip(todo, results, strict=True)],
-            generations,
-        )
+        return tasks
+
+    async def _wait(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Wait for ``tasks`` ``wait_seconds`` at most (they go on after)."""
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.wait_seconds)
+
+    async def _rounds(self, first: Pending, generation: int) -> None:
+        """``first``'s round, then those of the alerts of its chain that waited behind it,
+        one at a time, in order, while each is settled (delivered, or failed for good): it
+        stops at one that waits for a later round (the timer's), and once the partition is
+        revoked (``generation`` moved on). Each outcome recorded before the next is sent."""
+        assert self.webhook is not None
+        p: Pending | None = first
+        while p is not None:
+            try:
+                result = await self.webhook.deliver(p.alert)
+                await self._record([(p.partition, p.alert, p, result)], {p.partition: generation})
+            except Exception:  # the table holds it pending: the next check, or a restart
+                log.exception("delivery round of alert %s not recorded", p.alert.alert_id[:8])
+                return
+            finally:
+                self._in_flight.discard(p.alert.alert_id)
+                self._count_undelivered()
+            p = self._next_of(p, generation)
+
+    def _next_of(self, done: Pending, generation: int) -> Pending | None:
+        """The alert of ``done``'s chain to send now that ``done``'s round is recorded (marked
+        in a round), or None: ``done`` itself waits for a later round, nothing waits behind
+        it, the next is not due, or the partition was revoked."""
+        if done.chain is None or self.redelivery.generation(done.partition) != generation:
+            return None
+        after = self.redelivery.first_of(done)
+        if (
+            after is None
+            or after.alert.alert_id == done.alert.alert_id
+            or after.due > self.clock()
+            or not self._may_start(after)
+        ):
+            return None
+        self._in_flight.add(after.alert.alert_id)
+        self._count_undelivered()
+        return after
 
     async def _record(
         self,
@@ -316,7 +446,11 @@ class AlertNotifier:
                 due = prior.due if prior is not None else result.at + self.redelivery.first
                 result = replace(result, retry_at=max(due, result.at))
             return None, alert, result, 0 if prior is None else prior.rounds + 1
-        pending = self.redelivery.failed(alert, partition, self.clock()) if retry else None
+        pending = (
+            self.redelivery.failed(alert, partition, self.clock(), result.retry_after)
+            if retry
+            else None
+        )
         if not retry:
             self.redelivery.done(alert.alert_id)
         if pending is not None:

@@ -22,10 +22,11 @@ Request
 Delivery semantics: at least once
     A 2xx is ``delivered``. Connection errors, timeouts, 5xx, 408 and 429 are retried with
     exponential backoff and full jitter (``uniform(0, min(backoff_max, base * 2**(n-1)))``
-    before attempt ``n+1``), or after a numeric ``Retry-After`` (capped by
-    ``backoff_max_seconds``), up to ``max_attempts`` attempts in all: one round; then
-    ``failed``, marked ``retryable`` (the caller tries a later round:
-    :mod:`agents.redelivery`). Any other status (3xx, other 4xx) is a permanent failure,
+    before attempt ``n+1``), or after the endpoint's ``Retry-After`` (seconds or an HTTP
+    date; capped by ``backoff_max_seconds``), up to ``max_attempts`` attempts in all: one
+    round; then ``failed``, marked ``retryable`` (the caller tries a later round:
+    :mod:`agents.redelivery`), with the last ``Retry-After`` asked (``retry_after``: the
+    later round is not before it). Any other status (3xx, other 4xx) is a permanent failure,
     reported at once with the status and a short excerpt of the response body. Because a
     request can time out after the receiver acted on it, a receiver may see an alert more
     than once: it should dedupe on ``Idempotency-Key``.
@@ -54,7 +55,13 @@ Signature (the Stripe/Slack pattern)
 Secrets
     Webhook URLs often carry a token in the path or query (Slack, Teams, ...), so neither
     the URL nor the secret is ever logged or returned: deliveries, logs and error texts name
-    the endpoint by :func:`redact_url` (``scheme://host[:port]``) only.
+    the endpoint by :func:`redact_url` (``scheme://host[:port]``) only. An endpoint may echo
+    its URL, or just the token, in its answer: every error text (a response's excerpt, an
+    exception) has the URL's secret-bearing parts taken out (:func:`scrub`: the path, the
+    query, the credentials, and each path segment or query value that can be a token, as
+    written, percent-encoded or decoded, or JSON-escaped) before it is cut short, and a
+    secret cut in two where the body's read ends loses its first part too (4 characters or
+    more).
 """
 
 from __future__ import annotations
@@ -68,11 +75,13 @@ import json
 import logging
 import math
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from email.utils import parsedate_to_datetime
 from types import MappingProxyType
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import aiohttp
 from yarl import URL
@@ -90,6 +99,9 @@ DISABLED = frozenset({"", "off"})
 
 RETRY_STATUSES = frozenset({408, 429})
 """Retried besides every 5xx."""
+
+REDACTED = "<redacted>"
+"""What a secret is replaced by in error texts."""
 
 _EXCERPT_BYTES = 512
 _EXCERPT_CHARS = 200
@@ -399,17 +411,19 @@ class WebhookNotifier:
                     self._notify(attempts, "delivered")
                     log.debug("alert %s delivered to %s", alert.alert_id, target)
                     return self._result(alert, target, DeliveryStatus.DELIVERED, attempts, None)
-                error = _scrub(outcome.error or "unknown error", url)
+                error = scrub(outcome.error or "unknown error", url)
                 if not outcome.retryable or attempts >= self.config.max_attempts:
                     self._notify(attempts, "failed")
-                    return self._failed(alert, target, attempts, error, outcome.retryable)
+                    return self._failed(
+                        alert, target, attempts, error, outcome.retryable, outcome.retry_after
+                    )
                 delay = self.config.backoff(attempts, self._rng)
                 if outcome.retry_after is not None:
                     delay = min(outcome.retry_after, self.config.backoff_max_seconds)
                 if waited + delay > self.config.max_round_wait_seconds:
                     self._notify(attempts, "failed")
                     error += f"; the round ends (its waits would pass {waited + delay:.0f} s)"
-                    return self._failed(alert, target, attempts, error, retryable=True)
+                    return self._failed(alert, target, attempts, error, True, outcome.retry_after)
                 waited += delay
                 self._notify(attempts, "retried")
                 log.debug(
@@ -424,7 +438,7 @@ class WebhookNotifier:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # unforeseen: a later round may not meet it
-            return self._failed(alert, target, attempts, _scrub(repr(exc), url), retryable=True)
+            return self._failed(alert, target, attempts, scrub(repr(exc), url), retryable=True)
 
     async def _attempt(
         self, session: aiohttp.ClientSession, url: str, alert_id: str, body: bytes
@@ -443,12 +457,13 @@ class WebhookNotifier:
                 status = response.status
                 # Reading (a bounded start of) the body lets a short response's connection
                 # be reused; errors reading it do not change what the status said.
-                excerpt = await _excerpt(response)
+                excerpt = await _excerpt(response, url)
                 if 200 <= status < 300:
                     return _Outcome(delivered=True, retryable=False)
                 error = f"HTTP {status}" + (f": {excerpt}" if excerpt else "")
                 if status >= 500 or status in RETRY_STATUSES:
-                    retry_after = _retry_after(response.headers.get("Retry-After"))
+                    asked = response.headers.get("Retry-After")
+                    retry_after = _retry_after(asked, self._clock())
                     return _Outcome(False, True, error, retry_after)
                 return _Outcome(False, False, error)
         except aiohttp.InvalidURL as exc:
@@ -468,7 +483,13 @@ class WebhookNotifier:
             log.exception("webhook on_attempt callback failed")
 
     def _failed(
-        self, alert: Alert, target: str, attempts: int, error: str, retryable: bool = False
+        self,
+        alert: Alert,
+        target: str,
+        attempts: int,
+        error: str,
+        retryable: bool = False,
+        retry_after: float | None = None,
     ) -> AlertDelivery:
         log.warning(
             "alert %s (tenant %s) not delivered to %s after %d attempt(s): %s",
@@ -478,7 +499,8 @@ class WebhookNotifier:
             attempts,
             error,
         )
-        return self._result(alert, target, DeliveryStatus.FAILED, attempts, error, retryable)
+        result = self._result(alert, target, DeliveryStatus.FAILED, attempts, error, retryable)
+        return result if retry_after is None else replace(result, retry_after=retry_after)
 
     def _result(
         self,
@@ -503,42 +525,104 @@ class WebhookNotifier:
         )
 
 
-async def _excerpt(response: aiohttp.ClientResponse) -> str:
-    """The start of a response body, on one line, for an error message."""
+async def _excerpt(response: aiohttp.ClientResponse, url: str) -> str:
+    """The start of a response body, on one line, for an error message: scrubbed of
+    ``url``'s secrets before it is cut short (a cut first could keep a part of one)."""
     try:
         raw = await response.content.read(_EXCERPT_BYTES)
     except Exception:
         return ""
     text = " ".join(raw.decode("utf-8", "replace").split())
+    text = scrub(text, url, cut_short=len(raw) >= _EXCERPT_BYTES)
     return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 3] + "..."
 
 
-def _retry_after(value: str | None) -> float | None:
-    """Seconds of a numeric ``Retry-After`` (an HTTP date is ignored: backoff applies)."""
+def _retry_after(value: str | None, now: float) -> float | None:
+    """Seconds a ``Retry-After`` asks to wait: a number of seconds, or an HTTP date (from
+    ``now``); None for none, one not understood, or a date already past (backoff applies)."""
     if value is None:
         return None
+    value = value.strip()
     try:
-        seconds = float(value.strip())
+        seconds = float(value)
     except ValueError:
-        return None
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if not seconds > 0:
+            return None
     return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
-def _scrub(text: str, url: str) -> str:
-    """``text`` without the parts of ``url`` that can carry secrets (an aiohttp error, or a
-    response body, may quote the URL)."""
+_TOKEN_MIN_CHARS = 8
+"""A path segment this long or longer can be a token (Slack's are 24, its ids 9-11)..."""
+_WORD = re.compile(r"[a-z][a-z._-]*")
+"""... unless it is a lower-case word (``services``, ``webhooks``) under 16 characters."""
+_VALUE_MIN_CHARS = 4
+"""A query value, or a user name or password, this long or longer is taken out wherever it
+appears (shorter ones, like ``v=2``, would take common text out with them)."""
+_PARTIAL_MIN_CHARS = 4
+"""A text cut short that ends in this many or more first characters of a secret loses them."""
+
+
+def url_secrets(url: str) -> list[str]:
+    """The strings that may carry ``url``'s secrets, longest first: the URL itself, its
+    credentials, path and query, each path segment that can be a token and each query value,
+    each also as percent-decoded, percent-encoded and JSON-escaped (``\\/``): the forms an
+    endpoint's answer or an exception may quote them in.
+
+    >>> found = url_secrets("https://h.example/services/T0AB12CD3/x?key=abc123")
+    >>> "T0AB12CD3" in found, "abc123" in found, "services" in found, "x" in found
+    (True, True, False, False)
+    """
     parts = urlsplit(url)
-    secrets = {url}
+    found = {url}
     with contextlib.suppress(Exception):
-        secrets.add(str(URL(url)))  # as aiohttp prints it (normalised)
+        found.add(str(URL(url)))  # as aiohttp prints it (normalised)
     if "@" in parts.netloc:
-        secrets.add(parts.netloc.rpartition("@")[0])
+        userinfo = parts.netloc.rpartition("@")[0]
+        found.add(userinfo)
+        found.update(x for x in userinfo.split(":") if len(x) >= _VALUE_MIN_CHARS)
     if parts.query:
-        secrets.add(parts.query)
+        found.add(parts.query)
+        for _, value in parse_qsl(parts.query, keep_blank_values=True):
+            if len(value) >= _VALUE_MIN_CHARS:
+                found.add(value)
     if len(parts.path) > 1:
-        secrets.add(parts.path)
-    for secret in sorted(secrets, key=len, reverse=True):
-        text = text.replace(secret, "<redacted>")
+        found.add(parts.path)
+        for segment in parts.path.split("/"):
+            if len(segment) >= _TOKEN_MIN_CHARS and (
+                len(segment) >= 16 or not _WORD.fullmatch(segment)
+            ):
+                found.add(segment)
+    forms = set()
+    for secret in found:
+        for form in (secret, unquote(secret), quote(secret, safe=""), quote(unquote(secret))):
+            forms.add(form)
+            forms.add(form.replace("/", "\\/"))
+    return sorted((f for f in forms if f), key=lambda f: (-len(f), f))
+
+
+def scrub(text: str, url: str, cut_short: bool = False) -> str:
+    """``text`` without ``url``'s secrets (:func:`url_secrets`): an aiohttp error, or a
+    response body, may quote the URL or its token. ``cut_short``: ``text`` was cut where it
+    ends, so a secret's beginning there is taken out too.
+
+    >>> url = "https://hooks.example/services/T0AB12CD3/B0XY45ZQ9/Xq7tokenAbCdEf"
+    >>> scrub('{"error": "invalid_token", "token": "Xq7tokenAbCdEf"}', url)
+    '{"error": "invalid_token", "token": "<redacted>"}'
+    >>> scrub("no route for /services/T0AB12CD3/B0XY", url, cut_short=True)
+    'no route for /services/<redacted>/<redacted>'
+    """
+    secrets = url_secrets(url)
+    for secret in secrets:
+        text = text.replace(secret, REDACTED)
+    if cut_short:
+        for secret in secrets:
+            for n in range(len(secret) - 1, _PARTIAL_MIN_CHARS - 1, -1):
+                if text.endswith(secret[:n]):
+                    return text[:-n] + REDACTED
     return text
 
 
@@ -551,6 +635,8 @@ __all__ = [
     "WebhookNotifier",
     "payload",
     "redact_url",
+    "scrub",
     "sign",
+    "url_secrets",
     "verify",
 ]

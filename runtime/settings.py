@@ -567,10 +567,12 @@ class Settings:
         "DRIFTWATCH_ALERT_REDELIVERY_HOURS",
         24.0,
         "An alert whose delivery round failed on a retryable error is tried again, a round "
-        "every 1, 2, 4, 8 then 15 minutes, until delivered or this many hours after its first "
-        "failure; then it is recorded as failed for good (`driftwatch_alert_deliveries_total"
-        '{result="failed"}`). Pending alerts survive restarts and move with their partition. '
-        "0: no redelivery.",
+        "every 1, 2, 4, 8 then 15 minutes, never before the endpoint's Retry-After asked (an "
+        "hour at most), until delivered or this many hours after its first failure; then it "
+        "is recorded as failed for good (`driftwatch_alert_deliveries_total"
+        '{result="failed"}`). Pending alerts survive restarts and move with their partition; '
+        "the later alerts of an incident wait behind one pending, in order. 0: no redelivery, "
+        "but for an endpoint's Retry-After, honoured for an hour at most.",
     )
     alert_redelivery_first_seconds: float = _env(
         "DRIFTWATCH_ALERT_REDELIVERY_FIRST_SECONDS",

@@ -183,6 +183,9 @@ class AlertDelivery:
     the wire only when set."""
     retryable: bool = field(default=False, compare=False)
     """Not on the wire: whether the round's last error is one a later round may not meet."""
+    retry_after: float | None = field(default=None, compare=False)
+    """Not on the wire: seconds the round's last answer asked to wait (``Retry-After``), if
+    any, so that the next round is not before it (:mod:`agents.redelivery`)."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {

@@ -255,7 +255,7 @@ def test_alerts_raised_while_the_webhook_is_down_arrive_once_it_is_back_also_acr
         })  # fmt: skip
         try:
             start_and_feed(w, predictions, outcomes, range(0, 19))  # every alert's first round
-            # ran (and failed)
+            # ran (and failed), but those held behind an earlier one of their incident
             refused = {json.loads(body)["alert"]["alert_id"] for body in hook.refused}
             assert refused and not hook.posts
             w.stop(signal.SIGKILL)

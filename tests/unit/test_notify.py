@@ -1,7 +1,9 @@
 """The alert notifier's rounds without a broker or an endpoint: a webhook that fails on a
 retryable error is tried again later (the pending alert kept in its delivery record, so a
-restart or the partition's next owner goes on), a permanent failure is not, and a pending
-alert is given up after ``hours``. The real ones: tests/integration/test_operating.py."""
+restart or the partition's next owner goes on), not before its ``Retry-After``, a permanent
+failure is not, and a pending alert is given up after ``hours``; an incident's alerts arrive
+in order, and a slow endpoint holds no other's. The real ones:
+tests/integration/test_operating.py."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from agents.notify import AlertNotifier, delivery_key
 from agents.processor import TableStore
 from agents.redelivery import PENDING, Redelivery
 from runtime.settings import Settings
-from schemas import Severity
+from schemas import Severity, format_timestamp
 from schemas.alerts import Alert, AlertDelivery, AlertKind, DeliveryStatus
 from streams.keyed_state import Write
 from tests.unit.test_processor import FakeEvent, FakeMessage, FakeTable
@@ -29,14 +31,19 @@ from tests.unit.test_processor import FakeEvent, FakeMessage, FakeTable
 T = 1_767_225_600.0
 
 
-def alert(alert_id: str = "a1") -> Alert:
-    return Alert(alert_id, AlertKind.INCIDENT, "opened", "acme", "fraud", Severity.HIGH,
-                 "[HIGH] acme/fraud: amount drifted", "text", T, T)  # fmt: skip
+def alert(
+    alert_id: str = "a1", drift_id: str | None = None, tenant: str = "acme", change: str = "opened"
+) -> Alert:
+    """An incident alert; of no incident (one standing alone) without a ``drift_id``."""
+    incident = None if drift_id is None else {"drift_id": drift_id, "feature": "amount"}
+    return Alert(alert_id, AlertKind.INCIDENT, change, tenant, "fraud", Severity.HIGH,
+                 "[HIGH] acme/fraud: amount drifted", "text", T, T, incident=incident)  # fmt: skip
 
 
 class ScriptedWebhook:
     """Answers the rounds in order from ``script``: ``ok`` delivered, ``down`` a retryable
-    failure (connection refused), ``bad`` a permanent one (HTTP 400); ``ok`` once it ends."""
+    failure (connection refused), ``wait:<s>`` one whose endpoint asked to wait ``s`` seconds
+    (503 with ``Retry-After``), ``bad`` a permanent one (HTTP 400); ``ok`` once it ends."""
 
     def __init__(self, script: list[str], clock: list[float]) -> None:
         self.script, self.clock = list(script), clock
@@ -48,10 +55,13 @@ class ScriptedWebhook:
     async def deliver(self, a: Alert) -> AlertDelivery:
         self.calls.append(a.alert_id)
         outcome = self.script.pop(0) if self.script else "ok"
-        error = {"ok": None, "down": "ClientConnectorError", "bad": "HTTP 400"}[outcome]
+        outcome, _, asked = outcome.partition(":")
+        error = {"ok": None, "down": "ClientConnectorError", "wait": "HTTP 503",
+                 "bad": "HTTP 400"}[outcome]  # fmt: skip
         status = DeliveryStatus.DELIVERED if outcome == "ok" else DeliveryStatus.FAILED
         return AlertDelivery(a.alert_id, a.tenant, a.model, "webhook", "hook.example", status,
-                             8, self.clock[0], error, retryable=outcome == "down")  # fmt: skip
+                             8, self.clock[0], error, retryable=outcome in ("down", "wait"),
+                             retry_after=float(asked) if asked else None)  # fmt: skip
 
 
 class PartitionedStore:
@@ -105,13 +115,19 @@ class Setup:
             self.hook, self.table, WorkerMetrics.create(self.registry),  # type: ignore[arg-type]
             send, "alerts", clock=lambda: self.clock[0], redelivery=Redelivery(hours),
         )  # fmt: skip
+        self.offsets: dict[int, int] = {}
 
-    def receive(self, *alerts: Alert, partition: int = 0) -> None:
-        events = [
-            FakeEvent(FakeMessage("alerts", partition, k, b"acme:fraud"), a.to_json())
+    def events(self, *alerts: Alert, partition: int = 0) -> list[FakeEvent]:
+        """``alerts`` as the next messages of ``partition`` (offsets go on between calls)."""
+        start = self.offsets.get(partition, 0)
+        self.offsets[partition] = start + len(alerts)
+        return [
+            FakeEvent(FakeMessage("alerts", partition, start + k, b"acme:fraud"), a.to_json())
             for k, a in enumerate(alerts)
         ]
-        asyncio.run(self.notifier.process_batch(events))
+
+    def receive(self, *alerts: Alert, partition: int = 0) -> None:
+        asyncio.run(self.notifier.process_batch(self.events(*alerts, partition=partition)))
 
     def tick(self, seconds: float, owned: frozenset[int] = frozenset({0})) -> None:
         self.clock[0] += seconds
@@ -494,3 +510,144 @@ def test_a_partition_taken_over_is_scanned_once_for_its_pending_and_its_expired_
     other.table.parts[0][delivery_key("old")] = old
     check()
     assert len(scans) == 3 and set(other.table.parts[0]) == {delivery_key("late")}
+
+
+# --- order within an incident -----------------------------------------------------------
+
+
+def test_an_incident_s_later_alerts_wait_behind_one_pending_and_arrive_in_order() -> None:
+    """A model's alerts of one batch were sent at once, and one that failed went to
+    redelivery while the next were sent: the receiver saw ``resolved`` before a redelivered
+    ``opened``. Now they are sent one at a time, and those after one pending wait behind it
+    (held in their records, in order), in this batch or a later one; other incidents do not."""
+    s = Setup(["down"])
+    s.receive(alert("opened", "d1"), alert("confirmed", "d1", change="confirmed"),
+              alert("other", "d2"))  # fmt: skip
+    assert s.hook.calls == ["opened", "other"]  # "confirmed" not sent past "opened"
+    assert s.record("confirmed")["pending"]["rounds"] == 0  # held, in the table
+    assert s.deliveries() == [("failed", True), ("delivered", False)]
+    assert s.metric("driftwatch_alerts_undelivered") == 2.0
+    s.receive(alert("resolved", "d1", change="resolved"))  # a later batch: behind them too
+    s.tick(30.0)
+    assert s.hook.calls == ["opened", "other"]
+    s.tick(30.0)  # "opened"'s round is due: it, then those behind it, one after the other
+    assert s.hook.calls == ["opened", "other", "opened", "confirmed", "resolved"]
+    assert all(s.record(a)["s"] == "delivered" for a in ("opened", "confirmed", "resolved"))
+    assert s.metric("driftwatch_alerts_undelivered") == 0.0
+
+
+def test_the_order_holds_across_a_restart_and_a_failure_for_good_lets_the_next_go() -> None:
+    """A restarted worker (or the partition's next owner) reads the pending alerts before
+    it sends a new one of their incident: ``resolved`` read first after the restart still
+    waits behind the ``opened`` held in the table. One given up does not hold the rest."""
+    first = Setup(["down"])
+    first.receive(alert("opened", "d1"), alert("confirmed", "d1", change="confirmed"))
+    after = Setup(["bad"], table=first.table)  # a restart: nothing in memory
+    after.offsets = dict(first.offsets)
+    after.clock[0] = first.clock[0] + 1.0
+    after.receive(alert("resolved", "d1", change="resolved"))
+    assert after.hook.calls == []  # "opened" waits for its next round: "resolved" behind it
+    assert after.record("resolved")["pending"]["rounds"] == 0
+    after.tick(60.0)  # "opened" fails for good (HTTP 400): the rest go, in order
+    assert after.hook.calls == ["opened", "confirmed", "resolved"]
+    assert after.deliveries() == [("failed", False), ("delivered", False), ("delivered", False)]
+
+
+# --- Retry-After ----------------------------------------------------------------------------
+
+
+def test_the_next_round_is_not_before_the_endpoint_s_retry_after() -> None:
+    """Redelivery's schedule (1 minute, then 2, ...) ignored the endpoint's ``Retry-After``:
+    an endpoint asking for 10 minutes was tried again after one. A wait asked for longer
+    than an hour is waited an hour."""
+    s = Setup(["wait:600", "wait:864000"])
+    s.receive(alert())
+    assert s.record()["pending"]["due"] == s.clock[0] + 600.0 and s.record()["pending"]["asked"]
+    s.tick(599.0)
+    assert s.hook.calls == ["a1"]
+    s.tick(1.0)
+    assert s.hook.calls == ["a1", "a1"]
+    assert s.sent[-1]["retry_at"] == format_timestamp(s.clock[0] + 3600.0)  # capped
+    s.tick(3599.0)
+    assert len(s.hook.calls) == 2
+    s.tick(1.0)
+    assert s.deliveries()[-1] == ("delivered", False)
+
+
+def test_without_redelivery_a_wait_the_endpoint_asked_for_is_honoured() -> None:
+    """With redelivery off, an endpoint's ``Retry-After`` past what a round waits (30 s)
+    failed the alert for good. The endpoint only asked to wait: it is tried again then (for
+    an hour at most, and only while the endpoint keeps asking); another failure is final."""
+    s = Setup(["wait:120", "down"], hours=0.0)
+    s.receive(alert())
+    assert s.deliveries() == [("failed", True)]
+    s.tick(120.0)
+    assert s.hook.calls == ["a1", "a1"] and s.deliveries()[-1] == ("failed", False)
+    late = Setup(["wait:120", "wait:7200", "wait:60"], hours=0.0)
+    late.receive(alert())
+    late.tick(120.0)  # asked again, for two hours: waited one
+    assert late.sent[-1]["retry_at"] == format_timestamp(late.clock[0] + 3600.0)
+    late.tick(3600.0)  # asked once more, an hour after the first: given up
+    assert late.deliveries() == [("failed", True), ("failed", True), ("failed", False)]
+    assert late.metric("driftwatch_alert_deliveries_total", result="failed") == 1.0
+
+
+# --- endpoints independent ------------------------------------------------------------------
+
+
+class SlowTenantWebhook(ScriptedWebhook):
+    """Tenant ``slow``'s endpoint answers once ``gate`` is set (made in the test's loop)."""
+
+    gate: asyncio.Event | None = None
+
+    async def deliver(self, a: Alert) -> AlertDelivery:
+        if a.tenant == "slow" and self.gate is not None:
+            await self.gate.wait()
+        return await super().deliver(a)
+
+
+def test_a_slow_endpoint_holds_neither_its_batch_nor_the_other_tenants_alerts() -> None:
+    """The agent waited for every round of its batch (up to ~70 s for a slow endpoint)
+    before its next batch: one tenant's slow endpoint delayed the others' alerts. Now the
+    batch writes its alerts' records (held) before their rounds and waits for them a second
+    at most: the offset may be committed while a round runs, the table has the alert (a
+    restart, or the partition's next owner, sends it)."""
+    s = Setup([])
+    hook = SlowTenantWebhook([], s.clock)
+    s.notifier.webhook = hook  # type: ignore[assignment]
+    s.notifier.wait_seconds = 0.05
+
+    async def scenario() -> None:
+        hook.gate = asyncio.Event()
+        batch = s.notifier.process_batch(s.events(alert("s1", "d1", tenant="slow")))
+        await asyncio.wait_for(batch, 2.0)  # returns while the slow round runs
+        assert s.record("s1")["pending"]["rounds"] == 0  # held in the table meanwhile
+        restarted = Setup([], table=s.table)  # (a crash now: a restart sends it)
+        restarted.clock[0] = s.clock[0]
+        await restarted.notifier.redeliver({0})
+        assert restarted.hook.calls == ["s1"]
+        await asyncio.wait_for(s.notifier.process_batch(s.events(alert("f1", tenant="fast"))), 2.0)
+        assert hook.calls == ["f1"] and s.record("f1")["s"] == "delivered"
+        hook.gate.set()
+        await asyncio.wait_for(asyncio.gather(*s.notifier._tasks), 2.0)  # the slow round
+
+    asyncio.run(scenario())
+    assert hook.calls == ["f1", "s1"] and s.record("s1")["s"] == "delivered"
+    assert s.metric("driftwatch_alerts_undelivered") == 0.0
+
+
+def test_stopping_cancels_the_rounds_under_way_and_leaves_their_alerts_held() -> None:
+    s = Setup([])
+    hook = SlowTenantWebhook([], s.clock)
+    s.notifier.webhook = hook  # type: ignore[assignment]
+    s.notifier.wait_seconds = 0.01
+
+    async def scenario() -> None:
+        hook.gate = asyncio.Event()  # never set
+        await s.notifier.process_batch(s.events(alert("s1", tenant="slow")))
+        assert s.notifier._tasks
+        await s.notifier.stop(grace_seconds=0.01)
+        assert not s.notifier._tasks
+
+    asyncio.run(scenario())
+    assert s.record("s1")["pending"]["rounds"] == 0 and hook.calls == []

@@ -13,7 +13,10 @@ import socket
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
@@ -25,6 +28,7 @@ from agents.webhook import (
     WebhookNotifier,
     payload,
     redact_url,
+    scrub,
     sign,
     verify,
 )
@@ -240,6 +244,27 @@ def test_429_retry_after_is_respected_and_capped(retry_after: str, expected: flo
     assert sleeps.delays == [expected]
 
 
+@pytest.mark.parametrize("cut_short", [True, False])
+def test_a_round_ending_on_a_retry_after_says_how_long_the_endpoint_asked_to_wait(
+    cut_short: bool,
+) -> None:
+    """For redelivery (not on the wire): the next round is not before it. Asked past what a
+    round waits (the round ends there), or on its last attempt; seconds or an HTTP date."""
+    now = 1_800_000_000.0
+    asked = "600" if cut_short else format_datetime(datetime.fromtimestamp(now + 90, UTC), True)
+
+    async def scenario() -> AlertDelivery:
+        busy = Reply(503, "busy", headers={"Retry-After": asked})
+        async with Server(default=busy) as server:
+            config = WebhookConfig(url=server.url, max_attempts=1 if not cut_short else 8)
+            return (await deliver(config, make_alert(), clock=lambda: now))[0]
+
+    delivery = run(scenario())
+    assert delivery.status is DeliveryStatus.FAILED and delivery.retryable
+    assert delivery.retry_after == (600.0 if cut_short else 90.0)
+    assert "retry_after" not in delivery.to_dict()
+
+
 def test_a_retry_after_date_falls_back_to_backoff() -> None:
     async def scenario() -> Sleeps:
         date = Reply(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
@@ -392,6 +417,53 @@ def test_redact_url() -> None:
     assert redact_url("https://hooks.slack.com/services/T/B/X") == "https://hooks.slack.com"
     assert redact_url("http://u:p@example.com:8080/p?q=1#f") == "http://example.com:8080"
     assert redact_url("https://[2001:db8::1]:8443/x") == "https://[2001:db8::1]:8443"
+
+
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "invalid_token: {token}",  # the token alone
+        '{{"hook": "https:\\/\\/{host}\\/services\\/T0AB12CD3\\/B0XY45ZQ9\\/{token}"}}',
+        "no such hook {path_quoted}",  # percent-encoded
+        "{pad}/services/T0AB12CD3/B0XY45ZQ9/{token}",  # read up to 512 bytes: cut inside it
+        "{pad200}/services/T0AB12CD3/B0XY45ZQ9/{token}",  # cut inside it at 200 characters
+        "key {key} revoked",  # a query value alone
+    ],
+)
+def test_a_url_secret_echoed_in_any_form_is_scrubbed_from_errors_and_logs(
+    echo: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The URL's path and query were taken out of error texts only whole and as written: an
+    endpoint echoing the token alone, JSON-escaped or percent-encoded, or a body cut short in
+    the middle of it (the excerpt was cut before it was scrubbed), put it in the delivery
+    record on ``alerts`` and in the logs."""
+    token = "Xq7tokenAbCdEfGh12345678"
+    path, key = f"/services/T0AB12CD3/B0XY45ZQ9/{token}", "k3y-abc123"
+
+    async def scenario() -> AlertDelivery:
+        async with Server() as server:
+            host = server.url.removeprefix("http://")
+            body = echo.format(token=token, host=host, path_quoted=quote(path, safe=""),
+                               key=key, pad="\n" * 472, pad200="y" * 170)  # fmt: skip
+            server.default = Reply(400, body)
+            config = WebhookConfig(url=f"{server.url}{path}?key={key}")
+            return (await deliver(config, make_alert()))[0]
+
+    with caplog.at_level(logging.DEBUG, logger="agents.webhook"):
+        delivery = run(scenario())
+    assert delivery.error is not None and delivery.error.startswith("HTTP 400")
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    for text in (delivery.to_json().decode(), logged):
+        for secret in (token[:6], token[-6:], "T0AB12CD3", "B0XY45ZQ9", key):
+            assert secret not in text, (secret, text)
+
+
+def test_scrub_keeps_what_cannot_be_a_secret() -> None:
+    url = "https://hooks.example.com/services/T0AB12CD3/hook?format=js&key=abc123"
+    text = "services unavailable for hook T0AB12CD3 (format js, key abc123)"
+    assert (
+        scrub(text, url) == "services unavailable for hook <redacted> (format js, key <redacted>)"
+    )
 
 
 # --- signatures ---------------------------------------------------------------------------
