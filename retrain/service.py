@@ -17,6 +17,7 @@ missing steps and nothing else (a repeated model event carries the same request 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import deque
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 
 from retrain.policy import (
     Action,
+    RequestState,
     RetrainPolicy,
     RetrainState,
     Serving,
@@ -68,6 +70,8 @@ STEPS = ("decided", "trained", "validated", "registered", "activated", "announce
 """A request's steps, in order, as :attr:`RetrainService.step` names them."""
 MAX_ATTEMPTS = 2
 """A request interrupted (crash) or failed (error, timeout) is tried once more, then failed."""
+RETRY_MAX_SECONDS = 900.0
+"""The longest wait between tries of a person's waiting request (the first, if longer)."""
 RESUME_FIGURES = frozenset({"champion", "trained_until"})
 """What a registered version keeps beside it so that a request interrupted after registering
 it is finished without reading its training data again."""
@@ -99,16 +103,24 @@ class RetrainConfig:
     validation_share: float = 0.2
     """The newest share of them is the holdout for the challenger *and* the champion."""
     seed: int = 0
+    retry_seconds: float = 60.0
+    """Wait before a person's request left waiting (its training data could not be read) is
+    tried again; it doubles each try, up to :data:`RETRY_MAX_SECONDS`. 0: only at a start."""
 
 
 @dataclass
 class _Job:
-    request_id: str
     drift: DriftEvent
     attempt: int
     data: Dataset
     future: Future[TrainedModel] | None = None
     started: float = 0.0
+
+    @property
+    def request_id(self) -> str:
+        """The id its drift maps to: derived, not stored beside the drift, so that no
+        ``replace`` of the drift can make the two disagree."""
+        return request_id(self.drift)
 
 
 class RetrainService:
@@ -120,6 +132,7 @@ class RetrainService:
         data: TrainingData,
         trainer: Trainer | None = None,
         clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.registry = registry
@@ -127,6 +140,8 @@ class RetrainService:
         self.data = data
         self.trainer: Trainer = trainer or _limited_trainer
         self.clock = clock
+        self.monotonic = monotonic
+        """Times the retries of people's waiting requests (a wall clock set back stalls none)."""
         self.state = RetrainState()
         self.checks: dict[tuple[str, str], PostDeployCheck] = {}
         self.log_clock: dict[tuple[str, str], float] = {}
@@ -136,6 +151,11 @@ class RetrainService:
         self._job: _Job | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="training")
         self._last: dict[str, tuple[RetrainStatus, str]] = {}
+        self._retries: dict[str, tuple[float, float]] = {}
+        """People's requests left waiting, by control id: when to try each again
+        (:attr:`monotonic`) and the wait that led there (:meth:`_manual`). Not kept across
+        a restart: :meth:`replay` tries each at once, then waits from the first wait."""
+        self._retrying = False
         self.step: Callable[[str], None] = lambda _name: None
         """Called at each step of a request (:data:`STEPS`): the fault tests' crash hook."""
 
@@ -168,7 +188,10 @@ class RetrainService:
                 log.warning("request %s was interrupted while training: retrying", req.request_id)
                 self._start(drift, attempt=req.attempts + 1, reason="retry after an interruption")
         for rid in list(self.state.manual):
-            self._manual(rid)  # asked for while this worker was down (or before it decided)
+            # Asked for while this worker was down (or before it decided), or left waiting;
+            # one whose retry above has just failed to read its data waits for its turn.
+            if rid not in self._retries:
+                self._manual(rid)
 
     # ------------------------------------------------------------------ inputs
 
@@ -296,13 +319,36 @@ class RetrainService:
             self._publish(drift, decision.status, decision.reason, 0)
 
     def _manual(self, rid: str) -> None:
-        """A person asked for a retraining (API ``POST .../retrain``): same safeguards."""
+        """A person asked for a retraining (API ``POST .../retrain``): same safeguards. One
+        left waiting (its training data could not be read) is tried again by :meth:`poll`,
+        the wait doubling up to :data:`RETRY_MAX_SECONDS`, and at every start."""
+        rid_of_request = self._ask(rid)
+        req = None if rid_of_request is None else self.state.requests.get(rid_of_request)
+        if req is None or req.status is not RetrainStatus.WAITING:
+            self._retries.pop(rid, None)
+        elif rid not in self._retries or self._retries[rid][0] <= self.monotonic():
+            self._wait_again(rid)  # tried now and still waiting: the next, longer wait
+
+    def _wait_again(self, rid: str) -> None:
+        """Schedule the next try of the person's request ``rid``: the first wait, then twice
+        the last one, up to the bound (a broker down for hours is tried every 15 minutes,
+        not every minute: each try may read up to 30 days of data)."""
+        first = self.config.retry_seconds
+        if first <= 0:
+            self._retries.pop(rid, None)
+            return
+        _, last = self._retries.get(rid, (0.0, 0.0))
+        wait = first if last <= 0 else min(2 * last, max(first, RETRY_MAX_SECONDS))
+        self._retries[rid] = (self.monotonic() + wait, wait)
+
+    def _ask(self, rid: str) -> str | None:
+        """Decide (or carry on with) the person's request ``rid``; its request id."""
         value = self.state.manual.get(rid)
         if value is None:
-            return
+            return None
         tenant, model = str(value.get("tenant", "")), str(value.get("model", ""))
         if not tenant or not model:
-            return
+            return None
         active = self.registry.active(tenant, model)
         event_time = self.log_clock.get((tenant, model), self.clock())
         # No active version in the registry (no training yet): the version serving is read
@@ -314,9 +360,42 @@ class RetrainService:
         )  # fmt: skip
         req = self.state.requests.get(request_id(drift))
         if req is not None and req.status is not RetrainStatus.WAITING:
-            return  # already decided (a replayed control message); one left waiting (its
-            # training data could not be read) is tried again, at the next start at least
+            return req.request_id  # already decided (a replayed control message)
+        if req is not None and req.attempts and req.drift is not None:
+            # Decided and trained once already, then interrupted or failed, and the retry
+            # could not read its data: that retry, carried on. Decided anew, the cooldown its
+            # own first training set rejected it.
+            self._carry_on(req)
+            return req.request_id
         self._start(drift, attempt=1, reason=f"asked by {value.get('by', 'someone')}")
+        return request_id(drift)
+
+    def _carry_on(self, req: RequestState) -> None:
+        """Start the next attempt of a decided request left waiting (:meth:`_ask`), unless
+        another request of the model is in flight now: then one training of a model at a
+        time refuses it, as it would refuse a new request."""
+        drift = DriftEvent.from_dict(dict(req.drift or {}))
+        busy = self.state.in_flight(drift.tenant, drift.model)
+        if busy is not None and busy.request_id != req.request_id:
+            why = f"request {busy.request_id[:8]} for this model is {busy.status.value}"
+            self._publish(drift, RetrainStatus.REJECTED, why, req.attempts)
+            return
+        if req.attempts >= MAX_ATTEMPTS and self._registered(drift) is None:
+            self._publish(drift, RetrainStatus.FAILED, "tried twice", req.attempts)
+            return
+        self._start(drift, attempt=req.attempts + 1, reason="retry after its data could be read")
+
+    def _retry_waiting(self) -> None:
+        """Try again the people's waiting requests whose wait is over (:meth:`_manual`)."""
+        now = self.monotonic()
+        for rid in [rid for rid, (at, _) in self._retries.items() if at <= now]:
+            try:
+                self._manual(rid)
+            except (RegistryError, OSError, ValueError) as exc:
+                # The registry unreadable: said, and tried again after the next wait (raised
+                # here, it stopped the worker's loop).
+                log.warning("retrain request %s: could not try it again: %s", rid, exc)
+                self._wait_again(rid)
 
     def _manual_rollback(self, value: dict[str, Any]) -> None:
         """A person asked for a rollback (API ``POST .../rollback``). One that cannot be done
@@ -439,6 +518,12 @@ class RetrainService:
                 )
             else:
                 self._run(nxt)
+        if self._retries and not self._retrying:
+            self._retrying = True  # not again from the poll a retry's start calls
+            try:
+                self._retry_waiting()
+            finally:
+                self._retrying = False
         return self._job is not None or bool(self._queue)
 
     def wait_idle(self, timeout: float = 600.0) -> None:
@@ -500,7 +585,7 @@ class RetrainService:
             rows=len(data),
         )
         self.step("decided")
-        self._queue.append(_Job(request_id(drift), drift, attempt, data))
+        self._queue.append(_Job(drift, attempt, data))
         self.poll()
 
     def _run(self, job: _Job) -> None:
@@ -547,31 +632,39 @@ class RetrainService:
             )  # fmt: skip
             return
         self.step("validated")
-        version = self.registry.find_request(tenant, model, job.request_id)
-        if version is None:
-            active = self.registry.active(tenant, model)
-            previous = active.version if active is not None else drift.model_version
-            if active is None:
-                self._ensure_external(tenant, model, previous)
-            version = self.registry.register(
-                tenant,
-                model,
-                trained,
-                parent=previous,
-                training_window=trained.train_window,
-                rows=len(job.data),
-                metrics=challenger,
-                request_id=job.request_id,
-                extra={
-                    "champion": champion,
-                    "trained_until": _trained_until(job.data, drift),
-                    **(
-                        {"feature_importances": trained.importances}
-                        if getattr(trained, "importances", None)
-                        else {}
-                    ),
-                },
-            )
+        registered = self._registered(drift)
+        if registered is not None:
+            # Registered for this request already, by a run this state does not know of (a
+            # second worker on the registry, a history lost): that version is the one
+            # promoted, so its own figures are the ones recorded, as :meth:`_start` does (this
+            # training's were recorded beside it, and its data end moved the new-label count).
+            log.warning("request %s: %s was registered for it already; promoting that one",
+                        job.request_id[:8], registered.version)  # fmt: skip
+            self._resume_registered(drift, job.attempt, job.data, registered)
+            return
+        active = self.registry.active(tenant, model)
+        previous = active.version if active is not None else drift.model_version
+        if active is None:
+            self._ensure_external(tenant, model, previous)
+        version = self.registry.register(
+            tenant,
+            model,
+            trained,
+            parent=previous,
+            training_window=trained.train_window,
+            rows=len(job.data),
+            metrics=challenger,
+            request_id=job.request_id,
+            extra={
+                "champion": champion,
+                "trained_until": _trained_until(job.data, drift),
+                **(
+                    {"feature_importances": trained.importances}
+                    if getattr(trained, "importances", None)
+                    else {}
+                ),
+            },
+        )
         self._promote(
             drift, job.attempt, _trained_until(job.data, drift), version, verdict.reason,
             champion, figures,
@@ -586,8 +679,8 @@ class RetrainService:
     ) -> None:
         """Finish a request whose version passed the gate and was registered before a crash:
         activate and announce it, without training it again. Its champion figures and data
-        end are those recorded beside it; ``data`` for a version registered without them."""
-        if data is None:
+        end are those recorded beside it; ``data``'s for a version registered without them."""
+        if data is None or version.extra.keys() >= RESUME_FIGURES:
             champion = {k: float(v) for k, v in dict(version.extra["champion"]).items()}
             trained_until = float(version.extra["trained_until"])
         else:
@@ -676,11 +769,17 @@ class RetrainService:
         )
         self._begin_watch(check)
         horizon = check.promoted_at + 30 * DAY  # serving may have switched later
+        key = (promoted.tenant, promoted.model)
         for row in self.data.rows(promoted.tenant, promoted.model, check.promoted_at, horizon):
-            check.observe(row)
-            ts = parse_timestamp(row["outcome_timestamp"], "outcome_timestamp")
-            key = (promoted.tenant, promoted.model)
+            # Read as :meth:`on_labeled` reads it: a row the check cannot use (a label that
+            # is not binary, a score out of range) stopped the worker here, at every start.
+            try:
+                ts = parse_timestamp(row["outcome_timestamp"], "outcome_timestamp")
+            except (KeyError, ValueError, TypeError):
+                continue
             self.log_clock[key] = max(self.log_clock.get(key, ts), ts)
+            with contextlib.suppress(KeyError, ValueError, TypeError):
+                check.observe(row)
 
     def _last_switch(self, check: PostDeployCheck) -> dict[str, Any] | None:
         """The registry's last activation of the model, if it replaced ``check``'s version."""
@@ -829,6 +928,14 @@ class RetrainService:
         self.publisher.retrain_event(event)
         self.state.apply(event)
         self._last[event.request_id] = (event.status, event.reason)
+        rid = event.drift_id.removeprefix("manual:")
+        if rid != event.drift_id and rid in self.state.manual:
+            # A person's request gone to waiting, by whichever path (its retry after a failed
+            # training could not read the data either): tried again after the first wait.
+            if self.state.requests[event.request_id].status is not RetrainStatus.WAITING:
+                self._retries.pop(rid, None)
+            elif rid not in self._retries:
+                self._wait_again(rid)
         log.info(
             "retrain %s %s/%s %s: %s",
             event.request_id[:8], event.tenant, event.model, event.status.value, event.reason,

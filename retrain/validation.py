@@ -8,6 +8,7 @@ significantly and materially worse than what its predecessor did on that holdout
 
 from __future__ import annotations
 
+import heapq
 import math
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,7 +19,7 @@ import numpy as np
 from schemas import parse_timestamp
 from streams.join import binary_label
 from streams.perf_drop_tests import proportion_drop_test
-from streams.performance import PerformanceSummary
+from streams.performance import THRESHOLD, PerformanceSummary
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,8 @@ def holdout_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 @dataclass(frozen=True)
 class PostDeployPolicy:
     window_hours: float = 24.0
-    """Predictions of the new version made this long after promotion (event time) are watched."""
+    """Predictions of the new version made this long (event time) from its first one served
+    are watched."""
     settle_days: float = 3.0
     """After the window, labels get this long to arrive before the check passes."""
     max_drop: float = 0.05
@@ -141,8 +143,13 @@ class PostDeployCheck:
     policy: PostDeployPolicy = field(default_factory=PostDeployPolicy)
     request_id: str | None = None
     """The retrain request that promoted it: the verdict is published against it."""
-    summary: PerformanceSummary = field(default_factory=PerformanceSummary)
-    seen: set[str] = field(default_factory=set)
+    counted: dict[str, tuple[float, bool]] = field(default_factory=dict, repr=False)
+    """The rows in the window, by event id (at-least-once delivery: each counts once): their
+    prediction time, and whether the score's side of the threshold matched the label."""
+    correct: int = 0
+    """How many of ``counted`` were right (accuracy as :func:`holdout_metrics` reads it)."""
+    _by_time: list[tuple[float, str]] = field(default_factory=list, repr=False)
+    """``counted`` as a heap, latest prediction first: the rows a moved window drops."""
     warnings: list[str] = field(default_factory=list)
     """Label-free (estimated) performance warnings raised on the new version meanwhile."""
     first_served: float | None = None
@@ -157,53 +164,70 @@ class PostDeployCheck:
     def window_end(self) -> float:
         return self.window_start + self.policy.window_hours * 3600
 
+    @property
+    def labelled(self) -> int:
+        return len(self.counted)
+
     def observe(self, row: dict[str, Any]) -> bool:
-        """Count a joined row if it is one of the watched predictions; True if it was."""
+        """Count a joined row if it is one of the watched predictions; True if it was.
+
+        The window is the new version's own first ``window_hours`` of prediction (event)
+        time, whatever order the labels arrive in: the earliest prediction seen so far starts
+        it, and when an earlier one arrives, rows counted past the window's new end leave the
+        count (kept, a few early labels of a later day rolled back a version whose first 24 h
+        were fine)."""
         if row.get("model_version") != self.version:
-            return False
+            return False  # the predecessor's traffic (or another version's) is not evidence
         ts = parse_timestamp(row["prediction_timestamp"], "prediction_timestamp")
         if ts < self.promoted_at:
             return False
+        event_id = str(row["event_id"])
+        score = float(row["score"])
+        if not 0.0 <= score <= 1.0:  # also NaN
+            raise ValueError(f"score must be a probability in [0, 1], got {score!r}")
+        right = (score >= THRESHOLD) == (binary_label(row["label"]) == 1)
         if self.first_served is None or ts < self.first_served:
             self.first_served = ts  # labels arrive out of order: the earliest seen so far
-        if ts >= self.window_end:
+            self._drop_past(self.window_end)
+        if ts >= self.window_end or event_id in self.counted:
             return False
-        event_id = str(row["event_id"])
-        if event_id in self.seen:
-            return False  # at-least-once delivery of the log: count each prediction once
-        self.seen.add(event_id)
-        score = float(row["score"])
-        self.summary.add_prediction(score)
-        self.summary.add_label(score, binary_label(row["label"]))
+        self.counted[event_id] = (ts, right)
+        self.correct += right
+        heapq.heappush(self._by_time, (-ts, event_id))
         return True
+
+    def _drop_past(self, end: float) -> None:
+        """Uncount the rows predicted at or after ``end`` (the window's end moved back)."""
+        while self._by_time and -self._by_time[0][0] >= end:
+            _, event_id = heapq.heappop(self._by_time)
+            _, right = self.counted.pop(event_id)
+            self.correct -= right
 
     def verdict(self, now: float) -> tuple[Verdict, str, dict[str, float]]:
         """At event time ``now``: keep watching, passed, or roll back (with the figures)."""
-        s, p = self.summary, self.policy
-        figures: dict[str, float] = {"labelled": float(s.labelled)}
-        acc = s.accuracy()
+        p, labelled = self.policy, self.labelled
+        figures: dict[str, float] = {"labelled": float(labelled)}
+        acc = self.correct / labelled if labelled else None
         base_acc, base_n = self.baseline.get("accuracy"), int(self.baseline.get("n", 0))
         if acc is not None:
             figures["accuracy"] = acc
         if base_acc is not None:
             figures["baseline_accuracy"] = base_acc
-        if acc is not None and base_acc is not None and base_n and s.labelled >= p.min_labels:
-            z, pv = proportion_drop_test(
-                round(base_acc * base_n), base_n, round(acc * s.labelled), s.labelled
-            )
+        if acc is not None and base_acc is not None and base_n and labelled >= p.min_labels:
+            z, pv = proportion_drop_test(round(base_acc * base_n), base_n, self.correct, labelled)
             figures |= {"z": z, "p_value": pv}
             if base_acc - acc >= p.max_drop and pv < p.alpha:
                 return (
                     Verdict.ROLLBACK,
-                    f"{self.version} accuracy {acc:.3f} on {s.labelled} labels vs "
+                    f"{self.version} accuracy {acc:.3f} on {labelled} labels vs "
                     f"{base_acc:.3f} for {self.previous} (p={pv:.1e})",
                     figures,
                 )
         settled = self.first_served is not None and now >= self.window_end + p.settle_days * 86_400
-        if settled and s.labelled < p.min_labels:
+        if settled and labelled < p.min_labels:
             return (
                 Verdict.INCONCLUSIVE,
-                f"only {s.labelled} labels of {self.version}'s own traffic: too few to judge",
+                f"only {labelled} labels of {self.version}'s own traffic: too few to judge",
                 figures,
             )
         idle_until = self.window_end + (p.settle_days + p.max_wait_days) * 86_400
@@ -214,7 +238,7 @@ class PostDeployCheck:
             return (
                 Verdict.PASSED,
                 f"{self.version} held up for {p.window_hours:.0f} h of its own traffic "
-                f"({s.labelled} labels){warned}",
+                f"({labelled} labels){warned}",
                 figures,
             )
         return Verdict.WATCHING, "", figures  # no evidence yet is not a pass

@@ -88,6 +88,7 @@ def retrain_config(settings: Any) -> RetrainConfig:
         ),
         training_days=settings.training_days,
         validation_share=settings.validation_share,
+        retry_seconds=settings.retrain_retry_seconds,
     )
 
 

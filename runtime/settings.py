@@ -665,6 +665,14 @@ class Settings:
         1000,
         "Labelled rows newer than the last training's data needed to train again.",
     )
+    retrain_retry_seconds: float = _env(
+        "DRIFTWATCH_RETRAIN_RETRY_SECONDS",
+        60.0,
+        "Wait before a person's retrain request left `waiting` (its training data could not "
+        "be read) is tried again by the running retrain worker; it doubles each try, up to 15 "
+        "minutes (or this, if longer). A start tries such a request at once. 0: only at a "
+        "start.",
+    )
     training_days: float = _env(
         "DRIFTWATCH_TRAINING_DAYS", 30.0, "Days of labelled predictions a training reads."
     )

@@ -3,6 +3,7 @@ lists: safeguards, idempotency, the validation gate, rollback, and crash recover
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,7 +17,7 @@ from driftwatch.simulate import DriftSpec, DriftType, SimulationConfig, generate
 from retrain.policy import Action, RetrainPolicy, RetrainState, decide, request_id
 from retrain.registry import ModelRegistry
 from retrain.service import STEPS, RetrainConfig, RetrainService
-from retrain.training import Dataset, TrainedModel, TrainingLimits, train
+from retrain.training import Dataset, TrainedModel, TrainingFailed, TrainingLimits, train
 from schemas import (
     DriftEvent,
     DriftKind,
@@ -875,3 +876,234 @@ def test_a_flag_message_without_its_field_is_refused_not_a_clear() -> None:
     with pytest.raises(InvalidEvent) as exc:
         ControlMessage.parse(b"flag:global", b'{"auto-retrain": false}')
     assert exc.value.reason == "missing_field"
+
+
+class Flaky(Rows):
+    """Training data whose reads fail until ``up`` is set (a broker not ready yet)."""
+
+    def __init__(self, rows: list[dict[str, Any]]) -> None:
+        super().__init__(rows)
+        self.up = False
+        self.reads = 0
+
+    def rows(self, tenant: str, model: str, start: float, end: float) -> list[dict[str, Any]]:
+        self.reads += 1
+        if not self.up:
+            raise TimeoutError("the broker is not ready")
+        return super().rows(tenant, model, start, end)
+
+
+class Ticks:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+ASK = {"action": "retrain", "tenant": "acme", "model": "fraud", "reason": "x", "by": "ana"}
+
+
+def waiting_on_data(
+    tmp_path: Path, rows: list[dict[str, Any]], **policy: Any
+) -> tuple[RetrainService, Published, Flaky, Ticks]:
+    """A person's request whose training data cannot be read yet: left ``waiting``."""
+    svc, out = service(tmp_path, rows, **policy)
+    svc.data = flaky = Flaky(rows)
+    svc.monotonic = ticks = Ticks()
+    svc.log_clock[("acme", "fraud")] = parse_timestamp(rows[-1]["outcome_timestamp"])
+    svc.on_control("retrain:api-5", ASK)
+    assert out.statuses() == [RetrainStatus.WAITING] and flaky.reads == 1
+    return svc, out, flaky, ticks
+
+
+def test_a_person_s_request_left_waiting_is_tried_again_without_a_restart(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Its data could not be read: it was tried again only at the retrain worker's next
+    start. A running worker tries it again by itself, the wait doubling up to a bound, and
+    says "waiting" once for the same reason."""
+    svc, out, flaky, ticks = waiting_on_data(tmp_path, rows)
+    assert svc.config.retry_seconds == 60.0
+    tries = [ticks.now]
+    for _ in range(8):
+        before = flaky.reads
+        for _ in range(3600):  # a second at a time, an hour at most
+            ticks.now += 1.0
+            svc.poll()
+            if flaky.reads > before:
+                break
+        assert flaky.reads == before + 1, "not tried again within the hour"
+        tries.append(ticks.now)
+    waits = [b - a for a, b in itertools.pairwise(tries)]
+    assert [round(w) for w in waits] == [60, 120, 240, 480, 900, 900, 900, 900], waits
+    assert out.statuses() == [RetrainStatus.WAITING]  # said once
+    flaky.up = True
+    ticks.now += 900.0
+    svc.wait_idle()
+    assert out.statuses() == [RetrainStatus.WAITING, RetrainStatus.TRAINING,
+                              RetrainStatus.PROMOTED]  # fmt: skip
+    reads = flaky.reads
+    ticks.now += 10_000.0
+    svc.poll()
+    assert flaky.reads == reads and svc.registry.versions("acme", "fraud")[-1].version == "r1"
+
+
+def test_a_waiting_person_s_request_tried_again_never_trains_beside_another_request(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Meanwhile an automatic request of the model started training: the person's, tried
+    again, is refused by the same safeguard as a new one (one training of a model at a
+    time), not trained beside it."""
+    release = threading.Event()
+
+    def gated(model: str, data: Dataset, _: TrainingLimits, share: float, seed: int) -> Any:
+        release.wait(60)
+        return train(model, data, share, seed)
+
+    svc, out, flaky, ticks = waiting_on_data(tmp_path, rows, auto_retrain=True)
+    svc.trainer = gated
+    flaky.up = True
+    svc.on_drift(drift())
+    auto = request_id(drift())
+    assert svc.state.requests[auto].status is RetrainStatus.TRAINING
+    ticks.now += 3600.0
+    svc.poll()
+    manual = [e for e in out.retrain if e.request_id != auto]
+    assert [e.status for e in manual] == [RetrainStatus.WAITING, RetrainStatus.REJECTED]
+    assert f"request {auto[:8]} for this model is training" in manual[-1].reason
+    release.set()
+    svc.wait_idle()
+    assert out.statuses().count(RetrainStatus.TRAINING) == 1
+    assert [m.action for m in out.models] == [ModelAction.PROMOTED]
+
+
+def test_a_person_s_request_whose_retry_could_not_read_its_data_is_not_refused_by_itself(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Its first training failed and the retry (attempt 2) could not read the data: tried
+    again, it was decided anew as attempt 1, and the cooldown its own first training had set
+    rejected it. It carries on as the retry it was, at a start as in a running worker."""
+    flaky, failures = Flaky(rows), [TrainingFailed("timeout", "over the limit")]
+    flaky.up = True
+
+    def fails_once(model: str, data: Dataset, _: TrainingLimits, share: float, seed: int) -> Any:
+        if failures:
+            flaky.up = False  # the broker goes away meanwhile
+            raise failures.pop()
+        return train(model, data, share, seed)
+
+    svc, out = service(tmp_path, rows)
+    ticks = Ticks()
+    svc.trainer, svc.data, svc.monotonic = fails_once, flaky, ticks
+    svc.log_clock[("acme", "fraud")] = parse_timestamp(rows[-1]["outcome_timestamp"])
+    svc.on_control("retrain:api-6", ASK)
+    svc.wait_idle()
+    log = list(out.retrain)
+    assert [(e.status, e.attempt) for e in log] == [
+        (RetrainStatus.TRAINING, 1),
+        (RetrainStatus.WAITING, 2),
+    ]
+    # At a start (a new process, the data readable again).
+    again, out2 = service(tmp_path / "b", rows)
+    again.log_clock[("acme", "fraud")] = parse_timestamp(rows[-1]["outcome_timestamp"])
+    again.replay(log, [("retrain:api-6", ASK)])
+    again.wait_idle()
+    assert [(e.status, e.attempt) for e in out2.retrain] == [
+        (RetrainStatus.TRAINING, 2),
+        (RetrainStatus.PROMOTED, 2),
+    ]
+    # In the running worker, when its wait is over.
+    flaky.up = True
+    ticks.now += 3600.0
+    svc.wait_idle()
+    assert [(e.status, e.attempt) for e in out.retrain[2:]] == [
+        (RetrainStatus.TRAINING, 2),
+        (RetrainStatus.PROMOTED, 2),
+    ]
+
+
+def test_a_request_carried_on_never_trains_beside_another_request(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Carried on as its retry (no decision, so no safeguard of :func:`decide_manual`), a
+    person's request still checks that no other request of the model is in flight."""
+    flaky, release = Flaky(rows), threading.Event()
+    flaky.up = True
+    calls: list[int] = []
+
+    def first_fails(model: str, data: Dataset, _: TrainingLimits, share: float, seed: int) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            flaky.up = False
+            raise TrainingFailed("timeout", "over the limit")
+        release.wait(60)
+        return train(model, data, share, seed)
+
+    svc, out = service(tmp_path, rows, auto_retrain=True, cooldown_days=0.0, min_new_labels=0)
+    ticks = Ticks()
+    svc.trainer, svc.data, svc.monotonic = first_fails, flaky, ticks
+    svc.log_clock[("acme", "fraud")] = parse_timestamp(rows[-1]["outcome_timestamp"])
+    svc.on_control("retrain:api-7", ASK)
+    svc.wait_idle()
+    assert out.statuses() == [RetrainStatus.TRAINING, RetrainStatus.WAITING]
+    flaky.up = True
+    svc.on_drift(drift(day=DAYS + 1.5))  # an automatic request of the model starts training
+    auto = request_id(drift())
+    ticks.now += 3600.0
+    svc.poll()
+    manual = [e for e in out.retrain if e.request_id != auto]
+    assert manual[-1].status is RetrainStatus.REJECTED, manual[-1]
+    assert f"request {auto[:8]} for this model is training" in manual[-1].reason
+    release.set()
+    svc.wait_idle()
+    assert len(calls) == 2 and [m.action for m in out.models] == [ModelAction.PROMOTED]
+
+
+def test_a_version_found_registered_for_the_request_after_training_is_promoted_with_its_figures(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """``_finish`` looks the request up in the registry as ``_start`` does (one lookup,
+    ``_registered``), and finishes a version it finds the way ``_start`` does: with the
+    figures recorded beside that version. It promoted the version found with the figures of
+    the model it had just trained and thrown away (challenger, champion, and the data end
+    that the next training's new-label count starts from)."""
+    svc, out = service(tmp_path, rows, auto_retrain=True)
+    # Registered for this request by a run this state does not know of (a second worker on
+    # the registry, a lost history).
+    earlier = svc.registry.register(
+        "acme", "fraud", {"a": "model"}, parent="v1", training_window=(T0, T0 + DAY), rows=10,
+        metrics={"pr_auc": 0.91, "accuracy": 0.93}, request_id=request_id(drift()),
+        extra={"champion": {"pr_auc": 0.5, "accuracy": 0.8, "n": 9.0}, "trained_until": T0 + DAY},
+    )  # fmt: skip
+    svc.on_drift(drift())
+    svc.wait_idle()
+    promoted = out.retrain[-1]
+    assert promoted.status is RetrainStatus.PROMOTED and promoted.details["version"] == "r1"
+    assert promoted.details["challenger"] == earlier.metrics
+    assert promoted.details["champion"] == {"pr_auc": 0.5, "accuracy": 0.8, "n": 9.0}
+    assert promoted.details["trained_until"] == T0 + DAY
+    assert svc.state.trained_until[("acme", "fraud")] == T0 + DAY
+    assert [v.version for v in svc.registry.versions("acme", "fraud")] == ["r1"]
+    assert [(m.version, m.metrics) for m in out.models] == [("r1", earlier.metrics)]
+
+
+def test_a_restart_watches_a_promotion_past_a_labelled_row_it_cannot_use(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """The watch a restart rebuilds reads the new version's labelled rows: one the check
+    cannot use (an outcome label 2 is valid on the wire, and not binary) raised out of the
+    replay, and the worker stopped at every start while the promotion was watched."""
+    svc, out = service(tmp_path, rows, auto_retrain=True)
+    svc.on_drift(drift())
+    svc.wait_idle()
+    version, at = out.retrain[-1].details["version"], drift().detected_at
+    row = {"tenant": "acme", "model": "fraud", "model_version": version, "score": 0.9,
+           "prediction_timestamp": at + 60, "outcome_timestamp": at + 3600}  # fmt: skip
+    odd, fine = {**row, "event_id": "odd", "label": 2}, {**row, "event_id": "fine", "label": 1}
+    again, _ = service(tmp_path, [*rows, odd, fine], auto_retrain=True)
+    again.replay(out.retrain, [])
+    check = again.checks[("acme", "fraud")]
+    assert check.version == version and list(check.counted) == ["fine"]

@@ -74,3 +74,27 @@ def test_a_worse_version_is_rolled_back_but_noise_is_not() -> None:
     assert not bad.observe(rows("v1", 10.0, 1, 0.9, seed=4)[0])
     assert not bad.observe(rows("r1", 5.0, 1, 0.9, seed=5)[0])
     assert not bad.observe(rows("r1", 10.0, 1, 0.75, seed=3)[0])
+
+
+def test_the_watch_counts_only_the_first_24_h_of_the_new_version_s_own_traffic() -> None:
+    """Labels arrive out of order: the earliest prediction seen so far starts the window,
+    and when an earlier one's label comes, rows counted past the window's new end must leave
+    the count. They stayed in it: a few labels of a later day, come early, went into every
+    later verdict and rolled back a version whose first 24 h were within the margin. Rows
+    of the predecessor never count."""
+    check = PostDeployCheck("acme", "fraud", "r1", "v1", 0.0, {"accuracy": 0.9, "n": 2000})
+    later = rows("r1", 1.5 * DAY, 90, 0.0, seed=7)  # a later day, every one wrong
+    first = rows("r1", 0.1 * DAY, 400, 0.87, seed=8)  # its first 24 h: within the margin
+    for row in later:  # a few of the later day's labels came first
+        assert check.observe(row)
+    assert check.verdict(now=2.0 * DAY)[0] is Verdict.WATCHING  # too few to judge
+    assert not check.observe(rows("v1", 0.2 * DAY, 1, 0.9, seed=9)[0])  # the predecessor's
+    for row in first:
+        assert check.observe(row)
+    assert check.window_start == 0.1 * DAY and check.window_end == 0.1 * DAY + DAY
+    verdict, reason, figures = check.verdict(now=5.0 * DAY)
+    assert figures["labelled"] == 400, figures  # the first 24 h only
+    assert verdict is Verdict.PASSED, reason
+    for row in later[:3]:  # redelivered: outside the window now, never counted again
+        assert not check.observe(row)
+    assert check.verdict(now=5.0 * DAY)[2]["labelled"] == 400
