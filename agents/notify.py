@@ -149,11 +149,9 @@ class AlertNotifier:
             alert = _alert(event.value)
             if alert is None:
                 continue
-            if (
-                alert.alert_id in in_batch
-                or alert.alert_id in self.redelivery.pending
-                or self.store.get(delivery_key(alert.alert_id))
-            ):
+            # (The table decides, not memory: an alert is held there only once its record is
+            # written.)
+            if alert.alert_id in in_batch or self.store.get(delivery_key(alert.alert_id)):
                 self.metrics.alert_deliveries.labels(CHANNEL, "duplicate").inc()
                 continue
             in_batch.add(alert.alert_id)
@@ -166,16 +164,27 @@ class AlertNotifier:
         await self._load(generations)
         now = self.clock()
         async with self._lock:  # (a revoke meanwhile: the new owner reads the messages again)
-            held = [
-                self.redelivery.queue(alert, partition, now, offset)
+            new = [
+                self.redelivery.queued(alert, partition, now, offset)
                 for partition, offset, alert in todo
                 if self.redelivery.generation(partition) == generations[partition]
             ]
+            try:  # written, then held: held first, a failed write left it in memory only
+                await self.store.write_all(
+                    Write(delivery_key(h.alert.alert_id), h.record(QUEUED, 0, now), h.partition)
+                    for h in new
+                )
+            except BaseException:
+                # The batch is read again; the write may have taken some records (no longer
+                # new then): their partitions' pending alerts are read again first.
+                self.redelivery.loaded -= {h.partition for h in new}
+                raise
+            held = [
+                self.redelivery.queue(h)
+                for h in new
+                if self.redelivery.generation(h.partition) == generations[h.partition]
+            ]
             self._count_undelivered()
-            await self.store.write_all(
-                Write(delivery_key(h.alert.alert_id), h.record(QUEUED, 0, now), h.partition)
-                for h in held
-            )
         chains = {h.chain for h in held if h.chain is not None}
         alone = {h.alert.alert_id for h in held if h.chain is None}
         now = self.clock()

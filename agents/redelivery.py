@@ -10,13 +10,13 @@ With ``hours`` 0 (no redelivery) only an endpoint's ``Retry-After`` is honoured 
 hour at most: a round cut short because the endpoint asked for a longer wait than a round
 takes was the notifier's choice, not the endpoint's failure.
 
-Every alert the notifier takes is held here from before its first round until a round
-settles it (:meth:`Redelivery.queue`), and so are the alerts of its *chain* - its incident,
-retrain request or model's version changes (:func:`chain_of`) - that came after it: a chain's
-alerts are sent one at a time in the order they were published on ``alerts``
-(:attr:`Pending.seq`, their offset), and one waiting for its next round holds the later ones
-behind it (:meth:`Redelivery.due` gives the first of each chain only), so a receiver never
-sees an incident's ``resolved`` before its ``opened``.
+Every alert the notifier takes is held here, once its record is written, from before its
+first round until a round settles it (:meth:`Redelivery.queue`), and so are the alerts of its
+*chain* - its incident, retrain request or model's version changes (:func:`chain_of`) - that
+came after it: a chain's alerts are sent one at a time in the order they were published on
+``alerts`` (:attr:`Pending.seq`, their offset), and one waiting for its next round holds the
+later ones behind it (:meth:`Redelivery.due` gives the first of each chain only), so a
+receiver never sees an incident's ``resolved`` before its ``opened``.
 
 The pending alert (the alert itself, when it was first held back, its rounds and its place)
 is kept in its delivery record in the ``alert-deliveries`` table, in the alert's partition,
@@ -189,15 +189,18 @@ class Redelivery:
     def enabled(self) -> bool:
         return self.horizon > 0
 
-    def queue(self, alert: Alert, partition: int, now: float, seq: int) -> Pending:
-        """Hold ``alert`` (its offset on ``alerts``: ``seq``) until a round settles it: due
-        at once, once it is the first of its chain. One already held is left as it is."""
-        known = self.pending.get(alert.alert_id)
-        if known is not None:
-            return known
-        p = Pending(alert, partition, now, 0, now, seq)
-        self.pending[alert.alert_id] = p
-        return p
+    @staticmethod
+    def queued(alert: Alert, partition: int, now: float, seq: int) -> Pending:
+        """``alert`` (its offset on ``alerts``: ``seq``) as held before its first round: due
+        at once, once it is the first of its chain. Not held yet: its record is written
+        first, then :meth:`queue` holds it (held first, a failed write left it here only, and
+        the message read again was taken for a duplicate: the alert was lost)."""
+        return Pending(alert, partition, now, 0, now, seq)
+
+    def queue(self, p: Pending) -> Pending:
+        """Hold ``p`` (:meth:`queued`, its record written) until a round settles it. One
+        already held is left as it is."""
+        return self.pending.setdefault(p.alert.alert_id, p)
 
     def failed(
         self, alert: Alert, partition: int, now: float, retry_after: float | None = None
