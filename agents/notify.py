@@ -456,7 +456,9 @@ class AlertNotifier:
                 result = replace(result, retry_at=max(due, result.at))
             return None, alert, result, 0 if prior is None else prior.rounds + 1
         pending = (
-            self.redelivery.failed(alert, partition, self.clock(), result.retry_after)
+            self.redelivery.failed(
+                alert, partition, self.clock(), result.retry_after, result.wait_asked
+            )
             if retry
             else None
         )

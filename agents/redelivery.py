@@ -104,8 +104,9 @@ class Pending:
     """Its place in its chain: its offset on ``alerts`` (-1: a record from before chains
     were kept in order, which goes first)."""
     asked: bool = False
-    """``due`` includes a wait the endpoint asked for (``Retry-After``): honoured even with
-    redelivery off."""
+    """Its last round ended because of a wait the endpoint asked for (``Retry-After``,
+    longer than a round may wait), which ``due`` includes: honoured even with redelivery
+    off."""
 
     @cached_property
     def chain(self) -> tuple[int, str] | None:
@@ -203,16 +204,21 @@ class Redelivery:
         return self.pending.setdefault(p.alert.alert_id, p)
 
     def failed(
-        self, alert: Alert, partition: int, now: float, retry_after: float | None = None
+        self,
+        alert: Alert,
+        partition: int,
+        now: float,
+        retry_after: float | None = None,
+        asked: bool = False,
     ) -> Pending | None:
         """A round of ``alert`` failed on a retryable error at ``now``, its endpoint asking to
         wait ``retry_after`` seconds (or not): its next round, or None (and no longer pending)
         once ``hours`` have passed since it was first held back. Never before the wait asked
-        (up to :data:`LONGEST_ASKED_WAIT`); with redelivery off, only such a wait earns a
-        next round, within that long."""
+        (up to :data:`LONGEST_ASKED_WAIT`); with redelivery off, a next round only if the
+        round ended because of that wait (``asked``: longer than a round may wait), within
+        that long (a ``Retry-After: 0`` earned an hour of rounds)."""
         known = self.pending.pop(alert.alert_id, None)
         since = now if known is None else known.since
-        asked = retry_after is not None
         off_horizon = LONGEST_ASKED_WAIT if asked else 0.0
         if now - since >= (self.horizon if self.enabled else off_horizon):
             return None

@@ -423,7 +423,10 @@ class WebhookNotifier:
                 if waited + delay > self.config.max_round_wait_seconds:
                     self._notify(attempts, "failed")
                     error += f"; the round ends (its waits would pass {waited + delay:.0f} s)"
-                    return self._failed(alert, target, attempts, error, True, outcome.retry_after)
+                    return replace(
+                        self._failed(alert, target, attempts, error, True, outcome.retry_after),
+                        wait_asked=outcome.retry_after is not None,
+                    )
                 waited += delay
                 self._notify(attempts, "retried")
                 log.debug(

@@ -572,7 +572,8 @@ class Settings:
         "is recorded as failed for good (`driftwatch_alert_deliveries_total"
         '{result="failed"}`). Pending alerts survive restarts and move with their partition; '
         "the later alerts of an incident wait behind one pending, in order. 0: no redelivery, "
-        "but for an endpoint's Retry-After, honoured for an hour at most.",
+        "but for a round ended by an endpoint's Retry-After longer than a round waits (30 s), "
+        "honoured for an hour at most.",
     )
     alert_redelivery_first_seconds: float = _env(
         "DRIFTWATCH_ALERT_REDELIVERY_FIRST_SECONDS",

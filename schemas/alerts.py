@@ -186,6 +186,10 @@ class AlertDelivery:
     retry_after: float | None = field(default=None, compare=False)
     """Not on the wire: seconds the round's last answer asked to wait (``Retry-After``), if
     any, so that the next round is not before it (:mod:`agents.redelivery`)."""
+    wait_asked: bool = field(default=False, compare=False)
+    """Not on the wire: the round ended because its endpoint asked (``Retry-After``) for a
+    longer wait than a round may take (``max_round_wait_seconds``): a later round is owed
+    even with redelivery off. A ``Retry-After`` the round could wait (``0``, ``1``) is not."""
 
     def to_dict(self) -> dict[str, Any]:
         out = {

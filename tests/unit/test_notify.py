@@ -43,7 +43,8 @@ def alert(
 class ScriptedWebhook:
     """Answers the rounds in order from ``script``: ``ok`` delivered, ``down`` a retryable
     failure (connection refused), ``wait:<s>`` one whose endpoint asked to wait ``s`` seconds
-    (503 with ``Retry-After``), ``bad`` a permanent one (HTTP 400); ``ok`` once it ends."""
+    (503 with ``Retry-After``; the round ended because of it past 30 s), ``bad`` a permanent
+    one (HTTP 400); ``ok`` once it ends."""
 
     def __init__(self, script: list[str], clock: list[float]) -> None:
         self.script, self.clock = list(script), clock
@@ -61,7 +62,8 @@ class ScriptedWebhook:
         status = DeliveryStatus.DELIVERED if outcome == "ok" else DeliveryStatus.FAILED
         return AlertDelivery(a.alert_id, a.tenant, a.model, "webhook", "hook.example", status,
                              8, self.clock[0], error, retryable=outcome in ("down", "wait"),
-                             retry_after=float(asked) if asked else None)  # fmt: skip
+                             retry_after=float(asked) if asked else None,
+                             wait_asked=asked != "" and float(asked) > 30.0)  # fmt: skip
 
 
 class PartitionedStore:
@@ -590,6 +592,19 @@ def test_without_redelivery_a_wait_the_endpoint_asked_for_is_honoured() -> None:
     late.tick(3600.0)  # asked once more, an hour after the first: given up
     assert late.deliveries() == [("failed", True), ("failed", True), ("failed", False)]
     assert late.metric("driftwatch_alert_deliveries_total", result="failed") == 1.0
+
+
+@pytest.mark.parametrize("asked", ["0", "1", "30"])
+def test_without_redelivery_a_retry_after_the_round_could_wait_earns_no_later_round(
+    asked: str,
+) -> None:
+    """Review: any ``Retry-After`` counted as a wait asked, so ``Retry-After: 0`` every round
+    earned an hour of rounds with redelivery off. Only one that ended its round does."""
+    s = Setup([f"wait:{asked}"] * 5, hours=0.0)
+    s.receive(alert())
+    assert s.deliveries() == [("failed", False)] and "pending" not in s.record()
+    s.tick(60.0)
+    assert s.hook.calls == ["a1"]
 
 
 # --- endpoints independent ------------------------------------------------------------------

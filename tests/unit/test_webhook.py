@@ -263,6 +263,23 @@ def test_a_round_ending_on_a_retry_after_says_how_long_the_endpoint_asked_to_wai
     assert delivery.status is DeliveryStatus.FAILED and delivery.retryable
     assert delivery.retry_after == (600.0 if cut_short else 90.0)
     assert "retry_after" not in delivery.to_dict()
+    assert delivery.wait_asked is cut_short  # the round ended because of it, or not
+
+
+def test_a_retry_after_the_round_could_wait_is_not_a_wait_asked() -> None:
+    """Review: with redelivery off, any ``Retry-After`` (even ``0``) earned an hour of
+    rounds. Only one that ended the round (past ``max_round_wait_seconds``) owes a later
+    round; one the round waited, to its last attempt, does not."""
+
+    async def scenario() -> AlertDelivery:
+        busy = Reply(503, "busy", headers={"Retry-After": "1"})
+        async with Server(default=busy) as server:
+            config = WebhookConfig(url=server.url, max_attempts=3)
+            return (await deliver(config, make_alert()))[0]
+
+    delivery = run(scenario())
+    assert delivery.status is DeliveryStatus.FAILED and delivery.attempts == 3
+    assert delivery.retry_after == 1.0 and not delivery.wait_asked
 
 
 def test_a_retry_after_date_falls_back_to_backoff() -> None:
