@@ -63,6 +63,11 @@ STOP_GRACE_SECONDS = 5.0
 """How long a stopping worker lets the delivery rounds under way end (an attempt's timeout)."""
 PRUNE_CHUNK = 1000
 """Deletes per write: the first pruning after an upgrade may find a year of records."""
+MAX_ROUNDS_IN_FLIGHT = 64
+"""Delivery rounds (tasks, one per chain) under way at once at most: the agent no longer
+waits for its rounds, so a slow endpoint and a stream of new incidents made one task per
+chain without limit (tens of thousands). An alert over it is held (memory and table) and
+its round started by the timer once one ends (:meth:`AlertNotifier.redeliver`)."""
 
 
 def delivery_key(alert_id: str) -> str:
@@ -120,6 +125,8 @@ class AlertNotifier:
     """Ids of the alerts in a round now."""
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
     """The rounds under way (:meth:`_rounds`), one task per chain."""
+    max_rounds: int = MAX_ROUNDS_IN_FLIGHT
+    """:data:`MAX_ROUNDS_IN_FLIGHT`."""
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """One reader of a partition's pending alerts at a time (the agent and the timer)."""
@@ -352,9 +359,12 @@ class AlertNotifier:
     def _start(self, firsts: Iterable[Pending]) -> list[asyncio.Task[None]]:
         """A task per chain, from its first alert (:meth:`_rounds`), the partition's
         generation read now; one no longer pending as it was found (settled, or its partition
-        revoked since) is left alone."""
+        revoked since) is left alone, and so are those over :attr:`max_rounds` (held: the
+        timer starts them)."""
         tasks: list[asyncio.Task[None]] = []
         for p in firsts:
+            if len(self._tasks) >= self.max_rounds:
+                break
             if (
                 p.alert.alert_id in self._in_flight
                 or self.redelivery.pending.get(p.alert.alert_id) is not p

@@ -706,3 +706,31 @@ def test_an_alert_whose_queued_record_was_not_written_is_not_taken_for_a_duplica
     s.tick(10.0)  # (a record taken by the failed write: read back, sent by the timer)
     assert sorted(s.hook.calls) == ["a1", "a2"]
     assert s.record("a1")["s"] == s.record("a2")["s"] == "delivered"
+
+
+def test_the_rounds_under_way_are_capped_and_the_alerts_over_the_cap_wait_for_the_timer() -> None:
+    """Review: one task per chain without limit (a slow endpoint and many incidents made tens
+    of thousands). At most ``max_rounds`` run; the others are held and the timer starts
+    them once rounds end."""
+    s = Setup([])
+    hook = SlowTenantWebhook([], s.clock)
+    s.notifier.webhook = hook  # type: ignore[assignment]
+    s.notifier.wait_seconds = 0.01
+    s.notifier.max_rounds = 3
+
+    async def scenario() -> None:
+        hook.gate = asyncio.Event()
+        for b in range(3):
+            batch = [alert(f"a{b}{k}", f"d{b}{k}", tenant="slow") for k in range(4)]
+            await s.notifier.process_batch(s.events(*batch))
+            assert len(s.notifier._tasks) == 3
+        assert len(s.notifier.redelivery) == 12 and s.record("a23")["pending"]["rounds"] == 0
+        hook.gate.set()
+        for _ in range(5):
+            await asyncio.gather(*s.notifier._tasks)
+            await s.notifier.redeliver({0})
+            assert len(s.notifier._tasks) <= 3
+
+    asyncio.run(scenario())
+    assert sorted(hook.calls) == sorted(f"a{b}{k}" for b in range(3) for k in range(4))
+    assert not s.notifier.redelivery and s.metric("driftwatch_alerts_undelivered") == 0.0
