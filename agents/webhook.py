@@ -58,10 +58,11 @@ Secrets
     the endpoint by :func:`redact_url` (``scheme://host[:port]``) only. An endpoint may echo
     its URL, or just the token, in its answer: every error text (a response's excerpt, an
     exception) has the URL's secret-bearing parts taken out (:func:`scrub`: the path, the
-    query, the credentials, and each path segment or query value that can be a token, as
-    written, percent-encoded or decoded, or JSON-escaped) before it is cut short, and a
-    secret cut in two where the body's read ends loses its first part too (4 characters or
-    more).
+    query, the credentials, and each path segment, query value or user name that can be a
+    token - a query value or user name under 8 characters only as the URL's own text,
+    ``name=value`` or ``user@`` - and the password, in any case, as written, percent-encoded
+    or decoded, or JSON-escaped) before it is cut short, and a secret cut in two where the
+    body's read ends loses its first part too (4 characters or more).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
 from types import MappingProxyType
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, quote_plus, unquote, unquote_plus, urlsplit
 
 import aiohttp
 from yarl import URL
@@ -562,22 +563,29 @@ _TOKEN_MIN_CHARS = 8
 """A path segment this long or longer can be a token (Slack's are 24, its ids 9-11)..."""
 _WORD = re.compile(r"[a-z][a-z._-]*")
 """... unless it is a lower-case word (``services``, ``webhooks``) under 16 characters."""
-_VALUE_MIN_CHARS = 4
-"""A query value, or a user name or password, this long or longer is taken out wherever it
-appears (shorter ones, like ``v=2``, would take common text out with them)."""
+_VALUE_MIN_CHARS = 8
+"""A query value or a user name this long or longer is taken out wherever it appears; a
+shorter one only as the URL's own text (``format=json``: not every ``json``, ``user@``: not
+every ``user``), as free words they would take common text out with them."""
+_PASSWORD_MIN_CHARS = 4
+"""A password this long or longer is taken out wherever it appears (it is no common word)."""
 _PARTIAL_MIN_CHARS = 4
 """A text cut short that ends in this many or more first characters of a secret loses them."""
 
 
 def url_secrets(url: str) -> list[str]:
     """The strings that may carry ``url``'s secrets, longest first: the URL itself, its
-    credentials, path and query, each path segment that can be a token and each query value,
-    each also as percent-decoded, percent-encoded and JSON-escaped (``\\/``): the forms an
+    credentials, path and query, each path segment that can be a token, each query value (a
+    short one: with its name, ``name=value``) and user name (a short one: with its ``@``) and
+    the password, each also as percent-decoded (with ``+`` as a space or not),
+    percent-encoded (a space as ``+`` or not) and JSON-escaped (``\\/``): the forms an
     endpoint's answer or an exception may quote them in.
 
-    >>> found = url_secrets("https://h.example/services/T0AB12CD3/x?key=abc123")
-    >>> "T0AB12CD3" in found, "abc123" in found, "services" in found, "x" in found
-    (True, True, False, False)
+    >>> found = url_secrets("https://h.example/services/T0AB12CD3/x?key=abc123&t=a+b/cd1234")
+    >>> "T0AB12CD3" in found, "key=abc123" in found, "a+b/cd1234" in found, "a b/cd1234" in found
+    (True, True, True, True)
+    >>> "abc123" in found, "services" in found, "x" in found
+    (False, False, False)
     """
     parts = urlsplit(url)
     found = {url}
@@ -586,12 +594,19 @@ def url_secrets(url: str) -> list[str]:
     if "@" in parts.netloc:
         userinfo = parts.netloc.rpartition("@")[0]
         found.add(userinfo)
-        found.update(x for x in userinfo.split(":") if len(x) >= _VALUE_MIN_CHARS)
+        user, _, password = userinfo.partition(":")
+        found.add(user if len(user) >= _VALUE_MIN_CHARS else f"{user}@")
+        if len(password) >= _PASSWORD_MIN_CHARS:
+            found.add(password)
     if parts.query:
         found.add(parts.query)
-        for _, value in parse_qsl(parts.query, keep_blank_values=True):
-            if len(value) >= _VALUE_MIN_CHARS:
-                found.add(value)
+        for item in parts.query.split("&"):  # as written: parse_qsl made a "+" a space
+            name, _, raw = item.partition("=")
+            for value in {raw, unquote(raw), unquote_plus(raw)}:
+                if len(value) >= _VALUE_MIN_CHARS:
+                    found.add(value)
+                elif value:
+                    found.add(f"{name}={value}")
     if len(parts.path) > 1:
         found.add(parts.path)
         for segment in parts.path.split("/"):
@@ -601,10 +616,17 @@ def url_secrets(url: str) -> list[str]:
                 found.add(segment)
     forms = set()
     for secret in found:
-        for form in (secret, unquote(secret), quote(secret, safe=""), quote(unquote(secret))):
+        for form in (
+            secret,
+            unquote(secret),
+            quote(secret, safe=""),
+            quote(unquote(secret)),
+            quote_plus(secret, safe=""),
+            quote_plus(unquote(secret), safe=""),
+        ):
             forms.add(form)
             forms.add(form.replace("/", "\\/"))
-    return sorted((f for f in forms if f), key=lambda f: (-len(f), f))
+    return sorted((f for f in forms if f and f != "@"), key=lambda f: (-len(f), f))
 
 
 def scrub(text: str, url: str, cut_short: bool = False) -> str:
@@ -619,8 +641,8 @@ def scrub(text: str, url: str, cut_short: bool = False) -> str:
     'no route for /services/<redacted>/<redacted>'
     """
     secrets = url_secrets(url)
-    for secret in secrets:
-        text = text.replace(secret, REDACTED)
+    for secret in secrets:  # in any case (a hex token echoed upper-case)
+        text = re.sub(re.escape(secret), REDACTED, text, flags=re.IGNORECASE)
     if cut_short:
         for secret in secrets:
             for n in range(len(secret) - 1, _PARTIAL_MIN_CHARS - 1, -1):

@@ -22,6 +22,7 @@ import pytest
 from aiohttp import web
 
 from agents.webhook import (
+    REDACTED,
     SIGNATURE_HEADER,
     USER_AGENT,
     WebhookConfig,
@@ -476,11 +477,37 @@ def test_a_url_secret_echoed_in_any_form_is_scrubbed_from_errors_and_logs(
 
 
 def test_scrub_keeps_what_cannot_be_a_secret() -> None:
-    url = "https://hooks.example.com/services/T0AB12CD3/hook?format=js&key=abc123"
-    text = "services unavailable for hook T0AB12CD3 (format js, key abc123)"
-    assert (
-        scrub(text, url) == "services unavailable for hook <redacted> (format js, key <redacted>)"
+    """A query value under 8 characters is taken out as the URL's own text only (as a free
+    word it took common text with it: ``?format=json`` made "invalid json" "invalid
+    <redacted>")."""
+    url = "https://hooks.example.com/services/T0AB12CD3/hook?format=json&key=abc123"
+    text = "services unavailable for hook T0AB12CD3 (invalid json, key abc123: key=abc123)"
+    assert scrub(text, url) == (
+        "services unavailable for hook <redacted> (invalid json, key abc123: <redacted>)"
     )
+    url = "https://user:pw0rd@alerts.example.com/hook"
+    assert scrub("user not found; password required, user@x", url) == (
+        "user not found; password required, <redacted>x"
+    )
+    assert scrub("bad pw0rd", url) == "bad <redacted>"  # a password: taken out anywhere
+
+
+@pytest.mark.parametrize(
+    ("url", "echo", "secret"),
+    [
+        ("https://a.example/hook?token=ab+cd/efGH12==", "bad token: ab+cd/efGH12==", "ab+cd"),
+        ("https://a.example/hook?token=ab+cd/efGH12==", "bad: ab+cd%2FefGH12%3D%3D", "ab+cd"),
+        ("https://a.example/hook?token=ab+cd/efGH12==", "bad: ab cd/efGH12==", "ab cd"),
+        ("https://a.example/hook?apikey=0123456789abcdef", "0123456789ABCDEF revoked", "0123"),
+        ("https://user2024x:pw@a.example/hook", "no user user2024x", "user2024x"),
+    ],
+)
+def test_a_query_value_with_a_plus_or_echoed_in_another_case_is_scrubbed(
+    url: str, echo: str, secret: str
+) -> None:
+    """Review: the query's values were taken from parse_qsl, which makes a ``+`` a space: the
+    value as written (and percent-encoded) was not taken out; nor one echoed upper-case."""
+    assert secret not in scrub(echo, url) and REDACTED in scrub(echo, url)
 
 
 # --- signatures ---------------------------------------------------------------------------
