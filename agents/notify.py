@@ -192,16 +192,22 @@ class AlertNotifier:
                 if self.redelivery.generation(h.partition) == generations[h.partition]
             ]
             self._count_undelivered()
-        chains = {h.chain for h in held if h.chain is not None}
-        alone = {h.alert.alert_id for h in held if h.chain is None}
         now = self.clock()
-        firsts = [
-            p
-            for p in self.redelivery.due(now, limit=len(self.redelivery))
-            if (p.chain in chains or p.alert.alert_id in alone)
-            and p.partition in self.redelivery.loaded  # (else an earlier one may be unread)
-            and self._may_start(p)
-        ]
+        heads = {}  # the first of each chain of the batch (not every pending alert's: due())
+        for h in held:
+            first = self.redelivery.first_of(h)
+            if first is not None:
+                heads[first.alert.alert_id] = first
+        firsts = sorted(
+            (
+                p
+                for p in heads.values()
+                if p.due <= now
+                and p.partition in self.redelivery.loaded  # (else an earlier one may be unread)
+                and self._may_start(p)
+            ),
+            key=lambda p: p.since,
+        )
         await self._wait(self._start(firsts))
 
     async def check(self, owned: Callable[[], set[int]], recovering: Callable[[], bool]) -> None:
@@ -446,8 +452,11 @@ class AlertNotifier:
                 log.exception("delivery record of alert %s not published", alert.alert_id[:8])
 
     def _count_undelivered(self) -> None:
-        undelivered = self._in_flight | self.redelivery.pending.keys()
-        self.metrics.alerts_undelivered.labels(CHANNEL).set(len(undelivered))
+        """The pending alerts, and those in a round not pending (one a round per task at
+        most): not a union of every pending id (at every step of a chain)."""
+        pending = self.redelivery.pending
+        settled = sum(1 for a in self._in_flight if a not in pending)
+        self.metrics.alerts_undelivered.labels(CHANNEL).set(len(pending) + settled)
 
     def _settle(
         self,

@@ -173,6 +173,11 @@ class Redelivery:
         self.horizon = hours * 3600.0
         self.first = first_seconds
         self.pending: dict[str, Pending] = {}
+        """By alert id; read only (changed here, with :attr:`_chains`)."""
+        self._chains: dict[tuple[int, str], dict[str, Pending]] = {}
+        """The pending alerts of each chain: :meth:`first_of` looks at its chain's alone (it
+        walked every pending alert, at every step of a chain: a backlog of 20,000 took
+        minutes of the event loop to drain)."""
         self.loaded: set[int] = set()
         """Partitions whose pending alerts were read from the table since this worker got
         them."""
@@ -185,6 +190,21 @@ class Redelivery:
 
     def __len__(self) -> int:
         return len(self.pending)
+
+    def _put(self, p: Pending) -> None:
+        self._pop(p.alert.alert_id)
+        self.pending[p.alert.alert_id] = p
+        if p.chain is not None:
+            self._chains.setdefault(p.chain, {})[p.alert.alert_id] = p
+
+    def _pop(self, alert_id: str) -> Pending | None:
+        p = self.pending.pop(alert_id, None)
+        if p is not None and p.chain is not None:
+            held = self._chains[p.chain]
+            del held[alert_id]
+            if not held:
+                del self._chains[p.chain]
+        return p
 
     @property
     def enabled(self) -> bool:
@@ -201,7 +221,11 @@ class Redelivery:
     def queue(self, p: Pending) -> Pending:
         """Hold ``p`` (:meth:`queued`, its record written) until a round settles it. One
         already held is left as it is."""
-        return self.pending.setdefault(p.alert.alert_id, p)
+        known = self.pending.get(p.alert.alert_id)
+        if known is not None:
+            return known
+        self._put(p)
+        return p
 
     def failed(
         self,
@@ -217,7 +241,7 @@ class Redelivery:
         (up to :data:`LONGEST_ASKED_WAIT`); with redelivery off, a next round only if the
         round ended because of that wait (``asked``: longer than a round may wait), within
         that long (a ``Retry-After: 0`` earned an hour of rounds)."""
-        known = self.pending.pop(alert.alert_id, None)
+        known = self._pop(alert.alert_id)
         since = now if known is None else known.since
         off_horizon = LONGEST_ASKED_WAIT if asked else 0.0
         if now - since >= (self.horizon if self.enabled else off_horizon):
@@ -228,13 +252,13 @@ class Redelivery:
             wait = max(wait, min(retry_after, LONGEST_ASKED_WAIT))
         seq = -1 if known is None else known.seq
         p = Pending(alert, partition, since, rounds, now + wait, seq, asked)
-        self.pending[alert.alert_id] = p
+        self._put(p)
         return p
 
     def done(self, alert_id: str) -> None:
         """Delivered, or failed for good: no longer pending (the next of its chain is
         first now)."""
-        self.pending.pop(alert_id, None)
+        self._pop(alert_id)
 
     def first_of(self, p: Pending) -> Pending | None:
         """The first pending alert of ``p``'s chain (``p`` itself if it stands alone and is
@@ -242,8 +266,7 @@ class Redelivery:
         chain = p.chain
         if chain is None:
             return self.pending.get(p.alert.alert_id)
-        held = [q for q in self.pending.values() if q.chain == chain]
-        return min(held, key=Pending.order, default=None)
+        return min(self._chains.get(chain, {}).values(), key=Pending.order, default=None)
 
     def due(self, now: float, limit: int = MAX_PER_CHECK) -> list[Pending]:
         """The pending alerts whose next round is due, each the first of its chain (the
@@ -267,8 +290,8 @@ class Redelivery:
         self.loaded.add(partition)
         for raw in records:
             p = Pending.from_record(raw, partition)
-            if p is not None:
-                self.pending.setdefault(p.alert.alert_id, p)
+            if p is not None and p.alert.alert_id not in self.pending:
+                self._put(p)
 
     def keep_only(self, owned: set[int]) -> None:
         """Forget the partitions this worker no longer owns (their new owner goes on)."""
@@ -280,4 +303,4 @@ class Redelivery:
         for p in partitions:
             self._generation[p] = self.generation(p) + 1
         for alert_id in [k for k, p in self.pending.items() if p.partition in partitions]:
-            del self.pending[alert_id]
+            self._pop(alert_id)
