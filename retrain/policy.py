@@ -150,6 +150,10 @@ class RetrainState:
     """Event time each (tenant, model) last started training."""
     trained_until: dict[tuple[str, str], float] = field(default_factory=dict)
     """Newest prediction time in the data of the last training."""
+    last_request: dict[tuple[str, str], str] = field(default_factory=dict)
+    """Id of the request each (tenant, model) last started training for (the last
+    ``training`` event): a request left waiting carries on as its retry only while no other
+    request of the model has trained since its own training."""
     global_flag: bool | None = None
     tenant_flags: dict[str, bool] = field(default_factory=dict)
     decisions: dict[str, str] = field(default_factory=dict)
@@ -203,11 +207,17 @@ class RetrainState:
             req.drift = drift
         if event.status is RetrainStatus.TRAINING:
             req.attempts = max(req.attempts, event.attempt)
-            self.last_training[(event.tenant, event.model)] = event.event_time
+            # Never moved back: a training whose event time is older than the last one's (a
+            # stale retry) would shorten the cooldown and count old labels as new.
+            key = (event.tenant, event.model)
+            self.last_training[key] = max(self.last_training.get(key, event.event_time),
+                                          event.event_time)  # fmt: skip
+            self.last_request[key] = event.request_id
         if event.status is RetrainStatus.APPROVED:
             req.approved = True
         if event.status is RetrainStatus.PROMOTED and "trained_until" in event.details:
-            self.trained_until[(event.tenant, event.model)] = float(event.details["trained_until"])
+            key, until = (event.tenant, event.model), float(event.details["trained_until"])
+            self.trained_until[key] = max(self.trained_until.get(key, until), until)
 
     def control(self, key: str, value: dict[str, object]) -> None:
         """Fold one ``retrain-control`` message (latest per key wins)."""

@@ -186,12 +186,23 @@ class RetrainService:
                 self._publish(drift, RetrainStatus.FAILED, "interrupted twice", req.attempts)
             else:
                 log.warning("request %s was interrupted while training: retrying", req.request_id)
-                self._start(drift, attempt=req.attempts + 1, reason="retry after an interruption")
+                # At the model's log clock if known (a watched model's labels were read
+                # above): the wall clock would read no data in a replay of past traffic.
+                now = self.log_clock.get((drift.tenant, drift.model), drift.detected_at)
+                self._start(self._refreshed(drift, now), attempt=req.attempts + 1,
+                            reason="retry after an interruption")  # fmt: skip
         for rid in list(self.state.manual):
             # Asked for while this worker was down (or before it decided), or left waiting;
-            # one whose retry above has just failed to read its data waits for its turn.
-            if rid not in self._retries:
-                self._manual(rid)
+            # one whose retry above has just failed to read its data waits for its turn. With
+            # the flag off for everyone, one left waiting waits until it is on (:meth:`poll`).
+            if rid in self._retries:
+                continue
+            asked = self._manual_request(rid)
+            waiting = asked is not None and asked.status is RetrainStatus.WAITING
+            if waiting and self.state.global_flag is False:
+                self._retries[rid] = (self.monotonic(), 0.0)
+                continue
+            self._manual(rid)
 
     # ------------------------------------------------------------------ inputs
 
@@ -350,7 +361,7 @@ class RetrainService:
         if not tenant or not model:
             return None
         active = self.registry.active(tenant, model)
-        event_time = self.log_clock.get((tenant, model), self.clock())
+        event_time = self._now(tenant, model)
         # No active version in the registry (no training yet): the version serving is read
         # off the training data (:meth:`_start`), never made up (a "v1" that never existed
         # became the rollback target, found by review).
@@ -361,10 +372,18 @@ class RetrainService:
         req = self.state.requests.get(request_id(drift))
         if req is not None and req.status is not RetrainStatus.WAITING:
             return req.request_id  # already decided (a replayed control message)
-        if req is not None and req.attempts and req.drift is not None:
+        if (
+            req is not None
+            and req.attempts
+            and req.drift is not None
+            and self.state.last_request.get((tenant, model)) == req.request_id
+        ):
             # Decided and trained once already, then interrupted or failed, and the retry
             # could not read its data: that retry, carried on. Decided anew, the cooldown its
-            # own first training set rejected it.
+            # own first training set rejected it. Not when another request of the model has
+            # trained since (and maybe been promoted): carried on, it trained on its old data,
+            # was gated against the old champion and replaced that request's version; it is
+            # decided anew (the cooldown of that training, the request in flight).
             self._carry_on(req)
             return req.request_id
         self._start(drift, attempt=1, reason=f"asked by {value.get('by', 'someone')}")
@@ -374,7 +393,10 @@ class RetrainService:
         """Start the next attempt of a decided request left waiting (:meth:`_ask`), unless
         another request of the model is in flight now: then one training of a model at a
         time refuses it, as it would refuse a new request."""
+        # At the time it carries on, not its first attempt's: promoted with those, its
+        # post-deploy watch ended at once and the cooldown was cut short.
         drift = DriftEvent.from_dict(dict(req.drift or {}))
+        drift = self._refreshed(drift, self._now(drift.tenant, drift.model))
         busy = self.state.in_flight(drift.tenant, drift.model)
         if busy is not None and busy.request_id != req.request_id:
             why = f"request {busy.request_id[:8]} for this model is {busy.status.value}"
@@ -386,16 +408,57 @@ class RetrainService:
         self._start(drift, attempt=req.attempts + 1, reason="retry after its data could be read")
 
     def _retry_waiting(self) -> None:
-        """Try again the people's waiting requests whose wait is over (:meth:`_manual`)."""
+        """Try again one of the people's waiting requests whose wait is over (:meth:`_manual`),
+        the one due first: each try may read up to 30 days of data in the consumer's loop
+        (every due request at once: ten of one model, ten reads of up to two minutes each).
+        The others of its model, if it still waits, wait with it; the rest, for later polls."""
         now = self.monotonic()
-        for rid in [rid for rid, (at, _) in self._retries.items() if at <= now]:
-            try:
-                self._manual(rid)
-            except (RegistryError, OSError, ValueError) as exc:
-                # The registry unreadable: said, and tried again after the next wait (raised
-                # here, it stopped the worker's loop).
-                log.warning("retrain request %s: could not try it again: %s", rid, exc)
-                self._wait_again(rid)
+        due = sorted((at, rid) for rid, (at, _) in self._retries.items() if at <= now)
+        if not due:
+            return
+        rid = due[0][1]
+        try:
+            self._manual(rid)
+        except (RegistryError, OSError, ValueError) as exc:
+            # The registry unreadable: said, and tried again after the next wait (raised
+            # here, it stopped the worker's loop).
+            log.warning("retrain request %s: could not try it again: %s", rid, exc)
+            self._wait_again(rid)
+        still = self._retries.get(rid)
+        if still is None:
+            return
+        model = self._model_of(rid)
+        for _, other in due[1:]:
+            if other in self._retries and self._model_of(other) == model:
+                at, wait = self._retries[other]
+                self._retries[other] = (max(at, still[0]), wait)
+
+    def _model_of(self, rid: str) -> tuple[str, str]:
+        value = self.state.manual.get(rid, {})
+        return str(value.get("tenant", "")), str(value.get("model", ""))
+
+    def _manual_request(self, rid: str) -> RequestState | None:
+        """The request of the person's ask ``rid``, if decided (its id is the drift id's)."""
+        tenant, model = self._model_of(rid)
+        drift = manual_drift(rid, tenant, model, "", 0.0, "", "")
+        return self.state.requests.get(request_id(drift))
+
+    def _now(self, tenant: str, model: str) -> float:
+        """The time decisions on (tenant, model) are taken at: its log clock (the newest
+        outcome time seen), else the wall clock."""
+        return self.log_clock.get((tenant, model), self.clock())
+
+    @staticmethod
+    def _refreshed(drift: DriftEvent, now: float) -> DriftEvent:
+        """``drift`` moved to ``now`` (its detection time and its window, by the same amount;
+        never back), for a request that trains again after a wait: its data end there, and
+        its promotion and post-deploy watch start there. The drift id (the request id) stays."""
+        shift = now - drift.detected_at
+        if shift <= 0:
+            return drift
+        return replace(drift, detected_at=drift.detected_at + shift,
+                       window_start=drift.window_start + shift,
+                       window_end=drift.window_end + shift)  # fmt: skip
 
     def _manual_rollback(self, value: dict[str, Any]) -> None:
         """A person asked for a rollback (API ``POST .../rollback``). One that cannot be done
@@ -518,7 +581,9 @@ class RetrainService:
                 )
             else:
                 self._run(nxt)
-        if self._retries and not self._retrying:
+        if self._retries and not self._retrying and self.state.global_flag is not False:
+            # With the flag off for everyone (the runbook's stop), a person's request left
+            # waiting is not started: it waits, and is tried at the first poll with it on.
             self._retrying = True  # not again from the poll a retry's start calls
             try:
                 self._retry_waiting()

@@ -1107,3 +1107,143 @@ def test_a_restart_watches_a_promotion_past_a_labelled_row_it_cannot_use(
     again.replay(out.retrain, [])
     check = again.checks[("acme", "fraud")]
     assert check.version == version and list(check.counted) == ["fine"]
+
+
+def failed_then_waiting(
+    tmp_path: Path, rows: list[dict[str, Any]], day: float, **policy: Any
+) -> tuple[RetrainService, Published, Flaky, Ticks]:
+    """A person's request asked at ``day`` (log clock) whose first training failed and whose
+    retry (attempt 2) could not read its data: ``waiting``, to carry on."""
+    flaky, failures = Flaky(rows), [TrainingFailed("timeout", "over the limit")]
+    flaky.up = True
+
+    def fails_once(model: str, data: Dataset, _: TrainingLimits, share: float, seed: int) -> Any:
+        if failures:
+            flaky.up = False
+            raise failures.pop()
+        return train(model, data, share, seed)
+
+    svc, out = service(tmp_path, rows, **policy)
+    ticks = Ticks()
+    svc.trainer, svc.data, svc.monotonic = fails_once, flaky, ticks
+    svc.log_clock[("acme", "fraud")] = T0 + day * DAY
+    svc.on_control("retrain:api-8", ASK)
+    svc.wait_idle()
+    assert [(e.status, e.attempt) for e in out.retrain] == [
+        (RetrainStatus.TRAINING, 1),
+        (RetrainStatus.WAITING, 2),
+    ]
+    return svc, out, flaky, ticks
+
+
+def test_a_waiting_request_is_decided_anew_once_another_request_of_the_model_has_trained(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Its cooldown over while it waited, an automatic request of the model trained and was
+    promoted (r1): the person's request carried on with its old drift, trained on old data,
+    replaced r1 (its watch cut short) and moved the last training back. Decided anew, the
+    cooldown of r1's training rejects it; the last training never moves back."""
+    svc, out, flaky, ticks = failed_then_waiting(tmp_path, rows, 12.0, auto_retrain=True)
+    person = out.retrain[0].request_id
+    flaky.up = True
+    svc.log_clock[("acme", "fraud")] = drift().detected_at
+    svc.on_drift(drift())
+    svc.wait_idle()
+    assert [m.version for m in out.models] == ["r1"]
+    ticks.now += 3600.0
+    svc.wait_idle()
+    assert out.statuses().count(RetrainStatus.TRAINING) == 2
+    assert [m.version for m in out.models] == ["r1"] and svc.checks[
+        ("acme", "fraud")
+    ].version == "r1"
+    last = out.retrain[-1]
+    assert (last.request_id, last.status) == (person, RetrainStatus.REJECTED)
+    assert last.reason.startswith("cooldown")
+    assert svc.state.last_training[("acme", "fraud")] == drift().detected_at
+    stale = replace(out.retrain[0], event_time=T0)  # an older training applied later
+    svc.state.apply(stale)
+    assert svc.state.last_training[("acme", "fraud")] == drift().detected_at
+
+
+def test_a_request_trained_again_after_a_wait_is_promoted_at_the_time_it_trains(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Carried on (and retried after an interruption at a start), a request trained on the
+    data and was promoted at the times of its first attempt: its post-deploy watch was over
+    at once ("served no traffic to check") and the cooldown short. Now both are at the
+    model's log clock when it trains again; the request id stays."""
+    svc, out, flaky, ticks = failed_then_waiting(tmp_path, rows, 13.0)
+    now = T0 + 19.9 * DAY
+    svc.log_clock[("acme", "fraud")] = now
+    flaky.up = True
+    ticks.now += 3600.0
+    svc.wait_idle()
+    training, promoted = out.retrain[2:]
+    assert (training.status, promoted.status) == (RetrainStatus.TRAINING, RetrainStatus.PROMOTED)
+    assert training.request_id == out.retrain[0].request_id
+    assert training.event_time == now and promoted.details["promoted_at"] == now
+    moved = DriftEvent.from_dict(promoted.details["drift"])
+    assert (moved.detected_at, moved.window_start, moved.window_end) == (now, now, now)
+    assert svc.checks[("acme", "fraud")].promoted_at == now
+    assert svc.state.last_training[("acme", "fraud")] == now
+    # Interrupted while training, retried at a start that knows the model's log clock.
+    crashed, out2 = service(tmp_path / "b", rows, auto_retrain=True)
+    crashed.trainer = lambda *_: (_ for _ in ()).throw(SystemExit("crashed"))
+    with pytest.raises(SystemExit):
+        crashed.on_drift(drift())
+        crashed.wait_idle()
+    crashed.close()
+    again, out3 = service(tmp_path / "b", rows, auto_retrain=True)
+    again.log_clock[("acme", "fraud")] = drift().detected_at + 0.3 * DAY
+    again.replay(out2.retrain, [])
+    again.wait_idle()
+    assert out3.statuses() == [RetrainStatus.TRAINING, RetrainStatus.PROMOTED]
+    assert out3.retrain[-1].details["promoted_at"] == drift().detected_at + 0.3 * DAY
+
+
+def test_with_the_flag_off_for_everyone_a_waiting_request_is_not_started(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """The runbook's stop (auto-retrain off for everyone): "requests already queued will
+    not start". A person's request left waiting was started by its timed retry all the same.
+    It waits, at a start too, and is tried at the first poll once the flag is on again."""
+    svc, out, flaky, ticks = waiting_on_data(tmp_path, rows, auto_retrain=True)
+    off = {"auto_retrain": False}
+    svc.on_control("flag:global", off)
+    flaky.up = True
+    ticks.now += 3600.0
+    svc.poll()
+    assert flaky.reads == 1 and out.statuses() == [RetrainStatus.WAITING]
+    again, out2 = service(tmp_path / "b", rows, auto_retrain=True)
+    again.data = flaky
+    again.replay(out.retrain, [("retrain:api-5", ASK), ("flag:global", off)])
+    again.poll()
+    assert flaky.reads == 1 and out2.retrain == []
+    svc.on_control("flag:global", {"auto_retrain": True})
+    svc.wait_idle()
+    assert out.statuses() == [RetrainStatus.WAITING, RetrainStatus.TRAINING,
+                              RetrainStatus.PROMOTED]  # fmt: skip
+
+
+def test_a_poll_tries_one_waiting_request_and_the_others_of_its_model_wait_with_it(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Ten people's requests of one model waiting on its data were each tried in the same
+    poll: ten reads of up to 30 days, each up to two minutes, in the consumer's loop. One is
+    tried; the others of the model wait with it, and take their turn once it is decided."""
+    svc, out, flaky, ticks = waiting_on_data(tmp_path, rows)
+    for i in range(4):
+        svc.on_control(f"retrain:more-{i}", ASK)
+    assert flaky.reads == 5 and out.statuses() == [RetrainStatus.WAITING] * 5
+    for _ in range(3):
+        ticks.now += 3600.0
+        before = flaky.reads
+        svc.poll()
+        svc.poll()
+        assert flaky.reads == before + 1
+    flaky.up = True
+    for _ in range(10):
+        ticks.now += 3600.0
+        svc.wait_idle()
+    assert out.statuses().count(RetrainStatus.PROMOTED) == 1
+    assert out.statuses().count(RetrainStatus.REJECTED) == 4
