@@ -28,6 +28,8 @@ batch other tenants' alerts are in (it did for up to a round, 70 s).
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import logging
 import math
@@ -67,7 +69,9 @@ MAX_ROUNDS_IN_FLIGHT = 64
 """Delivery rounds (tasks, one per chain) under way at once at most: the agent no longer
 waits for its rounds, so a slow endpoint and a stream of new incidents made one task per
 chain without limit (tens of thousands). An alert over it is held (memory and table) and
-its round started by the timer once one ends (:meth:`AlertNotifier.redeliver`)."""
+its round started as soon as one ends, the oldest held first: a new alert never goes before
+an older one held due (the freed slot went to the next batch's new alerts, and older ones
+waited for good under a steady flow of new incidents)."""
 
 
 def delivery_key(alert_id: str) -> str:
@@ -127,6 +131,14 @@ class AlertNotifier:
     """The rounds under way (:meth:`_rounds`), one task per chain."""
     max_rounds: int = MAX_ROUNDS_IN_FLIGHT
     """:data:`MAX_ROUNDS_IN_FLIGHT`."""
+    _held: list[tuple[tuple[float, float, str], int, Pending]] = field(default_factory=list)
+    """The first alerts of chains whose round :attr:`max_rounds` held back, a heap, oldest
+    first (:func:`_age`): a round that ends starts the oldest still due (:meth:`_start`);
+    stale entries (settled, started, revoked) are dropped as they come up."""
+    _held_ids: dict[str, Pending] = field(default_factory=dict)
+    _held_seq: itertools.count[int] = field(default_factory=itertools.count)
+    _stopping: bool = False
+    """:meth:`stop` began: a round that ends starts no other."""
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _load_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     """One reader of a partition's pending alerts at a time (the agent and the timer)."""
@@ -183,8 +195,14 @@ class AlertNotifier:
                 )
             except BaseException:
                 # The batch is read again; the write may have taken some records (no longer
-                # new then): their partitions' pending alerts are read again first.
-                self.redelivery.loaded -= {h.partition for h in new}
+                # new then, duplicates to the batch read again): those are held now, looked up
+                # one by one (a rescan of their partitions, outside this lock while this
+                # worker's rounds went on, put a round settled meanwhile back from its stale
+                # record: sent again, out of order).
+                for h in new:
+                    if self.store.get(delivery_key(h.alert.alert_id), h.partition) is not None:
+                        self.redelivery.queue(h)
+                self._count_undelivered()
                 raise
             held = [
                 self.redelivery.queue(h)
@@ -198,17 +216,14 @@ class AlertNotifier:
             first = self.redelivery.first_of(h)
             if first is not None:
                 heads[first.alert.alert_id] = first
-        firsts = sorted(
-            (
-                p
-                for p in heads.values()
-                if p.due <= now
-                and p.partition in self.redelivery.loaded  # (else an earlier one may be unread)
-                and self._may_start(p)
-            ),
-            key=lambda p: p.since,
-        )
-        await self._wait(self._start(firsts))
+        firsts = [
+            p
+            for p in heads.values()
+            if p.due <= now
+            and p.partition in self.redelivery.loaded  # (else an earlier one may be unread)
+            and self._may_start(p)
+        ]
+        await self._wait(self._start(firsts))  # (after the older ones held, if any)
 
     async def check(self, owned: Callable[[], set[int]], recovering: Callable[[], bool]) -> None:
         """The redelivery timer's work: the rounds due (:meth:`redeliver`), then
@@ -253,6 +268,7 @@ class AlertNotifier:
         """The worker stops: the rounds under way get ``grace_seconds`` to end (a round
         cut off after its POST is sent again, a repeat the receiver drops), then are
         cancelled: their alerts are held in the table, the partition's next owner sends them."""
+        self._stopping = True
         tasks = list(self._tasks)
         if tasks:
             await asyncio.wait(tasks, timeout=grace_seconds)
@@ -362,14 +378,27 @@ class AlertNotifier:
             return False
         return self.redelivery.enabled or p.rounds == 0 or p.asked
 
-    def _start(self, firsts: Iterable[Pending]) -> list[asyncio.Task[None]]:
+    def _start(self, firsts: Iterable[Pending] = ()) -> list[asyncio.Task[None]]:
         """A task per chain, from its first alert (:meth:`_rounds`), the partition's
-        generation read now; one no longer pending as it was found (settled, or its partition
-        revoked since) is left alone, and so are those over :attr:`max_rounds` (held: the
-        timer starts them)."""
+        generation read now, oldest first (:func:`_age`): ``firsts`` and the alerts held
+        before by :attr:`max_rounds` (:attr:`_held`) still due, merged - a new alert does not
+        go before an older one held. One no longer pending as it was found (settled, or its
+        partition revoked since) is left alone; those over :attr:`max_rounds` are held (a
+        round that ends starts the oldest of them)."""
+        fresh = sorted(firsts, key=_age)
         tasks: list[asyncio.Task[None]] = []
-        for p in firsts:
-            if len(self._tasks) >= self.max_rounds:
+        i = 0
+        while not self._stopping and len(self._tasks) < self.max_rounds:
+            held = self._oldest_held()
+            if i < len(fresh) and (held is None or _age(fresh[i]) <= _age(held)):
+                p = fresh[i]
+                i += 1
+            elif held is not None:
+                heapq.heappop(self._held)
+                if self._held_ids.get(held.alert.alert_id) is held:
+                    del self._held_ids[held.alert.alert_id]
+                p = held
+            else:
                 break
             if (
                 p.alert.alert_id in self._in_flight
@@ -380,10 +409,41 @@ class AlertNotifier:
             generation = self.redelivery.generation(p.partition)
             task = asyncio.create_task(self._rounds(p, generation))
             self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            task.add_done_callback(self._ended)
             tasks.append(task)
+        for p in fresh[i:]:  # over the cap
+            if self._held_ids.get(p.alert.alert_id) is not p:
+                self._held_ids[p.alert.alert_id] = p
+                heapq.heappush(self._held, (_age(p), next(self._held_seq), p))
         self._count_undelivered()
         return tasks
+
+    def _oldest_held(self) -> Pending | None:
+        """The oldest alert held by :attr:`max_rounds` that may start now (due, still the
+        first of its chain, pending as it was held, not in a round); the stale ones before
+        it dropped (one whose round is due again later is found by the timer)."""
+        now = self.clock()
+        while self._held:
+            p = self._held[0][2]
+            alert_id = p.alert.alert_id
+            if (
+                self.redelivery.pending.get(alert_id) is p
+                and p.due <= now
+                and p.partition in self.redelivery.loaded
+                and self.redelivery.first_of(p) is p
+                and self._may_start(p)
+            ):
+                return p
+            heapq.heappop(self._held)
+            if self._held_ids.get(alert_id) is p:
+                del self._held_ids[alert_id]
+        return None
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A round task ended: its slot goes to the oldest alert held by the cap, if any."""
+        self._tasks.discard(task)
+        if self._held and not self._stopping:
+            self._start()
 
     async def _wait(self, tasks: list[asyncio.Task[None]]) -> None:
         """Wait for ``tasks`` ``wait_seconds`` at most (they go on after)."""
@@ -507,6 +567,11 @@ class AlertNotifier:
             log.error("alert %s (%s) not delivered, for good, after %d attempts: %s",
                       alert.alert_id[:8], alert.title, result.attempts, result.error)  # fmt: skip
         await self.send_alert(alert.stream_key.encode(), result.to_json())
+
+
+def _age(p: Pending) -> tuple[float, float, str]:
+    """Oldest first: when it was held back (queued, or its first round failed)."""
+    return (p.since, p.alert.created_at, p.alert.alert_id)
 
 
 def _expired(raw: bytes, cutoff: float) -> bool:

@@ -94,8 +94,9 @@ class Pending:
     alert: Alert
     partition: int
     since: float
-    """When it was first held back: its first round failed, or it was queued (the hours of
-    redelivery count from here)."""
+    """When it was first held back: queued (``rounds`` 0), then when its first round failed
+    (the hours of redelivery count from there, not from its queueing: an alert queued behind
+    others, or behind the cap of rounds, for long was given up at its first failure)."""
     rounds: int
     """Rounds failed so far (0: queued, none run yet)."""
     due: float
@@ -237,12 +238,13 @@ class Redelivery:
     ) -> Pending | None:
         """A round of ``alert`` failed on a retryable error at ``now``, its endpoint asking to
         wait ``retry_after`` seconds (or not): its next round, or None (and no longer pending)
-        once ``hours`` have passed since it was first held back. Never before the wait asked
+        once ``hours`` have passed since its first round failed (not since it was queued).
+        Never before the wait asked
         (up to :data:`LONGEST_ASKED_WAIT`); with redelivery off, a next round only if the
         round ended because of that wait (``asked``: longer than a round may wait), within
         that long (a ``Retry-After: 0`` earned an hour of rounds)."""
         known = self._pop(alert.alert_id)
-        since = now if known is None else known.since
+        since = now if known is None or known.rounds == 0 else known.since
         off_horizon = LONGEST_ASKED_WAIT if asked else 0.0
         if now - since >= (self.horizon if self.enabled else off_horizon):
             return None

@@ -21,7 +21,7 @@ from agents.api.auth import ApiConfigError
 from agents.metrics import WorkerMetrics
 from agents.notify import AlertNotifier, delivery_key
 from agents.processor import TableStore
-from agents.redelivery import PENDING, Redelivery
+from agents.redelivery import PENDING, Pending, Redelivery
 from runtime.settings import Settings
 from schemas import Severity, format_timestamp
 from schemas.alerts import Alert, AlertDelivery, AlertKind, DeliveryStatus
@@ -693,13 +693,13 @@ def test_an_alert_whose_queued_record_was_not_written_is_not_taken_for_a_duplica
     """The alert was held in memory before its record was written: the write failed, the
     batch was read again, the alert taken for a duplicate (held), its offset committed with
     no record; a revoke before the timer lost it. Now written, then held; a record the
-    failed write did take is read back (the alert is sent, not left in the table only)."""
+    failed write did take is held at once (the alert is sent, not left in the table only)."""
     table = FailingOnceStore(taken=taken)
     s = Setup([], table=table)
     events = s.events(alert("a1", "d1"), alert("a2", "d2"))
     with pytest.raises(RuntimeError):
         asyncio.run(s.notifier.process_batch(events))
-    assert not s.notifier.redelivery.pending and s.hook.calls == []
+    assert sorted(s.notifier.redelivery.pending) == ["a1"][:taken] and s.hook.calls == []
     asyncio.run(s.notifier.process_batch(events))  # the batch read again
     assert s.metric("driftwatch_alert_deliveries_total", result="duplicate") == taken
     assert len(s.notifier.redelivery) + len(s.hook.calls) == 2  # held, or sent
@@ -784,3 +784,114 @@ def test_a_chain_step_does_not_walk_every_pending_alert() -> None:
         s.tick(900.0)
     assert not r and s.metric("driftwatch_alerts_undelivered") == 0.0
     assert s.hook.calls.count("a5-2") == 1 and s.record("a5-2")["s"] == "delivered"
+
+
+def test_after_a_failed_write_the_table_is_not_read_again() -> None:
+    """Review: a failed 'queued' write marked its partitions to be read again; the next
+    batch rescanned the table outside the lock while this worker's rounds went on, and a
+    round settled between the scan and the load was put back from its stale 'queued'
+    record (sent again, after its chain's later alert). Now the failed batch's alerts are
+    looked up one by one, and those the write took are held."""
+    table = FailingOnceStore(fail=0, taken=1)
+    s = Setup([], table=table)
+    scans: list[int] = []
+    table.while_scanning = lambda: scans.append(1)
+    hook = SlowTenantWebhook([], s.clock)
+    s.notifier.webhook = hook  # type: ignore[assignment]
+    s.notifier.wait_seconds = 0.01
+
+    async def scenario() -> None:
+        hook.gate = asyncio.Event()
+        first = s.events(
+            alert("x", "d1", tenant="slow"), alert("y", "d1", tenant="slow", change="resolved")
+        )
+        await s.notifier.process_batch(first)  # x's round runs (slow), y waits behind it
+        assert scans == [1]
+        table.fail = 1
+        events = s.events(alert("z", "d2"))
+        with pytest.raises(RuntimeError):
+            await s.notifier.process_batch(events)
+        assert "z" in s.notifier.redelivery.pending  # the write took it: held
+        await s.notifier.process_batch(events)  # read again: z a duplicate, no rescan
+        assert scans == [1]
+        hook.gate.set()
+        await asyncio.gather(*s.notifier._tasks)
+        s.clock[0] += 10.0
+        await s.notifier.redeliver({0})
+        await asyncio.gather(*s.notifier._tasks)
+
+    asyncio.run(scenario())
+    assert sorted(hook.calls) == ["x", "y", "z"] and hook.calls.index("x") < hook.calls.index("y")
+    assert not s.notifier.redelivery and s.metric("driftwatch_alerts_undelivered") == 0.0
+
+
+def test_a_round_that_ends_starts_the_oldest_alert_held_by_the_cap() -> None:
+    """Review: under the cap, a freed slot went to the next batch's new alerts (or the
+    timer, every 10 s): under a steady flow of new incidents with a slow endpoint the older
+    alerts held waited for good. A round that ends starts the oldest held at once, and a
+    batch starts no new alert while an older one held is due."""
+    s = Setup([])
+    hook = PerAlertGateWebhook([], s.clock)
+    s.notifier.webhook = hook  # type: ignore[assignment]
+    s.notifier.wait_seconds = 0.001
+    s.notifier.max_rounds = 2
+
+    async def scenario() -> None:
+        await s.notifier.process_batch(
+            s.events(alert("old1", "d1"), alert("old2", "d2"), alert("old3", "d3"))
+        )
+        assert hook.started == ["old1", "old2"]
+        for k in range(1, 4):  # one round ends, then a new incident's alert comes
+            s.clock[0] += 30.0
+            hook.release(hook.started[k - 1])
+            await asyncio.sleep(0.01)
+            await s.notifier.process_batch(s.events(alert(f"new{k}", f"dn{k}")))
+        # old3 took old1's slot as that round ended; new1 waited for a slot (old2's)
+        assert hook.started[:5] == ["old1", "old2", "old3", "new1", "new2"]
+        for name in list(hook.started):
+            hook.release(name)
+        while s.notifier._tasks:
+            await asyncio.gather(*s.notifier._tasks)
+            for name in list(hook.started):
+                hook.release(name)
+
+    asyncio.run(scenario())
+    assert sorted(hook.calls) == ["new1", "new2", "new3", "old1", "old2", "old3"]
+    assert not s.notifier.redelivery
+
+
+class PerAlertGateWebhook(ScriptedWebhook):
+    """Each alert's round waits until :meth:`release` d; :attr:`started`: in the order begun."""
+
+    def __init__(self, script: list[str], clock: list[float]) -> None:
+        super().__init__(script, clock)
+        self.started: list[str] = []
+        self.gates: dict[str, asyncio.Event] = {}
+
+    def release(self, alert_id: str) -> None:
+        self.gates.setdefault(alert_id, asyncio.Event()).set()
+
+    async def deliver(self, a: Alert) -> AlertDelivery:
+        self.started.append(a.alert_id)
+        await self.gates.setdefault(a.alert_id, asyncio.Event()).wait()
+        return await super().deliver(a)
+
+
+def test_the_hours_of_redelivery_count_from_the_first_round_not_the_queueing() -> None:
+    """Review: an alert held (the cap, its chain) for longer than the hours of redelivery
+    was given up at its first failed round: ``since`` counted from its queueing. Old
+    records (queued, or failed) still load as they were."""
+    s = Setup(["down"], hours=1.0)
+    r = s.notifier.redelivery
+    queued = Redelivery.queued(alert("a1"), 0, T, 0)
+    old_failed = Pending(alert("a2"), 0, T, 2, T + 100.0, 1)
+    r.load(0, [queued.record("queued", 0, T), old_failed.record("failed", 8, T)])
+    assert r.pending["a1"].since == T and r.pending["a2"].rounds == 2
+    later = T + 2 * 3600.0  # its first round, two hours after its queueing, fails
+    again = r.failed(alert("a1"), 0, later)
+    assert again is not None and again.since == later and again.rounds == 1
+    assert r.failed(alert("a2"), 0, later) is None  # failed first 2 h ago: given up
+    off = Redelivery(0.0)  # redelivery off: a Retry-After asked still honoured
+    off.queue(Redelivery.queued(alert("a3"), 0, T, 0))
+    asked = off.failed(alert("a3"), 0, later, retry_after=120.0, asked=True)
+    assert asked is not None and asked.due == later + 120.0
