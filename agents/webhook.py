@@ -424,9 +424,13 @@ class WebhookNotifier:
                 if waited + delay > self.config.max_round_wait_seconds:
                     self._notify(attempts, "failed")
                     error += f"; the round ends (its waits would pass {waited + delay:.0f} s)"
+                    # Owed a later round only for a wait asked longer than a round may wait
+                    # at all: waits of a few seconds that add up past it are the endpoint's
+                    # failure (they earned an hour of rounds with redelivery off).
+                    asked = outcome.retry_after
                     return replace(
-                        self._failed(alert, target, attempts, error, True, outcome.retry_after),
-                        wait_asked=outcome.retry_after is not None,
+                        self._failed(alert, target, attempts, error, True, asked),
+                        wait_asked=asked is not None and asked > self.config.max_round_wait_seconds,
                     )
                 waited += delay
                 self._notify(attempts, "retried")

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp import web
 
+from agents.redelivery import Redelivery
 from agents.webhook import (
     REDACTED,
     SIGNATURE_HEADER,
@@ -281,6 +282,27 @@ def test_a_retry_after_the_round_could_wait_is_not_a_wait_asked() -> None:
     delivery = run(scenario())
     assert delivery.status is DeliveryStatus.FAILED and delivery.attempts == 3
     assert delivery.retry_after == 1.0 and not delivery.wait_asked
+
+
+@pytest.mark.parametrize("asked", ["5", "30"])
+def test_retry_afters_the_round_could_wait_that_add_up_past_it_are_not_a_wait_asked(
+    asked: str,
+) -> None:
+    """Review: with the default attempts, a constant ``Retry-After`` of 5-30 s made the
+    round's waits add up past ``max_round_wait_seconds`` (30) and the round ended with
+    ``wait_asked`` set: an hour of rounds with redelivery off. Only a wait asked alone
+    longer than a round may wait is one."""
+
+    async def scenario() -> AlertDelivery:
+        busy = Reply(503, "busy", headers={"Retry-After": asked})
+        async with Server(default=busy) as server:
+            return (await deliver(WebhookConfig(url=server.url), make_alert()))[0]
+
+    delivery = run(scenario())
+    assert delivery.status is DeliveryStatus.FAILED and delivery.retryable
+    assert "the round ends" in (delivery.error or "")  # its waits added up past 30 s
+    assert delivery.retry_after == float(asked) and not delivery.wait_asked
+    assert Redelivery(0.0).failed(make_alert(), 0, 1000.0, 5.0, delivery.wait_asked) is None
 
 
 def test_a_retry_after_date_falls_back_to_backoff() -> None:
