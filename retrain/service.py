@@ -154,7 +154,8 @@ class RetrainService:
         self._retries: dict[str, tuple[float, float]] = {}
         """People's requests left waiting, by control id: when to try each again
         (:attr:`monotonic`) and the wait that led there (:meth:`_manual`). Not kept across
-        a restart: :meth:`replay` tries each at once, then waits from the first wait."""
+        a restart: :meth:`replay` makes each due at once (tried one a poll), then waits from
+        the first wait."""
         self._retrying = False
         self.step: Callable[[str], None] = lambda _name: None
         """Called at each step of a request (:data:`STEPS`): the fault tests' crash hook."""
@@ -193,13 +194,14 @@ class RetrainService:
                             reason="retry after an interruption")  # fmt: skip
         for rid in list(self.state.manual):
             # Asked for while this worker was down (or before it decided), or left waiting;
-            # one whose retry above has just failed to read its data waits for its turn. With
-            # the flag off for everyone, one left waiting waits until it is on (:meth:`poll`).
+            # one whose retry above has just failed to read its data waits for its turn. One
+            # left waiting is due now in the timed retry: :meth:`poll` tries one at a time
+            # (tried here, every one read its data at once, each blocking with the broker
+            # down), and none while the flag is off for everyone.
             if rid in self._retries:
                 continue
             asked = self._manual_request(rid)
-            waiting = asked is not None and asked.status is RetrainStatus.WAITING
-            if waiting and self.state.global_flag is False:
+            if asked is not None and asked.status is RetrainStatus.WAITING:
                 self._retries[rid] = (self.monotonic(), 0.0)
                 continue
             self._manual(rid)

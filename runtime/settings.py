@@ -672,8 +672,8 @@ class Settings:
         "Wait before a person's retrain request left `waiting` (its training data could not "
         "be read) is tried again by the running retrain worker; it doubles each try, up to 15 "
         "minutes (or this, if longer); one request of a model at a time, the others of the "
-        "model waiting with it. A start tries such a request at once. Not while auto-retrain "
-        "is off for everyone (tried once it is on). 0: only at a start.",
+        "model waiting with it. A start tries such requests at once, one a poll. Not while "
+        "auto-retrain is off for everyone (tried once it is on). 0: only at a start.",
     )
     training_days: float = _env(
         "DRIFTWATCH_TRAINING_DAYS", 30.0, "Days of labelled predictions a training reads."

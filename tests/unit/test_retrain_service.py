@@ -1247,3 +1247,30 @@ def test_a_poll_tries_one_waiting_request_and_the_others_of_its_model_wait_with_
         svc.wait_idle()
     assert out.statuses().count(RetrainStatus.PROMOTED) == 1
     assert out.statuses().count(RetrainStatus.REJECTED) == 4
+
+
+def test_a_start_tries_the_waiting_requests_one_a_poll(
+    tmp_path: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Review: at a start, every person's request left waiting was tried in the replay at
+    once (a data read each, each blocking with the broker down). They are due now in the
+    timed retry: a poll tries one."""
+    svc, out, flaky, ticks = waiting_on_data(tmp_path, rows)
+    for i in range(3):
+        svc.on_control(f"retrain:more-{i}", ASK)
+    assert out.statuses() == [RetrainStatus.WAITING] * 4
+    again, out2 = service(tmp_path / "b", rows)
+    again.data = flaky
+    again.monotonic = ticks
+    again.log_clock[("acme", "fraud")] = svc.log_clock[("acme", "fraud")]
+    controls = [("retrain:api-5", ASK)] + [(f"retrain:more-{i}", ASK) for i in range(3)]
+    before = flaky.reads
+    again.replay(out.retrain, controls)
+    assert flaky.reads == before  # none read in the replay
+    again.poll()
+    assert flaky.reads == before + 1
+    flaky.up = True
+    for _ in range(10):
+        ticks.now += 3600.0
+        again.wait_idle()
+    assert out2.statuses().count(RetrainStatus.PROMOTED) == 1
