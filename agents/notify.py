@@ -199,8 +199,19 @@ class AlertNotifier:
                 # one by one (a rescan of their partitions, outside this lock while this
                 # worker's rounds went on, put a round settled meanwhile back from its stale
                 # record: sent again, out of order).
+                # Only while the partition is still this generation's: revoked meanwhile, the
+                # new owner reads the records (stale copies kept here were sent again if the
+                # partition came back before the timer). A lookup that fails leaves the
+                # partition to be read whole again.
                 for h in new:
-                    if self.store.get(delivery_key(h.alert.alert_id), h.partition) is not None:
+                    if self.redelivery.generation(h.partition) != generations[h.partition]:
+                        continue
+                    try:
+                        stored = self.store.get(delivery_key(h.alert.alert_id), h.partition)
+                    except Exception:
+                        self.redelivery.loaded.discard(h.partition)
+                        continue
+                    if stored is not None:
                         self.redelivery.queue(h)
                 self._count_undelivered()
                 raise

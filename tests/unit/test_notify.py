@@ -708,6 +708,80 @@ def test_an_alert_whose_queued_record_was_not_written_is_not_taken_for_a_duplica
     assert s.record("a1")["s"] == s.record("a2")["s"] == "delivered"
 
 
+class RevokedMidWrite(PartitionedStore):
+    """Stores the writes, then (a rebalance while the write was awaited) runs ``revoke`` and
+    fails, once."""
+
+    revoke: Callable[[], None] | None = None
+
+    async def write_all(self, writes: Iterable[Write]) -> None:
+        writes = list(writes)
+        await super().write_all(writes)
+        if self.revoke is not None:
+            revoke, self.revoke = self.revoke, None
+            revoke()
+            raise RuntimeError("changelog: request timed out")
+
+
+def test_a_failed_write_during_a_revoke_holds_nothing_of_the_partition_lost() -> None:
+    """Review: the records a failed write took were held with no check of the partition's
+    generation: revoked while the write was awaited, their stale 'queued' copies stayed in
+    memory; the new owner sent them, and when the partition came back before the timer the
+    old owner sent them again, after the incident's 'resolved'. Each alert reaches the
+    receiver once, in order."""
+    table = RevokedMidWrite()
+    old = Setup([], table=table)
+    table.revoke = lambda: old.notifier.forget({0})
+    events = old.events(alert("a1", "d1", change="opened"), alert("a2", "d1", change="resolved"))
+    with pytest.raises(RuntimeError):
+        asyncio.run(old.notifier.process_batch(events))
+    assert len(old.notifier.redelivery) == 0
+    new = Setup([], table=table)  # the partition's new owner
+    new.clock[0] = old.clock[0] + 1
+    new.tick(0.0)
+    assert new.hook.calls == ["a1", "a2"]
+    old.clock[0] += 10  # the partition assigned back to the old owner
+    old.tick(0.0)
+    assert old.hook.calls == []
+
+
+class UnreadableAfterFailure(FailingOnceStore):
+    """A failed write that took every record, after which a lookup of one partition's key
+    raises once (the store unreadable for a moment)."""
+
+    unreadable = False
+
+    async def write_all(self, writes: Iterable[Write]) -> None:
+        failing = bool(self.fail)
+        try:
+            await super().write_all(writes)
+        finally:
+            self.unreadable = failing
+
+    def get(self, key: str, partition: int | None = None) -> bytes | None:
+        if self.unreadable and partition is not None:
+            self.unreadable = False
+            raise OSError("store unreadable")
+        return super().get(key, partition)
+
+
+def test_a_record_a_failed_write_took_but_could_not_be_looked_up_is_read_with_its_partition() -> (
+    None
+):
+    """A lookup after a failed write that itself fails leaves the partition to be read
+    again: the record the write took is sent, not left in the table only (the batch read
+    again takes it for a duplicate)."""
+    table = UnreadableAfterFailure(taken=2)
+    s = Setup([], table=table)
+    events = s.events(alert("a1", "d1"), alert("a2", "d2"))
+    with pytest.raises(RuntimeError):
+        asyncio.run(s.notifier.process_batch(events))
+    assert 0 not in s.notifier.redelivery.loaded
+    asyncio.run(s.notifier.process_batch(events))  # read again: duplicates, the table read
+    s.tick(10.0)
+    assert sorted(s.hook.calls) == ["a1", "a2"]
+
+
 def test_the_rounds_under_way_are_capped_and_the_alerts_over_the_cap_wait_for_the_timer() -> None:
     """Review: one task per chain without limit (a slow endpoint and many incidents made tens
     of thousands). At most ``max_rounds`` run; the others are held and the timer starts
