@@ -223,7 +223,7 @@ class AlertNotifier:
             self._count_undelivered()
         now = self.clock()
         heads = {}  # the first of each chain of the batch (not every pending alert's: due())
-        for h in held:
+        for h in {h.chain or h.alert.alert_id: h for h in held}.values():  # once a chain
             first = self.redelivery.first_of(h)
             if first is not None:
                 heads[first.alert.alert_id] = first
@@ -405,9 +405,7 @@ class AlertNotifier:
                 p = fresh[i]
                 i += 1
             elif held is not None:
-                heapq.heappop(self._held)
-                if self._held_ids.get(held.alert.alert_id) is held:
-                    del self._held_ids[held.alert.alert_id]
+                self._pop_held()
                 p = held
             else:
                 break
@@ -445,10 +443,14 @@ class AlertNotifier:
                 and self._may_start(p)
             ):
                 return p
-            heapq.heappop(self._held)
-            if self._held_ids.get(alert_id) is p:
-                del self._held_ids[alert_id]
+            self._pop_held()
         return None
+
+    def _pop_held(self) -> None:
+        """Take the oldest off the held heap (and its id, if it is still that alert's)."""
+        p = heapq.heappop(self._held)[2]
+        if self._held_ids.get(p.alert.alert_id) is p:
+            del self._held_ids[p.alert.alert_id]
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         """A round task ended: its slot goes to the oldest alert held by the cap, if any."""

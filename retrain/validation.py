@@ -19,7 +19,7 @@ import numpy as np
 from schemas import parse_timestamp
 from streams.join import binary_label
 from streams.perf_drop_tests import proportion_drop_test
-from streams.performance import THRESHOLD, PerformanceSummary
+from streams.performance import THRESHOLD, PerformanceSummary, check_score
 
 
 @dataclass(frozen=True)
@@ -143,9 +143,10 @@ class PostDeployCheck:
     policy: PostDeployPolicy = field(default_factory=PostDeployPolicy)
     request_id: str | None = None
     """The retrain request that promoted it: the verdict is published against it."""
-    counted: dict[str, tuple[float, bool]] = field(default_factory=dict, repr=False)
-    """The rows in the window, by event id (at-least-once delivery: each counts once): their
-    prediction time, and whether the score's side of the threshold matched the label."""
+    counted: dict[str, bool] = field(default_factory=dict, repr=False)
+    """The rows in the window, by event id (at-least-once delivery: each counts once):
+    whether the score's side of the threshold matched the label (their prediction times are
+    in ``_by_time``)."""
     correct: int = 0
     """How many of ``counted`` were right (accuracy as :func:`holdout_metrics` reads it)."""
     _by_time: list[tuple[float, str]] = field(default_factory=list, repr=False)
@@ -183,15 +184,14 @@ class PostDeployCheck:
             return False
         event_id = str(row["event_id"])
         score = float(row["score"])
-        if not 0.0 <= score <= 1.0:  # also NaN
-            raise ValueError(f"score must be a probability in [0, 1], got {score!r}")
+        check_score(score)
         right = (score >= THRESHOLD) == (binary_label(row["label"]) == 1)
         if self.first_served is None or ts < self.first_served:
             self.first_served = ts  # labels arrive out of order: the earliest seen so far
             self._drop_past(self.window_end)
         if ts >= self.window_end or event_id in self.counted:
             return False
-        self.counted[event_id] = (ts, right)
+        self.counted[event_id] = right
         self.correct += right
         heapq.heappush(self._by_time, (-ts, event_id))
         return True
@@ -200,7 +200,7 @@ class PostDeployCheck:
         """Uncount the rows predicted at or after ``end`` (the window's end moved back)."""
         while self._by_time and -self._by_time[0][0] >= end:
             _, event_id = heapq.heappop(self._by_time)
-            _, right = self.counted.pop(event_id)
+            right = self.counted.pop(event_id)
             self.correct -= right
 
     def verdict(self, now: float) -> tuple[Verdict, str, dict[str, float]]:

@@ -207,9 +207,10 @@ class FeatureJudge:
         # The drifting share (severity) within each family: features, segment features. It
         # counts features, not tests: a feature's distribution and missing rate are one
         # feature, and the multivariate test is none.
-        sizes = _features_by_family(family)
         if scan:  # the scan tests numeric features only: the share is of all of them
             sizes = Counter(is_segment_feature(f) for f, _ in stream.judged_features())
+        else:
+            sizes = _features_by_family(family)
         found = _features_by_family(drifting)
         registry = None
         if drifting and self.importances is not None:

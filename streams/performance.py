@@ -56,7 +56,8 @@ _INT32_MAX: Final = 2**31 - 1
 _add: Final = np.add.reduce
 
 
-def _check_score(score: float) -> None:
+def check_score(score: float) -> None:
+    """Refuse a score that is not a probability (NaN included)."""
     if not 0.0 <= score <= 1.0:  # also rejects NaN
         raise ValueError(f"score must be a probability in [0, 1], got {score!r}")
 
@@ -182,12 +183,12 @@ class PerformanceSummary:
 
     def add_prediction(self, score: float) -> None:
         """A prediction was made (its label is not known yet)."""
-        _check_score(score)
+        check_score(score)
         self._unlabelled[self._bin(score)] += 1
 
     def add_label(self, score: float, label: int) -> None:
         """The label of a prediction with this score arrived."""
-        _check_score(score)
+        check_score(score)
         if label not in (0, 1):
             raise ValueError(f"label must be 0 or 1, got {label!r}")
         b = self._bin(score)

@@ -73,19 +73,14 @@ def _fill_absent(
         everyone = len(picked) == rows
         for name in features[:known]:
             column = columns.get(name)
+            if column is None and everyone:
+                columns[name] = [None] * rows
+                continue
             if column is None:
-                columns[name] = [None] * rows if everyone else _nones_at(picked, rows)
-            else:
-                for row in picked:
-                    if column[row] is ABSENT:
-                        column[row] = None
-
-
-def _nones_at(picked: list[int], rows: int) -> list[object]:
-    column: list[object] = [ABSENT] * rows
-    for row in picked:
-        column[row] = None
-    return column
+                column = columns[name] = [ABSENT] * rows
+            for row in picked:
+                if column[row] is ABSENT:
+                    column[row] = None
 
 
 class ValueBuffer:

@@ -59,6 +59,16 @@ def new_error_id() -> str:
     return secrets.token_hex(4)
 
 
+def internal_error(logger: logging.Logger, what: str) -> web.Response:
+    """The 500 for the exception being handled: a generic message and an error id, the
+    traceback logged with that id (call it from an ``except`` block)."""
+    error_id = new_error_id()
+    logger.exception("%s failed (error id %s)", what, error_id)
+    return error_response(
+        500, "internal_error", f"internal error (error id {error_id})", error_id=error_id
+    )
+
+
 def concealed(
     logger: logging.Logger,
     status: int,

@@ -61,7 +61,7 @@ from agents.api.common import (
     concealed,
     error_response,
     http_error_response,
-    new_error_id,
+    internal_error,
 )
 from agents.api.spec import ROUTES, Route, openapi_document
 from runtime.settings import Settings
@@ -213,12 +213,8 @@ class Front:
             status = exc.status
             return http_error_response(exc, self.max_body_bytes)
         except Exception:
-            error_id = new_error_id()  # the detail is for the log, tied to the answer by this
-            log.exception("API front: %s %s failed (error id %s)", request.method,
-                          request.path, error_id)  # fmt: skip
             status = 500
-            return error_response(500, "internal_error", f"internal error (error id {error_id})",
-                                  error_id=error_id)  # fmt: skip
+            return internal_error(log, f"API front: {request.method} {request.path}")
         finally:
             self.record(name, request.method, status, time.perf_counter() - started)
 

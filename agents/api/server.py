@@ -39,7 +39,7 @@ from agents.api.common import (
     concealed,
     current_principal,
     http_error_response,
-    new_error_id,
+    internal_error,
 )
 from agents.api.common import error_response as _error
 from agents.api.spec import MAX_CURSOR, ROUTES, Route, openapi_document
@@ -234,12 +234,8 @@ class Api:
             status = exc.status
             return http_error_response(exc, self.max_body_bytes)
         except Exception:
-            error_id = new_error_id()  # the detail is for the log, tied to the answer by this
-            log.exception("API %s %s failed (error id %s)", request.method, request.path,
-                          error_id)  # fmt: skip
             status = 500
-            return _error(500, "internal_error", f"internal error (error id {error_id})",
-                          error_id=error_id)  # fmt: skip
+            return internal_error(log, f"API {request.method} {request.path}")
         finally:
             if not from_front:  # the front counts its requests (agents.api.front_process)
                 self.metrics.api_requests.labels(name, request.method, str(status)).inc()
